@@ -1,0 +1,91 @@
+// `fwlb doctor`: detects the kernel features fwlb needs and says what is missing; shell layer of apps/balancer.
+import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { nftCli } from '@fwlb/nft';
+import { Rtnl } from '@fwlb/routing';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  required: boolean;
+  detail: string;
+}
+
+const probeTable = 'fwlb_doctor';
+
+/** A table using every nft feature the data plane renders: jhash with seed, mark maps, ct mark, fib. Checked with `nft -c`, never committed. */
+function probeCommands(): unknown[] {
+  const t = { family: 'inet', table: probeTable };
+  return [
+    { add: { table: { family: 'inet', name: probeTable } } },
+    { add: { map: { ...t, name: 'b', type: 'mark', map: 'mark' } } },
+    { add: { chain: { ...t, name: 'p', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } },
+    {
+      add: {
+        rule: {
+          ...t,
+          chain: 'p',
+          expr: [
+            { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } },
+            { match: { op: '==', left: { ct: { key: 'mark' } }, right: 0 } },
+            { mangle: { key: { meta: { key: 'mark' } }, value: { jhash: { mod: 7, seed: 1, expr: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] } } } } },
+            { mangle: { key: { meta: { key: 'mark' } }, value: { map: { key: { meta: { key: 'mark' } }, data: '@b' } } } },
+            { mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } },
+          ],
+        },
+      },
+    },
+  ];
+}
+
+function sysctl(path: string): string | null {
+  try {
+    return readFileSync(`/proc/sys/${path}`, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+export async function doctor(opts: { interfaces?: string[] } = {}): Promise<Check[]> {
+  const checks: Check[] = [];
+  const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
+  checks.push({ name: 'nft binary', ok: v.status === 0, required: true, detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package' });
+  if (v.status === 0) {
+    try {
+      await nftCli().check(probeCommands());
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark, fib', ok: true, required: true, detail: 'nft -c accepted the probe table' });
+    } catch (e) {
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark, fib', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
+    }
+  }
+  const ct = sysctl('net/netfilter/nf_conntrack_max');
+  checks.push({ name: 'conntrack', ok: ct !== null, required: true, detail: ct !== null ? `nf_conntrack loaded (max ${ct})` : 'nf_conntrack is not loaded (modprobe nf_conntrack)' });
+  try {
+    const rt = Rtnl.open();
+    try {
+      const rules = await rt.rules();
+      checks.push({ name: 'policy routing (rtnetlink rules)', ok: true, required: true, detail: `${rules.length} IPv4 rules readable` });
+    } finally {
+      rt.close();
+    }
+  } catch (e) {
+    checks.push({ name: 'policy routing (rtnetlink rules)', ok: false, required: true, detail: `cannot read ip rules through netlink: ${(e as Error).message}` });
+  }
+  const fwd = sysctl('net/ipv4/ip_forward');
+  checks.push({ name: 'ip_forward', ok: fwd === '1', required: true, detail: fwd === '1' ? 'enabled' : 'net.ipv4.ip_forward is 0: this node would not forward (sysctl -w net.ipv4.ip_forward=1)' });
+  for (const i of opts.interfaces ?? []) {
+    const rp = sysctl(`net/ipv4/conf/${i}/rp_filter`);
+    const all = sysctl('net/ipv4/conf/all/rp_filter');
+    if (rp === null) {
+      checks.push({ name: `interface ${i}`, ok: false, required: true, detail: 'interface does not exist' });
+      continue;
+    }
+    const eff = Math.max(Number(rp), Number(all ?? 0));
+    checks.push({ name: `rp_filter ${i}`, ok: eff !== 1, required: false, detail: eff === 1 ? 'strict rp_filter drops replies that return through another firewall; use 2 (loose) or 0' : `effective ${eff}` });
+  }
+  return checks;
+}
+
+export function formatChecks(checks: Check[]): string {
+  return checks.map((c) => `${c.ok ? 'ok     ' : c.required ? 'MISSING' : 'warn   '} ${c.name}: ${c.detail}`).join('\n');
+}

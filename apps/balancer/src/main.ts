@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+// fwlb node agent entry point: `fwlb run|doctor|check-config`; the only place that listens and touches process.
+import { readFileSync, rmSync } from 'node:fs';
+import { validateBalancerConfig, ConfigError, ResolvedBalancerConfig } from '@fwlb/config';
+import { nftCli } from '@fwlb/nft';
+import { Rtnl } from '@fwlb/routing';
+import { build } from './app';
+import { doctor, formatChecks } from './doctor';
+import { Reconciler } from './reconciler';
+import { BoundedRunner } from './runner';
+
+function usage(): never {
+  console.error('usage: fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE');
+  process.exit(2);
+}
+
+function loadConfig(path: string): ResolvedBalancerConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError([{ field: '', message: `cannot read ${path}: ${(e as Error).message}` }], path);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError([{ field: '', message: `not valid JSON: ${(e as Error).message}` }], path);
+  }
+  return validateBalancerConfig(doc, path);
+}
+
+function tokenOf(c: ResolvedBalancerConfig): string | undefined {
+  if (c.api.token) return c.api.token;
+  if (c.api.tokenFile) return readFileSync(c.api.tokenFile, 'utf8').split('\n')[0].trim();
+  return process.env.FWLB_TOKEN || undefined;
+}
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+
+async function run(path: string): Promise<void> {
+  const config = loadConfig(path);
+  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)] });
+  const missing = checks.filter((c) => c.required && !c.ok);
+  if (missing.length) {
+    console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
+    process.exit(3);
+  }
+  const rtnl = Rtnl.open();
+  const reconciler = new Reconciler(config, nftCli(), rtnl);
+  const log = (msg: string) => console.log(`${new Date().toISOString()} fwlb[${config.name}] ${msg}`);
+  // Adopt: the first reconcile reads the kernel before writing and applies only the difference; nothing is flushed.
+  const first = await reconciler.reconcile();
+  log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`);
+  for (const e of first.routingErrors) log(`routing: ${e}`);
+  const runner = BoundedRunner.create(
+    async () => {
+      const r = await reconciler.reconcile();
+      if (r.nftCommands || r.routingChanges) log(`reconciled: ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`);
+      for (const e of r.routingErrors) log(`routing: ${e}`);
+    },
+    { resyncMs: config.resyncSeconds * 1000 },
+    (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
+  );
+  const app = build({ reconciler, token: tokenOf(config), apply: () => reconciler.reconcile() });
+  const listen = config.api.listen;
+  if (listen.startsWith('unix:')) {
+    const p = listen.slice(5);
+    rmSync(p, { force: true });
+    await app.listen({ path: p });
+  } else {
+    const i = listen.lastIndexOf(':');
+    await app.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) });
+  }
+  runner.start();
+  log(`listening on ${listen}`);
+  const stop = async () => {
+    // Leaving the kernel as it is: a stopped controller must not cause a blip.
+    runner.stop();
+    await app.close();
+    rtnl.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+async function main(): Promise<void> {
+  const cmd = process.argv[2];
+  if (cmd === 'run') {
+    const path = arg('--config') ?? usage();
+    await run(path);
+  } else if (cmd === 'doctor') {
+    const path = arg('--config');
+    const c = path ? loadConfig(path) : null;
+    const checks = await doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [] });
+    console.log(formatChecks(checks));
+    process.exit(checks.some((x) => x.required && !x.ok) ? 1 : 0);
+  } else if (cmd === 'check-config') {
+    loadConfig(process.argv[3] ?? usage());
+    console.log('config ok');
+  } else usage();
+}
+
+main().catch((e) => {
+  if (e instanceof ConfigError) {
+    console.error(`fwlb: ${e.message}`);
+    process.exit(2);
+  }
+  console.error(`fwlb: ${e instanceof Error ? e.stack : e}`);
+  process.exit(1);
+});

@@ -1,0 +1,112 @@
+// Renders a node's desired nft table and policy routes from config and live firewalls; pure layer of apps/balancer.
+import { buildTable, BucketTable } from '@fwlb/flowhash';
+import type { ResolvedBalancerConfig } from '@fwlb/config';
+import type { DesiredTable, NftJson } from '@fwlb/nft';
+import type { PolicyRoute } from '@fwlb/routing';
+
+export const TABLE_FAMILY = 'inet' as const;
+export const TABLE_NAME = 'fwlb';
+
+const meta = (key: string) => ({ meta: { key } });
+const payload = (protocol: string, field: string) => ({ payload: { protocol, field } });
+const eq = (left: NftJson, right: NftJson) => ({ match: { op: '==', left, right } });
+const ne = (left: NftJson, right: NftJson) => ({ match: { op: '!=', left, right } });
+const set = (key: NftJson, value: NftJson) => ({ mangle: { key, value } });
+const ctMark = { ct: { key: 'mark' } };
+const counter = { counter: null };
+
+export interface FirewallSlot {
+  id: string;
+  index: number;
+  mark: number;
+  table: number;
+  priority: number;
+}
+
+export function slots(c: ResolvedBalancerConfig): FirewallSlot[] {
+  return c.firewalls.map((f, i) => ({ id: f.id, index: i, mark: c.marks.base + i, table: c.tables.base + i, priority: c.rulePriorities.base + i }));
+}
+
+/**
+ * The jhash concatenation. Why the order differs by role: the outside node sees the client as source, the
+ * inside node as destination, and both must hash (outer, inner) to land a flow in the same bucket.
+ * order=packet hashes (source, destination) on both, which is asymmetric: only for demonstrating failure.
+ */
+function hashFields(c: ResolvedBalancerConfig, ported: boolean): NftJson[] {
+  const src = ported ? [payload('ip', 'saddr'), payload('th', 'sport')] : [payload('ip', 'saddr')];
+  const dst = ported ? [payload('ip', 'daddr'), payload('th', 'dport')] : [payload('ip', 'daddr')];
+  const outerIsSource = c.role === 'outside' || c.hash.order === 'packet';
+  return [...(outerIsSource ? [...src, ...dst] : [...dst, ...src]), meta('l4proto')];
+}
+
+export interface RenderInput {
+  config: ResolvedBalancerConfig;
+  /** Firewalls that may take new sessions (enabled and healthy). */
+  live: string[];
+  /** Firewalls whose established sessions may continue (healthy, even if administratively disabled). */
+  reachable: string[];
+}
+
+export function bucketTable(input: RenderInput): BucketTable {
+  return buildTable(input.config.firewalls.map((f) => f.id), input.config.hash.buckets, input.live);
+}
+
+/** The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "restore", "hash-tcp-udp", "hash-other"). */
+export interface RenderedTable extends DesiredTable {
+  labeled: Record<string, NftJson[]>;
+}
+
+export function renderTable(input: RenderInput, table: BucketTable): RenderedTable {
+  const c = input.config;
+  const sl = slots(c);
+  const markOf = new Map(sl.map((s) => [s.id, s.mark]));
+  const side = eq(meta('iifname'), c.sideInterface);
+  const rules: NftJson[][] = [];
+  const labeled: Record<string, NftJson[]> = {};
+  const add = (label: string | null, r: NftJson[]) => {
+    rules.push(r);
+    if (label) labeled[label] = r;
+  };
+  // Traffic to this node itself (API, probes) is never steered.
+  add(null, [side, eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { accept: null }]);
+  if (c.ingressLearning) {
+    for (const f of c.firewalls) {
+      const m: NftJson[] = [eq(meta('iifname'), f.interface)];
+      if (f.mac) m.push(eq(payload('ether', 'saddr'), f.mac.toLowerCase()));
+      add(`learn:${f.id}`, [...m, eq(ctMark, 0), counter, set(ctMark, markOf.get(f.id))]);
+    }
+  }
+  const reachableMarks = input.reachable.map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
+  // Why `ct mark {reachable}`: a flow pinned to a dead firewall is re-hashed instead of black-holed.
+  if (reachableMarks.length) add('restore', [side, eq(ctMark, { set: reachableMarks }), counter, set(meta('mark'), ctMark), { accept: null }]);
+  const anyLive = table.owner.some((o) => o !== null);
+  if (!anyLive) {
+    add('no-firewall-drop', [side, eq(meta('nfproto'), 'ipv4'), counter, { drop: null }]);
+  } else {
+    const steer = (ported: boolean): NftJson[] => [
+      set(meta('mark'), { jhash: { mod: c.hash.buckets, seed: c.hash.seed, expr: { concat: hashFields(c, ported) } } }),
+      // Why two statements: a named map keyed by mark cannot take jhash directly in nft 1.0.6's JSON; the
+      // bucket number goes through the mark first. A miss ends the rule, so every bucket is always filled.
+      set(meta('mark'), { map: { key: meta('mark'), data: '@buckets' } }),
+      set(ctMark, meta('mark')),
+    ];
+    add('hash-tcp-udp', [side, eq(meta('nfproto'), 'ipv4'), eq(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...steer(true)]);
+    add('hash-other', [side, eq(meta('nfproto'), 'ipv4'), ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...steer(false)]);
+  }
+  const elements: [number, number][] = [];
+  table.owner.forEach((o, b) => {
+    if (o !== null) elements.push([b, markOf.get(o)!]);
+  });
+  return {
+    labeled,
+    family: TABLE_FAMILY,
+    name: TABLE_NAME,
+    maps: [{ name: 'buckets', type: 'mark', map: 'mark', elements }],
+    chains: [{ name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules }],
+  };
+}
+
+/** One ip rule and one table per configured firewall, live or not: pinned flows still need their path. */
+export function renderRoutes(c: ResolvedBalancerConfig): PolicyRoute[] {
+  return slots(c).map((s) => ({ fwmark: s.mark, table: s.table, priority: s.priority, gateway: c.firewalls[s.index].nextHop, oif: c.firewalls[s.index].interface }));
+}

@@ -1,0 +1,218 @@
+// Traffic agent run inside a lab namespace: `serve` (TCP/UDP echo, HTTP) or `drive` (a workload, JSON report).
+import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import * as http from 'node:http';
+
+export interface DriveSpec {
+  short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number };
+  long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number };
+  udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
+}
+
+export interface DriveReport {
+  short: { ok: number; failed: number; errors: Record<string, number> };
+  long: { ok: number; broken: number; errors: Record<string, number>; messages: number };
+  udp: { ok: number; failed: number };
+}
+
+const hp = (t: string): [string, number] => {
+  const i = t.lastIndexOf(':');
+  return [t.slice(0, i), Number(t.slice(i + 1))];
+};
+
+function serve(args: string[]): void {
+  const opt = (n: string) => {
+    const i = args.indexOf(n);
+    return i >= 0 ? Number(args[i + 1]) : 0;
+  };
+  let accepted = 0;
+  const tcp = net.createServer((s) => {
+    accepted++;
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+  const udp = dgram.createSocket('udp4');
+  udp.on('message', (m, r) => udp.send(m, r.port, r.address));
+  const web = http.createServer((req, res) => {
+    if (req.url === '/stats') return res.end(JSON.stringify({ accepted }));
+    res.end('fwlb lab server\n');
+  });
+  web.keepAliveTimeout = 1000;
+  let pending = 0;
+  const ready = () => {
+    if (--pending === 0) console.log('ready');
+  };
+  if (opt('--tcp')) {
+    pending++;
+    tcp.listen(opt('--tcp'), '0.0.0.0', ready);
+  }
+  if (opt('--udp')) {
+    pending++;
+    udp.bind(opt('--udp'), '0.0.0.0', ready);
+  }
+  if (opt('--http')) {
+    pending++;
+    web.listen(opt('--http'), '0.0.0.0', ready);
+  }
+}
+
+function bump(m: Record<string, number>, k: string) {
+  m[k] = (m[k] ?? 0) + 1;
+}
+
+function shortConn(target: string, id: number, timeoutMs: number): Promise<string | null> {
+  return new Promise((res) => {
+    const [host, port] = hp(target);
+    const s = net.connect({ host, port });
+    const msg = `short ${id}\n`;
+    let got = '';
+    const t = setTimeout(() => finish('timeout'), timeoutMs);
+    function finish(err: string | null) {
+      clearTimeout(t);
+      s.removeAllListeners('data');
+      if (err) s.destroy();
+      res(err);
+    }
+    s.on('connect', () => s.write(msg));
+    s.on('data', (d) => {
+      got += d;
+      if (got === msg) {
+        s.end();
+        s.on('close', () => finish(null));
+      }
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? 'error'));
+  });
+}
+
+function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number): Promise<{ err: string | null; messages: number }> {
+  return new Promise((res) => {
+    const [host, port] = hp(target);
+    const s = net.connect({ host, port });
+    let seq = 0;
+    let expect = '';
+    let got = '';
+    let waitTimer: NodeJS.Timeout | null = null;
+    let tick: NodeJS.Timeout | null = null;
+    const start = Date.now();
+    let done = false;
+    function finish(err: string | null) {
+      if (done) return;
+      done = true;
+      if (tick) clearInterval(tick);
+      if (waitTimer) clearTimeout(waitTimer);
+      if (err) s.destroy();
+      else s.end();
+      res({ err, messages: seq });
+    }
+    const send = () => {
+      if (Date.now() - start >= durationMs) {
+        if (expect === got) return finish(null);
+      }
+      if (expect !== got) return; // still waiting for the previous echo
+      const m = `long ${id} ${seq++} ${'x'.repeat(64)}\n`;
+      expect += m;
+      s.write(m);
+      waitTimer = setTimeout(() => finish(`no echo within ${timeoutMs} ms`), timeoutMs);
+    };
+    s.on('connect', () => {
+      send();
+      tick = setInterval(send, intervalMs);
+    });
+    s.on('data', (d) => {
+      got += d;
+      if (got === expect && waitTimer) {
+        clearTimeout(waitTimer);
+        waitTimer = null;
+      }
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? 'error'));
+    s.on('close', () => finish(done ? null : 'closed by peer'));
+  });
+}
+
+async function pool<T>(n: number, conc: number, f: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array(n);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(conc, n) }, async () => {
+      while (next < n) {
+        const i = next++;
+        out[i] = await f(i);
+      }
+    }),
+  );
+  return out;
+}
+
+function udpFlow(target: string, port: number, id: number, timeoutMs: number, expectReply: boolean): Promise<boolean> {
+  return new Promise((res) => {
+    const [host, dport] = hp(target);
+    const s = dgram.createSocket('udp4');
+    const t = setTimeout(() => finish(!expectReply), expectReply ? timeoutMs : 20);
+    function finish(ok: boolean) {
+      clearTimeout(t);
+      s.close();
+      res(ok);
+    }
+    s.on('error', () => finish(false));
+    s.on('message', () => finish(true));
+    s.bind(port, () => s.send(`udp ${id}`, dport, host));
+  });
+}
+
+export async function drive(spec: DriveSpec): Promise<DriveReport> {
+  const report: DriveReport = { short: { ok: 0, failed: 0, errors: {} }, long: { ok: 0, broken: 0, errors: {}, messages: 0 }, udp: { ok: 0, failed: 0 } };
+  const jobs: Promise<unknown>[] = [];
+  if (spec.long) {
+    const l = spec.long;
+    jobs.push(
+      Promise.all(Array.from({ length: l.count }, (_, i) => longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000))).then((rs) => {
+        for (const r of rs) {
+          report.long.messages += r.messages;
+          if (r.err) {
+            report.long.broken++;
+            bump(report.long.errors, r.err);
+          } else report.long.ok++;
+        }
+      }),
+    );
+  }
+  if (spec.short) {
+    const s = spec.short;
+    jobs.push(
+      pool(s.count, s.concurrency, (i) => shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000)).then((rs) => {
+        for (const e of rs) {
+          if (e) {
+            report.short.failed++;
+            bump(report.short.errors, e);
+          } else report.short.ok++;
+        }
+      }),
+    );
+  }
+  if (spec.udp) {
+    const u = spec.udp;
+    jobs.push(
+      pool(u.flows, 200, (i) => udpFlow(u.targets[i % u.targets.length], u.basePort ? u.basePort + i : 0, i, u.timeoutMs ?? 2000, u.expectReply ?? true)).then((rs) => {
+        for (const ok of rs) ok ? report.udp.ok++ : report.udp.failed++;
+      }),
+    );
+  }
+  await Promise.all(jobs);
+  return report;
+}
+
+if (require.main === module) {
+  const [mode, ...rest] = process.argv.slice(2);
+  if (mode === 'serve') serve(rest);
+  else if (mode === 'drive') {
+    drive(JSON.parse(rest[0]) as DriveSpec).then((r) => {
+      console.log(JSON.stringify(r));
+      process.exit(0);
+    });
+  } else {
+    console.error('usage: agent serve [--tcp P] [--udp P] [--http P] | agent drive JSON');
+    process.exit(2);
+  }
+}

@@ -1,0 +1,6 @@
+// @fwlb/lab: the namespace sandwich used by the integration tests, the benchmarks and `npm run lab`.
+export * from './topology';
+export * from './netns';
+export * from './lab';
+export * from './scenario';
+export type { DriveSpec, DriveReport } from './agent';

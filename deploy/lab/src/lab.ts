@@ -1,0 +1,204 @@
+// Builds and tears down the namespace sandwich, starts servers and balancer nodes; I/O layer of deploy/lab.
+import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ChildProcess } from 'node:child_process';
+import * as http from 'node:http';
+import { FIREWALL_RULESET, LabOptions, Topology, topology } from './topology';
+import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
+
+export const REPO = resolve(__dirname, '../../..');
+export const BALANCER_MAIN = join(REPO, 'apps/balancer/dist/main.js');
+export const AGENT = join(__dirname, 'agent.js');
+export const ECHO_PORT = 7007;
+export const HTTP_PORT = 8080;
+
+export interface NodeProc {
+  proc: ChildProcess;
+  log: string[];
+}
+
+export class Lab {
+  readonly t: Topology;
+  private procs: ChildProcess[] = [];
+  readonly nodes: Partial<Record<'outside' | 'inside', NodeProc>> = {};
+
+  constructor(opts: LabOptions) {
+    this.t = topology(opts);
+  }
+
+  ns(name: string): string {
+    return `${this.t.opts.prefix}-${name}`;
+  }
+
+  host(name: string) {
+    return this.t.hosts.find((h) => h.name === name)!;
+  }
+
+  /** Create every namespace, link, address and route; firewalls get their strict ruleset. */
+  build(): void {
+    mkdirSync(this.t.opts.runDir, { recursive: true });
+    for (const h of this.t.hosts) {
+      run(['ip', 'netns', 'add', h.ns]);
+      inNs(h.ns, ['ip', 'link', 'set', 'lo', 'up']);
+      const sys = ['net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0'];
+      if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall') sys.push('net.ipv4.ip_forward=1');
+      // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
+      if (h.role === 'client' || h.role === 'server') sys.push('net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=1');
+      inNs(h.ns, ['sysctl', '-qw', ...sys]);
+    }
+    for (const b of this.t.bridges) {
+      inNs(b.ns, ['ip', 'link', 'add', b.ifname, 'type', 'bridge']);
+      inNs(b.ns, ['ip', 'addr', 'add', b.addr, 'dev', b.ifname]);
+      inNs(b.ns, ['ip', 'link', 'set', b.ifname, 'up']);
+    }
+    for (const l of this.t.links) {
+      const tmp = `v${process.pid % 100000}x${this.procs.length}${Math.floor(Math.random() * 1e6)}`.slice(0, 14);
+      run(['ip', 'link', 'add', tmp + 'a', 'netns', l.a.ns, 'type', 'veth', 'peer', 'name', tmp + 'b', 'netns', l.b.ns]);
+      inNs(l.a.ns, ['ip', 'link', 'set', tmp + 'a', 'name', l.a.ifname]);
+      inNs(l.b.ns, ['ip', 'link', 'set', tmp + 'b', 'name', l.b.ifname]);
+      for (const end of [l.a, l.b]) {
+        if (end.addr) inNs(end.ns, ['ip', 'addr', 'add', end.addr, 'dev', end.ifname]);
+        inNs(end.ns, ['sysctl', '-qw', `net.ipv4.conf.${end.ifname}.rp_filter=0`]);
+      }
+      if (l.bridgeB) inNs(l.b.ns, ['ip', 'link', 'set', l.b.ifname, 'master', l.bridgeB]);
+      inNs(l.a.ns, ['ip', 'link', 'set', l.a.ifname, 'up']);
+      inNs(l.b.ns, ['ip', 'link', 'set', l.b.ifname, 'up']);
+    }
+    for (const r of this.t.routes) inNs(r.ns, ['ip', 'route', 'add', r.dst, 'via', r.via]);
+    for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', '-'], FIREWALL_RULESET);
+    writeFileSync(join(this.t.opts.runDir, 'outside.json'), JSON.stringify(this.t.nodes.outside, null, 2));
+    writeFileSync(join(this.t.opts.runDir, 'inside.json'), JSON.stringify(this.t.nodes.inside, null, 2));
+  }
+
+  /** Start a long-running agent (servers) in a namespace and wait for its "ready" line. */
+  async startAgent(hostName: string, args: string[]): Promise<ChildProcess> {
+    const p = spawnInNs(this.ns(hostName), [process.execPath, AGENT, ...args]);
+    this.procs.push(p);
+    await waitForLine(p, /^ready/, 10000, `agent ${args[0]} in ${hostName}`);
+    return p;
+  }
+
+  async startServers(): Promise<void> {
+    const serve = ['serve', '--tcp', String(ECHO_PORT), '--udp', String(ECHO_PORT), '--http', String(HTTP_PORT)];
+    for (const h of this.t.hosts.filter((x) => x.role === 'server' || x.role === 'client')) await this.startAgent(h.name, serve);
+  }
+
+  configPath(role: 'outside' | 'inside'): string {
+    return join(this.t.opts.runDir, `${role}.json`);
+  }
+
+  socketPath(role: 'outside' | 'inside'): string {
+    return join(this.t.opts.runDir, `${role}.sock`);
+  }
+
+  /** Start a balancer node and wait until its API answers. */
+  async startNode(role: 'outside' | 'inside'): Promise<NodeProc> {
+    const ns = this.ns(role === 'outside' ? 'ob' : 'ib');
+    const p = spawnInNs(ns, [process.execPath, BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
+    this.procs.push(p);
+    const log: string[] = [];
+    const onData = (d: Buffer) => log.push(...d.toString().split('\n').filter(Boolean));
+    p.stdout!.on('data', onData);
+    p.stderr!.on('data', onData);
+    const node = { proc: p, log };
+    this.nodes[role] = node;
+    await waitForLine(p, /listening on/, 15000, `balancer ${role}`, log);
+    return node;
+  }
+
+  async startNodes(): Promise<void> {
+    await this.startNode('outside');
+    await this.startNode('inside');
+  }
+
+  /** kill -9: the controller dies without any cleanup, as in a crash. */
+  async killNode(role: 'outside' | 'inside'): Promise<void> {
+    const n = this.nodes[role];
+    if (!n) return;
+    const exited = new Promise((r) => n.proc.once('exit', r));
+    // `ip netns exec` execs node in place, so the child's pid is the controller's pid.
+    n.proc.kill('SIGKILL');
+    await exited;
+    delete this.nodes[role];
+  }
+
+  api(role: 'outside' | 'inside', method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any }> {
+    return new Promise((res, rej) => {
+      const data = body === undefined ? undefined : JSON.stringify(body);
+      const req = http.request(
+        {
+          socketPath: this.socketPath(role),
+          method,
+          path,
+          headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        },
+        (r) => {
+          let s = '';
+          r.on('data', (d) => (s += d));
+          r.on('end', () => res({ status: r.statusCode ?? 0, body: s ? JSON.parse(s) : null }));
+        },
+      );
+      req.on('error', rej);
+      req.end(data);
+    });
+  }
+
+  /** Per-firewall counters from the strict firewalls' named counters. */
+  firewallCounters(): { id: string; newSessions: number; established: number; drops: number }[] {
+    return this.t.hosts
+      .filter((h) => h.role === 'firewall')
+      .map((h) => {
+        const j = JSON.parse(inNs(h.ns, ['nft', '-j', 'list', 'counters', 'table', 'inet', 'fwf']));
+        const c: Record<string, number> = {};
+        for (const it of j.nftables) if (it.counter) c[it.counter.name] = it.counter.packets;
+        return { id: h.name, newSessions: c.new ?? 0, established: c.est ?? 0, drops: c.dropped ?? 0 };
+      });
+  }
+
+  resetFirewallCounters(): void {
+    for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', 'reset', 'counters', 'table', 'inet', 'fwf']);
+  }
+
+  /** Stop everything and delete every namespace of this run. Safe to call twice. */
+  teardown(keepRunDir = false): void {
+    for (const p of this.procs) {
+      try {
+        p.kill('SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    this.procs = [];
+    const mine = listNs().filter((n) => n.startsWith(this.t.opts.prefix + '-'));
+    for (const n of mine) deleteNs(n);
+    if (!keepRunDir) rmSync(this.t.opts.runDir, { recursive: true, force: true });
+  }
+}
+
+export function waitForLine(p: ChildProcess, re: RegExp, ms: number, what: string, log: string[] = []): Promise<void> {
+  return new Promise((resolveP, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => done(new Error(`${what} did not start within ${ms} ms: ${buf}${log.join('\n')}`)), ms);
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      if (buf.split('\n').some((l) => re.test(l))) done();
+    };
+    const onExit = (code: number | null) => done(new Error(`${what} exited with ${code}: ${buf}${log.join('\n')}`));
+    function done(err?: Error) {
+      clearTimeout(timer);
+      p.stdout?.off('data', onData);
+      p.stderr?.off('data', onData);
+      p.off('exit', onExit);
+      if (err) reject(err);
+      else resolveP();
+    }
+    p.stdout?.on('data', onData);
+    p.stderr?.on('data', onData);
+    p.on('exit', onExit);
+  });
+}
+
+/** A prefix unique to this process, short enough for namespace names. */
+export function uniquePrefix(tag = 'fl'): string {
+  return `${tag}${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
+}

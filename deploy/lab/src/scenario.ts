@@ -1,0 +1,109 @@
+// The lab scenario: short, long-lived, UDP, ICMP and server-initiated traffic through the sandwich, and its report.
+import { Lab, AGENT, ECHO_PORT } from './lab';
+import { spawnInNs } from './netns';
+import type { DriveReport, DriveSpec } from './agent';
+
+export interface ScenarioOptions {
+  shortPerClient?: number;
+  longPerClient?: number;
+  udpPerClient?: number;
+  pingsPerTarget?: number;
+  serverInitiatedPerServer?: number;
+  longDurationMs?: number;
+  /** Called once the long-lived streams are running (for restart and failure tests). */
+  during?: () => Promise<void>;
+}
+
+export interface ScenarioReport {
+  firewalls: { id: string; sessions: number; share: number; drops: number }[];
+  failed: { short: number; long: number; udp: number; icmp: number; serverInitiated: number; total: number };
+  totals: { sessions: number; drops: number; connections: number };
+  errors: Record<string, number>;
+}
+
+export function drive(lab: Lab, host: string, spec: DriveSpec): Promise<DriveReport> {
+  return new Promise((resolve, reject) => {
+    const p = spawnInNs(lab.ns(host), [process.execPath, AGENT, 'drive', JSON.stringify(spec)]);
+    let out = '';
+    let err = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.stderr!.on('data', (d) => (err += d));
+    p.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`drive in ${host} exited ${code}: ${err}`));
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()!));
+      } catch (e) {
+        reject(new Error(`drive in ${host}: bad report ${out} ${err}`));
+      }
+    });
+  });
+}
+
+/** ICMP echo with the system ping; returns the number of echoes that got no reply. */
+export function pingLost(lab: Lab, host: string, target: string, count: number): Promise<number> {
+  return new Promise((resolve) => {
+    const p = spawnInNs(lab.ns(host), ['ping', '-n', '-q', '-c', String(count), '-i', '0.2', '-W', '2', target]);
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    p.on('exit', () => {
+      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+      resolve(m ? Number(m[1]) - Number(m[2]) : count);
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<ScenarioReport> {
+  const clients = lab.t.hosts.filter((h) => h.role === 'client');
+  const servers = lab.t.hosts.filter((h) => h.role === 'server');
+  const serverTargets = servers.map((s) => `${s.addr}:${ECHO_PORT}`);
+  const clientTargets = clients.map((c) => `${c.addr}:${ECHO_PORT}`);
+  const longMs = o.longDurationMs ?? 8000;
+  lab.resetFirewallCounters();
+  const longs = clients.map((c) =>
+    drive(lab, c.name, { long: { targets: serverTargets, count: o.longPerClient ?? 10, durationMs: longMs, intervalMs: 100 } }),
+  );
+  await sleep(500);
+  const duringP = o.during ? o.during() : Promise.resolve();
+  const shorts = clients.map((c) =>
+    drive(lab, c.name, {
+      short: { targets: serverTargets, count: o.shortPerClient ?? 500, concurrency: 16 },
+      udp: { targets: serverTargets, flows: o.udpPerClient ?? 50 },
+    }),
+  );
+  const inbound = servers.map((s) => drive(lab, s.name, { short: { targets: clientTargets, count: o.serverInitiatedPerServer ?? 100, concurrency: 8 } }));
+  const pings = clients.flatMap((c) => servers.map((s) => pingLost(lab, c.name, s.addr!, o.pingsPerTarget ?? 3)));
+  const [l, s, i, p] = await Promise.all([Promise.all(longs), Promise.all(shorts), Promise.all(inbound), Promise.all(pings), duringP]);
+  const fw = lab.firewallCounters();
+  const sessions = fw.reduce((a, f) => a + f.newSessions, 0);
+  const errors: Record<string, number> = {};
+  for (const r of [...l, ...s, ...i]) for (const [k, v] of Object.entries({ ...r.short.errors, ...r.long.errors })) errors[k] = (errors[k] ?? 0) + v;
+  const failed = {
+    short: s.reduce((a, r) => a + r.short.failed, 0),
+    long: l.reduce((a, r) => a + r.long.broken, 0),
+    udp: s.reduce((a, r) => a + r.udp.failed, 0),
+    icmp: p.reduce((a, n) => a + n, 0),
+    serverInitiated: i.reduce((a, r) => a + r.short.failed, 0),
+    total: 0,
+  };
+  failed.total = failed.short + failed.long + failed.udp + failed.icmp + failed.serverInitiated;
+  const connections = [...l, ...s, ...i].reduce((a, r) => a + r.short.ok + r.short.failed + r.long.ok + r.long.broken + r.udp.ok + r.udp.failed, 0) + p.length * (o.pingsPerTarget ?? 3);
+  return {
+    firewalls: fw.map((f) => ({ id: f.id, sessions: f.newSessions, share: sessions ? f.newSessions / sessions : 0, drops: f.drops })),
+    failed,
+    totals: { sessions, drops: fw.reduce((a, f) => a + f.drops, 0), connections },
+    errors,
+  };
+}
+
+export function formatReport(r: ScenarioReport): string {
+  const lines = ['firewall  sessions  share   drops'];
+  for (const f of r.firewalls) lines.push(`${f.id.padEnd(9)} ${String(f.sessions).padStart(8)}  ${(f.share * 100).toFixed(1).padStart(5)}%  ${String(f.drops).padStart(6)}`);
+  lines.push(`total     ${String(r.totals.sessions).padStart(8)}          ${String(r.totals.drops).padStart(6)}`);
+  lines.push(
+    `failed: ${r.failed.total} (short ${r.failed.short}, long-lived ${r.failed.long}, udp ${r.failed.udp}, icmp ${r.failed.icmp}, server-initiated ${r.failed.serverInitiated}) of ${r.totals.connections}`,
+  );
+  if (Object.keys(r.errors).length) lines.push(`errors: ${JSON.stringify(r.errors)}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,120 @@
+// The lab's sandwich described as data: namespaces, links, addresses, routes and node configs; pure layer of deploy/lab.
+import type { BalancerConfig } from '@fwlb/config';
+
+export interface LabOptions {
+  /** Namespace name prefix, unique per run. */
+  prefix: string;
+  firewalls?: number;
+  clients?: number;
+  servers?: number;
+  seed?: number;
+  buckets?: number;
+  /** Broken baseline: no ingress learning and each node hashes the packet's own (source, destination) order. */
+  broken?: boolean;
+  /** Directory for configs, sockets and logs. */
+  runDir: string;
+}
+
+export interface Host {
+  role: 'client' | 'outside' | 'firewall' | 'inside' | 'server';
+  /** Short name, e.g. c1, ob, fw2. */
+  name: string;
+  ns: string;
+  /** Address on its LAN or, for firewalls, the outside-side address. */
+  addr?: string;
+}
+
+export interface Link {
+  a: { ns: string; ifname: string; addr?: string };
+  b: { ns: string; ifname: string; addr?: string };
+  /** Enslave the b end to this bridge in b's namespace. */
+  bridgeB?: string;
+}
+
+export interface Topology {
+  hosts: Host[];
+  bridges: { ns: string; ifname: string; addr: string }[];
+  links: Link[];
+  routes: { ns: string; dst: string; via: string }[];
+  clientNet: string;
+  serverNet: string;
+  nodes: { outside: BalancerConfig; inside: BalancerConfig };
+  opts: Required<Omit<LabOptions, 'broken'>> & { broken: boolean };
+}
+
+export const CLIENT_NET = '198.51.100';
+export const SERVER_NET = '203.0.113';
+export const OUTSIDE_TRANSIT = (k: number) => `172.16.${k}`;
+export const INSIDE_TRANSIT = (k: number) => `172.17.${k}`;
+
+export function topology(o: LabOptions): Topology {
+  const opts = { firewalls: 3, clients: 2, servers: 2, seed: 0x5eed1234, buckets: 251, broken: false, ...o };
+  const ns = (n: string) => `${opts.prefix}-${n}`;
+  const hosts: Host[] = [];
+  const links: Link[] = [];
+  const routes: Topology['routes'] = [];
+  const bridges = [
+    { ns: ns('ob'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24` },
+    { ns: ns('ib'), ifname: 'srv0', addr: `${SERVER_NET}.1/24` },
+  ];
+  hosts.push({ role: 'outside', name: 'ob', ns: ns('ob') }, { role: 'inside', name: 'ib', ns: ns('ib') });
+  for (let i = 1; i <= opts.clients; i++) {
+    const addr = `${CLIENT_NET}.${10 + i}`;
+    hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr });
+    links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('ob'), ifname: `c${i}` }, bridgeB: 'cli0' });
+    routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
+  }
+  for (let i = 1; i <= opts.servers; i++) {
+    const addr = `${SERVER_NET}.${10 + i}`;
+    hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr });
+    links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('ib'), ifname: `s${i}` }, bridgeB: 'srv0' });
+    routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${SERVER_NET}.1` });
+  }
+  const fwOut: BalancerConfig['firewalls'] = [];
+  const fwIn: BalancerConfig['firewalls'] = [];
+  for (let k = 1; k <= opts.firewalls; k++) {
+    const fw = ns(`fw${k}`);
+    hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${OUTSIDE_TRANSIT(k)}.2` });
+    links.push({ a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24` } });
+    links.push({ a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24` } });
+    routes.push({ ns: fw, dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_TRANSIT(k)}.1` }, { ns: fw, dst: `${SERVER_NET}.0/24`, via: `${INSIDE_TRANSIT(k)}.1` });
+    fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, interface: `fw${k}` });
+    fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, interface: `fw${k}` });
+  }
+  const node = (role: 'outside' | 'inside', side: string, firewalls: BalancerConfig['firewalls']): BalancerConfig => ({
+    role,
+    name: role === 'outside' ? 'ob' : 'ib',
+    sideInterface: side,
+    firewalls,
+    hash: { seed: opts.seed, buckets: opts.buckets, ...(opts.broken ? { order: 'packet' as const } : {}) },
+    ...(opts.broken ? { ingressLearning: false } : {}),
+    api: { listen: `unix:${opts.runDir}/${role}.sock`, token: 'lab-token-0123456789' },
+    resyncSeconds: 5,
+  });
+  return {
+    hosts,
+    bridges,
+    links,
+    routes,
+    clientNet: `${CLIENT_NET}.0/24`,
+    serverNet: `${SERVER_NET}.0/24`,
+    nodes: { outside: node('outside', 'cli0', fwOut), inside: node('inside', 'srv0', fwIn) },
+    opts,
+  };
+}
+
+/** The strict stateful firewall: established/related accept, new SYN/UDP/ICMP accept, everything else counted and dropped. */
+export const FIREWALL_RULESET = `
+table inet fwf {
+  counter new {}
+  counter est {}
+  counter dropped {}
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related counter name "est" accept
+    ct state new tcp flags & (syn | ack | fin | rst) == syn counter name "new" accept
+    ct state new meta l4proto { udp, icmp } counter name "new" accept
+    counter name "dropped" drop
+  }
+}
+`;

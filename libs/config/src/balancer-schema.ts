@@ -1,0 +1,119 @@
+// ajv schema and types of the balancer node's config file; pure layer of libs/config.
+
+export interface FirewallConfig {
+  /** Stable firewall id; the bucket table is keyed by it. */
+  id: string;
+  /** The firewall's address on this node's side, used as the next hop of its routing table. */
+  nextHop: string;
+  /** The interface on this node that leads to the firewall; packets arriving on it are learned as this firewall's. */
+  interface: string;
+  /** Optional MAC of the firewall, for shared segments: learning then matches the source MAC as well. */
+  mac?: string;
+  /** Administratively enabled (default true). */
+  enabled?: boolean;
+}
+
+export interface IdRange {
+  base: number;
+  size: number;
+}
+
+export interface BalancerConfig {
+  role: 'outside' | 'inside';
+  /** Node name, shown in /status. @default the role */
+  name?: string;
+  /** The client-side (outside) or server-side (inside) interface: packets entering here are hashed. */
+  sideInterface: string;
+  firewalls: FirewallConfig[];
+  hash: {
+    /** Seed shared by both nodes: both must hash a flow to the same bucket. */
+    seed: number;
+    /** Bucket count M, prime. @default 251 */
+    buckets?: number;
+    /**
+     * `canonical` (default) hashes (outer, inner) on both nodes. `packet` hashes (source, destination) as seen;
+     * it is asymmetric on purpose and exists only to demonstrate the failure fwlb prevents.
+     */
+    order?: 'canonical' | 'packet';
+  };
+  /** fwmark range owned by fwlb: firewall i (0-based, config order) gets mark base+i. @default {base: 0x10000, size: 256} */
+  marks?: IdRange;
+  /** Routing-table id range: firewall i gets table base+i. @default {base: 1000, size: 256} */
+  tables?: IdRange;
+  /** ip rule priority range: firewall i gets priority base+i. @default {base: 10000, size: 256} */
+  rulePriorities?: IdRange;
+  /** Record the firewall a flow arrives from in its ct mark (layer 1). @default true */
+  ingressLearning?: boolean;
+  api?: {
+    /** "host:port" or "unix:/path". @default "127.0.0.1:8480" */
+    listen?: string;
+    /** Bearer token required for mutations. */
+    token?: string;
+    /** File holding the bearer token (first line). */
+    tokenFile?: string;
+  };
+  /** Seconds between periodic full reconciles. @default 10 */
+  resyncSeconds?: number;
+}
+
+const ipv4 = { type: 'string', format: 'ipv4' } as const;
+const ifname = { type: 'string', pattern: '^[A-Za-z0-9_.:@-]{1,15}$' } as const;
+const range = (max: number) => ({
+  type: 'object',
+  additionalProperties: false,
+  required: ['base', 'size'],
+  properties: { base: { type: 'integer', minimum: 1, maximum: max }, size: { type: 'integer', minimum: 1, maximum: 4096 } },
+});
+
+export const balancerSchema = {
+  $id: 'fwlb/balancer-config',
+  type: 'object',
+  additionalProperties: false,
+  required: ['role', 'sideInterface', 'firewalls', 'hash'],
+  properties: {
+    role: { enum: ['outside', 'inside'] },
+    name: { type: 'string', minLength: 1, maxLength: 64 },
+    sideInterface: ifname,
+    firewalls: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 256,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'nextHop', 'interface'],
+        properties: {
+          id: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' },
+          nextHop: ipv4,
+          interface: ifname,
+          mac: { type: 'string', pattern: '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$' },
+          enabled: { type: 'boolean' },
+        },
+      },
+    },
+    hash: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['seed'],
+      properties: {
+        seed: { type: 'integer', minimum: 0, maximum: 0xffffffff },
+        buckets: { type: 'integer', minimum: 2, maximum: 65521 },
+        order: { enum: ['canonical', 'packet'] },
+      },
+    },
+    marks: range(0x7fffffff),
+    tables: range(0x7fffffff),
+    rulePriorities: range(32000),
+    ingressLearning: { type: 'boolean' },
+    api: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        listen: { type: 'string', pattern: '^(unix:/.+|[0-9.]+:[0-9]{1,5}|\\[[0-9a-fA-F:]+\\]:[0-9]{1,5})$' },
+        token: { type: 'string', minLength: 16 },
+        tokenFile: { type: 'string', minLength: 1 },
+      },
+    },
+    resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+  },
+} as const;

@@ -1,0 +1,4 @@
+// @fwlb/config: ajv schemas, types and validation of config files and API bodies (pure).
+export * from './errors';
+export * from './balancer-schema';
+export * from './validate';

@@ -1,0 +1,109 @@
+// Validates and normalises config documents: ajv first, then the rules JSON Schema cannot say; pure layer of libs/config.
+import Ajv, { ErrorObject } from 'ajv';
+import addFormats from 'ajv-formats';
+import { ConfigError, FieldProblem } from './errors';
+import { BalancerConfig, balancerSchema, FirewallConfig, IdRange } from './balancer-schema';
+
+const ajv = new Ajv({ allErrors: true, strict: true });
+addFormats(ajv, ['ipv4', 'ipv6']);
+const checkBalancer = ajv.compile<BalancerConfig>(balancerSchema);
+
+function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
+  return (errors ?? []).map((e) => {
+    if (e.keyword === 'additionalProperties') {
+      const key = (e.params as { additionalProperty: string }).additionalProperty;
+      return { field: `${e.instancePath}/${key}`, message: 'unknown key' };
+    }
+    if (e.keyword === 'required') {
+      const key = (e.params as { missingProperty: string }).missingProperty;
+      return { field: `${e.instancePath}/${key}`, message: 'is required' };
+    }
+    if (e.keyword === 'format') return { field: e.instancePath, message: `must be a valid ${(e.params as { format: string }).format} address` };
+    return { field: e.instancePath, message: e.message ?? e.keyword };
+  });
+}
+
+/** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
+export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac'>> & { mac?: string };
+export type ResolvedBalancerConfig = Readonly<
+  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls'>> & {
+    hash: Required<BalancerConfig['hash']>;
+    firewalls: ResolvedFirewall[];
+    api: { listen: string; token?: string; tokenFile?: string };
+  }
+>;
+
+export const BALANCER_DEFAULTS = {
+  buckets: 251,
+  order: 'canonical' as const,
+  marks: { base: 0x10000, size: 256 },
+  tables: { base: 1000, size: 256 },
+  rulePriorities: { base: 10000, size: 256 },
+  ingressLearning: true,
+  listen: '127.0.0.1:8480',
+  resyncSeconds: 10,
+};
+
+function isPrime(n: number): boolean {
+  if (n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    Object.values(o).forEach(deepFreeze);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+export function validateBalancerConfig(doc: unknown, source = 'config'): ResolvedBalancerConfig {
+  const copy = JSON.parse(JSON.stringify(doc ?? null));
+  if (!checkBalancer(copy)) throw new ConfigError(problemsOf(checkBalancer.errors), source);
+  const c = copy as BalancerConfig;
+  const problems: FieldProblem[] = [];
+  const seen = new Map<string, number>();
+  c.firewalls.forEach((fw, i) => {
+    if (seen.has(fw.id)) problems.push({ field: `/firewalls/${i}/id`, message: `duplicate firewall id "${fw.id}" (also /firewalls/${seen.get(fw.id)}/id)` });
+    else seen.set(fw.id, i);
+    if (fw.interface === c.sideInterface) problems.push({ field: `/firewalls/${i}/interface`, message: 'must differ from sideInterface' });
+  });
+  const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
+  if (!isPrime(buckets)) problems.push({ field: '/hash/buckets', message: `must be prime (Maglev permutations), got ${buckets}` });
+  const marks = c.marks ?? BALANCER_DEFAULTS.marks;
+  const n = c.firewalls.length;
+  const fits = (name: string, r: IdRange) => {
+    if (r.size < n) problems.push({ field: `/${name}/size`, message: `must be at least the firewall count (${n})` });
+  };
+  fits('marks', marks);
+  fits('tables', c.tables ?? BALANCER_DEFAULTS.tables);
+  fits('rulePriorities', c.rulePriorities ?? BALANCER_DEFAULTS.rulePriorities);
+  // Why: the jhash rule leaves the bucket number in the mark on a map miss; it must never look like a firewall mark.
+  if (marks.base < buckets) problems.push({ field: '/marks/base', message: `must be >= hash.buckets (${buckets})` });
+  if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
+  if (problems.length) throw new ConfigError(problems, source);
+  const resolved: ResolvedBalancerConfig = {
+    role: c.role,
+    name: c.name ?? c.role,
+    sideInterface: c.sideInterface,
+    firewalls: c.firewalls.map((f) => ({ ...f, enabled: f.enabled ?? true })),
+    hash: { seed: c.hash.seed, buckets, order: c.hash.order ?? BALANCER_DEFAULTS.order },
+    marks,
+    tables: c.tables ?? BALANCER_DEFAULTS.tables,
+    rulePriorities: c.rulePriorities ?? BALANCER_DEFAULTS.rulePriorities,
+    ingressLearning: c.ingressLearning ?? BALANCER_DEFAULTS.ingressLearning,
+    api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
+    resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
+  };
+  return deepFreeze(resolved);
+}
+
+/** Validate an API body against a schema; throws ConfigError naming the fields. */
+export function compileBodyValidator<T>(schema: object): (body: unknown) => T {
+  const check = ajv.compile<T>(schema);
+  return (body: unknown) => {
+    if (!check(body)) throw new ConfigError(problemsOf(check.errors), 'request body');
+    return body;
+  };
+}

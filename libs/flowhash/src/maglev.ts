@@ -1,0 +1,76 @@
+// Maglev-style consistent bucket table with minimal-move repair for failed members; pure layer of libs/flowhash.
+import { jhash } from './jhash';
+
+export interface BucketTable {
+  /** Bucket count M (prime). */
+  size: number;
+  /** owner[b] = member id for bucket b, or null when no member is live. */
+  owner: (string | null)[];
+}
+
+function hashName(name: string, seed: number): number {
+  return jhash(new TextEncoder().encode(name), seed);
+}
+
+export function isPrime(n: number): boolean {
+  if (!Number.isInteger(n) || n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}
+
+/**
+ * Maglev population (Eisenbud et al., NSDI'16): each member walks its own permutation of the buckets and in
+ * turn takes its next free one. Only buckets where `free[b]` is true are filled; others are left as they are.
+ */
+function populate(owner: (string | null)[], members: string[], free: boolean[]): void {
+  const m = owner.length;
+  let left = free.filter(Boolean).length;
+  if (members.length === 0 || left === 0) return;
+  const perm = members.map((id) => ({ id, offset: hashName(id, 0x5eed0001) % m, skip: (hashName(id, 0x5eed0002) % (m - 1)) + 1, next: 0 }));
+  for (;;) {
+    for (const p of perm) {
+      let b = (p.offset + p.next * p.skip) % m;
+      while (!free[b]) {
+        p.next++;
+        b = (p.offset + p.next * p.skip) % m;
+      }
+      free[b] = false;
+      owner[b] = p.id;
+      p.next++;
+      if (--left === 0) return;
+    }
+  }
+}
+
+/**
+ * Build the table for `members` (all configured ids) of which only `live` carry traffic.
+ * The base table depends only on the sorted member ids and M, so any host computes the same one. A member that
+ * is not live gives up exactly its own buckets, which are shared out among the live members by the same
+ * population walk: removing one of N moves only its ~1/N, and bringing it back moves exactly those back.
+ */
+export function buildTable(members: readonly string[], size: number, live: readonly string[] = members): BucketTable {
+  if (!isPrime(size)) throw new RangeError(`bucket count ${size} must be prime`);
+  const ids = [...new Set(members)].sort();
+  const owner: (string | null)[] = new Array(size).fill(null);
+  populate(owner, ids, new Array(size).fill(true));
+  const alive = new Set(live.filter((id) => ids.includes(id)));
+  if (alive.size === ids.length) return { size, owner };
+  const free = owner.map((o) => o === null || !alive.has(o));
+  for (let b = 0; b < size; b++) if (free[b]) owner[b] = null;
+  populate(owner, [...alive].sort(), free);
+  return { size, owner };
+}
+
+/** Buckets per member, for /status and for tests. */
+export function distribution(t: BucketTable): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const o of t.owner) if (o !== null) out[o] = (out[o] ?? 0) + 1;
+  return out;
+}
+
+/** How many buckets changed owner between two tables of the same size. */
+export function moved(a: BucketTable, b: BucketTable): number {
+  let n = 0;
+  for (let i = 0; i < a.size; i++) if (a.owner[i] !== b.owner[i]) n++;
+  return n;
+}

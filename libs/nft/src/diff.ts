@@ -1,0 +1,110 @@
+// Computes the one nft transaction that turns the actual table into the desired one; pure layer of libs/nft.
+import { ActualTable, DesiredChain, DesiredMap, DesiredTable, NftJson, ruleDigest } from './model';
+
+type Cmd = Record<string, unknown>;
+
+function chainObj(t: DesiredTable, c: DesiredChain) {
+  return { family: t.family, table: t.name, name: c.name, type: c.type, hook: c.hook, prio: c.prio, policy: c.policy };
+}
+
+function ruleObjs(t: DesiredTable, c: DesiredChain): Cmd[] {
+  return c.rules.map((expr) => ({ add: { rule: { family: t.family, table: t.name, chain: c.name, expr, comment: ruleDigest(expr) } } }));
+}
+
+function elems(t: DesiredTable, m: DesiredMap, pairs: [number, number][]): Cmd {
+  return { element: { family: t.family, table: t.name, name: m.name, elem: pairs } };
+}
+
+/**
+ * The commands of one transaction, or [] when the kernel already matches. Nothing is flushed when nothing
+ * changed, the table itself is never deleted, and a chain is rewritten (flush + add, atomically) only when
+ * its rule digests differ. Map elements are changed one by one: delete then add, since adding an existing
+ * key fails with EEXIST.
+ */
+export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson[] {
+  const cmds: Cmd[] = [];
+  const tbl = { family: want.family, name: want.name };
+  if (!have) cmds.push({ add: { table: tbl } });
+  // Maps first: rules refer to them.
+  for (const m of want.maps) {
+    const cur = have?.maps.get(m.name);
+    if (cur && (cur.type !== m.type || cur.map !== m.map)) {
+      throw new Error(`map ${m.name} has type ${cur.type}:${cur.map}, want ${m.type}:${m.map}; delete table ${want.family} ${want.name} to migrate`);
+    }
+    if (!cur) {
+      cmds.push({ add: { map: { family: want.family, table: want.name, name: m.name, type: m.type, map: m.map } } });
+      if (m.elements.length) cmds.push({ add: elems(want, m, m.elements) });
+      continue;
+    }
+    const wantMap = new Map(m.elements);
+    const del: [number, number][] = [];
+    const add: [number, number][] = [];
+    for (const [k, v] of cur.elements) {
+      const w = wantMap.get(k);
+      if (w === undefined || w !== v) del.push([k, v]);
+    }
+    for (const [k, v] of m.elements) if (cur.elements.get(k) !== v) add.push([k, v]);
+    if (del.length) cmds.push({ delete: { element: { family: want.family, table: want.name, name: m.name, elem: del.map(([k]) => k) } } });
+    if (add.length) cmds.push({ add: elems(want, m, add) });
+  }
+  for (const c of want.chains) {
+    const cur = have?.chains.get(c.name);
+    const digests = c.rules.map(ruleDigest);
+    if (!cur) {
+      cmds.push({ add: { chain: chainObj(want, c) } }, ...ruleObjs(want, c));
+      continue;
+    }
+    const sameHook = cur.type === c.type && cur.hook === c.hook && cur.prio === c.prio;
+    if (!sameHook) {
+      cmds.push({ flush: { chain: { family: want.family, table: want.name, name: c.name } } });
+      cmds.push({ delete: { chain: { family: want.family, table: want.name, name: c.name } } });
+      cmds.push({ add: { chain: chainObj(want, c) } }, ...ruleObjs(want, c));
+      continue;
+    }
+    if (cur.policy !== c.policy) cmds.push({ add: { chain: chainObj(want, c) } });
+    const same = cur.ruleComments.length === digests.length && digests.every((d, i) => cur.ruleComments[i] === d);
+    if (!same) cmds.push({ flush: { chain: { family: want.family, table: want.name, name: c.name } } }, ...ruleObjs(want, c));
+  }
+  if (have) {
+    const wantChains = new Set(want.chains.map((c) => c.name));
+    for (const name of have.chains.keys()) {
+      if (!wantChains.has(name)) {
+        cmds.push({ flush: { chain: { family: want.family, table: want.name, name } } });
+        cmds.push({ delete: { chain: { family: want.family, table: want.name, name } } });
+      }
+    }
+    const wantMaps = new Set(want.maps.map((m) => m.name));
+    for (const name of have.maps.keys()) if (!wantMaps.has(name)) cmds.push({ delete: { map: { family: want.family, table: want.name, name } } });
+  }
+  return cmds;
+}
+
+/** Parse `nft -j list table` output into the reduced actual state. */
+export function parseListing(json: unknown): ActualTable | null {
+  const items = (json as { nftables?: Record<string, any>[] })?.nftables ?? [];
+  let handle: number | undefined;
+  const chains: ActualTable['chains'] = new Map();
+  const maps: ActualTable['maps'] = new Map();
+  const counters: ActualTable['counters'] = new Map();
+  for (const it of items) {
+    if (it.table) handle = it.table.handle;
+    else if (it.chain) {
+      const c = it.chain;
+      chains.set(c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: c.handle, ruleComments: [] });
+    } else if (it.map) {
+      const m = it.map;
+      const elements = new Map<number, number>();
+      for (const e of m.elem ?? []) {
+        if (Array.isArray(e)) elements.set(Number(e[0]), Number(e[1]));
+      }
+      maps.set(m.name, { type: m.type, map: m.map, elements });
+    } else if (it.rule) {
+      const r = it.rule;
+      chains.get(r.chain)?.ruleComments.push(r.comment);
+      const counter = (r.expr ?? []).find((s: any) => s && s.counter)?.counter;
+      if (r.comment && counter) counters.set(r.comment, { packets: counter.packets ?? 0, bytes: counter.bytes ?? 0 });
+    }
+  }
+  if (handle === undefined) return null;
+  return { handle, chains, maps, counters };
+}

@@ -1,0 +1,4 @@
+// @fwlb/nft: desired nft table model, diff to one transaction, and the nft JSON runner.
+export * from './model';
+export * from './diff';
+export * from './nft-cli';

@@ -1,0 +1,50 @@
+// Desired-state model of one nft table owned by fwlb; pure layer of libs/nft.
+import { createHash } from 'node:crypto';
+
+/** One nft JSON statement or expression, as the JSON interface (libnftables-json(5)) spells it. */
+export type NftJson = unknown;
+
+export interface DesiredChain {
+  name: string;
+  type: 'filter' | 'nat' | 'route';
+  hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+  prio: number;
+  policy: 'accept' | 'drop';
+  /** Each rule is its list of statements. */
+  rules: NftJson[][];
+}
+
+export interface DesiredMap {
+  name: string;
+  /** Key type, e.g. "mark". */
+  type: string;
+  /** Value type, e.g. "mark". */
+  map: string;
+  /** [key, value] pairs; keys are unique. */
+  elements: [number, number][];
+}
+
+export interface DesiredTable {
+  family: 'inet' | 'ip' | 'ip6';
+  name: string;
+  maps: DesiredMap[];
+  chains: DesiredChain[];
+}
+
+/**
+ * Each rule carries a comment with a digest of its desired statements. Why: nft's read-back normalises
+ * expressions (sets, implicit operators, dependencies), so comparing the JSON we wrote with what the kernel
+ * lists is fragile; comparing digests in rule order is exact.
+ */
+export function ruleDigest(stmts: NftJson[]): string {
+  return 'fwlb:' + createHash('sha256').update(JSON.stringify(stmts)).digest('hex').slice(0, 16);
+}
+
+/** What we read back from the kernel, reduced to what reconcile compares. */
+export interface ActualTable {
+  handle: number;
+  chains: Map<string, { type?: string; hook?: string; prio?: number; policy?: string; handle: number; ruleComments: (string | undefined)[] }>;
+  maps: Map<string, { type: string; map: string; elements: Map<number, number> }>;
+  /** Counter values of rules that have one, keyed by the rule's comment digest. */
+  counters: Map<string, { packets: number; bytes: number }>;
+}

@@ -1,0 +1,77 @@
+// Runs the nft binary with JSON on stdin and arguments as an array; I/O layer of libs/nft.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ActualTable, NftJson } from './model';
+import { parseListing } from './diff';
+
+export class NftError extends Error {
+  readonly code = 'FWLB_NFT_FAILED';
+  constructor(message: string, readonly stderr: string) {
+    super(message);
+    this.name = 'NftError';
+  }
+}
+
+export interface NftRunner {
+  /** Apply commands as one transaction: all or nothing. */
+  apply(cmds: NftJson[]): Promise<void>;
+  /** Check commands against the kernel without committing them (`nft -c`). */
+  check(cmds: NftJson[]): Promise<void>;
+  /** Read one table, or null when it does not exist. */
+  read(family: string, name: string): Promise<ActualTable | null>;
+  /** Raw `nft -j list table` JSON, or null. */
+  list(family: string, name: string): Promise<unknown | null>;
+}
+
+/**
+ * Why stdin is a file and not a pipe: libuv gives a child a socketpair for 'pipe' stdio, and nft opens
+ * /dev/stdin by path, which fails with ENXIO on a socket. An unlinked temp file as fd 0 opens fine.
+ */
+function stdinFile(text: string): number {
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-nft-'));
+  const path = join(dir, 'batch.json');
+  try {
+    writeFileSync(path, text, { mode: 0o600 });
+    return openSync(path, 'r');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function run(bin: string, args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const fd = stdin === undefined ? null : stdinFile(stdin);
+    const p = spawn(bin, args, { stdio: [fd ?? 'ignore', 'pipe', 'pipe'] });
+    if (fd !== null) closeSync(fd);
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.on('data', (d) => (stdout += d));
+    p.stderr!.on('data', (d) => (stderr += d));
+    p.on('error', (e) => reject(new NftError(`cannot run ${bin}: ${e.message}`, '')));
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+export function nftCli(bin = 'nft'): NftRunner {
+  const list = async (family: string, name: string) => {
+    const r = await run(bin, ['-j', 'list', 'table', family, name]);
+    if (r.code !== 0) {
+      if (/No such file or directory/.test(r.stderr)) return null;
+      throw new NftError(`nft list table ${family} ${name} failed: ${r.stderr.trim()}`, r.stderr);
+    }
+    return JSON.parse(r.stdout);
+  };
+  const batch = async (cmds: NftJson[], checkOnly: boolean) => {
+    if (cmds.length === 0) return;
+    const r = await run(bin, checkOnly ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], JSON.stringify({ nftables: cmds }));
+    if (r.code !== 0) throw new NftError(`nft transaction ${checkOnly ? 'check ' : ''}failed (nothing applied): ${r.stderr.trim().split('\n')[0]}`, r.stderr);
+  };
+  return {
+    apply: (cmds) => batch(cmds, false),
+    check: (cmds) => batch(cmds, true),
+    list,
+    read: async (family, name) => parseListing(await list(family, name)),
+  };
+}

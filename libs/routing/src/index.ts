@@ -1,0 +1,4 @@
+// @fwlb/routing: policy routing (fwmark rules and per-firewall tables) through rtnetlink.
+export * from './model';
+export * from './errors';
+export * from './rtnl';

@@ -1,0 +1,74 @@
+// Desired policy routing (one ip rule and one default route per firewall) and its diff; pure layer of libs/routing.
+
+export interface PolicyRoute {
+  /** fwmark matched by the ip rule. */
+  fwmark: number;
+  /** Routing table the rule selects. */
+  table: number;
+  /** ip rule priority. */
+  priority: number;
+  /** Next hop of the table's default route. */
+  gateway: string;
+  /** Interface of the next hop. */
+  oif: string;
+}
+
+export interface ActualRule {
+  priority: number;
+  fwmark?: number;
+  fwmask?: number;
+  table: number;
+}
+
+export interface ActualRoute {
+  table: number;
+  dstLen: number;
+  dst?: string;
+  gateway?: string;
+  oif?: string;
+}
+
+export interface OwnedRanges {
+  tables: { base: number; size: number };
+  priorities: { base: number; size: number };
+}
+
+export interface RoutingPlan {
+  addRules: ActualRule[];
+  delRules: ActualRule[];
+  /** Default routes to create or replace. */
+  setRoutes: { table: number; gateway: string; oif: string }[];
+  delRoutes: ActualRoute[];
+}
+
+const inRange = (v: number, r: { base: number; size: number }) => v >= r.base && v < r.base + r.size;
+
+/** What to change so that the owned rules and tables match `want`. Anything outside the owned ranges is never touched. */
+export function planRouting(want: PolicyRoute[], rules: ActualRule[], routes: ActualRoute[], owned: OwnedRanges): RoutingPlan {
+  const plan: RoutingPlan = { addRules: [], delRules: [], setRoutes: [], delRoutes: [] };
+  const mine = rules.filter((r) => inRange(r.priority, owned.priorities));
+  const wantRules = new Map(want.map((w) => [w.priority, w]));
+  for (const r of mine) {
+    const w = wantRules.get(r.priority);
+    if (!w || r.fwmark !== w.fwmark || (r.fwmask ?? 0xffffffff) !== 0xffffffff || r.table !== w.table) plan.delRules.push(r);
+  }
+  for (const w of want) {
+    const ok = mine.some((r) => r.priority === w.priority && r.fwmark === w.fwmark && (r.fwmask ?? 0xffffffff) === 0xffffffff && r.table === w.table);
+    if (!ok) plan.addRules.push({ priority: w.priority, fwmark: w.fwmark, fwmask: 0xffffffff, table: w.table });
+  }
+  const wantTables = new Map(want.map((w) => [w.table, w]));
+  const ownedRoutes = routes.filter((r) => inRange(r.table, owned.tables));
+  for (const r of ownedRoutes) {
+    const w = wantTables.get(r.table);
+    if (!w || r.dstLen !== 0) plan.delRoutes.push(r);
+  }
+  for (const w of want) {
+    const cur = ownedRoutes.find((r) => r.table === w.table && r.dstLen === 0);
+    if (!cur || cur.gateway !== w.gateway || cur.oif !== w.oif) plan.setRoutes.push({ table: w.table, gateway: w.gateway, oif: w.oif });
+  }
+  return plan;
+}
+
+export function planIsEmpty(p: RoutingPlan): boolean {
+  return !p.addRules.length && !p.delRules.length && !p.setRoutes.length && !p.delRoutes.length;
+}

@@ -1,0 +1,102 @@
+// Reads and writes ip rules and routes through rtnetlink (the `netlink` package); I/O layer of libs/routing.
+import { createRtNetlink, FlagsNew, RtNetlinkSocket } from 'netlink';
+import { ActualRoute, ActualRule, RoutingPlan } from './model';
+import { NetlinkError, toNetlinkError } from './errors';
+
+const AF_INET = 2;
+
+function ip4(b?: Buffer): string | undefined {
+  return b && b.length === 4 ? `${b[0]}.${b[1]}.${b[2]}.${b[3]}` : undefined;
+}
+
+function ip4buf(a: string): Buffer {
+  return Buffer.from(a.split('.').map(Number));
+}
+
+export class Rtnl {
+  private constructor(private readonly rt: RtNetlinkSocket) {}
+
+  static open(): Rtnl {
+    return new Rtnl(createRtNetlink());
+  }
+
+  close(): void {
+    this.rt.socket.close();
+  }
+
+  private async links(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const l of await this.rt.getLinks()) if (l.attrs.ifname) out.set(l.attrs.ifname, l.data.index!);
+    return out;
+  }
+
+  async linkNames(): Promise<Map<number, string>> {
+    const m = new Map<number, string>();
+    for (const [n, i] of await this.links()) m.set(i, n);
+    return m;
+  }
+
+  async rules(): Promise<ActualRule[]> {
+    const msgs = await this.rt.getRules({ family: AF_INET });
+    return msgs.map((m) => ({
+      priority: m.attrs.priority ?? 0,
+      fwmark: m.attrs.fwmark,
+      fwmask: m.attrs.fwmask,
+      table: m.attrs.table ?? m.data.table ?? 0,
+    }));
+  }
+
+  async routes(): Promise<ActualRoute[]> {
+    const names = await this.linkNames();
+    const msgs = await this.rt.getRoutes({ family: AF_INET });
+    return msgs.map((m) => ({
+      table: m.attrs.table ?? m.data.table ?? 0,
+      dstLen: m.data.dstLen ?? 0,
+      dst: ip4(m.attrs.dst),
+      gateway: ip4(m.attrs.gateway),
+      oif: m.attrs.oif !== undefined ? names.get(m.attrs.oif) : undefined,
+    }));
+  }
+
+  /**
+   * Apply a plan. Each call is idempotent: EEXIST on add and ENOENT/ESRCH on delete count as success
+   * (keepalived's rule). Failures of single routes (e.g. ENETDOWN while a link is down) are collected and
+   * returned so that the rest still applies; the next reconcile retries them.
+   */
+  async apply(plan: RoutingPlan): Promise<NetlinkError[]> {
+    const errors: NetlinkError[] = [];
+    const tryIt = async (what: string, ok: string[], f: () => Promise<unknown>) => {
+      try {
+        await f();
+      } catch (e) {
+        const err = toNetlinkError(e, what);
+        if (!ok.includes(err.code)) errors.push(err);
+      }
+    };
+    for (const r of plan.delRules) {
+      await tryIt(`delete rule pref ${r.priority}`, ['ENOENT', 'ESRCH'], () =>
+        this.rt.delRule({ family: AF_INET, action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask, table: r.table }));
+    }
+    for (const r of plan.addRules) {
+      await tryIt(`add rule pref ${r.priority}`, ['EEXIST'], () =>
+        this.rt.newRule({ family: AF_INET, action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask ?? 0xffffffff, table: r.table },
+          { flags: FlagsNew.CREATE | FlagsNew.EXCL }));
+    }
+    const links = plan.setRoutes.length ? await this.links() : new Map<string, number>();
+    for (const r of plan.setRoutes) {
+      const oif = links.get(r.oif);
+      if (oif === undefined) {
+        errors.push(new NetlinkError('ENODEV', `route table ${r.table} via ${r.gateway}: no interface ${r.oif}`));
+        continue;
+      }
+      await tryIt(`route table ${r.table} via ${r.gateway} dev ${r.oif}`, [], () =>
+        this.rt.newRoute({ family: AF_INET, dstLen: 0, table: 0, protocol: 'STATIC', scope: 'UNIVERSE', type: 'UNICAST' },
+          { table: r.table, gateway: ip4buf(r.gateway), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE }));
+    }
+    for (const r of plan.delRoutes) {
+      await tryIt(`delete route table ${r.table}`, ['ENOENT', 'ESRCH'], () =>
+        this.rt.delRoute({ family: AF_INET, dstLen: r.dstLen, table: 0 }, { table: r.table, ...(r.dst ? { dst: ip4buf(r.dst) } : {}) }));
+    }
+    return errors;
+  }
+}
