@@ -1,0 +1,103 @@
+// Unit: REST routes through app.inject(), with a fake nft runner and fake routing in front of the kernel.
+import { t } from 'tap';
+import { validateBalancerConfig } from '@fwlb/config';
+import { ActualTable, NftJson, NftRunner, parseListing } from '@fwlb/nft';
+import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
+
+const config = validateBalancerConfig({
+  role: 'outside',
+  sideInterface: 'cli0',
+  firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
+  hash: { seed: 7 },
+});
+
+/** Keeps applied batches; can be told to fail the next apply. */
+function fakeNft() {
+  const batches: NftJson[][] = [];
+  let failNext = false;
+  const runner: NftRunner & { batches: NftJson[][]; failNext(): void } = {
+    batches,
+    failNext: () => (failNext = true),
+    apply: async (c) => {
+      if (failNext) {
+        failNext = false;
+        throw new Error('nft transaction failed (nothing applied): injected');
+      }
+      if (c.length) batches.push(c);
+    },
+    check: async () => undefined,
+    list: async () => null,
+    read: async (): Promise<ActualTable | null> => null,
+  };
+  return runner;
+}
+
+const fakeRouting: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
+const TOKEN = 'test-token-0123456789abcdef';
+
+function setup() {
+  const nft = fakeNft();
+  const r = new Reconciler(config, nft, fakeRouting);
+  const app = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile() });
+  return { nft, r, app };
+}
+
+t.test('GET /health and /status', async (t) => {
+  const { app, r } = setup();
+  await r.reconcile();
+  const h = await app.inject({ method: 'GET', url: '/health' });
+  t.equal(h.statusCode, 200);
+  const s = (await app.inject({ method: 'GET', url: '/status' })).json();
+  t.equal(s.role, 'outside');
+  t.equal(s.firewalls.length, 3);
+  t.equal(Object.values(s.buckets.distribution as Record<string, number>).reduce((a, b) => a + b, 0), 251);
+});
+
+t.test('PUT /firewalls/:id/admin needs the bearer token', async (t) => {
+  const { app } = setup();
+  const res = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false } });
+  t.equal(res.statusCode, 401);
+  t.equal(res.json().code, 'FWLB_UNAUTHORIZED');
+  const wrong = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false }, headers: { authorization: 'Bearer nope' } });
+  t.equal(wrong.statusCode, 401);
+});
+
+t.test('disabling a firewall moves only its buckets', async (t) => {
+  const { app, r, nft } = setup();
+  await r.reconcile();
+  const res = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
+  t.equal(res.statusCode, 200);
+  t.equal(res.json().enabled, false);
+  t.equal(res.json().buckets, 0);
+  const s = r.status();
+  t.equal(s.firewalls.find((f) => f.id === 'fw2')!.live, false);
+  t.ok(nft.batches.length >= 2);
+});
+
+t.test('bad bodies are refused with the field named', async (t) => {
+  const { app } = setup();
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const extra = await app.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: { enabled: false, force: true }, headers: auth });
+  t.equal(extra.statusCode, 400);
+  t.match(extra.json().message, /\/force unknown key/);
+  const type = await app.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: { enabled: 'no' }, headers: auth });
+  t.equal(type.statusCode, 400);
+  t.match(type.json().message, /\/enabled/);
+  const missing = await app.inject({ method: 'PUT', url: '/firewalls/fw9/admin', payload: { enabled: true }, headers: auth });
+  t.equal(missing.statusCode, 404);
+  t.equal(missing.json().code, 'FWLB_NO_SUCH_FIREWALL');
+});
+
+t.test('a failed apply is reported and the admin state rolls back', async (t) => {
+  const { app, r, nft } = setup();
+  await r.reconcile();
+  nft.failNext();
+  const res = await app.inject({ method: 'PUT', url: '/firewalls/fw3/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
+  t.equal(res.statusCode, 500);
+  t.equal(res.json().code, 'FWLB_APPLY_FAILED');
+  t.equal(r.status().firewalls.find((f) => f.id === 'fw3')!.enabled, true);
+});
+
+t.test('parseListing is what the reconciler adopts', async (t) => {
+  t.equal(parseListing({ nftables: [{ table: { handle: 3 } }] })!.handle, 3);
+});

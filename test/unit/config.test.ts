@@ -1,0 +1,45 @@
+// Unit: the balancer config schema names the bad field and fills defaults.
+import { t } from 'tap';
+import { validateBalancerConfig, ConfigError } from '@fwlb/config';
+
+const good = () => ({
+  role: 'outside',
+  sideInterface: 'cli0',
+  firewalls: [
+    { id: 'fw1', nextHop: '172.16.1.2', interface: 'fw1' },
+    { id: 'fw2', nextHop: '172.16.2.2', interface: 'fw2' },
+  ],
+  hash: { seed: 1234 },
+});
+
+t.test('a good config is resolved and frozen', async (t) => {
+  const c = validateBalancerConfig(good());
+  t.equal(c.hash.buckets, 251);
+  t.equal(c.firewalls[0].enabled, true);
+  t.ok(Object.isFrozen(c) && Object.isFrozen(c.firewalls[0]));
+});
+
+const bad: [string, (c: any) => void, RegExp][] = [
+  ['unknown top-level key', (c) => (c.colour = 'red'), /\/colour: unknown key/],
+  ['unknown nested key', (c) => (c.firewalls[1].weight = 3), /\/firewalls\/1\/weight: unknown key/],
+  ['duplicate firewall id', (c) => (c.firewalls[1].id = 'fw1'), /\/firewalls\/1\/id: duplicate firewall id "fw1"/],
+  ['invalid address', (c) => (c.firewalls[0].nextHop = '172.16.1.300'), /\/firewalls\/0\/nextHop: must be a valid ipv4 address/],
+  ['bad role', (c) => (c.role = 'middle'), /\/role/],
+  ['missing hash', (c) => delete c.hash, /\/hash: is required/],
+  ['non-prime buckets', (c) => (c.hash.buckets = 256), /\/hash\/buckets: must be prime/],
+  ['mark base overlapping bucket numbers', (c) => (c.marks = { base: 10, size: 4 }), /\/marks\/base: must be >= hash.buckets/],
+  ['range too small', (c) => (c.tables = { base: 100, size: 1 }), /\/tables\/size/],
+  ['firewall on the side interface', (c) => (c.firewalls[0].interface = 'cli0'), /\/firewalls\/0\/interface/],
+  ['bad interface name', (c) => (c.sideInterface = 'eth0; rm -rf /'), /\/sideInterface/],
+];
+
+for (const [name, mutate, re] of bad) {
+  t.test(`refused: ${name}`, async (t) => {
+    const c = good();
+    mutate(c);
+    const err = t.throws(() => validateBalancerConfig(c)) as unknown as ConfigError;
+    t.type(err, ConfigError);
+    t.equal(err.code, 'FWLB_CONFIG_INVALID');
+    t.match(err.message, re);
+  });
+}
