@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess } from 'node:child_process';
 import * as http from 'node:http';
-import { FIREWALL_RULESET, LabOptions, Topology, topology } from './topology';
+import { FIREWALL_RULESET_PATH, LabOptions, Topology, topology } from './topology';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
 
 export const REPO = resolve(__dirname, '../../..');
@@ -65,7 +65,7 @@ export class Lab {
       inNs(l.b.ns, ['ip', 'link', 'set', l.b.ifname, 'up']);
     }
     for (const r of this.t.routes) inNs(r.ns, ['ip', 'route', 'add', r.dst, 'via', r.via]);
-    for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', '-'], FIREWALL_RULESET);
+    for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', FIREWALL_RULESET_PATH]);
     writeFileSync(join(this.t.opts.runDir, 'outside.json'), JSON.stringify(this.t.nodes.outside, null, 2));
     writeFileSync(join(this.t.opts.runDir, 'inside.json'), JSON.stringify(this.t.nodes.inside, null, 2));
   }

@@ -1,4 +1,5 @@
 // The lab's sandwich described as data: namespaces, links, addresses, routes and node configs; pure layer of deploy/lab.
+import { join } from 'node:path';
 import type { BalancerConfig } from '@fwlb/config';
 
 export interface LabOptions {
@@ -103,18 +104,5 @@ export function topology(o: LabOptions): Topology {
   };
 }
 
-/** The strict stateful firewall: established/related accept, new SYN/UDP/ICMP accept, everything else counted and dropped. */
-export const FIREWALL_RULESET = `
-table inet fwf {
-  counter new {}
-  counter est {}
-  counter dropped {}
-  chain forward {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related counter name "est" accept
-    ct state new tcp flags & (syn | ack | fin | rst) == syn counter name "new" accept
-    ct state new meta l4proto { udp, icmp } counter name "new" accept
-    counter name "dropped" drop
-  }
-}
-`;
+/** The strict stateful firewall (deploy/lab/firewall.nft, shared with docker-compose): established/related accept, new SYN/UDP/ICMP accept, everything else counted and dropped. */
+export const FIREWALL_RULESET_PATH = join(__dirname, '..', 'firewall.nft');
