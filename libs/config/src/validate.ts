@@ -1,6 +1,7 @@
 // Validates and normalises config documents: ajv first, then the rules JSON Schema cannot say; pure layer of libs/config.
 import Ajv, { ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
+import { isPrime } from '@fwlb/flowhash';
 import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange } from './balancer-schema';
 
@@ -43,12 +44,6 @@ export const BALANCER_DEFAULTS = {
   listen: '127.0.0.1:8480',
   resyncSeconds: 10,
 };
-
-function isPrime(n: number): boolean {
-  if (n < 2) return false;
-  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
-  return true;
-}
 
 function deepFreeze<T>(o: T): T {
   if (o && typeof o === 'object') {

@@ -1,0 +1,125 @@
+// Benchmark: throughput (iperf3) and new connections/s (wrk, Connection: close) through the sandwich with fwlb,
+// against plain static routing through one firewall and iptables HMARK with a shared seed, interleaved A B C ...
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, uniquePrefix, inNs, spawnInNs, HTTP_PORT } from '@fwlb/lab';
+
+type Mode = 'fwlb' | 'plain' | 'hmark';
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+function tryNs(ns: string, cmd: string[]): void {
+  spawnSync('ip', ['netns', 'exec', ns, ...cmd], { stdio: 'ignore' });
+}
+
+function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
+  for (const [node, side, peer, net] of [['ob', 'cli0', '172.16.1.2', '203.0.113.0/24'], ['ib', 'srv0', '172.17.1.2', '198.51.100.0/24']]) {
+    const ns = lab.ns(node);
+    tryNs(ns, ['nft', 'delete', 'table', 'inet', 'fwlb']);
+    tryNs(ns, ['iptables', '-t', 'mangle', '-F', 'PREROUTING']);
+    tryNs(ns, ['ip', 'route', 'del', net]);
+    if (mode === 'fwlb') inNs(ns, ['nft', '-j', '-f', saved[node]]);
+    if (mode === 'plain') inNs(ns, ['ip', 'route', 'add', net, 'via', peer]);
+    if (mode === 'hmark') {
+      // The classic recipe: a stateless symmetric HMARK with the same seed on both nodes, marks onto fwlb's ip rules.
+      inNs(ns, ['iptables', '-t', 'mangle', '-A', 'PREROUTING', '-i', side, '-j', 'HMARK', '--hmark-tuple', 'src,dst,sport,dport,proto', '--hmark-mod', '3', '--hmark-offset', String(0x10000), '--hmark-rnd', '0x5eed1234']);
+    }
+  }
+  // Hygiene: no leftover sockets or conntrack entries from the previous run.
+  for (const h of lab.t.hosts) {
+    tryNs(h.ns, ['conntrack', '-F']);
+    tryNs(h.ns, ['ss', '-K', 'state', 'time-wait']);
+  }
+}
+
+function runIn(ns: string, cmd: string[]): string {
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 });
+  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function throughput(lab: Lab): number {
+  const j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.host('s1').addr!, '-t', String(SECONDS), '-P', '4', '-J']));
+  return j.end.sum_received.bits_per_second / 1e9;
+}
+
+function connRate(lab: Lab): number {
+  const out = runIn(lab.ns('c1'), ['wrk', '-t', '2', '-c', '32', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${lab.host('s1').addr}:${HTTP_PORT}/`]);
+  const m = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  if (!m) throw new Error(`wrk output: ${out}`);
+  return Number(m[1]);
+}
+
+async function main(): Promise<void> {
+  const prefix = uniquePrefix('bn');
+  const lab = new Lab({ prefix, runDir: join(tmpdir(), `fwlb-bench-${prefix}`) });
+  process.on('SIGINT', () => {
+    lab.teardown();
+    process.exit(130);
+  });
+  try {
+    lab.build();
+    await lab.startServers();
+    await lab.startNodes();
+    // Program the kernel once through fwlb, then stop the controllers so they don't undo the other modes.
+    const saved: Record<string, string> = {};
+    for (const node of ['ob', 'ib']) {
+      const file = join(lab.t.opts.runDir, `${node}-fwlb.json`);
+      const json = inNs(lab.ns(node), ['nft', '-j', 'list', 'table', 'inet', 'fwlb']);
+      require('node:fs').writeFileSync(file, JSON.stringify({ nftables: JSON.parse(json).nftables.filter((x: any) => !x.metainfo).map((x: any) => ({ add: stripHandles(x) })) }));
+      saved[node] = file;
+    }
+    await lab.killNode('outside');
+    await lab.killNode('inside');
+    const iperf = spawnInNs(lab.ns('s1'), ['iperf3', '-s']);
+    await new Promise((r) => setTimeout(r, 500));
+    const modes: Mode[] = ['fwlb', 'plain', 'hmark'];
+    const res: Record<Mode, { gbps: number[]; cps: number[] }> = { fwlb: { gbps: [], cps: [] }, plain: { gbps: [], cps: [] }, hmark: { gbps: [], cps: [] } };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const mode of round % 2 ? [...modes].reverse() : modes) {
+        setMode(lab, mode, saved);
+        res[mode].gbps.push(throughput(lab));
+        setMode(lab, mode, saved);
+        res[mode].cps.push(connRate(lab));
+        console.error(`round ${round + 1} ${mode}: ${res[mode].gbps.at(-1)!.toFixed(2)} Gbit/s, ${res[mode].cps.at(-1)!.toFixed(0)} conn/s`);
+      }
+    }
+    iperf.kill();
+    const med = (m: Mode) => ({ gbps: median(res[m].gbps), cps: median(res[m].cps) });
+    const f = med('fwlb');
+    const p = med('plain');
+    const h = med('hmark');
+    const report = {
+      rounds: ROUNDS,
+      seconds: SECONDS,
+      median: { fwlb: f, plain: p, hmark: h },
+      ratio: { throughputVsPlain: f.gbps / p.gbps, connVsPlain: f.cps / p.cps, throughputVsHmark: f.gbps / h.gbps, connVsHmark: f.cps / h.cps },
+      raw: res,
+    };
+    console.log(JSON.stringify(report, null, 2));
+    console.log(`\npath        Gbit/s (iperf3 -P4)   conn/s (wrk, Connection: close)`);
+    for (const [n, v] of [['fwlb', f], ['plain', p], ['hmark', h]] as const) console.log(`${n.padEnd(10)}  ${v.gbps.toFixed(2).padStart(8)}              ${v.cps.toFixed(0).padStart(8)}`);
+    console.log(`fwlb/plain  throughput ${report.ratio.throughputVsPlain.toFixed(3)}   conn/s ${report.ratio.connVsPlain.toFixed(3)}`);
+    console.log(`fwlb/hmark  throughput ${report.ratio.throughputVsHmark.toFixed(3)}   conn/s ${report.ratio.connVsHmark.toFixed(3)}`);
+  } finally {
+    lab.teardown();
+  }
+}
+
+function stripHandles(x: any): any {
+  const [k] = Object.keys(x);
+  const o = { ...x[k] };
+  delete o.handle;
+  if (k === 'rule') o.expr = o.expr.map((s: any) => (s.counter ? { counter: null } : s));
+  return { [k]: o };
+}
+
+
+void main();
