@@ -1,0 +1,109 @@
+// Unit: the health timer rules with a fake clock and no jitter, table-driven; no test sleeps.
+import { t } from 'tap';
+import { HealthTimer, TimerConfig, HealthEvent, ProbeResult, TimerConfigError } from '@fwlb/health';
+
+/** Runs checks at the timer's own schedule until `until`, calling tick every 10 ms of fake time. */
+function simulate(cfg: TimerConfig, probe: (now: number) => ProbeResult, until: number, initial: 'up' | 'down' = 'up') {
+  const timer = new HealthTimer({ jitter: 0, ...cfg }, 0, () => 0.5, initial);
+  const events: HealthEvent[] = [];
+  const checks: number[] = [];
+  for (let now = 0; now <= until; now += 10) {
+    const tk = timer.tick(now);
+    if (tk) events.push(tk);
+    if (now >= timer.nextCheckAt) {
+      checks.push(now);
+      const ev = timer.record(probe(now), now);
+      if (ev) events.push(ev);
+    }
+  }
+  return { timer, events, checks };
+}
+
+const fail = (reason = 'refused'): ProbeResult => ({ ok: false, reason, latencyMs: 1 });
+const ok: ProbeResult = { ok: true, latencyMs: 2 };
+
+const cases: { name: string; cfg: TimerConfig; probe: (n: number) => ProbeResult; until: number; initial?: 'up' | 'down'; want: { to: string; at: number; reason: RegExp }[]; checks?: number[] }[] = [
+  {
+    name: 'retries: DOWN on the 3rd failed attempt, retries run at interval',
+    cfg: { interval: 100, response: 50, retries: 3, timeout: 10000 },
+    probe: (n) => (n >= 200 ? fail() : ok),
+    until: 500,
+    want: [{ to: 'down', at: 400, reason: /refused \(3 of 3 attempts failed\)/ }],
+  },
+  {
+    name: 'timeout beats retries',
+    cfg: { interval: 100, response: 50, retries: 10, timeout: 250 },
+    probe: (n) => (n >= 100 ? fail('timeout') : ok),
+    until: 600,
+    want: [{ to: 'down', at: 350, reason: /timeout \(timeout 250 ms since first failure\)/ }],
+  },
+  {
+    name: 'a success resets the failure count',
+    cfg: { interval: 100, response: 50, retries: 2, timeout: 10000 },
+    probe: (n) => (n === 100 || n === 300 || n === 500 ? fail() : ok),
+    until: 600,
+    want: [],
+  },
+  {
+    name: 'dead interval while DOWN, rise successes to come back',
+    cfg: { interval: 100, response: 50, retries: 1, deadInterval: 500, rise: 3 },
+    probe: (n) => (n < 1000 ? fail('status 503') : ok),
+    until: 3000,
+    want: [
+      { to: 'down', at: 100, reason: /status 503/ },
+      { to: 'up', at: 2100, reason: /3 of 3 checks passed/ },
+    ],
+    checks: [100, 600, 1100, 1600, 2100, 2200, 2300, 2400, 2500, 2600, 2700, 2800, 2900, 3000],
+  },
+  {
+    name: 'a failure while DOWN restarts the rise count',
+    cfg: { interval: 100, response: 50, retries: 1, deadInterval: 100, rise: 2 },
+    probe: (n) => (n === 100 || n === 300 ? fail() : ok),
+    until: 500,
+    initial: 'up',
+    want: [
+      { to: 'down', at: 100, reason: /refused/ },
+      { to: 'up', at: 500, reason: /2 of 2/ },
+    ],
+  },
+];
+
+for (const c of cases) {
+  t.test(c.name, async (t) => {
+    const r = simulate(c.cfg, c.probe, c.until, c.initial);
+    t.equal(r.events.length, c.want.length, `events: ${JSON.stringify(r.events)}`);
+    c.want.forEach((w, i) => {
+      t.equal(r.events[i]?.to, w.to);
+      t.equal(r.events[i]?.at, w.at);
+      t.match(r.events[i]?.reason, w.reason);
+    });
+    if (c.checks) t.same(r.checks, c.checks, 'check times');
+  });
+}
+
+t.test('events carry latency', async (t) => {
+  const r = simulate({ interval: 100, response: 50, retries: 1 }, () => fail(), 100);
+  t.equal(r.events[0].latencyMs, 1);
+});
+
+t.test('response >= interval is rejected with a clear message', async (t) => {
+  const e = t.throws(() => new HealthTimer({ interval: 100, response: 100, retries: 3 }, 0)) as unknown as TimerConfigError;
+  t.equal(e.code, 'FWLB_HEALTH_TIMERS_INVALID');
+  t.equal(e.field, 'response');
+  t.match(e.message, /response \(100 ms\) must be smaller than interval \(100 ms\)/);
+  t.throws(() => new HealthTimer({ interval: 100, response: 50, retries: 0 }, 0), /retries/);
+  t.throws(() => new HealthTimer({ interval: 100, response: 50, retries: 1, jitter: 1 }, 0), /jitter/);
+});
+
+t.test('jitter spreads check times within ±jitter', async (t) => {
+  let seq = 0;
+  const rand = () => [0, 1, 0.5][seq++ % 3];
+  const h = new HealthTimer({ interval: 1000, response: 100, retries: 3, jitter: 0.2 }, 0, rand);
+  const times = [h.nextCheckAt];
+  for (let i = 0; i < 2; i++) {
+    const now = h.nextCheckAt;
+    h.record(ok, now);
+    times.push(h.nextCheckAt - now);
+  }
+  t.same(times, [800, 1200, 1000]);
+});
