@@ -101,3 +101,20 @@ t.test('a failed apply is reported and the admin state rolls back', async (t) =>
 t.test('parseListing is what the reconciler adopts', async (t) => {
   t.equal(parseListing({ nftables: [{ table: { handle: 3 } }] })!.handle, 3);
 });
+
+t.test('concurrent reconciles run one after the other', async (t) => {
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const nft = fakeNft();
+  const slowRead = async () => {
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    await new Promise((r) => setTimeout(r, 5));
+    inFlight--;
+    return null;
+  };
+  const r = new Reconciler(config, { ...nft, read: slowRead }, fakeRouting);
+  await Promise.all([r.reconcile(), r.reconcile(), r.reconcile()]);
+  t.equal(maxInFlight, 1, 'never two passes at once');
+  t.equal(r.reconciles, 3);
+});

@@ -54,8 +54,20 @@ export class Reconciler {
     return { config: this.config, live: healthy.filter((id) => this.admin.get(id)), reachable: healthy };
   }
 
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Runs one reconcile after any in flight: the runner and an API mutation may ask at the same time, and two
+   * interleaved read-diff-apply passes would both add the same map elements (EEXIST).
+   */
+  reconcile(): Promise<ReconcileResult> {
+    const next = this.queue.then(() => this.reconcileNow());
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
   /** Compute everything first, then write: routes (so marks have a path), then the nft table in one transaction. */
-  async reconcile(): Promise<ReconcileResult> {
+  private async reconcileNow(): Promise<ReconcileResult> {
     this.reconciles++;
     try {
       const input = this.input();
