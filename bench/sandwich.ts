@@ -1,6 +1,7 @@
 // Benchmark: throughput (iperf3) and new connections/s (wrk, Connection: close) through the sandwich with fwlb,
 // against plain static routing through one firewall and iptables HMARK with a shared seed, interleaved A B C ...
 import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, uniquePrefix, inNs, spawnInNs, HTTP_PORT } from '@fwlb/lab';
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
     for (const node of ['ob', 'ib']) {
       const file = join(lab.t.opts.runDir, `${node}-fwlb.json`);
       const json = inNs(lab.ns(node), ['nft', '-j', 'list', 'table', 'inet', 'fwlb']);
-      require('node:fs').writeFileSync(file, JSON.stringify({ nftables: JSON.parse(json).nftables.filter((x: any) => !x.metainfo).map((x: any) => ({ add: stripHandles(x) })) }));
+      writeFileSync(file, JSON.stringify({ nftables: JSON.parse(json).nftables.filter((x: any) => !x.metainfo).map((x: any) => ({ add: stripHandles(x) })) }));
       saved[node] = file;
     }
     await lab.killNode('outside');

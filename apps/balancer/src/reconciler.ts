@@ -92,11 +92,6 @@ export class Reconciler {
     }
   }
 
-  /** Refresh counters without changing anything. */
-  async refresh(): Promise<void> {
-    this.lastActual = await this.nft.read(TABLE_FAMILY, TABLE_NAME);
-  }
-
   status() {
     const input = this.input();
     const table = this.lastTable ?? bucketTable(input);

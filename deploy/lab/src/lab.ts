@@ -52,7 +52,8 @@ export class Lab {
       inNs(b.ns, ['ip', 'link', 'set', b.ifname, 'up']);
     }
     for (const l of this.t.links) {
-      const tmp = `v${process.pid % 100000}x${this.procs.length}${Math.floor(Math.random() * 1e6)}`.slice(0, 14);
+      // Created in the root namespace under a throwaway name, then renamed inside each namespace.
+      const tmp = `v${process.pid.toString(36)}${Math.floor(Math.random() * 1e8).toString(36)}`.slice(0, 13);
       run(['ip', 'link', 'add', tmp + 'a', 'netns', l.a.ns, 'type', 'veth', 'peer', 'name', tmp + 'b', 'netns', l.b.ns]);
       inNs(l.a.ns, ['ip', 'link', 'set', tmp + 'a', 'name', l.a.ifname]);
       inNs(l.b.ns, ['ip', 'link', 'set', tmp + 'b', 'name', l.b.ifname]);
