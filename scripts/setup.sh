@@ -10,6 +10,8 @@ missing=()
 for pair in $need; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# The probe helper (libs/health/helper) runs on the system python's standard library.
+[ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "fwlb setup: missing Debian packages: ${missing[*]} (run as root to install them)" >&2

@@ -25,6 +25,12 @@ function serve(args: string[]): void {
     const i = args.indexOf(n);
     return i >= 0 ? Number(args[i + 1]) : 0;
   };
+  const str = (n: string, d: string) => {
+    const i = args.indexOf(n);
+    return i >= 0 ? args[i + 1] : d;
+  };
+  const httpStatus = opt('--http-status') || 200;
+  const httpBody = str('--http-body', 'fwlb lab server\n');
   let accepted = 0;
   const tcp = net.createServer((s) => {
     accepted++;
@@ -35,7 +41,8 @@ function serve(args: string[]): void {
   udp.on('message', (m, r) => udp.send(m, r.port, r.address));
   const web = http.createServer((req, res) => {
     if (req.url === '/stats') return res.end(JSON.stringify({ accepted }));
-    res.end('fwlb lab server\n');
+    res.statusCode = httpStatus;
+    res.end(httpBody);
   });
   web.keepAliveTimeout = 1000;
   let pending = 0;
@@ -212,7 +219,7 @@ if (require.main === module) {
       process.exit(0);
     });
   } else {
-    console.error('usage: agent serve [--tcp P] [--udp P] [--http P] | agent drive JSON');
+    console.error('usage: agent serve [--tcp P] [--udp P] [--http P [--http-status N] [--http-body S]] | agent drive JSON');
     process.exit(2);
   }
 }

@@ -1,2 +1,12 @@
-// @fwlb/health: health checking; for now the pure timer state machine (checkers come with the health issue).
+// @fwlb/health: checker kinds behind one interface, the pure timer state machine, and the monitor that runs them.
 export * from './timer';
+export * from './check-spec';
+export * from './http-response';
+export * from './probe-helper';
+export * from './checker';
+export * from './icmp';
+export * from './tcp';
+export * from './tcp-half-open';
+export * from './http';
+export * from './http-content';
+export * from './monitor';

@@ -115,6 +115,14 @@ export class HealthTimer {
     return ev;
   }
 
+  /** DOWN at once, for failures that retries cannot help (this node's own link is down). */
+  forceDown(now: number, reason: string): HealthEvent | null {
+    if (this.state === 'down') return null;
+    const ev = this.go('down', now, reason);
+    this.nextCheckAt = now + this.period();
+    return ev;
+  }
+
   /** The timeout rule, applied between results: DOWN once `timeout` has passed since the first failure. */
   tick(now: number): HealthEvent | null {
     if (this.state === 'up' && this.firstFailureAt !== null && now - this.firstFailureAt >= this.cfg.timeout) {

@@ -1,0 +1,93 @@
+// Check specifications (one per kind) and their JSON schema; pure layer of libs/health.
+
+export interface SteerOptions {
+  /** Source address of the probe. */
+  source?: string;
+  /** fwmark of the probe, to steer it through a chosen firewall. */
+  mark?: number;
+  /** Device the probe must leave by. */
+  device?: string;
+}
+
+export interface IcmpSpec extends SteerOptions {
+  kind: 'icmp';
+}
+export interface TcpSpec extends SteerOptions {
+  kind: 'tcp';
+  port?: number;
+  /** How the checker closes: FIN (default) or RST. */
+  close?: 'fin' | 'rst';
+}
+export interface TcpHalfOpenSpec extends SteerOptions {
+  kind: 'tcp-half-open';
+  port?: number;
+}
+export interface HttpSpec extends SteerOptions {
+  kind: 'http';
+  port?: number;
+  method?: 'GET' | 'HEAD';
+  path?: string;
+  host?: string;
+  /** Status codes counted as up. @default [200] */
+  expect?: number[];
+  /** Most bytes read from the response. @default 65536 */
+  readMax?: number;
+}
+export interface HttpContentSpec extends Omit<HttpSpec, 'kind'> {
+  kind: 'http-content';
+  /** The body must contain this string ... */
+  contains?: string;
+  /** ... or match this regular expression. */
+  regex?: string;
+}
+
+export type CheckSpec = IcmpSpec | TcpSpec | TcpHalfOpenSpec | HttpSpec | HttpContentSpec;
+
+const steer = {
+  source: { type: 'string', format: 'ipv4' },
+  mark: { type: 'integer', minimum: 1, maximum: 0xffffffff },
+  device: { type: 'string', pattern: '^[A-Za-z0-9_.:@-]{1,15}$' },
+};
+const port = { type: 'integer', minimum: 1, maximum: 65535 };
+const http = {
+  ...steer,
+  port,
+  method: { enum: ['GET', 'HEAD'] },
+  path: { type: 'string', pattern: '^/[\\x21-\\x7e]*$' },
+  host: { type: 'string', pattern: '^[A-Za-z0-9.:\\[\\]-]{1,255}$' },
+  expect: { type: 'array', minItems: 1, items: { type: 'integer', minimum: 100, maximum: 599 } },
+  readMax: { type: 'integer', minimum: 64, maximum: 1048576 },
+};
+
+/** JSON schema of a check spec (ajv, additionalProperties false); the timers are validated by validateTimers. */
+export const checkSpecSchema = {
+  type: 'object',
+  required: ['kind'],
+  oneOf: [
+    { type: 'object', additionalProperties: false, properties: { kind: { const: 'icmp' }, ...steer } },
+    { type: 'object', additionalProperties: false, properties: { kind: { const: 'tcp' }, ...steer, port, close: { enum: ['fin', 'rst'] } } },
+    { type: 'object', additionalProperties: false, properties: { kind: { const: 'tcp-half-open' }, ...steer, port } },
+    { type: 'object', additionalProperties: false, properties: { kind: { const: 'http' }, ...http } },
+    {
+      type: 'object',
+      additionalProperties: false,
+      properties: { kind: { const: 'http-content' }, ...http, contains: { type: 'string', minLength: 1 }, regex: { type: 'string', minLength: 1 } },
+      anyOf: [{ required: ['contains'] }, { required: ['regex'] }],
+    },
+  ],
+} as const;
+
+export const timersSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['interval', 'response', 'retries'],
+  properties: {
+    interval: { type: 'number', exclusiveMinimum: 0 },
+    response: { type: 'number', exclusiveMinimum: 0 },
+    retries: { type: 'integer', minimum: 1 },
+    timeout: { type: 'number', exclusiveMinimum: 0 },
+    deadInterval: { type: 'number', exclusiveMinimum: 0 },
+    rise: { type: 'integer', minimum: 1 },
+    jitter: { type: 'number', minimum: 0, exclusiveMaximum: 1 },
+  },
+} as const;

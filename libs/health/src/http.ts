@@ -1,0 +1,34 @@
+// http checker: method, path and Host header; up when the status is one of the expected codes (default 200).
+import type { HttpSpec, HttpContentSpec } from './check-spec';
+import type { Checker, CheckTarget } from './checker';
+import { portOf, steerOf } from './checker';
+import { judgeHttp, HttpExpectation } from './http-response';
+import type { ProbeHelper } from './probe-helper';
+import type { ProbeResult } from './timer';
+
+export function httpRequest(spec: HttpSpec | HttpContentSpec, host: string): string {
+  return `${spec.method ?? 'GET'} ${spec.path ?? '/'} HTTP/1.0\r\nHost: ${spec.host ?? host}\r\nUser-Agent: fwlb-health\r\nConnection: close\r\n\r\n`;
+}
+
+export async function httpProbe(spec: HttpSpec | HttpContentSpec, helper: ProbeHelper, t: CheckTarget, responseMs: number, e: HttpExpectation): Promise<ProbeResult> {
+  const a = await helper.request({
+    op: 'connect',
+    target: t.address,
+    port: portOf(spec.port, t, spec.kind),
+    timeoutMs: responseMs,
+    send: httpRequest(spec, t.address),
+    readMax: spec.readMax ?? 65536,
+    ...steerOf(spec),
+  });
+  if (!a.ok) return a;
+  return judgeHttp(a.data ?? '', e, a.latencyMs);
+}
+
+export class HttpChecker implements Checker {
+  readonly kind = 'http' as const;
+  constructor(private readonly spec: HttpSpec, private readonly helper: ProbeHelper) {}
+
+  check(t: CheckTarget, responseMs: number) {
+    return httpProbe(this.spec, this.helper, t, responseMs, { expect: this.spec.expect });
+  }
+}

@@ -1,0 +1,62 @@
+// Runs one member's checks on its timer's schedule and reports transitions; the I/O shell around HealthTimer.
+import type { Checker, CheckTarget } from './checker';
+import { HealthEvent, HealthState, HealthTimer, ProbeResult, TimerConfig } from './timer';
+
+export interface MonitorOptions {
+  name: string;
+  checker: Checker;
+  target: CheckTarget;
+  timers: TimerConfig;
+  initial?: HealthState;
+  /** A precondition checked before each probe, e.g. this node's own link to the member; a string is the failure reason. */
+  precheck?: () => string | null;
+  onEvent: (name: string, ev: HealthEvent) => void;
+  now?: () => number;
+}
+
+export class HealthMonitor {
+  readonly timer: HealthTimer;
+  last: ProbeResult | null = null;
+  checks = 0;
+  private handle: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: MonitorOptions) {
+    this.timer = new HealthTimer(o.timers, this.now(), Math.random, o.initial ?? 'up');
+  }
+
+  private now(): number {
+    return (this.o.now ?? Date.now)();
+  }
+
+  get state(): HealthState {
+    return this.timer.state;
+  }
+
+  start(): void {
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.handle = setTimeout(() => void this.once(), Math.max(0, this.timer.nextCheckAt - this.now()));
+  }
+
+  private async once(): Promise<void> {
+    const pre = this.o.precheck?.() ?? null;
+    const r: ProbeResult = pre ? { ok: false, reason: pre } : await this.o.checker.check(this.o.target, this.o.timers.response);
+    if (this.stopped) return;
+    this.checks++;
+    this.last = r;
+    const now = this.now();
+    // Own-link failures are not worth retrying: the path is gone.
+    const ev = pre && this.timer.state === 'up' ? this.timer.forceDown(now, pre) : this.timer.tick(now) ?? this.timer.record(r, now);
+    if (ev) this.o.onEvent(this.o.name, ev);
+    this.schedule();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.handle) clearTimeout(this.handle);
+  }
+}
