@@ -12,6 +12,13 @@ const good = () => ({
   hash: { seed: 1234 },
 });
 
+t.test('health defaults', async (t) => {
+  const c = validateBalancerConfig({ ...good(), health: { target: '203.0.113.1' } });
+  t.same(c.health!.check, { kind: 'icmp' });
+  t.equal(c.health!.timers.retries, 3);
+  t.equal(validateBalancerConfig(good()).health, null);
+});
+
 t.test('a good config is resolved and frozen', async (t) => {
   const c = validateBalancerConfig(good());
   t.equal(c.hash.buckets, 251);
@@ -30,6 +37,9 @@ const bad: [string, (c: any) => void, RegExp][] = [
   ['mark base overlapping bucket numbers', (c) => (c.marks = { base: 10, size: 4 }), /\/marks\/base: must be >= hash.buckets/],
   ['range too small', (c) => (c.tables = { base: 100, size: 1 }), /\/tables\/size/],
   ['firewall on the side interface', (c) => (c.firewalls[0].interface = 'cli0'), /\/firewalls\/0\/interface/],
+  ['health response >= interval', (c) => (c.health = { target: '203.0.113.1', timers: { interval: 100, response: 100, retries: 3 } }), /\/health\/timers\/response: response \(100 ms\) must be smaller than interval \(100 ms\)/],
+  ['health check with its own mark', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'icmp', mark: 5 } }), /\/health\/check\/mark: is set per firewall/],
+  ['health check of an unknown kind', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'smtp' } }), /\/health\/check/],
   ['bad interface name', (c) => (c.sideInterface = 'eth0; rm -rf /'), /\/sideInterface/],
 ];
 

@@ -46,7 +46,7 @@ function sysctl(path: string): string | null {
   }
 }
 
-export async function doctor(opts: { interfaces?: string[] } = {}): Promise<Check[]> {
+export async function doctor(opts: { interfaces?: string[]; health?: boolean } = {}): Promise<Check[]> {
   const checks: Check[] = [];
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
   checks.push({ name: 'nft binary', ok: v.status === 0, required: true, detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package' });
@@ -73,6 +73,17 @@ export async function doctor(opts: { interfaces?: string[] } = {}): Promise<Chec
   }
   const fwd = sysctl('net/ipv4/ip_forward');
   checks.push({ name: 'ip_forward', ok: fwd === '1', required: true, detail: fwd === '1' ? 'enabled' : 'net.ipv4.ip_forward is 0: this node would not forward (sysctl -w net.ipv4.ip_forward=1)' });
+  if (opts.health) {
+    for (const k of ['fwmark_reflect', 'tcp_fwmark_accept']) {
+      const v = sysctl(`net/ipv4/${k}`);
+      checks.push({
+        name: k,
+        ok: v === '1',
+        required: true,
+        detail: v === '1' ? 'enabled' : `net.ipv4.${k} is ${v ?? 'missing'}: this node's answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv4.${k}=1)`,
+      });
+    }
+  }
   for (const i of opts.interfaces ?? []) {
     const rp = sysctl(`net/ipv4/conf/${i}/rp_filter`);
     const all = sysctl('net/ipv4/conf/all/rp_filter');

@@ -4,6 +4,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { validateBalancerConfig, ConfigError, ResolvedBalancerConfig } from '@fwlb/config';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
+import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
@@ -43,7 +44,7 @@ function arg(name: string): string | undefined {
 
 async function run(path: string): Promise<void> {
   const config = loadConfig(path);
-  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)] });
+  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null });
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
@@ -76,10 +77,12 @@ async function run(path: string): Promise<void> {
     await app.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) });
   }
   runner.start();
+  const health = startFirewallHealth(config, reconciler, () => runner.trigger(), log);
   log(`listening on ${listen}`);
   const stop = async () => {
     // Leaving the kernel as it is: a stopped controller must not cause a blip.
     runner.stop();
+    health?.stop();
     await app.close();
     rtnl.close();
     process.exit(0);
@@ -96,7 +99,7 @@ async function main(): Promise<void> {
   } else if (cmd === 'doctor') {
     const path = arg('--config');
     const c = path ? loadConfig(path) : null;
-    const checks = await doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [] });
+    const checks = await doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false });
     console.log(formatChecks(checks));
     process.exit(checks.some((x) => x.required && !x.ok) ? 1 : 0);
   } else if (cmd === 'check-config') {

@@ -43,9 +43,12 @@ export class Reconciler {
     this.admin.set(id, enabled);
   }
 
-  /** Health of a firewall as seen by probes (until the health issue lands, every firewall counts as healthy). */
-  setHealth(id: string, up: boolean): void {
+  private readonly healthDetail = new Map<string, { reason: string; since: number; latencyMs?: number }>();
+
+  /** Health of a firewall as seen by this node's probes; without a health section every firewall counts as healthy. */
+  setHealth(id: string, up: boolean, reason = '', latencyMs?: number): void {
     this.health.set(id, up);
+    this.healthDetail.set(id, { reason, since: this.now(), ...(latencyMs !== undefined ? { latencyMs } : {}) });
   }
 
   input(): RenderInput {
@@ -114,6 +117,7 @@ export class Reconciler {
         priority: s.priority,
         enabled: this.admin.get(s.id)!,
         healthy: this.health.get(s.id) !== false,
+        health: this.healthDetail.get(s.id) ?? null,
         live: input.live.includes(s.id),
         buckets: dist[s.id] ?? 0,
         learned: counterOf(`learn:${s.id}`),

@@ -68,7 +68,12 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     if (label) labeled[label] = r;
   };
   // Traffic to this node itself (API, probes) is never steered.
-  add(null, [side, eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { accept: null }]);
+  const local = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
+  add(null, [side, local, { accept: null }]);
+  // Why: the kernel routes its own replies (ICMP echo replies to the twin's probes, TCP handshakes) before any
+  // output hook, with the incoming packet's mark when net.ipv4.fwmark_reflect / tcp_fwmark_accept are 1.
+  // Marking what arrives from firewall k for this node makes those replies leave through firewall k.
+  for (const f of c.firewalls) add(null, [eq(meta('iifname'), f.interface), local, set(meta('mark'), markOf.get(f.id))]);
   if (c.ingressLearning) {
     for (const f of c.firewalls) {
       const m: NftJson[] = [eq(meta('iifname'), f.interface)];
@@ -102,7 +107,21 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     family: TABLE_FAMILY,
     name: TABLE_NAME,
     maps: [{ name: 'buckets', type: 'mark', map: 'mark', elements }],
-    chains: [{ name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules }],
+    chains: [
+      { name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules },
+      // Why: this node's own replies (to the twin's firewall probes, to API clients across the firewalls) must
+      // leave by the firewall their flow arrived from; the learned ct mark re-routes them.
+      {
+        name: 'output',
+        type: 'route',
+        hook: 'output',
+        prio: -150,
+        policy: 'accept',
+        // All configured marks, not only reachable ones: a node that saw every firewall down must still answer
+        // the twin's probes, or both would wait for each other forever.
+        rules: [[eq(meta('mark'), 0), eq(ctMark, { set: sl.map((x) => x.mark) }), set(meta('mark'), ctMark)]],
+      },
+    ],
   };
 }
 

@@ -11,7 +11,7 @@ export interface DriveSpec {
 
 export interface DriveReport {
   short: { ok: number; failed: number; errors: Record<string, number> };
-  long: { ok: number; broken: number; errors: Record<string, number>; messages: number };
+  long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null }[] };
   udp: { ok: number; failed: number };
 }
 
@@ -92,10 +92,10 @@ function shortConn(target: string, id: number, timeoutMs: number): Promise<strin
   });
 }
 
-function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number): Promise<{ err: string | null; messages: number }> {
+function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number): Promise<{ err: string | null; messages: number; port: number }> {
   return new Promise((res) => {
-    const [host, port] = hp(target);
-    const s = net.connect({ host, port });
+    const [host, dport] = hp(target);
+    const s = net.connect({ host, port: dport });
     let seq = 0;
     let expect = '';
     let got = '';
@@ -103,14 +103,16 @@ function longConn(target: string, id: number, durationMs: number, intervalMs: nu
     let tick: NodeJS.Timeout | null = null;
     const start = Date.now();
     let done = false;
+    let port = 0;
     function finish(err: string | null) {
       if (done) return;
       done = true;
+      port ||= s.localPort ?? 0;
       if (tick) clearInterval(tick);
       if (waitTimer) clearTimeout(waitTimer);
       if (err) s.destroy();
       else s.end();
-      res({ err, messages: seq });
+      res({ err, messages: seq, port });
     }
     const send = () => {
       if (Date.now() - start >= durationMs) {
@@ -123,6 +125,7 @@ function longConn(target: string, id: number, durationMs: number, intervalMs: nu
       waitTimer = setTimeout(() => finish(`no echo within ${timeoutMs} ms`), timeoutMs);
     };
     s.on('connect', () => {
+      port = s.localPort ?? 0;
       send();
       tick = setInterval(send, intervalMs);
     });
@@ -169,12 +172,13 @@ function udpFlow(target: string, port: number, id: number, timeoutMs: number, ex
 }
 
 export async function drive(spec: DriveSpec): Promise<DriveReport> {
-  const report: DriveReport = { short: { ok: 0, failed: 0, errors: {} }, long: { ok: 0, broken: 0, errors: {}, messages: 0 }, udp: { ok: 0, failed: 0 } };
+  const report: DriveReport = { short: { ok: 0, failed: 0, errors: {} }, long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] }, udp: { ok: 0, failed: 0 } };
   const jobs: Promise<unknown>[] = [];
   if (spec.long) {
     const l = spec.long;
     jobs.push(
       Promise.all(Array.from({ length: l.count }, (_, i) => longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000))).then((rs) => {
+        rs.forEach((r, i) => report.long.streams.push({ target: l.targets[i % l.targets.length], port: r.port, err: r.err }));
         for (const r of rs) {
           report.long.messages += r.messages;
           if (r.err) {

@@ -42,6 +42,8 @@ export class Lab {
       inNs(h.ns, ['ip', 'link', 'set', 'lo', 'up']);
       const sys = ['net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0'];
       if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall') sys.push('net.ipv4.ip_forward=1');
+      // Nodes answer the twin's firewall probes through the firewall they came from (see render.ts).
+      if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv4.fwmark_reflect=1', 'net.ipv4.tcp_fwmark_accept=1');
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
       if (h.role === 'client' || h.role === 'server') sys.push('net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=1');
       inNs(h.ns, ['sysctl', '-qw', ...sys]);
@@ -110,6 +112,18 @@ export class Lab {
   async startNodes(): Promise<void> {
     await this.startNode('outside');
     await this.startNode('inside');
+    await this.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'all firewalls live on both nodes');
+  }
+
+  /** Poll both nodes' GET /firewalls until `ok` holds for both; returns the time it took. */
+  async waitFirewalls(ok: (fw: { id: string; live: boolean; healthy: boolean }[]) => boolean, ms: number, what: string): Promise<number> {
+    const t0 = Date.now();
+    for (;;) {
+      const views = await Promise.all((['outside', 'inside'] as const).map((r) => this.api(r, 'GET', '/firewalls').catch(() => ({ status: 0, body: null }))));
+      if (views.every((v) => v.status === 200 && ok(v.body))) return Date.now() - t0;
+      if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(views.map((v) => v.body))}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** kill -9: the controller dies without any cleanup, as in a crash. */

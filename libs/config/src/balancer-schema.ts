@@ -1,4 +1,5 @@
 // ajv schema and types of the balancer node's config file; pure layer of libs/config.
+import { checkSpecSchema, timersSchema, CheckSpec, TimerConfig } from '@fwlb/health';
 
 export interface FirewallConfig {
   /** Stable firewall id; the bucket table is keyed by it. */
@@ -54,6 +55,18 @@ export interface BalancerConfig {
   };
   /** Seconds between periodic full reconciles. @default 10 */
   resyncSeconds?: number;
+  /**
+   * Firewall health: each firewall is probed along the path to the twin node's probe address, with probes
+   * carrying that firewall's mark, so a firewall is up only when traffic crosses it. Absent: every firewall counts as up.
+   */
+  health?: {
+    /** The twin node's probe address (e.g. its side-interface address). */
+    target: string;
+    /** The check; its mark is set per firewall. @default {kind: "icmp"} */
+    check?: CheckSpec;
+    /** @default {interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2} */
+    timers?: TimerConfig;
+  };
 }
 
 const ipv4 = { type: 'string', format: 'ipv4' } as const;
@@ -115,5 +128,11 @@ export const balancerSchema = {
       },
     },
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+    health: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['target'],
+      properties: { target: ipv4, check: checkSpecSchema, timers: timersSchema },
+    },
   },
 } as const;

@@ -2,6 +2,7 @@
 import Ajv, { ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
 import { isPrime } from '@fwlb/flowhash';
+import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange } from './balancer-schema';
 
@@ -27,7 +28,8 @@ function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
 /** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
 export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac'>> & { mac?: string };
 export type ResolvedBalancerConfig = Readonly<
-  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls'>> & {
+  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health'>> & {
+    health: { target: string; check: CheckSpec; timers: Required<TimerConfig> } | null;
     hash: Required<BalancerConfig['hash']>;
     firewalls: ResolvedFirewall[];
     api: { listen: string; token?: string; tokenFile?: string };
@@ -43,6 +45,7 @@ export const BALANCER_DEFAULTS = {
   ingressLearning: true,
   listen: '127.0.0.1:8480',
   resyncSeconds: 10,
+  healthTimers: { interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2 },
 };
 
 function deepFreeze<T>(o: T): T {
@@ -76,6 +79,16 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
   fits('rulePriorities', c.rulePriorities ?? BALANCER_DEFAULTS.rulePriorities);
   // Why: the jhash rule leaves the bucket number in the mark on a map miss; it must never look like a firewall mark.
   if (marks.base < buckets) problems.push({ field: '/marks/base', message: `must be >= hash.buckets (${buckets})` });
+  let timers: Required<TimerConfig> | null = null;
+  if (c.health) {
+    if (c.health.check && 'mark' in c.health.check) problems.push({ field: '/health/check/mark', message: 'is set per firewall by fwlb' });
+    try {
+      timers = validateTimers(c.health.timers ?? BALANCER_DEFAULTS.healthTimers);
+    } catch (e) {
+      if (!(e instanceof TimerConfigError)) throw e;
+      problems.push({ field: `/health/timers/${e.field}`, message: e.message.slice(e.field.length + 2) });
+    }
+  }
   if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
   if (problems.length) throw new ConfigError(problems, source);
   const resolved: ResolvedBalancerConfig = {
@@ -90,6 +103,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     ingressLearning: c.ingressLearning ?? BALANCER_DEFAULTS.ingressLearning,
     api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
+    health: c.health && timers ? { target: c.health.target, check: c.health.check ?? { kind: 'icmp' }, timers } : null,
   };
   return deepFreeze(resolved);
 }

@@ -72,7 +72,10 @@ export const checkSpecSchema = {
       type: 'object',
       additionalProperties: false,
       properties: { kind: { const: 'http-content' }, ...http, contains: { type: 'string', minLength: 1 }, regex: { type: 'string', minLength: 1 } },
-      anyOf: [{ required: ['contains'] }, { required: ['regex'] }],
+      anyOf: [
+        { properties: { contains: { type: 'string' } }, required: ['contains'] },
+        { properties: { regex: { type: 'string' } }, required: ['regex'] },
+      ],
     },
   ],
 } as const;

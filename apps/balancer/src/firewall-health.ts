@@ -1,0 +1,53 @@
+// Firewall health: one monitor per firewall probing the twin node through that firewall (marked probes),
+// plus this node's own link to it; transitions move buckets through the reconciler. Shell layer of apps/balancer.
+import { readFileSync } from 'node:fs';
+import type { ResolvedBalancerConfig } from '@fwlb/config';
+import { createChecker, HealthMonitor, ProbeHelper } from '@fwlb/health';
+import type { Reconciler } from './reconciler';
+import { slots } from './render';
+
+/** This node's own link: a firewall whose interface is down is down at once, without waiting for retries. */
+export function linkProblem(ifname: string): string | null {
+  try {
+    const state = readFileSync(`/sys/class/net/${ifname}/operstate`, 'utf8').trim();
+    return state === 'up' || state === 'unknown' ? null : `own link ${ifname} is ${state}`;
+  } catch {
+    return `own link ${ifname} does not exist`;
+  }
+}
+
+export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void): { stop(): void } | null {
+  const h = config.health;
+  if (!h) return null;
+  const helper = ProbeHelper.start();
+  const linkWasDown = new Map<string, boolean>();
+  const monitors = slots(config).map((s) => {
+    const fw = config.firewalls[s.index];
+    const m = new HealthMonitor({
+      name: fw.id,
+      checker: createChecker({ ...h.check, mark: s.mark }, helper),
+      target: { address: h.target },
+      timers: h.timers,
+      precheck: () => {
+        const p = linkProblem(fw.interface);
+        // The kernel deleted this firewall's routes when the link went down; put them back as soon as it is up.
+        if (!p && linkWasDown.get(fw.id)) trigger();
+        linkWasDown.set(fw.id, p !== null);
+        return p;
+      },
+      onEvent: (id, ev) => {
+        log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`);
+        r.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
+        trigger();
+      },
+    });
+    m.start();
+    return m;
+  });
+  return {
+    stop() {
+      for (const m of monitors) m.stop();
+      helper.close();
+    },
+  };
+}
