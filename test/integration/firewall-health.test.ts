@@ -1,0 +1,59 @@
+// Integration: firewall 2's link goes down during traffic; only its buckets move, streams elsewhere survive, it comes back.
+import { t } from 'tap';
+import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
+import { drive, ECHO_PORT, inNs, DriveReport } from '@fwlb/lab';
+import { startLab } from '../helpers/lab';
+
+t.test('firewall 2 fails and rejoins', async (t) => {
+  const lab = await startLab(t);
+  const clients = lab.t.hosts.filter((h) => h.role === 'client');
+  const servers = lab.t.hosts.filter((h) => h.role === 'server').map((s) => `${s.addr}:${ECHO_PORT}`);
+  const cfg = lab.t.nodes.outside;
+  const table = buildTable(cfg.firewalls.map((f) => f.id), cfg.hash.buckets!);
+  const firewallOf = (client: string, port: number, target: string) => {
+    const [daddr, dport] = target.split(':');
+    return table.owner[bucketOf(canonicalKey('outside', { saddr: client, sport: port, daddr, dport: Number(dport), proto: PROTO_TCP }), cfg.hash.seed, cfg.hash.buckets!)];
+  };
+  const shorts = () => Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: servers, count: 150, concurrency: 8 } })));
+  const failedOf = (rs: DriveReport[]) => rs.reduce((a, r) => a + r.short.failed, 0);
+
+  // 30 long-lived streams over all three firewalls, running through the failure and the return.
+  const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers, count: 15, durationMs: 14000, intervalMs: 100 } })));
+  await new Promise((r) => setTimeout(r, 1000));
+
+  inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw2', 'down']);
+  const detect = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === false, 10000, 'fw2 down on both nodes');
+  t.comment(`fw2 left the bucket table on both nodes ${detect} ms after its link went down`);
+  const st = await lab.api('outside', 'GET', '/status');
+  t.equal(st.body.buckets.distribution.fw2, undefined, 'fw2 has no buckets');
+  t.match(st.body.firewalls.find((f: any) => f.id === 'fw2').health.reason, /own link fw2 is down/, 'the outside node saw its own link');
+
+  lab.resetFirewallCounters();
+  const during = await shorts();
+  t.equal(failedOf(during), 0, 'after detection, every new connection succeeds');
+  const c1 = lab.firewallCounters();
+  t.equal(c1.find((f) => f.id === 'fw2')!.newSessions, 0, 'fw2 takes no new session while down');
+  t.ok(c1.filter((f) => f.id !== 'fw2').every((f) => f.newSessions > 100), 'fw1 and fw3 carry the new sessions');
+
+  inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw2', 'up']);
+  const back = await lab.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'fw2 back on both nodes');
+  t.comment(`fw2 back in the bucket table ${back} ms after its link came up`);
+  lab.resetFirewallCounters();
+  const after = await shorts();
+  t.equal(failedOf(after), 0, 'after the return, every new connection succeeds');
+  t.ok(lab.firewallCounters().find((f) => f.id === 'fw2')!.newSessions > 50, 'fw2 receives new sessions again');
+
+  const longReports = await longs;
+  let onOthers = 0;
+  const brokenElsewhere: string[] = [];
+  longReports.forEach((r, i) => {
+    for (const s of r.long.streams) {
+      const fw = firewallOf(clients[i].addr!, s.port, s.target);
+      if (fw === 'fw2') continue;
+      onOthers++;
+      if (s.err) brokenElsewhere.push(`${clients[i].name}:${s.port} via ${fw}: ${s.err}`);
+    }
+  });
+  t.ok(onOthers >= 10, `${onOthers} long-lived streams crossed fw1 or fw3`);
+  t.same(brokenElsewhere, [], 'no stream on fw1 or fw3 broke through the failure and the return');
+});
