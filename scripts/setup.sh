@@ -10,6 +10,8 @@ missing=()
 for pair in $need; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+# Benchmarks compare against HAProxy: only `npm run bench` installs it.
+[ "${1:-}" = "--bench" ] && { command -v haproxy >/dev/null 2>&1 || missing+=(haproxy); }
 # The probe helper (libs/health/helper) runs on the system python's standard library.
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
