@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createChecker, HealthMonitor, ProbeHelper, CheckSpec } from '@fwlb/health';
-import { AGENT, deleteNs, inNs, run, spawnInNs, uniquePrefix, waitForLine } from '@fwlb/lab';
+import { AGENT, deleteNs, inNs, linkedPair, spawnInNs, uniquePrefix, waitForLine } from '@fwlb/lab';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10);
 const SRV = '192.0.2.2';
@@ -72,14 +72,7 @@ async function main(): Promise<void> {
     process.exit(130);
   });
   try {
-    run(['ip', 'netns', 'add', cli]);
-    run(['ip', 'netns', 'add', srv]);
-    run(['ip', 'link', 'add', `${p}a`.slice(0, 15), 'netns', cli, 'type', 'veth', 'peer', 'name', `${p}b`.slice(0, 15), 'netns', srv]);
-    inNs(cli, ['ip', 'link', 'set', `${p}a`.slice(0, 15), 'name', 'eth0']);
-    inNs(srv, ['ip', 'link', 'set', `${p}b`.slice(0, 15), 'name', 'eth0']);
-    inNs(cli, ['ip', 'addr', 'add', '192.0.2.1/24', 'dev', 'eth0']);
-    inNs(srv, ['ip', 'addr', 'add', `${SRV}/24`, 'dev', 'eth0']);
-    for (const ns of [cli, srv]) for (const l of ['lo', 'eth0']) inNs(ns, ['ip', 'link', 'set', l, 'up']);
+    linkedPair(p, { ns: cli, addrs: ['192.0.2.1/24'] }, { ns: srv, addrs: [`${SRV}/24`] });
     inNs(srv, ['nft', 'add', 'table', 'inet', 'cut']);
     inNs(srv, ['nft', 'add', 'chain', 'inet', 'cut', 'in', '{ type filter hook input priority 0; }']);
     const server = spawnInNs(srv, [process.execPath, AGENT, 'serve', '--tcp', '9000', '--http', '8080', '--http-body', 'ok healthy-marker\n']);

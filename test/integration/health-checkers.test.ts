@@ -5,7 +5,7 @@ import { rmSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createChecker, ProbeHelper, CheckSpec } from '@fwlb/health';
-import { AGENT, deleteNs, inNs, run, spawnInNs, uniquePrefix, waitForLine } from '@fwlb/lab';
+import { AGENT, deleteNs, inNs, linkedPair, spawnInNs, uniquePrefix, waitForLine } from '@fwlb/lab';
 
 const SRV = '192.0.2.2';
 const DARK = '192.0.2.3';
@@ -22,18 +22,7 @@ t.test('checker kinds', async (t) => {
     deleteNs(srv);
     rmSync(dir, { recursive: true, force: true });
   });
-  run(['ip', 'netns', 'add', cli]);
-  run(['ip', 'netns', 'add', srv]);
-  run(['ip', 'link', 'add', `${p}a`.slice(0, 15), 'netns', cli, 'type', 'veth', 'peer', 'name', `${p}b`.slice(0, 15), 'netns', srv]);
-  inNs(cli, ['ip', 'link', 'set', `${p}a`.slice(0, 15), 'name', 'eth0']);
-  inNs(srv, ['ip', 'link', 'set', `${p}b`.slice(0, 15), 'name', 'eth0']);
-  inNs(cli, ['ip', 'addr', 'add', '192.0.2.1/24', 'dev', 'eth0']);
-  inNs(srv, ['ip', 'addr', 'add', `${SRV}/24`, 'dev', 'eth0']);
-  inNs(srv, ['ip', 'addr', 'add', `${DARK}/24`, 'dev', 'eth0']);
-  for (const ns of [cli, srv]) {
-    inNs(ns, ['ip', 'link', 'set', 'lo', 'up']);
-    inNs(ns, ['ip', 'link', 'set', 'eth0', 'up']);
-  }
+  linkedPair(p, { ns: cli, addrs: ['192.0.2.1/24'] }, { ns: srv, addrs: [`${SRV}/24`, `${DARK}/24`] });
   // The "dark" address drops ICMP echo; everything else answers.
   inNs(srv, ['nft', 'add table inet dark; add chain inet dark in { type filter hook input priority 0; }; add rule inet dark in ip daddr 192.0.2.3 icmp type echo-request drop'].flatMap((x) => x.split(' ')));
   const serve = async (args: string[]) => {

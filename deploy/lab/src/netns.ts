@@ -41,3 +41,19 @@ export function deleteNs(ns: string): void {
     /* already gone */
   }
 }
+
+/**
+ * Two hosts on one link: namespaces `a` and `b`, each with eth0 up and the given addresses (first of each list
+ * is the primary). The veth is created under throwaway names and renamed inside each namespace.
+ */
+export function linkedPair(prefix: string, a: { ns: string; addrs: string[] }, b: { ns: string; addrs: string[] }): void {
+  run(['ip', 'netns', 'add', a.ns]);
+  run(['ip', 'netns', 'add', b.ns]);
+  const [ta, tb] = [`${prefix}a`.slice(0, 15), `${prefix}b`.slice(0, 15)];
+  run(['ip', 'link', 'add', ta, 'netns', a.ns, 'type', 'veth', 'peer', 'name', tb, 'netns', b.ns]);
+  for (const [end, tmp] of [[a, ta], [b, tb]] as const) {
+    inNs(end.ns, ['ip', 'link', 'set', tmp, 'name', 'eth0']);
+    for (const addr of end.addrs) inNs(end.ns, ['ip', 'addr', 'add', addr, 'dev', 'eth0']);
+    for (const l of ['lo', 'eth0']) inNs(end.ns, ['ip', 'link', 'set', l, 'up']);
+  }
+}
