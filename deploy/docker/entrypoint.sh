@@ -20,6 +20,11 @@ done
 case ${FWLB_ROLE:-} in
   firewall) ip route del default 2>/dev/null || true; nft -f /opt/fwlb/deploy/lab/firewall.nft; exec sleep infinity ;;
   outside|inside) ip route del default 2>/dev/null || true; exec node /opt/fwlb/apps/balancer/dist/main.js run --config /etc/fwlb/config.json ;;
+  slb)
+    nft add table ip lab_snat
+    nft add chain ip lab_snat post '{ type nat hook postrouting priority srcnat; }'
+    nft add rule ip lab_snat post oifname up0 ip saddr 10.20.0.0/24 masquerade
+    exec node /opt/fwlb/apps/slb/dist/main.js run --config /etc/fwlb/config.json ;;
   client|server) exec node /opt/fwlb/deploy/lab/dist/agent.js serve --tcp 7007 --udp 7007 --http 8080 ;;
   *) exec "$@" ;;
 esac

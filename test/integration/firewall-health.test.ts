@@ -7,7 +7,7 @@ import { startLab } from '../helpers/lab';
 t.test('firewall 2 fails and rejoins', async (t) => {
   const lab = await startLab(t);
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
-  const servers = lab.t.hosts.filter((h) => h.role === 'server').map((s) => `${s.addr}:${ECHO_PORT}`);
+  const servers = [`${lab.t.vip}:${ECHO_PORT}`];
   const cfg = lab.t.nodes.outside;
   const table = buildTable(cfg.firewalls.map((f) => f.id), cfg.hash.buckets!);
   const firewallOf = (client: string, port: number, target: string) => {

@@ -26,10 +26,10 @@ t.test('sandwich', async (t) => {
   await t.test('model agrees with the kernel for 10,000 UDP flows', async (t) => {
     for (const h of lab.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['conntrack', '-F']);
     const c1 = lab.host('c1').addr!;
-    const s1 = lab.host('s1').addr!;
+    const vip = lab.t.vip;
     const base = 20000;
     const n = 10000;
-    const rep = await drive(lab, 'c1', { udp: { targets: [`${s1}:${ECHO_PORT}`], flows: n, basePort: base } });
+    const rep = await drive(lab, 'c1', { udp: { targets: [`${vip}:${ECHO_PORT}`], flows: n, basePort: base } });
     t.equal(rep.udp.failed, 0, 'every UDP flow got its echo back');
     const seen = new Map<number, string>();
     for (const h of lab.t.hosts.filter((x) => x.role === 'firewall')) {
@@ -44,7 +44,7 @@ t.test('sandwich', async (t) => {
     let agree = 0;
     const disagree: string[] = [];
     for (let p = base; p < base + n; p++) {
-      const k = canonicalKey('outside', { saddr: c1, sport: p, daddr: s1, dport: ECHO_PORT, proto: PROTO_UDP });
+      const k = canonicalKey('outside', { saddr: c1, sport: p, daddr: vip, dport: ECHO_PORT, proto: PROTO_UDP });
       const want = table.owner[bucketOf(k, cfg.hash.seed, cfg.hash.buckets!)];
       if (seen.get(p) === want) agree++;
       else if (disagree.length < 5) disagree.push(`sport ${p}: model ${want}, kernel ${seen.get(p)}`);

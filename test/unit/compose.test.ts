@@ -46,4 +46,9 @@ t.test('node configs in deploy/configs are the lab node configs', async (t) => {
     t.same(got, want, `${role}.json matches the lab`);
     t.ok(file.api.tokenFile, `${role}.json reads its token from a file`);
   }
+  const file = JSON.parse(readFileSync(join(REPO, 'deploy/configs/slb.json'), 'utf8'));
+  const { api: _a, resyncSeconds: _r, ...want } = lab.slb;
+  const { api: _b, ...got } = file;
+  t.same(got, want, 'slb.json matches the lab');
+  t.ok(file.api.tokenFile, 'slb.json reads its token from a file');
 });

@@ -29,6 +29,7 @@ function applied(want: DesiredTable, handle = 5): ActualTable {
     chains: new Map(want.chains.map((c) => [c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: 1, ruleComments: c.rules.map(ruleDigest) }])),
     maps: new Map(want.maps.map((m) => [m.name, { type: m.type, map: m.map, elements: new Map(m.elements) }])),
     counters: new Map(),
+    namedCounters: new Map(),
   };
 }
 

@@ -1,15 +1,10 @@
 // `fwlb doctor`: detects the kernel features fwlb needs and says what is missing; shell layer of apps/balancer.
-import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
+import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
 
-export interface Check {
-  name: string;
-  ok: boolean;
-  required: boolean;
-  detail: string;
-}
+export { Check, formatChecks } from '@fwlb/service';
 
 const probeTable = 'fwlb_doctor';
 
@@ -38,14 +33,6 @@ function probeCommands(): unknown[] {
   ];
 }
 
-function sysctl(path: string): string | null {
-  try {
-    return readFileSync(`/proc/sys/${path}`, 'utf8').trim();
-  } catch {
-    return null;
-  }
-}
-
 export async function doctor(opts: { interfaces?: string[]; health?: boolean } = {}): Promise<Check[]> {
   const checks: Check[] = [];
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
@@ -71,8 +58,7 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean } =
   } catch (e) {
     checks.push({ name: 'policy routing (rtnetlink rules)', ok: false, required: true, detail: `cannot read ip rules through netlink: ${(e as Error).message}` });
   }
-  const fwd = sysctl('net/ipv4/ip_forward');
-  checks.push({ name: 'ip_forward', ok: fwd === '1', required: true, detail: fwd === '1' ? 'enabled' : 'net.ipv4.ip_forward is 0: this node would not forward (sysctl -w net.ipv4.ip_forward=1)' });
+  checks.push(ipForwardCheck());
   if (opts.health) {
     for (const k of ['fwmark_reflect', 'tcp_fwmark_accept']) {
       const v = sysctl(`net/ipv4/${k}`);
@@ -95,8 +81,4 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean } =
     checks.push({ name: `rp_filter ${i}`, ok: eff !== 1, required: false, detail: eff === 1 ? 'strict rp_filter drops replies that return through another firewall; use 2 (loose) or 0' : `effective ${eff}` });
   }
   return checks;
-}
-
-export function formatChecks(checks: Check[]): string {
-  return checks.map((c) => `${c.ok ? 'ok     ' : c.required ? 'MISSING' : 'warn   '} ${c.name}: ${c.detail}`).join('\n');
 }

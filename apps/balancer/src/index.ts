@@ -1,7 +1,6 @@
 // @fwlb/balancer: the node agent's building blocks, for tests and for apps that embed it.
 export * from './render';
 export * from './reconciler';
-export * from './runner';
 export * from './app';
 export * from './errors';
 export * from './doctor';

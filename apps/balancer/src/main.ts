@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 // fwlb node agent entry point: `fwlb run|doctor|check-config`; the only place that listens and touches process.
-import { readFileSync, rmSync } from 'node:fs';
 import { validateBalancerConfig, ConfigError, ResolvedBalancerConfig } from '@fwlb/config';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
@@ -8,34 +7,14 @@ import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
-import { BoundedRunner } from './runner';
+import { BoundedRunner, listenOn, loadJsonConfig, tokenOf } from '@fwlb/service';
 
 function usage(): never {
   console.error('usage: fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE');
   process.exit(2);
 }
 
-function loadConfig(path: string): ResolvedBalancerConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError([{ field: '', message: `cannot read ${path}: ${(e as Error).message}` }], path);
-  }
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError([{ field: '', message: `not valid JSON: ${(e as Error).message}` }], path);
-  }
-  return validateBalancerConfig(doc, path);
-}
-
-function tokenOf(c: ResolvedBalancerConfig): string | undefined {
-  if (c.api.token) return c.api.token;
-  if (c.api.tokenFile) return readFileSync(c.api.tokenFile, 'utf8').split('\n')[0].trim();
-  return process.env.FWLB_TOKEN || undefined;
-}
+const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -66,16 +45,9 @@ async function run(path: string): Promise<void> {
     { resyncMs: config.resyncSeconds * 1000 },
     (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
   );
-  const app = build({ reconciler, token: tokenOf(config), apply: () => reconciler.reconcile() });
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile() });
   const listen = config.api.listen;
-  if (listen.startsWith('unix:')) {
-    const p = listen.slice(5);
-    rmSync(p, { force: true });
-    await app.listen({ path: p });
-  } else {
-    const i = listen.lastIndexOf(':');
-    await app.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) });
-  }
+  await listenOn(app, listen);
   runner.start();
   const health = startFirewallHealth(config, reconciler, () => runner.trigger(), log);
   log(`listening on ${listen}`);

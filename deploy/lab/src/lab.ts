@@ -3,14 +3,16 @@ import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess } from 'node:child_process';
 import * as http from 'node:http';
-import { FIREWALL_RULESET_PATH, LabOptions, Topology, topology } from './topology';
+import { ECHO_PORT, FIREWALL_RULESET_PATH, HTTP_PORT, LabOptions, RIP_NET, Topology, topology } from './topology';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
 
 export const REPO = resolve(__dirname, '../../..');
 export const BALANCER_MAIN = join(REPO, 'apps/balancer/dist/main.js');
 export const AGENT = join(__dirname, 'agent.js');
-export const ECHO_PORT = 7007;
-export const HTTP_PORT = 8080;
+export const SLB_MAIN = join(REPO, 'apps/slb/dist/main.js');
+
+export type NodeRole = 'outside' | 'inside' | 'slb';
+const NODE_NS: Record<NodeRole, string> = { outside: 'ob', inside: 'ib', slb: 'slb' };
 
 export interface NodeProc {
   proc: ChildProcess;
@@ -20,7 +22,7 @@ export interface NodeProc {
 export class Lab {
   readonly t: Topology;
   private procs: ChildProcess[] = [];
-  readonly nodes: Partial<Record<'outside' | 'inside', NodeProc>> = {};
+  readonly nodes: Partial<Record<NodeRole, NodeProc>> = {};
 
   constructor(opts: LabOptions) {
     this.t = topology(opts);
@@ -41,7 +43,7 @@ export class Lab {
       run(['ip', 'netns', 'add', h.ns]);
       inNs(h.ns, ['ip', 'link', 'set', 'lo', 'up']);
       const sys = ['net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0'];
-      if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall') sys.push('net.ipv4.ip_forward=1');
+      if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb') sys.push('net.ipv4.ip_forward=1');
       // Nodes answer the twin's firewall probes through the firewall they came from (see render.ts).
       if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv4.fwmark_reflect=1', 'net.ipv4.tcp_fwmark_accept=1');
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
@@ -71,6 +73,20 @@ export class Lab {
     for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', FIREWALL_RULESET_PATH]);
     writeFileSync(join(this.t.opts.runDir, 'outside.json'), JSON.stringify(this.t.nodes.outside, null, 2));
     writeFileSync(join(this.t.opts.runDir, 'inside.json'), JSON.stringify(this.t.nodes.inside, null, 2));
+    writeFileSync(join(this.t.opts.runDir, 'slb.json'), JSON.stringify(this.t.slb, null, 2));
+    // Lab plumbing, not fwlb: connections the servers open themselves leave with the SLB node's address.
+    const snat = { nftables: [
+      { add: { table: { family: 'ip', name: 'lab_snat' } } },
+      { add: { chain: { family: 'ip', table: 'lab_snat', name: 'post', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } } },
+      { add: { rule: { family: 'ip', table: 'lab_snat', chain: 'post', expr: [
+        { match: { op: '==', left: { meta: { key: 'oifname' } }, right: 'up0' } },
+        { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: `${RIP_NET}.0`, len: 24 } } } },
+        { masquerade: null },
+      ] } } },
+    ] };
+    const snatFile = join(this.t.opts.runDir, 'lab-snat.json');
+    writeFileSync(snatFile, JSON.stringify(snat));
+    inNs(this.ns('slb'), ['nft', '-j', '-f', snatFile]);
   }
 
   /** Start a long-running agent (servers) in a namespace and wait for its "ready" line. */
@@ -86,18 +102,18 @@ export class Lab {
     for (const h of this.t.hosts.filter((x) => x.role === 'server' || x.role === 'client')) await this.startAgent(h.name, serve);
   }
 
-  configPath(role: 'outside' | 'inside'): string {
+  configPath(role: NodeRole): string {
     return join(this.t.opts.runDir, `${role}.json`);
   }
 
-  socketPath(role: 'outside' | 'inside'): string {
+  socketPath(role: NodeRole): string {
     return join(this.t.opts.runDir, `${role}.sock`);
   }
 
   /** Start a balancer node and wait until its API answers. */
-  async startNode(role: 'outside' | 'inside'): Promise<NodeProc> {
-    const ns = this.ns(role === 'outside' ? 'ob' : 'ib');
-    const p = spawnInNs(ns, [process.execPath, BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
+  async startNode(role: NodeRole): Promise<NodeProc> {
+    const ns = this.ns(NODE_NS[role]);
+    const p = spawnInNs(ns, [process.execPath, role === 'slb' ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
     this.procs.push(p);
     const log: string[] = [];
     const onData = (d: Buffer) => log.push(...d.toString().split('\n').filter(Boolean));
@@ -112,7 +128,20 @@ export class Lab {
   async startNodes(): Promise<void> {
     await this.startNode('outside');
     await this.startNode('inside');
+    await this.startNode('slb');
     await this.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'all firewalls live on both nodes');
+    await this.waitMembers((vips) => vips.every((v) => v.members.every((m: any) => m.health.up)), 15000, 'every SLB member up');
+  }
+
+  /** Poll the SLB's GET /vips until `ok` holds; returns the time it took. */
+  async waitMembers(ok: (vips: any[]) => boolean, ms: number, what: string): Promise<number> {
+    const t0 = Date.now();
+    for (;;) {
+      const v = await this.api('slb', 'GET', '/vips').catch(() => ({ status: 0, body: null }));
+      if (v.status === 200 && ok(v.body)) return Date.now() - t0;
+      if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(v.body)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Poll both nodes' GET /firewalls until `ok` holds for both; returns the time it took. */
@@ -127,7 +156,7 @@ export class Lab {
   }
 
   /** kill -9: the controller dies without any cleanup, as in a crash. */
-  async killNode(role: 'outside' | 'inside'): Promise<void> {
+  async killNode(role: NodeRole): Promise<void> {
     const n = this.nodes[role];
     if (!n) return;
     const exited = new Promise((r) => n.proc.once('exit', r));
@@ -137,7 +166,7 @@ export class Lab {
     delete this.nodes[role];
   }
 
-  api(role: 'outside' | 'inside', method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any }> {
+  api(role: NodeRole, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any }> {
     return new Promise((res, rej) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = http.request(

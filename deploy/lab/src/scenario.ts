@@ -1,5 +1,6 @@
 // The lab scenario: short, long-lived, UDP, ICMP and server-initiated traffic through the sandwich, and its report.
-import { Lab, AGENT, ECHO_PORT } from './lab';
+import { Lab, AGENT } from './lab';
+import { ECHO_PORT } from './topology';
 import { spawnInNs } from './netns';
 import type { DriveReport, DriveSpec } from './agent';
 
@@ -57,7 +58,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<ScenarioReport> {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const servers = lab.t.hosts.filter((h) => h.role === 'server');
-  const serverTargets = servers.map((s) => `${s.addr}:${ECHO_PORT}`);
+  // Clients reach the servers only through the SLB's VIP.
+  const serverTargets = [`${lab.t.vip}:${ECHO_PORT}`];
   const clientTargets = clients.map((c) => `${c.addr}:${ECHO_PORT}`);
   const longMs = o.longDurationMs ?? 8000;
   lab.resetFirewallCounters();
@@ -73,7 +75,7 @@ export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<Sc
     }),
   );
   const inbound = servers.map((s) => drive(lab, s.name, { short: { targets: clientTargets, count: o.serverInitiatedPerServer ?? 100, concurrency: 8 } }));
-  const pings = clients.flatMap((c) => servers.map((s) => pingLost(lab, c.name, s.addr!, o.pingsPerTarget ?? 3)));
+  const pings = clients.map((c) => pingLost(lab, c.name, lab.t.vip, o.pingsPerTarget ?? 3));
   const [l, s, i, p] = await Promise.all([Promise.all(longs), Promise.all(shorts), Promise.all(inbound), Promise.all(pings), duringP]);
   const fw = lab.firewallCounters();
   const sessions = fw.reduce((a, f) => a + f.newSessions, 0);

@@ -1,6 +1,6 @@
 // The lab's sandwich described as data: namespaces, links, addresses, routes and node configs; pure layer of deploy/lab.
 import { join } from 'node:path';
-import type { BalancerConfig } from '@fwlb/config';
+import type { BalancerConfig, SlbConfig } from '@fwlb/config';
 
 export interface LabOptions {
   /** Namespace name prefix, unique per run. */
@@ -17,7 +17,7 @@ export interface LabOptions {
 }
 
 export interface Host {
-  role: 'client' | 'outside' | 'firewall' | 'inside' | 'server';
+  role: 'client' | 'outside' | 'firewall' | 'inside' | 'slb' | 'server';
   /** Short name, e.g. c1, ob, fw2. */
   name: string;
   ns: string;
@@ -40,16 +40,28 @@ export interface Topology {
   clientNet: string;
   serverNet: string;
   nodes: { outside: BalancerConfig; inside: BalancerConfig };
+  /** The SLB tier's config: the VIPs clients use. */
+  slb: SlbConfig;
+  /** The one VIP address; clients reach the servers only through it. */
+  vip: string;
   opts: Required<Omit<LabOptions, 'broken'>> & { broken: boolean };
 }
 
 export const CLIENT_NET = '198.51.100';
 export const SERVER_NET = '203.0.113';
 export const OUTSIDE_TRANSIT = (k: number) => `172.16.${k}`;
+/** The real servers' private network behind the SLB node. */
+export const RIP_NET = '10.20.0';
+/** The VIP address the SLB publishes on the server-side LAN. */
+export const VIP = `${SERVER_NET}.100`;
+export const SLB_UPLINK = `${SERVER_NET}.2`;
+export const ECHO_PORT = 7007;
+export const HTTP_PORT = 8080;
+export const WEB_PORT = 80;
 export const INSIDE_TRANSIT = (k: number) => `172.17.${k}`;
 
 export function topology(o: LabOptions): Topology {
-  const opts = { firewalls: 3, clients: 2, servers: 2, seed: 0x5eed1234, buckets: 251, broken: false, ...o };
+  const opts = { firewalls: 3, clients: 2, servers: 3, seed: 0x5eed1234, buckets: 251, broken: false, ...o };
   const ns = (n: string) => `${opts.prefix}-${n}`;
   const hosts: Host[] = [];
   const links: Link[] = [];
@@ -57,8 +69,12 @@ export function topology(o: LabOptions): Topology {
   const bridges = [
     { ns: ns('ob'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24` },
     { ns: ns('ib'), ifname: 'srv0', addr: `${SERVER_NET}.1/24` },
+    { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24` },
   ];
-  hosts.push({ role: 'outside', name: 'ob', ns: ns('ob') }, { role: 'inside', name: 'ib', ns: ns('ib') });
+  hosts.push({ role: 'outside', name: 'ob', ns: ns('ob') }, { role: 'inside', name: 'ib', ns: ns('ib') }, { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
+  // The SLB node hangs off the inside node's server LAN; the real servers sit behind it on a private network.
+  links.push({ a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24` }, b: { ns: ns('ib'), ifname: 'slb' }, bridgeB: 'srv0' });
+  routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET}.1` });
   for (let i = 1; i <= opts.clients; i++) {
     const addr = `${CLIENT_NET}.${10 + i}`;
     hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr });
@@ -66,10 +82,10 @@ export function topology(o: LabOptions): Topology {
     routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
   }
   for (let i = 1; i <= opts.servers; i++) {
-    const addr = `${SERVER_NET}.${10 + i}`;
+    const addr = `${RIP_NET}.${10 + i}`;
     hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr });
-    links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('ib'), ifname: `s${i}` }, bridgeB: 'srv0' });
-    routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${SERVER_NET}.1` });
+    links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
+    routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
   }
   const fwOut: BalancerConfig['firewalls'] = [];
   const fwIn: BalancerConfig['firewalls'] = [];
@@ -94,6 +110,21 @@ export function topology(o: LabOptions): Topology {
     health: { target: role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`, check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
     resyncSeconds: 5,
   });
+  const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
+  const fast = { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 2 };
+  const slb: SlbConfig = {
+    name: 'slb',
+    interface: 'up0',
+    seed: opts.seed,
+    api: { listen: `unix:${opts.runDir}/slb.sock`, token: 'lab-token-0123456789' },
+    resyncSeconds: 5,
+    vips: [
+      { id: 'echo', address: VIP, port: ECHO_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
+      // UDP members are checked over TCP on the same port: the lab's echo servers serve both.
+      { id: 'echo-udp', address: VIP, port: ECHO_PORT, protocol: 'udp', scheduler: 'rr', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
+      { id: 'web', address: VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) },
+    ],
+  };
   return {
     hosts,
     bridges,
@@ -102,6 +133,8 @@ export function topology(o: LabOptions): Topology {
     clientNet: `${CLIENT_NET}.0/24`,
     serverNet: `${SERVER_NET}.0/24`,
     nodes: { outside: node('outside', 'cli0', fwOut), inside: node('inside', 'srv0', fwIn) },
+    slb,
+    vip: VIP,
     opts,
   };
 }

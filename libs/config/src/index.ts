@@ -2,3 +2,5 @@
 export * from './errors';
 export * from './balancer-schema';
 export * from './validate';
+export * from './slb-schema';
+export * from './validate-slb';

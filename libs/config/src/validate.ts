@@ -10,7 +10,7 @@ const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4', 'ipv6']);
 const checkBalancer = ajv.compile<BalancerConfig>(balancerSchema);
 
-function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
+export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
   return (errors ?? []).map((e) => {
     if (e.keyword === 'additionalProperties') {
       const key = (e.params as { additionalProperty: string }).additionalProperty;
@@ -48,7 +48,7 @@ export const BALANCER_DEFAULTS = {
   healthTimers: { interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2 },
 };
 
-function deepFreeze<T>(o: T): T {
+export function deepFreeze<T>(o: T): T {
   if (o && typeof o === 'object') {
     Object.values(o).forEach(deepFreeze);
     Object.freeze(o);

@@ -25,7 +25,10 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
   const cmds: Cmd[] = [];
   const tbl = { family: want.family, name: want.name };
   if (!have) cmds.push({ add: { table: tbl } });
-  // Maps first: rules refer to them.
+  // Counter objects and maps first: rules refer to them.
+  for (const name of want.counters ?? []) {
+    if (!have?.namedCounters.has(name)) cmds.push({ add: { counter: { family: want.family, table: want.name, name } } });
+  }
   for (const m of want.maps) {
     const cur = have?.maps.get(m.name);
     if (cur && (cur.type !== m.type || cur.map !== m.map)) {
@@ -75,6 +78,9 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
     }
     const wantMaps = new Set(want.maps.map((m) => m.name));
     for (const name of have.maps.keys()) if (!wantMaps.has(name)) cmds.push({ delete: { map: { family: want.family, table: want.name, name } } });
+    // Last: a counter can go only once no rule refers to it, and the chains above were rewritten without it.
+    const wantCounters = new Set(want.counters ?? []);
+    for (const name of have.namedCounters.keys()) if (!wantCounters.has(name)) cmds.push({ delete: { counter: { family: want.family, table: want.name, name } } });
   }
   return cmds;
 }
@@ -86,8 +92,10 @@ export function parseListing(json: unknown): ActualTable | null {
   const chains: ActualTable['chains'] = new Map();
   const maps: ActualTable['maps'] = new Map();
   const counters: ActualTable['counters'] = new Map();
+  const namedCounters: ActualTable['namedCounters'] = new Map();
   for (const it of items) {
     if (it.table) handle = it.table.handle;
+    else if (it.counter) namedCounters.set(it.counter.name, { packets: it.counter.packets ?? 0, bytes: it.counter.bytes ?? 0 });
     else if (it.chain) {
       const c = it.chain;
       chains.set(c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: c.handle, ruleComments: [] });
@@ -106,5 +114,5 @@ export function parseListing(json: unknown): ActualTable | null {
     }
   }
   if (handle === undefined) return null;
-  return { handle, chains, maps, counters };
+  return { handle, chains, maps, counters, namedCounters };
 }

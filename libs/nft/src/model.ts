@@ -29,6 +29,8 @@ export interface DesiredTable {
   name: string;
   maps: DesiredMap[];
   chains: DesiredChain[];
+  /** Named counter objects; rules refer to them with `{counter: "name"}`, and they keep counting when a chain is rewritten. */
+  counters?: string[];
 }
 
 /**
@@ -47,4 +49,6 @@ export interface ActualTable {
   maps: Map<string, { type: string; map: string; elements: Map<number, number> }>;
   /** Counter values of rules that have one, keyed by the rule's comment digest. */
   counters: Map<string, { packets: number; bytes: number }>;
+  /** Named counter objects by name. */
+  namedCounters: Map<string, { packets: number; bytes: number }>;
 }

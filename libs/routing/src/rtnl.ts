@@ -99,4 +99,36 @@ export class Rtnl {
     }
     return errors;
   }
+
+  /** IPv4 addresses on `ifname` that carry `label` (fwlb marks the addresses it owns with a label such as "up0:vip"). */
+  async labelledAddresses(ifname: string, label: string): Promise<string[]> {
+    const index = (await this.links()).get(ifname);
+    if (index === undefined) throw new NetlinkError('ENODEV', `no interface ${ifname}`);
+    const msgs = await this.rt.getAddresses({ family: AF_INET });
+    return msgs.filter((m) => m.data.index === index && m.attrs.label === label).map((m) => ip4(m.attrs.local ?? m.attrs.address)!).filter(Boolean);
+  }
+
+  /** Add `addr`/32 with `label`; an address already there counts as success. */
+  async addAddress(ifname: string, addr: string, label: string): Promise<void> {
+    const index = (await this.links()).get(ifname);
+    if (index === undefined) throw new NetlinkError('ENODEV', `no interface ${ifname}`);
+    try {
+      await this.rt.newAddress({ family: AF_INET, prefixlen: 32, index, scope: 0 }, { local: ip4buf(addr), address: ip4buf(addr), label }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
+    } catch (e) {
+      const err = toNetlinkError(e, `add address ${addr}/32 on ${ifname}`);
+      if (err.code !== 'EEXIST') throw err;
+    }
+  }
+
+  /** Delete `addr`/32; an address already gone counts as success. */
+  async delAddress(ifname: string, addr: string): Promise<void> {
+    const index = (await this.links()).get(ifname);
+    if (index === undefined) return;
+    try {
+      await this.rt.delAddress({ family: AF_INET, prefixlen: 32, index }, { local: ip4buf(addr), address: ip4buf(addr) });
+    } catch (e) {
+      const err = toNetlinkError(e, `delete address ${addr}/32 on ${ifname}`);
+      if (!['EADDRNOTAVAIL', 'ENOENT', 'ESRCH'].includes(err.code)) throw err;
+    }
+  }
 }

@@ -1,0 +1,80 @@
+// The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of apps/slb.
+import type { FastifyInstance } from 'fastify';
+import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
+import { bearerGuard, createApi } from '@fwlb/service';
+import { SlbErrors } from './errors';
+import { NotFoundError, SlbService } from './service';
+
+export interface SlbAppOptions {
+  service: SlbService;
+  /** Bearer token for mutations; when absent, mutations are refused. */
+  token?: string;
+  logger?: boolean;
+}
+
+/** Add the SLB routes to an existing fastify instance (the inside node embeds them), or to a new one. */
+export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: string): void {
+  const guard = bearerGuard(token);
+  // Kernel failures and lookups become registry errors; validation problems stay ConfigErrors (400 naming the field).
+  const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
+    try {
+      return await f();
+    } catch (e) {
+      if (e instanceof ConfigError) throw e;
+      if (e instanceof NotFoundError) throw (e.what === 'vip' ? SlbErrors.NO_SUCH_VIP : SlbErrors.NO_SUCH_MEMBER)(e.message);
+      throw SlbErrors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
+    }
+  };
+  const withCounters = async () => {
+    await s.refreshCounters().catch(() => undefined);
+  };
+  type Id = { Params: { id: string } };
+  type Member = { Params: { id: string; member: string } };
+
+  app.get('/vips', async () => {
+    await withCounters();
+    return s.vips().map((v) => s.vipView(v));
+  });
+  app.get<Id>('/vips/:id', async (req) => {
+    await withCounters();
+    return wrap(async () => s.vipView(s.vip(req.params.id)));
+  });
+  // VIP bodies are validated by libs/config (schema plus overlap and duplicate checks) so that one place names the field.
+  app.post('/vips', { preValidation: guard }, async (req, reply) => {
+    const v = await wrap(() => s.createVip(req.body));
+    return reply.status(201).send(s.vipView(v));
+  });
+  app.put<Id>('/vips/:id', { preValidation: guard }, async (req) => s.vipView(await wrap(() => s.replaceVip(req.params.id, req.body))));
+  app.delete<Id>('/vips/:id', { preValidation: guard }, async (req, reply) => {
+    await wrap(() => s.deleteVip(req.params.id));
+    return reply.status(204).send();
+  });
+  app.get<Id>('/vips/:id/members', async (req) => {
+    await withCounters();
+    return wrap(async () => s.memberView(s.vip(req.params.id)));
+  });
+  app.post<Id & { Body: MemberConfig }>('/vips/:id/members', { preValidation: guard, schema: { body: memberSchema } }, async (req, reply) => {
+    const v = await wrap(() => s.addMember(req.params.id, req.body));
+    return reply.status(201).send(s.memberView(v).find((m) => m.address === req.body.address && m.port === req.body.port));
+  });
+  app.patch<Member & { Body: Partial<Pick<MemberConfig, 'weight' | 'state'>> }>(
+    '/vips/:id/members/:member',
+    { preValidation: guard, schema: { body: memberPatchSchema } },
+    async (req) => {
+      const v = await wrap(() => s.patchMember(req.params.id, req.params.member, req.body));
+      return s.memberView(v).find((m) => `${m.address}:${m.port}` === req.params.member);
+    },
+  );
+  app.delete<Member>('/vips/:id/members/:member', { preValidation: guard }, async (req, reply) => {
+    await wrap(() => s.deleteMember(req.params.id, req.params.member));
+    return reply.status(204).send();
+  });
+}
+
+export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
+  const app = createApi(o.logger);
+  app.get('/health', async () => ({ status: o.service.lastError ? 'degraded' : 'ok', lastError: o.service.lastError }));
+  app.get('/status', async () => o.service.status());
+  registerSlbRoutes(app, o.service, o.token);
+  return app;
+}

@@ -1,0 +1,27 @@
+// `fwlb-slb doctor`: detects the kernel features the SLB data plane needs and says what is missing; shell layer of apps/slb.
+import { existsSync } from 'node:fs';
+import { diffTable, nftCli } from '@fwlb/nft';
+import { Check, ipForwardCheck } from '@fwlb/service';
+import { renderSlb } from './render';
+
+/** A sample VIP of each scheduler rendered as the real table would be, checked with `nft -c` and never committed. */
+export async function slbDoctor(iface?: string): Promise<Check[]> {
+  const checks: Check[] = [];
+  const member = { address: '192.0.2.10', port: 8080, weight: 2, state: 'enabled' as const };
+  const other = { ...member, address: '192.0.2.11', weight: 1 };
+  const timers = { interval: 1000, response: 500, retries: 3, timeout: 3000, deadInterval: 1000, rise: 1, jitter: 0 };
+  const vip = (id: string, scheduler: 'sh' | 'rr') => ({ id, address: '192.0.2.1', port: scheduler === 'sh' ? 80 : 81, protocol: 'tcp' as const, scheduler, check: { kind: 'tcp' as const }, timers, members: [member, other] });
+  const table = renderSlb({ table: 'fwlb_slb_doctor', seed: 1, vips: [vip('a', 'sh'), vip('b', 'rr')], up: () => true });
+  try {
+    await nftCli().check(diffTable(table, null));
+    checks.push({ name: 'nft DNAT maps', ok: true, required: true, detail: 'dnat to jhash/numgen maps of address . port, ct matches and named counters accepted' });
+  } catch (e) {
+    checks.push({ name: 'nft DNAT maps', ok: false, required: true, detail: `the kernel or nft refused the SLB ruleset: ${(e as Error).message}` });
+  }
+  checks.push(ipForwardCheck());
+  if (iface) {
+    const ok = existsSync(`/sys/class/net/${iface}`);
+    checks.push({ name: `interface ${iface}`, ok, required: true, detail: ok ? 'present' : 'does not exist: VIP addresses cannot be added' });
+  }
+  return checks;
+}

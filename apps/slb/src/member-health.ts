@@ -1,0 +1,18 @@
+// Real-server health for the SLB: one libs/health monitor per (RIP, port, check, timers), on one shared probe helper; shell layer of apps/slb.
+import { createChecker, HealthMonitor, ProbeHelper } from '@fwlb/health';
+import type { MonitorFactory } from './service';
+
+export function memberMonitors(helper: ProbeHelper): MonitorFactory {
+  return (key, vip, member, initial, onEvent) => {
+    const m = new HealthMonitor({
+      name: key,
+      checker: createChecker(vip.check, helper),
+      target: { address: member.address, port: member.port },
+      timers: vip.timers,
+      initial,
+      onEvent: (_name, ev) => onEvent(ev),
+    });
+    m.start();
+    return m;
+  };
+}

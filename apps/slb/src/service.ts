@@ -1,0 +1,289 @@
+// The SLB tier's state and its one way to change the kernel: validate, render, apply in one transaction, roll back on
+// failure; imperative shell of apps/slb.
+import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
+import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
+import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
+import { diffTable, NftRunner } from '@fwlb/nft';
+import { healthKey, memberCounter, memberNewCounter, renderSlb, SLB_FAMILY, vipCounter } from './render';
+
+/** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
+export interface AddressPort {
+  labelledAddresses(ifname: string, label: string): Promise<string[]>;
+  addAddress(ifname: string, addr: string, label: string): Promise<void>;
+  delAddress(ifname: string, addr: string): Promise<void>;
+}
+
+export interface MonitorHandle {
+  readonly state: HealthState;
+  readonly last: ProbeResult | null;
+  stop(): void;
+}
+
+/** Starts one health monitor for a (RIP, port, check, timers); main.ts wires libs/health, tests a fake. */
+export type MonitorFactory = (key: string, vip: ResolvedVip, member: { address: string; port: number }, initial: HealthState, onEvent: (ev: HealthEvent) => void) => MonitorHandle;
+
+export interface SlbDeps {
+  nft: NftRunner;
+  addresses: AddressPort;
+  monitors: MonitorFactory;
+  /** Persist the VIPs after each accepted change (the state file). */
+  save?: (vips: VipConfig[]) => void;
+  /** Ask for a reconcile soon (the bounded runner); health changes call it. */
+  trigger?: () => void;
+  log?: (msg: string) => void;
+  now?: () => number;
+}
+
+export class NotFoundError extends Error {
+  constructor(readonly what: 'vip' | 'member', message: string) {
+    super(message);
+    this.name = 'NotFoundError';
+  }
+}
+
+export interface SlbReconcileResult {
+  nftCommands: number;
+  addressesAdded: string[];
+  addressesRemoved: string[];
+  tableHandle: number | null;
+}
+
+export class SlbService {
+  private vipList: ResolvedVip[];
+  private readonly health = new Map<string, { up: boolean; reason: string; since: number }>();
+  private readonly monitors = new Map<string, MonitorHandle>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private namedCounters = new Map<string, { packets: number; bytes: number }>();
+  readonly label: string;
+  reconciles = 0;
+  failures = 0;
+  lastError: string | null = null;
+
+  constructor(readonly config: ResolvedSlbConfig, private readonly deps: SlbDeps) {
+    this.vipList = [...config.vips];
+    this.label = `${config.interface}:vip`;
+  }
+
+  private now(): number {
+    return (this.deps.now ?? Date.now)();
+  }
+
+  /**
+   * Members known at start count as up until their checks say otherwise, so a controller restart changes nothing in
+   * the kernel; members added later start down and take traffic after `rise` passed checks.
+   */
+  async start(vips: readonly ResolvedVip[] = this.vipList): Promise<SlbReconcileResult> {
+    this.vipList = [...vips];
+    this.syncMonitors('up');
+    return this.reconcile();
+  }
+
+  vips(): readonly ResolvedVip[] {
+    return this.vipList;
+  }
+
+  vip(id: string): ResolvedVip {
+    const v = this.vipList.find((x) => x.id === id);
+    if (!v) throw new NotFoundError('vip', `no VIP "${id}"`);
+    return v;
+  }
+
+  private up = (key: string): boolean => this.health.get(key)?.up ?? false;
+
+  private syncMonitors(initial: HealthState): void {
+    const want = new Map<string, { v: ResolvedVip; m: { address: string; port: number } }>();
+    for (const v of this.vipList) for (const m of v.members) want.set(healthKey(v, m), { v, m });
+    for (const [k, mon] of this.monitors) {
+      if (!want.has(k)) {
+        mon.stop();
+        this.monitors.delete(k);
+        this.health.delete(k);
+      }
+    }
+    for (const [k, { v, m }] of want) {
+      if (this.monitors.has(k)) continue;
+      this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known at start' : 'new: waiting for checks', since: this.now() });
+      this.monitors.set(
+        k,
+        this.deps.monitors(k, v, m, initial, (ev) => {
+          this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
+          this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`);
+          this.deps.trigger?.();
+        }),
+      );
+    }
+  }
+
+  /** Serialized: the runner, health events and API changes never interleave their read-diff-apply passes. */
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(f);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  reconcile(): Promise<SlbReconcileResult> {
+    return this.serial(() => this.applyVips(this.vipList));
+  }
+
+  /**
+   * Brings the kernel to `vips`: VIP addresses first (a DNAT rule for an address the node does not hold is
+   * harmless, the reverse would answer RST), then the nft table in one transaction. If the transaction fails,
+   * the addresses this pass added are removed again, so the kernel is as it was.
+   */
+  private async applyVips(vips: readonly ResolvedVip[]): Promise<SlbReconcileResult> {
+    this.reconciles++;
+    try {
+      const desired = renderSlb({ table: this.config.table, seed: this.config.seed, vips, up: this.up });
+      const actual = await this.deps.nft.read(SLB_FAMILY, this.config.table);
+      const cmds = diffTable(desired, actual);
+      const have = new Set(await this.deps.addresses.labelledAddresses(this.config.interface, this.label));
+      const want = new Set(vips.map((v) => v.address));
+      const added: string[] = [];
+      try {
+        for (const a of want) {
+          if (have.has(a)) continue;
+          await this.deps.addresses.addAddress(this.config.interface, a, this.label);
+          added.push(a);
+        }
+        await this.deps.nft.apply(cmds);
+      } catch (e) {
+        for (const a of added) await this.deps.addresses.delAddress(this.config.interface, a).catch(() => undefined);
+        throw e;
+      }
+      const removed = [...have].filter((a) => !want.has(a));
+      for (const a of removed) await this.deps.addresses.delAddress(this.config.interface, a);
+      const after = cmds.length ? await this.deps.nft.read(SLB_FAMILY, this.config.table) : actual;
+      this.namedCounters = after?.namedCounters ?? new Map();
+      this.lastError = null;
+      return { nftCommands: cmds.length, addressesAdded: added, addressesRemoved: removed, tableHandle: after?.handle ?? null };
+    } catch (e) {
+      this.failures++;
+      this.lastError = e instanceof Error ? e.message : String(e);
+      throw e;
+    }
+  }
+
+  /** Apply a new VIP list; only when the kernel took it does it become the state (and the state file). */
+  private change(next: ResolvedVip[]): Promise<SlbReconcileResult> {
+    return this.serial(async () => {
+      // Members new to the kernel are unknown to health, hence down: they join after passing their checks.
+      const r = await this.applyVips(next);
+      this.vipList = next;
+      this.syncMonitors('down');
+      this.deps.save?.(next.map(vipDocument));
+      return r;
+    });
+  }
+
+  private others(id?: string): VipConfig[] {
+    return this.vipList.filter((v) => v.id !== id).map(vipDocument);
+  }
+
+  async createVip(body: unknown): Promise<ResolvedVip> {
+    const v = validateVip(body, this.others());
+    await this.change([...this.vipList, v]);
+    return v;
+  }
+
+  async replaceVip(id: string, body: unknown): Promise<ResolvedVip> {
+    this.vip(id);
+    if (body && typeof body === 'object' && 'id' in body && (body as { id: unknown }).id !== id) {
+      throw new ConfigError([{ field: '/id', message: `must be "${id}" as in the path` }], 'request body');
+    }
+    const v = validateVip({ ...(body as object), id }, this.others(id));
+    await this.change(this.vipList.map((x) => (x.id === id ? v : x)));
+    return v;
+  }
+
+  async deleteVip(id: string): Promise<void> {
+    this.vip(id);
+    await this.change(this.vipList.filter((x) => x.id !== id));
+  }
+
+  private member(v: ResolvedVip, key: string) {
+    const i = v.members.findIndex((m) => memberKey(m) === key);
+    if (i < 0) throw new NotFoundError('member', `VIP "${v.id}" has no member ${key}`);
+    return i;
+  }
+
+  private async withMembers(id: string, edit: (members: MemberConfig[]) => MemberConfig[]): Promise<ResolvedVip> {
+    const doc = vipDocument(this.vip(id));
+    doc.members = edit(doc.members);
+    let v: ResolvedVip;
+    try {
+      v = validateVip(doc, this.others(id));
+    } catch (e) {
+      // Name the member fields as the request sent them, not as they sit in the VIP.
+      if (e instanceof ConfigError) throw new ConfigError(e.problems.map((p) => ({ ...p, field: p.field.replace(/^\/members\/\d+/, '') || '/' })), 'request body');
+      throw e;
+    }
+    await this.change(this.vipList.map((x) => (x.id === id ? v : x)));
+    return v;
+  }
+
+  addMember(id: string, body: MemberConfig): Promise<ResolvedVip> {
+    return this.withMembers(id, (ms) => [...ms, body]);
+  }
+
+  async patchMember(id: string, key: string, patch: Partial<Pick<MemberConfig, 'weight' | 'state'>>): Promise<ResolvedVip> {
+    const i = this.member(this.vip(id), key);
+    return this.withMembers(id, (ms) => ms.map((m, j) => (j === i ? { ...m, ...patch } : m)));
+  }
+
+  async deleteMember(id: string, key: string): Promise<ResolvedVip> {
+    const i = this.member(this.vip(id), key);
+    return this.withMembers(id, (ms) => ms.filter((_, j) => j !== i));
+  }
+
+  /** Counters are read from the kernel's named counters (they survive chain rewrites). */
+  async refreshCounters(): Promise<void> {
+    const t = await this.deps.nft.read(SLB_FAMILY, this.config.table);
+    this.namedCounters = t?.namedCounters ?? new Map();
+  }
+
+  memberView(v: ResolvedVip) {
+    const desired = renderSlb({ table: this.config.table, seed: this.config.seed, vips: [v], up: this.up });
+    const slots = desired.slots.get(v.id) ?? [];
+    return v.members.map((m) => {
+      const k = healthKey(v, m);
+      const h = this.health.get(k);
+      const mon = this.monitors.get(k);
+      const key = memberKey(m);
+      return {
+        address: m.address,
+        port: m.port,
+        weight: m.weight,
+        state: m.state,
+        health: { up: h?.up ?? false, reason: h?.reason ?? '', since: h?.since ?? null, lastCheck: mon?.last ?? null },
+        slots: slots.filter((s) => s === key).length,
+        counters: {
+          newSessions: this.namedCounters.get(memberNewCounter(v, m))?.packets ?? 0,
+          packets: this.namedCounters.get(memberCounter(v, m))?.packets ?? 0,
+          bytes: this.namedCounters.get(memberCounter(v, m))?.bytes ?? 0,
+        },
+      };
+    });
+  }
+
+  vipView(v: ResolvedVip) {
+    return { ...vipDocument(v), members: this.memberView(v), counters: { newSessions: this.namedCounters.get(vipCounter(v))?.packets ?? 0 } };
+  }
+
+  status() {
+    return {
+      name: this.config.name,
+      table: { family: SLB_FAMILY, name: this.config.table },
+      interface: this.config.interface,
+      vips: this.vipList.length,
+      monitors: this.monitors.size,
+      reconciles: this.reconciles,
+      failures: this.failures,
+      lastError: this.lastError,
+    };
+  }
+
+  stop(): void {
+    for (const m of this.monitors.values()) m.stop();
+    this.monitors.clear();
+  }
+}

@@ -1,0 +1,113 @@
+// ajv schemas and types of the SLB tier: its config file, VIPs and members (also the API bodies); pure layer of libs/config.
+import { checkSpecSchema, timersSchema, CheckSpec, TimerConfig } from '@fwlb/health';
+
+/** Admin state of a member: `drain` takes no new sessions while established ones finish. */
+export type MemberState = 'enabled' | 'drain';
+
+export interface MemberConfig {
+  /** The real server's address (RIP). */
+  address: string;
+  /** The real server's port; may differ from the VIP's (port translation). */
+  port: number;
+  /** Relative share of new sessions, 1-100. @default 1 */
+  weight?: number;
+  /** @default "enabled" */
+  state?: MemberState;
+}
+
+export interface VipConfig {
+  /** Stable id, used in the API path and in nft object names. */
+  id: string;
+  address: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  /** `sh`: source-hash persistence (one client address sticks to one member); `rr`: round robin. @default "rr" */
+  scheduler?: 'sh' | 'rr';
+  /** The pool's health check; the member's port is used when the check names none. @default {kind: "tcp"} */
+  check?: CheckSpec;
+  /** @default {interval: 1000, response: 500, retries: 3, deadInterval: 2000, rise: 2} */
+  timers?: TimerConfig;
+  members: MemberConfig[];
+}
+
+export interface SlbConfig {
+  /** Name shown in /status. @default "slb" */
+  name?: string;
+  /** Interface that holds the VIP addresses (added as /32, labelled `<interface>:vip`). */
+  interface: string;
+  /** The nft table fwlb owns for the SLB (family ip). @default "fwlb_slb" */
+  table?: string;
+  /** Seed of the source-hash scheduler. @default 0 */
+  seed?: number;
+  api?: { listen?: string; token?: string; tokenFile?: string };
+  /** VIPs changed through the API are saved here (atomically) and loaded at start; absent: API changes last until restart. */
+  stateFile?: string;
+  /** Seconds between periodic full reconciles. @default 10 */
+  resyncSeconds?: number;
+  vips?: VipConfig[];
+}
+
+const ipv4 = { type: 'string', format: 'ipv4' } as const;
+const port = { type: 'integer', minimum: 1, maximum: 65535 } as const;
+
+export const memberSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['address', 'port'],
+  properties: {
+    address: ipv4,
+    port,
+    weight: { type: 'integer', minimum: 1, maximum: 100 },
+    state: { enum: ['enabled', 'drain'] },
+  },
+} as const;
+
+/** A partial member update (PATCH): weight and state only; address and port name the member. */
+export const memberPatchSchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: { weight: memberSchema.properties.weight, state: memberSchema.properties.state },
+} as const;
+
+export const vipSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'address', 'port', 'protocol', 'members'],
+  properties: {
+    id: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,31}$' },
+    address: ipv4,
+    port,
+    protocol: { enum: ['tcp', 'udp'] },
+    scheduler: { enum: ['sh', 'rr'] },
+    check: checkSpecSchema,
+    timers: timersSchema,
+    members: { type: 'array', maxItems: 256, items: memberSchema },
+  },
+} as const;
+
+export const slbSchema = {
+  $id: 'fwlb/slb-config',
+  type: 'object',
+  additionalProperties: false,
+  required: ['interface'],
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 64 },
+    // The address label is "<interface>:vip" and labels are at most 15 characters.
+    interface: { type: 'string', pattern: '^[A-Za-z0-9_.@-]{1,11}$' },
+    table: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_]{0,31}$' },
+    seed: { type: 'integer', minimum: 0, maximum: 0xffffffff },
+    api: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        listen: { type: 'string', pattern: '^(unix:/.+|[0-9.]+:[0-9]{1,5}|\\[[0-9a-fA-F:]+\\]:[0-9]{1,5})$' },
+        token: { type: 'string', minLength: 16 },
+        tokenFile: { type: 'string', minLength: 1 },
+      },
+    },
+    stateFile: { type: 'string', minLength: 1 },
+    resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+    vips: { type: 'array', maxItems: 4096, items: vipSchema },
+  },
+} as const;

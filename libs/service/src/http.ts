@@ -1,0 +1,59 @@
+// The parts every fwlb REST API shares: strict body validation, one error shape, the bearer guard and listening; shell layer.
+import Fastify, { FastifyInstance, FastifyRequest } from 'fastify';
+import { timingSafeEqual } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { ConfigError } from '@fwlb/config';
+import { ApiError, CommonErrors } from './api-error';
+
+export function authorized(req: FastifyRequest, token?: string): boolean {
+  if (!token) return false;
+  const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+  if (!m) return false;
+  const a = Buffer.from(m[1]);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** A preValidation hook that refuses requests without the bearer token; with no token configured, it refuses all. */
+export function bearerGuard(token?: string) {
+  return async (req: FastifyRequest) => {
+    if (!authorized(req, token)) throw CommonErrors.UNAUTHORIZED();
+  };
+}
+
+/** A fastify instance with fwlb's error shape `{code, message, details}`; bodies are never coerced or stripped. */
+export function createApi(logger = false): FastifyInstance {
+  // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
+  const app = Fastify({ logger, ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } } });
+  app.setErrorHandler((err: any, _req, reply) => {
+    if (err instanceof ApiError) return reply.status(err.statusCode).send({ code: err.code, message: err.message, details: err.details });
+    if (err instanceof ConfigError) {
+      const e = CommonErrors.BAD_REQUEST(err.problems.map((p) => `${p.field || '/'} ${p.message}`).join('; '), err.problems);
+      return reply.status(400).send({ code: e.code, message: e.message, details: err.problems });
+    }
+    if (err.validation) {
+      const fields = err.validation.map((v: any) => ({
+        field: v.keyword === 'additionalProperties' ? `${v.instancePath}/${v.params.additionalProperty}` : v.keyword === 'required' ? `${v.instancePath}/${v.params.missingProperty}` : v.instancePath,
+        message: v.keyword === 'additionalProperties' ? 'unknown key' : v.message,
+      }));
+      const e = CommonErrors.BAD_REQUEST(fields.map((f: any) => `${f.field || '/'} ${f.message}`).join('; '), fields);
+      return reply.status(400).send({ code: e.code, message: e.message, details: fields });
+    }
+    if (err.statusCode && err.statusCode < 500) return reply.status(err.statusCode).send({ code: err.code ?? 'FWLB_BAD_REQUEST', message: err.message });
+    return reply.status(500).send({ code: 'FWLB_INTERNAL', message: err.message });
+  });
+  app.setNotFoundHandler((_req, reply) => reply.status(404).send({ code: CommonErrors.NOT_FOUND.code, message: CommonErrors.NOT_FOUND.message }));
+  return app;
+}
+
+/** Listen on "host:port", "[v6]:port" or "unix:/path" (a stale socket file is replaced). */
+export async function listenOn(app: FastifyInstance, listen: string): Promise<void> {
+  if (listen.startsWith('unix:')) {
+    const p = listen.slice(5);
+    rmSync(p, { force: true });
+    await app.listen({ path: p });
+  } else {
+    const i = listen.lastIndexOf(':');
+    await app.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) });
+  }
+}

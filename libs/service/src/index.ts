@@ -1,0 +1,6 @@
+// @fwlb/service: what the node processes share: API errors and plumbing, config files, the bounded runner.
+export * from './api-error';
+export * from './http';
+export * from './config-file';
+export * from './runner';
+export * from './checks';
