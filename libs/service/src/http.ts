@@ -28,7 +28,7 @@ export function createApi(logger = false): FastifyInstance {
   app.setErrorHandler((err: any, _req, reply) => {
     if (err instanceof ApiError) return reply.status(err.statusCode).send({ code: err.code, message: err.message, details: err.details });
     if (err instanceof ConfigError) {
-      const e = CommonErrors.BAD_REQUEST(err.problems.map((p) => `${p.field || '/'} ${p.message}`).join('; '), err.problems);
+      const e = CommonErrors.BAD_REQUEST(err.problems.map((p) => `${p.field || "/"}: ${p.message}`).join('; '), err.problems);
       return reply.status(400).send({ code: e.code, message: e.message, details: err.problems });
     }
     if (err.validation) {
@@ -36,7 +36,7 @@ export function createApi(logger = false): FastifyInstance {
         field: v.keyword === 'additionalProperties' ? `${v.instancePath}/${v.params.additionalProperty}` : v.keyword === 'required' ? `${v.instancePath}/${v.params.missingProperty}` : v.instancePath,
         message: v.keyword === 'additionalProperties' ? 'unknown key' : v.message,
       }));
-      const e = CommonErrors.BAD_REQUEST(fields.map((f: any) => `${f.field || '/'} ${f.message}`).join('; '), fields);
+      const e = CommonErrors.BAD_REQUEST(fields.map((f: any) => `${f.field || "/"}: ${f.message}`).join('; '), fields);
       return reply.status(400).send({ code: e.code, message: e.message, details: fields });
     }
     if (err.statusCode && err.statusCode < 500) return reply.status(err.statusCode).send({ code: err.code ?? 'FWLB_BAD_REQUEST', message: err.message });

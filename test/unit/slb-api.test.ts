@@ -1,0 +1,191 @@
+// Unit: the SLB REST API through app.inject(), with a fake nft, fake VIP addresses and fake monitors in front of the kernel.
+import { t } from 'tap';
+import { validateSlbConfig } from '@fwlb/config';
+import { HealthEvent } from '@fwlb/health';
+import { AddressPort, buildSlbApp, MonitorFactory, SlbService } from '@fwlb/slb';
+import { fakeNft } from '../helpers/fake-nft';
+
+const TOKEN = 'test-token-0123456789abcdef';
+const auth = { authorization: `Bearer ${TOKEN}` };
+const web = () => ({
+  id: 'web',
+  address: '203.0.113.100',
+  port: 80,
+  protocol: 'tcp',
+  scheduler: 'rr',
+  members: [
+    { address: '10.20.0.11', port: 8080 },
+    { address: '10.20.0.12', port: 8080, weight: 2 },
+  ],
+});
+
+function setup() {
+  const nft = fakeNft();
+  const addrs = new Set<string>();
+  let failAddress = false;
+  const addresses: AddressPort & { addrs: Set<string>; failNext(): void } = {
+    addrs,
+    failNext: () => (failAddress = true),
+    labelledAddresses: async () => [...addrs],
+    addAddress: async (_i, a) => {
+      if (failAddress) {
+        failAddress = false;
+        throw new Error('injected');
+      }
+      addrs.add(a);
+    },
+    delAddress: async (_i, a) => void addrs.delete(a),
+  };
+  const monitors = new Map<string, { emit(up: boolean): void; stopped: boolean }>();
+  const factory: MonitorFactory = (key, _v, _m, initial, onEvent) => {
+    let state = initial;
+    const h = {
+      stopped: false,
+      emit(up: boolean) {
+        const ev: HealthEvent = { from: state, to: up ? 'up' : 'down', at: 1, reason: up ? 'passed' : 'refused' };
+        state = ev.to;
+        onEvent(ev);
+      },
+      get state() {
+        return state;
+      },
+      last: null,
+      stop() {
+        h.stopped = true;
+      },
+    };
+    monitors.set(key, h);
+    return h;
+  };
+  const config = validateSlbConfig({ interface: 'up0', seed: 9, vips: [web()] });
+  const s = new SlbService(config, { nft, addresses, monitors: factory });
+  const app = buildSlbApp({ service: s, token: TOKEN });
+  return { nft, addresses, monitors, s, app };
+}
+
+/** The DNAT targets of a VIP's rule in the fake kernel, in slot order. */
+function targets(nft: ReturnType<typeof fakeNft>, vipPort: number): string[] {
+  const rule = (nft.rules.get('dnat') ?? []).find((r: any) => r.some((s: any) => s.match?.left?.payload?.field === 'dport' && s.match.right === vipPort)) as any[];
+  const dnat = rule?.find((s: any) => s.dnat);
+  return dnat ? dnat.dnat.addr.map.data.set.map(([, v]: any) => v.concat.join(':')) : [];
+}
+
+t.test('start: the VIP address, one DNAT rule with weighted slots, counters', async (t) => {
+  const { nft, addresses, s, app } = setup();
+  await s.start();
+  t.same([...addresses.addrs], ['203.0.113.100']);
+  t.same(targets(nft, 80).sort(), ['10.20.0.11:8080', '10.20.0.12:8080', '10.20.0.12:8080']);
+  const res = await app.inject({ method: 'GET', url: '/vips/web/members' });
+  t.equal(res.statusCode, 200);
+  t.same(res.json().map((m: any) => [m.address, m.health.up, m.slots]), [['10.20.0.11', true, 1], ['10.20.0.12', true, 2]]);
+  t.same(Object.keys(res.json()[0].counters).sort(), ['bytes', 'newSessions', 'packets']);
+  const again = await s.reconcile();
+  t.equal(again.nftCommands, 0, 'a second reconcile writes nothing');
+});
+
+t.test('mutations need the bearer token', async (t) => {
+  const { s, app, nft } = setup();
+  await s.start();
+  const n = nft.batches.length;
+  const res = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'tls', port: 443 } });
+  t.equal(res.statusCode, 401);
+  t.equal(res.json().code, 'FWLB_UNAUTHORIZED');
+  t.equal(nft.batches.length, n, 'nothing applied');
+});
+
+t.test('bad input: 400 naming the field, and the kernel is unchanged', async (t) => {
+  const { s, app, nft, addresses } = setup();
+  await s.start();
+  const n = nft.batches.length;
+  const cases: [string, string, unknown, RegExp][] = [
+    ['POST', '/vips', { ...web(), id: 'web2' }, /\/port: overlaps VIP "web" on 203.0.113.100:80\/tcp/],
+    ['POST', '/vips', { ...web(), id: 'tls', port: 443, members: [{ address: '10.20.0.11', port: 0 }] }, /\/members\/0\/port: must be >= 1/],
+    ['POST', '/vips', { ...web(), id: 'tls', port: 443, scheduler: 'leastconn' }, /\/scheduler: must be equal to one of the allowed values/],
+    ['POST', '/vips', { ...web(), id: 'tls', port: 443, extra: 1 }, /\/extra: unknown key/],
+    ['PUT', '/vips/web', { ...web(), id: 'other' }, /\/id: must be "web"/],
+    ['POST', '/vips/web/members', { address: '10.20.0.13', port: 0 }, /\/port: must be >= 1/],
+    ['POST', '/vips/web/members', { address: '10.20.0.11', port: 8080 }, /duplicate member 10.20.0.11:8080/],
+    ['PATCH', '/vips/web/members/10.20.0.11:8080', { state: 'gone' }, /\/state: must be equal to one of the allowed values/],
+  ];
+  for (const [method, url, payload, want] of cases) {
+    const res = await app.inject({ method: method as any, url, payload: payload as any, headers: auth });
+    t.equal(res.statusCode, 400, `${method} ${url} ${JSON.stringify(payload)}`);
+    t.equal(res.json().code, 'FWLB_BAD_REQUEST');
+    t.match(res.json().message, want);
+  }
+  t.equal(nft.batches.length, n, 'no transaction was applied');
+  t.same([...addresses.addrs], ['203.0.113.100'], 'no address was added');
+  t.equal(s.vips().length, 1);
+});
+
+t.test('a failed transaction leaves kernel, addresses and state as they were', async (t) => {
+  const { s, app, nft, addresses } = setup();
+  await s.start();
+  const before = JSON.stringify([...nft.rules]);
+  nft.failNext();
+  const res = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'dns', address: '203.0.113.53', port: 53, protocol: 'udp' }, headers: auth });
+  t.equal(res.statusCode, 500);
+  t.equal(res.json().code, 'FWLB_APPLY_FAILED');
+  t.same([...addresses.addrs], ['203.0.113.100'], 'the address added for the new VIP was removed again');
+  t.equal(JSON.stringify([...nft.rules]), before, 'rules unchanged');
+  t.same(s.vips().map((v) => v.id), ['web'], 'state unchanged');
+  const ok = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'dns', address: '203.0.113.53', port: 53, protocol: 'udp' }, headers: auth });
+  t.equal(ok.statusCode, 201, 'the same change goes through once the kernel takes it');
+  t.same([...addresses.addrs].sort(), ['203.0.113.100', '203.0.113.53']);
+});
+
+t.test('new members start down and join after passing checks; drain and health leave the map', async (t) => {
+  const { s, app, nft, monitors } = setup();
+  await s.start();
+  const add = await app.inject({ method: 'POST', url: '/vips/web/members', payload: { address: '10.20.0.13', port: 8080 }, headers: auth });
+  t.equal(add.statusCode, 201);
+  t.equal(add.json().health.up, false, 'a new member is down until checked');
+  t.notOk(targets(nft, 80).includes('10.20.0.13:8080'), 'not in the map yet');
+  const key = [...monitors.keys()].find((k) => k.includes('10.20.0.13'))!;
+  monitors.get(key)!.emit(true);
+  await s.reconcile();
+  t.ok(targets(nft, 80).includes('10.20.0.13:8080'), 'in the map once up');
+
+  const drain = await app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.12:8080', payload: { state: 'drain' }, headers: auth });
+  t.equal(drain.statusCode, 200);
+  t.equal(drain.json().state, 'drain');
+  t.same(targets(nft, 80).sort(), ['10.20.0.11:8080', '10.20.0.13:8080'], 'a drained member takes no new sessions');
+
+  monitors.get([...monitors.keys()].find((k) => k.includes('10.20.0.11'))!)!.emit(false);
+  await s.reconcile();
+  t.same(targets(nft, 80), ['10.20.0.13:8080'], 'a DOWN member leaves the map');
+  monitors.get([...monitors.keys()].find((k) => k.includes('10.20.0.13'))!)!.emit(false);
+  await s.reconcile();
+  t.same(targets(nft, 80), [], 'no live member: no DNAT at all');
+});
+
+t.test('shared RIP: one monitor per (RIP, port, check) across VIPs; delete stops what nobody uses', async (t) => {
+  const { s, app, monitors, addresses } = setup();
+  await s.start();
+  const tls = { ...web(), id: 'tls', port: 443, members: [{ address: '10.20.0.11', port: 8080 }, { address: '10.20.0.11', port: 8443 }] };
+  t.equal((await app.inject({ method: 'POST', url: '/vips', payload: tls, headers: auth })).statusCode, 201);
+  t.equal(monitors.size, 3, '10.20.0.11:8080 is checked once for both VIPs, 10.20.0.11:8443 apart');
+  const get = (await app.inject({ method: 'GET', url: '/vips/tls' })).json();
+  t.equal(get.members[0].health.up, true, 'the shared member is already known up');
+  const del = await app.inject({ method: 'DELETE', url: '/vips/tls', headers: auth });
+  t.equal(del.statusCode, 204);
+  const stopped = [...monitors.entries()].filter(([, m]) => m.stopped).map(([k]) => JSON.parse(k)[1]);
+  t.same(stopped, [8443], 'only the monitor nobody uses is stopped');
+  t.same([...addresses.addrs], ['203.0.113.100'], 'the VIP address stays: web still uses it');
+  t.equal((await app.inject({ method: 'DELETE', url: '/vips/web', headers: auth })).statusCode, 204);
+  t.same([...addresses.addrs], [], 'the last VIP on the address takes it away');
+  t.equal((await app.inject({ method: 'GET', url: '/vips/web' })).json().code, 'FWLB_NO_SUCH_VIP');
+  t.equal((await app.inject({ method: 'DELETE', url: '/vips/web/members/1.2.3.4:1', headers: auth })).statusCode, 404);
+});
+
+t.test('source hash renders a jhash over the client address with the configured seed', async (t) => {
+  const { s, app, nft } = setup();
+  await s.start();
+  const res = await app.inject({ method: 'PUT', url: '/vips/web', payload: { ...web(), scheduler: 'sh' }, headers: auth });
+  t.equal(res.statusCode, 200);
+  const rule = nft.rules.get('dnat')![0] as any[];
+  const key = rule.find((x: any) => x.dnat).dnat.addr.map.key;
+  t.same(key.jhash.expr, { payload: { protocol: 'ip', field: 'saddr' } });
+  t.equal(key.jhash.seed, 9);
+  t.equal(key.jhash.mod, 61);
+});

@@ -1,0 +1,41 @@
+// Unit: the SLB schedulers: weighted round robin, and the weighted source-hash table's minimal moves (property tests).
+import { t } from 'tap';
+import fc from 'fast-check';
+import { roundRobinSlots, sourceHashSize, sourceHashSlots } from '@fwlb/slb';
+
+const count = (slots: string[]) => slots.reduce<Record<string, number>>((a, k) => ((a[k] = (a[k] ?? 0) + 1), a), {});
+
+t.test('round robin gives each member exactly its weight per cycle, interleaved', async (t) => {
+  const slots = roundRobinSlots([{ key: 'a', weight: 3 }, { key: 'b', weight: 1 }, { key: 'c', weight: 2 }]);
+  t.same(count(slots), { a: 3, b: 1, c: 2 });
+  t.equal(slots.length, 6);
+  t.not(slots.slice(0, 3).join(), 'a,a,a', 'not bunched');
+  t.same(roundRobinSlots([{ key: 'a', weight: 4 }, { key: 'b', weight: 2 }]), ['a', 'b', 'a'], 'weights reduced by their gcd');
+  t.same(roundRobinSlots([]), []);
+});
+
+t.test('source hash: shares follow weights, and a member going down moves only its own slots', async (t) => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 2, maxLength: 6 }), fc.nat(), async (weights, pick) => {
+      const ms = weights.map((w, i) => ({ key: `10.0.0.${i + 1}:80`, weight: w }));
+      const all = new Set(ms.map((m) => m.key));
+      const size = sourceHashSize(ms);
+      const full = sourceHashSlots(ms, all);
+      if (full.length !== size) return false;
+      const total = weights.reduce((a, b) => a + b, 0);
+      const c = count(full);
+      // Each member's share is within 5 points of its weight share.
+      for (const m of ms) if (Math.abs((c[m.key] ?? 0) / size - m.weight / total) > 0.05) return false;
+      const gone = ms[pick % ms.length].key;
+      const less = sourceHashSlots(ms, new Set([...all].filter((k) => k !== gone)));
+      for (let i = 0; i < size; i++) {
+        if (full[i] !== gone && less[i] !== full[i]) return false; // someone else's slot moved
+        if (less[i] === gone) return false;
+      }
+      return true;
+    }),
+    { numRuns: 200 },
+  );
+  t.pass('held for 200 random pools');
+  t.same(sourceHashSlots([{ key: 'a', weight: 1 }], new Set()), [], 'no live member: no slots');
+});
