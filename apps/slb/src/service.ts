@@ -74,7 +74,7 @@ export class SlbService {
    */
   async start(vips: readonly ResolvedVip[] = this.vipList): Promise<SlbReconcileResult> {
     this.vipList = [...vips];
-    this.syncMonitors('up');
+    this.syncMonitors(() => 'up');
     return this.reconcile();
   }
 
@@ -90,9 +90,16 @@ export class SlbService {
 
   private up = (key: string): boolean => this.health.get(key)?.up ?? false;
 
-  private syncMonitors(initial: HealthState): void {
+  /**
+   * Starts a monitor for every (RIP, port, check, timers) in use and stops the ones nobody uses. A new key takes
+   * its initial state from `initialOf`: at start, up (adopt); later, the state the same VIP member had under its old
+   * check (changing a check must not take a pool down), else down until `rise` passed checks.
+   */
+  private syncMonitors(initialOf: (key: string, v: ResolvedVip, m: { address: string; port: number }) => HealthState): void {
     const want = new Map<string, { v: ResolvedVip; m: { address: string; port: number } }>();
     for (const v of this.vipList) for (const m of v.members) want.set(healthKey(v, m), { v, m });
+    const starts: [string, ResolvedVip, { address: string; port: number }, HealthState][] = [];
+    for (const [k, { v, m }] of want) if (!this.monitors.has(k)) starts.push([k, v, m, initialOf(k, v, m)]);
     for (const [k, mon] of this.monitors) {
       if (!want.has(k)) {
         mon.stop();
@@ -100,9 +107,8 @@ export class SlbService {
         this.health.delete(k);
       }
     }
-    for (const [k, { v, m }] of want) {
-      if (this.monitors.has(k)) continue;
-      this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known at start' : 'new: waiting for checks', since: this.now() });
+    for (const [k, v, m, initial] of starts) {
+      this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known up' : 'new: waiting for checks', since: this.now() });
       this.monitors.set(
         k,
         this.deps.monitors(k, v, m, initial, (ev) => {
@@ -112,6 +118,15 @@ export class SlbService {
         }),
       );
     }
+  }
+
+  /** Under the current state: was this VIP's member up (by whatever check it had)? */
+  private wasUp(prev: readonly ResolvedVip[]) {
+    return (_k: string, v: ResolvedVip, m: { address: string; port: number }): HealthState => {
+      const old = prev.find((x) => x.id === v.id);
+      const om = old?.members.find((x) => x.address === m.address && x.port === m.port);
+      return old && om && this.up(healthKey(old, om)) ? 'up' : 'down';
+    };
   }
 
   /** Serialized: the runner, health events and API changes never interleave their read-diff-apply passes. */
@@ -130,10 +145,10 @@ export class SlbService {
    * harmless, the reverse would answer RST), then the nft table in one transaction. If the transaction fails,
    * the addresses this pass added are removed again, so the kernel is as it was.
    */
-  private async applyVips(vips: readonly ResolvedVip[]): Promise<SlbReconcileResult> {
+  private async applyVips(vips: readonly ResolvedVip[], up: (key: string) => boolean = this.up): Promise<SlbReconcileResult> {
     this.reconciles++;
     try {
-      const desired = renderSlb({ table: this.config.table, seed: this.config.seed, vips, up: this.up });
+      const desired = renderSlb({ table: this.config.table, seed: this.config.seed, vips, up });
       const actual = await this.deps.nft.read(SLB_FAMILY, this.config.table);
       const cmds = diffTable(desired, actual);
       const have = new Set(await this.deps.addresses.labelledAddresses(this.config.interface, this.label));
@@ -166,10 +181,14 @@ export class SlbService {
   /** Apply a new VIP list; only when the kernel took it does it become the state (and the state file). */
   private change(next: ResolvedVip[]): Promise<SlbReconcileResult> {
     return this.serial(async () => {
-      // Members new to the kernel are unknown to health, hence down: they join after passing their checks.
-      const r = await this.applyVips(next);
+      // A member new to health is down (it joins after passing its checks), unless the same VIP member was up before.
+      const prev = this.vipList;
+      const keep = this.wasUp(prev);
+      const initial = new Map<string, boolean>();
+      for (const v of next) for (const m of v.members) initial.set(healthKey(v, m), this.health.get(healthKey(v, m))?.up ?? keep('', v, m) === 'up');
+      const r = await this.applyVips(next, (k) => initial.get(k) ?? false);
       this.vipList = next;
-      this.syncMonitors('down');
+      this.syncMonitors(this.wasUp(prev));
       this.deps.save?.(next.map(vipDocument));
       return r;
     });

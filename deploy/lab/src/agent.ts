@@ -7,12 +7,15 @@ export interface DriveSpec {
   short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number };
   long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
+  /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
+  http?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number };
 }
 
 export interface DriveReport {
   short: { ok: number; failed: number; errors: Record<string, number> };
   long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null }[] };
   udp: { ok: number; failed: number };
+  http: { ok: number; failed: number; errors: Record<string, number>; bodies: Record<string, number> };
 }
 
 const hp = (t: string): [string, number] => {
@@ -171,8 +174,27 @@ function udpFlow(target: string, port: number, id: number, timeoutMs: number, ex
   });
 }
 
+function httpGet(target: string, timeoutMs: number): Promise<{ err: string | null; body: string }> {
+  return new Promise((res) => {
+    const [host, port] = hp(target);
+    const req = http.get({ host, port, path: '/', agent: false, timeout: timeoutMs }, (r) => {
+      let body = '';
+      r.on('data', (d) => (body += d));
+      r.on('end', () => res(r.statusCode === 200 ? { err: null, body: body.trim() } : { err: `status ${r.statusCode}`, body: body.trim() }));
+      r.on('error', (e: NodeJS.ErrnoException) => res({ err: e.code ?? 'error', body: '' }));
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'timeout' })));
+    req.on('error', (e: NodeJS.ErrnoException) => res({ err: e.code ?? 'error', body: '' }));
+  });
+}
+
 export async function drive(spec: DriveSpec): Promise<DriveReport> {
-  const report: DriveReport = { short: { ok: 0, failed: 0, errors: {} }, long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] }, udp: { ok: 0, failed: 0 } };
+  const report: DriveReport = {
+    short: { ok: 0, failed: 0, errors: {} },
+    long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] },
+    udp: { ok: 0, failed: 0 },
+    http: { ok: 0, failed: 0, errors: {}, bodies: {} },
+  };
   const jobs: Promise<unknown>[] = [];
   if (spec.long) {
     const l = spec.long;
@@ -207,6 +229,22 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
     jobs.push(
       pool(u.flows, 200, (i) => udpFlow(u.targets[i % u.targets.length], u.basePort ? u.basePort + i : 0, i, u.timeoutMs ?? 2000, u.expectReply ?? true)).then((rs) => {
         for (const ok of rs) ok ? report.udp.ok++ : report.udp.failed++;
+      }),
+    );
+  }
+  if (spec.http) {
+    const h = spec.http;
+    jobs.push(
+      pool(h.count, h.concurrency, (i) => httpGet(h.targets[i % h.targets.length], h.timeoutMs ?? 3000)).then((rs) => {
+        for (const r of rs) {
+          if (r.err) {
+            report.http.failed++;
+            bump(report.http.errors, r.err);
+          } else {
+            report.http.ok++;
+            bump(report.http.bodies, r.body);
+          }
+        }
       }),
     );
   }

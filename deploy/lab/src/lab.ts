@@ -97,9 +97,30 @@ export class Lab {
     return p;
   }
 
+  /** Server agents by host name, so a test can kill one and start it again. */
+  readonly agents = new Map<string, ChildProcess>();
+
+  /** Every client and server runs the echo/HTTP agent; a server's page names it ("fwlb lab server s2"). */
   async startServers(): Promise<void> {
-    const serve = ['serve', '--tcp', String(ECHO_PORT), '--udp', String(ECHO_PORT), '--http', String(HTTP_PORT)];
-    for (const h of this.t.hosts.filter((x) => x.role === 'server' || x.role === 'client')) await this.startAgent(h.name, serve);
+    for (const h of this.t.hosts.filter((x) => x.role === 'server' || x.role === 'client')) await this.startServer(h.name);
+  }
+
+  async startServer(name: string, extra: string[] = []): Promise<ChildProcess> {
+    // The agent takes the first occurrence of an option: `extra` overrides the defaults.
+    const serve = ['serve', ...extra, '--tcp', String(ECHO_PORT), '--udp', String(ECHO_PORT), '--http', String(HTTP_PORT), '--http-body', `fwlb lab server ${name}\n`];
+    const p = await this.startAgent(name, serve);
+    this.agents.set(name, p);
+    return p;
+  }
+
+  /** kill -9 a server agent: its ports close at once. */
+  async killServer(name: string): Promise<void> {
+    const p = this.agents.get(name);
+    if (!p) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+    this.agents.delete(name);
   }
 
   configPath(role: NodeRole): string {

@@ -1,0 +1,179 @@
+// Integration: the SLB tier behind the sandwich: real clients reach real servers only through VIPs (nft DNAT maps).
+import { t } from 'tap';
+import { drive, ECHO_PORT, HTTP_PORT, inNs, WEB_PORT } from '@fwlb/lab';
+import { startLab } from '../helpers/lab';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('SLB tier', async (t) => {
+  const lab = await startLab(t);
+  const token = lab.t.slb.api!.token!;
+  const vip = lab.t.vip;
+  const web = `${vip}:${WEB_PORT}`;
+  const rips = lab.t.hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
+  const api = (method: string, path: string, body?: unknown) => lab.api('slb', method, path, body, token);
+  const member = async (vipId: string, addr: string) => (await api('GET', `/vips/${vipId}/members`)).body.find((m: any) => m.address === addr);
+  const waitMember = (vipId: string, addr: string, up: boolean, ms = 10000) =>
+    lab.waitMembers((vs) => vs.find((v) => v.id === vipId)?.members.find((m: any) => m.address === addr)?.health.up === up, ms, `${vipId} member ${addr} ${up ? 'up' : 'down'}`);
+  /** Wait until the member's last check failed for a reason matching `re` (a restart may first fail it as refused). */
+  const waitReason = async (vipId: string, addr: string, re: RegExp, ms = 10000) => {
+    const t0 = Date.now();
+    for (;;) {
+      const m = await member(vipId, addr);
+      if (m.health.up === false && re.test(m.health.lastCheck?.reason ?? '')) return m;
+      if (Date.now() - t0 > ms) throw new Error(`${vipId} ${addr}: no check failed with ${re} within ${ms} ms: ${JSON.stringify(m.health)}`);
+      await sleep(50);
+    }
+  };
+  /** HTTP GETs from both clients at once; bodies name the server that answered. */
+  const httpLoad = async (perClient: number) => {
+    const rs = await Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { http: { targets: [web], count: perClient, concurrency: 8 } })));
+    const bodies: Record<string, number> = {};
+    for (const r of rs) for (const [b, n] of Object.entries(r.http.bodies)) bodies[b] = (bodies[b] ?? 0) + n;
+    return { ok: rs.reduce((a, r) => a + r.http.ok, 0), failed: rs.reduce((a, r) => a + r.http.failed, 0), errors: rs.map((r) => r.http.errors), bodies };
+  };
+  const share = (bodies: Record<string, number>, name: string) => (bodies[`fwlb lab server ${name}`] ?? 0) / Object.values(bodies).reduce((a, b) => a + b, 0);
+
+  await t.test('clients reach the servers only through the VIP', async (t) => {
+    const direct = await drive(lab, 'c1', { short: { targets: [`${rips[0]}:${ECHO_PORT}`], count: 3, concurrency: 3, timeoutMs: 1000 } });
+    t.equal(direct.short.ok, 0, `a real server's own address is unreachable from a client (${JSON.stringify(direct.short.errors)})`);
+    const via = await drive(lab, 'c1', { short: { targets: [`${vip}:${ECHO_PORT}`], count: 30, concurrency: 6 } });
+    t.equal(via.short.failed, 0, 'the VIP answers');
+    const addrs = inNs(lab.ns('slb'), ['ip', '-4', '-o', 'addr', 'show', 'dev', 'up0']);
+    t.match(addrs, new RegExp(`${vip.replace(/\./g, '\\.')}/32 .*up0:vip`), 'the SLB holds the VIP address with its label');
+  });
+
+  await t.test('spread: 3,000 requests by weight 1:2:1, each within 5 points; source hash sticks', async (t) => {
+    const res = await api('PATCH', `/vips/web/members/${rips[1]}:${HTTP_PORT}`, { weight: 2 });
+    t.equal(res.status, 200, JSON.stringify(res.body));
+    const r = await httpLoad(1500);
+    t.equal(r.failed, 0, `no request failed ${JSON.stringify(r.errors)}`);
+    t.equal(r.ok, 3000);
+    const want: Record<string, number> = { s1: 0.25, s2: 0.5, s3: 0.25 };
+    for (const [s, w] of Object.entries(want)) {
+      const got = share(r.bodies, s);
+      t.ok(Math.abs(got - w) <= 0.05, `${s}: ${(got * 100).toFixed(1)}% for a ${w * 100}% share`);
+    }
+    const counters = (await api('GET', '/vips/web/members')).body.map((m: any) => m.counters.newSessions);
+    t.ok(counters[1] > counters[0] && counters[1] > counters[2], `member counters follow the weights: ${counters}`);
+
+    const sh = await api('PUT', '/vips/web', { ...lab.t.slb.vips!.find((v) => v.id === 'web'), scheduler: 'sh' });
+    t.equal(sh.status, 200, JSON.stringify(sh.body));
+    for (const c of ['c1', 'c2']) {
+      const one = await drive(lab, c, { http: { targets: [web], count: 60, concurrency: 6 } });
+      t.equal(one.http.failed, 0);
+      t.equal(Object.keys(one.http.bodies).length, 1, `${c} always lands on one server: ${JSON.stringify(one.http.bodies)}`);
+    }
+    const rr = await api('PUT', '/vips/web', lab.t.slb.vips!.find((v) => v.id === 'web'));
+    t.equal(rr.status, 200, 'back to round robin, weights 1:1:1');
+  });
+
+  await t.test('a server dies: after detection no new connection fails; it returns after rise checks', async (t) => {
+    const t0 = Date.now();
+    await lab.killServer('s3');
+    const detect = await waitMember('web', rips[2], false);
+    t.comment(`s3 down after ${Date.now() - t0} ms (detection wait ${detect} ms)`);
+    const after = await httpLoad(300);
+    t.equal(after.failed, 0, `0 of 600 requests failed after detection ${JSON.stringify(after.errors)}`);
+    t.equal(share(after.bodies, 's3'), 0, 'none went to the dead server');
+    const t1 = Date.now();
+    await lab.startServer('s3');
+    await waitMember('web', rips[2], true);
+    const back = Date.now() - t1;
+    const rise = lab.t.slb.vips!.find((v) => v.id === 'web')!.timers!;
+    t.ok(back >= (rise.rise! - 1) * rise.deadInterval! * 0.9, `back after ${back} ms: not before ${rise.rise} passed checks`);
+    const again = await httpLoad(150);
+    t.equal(again.failed, 0);
+    t.ok(share(again.bodies, 's3') > 0.2, `s3 takes sessions again: ${(share(again.bodies, 's3') * 100).toFixed(1)}%`);
+  });
+
+  await t.test('health kinds: http removes a server answering 500; http-content removes a page without the string', async (t) => {
+    await lab.killServer('s1');
+    await lab.startServer('s1', ['--http-status', '500']);
+    await waitMember('web', rips[0], false);
+    t.match((await waitReason('web', rips[0], /status 500/)).health.lastCheck.reason, /status 500/, 'the check names the status');
+    const r = await httpLoad(150);
+    t.equal(r.failed, 0, 'no client sees the 500');
+    t.equal(share(r.bodies, 's1'), 0);
+
+    await lab.killServer('s1');
+    await lab.startServer('s1');
+    await waitMember('web', rips[0], true);
+    // A second VIP on the same servers with a TCP check shows that the port stays open while the content check fails.
+    const base = lab.t.slb.vips!.find((v) => v.id === 'web')!;
+    const put = await api('PUT', '/vips/web', { ...base, check: { kind: 'http-content', path: '/', contains: 'lab server' } });
+    t.equal(put.status, 200, JSON.stringify(put.body));
+    t.ok(put.body.members.every((m: any) => m.health.up && m.slots > 0), 'changing the check keeps the members that were up in service');
+    const tcpVip = await api('POST', '/vips', { ...base, id: 'web-tcp', port: 8081, check: { kind: 'tcp' } });
+    t.equal(tcpVip.status, 201, JSON.stringify(tcpVip.body));
+    await lab.waitMembers((vs) => vs.every((v) => v.members.every((m: any) => m.health.up)), 10000, 'web and web-tcp members up');
+    await lab.killServer('s2');
+    await lab.startServer('s2', ['--http-body', 'maintenance page\n']);
+    await waitMember('web', rips[1], false);
+    await waitReason('web', rips[1], /content mismatch/);
+    t.pass('the content check fails on the page without the string');
+    await waitMember('web-tcp', rips[1], true);
+    t.pass('while the same port passes a TCP check');
+    t.equal((await member('web', rips[1])).health.up, false, 'and the content check keeps it out');
+    const r2 = await httpLoad(150);
+    t.equal(r2.failed, 0);
+    t.equal(r2.bodies['maintenance page'] ?? 0, 0, 'no client gets the maintenance page');
+    await lab.killServer('s2');
+    await lab.startServer('s2');
+    t.equal((await api('DELETE', '/vips/web-tcp')).status, 204);
+    t.equal((await api('PUT', '/vips/web', base)).status, 200);
+    await lab.waitMembers((vs) => vs.every((v) => v.members.every((m: any) => m.health.up)), 10000, 'all members up again');
+  });
+
+  await t.test('shared RIP: :80 and :443 on the same servers with different ports both work', async (t) => {
+    const tls = { id: 'tls', address: vip, port: 443, protocol: 'tcp', check: { kind: 'tcp-half-open' }, timers: { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 1 }, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) };
+    const res = await api('POST', '/vips', tls);
+    t.equal(res.status, 201, JSON.stringify(res.body));
+    await lab.waitMembers((vs) => vs.find((v) => v.id === 'tls')?.members.every((m: any) => m.health.up), 10000, 'tls members up');
+    const [a, b] = await Promise.all([
+      drive(lab, 'c1', { short: { targets: [`${vip}:443`], count: 150, concurrency: 8 } }),
+      drive(lab, 'c2', { http: { targets: [web], count: 150, concurrency: 8 } }),
+    ]);
+    t.equal(a.short.failed, 0, 'VIP:443 → RIP:7007 echoes');
+    t.equal(b.http.failed, 0, 'VIP:80 → RIP:8080 serves pages');
+    t.equal(Object.keys(b.http.bodies).length, 3, 'all three servers serve :80');
+    t.equal((await api('DELETE', '/vips/tls')).status, 204);
+  });
+
+  await t.test('drain: a long-lived stream on a drained member survives; new sessions avoid it', async (t) => {
+    const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [`${vip}:${ECHO_PORT}`], count: 6, durationMs: 6000, intervalMs: 100 } })));
+    await sleep(1000);
+    const onS1 = () => inNs(lab.ns('slb'), ['conntrack', '-L', '-p', 'tcp', '--orig-dst', vip, '--orig-port-dst', String(ECHO_PORT), '--reply-src', rips[0], '--state', 'ESTABLISHED']).split('\n').filter((l) => l.includes('ESTABLISHED')).length;
+    const before = onS1();
+    t.ok(before >= 2, `${before} long-lived streams run on s1`);
+    const res = await api('PATCH', `/vips/echo/members/${rips[0]}:${ECHO_PORT}`, { state: 'drain' });
+    t.equal(res.status, 200);
+    t.equal(res.body.slots, 0, 'the drained member has no slot in the map');
+    const n0 = (await member('echo', rips[0])).counters.newSessions;
+    const shorts = await drive(lab, 'c1', { short: { targets: [`${vip}:${ECHO_PORT}`], count: 120, concurrency: 8 } });
+    t.equal(shorts.short.failed, 0, 'new sessions succeed');
+    t.equal((await member('echo', rips[0])).counters.newSessions, n0, 'no new session reached the drained member');
+    t.equal(onS1(), before, 'its established streams are still there');
+    const l = await longs;
+    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no long-lived stream broke');
+    t.equal((await api('PATCH', `/vips/echo/members/${rips[0]}:${ECHO_PORT}`, { state: 'enabled' })).status, 200);
+  });
+
+  await t.test('bad input is refused with a 400 naming the field; the kernel is unchanged', async (t) => {
+    const ns = lab.ns('slb');
+    const kernel = () => [inNs(ns, ['nft', 'list', 'table', 'ip', 'fwlb_slb']), inNs(ns, ['ip', '-4', '-o', 'addr', 'show'])].join('\n');
+    const before = kernel();
+    const base = lab.t.slb.vips!.find((v) => v.id === 'web')!;
+    const cases: [unknown, RegExp][] = [
+      [{ ...base, id: 'web2' }, /\/port: overlaps VIP "web"/],
+      [{ ...base, id: 'x', port: 81, address: '203.0.113.101', members: [{ address: rips[0], port: 0 }] }, /\/members\/0\/port: must be >= 1/],
+      [{ ...base, id: 'x', port: 81, address: '203.0.113.101', scheduler: 'wlc' }, /\/scheduler: must be equal to one of the allowed values/],
+    ];
+    for (const [body, want] of cases) {
+      const res = await api('POST', '/vips', body);
+      t.equal(res.status, 400);
+      t.match(res.body.message, want);
+    }
+    t.equal(kernel(), before, 'nft table and addresses byte-identical');
+  });
+});
