@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, uniquePrefix, inNs, spawnInNs, HTTP_PORT } from '@fwlb/lab';
+import { Lab, uniquePrefix, inNs, spawnInNs, WEB_PORT } from '@fwlb/lab';
 
 type Mode = 'fwlb' | 'plain' | 'hmark';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -47,12 +47,12 @@ function runIn(ns: string, cmd: string[]): string {
 }
 
 function throughput(lab: Lab): number {
-  const j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.host('s1').addr!, '-t', String(SECONDS), '-P', '4', '-J']));
+  const j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '-t', String(SECONDS), '-P', '4', '-J']));
   return j.end.sum_received.bits_per_second / 1e9;
 }
 
 function connRate(lab: Lab): number {
-  const out = runIn(lab.ns('c1'), ['wrk', '-t', '2', '-c', '32', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${lab.host('s1').addr}:${HTTP_PORT}/`]);
+  const out = runIn(lab.ns('c1'), ['wrk', '-t', '2', '-c', '32', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${lab.t.vip}:${WEB_PORT}/`]);
   const m = /Requests\/sec:\s+([\d.]+)/.exec(out);
   if (!m) throw new Error(`wrk output: ${out}`);
   return Number(m[1]);
@@ -69,6 +69,10 @@ async function main(): Promise<void> {
     lab.build();
     await lab.startServers();
     await lab.startNodes();
+    // The servers sit behind the SLB: iperf3 reaches s1 through a VIP of its own (the same DNAT cost in every mode).
+    const s1 = lab.host('s1').addr!;
+    const v = await lab.api('slb', 'POST', '/vips', { id: 'iperf', address: lab.t.vip, port: 5201, protocol: 'tcp', members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
+    if (v.status !== 201) throw new Error(`cannot add the iperf VIP: ${JSON.stringify(v.body)}`);
     // Program the kernel once through fwlb, then stop the controllers so they don't undo the other modes.
     const saved: Record<string, string> = {};
     for (const node of ['ob', 'ib']) {
@@ -80,7 +84,7 @@ async function main(): Promise<void> {
     await lab.killNode('outside');
     await lab.killNode('inside');
     const iperf = spawnInNs(lab.ns('s1'), ['iperf3', '-s']);
-    await new Promise((r) => setTimeout(r, 500));
+    await lab.waitMembers((vs) => vs.every((x) => x.members.every((m: any) => m.health.up)), 15000, 'the iperf VIP member up');
     const modes: Mode[] = ['fwlb', 'plain', 'hmark'];
     const res: Record<Mode, { gbps: number[]; cps: number[] }> = { fwlb: { gbps: [], cps: [] }, plain: { gbps: [], cps: [] }, hmark: { gbps: [], cps: [] } };
     for (let round = 0; round < ROUNDS; round++) {

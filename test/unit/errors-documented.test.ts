@@ -3,9 +3,10 @@ import { t } from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Errors } from '@fwlb/balancer';
+import { SlbErrors } from '@fwlb/slb';
 import { REPO } from '@fwlb/lab';
 
 t.test('each error code appears in README.md with its status', async (t) => {
   const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
-  for (const e of Object.values(Errors)) t.match(readme, new RegExp(`\`${e.code}\` ${e.statusCode}`), e.code);
+  for (const e of [...Object.values(Errors), ...Object.values(SlbErrors)]) t.match(readme, new RegExp(`\`${e.code}\` ${e.statusCode}`), e.code);
 });

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 // fwlb node agent entry point: `fwlb run|doctor|check-config`; the only place that listens and touches process.
-import { validateBalancerConfig, ConfigError, ResolvedBalancerConfig } from '@fwlb/config';
+import { validateBalancerConfig, ResolvedBalancerConfig } from '@fwlb/config';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
 import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
-import { BoundedRunner, listenOn, loadJsonConfig, tokenOf } from '@fwlb/service';
+import { arg, BoundedRunner, listenOn, loadJsonConfig, runMain, stopOnSignals, tokenOf } from '@fwlb/service';
 
 function usage(): never {
   console.error('usage: fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE');
@@ -15,11 +15,6 @@ function usage(): never {
 }
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
 
 async function run(path: string): Promise<void> {
   const config = loadConfig(path);
@@ -51,16 +46,7 @@ async function run(path: string): Promise<void> {
   runner.start();
   const health = startFirewallHealth(config, reconciler, () => runner.trigger(), log);
   log(`listening on ${listen}`);
-  const stop = async () => {
-    // Leaving the kernel as it is: a stopped controller must not cause a blip.
-    runner.stop();
-    health?.stop();
-    await app.close();
-    rtnl.close();
-    process.exit(0);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  stopOnSignals([() => runner.stop(), () => health?.stop(), () => app.close(), () => rtnl.close()]);
 }
 
 async function main(): Promise<void> {
@@ -80,11 +66,4 @@ async function main(): Promise<void> {
   } else usage();
 }
 
-main().catch((e) => {
-  if (e instanceof ConfigError) {
-    console.error(`fwlb: ${e.message}`);
-    process.exit(2);
-  }
-  console.error(`fwlb: ${e instanceof Error ? e.stack : e}`);
-  process.exit(1);
-});
+runMain('fwlb', main);

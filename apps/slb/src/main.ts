@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // fwlb-slb entry point: `fwlb-slb run|doctor|check-config`; the only place that listens and touches process.
 import { renameSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
-import { ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
+import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
-import { BoundedRunner, formatChecks, listenOn, loadJsonConfig, tokenOf } from '@fwlb/service';
+import { arg, BoundedRunner, formatChecks, listenOn, loadJsonConfig, runMain, stopOnSignals, tokenOf } from '@fwlb/service';
 import { buildSlbApp } from './app';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
@@ -17,11 +17,6 @@ function usage(): never {
 }
 
 const loadConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
 
 /** VIPs saved by the API take the place of the config file's list; they are validated the same way. */
 function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
@@ -71,17 +66,7 @@ async function run(path: string): Promise<void> {
   await listenOn(app, config.api.listen);
   runner.start();
   log(`listening on ${config.api.listen}`);
-  const stop = async () => {
-    // The kernel keeps its VIPs and maps: a stopped controller must not cause a blip.
-    runner?.stop();
-    service.stop();
-    helper.close();
-    await app.close();
-    rtnl.close();
-    process.exit(0);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  stopOnSignals([() => runner?.stop(), () => service.stop(), () => helper.close(), () => app.close(), () => rtnl.close()]);
 }
 
 async function main(): Promise<void> {
@@ -99,11 +84,4 @@ async function main(): Promise<void> {
   } else usage();
 }
 
-main().catch((e) => {
-  if (e instanceof ConfigError) {
-    console.error(`fwlb-slb: ${e.message}`);
-    process.exit(2);
-  }
-  console.error(`fwlb-slb: ${e instanceof Error ? e.stack : e}`);
-  process.exit(1);
-});
+runMain('fwlb-slb', main);

@@ -78,6 +78,17 @@ const range = (max: number) => ({
   properties: { base: { type: 'integer', minimum: 1, maximum: max }, size: { type: 'integer', minimum: 1, maximum: 4096 } },
 });
 
+/** The REST API section every node process's config has. */
+export const apiSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    listen: { type: 'string', pattern: '^(unix:/.+|[0-9.]+:[0-9]{1,5}|\\[[0-9a-fA-F:]+\\]:[0-9]{1,5})$' },
+    token: { type: 'string', minLength: 16 },
+    tokenFile: { type: 'string', minLength: 1 },
+  },
+} as const;
+
 export const balancerSchema = {
   $id: 'fwlb/balancer-config',
   type: 'object',
@@ -118,15 +129,7 @@ export const balancerSchema = {
     tables: range(0x7fffffff),
     rulePriorities: range(32000),
     ingressLearning: { type: 'boolean' },
-    api: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        listen: { type: 'string', pattern: '^(unix:/.+|[0-9.]+:[0-9]{1,5}|\\[[0-9a-fA-F:]+\\]:[0-9]{1,5})$' },
-        token: { type: 'string', minLength: 16 },
-        tokenFile: { type: 'string', minLength: 1 },
-      },
-    },
+    api: apiSchema,
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     health: {
       type: 'object',

@@ -1,5 +1,6 @@
 // ajv schemas and types of the SLB tier: its config file, VIPs and members (also the API bodies); pure layer of libs/config.
 import { checkSpecSchema, timersSchema, CheckSpec, TimerConfig } from '@fwlb/health';
+import { apiSchema } from './balancer-schema';
 
 /** Admin state of a member: `drain` takes no new sessions while established ones finish. */
 export type MemberState = 'enabled' | 'drain';
@@ -97,15 +98,7 @@ export const slbSchema = {
     interface: { type: 'string', pattern: '^[A-Za-z0-9_.@-]{1,11}$' },
     table: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_]{0,31}$' },
     seed: { type: 'integer', minimum: 0, maximum: 0xffffffff },
-    api: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        listen: { type: 'string', pattern: '^(unix:/.+|[0-9.]+:[0-9]{1,5}|\\[[0-9a-fA-F:]+\\]:[0-9]{1,5})$' },
-        token: { type: 'string', minLength: 16 },
-        tokenFile: { type: 'string', minLength: 1 },
-      },
-    },
+    api: apiSchema,
     stateFile: { type: 'string', minLength: 1 },
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     vips: { type: 'array', maxItems: 4096, items: vipSchema },

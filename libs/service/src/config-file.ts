@@ -25,3 +25,34 @@ export function tokenOf(api: { token?: string; tokenFile?: string }): string | u
   if (api.tokenFile) return readFileSync(api.tokenFile, 'utf8').split('\n')[0].trim();
   return process.env.FWLB_TOKEN || undefined;
 }
+
+/** The value after `name` on the command line. */
+export function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+
+/** Runs a command-line main: a bad config exits 2 with the field named, anything else exits 1 with the stack. */
+export function runMain(prog: string, main: () => Promise<void>): void {
+  main().catch((e) => {
+    if (e instanceof ConfigError) {
+      console.error(`${prog}: ${e.message}`);
+      process.exit(2);
+    }
+    console.error(`${prog}: ${e instanceof Error ? e.stack : e}`);
+    process.exit(1);
+  });
+}
+
+/**
+ * On SIGTERM or SIGINT, run the cleanups in order and exit 0. The kernel is left as it is: a stopped
+ * controller must not cause a blip.
+ */
+export function stopOnSignals(cleanups: (() => unknown)[]): void {
+  const stop = async () => {
+    for (const c of cleanups) await c();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
