@@ -1,0 +1,153 @@
+// ctnetlink message codec: netlink attributes to typed conntrack entries and back; pure layer of libs/conntrack.
+// Attribute numbers are from linux/netfilter/nfnetlink_conntrack.h; values are in network byte order.
+
+export const NFNL_SUBSYS_CTNETLINK = 1;
+export const IPCTNL_MSG_CT_NEW = 0;
+export const IPCTNL_MSG_CT_GET = 1;
+export const IPCTNL_MSG_CT_DELETE = 2;
+export const NFNLGRP_CONNTRACK_NEW = 1;
+export const NFNLGRP_CONNTRACK_DESTROY = 3;
+export const NLM_F_CREATE = 0x400;
+
+const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, ID: 12 } as const;
+const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
+const CTA_IP = { V4_SRC: 1, V4_DST: 2 } as const;
+const CTA_PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
+const CTA_PROTOINFO_TCP = 1;
+const CTA_PROTOINFO_TCP_STATE = 1;
+const NLA_TYPE_MASK = 0x3fff;
+const NLA_F_NESTED = 0x8000;
+
+export const TCP_STATES = ['NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2'] as const;
+
+export interface CtTuple {
+  src: string;
+  dst: string;
+  proto: number;
+  sport?: number;
+  dport?: number;
+}
+
+export interface CtEntry {
+  orig: CtTuple;
+  reply: CtTuple;
+  /** IPS_* status bits (ASSURED = 1<<2, SEEN_REPLY = 1<<1, ...). */
+  status: number;
+  /** Seconds left before the kernel expires the entry. */
+  timeout?: number;
+  mark: number;
+  id?: number;
+  tcpState?: (typeof TCP_STATES)[number];
+}
+
+export type CtEventKind = 'new' | 'update' | 'destroy';
+
+/** Netlink attributes of a buffer: type (flags masked off) → payload. Padding to 4 bytes is skipped. */
+export function parseAttrs(b: Buffer): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  let off = 0;
+  while (off + 4 <= b.length) {
+    const len = b.readUInt16LE(off);
+    const type = b.readUInt16LE(off + 2) & NLA_TYPE_MASK;
+    if (len < 4 || off + len > b.length) throw new RangeError(`bad netlink attribute at ${off}: length ${len} of ${b.length}`);
+    out.set(type, b.subarray(off + 4, off + len));
+    off += (len + 3) & ~3;
+  }
+  return out;
+}
+
+const ip4 = (b: Buffer) => `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+
+export function parseTuple(b: Buffer): CtTuple | null {
+  const a = parseAttrs(b);
+  const ip = a.get(CTA_TUPLE.IP);
+  const proto = a.get(CTA_TUPLE.PROTO);
+  if (!ip || !proto) return null;
+  const ipa = parseAttrs(ip);
+  const src = ipa.get(CTA_IP.V4_SRC);
+  const dst = ipa.get(CTA_IP.V4_DST);
+  if (!src || !dst) return null; // IPv6: not handled by fwlb yet
+  const pa = parseAttrs(proto);
+  const num = pa.get(CTA_PROTO.NUM);
+  const t: CtTuple = { src: ip4(src), dst: ip4(dst), proto: num ? num[0] : 0 };
+  const sp = pa.get(CTA_PROTO.SRC_PORT);
+  const dp = pa.get(CTA_PROTO.DST_PORT);
+  if (sp && dp) {
+    t.sport = sp.readUInt16BE(0);
+    t.dport = dp.readUInt16BE(0);
+  }
+  return t;
+}
+
+/** The payload of one ctnetlink message after the 4-byte nfgenmsg header; null for a non-IPv4 entry. */
+export function parseEntry(payload: Buffer): CtEntry | null {
+  const a = parseAttrs(payload.subarray(4));
+  const o = a.get(CTA.TUPLE_ORIG);
+  const r = a.get(CTA.TUPLE_REPLY);
+  const orig = o && parseTuple(o);
+  const reply = r && parseTuple(r);
+  if (!orig || !reply) return null;
+  const u32 = (k: number) => a.get(k)?.readUInt32BE(0);
+  const e: CtEntry = { orig, reply, status: u32(CTA.STATUS) ?? 0, mark: u32(CTA.MARK) ?? 0 };
+  const timeout = u32(CTA.TIMEOUT);
+  if (timeout !== undefined) e.timeout = timeout;
+  const id = u32(CTA.ID);
+  if (id !== undefined) e.id = id;
+  const pi = a.get(CTA.PROTOINFO);
+  const tcp = pi && parseAttrs(pi).get(CTA_PROTOINFO_TCP);
+  const st = tcp && parseAttrs(tcp).get(CTA_PROTOINFO_TCP_STATE);
+  if (st) e.tcpState = TCP_STATES[st[0]] ?? 'NONE';
+  return e;
+}
+
+/** What a message is: NEW with NLM_F_CREATE is a new entry, NEW without it an update, DELETE a destroy. */
+export function eventKind(type: number, flags: number): CtEventKind | null {
+  if (type >> 8 !== NFNL_SUBSYS_CTNETLINK) return null;
+  const msg = type & 0xff;
+  if (msg === IPCTNL_MSG_CT_DELETE) return 'destroy';
+  if (msg === IPCTNL_MSG_CT_NEW) return flags & NLM_F_CREATE ? 'new' : 'update';
+  return null;
+}
+
+/** nfgenmsg: family, version 0, resource id 0. */
+export function nfgenmsg(family = 2): Buffer {
+  return Buffer.from([family, 0, 0, 0]);
+}
+
+function attr(type: number, data: Buffer, nested = false): Buffer {
+  const len = 4 + data.length;
+  const b = Buffer.alloc((len + 3) & ~3);
+  b.writeUInt16LE(len, 0);
+  b.writeUInt16LE(type | (nested ? NLA_F_NESTED : 0), 2);
+  data.copy(b, 4);
+  return b;
+}
+
+/** Encodes a tuple as the kernel does (used for lookups and deletes, and by tests to build messages). */
+export function encodeTuple(t: CtTuple): Buffer {
+  const ip = Buffer.concat([attr(CTA_IP.V4_SRC, Buffer.from(t.src.split('.').map(Number))), attr(CTA_IP.V4_DST, Buffer.from(t.dst.split('.').map(Number)))]);
+  const port = (p: number) => {
+    const b = Buffer.alloc(2);
+    b.writeUInt16BE(p);
+    return b;
+  };
+  const proto = Buffer.concat([
+    attr(CTA_PROTO.NUM, Buffer.from([t.proto])),
+    ...(t.sport !== undefined && t.dport !== undefined ? [attr(CTA_PROTO.SRC_PORT, port(t.sport)), attr(CTA_PROTO.DST_PORT, port(t.dport))] : []),
+  ]);
+  return Buffer.concat([attr(CTA_TUPLE.IP, ip, true), attr(CTA_TUPLE.PROTO, proto, true)]);
+}
+
+/** Encodes an entry's message payload (nfgenmsg + attributes). */
+export function encodeEntry(e: CtEntry): Buffer {
+  const u32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(v >>> 0);
+    return b;
+  };
+  const parts = [nfgenmsg(), attr(CTA.TUPLE_ORIG, encodeTuple(e.orig), true), attr(CTA.TUPLE_REPLY, encodeTuple(e.reply), true), attr(CTA.STATUS, u32(e.status)), attr(CTA.MARK, u32(e.mark))];
+  if (e.timeout !== undefined) parts.push(attr(CTA.TIMEOUT, u32(e.timeout)));
+  if (e.id !== undefined) parts.push(attr(CTA.ID, u32(e.id)));
+  if (e.tcpState) parts.push(attr(CTA.PROTOINFO, attr(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE, Buffer.from([TCP_STATES.indexOf(e.tcpState)])), true), true));
+  return Buffer.concat(parts);
+}

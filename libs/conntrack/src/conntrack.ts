@@ -1,0 +1,131 @@
+// Conntrack over ctnetlink through the `netlink` package: full dumps and NEW/DESTROY event streams with loss
+// accounting; I/O layer of libs/conntrack.
+import { spawn, ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { createNetlink } from 'netlink';
+import { CtEntry, CtEventKind, IPCTNL_MSG_CT_GET, nfgenmsg, NFNL_SUBSYS_CTNETLINK, parseEntry } from './codec';
+
+const READER = join(__dirname, 'event-reader.js');
+
+const NETLINK_NETFILTER = 12;
+const NLM_F_DUMP = 0x300;
+
+export class ConntrackError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'ConntrackError';
+  }
+}
+
+/** "Request rejected: EPERM" and errno exceptions → ConntrackError with a code. */
+function toError(e: unknown, what: string): ConntrackError {
+  const msg = e instanceof Error ? e.message : String(e);
+  const code = (e as { code?: string })?.code ?? /\b(E[A-Z]{3,})\b/.exec(msg)?.[1] ?? 'ENETLINK';
+  return new ConntrackError(code, `${what}: ${msg}`);
+}
+
+/** One full dump of the IPv4 conntrack table. */
+export async function dumpConntrack(): Promise<CtEntry[]> {
+  const sock = createNetlink(NETLINK_NETFILTER);
+  try {
+    const [msgs] = await sock.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, nfgenmsg(2), { flags: NLM_F_DUMP, timeout: 30000 });
+    const out: CtEntry[] = [];
+    for (const m of msgs) {
+      const e = parseEntry(m.data);
+      if (e) out.push(e);
+    }
+    return out;
+  } catch (e) {
+    throw toError(e, 'conntrack dump');
+  } finally {
+    sock.close();
+  }
+}
+
+export interface EventStreamOptions {
+  /** Which events: new entries and/or destroyed ones. @default ['new', 'destroy'] */
+  kinds?: ('new' | 'destroy')[];
+  /** SO_RCVBUF of the event socket; the kernel drops events (ENOBUFS) when it is full. @default 8 MiB */
+  recvBufferSize?: number;
+  /** Called with every batch of events, in the order the kernel sent them. */
+  onEvents: (events: { kind: CtEventKind; entry: CtEntry }[]) => void;
+  /**
+   * Called when events were lost (the kernel's queue overflowed). How many is unknown: the consumer must re-sync
+   * from a dump. Calls are counted in `overruns`.
+   */
+  onLoss?: () => void;
+  /** Tests only: the reader blocks its event loop this long once, as a slow consumer would. */
+  stallMs?: number;
+}
+
+/**
+ * A subscription to conntrack events; `events`, `overruns` and `restarts` are the metrics. The socket lives in a
+ * child reader process (see event-reader.ts); when the reader dies, events were lost: the loss is counted,
+ * `onLoss` runs, and a new reader starts at once. The child inherits this process's network namespace.
+ */
+export class ConntrackEvents {
+  events = 0;
+  overruns = 0;
+  private closed = false;
+  private child: ChildProcess | null = null;
+  readonly ready: Promise<void>;
+  private markReady: () => void = () => undefined;
+
+  private constructor(private readonly o: EventStreamOptions) {
+    this.ready = new Promise((r) => (this.markReady = r));
+    this.start();
+  }
+
+  static open(o: EventStreamOptions): ConntrackEvents {
+    return new ConntrackEvents(o);
+  }
+
+  private start(): void {
+    const args = [READER, (this.o.kinds ?? ['new', 'destroy']).join(','), String(this.o.recvBufferSize ?? 8 << 20), String(this.o.stallMs ?? 0)];
+    const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.child = child;
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let msg: { ready?: boolean; kind?: CtEventKind; entry?: CtEntry };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (msg.ready) return this.markReady();
+      if (msg.kind && msg.entry) {
+        this.events++;
+        this.batch.push({ kind: msg.kind, entry: msg.entry });
+        if (!this.flushing) {
+          this.flushing = true;
+          setImmediate(() => this.flush());
+        }
+      }
+    });
+    child.on('exit', () => {
+      if (this.closed) return;
+      this.flush();
+      this.overruns++;
+      this.start();
+      this.o.onLoss?.();
+    });
+  }
+
+  private batch: { kind: CtEventKind; entry: CtEntry }[] = [];
+  private flushing = false;
+
+  private flush(): void {
+    this.flushing = false;
+    if (!this.batch.length) return;
+    const b = this.batch;
+    this.batch = [];
+    this.o.onEvents(b);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.child?.stdin?.end();
+    this.child?.kill();
+  }
+}

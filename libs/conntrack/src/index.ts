@@ -1,0 +1,3 @@
+// @fwlb/conntrack: ctnetlink codec (pure), dumps and NEW/DESTROY event streams through the netlink package.
+export * from './codec';
+export * from './conntrack';

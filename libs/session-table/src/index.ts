@@ -1,0 +1,4 @@
+// @fwlb/session-table: the twin nodes' shared state in Redis: sessions, bucket epochs, health views, notifications.
+export * from './options';
+export * from './session-key';
+export * from './session-table';

@@ -1,0 +1,98 @@
+// Integration: libs/session-table against a real redis-server: batched sessions, expiry, queries, leader lock,
+// epochs with notifications, health views, and a Redis crash and restart.
+import { t } from 'tap';
+import { agreedUp, connect, ready, SessionRecord, SessionTable, TableEvent } from '@fwlb/session-table';
+import { startRedis } from '../helpers/redis';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function sessions(n: number, now: number, ttlMs: number, firewall = (i: number) => `fw${(i % 3) + 1}`): SessionRecord[] {
+  return Array.from({ length: n }, (_, i) => ({
+    outerAddr: `198.51.100.${11 + (i % 2)}`,
+    outerPort: 10000 + (i >> 1),
+    innerAddr: '203.0.113.100',
+    innerPort: 7007,
+    proto: 6,
+    firewall: firewall(i),
+    node: 'ob',
+    firstSeen: now,
+    expires: now + ttlMs,
+  }));
+}
+
+t.test('session table on a real redis-server', async (t) => {
+  const redis = await startRedis(t);
+  const a = await ready(connect({ url: redis.url, node: 'ob' }));
+  const b = await ready(connect({ url: redis.url, node: 'ib' }));
+  t.teardown(() => {
+    a.disconnect();
+    b.disconnect();
+  });
+  const ob = new SessionTable(a, 'ob', 'test:');
+  const ib = new SessionTable(b, 'ib', 'test:');
+
+  await t.test('10,000 sessions in one batched write; count, query, delete', async (t) => {
+    const now = Date.now();
+    const recs = sessions(10000, now, 60000);
+    await ob.put(recs, now);
+    t.equal(await ib.count(), 10000, 'the twin sees all of them');
+    const q = await ib.query({ addr: '198.51.100.12', port: 10007, limit: 10 });
+    t.same(q.map((r) => [r.outerAddr, r.outerPort, r.firewall]), [['198.51.100.12', 10007, 'fw1']]);
+    const fw2 = await ib.query({ firewall: 'fw2', limit: 5000 });
+    t.equal(fw2.length, 3333, 'every session on fw2');
+    await ob.delete(recs.slice(0, 4000).map((r) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`));
+    t.equal(await ib.count(), 6000, 'deletes follow');
+    t.equal((await ib.all()).length, 6000, 'a node that lost its state loads them all');
+  });
+
+  await t.test('expiry follows the conntrack timeout', async (t) => {
+    const now = Date.now();
+    await ob.put(sessions(100, now, 300).map((r) => ({ ...r, innerPort: 9999 })), now);
+    t.equal((await ob.query({ port: 9999, limit: 1000 })).length, 100);
+    await sleep(500);
+    t.equal((await ob.query({ port: 9999, limit: 1000 })).length, 0, 'expired sessions are gone from queries');
+    t.ok((await ob.reap()) >= 100, 'and their index entries are reaped');
+  });
+
+  await t.test('one leader at a time; epochs are published and announced', async (t) => {
+    const events: TableEvent[] = [];
+    const sub = await ib.subscribe((e) => events.push(e));
+    t.teardown(() => sub.close());
+    t.equal(await ob.lead(400), true, 'ob takes the lock');
+    t.equal(await ib.lead(400), false, 'ib cannot while ob holds it');
+    t.equal(await ob.lead(400), true, 'ob renews');
+    const e1 = await ob.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw2', 'fw3']);
+    await sleep(600);
+    t.equal(await ib.lead(400), true, 'the lock expired: ib takes over');
+    const e2 = await ib.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw3']);
+    t.equal(e2.epoch, e1.epoch + 1, 'epochs increase');
+    t.same((await ob.epoch())!.live, ['fw1', 'fw3'], 'both read the same epoch');
+    await sleep(100);
+    t.same(events.filter((e) => e.type === 'epoch').map((e) => (e as { epoch: number }).epoch), [e1.epoch, e2.epoch], 'the twin was told of both');
+  });
+
+  await t.test('health views: a firewall is agreed up only when both nodes see it up', async (t) => {
+    await ob.setHealthView({ fw1: true, fw2: true, fw3: false });
+    await ib.setHealthView({ fw1: true, fw2: true, fw3: true });
+    const views = await ib.healthViews();
+    t.same(agreedUp(views, ['fw1', 'fw2', 'fw3'], ['ob', 'ib']), ['fw1', 'fw2']);
+    await ob.setHealthView({ fw1: true, fw2: true, fw3: true });
+    t.same(agreedUp(await ob.healthViews(), ['fw1', 'fw2', 'fw3'], ['ob', 'ib']), ['fw1', 'fw2', 'fw3']);
+  });
+
+  await t.test('Redis crashes: writes fail fast, then resume after the restart', async (t) => {
+    await redis.kill();
+    const t0 = Date.now();
+    await t.rejects(ob.put(sessions(10, Date.now(), 60000)), 'a write while Redis is down fails');
+    t.ok(Date.now() - t0 < 2000, `and fails fast (${Date.now() - t0} ms), so the caller never blocks on it`);
+    await redis.restart();
+    const deadline = Date.now() + 10000;
+    let ok = false;
+    while (!ok && Date.now() < deadline) {
+      ok = await ob.put(sessions(10, Date.now(), 60000)).then(() => true, () => false);
+      if (!ok) await sleep(100);
+    }
+    t.ok(ok, 'the client reconnected by itself and writes again');
+    t.equal(await ib.count(), 10, 'the restarted (empty) Redis holds what was written since');
+  });
+});
