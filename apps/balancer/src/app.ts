@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { bearerGuard, createApi } from '@fwlb/service';
 import { Errors } from './errors';
 import type { Reconciler } from './reconciler';
+import type { SessionsView } from './session-wiring';
 
 export interface AppOptions {
   reconciler: Reconciler;
@@ -11,7 +12,20 @@ export interface AppOptions {
   /** Called after an accepted mutation; main.ts applies through the runner, tests may apply directly. */
   apply?: () => Promise<unknown>;
   logger?: boolean;
+  /** The shared session table (layer 3), when configured. */
+  sessions?: SessionsView;
 }
+
+const sessionsQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    addr: { type: 'string', format: 'ipv4' },
+    port: { type: 'string', pattern: '^[0-9]{1,5}$' },
+    firewall: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' },
+    limit: { type: 'string', pattern: '^[0-9]{1,6}$' },
+  },
+} as const;
 
 const adminBody = {
   type: 'object',
@@ -28,6 +42,15 @@ export function build(opts: AppOptions): FastifyInstance {
   app.get('/health', async () => ({ status: r.lastError && !r.last ? 'degraded' : 'ok', role: r.config.role, lastError: r.lastError }));
   app.get('/status', async () => r.status());
   app.get('/firewalls', async () => r.status().firewalls);
+  app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>('/sessions', { schema: { querystring: sessionsQuery } }, async (req) => {
+    if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
+    const q = req.query;
+    return opts.sessions.query({ addr: q.addr, port: q.port ? Number(q.port) : undefined, firewall: q.firewall, limit: q.limit ? Math.min(Number(q.limit), 10000) : 100 });
+  });
+  app.get('/sessions/count', async () => {
+    if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
+    return { ...(await opts.sessions.count()), sync: opts.sessions.metrics() };
+  });
   app.put<{ Params: { id: string }; Body: { enabled: boolean } }>(
     '/firewalls/:id/admin',
     { preValidation: guard, schema: { body: adminBody } },

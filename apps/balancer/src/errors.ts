@@ -6,4 +6,5 @@ export { ApiError } from '@fwlb/service';
 export const Errors = {
   ...CommonErrors,
   NO_SUCH_FIREWALL: createError('FWLB_NO_SUCH_FIREWALL', 'no firewall with this id', 404),
+  NO_SESSION_TABLE: createError('FWLB_NO_SESSION_TABLE', 'this node has no sessionTable configured', 404),
 };

@@ -4,3 +4,5 @@ export * from './reconciler';
 export * from './app';
 export * from './errors';
 export * from './doctor';
+export * from './session-sync';
+export * from './session-wiring';

@@ -7,6 +7,7 @@ import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
+import { startSessions } from './session-wiring';
 import { arg, BoundedRunner, listenOn, loadJsonConfig, runMain, stopOnSignals, tokenOf } from '@fwlb/service';
 
 function usage(): never {
@@ -40,13 +41,14 @@ async function run(path: string): Promise<void> {
     { resyncMs: config.resyncSeconds * 1000 },
     (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
   );
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile() });
+  const sessions = startSessions(config, log);
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view });
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
   const health = startFirewallHealth(config, reconciler, () => runner.trigger(), log);
   log(`listening on ${listen}`);
-  stopOnSignals([() => runner.stop(), () => health?.stop(), () => app.close(), () => rtnl.close()]);
+  stopOnSignals([() => runner.stop(), () => health?.stop(), () => sessions?.stop(), () => app.close(), () => rtnl.close()]);
 }
 
 async function main(): Promise<void> {

@@ -14,6 +14,8 @@ export interface LabOptions {
   broken?: boolean;
   /** Directory for configs, sockets and logs. */
   runDir: string;
+  /** The shared session table: a Redis URL (`unix:/path` reaches it from every namespace); absent: none. */
+  sessionTable?: string;
 }
 
 export interface Host {
@@ -44,7 +46,7 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
-  opts: Required<Omit<LabOptions, 'broken'>> & { broken: boolean };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable'>> & { broken: boolean; sessionTable?: string };
 }
 
 export const CLIENT_NET = '198.51.100';
@@ -109,6 +111,7 @@ export function topology(o: LabOptions): Topology {
     // Each node probes the twin's side address through every firewall.
     health: { target: role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`, check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
     resyncSeconds: 5,
+    ...(opts.sessionTable ? { sessionTable: { url: opts.sessionTable, flushMs: 100, resyncSeconds: 5 } } : {}),
   });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
   const fast = { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 2 };

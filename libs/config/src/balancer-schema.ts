@@ -14,6 +14,22 @@ export interface FirewallConfig {
   enabled?: boolean;
 }
 
+export interface SessionTableConfig {
+  /** `redis://host:port`, `rediss://` for TLS, or `unix:/path/to/redis.sock`. @default "redis://127.0.0.1:6379" */
+  url?: string;
+  /** Sentinel mode: the sentinels and the primary's name (take the place of `url`). */
+  sentinels?: { host: string; port: number }[];
+  primaryName?: string;
+  password?: string;
+  tls?: boolean;
+  /** Prefix of every key; the same on both nodes. @default "fwlb:" */
+  keyPrefix?: string;
+  /** Milliseconds between batched writes. @default 100 */
+  flushMs?: number;
+  /** Seconds between full re-syncs from a conntrack dump (they also refresh expiries). @default 30 */
+  resyncSeconds?: number;
+}
+
 export interface IdRange {
   base: number;
   size: number;
@@ -59,6 +75,8 @@ export interface BalancerConfig {
    * Firewall health: each firewall is probed along the path to the twin node's probe address, with probes
    * carrying that firewall's mark, so a firewall is up only when traffic crosses it. Absent: every firewall counts as up.
    */
+  /** The shared session table in Redis (layer 3); absent: no session sync. */
+  sessionTable?: SessionTableConfig;
   health?: {
     /** The twin node's probe address (e.g. its side-interface address). */
     target: string;
@@ -131,6 +149,24 @@ export const balancerSchema = {
     ingressLearning: { type: 'boolean' },
     api: apiSchema,
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+    sessionTable: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        url: { type: 'string', pattern: '^(rediss?://.+|unix:/.+)$' },
+        sentinels: {
+          type: 'array',
+          minItems: 1,
+          items: { type: 'object', additionalProperties: false, required: ['host', 'port'], properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } } },
+        },
+        primaryName: { type: 'string', minLength: 1 },
+        password: { type: 'string', minLength: 1 },
+        tls: { type: 'boolean' },
+        keyPrefix: { type: 'string', pattern: '^[A-Za-z0-9_:.-]{1,64}$' },
+        flushMs: { type: 'integer', minimum: 10, maximum: 10000 },
+        resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+      },
+    },
     health: {
       type: 'object',
       additionalProperties: false,

@@ -4,7 +4,7 @@ import addFormats from 'ajv-formats';
 import { isPrime } from '@fwlb/flowhash';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
-import { BalancerConfig, balancerSchema, FirewallConfig, IdRange } from './balancer-schema';
+import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4', 'ipv6']);
@@ -28,7 +28,8 @@ export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProbl
 /** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
 export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac'>> & { mac?: string };
 export type ResolvedBalancerConfig = Readonly<
-  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health'>> & {
+  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable'>> & {
+    sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number }) | null;
     health: { target: string; check: CheckSpec; timers: Required<TimerConfig> } | null;
     hash: Required<BalancerConfig['hash']>;
     firewalls: ResolvedFirewall[];
@@ -103,6 +104,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     ingressLearning: c.ingressLearning ?? BALANCER_DEFAULTS.ingressLearning,
     api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
+    sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, ...c.sessionTable } : null,
     health: c.health && timers ? { target: c.health.target, check: c.health.check ?? { kind: 'icmp' }, timers } : null,
   };
   return deepFreeze(resolved);

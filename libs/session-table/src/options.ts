@@ -2,7 +2,7 @@
 import Redis, { RedisOptions } from 'ioredis';
 
 export interface SessionTableOptions {
-  /** Standalone Redis: `redis://[:password@]host:port[/db]`, or `rediss://` for TLS. @default "redis://127.0.0.1:6379" */
+  /** Standalone Redis: `redis://[:password@]host:port[/db]`, `rediss://` for TLS, or `unix:/path`. @default "redis://127.0.0.1:6379" */
   url?: string;
   /** Sentinel mode: the sentinels to ask for the primary (takes the place of `url`). */
   sentinels?: { host: string; port: number }[];
@@ -42,7 +42,10 @@ export function connect(o: SessionTableOptions, extra: RedisOptions = {}): Redis
   if (o.sentinels?.length) {
     return new Redis({ ...common, sentinels: o.sentinels, name: o.primaryName ?? SESSION_TABLE_DEFAULTS.primaryName, sentinelPassword: o.sentinelPassword ?? o.password, sentinelRetryStrategy: (times) => Math.min(200 * times, 1000) });
   }
-  return new Redis(o.url ?? SESSION_TABLE_DEFAULTS.url, common);
+  const url = o.url ?? SESSION_TABLE_DEFAULTS.url;
+  // A unix socket reaches Redis from any network namespace on the host (the lab uses that).
+  if (url.startsWith('unix:')) return new Redis({ ...common, path: url.slice(5) });
+  return new Redis(url, common);
 }
 
 /** Resolves once the client is connected (commands fail fast before that, by design). */

@@ -1,0 +1,70 @@
+// Integration: both balancer nodes record the sessions they steer in a real redis-server (layer 3), serve them at
+// GET /sessions, keep forwarding while Redis is down, and catch up after it restarts.
+import { t } from 'tap';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { drive, ECHO_PORT } from '@fwlb/lab';
+import { startLab } from '../helpers/lab';
+import { startRedis } from '../helpers/redis';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('session table in the sandwich', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-rs-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'redis.sock');
+  const redis = await startRedis(t, ['--unixsocket', sock, '--unixsocketperm', '700']);
+  const lab = await startLab(t, { sessionTable: `unix:${sock}` });
+  const vip = `${lab.t.vip}:${ECHO_PORT}`;
+  const count = async (role: 'outside' | 'inside') => (await lab.api(role, 'GET', '/sessions/count')).body;
+  /** Poll until Redis holds what each node's kernel holds (sessions are TCP/UDP entries with a firewall's ct mark). */
+  const converge = async (ms: number) => {
+    const t0 = Date.now();
+    for (;;) {
+      const [o, i] = await Promise.all([count('outside'), count('inside')]);
+      if (o.redis !== null && o.redis === o.kernel && i.redis === i.kernel) return { ms: Date.now() - t0, o, i };
+      if (Date.now() - t0 > ms) throw new Error(`Redis and kernel did not agree within ${ms} ms: ${JSON.stringify({ o, i })}`);
+      await sleep(100);
+    }
+  };
+
+  await t.test('live streams are in Redis with the firewall they cross, written by both nodes under one key', async (t) => {
+    const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 10, durationMs: 4000, intervalMs: 100 } })));
+    await sleep(1500);
+    const c = await converge(3000);
+    t.ok(c.o.kernel >= 20, `outside kernel ${c.o.kernel}, Redis ${c.o.redis} (agreed after ${c.ms} ms)`);
+    const c1 = lab.host('c1').addr!;
+    const res = await lab.api('outside', 'GET', `/sessions?addr=${c1}&port=${ECHO_PORT}&limit=1000`);
+    t.equal(res.status, 200);
+    const mine = res.body.filter((s: any) => s.outerAddr === c1 || s.innerAddr === c1);
+    t.ok(mine.length >= 10, `${mine.length} of c1's sessions listed`);
+    t.ok(mine.every((s: any) => /^fw[123]$/.test(s.firewall)), 'each with the firewall it crosses');
+    const fw = mine[0].firewall;
+    const byFw = await lab.api('inside', 'GET', `/sessions?firewall=${fw}&limit=1000`);
+    t.ok(byFw.body.length > 0 && byFw.body.every((s: any) => s.firewall === fw), `the inside node lists ${byFw.body.length} sessions on ${fw}`);
+    const bad = await lab.api('outside', 'GET', '/sessions?addr=not-an-address');
+    t.equal(bad.status, 400, 'a bad query is refused');
+    const l = await longs;
+    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0);
+  });
+
+  await t.test('Redis is killed during traffic: streams keep flowing; after the restart Redis matches the kernel', async (t) => {
+    const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 10, durationMs: 6000, intervalMs: 100 } })));
+    await sleep(1000);
+    await redis.kill();
+    const shorts = await drive(lab, 'c1', { short: { targets: [vip], count: 100, concurrency: 8 } });
+    t.equal(shorts.short.failed, 0, 'new connections succeed while Redis is down');
+    const down = await count('outside');
+    t.equal(down.redis, null, `the node reports Redis unreachable (${down.redisError})`);
+    await sleep(1000);
+    const t0 = Date.now();
+    await redis.restart();
+    const c = await converge(10000);
+    const period = lab.t.nodes.outside.sessionTable!.resyncSeconds! * 1000;
+    t.ok(Date.now() - t0 <= period, `Redis matched both kernels ${Date.now() - t0} ms after the restart (sync period ${period} ms): ${c.o.redis} sessions`);
+    const l = await longs;
+    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no long-lived stream broke');
+    t.equal(lab.firewallCounters().reduce((a, f) => a + f.drops, 0), 0, 'no firewall drop');
+  });
+});
