@@ -58,6 +58,7 @@ t.test('session table on a real redis-server', async (t) => {
     const events: TableEvent[] = [];
     const sub = await ib.subscribe((e) => events.push(e));
     t.teardown(() => sub.close());
+    await sleep(200);
     t.equal(await ob.lead(400), true, 'ob takes the lock');
     t.equal(await ib.lead(400), false, 'ib cannot while ob holds it');
     t.equal(await ob.lead(400), true, 'ob renews');

@@ -27,7 +27,7 @@ function applied(want: DesiredTable, handle = 5): ActualTable {
   return {
     handle,
     chains: new Map(want.chains.map((c) => [c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: 1, ruleComments: c.rules.map(ruleDigest) }])),
-    maps: new Map(want.maps.map((m) => [m.name, { type: m.type, map: m.map, elements: new Map(m.elements) }])),
+    maps: new Map(want.maps.map((m) => [m.name, { type: m.type, map: m.map, elements: new Map(m.elements.map(([k, v]) => [JSON.stringify(k), v])) }])),
     counters: new Map(),
     namedCounters: new Map(),
   };
@@ -96,7 +96,7 @@ t.test('parseListing reads nft -j output', async (t) => {
     { rule: { family: 'inet', table: 'fwlb', chain: 'prerouting', handle: 4, comment: 'fwlb:x', expr: [{ counter: { packets: 3, bytes: 180 } }] } },
   ] });
   t.equal(a!.handle, 9);
-  t.same([...a!.maps.get('buckets')!.elements], [[0, 256], [1, 257]]);
+  t.same([...a!.maps.get('buckets')!.elements], [['0', 256], ['1', 257]]);
   t.same(a!.chains.get('prerouting')!.ruleComments, ['fwlb:x']);
   t.same(a!.counters.get('fwlb:x'), { packets: 3, bytes: 180 });
   t.equal(parseListing({ nftables: [] }), null);

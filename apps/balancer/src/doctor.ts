@@ -26,6 +26,7 @@ function probeCommands(): unknown[] {
             { mangle: { key: { meta: { key: 'mark' } }, value: { jhash: { mod: 7, seed: 1, expr: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] } } } } },
             { mangle: { key: { meta: { key: 'mark' } }, value: { map: { key: { meta: { key: 'mark' } }, data: '@b' } } } },
             { mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } },
+            { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
           ],
         },
       },

@@ -16,7 +16,8 @@ export function linkProblem(ifname: string): string | null {
   }
 }
 
-export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void): { stop(): void } | null {
+/** `onView` gets this node's whole view after every change, for the shared health views (layer 2). */
+export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void, onView?: (view: Record<string, boolean>) => void): { stop(): void } | null {
   const h = config.health;
   if (!h) return null;
   const helper = ProbeHelper.start();
@@ -38,6 +39,7 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
       onEvent: (id, ev) => {
         log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`);
         r.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
+        onView?.(Object.fromEntries(r.status().firewalls.map((f) => [f.id, f.healthy])));
         trigger();
       },
     });

@@ -28,11 +28,15 @@ async function run(path: string): Promise<void> {
   const rtnl = Rtnl.open();
   const reconciler = new Reconciler(config, nftCli(), rtnl);
   const log = (msg: string) => console.log(`${new Date().toISOString()} fwlb[${config.name}] ${msg}`);
+  let runner: BoundedRunner | null = null;
+  const trigger = () => runner?.trigger();
+  // Layer 3: the sessions Redis knows are loaded before the first reconcile, so their pins are in it.
+  const sessions = await startSessions(config, reconciler, trigger, log);
   // Adopt: the first reconcile reads the kernel before writing and applies only the difference; nothing is flushed.
   const first = await reconciler.reconcile();
   log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`);
   for (const e of first.routingErrors) log(`routing: ${e}`);
-  const runner = BoundedRunner.create(
+  runner = BoundedRunner.create(
     async () => {
       const r = await reconciler.reconcile();
       if (r.nftCommands || r.routingChanges) log(`reconciled: ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`);
@@ -41,14 +45,13 @@ async function run(path: string): Promise<void> {
     { resyncMs: config.resyncSeconds * 1000 },
     (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
   );
-  const sessions = startSessions(config, log);
   const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view });
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
-  const health = startFirewallHealth(config, reconciler, () => runner.trigger(), log);
+  const health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view));
   log(`listening on ${listen}`);
-  stopOnSignals([() => runner.stop(), () => health?.stop(), () => sessions?.stop(), () => app.close(), () => rtnl.close()]);
+  stopOnSignals([() => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => app.close(), () => rtnl.close()]);
 }
 
 async function main(): Promise<void> {

@@ -3,7 +3,7 @@ import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { distribution, BucketTable } from '@fwlb/flowhash';
 import { diffTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
 import { planRouting, planIsEmpty, ActualRoute, ActualRule, RoutingPlan, NetlinkError } from '@fwlb/routing';
-import { bucketTable, renderRoutes, renderTable, slots, TABLE_FAMILY, TABLE_NAME, RenderInput } from './render';
+import { bucketTable, renderRoutes, renderTable, slots, TABLE_FAMILY, TABLE_NAME, RenderInput, Pin } from './render';
 
 /** The part of libs/routing the reconciler uses, so tests can put a fake in front of the kernel. */
 export interface RoutingPort {
@@ -20,6 +20,11 @@ export interface ReconcileResult {
   at: number;
 }
 
+/** Where pins come from (the session cache); absent without a session table. */
+export interface PinSource {
+  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>): Pin[];
+}
+
 export class Reconciler {
   private readonly admin = new Map<string, boolean>();
   private readonly health = new Map<string, boolean>();
@@ -29,6 +34,20 @@ export class Reconciler {
   lastError: string | null = null;
   reconciles = 0;
   failures = 0;
+
+  pinSource: PinSource | null = null;
+  /** Firewalls every node agrees are up (from the shared health views); null: this node's own view only. */
+  private agreed: Set<string> | null = null;
+  private lastPins = 0;
+
+  setAgreed(ids: string[] | null): void {
+    this.agreed = ids ? new Set(ids) : null;
+  }
+
+  /** The bucket table of the last reconcile, or null before the first. */
+  currentTable(): BucketTable | null {
+    return this.lastTable;
+  }
 
   constructor(readonly config: ResolvedBalancerConfig, private readonly nft: NftRunner, private readonly routing: RoutingPort, private readonly now: () => number = Date.now) {
     for (const f of config.firewalls) this.admin.set(f.id, f.enabled);
@@ -54,7 +73,9 @@ export class Reconciler {
   input(): RenderInput {
     const ids = this.config.firewalls.map((f) => f.id);
     const healthy = ids.filter((id) => this.health.get(id) !== false);
-    return { config: this.config, live: healthy.filter((id) => this.admin.get(id)), reachable: healthy };
+    // A firewall takes new sessions only when this node and (with a session table) every node sees it up.
+    const live = healthy.filter((id) => this.admin.get(id) && (!this.agreed || this.agreed.has(id)));
+    return { config: this.config, live, reachable: healthy };
   }
 
   private queue: Promise<unknown> = Promise.resolve();
@@ -75,6 +96,11 @@ export class Reconciler {
     try {
       const input = this.input();
       const table = bucketTable(input);
+      if (this.pinSource) {
+        const markOf = new Map(slots(this.config).map((x) => [x.id, x.mark]));
+        input.pins = this.pinSource.pins(table, markOf, new Set(input.reachable));
+        this.lastPins = input.pins.length;
+      }
       const desired = renderTable(input, table);
       const wantRoutes = renderRoutes(this.config);
       const [actual, rules, routes] = await Promise.all([this.nft.read(TABLE_FAMILY, TABLE_NAME), this.routing.rules(), this.routing.routes()]);
@@ -129,7 +155,10 @@ export class Reconciler {
         hashedTcpUdp: counterOf('hash-tcp-udp'),
         hashedOther: counterOf('hash-other'),
         droppedNoFirewall: counterOf('no-firewall-drop'),
+        pinned: counterOf('pinned'),
       },
+      pins: this.pinSource ? this.lastPins : null,
+      agreed: this.agreed ? [...this.agreed].sort() : null,
       lastReconcile: this.last,
       lastError: this.lastError,
     };

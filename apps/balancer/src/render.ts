@@ -15,6 +15,29 @@ const set = (key: NftJson, value: NftJson) => ({ mangle: { key, value } });
 const ctMark = { ct: { key: 'mark' } };
 const counter = { counter: null };
 
+/**
+ * ct label bit set on flows whose first packet came from the side interface (hashed or pinned here). Why: the
+ * session table needs each flow's outer end; with it, outer = orig source (outside node) or orig destination
+ * (inside node) for these flows, and the other way round for flows learned from a firewall.
+ */
+export const SIDE_LABEL = 1;
+
+/** A session the kernel must steer to a firewall other than the one its bucket gives (layer 3 exceptions). */
+export interface Pin {
+  outerAddr: string;
+  outerPort: number;
+  innerAddr: string;
+  innerPort: number;
+  proto: number;
+  mark: number;
+}
+
+export const PIN_MAP_TYPE = ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'];
+
+export function pinElement(p: Pin): [NftJson, number] {
+  return [{ concat: [p.outerAddr, p.outerPort, p.innerAddr, p.innerPort, p.proto === 6 ? 'tcp' : p.proto === 17 ? 'udp' : p.proto] }, p.mark];
+}
+
 export interface FirewallSlot {
   id: string;
   index: number;
@@ -45,6 +68,8 @@ export interface RenderInput {
   live: string[];
   /** Firewalls whose established sessions may continue (healthy, even if administratively disabled). */
   reachable: string[];
+  /** Pinned sessions (only with a session table), already limited to reachable firewalls. */
+  pins?: readonly Pin[];
 }
 
 export function bucketTable(input: RenderInput): BucketTable {
@@ -84,6 +109,21 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   const reachableMarks = input.reachable.map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
   // Why `ct mark {reachable}`: a flow pinned to a dead firewall is re-hashed instead of black-holed.
   if (reachableMarks.length) add('restore', [side, eq(ctMark, { set: reachableMarks }), counter, set(meta('mark'), ctMark), { accept: null }]);
+  const sideLabel = set({ ct: { key: 'label' } }, SIDE_LABEL);
+  if (c.sessionTable) {
+    // Layer 3/4: a flow this node has no state for (a restart, conntrack lost, a non-SYN first packet) is looked
+    // up in the pins before it is hashed. A miss ends the rule and leaves the mark 0, so hashing follows.
+    add('pinned', [
+      side,
+      eq(meta('nfproto'), 'ipv4'),
+      eq(meta('l4proto'), { set: ['tcp', 'udp'] }),
+      set(meta('mark'), { map: { key: { concat: hashFields(c, true) }, data: '@pins' } }),
+      counter,
+      set(ctMark, meta('mark')),
+      sideLabel,
+      { accept: null },
+    ]);
+  }
   const anyLive = table.owner.some((o) => o !== null);
   if (!anyLive) {
     add('no-firewall-drop', [side, eq(meta('nfproto'), 'ipv4'), counter, { drop: null }]);
@@ -94,6 +134,7 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
       // bucket number goes through the mark first. A miss ends the rule, so every bucket is always filled.
       set(meta('mark'), { map: { key: meta('mark'), data: '@buckets' } }),
       set(ctMark, meta('mark')),
+      sideLabel,
     ];
     add('hash-tcp-udp', [side, eq(meta('nfproto'), 'ipv4'), eq(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...steer(true)]);
     add('hash-other', [side, eq(meta('nfproto'), 'ipv4'), ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...steer(false)]);
@@ -106,7 +147,10 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     labeled,
     family: TABLE_FAMILY,
     name: TABLE_NAME,
-    maps: [{ name: 'buckets', type: 'mark', map: 'mark', elements }],
+    maps: [
+      { name: 'buckets', type: 'mark', map: 'mark', elements },
+      ...(c.sessionTable ? [{ name: 'pins', type: PIN_MAP_TYPE, map: 'mark', elements: (input.pins ?? []).map(pinElement) }] : []),
+    ],
     chains: [
       { name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules },
       // Why: this node's own replies (to the twin's firewall probes, to API clients across the firewalls) must

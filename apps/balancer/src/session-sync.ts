@@ -4,6 +4,7 @@
 import type { CtEntry, CtEventKind } from '@fwlb/conntrack';
 import type { SessionRecord } from '@fwlb/session-table';
 import { sessionId } from '@fwlb/session-table';
+import { SIDE_LABEL } from './render';
 
 /** The part of libs/session-table the sync uses, so tests can put a fake in front of Redis. */
 export interface SessionStore {
@@ -13,6 +14,9 @@ export interface SessionStore {
 
 export interface SessionSyncOptions {
   node: string;
+  role: 'outside' | 'inside';
+  /** Told of every session change, e.g. to keep the local cache the pins are computed from. */
+  onChange?: (kind: 'put' | 'delete', rec: SessionRecord) => void;
   /** ct mark → firewall id; entries with other marks are not fwlb's. */
   firewallOf: (mark: number) => string | undefined;
   store: SessionStore;
@@ -24,19 +28,21 @@ export interface SessionSyncOptions {
 }
 
 /**
- * Both nodes must write the same key for a session: the two endpoints in a fixed order (lower address, then port,
- * first), whatever direction the node saw first.
+ * Both nodes must write the same key for a session: (outer, inner) as the hash sees it. A flow whose first packet
+ * came from the side interface carries the SIDE_LABEL ct label: its original source is the side end, which is the
+ * outer end on the outside node and the inner end on the inside node. A flow learned from a firewall is the reverse.
  */
-export function sessionOf(e: CtEntry, firewall: string, node: string, now: number, minTtlMs: number): SessionRecord {
-  const a = { addr: e.orig.src, port: e.orig.sport ?? 0 };
-  const b = { addr: e.orig.dst, port: e.orig.dport ?? 0 };
-  const num = (x: string) => x.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-  const [lo, hi] = num(a.addr) < num(b.addr) || (a.addr === b.addr && a.port <= b.port) ? [a, b] : [b, a];
+export function sessionOf(e: CtEntry, firewall: string, node: string, now: number, minTtlMs: number, role: 'outside' | 'inside'): SessionRecord {
+  const src = { addr: e.orig.src, port: e.orig.sport ?? 0 };
+  const dst = { addr: e.orig.dst, port: e.orig.dport ?? 0 };
+  const sideFirst = e.labels?.includes(SIDE_LABEL) ?? false;
+  const srcIsOuter = role === 'outside' ? sideFirst : !sideFirst;
+  const [outer, inner] = srcIsOuter ? [src, dst] : [dst, src];
   return {
-    outerAddr: lo.addr,
-    outerPort: lo.port,
-    innerAddr: hi.addr,
-    innerPort: hi.port,
+    outerAddr: outer.addr,
+    outerPort: outer.port,
+    innerAddr: inner.addr,
+    innerPort: inner.port,
     proto: e.orig.proto,
     firewall,
     node,
@@ -78,14 +84,16 @@ export class SessionSync {
     for (const { kind, entry } of batch) {
       const fw = tracked(entry, this.o.firewallOf);
       if (!fw) continue;
-      const rec = sessionOf(entry, fw, this.o.node, now, this.minTtl);
+      const rec = sessionOf(entry, fw, this.o.node, now, this.minTtl, this.o.role);
       const id = sessionId(rec);
       if (kind === 'destroy') {
         this.puts.delete(id);
         this.dels.add(id);
+        this.o.onChange?.('delete', rec);
       } else {
         this.dels.delete(id);
         this.puts.set(id, rec);
+        this.o.onChange?.('put', rec);
       }
     }
     if (!this.timer) this.timer = setTimeout(() => void this.flush(), this.o.flushMs);
@@ -130,9 +138,10 @@ export class SessionSync {
     const recs: SessionRecord[] = [];
     for (const e of entries) {
       const fw = tracked(e, this.o.firewallOf);
-      if (fw) recs.push(sessionOf(e, fw, this.o.node, now, this.minTtl));
+      if (fw) recs.push(sessionOf(e, fw, this.o.node, now, this.minTtl, this.o.role));
     }
     await this.o.store.put(recs, now);
+    for (const r of recs) this.o.onChange?.('put', r);
     this.behind = false;
     this.metrics.resyncs++;
     this.metrics.lastResync = { at: now, sessions: recs.length, ms: this.now() - t0 };

@@ -1,8 +1,11 @@
-// Starts layer 3 for a node: Redis client, session table, conntrack event stream and the sync between them; shell
-// layer of apps/balancer (the only place that wires libs/conntrack and libs/session-table together).
+// Starts layers 2-4 for a node: Redis client, session table, conntrack event stream and sync, the session cache the
+// pins come from, and the shared health views and bucket epochs; shell layer of apps/balancer (the only place that
+// wires libs/conntrack and libs/session-table together).
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
-import { connect, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { agreedUp, connect, ready, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { SessionCache } from './pins';
+import type { Reconciler } from './reconciler';
 import { slots } from './render';
 import { SessionSync, tracked } from './session-sync';
 
@@ -13,18 +16,88 @@ export interface SessionsView {
   metrics(): Record<string, unknown>;
 }
 
-export function startSessions(config: ResolvedBalancerConfig, log: (m: string) => void): { view: SessionsView; stop(): void } | null {
+export interface SessionsHandle {
+  view: SessionsView;
+  /** This node's own health view changed: publish it (the leader then computes a new epoch). */
+  publishHealth(view: Record<string, boolean>): void;
+  stop(): void;
+}
+
+/**
+ * Loads the sessions Redis knows into the cache before the first reconcile (so the pins are in the kernel before
+ * this node forwards anything new), then follows conntrack. Redis being away at start is not fatal: the node
+ * starts with the pins the kernel already has and catches up when Redis answers.
+ */
+export async function startSessions(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void): Promise<SessionsHandle | null> {
   const st = config.sessionTable;
   if (!st) return null;
   const redis = connect({ ...st, node: config.name });
   redis.on('error', () => undefined); // reconnects by itself; the sync logs what matters
   const table = new SessionTable(redis, config.name, st.keyPrefix);
+  const cache = new SessionCache(config.hash.seed, config.hash.buckets);
+  r.pinSource = cache;
+  const ids = config.firewalls.map((f) => f.id);
   const byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
   const firewallOf = (mark: number) => byMark.get(mark);
-  const sync = new SessionSync({ node: config.name, firewallOf, store: table, dump: dumpConntrack, flushMs: st.flushMs, resyncMs: st.resyncSeconds * 1000, log });
+  const resyncMs = st.resyncSeconds * 1000;
+  try {
+    await ready(redis, 3000);
+    const t0 = Date.now();
+    const all = await table.all();
+    for (const rec of all) cache.put(rec);
+    log(`loaded ${all.length} sessions from the session table in ${Date.now() - t0} ms`);
+  } catch (e) {
+    log(`session table not reachable at start, continuing on the kernel's state: ${(e as Error).message}`);
+  }
+  const sync = new SessionSync({
+    node: config.name,
+    role: config.role,
+    firewallOf,
+    store: table,
+    dump: dumpConntrack,
+    flushMs: st.flushMs,
+    resyncMs,
+    log,
+    onChange: (kind, rec) => {
+      if (kind === 'delete') return cache.delete(rec);
+      cache.put(rec);
+      if (cache.isException(rec, r.currentTable())) trigger();
+    },
+  });
   const events = ConntrackEvents.open({ onEvents: (b) => sync.onEvents(b), onLoss: () => void sync.resync('conntrack events were lost') });
   redis.on('ready', () => void sync.resync('Redis connected'));
   sync.start();
+
+  // Shared health views and epochs: one leader turns the views into an epoch; every node applies the epoch.
+  let ownView: Record<string, boolean> = Object.fromEntries(ids.map((id) => [id, true]));
+  let appliedEpoch = 0;
+  const applyEpoch = async () => {
+    const doc = await table.epoch();
+    if (!doc || doc.epoch <= appliedEpoch) return;
+    appliedEpoch = doc.epoch;
+    r.setAgreed(doc.live);
+    log(`applied epoch ${doc.epoch} by ${doc.by}: live ${doc.live.join(',') || '(none)'}`);
+    trigger();
+  };
+  const lead = async () => {
+    if (!(await table.lead(3 * resyncMs))) return;
+    const views = await table.healthViews(3 * resyncMs);
+    const live = agreedUp(views, ids);
+    const cur = await table.epoch();
+    if (cur && JSON.stringify(cur.live) === JSON.stringify(live)) return;
+    await table.publishEpoch(ids, live);
+  };
+  const step = () => lead().then(applyEpoch).catch(() => undefined);
+  const sub = await table.subscribe((ev) => {
+    if (ev.type === 'health') void step();
+    else if (ev.type === 'epoch') void applyEpoch().catch(() => undefined);
+  }).catch(() => null);
+  const publish = () => table.setHealthView(ownView).then(step).catch(() => undefined);
+  void publish();
+  // Views are refreshed every re-sync period; the leader's lock lives for three.
+  const beat = setInterval(() => void publish(), resyncMs);
+  const reap = setInterval(() => cache.reap(Date.now()), resyncMs);
+
   const kernelCount = async () => (await dumpConntrack()).filter((e) => tracked(e, firewallOf)).length;
   return {
     view: {
@@ -37,11 +110,18 @@ export function startSessions(config: ResolvedBalancerConfig, log: (m: string) =
           return { redis: null, kernel, redisError: (e as Error).message };
         }
       },
-      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, redis: redis.status }),
+      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, redis: redis.status, cached: cache.size, epoch: appliedEpoch }),
+    },
+    publishHealth(view) {
+      ownView = view;
+      void publish();
     },
     stop() {
+      clearInterval(beat);
+      clearInterval(reap);
       sync.stop();
       events.close();
+      sub?.close();
       redis.disconnect();
     },
   };

@@ -9,7 +9,7 @@ export const NFNLGRP_CONNTRACK_NEW = 1;
 export const NFNLGRP_CONNTRACK_DESTROY = 3;
 export const NLM_F_CREATE = 0x400;
 
-const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, ID: 12 } as const;
+const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, ID: 12, LABELS: 22 } as const;
 const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
 const CTA_IP = { V4_SRC: 1, V4_DST: 2 } as const;
 const CTA_PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
@@ -38,6 +38,8 @@ export interface CtEntry {
   mark: number;
   id?: number;
   tcpState?: (typeof TCP_STATES)[number];
+  /** Conntrack label bits that are set (nft `ct label set N`). */
+  labels?: number[];
 }
 
 export type CtEventKind = 'new' | 'update' | 'destroy';
@@ -97,6 +99,13 @@ export function parseEntry(payload: Buffer): CtEntry | null {
   const tcp = pi && parseAttrs(pi).get(CTA_PROTOINFO_TCP);
   const st = tcp && parseAttrs(tcp).get(CTA_PROTOINFO_TCP_STATE);
   if (st) e.tcpState = TCP_STATES[st[0]] ?? 'NONE';
+  // CTA_LABELS is the kernel's label bitmap (unsigned longs, little-endian here): bit n is byte n/8, bit n%8.
+  const lb = a.get(CTA.LABELS);
+  if (lb) {
+    const bits: number[] = [];
+    for (let i = 0; i < lb.length * 8; i++) if (lb[i >> 3] & (1 << (i & 7))) bits.push(i);
+    if (bits.length) e.labels = bits;
+  }
   return e;
 }
 
@@ -149,5 +158,10 @@ export function encodeEntry(e: CtEntry): Buffer {
   if (e.timeout !== undefined) parts.push(attr(CTA.TIMEOUT, u32(e.timeout)));
   if (e.id !== undefined) parts.push(attr(CTA.ID, u32(e.id)));
   if (e.tcpState) parts.push(attr(CTA.PROTOINFO, attr(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE, Buffer.from([TCP_STATES.indexOf(e.tcpState)])), true), true));
+  if (e.labels?.length) {
+    const lb = Buffer.alloc(16);
+    for (const b of e.labels) lb[b >> 3] |= 1 << (b & 7);
+    parts.push(attr(CTA.LABELS, lb));
+  }
   return Buffer.concat(parts);
 }

@@ -1,5 +1,5 @@
 // Computes the one nft transaction that turns the actual table into the desired one; pure layer of libs/nft.
-import { ActualTable, DesiredChain, DesiredMap, DesiredTable, NftJson, ruleDigest } from './model';
+import { ActualTable, DesiredChain, DesiredMap, DesiredTable, elementKey, NftJson, ruleDigest } from './model';
 
 type Cmd = Record<string, unknown>;
 
@@ -11,7 +11,7 @@ function ruleObjs(t: DesiredTable, c: DesiredChain): Cmd[] {
   return c.rules.map((expr) => ({ add: { rule: { family: t.family, table: t.name, chain: c.name, expr, comment: ruleDigest(expr) } } }));
 }
 
-function elems(t: DesiredTable, m: DesiredMap, pairs: [number, number][]): Cmd {
+function elems(t: DesiredTable, m: DesiredMap, pairs: [NftJson, number][]): Cmd {
   return { element: { family: t.family, table: t.name, name: m.name, elem: pairs } };
 }
 
@@ -31,7 +31,7 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
   }
   for (const m of want.maps) {
     const cur = have?.maps.get(m.name);
-    if (cur && (cur.type !== m.type || cur.map !== m.map)) {
+    if (cur && (JSON.stringify(cur.type) !== JSON.stringify(m.type) || cur.map !== m.map)) {
       throw new Error(`map ${m.name} has type ${cur.type}:${cur.map}, want ${m.type}:${m.map}; delete table ${want.family} ${want.name} to migrate`);
     }
     if (!cur) {
@@ -39,15 +39,15 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
       if (m.elements.length) cmds.push({ add: elems(want, m, m.elements) });
       continue;
     }
-    const wantMap = new Map(m.elements);
-    const del: [number, number][] = [];
-    const add: [number, number][] = [];
+    const wantMap = new Map(m.elements.map(([k, v]) => [elementKey(k), v]));
+    const del: string[] = [];
+    const add: [NftJson, number][] = [];
     for (const [k, v] of cur.elements) {
       const w = wantMap.get(k);
-      if (w === undefined || w !== v) del.push([k, v]);
+      if (w === undefined || w !== v) del.push(k);
     }
-    for (const [k, v] of m.elements) if (cur.elements.get(k) !== v) add.push([k, v]);
-    if (del.length) cmds.push({ delete: { element: { family: want.family, table: want.name, name: m.name, elem: del.map(([k]) => k) } } });
+    for (const [k, v] of m.elements) if (cur.elements.get(elementKey(k)) !== v) add.push([k, v]);
+    if (del.length) cmds.push({ delete: { element: { family: want.family, table: want.name, name: m.name, elem: del.map((k) => JSON.parse(k)) } } });
     if (add.length) cmds.push({ add: elems(want, m, add) });
   }
   for (const c of want.chains) {
@@ -101,9 +101,9 @@ export function parseListing(json: unknown): ActualTable | null {
       chains.set(c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: c.handle, ruleComments: [] });
     } else if (it.map) {
       const m = it.map;
-      const elements = new Map<number, number>();
+      const elements = new Map<string, number>();
       for (const e of m.elem ?? []) {
-        if (Array.isArray(e)) elements.set(Number(e[0]), Number(e[1]));
+        if (Array.isArray(e)) elements.set(elementKey(e[0]), Number(e[1]));
       }
       maps.set(m.name, { type: m.type, map: m.map, elements });
     } else if (it.rule) {

@@ -16,12 +16,12 @@ export interface DesiredChain {
 
 export interface DesiredMap {
   name: string;
-  /** Key type, e.g. "mark". */
-  type: string;
+  /** Key type, e.g. "mark", or the types of a concatenation, e.g. ["ipv4_addr", "inet_service"]. */
+  type: string | string[];
   /** Value type, e.g. "mark". */
   map: string;
-  /** [key, value] pairs; keys are unique. */
-  elements: [number, number][];
+  /** [key, value] pairs; keys are unique. A key is a number or a `{concat: [...]}` as nft lists it. */
+  elements: [NftJson, number][];
 }
 
 export interface DesiredTable {
@@ -46,9 +46,15 @@ export function ruleDigest(stmts: NftJson[]): string {
 export interface ActualTable {
   handle: number;
   chains: Map<string, { type?: string; hook?: string; prio?: number; policy?: string; handle: number; ruleComments: (string | undefined)[] }>;
-  maps: Map<string, { type: string; map: string; elements: Map<number, number> }>;
+  /** Elements by `elementKey` of their key. */
+  maps: Map<string, { type: string | string[]; map: string; elements: Map<string, number> }>;
   /** Counter values of rules that have one, keyed by the rule's comment digest. */
   counters: Map<string, { packets: number; bytes: number }>;
   /** Named counter objects by name. */
   namedCounters: Map<string, { packets: number; bytes: number }>;
+}
+
+/** A map key as a string, for comparing desired and listed elements (JSON of the key as nft lists it). */
+export function elementKey(k: NftJson): string {
+  return JSON.stringify(k);
 }

@@ -1,7 +1,6 @@
 // The shared session table in Redis: sessions (batched Lua writes, index by expiry), the bucket-table epoch with
 // its leader lock, each node's health view, and change notifications; I/O layer of libs/session-table.
 import type Redis from 'ioredis';
-import { ready } from './options';
 import { decodeRecord, encodeRecord, matches, SessionQuery, SessionRecord, sessionId } from './session-key';
 
 /** Lua keeps a session's value and its index entry in one atomic step per batch (ioredis defineCommand). */
@@ -156,19 +155,21 @@ export class SessionTable {
     return v ? (JSON.parse(v) as EpochDoc) : null;
   }
 
-  /** This node's view of each firewall. */
-  async setHealthView(view: Record<string, boolean>): Promise<void> {
+  /** This node's view of each firewall, stamped with the time (views that are not refreshed go stale). */
+  async setHealthView(view: Record<string, boolean>, now = Date.now()): Promise<void> {
     const key = `${this.prefix}health:${this.node}`;
-    await this.r.multi().del(key).hset(key, Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down']))).sadd(`${this.prefix}nodes`, this.node).exec();
+    const fields = { ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])), _at: String(now) };
+    await this.r.multi().del(key).hset(key, fields).sadd(`${this.prefix}nodes`, this.node).exec();
     await this.notify({ type: 'health', node: this.node });
   }
 
-  /** Every node's view: node → firewall → up. */
-  async healthViews(): Promise<Record<string, Record<string, boolean>>> {
+  /** Every node's view not older than `maxAgeMs`: node → firewall → up. */
+  async healthViews(maxAgeMs = Infinity, now = Date.now()): Promise<Record<string, Record<string, boolean>>> {
     const nodes = await this.r.smembers(`${this.prefix}nodes`);
     const out: Record<string, Record<string, boolean>> = {};
     for (const n of nodes) {
-      const h = await this.r.hgetall(`${this.prefix}health:${n}`);
+      const { _at, ...h } = await this.r.hgetall(`${this.prefix}health:${n}`);
+      if (_at !== undefined && now - Number(_at) > maxAgeMs) continue;
       out[n] = Object.fromEntries(Object.entries(h).map(([k, v]) => [k, v === 'up']));
     }
     return out;
@@ -178,10 +179,14 @@ export class SessionTable {
     return this.r.publish(`${this.prefix}events`, JSON.stringify(ev));
   }
 
-  /** Subscribe on a second connection (a subscribed connection can do nothing else). */
+  /**
+   * Subscribe on a second connection (a subscribed connection can do nothing else). Its commands queue until it
+   * is connected, and ioredis subscribes again after every reconnect, so this works while Redis is away too.
+   */
   async subscribe(onEvent: (ev: TableEvent) => void): Promise<{ close(): void }> {
-    const sub = await ready(this.r.duplicate());
-    await sub.subscribe(`${this.prefix}events`);
+    const sub = this.r.duplicate({ enableOfflineQueue: true });
+    sub.on('error', () => undefined);
+    void sub.subscribe(`${this.prefix}events`).catch(() => undefined);
     sub.on('message', (_ch, msg) => {
       try {
         onEvent(JSON.parse(msg) as TableEvent);
@@ -193,7 +198,10 @@ export class SessionTable {
   }
 }
 
-/** Firewalls every node sees up: a firewall carries new sessions only when both sides agree. */
-export function agreedUp(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[]): string[] {
+/**
+ * Firewalls every node sees up: a firewall carries new sessions only when both sides agree. `nodes` defaults to
+ * the nodes that published a (fresh) view, so a twin that has not started yet does not veto everything.
+ */
+export function agreedUp(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = Object.keys(views)): string[] {
   return firewalls.filter((fw) => nodes.every((n) => views[n]?.[fw] === true));
 }

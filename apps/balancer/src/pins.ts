@@ -1,0 +1,56 @@
+// Layer 3 exceptions: the sessions known to this node (from Redis at start, then from its own conntrack), and from
+// them the pins: the sessions whose firewall is not what the current bucket table gives; pure layer of apps/balancer.
+import { bucketOf, BucketTable } from '@fwlb/flowhash';
+import type { SessionRecord } from '@fwlb/session-table';
+import { sessionId } from '@fwlb/session-table';
+import type { Pin } from './render';
+
+interface Known {
+  rec: SessionRecord;
+  /** The flow's bucket; it depends only on the key and the seed, so it is computed once. */
+  bucket: number;
+}
+
+export class SessionCache {
+  private readonly known = new Map<string, Known>();
+
+  constructor(private readonly seed: number, private readonly buckets: number) {}
+
+  get size(): number {
+    return this.known.size;
+  }
+
+  put(rec: SessionRecord): void {
+    this.known.set(sessionId(rec), { rec, bucket: bucketOf(rec, this.seed, this.buckets) });
+  }
+
+  delete(rec: SessionRecord): void {
+    this.known.delete(sessionId(rec));
+  }
+
+  /** Drop what has expired. */
+  reap(now: number): void {
+    for (const [id, k] of this.known) if (k.rec.expires < now) this.known.delete(id);
+  }
+
+  /**
+   * Pins: sessions on a reachable firewall other than their bucket's owner. Sessions on an unreachable firewall
+   * get no pin (they are re-hashed, not black-holed), and sessions where the table agrees need none: the map
+   * holds only the exceptions, and the fast path stays one lookup.
+   */
+  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>): Pin[] {
+    const out: Pin[] = [];
+    for (const { rec, bucket } of this.known.values()) {
+      if (!reachable.has(rec.firewall) || table.owner[bucket] === rec.firewall) continue;
+      const mark = markOf.get(rec.firewall);
+      if (mark === undefined) continue;
+      out.push({ outerAddr: rec.outerAddr, outerPort: rec.outerPort, innerAddr: rec.innerAddr, innerPort: rec.innerPort, proto: rec.proto, mark });
+    }
+    return out;
+  }
+
+  /** Would this session be a pin under `table`? (Then the kernel needs a reconcile soon.) */
+  isException(rec: SessionRecord, table: BucketTable | null): boolean {
+    return !!table && table.owner[bucketOf(rec, this.seed, this.buckets)] !== rec.firewall;
+  }
+}
