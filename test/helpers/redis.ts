@@ -1,6 +1,6 @@
 // Test helper: a real redis-server on loopback, in a directory of its own, stopped at teardown even when a test fails.
 import { spawn, ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -51,4 +51,44 @@ export async function startRedis(t: { teardown(fn: () => void): void }, extra: s
     rmSync(dir, { recursive: true, force: true });
   });
   return s;
+}
+
+export interface SentinelSet {
+  primaryPort: number;
+  replicaPort: number;
+  sentinels: { host: string; port: number }[];
+  killPrimary(): Promise<void>;
+}
+
+/** 1 primary, 1 replica and 3 sentinels on loopback (quorum 2, down after 500 ms), all stopped at teardown. */
+export async function startSentinels(t: { teardown(fn: () => void): void }): Promise<SentinelSet> {
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-sentinel-'));
+  const base = 20000 + Math.floor(Math.random() * 30000);
+  const procs: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const p of procs) p.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const primary = await launch(base, dir, []);
+  procs.push(primary);
+  const rdir = join(dir, 'replica');
+  mkdirSync(rdir);
+  procs.push(await launch(base + 1, rdir, ['--replicaof', '127.0.0.1', String(base)]));
+  const sentinels = [2, 3, 4].map((i) => ({ host: '127.0.0.1', port: base + i }));
+  for (const s of sentinels) {
+    const conf = join(dir, `sentinel-${s.port}.conf`);
+    writeFileSync(conf, `port ${s.port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor fwlb 127.0.0.1 ${base} 2\nsentinel down-after-milliseconds fwlb 500\nsentinel failover-timeout fwlb 3000\nsentinel parallel-syncs fwlb 1\n`);
+    const p = spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    procs.push(p);
+  }
+  return {
+    primaryPort: base,
+    replicaPort: base + 1,
+    sentinels,
+    killPrimary: async () => {
+      const exited = new Promise((r) => primary.once('exit', r));
+      primary.kill('SIGKILL');
+      await exited;
+    },
+  };
 }
