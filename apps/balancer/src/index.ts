@@ -6,3 +6,4 @@ export * from './errors';
 export * from './doctor';
 export * from './session-sync';
 export * from './session-wiring';
+export * from './pins';

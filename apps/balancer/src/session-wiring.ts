@@ -96,7 +96,10 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   void publish();
   // Views are refreshed every re-sync period; the leader's lock lives for three.
   const beat = setInterval(() => void publish(), resyncMs);
-  const reap = setInterval(() => cache.reap(Date.now()), resyncMs);
+  const reap = setInterval(() => {
+    cache.reap(Date.now());
+    void table.reap().catch(() => undefined);
+  }, resyncMs);
 
   const kernelCount = async () => (await dumpConntrack()).filter((e) => tracked(e, firewallOf)).length;
   return {

@@ -42,7 +42,19 @@ export function hasPorts(proto: number): boolean {
   return proto === PROTO_TCP || proto === PROTO_UDP;
 }
 
+const parsed = new Map<string, Uint8Array>();
+
+/** Parses (and remembers: sessions share addresses, and a recovering node hashes 100k of them) an IPv4 address. The result is shared: do not modify it. */
 export function parseIPv4(addr: string): Uint8Array {
+  const hit = parsed.get(addr);
+  if (hit) return hit;
+  const out = parseIPv4Uncached(addr);
+  if (parsed.size >= 65536) parsed.clear();
+  parsed.set(addr, out);
+  return out;
+}
+
+function parseIPv4Uncached(addr: string): Uint8Array {
   const parts = addr.split('.');
   if (parts.length !== 4) throw new TypeError(`not an IPv4 address: ${addr}`);
   const out = new Uint8Array(4);

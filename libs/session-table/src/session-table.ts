@@ -3,23 +3,29 @@
 import type Redis from 'ioredis';
 import { decodeRecord, encodeRecord, matches, SessionQuery, SessionRecord, sessionId } from './session-key';
 
-/** Lua keeps a session's value and its index entry in one atomic step per batch (ioredis defineCommand). */
+/**
+ * Sessions live in one hash (id → value) with a sorted set of expiries beside it. Why not a key per session with
+ * its own TTL: a node that lost its state must load everything fast, and one HGETALL is a single round trip.
+ * Lua keeps value and expiry in one atomic step per batch (ioredis defineCommand).
+ */
 const PUT = `
-local idx = KEYS[1]
-local p = ARGV[1]
-for i = 2, #ARGV, 4 do
-  redis.call('SET', p .. ARGV[i], ARGV[i + 1], 'PX', ARGV[i + 3])
-  redis.call('ZADD', idx, ARGV[i + 2], ARGV[i])
+for i = 1, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
 end
-return (#ARGV - 1) / 4`;
+return #ARGV / 3`;
 const DEL = `
-local idx = KEYS[1]
-local p = ARGV[1]
-for i = 2, #ARGV do
-  redis.call('DEL', p .. ARGV[i])
-  redis.call('ZREM', idx, ARGV[i])
+for i = 1, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  redis.call('ZREM', KEYS[1], ARGV[i])
 end
-return #ARGV - 1`;
+return #ARGV`;
+/** Remove sessions whose expiry has passed, at most 10,000 per call. */
+const REAP = `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
+for i = 1, #ids do redis.call('HDEL', KEYS[2], ids[i]) end
+for i = 1, #ids, 1000 do redis.call('ZREM', KEYS[1], unpack(ids, i, math.min(i + 999, #ids))) end
+return #ids`;
 /** Renew the lock only while we hold it; take it when free. */
 const LOCK = `
 local v = redis.call('GET', KEYS[1])
@@ -28,8 +34,9 @@ if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0`;
 
 type Commands = {
-  fwlbPut(idx: string, prefix: string, ...args: (string | number)[]): Promise<number>;
-  fwlbDel(idx: string, prefix: string, ...ids: string[]): Promise<number>;
+  fwlbPut(idx: string, hash: string, ...args: (string | number)[]): Promise<number>;
+  fwlbDel(idx: string, hash: string, ...ids: string[]): Promise<number>;
+  fwlbReap(idx: string, hash: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
 };
 
@@ -53,8 +60,9 @@ export class SessionTable {
 
   constructor(redis: Redis, readonly node: string, prefix = 'fwlb:') {
     this.prefix = prefix;
-    redis.defineCommand('fwlbPut', { numberOfKeys: 1, lua: PUT });
-    redis.defineCommand('fwlbDel', { numberOfKeys: 1, lua: DEL });
+    redis.defineCommand('fwlbPut', { numberOfKeys: 2, lua: PUT });
+    redis.defineCommand('fwlbDel', { numberOfKeys: 2, lua: DEL });
+    redis.defineCommand('fwlbReap', { numberOfKeys: 2, lua: REAP });
     redis.defineCommand('fwlbLock', { numberOfKeys: 1, lua: LOCK });
     this.r = redis as Redis & Commands;
   }
@@ -63,8 +71,8 @@ export class SessionTable {
     return `${this.prefix}sessions`;
   }
 
-  private get sessionPrefix(): string {
-    return `${this.prefix}s:`;
+  private get hash(): string {
+    return `${this.prefix}s`;
   }
 
   /** Write sessions in batches of 1,000 per Lua call, all batches in one pipeline. */
@@ -73,8 +81,8 @@ export class SessionTable {
     const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
     for (let i = 0; i < records.length; i += BATCH) {
       const args: (string | number)[] = [];
-      for (const rec of records.slice(i, i + BATCH)) args.push(sessionId(rec), encodeRecord(rec), rec.expires, Math.max(1, rec.expires - now));
-      void p.fwlbPut(this.idx, this.sessionPrefix, ...args);
+      for (const rec of records.slice(i, i + BATCH)) args.push(sessionId(rec), encodeRecord(rec), rec.expires);
+      void p.fwlbPut(this.idx, this.hash, ...args);
     }
     const res = (await p.exec()) ?? [];
     const err = res.find(([e]) => e)?.[0];
@@ -85,7 +93,7 @@ export class SessionTable {
   async delete(ids: string[]): Promise<number> {
     if (!ids.length) return 0;
     const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
-    for (let i = 0; i < ids.length; i += BATCH) void p.fwlbDel(this.idx, this.sessionPrefix, ...ids.slice(i, i + BATCH));
+    for (let i = 0; i < ids.length; i += BATCH) void p.fwlbDel(this.idx, this.hash, ...ids.slice(i, i + BATCH));
     const res = (await p.exec()) ?? [];
     const err = res.find(([e]) => e)?.[0];
     if (err) throw err;
@@ -97,9 +105,14 @@ export class SessionTable {
     return this.r.zcount(this.idx, now, '+inf');
   }
 
-  /** Drop index entries of expired sessions (their values expire by themselves). */
-  reap(now = Date.now()): Promise<number> {
-    return this.r.zremrangebyscore(this.idx, '-inf', `(${now}`);
+  /** Remove expired sessions; returns how many. */
+  async reap(now = Date.now()): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.r.fwlbReap(this.idx, this.hash, now);
+      total += n;
+      if (n < 10000) return total;
+    }
   }
 
   /** Live sessions matching `q`, walking the index in chunks; at most `q.limit` (default 100). */
@@ -113,27 +126,29 @@ export class SessionTable {
     return out.slice(0, limit);
   }
 
-  /** Every live session, for a node that lost its state. */
+  /** Every live session, for a node that lost its state: one HGETALL. */
   async all(now = Date.now()): Promise<SessionRecord[]> {
+    const h = await this.r.hgetall(this.hash);
     const out: SessionRecord[] = [];
-    for await (const chunk of this.chunks(now)) out.push(...chunk);
+    for (const id in h) {
+      const r = decodeRecord(id, h[id]);
+      if (r && r.expires >= now) out.push(r);
+    }
     return out;
   }
 
   private async *chunks(now: number): AsyncGenerator<SessionRecord[]> {
-    for (let off = 0; ; off += BATCH) {
-      const ids = await this.r.zrangebyscore(this.idx, now, '+inf', 'LIMIT', off, BATCH);
-      if (!ids.length) return;
-      const vals = await this.r.mget(ids.map((id) => this.sessionPrefix + id));
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.r.hscan(this.hash, cursor, 'COUNT', BATCH);
+      cursor = next;
       const recs: SessionRecord[] = [];
-      ids.forEach((id, i) => {
-        const v = vals[i];
-        const r = v ? decodeRecord(id, v) : null;
-        if (r) recs.push(r);
-      });
+      for (let i = 0; i < flat.length; i += 2) {
+        const r = decodeRecord(flat[i], flat[i + 1]);
+        if (r && r.expires >= now) recs.push(r);
+      }
       yield recs;
-      if (ids.length < BATCH) return;
-    }
+    } while (cursor !== '0');
   }
 
   /** Take or renew the leader lock (true while this node holds it). */

@@ -1,0 +1,81 @@
+// Runs inside a namespace for bench/sessions.ts: creates UDP flows at a given rate on loopback (conntrack on),
+// follows conntrack with libs/conntrack and writes the sessions with the balancer's SessionSync and libs/session-table,
+// and reports the sync rate and the lag from flow creation to written in Redis. Prints one JSON line.
+import * as dgram from 'node:dgram';
+import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
+import { SessionSync } from '@fwlb/balancer';
+import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
+
+const [url, rateS, secondsS, portBaseS] = process.argv.slice(2);
+const rate = Number(rateS);
+const seconds = Number(secondsS);
+const portBase = Number(portBaseS);
+
+const pct = (xs: number[], p: number) => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+async function main(): Promise<void> {
+  const redis = await ready(connect({ url, node: 'bench' }));
+  const table = new SessionTable(redis, 'bench', `bench${portBase}:`);
+  const created = new Map<number, number>();
+  const lags: number[] = [];
+  let written = 0;
+  const store = {
+    put: async (recs: SessionRecord[], now?: number) => {
+      const n = await table.put(recs, now);
+      const done = performance.now();
+      for (const r of recs) {
+        const t0 = created.get(r.outerPort);
+        if (t0 !== undefined) lags.push(done - t0);
+      }
+      written += n;
+      return n;
+    },
+    delete: (ids: string[]) => table.delete(ids),
+  };
+  const sync = new SessionSync({ node: 'bench', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: dumpConntrack, flushMs: 50, resyncMs: 3600_000 });
+  const events = ConntrackEvents.open({ kinds: ['new'], onEvents: (b) => sync.onEvents(b.map((e) => ({ ...e, entry: { ...e.entry, labels: [1] } }))), onLoss: () => undefined });
+  await events.ready;
+  const sock = dgram.createSocket('udp4');
+  const total = rate * seconds;
+  const t0 = performance.now();
+  let sent = 0;
+  // One flow per source port: a socket per flow would cost more than the flow; sendto from one socket with
+  // varying source ports is not possible, so each flow uses its own bound socket, created and closed at once.
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate));
+      while (sent < due) {
+        const port = portBase + sent;
+        const s = dgram.createSocket('udp4');
+        s.bind(port, '127.0.0.1', () => {
+          created.set(port, performance.now());
+          s.send('x', 9, '127.0.0.1', () => s.close());
+        });
+        sent++;
+      }
+      if (sent >= total) return resolve();
+      setImmediate(tick);
+    };
+    tick();
+  });
+  const genMs = performance.now() - t0;
+  // Let the last batches land.
+  const end = Date.now() + 5000;
+  while (written < created.size && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  const wallMs = performance.now() - t0;
+  await sync.flush();
+  console.log(JSON.stringify({ rate, offered: total, genRate: Math.round((total / genMs) * 1000), events: events.events, overruns: events.overruns, written, writeRate: Math.round((written / wallMs) * 1000), p50: pct(lags, 50), p99: pct(lags, 99) }));
+  events.close();
+  sock.close();
+  redis.disconnect();
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
