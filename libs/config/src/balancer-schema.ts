@@ -22,6 +22,8 @@ export interface SessionTableConfig {
   primaryName?: string;
   password?: string;
   tls?: boolean;
+  /** PEM file of the CA that signed Redis's certificate. */
+  tlsCaFile?: string;
   /** Prefix of every key; the same on both nodes. @default "fwlb:" */
   keyPrefix?: string;
   /** Milliseconds between batched writes. @default 100 */
@@ -162,6 +164,7 @@ export const balancerSchema = {
         primaryName: { type: 'string', minLength: 1 },
         password: { type: 'string', minLength: 1 },
         tls: { type: 'boolean' },
+        tlsCaFile: { type: 'string', minLength: 1 },
         keyPrefix: { type: 'string', pattern: '^[A-Za-z0-9_:.-]{1,64}$' },
         flushMs: { type: 'integer', minimum: 10, maximum: 10000 },
         resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },

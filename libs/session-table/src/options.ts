@@ -1,4 +1,5 @@
 // Connection options of the shared Redis (standalone or Sentinel, AUTH, TLS) and their defaults; libs/session-table.
+import { readFileSync } from 'node:fs';
 import Redis, { RedisOptions } from 'ioredis';
 
 export interface SessionTableOptions {
@@ -13,6 +14,8 @@ export interface SessionTableOptions {
   sentinelPassword?: string;
   /** TLS to Redis (a `rediss://` url turns it on too). @default false */
   tls?: boolean;
+  /** PEM file of the CA that signed Redis's certificate (TLS); absent: the system's CAs. */
+  tlsCaFile?: string;
   /** Prefix of every key and channel, so several sandwiches can share one Redis. @default "fwlb:" */
   keyPrefix?: string;
   /** This node's name, recorded with the sessions it saw and used as its lock owner id. */
@@ -36,7 +39,7 @@ export function connect(o: SessionTableOptions, extra: RedisOptions = {}): Redis
     maxRetriesPerRequest: 1,
     retryStrategy: (times) => Math.min(200 * times, 1000),
     lazyConnect: false,
-    ...(o.tls ? { tls: {} } : {}),
+    ...(o.tls || o.tlsCaFile || o.url?.startsWith('rediss://') ? { tls: o.tlsCaFile ? { ca: readFileSync(o.tlsCaFile) } : {} } : {}),
     ...extra,
   };
   if (o.sentinels?.length) {
