@@ -1,12 +1,14 @@
 // Benchmark: throughput (iperf3) and new connections/s (wrk, Connection: close) through the sandwich with fwlb,
 // against plain static routing through one firewall and iptables HMARK with a shared seed, interleaved A B C ...
+// A fourth path, plain routing with conntrack switched on in both nodes (`plain-ct`), shows how much of fwlb's
+// cost is conntrack itself, which plain routing and HMARK do without.
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, uniquePrefix, inNs, spawnInNs, WEB_PORT } from '@fwlb/lab';
 
-type Mode = 'fwlb' | 'plain' | 'hmark';
+type Mode = 'fwlb' | 'plain' | 'hmark' | 'plain-ct';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
@@ -26,8 +28,14 @@ function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
     tryNs(ns, ['nft', 'delete', 'table', 'inet', 'fwlb']);
     tryNs(ns, ['iptables', '-t', 'mangle', '-F', 'PREROUTING']);
     tryNs(ns, ['ip', 'route', 'del', net]);
+    tryNs(ns, ['nft', 'delete', 'table', 'ip', 'benchct']);
     if (mode === 'fwlb') inNs(ns, ['nft', '-j', '-f', saved[node]]);
-    if (mode === 'plain') inNs(ns, ['ip', 'route', 'add', net, 'via', peer]);
+    if (mode === 'plain' || mode === 'plain-ct') inNs(ns, ['ip', 'route', 'add', net, 'via', peer]);
+    if (mode === 'plain-ct') {
+      inNs(ns, ['nft', 'add', 'table', 'ip', 'benchct']);
+      inNs(ns, ['nft', 'add', 'chain', 'ip', 'benchct', 'pre', '{ type filter hook prerouting priority -150; }']);
+      inNs(ns, ['nft', 'add', 'rule', 'ip', 'benchct', 'pre', 'ct', 'state', 'new', 'counter']);
+    }
     if (mode === 'hmark') {
       // The classic recipe: a stateless symmetric HMARK with the same seed on both nodes, marks onto fwlb's ip rules.
       inNs(ns, ['iptables', '-t', 'mangle', '-A', 'PREROUTING', '-i', side, '-j', 'HMARK', '--hmark-tuple', 'src,dst,sport,dport,proto', '--hmark-mod', '3', '--hmark-offset', String(0x10000), '--hmark-rnd', '0x5eed1234']);
@@ -85,8 +93,8 @@ async function main(): Promise<void> {
     await lab.killNode('inside');
     const iperf = spawnInNs(lab.ns('s1'), ['iperf3', '-s']);
     await lab.waitMembers((vs) => vs.every((x) => x.members.every((m: any) => m.health.up)), 15000, 'the iperf VIP member up');
-    const modes: Mode[] = ['fwlb', 'plain', 'hmark'];
-    const res: Record<Mode, { gbps: number[]; cps: number[] }> = { fwlb: { gbps: [], cps: [] }, plain: { gbps: [], cps: [] }, hmark: { gbps: [], cps: [] } };
+    const modes: Mode[] = ['fwlb', 'plain', 'hmark', 'plain-ct'];
+    const res: Record<Mode, { gbps: number[]; cps: number[] }> = { fwlb: { gbps: [], cps: [] }, plain: { gbps: [], cps: [] }, hmark: { gbps: [], cps: [] }, 'plain-ct': { gbps: [], cps: [] } };
     for (let round = 0; round < ROUNDS; round++) {
       for (const mode of round % 2 ? [...modes].reverse() : modes) {
         setMode(lab, mode, saved);
@@ -101,18 +109,20 @@ async function main(): Promise<void> {
     const f = med('fwlb');
     const p = med('plain');
     const h = med('hmark');
+    const pc = med('plain-ct');
     const report = {
       rounds: ROUNDS,
       seconds: SECONDS,
-      median: { fwlb: f, plain: p, hmark: h },
-      ratio: { throughputVsPlain: f.gbps / p.gbps, connVsPlain: f.cps / p.cps, throughputVsHmark: f.gbps / h.gbps, connVsHmark: f.cps / h.cps },
+      median: { fwlb: f, plain: p, hmark: h, plainCt: pc },
+      ratio: { throughputVsPlain: f.gbps / p.gbps, connVsPlain: f.cps / p.cps, throughputVsHmark: f.gbps / h.gbps, connVsHmark: f.cps / h.cps, connVsPlainCt: f.cps / pc.cps },
       raw: res,
     };
     console.log(JSON.stringify(report, null, 2));
     console.log(`\npath        Gbit/s (iperf3 -P4)   conn/s (wrk, Connection: close)`);
-    for (const [n, v] of [['fwlb', f], ['plain', p], ['hmark', h]] as const) console.log(`${n.padEnd(10)}  ${v.gbps.toFixed(2).padStart(8)}              ${v.cps.toFixed(0).padStart(8)}`);
+    for (const [n, v] of [['fwlb', f], ['plain', p], ['hmark', h], ['plain-ct', pc]] as const) console.log(`${n.padEnd(10)}  ${v.gbps.toFixed(2).padStart(8)}              ${v.cps.toFixed(0).padStart(8)}`);
     console.log(`fwlb/plain  throughput ${report.ratio.throughputVsPlain.toFixed(3)}   conn/s ${report.ratio.connVsPlain.toFixed(3)}`);
     console.log(`fwlb/hmark  throughput ${report.ratio.throughputVsHmark.toFixed(3)}   conn/s ${report.ratio.connVsHmark.toFixed(3)}`);
+    console.log(`fwlb/plain-ct conn/s ${report.ratio.connVsPlainCt.toFixed(3)} (the part of fwlb's cost that is not conntrack)`);
   } finally {
     lab.teardown();
   }

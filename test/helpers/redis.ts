@@ -92,3 +92,12 @@ export async function startSentinels(t: { teardown(fn: () => void): void }): Pro
     },
   };
 }
+
+/** A redis-server that also listens on a unix socket: the lab's nodes reach it from their namespaces by `unix:` URL. */
+export async function startRedisOnSocket(t: { teardown(fn: () => void): void }): Promise<{ redis: RedisServer; url: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-rs-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'redis.sock');
+  const redis = await startRedis(t, ['--unixsocket', sock, '--unixsocketperm', '700']);
+  return { redis, url: `unix:${sock}` };
+}

@@ -2,12 +2,9 @@
 // losing their state, through the pins loaded from the shared session table; without the table they break.
 // And the two nodes' health views must agree before a firewall takes new sessions.
 import { t } from 'tap';
-import { join } from 'node:path';
-import { tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { drive, ECHO_PORT, inNs, Lab } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
-import { startRedis } from '../helpers/redis';
+import { startRedisOnSocket } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const token = (lab: Lab) => lab.t.nodes.outside.api!.token!;
@@ -39,11 +36,8 @@ async function firewallChanges(lab: Lab, t: { equal(a: unknown, b: unknown, m: s
 }
 
 t.test('a firewall changes, then both nodes lose their state: 0 streams break', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'fwlb-rp-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const sock = join(dir, 'redis.sock');
-  await startRedis(t, ['--unixsocket', sock, '--unixsocketperm', '700']);
-  const lab = await startLab(t, { sessionTable: `unix:${sock}` });
+  const { url } = await startRedisOnSocket(t);
+  const lab = await startLab(t, { sessionTable: url });
   const r = await firewallChanges(lab, t, async () => {
     const st = await Promise.all((['outside', 'inside'] as const).map((role) => lab.api(role, 'GET', '/status')));
     const pins = st.map((s) => s.body.pins);
@@ -64,11 +58,8 @@ t.test('the same without the session table breaks streams (the test can fail)', 
 });
 
 t.test('the nodes disagree about fw3: no asymmetric drop, fw3 takes no new session until both agree', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'fwlb-rd-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const sock = join(dir, 'redis.sock');
-  await startRedis(t, ['--unixsocket', sock, '--unixsocketperm', '700']);
-  const lab = await startLab(t, { sessionTable: `unix:${sock}` });
+  const { url } = await startRedisOnSocket(t);
+  const lab = await startLab(t, { sessionTable: url });
   // fw3 drops only the outside node's probes (echo requests to the inside node): ob sees fw3 down, ib sees it up.
   const fw3 = lab.ns('fw3');
   inNs(fw3, ['nft', 'add', 'table', 'ip', 'cut']);

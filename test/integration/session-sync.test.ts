@@ -1,21 +1,15 @@
 // Integration: both balancer nodes record the sessions they steer in a real redis-server (layer 3), serve them at
 // GET /sessions, keep forwarding while Redis is down, and catch up after it restarts.
 import { t } from 'tap';
-import { join } from 'node:path';
-import { tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { drive, ECHO_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
-import { startRedis } from '../helpers/redis';
+import { startRedisOnSocket } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test('session table in the sandwich', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'fwlb-rs-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const sock = join(dir, 'redis.sock');
-  const redis = await startRedis(t, ['--unixsocket', sock, '--unixsocketperm', '700']);
-  const lab = await startLab(t, { sessionTable: `unix:${sock}` });
+  const { redis, url } = await startRedisOnSocket(t);
+  const lab = await startLab(t, { sessionTable: url });
   const vip = `${lab.t.vip}:${ECHO_PORT}`;
   const count = async (role: 'outside' | 'inside') => (await lab.api(role, 'GET', '/sessions/count')).body;
   /** Poll until Redis holds what each node's kernel holds (sessions are TCP/UDP entries with a firewall's ct mark). */

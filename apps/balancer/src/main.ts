@@ -8,12 +8,7 @@ import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
 import { startSessions } from './session-wiring';
-import { arg, BoundedRunner, listenOn, loadJsonConfig, runMain, stopOnSignals, tokenOf } from '@fwlb/service';
-
-function usage(): never {
-  console.error('usage: fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE');
-  process.exit(2);
-}
+import { BoundedRunner, listenOn, loadJsonConfig, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
 
@@ -54,21 +49,10 @@ async function run(path: string): Promise<void> {
   stopOnSignals([() => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => app.close(), () => rtnl.close()]);
 }
 
-async function main(): Promise<void> {
-  const cmd = process.argv[2];
-  if (cmd === 'run') {
-    const path = arg('--config') ?? usage();
-    await run(path);
-  } else if (cmd === 'doctor') {
-    const path = arg('--config');
-    const c = path ? loadConfig(path) : null;
-    const checks = await doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false });
-    console.log(formatChecks(checks));
-    process.exit(checks.some((x) => x.required && !x.ok) ? 1 : 0);
-  } else if (cmd === 'check-config') {
-    loadConfig(process.argv[3] ?? usage());
-    console.log('config ok');
-  } else usage();
-}
-
-runMain('fwlb', main);
+nodeCli({
+  prog: 'fwlb',
+  usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE',
+  loadConfig,
+  run,
+  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false }),
+});

@@ -5,16 +5,11 @@ import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
-import { arg, BoundedRunner, formatChecks, listenOn, loadJsonConfig, runMain, stopOnSignals, tokenOf } from '@fwlb/service';
+import { BoundedRunner, formatChecks, listenOn, loadJsonConfig, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
 import { buildSlbApp } from './app';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { SlbService } from './service';
-
-function usage(): never {
-  console.error('usage: fwlb-slb run --config FILE | fwlb-slb doctor [--config FILE] | fwlb-slb check-config FILE');
-  process.exit(2);
-}
 
 const loadConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
@@ -69,19 +64,10 @@ async function run(path: string): Promise<void> {
   stopOnSignals([() => runner?.stop(), () => service.stop(), () => helper.close(), () => app.close(), () => rtnl.close()]);
 }
 
-async function main(): Promise<void> {
-  const cmd = process.argv[2];
-  if (cmd === 'run') {
-    await run(arg('--config') ?? usage());
-  } else if (cmd === 'doctor') {
-    const path = arg('--config');
-    const checks = await slbDoctor(path ? loadConfig(path).interface : undefined);
-    console.log(formatChecks(checks));
-    process.exit(checks.some((x) => x.required && !x.ok) ? 1 : 0);
-  } else if (cmd === 'check-config') {
-    loadConfig(process.argv[3] ?? usage());
-    console.log('config ok');
-  } else usage();
-}
-
-runMain('fwlb-slb', main);
+nodeCli({
+  prog: 'fwlb-slb',
+  usage: 'fwlb-slb run --config FILE | fwlb-slb doctor [--config FILE] | fwlb-slb check-config FILE',
+  loadConfig,
+  run,
+  doctor: (c) => slbDoctor(c?.interface),
+});

@@ -1,6 +1,7 @@
 // Reads a JSON config file and the API token for a node process; shell layer shared by the node processes.
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '@fwlb/config';
+import { Check, formatChecks } from './checks';
 
 /** Read and validate a JSON config file; unreadable or malformed files are ConfigErrors too. */
 export function loadJsonConfig<T>(path: string, validate: (doc: unknown, source: string) => T): T {
@@ -55,4 +56,34 @@ export function stopOnSignals(cleanups: (() => unknown)[]): void {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+export interface NodeCli<C> {
+  prog: string;
+  usage: string;
+  loadConfig: (path: string) => C;
+  run: (path: string) => Promise<void>;
+  doctor: (config: C | null) => Promise<Check[]>;
+}
+
+/** `<prog> run --config FILE | doctor [--config FILE] | check-config FILE`, the same for every node process. */
+export function nodeCli<C>(c: NodeCli<C>): void {
+  const usage = (): never => {
+    console.error(`usage: ${c.usage}`);
+    process.exit(2);
+  };
+  runMain(c.prog, async () => {
+    const cmd = process.argv[2];
+    if (cmd === 'run') {
+      await c.run(arg('--config') ?? usage());
+    } else if (cmd === 'doctor') {
+      const path = arg('--config');
+      const checks = await c.doctor(path ? c.loadConfig(path) : null);
+      console.log(formatChecks(checks));
+      process.exit(checks.some((x) => x.required && !x.ok) ? 1 : 0);
+    } else if (cmd === 'check-config') {
+      c.loadConfig(process.argv[3] ?? usage());
+      console.log('config ok');
+    } else usage();
+  });
 }
