@@ -1,5 +1,5 @@
 // Test helper: a real redis-server on loopback, in a directory of its own, stopped at teardown even when a test fails.
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,9 +14,24 @@ export interface RedisServer {
   restart(): Promise<void>;
 }
 
-function launch(port: number, dir: string, extra: string[]): Promise<ChildProcess> {
+/** Where a Redis process runs: the root namespace's loopback by default, or a namespace and address. */
+export interface Place {
+  netns?: string;
+  host?: string;
+  /** First port (primary; replica +1, sentinels +2..+4); random when absent. */
+  base?: number;
+}
+
+function spawnAt(at: Place, args: string[]): ChildProcess {
+  const cmd = at.netns ? ['ip', 'netns', 'exec', at.netns, 'redis-server', ...args] : ['redis-server', ...args];
+  return spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function launch(port: number, dir: string, extra: string[], at: Place = {}): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
-    const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Off loopback, Redis refuses clients without a password unless protected mode is off (namespaces only here).
+    const prot = at.host && at.host !== '127.0.0.1' ? ['--protected-mode', 'no'] : [];
+    const p = spawnAt(at, ['--port', String(port), '--bind', at.host ?? '127.0.0.1', ...prot, '--save', '', '--appendonly', 'no', '--dir', dir, ...extra]);
     let buf = '';
     const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${buf}`)), 10000);
     p.stdout!.on('data', (d) => {
@@ -60,26 +75,43 @@ export interface SentinelSet {
   killPrimary(): Promise<void>;
 }
 
-/** 1 primary, 1 replica and 3 sentinels on loopback (quorum 2, down after 500 ms), all stopped at teardown. */
-export async function startSentinels(t: { teardown(fn: () => void): void }): Promise<SentinelSet> {
+/**
+ * 1 primary, 1 replica and 3 sentinels (quorum 2, down after 500 ms) on loopback or at `at`, all stopped at
+ * teardown; resolves once every sentinel knows the replica and the other sentinels.
+ */
+export async function startSentinels(t: { teardown(fn: () => void): void }, at: Place = {}): Promise<SentinelSet> {
+  const host = at.host ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-sentinel-'));
-  const base = 20000 + Math.floor(Math.random() * 30000);
+  const base = at.base ?? 20000 + Math.floor(Math.random() * 30000);
   const procs: ChildProcess[] = [];
   t.teardown(() => {
     for (const p of procs) p.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
-  const primary = await launch(base, dir, []);
+  const primary = await launch(base, dir, [], at);
   procs.push(primary);
   const rdir = join(dir, 'replica');
   mkdirSync(rdir);
-  procs.push(await launch(base + 1, rdir, ['--replicaof', '127.0.0.1', String(base)]));
-  const sentinels = [2, 3, 4].map((i) => ({ host: '127.0.0.1', port: base + i }));
+  procs.push(await launch(base + 1, rdir, ['--replicaof', host, String(base)], at));
+  const sentinels = [2, 3, 4].map((i) => ({ host, port: base + i }));
   for (const s of sentinels) {
     const conf = join(dir, `sentinel-${s.port}.conf`);
-    writeFileSync(conf, `port ${s.port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor fwlb 127.0.0.1 ${base} 2\nsentinel down-after-milliseconds fwlb 500\nsentinel failover-timeout fwlb 3000\nsentinel parallel-syncs fwlb 1\n`);
-    const p = spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(p);
+    writeFileSync(conf, `port ${s.port}\nbind ${host}\nprotected-mode no\ndir ${dir}\nsentinel monitor fwlb ${host} ${base} 2\nsentinel down-after-milliseconds fwlb 500\nsentinel failover-timeout fwlb 3000\nsentinel parallel-syncs fwlb 1\n`);
+    procs.push(spawnAt(at, [conf, '--sentinel']));
+  }
+  // Settled when every sentinel knows the replica and the two other sentinels (asked with redis-cli, which runs
+  // where the sentinels are).
+  const cli = (port: number, ...args: string[]) => {
+    const cmd = ['redis-cli', '-h', host, '-p', String(port), ...args];
+    const r = spawnSync(at.netns ? 'ip' : cmd[0], at.netns ? ['netns', 'exec', at.netns, ...cmd] : cmd.slice(1), { encoding: 'utf8' });
+    return r.stdout ?? '';
+  };
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    const ok = sentinels.every((s) => (cli(s.port, 'SENTINEL', 'replicas', 'fwlb').match(/^name$/gm) ?? []).length === 1 && (cli(s.port, 'SENTINEL', 'sentinels', 'fwlb').match(/^name$/gm) ?? []).length === 2);
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error('sentinels did not settle within 20 s');
+    await new Promise((r) => setTimeout(r, 200));
   }
   return {
     primaryPort: base,

@@ -1,36 +1,17 @@
-// Integration: the session table under Redis Sentinel (1 primary, 1 replica, 3 sentinels on loopback): the primary
-// is killed while a writer runs; writes resume after the failover and nothing crashes.
+// Integration: the session table under Redis Sentinel (1 primary, 1 replica, 3 sentinels): the primary is killed
+// while a writer runs (on loopback), then while both balancer nodes sync sessions through the lab's management
+// network; writes resume after the failover and nothing crashes.
 import { t } from 'tap';
 import Redis from 'ioredis';
 import { connect, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { drive, ECHO_PORT, MGMT_NET } from '@fwlb/lab';
+import { startLab } from '../helpers/lab';
 import { startSentinels } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test('Sentinel failover', async (t) => {
   const set = await startSentinels(t);
-  // Wait until every sentinel knows the replica and the other sentinels.
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    const ok = await Promise.all(
-      set.sentinels.map(async (s) => {
-        const c = new Redis({ port: s.port, host: s.host, lazyConnect: true, maxRetriesPerRequest: 1 });
-        try {
-          await c.connect();
-          const reps = (await c.call('SENTINEL', 'replicas', 'fwlb')) as unknown[];
-          const peers = (await c.call('SENTINEL', 'sentinels', 'fwlb')) as unknown[];
-          return reps.length === 1 && peers.length === 2;
-        } catch {
-          return false;
-        } finally {
-          c.disconnect();
-        }
-      }),
-    );
-    if (ok.every(Boolean)) break;
-    if (Date.now() > deadline) throw new Error('sentinels did not settle');
-    await sleep(200);
-  }
   let crashes = 0;
   const onCrash = () => crashes++;
   process.on('uncaughtException', onCrash);
@@ -68,4 +49,39 @@ t.test('Sentinel failover', async (t) => {
   t.teardown(() => promoted.disconnect());
   t.match(((await promoted.call('ROLE')) as unknown[])[0], 'master', 'the replica was promoted');
   t.ok((await table.count()) > 0, 'the new primary holds the sessions');
+});
+
+t.test('both balancer nodes on Sentinel: the primary dies during traffic, no controller crashes, writes resume', async (t) => {
+  const base = 20000 + Math.floor(Math.random() * 30000);
+  const host = `${MGMT_NET}.1`;
+  const sentinels = [2, 3, 4].map((i) => ({ host, port: base + i }));
+  const lab = await startLab(t, { mgmt: true, sessionTable: { sentinels, primaryName: 'fwlb' } });
+  const set = await startSentinels(t, { netns: lab.ns('rd'), host, base });
+  const count = async (role: 'outside' | 'inside') => (await lab.api(role, 'GET', '/sessions/count')).body;
+  const converge = async (ms: number) => {
+    const t0 = Date.now();
+    for (;;) {
+      const [o, i] = await Promise.all([count('outside'), count('inside')]);
+      if (o.redis !== null && o.redis === o.kernel && i.redis === i.kernel && o.kernel > 0) return Date.now() - t0;
+      if (Date.now() - t0 > ms) throw new Error(`no agreement within ${ms} ms: ${JSON.stringify({ o, i })}`);
+      await sleep(100);
+    }
+  };
+  const vip = `${lab.t.vip}:${ECHO_PORT}`;
+  const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 10, durationMs: 12000, intervalMs: 100 } })));
+  await sleep(1000);
+  t.ok((await converge(15000)) >= 0, 'the nodes found the primary through the sentinels and wrote their sessions');
+  const killedAt = Date.now();
+  await set.killPrimary();
+  await sleep(300);
+  await drive(lab, 'c1', { short: { targets: [vip], count: 50, concurrency: 5 } });
+  const ms = await converge(20000);
+  t.comment(`Redis matched both kernels again ${Date.now() - killedAt} ms after the primary was killed`);
+  t.ok(ms >= 0, 'session writes resumed on the promoted replica');
+  for (const role of ['outside', 'inside'] as const) {
+    t.equal(lab.nodes[role]!.proc.exitCode, null, `the ${role} controller is still running`);
+    t.equal((await lab.api(role, 'GET', '/health')).status, 200, `the ${role} controller answers`);
+  }
+  const l = await longs;
+  t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no stream broke');
 });

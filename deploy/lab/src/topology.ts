@@ -1,6 +1,6 @@
 // The lab's sandwich described as data: namespaces, links, addresses, routes and node configs; pure layer of deploy/lab.
 import { join } from 'node:path';
-import type { BalancerConfig, SlbConfig } from '@fwlb/config';
+import type { BalancerConfig, SessionTableConfig, SlbConfig } from '@fwlb/config';
 
 export interface LabOptions {
   /** Namespace name prefix, unique per run. */
@@ -14,12 +14,14 @@ export interface LabOptions {
   broken?: boolean;
   /** Directory for configs, sockets and logs. */
   runDir: string;
-  /** The shared session table: a Redis URL (`unix:/path` reaches it from every namespace); absent: none. */
-  sessionTable?: string;
+  /** The shared session table: a Redis URL (`unix:/path` reaches it from every namespace) or a full section; absent: none. */
+  sessionTable?: string | SessionTableConfig;
+  /** A management network: namespace `rd` with bridge `mg0` 10.99.0.1/24, and `mgmt0` on both nodes (.11, .12). */
+  mgmt?: boolean;
 }
 
 export interface Host {
-  role: 'client' | 'outside' | 'firewall' | 'inside' | 'slb' | 'server';
+  role: 'client' | 'outside' | 'firewall' | 'inside' | 'slb' | 'server' | 'mgmt';
   /** Short name, e.g. c1, ob, fw2. */
   name: string;
   ns: string;
@@ -46,12 +48,14 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable'>> & { broken: boolean; sessionTable?: string };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt'>> & { broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean };
 }
 
 export const CLIENT_NET = '198.51.100';
 export const SERVER_NET = '203.0.113';
 export const OUTSIDE_TRANSIT = (k: number) => `172.16.${k}`;
+/** The optional management network (Redis, Sentinel). */
+export const MGMT_NET = '10.99.0';
 /** The real servers' private network behind the SLB node. */
 export const RIP_NET = '10.20.0';
 /** The VIP address the SLB publishes on the server-side LAN. */
@@ -89,6 +93,13 @@ export function topology(o: LabOptions): Topology {
     links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
     routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
   }
+  if (opts.mgmt) {
+    // Management network for shared services (Redis, Sentinel): never steered by fwlb.
+    hosts.push({ role: 'mgmt', name: 'rd', ns: ns('rd'), addr: `${MGMT_NET}.1` });
+    bridges.push({ ns: ns('rd'), ifname: 'mg0', addr: `${MGMT_NET}.1/24` });
+    links.push({ a: { ns: ns('ob'), ifname: 'mgmt0', addr: `${MGMT_NET}.11/24` }, b: { ns: ns('rd'), ifname: 'ob' }, bridgeB: 'mg0' });
+    links.push({ a: { ns: ns('ib'), ifname: 'mgmt0', addr: `${MGMT_NET}.12/24` }, b: { ns: ns('rd'), ifname: 'ib' }, bridgeB: 'mg0' });
+  }
   const fwOut: BalancerConfig['firewalls'] = [];
   const fwIn: BalancerConfig['firewalls'] = [];
   for (let k = 1; k <= opts.firewalls; k++) {
@@ -111,7 +122,7 @@ export function topology(o: LabOptions): Topology {
     // Each node probes the twin's side address through every firewall.
     health: { target: role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`, check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
     resyncSeconds: 5,
-    ...(opts.sessionTable ? { sessionTable: { url: opts.sessionTable, flushMs: 100, resyncSeconds: 5 } } : {}),
+    ...(opts.sessionTable ? { sessionTable: { flushMs: 100, resyncSeconds: 5, ...(typeof opts.sessionTable === 'string' ? { url: opts.sessionTable } : opts.sessionTable) } } : {}),
   });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
   const fast = { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 2 };
