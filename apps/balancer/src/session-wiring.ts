@@ -66,6 +66,8 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   });
   const events = ConntrackEvents.open({ onEvents: (b) => sync.onEvents(b), onLoss: () => void sync.resync('conntrack events were lost') });
   redis.on('ready', () => void sync.resync('Redis connected'));
+  // Publish what the kernel already holds (a restart): the 'ready' above has fired already when Redis was up.
+  if (redis.status === 'ready') void sync.resync('start');
   sync.start();
 
   // Shared health views and epochs: one leader turns the views into an epoch; every node applies the epoch.
