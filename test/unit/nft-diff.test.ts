@@ -44,7 +44,7 @@ t.test('empty kernel: one transaction creates table, map, chain and rules', asyn
   const want = render();
   const out = text(diffTable(want, null));
   t.match(out, /^add table fwlb\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
-  t.match(out, /add chain prerouting(\nadd rule prerouting){10}\nadd chain output\nadd rule output$/);
+  t.match(out, /add chain prerouting(\nadd rule prerouting){7}\nadd chain local(\nadd rule local){3}\nadd chain output\nadd rule output$/);
   t.notMatch(out, /flush|delete/);
 });
 

@@ -8,6 +8,7 @@ import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
 import { startSessions } from './session-wiring';
+import { registerSlbRoutes, startSlb } from '@fwlb/slb';
 import { BoundedRunner, listenOn, loadJsonConfig, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
@@ -40,13 +41,16 @@ async function run(path: string): Promise<void> {
     { resyncMs: config.resyncSeconds * 1000 },
     (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
   );
+  // The SLB tier in this process (inside node): its VIPs are served on this node's API.
+  const slb = config.slb ? await startSlb(config.slb, log) : null;
   const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view });
+  if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
   const health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view));
   log(`listening on ${listen}`);
-  stopOnSignals([() => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => app.close(), () => rtnl.close()]);
+  stopOnSignals([() => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => slb?.stop(), () => app.close(), () => rtnl.close()]);
 }
 
 nodeCli({

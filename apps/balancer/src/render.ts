@@ -95,10 +95,6 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   // Traffic to this node itself (API, probes) is never steered.
   const local = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
   add(null, [side, local, { accept: null }]);
-  // Why: the kernel routes its own replies (ICMP echo replies to the twin's probes, TCP handshakes) before any
-  // output hook, with the incoming packet's mark when net.ipv4.fwmark_reflect / tcp_fwmark_accept are 1.
-  // Marking what arrives from firewall k for this node makes those replies leave through firewall k.
-  for (const f of c.firewalls) add(null, [eq(meta('iifname'), f.interface), local, set(meta('mark'), markOf.get(f.id))]);
   if (c.ingressLearning) {
     for (const f of c.firewalls) {
       const m: NftJson[] = [eq(meta('iifname'), f.interface)];
@@ -153,6 +149,19 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     ],
     chains: [
       { name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules },
+      // Why: the kernel routes its own replies (ICMP echo replies to the twin's probes, TCP handshakes) before any
+      // output hook, with the incoming packet's mark when net.ipv4.fwmark_reflect / tcp_fwmark_accept are 1.
+      // Marking what arrives from firewall k for this node makes those replies leave through firewall k. Why a
+      // chain after dstnat (-100): a VIP on this node (the SLB in-process) is DNATed first and is then no longer
+      // local, so it is forwarded by the main table instead of being sent back to firewall k.
+      {
+        name: 'local',
+        type: 'filter',
+        hook: 'prerouting',
+        prio: -99,
+        policy: 'accept',
+        rules: c.firewalls.map((f) => [eq(meta('iifname'), f.interface), local, set(meta('mark'), markOf.get(f.id))]),
+      },
       // Why: this node's own replies (to the twin's firewall probes, to API clients across the firewalls) must
       // leave by the firewall their flow arrived from; the learned ct mark re-routes them.
       {

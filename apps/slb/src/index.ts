@@ -6,3 +6,4 @@ export * from './errors';
 export * from './app';
 export * from './doctor';
 export * from './member-health';
+export * from './start';

@@ -74,6 +74,7 @@ export class Lab {
     writeFileSync(join(this.t.opts.runDir, 'outside.json'), JSON.stringify(this.t.nodes.outside, null, 2));
     writeFileSync(join(this.t.opts.runDir, 'inside.json'), JSON.stringify(this.t.nodes.inside, null, 2));
     writeFileSync(join(this.t.opts.runDir, 'slb.json'), JSON.stringify(this.t.slb, null, 2));
+    if (this.t.embeddedSlb) writeFileSync(join(this.t.opts.runDir, 'inside-slb.json'), JSON.stringify(this.t.embeddedSlb, null, 2));
     // Lab plumbing, not fwlb: connections the servers open themselves leave with the SLB node's address.
     const snat = { nftables: [
       { add: { table: { family: 'ip', name: 'lab_snat' } } },

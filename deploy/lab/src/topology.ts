@@ -16,6 +16,8 @@ export interface LabOptions {
   runDir: string;
   /** The shared session table: a Redis URL (`unix:/path` reaches it from every namespace) or a full section; absent: none. */
   sessionTable?: string | SessionTableConfig;
+  /** The inside node also runs the SLB tier in its own process, with VIP 203.0.113.200 on `srv0`. */
+  slbEmbedded?: boolean;
   /** A management network: namespace `rd` with bridge `mg0` 10.99.0.1/24, and `mgmt0` on both nodes (.11, .12). */
   mgmt?: boolean;
 }
@@ -48,7 +50,9 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt'>> & { broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded'>> & { broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean };
+  /** The SLB config the inside node runs in-process (with `slbEmbedded`). */
+  embeddedSlb?: SlbConfig;
 }
 
 export const CLIENT_NET = '198.51.100';
@@ -61,6 +65,8 @@ export const RIP_NET = '10.20.0';
 /** The VIP address the SLB publishes on the server-side LAN. */
 export const VIP = `${SERVER_NET}.100`;
 export const SLB_UPLINK = `${SERVER_NET}.2`;
+/** The VIP of the SLB tier embedded in the inside node (`slbEmbedded`). */
+export const EMBEDDED_VIP = `${SERVER_NET}.200`;
 export const ECHO_PORT = 7007;
 export const HTTP_PORT = 8080;
 export const WEB_PORT = 80;
@@ -122,6 +128,7 @@ export function topology(o: LabOptions): Topology {
     // Each node probes the twin's side address through every firewall.
     health: { target: role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`, check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
     resyncSeconds: 5,
+    ...(opts.slbEmbedded && role === 'inside' ? { slb: join(opts.runDir, 'inside-slb.json') } : {}),
     ...(opts.sessionTable ? { sessionTable: { flushMs: 100, resyncSeconds: 5, ...(typeof opts.sessionTable === 'string' ? { url: opts.sessionTable } : opts.sessionTable) } } : {}),
   });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
@@ -139,7 +146,17 @@ export function topology(o: LabOptions): Topology {
       { id: 'web', address: VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) },
     ],
   };
+  if (opts.slbEmbedded) routes.push({ ns: ns('ib'), dst: `${RIP_NET}.0/24`, via: SLB_UPLINK });
+  const embeddedSlb: SlbConfig | undefined = opts.slbEmbedded
+    ? {
+        name: 'ib-slb',
+        interface: 'srv0',
+        seed: opts.seed,
+        vips: [{ id: 'web-ib', address: EMBEDDED_VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) }],
+      }
+    : undefined;
   return {
+    embeddedSlb,
     hosts,
     bridges,
     links,

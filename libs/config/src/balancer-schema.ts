@@ -77,6 +77,8 @@ export interface BalancerConfig {
    * Firewall health: each firewall is probed along the path to the twin node's probe address, with probes
    * carrying that firewall's mark, so a firewall is up only when traffic crosses it. Absent: every firewall counts as up.
    */
+  /** Path of an SLB config file: the inside node then runs the SLB tier in its own process (VIPs on its API). */
+  slb?: string;
   /** The shared session table in Redis (layer 3); absent: no session sync. */
   sessionTable?: SessionTableConfig;
   health?: {
@@ -151,6 +153,7 @@ export const balancerSchema = {
     ingressLearning: { type: 'boolean' },
     api: apiSchema,
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+    slb: { type: 'string', minLength: 1 },
     sessionTable: {
       type: 'object',
       additionalProperties: false,

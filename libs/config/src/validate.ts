@@ -28,7 +28,8 @@ export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProbl
 /** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
 export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac'>> & { mac?: string };
 export type ResolvedBalancerConfig = Readonly<
-  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable'>> & {
+  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb'>> & {
+    slb: string | null;
     sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number }) | null;
     health: { target: string; check: CheckSpec; timers: Required<TimerConfig> } | null;
     hash: Required<BalancerConfig['hash']>;
@@ -91,6 +92,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     }
   }
   if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
+  if (c.slb && c.role !== 'inside') problems.push({ field: '/slb', message: 'only the inside node runs the SLB tier' });
   if (problems.length) throw new ConfigError(problems, source);
   const resolved: ResolvedBalancerConfig = {
     role: c.role,
@@ -104,6 +106,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     ingressLearning: c.ingressLearning ?? BALANCER_DEFAULTS.ingressLearning,
     api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
+    slb: c.slb ?? null,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, ...c.sessionTable } : null,
     health: c.health && timers ? { target: c.health.target, check: c.health.check ?? { kind: 'icmp' }, timers } : null,
   };

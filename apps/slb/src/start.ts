@@ -1,0 +1,77 @@
+// Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
+// layer of apps/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
+import { renameSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
+import { ProbeHelper } from '@fwlb/health';
+import { nftCli } from '@fwlb/nft';
+import { Rtnl } from '@fwlb/routing';
+import { BoundedRunner, formatChecks, loadJsonConfig } from '@fwlb/service';
+import { slbDoctor } from './doctor';
+import { memberMonitors } from './member-health';
+import { SlbService } from './service';
+
+export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
+
+/** VIPs saved by the API take the place of the config file's list; they are validated the same way. */
+function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
+  if (!c.stateFile || !existsSync(c.stateFile)) return c;
+  const vips = JSON.parse(readFileSync(c.stateFile, 'utf8')) as VipConfig[];
+  return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
+}
+
+/** Write-then-rename, so a crash mid-write never leaves half a state file. */
+function saver(path: string) {
+  return (vips: VipConfig[]) => {
+    writeFileSync(`${path}.tmp`, JSON.stringify(vips, null, 2), { mode: 0o600 });
+    renameSync(`${path}.tmp`, path);
+  };
+}
+
+export class SlbKernelError extends Error {
+  readonly code = 'FWLB_KERNEL_MISSING';
+}
+
+export interface RunningSlb {
+  config: ResolvedSlbConfig;
+  service: SlbService;
+  stop(): void;
+}
+
+/** Adopts the kernel state (first reconcile reads before it writes), then keeps it in step with health and the API. */
+export async function startSlb(path: string, log: (m: string) => void): Promise<RunningSlb> {
+  const config = withState(loadSlbConfig(path));
+  const missing = (await slbDoctor(config.interface)).filter((c) => c.required && !c.ok);
+  if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
+  const rtnl = Rtnl.open();
+  const helper = ProbeHelper.start();
+  let runner: BoundedRunner | null = null;
+  const service = new SlbService(config, {
+    nft: nftCli(),
+    addresses: rtnl,
+    monitors: memberMonitors(helper),
+    save: config.stateFile ? saver(config.stateFile) : undefined,
+    trigger: () => runner?.trigger(),
+    log,
+  });
+  const first = await service.start();
+  log(`SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`);
+  runner = BoundedRunner.create(
+    async () => {
+      const r = await service.reconcile();
+      if (r.nftCommands || r.addressesAdded.length || r.addressesRemoved.length) log(`SLB reconciled: ${r.nftCommands} nft commands, addresses +${r.addressesAdded.length} -${r.addressesRemoved.length}`);
+    },
+    { resyncMs: config.resyncSeconds * 1000, minIntervalMs: 50 },
+    (e) => log(`SLB reconcile failed, will retry: ${(e as Error).message}`),
+  );
+  runner.start();
+  return {
+    config,
+    service,
+    stop() {
+      runner?.stop();
+      service.stop();
+      helper.close();
+      rtnl.close();
+    },
+  };
+}
