@@ -40,6 +40,9 @@ const bad: [string, (c: any) => void, RegExp][] = [
   ['health response >= interval', (c) => (c.health = { target: '203.0.113.1', timers: { interval: 100, response: 100, retries: 3 } }), /\/health\/timers\/response: response \(100 ms\) must be smaller than interval \(100 ms\)/],
   ['health check with its own mark', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'icmp', mark: 5 } }), /\/health\/check\/mark: is set per firewall/],
   ['health check of an unknown kind', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'smtp' } }), /\/health\/check/],
+  ['an SLB on the outside node', (c) => (c.slb = '/etc/fwlb/slb.json'), /\/slb: only the inside node runs the SLB tier/],
+  ['a session table with an unknown key', (c) => (c.sessionTable = { url: 'redis://127.0.0.1:6379', ttl: 5 }), /\/sessionTable\/ttl: unknown key/],
+  ['a session table URL of another scheme', (c) => (c.sessionTable = { url: 'http://x' }), /\/sessionTable\/url/],
   ['bad interface name', (c) => (c.sideInterface = 'eth0; rm -rf /'), /\/sideInterface/],
 ];
 
