@@ -61,14 +61,7 @@ def icmp(req, deadline):
         pkt = struct.pack("!BBHHH", 8, 0, checksum(hdr + payload), ident, 1) + payload
         t0 = time.monotonic()
         s.sendto(pkt, (req["target"], 0))
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return {"ok": False, "reason": "timeout"}
-            r, _, _ = select.select([s], [], [], left)
-            if not r:
-                continue
-            data, addr = s.recvfrom(4096)
+        for data, addr in packets(s, deadline):
             ihl = (data[0] & 0x0F) * 4
             typ, code = data[ihl], data[ihl + 1]
             if typ == 0 and addr[0] == req["target"] and struct.unpack("!H", data[ihl + 4:ihl + 6])[0] == ident:
@@ -78,8 +71,20 @@ def icmp(req, deadline):
                 iihl = (inner[0] & 0x0F) * 4
                 if inner[iihl] == 8 and struct.unpack("!H", inner[iihl + 4:iihl + 6])[0] == ident:
                     return {"ok": False, "reason": "unreachable (code %d)" % code, "latencyMs": (time.monotonic() - t0) * 1000}
+        return {"ok": False, "reason": "timeout"}
     finally:
         s.close()
+
+
+def packets(sock, deadline):
+    """Packets arriving on a raw socket until the deadline; the caller returns "timeout" when this runs out."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        r, _, _ = select.select([sock], [], [], left)
+        if r:
+            yield sock.recvfrom(4096)
 
 
 def syn(req, deadline):
@@ -101,14 +106,7 @@ def syn(req, deadline):
         seg = tcp(checksum(pseudo + tcp(0)))
         t0 = time.monotonic()
         raw.sendto(seg, (target, 0))
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return {"ok": False, "reason": "timeout"}
-            r, _, _ = select.select([raw], [], [], left)
-            if not r:
-                continue
-            data, addr = raw.recvfrom(4096)
+        for data, addr in packets(raw, deadline):
             if addr[0] != target:
                 continue
             ihl = (data[0] & 0x0F) * 4
@@ -121,6 +119,7 @@ def syn(req, deadline):
                 return {"ok": True, "reason": "syn-ack", "latencyMs": ms}
             if flags & 0x04:
                 return {"ok": False, "reason": "refused", "latencyMs": ms}
+        return {"ok": False, "reason": "timeout"}
     finally:
         raw.close()
         hold.close()
