@@ -35,9 +35,12 @@ async function main(): Promise<void> {
       return n;
     },
     delete: (ids: string[]) => table.delete(ids),
+    grace: (ids: string[], until: number) => table.grace(ids, until),
   };
   const sync = new SessionSync({ node: 'bench', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: dumpConntrack, flushMs: 50, resyncMs: 3600_000 });
-  const events = ConntrackEvents.open({ kinds: ['new'], onEvents: (b) => sync.onEvents(b.map((e) => ({ ...e, entry: { ...e.entry, labels: [1] } }))), onLoss: () => undefined });
+  // The generated UDP flows are never answered; they are stamped as answered (SEEN_REPLY) so that the write path
+  // is what is measured, as it would be for real answered sessions.
+  const events = ConntrackEvents.open({ kinds: ['new'], onEvents: (b) => sync.onEvents(b.map((e) => ({ ...e, entry: { ...e.entry, labels: [1], status: e.entry.status | 2 } }))), onLoss: () => undefined });
   await events.ready;
   const sock = dgram.createSocket('udp4');
   const total = rate * seconds;

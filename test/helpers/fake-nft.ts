@@ -20,6 +20,7 @@ export function fakeNft(): FakeNft {
       handle: t.handle,
       chains: new Map([...t.chains].map(([k, c]) => [k, { ...c, ruleComments: [...c.ruleComments] }])),
       maps: new Map(t.maps),
+      sets: new Map(t.sets),
       counters: new Map(t.counters),
       namedCounters: new Map([...t.namedCounters].map(([k, v]) => [k, { ...v }])),
     };
@@ -41,8 +42,9 @@ export function fakeNft(): FakeNft {
       for (const c of cmds as Any[]) {
         const [verb, body] = Object.entries(c)[0] as [string, Any];
         const [kind, o] = Object.entries(body)[0] as [string, Any];
-        if (verb === 'add' && kind === 'table') t ??= { handle: 1, chains: new Map(), maps: new Map(), counters: new Map(), namedCounters: new Map() };
+        if (verb === 'add' && kind === 'table') t ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map() };
         else if (!t) throw new Error(`nft: no table for ${verb} ${kind}`);
+        else if (verb === 'add' && kind === 'set') t.sets.set(o.name, { type: o.type, timeout: o.timeout });
         else if (verb === 'add' && kind === 'counter') t.namedCounters.set(o.name, { packets: 0, bytes: 0 });
         else if (verb === 'add' && kind === 'chain') {
           if (!t.chains.has(o.name)) t.chains.set(o.name, { type: o.type, hook: o.hook, prio: o.prio, policy: o.policy, handle: t.chains.size + 1, ruleComments: [] });

@@ -23,6 +23,9 @@ t.test('firewall 2 fails and rejoins', async (t) => {
 
   inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw2', 'down']);
   const detect = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === false, 10000, 'fw2 down on both nodes');
+  // The API reports what the kernel does: the moment both say fw2 is not live, neither bucket map holds it.
+  const fw2Mark = (cfg.marks?.base ?? 65536) + 1; // the default mark range starts at 65536
+  t.same((['ob', 'ib'] as const).map((n) => lab.bucketMarks(n).has(fw2Mark)), [false, false], 'as soon as /firewalls says fw2 is not live, no kernel bucket maps to it');
   t.comment(`fw2 left the bucket table on both nodes ${detect} ms after its link went down`);
   const st = await lab.api('outside', 'GET', '/status');
   t.equal(st.body.buckets.distribution.fw2, undefined, 'fw2 has no buckets');
@@ -37,6 +40,7 @@ t.test('firewall 2 fails and rejoins', async (t) => {
 
   inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw2', 'up']);
   const back = await lab.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'fw2 back on both nodes');
+  t.same((['ob', 'ib'] as const).map((n) => lab.bucketMarks(n).has(fw2Mark)), [true, true], 'as soon as /firewalls says fw2 is live again, both kernels map buckets to it');
   t.comment(`fw2 back in the bucket table ${back} ms after its link came up`);
   lab.resetFirewallCounters();
   const after = await shorts();

@@ -4,6 +4,7 @@ import { t } from 'tap';
 import { drive, ECHO_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
+import { convergeSessions, sessionCount } from '../helpers/sessions';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -11,17 +12,8 @@ t.test('session table in the sandwich', async (t) => {
   const { redis, url } = await startRedisOnSocket(t);
   const lab = await startLab(t, { sessionTable: url });
   const vip = `${lab.t.vip}:${ECHO_PORT}`;
-  const count = async (role: 'outside' | 'inside') => (await lab.api(role, 'GET', '/sessions/count')).body;
-  /** Poll until Redis holds what each node's kernel holds (sessions are TCP/UDP entries with a firewall's ct mark). */
-  const converge = async (ms: number) => {
-    const t0 = Date.now();
-    for (;;) {
-      const [o, i] = await Promise.all([count('outside'), count('inside')]);
-      if (o.redis !== null && o.redis === o.kernel && i.redis === i.kernel) return { ms: Date.now() - t0, o, i };
-      if (Date.now() - t0 > ms) throw new Error(`Redis and kernel did not agree within ${ms} ms: ${JSON.stringify({ o, i })}`);
-      await sleep(100);
-    }
-  };
+  const count = (role: 'outside' | 'inside') => sessionCount(lab, role);
+  const converge = (ms: number) => convergeSessions(lab, ms);
 
   await t.test('live streams are in Redis with the firewall they cross, written by both nodes under one key', async (t) => {
     const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 10, durationMs: 4000, intervalMs: 100 } })));

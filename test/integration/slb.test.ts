@@ -176,4 +176,55 @@ t.test('SLB tier', async (t) => {
     }
     t.equal(kernel(), before, 'nft table and addresses byte-identical');
   });
+
+  await t.test('the probe helper stops answering, then dies: no member goes down, the DNAT stays, /health raises the alarm', async (t) => {
+    const ns = lab.ns('slb');
+    const helperPid = () =>
+      inNs(ns, ['ip', 'netns', 'pids', ns])
+        .split('\n')
+        .filter(Boolean)
+        .find((p) => {
+          try {
+            return inNs(ns, ['cat', `/proc/${p}/cmdline`]).includes('fwlb-probe.py');
+          } catch {
+            return false;
+          }
+        });
+    const health = async () => (await lab.api('slb', 'GET', '/health')).body;
+    const members = async () => (await api('GET', '/vips')).body.flatMap((v: any) => v.members.map((m: any) => `${v.id} ${m.address} ${m.health.up} ${m.health.since}`));
+    const before = await members();
+    const rules = () => (inNs(ns, ['nft', 'list', 'table', 'ip', 'fwlb_slb']).match(/dnat ip to/g) ?? []).length;
+    const dnatBefore = rules();
+    t.equal((await health()).status, 'ok');
+    const pid = helperPid()!;
+    t.ok(pid, `the helper runs (pid ${pid})`);
+    inNs(ns, ['kill', '-STOP', pid]);
+    const load = httpLoad(100);
+    let alarm: any = null;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 8000) {
+      const h = await health();
+      if (h.status !== 'ok') {
+        alarm = h;
+        break;
+      }
+      await sleep(50);
+    }
+    t.ok(alarm, `/health is not ok while the helper is stuck: ${JSON.stringify(alarm)}`);
+    t.match(alarm?.alarms?.[0] ?? '', /probe helper down/, 'and names the alarm');
+    t.equal(rules(), dnatBefore, `every VIP keeps its DNAT (${dnatBefore} rules)`);
+    let back = false;
+    while (Date.now() - t0 < 15000) {
+      if ((await health()).status === 'ok') {
+        back = true;
+        break;
+      }
+      await sleep(50);
+    }
+    t.ok(back, `the stuck helper was replaced and /health is ok again after ${Date.now() - t0} ms`);
+    t.not(helperPid(), pid, 'by a new process');
+    const l = await load;
+    t.equal(l.failed, 0, `0 of ${l.ok + l.failed} requests failed meanwhile`);
+    t.same(await members(), before, 'no member changed state');
+  });
 });

@@ -16,7 +16,7 @@ const config = validateBalancerConfig({
   marks: { base: 256, size: 8 },
 });
 
-const input = (live = ['fw1', 'fw2', 'fw3']): RenderInput => ({ config, live, reachable: ['fw1', 'fw2', 'fw3'] });
+const input = (live = ['fw1', 'fw2', 'fw3']): RenderInput => ({ config, live, restorable: ['fw1', 'fw2', 'fw3'] });
 const render = (live?: string[]) => {
   const i = input(live);
   return renderTable(i, bucketTable(i));
@@ -28,6 +28,7 @@ function applied(want: DesiredTable, handle = 5): ActualTable {
     handle,
     chains: new Map(want.chains.map((c) => [c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: 1, ruleComments: c.rules.map(ruleDigest) }])),
     maps: new Map(want.maps.map((m) => [m.name, { type: m.type, map: m.map, elements: new Map(m.elements.map(([k, v]) => [JSON.stringify(k), v])) }])),
+    sets: new Map((want.sets ?? []).map((x) => [x.name, { type: x.type, timeout: x.timeout }])),
     counters: new Map(),
     namedCounters: new Map(),
   };
@@ -43,8 +44,8 @@ const text = (cmds: unknown[]) => cmds.map((c: any) => {
 t.test('empty kernel: one transaction creates table, map, chain and rules', async (t) => {
   const want = render();
   const out = text(diffTable(want, null));
-  t.match(out, /^add table fwlb\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
-  t.match(out, /add chain prerouting(\nadd rule prerouting){7}\nadd chain local(\nadd rule local){3}\nadd chain output\nadd rule output$/);
+  t.match(out, /^add table fwlb\nadd set heard\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
+  t.match(out, /add chain prerouting(\nadd rule prerouting){8}\nadd chain local(\nadd rule local){3}\nadd chain output\nadd rule output$/);
   t.notMatch(out, /flush|delete/);
 });
 

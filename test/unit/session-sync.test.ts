@@ -2,32 +2,58 @@
 import { t } from 'tap';
 import { CtEntry } from '@fwlb/conntrack';
 import { SessionRecord, sessionId } from '@fwlb/session-table';
-import { SessionStore, SessionSync, sessionOf } from '@fwlb/balancer';
+import { answered, destroyAction, SessionStore, SessionSync, sessionOf } from '@fwlb/balancer';
 
+const IPS_SEEN_REPLY = 2;
+const IPS_ASSURED = 4;
 /** A client→VIP flow as the outside node sees it (first packet from its side: labelled), or reversed (learned). */
-const entry = (sport: number, mark = 0x10001, proto = 6, reverse = false): CtEntry => {
+const entry = (sport: number, mark = 0x10001, proto = 6, reverse = false, status = IPS_SEEN_REPLY | IPS_ASSURED): CtEntry => {
   const a = { src: '198.51.100.11', dst: '203.0.113.100', proto, sport, dport: 7007 };
   const orig = reverse ? { src: a.dst, dst: a.src, proto, sport: a.dport, dport: a.sport } : a;
-  return { orig, reply: { src: orig.dst, dst: orig.src, proto, sport: orig.dport, dport: orig.sport }, status: 8, mark, timeout: 120, ...(reverse ? {} : { labels: [1] }) };
+  return { orig, reply: { src: orig.dst, dst: orig.src, proto, sport: orig.dport, dport: orig.sport }, status, mark, timeout: 120, id: 1000 + sport, ...(reverse ? {} : { labels: [1] }) };
+};
+/** The events of an answered flow as the kernel sends them: NEW (with the labels, unanswered), then an update (no labels). */
+const opened = (e: CtEntry) => {
+  const { labels: _l, ...bare } = e;
+  return [
+    { kind: 'new' as const, entry: { ...e, status: 8 } },
+    { kind: 'update' as const, entry: bare },
+  ];
+};
+/** The DESTROY event of `e`: no labels (the kernel sends none), the TCP state it ended in. */
+const destroyOf = (e: CtEntry, tcpState?: CtEntry['tcpState']): CtEntry => {
+  const { labels: _l, timeout: _t, ...rest } = e;
+  return { ...rest, ...(tcpState ? { tcpState } : {}) };
 };
 
 function fakeStore() {
   const rows = new Map<string, SessionRecord>();
+  const graced = new Map<string, number>();
   let down = false;
-  const s: SessionStore & { rows: Map<string, SessionRecord>; calls: number; setDown(d: boolean): void } = {
+  const s: SessionStore & { rows: Map<string, SessionRecord>; graced: Map<string, number>; calls: number; setDown(d: boolean): void } = {
     rows,
+    graced,
     calls: 0,
     setDown: (d) => (down = d),
     put: async (rs) => {
       s.calls++;
       if (down) throw new Error('Redis down');
-      for (const r of rs) rows.set(sessionId(r), r);
+      for (const r of rs) {
+        rows.set(sessionId(r), r);
+        graced.delete(sessionId(r));
+      }
       return rs.length;
     },
     delete: async (ids) => {
       s.calls++;
       if (down) throw new Error('Redis down');
       for (const id of ids) rows.delete(id);
+      return ids.length;
+    },
+    grace: async (ids, until) => {
+      s.calls++;
+      if (down) throw new Error('Redis down');
+      for (const id of ids) if (rows.has(id)) graced.set(id, until);
       return ids.length;
     },
   };
@@ -48,32 +74,86 @@ t.test('the outer end follows the side label and the role, so both nodes write o
   t.equal(sessionId(obLearned), sessionId(ibHashed));
   t.equal(ob.expires, 120000, 'expiry follows the conntrack timeout');
   t.equal(sessionOf(entry(1), 'fw1', 'ob', 0, 600000, 'outside').expires, 600000, 'but at least the minimum');
+  t.equal(sessionOf({ ...entry(1), timeout: 432000 }, 'fw1', 'ob', 0, 60000, 'outside', 120000).expires, 120000, 'and at most the maximum (no 5-day records)');
 });
 
-t.test('events are batched; destroy cancels; unmarked and ICMP entries are ignored', async (t) => {
+t.test('only answered sessions are recorded: TCP once ASSURED, UDP once replied', async (t) => {
+  t.notOk(answered(entry(1, 0x10001, 6, false, 0)), 'a stray ACK (no reply) is not a session');
+  t.notOk(answered(entry(1, 0x10001, 6, false, IPS_SEEN_REPLY)), 'a spoofed SYN answered by SYN/ACK is not yet a session');
+  t.ok(answered(entry(1, 0x10001, 6, false, IPS_SEEN_REPLY | IPS_ASSURED)));
+  t.ok(answered(entry(1, 0x10001, 17, false, IPS_SEEN_REPLY)));
+  const store = fakeStore();
+  const sync = new SessionSync({ node: 'ob', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => [], flushMs: 10, resyncMs: 1000 });
+  sync.onEvents([
+    { kind: 'update', entry: entry(1, 0x10001, 6, false, IPS_SEEN_REPLY) },
+    { kind: 'update', entry: entry(2, 0x10001, 6, false, 0) },
+    { kind: 'destroy', entry: destroyOf(entry(2, 0x10001, 6, false, 0), 'ESTABLISHED') },
+  ]);
+  await sync.flush();
+  t.equal(store.rows.size, 0, 'nothing written for unanswered entries, and their DESTROY is ignored');
+  sync.onEvents([...opened(entry(1)), { kind: 'update', entry: opened(entry(1))[1].entry }]);
+  await sync.flush();
+  t.same([...store.rows.keys()], ['198.51.100.11:1>203.0.113.100:7007/6'], 'recorded once the handshake completed');
+  t.equal(sync.metrics.written, 1, 'one write for the ASSURED and a repeated update');
+});
+
+t.test('orientation comes from the NEW event: an update of a flow whose NEW was not seen is left to the next dump', async (t) => {
+  const store = fakeStore();
+  const sync = new SessionSync({ node: 'ob', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => [], flushMs: 10, resyncMs: 1000 });
+  // A client-initiated flow on the outside node: labelled at NEW; its update carries no label.
+  const [, update] = opened(entry(41000));
+  sync.onEvents([update]);
+  await sync.flush();
+  t.equal(store.rows.size, 0, 'not recorded under a guessed (reversed) key');
+  t.equal(sync.metrics.deferred, 1);
+  sync.onEvents(opened(entry(41001)));
+  await sync.flush();
+  t.same([...store.rows.values()].map((r) => r.outerAddr), ['198.51.100.11'], 'with its NEW seen, the client end is outer');
+});
+
+t.test('a DESTROY deletes only a session that ended; a flushed one gets a grace expiry, under its recorded key', async (t) => {
+  const store = fakeStore();
+  // The inside node: flows learned from a firewall carry no label, so the orig source is the outer end.
+  const learned = (sport: number, proto = 6) => ({ ...entry(sport, 0x10001, proto), labels: undefined });
+  const sync = new SessionSync({ node: 'ib', role: 'inside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => [], flushMs: 10, resyncMs: 1000, now: () => 5000 });
+  sync.onEvents([...[1, 2, 3].flatMap((p) => opened(learned(p))), ...opened(learned(4, 17))]);
+  await sync.flush();
+  t.equal(store.rows.size, 4);
+  sync.onEvents([
+    { kind: 'destroy', entry: destroyOf(learned(1), 'TIME_WAIT') },
+    { kind: 'destroy', entry: destroyOf(learned(2), 'CLOSE') },
+    { kind: 'destroy', entry: destroyOf(learned(3), 'ESTABLISHED') },
+    { kind: 'destroy', entry: destroyOf(learned(4, 17)) },
+  ]);
+  await sync.flush();
+  t.same([...store.rows.keys()].sort(), ['198.51.100.11:3>203.0.113.100:7007/6', '198.51.100.11:4>203.0.113.100:7007/17'], 'FIN and RST ends deleted; the flushed TCP and the UDP entries kept');
+  t.same([...store.graced.values()], [7000, 7000], 'kept with a grace expiry of two re-sync periods');
+  t.equal(destroyAction(destroyOf(learned(9), 'ESTABLISHED')), 'grace');
+  t.equal(destroyAction(destroyOf(learned(9), 'FIN_WAIT')), 'delete');
+  sync.onEvents(opened(learned(3)));
+  await sync.flush();
+  t.notOk(store.graced.has('198.51.100.11:3>203.0.113.100:7007/6'), 'a node that picks the session up again puts it back');
+});
+
+t.test('events are batched; unmarked and ICMP entries are ignored; Redis loss is caught up from a dump', async (t) => {
   const store = fakeStore();
   let dumped: CtEntry[] = [];
   const sync = new SessionSync({ node: 'ob', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => dumped, flushMs: 10, resyncMs: 1000 });
-  sync.onEvents([
-    { kind: 'new', entry: entry(1) },
-    { kind: 'new', entry: entry(2) },
-    { kind: 'new', entry: entry(3, 0) },
-    { kind: 'new', entry: entry(4, 0x10001, 1) },
-    { kind: 'destroy', entry: entry(2) },
-  ]);
+  sync.onEvents([...opened(entry(1)), ...opened(entry(2)), ...opened(entry(3, 0)), ...opened(entry(4, 0x10001, 1)), { kind: 'destroy', entry: destroyOf(entry(2), 'CLOSE') }]);
   await sync.flush();
   t.same([...store.rows.values()].map((r) => r.outerPort), [1], 'only the live, marked TCP session');
   t.equal(store.calls, 2, 'one write and one delete call for the whole batch');
 
   store.setDown(true);
-  sync.onEvents([{ kind: 'new', entry: entry(5) }]);
+  sync.onEvents(opened(entry(5)));
   await sync.flush();
   t.equal(sync.metrics.writeErrors, 1, 'the failed write is counted');
   t.notOk([...store.rows.values()].some((r) => r.outerPort === 5));
   store.setDown(false);
-  dumped = [entry(1), entry(5), entry(6)];
-  sync.onEvents([{ kind: 'new', entry: entry(7) }]);
+  dumped = [entry(1), entry(5), entry(6), entry(8, 0x10001, 6, false, IPS_SEEN_REPLY)];
+  sync.onEvents(opened(entry(7)));
   await sync.flush();
-  t.equal(store.rows.size, 4, 'back up: the next write catches up from a dump (1, 5, 6) plus the new one (7)');
+  t.equal(store.rows.size, 4, 'back up: the next write catches up from a dump (1, 5, 6; not the unanswered 8) plus the new one (7)');
   t.equal(sync.metrics.resyncs, 1);
+  t.equal(sync.held, 3, 'the dump rebuilt what the node holds');
 });

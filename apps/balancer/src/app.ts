@@ -14,6 +14,8 @@ export interface AppOptions {
   logger?: boolean;
   /** The shared session table (layer 3), when configured. */
   sessions?: SessionsView;
+  /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */
+  alarms?: () => string[];
 }
 
 const sessionsQuery = {
@@ -39,9 +41,13 @@ export function build(opts: AppOptions): FastifyInstance {
   const r = opts.reconciler;
   const guard = bearerGuard(opts.token);
 
-  app.get('/health', async () => ({ status: r.lastError && !r.last ? 'degraded' : 'ok', role: r.config.role, lastError: r.lastError }));
-  app.get('/status', async () => r.status());
-  app.get('/firewalls', async () => r.status().firewalls);
+  const alarms = () => opts.alarms?.() ?? [];
+  app.get('/health', async () => {
+    const a = alarms();
+    return { status: (r.lastError && !r.last) || a.length ? 'degraded' : 'ok', role: r.config.role, lastError: r.lastError, alarms: a };
+  });
+  app.get('/status', async () => ({ ...r.status(), alarms: alarms() }));
+  app.get('/firewalls', async () => r.firewalls());
   app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>('/sessions', { schema: { querystring: sessionsQuery } }, async (req) => {
     if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
     const q = req.query;
@@ -56,16 +62,17 @@ export function build(opts: AppOptions): FastifyInstance {
     { preValidation: guard, schema: { body: adminBody } },
     async (req) => {
       const { id } = req.params;
-      if (!r.hasFirewall(id)) throw Errors.NO_SUCH_FIREWALL(id);
-      const before = r.status().firewalls.find((f) => f.id === id)!.enabled;
-      r.setAdmin(id, req.body.enabled);
+      const m = r.membership;
+      if (!m.has(id)) throw Errors.NO_SUCH_FIREWALL(id);
+      const before = m.isEnabled(id);
+      m.setAdmin(id, req.body.enabled);
       try {
         if (opts.apply) await opts.apply();
       } catch (e) {
-        r.setAdmin(id, before);
+        m.setAdmin(id, before);
         throw Errors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
       }
-      return r.status().firewalls.find((f) => f.id === id);
+      return r.firewalls().find((f) => f.id === id);
     },
   );
   return app;

@@ -1,6 +1,7 @@
 // `fwlb doctor`: detects the kernel features fwlb needs and says what is missing; shell layer of apps/balancer.
 import { spawnSync } from 'node:child_process';
 import { nftCli } from '@fwlb/nft';
+import { probeHelperRunnable } from '@fwlb/health';
 import { Rtnl } from '@fwlb/routing';
 import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
 
@@ -14,6 +15,7 @@ function probeCommands(): unknown[] {
   return [
     { add: { table: { family: 'inet', name: probeTable } } },
     { add: { map: { ...t, name: 'b', type: 'mark', map: 'mark' } } },
+    { add: { set: { ...t, name: 'h', type: ['ipv4_addr', 'inet_service'], flags: ['timeout'], timeout: 30, size: 1024 } } },
     { add: { chain: { ...t, name: 'p', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } },
     {
       add: {
@@ -27,6 +29,8 @@ function probeCommands(): unknown[] {
             { mangle: { key: { meta: { key: 'mark' } }, value: { map: { key: { meta: { key: 'mark' } }, data: '@b' } } } },
             { mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } },
             { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
+            { mangle: { key: { ct: { key: 'event' } }, value: ['new', 'reply', 'assured', 'destroy'] } },
+            { set: { op: 'update', elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] }, set: '@h' } },
           ],
         },
       },
@@ -41,9 +45,9 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean } =
   if (v.status === 0) {
     try {
       await nftCli().check(probeCommands());
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark, fib', ok: true, required: true, detail: 'nft -c accepted the probe table' });
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event, fib, timeout sets', ok: true, required: true, detail: 'nft -c accepted the probe table' });
     } catch (e) {
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark, fib', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event, fib, timeout sets', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
     }
   }
   const ct = sysctl('net/netfilter/nf_conntrack_max');
@@ -61,6 +65,8 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean } =
   }
   checks.push(ipForwardCheck());
   if (opts.health) {
+    const py = probeHelperRunnable();
+    checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
     for (const k of ['fwmark_reflect', 'tcp_fwmark_accept']) {
       const v = sysctl(`net/ipv4/${k}`);
       checks.push({

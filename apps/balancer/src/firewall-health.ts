@@ -2,9 +2,9 @@
 // plus this node's own link to it; transitions move buckets through the reconciler. Shell layer of apps/balancer.
 import { readFileSync } from 'node:fs';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { createChecker, HealthMonitor, ProbeHelper } from '@fwlb/health';
+import { createChecker, HealthMonitor, helperAlarms, ProbeHelper } from '@fwlb/health';
 import type { Reconciler } from './reconciler';
-import { slots } from './render';
+import { slots } from './membership';
 
 /** This node's own link: a firewall whose interface is down is down at once, without waiting for retries. */
 export function linkProblem(ifname: string): string | null {
@@ -17,11 +17,10 @@ export function linkProblem(ifname: string): string | null {
 }
 
 /** `onView` gets this node's whole view after every change, for the shared health views (layer 2). */
-export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void, onView?: (view: Record<string, boolean>) => void): { stop(): void } | null {
+export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void, onView?: (view: Record<string, boolean>) => void): { stop(): void; alarms(): string[] } | null {
   const h = config.health;
   if (!h) return null;
-  const helper = ProbeHelper.start();
-  const linkWasDown = new Map<string, boolean>();
+  const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; firewall health holds its last state`) });
   const monitors = slots(config).map((s) => {
     const fw = config.firewalls[s.index];
     const m = new HealthMonitor({
@@ -32,14 +31,14 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
       precheck: () => {
         const p = linkProblem(fw.interface);
         // The kernel deleted this firewall's routes when the link went down; put them back as soon as it is up.
-        if (!p && linkWasDown.get(fw.id)) trigger();
-        linkWasDown.set(fw.id, p !== null);
+        // A link that goes down also ends the restore of its flows at once (they are re-hashed, not black-holed).
+        if (r.membership.setLink(fw.id, p === null)) trigger();
         return p;
       },
       onEvent: (id, ev) => {
         log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`);
-        r.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
-        onView?.(Object.fromEntries(r.status().firewalls.map((f) => [f.id, f.healthy])));
+        r.membership.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
+        onView?.(r.membership.ownView());
         trigger();
       },
     });
@@ -47,6 +46,7 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
     return m;
   });
   return {
+    alarms: () => helperAlarms(helper),
     stop() {
       for (const m of monitors) m.stop();
       helper.close();

@@ -7,3 +7,4 @@ export * from './doctor';
 export * from './session-sync';
 export * from './session-wiring';
 export * from './pins';
+export * from './membership';

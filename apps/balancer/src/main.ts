@@ -43,12 +43,13 @@ async function run(path: string): Promise<void> {
   );
   // The SLB tier in this process (inside node): its VIPs are served on this node's API.
   const slb = config.slb ? await startSlb(config.slb, log) : null;
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view });
+  let health: ReturnType<typeof startFirewallHealth> = null;
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, alarms: () => [...(health?.alarms() ?? []), ...(slb?.service.alarms() ?? [])] });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
-  const health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view));
+  health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view));
   log(`listening on ${listen}`);
   stopOnSignals([() => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => slb?.stop(), () => app.close(), () => rtnl.close()]);
 }

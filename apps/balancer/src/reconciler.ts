@@ -3,7 +3,8 @@ import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { distribution, BucketTable } from '@fwlb/flowhash';
 import { diffTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
 import { planRouting, planIsEmpty, ActualRoute, ActualRule, RoutingPlan, NetlinkError } from '@fwlb/routing';
-import { bucketTable, renderRoutes, renderTable, slots, TABLE_FAMILY, TABLE_NAME, RenderInput, Pin } from './render';
+import { Membership, MembershipSnapshot } from './membership';
+import { bucketTable, renderRoutes, renderTable, TABLE_FAMILY, TABLE_NAME, RenderInput, Pin } from './render';
 
 /** The part of libs/routing the reconciler uses, so tests can put a fake in front of the kernel. */
 export interface RoutingPort {
@@ -22,60 +23,37 @@ export interface ReconcileResult {
 
 /** Where pins come from (the session cache); absent without a session table. */
 export interface PinSource {
-  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>): Pin[];
+  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>): Pin[];
 }
 
 export class Reconciler {
-  private readonly admin = new Map<string, boolean>();
-  private readonly health = new Map<string, boolean>();
   private lastTable: BucketTable | null = null;
   private lastActual: ActualTable | null = null;
+  /** The membership the kernel runs on: set only once the transaction that applies it has committed. */
+  private applied: MembershipSnapshot | null = null;
+  /** Digests of the labelled rules of the last applied table, for the counters /status shows. */
+  private labels: Record<string, string> = {};
   last: ReconcileResult | null = null;
   lastError: string | null = null;
   reconciles = 0;
   failures = 0;
 
   pinSource: PinSource | null = null;
-  /** Firewalls every node agrees are up (from the shared health views); null: this node's own view only. */
-  private agreed: Set<string> | null = null;
   private lastPins = 0;
-
-  setAgreed(ids: string[] | null): void {
-    this.agreed = ids ? new Set(ids) : null;
-  }
+  readonly membership: Membership;
 
   /** The bucket table of the last reconcile, or null before the first. */
   currentTable(): BucketTable | null {
     return this.lastTable;
   }
 
-  constructor(readonly config: ResolvedBalancerConfig, private readonly nft: NftRunner, private readonly routing: RoutingPort, private readonly now: () => number = Date.now) {
-    for (const f of config.firewalls) this.admin.set(f.id, f.enabled);
-  }
-
-  hasFirewall(id: string): boolean {
-    return this.admin.has(id);
-  }
-
-  setAdmin(id: string, enabled: boolean): void {
-    if (!this.admin.has(id)) throw new RangeError(`no firewall ${id}`);
-    this.admin.set(id, enabled);
-  }
-
-  private readonly healthDetail = new Map<string, { reason: string; since: number; latencyMs?: number }>();
-
-  /** Health of a firewall as seen by this node's probes; without a health section every firewall counts as healthy. */
-  setHealth(id: string, up: boolean, reason = '', latencyMs?: number): void {
-    this.health.set(id, up);
-    this.healthDetail.set(id, { reason, since: this.now(), ...(latencyMs !== undefined ? { latencyMs } : {}) });
+  constructor(readonly config: ResolvedBalancerConfig, private readonly nft: NftRunner, private readonly routing: RoutingPort, private readonly now: () => number = Date.now, membership?: Membership) {
+    this.membership = membership ?? new Membership(config, config.sessionTable !== null, now);
   }
 
   input(): RenderInput {
-    const ids = this.config.firewalls.map((f) => f.id);
-    const healthy = ids.filter((id) => this.health.get(id) !== false);
-    // A firewall takes new sessions only when this node and (with a session table) every node sees it up.
-    const live = healthy.filter((id) => this.admin.get(id) && (!this.agreed || this.agreed.has(id)));
-    return { config: this.config, live, reachable: healthy };
+    const m = this.membership.snapshot();
+    return { config: this.config, live: m.live, restorable: m.restorable, suspect: m.suspect };
   }
 
   private queue: Promise<unknown> = Promise.resolve();
@@ -94,12 +72,14 @@ export class Reconciler {
   private async reconcileNow(): Promise<ReconcileResult> {
     this.reconciles++;
     try {
-      const input = this.input();
+      const snap = this.membership.snapshot();
+      const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };
       const table = bucketTable(input);
+      let pins = 0;
       if (this.pinSource) {
-        const markOf = new Map(slots(this.config).map((x) => [x.id, x.mark]));
-        input.pins = this.pinSource.pins(table, markOf, new Set(input.reachable));
-        this.lastPins = input.pins.length;
+        const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
+        input.pins = this.pinSource.pins(table, markOf, new Set(input.restorable));
+        pins = input.pins.length;
       }
       const desired = renderTable(input, table);
       const wantRoutes = renderRoutes(this.config);
@@ -108,6 +88,10 @@ export class Reconciler {
       const routingErrors = planIsEmpty(plan) ? [] : await this.routing.apply(plan);
       const cmds = diffTable(desired, actual);
       await this.nft.apply(cmds);
+      // Committed: from here on the API reports what the kernel does.
+      this.applied = snap;
+      this.lastPins = pins;
+      this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
       this.lastTable = table;
       this.lastActual = cmds.length ? await this.nft.read(TABLE_FAMILY, TABLE_NAME) : actual;
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
@@ -121,44 +105,55 @@ export class Reconciler {
     }
   }
 
-  status() {
-    const input = this.input();
-    const table = this.lastTable ?? bucketTable(input);
-    const dist = distribution(table);
-    const desired = renderTable(input, table);
+  /**
+   * What the kernel runs on (`live`, `buckets`: the last committed transaction) beside what this node wants
+   * (`wantLive`); they differ only while a change is on its way. Reads memory only.
+   */
+  firewalls() {
+    const want = this.membership.snapshot();
+    const applied = this.applied;
+    const dist = this.lastTable ? distribution(this.lastTable) : {};
     const counters = this.lastActual?.counters ?? new Map();
-    const counterOf = (label: string) => {
-      const rule = desired.labeled[label];
-      return rule ? counters.get(ruleDigest(rule)) ?? null : null;
-    };
+    return this.membership.views().map((v) => ({
+      ...v,
+      live: applied ? applied.live.includes(v.id) : false,
+      wantLive: want.live.includes(v.id),
+      restorable: applied ? applied.restorable.includes(v.id) : false,
+      suspect: applied ? (applied.suspect.includes(v.id)) : false,
+      buckets: dist[v.id] ?? 0,
+      learned: this.counterOf(counters, `learn:${v.id}`),
+    }));
+  }
+
+  private counterOf(counters: ActualTable['counters'], label: string) {
+    const d = this.labels[label];
+    return d ? counters.get(d) ?? null : null;
+  }
+
+  status() {
+    const table = this.lastTable;
+    const counters = this.lastActual?.counters ?? new Map();
+    const c = (label: string) => this.counterOf(counters, label);
+    const agreement = this.applied?.agreement ?? null;
     return {
       role: this.config.role,
       name: this.config.name,
       table: { family: TABLE_FAMILY, name: TABLE_NAME, handle: this.lastActual?.handle ?? null },
-      buckets: { size: table.size, distribution: dist },
-      firewalls: slots(this.config).map((s) => ({
-        id: s.id,
-        mark: s.mark,
-        table: s.table,
-        priority: s.priority,
-        enabled: this.admin.get(s.id)!,
-        healthy: this.health.get(s.id) !== false,
-        health: this.healthDetail.get(s.id) ?? null,
-        live: input.live.includes(s.id),
-        buckets: dist[s.id] ?? 0,
-        learned: counterOf(`learn:${s.id}`),
-      })),
+      buckets: { size: this.config.hash.buckets, distribution: table ? distribution(table) : {} },
+      firewalls: this.firewalls(),
       counters: {
         reconciles: this.reconciles,
         reconcileFailures: this.failures,
-        restored: counterOf('restore'),
-        hashedTcpUdp: counterOf('hash-tcp-udp'),
-        hashedOther: counterOf('hash-other'),
-        droppedNoFirewall: counterOf('no-firewall-drop'),
-        pinned: counterOf('pinned'),
+        restored: c('restore'),
+        restoredHeard: c('restore-heard'),
+        hashedTcpUdp: c('hash-tcp-udp'),
+        hashedOther: c('hash-other'),
+        droppedNoFirewall: c('no-firewall-drop'),
+        pinned: c('pinned'),
       },
       pins: this.pinSource ? this.lastPins : null,
-      agreed: this.agreed ? [...this.agreed].sort() : null,
+      agreed: agreement ? [...agreement.live].sort() : null,
+      agreement,
       lastReconcile: this.last,
       lastError: this.lastError,
     };

@@ -3,6 +3,7 @@ import { buildTable, BucketTable } from '@fwlb/flowhash';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
+import { slots } from './membership';
 
 export const TABLE_FAMILY = 'inet' as const;
 export const TABLE_NAME = 'fwlb';
@@ -38,18 +39,6 @@ export function pinElement(p: Pin): [NftJson, number] {
   return [{ concat: [p.outerAddr, p.outerPort, p.innerAddr, p.innerPort, p.proto === 6 ? 'tcp' : p.proto === 17 ? 'udp' : p.proto] }, p.mark];
 }
 
-export interface FirewallSlot {
-  id: string;
-  index: number;
-  mark: number;
-  table: number;
-  priority: number;
-}
-
-export function slots(c: ResolvedBalancerConfig): FirewallSlot[] {
-  return c.firewalls.map((f, i) => ({ id: f.id, index: i, mark: c.marks.base + i, table: c.tables.base + i, priority: c.rulePriorities.base + i }));
-}
-
 /**
  * The jhash concatenation. Why the order differs by role: the outside node sees the client as source, the
  * inside node as destination, and both must hash (outer, inner) to land a flow in the same bucket.
@@ -64,19 +53,29 @@ function hashFields(c: ResolvedBalancerConfig, ported: boolean): NftJson[] {
 
 export interface RenderInput {
   config: ResolvedBalancerConfig;
-  /** Firewalls that may take new sessions (enabled and healthy). */
-  live: string[];
-  /** Firewalls whose established sessions may continue (healthy, even if administratively disabled). */
-  reachable: string[];
-  /** Pinned sessions (only with a session table), already limited to reachable firewalls. */
+  /** Firewalls that may take new sessions (see MembershipSnapshot). */
+  live: readonly string[];
+  /** Firewalls whose established flows keep them (link up, not gone), even if administratively disabled. */
+  restorable: readonly string[];
+  /** Firewalls that look gone while the link to them is up: flows keep them only while heard from them. */
+  suspect?: readonly string[];
+  /** Pinned sessions (only with a session table), already limited to restorable firewalls. */
   pins?: readonly Pin[];
 }
+
+/** How long a packet from a suspect firewall keeps its flow on it (the `heard` set's timeout). */
+export const HEARD_SECONDS = 30;
+/** The 5-tuple as a packet from the side interface carries it; packets from a firewall store it reversed. */
+const SIDE_TUPLE = [payload('ip', 'saddr'), payload('th', 'sport'), payload('ip', 'daddr'), payload('th', 'dport'), meta('l4proto')];
+const FIREWALL_TUPLE = [payload('ip', 'daddr'), payload('th', 'dport'), payload('ip', 'saddr'), payload('th', 'sport'), meta('l4proto')];
+/** Only the events the session sync needs (an answered session, its end): no per-state-change updates. */
+export const CT_EVENTS = ['new', 'reply', 'assured', 'destroy'];
 
 export function bucketTable(input: RenderInput): BucketTable {
   return buildTable(input.config.firewalls.map((f) => f.id), input.config.hash.buckets, input.live);
 }
 
-/** The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "restore", "hash-tcp-udp", "hash-other"). */
+/** The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "restore", "restore-heard", "hash-tcp-udp", "hash-other"). */
 export interface RenderedTable extends DesiredTable {
   labeled: Record<string, NftJson[]>;
 }
@@ -95,17 +94,34 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   // Traffic to this node itself (API, probes) is never steered.
   const local = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
   add(null, [side, local, { accept: null }]);
+  const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
+  const fromFirewall = (f: ResolvedBalancerConfig['firewalls'][number]): NftJson[] => {
+    const m: NftJson[] = [eq(meta('iifname'), f.interface)];
+    if (f.mac) m.push(eq(payload('ether', 'saddr'), f.mac.toLowerCase()));
+    return m;
+  };
+  const events = set({ ct: { key: 'event' } }, CT_EVENTS);
   if (c.ingressLearning) {
-    for (const f of c.firewalls) {
-      const m: NftJson[] = [eq(meta('iifname'), f.interface)];
-      if (f.mac) m.push(eq(payload('ether', 'saddr'), f.mac.toLowerCase()));
-      add(`learn:${f.id}`, [...m, eq(ctMark, 0), counter, set(ctMark, markOf.get(f.id))]);
-    }
+    for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, markOf.get(f.id)), events]);
   }
-  const reachableMarks = input.reachable.map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
-  // Why `ct mark {reachable}`: a flow pinned to a dead firewall is re-hashed instead of black-holed.
-  if (reachableMarks.length) add('restore', [side, eq(ctMark, { set: reachableMarks }), counter, set(meta('mark'), ctMark), { accept: null }]);
-  const sideLabel = set({ ct: { key: 'label' } }, SIDE_LABEL);
+  const suspect = new Set(input.suspect ?? []);
+  // A packet from a suspect firewall proves that it still forwards this flow: remember the flow for a while.
+  // Rendered only for suspect firewalls, so the common path pays nothing for it.
+  for (const f of c.firewalls) {
+    if (suspect.has(f.id)) add(null, [...fromFirewall(f), eq(meta('nfproto'), 'ipv4'), tcpUdp, { set: { op: 'update', elem: { concat: FIREWALL_TUPLE }, set: '@heard' } }]);
+  }
+  const marksOf = (ids: Iterable<string>) => [...ids].map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
+  const restoreMarks = marksOf(input.restorable);
+  // Why `ct mark {restorable}`: a flow on a firewall whose link is down is re-hashed instead of black-holed.
+  if (restoreMarks.length) add('restore', [side, eq(ctMark, { set: restoreMarks }), counter, set(meta('mark'), ctMark), { accept: null }]);
+  const suspectMarks = marksOf(suspect);
+  if (suspectMarks.length) {
+    add('restore-heard', [side, eq(ctMark, { set: suspectMarks }), eq(meta('nfproto'), 'ipv4'), tcpUdp, eq({ concat: SIDE_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), { accept: null }]);
+  }
+  // The side label marks a flow whose first packet came from the side interface, once, when its entry is created.
+  // Why only then: an established flow re-hashed here (its firewall went away) was learned from a firewall, and
+  // labelling it would reverse its orientation in the session table (issue 14).
+  add(null, [side, { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }, set({ ct: { key: 'label' } }, SIDE_LABEL), events]);
   if (c.sessionTable) {
     // Layer 3/4: a flow this node has no state for (a restart, conntrack lost, a non-SYN first packet) is looked
     // up in the pins before it is hashed. A miss ends the rule and leaves the mark 0, so hashing follows.
@@ -116,7 +132,6 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
       set(meta('mark'), { map: { key: { concat: hashFields(c, true) }, data: '@pins' } }),
       counter,
       set(ctMark, meta('mark')),
-      sideLabel,
       { accept: null },
     ]);
   }
@@ -130,7 +145,6 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
       // bucket number goes through the mark first. A miss ends the rule, so every bucket is always filled.
       set(meta('mark'), { map: { key: meta('mark'), data: '@buckets' } }),
       set(ctMark, meta('mark')),
-      sideLabel,
     ];
     add('hash-tcp-udp', [side, eq(meta('nfproto'), 'ipv4'), eq(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...steer(true)]);
     add('hash-other', [side, eq(meta('nfproto'), 'ipv4'), ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...steer(false)]);
@@ -143,6 +157,7 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     labeled,
     family: TABLE_FAMILY,
     name: TABLE_NAME,
+    sets: [{ name: 'heard', type: PIN_MAP_TYPE, timeout: HEARD_SECONDS, size: 262144 }],
     maps: [
       { name: 'buckets', type: 'mark', map: 'mark', elements },
       ...(c.sessionTable ? [{ name: 'pins', type: PIN_MAP_TYPE, map: 'mark', elements: (input.pins ?? []).map(pinElement) }] : []),

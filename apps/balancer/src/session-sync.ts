@@ -10,13 +10,15 @@ import { SIDE_LABEL } from './render';
 export interface SessionStore {
   put(records: SessionRecord[], now?: number): Promise<number>;
   delete(ids: string[]): Promise<number>;
+  /** This node no longer holds these sessions, though they may live on: keep them until `until` unless refreshed. */
+  grace(ids: string[], until: number): Promise<number>;
 }
 
 export interface SessionSyncOptions {
   node: string;
   role: 'outside' | 'inside';
   /** Told of every session change, e.g. to keep the local cache the pins are computed from. */
-  onChange?: (kind: 'put' | 'delete', rec: SessionRecord) => void;
+  onChange?: (kind: 'put' | 'delete' | 'grace', rec: SessionRecord) => void;
   /** ct mark → firewall id; entries with other marks are not fwlb's. */
   firewallOf: (mark: number) => string | undefined;
   store: SessionStore;
@@ -32,7 +34,7 @@ export interface SessionSyncOptions {
  * came from the side interface carries the SIDE_LABEL ct label: its original source is the side end, which is the
  * outer end on the outside node and the inner end on the inside node. A flow learned from a firewall is the reverse.
  */
-export function sessionOf(e: CtEntry, firewall: string, node: string, now: number, minTtlMs: number, role: 'outside' | 'inside'): SessionRecord {
+export function sessionOf(e: CtEntry, firewall: string, node: string, now: number, minTtlMs: number, role: 'outside' | 'inside', maxTtlMs = Infinity): SessionRecord {
   const src = { addr: e.orig.src, port: e.orig.sport ?? 0 };
   const dst = { addr: e.orig.dst, port: e.orig.dport ?? 0 };
   const sideFirst = e.labels?.includes(SIDE_LABEL) ?? false;
@@ -47,7 +49,7 @@ export function sessionOf(e: CtEntry, firewall: string, node: string, now: numbe
     firewall,
     node,
     firstSeen: now,
-    expires: now + Math.max((e.timeout ?? 0) * 1000, minTtlMs),
+    expires: now + Math.min(Math.max((e.timeout ?? 0) * 1000, minTtlMs), maxTtlMs),
   };
 }
 
@@ -59,14 +61,52 @@ export function tracked(e: CtEntry, firewallOf: (mark: number) => string | undef
   return e.orig.proto === 6 || e.orig.proto === 17 ? firewallOf(e.mark) : undefined;
 }
 
+const IPS_SEEN_REPLY = 1 << 1;
+const IPS_ASSURED = 1 << 2;
+
+/**
+ * A session enters the shared table once it has been answered: TCP when its handshake completed (ASSURED), UDP
+ * when a reply was seen. Why: a stray ACK or a spoofed SYN creates a conntrack entry (nf_conntrack_tcp_loose,
+ * SYN_RECV) that no firewall will ever carry; recording it would fill Redis and every node's cache (issue 14).
+ */
+export function answered(e: CtEntry): boolean {
+  return (e.status & (e.orig.proto === 6 ? IPS_ASSURED : IPS_SEEN_REPLY)) !== 0;
+}
+
+/** TCP states in which a DESTROY is the session's own end (FIN or RST seen); anything else may be a flush. */
+const ENDED = new Set(['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE']);
+
+/**
+ * What a DESTROY event means for the shared record. Why not always delete: conntrack destroys live entries too
+ * (`conntrack -F`, a reboot, eviction under pressure), and the twin may still hold the session; a DESTROY event
+ * also carries no ct label, so its orientation cannot be derived from it (issue 14). A TCP entry that saw FIN or
+ * RST has ended: delete. Anything else (an established TCP entry, UDP, whose end is only its timeout) gets a
+ * grace expiry, which any node that still holds the session, or picks it up again, refreshes.
+ */
+export function destroyAction(e: CtEntry): 'delete' | 'grace' {
+  return e.orig.proto === 6 && e.tcpState !== undefined && ENDED.has(e.tcpState) ? 'delete' : 'grace';
+}
+
+/** A conntrack entry's identity across its events: the kernel's id (the tuple where an entry has none, in tests). */
+const ctKey = (e: CtEntry): number | string => e.id ?? `${e.orig.src}:${e.orig.sport}>${e.orig.dst}:${e.orig.dport}/${e.orig.proto}`;
+
+type Pending = { op: 'put' | 'delete' | 'grace'; rec: SessionRecord };
+
 export class SessionSync {
-  private puts = new Map<string, SessionRecord>();
-  private dels = new Set<string>();
+  /** The last operation per session id since the previous flush (a later event for the same id wins). */
+  private pending = new Map<string, Pending>();
+  /**
+   * fwlb's flows by conntrack id: whether the first packet came from the side interface, read from the NEW event
+   * (the only event that carries ct labels: UPDATE and DESTROY events carry none here), and the record once the
+   * flow was answered. Orientation is decided once, from NEW or a dump, never from a later event (issue 14).
+   * Rebuilt from every dump, so it is bounded by the kernel's own table.
+   */
+  private flows = new Map<number | string, { sideFirst: boolean; rec: SessionRecord | null }>();
   private timer: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
   private behind = false;
   private busy: Promise<unknown> = Promise.resolve();
-  readonly metrics = { written: 0, deleted: 0, writeErrors: 0, resyncs: 0, lastResync: null as null | { at: number; sessions: number; ms: number } };
+  readonly metrics = { written: 0, deleted: 0, graced: 0, deferred: 0, writeErrors: 0, resyncs: 0, lastResync: null as null | { at: number; sessions: number; ms: number } };
 
   constructor(private readonly o: SessionSyncOptions) {}
 
@@ -74,42 +114,78 @@ export class SessionSync {
     return (this.o.now ?? Date.now)();
   }
 
-  /** Records expire after at least two re-sync periods unless refreshed, whatever conntrack's timeout was at NEW. */
+  /** Records expire after at least two re-sync periods unless refreshed (every node refreshes what it holds once a period). */
   private get minTtl(): number {
     return 2 * this.o.resyncMs;
+  }
+
+  /** ...and at most four: conntrack's 5-day TCP timeout is no reason to keep a record nobody refreshes. */
+  private get maxTtl(): number {
+    return 4 * this.o.resyncMs;
+  }
+
+  private record(e: CtEntry, fw: string, now: number, sideFirst: boolean): SessionRecord {
+    return sessionOf({ ...e, labels: sideFirst ? [SIDE_LABEL] : undefined }, fw, this.o.node, now, this.minTtl, this.o.role, this.maxTtl);
+  }
+
+  /** How many sessions this node holds in the shared table's sense (answered, fwlb's). */
+  get held(): number {
+    let n = 0;
+    for (const f of this.flows.values()) if (f.rec) n++;
+    return n;
   }
 
   onEvents(batch: { kind: CtEventKind; entry: CtEntry }[]): void {
     const now = this.now();
     for (const { kind, entry } of batch) {
+      const key = ctKey(entry);
+      if (kind === 'destroy') {
+        const rec = this.flows.get(key)?.rec;
+        this.flows.delete(key);
+        if (!rec) continue; // never answered, or not fwlb's: never recorded
+        const op = destroyAction(entry);
+        this.pending.set(sessionId(rec), { op, rec });
+        this.o.onChange?.(op, rec);
+        continue;
+      }
       const fw = tracked(entry, this.o.firewallOf);
       if (!fw) continue;
-      const rec = sessionOf(entry, fw, this.o.node, now, this.minTtl, this.o.role);
-      const id = sessionId(rec);
-      if (kind === 'destroy') {
-        this.puts.delete(id);
-        this.dels.add(id);
-        this.o.onChange?.('delete', rec);
-      } else {
-        this.dels.delete(id);
-        this.puts.set(id, rec);
-        this.o.onChange?.('put', rec);
+      let flow = this.flows.get(key);
+      if (kind === 'new' || !flow) {
+        if (kind !== 'new' && !entry.labels) {
+          // The NEW event was lost (or came before this process): the orientation is unknown here, and a guess
+          // could store the session reversed. The next dump (which carries labels) records it.
+          this.metrics.deferred++;
+          continue;
+        }
+        flow = { sideFirst: entry.labels?.includes(SIDE_LABEL) ?? false, rec: null };
+        this.flows.set(key, flow);
       }
+      if (!answered(entry)) continue;
+      if (flow.rec && flow.rec.firewall === fw) continue; // already recorded (the REPLY and ASSURED events of one TCP session)
+      const rec = this.record(entry, fw, now, flow.sideFirst);
+      flow.rec = rec;
+      this.pending.set(sessionId(rec), { op: 'put', rec });
+      this.o.onChange?.('put', rec);
     }
-    if (!this.timer) this.timer = setTimeout(() => void this.flush(), this.o.flushMs);
+    if (!this.timer && this.pending.size) this.timer = setTimeout(() => void this.flush(), this.o.flushMs);
   }
 
   /** Write what is pending. On failure nothing is retried piecemeal: the next re-sync rewrites everything. */
   flush(): Promise<void> {
     this.timer = null;
-    const puts = [...this.puts.values()];
-    const dels = [...this.dels];
-    this.puts.clear();
-    this.dels.clear();
+    const by = { put: [] as SessionRecord[], delete: [] as string[], grace: [] as string[] };
+    for (const [id, p] of this.pending) {
+      if (p.op === 'put') by.put.push(p.rec);
+      else by[p.op].push(id);
+    }
+    this.pending.clear();
     const run = async () => {
       try {
-        if (puts.length) this.metrics.written += await this.o.store.put(puts, this.now());
-        if (dels.length) this.metrics.deleted += await this.o.store.delete(dels);
+        const now = this.now();
+        if (by.put.length) this.metrics.written += await this.o.store.put(by.put, now);
+        if (by.grace.length) this.metrics.graced += await this.o.store.grace(by.grace, now + this.minTtl);
+        if (by.delete.length) this.metrics.deleted += await this.o.store.delete(by.delete);
         if (this.behind) await this.resyncNow('catching up after Redis was unreachable');
       } catch (e) {
         this.metrics.writeErrors++;
@@ -136,10 +212,16 @@ export class SessionSync {
     const entries = await this.o.dump();
     const now = this.now();
     const recs: SessionRecord[] = [];
+    const flows: typeof this.flows = new Map();
     for (const e of entries) {
       const fw = tracked(e, this.o.firewallOf);
-      if (fw) recs.push(sessionOf(e, fw, this.o.node, now, this.minTtl, this.o.role));
+      if (!fw) continue;
+      const sideFirst = e.labels?.includes(SIDE_LABEL) ?? false;
+      const rec = answered(e) ? this.record(e, fw, now, sideFirst) : null;
+      if (rec) recs.push(rec);
+      flows.set(ctKey(e), { sideFirst, rec });
     }
+    this.flows = flows;
     await this.o.store.put(recs, now);
     for (const r of recs) this.o.onChange?.('put', r);
     this.behind = false;

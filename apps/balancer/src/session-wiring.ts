@@ -3,16 +3,16 @@
 // wires libs/conntrack and libs/session-table together).
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
-import { agreedUp, connect, ready, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { agreedDown, agreedUp, connect, ready, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
-import { slots } from './render';
-import { SessionSync, tracked } from './session-sync';
+import { slots } from './membership';
+import { answered, SessionSync, tracked } from './session-sync';
 
 /** What the API serves about sessions. */
 export interface SessionsView {
   query(q: SessionQuery): Promise<SessionRecord[]>;
-  count(): Promise<{ redis: number | null; kernel: number; redisError?: string }>;
+  count(): Promise<{ redis: number | null; grace: number | null; kernel: number; redisError?: string }>;
   metrics(): Record<string, unknown>;
 }
 
@@ -60,11 +60,15 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     log,
     onChange: (kind, rec) => {
       if (kind === 'delete') return cache.delete(rec);
+      // A session in grace may still be alive (a flush): keep its pin until the grace expiry.
+      if (kind === 'grace') return cache.put({ ...rec, expires: Date.now() + 2 * resyncMs });
       cache.put(rec);
       if (cache.isException(rec, r.currentTable())) trigger();
     },
   });
-  const events = ConntrackEvents.open({ onEvents: (b) => sync.onEvents(b), onLoss: () => void sync.resync('conntrack events were lost') });
+  // NEW gives a flow's orientation (its labels), an update says it was answered (the nft rules limit a flow's
+  // events to new, reply, assured and destroy, so updates are one or two per session), DESTROY its end.
+  const events = ConntrackEvents.open({ kinds: ['new', 'update', 'destroy'], onEvents: (b) => sync.onEvents(b), onLoss: () => void sync.resync('conntrack events were lost') });
   redis.on('ready', () => void sync.resync('Redis connected'));
   // Publish what the kernel already holds (a restart): the 'ready' above has fired already when Redis was up.
   if (redis.status === 'ready') void sync.resync('start');
@@ -77,7 +81,8 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     const doc = await table.epoch();
     if (!doc || doc.epoch <= appliedEpoch) return;
     appliedEpoch = doc.epoch;
-    r.setAgreed(doc.live);
+    const known = new Set(ids);
+    r.membership.setAgreement({ epoch: doc.epoch, live: doc.live.filter((id) => known.has(id)), down: doc.down.filter((id) => known.has(id)) });
     log(`applied epoch ${doc.epoch} by ${doc.by}: live ${doc.live.join(',') || '(none)'}`);
     trigger();
   };
@@ -85,9 +90,10 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     if (!(await table.lead(3 * resyncMs))) return;
     const views = await table.healthViews(3 * resyncMs);
     const live = agreedUp(views, ids);
+    const down = agreedDown(views, ids);
     const cur = await table.epoch();
-    if (cur && JSON.stringify(cur.live) === JSON.stringify(live)) return;
-    await table.publishEpoch(ids, live);
+    if (cur && JSON.stringify(cur.live) === JSON.stringify(live) && JSON.stringify(cur.down) === JSON.stringify(down)) return;
+    await table.publishEpoch(ids, live, down);
   };
   const step = () => lead().then(applyEpoch).catch(() => undefined);
   const sub = await table.subscribe((ev) => {
@@ -103,16 +109,17 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     void table.reap().catch(() => undefined);
   }, resyncMs);
 
-  const kernelCount = async () => (await dumpConntrack()).filter((e) => tracked(e, firewallOf)).length;
+  const kernelCount = async () => (await dumpConntrack()).filter((e) => tracked(e, firewallOf) && answered(e)).length;
   return {
     view: {
       query: (q) => table.query(q),
       count: async () => {
         const kernel = await kernelCount();
         try {
-          return { redis: await table.count(), kernel };
+          const [redis, grace] = await Promise.all([table.count(), table.graceCount()]);
+          return { redis, grace, kernel };
         } catch (e) {
-          return { redis: null, kernel, redisError: (e as Error).message };
+          return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }
       },
       metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, redis: redis.status, cached: cache.size, epoch: appliedEpoch }),

@@ -73,7 +73,10 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
 
 export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
   const app = createApi(o.logger);
-  app.get('/health', async () => ({ status: o.service.lastError ? 'degraded' : 'ok', lastError: o.service.lastError }));
+  app.get('/health', async () => {
+    const alarms = o.service.alarms();
+    return { status: o.service.lastError || alarms.length ? 'degraded' : 'ok', lastError: o.service.lastError, alarms };
+  });
   app.get('/status', async () => o.service.status());
   registerSlbRoutes(app, o.service, o.token);
   return app;

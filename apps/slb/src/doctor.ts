@@ -1,6 +1,7 @@
 // `fwlb-slb doctor`: detects the kernel features the SLB data plane needs and says what is missing; shell layer of apps/slb.
 import { existsSync } from 'node:fs';
 import { diffTable, nftCli } from '@fwlb/nft';
+import { probeHelperRunnable } from '@fwlb/health';
 import { Check, ipForwardCheck } from '@fwlb/service';
 import { renderSlb } from './render';
 
@@ -19,6 +20,8 @@ export async function slbDoctor(iface?: string): Promise<Check[]> {
     checks.push({ name: 'nft DNAT maps', ok: false, required: true, detail: `the kernel or nft refused the SLB ruleset: ${(e as Error).message}` });
   }
   checks.push(ipForwardCheck());
+  const py = probeHelperRunnable();
+  checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
   if (iface) {
     const ok = existsSync(`/sys/class/net/${iface}`);
     checks.push({ name: `interface ${iface}`, ok, required: true, detail: ok ? 'present' : 'does not exist: VIP addresses cannot be added' });

@@ -32,6 +32,8 @@ export interface SlbDeps {
   trigger?: () => void;
   log?: (msg: string) => void;
   now?: () => number;
+  /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */
+  alarms?: () => string[];
 }
 
 export class NotFoundError extends Error {
@@ -288,8 +290,13 @@ export class SlbService {
     return { ...vipDocument(v), members: this.memberView(v), counters: { newSessions: this.namedCounters.get(vipCounter(v))?.packets ?? 0 } };
   }
 
+  alarms(): string[] {
+    return this.deps.alarms?.() ?? [];
+  }
+
   status() {
     return {
+      alarms: this.alarms(),
       name: this.config.name,
       table: { family: SLB_FAMILY, name: this.config.table },
       interface: this.config.interface,

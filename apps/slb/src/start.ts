@@ -2,7 +2,7 @@
 // layer of apps/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
 import { renameSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
-import { ProbeHelper } from '@fwlb/health';
+import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
 import { BoundedRunner, formatChecks, loadJsonConfig } from '@fwlb/service';
@@ -43,7 +43,7 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
   const missing = (await slbDoctor(config.interface)).filter((c) => c.required && !c.ok);
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
   const rtnl = Rtnl.open();
-  const helper = ProbeHelper.start();
+  const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`) });
   let runner: BoundedRunner | null = null;
   const service = new SlbService(config, {
     nft: nftCli(),
@@ -52,6 +52,7 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
     save: config.stateFile ? saver(config.stateFile) : undefined,
     trigger: () => runner?.trigger(),
     log,
+    alarms: () => helperAlarms(helper),
   });
   const first = await service.start();
   log(`SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`);

@@ -10,6 +10,20 @@ export const REPO = resolve(__dirname, '../../..');
 export const BALANCER_MAIN = join(REPO, 'apps/balancer/dist/main.js');
 export const AGENT = join(__dirname, 'agent.js');
 export const SLB_MAIN = join(REPO, 'apps/slb/dist/main.js');
+/** Hostile and junk packets from a raw socket (deploy/lab/tools/spoof.py). */
+export const SPOOF = join(REPO, 'deploy/lab/tools/spoof.py');
+
+/** A conntrack entry as `conntrack -L` prints it, reduced to what the session tests compare. */
+export interface KernelSession {
+  proto: number;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  mark: number;
+  /** TCP: ASSURED; UDP: a reply was seen (the shared table's notion of a session). */
+  answered: boolean;
+}
 
 export type NodeRole = 'outside' | 'inside' | 'slb';
 const NODE_NS: Record<NodeRole, string> = { outside: 'ob', inside: 'ib', slb: 'slb' };
@@ -207,6 +221,40 @@ export class Lab {
       req.on('error', rej);
       req.end(data);
     });
+  }
+
+  /** Junk TCP from a host: `ack` (ACK-only from random ports of its own address) or `syn` (spoofed sources). */
+  junk(host: string, kind: 'ack' | 'syn', dst: string, dport: number, count: number): void {
+    const h = this.host(host);
+    const src = kind === 'ack' ? h.addr! : h.addr!.split('.').slice(0, 3).join('.');
+    inNs(h.ns, ['/usr/bin/python3', SPOOF, kind, dst, String(dport), String(count), src]);
+  }
+
+  /** The conntrack table of a namespace (IPv4 TCP/UDP entries). */
+  kernelSessions(nsName: string): KernelSession[] {
+    const out: KernelSession[] = [];
+    for (const line of inNs(this.ns(nsName), ['conntrack', '-L', '-f', 'ipv4']).split('\n')) {
+      const m = /^(tcp|udp)\s+(\d+)\s.*?src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)/.exec(line);
+      if (!m) continue;
+      const tcp = m[1] === 'tcp';
+      out.push({
+        proto: Number(m[2]),
+        src: m[3],
+        dst: m[4],
+        sport: Number(m[5]),
+        dport: Number(m[6]),
+        mark: Number(/ mark=(\d+)/.exec(line)?.[1] ?? 0),
+        answered: tcp ? line.includes('[ASSURED]') : !line.includes('[UNREPLIED]'),
+      });
+    }
+    return out;
+  }
+
+  /** The marks the kernel's bucket map of a balancer node holds right now (`nft list map inet fwlb buckets`). */
+  bucketMarks(nsName: 'ob' | 'ib'): Set<number> {
+    const j = JSON.parse(inNs(this.ns(nsName), ['nft', '-j', 'list', 'map', 'inet', 'fwlb', 'buckets']));
+    const m = j.nftables.find((x: any) => x.map)?.map;
+    return new Set((m?.elem ?? []).map((e: any) => Number(e[1])));
   }
 
   /** Per-firewall counters from the strict firewalls' named counters. */

@@ -6,6 +6,7 @@ export const IPCTNL_MSG_CT_NEW = 0;
 export const IPCTNL_MSG_CT_GET = 1;
 export const IPCTNL_MSG_CT_DELETE = 2;
 export const NFNLGRP_CONNTRACK_NEW = 1;
+export const NFNLGRP_CONNTRACK_UPDATE = 2;
 export const NFNLGRP_CONNTRACK_DESTROY = 3;
 export const NLM_F_CREATE = 0x400;
 

@@ -44,8 +44,11 @@ export async function dumpConntrack(): Promise<CtEntry[]> {
 }
 
 export interface EventStreamOptions {
-  /** Which events: new entries and/or destroyed ones. @default ['new', 'destroy'] */
-  kinds?: ('new' | 'destroy')[];
+  /**
+   * Which events: new entries, updates (status changes such as a seen reply or ASSURED; with nft `ct event set`
+   * limited to what matters) and destroyed ones. @default ['new', 'destroy']
+   */
+  kinds?: ('new' | 'update' | 'destroy')[];
   /** SO_RCVBUF of the event socket; the kernel drops events (ENOBUFS) when it is full. @default 8 MiB */
   recvBufferSize?: number;
   /** Called with every batch of events, in the order the kernel sent them. */

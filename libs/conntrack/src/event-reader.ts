@@ -4,12 +4,13 @@
 // 'Napi::Error'", reproduced here with a 4 KiB buffer and 2,000 new flows). Isolated here, the abort is the
 // loss signal: the parent counts it, re-syncs from a dump and starts a new reader.
 import { createNetlink } from 'netlink';
-import { eventKind, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, parseEntry } from './codec';
+import { eventKind, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, parseEntry } from './codec';
 
 const NETLINK_NETFILTER = 12;
 const [kinds, rcvbuf] = [process.argv[2] ?? 'new,destroy', Number(process.argv[3] ?? 8 << 20)];
 const sock = createNetlink(NETLINK_NETFILTER, { recvBufferSize: rcvbuf, sendBufferSize: 1 << 16 } as never);
 if (kinds.includes('new')) sock.addMembership(NFNLGRP_CONNTRACK_NEW);
+if (kinds.includes('update')) sock.addMembership(NFNLGRP_CONNTRACK_UPDATE);
 if (kinds.includes('destroy')) sock.addMembership(NFNLGRP_CONNTRACK_DESTROY);
 sock.ref();
 sock.on('message', (msgs) => {

@@ -10,6 +10,17 @@
 import json, os, random, select, socket, struct, sys, threading, time
 
 SO_MARK = 36
+SO_RCVBUFFORCE = 33
+RAW_RCVBUF = 4 << 20
+
+
+def big_buffer(s):
+    """A raw socket sees every ICMP (or TCP) packet this host receives; under a flood of junk a small buffer fills
+    and the one answer we wait for is dropped. Root may force a larger buffer than rmem_max."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RAW_RCVBUF)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RAW_RCVBUF)
 out_lock = threading.Lock()
 
 
@@ -49,28 +60,52 @@ def source_for(req):
         u.close()
 
 
+def ip_payload(data):
+    """The payload of an IPv4 packet read from a raw socket, or None when the header does not fit. Why so careful:
+    anyone can send this host ICMP, and a length that is trusted is an IndexError that kills the probe."""
+    if len(data) < 20 or data[0] >> 4 != 4:
+        return None
+    ihl = (data[0] & 0x0F) * 4
+    if ihl < 20 or len(data) < ihl:
+        return None
+    return data[ihl:]
+
+
+def quoted_echo(icmp_body):
+    """(ident, seq, dst) of the echo request an ICMP error quotes, or None."""
+    inner = ip_payload(icmp_body)
+    if inner is None or len(inner) < 8 or icmp_body[9] != socket.IPPROTO_ICMP or inner[0] != 8:
+        return None
+    ident, seq = struct.unpack("!HH", inner[4:8])
+    return ident, seq, socket.inet_ntoa(icmp_body[16:20])
+
+
 def icmp(req, deadline):
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     try:
+        big_buffer(s)
         apply_opts(s, req)
         if req.get("source"):
             s.bind((req["source"], 0))
         ident = random.randint(1, 0xFFFF)
+        seq = random.randint(0, 0xFFFF)
         payload = b"fwlb" + os.urandom(12)
-        hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-        pkt = struct.pack("!BBHHH", 8, 0, checksum(hdr + payload), ident, 1) + payload
+        hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+        pkt = struct.pack("!BBHHH", 8, 0, checksum(hdr + payload), ident, seq) + payload
         t0 = time.monotonic()
         s.sendto(pkt, (req["target"], 0))
         for data, addr in packets(s, deadline):
-            ihl = (data[0] & 0x0F) * 4
-            typ, code = data[ihl], data[ihl + 1]
-            if typ == 0 and addr[0] == req["target"] and struct.unpack("!H", data[ihl + 4:ihl + 6])[0] == ident:
+            body = ip_payload(data)
+            if body is None or len(body) < 8:
+                continue
+            typ, code = body[0], body[1]
+            # An echo reply is ours only if it comes from the target with our id, our sequence and our payload.
+            if typ == 0 and addr[0] == req["target"] and body[4:8] == pkt[4:8] and body[8:] == payload:
                 return {"ok": True, "reason": "echo reply", "latencyMs": (time.monotonic() - t0) * 1000}
-            if typ == 3 and len(data) >= ihl + 8 + 28:
-                inner = data[ihl + 8:]
-                iihl = (inner[0] & 0x0F) * 4
-                if inner[iihl] == 8 and struct.unpack("!H", inner[iihl + 4:iihl + 6])[0] == ident:
-                    return {"ok": False, "reason": "unreachable (code %d)" % code, "latencyMs": (time.monotonic() - t0) * 1000}
+            # An error counts only when it quotes our probe (id, sequence and destination).
+            if typ in (3, 11) and quoted_echo(body[8:]) == (ident, seq, req["target"]):
+                what = "unreachable (code %d)" % code if typ == 3 else "time exceeded"
+                return {"ok": False, "reason": what, "latencyMs": (time.monotonic() - t0) * 1000}
         return {"ok": False, "reason": "timeout"}
     finally:
         s.close()
@@ -97,6 +132,7 @@ def syn(req, deadline):
     try:
         hold.bind((src, 0))
         sport = hold.getsockname()[1]
+        big_buffer(raw)
         apply_opts(raw, req)
         seq = random.randint(0, 0xFFFFFFFF)
         opts = struct.pack("!BBH", 2, 4, 1460)  # MSS
@@ -109,10 +145,13 @@ def syn(req, deadline):
         for data, addr in packets(raw, deadline):
             if addr[0] != target:
                 continue
-            ihl = (data[0] & 0x0F) * 4
-            sp, dp = struct.unpack("!HH", data[ihl:ihl + 4])
-            flags = data[ihl + 13]
-            if sp != port or dp != sport:
+            seg = ip_payload(data)
+            if seg is None or len(seg) < 20:
+                continue
+            sp, dp, _, ack = struct.unpack("!HHII", seg[:12])
+            flags = seg[13]
+            # Ours only if it answers our SYN: the ports, and an acknowledgement of exactly our sequence number.
+            if sp != port or dp != sport or not flags & 0x10 or ack != (seq + 1) & 0xFFFFFFFF:
                 continue
             ms = (time.monotonic() - t0) * 1000
             if flags & 0x12 == 0x12:
@@ -176,8 +215,13 @@ def handle(req):
         res = {"ok": False, "reason": "bad request: missing %s" % e}
     except OSError as e:
         res = {"ok": False, "reason": e.strerror or str(e)}
+    except Exception as e:  # a per-request failure is a failed check, never a dead worker
+        res = {"ok": False, "reason": "probe error: %s" % type(e).__name__}
     res["id"] = rid
-    answer(res)
+    try:
+        answer(res)
+    except (BrokenPipeError, ValueError):
+        pass  # the parent went away
 
 
 def main():

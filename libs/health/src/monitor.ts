@@ -18,6 +18,10 @@ export class HealthMonitor {
   readonly timer: HealthTimer;
   last: ProbeResult | null = null;
   checks = 0;
+  /** Checks that could not be run (the probe helper was unavailable); the state held meanwhile. */
+  unknownChecks = 0;
+  /** Set while the last check could not be run: why. */
+  unknown: string | null = null;
   private handle: NodeJS.Timeout | null = null;
   private stopped = false;
 
@@ -39,16 +43,31 @@ export class HealthMonitor {
 
   private schedule(): void {
     if (this.stopped) return;
-    this.handle = setTimeout(() => void this.once(), Math.max(0, this.timer.nextCheckAt - this.now()));
+    this.handle = setTimeout(() => {
+      // Why the catch: a check that throws (a bad spec, a bug) must not kill the process or stop this monitor.
+      this.once().catch((e) => {
+        this.unknownChecks++;
+        this.unknown = `check failed to run: ${(e as Error).message}`;
+        this.timer.unknown(this.now());
+        this.schedule();
+      });
+    }, Math.max(0, this.timer.nextCheckAt - this.now()));
   }
 
   private async once(): Promise<void> {
     const pre = this.o.precheck?.() ?? null;
     const r: ProbeResult = pre ? { ok: false, reason: pre } : await this.o.checker.check(this.o.target, this.o.timers.response);
     if (this.stopped) return;
+    const now = this.now();
+    if (r.unknown) {
+      this.unknownChecks++;
+      this.unknown = r.reason ?? 'unknown';
+      this.timer.unknown(now);
+      return this.schedule();
+    }
+    this.unknown = null;
     this.checks++;
     this.last = r;
-    const now = this.now();
     // Own-link failures are not worth retrying: the path is gone.
     const ev = pre && this.timer.state === 'up' ? this.timer.forceDown(now, pre) : this.timer.tick(now) ?? this.timer.record(r, now);
     if (ev) this.o.onEvent(this.o.name, ev);

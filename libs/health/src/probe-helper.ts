@@ -1,5 +1,6 @@
 // Client of the fwlb-probe socket shim (raw sockets, SO_MARK, SO_BINDTODEVICE); I/O layer of libs/health.
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -21,70 +22,190 @@ export interface ProbeAnswer {
   reason: string;
   latencyMs?: number;
   data?: string;
+  /** The probe could not be run (the helper is down, stuck or restarting): the answer says nothing about the target. */
+  unknown?: boolean;
 }
 
 export const HELPER_PATH = join(__dirname, '..', 'helper', 'fwlb-probe.py');
 
-/** One long-lived helper process per node; requests are matched to answers by id, so probes run concurrently. */
+/** For doctors: can the probe helper run here (its python, its standard library, its file)? */
+export function probeHelperRunnable(python = process.env.FWLB_PYTHON ?? '/usr/bin/python3'): { ok: boolean; detail: string } {
+  const r = spawnSync(python, ['-c', 'import json, os, random, select, socket, struct, sys, threading, time; print(sys.version.split()[0])', HELPER_PATH], { encoding: 'utf8', timeout: 5000 });
+  if (r.error) return { ok: false, detail: `cannot run ${python}: ${r.error.message} (health checks need it: install python3, or set FWLB_PYTHON)` };
+  if (r.status !== 0) return { ok: false, detail: `${python} failed: ${(r.stderr || '').trim().split('\n').pop()}` };
+  if (!existsSync(HELPER_PATH)) return { ok: false, detail: `${HELPER_PATH} is missing` };
+  return { ok: true, detail: `${python} ${r.stdout.trim()} runs ${HELPER_PATH}` };
+}
+
+/** What the helper's supervision shows, for alarms. */
+export interface HelperStatus {
+  up: boolean;
+  restarts: number;
+  /** Why it last went away (exit code or signal, spawn error, stuck). */
+  lastError: string | null;
+  /** When it last changed between up and down (ms). */
+  since: number;
+}
+
+export interface HelperOptions {
+  python?: string;
+  netns?: string;
+  /** First restart delay; doubles on each failure up to `maxBackoffMs`. @default 100 */
+  backoffMs?: number;
+  /** @default 5000 */
+  maxBackoffMs?: number;
+  /** Called when the helper goes up or down. */
+  onStatus?: (s: HelperStatus) => void;
+}
+
+/** The alarm a node shows while its probe helper is down: health checks cannot run, the last health state holds. */
+export function helperAlarms(h: ProbeHelper): string[] {
+  const s = h.status();
+  return s.up ? [] : [`probe helper down since ${new Date(s.since).toISOString()} (${s.lastError ?? 'starting'}; ${s.restarts} restarts): health checks cannot run, the last health state holds`];
+}
+
+/**
+ * One long-lived helper process per node; requests are matched to answers by id, so probes run concurrently.
+ * Supervised: when it exits, fails to start or gets stuck, pending and new requests are answered `unknown` (never
+ * a failed check: a broken helper says nothing about a firewall or a server), and it is restarted with backoff.
+ */
 export class ProbeHelper {
   private nextId = 1;
   private readonly pending = new Map<number, (a: ProbeAnswer) => void>();
-  private readonly ready: Promise<void>;
+  private proc: ChildProcess | null = null;
+  private ready = false;
+  private waiters: (() => void)[] = [];
   private closed = false;
+  private backoff: number;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private stuck = 0;
+  readonly state: HelperStatus = { up: false, restarts: 0, lastError: null, since: Date.now() };
 
-  private constructor(private readonly proc: ChildProcess) {
-    let markReady: () => void;
-    this.ready = new Promise((r) => (markReady = r));
-    const rl = createInterface({ input: proc.stdout! });
-    rl.on('line', (line) => {
+  private constructor(private readonly o: HelperOptions) {
+    this.backoff = o.backoffMs ?? 100;
+    this.spawn();
+  }
+
+  /** Python is the system one: the helper uses its standard library only. */
+  static start(python = process.env.FWLB_PYTHON ?? '/usr/bin/python3', netns?: string, opts: Omit<HelperOptions, 'python' | 'netns'> = {}): ProbeHelper {
+    return new ProbeHelper({ ...opts, python, netns });
+  }
+
+  /** The helper's process id while it runs (for operators and tests). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  status(): HelperStatus {
+    return { ...this.state };
+  }
+
+  private setUp(up: boolean, err?: string): void {
+    if (err) this.state.lastError = err;
+    if (this.state.up === up) return;
+    this.state.up = up;
+    this.state.since = Date.now();
+    this.o.onStatus?.(this.status());
+  }
+
+  private spawn(): void {
+    const python = this.o.python ?? '/usr/bin/python3';
+    const cmd = this.o.netns ? ['ip', 'netns', 'exec', this.o.netns, python, HELPER_PATH] : [python, HELPER_PATH];
+    const proc = spawn(cmd[0], cmd.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.proc = proc;
+    this.ready = false;
+    let gone = false;
+    const onGone = (why: string) => {
+      if (gone) return;
+      gone = true;
+      if (this.proc === proc) this.proc = null;
+      this.ready = false;
+      for (const cb of this.pending.values()) cb({ ok: false, unknown: true, reason: `probe helper ${why}` });
+      this.pending.clear();
+      this.setUp(false, why);
+      if (this.closed) return;
+      // A helper that was working gets a quick restart; one that dies before it is ready (a crash loop, python
+      // missing) backs off, doubling up to maxBackoffMs.
+      const delay = this.backoff;
+      this.backoff = Math.min(this.backoff * 2, this.o.maxBackoffMs ?? 5000);
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        this.state.restarts++;
+        this.spawn();
+      }, delay);
+    };
+    proc.on('error', (e) => onGone(`could not run ${python}: ${e.message}`));
+    proc.stdin!.on('error', () => undefined); // EPIPE when it died: 'exit' reports it
+    proc.on('exit', (code, sig) => onGone(`exited (${sig ?? `code ${code}`})`));
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
       let msg: ProbeAnswer & { id: number; ready?: boolean };
       try {
         msg = JSON.parse(line);
       } catch {
         return;
       }
-      if (msg.ready) return markReady();
+      if (msg.ready) {
+        this.ready = true;
+        this.backoff = this.o.backoffMs ?? 100;
+        this.stuck = 0;
+        this.setUp(true);
+        const w = this.waiters;
+        this.waiters = [];
+        for (const f of w) f();
+        return;
+      }
       const cb = this.pending.get(msg.id);
       if (cb) {
         this.pending.delete(msg.id);
-        cb({ ok: msg.ok, reason: msg.reason, latencyMs: msg.latencyMs, data: msg.data });
+        this.stuck = 0;
+        this.setUp(true);
+        cb({ ok: msg.ok === true, reason: String(msg.reason ?? ''), latencyMs: typeof msg.latencyMs === 'number' ? msg.latencyMs : undefined, data: typeof msg.data === 'string' ? msg.data : undefined });
       }
-    });
-    proc.on('exit', () => {
-      this.closed = true;
-      for (const cb of this.pending.values()) cb({ ok: false, reason: 'probe helper exited' });
-      this.pending.clear();
     });
   }
 
-  /** Python is the system one: the helper uses its standard library only. */
-  static start(python = process.env.FWLB_PYTHON ?? '/usr/bin/python3', netns?: string): ProbeHelper {
-    const cmd = netns ? ['ip', 'netns', 'exec', netns, python, HELPER_PATH] : [python, HELPER_PATH];
-    const proc = spawn(cmd[0], cmd.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
-    return new ProbeHelper(proc);
+  /** Waits for a helper that is (re)starting, at most `ms`. */
+  private whenReady(ms: number): Promise<boolean> {
+    if (this.ready) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((f) => f !== done);
+        resolve(false);
+      }, ms);
+      const done = () => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      this.waiters.push(done);
+    });
   }
 
   async request(req: ProbeRequest): Promise<ProbeAnswer> {
-    await this.ready;
-    if (this.closed) return { ok: false, reason: 'probe helper exited' };
+    if (this.closed) return { ok: false, unknown: true, reason: 'probe helper closed' };
+    if (!(await this.whenReady(req.timeoutMs))) return { ok: false, unknown: true, reason: `probe helper unavailable: ${this.state.lastError ?? 'starting'}` };
+    const proc = this.proc!;
     const id = this.nextId++;
     return new Promise((resolve) => {
-      // A backstop a little past the probe's own deadline, in case the helper is stuck.
+      // A backstop a little past the probe's own deadline: a helper that does not answer is stuck, not the target.
       const t = setTimeout(() => {
-        this.pending.delete(id);
-        resolve({ ok: false, reason: 'timeout' });
+        if (!this.pending.delete(id)) return;
+        resolve({ ok: false, unknown: true, reason: 'probe helper did not answer' });
+        this.setUp(false, 'did not answer (stuck)');
+        // Three unanswered requests in a row: the helper is stuck; kill it, supervision restarts it.
+        if (++this.stuck >= 3 && this.proc === proc) proc.kill('SIGKILL');
       }, req.timeoutMs + 1000);
       this.pending.set(id, (a) => {
         clearTimeout(t);
         resolve(a);
       });
-      this.proc.stdin!.write(JSON.stringify({ id, ...req }) + '\n');
+      proc.stdin!.write(JSON.stringify({ id, ...req }) + '\n');
     });
   }
 
   close(): void {
     this.closed = true;
-    this.proc.stdin!.end();
-    this.proc.kill();
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.proc?.stdin?.end();
+    this.proc?.kill();
   }
 }

@@ -24,6 +24,8 @@ export interface ProbeResult {
   /** Why it failed: refused, timeout, status 503, content mismatch, ... */
   reason?: string;
   latencyMs?: number;
+  /** The check could not be run (its helper was unavailable): no evidence either way. */
+  unknown?: boolean;
 }
 
 export interface HealthEvent {
@@ -113,6 +115,19 @@ export class HealthTimer {
     }
     this.nextCheckAt = now + this.period();
     return ev;
+  }
+
+  /**
+   * A check that could not be run: the state holds (health that cannot be measured is unknown, not down), and a
+   * failure streak in progress is forgotten, so that a later failure starts a fresh count instead of completing
+   * an old one across the gap.
+   */
+  unknown(now: number): null {
+    this.failures = 0;
+    this.successes = 0;
+    this.firstFailureAt = null;
+    this.nextCheckAt = now + this.period();
+    return null;
   }
 
   /** DOWN at once, for failures that retries cannot help (this node's own link is down). */

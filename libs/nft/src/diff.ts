@@ -29,6 +29,15 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
   for (const name of want.counters ?? []) {
     if (!have?.namedCounters.has(name)) cmds.push({ add: { counter: { family: want.family, table: want.name, name } } });
   }
+  for (const st of want.sets ?? []) {
+    const cur = have?.sets.get(st.name);
+    if (cur && (JSON.stringify(cur.type) !== JSON.stringify(st.type) || cur.timeout !== st.timeout)) {
+      throw new Error(`set ${st.name} has type ${cur.type} timeout ${cur.timeout}, want ${st.type} timeout ${st.timeout}; delete table ${want.family} ${want.name} to migrate`);
+    }
+    if (!cur) {
+      cmds.push({ add: { set: { family: want.family, table: want.name, name: st.name, type: st.type, flags: ['timeout'], timeout: st.timeout, size: st.size } } });
+    }
+  }
   for (const m of want.maps) {
     const cur = have?.maps.get(m.name);
     if (cur && (JSON.stringify(cur.type) !== JSON.stringify(m.type) || cur.map !== m.map)) {
@@ -76,6 +85,8 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
         cmds.push({ delete: { chain: { family: want.family, table: want.name, name } } });
       }
     }
+    const wantSets = new Set((want.sets ?? []).map((x) => x.name));
+    for (const name of have.sets.keys()) if (!wantSets.has(name)) cmds.push({ delete: { set: { family: want.family, table: want.name, name } } });
     const wantMaps = new Set(want.maps.map((m) => m.name));
     for (const name of have.maps.keys()) if (!wantMaps.has(name)) cmds.push({ delete: { map: { family: want.family, table: want.name, name } } });
     // Last: a counter can go only once no rule refers to it, and the chains above were rewritten without it.
@@ -93,9 +104,11 @@ export function parseListing(json: unknown): ActualTable | null {
   const maps: ActualTable['maps'] = new Map();
   const counters: ActualTable['counters'] = new Map();
   const namedCounters: ActualTable['namedCounters'] = new Map();
+  const sets: ActualTable['sets'] = new Map();
   for (const it of items) {
     if (it.table) handle = it.table.handle;
     else if (it.counter) namedCounters.set(it.counter.name, { packets: it.counter.packets ?? 0, bytes: it.counter.bytes ?? 0 });
+    else if (it.set) sets.set(it.set.name, { type: it.set.type, ...(it.set.timeout !== undefined ? { timeout: it.set.timeout } : {}) });
     else if (it.chain) {
       const c = it.chain;
       chains.set(c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: c.handle, ruleComments: [] });
@@ -114,5 +127,5 @@ export function parseListing(json: unknown): ActualTable | null {
     }
   }
   if (handle === undefined) return null;
-  return { handle, chains, maps, counters, namedCounters };
+  return { handle, chains, maps, sets, counters, namedCounters };
 }

@@ -24,10 +24,24 @@ export interface DesiredMap {
   elements: [NftJson, number][];
 }
 
+/**
+ * A named set whose elements the kernel fills itself (`update @set` from a rule) and expires after `timeout`
+ * seconds. Reconcile creates it and never touches its elements.
+ */
+export interface DesiredSet {
+  name: string;
+  type: string | string[];
+  timeout: number;
+  /** Most elements it holds; updates beyond that are not recorded. */
+  size: number;
+}
+
 export interface DesiredTable {
   family: 'inet' | 'ip' | 'ip6';
   name: string;
   maps: DesiredMap[];
+  /** Dynamic sets (created once, elements left to the kernel). */
+  sets?: DesiredSet[];
   chains: DesiredChain[];
   /** Named counter objects; rules refer to them with `{counter: "name"}`, and they keep counting when a chain is rewritten. */
   counters?: string[];
@@ -48,6 +62,8 @@ export interface ActualTable {
   chains: Map<string, { type?: string; hook?: string; prio?: number; policy?: string; handle: number; ruleComments: (string | undefined)[] }>;
   /** Elements by `elementKey` of their key. */
   maps: Map<string, { type: string | string[]; map: string; elements: Map<string, number> }>;
+  /** Named sets (not maps) by name, with their type and timeout. */
+  sets: Map<string, { type: string | string[]; timeout?: number }>;
   /** Counter values of rules that have one, keyed by the rule's comment digest. */
   counters: Map<string, { packets: number; bytes: number }>;
   /** Named counter objects by name. */

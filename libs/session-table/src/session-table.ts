@@ -12,20 +12,44 @@ const PUT = `
 for i = 1, #ARGV, 3 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
 end
 return #ARGV / 3`;
 const DEL = `
 for i = 1, #ARGV do
   redis.call('HDEL', KEYS[2], ARGV[i])
   redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
 end
 return #ARGV`;
-/** Remove sessions whose expiry has passed, at most 10,000 per call. */
+/**
+ * A node no longer holds these sessions, but they may not have ended (a conntrack flush, a reboot, an eviction):
+ * move each from the held index to the grace index with expiry ARGV[1], and stamp that expiry in its value. A
+ * node that still holds the session (or picks it up again) puts it back. Already-graced sessions keep their expiry.
+ */
+const GRACE = `
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    local v = redis.call('HGET', KEYS[2], ARGV[i])
+    if v then
+      redis.call('HSET', KEYS[2], ARGV[i], (string.gsub(v, '%d+$', ARGV[1])))
+      redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i])
+      n = n + 1
+    end
+  end
+end
+return n`;
+/** Remove sessions whose expiry has passed (held or in grace), at most 10,000 per index per call. */
 const REAP = `
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
-for i = 1, #ids do redis.call('HDEL', KEYS[2], ids[i]) end
-for i = 1, #ids, 1000 do redis.call('ZREM', KEYS[1], unpack(ids, i, math.min(i + 999, #ids))) end
-return #ids`;
+local total = 0
+for k = 1, 3, 2 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
+  for i = 1, #ids do redis.call('HDEL', KEYS[2], ids[i]) end
+  for i = 1, #ids, 1000 do redis.call('ZREM', KEYS[k], unpack(ids, i, math.min(i + 999, #ids))) end
+  total = total + #ids
+end
+return total`;
 /** Renew the lock only while we hold it; take it when free. */
 const LOCK = `
 local v = redis.call('GET', KEYS[1])
@@ -34,17 +58,19 @@ if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0`;
 
 type Commands = {
-  fwlbPut(idx: string, hash: string, ...args: (string | number)[]): Promise<number>;
-  fwlbDel(idx: string, hash: string, ...ids: string[]): Promise<number>;
-  fwlbReap(idx: string, hash: string, now: number): Promise<number>;
+  fwlbPut(idx: string, hash: string, grace: string, ...args: (string | number)[]): Promise<number>;
+  fwlbDel(idx: string, hash: string, grace: string, ...ids: string[]): Promise<number>;
+  fwlbGrace(idx: string, hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
+  fwlbReap(idx: string, hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
 };
 
 export interface EpochDoc {
   epoch: number;
-  /** Firewall ids in the agreed membership, and those that carry new sessions. */
+  /** Firewall ids in the agreed membership, those that carry new sessions, and those every node sees down. */
   members: string[];
   live: string[];
+  down: string[];
   /** Who computed it and when. */
   by: string;
   at: number;
@@ -60,9 +86,10 @@ export class SessionTable {
 
   constructor(redis: Redis, readonly node: string, prefix = 'fwlb:') {
     this.prefix = prefix;
-    redis.defineCommand('fwlbPut', { numberOfKeys: 2, lua: PUT });
-    redis.defineCommand('fwlbDel', { numberOfKeys: 2, lua: DEL });
-    redis.defineCommand('fwlbReap', { numberOfKeys: 2, lua: REAP });
+    redis.defineCommand('fwlbPut', { numberOfKeys: 3, lua: PUT });
+    redis.defineCommand('fwlbDel', { numberOfKeys: 3, lua: DEL });
+    redis.defineCommand('fwlbGrace', { numberOfKeys: 3, lua: GRACE });
+    redis.defineCommand('fwlbReap', { numberOfKeys: 3, lua: REAP });
     redis.defineCommand('fwlbLock', { numberOfKeys: 1, lua: LOCK });
     this.r = redis as Redis & Commands;
   }
@@ -75,6 +102,11 @@ export class SessionTable {
     return `${this.prefix}s`;
   }
 
+  /** Sessions no node holds any more (see GRACE), by expiry. */
+  private get graceIdx(): string {
+    return `${this.prefix}grace`;
+  }
+
   /** Write sessions in batches of 1,000 per Lua call, all batches in one pipeline. */
   async put(records: SessionRecord[], now = Date.now()): Promise<number> {
     if (!records.length) return 0;
@@ -82,7 +114,7 @@ export class SessionTable {
     for (let i = 0; i < records.length; i += BATCH) {
       const args: (string | number)[] = [];
       for (const rec of records.slice(i, i + BATCH)) args.push(sessionId(rec), encodeRecord(rec), rec.expires);
-      void p.fwlbPut(this.idx, this.hash, ...args);
+      void p.fwlbPut(this.idx, this.hash, this.graceIdx, ...args);
     }
     const res = (await p.exec()) ?? [];
     const err = res.find(([e]) => e)?.[0];
@@ -93,23 +125,39 @@ export class SessionTable {
   async delete(ids: string[]): Promise<number> {
     if (!ids.length) return 0;
     const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
-    for (let i = 0; i < ids.length; i += BATCH) void p.fwlbDel(this.idx, this.hash, ...ids.slice(i, i + BATCH));
+    for (let i = 0; i < ids.length; i += BATCH) void p.fwlbDel(this.idx, this.hash, this.graceIdx, ...ids.slice(i, i + BATCH));
     const res = (await p.exec()) ?? [];
     const err = res.find(([e]) => e)?.[0];
     if (err) throw err;
     return ids.length;
   }
 
-  /** Sessions not yet expired. */
+  /** Sessions that no node holds any more get a grace expiry `until` (ms); returns how many moved. */
+  async grace(ids: string[], until: number): Promise<number> {
+    if (!ids.length) return 0;
+    const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
+    for (let i = 0; i < ids.length; i += BATCH) void p.fwlbGrace(this.idx, this.hash, this.graceIdx, until, ...ids.slice(i, i + BATCH));
+    const res = (await p.exec()) ?? [];
+    const err = res.find(([e]) => e)?.[0];
+    if (err) throw err;
+    return res.reduce((n, [, v]) => n + Number(v), 0);
+  }
+
+  /** Sessions held by a node and not yet expired. */
   count(now = Date.now()): Promise<number> {
     return this.r.zcount(this.idx, now, '+inf');
+  }
+
+  /** Sessions in grace: no node holds them now, and they are kept until their grace expiry. */
+  graceCount(now = Date.now()): Promise<number> {
+    return this.r.zcount(this.graceIdx, now, '+inf');
   }
 
   /** Remove expired sessions; returns how many. */
   async reap(now = Date.now()): Promise<number> {
     let total = 0;
     for (;;) {
-      const n = await this.r.fwlbReap(this.idx, this.hash, now);
+      const n = await this.r.fwlbReap(this.idx, this.hash, this.graceIdx, now);
       total += n;
       if (n < 10000) return total;
     }
@@ -157,17 +205,18 @@ export class SessionTable {
   }
 
   /** Publish a new bucket-table epoch (the leader does this); returns the epoch number. */
-  async publishEpoch(members: string[], live: string[], now = Date.now()): Promise<EpochDoc> {
+  async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now()): Promise<EpochDoc> {
     const epoch = await this.r.incr(`${this.prefix}epoch:n`);
-    const doc: EpochDoc = { epoch, members, live, by: this.node, at: now };
+    const doc: EpochDoc = { epoch, members, live, down, by: this.node, at: now };
     await this.r.set(`${this.prefix}epoch`, JSON.stringify(doc));
     await this.notify({ type: 'epoch', epoch });
     return doc;
   }
 
+  /** The current epoch, or null when there is none or what Redis holds is not a valid epoch document. */
   async epoch(): Promise<EpochDoc | null> {
     const v = await this.r.get(`${this.prefix}epoch`);
-    return v ? (JSON.parse(v) as EpochDoc) : null;
+    return v ? decodeEpoch(v) : null;
   }
 
   /** This node's view of each firewall, stamped with the time (views that are not refreshed go stale). */
@@ -211,6 +260,29 @@ export class SessionTable {
     });
     return { close: () => sub.disconnect() };
   }
+}
+
+const IDS = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 4096 && v.every((x) => typeof x === 'string' && /^[A-Za-z0-9_-]{1,32}$/.test(x));
+
+/** Strict decode of an epoch document read back from Redis (untrusted): null unless every field is sound. */
+export function decodeEpoch(text: string): EpochDoc | null {
+  let d: Record<string, unknown>;
+  try {
+    d = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!d || typeof d !== 'object') return null;
+  const { epoch, members, live, by, at } = d;
+  const down = d.down ?? [];
+  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1 || !IDS(members) || !IDS(live) || !IDS(down) || typeof by !== 'string' || typeof at !== 'number') return null;
+  return { epoch: epoch as number, members, live, down, by, at };
+}
+
+/** Firewalls every node sees down (the ones whose flows may be re-hashed): none when no node has a view. */
+export function agreedDown(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = Object.keys(views)): string[] {
+  if (!nodes.length) return [];
+  return firewalls.filter((fw) => nodes.every((n) => views[n]?.[fw] === false));
 }
 
 /**

@@ -1,0 +1,146 @@
+// Firewall membership: the one owner of each firewall's admin state, own health, own link and the agreed epoch,
+// and of what follows from them (who takes new sessions, whose established flows keep their firewall); pure layer
+// of apps/balancer. The API, the health monitors and the agreement write it; the reconciler reads snapshots.
+import type { ResolvedBalancerConfig } from '@fwlb/config';
+
+export interface FirewallSlot {
+  id: string;
+  index: number;
+  mark: number;
+  table: number;
+  priority: number;
+}
+
+/** Each firewall's mark, routing table and rule priority, resolved once from the validated config. */
+export function slots(c: ResolvedBalancerConfig): FirewallSlot[] {
+  return c.firewalls.map((f, i) => ({ id: f.id, index: i, mark: c.marks.base + i, table: c.tables.base + i, priority: c.rulePriorities.base + i }));
+}
+
+/** What every node agreed through the shared table (layer 2): the leader's epoch. */
+export interface Agreement {
+  epoch: number;
+  /** Firewalls every node sees up: they may take new sessions. */
+  live: string[];
+  /** Firewalls every node sees down: their flows are re-hashed unless a packet from them proves otherwise. */
+  down: string[];
+}
+
+export interface HealthDetail {
+  reason: string;
+  since: number;
+  latencyMs?: number;
+}
+
+export interface MembershipSnapshot {
+  /** Firewalls that take new sessions: enabled, seen up by this node, agreed (with a session table), link up. */
+  live: string[];
+  /**
+   * Firewalls whose established flows keep them (restore by ct mark): this node's link to them is up and they are
+   * not gone. Why not "seen up by this node": a packet that arrived from firewall k proves that k forwards that
+   * flow; the twin may see k up and send through it while this node's probes fail (issue 14).
+   */
+  restorable: string[];
+  /**
+   * Firewalls that look gone (agreed down; without a session table, down in this node's own view) while the link
+   * to them is up: a flow keeps such a firewall only while packets of it keep arriving from it (the `heard` set).
+   */
+  suspect: string[];
+  agreement: Agreement | null;
+}
+
+export interface FirewallView {
+  id: string;
+  mark: number;
+  table: number;
+  priority: number;
+  enabled: boolean;
+  healthy: boolean;
+  link: boolean;
+  health: HealthDetail | null;
+}
+
+export class Membership {
+  readonly slots: readonly FirewallSlot[];
+  private readonly admin = new Map<string, boolean>();
+  private readonly health = new Map<string, boolean>();
+  private readonly detail = new Map<string, HealthDetail>();
+  private readonly link = new Map<string, boolean>();
+  private agreement: Agreement | null = null;
+
+  /** `agreementExpected`: a session table is configured, so agreement (when known) decides who is gone. */
+  constructor(readonly config: ResolvedBalancerConfig, private readonly agreementExpected = config.sessionTable !== null, private readonly now: () => number = Date.now) {
+    this.slots = Object.freeze(slots(config).map((s) => Object.freeze(s)));
+    for (const f of config.firewalls) this.admin.set(f.id, f.enabled);
+  }
+
+  has(id: string): boolean {
+    return this.admin.has(id);
+  }
+
+  markOf(id: string): number | undefined {
+    return this.slots.find((s) => s.id === id)?.mark;
+  }
+
+  setAdmin(id: string, enabled: boolean): void {
+    if (!this.admin.has(id)) throw new RangeError(`no firewall ${id}`);
+    this.admin.set(id, enabled);
+  }
+
+  isEnabled(id: string): boolean {
+    return this.admin.get(id) === true;
+  }
+
+  /** This node's probe result; without a health section every firewall counts as healthy. */
+  setHealth(id: string, up: boolean, reason = '', latencyMs?: number): void {
+    this.health.set(id, up);
+    this.detail.set(id, { reason, since: this.now(), ...(latencyMs !== undefined ? { latencyMs } : {}) });
+  }
+
+  /** This node's own link to the firewall; returns true when it changed. Unknown counts as up. */
+  setLink(id: string, up: boolean): boolean {
+    const was = this.link.get(id) !== false;
+    this.link.set(id, up);
+    return was !== up;
+  }
+
+  setAgreement(a: Agreement | null): void {
+    this.agreement = a;
+  }
+
+  /** This node's own view, as published to the shared table. */
+  ownView(): Record<string, boolean> {
+    return Object.fromEntries(this.slots.map((s) => [s.id, this.health.get(s.id) !== false]));
+  }
+
+  snapshot(): MembershipSnapshot {
+    const a = this.agreement;
+    const agreedLive = a ? new Set(a.live) : null;
+    const agreedDown = a ? new Set(a.down) : null;
+    const live: string[] = [];
+    const restorable: string[] = [];
+    const suspect: string[] = [];
+    for (const { id } of this.slots) {
+      const own = this.health.get(id) !== false;
+      const linkUp = this.link.get(id) !== false;
+      if (own && linkUp && this.admin.get(id) && (!agreedLive || agreedLive.has(id))) live.push(id);
+      if (!linkUp) continue;
+      // Gone: every node sees it down; before any agreement (or without a session table), this node's own view.
+      const gone = this.agreementExpected && agreedDown ? agreedDown.has(id) : !own;
+      (gone ? suspect : restorable).push(id);
+    }
+    return { live, restorable, suspect, agreement: a };
+  }
+
+  views(): FirewallView[] {
+    return this.slots.map((s) => ({
+      id: s.id,
+      mark: s.mark,
+      table: s.table,
+      priority: s.priority,
+      enabled: this.admin.get(s.id)!,
+      healthy: this.health.get(s.id) !== false,
+      link: this.link.get(s.id) !== false,
+      health: this.detail.get(s.id) ?? null,
+    }));
+  }
+}

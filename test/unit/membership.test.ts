@@ -1,0 +1,75 @@
+// Unit: firewall membership (admin, own health, own link, agreement) → who takes new sessions, whose flows keep
+// their firewall, and which firewalls are suspect; and how the render turns that into nft rules.
+import { t } from 'tap';
+import { validateBalancerConfig } from '@fwlb/config';
+import { bucketTable, Membership, renderTable } from '@fwlb/balancer';
+
+const cfg = (sessionTable: boolean) =>
+  validateBalancerConfig({
+    role: 'inside',
+    sideInterface: 'srv0',
+    firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.17.${k}.2`, interface: `fw${k}` })),
+    hash: { seed: 42 },
+    ...(sessionTable ? { sessionTable: { url: 'redis://127.0.0.1:6379' } } : {}),
+  });
+
+t.test('all up: every firewall takes new sessions and restores its flows', async (t) => {
+  const m = new Membership(cfg(false));
+  t.same(m.snapshot(), { live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [], agreement: null });
+});
+
+t.test('table: what each combination of admin, health, link and agreement gives', async (t) => {
+  type Case = { name: string; st: boolean; admin?: boolean; up?: boolean; link?: boolean; agreed?: { live: string[]; down: string[] }; want: { live: boolean; restorable: boolean; suspect: boolean } };
+  const cases: Case[] = [
+    { name: 'disabled: no new sessions, established flows stay', st: false, admin: false, want: { live: false, restorable: true, suspect: false } },
+    { name: 'probes fail, no session table: suspect (kept only while heard)', st: false, up: false, want: { live: false, restorable: false, suspect: true } },
+    { name: 'link down: re-hashed at once', st: false, link: false, want: { live: false, restorable: false, suspect: false } },
+    { name: 'link down even when probes still pass', st: false, up: true, link: false, want: { live: false, restorable: false, suspect: false } },
+    { name: 'own probes fail, twin sees it up (agreement): flows keep it', st: true, up: false, agreed: { live: ['fw1', 'fw3'], down: [] }, want: { live: false, restorable: true, suspect: false } },
+    { name: 'every node sees it down: suspect', st: true, up: false, agreed: { live: ['fw1', 'fw3'], down: ['fw2'] }, want: { live: false, restorable: false, suspect: true } },
+    { name: 'session table but no epoch yet: own view decides', st: true, up: false, want: { live: false, restorable: false, suspect: true } },
+    { name: 'own view up, not agreed: no new sessions, flows stay', st: true, agreed: { live: ['fw1', 'fw3'], down: [] }, want: { live: false, restorable: true, suspect: false } },
+  ];
+  for (const c of cases) {
+    const m = new Membership(cfg(c.st));
+    if (c.admin !== undefined) m.setAdmin('fw2', c.admin);
+    if (c.up !== undefined) m.setHealth('fw2', c.up, 'test');
+    if (c.link !== undefined) m.setLink('fw2', c.link);
+    if (c.agreed) m.setAgreement({ epoch: 1, ...c.agreed });
+    const s = m.snapshot();
+    t.same({ live: s.live.includes('fw2'), restorable: s.restorable.includes('fw2'), suspect: s.suspect.includes('fw2') }, c.want, c.name);
+    t.same(s.live.filter((x) => x !== 'fw2'), ['fw1', 'fw3'], `${c.name}: the others are untouched`);
+  }
+});
+
+t.test('setLink reports changes; ownView follows health only', async (t) => {
+  const m = new Membership(cfg(false));
+  t.equal(m.setLink('fw1', true), false, 'unknown counts as up');
+  t.equal(m.setLink('fw1', false), true);
+  t.equal(m.setLink('fw1', false), false);
+  m.setHealth('fw3', false, 'timeout');
+  t.same(m.ownView(), { fw1: true, fw2: true, fw3: false });
+  t.throws(() => m.setAdmin('fw9', false), /no firewall fw9/);
+});
+
+t.test('render: restore by ct mark for restorable firewalls, restore-if-heard for suspect ones, the side label only on new flows', async (t) => {
+  const c = cfg(false);
+  const input = { config: c, live: ['fw1', 'fw3'], restorable: ['fw1', 'fw3'], suspect: ['fw2'] };
+  const out = renderTable(input, bucketTable(input));
+  const rules = out.chains[0].rules.map((r) => JSON.stringify(r));
+  const marks = (r: string) => JSON.parse(r).find((s: any) => s.match?.left?.ct?.key === 'mark' && s.match.right.set)?.match.right.set;
+  t.same(marks(JSON.stringify(out.labeled.restore)), [65536, 65538], 'restore: fw1 and fw3 only');
+  t.same(marks(JSON.stringify(out.labeled['restore-heard'])), [65537], 'restore-heard: fw2, looked up in @heard');
+  t.match(JSON.stringify(out.labeled['restore-heard']), /"right":"@heard"/);
+  const updates = rules.filter((r) => r.includes('"op":"update"'));
+  t.equal(updates.length, 1, 'packets are remembered only from the suspect firewall');
+  t.match(updates[0], /"right":"fw2"/);
+  const label = rules.filter((r) => r.includes('"label"'));
+  t.equal(label.length, 1, 'one rule sets the side label');
+  t.match(label[0], /"key":"state"\}\},"right":"new"/, 'and only on a new entry');
+  t.notMatch(JSON.stringify(out.labeled['hash-tcp-udp']), /label/, 'hashing (a re-hash of an established flow too) never labels');
+  t.same(out.sets, [{ name: 'heard', type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'], timeout: 30, size: 262144 }]);
+  const none = renderTable({ ...input, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [] }, bucketTable(input));
+  t.notOk(none.labeled['restore-heard'], 'no suspect firewall: no heard rule');
+  t.notOk(none.chains[0].rules.some((r) => JSON.stringify(r).includes('"op":"update"')), 'and nothing is remembered');
+});
