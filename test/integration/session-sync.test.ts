@@ -1,6 +1,7 @@
 // Integration: both balancer nodes record the sessions they steer in a real redis-server (layer 3), serve them at
 // GET /sessions, keep forwarding while Redis is down, and catch up after it restarts.
 import { t } from 'tap';
+import { connect, ready } from '@fwlb/session-table';
 import { drive, ECHO_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
@@ -51,6 +52,57 @@ t.test('session table in the sandwich', async (t) => {
     t.ok(Date.now() - t0 <= period, `Redis matched both kernels ${Date.now() - t0} ms after the restart (sync period ${period} ms): ${c.o.redis} sessions`);
     const l = await longs;
     t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no long-lived stream broke');
+    t.equal(lab.firewallCounters().reduce((a, f) => a + f.drops, 0), 0, 'no firewall drop');
+  });
+
+  await t.test('poisoned records, a forged epoch and FLUSHALL during traffic: traffic unaffected, the nodes agree again', async (t) => {
+    const raw = await ready(connect({ url, node: 'tester' }), 5000);
+    t.teardown(() => raw.disconnect());
+    const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 10, durationMs: 8000, intervalMs: 100 } })));
+    await sleep(1000);
+    lab.resetFirewallCounters();
+    const before = (await lab.api('outside', 'GET', '/status')).body;
+    // Each kind of bad record: a port out of range, a bad address, a protocol fwlb never records, an unknown
+    // firewall, a garbled value; a forged epoch (a huge number, no firewall live); a view without a time stamp.
+    await raw.hset('fwlb:s', '198.51.100.11:99999>203.0.113.100:7007/6', 'fw1 ob 1 9999999999999', '999.1.1.1:1>203.0.113.100:7007/6', 'fw1 ob 1 9999999999999', '198.51.100.11:1>203.0.113.100:7007/99', 'fw1 ob 1 9999999999999', '198.51.100.11:2>203.0.113.100:7007/6', 'fw9 ob 1 9999999999999', '198.51.100.11:3>203.0.113.100:7007/6', 'fw1 two words 1 2');
+    await raw.zadd('fwlb:sessions', 9999999999999, '198.51.100.11:2>203.0.113.100:7007/6');
+    await raw.set('fwlb:epoch', JSON.stringify({ epoch: 1e15, generation: 'forged', members: ['fw1', 'fw2', 'fw3'], live: [], down: ['fw1', 'fw2', 'fw3'], by: 'mallory', at: 1 }));
+    await raw.publish('fwlb:events', JSON.stringify({ type: 'epoch', epoch: 1e15 }));
+    await raw.sadd('fwlb:nodes', 'ghost');
+    await raw.hset('fwlb:health:ghost', 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
+    await sleep(500);
+    // Both nodes lose their state and restart: they load the poisoned table.
+    for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
+    await lab.startNode('outside');
+    await lab.startNode('inside');
+    const seen = new Set<string>();
+    for (let k = 0; k < 20; k++) {
+      for (const role of ['outside', 'inside'] as const) seen.add(JSON.stringify((await lab.api(role, 'GET', '/status')).body.agreed));
+      await sleep(100);
+    }
+    const after = await lab.api('outside', 'GET', '/status');
+    t.equal(after.body.lastError, null, 'the node reconciles');
+    t.notOk(seen.has('[]'), `the forged epoch (no firewall live) was never applied (agreements seen: ${[...seen].join(' ')})`);
+    t.same(after.body.agreed, before.agreed, 'the nodes agree on all firewalls again');
+    const m = (await sessionCount(lab, 'outside')).sync;
+    t.ok(m.rejectedRecords >= 5, `the rejected records are counted (${m.rejectedRecords})`);
+    // FLUSHALL during traffic.
+    await raw.flushall();
+    const marks = () => (['ob', 'ib'] as const).map((n) => [...lab.bucketMarks(n)].sort().join(','));
+    await sleep(1500);
+    const [o, i] = marks();
+    t.equal(o, i, 'after FLUSHALL both nodes keep the same bucket table');
+    const t0 = Date.now();
+    let agreed = false;
+    while (Date.now() - t0 < 15000 && !agreed) {
+      const st = await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/status')));
+      const doc = await raw.get('fwlb:epoch');
+      agreed = !!doc && st.every((s) => s.body.agreement?.epoch === JSON.parse(doc).epoch);
+      if (!agreed) await sleep(200);
+    }
+    t.ok(agreed, `both nodes applied the new generation's epoch ${Date.now() - t0} ms after FLUSHALL`);
+    const l = await longs;
+    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no stream broke');
     t.equal(lab.firewallCounters().reduce((a, f) => a + f.drops, 0), 0, 'no firewall drop');
   });
 });

@@ -62,14 +62,53 @@ t.test('session table on a real redis-server', async (t) => {
     t.equal(await ob.lead(400), true, 'ob takes the lock');
     t.equal(await ib.lead(400), false, 'ib cannot while ob holds it');
     t.equal(await ob.lead(400), true, 'ob renews');
-    const e1 = await ob.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw2', 'fw3']);
+    const e1 = (await ob.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw2', 'fw3']))!;
+    t.ok(e1, 'the leader publishes');
+    t.equal(await ib.publishEpoch(['fw1', 'fw2', 'fw3'], []), null, 'a node that is not the leader cannot publish');
     await sleep(600);
+    t.equal(await ob.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw2']), null, 'nor can a leader whose lock expired');
     t.equal(await ib.lead(400), true, 'the lock expired: ib takes over');
-    const e2 = await ib.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw3']);
+    const e2 = (await ib.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw3']))!;
     t.equal(e2.epoch, e1.epoch + 1, 'epochs increase');
+    t.equal(e2.generation, e1.generation, 'in one generation');
     t.same((await ob.epoch())!.live, ['fw1', 'fw3'], 'both read the same epoch');
     await sleep(100);
     t.same(events.filter((e) => e.type === 'epoch').map((e) => (e as { epoch: number }).epoch), [e1.epoch, e2.epoch], 'the twin was told of both');
+  });
+
+  await t.test('Redis data is untrusted: forged epochs, bad records and views without a time are not used', async (t) => {
+    const raw = connect({ url: redis.url, node: "x" });
+    t.teardown(() => raw.disconnect());
+    await ready(raw, 3000);
+    const good = (await ob.epoch())!;
+    await raw.set('test:epoch', JSON.stringify({ epoch: 1e15, live: [] }));
+    t.equal(await ob.epoch(), null, 'an epoch document without the current generation is refused');
+    await raw.set('test:epoch', JSON.stringify({ ...good, epoch: 1e15, generation: 'forged' }));
+    t.equal(await ob.epoch(), null, 'and one of another generation');
+    await raw.set('test:epoch', JSON.stringify(good));
+    t.same(await ob.epoch(), good, 'the genuine document reads back');
+    const before = ob.rejected;
+    await raw.hset('test:s', '1.2.3.4:99999>5.6.7.8:80/6', 'fw1 ob 1 9999999999999', '999.1.1.1:1>5.6.7.8:80/6', 'fw1 ob 1 9999999999999', '1.2.3.4:1>5.6.7.8:80/99', 'fw1 ob 1 9999999999999', '1.2.3.4:1>5.6.7.8:80/6', 'fw 1 ob x y');
+    const all = await ob.all();
+    t.notOk(all.some((r) => r.outerAddr === '999.1.1.1' || r.outerPort > 65535 || r.proto === 99), 'no bad record is returned');
+    t.equal(ob.rejected - before, 4, 'each bad record is counted');
+    await raw.sadd('test:nodes', 'ghost');
+    await raw.hset('test:health:ghost', 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
+    t.notOk('ghost' in (await ob.healthViews()), 'a view without a time stamp is stale, not a veto');
+    await raw.hdel('test:s', '1.2.3.4:99999>5.6.7.8:80/6', '999.1.1.1:1>5.6.7.8:80/6', '1.2.3.4:1>5.6.7.8:80/99', '1.2.3.4:1>5.6.7.8:80/6');
+  });
+
+  await t.test('Redis loses its data: the epoch restarts under a new generation', async (t) => {
+    const raw = connect({ url: redis.url, node: "x" });
+    t.teardown(() => raw.disconnect());
+    await ready(raw, 3000);
+    const before = (await ob.epoch())!;
+    await raw.flushall();
+    t.equal(await ob.epoch(), null, 'nothing to apply after the loss');
+    t.equal(await ob.lead(1000), true);
+    const after = (await ob.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw2']))!;
+    t.equal(after.epoch, 1, 'the counter restarted');
+    t.not(after.generation, before.generation, 'under a new generation, which nodes apply even though its number is smaller');
   });
 
   await t.test('health views: a firewall is agreed up only when both nodes see it up', async (t) => {

@@ -118,3 +118,14 @@ t.test('concurrent reconciles run one after the other', async (t) => {
   t.equal(maxInFlight, 1, 'never two passes at once');
   t.equal(r.reconciles, 3);
 });
+
+t.test('a body nested 5,000 levels deep is a 400, not a 500', async (t) => {
+  const { app } = setup();
+  const deep = '{"enabled":' + '['.repeat(5000) + ']'.repeat(5000) + '}';
+  const res = await app.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: deep, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
+  t.equal(res.statusCode, 400);
+  t.match(res.json().message, /nested deeper than 32 levels/);
+  const junk = await app.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: '{"enabled": tru', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
+  t.equal(junk.statusCode, 400);
+  t.match(junk.json().message, /body is not JSON/);
+});

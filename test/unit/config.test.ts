@@ -44,6 +44,15 @@ const bad: [string, (c: any) => void, RegExp][] = [
   ['a session table with an unknown key', (c) => (c.sessionTable = { url: 'redis://127.0.0.1:6379', ttl: 5 }), /\/sessionTable\/ttl: unknown key/],
   ['a session table URL of another scheme', (c) => (c.sessionTable = { url: 'http://x' }), /\/sessionTable\/url/],
   ['bad interface name', (c) => (c.sideInterface = 'eth0; rm -rf /'), /\/sideInterface/],
+  // Owned ranges that cover the system's tables or rules: fwlb deletes what it does not want inside its ranges.
+  ['tables covering main/local', (c) => (c.tables = { base: 252, size: 3 }), /\/tables: the range 252..254 covers the system's routing tables 253, 254/],
+  ['tables covering 255', (c) => (c.tables = { base: 250, size: 10 }), /\/tables: .*253, 254, 255/],
+  ['rule priorities covering main and default', (c) => (c.rulePriorities = { base: 32000, size: 4096 }), /\/rulePriorities: .*32766, 32767/],
+  ['a tcp health check without a port', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'tcp' } }), /\/health\/check\/port: is required for a tcp check/],
+  ['an http health check without a port', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'http' } }), /\/health\/check\/port: is required/],
+  ['a regex that does not compile', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'http-content', port: 80, regex: '(' } }), /\/health\/check\/regex: is not a valid regular expression/],
+  ['a 2^31 ms interval', (c) => (c.health = { target: '203.0.113.1', timers: { interval: 2 ** 31, response: 100, retries: 3 } }), /\/health\/timers\/interval: must be <= 3600000/],
+  ['a node name with a space', (c) => (c.name = 'node one'), /\/name: must match pattern/],
 ];
 
 for (const [name, mutate, re] of bad) {

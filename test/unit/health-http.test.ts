@@ -49,3 +49,16 @@ t.test('check spec schema', async (t) => {
   t.notOk(v({ kind: 'smtp' }), 'unknown kind');
   t.notOk(v({ kind: 'http', path: 'no-slash' }), 'path must start with /');
 });
+
+t.test('a content regex cannot stall the event loop: it runs under a time limit', async (t) => {
+  const { matchBounded, judgeHttp } = await import('@fwlb/health');
+  const evil = /(a+)+$/;
+  const page = 'a'.repeat(30) + '!';
+  const t0 = Date.now();
+  t.equal(matchBounded(evil, page, 20), 'timeout');
+  t.ok(Date.now() - t0 < 1000, `stopped after ${Date.now() - t0} ms (unbounded it runs for minutes)`);
+  t.equal(matchBounded(/healthy/, 'all healthy'), true);
+  t.equal(matchBounded(/healthy/, 'broken'), false);
+  const r = judgeHttp(`HTTP/1.1 200 OK\r\n\r\n${page}`, { regex: '(a+)+$' });
+  t.same({ ok: r.ok, reason: r.reason }, { ok: false, reason: 'content regex ran longer than 20 ms' }, 'the check fails, the process lives');
+});

@@ -157,3 +157,33 @@ t.test('events are batched; unmarked and ICMP entries are ignored; Redis loss is
   t.equal(sync.metrics.resyncs, 1);
   t.equal(sync.held, 3, 'the dump rebuilt what the node holds');
 });
+
+t.test('re-syncs are coalesced: at most one waits while one runs', async (t) => {
+  const store = fakeStore();
+  let dumps = 0;
+  let release: () => void = () => undefined;
+  const slow = () =>
+    new Promise<CtEntry[]>((r) => {
+      dumps++;
+      release = () => r([]);
+    });
+  const sync = new SessionSync({ node: 'ob', role: 'outside', firewallOf: () => 'fw1', store, dump: slow, flushMs: 10, resyncMs: 1000 });
+  const first = sync.resync('overrun 1');
+  await new Promise((r) => setImmediate(r));
+  const more = Array.from({ length: 20 }, (_, i) => sync.resync(`overrun ${i + 2}`));
+  release();
+  await first;
+  await new Promise((r) => setImmediate(r));
+  release();
+  await Promise.all(more);
+  t.equal(dumps, 2, '21 requests while a dump was running: 2 dumps');
+  t.equal(sync.metrics.resyncsCoalesced, 19);
+});
+
+t.test('the session cache is bounded', async (t) => {
+  const { SessionCache } = await import('@fwlb/balancer');
+  const c = new SessionCache(1, 251, 3);
+  for (let p = 1; p <= 5; p++) c.put({ outerAddr: '198.51.100.11', outerPort: p, innerAddr: '203.0.113.100', innerPort: 80, proto: 6, firewall: 'fw1', node: 'ob', firstSeen: 0, expires: 1 });
+  t.equal(c.size, 3);
+  t.equal(c.dropped, 2);
+});

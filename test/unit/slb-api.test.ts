@@ -19,7 +19,7 @@ const web = () => ({
   ],
 });
 
-function setup() {
+function setup(save?: (vips: unknown[]) => void) {
   const nft = fakeNft();
   const addrs = new Set<string>();
   let failAddress = false;
@@ -58,7 +58,7 @@ function setup() {
     return h;
   };
   const config = validateSlbConfig({ interface: 'up0', seed: 9, vips: [web()] });
-  const s = new SlbService(config, { nft, addresses, monitors: factory });
+  const s = new SlbService(config, { nft, addresses, monitors: factory, save });
   const app = buildSlbApp({ service: s, token: TOKEN });
   return { nft, addresses, monitors, s, app };
 }
@@ -106,6 +106,9 @@ t.test('bad input: 400 naming the field, and the kernel is unchanged', async (t)
     ['POST', '/vips/web/members', { address: '10.20.0.13', port: 0 }, /\/port: must be >= 1/],
     ['POST', '/vips/web/members', { address: '10.20.0.11', port: 8080 }, /duplicate member 10.20.0.11:8080/],
     ['PATCH', '/vips/web/members/10.20.0.11:8080', { state: 'gone' }, /\/state: must be equal to one of the allowed values/],
+    // Issue 9: a regex that does not compile used to crash the process (and the saved VIP crash-looped it).
+    ['POST', '/vips', { ...web(), id: 'tls', port: 443, check: { kind: 'http-content', regex: '(' } }, /\/check\/regex: is not a valid regular expression/],
+    ['POST', '/vips', { ...web(), id: 'tls', port: 443, timers: { interval: 2 ** 31, response: 100, retries: 2 } }, /\/timers\/interval: must be <= 3600000/],
   ];
   for (const [method, url, payload, want] of cases) {
     const res = await app.inject({ method: method as any, url, payload: payload as any, headers: auth });
@@ -188,4 +191,51 @@ t.test('source hash renders a jhash over the client address with the configured 
   t.same(key.jhash.expr, { payload: { protocol: 'ip', field: 'saddr' } });
   t.equal(key.jhash.seed, 9);
   t.equal(key.jhash.mod, 61);
+});
+
+t.test('50 concurrent VIP mutations: every 201 is in the kernel and in the state file', async (t) => {
+  let saved: any[] = [];
+  const { s, app, nft } = setup((v) => (saved = v as any[]));
+  await s.start();
+  const vip = (i: number) => ({ ...web(), id: `v${i}`, address: `203.0.113.${10 + i}`, members: [{ address: '10.20.0.11', port: 8080 }] });
+  const res = await Promise.all(Array.from({ length: 50 }, (_, i) => app.inject({ method: 'POST', url: '/vips', payload: vip(i), headers: auth })));
+  t.same(res.map((r) => r.statusCode), Array(50).fill(201), 'all 50 answered 201');
+  const ids = s.vips().map((v) => v.id).sort();
+  t.equal(ids.length, 51, 'and all 50 exist, with the first');
+  t.equal((nft.rules.get('dnat') ?? []).length, 51, 'one DNAT rule each in the kernel');
+  t.same(saved.map((v) => v.id).sort(), ids, 'and each is in the state file');
+  // Concurrent member changes on one VIP: adds and patches interleaved.
+  const adds = Array.from({ length: 20 }, (_, i) => app.inject({ method: 'POST', url: '/vips/web/members', payload: { address: `10.20.1.${i + 1}`, port: 8080 }, headers: auth }));
+  const patches = [app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.11:8080', payload: { state: 'drain' }, headers: auth }), app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.12:8080', payload: { weight: 5 }, headers: auth })];
+  const all = await Promise.all([...adds, ...patches]);
+  t.ok(all.every((r) => r.statusCode === 201 || r.statusCode === 200), 'every member change accepted');
+  const w = s.vip('web');
+  t.equal(w.members.length, 22, 'none lost');
+  t.equal(w.members.find((m) => m.address === '10.20.0.11')!.state, 'drain');
+  t.equal(w.members.find((m) => m.address === '10.20.0.12')!.weight, 5);
+  t.equal(saved.find((v) => v.id === 'web').members.length, 22);
+});
+
+t.test('the VIP limit is the same for the API and the config file', async (t) => {
+  const { MAX_VIPS } = await import('@fwlb/slb');
+  const { slbSchema } = await import('@fwlb/config');
+  t.equal((slbSchema as any).properties.vips.maxItems, MAX_VIPS);
+});
+
+t.test('a state file that cannot be written: 500 FWLB_SAVE_FAILED, the alarm stays until a save succeeds', async (t) => {
+  let fail = true;
+  const { s, app } = setup(() => {
+    if (fail) throw new Error('EROFS: read-only file system');
+  });
+  await s.start();
+  const r = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'v1', port: 81 }, headers: auth });
+  t.equal(r.statusCode, 500);
+  t.equal(r.json().code, 'FWLB_SAVE_FAILED');
+  t.match(r.json().message, /live in the kernel.*EROFS/);
+  const h = (await app.inject({ method: 'GET', url: '/health' })).json();
+  t.equal(h.status, 'degraded');
+  t.match(h.alarms[0], /state file not written/);
+  fail = false;
+  await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'v2', port: 82 }, headers: auth });
+  t.equal((await app.inject({ method: 'GET', url: '/health' })).json().status, 'ok', 'the next successful save clears it');
 });

@@ -42,9 +42,18 @@ async function run(path: string): Promise<void> {
     (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
   );
   // The SLB tier in this process (inside node): its VIPs are served on this node's API.
-  const slb = config.slb ? await startSlb(config.slb, log) : null;
+  // An SLB that cannot start (a corrupt state file, a kernel feature missing) must not take the balancer down with it:
+  // the balancer runs, the SLB's kernel state stays as it was, and the alarm says why.
+  let slbAlarm: string | null = null;
+  const slb = config.slb
+    ? await startSlb(config.slb, log).catch((e) => {
+        slbAlarm = `the embedded SLB did not start; its kernel state is left as it was: ${(e as Error).message}`;
+        log(`ALARM ${slbAlarm}`);
+        return null;
+      })
+    : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, alarms: () => [...(health?.alarms() ?? []), ...(slb?.service.alarms() ?? [])] });
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, alarms: () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])] });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const listen = config.api.listen;
   await listenOn(app, listen);

@@ -13,15 +13,23 @@ interface Known {
 
 export class SessionCache {
   private readonly known = new Map<string, Known>();
+  /** Sessions not cached because the cache was full (they are still in Redis and in the kernels). */
+  dropped = 0;
 
-  constructor(private readonly seed: number, private readonly buckets: number) {}
+  /** `maxEntries` bounds memory under a flood: about 200 bytes a session, 2M sessions ≈ 400 MB at most. */
+  constructor(private readonly seed: number, private readonly buckets: number, readonly maxEntries = 2_000_000) {}
 
   get size(): number {
     return this.known.size;
   }
 
   put(rec: SessionRecord): void {
-    this.known.set(sessionId(rec), { rec, bucket: bucketOf(rec, this.seed, this.buckets) });
+    const id = sessionId(rec);
+    if (this.known.size >= this.maxEntries && !this.known.has(id)) {
+      this.dropped++;
+      return;
+    }
+    this.known.set(id, { rec, bucket: bucketOf(rec, this.seed, this.buckets) });
   }
 
   delete(rec: SessionRecord): void {

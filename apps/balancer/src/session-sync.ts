@@ -106,7 +106,7 @@ export class SessionSync {
   private resyncTimer: NodeJS.Timeout | null = null;
   private behind = false;
   private busy: Promise<unknown> = Promise.resolve();
-  readonly metrics = { written: 0, deleted: 0, graced: 0, deferred: 0, writeErrors: 0, resyncs: 0, lastResync: null as null | { at: number; sessions: number; ms: number } };
+  readonly metrics = { written: 0, deleted: 0, graced: 0, deferred: 0, writeErrors: 0, resyncs: 0, resyncsCoalesced: 0, lastResync: null as null | { at: number; sessions: number; ms: number } };
 
   constructor(private readonly o: SessionSyncOptions) {}
 
@@ -197,9 +197,25 @@ export class SessionSync {
     return this.busy as Promise<void>;
   }
 
-  /** Events were lost, Redis came back, or the period is up: publish every fwlb session in the kernel. */
+  /** A re-sync queued behind the work in flight, not yet started; at most one (see resync). */
+  private queued: Promise<void> | null = null;
+
+  /**
+   * Events were lost, Redis came back, or the period is up: publish every fwlb session in the kernel. Coalesced:
+   * while one re-sync waits its turn, asking again joins it (a reader overrunning again and again under a flood
+   * would otherwise queue a full dump and rewrite per overrun).
+   */
   resync(reason: string): Promise<void> {
-    this.busy = this.busy.then(() => this.resyncNow(reason)).catch((e) => {
+    if (this.queued) {
+      this.metrics.resyncsCoalesced++;
+      return this.queued;
+    }
+    const run = this.busy.then(() => {
+      this.queued = null;
+      return this.resyncNow(reason);
+    });
+    this.queued = run.catch(() => undefined);
+    this.busy = run.catch((e) => {
       this.metrics.writeErrors++;
       this.behind = true;
       this.o.log?.(`session re-sync failed (${reason}): ${(e as Error).message}`);

@@ -18,6 +18,8 @@ export interface SessionsView {
 
 export interface SessionsHandle {
   view: SessionsView;
+  /** Conditions an operator must see (an epoch that was not applied). */
+  alarms(): string[];
   /** This node's own health view changed: publish it (the leader then computes a new epoch). */
   publishHealth(view: Record<string, boolean>): void;
   stop(): void;
@@ -34,17 +36,26 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   const redis = connect({ ...st, node: config.name });
   redis.on('error', () => undefined); // reconnects by itself; the sync logs what matters
   const table = new SessionTable(redis, config.name, st.keyPrefix);
+  const resyncMs = st.resyncSeconds * 1000;
   const cache = new SessionCache(config.hash.seed, config.hash.buckets);
+  const firewallIds = new Set(config.firewalls.map((f) => f.id));
+  let rejectedHere = 0;
+  // A record from Redis becomes a pin only if it names a configured firewall; its expiry is capped, so a record
+  // cannot hold a pin for longer than a node would refresh it.
+  const maxTtl = 4 * st.resyncSeconds * 1000;
+  const admit = (rec: SessionRecord) => {
+    if (!firewallIds.has(rec.firewall)) return void rejectedHere++;
+    cache.put(rec.expires > Date.now() + maxTtl ? { ...rec, expires: Date.now() + maxTtl } : rec);
+  };
   r.pinSource = cache;
   const ids = config.firewalls.map((f) => f.id);
   const byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
   const firewallOf = (mark: number) => byMark.get(mark);
-  const resyncMs = st.resyncSeconds * 1000;
   try {
     await ready(redis, 3000);
     const t0 = Date.now();
     const all = await table.all();
-    for (const rec of all) cache.put(rec);
+    for (const rec of all) admit(rec);
     log(`loaded ${all.length} sessions from the session table in ${Date.now() - t0} ms`);
   } catch (e) {
     log(`session table not reachable at start, continuing on the kernel's state: ${(e as Error).message}`);
@@ -77,18 +88,32 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   // Shared health views and epochs: one leader turns the views into an epoch; every node applies the epoch.
   let ownView: Record<string, boolean> = Object.fromEntries(ids.map((id) => [id, true]));
   let appliedEpoch = 0;
+  let appliedGeneration: string | null = null;
+  let epochAlarm: string | null = null;
+  const known = new Set(ids);
   const applyEpoch = async () => {
     const doc = await table.epoch();
-    if (!doc || doc.epoch <= appliedEpoch) return;
+    // A new generation is a new history (Redis lost its data): its numbers start again and are applied.
+    if (!doc || (doc.generation === appliedGeneration && doc.epoch <= appliedEpoch)) return;
+    const live = doc.live.filter((id) => known.has(id));
+    if (!live.length) {
+      // Fail static: data in Redis never takes every firewall out. The last agreement stays in force.
+      if (epochAlarm === null) log(`ALARM epoch ${doc.epoch} by ${doc.by} would leave no firewall live; keeping epoch ${appliedEpoch}`);
+      epochAlarm = `epoch ${doc.epoch} by ${doc.by} would leave no firewall live; epoch ${appliedEpoch} stays in force`;
+      return;
+    }
+    epochAlarm = null;
     appliedEpoch = doc.epoch;
-    const known = new Set(ids);
-    r.membership.setAgreement({ epoch: doc.epoch, live: doc.live.filter((id) => known.has(id)), down: doc.down.filter((id) => known.has(id)) });
+    appliedGeneration = doc.generation;
+    r.membership.setAgreement({ epoch: doc.epoch, live, down: doc.down.filter((id) => known.has(id)) });
     log(`applied epoch ${doc.epoch} by ${doc.by}: live ${doc.live.join(',') || '(none)'}`);
     trigger();
   };
   const lead = async () => {
     if (!(await table.lead(3 * resyncMs))) return;
     const views = await table.healthViews(3 * resyncMs);
+    // No fresh view at all (Redis just lost its data): nothing to agree on yet; the views come back within a period.
+    if (!Object.keys(views).length) return;
     const live = agreedUp(views, ids);
     const down = agreedDown(views, ids);
     const cur = await table.epoch();
@@ -122,8 +147,9 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
           return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }
       },
-      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, redis: redis.status, cached: cache.size, epoch: appliedEpoch }),
+      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, redis: redis.status, cached: cache.size, epoch: appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
     },
+    alarms: () => (epochAlarm ? [epochAlarm] : []),
     publishHealth(view) {
       ownView = view;
       void publish();

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
 import { bearerGuard, createApi } from '@fwlb/service';
 import { SlbErrors } from './errors';
-import { NotFoundError, SlbService } from './service';
+import { NotFoundError, SaveError, SlbService } from './service';
 
 export interface SlbAppOptions {
   service: SlbService;
@@ -22,6 +22,7 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
     } catch (e) {
       if (e instanceof ConfigError) throw e;
       if (e instanceof NotFoundError) throw (e.what === 'vip' ? SlbErrors.NO_SUCH_VIP : SlbErrors.NO_SUCH_MEMBER)(e.message);
+      if (e instanceof SaveError) throw SlbErrors.SAVE_FAILED(e.message);
       throw SlbErrors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
     }
   };

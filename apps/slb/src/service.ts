@@ -36,6 +36,14 @@ export interface SlbDeps {
   alarms?: () => string[];
 }
 
+/** The most VIPs one SLB holds: the same limit for the API and the config file's schema (`vips` maxItems). */
+export const MAX_VIPS = 4096;
+
+/** The change is live in the kernel, but the state file could not be written. */
+export class SaveError extends Error {
+  readonly code = 'FWLB_SAVE_FAILED';
+}
+
 export class NotFoundError extends Error {
   constructor(readonly what: 'vip' | 'member', message: string) {
     super(message);
@@ -180,9 +188,15 @@ export class SlbService {
     }
   }
 
-  /** Apply a new VIP list; only when the kernel took it does it become the state (and the state file). */
-  private change(next: ResolvedVip[]): Promise<SlbReconcileResult> {
+  /**
+   * Apply a change; only when the kernel took it does it become the state (and the state file). Why `build` gets
+   * the current list inside the serialized queue: two requests that each built "the list plus my VIP" from the
+   * same starting point would both be accepted and the second would silently undo the first (issue 9).
+   */
+  private change(build: (current: readonly ResolvedVip[]) => ResolvedVip[]): Promise<SlbReconcileResult> {
     return this.serial(async () => {
+      const next = build(this.vipList);
+      if (next.length > MAX_VIPS) throw new ConfigError([{ field: '/', message: `at most ${MAX_VIPS} VIPs (the config file's limit)` }], 'request body');
       // A member new to health is down (it joins after passing its checks), unless the same VIP member was up before.
       const prev = this.vipList;
       const keep = this.wasUp(prev);
@@ -191,34 +205,58 @@ export class SlbService {
       const r = await this.applyVips(next, (k) => initial.get(k) ?? false);
       this.vipList = next;
       this.syncMonitors(this.wasUp(prev));
-      this.deps.save?.(next.map(vipDocument));
+      try {
+        this.deps.save?.(next.map(vipDocument));
+        this.saveError = null;
+      } catch (e) {
+        this.saveError = `state file not written: ${(e as Error).message}`;
+        throw new SaveError(this.saveError);
+      }
       return r;
     });
   }
 
-  private others(id?: string): VipConfig[] {
-    return this.vipList.filter((v) => v.id !== id).map(vipDocument);
+  /** Set while the last change is live in the kernel but not in the state file. */
+  saveError: string | null = null;
+
+  private others(current: readonly ResolvedVip[], id?: string): VipConfig[] {
+    return current.filter((v) => v.id !== id).map(vipDocument);
+  }
+
+  private find(current: readonly ResolvedVip[], id: string): ResolvedVip {
+    const v = current.find((x) => x.id === id);
+    if (!v) throw new NotFoundError('vip', `no VIP "${id}"`);
+    return v;
   }
 
   async createVip(body: unknown): Promise<ResolvedVip> {
-    const v = validateVip(body, this.others());
-    await this.change([...this.vipList, v]);
-    return v;
+    let v: ResolvedVip | null = null;
+    await this.change((cur) => {
+      v = validateVip(body, this.others(cur));
+      return [...cur, v];
+    });
+    return v!;
   }
 
   async replaceVip(id: string, body: unknown): Promise<ResolvedVip> {
-    this.vip(id);
     if (body && typeof body === 'object' && 'id' in body && (body as { id: unknown }).id !== id) {
       throw new ConfigError([{ field: '/id', message: `must be "${id}" as in the path` }], 'request body');
     }
-    const v = validateVip({ ...(body as object), id }, this.others(id));
-    await this.change(this.vipList.map((x) => (x.id === id ? v : x)));
-    return v;
+    let v: ResolvedVip | null = null;
+    await this.change((cur) => {
+      this.find(cur, id);
+      const nv = validateVip({ ...(body as object), id }, this.others(cur, id));
+      v = nv;
+      return cur.map((x) => (x.id === id ? nv : x));
+    });
+    return v!;
   }
 
   async deleteVip(id: string): Promise<void> {
-    this.vip(id);
-    await this.change(this.vipList.filter((x) => x.id !== id));
+    await this.change((cur) => {
+      this.find(cur, id);
+      return cur.filter((x) => x.id !== id);
+    });
   }
 
   private member(v: ResolvedVip, key: string) {
@@ -227,33 +265,42 @@ export class SlbService {
     return i;
   }
 
-  private async withMembers(id: string, edit: (members: MemberConfig[]) => MemberConfig[]): Promise<ResolvedVip> {
-    const doc = vipDocument(this.vip(id));
-    doc.members = edit(doc.members);
-    let v: ResolvedVip;
-    try {
-      v = validateVip(doc, this.others(id));
-    } catch (e) {
-      // Name the member fields as the request sent them, not as they sit in the VIP.
-      if (e instanceof ConfigError) throw new ConfigError(e.problems.map((p) => ({ ...p, field: p.field.replace(/^\/members\/\d+/, '') || '/' })), 'request body');
-      throw e;
-    }
-    await this.change(this.vipList.map((x) => (x.id === id ? v : x)));
-    return v;
+  /** Edits one VIP's members, reading the VIP inside the serialized queue (see `change`). */
+  private async withMembers(id: string, edit: (v: ResolvedVip, members: MemberConfig[]) => MemberConfig[]): Promise<ResolvedVip> {
+    let v: ResolvedVip | null = null;
+    await this.change((cur) => {
+      const old = this.find(cur, id);
+      const doc = vipDocument(old);
+      doc.members = edit(old, doc.members);
+      try {
+        v = validateVip(doc, this.others(cur, id));
+      } catch (e) {
+        // Name the member fields as the request sent them, not as they sit in the VIP.
+        if (e instanceof ConfigError) throw new ConfigError(e.problems.map((p) => ({ ...p, field: p.field.replace(/^\/members\/\d+/, '') || '/' })), 'request body');
+        throw e;
+      }
+      const nv = v;
+      return cur.map((x) => (x.id === id ? nv : x));
+    });
+    return v!;
   }
 
   addMember(id: string, body: MemberConfig): Promise<ResolvedVip> {
-    return this.withMembers(id, (ms) => [...ms, body]);
+    return this.withMembers(id, (_v, ms) => [...ms, body]);
   }
 
-  async patchMember(id: string, key: string, patch: Partial<Pick<MemberConfig, 'weight' | 'state'>>): Promise<ResolvedVip> {
-    const i = this.member(this.vip(id), key);
-    return this.withMembers(id, (ms) => ms.map((m, j) => (j === i ? { ...m, ...patch } : m)));
+  patchMember(id: string, key: string, patch: Partial<Pick<MemberConfig, 'weight' | 'state'>>): Promise<ResolvedVip> {
+    return this.withMembers(id, (v, ms) => {
+      const i = this.member(v, key);
+      return ms.map((m, j) => (j === i ? { ...m, ...patch } : m));
+    });
   }
 
-  async deleteMember(id: string, key: string): Promise<ResolvedVip> {
-    const i = this.member(this.vip(id), key);
-    return this.withMembers(id, (ms) => ms.filter((_, j) => j !== i));
+  deleteMember(id: string, key: string): Promise<ResolvedVip> {
+    return this.withMembers(id, (v, ms) => {
+      const i = this.member(v, key);
+      return ms.filter((_, j) => j !== i);
+    });
   }
 
   /** Counters are read from the kernel's named counters (they survive chain rewrites). */
@@ -291,7 +338,7 @@ export class SlbService {
   }
 
   alarms(): string[] {
-    return this.deps.alarms?.() ?? [];
+    return [...(this.saveError ? [this.saveError] : []), ...(this.deps.alarms?.() ?? [])];
   }
 
   status() {

@@ -1,7 +1,9 @@
 // Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
 // layer of apps/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
-import { renameSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
-import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname } from 'node:path';
+import { ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
@@ -12,18 +14,45 @@ import { SlbService } from './service';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
-/** VIPs saved by the API take the place of the config file's list; they are validated the same way. */
-function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
+/**
+ * VIPs saved by the API take the place of the config file's list; they are validated the same way. An empty,
+ * truncated or invalid state file is a ConfigError naming the file (nothing has touched the kernel yet).
+ */
+export function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
   if (!c.stateFile || !existsSync(c.stateFile)) return c;
-  const vips = JSON.parse(readFileSync(c.stateFile, 'utf8')) as VipConfig[];
+  let vips: VipConfig[];
+  try {
+    vips = JSON.parse(readFileSync(c.stateFile, 'utf8')) as VipConfig[];
+  } catch (e) {
+    throw new ConfigError([{ field: '', message: `state file is not valid JSON (${(e as Error).message}); fix or remove it, the kernel was left as it is` }], c.stateFile);
+  }
   return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
 }
 
-/** Write-then-rename, so a crash mid-write never leaves half a state file. */
-function saver(path: string) {
+/**
+ * Write-then-rename, so a crash mid-write never leaves half a state file: a temp name of its own created with
+ * O_EXCL (never follows a symlink planted there), fsync of the file, rename, fsync of the directory.
+ */
+export function saver(path: string) {
   return (vips: VipConfig[]) => {
-    writeFileSync(`${path}.tmp`, JSON.stringify(vips, null, 2), { mode: 0o600 });
-    renameSync(`${path}.tmp`, path);
+    const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      writeSync(fd, JSON.stringify(vips, null, 2));
+      fsyncSync(fd);
+    } catch (e) {
+      closeSync(fd);
+      rmSync(tmp, { force: true });
+      throw e;
+    }
+    closeSync(fd);
+    renameSync(tmp, path);
+    const dir = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
   };
 }
 

@@ -118,7 +118,8 @@ export const balancerSchema = {
   required: ['role', 'sideInterface', 'firewalls', 'hash'],
   properties: {
     role: { enum: ['outside', 'inside'] },
-    name: { type: 'string', minLength: 1, maxLength: 64 },
+    // No spaces or separators: the name is a field of every session record and the leader lock's owner.
+    name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' },
     sideInterface: ifname,
     firewalls: {
       type: 'array',

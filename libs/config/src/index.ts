@@ -4,3 +4,4 @@ export * from './balancer-schema';
 export * from './validate';
 export * from './slb-schema';
 export * from './validate-slb';
+export * from './check-problems';

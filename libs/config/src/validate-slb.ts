@@ -1,5 +1,6 @@
 // Validates the SLB tier's config and its VIP changes: ajv first, then what JSON Schema cannot say; pure layer of libs/config.
 import Ajv from 'ajv';
+import { checkSpecProblems } from './check-problems';
 import addFormats from 'ajv-formats';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
@@ -50,6 +51,7 @@ function resolveVip(v: VipConfig, at: string, problems: FieldProblem[]): Resolve
     else seen.set(k, i);
     if (m.address === v.address) problems.push({ field: `${at}/members/${i}/address`, message: 'must differ from the VIP address' });
   });
+  if (v.check) problems.push(...checkSpecProblems(v.check, `${at}/check`, true));
   let timers: Required<TimerConfig> | null = null;
   try {
     timers = validateTimers(v.timers ?? SLB_DEFAULTS.timers);

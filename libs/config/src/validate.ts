@@ -5,6 +5,7 @@ import { isPrime } from '@fwlb/flowhash';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
+import { checkSpecProblems, RESERVED_PRIORITIES, RESERVED_TABLES, reservedProblem } from './check-problems';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4', 'ipv6']);
@@ -79,11 +80,17 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
   fits('marks', marks);
   fits('tables', c.tables ?? BALANCER_DEFAULTS.tables);
   fits('rulePriorities', c.rulePriorities ?? BALANCER_DEFAULTS.rulePriorities);
+  for (const p of [
+    reservedProblem('/tables', c.tables ?? BALANCER_DEFAULTS.tables, RESERVED_TABLES, 'routing tables'),
+    reservedProblem('/rulePriorities', c.rulePriorities ?? BALANCER_DEFAULTS.rulePriorities, RESERVED_PRIORITIES, 'rule priorities'),
+  ])
+    if (p) problems.push(p);
   // Why: the jhash rule leaves the bucket number in the mark on a map miss; it must never look like a firewall mark.
   if (marks.base < buckets) problems.push({ field: '/marks/base', message: `must be >= hash.buckets (${buckets})` });
   let timers: Required<TimerConfig> | null = null;
   if (c.health) {
     if (c.health.check && 'mark' in c.health.check) problems.push({ field: '/health/check/mark', message: 'is set per firewall by fwlb' });
+    if (c.health.check) problems.push(...checkSpecProblems(c.health.check, '/health/check', false));
     try {
       timers = validateTimers(c.health.timers ?? BALANCER_DEFAULTS.healthTimers);
     } catch (e) {

@@ -60,6 +60,10 @@ export interface EventStreamOptions {
   onLoss?: () => void;
   /** Tests only: the reader blocks its event loop this long once, as a slow consumer would. */
   stallMs?: number;
+  /** First restart delay of a reader that died soon after starting; doubles up to `maxBackoffMs`. @default 100 */
+  backoffMs?: number;
+  /** @default 5000 */
+  maxBackoffMs?: number;
 }
 
 /**
@@ -70,7 +74,12 @@ export interface EventStreamOptions {
 export class ConntrackEvents {
   events = 0;
   overruns = 0;
+  /** Readers started after the first. */
+  restarts = 0;
   private closed = false;
+  private startedAt = 0;
+  private backoff = 0;
+  private restartTimer: NodeJS.Timeout | null = null;
   private child: ChildProcess | null = null;
   readonly ready: Promise<void>;
   private markReady: () => void = () => undefined;
@@ -88,6 +97,9 @@ export class ConntrackEvents {
     const args = [READER, (this.o.kinds ?? ['new', 'destroy']).join(','), String(this.o.recvBufferSize ?? 8 << 20), String(this.o.stallMs ?? 0)];
     const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
     this.child = child;
+    this.startedAt = Date.now();
+    child.stdin!.on('error', () => undefined);
+    child.on('error', () => undefined); // 'exit' follows and restarts
     createInterface({ input: child.stdout! }).on('line', (line) => {
       let msg: { ready?: boolean; kind?: CtEventKind; entry?: CtEntry };
       try {
@@ -109,7 +121,16 @@ export class ConntrackEvents {
       if (this.closed) return;
       this.flush();
       this.overruns++;
-      this.start();
+      // Why a backoff: under a SYN flood the reader overruns again and again; restarting at once turns that into
+      // a fork loop. A reader that lived 10 s restarts at once; one that keeps dying waits longer each time.
+      const first = this.o.backoffMs ?? 100;
+      this.backoff = Date.now() - this.startedAt > 10_000 ? 0 : Math.min(this.backoff ? this.backoff * 2 : first, this.o.maxBackoffMs ?? 5000);
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        if (this.closed) return;
+        this.restarts++;
+        this.start();
+      }, this.backoff);
       this.o.onLoss?.();
     });
   }
@@ -128,6 +149,7 @@ export class ConntrackEvents {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.child?.stdin?.end();
     this.child?.kill();
   }

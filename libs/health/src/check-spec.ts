@@ -71,7 +71,7 @@ export const checkSpecSchema = {
     {
       type: 'object',
       additionalProperties: false,
-      properties: { kind: { const: 'http-content' }, ...http, contains: { type: 'string', minLength: 1 }, regex: { type: 'string', minLength: 1 } },
+      properties: { kind: { const: 'http-content' }, ...http, contains: { type: 'string', minLength: 1, maxLength: 4096 }, regex: { type: 'string', minLength: 1, maxLength: 1024 } },
       anyOf: [
         { properties: { contains: { type: 'string' } }, required: ['contains'] },
         { properties: { regex: { type: 'string' } }, required: ['regex'] },
@@ -84,13 +84,14 @@ export const timersSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['interval', 'response', 'retries'],
+  // Why the maxima: a timer beyond 2^31-1 ms fires after 1 ms in Node.js; one hour is already more than any check needs.
   properties: {
-    interval: { type: 'number', exclusiveMinimum: 0 },
-    response: { type: 'number', exclusiveMinimum: 0 },
-    retries: { type: 'integer', minimum: 1 },
-    timeout: { type: 'number', exclusiveMinimum: 0 },
-    deadInterval: { type: 'number', exclusiveMinimum: 0 },
-    rise: { type: 'integer', minimum: 1 },
+    interval: { type: 'number', exclusiveMinimum: 0, maximum: 3600000 },
+    response: { type: 'number', exclusiveMinimum: 0, maximum: 3600000 },
+    retries: { type: 'integer', minimum: 1, maximum: 1000 },
+    timeout: { type: 'number', exclusiveMinimum: 0, maximum: 3600000 },
+    deadInterval: { type: 'number', exclusiveMinimum: 0, maximum: 3600000 },
+    rise: { type: 'integer', minimum: 1, maximum: 1000 },
     jitter: { type: 'number', minimum: 0, exclusiveMaximum: 1 },
   },
 } as const;

@@ -2,6 +2,7 @@
 export * from './timer';
 export * from './check-spec';
 export * from './http-response';
+export * from './content-match';
 export * from './probe-helper';
 export * from './checker';
 export * from './icmp';

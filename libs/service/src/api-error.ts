@@ -20,4 +20,5 @@ export const CommonErrors = {
   BAD_REQUEST: createError('FWLB_BAD_REQUEST', 'the request is invalid', 400),
   APPLY_FAILED: createError('FWLB_APPLY_FAILED', 'the change could not be applied to the kernel; nothing was changed', 500),
   NOT_FOUND: createError('FWLB_NOT_FOUND', 'no such route', 404),
+  INTERNAL: createError('FWLB_INTERNAL', 'internal error (the node log has the detail); the kernel keeps its last good state', 500),
 };

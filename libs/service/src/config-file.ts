@@ -34,7 +34,16 @@ export function arg(name: string): string | undefined {
 }
 
 /** Runs a command-line main: a bad config exits 2 with the field named, anything else exits 1 with the stack. */
+/** Rejections nobody handled since start (see runMain). */
+export let unhandled = 0;
+
 export function runMain(prog: string, main: () => Promise<void>): void {
+  // Fail static: a promise nobody awaited that rejects (a bug in a loop) is logged and counted, never the end of
+  // the process that keeps the kernel's state in step.
+  process.on('unhandledRejection', (e) => {
+    unhandled++;
+    console.error(`${prog}: ALARM unhandled rejection #${unhandled} (the process keeps running): ${e instanceof Error ? e.stack : e}`);
+  });
   main().catch((e) => {
     if (e instanceof ConfigError) {
       console.error(`${prog}: ${e.message}`);

@@ -21,10 +21,40 @@ export function bearerGuard(token?: string) {
   };
 }
 
+/** The deepest nesting a request body may have; fwlb's bodies need 4 levels. */
+export const MAX_BODY_DEPTH = 32;
+
+/** Nesting depth of a parsed JSON value, counted without recursion (a hostile body may nest 100,000 levels). */
+export function jsonDepth(v: unknown, limit = Infinity): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (x === null || typeof x !== 'object') continue;
+    const depth = d + 1;
+    if (depth > max) max = depth;
+    if (max > limit) return max;
+    for (const c of Object.values(x as object)) stack.push([c, depth]);
+  }
+  return max;
+}
+
 /** A fastify instance with fwlb's error shape `{code, message, details}`; bodies are never coerced or stripped. */
 export function createApi(logger = false): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
-  const app = Fastify({ logger, ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } } });
+  const app = Fastify({ logger, bodyLimit: 1 << 20, ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } } });
+  // Why a parser of our own: validators and config code walk bodies recursively; a body nested thousands of levels
+  // deep would overflow the stack in them (a 500) instead of being refused up front (a 400).
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    let v: unknown;
+    try {
+      v = JSON.parse(body as string);
+    } catch (e) {
+      return done(CommonErrors.BAD_REQUEST(`body is not JSON: ${(e as Error).message}`), undefined);
+    }
+    if (jsonDepth(v, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) return done(CommonErrors.BAD_REQUEST(`body is nested deeper than ${MAX_BODY_DEPTH} levels`), undefined);
+    done(null, v);
+  });
   app.setErrorHandler((err: any, _req, reply) => {
     if (err instanceof ApiError) return reply.status(err.statusCode).send({ code: err.code, message: err.message, details: err.details });
     if (err instanceof ConfigError) {
@@ -40,7 +70,11 @@ export function createApi(logger = false): FastifyInstance {
       return reply.status(400).send({ code: e.code, message: e.message, details: fields });
     }
     if (err.statusCode && err.statusCode < 500) return reply.status(err.statusCode).send({ code: err.code ?? 'FWLB_BAD_REQUEST', message: err.message });
-    return reply.status(500).send({ code: 'FWLB_INTERNAL', message: err.message });
+    // Raw errors (nft, Redis, a bug) go to the log, not to an unauthenticated client.
+    _req.log.error(err);
+    if (!logger) console.error(`fwlb: internal error on ${_req.method} ${_req.url}: ${err?.stack ?? err}`);
+    const e = CommonErrors.INTERNAL();
+    return reply.status(500).send({ code: e.code, message: e.message });
   });
   app.setNotFoundHandler((_req, reply) => reply.status(404).send({ code: CommonErrors.NOT_FOUND.code, message: CommonErrors.NOT_FOUND.message }));
   return app;

@@ -24,8 +24,18 @@ export function sessionId(k: SessionKey): string {
   return `${k.outerAddr}:${k.outerPort}>${k.innerAddr}:${k.innerPort}/${k.proto}`;
 }
 
-const PORT = (s: string) => (s.length > 0 && s.length <= 5 && Number.isInteger(Number(s)) ? Number(s) : NaN);
-const ADDR = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+/** Records come back from Redis, which anyone with access can write: every field is checked before it is used. */
+const DIGITS = /^\d{1,5}$/;
+const PORT = (s: string) => {
+  if (!DIGITS.test(s)) return NaN;
+  const n = Number(s);
+  return n <= 65535 ? n : NaN;
+};
+const PROTO = (s: string) => (s === '6' ? 6 : s === '17' ? 17 : NaN);
+const ADDR = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+/** Firewall ids and node names as the configs allow them. */
+export const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const TIME = /^\d{1,15}$/;
 
 /** Parsed with indexOf rather than one regular expression: a node that lost its state parses 100k of these. */
 export function parseSessionId(id: string): SessionKey | null {
@@ -36,7 +46,7 @@ export function parseSessionId(id: string): SessionKey | null {
   if (gt < 0 || c1 < 0 || c2 < 0 || sl < 0) return null;
   const outerAddr = id.slice(0, c1);
   const innerAddr = id.slice(gt + 1, c2);
-  const k = { outerAddr, outerPort: PORT(id.slice(c1 + 1, gt)), innerAddr, innerPort: PORT(id.slice(c2 + 1, sl)), proto: PORT(id.slice(sl + 1)) };
+  const k = { outerAddr, outerPort: PORT(id.slice(c1 + 1, gt)), innerAddr, innerPort: PORT(id.slice(c2 + 1, sl)), proto: PROTO(id.slice(sl + 1)) };
   if (Number.isNaN(k.outerPort) || Number.isNaN(k.innerPort) || Number.isNaN(k.proto) || !ADDR.test(outerAddr) || !ADDR.test(innerAddr)) return null;
   return k;
 }
@@ -48,8 +58,8 @@ export function encodeRecord(r: SessionRecord): string {
 
 export function decodeRecord(id: string, v: string): SessionRecord | null {
   const k = parseSessionId(id);
-  const f = v.split(' ');
-  if (!k || f.length !== 4) return null;
+  const f = typeof v === 'string' ? v.split(' ') : [];
+  if (!k || f.length !== 4 || !ID.test(f[0]) || !ID.test(f[1]) || !TIME.test(f[2]) || !TIME.test(f[3])) return null;
   // A literal, not a spread: 4x faster here over 100k records (667 → 146 ms).
   return { outerAddr: k.outerAddr, outerPort: k.outerPort, innerAddr: k.innerAddr, innerPort: k.innerPort, proto: k.proto, firewall: f[0], node: f[1], firstSeen: Number(f[2]), expires: Number(f[3]) };
 }

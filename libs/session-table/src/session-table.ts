@@ -1,7 +1,7 @@
 // The shared session table in Redis: sessions (batched Lua writes, index by expiry), the bucket-table epoch with
 // its leader lock, each node's health view, and change notifications; I/O layer of libs/session-table.
 import type Redis from 'ioredis';
-import { decodeRecord, encodeRecord, matches, SessionQuery, SessionRecord, sessionId } from './session-key';
+import { decodeRecord, encodeRecord, ID, matches, SessionQuery, SessionRecord, sessionId } from './session-key';
 
 /**
  * Sessions live in one hash (id → value) with a sorted set of expiries beside it. Why not a key per session with
@@ -50,6 +50,26 @@ for k = 1, 3, 2 do
   total = total + #ids
 end
 return total`;
+/**
+ * Publish an epoch only while holding the leader lock, in one atomic step: the counter, the document and the
+ * notification. The generation names the counter's history: when Redis lost its data (no persistence, a failover
+ * with lag, FLUSHALL) the counter restarts under a new generation, and nodes apply the new history instead of
+ * ignoring its small numbers. KEYS: lock, counter, generation, doc. ARGV: owner, candidate generation, doc JSON
+ * with the fields "epoch" and "generation" left out (filled here), channel, members/live/down are in the JSON.
+ */
+const PUBLISH_EPOCH = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return nil end
+local gen = redis.call('GET', KEYS[3])
+if not gen then
+  gen = ARGV[2]
+  redis.call('SET', KEYS[3], gen)
+  redis.call('SET', KEYS[2], 0)
+end
+local n = redis.call('INCR', KEYS[2])
+local doc = '{"epoch":' .. n .. ',"generation":"' .. gen .. '",' .. string.sub(ARGV[3], 2)
+redis.call('SET', KEYS[4], doc)
+redis.call('PUBLISH', ARGV[4], '{"type":"epoch","epoch":' .. n .. '}')
+return doc`;
 /** Renew the lock only while we hold it; take it when free. */
 const LOCK = `
 local v = redis.call('GET', KEYS[1])
@@ -63,10 +83,13 @@ type Commands = {
   fwlbGrace(idx: string, hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
   fwlbReap(idx: string, hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
+  fwlbPublishEpoch(lock: string, counter: string, gen: string, doc: string, owner: string, candidate: string, body: string, channel: string): Promise<string | null>;
 };
 
 export interface EpochDoc {
   epoch: number;
+  /** The counter's history (see PUBLISH_EPOCH); a new generation restarts the numbering. */
+  generation: string;
   /** Firewall ids in the agreed membership, those that carry new sessions, and those every node sees down. */
   members: string[];
   live: string[];
@@ -91,6 +114,7 @@ export class SessionTable {
     redis.defineCommand('fwlbGrace', { numberOfKeys: 3, lua: GRACE });
     redis.defineCommand('fwlbReap', { numberOfKeys: 3, lua: REAP });
     redis.defineCommand('fwlbLock', { numberOfKeys: 1, lua: LOCK });
+    redis.defineCommand('fwlbPublishEpoch', { numberOfKeys: 4, lua: PUBLISH_EPOCH });
     this.r = redis as Redis & Commands;
   }
 
@@ -174,13 +198,17 @@ export class SessionTable {
     return out.slice(0, limit);
   }
 
+  /** Records read back from Redis that did not decode (bad tuple, port, protocol, id or time): skipped, counted. */
+  rejected = 0;
+
   /** Every live session, for a node that lost its state: one HGETALL. */
   async all(now = Date.now()): Promise<SessionRecord[]> {
     const h = await this.r.hgetall(this.hash);
     const out: SessionRecord[] = [];
     for (const id in h) {
       const r = decodeRecord(id, h[id]);
-      if (r && r.expires >= now) out.push(r);
+      if (!r) this.rejected++;
+      else if (r.expires >= now) out.push(r);
     }
     return out;
   }
@@ -193,7 +221,8 @@ export class SessionTable {
       const recs: SessionRecord[] = [];
       for (let i = 0; i < flat.length; i += 2) {
         const r = decodeRecord(flat[i], flat[i + 1]);
-        if (r && r.expires >= now) recs.push(r);
+        if (!r) this.rejected++;
+        else if (r.expires >= now) recs.push(r);
       }
       yield recs;
     } while (cursor !== '0');
@@ -204,19 +233,26 @@ export class SessionTable {
     return (await this.r.fwlbLock(`${this.prefix}leader`, this.node, ttlMs)) === 1;
   }
 
-  /** Publish a new bucket-table epoch (the leader does this); returns the epoch number. */
-  async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now()): Promise<EpochDoc> {
-    const epoch = await this.r.incr(`${this.prefix}epoch:n`);
-    const doc: EpochDoc = { epoch, members, live, down, by: this.node, at: now };
-    await this.r.set(`${this.prefix}epoch`, JSON.stringify(doc));
-    await this.notify({ type: 'epoch', epoch });
-    return doc;
+  /**
+   * Publish a new bucket-table epoch, atomically and only while this node holds the leader lock (a leader whose
+   * lock expired publishes nothing). Returns the document, or null when this node is not the leader.
+   */
+  async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now()): Promise<EpochDoc | null> {
+    const p = this.prefix;
+    const body = JSON.stringify({ members, live, down, by: this.node, at: now });
+    const candidate = `${this.node}-${now.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    const doc = await this.r.fwlbPublishEpoch(`${p}leader`, `${p}epoch:n`, `${p}epoch:gen`, `${p}epoch`, this.node, candidate, body, `${p}events`);
+    return doc ? decodeEpoch(doc) : null;
   }
 
-  /** The current epoch, or null when there is none or what Redis holds is not a valid epoch document. */
+  /**
+   * The current epoch, or null when there is none or what Redis holds is not a valid epoch document of the current
+   * generation (a forged or stale document is not applied).
+   */
   async epoch(): Promise<EpochDoc | null> {
-    const v = await this.r.get(`${this.prefix}epoch`);
-    return v ? decodeEpoch(v) : null;
+    const [v, gen] = await Promise.all([this.r.get(`${this.prefix}epoch`), this.r.get(`${this.prefix}epoch:gen`)]);
+    const doc = v ? decodeEpoch(v) : null;
+    return doc && doc.generation === gen ? doc : null;
   }
 
   /** This node's view of each firewall, stamped with the time (views that are not refreshed go stale). */
@@ -233,8 +269,10 @@ export class SessionTable {
     const out: Record<string, Record<string, boolean>> = {};
     for (const n of nodes) {
       const { _at, ...h } = await this.r.hgetall(`${this.prefix}health:${n}`);
-      if (_at !== undefined && now - Number(_at) > maxAgeMs) continue;
-      out[n] = Object.fromEntries(Object.entries(h).map(([k, v]) => [k, v === 'up']));
+      // A view without a valid time stamp is stale, never a veto (it may be a half-written or forged hash).
+      const at = Number(_at);
+      if (!Number.isFinite(at) || now - at > maxAgeMs) continue;
+      out[n] = Object.fromEntries(Object.entries(h).filter(([k, v]) => ID.test(k) && (v === 'up' || v === 'down')).map(([k, v]) => [k, v === 'up']));
     }
     return out;
   }
@@ -273,10 +311,10 @@ export function decodeEpoch(text: string): EpochDoc | null {
     return null;
   }
   if (!d || typeof d !== 'object') return null;
-  const { epoch, members, live, by, at } = d;
+  const { epoch, generation, members, live, by, at } = d;
   const down = d.down ?? [];
-  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1 || !IDS(members) || !IDS(live) || !IDS(down) || typeof by !== 'string' || typeof at !== 'number') return null;
-  return { epoch: epoch as number, members, live, down, by, at };
+  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1 || typeof generation !== 'string' || !IDS(members) || !IDS(live) || !IDS(down) || typeof by !== 'string' || typeof at !== 'number') return null;
+  return { epoch: epoch as number, generation, members, live, down, by, at };
 }
 
 /** Firewalls every node sees down (the ones whose flows may be re-hashed): none when no node has a view. */
