@@ -60,4 +60,36 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   });
   t.ok(onOthers >= 10, `${onOthers} long-lived streams crossed fw1 or fw3`);
   t.same(brokenElsewhere, [], 'no stream on fw1 or fw3 broke through the failure and the return');
+
+  // Panic mode: every probe of the outside node is dropped in its own output (echo requests carrying a firewall's
+  // mark). The firewalls are fine; losing all three at once is a fault of the measuring, so the node keeps them.
+  const ob = lab.ns('ob');
+  inNs(ob, ['nft', 'add', 'table', 'ip', 'cutprobes']);
+  inNs(ob, ['nft', 'add', 'chain', 'ip', 'cutprobes', 'out', '{ type filter hook output priority 0; }']);
+  inNs(ob, ['nft', 'add', 'rule', 'ip', 'cutprobes', 'out', 'icmp', 'type', 'echo-request', 'meta', 'mark', '!=', '0', 'drop']);
+  const t1 = Date.now();
+  let alarms: string[] = [];
+  while (Date.now() - t1 < 10000) {
+    alarms = (await lab.api('outside', 'GET', '/health')).body.alarms ?? [];
+    if (alarms.some((a) => /panic/.test(a))) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.match(alarms.join(' '), /panic: only 0 of 3 firewalls look up at once/, `the outside node raised the panic alarm after ${Date.now() - t1} ms`);
+  const fwv = (await lab.api('outside', 'GET', '/firewalls')).body;
+  t.same(fwv.map((f: any) => [f.healthy, f.live]), [[false, true], [false, true], [false, true]], 'every probe fails, and every firewall stays in the table');
+  lab.resetFirewallCounters();
+  const panicRun = await shorts();
+  t.equal(failedOf(panicRun), 0, 'in panic, every new connection succeeds');
+  t.ok(lab.firewallCounters().every((f) => f.newSessions > 30), 'over all three firewalls');
+  // Then one firewall really fails (its link): it leaves the table, panic or not.
+  inNs(ob, ['ip', 'link', 'set', 'fw2', 'down']);
+  await lab.waitFirewalls((fw) => !fw.find((f) => f.id === 'fw2')!.live, 10000, 'fw2 out on both nodes during panic');
+  lab.resetFirewallCounters();
+  const failRun = await shorts();
+  t.equal(failedOf(failRun), 0, 'a firewall that really fails during panic leaves the table: every new connection succeeds');
+  t.equal(lab.firewallCounters().find((f) => f.id === 'fw2')!.newSessions, 0, 'fw2 took no new session');
+  inNs(ob, ['ip', 'link', 'set', 'fw2', 'up']);
+  inNs(ob, ['nft', 'delete', 'table', 'ip', 'cutprobes']);
+  await lab.waitFirewalls((fw) => fw.every((f) => f.live && f.healthy), 15000, 'all back and believed');
+  t.same((await lab.api('outside', 'GET', '/health')).body.alarms, [], 'the alarm is gone');
 });

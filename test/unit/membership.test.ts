@@ -4,18 +4,19 @@ import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
 import { bucketTable, Membership, renderTable } from '@fwlb/balancer';
 
-const cfg = (sessionTable: boolean) =>
+const cfg = (sessionTable: boolean, extra: object = {}) =>
   validateBalancerConfig({
     role: 'inside',
     sideInterface: 'srv0',
     firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.17.${k}.2`, interface: `fw${k}` })),
     hash: { seed: 42 },
     ...(sessionTable ? { sessionTable: { url: 'redis://127.0.0.1:6379' } } : {}),
+    ...extra,
   });
 
 t.test('all up: every firewall takes new sessions and restores its flows', async (t) => {
   const m = new Membership(cfg(false));
-  t.same(m.snapshot(), { live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [], agreement: null });
+  t.same(m.snapshot(), { live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [], agreement: null, panic: null });
 });
 
 t.test('table: what each combination of admin, health, link and agreement gives', async (t) => {
@@ -42,13 +43,13 @@ t.test('table: what each combination of admin, health, link and agreement gives'
   }
 });
 
-t.test('setLink reports changes; ownView follows health only', async (t) => {
+t.test('setLink reports changes; ownView is health and link', async (t) => {
   const m = new Membership(cfg(false));
   t.equal(m.setLink('fw1', true), false, 'unknown counts as up');
   t.equal(m.setLink('fw1', false), true);
   t.equal(m.setLink('fw1', false), false);
   m.setHealth('fw3', false, 'timeout');
-  t.same(m.ownView(), { fw1: true, fw2: true, fw3: false });
+  t.same(m.ownView(), { fw1: false, fw2: true, fw3: false });
   t.throws(() => m.setAdmin('fw9', false), /no firewall fw9/);
 });
 
@@ -72,4 +73,40 @@ t.test('render: restore by ct mark for restorable firewalls, restore-if-heard fo
   const none = renderTable({ ...input, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [] }, bucketTable(input));
   t.notOk(none.labeled['restore-heard'], 'no suspect firewall: no heard rule');
   t.notOk(none.chains[0].rules.some((r) => JSON.stringify(r).includes('"op":"update"')), 'and nothing is remembered');
+});
+
+t.test('panic: when most firewalls look down at once, the last good membership is kept, minus links that are down', async (t) => {
+  const c = cfg(false, { health: { target: '203.0.113.1', panicThreshold: 0.5 } });
+  let now = 0;
+  const m = new Membership(c, false, () => now);
+  m.setHealth('fw3', false, 'timeout');
+  now = 100_000;
+  t.same(m.snapshot().live, ['fw1', 'fw2'], 'one of three down: believed');
+  t.equal(m.snapshot().panic, null);
+  m.setHealth('fw1', false, 'timeout');
+  m.setHealth('fw2', false, 'timeout');
+  const s = m.snapshot();
+  t.same(s.live, ['fw1', 'fw2'], 'all three down at once: the last good membership holds');
+  t.match(s.panic, /only 0 of 3 firewalls look up/);
+  t.same(m.ownView(), { fw1: true, fw2: true, fw3: false }, 'and is what the node publishes');
+  m.setLink('fw2', false);
+  t.same(m.snapshot().live, ['fw1'], 'a link that goes down during panic leaves the table');
+  m.setAdmin('fw1', false);
+  t.same(m.snapshot().live, [], 'so does an administrative disable');
+  m.setAdmin('fw1', true);
+  m.setLink('fw2', true);
+  m.setHealth('fw1', true, 'ok');
+  m.setHealth('fw2', true, 'ok');
+  t.same(m.snapshot(), { live: ['fw1', 'fw2'], restorable: ['fw1', 'fw2'], suspect: ['fw3'], agreement: null, panic: null }, 'enough are back: believed again');
+  const off = new Membership(cfg(false, { health: { target: '203.0.113.1', panicThreshold: 0 } }));
+  for (const id of ['fw1', 'fw2', 'fw3']) off.setHealth(id, false, 'timeout');
+  t.same(off.snapshot().live, [], 'threshold 0: no panic mode');
+  // Jittered monitors take the firewalls down one after the other: within one detection time it is one burst.
+  now = 0;
+  const b = new Membership(c, false, () => now);
+  b.setHealth('fw1', false, 'timeout');
+  t.same(b.snapshot().live, ['fw2', 'fw3'], 'the first of the burst looks like a single failure');
+  now = 300;
+  b.setHealth('fw2', false, 'timeout');
+  t.same(b.snapshot().live, ['fw1', 'fw2', 'fw3'], 'the second tips it into panic, and the first is kept too (same burst)');
 });

@@ -41,7 +41,10 @@ export function build(opts: AppOptions): FastifyInstance {
   const r = opts.reconciler;
   const guard = bearerGuard(opts.token);
 
-  const alarms = () => opts.alarms?.() ?? [];
+  const alarms = () => {
+    const panic = r.membership.snapshot().panic;
+    return [...(panic ? [panic] : []), ...(opts.alarms?.() ?? [])];
+  };
   app.get('/health', async () => {
     const a = alarms();
     return { status: (r.lastError && !r.last) || a.length ? 'degraded' : 'ok', role: r.config.role, lastError: r.lastError, alarms: a };

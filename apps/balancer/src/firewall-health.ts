@@ -37,7 +37,11 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
       },
       onEvent: (id, ev) => {
         log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`);
+        const wasPanic = r.membership.snapshot().panic;
         r.membership.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
+        const panic = r.membership.snapshot().panic;
+        if (panic && !wasPanic) log(`ALARM ${panic}`);
+        if (!panic && wasPanic) log('panic over: the probes are believed again');
         onView?.(r.membership.ownView());
         trigger();
       },

@@ -46,6 +46,8 @@ export interface MembershipSnapshot {
    */
   suspect: string[];
   agreement: Agreement | null;
+  /** Set while this node is in panic (see Membership): why. */
+  panic: string | null;
 }
 
 export interface FirewallView {
@@ -66,11 +68,49 @@ export class Membership {
   private readonly detail = new Map<string, HealthDetail>();
   private readonly link = new Map<string, boolean>();
   private agreement: Agreement | null = null;
+  /** The firewalls this node last saw up while not in panic: the membership panic mode keeps. */
+  private lastGood: Set<string>;
+  private readonly panicThreshold: number;
+  /** When each firewall last went down in this node's view. */
+  private readonly downAt = new Map<string, number>();
+  /**
+   * Failures this close together count as "at once": the monitors run on jittered timers, so one cause (all probes
+   * dropped) takes the firewalls down one after the other within about one detection time.
+   */
+  private readonly panicWindowMs: number;
 
   /** `agreementExpected`: a session table is configured, so agreement (when known) decides who is gone. */
   constructor(readonly config: ResolvedBalancerConfig, private readonly agreementExpected = config.sessionTable !== null, private readonly now: () => number = Date.now) {
     this.slots = Object.freeze(slots(config).map((s) => Object.freeze(s)));
     for (const f of config.firewalls) this.admin.set(f.id, f.enabled);
+    this.lastGood = new Set(this.slots.map((s) => s.id));
+    this.panicThreshold = config.health?.panicThreshold ?? 0;
+    const tm = config.health?.timers;
+    this.panicWindowMs = tm ? Math.max(tm.timeout, tm.retries * tm.interval) + 2 * tm.interval : 0;
+  }
+
+  /**
+   * Panic mode (Envoy's panic threshold): when fewer than `panicThreshold` of the firewalls look up to this node's
+   * probes at the same time, the probes are not believed: losing half the firewalls in one instant is far more
+   * likely a fault of the measuring (this node's probe path, its helper, an ACL on the probes) than of the
+   * firewalls. The last good view is kept, minus what is certain: a link that is down. Returns the effective
+   * health per firewall and the panic reason, or null.
+   */
+  private effective(): { up: (id: string) => boolean; panic: string | null } {
+    const own = (id: string) => this.health.get(id) !== false && this.link.get(id) !== false;
+    const n = this.slots.length;
+    const upNow = this.slots.filter((s) => own(s.id)).length;
+    if (this.panicThreshold > 0 && upNow < this.panicThreshold * n) {
+      // The firewalls that went down in the same burst as the ones that tipped it into panic are kept too.
+      const since = this.now() - this.panicWindowMs;
+      for (const s of this.slots) if ((this.downAt.get(s.id) ?? -Infinity) >= since) this.lastGood.add(s.id);
+      return {
+        up: (id) => this.lastGood.has(id) && this.link.get(id) !== false,
+        panic: `panic: only ${upNow} of ${n} firewalls look up at once (threshold ${Math.round(this.panicThreshold * 100)}%); the probes are not believed, the last good membership (${[...this.lastGood].join(',') || 'none'}) is kept minus links that are down`,
+      };
+    }
+    this.lastGood = new Set(this.slots.filter((s) => own(s.id)).map((s) => s.id));
+    return { up: own, panic: null };
   }
 
   has(id: string): boolean {
@@ -92,6 +132,7 @@ export class Membership {
 
   /** This node's probe result; without a health section every firewall counts as healthy. */
   setHealth(id: string, up: boolean, reason = '', latencyMs?: number): void {
+    if (!up && this.health.get(id) !== false) this.downAt.set(id, this.now());
     this.health.set(id, up);
     this.detail.set(id, { reason, since: this.now(), ...(latencyMs !== undefined ? { latencyMs } : {}) });
   }
@@ -107,9 +148,10 @@ export class Membership {
     this.agreement = a;
   }
 
-  /** This node's own view, as published to the shared table. */
+  /** This node's own view, as published to the shared table (in panic, the view it keeps). */
   ownView(): Record<string, boolean> {
-    return Object.fromEntries(this.slots.map((s) => [s.id, this.health.get(s.id) !== false]));
+    const e = this.effective();
+    return Object.fromEntries(this.slots.map((s) => [s.id, e.up(s.id)]));
   }
 
   snapshot(): MembershipSnapshot {
@@ -119,8 +161,9 @@ export class Membership {
     const live: string[] = [];
     const restorable: string[] = [];
     const suspect: string[] = [];
+    const eff = this.effective();
     for (const { id } of this.slots) {
-      const own = this.health.get(id) !== false;
+      const own = eff.up(id);
       const linkUp = this.link.get(id) !== false;
       if (own && linkUp && this.admin.get(id) && (!agreedLive || agreedLive.has(id))) live.push(id);
       if (!linkUp) continue;
@@ -128,7 +171,7 @@ export class Membership {
       const gone = this.agreementExpected && agreedDown ? agreedDown.has(id) : !own;
       (gone ? suspect : restorable).push(id);
     }
-    return { live, restorable, suspect, agreement: a };
+    return { live, restorable, suspect, agreement: a, panic: eff.panic };
   }
 
   views(): FirewallView[] {

@@ -88,6 +88,12 @@ export interface BalancerConfig {
     check?: CheckSpec;
     /** @default {interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2} */
     timers?: TimerConfig;
+    /**
+     * Panic threshold (Envoy's idea): when fewer than this share of the firewalls are seen up at the same time,
+     * this node's probes are not believed; the last good membership is kept (minus firewalls whose link is down or
+     * that are disabled) and an alarm is raised. 0 turns panic mode off. @default 0.5
+     */
+    panicThreshold?: number;
   };
 }
 
@@ -178,7 +184,7 @@ export const balancerSchema = {
       type: 'object',
       additionalProperties: false,
       required: ['target'],
-      properties: { target: ipv4, check: checkSpecSchema, timers: timersSchema },
+      properties: { target: ipv4, check: checkSpecSchema, timers: timersSchema, panicThreshold: { type: 'number', minimum: 0, maximum: 1 } },
     },
   },
 } as const;

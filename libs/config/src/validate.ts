@@ -32,7 +32,7 @@ export type ResolvedBalancerConfig = Readonly<
   Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb'>> & {
     slb: string | null;
     sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number }) | null;
-    health: { target: string; check: CheckSpec; timers: Required<TimerConfig> } | null;
+    health: { target: string; check: CheckSpec; timers: Required<TimerConfig>; panicThreshold: number } | null;
     hash: Required<BalancerConfig['hash']>;
     firewalls: ResolvedFirewall[];
     api: { listen: string; token?: string; tokenFile?: string };
@@ -49,6 +49,7 @@ export const BALANCER_DEFAULTS = {
   listen: '127.0.0.1:8480',
   resyncSeconds: 10,
   healthTimers: { interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2 },
+  panicThreshold: 0.5,
 };
 
 export function deepFreeze<T>(o: T): T {
@@ -115,7 +116,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
     slb: c.slb ?? null,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, ...c.sessionTable } : null,
-    health: c.health && timers ? { target: c.health.target, check: c.health.check ?? { kind: 'icmp' }, timers } : null,
+    health: c.health && timers ? { target: c.health.target, check: c.health.check ?? { kind: 'icmp' }, timers, panicThreshold: c.health.panicThreshold ?? BALANCER_DEFAULTS.panicThreshold } : null,
   };
   return deepFreeze(resolved);
 }
