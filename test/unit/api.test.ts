@@ -1,7 +1,8 @@
 // Unit: REST routes through app.inject(), with a fake nft runner and fake routing in front of the kernel.
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
-import { ActualTable, NftJson, NftRunner, parseListing } from '@fwlb/nft';
+import { parseListing } from '@fwlb/nft';
+import { recordingNft as fakeNft } from '../helpers/recording-nft';
 import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
 
 const config = validateBalancerConfig({
@@ -10,27 +11,6 @@ const config = validateBalancerConfig({
   firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
   hash: { seed: 7 },
 });
-
-/** Keeps applied batches; can be told to fail the next apply. */
-function fakeNft() {
-  const batches: NftJson[][] = [];
-  let failNext = false;
-  const runner: NftRunner & { batches: NftJson[][]; failNext(): void } = {
-    batches,
-    failNext: () => (failNext = true),
-    apply: async (c) => {
-      if (failNext) {
-        failNext = false;
-        throw new Error('nft transaction failed (nothing applied): injected');
-      }
-      if (c.length) batches.push(c);
-    },
-    check: async () => undefined,
-    list: async () => null,
-    read: async (): Promise<ActualTable | null> => null,
-  };
-  return runner;
-}
 
 const fakeRouting: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
 const TOKEN = 'test-token-0123456789abcdef';
