@@ -1,7 +1,8 @@
 // Integration: firewall 2's link goes down during traffic; only its buckets move, streams elsewhere survive, it comes back.
 import { t } from 'tap';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, ECHO_PORT, inNs, DriveReport, spawnInNs, SPOOF } from '@fwlb/lab';
+import { spawnSync } from 'node:child_process';
+import { BALANCER_MAIN, drive, ECHO_PORT, inNs, DriveReport, spawnInNs, SPOOF } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
 t.test('firewall 2 fails and rejoins', async (t) => {
@@ -117,4 +118,10 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.equal(failedOf(floodRun), 0, '0 of 300 connections failed during 20,000 hostile ICMP packets at the outside node');
   t.same(fwAfter.map((f: any) => f.healthy), [true, true, true], 'no firewall marked down');
   t.same(fwAfter.map((f: any) => f.health?.since ?? null), sinceBefore, 'no health transition at all');
+
+  // One controller per node: a second one on the same node refuses to start and leaves the first alone.
+  const second = spawnSync('ip', ['netns', 'exec', lab.ns('ob'), process.execPath, BALANCER_MAIN, 'run', '--config', lab.configPath('outside')], { encoding: 'utf8', timeout: 15000 });
+  t.equal(second.status, 2, 'a second controller on the node exits with status 2');
+  t.match(second.stderr, /another fwlb balancer \(table inet fwlb\) is already running on this node/, 'saying why');
+  t.equal((await lab.api('outside', 'GET', '/health')).status, 200, 'the first one still serves');
 });

@@ -65,3 +65,20 @@ for (const [name, mutate, re] of bad) {
     t.match(err.message, re);
   });
 }
+
+t.test('Redis options: TLS reaches the sentinels too, and commands time out', async (t) => {
+  const { redisOptions } = await import('@fwlb/session-table');
+  const pem = () => Buffer.from('PEM');
+  const s = redisOptions({ node: 'ob', sentinels: [{ host: '10.99.0.1', port: 26379 }], password: 'pw', tls: true, tlsCaFile: '/ca.pem' }, {}, pem).options;
+  t.equal(s.enableTLSForSentinelMode, true, 'the sentinels are spoken to over TLS (no AUTH in clear)');
+  t.same(s.sentinelTLS, { ca: Buffer.from('PEM') }, 'with the same CA');
+  t.same(s.tls, { ca: Buffer.from('PEM') });
+  t.equal(s.sentinelPassword, 'pw');
+  const plain = redisOptions({ node: 'ob', sentinels: [{ host: '10.99.0.1', port: 26379 }] }).options;
+  t.notOk(plain.enableTLSForSentinelMode, 'no TLS configured: none to the sentinels');
+  const u = redisOptions({ node: 'ob', url: 'rediss://r:6380' });
+  t.equal(u.url, 'rediss://r:6380');
+  t.same(u.options.tls, {}, 'rediss:// turns TLS on');
+  t.equal(u.options.commandTimeout, 5000, 'a stuck Redis fails the command instead of stalling the caller');
+  t.equal(u.options.enableOfflineQueue, false);
+});

@@ -9,12 +9,13 @@ import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
 import { startSessions } from './session-wiring';
 import { registerSlbRoutes, startSlb } from '@fwlb/slb';
-import { BoundedRunner, listenOn, loadJsonConfig, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
+import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
 
 async function run(path: string): Promise<void> {
   const config = loadConfig(path);
+  const lock = await acquireInstanceLock(`fwlb balancer (table inet fwlb)`);
   const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null });
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) {
@@ -60,7 +61,7 @@ async function run(path: string): Promise<void> {
   runner.start();
   health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view));
   log(`listening on ${listen}`);
-  stopOnSignals([() => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => slb?.stop(), () => app.close(), () => rtnl.close()]);
+  stopOnSignals([() => lock.release(), () => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => slb?.stop(), () => app.close(), () => rtnl.close()]);
 }
 
 nodeCli({

@@ -7,7 +7,7 @@ import { ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@f
 import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
-import { BoundedRunner, formatChecks, loadJsonConfig } from '@fwlb/service';
+import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig } from '@fwlb/service';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { SlbService } from './service';
@@ -69,6 +69,7 @@ export interface RunningSlb {
 /** Adopts the kernel state (first reconcile reads before it writes), then keeps it in step with health and the API. */
 export async function startSlb(path: string, log: (m: string) => void): Promise<RunningSlb> {
   const config = withState(loadSlbConfig(path));
+  const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
   const missing = (await slbDoctor(config.interface)).filter((c) => c.required && !c.ok);
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
   const rtnl = Rtnl.open();
@@ -98,6 +99,7 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
     config,
     service,
     stop() {
+      lock.release();
       runner?.stop();
       service.stop();
       helper.close();

@@ -2,6 +2,7 @@
 import Fastify, { FastifyInstance, FastifyRequest } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { ConfigError } from '@fwlb/config';
 import { ApiError, CommonErrors } from './api-error';
 
@@ -80,10 +81,23 @@ export function createApi(logger = false): FastifyInstance {
   return app;
 }
 
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect({ path });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
 /** Listen on "host:port", "[v6]:port" or "unix:/path" (a stale socket file is replaced). */
 export async function listenOn(app: FastifyInstance, listen: string): Promise<void> {
   if (listen.startsWith('unix:')) {
     const p = listen.slice(5);
+    // A stale socket file is replaced; a live one (another process answers on it) is not taken away.
+    if (await answers(p)) throw new ConfigError([{ field: '/api/listen', message: `another process is listening on ${p}` }], 'api');
     rmSync(p, { force: true });
     await app.listen({ path: p });
   } else {

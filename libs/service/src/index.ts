@@ -4,3 +4,4 @@ export * from './http';
 export * from './config-file';
 export * from './runner';
 export * from './checks';
+export * from './instance-lock';

@@ -26,29 +26,50 @@ export const SESSION_TABLE_DEFAULTS = {
   url: 'redis://127.0.0.1:6379',
   primaryName: 'fwlb',
   keyPrefix: 'fwlb:',
+  /** A command that gets no answer within this fails (a stuck Redis never stalls a loop). */
+  commandTimeoutMs: 5000,
 };
 
 /**
- * An ioredis client that never gives up: while Redis is away, commands fail fast (no offline queue, so a
- * caller never waits on a dead server) and the client keeps reconnecting every 200-1000 ms.
+ * The ioredis options for `o` (pure, so the security-relevant ones are tested): `url` for a standalone server
+ * reached by URL, else the options say where. A client that never gives up: while Redis is away, commands fail
+ * fast (no offline queue, a command timeout, so a caller never waits on a dead server) and it keeps reconnecting
+ * every 200-1000 ms. With TLS, the sentinels are spoken to over TLS too: otherwise the AUTH to them, and the
+ * primary's address they answer with, cross the network in clear (issue 9).
  */
-export function connect(o: SessionTableOptions, extra: RedisOptions = {}): Redis {
+export function redisOptions(o: SessionTableOptions, extra: RedisOptions = {}, readFile: (p: string) => Buffer = readFileSync): { url?: string; options: RedisOptions } {
+  const tls = o.tls || o.tlsCaFile || o.url?.startsWith('rediss://') ? (o.tlsCaFile ? { ca: readFile(o.tlsCaFile) } : {}) : null;
   const common: RedisOptions = {
     password: o.password,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
+    commandTimeout: SESSION_TABLE_DEFAULTS.commandTimeoutMs,
     retryStrategy: (times) => Math.min(200 * times, 1000),
     lazyConnect: false,
-    ...(o.tls || o.tlsCaFile || o.url?.startsWith('rediss://') ? { tls: o.tlsCaFile ? { ca: readFileSync(o.tlsCaFile) } : {} } : {}),
+    ...(tls ? { tls } : {}),
     ...extra,
   };
   if (o.sentinels?.length) {
-    return new Redis({ ...common, sentinels: o.sentinels, name: o.primaryName ?? SESSION_TABLE_DEFAULTS.primaryName, sentinelPassword: o.sentinelPassword ?? o.password, sentinelRetryStrategy: (times) => Math.min(200 * times, 1000) });
+    return {
+      options: {
+        ...common,
+        sentinels: o.sentinels,
+        name: o.primaryName ?? SESSION_TABLE_DEFAULTS.primaryName,
+        sentinelPassword: o.sentinelPassword ?? o.password,
+        sentinelRetryStrategy: (times) => Math.min(200 * times, 1000),
+        ...(tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+      },
+    };
   }
   const url = o.url ?? SESSION_TABLE_DEFAULTS.url;
   // A unix socket reaches Redis from any network namespace on the host (the lab uses that).
-  if (url.startsWith('unix:')) return new Redis({ ...common, path: url.slice(5) });
-  return new Redis(url, common);
+  if (url.startsWith('unix:')) return { options: { ...common, path: url.slice(5) } };
+  return { url, options: common };
+}
+
+export function connect(o: SessionTableOptions, extra: RedisOptions = {}): Redis {
+  const { url, options } = redisOptions(o, extra);
+  return url ? new Redis(url, options) : new Redis(options);
 }
 
 /** Resolves once the client is connected (commands fail fast before that, by design). */
