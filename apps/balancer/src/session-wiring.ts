@@ -79,7 +79,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   });
   // NEW gives a flow's orientation (its labels), an update says it was answered (the nft rules limit a flow's
   // events to new, reply, assured and destroy, so updates are one or two per session), DESTROY its end.
-  const events = ConntrackEvents.open({ kinds: ['new', 'update', 'destroy'], onEvents: (b) => sync.onEvents(b), onLoss: () => void sync.resync('conntrack events were lost') });
+  const events = ConntrackEvents.open({ kinds: ['new', 'update', 'destroy'], recvBufferSize: st.eventBufferBytes, onEvents: (b) => sync.onEvents(b), onLoss: () => void sync.resync('conntrack events were lost') });
   redis.on('ready', () => void sync.resync('Redis connected'));
   // Publish what the kernel already holds (a restart): the 'ready' above has fired already when Redis was up.
   if (redis.status === 'ready') void sync.resync('start');
@@ -147,7 +147,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
           return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }
       },
-      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, redis: redis.status, cached: cache.size, epoch: appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
+      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
     },
     alarms: () => (epochAlarm ? [epochAlarm] : []),
     publishHealth(view) {

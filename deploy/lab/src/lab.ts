@@ -225,9 +225,14 @@ export class Lab {
 
   /** Junk TCP from a host: `ack` (ACK-only from random ports of its own address) or `syn` (spoofed sources). */
   junk(host: string, kind: 'ack' | 'syn', dst: string, dport: number, count: number): void {
+    inNs(this.host(host).ns, this.junkCommand(host, kind, dst, dport, count));
+  }
+
+  /** The command line of `junk`, to run it in the background; `rate` packets a second (0: as fast as it goes). */
+  junkCommand(host: string, kind: 'ack' | 'syn', dst: string, dport: number, count: number, rate = 0): string[] {
     const h = this.host(host);
     const src = kind === 'ack' ? h.addr! : h.addr!.split('.').slice(0, 3).join('.');
-    inNs(h.ns, ['/usr/bin/python3', SPOOF, kind, dst, String(dport), String(count), src]);
+    return ['/usr/bin/python3', SPOOF, kind, dst, String(dport), String(count), src, String(rate)];
   }
 
   /** The conntrack table of a namespace (IPv4 TCP/UDP entries). */

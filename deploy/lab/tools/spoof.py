@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # Lab tool: hostile and junk packets from a raw socket (standard library only), run in a lab namespace.
 #   spoof.py ack DST DPORT COUNT SRC  ACK-only TCP from SRC's random ports: no session behind it
-#   spoof.py syn DST DPORT COUNT NET  SYNs from spoofed hosts NET.100-NET.249 that do not exist
+#   spoof.py syn DST DPORT COUNT NET [RATE]  SYNs from spoofed hosts NET.100-NET.249 that do not exist, RATE a second
 #   spoof.py icmp-errors DST COUNT    ICMP "unreachable" errors whose quoted header claims IHL=15 but is 28 bytes
 #                                     long, and truncated ones (a parser that trusts lengths crashes on them)
 #   spoof.py echo-replies DST COUNT   echo replies with random ids and sequences (a probe must match its own)
@@ -36,13 +36,18 @@ def packet(src: str, dst: str, sport: int, dport: int, flags: int) -> bytes:
     return ip + tcp
 
 
-def junk(kind: str, dst: str, dport: int, count: int, src: str) -> None:
+def junk(kind: str, dst: str, dport: int, count: int, src: str, rate: float = 0) -> None:
+    """`rate` packets a second (0: as fast as possible), paced every 10 ms."""
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-    ports = random.sample(range(20000, 60000), count)
+    t0 = time.monotonic()
     for i in range(count):
         a = src if kind == 'ack' else '%s.%d' % (src, 100 + i % 150)
-        s.sendto(packet(a, dst, ports[i], dport, 0x10 if kind == 'ack' else 0x02), (dst, 0))
+        s.sendto(packet(a, dst, 20000 + (i * 7919) % 40000, dport, 0x10 if kind == 'ack' else 0x02), (dst, 0))
+        if rate and i % 100 == 99:
+            ahead = t0 + (i + 1) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def icmp(typ: int, code: int, rest: bytes, body: bytes) -> bytes:
@@ -110,7 +115,7 @@ def main() -> None:
     elif mode == 'synack-responder':
         respond(socket.IPPROTO_TCP, float(sys.argv[2]), synack_answer)
     elif mode in ('ack', 'syn'):
-        junk(mode, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        junk(mode, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]) if len(sys.argv) > 6 else 0)
     else:
         sys.exit('usage: spoof.py icmp-errors DST N | echo-replies DST N | echo-responder S | synack-responder S | ack|syn DST DPORT N SRC')
 

@@ -30,6 +30,8 @@ export interface SessionTableConfig {
   flushMs?: number;
   /** Seconds between full re-syncs from a conntrack dump (they also refresh expiries). @default 30 */
   resyncSeconds?: number;
+  /** Receive buffer of the conntrack event socket; the kernel drops events when it is full (then a re-sync follows). @default 8388608 */
+  eventBufferBytes?: number;
 }
 
 export interface IdRange {
@@ -178,6 +180,7 @@ export const balancerSchema = {
         keyPrefix: { type: 'string', pattern: '^[A-Za-z0-9_:.-]{1,64}$' },
         flushMs: { type: 'integer', minimum: 10, maximum: 10000 },
         resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+        eventBufferBytes: { type: 'integer', minimum: 4096, maximum: 1073741824 },
       },
     },
     health: {
