@@ -76,6 +76,15 @@ t.test('SLB tier', async (t) => {
     const after = await httpLoad(300);
     t.equal(after.failed, 0, `0 of 600 requests failed after detection ${JSON.stringify(after.errors)}`);
     t.equal(share(after.bodies, 's3'), 0, 'none went to the dead server');
+    // The SLB controller restarts while s3 is dead: the kernel's DNAT map is its last known health, so s3 stays out.
+    await lab.killNode('slb');
+    await lab.startNode('slb');
+    const restarted = await member('web', rips[2]);
+    t.equal(restarted.health.up, false, `after a controller restart the dead server is still out (${restarted.health.reason})`);
+    t.ok((await member('web', rips[0])).health.up, 'and the live ones still in');
+    const afterRestart = await httpLoad(150);
+    t.equal(afterRestart.failed, 0, `0 of 300 requests failed right after the restart ${JSON.stringify(afterRestart.errors)}`);
+    t.equal(share(afterRestart.bodies, 's3'), 0, 'none went to the dead server');
     const t1 = Date.now();
     await lab.startServer('s3');
     await waitMember('web', rips[2], true);

@@ -39,3 +39,30 @@ t.test('source hash: shares follow weights, and a member going down moves only i
   t.pass('held for 200 random pools');
   t.same(sourceHashSlots([{ key: 'a', weight: 1 }], new Set()), [], 'no live member: no slots');
 });
+
+t.test('kernelMembers: the last known health read back from a table listing', async (t) => {
+  const { kernelMembers } = await import('@fwlb/slb');
+  t.equal(kernelMembers(null), null, 'no table: nothing known');
+  t.equal(kernelMembers({ nftables: [{ metainfo: {} }] }), null);
+  const listing = {
+    nftables: [
+      { table: { family: 'ip', name: 'fwlb_slb', handle: 1 } },
+      { counter: { name: 'vip_web', packets: 3 } },
+      { counter: { name: 'vip_empty', packets: 0 } },
+      { counter: { name: 'm_web_x', packets: 0 } },
+      {
+        rule: {
+          chain: 'dnat',
+          expr: [
+            { counter: 'vip_web' },
+            { dnat: { family: 'ip', addr: { map: { key: { numgen: { mode: 'inc', mod: 3 } }, data: { set: [[0, { concat: ['10.20.0.11', 8080] }], [1, { concat: ['10.20.0.12', 8080] }], [2, { concat: ['10.20.0.11', 8080] }]] } } } } },
+          ],
+        },
+      },
+    ],
+  };
+  const m = kernelMembers(listing)!;
+  t.same([...m.get('vip_web')!].sort(), ['10.20.0.11:8080', '10.20.0.12:8080'], 'members in the map');
+  t.same([...m.get('vip_empty')!], [], 'a VIP with its counter but no DNAT rule had no live member');
+  t.notOk(m.has('m_web_x'), 'member counters are not VIPs');
+});

@@ -58,6 +58,27 @@ export interface SlbReconcileResult {
   tableHandle: number | null;
 }
 
+/**
+ * Which members each VIP's DNAT map holds in a `nft -j list table` listing, by the VIP's named counter: a VIP whose
+ * counter exists but has no DNAT rule had no live member. null when there is no table.
+ */
+export function kernelMembers(listing: unknown): Map<string, Set<string>> | null {
+  const items = (listing as { nftables?: any[] } | null)?.nftables;
+  if (!items?.some((it) => it.table)) return null;
+  const out = new Map<string, Set<string>>();
+  for (const it of items) if (it.counter && typeof it.counter.name === 'string' && it.counter.name.startsWith('vip_')) out.set(it.counter.name, new Set());
+  for (const it of items) {
+    const expr: any[] = it.rule?.chain === 'dnat' ? it.rule.expr ?? [] : [];
+    const name = expr.find((s) => typeof s?.counter === 'string')?.counter;
+    const set = expr.find((s) => s?.dnat)?.dnat?.addr?.map?.data?.set;
+    if (typeof name !== 'string' || !Array.isArray(set)) continue;
+    const members = out.get(name) ?? new Set<string>();
+    for (const [, v] of set) if (Array.isArray(v?.concat)) members.add(`${v.concat[0]}:${v.concat[1]}`);
+    out.set(name, members);
+  }
+  return out;
+}
+
 export class SlbService {
   private vipList: ResolvedVip[];
   private readonly health = new Map<string, { up: boolean; reason: string; since: number }>();
@@ -79,12 +100,21 @@ export class SlbService {
   }
 
   /**
-   * Members known at start count as up until their checks say otherwise, so a controller restart changes nothing in
-   * the kernel; members added later start down and take traffic after `rise` passed checks.
+   * A restart keeps the last known health, and the kernel is where it is kept: a member in its VIP's DNAT map was
+   * up, an enabled member missing from it was down (a member that was down before the restart gets no traffic
+   * until it passes `rise` checks). With no table yet (a fresh node) or a VIP the kernel never had, members count as
+   * up until their checks say otherwise, so a first start changes nothing either. Members added later through the
+   * API start down and take traffic after `rise` passed checks.
    */
   async start(vips: readonly ResolvedVip[] = this.vipList): Promise<SlbReconcileResult> {
     this.vipList = [...vips];
-    this.syncMonitors(() => 'up');
+    const inKernel = kernelMembers(await this.deps.nft.list(SLB_FAMILY, this.config.table).catch(() => null));
+    this.syncMonitors((_k, v, m) => {
+      const mine = inKernel?.get(vipCounter(v));
+      if (!mine) return 'up';
+      const member = v.members.find((x) => x.address === m.address && x.port === m.port);
+      return member?.state === 'drain' || mine.has(`${m.address}:${m.port}`) ? 'up' : 'down';
+    });
     return this.reconcile();
   }
 
@@ -118,7 +148,7 @@ export class SlbService {
       }
     }
     for (const [k, v, m, initial] of starts) {
-      this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known up' : 'new: waiting for checks', since: this.now() });
+      this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known up' : 'down (not in service when this controller started, or new): waiting for checks', since: this.now() });
       this.monitors.set(
         k,
         this.deps.monitors(k, v, m, initial, (ev) => {
