@@ -134,7 +134,17 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     void table.reap().catch(() => undefined);
   }, resyncMs);
 
-  const kernelCount = async () => (await dumpConntrack()).filter((e) => tracked(e, firewallOf) && answered(e)).length;
+  // Why cached: the count is a full conntrack dump; an unauthenticated client asking in a loop must not turn that
+  // into a dump per request. At most one dump a second, shared by the requests that wait for it.
+  let counted: { at: number; n: Promise<number> } | null = null;
+  const kernelCount = () => {
+    if (!counted || Date.now() - counted.at > 1000) {
+      const n = dumpConntrack().then((es) => es.filter((e) => tracked(e, firewallOf) && answered(e)).length);
+      counted = { at: Date.now(), n };
+      n.catch(() => (counted = null));
+    }
+    return counted.n;
+  };
   return {
     view: {
       query: (q) => table.query(q),
