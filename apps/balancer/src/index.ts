@@ -8,3 +8,4 @@ export * from './session-sync';
 export * from './session-wiring';
 export * from './pins';
 export * from './membership';
+export * from './agreement';

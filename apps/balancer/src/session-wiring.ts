@@ -3,7 +3,8 @@
 // wires libs/conntrack and libs/session-table together).
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
-import { agreedDown, agreedUp, connect, ready, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { connect, ready, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { AgreementLoop } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
@@ -86,46 +87,21 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   sync.start();
 
   // Shared health views and epochs: one leader turns the views into an epoch; every node applies the epoch.
-  let ownView: Record<string, boolean> = Object.fromEntries(ids.map((id) => [id, true]));
-  let appliedEpoch = 0;
-  let appliedGeneration: string | null = null;
-  let epochAlarm: string | null = null;
-  const known = new Set(ids);
-  const applyEpoch = async () => {
-    const doc = await table.epoch();
-    // A new generation is a new history (Redis lost its data): its numbers start again and are applied.
-    if (!doc || (doc.generation === appliedGeneration && doc.epoch <= appliedEpoch)) return;
-    const live = doc.live.filter((id) => known.has(id));
-    if (!live.length) {
-      // Fail static: data in Redis never takes every firewall out. The last agreement stays in force.
-      if (epochAlarm === null) log(`ALARM epoch ${doc.epoch} by ${doc.by} would leave no firewall live; keeping epoch ${appliedEpoch}`);
-      epochAlarm = `epoch ${doc.epoch} by ${doc.by} would leave no firewall live; epoch ${appliedEpoch} stays in force`;
-      return;
-    }
-    epochAlarm = null;
-    appliedEpoch = doc.epoch;
-    appliedGeneration = doc.generation;
-    r.membership.setAgreement({ epoch: doc.epoch, live, down: doc.down.filter((id) => known.has(id)) });
-    log(`applied epoch ${doc.epoch} by ${doc.by}: live ${doc.live.join(',') || '(none)'}`);
-    trigger();
-  };
-  const lead = async () => {
-    if (!(await table.lead(3 * resyncMs))) return;
-    const views = await table.healthViews(3 * resyncMs);
-    // No fresh view at all (Redis just lost its data): nothing to agree on yet; the views come back within a period.
-    if (!Object.keys(views).length) return;
-    const live = agreedUp(views, ids);
-    const down = agreedDown(views, ids);
-    const cur = await table.epoch();
-    if (cur && JSON.stringify(cur.live) === JSON.stringify(live) && JSON.stringify(cur.down) === JSON.stringify(down)) return;
-    await table.publishEpoch(ids, live, down);
-  };
-  const step = () => lead().then(applyEpoch).catch(() => undefined);
+  const agreement = new AgreementLoop({
+    ids,
+    store: table,
+    periodMs: resyncMs,
+    log,
+    apply: (a) => {
+      r.membership.setAgreement(a);
+      trigger();
+    },
+  });
   const sub = await table.subscribe((ev) => {
-    if (ev.type === 'health') void step();
-    else if (ev.type === 'epoch') void applyEpoch().catch(() => undefined);
+    if (ev.type === 'health') void agreement.step();
+    else if (ev.type === 'epoch') void agreement.applyEpoch().catch(() => undefined);
   }).catch(() => null);
-  const publish = () => table.setHealthView(ownView).then(step).catch(() => undefined);
+  const publish = (view?: Record<string, boolean>) => agreement.publish(view);
   void publish();
   // Views are refreshed every re-sync period; the leader's lock lives for three.
   const beat = setInterval(() => void publish(), resyncMs);
@@ -157,12 +133,11 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
           return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }
       },
-      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
+      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
     },
-    alarms: () => (epochAlarm ? [epochAlarm] : []),
+    alarms: () => (agreement.alarm ? [agreement.alarm] : []),
     publishHealth(view) {
-      ownView = view;
-      void publish();
+      void publish(view);
     },
     stop() {
       clearInterval(beat);

@@ -26,18 +26,12 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
       throw SlbErrors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
     }
   };
-  const withCounters = async () => {
-    await s.refreshCounters().catch(() => undefined);
-  };
   type Id = { Params: { id: string } };
   type Member = { Params: { id: string; member: string } };
 
-  app.get('/vips', async () => {
-    await withCounters();
-    return s.vips().map((v) => s.vipView(v));
-  });
+  // Reads answer from memory: counters come from the background refresh (see SlbService.refreshCounters).
+  app.get('/vips', async () => s.vips().map((v) => s.vipView(v)));
   app.get<Id>('/vips/:id', async (req) => {
-    await withCounters();
     return wrap(async () => s.vipView(s.vip(req.params.id)));
   });
   // VIP bodies are validated by libs/config (schema plus overlap and duplicate checks) so that one place names the field.
@@ -51,7 +45,6 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
     return reply.status(204).send();
   });
   app.get<Id>('/vips/:id/members', async (req) => {
-    await withCounters();
     return wrap(async () => s.memberView(s.vip(req.params.id)));
   });
   app.post<Id & { Body: MemberConfig }>('/vips/:id/members', { preValidation: guard, schema: { body: memberSchema } }, async (req, reply) => {

@@ -85,6 +85,8 @@ export class SlbService {
   private readonly monitors = new Map<string, MonitorHandle>();
   private queue: Promise<unknown> = Promise.resolve();
   private namedCounters = new Map<string, { packets: number; bytes: number }>();
+  /** When the counters were read from the kernel (ms), or null before the first read. */
+  countersAt: number | null = null;
   readonly label: string;
   reconciles = 0;
   failures = 0;
@@ -209,6 +211,7 @@ export class SlbService {
       for (const a of removed) await this.deps.addresses.delAddress(this.config.interface, a);
       const after = cmds.length ? await this.deps.nft.read(SLB_FAMILY, this.config.table) : actual;
       this.namedCounters = after?.namedCounters ?? new Map();
+      this.countersAt = this.now();
       this.lastError = null;
       return { nftCommands: cmds.length, addressesAdded: added, addressesRemoved: removed, tableHandle: after?.handle ?? null };
     } catch (e) {
@@ -333,10 +336,14 @@ export class SlbService {
     });
   }
 
-  /** Counters are read from the kernel's named counters (they survive chain rewrites). */
+  /**
+   * Counters are read from the kernel's named counters (they survive chain rewrites), in the background (start.ts
+   * runs this every `countersSeconds`): an API read answers from memory and never runs a process.
+   */
   async refreshCounters(): Promise<void> {
     const t = await this.deps.nft.read(SLB_FAMILY, this.config.table);
     this.namedCounters = t?.namedCounters ?? new Map();
+    this.countersAt = this.now();
   }
 
   memberView(v: ResolvedVip) {
@@ -355,6 +362,7 @@ export class SlbService {
         health: { up: h?.up ?? false, reason: h?.reason ?? '', since: h?.since ?? null, lastCheck: mon?.last ?? null },
         slots: slots.filter((s) => s === key).length,
         counters: {
+          at: this.countersAt,
           newSessions: this.namedCounters.get(memberNewCounter(v, m))?.packets ?? 0,
           packets: this.namedCounters.get(memberCounter(v, m))?.packets ?? 0,
           bytes: this.namedCounters.get(memberCounter(v, m))?.bytes ?? 0,
@@ -364,7 +372,7 @@ export class SlbService {
   }
 
   vipView(v: ResolvedVip) {
-    return { ...vipDocument(v), members: this.memberView(v), counters: { newSessions: this.namedCounters.get(vipCounter(v))?.packets ?? 0 } };
+    return { ...vipDocument(v), members: this.memberView(v), counters: { newSessions: this.namedCounters.get(vipCounter(v))?.packets ?? 0, at: this.countersAt } };
   }
 
   alarms(): string[] {

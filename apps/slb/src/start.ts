@@ -95,11 +95,14 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
     (e) => log(`SLB reconcile failed, will retry: ${(e as Error).message}`),
   );
   runner.start();
+  const counters = setInterval(() => void service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`)), config.countersSeconds * 1000);
+  counters.unref();
   return {
     config,
     service,
     stop() {
       lock.release();
+      clearInterval(counters);
       runner?.stop();
       service.stop();
       helper.close();

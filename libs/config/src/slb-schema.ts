@@ -45,6 +45,8 @@ export interface SlbConfig {
   stateFile?: string;
   /** Seconds between periodic full reconciles. @default 10 */
   resyncSeconds?: number;
+  /** Seconds between background reads of the kernel's counters; API reads answer from memory. @default 2 */
+  countersSeconds?: number;
   vips?: VipConfig[];
 }
 
@@ -101,6 +103,7 @@ export const slbSchema = {
     api: apiSchema,
     stateFile: { type: 'string', minLength: 1 },
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+    countersSeconds: { type: 'number', minimum: 0.2, maximum: 3600 },
     vips: { type: 'array', maxItems: 4096, items: vipSchema },
   },
 } as const;

@@ -24,6 +24,7 @@ export type ResolvedSlbConfig = Readonly<{
   api: { listen: string; token?: string; tokenFile?: string };
   stateFile?: string;
   resyncSeconds: number;
+  countersSeconds: number;
   vips: readonly ResolvedVip[];
 }>;
 
@@ -33,6 +34,7 @@ export const SLB_DEFAULTS = {
   seed: 0,
   listen: '127.0.0.1:8481',
   resyncSeconds: 10,
+  countersSeconds: 2,
   scheduler: 'rr' as const,
   check: { kind: 'tcp' } as CheckSpec,
   timers: { interval: 1000, response: 500, retries: 3, deadInterval: 2000, rise: 2 } as TimerConfig,
@@ -104,6 +106,7 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
     api: { listen: c.api?.listen ?? SLB_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
     ...(c.stateFile ? { stateFile: c.stateFile } : {}),
     resyncSeconds: c.resyncSeconds ?? SLB_DEFAULTS.resyncSeconds,
+    countersSeconds: c.countersSeconds ?? SLB_DEFAULTS.countersSeconds,
     vips: resolved as ResolvedVip[],
   });
 }

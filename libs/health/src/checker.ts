@@ -1,12 +1,6 @@
-// The one small interface every checker kind implements, and the factory; libs/health.
+// The one small interface every checker kind implements, and the helpers the kinds share; libs/health.
 import type { CheckSpec } from './check-spec';
-import type { ProbeHelper } from './probe-helper';
 import type { ProbeResult } from './timer';
-import { IcmpChecker } from './icmp';
-import { TcpChecker } from './tcp';
-import { TcpHalfOpenChecker } from './tcp-half-open';
-import { HttpChecker } from './http';
-import { HttpContentChecker } from './http-content';
 
 export interface CheckTarget {
   address: string;
@@ -18,21 +12,6 @@ export interface Checker {
   readonly kind: CheckSpec['kind'];
   /** One probe, answered within `responseMs`. Never throws: failures are results with a reason. */
   check(target: CheckTarget, responseMs: number): Promise<ProbeResult>;
-}
-
-export function createChecker(spec: CheckSpec, helper: ProbeHelper): Checker {
-  switch (spec.kind) {
-    case 'icmp':
-      return new IcmpChecker(spec, helper);
-    case 'tcp':
-      return new TcpChecker(spec, helper);
-    case 'tcp-half-open':
-      return new TcpHalfOpenChecker(spec, helper);
-    case 'http':
-      return new HttpChecker(spec, helper);
-    case 'http-content':
-      return new HttpContentChecker(spec, helper);
-  }
 }
 
 export function portOf(specPort: number | undefined, target: CheckTarget, kind: string): number {

@@ -5,6 +5,7 @@ export * from './http-response';
 export * from './content-match';
 export * from './probe-helper';
 export * from './checker';
+export * from './create-checker';
 export * from './icmp';
 export * from './tcp';
 export * from './tcp-half-open';

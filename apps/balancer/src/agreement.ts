@@ -1,0 +1,94 @@
+// Layer 2 agreement: every node publishes its health view; one leader turns the fresh views into a bucket-table
+// epoch; every node applies the epoch it reads. The decisions are here, Redis is behind a port; shell-free and
+// clocked by the caller, so tests drive it with a fake store.
+import { agreedDown, agreedUp, EpochDoc } from '@fwlb/session-table';
+import type { Agreement } from './membership';
+
+/** The part of libs/session-table the agreement uses. */
+export interface AgreementStore {
+  lead(ttlMs: number): Promise<boolean>;
+  healthViews(maxAgeMs: number, now?: number): Promise<Record<string, Record<string, boolean>>>;
+  epoch(): Promise<EpochDoc | null>;
+  publishEpoch(members: string[], live: string[], down: string[], now?: number): Promise<EpochDoc | null>;
+  setHealthView(view: Record<string, boolean>, now?: number): Promise<void>;
+}
+
+export interface AgreementOptions {
+  /** The configured firewall ids. */
+  ids: string[];
+  store: AgreementStore;
+  /** Views older than three periods are stale; the leader lock lives three periods. */
+  periodMs: number;
+  /** The agreement to apply (the membership's setAgreement and a reconcile). */
+  apply: (a: Agreement) => void;
+  log?: (m: string) => void;
+  now?: () => number;
+}
+
+export class AgreementLoop {
+  appliedEpoch = 0;
+  private appliedGeneration: string | null = null;
+  /** Set while an epoch was refused (it would leave no firewall live): why. */
+  alarm: string | null = null;
+  private view: Record<string, boolean>;
+
+  constructor(private readonly o: AgreementOptions) {
+    this.view = Object.fromEntries(o.ids.map((id) => [id, true]));
+  }
+
+  private now(): number {
+    return (this.o.now ?? Date.now)();
+  }
+
+  /**
+   * Apply the current epoch if it is newer than the applied one, or of a new generation (Redis lost its data and
+   * the numbering started again). An epoch that leaves no firewall live is refused: data in Redis never takes
+   * every firewall out; the last agreement stays in force and an alarm says why.
+   */
+  async applyEpoch(): Promise<void> {
+    const doc = await this.o.store.epoch();
+    if (!doc || (doc.generation === this.appliedGeneration && doc.epoch <= this.appliedEpoch)) return;
+    const known = new Set(this.o.ids);
+    const live = doc.live.filter((id) => known.has(id));
+    if (!live.length) {
+      if (this.alarm === null) this.o.log?.(`ALARM epoch ${doc.epoch} by ${doc.by} would leave no firewall live; keeping epoch ${this.appliedEpoch}`);
+      this.alarm = `epoch ${doc.epoch} by ${doc.by} would leave no firewall live; epoch ${this.appliedEpoch} stays in force`;
+      return;
+    }
+    this.alarm = null;
+    this.appliedEpoch = doc.epoch;
+    this.appliedGeneration = doc.generation;
+    this.o.apply({ epoch: doc.epoch, live, down: doc.down.filter((id) => known.has(id)) });
+    this.o.log?.(`applied epoch ${doc.epoch} by ${doc.by}: live ${live.join(',')}`);
+  }
+
+  /** As the leader (when this node holds or takes the lock), publish a new epoch when the fresh views changed it. */
+  async lead(): Promise<void> {
+    const ttl = 3 * this.o.periodMs;
+    if (!(await this.o.store.lead(ttl))) return;
+    const views = await this.o.store.healthViews(ttl, this.now());
+    // No fresh view at all (Redis just lost its data): nothing to agree on yet; the views come back within a period.
+    if (!Object.keys(views).length) return;
+    const live = agreedUp(views, this.o.ids);
+    const down = agreedDown(views, this.o.ids);
+    const cur = await this.o.store.epoch();
+    if (cur && JSON.stringify(cur.live) === JSON.stringify(live) && JSON.stringify(cur.down) === JSON.stringify(down)) return;
+    await this.o.store.publishEpoch(this.o.ids, live, down, this.now());
+  }
+
+  /** Lead if possible, then apply; never throws (Redis away: the last agreement stays). */
+  step(): Promise<void> {
+    return this.lead()
+      .then(() => this.applyEpoch())
+      .catch(() => undefined);
+  }
+
+  /** Publish this node's view (a change, or the periodic refresh), then step. */
+  publish(view?: Record<string, boolean>): Promise<void> {
+    if (view) this.view = view;
+    return this.o.store
+      .setHealthView(this.view, this.now())
+      .then(() => this.step())
+      .catch(() => undefined);
+  }
+}

@@ -1,0 +1,96 @@
+// Unit: the layer-2 agreement loop against a fake store (views, lock, epochs with generations), on a fake clock.
+import { t } from 'tap';
+import { AgreementLoop, AgreementStore, Agreement } from '@fwlb/balancer';
+import type { EpochDoc } from '@fwlb/session-table';
+
+const IDS = ['fw1', 'fw2', 'fw3'];
+
+function fakeStore(node: string) {
+  const s = {
+    leader: null as string | null,
+    views: {} as Record<string, Record<string, boolean>>,
+    doc: null as EpochDoc | null,
+    counter: 0,
+    generation: 'g1',
+    published: 0,
+  };
+  const store: AgreementStore = {
+    lead: async () => {
+      s.leader ??= node;
+      return s.leader === node;
+    },
+    healthViews: async () => s.views,
+    epoch: async () => s.doc,
+    publishEpoch: async (members, live, down) => {
+      if (s.leader !== node) return null;
+      s.published++;
+      s.doc = { epoch: ++s.counter, generation: s.generation, members, live, down, by: node, at: 0 };
+      return s.doc;
+    },
+    setHealthView: async (view) => void (s.views[node] = view),
+  };
+  return { s, store };
+}
+
+const loop = (store: AgreementStore, applied: Agreement[]) => new AgreementLoop({ ids: IDS, store, periodMs: 1000, apply: (a) => applied.push(a), now: () => 0 });
+
+t.test('the leader publishes live and down from the views; every node applies it once', async (t) => {
+  const { s, store } = fakeStore('ob');
+  const applied: Agreement[] = [];
+  const l = loop(store, applied);
+  s.views.ib = { fw1: true, fw2: false, fw3: false };
+  await l.publish({ fw1: true, fw2: true, fw3: false });
+  t.same(applied, [{ epoch: 1, live: ['fw1'], down: ['fw3'] }], 'fw2: the nodes disagree, so not live and not down; fw3: both see it down');
+  await l.step();
+  t.equal(s.published, 1, 'nothing changed: no new epoch');
+  t.equal(applied.length, 1, 'and nothing applied twice');
+});
+
+t.test('an epoch that leaves no firewall live is refused with an alarm; the last one stays', async (t) => {
+  const { s, store } = fakeStore('ob');
+  const applied: Agreement[] = [];
+  const l = loop(store, applied);
+  await l.publish({ fw1: true, fw2: true, fw3: true });
+  t.equal(applied.length, 1);
+  s.doc = { ...s.doc!, epoch: 99, live: [], down: IDS };
+  await l.applyEpoch();
+  t.equal(applied.length, 1, 'not applied');
+  t.match(l.alarm, /epoch 99 by ob would leave no firewall live; epoch 1 stays in force/);
+  s.doc = { ...s.doc!, epoch: 100, live: ['fw1', 'fw2', 'fw9'] };
+  await l.applyEpoch();
+  t.same(applied[1], { epoch: 100, live: ['fw1', 'fw2'], down: ['fw1', 'fw2', 'fw3'] }, 'a later good epoch is applied; unknown ids are dropped');
+  t.equal(l.alarm, null, 'and the alarm clears');
+});
+
+t.test('after Redis lost its data, a new generation is applied although its number is smaller', async (t) => {
+  const { s, store } = fakeStore('ob');
+  const applied: Agreement[] = [];
+  const l = loop(store, applied);
+  await l.publish({ fw1: true, fw2: true, fw3: true });
+  s.doc = { ...s.doc!, epoch: 50 };
+  await l.applyEpoch();
+  t.equal(l.appliedEpoch, 50);
+  // FLUSHALL: no views, no epoch, no lock.
+  s.views = {};
+  s.doc = null;
+  s.leader = null;
+  s.counter = 0;
+  s.generation = 'g2';
+  await l.step();
+  t.equal(s.published, 1, 'no view at all: the leader publishes nothing (it would agree on nothing)');
+  await l.publish({ fw1: true, fw2: false, fw3: true });
+  t.equal(s.doc!.epoch, 1);
+  t.same(applied.at(-1), { epoch: 1, live: ['fw1', 'fw3'], down: ['fw2'] }, 'epoch 1 of the new generation applied after epoch 50 of the old');
+});
+
+t.test('a node that is not the leader only applies', async (t) => {
+  const { s, store } = fakeStore('ib');
+  s.leader = 'ob';
+  s.doc = { epoch: 3, generation: 'g1', members: IDS, live: IDS, down: [], by: 'ob', at: 0 };
+  const applied: Agreement[] = [];
+  const l = loop(store, applied);
+  await l.publish({ fw1: false, fw2: true, fw3: true });
+  t.equal(s.published, 0);
+  t.same(applied, [{ epoch: 3, live: IDS, down: [] }]);
+  t.same(s.views.ib, { fw1: false, fw2: true, fw3: true }, 'its view is published for the leader');
+});
