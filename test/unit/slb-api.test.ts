@@ -197,3 +197,28 @@ t.test('reads answer from memory: 1,000 GETs read nothing from the kernel', asyn
   t.equal(reads, 1, 'the background refresh is what reads the counters');
   t.ok((await app.inject({ method: 'GET', url: '/vips/web' })).json().counters.at > 0, 'and the view says when');
 });
+
+t.test('pool panic (fail open): below the threshold every enabled member serves; 0 keeps fail closed', async (t) => {
+  const { s, app, nft, monitors } = setup();
+  await s.start();
+  const three = { ...web(), panicThreshold: 0.5, members: [1, 2, 3].map((k) => ({ address: `10.20.0.1${k}`, port: 8080 })) };
+  t.equal((await app.inject({ method: 'PUT', url: '/vips/web', payload: three, headers: auth })).statusCode, 200);
+  const down = async (addr: string) => {
+    monitors.get([...monitors.keys()].find((k) => k.includes(addr))!)!.emit(false);
+    await s.reconcile();
+  };
+  monitors.get([...monitors.keys()].find((k) => k.includes('10.20.0.13'))!)!.emit(true); // the new member passes its checks
+  await down('10.20.0.11');
+  t.same(targets(nft, 80).sort(), ['10.20.0.12:8080', '10.20.0.13:8080'], 'one of three down: believed');
+  t.equal((await app.inject({ method: 'GET', url: '/health' })).json().status, 'ok');
+  await down('10.20.0.12');
+  t.same(targets(nft, 80).sort(), ['10.20.0.11:8080', '10.20.0.12:8080', '10.20.0.13:8080'], 'two of three down: panic, all enabled members serve');
+  const h = (await app.inject({ method: 'GET', url: '/health' })).json();
+  t.equal(h.status, 'degraded');
+  t.match(h.alarms.join(), /VIP web in panic: 1 of 3 enabled members up \(threshold 50%\)/);
+  await app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.13:8080', payload: { state: 'drain' }, headers: auth });
+  t.same(targets(nft, 80).sort(), ['10.20.0.11:8080', '10.20.0.12:8080'], 'a drained member stays out even in panic');
+  const closed = { ...three, panicThreshold: 0 };
+  t.equal((await app.inject({ method: 'PUT', url: '/vips/web', payload: closed, headers: auth })).statusCode, 200);
+  t.same(targets(nft, 80), ['10.20.0.13:8080'], 'threshold 0: the down members stay out, only the one up serves (with none up: RST)');
+});

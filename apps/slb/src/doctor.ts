@@ -11,7 +11,7 @@ export async function slbDoctor(iface?: string): Promise<Check[]> {
   const member = { address: '192.0.2.10', port: 8080, weight: 2, state: 'enabled' as const };
   const other = { ...member, address: '192.0.2.11', weight: 1 };
   const timers = { interval: 1000, response: 500, retries: 3, timeout: 3000, deadInterval: 1000, rise: 1, jitter: 0 };
-  const vip = (id: string, scheduler: 'sh' | 'rr') => ({ id, address: '192.0.2.1', port: scheduler === 'sh' ? 80 : 81, protocol: 'tcp' as const, scheduler, check: { kind: 'tcp' as const }, timers, members: [member, other] });
+  const vip = (id: string, scheduler: 'sh' | 'rr') => ({ id, address: '192.0.2.1', port: scheduler === 'sh' ? 80 : 81, protocol: 'tcp' as const, scheduler, check: { kind: 'tcp' as const }, timers, panicThreshold: 0, members: [member, other] });
   const table = renderSlb({ table: 'fwlb_slb_doctor', seed: 1, vips: [vip('a', 'sh'), vip('b', 'rr')], up: () => true });
   try {
     await nftCli().check(diffTable(table, null));

@@ -14,7 +14,15 @@ export function healthKey(v: ResolvedVip, m: { address: string; port: number }):
 
 /** A member takes new sessions only when it is enabled (not drained) and its health is up. */
 export function liveMembers(v: ResolvedVip, up: (healthKey: string) => boolean): ResolvedMember[] {
-  return v.members.filter((m) => m.state === 'enabled' && up(healthKey(v, m)));
+  const enabled = v.members.filter((m) => m.state === 'enabled');
+  const healthy = enabled.filter((m) => up(healthKey(v, m)));
+  // Panic (fail open): too few members look up to believe the checks; every enabled member takes new sessions.
+  return inPanic(v, healthy.length, enabled.length) ? enabled : healthy;
+}
+
+/** Whether a pool with `up` of `enabled` members up is in panic under its threshold. */
+export function inPanic(v: Pick<ResolvedVip, 'panicThreshold'>, up: number, enabled: number): boolean {
+  return v.panicThreshold > 0 && enabled > 0 && up < v.panicThreshold * enabled;
 }
 
 const ident = (s: string) => s.replace(/[^A-Za-z0-9]/g, '_');

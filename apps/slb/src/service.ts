@@ -4,7 +4,7 @@ import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@f
 import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import { diffTable, NftRunner } from '@fwlb/nft';
-import { healthKey, memberCounter, memberNewCounter, renderSlb, SLB_FAMILY, vipCounter } from './render';
+import { healthKey, inPanic, memberCounter, memberNewCounter, renderSlb, SLB_FAMILY, vipCounter } from './render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -376,7 +376,12 @@ export class SlbService {
   }
 
   alarms(): string[] {
-    return [...(this.saveError ? [this.saveError] : []), ...(this.deps.alarms?.() ?? [])];
+    const panics = this.vipList.flatMap((v) => {
+      const enabled = v.members.filter((m) => m.state === 'enabled');
+      const up = enabled.filter((m) => this.up(healthKey(v, m))).length;
+      return inPanic(v, up, enabled.length) ? [`VIP ${v.id} in panic: ${up} of ${enabled.length} enabled members up (threshold ${Math.round(v.panicThreshold * 100)}%), every enabled member takes new sessions`] : [];
+    });
+    return [...(this.saveError ? [this.saveError] : []), ...panics, ...(this.deps.alarms?.() ?? [])];
   }
 
   status() {

@@ -28,6 +28,12 @@ export interface VipConfig {
   check?: CheckSpec;
   /** @default {interval: 1000, response: 500, retries: 3, deadInterval: 2000, rise: 2} */
   timers?: TimerConfig;
+  /**
+   * Panic threshold of the pool (Envoy's): when fewer than this share of the enabled members are up, the checks
+   * are not believed and every enabled member takes new sessions (fail open). 0: no panic; with no member up the
+   * VIP answers RST (TCP) or port unreachable (UDP) (fail closed). @default 0
+   */
+  panicThreshold?: number;
   members: MemberConfig[];
 }
 
@@ -85,6 +91,7 @@ export const vipSchema = {
     scheduler: { enum: ['sh', 'rr'] },
     check: checkSpecSchema,
     timers: timersSchema,
+    panicThreshold: { type: 'number', minimum: 0, maximum: 1 },
     members: { type: 'array', maxItems: 256, items: memberSchema },
   },
 } as const;

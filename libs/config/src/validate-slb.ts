@@ -70,6 +70,7 @@ function resolveVip(v: VipConfig, at: string, problems: FieldProblem[]): Resolve
     scheduler: v.scheduler ?? SLB_DEFAULTS.scheduler,
     check: v.check ?? SLB_DEFAULTS.check,
     timers,
+    panicThreshold: v.panicThreshold ?? 0,
     members: v.members.map((m) => ({ address: m.address, port: m.port, weight: m.weight ?? SLB_DEFAULTS.weight, state: m.state ?? SLB_DEFAULTS.state })),
   };
 }
