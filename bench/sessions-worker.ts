@@ -1,7 +1,9 @@
-// Runs inside a namespace for bench/sessions.ts: creates UDP flows at a given rate on loopback (conntrack on),
-// follows conntrack with libs/conntrack and writes the sessions with the balancer's SessionSync and libs/session-table,
+// Runs inside a namespace for bench/sessions.ts: has UDP flows created at a given rate on loopback (conntrack on)
+// by a generator process of its own, follows conntrack with libs/conntrack and writes the sessions with the balancer's SessionSync and libs/session-table,
 // and reports the sync rate and the lag from flow creation to written in Redis. Prints one JSON line.
-import * as dgram from 'node:dgram';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
 import { SessionSync } from '@fwlb/balancer';
 import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
@@ -26,7 +28,7 @@ async function main(): Promise<void> {
   const store = {
     put: async (recs: SessionRecord[], now?: number) => {
       const n = await table.put(recs, now);
-      const done = performance.now();
+      const done = performance.timeOrigin + performance.now();
       for (const r of recs) {
         const t0 = created.get(r.outerPort);
         if (t0 !== undefined) lags.push(done - t0);
@@ -42,38 +44,30 @@ async function main(): Promise<void> {
   // is what is measured, as it would be for real answered sessions.
   const events = ConntrackEvents.open({ kinds: ['new'], onEvents: (b) => sync.onEvents(b.map((e) => ({ ...e, entry: { ...e.entry, labels: [1], status: e.entry.status | 2 } }))), onLoss: () => undefined });
   await events.ready;
-  const sock = dgram.createSocket('udp4');
-  const total = rate * seconds;
+  // The flows are made by a process of their own (bench/flow-generator.ts): in this one they would compete with
+  // the sync for the event loop and inflate the lag (issue 9).
   const t0 = performance.now();
-  let sent = 0;
-  // One flow per source port: a socket per flow would cost more than the flow; sendto from one socket with
-  // varying source ports is not possible, so each flow uses its own bound socket, created and closed at once.
+  const gen = spawn(process.execPath, [join(__dirname, 'flow-generator.js'), String(rate), String(seconds), String(portBase)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let genRate = 0;
   await new Promise<void>((resolve) => {
-    const tick = () => {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate));
-      while (sent < due) {
-        const port = portBase + sent;
-        const s = dgram.createSocket('udp4');
-        s.bind(port, '127.0.0.1', () => {
-          created.set(port, performance.now());
-          s.send('x', 9, '127.0.0.1', () => s.close());
-        });
-        sent++;
+    createInterface({ input: gen.stdout! }).on('line', (l) => {
+      const [a, b] = l.split(' ');
+      if (a === 'done') {
+        genRate = Number(b);
+        return resolve();
       }
-      if (sent >= total) return resolve();
-      setImmediate(tick);
-    };
-    tick();
+      created.set(Number(a), Number(b));
+    });
+    gen.once('exit', () => resolve());
   });
-  const genMs = performance.now() - t0;
+  const total = rate * seconds;
   // Let the last batches land.
   const end = Date.now() + 5000;
   while (written < created.size && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
   const wallMs = performance.now() - t0;
   await sync.flush();
-  console.log(JSON.stringify({ rate, offered: total, genRate: Math.round((total / genMs) * 1000), events: events.events, overruns: events.overruns, written, writeRate: Math.round((written / wallMs) * 1000), p50: pct(lags, 50), p99: pct(lags, 99) }));
+  console.log(JSON.stringify({ rate, offered: total, genRate, events: events.events, overruns: events.overruns, written, writeRate: Math.round((written / wallMs) * 1000), p50: pct(lags, 50), p99: pct(lags, 99) }));
   events.close();
-  sock.close();
   redis.disconnect();
   process.exit(0);
 }

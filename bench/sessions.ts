@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     console.log(`SessionTable.put: ${N} sessions in ${putMs.toFixed(0)} ms = ${Math.round((N / putMs) * 1000)} sessions/s (${((N / putMs) * 1000 / ceiling).toFixed(2)} of the SET ceiling)`);
 
     // Sync rate and lag from conntrack NEW to written, at rising rates, in a namespace with conntrack on.
-    console.log(`\nrate (flows/s)  generated/s  events  overruns  written/s  lag p50  lag p99`);
+    console.log(`\nrate (flows/s)  generated/s  events  overruns  written/s  written/offered  lag p50  lag p99`);
     for (const [i, rate] of RATES.entries()) {
       const ns = `${p}-${i}`;
       nss.push(ns);
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
         console.log(`${rate}: worker failed: ${w.stderr.slice(0, 300)}`);
         continue;
       }
-      console.log(`${String(rate).padStart(14)}  ${String(r.genRate).padStart(11)}  ${String(r.events).padStart(6)}  ${String(r.overruns).padStart(8)}  ${String(r.writeRate).padStart(9)}  ${r.p50.toFixed(0).padStart(4)} ms  ${r.p99.toFixed(0).padStart(4)} ms`);
+      console.log(`${String(rate).padStart(14)}  ${String(r.genRate).padStart(11)}  ${String(r.events).padStart(6)}  ${String(r.overruns).padStart(8)}  ${String(r.writeRate).padStart(9)}  ${`${r.written}/${r.offered}`.padStart(15)}  ${r.p50.toFixed(0).padStart(4)} ms  ${r.p99.toFixed(0).padStart(4)} ms`);
       deleteNs(ns);
     }
 
