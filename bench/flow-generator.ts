@@ -1,9 +1,13 @@
-// Runs as a child of bench/sessions-worker.ts, so that making flows does not compete with the sync for its event
-// loop: creates one UDP flow per source port on loopback at a given rate and prints "port time" lines (time in ms
-// since the epoch, sub-millisecond: performance.timeOrigin + performance.now()).
+// Makes UDP flows at a given rate, one per source port, in a process of its own (so it competes with nothing it
+// measures). For bench/sessions-worker.ts: to 127.0.0.1:9, printing "port time" lines (time in ms since the epoch,
+// sub-millisecond: performance.timeOrigin + performance.now()). For bench/churn.ts: to DST:DPORT, source ports
+// cycling through PORTS of them, quiet.
+//   flow-generator RATE SECONDS PORTBASE [DST DPORT PORTS]
 import * as dgram from 'node:dgram';
 
-const [rate, seconds, portBase] = process.argv.slice(2).map(Number);
+const [rateS, secondsS, portBaseS, dst = '127.0.0.1', dportS = '9', portsS = '0'] = process.argv.slice(2);
+const [rate, seconds, portBase, dport, ports] = [rateS, secondsS, portBaseS, dportS, portsS].map(Number);
+const quiet = ports > 0;
 const total = rate * seconds;
 const now = () => performance.timeOrigin + performance.now();
 const t0 = performance.now();
@@ -12,11 +16,12 @@ let out = '';
 const tick = () => {
   const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate));
   while (sent < due) {
-    const port = portBase + sent;
+    const port = portBase + (quiet ? sent % ports : sent);
     const s = dgram.createSocket('udp4');
-    s.bind(port, '127.0.0.1', () => {
-      out += `${port} ${now()}\n`;
-      s.send('x', 9, '127.0.0.1', () => s.close());
+    s.on('error', () => s.close());
+    s.bind(port, quiet ? undefined : '127.0.0.1', () => {
+      if (!quiet) out += `${port} ${now()}\n`;
+      s.send('x', dport, dst, () => s.close());
     });
     sent++;
   }
