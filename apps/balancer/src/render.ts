@@ -1,5 +1,5 @@
 // Renders a node's desired nft table and policy routes from config and live firewalls; pure layer of apps/balancer.
-import { buildTable, BucketTable } from '@fwlb/flowhash';
+import { buildTable, BucketTable, FlowKey } from '@fwlb/flowhash';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
@@ -24,12 +24,7 @@ const counter = { counter: null };
 export const SIDE_LABEL = 1;
 
 /** A session the kernel must steer to a firewall other than the one its bucket gives (layer 3 exceptions). */
-export interface Pin {
-  outerAddr: string;
-  outerPort: number;
-  innerAddr: string;
-  innerPort: number;
-  proto: number;
+export interface Pin extends FlowKey {
   mark: number;
 }
 

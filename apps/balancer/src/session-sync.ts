@@ -4,6 +4,7 @@
 import type { CtEntry, CtEventKind } from '@fwlb/conntrack';
 import type { SessionRecord } from '@fwlb/session-table';
 import { sessionId } from '@fwlb/session-table';
+import { canonicalKey } from '@fwlb/flowhash';
 import { SIDE_LABEL } from './render';
 
 /** The part of libs/session-table the sync uses, so tests can put a fake in front of Redis. */
@@ -35,17 +36,13 @@ export interface SessionSyncOptions {
  * outer end on the outside node and the inner end on the inside node. A flow learned from a firewall is the reverse.
  */
 export function sessionOf(e: CtEntry, firewall: string, node: string, now: number, minTtlMs: number, role: 'outside' | 'inside', maxTtlMs = Infinity): SessionRecord {
-  const src = { addr: e.orig.src, port: e.orig.sport ?? 0 };
-  const dst = { addr: e.orig.dst, port: e.orig.dport ?? 0 };
+  // flowhash's canonicalKey is the one place that decides which end is outer: a flow that came in from the side is
+  // seen as this node sees it; one learned from a firewall came in the way the twin's side sees it.
   const sideFirst = e.labels?.includes(SIDE_LABEL) ?? false;
-  const srcIsOuter = role === 'outside' ? sideFirst : !sideFirst;
-  const [outer, inner] = srcIsOuter ? [src, dst] : [dst, src];
+  const seenAs = sideFirst ? role : role === 'outside' ? 'inside' : 'outside';
+  const k = canonicalKey(seenAs, { saddr: e.orig.src, daddr: e.orig.dst, sport: e.orig.sport ?? 0, dport: e.orig.dport ?? 0, proto: e.orig.proto });
   return {
-    outerAddr: outer.addr,
-    outerPort: outer.port,
-    innerAddr: inner.addr,
-    innerPort: inner.port,
-    proto: e.orig.proto,
+    ...k,
     firewall,
     node,
     firstSeen: now,
