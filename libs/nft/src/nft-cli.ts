@@ -40,23 +40,39 @@ function stdinFile(text: string): number {
   }
 }
 
-function run(bin: string, args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/** The longest one nft run may take before it is killed (a stuck command must not stall every later reconcile). */
+export const NFT_TIMEOUT_MS = 30_000;
+
+function run(bin: string, args: string[], stdin?: string, timeoutMs = NFT_TIMEOUT_MS): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const fd = stdin === undefined ? null : stdinFile(stdin);
     const p = spawn(bin, args, { stdio: [fd ?? 'ignore', 'pipe', 'pipe'] });
     if (fd !== null) closeSync(fd);
     let stdout = '';
     let stderr = '';
+    let killed = false;
+    // A transaction is all or nothing in the kernel: killing nft before it commits leaves the kernel as it was.
+    const timer = setTimeout(() => {
+      killed = true;
+      p.kill('SIGKILL');
+    }, timeoutMs);
     p.stdout!.on('data', (d) => (stdout += d));
     p.stderr!.on('data', (d) => (stderr += d));
-    p.on('error', (e) => reject(new NftError(`cannot run ${bin}: ${e.message}`, '')));
-    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    p.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new NftError(`cannot run ${bin}: ${e.message}`, ''));
+    });
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      if (killed) reject(new NftError(`${bin} ${args.join(' ')} did not finish within ${timeoutMs} ms and was killed`, stderr));
+      else resolve({ code: code ?? -1, stdout, stderr });
+    });
   });
 }
 
-export function nftCli(bin = 'nft'): NftRunner {
+export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS): NftRunner {
   const list = async (family: string, name: string) => {
-    const r = await run(bin, ['-j', 'list', 'table', family, name]);
+    const r = await run(bin, ['-j', 'list', 'table', family, name], undefined, timeoutMs);
     if (r.code !== 0) {
       if (/No such file or directory/.test(r.stderr)) return null;
       throw new NftError(`nft list table ${family} ${name} failed: ${r.stderr.trim()}`, r.stderr);
@@ -65,7 +81,7 @@ export function nftCli(bin = 'nft'): NftRunner {
   };
   const batch = async (cmds: NftJson[], checkOnly: boolean) => {
     if (cmds.length === 0) return;
-    const r = await run(bin, checkOnly ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], JSON.stringify({ nftables: cmds }));
+    const r = await run(bin, checkOnly ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], JSON.stringify({ nftables: cmds }), timeoutMs);
     if (r.code !== 0) throw new NftError(`nft transaction ${checkOnly ? 'check ' : ''}failed (nothing applied): ${r.stderr.trim().split('\n')[0]}`, r.stderr);
   };
   return {
