@@ -124,4 +124,14 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.equal(second.status, 2, 'a second controller on the node exits with status 2');
   t.match(second.stderr, /another fwlb balancer \(table inet fwlb\) is already running on this node/, 'saying why');
   t.equal((await lab.api('outside', 'GET', '/health')).status, 200, 'the first one still serves');
+
+  // A firewall taken out for maintenance stays out across a controller restart (the node's stateFile).
+  const tok = cfg.api!.token!;
+  t.equal((await lab.api('outside', 'PUT', '/firewalls/fw3/admin', { enabled: false }, tok)).status, 200, 'fw3 taken out for maintenance');
+  await lab.killNode('outside');
+  await lab.startNode('outside');
+  const fw3 = (await lab.api('outside', 'GET', '/firewalls')).body.find((f: any) => f.id === 'fw3');
+  t.same([fw3.enabled, fw3.live], [false, false], 'after a restart it is still out');
+  t.notOk(lab.bucketMarks('ob').has((cfg.marks?.base ?? 65536) + 2), 'and no bucket maps to it');
+  t.equal((await lab.api('outside', 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
 });

@@ -109,3 +109,29 @@ t.test('a body nested 5,000 levels deep is a 400, not a 500', async (t) => {
   t.equal(junk.statusCode, 400);
   t.match(junk.json().message, /body is not JSON/);
 });
+
+t.test('the admin state is saved after each accepted change and read back at start', async (t) => {
+  const { mkdtempSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const { loadAdminState, saveAdminState } = await import('@fwlb/balancer');
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-admin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'state.json');
+  const nft = fakeNft();
+  const r = new Reconciler(config, nft, fakeRouting);
+  const app = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile(), saveAdmin: (a) => saveAdminState(path, a) });
+  await r.reconcile();
+  t.equal((await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } })).statusCode, 200);
+  t.same(JSON.parse(readFileSync(path, 'utf8')), { version: 1, admin: { fw1: true, fw2: false, fw3: true } });
+  t.same(loadAdminState(path, ['fw1', 'fw2']), { admin: { fw1: true, fw2: false }, unknown: ['fw3'] }, 'read back; firewalls no longer configured are named');
+  writeFileSync(path, '{"version": 1, "admin": {"fw1": "off"}}');
+  t.throws(() => loadAdminState(path, ['fw1']), /state\.json is invalid: \/admin\/fw1: must be boolean/, 'a bad file names itself and the field');
+  writeFileSync(path, '');
+  t.throws(() => loadAdminState(path, ['fw1']), /state file is not valid JSON/);
+  t.same(loadAdminState(join(dir, 'none.json'), ['fw1']), { admin: {}, unknown: [] }, 'no file yet: nothing saved');
+  const failing = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile(), saveAdmin: () => { throw new Error('EROFS'); } });
+  const res = await failing.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
+  t.equal(res.json().code, 'FWLB_SAVE_FAILED');
+  t.match((await failing.inject({ method: 'GET', url: '/health' })).json().alarms.join(), /state file not written: EROFS/);
+});

@@ -16,6 +16,8 @@ export interface AppOptions {
   sessions?: SessionsView;
   /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */
   alarms?: () => string[];
+  /** Persist the admin state after an accepted change (the node's stateFile). */
+  saveAdmin?: (admin: Record<string, boolean>) => void;
 }
 
 const sessionsQuery = {
@@ -41,9 +43,10 @@ export function build(opts: AppOptions): FastifyInstance {
   const r = opts.reconciler;
   const guard = bearerGuard(opts.token);
 
+  let saveError: string | null = null;
   const alarms = () => {
     const panic = r.membership.snapshot().panic;
-    return [...(panic ? [panic] : []), ...(opts.alarms?.() ?? [])];
+    return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(opts.alarms?.() ?? [])];
   };
   app.get('/health', async () => {
     const a = alarms();
@@ -74,6 +77,13 @@ export function build(opts: AppOptions): FastifyInstance {
       } catch (e) {
         m.setAdmin(id, before);
         throw Errors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
+      }
+      try {
+        opts.saveAdmin?.(m.adminState());
+        saveError = null;
+      } catch (e) {
+        saveError = `state file not written: ${(e as Error).message}`;
+        throw Errors.SAVE_FAILED(saveError);
       }
       return r.firewalls().find((f) => f.id === id);
     },

@@ -9,3 +9,4 @@ export * from './session-wiring';
 export * from './pins';
 export * from './membership';
 export * from './agreement';
+export * from './admin-state';

@@ -7,6 +7,7 @@ import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
+import { loadAdminState, saveAdminState } from './admin-state';
 import { startSessions } from './session-wiring';
 import { registerSlbRoutes, startSlb } from '@fwlb/slb';
 import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
@@ -22,9 +23,16 @@ async function run(path: string): Promise<void> {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
     process.exit(3);
   }
+  const log = (msg: string) => console.log(`${new Date().toISOString()} fwlb[${config.name}] ${msg}`);
+  // The admin state an operator set before the restart (a firewall out for maintenance stays out), read before
+  // anything touches the kernel: a bad file stops the start here, with the kernel as it was.
+  const saved = config.stateFile ? loadAdminState(config.stateFile, config.firewalls.map((f) => f.id)) : null;
   const rtnl = Rtnl.open();
   const reconciler = new Reconciler(config, nftCli(), rtnl);
-  const log = (msg: string) => console.log(`${new Date().toISOString()} fwlb[${config.name}] ${msg}`);
+  if (saved) {
+    for (const [id, enabled] of Object.entries(saved.admin)) reconciler.membership.setAdmin(id, enabled);
+    if (saved.unknown.length) log(`state file names firewalls no longer configured, ignored: ${saved.unknown.join(', ')}`);
+  }
   let runner: BoundedRunner | null = null;
   const trigger = () => runner?.trigger();
   // Layer 3: the sessions Redis knows are loaded before the first reconcile, so their pins are in it.
@@ -54,7 +62,7 @@ async function run(path: string): Promise<void> {
       })
     : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, alarms: () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])] });
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin: config.stateFile ? (a) => saveAdminState(config.stateFile!, a) : undefined, alarms: () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])] });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const listen = config.api.listen;
   await listenOn(app, listen);

@@ -126,6 +126,11 @@ export class Membership {
     this.admin.set(id, enabled);
   }
 
+  /** Every firewall's admin state, for the state file. */
+  adminState(): Record<string, boolean> {
+    return Object.fromEntries(this.slots.map((s) => [s.id, this.admin.get(s.id) === true]));
+  }
+
   isEnabled(id: string): boolean {
     return this.admin.get(id) === true;
   }

@@ -5,5 +5,4 @@ export const SlbErrors = {
   ...CommonErrors,
   NO_SUCH_VIP: createError('FWLB_NO_SUCH_VIP', 'no VIP with this id', 404),
   NO_SUCH_MEMBER: createError('FWLB_NO_SUCH_MEMBER', 'no member with this address:port in the VIP', 404),
-  SAVE_FAILED: createError('FWLB_SAVE_FAILED', 'the change is live in the kernel, but the state file could not be written: it is lost at the next restart', 500),
 };

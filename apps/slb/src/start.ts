@@ -1,13 +1,11 @@
 // Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
 // layer of apps/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
-import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig } from '@fwlb/service';
+import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, writeFileAtomic } from '@fwlb/service';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { SlbService } from './service';
@@ -29,31 +27,9 @@ export function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
   return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
 }
 
-/**
- * Write-then-rename, so a crash mid-write never leaves half a state file: a temp name of its own created with
- * O_EXCL (never follows a symlink planted there), fsync of the file, rename, fsync of the directory.
- */
+/** The SLB state file: the VIPs as the API left them, written atomically (see writeFileAtomic). */
 export function saver(path: string) {
-  return (vips: VipConfig[]) => {
-    const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    const fd = openSync(tmp, 'wx', 0o600);
-    try {
-      writeSync(fd, JSON.stringify(vips, null, 2));
-      fsyncSync(fd);
-    } catch (e) {
-      closeSync(fd);
-      rmSync(tmp, { force: true });
-      throw e;
-    }
-    closeSync(fd);
-    renameSync(tmp, path);
-    const dir = openSync(dirname(path), 'r');
-    try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
-    }
-  };
+  return (vips: VipConfig[]) => writeFileAtomic(path, JSON.stringify(vips, null, 2));
 }
 
 export class SlbKernelError extends Error {

@@ -125,6 +125,7 @@ export function topology(o: LabOptions): Topology {
     hash: { seed: opts.seed, buckets: opts.buckets, ...(opts.broken ? { order: 'packet' as const } : {}) },
     ...(opts.broken ? { ingressLearning: false } : {}),
     api: { listen: `unix:${opts.runDir}/${role}.sock`, token: 'lab-token-0123456789' },
+    stateFile: join(opts.runDir, `${role}-state.json`),
     // Each node probes the twin's side address through every firewall.
     health: { target: role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`, check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
     resyncSeconds: 5,

@@ -81,6 +81,11 @@ export interface BalancerConfig {
    */
   /** Path of an SLB config file: the inside node then runs the SLB tier in its own process (VIPs on its API). */
   slb?: string;
+  /**
+   * Where the firewalls' admin state (set through the API) is kept across restarts, so a firewall taken out for
+   * maintenance stays out. Absent: the API's changes last until restart.
+   */
+  stateFile?: string;
   /** The shared session table in Redis (layer 3); absent: no session sync. */
   sessionTable?: SessionTableConfig;
   health?: {
@@ -163,6 +168,7 @@ export const balancerSchema = {
     api: apiSchema,
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     slb: { type: 'string', minLength: 1 },
+    stateFile: { type: 'string', minLength: 1, maxLength: 4096 },
     sessionTable: {
       type: 'object',
       additionalProperties: false,

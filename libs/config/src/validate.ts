@@ -29,8 +29,9 @@ export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProbl
 /** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
 export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac'>> & { mac?: string };
 export type ResolvedBalancerConfig = Readonly<
-  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb'>> & {
+  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb' | 'stateFile'>> & {
     slb: string | null;
+    stateFile: string | null;
     sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number }) | null;
     health: { target: string; check: CheckSpec; timers: Required<TimerConfig>; panicThreshold: number } | null;
     hash: Required<BalancerConfig['hash']>;
@@ -115,6 +116,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
     slb: c.slb ?? null,
+    stateFile: c.stateFile ?? null,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, ...c.sessionTable } : null,
     health: c.health && timers ? { target: c.health.target, check: c.health.check ?? { kind: 'icmp' }, timers, panicThreshold: c.health.panicThreshold ?? BALANCER_DEFAULTS.panicThreshold } : null,
   };

@@ -5,3 +5,4 @@ export * from './config-file';
 export * from './runner';
 export * from './checks';
 export * from './instance-lock';
+export * from './atomic-file';
