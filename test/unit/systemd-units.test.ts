@@ -1,0 +1,25 @@
+// Unit: the systemd units are accepted by `systemd-analyze verify` without a warning and keep least privilege.
+import { t } from 'tap';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO } from '@fwlb/lab';
+
+const units = ['fwlb.service', 'fwlb-slb.service'].map((u) => join(REPO, 'deploy/systemd', u));
+
+t.test('systemd-analyze verify accepts both units, without a warning', async (t) => {
+  const r = spawnSync('systemd-analyze', ['verify', ...units], { encoding: 'utf8' });
+  t.equal(r.status, 0, `exit ${r.status}`);
+  t.equal((r.stdout + r.stderr).trim(), '', 'no warning (unknown keys are only warnings)');
+});
+
+t.test('least privilege and restart policy', async (t) => {
+  for (const u of units) {
+    const text = readFileSync(u, 'utf8');
+    t.match(text, /^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW$/m, `${u}: only the capabilities it needs`);
+    t.match(text, /^ProtectSystem=strict$/m);
+    t.match(text, /^NoNewPrivileges=yes$/m);
+    t.match(text, /^Restart=on-failure$/m);
+    t.match(text, /^RestartPreventExitStatus=2 3$/m, 'a bad config or a missing kernel feature is not restarted in a loop');
+  }
+});
