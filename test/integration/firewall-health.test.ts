@@ -30,6 +30,14 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.comment(`fw2 left the bucket table on both nodes ${detect} ms after its link went down`);
   const st = await lab.api('outside', 'GET', '/status');
   t.equal(st.body.buckets.distribution.fw2, undefined, 'fw2 has no buckets');
+  // The metrics of a running node pass promtool and show the failure.
+  const metrics = await lab.apiText('outside', '/metrics');
+  const lint = spawnSync('promtool', ['check', 'metrics'], { input: metrics, encoding: 'utf8' });
+  t.equal(lint.status, 0, `promtool check metrics on the outside node: ${lint.stdout}${lint.stderr}`);
+  t.match(metrics, /^fwlb_firewall_live\{firewall="fw2"\} 0$/m, 'fwlb_firewall_live shows fw2 out');
+  t.match(metrics, /^fwlb_firewall_link_up\{firewall="fw2"\} 0$/m, 'and its link down');
+  t.match(metrics, /^fwlb_health_checks_total\{firewall="fw2",result="failed"\} [1-9]/m, 'the failed checks are counted');
+  t.match(metrics, /^fwlb_firewall_live\{firewall="fw1"\} 1$/m);
   t.match(st.body.firewalls.find((f: any) => f.id === 'fw2').health.reason, /own link fw2 is down/, 'the outside node saw its own link');
 
   lab.resetFirewallCounters();

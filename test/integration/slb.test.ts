@@ -1,5 +1,6 @@
 // Integration: the SLB tier behind the sandwich: real clients reach real servers only through VIPs (nft DNAT maps).
 import { t } from 'tap';
+import { spawnSync } from 'node:child_process';
 import { drive, ECHO_PORT, HTTP_PORT, inNs, WEB_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
@@ -94,6 +95,10 @@ t.test('SLB tier', async (t) => {
     const afterRestart = await httpLoad(150);
     t.equal(afterRestart.failed, 0, `0 of 300 requests failed right after the restart ${JSON.stringify(afterRestart.errors)}`);
     t.equal(share(afterRestart.bodies, 's3'), 0, 'none went to the dead server');
+    const metrics = await lab.apiText('slb', '/metrics');
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: metrics, encoding: 'utf8' });
+    t.equal(lint.status, 0, `promtool check metrics on the SLB: ${lint.stdout}${lint.stderr}`);
+    t.match(metrics, new RegExp(`^fwlb_member_up\\{vip="web",member="${rips[2]}:8080"\\} 0$`, 'm'), 'the metrics show the dead member down');
     const t1 = Date.now();
     await lab.startServer('s3');
     await waitMember('web', rips[2], true);

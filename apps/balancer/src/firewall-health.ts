@@ -2,7 +2,7 @@
 // plus this node's own link to it; transitions move buckets through the reconciler. Shell layer of apps/balancer.
 import { readFileSync } from 'node:fs';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { createChecker, HealthMonitor, helperAlarms, ProbeHelper } from '@fwlb/health';
+import { createChecker, HealthMonitor, helperAlarms, ProbeHelper, ProbeResult } from '@fwlb/health';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
 
@@ -17,7 +17,14 @@ export function linkProblem(ifname: string): string | null {
 }
 
 /** `onView` gets this node's whole view after every change, for the shared health views (layer 2). */
-export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void, onView?: (view: Record<string, boolean>) => void): { stop(): void; alarms(): string[] } | null {
+export function startFirewallHealth(
+  config: ResolvedBalancerConfig,
+  r: Reconciler,
+  trigger: () => void,
+  log: (m: string) => void,
+  onView?: (view: Record<string, boolean>) => void,
+  onResult?: (firewall: string, r: ProbeResult) => void,
+): { stop(): void; alarms(): string[]; helperUp(): boolean } | null {
   const h = config.health;
   if (!h) return null;
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; firewall health holds its last state`) });
@@ -35,6 +42,7 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
         if (r.membership.setLink(fw.id, p === null)) trigger();
         return p;
       },
+      onResult,
       onEvent: (id, ev) => {
         log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`);
         const wasPanic = r.membership.snapshot().panic;
@@ -51,6 +59,7 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
   });
   return {
     alarms: () => helperAlarms(helper),
+    helperUp: () => helper.status().up,
     stop() {
       for (const m of monitors) m.stop();
       helper.close();

@@ -10,3 +10,4 @@ export * from './pins';
 export * from './membership';
 export * from './agreement';
 export * from './admin-state';
+export * from './metrics';

@@ -9,8 +9,9 @@ import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
 import { loadAdminState, saveAdminState } from './admin-state';
 import { startSessions } from './session-wiring';
-import { registerSlbRoutes, startSlb } from '@fwlb/slb';
-import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
+import { registerSlbRoutes, slbMetrics, startSlb } from '@fwlb/slb';
+import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, metricsRoute, newRegistry, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
+import { balancerMetrics } from './metrics';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
 
@@ -62,12 +63,17 @@ async function run(path: string): Promise<void> {
       })
     : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin: config.stateFile ? (a) => saveAdminState(config.stateFile!, a) : undefined, alarms: () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])] });
+  const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])];
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin: config.stateFile ? (a) => saveAdminState(config.stateFile!, a) : undefined, alarms });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
+  const registry = newRegistry();
+  const metrics = balancerMetrics(registry, { reconciler, sync: sessions ? () => sessions.view.metrics() : undefined, alarms, helperUp: config.health ? () => health?.helperUp() ?? false : undefined });
+  if (slb) slbMetrics(registry, slb.service);
+  metricsRoute(app, registry);
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
-  health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view));
+  health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view), (fw, res) => metrics.observeCheck(fw, res));
   log(`listening on ${listen}`);
   stopOnSignals([() => lock.release(), () => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => slb?.stop(), () => app.close(), () => rtnl.close()]);
 }

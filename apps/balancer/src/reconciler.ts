@@ -39,6 +39,8 @@ export class Reconciler {
   failures = 0;
 
   pinSource: PinSource | null = null;
+  /** Told of every reconcile's duration and outcome (metrics). */
+  onReconcile: ((seconds: number, ok: boolean) => void) | null = null;
   private lastPins = 0;
   readonly membership: Membership;
 
@@ -71,6 +73,18 @@ export class Reconciler {
   /** Compute everything first, then write: routes (so marks have a path), then the nft table in one transaction. */
   private async reconcileNow(): Promise<ReconcileResult> {
     this.reconciles++;
+    const t0 = performance.now();
+    try {
+      const r = await this.reconcileInner();
+      this.onReconcile?.((performance.now() - t0) / 1000, true);
+      return r;
+    } catch (e) {
+      this.onReconcile?.((performance.now() - t0) / 1000, false);
+      throw e;
+    }
+  }
+
+  private async reconcileInner(): Promise<ReconcileResult> {
     try {
       const snap = this.membership.snapshot();
       const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };

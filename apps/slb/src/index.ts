@@ -7,3 +7,4 @@ export * from './app';
 export * from './doctor';
 export * from './member-health';
 export * from './start';
+export * from './metrics';

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // fwlb-slb entry point: `fwlb-slb run|doctor|check-config`; the only place that listens and touches process.
-import { listenOn, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
+import { listenOn, metricsRoute, newRegistry, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
+import { slbMetrics } from './metrics';
 import { buildSlbApp } from './app';
 import { slbDoctor } from './doctor';
 import { loadSlbConfig, SlbKernelError, startSlb } from './start';
@@ -17,6 +18,9 @@ async function run(path: string): Promise<void> {
     process.exit(3);
   }
   const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api) });
+  const registry = newRegistry();
+  slbMetrics(registry, slb.service);
+  metricsRoute(app, registry);
   await listenOn(app, slb.config.api.listen);
   log(`listening on ${slb.config.api.listen}`);
   stopOnSignals([() => slb.stop(), () => app.close()]);

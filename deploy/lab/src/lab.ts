@@ -202,7 +202,17 @@ export class Lab {
     delete this.nodes[role];
   }
 
-  api(role: NodeRole, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any }> {
+  /** GET a text route (e.g. /metrics) of a node's API. */
+  async apiText(role: NodeRole, path: string): Promise<string> {
+    return (await this.request(role, 'GET', path)).text;
+  }
+
+  async api(role: NodeRole, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; body: any }> {
+    const r = await this.request(role, method, path, body, token);
+    return { status: r.status, body: r.text ? JSON.parse(r.text) : null };
+  }
+
+  private request(role: NodeRole, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; text: string }> {
     return new Promise((res, rej) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = http.request(
@@ -215,7 +225,7 @@ export class Lab {
         (r) => {
           let s = '';
           r.on('data', (d) => (s += d));
-          r.on('end', () => res({ status: r.statusCode ?? 0, body: s ? JSON.parse(s) : null }));
+          r.on('end', () => res({ status: r.statusCode ?? 0, text: s }));
         },
       );
       req.on('error', rej);

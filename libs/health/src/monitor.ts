@@ -11,6 +11,8 @@ export interface MonitorOptions {
   /** A precondition checked before each probe, e.g. this node's own link to the member; a string is the failure reason. */
   precheck?: () => string | null;
   onEvent: (name: string, ev: HealthEvent) => void;
+  /** Every check's result, unknown ones included (metrics). */
+  onResult?: (name: string, r: ProbeResult) => void;
   now?: () => number;
 }
 
@@ -59,6 +61,7 @@ export class HealthMonitor {
     const r: ProbeResult = pre ? { ok: false, reason: pre } : await this.o.checker.check(this.o.target, this.o.timers.response);
     if (this.stopped) return;
     const now = this.now();
+    this.o.onResult?.(this.o.name, r);
     if (r.unknown) {
       this.unknownChecks++;
       this.unknown = r.reason ?? 'unknown';

@@ -6,3 +6,4 @@ export * from './runner';
 export * from './checks';
 export * from './instance-lock';
 export * from './atomic-file';
+export * from './metrics';

@@ -1,0 +1,81 @@
+// The balancer node's Prometheus metrics: read from their owners (membership, reconciler, session sync) at scrape
+// time, plus histograms of reconciles and health checks; labels are bounded (firewall, kind, result), never a
+// session. Shell layer of apps/balancer.
+import type { ProbeResult } from '@fwlb/health';
+import { counterFrom, gaugeFrom, Histogram, Registry } from '@fwlb/service';
+import type { Reconciler } from './reconciler';
+
+export interface BalancerMetricSources {
+  reconciler: Reconciler;
+  /** The session sync's metrics (with a session table). */
+  sync?: () => Record<string, unknown>;
+  alarms?: () => string[];
+  helperUp?: () => boolean;
+}
+
+export interface BalancerMetrics {
+  /** Feed every health check result here (firewall-health's onResult). */
+  observeCheck(firewall: string, r: ProbeResult): void;
+}
+
+export function balancerMetrics(reg: Registry, s: BalancerMetricSources): BalancerMetrics {
+  const r = s.reconciler;
+  const fw = () => r.firewalls();
+  const perFw = (f: (x: ReturnType<Reconciler['firewalls']>[number]) => number) => () => fw().map((x) => [{ firewall: x.id }, f(x)] as [{ firewall: string }, number]);
+  const b = (v: boolean) => (v ? 1 : 0);
+  gaugeFrom(reg, 'fwlb_firewall_live', 'Firewall takes new sessions in the kernel now (1) or not (0).', ['firewall'], perFw((x) => b(x.live)));
+  gaugeFrom(reg, 'fwlb_firewall_healthy', "This node's probes see the firewall up.", ['firewall'], perFw((x) => b(x.healthy)));
+  gaugeFrom(reg, 'fwlb_firewall_link_up', "This node's own link to the firewall is up.", ['firewall'], perFw((x) => b(x.link)));
+  gaugeFrom(reg, 'fwlb_firewall_admin_enabled', 'Administrative state (1 enabled).', ['firewall'], perFw((x) => b(x.enabled)));
+  gaugeFrom(reg, 'fwlb_firewall_agreed', 'In the applied epoch every node sees the firewall up (1 without a session table).', ['firewall'], () => {
+    const a = r.status().agreement;
+    return fw().map((x) => [{ firewall: x.id }, a ? b(a.live.includes(x.id)) : 1]);
+  });
+  gaugeFrom(reg, 'fwlb_firewall_buckets', 'Buckets of the hash table the firewall owns in the kernel.', ['firewall'], perFw((x) => x.buckets));
+  counterFrom(reg, 'fwlb_firewall_learned_packets_total', 'Packets that taught this node a flow arrived from the firewall (ingress learning).', ['firewall'], perFw((x) => x.learned?.packets ?? 0));
+  counterFrom(reg, 'fwlb_steered_packets_total', 'Packets steered from the side interface, by rule kind (read at the last reconcile).', ['kind'], () => {
+    const c = r.status().counters;
+    return [
+      [{ kind: 'restore' }, c.restored?.packets ?? 0],
+      [{ kind: 'restore_heard' }, c.restoredHeard?.packets ?? 0],
+      [{ kind: 'pinned' }, c.pinned?.packets ?? 0],
+      [{ kind: 'hash_tcp_udp' }, c.hashedTcpUdp?.packets ?? 0],
+      [{ kind: 'hash_other' }, c.hashedOther?.packets ?? 0],
+      [{ kind: 'dropped_no_firewall' }, c.droppedNoFirewall?.packets ?? 0],
+    ];
+  });
+  gaugeFrom(reg, 'fwlb_pins', 'Sessions pinned in the kernel map (exceptions to the bucket table).', [], () => [[{}, r.status().pins ?? 0]]);
+  gaugeFrom(reg, 'fwlb_panic', 'This node is in panic mode (1): its probes are not believed.', [], () => [[{}, b(r.membership.snapshot().panic !== null)]]);
+  gaugeFrom(reg, 'fwlb_alarms', 'Alarms raised now (see GET /health).', [], () => [[{}, s.alarms?.().length ?? 0]]);
+  gaugeFrom(reg, 'fwlb_epoch', 'The applied bucket-table epoch (0 without one).', [], () => [[{}, r.status().agreement?.epoch ?? 0]]);
+  if (s.helperUp) gaugeFrom(reg, 'fwlb_probe_helper_up', 'The probe helper process answers (1).', [], () => [[{}, b(s.helperUp!())]]);
+  counterFrom(reg, 'fwlb_reconciles_total', 'Reconcile passes, by result.', ['result'], () => [
+    [{ result: 'ok' }, r.reconciles - r.failures],
+    [{ result: 'failed' }, r.failures],
+  ]);
+  const recon = new Histogram({ name: 'fwlb_reconcile_duration_seconds', help: 'Duration of a reconcile pass (read, diff, one nft transaction, routes).', labelNames: ['result'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [reg] });
+  r.onReconcile = (sec, ok) => recon.observe({ result: ok ? 'ok' : 'failed' }, sec);
+  const checks = new Histogram({ name: 'fwlb_health_check_duration_seconds', help: 'Latency of the firewall health checks that got an answer.', labelNames: ['firewall'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5], registers: [reg] });
+  const tally = new Map<string, number>();
+  counterFrom(reg, 'fwlb_health_checks_total', 'Firewall health checks, by result (ok, failed, unknown: the probe could not run).', ['firewall', 'result'], () => [...tally].map(([k, v]) => [JSON.parse(k), v]));
+  if (s.sync) {
+    const num = (k: string) => () => [[{}, Number(s.sync!()[k] ?? 0)]] as [Record<string, string>, number][];
+    counterFrom(reg, 'fwlb_session_sync_written_total', 'Session records written to Redis.', [], num('written'));
+    counterFrom(reg, 'fwlb_session_sync_deleted_total', 'Session records deleted (the session ended).', [], num('deleted'));
+    counterFrom(reg, 'fwlb_session_sync_graced_total', 'Session records moved to grace (destroyed without an end).', [], num('graced'));
+    counterFrom(reg, 'fwlb_session_sync_write_errors_total', 'Failed writes to Redis (the next re-sync catches up).', [], num('writeErrors'));
+    counterFrom(reg, 'fwlb_session_sync_resyncs_total', 'Full re-syncs from a conntrack dump.', [], num('resyncs'));
+    counterFrom(reg, 'fwlb_conntrack_event_overruns_total', 'Times the kernel dropped conntrack events (the event socket overran).', [], num('eventOverruns'));
+    counterFrom(reg, 'fwlb_session_records_rejected_total', 'Records read back from Redis that did not decode.', [], num('rejectedRecords'));
+    gaugeFrom(reg, 'fwlb_session_cache_entries', 'Sessions this node keeps for its pins.', [], num('cached'));
+    gaugeFrom(reg, 'fwlb_redis_up', 'The Redis connection is ready (1).', [], () => [[{}, b(s.sync!().redis === 'ready')]]);
+  }
+  return {
+    observeCheck(firewall, res) {
+      const result = res.unknown ? 'unknown' : res.ok ? 'ok' : 'failed';
+      const k = JSON.stringify({ firewall, result });
+      tally.set(k, (tally.get(k) ?? 0) + 1);
+      if (!res.unknown && res.latencyMs !== undefined) checks.observe({ firewall }, res.latencyMs / 1000);
+    },
+  };
+}

@@ -1,0 +1,21 @@
+// The SLB tier's Prometheus metrics, read from the service's memory at scrape time (the counters come from the
+// background read of the kernel's named counters); labels: vip, member (address:port). Shell layer of apps/slb.
+import { counterFrom, gaugeFrom, Registry } from '@fwlb/service';
+import type { SlbService } from './service';
+
+export function slbMetrics(reg: Registry, s: SlbService): void {
+  const members = () => s.vips().flatMap((v) => s.memberView(v).map((m) => ({ vip: v.id, member: `${m.address}:${m.port}`, m })));
+  const b = (v: boolean) => (v ? 1 : 0);
+  counterFrom(reg, 'fwlb_vip_new_sessions_total', 'New sessions to the VIP (DNATed or not).', ['vip'], () => s.vips().map((v) => [{ vip: v.id }, s.vipView(v).counters.newSessions]));
+  counterFrom(reg, 'fwlb_member_new_sessions_total', 'New sessions a member received.', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.counters.newSessions]));
+  counterFrom(reg, 'fwlb_member_packets_total', 'Packets of the member’s sessions, both directions.', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.counters.packets]));
+  counterFrom(reg, 'fwlb_member_bytes_total', 'Bytes of the member’s sessions, both directions.', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.counters.bytes]));
+  gaugeFrom(reg, 'fwlb_member_up', 'The member passes its health check (1).', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, b(x.m.health.up)]));
+  gaugeFrom(reg, 'fwlb_member_slots', 'Slots the member holds in its VIP’s DNAT map (0: takes no new session).', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.slots]));
+  gaugeFrom(reg, 'fwlb_slb_vips', 'VIPs configured.', [], () => [[{}, s.vips().length]]);
+  gaugeFrom(reg, 'fwlb_slb_alarms', 'SLB alarms raised now (pool panic, helper down, state file).', [], () => [[{}, s.alarms().length]]);
+  counterFrom(reg, 'fwlb_slb_reconciles_total', 'SLB reconcile passes, by result.', ['result'], () => [
+    [{ result: 'ok' }, s.reconciles - s.failures],
+    [{ result: 'failed' }, s.failures],
+  ]);
+}
