@@ -18,30 +18,22 @@ export function metricsRoute(app: FastifyInstance, registry: Registry): void {
   app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
 }
 
+type Read<L extends string> = () => [Partial<Record<L, string>>, number][];
+
 /** A counter whose value is read from elsewhere at scrape time (a kernel counter, a metric kept by its owner). */
-export function counterFrom<L extends string>(registry: Registry, name: string, help: string, labelNames: L[], read: () => [Partial<Record<L, string>>, number][]): Counter<L> {
-  return new Counter<L>({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [labels, v] of read()) if (Number.isFinite(v) && v > 0) this.inc(labels, v);
-    },
-  });
+export function counterFrom<L extends string>(registry: Registry, name: string, help: string, labelNames: L[], read: Read<L>): Counter<L> {
+  return new Counter<L>({ name, help, labelNames, registers: [registry], collect: refill(read, (m, l, v) => v > 0 && (m as Counter<L>).inc(l, v)) });
 }
 
 /** A gauge whose value is read at scrape time. */
-export function gaugeFrom<L extends string>(registry: Registry, name: string, help: string, labelNames: L[], read: () => [Partial<Record<L, string>>, number][]): Gauge<L> {
-  return new Gauge<L>({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [labels, v] of read()) if (Number.isFinite(v)) this.set(labels, v);
-    },
-  });
+export function gaugeFrom<L extends string>(registry: Registry, name: string, help: string, labelNames: L[], read: Read<L>): Gauge<L> {
+  return new Gauge<L>({ name, help, labelNames, registers: [registry], collect: refill(read, (m, l, v) => (m as Gauge<L>).set(l, v)) });
+}
+
+/** A collect() that empties the metric and puts in what `read` gives now. */
+function refill<L extends string>(read: Read<L>, put: (m: Counter<L> | Gauge<L>, labels: Partial<Record<L, string>>, v: number) => unknown) {
+  return function (this: Counter<L> | Gauge<L>) {
+    this.reset();
+    for (const [labels, v] of read()) if (Number.isFinite(v)) put(this, labels, v);
+  };
 }
