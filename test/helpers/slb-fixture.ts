@@ -2,6 +2,7 @@
 import { validateSlbConfig } from '@fwlb/config';
 import { HealthEvent } from '@fwlb/health';
 import { AddressPort, buildSlbApp, MonitorFactory, SlbService } from '@fwlb/slb';
+import { AuditRecord } from '@fwlb/service';
 import { fakeNft } from './fake-nft';
 
 export const TOKEN = 'test-token-0123456789abcdef';
@@ -57,7 +58,8 @@ export function setup(save?: (vips: unknown[]) => void) {
   };
   const config = validateSlbConfig({ interface: 'up0', seed: 9, vips: [web()] });
   const s = new SlbService(config, { nft, addresses, monitors: factory, save });
-  const app = buildSlbApp({ service: s, token: TOKEN });
-  return { nft, addresses, monitors, s, app };
+  const audits: AuditRecord[] = [];
+  const app = buildSlbApp({ service: s, token: TOKEN, audit: (r) => void audits.push(r) });
+  return { nft, addresses, monitors, s, app, audits };
 }
 

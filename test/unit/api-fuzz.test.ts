@@ -70,7 +70,7 @@ t.test('balancer routes: 0 5xx; refused requests change nothing', async (t) => {
   const nft = recordingNft();
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, nft, routing);
-  const app = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile() });
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile() });
   await r.reconcile();
   const statuses = new Map<number, number>();
   await fc.assert(

@@ -2,6 +2,7 @@
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
 import { parseListing } from '@fwlb/nft';
+import { AuditRecord } from '@fwlb/service';
 import { recordingNft as fakeNft } from '../helpers/recording-nft';
 import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
 
@@ -18,8 +19,9 @@ const TOKEN = 'test-token-0123456789abcdef';
 function setup() {
   const nft = fakeNft();
   const r = new Reconciler(config, nft, fakeRouting);
-  const app = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile() });
-  return { nft, r, app };
+  const audits: AuditRecord[] = [];
+  const app = build({ reconciler: r, token: TOKEN, audit: (a) => void audits.push(a), apply: () => r.reconcile() });
+  return { nft, r, app, audits };
 }
 
 t.test('GET /health and /status', async (t) => {
@@ -120,7 +122,7 @@ t.test('the admin state is saved after each accepted change and read back at sta
   const path = join(dir, 'state.json');
   const nft = fakeNft();
   const r = new Reconciler(config, nft, fakeRouting);
-  const app = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile(), saveAdmin: (a) => saveAdminState(path, a) });
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), saveAdmin: (a) => saveAdminState(path, a) });
   await r.reconcile();
   t.equal((await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } })).statusCode, 200);
   t.same(JSON.parse(readFileSync(path, 'utf8')), { version: 1, admin: { fw1: true, fw2: false, fw3: true } });
@@ -130,8 +132,24 @@ t.test('the admin state is saved after each accepted change and read back at sta
   writeFileSync(path, '');
   t.throws(() => loadAdminState(path, ['fw1']), /state file is not valid JSON/);
   t.same(loadAdminState(join(dir, 'none.json'), ['fw1']), { admin: {}, unknown: [] }, 'no file yet: nothing saved');
-  const failing = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile(), saveAdmin: () => { throw new Error('EROFS'); } });
+  const failing = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), saveAdmin: () => { throw new Error('EROFS'); } });
   const res = await failing.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
   t.equal(res.json().code, 'FWLB_SAVE_FAILED');
   t.match((await failing.inject({ method: 'GET', url: '/health' })).json().alarms.join(), /state file not written: EROFS/);
+});
+
+t.test('every mutation leaves an audit record: who, what, the result; refused ones too', async (t) => {
+  const { app, r, audits } = setup();
+  await r.reconcile();
+  await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
+  await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: true }, headers: { authorization: 'Bearer wrong' } });
+  await app.inject({ method: 'PUT', url: '/firewalls/fw9/admin', payload: { enabled: true }, headers: { authorization: `Bearer ${TOKEN}` } });
+  await app.inject({ method: 'GET', url: '/status' });
+  t.equal(audits.length, 3, 'GETs are not audited; three mutations are');
+  const [ok, unauth, missing] = audits;
+  t.match(ok, { audit: true, method: 'PUT', route: '/firewalls/:id/admin', url: '/firewalls/fw2/admin', status: 200, body: { enabled: false } });
+  t.match(ok.actor, /^token:[0-9a-f]{8}$/, 'the actor is a token id, never the token');
+  t.notOk(JSON.stringify(audits).includes(TOKEN), 'the token itself is never logged');
+  t.match(unauth, { status: 401, code: 'FWLB_UNAUTHORIZED', actor: 'anonymous' });
+  t.match(missing, { status: 404, code: 'FWLB_NO_SUCH_FIREWALL' });
 });

@@ -15,7 +15,7 @@ t.test('balancer: promtool accepts /metrics; disabling fw2 moves the firewall ga
   const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, recordingNft(), routing);
-  const app = build({ reconciler: r, token: TOKEN, apply: () => r.reconcile() });
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile() });
   const reg = newRegistry();
   const m = balancerMetrics(reg, { reconciler: r, alarms: () => [] });
   metricsRoute(app, reg);

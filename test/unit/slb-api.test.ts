@@ -222,3 +222,14 @@ t.test('pool panic (fail open): below the threshold every enabled member serves;
   t.equal((await app.inject({ method: 'PUT', url: '/vips/web', payload: closed, headers: auth })).statusCode, 200);
   t.same(targets(nft, 80), ['10.20.0.13:8080'], 'threshold 0: the down members stay out, only the one up serves (with none up: RST)');
 });
+
+t.test('SLB mutations are audited, accepted and refused', async (t) => {
+  const { s, app, audits } = setup();
+  await s.start();
+  await app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.11:8080', payload: { state: 'drain' }, headers: auth });
+  await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), port: 0 }, headers: auth });
+  t.match(audits, [
+    { method: 'PATCH', route: '/vips/:id/members/:member', status: 200, body: { state: 'drain' } },
+    { method: 'POST', route: '/vips', status: 400, code: 'FWLB_BAD_REQUEST' },
+  ]);
+});

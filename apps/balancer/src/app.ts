@@ -1,6 +1,6 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
 import type { FastifyInstance } from 'fastify';
-import { bearerGuard, createApi } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi } from '@fwlb/service';
 import { Errors } from './errors';
 import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
@@ -16,6 +16,8 @@ export interface AppOptions {
   sessions?: SessionsView;
   /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */
   alarms?: () => string[];
+  /** Where audit records of mutations go. @default one JSON line each on stdout */
+  audit?: AuditSink;
   /** Persist the admin state after an accepted change (the node's stateFile). */
   saveAdmin?: (admin: Record<string, boolean>) => void;
 }
@@ -39,7 +41,7 @@ const adminBody = {
 } as const;
 
 export function build(opts: AppOptions): FastifyInstance {
-  const app = createApi(opts.logger);
+  const app = createApi(opts.logger, opts.audit);
   const r = opts.reconciler;
   const guard = bearerGuard(opts.token);
 

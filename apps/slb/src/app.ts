@@ -1,7 +1,7 @@
 // The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of apps/slb.
 import type { FastifyInstance } from 'fastify';
 import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
-import { bearerGuard, createApi } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi } from '@fwlb/service';
 import { SlbErrors } from './errors';
 import { NotFoundError, SaveError, SlbService } from './service';
 
@@ -10,6 +10,8 @@ export interface SlbAppOptions {
   /** Bearer token for mutations; when absent, mutations are refused. */
   token?: string;
   logger?: boolean;
+  /** Where audit records of mutations go. @default one JSON line each on stdout */
+  audit?: AuditSink;
 }
 
 /** Add the SLB routes to an existing fastify instance (the inside node embeds them), or to a new one. */
@@ -66,7 +68,7 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
 }
 
 export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
-  const app = createApi(o.logger);
+  const app = createApi(o.logger, o.audit);
   app.get('/health', async () => {
     const alarms = o.service.alarms();
     return { status: o.service.lastError || alarms.length ? 'degraded' : 'ok', lastError: o.service.lastError, alarms };

@@ -1,6 +1,6 @@
 // The parts every fwlb REST API shares: strict body validation, one error shape, the bearer guard and listening; shell layer.
 import Fastify, { FastifyInstance, FastifyRequest } from 'fastify';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { ConfigError } from '@fwlb/config';
@@ -19,6 +19,7 @@ export function authorized(req: FastifyRequest, token?: string): boolean {
 export function bearerGuard(token?: string) {
   return async (req: FastifyRequest) => {
     if (!authorized(req, token)) throw CommonErrors.UNAUTHORIZED();
+    (req as { fwlbAuthorized?: boolean }).fwlbAuthorized = true;
   };
 }
 
@@ -40,8 +41,35 @@ export function jsonDepth(v: unknown, limit = Infinity): number {
   return max;
 }
 
+/** One audit record per mutation, accepted or refused. */
+export interface AuditRecord {
+  audit: true;
+  at: string;
+  method: string;
+  route: string;
+  url: string;
+  /** Who: `token:<8 hex of the token's sha256>` when the bearer token was right, else `anonymous`; and the peer. */
+  actor: string;
+  peer: string;
+  status: number;
+  /** The error code of a refused request. */
+  code?: string;
+  /** The request body (at most 2 KiB of its JSON). */
+  body?: unknown;
+  ms: number;
+}
+
+/** Where audit records go: one JSON line each on stdout by default (ship it with the rest of the log). */
+export type AuditSink = (r: AuditRecord) => void;
+export const stdoutAudit: AuditSink = (r) => process.stdout.write(JSON.stringify(r) + '\n');
+
+function actorOf(req: FastifyRequest): string {
+  const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+  return m && (req as { fwlbAuthorized?: boolean }).fwlbAuthorized ? `token:${createHash('sha256').update(m[1]).digest('hex').slice(0, 8)}` : 'anonymous';
+}
+
 /** A fastify instance with fwlb's error shape `{code, message, details}`; bodies are never coerced or stripped. */
-export function createApi(logger = false): FastifyInstance {
+export function createApi(logger = false, audit: AuditSink = stdoutAudit): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
   const app = Fastify({ logger, bodyLimit: 1 << 20, ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } } });
   // Why a parser of our own: validators and config code walk bodies recursively; a body nested thousands of levels
@@ -76,6 +104,33 @@ export function createApi(logger = false): FastifyInstance {
     if (!logger) console.error(`fwlb: internal error on ${_req.method} ${_req.url}: ${err?.stack ?? err}`);
     const e = CommonErrors.INTERNAL();
     return reply.status(500).send({ code: e.code, message: e.message });
+  });
+  // Every mutation, accepted or refused, leaves an audit record (who, what, the result).
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (req.method === 'GET' || req.method === 'HEAD') return payload;
+    let code: string | undefined;
+    if (reply.statusCode >= 400 && typeof payload === 'string') {
+      try {
+        code = JSON.parse(payload).code;
+      } catch {
+        /* not JSON */
+      }
+    }
+    const body = req.body === undefined ? undefined : JSON.stringify(req.body);
+    audit({
+      audit: true,
+      at: new Date().toISOString(),
+      method: req.method,
+      route: req.routeOptions?.url ?? req.url,
+      url: req.url,
+      actor: actorOf(req),
+      peer: req.socket?.remoteAddress ?? 'unix',
+      status: reply.statusCode,
+      ...(code ? { code } : {}),
+      ...(body !== undefined ? { body: body.length <= 2048 ? req.body : `${body.slice(0, 2048)}…` } : {}),
+      ms: Math.round(reply.elapsedTime * 10) / 10,
+    });
+    return payload;
   });
   app.setNotFoundHandler((_req, reply) => reply.status(404).send({ code: CommonErrors.NOT_FOUND.code, message: CommonErrors.NOT_FOUND.message }));
   return app;
