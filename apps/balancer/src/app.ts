@@ -18,6 +18,8 @@ export interface AppOptions {
   alarms?: () => string[];
   /** Where audit records of mutations go. @default one JSON line each on stdout */
   audit?: AuditSink;
+  /** Error codes of routes added to this API by others (the embedded SLB's), for the OpenAPI document. */
+  extraErrorCodes?: string[];
   /** Persist the admin state after an accepted change (the node's stateFile). */
   saveAdmin?: (admin: Record<string, boolean>) => void;
 }
@@ -41,7 +43,7 @@ const adminBody = {
 } as const;
 
 export function build(opts: AppOptions): FastifyInstance {
-  const app = createApi(opts.logger, opts.audit);
+  const app = createApi(opts.logger, opts.audit, { title: 'fwlb balancer node', errorCodes: [...Object.values(Errors).map((e) => e.code), ...(opts.extraErrorCodes ?? [])] });
   const r = opts.reconciler;
   const guard = bearerGuard(opts.token);
 

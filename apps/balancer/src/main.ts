@@ -9,7 +9,7 @@ import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
 import { loadAdminState, saveAdminState } from './admin-state';
 import { startSessions } from './session-wiring';
-import { registerSlbRoutes, slbMetrics, startSlb } from '@fwlb/slb';
+import { registerSlbRoutes, SlbErrors, slbMetrics, startSlb } from '@fwlb/slb';
 import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, metricsRoute, newRegistry, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
 import { balancerMetrics } from './metrics';
 
@@ -64,7 +64,7 @@ async function run(path: string): Promise<void> {
     : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
   const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])];
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin: config.stateFile ? (a) => saveAdminState(config.stateFile!, a) : undefined, alarms });
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin: config.stateFile ? (a) => saveAdminState(config.stateFile!, a) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [] });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const registry = newRegistry();
   const metrics = balancerMetrics(registry, { reconciler, sync: sessions ? () => sessions.view.metrics() : undefined, alarms, helperUp: config.health ? () => health?.helperUp() ?? false : undefined });

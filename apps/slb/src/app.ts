@@ -68,7 +68,7 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
 }
 
 export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
-  const app = createApi(o.logger, o.audit);
+  const app = createApi(o.logger, o.audit, { title: 'fwlb SLB tier', errorCodes: Object.values(SlbErrors).map((e) => e.code) });
   app.get('/health', async () => {
     const alarms = o.service.alarms();
     return { status: o.service.lastError || alarms.length ? 'degraded' : 'ok', lastError: o.service.lastError, alarms };

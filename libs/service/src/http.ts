@@ -1,5 +1,6 @@
 // The parts every fwlb REST API shares: strict body validation, one error shape, the bearer guard and listening; shell layer.
 import Fastify, { FastifyInstance, FastifyRequest } from 'fastify';
+import { openApiDocument, RouteDoc } from './openapi';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -69,7 +70,20 @@ function actorOf(req: FastifyRequest): string {
 }
 
 /** A fastify instance with fwlb's error shape `{code, message, details}`; bodies are never coerced or stripped. */
-export function createApi(logger = false, audit: AuditSink = stdoutAudit): FastifyInstance {
+export interface ApiDoc {
+  title: string;
+  /** Every error code the API may answer with (its registry), listed in the document. */
+  errorCodes: string[];
+}
+
+const registered = new WeakMap<FastifyInstance, string[]>();
+
+/** The routes an API registered ("PUT /firewalls/{id}/admin"), for checks against its OpenAPI document. */
+export function routesOf(app: FastifyInstance): string[] {
+  return registered.get(app) ?? [];
+}
+
+export function createApi(logger = false, audit: AuditSink = stdoutAudit, doc?: ApiDoc): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
   const app = Fastify({ logger, bodyLimit: 1 << 20, ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } } });
   // Why a parser of our own: validators and config code walk bodies recursively; a body nested thousands of levels
@@ -105,6 +119,23 @@ export function createApi(logger = false, audit: AuditSink = stdoutAudit): Fasti
     const e = CommonErrors.INTERNAL();
     return reply.status(500).send({ code: e.code, message: e.message });
   });
+  const routes: string[] = [];
+  const docs: RouteDoc[] = [];
+  registered.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    const schema = r.schema as RouteDoc['schema'];
+    if ((r.config as { undocumented?: boolean } | undefined)?.undocumented) return;
+    for (const m of Array.isArray(r.method) ? r.method : [r.method]) {
+      if (m === 'HEAD') continue;
+      routes.push(`${m} ${r.url.replace(/:([A-Za-z]+)/g, '{$1}')}`);
+      docs.push({ method: m, url: r.url, schema });
+    }
+  });
+  if (doc) {
+    // OpenAPI 3 built from the same route schemas that validate the requests. Why not @fastify/swagger: it learns
+    // the routes from a plugin that loads after build() has registered them synchronously, and saw none.
+    app.get('/openapi.json', { config: { undocumented: true } }, async () => openApiDocument(doc, docs));
+  }
   // Every mutation, accepted or refused, leaves an audit record (who, what, the result).
   app.addHook('onSend', async (req, reply, payload) => {
     if (req.method === 'GET' || req.method === 'HEAD') return payload;

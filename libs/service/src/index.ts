@@ -7,3 +7,4 @@ export * from './checks';
 export * from './instance-lock';
 export * from './atomic-file';
 export * from './metrics';
+export * from './openapi';
