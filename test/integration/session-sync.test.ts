@@ -1,8 +1,10 @@
 // Integration: both balancer nodes record the sessions they steer in a real redis-server (layer 3), serve them at
 // GET /sessions, keep forwarding while Redis is down, and catch up after it restarts.
 import { t } from 'tap';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { connect, ready } from '@fwlb/session-table';
-import { drive, ECHO_PORT } from '@fwlb/lab';
+import { drive, ECHO_PORT, REPO } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
 import { convergeSessions, sessionCount } from '../helpers/sessions';
@@ -53,6 +55,33 @@ t.test('session table in the sandwich', async (t) => {
     const l = await longs;
     t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no long-lived stream broke');
     t.equal(lab.firewallCounters().reduce((a, f) => a + f.drops, 0), 0, 'no firewall drop');
+  });
+
+  await t.test('fwlbctl drives the lab: sessions by client, disable and enable a firewall, drain a member', async (t) => {
+    const ctl = (role: 'outside' | 'inside' | 'slb', ...args: string[]) => {
+      const r = spawnSync(process.execPath, [join(REPO, 'apps/fwlbctl/dist/main.js'), '--api', `unix:${lab.socketPath(role)}`, '--json', ...args], { encoding: 'utf8', env: { ...process.env, FWLB_TOKEN: lab.t.nodes.outside.api!.token! } });
+      if (r.status !== 0) throw new Error(`fwlbctl ${args.join(' ')}: exit ${r.status}: ${r.stderr}`);
+      return JSON.parse(r.stdout);
+    };
+    const longs = drive(lab, 'c1', { long: { targets: [vip], count: 4, durationMs: 5000, intervalMs: 100 } });
+    await sleep(1500);
+    const c1 = lab.host('c1').addr!;
+    const mine = ctl('outside', 'sessions', '--addr', c1, '--port', String(ECHO_PORT), '--limit', '1000') as any[];
+    t.ok(mine.length >= 4, `fwlbctl sessions finds c1's streams (${mine.length})`);
+    const one = mine[0];
+    const exact = ctl('inside', 'sessions', '--addr', c1, '--port', String(one.outerPort)) as any[];
+    t.ok(exact.some((s) => s.outerPort === one.outerPort && s.firewall === one.firewall), `and one session by the client's address and port, on ${one.firewall}`);
+    for (const role of ['outside', 'inside'] as const) t.match(ctl(role, 'firewall', 'disable', 'fw2'), { id: 'fw2', enabled: false, live: false });
+    lab.resetFirewallCounters();
+    const shorts = await drive(lab, 'c2', { short: { targets: [vip], count: 120, concurrency: 8 } });
+    t.equal(shorts.short.failed, 0);
+    t.equal(lab.firewallCounters().find((f) => f.id === 'fw2')!.newSessions, 0, 'new sessions avoid fw2');
+    t.ok((ctl('outside', 'metrics') as string[]).includes('fwlb_firewall_live{firewall="fw2"} 0'), 'and the metrics say so');
+    for (const role of ['outside', 'inside'] as const) t.match(ctl(role, 'firewall', 'enable', 'fw2'), { id: 'fw2', enabled: true });
+    const rip = lab.t.hosts.find((h) => h.role === 'server')!.addr!;
+    t.match(ctl('slb', 'member', 'drain', 'echo', `${rip}:${ECHO_PORT}`), { state: 'drain', slots: 0 }, 'a member drained through fwlbctl');
+    t.match(ctl('slb', 'member', 'enable', 'echo', `${rip}:${ECHO_PORT}`), { state: 'enabled' });
+    t.equal((await longs).long.broken, 0);
   });
 
   await t.test('poisoned records, a forged epoch and FLUSHALL during traffic: traffic unaffected, the nodes agree again', async (t) => {

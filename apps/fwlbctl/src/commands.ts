@@ -1,0 +1,116 @@
+// fwlbctl's commands: arguments to one or two API requests, and answers to tables; pure apart from `request`.
+import { Answer, CtlError, request, Target } from './client';
+
+export interface Output {
+  /** What --json prints. */
+  json: unknown;
+  /** What a human reads. */
+  text: string;
+}
+
+export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--token-file F] [--json] COMMAND
+  status                                  the node: role, alarms, firewalls, epoch
+  firewalls                               list the firewalls
+  firewall disable|enable ID              take a firewall out of new sessions, or back
+  sessions [--addr A] [--port P] [--firewall ID] [--limit N]
+  sessions count
+  vips                                    list the VIPs (SLB)
+  members VIP                             list a VIP's members
+  member add VIP ADDR:PORT [--weight W]
+  member remove|drain|enable VIP ADDR:PORT
+  member weight VIP ADDR:PORT W
+  metrics                                 the fwlb_ lines of /metrics
+exit: 0 done, 1 refused by the node (its error code is printed), 2 usage, 4 node unreachable`;
+
+/** Columns padded to their widest cell. */
+export function table(head: string[], rows: (string | number | boolean | null)[][]): string {
+  const cells = [head, ...rows.map((r) => r.map((c) => (c === null || c === undefined ? '-' : String(c))))];
+  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
+  return cells.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+}
+
+function ok(a: Answer, what: string): any {
+  if (a.status >= 200 && a.status < 300) return a.body;
+  const code = a.body?.code ?? `HTTP_${a.status}`;
+  throw new CtlError(code, `${what}: ${code}: ${a.body?.message ?? a.body}`, 1);
+}
+
+function usage(msg: string): never {
+  throw new CtlError('FWLBCTL_USAGE', `${msg}\n${USAGE}`, 2);
+}
+
+const opt = (args: string[], name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+
+export async function run(t: Target, args: string[]): Promise<Output> {
+  const [cmd, sub, ...rest] = args;
+  switch (cmd) {
+    case 'status': {
+      const [s, h] = await Promise.all([request(t, 'GET', '/status'), request(t, 'GET', '/health')]);
+      const st = ok(s, 'status');
+      const he = ok(h, 'health');
+      const fw = st.firewalls ?? [];
+      return {
+        json: { ...st, health: he },
+        text: `${st.name ?? st.role} (${st.role ?? 'slb'}): ${he.status}${he.alarms?.length ? `\nALARMS:\n  ${he.alarms.join('\n  ')}` : ''}\nepoch ${st.agreement?.epoch ?? '-'}, pins ${st.pins ?? '-'}\n${fw.length ? table(['firewall', 'enabled', 'healthy', 'live', 'buckets'], fw.map((f: any) => [f.id, f.enabled, f.healthy, f.live, f.buckets])) : ''}`,
+      };
+    }
+    case 'firewalls': {
+      const fw = ok(await request(t, 'GET', '/firewalls'), 'firewalls');
+      return { json: fw, text: table(['firewall', 'enabled', 'healthy', 'link', 'live', 'want', 'buckets', 'reason'], fw.map((f: any) => [f.id, f.enabled, f.healthy, f.link, f.live, f.wantLive, f.buckets, f.health?.reason ?? ''])) };
+    }
+    case 'firewall': {
+      if ((sub !== 'disable' && sub !== 'enable') || !rest[0]) usage('firewall disable|enable ID');
+      const f = ok(await request(t, 'PUT', `/firewalls/${encodeURIComponent(rest[0])}/admin`, { enabled: sub === 'enable' }), `firewall ${sub} ${rest[0]}`);
+      return { json: f, text: `${f.id}: enabled ${f.enabled}, live ${f.live}, ${f.buckets} buckets` };
+    }
+    case 'sessions': {
+      if (sub === 'count') {
+        const c = ok(await request(t, 'GET', '/sessions/count'), 'sessions count');
+        return { json: c, text: `redis ${c.redis ?? `unreachable (${c.redisError})`}, grace ${c.grace ?? '-'}, kernel ${c.kernel}` };
+      }
+      const all = sub ? [sub, ...rest] : rest;
+      const q = new URLSearchParams();
+      for (const k of ['addr', 'port', 'firewall', 'limit']) {
+        const v = opt(all, `--${k}`);
+        if (v !== undefined) q.set(k, v);
+      }
+      const ss = ok(await request(t, 'GET', `/sessions?${q}`), 'sessions');
+      return { json: ss, text: table(['outer', 'inner', 'proto', 'firewall', 'node', 'expires'], ss.map((s: any) => [`${s.outerAddr}:${s.outerPort}`, `${s.innerAddr}:${s.innerPort}`, s.proto === 6 ? 'tcp' : s.proto === 17 ? 'udp' : s.proto, s.firewall, s.node, new Date(s.expires).toISOString()])) };
+    }
+    case 'vips': {
+      const vs = ok(await request(t, 'GET', '/vips'), 'vips');
+      return { json: vs, text: table(['vip', 'address', 'port', 'proto', 'sched', 'members up', 'new sessions'], vs.map((v: any) => [v.id, v.address, v.port, v.protocol, v.scheduler, `${v.members.filter((m: any) => m.health.up).length}/${v.members.length}`, v.counters.newSessions])) };
+    }
+    case 'members': {
+      if (!sub) usage('members VIP');
+      const ms = ok(await request(t, 'GET', `/vips/${encodeURIComponent(sub)}/members`), `members ${sub}`);
+      return { json: ms, text: table(['member', 'weight', 'state', 'up', 'slots', 'new sessions', 'reason'], ms.map((m: any) => [`${m.address}:${m.port}`, m.weight, m.state, m.health.up, m.slots, m.counters.newSessions, m.health.reason])) };
+    }
+    case 'member': {
+      const [vip, member] = rest;
+      if (!vip || !member || !/^[\d.]+:\d+$/.test(member)) usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
+      const path = `/vips/${encodeURIComponent(vip)}/members`;
+      const [address, port] = [member.slice(0, member.lastIndexOf(':')), Number(member.slice(member.lastIndexOf(':') + 1))];
+      let a: Answer;
+      if (sub === 'add') {
+        const w = opt(rest, '--weight');
+        a = await request(t, 'POST', path, { address, port, ...(w ? { weight: Number(w) } : {}) });
+      } else if (sub === 'remove') a = await request(t, 'DELETE', `${path}/${member}`);
+      else if (sub === 'drain' || sub === 'enable') a = await request(t, 'PATCH', `${path}/${member}`, { state: sub === 'drain' ? 'drain' : 'enabled' });
+      else if (sub === 'weight' && rest[2]) a = await request(t, 'PATCH', `${path}/${member}`, { weight: Number(rest[2]) });
+      else usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
+      const m = ok(a, `member ${sub} ${vip} ${member}`);
+      return { json: m ?? { removed: member }, text: m ? `${m.address}:${m.port}: weight ${m.weight}, ${m.state}, ${m.slots} slots` : `${member} removed from ${vip}` };
+    }
+    case 'metrics': {
+      const text = ok(await request(t, 'GET', '/metrics'), 'metrics') as string;
+      const lines = String(text).split('\n').filter((l) => l.startsWith('fwlb_'));
+      return { json: lines, text: lines.join('\n') };
+    }
+    default:
+      return usage(cmd ? `unknown command "${cmd}"` : 'no command');
+  }
+}

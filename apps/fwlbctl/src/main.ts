@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+// fwlbctl: the command-line client of a node's REST API (balancer or SLB); the only place that touches process.
+import { readFileSync } from 'node:fs';
+import { CtlError } from './client';
+import { run } from './commands';
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const take = (name: string): string | undefined => {
+    const i = argv.indexOf(name);
+    if (i < 0) return undefined;
+    const v = argv[i + 1];
+    argv.splice(i, 2);
+    return v;
+  };
+  const json = argv.includes('--json');
+  if (json) argv.splice(argv.indexOf('--json'), 1);
+  const api = take('--api') ?? process.env.FWLB_API ?? 'http://127.0.0.1:8480';
+  const tokenFile = take('--token-file');
+  const token = tokenFile ? readFileSync(tokenFile, 'utf8').trim() : process.env.FWLB_TOKEN;
+  try {
+    const out = await run({ api, token }, argv);
+    console.log(json ? JSON.stringify(out.json, null, 2) : out.text);
+  } catch (e) {
+    if (e instanceof CtlError) {
+      console.error(json ? JSON.stringify({ code: e.code, message: e.message }) : `fwlbctl: ${e.message}`);
+      process.exit(e.exit);
+    }
+    throw e;
+  }
+}
+
+void main();

@@ -1,0 +1,73 @@
+// Unit: fwlbctl against real HTTP servers on unix sockets (the balancer and SLB apps over fake kernels): commands,
+// tables, --json, and exit codes that say what failed.
+import { t } from 'tap';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { validateBalancerConfig } from '@fwlb/config';
+import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
+import { run, table } from '@fwlb/fwlbctl';
+import { REPO } from '@fwlb/lab';
+import { recordingNft } from '../helpers/recording-nft';
+import { setup, TOKEN } from '../helpers/slb-fixture';
+
+const CTL = join(REPO, 'apps/fwlbctl/dist/main.js');
+/** The binary, run without blocking this process (its server answers from this event loop). */
+const ctl = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  new Promise<{ status: number; stdout: string; stderr: string }>((resolve) =>
+    execFile(process.execPath, [CTL, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+  );
+const dir = mkdtempSync(join(tmpdir(), 'fwlbctl-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+t.test('table pads columns', async (t) => {
+  t.equal(table(['a', 'bb'], [['xxx', 1], [null, true]]), 'a    bb\nxxx  1\n-    true');
+});
+
+t.test('against a balancer API', async (t) => {
+  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
+  const r = new Reconciler(config, recordingNft(), routing);
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile() });
+  const sock = join(dir, 'ob.sock');
+  await app.listen({ path: sock });
+  t.teardown(() => app.close());
+  await r.reconcile();
+  const api = `unix:${sock}`;
+  const fw = await run({ api }, ['firewalls']);
+  t.match(fw.text, /^firewall\s+enabled\s+healthy/m);
+  t.equal((fw.json as any[]).length, 3);
+  await t.rejects(run({ api }, ['firewall', 'disable', 'fw2']), { code: 'FWLB_UNAUTHORIZED', exit: 1 }, 'a mutation without the token is refused, exit 1');
+  const off = await run({ api, token: TOKEN }, ['firewall', 'disable', 'fw2']);
+  t.match(off.json, { id: 'fw2', enabled: false, live: false, buckets: 0 });
+  await t.rejects(run({ api, token: TOKEN }, ['firewall', 'disable', 'fw9']), { code: 'FWLB_NO_SUCH_FIREWALL', exit: 1 });
+  await t.rejects(run({ api }, ['frobnicate']), { code: 'FWLBCTL_USAGE', exit: 2 });
+  await t.rejects(run({ api: `unix:${join(dir, 'nobody.sock')}` }, ['status']), { code: 'FWLBCTL_UNREACHABLE', exit: 4 });
+  // The binary: --json output parses, exit codes come through.
+  const bin = await ctl(['--api', api, '--json', 'status']);
+  t.equal(bin.status, 0, bin.stderr);
+  t.equal(JSON.parse(bin.stdout).role, 'outside');
+  const refused = await ctl(['--api', api, 'firewall', 'enable', 'fw2'], { FWLB_TOKEN: 'wrong' });
+  t.equal(refused.status, 1);
+  t.match(refused.stderr, /FWLB_UNAUTHORIZED/);
+});
+
+t.test('against an SLB API', async (t) => {
+  const { s, app } = setup();
+  await s.start();
+  const sock = join(dir, 'slb.sock');
+  await app.listen({ path: sock });
+  t.teardown(() => app.close());
+  const api = `unix:${sock}`;
+  t.match((await run({ api }, ['vips'])).text, /web\s+203\.0\.113\.100\s+80\s+tcp\s+rr\s+2\/2/);
+  const drained = await run({ api, token: TOKEN }, ['member', 'drain', 'web', '10.20.0.11:8080']);
+  t.match(drained.json, { state: 'drain', slots: 0 });
+  const added = await run({ api, token: TOKEN }, ['member', 'add', 'web', '10.20.0.13:8080', '--weight', '3']);
+  t.match(added.json, { address: '10.20.0.13', weight: 3 });
+  const w = await run({ api, token: TOKEN }, ['member', 'weight', 'web', '10.20.0.12:8080', '5']);
+  t.match(w.json, { weight: 5 });
+  t.match((await run({ api, token: TOKEN }, ['member', 'remove', 'web', '10.20.0.13:8080'])).text, /removed/);
+  const ms = (await run({ api }, ['members', 'web'])).json as any[];
+  t.same(ms.map((m) => [m.address, m.state, m.weight]), [['10.20.0.11', 'drain', 1], ['10.20.0.12', 'enabled', 5]]);
+});
