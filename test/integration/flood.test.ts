@@ -16,6 +16,7 @@ t.test('SYN flood at 20,000 new flows/s with a 16 KiB event buffer', async (t) =
   const lab = await startLab(t, { sessionTable: { url, eventBufferBytes: 16384 } });
   const rss = (role: 'outside' | 'inside') => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${lab.nodes[role]!.proc.pid}/status`, 'utf8'))![1]) / 1024;
   const before = { o: rss('outside'), i: rss('inside') };
+  const started = Date.now();
   // SYNs from spoofed clients to a VIP port nobody serves: the SLB node answers RST, every node tracks them.
   const flood = spawnInNs(lab.host('c1').ns, lab.junkCommand('c1', 'syn', lab.t.vip, 9, RATE * SECONDS, RATE));
   const done = new Promise<number | null>((r) => flood.once('exit', (code) => r(code)));
@@ -35,7 +36,10 @@ t.test('SYN flood at 20,000 new flows/s with a 16 KiB event buffer', async (t) =
   t.comment(`RSS MB before / peak / after: outside ${before.o.toFixed(0)} / ${peak.o.toFixed(0)} / ${after.o.toFixed(0)}, inside ${before.i.toFixed(0)} / ${peak.i.toFixed(0)} / ${after.i.toFixed(0)}`);
   t.ok(health.every((h) => h.status === 200), 'both controllers stay up and answer');
   t.ok(m.eventOverruns > 1, 'the event socket overran again and again');
-  t.ok(m.resyncs <= m.eventOverruns + SECONDS / 5 + 2, 'no more re-syncs than losses plus periodic ones: each overrun asks, waiting ones are coalesced');
+  // Each overrun asks for one re-sync (waiting ones are coalesced); the rest are the periodic ones (every 5 s in the
+  // lab) and the one at start.
+  const periodic = Math.ceil((Date.now() - started) / 5000) + 2;
+  t.ok(m.resyncs <= m.eventOverruns + periodic, `no more re-syncs than losses plus periodic ones (${m.resyncs} <= ${m.eventOverruns} + ${periodic})`);
   t.ok(m.readerRestarts <= SECONDS / 2, `the reader backed off instead of restarting at once (${m.readerRestarts} restarts in ${SECONDS} s)`);
   t.ok(peak.o - before.o < 400 && peak.i - before.i < 400, 'memory stays bounded (under 400 MB of growth at the peak)');
   t.equal((await sessionCount(lab, 'outside')).redis, 0, 'and not one unanswered SYN became a session');
