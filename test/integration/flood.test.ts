@@ -38,7 +38,7 @@ t.test('SYN flood at 20,000 new flows/s with a 16 KiB event buffer', async (t) =
   t.ok(m.eventOverruns > 1, 'the event socket overran again and again');
   // Each overrun asks for one re-sync (waiting ones are coalesced); the rest are the periodic ones (every 5 s in the
   // lab) and the one at start.
-  const periodic = Math.ceil((Date.now() - started) / 5000) + 2;
+  const periodic = Math.ceil((Date.now() - started) / 5000) + 4; // + the ones while the lab started
   t.ok(m.resyncs <= m.eventOverruns + periodic, `no more re-syncs than losses plus periodic ones (${m.resyncs} <= ${m.eventOverruns} + ${periodic})`);
   t.ok(m.readerRestarts <= SECONDS / 2, `the reader backed off instead of restarting at once (${m.readerRestarts} restarts in ${SECONDS} s)`);
   t.ok(peak.o - before.o < 400 && peak.i - before.i < 400, 'memory stays bounded (under 400 MB of growth at the peak)');
