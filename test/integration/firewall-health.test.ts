@@ -2,6 +2,8 @@
 import { t } from 'tap';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
 import { spawnSync } from 'node:child_process';
+import { connect, createServer } from 'node:net';
+import { chromium } from 'playwright-core';
 import { BALANCER_MAIN, drive, ECHO_PORT, inNs, DriveReport, spawnInNs, SPOOF } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
@@ -142,4 +144,28 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.same([fw3.enabled, fw3.live], [false, false], 'after a restart it is still out');
   t.notOk(lab.bucketMarks('ob').has((cfg.marks?.base ?? 65536) + 2), 'and no bucket maps to it');
   t.equal((await lab.api('outside', 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
+
+  // The status page, in headless Chromium: it shows fw1 going down within 2 s of its link being cut.
+  const proxy = createServer((c) => {
+    const u = connect({ path: lab.socketPath('outside') });
+    c.pipe(u).pipe(c);
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => proxy.close());
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${(proxy.address() as { port: number }).port}/ui`);
+  await page.waitForSelector('#fw-fw1 .up', { timeout: 5000 });
+  t.pass('the page shows fw1 up');
+  const cut = Date.now();
+  inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw1', 'down']);
+  await page.waitForSelector('#fw-fw1 .down', { timeout: 5000 });
+  const shown = Date.now() - cut;
+  t.ok(shown <= 2000, `the page showed fw1 down ${shown} ms after its link was cut`);
+  if (process.env.FWLB_SCREENSHOT) await page.screenshot({ path: process.env.FWLB_SCREENSHOT, fullPage: true });
+  inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw1', 'up']);
+  await lab.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'fw1 back');
 });

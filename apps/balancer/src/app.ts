@@ -1,6 +1,6 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
 import type { FastifyInstance } from 'fastify';
-import { AuditSink, bearerGuard, createApi } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, statusPage } from '@fwlb/service';
 import { Errors } from './errors';
 import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
@@ -58,6 +58,7 @@ export function build(opts: AppOptions): FastifyInstance {
   });
   app.get('/status', async () => ({ ...r.status(), alarms: alarms() }));
   app.get('/firewalls', async () => r.firewalls());
+  statusPage(app);
   app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>('/sessions', { schema: { querystring: sessionsQuery } }, async (req) => {
     if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
     const q = req.query;

@@ -1,7 +1,7 @@
 // The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of apps/slb.
 import type { FastifyInstance } from 'fastify';
 import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
-import { AuditSink, bearerGuard, createApi } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, statusPage } from '@fwlb/service';
 import { SlbErrors } from './errors';
 import { NotFoundError, SaveError, SlbService } from './service';
 
@@ -74,6 +74,7 @@ export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
     return { status: o.service.lastError || alarms.length ? 'degraded' : 'ok', lastError: o.service.lastError, alarms };
   });
   app.get('/status', async () => o.service.status());
+  statusPage(app);
   registerSlbRoutes(app, o.service, o.token);
   return app;
 }

@@ -8,3 +8,4 @@ export * from './instance-lock';
 export * from './atomic-file';
 export * from './metrics';
 export * from './openapi';
+export * from './status-page';
