@@ -137,13 +137,16 @@ t.test('firewall 2 fails and rejoins', async (t) => {
 
   // A firewall taken out for maintenance stays out across a controller restart (the node's stateFile).
   const tok = cfg.api!.token!;
-  t.equal((await lab.api('outside', 'PUT', '/firewalls/fw3/admin', { enabled: false }, tok)).status, 200, 'fw3 taken out for maintenance');
-  await lab.killNode('outside');
+  for (const role of ['outside', 'inside'] as const) t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: false }, tok)).status, 200, `fw3 taken out for maintenance on the ${role} node`);
+  for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
   await lab.startNode('outside');
-  const fw3 = (await lab.api('outside', 'GET', '/firewalls')).body.find((f: any) => f.id === 'fw3');
-  t.same([fw3.enabled, fw3.live], [false, false], 'after a restart it is still out');
-  t.notOk(lab.bucketMarks('ob').has((cfg.marks?.base ?? 65536) + 2), 'and no bucket maps to it');
-  t.equal((await lab.api('outside', 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
+  await lab.startNode('inside');
+  for (const [role, ns] of [['outside', 'ob'], ['inside', 'ib']] as const) {
+    const fw3 = (await lab.api(role, 'GET', '/firewalls')).body.find((f: any) => f.id === 'fw3');
+    t.same([fw3.enabled, fw3.live], [false, false], `after both controllers restarted, fw3 is still out on the ${role} node`);
+    t.notOk(lab.bucketMarks(ns).has((cfg.marks?.base ?? 65536) + 2), 'and no bucket maps to it');
+  }
+  for (const role of ['outside', 'inside'] as const) t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
 
   // The status page, in headless Chromium: it shows fw1 going down within 2 s of its link being cut.
   const proxy = createServer((c) => {
