@@ -110,3 +110,12 @@ t.test('panic: when most firewalls look down at once, the last good membership i
   b.setHealth('fw2', false, 'timeout');
   t.same(b.snapshot().live, ['fw1', 'fw2', 'fw3'], 'the second tips it into panic, and the first is kept too (same burst)');
 });
+
+t.test('the latency of the last answered check is kept beside the state', async (t) => {
+  const m = new Membership(cfg(false));
+  m.setLatency('fw1', 0.7);
+  t.equal(m.views()[0].health!.latencyMs, 0.7);
+  m.setHealth('fw1', false, 'timeout');
+  m.setLatency('fw1', 1.2);
+  t.match(m.views()[0].health, { reason: 'timeout', latencyMs: 1.2 });
+});

@@ -42,7 +42,10 @@ export function startFirewallHealth(
         if (r.membership.setLink(fw.id, p === null)) trigger();
         return p;
       },
-      onResult,
+      onResult: (id, res) => {
+        if (res.ok && res.latencyMs !== undefined) r.membership.setLatency(id, res.latencyMs);
+        onResult?.(id, res);
+      },
       onEvent: (id, ev) => {
         log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`);
         const wasPanic = r.membership.snapshot().panic;

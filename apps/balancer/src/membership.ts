@@ -142,6 +142,13 @@ export class Membership {
     this.detail.set(id, { reason, since: this.now(), ...(latencyMs !== undefined ? { latencyMs } : {}) });
   }
 
+  /** The latency of the last check that got an answer (the state changes only through setHealth). */
+  setLatency(id: string, latencyMs: number): void {
+    const d = this.detail.get(id);
+    if (d) d.latencyMs = latencyMs;
+    else this.detail.set(id, { reason: '', since: this.now(), latencyMs });
+  }
+
   /** This node's own link to the firewall; returns true when it changed. Unknown counts as up. */
   setLink(id: string, up: boolean): boolean {
     const was = this.link.get(id) !== false;
