@@ -10,7 +10,7 @@ import { Reconciler } from './reconciler';
 import { loadAdminState, saveAdminState } from './admin-state';
 import { startSessions } from './session-wiring';
 import { registerSlbRoutes, SlbErrors, slbMetrics, startSlb } from '@fwlb/slb';
-import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, metricsRoute, newRegistry, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
+import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, stopOnSignals, tokenOf } from '@fwlb/service';
 import { balancerMetrics } from './metrics';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
@@ -24,7 +24,7 @@ async function run(path: string): Promise<void> {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
     process.exit(3);
   }
-  const log = (msg: string) => console.log(`${new Date().toISOString()} fwlb[${config.name}] ${msg}`);
+  const log = logLines(nodeLogger('fwlb', config.name));
   // The admin state an operator set before the restart (a firewall out for maintenance stays out), read before
   // anything touches the kernel: a bad file stops the start here, with the kernel as it was.
   const saved = config.stateFile ? loadAdminState(config.stateFile, config.firewalls.map((f) => f.id)) : null;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // fwlb-slb entry point: `fwlb-slb run|doctor|check-config`; the only place that listens and touches process.
-import { listenOn, metricsRoute, newRegistry, nodeCli, stopOnSignals, tokenOf } from '@fwlb/service';
+import { listenOn, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, stopOnSignals, tokenOf } from '@fwlb/service';
 import { slbMetrics } from './metrics';
 import { buildSlbApp } from './app';
 import { slbDoctor } from './doctor';
@@ -8,7 +8,7 @@ import { loadSlbConfig, SlbKernelError, startSlb } from './start';
 
 async function run(path: string): Promise<void> {
   const name = loadSlbConfig(path).name;
-  const log = (msg: string) => console.log(`${new Date().toISOString()} fwlb-slb[${name}] ${msg}`);
+  const log = logLines(nodeLogger('fwlb-slb', name));
   let slb;
   try {
     slb = await startSlb(path, log);

@@ -9,3 +9,4 @@ export * from './atomic-file';
 export * from './metrics';
 export * from './openapi';
 export * from './status-page';
+export * from './log';
