@@ -84,6 +84,23 @@ t.test('session table in the sandwich', async (t) => {
     t.equal((await longs).long.broken, 0);
   });
 
+  await t.test('the admin state is shared: a firewall disabled on one node is out on both, across restarts', async (t) => {
+    const tok = lab.t.nodes.outside.api!.token!;
+    const fw3 = async (role: 'outside' | 'inside') => (await lab.api(role, 'GET', '/firewalls')).body.find((f: any) => f.id === 'fw3');
+    t.equal((await lab.api('outside', 'PUT', '/firewalls/fw3/admin', { enabled: false }, tok)).status, 200, 'fw3 disabled on the outside node only');
+    const t0 = Date.now();
+    while (Date.now() - t0 < 5000 && ((await fw3('inside')).enabled || (await fw3('inside')).live)) await sleep(50);
+    t.same([(await fw3('inside')).enabled, (await fw3('inside')).live], [false, false], `the inside node took it out too, ${Date.now() - t0} ms later`);
+    for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
+    await lab.startNode('inside');
+    await lab.startNode('outside');
+    for (const role of ['outside', 'inside'] as const) t.equal((await fw3(role)).enabled, false, `after both restarted, still out on the ${role} node`);
+    t.equal((await lab.api('inside', 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'enabled again on the inside node');
+    const t1 = Date.now();
+    while (Date.now() - t1 < 5000 && !(await fw3('outside')).live) await sleep(50);
+    t.ok((await fw3('outside')).live, `and back on the outside node ${Date.now() - t1} ms later`);
+  });
+
   await t.test('poisoned records, a forged epoch and FLUSHALL during traffic: traffic unaffected, the nodes agree again', async (t) => {
     const raw = await ready(connect({ url, node: 'tester' }), 5000);
     t.teardown(() => raw.disconnect());

@@ -22,6 +22,8 @@ export interface AppOptions {
   extraErrorCodes?: string[];
   /** Persist the admin state after an accepted change (the node's stateFile). */
   saveAdmin?: (admin: Record<string, boolean>) => void;
+  /** Share an accepted admin change with the other nodes (through the session table). */
+  shareAdmin?: (id: string, enabled: boolean) => Promise<void>;
 }
 
 const sessionsQuery = {
@@ -48,9 +50,10 @@ export function build(opts: AppOptions): FastifyInstance {
   const guard = bearerGuard(opts.token);
 
   let saveError: string | null = null;
+  let shareError: string | null = null;
   const alarms = () => {
     const panic = r.membership.snapshot().panic;
-    return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(opts.alarms?.() ?? [])];
+    return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(shareError ? [shareError] : []), ...(opts.alarms?.() ?? [])];
   };
   app.get('/health', async () => {
     const a = alarms();
@@ -82,6 +85,14 @@ export function build(opts: AppOptions): FastifyInstance {
       } catch (e) {
         m.setAdmin(id, before);
         throw Errors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
+      }
+      // Shared before it is saved: the other nodes apply it even if this node's disk is read-only. Redis away: the
+      // change holds here and in the state file; an alarm says it was not shared.
+      if (opts.shareAdmin) {
+        await opts.shareAdmin(id, req.body.enabled).then(
+          () => (shareError = null),
+          (e) => (shareError = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`),
+        );
       }
       try {
         opts.saveAdmin?.(m.adminState());

@@ -37,7 +37,15 @@ async function run(path: string): Promise<void> {
   let runner: BoundedRunner | null = null;
   const trigger = () => runner?.trigger();
   // Layer 3: the sessions Redis knows are loaded before the first reconcile, so their pins are in it.
-  const sessions = await startSessions(config, reconciler, trigger, log);
+  // The shared admin state (with a session table) wins over the state file; what it applies is saved there too.
+  const saveAdmin = config.stateFile ? (a: Record<string, boolean>) => saveAdminState(config.stateFile!, a) : undefined;
+  const sessions = await startSessions(config, reconciler, trigger, log, (a) => {
+    try {
+      saveAdmin?.(a);
+    } catch (e) {
+      log(`ALARM state file not written: ${(e as Error).message}`);
+    }
+  });
   // Adopt: the first reconcile reads the kernel before writing and applies only the difference; nothing is flushed.
   const first = await reconciler.reconcile();
   log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`);
@@ -64,7 +72,7 @@ async function run(path: string): Promise<void> {
     : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
   const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])];
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin: config.stateFile ? (a) => saveAdminState(config.stateFile!, a) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [] });
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin, shareAdmin: sessions ? (id, enabled) => sessions.shareAdmin(id, enabled) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [] });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const registry = newRegistry();
   const metrics = balancerMetrics(registry, { reconciler, sync: sessions ? () => sessions.view.metrics() : undefined, alarms, helperUp: config.health ? () => health?.helperUp() ?? false : undefined });

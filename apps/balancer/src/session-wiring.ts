@@ -19,6 +19,8 @@ export interface SessionsView {
 
 export interface SessionsHandle {
   view: SessionsView;
+  /** Share an admin change with every node (they apply it on the event). */
+  shareAdmin(id: string, enabled: boolean): Promise<void>;
   /** Conditions an operator must see (an epoch that was not applied). */
   alarms(): string[];
   /** This node's own health view changed: publish it (the leader then computes a new epoch). */
@@ -31,7 +33,7 @@ export interface SessionsHandle {
  * this node forwards anything new), then follows conntrack. Redis being away at start is not fatal: the node
  * starts with the pins the kernel already has and catches up when Redis answers.
  */
-export async function startSessions(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void): Promise<SessionsHandle | null> {
+export async function startSessions(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void, onAdmin?: (admin: Record<string, boolean>) => void): Promise<SessionsHandle | null> {
   const st = config.sessionTable;
   if (!st) return null;
   const redis = connect({ ...st, node: config.name });
@@ -97,8 +99,25 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
       trigger();
     },
   });
+  // The admin state is shared: a change made on any node applies on every node (and outlives restarts in Redis).
+  const applyAdmin = async () => {
+    const admin = await table.admin();
+    let changed = false;
+    for (const [id, enabled] of Object.entries(admin)) {
+      if (!r.membership.has(id) || r.membership.isEnabled(id) === enabled) continue;
+      r.membership.setAdmin(id, enabled);
+      log(`admin state from the shared table: ${id} ${enabled ? 'enabled' : 'disabled'}`);
+      changed = true;
+    }
+    if (changed) {
+      onAdmin?.(r.membership.adminState());
+      trigger();
+    }
+  };
+  if (redis.status === 'ready') await applyAdmin().catch(() => undefined);
   const sub = await table.subscribe((ev) => {
-    if (ev.type === 'health') void agreement.step();
+    if (ev.type === 'admin') void applyAdmin().catch(() => undefined);
+    else if (ev.type === 'health') void agreement.step();
     else if (ev.type === 'epoch') void agreement.applyEpoch().catch(() => undefined);
   }).catch(() => null);
   const publish = (view?: Record<string, boolean>) => agreement.publish(view);
@@ -136,6 +155,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
       metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
     },
     alarms: () => (agreement.alarm ? [agreement.alarm] : []),
+    shareAdmin: (id, enabled) => table.setAdmin(id, enabled),
     publishHealth(view) {
       void publish(view);
     },

@@ -99,7 +99,7 @@ export interface EpochDoc {
   at: number;
 }
 
-export type TableEvent = { type: 'epoch'; epoch: number } | { type: 'health'; node: string } | { type: 'resync'; node: string };
+export type TableEvent = { type: 'epoch'; epoch: number } | { type: 'health'; node: string } | { type: 'resync'; node: string } | { type: 'admin'; node: string };
 
 const BATCH = 1000;
 
@@ -274,6 +274,20 @@ export class SessionTable {
       if (!Number.isFinite(at) || now - at > maxAgeMs) continue;
       out[n] = Object.fromEntries(Object.entries(h).filter(([k, v]) => ID.test(k) && (v === 'up' || v === 'down')).map(([k, v]) => [k, v === 'up']));
     }
+    return out;
+  }
+
+  /** The firewalls' admin state shared by every node (an operator's change on any node applies to all). */
+  async setAdmin(id: string, enabled: boolean): Promise<void> {
+    await this.r.hset(`${this.prefix}admin`, id, enabled ? '1' : '0');
+    await this.notify({ type: 'admin', node: this.node });
+  }
+
+  /** The shared admin state, decoded strictly: ids as the configs allow them, values 0 or 1; anything else skipped. */
+  async admin(): Promise<Record<string, boolean>> {
+    const h = await this.r.hgetall(`${this.prefix}admin`);
+    const out: Record<string, boolean> = {};
+    for (const [k, v] of Object.entries(h)) if (ID.test(k) && (v === '0' || v === '1')) out[k] = v === '1';
     return out;
   }
 
