@@ -1,6 +1,7 @@
 // Integration: the SLB tier behind the sandwich: real clients reach real servers only through VIPs (nft DNAT maps).
 import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { drive, ECHO_PORT, HTTP_PORT, inNs, WEB_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
@@ -251,5 +252,22 @@ t.test('SLB tier', async (t) => {
     const l = await load;
     t.equal(l.failed, 0, `0 of ${l.ok + l.failed} requests failed meanwhile`);
     t.same(await members(), before, 'no member changed state');
+  });
+
+  await t.test('50 concurrent VIP creations and deletions: every 201 is in the kernel and in the state file', async (t) => {
+    const ns = lab.ns('slb');
+    const vipOf = (i: number) => ({ id: `c${i}`, address: vip, port: 9000 + i, protocol: 'tcp', members: [{ address: rips[i % 3], port: ECHO_PORT }] });
+    const created = await Promise.all(Array.from({ length: 50 }, (_, i) => api('POST', '/vips', vipOf(i))));
+    t.same(created.map((r) => r.status), Array(50).fill(201), 'all 50 answered 201');
+    const listing = inNs(ns, ['nft', '-j', 'list', 'table', 'ip', 'fwlb_slb']);
+    const counters = new Set(JSON.parse(listing).nftables.filter((x: any) => x.counter).map((x: any) => x.counter.name));
+    t.equal(Array.from({ length: 50 }, (_, i) => `vip_c${i}`).filter((n) => counters.has(n)).length, 50, 'each one is in the kernel');
+    const saved = JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[];
+    t.equal(saved.filter((v) => /^c\d+$/.test(v.id)).length, 50, 'and in the state file');
+    const deleted = await Promise.all(Array.from({ length: 50 }, (_, i) => api('DELETE', `/vips/c${i}`)));
+    t.same(deleted.map((r) => r.status), Array(50).fill(204), 'all 50 deletions answered 204');
+    const after = inNs(ns, ['nft', '-j', 'list', 'table', 'ip', 'fwlb_slb']);
+    t.notMatch(after, /"vip_c\d+"/, 'none is left in the kernel');
+    t.notOk((JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[]).some((v) => /^c\d+$/.test(v.id)), 'nor in the state file');
   });
 });

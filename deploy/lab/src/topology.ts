@@ -139,6 +139,7 @@ export function topology(o: LabOptions): Topology {
     interface: 'up0',
     seed: opts.seed,
     api: { listen: `unix:${opts.runDir}/slb.sock`, token: 'lab-token-0123456789' },
+    stateFile: join(opts.runDir, 'slb-state.json'),
     resyncSeconds: 5,
     vips: [
       { id: 'echo', address: VIP, port: ECHO_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
