@@ -1,8 +1,7 @@
 // The firewalls' admin state across restarts (the node's stateFile): loaded and validated at start, written
 // atomically after each accepted change; shell layer of apps/balancer.
-import { existsSync, readFileSync } from 'node:fs';
 import { compileBodyValidator, ConfigError } from '@fwlb/config';
-import { writeFileAtomic } from '@fwlb/service';
+import { readStateFile, writeFileAtomic } from '@fwlb/service';
 
 const check = compileBodyValidator<{ version: 1; admin: Record<string, boolean> }>({
   type: 'object',
@@ -20,13 +19,8 @@ const check = compileBodyValidator<{ version: 1; admin: Record<string, boolean> 
  * `unknown`, for the log, and otherwise ignored.
  */
 export function loadAdminState(path: string, ids: readonly string[]): { admin: Record<string, boolean>; unknown: string[] } {
-  if (!existsSync(path)) return { admin: {}, unknown: [] };
-  let doc: unknown;
-  try {
-    doc = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new ConfigError([{ field: '', message: `state file is not valid JSON (${(e as Error).message}); fix or remove it, the kernel was left as it is` }], path);
-  }
+  const doc = readStateFile(path);
+  if (doc === undefined) return { admin: {}, unknown: [] };
   let state: { admin: Record<string, boolean> };
   try {
     state = check(doc);

@@ -16,15 +16,17 @@ export function linkProblem(ifname: string): string | null {
   }
 }
 
-/** `onView` gets this node's whole view after every change, for the shared health views (layer 2). */
-export function startFirewallHealth(
-  config: ResolvedBalancerConfig,
-  r: Reconciler,
-  trigger: () => void,
-  log: (m: string) => void,
-  onView?: (view: Record<string, boolean>) => void,
-  onResult?: (firewall: string, r: ProbeResult) => void,
-): { stop(): void; alarms(): string[]; helperUp(): boolean } | null {
+export interface FirewallHealthHooks {
+  /** Ask for a reconcile soon. */
+  trigger: () => void;
+  log: (m: string) => void;
+  /** This node's whole view after every change, for the shared health views (layer 2). */
+  onView?: (view: Record<string, boolean>) => void;
+  /** Every check's result (metrics). */
+  onResult?: (firewall: string, r: ProbeResult) => void;
+}
+
+export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, { trigger, log, onView, onResult }: FirewallHealthHooks): { stop(): void; alarms(): string[]; helperUp(): boolean } | null {
   const h = config.health;
   if (!h) return null;
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; firewall health holds its last state`) });

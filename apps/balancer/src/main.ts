@@ -81,7 +81,7 @@ async function run(path: string): Promise<void> {
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
-  health = startFirewallHealth(config, reconciler, trigger, log, (view) => sessions?.publishHealth(view), (fw, res) => metrics.observeCheck(fw, res));
+  health = startFirewallHealth(config, reconciler, { trigger, log, onView: (view) => sessions?.publishHealth(view), onResult: (fw, res) => metrics.observeCheck(fw, res) });
   log(`listening on ${listen}`);
   stopOnSignals([() => lock.release(), () => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => slb?.stop(), () => app.close(), () => rtnl.close()]);
 }

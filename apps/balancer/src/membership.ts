@@ -89,36 +89,45 @@ export class Membership {
     this.panicWindowMs = tm ? Math.max(tm.timeout, tm.retries * tm.interval) + 2 * tm.interval : 0;
   }
 
+  /** Set while this node is in panic: since when. */
+  private panicAt: number | null = null;
+
+  private ownUp(id: string): boolean {
+    return this.health.get(id) !== false && this.link.get(id) !== false;
+  }
+
   /**
    * Panic mode (Envoy's panic threshold): when fewer than `panicThreshold` of the firewalls look up to this node's
    * probes at the same time, the probes are not believed: losing half the firewalls in one instant is far more
    * likely a fault of the measuring (this node's probe path, its helper, an ACL on the probes) than of the
-   * firewalls. The last good view is kept, minus what is certain: a link that is down. Returns the effective
-   * health per firewall and the panic reason, or null.
+   * firewalls. Run by the writers (health, link), so reads stay pure: entering panic keeps the last good view plus
+   * the firewalls that went down in the same burst; out of panic, the last good view follows the probes.
    */
-  private effective(): { up: (id: string) => boolean; panic: string | null } {
-    const own = (id: string) => this.health.get(id) !== false && this.link.get(id) !== false;
-    const n = this.slots.length;
-    const upNow = this.slots.filter((s) => own(s.id)).length;
-    if (this.panicThreshold > 0 && upNow < this.panicThreshold * n) {
-      // The firewalls that went down in the same burst as the ones that tipped it into panic are kept too.
-      const since = this.now() - this.panicWindowMs;
+  private updatePanic(): void {
+    const upNow = this.slots.filter((s) => this.ownUp(s.id)).length;
+    if (this.panicThreshold > 0 && upNow < this.panicThreshold * this.slots.length) {
+      if (this.panicAt !== null) return;
+      this.panicAt = this.now();
+      const since = this.panicAt - this.panicWindowMs;
       for (const s of this.slots) if ((this.downAt.get(s.id) ?? -Infinity) >= since) this.lastGood.add(s.id);
-      return {
-        up: (id) => this.lastGood.has(id) && this.link.get(id) !== false,
-        panic: `panic: only ${upNow} of ${n} firewalls look up at once (threshold ${Math.round(this.panicThreshold * 100)}%); the probes are not believed, the last good membership (${[...this.lastGood].join(',') || 'none'}) is kept minus links that are down`,
-      };
+      return;
     }
-    this.lastGood = new Set(this.slots.filter((s) => own(s.id)).map((s) => s.id));
-    return { up: own, panic: null };
+    this.panicAt = null;
+    this.lastGood = new Set(this.slots.filter((s) => this.ownUp(s.id)).map((s) => s.id));
+  }
+
+  /** The health this node acts on (in panic, the last good membership minus links that are down), and why. */
+  private effective(): { up: (id: string) => boolean; panic: string | null } {
+    if (this.panicAt === null) return { up: (id) => this.ownUp(id), panic: null };
+    const upNow = this.slots.filter((s) => this.ownUp(s.id)).length;
+    return {
+      up: (id) => this.lastGood.has(id) && this.link.get(id) !== false,
+      panic: `panic: only ${upNow} of ${this.slots.length} firewalls look up at once (threshold ${Math.round(this.panicThreshold * 100)}%); the probes are not believed, the last good membership (${[...this.lastGood].join(',') || 'none'}) is kept minus links that are down`,
+    };
   }
 
   has(id: string): boolean {
     return this.admin.has(id);
-  }
-
-  markOf(id: string): number | undefined {
-    return this.slots.find((s) => s.id === id)?.mark;
   }
 
   setAdmin(id: string, enabled: boolean): void {
@@ -140,6 +149,7 @@ export class Membership {
     if (!up && this.health.get(id) !== false) this.downAt.set(id, this.now());
     this.health.set(id, up);
     this.detail.set(id, { reason, since: this.now(), ...(latencyMs !== undefined ? { latencyMs } : {}) });
+    this.updatePanic();
   }
 
   /** The latency of the last check that got an answer (the state changes only through setHealth). */
@@ -153,6 +163,7 @@ export class Membership {
   setLink(id: string, up: boolean): boolean {
     const was = this.link.get(id) !== false;
     this.link.set(id, up);
+    this.updatePanic();
     return was !== up;
   }
 

@@ -28,13 +28,13 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
   gaugeFrom(reg, 'fwlb_firewall_link_up', "This node's own link to the firewall is up.", ['firewall'], perFw((x) => b(x.link)));
   gaugeFrom(reg, 'fwlb_firewall_admin_enabled', 'Administrative state (1 enabled).', ['firewall'], perFw((x) => b(x.enabled)));
   gaugeFrom(reg, 'fwlb_firewall_agreed', 'In the applied epoch every node sees the firewall up (1 without a session table).', ['firewall'], () => {
-    const a = r.status().agreement;
+    const a = r.agreement();
     return fw().map((x) => [{ firewall: x.id }, a ? b(a.live.includes(x.id)) : 1]);
   });
   gaugeFrom(reg, 'fwlb_firewall_buckets', 'Buckets of the hash table the firewall owns in the kernel.', ['firewall'], perFw((x) => x.buckets));
   counterFrom(reg, 'fwlb_firewall_learned_packets_total', 'Packets that taught this node a flow arrived from the firewall (ingress learning).', ['firewall'], perFw((x) => x.learned?.packets ?? 0));
   counterFrom(reg, 'fwlb_steered_packets_total', 'Packets steered from the side interface, by rule kind (read at the last reconcile).', ['kind'], () => {
-    const c = r.status().counters;
+    const c = r.ruleCounters();
     return [
       [{ kind: 'restore' }, c.restored?.packets ?? 0],
       [{ kind: 'restore_heard' }, c.restoredHeard?.packets ?? 0],
@@ -44,10 +44,10 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
       [{ kind: 'dropped_no_firewall' }, c.droppedNoFirewall?.packets ?? 0],
     ];
   });
-  gaugeFrom(reg, 'fwlb_pins', 'Sessions pinned in the kernel map (exceptions to the bucket table).', [], () => [[{}, r.status().pins ?? 0]]);
+  gaugeFrom(reg, 'fwlb_pins', 'Sessions pinned in the kernel map (exceptions to the bucket table).', [], () => [[{}, r.pinCount() ?? 0]]);
   gaugeFrom(reg, 'fwlb_panic', 'This node is in panic mode (1): its probes are not believed.', [], () => [[{}, b(r.membership.snapshot().panic !== null)]]);
   gaugeFrom(reg, 'fwlb_alarms', 'Alarms raised now (see GET /health).', [], () => [[{}, s.alarms?.().length ?? 0]]);
-  gaugeFrom(reg, 'fwlb_epoch', 'The applied bucket-table epoch (0 without one).', [], () => [[{}, r.status().agreement?.epoch ?? 0]]);
+  gaugeFrom(reg, 'fwlb_epoch', 'The applied bucket-table epoch (0 without one).', [], () => [[{}, r.agreement()?.epoch ?? 0]]);
   if (s.helperUp) gaugeFrom(reg, 'fwlb_probe_helper_up', 'The probe helper process answers (1).', [], () => [[{}, b(s.helperUp!())]]);
   counterFrom(reg, 'fwlb_reconciles_total', 'Reconcile passes, by result.', ['result'], () => [
     [{ result: 'ok' }, r.reconciles - r.failures],

@@ -53,11 +53,6 @@ export class Reconciler {
     this.membership = membership ?? new Membership(config, config.sessionTable !== null, now);
   }
 
-  input(): RenderInput {
-    const m = this.membership.snapshot();
-    return { config: this.config, live: m.live, restorable: m.restorable, suspect: m.suspect };
-  }
-
   private queue: Promise<unknown> = Promise.resolve();
 
   /**
@@ -74,17 +69,6 @@ export class Reconciler {
   private async reconcileNow(): Promise<ReconcileResult> {
     this.reconciles++;
     const t0 = performance.now();
-    try {
-      const r = await this.reconcileInner();
-      this.onReconcile?.((performance.now() - t0) / 1000, true);
-      return r;
-    } catch (e) {
-      this.onReconcile?.((performance.now() - t0) / 1000, false);
-      throw e;
-    }
-  }
-
-  private async reconcileInner(): Promise<ReconcileResult> {
     try {
       const snap = this.membership.snapshot();
       const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };
@@ -111,10 +95,12 @@ export class Reconciler {
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = { nftCommands: cmds.length, routingChanges: changes, routingErrors: routingErrors.map((e) => e.message), tableHandle: this.lastActual?.handle ?? null, at: this.now() };
       this.lastError = routingErrors.length ? routingErrors.map((e) => e.message).join('; ') : null;
+      this.onReconcile?.((performance.now() - t0) / 1000, true);
       return this.last;
     } catch (e) {
       this.failures++;
       this.lastError = e instanceof Error ? e.message : String(e);
+      this.onReconcile?.((performance.now() - t0) / 1000, false);
       throw e;
     }
   }
@@ -133,7 +119,7 @@ export class Reconciler {
       live: applied ? applied.live.includes(v.id) : false,
       wantLive: want.live.includes(v.id),
       restorable: applied ? applied.restorable.includes(v.id) : false,
-      suspect: applied ? (applied.suspect.includes(v.id)) : false,
+      suspect: applied ? applied.suspect.includes(v.id) : false,
       buckets: dist[v.id] ?? 0,
       learned: this.counterOf(counters, `learn:${v.id}`),
     }));
@@ -144,28 +130,43 @@ export class Reconciler {
     return d ? counters.get(d) ?? null : null;
   }
 
-  status() {
-    const table = this.lastTable;
+  /** The counters of the steering rules, as read at the last reconcile. */
+  ruleCounters() {
     const counters = this.lastActual?.counters ?? new Map();
     const c = (label: string) => this.counterOf(counters, label);
-    const agreement = this.applied?.agreement ?? null;
+    return {
+      reconciles: this.reconciles,
+      reconcileFailures: this.failures,
+      restored: c('restore'),
+      restoredHeard: c('restore-heard'),
+      hashedTcpUdp: c('hash-tcp-udp'),
+      hashedOther: c('hash-other'),
+      droppedNoFirewall: c('no-firewall-drop'),
+      pinned: c('pinned'),
+    };
+  }
+
+  /** The agreed epoch the kernel runs on (null without one). */
+  agreement() {
+    return this.applied?.agreement ?? null;
+  }
+
+  /** Pins in the kernel map (null without a session table). */
+  pinCount(): number | null {
+    return this.pinSource ? this.lastPins : null;
+  }
+
+  status() {
+    const table = this.lastTable;
+    const agreement = this.agreement();
     return {
       role: this.config.role,
       name: this.config.name,
       table: { family: TABLE_FAMILY, name: TABLE_NAME, handle: this.lastActual?.handle ?? null },
       buckets: { size: this.config.hash.buckets, distribution: table ? distribution(table) : {} },
       firewalls: this.firewalls(),
-      counters: {
-        reconciles: this.reconciles,
-        reconcileFailures: this.failures,
-        restored: c('restore'),
-        restoredHeard: c('restore-heard'),
-        hashedTcpUdp: c('hash-tcp-udp'),
-        hashedOther: c('hash-other'),
-        droppedNoFirewall: c('no-firewall-drop'),
-        pinned: c('pinned'),
-      },
-      pins: this.pinSource ? this.lastPins : null,
+      counters: this.ruleCounters(),
+      pins: this.pinCount(),
       agreed: agreement ? [...agreement.live].sort() : null,
       agreement,
       lastReconcile: this.last,

@@ -84,6 +84,15 @@ export function destroyAction(e: CtEntry): 'delete' | 'grace' {
   return e.orig.proto === 6 && e.tcpState !== undefined && ENDED.has(e.tcpState) ? 'delete' : 'grace';
 }
 
+/**
+ * How long a record lives unless refreshed: at least two re-sync periods (every node refreshes what it holds once a
+ * period; also the grace of a session destroyed without an end), at most four (conntrack's 5-day TCP timeout is no
+ * reason to keep a record nobody refreshes).
+ */
+export function recordTtl(resyncMs: number): { min: number; max: number } {
+  return { min: 2 * resyncMs, max: 4 * resyncMs };
+}
+
 /** A conntrack entry's identity across its events: the kernel's id (the tuple where an entry has none, in tests). */
 const ctKey = (e: CtEntry): number | string => e.id ?? `${e.orig.src}:${e.orig.sport}>${e.orig.dst}:${e.orig.dport}/${e.orig.proto}`;
 
@@ -111,14 +120,12 @@ export class SessionSync {
     return (this.o.now ?? Date.now)();
   }
 
-  /** Records expire after at least two re-sync periods unless refreshed (every node refreshes what it holds once a period). */
   private get minTtl(): number {
-    return 2 * this.o.resyncMs;
+    return recordTtl(this.o.resyncMs).min;
   }
 
-  /** ...and at most four: conntrack's 5-day TCP timeout is no reason to keep a record nobody refreshes. */
   private get maxTtl(): number {
-    return 4 * this.o.resyncMs;
+    return recordTtl(this.o.resyncMs).max;
   }
 
   private record(e: CtEntry, fw: string, now: number, sideFirst: boolean): SessionRecord {

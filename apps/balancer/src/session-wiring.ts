@@ -8,7 +8,7 @@ import { AgreementLoop } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
-import { answered, SessionSync, tracked } from './session-sync';
+import { answered, recordTtl, SessionSync, tracked } from './session-sync';
 
 /** What the API serves about sessions. */
 export interface SessionsView {
@@ -45,10 +45,10 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   let rejectedHere = 0;
   // A record from Redis becomes a pin only if it names a configured firewall; its expiry is capped, so a record
   // cannot hold a pin for longer than a node would refresh it.
-  const maxTtl = 4 * st.resyncSeconds * 1000;
+  const ttl = recordTtl(resyncMs);
   const admit = (rec: SessionRecord) => {
     if (!firewallIds.has(rec.firewall)) return void rejectedHere++;
-    cache.put(rec.expires > Date.now() + maxTtl ? { ...rec, expires: Date.now() + maxTtl } : rec);
+    cache.put(rec.expires > Date.now() + ttl.max ? { ...rec, expires: Date.now() + ttl.max } : rec);
   };
   r.pinSource = cache;
   const ids = config.firewalls.map((f) => f.id);
@@ -75,7 +75,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     onChange: (kind, rec) => {
       if (kind === 'delete') return cache.delete(rec);
       // A session in grace may still be alive (a flush): keep its pin until the grace expiry.
-      if (kind === 'grace') return cache.put({ ...rec, expires: Date.now() + 2 * resyncMs });
+      if (kind === 'grace') return cache.put({ ...rec, expires: Date.now() + ttl.min });
       cache.put(rec);
       if (cache.isException(rec, r.currentTable())) trigger();
     },
@@ -120,10 +120,9 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     else if (ev.type === 'health') void agreement.step();
     else if (ev.type === 'epoch') void agreement.applyEpoch().catch(() => undefined);
   }).catch(() => null);
-  const publish = (view?: Record<string, boolean>) => agreement.publish(view);
-  void publish();
+  void agreement.publish();
   // Views are refreshed every re-sync period; the leader's lock lives for three.
-  const beat = setInterval(() => void publish(), resyncMs);
+  const beat = setInterval(() => void agreement.publish(), resyncMs);
   const reap = setInterval(() => {
     cache.reap(Date.now());
     void table.reap().catch(() => undefined);
@@ -157,7 +156,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     alarms: () => (agreement.alarm ? [agreement.alarm] : []),
     shareAdmin: (id, enabled) => table.setAdmin(id, enabled),
     publishHealth(view) {
-      void publish(view);
+      void agreement.publish(view);
     },
     stop() {
       clearInterval(beat);

@@ -14,15 +14,16 @@ export function healthKey(v: ResolvedVip, m: { address: string; port: number }):
 
 /** A member takes new sessions only when it is enabled (not drained) and its health is up. */
 export function liveMembers(v: ResolvedVip, up: (healthKey: string) => boolean): ResolvedMember[] {
-  const enabled = v.members.filter((m) => m.state === 'enabled');
-  const healthy = enabled.filter((m) => up(healthKey(v, m)));
+  const p = pool(v, up);
   // Panic (fail open): too few members look up to believe the checks; every enabled member takes new sessions.
-  return inPanic(v, healthy.length, enabled.length) ? enabled : healthy;
+  return p.panic ? p.enabled : p.healthy;
 }
 
-/** Whether a pool with `up` of `enabled` members up is in panic under its threshold. */
-export function inPanic(v: Pick<ResolvedVip, 'panicThreshold'>, up: number, enabled: number): boolean {
-  return v.panicThreshold > 0 && enabled > 0 && up < v.panicThreshold * enabled;
+/** A pool's enabled members, those of them up, and whether that is below its panic threshold. */
+export function pool(v: ResolvedVip, up: (healthKey: string) => boolean): { enabled: ResolvedMember[]; healthy: ResolvedMember[]; panic: boolean } {
+  const enabled = v.members.filter((m) => m.state === 'enabled');
+  const healthy = enabled.filter((m) => up(healthKey(v, m)));
+  return { enabled, healthy, panic: v.panicThreshold > 0 && enabled.length > 0 && healthy.length < v.panicThreshold * enabled.length };
 }
 
 const ident = (s: string) => s.replace(/[^A-Za-z0-9]/g, '_');

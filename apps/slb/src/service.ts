@@ -4,7 +4,7 @@ import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@f
 import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import { diffTable, NftRunner } from '@fwlb/nft';
-import { healthKey, inPanic, memberCounter, memberNewCounter, renderSlb, SLB_FAMILY, vipCounter } from './render';
+import { healthKey, memberCounter, memberNewCounter, pool, renderSlb, SLB_FAMILY, vipCounter } from './render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -125,9 +125,7 @@ export class SlbService {
   }
 
   vip(id: string): ResolvedVip {
-    const v = this.vipList.find((x) => x.id === id);
-    if (!v) throw new NotFoundError('vip', `no VIP "${id}"`);
-    return v;
+    return this.find(this.vipList, id);
   }
 
   private up = (key: string): boolean => this.health.get(key)?.up ?? false;
@@ -377,9 +375,8 @@ export class SlbService {
 
   alarms(): string[] {
     const panics = this.vipList.flatMap((v) => {
-      const enabled = v.members.filter((m) => m.state === 'enabled');
-      const up = enabled.filter((m) => this.up(healthKey(v, m))).length;
-      return inPanic(v, up, enabled.length) ? [`VIP ${v.id} in panic: ${up} of ${enabled.length} enabled members up (threshold ${Math.round(v.panicThreshold * 100)}%), every enabled member takes new sessions`] : [];
+      const p = pool(v, this.up);
+      return p.panic ? [`VIP ${v.id} in panic: ${p.healthy.length} of ${p.enabled.length} enabled members up (threshold ${Math.round(v.panicThreshold * 100)}%), every enabled member takes new sessions`] : [];
     });
     return [...(this.saveError ? [this.saveError] : []), ...panics, ...(this.deps.alarms?.() ?? [])];
   }

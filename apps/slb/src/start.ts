@@ -1,11 +1,10 @@
 // Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
 // layer of apps/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
-import { existsSync, readFileSync } from 'node:fs';
-import { ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
+import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
-import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, writeFileAtomic } from '@fwlb/service';
+import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomic } from '@fwlb/service';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { SlbService } from './service';
@@ -17,13 +16,8 @@ export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig
  * truncated or invalid state file is a ConfigError naming the file (nothing has touched the kernel yet).
  */
 export function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
-  if (!c.stateFile || !existsSync(c.stateFile)) return c;
-  let vips: VipConfig[];
-  try {
-    vips = JSON.parse(readFileSync(c.stateFile, 'utf8')) as VipConfig[];
-  } catch (e) {
-    throw new ConfigError([{ field: '', message: `state file is not valid JSON (${(e as Error).message}); fix or remove it, the kernel was left as it is` }], c.stateFile);
-  }
+  const vips = c.stateFile ? (readStateFile(c.stateFile) as VipConfig[] | undefined) : undefined;
+  if (vips === undefined) return c;
   return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
 }
 

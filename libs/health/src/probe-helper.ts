@@ -28,9 +28,13 @@ export interface ProbeAnswer {
 
 export const HELPER_PATH = join(__dirname, '..', 'helper', 'fwlb-probe.py');
 
+/** The helper's interpreter: the system python (standard library only), or FWLB_PYTHON. */
+const defaultPython = () => process.env.FWLB_PYTHON ?? '/usr/bin/python3';
+const DEFAULT_BACKOFF_MS = 100;
+
 /** For doctors: can the probe helper run here (its python, its standard library, its file)? */
-export function probeHelperRunnable(python = process.env.FWLB_PYTHON ?? '/usr/bin/python3'): { ok: boolean; detail: string } {
-  const r = spawnSync(python, ['-c', 'import json, os, random, select, socket, struct, sys, threading, time; print(sys.version.split()[0])', HELPER_PATH], { encoding: 'utf8', timeout: 5000 });
+export function probeHelperRunnable(python = defaultPython()): { ok: boolean; detail: string } {
+  const r = spawnSync(python, ['-c', 'import json, os, random, select, socket, struct, sys, threading, time; print(sys.version.split()[0])'], { encoding: 'utf8', timeout: 5000 });
   if (r.error) return { ok: false, detail: `cannot run ${python}: ${r.error.message} (health checks need it: install python3, or set FWLB_PYTHON)` };
   if (r.status !== 0) return { ok: false, detail: `${python} failed: ${(r.stderr || '').trim().split('\n').pop()}` };
   if (!existsSync(HELPER_PATH)) return { ok: false, detail: `${HELPER_PATH} is missing` };
@@ -82,12 +86,12 @@ export class ProbeHelper {
   readonly state: HelperStatus = { up: false, restarts: 0, lastError: null, since: Date.now() };
 
   private constructor(private readonly o: HelperOptions) {
-    this.backoff = o.backoffMs ?? 100;
+    this.backoff = o.backoffMs ?? DEFAULT_BACKOFF_MS;
     this.spawn();
   }
 
   /** Python is the system one: the helper uses its standard library only. */
-  static start(python = process.env.FWLB_PYTHON ?? '/usr/bin/python3', netns?: string, opts: Omit<HelperOptions, 'python' | 'netns'> = {}): ProbeHelper {
+  static start(python = defaultPython(), netns?: string, opts: Omit<HelperOptions, 'python' | 'netns'> = {}): ProbeHelper {
     return new ProbeHelper({ ...opts, python, netns });
   }
 
@@ -109,7 +113,7 @@ export class ProbeHelper {
   }
 
   private spawn(): void {
-    const python = this.o.python ?? '/usr/bin/python3';
+    const python = this.o.python ?? defaultPython();
     const cmd = this.o.netns ? ['ip', 'netns', 'exec', this.o.netns, python, HELPER_PATH] : [python, HELPER_PATH];
     const proc = spawn(cmd[0], cmd.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
     this.proc = proc;
@@ -146,7 +150,7 @@ export class ProbeHelper {
       }
       if (msg.ready) {
         this.ready = true;
-        this.backoff = this.o.backoffMs ?? 100;
+        this.backoff = this.o.backoffMs ?? DEFAULT_BACKOFF_MS;
         this.stuck = 0;
         this.setUp(true);
         const w = this.waiters;

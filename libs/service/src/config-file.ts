@@ -1,5 +1,5 @@
 // Reads a JSON config file and the API token for a node process; shell layer shared by the node processes.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError } from '@fwlb/config';
 import { Check, formatChecks } from './checks';
 
@@ -18,6 +18,19 @@ export function loadJsonConfig<T>(path: string, validate: (doc: unknown, source:
     throw new ConfigError([{ field: '', message: `not valid JSON: ${(e as Error).message}` }], path);
   }
   return validate(doc, path);
+}
+
+/**
+ * A node's state file (what its API changed), or undefined while there is none. An empty, truncated or otherwise
+ * unreadable one is a ConfigError naming the file: the node stops before it touches the kernel.
+ */
+export function readStateFile(path: string): unknown {
+  if (!existsSync(path)) return undefined;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new ConfigError([{ field: '', message: `state file is not valid JSON (${(e as Error).message}); fix or remove it, the kernel was left as it is` }], path);
+  }
 }
 
 /** The bearer token: inline, from a file (first line), or FWLB_TOKEN. */

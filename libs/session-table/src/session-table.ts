@@ -131,40 +131,39 @@ export class SessionTable {
     return `${this.prefix}grace`;
   }
 
-  /** Write sessions in batches of 1,000 per Lua call, all batches in one pipeline. */
-  async put(records: SessionRecord[], now = Date.now()): Promise<number> {
-    if (!records.length) return 0;
+  /**
+   * One pipeline of Lua calls, `items` in batches of 1,000 per call: the first error fails the whole write (the
+   * caller's next re-sync rewrites everything). Returns each call's reply.
+   */
+  private async batched<T>(items: T[], call: (p: Commands, batch: T[]) => unknown): Promise<unknown[]> {
+    if (!items.length) return [];
     const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
-    for (let i = 0; i < records.length; i += BATCH) {
-      const args: (string | number)[] = [];
-      for (const rec of records.slice(i, i + BATCH)) args.push(sessionId(rec), encodeRecord(rec), rec.expires);
-      void p.fwlbPut(this.idx, this.hash, this.graceIdx, ...args);
-    }
+    for (let i = 0; i < items.length; i += BATCH) void call(p, items.slice(i, i + BATCH));
     const res = (await p.exec()) ?? [];
     const err = res.find(([e]) => e)?.[0];
     if (err) throw err;
+    return res.map(([, v]) => v);
+  }
+
+  /** Write sessions in batches of 1,000 per Lua call, all batches in one pipeline. */
+  async put(records: SessionRecord[], _now = Date.now()): Promise<number> {
+    await this.batched(records, (p, batch) => {
+      const args: (string | number)[] = [];
+      for (const rec of batch) args.push(sessionId(rec), encodeRecord(rec), rec.expires);
+      return p.fwlbPut(this.idx, this.hash, this.graceIdx, ...args);
+    });
     return records.length;
   }
 
   async delete(ids: string[]): Promise<number> {
-    if (!ids.length) return 0;
-    const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
-    for (let i = 0; i < ids.length; i += BATCH) void p.fwlbDel(this.idx, this.hash, this.graceIdx, ...ids.slice(i, i + BATCH));
-    const res = (await p.exec()) ?? [];
-    const err = res.find(([e]) => e)?.[0];
-    if (err) throw err;
+    await this.batched(ids, (p, batch) => p.fwlbDel(this.idx, this.hash, this.graceIdx, ...batch));
     return ids.length;
   }
 
   /** Sessions that no node holds any more get a grace expiry `until` (ms); returns how many moved. */
   async grace(ids: string[], until: number): Promise<number> {
-    if (!ids.length) return 0;
-    const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
-    for (let i = 0; i < ids.length; i += BATCH) void p.fwlbGrace(this.idx, this.hash, this.graceIdx, until, ...ids.slice(i, i + BATCH));
-    const res = (await p.exec()) ?? [];
-    const err = res.find(([e]) => e)?.[0];
-    if (err) throw err;
-    return res.reduce((n, [, v]) => n + Number(v), 0);
+    const replies = await this.batched(ids, (p, batch) => p.fwlbGrace(this.idx, this.hash, this.graceIdx, until, ...batch));
+    return replies.reduce<number>((n, v) => n + Number(v), 0);
   }
 
   /** Sessions held by a node and not yet expired. */
