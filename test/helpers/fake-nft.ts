@@ -72,6 +72,7 @@ export function fakeNft(): FakeNft {
     },
     check: async () => undefined,
     list: async () => null,
+    json: async () => null,
     read: async () => clone(table),
   };
   return fake;

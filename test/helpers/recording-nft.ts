@@ -17,6 +17,7 @@ function recordingNft() {
     },
     check: async () => undefined,
     list: async () => null,
+    json: async () => null,
     read: async (): Promise<ActualTable | null> => null,
   };
   return runner;

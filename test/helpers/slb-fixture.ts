@@ -1,9 +1,9 @@
-// Test helper: an SLB service and its API over a fake kernel (nft, VIP addresses) and fake monitors.
+// Test helper: an SLB service and its API over a fake kernel (SLB table, VIP addresses) and fake monitors.
 import { validateSlbConfig } from '@fwlb/config';
 import { HealthEvent } from '@fwlb/health';
 import { AddressPort, buildSlbApp, MonitorFactory, SlbService } from '@fwlb/slb';
 import { AuditRecord } from '@fwlb/service';
-import { fakeNft } from './fake-nft';
+import { fakeSlbKernel } from './fake-slb-kernel';
 
 export const TOKEN = 'test-token-0123456789abcdef';
 export const web = () => ({
@@ -18,8 +18,8 @@ export const web = () => ({
   ],
 });
 
-export function setup(save?: (vips: unknown[]) => void) {
-  const nft = fakeNft();
+export function setup(save?: (vips: unknown[]) => void | Promise<void>) {
+  const nft = fakeSlbKernel();
   const addrs = new Set<string>();
   let failAddress = false;
   const addresses: AddressPort & { addrs: Set<string>; failNext(): void } = {
@@ -57,7 +57,7 @@ export function setup(save?: (vips: unknown[]) => void) {
     return h;
   };
   const config = validateSlbConfig({ interface: 'up0', seed: 9, vips: [web()] });
-  const s = new SlbService(config, { nft, addresses, monitors: factory, save });
+  const s = new SlbService(config, { kernel: nft, addresses, monitors: factory, save });
   const audits: AuditRecord[] = [];
   const app = buildSlbApp({ service: s, token: TOKEN, audit: (r) => void audits.push(r) });
   return { nft, addresses, monitors, s, app, audits };

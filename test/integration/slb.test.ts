@@ -260,14 +260,15 @@ t.test('SLB tier', async (t) => {
     const created = await Promise.all(Array.from({ length: 50 }, (_, i) => api('POST', '/vips', vipOf(i))));
     t.same(created.map((r) => r.status), Array(50).fill(201), 'all 50 answered 201');
     const listing = inNs(ns, ['nft', '-j', 'list', 'table', 'ip', 'fwlb_slb']);
-    const counters = new Set(JSON.parse(listing).nftables.filter((x: any) => x.counter).map((x: any) => x.counter.name));
-    t.equal(Array.from({ length: 50 }, (_, i) => `vip_c${i}`).filter((n) => counters.has(n)).length, 50, 'each one is in the kernel');
+    const chains = new Set(JSON.parse(listing).nftables.filter((x: any) => x.chain).map((x: any) => x.chain.name));
+    const dispatch = inNs(ns, ['nft', '-j', 'list', 'map', 'ip', 'fwlb_slb', 'vips']);
+    t.equal(Array.from({ length: 50 }, (_, i) => `v_c${i}`).filter((n) => chains.has(n) && dispatch.includes(`"${n}"`)).length, 50, 'each one is in the kernel: its chain, and the dispatch jumps to it');
     const saved = JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[];
     t.equal(saved.filter((v) => /^c\d+$/.test(v.id)).length, 50, 'and in the state file');
     const deleted = await Promise.all(Array.from({ length: 50 }, (_, i) => api('DELETE', `/vips/c${i}`)));
     t.same(deleted.map((r) => r.status), Array(50).fill(204), 'all 50 deletions answered 204');
     const after = inNs(ns, ['nft', '-j', 'list', 'table', 'ip', 'fwlb_slb']);
-    t.notMatch(after, /"vip_c\d+"/, 'none is left in the kernel');
+    t.notMatch(after, /"v_c\d+"/, 'none is left in the kernel');
     t.notOk((JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[]).some((v) => /^c\d+$/.test(v.id)), 'nor in the state file');
   });
 });

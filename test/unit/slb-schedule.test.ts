@@ -40,29 +40,38 @@ t.test('source hash: shares follow weights, and a member going down moves only i
   t.same(sourceHashSlots([{ key: 'a', weight: 1 }], new Set()), [], 'no live member: no slots');
 });
 
-t.test('kernelMembers: the last known health read back from a table listing', async (t) => {
-  const { kernelMembers } = await import('@fwlb/slb');
-  t.equal(kernelMembers(null), null, 'no table: nothing known');
-  t.equal(kernelMembers({ nftables: [{ metainfo: {} }] }), null);
-  const listing = {
+t.test('parseSlbListing: the last known health and the dispatch read back from a terse listing', async (t) => {
+  const { parseSlbListing } = await import('@fwlb/slb');
+  t.equal(parseSlbListing(null, null), null, 'no table: nothing known');
+  t.equal(parseSlbListing({ nftables: [{ metainfo: {} }] }, null), null);
+  const terse = {
     nftables: [
-      { table: { family: 'ip', name: 'fwlb_slb', handle: 1 } },
-      { counter: { name: 'vip_web', packets: 3 } },
-      { counter: { name: 'vip_empty', packets: 0 } },
-      { counter: { name: 'm_web_x', packets: 0 } },
+      { table: { family: 'ip', name: 'fwlb_slb', handle: 7 } },
+      { set: { name: 'vip_new', type: ['ipv4_addr', 'inet_proto', 'inet_service'] } },
+      { map: { name: 'vips', type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: 'verdict' } },
+      { counter: { name: 'vip_old', packets: 3 } },
+      { chain: { name: 'v_web' } },
+      { chain: { name: 'v_empty' } },
       {
         rule: {
-          chain: 'dnat',
+          chain: 'v_web',
+          comment: 'fwlb:abc',
           expr: [
-            { counter: 'vip_web' },
+            { set: { op: 'update', set: '@vip_new' } },
             { dnat: { family: 'ip', addr: { map: { key: { numgen: { mode: 'inc', mod: 3 } }, data: { set: [[0, { concat: ['10.20.0.11', 8080] }], [1, { concat: ['10.20.0.12', 8080] }], [2, { concat: ['10.20.0.11', 8080] }]] } } } } },
           ],
         },
       },
+      { rule: { chain: 'v_empty', comment: 'fwlb:def', expr: [{ set: { op: 'update', set: '@vip_new' } }] } },
     ],
   };
-  const m = kernelMembers(listing)!;
-  t.same([...m.get('vip_web')!].sort(), ['10.20.0.11:8080', '10.20.0.12:8080'], 'members in the map');
-  t.same([...m.get('vip_empty')!], [], 'a VIP with its counter but no DNAT rule had no live member');
-  t.notOk(m.has('m_web_x'), 'member counters are not VIPs');
+  const dispatch = { nftables: [{ map: { name: 'vips', elem: [[{ concat: ['203.0.113.100', 'tcp', 80] }, { jump: { target: 'v_web' } }]] } }] };
+  const st = parseSlbListing(terse, dispatch)!;
+  t.equal(st.handle, 7);
+  t.same(st.chains.get('v_web')!.targets, ['10.20.0.11:8080', '10.20.0.12:8080', '10.20.0.11:8080'], 'members in the map, in slot order');
+  t.same(st.chains.get('v_web')!.digests, ['fwlb:abc']);
+  t.same(st.chains.get('v_empty')!.targets, [], 'a VIP chain without DNAT had no live member');
+  t.same([...st.dispatch], [['["203.0.113.100","tcp",80]', 'v_web']]);
+  t.same(st.counters, ['vip_old'], 'counter objects of an earlier version are listed (reconcile removes them)');
+  t.equal(st.sets.get('vips'), JSON.stringify([['ipv4_addr', 'inet_proto', 'inet_service'], 'verdict']));
 });

@@ -16,7 +16,7 @@ t.test('write + rename leaves no temp file and does not follow a planted symlink
   writeFileSync(victim, 'keep me');
   // The old fixed name `<path>.tmp` pointed here would have overwritten the victim.
   symlinkSync(victim, `${path}.tmp`);
-  saver(path)([vip]);
+  await saver(path)([vip]);
   t.same(JSON.parse(readFileSync(path, 'utf8')), [vip]);
   t.equal(readFileSync(victim, 'utf8'), 'keep me', 'the symlink target is untouched');
   t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp') && f !== 'state.json.tmp'), [], 'no temp file left behind');

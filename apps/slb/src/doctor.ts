@@ -1,9 +1,10 @@
 // `fwlb-slb doctor`: detects the kernel features the SLB data plane needs and says what is missing; shell layer of apps/slb.
 import { existsSync } from 'node:fs';
-import { diffTable, nftCli } from '@fwlb/nft';
+import { nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
 import { Check, ipForwardCheck } from '@fwlb/service';
-import { renderSlb } from './render';
+import { slbCommands } from './kernel';
+import { renderVip } from './render';
 
 /** A sample VIP of each scheduler rendered as the real table would be, checked with `nft -c` and never committed. */
 export async function slbDoctor(iface?: string): Promise<Check[]> {
@@ -12,10 +13,10 @@ export async function slbDoctor(iface?: string): Promise<Check[]> {
   const other = { ...member, address: '192.0.2.11', weight: 1 };
   const timers = { interval: 1000, response: 500, retries: 3, timeout: 3000, deadInterval: 1000, rise: 1, jitter: 0 };
   const vip = (id: string, scheduler: 'sh' | 'rr') => ({ id, address: '192.0.2.1', port: scheduler === 'sh' ? 80 : 81, protocol: 'tcp' as const, scheduler, check: { kind: 'tcp' as const }, timers, panicThreshold: 0, members: [member, other] });
-  const table = renderSlb({ table: 'fwlb_slb_doctor', seed: 1, vips: [vip('a', 'sh'), vip('b', 'rr')], up: () => true });
+  const want = [vip('a', 'sh'), vip('b', 'rr')].map((v) => renderVip(v, () => true, 1));
   try {
-    await nftCli().check(diffTable(table, null));
-    checks.push({ name: 'nft DNAT maps', ok: true, required: true, detail: 'dnat to jhash/numgen maps of address . port, ct matches and named counters accepted' });
+    await nftCli().check(slbCommands({ table: 'fwlb_slb_doctor', want, have: null }));
+    checks.push({ name: 'nft DNAT maps', ok: true, required: true, detail: 'verdict map dispatch, dnat to jhash/numgen maps of address . port, counter sets updated from ct keys accepted' });
   } catch (e) {
     checks.push({ name: 'nft DNAT maps', ok: false, required: true, detail: `the kernel or nft refused the SLB ruleset: ${(e as Error).message}` });
   }

@@ -1,6 +1,7 @@
 // @fwlb/slb: the SLB tier's building blocks, for tests and for the inside node when it embeds the SLB.
 export * from './schedule';
 export * from './render';
+export * from './kernel';
 export * from './service';
 export * from './errors';
 export * from './app';

@@ -1,16 +1,36 @@
-// The SLB tier's state and its one way to change the kernel: validate, render, apply in one transaction, roll back on
-// failure; imperative shell of apps/slb.
+// The SLB tier's state and its one way to change the kernel: validate, render the VIPs a change touches, apply the
+// difference in one transaction, roll back on failure; imperative shell of apps/slb.
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
 import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
-import { diffTable, NftRunner } from '@fwlb/nft';
-import { healthKey, memberCounter, memberNewCounter, pool, renderSlb, SLB_FAMILY, vipCounter } from './render';
+import type { NftJson, NftRunner } from '@fwlb/nft';
+import { applySlbCommands, memberCounterKey, parseCounterSets, parseSlbListing, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
+import { healthKey, pool, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
   labelledAddresses(ifname: string, label: string): Promise<string[]>;
   addAddress(ifname: string, addr: string, label: string): Promise<void>;
   delAddress(ifname: string, addr: string): Promise<void>;
+}
+
+/** The SLB table in the kernel: read (terse, no counter elements), one transaction, the counters. */
+export interface SlbKernel {
+  read(): Promise<SlbKernelState | null>;
+  apply(cmds: NftJson[]): Promise<void>;
+  counters(): Promise<SlbCounters>;
+}
+
+export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
+  return {
+    read: async () => {
+      const terse = await nft.json(['-t', 'list', 'table', SLB_FAMILY, table]);
+      if (!terse) return null;
+      return parseSlbListing(terse, await nft.json(['list', 'map', SLB_FAMILY, table, SLB_OBJECTS.dispatch]));
+    },
+    apply: (cmds) => nft.apply(cmds),
+    counters: async () => parseCounterSets(await nft.json(['list', 'sets', 'table', SLB_FAMILY, table])),
+  };
 }
 
 export interface MonitorHandle {
@@ -23,12 +43,12 @@ export interface MonitorHandle {
 export type MonitorFactory = (key: string, vip: ResolvedVip, member: { address: string; port: number }, initial: HealthState, onEvent: (ev: HealthEvent) => void) => MonitorHandle;
 
 export interface SlbDeps {
-  nft: NftRunner;
+  kernel: SlbKernel;
   addresses: AddressPort;
   monitors: MonitorFactory;
-  /** Persist the VIPs after each accepted change (the state file). */
-  save?: (vips: VipConfig[]) => void;
-  /** Ask for a reconcile soon (the bounded runner); health changes call it. */
+  /** Persist the VIPs after accepted changes (the state file); concurrent changes share one write. */
+  save?: (vips: VipConfig[]) => void | Promise<void>;
+  /** Ask for a pass soon (the bounded runner); health changes call it. */
   trigger?: () => void;
   log?: (msg: string) => void;
   now?: () => number;
@@ -58,43 +78,41 @@ export interface SlbReconcileResult {
   tableHandle: number | null;
 }
 
-/**
- * Which members each VIP's DNAT map holds in a `nft -j list table` listing, by the VIP's named counter: a VIP whose
- * counter exists but has no DNAT rule had no live member. null when there is no table.
- */
-export function kernelMembers(listing: unknown): Map<string, Set<string>> | null {
-  const items = (listing as { nftables?: any[] } | null)?.nftables;
-  if (!items?.some((it) => it.table)) return null;
-  const out = new Map<string, Set<string>>();
-  for (const it of items) if (it.counter && typeof it.counter.name === 'string' && it.counter.name.startsWith('vip_')) out.set(it.counter.name, new Set());
-  for (const it of items) {
-    const expr: any[] = it.rule?.chain === 'dnat' ? it.rule.expr ?? [] : [];
-    const name = expr.find((s) => typeof s?.counter === 'string')?.counter;
-    const set = expr.find((s) => s?.dnat)?.dnat?.addr?.map?.data?.set;
-    if (typeof name !== 'string' || !Array.isArray(set)) continue;
-    const members = out.get(name) ?? new Set<string>();
-    for (const [, v] of set) if (Array.isArray(v?.concat)) members.add(`${v.concat[0]}:${v.concat[1]}`);
-    out.set(name, members);
-  }
-  return out;
-}
+type Member = { address: string; port: number };
 
 export class SlbService {
   private vipList: ResolvedVip[];
+  private byId = new Map<string, ResolvedVip>();
   private readonly health = new Map<string, { up: boolean; reason: string; since: number }>();
   private readonly monitors = new Map<string, MonitorHandle>();
+  /** Which VIPs use each health key: a health event re-renders those VIPs only. */
+  private readonly users = new Map<string, Set<string>>();
+  /** The VIPs as last applied: what the kernel holds for each, and the slots the API reports. */
+  private readonly fragments = new Map<string, VipFragment>();
+  /** The table as this controller last read or wrote it (null before start, or with no table). */
+  private believed: SlbKernelState | null = null;
+  private lastRead = 0;
+  private readFailed = false;
+  private readonly dirty = new Set<string>();
   private queue: Promise<unknown> = Promise.resolve();
-  private namedCounters = new Map<string, { packets: number; bytes: number }>();
+  private counterValues: SlbCounters = { vipNew: new Map(), memberNew: new Map(), memberPackets: new Map() };
   /** When the counters were read from the kernel (ms), or null before the first read. */
   countersAt: number | null = null;
   readonly label: string;
   reconciles = 0;
   failures = 0;
+  /** nft transactions sent (each one all or nothing), since start. */
+  transactions = 0;
   lastError: string | null = null;
 
   constructor(readonly config: ResolvedSlbConfig, private readonly deps: SlbDeps) {
     this.vipList = [...config.vips];
+    this.index();
     this.label = `${config.interface}:vip`;
+  }
+
+  private index(): void {
+    this.byId = new Map(this.vipList.map((v) => [v.id, v]));
   }
 
   private now(): number {
@@ -102,22 +120,25 @@ export class SlbService {
   }
 
   /**
-   * A restart keeps the last known health, and the kernel is where it is kept: a member in its VIP's DNAT map was
-   * up, an enabled member missing from it was down (a member that was down before the restart gets no traffic
-   * until it passes `rise` checks). With no table yet (a fresh node) or a VIP the kernel never had, members count as
-   * up until their checks say otherwise, so a first start changes nothing either. Members added later through the
-   * API start down and take traffic after `rise` passed checks.
+   * Adopts the kernel: one terse read, then only what differs is written (a restart against a matching kernel sends
+   * no transaction). A restart keeps the last known health, and the kernel is where it is kept: a member in its VIP's
+   * DNAT map was up, an enabled member missing from it was down (it gets no traffic until it passes `rise` checks).
+   * With no table yet (a fresh node) or a VIP the kernel never had, members count as up until their checks say
+   * otherwise, so a first start changes nothing either. Members added later through the API start down.
    */
   async start(vips: readonly ResolvedVip[] = this.vipList): Promise<SlbReconcileResult> {
     this.vipList = [...vips];
-    const inKernel = kernelMembers(await this.deps.nft.list(SLB_FAMILY, this.config.table).catch(() => null));
-    this.syncMonitors((_k, v, m) => {
-      const mine = inKernel?.get(vipCounter(v));
-      if (!mine) return 'up';
-      const member = v.members.find((x) => x.address === m.address && x.port === m.port);
-      return member?.state === 'drain' || mine.has(`${m.address}:${m.port}`) ? 'up' : 'down';
-    });
-    return this.reconcile();
+    this.index();
+    const have = await this.deps.kernel.read();
+    for (const v of this.vipList) {
+      const mine = have?.chains.get(vipChain(v.id));
+      this.retarget(undefined, v, (m) => {
+        if (!mine) return 'up';
+        const member = v.members.find((x) => x.address === m.address && x.port === m.port);
+        return member?.state === 'drain' || mine.targets.includes(memberKey(m)) ? 'up' : 'down';
+      });
+    }
+    return this.serial(() => this.full(have));
   }
 
   vips(): readonly ResolvedVip[] {
@@ -125,126 +146,258 @@ export class SlbService {
   }
 
   vip(id: string): ResolvedVip {
-    return this.find(this.vipList, id);
+    return this.find(this.byId, id);
   }
 
   private up = (key: string): boolean => this.health.get(key)?.up ?? false;
 
   /**
-   * Starts a monitor for every (RIP, port, check, timers) in use and stops the ones nobody uses. A new key takes
-   * its initial state from `initialOf`: at start, up (adopt); later, the state the same VIP member had under its old
-   * check (changing a check must not take a pool down), else down until `rise` passed checks.
+   * Moves one VIP's health keys from `before` to `after`: a key new to the node starts a monitor whose initial state
+   * comes from `initialOf`; a key no VIP uses any more stops its monitor. Costs the members of this VIP only.
    */
-  private syncMonitors(initialOf: (key: string, v: ResolvedVip, m: { address: string; port: number }) => HealthState): void {
-    const want = new Map<string, { v: ResolvedVip; m: { address: string; port: number } }>();
-    for (const v of this.vipList) for (const m of v.members) want.set(healthKey(v, m), { v, m });
-    const starts: [string, ResolvedVip, { address: string; port: number }, HealthState][] = [];
-    for (const [k, { v, m }] of want) if (!this.monitors.has(k)) starts.push([k, v, m, initialOf(k, v, m)]);
-    for (const [k, mon] of this.monitors) {
-      if (!want.has(k)) {
-        mon.stop();
-        this.monitors.delete(k);
-        this.health.delete(k);
-      }
-    }
-    for (const [k, v, m, initial] of starts) {
+  private retarget(before: ResolvedVip | undefined, after: ResolvedVip | undefined, initialOf: (m: Member) => HealthState): void {
+    const id = (after ?? before)!.id;
+    const keep = new Set<string>();
+    for (const m of after?.members ?? []) {
+      const k = healthKey(after!, m);
+      keep.add(k);
+      let u = this.users.get(k);
+      if (!u) this.users.set(k, (u = new Set()));
+      u.add(id);
+      if (this.monitors.has(k)) continue;
+      const initial = initialOf(m);
+      const v = after!;
       this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known up' : 'down (not in service when this controller started, or new): waiting for checks', since: this.now() });
       this.monitors.set(
         k,
         this.deps.monitors(k, v, m, initial, (ev) => {
           this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
           this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`);
+          for (const user of this.users.get(k) ?? []) this.dirty.add(user);
           this.deps.trigger?.();
         }),
       );
     }
+    for (const m of before?.members ?? []) {
+      const k = healthKey(before!, m);
+      if (keep.has(k)) continue;
+      const u = this.users.get(k);
+      u?.delete(id);
+      if (u && u.size === 0) {
+        this.users.delete(k);
+        this.monitors.get(k)?.stop();
+        this.monitors.delete(k);
+        this.health.delete(k);
+      }
+    }
   }
 
-  /** Under the current state: was this VIP's member up (by whatever check it had)? */
-  private wasUp(prev: readonly ResolvedVip[]) {
-    return (_k: string, v: ResolvedVip, m: { address: string; port: number }): HealthState => {
-      const old = prev.find((x) => x.id === v.id);
-      const om = old?.members.find((x) => x.address === m.address && x.port === m.port);
-      return old && om && this.up(healthKey(old, om)) ? 'up' : 'down';
-    };
-  }
-
-  /** Serialized: the runner, health events and API changes never interleave their read-diff-apply passes. */
+  /** Serialized: the runner, health events and API changes never interleave their passes. */
   private serial<T>(f: () => Promise<T>): Promise<T> {
     const next = this.queue.then(f);
     this.queue = next.catch(() => undefined);
     return next;
   }
 
+  /** A full pass: reads the table, and writes what differs from every VIP's fragment. The periodic resync. */
   reconcile(): Promise<SlbReconcileResult> {
-    return this.serial(() => this.applyVips(this.vipList));
+    return this.serial(async () => this.full(await this.read()));
+  }
+
+  /** The runner's pass: health changes (only their VIPs), or a full pass when the resync period is due or the last pass failed. */
+  tick(): Promise<SlbReconcileResult> {
+    return this.serial(async () => {
+      if (this.readFailed || this.now() - this.lastRead >= this.config.resyncSeconds * 1000) return this.full(await this.read());
+      return this.flushDirty();
+    });
+  }
+
+  private async read(): Promise<SlbKernelState | null> {
+    try {
+      return await this.deps.kernel.read();
+    } catch (e) {
+      this.readFailed = true;
+      this.failures++;
+      this.lastError = (e as Error).message;
+      throw e;
+    }
+  }
+
+  private async transact(cmds: NftJson[]): Promise<void> {
+    if (!cmds.length) return;
+    this.transactions++;
+    await this.deps.kernel.apply(cmds);
+  }
+
+  /** Renders the VIPs whose health changed since the last pass and applies their chains only. */
+  private async flushDirty(): Promise<SlbReconcileResult> {
+    const ids = new Set(this.dirty);
+    this.dirty.clear();
+    const frags = [...ids].flatMap((id) => (this.byId.has(id) ? [renderVip(this.byId.get(id)!, this.up, this.config.seed)] : []));
+    const cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
+    this.reconciles++;
+    try {
+      await this.transact(cmds);
+    } catch (e) {
+      for (const id of ids) this.dirty.add(id);
+      this.failures++;
+      this.readFailed = true;
+      this.lastError = (e as Error).message;
+      throw e;
+    }
+    this.believed = applySlbCommands(this.believed, cmds);
+    for (const f of frags) this.fragments.set(f.id, f);
+    this.lastError = null;
+    return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.believed?.handle ?? null };
   }
 
   /**
-   * Brings the kernel to `vips`: VIP addresses first (a DNAT rule for an address the node does not hold is
-   * harmless, the reverse would answer RST), then the nft table in one transaction. If the transaction fails,
-   * the addresses this pass added are removed again, so the kernel is as it was.
+   * Brings the kernel to every VIP: addresses first (a DNAT rule for an address the node does not hold is harmless,
+   * the reverse would answer RST), then the table in one transaction; the addresses this pass added are removed again
+   * when the transaction fails, so the kernel is as it was. VIPs whose health did not change keep their fragment.
    */
-  private async applyVips(vips: readonly ResolvedVip[], up: (key: string) => boolean = this.up): Promise<SlbReconcileResult> {
+  private async full(have: SlbKernelState | null, vips: readonly ResolvedVip[] = this.vipList, up: (k: string) => boolean = this.up): Promise<SlbReconcileResult> {
     this.reconciles++;
     try {
-      const desired = renderSlb({ table: this.config.table, seed: this.config.seed, vips, up });
-      const actual = await this.deps.nft.read(SLB_FAMILY, this.config.table);
-      const cmds = diffTable(desired, actual);
-      const have = new Set(await this.deps.addresses.labelledAddresses(this.config.interface, this.label));
-      const want = new Set(vips.map((v) => v.address));
-      const added: string[] = [];
-      try {
-        for (const a of want) {
-          if (have.has(a)) continue;
-          await this.deps.addresses.addAddress(this.config.interface, a, this.label);
-          added.push(a);
-        }
-        await this.deps.nft.apply(cmds);
-      } catch (e) {
-        for (const a of added) await this.deps.addresses.delAddress(this.config.interface, a).catch(() => undefined);
-        throw e;
-      }
-      const removed = [...have].filter((a) => !want.has(a));
-      for (const a of removed) await this.deps.addresses.delAddress(this.config.interface, a);
-      const after = cmds.length ? await this.deps.nft.read(SLB_FAMILY, this.config.table) : actual;
-      this.namedCounters = after?.namedCounters ?? new Map();
-      this.countersAt = this.now();
+      const frags = vips.map((v) => (this.fragments.has(v.id) && !this.dirty.has(v.id) && this.byId.get(v.id) === v ? this.fragments.get(v.id)! : renderVip(v, up, this.config.seed)));
+      const cmds = slbCommands({ table: this.config.table, want: frags, have });
+      const r = await this.withAddresses(new Set(vips.map((v) => v.address)), null, () => this.transact(cmds));
+      this.believed = applySlbCommands(have, cmds);
+      this.fragments.clear();
+      for (const f of frags) this.fragments.set(f.id, f);
+      this.dirty.clear();
+      this.lastRead = this.now();
+      this.readFailed = false;
       this.lastError = null;
-      return { nftCommands: cmds.length, addressesAdded: added, addressesRemoved: removed, tableHandle: after?.handle ?? null };
+      return { nftCommands: cmds.length, ...r, tableHandle: this.believed?.handle ?? null };
     } catch (e) {
       this.failures++;
+      this.readFailed = true;
       this.lastError = e instanceof Error ? e.message : String(e);
       throw e;
     }
   }
 
   /**
+   * Adds the addresses `want` needs before `apply`, removes them again if it fails, and removes the ones no VIP uses
+   * after it succeeded. `only` limits the pass to the addresses of a change (null: compare every labelled address).
+   */
+  private async withAddresses(want: ReadonlySet<string>, only: ReadonlySet<string> | null, apply: () => Promise<void>) {
+    const have = new Set(await this.deps.addresses.labelledAddresses(this.config.interface, this.label));
+    const added: string[] = [];
+    try {
+      for (const a of want) {
+        if (have.has(a) || (only && !only.has(a))) continue;
+        await this.deps.addresses.addAddress(this.config.interface, a, this.label);
+        added.push(a);
+      }
+      await apply();
+    } catch (e) {
+      for (const a of added) await this.deps.addresses.delAddress(this.config.interface, a).catch(() => undefined);
+      throw e;
+    }
+    const removed = [...have].filter((a) => !want.has(a) && (!only || only.has(a)));
+    for (const a of removed) await this.deps.addresses.delAddress(this.config.interface, a);
+    return { addressesAdded: added, addressesRemoved: removed };
+  }
+
+  /**
    * Apply a change; only when the kernel took it does it become the state (and the state file). Why `build` gets
    * the current list inside the serialized queue: two requests that each built "the list plus my VIP" from the
-   * same starting point would both be accepted and the second would silently undo the first (issue 9).
+   * same starting point would both be accepted and the second would silently undo the first (issue 9). Only the VIPs
+   * `build` replaced are rendered and written: a member change is that VIP's chain, nothing else.
    */
-  private change(build: (current: readonly ResolvedVip[]) => ResolvedVip[]): Promise<SlbReconcileResult> {
-    return this.serial(async () => {
+  private async change(build: (current: readonly ResolvedVip[]) => ResolvedVip[]): Promise<SlbReconcileResult> {
+    const r = await this.serial(async () => {
       const next = build(this.vipList);
       if (next.length > MAX_VIPS) throw new ConfigError([{ field: '/', message: `at most ${MAX_VIPS} VIPs (the config file's limit)` }], 'request body');
+      const nextById = new Map(next.map((v) => [v.id, v]));
+      const changed = new Set<string>();
+      for (const v of next) if (this.byId.get(v.id) !== v) changed.add(v.id);
+      for (const id of this.byId.keys()) if (!nextById.has(id)) changed.add(id);
       // A member new to health is down (it joins after passing its checks), unless the same VIP member was up before.
-      const prev = this.vipList;
-      const keep = this.wasUp(prev);
+      const wasUp = (v: ResolvedVip, m: Member) => {
+        const k = healthKey(v, m);
+        if (this.health.has(k)) return this.up(k);
+        const old = this.byId.get(v.id);
+        const om = old?.members.find((x) => x.address === m.address && x.port === m.port);
+        return !!(old && om && this.up(healthKey(old, om)));
+      };
       const initial = new Map<string, boolean>();
-      for (const v of next) for (const m of v.members) initial.set(healthKey(v, m), this.health.get(healthKey(v, m))?.up ?? keep('', v, m) === 'up');
-      const r = await this.applyVips(next, (k) => initial.get(k) ?? false);
-      this.vipList = next;
-      this.syncMonitors(this.wasUp(prev));
-      try {
-        this.deps.save?.(next.map(vipDocument));
-        this.saveError = null;
-      } catch (e) {
-        this.saveError = `state file not written: ${(e as Error).message}`;
-        throw new SaveError(this.saveError);
+      for (const id of changed) {
+        const v = nextById.get(id);
+        for (const m of v?.members ?? []) initial.set(healthKey(v!, m), wasUp(v!, m));
       }
-      return r;
+      const up = (k: string) => initial.get(k) ?? this.up(k);
+      const frags = [...changed].flatMap((id) => (nextById.has(id) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
+      // Addresses: only those of the changed VIPs, and an address stays while another VIP uses it.
+      const touched = new Set([...changed].flatMap((id) => [this.byId.get(id)?.address, nextById.get(id)?.address]).filter((a): a is string => !!a));
+      const wantAddrs = new Set(next.filter((v) => touched.has(v.address)).map((v) => v.address));
+      this.reconciles++;
+      let cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: changed });
+      let have = this.believed;
+      const r = await this.withAddresses(wantAddrs, touched, async () => {
+        try {
+          await this.transact(cmds);
+        } catch (e) {
+          // The table may have drifted from what this controller believes (someone edited it): read it and try once more.
+          have = await this.deps.kernel.read();
+          const again = slbCommands({ table: this.config.table, want: frags, have, scope: changed });
+          if (!have || JSON.stringify(again) === JSON.stringify(cmds)) throw e;
+          cmds = again;
+          await this.transact(cmds);
+        }
+      }).catch((e) => {
+        this.failures++;
+        this.lastError = e instanceof Error ? e.message : String(e);
+        throw e;
+      });
+      this.believed = applySlbCommands(have, cmds);
+      for (const f of frags) this.fragments.set(f.id, f);
+      for (const id of changed) if (!nextById.has(id)) this.fragments.delete(id);
+      const prev = this.byId;
+      this.vipList = next;
+      this.index();
+      for (const id of changed) this.retarget(prev.get(id), nextById.get(id), (m) => (initial.get(healthKey(nextById.get(id)!, m)) ? 'up' : 'down'));
+      return { nftCommands: cmds.length, ...r, tableHandle: this.believed?.handle ?? null };
     });
+    await this.persist();
+    return r;
+  }
+
+  private saving: Promise<void> | null = null;
+  private nextSave: Promise<void> | null = null;
+
+  /**
+   * Writes the state file for every change accepted so far. Group commit: a change that arrives while a write runs
+   * waits for the one next write, which carries it and every other change that arrived meanwhile; so a burst of
+   * changes costs two writes, and a 2xx still means the change is on disk.
+   */
+  private persist(): Promise<void> {
+    if (!this.deps.save) return Promise.resolve();
+    if (!this.saving) {
+      const snapshot = this.vipList.map(vipDocument);
+      this.saving = Promise.resolve()
+        .then(() => this.deps.save!(snapshot))
+        .then(
+          () => {
+            this.saveError = null;
+          },
+          (e) => {
+            this.saveError = `state file not written: ${(e as Error).message}`;
+            throw new SaveError(this.saveError);
+          },
+        )
+        .finally(() => (this.saving = null));
+      return this.saving;
+    }
+    this.nextSave ??= this.saving
+      .catch(() => undefined)
+      .then(() => {
+        this.nextSave = null;
+        return this.persist();
+      });
+    return this.nextSave;
   }
 
   /** Set while the last change is live in the kernel but not in the state file. */
@@ -254,8 +407,8 @@ export class SlbService {
     return current.filter((v) => v.id !== id).map(vipDocument);
   }
 
-  private find(current: readonly ResolvedVip[], id: string): ResolvedVip {
-    const v = current.find((x) => x.id === id);
+  private find(current: ReadonlyMap<string, ResolvedVip>, id: string): ResolvedVip {
+    const v = current.get(id);
     if (!v) throw new NotFoundError('vip', `no VIP "${id}"`);
     return v;
   }
@@ -275,7 +428,7 @@ export class SlbService {
     }
     let v: ResolvedVip | null = null;
     await this.change((cur) => {
-      this.find(cur, id);
+      this.find(this.byId, id);
       const nv = validateVip({ ...(body as object), id }, this.others(cur, id));
       v = nv;
       return cur.map((x) => (x.id === id ? nv : x));
@@ -285,7 +438,7 @@ export class SlbService {
 
   async deleteVip(id: string): Promise<void> {
     await this.change((cur) => {
-      this.find(cur, id);
+      this.find(this.byId, id);
       return cur.filter((x) => x.id !== id);
     });
   }
@@ -300,7 +453,7 @@ export class SlbService {
   private async withMembers(id: string, edit: (v: ResolvedVip, members: MemberConfig[]) => MemberConfig[]): Promise<ResolvedVip> {
     let v: ResolvedVip | null = null;
     await this.change((cur) => {
-      const old = this.find(cur, id);
+      const old = this.find(this.byId, id);
       const doc = vipDocument(old);
       doc.members = edit(old, doc.members);
       try {
@@ -335,23 +488,28 @@ export class SlbService {
   }
 
   /**
-   * Counters are read from the kernel's named counters (they survive chain rewrites), in the background (start.ts
-   * runs this every `countersSeconds`): an API read answers from memory and never runs a process.
+   * Counters are read from the counter sets in the background (start.ts runs this every `countersSeconds`): an API
+   * read answers from memory and never runs a process. Elements of members no longer configured are dropped here.
    */
   async refreshCounters(): Promise<void> {
-    const t = await this.deps.nft.read(SLB_FAMILY, this.config.table);
-    this.namedCounters = t?.namedCounters ?? new Map();
+    const c = await this.deps.kernel.counters();
+    this.counterValues = c;
     this.countersAt = this.now();
+    const vipKeys = new Set(this.vipList.map((v) => vipKeyString([v.address, v.protocol, v.port])));
+    const memberKeys = new Set(this.vipList.flatMap((v) => v.members.map((m) => memberCounterKey([v.address, v.protocol, v.port], m))));
+    const stale = staleCounterCommands(this.config.table, c, vipKeys, memberKeys);
+    if (stale.length) await this.serial(() => this.transact(stale));
   }
 
   memberView(v: ResolvedVip) {
-    const desired = renderSlb({ table: this.config.table, seed: this.config.seed, vips: [v], up: this.up });
-    const slots = desired.slots.get(v.id) ?? [];
+    const slots = this.fragments.get(v.id)?.slots ?? [];
+    const vk: [string, 'tcp' | 'udp', number] = [v.address, v.protocol, v.port];
     return v.members.map((m) => {
       const k = healthKey(v, m);
       const h = this.health.get(k);
       const mon = this.monitors.get(k);
       const key = memberKey(m);
+      const ck = memberCounterKey(vk, m);
       return {
         address: m.address,
         port: m.port,
@@ -361,16 +519,17 @@ export class SlbService {
         slots: slots.filter((s) => s === key).length,
         counters: {
           at: this.countersAt,
-          newSessions: this.namedCounters.get(memberNewCounter(v, m))?.packets ?? 0,
-          packets: this.namedCounters.get(memberCounter(v, m))?.packets ?? 0,
-          bytes: this.namedCounters.get(memberCounter(v, m))?.bytes ?? 0,
+          newSessions: this.counterValues.memberNew.get(ck) ?? 0,
+          packets: this.counterValues.memberPackets.get(ck)?.packets ?? 0,
+          bytes: this.counterValues.memberPackets.get(ck)?.bytes ?? 0,
         },
       };
     });
   }
 
   vipView(v: ResolvedVip) {
-    return { ...vipDocument(v), members: this.memberView(v), counters: { newSessions: this.namedCounters.get(vipCounter(v))?.packets ?? 0, at: this.countersAt } };
+    const newSessions = this.counterValues.vipNew.get(vipKeyString([v.address, v.protocol, v.port])) ?? 0;
+    return { ...vipDocument(v), members: this.memberView(v), counters: { newSessions, at: this.countersAt } };
   }
 
   alarms(): string[] {
@@ -390,6 +549,7 @@ export class SlbService {
       vips: this.vipList.length,
       monitors: this.monitors.size,
       reconciles: this.reconciles,
+      transactions: this.transactions,
       failures: this.failures,
       lastError: this.lastError,
     };

@@ -4,10 +4,10 @@ import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
-import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomic } from '@fwlb/service';
+import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
-import { SlbService } from './service';
+import { nftSlbKernel, SlbService } from './service';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
@@ -21,9 +21,9 @@ export function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
   return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
 }
 
-/** The SLB state file: the VIPs as the API left them, written atomically (see writeFileAtomic). */
+/** The SLB state file: the VIPs as the API left them, written atomically off the event loop (see writeFileAtomicAsync). */
 export function saver(path: string) {
-  return (vips: VipConfig[]) => writeFileAtomic(path, JSON.stringify(vips, null, 2));
+  return (vips: VipConfig[]) => writeFileAtomicAsync(path, JSON.stringify(vips, null, 1));
 }
 
 export class SlbKernelError extends Error {
@@ -46,7 +46,7 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`) });
   let runner: BoundedRunner | null = null;
   const service = new SlbService(config, {
-    nft: nftCli(),
+    kernel: nftSlbKernel(nftCli(), config.table),
     addresses: rtnl,
     monitors: memberMonitors(helper),
     save: config.stateFile ? saver(config.stateFile) : undefined,
@@ -58,7 +58,7 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
   log(`SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`);
   runner = BoundedRunner.create(
     async () => {
-      const r = await service.reconcile();
+      const r = await service.tick();
       if (r.nftCommands || r.addressesAdded.length || r.addressesRemoved.length) log(`SLB reconciled: ${r.nftCommands} nft commands, addresses +${r.addressesAdded.length} -${r.addressesRemoved.length}`);
     },
     { resyncMs: config.resyncSeconds * 1000, minIntervalMs: 50 },

@@ -23,6 +23,8 @@ export interface NftRunner {
   read(family: string, name: string): Promise<ActualTable | null>;
   /** Raw `nft -j list table` JSON, or null. */
   list(family: string, name: string): Promise<unknown | null>;
+  /** Raw `nft -j <args>` JSON (args as an array, e.g. ['-t', 'list', 'table', 'ip', 'x']), or null when the object does not exist. */
+  json(args: string[]): Promise<unknown | null>;
 }
 
 /**
@@ -71,14 +73,15 @@ function run(bin: string, args: string[], stdin?: string, timeoutMs = NFT_TIMEOU
 }
 
 export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS): NftRunner {
-  const list = async (family: string, name: string) => {
-    const r = await run(bin, ['-j', 'list', 'table', family, name], undefined, timeoutMs);
+  const json = async (args: string[]) => {
+    const r = await run(bin, ['-j', ...args], undefined, timeoutMs);
     if (r.code !== 0) {
       if (/No such file or directory/.test(r.stderr)) return null;
-      throw new NftError(`nft list table ${family} ${name} failed: ${r.stderr.trim()}`, r.stderr);
+      throw new NftError(`nft ${args.join(' ')} failed: ${r.stderr.trim()}`, r.stderr);
     }
     return JSON.parse(r.stdout);
   };
+  const list = (family: string, name: string) => json(['list', 'table', family, name]);
   const batch = async (cmds: NftJson[], checkOnly: boolean) => {
     if (cmds.length === 0) return;
     const r = await run(bin, checkOnly ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], JSON.stringify({ nftables: cmds }), timeoutMs);
@@ -88,6 +91,7 @@ export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS): NftRunner {
     apply: (cmds) => batch(cmds, false),
     check: (cmds) => batch(cmds, true),
     list,
+    json,
     read: async (family, name) => parseListing(await list(family, name)),
   };
 }

@@ -1,0 +1,262 @@
+// The SLB table as the controller knows it: parsed from a terse listing, changed by its own transactions, and the
+// transaction that brings it to the desired VIPs (all of them, or only the ones a change touched); pure layer of apps/slb.
+import type { NftJson } from '@fwlb/nft';
+import { ruleDigest } from '@fwlb/nft';
+import { baseChains, baseSets, isVipChain, SLB_FAMILY, SLB_OBJECTS, VipFragment, VipKey, COUNTER_SET_SIZE } from './render';
+
+type Cmd = Record<string, any>;
+
+export interface KernelChain {
+  type?: string;
+  hook?: string;
+  prio?: number;
+  policy?: string;
+  /** The rules' digest comments, in order. */
+  digests: (string | undefined)[];
+  /** DNAT targets (address:port) of the chain's rules, in slot order. */
+  targets: string[];
+}
+
+/** What reconcile compares, and what a restart adopts (which members were in their VIP's DNAT map). */
+export interface SlbKernelState {
+  handle: number;
+  /** Sets and maps by name: JSON of [key type, map value type or null]. */
+  sets: Map<string, string>;
+  chains: Map<string, KernelChain>;
+  /** Dispatch map: JSON of the VIP key → the chain it jumps to. */
+  dispatch: Map<string, string>;
+  /** Named counter objects (left by earlier versions; reconcile removes them). */
+  counters: string[];
+}
+
+export const vipKeyString = (k: readonly unknown[]) => JSON.stringify(k);
+const typeSig = (type: unknown, map: unknown) => JSON.stringify([type, map ?? null]);
+
+/** DNAT targets of one rule's statements ("address:port" per slot), or [] when it has no DNAT map. */
+export function dnatTargets(expr: readonly any[]): string[] {
+  const set = expr.find((s) => s?.dnat)?.dnat?.addr?.map?.data?.set;
+  if (!Array.isArray(set)) return [];
+  return set.filter((e: any) => Array.isArray(e?.[1]?.concat)).map((e: any) => `${e[1].concat[0]}:${e[1].concat[1]}`);
+}
+
+/**
+ * `nft -t -j list table` (terse: no set elements) plus `nft -j list map … vips` → the state; null when there is no
+ * table. Anything the listing holds that fwlb did not write is kept as found, so that reconcile removes or rewrites it.
+ */
+export function parseSlbListing(terse: unknown, dispatchListing: unknown): SlbKernelState | null {
+  const items = (terse as { nftables?: any[] } | null)?.nftables;
+  const table = items?.find((it) => it?.table)?.table;
+  if (!items || typeof table?.handle !== 'number') return null;
+  const st: SlbKernelState = { handle: table.handle, sets: new Map(), chains: new Map(), dispatch: new Map(), counters: [] };
+  for (const it of items) {
+    if (it.set) st.sets.set(it.set.name, typeSig(it.set.type, null));
+    else if (it.map) st.sets.set(it.map.name, typeSig(it.map.type, it.map.map));
+    else if (it.counter && typeof it.counter.name === 'string') st.counters.push(it.counter.name);
+    else if (it.chain) st.chains.set(it.chain.name, { type: it.chain.type, hook: it.chain.hook, prio: it.chain.prio, policy: it.chain.policy, digests: [], targets: [] });
+    else if (it.rule) {
+      const c = st.chains.get(it.rule.chain);
+      if (!c) continue;
+      c.digests.push(typeof it.rule.comment === 'string' ? it.rule.comment : undefined);
+      c.targets.push(...dnatTargets(Array.isArray(it.rule.expr) ? it.rule.expr : []));
+    }
+  }
+  const dmap = ((dispatchListing as { nftables?: any[] } | null)?.nftables ?? []).find((it) => it?.map?.name === SLB_OBJECTS.dispatch)?.map;
+  for (const e of dmap?.elem ?? []) {
+    const key = e?.[0]?.concat;
+    const target = e?.[1]?.jump?.target ?? e?.[1]?.goto?.target;
+    if (Array.isArray(key) && typeof target === 'string') st.dispatch.set(vipKeyString(key), target);
+  }
+  return st;
+}
+
+export interface SlbDiffInput {
+  table: string;
+  /** Desired fragments: every VIP (full reconcile), or the VIPs of `scope`. */
+  want: readonly VipFragment[];
+  have: SlbKernelState | null;
+  /** Only these VIP ids (a change): base objects and other VIPs' chains are left alone. */
+  scope?: ReadonlySet<string>;
+}
+
+/**
+ * The commands of one transaction, [] when the kernel already matches. Order matters to nft: objects before what
+ * refers to them (sets, then chains and rules, then dispatch elements that jump to chains), and removals after what
+ * referred to them is gone (dispatch elements, then chains, then sets and counters).
+ */
+export function slbCommands(i: SlbDiffInput): NftJson[] {
+  const fam = SLB_FAMILY;
+  const t = i.table;
+  const have = i.have;
+  const head: Cmd[] = [];
+  const chains: Cmd[] = [];
+  const elemDel: Cmd[] = [];
+  const elemAdd: Cmd[] = [];
+  const tail: Cmd[] = [];
+  const rule = (chain: string, expr: NftJson[]) => ({ add: { rule: { family: fam, table: t, chain, expr, comment: ruleDigest(expr) } } });
+  const dropChain = (name: string) => tail.push({ flush: { chain: { family: fam, table: t, name } } }, { delete: { chain: { family: fam, table: t, name } } });
+  if (!i.scope) {
+    if (!have) head.push({ add: { table: { family: fam, name: t } } });
+    const wantSets = baseSets();
+    for (const [name, [type, map]] of wantSets) {
+      const cur = have?.sets.get(name);
+      if (cur === typeSig(type, map)) continue;
+      if (cur !== undefined) throw new Error(`${map ? 'map' : 'set'} ${name} has another type (${cur}); delete table ${fam} ${t} to migrate`);
+      head.push({ add: map ? { map: { family: fam, table: t, name, type, map } } : { set: { family: fam, table: t, name, type, size: COUNTER_SET_SIZE, stmt: [{ counter: null }] } } });
+    }
+    for (const c of baseChains()) {
+      const cur = have?.chains.get(c.name);
+      const def = { family: fam, table: t, name: c.name, type: c.type, hook: c.hook, prio: c.prio, policy: 'accept' };
+      const digests = c.rules.map(ruleDigest);
+      if (cur && (cur.type !== c.type || cur.hook !== c.hook || cur.prio !== c.prio)) {
+        head.push({ flush: { chain: { family: fam, table: t, name: c.name } } }, { delete: { chain: { family: fam, table: t, name: c.name } } });
+      } else if (cur && cur.policy === 'accept' && cur.digests.length === digests.length && cur.digests.every((d, k) => d === digests[k])) continue;
+      else if (cur) {
+        // Rewritten in place (flush + add in one transaction): the hook is never without its chain.
+        chains.push({ add: { chain: def } }, { flush: { chain: { family: fam, table: t, name: c.name } } }, ...c.rules.map((r) => rule(c.name, r)));
+        continue;
+      }
+      chains.push({ add: { chain: def } }, ...c.rules.map((r) => rule(c.name, r)));
+    }
+  }
+  const inScope = (chain: string) => isVipChain(chain) && (!i.scope || i.scope.has(chain.slice(2)));
+  const wantChains = new Map(i.want.map((f) => [f.chain, f]));
+  const wantKeys = new Map(i.want.map((f) => [vipKeyString(f.key), f.chain]));
+  for (const f of i.want) {
+    const cur = have?.chains.get(f.chain);
+    if (!cur) chains.push({ add: { chain: { family: fam, table: t, name: f.chain } } }, rule(f.chain, f.rule));
+    else if (cur.digests.length !== 1 || cur.digests[0] !== f.digest) chains.push({ flush: { chain: { family: fam, table: t, name: f.chain } } }, rule(f.chain, f.rule));
+  }
+  const elem = (key: string, target?: string) => (target ? [{ concat: JSON.parse(key) }, { jump: { target } }] : { concat: JSON.parse(key) });
+  const del: unknown[] = [];
+  const add: unknown[] = [];
+  for (const [key, target] of have?.dispatch ?? []) {
+    const w = wantKeys.get(key);
+    // A key is ours to change when its VIP is in scope, or when a VIP in scope wants it.
+    if (w === target || (!inScope(target) && w === undefined)) continue;
+    del.push(elem(key));
+  }
+  for (const [key, target] of wantKeys) if (have?.dispatch.get(key) !== target) add.push(elem(key, target));
+  // One command per kind: one netlink message for a thousand elements instead of a thousand commands.
+  if (del.length) elemDel.push({ delete: { element: { family: fam, table: t, name: SLB_OBJECTS.dispatch, elem: del } } });
+  if (add.length) elemAdd.push({ add: { element: { family: fam, table: t, name: SLB_OBJECTS.dispatch, elem: add } } });
+  for (const name of have?.chains.keys() ?? []) if (inScope(name) && !wantChains.has(name)) dropChain(name);
+  if (!i.scope && have) {
+    for (const name of have.chains.keys()) if (!isVipChain(name) && !baseChains().some((c) => c.name === name)) dropChain(name);
+    const base = baseSets();
+    for (const name of have.sets.keys()) if (!base.has(name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
+    for (const name of have.counters) tail.push({ delete: { counter: { family: fam, table: t, name } } });
+  }
+  return [...head, ...chains, ...elemDel, ...elemAdd, ...tail];
+}
+
+/**
+ * The state after `cmds` committed: the same bookkeeping the kernel does for what fwlb writes. `strict` makes it
+ * refuse what nft would refuse (the unit tests' kernel); the service uses it to follow its own transactions.
+ */
+export function applySlbCommands(before: SlbKernelState | null, cmds: readonly NftJson[], strict = false): SlbKernelState | null {
+  let st: SlbKernelState | null = before && {
+    handle: before.handle,
+    sets: new Map(before.sets),
+    chains: new Map([...before.chains].map(([k, c]) => [k, { ...c, digests: [...c.digests], targets: [...c.targets] }])),
+    dispatch: new Map(before.dispatch),
+    counters: [...before.counters],
+  };
+  const fail = (m: string) => {
+    if (strict) throw new Error(`nft: ${m}`);
+  };
+  for (const c of cmds as Cmd[]) {
+    const [verb, body] = Object.entries(c)[0] as [string, Cmd];
+    const [kind, o] = Object.entries(body)[0] as [string, Cmd];
+    if (verb === 'add' && kind === 'table') {
+      st ??= { handle: 1, sets: new Map(), chains: new Map(), dispatch: new Map(), counters: [] };
+      continue;
+    }
+    if (!st) {
+      fail(`no table for ${verb} ${kind}`);
+      continue;
+    }
+    if (verb === 'add' && (kind === 'set' || kind === 'map')) st.sets.set(o.name, typeSig(o.type, kind === 'map' ? o.map : null));
+    else if (verb === 'delete' && (kind === 'set' || kind === 'map')) st.sets.delete(o.name);
+    else if (verb === 'delete' && kind === 'counter') st.counters = st.counters.filter((n) => n !== o.name);
+    else if (verb === 'add' && kind === 'chain') {
+      const cur = st.chains.get(o.name);
+      st.chains.set(o.name, { ...(cur ?? { digests: [], targets: [] }), type: o.type, hook: o.hook, prio: o.prio, policy: o.policy });
+    } else if (verb === 'flush' && kind === 'chain') {
+      const cur = st.chains.get(o.name);
+      if (!cur) fail(`no chain ${o.name} to flush`);
+      else Object.assign(cur, { digests: [], targets: [] });
+    } else if (verb === 'delete' && kind === 'chain') {
+      if (!st.chains.has(o.name)) fail(`no chain ${o.name} to delete`);
+      if ([...st.dispatch.values()].includes(o.name)) fail(`chain ${o.name} is in use by the dispatch map`);
+      st.chains.delete(o.name);
+    } else if (verb === 'add' && kind === 'rule') {
+      const cur = st.chains.get(o.chain);
+      if (!cur) fail(`no chain ${o.chain} for a rule`);
+      else {
+        cur.digests.push(o.comment);
+        cur.targets.push(...dnatTargets(o.expr ?? []));
+      }
+    } else if (kind === 'element' && o.name === SLB_OBJECTS.dispatch) {
+      for (const e of o.elem as any[]) {
+        const key = vipKeyString(verb === 'add' ? e[0].concat : e.concat);
+        if (verb === 'add') {
+          const target = e[1].jump.target;
+          if (!st.chains.has(target)) fail(`no chain ${target} to jump to`);
+          if (st.dispatch.has(key) && st.dispatch.get(key) !== target) fail(`dispatch element ${key} exists`);
+          st.dispatch.set(key, target);
+        } else {
+          if (!st.dispatch.has(key)) fail(`no dispatch element ${key}`);
+          st.dispatch.delete(key);
+        }
+      }
+    } else if (kind === 'element') continue;
+    else fail(`${verb} ${kind} not modelled`);
+  }
+  return st;
+}
+
+/** Counter values read from the counter sets, by VIP key and by member key (JSON of the key's fields). */
+export interface SlbCounters {
+  vipNew: Map<string, number>;
+  memberNew: Map<string, number>;
+  memberPackets: Map<string, { packets: number; bytes: number }>;
+}
+
+/** `nft -j list sets table ip …` → counters per element. */
+export function parseCounterSets(listing: unknown): SlbCounters {
+  const out: SlbCounters = { vipNew: new Map(), memberNew: new Map(), memberPackets: new Map() };
+  for (const it of (listing as { nftables?: any[] } | null)?.nftables ?? []) {
+    const s = it?.set;
+    if (!s || !Array.isArray(s.elem)) continue;
+    for (const e of s.elem) {
+      const key = e?.elem?.val?.concat;
+      const c = e?.elem?.counter;
+      if (!Array.isArray(key) || !c) continue;
+      const k = vipKeyString(key);
+      if (s.name === SLB_OBJECTS.vipNew) out.vipNew.set(k, c.packets ?? 0);
+      else if (s.name === SLB_OBJECTS.memberNew) out.memberNew.set(k, c.packets ?? 0);
+      else if (s.name === SLB_OBJECTS.memberPackets) out.memberPackets.set(k, { packets: c.packets ?? 0, bytes: c.bytes ?? 0 });
+    }
+  }
+  return out;
+}
+
+export const memberCounterKey = (k: VipKey, m: { address: string; port: number }) => vipKeyString([...k, m.address, m.port]);
+
+/**
+ * Commands that drop counter elements of members and VIPs no longer configured (the kernel made them on traffic; a
+ * removed member's sessions may still run and make them again). Add then delete in one transaction: the delete never
+ * fails on an element that is not there.
+ */
+export function staleCounterCommands(table: string, counters: SlbCounters, vipKeys: ReadonlySet<string>, memberKeys: ReadonlySet<string>): NftJson[] {
+  const cmds: Cmd[] = [];
+  const drop = (name: string, keys: string[]) => {
+    if (!keys.length) return;
+    const elem = keys.map((k) => ({ concat: JSON.parse(k) }));
+    cmds.push({ add: { element: { family: SLB_FAMILY, table, name, elem } } }, { delete: { element: { family: SLB_FAMILY, table, name, elem } } });
+  };
+  drop(SLB_OBJECTS.vipNew, [...counters.vipNew.keys()].filter((k) => !vipKeys.has(k)));
+  drop(SLB_OBJECTS.memberNew, [...counters.memberNew.keys()].filter((k) => !memberKeys.has(k)));
+  drop(SLB_OBJECTS.memberPackets, [...counters.memberPackets.keys()].filter((k) => !memberKeys.has(k)));
+  return cmds;
+}
