@@ -73,6 +73,7 @@ export function fakeNft(): FakeNft {
     check: async () => undefined,
     list: async () => null,
     json: async () => null,
+    applyText: async () => undefined,
     read: async () => clone(table),
   };
   return fake;

@@ -1,7 +1,7 @@
 // Test helper: an SLB kernel in memory that applies fwlb's transactions all or nothing, refusing what nft refuses
 // (a missing chain, a chain still jumped to, an element that exists or does not), and can fail on demand.
 import type { NftJson } from '@fwlb/nft';
-import { applySlbCommands, dnatTargets, SlbCounters, SlbKernel, SlbKernelState } from '@fwlb/slb';
+import { applySlbCommands, backendMapsModel, poolTargets, SlbCounters, SlbKernel, SlbKernelState, VipKey } from '@fwlb/slb';
 
 export interface FakeSlbKernel extends SlbKernel {
   /** Every applied transaction, in order. */
@@ -13,11 +13,11 @@ export interface FakeSlbKernel extends SlbKernel {
   readonly rules: Map<string, any[][]>;
   counterValues: SlbCounters;
   failNext(): void;
-  /** The DNAT targets of the VIP on this port, in slot order. */
+  /** The DNAT targets of the VIP on this port, in slot order (the pool's elements while its rule DNATs). */
   targets(port: number): string[];
 }
 
-export function fakeSlbKernel(): FakeSlbKernel {
+export function fakeSlbKernel(table = 'fwlb_slb'): FakeSlbKernel {
   let state: SlbKernelState | null = null;
   let rules = new Map<string, any[][]>();
   let fail = false;
@@ -40,6 +40,9 @@ export function fakeSlbKernel(): FakeSlbKernel {
       k.reads++;
       return k.counterValues;
     },
+    declare: async () => {
+      state = applySlbCommands(state, backendMapsModel(table), true);
+    },
     apply: async (cmds) => {
       if (fail) {
         fail = false;
@@ -60,8 +63,10 @@ export function fakeSlbKernel(): FakeSlbKernel {
       k.batches.push(cmds);
     },
     targets(port) {
-      const chain = [...(state?.dispatch ?? [])].find(([key]) => JSON.parse(key)[2] === port)?.[1];
-      return chain ? dnatTargets(rules.get(chain)?.[0] ?? []) : [];
+      const key = [...(state?.dispatch ?? [])].find(([k]) => JSON.parse(k)[2] === port)?.[0];
+      const rule = key ? rules.get(state!.dispatch.get(key)!)?.[0] : undefined;
+      // What the DNAT reaches: the pool's slots, and only while the VIP's rule has a DNAT statement.
+      return key && rule?.some((s: any) => s.dnat) ? poolTargets(state, JSON.parse(key) as VipKey) : [];
     },
   };
   return k;

@@ -18,6 +18,7 @@ function recordingNft() {
     check: async () => undefined,
     list: async () => null,
     json: async () => null,
+    applyText: async () => undefined,
     read: async (): Promise<ActualTable | null> => null,
   };
   return runner;

@@ -18,7 +18,7 @@ export const web = () => ({
   ],
 });
 
-export function setup(save?: (vips: unknown[]) => void | Promise<void>) {
+export function setup(save?: (vips: readonly unknown[]) => void | Promise<void>) {
   const nft = fakeSlbKernel();
   const addrs = new Set<string>();
   let failAddress = false;

@@ -125,7 +125,7 @@ t.test('source hash renders a jhash over the client address with the configured 
   const res = await app.inject({ method: 'PUT', url: '/vips/web', payload: { ...web(), scheduler: 'sh' }, headers: auth });
   t.equal(res.statusCode, 200);
   const rule = nft.rules.get('v_web')![0] as any[];
-  const key = rule.find((x: any) => x.dnat).dnat.addr.map.key;
+  const key = rule.find((x: any) => x.dnat).dnat.addr.map.key.concat[2];
   t.same(key.jhash.expr, { payload: { protocol: 'ip', field: 'saddr' } });
   t.equal(key.jhash.seed, 9);
   t.equal(key.jhash.mod, 61);

@@ -41,9 +41,9 @@ t.test('source hash: shares follow weights, and a member going down moves only i
 });
 
 t.test('parseSlbListing: the last known health and the dispatch read back from a terse listing', async (t) => {
-  const { parseSlbListing } = await import('@fwlb/slb');
-  t.equal(parseSlbListing(null, null), null, 'no table: nothing known');
-  t.equal(parseSlbListing({ nftables: [{ metainfo: {} }] }, null), null);
+  const { parseSlbListing, poolTargets } = await import('@fwlb/slb');
+  t.equal(parseSlbListing(null, []), null, 'no table: nothing known');
+  t.equal(parseSlbListing({ nftables: [{ metainfo: {} }] }, []), null);
   const terse = {
     nftables: [
       { table: { family: 'ip', name: 'fwlb_slb', handle: 7 } },
@@ -56,21 +56,21 @@ t.test('parseSlbListing: the last known health and the dispatch read back from a
         rule: {
           chain: 'v_web',
           comment: 'fwlb:abc',
-          expr: [
-            { set: { op: 'update', set: '@vip_new' } },
-            { dnat: { family: 'ip', addr: { map: { key: { numgen: { mode: 'inc', mod: 3 } }, data: { set: [[0, { concat: ['10.20.0.11', 8080] }], [1, { concat: ['10.20.0.12', 8080] }], [2, { concat: ['10.20.0.11', 8080] }]] } } } } },
-          ],
+          expr: [{ set: { op: 'update', set: '@vip_new' } }, { dnat: { family: 'ip', addr: { map: { data: '@be_tcp' } } } }],
         },
       },
       { rule: { chain: 'v_empty', comment: 'fwlb:def', expr: [{ set: { op: 'update', set: '@vip_new' } }] } },
     ],
   };
   const dispatch = { nftables: [{ map: { name: 'vips', elem: [[{ concat: ['203.0.113.100', 'tcp', 80] }, { jump: { target: 'v_web' } }]] } }] };
-  const st = parseSlbListing(terse, dispatch)!;
+  const slot = (s: number, m: string) => [{ concat: ['203.0.113.100', 80, s] }, { concat: [m, 8080] }];
+  const pools = { nftables: [{ map: { name: 'be_tcp', elem: [slot(2, '10.20.0.11'), slot(0, '10.20.0.11'), slot(1, '10.20.0.12')] } }] };
+  const st = parseSlbListing(terse, [dispatch, pools, null])!;
   t.equal(st.handle, 7);
-  t.same(st.chains.get('v_web')!.targets, ['10.20.0.11:8080', '10.20.0.12:8080', '10.20.0.11:8080'], 'members in the map, in slot order');
+  t.same(poolTargets(st, ['203.0.113.100', 'tcp', 80]), ['10.20.0.11:8080', '10.20.0.12:8080', '10.20.0.11:8080'], 'members in the pool map, in slot order');
+  t.same(poolTargets(st, ['203.0.113.100', 'udp', 80]), [], 'the same address and port in UDP is another pool');
   t.same(st.chains.get('v_web')!.digests, ['fwlb:abc']);
-  t.same(st.chains.get('v_empty')!.targets, [], 'a VIP chain without DNAT had no live member');
+  t.same(st.chains.get('v_empty')!.digests, ['fwlb:def']);
   t.same([...st.dispatch], [['["203.0.113.100","tcp",80]', 'v_web']]);
   t.same(st.counters, ['vip_old'], 'counter objects of an earlier version are listed (reconcile removes them)');
   t.equal(st.sets.get('vips'), JSON.stringify([['ipv4_addr', 'inet_proto', 'inet_service'], 'verdict']));

@@ -2,7 +2,7 @@
 // transaction that brings it to the desired VIPs (all of them, or only the ones a change touched); pure layer of apps/slb.
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
-import { baseChains, baseSets, isVipChain, SLB_FAMILY, SLB_OBJECTS, VipFragment, VipKey, COUNTER_SET_SIZE } from './render';
+import { BACKEND_TYPE, backendMap, baseChains, baseSets, isVipChain, SLB_FAMILY, SLB_OBJECTS, VipFragment, VipKey, COUNTER_SET_SIZE } from './render';
 
 type Cmd = Record<string, any>;
 
@@ -13,8 +13,6 @@ export interface KernelChain {
   policy?: string;
   /** The rules' digest comments, in order. */
   digests: (string | undefined)[];
-  /** DNAT targets (address:port) of the chain's rules, in slot order. */
-  targets: string[];
 }
 
 /** What reconcile compares, and what a restart adopts (which members were in their VIP's DNAT map). */
@@ -25,6 +23,8 @@ export interface SlbKernelState {
   chains: Map<string, KernelChain>;
   /** Dispatch map: JSON of the VIP key → the chain it jumps to. */
   dispatch: Map<string, string>;
+  /** Pool maps: JSON of the VIP key → slot → member (address:port). */
+  pools: Map<string, Map<number, string>>;
   /** Named counter objects (left by earlier versions; reconcile removes them). */
   counters: string[];
 }
@@ -32,41 +32,72 @@ export interface SlbKernelState {
 export const vipKeyString = (k: readonly unknown[]) => JSON.stringify(k);
 const typeSig = (type: unknown, map: unknown) => JSON.stringify([type, map ?? null]);
 
-/** DNAT targets of one rule's statements ("address:port" per slot), or [] when it has no DNAT map. */
-export function dnatTargets(expr: readonly any[]): string[] {
-  const set = expr.find((s) => s?.dnat)?.dnat?.addr?.map?.data?.set;
-  if (!Array.isArray(set)) return [];
-  return set.filter((e: any) => Array.isArray(e?.[1]?.concat)).map((e: any) => `${e[1].concat[0]}:${e[1].concat[1]}`);
+const PROTOCOLS = ['tcp', 'udp'] as const;
+
+/** The members in a VIP's pool map (address:port, in slot order): a restart's last known health. */
+export function poolTargets(st: SlbKernelState | null, key: VipKey): string[] {
+  const pool = st?.pools.get(vipKeyString(key));
+  return pool ? [...pool].sort((a, b) => a[0] - b[0]).map(([, m]) => m) : [];
+}
+
+const emptyState = (handle: number): SlbKernelState => ({ handle, sets: new Map(), chains: new Map(), dispatch: new Map(), pools: new Map(), counters: [] });
+
+/** The JSON commands that stand for `backendMapsText` in the model (the real kernel gets the text). */
+export function backendMapsModel(table: string): NftJson[] {
+  return [{ add: { table: { family: SLB_FAMILY, name: table } } }, ...PROTOCOLS.map((p) => ({ add: { map: { family: SLB_FAMILY, table, name: backendMap(p), ...BACKEND_TYPE } } }))];
+}
+
+/** Both pool maps exist with their type (else the service declares them before its JSON transaction). */
+export function hasBackendMaps(st: SlbKernelState | null): boolean {
+  return PROTOCOLS.every((p) => st?.sets.get(backendMap(p)) === typeSig(BACKEND_TYPE.type, BACKEND_TYPE.map));
 }
 
 /**
- * `nft -t -j list table` (terse: no set elements) plus `nft -j list map … vips` → the state; null when there is no
- * table. Anything the listing holds that fwlb did not write is kept as found, so that reconcile removes or rewrites it.
+ * `nft -t -j list table` (terse: no set elements) plus `nft -j list map` of the dispatch and pool maps → the state;
+ * null when there is no table. Anything the listing holds that fwlb did not write is kept as found, so that
+ * reconcile removes or rewrites it.
  */
-export function parseSlbListing(terse: unknown, dispatchListing: unknown): SlbKernelState | null {
+export function parseSlbListing(terse: unknown, mapListings: readonly unknown[]): SlbKernelState | null {
   const items = (terse as { nftables?: any[] } | null)?.nftables;
   const table = items?.find((it) => it?.table)?.table;
   if (!items || typeof table?.handle !== 'number') return null;
-  const st: SlbKernelState = { handle: table.handle, sets: new Map(), chains: new Map(), dispatch: new Map(), counters: [] };
+  const st = emptyState(table.handle);
   for (const it of items) {
     if (it.set) st.sets.set(it.set.name, typeSig(it.set.type, null));
     else if (it.map) st.sets.set(it.map.name, typeSig(it.map.type, it.map.map));
     else if (it.counter && typeof it.counter.name === 'string') st.counters.push(it.counter.name);
-    else if (it.chain) st.chains.set(it.chain.name, { type: it.chain.type, hook: it.chain.hook, prio: it.chain.prio, policy: it.chain.policy, digests: [], targets: [] });
-    else if (it.rule) {
-      const c = st.chains.get(it.rule.chain);
-      if (!c) continue;
-      c.digests.push(typeof it.rule.comment === 'string' ? it.rule.comment : undefined);
-      c.targets.push(...dnatTargets(Array.isArray(it.rule.expr) ? it.rule.expr : []));
+    else if (it.chain) st.chains.set(it.chain.name, { type: it.chain.type, hook: it.chain.hook, prio: it.chain.prio, policy: it.chain.policy, digests: [] });
+    else if (it.rule) st.chains.get(it.rule.chain)?.digests.push(typeof it.rule.comment === 'string' ? it.rule.comment : undefined);
+  }
+  for (const listing of mapListings) {
+    for (const it of (listing as { nftables?: any[] } | null)?.nftables ?? []) {
+      const m = it?.map;
+      if (!m || !Array.isArray(m.elem)) continue;
+      const proto = PROTOCOLS.find((p) => backendMap(p) === m.name);
+      for (const e of m.elem) {
+        const key = e?.[0]?.concat;
+        if (!Array.isArray(key)) continue;
+        if (m.name === SLB_OBJECTS.dispatch) {
+          const target = e?.[1]?.jump?.target ?? e?.[1]?.goto?.target;
+          if (typeof target === 'string') st.dispatch.set(vipKeyString(key), target);
+        } else if (proto && key.length === 3 && Array.isArray(e?.[1]?.concat)) {
+          setSlot(st, vipKeyString([key[0], proto, key[1]]), Number(key[2]), `${e[1].concat[0]}:${e[1].concat[1]}`);
+        }
+      }
     }
   }
-  const dmap = ((dispatchListing as { nftables?: any[] } | null)?.nftables ?? []).find((it) => it?.map?.name === SLB_OBJECTS.dispatch)?.map;
-  for (const e of dmap?.elem ?? []) {
-    const key = e?.[0]?.concat;
-    const target = e?.[1]?.jump?.target ?? e?.[1]?.goto?.target;
-    if (Array.isArray(key) && typeof target === 'string') st.dispatch.set(vipKeyString(key), target);
-  }
   return st;
+}
+
+function setSlot(st: SlbKernelState, vk: string, slot: number, member: string | null): void {
+  let pool = st.pools.get(vk);
+  if (member === null) {
+    pool?.delete(slot);
+    if (pool && pool.size === 0) st.pools.delete(vk);
+    return;
+  }
+  if (!pool) st.pools.set(vk, (pool = new Map()));
+  pool.set(slot, member);
 }
 
 export interface SlbDiffInput {
@@ -118,6 +149,7 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
       chains.push({ add: { chain: def } }, ...c.rules.map((r) => rule(c.name, r)));
     }
   }
+  if (!i.scope && !hasBackendMaps(have)) throw new Error(`the pool maps ${PROTOCOLS.map(backendMap).join(', ')} are missing or of another type; they are declared before the transaction (delete table ${fam} ${t} to migrate)`);
   const inScope = (chain: string) => isVipChain(chain) && (!i.scope || i.scope.has(chain.slice(2)));
   const wantChains = new Map(i.want.map((f) => [f.chain, f]));
   const wantKeys = new Map(i.want.map((f) => [vipKeyString(f.key), f.chain]));
@@ -139,11 +171,34 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
   // One command per kind: one netlink message for a thousand elements instead of a thousand commands.
   if (del.length) elemDel.push({ delete: { element: { family: fam, table: t, name: SLB_OBJECTS.dispatch, elem: del } } });
   if (add.length) elemAdd.push({ add: { element: { family: fam, table: t, name: SLB_OBJECTS.dispatch, elem: add } } });
+  // Pools: a slot whose member changed is deleted and added again (adding an existing key fails), in the same transaction.
+  const wantPools = new Map(i.want.map((f) => [vipKeyString(f.key), f]));
+  const poolDel = new Map<string, unknown[]>();
+  const poolAdd = new Map<string, unknown[]>();
+  const push = (m: Map<string, unknown[]>, name: string, e: unknown) => (m.get(name) ?? m.set(name, []).get(name)!).push(e);
+  for (const [vk, pool] of have?.pools ?? []) {
+    const f = wantPools.get(vk);
+    const [addr, proto, port] = JSON.parse(vk) as VipKey;
+    // Ours to change: a key a VIP in scope wants, or one whose dispatch went to a VIP in scope, or (full) any not wanted.
+    if (!f && i.scope && !inScope(have!.dispatch.get(vk) ?? '')) continue;
+    for (const [slot, member] of pool) if (!f || f.slots[slot] !== member) push(poolDel, backendMap(proto), { concat: [addr, port, slot] });
+  }
+  for (const f of i.want) {
+    const vk = vipKeyString(f.key);
+    const pool = have?.pools.get(vk);
+    f.slots.forEach((member, slot) => {
+      if (pool?.get(slot) === member) return;
+      const at = member.lastIndexOf(':');
+      push(poolAdd, backendMap(f.key[1]), [{ concat: [f.key[0], f.key[2], slot] }, { concat: [member.slice(0, at), Number(member.slice(at + 1))] }]);
+    });
+  }
+  for (const [name, elem] of poolDel) elemDel.push({ delete: { element: { family: fam, table: t, name, elem } } });
+  for (const [name, elem] of poolAdd) elemAdd.push({ add: { element: { family: fam, table: t, name, elem } } });
   for (const name of have?.chains.keys() ?? []) if (inScope(name) && !wantChains.has(name)) dropChain(name);
   if (!i.scope && have) {
     for (const name of have.chains.keys()) if (!isVipChain(name) && !baseChains().some((c) => c.name === name)) dropChain(name);
     const base = baseSets();
-    for (const name of have.sets.keys()) if (!base.has(name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
+    for (const name of have.sets.keys()) if (!base.has(name) && !PROTOCOLS.some((p) => backendMap(p) === name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
     for (const name of have.counters) tail.push({ delete: { counter: { family: fam, table: t, name } } });
   }
   return [...head, ...chains, ...elemDel, ...elemAdd, ...tail];
@@ -157,8 +212,9 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
   let st: SlbKernelState | null = before && {
     handle: before.handle,
     sets: new Map(before.sets),
-    chains: new Map([...before.chains].map(([k, c]) => [k, { ...c, digests: [...c.digests], targets: [...c.targets] }])),
+    chains: new Map([...before.chains].map(([k, c]) => [k, { ...c, digests: [...c.digests] }])),
     dispatch: new Map(before.dispatch),
+    pools: new Map([...before.pools].map(([k, p]) => [k, new Map(p)])),
     counters: [...before.counters],
   };
   const fail = (m: string) => {
@@ -168,7 +224,7 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
     const [verb, body] = Object.entries(c)[0] as [string, Cmd];
     const [kind, o] = Object.entries(body)[0] as [string, Cmd];
     if (verb === 'add' && kind === 'table') {
-      st ??= { handle: 1, sets: new Map(), chains: new Map(), dispatch: new Map(), counters: [] };
+      st ??= emptyState(1);
       continue;
     }
     if (!st) {
@@ -180,11 +236,11 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
     else if (verb === 'delete' && kind === 'counter') st.counters = st.counters.filter((n) => n !== o.name);
     else if (verb === 'add' && kind === 'chain') {
       const cur = st.chains.get(o.name);
-      st.chains.set(o.name, { ...(cur ?? { digests: [], targets: [] }), type: o.type, hook: o.hook, prio: o.prio, policy: o.policy });
+      st.chains.set(o.name, { ...(cur ?? { digests: [] }), type: o.type, hook: o.hook, prio: o.prio, policy: o.policy });
     } else if (verb === 'flush' && kind === 'chain') {
       const cur = st.chains.get(o.name);
       if (!cur) fail(`no chain ${o.name} to flush`);
-      else Object.assign(cur, { digests: [], targets: [] });
+      else cur.digests = [];
     } else if (verb === 'delete' && kind === 'chain') {
       if (!st.chains.has(o.name)) fail(`no chain ${o.name} to delete`);
       if ([...st.dispatch.values()].includes(o.name)) fail(`chain ${o.name} is in use by the dispatch map`);
@@ -192,10 +248,7 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
     } else if (verb === 'add' && kind === 'rule') {
       const cur = st.chains.get(o.chain);
       if (!cur) fail(`no chain ${o.chain} for a rule`);
-      else {
-        cur.digests.push(o.comment);
-        cur.targets.push(...dnatTargets(o.expr ?? []));
-      }
+      else cur.digests.push(o.comment);
     } else if (kind === 'element' && o.name === SLB_OBJECTS.dispatch) {
       for (const e of o.elem as any[]) {
         const key = vipKeyString(verb === 'add' ? e[0].concat : e.concat);
@@ -207,6 +260,21 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
         } else {
           if (!st.dispatch.has(key)) fail(`no dispatch element ${key}`);
           st.dispatch.delete(key);
+        }
+      }
+    } else if (kind === 'element' && PROTOCOLS.some((p) => backendMap(p) === o.name)) {
+      const proto = PROTOCOLS.find((p) => backendMap(p) === o.name)!;
+      for (const e of o.elem as any[]) {
+        const [addr, port, slot] = verb === 'add' ? e[0].concat : e.concat;
+        const vk = vipKeyString([addr, proto, port]);
+        const cur = st.pools.get(vk)?.get(slot);
+        if (verb === 'add') {
+          const member = `${e[1].concat[0]}:${e[1].concat[1]}`;
+          if (cur !== undefined && cur !== member) fail(`pool element ${vk} slot ${slot} exists`);
+          setSlot(st, vk, slot, member);
+        } else {
+          if (cur === undefined) fail(`no pool element ${vk} slot ${slot}`);
+          setSlot(st, vk, slot, null);
         }
       }
     } else if (kind === 'element') continue;

@@ -4,8 +4,8 @@ import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@f
 import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import type { NftJson, NftRunner } from '@fwlb/nft';
-import { applySlbCommands, memberCounterKey, parseCounterSets, parseSlbListing, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
-import { healthKey, pool, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
+import { applySlbCommands, backendMapsModel, hasBackendMaps, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
+import { backendMap, backendMapsText, healthKey, pool, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -18,6 +18,8 @@ export interface AddressPort {
 export interface SlbKernel {
   read(): Promise<SlbKernelState | null>;
   apply(cmds: NftJson[]): Promise<void>;
+  /** Declares the table and its pool maps (`backendMapsText`; idempotent). */
+  declare(): Promise<void>;
   counters(): Promise<SlbCounters>;
 }
 
@@ -26,9 +28,11 @@ export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
     read: async () => {
       const terse = await nft.json(['-t', 'list', 'table', SLB_FAMILY, table]);
       if (!terse) return null;
-      return parseSlbListing(terse, await nft.json(['list', 'map', SLB_FAMILY, table, SLB_OBJECTS.dispatch]));
+      const maps = [SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')];
+      return parseSlbListing(terse, await Promise.all(maps.map((m) => nft.json(['list', 'map', SLB_FAMILY, table, m]))));
     },
     apply: (cmds) => nft.apply(cmds),
+    declare: () => nft.applyText(backendMapsText(table)),
     counters: async () => parseCounterSets(await nft.json(['list', 'sets', 'table', SLB_FAMILY, table])),
   };
 }
@@ -47,7 +51,7 @@ export interface SlbDeps {
   addresses: AddressPort;
   monitors: MonitorFactory;
   /** Persist the VIPs after accepted changes (the state file); concurrent changes share one write. */
-  save?: (vips: VipConfig[]) => void | Promise<void>;
+  save?: (vips: readonly VipConfig[]) => void | Promise<void>;
   /** Ask for a pass soon (the bounded runner); health changes call it. */
   trigger?: () => void;
   log?: (msg: string) => void;
@@ -131,11 +135,12 @@ export class SlbService {
     this.index();
     const have = await this.deps.kernel.read();
     for (const v of this.vipList) {
-      const mine = have?.chains.get(vipChain(v.id));
+      const known = have?.chains.has(vipChain(v.id));
+      const inPool = new Set(poolTargets(have, [v.address, v.protocol, v.port]));
       this.retarget(undefined, v, (m) => {
-        if (!mine) return 'up';
+        if (!known) return 'up';
         const member = v.members.find((x) => x.address === m.address && x.port === m.port);
-        return member?.state === 'drain' || mine.targets.includes(memberKey(m)) ? 'up' : 'down';
+        return member?.state === 'drain' || inPool.has(memberKey(m)) ? 'up' : 'down';
       });
     }
     return this.serial(() => this.full(have));
@@ -260,8 +265,19 @@ export class SlbService {
     this.reconciles++;
     try {
       const frags = vips.map((v) => (this.fragments.has(v.id) && !this.dirty.has(v.id) && this.byId.get(v.id) === v ? this.fragments.get(v.id)! : renderVip(v, up, this.config.seed)));
+      // The pool maps are declared first, in text (JSON cannot); taken away again if the transaction fails.
+      const declared = !hasBackendMaps(have);
+      if (declared) {
+        await this.deps.kernel.declare();
+        have = applySlbCommands(have, backendMapsModel(this.config.table));
+      }
       const cmds = slbCommands({ table: this.config.table, want: frags, have });
-      const r = await this.withAddresses(new Set(vips.map((v) => v.address)), null, () => this.transact(cmds));
+      const r = await this.withAddresses(new Set(vips.map((v) => v.address)), null, () =>
+        this.transact(cmds).catch(async (e) => {
+          if (declared) await this.deps.kernel.apply(['tcp', 'udp'].map((p) => ({ delete: { map: { family: SLB_FAMILY, table: this.config.table, name: backendMap(p as 'tcp') } } }))).catch(() => undefined);
+          throw e;
+        }),
+      );
       this.believed = applySlbCommands(have, cmds);
       this.fragments.clear();
       for (const f of frags) this.fragments.set(f.id, f);
@@ -376,7 +392,8 @@ export class SlbService {
   private persist(): Promise<void> {
     if (!this.deps.save) return Promise.resolve();
     if (!this.saving) {
-      const snapshot = this.vipList.map(vipDocument);
+      // A resolved VIP serializes as its config document (vipDocument is its JSON round trip); the saver caches that text per VIP.
+      const snapshot = this.vipList as unknown as readonly VipConfig[];
       this.saving = Promise.resolve()
         .then(() => this.deps.save!(snapshot))
         .then(
@@ -403,8 +420,9 @@ export class SlbService {
   /** Set while the last change is live in the kernel but not in the state file. */
   saveError: string | null = null;
 
-  private others(current: readonly ResolvedVip[], id?: string): VipConfig[] {
-    return current.filter((v) => v.id !== id).map(vipDocument);
+  /** The other VIPs, for the overlap and duplicate checks (resolved VIPs carry the fields they compare). */
+  private others(current: readonly ResolvedVip[], id?: string): readonly ResolvedVip[] {
+    return id === undefined ? current : current.filter((v) => v.id !== id);
   }
 
   private find(current: ReadonlyMap<string, ResolvedVip>, id: string): ResolvedVip {
@@ -529,7 +547,8 @@ export class SlbService {
 
   vipView(v: ResolvedVip) {
     const newSessions = this.counterValues.vipNew.get(vipKeyString([v.address, v.protocol, v.port])) ?? 0;
-    return { ...vipDocument(v), members: this.memberView(v), counters: { newSessions, at: this.countersAt } };
+    // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
+    return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions, at: this.countersAt } };
   }
 
   alarms(): string[] {

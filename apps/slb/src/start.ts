@@ -21,9 +21,18 @@ export function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
   return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
 }
 
-/** The SLB state file: the VIPs as the API left them, written atomically off the event loop (see writeFileAtomicAsync). */
+/**
+ * The SLB state file: the VIPs as the API left them, one per line, written atomically off the event loop (see
+ * writeFileAtomicAsync). Each VIP's text is kept for as long as the VIP is: a change serializes the VIPs it made.
+ */
 export function saver(path: string) {
-  return (vips: VipConfig[]) => writeFileAtomicAsync(path, JSON.stringify(vips, null, 1));
+  const texts = new WeakMap<object, string>();
+  const text = (v: VipConfig) => {
+    let s = texts.get(v);
+    if (s === undefined) texts.set(v, (s = JSON.stringify(v)));
+    return s;
+  };
+  return (vips: readonly VipConfig[]) => writeFileAtomicAsync(path, vips.length ? `[\n${vips.map(text).join(',\n')}\n]\n` : '[]\n');
 }
 
 export class SlbKernelError extends Error {

@@ -4,3 +4,4 @@ export * from './netns';
 export * from './lab';
 export * from './scenario';
 export type { DriveSpec, DriveReport } from './agent';
+export * from './slb-scale';

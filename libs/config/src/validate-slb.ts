@@ -116,7 +116,7 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
  * Validates one VIP body against the VIPs that stay (`others`): schema, members, timers, and overlap.
  * Fields are named relative to the body ("/members/1/port").
  */
-export function validateVip(body: unknown, others: readonly VipConfig[], source = 'request body'): ResolvedVip {
+export function validateVip(body: unknown, others: readonly Pick<VipConfig, 'id' | 'address' | 'port' | 'protocol'>[], source = 'request body'): ResolvedVip {
   const copy = JSON.parse(JSON.stringify(body ?? null));
   if (!checkVip(copy)) throw new ConfigError(problemsOf(checkVip.errors), source);
   const v = copy as VipConfig;
