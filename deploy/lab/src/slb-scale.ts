@@ -72,7 +72,19 @@ export class ScaleSlb {
     const bin = join(this.dir, 'bin');
     run(['mkdir', '-p', bin]);
     const nft = run(['sh', '-c', 'command -v nft']).trim();
-    writeFileSync(join(bin, 'nft'), `#!/bin/sh\necho "$*" >> '${this.nftLog}'\nexec '${nft}' "$@"\n`);
+    // Each invocation is logged; a batch read from stdin is kept as batch-<line of the log> (the transaction as sent).
+    writeFileSync(
+      join(bin, 'nft'),
+      [
+        '#!/bin/sh',
+        `echo "$*" >> '${this.nftLog}'`,
+        'case " $* " in',
+        `*" -f - "*) n=$(wc -l < '${this.nftLog}'); cat > '${this.dir}/batch-'$n; exec '${nft}' "$@" < '${this.dir}/batch-'$n ;;`,
+        'esac',
+        `exec '${nft}' "$@"`,
+        '',
+      ].join('\n'),
+    );
     chmodSync(join(bin, 'nft'), 0o755);
     writeFileSync(this.nftLog, '');
     writeFileSync(
@@ -117,6 +129,11 @@ export class ScaleSlb {
   /** nft invocations logged so far (each line: its arguments). */
   nftRuns(): string[] {
     return existsSync(this.nftLog) ? readFileSync(this.nftLog, 'utf8').split('\n').filter(Boolean) : [];
+  }
+
+  /** The batch that nft invocation number `n` (1-based, as in nftRuns()) read from stdin. */
+  batch(n: number): string {
+    return readFileSync(join(this.dir, `batch-${n}`), 'utf8');
   }
 
   nft(args: string[]): string {

@@ -27,7 +27,7 @@ export interface NftRunner {
    * Apply a batch in nft's text syntax. Only for constant declarations JSON cannot express in nft 1.0.6 (a map with
    * `typeof`, or with concatenated data); never text built from input.
    */
-  applyText(text: string): Promise<void>;
+  applyText(text: string, checkOnly?: boolean): Promise<void>;
   /** Raw `nft -j <args>` JSON (args as an array, e.g. ['-t', 'list', 'table', 'ip', 'x']), or null when the object does not exist. */
   json(args: string[]): Promise<unknown | null>;
 }
@@ -92,9 +92,9 @@ export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS): NftRunner {
     const r = await run(bin, checkOnly ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], JSON.stringify({ nftables: cmds }), timeoutMs);
     if (r.code !== 0) throw new NftError(`nft transaction ${checkOnly ? 'check ' : ''}failed (nothing applied): ${r.stderr.trim().split('\n')[0]}`, r.stderr);
   };
-  const applyText = async (text: string) => {
-    const r = await run(bin, ['-f', '-'], text, timeoutMs);
-    if (r.code !== 0) throw new NftError(`nft declaration failed (nothing applied): ${r.stderr.trim().split('\n')[0]}`, r.stderr);
+  const applyText = async (text: string, checkOnly = false) => {
+    const r = await run(bin, checkOnly ? ['-c', '-f', '-'] : ['-f', '-'], text, timeoutMs);
+    if (r.code !== 0) throw new NftError(`nft ${checkOnly ? 'check' : 'declaration'} failed (nothing applied): ${r.stderr.trim().split('\n')[0]}`, r.stderr);
   };
   return {
     apply: (cmds) => batch(cmds, false),
