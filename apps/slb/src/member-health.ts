@@ -10,6 +10,7 @@ export function memberMonitors(helper: ProbeHelper): MonitorFactory {
       target: { address: member.address, port: member.port },
       timers: vip.timers,
       initial,
+      spread: true,
       onEvent: (_name, ev) => onEvent(ev),
     });
     m.start();

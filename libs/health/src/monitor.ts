@@ -13,6 +13,11 @@ export interface MonitorOptions {
   onEvent: (name: string, ev: HealthEvent) => void;
   /** Every check's result, unknown ones included (metrics). */
   onResult?: (name: string, r: ProbeResult) => void;
+  /**
+   * First check at a random point of the first interval instead of one interval after start: thousands of monitors
+   * started together (an SLB start) then probe evenly spread instead of in one burst every period.
+   */
+  spread?: boolean;
   now?: () => number;
 }
 
@@ -29,6 +34,7 @@ export class HealthMonitor {
 
   constructor(private readonly o: MonitorOptions) {
     this.timer = new HealthTimer(o.timers, this.now(), Math.random, o.initial ?? 'up');
+    if (o.spread) this.timer.nextCheckAt = this.now() + Math.random() * this.timer.cfg.interval;
   }
 
   private now(): number {

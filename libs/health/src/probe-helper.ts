@@ -31,6 +31,8 @@ export const HELPER_PATH = join(__dirname, '..', 'helper', 'fwlb-probe.py');
 /** The helper's interpreter: the system python (standard library only), or FWLB_PYTHON. */
 const defaultPython = () => process.env.FWLB_PYTHON ?? '/usr/bin/python3';
 const DEFAULT_BACKOFF_MS = 100;
+/** The most probes one helper has in flight; more are answered `unknown` at once (see ProbeHelper.request). */
+export const MAX_IN_FLIGHT = 16384;
 
 /** For doctors: can the probe helper run here (its python, its standard library, its file)? */
 export function probeHelperRunnable(python = defaultPython()): { ok: boolean; detail: string } {
@@ -83,6 +85,8 @@ export class ProbeHelper {
   private backoff: number;
   private restartTimer: NodeJS.Timeout | null = null;
   private stuck = 0;
+  /** Requests answered `unknown` without being sent because MAX_IN_FLIGHT were in flight. */
+  saturated = 0;
   readonly state: HelperStatus = { up: false, restarts: 0, lastError: null, since: Date.now() };
 
   private constructor(private readonly o: HelperOptions) {
@@ -163,7 +167,14 @@ export class ProbeHelper {
         this.pending.delete(msg.id);
         this.stuck = 0;
         this.setUp(true);
-        cb({ ok: msg.ok === true, reason: String(msg.reason ?? ''), latencyMs: typeof msg.latencyMs === 'number' ? msg.latencyMs : undefined, data: typeof msg.data === 'string' ? msg.data : undefined });
+        cb({
+          ok: msg.ok === true,
+          reason: String(msg.reason ?? ''),
+          latencyMs: typeof msg.latencyMs === 'number' ? msg.latencyMs : undefined,
+          data: typeof msg.data === 'string' ? msg.data : undefined,
+          // The helper could not send the probe in time (overloaded): unknown, never a failed check.
+          ...(msg.unknown === true ? { unknown: true } : {}),
+        });
       }
     });
   }
@@ -184,8 +195,18 @@ export class ProbeHelper {
     });
   }
 
+  /** Requests in flight right now (sent, not answered). */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
   async request(req: ProbeRequest): Promise<ProbeAnswer> {
     if (this.closed) return { ok: false, unknown: true, reason: 'probe helper closed' };
+    // Backpressure: past this many in flight, more would only queue behind them and time out there; unknown instead.
+    if (this.pending.size >= MAX_IN_FLIGHT) {
+      this.saturated++;
+      return { ok: false, unknown: true, reason: `probe helper saturated (${this.pending.size} probes in flight)` };
+    }
     if (!(await this.whenReady(req.timeoutMs))) return { ok: false, unknown: true, reason: `probe helper unavailable: ${this.state.lastError ?? 'starting'}` };
     const proc = this.proc!;
     const id = this.nextId++;
@@ -202,7 +223,8 @@ export class ProbeHelper {
         clearTimeout(t);
         resolve(a);
       });
-      proc.stdin!.write(JSON.stringify({ id, ...req }) + '\n');
+      // sentAt: the helper answers `unknown` instead of probing when the request waited longer than its timeout.
+      proc.stdin!.write(JSON.stringify({ id, ...req, sentAt: Date.now() }) + '\n');
     });
   }
 
