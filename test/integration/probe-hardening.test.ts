@@ -122,7 +122,7 @@ t.test('the probe helper killed 10 times: no monitor goes down, each restart wit
 });
 
 t.test('python missing: a clear error from doctor, and unknown (not failed) checks', async (t) => {
-  const r = probeHelperRunnable('/nonexistent/python3');
+  const r = await probeHelperRunnable('/nonexistent/python3');
   t.notOk(r.ok);
   t.match(r.detail, /cannot run \/nonexistent\/python3: .*ENOENT.*install python3/);
   const helper = ProbeHelper.start('/nonexistent/python3', undefined, { backoffMs: 50 });

@@ -25,7 +25,9 @@ t.test(`SLB control plane with ${VIPS} VIPs × ${MEMBERS} members`, async (t) =>
   const s = new ScaleSlb(uniquePrefix('sc'), { vips: VIPS, members: MEMBERS });
   t.teardown(() => s.cleanup());
   s.setup();
+  const t0 = Date.now();
   await s.start();
+  await s.adopted(t0);
   const st = await s.api('GET', '/status');
   t.equal(st.body.vips, VIPS, 'every VIP is loaded');
   t.equal(st.body.monitors, VIPS * MEMBERS, 'one monitor per member');
@@ -73,7 +75,9 @@ t.test(`SLB control plane with ${VIPS} VIPs × ${MEMBERS} members`, async (t) =>
     const pools = poolsExcept(s, '');
     await s.stop();
     const before = s.nftRuns().length;
+    const t1 = Date.now();
     await s.start();
+    await s.adopted(t1);
     const runs = s.nftRuns().slice(before);
     t.same(transactions(runs), [], `no transaction (nft ran ${runs.length} times, all reads and checks: ${runs.join('; ')})`);
     t.same(poolsExcept(s, ''), pools, 'every pool as it was, the drained member still out (the state file kept the drain)');

@@ -65,7 +65,7 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean } =
   }
   checks.push(ipForwardCheck());
   if (opts.health) {
-    const py = probeHelperRunnable();
+    const py = await probeHelperRunnable();
     checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
     for (const k of ['fwmark_reflect', 'tcp_fwmark_accept']) {
       const v = sysctl(`net/ipv4/${k}`);

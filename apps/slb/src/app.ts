@@ -32,7 +32,7 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
   type Member = { Params: { id: string; member: string } };
 
   // Reads answer from memory: counters come from the background refresh (see SlbService.refreshCounters).
-  app.get('/vips', async () => s.vips().map((v) => s.vipView(v)));
+  app.get('/vips', async (_req, reply) => reply.type('application/json; charset=utf-8').send(s.vipsBody()));
   app.get<Id>('/vips/:id', async (req) => {
     return wrap(async () => s.vipView(s.vip(req.params.id)));
   });

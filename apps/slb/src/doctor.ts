@@ -49,6 +49,7 @@ add element ip fwlb_slb_doctor be_tcp { 192.0.2.1 . 80 . 0 : 192.0.2.10 . 8080 }
 
 export async function slbDoctor(iface?: string): Promise<Check[]> {
   const checks: Check[] = [];
+  const python = probeHelperRunnable(); // runs while nft checks
   try {
     await nftCli().applyText(DOCTOR_RULESET, true);
     checks.push({ name: 'nft DNAT maps', ok: true, required: true, detail: 'verdict map dispatch, typeof pool maps keyed address . port . jhash/numgen, counter sets updated from ct keys accepted' });
@@ -56,7 +57,7 @@ export async function slbDoctor(iface?: string): Promise<Check[]> {
     checks.push({ name: 'nft DNAT maps', ok: false, required: true, detail: `the kernel or nft refused the SLB ruleset: ${(e as Error).message}` });
   }
   checks.push(ipForwardCheck());
-  const py = probeHelperRunnable();
+  const py = await python;
   checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
   if (iface) {
     const ok = existsSync(`/sys/class/net/${iface}`);

@@ -4,14 +4,14 @@ import { listenOn, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, sto
 import { slbMetrics } from './metrics';
 import { buildSlbApp } from './app';
 import { slbDoctor } from './doctor';
-import { loadSlbConfig, SlbKernelError, startSlb } from './start';
+import { loadSlbConfig, loadSlbConfigWithState, SlbKernelError, startSlb } from './start';
 
 async function run(path: string): Promise<void> {
-  const name = loadSlbConfig(path).name;
-  const log = logLines(nodeLogger('fwlb-slb', name));
+  const config = loadSlbConfigWithState(path);
+  const log = logLines(nodeLogger('fwlb-slb', config.name));
   let slb;
   try {
-    slb = await startSlb(path, log);
+    slb = await startSlb(config, log);
   } catch (e) {
     if (!(e instanceof SlbKernelError)) throw e;
     console.error(`fwlb-slb: ${e.message}`);

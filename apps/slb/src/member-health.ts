@@ -1,8 +1,8 @@
 // Real-server health for the SLB: one libs/health monitor per (RIP, port, check, timers), on one shared probe helper; shell layer of apps/slb.
-import { createChecker, HealthMonitor, ProbeHelper } from '@fwlb/health';
+import { createChecker, HealthMonitor, ProbeHelper, ProbeResult } from '@fwlb/health';
 import type { MonitorFactory } from './service';
 
-export function memberMonitors(helper: ProbeHelper): MonitorFactory {
+export function memberMonitors(helper: ProbeHelper, onResult?: (r: ProbeResult) => void): MonitorFactory {
   return (key, vip, member, initial, onEvent) => {
     const m = new HealthMonitor({
       name: key,
@@ -11,6 +11,7 @@ export function memberMonitors(helper: ProbeHelper): MonitorFactory {
       timers: vip.timers,
       initial,
       spread: true,
+      onResult: onResult && ((_name, r) => onResult(r)),
       onEvent: (_name, ev) => onEvent(ev),
     });
     m.start();

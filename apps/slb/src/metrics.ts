@@ -12,6 +12,9 @@ export function slbMetrics(reg: Registry, s: SlbService): void {
   counterFrom(reg, 'fwlb_member_bytes_total', 'Bytes of the member’s sessions, both directions.', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.counters.bytes]));
   gaugeFrom(reg, 'fwlb_member_up', 'The member passes its health check (1).', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, b(x.m.health.up)]));
   gaugeFrom(reg, 'fwlb_member_slots', 'Slots the member holds in its VIP’s DNAT map (0: takes no new session).', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.slots]));
+  counterFrom(reg, 'fwlb_member_checks_total', 'Member health checks, by result (ok, failed, unknown: the probe could not run, the state held).', ['result'], () =>
+    Object.entries(s.checks).map(([result, n]) => [{ result }, n]),
+  );
   gaugeFrom(reg, 'fwlb_slb_vips', 'VIPs configured.', [], () => [[{}, s.vips().length]]);
   gaugeFrom(reg, 'fwlb_slb_alarms', 'SLB alarms raised now (pool panic, helper down, state file).', [], () => [[{}, s.alarms().length]]);
   counterFrom(reg, 'fwlb_slb_reconciles_total', 'SLB reconcile passes, by result.', ['result'], () => [

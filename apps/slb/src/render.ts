@@ -100,6 +100,8 @@ export interface VipFragment {
   digest: string;
   /** Member keys (address:port) in slot order; empty when no member may take new sessions. */
   slots: string[];
+  /** Set while the pool is in panic: members up and enabled. */
+  panic: { healthy: number; enabled: number } | null;
 }
 
 const eq = (left: NftJson, right: NftJson) => ({ match: { op: '==', left, right } });
@@ -111,7 +113,8 @@ const payload = (protocol: string, field: string) => ({ payload: { protocol, fie
  * packet reaches the SLB node's own stack, which answers RST (TCP) or port unreachable (UDP).
  */
 export function renderVip(v: ResolvedVip, up: (healthKey: string) => boolean, seed: number): VipFragment {
-  const live = new Set(liveMembers(v, up).map(memberKey));
+  const p = pool(v, up);
+  const live = new Set((p.panic ? p.enabled : p.healthy).map(memberKey));
   const slots = vipSlots(v, live);
   const dport = payload(v.protocol, 'dport');
   const rule: NftJson[] = [eq(dport, v.port), { set: { op: 'update', elem: { concat: [payload('ip', 'daddr'), { meta: { key: 'l4proto' } }, dport] }, set: `@${SLB_OBJECTS.vipNew}` } }];
@@ -122,7 +125,8 @@ export function renderVip(v: ResolvedVip, up: (healthKey: string) => boolean, se
         : { numgen: { mode: 'inc', mod: slots.length, offset: 0 } };
     rule.push({ dnat: { family: 'ip', addr: { map: { key: { concat: [payload('ip', 'daddr'), dport, pick] }, data: `@${backendMap(v.protocol)}` } } } });
   }
-  return { id: v.id, chain: vipChain(v.id), key: [v.address, v.protocol, v.port], rule, digest: ruleDigest(rule), slots };
+  const panic = p.panic ? { healthy: p.healthy.length, enabled: p.enabled.length } : null;
+  return { id: v.id, chain: vipChain(v.id), key: [v.address, v.protocol, v.port], rule, digest: ruleDigest(rule), slots, panic };
 }
 
 /** The member counter key, ct-based so that both directions of a DNATed session count. */

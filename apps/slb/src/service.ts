@@ -5,7 +5,7 @@ import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import type { NftJson, NftRunner } from '@fwlb/nft';
 import { applySlbCommands, backendMapsModel, hasBackendMaps, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
-import { backendMap, backendMapsText, healthKey, pool, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
+import { backendMap, backendMapsText, healthKey, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -26,10 +26,11 @@ export interface SlbKernel {
 export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
   return {
     read: async () => {
-      const terse = await nft.json(['-t', 'list', 'table', SLB_FAMILY, table]);
-      if (!terse) return null;
-      const maps = [SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')];
-      return parseSlbListing(terse, await Promise.all(maps.map((m) => nft.json(['list', 'map', SLB_FAMILY, table, m]))));
+      // The four listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
+      // other failure fails the read (an unread pool must never pass for an empty one: its members would be down).
+      const maps = [SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', SLB_FAMILY, table, m]));
+      const [terse, ...listings] = await Promise.all([nft.json(['-t', 'list', 'table', SLB_FAMILY, table]), ...maps]);
+      return terse ? parseSlbListing(terse, listings) : null;
     },
     apply: (cmds) => nft.apply(cmds),
     declare: () => nft.applyText(backendMapsText(table)),
@@ -84,6 +85,22 @@ export interface SlbReconcileResult {
 
 type Member = { address: string; port: number };
 
+/** How old the cached GET /vips body may be when only health or counters changed. */
+export const LIST_MAX_AGE_MS = 1000;
+
+const viewKeyCache = new WeakMap<ResolvedVip, { vip: string; members: string[]; counters: string[] }>();
+
+/** A VIP's lookup keys for views (its counter key, its members' keys), made once per VIP object. */
+function viewKeys(v: ResolvedVip) {
+  let k = viewKeyCache.get(v);
+  if (!k) {
+    const vk: [string, 'tcp' | 'udp', number] = [v.address, v.protocol, v.port];
+    k = { vip: vipKeyString(vk), members: v.members.map(memberKey), counters: v.members.map((m) => memberCounterKey(vk, m)) };
+    viewKeyCache.set(v, k);
+  }
+  return k;
+}
+
 export class SlbService {
   private vipList: ResolvedVip[];
   private byId = new Map<string, ResolvedVip>();
@@ -93,6 +110,26 @@ export class SlbService {
   private readonly users = new Map<string, Set<string>>();
   /** The VIPs as last applied: what the kernel holds for each, and the slots the API reports. */
   private readonly fragments = new Map<string, VipFragment>();
+  /** VIPs whose pool is in panic, as last rendered (alarms read this instead of walking 8,000 members). */
+  private readonly panicked = new Map<string, { healthy: number; enabled: number }>();
+  /** Bumped by every accepted change: the cached GET /vips body is rebuilt for a new one at once. */
+  private version = 0;
+  /** Bumped when health or counters change what GET /vips shows (the cached body may lag these by a second). */
+  private liveVersion = 0;
+  private listCache: { body: Buffer; version: number; live: number; at: number } | null = null;
+
+  private setFragment(f: VipFragment): void {
+    if (this.fragments.get(f.id) !== f) this.liveVersion++;
+    this.fragments.set(f.id, f);
+    if (f.panic) this.panicked.set(f.id, f.panic);
+    else this.panicked.delete(f.id);
+  }
+
+  private dropFragment(id: string): void {
+    this.fragments.delete(id);
+    this.panicked.delete(id);
+  }
+
   /** The table as this controller last read or wrote it (null before start, or with no table). */
   private believed: SlbKernelState | null = null;
   private lastRead = 0;
@@ -105,6 +142,15 @@ export class SlbService {
   readonly label: string;
   reconciles = 0;
   failures = 0;
+  /** Member health checks by result since start: unknown is a check that could not run (helper down or overloaded). */
+  readonly checks = { ok: 0, failed: 0, unknown: 0 };
+
+  countCheck(r: ProbeResult): void {
+    if (r.unknown) this.checks.unknown++;
+    else if (r.ok) this.checks.ok++;
+    else this.checks.failed++;
+  }
+
   /** nft transactions sent (each one all or nothing), since start. */
   transactions = 0;
   lastError: string | null = null;
@@ -133,18 +179,41 @@ export class SlbService {
   async start(vips: readonly ResolvedVip[] = this.vipList): Promise<SlbReconcileResult> {
     this.vipList = [...vips];
     this.index();
-    const have = await this.deps.kernel.read();
+    return this.serial(() => this.adopt());
+  }
+
+  /** Set once the kernel state has been adopted; until then /health says `starting` and changes wait their turn. */
+  started = false;
+
+  private async adopt(): Promise<SlbReconcileResult> {
+    const have = await this.read();
     for (const v of this.vipList) {
       const known = have?.chains.has(vipChain(v.id));
       const inPool = new Set(poolTargets(have, [v.address, v.protocol, v.port]));
-      this.retarget(undefined, v, (m) => {
-        if (!known) return 'up';
-        const member = v.members.find((x) => x.address === m.address && x.port === m.port);
-        return member?.state === 'drain' || inPool.has(memberKey(m)) ? 'up' : 'down';
-      });
+      this.retarget(
+        undefined,
+        v,
+        (m) => {
+          if (!known) return 'up';
+          const member = v.members.find((x) => x.address === m.address && x.port === m.port);
+          return member?.state === 'drain' || inPool.has(memberKey(m)) ? 'up' : 'down';
+        },
+        true,
+      );
     }
-    return this.serial(() => this.full(have));
+    const r = await this.full(have);
+    this.started = true;
+    await this.monitorsStarted();
+    return r;
   }
+
+  /** Resolves once every deferred monitor runs (a batch per event-loop turn: requests are served between them). */
+  private monitorsStarted(): Promise<void> {
+    if (!this.unstarted.size) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  private drained: (() => void)[] = [];
 
   vips(): readonly ResolvedVip[] {
     return this.vipList;
@@ -160,7 +229,7 @@ export class SlbService {
    * Moves one VIP's health keys from `before` to `after`: a key new to the node starts a monitor whose initial state
    * comes from `initialOf`; a key no VIP uses any more stops its monitor. Costs the members of this VIP only.
    */
-  private retarget(before: ResolvedVip | undefined, after: ResolvedVip | undefined, initialOf: (m: Member) => HealthState): void {
+  private retarget(before: ResolvedVip | undefined, after: ResolvedVip | undefined, initialOf: (m: Member) => HealthState, defer = false): void {
     const id = (after ?? before)!.id;
     const keep = new Set<string>();
     for (const m of after?.members ?? []) {
@@ -169,20 +238,24 @@ export class SlbService {
       let u = this.users.get(k);
       if (!u) this.users.set(k, (u = new Set()));
       u.add(id);
-      if (this.monitors.has(k)) continue;
+      if (this.monitors.has(k) || this.unstarted.has(k)) continue;
       const initial = initialOf(m);
       const v = after!;
       this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known up' : 'down (not in service when this controller started, or new): waiting for checks', since: this.now() });
-      this.monitors.set(
-        k,
-        this.deps.monitors(k, v, m, initial, (ev) => {
-          this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
-          this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`);
-          for (const user of this.users.get(k) ?? []) this.dirty.add(user);
-          this.deps.trigger?.();
-        }),
-      );
+      const create = () =>
+        this.monitors.set(
+          k,
+          this.deps.monitors(k, v, m, initial, (ev) => {
+            this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
+            this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`);
+            for (const user of this.users.get(k) ?? []) this.dirty.add(user);
+            this.deps.trigger?.();
+          }),
+        );
+      if (defer) this.unstarted.set(k, create);
+      else create();
     }
+    if (this.unstarted.size) this.startMonitorsSoon();
     for (const m of before?.members ?? []) {
       const k = healthKey(before!, m);
       if (keep.has(k)) continue;
@@ -190,11 +263,31 @@ export class SlbService {
       u?.delete(id);
       if (u && u.size === 0) {
         this.users.delete(k);
+        this.unstarted.delete(k);
         this.monitors.get(k)?.stop();
         this.monitors.delete(k);
         this.health.delete(k);
       }
     }
+  }
+
+  /** Monitors not started yet (a start creates 8,000 of them a batch per event-loop turn, not in one block). */
+  private readonly unstarted = new Map<string, () => void>();
+  private starting: NodeJS.Immediate | null = null;
+
+  private startMonitorsSoon(): void {
+    if (this.starting || this.stopped) return;
+    this.starting = setImmediate(() => {
+      this.starting = null;
+      let n = 0;
+      for (const [k, create] of this.unstarted) {
+        this.unstarted.delete(k);
+        create();
+        if (++n >= 500) break;
+      }
+      if (this.unstarted.size) this.startMonitorsSoon();
+      else for (const f of this.drained.splice(0)) f();
+    });
   }
 
   /** Serialized: the runner, health events and API changes never interleave their passes. */
@@ -209,15 +302,30 @@ export class SlbService {
     return this.serial(async () => this.full(await this.read()));
   }
 
+  private fullStarted = 0;
+
   /** The runner's pass: health changes (only their VIPs), or a full pass when the resync period is due or the last pass failed. */
   tick(): Promise<SlbReconcileResult> {
     return this.serial(async () => {
-      if (this.readFailed || this.now() - this.lastRead >= this.config.resyncSeconds * 1000) return this.full(await this.read());
+      if (!this.started) return this.adopt();
+      if (this.readFailed || this.now() - this.lastRead >= this.fullEveryMs()) return this.full(await this.read());
       return this.flushDirty();
     });
   }
 
+  /** How long the last full pass took (ms): its read runs four nft listings, 0.2 s each at 1,000 VIPs. */
+  private lastFullMs = 0;
+
+  /**
+   * A full pass every `resyncSeconds`, or every 50 times its own duration when that is longer: drift repair never
+   * takes more than 2 % of a core, however large the table.
+   */
+  fullEveryMs(): number {
+    return Math.max(this.config.resyncSeconds * 1000, 50 * this.lastFullMs);
+  }
+
   private async read(): Promise<SlbKernelState | null> {
+    this.fullStarted = this.now();
     try {
       return await this.deps.kernel.read();
     } catch (e) {
@@ -251,7 +359,7 @@ export class SlbService {
       throw e;
     }
     this.believed = applySlbCommands(this.believed, cmds);
-    for (const f of frags) this.fragments.set(f.id, f);
+    for (const f of frags) this.setFragment(f);
     this.lastError = null;
     return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.believed?.handle ?? null };
   }
@@ -280,9 +388,11 @@ export class SlbService {
       );
       this.believed = applySlbCommands(have, cmds);
       this.fragments.clear();
-      for (const f of frags) this.fragments.set(f.id, f);
+      this.panicked.clear();
+      for (const f of frags) this.setFragment(f);
       this.dirty.clear();
       this.lastRead = this.now();
+      this.lastFullMs = this.lastRead - this.fullStarted;
       this.readFailed = false;
       this.lastError = null;
       return { nftCommands: cmds.length, ...r, tableHandle: this.believed?.handle ?? null };
@@ -369,8 +479,9 @@ export class SlbService {
         throw e;
       });
       this.believed = applySlbCommands(have, cmds);
-      for (const f of frags) this.fragments.set(f.id, f);
-      for (const id of changed) if (!nextById.has(id)) this.fragments.delete(id);
+      for (const f of frags) this.setFragment(f);
+      for (const id of changed) if (!nextById.has(id)) this.dropFragment(id);
+      this.version++;
       const prev = this.byId;
       this.vipList = next;
       this.index();
@@ -513,28 +624,31 @@ export class SlbService {
     const c = await this.deps.kernel.counters();
     this.counterValues = c;
     this.countersAt = this.now();
-    const vipKeys = new Set(this.vipList.map((v) => vipKeyString([v.address, v.protocol, v.port])));
-    const memberKeys = new Set(this.vipList.flatMap((v) => v.members.map((m) => memberCounterKey([v.address, v.protocol, v.port], m))));
+    this.liveVersion++;
+    const vipKeys = new Set(this.vipList.map((v) => viewKeys(v).vip));
+    const memberKeys = new Set(this.vipList.flatMap((v) => viewKeys(v).counters));
     const stale = staleCounterCommands(this.config.table, c, vipKeys, memberKeys);
     if (stale.length) await this.serial(() => this.transact(stale));
   }
 
   memberView(v: ResolvedVip) {
     const slots = this.fragments.get(v.id)?.slots ?? [];
-    const vk: [string, 'tcp' | 'udp', number] = [v.address, v.protocol, v.port];
-    return v.members.map((m) => {
+    const keys = viewKeys(v);
+    return v.members.map((m, i) => {
       const k = healthKey(v, m);
       const h = this.health.get(k);
       const mon = this.monitors.get(k);
-      const key = memberKey(m);
-      const ck = memberCounterKey(vk, m);
+      const key = keys.members[i];
+      const ck = keys.counters[i];
+      let n = 0;
+      for (const x of slots) if (x === key) n++;
       return {
         address: m.address,
         port: m.port,
         weight: m.weight,
         state: m.state,
-        health: { up: h?.up ?? false, reason: h?.reason ?? '', since: h?.since ?? null, lastCheck: mon?.last ?? null },
-        slots: slots.filter((s) => s === key).length,
+        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: mon?.last ?? null },
+        slots: n,
         counters: {
           at: this.countersAt,
           newSessions: this.counterValues.memberNew.get(ck) ?? 0,
@@ -546,17 +660,32 @@ export class SlbService {
   }
 
   vipView(v: ResolvedVip) {
-    const newSessions = this.counterValues.vipNew.get(vipKeyString([v.address, v.protocol, v.port])) ?? 0;
+    const newSessions = this.counterValues.vipNew.get(viewKeys(v).vip) ?? 0;
     // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
     return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions, at: this.countersAt } };
   }
 
+  /**
+   * GET /vips as JSON (UTF-8). At 1,000 VIPs × 8 members the body is 2 MB and takes about 0.1 s to build, so it is built
+   * once and served to every request until a change is accepted (at once) or it is a second old (health and counters).
+   */
+  vipsBody(): Buffer {
+    const now = this.now();
+    const c = this.listCache;
+    if (c && c.version === this.version && (c.live === this.liveVersion || now - c.at < LIST_MAX_AGE_MS)) return c.body;
+    // Kept encoded: a 2 MB string would be encoded to UTF-8 again for every response.
+    const body = Buffer.from(JSON.stringify(this.vipList.map((v) => this.vipView(v))));
+    this.listCache = { body, version: this.version, live: this.liveVersion, at: now };
+    return body;
+  }
+
   alarms(): string[] {
-    const panics = this.vipList.flatMap((v) => {
-      const p = pool(v, this.up);
-      return p.panic ? [`VIP ${v.id} in panic: ${p.healthy.length} of ${p.enabled.length} enabled members up (threshold ${Math.round(v.panicThreshold * 100)}%), every enabled member takes new sessions`] : [];
+    const panics = [...this.panicked].map(([id, p]) => {
+      const v = this.byId.get(id);
+      return `VIP ${id} in panic: ${p.healthy} of ${p.enabled} enabled members up (threshold ${Math.round((v?.panicThreshold ?? 0) * 100)}%), every enabled member takes new sessions`;
     });
-    return [...(this.saveError ? [this.saveError] : []), ...panics, ...(this.deps.alarms?.() ?? [])];
+    const starting = this.started ? [] : [`starting: adopting the kernel state of ${this.vipList.length} VIPs${this.lastError ? ` (last try failed: ${this.lastError})` : ''}`];
+    return [...starting, ...(this.saveError ? [this.saveError] : []), ...panics, ...(this.deps.alarms?.() ?? [])];
   }
 
   status() {
@@ -566,7 +695,8 @@ export class SlbService {
       table: { family: SLB_FAMILY, name: this.config.table },
       interface: this.config.interface,
       vips: this.vipList.length,
-      monitors: this.monitors.size,
+      monitors: this.monitors.size + this.unstarted.size,
+      started: this.started,
       reconciles: this.reconciles,
       transactions: this.transactions,
       failures: this.failures,
@@ -574,7 +704,13 @@ export class SlbService {
     };
   }
 
+  private stopped = false;
+
   stop(): void {
+    this.stopped = true;
+    if (this.starting) clearImmediate(this.starting);
+    this.unstarted.clear();
+    for (const f of this.drained.splice(0)) f();
     for (const m of this.monitors.values()) m.stop();
     this.monitors.clear();
   }

@@ -7,7 +7,7 @@ import { Rtnl } from '@fwlb/routing';
 import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
-import { nftSlbKernel, SlbService } from './service';
+import { nftSlbKernel, SlbReconcileResult, SlbService } from './service';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
@@ -19,6 +19,21 @@ export function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
   const vips = c.stateFile ? (readStateFile(c.stateFile) as VipConfig[] | undefined) : undefined;
   if (vips === undefined) return c;
   return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
+}
+
+/**
+ * The config with the state file's VIPs in place of the file's, validated once: the rest of the config first (cheap,
+ * errors name the config file), then the VIPs that will be used (errors name the file they came from). Validating
+ * 1,000 VIPs costs about 0.1 s, so a start does it once, not for both lists.
+ */
+export function loadSlbConfigWithState(path: string): ResolvedSlbConfig {
+  return loadJsonConfig(path, (doc, source) => {
+    const raw = (doc && typeof doc === 'object' ? doc : {}) as { stateFile?: unknown; vips?: unknown };
+    const base = validateSlbConfig({ ...raw, vips: [] }, source);
+    const vips = base.stateFile ? readStateFile(base.stateFile) : undefined;
+    if (vips === undefined) return validateSlbConfig(doc, source);
+    return validateSlbConfig({ ...raw, vips }, base.stateFile!);
+  });
 }
 
 /**
@@ -42,12 +57,14 @@ export class SlbKernelError extends Error {
 export interface RunningSlb {
   config: ResolvedSlbConfig;
   service: SlbService;
+  /** The first adoption of the kernel state (null if it failed; the runner retries). */
+  adopted: Promise<SlbReconcileResult | null>;
   stop(): void;
 }
 
 /** Adopts the kernel state (first reconcile reads before it writes), then keeps it in step with health and the API. */
-export async function startSlb(path: string, log: (m: string) => void): Promise<RunningSlb> {
-  const config = withState(loadSlbConfig(path));
+export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string) => void): Promise<RunningSlb> {
+  const config = typeof from === 'string' ? loadSlbConfigWithState(from) : from;
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
   const missing = (await slbDoctor(config.interface)).filter((c) => c.required && !c.ok);
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
@@ -57,14 +74,12 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
   const service = new SlbService(config, {
     kernel: nftSlbKernel(nftCli(), config.table),
     addresses: rtnl,
-    monitors: memberMonitors(helper),
+    monitors: memberMonitors(helper, (r) => service.countCheck(r)),
     save: config.stateFile ? saver(config.stateFile) : undefined,
     trigger: () => runner?.trigger(),
     log,
     alarms: () => helperAlarms(helper),
   });
-  const first = await service.start();
-  log(`SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`);
   runner = BoundedRunner.create(
     async () => {
       const r = await service.tick();
@@ -73,15 +88,41 @@ export async function startSlb(path: string, log: (m: string) => void): Promise<
     { resyncMs: config.resyncSeconds * 1000, minIntervalMs: 50 },
     (e) => log(`SLB reconcile failed, will retry: ${(e as Error).message}`),
   );
+  // Adoption runs behind the API: reads answer (and /health says `starting`) while the kernel is read; changes queue
+  // behind it. If it fails, the kernel keeps what it has and the runner tries again.
+  const adopted = service.start().then(
+    (first) => {
+      log(`SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`);
+      return first;
+    },
+    (e) => {
+      log(`ALARM SLB could not adopt the kernel state, will retry: ${(e as Error).message}`);
+      runner?.trigger();
+      return null;
+    },
+  );
   runner.start();
-  const counters = setInterval(() => void service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`)), config.countersSeconds * 1000);
-  counters.unref();
+  // Counters every `countersSeconds`, or 50 times as long as the last read took when that is longer (a read of 16,000
+  // counter elements takes about 0.2 s of nft): reading counters never takes more than 2 % of a core.
+  let counters: NodeJS.Timeout | null = null;
+  let stopped = false;
+  const readCounters = (delay: number) => {
+    counters = setTimeout(async () => {
+      const t0 = Date.now();
+      await service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`));
+      if (!stopped) readCounters(Math.max(config.countersSeconds * 1000, 50 * (Date.now() - t0)));
+    }, delay);
+    counters.unref();
+  };
+  readCounters(config.countersSeconds * 1000);
   return {
     config,
     service,
+    adopted,
     stop() {
       lock.release();
-      clearInterval(counters);
+      stopped = true;
+      if (counters) clearTimeout(counters);
       runner?.stop();
       service.stop();
       helper.close();

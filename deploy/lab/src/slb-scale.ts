@@ -116,6 +116,16 @@ export class ScaleSlb {
     return Date.now() - t0;
   }
 
+  /** Waits until the SLB has adopted the kernel state (GET /status `started`); returns ms since `since`. */
+  async adopted(since: number, ms = 60000): Promise<number> {
+    while (Date.now() - since < ms) {
+      const r = await this.api('GET', '/status').catch(() => null);
+      if (r?.body?.started) return Date.now() - since;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    throw new Error(`fwlb-slb (scale) did not adopt the kernel state within ${ms} ms: ${this.log.join('\n')}`);
+  }
+
   async stop(): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null) return;

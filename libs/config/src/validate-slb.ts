@@ -4,13 +4,13 @@ import { checkSpecProblems } from './check-problems';
 import addFormats from 'ajv-formats';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
-import { problemsOf, deepFreeze } from './validate';
+import { problemsOf, deepFreeze, lazy } from './validate';
 import { MemberConfig, MemberState, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4']);
-const checkSlb = ajv.compile<SlbConfig>(slbSchema);
-const checkVip = ajv.compile<VipConfig>(vipSchema);
+const checkSlb = lazy(() => ajv.compile<SlbConfig>(slbSchema));
+const checkVip = lazy(() => ajv.compile<VipConfig>(vipSchema));
 
 export type ResolvedMember = Readonly<Required<MemberConfig>>;
 export type ResolvedVip = Readonly<
@@ -91,7 +91,7 @@ function crossChecks(vips: readonly VipConfig[], at: (i: number) => string, prob
 
 export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbConfig {
   const copy = JSON.parse(JSON.stringify(doc ?? null));
-  if (!checkSlb(copy)) throw new ConfigError(problemsOf(checkSlb.errors), source);
+  if (!checkSlb()(copy)) throw new ConfigError(problemsOf(checkSlb().errors), source);
   const c = copy as SlbConfig;
   const problems: FieldProblem[] = [];
   const vips = c.vips ?? [];
@@ -118,7 +118,7 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
  */
 export function validateVip(body: unknown, others: readonly Pick<VipConfig, 'id' | 'address' | 'port' | 'protocol'>[], source = 'request body'): ResolvedVip {
   const copy = JSON.parse(JSON.stringify(body ?? null));
-  if (!checkVip(copy)) throw new ConfigError(problemsOf(checkVip.errors), source);
+  if (!checkVip()(copy)) throw new ConfigError(problemsOf(checkVip().errors), source);
   const v = copy as VipConfig;
   const problems: FieldProblem[] = [];
   for (const o of others) {

@@ -7,9 +7,15 @@ import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
 import { checkSpecProblems, RESERVED_PRIORITIES, RESERVED_TABLES, reservedProblem } from './check-problems';
 
+/** Compiled on first use: a process compiles only the schemas it validates (compiling costs tens of ms at start). */
+export function lazy<T>(f: () => T): () => T {
+  let v: T | undefined;
+  return () => (v ??= f());
+}
+
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4', 'ipv6']);
-const checkBalancer = ajv.compile<BalancerConfig>(balancerSchema);
+const checkBalancer = lazy(() => ajv.compile<BalancerConfig>(balancerSchema));
 
 export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
   return (errors ?? []).map((e) => {
@@ -63,7 +69,7 @@ export function deepFreeze<T>(o: T): T {
 
 export function validateBalancerConfig(doc: unknown, source = 'config'): ResolvedBalancerConfig {
   const copy = JSON.parse(JSON.stringify(doc ?? null));
-  if (!checkBalancer(copy)) throw new ConfigError(problemsOf(checkBalancer.errors), source);
+  if (!checkBalancer()(copy)) throw new ConfigError(problemsOf(checkBalancer().errors), source);
   const c = copy as BalancerConfig;
   const problems: FieldProblem[] = [];
   const seen = new Map<string, number>();

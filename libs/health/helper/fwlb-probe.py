@@ -19,6 +19,10 @@ import errno, heapq, json, os, random, selectors, socket, struct, sys, time
 
 SO_MARK = 36
 SO_RCVBUFFORCE = 33
+SO_RXQ_OVFL = 40
+# A timeout is a failed check only if the helper was there to see the reply: when it handles a deadline later than
+# this (its loop fell behind), or its socket dropped packets meanwhile, the answer is unknown instead.
+LATE_S = 0.05
 RAW_RCVBUF = 8 << 20
 
 sel = selectors.DefaultSelector()
@@ -107,6 +111,7 @@ class Probe:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + float(req.get("timeoutMs", 1000)) / 1000
         self.done = False
+        self.tainted = False
         self.cleanup = []
 
     def finish(self, res):
@@ -127,6 +132,9 @@ class Probe:
 
     def timeout(self):
         self.finish({"ok": False, "reason": "timeout"})
+
+    def unknown(self, why):
+        self.finish({"ok": False, "unknown": True, "reason": "overloaded: %s" % why})
 
 
 def arm(p):
@@ -153,6 +161,11 @@ class RawShared:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
         self.sock.setblocking(False)
         big_buffer(self.sock)
+        self.drops = 0
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        except OSError:
+            pass
         apply_opts(self.sock, req)
         if proto == socket.IPPROTO_ICMP and req.get("source"):
             self.sock.bind((req["source"], 0))
@@ -168,14 +181,23 @@ class RawShared:
             self.ident = random.randint(1, 0xFFFF)
         return self.ident, self.seq
 
-    def readable(self):
-        for _ in range(256):  # bounded: stdin and the other sockets get their turn
+    def readable(self, limit=256):
+        for _ in range(limit):  # bounded: stdin and the other sockets get their turn
             try:
-                data, addr = self.sock.recvfrom(4096)
+                data, anc, _, addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(4))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
+            for level, typ, val in anc:
+                if level == socket.SOL_SOCKET and typ == SO_RXQ_OVFL and len(val) >= 4:
+                    dropped = struct.unpack("I", val[:4])[0]
+                    if dropped != self.drops:
+                        # The socket overflowed: a reply of any probe waiting now may be lost; none of their
+                        # timeouts can be trusted.
+                        self.drops = dropped
+                        for p in self.waiting.values():
+                            p.tainted = True
             try:
                 if self.proto == socket.IPPROTO_ICMP:
                     self.icmp_reply(data, addr)
@@ -411,13 +433,24 @@ def main():
             except Exception:
                 pass
         now = time.monotonic()
+        if timers and timers[0][0] <= now:
+            # Replies already queued count before any deadline is judged.
+            for shared in RawShared.pools.values():
+                shared.readable(limit=100000)
+            now = time.monotonic()
         while timers and timers[0][0] <= now:
-            _, _, p = heapq.heappop(timers)
-            if not p.done:
-                try:
+            deadline, _, p = heapq.heappop(timers)
+            if p.done:
+                continue
+            try:
+                if p.tainted:
+                    p.unknown("the probe socket dropped packets while this probe waited")
+                elif now - deadline > LATE_S:
+                    p.unknown("the helper looked %d ms after the deadline" % ((now - deadline) * 1000))
+                else:
                     p.timeout()
-                except Exception:
-                    p.finish({"ok": False, "reason": "timeout"})
+            except Exception:
+                p.finish({"ok": False, "reason": "timeout"})
         flush()
 
 

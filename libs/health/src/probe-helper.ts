@@ -1,5 +1,5 @@
 // Client of the fwlb-probe socket shim (raw sockets, SO_MARK, SO_BINDTODEVICE); I/O layer of libs/health.
-import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { execFile, spawn, ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -34,13 +34,20 @@ const DEFAULT_BACKOFF_MS = 100;
 /** The most probes one helper has in flight; more are answered `unknown` at once (see ProbeHelper.request). */
 export const MAX_IN_FLIGHT = 16384;
 
-/** For doctors: can the probe helper run here (its python, its standard library, its file)? */
-export function probeHelperRunnable(python = defaultPython()): { ok: boolean; detail: string } {
-  const r = spawnSync(python, ['-c', 'import json, os, random, select, socket, struct, sys, threading, time; print(sys.version.split()[0])'], { encoding: 'utf8', timeout: 5000 });
-  if (r.error) return { ok: false, detail: `cannot run ${python}: ${r.error.message} (health checks need it: install python3, or set FWLB_PYTHON)` };
-  if (r.status !== 0) return { ok: false, detail: `${python} failed: ${(r.stderr || '').trim().split('\n').pop()}` };
-  if (!existsSync(HELPER_PATH)) return { ok: false, detail: `${HELPER_PATH} is missing` };
-  return { ok: true, detail: `${python} ${r.stdout.trim()} runs ${HELPER_PATH}` };
+const HELPER_IMPORTS = 'import errno, heapq, json, os, random, selectors, socket, struct, sys, time; print(sys.version.split()[0])';
+
+/** For doctors: can the probe helper run here (its python, its standard library, its file)? Async: a doctor runs its checks at once. */
+export function probeHelperRunnable(python = defaultPython()): Promise<{ ok: boolean; detail: string }> {
+  return new Promise((resolve) => {
+    execFile(python, ['-c', HELPER_IMPORTS], { encoding: 'utf8', timeout: 5000 }, (err, stdout, stderr) => {
+      if (err && (err as NodeJS.ErrnoException).code && typeof (err as NodeJS.ErrnoException).code === 'string') {
+        return resolve({ ok: false, detail: `cannot run ${python}: ${err.message} (health checks need it: install python3, or set FWLB_PYTHON)` });
+      }
+      if (err) return resolve({ ok: false, detail: `${python} failed: ${(stderr || '').trim().split('\n').pop()}` });
+      if (!existsSync(HELPER_PATH)) return resolve({ ok: false, detail: `${HELPER_PATH} is missing` });
+      resolve({ ok: true, detail: `${python} ${stdout.trim()} runs ${HELPER_PATH}` });
+    });
+  });
 }
 
 /** What the helper's supervision shows, for alarms. */

@@ -1,0 +1,250 @@
+// Benchmark: the SLB control plane at scale (issue 15), one fwlb-slb process in a namespace of its own (ScaleSlb:
+// members are local addresses, so their health checks pass). Reproduces the issue's table on this machine:
+//   start from a config of N VIPs × 8 members (fresh kernel) and a restart with nothing to change: until the API
+//   answers, until the kernel state is adopted, and the nft transactions sent;
+//   POST /vips one at a time on an empty SLB, then the member POSTs (p50/p99 by stage, total);
+//   PATCH drain with N VIPs loaded: the response (sent after the kernel committed) and the rule event seen by
+//   `nft monitor`;
+//   GET latency with an open-loop client at a fixed rate (latency from the scheduled send, so a stall is counted);
+//   idle CPU and RSS of the process;
+//   health of 8,000 members that are up, with the default timers (interval 1 s): false DOWNs, unknown checks, CPU.
+// Prints figures only; nothing here is pass/fail.
+import { request, Agent } from 'node:http';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnInNs, uniquePrefix, ScaleSlb, scaleVips, SCALE_TOKEN } from '@fwlb/lab';
+
+const N = Number(process.env.BENCH_SLB_VIPS ?? 1000);
+const MEMBER_POSTS = Number(process.env.BENCH_SLB_MEMBER_POSTS ?? 8000);
+const RATE = Number(process.env.BENCH_SLB_GET_RATE ?? 1000);
+const GET_SECONDS = Number(process.env.BENCH_SLB_GET_SECONDS ?? 10);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const pct = (xs: number[], p: number) => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+const f = (x: number) => (Number.isFinite(x) ? x.toFixed(x < 10 ? 2 : 0) : 'n/a');
+const line = (label: string, xs: number[]) => console.log(`  ${label}: n=${xs.length} p50 ${f(pct(xs, 50))} ms, p99 ${f(pct(xs, 99))} ms, max ${f(Math.max(...xs))} ms`);
+
+/**
+ * CPU time (ms) of a process, of its children that exited (the nft runs), and of its live children (the probe
+ * helper), and its RSS (MB), from /proc.
+ */
+function usage(pid: number): { cpuMs: number; childMs: number; helperMs: number; rssMb: number } {
+  const stat = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ').map(Number);
+  const f = stat(pid);
+  let helperMs = 0;
+  for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
+    try {
+      const g = stat(Number(c));
+      helperMs += (g[11] + g[12]) * 10;
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return { cpuMs: (f[11] + f[12]) * 10, childMs: (f[13] + f[14]) * 10, helperMs, rssMb: Number(rss) / 1024 };
+}
+const cpuLine = (a: ReturnType<typeof usage>, b: ReturnType<typeof usage>, ms: number) =>
+  `controller ${f(((b.cpuMs - a.cpuMs) / ms) * 100)} %, nft runs ${f(((b.childMs - a.childMs) / ms) * 100)} %, probe helper ${f(((b.helperMs - a.helperMs) / ms) * 100)} % of a core`;
+
+/** The pid of the node process (ip netns exec → env → node keep one pid through exec). */
+const pidOf = (s: ScaleSlb) => s.proc!.pid!;
+
+const transactions = (runs: string[]) => runs.filter((l) => /(^| )-f /.test(l) && !/(^| )-c /.test(l)).length;
+
+async function startPhase(s: ScaleSlb, label: string) {
+  const before = s.nftRuns().length;
+  const t0 = Date.now();
+  const api = await s.start();
+  const adopted = await s.adopted(t0);
+  const runs = s.nftRuns().slice(before);
+  console.log(`  ${label}: API answers after ${api} ms, kernel adopted after ${adopted} ms, ${transactions(runs)} nft transactions (${runs.length} nft runs)`);
+}
+
+/** Open-loop GETs at `rate`/s for `seconds` over a keep-alive agent; latency from each request's scheduled time. */
+async function openLoop(s: ScaleSlb, path: string, rate: number, seconds: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const lat: number[] = [];
+  let errors = 0;
+  const total = rate * seconds;
+  const t0 = performance.now();
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const at = t0 + (i * 1000) / rate;
+    const wait = at - performance.now();
+    if (wait > 1) await sleep(wait);
+    pending.push(
+      new Promise<void>((resolve) => {
+        const req = request({ socketPath: s.socket, path, agent, headers: { authorization: `Bearer ${SCALE_TOKEN}` } }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            if (res.statusCode === 200) lat.push(performance.now() - at);
+            else errors++;
+            resolve();
+          });
+        });
+        req.on('error', () => {
+          errors++;
+          resolve();
+        });
+        req.end();
+      }),
+    );
+  }
+  await Promise.all(pending);
+  agent.destroy();
+  return { lat, errors };
+}
+
+async function controlPlane() {
+  console.log(`== SLB control plane: ${N} VIPs × 8 members (bench/slb-control.ts)`);
+  const s = new ScaleSlb(uniquePrefix('bs'), { vips: N, members: 8 });
+  try {
+    s.setup();
+    await startPhase(s, 'start from the config, fresh kernel');
+    const pid = pidOf(s);
+    const u0 = usage(pid);
+    console.log(`  RSS after start: ${f(u0.rssMb)} MB`);
+    await s.stop();
+    await startPhase(s, 'restart, nothing to change');
+
+    // PATCH drain, one VIP at a time, with the rule event from nft monitor.
+    let text = '';
+    const mon = spawnInNs(s.ns, ['nft', 'monitor', 'rules']);
+    mon.stdout!.on('data', (d: Buffer) => (text += d));
+    await sleep(300);
+    const resp: number[] = [];
+    const seen: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const v = (Math.floor(i / 2) * 7) % N; // drain, then enable the same member again
+      const member = `10.50.${v % 250}.10:${8000 + Math.floor(v / 250)}`;
+      const mark = text.length;
+      const t0 = performance.now();
+      const r = await s.api('PATCH', `/vips/v${v}/members/${member}`, { state: i % 2 ? 'enabled' : 'drain' });
+      resp.push(r.ms);
+      while (!text.slice(mark).includes(` v_v${v} `) && performance.now() - t0 < 2000) await sleep(1);
+      seen.push(performance.now() - t0);
+    }
+    mon.kill();
+    console.log(`  PATCH a member (drain/enable) with ${N} VIPs loaded:`);
+    line('response (sent after the kernel committed)', resp);
+    line('the VIP’s rule event seen by nft monitor (1 ms polling)', seen);
+
+    // Reads.
+    const pidNow = pidOf(s);
+    const rss0 = usage(pidNow).rssMb;
+    for (const path of ['/health', '/status', '/vips/v1', '/vips/v1/members', '/vips']) {
+      const rate = path === '/vips' ? Math.min(RATE, 100) : RATE;
+      const r = await openLoop(s, path, rate, GET_SECONDS);
+      line(`GET ${path} at ${rate}/s open loop for ${GET_SECONDS} s (${r.errors} errors)`, r.lat);
+    }
+    console.log(`  RSS before the GETs ${f(rss0)} MB, after ${f(usage(pidNow).rssMb)} MB`);
+
+    // Idle CPU: counters every 2 s and a resync every 10 s (the defaults), health checks every 30 s.
+    await s.stop();
+    const idle = new ScaleSlb(uniquePrefix('bi'), { vips: N, members: 8, resyncSeconds: 10, countersSeconds: 2 });
+    try {
+      idle.setup();
+      const t0 = Date.now();
+      await idle.start();
+      await idle.adopted(t0);
+      await sleep(5000);
+      const a = usage(pidOf(idle));
+      await sleep(30000);
+      const b = usage(pidOf(idle));
+      console.log(`  idle CPU over 30 s (resync 10 s, counters 2 s, checks every 30 s): ${cpuLine(a, b, 30000)}; RSS ${f(a.rssMb)} → ${f(b.rssMb)} MB`);
+    } finally {
+      await idle.cleanup();
+    }
+  } finally {
+    await s.cleanup();
+  }
+}
+
+async function apiChanges() {
+  console.log(`== SLB API changes on an empty SLB: ${N} POST /vips, then ${MEMBER_POSTS} member POSTs (bench/slb-control.ts)`);
+  const s = new ScaleSlb(uniquePrefix('bp'), { vips: 0, members: 0 });
+  try {
+    s.setup();
+    const t0 = Date.now();
+    await s.start();
+    await s.adopted(t0);
+    const vips = scaleVips({ vips: N, members: 8 });
+    const post: number[] = [];
+    const start = Date.now();
+    let failed = 0;
+    for (const v of vips) {
+      const r = await s.api('POST', '/vips', { ...v, members: [] });
+      if (r.status !== 201) failed++;
+      post.push(r.ms);
+    }
+    const stages = [100, 300, 500, N].filter((x, i, a) => x <= N && a.indexOf(x) === i);
+    for (const k of stages) line(`POST /vips, VIPs ${k === stages[0] ? 1 : stages[stages.indexOf(k) - 1] + 1}-${k}`, post.slice(k === stages[0] ? 0 : stages[stages.indexOf(k) - 1], k));
+    console.log(`  ${N} POST /vips in ${((Date.now() - start) / 1000).toFixed(1)} s, ${failed} failed`);
+    const mpost: number[] = [];
+    const m0 = Date.now();
+    failed = 0;
+    for (let i = 0; i < MEMBER_POSTS; i++) {
+      const v = vips[i % N];
+      const m = v.members[Math.floor(i / N) % 8];
+      const r = await s.api('POST', `/vips/${v.id}/members`, m);
+      if (r.status !== 201) failed++;
+      mpost.push(r.ms);
+    }
+    line(`member POSTs (${N} VIPs)`, mpost);
+    console.log(`  ${MEMBER_POSTS} member POSTs in ${((Date.now() - m0) / 1000).toFixed(1)} s, ${failed} failed`);
+  } finally {
+    await s.cleanup();
+  }
+}
+
+async function healthAtScale(interval: number) {
+  const members = 8;
+  console.log(`== health of ${N * members} members that are up, interval ${interval} ms, response ${Math.min(500, interval / 2)} ms, retries 3 (${interval === 1000 ? 'the default timers' : 'more checks than the helper can run'}) (bench/slb-control.ts)`);
+  const s = new ScaleSlb(uniquePrefix('bh'), { vips: N, members, interval });
+  try {
+    s.setup();
+    // Default timers (the config's VIPs say interval 1000 via ScaleSlb's timers; response and retries as the defaults).
+    const doc = JSON.parse(readFileSync(s.configPath, 'utf8'));
+    for (const v of doc.vips) v.timers = { interval, response: Math.min(500, interval / 2), retries: 3, deadInterval: 2000, rise: 2 };
+    writeFileSync(s.configPath, JSON.stringify(doc));
+    const t0 = Date.now();
+    await s.start();
+    await s.adopted(t0);
+    const pid = pidOf(s);
+    const a = usage(pid);
+    const seconds = Number(process.env.BENCH_SLB_HEALTH_SECONDS ?? 60);
+    let down = 0;
+    let minUp = Infinity;
+    for (let t = 0; t < seconds; t += 5) {
+      await sleep(5000);
+      const vips = (await s.api('GET', '/vips')).body as any[];
+      const up = vips.reduce((n, v) => n + v.members.filter((m: any) => m.health.up).length, 0);
+      minUp = Math.min(minUp, up);
+      down = Math.max(down, N * members - up);
+    }
+    const b = usage(pid);
+    const downs = s.log.filter((l) => l.includes(' DOWN: ')).length;
+    const m = ((await s.api('GET', '/metrics')).body as string).toString();
+    const checks = m.split('\n').filter((l) => /^fwlb_member_checks_total/.test(l)).join('; ');
+    console.log(`  over ${seconds} s: at most ${down} of ${N * members} members not up at a sample (lowest up ${minUp}), ${downs} DOWN transitions logged`);
+    console.log(`  CPU: ${cpuLine(a, b, seconds * 1000)}; ${Math.round((N * members * 1000) / interval).toLocaleString()} checks/s wanted; ${checks}`);
+  } finally {
+    await s.cleanup();
+  }
+}
+
+(async () => {
+  const which = process.argv[2];
+  if (!which || which === 'control') await controlPlane();
+  if (!which || which === 'changes') await apiChanges();
+  if (!which || which === 'health') {
+    await healthAtScale(1000);
+    await healthAtScale(Number(process.env.BENCH_SLB_OVERLOAD_INTERVAL ?? 200));
+  }
+})().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
