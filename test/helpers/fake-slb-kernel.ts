@@ -1,7 +1,7 @@
 // Test helper: an SLB kernel in memory that applies fwlb's transactions all or nothing, refusing what nft refuses
 // (a missing chain, a chain still jumped to, an element that exists or does not), and can fail on demand.
 import type { NftJson } from '@fwlb/nft';
-import { applySlbCommands, backendMapsModel, poolTargets, SlbCounters, SlbKernel, SlbKernelState, VipKey } from '@fwlb/slb';
+import { applySlbCommands, declarationsModel, poolTargets, SlbCounters, SlbKernel, SlbKernelState, VipKey } from '@fwlb/slb';
 
 export interface FakeSlbKernel extends SlbKernel {
   /** Every applied transaction, in order. */
@@ -41,7 +41,7 @@ export function fakeSlbKernel(table = 'fwlb_slb'): FakeSlbKernel {
       return k.counterValues;
     },
     declare: async () => {
-      state = applySlbCommands(state, backendMapsModel(table), true);
+      state = applySlbCommands(state, declarationsModel(table), true);
     },
     apply: async (cmds) => {
       if (fail) {

@@ -96,3 +96,24 @@ t.test(`SLB control plane with ${VIPS} VIPs × ${MEMBERS} members`, async (t) =>
     t.same(s.nftRuns().slice(before), [], 'nft never ran');
   });
 });
+
+t.test('an SLB that starts with no VIP takes its first ones (counter sets declared dynamic)', async (t) => {
+  // Found by the bench: the counter sets were made dynamic only when a rule updating them came in the same batch,
+  // so on a node started empty every POST /vips failed with "Operation not supported".
+  const s = new ScaleSlb(uniquePrefix('se'), { vips: 0, members: 0 });
+  t.teardown(() => s.cleanup());
+  s.setup();
+  const t0 = Date.now();
+  await s.start();
+  await s.adopted(t0);
+  const r = await s.api('POST', '/vips', { id: 'first', address: '10.100.0.1', port: 80, protocol: 'tcp', check: { kind: 'icmp' }, members: [] });
+  t.equal(r.status, 201, `a VIP without members: ${JSON.stringify(r.body).slice(0, 200)}`);
+  t.equal((await s.api('POST', '/vips/first/members', { address: '10.50.0.10', port: 8080 })).status, 201, 'then a member');
+  const u = await s.api('POST', '/vips', { id: 'second', address: '10.100.0.2', port: 53, protocol: 'udp', check: { kind: 'icmp' }, members: [{ address: '10.50.0.11', port: 53 }] });
+  t.equal(u.status, 201, 'and a UDP VIP with a member');
+  // A new member joins after `rise` passed checks (default timers: about 2 s).
+  const pool = () => JSON.parse(s.nft(['-j', 'list', 'map', 'ip', 'fwlb_slb', 'be_udp'])).nftables.find((x: any) => x.map).map.elem;
+  const t1 = Date.now();
+  while (!pool() && Date.now() - t1 < 15000) await new Promise((r) => setTimeout(r, 100));
+  t.same(pool(), [[{ concat: ['10.100.0.2', 53, 0] }, { concat: ['10.50.0.11', 53] }]], `its pool is in the kernel once the member passed its checks (${Date.now() - t1} ms)`);
+});

@@ -2,7 +2,7 @@
 // transaction that brings it to the desired VIPs (all of them, or only the ones a change touched); pure layer of apps/slb.
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
-import { BACKEND_TYPE, backendMap, baseChains, baseSets, isVipChain, SLB_FAMILY, SLB_OBJECTS, VipFragment, VipKey, COUNTER_SET_SIZE } from './render';
+import { backendMap, baseChains, baseSets, DECLARED, isVipChain, SLB_FAMILY, SLB_OBJECTS, VipFragment, VipKey } from './render';
 
 type Cmd = Record<string, any>;
 
@@ -42,14 +42,17 @@ export function poolTargets(st: SlbKernelState | null, key: VipKey): string[] {
 
 const emptyState = (handle: number): SlbKernelState => ({ handle, sets: new Map(), chains: new Map(), dispatch: new Map(), pools: new Map(), counters: [] });
 
-/** The JSON commands that stand for `backendMapsText` in the model (the real kernel gets the text). */
-export function backendMapsModel(table: string): NftJson[] {
-  return [{ add: { table: { family: SLB_FAMILY, name: table } } }, ...PROTOCOLS.map((p) => ({ add: { map: { family: SLB_FAMILY, table, name: backendMap(p), ...BACKEND_TYPE } } }))];
+/** The JSON commands that stand for `declarationsText` in the model (the real kernel gets the text). */
+export function declarationsModel(table: string): NftJson[] {
+  return [
+    { add: { table: { family: SLB_FAMILY, name: table } } },
+    ...DECLARED.map((d) => ({ add: { [d.kind]: { family: SLB_FAMILY, table, name: d.name, type: d.type, ...(d.map ? { map: d.map } : {}) } } })),
+  ];
 }
 
-/** Both pool maps exist with their type (else the service declares them before its JSON transaction). */
-export function hasBackendMaps(st: SlbKernelState | null): boolean {
-  return PROTOCOLS.every((p) => st?.sets.get(backendMap(p)) === typeSig(BACKEND_TYPE.type, BACKEND_TYPE.map));
+/** Every declared map and set exists with its type (else the service declares them before its JSON transaction). */
+export function hasDeclarations(st: SlbKernelState | null): boolean {
+  return DECLARED.every((d) => st?.sets.get(d.name) === typeSig(d.type, d.map ?? null));
 }
 
 /**
@@ -132,7 +135,7 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
       const cur = have?.sets.get(name);
       if (cur === typeSig(type, map)) continue;
       if (cur !== undefined) throw new Error(`${map ? 'map' : 'set'} ${name} has another type (${cur}); delete table ${fam} ${t} to migrate`);
-      head.push({ add: map ? { map: { family: fam, table: t, name, type, map } } : { set: { family: fam, table: t, name, type, size: COUNTER_SET_SIZE, stmt: [{ counter: null }] } } });
+      head.push({ add: { map: { family: fam, table: t, name, type, map } } });
     }
     for (const c of baseChains()) {
       const cur = have?.chains.get(c.name);
@@ -149,7 +152,7 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
       chains.push({ add: { chain: def } }, ...c.rules.map((r) => rule(c.name, r)));
     }
   }
-  if (!i.scope && !hasBackendMaps(have)) throw new Error(`the pool maps ${PROTOCOLS.map(backendMap).join(', ')} are missing or of another type; they are declared before the transaction (delete table ${fam} ${t} to migrate)`);
+  if (!i.scope && !hasDeclarations(have)) throw new Error(`the maps and sets ${DECLARED.map((d) => d.name).join(', ')} are missing or of another type; they are declared before the transaction (delete table ${fam} ${t} to migrate)`);
   const inScope = (chain: string) => isVipChain(chain) && (!i.scope || i.scope.has(chain.slice(2)));
   const wantChains = new Map(i.want.map((f) => [f.chain, f]));
   const wantKeys = new Map(i.want.map((f) => [vipKeyString(f.key), f.chain]));
@@ -198,7 +201,7 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
   if (!i.scope && have) {
     for (const name of have.chains.keys()) if (!isVipChain(name) && !baseChains().some((c) => c.name === name)) dropChain(name);
     const base = baseSets();
-    for (const name of have.sets.keys()) if (!base.has(name) && !PROTOCOLS.some((p) => backendMap(p) === name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
+    for (const name of have.sets.keys()) if (!base.has(name) && !DECLARED.some((d) => d.name === name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
     for (const name of have.counters) tail.push({ delete: { counter: { family: fam, table: t, name } } });
   }
   return [...head, ...chains, ...elemDel, ...elemAdd, ...tail];

@@ -70,21 +70,32 @@ export const SLB_OBJECTS = {
 export const backendMap = (protocol: 'tcp' | 'udp') => `be_${protocol}`;
 export const BACKEND_TYPE = { type: ['ipv4_addr', 'inet_service', 'integer'], map: 'ipv4_addr . inet_service' };
 
-/**
- * nft 1.0.6's JSON input cannot declare a map whose data is a concatenation, nor a `typeof` key (the kernel notes),
- * so the two pool maps are declared with this constant text (only the table name, a schema-checked identifier, is
- * put in); everything else, including their elements, is JSON.
- */
-export function backendMapsText(table: string): string {
-  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(table)) throw new Error(`table name ${JSON.stringify(table)} is not an identifier`);
-  const map = (p: string) => `add map ip ${table} ${backendMap(p as 'tcp')} { typeof ip daddr . ${p} dport . numgen inc mod 2 : ip daddr . ${p} dport ; }\n`;
-  return `add table ip ${table}\n${map('tcp')}${map('udp')}`;
-}
-
 export const VIP_KEY_TYPE = ['ipv4_addr', 'inet_proto', 'inet_service'];
 export const MEMBER_KEY_TYPE = [...VIP_KEY_TYPE, 'ipv4_addr', 'inet_service'];
 /** The most counter elements a set holds; beyond it, new members' packets pass uncounted. */
 export const COUNTER_SET_SIZE = 262144;
+
+/**
+ * The objects declared in nft's text syntax, because nft 1.0.6's JSON cannot say them (the kernel notes): the pool
+ * maps (a `typeof` key, concatenated data) and the counter sets (`flags dynamic`: a set that a rule `update`s must
+ * be created dynamic; nft infers it only when the set and the rule come in the same batch, so a VIP added later
+ * failed with "Operation not supported" on a set made without it).
+ */
+export const DECLARED: readonly { name: string; kind: 'map' | 'set'; type: string[]; map?: string }[] = [
+  { name: backendMap('tcp'), kind: 'map', ...BACKEND_TYPE },
+  { name: backendMap('udp'), kind: 'map', ...BACKEND_TYPE },
+  { name: SLB_OBJECTS.vipNew, kind: 'set', type: VIP_KEY_TYPE },
+  { name: SLB_OBJECTS.memberNew, kind: 'set', type: MEMBER_KEY_TYPE },
+  { name: SLB_OBJECTS.memberPackets, kind: 'set', type: MEMBER_KEY_TYPE },
+];
+
+/** The declarations as constant text: only the table name, a schema-checked identifier, is put in. */
+export function declarationsText(table: string): string {
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(table)) throw new Error(`table name ${JSON.stringify(table)} is not an identifier`);
+  const pool = (p: string) => `add map ip ${table} ${backendMap(p as 'tcp')} { typeof ip daddr . ${p} dport . numgen inc mod 2 : ip daddr . ${p} dport ; }\n`;
+  const counters = (name: string, type: string[]) => `add set ip ${table} ${name} { type ${type.join(' . ')} ; size ${COUNTER_SET_SIZE} ; flags dynamic ; counter ; }\n`;
+  return `add table ip ${table}\n${pool('tcp')}${pool('udp')}${DECLARED.filter((d) => d.kind === 'set').map((d) => counters(d.name, d.type)).join('')}`;
+}
 
 export const vipChain = (id: string) => `v_${id}`;
 export const isVipChain = (name: string) => name.startsWith('v_');
@@ -159,12 +170,7 @@ export function baseChains(): BaseChain[] {
   ];
 }
 
-/** The fixed sets and maps declared in JSON: name → [key type, map value type or null]. */
+/** The fixed maps declared in JSON: name → [key type, map value type]. */
 export function baseSets(): Map<string, [string[], string | null]> {
-  return new Map<string, [string[], string | null]>([
-    [SLB_OBJECTS.dispatch, [VIP_KEY_TYPE, 'verdict']],
-    [SLB_OBJECTS.vipNew, [VIP_KEY_TYPE, null]],
-    [SLB_OBJECTS.memberNew, [MEMBER_KEY_TYPE, null]],
-    [SLB_OBJECTS.memberPackets, [MEMBER_KEY_TYPE, null]],
-  ]);
+  return new Map<string, [string[], string | null]>([[SLB_OBJECTS.dispatch, [VIP_KEY_TYPE, 'verdict']]]);
 }

@@ -4,8 +4,8 @@ import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@f
 import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import type { NftJson, NftRunner } from '@fwlb/nft';
-import { applySlbCommands, backendMapsModel, hasBackendMaps, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
-import { backendMap, backendMapsText, healthKey, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
+import { applySlbCommands, declarationsModel, hasDeclarations, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
+import { backendMap, declarationsText, DECLARED, healthKey, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -18,7 +18,7 @@ export interface AddressPort {
 export interface SlbKernel {
   read(): Promise<SlbKernelState | null>;
   apply(cmds: NftJson[]): Promise<void>;
-  /** Declares the table and its pool maps (`backendMapsText`; idempotent). */
+  /** Declares the table, its pool maps and counter sets (`declarationsText`; idempotent). */
   declare(): Promise<void>;
   counters(): Promise<SlbCounters>;
 }
@@ -33,7 +33,7 @@ export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
       return terse ? parseSlbListing(terse, listings) : null;
     },
     apply: (cmds) => nft.apply(cmds),
-    declare: () => nft.applyText(backendMapsText(table)),
+    declare: () => nft.applyText(declarationsText(table)),
     counters: async () => parseCounterSets(await nft.json(['list', 'sets', 'table', SLB_FAMILY, table])),
   };
 }
@@ -373,16 +373,16 @@ export class SlbService {
     this.reconciles++;
     try {
       const frags = vips.map((v) => (this.fragments.has(v.id) && !this.dirty.has(v.id) && this.byId.get(v.id) === v ? this.fragments.get(v.id)! : renderVip(v, up, this.config.seed)));
-      // The pool maps are declared first, in text (JSON cannot); taken away again if the transaction fails.
-      const declared = !hasBackendMaps(have);
+      // The pool maps and counter sets are declared first, in text (JSON cannot); taken away again if the transaction fails.
+      const declared = !hasDeclarations(have);
       if (declared) {
         await this.deps.kernel.declare();
-        have = applySlbCommands(have, backendMapsModel(this.config.table));
+        have = applySlbCommands(have, declarationsModel(this.config.table));
       }
       const cmds = slbCommands({ table: this.config.table, want: frags, have });
       const r = await this.withAddresses(new Set(vips.map((v) => v.address)), null, () =>
         this.transact(cmds).catch(async (e) => {
-          if (declared) await this.deps.kernel.apply(['tcp', 'udp'].map((p) => ({ delete: { map: { family: SLB_FAMILY, table: this.config.table, name: backendMap(p as 'tcp') } } }))).catch(() => undefined);
+          if (declared) await this.deps.kernel.apply(DECLARED.map((d) => ({ delete: { [d.kind]: { family: SLB_FAMILY, table: this.config.table, name: d.name } } }))).catch(() => undefined);
           throw e;
         }),
       );
