@@ -7,24 +7,11 @@ import { join } from 'node:path';
 import { bucketOf, buildTable } from '@fwlb/flowhash';
 import { SessionCache, pinElement, PIN_MAP_TYPE } from '@fwlb/balancer';
 import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
-import { deleteNs, inNs, run, uniquePrefix, REPO } from '@fwlb/lab';
-import { spawn, ChildProcess } from 'node:child_process';
+import { deleteNs, inNs, run, startRedis, uniquePrefix, REPO } from '@fwlb/lab';
 
 const RATES = (process.env.BENCH_RATES ?? '2000,5000,10000,20000').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const N = Number(process.env.BENCH_SESSIONS ?? 100000);
-
-function startRedis(sock: string, dir: string): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    p.stdout!.on('data', (d) => {
-      buf += d;
-      if (/ready to accept connections/i.test(buf)) resolve(p);
-    });
-    p.on('exit', (c) => reject(new Error(`redis-server exited ${c}`)));
-  });
-}
 
 function records(n: number, fw: (i: number) => string): SessionRecord[] {
   const now = Date.now();

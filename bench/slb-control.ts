@@ -9,9 +9,8 @@
 //   idle CPU and RSS of the process;
 //   health of 8,000 members that are up, with the default timers (interval 1 s): false DOWNs, unknown checks, CPU.
 // Prints figures only; nothing here is pass/fail.
-import { request, Agent } from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { spawnInNs, uniquePrefix, ScaleSlb, scaleVips, SCALE_TOKEN } from '@fwlb/lab';
+import { openLoop, percentile, spawnInNs, uniquePrefix, ScaleSlb, scaleVips, SCALE_TOKEN } from '@fwlb/lab';
 
 const N = Number(process.env.BENCH_SLB_VIPS ?? 1000);
 const MEMBER_POSTS = Number(process.env.BENCH_SLB_MEMBER_POSTS ?? 8000);
@@ -19,11 +18,7 @@ const RATE = Number(process.env.BENCH_SLB_GET_RATE ?? 1000);
 const GET_SECONDS = Number(process.env.BENCH_SLB_GET_SECONDS ?? 10);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const pct = (xs: number[], p: number) => {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
+const pct = percentile;
 const f = (x: number) => (Number.isFinite(x) ? x.toFixed(x < 10 ? 2 : 0) : 'n/a');
 const line = (label: string, xs: number[]) => console.log(`  ${label}: n=${xs.length} p50 ${f(pct(xs, 50))} ms, p99 ${f(pct(xs, 99))} ms, max ${f(Math.max(...xs))} ms`);
 
@@ -61,41 +56,6 @@ async function startPhase(s: ScaleSlb, label: string) {
   const adopted = await s.adopted(t0);
   const runs = s.nftRuns().slice(before);
   console.log(`  ${label}: API answers after ${api} ms, kernel adopted after ${adopted} ms, ${transactions(runs)} nft transactions (${runs.length} nft runs)`);
-}
-
-/** Open-loop GETs at `rate`/s for `seconds` over a keep-alive agent; latency from each request's scheduled time. */
-async function openLoop(s: ScaleSlb, path: string, rate: number, seconds: number) {
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const lat: number[] = [];
-  let errors = 0;
-  const total = rate * seconds;
-  const t0 = performance.now();
-  const pending: Promise<void>[] = [];
-  for (let i = 0; i < total; i++) {
-    const at = t0 + (i * 1000) / rate;
-    const wait = at - performance.now();
-    if (wait > 1) await sleep(wait);
-    pending.push(
-      new Promise<void>((resolve) => {
-        const req = request({ socketPath: s.socket, path, agent, headers: { authorization: `Bearer ${SCALE_TOKEN}` } }, (res) => {
-          res.resume();
-          res.on('end', () => {
-            if (res.statusCode === 200) lat.push(performance.now() - at);
-            else errors++;
-            resolve();
-          });
-        });
-        req.on('error', () => {
-          errors++;
-          resolve();
-        });
-        req.end();
-      }),
-    );
-  }
-  await Promise.all(pending);
-  agent.destroy();
-  return { lat, errors };
 }
 
 async function controlPlane() {
@@ -137,7 +97,7 @@ async function controlPlane() {
     const rss0 = usage(pidNow).rssMb;
     for (const path of ['/health', '/status', '/vips/v1', '/vips/v1/members', '/vips']) {
       const rate = path === '/vips' ? Math.min(RATE, 100) : RATE;
-      const r = await openLoop(s, path, rate, GET_SECONDS);
+      const r = await openLoop({ socketPath: s.socket, path, rate, seconds: GET_SECONDS, headers: { authorization: `Bearer ${SCALE_TOKEN}` } });
       line(`GET ${path} at ${rate}/s open loop for ${GET_SECONDS} s (${r.errors} errors)`, r.lat);
     }
     console.log(`  RSS before the GETs ${f(rss0)} MB, after ${f(usage(pidNow).rssMb)} MB`);

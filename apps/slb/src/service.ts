@@ -369,10 +369,11 @@ export class SlbService {
    * the reverse would answer RST), then the table in one transaction; the addresses this pass added are removed again
    * when the transaction fails, so the kernel is as it was. VIPs whose health did not change keep their fragment.
    */
-  private async full(have: SlbKernelState | null, vips: readonly ResolvedVip[] = this.vipList, up: (k: string) => boolean = this.up): Promise<SlbReconcileResult> {
+  private async full(have: SlbKernelState | null): Promise<SlbReconcileResult> {
+    const vips = this.vipList;
     this.reconciles++;
     try {
-      const frags = vips.map((v) => (this.fragments.has(v.id) && !this.dirty.has(v.id) && this.byId.get(v.id) === v ? this.fragments.get(v.id)! : renderVip(v, up, this.config.seed)));
+      const frags = vips.map((v) => (this.fragments.has(v.id) && !this.dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.up, this.config.seed)));
       // The pool maps and counter sets are declared first, in text (JSON cannot); taken away again if the transaction fails.
       const declared = !hasDeclarations(have);
       if (declared) {

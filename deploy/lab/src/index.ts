@@ -5,3 +5,4 @@ export * from './lab';
 export * from './scenario';
 export type { DriveSpec, DriveReport } from './agent';
 export * from './slb-scale';
+export * from './bench-tools';
