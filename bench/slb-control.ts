@@ -196,8 +196,50 @@ async function healthAtScale(interval: number) {
   }
 }
 
+/** Issue 12: GET /status and GET /metrics with the request log on (info) and off (warn), interleaved rounds. */
+async function logging() {
+  const rounds = Number(process.env.BENCH_LOG_ROUNDS ?? 2);
+  console.log(`== API latency with the request log on and off, ${N} VIPs × 8 members, ${rounds} interleaved rounds (bench/slb-control.ts)`);
+  const res: Record<string, Record<string, { p50: number[]; p99: number[]; bytes: number }>> = { info: {}, warn: {} };
+  const prev = process.env.FWLB_LOG_LEVEL;
+  try {
+    for (let r = 0; r < rounds; r++) {
+      for (const level of ['info', 'warn']) {
+        process.env.FWLB_LOG_LEVEL = level;
+        const s = new ScaleSlb(uniquePrefix('bl'), { vips: N, members: 8 });
+        try {
+          s.setup();
+          const t0 = Date.now();
+          await s.start();
+          await s.adopted(t0);
+          for (const [path, rate] of [['/status', RATE], ['/metrics', Math.min(RATE, 100)]] as const) {
+            const o = await openLoop({ socketPath: s.socket, path, rate, seconds: GET_SECONDS });
+            const e = (res[level][`${path} at ${rate}/s`] ??= { p50: [], p99: [], bytes: 0 });
+            e.p50.push(pct(o.lat, 50));
+            e.p99.push(pct(o.lat, 99));
+            const body = (await s.api('GET', path)).body;
+            e.bytes = Buffer.byteLength(typeof body === 'string' ? body : JSON.stringify(body));
+          }
+        } finally {
+          await s.cleanup();
+        }
+      }
+    }
+  } finally {
+    if (prev === undefined) delete process.env.FWLB_LOG_LEVEL;
+    else process.env.FWLB_LOG_LEVEL = prev;
+  }
+  const med = (xs: number[]) => pct(xs, 50);
+  for (const k of Object.keys(res.info)) {
+    const on = res.info[k];
+    const off = res.warn[k];
+    console.log(`  GET ${k} (${on.bytes} bytes): log on p50 ${f(med(on.p50))} / p99 ${f(med(on.p99))} ms, off p50 ${f(med(off.p50))} / p99 ${f(med(off.p99))} ms, on/off p99 ${f(med(on.p99) / med(off.p99))} (rounds' p99 on: ${on.p99.map(f).join(', ')}; off: ${off.p99.map(f).join(', ')})`);
+  }
+}
+
 (async () => {
   const which = process.argv[2];
+  if (!which || which === 'logging') await logging();
   if (!which || which === 'control') await controlPlane();
   if (!which || which === 'changes') await apiChanges();
   if (!which || which === 'health') {

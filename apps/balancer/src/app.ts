@@ -1,6 +1,6 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
 import type { FastifyInstance } from 'fastify';
-import { AuditSink, bearerGuard, createApi, statusPage } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { Errors } from './errors';
 import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
@@ -11,7 +11,8 @@ export interface AppOptions {
   token?: string;
   /** Called after an accepted mutation; main.ts applies through the runner, tests may apply directly. */
   apply?: () => Promise<unknown>;
-  logger?: boolean;
+  /** The node's logger: requests are logged through it (see createApi). */
+  logger?: boolean | Logger;
   /** The shared session table (layer 3), when configured. */
   sessions?: SessionsView;
   /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */

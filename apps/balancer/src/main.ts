@@ -24,7 +24,8 @@ async function run(path: string): Promise<void> {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
     process.exit(3);
   }
-  const log = logLines(nodeLogger('fwlb', config.name));
+  const logger = nodeLogger('fwlb', config.name);
+  const log = logLines(logger);
   // The admin state an operator set before the restart (a firewall out for maintenance stays out), read before
   // anything touches the kernel: a bad file stops the start here, with the kernel as it was.
   const saved = config.stateFile ? loadAdminState(config.stateFile, config.firewalls.map((f) => f.id)) : null;
@@ -72,7 +73,7 @@ async function run(path: string): Promise<void> {
     : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
   const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])];
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin, shareAdmin: sessions ? (id, enabled) => sessions.shareAdmin(id, enabled) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [] });
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin, shareAdmin: sessions ? (id, enabled) => sessions.shareAdmin(id, enabled) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [], logger });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const registry = newRegistry();
   const metrics = balancerMetrics(registry, { reconciler, sync: sessions ? () => sessions.view.metrics() : undefined, alarms, helperUp: config.health ? () => health?.helperUp() ?? false : undefined });

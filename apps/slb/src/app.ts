@@ -1,7 +1,7 @@
 // The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of apps/slb.
 import type { FastifyInstance } from 'fastify';
 import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
-import { AuditSink, bearerGuard, createApi, statusPage } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { SlbErrors } from './errors';
 import { NotFoundError, SaveError, SlbService } from './service';
 
@@ -9,7 +9,8 @@ export interface SlbAppOptions {
   service: SlbService;
   /** Bearer token for mutations; when absent, mutations are refused. */
   token?: string;
-  logger?: boolean;
+  /** The node's logger: requests are logged through it (see createApi). */
+  logger?: boolean | Logger;
   /** Where audit records of mutations go. @default one JSON line each on stdout */
   audit?: AuditSink;
 }

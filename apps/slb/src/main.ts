@@ -8,7 +8,8 @@ import { loadSlbConfig, loadSlbConfigWithState, SlbKernelError, startSlb } from 
 
 async function run(path: string): Promise<void> {
   const config = loadSlbConfigWithState(path);
-  const log = logLines(nodeLogger('fwlb-slb', config.name));
+  const logger = nodeLogger('fwlb-slb', config.name);
+  const log = logLines(logger);
   let slb;
   try {
     slb = await startSlb(config, log);
@@ -17,7 +18,7 @@ async function run(path: string): Promise<void> {
     console.error(`fwlb-slb: ${e.message}`);
     process.exit(3);
   }
-  const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api) });
+  const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api), logger });
   const registry = newRegistry();
   slbMetrics(registry, slb.service);
   metricsRoute(app, registry);

@@ -1,5 +1,6 @@
 // The parts every fwlb REST API shares: strict body validation, one error shape, the bearer guard and listening; shell layer.
-import Fastify, { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Logger } from './log';
+import Fastify, { FastifyInstance, FastifyRequest, LogController } from 'fastify';
 import { openApiDocument, RouteDoc } from './openapi';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -83,9 +84,22 @@ export function routesOf(app: FastifyInstance): string[] {
   return registered.get(app) ?? [];
 }
 
-export function createApi(logger = false, audit: AuditSink = stdoutAudit, doc?: ApiDoc): FastifyInstance {
+/**
+ * `logger`: the node's pino logger (every request is logged, one line at info when it completes: method, url,
+ * status, ms; FWLB_LOG_LEVEL=warn turns it off), true for fastify's own, or false for none (the unit tests).
+ */
+export function createApi(logger: boolean | Logger = false, audit: AuditSink = stdoutAudit, doc?: ApiDoc): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
-  const app = Fastify({ logger, bodyLimit: 1 << 20, ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } } });
+  const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } };
+  const app = (
+    typeof logger === 'object' ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv }) : Fastify({ logger, bodyLimit: 1 << 20, ajv })
+  ) as unknown as FastifyInstance;
+  if (typeof logger === 'object') {
+    // One line per request instead of fastify's two (incoming, completed).
+    app.addHook('onResponse', async (req, reply) => {
+      req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
+    });
+  }
   // Why a parser of our own: validators and config code walk bodies recursively; a body nested thousands of levels
   // deep would overflow the stack in them (a 500) instead of being refused up front (a 400).
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {

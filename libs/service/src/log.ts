@@ -1,12 +1,41 @@
 // The node processes' log: pino, one JSON object per line (time, level, prog, node, msg, and fields), so it can be
-// shipped and queried; shell layer. Level from FWLB_LOG_LEVEL (trace … fatal). @default info
+// shipped and queried; on a terminal, one readable line each instead. Shell layer. Level from FWLB_LOG_LEVEL
+// (trace … fatal, @default info); FWLB_LOG_FORMAT=json|pretty overrides the choice made by whether stdout is a TTY.
 import pino, { Logger } from 'pino';
 
 export type { Logger };
 
-export function nodeLogger(prog: string, node: string, level = process.env.FWLB_LOG_LEVEL ?? 'info', dest?: { write(s: string): void }): Logger {
+type Dest = { write(s: string): void };
+
+export function nodeLogger(prog: string, node: string, level = process.env.FWLB_LOG_LEVEL ?? 'info', dest?: Dest): Logger {
   const opts = { base: { prog, node }, level, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label: string) => ({ level: label }) } };
-  return dest ? pino(opts, dest) : pino(opts);
+  const format = process.env.FWLB_LOG_FORMAT ?? (process.stdout.isTTY && !dest ? 'pretty' : 'json');
+  const out = dest ?? process.stdout;
+  return pino(opts, format === 'pretty' ? prettyDest(out) : out);
+}
+
+const LEVEL_WIDTH = 5;
+
+/**
+ * A destination that writes each JSON log line as `HH:MM:SS.mmm LEVEL node: msg key=value …` (for a person at a
+ * terminal). A line that is not a JSON object is written as it came.
+ */
+export function prettyDest(out: Dest): Dest {
+  return {
+    write(line: string) {
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(line);
+      } catch {
+        return out.write(line);
+      }
+      if (!o || typeof o !== 'object') return out.write(line);
+      const { time, level, prog, node, msg, pid: _pid, hostname: _host, ...rest } = o;
+      const t = typeof time === 'string' ? time.slice(11, 23) : '';
+      const fields = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+      out.write(`${t} ${String(level ?? '').toUpperCase().padEnd(LEVEL_WIDTH)} ${node ?? prog ?? ''}: ${msg ?? ''}${fields.length ? ' ' + fields.join(' ') : ''}\n`);
+    },
+  };
 }
 
 /**
