@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deleteNs, inNs, run, spawnInNs } from './netns';
-import { SLB_MAIN, waitForLine } from './lab';
+import { SLB_MAIN } from './lab';
 
 export const SCALE_TOKEN = 'scale-token-0123456789abcdef';
 
@@ -112,8 +112,15 @@ export class ScaleSlb {
     const onData = (d: Buffer) => this.log.push(...d.toString().split('\n').filter(Boolean));
     p.stdout!.on('data', onData);
     p.stderr!.on('data', onData);
-    await waitForLine(p, /listening on/, 60000, 'fwlb-slb (scale)', this.log);
-    return Date.now() - t0;
+    // Polls the API rather than waiting for the "listening on" line: that line is not logged at FWLB_LOG_LEVEL=warn.
+    let exited: number | null = null;
+    p.once('exit', (code) => (exited = code ?? -1));
+    while (Date.now() - t0 < 60000) {
+      if (exited !== null) throw new Error(`fwlb-slb (scale) exited with ${exited}: ${this.log.join('\n')}`);
+      if (await this.api('GET', '/health').then(() => true, () => false)) return Date.now() - t0;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    throw new Error(`fwlb-slb (scale) did not answer within 60 s: ${this.log.join('\n')}`);
   }
 
   /** Waits until the SLB has adopted the kernel state (GET /status `started`); returns ms since `since`. */
