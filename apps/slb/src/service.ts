@@ -660,8 +660,13 @@ export class SlbService {
     });
   }
 
+  /** The VIP's new sessions as last read from the kernel. */
+  vipNewSessions(v: ResolvedVip): number {
+    return this.counterValues.vipNew.get(viewKeys(v).vip) ?? 0;
+  }
+
   vipView(v: ResolvedVip) {
-    const newSessions = this.counterValues.vipNew.get(viewKeys(v).vip) ?? 0;
+    const newSessions = this.vipNewSessions(v);
     // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
     return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions, at: this.countersAt } };
   }
