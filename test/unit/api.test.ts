@@ -147,7 +147,10 @@ t.test('every mutation leaves an audit record: who, what, the result; refused on
   await app.inject({ method: 'GET', url: '/status' });
   t.equal(audits.length, 3, 'GETs are not audited; three mutations are');
   const [ok, unauth, missing] = audits;
-  t.match(ok, { audit: true, method: 'PUT', route: '/firewalls/:id/admin', url: '/firewalls/fw2/admin', status: 200, body: { enabled: false } });
+  t.match(ok, { audit: true, method: 'PUT', route: '/firewalls/:id/admin', url: '/firewalls/fw2/admin', status: 200, body: { enabled: false }, before: { enabled: true } });
+  t.ok(ok.after, 'and the answer after');
+  t.notOk('before' in unauth, 'a request refused before its handler records no before');
+  t.notOk('before' in missing, 'nor one for a firewall that does not exist');
   t.match(ok.actor, /^token:[0-9a-f]{8}$/, 'the actor is a token id, never the token');
   t.notOk(JSON.stringify(audits).includes(TOKEN), 'the token itself is never logged');
   t.match(unauth, { status: 401, code: 'FWLB_UNAUTHORIZED', actor: 'anonymous' });

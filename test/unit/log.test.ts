@@ -47,3 +47,13 @@ t.test('the API logs each request once, through the node logger', async (t) => {
   await q.inject({ method: 'GET', url: '/x' });
   t.same(quiet, [], 'FWLB_LOG_LEVEL=warn: no request lines');
 });
+
+t.test('events carry their fields as JSON fields (a transition is queryable without parsing the message)', async (t) => {
+  const lines: string[] = [];
+  const log = logLines(nodeLogger('fwlb', 'ob', 'info', { write: (s) => void lines.push(s) }));
+  log('firewall fw2 DOWN: timeout (3 of 3 attempts failed)', { event: 'firewall-health', firewall: 'fw2', from: 'up', to: 'down' });
+  log('ALARM panic', { event: 'panic' });
+  const [a, b] = lines.map((l) => JSON.parse(l));
+  t.match(a, { level: 'info', event: 'firewall-health', firewall: 'fw2', from: 'up', to: 'down', msg: /^firewall fw2 DOWN/ });
+  t.match(b, { level: 'warn', event: 'panic' });
+});

@@ -221,7 +221,10 @@ t.test('SLB mutations are audited, accepted and refused', async (t) => {
   await app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.11:8080', payload: { state: 'drain' }, headers: auth });
   await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), port: 0 }, headers: auth });
   t.match(audits, [
-    { method: 'PATCH', route: '/vips/:id/members/:member', status: 200, body: { state: 'drain' } },
+    { method: 'PATCH', route: '/vips/:id/members/:member', status: 200, body: { state: 'drain' }, before: { address: '10.20.0.11', state: 'enabled' }, after: { address: '10.20.0.11', state: 'drain' } },
     { method: 'POST', route: '/vips', status: 400, code: 'FWLB_BAD_REQUEST' },
   ]);
+  t.notOk('after' in audits[1], 'a refused change has no after');
+  await app.inject({ method: 'DELETE', url: '/vips/web', headers: auth });
+  t.match(audits[2], { method: 'DELETE', status: 204, before: { id: 'web', port: 80 } }, 'a deletion records what it deleted');
 });

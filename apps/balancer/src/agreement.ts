@@ -21,7 +21,7 @@ export interface AgreementOptions {
   periodMs: number;
   /** The agreement to apply (the membership's setAgreement and a reconcile). */
   apply: (a: Agreement) => void;
-  log?: (m: string) => void;
+  log?: (m: string, fields?: Record<string, unknown>) => void;
   now?: () => number;
 }
 
@@ -59,7 +59,7 @@ export class AgreementLoop {
     this.appliedEpoch = doc.epoch;
     this.appliedGeneration = doc.generation;
     this.o.apply({ epoch: doc.epoch, live, down: doc.down.filter((id) => known.has(id)) });
-    this.o.log?.(`applied epoch ${doc.epoch} by ${doc.by}: live ${live.join(',')}`);
+    this.o.log?.(`applied epoch ${doc.epoch} by ${doc.by}: live ${live.join(',')}`, { event: 'epoch', epoch: doc.epoch, by: doc.by, live });
   }
 
   /** As the leader (when this node holds or takes the lock), publish a new epoch when the fresh views changed it. */

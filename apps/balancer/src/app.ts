@@ -1,5 +1,5 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { Errors } from './errors';
 import type { Reconciler } from './reconciler';
@@ -74,7 +74,7 @@ export function build(opts: AppOptions): FastifyInstance {
   });
   app.put<{ Params: { id: string }; Body: { enabled: boolean } }>(
     '/firewalls/:id/admin',
-    { preValidation: guard, schema: { body: adminBody } },
+    { preValidation: guard, schema: { body: adminBody }, config: { auditBefore: (req: FastifyRequest) => { const id = (req.params as { id: string }).id; return r.membership.has(id) ? { enabled: r.membership.isEnabled(id) } : undefined; } } },
     async (req) => {
       const { id } = req.params;
       const m = r.membership;

@@ -19,7 +19,7 @@ export function linkProblem(ifname: string): string | null {
 export interface FirewallHealthHooks {
   /** Ask for a reconcile soon. */
   trigger: () => void;
-  log: (m: string) => void;
+  log: (m: string, fields?: Record<string, unknown>) => void;
   /** This node's whole view after every change, for the shared health views (layer 2). */
   onView?: (view: Record<string, boolean>) => void;
   /** Every check's result (metrics). */
@@ -49,7 +49,7 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
         onResult?.(id, res);
       },
       onEvent: (id, ev) => {
-        log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`);
+        log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'firewall-health', firewall: id, from: ev.from, to: ev.to, reason: ev.reason, ...(ev.latencyMs !== undefined ? { latencyMs: ev.latencyMs } : {}) });
         const wasPanic = r.membership.snapshot().panic;
         r.membership.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
         const panic = r.membership.snapshot().panic;

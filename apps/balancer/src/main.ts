@@ -49,12 +49,12 @@ async function run(path: string): Promise<void> {
   });
   // Adopt: the first reconcile reads the kernel before writing and applies only the difference; nothing is flushed.
   const first = await reconciler.reconcile();
-  log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`);
+  log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`, { event: 'adopt', nftCommands: first.nftCommands, routingChanges: first.routingChanges });
   for (const e of first.routingErrors) log(`routing: ${e}`);
   runner = BoundedRunner.create(
     async () => {
       const r = await reconciler.reconcile();
-      if (r.nftCommands || r.routingChanges) log(`reconciled: ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`);
+      if (r.nftCommands || r.routingChanges) log(`reconciled: ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`, { event: 'reconcile', nftCommands: r.nftCommands, routingChanges: r.routingChanges });
       for (const e of r.routingErrors) log(`routing: ${e}`);
     },
     { resyncMs: config.resyncSeconds * 1000 },

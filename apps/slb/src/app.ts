@@ -1,5 +1,5 @@
 // The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of apps/slb.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { SlbErrors } from './errors';
@@ -31,6 +31,14 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
   };
   type Id = { Params: { id: string } };
   type Member = { Params: { id: string; member: string } };
+  // The audit record's `before`: the VIP, or the member, as it was.
+  const vipBefore = { auditBefore: (req: FastifyRequest) => s.vip((req.params as { id: string }).id) };
+  const memberBefore = {
+    auditBefore: (req: FastifyRequest) => {
+      const p = req.params as { id: string; member: string };
+      return s.vip(p.id).members.find((m) => `${m.address}:${m.port}` === p.member);
+    },
+  };
 
   // Reads answer from memory: counters come from the background refresh (see SlbService.refreshCounters).
   app.get('/vips', async (_req, reply) => reply.type('application/json; charset=utf-8').send(s.vipsBody()));
@@ -42,27 +50,27 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
     const v = await wrap(() => s.createVip(req.body));
     return reply.status(201).send(s.vipView(v));
   });
-  app.put<Id>('/vips/:id', { preValidation: guard }, async (req) => s.vipView(await wrap(() => s.replaceVip(req.params.id, req.body))));
-  app.delete<Id>('/vips/:id', { preValidation: guard }, async (req, reply) => {
+  app.put<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req) => s.vipView(await wrap(() => s.replaceVip(req.params.id, req.body))));
+  app.delete<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req, reply) => {
     await wrap(() => s.deleteVip(req.params.id));
     return reply.status(204).send();
   });
   app.get<Id>('/vips/:id/members', async (req) => {
     return wrap(async () => s.memberView(s.vip(req.params.id)));
   });
-  app.post<Id & { Body: MemberConfig }>('/vips/:id/members', { preValidation: guard, schema: { body: memberSchema } }, async (req, reply) => {
+  app.post<Id & { Body: MemberConfig }>('/vips/:id/members', { preValidation: guard, schema: { body: memberSchema }, config: vipBefore }, async (req, reply) => {
     const v = await wrap(() => s.addMember(req.params.id, req.body));
     return reply.status(201).send(s.memberView(v).find((m) => m.address === req.body.address && m.port === req.body.port));
   });
   app.patch<Member & { Body: Partial<Pick<MemberConfig, 'weight' | 'state'>> }>(
     '/vips/:id/members/:member',
-    { preValidation: guard, schema: { body: memberPatchSchema } },
+    { preValidation: guard, schema: { body: memberPatchSchema }, config: memberBefore },
     async (req) => {
       const v = await wrap(() => s.patchMember(req.params.id, req.params.member, req.body));
       return s.memberView(v).find((m) => `${m.address}:${m.port}` === req.params.member);
     },
   );
-  app.delete<Member>('/vips/:id/members/:member', { preValidation: guard }, async (req, reply) => {
+  app.delete<Member>('/vips/:id/members/:member', { preValidation: guard, config: memberBefore }, async (req, reply) => {
     await wrap(() => s.deleteMember(req.params.id, req.params.member));
     return reply.status(204).send();
   });

@@ -55,7 +55,7 @@ export interface SlbDeps {
   save?: (vips: readonly VipConfig[]) => void | Promise<void>;
   /** Ask for a pass soon (the bounded runner); health changes call it. */
   trigger?: () => void;
-  log?: (msg: string) => void;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
   now?: () => number;
   /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */
   alarms?: () => string[];
@@ -247,7 +247,7 @@ export class SlbService {
           k,
           this.deps.monitors(k, v, m, initial, (ev) => {
             this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
-            this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`);
+            this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'member-health', member: `${m.address}:${m.port}`, check: v.check.kind, vips: [...(this.users.get(k) ?? [])], from: ev.from, to: ev.to, reason: ev.reason });
             for (const user of this.users.get(k) ?? []) this.dirty.add(user);
             this.deps.trigger?.();
           }),

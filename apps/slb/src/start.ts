@@ -63,7 +63,7 @@ export interface RunningSlb {
 }
 
 /** Adopts the kernel state (first reconcile reads before it writes), then keeps it in step with health and the API. */
-export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string) => void): Promise<RunningSlb> {
+export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string, fields?: Record<string, unknown>) => void): Promise<RunningSlb> {
   const config = typeof from === 'string' ? loadSlbConfigWithState(from) : from;
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
   const missing = (await slbDoctor(config.interface)).filter((c) => c.required && !c.ok);
@@ -83,7 +83,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   runner = BoundedRunner.create(
     async () => {
       const r = await service.tick();
-      if (r.nftCommands || r.addressesAdded.length || r.addressesRemoved.length) log(`SLB reconciled: ${r.nftCommands} nft commands, addresses +${r.addressesAdded.length} -${r.addressesRemoved.length}`);
+      if (r.nftCommands || r.addressesAdded.length || r.addressesRemoved.length) log(`SLB reconciled: ${r.nftCommands} nft commands, addresses +${r.addressesAdded.length} -${r.addressesRemoved.length}`, { event: 'reconcile', nftCommands: r.nftCommands, addressesAdded: r.addressesAdded, addressesRemoved: r.addressesRemoved });
     },
     { resyncMs: config.resyncSeconds * 1000, minIntervalMs: 50 },
     (e) => log(`SLB reconcile failed, will retry: ${(e as Error).message}`),

@@ -58,8 +58,24 @@ export interface AuditRecord {
   code?: string;
   /** The request body (at most 2 KiB of its JSON). */
   body?: unknown;
+  /** What the route changed, as it was before (routes that say so with `auditBefore`), and the answer after (2xx). */
+  before?: unknown;
+  after?: unknown;
   ms: number;
 }
+
+/**
+ * Route option: `config: { auditBefore: (req) => state }` records the state a mutation is about to change, for its
+ * audit record. It runs after validation and authorization, before the handler; a throw records nothing.
+ */
+export type AuditBefore = (req: FastifyRequest) => unknown;
+
+const AUDIT_MAX = 2048;
+/** A value as it goes into an audit record: itself up to 2 KiB of JSON, else the first 2 KiB of its JSON text. */
+const capped = (v: unknown): unknown => {
+  const text = JSON.stringify(v);
+  return text === undefined || text.length <= AUDIT_MAX ? v : `${text.slice(0, AUDIT_MAX)}…`;
+};
 
 /** Where audit records go: one JSON line each on stdout by default (ship it with the rest of the log). */
 export type AuditSink = (r: AuditRecord) => void;
@@ -150,7 +166,16 @@ export function createApi(logger: boolean | Logger = false, audit: AuditSink = s
     // the routes from a plugin that loads after build() has registered them synchronously, and saw none.
     app.get('/openapi.json', { config: { undocumented: true } }, async () => openApiDocument(doc, docs));
   }
-  // Every mutation, accepted or refused, leaves an audit record (who, what, the result).
+  app.addHook('preHandler', async (req) => {
+    const f = (req.routeOptions?.config as { auditBefore?: AuditBefore } | undefined)?.auditBefore;
+    if (!f || req.method === 'GET') return;
+    try {
+      (req as { fwlbBefore?: unknown }).fwlbBefore = f(req);
+    } catch {
+      /* nothing to record: the handler answers 404 */
+    }
+  });
+  // Every mutation, accepted or refused, leaves an audit record (who, what, before and after, the result).
   app.addHook('onSend', async (req, reply, payload) => {
     if (req.method === 'GET' || req.method === 'HEAD') return payload;
     let code: string | undefined;
@@ -161,7 +186,15 @@ export function createApi(logger: boolean | Logger = false, audit: AuditSink = s
         /* not JSON */
       }
     }
-    const body = req.body === undefined ? undefined : JSON.stringify(req.body);
+    let after: unknown;
+    if (reply.statusCode < 300 && typeof payload === 'string' && payload) {
+      try {
+        after = JSON.parse(payload);
+      } catch {
+        /* not JSON */
+      }
+    }
+    const before = (req as { fwlbBefore?: unknown }).fwlbBefore;
     audit({
       audit: true,
       at: new Date().toISOString(),
@@ -172,7 +205,9 @@ export function createApi(logger: boolean | Logger = false, audit: AuditSink = s
       peer: req.socket?.remoteAddress ?? 'unix',
       status: reply.statusCode,
       ...(code ? { code } : {}),
-      ...(body !== undefined ? { body: body.length <= 2048 ? req.body : `${body.slice(0, 2048)}…` } : {}),
+      ...(req.body !== undefined ? { body: capped(req.body) } : {}),
+      ...(before !== undefined ? { before: capped(before) } : {}),
+      ...(after !== undefined ? { after: capped(after) } : {}),
       ms: Math.round(reply.elapsedTime * 10) / 10,
     });
     return payload;

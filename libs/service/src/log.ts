@@ -38,10 +38,14 @@ export function prettyDest(out: Dest): Dest {
   };
 }
 
+/** The log callback the libraries take: a message, and for events (a health transition, a reconcile) their fields. */
+export type LogFn = (msg: string, fields?: Record<string, unknown>) => void;
+
 /**
- * The `log(message)` callback the libraries take, on a logger: messages that start with ALARM are warnings, the
- * rest information. Structured fields go through the logger itself.
+ * The `log(message, fields)` callback on a logger: messages that start with ALARM are warnings, the rest
+ * information; `fields` become fields of the JSON line (`event`, `firewall`, `from`, `to`, …), so a log shipper can
+ * query transitions without parsing the message.
  */
-export function logLines(l: Logger): (msg: string) => void {
-  return (msg) => (msg.startsWith('ALARM') ? l.warn(msg) : l.info(msg));
+export function logLines(l: Logger): LogFn {
+  return (msg, fields) => (msg.startsWith('ALARM') ? l.warn(fields ?? {}, msg) : l.info(fields ?? {}, msg));
 }
