@@ -48,7 +48,7 @@ export function vipSlots(v: ResolvedVip, live: ReadonlySet<string>): string[] {
 
 /**
  * The table's fixed objects. Why sets with per-element counters instead of named counter objects: 1,000 VIPs × 8
- * members made 17,000 counter objects, and listing them alone took 0.44 s here; the kernel creates a set element
+ * members made 17,000 counter objects, and every read of the table listed them all; the kernel creates a set element
  * (with its counter) on a flow's first packet, and a terse listing (`nft -t`) leaves the elements out.
  */
 export const SLB_OBJECTS = {
@@ -63,9 +63,8 @@ export const SLB_OBJECTS = {
 
 /**
  * The pools: VIP address . port . slot → RIP . port, one map per protocol. Why named maps and not an anonymous map
- * in each VIP's rule: nft fetches every set of the table, one netlink dump each, before any change, so 1,000 VIPs
- * with anonymous maps made every change cost 0.11-0.15 s here; with the pools in two named maps a change costs
- * 0.02 s. Why one map per protocol: the map's data (`ip daddr . tcp dport`) fixes the protocol for nft.
+ * in each VIP's rule: nft fetches every set of the table, one netlink dump each, before any change, so with an
+ * anonymous map per VIP every change cost more the more VIPs there were; two named maps keep that fetch small. Why one map per protocol: the map's data (`ip daddr . tcp dport`) fixes the protocol for nft.
  */
 export const backendMap = (protocol: 'tcp' | 'udp') => `be_${protocol}`;
 export const BACKEND_TYPE = { type: ['ipv4_addr', 'inet_service', 'integer'], map: 'ipv4_addr . inet_service' };
