@@ -317,11 +317,12 @@ export class SlbService {
   private lastFullMs = 0;
 
   /**
-   * A full pass every `resyncSeconds`, or every 50 times its own duration when that is longer: drift repair never
-   * takes more than 2 % of a core, however large the table.
+   * A full pass every `resyncSeconds`; when a pass is slow (over 100 ms: a large table), every 50 times its own
+   * duration if that is longer, so drift repair never takes more than 2 % of a core, however large the table.
    */
   fullEveryMs(): number {
-    return Math.max(this.config.resyncSeconds * 1000, 50 * this.lastFullMs);
+    const every = this.config.resyncSeconds * 1000;
+    return this.lastFullMs > 100 ? Math.max(every, 50 * this.lastFullMs) : every;
   }
 
   private async read(): Promise<SlbKernelState | null> {

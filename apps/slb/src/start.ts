@@ -50,6 +50,9 @@ export function saver(path: string) {
   return (vips: readonly VipConfig[]) => writeFileAtomicAsync(path, vips.length ? `[\n${vips.map(text).join(',\n')}\n]\n` : '[]\n');
 }
 
+/** A background read slower than this stretches its own period (see readCounters and SlbService.fullEveryMs). */
+export const SLOW_READ_MS = 100;
+
 export class SlbKernelError extends Error {
   readonly code = 'FWLB_KERNEL_MISSING';
 }
@@ -102,15 +105,17 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     },
   );
   runner.start();
-  // Counters every `countersSeconds`, or 50 times as long as the last read took when that is longer (a read of 16,000
-  // counter elements takes about 0.2 s of nft): reading counters never takes more than 2 % of a core.
+  // Counters every `countersSeconds`; when a read is slow (over SLOW_READ_MS: thousands of counter elements), every 50
+  // times as long as it took if that is longer, so that reading counters never takes more than 2 % of a core. Fast
+  // reads keep the configured period (the lab's tests wait for fresh counters).
   let counters: NodeJS.Timeout | null = null;
   let stopped = false;
   const readCounters = (delay: number) => {
     counters = setTimeout(async () => {
       const t0 = Date.now();
       await service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`));
-      if (!stopped) readCounters(Math.max(config.countersSeconds * 1000, 50 * (Date.now() - t0)));
+      const took = Date.now() - t0;
+      if (!stopped) readCounters(took > SLOW_READ_MS ? Math.max(config.countersSeconds * 1000, 50 * took) : config.countersSeconds * 1000);
     }, delay);
     counters.unref();
   };
