@@ -317,12 +317,18 @@ export class SlbService {
   private lastFullMs = 0;
 
   /**
-   * A full pass every `resyncSeconds`; when a pass is slow (over 100 ms: a large table), every 50 times its own
-   * duration if that is longer, so drift repair never takes more than 2 % of a core, however large the table.
+   * A full pass every `resyncSeconds`; with more than 200 VIPs, every 50 times its own duration if that is longer,
+   * so drift repair never takes more than 2 % of a core. By size, not by time: a small table on a busy machine keeps
+   * its period.
    */
   fullEveryMs(): number {
     const every = this.config.resyncSeconds * 1000;
-    return this.lastFullMs > 100 ? Math.max(every, 50 * this.lastFullMs) : every;
+    return this.vipList.length > 200 ? Math.max(every, 50 * this.lastFullMs) : every;
+  }
+
+  /** Counter elements the last read found. */
+  counterElements(): number {
+    return this.counterValues.vipNew.size + this.counterValues.memberNew.size + this.counterValues.memberPackets.size;
   }
 
   private async read(): Promise<SlbKernelState | null> {

@@ -50,8 +50,8 @@ export function saver(path: string) {
   return (vips: readonly VipConfig[]) => writeFileAtomicAsync(path, vips.length ? `[\n${vips.map(text).join(',\n')}\n]\n` : '[]\n');
 }
 
-/** A background read slower than this stretches its own period (see readCounters and SlbService.fullEveryMs). */
-export const SLOW_READ_MS = 100;
+/** Counter elements beyond which a read stretches its own period (see readCounters). */
+export const LARGE_COUNTERS = 4000;
 
 export class SlbKernelError extends Error {
   readonly code = 'FWLB_KERNEL_MISSING';
@@ -105,9 +105,9 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     },
   );
   runner.start();
-  // Counters every `countersSeconds`; when a read is slow (over SLOW_READ_MS: thousands of counter elements), every 50
-  // times as long as it took if that is longer, so that reading counters never takes more than 2 % of a core. Fast
-  // reads keep the configured period (the lab's tests wait for fresh counters).
+  // Counters every `countersSeconds`; with a large table (over LARGE_COUNTERS elements), every 50 times as long as a
+  // read took if that is longer, so that reading counters never takes more than 2 % of a core. By size, not by time:
+  // a small table on a busy machine keeps its period (the lab's tests wait for fresh counters).
   let counters: NodeJS.Timeout | null = null;
   let stopped = false;
   const readCounters = (delay: number) => {
@@ -115,7 +115,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
       const t0 = Date.now();
       await service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`));
       const took = Date.now() - t0;
-      if (!stopped) readCounters(took > SLOW_READ_MS ? Math.max(config.countersSeconds * 1000, 50 * took) : config.countersSeconds * 1000);
+      if (!stopped) readCounters(service.counterElements() > LARGE_COUNTERS ? Math.max(config.countersSeconds * 1000, 50 * took) : config.countersSeconds * 1000);
     }, delay);
     counters.unref();
   };
