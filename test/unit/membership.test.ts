@@ -75,6 +75,25 @@ t.test('render: restore by ct mark for restorable firewalls, restore-if-heard fo
   t.notOk(none.chains[0].rules.some((r) => JSON.stringify(r).includes('"op":"update"')), 'and nothing is remembered');
 });
 
+t.test('render, fast path (issue 16): an established packet from the side is restored by the first rule, before any fib lookup; forwarded packets never meet a fib lookup', async (t) => {
+  const c = cfg(true);
+  const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
+  const out = renderTable(input, bucketTable(input));
+  const pre = out.chains.find((x) => x.name === 'prerouting')!.rules.map((r) => JSON.stringify(r));
+  t.equal(pre[0], JSON.stringify(out.labeled.restore), 'the first rule is the restore');
+  const fib = pre.findIndex((r) => r.includes('"fib"'));
+  t.ok(fib > 0, 'the fib lookup (traffic to this node) comes after it');
+  t.equal(pre.filter((r) => r.includes('"fib"')).length, 1, 'one fib rule in prerouting');
+  const exit = pre.findIndex((r) => r.includes('"op":"!="') && r.includes('"iifname"'));
+  t.ok(exit > pre.indexOf(JSON.stringify(out.labeled['learn:fw3'])), 'a packet from a firewall leaves after the learn rules');
+  t.ok(exit < pre.indexOf(JSON.stringify(out.labeled['hash-tcp-udp'])) && exit < pre.indexOf(JSON.stringify(out.labeled.pinned)), 'before the side-only rules');
+  const input_ = out.chains.find((x) => x.name === 'input')!;
+  t.equal(input_.hook, 'input', 'the mark for this node\'s own replies is set on the input hook');
+  t.notMatch(JSON.stringify(input_.rules), /fib/, 'without a fib lookup');
+  t.same(input_.rules.map((r) => JSON.stringify(r).match(/"value":(\d+)/)?.[1]), ['65536', '65537', '65538'], 'one mark per firewall');
+  t.notOk(out.chains.some((x) => x.name === 'local'), 'no prerouting chain for local traffic any more');
+});
+
 t.test('panic: when most firewalls look down at once, the last good membership is kept, minus links that are down', async (t) => {
   const c = cfg(false, { health: { target: '203.0.113.1', panicThreshold: 0.5 } });
   let now = 0;

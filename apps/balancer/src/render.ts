@@ -86,9 +86,6 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     rules.push(r);
     if (label) labeled[label] = r;
   };
-  // Traffic to this node itself (API, probes) is never steered.
-  const local = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
-  add(null, [side, local, { accept: null }]);
   const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
   const fromFirewall = (f: ResolvedBalancerConfig['firewalls'][number]): NftJson[] => {
     const m: NftJson[] = [eq(meta('iifname'), f.interface)];
@@ -96,9 +93,6 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     return m;
   };
   const events = set({ ct: { key: 'event' } }, CT_EVENTS);
-  if (c.ingressLearning) {
-    for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, markOf.get(f.id)), events]);
-  }
   const suspect = new Set(input.suspect ?? []);
   // A packet from a suspect firewall proves that it still forwards this flow: remember the flow for a while.
   // Rendered only for suspect firewalls, so the common path pays nothing for it.
@@ -107,12 +101,22 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   }
   const marksOf = (ids: Iterable<string>) => [...ids].map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
   const restoreMarks = marksOf(input.restorable);
+  // The fast path comes first (issue 16): an established packet from the side is restored by the first rule, before
+  // the fib lookup below. Why that is safe: a flow from the side to this node itself never carries a firewall's ct
+  // mark (marks are set only by hashing, pins and learning from a firewall, all for forwarded flows).
   // Why `ct mark {restorable}`: a flow on a firewall whose link is down is re-hashed instead of black-holed.
   if (restoreMarks.length) add('restore', [side, eq(ctMark, { set: restoreMarks }), counter, set(meta('mark'), ctMark), { accept: null }]);
   const suspectMarks = marksOf(suspect);
   if (suspectMarks.length) {
     add('restore-heard', [side, eq(ctMark, { set: suspectMarks }), eq(meta('nfproto'), 'ipv4'), tcpUdp, eq({ concat: SIDE_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), { accept: null }]);
   }
+  // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
+  add(null, [side, eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { accept: null }]);
+  if (c.ingressLearning) {
+    for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, markOf.get(f.id)), events]);
+  }
+  // Everything below is for packets from the side: any other packet leaves with one comparison.
+  add(null, [ne(meta('iifname'), c.sideInterface), { accept: null }]);
   // The side label marks a flow whose first packet came from the side interface, once, when its entry is created.
   // Why only then: an established flow re-hashed here (its firewall went away) was learned from a firewall, and
   // labelling it would reverse its orientation in the session table (issue 14).
@@ -161,16 +165,16 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
       { name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules },
       // Why: the kernel routes its own replies (ICMP echo replies to the twin's probes, TCP handshakes) before any
       // output hook, with the incoming packet's mark when net.ipv4.fwmark_reflect / tcp_fwmark_accept are 1.
-      // Marking what arrives from firewall k for this node makes those replies leave through firewall k. Why a
-      // chain after dstnat (-100): a VIP on this node (the SLB in-process) is DNATed first and is then no longer
-      // local, so it is forwarded by the main table instead of being sent back to firewall k.
+      // Marking what arrives from firewall k for this node makes those replies leave through firewall k. Why the
+      // input hook: only packets for this node pass it (a VIP of the SLB in-process is DNATed and forwarded, so it
+      // never does), and the reply is built after it; forwarded packets pay nothing, and no fib lookup is needed.
       {
-        name: 'local',
+        name: 'input',
         type: 'filter',
-        hook: 'prerouting',
-        prio: -99,
+        hook: 'input',
+        prio: -150,
         policy: 'accept',
-        rules: c.firewalls.map((f) => [eq(meta('iifname'), f.interface), local, set(meta('mark'), markOf.get(f.id))]),
+        rules: c.firewalls.map((f) => [eq(meta('iifname'), f.interface), set(meta('mark'), markOf.get(f.id))]),
       },
       // Why: this node's own replies (to the twin's firewall probes, to API clients across the firewalls) must
       // leave by the firewall their flow arrived from; the learned ct mark re-routes them.
