@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createChecker, HealthMonitor, ProbeHelper, CheckSpec } from '@fwlb/health';
-import { AGENT, deleteNs, inNs, linkedPair, spawnInNs, uniquePrefix, waitForLine } from '@fwlb/lab';
+import { AGENT, deleteNs, inNs, linkedPair, median, spawnInNs, uniquePrefix, waitForLine } from '@fwlb/lab';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10);
 const SRV = '192.0.2.2';
@@ -21,11 +21,6 @@ const kinds: [string, CheckSpec][] = [
 ];
 const haproxyKinds: Record<string, string> = { tcp: 'b_tcp', http: 'b_http', 'http-content': 'b_content' };
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function haproxyConfig(sock: string): string {

@@ -1,23 +1,25 @@
-// Benchmark: throughput (iperf3) and new connections/s (wrk, Connection: close) through the sandwich with fwlb,
-// against plain static routing through one firewall and iptables HMARK with a shared seed, interleaved A B C ...
-// A fourth path, plain routing with conntrack switched on in both nodes (`plain-ct`), shows how much of fwlb's
-// cost is conntrack itself, which plain routing and HMARK do without.
-import { spawnSync } from 'node:child_process';
+// Benchmark: throughput (iperf3), new connections/s (wrk, Connection: close) and small UDP packets (iperf3 -u, 64
+// and 512 bytes at one offered rate: delivered packets/s, loss, and CPU time per delivered packet) through the
+// sandwich with fwlb, against plain static routing through one firewall and iptables HMARK with a shared seed,
+// interleaved A B C ... with the order reversed every other round. A fourth path, plain routing with conntrack
+// switched on in both nodes (`plain-ct`), shows how much of fwlb's cost is conntrack itself, which plain routing
+// and HMARK do without. Every figure is a median of BENCH_ROUNDS (default 9) rounds with its lowest and highest.
+// BENCH_PERF=1 adds one profiled run per path (`perf record -a`, not in the medians): the share of CPU samples in
+// netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
+import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, uniquePrefix, inNs, spawnInNs, WEB_PORT } from '@fwlb/lab';
+import { readFileSync, existsSync, rmSync } from 'node:fs';
+import { Lab, uniquePrefix, inNs, spawnInNs, spread, WEB_PORT } from '@fwlb/lab';
 
 type Mode = 'fwlb' | 'plain' | 'hmark' | 'plain-ct';
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const MODES: Mode[] = ['fwlb', 'plain', 'hmark', 'plain-ct'];
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
-
-/** Median of the rounds that gave a result (NaN rounds are left out and shown in `raw`). */
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
+/** Offered UDP rate (packets/s), the same for every path; above what this machine forwards, so the cost shows. */
+const UDP_PPS = Number(process.env.BENCH_UDP_PPS ?? 200000);
+const UDP_SIZES = [64, 512] as const;
 
 function tryNs(ns: string, cmd: string[]): void {
   spawnSync('ip', ['netns', 'exec', ns, ...cmd], { stdio: 'ignore' });
@@ -89,6 +91,67 @@ function connRate(lab: Lab): number {
   return NaN;
 }
 
+/** Busy and total jiffies of the whole machine (every namespace shares the kernel), from /proc/stat. */
+function cpuJiffies(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3] - (f[4] ?? 0), total };
+}
+
+interface UdpResult {
+  pps: number;
+  loss: number;
+  /** CPU time of the whole machine per delivered packet, microseconds. */
+  cpuUs: number;
+}
+
+/**
+ * One UDP run of `size`-byte datagrams at UDP_PPS through the VIP: delivered packets/s, loss and CPU per packet.
+ * Like `throughput`, a run that gives no result is retried twice and then reported as NaN (left out).
+ */
+function udpRate(lab: Lab, size: number): UdpResult {
+  const hz = 100; // USER_HZ: /proc/stat counts in 1/100 s
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    let j: any = null;
+    const c0 = cpuJiffies();
+    try {
+      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '-u', '-l', String(size), '-b', String(UDP_PPS * size * 8), '-t', String(SECONDS), '-J']));
+    } catch (e) {
+      j = { error: (e as Error).message.slice(0, 200) };
+    }
+    const c1 = cpuJiffies();
+    const r = j?.end?.sum_received;
+    if (r && typeof r.packets === 'number' && r.packets > 0 && r.seconds > 0) {
+      const delivered = r.packets - (r.lost_packets ?? 0);
+      return { pps: delivered / r.seconds, loss: (r.lost_packets ?? 0) / r.packets, cpuUs: ((c1.busy - c0.busy) / hz / delivered) * 1e6 };
+    }
+    console.error(`iperf3 -u -l ${size} attempt ${attempt} gave no result: ${j?.error ?? 'no sum_received'}`);
+    spawnSync('sleep', ['1']);
+  }
+  return { pps: NaN, loss: NaN, cpuUs: NaN };
+}
+
+/** Kernel symbols whose samples count as "the forwarding rules": netfilter hooks, nft, conntrack, xt (HMARK), routing. */
+const RULE_SYMBOLS = /^(nft_|__nft_|nf_|__nf_|nfnl|ipt_|xt_|hmark|fib|__fib|ip_route|ip_mkroute|__inet_dev_addr_type|jhash)/;
+
+/** One profiled 64-byte UDP run (perf record -a): the share of samples in RULE_SYMBOLS and the top symbols. */
+async function profile(lab: Lab): Promise<{ share: number; top: [string, number][] } | null> {
+  const file = join(lab.t.opts.runDir, 'perf.data');
+  const rec = spawn('perf', ['record', '-a', '-q', '-o', file, '--', 'sleep', String(SECONDS)], { stdio: 'ignore' });
+  const exited = new Promise((r) => rec.on('exit', r));
+  udpRate(lab, 64);
+  await exited;
+  if (!existsSync(file)) return null;
+  const r = spawnSync('perf', ['report', '-i', file, '--no-children', '--sort', 'sym', '-g', 'none', '--stdio', '--percent-limit', '0.05'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  rmSync(file, { force: true });
+  const rows: [string, number][] = [];
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s+([\d.]+)%\s+\[k\]\s+(\S+)/.exec(line);
+    if (m && RULE_SYMBOLS.test(m[2])) rows.push([m[2], Number(m[1])]);
+  }
+  return { share: rows.reduce((a, [, p]) => a + p, 0), top: rows.slice(0, 8) };
+}
+
 async function main(): Promise<void> {
   const prefix = uniquePrefix('bn');
   const lab = new Lab({ prefix, runDir: join(tmpdir(), `fwlb-bench-${prefix}`) });
@@ -102,8 +165,11 @@ async function main(): Promise<void> {
     await lab.startNodes();
     // The servers sit behind the SLB: iperf3 reaches s1 through a VIP of its own (the same DNAT cost in every mode).
     const s1 = lab.host('s1').addr!;
-    const v = await lab.api('slb', 'POST', '/vips', { id: 'iperf', address: lab.t.vip, port: 5201, protocol: 'tcp', members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
-    if (v.status !== 201) throw new Error(`cannot add the iperf VIP: ${JSON.stringify(v.body)}`);
+    // iperf3 -u keeps its control connection on TCP 5201 and sends its datagrams to UDP 5201: one VIP each.
+    for (const protocol of ['tcp', 'udp']) {
+      const v = await lab.api('slb', 'POST', '/vips', { id: `iperf-${protocol}`, address: lab.t.vip, port: 5201, protocol, members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
+      if (v.status !== 201) throw new Error(`cannot add the iperf ${protocol} VIP: ${JSON.stringify(v.body)}`);
+    }
     // Program the kernel once through fwlb, then stop the controllers so they don't undo the other modes.
     const saved: Record<string, string> = {};
     for (const node of ['ob', 'ib']) {
@@ -116,36 +182,64 @@ async function main(): Promise<void> {
     await lab.killNode('inside');
     const iperf = spawnInNs(lab.ns('s1'), ['iperf3', '-s']);
     await lab.waitMembers((vs) => vs.every((x) => x.members.every((m: any) => m.health.up)), 15000, 'the iperf VIP member up');
-    const modes: Mode[] = ['fwlb', 'plain', 'hmark', 'plain-ct'];
-    const res: Record<Mode, { gbps: number[]; cps: number[] }> = { fwlb: { gbps: [], cps: [] }, plain: { gbps: [], cps: [] }, hmark: { gbps: [], cps: [] }, 'plain-ct': { gbps: [], cps: [] } };
+    type Metric = 'gbps' | 'cps' | 'pps64' | 'pps512' | 'loss64' | 'loss512' | 'cpuUs64' | 'cpuUs512';
+    const metrics: Metric[] = ['gbps', 'cps', 'pps64', 'pps512', 'loss64', 'loss512', 'cpuUs64', 'cpuUs512'];
+    const res = Object.fromEntries(MODES.map((m) => [m, Object.fromEntries(metrics.map((k) => [k, [] as number[]]))])) as Record<Mode, Record<Metric, number[]>>;
+    // One warm-up pass, not counted: the first wrk run after start measured half the rate of every later one.
+    for (const mode of MODES) {
+      setMode(lab, mode, saved);
+      throughput(lab);
+      connRate(lab);
+      udpRate(lab, 64);
+    }
     for (let round = 0; round < ROUNDS; round++) {
-      for (const mode of round % 2 ? [...modes].reverse() : modes) {
+      for (const mode of round % 2 ? [...MODES].reverse() : MODES) {
+        const r = res[mode];
         setMode(lab, mode, saved);
-        res[mode].gbps.push(throughput(lab));
+        r.gbps.push(throughput(lab));
         setMode(lab, mode, saved);
-        res[mode].cps.push(connRate(lab));
-        console.error(`round ${round + 1} ${mode}: ${res[mode].gbps.at(-1)!.toFixed(2)} Gbit/s, ${res[mode].cps.at(-1)!.toFixed(0)} conn/s`);
+        r.cps.push(connRate(lab));
+        for (const size of UDP_SIZES) {
+          setMode(lab, mode, saved);
+          const u = udpRate(lab, size);
+          r[`pps${size}`].push(u.pps);
+          r[`loss${size}`].push(u.loss);
+          r[`cpuUs${size}`].push(u.cpuUs);
+        }
+        const last = (k: Metric) => r[k].at(-1)!;
+        console.error(`round ${round + 1} ${mode}: ${last('gbps').toFixed(2)} Gbit/s, ${last('cps').toFixed(0)} conn/s, ${last('pps64').toFixed(0)} pkt/s (64 B), ${last('pps512').toFixed(0)} pkt/s (512 B)`);
+      }
+    }
+    const profiles: Partial<Record<Mode, Awaited<ReturnType<typeof profile>>>> = {};
+    let ruleCounters = '';
+    if (process.env.BENCH_PERF === '1') {
+      for (const mode of MODES) {
+        setMode(lab, mode, saved);
+        profiles[mode] = await profile(lab);
+        if (mode === 'fwlb') ruleCounters = inNs(lab.ns('ob'), ['nft', 'list', 'chain', 'inet', 'fwlb', 'prerouting']);
       }
     }
     iperf.kill();
-    const med = (m: Mode) => ({ gbps: median(res[m].gbps), cps: median(res[m].cps) });
-    const f = med('fwlb');
-    const p = med('plain');
-    const h = med('hmark');
-    const pc = med('plain-ct');
-    const report = {
-      rounds: ROUNDS,
-      seconds: SECONDS,
-      median: { fwlb: f, plain: p, hmark: h, plainCt: pc },
-      ratio: { throughputVsPlain: f.gbps / p.gbps, connVsPlain: f.cps / p.cps, throughputVsHmark: f.gbps / h.gbps, connVsHmark: f.cps / h.cps, connVsPlainCt: f.cps / pc.cps },
-      raw: res,
-    };
-    console.log(JSON.stringify(report, null, 2));
-    console.log(`\npath        Gbit/s (iperf3 -P4)   conn/s (wrk, Connection: close)`);
-    for (const [n, v] of [['fwlb', f], ['plain', p], ['hmark', h], ['plain-ct', pc]] as const) console.log(`${n.padEnd(10)}  ${v.gbps.toFixed(2).padStart(8)}              ${v.cps.toFixed(0).padStart(8)}`);
-    console.log(`fwlb/plain  throughput ${report.ratio.throughputVsPlain.toFixed(3)}   conn/s ${report.ratio.connVsPlain.toFixed(3)}`);
-    console.log(`fwlb/hmark  throughput ${report.ratio.throughputVsHmark.toFixed(3)}   conn/s ${report.ratio.connVsHmark.toFixed(3)}`);
-    console.log(`fwlb/plain-ct conn/s ${report.ratio.connVsPlainCt.toFixed(3)} (the part of fwlb's cost that is not conntrack)`);
+    const sum = (m: Mode) => Object.fromEntries(metrics.map((k) => [k, spread(res[m][k])])) as Record<Metric, ReturnType<typeof spread>>;
+    const s = Object.fromEntries(MODES.map((m) => [m, sum(m)])) as Record<Mode, Record<Metric, ReturnType<typeof spread>>>;
+    const ratio = (k: Metric, base: Mode) => s.fwlb[k].median / s[base][k].median;
+    const ratios = Object.fromEntries((['plain', 'plain-ct', 'hmark'] as const).map((b) => [b, { gbps: ratio('gbps', b), cps: ratio('cps', b), pps64: ratio('pps64', b), pps512: ratio('pps512', b), cpuUs64: ratio('cpuUs64', b), cpuUs512: ratio('cpuUs512', b) }]));
+    console.log(JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, udpOfferedPps: UDP_PPS, summary: s, ratioFwlbTo: ratios, profiles, raw: res }, null, 2));
+    const cell = (x: ReturnType<typeof spread>, d: number) => `${x.median.toFixed(d)} [${x.min.toFixed(d)}-${x.max.toFixed(d)}]`;
+    console.log(`\nmedian [lowest-highest] of ${ROUNDS} interleaved rounds, ${SECONDS} s each; UDP offered at ${UDP_PPS} packets/s`);
+    console.log(`path       Gbit/s (iperf3 -P4)   conn/s (wrk close)    pkt/s 64 B              pkt/s 512 B             loss 64 B  CPU us/pkt 64 B`);
+    for (const m of MODES) {
+      const x = s[m];
+      console.log(`${m.padEnd(9)}  ${cell(x.gbps, 2).padEnd(20)}  ${cell(x.cps, 0).padEnd(20)}  ${cell(x.pps64, 0).padEnd(22)}  ${cell(x.pps512, 0).padEnd(22)}  ${(x.loss64.median * 100).toFixed(2).padStart(6)}%    ${cell(x.cpuUs64, 1)}`);
+    }
+    for (const b of ['plain', 'plain-ct', 'hmark'] as const) {
+      const r = ratios[b];
+      console.log(`fwlb/${b.padEnd(8)}  throughput ${r.gbps.toFixed(3)}  conn/s ${r.cps.toFixed(3)}  pkt/s 64 B ${r.pps64.toFixed(3)}  512 B ${r.pps512.toFixed(3)}  CPU/pkt 64 B ${r.cpuUs64.toFixed(3)}`);
+    }
+    for (const [m, p] of Object.entries(profiles)) {
+      if (p) console.log(`perf ${m.padEnd(9)} ${p.share.toFixed(1)}% of samples in netfilter/nft/conntrack/routing: ${p.top.map(([n, v]) => `${n} ${v.toFixed(2)}%`).join(', ')}`);
+    }
+    if (ruleCounters) console.log(`fwlb outside node, prerouting counters after the profiled run:\n${ruleCounters}`);
   } finally {
     lab.teardown();
   }

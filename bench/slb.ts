@@ -6,7 +6,7 @@ import { ChildProcess, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deleteNs, inNs, run, spawnInNs, uniquePrefix, waitForLine, REPO } from '@fwlb/lab';
+import { deleteNs, inNs, median, run, spawnInNs, uniquePrefix, waitForLine, REPO } from '@fwlb/lab';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -16,11 +16,6 @@ const VIP_HAPROXY = '192.0.2.101';
 const SERVERS = [1, 2, 3].map((i) => `10.30.0.1${i}`);
 const TOKEN = 'bench-token-0123456789';
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 interface WrkResult {
   rps: number;

@@ -82,3 +82,21 @@ t.test('Redis options: TLS reaches the sentinels too, and commands time out', as
   t.equal(u.options.commandTimeout, 5000, 'a stuck Redis fails the command instead of stalling the caller');
   t.equal(u.options.enableOfflineQueue, false);
 });
+
+t.test('sync groups: a name per firewall; a group of one is refused, naming the field', async (t) => {
+  const base = { role: 'outside', sideInterface: 'cli0', hash: { seed: 1 } };
+  const fws = (g: (string | undefined)[]) => g.map((syncGroup, i) => ({ id: `fw${i + 1}`, nextHop: `172.16.${i + 1}.2`, interface: `fw${i + 1}`, ...(syncGroup ? { syncGroup } : {}) }));
+  const ok = validateBalancerConfig({ ...base, firewalls: fws(['a', 'a', undefined]) });
+  t.same(ok.firewalls.map((f) => f.syncGroup), ['a', 'a', undefined]);
+  const err = (doc: unknown) => {
+    try {
+      validateBalancerConfig(doc);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.message;
+      throw e;
+    }
+    return 'accepted';
+  };
+  t.match(err({ ...base, firewalls: fws(['a', 'b', 'b']) }), /\/firewalls\/0\/syncGroup: sync group "a" has no other firewall/);
+  t.match(err({ ...base, firewalls: fws(['a a', 'a a']) }), /\/firewalls\/0\/syncGroup/);
+});

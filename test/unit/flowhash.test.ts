@@ -1,7 +1,7 @@
 // Unit: kernel-identical jhash, canonical keys and the Maglev bucket table (table-driven + fast-check properties).
 import { t } from 'tap';
 import fc from 'fast-check';
-import { bucketOf, buildTable, canonicalKey, distribution, jhash, keyImage, moved, reciprocalScale, PROTO_TCP, PROTO_UDP, PROTO_ICMP } from '@fwlb/flowhash';
+import { bucketMoves, bucketOf, buildGroupedTable, buildTable, syncGroupRescue, canonicalKey, distribution, jhash, keyImage, moved, reciprocalScale, PROTO_TCP, PROTO_UDP, PROTO_ICMP } from '@fwlb/flowhash';
 
 // Captured from the kernel (6.18, nft 1.0.6): `udp dport 9 meta mark set jhash ip saddr . th sport . ip daddr .
 // th dport . meta l4proto mod 251 seed 0x12345678`, 127.0.0.1:sport -> 127.0.0.1:9, marks read back from conntrack.
@@ -104,4 +104,64 @@ t.test('property: a rejoining member gets exactly its buckets back', async (t) =
 t.test('table refuses a non-prime size and handles no live member', async (t) => {
   t.throws(() => buildTable(['a', 'b'], 100), /prime/);
   t.ok(buildTable(['a', 'b'], 7, []).owner.every((o) => o === null));
+});
+
+// Sync groups (issue 11).
+t.test('sync group: a firewall that is down gives its buckets to its group peer only; the others never move', async (t) => {
+  const all = ['fw1', 'fw2', 'fw3'];
+  const groups = [['fw1', 'fw2']];
+  const home = buildTable(all, 251);
+  const down2 = buildGroupedTable(all, 251, ['fw1', 'fw3'], groups);
+  home.owner.forEach((h, b) => {
+    if (h === 'fw2') t.equal(down2.owner[b], 'fw1', `bucket ${b}: fw2's goes to fw1`);
+    else t.equal(down2.owner[b], h, `bucket ${b}: ${h} keeps it`);
+  });
+  t.same(bucketMoves(all, down2), { fw2: { fw1: distribution(home).fw2 } }, '/status: where fw2 went');
+  t.same(buildGroupedTable(all, 251, all, groups).owner, home.owner, 'fw2 back: takes back exactly what it gave up');
+  // Without a group, fw2's buckets spread over fw1 and fw3 (today's behaviour); with the group, none reaches fw3.
+  const spread = buildTable(all, 251, ['fw1', 'fw3']);
+  t.ok(home.owner.some((h, b) => h === 'fw2' && spread.owner[b] === 'fw3'), 'without the group some of fw2 goes to fw3');
+  t.same(buildGroupedTable(all, 251, ['fw1', 'fw3'], []).owner, spread.owner, 'no groups: buildTable');
+  // The whole group down: its buckets spread over every live firewall.
+  const both = buildGroupedTable(all, 251, ['fw3'], groups);
+  t.ok(both.owner.every((o) => o === 'fw3'), 'fw1 and fw2 down: fw3 takes everything');
+  // A lone firewall down (no group): spread as today, never into a group's rescue.
+  t.same(buildGroupedTable(all, 251, ['fw1', 'fw2'], groups).owner, buildTable(all, 251, ['fw1', 'fw2']).owner, 'fw3 down: as without groups');
+});
+
+t.test('sync group of three: the buckets of one that is down are spread over the other two, consistently', async (t) => {
+  const all = ['a', 'b', 'c', 'd'];
+  const groups = [['a', 'b', 'c']];
+  const home = buildTable(all, 1021);
+  const bDown = buildGroupedTable(all, 1021, ['a', 'c', 'd'], groups);
+  const took = bucketMoves(all, bDown).b;
+  t.same(Object.keys(took).sort(), ['a', 'c'], 'b goes to a and c, not d');
+  t.ok(Math.abs(took.a - took.c) <= took.a * 0.3, `roughly evenly (a ${took.a}, c ${took.c})`);
+  const rescue = syncGroupRescue(1021, ['a', 'c', 'd'], groups);
+  home.owner.forEach((h, b) => h === 'b' && t.equal(bDown.owner[b], rescue('b', b)));
+  t.equal(rescue('d', 0), null, 'd is in no group');
+  t.equal(rescue('a', 0), null, 'a is live: nothing to rescue');
+  const bcDown = buildGroupedTable(all, 1021, ['a', 'd'], groups);
+  t.ok(home.owner.every((h, b) => (h === 'b' || h === 'c' ? bcDown.owner[b] === 'a' : bcDown.owner[b] === h)), 'b and c down: a takes both, d keeps its own');
+});
+
+t.test('property: with sync groups, live members keep their buckets and a down member goes to its group when one is live', async (t) => {
+  fc.assert(
+    fc.property(ids, prime, fc.array(fc.boolean(), { minLength: 16, maxLength: 16 }), fc.array(fc.nat(3), { minLength: 16, maxLength: 16 }), (xs, m, up, grp) => {
+      const live = xs.filter((_, i) => up[i]);
+      const groups = [0, 1, 2].map((g) => xs.filter((_, i) => grp[i] === g)).filter((g) => g.length >= 2);
+      const groupOf = new Map(groups.flatMap((g) => g.map((id) => [id, g] as const)));
+      const home = buildTable(xs, m).owner;
+      const out = buildGroupedTable(xs, m, live, groups).owner;
+      return home.every((h, b) => {
+        const o = out[b];
+        if (!live.length) return o === null;
+        if (live.includes(h!)) return o === h;
+        if (!live.includes(o!)) return false;
+        const peers = groupOf.get(h!)?.filter((p) => live.includes(p)) ?? [];
+        return peers.length ? peers.includes(o!) : true;
+      });
+    }),
+  );
+  t.pass();
 });

@@ -187,3 +187,30 @@ t.test('the session cache is bounded', async (t) => {
   t.equal(c.size, 3);
   t.equal(c.dropped, 2);
 });
+
+t.test('pins with sync groups: a session on a firewall that is gone is pinned to the group peer that holds its state', async (t) => {
+  const { SessionCache } = await import('@fwlb/balancer');
+  const { buildTable, buildGroupedTable, syncGroupRescue, bucketOf } = await import('@fwlb/flowhash');
+  const all = ['fw1', 'fw2', 'fw3'];
+  const groups = [['fw1', 'fw2']];
+  const markOf = new Map(all.map((id, i) => [id, 0x10000 + i]));
+  const home = buildTable(all, 251).owner;
+  const c = new SessionCache(1, 251);
+  // Sessions on fw2 whose buckets are fw3's (they were pinned there, e.g. after a rejoin): the case pins must cover.
+  const recs = [];
+  for (let p = 1000; recs.length < 20; p++) {
+    const rec = { outerAddr: '198.51.100.11', outerPort: p, innerAddr: '203.0.113.100', innerPort: 80, proto: 6, firewall: 'fw2', node: 'ob', firstSeen: 0, expires: 1 };
+    if (home[bucketOf(rec, 1, 251)] === 'fw3') {
+      recs.push(rec);
+      c.put(rec);
+    }
+  }
+  const live = ['fw1', 'fw3'];
+  const table = buildGroupedTable(all, 251, live, groups);
+  const rescued = c.pins(table, markOf, new Set(live), syncGroupRescue(251, live, groups));
+  t.equal(rescued.length, 20, 'every fw2 session on a fw3 bucket is pinned');
+  t.ok(rescued.every((p) => p.mark === markOf.get('fw1')), 'to fw1, its group peer');
+  t.same(c.pins(buildTable(all, 251, live), markOf, new Set(live)), [], 'without a group: no pin, the sessions are re-hashed (today)');
+  // fw2 back: its sessions are on fw3's buckets and fw2 is reachable: pinned to fw2 as before.
+  t.ok(c.pins(buildTable(all, 251), markOf, new Set(all)).every((p) => p.mark === markOf.get('fw2')));
+});

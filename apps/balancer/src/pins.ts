@@ -5,6 +5,9 @@ import type { SessionRecord } from '@fwlb/session-table';
 import { sessionId } from '@fwlb/session-table';
 import type { Pin } from './render';
 
+/** For a firewall that is gone: the live member of its sync group that takes bucket b, or null (syncGroupRescue). */
+export type Rescue = (firewall: string, bucket: number) => string | null;
+
 interface Known {
   rec: SessionRecord;
   /** The flow's bucket; it depends only on the key and the seed, so it is computed once. */
@@ -46,11 +49,15 @@ export class SessionCache {
    * get no pin (they are re-hashed, not black-holed), and sessions where the table agrees need none: the map
    * holds only the exceptions, and the fast path stays one lookup.
    */
-  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>): Pin[] {
+  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>, rescue?: Rescue): Pin[] {
     const out: Pin[] = [];
     for (const { rec, bucket } of this.known.values()) {
-      if (!reachable.has(rec.firewall) || table.owner[bucket] === rec.firewall) continue;
-      const mark = markOf.get(rec.firewall);
+      let fw: string | null = rec.firewall;
+      // A session on a firewall that is gone goes to the live member of its sync group that holds its state
+      // (issue 11); without a group it is re-hashed.
+      if (!reachable.has(fw)) fw = rescue?.(fw, bucket) ?? null;
+      if (fw === null || table.owner[bucket] === fw) continue;
+      const mark = markOf.get(fw);
       if (mark === undefined) continue;
       out.push({ outerAddr: rec.outerAddr, outerPort: rec.outerPort, innerAddr: rec.innerAddr, innerPort: rec.innerPort, proto: rec.proto, mark });
     }

@@ -1,10 +1,11 @@
 // Reconciles the kernel (nft table, ip rules, routes) with the node's desired state; imperative shell of apps/balancer.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { distribution, BucketTable } from '@fwlb/flowhash';
+import { bucketMoves, distribution, syncGroupRescue, BucketTable } from '@fwlb/flowhash';
 import { diffTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
 import { planRouting, planIsEmpty, ActualRoute, ActualRule, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
-import { bucketTable, renderRoutes, renderTable, TABLE_FAMILY, TABLE_NAME, RenderInput, Pin } from './render';
+import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, Pin } from './render';
+import type { Rescue } from './pins';
 
 /** The part of libs/routing the reconciler uses, so tests can put a fake in front of the kernel. */
 export interface RoutingPort {
@@ -23,11 +24,12 @@ export interface ReconcileResult {
 
 /** Where pins come from (the session cache); absent without a session table. */
 export interface PinSource {
-  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>): Pin[];
+  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>, rescue?: Rescue): Pin[];
 }
 
 export class Reconciler {
   private lastTable: BucketTable | null = null;
+  private lastMoves: Record<string, Record<string, number>> = {};
   private lastActual: ActualTable | null = null;
   /** The membership the kernel runs on: set only once the transaction that applies it has committed. */
   private applied: MembershipSnapshot | null = null;
@@ -76,7 +78,7 @@ export class Reconciler {
       let pins = 0;
       if (this.pinSource) {
         const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
-        input.pins = this.pinSource.pins(table, markOf, new Set(input.restorable));
+        input.pins = this.pinSource.pins(table, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, input.live, syncGroups(this.config)));
         pins = input.pins.length;
       }
       const desired = renderTable(input, table);
@@ -91,6 +93,7 @@ export class Reconciler {
       this.lastPins = pins;
       this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
       this.lastTable = table;
+      this.lastMoves = bucketMoves(this.config.firewalls.map((f) => f.id), table);
       this.lastActual = cmds.length ? await this.nft.read(TABLE_FAMILY, TABLE_NAME) : actual;
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = { nftCommands: cmds.length, routingChanges: changes, routingErrors: routingErrors.map((e) => e.message), tableHandle: this.lastActual?.handle ?? null, at: this.now() };
@@ -113,6 +116,7 @@ export class Reconciler {
     const want = this.membership.snapshot();
     const applied = this.applied;
     const dist = this.lastTable ? distribution(this.lastTable) : {};
+    const groupOf = new Map(this.config.firewalls.map((f) => [f.id, f.syncGroup]));
     const counters = this.lastActual?.counters ?? new Map();
     return this.membership.views().map((v) => ({
       ...v,
@@ -121,6 +125,9 @@ export class Reconciler {
       restorable: applied ? applied.restorable.includes(v.id) : false,
       suspect: applied ? applied.suspect.includes(v.id) : false,
       buckets: dist[v.id] ?? 0,
+      syncGroup: groupOf.get(v.id) ?? null,
+      // While it carries no new sessions: which firewalls took its buckets (its sync group first, issue 11).
+      bucketsMovedTo: this.lastMoves[v.id] ?? {},
       learned: this.counterOf(counters, `learn:${v.id}`),
     }));
   }
@@ -163,7 +170,7 @@ export class Reconciler {
       role: this.config.role,
       name: this.config.name,
       table: { family: TABLE_FAMILY, name: TABLE_NAME, handle: this.lastActual?.handle ?? null },
-      buckets: { size: this.config.hash.buckets, distribution: table ? distribution(table) : {} },
+      buckets: { size: this.config.hash.buckets, distribution: table ? distribution(table) : {}, movedTo: this.lastMoves, syncGroups: syncGroups(this.config) },
       firewalls: this.firewalls(),
       counters: this.ruleCounters(),
       pins: this.pinCount(),

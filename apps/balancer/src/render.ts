@@ -1,5 +1,5 @@
 // Renders a node's desired nft table and policy routes from config and live firewalls; pure layer of apps/balancer.
-import { buildTable, BucketTable, FlowKey } from '@fwlb/flowhash';
+import { buildGroupedTable, BucketTable, FlowKey } from '@fwlb/flowhash';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
@@ -66,8 +66,16 @@ const FIREWALL_TUPLE = [payload('ip', 'daddr'), payload('th', 'dport'), payload(
 /** Only the events the session sync needs (an answered session, its end): no per-state-change updates. */
 export const CT_EVENTS = ['new', 'reply', 'assured', 'destroy'];
 
+/** The config's sync groups (issue 11): firewall ids by group name; empty without groups. */
+export function syncGroups(c: ResolvedBalancerConfig): string[][] {
+  const by = new Map<string, string[]>();
+  for (const f of c.firewalls) if (f.syncGroup) by.set(f.syncGroup, [...(by.get(f.syncGroup) ?? []), f.id]);
+  return [...by.values()];
+}
+
+/** The bucket table: live firewalls keep their buckets; one that is not gives them to its sync group first. */
 export function bucketTable(input: RenderInput): BucketTable {
-  return buildTable(input.config.firewalls.map((f) => f.id), input.config.hash.buckets, input.live);
+  return buildGroupedTable(input.config.firewalls.map((f) => f.id), input.config.hash.buckets, input.live, syncGroups(input.config));
 }
 
 /** The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "restore", "restore-heard", "hash-tcp-udp", "hash-other"). */

@@ -63,3 +63,17 @@ export function percentile(xs: readonly number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
+
+/** The median of the finite values of `xs` (a failed round is NaN and left out), NaN when none. */
+export function median(xs: readonly number[]): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Median, lowest and highest of the finite values, and how many rounds gave one. */
+export function spread(xs: readonly number[]): { median: number; min: number; max: number; n: number } {
+  const s = xs.filter((x) => Number.isFinite(x));
+  return { median: median(s), min: s.length ? Math.min(...s) : NaN, max: s.length ? Math.max(...s) : NaN, n: s.length };
+}

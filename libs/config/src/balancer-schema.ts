@@ -12,6 +12,11 @@ export interface FirewallConfig {
   mac?: string;
   /** Administratively enabled (default true). */
   enabled?: boolean;
+  /**
+   * Sync group (issue 11): firewalls with the same name hold each other's sessions (conntrackd FTFW, FGSP, pfsync).
+   * A firewall that fails gives its buckets to the live members of its group first. The same on every node.
+   */
+  syncGroup?: string;
 }
 
 export interface SessionTableConfig {
@@ -148,6 +153,7 @@ export const balancerSchema = {
           interface: ifname,
           mac: { type: 'string', pattern: '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$' },
           enabled: { type: 'boolean' },
+          syncGroup: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' },
         },
       },
     },

@@ -33,7 +33,7 @@ export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProbl
 }
 
 /** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
-export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac'>> & { mac?: string };
+export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac' | 'syncGroup'>> & { mac?: string; syncGroup?: string };
 export type ResolvedBalancerConfig = Readonly<
   Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb' | 'stateFile'>> & {
     slb: string | null;
@@ -77,6 +77,12 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     if (seen.has(fw.id)) problems.push({ field: `/firewalls/${i}/id`, message: `duplicate firewall id "${fw.id}" (also /firewalls/${seen.get(fw.id)}/id)` });
     else seen.set(fw.id, i);
     if (fw.interface === c.sideInterface) problems.push({ field: `/firewalls/${i}/interface`, message: 'must differ from sideInterface' });
+  });
+  // A sync group of one shares state with nobody: almost certainly a typo in a group name.
+  const groupSize = new Map<string, number>();
+  for (const fw of c.firewalls) if (fw.syncGroup) groupSize.set(fw.syncGroup, (groupSize.get(fw.syncGroup) ?? 0) + 1);
+  c.firewalls.forEach((fw, i) => {
+    if (fw.syncGroup && groupSize.get(fw.syncGroup) === 1) problems.push({ field: `/firewalls/${i}/syncGroup`, message: `sync group "${fw.syncGroup}" has no other firewall` });
   });
   const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
   if (!isPrime(buckets)) problems.push({ field: '/hash/buckets', message: `must be prime (Maglev permutations), got ${buckets}` });

@@ -74,3 +74,50 @@ export function moved(a: BucketTable, b: BucketTable): number {
   for (let i = 0; i < a.size; i++) if (a.owner[i] !== b.owner[i]) n++;
   return n;
 }
+
+/**
+ * Sync groups (issue 11): for a member that is not live, which live member of its group takes bucket b, or null
+ * (no group, or no member of it live). Each group with a member down gets its own Maglev table over the group's
+ * members, so the buckets of a member that is down are spread consistently over the live ones, and bringing a
+ * member back moves only the buckets of members that are still down (to a member that holds their state too).
+ */
+export function syncGroupRescue(size: number, live: readonly string[], groups: readonly (readonly string[])[]): (member: string, bucket: number) => string | null {
+  const alive = new Set(live);
+  const tables = new Map<string, readonly (string | null)[]>();
+  for (const g of groups) {
+    const ids = [...new Set(g)].sort();
+    const up = ids.filter((id) => alive.has(id));
+    if (up.length === 0 || up.length === ids.length) continue;
+    const t = buildTable(ids, size, up).owner;
+    for (const id of ids) if (!alive.has(id)) tables.set(id, t);
+  }
+  return (member, bucket) => tables.get(member)?.[bucket] ?? null;
+}
+
+/**
+ * buildTable with sync groups: a member that is not live gives its buckets first to the live members of its group
+ * (syncGroupRescue), and only when none is live to every live member, as buildTable does. The buckets of live
+ * members never move. Without groups this is buildTable.
+ */
+export function buildGroupedTable(members: readonly string[], size: number, live: readonly string[], groups: readonly (readonly string[])[]): BucketTable {
+  const spread = buildTable(members, size, live);
+  if (!groups.length) return spread;
+  const home = buildTable(members, size).owner;
+  const alive = new Set(live);
+  const rescue = syncGroupRescue(size, live, groups);
+  return { size, owner: spread.owner.map((o, b) => (home[b] === null || alive.has(home[b]!) ? o : rescue(home[b]!, b) ?? o)) };
+}
+
+/** Where the buckets of members that are not live went: member → { new owner → buckets }, for /status. */
+export function bucketMoves(members: readonly string[], table: BucketTable): Record<string, Record<string, number>> {
+  const home = buildTable(members, table.size).owner;
+  const out: Record<string, Record<string, number>> = {};
+  table.owner.forEach((o, b) => {
+    const h = home[b];
+    if (h === null || o === h) return;
+    const to = (out[h] ??= {});
+    const k = o ?? 'none';
+    to[k] = (to[k] ?? 0) + 1;
+  });
+  return out;
+}
