@@ -6,7 +6,7 @@
 // and HMARK do without. Every figure is a median of BENCH_ROUNDS (default 9) rounds with its lowest and highest.
 // BENCH_PERF=1 adds one profiled run per path (`perf record -a`, not in the medians): the share of CPU samples in
 // netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
-import { spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,9 +51,32 @@ function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
   }
 }
 
+/**
+ * The iperf3 server in s1, restarted after a run that gave no result. Why: after a UDP run at a rate the path
+ * cannot carry, the server sometimes stayed busy and every later run hung until its timeout (seen here).
+ */
+class IperfServer {
+  private p: ChildProcess | null = null;
+  constructor(private readonly ns: string) {}
+  start(): void {
+    this.p = spawnInNs(this.ns, ['iperf3', '-s', '--idle-timeout', String(SECONDS + 5)]);
+    spawnSync('sleep', ['0.5']);
+  }
+  restart(): void {
+    this.stop();
+    spawnSync('sleep', ['0.3']);
+    this.start();
+  }
+  stop(): void {
+    this.p?.kill('SIGKILL');
+    this.p = null;
+  }
+}
+let iperfServer: IperfServer;
+
 function runIn(ns: string, cmd: string[]): string {
-  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 });
-  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: (SECONDS + 10) * 1000 });
+  if (r.status !== 0) throw new Error(`${cmd[0]}: ${r.error ? r.error.message : `exit ${r.status ?? r.signal}`} ${r.stderr.trim()} ${r.status === 1 && cmd[0] === 'iperf3' ? r.stdout.slice(0, 200) : ''}`.trim());
   return r.stdout;
 }
 
@@ -66,14 +89,14 @@ function throughput(lab: Lab): number {
   for (let attempt = 1; attempt <= 3; attempt++) {
     let j: any = null;
     try {
-      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '-t', String(SECONDS), '-P', '4', '-J']));
+      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-t', String(SECONDS), '-P', '4', '-J']));
     } catch (e) {
       j = { error: (e as Error).message.slice(0, 200) };
     }
     const bps = j?.end?.sum_received?.bits_per_second;
     if (typeof bps === 'number' && bps > 0) return bps / 1e9;
-    console.error(`iperf3 attempt ${attempt} gave no result: ${j?.error ?? 'no sum_received'}`);
-    spawnSync('sleep', ['1']);
+    console.error(`iperf3 attempt ${attempt} gave no result: ${j?.error ?? 'no sum_received'}; restarting the server`);
+    iperfServer.restart();
   }
   return NaN;
 }
@@ -115,7 +138,7 @@ function udpRate(lab: Lab, size: number): UdpResult {
     let j: any = null;
     const c0 = cpuJiffies();
     try {
-      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '-u', '-l', String(size), '-b', String(UDP_PPS * size * 8), '-t', String(SECONDS), '-J']));
+      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-u', '-l', String(size), '-b', String(UDP_PPS * size * 8), '-t', String(SECONDS), '-J']));
     } catch (e) {
       j = { error: (e as Error).message.slice(0, 200) };
     }
@@ -125,8 +148,8 @@ function udpRate(lab: Lab, size: number): UdpResult {
       const delivered = r.packets - (r.lost_packets ?? 0);
       return { pps: delivered / r.seconds, loss: (r.lost_packets ?? 0) / r.packets, cpuUs: ((c1.busy - c0.busy) / hz / delivered) * 1e6 };
     }
-    console.error(`iperf3 -u -l ${size} attempt ${attempt} gave no result: ${j?.error ?? 'no sum_received'}`);
-    spawnSync('sleep', ['1']);
+    console.error(`iperf3 -u -l ${size} attempt ${attempt} gave no result: ${j?.error ?? 'no sum_received'}; restarting the server`);
+    iperfServer.restart();
   }
   return { pps: NaN, loss: NaN, cpuUs: NaN };
 }
@@ -180,7 +203,8 @@ async function main(): Promise<void> {
     }
     await lab.killNode('outside');
     await lab.killNode('inside');
-    const iperf = spawnInNs(lab.ns('s1'), ['iperf3', '-s']);
+    iperfServer = new IperfServer(lab.ns('s1'));
+    iperfServer.start();
     await lab.waitMembers((vs) => vs.every((x) => x.members.every((m: any) => m.health.up)), 15000, 'the iperf VIP member up');
     type Metric = 'gbps' | 'cps' | 'pps64' | 'pps512' | 'loss64' | 'loss512' | 'cpuUs64' | 'cpuUs512';
     const metrics: Metric[] = ['gbps', 'cps', 'pps64', 'pps512', 'loss64', 'loss512', 'cpuUs64', 'cpuUs512'];
@@ -219,7 +243,7 @@ async function main(): Promise<void> {
         if (mode === 'fwlb') ruleCounters = inNs(lab.ns('ob'), ['nft', 'list', 'chain', 'inet', 'fwlb', 'prerouting']);
       }
     }
-    iperf.kill();
+    iperfServer.stop();
     const sum = (m: Mode) => Object.fromEntries(metrics.map((k) => [k, spread(res[m][k])])) as Record<Metric, ReturnType<typeof spread>>;
     const s = Object.fromEntries(MODES.map((m) => [m, sum(m)])) as Record<Mode, Record<Metric, ReturnType<typeof spread>>>;
     const ratio = (k: Metric, base: Mode) => s.fwlb[k].median / s[base][k].median;

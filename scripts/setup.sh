@@ -5,13 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command:package pairs
-need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium"
+need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium conntrackd:conntrackd"
 missing=()
 for pair in $need; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
-# Benchmarks compare against HAProxy: only `npm run bench` installs it.
+# Benchmarks compare against HAProxy and profile with perf: only `npm run bench` installs them.
 [ "${1:-}" = "--bench" ] && { command -v haproxy >/dev/null 2>&1 || missing+=(haproxy); }
+# The forwarding benchmark profiles each path with perf (BENCH_PERF=1).
+[ "${1:-}" = "--bench" ] && { command -v perf >/dev/null 2>&1 || missing+=(linux-perf); }
 # The probe helper (libs/health/helper) runs on the system python's standard library.
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -6,3 +6,4 @@ export * from './scenario';
 export type { DriveSpec, DriveReport } from './agent';
 export * from './slb-scale';
 export * from './bench-tools';
+export * from './conntrackd';

@@ -1,9 +1,10 @@
 // Builds and tears down the namespace sandwich, starts servers and balancer nodes; I/O layer of deploy/lab.
 import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ChildProcess } from 'node:child_process';
+import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
-import { ECHO_PORT, FIREWALL_RULESET_PATH, HTTP_PORT, LabOptions, RIP_NET, Topology, topology } from './topology';
+import { ECHO_PORT, FIREWALL_RULESET_PATH, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
+import { conntrackdConfig } from './conntrackd';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
 
 export const REPO = resolve(__dirname, '../../..');
@@ -200,6 +201,59 @@ export class Lab {
     n.proc.kill('SIGKILL');
     await exited;
     delete this.nodes[role];
+  }
+
+  /**
+   * conntrackd FTFW on both firewalls of every sync pair (`syncGroups`), then a check that each daemon answers on
+   * its control socket. Killed with the lab.
+   */
+  async startSync(): Promise<void> {
+    const groups = this.t.opts.syncGroups ?? [];
+    for (const [g, pair] of groups.entries()) {
+      for (const [i, name] of pair.entries()) {
+        const k = (n: string) => Number(n.slice(2));
+        const conf = join(this.t.opts.runDir, `conntrackd-${name}.conf`);
+        writeFileSync(conf, conntrackdConfig({ self: `${SYNC_NET(g + 1)}.${k(name)}`, peer: `${SYNC_NET(g + 1)}.${k(pair[1 - i])}`, iface: 'sync0', dir: this.t.opts.runDir, name }));
+        const p = spawnInNs(this.ns(name), ['conntrackd', '-C', conf]);
+        const log: string[] = [];
+        p.stdout?.on('data', (d) => log.push(String(d)));
+        p.stderr?.on('data', (d) => log.push(String(d)));
+        this.procs.push(p);
+        const until = Date.now() + 10000;
+        for (;;) {
+          if (p.exitCode !== null) throw new Error(`conntrackd in ${name} exited ${p.exitCode}: ${log.join('')}`);
+          if (spawnSync('ip', ['netns', 'exec', this.ns(name), 'conntrackd', '-C', conf, '-s'], { stdio: 'ignore' }).status === 0) break;
+          if (Date.now() > until) throw new Error(`conntrackd in ${name} did not answer in 10 s: ${log.join('')}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    }
+  }
+
+  /** A firewall fails silently: it drops everything, in and out, and its links stay up. */
+  failFirewall(name: string): void {
+    const ns = this.ns(name);
+    inNs(ns, ['nft', 'add', 'table', 'inet', 'labfail']);
+    for (const [chain, hook] of [['pre', 'prerouting'], ['out', 'output']]) {
+      inNs(ns, ['nft', 'add', 'chain', 'inet', 'labfail', chain, `{ type filter hook ${hook} priority -400; policy drop; }`]);
+    }
+  }
+
+  reviveFirewall(name: string): void {
+    inNs(this.ns(name), ['nft', 'delete', 'table', 'inet', 'labfail']);
+  }
+
+  /** Rewrite both nodes' config files with or without the sync groups (takes effect when the nodes restart). */
+  writeNodeConfigs(syncGroups: boolean): void {
+    for (const role of ['outside', 'inside'] as const) {
+      const cfg = this.t.nodes[role];
+      const firewalls = cfg.firewalls.map((f) => {
+        const { syncGroup, ...rest } = f;
+        const g = (this.t.opts.syncGroups ?? []).findIndex((pair) => pair.includes(f.id));
+        return syncGroups && g >= 0 ? { ...rest, syncGroup: syncGroup ?? `g${g + 1}` } : rest;
+      });
+      writeFileSync(this.configPath(role), JSON.stringify({ ...cfg, firewalls }, null, 2));
+    }
   }
 
   /** GET a text route (e.g. /metrics) of a node's API. */

@@ -20,6 +20,11 @@ export interface LabOptions {
   slbEmbedded?: boolean;
   /** A management network: namespace `rd` with bridge `mg0` 10.99.0.1/24, and `mgmt0` on both nodes (.11, .12). */
   mgmt?: boolean;
+  /**
+   * Firewall sync pairs (issue 11), e.g. [['fw1', 'fw2']]: a sync link `sync0` between the two (SYNC_NET(g), .k for
+   * firewall k) on which `Lab.startSync` runs conntrackd FTFW, and `syncGroup: "g<g>"` in both nodes' configs.
+   */
+  syncGroups?: string[][];
 }
 
 export interface Host {
@@ -50,7 +55,7 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded'>> & { broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups'>> & { broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][] };
   /** The SLB config the inside node runs in-process (with `slbEmbedded`). */
   embeddedSlb?: SlbConfig;
 }
@@ -71,6 +76,8 @@ export const ECHO_PORT = 7007;
 export const HTTP_PORT = 8080;
 export const WEB_PORT = 80;
 export const INSIDE_TRANSIT = (k: number) => `172.17.${k}`;
+/** The sync network of firewall sync pair g (1-based): conntrackd's FTFW messages, never steered by fwlb. */
+export const SYNC_NET = (g: number) => `10.98.${g}`;
 
 export function topology(o: LabOptions): Topology {
   const opts = { firewalls: 3, clients: 2, servers: 3, seed: 0x5eed1234, buckets: 251, broken: false, ...o };
@@ -108,14 +115,23 @@ export function topology(o: LabOptions): Topology {
   }
   const fwOut: BalancerConfig['firewalls'] = [];
   const fwIn: BalancerConfig['firewalls'] = [];
+  const groupOf = new Map<string, string>();
+  (opts.syncGroups ?? []).forEach((g, i) => {
+    if (g.length !== 2) throw new RangeError(`lab sync group ${i + 1}: the lab builds pairs (conntrackd over UDP unicast); larger groups use multicast`);
+    const [a, b] = g.map((name) => Number(/^fw(\d+)$/.exec(name)?.[1] ?? NaN));
+    if (!(a >= 1 && a <= opts.firewalls && b >= 1 && b <= opts.firewalls && a !== b)) throw new RangeError(`lab sync group ${i + 1}: unknown firewalls ${g.join(', ')}`);
+    links.push({ a: { ns: ns(`fw${a}`), ifname: 'sync0', addr: `${SYNC_NET(i + 1)}.${a}/24` }, b: { ns: ns(`fw${b}`), ifname: 'sync0', addr: `${SYNC_NET(i + 1)}.${b}/24` } });
+    for (const name of g) groupOf.set(name, `g${i + 1}`);
+  });
   for (let k = 1; k <= opts.firewalls; k++) {
     const fw = ns(`fw${k}`);
     hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${OUTSIDE_TRANSIT(k)}.2` });
     links.push({ a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24` } });
     links.push({ a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24` } });
     routes.push({ ns: fw, dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_TRANSIT(k)}.1` }, { ns: fw, dst: `${SERVER_NET}.0/24`, via: `${INSIDE_TRANSIT(k)}.1` });
-    fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, interface: `fw${k}` });
-    fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, interface: `fw${k}` });
+    const group = groupOf.has(`fw${k}`) ? { syncGroup: groupOf.get(`fw${k}`) } : {};
+    fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
+    fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
   }
   const node = (role: 'outside' | 'inside', side: string, firewalls: BalancerConfig['firewalls']): BalancerConfig => ({
     role,
