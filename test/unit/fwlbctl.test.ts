@@ -41,6 +41,7 @@ t.test('against a balancer API', async (t) => {
   await t.rejects(run({ api }, ['firewall', 'disable', 'fw2']), { code: 'FWLB_UNAUTHORIZED', exit: 1 }, 'a mutation without the token is refused, exit 1');
   const off = await run({ api, token: TOKEN }, ['firewall', 'disable', 'fw2']);
   t.match(off.json, { id: 'fw2', enabled: false, live: false, buckets: 0 });
+  t.match((await run({ api }, ['firewalls'])).text, /^fw2\s.*\sfw1:\d+ fw3:\d+/m, "the table shows where fw2's buckets went");
   await t.rejects(run({ api, token: TOKEN }, ['firewall', 'disable', 'fw9']), { code: 'FWLB_NO_SUCH_FIREWALL', exit: 1 });
   await t.rejects(run({ api }, ['frobnicate']), { code: 'FWLBCTL_USAGE', exit: 2 });
   await t.rejects(run({ api: `unix:${join(dir, 'nobody.sock')}` }, ['status']), { code: 'FWLBCTL_UNREACHABLE', exit: 4 });

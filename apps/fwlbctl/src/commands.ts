@@ -59,7 +59,7 @@ export async function run(t: Target, args: string[]): Promise<Output> {
     }
     case 'firewalls': {
       const fw = ok(await request(t, 'GET', '/firewalls'), 'firewalls');
-      return { json: fw, text: table(['firewall', 'enabled', 'healthy', 'link', 'live', 'want', 'buckets', 'reason'], fw.map((f: any) => [f.id, f.enabled, f.healthy, f.link, f.live, f.wantLive, f.buckets, f.health?.reason ?? ''])) };
+      return { json: fw, text: table(['firewall', 'enabled', 'healthy', 'link', 'live', 'want', 'buckets', 'group', 'moved to', 'reason'], fw.map((f: any) => [f.id, f.enabled, f.healthy, f.link, f.live, f.wantLive, f.buckets, f.syncGroup ?? '', Object.entries(f.bucketsMovedTo ?? {}).sort().map(([k, v]) => `${k}:${v}`).join(' '), f.health?.reason ?? ''])) };
     }
     case 'firewall': {
       if ((sub !== 'disable' && sub !== 'enable') || !rest[0]) usage('firewall disable|enable ID');

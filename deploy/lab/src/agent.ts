@@ -13,7 +13,8 @@ export interface DriveSpec {
 
 export interface DriveReport {
   short: { ok: number; failed: number; errors: Record<string, number> };
-  long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null }[] };
+  /** `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through). */
+  long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null; maxGapMs: number }[] };
   udp: { ok: number; failed: number };
   http: { ok: number; failed: number; errors: Record<string, number>; bodies: Record<string, number> };
 }
@@ -95,7 +96,7 @@ function shortConn(target: string, id: number, timeoutMs: number): Promise<strin
   });
 }
 
-function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number): Promise<{ err: string | null; messages: number; port: number }> {
+function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number }> {
   return new Promise((res) => {
     const [host, dport] = hp(target);
     const s = net.connect({ host, port: dport });
@@ -107,6 +108,8 @@ function longConn(target: string, id: number, durationMs: number, intervalMs: nu
     const start = Date.now();
     let done = false;
     let port = 0;
+    let lastEcho = 0;
+    let maxGapMs = 0;
     function finish(err: string | null) {
       if (done) return;
       done = true;
@@ -115,7 +118,7 @@ function longConn(target: string, id: number, durationMs: number, intervalMs: nu
       if (waitTimer) clearTimeout(waitTimer);
       if (err) s.destroy();
       else s.end();
-      res({ err, messages: seq, port });
+      res({ err, messages: seq, port, maxGapMs });
     }
     const send = () => {
       if (Date.now() - start >= durationMs) {
@@ -137,6 +140,9 @@ function longConn(target: string, id: number, durationMs: number, intervalMs: nu
       if (got === expect && waitTimer) {
         clearTimeout(waitTimer);
         waitTimer = null;
+        const now = Date.now();
+        if (lastEcho) maxGapMs = Math.max(maxGapMs, now - lastEcho);
+        lastEcho = now;
       }
     });
     s.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? 'error'));
@@ -200,7 +206,7 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
     const l = spec.long;
     jobs.push(
       Promise.all(Array.from({ length: l.count }, (_, i) => longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000))).then((rs) => {
-        rs.forEach((r, i) => report.long.streams.push({ target: l.targets[i % l.targets.length], port: r.port, err: r.err }));
+        rs.forEach((r, i) => report.long.streams.push({ target: l.targets[i % l.targets.length], port: r.port, err: r.err, maxGapMs: r.maxGapMs }));
         for (const r of rs) {
           report.long.messages += r.messages;
           if (r.err) {
