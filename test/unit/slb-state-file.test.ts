@@ -3,8 +3,8 @@ import { t } from 'tap';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, validateSlbConfig } from '@fwlb/config';
-import { saver, withState } from '@fwlb/slb';
+import { ConfigError } from '@fwlb/config';
+import { loadSlbConfigWithState, saver } from '@fwlb/slb';
 
 const dir = mkdtempSync(join(tmpdir(), 'fwlb-state-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,12 +30,15 @@ t.test('an empty, truncated or invalid state file is a ConfigError naming the fi
   ] as const) {
     const path = join(dir, `${name}.json`);
     writeFileSync(path, text);
-    const c = validateSlbConfig({ interface: 'up0', vips: [vip], stateFile: path });
-    const e = t.throws(() => withState(c)) as unknown as ConfigError;
+    const cfg = join(dir, `${name}-slb.json`);
+    writeFileSync(cfg, JSON.stringify({ interface: 'up0', vips: [vip], stateFile: path }));
+    const e = t.throws(() => loadSlbConfigWithState(cfg)) as unknown as ConfigError;
     t.type(e, ConfigError, name);
     t.match(e.message, new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is invalid`), `${name}: names the file`);
     t.match(e.message, re, name);
   }
   t.notOk(existsSync(join(dir, 'missing.json')));
-  t.equal(withState(validateSlbConfig({ interface: 'up0', vips: [vip], stateFile: join(dir, 'missing.json') })).vips.length, 1, 'no state file yet: the config file’s VIPs');
+  const cfg = join(dir, 'missing-slb.json');
+  writeFileSync(cfg, JSON.stringify({ interface: 'up0', vips: [vip], stateFile: join(dir, 'missing.json') }));
+  t.equal(loadSlbConfigWithState(cfg).vips.length, 1, 'no state file yet: the config file’s VIPs');
 });

@@ -14,14 +14,6 @@ export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig
 /**
  * VIPs saved by the API take the place of the config file's list; they are validated the same way. An empty,
  * truncated or invalid state file is a ConfigError naming the file (nothing has touched the kernel yet).
- */
-export function withState(c: ResolvedSlbConfig): ResolvedSlbConfig {
-  const vips = c.stateFile ? (readStateFile(c.stateFile) as VipConfig[] | undefined) : undefined;
-  if (vips === undefined) return c;
-  return validateSlbConfig({ ...JSON.parse(JSON.stringify(c)), vips }, c.stateFile);
-}
-
-/**
  * The config with the state file's VIPs in place of the file's, validated once: the rest of the config first (cheap,
  * errors name the config file), then the VIPs that will be used (errors name the file they came from). Validating
  * 1,000 VIPs costs about 0.1 s, so a start does it once, not for both lists.
