@@ -58,13 +58,18 @@ function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
 class IperfServer {
   private p: ChildProcess | null = null;
   constructor(private readonly ns: string) {}
+  /** Starts the server and waits (up to 5 s) until it listens on 5201. */
   start(): void {
-    this.p = spawnInNs(this.ns, ['iperf3', '-s', '--idle-timeout', String(SECONDS + 5)]);
-    spawnSync('sleep', ['0.5']);
+    this.p = spawnInNs(this.ns, ['iperf3', '-s']);
+    for (let i = 0; i < 50; i++) {
+      const r = spawnSync('ip', ['netns', 'exec', this.ns, 'ss', '-Hltn', 'sport', '=', ':5201'], { encoding: 'utf8' });
+      if (r.stdout.trim()) return;
+      spawnSync('sleep', ['0.1']);
+    }
+    console.error('iperf3 server: not listening after 5 s');
   }
   restart(): void {
     this.stop();
-    spawnSync('sleep', ['0.3']);
     this.start();
   }
   stop(): void {
@@ -190,7 +195,8 @@ async function main(): Promise<void> {
     const s1 = lab.host('s1').addr!;
     // iperf3 -u keeps its control connection on TCP 5201 and sends its datagrams to UDP 5201: one VIP each.
     for (const protocol of ['tcp', 'udp']) {
-      const v = await lab.api('slb', 'POST', '/vips', { id: `iperf-${protocol}`, address: lab.t.vip, port: 5201, protocol, members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
+      // Checked by ICMP: a restart of the iperf3 server (after a bad run) must not take the member down.
+      const v = await lab.api('slb', 'POST', '/vips', { id: `iperf-${protocol}`, address: lab.t.vip, port: 5201, protocol, check: { kind: 'icmp' }, members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
       if (v.status !== 201) throw new Error(`cannot add the iperf ${protocol} VIP: ${JSON.stringify(v.body)}`);
     }
     // Program the kernel once through fwlb, then stop the controllers so they don't undo the other modes.

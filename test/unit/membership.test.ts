@@ -54,7 +54,7 @@ t.test('setLink reports changes; ownView is health and link', async (t) => {
 });
 
 t.test('render: restore by ct mark for restorable firewalls, restore-if-heard for suspect ones, the side label only on new flows', async (t) => {
-  const c = cfg(false);
+  const c = cfg(true);
   const input = { config: c, live: ['fw1', 'fw3'], restorable: ['fw1', 'fw3'], suspect: ['fw2'] };
   const out = renderTable(input, bucketTable(input));
   const rules = out.chains[0].rules.map((r) => JSON.stringify(r));
@@ -72,6 +72,10 @@ t.test('render: restore by ct mark for restorable firewalls, restore-if-heard fo
   t.same(out.sets, [{ name: 'heard', type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'], timeout: 30, size: 262144 }]);
   const none = renderTable({ ...input, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [] }, bucketTable(input));
   t.notOk(none.labeled['restore-heard'], 'no suspect firewall: no heard rule');
+  // Without a session table nothing reads the label or the events: a new flow pays for neither.
+  const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
+  t.notMatch(JSON.stringify(plain.chains), /"label"|"event"/, 'no session table: no ct label, no ct event filter');
+  t.match(JSON.stringify(out.chains), /"key":"event"/, 'with one: the event filter is there');
   t.notOk(none.chains[0].rules.some((r) => JSON.stringify(r).includes('"op":"update"')), 'and nothing is remembered');
 });
 

@@ -100,7 +100,9 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     if (f.mac) m.push(eq(payload('ether', 'saddr'), f.mac.toLowerCase()));
     return m;
   };
-  const events = set({ ct: { key: 'event' } }, CT_EVENTS);
+  // The side label and the event filter serve the session sync only: without a session table a new flow pays for
+  // neither (issue 16: both add work to every new conntrack entry).
+  const events: NftJson[] = c.sessionTable ? [set({ ct: { key: 'event' } }, CT_EVENTS)] : [];
   const suspect = new Set(input.suspect ?? []);
   // A packet from a suspect firewall proves that it still forwards this flow: remember the flow for a while.
   // Rendered only for suspect firewalls, so the common path pays nothing for it.
@@ -121,14 +123,14 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
   add(null, [side, eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { accept: null }]);
   if (c.ingressLearning) {
-    for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, markOf.get(f.id)), events]);
+    for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, markOf.get(f.id)), ...events]);
   }
   // Everything below is for packets from the side: any other packet leaves with one comparison.
   add(null, [ne(meta('iifname'), c.sideInterface), { accept: null }]);
   // The side label marks a flow whose first packet came from the side interface, once, when its entry is created.
   // Why only then: an established flow re-hashed here (its firewall went away) was learned from a firewall, and
   // labelling it would reverse its orientation in the session table (issue 14).
-  add(null, [side, { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }, set({ ct: { key: 'label' } }, SIDE_LABEL), events]);
+  if (c.sessionTable) add(null, [side, { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }, set({ ct: { key: 'label' } }, SIDE_LABEL), ...events]);
   if (c.sessionTable) {
     // Layer 3/4: a flow this node has no state for (a restart, conntrack lost, a non-SYN first packet) is looked
     // up in the pins before it is hashed. A miss ends the rule and leaves the mark 0, so hashing follows.
