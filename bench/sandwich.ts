@@ -7,11 +7,9 @@
 // BENCH_PERF=1 adds one profiled run per path (`perf record -a`, not in the medians): the share of CPU samples in
 // netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readFileSync, existsSync, rmSync } from 'node:fs';
-import { Lab, uniquePrefix, inNs, spawnInNs, spread, WEB_PORT } from '@fwlb/lab';
+import { Lab, inNs, spawnInNs, spread, startBenchLab, WEB_PORT } from '@fwlb/lab';
 
 type Mode = 'fwlb' | 'plain' | 'hmark' | 'plain-ct';
 const MODES: Mode[] = ['fwlb', 'plain', 'hmark', 'plain-ct'];
@@ -181,16 +179,8 @@ async function profile(lab: Lab): Promise<{ share: number; top: [string, number]
 }
 
 async function main(): Promise<void> {
-  const prefix = uniquePrefix('bn');
-  const lab = new Lab({ prefix, runDir: join(tmpdir(), `fwlb-bench-${prefix}`) });
-  process.on('SIGINT', () => {
-    lab.teardown();
-    process.exit(130);
-  });
+  const lab = await startBenchLab('bn');
   try {
-    lab.build();
-    await lab.startServers();
-    await lab.startNodes();
     // The servers sit behind the SLB: iperf3 reaches s1 through a VIP of its own (the same DNAT cost in every mode).
     const s1 = lab.host('s1').addr!;
     // iperf3 -u keeps its control connection on TCP 5201 and sends its datagrams to UDP 5201: one VIP each.

@@ -3,10 +3,8 @@
 // the other config between runs). fw1 and fw2 run conntrackd FTFW (write-through) in every round; fw3 is alone.
 // Reports, for fw2's streams: how many broke, and the outage the survivors lived through (their longest gap between
 // two echoes, streams send every 20 ms) beside the detection time (failure -> fw2 out of both nodes' tables).
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, ECHO_PORT, Lab, spread, uniquePrefix } from '@fwlb/lab';
+import { drive, ECHO_PORT, spread, startBenchLab } from '@fwlb/lab';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10);
 const ALL = ['fw1', 'fw2', 'fw3'];
@@ -14,16 +12,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type Mode = 'group' | 'none';
 
 async function main(): Promise<void> {
-  const prefix = uniquePrefix('bs');
-  const lab = new Lab({ prefix, runDir: join(tmpdir(), `fwlb-bench-${prefix}`), syncGroups: [['fw1', 'fw2']] });
-  process.on('SIGINT', () => {
-    lab.teardown();
-    process.exit(130);
-  });
+  const lab = await startBenchLab('bs', { syncGroups: [['fw1', 'fw2']] });
   try {
-    lab.build();
-    await lab.startServers();
-    await lab.startNodes();
     await lab.startSync();
     const cfg = lab.t.nodes.outside;
     const home = buildTable(ALL, cfg.hash.buckets!);

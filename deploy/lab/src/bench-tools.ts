@@ -2,6 +2,10 @@
 // socket (latency from each request's scheduled send, so a stall of the server counts). I/O layer of deploy/lab.
 import { spawn, ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, uniquePrefix } from './lab';
+import type { LabOptions } from './topology';
 
 /** redis-server on a unix socket in `dir`, no persistence; resolves once it accepts connections. */
 export function startRedis(sock: string, dir: string): Promise<ChildProcess> {
@@ -76,4 +80,26 @@ export function median(xs: readonly number[]): number {
 export function spread(xs: readonly number[]): { median: number; min: number; max: number; n: number } {
   const s = xs.filter((x) => Number.isFinite(x));
   return { median: median(s), min: s.length ? Math.min(...s) : NaN, max: s.length ? Math.max(...s) : NaN, n: s.length };
+}
+
+/**
+ * A lab of its own for a benchmark (namespace prefix `<tag>…`, run directory under the temp dir), built with its
+ * servers and nodes started; torn down on Ctrl-C and when the start fails. The caller tears it down when done.
+ */
+export async function startBenchLab(tag: string, opts: Partial<Omit<LabOptions, 'prefix' | 'runDir'>> = {}): Promise<Lab> {
+  const prefix = uniquePrefix(tag);
+  const lab = new Lab({ prefix, runDir: join(tmpdir(), `fwlb-bench-${prefix}`), ...opts });
+  process.on('SIGINT', () => {
+    lab.teardown();
+    process.exit(130);
+  });
+  try {
+    lab.build();
+    await lab.startServers();
+    await lab.startNodes();
+  } catch (e) {
+    lab.teardown();
+    throw e;
+  }
+  return lab;
 }
