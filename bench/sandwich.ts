@@ -4,8 +4,8 @@
 // interleaved A B C ... with the order reversed every other round. A fourth path, plain routing with conntrack
 // switched on in both nodes (`plain-ct`), shows how much of fwlb's cost is conntrack itself, which plain routing
 // and HMARK do without. Every figure is a median of BENCH_ROUNDS (default 9) rounds with its lowest and highest.
-// BENCH_PERF=1 adds one profiled run per path (`perf record -a`, not in the medians): the share of CPU samples in
-// netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
+// BENCH_PERF=1 adds two profiled runs per path (`perf record -a` during a 64-byte UDP run and a wrk run, not in the
+// medians): the share of CPU samples in netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -160,12 +160,12 @@ function udpRate(lab: Lab, size: number): UdpResult {
 /** Kernel symbols whose samples count as "the forwarding rules": netfilter hooks, nft, conntrack, xt (HMARK), routing. */
 const RULE_SYMBOLS = /^(nft_|__nft_|nf_|__nf_|nfnl|ipt_|xt_|hmark|fib|__fib|ip_route|ip_mkroute|__inet_dev_addr_type|jhash)/;
 
-/** One profiled 64-byte UDP run (perf record -a): the share of samples in RULE_SYMBOLS and the top symbols. */
-async function profile(lab: Lab): Promise<{ share: number; top: [string, number][] } | null> {
+/** One profiled run of `load` (perf record -a): the share of samples in RULE_SYMBOLS and the top symbols. */
+async function profile(lab: Lab, load: () => unknown): Promise<{ share: number; top: [string, number][] } | null> {
   const file = join(lab.t.opts.runDir, 'perf.data');
   const rec = spawn('perf', ['record', '-a', '-q', '-o', file, '--', 'sleep', String(SECONDS)], { stdio: 'ignore' });
   const exited = new Promise((r) => rec.on('exit', r));
-  udpRate(lab, 64);
+  load();
   await exited;
   if (!existsSync(file)) return null;
   const r = spawnSync('perf', ['report', '-i', file, '--no-children', '--sort', 'sym', '-g', 'none', '--stdio', '--percent-limit', '0.05'], { encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -230,12 +230,14 @@ async function main(): Promise<void> {
         console.error(`round ${round + 1} ${mode}: ${last('gbps').toFixed(2)} Gbit/s, ${last('cps').toFixed(0)} conn/s, ${last('pps64').toFixed(0)} pkt/s (64 B), ${last('pps512').toFixed(0)} pkt/s (512 B)`);
       }
     }
-    const profiles: Partial<Record<Mode, Awaited<ReturnType<typeof profile>>>> = {};
+    const profiles: Record<string, Awaited<ReturnType<typeof profile>>> = {};
     let ruleCounters = '';
     if (process.env.BENCH_PERF === '1') {
       for (const mode of MODES) {
         setMode(lab, mode, saved);
-        profiles[mode] = await profile(lab);
+        profiles[`${mode} 64 B`] = await profile(lab, () => udpRate(lab, 64));
+        setMode(lab, mode, saved);
+        profiles[`${mode} conn/s`] = await profile(lab, () => connRate(lab));
         if (mode === 'fwlb') ruleCounters = inNs(lab.ns('ob'), ['nft', 'list', 'chain', 'inet', 'fwlb', 'prerouting']);
       }
     }
@@ -257,7 +259,7 @@ async function main(): Promise<void> {
       console.log(`fwlb/${b.padEnd(8)}  throughput ${r.gbps.toFixed(3)}  conn/s ${r.cps.toFixed(3)}  pkt/s 64 B ${r.pps64.toFixed(3)}  512 B ${r.pps512.toFixed(3)}  CPU/pkt 64 B ${r.cpuUs64.toFixed(3)}`);
     }
     for (const [m, p] of Object.entries(profiles)) {
-      if (p) console.log(`perf ${m.padEnd(9)} ${p.share.toFixed(1)}% of samples in netfilter/nft/conntrack/routing: ${p.top.map(([n, v]) => `${n} ${v.toFixed(2)}%`).join(', ')}`);
+      if (p) console.log(`perf ${m.padEnd(16)} ${p.share.toFixed(1)}% of samples in netfilter/nft/conntrack/routing: ${p.top.map(([n, v]) => `${n} ${v.toFixed(2)}%`).join(', ')}`);
     }
     if (ruleCounters) console.log(`fwlb outside node, prerouting counters after the profiled run:\n${ruleCounters}`);
   } finally {

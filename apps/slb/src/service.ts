@@ -379,8 +379,13 @@ export class SlbService {
   private async full(have: SlbKernelState | null): Promise<SlbReconcileResult> {
     const vips = this.vipList;
     this.reconciles++;
+    // The VIPs whose health changed are taken now: a health event that arrives while this pass waits for the
+    // kernel marks its VIP again and the next pass renders it (clearing them all at the end lost such an event, and
+    // the cached fragment then kept a dead member in the kernel: CI, slb.test.ts).
+    const dirty = new Set(this.dirty);
+    this.dirty.clear();
     try {
-      const frags = vips.map((v) => (this.fragments.has(v.id) && !this.dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.up, this.config.seed)));
+      const frags = vips.map((v) => (this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.up, this.config.seed)));
       // The pool maps and counter sets are declared first, in text (JSON cannot); taken away again if the transaction fails.
       const declared = !hasDeclarations(have);
       if (declared) {
@@ -398,13 +403,13 @@ export class SlbService {
       this.fragments.clear();
       this.panicked.clear();
       for (const f of frags) this.setFragment(f);
-      this.dirty.clear();
       this.lastRead = this.now();
       this.lastFullMs = this.lastRead - this.fullStarted;
       this.readFailed = false;
       this.lastError = null;
       return { nftCommands: cmds.length, ...r, tableHandle: this.believed?.handle ?? null };
     } catch (e) {
+      for (const id of dirty) this.dirty.add(id);
       this.failures++;
       this.readFailed = true;
       this.lastError = e instanceof Error ? e.message : String(e);
