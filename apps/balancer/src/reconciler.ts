@@ -30,6 +30,9 @@ export interface PinSource {
 export class Reconciler {
   private lastTable: BucketTable | null = null;
   private lastMoves: Record<string, Record<string, number>> = {};
+  /** The config's sync groups, and each firewall's (the config is frozen: derived once). */
+  private readonly groups: string[][];
+  private readonly groupOf: ReadonlyMap<string, string | undefined>;
   private lastActual: ActualTable | null = null;
   /** The membership the kernel runs on: set only once the transaction that applies it has committed. */
   private applied: MembershipSnapshot | null = null;
@@ -52,6 +55,8 @@ export class Reconciler {
   }
 
   constructor(readonly config: ResolvedBalancerConfig, private readonly nft: NftRunner, private readonly routing: RoutingPort, private readonly now: () => number = Date.now, membership?: Membership) {
+    this.groups = syncGroups(config);
+    this.groupOf = new Map(config.firewalls.map((f) => [f.id, f.syncGroup]));
     this.membership = membership ?? new Membership(config, config.sessionTable !== null, now);
   }
 
@@ -78,7 +83,7 @@ export class Reconciler {
       let pins = 0;
       if (this.pinSource) {
         const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
-        input.pins = this.pinSource.pins(table, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, input.live, syncGroups(this.config)));
+        input.pins = this.pinSource.pins(table, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, input.live, this.groups));
         pins = input.pins.length;
       }
       const desired = renderTable(input, table);
@@ -116,7 +121,6 @@ export class Reconciler {
     const want = this.membership.snapshot();
     const applied = this.applied;
     const dist = this.lastTable ? distribution(this.lastTable) : {};
-    const groupOf = new Map(this.config.firewalls.map((f) => [f.id, f.syncGroup]));
     const counters = this.lastActual?.counters ?? new Map();
     return this.membership.views().map((v) => ({
       ...v,
@@ -125,7 +129,7 @@ export class Reconciler {
       restorable: applied ? applied.restorable.includes(v.id) : false,
       suspect: applied ? applied.suspect.includes(v.id) : false,
       buckets: dist[v.id] ?? 0,
-      syncGroup: groupOf.get(v.id) ?? null,
+      syncGroup: this.groupOf.get(v.id) ?? null,
       // While it carries no new sessions: which firewalls took its buckets (its sync group first, issue 11).
       bucketsMovedTo: this.lastMoves[v.id] ?? {},
       learned: this.counterOf(counters, `learn:${v.id}`),
@@ -170,7 +174,7 @@ export class Reconciler {
       role: this.config.role,
       name: this.config.name,
       table: { family: TABLE_FAMILY, name: TABLE_NAME, handle: this.lastActual?.handle ?? null },
-      buckets: { size: this.config.hash.buckets, distribution: table ? distribution(table) : {}, movedTo: this.lastMoves, syncGroups: syncGroups(this.config) },
+      buckets: { size: this.config.hash.buckets, distribution: table ? distribution(table) : {}, movedTo: this.lastMoves, syncGroups: this.groups },
       firewalls: this.firewalls(),
       counters: this.ruleCounters(),
       pins: this.pinCount(),

@@ -246,12 +246,9 @@ export class Lab {
   /** Rewrite both nodes' config files with or without the sync groups (takes effect when the nodes restart). */
   writeNodeConfigs(syncGroups: boolean): void {
     for (const role of ['outside', 'inside'] as const) {
+      // The topology's configs carry the groups; without them, the same configs minus `syncGroup`.
       const cfg = this.t.nodes[role];
-      const firewalls = cfg.firewalls.map((f) => {
-        const { syncGroup, ...rest } = f;
-        const g = (this.t.opts.syncGroups ?? []).findIndex((pair) => pair.includes(f.id));
-        return syncGroups && g >= 0 ? { ...rest, syncGroup: syncGroup ?? `g${g + 1}` } : rest;
-      });
+      const firewalls = syncGroups ? cfg.firewalls : cfg.firewalls.map(({ syncGroup: _, ...rest }) => rest);
       writeFileSync(this.configPath(role), JSON.stringify({ ...cfg, firewalls }, null, 2));
     }
   }
