@@ -24,7 +24,7 @@ t.test('without a session table, a flow learned from a firewall goes back throug
   const lab = await startLab(t);
   // fw2 drops only the inside node's probes (echo requests to the outside node): ib sees fw2 down, ob sees it up,
   // and ob keeps hashing new client connections to fw2.
-  const restore = cutProbes(lab, 'fw2', lab.t.nodes.inside.health!.target);
+  const restore = cutProbes(lab, 'fw2', lab.t.nodes.inside.health!.target!);
   const views = async () => (await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/firewalls')))).map((v) => v.body.find((f: any) => f.id === 'fw2'));
   const t0 = Date.now();
   for (;;) {

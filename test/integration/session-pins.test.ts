@@ -64,7 +64,7 @@ t.test('the nodes disagree about fw3: no asymmetric drop, fw3 takes no new sessi
   const fw3 = lab.ns('fw3');
   inNs(fw3, ['nft', 'add', 'table', 'ip', 'cut']);
   inNs(fw3, ['nft', 'add', 'chain', 'ip', 'cut', 'probecut', '{ type filter hook forward priority -10; }']);
-  inNs(fw3, ['nft', 'add', 'rule', 'ip', 'cut', 'probecut', 'ip', 'daddr', lab.t.nodes.outside.health!.target, 'icmp', 'type', 'echo-request', 'drop']);
+  inNs(fw3, ['nft', 'add', 'rule', 'ip', 'cut', 'probecut', 'ip', 'daddr', lab.t.nodes.outside.health!.target!, 'icmp', 'type', 'echo-request', 'drop']);
   await lab.waitFirewalls((fw) => !fw.find((f) => f.id === 'fw3')!.live, 10000, 'fw3 out of the table on both nodes');
   const views = await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/firewalls')));
   t.same(views.map((v) => v.body.find((f: any) => f.id === 'fw3').healthy), [false, true], 'ob sees fw3 down, ib sees it up');

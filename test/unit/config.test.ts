@@ -17,6 +17,20 @@ t.test('health defaults', async (t) => {
   t.same(c.health!.check, { kind: 'icmp' });
   t.equal(c.health!.timers.retries, 3);
   t.equal(validateBalancerConfig(good()).health, null);
+  t.same(c.health!.targets, ['203.0.113.1'], 'one target becomes a list of one');
+  const many = validateBalancerConfig({ ...good(), health: { targets: ['172.17.0.1', '172.17.0.2'] } });
+  t.same(many.health!.targets, ['172.17.0.1', '172.17.0.2']);
+});
+
+t.test('firewalls on one shared interface are told apart by MAC (issue 10)', async (t) => {
+  const shared = (macs: (string | undefined)[]) => ({
+    ...good(),
+    firewalls: macs.map((mac, i) => ({ id: `fw${i + 1}`, nextHop: `172.16.0.${11 + i}`, interface: 'tr0', ...(mac ? { mac } : {}) })),
+  });
+  const c = validateBalancerConfig(shared(['02:fb:01:00:00:01', '02:fb:01:00:00:02']));
+  t.equal(c.firewalls[1].mac, '02:fb:01:00:00:02');
+  t.throws(() => validateBalancerConfig(shared(['02:fb:01:00:00:01', undefined])), /\/firewalls\/1\/mac: is required: interface tr0 is shared by 2 firewalls/);
+  t.throws(() => validateBalancerConfig(shared(['02:fb:01:00:00:01', '02:FB:01:00:00:01'])), /\/firewalls\/1\/mac: duplicate MAC 02:FB:01:00:00:01 on interface tr0 \(also \/firewalls\/0\/mac\)/);
 });
 
 t.test('a good config is resolved and frozen', async (t) => {
@@ -52,6 +66,9 @@ const bad: [string, (c: any) => void, RegExp][] = [
   ['an http health check without a port', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'http' } }), /\/health\/check\/port: is required/],
   ['a regex that does not compile', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'http-content', port: 80, regex: '(' } }), /\/health\/check\/regex: is not a valid regular expression/],
   ['a 2^31 ms interval', (c) => (c.health = { target: '203.0.113.1', timers: { interval: 2 ** 31, response: 100, retries: 3 } }), /\/health\/timers\/interval: must be <= 3600000/],
+  ['health with neither target nor targets', (c) => (c.health = { check: { kind: 'icmp' } }), /\/health\/target: is required \(or targets\)/],
+  ['health with both target and targets', (c) => (c.health = { target: '203.0.113.1', targets: ['203.0.113.2'] }), /\/health\/targets: give target or targets, not both/],
+  ['health targets repeated', (c) => (c.health = { targets: ['203.0.113.1', '203.0.113.1'] }), /\/health\/targets/],
   ['a node name with a space', (c) => (c.name = 'node one'), /\/name: must match pattern/],
 ];
 

@@ -107,3 +107,29 @@ t.test('jitter spreads check times within ±jitter', async (t) => {
   }
   t.same(times, [800, 1200, 1000]);
 });
+
+t.test('anyOf: up while any address answers, the failure names every address (issue 10)', async (t) => {
+  const { anyOf } = await import('@fwlb/health');
+  const answers = new Map<string, ProbeResultLike>([
+    ['172.17.0.1', { ok: false, reason: 'timeout' }],
+    ['172.17.0.2', { ok: true, latencyMs: 3 }],
+  ]);
+  const asked: string[] = [];
+  const fake = { kind: 'icmp' as const, check: async (target: { address: string }) => (asked.push(target.address), answers.get(target.address)!) };
+  const c = anyOf(fake, ['172.17.0.1', '172.17.0.2']);
+  t.same(await c.check({ address: 'ignored' }, 100), { ok: true, latencyMs: 3 });
+  t.same(asked.sort(), ['172.17.0.1', '172.17.0.2'], 'every address is probed');
+  answers.set('172.17.0.2', { ok: false, reason: 'refused' });
+  t.same(await c.check({ address: 'ignored' }, 100), { ok: false, reason: '172.17.0.1: timeout; 172.17.0.2: refused' });
+  answers.set('172.17.0.1', { ok: false, unknown: true, reason: 'helper down' });
+  answers.set('172.17.0.2', { ok: false, unknown: true, reason: 'helper down' });
+  t.equal((await c.check({ address: 'ignored' }, 100)).unknown, true, 'no probe could run: no evidence either way');
+  t.throws(() => anyOf(fake, []), RangeError);
+});
+
+interface ProbeResultLike {
+  ok: boolean;
+  reason?: string;
+  latencyMs?: number;
+  unknown?: boolean;
+}

@@ -142,3 +142,19 @@ t.test('the latency of the last answered check is kept beside the state', async 
   m.setLatency('fw1', 1.2);
   t.match(m.views()[0].health, { reason: 'timeout', latencyMs: 1.2 });
 });
+
+t.test('render, shared transit segment (issue 10): learning and the input mark tell firewalls apart by MAC on one interface', async (t) => {
+  const c = validateBalancerConfig({
+    role: 'outside',
+    sideInterface: 'sd0',
+    firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.0.${10 + k}`, interface: 'tr0', mac: `02:FB:01:00:00:0${k}` })),
+    hash: { seed: 42 },
+  });
+  const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
+  const out = renderTable(input, bucketTable(input));
+  const macOf = (r: unknown) => JSON.stringify(r).match(/"field":"saddr"\}\},"right":"([0-9a-f:]+)"/)?.[1];
+  t.same([1, 2, 3].map((k) => macOf(out.labeled[`learn:fw${k}`])), ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'], 'each learn rule matches its firewall\'s MAC (lower case)');
+  const input_ = out.chains.find((x) => x.name === 'input')!;
+  t.same(input_.rules.map(macOf), ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'], 'so does the mark for this node\'s own replies');
+  t.ok(input_.rules.every((r) => JSON.stringify(r).includes('"right":"tr0"')), 'on the shared interface');
+});

@@ -2,7 +2,7 @@
 // plus this node's own link to it; transitions move buckets through the reconciler. Shell layer of apps/balancer.
 import { readFileSync } from 'node:fs';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { createChecker, HealthMonitor, helperAlarms, ProbeHelper, ProbeResult } from '@fwlb/health';
+import { anyOf, createChecker, HealthMonitor, helperAlarms, ProbeHelper, ProbeResult } from '@fwlb/health';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
 
@@ -32,10 +32,12 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; firewall health holds its last state`) });
   const monitors = slots(config).map((s) => {
     const fw = config.firewalls[s.index];
+    const checker = createChecker({ ...h.check, mark: s.mark }, helper);
     const m = new HealthMonitor({
       name: fw.id,
-      checker: createChecker({ ...h.check, mark: s.mark }, helper),
-      target: { address: h.target },
+      // Several targets (the other side's nodes): the firewall is up while any of them answers through it.
+      checker: h.targets.length > 1 ? anyOf(checker, h.targets) : checker,
+      target: { address: h.targets[0] },
       timers: h.timers,
       precheck: () => {
         const p = linkProblem(fw.interface);

@@ -184,7 +184,7 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
         hook: 'input',
         prio: -150,
         policy: 'accept',
-        rules: c.firewalls.map((f) => [eq(meta('iifname'), f.interface), set(meta('mark'), markOf.get(f.id))]),
+        rules: c.firewalls.map((f) => [...fromFirewall(f), set(meta('mark'), markOf.get(f.id))]),
       },
       // Why: this node's own replies (to the twin's firewall probes, to API clients across the firewalls) must
       // leave by the firewall their flow arrived from; the learned ct mark re-routes them.

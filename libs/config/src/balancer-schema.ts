@@ -94,8 +94,13 @@ export interface BalancerConfig {
   /** The shared session table in Redis (layer 3); absent: no session sync. */
   sessionTable?: SessionTableConfig;
   health?: {
-    /** The twin node's probe address (e.g. its side-interface address). */
-    target: string;
+    /** The twin node's probe address (e.g. its side-interface address). Give `target` or `targets`. */
+    target?: string;
+    /**
+     * Several probe addresses (node redundancy, issue 10: the other side's nodes, e.g. their transit addresses): a
+     * firewall is up while any of them answers through it, so one dead node on the other side takes no firewall down.
+     */
+    targets?: string[];
     /** The check; its mark is set per firewall. @default {kind: "icmp"} */
     check?: CheckSpec;
     /** @default {interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2} */
@@ -198,8 +203,7 @@ export const balancerSchema = {
     health: {
       type: 'object',
       additionalProperties: false,
-      required: ['target'],
-      properties: { target: ipv4, check: checkSpecSchema, timers: timersSchema, panicThreshold: { type: 'number', minimum: 0, maximum: 1 } },
+      properties: { target: ipv4, targets: { type: 'array', minItems: 1, maxItems: 16, uniqueItems: true, items: ipv4 }, check: checkSpecSchema, timers: timersSchema, panicThreshold: { type: 'number', minimum: 0, maximum: 1 } },
     },
   },
 } as const;

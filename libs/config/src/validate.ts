@@ -39,7 +39,7 @@ export type ResolvedBalancerConfig = Readonly<
     slb: string | null;
     stateFile: string | null;
     sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number }) | null;
-    health: { target: string; check: CheckSpec; timers: Required<TimerConfig>; panicThreshold: number } | null;
+    health: { targets: string[]; check: CheckSpec; timers: Required<TimerConfig>; panicThreshold: number } | null;
     hash: Required<BalancerConfig['hash']>;
     firewalls: ResolvedFirewall[];
     api: { listen: string; token?: string; tokenFile?: string };
@@ -78,6 +78,15 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     else seen.set(fw.id, i);
     if (fw.interface === c.sideInterface) problems.push({ field: `/firewalls/${i}/interface`, message: 'must differ from sideInterface' });
   });
+  // A shared transit segment (several nodes per side, issue 10): firewalls on one interface are told apart by their
+  // MAC alone, so each needs one, and no two the same.
+  c.firewalls.forEach((fw, i) => {
+    const shared = c.firewalls.filter((o) => o.interface === fw.interface);
+    if (shared.length < 2) return;
+    if (!fw.mac) problems.push({ field: `/firewalls/${i}/mac`, message: `is required: interface ${fw.interface} is shared by ${shared.length} firewalls` });
+    const j = c.firewalls.findIndex((o) => o !== fw && o.interface === fw.interface && o.mac && fw.mac && o.mac.toLowerCase() === fw.mac.toLowerCase());
+    if (j >= 0 && j < i) problems.push({ field: `/firewalls/${i}/mac`, message: `duplicate MAC ${fw.mac} on interface ${fw.interface} (also /firewalls/${j}/mac)` });
+  });
   // A sync group of one shares state with nobody: almost certainly a typo in a group name.
   const groupSize = new Map<string, number>();
   for (const fw of c.firewalls) if (fw.syncGroup) groupSize.set(fw.syncGroup, (groupSize.get(fw.syncGroup) ?? 0) + 1);
@@ -103,6 +112,8 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
   if (marks.base < buckets) problems.push({ field: '/marks/base', message: `must be >= hash.buckets (${buckets})` });
   let timers: Required<TimerConfig> | null = null;
   if (c.health) {
+    if (c.health.target && c.health.targets) problems.push({ field: '/health/targets', message: 'give target or targets, not both' });
+    if (!c.health.target && !c.health.targets) problems.push({ field: '/health/target', message: 'is required (or targets)' });
     if (c.health.check && 'mark' in c.health.check) problems.push({ field: '/health/check/mark', message: 'is set per firewall by fwlb' });
     if (c.health.check) problems.push(...checkSpecProblems(c.health.check, '/health/check', false));
     try {
@@ -130,7 +141,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     slb: c.slb ?? null,
     stateFile: c.stateFile ?? null,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, ...c.sessionTable } : null,
-    health: c.health && timers ? { target: c.health.target, check: c.health.check ?? { kind: 'icmp' }, timers, panicThreshold: c.health.panicThreshold ?? BALANCER_DEFAULTS.panicThreshold } : null,
+    health: c.health && timers ? { targets: c.health.targets ?? [c.health.target!], check: c.health.check ?? { kind: 'icmp' }, timers, panicThreshold: c.health.panicThreshold ?? BALANCER_DEFAULTS.panicThreshold } : null,
   };
   return deepFreeze(resolved);
 }

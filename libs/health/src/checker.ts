@@ -23,3 +23,24 @@ export function portOf(specPort: number | undefined, target: CheckTarget, kind: 
 export function steerOf(spec: { source?: string; mark?: number; device?: string }) {
   return { source: spec.source, mark: spec.mark, device: spec.device };
 }
+
+/**
+ * One checker over several addresses: the probe succeeds when any of them answers (all are probed at once, so a
+ * probe takes no longer than one). Why: with several nodes on the other side (issue 10), a firewall is up while it
+ * carries traffic to any of them; one dead node must not take every firewall down with it.
+ */
+export function anyOf(checker: Checker, addresses: readonly string[]): Checker {
+  if (!addresses.length) throw new RangeError('anyOf needs at least one address');
+  return {
+    kind: checker.kind,
+    async check(target, responseMs) {
+      const results = await Promise.all(addresses.map((address) => checker.check({ ...target, address }, responseMs)));
+      const ok = results.find((r) => r.ok);
+      if (ok) return ok;
+      // No evidence either way only when no probe could be run at all.
+      if (results.every((r) => r.unknown)) return results[0];
+      const failed = results.filter((r) => !r.unknown);
+      return { ok: false, reason: failed.map((r) => `${addresses[results.indexOf(r)]}: ${r.reason}`).join('; ') };
+    },
+  };
+}
