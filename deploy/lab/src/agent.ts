@@ -4,7 +4,8 @@ import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 
 export interface DriveSpec {
-  short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number };
+  /** `intervalMs`: a steady flow, one new connection every intervalMs (concurrency then unused). */
+  short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number; intervalMs?: number };
   long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
   /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
@@ -12,7 +13,8 @@ export interface DriveSpec {
 }
 
 export interface DriveReport {
-  short: { ok: number; failed: number; errors: Record<string, number> };
+  /** `failedAt`: when each failed connection was started (epoch ms), to report an outage's window. */
+  short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[] };
   /** `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through). */
   long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null; maxGapMs: number }[] };
   udp: { ok: number; failed: number };
@@ -196,7 +198,7 @@ function httpGet(target: string, timeoutMs: number): Promise<{ err: string | nul
 
 export async function drive(spec: DriveSpec): Promise<DriveReport> {
   const report: DriveReport = {
-    short: { ok: 0, failed: 0, errors: {} },
+    short: { ok: 0, failed: 0, errors: {}, failedAt: [] },
     long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] },
     udp: { ok: 0, failed: 0 },
     http: { ok: 0, failed: 0, errors: {}, bodies: {} },
@@ -220,10 +222,20 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
   if (spec.short) {
     const s = spec.short;
     jobs.push(
-      pool(s.count, s.concurrency, (i) => shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000)).then((rs) => {
-        for (const e of rs) {
+      (async () => {
+        const one = (i: number) => {
+          const at = Date.now();
+          return shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000).then((e) => ({ e, at }));
+        };
+        if (!s.intervalMs) return pool(s.count, s.concurrency, one);
+        const t0 = Date.now();
+        const iv = s.intervalMs;
+        return Promise.all(Array.from({ length: s.count }, (_, i) => new Promise((r) => setTimeout(r, Math.max(0, t0 + i * iv - Date.now()))).then(() => one(i))));
+      })().then((rs) => {
+        for (const { e, at } of rs) {
           if (e) {
             report.short.failed++;
+            report.short.failedAt.push(at);
             bump(report.short.errors, e);
           } else report.short.ok++;
         }

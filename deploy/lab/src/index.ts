@@ -7,3 +7,4 @@ export type { DriveSpec, DriveReport } from './agent';
 export * from './slb-scale';
 export * from './bench-tools';
 export * from './conntrackd';
+export * from './route-agent';

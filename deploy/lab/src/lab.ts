@@ -26,8 +26,11 @@ export interface KernelSession {
   answered: boolean;
 }
 
-export type NodeRole = 'outside' | 'inside' | 'slb';
-const NODE_NS: Record<NodeRole, string> = { outside: 'ob', inside: 'ib', slb: 'slb' };
+/** A node process: `outside`, `inside` and `slb`, or with nodesPerSide > 1 a balancer's name (ob1, ib2, ...). */
+export type NodeRole = 'outside' | 'inside' | 'slb' | string;
+const NODE_NS: Record<string, string> = { outside: 'ob', inside: 'ib', slb: 'slb' };
+/** The namespace a node process runs in. */
+export const nodeNs = (role: NodeRole): string => NODE_NS[role] ?? role;
 
 export interface NodeProc {
   proc: ChildProcess;
@@ -58,7 +61,9 @@ export class Lab {
       run(['ip', 'netns', 'add', h.ns]);
       inNs(h.ns, ['ip', 'link', 'set', 'lo', 'up']);
       const sys = ['net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0'];
-      if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb') sys.push('net.ipv4.ip_forward=1');
+      if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv4.ip_forward=1');
+      // ECMP routes (nodesPerSide > 1) hash on the 5-tuple, as a data-centre router does.
+      if (h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv4.fib_multipath_hash_policy=1');
       // Nodes answer the twin's firewall probes through the firewall they came from (see render.ts).
       if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv4.fwmark_reflect=1', 'net.ipv4.tcp_fwmark_accept=1');
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
@@ -67,7 +72,7 @@ export class Lab {
     }
     for (const b of this.t.bridges) {
       inNs(b.ns, ['ip', 'link', 'add', b.ifname, 'type', 'bridge']);
-      inNs(b.ns, ['ip', 'addr', 'add', b.addr, 'dev', b.ifname]);
+      if (b.addr) inNs(b.ns, ['ip', 'addr', 'add', b.addr, 'dev', b.ifname]);
       inNs(b.ns, ['ip', 'link', 'set', b.ifname, 'up']);
     }
     for (const l of this.t.links) {
@@ -77,6 +82,7 @@ export class Lab {
       inNs(l.a.ns, ['ip', 'link', 'set', tmp + 'a', 'name', l.a.ifname]);
       inNs(l.b.ns, ['ip', 'link', 'set', tmp + 'b', 'name', l.b.ifname]);
       for (const end of [l.a, l.b]) {
+        if (end.mac) inNs(end.ns, ['ip', 'link', 'set', end.ifname, 'address', end.mac]);
         if (end.addr) inNs(end.ns, ['ip', 'addr', 'add', end.addr, 'dev', end.ifname]);
         inNs(end.ns, ['sysctl', '-qw', `net.ipv4.conf.${end.ifname}.rp_filter=0`]);
       }
@@ -84,10 +90,9 @@ export class Lab {
       inNs(l.a.ns, ['ip', 'link', 'set', l.a.ifname, 'up']);
       inNs(l.b.ns, ['ip', 'link', 'set', l.b.ifname, 'up']);
     }
-    for (const r of this.t.routes) inNs(r.ns, ['ip', 'route', 'add', r.dst, 'via', r.via]);
+    for (const r of this.t.routes) inNs(r.ns, ['ip', 'route', 'add', r.dst, ...viaArgs(r.via)]);
     for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', FIREWALL_RULESET_PATH]);
-    writeFileSync(join(this.t.opts.runDir, 'outside.json'), JSON.stringify(this.t.nodes.outside, null, 2));
-    writeFileSync(join(this.t.opts.runDir, 'inside.json'), JSON.stringify(this.t.nodes.inside, null, 2));
+    for (const [file, cfg] of Object.entries(this.t.balancers)) writeFileSync(join(this.t.opts.runDir, `${file}.json`), JSON.stringify(cfg, null, 2));
     writeFileSync(join(this.t.opts.runDir, 'slb.json'), JSON.stringify(this.t.slb, null, 2));
     if (this.t.embeddedSlb) writeFileSync(join(this.t.opts.runDir, 'inside-slb.json'), JSON.stringify(this.t.embeddedSlb, null, 2));
     // Lab plumbing, not fwlb: connections the servers open themselves leave with the SLB node's address.
@@ -149,7 +154,7 @@ export class Lab {
 
   /** Start a balancer node and wait until its API answers. */
   async startNode(role: NodeRole): Promise<NodeProc> {
-    const ns = this.ns(NODE_NS[role]);
+    const ns = this.ns(nodeNs(role));
     const p = spawnInNs(ns, [process.execPath, role === 'slb' ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
     this.procs.push(p);
     const log: string[] = [];
@@ -162,9 +167,13 @@ export class Lab {
     return node;
   }
 
+  /** The balancer nodes' names: `outside` and `inside`, or ob1.., ib1.. with nodesPerSide > 1. */
+  balancerNames(): string[] {
+    return Object.keys(this.t.balancers);
+  }
+
   async startNodes(): Promise<void> {
-    await this.startNode('outside');
-    await this.startNode('inside');
+    for (const b of this.balancerNames()) await this.startNode(b);
     await this.startNode('slb');
     await this.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'all firewalls live on both nodes');
     await this.waitMembers((vips) => vips.every((v) => v.members.every((m: any) => m.health.up)), 15000, 'every SLB member up');
@@ -181,11 +190,11 @@ export class Lab {
     }
   }
 
-  /** Poll both nodes' GET /firewalls until `ok` holds for both; returns the time it took. */
-  async waitFirewalls(ok: (fw: { id: string; live: boolean; healthy: boolean }[]) => boolean, ms: number, what: string): Promise<number> {
+  /** Poll every balancer node's GET /firewalls (or those of `nodes`) until `ok` holds for all; returns the time it took. */
+  async waitFirewalls(ok: (fw: { id: string; live: boolean; healthy: boolean }[]) => boolean, ms: number, what: string, nodes = this.balancerNames()): Promise<number> {
     const t0 = Date.now();
     for (;;) {
-      const views = await Promise.all((['outside', 'inside'] as const).map((r) => this.api(r, 'GET', '/firewalls').catch(() => ({ status: 0, body: null }))));
+      const views = await Promise.all(nodes.map((r) => this.api(r, 'GET', '/firewalls').catch(() => ({ status: 0, body: null }))));
       if (views.every((v) => v.status === 200 && ok(v.body))) return Date.now() - t0;
       if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(views.map((v) => v.body))}`);
       await new Promise((r) => setTimeout(r, 50));
@@ -201,6 +210,17 @@ export class Lab {
     n.proc.kill('SIGKILL');
     await exited;
     delete this.nodes[role];
+  }
+
+  /**
+   * A node's links go down (every interface of its namespace but lo) or come back up; coming back also puts back
+   * its static routes, which the kernel removed with the links.
+   */
+  nodeLinks(name: string, up: boolean): void {
+    const ns = this.ns(nodeNs(name));
+    const ifs = inNs(ns, ['ip', '-o', 'link', 'show']).split('\n').map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1]).filter((x): x is string => !!x && x !== 'lo');
+    for (const i of ifs) inNs(ns, ['ip', 'link', 'set', i, up ? 'up' : 'down']);
+    if (up) for (const r of this.t.routes.filter((x) => x.ns === ns)) inNs(ns, ['ip', 'route', 'replace', r.dst, ...viaArgs(r.via)]);
   }
 
   /**
@@ -317,7 +337,7 @@ export class Lab {
   }
 
   /** The marks the kernel's bucket map of a balancer node holds right now (`nft list map inet fwlb buckets`). */
-  bucketMarks(nsName: 'ob' | 'ib'): Set<number> {
+  bucketMarks(nsName: string): Set<number> {
     const j = JSON.parse(inNs(this.ns(nsName), ['nft', '-j', 'list', 'map', 'inet', 'fwlb', 'buckets']));
     const m = j.nftables.find((x: any) => x.map)?.map;
     return new Set((m?.elem ?? []).map((e: any) => Number(e[1])));
@@ -353,6 +373,12 @@ export class Lab {
     for (const n of mine) deleteNs(n);
     if (!keepRunDir) rmSync(this.t.opts.runDir, { recursive: true, force: true });
   }
+}
+
+/** `ip route` arguments for one next hop or a multipath route over several. */
+export function viaArgs(via: string | string[]): string[] {
+  if (typeof via === 'string') return ['via', via];
+  return via.length === 1 ? ['via', via[0]] : via.flatMap((v) => ['nexthop', 'via', v]);
 }
 
 export function waitForLine(p: ChildProcess, re: RegExp, ms: number, what: string, log: string[] = []): Promise<void> {

@@ -25,10 +25,16 @@ export interface LabOptions {
    * firewall k) on which `Lab.startSync` runs conntrackd FTFW, and `syncGroup: "g<g>"` in both nodes' configs.
    */
   syncGroups?: string[][];
+  /**
+   * Node redundancy (issue 10): this many balancer nodes per side (ob1.., ib1..), on shared transit segments
+   * (switch namespaces `ot`, `it`; firewalls told apart by MAC), behind an outside router `or` (the clients' gateway)
+   * and the SLB node as the inside router. Needs a session table (the nodes agree through it). 1: today's sandwich.
+   */
+  nodesPerSide?: number;
 }
 
 export interface Host {
-  role: 'client' | 'outside' | 'firewall' | 'inside' | 'slb' | 'server' | 'mgmt';
+  role: 'client' | 'outside' | 'firewall' | 'inside' | 'slb' | 'server' | 'mgmt' | 'router' | 'switch';
   /** Short name, e.g. c1, ob, fw2. */
   name: string;
   ns: string;
@@ -37,17 +43,25 @@ export interface Host {
 }
 
 export interface Link {
-  a: { ns: string; ifname: string; addr?: string };
-  b: { ns: string; ifname: string; addr?: string };
+  a: { ns: string; ifname: string; addr?: string; mac?: string };
+  b: { ns: string; ifname: string; addr?: string; mac?: string };
   /** Enslave the b end to this bridge in b's namespace. */
   bridgeB?: string;
 }
 
 export interface Topology {
   hosts: Host[];
-  bridges: { ns: string; ifname: string; addr: string }[];
+  bridges: { ns: string; ifname: string; addr?: string }[];
   links: Link[];
-  routes: { ns: string; dst: string; via: string }[];
+  /** `via` a list: a multipath (ECMP) route. */
+  routes: { ns: string; dst: string; via: string | string[] }[];
+  /**
+   * The ECMP routes over each side's nodes (nodesPerSide > 1): the route in `ns` to `dst` has one next hop per
+   * node, `via[node]`. The lab's route agent withdraws a node's next hop while its /health does not answer.
+   */
+  ecmp: { side: 'outside' | 'inside'; ns: string; dst: string; via: Record<string, string> }[];
+  /** Every balancer node's config by node name: `outside` and `inside`, or ob1.., ib1.. with nodesPerSide > 1. */
+  balancers: Record<string, BalancerConfig>;
   clientNet: string;
   serverNet: string;
   nodes: { outside: BalancerConfig; inside: BalancerConfig };
@@ -55,7 +69,7 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups'>> & { broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][] };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide'>> & { nodesPerSide: number; broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][] };
   /** The SLB config the inside node runs in-process (with `slbEmbedded`). */
   embeddedSlb?: SlbConfig;
 }
@@ -78,9 +92,17 @@ export const WEB_PORT = 80;
 export const INSIDE_TRANSIT = (k: number) => `172.17.${k}`;
 /** The sync network of firewall sync pair g (1-based): conntrackd's FTFW messages, never steered by fwlb. */
 export const SYNC_NET = (g: number) => `10.98.${g}`;
+/** Node redundancy: the outside nodes' side segment (router `or` .1, node i .10+i). */
+export const OUTSIDE_SIDE_NET = '192.0.2';
+/** Node redundancy: the shared transit segments (node i .i, firewall k .10+k). */
+export const SHARED_OUTSIDE_TRANSIT = '172.16.0';
+export const SHARED_INSIDE_TRANSIT = '172.17.0';
+/** The fixed MAC of firewall k on the outside (side 1) or inside (side 2) transit segment. */
+export const FIREWALL_MAC = (side: 1 | 2, k: number) => `02:fb:0${side}:00:00:${k.toString(16).padStart(2, '0')}`;
 
 export function topology(o: LabOptions): Topology {
-  const opts = { firewalls: 3, clients: 2, servers: 3, seed: 0x5eed1234, buckets: 251, broken: false, ...o };
+  const opts = { firewalls: 3, clients: 2, servers: 3, seed: 0x5eed1234, buckets: 251, broken: false, nodesPerSide: 1, ...o };
+  if (opts.nodesPerSide > 1) return redundantTopology(opts);
   const ns = (n: string) => `${opts.prefix}-${n}`;
   const hosts: Host[] = [];
   const links: Link[] = [];
@@ -133,38 +155,13 @@ export function topology(o: LabOptions): Topology {
     fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
     fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
   }
-  const node = (role: 'outside' | 'inside', side: string, firewalls: BalancerConfig['firewalls']): BalancerConfig => ({
-    role,
-    name: role === 'outside' ? 'ob' : 'ib',
-    sideInterface: side,
-    firewalls,
-    hash: { seed: opts.seed, buckets: opts.buckets, ...(opts.broken ? { order: 'packet' as const } : {}) },
-    ...(opts.broken ? { ingressLearning: false } : {}),
-    api: { listen: `unix:${opts.runDir}/${role}.sock`, token: 'lab-token-0123456789' },
-    stateFile: join(opts.runDir, `${role}-state.json`),
-    // Each node probes the twin's side address through every firewall.
-    health: { target: role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`, check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
-    resyncSeconds: 5,
-    ...(opts.slbEmbedded && role === 'inside' ? { slb: join(opts.runDir, 'inside-slb.json') } : {}),
-    ...(opts.sessionTable ? { sessionTable: { flushMs: 100, resyncSeconds: 5, ...(typeof opts.sessionTable === 'string' ? { url: opts.sessionTable } : opts.sessionTable) } } : {}),
-  });
+  const node = (role: 'outside' | 'inside', side: string, firewalls: BalancerConfig['firewalls']) =>
+    nodeConfig(opts, { role, name: role === 'outside' ? 'ob' : 'ib', file: role, side, firewalls, targets: [role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`] });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
-  const fast = { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 2 };
-  const slb: SlbConfig = {
-    name: 'slb',
-    interface: 'up0',
-    seed: opts.seed,
-    api: { listen: `unix:${opts.runDir}/slb.sock`, token: 'lab-token-0123456789' },
-    stateFile: join(opts.runDir, 'slb-state.json'),
-    resyncSeconds: 5,
-    vips: [
-      { id: 'echo', address: VIP, port: ECHO_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
-      // UDP members are checked over TCP on the same port: the lab's echo servers serve both.
-      { id: 'echo-udp', address: VIP, port: ECHO_PORT, protocol: 'udp', scheduler: 'rr', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
-      { id: 'web', address: VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) },
-    ],
-  };
+  const slb = slbConfig(opts, rips);
   if (opts.slbEmbedded) routes.push({ ns: ns('ib'), dst: `${RIP_NET}.0/24`, via: SLB_UPLINK });
+  const fast = FAST_TIMERS;
+  const nodes = { outside: node('outside', 'cli0', fwOut), inside: node('inside', 'srv0', fwIn) };
   const embeddedSlb: SlbConfig | undefined = opts.slbEmbedded
     ? {
         name: 'ib-slb',
@@ -181,7 +178,9 @@ export function topology(o: LabOptions): Topology {
     routes,
     clientNet: `${CLIENT_NET}.0/24`,
     serverNet: `${SERVER_NET}.0/24`,
-    nodes: { outside: node('outside', 'cli0', fwOut), inside: node('inside', 'srv0', fwIn) },
+    nodes,
+    ecmp: [],
+    balancers: { outside: nodes.outside, inside: nodes.inside },
     slb,
     vip: VIP,
     opts,
@@ -190,3 +189,139 @@ export function topology(o: LabOptions): Topology {
 
 /** The strict stateful firewall (deploy/lab/firewall.nft, shared with docker-compose): established/related accept, new SYN/UDP/ICMP accept, everything else counted and dropped. */
 export const FIREWALL_RULESET_PATH = join(__dirname, '..', 'firewall.nft');
+
+type Opts = Topology['opts'];
+const FAST_TIMERS = { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 2 };
+
+/** A balancer node's config; `file` names its socket and state file in the run directory. */
+function nodeConfig(opts: Opts, n: { role: 'outside' | 'inside'; name: string; file: string; side: string; firewalls: BalancerConfig['firewalls']; targets: string[] }): BalancerConfig {
+  return {
+    role: n.role,
+    name: n.name,
+    sideInterface: n.side,
+    firewalls: n.firewalls,
+    hash: { seed: opts.seed, buckets: opts.buckets, ...(opts.broken ? { order: 'packet' as const } : {}) },
+    ...(opts.broken ? { ingressLearning: false } : {}),
+    api: { listen: `unix:${opts.runDir}/${n.file}.sock`, token: 'lab-token-0123456789' },
+    stateFile: join(opts.runDir, `${n.file}-state.json`),
+    // Each node probes the other side's node(s) through every firewall.
+    health: { ...(n.targets.length === 1 ? { target: n.targets[0] } : { targets: n.targets }), check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
+    resyncSeconds: 5,
+    ...(opts.slbEmbedded && n.role === 'inside' ? { slb: join(opts.runDir, 'inside-slb.json') } : {}),
+    ...(opts.sessionTable ? { sessionTable: { flushMs: 100, resyncSeconds: 5, ...(typeof opts.sessionTable === 'string' ? { url: opts.sessionTable } : opts.sessionTable) } } : {}),
+  };
+}
+
+function slbConfig(opts: Opts, rips: string[]): SlbConfig {
+  const fast = FAST_TIMERS;
+  return {
+    name: 'slb',
+    interface: 'up0',
+    seed: opts.seed,
+    api: { listen: `unix:${opts.runDir}/slb.sock`, token: 'lab-token-0123456789' },
+    stateFile: join(opts.runDir, 'slb-state.json'),
+    resyncSeconds: 5,
+    vips: [
+      { id: 'echo', address: VIP, port: ECHO_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
+      // UDP members are checked over TCP on the same port: the lab's echo servers serve both.
+      { id: 'echo-udp', address: VIP, port: ECHO_PORT, protocol: 'udp', scheduler: 'rr', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
+      { id: 'web', address: VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) },
+    ],
+  };
+}
+
+/**
+ * Node redundancy (issue 10): N nodes per side, active-active behind ECMP.
+ *
+ *   clients ─ cli0 [or] sd0 ─┬─ ob1 ─┐                ┌─ ib1 ─┬─ up0 [slb] rip0 ─ servers
+ *                            └─ ob2 ─┴─ br0 [ot] fw1..3 [it] br0 ─┴─ ib2 ─┘
+ *
+ * The outside router `or` and the SLB node (the inside router) reach the other side over an ECMP route with one
+ * next hop per node; the firewalls route back over the nodes the same way. Each transit segment is one bridge that
+ * every node and every firewall of that side shares, so a node tells the firewalls apart by MAC (`mac` in its
+ * config) and reaches firewall k through the same next hop as its siblings. Node i of a side probes the other
+ * side's nodes at their transit addresses through every firewall (`health.targets`).
+ */
+function redundantTopology(opts: Opts): Topology {
+  if (!opts.sessionTable) throw new RangeError('lab nodesPerSide > 1 needs a sessionTable: the nodes agree on the firewalls through it');
+  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length) throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt nor syncGroups');
+  const n = opts.nodesPerSide;
+  const ns = (x: string) => `${opts.prefix}-${x}`;
+  const hosts: Host[] = [];
+  const links: Link[] = [];
+  const routes: Topology['routes'] = [];
+  const bridges: Topology['bridges'] = [
+    { ns: ns('or'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24` },
+    { ns: ns('or'), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.1/24` },
+    { ns: ns('ot'), ifname: 'br0' },
+    { ns: ns('it'), ifname: 'br0' },
+    { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24` },
+    { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24` },
+  ];
+  hosts.push({ role: 'router', name: 'or', ns: ns('or') }, { role: 'switch', name: 'ot', ns: ns('ot') }, { role: 'switch', name: 'it', ns: ns('it') }, { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
+  for (let i = 1; i <= opts.clients; i++) {
+    const addr = `${CLIENT_NET}.${10 + i}`;
+    hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr });
+    links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('or'), ifname: `c${i}` }, bridgeB: 'cli0' });
+    routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
+  }
+  for (let i = 1; i <= opts.servers; i++) {
+    const addr = `${RIP_NET}.${10 + i}`;
+    hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr });
+    links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
+    routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
+  }
+  const fwOut: BalancerConfig['firewalls'] = [];
+  const fwIn: BalancerConfig['firewalls'] = [];
+  for (let k = 1; k <= opts.firewalls; k++) {
+    const fw = ns(`fw${k}`);
+    hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}` });
+    links.push({ a: { ns: fw, ifname: 'out0', addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}/24`, mac: FIREWALL_MAC(1, k) }, b: { ns: ns('ot'), ifname: `fw${k}` }, bridgeB: 'br0' });
+    links.push({ a: { ns: fw, ifname: 'in0', addr: `${SHARED_INSIDE_TRANSIT}.${10 + k}/24`, mac: FIREWALL_MAC(2, k) }, b: { ns: ns('it'), ifname: `fw${k}` }, bridgeB: 'br0' });
+    fwOut.push({ id: `fw${k}`, nextHop: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(1, k) });
+    fwIn.push({ id: `fw${k}`, nextHop: `${SHARED_INSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(2, k) });
+  }
+  const balancers: Record<string, BalancerConfig> = {};
+  const ecmp: Topology['ecmp'] = [];
+  const viaOut: Record<string, string> = {};
+  const viaOutTransit: Record<string, string> = {};
+  const viaIn: Record<string, string> = {};
+  const viaInTransit: Record<string, string> = {};
+  const nodeIds = Array.from({ length: n }, (_, j) => j + 1);
+  for (const i of nodeIds) {
+    const [ob, ib] = [`ob${i}`, `ib${i}`];
+    hosts.push({ role: 'outside', name: ob, ns: ns(ob), addr: `${OUTSIDE_SIDE_NET}.${10 + i}` }, { role: 'inside', name: ib, ns: ns(ib), addr: `${SERVER_NET}.${10 + i}` });
+    links.push({ a: { ns: ns(ob), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.${10 + i}/24` }, b: { ns: ns('or'), ifname: ob }, bridgeB: 'sd0' });
+    links.push({ a: { ns: ns(ob), ifname: 'tr0', addr: `${SHARED_OUTSIDE_TRANSIT}.${i}/24` }, b: { ns: ns('ot'), ifname: ob }, bridgeB: 'br0' });
+    links.push({ a: { ns: ns(ib), ifname: 'tr0', addr: `${SHARED_INSIDE_TRANSIT}.${i}/24` }, b: { ns: ns('it'), ifname: ib }, bridgeB: 'br0' });
+    links.push({ a: { ns: ns(ib), ifname: 'sd0', addr: `${SERVER_NET}.${10 + i}/24` }, b: { ns: ns('slb'), ifname: ib }, bridgeB: 'up0' });
+    // The outside nodes reach the clients through the router; the inside nodes are on the VIP's segment.
+    routes.push({ ns: ns(ob), dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_SIDE_NET}.1` });
+    viaOut[ob] = `${OUTSIDE_SIDE_NET}.${10 + i}`;
+    viaOutTransit[ob] = `${SHARED_OUTSIDE_TRANSIT}.${i}`;
+    viaIn[ib] = `${SERVER_NET}.${10 + i}`;
+    viaInTransit[ib] = `${SHARED_INSIDE_TRANSIT}.${i}`;
+    balancers[ob] = nodeConfig(opts, { role: 'outside', name: ob, file: ob, side: 'sd0', firewalls: fwOut, targets: nodeIds.map((j) => `${SHARED_INSIDE_TRANSIT}.${j}`) });
+    balancers[ib] = nodeConfig(opts, { role: 'inside', name: ib, file: ib, side: 'sd0', firewalls: fwIn, targets: nodeIds.map((j) => `${SHARED_OUTSIDE_TRANSIT}.${j}`) });
+  }
+  ecmp.push({ side: 'outside', ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: viaOut }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn });
+  for (let k = 1; k <= opts.firewalls; k++) {
+    ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
+  }
+  for (const e of ecmp) routes.push({ ns: e.ns, dst: e.dst, via: Object.values(e.via) });
+  const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
+  return {
+    hosts,
+    bridges,
+    links,
+    routes,
+    ecmp,
+    balancers,
+    clientNet: `${CLIENT_NET}.0/24`,
+    serverNet: `${SERVER_NET}.0/24`,
+    nodes: { outside: balancers.ob1, inside: balancers.ib1 },
+    slb: slbConfig(opts, rips),
+    vip: VIP,
+    opts,
+  };
+}

@@ -1,0 +1,64 @@
+// Integration (issue 10): node redundancy. Two balancer nodes per side on shared transit segments, active-active
+// behind ECMP routes (the outside router, the SLB node, the firewalls), one Redis for the four. Any node forwards
+// any packet of any session to the same firewall as its sibling: a flow that moves from one node to the other
+// keeps its firewall in both directions, and a node that dies takes no stream with it.
+import { t } from 'tap';
+import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
+import { drive, ECHO_PORT, inNs, viaArgs } from '@fwlb/lab';
+import { startLab } from '../helpers/lab';
+import { startRedisOnSocket } from '../helpers/redis';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ALL = ['fw1', 'fw2', 'fw3'];
+
+t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
+  const { url } = await startRedisOnSocket(t);
+  const lab = await startLab(t, { sessionTable: url, nodesPerSide: 2 });
+  const cfg = lab.t.balancers.ob1;
+  const buckets = cfg.hash.buckets!;
+  const home = buildTable(ALL, buckets);
+  const clients = lab.t.hosts.filter((h) => h.role === 'client');
+  const vip = lab.t.vip;
+  const target = `${vip}:${ECHO_PORT}`;
+  const markOf = (id: string) => 0x10000 + ALL.indexOf(id);
+  const firewallOf = (saddr: string, sport: number) => home.owner[bucketOf(canonicalKey('outside', { saddr, sport, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets)]!;
+  /** Every ECMP route of the lab over one node of each side only (a router's rehash, forced). */
+  const routeOnly = (i: number | null) => {
+    for (const e of lab.t.ecmp) {
+      const via = Object.entries(e.via).filter(([n]) => i === null || n.endsWith(String(i))).map(([, v]) => v);
+      inNs(e.ns, ['ip', 'route', 'replace', e.dst, ...viaArgs(via)]);
+    }
+  };
+
+  await t.test('a flow started through node A and continued through node B keeps its firewall in both directions', async (t) => {
+    routeOnly(1);
+    lab.resetFirewallCounters();
+    const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 30, durationMs: 7000, intervalMs: 100 } })));
+    await sleep(2000);
+    routeOnly(2);
+    await sleep(2500);
+    const ob2 = lab.kernelSessions('ob2');
+    const ib2 = lab.kernelSessions('ib2');
+    routeOnly(null);
+    const reports = await longs;
+    const streams = reports.flatMap((r, i) => r.long.streams.map((s) => ({ ...s, addr: clients[i].addr! })));
+    t.equal(streams.length, 60);
+    t.equal(streams.filter((s) => s.err).length, 0, '0 of 60 streams broke');
+    const fw = lab.firewallCounters();
+    t.same(fw.map((f) => f.drops), [0, 0, 0], '0 firewall drops');
+    // Each stream is in exactly one firewall's conntrack table: the one its bucket gives.
+    const onFw = new Map(ALL.map((id) => [id, lab.kernelSessions(id).filter((s) => s.dport === ECHO_PORT && s.dst === vip)]));
+    const crossed = streams.filter((s) => ALL.filter((id) => onFw.get(id)!.some((x) => x.src === s.addr && x.sport === s.port)).join() !== firewallOf(s.addr, s.port));
+    t.equal(crossed.length, 0, `every stream crossed exactly its own firewall: ${JSON.stringify(crossed.slice(0, 3))}`);
+    // Each stream's entry on ob2 and ib2 (which never saw its SYN) carries the firewall the Maglev table gives it.
+    // ob2 first saw a client's packet, ib2 a server's reply (the SLB node routed it there): either orientation.
+    for (const [name, kernel] of [['ob2', ob2], ['ib2', ib2]] as const) {
+      const wrong = streams.filter((s) => {
+        const e = kernel.find((x) => (x.src === s.addr && x.sport === s.port) || (x.dst === s.addr && x.dport === s.port));
+        return !e || e.mark !== markOf(firewallOf(s.addr, s.port));
+      });
+      t.equal(wrong.length, 0, `${name} picked up all 60 streams on their firewalls: ${JSON.stringify(wrong.slice(0, 3))}`);
+    }
+    t.comment(`longest echo gap while moving: ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
+  });
+});
