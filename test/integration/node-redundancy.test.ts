@@ -2,9 +2,9 @@
 // behind ECMP routes (the outside router, the SLB node, the firewalls), one Redis for the four. Any node forwards
 // any packet of any session to the same firewall as its sibling: a flow that moves from one node to the other
 // keeps its firewall in both directions, and a node that dies takes no stream with it.
-import { t } from 'tap';
+import { t, Test } from 'tap';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, ECHO_PORT, inNs, viaArgs } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, inNs, RouteAgent, viaArgs } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
 
@@ -60,5 +60,58 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       t.equal(wrong.length, 0, `${name} picked up all 60 streams on their firewalls: ${JSON.stringify(wrong.slice(0, 3))}`);
     }
     t.comment(`longest echo gap while moving: ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
+  });
+
+  // The ECMP routes follow the nodes' /health from here on (the lab's route agent: BGP with health-driven
+  // withdrawal, in a real network).
+  routeOnly(null);
+  const agent = new RouteAgent(lab, { intervalMs: 100, misses: 2, rise: 2 });
+  agent.start();
+  t.teardown(() => agent.stop());
+
+  /**
+   * 200 long-lived streams (100 per client, one echo every 100 ms) and a steady flow of new connections (one every
+   * 25 ms per client) while `node` dies (controller kill -9 and its links down) and, 4 s later, comes back.
+   */
+  const killAndRevive = async (t: Test, node: string) => {
+    const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 100, durationMs: 13000, intervalMs: 100 } })));
+    await sleep(1500);
+    const shorts = Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 360, concurrency: 0, intervalMs: 25 } })));
+    await sleep(1500);
+    const killedAt = Date.now();
+    await lab.killNode(node);
+    lab.nodeLinks(node, false);
+    await sleep(4000);
+    lab.nodeLinks(node, true);
+    await lab.startNode(node);
+    const revivedAt = Date.now();
+    const [longR, shortR]: DriveReport[][] = [await longs, await shorts];
+    const out = agent.events.find((e) => e.node === node && !e.in && e.at >= killedAt);
+    const back = agent.events.find((e) => e.node === node && e.in && e.at >= revivedAt);
+    t.ok(out, `the route agent withdrew ${node}`);
+    t.ok(back, `and put it back`);
+    const streams = longR.flatMap((r) => r.long.streams);
+    t.equal(streams.length, 200);
+    t.equal(streams.filter((s) => s.err).length, 0, `0 of 200 streams broke (${JSON.stringify(longR.map((r) => r.long.errors))})`);
+    const failedAt = shortR.flatMap((r) => r.short.failedAt);
+    const started = shortR.reduce((a, r) => a + r.short.ok + r.short.failed, 0);
+    t.equal(started, 720, 'every new connection was tried');
+    const lateFailures = failedAt.filter((at) => at > out!.at);
+    t.same(lateFailures, [], 'no new connection failed that started after the routes left the dead node');
+    const window = failedAt.length ? `${Math.min(...failedAt) - killedAt}..${Math.max(...failedAt) - killedAt} ms after the kill` : 'none';
+    t.comment(`${node}: withdrawn ${out!.at - killedAt} ms after the kill, back ${back!.at - revivedAt} ms after its controller answered; ` +
+      `new connections failed: ${failedAt.length} of 720 (${window}; ${JSON.stringify(shortR.map((r) => r.short.errors))}); ` +
+      `streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
+    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], '0 firewall drops');
+  };
+
+  await t.test('ECMP: an outside node dies and comes back: 0 of 200 streams break', async (t) => {
+    lab.resetFirewallCounters();
+    await killAndRevive(t, 'ob1');
+  });
+
+  await t.test('ECMP: an inside node dies and comes back: 0 of 200 streams break', async (t) => {
+    lab.resetFirewallCounters();
+    await killAndRevive(t, 'ib1');
   });
 });

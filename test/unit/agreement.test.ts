@@ -94,3 +94,20 @@ t.test('a node that is not the leader only applies', async (t) => {
   t.same(applied, [{ epoch: 3, live: IDS, down: [] }]);
   t.same(s.views.ib, { fw1: false, fw2: true, fw3: true }, 'its view is published for the leader');
 });
+
+t.test('four nodes (issue 10): one node that sees a firewall down vetoes it for all; a node that lost every link abstains', async (t) => {
+  const { s, store } = fakeStore('ob1');
+  const applied: Agreement[] = [];
+  const l = loop(store, applied);
+  const up = { fw1: true, fw2: true, fw3: true };
+  Object.assign(s.views, { ob2: up, ib1: up, ib2: { fw1: true, fw2: false, fw3: true } });
+  await l.publish(up);
+  t.same(applied.at(-1), { epoch: 1, live: ['fw1', 'fw3'], down: [] }, 'ib2 alone sees fw2 down: fw2 takes no new sessions, and is not gone');
+  // ib2 lost every link: it publishes an empty view, which counts for nothing.
+  s.views.ib2 = {};
+  await l.step();
+  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [] }, 'an empty view is an abstention, not a veto');
+  for (const n of ['ob2', 'ib1', 'ib2']) s.views[n] = {};
+  await l.publish({});
+  t.equal(applied.length, 2, 'only abstentions: nothing to agree on, the last epoch stays');
+});

@@ -29,7 +29,8 @@ t.test('against a balancer API', async (t) => {
   const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, recordingNft(), routing);
-  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile() });
+  let alarm: string | null = null;
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), alarms: () => (alarm ? [alarm] : []) });
   const sock = join(dir, 'ob.sock');
   await app.listen({ path: sock });
   t.teardown(() => app.close());
@@ -49,6 +50,17 @@ t.test('against a balancer API', async (t) => {
   const bin = await ctl(['--api', api, '--json', 'status']);
   t.equal(bin.status, 0, bin.stderr);
   t.equal(JSON.parse(bin.stdout).role, 'outside');
+  // health, for keepalived's track_script (issue 10): 0 ok, 3 degraded with the alarm, 4 no answer.
+  const healthy = await ctl(['--api', api, 'health']);
+  t.equal(healthy.status, 0, healthy.stderr);
+  t.equal(healthy.stdout.trim(), 'outside: ok');
+  alarm = 'probe helper down';
+  const degraded = await ctl(['--api', api, 'health']);
+  t.equal(degraded.status, 3, 'degraded: exit 3');
+  t.match(degraded.stderr, /degraded: probe helper down/);
+  alarm = null;
+  t.equal((await ctl(['--api', `unix:${join(dir, 'nobody.sock')}`, 'health'])).status, 4, 'no answer: exit 4');
+  t.equal((await ctl(['--api', api, 'health', '--timeout', '0'])).status, 2, 'a bad timeout: usage');
   const refused = await ctl(['--api', api, 'firewall', 'enable', 'fw2'], { FWLB_TOKEN: 'wrong' });
   t.equal(refused.status, 1);
   t.match(refused.stderr, /FWLB_UNAUTHORIZED/);

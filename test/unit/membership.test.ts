@@ -158,3 +158,15 @@ t.test('render, shared transit segment (issue 10): learning and the input mark t
   t.same(input_.rules.map(macOf), ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'], 'so does the mark for this node\'s own replies');
   t.ok(input_.rules.every((r) => JSON.stringify(r).includes('"right":"tr0"')), 'on the shared interface');
 });
+
+t.test('a node that lost the link to every firewall abstains from the shared view (issue 10)', async (t) => {
+  const m = new Membership(cfg(true));
+  t.same(m.ownView(), { fw1: true, fw2: true, fw3: true });
+  m.setLink('fw1', false);
+  m.setLink('fw2', false);
+  t.same(m.ownView(), { fw1: false, fw2: false, fw3: true }, 'some links down: a view like any other');
+  m.setLink('fw3', false);
+  t.same(m.ownView(), {}, 'every link down: an empty view');
+  m.setLink('fw3', true);
+  t.same(m.ownView(), { fw1: false, fw2: false, fw3: true }, 'a link back: it votes again');
+});

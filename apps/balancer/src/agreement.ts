@@ -1,7 +1,7 @@
 // Layer 2 agreement: every node publishes its health view; one leader turns the fresh views into a bucket-table
 // epoch; every node applies the epoch it reads. The decisions are here, Redis is behind a port; shell-free and
 // clocked by the caller, so tests drive it with a fake store.
-import { agreedDown, agreedUp, EpochDoc } from '@fwlb/session-table';
+import { agreedDown, agreedUp, EpochDoc, voters } from '@fwlb/session-table';
 import type { Agreement } from './membership';
 
 /** The part of libs/session-table the agreement uses. */
@@ -67,8 +67,8 @@ export class AgreementLoop {
     const ttl = 3 * this.o.periodMs;
     if (!(await this.o.store.lead(ttl))) return;
     const views = await this.o.store.healthViews(ttl, this.now());
-    // No fresh view at all (Redis just lost its data): nothing to agree on yet; the views come back within a period.
-    if (!Object.keys(views).length) return;
+    // No fresh view at all (Redis just lost its data), or only abstentions: nothing to agree on yet.
+    if (!voters(views).length) return;
     const live = agreedUp(views, this.o.ids);
     const down = agreedDown(views, this.o.ids);
     const cur = await this.o.store.epoch();

@@ -173,6 +173,9 @@ export class Membership {
 
   /** This node's own view, as published to the shared table (in panic, the view it keeps). */
   ownView(): Record<string, boolean> {
+    // Every link down: this node forwards nothing, so it abstains (an empty view) instead of vetoing every firewall
+    // for the nodes that still forward (issue 10: a node of a redundant side that lost its links).
+    if (this.slots.every((s) => this.link.get(s.id) === false)) return {};
     const e = this.effective();
     return Object.fromEntries(this.slots.map((s) => [s.id, e.up(s.id)]));
   }

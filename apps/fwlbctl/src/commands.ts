@@ -10,6 +10,7 @@ export interface Output {
 
 export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--token-file F] [--json] COMMAND
   status                                  the node: role, alarms, firewalls, epoch
+  health [--timeout MS]                   exit 0 ok, 3 degraded (alarms printed), 4 no answer: for keepalived's track_script
   firewalls                               list the firewalls
   firewall disable|enable ID              take a firewall out of new sessions, or back
   sessions [--addr A] [--port P] [--firewall ID] [--limit N]
@@ -20,7 +21,7 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--token-file F] [--j
   member remove|drain|enable VIP ADDR:PORT
   member weight VIP ADDR:PORT W
   metrics                                 the fwlb_ lines of /metrics
-exit: 0 done, 1 refused by the node (its error code is printed), 2 usage, 4 node unreachable`;
+exit: 0 done, 1 refused by the node (its error code is printed), 2 usage, 3 degraded (health), 4 node unreachable`;
 
 /** Columns padded to their widest cell. */
 export function table(head: string[], rows: (string | number | boolean | null)[][]): string {
@@ -56,6 +57,14 @@ export async function run(t: Target, args: string[]): Promise<Output> {
         json: { ...st, health: he },
         text: `${st.name ?? st.role} (${st.role ?? 'slb'}): ${he.status}${he.alarms?.length ? `\nALARMS:\n  ${he.alarms.join('\n  ')}` : ''}\nepoch ${st.agreement?.epoch ?? '-'}, pins ${st.pins ?? '-'}\n${fw.length ? table(['firewall', 'enabled', 'healthy', 'live', 'buckets'], fw.map((f: any) => [f.id, f.enabled, f.healthy, f.live, f.buckets])) : ''}`,
       };
+    }
+    case 'health': {
+      // keepalived runs this every check interval: a short timeout, so a stuck controller fails the check too.
+      const ms = Number(opt(args, '--timeout') ?? 1000);
+      if (!Number.isInteger(ms) || ms < 1 || ms > 60000) usage('health [--timeout MS] (1..60000)');
+      const h = ok(await request(t, 'GET', '/health', undefined, ms), 'health');
+      if (h.status !== 'ok') throw new CtlError('FWLBCTL_DEGRADED', `${h.status}: ${(h.alarms ?? []).join('; ') || h.lastError || 'no reason given'}`, 3);
+      return { json: h, text: `${h.role ?? 'slb'}: ok` };
     }
     case 'firewalls': {
       const fw = ok(await request(t, 'GET', '/firewalls'), 'firewalls');

@@ -8,3 +8,4 @@ export * from './slb-scale';
 export * from './bench-tools';
 export * from './conntrackd';
 export * from './route-agent';
+export * from './keepalived';

@@ -5,12 +5,14 @@ import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
 import { ECHO_PORT, FIREWALL_RULESET_PATH, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
 import { conntrackdConfig } from './conntrackd';
+import { KeepalivedNode, renderKeepalived } from './keepalived';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
 
 export const REPO = resolve(__dirname, '../../..');
 export const BALANCER_MAIN = join(REPO, 'apps/balancer/dist/main.js');
 export const AGENT = join(__dirname, 'agent.js');
 export const SLB_MAIN = join(REPO, 'apps/slb/dist/main.js');
+export const FWLBCTL_MAIN = join(REPO, 'apps/fwlbctl/dist/main.js');
 /** Hostile and junk packets from a raw socket (deploy/lab/tools/spoof.py). */
 export const SPOOF = join(REPO, 'deploy/lab/tools/spoof.py');
 
@@ -210,6 +212,67 @@ export class Lab {
     n.proc.kill('SIGKILL');
     await exited;
     delete this.nodes[role];
+  }
+
+  /** The keepalived timers the lab runs with (mode vrrp). */
+  static readonly VRRP_TIMERS = { advert: 0.2, checkInterval: 1, checkTimeout: 1, fall: 1, rise: 2, weight: 60 };
+
+  /**
+   * keepalived (Debian's) in every node of a `vrrp` lab, from fwlb's template, its health check `fwlbctl health`;
+   * waits until each side's addresses have a holder. Killed with the lab.
+   */
+  async startKeepalived(timers: Partial<typeof Lab.VRRP_TIMERS> = {}): Promise<void> {
+    const tm = { ...Lab.VRRP_TIMERS, ...timers };
+    for (const v of this.t.vrrp) {
+      for (const [i, node] of v.nodes.entries()) await this.startKeepalivedOn(node, v, 250 - i, tm);
+    }
+    const until = Date.now() + 15000;
+    while (this.t.vrrp.some((v) => this.vrrpHolder(v.side) === null)) {
+      if (Date.now() > until) throw new Error(`keepalived: no holder of the addresses after 15 s: ${this.keepalivedLogs.join('')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  readonly keepalivedLogs: string[] = [];
+
+  private async startKeepalivedOn(node: string, v: Topology['vrrp'][number], priority: number, tm: typeof Lab.VRRP_TIMERS): Promise<void> {
+    const dir = this.t.opts.runDir;
+    const conf = join(dir, `keepalived-${node}.conf`);
+    const n: KeepalivedNode = {
+      node,
+      side: v.side,
+      healthCommand: `${process.execPath} ${FWLBCTL_MAIN} --api unix:${this.socketPath(node)} health --timeout ${Math.round(tm.checkTimeout * 500)}`,
+      advertInterface: v.advertInterface,
+      trackInterfaces: v.trackInterfaces,
+      vrid: v.vrid,
+      priority,
+      addresses: v.addresses,
+      ...tm,
+    };
+    writeFileSync(conf, renderKeepalived(n));
+    const pid = (x: string) => join(dir, `keepalived-${node}-${x}.pid`);
+    const p = spawnInNs(this.ns(node), ['keepalived', '--dont-fork', '--log-console', '--vrrp', '-f', conf, '-p', pid('main'), '-r', pid('vrrp'), '-c', pid('checkers')]);
+    p.stdout?.on('data', (d) => this.keepalivedLogs.push(`${node}: ${d}`));
+    p.stderr?.on('data', (d) => this.keepalivedLogs.push(`${node}: ${d}`));
+    this.procs.push(p);
+    await new Promise((r) => setTimeout(r, 100));
+    if (p.exitCode !== null) throw new Error(`keepalived in ${node} exited ${p.exitCode}: ${this.keepalivedLogs.join('')}`);
+  }
+
+  /** The node that holds a side's VRRP addresses now (its first address on its interface), or null. */
+  vrrpHolder(side: 'outside' | 'inside'): string | null {
+    const v = this.t.vrrp.find((x) => x.side === side);
+    if (!v) return null;
+    const [addr, , dev] = v.addresses[0].split(' ');
+    const ip = addr.split('/')[0];
+    const holders = v.nodes.filter((n) => {
+      try {
+        return inNs(this.ns(n), ['ip', '-o', '-4', 'addr', 'show', 'dev', dev]).includes(` ${ip}/`);
+      } catch {
+        return false;
+      }
+    });
+    return holders.length === 1 ? holders[0] : holders.length ? holders.join('+') : null;
   }
 
   /**

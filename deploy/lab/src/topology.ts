@@ -31,6 +31,11 @@ export interface LabOptions {
    * and the SLB node as the inside router. Needs a session table (the nodes agree through it). 1: today's sandwich.
    */
   nodesPerSide?: number;
+  /**
+   * With nodesPerSide > 1: `ecmp` (active-active: ECMP routes over the nodes, kept by the lab's route agent) or
+   * `vrrp` (active/standby: keepalived holds each side's gateway and transit addresses; `Lab.startKeepalived`).
+   */
+  mode?: 'ecmp' | 'vrrp';
 }
 
 export interface Host {
@@ -62,6 +67,8 @@ export interface Topology {
   ecmp: { side: 'outside' | 'inside'; ns: string; dst: string; via: Record<string, string> }[];
   /** Every balancer node's config by node name: `outside` and `inside`, or ob1.., ib1.. with nodesPerSide > 1. */
   balancers: Record<string, BalancerConfig>;
+  /** mode vrrp: one VRRP instance per side, over that side's nodes (highest priority first). */
+  vrrp: { side: 'outside' | 'inside'; vrid: number; nodes: string[]; advertInterface: string; trackInterfaces: string[]; addresses: string[] }[];
   clientNet: string;
   serverNet: string;
   nodes: { outside: BalancerConfig; inside: BalancerConfig };
@@ -101,7 +108,7 @@ export const SHARED_INSIDE_TRANSIT = '172.17.0';
 export const FIREWALL_MAC = (side: 1 | 2, k: number) => `02:fb:0${side}:00:00:${k.toString(16).padStart(2, '0')}`;
 
 export function topology(o: LabOptions): Topology {
-  const opts = { firewalls: 3, clients: 2, servers: 3, seed: 0x5eed1234, buckets: 251, broken: false, nodesPerSide: 1, ...o };
+  const opts = { firewalls: 3, clients: 2, servers: 3, seed: 0x5eed1234, buckets: 251, broken: false, nodesPerSide: 1, mode: 'ecmp' as const, ...o };
   if (opts.nodesPerSide > 1) return redundantTopology(opts);
   const ns = (n: string) => `${opts.prefix}-${n}`;
   const hosts: Host[] = [];
@@ -180,6 +187,7 @@ export function topology(o: LabOptions): Topology {
     serverNet: `${SERVER_NET}.0/24`,
     nodes,
     ecmp: [],
+    vrrp: [],
     balancers: { outside: nodes.outside, inside: nodes.inside },
     slb,
     vip: VIP,
@@ -304,11 +312,24 @@ function redundantTopology(opts: Opts): Topology {
     balancers[ob] = nodeConfig(opts, { role: 'outside', name: ob, file: ob, side: 'sd0', firewalls: fwOut, targets: nodeIds.map((j) => `${SHARED_INSIDE_TRANSIT}.${j}`) });
     balancers[ib] = nodeConfig(opts, { role: 'inside', name: ib, file: ib, side: 'sd0', firewalls: fwIn, targets: nodeIds.map((j) => `${SHARED_OUTSIDE_TRANSIT}.${j}`) });
   }
-  ecmp.push({ side: 'outside', ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: viaOut }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn });
-  for (let k = 1; k <= opts.firewalls; k++) {
-    ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
+  const vrrp: Topology['vrrp'] = [];
+  if (opts.mode === 'vrrp') {
+    // One gateway address per side and segment (.10), held by the active node: the router, the SLB node and the
+    // firewalls route to it.
+    const [outGw, outTr, inGw, inTr] = [`${OUTSIDE_SIDE_NET}.10`, `${SHARED_OUTSIDE_TRANSIT}.10`, `${SERVER_NET}.10`, `${SHARED_INSIDE_TRANSIT}.10`];
+    vrrp.push(
+      { side: 'outside', vrid: 51, nodes: Object.keys(viaOut), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${outGw}/24 dev sd0`, `${outTr}/24 dev tr0`] },
+      { side: 'inside', vrid: 52, nodes: Object.keys(viaIn), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${inGw}/24 dev sd0`, `${inTr}/24 dev tr0`] },
+    );
+    routes.push({ ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: outGw }, { ns: ns('slb'), dst: 'default', via: inGw });
+    for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: outTr }, { ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: inTr });
+  } else {
+    ecmp.push({ side: 'outside', ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: viaOut }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn });
+    for (let k = 1; k <= opts.firewalls; k++) {
+      ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
+    }
+    for (const e of ecmp) routes.push({ ns: e.ns, dst: e.dst, via: Object.values(e.via) });
   }
-  for (const e of ecmp) routes.push({ ns: e.ns, dst: e.dst, via: Object.values(e.via) });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
   return {
     hosts,
@@ -316,6 +337,7 @@ function redundantTopology(opts: Opts): Topology {
     links,
     routes,
     ecmp,
+    vrrp,
     balancers,
     clientNet: `${CLIENT_NET}.0/24`,
     serverNet: `${SERVER_NET}.0/24`,

@@ -346,16 +346,25 @@ export function decodeEpoch(text: string): EpochDoc | null {
   return { epoch: epoch as number, generation, members, live, down, by, at };
 }
 
+/**
+ * The nodes whose views count: those that published a (fresh) view with at least one firewall in it. An empty view
+ * is an abstention: a node cut off from every firewall (all its links down) forwards nothing, and its view would
+ * otherwise veto every firewall for the nodes that still forward (issue 10).
+ */
+export function voters(views: Record<string, Record<string, boolean>>): string[] {
+  return Object.keys(views).filter((n) => Object.keys(views[n]).length > 0);
+}
+
 /** Firewalls every node sees down (the ones whose flows may be re-hashed): none when no node has a view. */
-export function agreedDown(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = Object.keys(views)): string[] {
+export function agreedDown(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = voters(views)): string[] {
   if (!nodes.length) return [];
   return firewalls.filter((fw) => nodes.every((n) => views[n]?.[fw] === false));
 }
 
 /**
- * Firewalls every node sees up: a firewall carries new sessions only when both sides agree. `nodes` defaults to
- * the nodes that published a (fresh) view, so a twin that has not started yet does not veto everything.
+ * Firewalls every node sees up: a firewall carries new sessions only when every node agrees. `nodes` defaults to
+ * the voters (nodes with a fresh, non-empty view), so a twin that has not started yet does not veto everything.
  */
-export function agreedUp(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = Object.keys(views)): string[] {
+export function agreedUp(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = voters(views)): string[] {
   return firewalls.filter((fw) => nodes.every((n) => views[n]?.[fw] === true));
 }

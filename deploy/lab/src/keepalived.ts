@@ -1,0 +1,51 @@
+// Renders fwlb's keepalived template (deploy/keepalived/fwlb-node.conf) for a node; pure layer of deploy/lab.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const KEEPALIVED_TEMPLATE = join(__dirname, '..', '..', 'keepalived', 'fwlb-node.conf');
+
+export interface KeepalivedNode {
+  node: string;
+  side: 'outside' | 'inside';
+  /** The command keepalived runs to check fwlb (e.g. `fwlbctl --api unix:/run/fwlb.sock health --timeout 400`). */
+  healthCommand: string;
+  advertInterface: string;
+  trackInterfaces: string[];
+  vrid: number;
+  priority: number;
+  /** Seconds between advertisements. */
+  advert: number;
+  /** Seconds between health checks (keepalived takes whole seconds, at least 1), and how long one may take. */
+  checkInterval: number;
+  checkTimeout: number;
+  fall: number;
+  rise: number;
+  weight: number;
+  /** `address/len dev ifname`. */
+  addresses: string[];
+}
+
+export function renderKeepalived(n: KeepalivedNode, template = readFileSync(KEEPALIVED_TEMPLATE, 'utf8')): string {
+  const v: Record<string, string> = {
+    NODE: n.node,
+    SIDE: n.side,
+    HEALTH_COMMAND: n.healthCommand,
+    ADVERT_INTERFACE: n.advertInterface,
+    TRACK_INTERFACES: n.trackInterfaces.map((i) => `    ${i}`).join('\n'),
+    VRID: String(n.vrid),
+    PRIORITY: String(n.priority),
+    ADVERT: String(n.advert),
+    CHECK_INTERVAL: String(n.checkInterval),
+    CHECK_TIMEOUT: String(n.checkTimeout),
+    FALL: String(n.fall),
+    RISE: String(n.rise),
+    WEIGHT: String(n.weight),
+    ADDRESSES: n.addresses.map((a) => `    ${a}`).join('\n'),
+  };
+  for (const [k, x] of Object.entries(v)) if (/["\n{}]/.test(x) && k !== 'TRACK_INTERFACES' && k !== 'ADDRESSES') throw new RangeError(`keepalived ${k}: ${JSON.stringify(x)} would break the config`);
+  const out = template.replace(/\{\{([A-Z_]+)\}\}/g, (_, k: string) => {
+    if (!(k in v)) throw new RangeError(`keepalived template: unknown field {{${k}}}`);
+    return v[k];
+  });
+  return out;
+}
