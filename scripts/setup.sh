@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command:package pairs
-need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium conntrackd:conntrackd keepalived:keepalived"
+need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium conntrackd:conntrackd keepalived:keepalived curl:curl"
 missing=()
 for pair in $need; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

@@ -4,7 +4,7 @@
 // keeps its firewall in both directions, and a node that dies takes no stream with it.
 import { t, Test } from 'tap';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, DriveReport, ECHO_PORT, inNs, RouteAgent, viaArgs } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, viaArgs } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
 
@@ -115,3 +115,65 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     await killAndRevive(t, 'ib1');
   });
 });
+
+t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', async (t) => {
+  const { url } = await startRedisOnSocket(t);
+  const lab = await startLab(t, { sessionTable: url, nodesPerSide: 2, mode: 'vrrp' });
+  await lab.startKeepalived();
+  t.equal(lab.vrrpHolder('outside'), 'ob1', 'ob1 (priority 250) holds the outside addresses');
+  t.equal(lab.vrrpHolder('inside'), 'ib1', 'ib1 holds the inside addresses');
+  const clients = lab.t.hosts.filter((h) => h.role === 'client');
+  const target = `${lab.t.vip}:${ECHO_PORT}`;
+  const tm = Lab.VRRP_TIMERS;
+  const advertMs = tm.advert * 1000;
+  /** RFC 5798: a backup of priority 249 declares the master down after 3 advertisements plus its skew. */
+  const masterDownMs = 3 * advertMs + ((256 - 249) / 256) * advertMs;
+  const waitHolder = async (side: 'outside' | 'inside', node: string, ms: number) => {
+    const t0 = Date.now();
+    while (lab.vrrpHolder(side) !== node) {
+      if (Date.now() - t0 > ms) throw new Error(`${node} did not take the ${side} addresses within ${ms} ms (holder ${lab.vrrpHolder(side)}): ${lab.keepalivedLogs.slice(-10).join('')}`);
+      await sleep(10);
+    }
+    return Date.now() - t0;
+  };
+
+  /** 200 long-lived streams while ob1 fails (`fail`), and 3 s later comes back (`revive`): 0 broken. */
+  const failover = async (t: Test, fail: () => Promise<void> | void, revive: () => Promise<void> | void) => {
+    lab.resetFirewallCounters();
+    const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 100, durationMs: 11000, intervalMs: 100 } })));
+    await sleep(2500);
+    const t0 = Date.now();
+    await fail();
+    const failAt = Date.now() - t0;
+    let takeover: number;
+    try {
+      takeover = await waitHolder('outside', 'ob2', 10000);
+      await sleep(3000);
+    } finally {
+      // Whatever happened, ob1 comes back, so that the next subtest starts from the same place.
+      await revive();
+    }
+    const back = await waitHolder('outside', 'ob1', 10000);
+    const reports = await longs;
+    const streams = reports.flatMap((r) => r.long.streams);
+    t.equal(streams.length, 200);
+    t.equal(streams.filter((s) => s.err).length, 0, `0 of 200 streams broke (${JSON.stringify(reports.map((r) => r.long.errors))})`);
+    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], '0 firewall drops');
+    t.comment(`ob2 held the addresses ${takeover} ms after the failure began (${(takeover / advertMs).toFixed(1)} advert intervals of ${advertMs} ms; failing took ${failAt} ms), ` +
+      `ob1 took them back ${back} ms after it was revived; streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
+    return takeover;
+  };
+
+  await t.test("the active node's controller dies: its health check fails, the standby takes the addresses, 0 of 200 streams break", async (t) => {
+    const takeover = await failover(t, () => lab.killNode('ob1'), async () => void (await lab.startNode('ob1')));
+    // keepalived checks fwlb once a second (its coarsest timer): one check, then the next advertisement.
+    t.ok(takeover <= tm.checkInterval * 1000 * tm.fall + tm.checkTimeout * 1000 + 2 * advertMs, `taken over within a check interval, the check's timeout and an advertisement (${takeover} ms)`);
+  });
+
+  await t.test('the active node loses its links: the standby takes over within the master-down interval, 0 of 200 streams break', async (t) => {
+    const takeover = await failover(t, () => lab.nodeLinks('ob1', false), () => lab.nodeLinks('ob1', true));
+    // 3 advertisements plus the skew (RFC 5798), plus one advertisement for this machine's scheduling.
+    t.ok(takeover <= masterDownMs + advertMs, `${takeover} ms <= ${masterDownMs.toFixed(0)} ms (3 x ${advertMs} ms + skew) + ${advertMs} ms`);
+  });
+});
+

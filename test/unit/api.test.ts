@@ -136,6 +136,14 @@ t.test('the admin state is saved after each accepted change and read back at sta
   const res = await failing.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
   t.equal(res.json().code, 'FWLB_SAVE_FAILED');
   t.match((await failing.inject({ method: 'GET', url: '/health' })).json().alarms.join(), /state file not written: EROFS/);
+  // ?strict=true for checks that read only the status code (keepalived with curl, issue 10).
+  const degraded = await failing.inject({ method: 'GET', url: '/health' });
+  t.equal(degraded.statusCode, 200, 'degraded: 200 by default, as monitoring expects');
+  const strict = await failing.inject({ method: 'GET', url: '/health?strict=true' });
+  t.equal(strict.statusCode, 503, 'degraded and strict: 503');
+  t.equal(strict.json().status, 'degraded');
+  t.equal((await app.inject({ method: 'GET', url: '/health?strict=true' })).statusCode, 200, 'ok and strict: 200');
+  t.equal((await app.inject({ method: 'GET', url: '/health?colour=red' })).statusCode, 400, 'an unknown parameter is refused');
 });
 
 t.test('every mutation leaves an audit record: who, what, the result; refused ones too', async (t) => {

@@ -168,5 +168,22 @@ t.test('a node that lost the link to every firewall abstains from the shared vie
   m.setLink('fw3', false);
   t.same(m.ownView(), {}, 'every link down: an empty view');
   m.setLink('fw3', true);
-  t.same(m.ownView(), { fw1: false, fw2: false, fw3: true }, 'a link back: it votes again');
+  t.same(m.ownView(), { fw1: false, fw2: false, fw3: true }, 'a link back (no health checks: nothing to settle): it votes again');
+});
+
+t.test('after every link came back, a node abstains until its probes had time to rise (issue 10)', async (t) => {
+  let now = 0;
+  // interval 200 ms, rise 2: the settle window is (2 + 2) x 200 = 800 ms.
+  const m = new Membership(cfg(true, { health: { target: '198.51.100.1', panicThreshold: 0, timers: { interval: 200, response: 100, retries: 3, rise: 2 } } }), true, () => now);
+  for (const id of ['fw1', 'fw2', 'fw3']) m.setLink(id, false);
+  for (const id of ['fw1', 'fw2', 'fw3']) m.setHealth(id, false, 'own link down');
+  now = 5000;
+  m.setLink('fw1', true);
+  m.setHealth('fw1', true);
+  t.same(m.ownView(), {}, 'links back, probes rising: still an abstention (fw2 and fw3 would be vetoed)');
+  now = 5799;
+  t.same(m.ownView(), {}, 'until the window ends');
+  now = 5800;
+  m.setLink('fw2', true);
+  t.same(m.ownView(), { fw1: true, fw2: false, fw3: false }, 'then the view is what the probes say');
 });

@@ -38,6 +38,13 @@ const sessionsQuery = {
   },
 } as const;
 
+const healthQuery = {
+  type: 'object',
+  additionalProperties: false,
+  // Query strings arrive as text (the API's ajv does not coerce types).
+  properties: { strict: { enum: ['true', 'false'] } },
+} as const;
+
 const adminBody = {
   type: 'object',
   additionalProperties: false,
@@ -56,9 +63,13 @@ export function build(opts: AppOptions): FastifyInstance {
     const panic = r.membership.snapshot().panic;
     return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(shareError ? [shareError] : []), ...(opts.alarms?.() ?? [])];
   };
-  app.get('/health', async () => {
+  // `?strict=true` answers 503 unless ok: for checks that read only the status code (keepalived's track_script with
+  // curl, issue 10); without it, 200 with the status in the body, as monitoring expects.
+  app.get<{ Querystring: { strict?: 'true' | 'false' } }>('/health', { schema: { querystring: healthQuery } }, async (req, reply) => {
     const a = alarms();
-    return { status: (r.lastError && !r.last) || a.length ? 'degraded' : 'ok', role: r.config.role, lastError: r.lastError, alarms: a };
+    const status = (r.lastError && !r.last) || a.length ? 'degraded' : 'ok';
+    if (req.query.strict === 'true' && status !== 'ok') reply.code(503);
+    return { status, role: r.config.role, lastError: r.lastError, alarms: a };
   });
   app.get('/status', async () => ({ ...r.status(), alarms: alarms() }));
   app.get('/firewalls', async () => r.firewalls());

@@ -78,6 +78,13 @@ export class Membership {
    * dropped) takes the firewalls down one after the other within about one detection time.
    */
   private readonly panicWindowMs: number;
+  /**
+   * How long a node whose links all came back abstains: its probes need `rise` checks per firewall to see them up
+   * again, and until then its view would veto firewalls that every other node sees up (issue 10).
+   */
+  private readonly settleMs: number;
+  /** When this node's links came back after all were down; null once settled or never down. */
+  private linksBackAt: number | null = null;
 
   /** `agreementExpected`: a session table is configured, so agreement (when known) decides who is gone. */
   constructor(readonly config: ResolvedBalancerConfig, private readonly agreementExpected = config.sessionTable !== null, private readonly now: () => number = Date.now) {
@@ -87,6 +94,7 @@ export class Membership {
     this.panicThreshold = config.health?.panicThreshold ?? 0;
     const tm = config.health?.timers;
     this.panicWindowMs = tm ? Math.max(tm.timeout, tm.retries * tm.interval) + 2 * tm.interval : 0;
+    this.settleMs = tm ? (tm.rise + 2) * tm.interval : 0;
   }
 
   /** Set while this node is in panic: since when. */
@@ -162,7 +170,9 @@ export class Membership {
   /** This node's own link to the firewall; returns true when it changed. Unknown counts as up. */
   setLink(id: string, up: boolean): boolean {
     const was = this.link.get(id) !== false;
+    const allDown = this.allLinksDown();
     this.link.set(id, up);
+    if (allDown && up) this.linksBackAt = this.now();
     this.updatePanic();
     return was !== up;
   }
@@ -171,11 +181,20 @@ export class Membership {
     this.agreement = a;
   }
 
+  private allLinksDown(): boolean {
+    return this.slots.every((s) => this.link.get(s.id) === false);
+  }
+
   /** This node's own view, as published to the shared table (in panic, the view it keeps). */
   ownView(): Record<string, boolean> {
     // Every link down: this node forwards nothing, so it abstains (an empty view) instead of vetoing every firewall
-    // for the nodes that still forward (issue 10: a node of a redundant side that lost its links).
-    if (this.slots.every((s) => this.link.get(s.id) === false)) return {};
+    // for the nodes that still forward (issue 10: a node of a redundant side that lost its links). So it does while
+    // its probes settle after the links came back.
+    if (this.allLinksDown()) return {};
+    if (this.linksBackAt !== null) {
+      if (this.now() - this.linksBackAt < this.settleMs) return {};
+      this.linksBackAt = null;
+    }
     const e = this.effective();
     return Object.fromEntries(this.slots.map((s) => [s.id, e.up(s.id)]));
   }

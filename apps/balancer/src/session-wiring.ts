@@ -122,7 +122,8 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   }).catch(() => null);
   void agreement.publish();
   // Views are refreshed every re-sync period; the leader's lock lives for three.
-  const beat = setInterval(() => void agreement.publish(), resyncMs);
+  // The view is read afresh each time: it can change without a health event (a node that settles after its links came back).
+  const beat = setInterval(() => void agreement.publish(r.membership.ownView()), resyncMs);
   const reap = setInterval(() => {
     cache.reap(Date.now());
     void table.reap().catch(() => undefined);

@@ -7,7 +7,7 @@ export const KEEPALIVED_TEMPLATE = join(__dirname, '..', '..', 'keepalived', 'fw
 export interface KeepalivedNode {
   node: string;
   side: 'outside' | 'inside';
-  /** The command keepalived runs to check fwlb (e.g. `fwlbctl --api unix:/run/fwlb.sock health --timeout 400`). */
+  /** The command keepalived runs to check fwlb (see the template: curl on /health?strict=true, or fwlbctl health). */
   healthCommand: string;
   advertInterface: string;
   trackInterfaces: string[];
