@@ -6,15 +6,18 @@
 // and HMARK do without. Every figure is a median of BENCH_ROUNDS (default 9) rounds with its lowest and highest.
 // BENCH_PERF=1 adds two profiled runs per path (`perf record -a` during a 64-byte UDP run and a wrk run, not in the
 // medians): the share of CPU samples in netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, inNs, spawnInNs, spread, startBenchLab, WEB_PORT } from '@fwlb/lab';
+import { Lab, inNs, spread, startBenchLab } from '@fwlb/lab';
+import { addIperfVips, connRate, IperfServer, runIn, SECONDS, throughput as throughputOf } from './load';
+
+let iperfServer: IperfServer;
+const throughput = (lab: Lab) => throughputOf(lab, iperfServer);
 
 type Mode = 'fwlb' | 'plain' | 'hmark' | 'plain-ct';
 const MODES: Mode[] = ['fwlb', 'plain', 'hmark', 'plain-ct'];
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Offered UDP rate (packets/s), the same for every path; above what this machine forwards, so the cost shows. */
 const UDP_PPS = Number(process.env.BENCH_UDP_PPS ?? 200000);
 const UDP_SIZES = [64, 512] as const;
@@ -47,74 +50,6 @@ function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
     tryNs(h.ns, ['conntrack', '-F']);
     tryNs(h.ns, ['ss', '-K', 'state', 'time-wait']);
   }
-}
-
-/**
- * The iperf3 server in s1, restarted after a run that gave no result. Why: after a UDP run at a rate the path
- * cannot carry, the server sometimes stayed busy and every later run hung until its timeout (seen here).
- */
-class IperfServer {
-  private p: ChildProcess | null = null;
-  constructor(private readonly ns: string) {}
-  /** Starts the server and waits (up to 5 s) until it listens on 5201. */
-  start(): void {
-    this.p = spawnInNs(this.ns, ['iperf3', '-s']);
-    for (let i = 0; i < 50; i++) {
-      const r = spawnSync('ip', ['netns', 'exec', this.ns, 'ss', '-Hltn', 'sport', '=', ':5201'], { encoding: 'utf8' });
-      if (r.stdout.trim()) return;
-      spawnSync('sleep', ['0.1']);
-    }
-    console.error('iperf3 server: not listening after 5 s');
-  }
-  restart(): void {
-    this.stop();
-    this.start();
-  }
-  stop(): void {
-    this.p?.kill('SIGKILL');
-    this.p = null;
-  }
-}
-let iperfServer: IperfServer;
-
-function runIn(ns: string, cmd: string[]): string {
-  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: (SECONDS + 10) * 1000 });
-  if (r.status !== 0) throw new Error(`${cmd[0]}: ${r.error ? r.error.message : `exit ${r.status ?? r.signal}`} ${r.stderr.trim()} ${r.status === 1 && cmd[0] === 'iperf3' ? r.stdout.slice(0, 200) : ''}`.trim());
-  return r.stdout;
-}
-
-/**
- * Gbit/s of one iperf3 run, or NaN when three attempts gave no result. Why: iperf3 sometimes answers with an error
- * object ("the server is busy running a test"), and a TypeError there used to lose every round already measured
- * (issue 16); a missing round is reported and left out of the median instead.
- */
-function throughput(lab: Lab): number {
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    let j: any = null;
-    try {
-      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-t', String(SECONDS), '-P', '4', '-J']));
-    } catch (e) {
-      j = { error: (e as Error).message.slice(0, 200) };
-    }
-    const bps = j?.end?.sum_received?.bits_per_second;
-    if (typeof bps === 'number' && bps > 0) return bps / 1e9;
-    console.error(`iperf3 attempt ${attempt} gave no result: ${j?.error ?? 'no sum_received'}; restarting the server`);
-    iperfServer.restart();
-  }
-  return NaN;
-}
-
-/** New connections/s of one wrk run, or NaN (reported) when it gave no result, like `throughput`. */
-function connRate(lab: Lab): number {
-  try {
-    const out = runIn(lab.ns('c1'), ['wrk', '-t', '2', '-c', '32', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${lab.t.vip}:${WEB_PORT}/`]);
-    const m = /Requests\/sec:\s+([\d.]+)/.exec(out);
-    if (m) return Number(m[1]);
-    console.error(`wrk gave no result: ${out.slice(0, 200)}`);
-  } catch (e) {
-    console.error(`wrk failed: ${(e as Error).message.slice(0, 200)}`);
-  }
-  return NaN;
 }
 
 /** Busy and total jiffies of the whole machine (every namespace shares the kernel), from /proc/stat. */
@@ -181,14 +116,7 @@ async function profile(lab: Lab, load: () => unknown): Promise<{ share: number; 
 async function main(): Promise<void> {
   const lab = await startBenchLab('bn');
   try {
-    // The servers sit behind the SLB: iperf3 reaches s1 through a VIP of its own (the same DNAT cost in every mode).
-    const s1 = lab.host('s1').addr!;
-    // iperf3 -u keeps its control connection on TCP 5201 and sends its datagrams to UDP 5201: one VIP each.
-    for (const protocol of ['tcp', 'udp']) {
-      // Checked by ICMP: a restart of the iperf3 server (after a bad run) must not take the member down.
-      const v = await lab.api('slb', 'POST', '/vips', { id: `iperf-${protocol}`, address: lab.t.vip, port: 5201, protocol, check: { kind: 'icmp' }, members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
-      if (v.status !== 201) throw new Error(`cannot add the iperf ${protocol} VIP: ${JSON.stringify(v.body)}`);
-    }
+    await addIperfVips(lab);
     // Program the kernel once through fwlb, then stop the controllers so they don't undo the other modes.
     const saved: Record<string, string> = {};
     for (const node of ['ob', 'ib']) {

@@ -13,7 +13,8 @@ const ALL = ['fw1', 'fw2', 'fw3'];
 
 t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   const { url } = await startRedisOnSocket(t);
-  const lab = await startLab(t, { sessionTable: url, nodesPerSide: 2 });
+  // A 2 s heartbeat: a dead node's view goes stale after 3 (6 s), so the agreement subtest waits less.
+  const lab = await startLab(t, { sessionTable: { url, resyncSeconds: 2 }, nodesPerSide: 2 });
   const cfg = lab.t.balancers.ob1;
   const buckets = cfg.hash.buckets!;
   const home = buildTable(ALL, buckets);
@@ -22,6 +23,8 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   const target = `${vip}:${ECHO_PORT}`;
   const markOf = (id: string) => 0x10000 + ALL.indexOf(id);
   const firewallOf = (saddr: string, sport: number) => home.owner[bucketOf(canonicalKey('outside', { saddr, sport, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets)]!;
+  /** A node's transit address (its source on the firewalls' side). */
+  const viaOf = (node: string) => lab.t.ecmp.find((e) => e.via[node] && e.ns.endsWith('-fw1'))!.via[node];
   /** Every ECMP route of the lab over one node of each side only (a router's rehash, forced). */
   const routeOnly = (i: number | null) => {
     for (const e of lab.t.ecmp) {
@@ -81,7 +84,10 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const killedAt = Date.now();
     await lab.killNode(node);
     lab.nodeLinks(node, false);
-    await sleep(4000);
+    await sleep(3000);
+    // While the node is dead, its sibling carries every stream (both orientations: it picked them up mid-flight).
+    const survivor = lab.kernelSessions(node.replace(/1$/, '2'));
+    await sleep(1000);
     lab.nodeLinks(node, true);
     await lab.startNode(node);
     const revivedAt = Date.now();
@@ -90,17 +96,21 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const back = agent.events.find((e) => e.node === node && e.in && e.at >= revivedAt);
     t.ok(out, `the route agent withdrew ${node}`);
     t.ok(back, `and put it back`);
-    const streams = longR.flatMap((r) => r.long.streams);
+    const streams = longR.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
     t.equal(streams.length, 200);
+    const carried = streams.filter((x) => survivor.some((e) => (e.src === x.addr && e.sport === x.port) || (e.dst === x.addr && e.dport === x.port)));
+    t.equal(carried.length, 200, `the surviving node carried all 200 streams while ${node} was dead`);
     t.equal(streams.filter((s) => s.err).length, 0, `0 of 200 streams broke (${JSON.stringify(longR.map((r) => r.long.errors))})`);
     const failedAt = shortR.flatMap((r) => r.short.failedAt);
     const started = shortR.reduce((a, r) => a + r.short.ok + r.short.failed, 0);
     t.equal(started, 720, 'every new connection was tried');
     const lateFailures = failedAt.filter((at) => at > out!.at);
     t.same(lateFailures, [], 'no new connection failed that started after the routes left the dead node');
-    const window = failedAt.length ? `${Math.min(...failedAt) - killedAt}..${Math.max(...failedAt) - killedAt} ms after the kill` : 'none';
+    const range = (xs: number[]) => (xs.length ? `${Math.min(...xs) - killedAt}..${Math.max(...xs) - killedAt} ms after the kill` : 'none');
+    const window = range(failedAt);
+    const slowAt = shortR.flatMap((r) => r.short.slowAt);
     t.comment(`${node}: withdrawn ${out!.at - killedAt} ms after the kill, back ${back!.at - revivedAt} ms after its controller answered; ` +
-      `new connections failed: ${failedAt.length} of 720 (${window}; ${JSON.stringify(shortR.map((r) => r.short.errors))}); ` +
+      `new connections failed: ${failedAt.length} of 720 (${window}; ${JSON.stringify(shortR.map((r) => r.short.errors))}), slower than 500 ms (a SYN retried): ${slowAt.length} (started ${range(slowAt)}); ` +
       `streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], '0 firewall drops');
   };
@@ -113,6 +123,35 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   await t.test('ECMP: an inside node dies and comes back: 0 of 200 streams break', async (t) => {
     lab.resetFirewallCounters();
     await killAndRevive(t, 'ib1');
+  });
+
+  await t.test('agreement among 4 nodes: one node that sees fw2 down keeps it from new sessions on every node; dead, its view stops vetoing', async (t) => {
+    // fw2 drops ib2's probes only (from ib2's transit address): ib2 sees fw2 down, the three others see it up.
+    const fw2 = lab.ns('fw2');
+    inNs(fw2, ['nft', 'add', 'table', 'ip', 'cut']);
+    inNs(fw2, ['nft', 'add', 'chain', 'ip', 'cut', 'probes', '{ type filter hook prerouting priority -400; }']);
+    inNs(fw2, ['nft', 'add', 'rule', 'ip', 'cut', 'probes', 'ip', 'saddr', viaOf('ib2'), 'icmp', 'type', 'echo-request', 'drop']);
+    t.teardown(() => inNs(fw2, ['nft', 'delete', 'table', 'ip', 'cut']));
+    const all = lab.balancerNames();
+    const ms = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === false, 15000, 'fw2 not live on all four nodes');
+    t.comment(`fw2 out of new sessions on all four nodes ${ms} ms after ib2's probes through it were cut`);
+    const views = await Promise.all(all.map((n) => lab.api(n, 'GET', '/firewalls')));
+    t.same(views.map((v) => v.body.find((f: any) => f.id === 'fw2').healthy), all.map((n) => n !== 'ib2'), 'only ib2 sees fw2 down');
+    t.same(all.map((n) => lab.bucketMarks(n).has(markOf('fw2'))), [false, false, false, false], "no node's bucket map holds fw2");
+    const onFw2 = () => lab.kernelSessions('fw2').filter((s) => s.dport === ECHO_PORT && s.dst === vip).length;
+    const before = onFw2();
+    const r = await Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 150, concurrency: 10 } })));
+    t.equal(r.reduce((a, x) => a + x.short.failed, 0), 0, '300 new connections, 0 failed');
+    t.equal(onFw2() - before, 0, 'none of them crossed fw2');
+    // ib2's controller dies; its links stay up. Its view is stale after 3 heartbeats; the leader's next heartbeat
+    // publishes an epoch without its veto.
+    const period = lab.t.balancers.ib2.sessionTable!.resyncSeconds! * 1000;
+    const killed = Date.now();
+    await lab.killNode('ib2');
+    const back = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live, 6 * period, 'fw2 live again on the three nodes left', all.filter((n) => n !== 'ib2'));
+    t.comment(`ib2 killed: fw2 live again on the other three ${back} ms later (heartbeat ${period} ms: stale after ${3 * period} ms, documented bound ${4 * period} ms)`);
+    t.ok(Date.now() - killed <= 4 * period + 1000, `within 4 heartbeats (and a second for the reconcile): ${Date.now() - killed} ms`);
+    t.ok(Date.now() - killed >= 2 * period, 'and not before its view went stale');
   });
 });
 

@@ -13,8 +13,11 @@ export interface DriveSpec {
 }
 
 export interface DriveReport {
-  /** `failedAt`: when each failed connection was started (epoch ms), to report an outage's window. */
-  short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[] };
+  /**
+   * `failedAt`: when each failed connection was started (epoch ms), to report an outage's window; `slowAt`: the same
+   * for connections that succeeded but took longer than 500 ms (a lost SYN, retransmitted after 1 s).
+   */
+  short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[]; slowAt: number[] };
   /** `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through). */
   long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null; maxGapMs: number }[] };
   udp: { ok: number; failed: number };
@@ -198,7 +201,7 @@ function httpGet(target: string, timeoutMs: number): Promise<{ err: string | nul
 
 export async function drive(spec: DriveSpec): Promise<DriveReport> {
   const report: DriveReport = {
-    short: { ok: 0, failed: 0, errors: {}, failedAt: [] },
+    short: { ok: 0, failed: 0, errors: {}, failedAt: [], slowAt: [] },
     long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] },
     udp: { ok: 0, failed: 0 },
     http: { ok: 0, failed: 0, errors: {}, bodies: {} },
@@ -225,19 +228,22 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
       (async () => {
         const one = (i: number) => {
           const at = Date.now();
-          return shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000).then((e) => ({ e, at }));
+          return shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000).then((e) => ({ e, at, ms: Date.now() - at }));
         };
         if (!s.intervalMs) return pool(s.count, s.concurrency, one);
         const t0 = Date.now();
         const iv = s.intervalMs;
         return Promise.all(Array.from({ length: s.count }, (_, i) => new Promise((r) => setTimeout(r, Math.max(0, t0 + i * iv - Date.now()))).then(() => one(i))));
       })().then((rs) => {
-        for (const { e, at } of rs) {
+        for (const { e, at, ms } of rs) {
           if (e) {
             report.short.failed++;
             report.short.failedAt.push(at);
             bump(report.short.errors, e);
-          } else report.short.ok++;
+          } else {
+            report.short.ok++;
+            if (ms > 500) report.short.slowAt.push(at);
+          }
         }
       }),
     );

@@ -1,0 +1,84 @@
+// Load generators the benchmarks share: iperf3 (throughput, with its server behind a VIP of its own) and wrk (new
+// connections/s), each surviving a bad run (reported, retried or left out as NaN, never a crash that loses a run).
+import { ChildProcess, spawnSync } from 'node:child_process';
+import { Lab, spawnInNs, WEB_PORT } from '@fwlb/lab';
+
+export const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+
+/**
+ * The iperf3 server in s1, restarted after a run that gave no result. Why: after a UDP run at a rate the path
+ * cannot carry, the server sometimes stayed busy and every later run hung until its timeout (seen here).
+ */
+export class IperfServer {
+  private p: ChildProcess | null = null;
+  constructor(private readonly ns: string) {}
+  /** Starts the server and waits (up to 5 s) until it listens on 5201. */
+  start(): void {
+    this.p = spawnInNs(this.ns, ['iperf3', '-s']);
+    for (let i = 0; i < 50; i++) {
+      const r = spawnSync('ip', ['netns', 'exec', this.ns, 'ss', '-Hltn', 'sport', '=', ':5201'], { encoding: 'utf8' });
+      if (r.stdout.trim()) return;
+      spawnSync('sleep', ['0.1']);
+    }
+    console.error('iperf3 server: not listening after 5 s');
+  }
+  restart(): void {
+    this.stop();
+    this.start();
+  }
+  stop(): void {
+    this.p?.kill('SIGKILL');
+    this.p = null;
+  }
+}
+
+/** The servers sit behind the SLB: iperf3 reaches s1 through VIPs of its own (the same DNAT cost in every mode). */
+export async function addIperfVips(lab: Lab): Promise<void> {
+  const s1 = lab.host('s1').addr!;
+  // iperf3 -u keeps its control connection on TCP 5201 and sends its datagrams to UDP 5201: one VIP each.
+  for (const protocol of ['tcp', 'udp']) {
+    // Checked by ICMP: a restart of the iperf3 server (after a bad run) must not take the member down.
+    const v = await lab.api('slb', 'POST', '/vips', { id: `iperf-${protocol}`, address: lab.t.vip, port: 5201, protocol, check: { kind: 'icmp' }, members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
+    if (v.status !== 201) throw new Error(`cannot add the iperf ${protocol} VIP: ${JSON.stringify(v.body)}`);
+  }
+}
+
+export function runIn(ns: string, cmd: string[]): string {
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: (SECONDS + 10) * 1000 });
+  if (r.status !== 0) throw new Error(`${cmd[0]}: ${r.error ? r.error.message : `exit ${r.status ?? r.signal}`} ${r.stderr.trim()} ${r.status === 1 && cmd[0] === 'iperf3' ? r.stdout.slice(0, 200) : ''}`.trim());
+  return r.stdout;
+}
+
+/**
+ * Gbit/s of one iperf3 run (4 streams) from `client`, or NaN when three attempts gave no result. Why: iperf3 sometimes
+ * answers with an error object ("the server is busy running a test"), and a TypeError there used to lose every round
+ * already measured (issue 16); a missing round is reported and left out of the median instead.
+ */
+export function throughput(lab: Lab, server: IperfServer, client = 'c1'): number {
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    let j: any = null;
+    try {
+      j = JSON.parse(runIn(lab.ns(client), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-t', String(SECONDS), '-P', '4', '-J']));
+    } catch (e) {
+      j = { error: (e as Error).message.slice(0, 200) };
+    }
+    const bps = j?.end?.sum_received?.bits_per_second;
+    if (typeof bps === 'number' && bps > 0) return bps / 1e9;
+    console.error(`iperf3 attempt ${attempt} gave no result: ${j?.error ?? 'no sum_received'}; restarting the server`);
+    server.restart();
+  }
+  return NaN;
+}
+
+/** New connections/s of one wrk run from `client`, or NaN (reported) when it gave no result, like `throughput`. */
+export function connRate(lab: Lab, client = 'c1'): number {
+  try {
+    const out = runIn(lab.ns(client), ['wrk', '-t', '2', '-c', '32', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${lab.t.vip}:${WEB_PORT}/`]);
+    const m = /Requests\/sec:\s+([\d.]+)/.exec(out);
+    if (m) return Number(m[1]);
+    console.error(`wrk gave no result: ${out.slice(0, 200)}`);
+  } catch (e) {
+    console.error(`wrk failed: ${(e as Error).message.slice(0, 200)}`);
+  }
+  return NaN;
+}
