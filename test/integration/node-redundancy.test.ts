@@ -4,7 +4,7 @@
 // keeps its firewall in both directions, and a node that dies takes no stream with it.
 import { t, Test } from 'tap';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, viaArgs } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
 
@@ -25,13 +25,8 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   const firewallOf = (saddr: string, sport: number) => home.owner[bucketOf(canonicalKey('outside', { saddr, sport, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets)]!;
   /** A node's transit address (its source on the firewalls' side). */
   const viaOf = (node: string) => lab.t.ecmp.find((e) => e.via[node] && e.ns.endsWith('-fw1'))!.via[node];
-  /** Every ECMP route of the lab over one node of each side only (a router's rehash, forced). */
-  const routeOnly = (i: number | null) => {
-    for (const e of lab.t.ecmp) {
-      const via = Object.entries(e.via).filter(([n]) => i === null || n.endsWith(String(i))).map(([, v]) => v);
-      inNs(e.ns, ['ip', 'route', 'replace', e.dst, ...viaArgs(via)]);
-    }
-  };
+  /** Every ECMP route of the lab over node i of each side only (a router's rehash, forced), or over all. */
+  const routeOnly = (i: number | null) => lab.setEcmp(lab.balancerNames().filter((n) => i === null || n.endsWith(String(i))));
 
   await t.test('a flow started through node A and continued through node B keeps its firewall in both directions', async (t) => {
     routeOnly(1);

@@ -276,6 +276,18 @@ export class Lab {
   }
 
   /**
+   * Point every ECMP route of the side(s) at `nodes` only (those of each route's side; a route none of them is on
+   * keeps all its next hops). The route agent's move, and a test's forced rehash.
+   */
+  setEcmp(nodes: string[], side?: 'outside' | 'inside'): void {
+    for (const e of this.t.ecmp.filter((x) => !side || x.side === side)) {
+      const on = Object.keys(e.via).filter((n) => nodes.includes(n));
+      const via = (on.length ? on : Object.keys(e.via)).map((n) => e.via[n]);
+      inNs(e.ns, ['ip', 'route', 'replace', e.dst, ...viaArgs(via)]);
+    }
+  }
+
+  /**
    * A node's links go down (every interface of its namespace but lo) or come back up; coming back also puts back
    * its static routes, which the kernel removed with the links.
    */

@@ -3,8 +3,6 @@
 // of the topology (the routers' and the firewalls' routes over a side's nodes) to the nodes that answer. I/O layer
 // of deploy/lab.
 import type { Lab } from './lab';
-import { inNs } from './netns';
-import { viaArgs } from './lab';
 
 export interface RouteAgentOptions {
   /** Milliseconds between polls. @default 100 */
@@ -80,10 +78,6 @@ export class RouteAgent {
 
   /** Replace the side's ECMP routes with the nodes in route; with none, every node stays (never withdraw the last). */
   private apply(side: 'outside' | 'inside'): void {
-    for (const e of this.lab.t.ecmp.filter((x) => x.side === side)) {
-      const live = Object.keys(e.via).filter((n) => this.inRoute.get(n));
-      const via = (live.length ? live : Object.keys(e.via)).map((n) => e.via[n]);
-      inNs(e.ns, ['ip', 'route', 'replace', e.dst, ...viaArgs(via)]);
-    }
+    this.lab.setEcmp(this.routed(), side);
   }
 }
