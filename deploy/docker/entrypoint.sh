@@ -1,12 +1,20 @@
 #!/bin/sh
 # Container entry point: names interfaces as the lab does (Docker names them ethN in attach order), then runs the role.
-# FWLB_IFACES holds "name=address" pairs, "gw=address" and "route=prefix,via" items.
+# FWLB_IFACES holds "name=address" pairs, "gw=address", "route=prefix,via[,via...]" (several: a multipath route) and
+# "mac=name,address" items (after the name=address that names the interface).
 set -eu
 for item in ${FWLB_IFACES:-}; do
   key=${item%%=*}; val=${item#*=}
   case $key in
     gw) ip route replace default via "$val" ;;
-    route) ip route replace "${val%%,*}" via "${val#*,}" ;;
+    route)
+      prefix=${val%%,*}; vias=${val#*,}
+      case $vias in
+        # Addresses only (no spaces): the unquoted $nh splits into words on purpose.
+        *,*) nh=""; for v in $(echo "$vias" | tr ',' ' '); do nh="$nh nexthop via $v"; done; ip route replace "$prefix" $nh ;;
+        *) ip route replace "$prefix" via "$vias" ;;
+      esac ;;
+    mac) ip link set dev "${val%%,*}" address "${val#*,}" ;;
     *)
       dev=$(ip -o -4 addr show | awk -v a="$val" '{split($4, p, "/"); if (p[1] == a) print $2}')
       if [ -n "$dev" ] && [ "$dev" != "$key" ]; then
@@ -18,8 +26,13 @@ for item in ${FWLB_IFACES:-}; do
 done
 # Docker's default route points at its own bridge gateway; routers and hosts use the lab's routes instead.
 case ${FWLB_ROLE:-} in
+  router) ip route del default 2>/dev/null || true; exec sleep infinity ;;
   firewall) ip route del default 2>/dev/null || true; nft -f /opt/fwlb/deploy/lab/firewall.nft; exec sleep infinity ;;
-  outside|inside) ip route del default 2>/dev/null || true; exec node /opt/fwlb/apps/balancer/dist/main.js run --config /etc/fwlb/config.json ;;
+  outside|inside)
+    ip route del default 2>/dev/null || true
+    # Node redundancy, active/standby (docker-compose.redundant.yml): keepalived from fwlb's template, if mounted.
+    if [ -f /etc/fwlb/keepalived.conf ]; then keepalived -f /etc/fwlb/keepalived.conf; fi
+    exec node /opt/fwlb/apps/balancer/dist/main.js run --config /etc/fwlb/config.json ;;
   slb)
     nft add table ip lab_snat
     nft add chain ip lab_snat post '{ type nat hook postrouting priority srcnat; }'

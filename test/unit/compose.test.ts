@@ -1,19 +1,20 @@
 // Unit: docker-compose.yml is valid (docker-compose config) and describes the lab's topology and node configs.
-import { t } from 'tap';
+import { t, Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { topology, REPO } from '@fwlb/lab';
+import { redundantDeployFiles, redundantTopology, topology, REPO, Topology } from '@fwlb/lab';
 
 const lab = topology({ prefix: 'x', runDir: '/run/fwlb' });
 
-t.test('docker-compose config accepts the file and it matches the lab', async (t) => {
-  const r = spawnSync('docker-compose', ['-f', join(REPO, 'docker-compose.yml'), 'config'], { encoding: 'utf8', cwd: REPO });
+/** `file` is valid for docker-compose and gives each host of `lab` (switches are its networks) the lab's addresses. */
+async function matchesLab(t: Test, file: string, lab: Topology, extraNetworks: string[] = []): Promise<Record<string, any>> {
+  const r = spawnSync('docker-compose', ['-f', join(REPO, file), 'config'], { encoding: 'utf8', cwd: REPO });
   t.equal(r.status, 0, `docker-compose config: ${r.stderr}`);
   const doc = parse(r.stdout);
   const services = doc.services as Record<string, any>;
-  t.same(Object.keys(services).sort(), [...lab.hosts.map((h) => h.name), 'redis'].sort(), 'one service per lab host, plus redis');
+  t.same(Object.keys(services).sort(), [...lab.hosts.filter((h) => h.role !== 'switch').map((h) => h.name), 'redis'].sort(), 'one service per lab host, plus redis');
   for (const name of Object.keys(services).filter((n) => n !== 'redis')) {
     const s = services[name];
     t.ok(s.cap_add.includes('NET_ADMIN'), `${name} has NET_ADMIN`);
@@ -33,8 +34,32 @@ t.test('docker-compose config accepts the file and it matches the lab', async (t
   }
   for (const b of lab.bridges) add(b.ns, b.addr);
   for (const [host, addrs] of labAddrs) {
-    const composeAddrs = new Set(Object.values(services[host].networks as Record<string, any>).map((n) => n.ipv4_address));
+    if (!services[host]) continue; // a switch: a network in compose
+    const nets = Object.entries(services[host].networks as Record<string, any>).filter(([n]) => !extraNetworks.includes(n));
+    const composeAddrs = new Set(nets.map(([, n]) => n.ipv4_address));
     t.same([...composeAddrs].sort(), [...addrs].sort(), `${host} addresses match`);
+  }
+  return services;
+}
+
+t.test('docker-compose config accepts the file and it matches the lab', async (t) => {
+  await matchesLab(t, 'docker-compose.yml', lab);
+});
+
+t.test('deploy/docker-compose.redundant.yml matches the redundant lab (issue 10), with the configs it mounts', async (t) => {
+  const red = redundantTopology();
+  const services = await matchesLab(t, 'deploy/docker-compose.redundant.yml', red, ['mgmt']);
+  // The firewalls' MACs are the ones the nodes' configs name.
+  for (const k of [1, 2, 3]) {
+    const env = services[`fw${k}`].environment.FWLB_IFACES as string;
+    for (const cfg of Object.values(red.balancers)) t.ok(env.includes(`,${cfg.firewalls[k - 1].mac}`), `fw${k} sets the MAC ${cfg.firewalls[k - 1].mac}`);
+  }
+  // What the nodes run is what the lab's topology and keepalived template give, byte for byte.
+  for (const [file, content] of Object.entries(redundantDeployFiles())) {
+    t.equal(readFileSync(join(REPO, 'deploy/configs/redundant', file), 'utf8'), content, `deploy/configs/redundant/${file} is current (regenerate: node scripts/redundant-configs.js)`);
+  }
+  for (const n of ['ob1', 'ob2', 'ib1', 'ib2']) {
+    t.match(services[n].volumes.map((v: any) => (typeof v === 'string' ? v : `${v.source}:${v.target}`)).join(' '), new RegExp(`configs/redundant/keepalived-${n}\\.conf`), `${n} mounts its keepalived config`);
   }
 });
 

@@ -1,8 +1,14 @@
 #!/usr/bin/env node
-// `npm run lab [-- --json] [--keep] [--broken]`: builds the sandwich, runs the scenario, prints the report, cleans up.
+// `npm run lab [-- --json] [--keep] [--broken] [--redundant ecmp|vrrp]`: builds the sandwich, runs the scenario, prints
+// the report, cleans up. `--redundant`: 2 nodes per side (issue 10) with a Redis of its own, behind ECMP (the lab's
+// route agent) or keepalived.
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { startRedis } from './bench-tools';
 import { Lab, uniquePrefix } from './lab';
+import { RouteAgent } from './route-agent';
 import { formatReport, runScenario } from './scenario';
 
 async function main(): Promise<void> {
@@ -10,11 +16,32 @@ async function main(): Promise<void> {
   const json = args.includes('--json');
   const keep = args.includes('--keep');
   const broken = args.includes('--broken');
+  const r = args.indexOf('--redundant');
+  const mode = r >= 0 ? args[r + 1] : null;
+  if (mode !== null && mode !== 'ecmp' && mode !== 'vrrp') {
+    console.error('usage: npm run lab -- [--json] [--keep] [--broken] [--redundant ecmp|vrrp]');
+    process.exit(2);
+  }
   const prefix = uniquePrefix('lab');
-  const lab = new Lab({ prefix, runDir: join(tmpdir(), `fwlb-${prefix}`), broken });
+  const runDir = join(tmpdir(), `fwlb-${prefix}`);
+  let redis: ChildProcess | null = null;
+  let redisDir: string | null = null;
+  let sessionTable: string | undefined;
+  if (mode) {
+    redisDir = mkdtempSync(join(tmpdir(), 'fwlb-lab-redis-'));
+    redis = await startRedis(join(redisDir, 'redis.sock'), redisDir);
+    sessionTable = `unix:${join(redisDir, 'redis.sock')}`;
+  }
+  const lab = new Lab({ prefix, runDir, broken, ...(mode ? { nodesPerSide: 2, mode, sessionTable } : {}) });
+  let agent: RouteAgent | null = null;
   let code = 0;
   const cleanup = () => {
-    if (!keep) lab.teardown();
+    agent?.stop();
+    if (!keep) {
+      lab.teardown();
+      redis?.kill('SIGKILL');
+      if (redisDir) rmSync(redisDir, { recursive: true, force: true });
+    }
   };
   process.on('SIGINT', () => {
     cleanup();
@@ -24,10 +51,15 @@ async function main(): Promise<void> {
     lab.build();
     await lab.startServers();
     await lab.startNodes();
+    if (mode === 'ecmp') {
+      agent = new RouteAgent(lab);
+      agent.start();
+    }
+    if (mode === 'vrrp') await lab.startKeepalived();
     const report = await runScenario(lab);
     if (json) console.log(JSON.stringify({ prefix, broken, ...report }, null, 2));
     else {
-      console.log(`fwlb lab ${prefix}${broken ? ' (broken baseline: asymmetric hashing, no learning)' : ''}`);
+      console.log(`fwlb lab ${prefix}${broken ? ' (broken baseline: asymmetric hashing, no learning)' : ''}${mode ? ` (2 nodes per side, ${mode})` : ''}`);
       console.log(formatReport(report));
     }
     code = report.failed.total || report.totals.drops ? 1 : 0;

@@ -9,3 +9,4 @@ export * from './bench-tools';
 export * from './conntrackd';
 export * from './route-agent';
 export * from './keepalived';
+export * from './redundant-deploy';

@@ -4,6 +4,17 @@ import { join } from 'node:path';
 
 export const KEEPALIVED_TEMPLATE = join(__dirname, '..', '..', 'keepalived', 'fwlb-node.conf');
 
+/** The timers the lab and docker-compose.redundant.yml run keepalived with (seconds). */
+export const VRRP_TIMERS = { advert: 0.2, checkInterval: 1, checkTimeout: 1, fall: 1, rise: 2, weight: 60 };
+
+/** The check: 503 unless fwlb is ok; curl, because a Node.js start per check costs too much on small machines. */
+export const healthCurl = (socket: string, timeoutS: number) => `/usr/bin/curl -sf -o /dev/null -m ${timeoutS * 0.8} --unix-socket ${socket} http://fwlb/health?strict=true`;
+
+/** Node i (0-based) of a VRRP group: priorities 250, 249, ... (a skew under 3 % of an advertisement interval). */
+export function keepalivedNode(v: { side: 'outside' | 'inside'; vrid: number; advertInterface: string; trackInterfaces: string[]; addresses: string[] }, node: string, i: number, socket: string, timers = VRRP_TIMERS): KeepalivedNode {
+  return { node, side: v.side, healthCommand: healthCurl(socket, timers.checkTimeout), advertInterface: v.advertInterface, trackInterfaces: v.trackInterfaces, vrid: v.vrid, priority: 250 - i, addresses: v.addresses, ...timers };
+}
+
 export interface KeepalivedNode {
   node: string;
   side: 'outside' | 'inside';

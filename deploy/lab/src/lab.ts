@@ -5,7 +5,7 @@ import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
 import { ECHO_PORT, FIREWALL_RULESET_PATH, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
 import { conntrackdConfig } from './conntrackd';
-import { KeepalivedNode, renderKeepalived } from './keepalived';
+import { keepalivedNode, renderKeepalived, VRRP_TIMERS } from './keepalived';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
 
 export const REPO = resolve(__dirname, '../../..');
@@ -214,7 +214,7 @@ export class Lab {
   }
 
   /** The keepalived timers the lab runs with (mode vrrp). */
-  static readonly VRRP_TIMERS = { advert: 0.2, checkInterval: 1, checkTimeout: 1, fall: 1, rise: 2, weight: 60 };
+  static readonly VRRP_TIMERS = VRRP_TIMERS;
 
   /**
    * keepalived (Debian's) in every node of a `vrrp` lab, from fwlb's template, its health check `fwlbctl health`;
@@ -223,7 +223,7 @@ export class Lab {
   async startKeepalived(timers: Partial<typeof Lab.VRRP_TIMERS> = {}): Promise<void> {
     const tm = { ...Lab.VRRP_TIMERS, ...timers };
     for (const v of this.t.vrrp) {
-      for (const [i, node] of v.nodes.entries()) await this.startKeepalivedOn(node, v, 250 - i, tm);
+      for (const [i, node] of v.nodes.entries()) await this.startKeepalivedOn(node, renderKeepalived(keepalivedNode(v, node, i, this.socketPath(node), tm)));
     }
     const until = Date.now() + 15000;
     while (this.t.vrrp.some((v) => this.vrrpHolder(v.side) === null)) {
@@ -234,22 +234,10 @@ export class Lab {
 
   readonly keepalivedLogs: string[] = [];
 
-  private async startKeepalivedOn(node: string, v: Topology['vrrp'][number], priority: number, tm: typeof Lab.VRRP_TIMERS): Promise<void> {
+  private async startKeepalivedOn(node: string, config: string): Promise<void> {
     const dir = this.t.opts.runDir;
     const conf = join(dir, `keepalived-${node}.conf`);
-    const n: KeepalivedNode = {
-      node,
-      side: v.side,
-      // curl, not fwlbctl: a check every second on four nodes would cost a Node.js start each (on 2 cores).
-      healthCommand: `/usr/bin/curl -sf -o /dev/null -m ${tm.checkTimeout * 0.8} --unix-socket ${this.socketPath(node)} http://fwlb/health?strict=true`,
-      advertInterface: v.advertInterface,
-      trackInterfaces: v.trackInterfaces,
-      vrid: v.vrid,
-      priority,
-      addresses: v.addresses,
-      ...tm,
-    };
-    writeFileSync(conf, renderKeepalived(n));
+    writeFileSync(conf, config);
     const pid = (x: string) => join(dir, `keepalived-${node}-${x}.pid`);
     const p = spawnInNs(this.ns(node), ['keepalived', '--dont-fork', '--log-console', '--vrrp', '-f', conf, '-p', pid('main'), '-r', pid('vrrp'), '-c', pid('checkers')]);
     p.stdout?.on('data', (d) => this.keepalivedLogs.push(`${node}: ${d}`));
