@@ -60,6 +60,39 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.comment(`longest echo gap while moving: ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
   });
 
+  await t.test("a pinned session (off its bucket's firewall) keeps its firewall on a node that never saw it: the pin comes from Redis", async (t) => {
+    routeOnly(1);
+    lab.resetFirewallCounters();
+    const token = cfg.api!.token!;
+    const setFw2 = async (enabled: boolean) => {
+      t.equal((await lab.api('ob1', 'PUT', '/firewalls/fw2/admin', { enabled }, token)).status, 200);
+      await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === enabled, 10000, `fw2 ${enabled ? 'live' : 'out'} on all four nodes`);
+    };
+    // Streams start while fw2 is out (the admin state is shared: out on all four nodes), so fw2's buckets go to fw1
+    // and fw3; fw2 comes back and those streams sit off their bucket's firewall: exceptions, pinned. Node 2 never saw
+    // them: it can only know their firewall from Redis (ob1 and ib1 recorded them).
+    await setFw2(false);
+    const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 40, durationMs: 9000, intervalMs: 100 } })));
+    await sleep(1500);
+    await setFw2(true);
+    await sleep(3000);
+    const pins = await Promise.all(['ob2', 'ib2'].map(async (n) => (await lab.api(n, 'GET', '/status')).body.pins as number));
+    routeOnly(2);
+    const reports = await longs;
+    routeOnly(null);
+    const without = buildTable(ALL, buckets, ['fw1', 'fw3']);
+    const streams = reports.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
+    const key = (x: { addr: string; port: number }) => bucketOf(canonicalKey('outside', { saddr: x.addr, sport: x.port, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets);
+    const pinned = streams.filter((x) => firewallOf(x.addr, x.port) === 'fw2');
+    t.ok(pinned.length > 0, `${pinned.length} of 80 streams sat on fw2's buckets while fw2 was out`);
+    t.ok(pins.every((p) => p >= pinned.length), `ob2 and ib2 held a pin for each before the move (${pins.join(', ')} pins)`);
+    t.equal(streams.filter((x) => x.err).length, 0, `0 of 80 streams broke (${JSON.stringify(reports.map((r) => r.long.errors))})`);
+    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], '0 firewall drops');
+    const onFw = new Map(ALL.map((id) => [id, lab.kernelSessions(id).filter((x) => x.dport === ECHO_PORT && x.dst === vip)]));
+    const wrong = pinned.filter((x) => ALL.filter((id) => onFw.get(id)!.some((e) => e.src === x.addr && e.sport === x.port)).join() !== without.owner[key(x)]);
+    t.equal(wrong.length, 0, `each pinned stream crossed only the firewall it started on: ${JSON.stringify(wrong.slice(0, 3))}`);
+  });
+
   // The ECMP routes follow the nodes' /health from here on (the lab's route agent: BGP with health-driven
   // withdrawal, in a real network).
   routeOnly(null);

@@ -164,3 +164,19 @@ t.test('every mutation leaves an audit record: who, what, the result; refused on
   t.match(unauth, { status: 401, code: 'FWLB_UNAUTHORIZED', actor: 'anonymous' });
   t.match(missing, { status: 404, code: 'FWLB_NO_SUCH_FIREWALL' });
 });
+
+t.test('the reconciler tells when a committed reconcile changed the bucket table, and only then (issue 10)', async (t) => {
+  const { r } = setup();
+  let told = 0;
+  r.onTableChange = () => told++;
+  await r.reconcile();
+  t.equal(told, 0, 'not on the first reconcile');
+  await r.reconcile();
+  t.equal(told, 0, 'not when the table stays');
+  r.membership.setAdmin('fw2', false);
+  await r.reconcile();
+  t.equal(told, 1, 'once when fw2 left');
+  r.membership.setAdmin('fw2', true);
+  await r.reconcile();
+  t.equal(told, 2, 'and once when it came back');
+});

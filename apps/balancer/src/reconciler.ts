@@ -44,6 +44,11 @@ export class Reconciler {
   failures = 0;
 
   pinSource: PinSource | null = null;
+  /**
+   * Told when a committed reconcile changed the bucket table (not on the first): a session recorded by another node
+   * may have become an exception (issue 10: a sibling on the same side holds sessions this node never saw).
+   */
+  onTableChange: (() => void) | null = null;
   /** Told of every reconcile's duration and outcome (metrics). */
   onReconcile: ((seconds: number, ok: boolean) => void) | null = null;
   private lastPins = 0;
@@ -97,7 +102,9 @@ export class Reconciler {
       this.applied = snap;
       this.lastPins = pins;
       this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
+      const before = this.lastTable;
       this.lastTable = table;
+      if (before && before.owner.some((o, b) => o !== table.owner[b])) this.onTableChange?.();
       this.lastMoves = bucketMoves(this.config.firewalls.map((f) => f.id), table);
       this.lastActual = cmds.length ? await this.nft.read(TABLE_FAMILY, TABLE_NAME) : actual;
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;

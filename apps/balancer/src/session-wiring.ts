@@ -54,15 +54,59 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   const ids = config.firewalls.map((f) => f.id);
   const byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
   const firewallOf = (mark: number) => byMark.get(mark);
+  /** Every record in Redis into the cache (a trigger when one is an exception now); returns how many. */
+  const load = async (): Promise<number> => {
+    const all = await table.all();
+    const t = r.currentTable();
+    let exceptions = 0;
+    for (const rec of all) {
+      admit(rec);
+      if (t && cache.isException(rec, t)) exceptions++;
+    }
+    if (exceptions) trigger();
+    return all.length;
+  };
   try {
     await ready(redis, 3000);
     const t0 = Date.now();
-    const all = await table.all();
-    for (const rec of all) admit(rec);
-    log(`loaded ${all.length} sessions from the session table in ${Date.now() - t0} ms`);
+    const n = await load();
+    log(`loaded ${n} sessions from the session table in ${Date.now() - t0} ms`);
   } catch (e) {
     log(`session table not reachable at start, continuing on the kernel's state: ${(e as Error).message}`);
   }
+  // A node learns its own sessions from its conntrack; those that started on a sibling of the same side (issue 10)
+  // it learns from Redis. They matter only as exceptions, and a session becomes one only when the bucket table
+  // changes: then every record is read again, at once and once more after the siblings' writes in flight (two
+  // flush periods and a second) have landed. One reload at a time; a change during one asks for another.
+  let reloading: Promise<void> | null = null;
+  let again = false;
+  const reload = (why: string): void => {
+    if (reloading) {
+      again = true;
+      return;
+    }
+    const t0 = Date.now();
+    reloading = load()
+      .then((n) => log(`reloaded ${n} sessions from the session table (${why}) in ${Date.now() - t0} ms`))
+      .catch((e) => log(`session reload (${why}) failed, pins stay as they are: ${(e as Error).message}`))
+      .finally(() => {
+        reloading = null;
+        if (again) {
+          again = false;
+          reload('a change during the last reload');
+        }
+      });
+  };
+  const settle = 2 * st.flushMs + 1000;
+  const timers = new Set<NodeJS.Timeout>();
+  r.onTableChange = () => {
+    reload('bucket table changed');
+    const tm = setTimeout(() => {
+      timers.delete(tm);
+      reload('bucket table changed, writes in flight landed');
+    }, settle);
+    timers.add(tm);
+  };
   const sync = new SessionSync({
     node: config.name,
     role: config.role,
@@ -162,6 +206,8 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     stop() {
       clearInterval(beat);
       clearInterval(reap);
+      for (const tm of timers) clearTimeout(tm);
+      r.onTableChange = null;
       sync.stop();
       events.close();
       sub?.close();
