@@ -1,10 +1,7 @@
 #!/usr/bin/env node
 // fwlb-slb entry point: `fwlb-slb run|doctor|check-config`; the only place that listens and touches process.
 import { listenOn, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, stopOnSignals, tokenOf } from '@fwlb/service';
-import { slbMetrics } from './metrics';
-import { buildSlbApp } from './app';
-import { slbDoctor } from './doctor';
-import { loadSlbConfig, loadSlbConfigWithState, SlbKernelError, startSlb } from './start';
+import { buildSlbApp, loadSlbConfig, loadSlbConfigWithState, slbDoctor, SlbKernelError, slbMetrics, startSlb } from '@fwlb/slb';
 
 async function run(path: string): Promise<void> {
   const config = loadSlbConfigWithState(path);

@@ -123,18 +123,7 @@ export function topology(o: LabOptions): Topology {
   // The SLB node hangs off the inside node's server LAN; the real servers sit behind it on a private network.
   links.push({ a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24` }, b: { ns: ns('ib'), ifname: 'slb' }, bridgeB: 'srv0' });
   routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET}.1` });
-  for (let i = 1; i <= opts.clients; i++) {
-    const addr = `${CLIENT_NET}.${10 + i}`;
-    hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr });
-    links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('ob'), ifname: `c${i}` }, bridgeB: 'cli0' });
-    routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
-  }
-  for (let i = 1; i <= opts.servers; i++) {
-    const addr = `${RIP_NET}.${10 + i}`;
-    hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr });
-    links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
-    routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
-  }
+  endHosts(opts, ns('ob'), { hosts, links, routes });
   if (opts.mgmt) {
     // Management network for shared services (Redis, Sentinel): never steered by fwlb.
     hosts.push({ role: 'mgmt', name: 'rd', ns: ns('rd'), addr: `${MGMT_NET}.1` });
@@ -199,6 +188,23 @@ export function topology(o: LabOptions): Topology {
 export const FIREWALL_RULESET_PATH = join(__dirname, '..', 'firewall.nft');
 
 type Opts = Topology['opts'];
+
+/** The clients on the `cli0` bridge of `clientGateway` (its .1), the real servers on the SLB node's `rip0` bridge. */
+function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' | 'links' | 'routes'>): void {
+  const ns = (x: string) => `${opts.prefix}-${x}`;
+  for (let i = 1; i <= opts.clients; i++) {
+    const addr = `${CLIENT_NET}.${10 + i}`;
+    t.hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr });
+    t.links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: clientGateway, ifname: `c${i}` }, bridgeB: 'cli0' });
+    t.routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
+  }
+  for (let i = 1; i <= opts.servers; i++) {
+    const addr = `${RIP_NET}.${10 + i}`;
+    t.hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr });
+    t.links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
+    t.routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
+  }
+}
 const FAST_TIMERS = { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 2 };
 
 /** A balancer node's config; `file` names its socket and state file in the run directory. */
@@ -267,18 +273,7 @@ function redundantTopology(opts: Opts): Topology {
     { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24` },
   ];
   hosts.push({ role: 'router', name: 'or', ns: ns('or') }, { role: 'switch', name: 'ot', ns: ns('ot') }, { role: 'switch', name: 'it', ns: ns('it') }, { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
-  for (let i = 1; i <= opts.clients; i++) {
-    const addr = `${CLIENT_NET}.${10 + i}`;
-    hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr });
-    links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('or'), ifname: `c${i}` }, bridgeB: 'cli0' });
-    routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
-  }
-  for (let i = 1; i <= opts.servers; i++) {
-    const addr = `${RIP_NET}.${10 + i}`;
-    hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr });
-    links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
-    routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
-  }
+  endHosts(opts, ns('or'), { hosts, links, routes });
   const fwOut: BalancerConfig['firewalls'] = [];
   const fwIn: BalancerConfig['firewalls'] = [];
   for (let k = 1; k <= opts.firewalls; k++) {

@@ -1,5 +1,5 @@
 // The SLB tier's state and its one way to change the kernel: validate, render the VIPs a change touches, apply the
-// difference in one transaction, roll back on failure; imperative shell of apps/slb.
+// difference in one transaction, roll back on failure; imperative shell of libs/slb.
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
 import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';

@@ -1,5 +1,5 @@
 // The SLB tier's Prometheus metrics, read from the service's memory at scrape time (the counters come from the
-// background read of the kernel's named counters); labels: vip, member (address:port). Shell layer of apps/slb.
+// background read of the kernel's named counters); labels: vip, member (address:port). Shell layer of libs/slb.
 import { counterFrom, gaugeFrom, Registry } from '@fwlb/service';
 import type { SlbService } from './service';
 

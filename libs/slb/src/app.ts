@@ -1,4 +1,4 @@
-// The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of apps/slb.
+// The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of libs/slb.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';

@@ -1,5 +1,5 @@
 // The SLB table as the controller knows it: parsed from a terse listing, changed by its own transactions, and the
-// transaction that brings it to the desired VIPs (all of them, or only the ones a change touched); pure layer of apps/slb.
+// transaction that brings it to the desired VIPs (all of them, or only the ones a change touched); pure layer of libs/slb.
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
 import { backendMap, baseChains, baseSets, DECLARED, isVipChain, SLB_FAMILY, SLB_OBJECTS, VipFragment, VipKey } from './render';

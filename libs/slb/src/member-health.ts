@@ -1,4 +1,4 @@
-// Real-server health for the SLB: one libs/health monitor per (RIP, port, check, timers), on one shared probe helper; shell layer of apps/slb.
+// Real-server health for the SLB: one libs/health monitor per (RIP, port, check, timers), on one shared probe helper; shell layer of libs/slb.
 import { createChecker, HealthMonitor, ProbeHelper, ProbeResult } from '@fwlb/health';
 import type { MonitorFactory } from './service';
 

@@ -1,4 +1,4 @@
-// `fwlb-slb doctor`: detects the kernel features the SLB data plane needs and says what is missing; shell layer of apps/slb.
+// `fwlb-slb doctor`: detects the kernel features the SLB data plane needs and says what is missing; shell layer of libs/slb.
 import { existsSync } from 'node:fs';
 import { nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';

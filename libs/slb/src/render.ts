@@ -1,4 +1,4 @@
-// Renders the SLB tier's nft objects from its VIPs and member health, one VIP at a time; pure layer of apps/slb.
+// Renders the SLB tier's nft objects from its VIPs and member health, one VIP at a time; pure layer of libs/slb.
 import type { ResolvedVip, ResolvedMember } from '@fwlb/config';
 import { memberKey } from '@fwlb/config';
 import type { NftJson } from '@fwlb/nft';

@@ -1,4 +1,4 @@
-// The SLB schedulers as pure slot lists: which member each nft map slot points at; pure layer of apps/slb.
+// The SLB schedulers as pure slot lists: which member each nft map slot points at; pure layer of libs/slb.
 import { buildTable, isPrime } from '@fwlb/flowhash';
 
 export interface Weighted {

@@ -1,5 +1,5 @@
 // Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
-// layer of apps/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
+// layer of libs/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
 import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
