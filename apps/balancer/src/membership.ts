@@ -83,7 +83,7 @@ export class Membership {
    * again, and until then its view would veto firewalls that every other node sees up (issue 10).
    */
   private readonly settleMs: number;
-  /** When this node's links came back after all were down; null once settled or never down. */
+  /** When this node's links last came back after all were down; null if they never were. */
   private linksBackAt: number | null = null;
 
   /** `agreementExpected`: a session table is configured, so agreement (when known) decides who is gone. */
@@ -191,10 +191,7 @@ export class Membership {
     // for the nodes that still forward (issue 10: a node of a redundant side that lost its links). So it does while
     // its probes settle after the links came back.
     if (this.allLinksDown()) return {};
-    if (this.linksBackAt !== null) {
-      if (this.now() - this.linksBackAt < this.settleMs) return {};
-      this.linksBackAt = null;
-    }
+    if (this.linksBackAt !== null && this.now() - this.linksBackAt < this.settleMs) return {};
     const e = this.effective();
     return Object.fromEntries(this.slots.map((s) => [s.id, e.up(s.id)]));
   }

@@ -39,8 +39,8 @@ export function anyOf(checker: Checker, addresses: readonly string[]): Checker {
       if (ok) return ok;
       // No evidence either way only when no probe could be run at all.
       if (results.every((r) => r.unknown)) return results[0];
-      const failed = results.filter((r) => !r.unknown);
-      return { ok: false, reason: failed.map((r) => `${addresses[results.indexOf(r)]}: ${r.reason}`).join('; ') };
+      const reasons = results.flatMap((r, i) => (r.unknown ? [] : [`${addresses[i]}: ${r.reason}`]));
+      return { ok: false, reason: reasons.join('; ') };
     },
   };
 }
