@@ -3,6 +3,7 @@
 // any packet of any session to the same firewall as its sibling: a flow that moves from one node to the other
 // keeps its firewall in both directions, and a node that dies takes no stream with it.
 import { t, Test } from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
 import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
@@ -151,6 +152,38 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   await t.test('ECMP: an inside node dies and comes back: 0 of 200 streams break', async (t) => {
     lab.resetFirewallCounters();
     await killAndRevive(t, 'ib1');
+  });
+
+  await t.test('a node started with another hash seed is named in every node\'s alarms; fixed, the alarms clear', async (t) => {
+    const path = lab.configPath('ob2');
+    const good = readFileSync(path, 'utf8');
+    const restart = async () => {
+      await lab.killNode('ob2');
+      await lab.startNode('ob2');
+    };
+    const names = lab.balancerNames();
+    const alarmsOf = async () => Promise.all(names.map(async (n) => ((await lab.api(n, 'GET', '/health')).body.alarms as string[]).join('; ')));
+    const period = lab.t.balancers.ob2.sessionTable!.resyncSeconds! * 1000;
+    const waitAlarms = async (ok: (a: string[]) => boolean, what: string) => {
+      const t0 = Date.now();
+      for (;;) {
+        const a = await alarmsOf();
+        if (ok(a)) return Date.now() - t0;
+        if (Date.now() - t0 > 3 * period) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(a)}`);
+        await sleep(100);
+      }
+    };
+    writeFileSync(path, JSON.stringify({ ...lab.t.balancers.ob2, hash: { ...lab.t.balancers.ob2.hash, seed: 7 } }, null, 2));
+    try {
+      await restart();
+      const ms = await waitAlarms((a) => a.every((x, i) => /hash config differs/.test(x) && (names[i] === 'ob2' || x.includes('ob2 ('))), 'the alarm on all four nodes');
+      t.pass(`every node raised the alarm (the others naming ob2) within ${ms} ms of ob2's start`);
+    } finally {
+      writeFileSync(path, good);
+      await restart();
+    }
+    const ms = await waitAlarms((a) => a.every((x) => !/hash config differs/.test(x)), 'the alarms to clear');
+    t.pass(`ob2 back on the shared seed: every alarm cleared within ${ms} ms`);
   });
 
   await t.test('agreement among 4 nodes: one node that sees fw2 down keeps it from new sessions on every node; dead, its view stops vetoing', async (t) => {

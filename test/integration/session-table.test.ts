@@ -120,6 +120,21 @@ t.test('session table on a real redis-server', async (t) => {
     t.same(agreedUp(await ob.healthViews(), ['fw1', 'fw2', 'fw3'], ['ob', 'ib']), ['fw1', 'fw2', 'fw3']);
   });
 
+  await t.test('config digests ride with the views; stale or malformed ones are left out (issue 10)', async (t) => {
+    const now = Date.now();
+    await ob.setHealthView({ fw1: true }, now, '0123456789abcdef');
+    await ib.setHealthView({ fw1: true }, now - 60000, 'fedcba9876543210');
+    t.same(await ob.configDigests(30000, now), { ob: '0123456789abcdef' }, 'ib\'s view is stale: its digest counts for nothing');
+    t.same(await ob.healthViews(30000, now), { ob: { fw1: true } }, 'the digest is not a firewall of the view');
+    const raw = connect({ url: redis.url, node: 'x' });
+    t.teardown(() => raw.disconnect());
+    await ready(raw, 3000);
+    await ib.setHealthView({ fw1: true }, now);
+    await raw.hset('test:health:ib', '_cfg', 'not hex; DROP');
+    t.same(await ob.configDigests(30000, now), { ob: '0123456789abcdef' }, 'a malformed digest is skipped');
+    t.same(await ib.healthViews(30000, now), { ob: { fw1: true }, ib: { fw1: true } });
+  });
+
   await t.test('Redis crashes: writes fail fast, then resume after the restart', async (t) => {
     await redis.kill();
     const t0 = Date.now();

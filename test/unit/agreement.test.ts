@@ -1,6 +1,6 @@
 // Unit: the layer-2 agreement loop against a fake store (views, lock, epochs with generations), on a fake clock.
 import { t } from 'tap';
-import { AgreementLoop, AgreementStore, Agreement } from '@fwlb/balancer';
+import { AgreementLoop, AgreementStore, Agreement, hashConfigDigest } from '@fwlb/balancer';
 import type { EpochDoc } from '@fwlb/session-table';
 
 const IDS = ['fw1', 'fw2', 'fw3'];
@@ -13,6 +13,7 @@ function fakeStore(node: string) {
     counter: 0,
     generation: 'g1',
     published: 0,
+    digests: {} as Record<string, string>,
   };
   const store: AgreementStore = {
     lead: async () => {
@@ -27,7 +28,11 @@ function fakeStore(node: string) {
       s.doc = { epoch: ++s.counter, generation: s.generation, members, live, down, by: node, at: 0 };
       return s.doc;
     },
-    setHealthView: async (view) => void (s.views[node] = view),
+    setHealthView: async (view, _now, digest) => {
+      s.views[node] = view;
+      if (digest) s.digests[node] = digest;
+    },
+    configDigests: async () => s.digests,
   };
   return { s, store };
 }
@@ -110,4 +115,28 @@ t.test('four nodes (issue 10): one node that sees a firewall down vetoes it for 
   for (const n of ['ob2', 'ib1', 'ib2']) s.views[n] = {};
   await l.publish({});
   t.equal(applied.length, 2, 'only abstentions: nothing to agree on, the last epoch stays');
+});
+
+t.test('nodes compare their hash config digests: a node with another seed or other firewalls raises an alarm (issue 10)', async (t) => {
+  const base = { hash: { seed: 42, buckets: 251, order: 'canonical' }, firewalls: [{ id: 'fw1' }, { id: 'fw2', syncGroup: 'g1' }, { id: 'fw3', syncGroup: 'g1' }] };
+  const d = hashConfigDigest(base);
+  t.match(d, /^[0-9a-f]{16}$/);
+  t.equal(hashConfigDigest({ ...base, firewalls: base.firewalls.map((f) => ({ ...f })) }), d, 'the same config, the same digest');
+  for (const [what, other] of [
+    ['seed', { ...base, hash: { ...base.hash, seed: 43 } }],
+    ['buckets', { ...base, hash: { ...base.hash, buckets: 257 } }],
+    ['firewall order', { ...base, firewalls: [base.firewalls[1], base.firewalls[0], base.firewalls[2]] }],
+    ['sync group', { ...base, firewalls: [base.firewalls[0], { id: 'fw2' }, { id: 'fw3' }] }],
+  ] as const) t.not(hashConfigDigest(other), d, `another ${what}, another digest`);
+  const { s, store } = fakeStore('ob1');
+  const l = new AgreementLoop({ ids: IDS, store, periodMs: 1000, apply: () => undefined, now: () => 0, digest: d });
+  Object.assign(s.digests, { ob2: d, ib1: d });
+  await l.publish({ fw1: true, fw2: true, fw3: true });
+  t.equal(l.configAlarm, null, 'every node agrees: no alarm');
+  s.digests.ib2 = hashConfigDigest({ ...base, hash: { ...base.hash, seed: 43 } });
+  await l.publish();
+  t.match(l.configAlarm, new RegExp(`hash config differs: this node ${d}, ib2 \\(${s.digests.ib2}\\)`));
+  s.digests.ib2 = d;
+  await l.publish();
+  t.equal(l.configAlarm, null, 'fixed: the alarm clears');
 });

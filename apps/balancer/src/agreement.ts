@@ -2,6 +2,7 @@
 // epoch; every node applies the epoch it reads. The decisions are here, Redis is behind a port; shell-free and
 // clocked by the caller, so tests drive it with a fake store.
 import { agreedDown, agreedUp, EpochDoc, voters } from '@fwlb/session-table';
+import { createHash } from 'node:crypto';
 import type { Agreement } from './membership';
 
 /** The part of libs/session-table the agreement uses. */
@@ -10,7 +11,9 @@ export interface AgreementStore {
   healthViews(maxAgeMs: number, now?: number): Promise<Record<string, Record<string, boolean>>>;
   epoch(): Promise<EpochDoc | null>;
   publishEpoch(members: string[], live: string[], down: string[], now?: number): Promise<EpochDoc | null>;
-  setHealthView(view: Record<string, boolean>, now?: number): Promise<void>;
+  setHealthView(view: Record<string, boolean>, now?: number, digest?: string): Promise<void>;
+  /** Every node's hash config digest (fresh views only). */
+  configDigests?(maxAgeMs: number, now?: number): Promise<Record<string, string>>;
 }
 
 export interface AgreementOptions {
@@ -23,6 +26,17 @@ export interface AgreementOptions {
   apply: (a: Agreement) => void;
   log?: (m: string, fields?: Record<string, unknown>) => void;
   now?: () => number;
+  /** This node's hash config digest (`hashConfigDigest`): published with the view and compared with the others'. */
+  digest?: string;
+}
+
+/**
+ * What every node of the sandwich must share for a flow to land in the same bucket and firewall on all of them:
+ * seed, bucket count, hash order, and the firewalls with their sync groups (ids in config order). A short SHA-256.
+ */
+export function hashConfigDigest(c: { hash: { seed: number; buckets: number; order: string }; firewalls: readonly { id: string; syncGroup?: string }[] }): string {
+  const doc = { seed: c.hash.seed, buckets: c.hash.buckets, order: c.hash.order, firewalls: c.firewalls.map((f) => [f.id, f.syncGroup ?? null]) };
+  return createHash('sha256').update(JSON.stringify(doc)).digest('hex').slice(0, 16);
 }
 
 export class AgreementLoop {
@@ -30,6 +44,8 @@ export class AgreementLoop {
   private appliedGeneration: string | null = null;
   /** Set while an epoch was refused (it would leave no firewall live): why. */
   alarm: string | null = null;
+  /** Set while another node publishes a different hash config digest: which nodes. */
+  configAlarm: string | null = null;
   private view: Record<string, boolean>;
 
   constructor(private readonly o: AgreementOptions) {
@@ -83,12 +99,26 @@ export class AgreementLoop {
       .catch(() => undefined);
   }
 
-  /** Publish this node's view (a change, or the periodic refresh), then step. */
+  /** Publish this node's view (a change, or the periodic refresh), then compare the config digests, then step. */
   publish(view?: Record<string, boolean>): Promise<void> {
     if (view) this.view = view;
     return this.o.store
-      .setHealthView(this.view, this.now())
+      .setHealthView(this.view, this.now(), this.o.digest)
+      .then(() => this.compareDigests())
       .then(() => this.step())
       .catch(() => undefined);
+  }
+
+  /**
+   * A node whose seed, bucket count or firewalls differ hashes flows elsewhere: a flow that moves to it (ECMP, VRRP)
+   * or its twin's replies cross another firewall. Nothing can be agreed around that; the alarm names the nodes.
+   */
+  private async compareDigests(): Promise<void> {
+    if (!this.o.digest || !this.o.store.configDigests) return;
+    const all = await this.o.store.configDigests(3 * this.o.periodMs, this.now());
+    const other = Object.entries(all).filter(([, d]) => d !== this.o.digest).map(([n, d]) => `${n} (${d})`).sort();
+    const alarm = other.length ? `hash config differs: this node ${this.o.digest}, ${other.join(', ')}: seed, buckets, order or firewalls (ids, sync groups) must be the same on every node` : null;
+    if (alarm !== this.configAlarm) this.o.log?.(alarm ? `ALARM ${alarm}` : 'hash config: every node agrees again');
+    this.configAlarm = alarm;
   }
 }

@@ -4,7 +4,7 @@
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
 import { connect, ready, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
-import { AgreementLoop } from './agreement';
+import { AgreementLoop, hashConfigDigest } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
@@ -137,6 +137,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     ids,
     store: table,
     periodMs: resyncMs,
+    digest: hashConfigDigest(config),
     log,
     apply: (a) => {
       r.membership.setAgreement(a);
@@ -198,7 +199,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
       },
       metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
     },
-    alarms: () => (agreement.alarm ? [agreement.alarm] : []),
+    alarms: () => [agreement.alarm, agreement.configAlarm].filter((a): a is string => a !== null),
     shareAdmin: (id, enabled) => table.setAdmin(id, enabled),
     publishHealth(view) {
       void agreement.publish(view);

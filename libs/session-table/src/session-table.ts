@@ -271,9 +271,10 @@ export class SessionTable {
   }
 
   /** This node's view of each firewall, stamped with the time (views that are not refreshed go stale). */
-  async setHealthView(view: Record<string, boolean>, now = Date.now()): Promise<void> {
+  /** `digest`: the node's hash config digest, published beside its view so that nodes can compare (issue 10). */
+  async setHealthView(view: Record<string, boolean>, now = Date.now(), digest?: string): Promise<void> {
     const key = `${this.prefix}health:${this.node}`;
-    const fields = { ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])), _at: String(now) };
+    const fields = { ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])), _at: String(now), ...(digest ? { _cfg: digest } : {}) };
     await this.r.multi().del(key).hset(key, fields).sadd(`${this.prefix}nodes`, this.node).exec();
     await this.notify({ type: 'health', node: this.node });
   }
@@ -283,11 +284,23 @@ export class SessionTable {
     const nodes = await this.r.smembers(`${this.prefix}nodes`);
     const out: Record<string, Record<string, boolean>> = {};
     for (const n of nodes) {
-      const { _at, ...h } = await this.r.hgetall(`${this.prefix}health:${n}`);
+      const { _at, _cfg: _, ...h } = await this.r.hgetall(`${this.prefix}health:${n}`);
       // A view without a valid time stamp is stale, never a veto (it may be a half-written or forged hash).
       const at = Number(_at);
       if (!Number.isFinite(at) || now - at > maxAgeMs) continue;
       out[n] = Object.fromEntries(Object.entries(h).filter(([k, v]) => ID.test(k) && (v === 'up' || v === 'down')).map(([k, v]) => [k, v === 'up']));
+    }
+    return out;
+  }
+
+  /** Every node's hash config digest, from views not older than `maxAgeMs`; malformed digests are left out. */
+  async configDigests(maxAgeMs = Infinity, now = Date.now()): Promise<Record<string, string>> {
+    const nodes = await this.r.smembers(`${this.prefix}nodes`);
+    const out: Record<string, string> = {};
+    for (const n of nodes) {
+      const [at, cfg] = await this.r.hmget(`${this.prefix}health:${n}`, '_at', '_cfg');
+      if (!Number.isFinite(Number(at)) || now - Number(at) > maxAgeMs || !cfg || !/^[0-9a-f]{8,64}$/.test(cfg)) continue;
+      out[n] = cfg;
     }
     return out;
   }
