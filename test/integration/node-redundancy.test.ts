@@ -14,8 +14,8 @@ const ALL = ['fw1', 'fw2', 'fw3'];
 
 t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   const { url } = await startRedisOnSocket(t);
-  // A 2 s heartbeat: a dead node's view goes stale after 3 (6 s), so the agreement subtest waits less.
-  const lab = await startLab(t, { sessionTable: { url, resyncSeconds: 2 }, nodesPerSide: 2 });
+  // The default 2 s heartbeat, written out: the agreement subtest times a dead node's view going stale after 3 (6 s).
+  const lab = await startLab(t, { sessionTable: { url, heartbeatSeconds: 2 }, nodesPerSide: 2 });
   const cfg = lab.t.balancers.ob1;
   const buckets = cfg.hash.buckets!;
   const home = buildTable(ALL, buckets);
@@ -117,14 +117,15 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     // While the node is dead, its sibling carries every stream (both orientations: it picked them up mid-flight).
     const survivor = lab.kernelSessions(node.replace(/1$/, '2'));
     await sleep(1000);
+    // From its links coming up: the route agent may see the node's API answer before this process reads its
+    // "listening" line (seen once in CI).
+    const revivedAt = Date.now();
     lab.nodeLinks(node, true);
     await lab.startNode(node);
-    const revivedAt = Date.now();
     const [longR, shortR]: DriveReport[][] = [await longs, await shorts];
     const out = agent.events.find((e) => e.node === node && !e.in && e.at >= killedAt);
     const back = agent.events.find((e) => e.node === node && e.in && e.at >= revivedAt);
-    t.ok(out, `the route agent withdrew ${node}`);
-    t.ok(back, `and put it back`);
+    if (!t.ok(out, `the route agent withdrew ${node}`) || !t.ok(back, `and put it back: ${JSON.stringify(agent.events)}`)) return;
     const streams = longR.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
     t.equal(streams.length, 200);
     const carried = streams.filter((x) => survivor.some((e) => (e.src === x.addr && e.sport === x.port) || (e.dst === x.addr && e.dport === x.port)));
@@ -138,7 +139,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const range = (xs: number[]) => (xs.length ? `${Math.min(...xs) - killedAt}..${Math.max(...xs) - killedAt} ms after the kill` : 'none');
     const window = range(failedAt);
     const slowAt = shortR.flatMap((r) => r.short.slowAt);
-    t.comment(`${node}: withdrawn ${out!.at - killedAt} ms after the kill, back ${back!.at - revivedAt} ms after its controller answered; ` +
+    t.comment(`${node}: withdrawn ${out!.at - killedAt} ms after the kill, back ${back!.at - revivedAt} ms after its links came up and its controller was started; ` +
       `new connections failed: ${failedAt.length} of 720 (${window}; ${JSON.stringify(shortR.map((r) => r.short.errors))}), slower than 500 ms (a SYN retried): ${slowAt.length} (started ${range(slowAt)}); ` +
       `streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], '0 firewall drops');
@@ -163,7 +164,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     };
     const names = lab.balancerNames();
     const alarmsOf = async () => Promise.all(names.map(async (n) => ((await lab.api(n, 'GET', '/health')).body.alarms as string[]).join('; ')));
-    const period = lab.t.balancers.ob2.sessionTable!.resyncSeconds! * 1000;
+    const period = lab.t.balancers.ob2.sessionTable!.heartbeatSeconds! * 1000;
     const waitAlarms = async (ok: (a: string[]) => boolean, what: string) => {
       const t0 = Date.now();
       for (;;) {
@@ -206,12 +207,14 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.equal(onFw2() - before, 0, 'none of them crossed fw2');
     // ib2's controller dies; its links stay up. Its view is stale after 3 heartbeats; the leader's next heartbeat
     // publishes an epoch without its veto.
-    const period = lab.t.balancers.ib2.sessionTable!.resyncSeconds! * 1000;
+    const period = lab.t.balancers.ib2.sessionTable!.heartbeatSeconds! * 1000;
     const killed = Date.now();
     await lab.killNode('ib2');
     const back = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live, 6 * period, 'fw2 live again on the three nodes left', all.filter((n) => n !== 'ib2'));
     t.comment(`ib2 killed: fw2 live again on the other three ${back} ms later (heartbeat ${period} ms: stale after ${3 * period} ms, documented bound ${4 * period} ms)`);
-    t.ok(Date.now() - killed <= 4 * period + 1000, `within 4 heartbeats (and a second for the reconcile): ${Date.now() - killed} ms`);
+    // Stale 3 heartbeats after its last one (at most one before the kill), then the leader's next heartbeat; 2 s for
+    // the reconcile and this machine's timers under load.
+    t.ok(Date.now() - killed <= 4 * period + 2000, `within 4 heartbeats (and 2 s): ${Date.now() - killed} ms`);
     t.ok(Date.now() - killed >= 2 * period, 'and not before its view went stale');
   });
 });

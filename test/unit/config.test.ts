@@ -20,6 +20,9 @@ t.test('health defaults', async (t) => {
   t.same(c.health!.targets, ['203.0.113.1'], 'one target becomes a list of one');
   const many = validateBalancerConfig({ ...good(), health: { targets: ['172.17.0.1', '172.17.0.2'] } });
   t.same(many.health!.targets, ['172.17.0.1', '172.17.0.2']);
+  const st = validateBalancerConfig({ ...good(), sessionTable: { url: 'redis://127.0.0.1:6379' } }).sessionTable!;
+  t.equal(st.heartbeatSeconds, 2, 'the agreement heartbeat: 2 s unless set');
+  t.equal(st.resyncSeconds, 30, 'apart from the full re-sync');
 });
 
 t.test('firewalls on one shared interface are told apart by MAC (issue 10)', async (t) => {
@@ -56,6 +59,7 @@ const bad: [string, (c: any) => void, RegExp][] = [
   ['health check of an unknown kind', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'smtp' } }), /\/health\/check/],
   ['an SLB on the outside node', (c) => (c.slb = '/etc/fwlb/slb.json'), /\/slb: only the inside node runs the SLB tier/],
   ['a session table with an unknown key', (c) => (c.sessionTable = { url: 'redis://127.0.0.1:6379', ttl: 5 }), /\/sessionTable\/ttl: unknown key/],
+  ['a heartbeat of 0.1 s', (c) => (c.sessionTable = { url: 'redis://127.0.0.1:6379', heartbeatSeconds: 0.1 }), /\/sessionTable\/heartbeatSeconds: must be >= 0.5/],
   ['a session table URL of another scheme', (c) => (c.sessionTable = { url: 'http://x' }), /\/sessionTable\/url/],
   ['bad interface name', (c) => (c.sideInterface = 'eth0; rm -rf /'), /\/sideInterface/],
   // Owned ranges that cover the system's tables or rules: fwlb deletes what it does not want inside its ranges.

@@ -40,6 +40,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   redis.on('error', () => undefined); // reconnects by itself; the sync logs what matters
   const table = new SessionTable(redis, config.name, st.keyPrefix);
   const resyncMs = st.resyncSeconds * 1000;
+  const heartbeatMs = st.heartbeatSeconds * 1000;
   const cache = new SessionCache(config.hash.seed, config.hash.buckets);
   const firewallIds = new Set(config.firewalls.map((f) => f.id));
   let rejectedHere = 0;
@@ -136,7 +137,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   const agreement = new AgreementLoop({
     ids,
     store: table,
-    periodMs: resyncMs,
+    periodMs: heartbeatMs,
     digest: hashConfigDigest(config),
     log,
     apply: (a) => {
@@ -166,9 +167,9 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     else if (ev.type === 'epoch') void agreement.applyEpoch().catch(() => undefined);
   }).catch(() => null);
   void agreement.publish();
-  // Views are refreshed every re-sync period; the leader's lock lives for three.
-  // The view is read afresh each time: it can change without a health event (a node that settles after its links came back).
-  const beat = setInterval(() => void agreement.publish(r.membership.ownView()), resyncMs);
+  // Views are refreshed every heartbeat; the leader's lock lives for three. The view is read afresh each time: it can
+  // change without a health event (a node that settles after its links came back).
+  const beat = setInterval(() => void agreement.publish(r.membership.ownView()), heartbeatMs);
   const reap = setInterval(() => {
     cache.reap(Date.now());
     void table.reap().catch(() => undefined);

@@ -35,6 +35,11 @@ export interface SessionTableConfig {
   flushMs?: number;
   /** Seconds between full re-syncs from a conntrack dump (they also refresh expiries). @default 30 */
   resyncSeconds?: number;
+  /**
+   * Seconds between this node's health-view heartbeats (the agreement): a view older than three is stale, so a node
+   * that died stops vetoing within three to four heartbeats; the leader lock lives three. @default 2
+   */
+  heartbeatSeconds?: number;
   /** Receive buffer of the conntrack event socket; the kernel drops events when it is full (then a re-sync follows). @default 8388608 */
   eventBufferBytes?: number;
 }
@@ -197,6 +202,7 @@ export const balancerSchema = {
         keyPrefix: { type: 'string', pattern: '^[A-Za-z0-9_:.-]{1,64}$' },
         flushMs: { type: 'integer', minimum: 10, maximum: 10000 },
         resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+        heartbeatSeconds: { type: 'number', minimum: 0.5, maximum: 60 },
         eventBufferBytes: { type: 'integer', minimum: 4096, maximum: 1073741824 },
       },
     },

@@ -38,7 +38,7 @@ export type ResolvedBalancerConfig = Readonly<
   Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb' | 'stateFile'>> & {
     slb: string | null;
     stateFile: string | null;
-    sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number }) | null;
+    sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number; heartbeatSeconds: number }) | null;
     health: { targets: string[]; check: CheckSpec; timers: Required<TimerConfig>; panicThreshold: number } | null;
     hash: Required<BalancerConfig['hash']>;
     firewalls: ResolvedFirewall[];
@@ -140,7 +140,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
     slb: c.slb ?? null,
     stateFile: c.stateFile ?? null,
-    sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, ...c.sessionTable } : null,
+    sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, heartbeatSeconds: 2, ...c.sessionTable } : null,
     health: c.health && timers ? { targets: c.health.targets ?? [c.health.target!], check: c.health.check ?? { kind: 'icmp' }, timers, panicThreshold: c.health.panicThreshold ?? BALANCER_DEFAULTS.panicThreshold } : null,
   };
   return deepFreeze(resolved);
