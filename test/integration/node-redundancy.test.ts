@@ -202,8 +202,12 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.same(all.map((n) => lab.bucketMarks(n).has(markOf('fw2'))), [false, false, false, false], "no node's bucket map holds fw2");
     const onFw2 = () => lab.kernelSessions('fw2').filter((s) => s.dport === ECHO_PORT && s.dst === vip).length;
     const before = onFw2();
-    const r = await Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 150, concurrency: 10 } })));
-    t.equal(r.reduce((a, x) => a + x.short.failed, 0), 0, '300 new connections, 0 failed');
+    // 7 s: a connection whose SYN is lost twice (retried after 1 s and 3 s) still counts, a path that drops it does not
+    // (CI once failed one of 300 at 3 s, cause not known: the errors and the drops are printed now).
+    const fw0 = lab.firewallCounters();
+    const r = await Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 150, concurrency: 10, timeoutMs: 7000 } })));
+    const drops = lab.firewallCounters().map((f, i) => f.drops - fw0[i].drops);
+    t.equal(r.reduce((a, x) => a + x.short.failed, 0), 0, `300 new connections, 0 failed (${JSON.stringify(r.map((x) => x.short.errors))}; firewall drops meanwhile ${drops.join(', ')}; slowed ${r.reduce((a, x) => a + x.short.slowAt.length, 0)})`);
     t.equal(onFw2() - before, 0, 'none of them crossed fw2');
     // ib2's controller dies; its links stay up. Its view is stale after 3 heartbeats; the leader's next heartbeat
     // publishes an epoch without its veto.
