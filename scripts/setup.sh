@@ -5,13 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command:package pairs
-need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium conntrackd:conntrackd keepalived:keepalived curl:curl"
+need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium conntrackd:conntrackd keepalived:keepalived curl:curl haproxy:haproxy"
 missing=()
 for pair in $need; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
-# Benchmarks compare against HAProxy and profile with perf: only `npm run bench` installs them.
-[ "${1:-}" = "--bench" ] && { command -v haproxy >/dev/null 2>&1 || missing+=(haproxy); }
 # The forwarding benchmark profiles each path with perf (BENCH_PERF=1).
 [ "${1:-}" = "--bench" ] && { command -v perf >/dev/null 2>&1 || missing+=(linux-perf); }
 # The probe helper (libs/health/helper) runs on the system python's standard library.
@@ -25,6 +23,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # The package may start a system HAProxy (empty config); fwlb-slb starts its own, per SLB, with its own config.
+  case " ${missing[*]} " in *" haproxy "*) invoke-rc.d haproxy stop >/dev/null 2>&1 || true ;; esac
 fi
 
 # redis-server's package may start a system instance; fwlb's tests start their own on loopback ports.

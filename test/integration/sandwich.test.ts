@@ -18,6 +18,7 @@ t.test('sandwich', async (t) => {
     const r = await runScenario(lab);
     t.comment(formatReport(r));
     t.equal(r.failed.total, 0, 'no failed connection');
+    t.ok(r.failed.l7 === 0 && r.l7Misrouted.length === 0, `L7 requests through HAProxy on the SLB node: 0 failed, 0 misrouted (${r.failed.l7}, ${JSON.stringify(r.l7Misrouted)})`);
     t.equal(r.totals.drops, 0, 'no firewall dropped a packet');
     t.ok(r.totals.sessions >= 1300, `sessions counted: ${r.totals.sessions}`);
     for (const f of r.firewalls) t.ok(f.share >= 0.2 && f.share <= 0.47, `${f.id} carries ${(f.share * 100).toFixed(1)}% of sessions`);

@@ -9,7 +9,23 @@ export interface DriveSpec {
   long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
   /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
-  http?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number };
+  http?: {
+    targets: string[];
+    count: number;
+    concurrency: number;
+    timeoutMs?: number;
+    /** Requests to send in turn (Host header, path, headers); answers are tallied per label as well. */
+    requests?: HttpRequestSpec[];
+    /** Each concurrent worker keeps the cookies it is given (a browser's session), and reports the body per worker. */
+    cookies?: boolean;
+  };
+}
+
+export interface HttpRequestSpec {
+  label: string;
+  host?: string;
+  path?: string;
+  headers?: Record<string, string>;
 }
 
 export interface DriveReport {
@@ -21,7 +37,7 @@ export interface DriveReport {
   /** `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through). */
   long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null; maxGapMs: number }[] };
   udp: { ok: number; failed: number };
-  http: { ok: number; failed: number; errors: Record<string, number>; bodies: Record<string, number> };
+  http: { ok: number; failed: number; errors: Record<string, number>; bodies: Record<string, number>; byLabel: Record<string, Record<string, number>>; byWorker: Record<string, number>[]; cookies: Record<string, string>[] };
 }
 
 const hp = (t: string): [string, number] => {
@@ -155,14 +171,15 @@ function longConn(target: string, id: number, durationMs: number, intervalMs: nu
   });
 }
 
-async function pool<T>(n: number, conc: number, f: (i: number) => Promise<T>): Promise<T[]> {
+/** Runs f for 0..n-1 with `conc` workers; f gets the item and the worker's index. */
+async function pool<T>(n: number, conc: number, f: (i: number, worker: number) => Promise<T>): Promise<T[]> {
   const out: T[] = new Array(n);
   let next = 0;
   await Promise.all(
-    Array.from({ length: Math.min(conc, n) }, async () => {
+    Array.from({ length: Math.min(conc, n) }, async (_, w) => {
       while (next < n) {
         const i = next++;
-        out[i] = await f(i);
+        out[i] = await f(i, w);
       }
     }),
   );
@@ -185,10 +202,18 @@ function udpFlow(target: string, port: number, id: number, timeoutMs: number, ex
   });
 }
 
-function httpGet(target: string, timeoutMs: number): Promise<{ err: string | null; body: string }> {
+function httpGet(target: string, timeoutMs: number, spec?: HttpRequestSpec, jar?: Map<string, string>): Promise<{ err: string | null; body: string }> {
   return new Promise((res) => {
     const [host, port] = hp(target);
-    const req = http.get({ host, port, path: '/', agent: false, timeout: timeoutMs }, (r) => {
+    const headers: Record<string, string> = { ...(spec?.headers ?? {}) };
+    if (spec?.host) headers.host = spec.host;
+    if (jar?.size) headers.cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    const req = http.get({ host, port, path: spec?.path ?? '/', agent: false, timeout: timeoutMs, headers }, (r) => {
+      if (jar) for (const c of r.headers['set-cookie'] ?? []) {
+        const [kv] = c.split(';');
+        const i = kv.indexOf('=');
+        if (i > 0) jar.set(kv.slice(0, i).trim(), kv.slice(i + 1).trim());
+      }
       let body = '';
       r.on('data', (d) => (body += d));
       r.on('end', () => res(r.statusCode === 200 ? { err: null, body: body.trim() } : { err: `status ${r.statusCode}`, body: body.trim() }));
@@ -204,7 +229,7 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
     short: { ok: 0, failed: 0, errors: {}, failedAt: [], slowAt: [] },
     long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] },
     udp: { ok: 0, failed: 0 },
-    http: { ok: 0, failed: 0, errors: {}, bodies: {} },
+    http: { ok: 0, failed: 0, errors: {}, bodies: {}, byLabel: {}, byWorker: [], cookies: [] },
   };
   const jobs: Promise<unknown>[] = [];
   if (spec.long) {
@@ -258,15 +283,23 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
   }
   if (spec.http) {
     const h = spec.http;
+    const jars = h.cookies ? Array.from({ length: h.concurrency }, () => new Map<string, string>()) : [];
+    report.http.byWorker = jars.map(() => ({}));
     jobs.push(
-      pool(h.count, h.concurrency, (i) => httpGet(h.targets[i % h.targets.length], h.timeoutMs ?? 3000)).then((rs) => {
+      pool(h.count, h.concurrency, (i, w) => {
+        const spec = h.requests?.length ? h.requests[i % h.requests.length] : undefined;
+        return httpGet(h.targets[i % h.targets.length], h.timeoutMs ?? 3000, spec, jars[w]).then((r) => ({ ...r, label: spec?.label, w }));
+      }).then((rs) => {
+        report.http.cookies = jars.map((j) => Object.fromEntries(j));
         for (const r of rs) {
           if (r.err) {
             report.http.failed++;
-            bump(report.http.errors, r.err);
+            bump(report.http.errors, r.label ? `${r.label}: ${r.err}` : r.err);
           } else {
             report.http.ok++;
             bump(report.http.bodies, r.body);
+            if (r.label) bump((report.http.byLabel[r.label] ??= {}), r.body);
+            if (h.cookies) bump(report.http.byWorker[r.w], r.body);
           }
         }
       }),

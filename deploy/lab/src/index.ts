@@ -3,7 +3,7 @@ export * from './topology';
 export * from './netns';
 export * from './lab';
 export * from './scenario';
-export type { DriveSpec, DriveReport } from './agent';
+export type { DriveSpec, DriveReport, HttpRequestSpec } from './agent';
 export * from './slb-scale';
 export * from './bench-tools';
 export * from './conntrackd';

@@ -1,6 +1,6 @@
 // The lab scenario: short, long-lived, UDP, ICMP and server-initiated traffic through the sandwich, and its report.
 import { Lab, AGENT } from './lab';
-import { ECHO_PORT } from './topology';
+import { ECHO_PORT, L7_PORT, L7_REQUESTS, l7Misrouted } from './topology';
 import { spawnInNs } from './netns';
 import type { DriveReport, DriveSpec } from './agent';
 
@@ -10,6 +10,8 @@ export interface ScenarioOptions {
   udpPerClient?: number;
   pingsPerTarget?: number;
   serverInitiatedPerServer?: number;
+  /** HTTP requests per client to the L7 VIP (HAProxy), over the lab's table of hosts, paths and headers. */
+  l7PerClient?: number;
   longDurationMs?: number;
   /** Called once the long-lived streams are running (for restart and failure tests). */
   during?: () => Promise<void>;
@@ -17,7 +19,9 @@ export interface ScenarioOptions {
 
 export interface ScenarioReport {
   firewalls: { id: string; sessions: number; share: number; drops: number }[];
-  failed: { short: number; long: number; udp: number; icmp: number; serverInitiated: number; total: number };
+  failed: { short: number; long: number; udp: number; icmp: number; serverInitiated: number; l7: number; total: number };
+  /** L7 requests answered by a server outside the pool their rule names. */
+  l7Misrouted: string[];
   totals: { sessions: number; drops: number; connections: number };
   errors: Record<string, number>;
 }
@@ -72,6 +76,7 @@ export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<Sc
     drive(lab, c.name, {
       short: { targets: serverTargets, count: o.shortPerClient ?? 500, concurrency: 16 },
       udp: { targets: serverTargets, flows: o.udpPerClient ?? 50 },
+      http: { targets: [`${lab.t.vip}:${L7_PORT}`], count: o.l7PerClient ?? 120, concurrency: 8, requests: L7_REQUESTS },
     }),
   );
   const inbound = servers.map((s) => drive(lab, s.name, { short: { targets: clientTargets, count: o.serverInitiatedPerServer ?? 100, concurrency: 8 } }));
@@ -80,20 +85,22 @@ export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<Sc
   const fw = lab.firewallCounters();
   const sessions = fw.reduce((a, f) => a + f.newSessions, 0);
   const errors: Record<string, number> = {};
-  for (const r of [...l, ...s, ...i]) for (const [k, v] of Object.entries({ ...r.short.errors, ...r.long.errors })) errors[k] = (errors[k] ?? 0) + v;
+  for (const r of [...l, ...s, ...i]) for (const [k, v] of Object.entries({ ...r.short.errors, ...r.long.errors, ...r.http.errors })) errors[k] = (errors[k] ?? 0) + v;
   const failed = {
     short: s.reduce((a, r) => a + r.short.failed, 0),
     long: l.reduce((a, r) => a + r.long.broken, 0),
     udp: s.reduce((a, r) => a + r.udp.failed, 0),
     icmp: p.reduce((a, n) => a + n, 0),
     serverInitiated: i.reduce((a, r) => a + r.short.failed, 0),
+    l7: s.reduce((a, r) => a + r.http.failed, 0),
     total: 0,
   };
-  failed.total = failed.short + failed.long + failed.udp + failed.icmp + failed.serverInitiated;
-  const connections = [...l, ...s, ...i].reduce((a, r) => a + r.short.ok + r.short.failed + r.long.ok + r.long.broken + r.udp.ok + r.udp.failed, 0) + p.length * (o.pingsPerTarget ?? 3);
+  failed.total = failed.short + failed.long + failed.udp + failed.icmp + failed.serverInitiated + failed.l7;
+  const connections = [...l, ...s, ...i].reduce((a, r) => a + r.short.ok + r.short.failed + r.long.ok + r.long.broken + r.udp.ok + r.udp.failed + r.http.ok + r.http.failed, 0) + p.length * (o.pingsPerTarget ?? 3);
   return {
     firewalls: fw.map((f) => ({ id: f.id, sessions: f.newSessions, share: sessions ? f.newSessions / sessions : 0, drops: f.drops })),
     failed,
+    l7Misrouted: s.flatMap((r) => l7Misrouted(r.http.byLabel)),
     totals: { sessions, drops: fw.reduce((a, f) => a + f.drops, 0), connections },
     errors,
   };
@@ -104,8 +111,9 @@ export function formatReport(r: ScenarioReport): string {
   for (const f of r.firewalls) lines.push(`${f.id.padEnd(9)} ${String(f.sessions).padStart(8)}  ${(f.share * 100).toFixed(1).padStart(5)}%  ${String(f.drops).padStart(6)}`);
   lines.push(`total     ${String(r.totals.sessions).padStart(8)}          ${String(r.totals.drops).padStart(6)}`);
   lines.push(
-    `failed: ${r.failed.total} (short ${r.failed.short}, long-lived ${r.failed.long}, udp ${r.failed.udp}, icmp ${r.failed.icmp}, server-initiated ${r.failed.serverInitiated}) of ${r.totals.connections}`,
+    `failed: ${r.failed.total} (short ${r.failed.short}, long-lived ${r.failed.long}, udp ${r.failed.udp}, icmp ${r.failed.icmp}, server-initiated ${r.failed.serverInitiated}, L7 ${r.failed.l7}) of ${r.totals.connections}`,
   );
+  lines.push(`L7 requests misrouted: ${r.l7Misrouted.length}${r.l7Misrouted.length ? ` ${JSON.stringify(r.l7Misrouted)}` : ''}`);
   if (Object.keys(r.errors).length) lines.push(`errors: ${JSON.stringify(r.errors)}`);
   return lines.join('\n');
 }

@@ -1,6 +1,6 @@
 // The lab's sandwich described as data: namespaces, links, addresses, routes and node configs; pure layer of deploy/lab.
 import { join } from 'node:path';
-import type { BalancerConfig, SessionTableConfig, SlbConfig } from '@fwlb/config';
+import type { BalancerConfig, SessionTableConfig, SlbConfig, VipConfig } from '@fwlb/config';
 
 export interface LabOptions {
   /** Namespace name prefix, unique per run. */
@@ -96,6 +96,8 @@ export const EMBEDDED_VIP = `${SERVER_NET}.200`;
 export const ECHO_PORT = 7007;
 export const HTTP_PORT = 8080;
 export const WEB_PORT = 80;
+/** The lab's L7 VIP (mode http, HAProxy) listens on the VIP address at this port. */
+export const L7_PORT = 8000;
 export const INSIDE_TRANSIT = (k: number) => `172.17.${k}`;
 /** The sync network of firewall sync pair g (1-based): conntrackd's FTFW messages, never steered by fwlb. */
 export const SYNC_NET = (g: number) => `10.98.${g}`;
@@ -240,6 +242,75 @@ function slbConfig(opts: Opts, rips: string[]): SlbConfig {
       // UDP members are checked over TCP on the same port: the lab's echo servers serve both.
       { id: 'echo-udp', address: VIP, port: ECHO_PORT, protocol: 'udp', scheduler: 'rr', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
       { id: 'web', address: VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) },
+      l7Vip(rips),
+    ],
+    haproxy: { dir: join(opts.runDir, 'haproxy') },
+  };
+}
+
+/** Requests to the lab's L7 VIP (host, path, header) and the pool each must reach: what `npm run lab` and the tests send. */
+export const L7_REQUESTS: { label: string; host: string; path: string; headers?: Record<string, string>; pool: 'www' | 'api' }[] = [
+  { label: 'www root', host: 'www.example.com', path: '/', pool: 'www' },
+  { label: 'api host', host: 'api.example.com', path: '/', pool: 'api' },
+  { label: 'api host, other case and a port', host: 'API.Example.com:8000', path: '/x', pool: 'api' },
+  { label: 'api prefix under a wildcard host', host: 'shop.example.com', path: '/api/orders', pool: 'api' },
+  { label: 'not the prefix (/apix)', host: 'shop.example.com', path: '/apix', pool: 'www' },
+  { label: 'header X-Pool: api', host: 'www.example.com', path: '/', headers: { 'X-Pool': 'api' }, pool: 'api' },
+  { label: 'header with another value', host: 'www.example.com', path: '/', headers: { 'X-Pool': 'apix' }, pool: 'www' },
+  { label: 'path regex', host: 'www.example.com', path: '/v2/api/items', pool: 'api' },
+  { label: 'path regex, no match', host: 'www.example.com', path: '/v2/apx/items', pool: 'www' },
+  { label: 'path regex on another host', host: 'm.example.com', path: '/v2/api/items', pool: 'www' },
+  { label: 'another domain', host: 'example.org', path: '/api/x', pool: 'www' },
+  { label: 'the wildcard does not cover the bare domain', host: 'example.com', path: '/api/x', pool: 'www' },
+];
+
+/** The pool each lab server serves in the L7 VIP, by server name (s1, s2: www; s3: api). */
+export const L7_POOL_OF: Record<string, 'www' | 'api'> = { s1: 'www', s2: 'www', s3: 'api' };
+
+/**
+ * Requests that reached a server outside their pool, from a drive report's answers per label (a body names its
+ * server: "fwlb lab server s2").
+ */
+export function l7Misrouted(byLabel: Record<string, Record<string, number>>): string[] {
+  const bad: string[] = [];
+  for (const row of L7_REQUESTS) {
+    for (const [body, n] of Object.entries(byLabel[row.label] ?? {})) {
+      const server = /server (\S+)$/.exec(body)?.[1] ?? body;
+      if (L7_POOL_OF[server] !== row.pool) bad.push(`${row.label}: ${n} to ${server} (pool ${row.pool})`);
+    }
+  }
+  return bad;
+}
+
+/**
+ * The lab's L7 VIP: two host names and a path prefix on the VIP address. Pool `www` (s1, s2, cookie persistence) takes
+ * what no rule matches; pool `api` (s3) takes api.example.com, /api/ under any example.com name, the `X-Pool: api`
+ * header, and versioned API paths on www.example.com.
+ */
+export function l7Vip(rips: string[]): VipConfig {
+  return {
+    id: 'shop',
+    address: VIP,
+    port: L7_PORT,
+    protocol: 'tcp',
+    mode: 'http',
+    check: { kind: 'http', path: '/' },
+    timers: FAST_TIMERS,
+    pools: [
+      { name: 'www', scheduler: 'rr', persistence: 'cookie' },
+      { name: 'api', scheduler: 'leastconn' },
+    ],
+    rules: [
+      { host: 'api.example.com', pool: 'api' },
+      { host: '*.example.com', path: '/api/', pool: 'api' },
+      { header: { name: 'X-Pool', value: 'api' }, pool: 'api' },
+      { host: 'www.example.com', pathRegex: '/v[0-9]+/api/.*', pool: 'api' },
+    ],
+    defaultPool: 'www',
+    members: [
+      { address: rips[0], port: HTTP_PORT, pool: 'www' },
+      { address: rips[1], port: HTTP_PORT, pool: 'www' },
+      { address: rips[2], port: HTTP_PORT, pool: 'api' },
     ],
   };
 }

@@ -14,6 +14,32 @@ export interface MemberConfig {
   weight?: number;
   /** @default "enabled" */
   state?: MemberState;
+  /** L7 VIPs only (`mode: "http"`): the pool (`pools[].name`) this member serves. */
+  pool?: string;
+}
+
+/** L7 scheduler of a pool: round robin, least connections, or a hash of the client's address. */
+export type L7Scheduler = 'rr' | 'leastconn' | 'source';
+
+/** A server pool of an L7 VIP; its members are the VIP's members whose `pool` names it. */
+export interface PoolConfig {
+  name: string;
+  /** @default "rr" */
+  scheduler?: L7Scheduler;
+  /** `cookie`: an inserted cookie keeps a client on its member; `source`: the client's address does. @default "none" */
+  persistence?: 'none' | 'cookie' | 'source';
+}
+
+/**
+ * One L7 rule: every field given must match (host exact or `*.suffix`, path by prefix or by a regex of the whole path,
+ * a header's exact value); the first rule that matches picks the pool. At least one field.
+ */
+export interface RuleConfig {
+  host?: string;
+  path?: string;
+  pathRegex?: string;
+  header?: { name: string; value: string };
+  pool: string;
 }
 
 export interface VipConfig {
@@ -35,6 +61,16 @@ export interface VipConfig {
    */
   panicThreshold?: number;
   members: MemberConfig[];
+  /** `http`: an L7 VIP served by HAProxy (rules to pools); absent or `l4`: nft DNAT. @default "l4" */
+  mode?: 'l4' | 'http';
+  /** L7: the pools, rules in order, and the pool of requests no rule matches. */
+  pools?: PoolConfig[];
+  rules?: RuleConfig[];
+  defaultPool?: string;
+  /** L7: add `X-Forwarded-For` with the client's address. @default true */
+  forwardedFor?: boolean;
+  /** L7: terminate TLS with this PEM file (certificate and key); the VIP then speaks HTTPS. */
+  tls?: { certificate: string };
 }
 
 export interface SlbConfig {
@@ -54,6 +90,8 @@ export interface SlbConfig {
   /** Seconds between background reads of the kernel's counters; API reads answer from memory. @default 2 */
   countersSeconds?: number;
   vips?: VipConfig[];
+  /** The L7 data plane: where fwlb-slb writes HAProxy's config, maps and sockets, and which binary it runs. */
+  haproxy?: { dir?: string; binary?: string };
 }
 
 const ipv4 = { type: 'string', format: 'ipv4' } as const;
@@ -68,6 +106,43 @@ export const memberSchema = {
     port,
     weight: { type: 'integer', minimum: 1, maximum: 100 },
     state: { enum: ['enabled', 'drain'] },
+    pool: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,31}$' },
+  },
+} as const;
+
+const poolName = { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,31}$' } as const;
+
+export const poolSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: {
+    name: poolName,
+    scheduler: { enum: ['rr', 'leastconn', 'source'] },
+    persistence: { enum: ['none', 'cookie', 'source'] },
+  },
+} as const;
+
+// Host names, paths and header values go into HAProxy's maps as escaped regexes; the patterns keep out whitespace,
+// control characters and what HTTP itself does not allow there.
+export const ruleSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['pool'],
+  properties: {
+    host: { type: 'string', maxLength: 253, pattern: '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$' },
+    path: { type: 'string', maxLength: 256, pattern: "^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$" },
+    pathRegex: { type: 'string', minLength: 1, maxLength: 256, pattern: '^[\\x21-\\x7e]+$' },
+    header: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['name', 'value'],
+      properties: {
+        name: { type: 'string', pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$" },
+        value: { type: 'string', maxLength: 256, pattern: '^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$' },
+      },
+    },
+    pool: poolName,
   },
 } as const;
 
@@ -93,6 +168,12 @@ export const vipSchema = {
     timers: timersSchema,
     panicThreshold: { type: 'number', minimum: 0, maximum: 1 },
     members: { type: 'array', maxItems: 256, items: memberSchema },
+    mode: { enum: ['l4', 'http'] },
+    pools: { type: 'array', minItems: 1, maxItems: 64, items: poolSchema },
+    rules: { type: 'array', maxItems: 256, items: ruleSchema },
+    defaultPool: poolName,
+    forwardedFor: { type: 'boolean' },
+    tls: { type: 'object', additionalProperties: false, required: ['certificate'], properties: { certificate: { type: 'string', pattern: '^/[!-~]{1,255}$' } } },
   },
 } as const;
 
@@ -112,5 +193,10 @@ export const slbSchema = {
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     countersSeconds: { type: 'number', minimum: 0.2, maximum: 3600 },
     vips: { type: 'array', maxItems: 4096, items: vipSchema },
+    haproxy: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { dir: { type: 'string', pattern: '^/[A-Za-z0-9._/-]{1,200}$' }, binary: { type: 'string', minLength: 1, maxLength: 255 } },
+    },
   },
 } as const;

@@ -5,17 +5,32 @@ import addFormats from 'ajv-formats';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
 import { problemsOf, deepFreeze, lazy } from './validate';
-import { MemberConfig, MemberState, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
+import { MemberConfig, MemberState, PoolConfig, RuleConfig, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4']);
 const checkSlb = lazy(() => ajv.compile<SlbConfig>(slbSchema));
 const checkVip = lazy(() => ajv.compile<VipConfig>(vipSchema));
 
-export type ResolvedMember = Readonly<Required<MemberConfig>>;
+export type ResolvedMember = Readonly<Required<Omit<MemberConfig, 'pool'>> & { pool?: string }>;
+export type ResolvedPool = Readonly<Required<PoolConfig>>;
+/** The fields only an L7 VIP has; resolved (defaults filled in) when `mode` is `http`, absent on an L4 VIP. */
+type L7Fields = 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor' | 'tls';
 export type ResolvedVip = Readonly<
-  Required<Omit<VipConfig, 'members' | 'timers'>> & { timers: Required<TimerConfig>; members: readonly ResolvedMember[] }
+  Required<Omit<VipConfig, 'members' | 'timers' | L7Fields>> & {
+    timers: Required<TimerConfig>;
+    members: readonly ResolvedMember[];
+    mode?: 'http';
+    pools?: readonly ResolvedPool[];
+    rules?: readonly Readonly<RuleConfig>[];
+    defaultPool?: string;
+    forwardedFor?: boolean;
+    tls?: { certificate: string };
+  }
 >;
+/** An L7 VIP (HAProxy serves it); the L4 ones are nft DNAT maps. */
+export type ResolvedL7Vip = ResolvedVip & Required<Pick<ResolvedVip, 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor'>>;
+export const isL7 = (v: ResolvedVip): v is ResolvedL7Vip => v.mode === 'http';
 export type ResolvedSlbConfig = Readonly<{
   name: string;
   interface: string;
@@ -26,6 +41,7 @@ export type ResolvedSlbConfig = Readonly<{
   resyncSeconds: number;
   countersSeconds: number;
   vips: readonly ResolvedVip[];
+  haproxy: { dir: string; binary: string };
 }>;
 
 export const SLB_DEFAULTS = {
@@ -61,6 +77,7 @@ function resolveVip(v: VipConfig, at: string, problems: FieldProblem[]): Resolve
     if (!(e instanceof TimerConfigError)) throw e;
     problems.push({ field: `${at}/timers/${e.field}`, message: e.message.slice(e.field.length + 2) });
   }
+  const l7 = v.mode === 'http' ? resolveL7(v, at, problems) : l4Only(v, at, problems);
   if (!timers) return null;
   return {
     id: v.id,
@@ -71,8 +88,105 @@ function resolveVip(v: VipConfig, at: string, problems: FieldProblem[]): Resolve
     check: v.check ?? SLB_DEFAULTS.check,
     timers,
     panicThreshold: v.panicThreshold ?? 0,
-    members: v.members.map((m) => ({ address: m.address, port: m.port, weight: m.weight ?? SLB_DEFAULTS.weight, state: m.state ?? SLB_DEFAULTS.state })),
+    members: v.members.map((m) => ({ address: m.address, port: m.port, weight: m.weight ?? SLB_DEFAULTS.weight, state: m.state ?? SLB_DEFAULTS.state, ...(m.pool !== undefined ? { pool: m.pool } : {}) })),
+    ...l7,
   };
+}
+
+const L7_ONLY = ['pools', 'rules', 'defaultPool', 'forwardedFor', 'tls'] as const;
+
+/** An L4 VIP carries none of the L7 fields (they would be silently ignored). */
+function l4Only(v: VipConfig, at: string, problems: FieldProblem[]): object {
+  for (const k of L7_ONLY) if (v[k] !== undefined) problems.push({ field: `${at}/${k}`, message: 'is for L7 VIPs only (mode "http")' });
+  v.members.forEach((m, i) => {
+    if (m.pool !== undefined) problems.push({ field: `${at}/members/${i}/pool`, message: 'is for members of L7 VIPs only (mode "http")' });
+  });
+  return {};
+}
+
+/** Host names compare without case; `*.example.com` covers every name under example.com (not example.com itself). */
+function hostCovers(outer: string | undefined, inner: string | undefined): boolean {
+  if (outer === undefined) return true;
+  if (inner === undefined) return false;
+  const o = outer.toLowerCase();
+  const i = inner.toLowerCase();
+  if (o === i) return true;
+  if (!o.startsWith('*.')) return false;
+  const suffix = o.slice(1);
+  return i.endsWith(suffix) && i.length > suffix.length;
+}
+
+/** Whether every request rule `b` matches is matched by `a` too (so, with `a` first, `b` never matches). */
+export function ruleCovers(a: RuleConfig, b: RuleConfig): boolean {
+  if (!hostCovers(a.host, b.host)) return false;
+  if (a.pathRegex !== undefined) {
+    if (a.pathRegex !== b.pathRegex) return false;
+  } else if (a.path !== undefined && !(b.path !== undefined && b.path.startsWith(a.path))) return false;
+  if (a.header) {
+    if (!b.header || a.header.name.toLowerCase() !== b.header.name.toLowerCase() || a.header.value !== b.header.value) return false;
+  }
+  return true;
+}
+
+/** The L7 fields: pools named once, rules that can match and can be reached, members and rules naming real pools. */
+function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<ResolvedVip> {
+  if (v.protocol !== 'tcp') problems.push({ field: `${at}/protocol`, message: 'must be "tcp" for an L7 VIP (mode "http")' });
+  if (v.scheduler !== undefined && v.scheduler !== SLB_DEFAULTS.scheduler) problems.push({ field: `${at}/scheduler`, message: 'an L7 VIP schedules per pool: set pools[].scheduler' });
+  if (v.panicThreshold) problems.push({ field: `${at}/panicThreshold`, message: 'is for L4 VIPs only' });
+  const pools = v.pools ?? [];
+  if (!v.pools) problems.push({ field: `${at}/pools`, message: 'is required for an L7 VIP (mode "http")' });
+  if (v.defaultPool === undefined) problems.push({ field: `${at}/defaultPool`, message: 'is required for an L7 VIP (mode "http")' });
+  const names = new Map<string, number>();
+  pools.forEach((p, i) => {
+    if (names.has(p.name)) problems.push({ field: `${at}/pools/${i}/name`, message: `duplicate pool "${p.name}" (also ${at}/pools/${names.get(p.name)}/name)` });
+    else names.set(p.name, i);
+  });
+  const known = (name: string, field: string) => {
+    if (!names.has(name)) problems.push({ field, message: `no pool "${name}" in ${at}/pools` });
+  };
+  if (v.defaultPool !== undefined) known(v.defaultPool, `${at}/defaultPool`);
+  v.members.forEach((m, i) => {
+    if (m.pool === undefined) problems.push({ field: `${at}/members/${i}/pool`, message: 'is required for a member of an L7 VIP' });
+    else known(m.pool, `${at}/members/${i}/pool`);
+  });
+  const rules = v.rules ?? [];
+  rules.forEach((r, i) => {
+    const f = `${at}/rules/${i}`;
+    known(r.pool, `${f}/pool`);
+    if (r.host === undefined && r.path === undefined && r.pathRegex === undefined && r.header === undefined) {
+      problems.push({ field: f, message: 'matches nothing: give host, path, pathRegex or header (requests no rule matches go to defaultPool)' });
+      return;
+    }
+    if (r.path !== undefined && r.pathRegex !== undefined) problems.push({ field: `${f}/pathRegex`, message: 'give path or pathRegex, not both' });
+    if (r.pathRegex !== undefined) {
+      const bad = pathRegexProblem(r.pathRegex);
+      if (bad) problems.push({ field: `${f}/pathRegex`, message: bad });
+    }
+    const earlier = rules.findIndex((o, j) => j < i && ruleCovers(o, r));
+    if (earlier >= 0) problems.push({ field: f, message: `overlaps ${at}/rules/${earlier}: that rule comes first and matches every request this one does, so this one never matches` });
+  });
+  return {
+    mode: 'http',
+    pools: pools.map((p) => ({ name: p.name, scheduler: p.scheduler ?? 'rr', persistence: p.persistence ?? 'none' })),
+    rules: rules.map((r) => ({ ...r, ...(r.header ? { header: { ...r.header } } : {}) })),
+    defaultPool: v.defaultPool ?? '',
+    forwardedFor: v.forwardedFor ?? true,
+    ...(v.tls ? { tls: { certificate: v.tls.certificate } } : {}),
+  };
+}
+
+/**
+ * A path regex must compile (HAProxy uses PCRE2: JavaScript's syntax is checked here, and HAProxy compiles it again
+ * before it is used) and is matched against the whole path, so it carries no anchors of its own.
+ */
+export function pathRegexProblem(re: string): string | null {
+  try {
+    new RegExp(re);
+  } catch (e) {
+    return `is not a valid regular expression: ${(e as Error).message}`;
+  }
+  if (/^\^|(?<!\\)\$$/.test(re)) return 'is matched against the whole path already: leave out ^ and $';
+  return null;
 }
 
 /** Checks across VIPs: unique ids, and no two VIPs on the same address, port and protocol. */
@@ -109,6 +223,7 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
     resyncSeconds: c.resyncSeconds ?? SLB_DEFAULTS.resyncSeconds,
     countersSeconds: c.countersSeconds ?? SLB_DEFAULTS.countersSeconds,
     vips: resolved as ResolvedVip[],
+    haproxy: { dir: c.haproxy?.dir ?? `/run/fwlb/haproxy-${c.table ?? SLB_DEFAULTS.table}`, binary: c.haproxy?.binary ?? 'haproxy' },
   });
 }
 

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
 import { Check, ipForwardCheck } from '@fwlb/service';
+import { HaproxyEngine } from './haproxy';
 
 /**
  * What the SLB table uses, in a table of its own, checked with `nft -c` and never committed: the typeof pool map
@@ -47,7 +48,7 @@ add element ip fwlb_slb_doctor vips { 192.0.2.1 . tcp . 80 : jump v_a }
 add element ip fwlb_slb_doctor be_tcp { 192.0.2.1 . 80 . 0 : 192.0.2.10 . 8080 }
 `;
 
-export async function slbDoctor(iface?: string): Promise<Check[]> {
+export async function slbDoctor(iface?: string, haproxy = 'haproxy'): Promise<Check[]> {
   const checks: Check[] = [];
   const python = probeHelperRunnable(); // runs while nft checks
   try {
@@ -59,6 +60,8 @@ export async function slbDoctor(iface?: string): Promise<Check[]> {
   checks.push(ipForwardCheck());
   const py = await python;
   checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
+  const hx = HaproxyEngine.available(haproxy);
+  checks.push({ name: 'HAProxy (L7 VIPs)', ok: hx, required: false, detail: hx ? `${haproxy} runs` : `${haproxy} not found: L7 VIPs (mode "http") are refused, L4 VIPs work (Debian package haproxy)` });
   if (iface) {
     const ok = existsSync(`/sys/class/net/${iface}`);
     checks.push({ name: `interface ${iface}`, ok, required: true, detail: ok ? 'present' : 'does not exist: VIP addresses cannot be added' });

@@ -10,3 +10,5 @@ export * from './doctor';
 export * from './member-health';
 export * from './start';
 export * from './metrics';
+export * from './haproxy-render';
+export * from './haproxy';

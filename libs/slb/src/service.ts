@@ -1,11 +1,13 @@
 // The SLB tier's state and its one way to change the kernel: validate, render the VIPs a change touches, apply the
 // difference in one transaction, roll back on failure; imperative shell of libs/slb.
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
-import { ConfigError, memberKey, validateVip, vipDocument } from '@fwlb/config';
+import { ConfigError, isL7, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import type { NftJson, NftRunner } from '@fwlb/nft';
 import { applySlbCommands, declarationsModel, hasDeclarations, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
 import { backendMap, declarationsText, DECLARED, healthKey, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
+import type { HaproxyStat, L7Engine } from './haproxy';
+import { backendName, L7Want, renderL7, serverName } from './haproxy-render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -59,7 +61,12 @@ export interface SlbDeps {
   now?: () => number;
   /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */
   alarms?: () => string[];
+  /** The L7 data plane (HAProxy) for VIPs with `mode: "http"`; absent: such VIPs are refused. */
+  l7?: L7Engine;
 }
+
+/** The L4 VIPs: the ones the nft table holds (an L7 VIP is HAProxy's). */
+const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isL7(v));
 
 /** The most VIPs one SLB holds: the same limit for the API and the config file's schema (`vips` maxItems). */
 export const MAX_VIPS = 4096;
@@ -353,10 +360,11 @@ export class SlbService {
   private async flushDirty(): Promise<SlbReconcileResult> {
     const ids = new Set(this.dirty);
     this.dirty.clear();
-    const frags = [...ids].flatMap((id) => (this.byId.has(id) ? [renderVip(this.byId.get(id)!, this.up, this.config.seed)] : []));
+    const frags = [...ids].flatMap((id) => (this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.up, this.config.seed)] : []));
     const cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
     this.reconciles++;
     try {
+      if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7Failed) await this.applyL7(this.vipList, this.up);
       await this.transact(cmds);
     } catch (e) {
       for (const id of ids) this.dirty.add(id);
@@ -385,7 +393,7 @@ export class SlbService {
     const dirty = new Set(this.dirty);
     this.dirty.clear();
     try {
-      const frags = vips.map((v) => (this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.up, this.config.seed)));
+      const frags = l4(vips).map((v) => (this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.up, this.config.seed)));
       // The pool maps and counter sets are declared first, in text (JSON cannot); taken away again if the transaction fails.
       const declared = !hasDeclarations(have);
       if (declared) {
@@ -403,6 +411,8 @@ export class SlbService {
       this.fragments.clear();
       this.panicked.clear();
       for (const f of frags) this.setFragment(f);
+      // HAProxy apart: an L7 failure is an alarm and a retry, never a failed pass for the L4 VIPs.
+      await this.applyL7(vips, this.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
       this.lastRead = this.now();
       this.lastFullMs = this.lastRead - this.fullStarted;
       this.readFailed = false;
@@ -468,7 +478,9 @@ export class SlbService {
         for (const m of v?.members ?? []) initial.set(healthKey(v!, m), wasUp(v!, m));
       }
       const up = (k: string) => initial.get(k) ?? this.up(k);
-      const frags = [...changed].flatMap((id) => (nextById.has(id) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
+      const frags = [...changed].flatMap((id) => (nextById.has(id) && !isL7(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
+      const l7Touched = [...changed].some((id) => [nextById.get(id), this.byId.get(id)].some((v) => v && isL7(v)));
+      if (l7Touched && !this.deps.l7) throw new ConfigError([{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): L7 VIPs (mode "http") cannot be served' }], 'request body');
       // Addresses: only those of the changed VIPs, and an address stays while another VIP uses it.
       const touched = new Set([...changed].flatMap((id) => [this.byId.get(id)?.address, nextById.get(id)?.address]).filter((a): a is string => !!a));
       const wantAddrs = new Set(next.filter((v) => touched.has(v.address)).map((v) => v.address));
@@ -476,9 +488,12 @@ export class SlbService {
       let cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: changed });
       let have = this.believed;
       const r = await this.withAddresses(wantAddrs, touched, async () => {
+        // HAProxy first (an L7 change has no nft commands); if the table then refuses, HAProxy goes back.
+        if (l7Touched) await this.applyL7(next, up);
         try {
           await this.transact(cmds);
         } catch (e) {
+          if (l7Touched) await this.applyL7(this.vipList, this.up).catch(() => undefined);
           // The table may have drifted from what this controller believes (someone edited it): read it and try once more.
           have = await this.deps.kernel.read();
           const again = slbCommands({ table: this.config.table, want: frags, have, scope: changed });
@@ -634,6 +649,7 @@ export class SlbService {
    * read answers from memory and never runs a process. Elements of members no longer configured are dropped here.
    */
   async refreshCounters(): Promise<void> {
+    if (this.deps.l7 && this.l7Want) this.l7Stats = await this.deps.l7.stats().catch(() => this.l7Stats);
     const c = await this.deps.kernel.counters();
     this.counterValues = c;
     this.countersAt = this.now();
@@ -645,6 +661,7 @@ export class SlbService {
   }
 
   memberView(v: ResolvedVip) {
+    if (isL7(v)) return this.l7MemberView(v);
     const slots = this.fragments.get(v.id)?.slots ?? [];
     const keys = viewKeys(v);
     return v.members.map((m, i) => {
@@ -672,12 +689,41 @@ export class SlbService {
     });
   }
 
+  /** An L7 VIP's members: health as fwlb's checks see it, counters from HAProxy's stats (a session is a connection). */
+  private l7MemberView(v: ResolvedVip) {
+    return v.members.map((m) => {
+      const k = healthKey(v, m);
+      const h = this.health.get(k);
+      const st = this.l7Stats.get(`${backendName(v.id, m.pool!)}/${serverName(m)}`);
+      return {
+        address: m.address,
+        port: m.port,
+        weight: m.weight,
+        state: m.state,
+        pool: m.pool,
+        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: this.monitors.get(k)?.last ?? null },
+        haproxy: st?.status ?? null,
+        // No DNAT slots and no per-packet counters for L7 (HAProxy counts sessions and responses).
+        slots: 0,
+        counters: { at: this.countersAt, newSessions: st?.sessions ?? 0, responses: st?.requests ?? 0, packets: 0, bytes: 0 },
+      };
+    });
+  }
+
   /** The VIP's new sessions as last read from the kernel. */
   vipNewSessions(v: ResolvedVip): number {
     return this.counterValues.vipNew.get(viewKeys(v).vip) ?? 0;
   }
 
   vipView(v: ResolvedVip) {
+    if (isL7(v)) {
+      const fe = this.l7Stats.get(`f.${v.id}/FRONTEND`);
+      const pools = v.pools.map((p) => {
+        const st = this.l7Stats.get(`${backendName(v.id, p.name)}/BACKEND`);
+        return { name: p.name, sessions: st?.sessions ?? 0, responses: st?.requests ?? 0 };
+      });
+      return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: fe?.sessions ?? 0, requests: fe?.requests ?? 0, pools, at: this.countersAt } };
+    }
     const newSessions = this.vipNewSessions(v);
     // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
     return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions, at: this.countersAt } };
@@ -703,7 +749,9 @@ export class SlbService {
       return `VIP ${id} in panic: ${p.healthy} of ${p.enabled} enabled members up (threshold ${Math.round((v?.panicThreshold ?? 0) * 100)}%), every enabled member takes new sessions`;
     });
     const starting = this.started ? [] : [`starting: adopting the kernel state of ${this.vipList.length} VIPs${this.lastError ? ` (last try failed: ${this.lastError})` : ''}`];
-    return [...starting, ...(this.saveError ? [this.saveError] : []), ...panics, ...(this.deps.alarms?.() ?? [])];
+    const l7 = this.deps.l7 && this.l7Want ? this.deps.l7.alarms() : [];
+    if (!this.deps.l7 && this.vipList.some(isL7)) l7.push(`HAProxy is not available on this node: ${this.vipList.filter(isL7).length} L7 VIPs are not served`);
+    return [...starting, ...(this.saveError ? [this.saveError] : []), ...panics, ...l7, ...(this.deps.alarms?.() ?? [])];
   }
 
   status() {
@@ -719,7 +767,33 @@ export class SlbService {
       transactions: this.transactions,
       failures: this.failures,
       lastError: this.lastError,
+      haproxy: this.deps.l7 ? this.deps.l7.status() : null,
     };
+  }
+
+  /** What HAProxy was last told to run (null while no L7 VIP was ever applied). */
+  private l7Want: L7Want | null = null;
+  /** The last L7 apply failed: the next pass tries again. */
+  private l7Failed = false;
+  private l7Stats = new Map<string, HaproxyStat>();
+
+  /**
+   * Renders the L7 VIPs of `vips` with the health `up` gives and makes HAProxy run them (runtime API, or a checked
+   * reload when the structure changed). Nothing to do on a node that never had an L7 VIP.
+   */
+  private async applyL7(vips: readonly ResolvedVip[], up: (healthKey: string) => boolean): Promise<void> {
+    const l7 = vips.filter(isL7);
+    if (!this.deps.l7 || (!l7.length && !this.l7Want)) return;
+    const want = renderL7(l7, (v, m) => up(healthKey(v, m)), this.deps.l7.paths);
+    try {
+      const r = await this.deps.l7.apply(want);
+      if (r.reloaded) this.deps.log?.(`HAProxy loaded a new config: ${l7.length} L7 VIPs`, { event: 'haproxy-reload', vips: l7.length });
+    } catch (e) {
+      this.l7Failed = true;
+      throw e;
+    }
+    this.l7Want = want;
+    this.l7Failed = false;
   }
 
   private stopped = false;

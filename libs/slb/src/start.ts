@@ -7,6 +7,7 @@ import { Rtnl } from '@fwlb/routing';
 import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
 import { slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
+import { HaproxyEngine } from './haproxy';
 import { nftSlbKernel, SlbReconcileResult, SlbService } from './service';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
@@ -66,6 +67,9 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   const rtnl = Rtnl.open();
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`) });
   let runner: BoundedRunner | null = null;
+  // HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before.
+  const l7 = HaproxyEngine.available(config.haproxy.binary) ? new HaproxyEngine({ paths: { dir: config.haproxy.dir }, binary: config.haproxy.binary, log }) : undefined;
+  if (!l7) log(`HAProxy (${config.haproxy.binary}) not found: L7 VIPs (mode "http") are refused`);
   const service = new SlbService(config, {
     kernel: nftSlbKernel(nftCli(), config.table),
     addresses: rtnl,
@@ -74,6 +78,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     trigger: () => runner?.trigger(),
     log,
     alarms: () => helperAlarms(helper),
+    l7,
   });
   runner = BoundedRunner.create(
     async () => {
@@ -122,6 +127,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
       if (counters) clearTimeout(counters);
       runner?.stop();
       service.stop();
+      l7?.stop();
       helper.close();
       rtnl.close();
     },

@@ -1,0 +1,228 @@
+// Renders the L7 VIPs (mode http) as one HAProxy config, its rule maps and its servers, and the runtime API commands
+// that take a running HAProxy from one rendering to the next without a reload; pure layer of libs/slb.
+//
+// How a request finds its pool: the frontend builds one match key per request, HAProxy's `base` (Host header and
+// path), a 0x01 byte, then for each header name the VIP's rules use, that header's value and a 0x01. Each rule is a
+// regex over that key in the VIP's map, in rule order, and `map_reg` returns the first that matches (a list, looked
+// up in order). HTTP forbids control characters in the host, path and header values (HAProxy refuses such a request),
+// so the key holds exactly one 0x01 more than it has header slots and no part of a rule can match across a slot. A rule change
+// is a new map, swapped in whole and at once (`prepare map` / `add map @version` / `commit map`): no reload, and
+// no request ever sees half a rule list.
+import { createHash } from 'node:crypto';
+import type { ResolvedL7Vip, ResolvedMember, RuleConfig } from '@fwlb/config';
+import { memberKey } from '@fwlb/config';
+
+export interface L7Paths {
+  /** Directory of the rendered config, the maps and the sockets. */
+  dir: string;
+}
+
+export type ServerState = 'ready' | 'drain' | 'maint';
+
+export interface ServerWant {
+  backend: string;
+  name: string;
+  address: string;
+  port: number;
+  weight: number;
+  /** The pool inserts a persistence cookie (HAProxy derives each server's from its address, port and the VIP's key). */
+  cookie: boolean;
+  state: ServerState;
+  /** The VIP and member key, for the API's counters. */
+  vip: string;
+  member: string;
+}
+
+/** What HAProxy should run: its structure (a change there needs a reload), and what the runtime API can change. */
+export interface L7Want {
+  /** The config without server lines: when it differs from the running one, HAProxy reloads. */
+  skeleton: string;
+  /** The full config (skeleton plus servers in their current state): what a start or reload loads. */
+  config: string;
+  /** Map file → entries (regex key, backend) in rule order. */
+  maps: Map<string, [string, string][]>;
+  /** `backend/server` → server. */
+  servers: Map<string, ServerWant>;
+}
+
+export const frontendName = (vip: string) => `f.${vip}`;
+export const backendName = (vip: string, pool: string) => `b.${vip}.${pool}`;
+/** Names allow letters, digits and `-_.:`; the member's address and port make it stable and readable. */
+export const serverName = (m: { address: string; port: number }) => `${m.address}_${m.port}`;
+export const mapFile = (p: L7Paths, vip: string) => `${p.dir}/${vip}.map`;
+export const adminSocket = (p: L7Paths) => `${p.dir}/admin.sock`;
+export const masterSocket = (p: L7Paths) => `${p.dir}/master.sock`;
+export const configFile = (p: L7Paths) => `${p.dir}/haproxy.cfg`;
+
+/**
+ * The key of a VIP's dynamic persistence cookies: HAProxy hashes it with a server's address and port, so the cookie
+ * does not show the address, every node renders the same one, and a server added at runtime gets its cookie too
+ * (2.6 refuses a fixed `cookie` on a dynamic server).
+ */
+export function cookieKey(vip: string): string {
+  return createHash('sha256').update(`fwlb-cookie/${vip}`).digest('hex').slice(0, 32);
+}
+
+/** Regex-escapes text: letters, digits, `_`, `/` and `-` stay; everything else is written by its code (`\x2e`). */
+export function escapeRegex(s: string): string {
+  let out = '';
+  for (const ch of s) {
+    if (/[A-Za-z0-9_/-]/.test(ch)) out += ch;
+    else out += `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** The header names a VIP's rules use, lower case, in order of first use: one slot each in the match key. */
+export function headerSlots(rules: readonly RuleConfig[]): string[] {
+  const names: string[] = [];
+  for (const r of rules) if (r.header && !names.includes(r.header.name.toLowerCase())) names.push(r.header.name.toLowerCase());
+  return names;
+}
+
+/** One rule as an anchored regex over the match key (see the top of this file). */
+export function ruleKey(r: RuleConfig, slots: readonly string[]): string {
+  const port = '(?::[0-9]+)?';
+  let host = '[^/\\x01]*';
+  if (r.host !== undefined) {
+    const h = r.host.toLowerCase();
+    host = h.startsWith('*.') ? `(?i:[^/:\\x01]+${escapeRegex(h.slice(1))})${port}` : `(?i:${escapeRegex(h)})${port}`;
+  }
+  let path = '[^\\x01]*';
+  if (r.path !== undefined) path = `${escapeRegex(r.path)}[^\\x01]*`;
+  else if (r.pathRegex !== undefined) path = `(?:${r.pathRegex})`;
+  const tail = slots.map((name) => `${r.header && r.header.name.toLowerCase() === name ? escapeRegex(r.header.value) : '[^\\x01]*'}\\x01`).join('');
+  return `^${host}${path}\\x01${tail}$`;
+}
+
+/** Whether a member takes new requests (`ready`), only its persistent ones (`drain`), or none (`maint`: down). */
+export function serverState(m: ResolvedMember, up: boolean): ServerState {
+  if (!up) return 'maint';
+  return m.state === 'drain' ? 'drain' : 'ready';
+}
+
+const SCHEDULER = { rr: 'roundrobin', leastconn: 'leastconn', source: 'source' } as const;
+
+/** A server line as a start or reload loads it; the runtime API then keeps its weight and state. */
+function serverLine(s: ServerWant): string {
+  const parts = [`  server ${s.name} ${s.address}:${s.port} weight ${s.state === 'drain' ? 0 : s.weight}`];
+  if (s.state === 'maint') parts.push('disabled');
+  return parts.join(' ');
+}
+
+/**
+ * Renders every L7 VIP. `up(vip, member)` is the member's health as fwlb's checks see it: HAProxy's own checks are
+ * off, fwlb decides and pushes the state.
+ */
+export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, m: ResolvedMember) => boolean, p: L7Paths): L7Want {
+  const head = [
+    '# Rendered by fwlb-slb: do not edit. Servers, weights, states and the rule maps change through the runtime API.',
+    'global',
+    `  stats socket ${adminSocket(p)} mode 600 level admin expose-fd listeners`,
+    '  stats timeout 30s',
+    'defaults',
+    '  mode http',
+    '  option dontlognull',
+    '  option redispatch',
+    '  retries 2',
+    '  timeout connect 2s',
+    '  timeout client 30s',
+    '  timeout server 30s',
+    '  timeout http-request 10s',
+    '  timeout http-keep-alive 5s',
+  ];
+  const skeleton: string[] = [...head];
+  const full: string[] = [...head];
+  const maps = new Map<string, [string, string][]>();
+  const servers = new Map<string, ServerWant>();
+  for (const v of vips) {
+    const slots = headerSlots(v.rules);
+    // base, 0x01, then each header slot's value followed by 0x01.
+    const key = ['base', 'concat(,txn.fwlb_sep,)', ...slots.flatMap((_, i) => [`concat(,txn.fwlb_h${i},)`, 'concat(,txn.fwlb_sep,)'])].join(',');
+    const file = mapFile(p, v.id);
+    const fe = [
+      `frontend ${frontendName(v.id)}`,
+      `  bind ${v.address}:${v.port} transparent${v.tls ? ` ssl crt ${v.tls.certificate}` : ''}`,
+      ...(v.forwardedFor ? ['  option forwardfor'] : []),
+      '  http-request set-var(txn.fwlb_sep) bin(01)',
+      ...slots.map((name, i) => `  http-request set-var(txn.fwlb_h${i}) req.fhdr(${name})`),
+      `  http-request set-var(txn.fwlb_key) ${key}`,
+      `  use_backend %[var(txn.fwlb_key),map_reg(${file},${backendName(v.id, v.defaultPool)})]`,
+      `  default_backend ${backendName(v.id, v.defaultPool)}`,
+    ];
+    skeleton.push(...fe);
+    full.push(...fe);
+    maps.set(
+      file,
+      v.rules.map((r) => [ruleKey(r, slots), backendName(v.id, r.pool)]),
+    );
+    for (const pool of v.pools) {
+      const be = [`backend ${backendName(v.id, pool.name)}`, `  balance ${SCHEDULER[pool.scheduler]}`];
+      // Servers come and go through the runtime API, which a map-based hash does not allow.
+      if (pool.scheduler === 'source' || pool.persistence === 'source') be.push('  hash-type consistent');
+      if (pool.persistence === 'cookie') be.push(`  cookie FWLB_${v.id.replace(/-/g, '_')} insert indirect nocache httponly dynamic`, `  dynamic-cookie-key ${cookieKey(v.id)}`);
+      if (pool.persistence === 'source') be.push('  stick-table type ip size 200k expire 30m', '  stick on src');
+      skeleton.push(...be);
+      full.push(...be);
+      for (const m of v.members.filter((x) => x.pool === pool.name)) {
+        const s: ServerWant = {
+          backend: backendName(v.id, pool.name),
+          name: serverName(m),
+          address: m.address,
+          port: m.port,
+          weight: m.weight,
+          cookie: pool.persistence === 'cookie',
+          state: serverState(m, up(v, m)),
+          vip: v.id,
+          member: memberKey(m),
+        };
+        servers.set(`${s.backend}/${s.name}`, s);
+        full.push(serverLine(s));
+      }
+    }
+  }
+  return { skeleton: skeleton.join('\n') + '\n', config: full.join('\n') + '\n', maps, servers };
+}
+
+/** A map file's text: one `regex backend` line per rule, in order. */
+export function mapText(entries: readonly [string, string][]): string {
+  return entries.map(([k, v]) => `${k} ${v}\n`).join('');
+}
+
+/** An argument of the runtime CLI: spaces, `;` and backslashes are escaped by a backslash. */
+export function cliArg(s: string): string {
+  return s.replace(/[\\; ]/g, (c) => `\\${c}`);
+}
+
+/**
+ * The runtime commands that take HAProxy's servers from `have` to `want` (same skeleton): removed servers are put in
+ * maintenance, their sessions shut, then deleted; added ones are created (they start in maintenance) and then get
+ * their state; weights and states that differ are set. Map changes are separate (`mapsChanged`: a versioned swap).
+ */
+export function serverCommands(have: ReadonlyMap<string, ServerWant>, want: ReadonlyMap<string, ServerWant>): string[] {
+  const out: string[] = [];
+  for (const id of have.keys()) {
+    if (want.has(id)) continue;
+    out.push(`set server ${id} state maint`, `shutdown sessions server ${id}`, `del server ${id}`);
+  }
+  const cookies = new Set<string>();
+  for (const [id, s] of want) {
+    const h = have.get(id);
+    if (!h) {
+      out.push(`add server ${id} ${s.address}:${s.port} weight ${s.weight}`);
+      if (s.cookie) cookies.add(s.backend);
+      if (s.state !== 'maint') out.push(`set server ${id} state ${s.state}`);
+      continue;
+    }
+    if (h.weight !== s.weight) out.push(`set server ${id} weight ${s.weight}`);
+    if (h.state !== s.state) out.push(`set server ${id} state ${s.state}`);
+  }
+  // A server added at runtime gets its dynamic cookie when the backend's cookies are generated again.
+  for (const b of cookies) out.push(`enable dynamic-cookie backend ${b}`);
+  return out;
+}
+
+/** The map files whose entries differ between two renderings. */
+export function mapsChanged(have: ReadonlyMap<string, [string, string][]>, want: ReadonlyMap<string, [string, string][]>): string[] {
+  return [...want].filter(([f, e]) => JSON.stringify(have.get(f) ?? null) !== JSON.stringify(e)).map(([f]) => f);
+}

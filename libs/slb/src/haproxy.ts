@@ -1,0 +1,400 @@
+// Runs HAProxy as the L7 data plane: started in master-worker mode and supervised, configured by a rendered file
+// that `haproxy -c` checked, and changed through its runtime API without a reload; shell layer of libs/slb.
+import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import * as net from 'node:net';
+import { writeFileAtomic } from '@fwlb/service';
+import { adminSocket, cliArg, configFile, L7Paths, L7Want, mapsChanged, mapText, masterSocket, serverCommands } from './haproxy-render';
+
+/** One command on a HAProxy CLI socket (non-interactive: the answer ends when HAProxy closes the connection). */
+export function haproxyCli(path: string, cmd: string, timeoutMs = 3000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(path);
+    let out = '';
+    const timer = setTimeout(() => s.destroy(new Error(`HAProxy CLI ${path}: no answer to "${cmd.slice(0, 60)}" within ${timeoutMs} ms`)), timeoutMs);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.end(`${cmd}\n`));
+    s.on('data', (d: string) => (out += d));
+    s.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+  });
+}
+
+/** What each runtime command answers when it worked; anything else is HAProxy's error message. */
+const OK_ANSWERS: [RegExp, RegExp][] = [
+  [/^add server /, /^New server registered\.$/],
+  [/^del server /, /^Server deleted\.$/],
+  [/^prepare map /, /^New version created: \d+$/],
+  [/^(set server|shutdown sessions|add map|commit map|enable dynamic-cookie) /, /^$/],
+];
+
+export class HaproxyError extends Error {
+  readonly code = 'FWLB_HAPROXY';
+}
+
+/** Runs a runtime command and throws HAProxy's own message when it did not work. */
+export async function runtimeCommand(sock: string, cmd: string): Promise<string> {
+  const out = (await haproxyCli(sock, cmd)).trim();
+  const ok = OK_ANSWERS.find(([c]) => c.test(cmd));
+  if (ok && !ok[1].test(out)) throw new HaproxyError(`HAProxy refused "${cmd}": ${out || '(no answer)'}`);
+  return out;
+}
+
+export interface HaproxyStat {
+  /** Sessions (connections) since start. */
+  sessions: number;
+  /** HTTP responses since start (a backend's or server's), or requests (a frontend's). */
+  requests: number;
+  /** 1 up, 0 maint/drain/down, as HAProxy shows it. */
+  status: string;
+}
+
+/** Parses `show stat` (CSV): `proxy/server` (FRONTEND and BACKEND rows too) → counters. */
+export function parseStat(csv: string): Map<string, HaproxyStat> {
+  const lines = csv.split('\n').filter((l) => l.length);
+  const out = new Map<string, HaproxyStat>();
+  if (!lines.length || !lines[0].startsWith('# ')) return out;
+  const cols = lines[0].slice(2).split(',');
+  const at = (name: string) => cols.indexOf(name);
+  const [px, sv, stot, req, st] = ['pxname', 'svname', 'stot', 'req_tot', 'status'].map(at);
+  const hrsp = ['hrsp_1xx', 'hrsp_2xx', 'hrsp_3xx', 'hrsp_4xx', 'hrsp_5xx', 'hrsp_other'].map(at);
+  for (const l of lines.slice(1)) {
+    const f = l.split(',');
+    const responses = hrsp.reduce((a, i) => a + (Number(f[i]) || 0), 0);
+    out.set(`${f[px]}/${f[sv]}`, { sessions: Number(f[stot]) || 0, requests: f[sv] === 'FRONTEND' ? Number(f[req]) || 0 : responses, status: f[st] ?? '' });
+  }
+  return out;
+}
+
+/** The L7 data plane as the SLB service sees it (a fake stands in for it in unit tests). */
+export interface L7Engine {
+  readonly paths: L7Paths;
+  /** Makes HAProxy run `want`: runtime commands when only servers and maps differ, else a checked seamless reload. */
+  apply(want: L7Want): Promise<{ reloaded: boolean; commands: number }>;
+  stats(): Promise<Map<string, HaproxyStat>>;
+  alarms(): string[];
+  status(): Record<string, unknown>;
+  stop(): void;
+}
+
+export interface HaproxyOptions {
+  paths: L7Paths;
+  binary?: string;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+  now?: () => number;
+}
+
+/** How long after an unexpected exit the alarm stays, once HAProxy runs again. */
+export const RESTART_ALARM_MS = 5 * 60_000;
+
+export class HaproxyEngine implements L7Engine {
+  private child: ChildProcess | null = null;
+  /** The master's pid when this controller adopted one that was already running (it is not our child then). */
+  private adoptedPid: number | null = null;
+  private poll: NodeJS.Timeout | null = null;
+  /** What HAProxy runs now, as last applied; null until the first apply (or after a start we could not finish). */
+  private have: L7Want | null = null;
+  private stopped = false;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private backoffMs = 100;
+  reloads = 0;
+  restarts = 0;
+  runtimeCommands = 0;
+  lastError: string | null = null;
+  private down: { since: number; why: string } | null = null;
+  private lastExit: { at: number; why: string; back: number | null } | null = null;
+  private readonly bin: string;
+  private readonly pidFile: string;
+
+  readonly paths: L7Paths;
+
+  constructor(private readonly o: HaproxyOptions) {
+    this.paths = o.paths;
+    this.bin = o.binary ?? 'haproxy';
+    this.pidFile = `${o.paths.dir}/haproxy.pid`;
+    mkdirSync(o.paths.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Whether the HAProxy binary runs here (`haproxy -v`). */
+  static available(binary = 'haproxy'): boolean {
+    return spawnSync(binary, ['-v'], { stdio: 'ignore' }).status === 0;
+  }
+
+  private now(): number {
+    return (this.o.now ?? Date.now)();
+  }
+
+  private log(msg: string, fields?: Record<string, unknown>): void {
+    this.o.log?.(msg, fields);
+  }
+
+  /** `haproxy -c` on a candidate config (written next to the live one); throws HAProxy's message. */
+  private check(text: string): string {
+    const tmp = `${configFile(this.o.paths)}.new`;
+    writeFileAtomic(tmp, text);
+    const r = spawnSync(this.bin, ['-c', '-f', tmp], { encoding: 'utf8' });
+    if (r.status !== 0) {
+      unlinkSync(tmp);
+      throw new HaproxyError(`haproxy -c refused the rendered config: ${(r.stderr || r.stdout || String(r.error ?? '')).trim().split('\n').filter((l) => /ALERT|error/i.test(l)).slice(0, 4).join(' | ')}`);
+    }
+    return tmp;
+  }
+
+  private writeMaps(want: L7Want): void {
+    for (const [file, entries] of want.maps) writeFileAtomic(file, mapText(entries));
+  }
+
+  /** Back to the maps of `prev`: the ones `want` added are removed. */
+  private restoreMaps(want: L7Want, prev: L7Want | null): void {
+    for (const file of want.maps.keys()) if (!prev?.maps.has(file) && existsSync(file)) unlinkSync(file);
+    if (prev) this.writeMaps(prev);
+  }
+
+  private masterPid(): number | null {
+    if (this.child?.pid && this.child.exitCode === null && this.child.signalCode === null) return this.child.pid;
+    return this.adoptedPid;
+  }
+
+  private running(): boolean {
+    return this.masterPid() !== null;
+  }
+
+  /** An HAProxy master left running by a controller that died (fail static): adopted, then reloaded with our config. */
+  private adopt(): boolean {
+    try {
+      const pid = Number(readFileSync(this.pidFile, 'utf8').trim());
+      if (!pid || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('haproxy')) return false;
+      this.adoptedPid = pid;
+      this.watchAdopted();
+      this.log(`HAProxy master ${pid} was running: adopted`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private watchAdopted(): void {
+    this.poll = setInterval(() => {
+      const pid = this.adoptedPid;
+      if (pid === null) return;
+      try {
+        process.kill(pid, 0);
+      } catch {
+        this.adoptedPid = null;
+        if (this.poll) clearInterval(this.poll);
+        this.exited(`master ${pid} is gone`);
+      }
+    }, 200);
+    this.poll.unref();
+  }
+
+  /** Starts the master with the config on disk (the last good one) and waits until a worker answers. */
+  private async spawnMaster(): Promise<void> {
+    const p = this.o.paths;
+    for (const s of [adminSocket(p), masterSocket(p)]) if (existsSync(s)) unlinkSync(s);
+    const child = spawn(this.bin, ['-W', '-S', `${masterSocket(p)},mode,600`, '-f', configFile(p), '-p', this.pidFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const lines = (d: Buffer) => {
+      for (const l of d.toString().split('\n')) if (l.trim()) this.log(`haproxy: ${l.trim()}`, { event: 'haproxy' });
+    };
+    child.stdout!.on('data', lines);
+    child.stderr!.on('data', lines);
+    child.on('exit', (code, signal) => {
+      if (this.child === child) this.child = null;
+      this.exited(signal ? `signal ${signal}` : `exit code ${code}`);
+    });
+    await this.waitWorker(null, 5000);
+  }
+
+  /** Waits until the admin socket answers with a worker other than `oldPid`. */
+  private async waitWorker(oldPid: number | null, ms: number): Promise<number> {
+    const t0 = Date.now();
+    for (;;) {
+      const pid = await this.workerPid().catch(() => null);
+      if (pid !== null && pid !== oldPid) return pid;
+      if (!this.running()) throw new HaproxyError(`HAProxy exited while starting${this.lastExit ? ` (${this.lastExit.why}; its messages are in the log)` : ''}`);
+      if (Date.now() - t0 > ms) throw new HaproxyError(`HAProxy's worker did not answer within ${ms} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async workerPid(): Promise<number | null> {
+    const info = await haproxyCli(adminSocket(this.o.paths), 'show info', 1000);
+    const m = /^Pid: (\d+)$/m.exec(info);
+    return m ? Number(m[1]) : null;
+  }
+
+  private exited(why: string): void {
+    if (this.stopped) return;
+    this.have = null;
+    this.down = { since: this.now(), why };
+    this.lastExit = { at: this.now(), why, back: null };
+    this.log(`ALARM HAProxy exited (${why}); restarting it with the last good config`, { event: 'haproxy-exit', why });
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    if (this.stopped || this.restartTimer) return;
+    this.restartTimer = setTimeout(async () => {
+      this.restartTimer = null;
+      try {
+        await this.spawnMaster();
+        this.restarts++;
+        this.backoffMs = 100;
+        if (this.lastExit) this.lastExit.back = this.now();
+        this.down = null;
+        this.have = this.onDisk;
+        this.log(`HAProxy restarted with the last good config (${this.restarts} restarts)`, { event: 'haproxy-restart', restarts: this.restarts });
+      } catch (e) {
+        this.lastError = (e as Error).message;
+        this.child?.kill('SIGKILL');
+        this.backoffMs = Math.min(this.backoffMs * 2, 5000);
+        this.scheduleRestart();
+      }
+    }, this.backoffMs);
+  }
+
+  /** The rendering whose files are on disk (what a restart loads). */
+  private onDisk: L7Want | null = null;
+
+  async apply(want: L7Want): Promise<{ reloaded: boolean; commands: number }> {
+    if (this.stopped) throw new HaproxyError('stopped');
+    const have = this.have;
+    if (have && have.skeleton === want.skeleton) return { reloaded: false, commands: await this.runtime(have, want) };
+    // The maps first (the check loads them by name; a running HAProxy reads them only at a reload), then the check;
+    // a refused config puts the previous maps back.
+    const prevDisk = this.onDisk;
+    this.writeMaps(want);
+    let tmp: string;
+    try {
+      tmp = this.check(want.config);
+    } catch (e) {
+      this.restoreMaps(want, prevDisk);
+      this.lastError = (e as Error).message;
+      throw e;
+    }
+    writeFileAtomic(configFile(this.o.paths), readFileSync(tmp, 'utf8'));
+    unlinkSync(tmp);
+    try {
+      if (!this.running() && !this.adopt()) {
+        if (this.restartTimer) {
+          clearTimeout(this.restartTimer);
+          this.restartTimer = null;
+        }
+        await this.spawnMaster();
+        this.down = null;
+      } else {
+        const old = await this.workerPid().catch(() => null);
+        const out = await haproxyCli(masterSocket(this.o.paths), 'reload');
+        if (out.trim()) this.log(`haproxy reload: ${out.trim()}`);
+        await this.waitWorker(old, 5000);
+        this.reloads++;
+      }
+    } catch (e) {
+      // Put the previous files back so a restart loads what ran before this change (with none, the restarts retry
+      // this config: it passed the check, so what failed is more likely the moment than the config).
+      if (prevDisk) {
+        this.restoreMaps(want, prevDisk);
+        writeFileAtomic(configFile(this.o.paths), prevDisk.config);
+      }
+      this.lastError = (e as Error).message;
+      throw e;
+    }
+    this.have = want;
+    this.onDisk = want;
+    this.lastError = null;
+    return { reloaded: true, commands: 0 };
+  }
+
+  /** Servers and maps through the runtime API; on a refusal the commands already sent are undone. */
+  private async runtime(have: L7Want, want: L7Want): Promise<number> {
+    const sock = adminSocket(this.o.paths);
+    const cmds = serverCommands(have.servers, want.servers);
+    const done: string[] = [];
+    try {
+      for (const c of cmds) {
+        await (c.startsWith('del server ') ? this.delServer(sock, c) : runtimeCommand(sock, c));
+        done.push(c);
+      }
+      for (const file of mapsChanged(have.maps, want.maps)) await this.swapMap(sock, file, want.maps.get(file)!);
+    } catch (e) {
+      this.lastError = (e as Error).message;
+      for (const c of serverCommands(want.servers, have.servers)) await runtimeCommand(sock, c).catch(() => undefined);
+      throw e;
+    }
+    this.runtimeCommands += cmds.length;
+    this.have = want;
+    // The files follow, so that a restart loads what runs now (the maps, the servers in their current state).
+    this.writeMaps(want);
+    writeFileAtomic(configFile(this.o.paths), want.config);
+    this.onDisk = want;
+    this.lastError = null;
+    return cmds.length;
+  }
+
+  /**
+   * `del server` once the server's connections are gone: it is in maintenance and its sessions were shut, but a
+   * request in flight or an idle keep-alive connection can hold it for a moment (HAProxy refuses until then).
+   */
+  private async delServer(sock: string, cmd: string, ms = 5000): Promise<void> {
+    const t0 = Date.now();
+    for (;;) {
+      try {
+        await runtimeCommand(sock, cmd);
+        return;
+      } catch (e) {
+        if (!/still has connections|connection queue/i.test((e as Error).message) || Date.now() - t0 > ms) throw e;
+      }
+      await runtimeCommand(sock, cmd.replace(/^del server/, 'shutdown sessions server')).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** A whole map swapped at once: a new version filled in rule order, then committed (requests see old or new). */
+  private async swapMap(sock: string, file: string, entries: readonly [string, string][]): Promise<void> {
+    const out = await runtimeCommand(sock, `prepare map ${cliArg(file)}`);
+    const ver = /(\d+)$/.exec(out)![1];
+    for (const [k, v] of entries) await runtimeCommand(sock, `add map @${ver} ${cliArg(file)} ${cliArg(k)} ${cliArg(v)}`);
+    await runtimeCommand(sock, `commit map @${ver} ${cliArg(file)}`);
+    this.runtimeCommands += entries.length + 2;
+  }
+
+  async stats(): Promise<Map<string, HaproxyStat>> {
+    if (!this.running()) return new Map();
+    return parseStat(await haproxyCli(adminSocket(this.o.paths), 'show stat', 2000));
+  }
+
+  alarms(): string[] {
+    const out: string[] = [];
+    if (this.down) out.push(`HAProxy is down since ${new Date(this.down.since).toISOString()} (${this.down.why}): L7 VIPs do not answer; restarting it with the last good config${this.lastError ? ` (last try: ${this.lastError})` : ''}`);
+    else if (this.lastExit?.back && this.now() - this.lastExit.back < RESTART_ALARM_MS) {
+      out.push(`HAProxy exited at ${new Date(this.lastExit.at).toISOString()} (${this.lastExit.why}) and was restarted with the last good config ${this.lastExit.back - this.lastExit.at} ms later`);
+    }
+    if (!this.down && this.lastError) out.push(`HAProxy: last change failed: ${this.lastError}`);
+    return out;
+  }
+
+  status(): Record<string, unknown> {
+    return { running: this.running(), masterPid: this.masterPid(), reloads: this.reloads, restarts: this.restarts, runtimeCommands: this.runtimeCommands, lastError: this.lastError, config: configFile(this.o.paths) };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    if (this.poll) clearInterval(this.poll);
+    const pid = this.masterPid();
+    if (pid) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}

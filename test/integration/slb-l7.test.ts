@@ -1,0 +1,211 @@
+// Integration: L7 VIPs (mode http) served by HAProxy, which fwlb-slb starts, supervises and drives through its
+// runtime API; real HTTP requests from the clients cross the sandwich to the SLB node and on to the servers.
+import { t } from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip } from '@fwlb/lab';
+import type { HttpRequestSpec } from '@fwlb/lab';
+import { haproxyCli } from '@fwlb/slb';
+import { startLab } from '../helpers/lab';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The lab's table of requests (host, path, header) and the pool each must reach (deploy/lab/src/topology.ts). */
+const TABLE = L7_REQUESTS;
+
+t.test('L7 VIPs through HAProxy', async (t) => {
+  const lab = await startLab(t);
+  const token = lab.t.slb.api!.token!;
+  const api = (method: string, path: string, body?: unknown) => lab.api('slb', method, path, body, token);
+  const target = `${lab.t.vip}:${L7_PORT}`;
+  const servers = lab.t.hosts.filter((h) => h.role === 'server');
+  const rips = servers.map((h) => h.addr!);
+  const body = (i: number) => `fwlb lab server ${servers[i].name}`;
+  const POOLS = { www: [body(0), body(1)], api: [body(2)] };
+  const hxDir = join(lab.t.opts.runDir, 'haproxy');
+  const master = (cmd: string) => haproxyCli(join(hxDir, 'master.sock'), cmd);
+  /** The master's reload count and its workers, from its own CLI (`show proc`). */
+  const reloads = async () => {
+    const out = await master('show proc');
+    const m = /^\d+\s+master\s+(\d+)/m.exec(out);
+    if (!m) throw new Error(`show proc: ${out}`);
+    return Number(m[1]);
+  };
+  const status = async () => (await api('GET', '/status')).body;
+  const waitFor = async (pred: () => Promise<boolean>, ms: number, what: string) => {
+    const t0 = Date.now();
+    while (!(await pred())) {
+      if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
+      await sleep(50);
+    }
+    return Date.now() - t0;
+  };
+  const member = async (addr: string) => (await api('GET', '/vips/shop/members')).body.find((m: any) => m.address === addr);
+  const load = (client: string, requests: HttpRequestSpec[], count: number, concurrency = 8, cookies = false) => drive(lab, client, { http: { targets: [target], count, concurrency, requests, cookies } });
+
+  await t.test('HAProxy runs the L7 VIP; fwlb checks its members', async (t) => {
+    // The lab waits for every member up, which the API can say while the SLB still adopts its state.
+    const ms = await waitFor(async () => {
+      const st = await status();
+      return st.started && st.haproxy.running && ((await api('GET', '/vips/shop/members')).body as any[]).every((m) => m.health.up);
+    }, 10000, 'adopted, HAProxy running, shop members up');
+    t.comment(`HAProxy running ${ms} ms after the lab's nodes were up`);
+    const st = await status();
+    t.equal(st.haproxy.running, true, `HAProxy runs: ${JSON.stringify(st.haproxy)}`);
+    const cfg = readFileSync(join(hxDir, 'haproxy.cfg'), 'utf8');
+    t.notMatch(cfg, /\bcheck\b/, "HAProxy's own health checks are off: fwlb decides");
+    t.match(cfg, new RegExp(`bind ${lab.t.vip.replace(/\./g, '\\.')}:${L7_PORT}`), 'the frontend binds the VIP address');
+  });
+
+  await t.test('a table of 12 requests (host, path, header) to their pools: 3,000 requests, 0 misrouted, 0 failed', async (t) => {
+    const rs = await Promise.all(['c1', 'c2'].map((c) => load(c, TABLE, 1500)));
+    const failed = rs.reduce((a, r) => a + r.http.failed, 0);
+    t.equal(failed, 0, `no request failed ${JSON.stringify(rs.map((r) => r.http.errors))}`);
+    t.equal(rs.reduce((a, r) => a + r.http.ok, 0), 3000);
+    const bad = rs.flatMap((r) => l7Misrouted(r.http.byLabel));
+    t.same(bad, [], 'no request reached a server outside its pool');
+    for (const row of TABLE) t.ok(rs.some((r) => r.http.byLabel[row.label]), `${row.label} was sent`);
+    const www = rs.reduce((a, r) => a + (r.http.bodies[body(0)] ?? 0), 0);
+    const www2 = rs.reduce((a, r) => a + (r.http.bodies[body(1)] ?? 0), 0);
+    t.ok(www > 0 && www2 > 0, `pool www spreads over both members: ${www} / ${www2}`);
+  });
+
+  await t.test('a member killed: out within the timers, then 0 of 600 failed and none reached it; back after rise', async (t) => {
+    const timers = l7Vip(rips).timers!;
+    const killedAt = Date.now();
+    await lab.killServer(servers[0].name);
+    const outMs = await waitFor(async () => (await member(rips[0])).health.up === false, 5000, 's1 down');
+    // Detection: a failed probe every interval, `retries` of them; the bound adds a response timeout and polling.
+    const bound = (timers.retries! + 1) * timers.interval! + timers.response! + 500;
+    t.ok(Date.now() - killedAt <= bound, `s1 out ${Date.now() - killedAt} ms after it died (bound ${bound} ms)`);
+    t.comment(`s1 out after ${outMs} ms`);
+    const www = TABLE.filter((r) => r.pool === 'www');
+    const r = await load('c1', www, 600);
+    t.equal(r.http.failed, 0, `0 of 600 failed ${JSON.stringify(r.http.errors)}`);
+    t.equal(r.http.bodies[body(0)] ?? 0, 0, 'none reached the dead member');
+    t.equal(r.http.bodies[body(1)], 600, 'the other www member took them all');
+    // fwlb put it in maintenance in HAProxy (read back from HAProxy's stats, refreshed in the background).
+    await waitFor(async () => /MAINT/.test((await member(rips[0])).haproxy ?? ''), 5000, 'HAProxy shows s1 in maintenance');
+    await lab.startServer(servers[0].name);
+    const backMs = await waitFor(async () => (await member(rips[0])).health.up === true, 5000, 's1 up');
+    t.ok(backMs >= timers.rise! * timers.interval! - 250, `s1 back after ${backMs} ms (rise ${timers.rise} x ${timers.interval} ms)`);
+    const after = await load('c1', www, 200);
+    t.ok((after.http.bodies[body(0)] ?? 0) > 0, `s1 takes requests again: ${JSON.stringify(after.http.bodies)}`);
+  });
+
+  await t.test('cookie persistence: 60 of 60 on one member; drained, existing sessions stay, new ones avoid it', async (t) => {
+    const www = [{ label: 'www', host: 'www.example.com', path: '/' }];
+    const r = await load('c1', www, 240, 4, true);
+    t.equal(r.http.failed, 0);
+    r.http.byWorker.forEach((w, i) => t.equal(Object.keys(w).length, 1, `client session ${i}: 60 of 60 on one member ${JSON.stringify(w)}`));
+    // Drain s1: a session holding its cookie keeps it, one without a cookie goes to s2.
+    const d = await api('PATCH', `/vips/shop/members/${rips[0]}:${HTTP_PORT}`, { state: 'drain' });
+    t.equal(d.status, 200, JSON.stringify(d.body));
+    // The cookie a session on s1 was given.
+    const onS1 = r.http.byWorker.findIndex((w) => w[body(0)]);
+    t.ok(onS1 >= 0, 'a session landed on s1');
+    const cookie = Object.entries(r.http.cookies[onS1]).map(([k, v]) => `${k}=${v}`).join('; ');
+    t.match(cookie, /^FWLB_shop=[0-9a-f]+$/, `its persistence cookie: ${cookie}`);
+    const held = await load('c1', [{ ...www[0], label: 'held', headers: { cookie } }], 60, 4);
+    t.same(held.http.bodies, { [body(0)]: 60 }, 'requests of an existing session (its cookie) still reach the drained member');
+    const fresh = await load('c2', www, 120, 4);
+    t.equal(fresh.http.bodies[body(0)] ?? 0, 0, `new sessions avoid the drained member ${JSON.stringify(fresh.http.bodies)}`);
+    const e = await api('PATCH', `/vips/shop/members/${rips[0]}:${HTTP_PORT}`, { state: 'enabled' });
+    t.equal(e.status, 200);
+  });
+
+  await t.test('20 member, weight and rule changes under load: 0 failed, 0 reloads, each effective; 5 new L7 VIPs: 0 failed', async (t) => {
+    const before = await reloads();
+    const engineBefore = (await status()).haproxy.reloads;
+    const steady = load('c2', TABLE, 4000, 4);
+    const base = l7Vip(rips);
+    let changes = 0;
+    const check = async (row: HttpRequestSpec, want: string[], what: string) => {
+      const r = await load('c1', [row], 20, 4);
+      const got = Object.keys(r.http.bodies);
+      t.ok(r.http.failed === 0 && got.length > 0 && got.every((b) => want.includes(b)), `${what}: ${JSON.stringify(r.http.bodies)} ${JSON.stringify(r.http.errors)}`);
+    };
+    for (let i = 0; i < 5; i++) {
+      // Weight: s2 heavier, then back.
+      const w = await api('PATCH', `/vips/shop/members/${rips[1]}:${HTTP_PORT}`, { weight: i % 2 ? 1 : 10 });
+      t.equal(w.status, 200, JSON.stringify(w.body));
+      changes++;
+      // A rule: /beta/ on www.example.com goes to api, then the rule goes away again.
+      const rules = i % 2 === 0 ? [{ host: 'www.example.com', path: '/beta/', pool: 'api' }, ...base.rules!] : base.rules!;
+      const p = await api('PUT', '/vips/shop', { ...base, rules });
+      t.equal(p.status, 200, JSON.stringify(p.body));
+      changes++;
+      await check({ label: 'beta', host: 'www.example.com', path: '/beta/x' }, i % 2 === 0 ? POOLS.api : POOLS.www, `rule change ${i}: /beta/ goes to ${i % 2 === 0 ? 'api' : 'www'}`);
+      // A member: s2 leaves the www pool and comes back (joining after its checks rise).
+      const del = await api('DELETE', `/vips/shop/members/${rips[1]}:${HTTP_PORT}`);
+      t.equal(del.status, 204, JSON.stringify(del.body));
+      changes++;
+      await check({ label: 'www', host: 'www.example.com', path: '/' }, [body(0)], `member removed ${i}: www only on s1`);
+      const add = await api('POST', '/vips/shop/members', { address: rips[1], port: HTTP_PORT, pool: 'www' });
+      t.equal(add.status, 201, JSON.stringify(add.body));
+      changes++;
+      await waitFor(async () => (await member(rips[1])).health.up === true, 5000, 's2 back up');
+    }
+    await check({ label: 'www', host: 'www.example.com', path: '/' }, POOLS.www, 's2 serves www again');
+    t.equal(changes, 20, '20 changes');
+    t.equal(await reloads(), before, 'HAProxy reloaded 0 times (its master says)');
+    t.equal((await status()).haproxy.reloads, engineBefore, 'and fwlb sent no reload');
+    const r = await steady;
+    t.equal(r.http.failed, 0, `0 of ${r.http.ok + r.http.failed} requests failed during the changes ${JSON.stringify(r.http.errors)}`);
+    t.same(l7Misrouted(r.http.byLabel), [], 'none misrouted during the changes');
+
+    const during = load('c2', TABLE, 2000, 4);
+    for (let i = 0; i < 5; i++) {
+      const c = await api('POST', '/vips', { ...base, id: `shop${i + 2}`, port: L7_PORT + 1 + i });
+      t.equal(c.status, 201, JSON.stringify(c.body));
+    }
+    const s = await during;
+    t.equal(s.http.failed, 0, `0 of ${s.http.ok + s.http.failed} requests failed across 5 reloads ${JSON.stringify(s.http.errors)}`);
+    t.equal(await reloads(), before + 5, 'each new L7 VIP was one seamless reload');
+    const n = await load('c1', TABLE, 120, 4);
+    t.equal(n.http.failed, 0);
+    const other = await drive(lab, 'c1', { http: { targets: [`${lab.t.vip}:${L7_PORT + 5}`], count: 24, concurrency: 4, requests: TABLE } });
+    t.equal(other.http.failed, 0, 'a new L7 VIP answers');
+    t.same(l7Misrouted(other.http.byLabel), [], 'and routes by its rules');
+  });
+
+  await t.test('bad input: 400 naming the field, HAProxy config and kernel unchanged', async (t) => {
+    const base = l7Vip(rips);
+    const cfg = readFileSync(join(hxDir, 'haproxy.cfg'), 'utf8');
+    const map = readFileSync(join(hxDir, 'shop.map'), 'utf8');
+    const nft = inNs(lab.ns('slb'), ['nft', 'list', 'table', 'ip', 'fwlb_slb']).replace(/packets \d+ bytes \d+/g, '');
+    const cases: [string, unknown, RegExp][] = [
+      ['an overlapping rule', { ...base, rules: [...base.rules!, { host: 'api.example.com', path: '/x', pool: 'www' }] }, /^\/rules\/4$/],
+      ['a regex that does not compile', { ...base, rules: [{ host: 'www.example.com', pathRegex: '/v[0-9+/x', pool: 'api' }] }, /^\/rules\/0\/pathRegex$/],
+      ['an unknown scheduler', { ...base, pools: [{ name: 'www', scheduler: 'fastest' }, { name: 'api' }] }, /^\/pools\/0\/scheduler$/],
+      ['a rule naming no pool', { ...base, rules: [{ host: 'x.example.com', pool: 'nope' }] }, /^\/rules\/0\/pool$/],
+    ];
+    for (const [what, b, field] of cases) {
+      const r = await api('PUT', '/vips/shop', b);
+      t.equal(r.status, 400, `${what}: 400`);
+      t.ok((r.body.details ?? []).some((p: any) => field.test(p.field)), `${what}: names the field ${JSON.stringify(r.body.details ?? r.body)}`);
+    }
+    t.equal(readFileSync(join(hxDir, 'haproxy.cfg'), 'utf8'), cfg, 'HAProxy config unchanged');
+    t.equal(readFileSync(join(hxDir, 'shop.map'), 'utf8'), map, 'rule map unchanged');
+    t.equal(inNs(lab.ns('slb'), ['nft', 'list', 'table', 'ip', 'fwlb_slb']).replace(/packets \d+ bytes \d+/g, ''), nft, 'nft table unchanged');
+  });
+
+  await t.test('HAProxy killed with SIGKILL: back within 2 s with the same VIPs, alarm in /status', async (t) => {
+    const pid = (await status()).haproxy.masterPid;
+    t.ok(pid > 0, `master pid ${pid}`);
+    const killed = Date.now();
+    process.kill(pid, 'SIGKILL');
+    const ms = await waitFor(async () => {
+      const st = await status();
+      return st.haproxy.running && st.haproxy.masterPid !== pid && (await load('c1', TABLE.slice(0, 2), 2, 1)).http.ok === 2;
+    }, 5000, 'HAProxy back and answering');
+    t.ok(Date.now() - killed <= 2000, `answering again ${Date.now() - killed} ms after the kill (${ms} ms polled)`);
+    const st = await status();
+    t.ok(st.alarms.some((a: string) => /HAProxy exited/.test(a)), `alarm shown: ${JSON.stringify(st.alarms)}`);
+    const r = await load('c1', TABLE, 240);
+    t.equal(r.http.failed, 0, 'every VIP answers as before');
+    t.same(l7Misrouted(r.http.byLabel), [], 'with the same rules');
+    const other = await drive(lab, 'c1', { http: { targets: [`${lab.t.vip}:${L7_PORT + 3}`], count: 12, concurrency: 4, requests: TABLE } });
+    t.equal(other.http.failed, 0, 'the VIPs added through the API are back too');
+  });
+});
