@@ -8,7 +8,7 @@
 //    100 ms and withdraws after 2 misses) and VRRP with keepalived (the active node's controller kill -9; and its links
 //    down). For each: time from the failure to the withdrawal or takeover, and to the start of the last new
 //    connection that failed or was slowed (a SYN lost in the dead node, retried after 1 s); medians [min-max].
-import { drive, DriveReport, ECHO_PORT, Lab, RouteAgent, spread, startBenchLab, startRedis } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, Lab, RouteAgent, spread, startBenchLab, startRedis, waitUntil } from '@fwlb/lab';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,14 +49,7 @@ function report(name: string, fs: Failover[]): void {
     `failed ${fmt(fs.map((f) => f.failed))}, slowed ${fmt(fs.map((f) => f.slow))} of 1000 per round`);
 }
 
-async function waitFor(ok: () => boolean | Promise<boolean>, ms: number, what: string): Promise<number> {
-  const t0 = Date.now();
-  while (!(await ok())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
-  return Date.now() - t0;
-}
+const waitFor = (ok: () => boolean | Promise<boolean>, ms: number, what: string) => waitUntil(ok, ms, what, 10);
 
 async function ecmp(sessionTable: string): Promise<void> {
   const lab = await startBenchLab('br', { sessionTable, nodesPerSide: 2 });

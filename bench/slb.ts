@@ -2,97 +2,23 @@
 // in TCP mode, with the same client (wrk, one connection per request), the same three servers and the same
 // namespaces, interleaved in the same run. Medians of the rounds and the ratios fwlb/HAProxy are printed. A third
 // path, plain routing from the client to one server (no load balancer at all), shows what the rig itself allows.
-import { ChildProcess, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deleteNs, inNs, median, run, spawnInNs, uniquePrefix, waitForLine, REPO } from '@fwlb/lab';
+import { inNs, median, spawnInNs, waitForLine, REPO } from '@fwlb/lab';
+import { SERVERS, slbRig, wrk as wrkRun, WrkResult } from './slb-rig';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNS = Number(process.env.BENCH_CONNS ?? 32);
 const VIP_FWLB = '192.0.2.100';
 const VIP_HAPROXY = '192.0.2.101';
-const SERVERS = [1, 2, 3].map((i) => `10.30.0.1${i}`);
 const TOKEN = 'bench-token-0123456789';
-
-
-interface WrkResult {
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-}
-
-/** "1.23ms" / "456.00us" / "1.01s" → ms */
-function ms(v: string): number {
-  const m = /^([\d.]+)(us|ms|s)$/.exec(v.trim());
-  if (!m) return NaN;
-  return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
-}
-
-function wrk(ns: string, url: string): WrkResult {
-  const r = spawnSync('ip', ['netns', 'exec', ns, 'wrk', '-t2', `-c${CONNS}`, `-d${SECONDS}s`, '--latency', '-H', 'Connection: close', url], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
-  const out = r.stdout;
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-  const p50 = ms(/^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? '');
-  const p99 = ms(/^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? '');
-  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-  const errors = (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + non2xx;
-  return { rps, p50, p99, errors };
-}
+const wrk = (ns: string, url: string) => wrkRun(ns, url, { conns: CONNS, seconds: SECONDS });
 
 async function main(): Promise<void> {
-  const p = uniquePrefix('bs');
-  const ns = { cli: `${p}-cli`, lb: `${p}-lb`, srv: SERVERS.map((_, i) => `${p}-s${i + 1}`) };
-  const dir = mkdtempSync(join(tmpdir(), 'fwlb-bs-'));
-  const procs: ChildProcess[] = [];
-  const cleanup = () => {
-    for (const x of procs) x.kill('SIGKILL');
-    for (const n of [ns.cli, ns.lb, ...ns.srv]) deleteNs(n);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  process.on('SIGINT', () => {
-    cleanup();
-    process.exit(130);
-  });
+  // HAProxy's VIP is a plain address; fwlb adds its own VIP address itself.
+  const { ns, dir, procs, cleanup } = slbRig('bs', [VIP_HAPROXY]);
   try {
-    for (const n of [ns.cli, ns.lb, ...ns.srv]) {
-      run(['ip', 'netns', 'add', n]);
-      inNs(n, ['ip', 'link', 'set', 'lo', 'up']);
-      inNs(n, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_forward=1']);
-    }
-    const veth = (a: string, an: string, b: string, bn: string) => {
-      const tmp = `${p}${Math.floor(Math.random() * 1e6).toString(36)}`.slice(0, 12);
-      run(['ip', 'link', 'add', `${tmp}a`, 'netns', a, 'type', 'veth', 'peer', 'name', `${tmp}b`, 'netns', b]);
-      inNs(a, ['ip', 'link', 'set', `${tmp}a`, 'name', an]);
-      inNs(b, ['ip', 'link', 'set', `${tmp}b`, 'name', bn]);
-      inNs(a, ['ip', 'link', 'set', an, 'up']);
-      inNs(b, ['ip', 'link', 'set', bn, 'up']);
-    };
-    veth(ns.cli, 'eth0', ns.lb, 'eth0');
-    inNs(ns.cli, ['ip', 'addr', 'add', '192.0.2.1/24', 'dev', 'eth0']);
-    inNs(ns.lb, ['ip', 'addr', 'add', '192.0.2.2/24', 'dev', 'eth0']);
-    inNs(ns.lb, ['ip', 'link', 'add', 'rip0', 'type', 'bridge']);
-    inNs(ns.lb, ['ip', 'addr', 'add', '10.30.0.1/24', 'dev', 'rip0']);
-    inNs(ns.lb, ['ip', 'link', 'set', 'rip0', 'up']);
-    // HAProxy's VIP is a plain address; fwlb adds its own VIP address itself.
-    inNs(ns.lb, ['ip', 'addr', 'add', `${VIP_HAPROXY}/32`, 'dev', 'eth0']);
-    SERVERS.forEach((addr, i) => {
-      veth(ns.srv[i], 'eth0', ns.lb, `s${i + 1}`);
-      inNs(ns.lb, ['ip', 'link', 'set', `s${i + 1}`, 'master', 'rip0']);
-      inNs(ns.srv[i], ['ip', 'addr', 'add', `${addr}/24`, 'dev', 'eth0']);
-      inNs(ns.srv[i], ['ip', 'route', 'add', 'default', 'via', '10.30.0.1']);
-    });
-    // The servers: HAProxy answering 200 itself, so that the server side is not what limits the rate.
-    SERVERS.forEach((addr, i) => {
-      const cfg = join(dir, `srv${i}.cfg`);
-      writeFileSync(cfg, `global\n  nbthread 1\ndefaults\n  mode http\n  timeout client 5s\n  timeout connect 1s\n  timeout server 5s\nfrontend f\n  bind ${addr}:8080\n  http-request return status 200 content-type text/plain string "s${i + 1}"\n`);
-      const h = spawnInNs(ns.srv[i], ['haproxy', '-db', '-f', cfg]);
-      procs.push(h);
-    });
     // The HAProxy load balancer: TCP mode, round robin over the same servers.
     const lbCfg = join(dir, 'lb.cfg');
     writeFileSync(

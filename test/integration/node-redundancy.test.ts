@@ -5,7 +5,7 @@
 import { t, Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, waitUntil } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
 
@@ -124,6 +124,9 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     await lab.startNode(node);
     const [longR, shortR]: DriveReport[][] = [await longs, await shorts];
     const out = agent.events.find((e) => e.node === node && !e.in && e.at >= killedAt);
+    // The node's return can outlast the traffic on a loaded machine (CI: ib1 not back 6 s after its links came up,
+    // its /health waits for its firewall probes to rise): wait for it, the time it took is printed below.
+    await waitUntil(() => agent.events.some((e) => e.node === node && e.in && e.at >= revivedAt), 15000, `${node} back in the routes`).catch(() => undefined);
     const back = agent.events.find((e) => e.node === node && e.in && e.at >= revivedAt);
     if (!t.ok(out, `the route agent withdrew ${node}`) || !t.ok(back, `and put it back: ${JSON.stringify(agent.events)}`)) return;
     const streams = longR.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
@@ -165,14 +168,9 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const names = lab.balancerNames();
     const alarmsOf = async () => Promise.all(names.map(async (n) => ((await lab.api(n, 'GET', '/health')).body.alarms as string[]).join('; ')));
     const period = lab.t.balancers.ob2.sessionTable!.heartbeatSeconds! * 1000;
-    const waitAlarms = async (ok: (a: string[]) => boolean, what: string) => {
-      const t0 = Date.now();
-      for (;;) {
-        const a = await alarmsOf();
-        if (ok(a)) return Date.now() - t0;
-        if (Date.now() - t0 > 3 * period) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(a)}`);
-        await sleep(100);
-      }
+    const waitAlarms = (ok: (a: string[]) => boolean, what: string) => {
+      let a: string[] = [];
+      return waitUntil(async () => ok((a = await alarmsOf())), 3 * period, () => `${what}: ${JSON.stringify(a)}`, 100);
     };
     writeFileSync(path, JSON.stringify({ ...lab.t.balancers.ob2, hash: { ...lab.t.balancers.ob2.hash, seed: 7 } }, null, 2));
     try {
@@ -235,14 +233,8 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
   const advertMs = tm.advert * 1000;
   /** RFC 5798: a backup of priority 249 declares the master down after 3 advertisements plus its skew. */
   const masterDownMs = 3 * advertMs + ((256 - 249) / 256) * advertMs;
-  const waitHolder = async (side: 'outside' | 'inside', node: string, ms: number) => {
-    const t0 = Date.now();
-    while (lab.vrrpHolder(side) !== node) {
-      if (Date.now() - t0 > ms) throw new Error(`${node} did not take the ${side} addresses within ${ms} ms (holder ${lab.vrrpHolder(side)}): ${lab.keepalivedLogs.slice(-10).join('')}`);
-      await sleep(10);
-    }
-    return Date.now() - t0;
-  };
+  const waitHolder = (side: 'outside' | 'inside', node: string, ms: number) =>
+    waitUntil(() => lab.vrrpHolder(side) === node, ms, () => `${node} to take the ${side} addresses (holder ${lab.vrrpHolder(side)}): ${lab.keepalivedLogs.slice(-10).join('')}`, 10);
 
   /** 200 long-lived streams while ob1 fails (`fail`), and 3 s later comes back (`revive`): 0 broken. */
   const failover = async (t: Test, fail: () => Promise<void> | void, revive: () => Promise<void> | void) => {

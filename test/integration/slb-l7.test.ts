@@ -1,14 +1,13 @@
 // Integration: L7 VIPs (mode http) served by HAProxy, which fwlb-slb starts, supervises and drives through its
 // runtime API; real HTTP requests from the clients cross the sandwich to the SLB node and on to the servers.
 import { t } from 'tap';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip } from '@fwlb/lab';
+import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip, waitUntil as waitFor } from '@fwlb/lab';
 import type { HttpRequestSpec } from '@fwlb/lab';
 import { haproxyCli } from '@fwlb/slb';
 import { startLab } from '../helpers/lab';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The lab's table of requests (host, path, header) and the pool each must reach (deploy/lab/src/topology.ts). */
 const TABLE = L7_REQUESTS;
@@ -32,14 +31,6 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     return Number(m[1]);
   };
   const status = async () => (await api('GET', '/status')).body;
-  const waitFor = async (pred: () => Promise<boolean>, ms: number, what: string) => {
-    const t0 = Date.now();
-    while (!(await pred())) {
-      if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
-      await sleep(50);
-    }
-    return Date.now() - t0;
-  };
   const member = async (addr: string) => (await api('GET', '/vips/shop/members')).body.find((m: any) => m.address === addr);
   const load = (client: string, requests: HttpRequestSpec[], count: number, concurrency = 8, cookies = false) => drive(lab, client, { http: { targets: [target], count, concurrency, requests, cookies } });
 
@@ -68,6 +59,43 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     const www = rs.reduce((a, r) => a + (r.http.bodies[body(0)] ?? 0), 0);
     const www2 = rs.reduce((a, r) => a + (r.http.bodies[body(1)] ?? 0), 0);
     t.ok(www > 0 && www2 > 0, `pool www spreads over both members: ${www} / ${www2}`);
+  });
+
+  await t.test('counters per rule and per member from HAProxy; X-Forwarded-For; TLS termination from a PEM file', async (t) => {
+    const since = Date.now();
+    let view: any;
+    await waitFor(async () => {
+      view = (await api('GET', '/vips/shop')).body;
+      return view.counters.at > since;
+    }, 8000, 'counters read after the table run');
+    const rules = view.counters.rules as { rule: number; requests: number }[];
+    t.equal(rules.length, 4, 'one counter per rule');
+    // 3,000 requests over 12 table rows: the api host rows (2) hit rule 0, the prefix row rule 1, the header row rule
+    // 2, the regex row rule 3, and the 7 www rows match no rule: 250 requests per row.
+    t.same(rules.map((r) => r.requests), [500, 250, 250, 250], `requests per rule ${JSON.stringify(rules)}`);
+    t.equal(view.counters.defaultPool, 1750, 'requests of no rule (default pool)');
+    const members = view.members as any[];
+    t.ok(members.every((m) => m.counters.responses > 0), `per-member responses from HAProxy: ${members.map((m) => m.counters.responses)}`);
+    t.equal(members[2].counters.responses, 1250, 'the api member answered every api request');
+
+    const client = lab.t.hosts.find((h) => h.name === 'c1')!;
+    const head = inNs(lab.ns('c1'), ['curl', '-s', '-D', '-', '-o', '/dev/null', '-H', 'Host: www.example.com', `http://${target}/`]);
+    t.match(head, new RegExp(`x-seen-forwarded-for: ${client.addr!.replace(/\./g, '\\.')}`, 'i'), 'the server sees the client in X-Forwarded-For');
+
+    const pem = join(lab.t.opts.runDir, 'shop-tls.pem');
+    const key = join(lab.t.opts.runDir, 'shop-tls.key');
+    inNs(lab.ns('slb'), ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=www.example.com', '-keyout', key, '-out', `${pem}.crt`]);
+    writeFileSync(pem, readFileSync(`${pem}.crt`, 'utf8') + readFileSync(key, 'utf8'));
+    const missing = await api('POST', '/vips', { ...l7Vip(rips), id: 'shop-tls', port: 8443, tls: { certificate: '/nonexistent.pem' } });
+    t.equal(missing.status, 400, 'a certificate that cannot be read: 400');
+    t.equal(missing.body.details?.[0]?.field, '/tls/certificate', JSON.stringify(missing.body));
+    const c = await api('POST', '/vips', { ...l7Vip(rips), id: 'shop-tls', port: 8443, tls: { certificate: pem } });
+    t.equal(c.status, 201, JSON.stringify(c.body));
+    const https = (host: string, path: string) => inNs(lab.ns('c1'), ['curl', '-sk', '--resolve', `${host}:8443:${lab.t.vip}`, `https://${host}:8443${path}`]).trim();
+    t.match(https('www.example.com', '/'), /fwlb lab server s[12]$/, 'HTTPS terminated on the VIP, www pool behind it');
+    t.equal(https('api.example.com', '/'), body(2), 'and the rules apply to the decrypted request');
+    const del = await api('DELETE', '/vips/shop-tls');
+    t.equal(del.status, 204);
   });
 
   await t.test('a member killed: out within the timers, then 0 of 600 failed and none reached it; back after rise', async (t) => {

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { redundantDeployFiles, redundantTopology, topology, REPO, Topology } from '@fwlb/lab';
+import { composeTopology, redundantDeployFiles, topology, REPO, Topology } from '@fwlb/lab';
 
 const lab = topology({ prefix: 'x', runDir: '/run/fwlb' });
 
@@ -47,7 +47,7 @@ t.test('docker-compose config accepts the file and it matches the lab', async (t
 });
 
 t.test('deploy/docker-compose.redundant.yml matches the redundant lab (issue 10), with the configs it mounts', async (t) => {
-  const red = redundantTopology();
+  const red = composeTopology();
   const services = await matchesLab(t, 'deploy/docker-compose.redundant.yml', red, ['mgmt']);
   // The firewalls' MACs are the ones the nodes' configs name.
   for (const k of [1, 2, 3]) {

@@ -78,6 +78,8 @@ t.test('against an SLB API', async (t) => {
   t.match(drained.json, { state: 'drain', slots: 0 });
   const added = await run({ api, token: TOKEN }, ['member', 'add', 'web', '10.20.0.13:8080', '--weight', '3']);
   t.match(added.json, { address: '10.20.0.13', weight: 3 });
+  // --pool is sent (an L4 VIP refuses it, naming the field).
+  await t.rejects(run({ api, token: TOKEN }, ['member', 'add', 'web', '10.20.0.14:8080', '--pool', 'www']), /\/pool: is for members of L7 VIPs only/);
   const w = await run({ api, token: TOKEN }, ['member', 'weight', 'web', '10.20.0.12:8080', '5']);
   t.match(w.json, { weight: 5 });
   t.match((await run({ api, token: TOKEN }, ['member', 'remove', 'web', '10.20.0.13:8080'])).text, /removed/);

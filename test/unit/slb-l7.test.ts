@@ -3,29 +3,12 @@
 import { t } from 'tap';
 import { ConfigError, isL7, validateSlbConfig, validateVip, ruleCovers, ResolvedL7Vip } from '@fwlb/config';
 import { HealthEvent } from '@fwlb/health';
-import { cliArg, escapeRegex, headerSlots, L7Engine, L7Want, mapsChanged, parseStat, renderL7, ruleKey, serverCommands, SlbService } from '@fwlb/slb';
+import { cliArg, escapeRegex, healthKey, headerSlots, L7Engine, L7Want, mapsChanged, parseStat, parseTable, renderL7, ruleId, ruleKey, serverCommands, SlbService } from '@fwlb/slb';
+import { l7Vip } from '@fwlb/lab';
 import { fakeSlbKernel } from '../helpers/fake-slb-kernel';
 
-const shop = () => ({
-  id: 'shop',
-  address: '203.0.113.100',
-  port: 8000,
-  protocol: 'tcp',
-  mode: 'http',
-  pools: [{ name: 'www', persistence: 'cookie' }, { name: 'api', scheduler: 'leastconn' }],
-  rules: [
-    { host: 'api.example.com', pool: 'api' },
-    { host: '*.example.com', path: '/api/', pool: 'api' },
-    { header: { name: 'X-Pool', value: 'api' }, pool: 'api' },
-    { host: 'www.example.com', pathRegex: '/v[0-9]+/api/.*', pool: 'api' },
-  ],
-  defaultPool: 'www',
-  members: [
-    { address: '10.20.0.11', port: 8080, pool: 'www' },
-    { address: '10.20.0.12', port: 8080, pool: 'www' },
-    { address: '10.20.0.13', port: 8080, pool: 'api' },
-  ],
-});
+/** The lab's L7 VIP (deploy/lab/src/topology.ts) as a request body: two pools, four rules, three members. */
+const shop = (): any => JSON.parse(JSON.stringify(l7Vip(['10.20.0.11', '10.20.0.12', '10.20.0.13'])));
 
 const fields = (f: () => unknown): string[] => {
   try {
@@ -101,7 +84,7 @@ t.test('ruleCovers: what makes a later rule unreachable', async (t) => {
 const key = (host: string, path: string, headers: string[]) => `${host.toLowerCase()}${path}\x01${headers.map((h) => `${h}\x01`).join('')}`;
 /** First rule whose regex matches the key, as `map_reg` looks up. */
 const route = (entries: [string, string][], k: string, dflt: string) => {
-  for (const [re, b] of entries) if (new RegExp(re.replace(/\(\?i:/g, '(?:')).test(k)) return b;
+  for (const [re, b] of entries) if (new RegExp(re.replace(/\(\?i:/g, '(?:')).test(k)) return b.split(':')[1];
   return dflt;
 };
 
@@ -127,7 +110,11 @@ t.test('the rule map routes each request to its pool, first match wins', async (
     ['evil.com', '/api/\x01api', '', 'b.shop.www'],
   ];
   for (const [host, path, hdr, want] of cases) t.equal(route(entries, key(host, path, [hdr]), 'b.shop.www'), want, `${host}${path} [${hdr}] → ${want}`);
-  t.match(w.config, /use_backend %\[var\(txn\.fwlb_key\),map_reg\(\/run\/x\/shop\.map,b\.shop\.www\)\]/);
+  t.match(w.config, /set-var\(txn\.fwlb_hit\) var\(txn\.fwlb_key\),map_reg\(\/run\/x\/shop\.map,-:b\.shop\.www\)/);
+  t.match(w.config, /track-sc0 var\(txn\.fwlb_hit\),field\(1,:\) table st\.shop/, 'requests are counted per rule');
+  t.same(entries.map(([, b]) => b.split(':')[0]), v.rules.map(ruleId), 'each entry carries its rule id');
+  t.equal(new Set(v.rules.map(ruleId)).size, 4, 'rule ids are distinct');
+  t.equal(ruleId({ host: 'A.example.com', pool: 'x' }), ruleId({ host: 'A.example.com', pool: 'x' }), 'and stable');
   t.match(w.config, /req\.fhdr\(x-pool\)/);
   t.notMatch(w.config, /\bcheck\b/, "HAProxy's checks are off");
   t.match(w.skeleton, /dynamic-cookie-key [0-9a-f]{32}/, 'the cookie pool has a dynamic cookie key');
@@ -145,6 +132,7 @@ const want = (servers: Record<string, Partial<{ weight: number; state: 'ready' |
   skeleton: '',
   config: '',
   maps: new Map(),
+  tables: [],
   servers: new Map(Object.entries(servers).map(([id, s]) => [id, { backend: id.split('/')[0], name: id.split('/')[1], address: '10.0.0.1', port: 80, weight: 1, cookie: false, state: 'ready' as const, vip: 'v', member: 'm', ...s }])),
 });
 
@@ -153,7 +141,6 @@ t.test('serverCommands: the runtime steps from one rendering to the next', async
   const b = want({ 'b/s1': { state: 'maint' }, 'b/s2': { weight: 5 }, 'b/s4': { cookie: true } });
   t.same(serverCommands(a.servers, b.servers), [
     'set server b/s3 state maint',
-    'shutdown sessions server b/s3',
     'del server b/s3',
     'set server b/s1 state maint',
     'set server b/s2 weight 5',
@@ -174,6 +161,23 @@ t.test('parseStat reads show stat CSV by column name', async (t) => {
   t.same(s.get('f.shop/FRONTEND'), { sessions: 10, requests: 12, status: 'OPEN' });
   t.same(s.get('b.shop.www/10.0.0.1_80'), { sessions: 7, requests: 7, status: 'MAINT' });
   t.equal(parseStat('garbage').size, 0);
+  const table = '# table: st.shop, type: string, size:20, used:2\n0x1: key=- use=0 exp=0 http_req_cnt=4\n0x2: key=r0123456789 use=0 exp=0 http_req_cnt=31\n';
+  t.same([...parseTable(table)], [['-', 4], ['r0123456789', 31]]);
+});
+
+t.test("a pool's own check and timers: its members are probed with them", async (t) => {
+  const body = shop() as any;
+  body.pools[1].check = { kind: 'http', path: '/healthz' };
+  body.pools[1].timers = { interval: 500, response: 200, retries: 2, rise: 1 };
+  const v = validateVip(body, []);
+  const api = v.members[2];
+  const www = v.members[0];
+  t.match(healthKey(v, api), /healthz/, 'the api member uses its pool check');
+  t.notMatch(healthKey(v, www), /healthz/, 'a www member uses the VIP check');
+  t.match(healthKey(v, api), /"interval":500/);
+  const bad = shop() as any;
+  bad.pools[0].timers = { interval: 100, response: 100, retries: 2 };
+  t.ok(fields(() => validateVip(bad, [])).some((f) => f.startsWith('/pools/0/timers')), 'pool timers are validated');
 });
 
 /** An SLB service whose L7 engine records what it was asked to run, and can be told to refuse. */
@@ -250,6 +254,20 @@ t.test('the service: HAProxy refusing a change leaves everything as it was', asy
   t.notOk(x.addrs.has('203.0.113.101'), 'the address added for the refused VIP is removed again');
   t.throws(() => x.s.vip('shop2'), 'and the VIP does not exist');
   x.refuse(null);
+});
+
+t.test('HAProxy that cannot start: the L4 VIPs are applied all the same, an alarm says why, a later pass retries', async (t) => {
+  const x = service();
+  x.refuse('HAProxy exited while starting (exit code 1)');
+  const l4 = { id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.11', port: 8080 }] };
+  await x.s.start(validateSlbConfig({ interface: 'up0', vips: [l4, shop()] }).vips);
+  t.ok(x.s.started, 'the SLB started');
+  t.ok(JSON.stringify(x.nft.batches).includes('v_web'), 'the L4 VIP is in the kernel');
+  t.match(x.s.alarms().join('\n'), /L7 VIPs not applied .*exited while starting/, 'an alarm names the failure');
+  x.refuse(null);
+  await x.s.reconcile();
+  t.equal(x.applied.length, 1, 'the next pass applied the L7 VIP');
+  t.notMatch(x.s.alarms().join('\n'), /not applied/, 'and the alarm cleared');
 });
 
 t.test('the service without HAProxy: an L7 VIP is refused (400 naming /mode), L4 works', async (t) => {

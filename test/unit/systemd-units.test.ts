@@ -21,5 +21,6 @@ t.test('least privilege and restart policy', async (t) => {
     t.match(text, /^NoNewPrivileges=yes$/m);
     t.match(text, /^Restart=on-failure$/m);
     t.match(text, /^RestartPreventExitStatus=2 3$/m, 'a bad config or a missing kernel feature is not restarted in a loop');
+    if (u.endsWith('fwlb-slb.service')) t.match(text, /^KillMode=process$/m, 'HAProxy, started by fwlb-slb, keeps serving when the service stops or dies');
   }
 });

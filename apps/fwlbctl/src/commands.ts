@@ -17,7 +17,7 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--token-file F] [--j
   sessions count
   vips                                    list the VIPs (SLB)
   members VIP                             list a VIP's members
-  member add VIP ADDR:PORT [--weight W]
+  member add VIP ADDR:PORT [--weight W] [--pool P]   (--pool: the pool of an L7 VIP)
   member remove|drain|enable VIP ADDR:PORT
   member weight VIP ADDR:PORT W
   metrics                                 the fwlb_ lines of /metrics
@@ -106,7 +106,8 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       let a: Answer;
       if (sub === 'add') {
         const w = opt(rest, '--weight');
-        a = await request(t, 'POST', path, { address, port, ...(w ? { weight: Number(w) } : {}) });
+        const pool = opt(rest, '--pool');
+        a = await request(t, 'POST', path, { address, port, ...(w ? { weight: Number(w) } : {}), ...(pool ? { pool } : {}) });
       } else if (sub === 'remove') a = await request(t, 'DELETE', `${path}/${member}`);
       else if (sub === 'drain' || sub === 'enable') a = await request(t, 'PATCH', `${path}/${member}`, { state: sub === 'drain' ? 'drain' : 'enabled' });
       else if (sub === 'weight' && rest[2]) a = await request(t, 'PATCH', `${path}/${member}`, { weight: Number(rest[2]) });

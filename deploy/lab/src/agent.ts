@@ -66,6 +66,9 @@ function serve(args: string[]): void {
   udp.on('message', (m, r) => udp.send(m, r.port, r.address));
   const web = http.createServer((req, res) => {
     if (req.url === '/stats') return res.end(JSON.stringify({ accepted }));
+    // What a proxy in front added, so a test can see it (the body stays the server's name).
+    const xff = req.headers['x-forwarded-for'];
+    if (typeof xff === 'string') res.setHeader('x-seen-forwarded-for', xff);
     res.statusCode = httpStatus;
     res.end(httpBody);
   });

@@ -182,24 +182,20 @@ export class Lab {
 
   /** Poll the SLB's GET /vips until `ok` holds; returns the time it took. */
   async waitMembers(ok: (vips: any[]) => boolean, ms: number, what: string): Promise<number> {
-    const t0 = Date.now();
-    for (;;) {
-      const v = await this.api('slb', 'GET', '/vips').catch(() => ({ status: 0, body: null }));
-      if (v.status === 200 && ok(v.body)) return Date.now() - t0;
-      if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(v.body)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    let v: { status: number; body: any } = { status: 0, body: null };
+    return waitUntil(async () => {
+      v = await this.api('slb', 'GET', '/vips').catch(() => ({ status: 0, body: null }));
+      return v.status === 200 && ok(v.body);
+    }, ms, () => `${what}: ${JSON.stringify(v.body)}`);
   }
 
   /** Poll every balancer node's GET /firewalls (or those of `nodes`) until `ok` holds for all; returns the time it took. */
   async waitFirewalls(ok: (fw: { id: string; live: boolean; healthy: boolean }[]) => boolean, ms: number, what: string, nodes = this.balancerNames()): Promise<number> {
-    const t0 = Date.now();
-    for (;;) {
-      const views = await Promise.all(nodes.map((r) => this.api(r, 'GET', '/firewalls').catch(() => ({ status: 0, body: null }))));
-      if (views.every((v) => v.status === 200 && ok(v.body))) return Date.now() - t0;
-      if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(views.map((v) => v.body))}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    let views: { status: number; body: any }[] = [];
+    return waitUntil(async () => {
+      views = await Promise.all(nodes.map((r) => this.api(r, 'GET', '/firewalls').catch(() => ({ status: 0, body: null }))));
+      return views.every((v) => v.status === 200 && ok(v.body));
+    }, ms, () => `${what}: ${JSON.stringify(views.map((v) => v.body))}`);
   }
 
   /** kill -9: the controller dies without any cleanup, as in a crash. */
@@ -225,11 +221,7 @@ export class Lab {
     for (const v of this.t.vrrp) {
       for (const [i, node] of v.nodes.entries()) await this.startKeepalivedOn(node, renderKeepalived(keepalivedNode(v, node, i, this.socketPath(node), tm)));
     }
-    const until = Date.now() + 15000;
-    while (this.t.vrrp.some((v) => this.vrrpHolder(v.side) === null)) {
-      if (Date.now() > until) throw new Error(`keepalived: no holder of the addresses after 15 s: ${this.keepalivedLogs.join('')}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitUntil(() => this.t.vrrp.every((v) => this.vrrpHolder(v.side) !== null), 15000, () => `a keepalived holder of each side's addresses: ${this.keepalivedLogs.join('')}`);
   }
 
   readonly keepalivedLogs: string[] = [];
@@ -436,6 +428,19 @@ export class Lab {
     for (const n of mine) deleteNs(n);
     if (!keepRunDir) rmSync(this.t.opts.runDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Polls `ok` every `everyMs` until it holds; returns how long that took. On timeout, throws naming `what` (a function
+ * is called then, so it can show the last state it saw).
+ */
+export async function waitUntil(ok: () => boolean | Promise<boolean>, ms: number, what: string | (() => string), everyMs = 50): Promise<number> {
+  const t0 = Date.now();
+  while (!(await ok())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'function' ? what() : what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return Date.now() - t0;
 }
 
 /** `ip route` arguments for one next hop or a multipath route over several. */

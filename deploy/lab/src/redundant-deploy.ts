@@ -8,13 +8,13 @@ export const REDUNDANT_REDIS = `${MGMT_NET}.250`;
 /** Each node container's API: a unix socket, which keepalived's check reads. */
 export const CONTAINER_API = '/run/fwlb/api.sock';
 
-export function redundantTopology() {
+export function composeTopology() {
   return topology({ prefix: 'x', runDir: '/run/fwlb', nodesPerSide: 2, mode: 'vrrp', sessionTable: `redis://${REDUNDANT_REDIS}:6379` });
 }
 
 /** File name (in deploy/configs/redundant/) -> content. */
 export function redundantDeployFiles(): Record<string, string> {
-  const t = redundantTopology();
+  const t = composeTopology();
   const out: Record<string, string> = {};
   for (const [name, cfg] of Object.entries(t.balancers)) {
     out[`${name}.json`] = `${JSON.stringify({ ...cfg, api: { listen: `unix:${CONTAINER_API}`, tokenFile: '/etc/fwlb/token' } }, null, 2)}\n`;

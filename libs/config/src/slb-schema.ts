@@ -28,6 +28,9 @@ export interface PoolConfig {
   scheduler?: L7Scheduler;
   /** `cookie`: an inserted cookie keeps a client on its member; `source`: the client's address does. @default "none" */
   persistence?: 'none' | 'cookie' | 'source';
+  /** The pool's own health check and timers; absent: the VIP's. */
+  check?: CheckSpec;
+  timers?: TimerConfig;
 }
 
 /**
@@ -120,6 +123,8 @@ export const poolSchema = {
     name: poolName,
     scheduler: { enum: ['rr', 'leastconn', 'source'] },
     persistence: { enum: ['none', 'cookie', 'source'] },
+    check: checkSpecSchema,
+    timers: timersSchema,
   },
 } as const;
 

@@ -13,7 +13,7 @@ const checkSlb = lazy(() => ajv.compile<SlbConfig>(slbSchema));
 const checkVip = lazy(() => ajv.compile<VipConfig>(vipSchema));
 
 export type ResolvedMember = Readonly<Required<Omit<MemberConfig, 'pool'>> & { pool?: string }>;
-export type ResolvedPool = Readonly<Required<PoolConfig>>;
+export type ResolvedPool = Readonly<Required<Omit<PoolConfig, 'check' | 'timers'>> & { check?: CheckSpec; timers?: Required<TimerConfig> }>;
 /** The fields only an L7 VIP has; resolved (defaults filled in) when `mode` is `http`, absent on an L4 VIP. */
 type L7Fields = 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor' | 'tls';
 export type ResolvedVip = Readonly<
@@ -137,7 +137,17 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
   if (!v.pools) problems.push({ field: `${at}/pools`, message: 'is required for an L7 VIP (mode "http")' });
   if (v.defaultPool === undefined) problems.push({ field: `${at}/defaultPool`, message: 'is required for an L7 VIP (mode "http")' });
   const names = new Map<string, number>();
+  const poolTimers = new Map<string, Required<TimerConfig>>();
   pools.forEach((p, i) => {
+    if (p.check) problems.push(...checkSpecProblems(p.check, `${at}/pools/${i}/check`, true));
+    if (p.timers) {
+      try {
+        poolTimers.set(p.name, validateTimers(p.timers));
+      } catch (e) {
+        if (!(e instanceof TimerConfigError)) throw e;
+        problems.push({ field: `${at}/pools/${i}/timers/${e.field}`, message: e.message.slice(e.field.length + 2) });
+      }
+    }
     if (names.has(p.name)) problems.push({ field: `${at}/pools/${i}/name`, message: `duplicate pool "${p.name}" (also ${at}/pools/${names.get(p.name)}/name)` });
     else names.set(p.name, i);
   });
@@ -167,7 +177,13 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
   });
   return {
     mode: 'http',
-    pools: pools.map((p) => ({ name: p.name, scheduler: p.scheduler ?? 'rr', persistence: p.persistence ?? 'none' })),
+    pools: pools.map((p) => ({
+      name: p.name,
+      scheduler: p.scheduler ?? 'rr',
+      persistence: p.persistence ?? 'none',
+      ...(p.check ? { check: p.check } : {}),
+      ...(poolTimers.has(p.name) ? { timers: poolTimers.get(p.name)! } : {}),
+    })),
     rules: rules.map((r) => ({ ...r, ...(r.header ? { header: { ...r.header } } : {}) })),
     defaultPool: v.defaultPool ?? '',
     forwardedFor: v.forwardedFor ?? true,

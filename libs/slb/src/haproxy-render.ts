@@ -43,13 +43,27 @@ export interface L7Want {
   maps: Map<string, [string, string][]>;
   /** `backend/server` → server. */
   servers: Map<string, ServerWant>;
+  /** The stick tables that count each VIP's requests per rule (`show table`). */
+  tables: string[];
 }
+
+/**
+ * A rule's counter key: a digest of what it matches and where it sends, so its count follows it when rules are
+ * reordered (a rule is unique within its VIP: a duplicate never matches and is refused). `-`: no rule matched.
+ */
+export function ruleId(r: RuleConfig): string {
+  const canon = JSON.stringify([r.host ?? null, r.path ?? null, r.pathRegex ?? null, r.header ? [r.header.name.toLowerCase(), r.header.value] : null, r.pool]);
+  return `r${createHash('sha256').update(canon).digest('hex').slice(0, 10)}`;
+}
+export const ruleTable = (vip: string) => `st.${vip}`;
 
 export const frontendName = (vip: string) => `f.${vip}`;
 export const backendName = (vip: string, pool: string) => `b.${vip}.${pool}`;
 /** Names allow letters, digits and `-_.:`; the member's address and port make it stable and readable. */
 export const serverName = (m: { address: string; port: number }) => `${m.address}_${m.port}`;
 export const mapFile = (p: L7Paths, vip: string) => `${p.dir}/${vip}.map`;
+/** The counter key of requests no rule matched. */
+export const DEFAULT_RULE = '-';
 export const adminSocket = (p: L7Paths) => `${p.dir}/admin.sock`;
 export const masterSocket = (p: L7Paths) => `${p.dir}/master.sock`;
 export const configFile = (p: L7Paths) => `${p.dir}/haproxy.cfg`;
@@ -135,6 +149,7 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
   const full: string[] = [...head];
   const maps = new Map<string, [string, string][]>();
   const servers = new Map<string, ServerWant>();
+  const tables: string[] = [];
   for (const v of vips) {
     const slots = headerSlots(v.rules);
     // base, 0x01, then each header slot's value followed by 0x01.
@@ -147,14 +162,22 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       '  http-request set-var(txn.fwlb_sep) bin(01)',
       ...slots.map((name, i) => `  http-request set-var(txn.fwlb_h${i}) req.fhdr(${name})`),
       `  http-request set-var(txn.fwlb_key) ${key}`,
-      `  use_backend %[var(txn.fwlb_key),map_reg(${file},${backendName(v.id, v.defaultPool)})]`,
+      // The map gives "<rule id>:<backend>": the rule's request counter, then the pool (rule ids and backend names hold no ':').
+      `  http-request set-var(txn.fwlb_hit) var(txn.fwlb_key),map_reg(${file},${DEFAULT_RULE}:${backendName(v.id, v.defaultPool)})`,
+      `  http-request track-sc0 var(txn.fwlb_hit),field(1,:) table ${ruleTable(v.id)}`,
+      '  use_backend %[var(txn.fwlb_hit),field(2,:)]',
       `  default_backend ${backendName(v.id, v.defaultPool)}`,
+      `backend ${ruleTable(v.id)}`,
+      // A fixed size (the most rules a VIP has, plus "no rule"): a size that followed the rules would make every rule
+      // change structural, a reload.
+      '  stick-table type string len 16 size 512 store http_req_cnt',
     ];
+    tables.push(ruleTable(v.id));
     skeleton.push(...fe);
     full.push(...fe);
     maps.set(
       file,
-      v.rules.map((r) => [ruleKey(r, slots), backendName(v.id, r.pool)]),
+      v.rules.map((r) => [ruleKey(r, slots), `${ruleId(r)}:${backendName(v.id, r.pool)}`]),
     );
     for (const pool of v.pools) {
       const be = [`backend ${backendName(v.id, pool.name)}`, `  balance ${SCHEDULER[pool.scheduler]}`];
@@ -181,7 +204,7 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       }
     }
   }
-  return { skeleton: skeleton.join('\n') + '\n', config: full.join('\n') + '\n', maps, servers };
+  return { skeleton: skeleton.join('\n') + '\n', config: full.join('\n') + '\n', maps, servers, tables };
 }
 
 /** A map file's text: one `regex backend` line per rule, in order. */
@@ -196,14 +219,14 @@ export function cliArg(s: string): string {
 
 /**
  * The runtime commands that take HAProxy's servers from `have` to `want` (same skeleton): removed servers are put in
- * maintenance, their sessions shut, then deleted; added ones are created (they start in maintenance) and then get
+ * maintenance, then deleted once their requests in flight are done (the engine waits, see `delServer`); added ones are created (they start in maintenance) and then get
  * their state; weights and states that differ are set. Map changes are separate (`mapsChanged`: a versioned swap).
  */
 export function serverCommands(have: ReadonlyMap<string, ServerWant>, want: ReadonlyMap<string, ServerWant>): string[] {
   const out: string[] = [];
   for (const id of have.keys()) {
     if (want.has(id)) continue;
-    out.push(`set server ${id} state maint`, `shutdown sessions server ${id}`, `del server ${id}`);
+    out.push(`set server ${id} state maint`, `del server ${id}`);
   }
   const cookies = new Set<string>();
   for (const [id, s] of want) {

@@ -1,7 +1,7 @@
 // Runs HAProxy as the L7 data plane: started in master-worker mode and supervised, configured by a rendered file
 // that `haproxy -c` checked, and changed through its runtime API without a reload; shell layer of libs/slb.
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, unlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import { writeFileAtomic } from '@fwlb/service';
 import { adminSocket, cliArg, configFile, L7Paths, L7Want, mapsChanged, mapText, masterSocket, serverCommands } from './haproxy-render';
@@ -72,6 +72,13 @@ export function parseStat(csv: string): Map<string, HaproxyStat> {
   return out;
 }
 
+/** Parses `show table`: key → http_req_cnt. */
+export function parseTable(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/ key=(\S+) .*?http_req_cnt=(\d+)/g)) out.set(m[1], Number(m[2]));
+  return out;
+}
+
 /** The L7 data plane as the SLB service sees it (a fake stands in for it in unit tests). */
 export interface L7Engine {
   readonly paths: L7Paths;
@@ -111,6 +118,9 @@ export class HaproxyEngine implements L7Engine {
   private lastExit: { at: number; why: string; back: number | null } | null = null;
   private readonly bin: string;
   private readonly pidFile: string;
+  /** HAProxy's own messages (its stdout and stderr), and where the current master's begin. */
+  readonly logFile: string;
+  private logFrom = 0;
 
   readonly paths: L7Paths;
 
@@ -118,6 +128,7 @@ export class HaproxyEngine implements L7Engine {
     this.paths = o.paths;
     this.bin = o.binary ?? 'haproxy';
     this.pidFile = `${o.paths.dir}/haproxy.pid`;
+    this.logFile = `${o.paths.dir}/haproxy.log`;
     mkdirSync(o.paths.dir, { recursive: true, mode: 0o700 });
   }
 
@@ -198,13 +209,13 @@ export class HaproxyEngine implements L7Engine {
   private async spawnMaster(): Promise<void> {
     const p = this.o.paths;
     for (const s of [adminSocket(p), masterSocket(p)]) if (existsSync(s)) unlinkSync(s);
-    const child = spawn(this.bin, ['-W', '-S', `${masterSocket(p)},mode,600`, '-f', configFile(p), '-p', this.pidFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its messages go to a file, not a pipe to this process, and it runs in a process group of its own: HAProxy
+    // must outlive this controller (fail static), and a pipe would break under it when the controller dies.
+    const logFd = openSync(this.logFile, 'a');
+    this.logFrom = fstatSync(logFd).size;
+    const child = spawn(this.bin, ['-W', '-S', `${masterSocket(p)},mode,600`, '-f', configFile(p), '-p', this.pidFile], { stdio: ['ignore', logFd, logFd], detached: true });
+    closeSync(logFd);
     this.child = child;
-    const lines = (d: Buffer) => {
-      for (const l of d.toString().split('\n')) if (l.trim()) this.log(`haproxy: ${l.trim()}`, { event: 'haproxy' });
-    };
-    child.stdout!.on('data', lines);
-    child.stderr!.on('data', lines);
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = null;
       this.exited(signal ? `signal ${signal}` : `exit code ${code}`);
@@ -230,8 +241,19 @@ export class HaproxyEngine implements L7Engine {
     return m ? Number(m[1]) : null;
   }
 
+  /** The last lines HAProxy wrote (its alerts say why it would not start). */
+  private tail(n = 3): string {
+    try {
+      return readFileSync(this.logFile, 'utf8').slice(this.logFrom).trim().split('\n').filter((l) => /ALERT/.test(l)).slice(-n).join(' | ');
+    } catch {
+      return '';
+    }
+  }
+
   private exited(why: string): void {
     if (this.stopped) return;
+    const alerts = this.tail();
+    if (alerts) why = `${why}; ${alerts}`;
     this.have = null;
     this.down = { since: this.now(), why };
     this.lastExit = { at: this.now(), why, back: null };
@@ -339,8 +361,9 @@ export class HaproxyEngine implements L7Engine {
   }
 
   /**
-   * `del server` once the server's connections are gone: it is in maintenance and its sessions were shut, but a
-   * request in flight or an idle keep-alive connection can hold it for a moment (HAProxy refuses until then).
+   * `del server` once the server's connections are gone. It is in maintenance (no new requests), and HAProxy refuses
+   * the delete while a request is in flight or a connection to it is open: the requests in flight get
+   * `DRAIN_MS` to finish (removing a member fails no request), then its sessions are shut.
    */
   private async delServer(sock: string, cmd: string, ms = 5000): Promise<void> {
     const t0 = Date.now();
@@ -351,10 +374,13 @@ export class HaproxyEngine implements L7Engine {
       } catch (e) {
         if (!/still has connections|connection queue/i.test((e as Error).message) || Date.now() - t0 > ms) throw e;
       }
-      await runtimeCommand(sock, cmd.replace(/^del server/, 'shutdown sessions server')).catch(() => undefined);
+      if (Date.now() - t0 > HaproxyEngine.DRAIN_MS) await runtimeCommand(sock, cmd.replace(/^del server/, 'shutdown sessions server')).catch(() => undefined);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+
+  /** How long a removed member's requests in flight may take before its sessions are shut. */
+  static DRAIN_MS = 2000;
 
   /** A whole map swapped at once: a new version filled in rule order, then committed (requests see old or new). */
   private async swapMap(sock: string, file: string, entries: readonly [string, string][]): Promise<void> {
@@ -365,9 +391,15 @@ export class HaproxyEngine implements L7Engine {
     this.runtimeCommands += entries.length + 2;
   }
 
+  /** `show stat`, and each VIP's requests per rule (`show table`) as `st.<vip>/<rule id>`. */
   async stats(): Promise<Map<string, HaproxyStat>> {
     if (!this.running()) return new Map();
-    return parseStat(await haproxyCli(adminSocket(this.o.paths), 'show stat', 2000));
+    const sock = adminSocket(this.o.paths);
+    const out = parseStat(await haproxyCli(sock, 'show stat', 2000));
+    for (const table of this.have?.tables ?? []) {
+      for (const [k, n] of parseTable(await haproxyCli(sock, `show table ${table}`, 2000))) out.set(`${table}/${k}`, { sessions: 0, requests: n, status: '' });
+    }
+    return out;
   }
 
   alarms(): string[] {
@@ -384,12 +416,16 @@ export class HaproxyEngine implements L7Engine {
     return { running: this.running(), masterPid: this.masterPid(), reloads: this.reloads, restarts: this.restarts, runtimeCommands: this.runtimeCommands, lastError: this.lastError, config: configFile(this.o.paths) };
   }
 
-  stop(): void {
+  /**
+   * Stops supervising. HAProxy keeps serving what it runs (fail static, as the nft table does): the next controller
+   * adopts it from its pid file and reloads it seamlessly. `kill` stops it as well.
+   */
+  stop(kill = false): void {
     this.stopped = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     if (this.poll) clearInterval(this.poll);
     const pid = this.masterPid();
-    if (pid) {
+    if (pid && kill) {
       try {
         process.kill(pid, 'SIGTERM');
       } catch {

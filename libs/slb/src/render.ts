@@ -13,16 +13,23 @@ const healthKeys = new WeakMap<ResolvedVip, Map<string, string>>();
  * Health key: a (RIP, port, check, timers) is probed once, however many VIPs share it. Remembered per VIP object
  * (VIPs are immutable; a change makes a new one), so that /health and a health event do not stringify 8,000 checks.
  */
-export function healthKey(v: ResolvedVip, m: { address: string; port: number }): string {
+export function healthKey(v: ResolvedVip, m: { address: string; port: number; pool?: string }): string {
   let keys = healthKeys.get(v);
   if (!keys) healthKeys.set(v, (keys = new Map()));
   const mk = memberKey(m);
   let k = keys.get(mk);
   if (k === undefined) {
-    const port = 'port' in v.check && v.check.port ? v.check.port : m.port;
-    keys.set(mk, (k = JSON.stringify([m.address, port, v.check, v.timers])));
+    const { check, timers } = probeSpec(v, m);
+    const port = 'port' in check && check.port ? check.port : m.port;
+    keys.set(mk, (k = JSON.stringify([m.address, port, check, timers])));
   }
   return k;
+}
+
+/** The check and timers a member is probed with: its L7 pool's where the pool sets them, else its VIP's. */
+export function probeSpec(v: ResolvedVip, m: { pool?: string }): Pick<ResolvedVip, 'check' | 'timers'> {
+  const p = m.pool !== undefined ? v.pools?.find((x) => x.name === m.pool) : undefined;
+  return { check: p?.check ?? v.check, timers: p?.timers ?? v.timers };
 }
 
 /** A member takes new sessions only when it is enabled (not drained) and its health is up. */

@@ -1,13 +1,14 @@
 // The SLB tier's state and its one way to change the kernel: validate, render the VIPs a change touches, apply the
 // difference in one transaction, roll back on failure; imperative shell of libs/slb.
+import { accessSync, constants } from 'node:fs';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
 import { ConfigError, isL7, memberKey, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import type { NftJson, NftRunner } from '@fwlb/nft';
 import { applySlbCommands, declarationsModel, hasDeclarations, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
-import { backendMap, declarationsText, DECLARED, healthKey, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
+import { backendMap, declarationsText, DECLARED, healthKey, probeSpec, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
 import type { HaproxyStat, L7Engine } from './haproxy';
-import { backendName, L7Want, renderL7, serverName } from './haproxy-render';
+import { backendName, DEFAULT_RULE, L7Want, renderL7, ruleId, ruleTable, serverName } from './haproxy-render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -64,6 +65,15 @@ export interface SlbDeps {
   /** The L7 data plane (HAProxy) for VIPs with `mode: "http"`; absent: such VIPs are refused. */
   l7?: L7Engine;
 }
+
+const readable = (path: string) => {
+  try {
+    accessSync(path, constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /** The L4 VIPs: the ones the nft table holds (an L7 VIP is HAProxy's). */
 const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isL7(v));
@@ -252,7 +262,8 @@ export class SlbService {
       const create = () =>
         this.monitors.set(
           k,
-          this.deps.monitors(k, v, m, initial, (ev) => {
+          // An L7 member is probed with its pool's check and timers where the pool has its own.
+          this.deps.monitors(k, m.pool !== undefined ? { ...v, ...probeSpec(v, m) } : v, m, initial, (ev) => {
             this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
             this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'member-health', member: `${m.address}:${m.port}`, check: v.check.kind, vips: [...(this.users.get(k) ?? [])], from: ev.from, to: ev.to, reason: ev.reason });
             for (const user of this.users.get(k) ?? []) this.dirty.add(user);
@@ -481,6 +492,10 @@ export class SlbService {
       const frags = [...changed].flatMap((id) => (nextById.has(id) && !isL7(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
       const l7Touched = [...changed].some((id) => [nextById.get(id), this.byId.get(id)].some((v) => v && isL7(v)));
       if (l7Touched && !this.deps.l7) throw new ConfigError([{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): L7 VIPs (mode "http") cannot be served' }], 'request body');
+      for (const id of changed) {
+        const cert = nextById.get(id)?.tls?.certificate;
+        if (cert && !readable(cert)) throw new ConfigError([{ field: '/tls/certificate', message: `cannot read ${cert} (a PEM file with the certificate and its key)` }], 'request body');
+      }
       // Addresses: only those of the changed VIPs, and an address stays while another VIP uses it.
       const touched = new Set([...changed].flatMap((id) => [this.byId.get(id)?.address, nextById.get(id)?.address]).filter((a): a is string => !!a));
       const wantAddrs = new Set(next.filter((v) => touched.has(v.address)).map((v) => v.address));
@@ -722,7 +737,10 @@ export class SlbService {
         const st = this.l7Stats.get(`${backendName(v.id, p.name)}/BACKEND`);
         return { name: p.name, sessions: st?.sessions ?? 0, responses: st?.requests ?? 0 };
       });
-      return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: fe?.sessions ?? 0, requests: fe?.requests ?? 0, pools, at: this.countersAt } };
+      // Requests per rule (in rule order) and of no rule, since HAProxy's last start or reload.
+      const rules = v.rules.map((r, i) => ({ rule: i, pool: r.pool, requests: this.l7Stats.get(`${ruleTable(v.id)}/${ruleId(r)}`)?.requests ?? 0 }));
+      const unmatched = this.l7Stats.get(`${ruleTable(v.id)}/${DEFAULT_RULE}`)?.requests ?? 0;
+      return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: fe?.sessions ?? 0, requests: fe?.requests ?? 0, rules, defaultPool: unmatched, pools, at: this.countersAt } };
     }
     const newSessions = this.vipNewSessions(v);
     // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
@@ -750,6 +768,7 @@ export class SlbService {
     });
     const starting = this.started ? [] : [`starting: adopting the kernel state of ${this.vipList.length} VIPs${this.lastError ? ` (last try failed: ${this.lastError})` : ''}`];
     const l7 = this.deps.l7 && this.l7Want ? this.deps.l7.alarms() : [];
+    if (this.l7Failed) l7.push(`L7 VIPs not applied (HAProxy keeps what it ran; L4 VIPs are not affected): ${this.l7Failed}`);
     if (!this.deps.l7 && this.vipList.some(isL7)) l7.push(`HAProxy is not available on this node: ${this.vipList.filter(isL7).length} L7 VIPs are not served`);
     return [...starting, ...(this.saveError ? [this.saveError] : []), ...panics, ...l7, ...(this.deps.alarms?.() ?? [])];
   }
@@ -773,8 +792,8 @@ export class SlbService {
 
   /** What HAProxy was last told to run (null while no L7 VIP was ever applied). */
   private l7Want: L7Want | null = null;
-  /** The last L7 apply failed: the next pass tries again. */
-  private l7Failed = false;
+  /** Why the last L7 apply failed (the next pass tries again), or null. */
+  private l7Failed: string | null = null;
   private l7Stats = new Map<string, HaproxyStat>();
 
   /**
@@ -789,11 +808,11 @@ export class SlbService {
       const r = await this.deps.l7.apply(want);
       if (r.reloaded) this.deps.log?.(`HAProxy loaded a new config: ${l7.length} L7 VIPs`, { event: 'haproxy-reload', vips: l7.length });
     } catch (e) {
-      this.l7Failed = true;
+      this.l7Failed = e instanceof Error ? e.message : String(e);
       throw e;
     }
     this.l7Want = want;
-    this.l7Failed = false;
+    this.l7Failed = null;
   }
 
   private stopped = false;
