@@ -386,7 +386,13 @@ export class HaproxyEngine implements L7Engine {
   private async swapMap(sock: string, file: string, entries: readonly [string, string][]): Promise<void> {
     const out = await runtimeCommand(sock, `prepare map ${cliArg(file)}`);
     const ver = /(\d+)$/.exec(out)![1];
-    for (const [k, v] of entries) await runtimeCommand(sock, `add map @${ver} ${cliArg(file)} ${cliArg(k)} ${cliArg(v)}`);
+    // The entries in batches of `;`-separated commands on one connection (keys and values are escaped: a `;` in
+    // them is not a separator); each answers nothing when it worked.
+    const adds = entries.map(([k, v]) => `add map @${ver} ${cliArg(file)} ${cliArg(k)} ${cliArg(v)}`);
+    for (let i = 0; i < adds.length; i += 64) {
+      const answer = (await haproxyCli(sock, adds.slice(i, i + 64).join(';'))).trim();
+      if (answer) throw new HaproxyError(`HAProxy refused a rule of ${file}: ${answer.split('\n').slice(0, 2).join(' | ')}`);
+    }
     await runtimeCommand(sock, `commit map @${ver} ${cliArg(file)}`);
     this.runtimeCommands += entries.length + 2;
   }

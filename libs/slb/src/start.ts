@@ -1,6 +1,6 @@
 // Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
 // layer of libs/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
-import { ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
+import { compileVipValidator, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
@@ -92,6 +92,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   // behind it. If it fails, the kernel keeps what it has and the runner tries again.
   const adopted = service.start().then(
     (first) => {
+      compileVipValidator();
       log(`SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`);
       return first;
     },
