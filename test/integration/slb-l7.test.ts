@@ -233,6 +233,23 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     t.equal(inNs(lab.ns('slb'), ['nft', 'list', 'table', 'ip', 'fwlb_slb']).replace(/packets \d+ bytes \d+/g, ''), nft, 'nft table unchanged');
   });
 
+  await t.test('the controller killed: HAProxy keeps serving; restarted, it adopts the running HAProxy (one seamless reload)', async (t) => {
+    const pid = (await status()).haproxy.masterPid;
+    const before = await reloads();
+    const during = load('c2', TABLE, 1200, 4);
+    await lab.killNode('slb');
+    const alone = await load('c1', TABLE, 240, 4);
+    t.equal(alone.http.failed, 0, `with no controller, 0 of 240 requests failed ${JSON.stringify(alone.http.errors)}`);
+    t.same(l7Misrouted(alone.http.byLabel), [], 'and none misrouted');
+    await lab.startNode('slb');
+    await waitFor(async () => (await status()).started === true, 10000, 'the restarted SLB adopted its state');
+    const st = await status();
+    t.equal(st.haproxy.masterPid, pid, 'the new controller adopted the same HAProxy master');
+    t.equal(await reloads(), before + 1, 'and reloaded it once with its config');
+    const r = await during;
+    t.equal(r.http.failed, 0, `0 of ${r.http.ok + r.http.failed} requests failed across the kill, the restart and the reload ${JSON.stringify(r.http.errors)}`);
+  });
+
   await t.test('HAProxy killed with SIGKILL: back within 2 s with the same VIPs, alarm in /status', async (t) => {
     const pid = (await status()).haproxy.masterPid;
     t.ok(pid > 0, `master pid ${pid}`);
