@@ -270,6 +270,24 @@ t.test('HAProxy that cannot start: the L4 VIPs are applied all the same, an alar
   t.notMatch(x.s.alarms().join('\n'), /not applied/, 'and the alarm cleared');
 });
 
+t.test('HAProxy refusing while a health event arrives: the L4 VIP follows its member at once, the L7 VIP later', async (t) => {
+  const x = service();
+  const l4 = { id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.21', port: 8080 }, { address: '10.20.0.22', port: 8080 }] };
+  await x.s.start(validateSlbConfig({ interface: 'up0', vips: [l4, shop()] }).vips);
+  const n = x.nft.batches.length;
+  x.refuse('HAProxy refused "set server": no answer');
+  x.emitters.get('10.20.0.21:8080')!(false);
+  x.emitters.get('10.20.0.11:8080')!(false);
+  await x.s.tick();
+  t.ok(x.nft.batches.length > n, 'the L4 member left the kernel pool although HAProxy refused');
+  t.notOk(x.nft.targets(80).includes('10.20.0.21:8080'), 'the down L4 member takes no new session');
+  t.match(x.s.alarms().join('\n'), /L7 VIPs not applied/, 'the L7 failure is an alarm');
+  x.refuse(null);
+  await x.s.tick();
+  t.equal(x.applied[x.applied.length - 1].servers.get('b.shop.www/10.20.0.11_8080')!.state, 'maint', 'the next pass took the L7 member out');
+  t.notMatch(x.s.alarms().join('\n'), /not applied/);
+});
+
 t.test('the service without HAProxy: an L7 VIP is refused (400 naming /mode), L4 works', async (t) => {
   const x = service(false);
   await x.s.start();

@@ -375,7 +375,6 @@ export class SlbService {
     const cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
     this.reconciles++;
     try {
-      if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7Failed) await this.applyL7(this.vipList, this.up);
       await this.transact(cmds);
     } catch (e) {
       for (const id of ids) this.dirty.add(id);
@@ -387,6 +386,11 @@ export class SlbService {
     this.believed = applySlbCommands(this.believed, cmds);
     for (const f of frags) this.setFragment(f);
     this.lastError = null;
+    // HAProxy after the table and apart from it: HAProxy failing never holds back an L4 member's health (an alarm
+    // says so, and the next pass, or the full pass, tries again).
+    if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7Failed) {
+      await this.applyL7(this.vipList, this.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
+    }
     return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.believed?.handle ?? null };
   }
 
@@ -503,18 +507,23 @@ export class SlbService {
       let cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: changed });
       let have = this.believed;
       const r = await this.withAddresses(wantAddrs, touched, async () => {
-        // HAProxy first (an L7 change has no nft commands); if the table then refuses, HAProxy goes back.
+        // HAProxy first (an L7 change has no nft commands, but a VIP can change mode); if the table then refuses
+        // for good, HAProxy goes back to what it ran.
         if (l7Touched) await this.applyL7(next, up);
         try {
-          await this.transact(cmds);
+          try {
+            await this.transact(cmds);
+          } catch (e) {
+            // The table may have drifted from what this controller believes (someone edited it): read it and try once more.
+            have = await this.deps.kernel.read();
+            const again = slbCommands({ table: this.config.table, want: frags, have, scope: changed });
+            if (!have || JSON.stringify(again) === JSON.stringify(cmds)) throw e;
+            cmds = again;
+            await this.transact(cmds);
+          }
         } catch (e) {
           if (l7Touched) await this.applyL7(this.vipList, this.up).catch(() => undefined);
-          // The table may have drifted from what this controller believes (someone edited it): read it and try once more.
-          have = await this.deps.kernel.read();
-          const again = slbCommands({ table: this.config.table, want: frags, have, scope: changed });
-          if (!have || JSON.stringify(again) === JSON.stringify(cmds)) throw e;
-          cmds = again;
-          await this.transact(cmds);
+          throw e;
         }
       }).catch((e) => {
         this.failures++;
