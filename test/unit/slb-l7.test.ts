@@ -133,7 +133,7 @@ const want = (servers: Record<string, Partial<{ weight: number; state: 'ready' |
   config: '',
   maps: new Map(),
   tables: [],
-  servers: new Map(Object.entries(servers).map(([id, s]) => [id, { backend: id.split('/')[0], name: id.split('/')[1], address: '10.0.0.1', port: 80, weight: 1, cookie: false, state: 'ready' as const, vip: 'v', member: 'm', ...s }])),
+  servers: new Map(Object.entries(servers).map(([id, s]) => [id, { backend: id.split('/')[0], name: id.split('/')[1], address: '10.0.0.1', port: 80, weight: 1, cookie: false, state: 'ready' as const, ...s }])),
 });
 
 t.test('serverCommands: the runtime steps from one rendering to the next', async (t) => {

@@ -48,6 +48,9 @@ add element ip fwlb_slb_doctor vips { 192.0.2.1 . tcp . 80 : jump v_a }
 add element ip fwlb_slb_doctor be_tcp { 192.0.2.1 . 80 . 0 : 192.0.2.10 . 8080 }
 `;
 
+/** The doctor's check of the HAProxy binary (optional: without it, L7 VIPs are refused); start reads its result. */
+export const HAPROXY_CHECK = 'HAProxy (L7 VIPs)';
+
 export async function slbDoctor(iface?: string, haproxy = 'haproxy'): Promise<Check[]> {
   const checks: Check[] = [];
   const python = probeHelperRunnable(); // runs while nft checks
@@ -61,7 +64,7 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy'): Promise<Ch
   const py = await python;
   checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
   const hx = HaproxyEngine.available(haproxy);
-  checks.push({ name: 'HAProxy (L7 VIPs)', ok: hx, required: false, detail: hx ? `${haproxy} runs` : `${haproxy} not found: L7 VIPs (mode "http") are refused, L4 VIPs work (Debian package haproxy)` });
+  checks.push({ name: HAPROXY_CHECK, ok: hx, required: false, detail: hx ? `${haproxy} runs` : `${haproxy} not found: L7 VIPs (mode "http") are refused, L4 VIPs work (Debian package haproxy)` });
   if (iface) {
     const ok = existsSync(`/sys/class/net/${iface}`);
     checks.push({ name: `interface ${iface}`, ok, required: true, detail: ok ? 'present' : 'does not exist: VIP addresses cannot be added' });

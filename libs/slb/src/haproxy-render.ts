@@ -10,7 +10,6 @@
 // no request ever sees half a rule list.
 import { createHash } from 'node:crypto';
 import type { ResolvedL7Vip, ResolvedMember, RuleConfig } from '@fwlb/config';
-import { memberKey } from '@fwlb/config';
 
 export interface L7Paths {
   /** Directory of the rendered config, the maps and the sockets. */
@@ -28,9 +27,6 @@ export interface ServerWant {
   /** The pool inserts a persistence cookie (HAProxy derives each server's from its address, port and the VIP's key). */
   cookie: boolean;
   state: ServerState;
-  /** The VIP and member key, for the API's counters. */
-  vip: string;
-  member: string;
 }
 
 /** What HAProxy should run: its structure (a change there needs a reload), and what the runtime API can change. */
@@ -145,7 +141,6 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
     '  timeout http-request 10s',
     '  timeout http-keep-alive 5s',
   ];
-  const skeleton: string[] = [...head];
   const full: string[] = [...head];
   const maps = new Map<string, [string, string][]>();
   const servers = new Map<string, ServerWant>();
@@ -173,7 +168,6 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       '  stick-table type string len 16 size 512 store http_req_cnt',
     ];
     tables.push(ruleTable(v.id));
-    skeleton.push(...fe);
     full.push(...fe);
     maps.set(
       file,
@@ -185,7 +179,6 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       if (pool.scheduler === 'source' || pool.persistence === 'source') be.push('  hash-type consistent');
       if (pool.persistence === 'cookie') be.push(`  cookie FWLB_${v.id.replace(/-/g, '_')} insert indirect nocache httponly dynamic`, `  dynamic-cookie-key ${cookieKey(v.id)}`);
       if (pool.persistence === 'source') be.push('  stick-table type ip size 200k expire 30m', '  stick on src');
-      skeleton.push(...be);
       full.push(...be);
       for (const m of v.members.filter((x) => x.pool === pool.name)) {
         const s: ServerWant = {
@@ -196,14 +189,14 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
           weight: m.weight,
           cookie: pool.persistence === 'cookie',
           state: serverState(m, up(v, m)),
-          vip: v.id,
-          member: memberKey(m),
         };
         servers.set(`${s.backend}/${s.name}`, s);
         full.push(serverLine(s));
       }
     }
   }
+  // The skeleton is the config without its server lines: what only a reload can change.
+  const skeleton = full.filter((l) => !l.startsWith('  server '));
   return { skeleton: skeleton.join('\n') + '\n', config: full.join('\n') + '\n', maps, servers, tables };
 }
 

@@ -1,7 +1,7 @@
 // Runs HAProxy as the L7 data plane: started in master-worker mode and supervised, configured by a rendered file
 // that `haproxy -c` checked, and changed through its runtime API without a reload; shell layer of libs/slb.
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import { writeFileAtomic } from '@fwlb/service';
 import { adminSocket, cliArg, configFile, L7Paths, L7Want, mapsChanged, mapText, masterSocket, serverCommands } from './haproxy-render';
@@ -310,8 +310,7 @@ export class HaproxyEngine implements L7Engine {
       this.lastError = (e as Error).message;
       throw e;
     }
-    writeFileAtomic(configFile(this.o.paths), readFileSync(tmp, 'utf8'));
-    unlinkSync(tmp);
+    renameSync(tmp, configFile(this.o.paths));
     try {
       if (!this.running() && !this.adopt()) {
         if (this.restartTimer) {

@@ -8,7 +8,7 @@ import type { NftJson, NftRunner } from '@fwlb/nft';
 import { applySlbCommands, declarationsModel, hasDeclarations, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
 import { backendMap, declarationsText, DECLARED, healthKey, probeSpec, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
 import type { HaproxyStat, L7Engine } from './haproxy';
-import { backendName, DEFAULT_RULE, L7Want, renderL7, ruleId, ruleTable, serverName } from './haproxy-render';
+import { backendName, DEFAULT_RULE, frontendName, L7Want, renderL7, ruleId, ruleTable, serverName } from './haproxy-render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -741,7 +741,7 @@ export class SlbService {
 
   vipView(v: ResolvedVip) {
     if (isL7(v)) {
-      const fe = this.l7Stats.get(`f.${v.id}/FRONTEND`);
+      const fe = this.l7Stats.get(`${frontendName(v.id)}/FRONTEND`);
       const pools = v.pools.map((p) => {
         const st = this.l7Stats.get(`${backendName(v.id, p.name)}/BACKEND`);
         return { name: p.name, sessions: st?.sessions ?? 0, responses: st?.requests ?? 0 };

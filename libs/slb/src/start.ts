@@ -5,7 +5,7 @@ import { helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
 import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
-import { slbDoctor } from './doctor';
+import { HAPROXY_CHECK, slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { HaproxyEngine } from './haproxy';
 import { nftSlbKernel, SlbReconcileResult, SlbService } from './service';
@@ -62,13 +62,14 @@ export interface RunningSlb {
 export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string, fields?: Record<string, unknown>) => void): Promise<RunningSlb> {
   const config = typeof from === 'string' ? loadSlbConfigWithState(from) : from;
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
-  const missing = (await slbDoctor(config.interface)).filter((c) => c.required && !c.ok);
+  const checks = await slbDoctor(config.interface, config.haproxy.binary);
+  const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
   const rtnl = Rtnl.open();
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`) });
   let runner: BoundedRunner | null = null;
   // HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before.
-  const l7 = HaproxyEngine.available(config.haproxy.binary) ? new HaproxyEngine({ paths: { dir: config.haproxy.dir }, binary: config.haproxy.binary, log }) : undefined;
+  const l7 = checks.find((c) => c.name === HAPROXY_CHECK)?.ok ? new HaproxyEngine({ paths: { dir: config.haproxy.dir }, binary: config.haproxy.binary, log }) : undefined;
   if (!l7) log(`HAProxy (${config.haproxy.binary}) not found: L7 VIPs (mode "http") are refused`);
   const service = new SlbService(config, {
     kernel: nftSlbKernel(nftCli(), config.table),
