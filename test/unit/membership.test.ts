@@ -88,8 +88,14 @@ t.test('render, fast path (issue 16): an established packet from the side is res
   const fib = pre.findIndex((r) => r.includes('"fib"'));
   t.ok(fib > 0, 'the fib lookup (traffic to this node) comes after it');
   t.equal(pre.filter((r) => r.includes('"fib"')).length, 1, 'one fib rule in prerouting');
-  const exit = pre.findIndex((r) => r.includes('"op":"!="') && r.includes('"iifname"'));
-  t.ok(exit > pre.indexOf(JSON.stringify(out.labeled['learn:fw3'])), 'a packet from a firewall leaves after the learn rules');
+  const notSide = (r: string) => JSON.parse(r).some((x: any) => x.match?.op === '!=' && x.match.left.meta?.key === 'iifname');
+  const exits = pre.map((r, i) => (notSide(r) ? i : -1)).filter((i) => i >= 0);
+  t.equal(exits.length, 2, 'two exits for packets not from the side');
+  t.equal(exits[0], 1, 'an established packet from a firewall (ct mark set) leaves at the second rule');
+  t.match(pre[1], /"ct":\{"key":"mark"\}.*"right":0/, 'the second rule tests ct mark != 0');
+  t.ok(pre.indexOf(JSON.stringify(out.labeled['learn:fw1'])) > 1, 'learning (ct mark 0) after it');
+  const exit = exits[1];
+  t.ok(exit > pre.indexOf(JSON.stringify(out.labeled['learn:fw3'])), 'any other packet from a firewall leaves after the learn rules');
   t.ok(exit < pre.indexOf(JSON.stringify(out.labeled['hash-tcp-udp'])) && exit < pre.indexOf(JSON.stringify(out.labeled.pinned)), 'before the side-only rules');
   const input_ = out.chains.find((x) => x.name === 'input')!;
   t.equal(input_.hook, 'input', 'the mark for this node\'s own replies is set on the input hook');

@@ -120,6 +120,9 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   if (suspectMarks.length) {
     add('restore-heard', [side, eq(ctMark, { set: suspectMarks }), eq(meta('nfproto'), 'ipv4'), tcpUdp, eq({ concat: SIDE_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), { accept: null }]);
   }
+  // An established packet from a firewall leaves at the second rule (issue 16): nothing below applies to it (learning
+  // needs ct mark 0, everything else is for the side). Before, it failed five comparisons first.
+  add(null, [ne(meta('iifname'), c.sideInterface), ne(ctMark, 0), { accept: null }]);
   // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
   add(null, [side, eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { accept: null }]);
   if (c.ingressLearning) {
