@@ -1,9 +1,18 @@
 // Load generators the benchmarks share: iperf3 (throughput, with its server behind a VIP of its own) and wrk (new
 // connections/s), each surviving a bad run (reported, retried or left out as NaN, never a crash that loses a run).
 import { ChildProcess, spawnSync } from 'node:child_process';
+import { cpus } from 'node:os';
 import { Lab, spawnInNs, WEB_PORT } from '@fwlb/lab';
 
 export const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+
+/**
+ * iperf3's client on CPU 0 and its server on CPU 1 (`-A 0,1`). Why: unpinned, a 3 s TCP run on 2 cores landed in
+ * one of two regimes, about 10.5 or 14 Gbit/s, on any path with conntrack (the slow one with four equal streams and
+ * almost no retransmits), by where the scheduler put the two processes, not by the path (issue 16). BENCH_PIN=0
+ * leaves the pinning out.
+ */
+export const IPERF_PIN = cpus().length >= 2 && process.env.BENCH_PIN !== '0' ? ['-A', '0,1'] : [];
 
 /**
  * The iperf3 server in s1, restarted after a run that gave no result. Why: after a UDP run at a rate the path
@@ -58,7 +67,7 @@ export function throughput(lab: Lab, server: IperfServer, client = 'c1'): number
   for (let attempt = 1; attempt <= 3; attempt++) {
     let j: any = null;
     try {
-      j = JSON.parse(runIn(lab.ns(client), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-t', String(SECONDS), '-P', '4', '-J']));
+      j = JSON.parse(runIn(lab.ns(client), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-t', String(SECONDS), '-P', '4', ...IPERF_PIN, '-J']));
     } catch (e) {
       j = { error: (e as Error).message.slice(0, 200) };
     }

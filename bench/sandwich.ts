@@ -3,20 +3,34 @@
 // sandwich with fwlb, against plain static routing through one firewall and iptables HMARK with a shared seed,
 // interleaved A B C ... with the order reversed every other round. A fourth path, plain routing with conntrack
 // switched on in both nodes (`plain-ct`), shows how much of fwlb's cost is conntrack itself, which plain routing
-// and HMARK do without. Every figure is a median of BENCH_ROUNDS (default 9) rounds with its lowest and highest.
+// and HMARK do without; a fifth, HMARK with conntrack (`hmark-ct`), spreads over the same three firewalls through
+// the same ip rules as fwlb, so fwlb / hmark-ct is the cost of fwlb's rules alone. Every figure is a median of
+// BENCH_ROUNDS (default 9) rounds with its lowest and highest, and each ratio is also given paired: fwlb / path
+// within each round (the machine's load drifts between rounds far more than within one), median and spread, and
+// in how many rounds fwlb was the lower. BENCH_MODES=fwlb,hmark-ct,... runs only those paths (fwlb always).
+// BENCH_FWLB_WITHOUT=<regex> adds a path `fwlb-without`: fwlb's table minus the prerouting rules whose nft JSON
+// matches, to measure what one rule costs or saves in the same run.
 // BENCH_PERF=1 adds two profiled runs per path (`perf record -a` during a 64-byte UDP run and a wrk run, not in the
 // medians): the share of CPU samples in netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, inNs, spread, startBenchLab } from '@fwlb/lab';
-import { addIperfVips, connRate, IperfServer, runIn, SECONDS, throughput as throughputOf } from './load';
+import { addIperfVips, connRate, IPERF_PIN, IperfServer, runIn, SECONDS, throughput as throughputOf } from './load';
 
 let iperfServer: IperfServer;
 const throughput = (lab: Lab) => throughputOf(lab, iperfServer);
 
-type Mode = 'fwlb' | 'plain' | 'hmark' | 'plain-ct';
-const MODES: Mode[] = ['fwlb', 'plain', 'hmark', 'plain-ct'];
+type Mode = 'fwlb' | 'plain' | 'hmark' | 'plain-ct' | 'hmark-ct' | 'fwlb-one' | 'fwlb-without';
+const ALL: Mode[] = ['fwlb', 'plain', 'plain-ct', 'hmark', 'hmark-ct', 'fwlb-one'];
+/** The paths that load a variant of fwlb's own table (the rest delete it). */
+const FWLB_TABLES: Mode[] = ['fwlb', 'fwlb-one', 'fwlb-without'];
+const WITHOUT = process.env.BENCH_FWLB_WITHOUT ? new RegExp(process.env.BENCH_FWLB_WITHOUT) : null;
+const MODES: Mode[] = [
+  ...(process.env.BENCH_MODES ? ALL.filter((m) => m === 'fwlb' || process.env.BENCH_MODES!.split(',').includes(m)) : ALL),
+  ...(WITHOUT ? (['fwlb-without'] as const) : []),
+];
+const BASES = MODES.filter((m) => m !== 'fwlb');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 /** Offered UDP rate (packets/s), the same for every path; above what this machine forwards, so the cost shows. */
 const UDP_PPS = Number(process.env.BENCH_UDP_PPS ?? 200000);
@@ -33,14 +47,14 @@ function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
     tryNs(ns, ['iptables', '-t', 'mangle', '-F', 'PREROUTING']);
     tryNs(ns, ['ip', 'route', 'del', net]);
     tryNs(ns, ['nft', 'delete', 'table', 'ip', 'benchct']);
-    if (mode === 'fwlb') inNs(ns, ['nft', '-j', '-f', saved[node]]);
+    if (FWLB_TABLES.includes(mode)) inNs(ns, ['nft', '-j', '-f', saved[`${node}/${mode}`]]);
     if (mode === 'plain' || mode === 'plain-ct') inNs(ns, ['ip', 'route', 'add', net, 'via', peer]);
-    if (mode === 'plain-ct') {
+    if (mode === 'plain-ct' || mode === 'hmark-ct') {
       inNs(ns, ['nft', 'add', 'table', 'ip', 'benchct']);
       inNs(ns, ['nft', 'add', 'chain', 'ip', 'benchct', 'pre', '{ type filter hook prerouting priority -150; }']);
       inNs(ns, ['nft', 'add', 'rule', 'ip', 'benchct', 'pre', 'ct', 'state', 'new', 'counter']);
     }
-    if (mode === 'hmark') {
+    if (mode === 'hmark' || mode === 'hmark-ct') {
       // The classic recipe: a stateless symmetric HMARK with the same seed on both nodes, marks onto fwlb's ip rules.
       inNs(ns, ['iptables', '-t', 'mangle', '-A', 'PREROUTING', '-i', side, '-j', 'HMARK', '--hmark-tuple', 'src,dst,sport,dport,proto', '--hmark-mod', '3', '--hmark-offset', String(0x10000), '--hmark-rnd', '0x5eed1234']);
     }
@@ -76,7 +90,7 @@ function udpRate(lab: Lab, size: number): UdpResult {
     let j: any = null;
     const c0 = cpuJiffies();
     try {
-      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-u', '-l', String(size), '-b', String(UDP_PPS * size * 8), '-t', String(SECONDS), '-J']));
+      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-u', '-l', String(size), '-b', String(UDP_PPS * size * 8), '-t', String(SECONDS), ...IPERF_PIN, '-J']));
     } catch (e) {
       j = { error: (e as Error).message.slice(0, 200) };
     }
@@ -120,10 +134,23 @@ async function main(): Promise<void> {
     // Program the kernel once through fwlb, then stop the controllers so they don't undo the other modes.
     const saved: Record<string, string> = {};
     for (const node of ['ob', 'ib']) {
-      const file = join(lab.t.opts.runDir, `${node}-fwlb.json`);
       const json = inNs(lab.ns(node), ['nft', '-j', 'list', 'table', 'inet', 'fwlb']);
-      writeFileSync(file, JSON.stringify({ nftables: JSON.parse(json).nftables.filter((x: any) => !x.metainfo).map((x: any) => ({ add: stripHandles(x) })) }));
-      saved[node] = file;
+      const items = JSON.parse(json).nftables.filter((x: any) => !x.metainfo).map((x: any) => ({ add: stripHandles(x) }));
+      const keep = (mode: Mode, list: any[]) => {
+        saved[`${node}/${mode}`] = join(lab.t.opts.runDir, `${node}-${mode}.json`);
+        writeFileSync(saved[`${node}/${mode}`], JSON.stringify({ nftables: list }));
+      };
+      keep('fwlb', items);
+      // fwlb-one: every bucket on the first firewall, so fwlb's rules and ip rules against plain with conntrack's
+      // single firewall. Why: every firewall here shares the one kernel, so spreading over three costs the lab CPU
+      // (three firewalls' rules and state hot at once) that a node in front of three real boxes does not pay.
+      const one = (m: any) => ({ ...m, elem: m.elem.map(([b]: [number, number]) => [b, Math.min(...m.elem.map((e: [number, number]) => e[1]))]) });
+      keep('fwlb-one', items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)));
+      if (WITHOUT) {
+        const drop = (x: any) => x.add.rule?.chain === 'prerouting' && WITHOUT.test(JSON.stringify(x.add.rule.expr));
+        console.error(`fwlb-without, ${node}: ${items.filter(drop).length} prerouting rule(s) left out`);
+        keep('fwlb-without', items.filter((x: any) => !drop(x)));
+      }
     }
     await lab.killNode('outside');
     await lab.killNode('inside');
@@ -173,8 +200,13 @@ async function main(): Promise<void> {
     const sum = (m: Mode) => Object.fromEntries(metrics.map((k) => [k, spread(res[m][k])])) as Record<Metric, ReturnType<typeof spread>>;
     const s = Object.fromEntries(MODES.map((m) => [m, sum(m)])) as Record<Mode, Record<Metric, ReturnType<typeof spread>>>;
     const ratio = (k: Metric, base: Mode) => s.fwlb[k].median / s[base][k].median;
-    const ratios = Object.fromEntries((['plain', 'plain-ct', 'hmark'] as const).map((b) => [b, { gbps: ratio('gbps', b), cps: ratio('cps', b), pps64: ratio('pps64', b), pps512: ratio('pps512', b), cpuUs64: ratio('cpuUs64', b), cpuUs512: ratio('cpuUs512', b) }]));
-    console.log(JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, udpOfferedPps: UDP_PPS, summary: s, ratioFwlbTo: ratios, profiles, raw: res }, null, 2));
+    const RATIO_METRICS = ['gbps', 'cps', 'pps64', 'pps512', 'cpuUs64', 'cpuUs512'] as const;
+    const ratios = Object.fromEntries(BASES.map((b) => [b, Object.fromEntries(RATIO_METRICS.map((k) => [k, ratio(k, b)]))])) as Record<Mode, Record<(typeof RATIO_METRICS)[number], number>>;
+    // fwlb against each path; and, with both there, HMARK with conntrack against plain with conntrack: what spreading
+    // over three firewalls through ip rules costs without any of fwlb's rules.
+    const pairs: [Mode, Mode][] = [...BASES.map((b): [Mode, Mode] => ['fwlb', b]), ...(MODES.includes('hmark-ct') && MODES.includes('plain-ct') ? [['hmark-ct', 'plain-ct'] as [Mode, Mode]] : [])];
+    const paired = Object.fromEntries(pairs.map(([a, b]) => [`${a}/${b}`, Object.fromEntries(RATIO_METRICS.map((k) => [k, pairedRatio(res[a][k], res[b][k])]))])) as Record<string, Record<(typeof RATIO_METRICS)[number], Paired>>;
+    console.log(JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, udpOfferedPps: UDP_PPS, summary: s, ratioFwlbTo: ratios, paired, profiles, raw: res }, null, 2));
     const cell = (x: ReturnType<typeof spread>, d: number) => `${x.median.toFixed(d)} [${x.min.toFixed(d)}-${x.max.toFixed(d)}]`;
     console.log(`\nmedian [lowest-highest] of ${ROUNDS} interleaved rounds, ${SECONDS} s each; UDP offered at ${UDP_PPS} packets/s`);
     console.log(`path       Gbit/s (iperf3 -P4)   conn/s (wrk close)    pkt/s 64 B              pkt/s 512 B             loss 64 B  CPU us/pkt 64 B`);
@@ -182,9 +214,15 @@ async function main(): Promise<void> {
       const x = s[m];
       console.log(`${m.padEnd(9)}  ${cell(x.gbps, 2).padEnd(20)}  ${cell(x.cps, 0).padEnd(20)}  ${cell(x.pps64, 0).padEnd(22)}  ${cell(x.pps512, 0).padEnd(22)}  ${(x.loss64.median * 100).toFixed(2).padStart(6)}%    ${cell(x.cpuUs64, 1)}`);
     }
-    for (const b of ['plain', 'plain-ct', 'hmark'] as const) {
+    console.log('\nratio of the medians');
+    for (const b of BASES) {
       const r = ratios[b];
-      console.log(`fwlb/${b.padEnd(8)}  throughput ${r.gbps.toFixed(3)}  conn/s ${r.cps.toFixed(3)}  pkt/s 64 B ${r.pps64.toFixed(3)}  512 B ${r.pps512.toFixed(3)}  CPU/pkt 64 B ${r.cpuUs64.toFixed(3)}`);
+      console.log(`fwlb/${b.padEnd(12)}  throughput ${r.gbps.toFixed(3)}  conn/s ${r.cps.toFixed(3)}  pkt/s 64 B ${r.pps64.toFixed(3)}  512 B ${r.pps512.toFixed(3)}  CPU/pkt 64 B ${r.cpuUs64.toFixed(3)}`);
+    }
+    const pc = (p: Paired) => `${p.median.toFixed(3)} [${p.min.toFixed(3)}-${p.max.toFixed(3)}] lower ${p.lower}/${p.n}`;
+    console.log(`\npaired: a / b within each round, median [lowest-highest], rounds in which a's figure was the lower`);
+    for (const [k, r] of Object.entries(paired)) {
+      console.log(`${k.padEnd(17)}  throughput ${pc(r.gbps)}  conn/s ${pc(r.cps)}  64 B ${pc(r.pps64)}  512 B ${pc(r.pps512)}  CPU/pkt 64 B ${pc(r.cpuUs64)}`);
     }
     for (const [m, p] of Object.entries(profiles)) {
       if (p) console.log(`perf ${m.padEnd(16)} ${p.share.toFixed(1)}% of samples in netfilter/nft/conntrack/routing: ${p.top.map(([n, v]) => `${n} ${v.toFixed(2)}%`).join(', ')}`);
@@ -193,6 +231,22 @@ async function main(): Promise<void> {
   } finally {
     lab.teardown();
   }
+}
+
+interface Paired {
+  median: number;
+  min: number;
+  max: number;
+  /** Rounds in which a's figure was below b's (for CPU per packet, lower is better). */
+  lower: number;
+  n: number;
+}
+
+/** a / b round by round (both ran in the same round, next to each other), skipping rounds either lost. */
+function pairedRatio(a: readonly number[], b: readonly number[]): Paired {
+  const r = a.map((x, i) => x / b[i]).filter((x) => Number.isFinite(x));
+  const sp = spread(r);
+  return { median: sp.median, min: sp.min, max: sp.max, lower: r.filter((x) => x < 1).length, n: r.length };
 }
 
 function stripHandles(x: any): any {
