@@ -7,7 +7,8 @@
 // the same ip rules as fwlb, so fwlb / hmark-ct is the cost of fwlb's rules alone. Every figure is a median of
 // BENCH_ROUNDS (default 9) rounds with its lowest and highest, and each ratio is also given paired: fwlb / path
 // within each round (the machine's load drifts between rounds far more than within one), median and spread, and
-// in how many rounds fwlb was the lower. BENCH_MODES=fwlb,hmark-ct,... runs only those paths (fwlb always).
+// in how many rounds fwlb was the lower. BENCH_MODES=hmark-ct,... runs only those paths (and fwlb); `fwlb-one`
+// (fwlb's table with every bucket on one firewall) runs only when named there.
 // BENCH_FWLB_WITHOUT=<regex> adds a path `fwlb-without`: fwlb's table minus the prerouting rules whose nft JSON
 // matches, to measure what one rule costs or saves in the same run.
 // BENCH_PERF=1 adds two profiled runs per path (`perf record -a` during a 64-byte UDP run and a wrk run, not in the
@@ -23,11 +24,15 @@ const throughput = (lab: Lab) => throughputOf(lab, iperfServer);
 
 type Mode = 'fwlb' | 'plain' | 'hmark' | 'plain-ct' | 'hmark-ct' | 'fwlb-one' | 'fwlb-without';
 const ALL: Mode[] = ['fwlb', 'plain', 'plain-ct', 'hmark', 'hmark-ct', 'fwlb-one'];
+/** fwlb-one only when asked for: its first run (2026-11-30) told nothing the others did not, at 2 1/2 minutes a run. */
+const DEFAULT = ALL.filter((m) => m !== 'fwlb-one');
 /** The paths that load a variant of fwlb's own table (the rest delete it). */
 const FWLB_TABLES: Mode[] = ['fwlb', 'fwlb-one', 'fwlb-without'];
 const WITHOUT = process.env.BENCH_FWLB_WITHOUT ? new RegExp(process.env.BENCH_FWLB_WITHOUT) : null;
+const unknown = (process.env.BENCH_MODES ?? '').split(',').filter((m) => m && !ALL.includes(m as Mode));
+if (unknown.length) throw new RangeError(`BENCH_MODES: unknown path ${unknown.join(', ')} (known: ${ALL.join(', ')})`);
 const MODES: Mode[] = [
-  ...(process.env.BENCH_MODES ? ALL.filter((m) => m === 'fwlb' || process.env.BENCH_MODES!.split(',').includes(m)) : ALL),
+  ...(process.env.BENCH_MODES ? ALL.filter((m) => m === 'fwlb' || process.env.BENCH_MODES!.split(',').includes(m)) : DEFAULT),
   ...(WITHOUT ? (['fwlb-without'] as const) : []),
 ];
 const BASES = MODES.filter((m) => m !== 'fwlb');
