@@ -146,9 +146,9 @@ async function main(): Promise<void> {
         writeFileSync(saved[`${node}/${mode}`], JSON.stringify({ nftables: list }));
       };
       keep('fwlb', items);
-      // fwlb-one: every bucket on the first firewall, so fwlb's rules and ip rules against plain with conntrack's
-      // single firewall. Why: every firewall here shares the one kernel, so spreading over three costs the lab CPU
-      // (three firewalls' rules and state hot at once) that a node in front of three real boxes does not pay.
+      // fwlb-one: every bucket on the first firewall: fwlb's rules and ip rules through plain with conntrack's single
+      // firewall. Why: the firewalls here share one kernel, so spreading over three may cost the lab CPU (three
+      // firewalls' rules and state in use at once) that a node in front of three real boxes would not pay.
       const one = (m: any) => ({ ...m, elem: m.elem.map(([b]: [number, number]) => [b, Math.min(...m.elem.map((e: [number, number]) => e[1]))]) });
       keep('fwlb-one', items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)));
       if (WITHOUT) {
@@ -207,17 +207,18 @@ async function main(): Promise<void> {
     const ratio = (k: Metric, base: Mode) => s.fwlb[k].median / s[base][k].median;
     const RATIO_METRICS = ['gbps', 'cps', 'pps64', 'pps512', 'cpuUs64', 'cpuUs512'] as const;
     const ratios = Object.fromEntries(BASES.map((b) => [b, Object.fromEntries(RATIO_METRICS.map((k) => [k, ratio(k, b)]))])) as Record<Mode, Record<(typeof RATIO_METRICS)[number], number>>;
-    // fwlb against each path; and, with both there, HMARK with conntrack against plain with conntrack: what spreading
-    // over three firewalls through ip rules costs without any of fwlb's rules.
-    const pairs: [Mode, Mode][] = [...BASES.map((b): [Mode, Mode] => ['fwlb', b]), ...(MODES.includes('hmark-ct') && MODES.includes('plain-ct') ? [['hmark-ct', 'plain-ct'] as [Mode, Mode]] : [])];
+    // fwlb against each path; and, where both ran, HMARK with conntrack against plain with conntrack (what spreading
+    // over three firewalls through ip rules costs without fwlb) and against HMARK (what conntrack itself costs).
+    const extra: [Mode, Mode][] = [['hmark-ct', 'plain-ct'], ['hmark-ct', 'hmark']];
+    const pairs: [Mode, Mode][] = [...BASES.map((b): [Mode, Mode] => ['fwlb', b]), ...extra.filter(([a, b]) => MODES.includes(a) && MODES.includes(b))];
     const paired = Object.fromEntries(pairs.map(([a, b]) => [`${a}/${b}`, Object.fromEntries(RATIO_METRICS.map((k) => [k, pairedRatio(res[a][k], res[b][k])]))])) as Record<string, Record<(typeof RATIO_METRICS)[number], Paired>>;
     console.log(JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, udpOfferedPps: UDP_PPS, summary: s, ratioFwlbTo: ratios, paired, profiles, raw: res }, null, 2));
     const cell = (x: ReturnType<typeof spread>, d: number) => `${x.median.toFixed(d)} [${x.min.toFixed(d)}-${x.max.toFixed(d)}]`;
     console.log(`\nmedian [lowest-highest] of ${ROUNDS} interleaved rounds, ${SECONDS} s each; UDP offered at ${UDP_PPS} packets/s`);
-    console.log(`path       Gbit/s (iperf3 -P4)   conn/s (wrk close)    pkt/s 64 B              pkt/s 512 B             loss 64 B  CPU us/pkt 64 B`);
+    console.log(`path          Gbit/s (iperf3 -P4)   conn/s (wrk close)    pkt/s 64 B              pkt/s 512 B             loss 64 B  CPU us/pkt 64 B`);
     for (const m of MODES) {
       const x = s[m];
-      console.log(`${m.padEnd(9)}  ${cell(x.gbps, 2).padEnd(20)}  ${cell(x.cps, 0).padEnd(20)}  ${cell(x.pps64, 0).padEnd(22)}  ${cell(x.pps512, 0).padEnd(22)}  ${(x.loss64.median * 100).toFixed(2).padStart(6)}%    ${cell(x.cpuUs64, 1)}`);
+      console.log(`${m.padEnd(12)}  ${cell(x.gbps, 2).padEnd(20)}  ${cell(x.cps, 0).padEnd(20)}  ${cell(x.pps64, 0).padEnd(22)}  ${cell(x.pps512, 0).padEnd(22)}  ${(x.loss64.median * 100).toFixed(2).padStart(6)}%    ${cell(x.cpuUs64, 1)}`);
     }
     console.log('\nratio of the medians');
     for (const b of BASES) {
