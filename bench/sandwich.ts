@@ -29,10 +29,11 @@ const DEFAULT = ALL.filter((m) => m !== 'fwlb-one');
 /** The paths that load a variant of fwlb's own table (the rest delete it). */
 const FWLB_TABLES: Mode[] = ['fwlb', 'fwlb-one', 'fwlb-without'];
 const WITHOUT = process.env.BENCH_FWLB_WITHOUT ? new RegExp(process.env.BENCH_FWLB_WITHOUT) : null;
-const unknown = (process.env.BENCH_MODES ?? '').split(',').filter((m) => m && !ALL.includes(m as Mode));
+const ASKED = process.env.BENCH_MODES ? process.env.BENCH_MODES.split(',').filter(Boolean) : null;
+const unknown = (ASKED ?? []).filter((m) => !ALL.includes(m as Mode));
 if (unknown.length) throw new RangeError(`BENCH_MODES: unknown path ${unknown.join(', ')} (known: ${ALL.join(', ')})`);
 const MODES: Mode[] = [
-  ...(process.env.BENCH_MODES ? ALL.filter((m) => m === 'fwlb' || process.env.BENCH_MODES!.split(',').includes(m)) : DEFAULT),
+  ...(ASKED ? ALL.filter((m) => m === 'fwlb' || ASKED.includes(m)) : DEFAULT),
   ...(WITHOUT ? (['fwlb-without'] as const) : []),
 ];
 const BASES = MODES.filter((m) => m !== 'fwlb');
@@ -149,7 +150,10 @@ async function main(): Promise<void> {
       // fwlb-one: every bucket on the first firewall: fwlb's rules and ip rules through plain with conntrack's single
       // firewall. Why: the firewalls here share one kernel, so spreading over three may cost the lab CPU (three
       // firewalls' rules and state in use at once) that a node in front of three real boxes would not pay.
-      const one = (m: any) => ({ ...m, elem: m.elem.map(([b]: [number, number]) => [b, Math.min(...m.elem.map((e: [number, number]) => e[1]))]) });
+      const one = (m: any) => {
+        const first = Math.min(...m.elem.map((e: [number, number]) => e[1]));
+        return { ...m, elem: m.elem.map(([b]: [number, number]) => [b, first]) };
+      };
       keep('fwlb-one', items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)));
       if (WITHOUT) {
         const drop = (x: any) => x.add.rule?.chain === 'prerouting' && WITHOUT.test(JSON.stringify(x.add.rule.expr));
