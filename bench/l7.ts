@@ -195,14 +195,9 @@ async function main(): Promise<void> {
       const seenHand = probe.ask(`http://${VIP_HAND}/`, host, 's3');
       writeFileSync(handCfg, handConfig([...added].reverse()));
       // The master's CLI can refuse a connection for a moment while it re-executes after the previous reload.
-      for (let tries = 0; ; tries++) {
-        const ok = await haproxyCli(`${dir}/hand-master.sock`, 'reload').then(() => true, (e) => {
-          if (tries >= 50) throw new Error(`reload of the hand-written HAProxy: ${(e as Error).message}: ${handLog.join('').slice(-800)}`);
-          return false;
-        });
-        if (ok) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await haproxyCli(`${dir}/hand-master.sock`, 'reload', 3000, 1000).catch((e) => {
+        throw new Error(`reload of the hand-written HAProxy: ${(e as Error).message}: ${handLog.join('').slice(-800)}`);
+      });
       const atHand = await seenHand;
       if (atHand !== null && i >= 0) lag.hand.push(atHand - t0);
     }

@@ -22,7 +22,8 @@ t.test('L7 VIPs through HAProxy', async (t) => {
   const body = (i: number) => `fwlb lab server ${servers[i].name}`;
   const POOLS = { www: [body(0), body(1)], api: [body(2)] };
   const hxDir = join(lab.t.opts.runDir, 'haproxy');
-  const master = (cmd: string) => haproxyCli(join(hxDir, 'master.sock'), cmd);
+  // The master refuses connections for a moment while it re-executes after a reload: retried for up to 2 s.
+  const master = (cmd: string) => haproxyCli(join(hxDir, 'master.sock'), cmd, 3000, 2000);
   /** The master's reload count and its workers, from its own CLI (`show proc`). */
   const reloads = async () => {
     const out = await master('show proc');

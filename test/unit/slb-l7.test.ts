@@ -3,8 +3,12 @@
 import { t } from 'tap';
 import { ConfigError, isL7, validateSlbConfig, validateVip, ruleCovers, ResolvedL7Vip } from '@fwlb/config';
 import { HealthEvent } from '@fwlb/health';
-import { cliArg, escapeRegex, healthKey, headerSlots, L7Engine, L7Want, mapsChanged, parseStat, parseTable, renderL7, ruleId, ruleKey, serverCommands, SlbService } from '@fwlb/slb';
+import { cliArg, escapeRegex, haproxyCli, healthKey, headerSlots, L7Engine, L7Want, mapsChanged, parseStat, parseTable, renderL7, ruleId, ruleKey, serverCommands, SlbService } from '@fwlb/slb';
 import { l7Vip } from '@fwlb/lab';
+import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fakeSlbKernel } from '../helpers/fake-slb-kernel';
 
 /** The lab's L7 VIP (deploy/lab/src/topology.ts) as a request body: two pools, four rules, three members. */
@@ -294,4 +298,25 @@ t.test('the service without HAProxy: an L7 VIP is refused (400 naming /mode), L4
   t.same(await x.s.createVip(shop()).then(() => [], (e) => (e instanceof ConfigError ? e.problems.map((p) => p.field) : [String(e)])), ['/mode']);
   await x.s.createVip({ id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.11', port: 8080 }] });
   t.equal(x.s.vips().length, 1);
+});
+
+t.test('haproxyCli: a socket that refuses (a master re-executing) is retried only when asked, the command sent once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'master.sock');
+  const got: string[] = [];
+  const server = createServer((c) => {
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => {
+      got.push(d);
+      c.end('done\n');
+    });
+  });
+  t.teardown(() => server.close());
+  const e = await haproxyCli(path, 'reload').then(() => null, (err: NodeJS.ErrnoException) => err);
+  t.match(e?.code, /^(ENOENT|ECONNREFUSED)$/, 'without a retry the refusal is the answer');
+  await t.rejects(haproxyCli(path, 'reload', 3000, 100), 'retrying for 100 ms against no listener still fails');
+  setTimeout(() => server.listen(path), 250);
+  t.equal(await haproxyCli(path, 'reload', 3000, 2000), 'done\n', 'retrying: answered once the socket listens');
+  t.same(got, ['reload\n'], 'the command reached HAProxy once');
 });

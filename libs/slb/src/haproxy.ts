@@ -7,23 +7,35 @@ import { writeFileAtomic } from '@fwlb/service';
 import { adminSocket, cliArg, configFile, L7Paths, L7Want, mapsChanged, mapText, masterSocket, serverCommands } from './haproxy-render';
 
 /** One command on a HAProxy CLI socket (non-interactive: the answer ends when HAProxy closes the connection). */
-export function haproxyCli(path: string, cmd: string, timeoutMs = 3000): Promise<string> {
-  return new Promise((resolve, reject) => {
+export function haproxyCli(path: string, cmd: string, timeoutMs = 3000, refusedRetryMs = 0): Promise<string> {
+  const started = Date.now();
+  const once = (): Promise<string> => new Promise((resolve, reject) => {
     const s = net.connect(path);
     let out = '';
+    let connected = false;
+    let failed = false;
     const timer = setTimeout(() => s.destroy(new Error(`HAProxy CLI ${path}: no answer to "${cmd.slice(0, 60)}" within ${timeoutMs} ms`)), timeoutMs);
     s.setEncoding('utf8');
-    s.on('connect', () => s.end(`${cmd}\n`));
+    s.on('connect', () => {
+      connected = true;
+      s.end(`${cmd}\n`);
+    });
     s.on('data', (d: string) => (out += d));
-    s.on('error', (e) => {
+    s.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(e);
+      failed = true;
+      // Refused before the command was sent (a master re-executing after a reload refuses for a moment): the
+      // command never reached HAProxy, so sending it again is safe.
+      const refused = !connected && (e.code === 'ECONNREFUSED' || e.code === 'ENOENT' || e.code === 'EAGAIN');
+      if (refused && Date.now() - started < refusedRetryMs) setTimeout(() => once().then(resolve, reject), 20);
+      else reject(e);
     });
     s.on('close', () => {
       clearTimeout(timer);
-      resolve(out);
+      if (!failed) resolve(out);
     });
   });
+  return once();
 }
 
 /** What each runtime command answers when it worked; anything else is HAProxy's error message. */
@@ -321,7 +333,7 @@ export class HaproxyEngine implements L7Engine {
         this.down = null;
       } else {
         const old = await this.workerPid().catch(() => null);
-        const out = await haproxyCli(masterSocket(this.o.paths), 'reload');
+        const out = await haproxyCli(masterSocket(this.o.paths), 'reload', 3000, 2000);
         if (out.trim()) this.log(`haproxy reload: ${out.trim()}`);
         await this.waitWorker(old, 5000);
         this.reloads++;
