@@ -31,9 +31,10 @@ export interface HttpRequestSpec {
 export interface DriveReport {
   /**
    * `failedAt`: when each failed connection was started (epoch ms), to report an outage's window; `slowAt`: the same
-   * for connections that succeeded but took longer than 500 ms (a lost SYN, retransmitted after 1 s).
+   * for connections that succeeded but took longer than 500 ms (a lost SYN, retransmitted after 1 s); `failedPorts`:
+   * each failed connection's local port (0 if it never had one), to find its flow in conntrack.
    */
-  short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[]; slowAt: number[] };
+  short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[]; slowAt: number[]; failedPorts: number[] };
   /** `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through). */
   long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null; maxGapMs: number }[] };
   udp: { ok: number; failed: number };
@@ -95,7 +96,7 @@ function bump(m: Record<string, number>, k: string) {
   m[k] = (m[k] ?? 0) + 1;
 }
 
-function shortConn(target: string, id: number, timeoutMs: number): Promise<string | null> {
+function shortConn(target: string, id: number, timeoutMs: number): Promise<{ err: string | null; port: number }> {
   return new Promise((res) => {
     const [host, port] = hp(target);
     const s = net.connect({ host, port });
@@ -105,8 +106,9 @@ function shortConn(target: string, id: number, timeoutMs: number): Promise<strin
     function finish(err: string | null) {
       clearTimeout(t);
       s.removeAllListeners('data');
+      const local = s.localPort ?? 0;
       if (err) s.destroy();
-      res(err);
+      res({ err, port: local });
     }
     s.on('connect', () => s.write(msg));
     s.on('data', (d) => {
@@ -229,7 +231,7 @@ function httpGet(target: string, timeoutMs: number, spec?: HttpRequestSpec, jar?
 
 export async function drive(spec: DriveSpec): Promise<DriveReport> {
   const report: DriveReport = {
-    short: { ok: 0, failed: 0, errors: {}, failedAt: [], slowAt: [] },
+    short: { ok: 0, failed: 0, errors: {}, failedAt: [], slowAt: [], failedPorts: [] },
     long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] },
     udp: { ok: 0, failed: 0 },
     http: { ok: 0, failed: 0, errors: {}, bodies: {}, byLabel: {}, byWorker: [], cookies: [] },
@@ -256,17 +258,18 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
       (async () => {
         const one = (i: number) => {
           const at = Date.now();
-          return shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000).then((e) => ({ e, at, ms: Date.now() - at }));
+          return shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000).then(({ err: e, port }) => ({ e, port, at, ms: Date.now() - at }));
         };
         if (!s.intervalMs) return pool(s.count, s.concurrency, one);
         const t0 = Date.now();
         const iv = s.intervalMs;
         return Promise.all(Array.from({ length: s.count }, (_, i) => new Promise((r) => setTimeout(r, Math.max(0, t0 + i * iv - Date.now()))).then(() => one(i))));
       })().then((rs) => {
-        for (const { e, at, ms } of rs) {
+        for (const { e, port, at, ms } of rs) {
           if (e) {
             report.short.failed++;
             report.short.failedAt.push(at);
+            report.short.failedPorts.push(port);
             bump(report.short.errors, e);
           } else {
             report.short.ok++;

@@ -410,8 +410,71 @@ export class Lab {
       });
   }
 
+  /**
+   * Diagnostics for a test that hunts a rare fault (not for benchmarks: it costs every forwarded packet): each
+   * balancer node remembers, per TCP flow and exit interface, when a packet of the flow first and last left through it with a given mark (the mark picks the firewall)
+   * (a table of the lab's own, `ip fwlbdiag`, beside fwlb's). `flowExits` reads it.
+   */
+  traceFlowExits(): void {
+    const file = join(this.t.opts.runDir, 'lab-flow-exits.json');
+    writeFileSync(file, JSON.stringify({ nftables: flowExitCommands(this.exitMarks()) }));
+    for (const b of this.balancerNames()) inNs(this.ns(b), ['nft', '-j', '-f', file]);
+  }
+
+  /** The marks the exits are told apart by: each firewall's (fwlb's slots, 0x10000 + its index), then 0 (none). */
+  private exitMarks(): number[] {
+    return [...this.t.hosts.filter((h) => h.role === 'firewall').map((_, i) => 0x10000 + i), 0];
+  }
+
+  /** Where each balancer node sent the TCP flows of these client ports: `ob2 <flow> via tr0 mark 0x10001 first 12 s ago, last 10 s ago`. */
+  flowExits(ports: number[]): string[] {
+    const out: string[] = [];
+    // Ages are as of this call: each listing takes a while, and an element's expiry counts down meanwhile.
+    const t0 = Date.now();
+    for (const b of this.balancerNames()) {
+      const seen = new Map<string, { first?: number; last?: number }>();
+      for (const mark of this.exitMarks()) {
+        for (const when of ['first', 'last'] as const) {
+          const j = JSON.parse(inNs(this.ns(b), ['nft', '-j', 'list', 'set', 'ip', 'fwlbdiag', `${when}_${mark.toString(16)}`]));
+          const s = j.nftables.find((x: any) => x.set)?.set;
+          for (const e of s?.elem ?? []) {
+            const [src, sport, dst, dport, oif] = e.elem.val.concat;
+            if (!ports.includes(sport) && !ports.includes(dport)) continue;
+            const k = `${src}:${sport}>${dst}:${dport} via ${oif} mark ${mark ? `0x${mark.toString(16)}` : '0 or another'}`;
+            seen.set(k, { ...seen.get(k), [when]: Math.round(s.timeout - e.elem.expires - (Date.now() - t0) / 1000) });
+          }
+        }
+      }
+      for (const [k, v] of seen) out.push(`${b} ${k} first ${v.first} s ago, last ${v.last} s ago`);
+    }
+    return out;
+  }
+
+  /**
+   * The TCP flows each firewall dropped packets of since the last reset (firewall.nft remembers them for 10 minutes):
+   * `fw1 new 10.0.1.10:40000>203.0.113.10:7 (3 s ago)`, one line per flow, `invalid` when outside its session's
+   * state or window. For a test's message when it counts drops.
+   */
+  firewallDropFlows(): string[] {
+    const out: string[] = [];
+    for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
+      for (const set of ['dropnew', 'dropinvalid']) {
+        const j = JSON.parse(inNs(h.ns, ['nft', '-j', 'list', 'set', 'inet', 'fwf', set]));
+        const s = j.nftables.find((x: any) => x.set)?.set;
+        for (const e of s?.elem ?? []) {
+          const [src, sport, dst, dport] = e.elem.val.concat;
+          out.push(`${h.name} ${set.slice(4)} ${src}:${sport}>${dst}:${dport} (${s.timeout - e.elem.expires} s ago)`);
+        }
+      }
+    }
+    return out;
+  }
+
   resetFirewallCounters(): void {
-    for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', 'reset', 'counters', 'table', 'inet', 'fwf']);
+    for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
+      inNs(h.ns, ['nft', 'reset', 'counters', 'table', 'inet', 'fwf']);
+      for (const set of ['dropnew', 'dropinvalid']) inNs(h.ns, ['nft', 'flush', 'set', 'inet', 'fwf', set]);
+    }
   }
 
   /** Stop everything and delete every namespace of this run. Safe to call twice. */
@@ -441,6 +504,27 @@ export async function waitUntil(ok: () => boolean | Promise<boolean>, ms: number
     await new Promise((r) => setTimeout(r, everyMs));
   }
   return Date.now() - t0;
+}
+
+/**
+ * nft commands of the lab's exit trace: per mark (the last one also takes every mark not listed), two sets of
+ * (flow, exit interface), one filled at the flow's first packet out, one refreshed at every packet. One set per mark
+ * because nft 1.0.6 cannot list a set whose concatenation holds a mark.
+ */
+function flowExitCommands(marks: number[]): unknown[] {
+  const t = { family: 'ip', table: 'fwlbdiag' };
+  const key = { concat: [['ip', 'saddr'], ['tcp', 'sport'], ['ip', 'daddr'], ['tcp', 'dport']].map(([protocol, field]) => ({ payload: { protocol, field } })).concat([{ meta: { key: 'oifname' } } as any]) };
+  const cmds: unknown[] = [{ add: { table: { family: 'ip', name: 'fwlbdiag' } } }, { add: { chain: { ...t, name: 'post', type: 'filter', hook: 'postrouting', prio: 0, policy: 'accept' } } }];
+  const listed = marks.slice(0, -1);
+  marks.forEach((mark, i) => {
+    const which = i < listed.length ? { match: { op: '==', left: { meta: { key: 'mark' } }, right: mark } } : { match: { op: '!=', left: { meta: { key: 'mark' } }, right: { set: listed } } };
+    for (const [when, op] of [['first', 'add'], ['last', 'update']]) {
+      const name = `${when}_${mark.toString(16)}`;
+      cmds.push({ add: { set: { ...t, name, type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'ifname'], flags: ['timeout'], timeout: 600, size: 65536 } } });
+      cmds.push({ add: { rule: { ...t, chain: 'post', expr: [{ match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } }, which, { set: { op, elem: key, set: `@${name}` } }] } } });
+    }
+  });
+  return cmds;
 }
 
 /** `ip route` arguments for one next hop or a multipath route over several. */
