@@ -103,7 +103,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
     const onFw = new Map(ALL.map((id) => [id, lab.kernelSessions(id).filter((x) => x.dport === ECHO_PORT && x.dst === vip)]));
     const wrong = pinned.filter((x) => ALL.filter((id) => onFw.get(id)!.some((e) => e.src === x.addr && e.sport === x.port)).join() !== without.owner[key(x)]);
-    t.equal(wrong.length, 0, `each pinned stream crossed only the firewall it started on: ${JSON.stringify(wrong.slice(0, 3))}`);
+    t.equal(wrong.length, 0, `each pinned stream crossed only the firewall it started on: ${JSON.stringify(wrong.slice(0, 3).map((x) => ({ ...x, crossed: ALL.filter((id) => onFw.get(id)!.some((e) => e.src === x.addr && e.sport === x.port)), bucket: without.owner[key(x)] })))}${wrong.length ? ` ${flowTraces(wrong.map((x) => x.port))}` : ''}`);
   });
 
   await t.test('a reused 5-tuple meets a stale conntrack entry of an earlier connection: the new connection follows its own bucket', async (t) => {
