@@ -121,7 +121,7 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   // cleared here, set again below); from a firewall it clears the mark, so learning takes that firewall, and is
   // remembered in `@synseen`. A SYN-ACK from the side keeps its ct mark only if this node saw that SYN; otherwise
   // its mark is stale or another node's, and it is steered afresh (the hash puts it where the SYN went).
-  // Both rules stop at their second comparison for every packet that is not a SYN.
+  // Both rules stop at their third comparison (interface, tcp, flags) for every packet that is not a SYN.
   const tcp = eq(meta('l4proto'), 'tcp');
   const synFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'syn' } };
   const bareSyn = eq({ '&': [payload('tcp', 'flags'), ['syn', 'ack']] }, 'syn');
@@ -137,8 +137,8 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   if (suspectMarks.length) {
     add('restore-heard', [side, eq(ctMark, { set: suspectMarks }), eq(meta('nfproto'), 'ipv4'), tcpUdp, eq({ concat: SIDE_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), { accept: null }]);
   }
-  // An established packet from a firewall leaves at the second rule (issue 16): nothing below applies to it (learning
-  // needs ct mark 0, everything else is for the side). Before, it failed five comparisons first.
+  // An established packet from a firewall leaves at the exit after the SYN rule (issue 16): nothing below applies to
+  // it (learning needs ct mark 0, everything else is for the side). Before, it failed five comparisons first.
   add(null, [ne(meta('iifname'), c.sideInterface), tcp, bareSyn, eq(meta('nfproto'), 'ipv4'), set(ctMark, 0), { set: { op: 'update', elem: { concat: FIREWALL_TUPLE }, set: '@synseen' } }]);
   add(null, [ne(meta('iifname'), c.sideInterface), ne(ctMark, 0), { accept: null }]);
   // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
