@@ -106,6 +106,40 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.equal(wrong.length, 0, `each pinned stream crossed only the firewall it started on: ${JSON.stringify(wrong.slice(0, 3).map((x) => ({ ...x, crossed: ALL.filter((id) => onFw.get(id)!.some((e) => e.src === x.addr && e.sport === x.port)), bucket: without.owner[key(x)] })))}${wrong.length ? ` ${flowTraces(wrong.map((x) => x.port))}` : ''}`);
   });
 
+  await t.test('a reused 5-tuple meets a stale conntrack entry of an earlier connection: the new connection follows its own bucket', async (t) => {
+    // A client port used again within minutes finds, on a node that saw only part of the earlier connection (through
+    // ECMP), that connection's conntrack entry and its firewall's mark. Each case plants such an entry (fw2's mark)
+    // for a port whose bucket is fw1, pins the routes so that the packets that meet it go through that node, and
+    // opens a connection from that port.
+    const c1 = clients[0];
+    const fresh = Array.from({ length: 4000 }, (_, i) => 61000 + i).filter((p) => firewallOf(c1.addr!, p) === 'fw1');
+    /** Every ECMP route of a side whose namespace matches `where` through `node` only. */
+    const via = (side: 'outside' | 'inside', where: RegExp, node: string) => {
+      for (const e of lab.t.ecmp.filter((x) => x.side === side && where.test(x.ns))) inNs(e.ns, ['ip', 'route', 'replace', e.dst, 'via', e.via[node]]);
+    };
+    const cases = [
+      // The SYN-ACK's node (ib2) held the earlier connection's SYN only; the new SYN went through ib1.
+      { name: 'SYN-ACK on a node that did not see the SYN', node: 'ib2', state: 'SYN_SENT', replies: 'ib2' },
+      // The new SYN meets the earlier connection's established entry on the outside node.
+      { name: 'SYN from the side on an established entry', node: 'ob1', state: 'ESTABLISHED', replies: 'ib2' },
+      // The new SYN arrives from fw1 at a node whose entry says fw2, and its SYN-ACK comes back through that node.
+      { name: 'SYN from a firewall on an established entry', node: 'ib1', state: 'ESTABLISHED', replies: 'ib1' },
+    ];
+    lab.resetFirewallCounters();
+    for (const [i, k] of cases.entries()) {
+      const port = fresh[i];
+      via('outside', /-or$/, 'ob1');
+      via('inside', /-fw\d$/, 'ib1');
+      via('inside', /-slb$/, k.replies);
+      inNs(lab.ns(k.node), ['conntrack', '-I', '-p', 'tcp', '-s', c1.addr!, '-d', vip, '--sport', String(port), '--dport', String(ECHO_PORT), '--state', k.state, '--timeout', '120', '--mark', String(markOf('fw2'))]);
+      const r = await drive(lab, c1.name, { short: { targets: [target], count: 1, concurrency: 1, timeoutMs: 4000, localPorts: [port] } });
+      t.equal(r.short.ok, 1, `${k.name} (${k.node} held fw2's mark for port ${port}): the connection worked ${JSON.stringify(r.short.errors)} ${r.short.failed ? flowTraces([port]) : ''}`);
+      const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
+      t.same(on, ['fw1'], `${k.name}: it crossed fw1, its bucket's firewall, only`);
+    }
+    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
+  });
+
   // The ECMP routes follow the nodes' /health from here on (the lab's route agent: BGP with health-driven
   // withdrawal, in a real network).
   routeOnly(null);

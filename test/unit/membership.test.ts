@@ -2,7 +2,7 @@
 // their firewall, and which firewalls are suspect; and how the render turns that into nft rules.
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
-import { bucketTable, Membership, renderTable } from '@fwlb/balancer';
+import { bucketTable, Membership, renderTable, SYN_SEEN_SECONDS } from '@fwlb/balancer';
 
 const cfg = (sessionTable: boolean, extra: object = {}) =>
   validateBalancerConfig({
@@ -62,21 +62,21 @@ t.test('render: restore by ct mark for restorable firewalls, restore-if-heard fo
   t.same(marks(JSON.stringify(out.labeled.restore)), [65536, 65538], 'restore: fw1 and fw3 only');
   t.same(marks(JSON.stringify(out.labeled['restore-heard'])), [65537], 'restore-heard: fw2, looked up in @heard');
   t.match(JSON.stringify(out.labeled['restore-heard']), /"right":"@heard"/);
-  const updates = rules.filter((r) => r.includes('"op":"update"'));
+  const updates = rules.filter((r) => r.includes('"op":"update"') && r.includes('"@heard"'));
   t.equal(updates.length, 1, 'packets are remembered only from the suspect firewall');
   t.match(updates[0], /"right":"fw2"/);
   const label = rules.filter((r) => r.includes('"label"'));
   t.equal(label.length, 1, 'one rule sets the side label');
   t.match(label[0], /"key":"state"\}\},"right":"new"/, 'and only on a new entry');
   t.notMatch(JSON.stringify(out.labeled['hash-tcp-udp']), /label/, 'hashing (a re-hash of an established flow too) never labels');
-  t.same(out.sets, [{ name: 'heard', type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'], timeout: 30, size: 262144 }]);
+  t.same(out.sets![0], { name: 'heard', type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'], timeout: 30, size: 262144 });
   const none = renderTable({ ...input, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [] }, bucketTable(input));
   t.notOk(none.labeled['restore-heard'], 'no suspect firewall: no heard rule');
   // Without a session table nothing reads the label or the events: a new flow pays for neither.
   const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
   t.notMatch(JSON.stringify(plain.chains), /"label"|"event"/, 'no session table: no ct label, no ct event filter');
   t.match(JSON.stringify(out.chains), /"key":"event"/, 'with one: the event filter is there');
-  t.notOk(none.chains[0].rules.some((r) => JSON.stringify(r).includes('"op":"update"')), 'and nothing is remembered');
+  t.notOk(none.chains[0].rules.some((r) => JSON.stringify(r).includes('"@heard"')), 'and nothing is remembered in @heard');
 });
 
 t.test('render, fast path (issue 16): an established packet from the side is restored by the first rule, before any fib lookup; forwarded packets never meet a fib lookup', async (t) => {
@@ -84,16 +84,20 @@ t.test('render, fast path (issue 16): an established packet from the side is res
   const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
   const out = renderTable(input, bucketTable(input));
   const pre = out.chains.find((x) => x.name === 'prerouting')!.rules.map((r) => JSON.stringify(r));
-  t.equal(pre[0], JSON.stringify(out.labeled.restore), 'the first rule is the restore');
+  // The first rule is the side's SYN rule: a packet that is not a SYN fails its second comparison.
+  const syn = (r: string) => JSON.parse(r).findIndex((x: any) => x.match?.left?.payload?.field === 'flags' || x.match?.left?.['&']?.[0]?.payload?.field === 'flags');
+  t.equal(syn(pre[0]), 2, 'the first rule tests the SYN flag third (after the interface and tcp)');
+  t.equal(pre[1], JSON.stringify(out.labeled.restore), 'the second rule is the restore');
   const fib = pre.findIndex((r) => r.includes('"fib"'));
-  t.ok(fib > 0, 'the fib lookup (traffic to this node) comes after it');
+  t.ok(fib > 1, 'the fib lookup (traffic to this node) comes after it');
   t.equal(pre.filter((r) => r.includes('"fib"')).length, 1, 'one fib rule in prerouting');
   const notSide = (r: string) => JSON.parse(r).some((x: any) => x.match?.op === '!=' && x.match.left.meta?.key === 'iifname');
-  const exits = pre.map((r, i) => (notSide(r) ? i : -1)).filter((i) => i >= 0);
+  const exits = pre.map((r, i) => (notSide(r) && JSON.parse(r).some((x: any) => 'accept' in x) ? i : -1)).filter((i) => i >= 0);
   t.equal(exits.length, 2, 'two exits for packets not from the side');
-  t.equal(exits[0], 1, 'an established packet from a firewall (ct mark set) leaves at the second rule');
-  t.match(pre[1], /"ct":\{"key":"mark"\}.*"right":0/, 'the second rule tests ct mark != 0');
-  t.ok(pre.indexOf(JSON.stringify(out.labeled['learn:fw1'])) > 1, 'learning (ct mark 0) after it');
+  t.equal(exits[0], 3, 'an established packet from a firewall (ct mark set) leaves at the fourth rule, after one for SYNs from a firewall');
+  t.equal(syn(pre[2]), 2, 'which fails at its third comparison when the packet is not a SYN');
+  t.match(pre[3], /"ct":\{"key":"mark"\}.*"right":0/, 'the exit tests ct mark != 0');
+  t.ok(pre.indexOf(JSON.stringify(out.labeled['learn:fw1'])) > 3, 'learning (ct mark 0) after it');
   const exit = exits[1];
   t.ok(exit > pre.indexOf(JSON.stringify(out.labeled['learn:fw3'])), 'any other packet from a firewall leaves after the learn rules');
   t.ok(exit < pre.indexOf(JSON.stringify(out.labeled['hash-tcp-udp'])) && exit < pre.indexOf(JSON.stringify(out.labeled.pinned)), 'before the side-only rules');
@@ -102,6 +106,42 @@ t.test('render, fast path (issue 16): an established packet from the side is res
   t.notMatch(JSON.stringify(input_.rules), /fib/, 'without a fib lookup');
   t.same(input_.rules.map((r) => JSON.stringify(r).match(/"value":(\d+)/)?.[1]), ['65536', '65537', '65538'], 'one mark per firewall');
   t.notOk(out.chains.some((x) => x.name === 'local'), 'no prerouting chain for local traffic any more');
+});
+
+t.test('render: a SYN never inherits a stale ct mark (a reused 5-tuple meeting the entry of an earlier connection)', async (t) => {
+  const c = cfg(true);
+  const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
+  const out = renderTable(input, bucketTable(input));
+  const pre = out.chains.find((x) => x.name === 'prerouting')!.rules;
+  const find = (f: (r: any[]) => boolean) => pre.findIndex((r) => f(r as any[]));
+  const iif = (r: any[], op: string) => r.some((x) => x.match?.op === op && x.match.left.meta?.key === 'iifname');
+  const setsCtMark0 = (r: any[]) => r.some((x) => x.mangle?.key?.ct?.key === 'mark' && x.mangle.value === 0);
+  const verdict = (r: any[]) => r.some((x) => 'accept' in x || 'drop' in x);
+  // From the side: SYN or SYN-ACK with a ct mark, unless this node saw that connection's SYN from a firewall.
+  const side = find((r) => iif(r, '==') && setsCtMark0(r));
+  t.ok(side >= 0, 'a rule clears the ct mark of a SYN from the side');
+  const sideRule = pre[side] as any[];
+  t.same(sideRule.find((x) => x.match?.left?.payload?.field === 'flags')?.match, { op: 'in', left: { payload: { protocol: 'tcp', field: 'flags' } }, right: 'syn' }, 'any packet with SYN set (SYN, SYN-ACK)');
+  t.ok(sideRule.some((x) => x.match?.op === '!=' && x.match.left.ct?.key === 'mark' && x.match.right === 0), 'only when it has a ct mark');
+  const seen = sideRule.find((x) => x.match?.right === '@synseen');
+  t.equal(seen?.match.op, '!=', 'and this node did not see that SYN arrive from a firewall');
+  const ctTuple = (c: any[]) => c.map((e: any) => `${e.ct?.dir ?? ''} ${e.ct?.key}`.trim());
+  t.same(ctTuple(seen.match.left.concat), ['original ip saddr', 'original proto-src', 'original ip daddr', 'original proto-dst', 'protocol'], "looked up by conntrack's original tuple (the same for the SYN and its SYN-ACK, NAT or not)");
+  t.notOk(verdict(sideRule), 'no verdict: the packet goes on to be steered (pins, hash)');
+  t.ok(side < find((r) => r === out.labeled.restore), 'before the restore');
+  // From a firewall: a bare SYN clears the mark (learning then takes this firewall) and is remembered.
+  const fw = find((r) => iif(r, '!=') && setsCtMark0(r));
+  t.ok(fw >= 0, 'a rule clears the ct mark of a SYN from a firewall');
+  const fwRule = pre[fw] as any[];
+  t.same(fwRule.find((x) => x.match?.left?.['&'])?.match, { op: '==', left: { '&': [{ payload: { protocol: 'tcp', field: 'flags' } }, ['syn', 'ack']] }, right: 'syn' }, 'a bare SYN only (not a SYN-ACK)');
+  const clear = fwRule.findIndex((x) => x.mangle?.key?.ct?.key === 'mark' && x.mangle.value === 0);
+  const update = fwRule.findIndex((x) => x.set?.op === 'update' && x.set.set === '@synseen');
+  t.ok(clear >= 0 && update > clear, 'the mark is cleared before the update (a full set ends the rule, and the clear still counts)');
+  t.same(ctTuple(fwRule[update].set.elem.concat), ctTuple(seen.match.left.concat), 'stored by the same original tuple');
+  t.notOk(verdict(fwRule), 'no verdict');
+  t.ok(fw < find((r) => iif(r, '!=') && verdict(r)), 'before the exit for established packets from a firewall');
+  t.ok(fw < find((r) => r === out.labeled['learn:fw1']), 'and before learning, which then takes the firewall it came from');
+  t.same(out.sets![1], { name: 'synseen', type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'], timeout: SYN_SEEN_SECONDS, size: 262144 });
 });
 
 t.test('panic: when most firewalls look down at once, the last good membership is kept, minus links that are down', async (t) => {

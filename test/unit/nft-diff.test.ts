@@ -44,8 +44,8 @@ const text = (cmds: unknown[]) => cmds.map((c: any) => {
 t.test('empty kernel: one transaction creates table, map, chain and rules', async (t) => {
   const want = render();
   const out = text(diffTable(want, null));
-  t.match(out, /^add table fwlb\nadd set heard\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
-  t.match(out, /add chain prerouting(\nadd rule prerouting){9}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/);
+  t.match(out, /^add table fwlb\nadd set heard\nadd set synseen\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
+  t.match(out, /add chain prerouting(\nadd rule prerouting){11}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/);
   t.notMatch(out, /flush|delete/);
 });
 

@@ -60,9 +60,19 @@ export interface RenderInput {
 
 /** How long a packet from a suspect firewall keeps its flow on it (the `heard` set's timeout). */
 export const HEARD_SECONDS = 30;
+/**
+ * How long a TCP SYN that arrived from a firewall vouches for the ct mark its SYN-ACK finds (the `synseen` set's
+ * timeout): the answer comes within a round trip, a retransmitted SYN refreshes it.
+ */
+export const SYN_SEEN_SECONDS = 10;
 /** The 5-tuple as a packet from the side interface carries it; packets from a firewall store it reversed. */
 const SIDE_TUPLE = [payload('ip', 'saddr'), payload('th', 'sport'), payload('ip', 'daddr'), payload('th', 'dport'), meta('l4proto')];
 const FIREWALL_TUPLE = [payload('ip', 'daddr'), payload('th', 'dport'), payload('ip', 'saddr'), payload('th', 'sport'), meta('l4proto')];
+/**
+ * A connection's original tuple as conntrack keeps it: the same for its SYN and its SYN-ACK whatever NAT does on
+ * this node (the embedded SLB's SYN-ACK carries the real server's address, not the VIP its SYN was sent to).
+ */
+const CT_ORIGINAL_TUPLE = [{ ct: { key: 'ip saddr', dir: 'original' } }, { ct: { key: 'proto-src', dir: 'original' } }, { ct: { key: 'ip daddr', dir: 'original' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: 'protocol' } }];
 /** Only the events the session sync needs (an answered session, its end): no per-state-change updates. */
 export const CT_EVENTS = ['new', 'reply', 'assured', 'destroy'];
 
@@ -109,6 +119,19 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   for (const f of c.firewalls) {
     if (suspect.has(f.id)) add(null, [...fromFirewall(f), eq(meta('nfproto'), 'ipv4'), tcpUdp, { set: { op: 'update', elem: { concat: FIREWALL_TUPLE }, set: '@heard' } }]);
   }
+  // A reused 5-tuple (a client port used again within minutes) can meet a stale conntrack entry of the earlier
+  // connection on a node that saw only part of it (a SYN, or one direction, through ECMP): conntrack ignores a SYN or
+  // SYN-ACK on an established entry and keeps that entry attached, so its old firewall's mark would be restored.
+  // A SYN is the start of a connection, so it never inherits a decision: from the side it is steered afresh (its mark
+  // cleared here, set again below); from a firewall it clears the mark, so learning takes that firewall, and is
+  // remembered in `@synseen` by its conntrack original tuple. A SYN-ACK from the side keeps its ct mark only if this
+  // node saw that SYN (the same entry, so the same original tuple, NAT or not); otherwise
+  // its mark is stale or another node's, and it is steered afresh (the hash puts it where the SYN went).
+  // Both rules stop at their third comparison (interface, tcp, flags) for every packet that is not a SYN.
+  const tcp = eq(meta('l4proto'), 'tcp');
+  const synFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'syn' } };
+  const bareSyn = eq({ '&': [payload('tcp', 'flags'), ['syn', 'ack']] }, 'syn');
+  add(null, [side, tcp, synFlag, ne(ctMark, 0), eq(meta('nfproto'), 'ipv4'), ne({ concat: CT_ORIGINAL_TUPLE }, '@synseen'), set(ctMark, 0)]);
   const marksOf = (ids: Iterable<string>) => [...ids].map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
   const restoreMarks = marksOf(input.restorable);
   // The fast path comes first (issue 16): an established packet from the side is restored by the first rule, before
@@ -120,8 +143,9 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   if (suspectMarks.length) {
     add('restore-heard', [side, eq(ctMark, { set: suspectMarks }), eq(meta('nfproto'), 'ipv4'), tcpUdp, eq({ concat: SIDE_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), { accept: null }]);
   }
-  // An established packet from a firewall leaves at the second rule (issue 16): nothing below applies to it (learning
-  // needs ct mark 0, everything else is for the side). Before, it failed five comparisons first.
+  // An established packet from a firewall leaves at the exit after the SYN rule (issue 16): nothing below applies to
+  // it (learning needs ct mark 0, everything else is for the side). Before, it failed five comparisons first.
+  add(null, [ne(meta('iifname'), c.sideInterface), tcp, bareSyn, eq(meta('nfproto'), 'ipv4'), set(ctMark, 0), { set: { op: 'update', elem: { concat: CT_ORIGINAL_TUPLE }, set: '@synseen' } }]);
   add(null, [ne(meta('iifname'), c.sideInterface), ne(ctMark, 0), { accept: null }]);
   // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
   add(null, [side, eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local'), { accept: null }]);
@@ -169,7 +193,10 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     labeled,
     family: TABLE_FAMILY,
     name: TABLE_NAME,
-    sets: [{ name: 'heard', type: PIN_MAP_TYPE, timeout: HEARD_SECONDS, size: 262144 }],
+    sets: [
+      { name: 'heard', type: PIN_MAP_TYPE, timeout: HEARD_SECONDS, size: 262144 },
+      { name: 'synseen', type: PIN_MAP_TYPE, timeout: SYN_SEEN_SECONDS, size: 262144 },
+    ],
     maps: [
       { name: 'buckets', type: 'mark', map: 'mark', elements },
       ...(c.sessionTable ? [{ name: 'pins', type: PIN_MAP_TYPE, map: 'mark', elements: (input.pins ?? []).map(pinElement) }] : []),

@@ -4,8 +4,11 @@ import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 
 export interface DriveSpec {
-  /** `intervalMs`: a steady flow, one new connection every intervalMs (concurrency then unused). */
-  short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number; intervalMs?: number };
+  /**
+   * `intervalMs`: a steady flow, one new connection every intervalMs (concurrency then unused). `localPorts`:
+   * connection i binds local port localPorts[i] (a reused 5-tuple, on purpose).
+   */
+  short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number; intervalMs?: number; localPorts?: number[] };
   long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
   /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
@@ -96,10 +99,10 @@ function bump(m: Record<string, number>, k: string) {
   m[k] = (m[k] ?? 0) + 1;
 }
 
-function shortConn(target: string, id: number, timeoutMs: number): Promise<{ err: string | null; port: number }> {
+function shortConn(target: string, id: number, timeoutMs: number, localPort?: number): Promise<{ err: string | null; port: number }> {
   return new Promise((res) => {
     const [host, port] = hp(target);
-    const s = net.connect({ host, port });
+    const s = net.connect({ host, port, ...(localPort ? { localPort } : {}) });
     const msg = `short ${id}\n`;
     let got = '';
     const t = setTimeout(() => finish('timeout'), timeoutMs);
@@ -258,7 +261,7 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
       (async () => {
         const one = (i: number) => {
           const at = Date.now();
-          return shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000).then(({ err: e, port }) => ({ e, port, at, ms: Date.now() - at }));
+          return shortConn(s.targets[i % s.targets.length], i, s.timeoutMs ?? 3000, s.localPorts?.[i]).then(({ err: e, port }) => ({ e, port, at, ms: Date.now() - at }));
         };
         if (!s.intervalMs) return pool(s.count, s.concurrency, one);
         const t0 = Date.now();
