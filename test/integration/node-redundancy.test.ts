@@ -8,6 +8,7 @@ import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
 import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, waitUntil } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
+import { churn } from '../helpers/churn';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ALL = ['fw1', 'fw2', 'fw3'];
@@ -117,13 +118,16 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const via = (side: 'outside' | 'inside', where: RegExp, node: string) => {
       for (const e of lab.t.ecmp.filter((x) => x.side === side && where.test(x.ns))) inNs(e.ns, ['ip', 'route', 'replace', e.dst, 'via', e.via[node]]);
     };
-    const cases = [
+    const cases: { name: string; node: string; state: string; replies: string; reversed?: boolean }[] = [
       // The SYN-ACK's node (ib2) held the earlier connection's SYN only; the new SYN went through ib1.
       { name: 'SYN-ACK on a node that did not see the SYN', node: 'ib2', state: 'SYN_SENT', replies: 'ib2' },
       // The new SYN meets the earlier connection's established entry on the outside node.
       { name: 'SYN from the side on an established entry', node: 'ob1', state: 'ESTABLISHED', replies: 'ib2' },
       // The new SYN arrives from fw1 at a node whose entry says fw2, and its SYN-ACK comes back through that node.
       { name: 'SYN from a firewall on an established entry', node: 'ib1', state: 'ESTABLISHED', replies: 'ib1' },
+      // The outside node holds an entry of the opposite orientation (it saw only the server's side of the earlier
+      // connection): conntrack refuses the new SYN, then attaches the client's next packets to that entry.
+      { name: 'SYN from the side against an entry of the opposite orientation', node: 'ob1', state: 'ESTABLISHED', replies: 'ib2', reversed: true },
     ];
     lab.resetFirewallCounters();
     for (const [i, k] of cases.entries()) {
@@ -131,7 +135,8 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       via('outside', /-or$/, 'ob1');
       via('inside', /-fw\d$/, 'ib1');
       via('inside', /-slb$/, k.replies);
-      inNs(lab.ns(k.node), ['conntrack', '-I', '-p', 'tcp', '-s', c1.addr!, '-d', vip, '--sport', String(port), '--dport', String(ECHO_PORT), '--state', k.state, '--timeout', '120', '--mark', String(markOf('fw2'))]);
+      const ends = k.reversed ? ['-s', vip, '-d', c1.addr!, '--sport', String(ECHO_PORT), '--dport', String(port)] : ['-s', c1.addr!, '-d', vip, '--sport', String(port), '--dport', String(ECHO_PORT)];
+      inNs(lab.ns(k.node), ['conntrack', '-I', '-p', 'tcp', ...ends, '--state', k.state, '--timeout', '120', '--mark', String(markOf('fw2'))]);
       const r = await drive(lab, c1.name, { short: { targets: [target], count: 1, concurrency: 1, timeoutMs: 4000, localPorts: [port] } });
       t.equal(r.short.ok, 1, `${k.name} (${k.node} held fw2's mark for port ${port}): the connection worked ${JSON.stringify(r.short.errors)} ${r.short.failed ? flowTraces([port]) : ''}`);
       const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
@@ -323,6 +328,14 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
     const takeover = await failover(t, () => lab.nodeLinks('ob1', false), () => lab.nodeLinks('ob1', true));
     // 3 advertisements plus the skew (RFC 5798), plus one advertisement for this machine's scheduling.
     t.ok(takeover <= masterDownMs + advertMs, `${takeover} ms <= ${masterDownMs.toFixed(0)} ms (3 x ${advertMs} ms + skew) + ${advertMs} ms`);
+  });
+
+  await t.test('clients that reuse their source ports within seconds while a firewall leaves and rejoins new sessions: 0 failed, 0 drops', async (t) => {
+    const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500 });
+    t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
+    t.equal(r.ok + r.failed, 4000);
+    t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})`);
+    t.same(r.drops, [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
   });
 });
 

@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { bucketOf, buildTable, canonicalKey, PROTO_UDP } from '@fwlb/flowhash';
 import { BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
+import { churn } from '../helpers/churn';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -97,9 +98,18 @@ t.test('sandwich', async (t) => {
     for (const role of ['outside', 'inside'] as const) await lab.api(role, 'PUT', '/firewalls/fw2/admin', { enabled: true }, token);
   });
 
+  await t.test('clients that reuse their source ports within seconds while a firewall leaves and rejoins new sessions: 0 failed, 0 drops', async (t) => {
+    // 100 source ports per client and one connection every 15 ms: a port comes back after about 1.5 s.
+    const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500 });
+    t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
+    t.equal(r.ok + r.failed, 4000);
+    t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})`);
+    t.same(r.drops, [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
+  });
+
   await t.test('bad config is refused, naming the field, and the kernel is unchanged', async (t) => {
-    // Counters and the kernel-filled sets (@heard, @synseen: flows seen meanwhile) are not the config.
-    const snapshot = () => [inNs(ob, ['nft', 'list', 'ruleset']).replace(/packets \d+ bytes \d+/g, '').replace(/(set (?:heard|synseen) \{[^}]*?)\s*elements = \{[^}]*\}/g, '$1'), inNs(ob, ['ip', 'rule']), inNs(ob, ['ip', 'route', 'show', 'table', 'all'])].join('\n');
+    // Counters and the kernel-filled sets (@heard, @synseen, @fresh: flows seen meanwhile) are not the config.
+    const snapshot = () => [inNs(ob, ['nft', 'list', 'ruleset']).replace(/packets \d+ bytes \d+/g, '').replace(/(set (?:heard|synseen|fresh) \{[^}]*?)\s*elements = \{[^}]*\}/g, '$1'), inNs(ob, ['ip', 'rule']), inNs(ob, ['ip', 'route', 'show', 'table', 'all'])].join('\n');
     const before = snapshot();
     const good = lab.t.nodes.outside;
     const cases: [string, unknown, RegExp][] = [

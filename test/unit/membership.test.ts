@@ -2,7 +2,8 @@
 // their firewall, and which firewalls are suspect; and how the render turns that into nft rules.
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
-import { bucketTable, Membership, renderTable, SYN_SEEN_SECONDS } from '@fwlb/balancer';
+import { statementText } from '@fwlb/nft';
+import { bucketTable, CONN_SECONDS, FRESH_SECONDS, Membership, renderTable, SYN_SEEN_SECONDS } from '@fwlb/balancer';
 
 const cfg = (sessionTable: boolean, extra: object = {}) =>
   validateBalancerConfig({
@@ -53,22 +54,28 @@ t.test('setLink reports changes; ownView is health and link', async (t) => {
   t.throws(() => m.setAdmin('fw9', false), /no firewall fw9/);
 });
 
+/** The rendered table as nft text, one rule a line, by chain. */
+function chainsText(out: ReturnType<typeof renderTable>): Record<string, string[]> {
+  const by: Record<string, string[]> = {};
+  for (const c of out.chains) by[c.name] = c.rules.map((r) => r.map(statementText).join(' '));
+  return by;
+}
+
 t.test('render: restore by ct mark for restorable firewalls, restore-if-heard for suspect ones, the side label only on new flows', async (t) => {
   const c = cfg(true);
   const input = { config: c, live: ['fw1', 'fw3'], restorable: ['fw1', 'fw3'], suspect: ['fw2'] };
   const out = renderTable(input, bucketTable(input));
-  const rules = out.chains[0].rules.map((r) => JSON.stringify(r));
-  const marks = (r: string) => JSON.parse(r).find((s: any) => s.match?.left?.ct?.key === 'mark' && s.match.right.set)?.match.right.set;
-  t.same(marks(JSON.stringify(out.labeled.restore)), [65536, 65538], 'restore: fw1 and fw3 only');
-  t.same(marks(JSON.stringify(out.labeled['restore-heard'])), [65537], 'restore-heard: fw2, looked up in @heard');
-  t.match(JSON.stringify(out.labeled['restore-heard']), /"right":"@heard"/);
-  const updates = rules.filter((r) => r.includes('"op":"update"') && r.includes('"@heard"'));
+  const pre = chainsText(out).prerouting;
+  const line = (label: string) => out.labeled[label].map(statementText).join(' ');
+  t.match(line('restore'), /ct mark \{ 65536, 65538 \} counter meta mark set ct mark accept/, 'restore: fw1 and fw3 only');
+  t.match(line('restore-heard'), /ct mark \{ 65537 \} .* @heard counter meta mark set ct mark accept/, 'restore-heard: fw2, looked up in @heard');
+  const updates = pre.filter((r) => r.includes('update @heard'));
   t.equal(updates.length, 1, 'packets are remembered only from the suspect firewall');
-  t.match(updates[0], /"right":"fw2"/);
-  const label = rules.filter((r) => r.includes('"label"'));
-  t.equal(label.length, 1, 'one rule sets the side label');
-  t.match(label[0], /"key":"state"\}\},"right":"new"/, 'and only on a new entry');
-  t.notMatch(JSON.stringify(out.labeled['hash-tcp-udp']), /label/, 'hashing (a re-hash of an established flow too) never labels');
+  t.match(updates[0], /^meta iifname fw2 /);
+  const all = Object.values(chainsText(out)).flat();
+  const labels = all.filter((r) => r.includes('ct label set'));
+  t.ok(labels.length >= 1 && labels.every((r) => /ct state in new ct label set/.test(r)), 'the side label is set only on a new entry');
+  t.notMatch(line('hash-tcp-udp'), /label/, 'hashing (a re-hash of an established flow too) never labels');
   t.same(out.sets![0], { name: 'heard', type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'], timeout: 30, size: 262144 });
   const none = renderTable({ ...input, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'], suspect: [] }, bucketTable(input));
   t.notOk(none.labeled['restore-heard'], 'no suspect firewall: no heard rule');
@@ -76,72 +83,64 @@ t.test('render: restore by ct mark for restorable firewalls, restore-if-heard fo
   const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
   t.notMatch(JSON.stringify(plain.chains), /"label"|"event"/, 'no session table: no ct label, no ct event filter');
   t.match(JSON.stringify(out.chains), /"key":"event"/, 'with one: the event filter is there');
-  t.notOk(none.chains[0].rules.some((r) => JSON.stringify(r).includes('"@heard"')), 'and nothing is remembered in @heard');
+  t.notOk(Object.values(chainsText(none)).flat().some((r) => r.includes('@heard')), 'and nothing is remembered in @heard');
 });
 
-t.test('render, fast path (issue 16): an established packet from the side is restored by the first rule, before any fib lookup; forwarded packets never meet a fib lookup', async (t) => {
+t.test('render, fast path: an established packet from the side is restored by the third rule, before any fib lookup; forwarded packets never meet a fib lookup', async (t) => {
   const c = cfg(true);
   const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
   const out = renderTable(input, bucketTable(input));
-  const pre = out.chains.find((x) => x.name === 'prerouting')!.rules.map((r) => JSON.stringify(r));
-  // The first rule is the side's SYN rule: a packet that is not a SYN fails its second comparison.
-  const syn = (r: string) => JSON.parse(r).findIndex((x: any) => x.match?.left?.payload?.field === 'flags' || x.match?.left?.['&']?.[0]?.payload?.field === 'flags');
-  t.equal(syn(pre[0]), 2, 'the first rule tests the SYN flag third (after the interface and tcp)');
-  t.equal(pre[1], JSON.stringify(out.labeled.restore), 'the second rule is the restore');
-  const fib = pre.findIndex((r) => r.includes('"fib"'));
-  t.ok(fib > 1, 'the fib lookup (traffic to this node) comes after it');
-  t.equal(pre.filter((r) => r.includes('"fib"')).length, 1, 'one fib rule in prerouting');
-  const notSide = (r: string) => JSON.parse(r).some((x: any) => x.match?.op === '!=' && x.match.left.meta?.key === 'iifname');
-  const exits = pre.map((r, i) => (notSide(r) && JSON.parse(r).some((x: any) => 'accept' in x) ? i : -1)).filter((i) => i >= 0);
-  t.equal(exits.length, 2, 'two exits for packets not from the side');
-  t.equal(exits[0], 3, 'an established packet from a firewall (ct mark set) leaves at the fourth rule, after one for SYNs from a firewall');
-  t.equal(syn(pre[2]), 2, 'which fails at its third comparison when the packet is not a SYN');
-  t.match(pre[3], /"ct":\{"key":"mark"\}.*"right":0/, 'the exit tests ct mark != 0');
-  t.ok(pre.indexOf(JSON.stringify(out.labeled['learn:fw1'])) > 3, 'learning (ct mark 0) after it');
-  const exit = exits[1];
-  t.ok(exit > pre.indexOf(JSON.stringify(out.labeled['learn:fw3'])), 'any other packet from a firewall leaves after the learn rules');
-  t.ok(exit < pre.indexOf(JSON.stringify(out.labeled['hash-tcp-udp'])) && exit < pre.indexOf(JSON.stringify(out.labeled.pinned)), 'before the side-only rules');
+  const pre = chainsText(out).prerouting;
+  t.match(pre[0], /^meta iifname srv0 meta l4proto tcp tcp flags in syn jump side-syn$/, 'first, SYNs from the side go to their chain: any other packet fails the third comparison');
+  t.match(pre[1], /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ct state in new,established .* @fresh delete @fresh/, 'then a new connection that met an old entry (one set lookup)');
+  t.equal(pre[2], out.labeled.restore.map(statementText).join(' '), 'the third rule is the restore');
+  const fib = pre.findIndex((r) => r.includes('fib'));
+  t.ok(fib > 2, 'the fib lookup (traffic to this node) comes after it');
+  t.equal(pre.filter((r) => r.includes('fib')).length, 1, 'one fib rule in prerouting');
+  t.match(pre[3], /^meta iifname != srv0 meta l4proto tcp tcp flags in syn jump firewall-syn$/, 'from a firewall, SYNs go to their chain');
+  t.equal(pre[4], 'meta iifname != srv0 ct mark != 0 accept', 'and an established packet from a firewall (ct mark set) leaves at the fifth rule');
+  const learn = pre.indexOf(out.labeled['learn:fw1'].map(statementText).join(' '));
+  t.ok(learn > 4, 'learning (ct mark 0) after it');
+  const exit = pre.indexOf('meta iifname != srv0 accept');
+  t.ok(exit > pre.indexOf(out.labeled['learn:fw3'].map(statementText).join(' ')), 'any other packet from a firewall leaves after the learn rules');
+  t.ok(exit < pre.indexOf(out.labeled['hash-tcp-udp'].map(statementText).join(' ')) && exit < pre.indexOf(out.labeled.pinned.map(statementText).join(' ')), 'before the side-only rules');
   const input_ = out.chains.find((x) => x.name === 'input')!;
   t.equal(input_.hook, 'input', 'the mark for this node\'s own replies is set on the input hook');
   t.notMatch(JSON.stringify(input_.rules), /fib/, 'without a fib lookup');
   t.same(input_.rules.map((r) => JSON.stringify(r).match(/"value":(\d+)/)?.[1]), ['65536', '65537', '65538'], 'one mark per firewall');
-  t.notOk(out.chains.some((x) => x.name === 'local'), 'no prerouting chain for local traffic any more');
 });
 
-t.test('render: a SYN never inherits a stale ct mark (a reused 5-tuple meeting the entry of an earlier connection)', async (t) => {
+t.test('render: a new connection never inherits the decision of an earlier one with the same tuple (a ct mark, a vouching SYN, a pin)', async (t) => {
   const c = cfg(true);
   const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
   const out = renderTable(input, bucketTable(input));
-  const pre = out.chains.find((x) => x.name === 'prerouting')!.rules;
-  const find = (f: (r: any[]) => boolean) => pre.findIndex((r) => f(r as any[]));
-  const iif = (r: any[], op: string) => r.some((x) => x.match?.op === op && x.match.left.meta?.key === 'iifname');
-  const setsCtMark0 = (r: any[]) => r.some((x) => x.mangle?.key?.ct?.key === 'mark' && x.mangle.value === 0);
-  const verdict = (r: any[]) => r.some((x) => 'accept' in x || 'drop' in x);
-  // From the side: SYN or SYN-ACK with a ct mark, unless this node saw that connection's SYN from a firewall.
-  const side = find((r) => iif(r, '==') && setsCtMark0(r));
-  t.ok(side >= 0, 'a rule clears the ct mark of a SYN from the side');
-  const sideRule = pre[side] as any[];
-  t.same(sideRule.find((x) => x.match?.left?.payload?.field === 'flags')?.match, { op: 'in', left: { payload: { protocol: 'tcp', field: 'flags' } }, right: 'syn' }, 'any packet with SYN set (SYN, SYN-ACK)');
-  t.ok(sideRule.some((x) => x.match?.op === '!=' && x.match.left.ct?.key === 'mark' && x.match.right === 0), 'only when it has a ct mark');
-  const seen = sideRule.find((x) => x.match?.right === '@synseen');
-  t.equal(seen?.match.op, '!=', 'and this node did not see that SYN arrive from a firewall');
-  const ctTuple = (c: any[]) => c.map((e: any) => `${e.ct?.dir ?? ''} ${e.ct?.key}`.trim());
-  t.same(ctTuple(seen.match.left.concat), ['original ip saddr', 'original proto-src', 'original ip daddr', 'original proto-dst', 'protocol'], "looked up by conntrack's original tuple (the same for the SYN and its SYN-ACK, NAT or not)");
-  t.notOk(verdict(sideRule), 'no verdict: the packet goes on to be steered (pins, hash)');
-  t.ok(side < find((r) => r === out.labeled.restore), 'before the restore');
-  // From a firewall: a bare SYN clears the mark (learning then takes this firewall) and is remembered.
-  const fw = find((r) => iif(r, '!=') && setsCtMark0(r));
-  t.ok(fw >= 0, 'a rule clears the ct mark of a SYN from a firewall');
-  const fwRule = pre[fw] as any[];
-  t.same(fwRule.find((x) => x.match?.left?.['&'])?.match, { op: '==', left: { '&': [{ payload: { protocol: 'tcp', field: 'flags' } }, ['syn', 'ack']] }, right: 'syn' }, 'a bare SYN only (not a SYN-ACK)');
-  const clear = fwRule.findIndex((x) => x.mangle?.key?.ct?.key === 'mark' && x.mangle.value === 0);
-  const update = fwRule.findIndex((x) => x.set?.op === 'update' && x.set.set === '@synseen');
-  t.ok(clear >= 0 && update > clear, 'the mark is cleared before the update (a full set ends the rule, and the clear still counts)');
-  t.same(ctTuple(fwRule[update].set.elem.concat), ctTuple(seen.match.left.concat), 'stored by the same original tuple');
-  t.notOk(verdict(fwRule), 'no verdict');
-  t.ok(fw < find((r) => iif(r, '!=') && verdict(r)), 'before the exit for established packets from a firewall');
-  t.ok(fw < find((r) => r === out.labeled['learn:fw1']), 'and before learning, which then takes the firewall it came from');
-  t.same(out.sets![1], { name: 'synseen', type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'], timeout: SYN_SEEN_SECONDS, size: 262144 });
+  const ch = chainsText(out);
+  const syn = ch['side-syn'];
+  t.equal(syn[0], 'fib daddr type local return', 'traffic to this node itself is left alone');
+  const vouch = syn.findIndex((r) => r.includes('@synseen'));
+  t.match(syn[vouch], /^ct mark != 0 tcp flags in ack .* ct original ip saddr . ct original proto-src . ct original ip daddr . ct original proto-dst . ct protocol @synseen delete @synseen \{ .* \} return$/, "a SYN-ACK keeps its ct mark only if this node saw its SYN (by conntrack's original tuple, NAT or not), and uses that SYN up");
+  const hashSyn = syn.indexOf(out.labeled['hash-syn'].map(statementText).join(' '));
+  t.equal(hashSyn, vouch + 1, 'every other SYN or SYN-ACK is hashed next (no ct mark, no pin)');
+  t.match(syn[hashSyn], /^meta nfproto ipv4 update @fresh \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \} counter meta mark set jhash .* ct mark set meta mark$/, 'and remembered in @fresh');
+  const record = syn.slice(hashSyn + 1, -1);
+  t.same(record.map((r) => r.match(/^meta mark (\d+) /)?.[1]), ['65536', '65537', '65538'], 'then recorded under the firewall it went to');
+  t.match(record[1], /^meta mark 65537 delete @conn0 \{ ip saddr .* \} delete @conn2 \{ .* \} update @conn1 \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \}$/, 'in that firewall\'s conn set only');
+  t.equal(syn[syn.length - 1], 'accept', 'and accepted');
+  const fw = ch['firewall-syn'];
+  t.match(fw[1], /^meta iifname fw2 meta nfproto ipv4 delete @conn0 \{ ip daddr . th dport . ip saddr . th sport .* update @conn1 \{ ip daddr .* \}$/, 'a SYN or SYN-ACK from a firewall is recorded under that firewall (the tuple in the side\'s order)');
+  t.match(fw[3], /^meta nfproto ipv4 ct state in invalid update @fresh \{ ip daddr . th dport . ip saddr . th sport . meta l4proto \} return$/, 'one that conntrack refused: its replies take the decision into the entry they meet');
+  t.equal(fw[4], 'ct mark set 0', 'any other clears the mark, so learning takes the firewall it came from');
+  t.match(fw[5], /^tcp flags & syn,ack syn .* update @synseen/, 'a bare SYN vouches for its SYN-ACK');
+  const pre = ch.prerouting;
+  const pinned = pre.indexOf(out.labeled.pinned.map(statementText).join(' '));
+  const conns = ['fw1', 'fw2', 'fw3'].map((f) => pre.indexOf(out.labeled[`conn:${f}`].map(statementText).join(' ')));
+  t.same(conns, [pinned - 3, pinned - 2, pinned - 1], 'a packet without a ct mark of a connection this node saw start follows its conn set, before any pin');
+  t.match(pre[conns[0]], /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ip saddr . th sport . ip daddr . th dport . meta l4proto @conn0 update @conn0 \{ .* \} counter meta mark set 65536 ct mark set meta mark accept$/);
+  t.ok(conns[0] > pre.indexOf(out.labeled.restore.map(statementText).join(' ')), 'after the restore: a packet with its ct mark pays nothing for them');
+  t.same(out.sets!.map((x) => [x.name, x.timeout]), [['heard', 30], ['synseen', SYN_SEEN_SECONDS], ['fresh', FRESH_SECONDS], ['conn0', CONN_SECONDS], ['conn1', CONN_SECONDS], ['conn2', CONN_SECONDS]]);
+  t.same(out.chains.map((x) => x.name), ['side-syn', 'firewall-syn', 'prerouting', 'input', 'output'], 'the chains jumped to come first (one transaction adds them in order)');
+  const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
+  t.notMatch(JSON.stringify(plain), /@conn/, 'without a session table (one node per side, which sees both directions) no conn sets');
 });
 
 t.test('panic: when most firewalls look down at once, the last good membership is kept, minus links that are down', async (t) => {

@@ -44,8 +44,8 @@ const text = (cmds: unknown[]) => cmds.map((c: any) => {
 t.test('empty kernel: one transaction creates table, map, chain and rules', async (t) => {
   const want = render();
   const out = text(diffTable(want, null));
-  t.match(out, /^add table fwlb\nadd set heard\nadd set synseen\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
-  t.match(out, /add chain prerouting(\nadd rule prerouting){11}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/);
+  t.match(out, /^add table fwlb\nadd set heard\nadd set synseen\nadd set fresh\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
+  t.match(out, /add chain side-syn(\nadd rule side-syn){4}\nadd chain firewall-syn(\nadd rule firewall-syn){3}\nadd chain prerouting(\nadd rule prerouting){12}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/);
   t.notMatch(out, /flush|delete/);
 });
 
@@ -68,7 +68,7 @@ t.test('firewall leaves: only its buckets change, with delete + add', async (t) 
 
 t.test('inside node hashes destination first; learning matches the firewall MAC', async (t) => {
   const want = render();
-  const rules = JSON.stringify(want.chains[0].rules);
+  const rules = JSON.stringify(want.chains.find((c) => c.name === 'prerouting')!.rules);
   t.match(rules, /"concat":\[\{"payload":\{"protocol":"ip","field":"daddr"\}\},\{"payload":\{"protocol":"th","field":"dport"\}\},\{"payload":\{"protocol":"ip","field":"saddr"\}\}/);
   t.match(rules, /"ether","field":"saddr"\}\},"right":"02:00:00:00:00:02"/);
 });

@@ -39,6 +39,7 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
       [{ kind: 'restore' }, c.restored?.packets ?? 0],
       [{ kind: 'restore_heard' }, c.restoredHeard?.packets ?? 0],
       [{ kind: 'pinned' }, c.pinned?.packets ?? 0],
+      [{ kind: 'hash_syn' }, c.hashedSyn?.packets ?? 0],
       [{ kind: 'hash_tcp_udp' }, c.hashedTcpUdp?.packets ?? 0],
       [{ kind: 'hash_other' }, c.hashedOther?.packets ?? 0],
       [{ kind: 'dropped_no_firewall' }, c.droppedNoFirewall?.packets ?? 0],

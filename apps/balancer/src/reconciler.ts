@@ -157,6 +157,7 @@ export class Reconciler {
       reconcileFailures: this.failures,
       restored: c('restore'),
       restoredHeard: c('restore-heard'),
+      hashedSyn: c('hash-syn'),
       hashedTcpUdp: c('hash-tcp-udp'),
       hashedOther: c('hash-other'),
       droppedNoFirewall: c('no-firewall-drop'),

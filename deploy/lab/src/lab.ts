@@ -451,6 +451,24 @@ export class Lab {
   }
 
   /**
+   * What every balancer node and firewall holds in conntrack (state, mark, timeout) for the TCP flows of these client
+   * ports to `dport`, and where each node sent them (with `traceFlowExits`): a test's message when a flow failed.
+   */
+  flowTraces(ports: number[], dport: number): string {
+    const names = [...this.balancerNames(), ...this.t.hosts.filter((h) => h.role === 'firewall').map((h) => h.name)];
+    const lines = Object.fromEntries(
+      names.map((n) => [
+        n,
+        ['--dport', '--sport']
+          .flatMap((dir) => inNs(this.ns(n), ['conntrack', '-L', '-p', 'tcp', dir, String(dport)]).split('\n'))
+          .filter((l) => ports.some((p) => p && l.includes(`port=${p} `)))
+          .map((l) => l.replace(/\s+/g, ' ')),
+      ]),
+    );
+    return JSON.stringify({ ...lines, exits: this.flowExits(ports) });
+  }
+
+  /**
    * The TCP flows each firewall dropped packets of since the last reset (firewall.nft remembers them for 10 minutes):
    * `fw1 new 10.0.1.10:40000>203.0.113.10:7 (3 s ago)`, one line per flow, `invalid` when outside its session's
    * state or window. For a test's message when it counts drops.
@@ -468,6 +486,15 @@ export class Lab {
       }
     }
     return out;
+  }
+
+  /**
+   * Clients behave like a carrier-grade NAT or a forward proxy: each picks its source ports from `ports` ports only,
+   * so a 5-tuple comes back within a second or two of its last use (tcp_tw_reuse is on). `null` restores the wide range.
+   */
+  clientPorts(ports: number | null): void {
+    const range = ports === null ? '10000 65000' : `40000 ${40000 + ports - 1}`;
+    for (const h of this.t.hosts.filter((x) => x.role === 'client')) inNs(h.ns, ['sysctl', '-qw', `net.ipv4.ip_local_port_range=${range}`]);
   }
 
   resetFirewallCounters(): void {

@@ -4,7 +4,8 @@ import { ActualTable, DesiredChain, DesiredMap, DesiredTable, elementKey, NftJso
 type Cmd = Record<string, unknown>;
 
 function chainObj(t: DesiredTable, c: DesiredChain) {
-  return { family: t.family, table: t.name, name: c.name, type: c.type, hook: c.hook, prio: c.prio, policy: c.policy };
+  const base = c.hook ? { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy } : {};
+  return { family: t.family, table: t.name, name: c.name, ...base };
 }
 
 function ruleObjs(t: DesiredTable, c: DesiredChain): Cmd[] {

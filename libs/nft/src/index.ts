@@ -2,3 +2,4 @@
 export * from './model';
 export * from './diff';
 export * from './nft-cli';
+export * from './text';

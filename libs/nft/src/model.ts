@@ -4,12 +4,16 @@ import { createHash } from 'node:crypto';
 /** One nft JSON statement or expression, as the JSON interface (libnftables-json(5)) spells it. */
 export type NftJson = unknown;
 
+/**
+ * A base chain (with a hook) or, without `hook`, a regular chain that rules reach by `jump`. A regular chain comes
+ * before the chains that jump to it: one transaction adds them in order.
+ */
 export interface DesiredChain {
   name: string;
-  type: 'filter' | 'nat' | 'route';
-  hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
-  prio: number;
-  policy: 'accept' | 'drop';
+  type?: 'filter' | 'nat' | 'route';
+  hook?: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+  prio?: number;
+  policy?: 'accept' | 'drop';
   /** Each rule is its list of statements. */
   rules: NftJson[][];
 }

@@ -1,0 +1,173 @@
+// The balancer's steering rules as named builders, each saying why it stands where it stands; pure layer of apps/balancer.
+import type { ResolvedBalancerConfig } from '@fwlb/config';
+import type { NftJson } from '@fwlb/nft';
+
+type Firewall = ResolvedBalancerConfig['firewalls'][number];
+type Rule = NftJson[];
+
+export const meta = (key: string) => ({ meta: { key } });
+export const payload = (protocol: string, field: string) => ({ payload: { protocol, field } });
+export const eq = (left: NftJson, right: NftJson) => ({ match: { op: '==', left, right } });
+export const ne = (left: NftJson, right: NftJson) => ({ match: { op: '!=', left, right } });
+export const set = (key: NftJson, value: NftJson) => ({ mangle: { key, value } });
+const stateIn = (states: string | string[]) => ({ match: { op: 'in', left: { ct: { key: 'state' } }, right: states } });
+const setOp = (op: 'update' | 'delete', tuple: NftJson[], name: string) => ({ set: { op, elem: { concat: tuple }, set: `@${name}` } });
+export const ctMark = { ct: { key: 'mark' } };
+const counter = { counter: null };
+const accept = { accept: null };
+const ipv4 = eq(meta('nfproto'), 'ipv4');
+const tcp = eq(meta('l4proto'), 'tcp');
+const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
+const synFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'syn' } };
+const ackFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'ack' } };
+const bareSyn = eq({ '&': [payload('tcp', 'flags'), ['syn', 'ack']] }, 'syn');
+const localDest = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
+
+/** The 5-tuple as a packet from the side interface carries it; packets from a firewall store it reversed. */
+export const SIDE_TUPLE = [payload('ip', 'saddr'), payload('th', 'sport'), payload('ip', 'daddr'), payload('th', 'dport'), meta('l4proto')];
+export const FIREWALL_TUPLE = [payload('ip', 'daddr'), payload('th', 'dport'), payload('ip', 'saddr'), payload('th', 'sport'), meta('l4proto')];
+/**
+ * A connection's original tuple as conntrack keeps it: the same for its SYN and its SYN-ACK whatever NAT does on
+ * this node (the embedded SLB's SYN-ACK carries the real server's address, not the VIP its SYN was sent to).
+ */
+export const CT_ORIGINAL_TUPLE = [{ ct: { key: 'ip saddr', dir: 'original' } }, { ct: { key: 'proto-src', dir: 'original' } }, { ct: { key: 'ip daddr', dir: 'original' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: 'protocol' } }];
+
+/**
+ * The jhash concatenation. Why the order differs by role: the outside node sees the client as source, the
+ * inside node as destination, and both must hash (outer, inner) to land a flow in the same bucket.
+ * order=packet hashes (source, destination) on both, which is asymmetric: only for demonstrating failure.
+ */
+export function hashFields(c: ResolvedBalancerConfig, ported: boolean): NftJson[] {
+  const src = ported ? [payload('ip', 'saddr'), payload('th', 'sport')] : [payload('ip', 'saddr')];
+  const dst = ported ? [payload('ip', 'daddr'), payload('th', 'dport')] : [payload('ip', 'daddr')];
+  const outerIsSource = c.role === 'outside' || c.hash.order === 'packet';
+  return [...(outerIsSource ? [...src, ...dst] : [...dst, ...src]), meta('l4proto')];
+}
+
+/** The regular chains the prerouting rules jump to. */
+export const SIDE_SYN_CHAIN = 'side-syn';
+export const FIREWALL_SYN_CHAIN = 'firewall-syn';
+
+/** Everything a rule builder needs, computed once per render. */
+export interface RuleContext {
+  c: ResolvedBalancerConfig;
+  side: NftJson;
+  notSide: NftJson;
+  markOf: Map<string, number>;
+  /** The firewall's `conn` set: this node's record of the connections it saw start on that firewall. */
+  connSet: (f: Firewall) => string;
+  /** Statements that set the bucket's firewall mark from the jhash of the packet (ported: with the ports). */
+  steer: (ported: boolean) => Rule;
+  /** The ct event filter when a session table listens, else nothing. */
+  events: Rule;
+  sideLabel: number;
+}
+
+export function fromFirewall(f: Firewall): Rule {
+  const m: Rule = [eq(meta('iifname'), f.interface)];
+  if (f.mac) m.push(eq(payload('ether', 'saddr'), f.mac.toLowerCase()));
+  return m;
+}
+
+/**
+ * Remember the connection a SYN or SYN-ACK starts, under the firewall it goes to (or came from): a node that sees
+ * one direction only, or whose entry is an earlier connection's, gets packets conntrack refuses (`ct state
+ * invalid`, so no ct mark to restore), and those follow this record, not a pin of an earlier connection or a bucket
+ * that moved since. The tuple leaves every other firewall's set, so exactly one holds it.
+ */
+function recordConn(x: RuleContext, f: Firewall, tuple: NftJson[]): Rule {
+  return [...x.c.firewalls.filter((o) => o !== f).map((o) => setOp('delete', tuple, x.connSet(o))), setOp('update', tuple, x.connSet(f))];
+}
+
+/**
+ * The side's SYN chain. A SYN starts a connection: it follows the current table, never a ct mark or a pin of an
+ * earlier connection with the same tuple (a client reusing its port within seconds meets that connection's entry on
+ * a node that saw part of it). A SYN-ACK keeps its ct mark only if this node saw its SYN arrive from a firewall;
+ * otherwise this node did not see the SYN (ECMP sent it elsewhere) and the hash puts the SYN-ACK where the SYN went.
+ */
+export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
+  const fresh = setOp('update', SIDE_TUPLE, 'fresh');
+  labeled['hash-syn'] = [ipv4, fresh, counter, ...x.steer(true)];
+  return [
+    // Traffic to this node itself is never steered (its SYN-ACKs included).
+    [localDest, { return: null }],
+    ...(x.c.sessionTable ? [[bareSyn, stateIn('new'), set({ ct: { key: 'label' } }, x.sideLabel), ...x.events]] : []),
+    // The SYN vouches for one answer: it is used up, and a later connection with the same tuple shows its own.
+    [ne(ctMark, 0), ackFlag, ipv4, tcp, eq({ concat: CT_ORIGINAL_TUPLE }, '@synseen'), setOp('delete', CT_ORIGINAL_TUPLE, 'synseen'), { return: null }],
+    labeled['hash-syn'],
+    ...(x.c.sessionTable ? x.c.firewalls.map((f) => [eq(meta('mark'), x.markOf.get(f.id)), ...recordConn(x, f, SIDE_TUPLE)]) : []),
+    [accept],
+  ];
+}
+
+/**
+ * The firewall's SYN chain: a SYN or SYN-ACK from a firewall shows which firewall carries the connection now, so the
+ * flow learns it afresh (its mark is cleared; the learn rule sets it).
+ */
+export function firewallSynChain(x: RuleContext): Rule[] {
+  return [
+    ...(x.c.sessionTable ? x.c.firewalls.map((f) => [...fromFirewall(f), ipv4, ...recordConn(x, f, FIREWALL_TUPLE)]) : []),
+    // One that conntrack refused: the side's replies may meet an earlier connection's entry (see `fresh`).
+    [ipv4, stateIn('invalid'), setOp('update', FIREWALL_TUPLE, 'fresh'), { return: null }],
+    [set(ctMark, 0)],
+    [bareSyn, ipv4, setOp('update', CT_ORIGINAL_TUPLE, 'synseen')],
+  ];
+}
+
+/** The prerouting rules in order, with the labels /status reads counters of. */
+export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; suspect: Firewall[]; suspectMarks: number[]; anyLive: boolean }, labeled: Record<string, Rule>): Rule[] {
+  const { c, side, notSide } = x;
+  const rules: Rule[] = [];
+  const add = (label: string | null, r: Rule) => {
+    rules.push(r);
+    if (label) labeled[label] = r;
+  };
+  // A packet from a suspect firewall proves that it still forwards this flow: remember the flow for a while.
+  // Rendered only for suspect firewalls, so the common path pays nothing for it.
+  for (const f of o.suspect) add(null, [...fromFirewall(f), ipv4, tcpUdp, setOp('update', FIREWALL_TUPLE, 'heard')]);
+  if (o.anyLive) {
+    // Every packet that is not a SYN fails this at its third comparison.
+    add(null, [side, tcp, synFlag, { jump: { target: SIDE_SYN_CHAIN } }]);
+    // A new connection whose SYN conntrack refused (an earlier connection's entry of the opposite orientation is
+    // in the way) gets its next packets attached to that entry: the first one takes the current decision into it.
+    add(null, [side, tcp, ipv4, stateIn(['new', 'established']), eq({ concat: SIDE_TUPLE }, '@fresh'), setOp('delete', SIDE_TUPLE, 'fresh'), ...x.steer(true), accept]);
+  }
+  // The fast path: an established packet from the side is restored here, before the fib lookup below. Why that is
+  // safe: a flow from the side to this node itself never carries a firewall's ct mark (marks are set only by
+  // hashing, pins and learning from a firewall, all for forwarded flows). Why `ct mark {restorable}`: a flow on a
+  // firewall whose link is down is re-hashed instead of black-holed.
+  if (o.restoreMarks.length) add('restore', [side, eq(ctMark, { set: o.restoreMarks }), counter, set(meta('mark'), ctMark), accept]);
+  if (o.suspectMarks.length) add('restore-heard', [side, eq(ctMark, { set: o.suspectMarks }), ipv4, tcpUdp, eq({ concat: SIDE_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), accept]);
+  add(null, [notSide, tcp, synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
+  // An established packet from a firewall leaves here: learning needs ct mark 0, everything else is for the side.
+  add(null, [notSide, ne(ctMark, 0), accept]);
+  // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
+  add(null, [side, localDest, accept]);
+  if (c.ingressLearning) for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, x.markOf.get(f.id)), ...x.events]);
+  // Everything below is for packets from the side: any other packet leaves with one comparison.
+  add(null, [notSide, accept]);
+  // The side label marks a flow whose first packet came from the side interface, once, when its entry is created.
+  // Why only then: an established flow re-hashed here (its firewall went away) was learned from a firewall, and
+  // labelling it would reverse its orientation in the session table.
+  if (c.sessionTable) add(null, [side, stateIn('new'), set({ ct: { key: 'label' } }, x.sideLabel), ...x.events]);
+  if (c.sessionTable && o.anyLive) {
+    // A packet without a ct mark of a connection this node saw start follows that start's firewall (see
+    // recordConn), before any pin: a pin may be an earlier connection's with the same tuple.
+    for (const f of c.firewalls) {
+      const conn = x.connSet(f);
+      add(`conn:${f.id}`, [side, tcp, ipv4, eq({ concat: SIDE_TUPLE }, `@${conn}`), setOp('update', SIDE_TUPLE, conn), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept]);
+    }
+  }
+  if (c.sessionTable) {
+    // A flow this node has no state for (a restart, conntrack lost, a non-SYN first packet) is looked up in the
+    // pins before it is hashed. A miss ends the rule and leaves the mark 0, so hashing follows.
+    add('pinned', [side, ipv4, tcpUdp, set(meta('mark'), { map: { key: { concat: hashFields(c, true) }, data: '@pins' } }), counter, set(ctMark, meta('mark')), accept]);
+  }
+  if (!o.anyLive) {
+    add('no-firewall-drop', [side, ipv4, counter, { drop: null }]);
+  } else {
+    add('hash-tcp-udp', [side, ipv4, tcpUdp, counter, ...x.steer(true)]);
+    add('hash-other', [side, ipv4, ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...x.steer(false)]);
+  }
+  return rules;
+}

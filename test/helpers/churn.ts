@@ -1,0 +1,91 @@
+// Test helper: clients that reuse their source ports within seconds (a CGNAT) while graceful changes happen: a
+// firewall leaves and rejoins new sessions by the API, and (with several nodes per side) the routers move flows
+// between the nodes. Every connection must work and no firewall may drop a packet.
+import { drive, ECHO_PORT, Lab } from '@fwlb/lab';
+
+export interface ChurnOptions {
+  /** Source ports per client. */
+  ports: number;
+  /** New connections per client. */
+  count: number;
+  /** One new connection every intervalMs per client. */
+  intervalMs: number;
+  /** The firewall taken out of new sessions and put back, every toggleMs (0: never). */
+  firewall: string;
+  toggleMs: number;
+  /** Node groups the routes cycle through (each a list of node names; [] is every node), every moveMs. */
+  moves?: string[][];
+  moveMs?: number;
+}
+
+export interface ChurnResult {
+  ok: number;
+  failed: number;
+  errors: Record<string, number>;
+  failedPorts: number[];
+  toggles: number;
+  moves: number;
+  /** When each toggle and move began (ms since the epoch), for a test's message. */
+  changedAt: number[];
+  drops: number[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
+  const clients = lab.t.hosts.filter((h) => h.role === 'client');
+  const target = `${lab.t.vip}:${ECHO_PORT}`;
+  const nodes = lab.balancerNames();
+  const admin = (enabled: boolean) =>
+    Promise.all(nodes.map((n) => lab.api(n, 'PUT', `/firewalls/${o.firewall}/admin`, { enabled }, lab.t.balancers[n].api!.token!)));
+  lab.resetFirewallCounters();
+  lab.clientPorts(o.ports);
+  let running = true;
+  let toggles = 0;
+  const changedAt: number[] = [];
+  let moves = 0;
+  const toggler = (async () => {
+    if (!o.toggleMs) return;
+    let enabled = true;
+    while (running) {
+      await sleep(o.toggleMs);
+      if (!running) break;
+      enabled = !enabled;
+      changedAt.push(Date.now());
+      await admin(enabled);
+      toggles++;
+    }
+  })();
+  const mover = (async () => {
+    if (!o.moves?.length) return;
+    let i = 0;
+    while (running) {
+      await sleep(o.moveMs ?? 3000);
+      if (!running) break;
+      changedAt.push(Date.now());
+      lab.setEcmp(o.moves[i++ % o.moves.length]);
+      moves++;
+    }
+  })();
+  try {
+    const reports = await Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: o.count, concurrency: 0, intervalMs: o.intervalMs, timeoutMs: 5000 } })));
+    const errors: Record<string, number> = {};
+    for (const r of reports) for (const [k, v] of Object.entries(r.short.errors)) errors[k] = (errors[k] ?? 0) + v;
+    return {
+      ok: reports.reduce((a, r) => a + r.short.ok, 0),
+      failed: reports.reduce((a, r) => a + r.short.failed, 0),
+      errors,
+      failedPorts: reports.flatMap((r) => r.short.failedPorts),
+      toggles,
+      moves,
+      changedAt,
+      drops: lab.firewallCounters().map((f) => f.drops),
+    };
+  } finally {
+    running = false;
+    await Promise.all([toggler, mover]);
+    await admin(true);
+    if (o.moves?.length) lab.setEcmp([]);
+    lab.clientPorts(null);
+  }
+}

@@ -1,0 +1,36 @@
+// Unit: the balancer's rendered nft table as text, compared with golden dumps for representative configs. A changed
+// rule, or a changed rule order, changes a line of a dump; review the dump's diff as text. Regenerate with
+// FWLB_UPDATE_GOLDEN=1 after a deliberate change.
+import { t } from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { validateBalancerConfig } from '@fwlb/config';
+import { tableText } from '@fwlb/nft';
+import { bucketTable, renderTable, RenderInput } from '@fwlb/balancer';
+
+const GOLDEN = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'golden');
+const fws = (n: number, extra: (k: number) => object = () => ({})) =>
+  Array.from({ length: n }, (_, i) => ({ id: `fw${i + 1}`, nextHop: `172.17.${i + 1}.2`, interface: `fw${i + 1}`, ...extra(i + 1) }));
+const base = { role: 'outside', sideInterface: 'cli0', hash: { seed: 42, buckets: 7 }, firewalls: fws(3) };
+const session = { sessionTable: { url: 'redis://127.0.0.1:6379' } };
+
+const cases: { name: string; config: object; input?: Partial<RenderInput> }[] = [
+  { name: 'single-node', config: base },
+  { name: 'inside-session-table', config: { ...base, role: 'inside', sideInterface: 'srv0', ...session } },
+  { name: 'sync-groups', config: { ...base, firewalls: fws(4, (k) => ({ syncGroup: k <= 2 ? 'a' : 'b' })), ...session }, input: { live: ['fw1', 'fw3', 'fw4'] } },
+  { name: 'suspect-firewall', config: { ...base, ...session }, input: { live: ['fw1', 'fw3'], suspect: ['fw2'] } },
+  { name: 'shared-segment', config: { ...base, firewalls: fws(2, (k) => ({ interface: 'tr0', mac: `02:fb:01:00:00:0${k}` })) } },
+  { name: 'no-live-firewall', config: base, input: { live: [] } },
+];
+
+for (const c of cases) {
+  t.test(`golden dump: ${c.name}`, async (t) => {
+    const config = validateBalancerConfig(c.config);
+    const ids = config.firewalls.map((f) => f.id);
+    const input: RenderInput = { config, live: ids, restorable: ids, ...c.input };
+    const text = tableText(renderTable(input, bucketTable(input)));
+    const file = join(GOLDEN, `${c.name}.nft`);
+    if (process.env.FWLB_UPDATE_GOLDEN) writeFileSync(file, text);
+    t.equal(text, readFileSync(file, 'utf8'), `the rendered table equals ${file}`);
+  });
+}
