@@ -69,6 +69,8 @@ const bad: [string, (c: any) => void, RegExp][] = [
   ['a tcp health check without a port', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'tcp' } }), /\/health\/check\/port: is required for a tcp check/],
   ['an http health check without a port', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'http' } }), /\/health\/check\/port: is required/],
   ['a regex that does not compile', (c) => (c.health = { target: '203.0.113.1', check: { kind: 'http-content', port: 80, regex: '(' } }), /\/health\/check\/regex: is not a valid regular expression/],
+  ['a health interval under the 50 ms floor', (c) => (c.health = { target: '203.0.113.1', timers: { interval: 1, response: 0.5, retries: 3 } }), /\/health\/timers\/interval: must be >= 50/],
+  ['a health response under the 10 ms floor', (c) => (c.health = { target: '203.0.113.1', timers: { interval: 100, response: 1, retries: 3 } }), /\/health\/timers\/response: must be >= 10/],
   ['a 2^31 ms interval', (c) => (c.health = { target: '203.0.113.1', timers: { interval: 2 ** 31, response: 100, retries: 3 } }), /\/health\/timers\/interval: must be <= 3600000/],
   ['health with neither target nor targets', (c) => (c.health = { check: { kind: 'icmp' } }), /\/health\/target: is required \(or targets\)/],
   ['health with both target and targets', (c) => (c.health = { target: '203.0.113.1', targets: ['203.0.113.2'] }), /\/health\/targets: give target or targets, not both/],

@@ -47,6 +47,11 @@ t.test('bad input: 400 naming the field, and the kernel is unchanged', async (t)
     // Issue 9: a regex that does not compile used to crash the process (and the saved VIP crash-looped it).
     ['POST', '/vips', { ...web(), id: 'tls', port: 443, check: { kind: 'http-content', regex: '(' } }, /\/check\/regex: is not a valid regular expression/],
     ['POST', '/vips', { ...web(), id: 'tls', port: 443, timers: { interval: 2 ** 31, response: 100, retries: 2 } }, /\/timers\/interval: must be <= 3600000/],
+    ['POST', '/vips', { ...web(), id: 'tls', port: 443, timers: { interval: 1e-9, response: 1e-10, retries: 2 } }, /\/timers\/interval: must be >= 50/],
+    ['POST', '/vips', { ...web(), id: 'any', address: '0.0.0.0' }, /\/address: 0\.0\.0\.0 is unspecified/],
+    ['POST', '/vips', { ...web(), id: 'mc', address: '224.0.0.1' }, /\/address: 224\.0\.0\.1 is multicast/],
+    ['POST', '/vips/web/members', { address: '127.0.0.1', port: 22 }, /\/address: 127\.0\.0\.1 is loopback/],
+    ['POST', '/vips/web/members', { address: '255.255.255.255', port: 80 }, /\/address: 255\.255\.255\.255 is reserved or broadcast/],
   ];
   for (const [method, url, payload, want] of cases) {
     const res = await app.inject({ method: method as any, url, payload: payload as any, headers: auth });

@@ -36,7 +36,43 @@ const bad: [string, (c: any) => void, RegExp][] = [
   ['check of an unknown kind', (c) => (c.vips[0].check = { kind: 'smtp' }), /\/vips\/0\/check/],
   ['weight 0', (c) => (c.vips[0].members[0].weight = 0), /\/vips\/0\/members\/0\/weight: must be >= 1/],
   ['interface too long for the address label', (c) => (c.interface = 'averylongname'), /\/interface/],
+  // Timer floors: below them a config spends the node's CPU on checking (see TIMER_FLOORS).
+  ['an interval under 50 ms', (c) => (c.vips[0].timers = { interval: 1e-9, response: 1e-10, retries: 2 }), /\/vips\/0\/timers\/interval: must be >= 50/],
+  ['a response under 10 ms', (c) => (c.vips[0].timers = { interval: 100, response: 5, retries: 2 }), /\/vips\/0\/timers\/response: must be >= 10/],
+  ['a dead interval under 50 ms', (c) => (c.vips[0].timers = { interval: 100, response: 50, retries: 2, deadInterval: 1 }), /\/vips\/0\/timers\/deadInterval: must be >= 50/],
+  ['a pool\'s interval under 50 ms', (c) => Object.assign(c.vips[0], { mode: 'http', pools: [{ name: 'a', timers: { interval: 1, response: 0.5, retries: 2 } }], defaultPool: 'a', members: c.vips[0].members.map((m: any) => ({ ...m, pool: 'a' })) }), /\/vips\/0\/pools\/0\/timers\/interval: must be >= 50/],
 ];
+
+// Addresses that cannot work, or would capture someone else's traffic: refused for the VIP and for a member.
+const special: [string, string, RegExp][] = [
+  ['unspecified', '0.0.0.0', /unspecified/],
+  ['broadcast', '255.255.255.255', /broadcast/],
+  ['loopback', '127.0.0.1', /loopback/],
+  ['multicast', '224.0.0.251', /multicast/],
+  ['link-local', '169.254.1.1', /link-local/],
+  ['reserved', '240.0.0.1', /reserved/],
+];
+for (const [what, addr, why] of special) {
+  t.test(`refused: a ${what} VIP address and a ${what} member`, async (t) => {
+    for (const [field, edit] of [
+      ['/vips/0/address', (c: any) => (c.vips[0].address = addr)],
+      ['/vips/0/members/1/address', (c: any) => (c.vips[0].members[1].address = addr)],
+    ] as const) {
+      const c = good();
+      edit(c);
+      const e = t.throws(() => validateSlbConfig(c)) as unknown;
+      t.ok(e instanceof ConfigError, `${field}: a ConfigError`);
+      t.match((e as Error).message, new RegExp(`${field.replace(/\//g, '\\/')}: ${addr.replace(/\./g, '\\.')} is .*${why.source}`), `${field} named, with the reason`);
+    }
+  });
+}
+t.test('ordinary private and documentation addresses stay accepted', async (t) => {
+  for (const addr of ['10.0.0.1', '172.16.5.4', '192.168.1.1', '198.51.100.7', '203.0.113.7', '100.64.0.1']) {
+    const c = good();
+    c.vips[0].members[0].address = addr;
+    t.doesNotThrow(() => validateSlbConfig(c), addr);
+  }
+});
 for (const [name, edit, want] of bad) {
   t.test(`refused: ${name}`, async (t) => {
     const c = good();

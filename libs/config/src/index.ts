@@ -5,3 +5,4 @@ export * from './validate';
 export * from './slb-schema';
 export * from './validate-slb';
 export * from './check-problems';
+export * from './address-class';

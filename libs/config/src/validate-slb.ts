@@ -1,5 +1,6 @@
 // Validates the SLB tier's config and its VIP changes: ajv first, then what JSON Schema cannot say; pure layer of libs/config.
 import Ajv from 'ajv';
+import { addressProblem } from './address-class';
 import { checkSpecProblems } from './check-problems';
 import addFormats from 'ajv-formats';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
@@ -68,7 +69,11 @@ export const memberKey = (m: { address: string; port: number }): string => `${m.
 
 function resolveVip(v: VipConfig, at: string, problems: FieldProblem[]): ResolvedVip | null {
   const seen = new Map<string, number>();
+  const special = addressProblem(`${at}/address`, v.address);
+  if (special) problems.push(special);
   v.members.forEach((m, i) => {
+    const bad = addressProblem(`${at}/members/${i}/address`, m.address);
+    if (bad) problems.push(bad);
     const k = memberKey(m);
     if (seen.has(k)) problems.push({ field: `${at}/members/${i}`, message: `duplicate member ${k} (also ${at}/members/${seen.get(k)})` });
     else seen.set(k, i);
