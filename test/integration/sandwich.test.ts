@@ -1,6 +1,6 @@
 // Integration: real packets through the namespace sandwich with strict stateful firewalls and both fwlb nodes.
 import { t } from 'tap';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { bucketOf, buildTable, canonicalKey, PROTO_UDP } from '@fwlb/flowhash';
@@ -105,6 +105,35 @@ t.test('sandwich', async (t) => {
     t.equal(r.ok + r.failed, 4000);
     t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})`);
     t.same(r.drops, [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
+  });
+
+  await t.test('spoofed SYNs filling the conntrack table raise the alarm and the metric; legitimate connections keep working', async (t) => {
+    // The table's size is the host's (nf_conntrack_max cannot be set per namespace), so the alarm's share is lowered
+    // to what a test can fill: 1 % of 262,144 entries.
+    const path = lab.configPath('outside');
+    const good = readFileSync(path, 'utf8');
+    const restart = async () => {
+      await lab.killNode('outside');
+      await lab.startNode('outside');
+    };
+    writeFileSync(path, JSON.stringify({ ...JSON.parse(good), conntrackAlarmRatio: 0.01 }, null, 2));
+    try {
+      await restart();
+      const health = async () => (await lab.api('outside', 'GET', '/health')).body.alarms as string[];
+      t.notOk((await health()).some((a) => /conntrack/.test(a)), 'no alarm before the flood');
+      lab.junk('c1', 'syn', lab.t.vip, ECHO_PORT, 4000);
+      const alarms = await health();
+      t.ok(alarms.some((a) => /^conntrack table \d+% full \(\d+ of \d+ entries\)/.test(a)), `the alarm: ${JSON.stringify(alarms)}`);
+      const entries = Number(/^fwlb_conntrack_entries (\d+)/m.exec(await lab.apiText('outside', '/metrics'))?.[1]);
+      t.ok(entries >= 2622, `fwlb_conntrack_entries ${entries} (at least 1 % of the table)`);
+      const r = await drive(lab, 'c2', { short: { targets: [`${lab.t.vip}:${ECHO_PORT}`], count: 200, concurrency: 10 } });
+      t.equal(r.short.failed, 0, 'legitimate connections meanwhile: 0 of 200 failed');
+      for (const state of ['SYN_SENT', 'SYN_RECV']) spawnSync('ip', ['netns', 'exec', ob, 'conntrack', '-D', '-p', 'tcp', '--state', state], { stdio: 'ignore' });
+      t.notOk((await health()).some((a) => /conntrack/.test(a)), 'the flood\'s entries gone: the alarm clears');
+    } finally {
+      writeFileSync(path, good);
+      await restart();
+    }
   });
 
   await t.test('bad config is refused, naming the field, and the kernel is unchanged', async (t) => {

@@ -121,8 +121,9 @@ t.test('render: a new connection never inherits the decision of an earlier one w
   t.match(syn[vouch], /^ct mark != 0 tcp flags in ack .* ct original ip saddr . ct original proto-src . ct original ip daddr . ct original proto-dst . ct protocol @synseen delete @synseen \{ .* \} return$/, "a SYN-ACK keeps its ct mark only if this node saw its SYN (by conntrack's original tuple, NAT or not), and uses that SYN up");
   const hashSyn = syn.indexOf(out.labeled['hash-syn'].map(statementText).join(' '));
   t.equal(hashSyn, vouch + 1, 'every other SYN or SYN-ACK is hashed next (no ct mark, no pin)');
-  t.match(syn[hashSyn], /^meta nfproto ipv4 update @fresh \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \} counter meta mark set jhash .* ct mark set meta mark$/, 'and remembered in @fresh');
-  const record = syn.slice(hashSyn + 1, -1);
+  t.match(syn[hashSyn], /^meta nfproto ipv4 counter meta mark set jhash .* ct mark set meta mark$/);
+  t.equal(syn[hashSyn + 1], 'ct state in established,invalid meta nfproto ipv4 update @fresh { ip saddr . th sport . ip daddr . th dport . meta l4proto }', 'one that met an earlier entry is remembered in @fresh (after the steering: a full set ends its rule)');
+  const record = syn.slice(hashSyn + 2, -1);
   t.same(record.map((r) => r.match(/^meta mark (\d+) /)?.[1]), ['65536', '65537', '65538'], 'then recorded under the firewall it went to');
   t.match(record[1], /^meta mark 65537 delete @conn0 \{ ip saddr .* \} delete @conn2 \{ .* \} update @conn1 \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \}$/, 'in that firewall\'s conn set only');
   t.equal(syn[syn.length - 1], 'accept', 'and accepted');

@@ -3,6 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
 import { Rtnl } from '@fwlb/routing';
+import { conntrackAdvice, conntrackUse } from '@fwlb/conntrack';
+import { BALANCER_DEFAULTS } from '@fwlb/config';
 import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
 
 export { Check, formatChecks } from '@fwlb/service';
@@ -16,7 +18,23 @@ function probeCommands(): unknown[] {
     { add: { table: { family: 'inet', name: probeTable } } },
     { add: { map: { ...t, name: 'b', type: 'mark', map: 'mark' } } },
     { add: { set: { ...t, name: 'h', type: ['ipv4_addr', 'inet_service'], flags: ['timeout'], timeout: 30, size: 1024 } } },
+    // A regular chain reached by jump, as the SYN chains are.
+    { add: { chain: { ...t, name: 's' } } },
+    {
+      add: {
+        rule: {
+          ...t,
+          chain: 's',
+          expr: [
+            { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'invalid' } },
+            { set: { op: 'delete', elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] }, set: '@h' } },
+            { return: null },
+          ],
+        },
+      },
+    },
     { add: { chain: { ...t, name: 'p', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } },
+    { add: { rule: { ...t, chain: 'p', expr: [{ match: { op: 'in', left: { payload: { protocol: 'tcp', field: 'flags' } }, right: 'syn' } }, { jump: { target: 's' } }] } } },
     {
       add: {
         rule: {
@@ -38,20 +56,23 @@ function probeCommands(): unknown[] {
   ];
 }
 
-export async function doctor(opts: { interfaces?: string[]; health?: boolean } = {}): Promise<Check[]> {
+export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number } = {}): Promise<Check[]> {
   const checks: Check[] = [];
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
   checks.push({ name: 'nft binary', ok: v.status === 0, required: true, detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package' });
   if (v.status === 0) {
     try {
       await nftCli().check(probeCommands());
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event, fib, timeout sets', ok: true, required: true, detail: 'nft -c accepted the probe table' });
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps', ok: true, required: true, detail: 'nft -c accepted the probe table' });
     } catch (e) {
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event, fib, timeout sets', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
     }
   }
   const ct = sysctl('net/netfilter/nf_conntrack_max');
   checks.push({ name: 'conntrack', ok: ct !== null, required: true, detail: ct !== null ? `nf_conntrack loaded (max ${ct})` : 'nf_conntrack is not loaded (modprobe nf_conntrack)' });
+  const use = conntrackUse();
+  const ratio = opts.conntrackAlarmRatio ?? BALANCER_DEFAULTS.conntrackAlarmRatio;
+  if (use) checks.push({ name: 'conntrack table use', ok: use.count < use.max * ratio, required: false, detail: conntrackAdvice(use, ratio) });
   try {
     const rt = Rtnl.open();
     try {

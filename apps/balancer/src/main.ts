@@ -3,6 +3,7 @@
 import { validateBalancerConfig, ResolvedBalancerConfig } from '@fwlb/config';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
+import { conntrackAlarm, conntrackUse } from '@fwlb/conntrack';
 import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
@@ -18,7 +19,7 @@ const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path
 async function run(path: string): Promise<void> {
   const config = loadConfig(path);
   const lock = await acquireInstanceLock(`fwlb balancer (table inet fwlb)`);
-  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null });
+  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null, conntrackAlarmRatio: config.conntrackAlarmRatio });
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
@@ -72,7 +73,8 @@ async function run(path: string): Promise<void> {
       })
     : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
-  const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : [])];
+  const conntrackFull = () => conntrackAlarm(conntrackUse(), config.conntrackAlarmRatio);
+  const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : []), ...[conntrackFull()].filter((a): a is string => a !== null)];
   const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin, shareAdmin: sessions ? (id, enabled) => sessions.shareAdmin(id, enabled) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [], logger });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const registry = newRegistry();
@@ -92,5 +94,5 @@ nodeCli({
   usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE',
   loadConfig,
   run,
-  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false }),
+  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false, conntrackAlarmRatio: c?.conntrackAlarmRatio }),
 });

@@ -2,6 +2,7 @@
 // time, plus histograms of reconciles and health checks; labels are bounded (firewall, kind, result), never a
 // session. Shell layer of apps/balancer.
 import type { ProbeResult } from '@fwlb/health';
+import { conntrackUse } from '@fwlb/conntrack';
 import { counterFrom, gaugeFrom, Histogram, Registry } from '@fwlb/service';
 import type { Reconciler } from './reconciler';
 
@@ -47,6 +48,8 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
   });
   gaugeFrom(reg, 'fwlb_pins', 'Sessions pinned in the kernel map (exceptions to the bucket table).', [], () => [[{}, r.pinCount() ?? 0]]);
   gaugeFrom(reg, 'fwlb_panic', 'This node is in panic mode (1): its probes are not believed.', [], () => [[{}, b(r.membership.snapshot().panic !== null)]]);
+  gaugeFrom(reg, 'fwlb_conntrack_entries', "Entries in this node's conntrack table (read at scrape time).", [], () => [[{}, conntrackUse()?.count ?? 0]]);
+  gaugeFrom(reg, 'fwlb_conntrack_max', "Size of this node's conntrack table (net.netfilter.nf_conntrack_max).", [], () => [[{}, conntrackUse()?.max ?? 0]]);
   gaugeFrom(reg, 'fwlb_alarms', 'Alarms raised now (see GET /health).', [], () => [[{}, s.alarms?.().length ?? 0]]);
   gaugeFrom(reg, 'fwlb_epoch', 'The applied bucket-table epoch (0 without one).', [], () => [[{}, r.agreement()?.epoch ?? 0]]);
   if (s.helperUp) gaugeFrom(reg, 'fwlb_probe_helper_up', 'The probe helper process answers (1).', [], () => [[{}, b(s.helperUp!())]]);

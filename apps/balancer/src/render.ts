@@ -81,6 +81,12 @@ export interface RenderedTable extends DesiredTable {
  * a set element per connection for minutes, so an idle one-sided connection falls back to its pin after this.
  */
 export const CONN_SECONDS = 120;
+/**
+ * Elements of each `conn` set. Why not more: every SYN adds one (a SYN flood fills the sets within seconds, and
+ * kernel memory is the node's budget too); a connection that finds them full is not recorded and falls back to its
+ * pin and the hash, as without them.
+ */
+export const CONN_SET_SIZE = 65536;
 
 export function renderTable(input: RenderInput, table: BucketTable): RenderedTable {
   const c = input.config;
@@ -114,7 +120,7 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
   table.owner.forEach((o, b) => {
     if (o !== null) elements.push([b, markOf.get(o)!]);
   });
-  const flowSet = (name: string, timeout: number) => ({ name, type: PIN_MAP_TYPE, timeout, size: 262144 });
+  const flowSet = (name: string, timeout: number, size = 262144) => ({ name, type: PIN_MAP_TYPE, timeout, size });
   return {
     labeled,
     family: TABLE_FAMILY,
@@ -123,7 +129,7 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
       flowSet('heard', HEARD_SECONDS),
       flowSet('synseen', SYN_SEEN_SECONDS),
       flowSet('fresh', FRESH_SECONDS),
-      ...(c.sessionTable ? sl.map((s) => flowSet(connName.get(s.id)!, CONN_SECONDS)) : []),
+      ...(c.sessionTable ? sl.map((s) => flowSet(connName.get(s.id)!, CONN_SECONDS, CONN_SET_SIZE)) : []),
     ],
     maps: [
       { name: 'buckets', type: 'mark', map: 'mark', elements },

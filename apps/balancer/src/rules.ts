@@ -86,8 +86,7 @@ function recordConn(x: RuleContext, f: Firewall, tuple: NftJson[]): Rule {
  * otherwise this node did not see the SYN (ECMP sent it elsewhere) and the hash puts the SYN-ACK where the SYN went.
  */
 export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
-  const fresh = setOp('update', SIDE_TUPLE, 'fresh');
-  labeled['hash-syn'] = [ipv4, fresh, counter, ...x.steer(true)];
+  labeled['hash-syn'] = [ipv4, counter, ...x.steer(true)];
   return [
     // Traffic to this node itself is never steered (its SYN-ACKs included).
     [localDest, { return: null }],
@@ -95,6 +94,10 @@ export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rul
     // The SYN vouches for one answer: it is used up, and a later connection with the same tuple shows its own.
     [ne(ctMark, 0), ackFlag, ipv4, tcp, eq({ concat: CT_ORIGINAL_TUPLE }, '@synseen'), setOp('delete', CT_ORIGINAL_TUPLE, 'synseen'), { return: null }],
     labeled['hash-syn'],
+    // Only a SYN or SYN-ACK that met an earlier connection's entry (conntrack attached it, or refused it) leaves a
+    // mark in `fresh`: one that created its entry has nothing in its way, so a flood of SYNs costs no element.
+    [stateIn(['established', 'invalid']), ipv4, setOp('update', SIDE_TUPLE, 'fresh')],
+    // Set updates come after the steering: a full set ends its rule, and the packet must be steered all the same.
     ...(x.c.sessionTable ? x.c.firewalls.map((f) => [eq(meta('mark'), x.markOf.get(f.id)), ...recordConn(x, f, SIDE_TUPLE)]) : []),
     [accept],
   ];

@@ -89,6 +89,13 @@ export interface BalancerConfig {
    * Firewall health: each firewall is probed along the path to the twin node's probe address, with probes
    * carrying that firewall's mark, so a firewall is up only when traffic crosses it. Absent: every firewall counts as up.
    */
+  /**
+   * The share of this node's conntrack table (net.netfilter.nf_conntrack_max) at which `/health` raises an alarm.
+   * Why 0.8 by default: a full table drops every new connection, and spoofed SYNs fill a balancer's table sooner
+   * than a firewall's (a balancer node tracks every flow of its side, a firewall only its share), so the alarm must
+   * come while there is room to act. @default 0.8
+   */
+  conntrackAlarmRatio?: number;
   /** Path of an SLB config file: the inside node then runs the SLB tier in its own process (VIPs on its API). */
   slb?: string;
   /**
@@ -183,6 +190,7 @@ export const balancerSchema = {
     ingressLearning: { type: 'boolean' },
     api: apiSchema,
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+    conntrackAlarmRatio: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
     slb: { type: 'string', minLength: 1 },
     stateFile: { type: 'string', minLength: 1, maxLength: 4096 },
     sessionTable: {

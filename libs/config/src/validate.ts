@@ -55,6 +55,7 @@ export const BALANCER_DEFAULTS = {
   ingressLearning: true,
   listen: '127.0.0.1:8480',
   resyncSeconds: 10,
+  conntrackAlarmRatio: 0.8,
   healthTimers: { interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2 },
   panicThreshold: 0.5,
 };
@@ -138,6 +139,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     ingressLearning: c.ingressLearning ?? BALANCER_DEFAULTS.ingressLearning,
     api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
+    conntrackAlarmRatio: c.conntrackAlarmRatio ?? BALANCER_DEFAULTS.conntrackAlarmRatio,
     slb: c.slb ?? null,
     stateFile: c.stateFile ?? null,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, heartbeatSeconds: 2, ...c.sessionTable } : null,
