@@ -2,6 +2,7 @@
 // losing their state, through the pins loaded from the shared session table; without the table they break.
 // And the two nodes' health views must agree before a firewall takes new sessions.
 import { t } from 'tap';
+import { spawnSync } from 'node:child_process';
 import { drive, ECHO_PORT, inNs, Lab } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
@@ -24,9 +25,13 @@ async function firewallChanges(lab: Lab, t: { equal(a: unknown, b: unknown, m: s
   for (const r of await both(lab, 'PUT', '/firewalls/fw2/admin', { enabled: true })) t.equal(r.status, 200, 'fw2 rejoins');
   await sleep(1000);
   await onRejoined?.();
-  // Both nodes lose their state: conntrack flushed and the controllers restarted.
+  // Both nodes lose their state, as a reboot would: conntrack flushed, the kernel's record of which firewall each
+  // connection started on (the conn sets, with a session table) emptied, and the controllers restarted.
   for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
-  for (const n of ['ob', 'ib']) inNs(lab.ns(n), ['conntrack', '-F']);
+  for (const n of ['ob', 'ib']) {
+    inNs(lab.ns(n), ['conntrack', '-F']);
+    for (const k of [0, 1, 2]) spawnSync('ip', ['netns', 'exec', lab.ns(n), 'nft', 'flush', 'set', 'inet', 'fwlb', `conn${k}`], { stdio: 'ignore' });
+  }
   await lab.startNode('outside');
   await lab.startNode('inside');
   const [ra, rb] = await Promise.all([a, b]);
