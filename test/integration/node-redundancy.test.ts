@@ -5,10 +5,9 @@
 import { t, Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, waitUntil } from '@fwlb/lab';
+import { churn, drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, waitUntil } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
-import { churn } from '../helpers/churn';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ALL = ['fw1', 'fw2', 'fw3'];

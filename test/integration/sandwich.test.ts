@@ -4,9 +4,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { bucketOf, buildTable, canonicalKey, PROTO_UDP } from '@fwlb/flowhash';
-import { BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport } from '@fwlb/lab';
+import { churn, BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
-import { churn } from '../helpers/churn';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -3,6 +3,7 @@ export * from './topology';
 export * from './netns';
 export * from './lab';
 export * from './scenario';
+export * from './churn';
 export type { DriveSpec, DriveReport, HttpRequestSpec } from './agent';
 export * from './slb-scale';
 export * from './bench-tools';

@@ -1,7 +1,9 @@
-// Test helper: clients that reuse their source ports within seconds (a CGNAT) while graceful changes happen: a
-// firewall leaves and rejoins new sessions by the API, and (with several nodes per side) the routers move flows
-// between the nodes. Every connection must work and no firewall may drop a packet.
-import { drive, ECHO_PORT, Lab } from '@fwlb/lab';
+// Lab traffic like a network's: clients that reuse their source ports within seconds (a CGNAT) while graceful changes
+// happen (a firewall leaves and rejoins new sessions by the API; with several nodes per side, the routers move flows
+// between the nodes). Every connection must work and no firewall may drop a packet. Used by tests and bench/port-reuse.
+import { drive } from './scenario';
+import { ECHO_PORT } from './topology';
+import type { Lab } from './lab';
 
 export interface ChurnOptions {
   /** Source ports per client. */
