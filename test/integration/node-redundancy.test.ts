@@ -5,8 +5,9 @@
 import { t, Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { churn, drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, waitUntil } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, inNs, Lab, RouteAgent, waitUntil } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
+import { portReuse, PORT_REUSE_TITLE } from '../helpers/port-reuse';
 import { startRedisOnSocket } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -329,12 +330,6 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
     t.ok(takeover <= masterDownMs + advertMs, `${takeover} ms <= ${masterDownMs.toFixed(0)} ms (3 x ${advertMs} ms + skew) + ${advertMs} ms`);
   });
 
-  await t.test('clients that reuse their source ports within seconds while a firewall leaves and rejoins new sessions: 0 failed, 0 drops', async (t) => {
-    const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500 });
-    t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
-    t.equal(r.ok + r.failed, 4000);
-    t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})`);
-    t.same(r.drops, [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
-  });
+  await t.test(PORT_REUSE_TITLE, (t) => portReuse(t, lab));
 });
 

@@ -4,8 +4,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { bucketOf, buildTable, canonicalKey, PROTO_UDP } from '@fwlb/flowhash';
-import { churn, BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport } from '@fwlb/lab';
+import { BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
+import { portReuse, PORT_REUSE_TITLE } from '../helpers/port-reuse';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -97,14 +98,7 @@ t.test('sandwich', async (t) => {
     for (const role of ['outside', 'inside'] as const) await lab.api(role, 'PUT', '/firewalls/fw2/admin', { enabled: true }, token);
   });
 
-  await t.test('clients that reuse their source ports within seconds while a firewall leaves and rejoins new sessions: 0 failed, 0 drops', async (t) => {
-    // 100 source ports per client and one connection every 15 ms: a port comes back after about 1.5 s.
-    const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500 });
-    t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
-    t.equal(r.ok + r.failed, 4000);
-    t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})`);
-    t.same(r.drops, [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
-  });
+  await t.test(PORT_REUSE_TITLE, (t) => portReuse(t, lab));
 
   await t.test('spoofed SYNs filling the conntrack table raise the alarm and the metric; legitimate connections keep working', async (t) => {
     // The table's size is the host's (nf_conntrack_max cannot be set per namespace), so the alarm's share is lowered
