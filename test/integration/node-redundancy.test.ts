@@ -32,9 +32,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   /** Every ECMP route of the lab over node i of each side only (a router's rehash, forced), or over all. */
   const routeOnly = (i: number | null) => lab.setEcmp(lab.balancerNames().filter((n) => i === null || n.endsWith(String(i))));
   /** What every node and firewall holds in conntrack (state, mark, timeout) for the echo flows of these client ports. */
-  const flowTraces = (ports: number[]) => JSON.stringify(Object.fromEntries([...lab.balancerNames(), ...ALL].map((n) => [n,
-    ['--dport', '--sport'].flatMap((dir) => inNs(lab.ns(n), ['conntrack', '-L', '-p', 'tcp', dir, String(ECHO_PORT)]).split('\n'))
-      .filter((l) => ports.some((p) => p && l.includes(`port=${p} `))).map((l) => l.replace(/\s+/g, ' '))]).concat([['exits', lab.flowExits(ports)]])));
+  const flowTraces = (ports: number[]) => lab.flowTraces(ports, ECHO_PORT);
   /** The flows the firewalls dropped packets of, and where each node sent them. */
   const dropReport = () => {
     const flows = lab.firewallDropFlows();
