@@ -4,17 +4,12 @@ import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
+export { SIDE_LABEL } from './rules';
 import { ctMark, eq, FIREWALL_SYN_CHAIN, firewallSynChain, fromFirewall, hashFields, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
 
 export const TABLE_FAMILY = 'inet' as const;
 export const TABLE_NAME = 'fwlb';
 
-/**
- * ct label bit set on flows whose first packet came from the side interface (hashed or pinned here). Why: the
- * session table needs each flow's outer end; with it, outer = orig source (outside node) or orig destination
- * (inside node) for these flows, and the other way round for flows learned from a firewall.
- */
-export const SIDE_LABEL = 1;
 
 /** A session the kernel must steer to a firewall other than the one its bucket gives (layer 3 exceptions). */
 export interface Pin extends FlowKey {
@@ -112,7 +107,6 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     // The side label and the event filter serve the session sync only: without a session table a new flow pays for
     // neither (both add work to every new conntrack entry).
     events: c.sessionTable ? [set({ ct: { key: 'event' } }, CT_EVENTS)] : [],
-    sideLabel: SIDE_LABEL,
   };
   const anyLive = table.owner.some((o) => o !== null);
   const rules = preroutingRules(x, { restoreMarks: marksOf(input.restorable), suspect: c.firewalls.filter((f) => suspect.has(f.id)), suspectMarks: marksOf(suspect), anyLive }, labeled);

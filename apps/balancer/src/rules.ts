@@ -23,6 +23,13 @@ const ackFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'ack'
 const bareSyn = eq({ '&': [payload('tcp', 'flags'), ['syn', 'ack']] }, 'syn');
 const localDest = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
 
+/**
+ * ct label bit set on flows whose first packet came from the side interface (hashed or pinned here). Why: the
+ * session table needs each flow's outer end; with it, outer = orig source (outside node) or orig destination
+ * (inside node) for these flows, and the other way round for flows learned from a firewall.
+ */
+export const SIDE_LABEL = 1;
+
 /** The 5-tuple as a packet from the side interface carries it; packets from a firewall store it reversed. */
 export const SIDE_TUPLE = [payload('ip', 'saddr'), payload('th', 'sport'), payload('ip', 'daddr'), payload('th', 'dport'), meta('l4proto')];
 export const FIREWALL_TUPLE = [payload('ip', 'daddr'), payload('th', 'dport'), payload('ip', 'saddr'), payload('th', 'sport'), meta('l4proto')];
@@ -60,7 +67,6 @@ export interface RuleContext {
   steer: (ported: boolean) => Rule;
   /** The ct event filter when a session table listens, else nothing. */
   events: Rule;
-  sideLabel: number;
 }
 
 export function fromFirewall(f: Firewall): Rule {
@@ -90,7 +96,7 @@ export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rul
   return [
     // Traffic to this node itself is never steered (its SYN-ACKs included).
     [localDest, { return: null }],
-    ...(x.c.sessionTable ? [[bareSyn, stateIn('new'), set({ ct: { key: 'label' } }, x.sideLabel), ...x.events]] : []),
+    ...(x.c.sessionTable ? [[bareSyn, stateIn('new'), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]] : []),
     // The SYN vouches for one answer: it is used up, and a later connection with the same tuple shows its own.
     [ne(ctMark, 0), ackFlag, ipv4, tcp, eq({ concat: CT_ORIGINAL_TUPLE }, '@synseen'), setOp('delete', CT_ORIGINAL_TUPLE, 'synseen'), { return: null }],
     labeled['hash-syn'],
@@ -152,7 +158,7 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   // The side label marks a flow whose first packet came from the side interface, once, when its entry is created.
   // Why only then: an established flow re-hashed here (its firewall went away) was learned from a firewall, and
   // labelling it would reverse its orientation in the session table.
-  if (c.sessionTable) add(null, [side, stateIn('new'), set({ ct: { key: 'label' } }, x.sideLabel), ...x.events]);
+  if (c.sessionTable) add(null, [side, stateIn('new'), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
   if (c.sessionTable && o.anyLive) {
     // A packet without a ct mark of a connection this node saw start follows that start's firewall (see
     // recordConn), before any pin: a pin may be an earlier connection's with the same tuple.

@@ -38,6 +38,9 @@ export interface NodeProc {
   log: string[];
 }
 
+/** The clients' and servers' source port range: wide, so benchmarks do not run out of ports. */
+const WIDE_PORTS = '10000 65000';
+
 export class Lab {
   readonly t: Topology;
   private procs: ChildProcess[] = [];
@@ -68,7 +71,7 @@ export class Lab {
       // Nodes answer the twin's firewall probes through the firewall they came from (see render.ts).
       if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv4.fwmark_reflect=1', 'net.ipv4.tcp_fwmark_accept=1');
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
-      if (h.role === 'client' || h.role === 'server') sys.push('net.ipv4.ip_local_port_range=10000 65000', 'net.ipv4.tcp_tw_reuse=1');
+      if (h.role === 'client' || h.role === 'server') sys.push(`net.ipv4.ip_local_port_range=${WIDE_PORTS}`, 'net.ipv4.tcp_tw_reuse=1');
       inNs(h.ns, ['sysctl', '-qw', ...sys]);
     }
     for (const b of this.t.bridges) {
@@ -493,7 +496,7 @@ export class Lab {
    * so a 5-tuple comes back within a second or two of its last use (tcp_tw_reuse is on). `null` restores the wide range.
    */
   clientPorts(ports: number | null): void {
-    const range = ports === null ? '10000 65000' : `40000 ${40000 + ports - 1}`;
+    const range = ports === null ? WIDE_PORTS : `40000 ${40000 + ports - 1}`;
     for (const h of this.t.hosts.filter((x) => x.role === 'client')) inNs(h.ns, ['sysctl', '-qw', `net.ipv4.ip_local_port_range=${range}`]);
   }
 
