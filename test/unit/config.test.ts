@@ -123,3 +123,26 @@ t.test('sync groups: a name per firewall; a group of one is refused, naming the 
   t.match(err({ ...base, firewalls: fws(['a', 'b', 'b']) }), /\/firewalls\/0\/syncGroup: sync group "a" has no other firewall/);
   t.match(err({ ...base, firewalls: fws(['a a', 'a a']) }), /\/firewalls\/0\/syncGroup/);
 });
+
+t.test('NAT pools: prefixes of one firewall each, host bits clear, no next hop inside; the field is named', async (t) => {
+  const pools = (a: string[], b: string[] = []) => ({ ...good(), firewalls: [{ ...good().firewalls[0], natPools: a }, { ...good().firewalls[1], natPools: b }] });
+  const ok = validateBalancerConfig(pools(['10.96.1.0/24', '192.0.2.7'], ['10.96.2.0/24']));
+  t.same(ok.firewalls.map((f) => f.natPools), [['10.96.1.0/24', '192.0.2.7'], ['10.96.2.0/24']]);
+  t.same(validateBalancerConfig(good()).firewalls[0].natPools, [], 'none unless given');
+  const err = (doc: unknown) => {
+    try {
+      validateBalancerConfig(doc);
+    } catch (e) {
+      if (e instanceof ConfigError) return e.message;
+      throw e;
+    }
+    return 'accepted';
+  };
+  t.match(err(pools(['10.96.1.7/24'])), /\/firewalls\/0\/natPools\/0: 10\.96\.1\.7\/24 has host bits set: did you mean 10\.96\.1\.0\/24\?/);
+  t.match(err(pools(['10.96.1.0/33'])), /\/firewalls\/0\/natPools\/0: .*prefix length must be 0 to 32/);
+  t.match(err(pools(['10.96.1.300/24'])), /\/firewalls\/0\/natPools\/0: .*not an IPv4 address or prefix/);
+  t.match(err(pools(['10.96.0.0/16'], ['10.96.2.0/24'])), /\/firewalls\/1\/natPools\/0: 10\.96\.2\.0\/24 overlaps 10\.96\.0\.0\/16 \(\/firewalls\/0\/natPools\/0, firewall fw1\)/);
+  t.match(err(pools(['172.16.2.0/24'])), /\/firewalls\/0\/natPools\/0: 172\.16\.2\.0\/24 holds firewall fw2's next hop 172\.16\.2\.2/);
+  t.match(err(pools(['10.96.1.0/24', '10.96.1.0/24'])), /\/firewalls\/0\/natPools/, 'a pool twice is refused');
+  t.match(err({ ...good(), firewalls: [{ ...good().firewalls[0], natPools: '10.96.1.0/24' }] }), /\/firewalls\/0\/natPools: must be array/);
+});

@@ -21,6 +21,7 @@ const cases: { name: string; config: object; input?: Partial<RenderInput> }[] = 
   { name: 'suspect-firewall', config: { ...base, ...session }, input: { live: ['fw1', 'fw3'], suspect: ['fw2'] } },
   { name: 'shared-segment', config: { ...base, firewalls: fws(2, (k) => ({ interface: 'tr0', mac: `02:fb:01:00:00:0${k}` })) } },
   { name: 'no-live-firewall', config: base, input: { live: [] } },
+  { name: 'nat-pools', config: { ...base, firewalls: fws(3, (k) => (k < 3 ? { natPools: k === 1 ? ['10.96.1.0/24', '192.0.2.7'] : ['10.96.2.0/24'] } : {})), ...session } },
 ];
 
 for (const c of cases) {

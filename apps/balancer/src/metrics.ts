@@ -33,6 +33,7 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     return fw().map((x) => [{ firewall: x.id }, a ? b(a.live.includes(x.id)) : 1]);
   });
   gaugeFrom(reg, 'fwlb_firewall_buckets', 'Buckets of the hash table the firewall owns in the kernel.', ['firewall'], perFw((x) => x.buckets));
+  counterFrom(reg, 'fwlb_firewall_nat_pool_packets_total', 'Packets from the side sent to the firewall because they were addressed to its NAT pools.', ['firewall'], perFw((x) => x.natPool?.packets ?? 0));
   counterFrom(reg, 'fwlb_firewall_learned_packets_total', 'Packets that taught this node a flow arrived from the firewall (ingress learning).', ['firewall'], perFw((x) => x.learned?.packets ?? 0));
   counterFrom(reg, 'fwlb_steered_packets_total', 'Packets steered from the side interface, by rule kind (read at the last reconcile).', ['kind'], () => {
     const c = r.ruleCounters();

@@ -140,6 +140,8 @@ export class Reconciler {
       // While it carries no new sessions: which firewalls took its buckets (its sync group first, issue 11).
       bucketsMovedTo: this.lastMoves[v.id] ?? {},
       learned: this.counterOf(counters, `learn:${v.id}`),
+      // Packets from the side to its NAT pools (null without pools).
+      natPool: this.counterOf(counters, `nat-pool:${v.id}`),
     }));
   }
 

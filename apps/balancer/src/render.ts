@@ -63,7 +63,7 @@ export function bucketTable(input: RenderInput): BucketTable {
 }
 
 /**
- * The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "conn:<fw>", "restore",
+ * The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "conn:<fw>", "nat-pool:<fw>", "restore",
  * "restore-heard", "hash-syn", "hash-tcp-udp", "hash-other", "pinned", "no-firewall-drop").
  */
 export interface RenderedTable extends DesiredTable {

@@ -123,6 +123,32 @@ export function firewallSynChain(x: RuleContext): Rule[] {
   ];
 }
 
+const prefixes = (pools: readonly string[]) =>
+  pools.map((p) => {
+    const [addr, len] = p.split('/');
+    return len === undefined || len === '32' ? addr : { prefix: { addr, len: Number(len) } };
+  });
+
+/**
+ * A packet from the side to a firewall's NAT pool (an address it SNATed a connection to, or publishes a service on)
+ * goes to that firewall, first: no other firewall can translate it back, and no state is needed for it, so it
+ * survives any node's state loss and any path through the nodes. Rendered only for firewalls with pools.
+ */
+export function natPoolRules(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
+  const withPools = x.c.firewalls.filter((f) => f.natPools.length);
+  if (!withPools.length) return [];
+  const daddr = payload('ip', 'daddr');
+  const rules: Rule[] = [];
+  // A connection opened to a published address starts here: its record needs its orientation like any other's.
+  if (x.c.sessionTable) rules.push([x.side, stateIn('new'), ipv4, eq(daddr, { set: prefixes(withPools.flatMap((f) => f.natPools)) }), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
+  for (const f of withPools) {
+    const r = [x.side, ipv4, eq(daddr, { set: prefixes(f.natPools) }), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept];
+    labeled[`nat-pool:${f.id}`] = r;
+    rules.push(r);
+  }
+  return rules;
+}
+
 /** The prerouting rules in order, with the labels /status reads counters of. */
 export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; suspect: Firewall[]; suspectMarks: number[]; anyLive: boolean }, labeled: Record<string, Rule>): Rule[] {
   const { c, side, notSide } = x;
@@ -134,6 +160,7 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   // A packet from a suspect firewall proves that it still forwards this flow: remember the flow for a while.
   // Rendered only for suspect firewalls, so the common path pays nothing for it.
   for (const f of o.suspect) add(null, [...fromFirewall(f), ipv4, tcpUdp, setOp('update', FIREWALL_TUPLE, 'heard')]);
+  rules.push(...natPoolRules(x, labeled));
   if (o.anyLive) {
     // Every packet that is not a SYN fails this at its third comparison.
     add(null, [side, tcp, synFlag, { jump: { target: SIDE_SYN_CHAIN } }]);

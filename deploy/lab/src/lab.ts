@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
-import { ECHO_PORT, FIREWALL_RULESET_PATH, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
+import { ECHO_PORT, FIREWALL_RULESET_PATH, firewallNatRules, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
 import { conntrackdConfig } from './conntrackd';
 import { keepalivedNode, renderKeepalived, VRRP_TIMERS } from './keepalived';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
@@ -96,6 +96,13 @@ export class Lab {
     }
     for (const r of this.t.routes) inNs(r.ns, ['ip', 'route', 'add', r.dst, ...viaArgs(r.via)]);
     for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', FIREWALL_RULESET_PATH]);
+    if (this.t.opts.natFirewalls) {
+      for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
+        const file = join(this.t.opts.runDir, `${h.name}-nat.nft`);
+        writeFileSync(file, firewallNatRules(Number(h.name.slice(2))));
+        inNs(h.ns, ['nft', '-f', file]);
+      }
+    }
     for (const [file, cfg] of Object.entries(this.t.balancers)) writeFileSync(join(this.t.opts.runDir, `${file}.json`), JSON.stringify(cfg, null, 2));
     writeFileSync(join(this.t.opts.runDir, 'slb.json'), JSON.stringify(this.t.slb, null, 2));
     if (this.t.embeddedSlb) writeFileSync(join(this.t.opts.runDir, 'inside-slb.json'), JSON.stringify(this.t.embeddedSlb, null, 2));

@@ -36,6 +36,12 @@ export interface LabOptions {
    * `vrrp` (active/standby: keepalived holds each side's gateway and transit addresses; `Lab.startKeepalived`).
    */
   mode?: 'ecmp' | 'vrrp';
+  /**
+   * NAT-ing firewalls: firewall k owns the pool NAT_POOL(k) (in both nodes' configs as `natPools`), SNATs
+   * connections the servers open to NAT_SNAT(k), publishes the VIP on NAT_PUBLISHED(k) (DNAT only) and on
+   * NAT_FULL(k) (DNAT, and SNAT to NAT_FULL_SOURCE(k) on the inside). See `Lab.build`.
+   */
+  natFirewalls?: boolean;
 }
 
 export interface Host {
@@ -76,7 +82,7 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide'>> & { nodesPerSide: number; broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][] };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls'>> & { nodesPerSide: number; broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][]; natFirewalls?: boolean };
   /** The SLB config the inside node runs in-process (with `slbEmbedded`). */
   embeddedSlb?: SlbConfig;
 }
@@ -84,6 +90,13 @@ export interface Topology {
 export const CLIENT_NET = '198.51.100';
 export const SERVER_NET = '203.0.113';
 export const OUTSIDE_TRANSIT = (k: number) => `172.16.${k}`;
+/** NAT-ing firewalls (`natFirewalls`): firewall k's pool, and the addresses in it. */
+export const NAT_NET = '10.96.0.0/16';
+export const NAT_POOL = (k: number) => `10.96.${k}.0/24`;
+export const NAT_SNAT = (k: number) => `10.96.${k}.1`;
+export const NAT_FULL_SOURCE = (k: number) => `10.96.${k}.2`;
+export const NAT_PUBLISHED = (k: number) => `10.96.${k}.80`;
+export const NAT_FULL = (k: number) => `10.96.${k}.81`;
 /** The optional management network (Redis, Sentinel). */
 export const MGMT_NET = '10.99.0';
 /** The real servers' private network behind the SLB node. */
@@ -149,7 +162,7 @@ export function topology(o: LabOptions): Topology {
     links.push({ a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24` } });
     links.push({ a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24` } });
     routes.push({ ns: fw, dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_TRANSIT(k)}.1` }, { ns: fw, dst: `${SERVER_NET}.0/24`, via: `${INSIDE_TRANSIT(k)}.1` });
-    const group = groupOf.has(`fw${k}`) ? { syncGroup: groupOf.get(`fw${k}`) } : {};
+    const group = { ...(groupOf.has(`fw${k}`) ? { syncGroup: groupOf.get(`fw${k}`) } : {}), ...natPools(opts, k) };
     fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
     fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
   }
@@ -190,6 +203,31 @@ export function topology(o: LabOptions): Topology {
 export const FIREWALL_RULESET_PATH = join(__dirname, '..', 'firewall.nft');
 
 type Opts = Topology['opts'];
+
+/** Firewall k's `natPools` in the nodes' configs (natFirewalls), else nothing. */
+const natPools = (opts: Opts, k: number) => (opts.natFirewalls ? { natPools: [NAT_POOL(k)] } : {});
+
+/**
+ * Firewall k's NAT rules (natFirewalls), as a firewall administrator writes them: connections from the server
+ * side leave with the firewall's own address; the VIP is published on two of its addresses, one translated on the
+ * destination only, one on both (the inside sees the connection come from the firewall's pool).
+ */
+export function firewallNatRules(k: number): string {
+  return [
+    'table ip fwnat {',
+    '  chain pre {',
+    '    type nat hook prerouting priority dstnat; policy accept;',
+    `    iifname "out0" ip daddr { ${NAT_PUBLISHED(k)}, ${NAT_FULL(k)} } dnat to ${VIP}`,
+    '  }',
+    '  chain post {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    oifname "out0" ip saddr ${SERVER_NET}.0/24 snat to ${NAT_SNAT(k)}`,
+    `    oifname "in0" ct original ip daddr ${NAT_FULL(k)} snat to ${NAT_FULL_SOURCE(k)}`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
 
 /** The clients on the `cli0` bridge of `clientGateway` (its .1), the real servers on the SLB node's `rip0` bridge. */
 function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' | 'links' | 'routes'>): void {
@@ -352,8 +390,8 @@ function redundantTopology(opts: Opts): Topology {
     hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}` });
     links.push({ a: { ns: fw, ifname: 'out0', addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}/24`, mac: FIREWALL_MAC(1, k) }, b: { ns: ns('ot'), ifname: `fw${k}` }, bridgeB: 'br0' });
     links.push({ a: { ns: fw, ifname: 'in0', addr: `${SHARED_INSIDE_TRANSIT}.${10 + k}/24`, mac: FIREWALL_MAC(2, k) }, b: { ns: ns('it'), ifname: `fw${k}` }, bridgeB: 'br0' });
-    fwOut.push({ id: `fw${k}`, nextHop: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(1, k) });
-    fwIn.push({ id: `fw${k}`, nextHop: `${SHARED_INSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(2, k) });
+    fwOut.push({ id: `fw${k}`, nextHop: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(1, k), ...natPools(opts, k) });
+    fwIn.push({ id: `fw${k}`, nextHop: `${SHARED_INSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(2, k), ...natPools(opts, k) });
   }
   const balancers: Record<string, BalancerConfig> = {};
   const ecmp: Topology['ecmp'] = [];
@@ -388,9 +426,11 @@ function redundantTopology(opts: Opts): Topology {
       { side: 'inside', vrid: 52, nodes: Object.keys(viaIn), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${inGw}/24 dev sd0`, `${inTr}/24 dev tr0`] },
     );
     routes.push({ ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: outGw }, { ns: ns('slb'), dst: 'default', via: inGw });
+    if (opts.natFirewalls) routes.push({ ns: ns('or'), dst: NAT_NET, via: outGw });
     for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: outTr }, { ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: inTr });
   } else {
     ecmp.push({ side: 'outside', ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: viaOut }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn });
+    if (opts.natFirewalls) ecmp.push({ side: 'outside', ns: ns('or'), dst: NAT_NET, via: viaOut });
     for (let k = 1; k <= opts.firewalls; k++) {
       ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
     }

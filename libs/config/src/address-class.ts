@@ -33,3 +33,42 @@ export function addressProblem(field: string, address: string): FieldProblem | n
   const why = specialAddress(address);
   return why ? { field, message: `${address} is ${why}` } : null;
 }
+
+/** An IPv4 prefix as numbers: `base` (host bits zero) and `len`. */
+export interface Prefix4 {
+  base: number;
+  len: number;
+}
+
+/**
+ * Parse `a.b.c.d/len` (or a bare address, a /32). Why strict about host bits: `10.96.1.7/24` is more often a typo
+ * for an address or for another prefix than meant as 10.96.1.0/24, and the two steer different traffic.
+ */
+export function parsePrefix(s: string): Prefix4 | { error: string } {
+  const [addr, lenText, ...rest] = s.split('/');
+  const n = toInt(addr);
+  if (n === null || rest.length) return { error: `${s} is not an IPv4 address or prefix (a.b.c.d or a.b.c.d/len)` };
+  const len = lenText === undefined ? 32 : /^\d{1,2}$/.test(lenText) ? Number(lenText) : NaN;
+  if (!(len >= 0 && len <= 32)) return { error: `${s}: the prefix length must be 0 to 32` };
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  const base = (n & mask) >>> 0;
+  if (base !== n) return { error: `${s} has host bits set: did you mean ${fromInt(base)}/${len}?` };
+  return { base, len };
+}
+
+export function fromInt(n: number): string {
+  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
+}
+
+/** Whether two prefixes share an address (one contains the other). */
+export function prefixesOverlap(a: Prefix4, b: Prefix4): boolean {
+  const len = Math.min(a.len, b.len);
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return ((a.base & mask) >>> 0) === ((b.base & mask) >>> 0);
+}
+
+/** Whether `address` lies in the prefix. */
+export function prefixHas(p: Prefix4, address: string): boolean {
+  const n = toInt(address);
+  return n !== null && prefixesOverlap(p, { base: n, len: 32 });
+}

@@ -17,6 +17,12 @@ export interface FirewallConfig {
    * A firewall that fails gives its buckets to the live members of its group first. The same on every node.
    */
   syncGroup?: string;
+  /**
+   * The firewall's own NAT addresses (IPv4 prefixes): the pools it SNATs connections to and the addresses it
+   * publishes services on (DNAT). A packet from the side to one of them goes to this firewall before any hash or
+   * state: only this firewall can translate it back. The same list on both sides' nodes. @default []
+   */
+  natPools?: string[];
 }
 
 export interface SessionTableConfig {
@@ -171,6 +177,7 @@ export const balancerSchema = {
           mac: { type: 'string', pattern: '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$' },
           enabled: { type: 'boolean' },
           syncGroup: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' },
+          natPools: { type: 'array', maxItems: 256, uniqueItems: true, items: { type: 'string', minLength: 7, maxLength: 18 } },
         },
       },
     },

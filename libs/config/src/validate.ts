@@ -6,6 +6,7 @@ import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/
 import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
 import { checkSpecProblems, RESERVED_PRIORITIES, RESERVED_TABLES, reservedProblem } from './check-problems';
+import { parsePrefix, Prefix4, prefixesOverlap, prefixHas } from './address-class';
 
 /** Compiled on first use: a process compiles only the schemas it validates (compiling costs tens of ms at start). */
 export function lazy<T>(f: () => T): () => T {
@@ -68,6 +69,27 @@ export function deepFreeze<T>(o: T): T {
   return o;
 }
 
+/**
+ * Each NAT pool is a valid prefix, belongs to one firewall only (a packet to it can go to one firewall) and holds
+ * no firewall's next hop (packets to a next hop from the side would be sent through that firewall).
+ */
+export function natPoolProblems(firewalls: FirewallConfig[]): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const parsed: { i: number; j: number; p: Prefix4; text: string }[] = [];
+  firewalls.forEach((fw, i) =>
+    (fw.natPools ?? []).forEach((text, j) => {
+      const p = parsePrefix(text);
+      if ('error' in p) return void problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: p.error });
+      const other = parsed.find((o) => prefixesOverlap(o.p, p));
+      if (other) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} overlaps ${other.text} (/firewalls/${other.i}/natPools/${other.j}, firewall ${firewalls[other.i].id}): an address belongs to one firewall's pool` });
+      const hop = firewalls.find((f) => prefixHas(p, f.nextHop));
+      if (hop) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} holds firewall ${hop.id}'s next hop ${hop.nextHop}` });
+      parsed.push({ i, j, p, text });
+    }),
+  );
+  return problems;
+}
+
 export function validateBalancerConfig(doc: unknown, source = 'config'): ResolvedBalancerConfig {
   const copy = JSON.parse(JSON.stringify(doc ?? null));
   if (!checkBalancer()(copy)) throw new ConfigError(problemsOf(checkBalancer().errors), source);
@@ -94,6 +116,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
   c.firewalls.forEach((fw, i) => {
     if (fw.syncGroup && groupSize.get(fw.syncGroup) === 1) problems.push({ field: `/firewalls/${i}/syncGroup`, message: `sync group "${fw.syncGroup}" has no other firewall` });
   });
+  problems.push(...natPoolProblems(c.firewalls));
   const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
   if (!isPrime(buckets)) problems.push({ field: '/hash/buckets', message: `must be prime (Maglev permutations), got ${buckets}` });
   const marks = c.marks ?? BALANCER_DEFAULTS.marks;
@@ -131,7 +154,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     role: c.role,
     name: c.name ?? c.role,
     sideInterface: c.sideInterface,
-    firewalls: c.firewalls.map((f) => ({ ...f, enabled: f.enabled ?? true })),
+    firewalls: c.firewalls.map((f) => ({ ...f, enabled: f.enabled ?? true, natPools: f.natPools ?? [] })),
     hash: { seed: c.hash.seed, buckets, order: c.hash.order ?? BALANCER_DEFAULTS.order },
     marks,
     tables: c.tables ?? BALANCER_DEFAULTS.tables,
