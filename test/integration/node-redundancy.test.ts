@@ -10,6 +10,7 @@ import { startLab } from '../helpers/lab';
 import { natFirewalls, natTitle } from '../helpers/nat-firewalls';
 import { portReuse, PORT_REUSE_TITLE } from '../helpers/port-reuse';
 import { startRedisOnSocket } from '../helpers/redis';
+import { connect, ready, SessionTable } from '@fwlb/session-table';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ALL = ['fw1', 'fw2', 'fw3'];
@@ -141,6 +142,38 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
       t.same(on, ['fw1'], `${k.name}: it crossed fw1, its bucket's firewall, only`);
     }
+    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
+  });
+
+  await t.test("a reused 5-tuple whose earlier connection was pinned: the new connection follows the current table, also through nodes that never saw it start", async (t) => {
+    const c1 = clients[0];
+    const port = Array.from({ length: 2000 }, (_, i) => 63000 + i).find((p) => firewallOf(c1.addr!, p) === 'fw2')!;
+    // The earlier connection on this tuple crossed fw1 while fw2 was out and is pinned there since fw2 came back: its
+    // record as a node wrote it. Nodes read their siblings' records when the bucket table changes (fw3 out and back).
+    const redis = await ready(connect({ url, node: 'test' }));
+    t.teardown(() => redis.disconnect());
+    const now = Date.now();
+    await new SessionTable(redis, 'ob1').put([{ outerAddr: c1.addr!, outerPort: port, innerAddr: vip, innerPort: ECHO_PORT, proto: 6, firewall: 'fw1', node: 'ob1', firstSeen: now, expires: now + 120000 }]);
+    const token = cfg.api!.token!;
+    for (const enabled of [false, true]) {
+      t.equal((await lab.api('ob1', 'PUT', '/firewalls/fw3/admin', { enabled }, token)).status, 200);
+      await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw3')!.live === enabled, 10000, `fw3 ${enabled ? 'live' : 'out'} on all four nodes`);
+    }
+    const pinning = () => lab.balancerNames().filter((n) => inNs(lab.ns(n), ['nft', 'list', 'map', 'inet', 'fwlb', 'pins']).toString().includes(` . ${port} . `));
+    await waitUntil(() => pinning().length === 4, 10000, () => `every node to pin the earlier connection (${pinning().join(', ')})`);
+    lab.resetFirewallCounters();
+    // The new connection starts through node 1 of each side; the routers move it to node 2 after 1.5 s.
+    routeOnly(1);
+    const stream = drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 5000, intervalMs: 100, localPorts: [port] } });
+    await sleep(1500);
+    const stale = pinning();
+    routeOnly(2);
+    const r = await stream;
+    routeOnly(null);
+    t.same(stale, [], 'once the new connection was recorded, no node pinned its tuple to fw1 any more');
+    t.equal(r.long.ok, 1, `the new connection lived through the move to node 2 ${JSON.stringify(r.long.errors)}${r.long.broken ? ` ${flowTraces([port])}` : ''}`);
+    const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
+    t.same(on, ['fw2'], "it crossed fw2, its bucket's firewall, only");
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
   });
 

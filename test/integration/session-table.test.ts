@@ -45,6 +45,24 @@ t.test('session table on a real redis-server', async (t) => {
     t.equal((await ib.all()).length, 6000, 'a node that lost its state loads them all');
   });
 
+  await t.test("a record that changes its firewall, or is deleted, is announced with its id; a rewrite on the same firewall is not", async (t) => {
+    const events: TableEvent[] = [];
+    const sub = await ib.subscribe((e) => events.push(e));
+    t.teardown(() => sub.close());
+    await sleep(200);
+    const now = Date.now();
+    const [a1, a2] = sessions(2, now, 60000, () => 'fw1').map((r) => ({ ...r, innerPort: 7100 }));
+    const id = (r: SessionRecord) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`;
+    await ob.put([a1, a2], now);
+    await ob.put([a1, { ...a2, expires: now + 90000 }], now);
+    await ob.put([{ ...a1, firewall: 'fw2', node: 'ib' }, a2], now);
+    await ob.delete([id(a2), '198.51.100.99:1>203.0.113.100:7100/6']);
+    await sleep(300);
+    const moved = events.filter((e) => e.type === 'moved');
+    t.same(moved, [{ type: 'moved', ids: [id(a1)] }, { type: 'moved', ids: [id(a2)] }], 'the new firewall of a1, the deletion of a2; nothing for new records, refreshes, or an id that was not there');
+    t.same((await ib.get([id(a1), id(a2)])).map((r) => [r.outerPort, r.firewall, r.node]), [[a1.outerPort, 'fw2', 'ib']], 'and the twin reads the record as it is now');
+  });
+
   await t.test('expiry follows the conntrack timeout', async (t) => {
     const now = Date.now();
     await ob.put(sessions(100, now, 300).map((r) => ({ ...r, innerPort: 9999 })), now);

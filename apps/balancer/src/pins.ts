@@ -39,6 +39,15 @@ export class SessionCache {
     this.known.delete(sessionId(rec));
   }
 
+  /** The cached record of a session id, if any. */
+  get(id: string): SessionRecord | undefined {
+    return this.known.get(id)?.rec;
+  }
+
+  deleteId(id: string): void {
+    this.known.delete(id);
+  }
+
   /** Drop what has expired. */
   reap(now: number): void {
     for (const [id, k] of this.known) if (k.rec.expires < now) this.known.delete(id);

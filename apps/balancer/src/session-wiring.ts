@@ -3,12 +3,15 @@
 // wires libs/conntrack and libs/session-table together).
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
-import { connect, ready, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { connect, parseSessionId, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
 import { AgreementLoop, hashConfigDigest } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
 import { answered, recordTtl, SessionSync, tracked } from './session-sync';
+
+/** Ids one `moved` message may carry: the writer sends one per Lua batch of at most 1,000 records. */
+const MOVED_IDS_MAX = 1000;
 
 /** What the API serves about sessions. */
 export interface SessionsView {
@@ -118,11 +121,16 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     resyncMs,
     log,
     onChange: (kind, rec) => {
-      if (kind === 'delete') return cache.delete(rec);
       // A session in grace may still be alive (a flush): keep its pin until the grace expiry.
       if (kind === 'grace') return cache.put({ ...rec, expires: Date.now() + ttl.min });
-      cache.put(rec);
-      if (cache.isException(rec, r.currentTable())) trigger();
+      // A pin that goes (a new connection on an earlier one's tuple, an end) must leave the kernel as soon as one
+      // that comes: reconcile when either the record it replaces or the new one is an exception.
+      const t = r.currentTable();
+      const prev = cache.get(sessionId(rec));
+      const wasPin = prev !== undefined && cache.isException(prev, t);
+      if (kind === 'delete') cache.delete(rec);
+      else cache.put(rec);
+      if (wasPin || (kind !== 'delete' && cache.isException(rec, t))) trigger();
     },
   });
   // NEW gives a flow's orientation (its labels), an update says it was answered (the nft rules limit a flow's
@@ -161,8 +169,24 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     }
   };
   if (redis.status === 'ready') await applyAdmin().catch(() => undefined);
+  // A sibling rewrote some records' firewall, or deleted them (see TableEvent 'moved'): take them as Redis holds
+  // them now, and reconcile if a pin appears or goes. The ids come from the network: only well-formed ones count.
+  const refresh = async (ids: unknown) => {
+    if (!Array.isArray(ids)) return;
+    const valid = ids.filter((id): id is string => typeof id === 'string' && parseSessionId(id) !== null).slice(0, MOVED_IDS_MAX);
+    const t = r.currentTable();
+    const wasPin = valid.some((id) => {
+      const rec = cache.get(id);
+      return rec !== undefined && cache.isException(rec, t);
+    });
+    const recs = await table.get(valid);
+    for (const id of valid) cache.deleteId(id);
+    for (const rec of recs) admit(rec);
+    if (wasPin || recs.some((rec) => cache.isException(rec, t))) trigger();
+  };
   const sub = await table.subscribe((ev) => {
-    if (ev.type === 'admin') void applyAdmin().catch(() => undefined);
+    if (ev.type === 'moved') void refresh(ev.ids).catch((e) => log(`session refresh failed, pins stay as they are until the next load: ${(e as Error).message}`));
+    else if (ev.type === 'admin') void applyAdmin().catch(() => undefined);
     else if (ev.type === 'health') void agreement.step();
     else if (ev.type === 'epoch') void agreement.applyEpoch().catch(() => undefined);
   }).catch(() => null);

@@ -9,7 +9,7 @@ export interface DriveSpec {
    * connection i binds local port localPorts[i] (a reused 5-tuple, on purpose).
    */
   short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number; intervalMs?: number; localPorts?: number[] };
-  long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number };
+  long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number; localPorts?: number[] };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
   /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
   http?: {
@@ -125,10 +125,10 @@ function shortConn(target: string, id: number, timeoutMs: number, localPort?: nu
   });
 }
 
-function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number }> {
+function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number, localPort?: number): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number }> {
   return new Promise((res) => {
     const [host, dport] = hp(target);
-    const s = net.connect({ host, port: dport });
+    const s = net.connect({ host, port: dport, ...(localPort ? { localPort } : {}) });
     let seq = 0;
     let expect = '';
     let got = '';
@@ -243,7 +243,7 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
   if (spec.long) {
     const l = spec.long;
     jobs.push(
-      Promise.all(Array.from({ length: l.count }, (_, i) => longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000))).then((rs) => {
+      Promise.all(Array.from({ length: l.count }, (_, i) => longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000, l.localPorts?.[i]))).then((rs) => {
         rs.forEach((r, i) => report.long.streams.push({ target: l.targets[i % l.targets.length], port: r.port, err: r.err, maxGapMs: r.maxGapMs }));
         for (const r of rs) {
           report.long.messages += r.messages;

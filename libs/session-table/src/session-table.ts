@@ -9,19 +9,25 @@ import { decodeRecord, encodeRecord, ID, matches, SessionQuery, SessionRecord, s
  * Lua keeps value and expiry in one atomic step per batch (ioredis defineCommand).
  */
 const PUT = `
-for i = 1, #ARGV, 3 do
+local moved = {}
+for i = 2, #ARGV, 3 do
+  local old = redis.call('HGET', KEYS[2], ARGV[i])
+  if old and string.match(old, '^%S+') ~= string.match(ARGV[i + 1], '^%S+') then moved[#moved + 1] = ARGV[i] end
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
   redis.call('ZREM', KEYS[3], ARGV[i])
 end
-return #ARGV / 3`;
+if #moved > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = moved })) end
+return (#ARGV - 1) / 3`;
 const DEL = `
-for i = 1, #ARGV do
-  redis.call('HDEL', KEYS[2], ARGV[i])
+local gone = {}
+for i = 2, #ARGV do
+  if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
   redis.call('ZREM', KEYS[1], ARGV[i])
   redis.call('ZREM', KEYS[3], ARGV[i])
 end
-return #ARGV`;
+if #gone > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = gone })) end
+return #ARGV - 1`;
 /**
  * A node no longer holds these sessions, but they may not have ended (a conntrack flush, a reboot, an eviction):
  * move each from the held index to the grace index with expiry ARGV[1], and stamp that expiry in its value. A
@@ -78,8 +84,8 @@ if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0`;
 
 type Commands = {
-  fwlbPut(idx: string, hash: string, grace: string, ...args: (string | number)[]): Promise<number>;
-  fwlbDel(idx: string, hash: string, grace: string, ...ids: string[]): Promise<number>;
+  fwlbPut(idx: string, hash: string, grace: string, channel: string, ...args: (string | number)[]): Promise<number>;
+  fwlbDel(idx: string, hash: string, grace: string, channel: string, ...ids: string[]): Promise<number>;
   fwlbGrace(idx: string, hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
   fwlbReap(idx: string, hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
@@ -99,7 +105,12 @@ export interface EpochDoc {
   at: number;
 }
 
-export type TableEvent = { type: 'epoch'; epoch: number } | { type: 'health'; node: string } | { type: 'resync'; node: string } | { type: 'admin'; node: string };
+/**
+ * `moved`: sessions whose record changed its firewall or was deleted. Why it is published: a node keeps its
+ * siblings' records (pins) from its last full load, and a client that reuses a port starts a new connection on an
+ * old record's key; a sibling that kept the old record would send the new connection's packets to the old firewall.
+ */
+export type TableEvent = { type: 'epoch'; epoch: number } | { type: 'health'; node: string } | { type: 'resync'; node: string } | { type: 'admin'; node: string } | { type: 'moved'; ids: string[] };
 
 const BATCH = 1000;
 
@@ -137,6 +148,10 @@ export class SessionTable {
     return `${this.prefix}s`;
   }
 
+  private get channel(): string {
+    return `${this.prefix}events`;
+  }
+
   /** Sessions no node holds any more (see GRACE), by expiry. */
   private get graceIdx(): string {
     return `${this.prefix}grace`;
@@ -161,13 +176,25 @@ export class SessionTable {
     await this.batched(records, (p, batch) => {
       const args: (string | number)[] = [];
       for (const rec of batch) args.push(sessionId(rec), encodeRecord(rec), rec.expires);
-      return p.fwlbPut(this.idx, this.hash, this.graceIdx, ...args);
+      return p.fwlbPut(this.idx, this.hash, this.graceIdx, this.channel, ...args);
     });
     return records.length;
   }
 
+  /** The records of these ids as Redis holds them now (absent ids, and values that fail the strict decode, are left out). */
+  async get(ids: string[]): Promise<SessionRecord[]> {
+    if (!ids.length) return [];
+    const values = await this.r.hmget(this.hash, ...ids);
+    const out: SessionRecord[] = [];
+    values.forEach((v, i) => {
+      const rec = v === null ? null : decodeRecord(ids[i], v);
+      if (rec) out.push(rec);
+    });
+    return out;
+  }
+
   async delete(ids: string[]): Promise<number> {
-    await this.batched(ids, (p, batch) => p.fwlbDel(this.idx, this.hash, this.graceIdx, ...batch));
+    await this.batched(ids, (p, batch) => p.fwlbDel(this.idx, this.hash, this.graceIdx, this.channel, ...batch));
     return ids.length;
   }
 
