@@ -63,6 +63,20 @@ t.test('session table on a real redis-server', async (t) => {
     t.same((await ib.get([id(a1), id(a2)])).map((r) => [r.outerPort, r.firewall, r.node]), [[a1.outerPort, 'fw2', 'ib']], 'and the twin reads the record as it is now');
   });
 
+  await t.test('admin state with a time: the first share of a change gives every node its time; each change is announced once', async (t) => {
+    const events: TableEvent[] = [];
+    const sub = await ib.subscribe((e) => events.push(e));
+    t.teardown(() => sub.close());
+    await sleep(200);
+    t.same(await ob.setAdmin('fwA', false, 5000), { enabled: false, at: 5000 });
+    t.same(await ib.setAdmin('fwA', false, 7000), { enabled: false, at: 5000 }, 'the same change from another node keeps the first time');
+    t.same(await ib.setAdmin('fwA', true, 9000), { enabled: true, at: 9000 });
+    await a.hset('test:admin', 'fwOld', '0', 'fwBad', '2 5', 'bad id!', '1');
+    t.same(await ib.admin(), { fwA: { enabled: true, at: 9000 }, fwOld: { enabled: false, at: 0 } }, 'a value without a time is in force since ever; malformed entries are skipped');
+    await sleep(300);
+    t.equal(events.filter((e) => e.type === 'admin').length, 2, 'two changes, two announcements');
+  });
+
   await t.test('expiry follows the conntrack timeout', async (t) => {
     const now = Date.now();
     await ob.put(sessions(100, now, 300).map((r) => ({ ...r, innerPort: 9999 })), now);

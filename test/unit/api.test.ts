@@ -35,6 +35,32 @@ t.test('GET /health and /status', async (t) => {
   t.equal(Object.values(s.buckets.distribution as Record<string, number>).reduce((a, b) => a + b, 0), 251);
 });
 
+t.test('a shared admin change: every node switches at the time the first share gave; the answer comes once it is in force', async (t) => {
+  const nft = fakeNft();
+  const r = new Reconciler(config, nft, fakeRouting);
+  await r.reconcile();
+  const shared: { id: string; enabled: boolean; at: number }[] = [];
+  let firstAt = 0;
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), shareAdmin: async (id, enabled, at) => {
+    shared.push({ id, enabled, at });
+    firstAt ||= at;
+    return firstAt;
+  } });
+  const batches = nft.batches.length;
+  const t0 = Date.now();
+  const res = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', headers: { authorization: `Bearer ${TOKEN}` }, payload: { enabled: false } });
+  t.equal(res.statusCode, 200);
+  t.equal(shared.length, 1);
+  t.equal(shared[0].at % 1000, 0, 'the proposed time is a whole second');
+  t.ok(shared[0].at >= t0 + 1000 && shared[0].at <= t0 + 2000, `1 to 2 s ahead (${shared[0].at - t0} ms)`);
+  t.ok(Date.now() >= shared[0].at, 'the answer came once the time had passed');
+  t.equal(res.json().live, false, 'and says fw2 is out');
+  const texts = nft.batches.slice(batches).map((b) => JSON.stringify(b));
+  t.match(texts[0], /buckets_next/, 'first the kernel got both tables, switched by its clock');
+  t.match(texts[0], new RegExp(`"right":${shared[0].at / 1000}`), 'at that second');
+  t.notMatch(texts.at(-1), /buckets_next|"time"/, 'then the new table alone (this fake kernel is written whole each time)');
+});
+
 t.test('PUT /firewalls/:id/admin needs the bearer token', async (t) => {
   const { app } = setup();
   const res = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false } });

@@ -233,3 +233,23 @@ t.test('after every link came back, a node abstains until its probes had time to
   m.setLink('fw2', true);
   t.same(m.ownView(), { fw1: true, fw2: false, fw3: false }, 'then the view is what the probes say');
 });
+
+t.test('an admin change with a time: the wish at once, the table from its time on; the first time of the same change stands', async (t) => {
+  let now = 1_000_000;
+  const m = new Membership(cfg(true), true, () => now);
+  m.setAdmin('fw2', false, 1_002_000);
+  t.equal(m.isEnabled('fw2'), false, 'the wish is shown at once');
+  t.same(m.adminState(), { fw1: true, fw2: false, fw3: true }, 'and saved');
+  t.same(m.snapshot().live, ['fw1', 'fw2', 'fw3'], 'but fw2 takes new sessions until the time');
+  t.same(m.snapshot(1_002_000).live, ['fw1', 'fw3'], 'and none from then on');
+  t.equal(m.pendingAt(), 1_002_000);
+  m.setAdmin('fw2', false, 1_005_000);
+  t.equal(m.pendingAt(), 1_002_000, 'the same change again keeps its first time');
+  now = 1_002_000;
+  t.same(m.snapshot().live, ['fw1', 'fw3'], 'the time has come');
+  t.equal(m.pendingAt(), null, 'nothing pending');
+  m.setAdmin('fw2', true, 1_004_000);
+  t.same(m.snapshot().live, ['fw1', 'fw3'], 'coming back waits for its time too');
+  m.setAdmin('fw2', false);
+  t.same([m.snapshot().live, m.pendingAt()], [['fw1', 'fw3'], null], 'a change back before the time cancels it (a failed apply rolls back this way)');
+});

@@ -14,13 +14,14 @@ const fws = (n: number, extra: (k: number) => object = () => ({})) =>
 const base = { role: 'outside', sideInterface: 'cli0', hash: { seed: 42, buckets: 7 }, firewalls: fws(3) };
 const session = { sessionTable: { url: 'redis://127.0.0.1:6379' } };
 
-const cases: { name: string; config: object; input?: Partial<RenderInput> }[] = [
+const cases: { name: string; config: object; input?: Partial<RenderInput>; nextLive?: string[] }[] = [
   { name: 'single-node', config: base },
   { name: 'inside-session-table', config: { ...base, role: 'inside', sideInterface: 'srv0', ...session } },
   { name: 'sync-groups', config: { ...base, firewalls: fws(4, (k) => ({ syncGroup: k <= 2 ? 'a' : 'b' })), ...session }, input: { live: ['fw1', 'fw3', 'fw4'] } },
   { name: 'suspect-firewall', config: { ...base, ...session }, input: { live: ['fw1', 'fw3'], suspect: ['fw2'] } },
   { name: 'shared-segment', config: { ...base, firewalls: fws(2, (k) => ({ interface: 'tr0', mac: `02:fb:01:00:00:0${k}` })) } },
   { name: 'no-live-firewall', config: base, input: { live: [] } },
+  { name: 'pending-switch', config: { ...base, ...session }, nextLive: ['fw1', 'fw3'] },
   { name: 'nat-pools', config: { ...base, firewalls: fws(3, (k) => (k < 3 ? { natPools: k === 1 ? ['10.96.1.0/24', '192.0.2.7'] : ['10.96.2.0/24'] } : {})), ...session } },
 ];
 
@@ -29,7 +30,9 @@ for (const c of cases) {
     const config = validateBalancerConfig(c.config);
     const ids = config.firewalls.map((f) => f.id);
     const input: RenderInput = { config, live: ids, restorable: ids, ...c.input };
-    const text = tableText(renderTable(input, bucketTable(input)));
+    // A pending admin change: fw2 leaves new sessions at a whole second, switched by the kernel's clock.
+    const next = c.nextLive ? { at: 1_800_000_000_000, table: bucketTable({ ...input, live: c.nextLive }) } : undefined;
+    const text = tableText(renderTable(input, bucketTable(input), next));
     const file = join(GOLDEN, `${c.name}.nft`);
     if (process.env.FWLB_UPDATE_GOLDEN) writeFileSync(file, text);
     t.equal(text, readFileSync(file, 'utf8'), `the rendered table equals ${file}`);

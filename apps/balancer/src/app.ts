@@ -23,9 +23,21 @@ export interface AppOptions {
   extraErrorCodes?: string[];
   /** Persist the admin state after an accepted change (the node's stateFile). */
   saveAdmin?: (admin: Record<string, boolean>) => void;
-  /** Share an accepted admin change with the other nodes (through the session table). */
-  shareAdmin?: (id: string, enabled: boolean) => Promise<void>;
+  /**
+   * Share an admin change with the other nodes (through the session table), to take effect at `at` (ms since the
+   * epoch); resolves to the time in force.
+   */
+  shareAdmin?: (id: string, enabled: boolean, at: number) => Promise<number>;
 }
+
+/**
+ * How far ahead a shared admin change takes effect: every node of both sides must have it in its kernel before
+ * then (an event through Redis and one reconcile), so that all switch bucket maps at the same second and no
+ * connection's SYN and SYN-ACK meet two tables. Rounded up to a whole second (nft's `meta time` resolution).
+ */
+export const ADMIN_LEAD_MS = 1000;
+export const adminSwitchTime = (now: number) => Math.ceil((now + ADMIN_LEAD_MS) / 1000) * 1000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const sessionsQuery = {
   type: 'object',
@@ -91,20 +103,30 @@ export function build(opts: AppOptions): FastifyInstance {
       const m = r.membership;
       if (!m.has(id)) throw Errors.NO_SUCH_FIREWALL(id);
       const before = m.isEnabled(id);
-      m.setAdmin(id, req.body.enabled);
+      const enabled = req.body.enabled;
+      // Shared first, for the time every node switches at. Redis away: the change holds here at once and in the state
+      // file; an alarm says it was not shared.
+      let at = 0;
+      if (opts.shareAdmin) {
+        at = await opts.shareAdmin(id, enabled, adminSwitchTime(Date.now())).then(
+          (t) => ((shareError = null), t),
+          (e) => ((shareError = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`), 0),
+        );
+      }
+      m.setAdmin(id, enabled, at);
       try {
-        if (opts.apply) await opts.apply();
+        if (opts.apply) {
+          await opts.apply();
+          // The answer says the change is in force: wait for the switch, then apply the table without it.
+          if (at > Date.now()) {
+            await sleep(at - Date.now() + 20);
+            await opts.apply();
+          }
+        }
       } catch (e) {
         m.setAdmin(id, before);
+        if (opts.shareAdmin && !shareError) await opts.shareAdmin(id, before, 0).catch(() => undefined);
         throw Errors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
-      }
-      // Shared before it is saved: the other nodes apply it even if this node's disk is read-only. Redis away: the
-      // change holds here and in the state file; an alarm says it was not shared.
-      if (opts.shareAdmin) {
-        await opts.shareAdmin(id, req.body.enabled).then(
-          () => (shareError = null),
-          (e) => (shareError = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`),
-        );
       }
       try {
         opts.saveAdmin?.(m.adminState());

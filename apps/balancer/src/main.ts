@@ -75,7 +75,7 @@ async function run(path: string): Promise<void> {
   let health: ReturnType<typeof startFirewallHealth> = null;
   const conntrackFull = () => conntrackAlarm(conntrackUse(), config.conntrackAlarmRatio);
   const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : []), ...[conntrackFull()].filter((a): a is string => a !== null)];
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin, shareAdmin: sessions ? (id, enabled) => sessions.shareAdmin(id, enabled) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [], logger });
+  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin, shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [], logger });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const registry = newRegistry();
   const metrics = balancerMetrics(registry, { reconciler, sync: sessions ? () => sessions.view.metrics() : undefined, alarms, helperUp: config.health ? () => health?.helperUp() ?? false : undefined });

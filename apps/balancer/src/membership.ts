@@ -63,7 +63,8 @@ export interface FirewallView {
 
 export class Membership {
   readonly slots: readonly FirewallSlot[];
-  private readonly admin = new Map<string, boolean>();
+  /** The operator's wish per firewall: `enabled` from `at` (ms since the epoch) on, `before` until then. */
+  private readonly admin = new Map<string, { enabled: boolean; at: number; before: boolean }>();
   private readonly health = new Map<string, boolean>();
   private readonly detail = new Map<string, HealthDetail>();
   private readonly link = new Map<string, boolean>();
@@ -89,7 +90,7 @@ export class Membership {
   /** `agreementExpected`: a session table is configured, so agreement (when known) decides who is gone. */
   constructor(readonly config: ResolvedBalancerConfig, private readonly agreementExpected = config.sessionTable !== null, private readonly now: () => number = Date.now) {
     this.slots = Object.freeze(slots(config).map((s) => Object.freeze(s)));
-    for (const f of config.firewalls) this.admin.set(f.id, f.enabled);
+    for (const f of config.firewalls) this.admin.set(f.id, { enabled: f.enabled, at: 0, before: f.enabled });
     this.lastGood = new Set(this.slots.map((s) => s.id));
     this.panicThreshold = config.health?.panicThreshold ?? 0;
     const tm = config.health?.timers;
@@ -138,18 +139,40 @@ export class Membership {
     return this.admin.has(id);
   }
 
-  setAdmin(id: string, enabled: boolean): void {
-    if (!this.admin.has(id)) throw new RangeError(`no firewall ${id}`);
-    this.admin.set(id, enabled);
+  /**
+   * The operator's change: the firewall takes new sessions (or stops) from `at` on. Why a time: the nodes of a side
+   * apply a change at once only if they agree when (see Reconciler: the kernel switches bucket maps at that second);
+   * a change that is already the wish keeps the time it was given first.
+   */
+  setAdmin(id: string, enabled: boolean, at = 0): void {
+    const cur = this.admin.get(id);
+    if (!cur) throw new RangeError(`no firewall ${id}`);
+    if (cur.enabled === enabled) return;
+    this.admin.set(id, { enabled, at, before: this.adminAt(id, this.now()) });
   }
 
-  /** Every firewall's admin state, for the state file. */
+  /** Whether the operator lets the firewall take new sessions at time `t`. */
+  private adminAt(id: string, t: number): boolean {
+    const a = this.admin.get(id);
+    return a !== undefined && (t >= a.at ? a.enabled : a.before);
+  }
+
+  /** The earliest admin change still to come (ms since the epoch), or null. */
+  pendingAt(): number | null {
+    const now = this.now();
+    let at: number | null = null;
+    for (const a of this.admin.values()) if (a.at > now && (at === null || a.at < at)) at = a.at;
+    return at;
+  }
+
+  /** Every firewall's admin state (the operator's wish, pending or not), for the state file. */
   adminState(): Record<string, boolean> {
-    return Object.fromEntries(this.slots.map((s) => [s.id, this.admin.get(s.id) === true]));
+    return Object.fromEntries(this.slots.map((s) => [s.id, this.admin.get(s.id)?.enabled === true]));
   }
 
+  /** The operator's wish (it may take effect a moment later, see setAdmin). */
   isEnabled(id: string): boolean {
-    return this.admin.get(id) === true;
+    return this.admin.get(id)?.enabled === true;
   }
 
   /** This node's probe result; without a health section every firewall counts as healthy. */
@@ -196,7 +219,8 @@ export class Membership {
     return Object.fromEntries(this.slots.map((s) => [s.id, e.up(s.id)]));
   }
 
-  snapshot(): MembershipSnapshot {
+  /** What follows at time `at` (default now): a pending admin change counts from its time on. */
+  snapshot(at = this.now()): MembershipSnapshot {
     const a = this.agreement;
     const agreedLive = a ? new Set(a.live) : null;
     const agreedDown = a ? new Set(a.down) : null;
@@ -207,7 +231,7 @@ export class Membership {
     for (const { id } of this.slots) {
       const own = eff.up(id);
       const linkUp = this.link.get(id) !== false;
-      if (own && linkUp && this.admin.get(id) && (!agreedLive || agreedLive.has(id))) live.push(id);
+      if (own && linkUp && this.adminAt(id, at) && (!agreedLive || agreedLive.has(id))) live.push(id);
       if (!linkUp) continue;
       // Gone: every node sees it down; before any agreement (or without a session table), this node's own view.
       const gone = this.agreementExpected && agreedDown ? agreedDown.has(id) : !own;
@@ -222,7 +246,7 @@ export class Membership {
       mark: s.mark,
       table: s.table,
       priority: s.priority,
-      enabled: this.admin.get(s.id)!,
+      enabled: this.admin.get(s.id)!.enabled,
       healthy: this.health.get(s.id) !== false,
       link: this.link.get(s.id) !== false,
       health: this.detail.get(s.id) ?? null,

@@ -27,6 +27,16 @@ export interface PinSource {
   pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>, rescue?: Rescue): Pin[];
 }
 
+/** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
+const SWITCH_SETTLE_MS = 50;
+
+/** Pins of two tables, one per session key (the first list wins a key both have). */
+function mergePins(a: readonly Pin[], b: readonly Pin[]): Pin[] {
+  const key = (p: Pin) => `${p.outerAddr}:${p.outerPort}>${p.innerAddr}:${p.innerPort}/${p.proto}`;
+  const seen = new Set(a.map(key));
+  return [...a, ...b.filter((p) => !seen.has(key(p)))];
+}
+
 export class Reconciler {
   private lastTable: BucketTable | null = null;
   private lastMoves: Record<string, Record<string, number>> = {};
@@ -66,6 +76,28 @@ export class Reconciler {
   }
 
   private queue: Promise<unknown> = Promise.resolve();
+  private switchTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * An admin change still to come (see Membership.setAdmin): the bucket table from its time on, when it differs
+   * from the current one. A reconcile just after that time renders the new table alone.
+   */
+  private pendingSwitch(input: RenderInput, table: BucketTable): { at: number; table: BucketTable; live: string[] } | null {
+    const at = this.membership.pendingAt();
+    if (at === null) return null;
+    if (this.switchTimer) clearTimeout(this.switchTimer);
+    this.switchTimer = setTimeout(() => {
+      this.switchTimer = null;
+      void this.reconcile().catch(() => undefined);
+    }, Math.max(0, at - this.now()) + SWITCH_SETTLE_MS);
+    this.switchTimer.unref();
+    const live = this.membership.snapshot(at).live;
+    const later = bucketTable({ ...input, live });
+    const any = (t: BucketTable) => t.owner.some((o) => o !== null);
+    // With no firewall live on either side of the switch the node drops new flows (no-firewall-drop): no switch.
+    if (!any(table) || !any(later) || later.owner.every((o, b) => o === table.owner[b])) return null;
+    return { at, table: later, live };
+  }
 
   /**
    * Runs one reconcile after any in flight: the runner and an API mutation may ask at the same time, and two
@@ -85,13 +117,18 @@ export class Reconciler {
       const snap = this.membership.snapshot();
       const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };
       const table = bucketTable(input);
+      const next = this.pendingSwitch(input, table);
       let pins = 0;
       if (this.pinSource) {
         const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
-        input.pins = this.pinSource.pins(table, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, input.live, this.groups));
+        const pinsFor = (t: BucketTable, live: readonly string[]) => this.pinSource!.pins(t, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, live, this.groups));
+        input.pins = pinsFor(table, input.live);
+        // Until the switch, the pins of both tables: each is right under its own, and a pin that agrees with the
+        // bucket's firewall changes nothing.
+        if (next) input.pins = mergePins(input.pins, pinsFor(next.table, next.live));
         pins = input.pins.length;
       }
-      const desired = renderTable(input, table);
+      const desired = renderTable(input, table, next ?? undefined);
       const wantRoutes = renderRoutes(this.config);
       const [actual, rules, routes] = await Promise.all([this.nft.read(TABLE_FAMILY, TABLE_NAME), this.routing.rules(), this.routing.routes()]);
       const plan = planRouting(wantRoutes, rules, routes, { tables: this.config.tables, priorities: this.config.rulePriorities });

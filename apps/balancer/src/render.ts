@@ -4,8 +4,8 @@ import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
-export { SIDE_LABEL } from './rules';
-import { ctMark, eq, FIREWALL_SYN_CHAIN, firewallSynChain, fromFirewall, hashFields, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
+export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
+import { BUCKETS_NEXT, ctMark, eq, FIREWALL_SYN_CHAIN, firewallSynChain, fromFirewall, hashFields, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
 
 export const TABLE_FAMILY = 'inet' as const;
 export const TABLE_NAME = 'fwlb';
@@ -83,7 +83,17 @@ export const CONN_SECONDS = 120;
  */
 export const CONN_SET_SIZE = 65536;
 
-export function renderTable(input: RenderInput, table: BucketTable): RenderedTable {
+/**
+ * A bucket table that takes over at `at` (ms since the epoch, a whole second): until then the kernel hashes with
+ * the current map, from then on with `table`, switched by the kernel's clock, so every node switches at the same
+ * moment whenever it received the change.
+ */
+export interface RenderSwitch {
+  at: number;
+  table: BucketTable;
+}
+
+export function renderTable(input: RenderInput, table: BucketTable, next?: RenderSwitch): RenderedTable {
   const c = input.config;
   const sl = slots(c);
   const markOf = new Map(sl.map((s) => [s.id, s.mark]));
@@ -97,23 +107,27 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
     notSide: ne(meta('iifname'), c.sideInterface),
     markOf,
     connSet: (f) => connName.get(f.id)!,
-    steer: (ported) => [
+    steer: (ported, map = 'buckets') => [
       set(meta('mark'), { jhash: { mod: c.hash.buckets, seed: c.hash.seed, expr: { concat: hashFields(c, ported) } } }),
       // Why two statements: a named map keyed by mark cannot take jhash directly in nft 1.0.6's JSON; the
       // bucket number goes through the mark first. A miss ends the rule, so every bucket is always filled.
-      set(meta('mark'), { map: { key: meta('mark'), data: '@buckets' } }),
+      set(meta('mark'), { map: { key: meta('mark'), data: `@${map}` } }),
       set(ctMark, meta('mark')),
     ],
+    switchAt: next ? Math.round(next.at / 1000) : null,
     // The side label and the event filter serve the session sync only: without a session table a new flow pays for
     // neither (both add work to every new conntrack entry).
     events: c.sessionTable ? [set({ ct: { key: 'event' } }, CT_EVENTS)] : [],
   };
   const anyLive = table.owner.some((o) => o !== null);
   const rules = preroutingRules(x, { restoreMarks: marksOf(input.restorable), suspect: c.firewalls.filter((f) => suspect.has(f.id)), suspectMarks: marksOf(suspect), anyLive }, labeled);
-  const elements: [number, number][] = [];
-  table.owner.forEach((o, b) => {
-    if (o !== null) elements.push([b, markOf.get(o)!]);
-  });
+  const elementsOf = (t: BucketTable) => {
+    const out: [number, number][] = [];
+    t.owner.forEach((o, b) => {
+      if (o !== null) out.push([b, markOf.get(o)!]);
+    });
+    return out;
+  };
   const flowSet = (name: string, timeout: number, size = 262144) => ({ name, type: PIN_MAP_TYPE, timeout, size });
   return {
     labeled,
@@ -126,7 +140,8 @@ export function renderTable(input: RenderInput, table: BucketTable): RenderedTab
       ...(c.sessionTable ? sl.map((s) => flowSet(connName.get(s.id)!, CONN_SECONDS, CONN_SET_SIZE)) : []),
     ],
     maps: [
-      { name: 'buckets', type: 'mark', map: 'mark', elements },
+      { name: 'buckets', type: 'mark', map: 'mark', elements: elementsOf(table) },
+      ...(next ? [{ name: BUCKETS_NEXT, type: 'mark', map: 'mark', elements: elementsOf(next.table) }] : []),
       ...(c.sessionTable ? [{ name: 'pins', type: PIN_MAP_TYPE, map: 'mark', elements: (input.pins ?? []).map(pinElement) }] : []),
     ],
     chains: [

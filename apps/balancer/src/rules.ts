@@ -63,10 +63,28 @@ export interface RuleContext {
   markOf: Map<string, number>;
   /** The firewall's `conn` set: this node's record of the connections it saw start on that firewall. */
   connSet: (f: Firewall) => string;
-  /** Statements that set the bucket's firewall mark from the jhash of the packet (ported: with the ports). */
-  steer: (ported: boolean) => Rule;
+  /** Statements that set the bucket's firewall mark from the jhash of the packet (ported: with the ports) and `map`. */
+  steer: (ported: boolean, map?: string) => Rule;
+  /** A pending switch of bucket maps: its time in seconds since the epoch (see RenderSwitch), or null. */
+  switchAt: number | null;
   /** The ct event filter when a session table listens, else nothing. */
   events: Rule;
+}
+
+/** The bucket map in force from a pending switch's time on (see RenderSwitch). */
+export const BUCKETS_NEXT = 'buckets_next';
+
+/**
+ * The rule(s) that hash a packet with `conds`, then `tail`: one, or while a switch is pending one per side of its
+ * time. The time comes first: the conditions may have effects (a set element used up) that must happen once.
+ */
+export function steering(x: RuleContext, conds: Rule, ported: boolean, tail: Rule = []): Rule[] {
+  if (x.switchAt === null) return [[...conds, ...x.steer(ported), ...tail]];
+  const time = (op: string) => ({ match: { op, left: meta('time'), right: x.switchAt } });
+  return [
+    [time('<'), ...conds, ...x.steer(ported), ...tail],
+    [time('>='), ...conds, ...x.steer(ported, BUCKETS_NEXT), ...tail],
+  ];
 }
 
 export function fromFirewall(f: Firewall): Rule {
@@ -92,14 +110,15 @@ function recordConn(x: RuleContext, f: Firewall, tuple: NftJson[]): Rule {
  * otherwise this node did not see the SYN (ECMP sent it elsewhere) and the hash puts the SYN-ACK where the SYN went.
  */
 export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
-  labeled['hash-syn'] = [ipv4, counter, ...x.steer(true)];
+  const hashSyn = steering(x, [ipv4, counter], true);
+  labeled['hash-syn'] = hashSyn[0];
   return [
     // Traffic to this node itself is never steered (its SYN-ACKs included).
     [localDest, { return: null }],
     ...(x.c.sessionTable ? [[bareSyn, stateIn('new'), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]] : []),
     // The SYN vouches for one answer: it is used up, and a later connection with the same tuple shows its own.
     [ne(ctMark, 0), ackFlag, ipv4, tcp, eq({ concat: CT_ORIGINAL_TUPLE }, '@synseen'), setOp('delete', CT_ORIGINAL_TUPLE, 'synseen'), { return: null }],
-    labeled['hash-syn'],
+    ...hashSyn,
     // Only a SYN or SYN-ACK that met an earlier connection's entry (conntrack attached it, or refused it) leaves a
     // mark in `fresh`: one that created its entry has nothing in its way, so a flood of SYNs costs no element.
     [stateIn(['established', 'invalid']), ipv4, setOp('update', SIDE_TUPLE, 'fresh')],
@@ -166,7 +185,7 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
     add(null, [side, tcp, synFlag, { jump: { target: SIDE_SYN_CHAIN } }]);
     // A new connection whose SYN conntrack refused (an earlier connection's entry of the opposite orientation is
     // in the way) gets its next packets attached to that entry: the first one takes the current decision into it.
-    add(null, [side, tcp, ipv4, stateIn(['new', 'established']), eq({ concat: SIDE_TUPLE }, '@fresh'), setOp('delete', SIDE_TUPLE, 'fresh'), ...x.steer(true), accept]);
+    for (const r of steering(x, [side, tcp, ipv4, stateIn(['new', 'established']), eq({ concat: SIDE_TUPLE }, '@fresh'), setOp('delete', SIDE_TUPLE, 'fresh')], true, [accept])) add(null, r);
   }
   // The fast path: an established packet from the side is restored here, before the fib lookup below. Why that is
   // safe: a flow from the side to this node itself never carries a firewall's ct mark (marks are set only by
@@ -202,8 +221,8 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   if (!o.anyLive) {
     add('no-firewall-drop', [side, ipv4, counter, { drop: null }]);
   } else {
-    add('hash-tcp-udp', [side, ipv4, tcpUdp, counter, ...x.steer(true)]);
-    add('hash-other', [side, ipv4, ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter, ...x.steer(false)]);
+    steering(x, [side, ipv4, tcpUdp, counter], true).forEach((r, i) => add(i ? null : 'hash-tcp-udp', r));
+    steering(x, [side, ipv4, ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter], false).forEach((r, i) => add(i ? null : 'hash-other', r));
   }
   return rules;
 }

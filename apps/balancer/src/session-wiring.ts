@@ -22,8 +22,11 @@ export interface SessionsView {
 
 export interface SessionsHandle {
   view: SessionsView;
-  /** Share an admin change with every node (they apply it on the event). */
-  shareAdmin(id: string, enabled: boolean): Promise<void>;
+  /**
+   * Share an admin change with every node (they apply it on the event), to take effect at `at`; returns the time
+   * in force (an earlier one when the same change was shared already).
+   */
+  shareAdmin(id: string, enabled: boolean, at: number): Promise<number>;
   /** Conditions an operator must see (an epoch that was not applied). */
   alarms(): string[];
   /** This node's own health view changed: publish it (the leader then computes a new epoch). */
@@ -157,10 +160,10 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   const applyAdmin = async () => {
     const admin = await table.admin();
     let changed = false;
-    for (const [id, enabled] of Object.entries(admin)) {
+    for (const [id, { enabled, at }] of Object.entries(admin)) {
       if (!r.membership.has(id) || r.membership.isEnabled(id) === enabled) continue;
-      r.membership.setAdmin(id, enabled);
-      log(`admin state from the shared table: ${id} ${enabled ? 'enabled' : 'disabled'}`);
+      r.membership.setAdmin(id, enabled, at);
+      log(`admin state from the shared table: ${id} ${enabled ? 'enabled' : 'disabled'}${at > Date.now() ? ` from ${new Date(at).toISOString()}` : ''}`);
       changed = true;
     }
     if (changed) {
@@ -225,7 +228,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
       metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
     },
     alarms: () => [agreement.alarm, agreement.configAlarm].filter((a): a is string => a !== null),
-    shareAdmin: (id, enabled) => table.setAdmin(id, enabled),
+    shareAdmin: async (id, enabled, at) => (await table.setAdmin(id, enabled, at)).at,
     publishHealth(view) {
       void agreement.publish(view);
     },

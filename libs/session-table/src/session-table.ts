@@ -76,6 +76,17 @@ local doc = '{"epoch":' .. n .. ',"generation":"' .. gen .. '",' .. string.sub(A
 redis.call('SET', KEYS[4], doc)
 redis.call('PUBLISH', ARGV[4], '{"type":"epoch","epoch":' .. n .. '}')
 return doc`;
+/**
+ * Set a firewall's admin state unless it already is that state (then its first time stands), and announce a change.
+ * KEYS: the admin hash. ARGV: id, "0" or "1", time, channel, message.
+ */
+const SET_ADMIN = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, 1) == ARGV[2] then return v end
+v = ARGV[2] .. ' ' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], v)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return v`;
 /** Renew the lock only while we hold it; take it when free. */
 const LOCK = `
 local v = redis.call('GET', KEYS[1])
@@ -89,6 +100,7 @@ type Commands = {
   fwlbGrace(idx: string, hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
   fwlbReap(idx: string, hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
+  fwlbSetAdmin(admin: string, id: string, enabled: string, at: string, channel: string, message: string): Promise<string>;
   fwlbPublishEpoch(lock: string, counter: string, gen: string, doc: string, owner: string, candidate: string, body: string, channel: string): Promise<string | null>;
 };
 
@@ -136,6 +148,7 @@ export class SessionTable {
     redis.defineCommand('fwlbGrace', { numberOfKeys: 3, lua: GRACE });
     redis.defineCommand('fwlbReap', { numberOfKeys: 3, lua: REAP });
     redis.defineCommand('fwlbLock', { numberOfKeys: 1, lua: LOCK });
+    redis.defineCommand('fwlbSetAdmin', { numberOfKeys: 1, lua: SET_ADMIN });
     redis.defineCommand('fwlbPublishEpoch', { numberOfKeys: 4, lua: PUBLISH_EPOCH });
     this.r = redis as Redis & Commands;
   }
@@ -332,17 +345,24 @@ export class SessionTable {
     return out;
   }
 
-  /** The firewalls' admin state shared by every node (an operator's change on any node applies to all). */
-  async setAdmin(id: string, enabled: boolean): Promise<void> {
-    await this.r.hset(`${this.prefix}admin`, id, enabled ? '1' : '0');
-    await this.notify({ type: 'admin', node: this.node });
+  /**
+   * Share an admin change: the firewall takes new sessions (or stops) from `at` (ms since the epoch) on, on every
+   * node. Returns the state in force: when the same change is already shared (an operator who sends it to every
+   * node), its first time stands, so every node switches at the same moment.
+   */
+  async setAdmin(id: string, enabled: boolean, at = 0): Promise<AdminState> {
+    const v = await this.r.fwlbSetAdmin(`${this.prefix}admin`, id, enabled ? '1' : '0', String(Math.max(0, Math.floor(at))), this.channel, JSON.stringify({ type: 'admin', node: this.node }));
+    return decodeAdmin(v) ?? { enabled, at };
   }
 
-  /** The shared admin state, decoded strictly: ids as the configs allow them, values 0 or 1; anything else skipped. */
-  async admin(): Promise<Record<string, boolean>> {
+  /** The shared admin state, decoded strictly: ids as the configs allow them, values "0" or "1" with a time; anything else skipped. */
+  async admin(): Promise<Record<string, AdminState>> {
     const h = await this.r.hgetall(`${this.prefix}admin`);
-    const out: Record<string, boolean> = {};
-    for (const [k, v] of Object.entries(h)) if (ID.test(k) && (v === '0' || v === '1')) out[k] = v === '1';
+    const out: Record<string, AdminState> = {};
+    for (const [k, v] of Object.entries(h)) {
+      const a = ID.test(k) ? decodeAdmin(v) : null;
+      if (a) out[k] = a;
+    }
     return out;
   }
 
@@ -367,6 +387,18 @@ export class SessionTable {
     });
     return { close: () => sub.disconnect() };
   }
+}
+
+/** A firewall's shared admin state: `enabled` from `at` (ms since the epoch) on. */
+export interface AdminState {
+  enabled: boolean;
+  at: number;
+}
+
+/** "1 1764670000000" (or "1" as written before times were shared: in force since ever). */
+export function decodeAdmin(v: unknown): AdminState | null {
+  const m = typeof v === 'string' ? /^([01])(?: (\d{1,15}))?$/.exec(v) : null;
+  return m ? { enabled: m[1] === '1', at: m[2] ? Number(m[2]) : 0 } : null;
 }
 
 const IDS = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 4096 && v.every((x) => typeof x === 'string' && /^[A-Za-z0-9_-]{1,32}$/.test(x));
