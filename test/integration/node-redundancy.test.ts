@@ -145,7 +145,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
   });
 
-  await t.test("a reused 5-tuple whose earlier connection was pinned: the new connection follows the current table, also through nodes that never saw it start", async (t) => {
+  await t.test("a reused 5-tuple whose earlier connection was pinned, and whose TIME_WAIT entry node 2 still holds: the new connection follows the current table through node 2 too", async (t) => {
     const c1 = clients[0];
     const port = Array.from({ length: 2000 }, (_, i) => 63000 + i).find((p) => firewallOf(c1.addr!, p) === 'fw2')!;
     // The earlier connection on this tuple crossed fw1 while fw2 was out and is pinned there since fw2 came back: its
@@ -161,16 +161,21 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     }
     const pinning = () => lab.balancerNames().filter((n) => inNs(lab.ns(n), ['nft', 'list', 'map', 'inet', 'fwlb', 'pins']).toString().includes(` . ${port} . `));
     await waitUntil(() => pinning().length === 4, 10000, () => `every node to pin the earlier connection (${pinning().join(', ')})`);
+    // Node 2 of each side carried part of the earlier connection: it still holds its entry in TIME_WAIT, fw1's mark.
+    for (const n of ['ob2', 'ib2']) inNs(lab.ns(n), ['conntrack', '-I', '-p', 'tcp', '-s', c1.addr!, '-d', vip, '--sport', String(port), '--dport', String(ECHO_PORT), '--state', 'TIME_WAIT', '--timeout', '120', '--mark', String(markOf('fw1'))]);
+    const staleOn = () => ['ob2', 'ib2'].filter((n) => lab.kernelSessions(n).some((e) => e.sport === port && e.mark === markOf('fw1')));
     lab.resetFirewallCounters();
     // The new connection starts through node 1 of each side; the routers move it to node 2 after 1.5 s.
     routeOnly(1);
     const stream = drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 5000, intervalMs: 100, localPorts: [port] } });
     await sleep(1500);
     const stale = pinning();
+    const staleEntries = staleOn();
     routeOnly(2);
     const r = await stream;
     routeOnly(null);
     t.same(stale, [], 'once the new connection was recorded, no node pinned its tuple to fw1 any more');
+    t.same(staleEntries, [], "and node 2 no longer held the earlier connection's entry");
     t.equal(r.long.ok, 1, `the new connection lived through the move to node 2 ${JSON.stringify(r.long.errors)}${r.long.broken ? ` ${flowTraces([port])}` : ''}`);
     const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
     t.same(on, ['fw2'], "it crossed fw2, its bucket's firewall, only");

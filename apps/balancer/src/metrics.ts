@@ -72,6 +72,7 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     counterFrom(reg, 'fwlb_session_sync_resyncs_total', 'Full re-syncs from a conntrack dump.', [], num('resyncs'));
     counterFrom(reg, 'fwlb_conntrack_event_overruns_total', 'Times the kernel dropped conntrack events (the event socket overran).', [], num('eventOverruns'));
     counterFrom(reg, 'fwlb_session_records_rejected_total', 'Records read back from Redis that did not decode.', [], num('rejectedRecords'));
+    counterFrom(reg, 'fwlb_conntrack_stale_deleted_total', "Conntrack entries of earlier connections deleted because a new connection took their tuple on another firewall.", [], num('staleEntriesDeleted'));
     gaugeFrom(reg, 'fwlb_session_cache_entries', 'Sessions this node keeps for its pins.', [], num('cached'));
     gaugeFrom(reg, 'fwlb_redis_up', 'The Redis connection is ready (1).', [], () => [[{}, b(s.sync!().redis === 'ready')]]);
   }

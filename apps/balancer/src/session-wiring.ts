@@ -2,7 +2,7 @@
 // pins come from, and the shared health views and bucket epochs; shell layer of apps/balancer (the only place that
 // wires libs/conntrack and libs/session-table together).
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
+import { ConntrackEvents, deleteConntrack, dumpConntrack, getConntrack } from '@fwlb/conntrack';
 import { connect, parseSessionId, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
 import { AgreementLoop, hashConfigDigest } from './agreement';
 import { SessionCache } from './pins';
@@ -50,6 +50,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   const cache = new SessionCache(config.hash.seed, config.hash.buckets);
   const firewallIds = new Set(config.firewalls.map((f) => f.id));
   let rejectedHere = 0;
+  let staleDeleted = 0;
   // A record from Redis becomes a pin only if it names a configured firewall; its expiry is capped, so a record
   // cannot hold a pin for longer than a node would refresh it.
   const ttl = recordTtl(resyncMs);
@@ -186,6 +187,21 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
     for (const id of valid) cache.deleteId(id);
     for (const rec of recs) admit(rec);
     if (wasPin || recs.some((rec) => cache.isException(rec, t))) trigger();
+    // A new connection on an earlier one's tuple: this node may still hold the earlier one's conntrack entry (in
+    // TIME_WAIT, or one direction of it), whose mark would send the new connection's packets to the earlier
+    // firewall if the routers move it here. Such an entry goes; the next packet finds its firewall as a flow
+    // without state does (the conn sets, the pins, the hash).
+    let deleted = 0;
+    for (const rec of recs) {
+      if (!firewallIds.has(rec.firewall)) continue;
+      const e = await getConntrack({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto });
+      const fw = e ? firewallOf(e.mark) : undefined;
+      if (e && fw && fw !== rec.firewall && (await deleteConntrack(e))) deleted++;
+    }
+    if (deleted) {
+      staleDeleted += deleted;
+      log(`deleted ${deleted} conntrack entries of earlier connections whose tuple a new connection on another firewall took`);
+    }
   };
   const sub = await table.subscribe((ev) => {
     if (ev.type === 'moved') void refresh(ev.ids).catch((e) => log(`session refresh failed, pins stay as they are until the next load: ${(e as Error).message}`));
@@ -225,7 +241,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
           return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }
       },
-      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere }),
+      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere, staleEntriesDeleted: staleDeleted }),
     },
     alarms: () => [agreement.alarm, agreement.configAlarm].filter((a): a is string => a !== null),
     shareAdmin: async (id, enabled, at) => (await table.setAdmin(id, enabled, at)).at,

@@ -148,6 +148,20 @@ export function encodeTuple(t: CtTuple): Buffer {
   return Buffer.concat([attr(CTA_TUPLE.IP, ip, true), attr(CTA_TUPLE.PROTO, proto, true)]);
 }
 
+/**
+ * The payload that names one entry by its original tuple (a GET finds the entry whichever direction the tuple is);
+ * with `id`, a DELETE removes that entry only, not a newer one that took its tuple.
+ */
+export function encodeLookup(t: CtTuple, id?: number): Buffer {
+  const parts = [nfgenmsg(), attr(CTA.TUPLE_ORIG, encodeTuple(t), true)];
+  if (id !== undefined) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(id >>> 0);
+    parts.push(attr(CTA.ID, b));
+  }
+  return Buffer.concat(parts);
+}
+
 /** Encodes an entry's message payload (nfgenmsg + attributes). */
 export function encodeEntry(e: CtEntry): Buffer {
   const u32 = (v: number) => {

@@ -4,7 +4,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createNetlink } from 'netlink';
-import { CtEntry, CtEventKind, IPCTNL_MSG_CT_GET, nfgenmsg, NFNL_SUBSYS_CTNETLINK, parseEntry } from './codec';
+import { CtEntry, CtEventKind, CtTuple, encodeLookup, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET, nfgenmsg, NFNL_SUBSYS_CTNETLINK, parseEntry } from './codec';
 
 const READER = join(__dirname, 'event-reader.js');
 
@@ -41,6 +41,58 @@ export async function dumpConntrack(): Promise<CtEntry[]> {
   } finally {
     sock.close();
   }
+}
+
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+const NLMSG_ERROR = 2;
+const ENOENT = 2;
+
+/**
+ * One ctnetlink request about one entry, read off the raw socket. Why not the package's request(): the kernel
+ * answers a GET with one message flagged multipart and no DONE, which the package refuses as unterminated.
+ * Resolves to the entry the answer carried (null without one), or "absent" when the kernel said ENOENT.
+ */
+function ctOne(type: number, payload: Buffer, what: string): Promise<CtEntry | null | 'absent'> {
+  const sock = createNetlink(NETLINK_NETFILTER);
+  return new Promise((resolve, reject) => {
+    let entry: CtEntry | null = null;
+    const finish = (err: Error | null, v?: CtEntry | null | 'absent') => {
+      clearTimeout(timer);
+      sock.close();
+      if (err) reject(err);
+      else resolve(v!);
+    };
+    const timer = setTimeout(() => finish(new ConntrackError('ETIMEDOUT', `${what}: no answer within 5000 ms`)), 5000);
+    sock.socket.on('message', (buf: Buffer) => {
+      for (let off = 0; off + 16 <= buf.length; ) {
+        const len = buf.readUInt32LE(off);
+        if (len < 16 || off + len > buf.length) return finish(new ConntrackError('ENETLINK', `${what}: malformed answer`));
+        const body = buf.subarray(off + 16, off + len);
+        const t = buf.readUInt16LE(off + 4);
+        if (t === NLMSG_ERROR) {
+          const errno = body.length >= 4 ? -body.readInt32LE(0) : -1;
+          if (errno === 0) return finish(null, entry);
+          if (errno === ENOENT) return finish(null, 'absent');
+          return finish(new ConntrackError(errno === 1 ? 'EPERM' : 'ENETLINK', `${what}: errno ${errno}`));
+        }
+        if (t >> 8 === NFNL_SUBSYS_CTNETLINK) entry = parseEntry(body) ?? entry;
+        off += (len + 3) & ~3;
+      }
+    });
+    sock.send((NFNL_SUBSYS_CTNETLINK << 8) | type, payload, { flags: NLM_F_REQUEST | NLM_F_ACK }, (e) => e && finish(toError(e, what)));
+  });
+}
+
+/** The entry a tuple belongs to (as its original or its reply direction), or null when there is none. */
+export async function getConntrack(t: CtTuple): Promise<CtEntry | null> {
+  const r = await ctOne(IPCTNL_MSG_CT_GET, encodeLookup(t), 'conntrack get');
+  return r === 'absent' ? null : r;
+}
+
+/** Delete exactly this entry (its original tuple and id); false when it is gone already. */
+export async function deleteConntrack(e: Pick<CtEntry, 'orig' | 'id'>): Promise<boolean> {
+  return (await ctOne(IPCTNL_MSG_CT_DELETE, encodeLookup(e.orig, e.id), 'conntrack delete')) !== 'absent';
 }
 
 export interface EventStreamOptions {
