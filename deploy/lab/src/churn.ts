@@ -46,11 +46,14 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
   let toggles = 0;
   const changedAt: number[] = [];
   let moves = 0;
+  const t0 = Date.now();
   const toggler = (async () => {
     if (!o.toggleMs) return;
     let enabled = true;
-    while (running) {
-      await sleep(o.toggleMs);
+    // On a fixed schedule: an admin change answers once it is in force (a second or two with a session table),
+    // which must not stretch the interval.
+    for (let k = 1; running; k++) {
+      await sleep(Math.max(0, t0 + k * o.toggleMs - Date.now()));
       if (!running) break;
       enabled = !enabled;
       changedAt.push(Date.now());
