@@ -178,7 +178,9 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   };
   // A packet from a suspect firewall proves that it still forwards this flow: remember the flow for a while.
   // Rendered only for suspect firewalls, so the common path pays nothing for it.
-  for (const f of o.suspect) add(null, [...fromFirewall(f), ipv4, tcpUdp, setOp('update', FIREWALL_TUPLE, 'heard')]);
+  // Keyed by the connection's original tuple, the same for both directions whatever NAT does on this node (the
+  // embedded SLB's replies carry the real server's address, not the VIP the firewall sent the packets to).
+  for (const f of o.suspect) add(null, [...fromFirewall(f), ipv4, tcpUdp, setOp('update', CT_ORIGINAL_TUPLE, 'heard')]);
   rules.push(...natPoolRules(x, labeled));
   if (o.anyLive) {
     // Every packet that is not a SYN fails this at its third comparison.
@@ -192,7 +194,7 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   // hashing, pins and learning from a firewall, all for forwarded flows). Why `ct mark {restorable}`: a flow on a
   // firewall whose link is down is re-hashed instead of black-holed.
   if (o.restoreMarks.length) add('restore', [side, eq(ctMark, { set: o.restoreMarks }), counter, set(meta('mark'), ctMark), accept]);
-  if (o.suspectMarks.length) add('restore-heard', [side, eq(ctMark, { set: o.suspectMarks }), ipv4, tcpUdp, eq({ concat: SIDE_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), accept]);
+  if (o.suspectMarks.length) add('restore-heard', [side, eq(ctMark, { set: o.suspectMarks }), ipv4, tcpUdp, eq({ concat: CT_ORIGINAL_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), accept]);
   add(null, [notSide, tcp, synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
   // An established packet from a firewall leaves here: learning needs ct mark 0, everything else is for the side.
   add(null, [notSide, ne(ctMark, 0), accept]);
