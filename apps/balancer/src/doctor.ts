@@ -4,7 +4,7 @@ import { nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
 import { Rtnl } from '@fwlb/routing';
 import { conntrackAdvice, conntrackUse } from '@fwlb/conntrack';
-import { BALANCER_DEFAULTS } from '@fwlb/config';
+import { BALANCER_DEFAULTS, TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
 import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
 
 export { Check, formatChecks } from '@fwlb/service';
@@ -49,6 +49,8 @@ function probeCommands(): unknown[] {
             { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
             { mangle: { key: { ct: { key: 'event' } }, value: ['new', 'reply', 'assured', 'destroy'] } },
             { set: { op: 'update', elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] }, set: '@h' } },
+            // The switch of bucket maps at an agreed second (meta time, kernel 5.4).
+            { match: { op: '<', left: { meta: { key: 'time' } }, right: 1 } },
           ],
         },
       },
@@ -56,16 +58,17 @@ function probeCommands(): unknown[] {
   ];
 }
 
-export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number } = {}): Promise<Check[]> {
+/** `siblings`: the node has a session table, so it may have siblings on its side (then TIME_WAIT matters). */
+export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean } = {}): Promise<Check[]> {
   const checks: Check[] = [];
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
   checks.push({ name: 'nft binary', ok: v.status === 0, required: true, detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package' });
   if (v.status === 0) {
     try {
       await nftCli().check(probeCommands());
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps', ok: true, required: true, detail: 'nft -c accepted the probe table' });
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time', ok: true, required: true, detail: 'nft -c accepted the probe table' });
     } catch (e) {
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
+      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
     }
   }
   const ct = sysctl('net/netfilter/nf_conntrack_max');
@@ -85,6 +88,17 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
     checks.push({ name: 'policy routing (rtnetlink rules)', ok: false, required: true, detail: `cannot read ip rules through netlink: ${(e as Error).message}` });
   }
   checks.push(ipForwardCheck());
+  if (opts.siblings) {
+    const tw = Number(sysctl('net/netfilter/nf_conntrack_tcp_timeout_time_wait') ?? NaN);
+    checks.push({
+      name: 'conntrack TIME_WAIT',
+      ok: tw <= TIME_WAIT_ADVICE_SECONDS,
+      required: false,
+      detail: tw <= TIME_WAIT_ADVICE_SECONDS
+        ? `${tw} s`
+        : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection's entry keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
+    });
+  }
   if (opts.health) {
     const py = await probeHelperRunnable();
     checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
 import { ECHO_PORT, FIREWALL_RULESET_PATH, firewallNatRules, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
+import { TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
 import { conntrackdConfig } from './conntrackd';
 import { keepalivedNode, renderKeepalived, VRRP_TIMERS } from './keepalived';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
@@ -70,6 +71,9 @@ export class Lab {
       if (h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv4.fib_multipath_hash_policy=1');
       // Nodes answer the twin's firewall probes through the firewall they came from (see render.ts).
       if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv4.fwmark_reflect=1', 'net.ipv4.tcp_fwmark_accept=1');
+      // Several nodes per side: an ended connection's entry goes within a second (fwlb doctor's advice), so a new
+      // connection that reuses its tuple and is moved to this node does not meet it.
+      if ((h.role === 'outside' || h.role === 'inside') && this.t.opts.nodesPerSide > 1) sys.push(`net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS}`);
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
       if (h.role === 'client' || h.role === 'server') sys.push(`net.ipv4.ip_local_port_range=${WIDE_PORTS}`, 'net.ipv4.tcp_tw_reuse=1');
       inNs(h.ns, ['sysctl', '-qw', ...sys]);

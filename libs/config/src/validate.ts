@@ -47,6 +47,14 @@ export type ResolvedBalancerConfig = Readonly<
   }
 >;
 
+/**
+ * conntrack's TIME_WAIT timeout fwlb advises on a node with siblings (several nodes per side): an ended connection's
+ * entry keeps its firewall's mark for that long, and a new connection that reuses the tuple (a CGNAT client within
+ * a second or two) and is moved to this node by the routers before it was answered would be restored to that
+ * firewall. A balancer's entry is only a cache of the firewall; the firewalls keep their own TIME_WAIT.
+ */
+export const TIME_WAIT_ADVICE_SECONDS = 1;
+
 export const BALANCER_DEFAULTS = {
   buckets: 251,
   order: 'canonical' as const,
