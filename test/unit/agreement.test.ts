@@ -1,7 +1,7 @@
 // Unit: the layer-2 agreement loop against a fake store (views, lock, epochs with generations), on a fake clock.
 import { t } from 'tap';
 import { AgreementLoop, AgreementStore, Agreement, hashConfigDigest } from '@fwlb/balancer';
-import type { EpochDoc } from '@fwlb/session-table';
+import { decodeEpoch, EpochDoc } from '@fwlb/session-table';
 
 const IDS = ['fw1', 'fw2', 'fw3'];
 
@@ -22,10 +22,10 @@ function fakeStore(node: string) {
     },
     healthViews: async () => s.views,
     epoch: async () => s.doc,
-    publishEpoch: async (members, live, down) => {
+    publishEpoch: async (members, live, down, _now, joinAt) => {
       if (s.leader !== node) return null;
       s.published++;
-      s.doc = { epoch: ++s.counter, generation: s.generation, members, live, down, by: node, at: 0 };
+      s.doc = { epoch: ++s.counter, generation: s.generation, members, live, down, by: node, at: 0, ...(joinAt !== undefined ? { joinAt } : {}) };
       return s.doc;
     },
     setHealthView: async (view, _now, digest) => {
@@ -111,7 +111,7 @@ t.test('four nodes (issue 10): one node that sees a firewall down vetoes it for 
   // ib2 lost every link: it publishes an empty view, which counts for nothing.
   s.views.ib2 = {};
   await l.step();
-  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [] }, 'an empty view is an abstention, not a veto');
+  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 1000 }, 'an empty view is an abstention, not a veto (fw2 joins at the next whole second)');
   for (const n of ['ob2', 'ib1', 'ib2']) s.views[n] = {};
   await l.publish({});
   t.equal(applied.length, 2, 'only abstentions: nothing to agree on, the last epoch stays');
@@ -139,4 +139,29 @@ t.test('nodes compare their hash config digests: a node with another seed or oth
   s.digests.ib2 = d;
   await l.publish();
   t.equal(l.configAlarm, null, 'fixed: the alarm clears');
+});
+
+t.test('a firewall that joins does so at one whole second ahead on every node; one that leaves, at once; a pending join keeps its time', async (t) => {
+  const { s, store } = fakeStore('ob');
+  const applied: Agreement[] = [];
+  let now = 10_300;
+  const l = new AgreementLoop({ ids: IDS, store, periodMs: 1000, apply: (a) => applied.push(a), now: () => now });
+  await l.publish({ fw1: true, fw2: false, fw3: true });
+  t.same(applied.at(-1), { epoch: 1, live: ['fw1', 'fw3'], down: ['fw2'] }, 'the first epoch applies at once');
+  await l.publish({ fw1: true, fw2: true, fw3: true });
+  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 12_000 }, 'fw2 joins at the next whole second at least 1 s ahead');
+  now = 10_500;
+  await l.publish({ fw1: true, fw2: true, fw3: false });
+  t.same(applied.at(-1), { epoch: 3, live: ['fw1', 'fw2'], down: ['fw3'], joinAt: 12_000 }, 'fw3 leaves at once; fw2 still joins at its time');
+  now = 12_500;
+  s.views.ib = { fw1: true, fw2: true, fw3: true };
+  await l.publish({ fw1: true, fw2: true, fw3: true });
+  t.same(applied.at(-1), { epoch: 4, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 14_000 });
+});
+
+t.test('an epoch document read back from Redis: joinAt is a whole number of ms or absent; anything else refuses the document', async (t) => {
+  const base = { epoch: 3, generation: 'g', members: IDS, live: IDS, down: [], by: 'ob', at: 5 };
+  t.same(decodeEpoch(JSON.stringify({ ...base, joinAt: 7000 }))?.joinAt, 7000);
+  t.equal(decodeEpoch(JSON.stringify(base))?.joinAt, undefined);
+  for (const joinAt of [-1, 1.5, '7000', null]) t.equal(decodeEpoch(JSON.stringify({ ...base, joinAt })), null, `joinAt ${JSON.stringify(joinAt)}`);
 });

@@ -253,3 +253,18 @@ t.test('an admin change with a time: the wish at once, the table from its time o
   m.setAdmin('fw2', false);
   t.same([m.snapshot().live, m.pendingAt()], [['fw1', 'fw3'], null], 'a change back before the time cancels it (a failed apply rolls back this way)');
 });
+
+t.test('an agreed join takes effect at its time; the first agreement, and a leave, at once', async (t) => {
+  let now = 1_000_000;
+  const m = new Membership(cfg(true), true, () => now);
+  m.setAgreement({ epoch: 1, live: ['fw1', 'fw3'], down: [], joinAt: 1_002_000 });
+  t.same(m.snapshot().live, ['fw1', 'fw3'], 'the first agreement applies at once (there is nothing before it)');
+  m.setAgreement({ epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 1_002_000 });
+  t.same(m.snapshot().live, ['fw1', 'fw3'], 'fw2 waits for its time');
+  t.same(m.snapshot(1_002_000).live, ['fw1', 'fw2', 'fw3'], 'and joins then');
+  t.equal(m.pendingAt(), 1_002_000);
+  m.setAgreement({ epoch: 3, live: ['fw2', 'fw3'], down: [], joinAt: 1_002_000 });
+  t.same(m.snapshot().live, ['fw3'], 'fw1 leaves at once, fw2 still waits');
+  now = 1_002_000;
+  t.same([m.snapshot().live, m.pendingAt()], [['fw2', 'fw3'], null]);
+});

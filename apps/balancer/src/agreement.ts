@@ -3,14 +3,14 @@
 // clocked by the caller, so tests drive it with a fake store.
 import { agreedDown, agreedUp, EpochDoc, voters } from '@fwlb/session-table';
 import { createHash } from 'node:crypto';
-import type { Agreement } from './membership';
+import { Agreement, switchTime } from './membership';
 
 /** The part of libs/session-table the agreement uses. */
 export interface AgreementStore {
   lead(ttlMs: number): Promise<boolean>;
   healthViews(maxAgeMs: number, now?: number): Promise<Record<string, Record<string, boolean>>>;
   epoch(): Promise<EpochDoc | null>;
-  publishEpoch(members: string[], live: string[], down: string[], now?: number): Promise<EpochDoc | null>;
+  publishEpoch(members: string[], live: string[], down: string[], now?: number, joinAt?: number): Promise<EpochDoc | null>;
   setHealthView(view: Record<string, boolean>, now?: number, digest?: string): Promise<void>;
   /** Every node's hash config digest (fresh views only). */
   configDigests?(maxAgeMs: number, now?: number): Promise<Record<string, string>>;
@@ -74,7 +74,7 @@ export class AgreementLoop {
     this.alarm = null;
     this.appliedEpoch = doc.epoch;
     this.appliedGeneration = doc.generation;
-    this.o.apply({ epoch: doc.epoch, live, down: doc.down.filter((id) => known.has(id)) });
+    this.o.apply({ epoch: doc.epoch, live, down: doc.down.filter((id) => known.has(id)), ...(doc.joinAt !== undefined ? { joinAt: doc.joinAt } : {}) });
     this.o.log?.(`applied epoch ${doc.epoch} by ${doc.by}: live ${live.join(',')}`, { event: 'epoch', epoch: doc.epoch, by: doc.by, live });
   }
 
@@ -89,7 +89,12 @@ export class AgreementLoop {
     const down = agreedDown(views, this.o.ids);
     const cur = await this.o.store.epoch();
     if (cur && JSON.stringify(cur.live) === JSON.stringify(live) && JSON.stringify(cur.down) === JSON.stringify(down)) return;
-    await this.o.store.publishEpoch(this.o.ids, live, down, this.now());
+    // A firewall that joins new sessions does so at one second on every node (see switchTime); one that leaves does
+    // at once (it failed, or a node sees it down and keeps it out of its own table already).
+    // A join still to come keeps its time in the next epoch.
+    const joins = live.some((id) => !(cur?.live ?? []).includes(id));
+    const pending = cur?.joinAt !== undefined && cur.joinAt > this.now() ? cur.joinAt : undefined;
+    await this.o.store.publishEpoch(this.o.ids, live, down, this.now(), joins && cur ? switchTime(this.now()) : pending);
   }
 
   /** Lead if possible, then apply; never throws (Redis away: the last agreement stays). */

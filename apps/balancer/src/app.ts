@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { Errors } from './errors';
+import { switchTime } from './membership';
 import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
 
@@ -30,13 +31,6 @@ export interface AppOptions {
   shareAdmin?: (id: string, enabled: boolean, at: number) => Promise<number>;
 }
 
-/**
- * How far ahead a shared admin change takes effect: every node of both sides must have it in its kernel before
- * then (an event through Redis and one reconcile), so that all switch bucket maps at the same second and no
- * connection's SYN and SYN-ACK meet two tables. Rounded up to a whole second (nft's `meta time` resolution).
- */
-export const ADMIN_LEAD_MS = 1000;
-export const adminSwitchTime = (now: number) => Math.ceil((now + ADMIN_LEAD_MS) / 1000) * 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const sessionsQuery = {
@@ -108,7 +102,7 @@ export function build(opts: AppOptions): FastifyInstance {
       // file; an alarm says it was not shared.
       let at = 0;
       if (opts.shareAdmin) {
-        at = await opts.shareAdmin(id, enabled, adminSwitchTime(Date.now())).then(
+        at = await opts.shareAdmin(id, enabled, switchTime(Date.now())).then(
           (t) => ((shareError = null), t),
           (e) => ((shareError = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`), 0),
         );

@@ -16,11 +16,23 @@ export function slots(c: ResolvedBalancerConfig): FirewallSlot[] {
   return c.firewalls.map((f, i) => ({ id: f.id, index: i, mark: c.marks.base + i, table: c.tables.base + i, priority: c.rulePriorities.base + i }));
 }
 
+/**
+ * How far ahead a change that every node must make at once takes effect: each node of both sides must have it in
+ * its kernel before then (an event through Redis and one reconcile), so that all switch bucket maps at the same
+ * second and no connection's SYN and SYN-ACK meet two tables. Rounded up to a whole second (nft's `meta time`).
+ */
+export const SWITCH_LEAD_MS = 1000;
+export const switchTime = (now: number) => Math.ceil((now + SWITCH_LEAD_MS) / 1000) * 1000;
+
 /** What every node agreed through the shared table (layer 2): the leader's epoch. */
 export interface Agreement {
   epoch: number;
-  /** Firewalls every node sees up: they may take new sessions. */
+  /**
+   * Firewalls every node sees up: they may take new sessions. Those the previous epoch did not have take them from
+   * `joinAt` on (ms since the epoch), when set: the same second on every node.
+   */
   live: string[];
+  joinAt?: number;
   /** Firewalls every node sees down: their flows are re-hashed unless a packet from them proves otherwise. */
   down: string[];
 }
@@ -69,6 +81,8 @@ export class Membership {
   private readonly detail = new Map<string, HealthDetail>();
   private readonly link = new Map<string, boolean>();
   private agreement: Agreement | null = null;
+  /** The agreed live firewalls before the current epoch, while its joins wait for their time. */
+  private liveBefore: Set<string> | null = null;
   /** The firewalls this node last saw up while not in panic: the membership panic mode keeps. */
   private lastGood: Set<string>;
   private readonly panicThreshold: number;
@@ -157,12 +171,11 @@ export class Membership {
     return a !== undefined && (t >= a.at ? a.enabled : a.before);
   }
 
-  /** The earliest admin change still to come (ms since the epoch), or null. */
+  /** The earliest change still to come (an admin change, an agreed join; ms since the epoch), or null. */
   pendingAt(): number | null {
     const now = this.now();
-    let at: number | null = null;
-    for (const a of this.admin.values()) if (a.at > now && (at === null || a.at < at)) at = a.at;
-    return at;
+    const times = [...[...this.admin.values()].map((a) => a.at), this.agreement?.joinAt ?? 0].filter((t) => t > now);
+    return times.length ? Math.min(...times) : null;
   }
 
   /** Every firewall's admin state (the operator's wish, pending or not), for the state file. */
@@ -201,6 +214,9 @@ export class Membership {
   }
 
   setAgreement(a: Agreement | null): void {
+    // A join still to come keeps the firewalls that were live before (if one is pending already, those of before it).
+    const pending = this.agreement?.joinAt !== undefined && this.agreement.joinAt > this.now() ? this.liveBefore : null;
+    this.liveBefore = a?.joinAt !== undefined && a.joinAt > this.now() ? (pending ?? new Set(this.agreement?.live ?? a.live)) : null;
     this.agreement = a;
   }
 
@@ -222,7 +238,8 @@ export class Membership {
   /** What follows at time `at` (default now): a pending admin change counts from its time on. */
   snapshot(at = this.now()): MembershipSnapshot {
     const a = this.agreement;
-    const agreedLive = a ? new Set(a.live) : null;
+    const joining = a?.joinAt !== undefined && at < a.joinAt && this.liveBefore;
+    const agreedLive = a ? new Set(joining ? a.live.filter((id) => this.liveBefore!.has(id)) : a.live) : null;
     const agreedDown = a ? new Set(a.down) : null;
     const live: string[] = [];
     const restorable: string[] = [];

@@ -115,6 +115,8 @@ export interface EpochDoc {
   /** Who computed it and when. */
   by: string;
   at: number;
+  /** Firewalls `live` that the previous epoch did not have take new sessions from this time on (ms since the epoch). */
+  joinAt?: number;
 }
 
 /**
@@ -292,9 +294,9 @@ export class SessionTable {
    * Publish a new bucket-table epoch, atomically and only while this node holds the leader lock (a leader whose
    * lock expired publishes nothing). Returns the document, or null when this node is not the leader.
    */
-  async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now()): Promise<EpochDoc | null> {
+  async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now(), joinAt?: number): Promise<EpochDoc | null> {
     const p = this.prefix;
-    const body = JSON.stringify({ members, live, down, by: this.node, at: now });
+    const body = JSON.stringify({ members, live, down, by: this.node, at: now, ...(joinAt !== undefined ? { joinAt } : {}) });
     const candidate = `${this.node}-${now.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
     const doc = await this.r.fwlbPublishEpoch(`${p}leader`, `${p}epoch:n`, `${p}epoch:gen`, `${p}epoch`, this.node, candidate, body, `${p}events`);
     return doc ? decodeEpoch(doc) : null;
@@ -412,10 +414,11 @@ export function decodeEpoch(text: string): EpochDoc | null {
     return null;
   }
   if (!d || typeof d !== 'object') return null;
-  const { epoch, generation, members, live, by, at } = d;
+  const { epoch, generation, members, live, by, at, joinAt } = d;
   const down = d.down ?? [];
   if (!Number.isSafeInteger(epoch) || (epoch as number) < 1 || typeof generation !== 'string' || !IDS(members) || !IDS(live) || !IDS(down) || typeof by !== 'string' || typeof at !== 'number') return null;
-  return { epoch: epoch as number, generation, members, live, down, by, at };
+  if (joinAt !== undefined && !(Number.isSafeInteger(joinAt) && (joinAt as number) >= 0)) return null;
+  return { epoch: epoch as number, generation, members, live, down, by, at, ...(joinAt !== undefined ? { joinAt: joinAt as number } : {}) };
 }
 
 /**
