@@ -21,6 +21,18 @@ const ctl = (args: string[], env: NodeJS.ProcessEnv = {}) =>
 const dir = mkdtempSync(join(tmpdir(), 'fwlbctl-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
+t.test('--help and --version answer without a node, exit 0; an unknown command is a usage error, exit 2', async (t) => {
+  for (const h of ['--help', '-h', 'help']) {
+    const r = await ctl([h]);
+    t.equal(r.status, 0, `${h}: exit 0`);
+    t.match(r.stdout, /^usage: fwlbctl /, `${h}: the usage on stdout`);
+  }
+  const v = await ctl(['--version']);
+  t.same([v.status, v.stdout.trim()], [0, 'fwlbctl 0.1.0']);
+  const bad = await ctl(['frobnicate']);
+  t.same([bad.status, /unknown command "frobnicate"/.test(bad.stderr)], [2, true]);
+});
+
 t.test('table pads columns', async (t) => {
   t.equal(table(['a', 'bb'], [['xxx', 1], [null, true]]), 'a    bb\nxxx  1\n-    true');
 });

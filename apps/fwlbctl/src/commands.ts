@@ -9,6 +9,8 @@ export interface Output {
 }
 
 export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--token-file F] [--json] COMMAND
+  help, --help, -h                        this text
+  --version                               fwlbctl's version
   status                                  the node: role, alarms, firewalls, epoch
   health [--timeout MS]                   exit 0 ok, 3 degraded (alarms printed), 4 no answer: for keepalived's track_script
   firewalls                               list the firewalls
@@ -48,6 +50,10 @@ const opt = (args: string[], name: string) => {
 export async function run(t: Target, args: string[]): Promise<Output> {
   const [cmd, sub, ...rest] = args;
   switch (cmd) {
+    case 'help':
+    case '--help':
+    case '-h':
+      return { json: { usage: USAGE }, text: USAGE };
     case 'status': {
       const [s, h] = await Promise.all([request(t, 'GET', '/status'), request(t, 'GET', '/health')]);
       const st = ok(s, 'status');

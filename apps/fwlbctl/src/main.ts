@@ -1,11 +1,16 @@
 #!/usr/bin/env node
 // fwlbctl: the command-line client of a node's REST API (balancer or SLB); the only place that touches process.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CtlError } from './client';
 import { run } from './commands';
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  if (argv.includes('--version')) {
+    console.log(`fwlbctl ${JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')).version}`);
+    return;
+  }
   const take = (name: string): string | undefined => {
     const i = argv.indexOf(name);
     if (i < 0) return undefined;
