@@ -182,13 +182,6 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
   });
 
-  // Admin changes switch every node's bucket map at one agreed second, so no handshake meets two tables whichever
-  // nodes its packets cross. (With the routes also moving flows between the nodes: bench/port-reuse.)
-  await t.test(PORT_REUSE_TITLE, async (t) => {
-    routeOnly(null);
-    await portReuse(t, lab);
-  });
-
   // The ECMP routes follow the nodes' /health from here on (the lab's route agent: BGP with health-driven
   // withdrawal, in a real network).
   routeOnly(null);
