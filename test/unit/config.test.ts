@@ -12,6 +12,17 @@ const good = () => ({
   hash: { seed: 1234 },
 });
 
+/** The config error's message, or "accepted". */
+const err = (doc: unknown) => {
+  try {
+    validateBalancerConfig(doc);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.message;
+    throw e;
+  }
+  return 'accepted';
+};
+
 t.test('health defaults', async (t) => {
   const c = validateBalancerConfig({ ...good(), health: { target: '203.0.113.1' } });
   t.same(c.health!.check, { kind: 'icmp' });
@@ -111,15 +122,6 @@ t.test('sync groups: a name per firewall; a group of one is refused, naming the 
   const fws = (g: (string | undefined)[]) => g.map((syncGroup, i) => ({ id: `fw${i + 1}`, nextHop: `172.16.${i + 1}.2`, interface: `fw${i + 1}`, ...(syncGroup ? { syncGroup } : {}) }));
   const ok = validateBalancerConfig({ ...base, firewalls: fws(['a', 'a', undefined]) });
   t.same(ok.firewalls.map((f) => f.syncGroup), ['a', 'a', undefined]);
-  const err = (doc: unknown) => {
-    try {
-      validateBalancerConfig(doc);
-    } catch (e) {
-      if (e instanceof ConfigError) return e.message;
-      throw e;
-    }
-    return 'accepted';
-  };
   t.match(err({ ...base, firewalls: fws(['a', 'b', 'b']) }), /\/firewalls\/0\/syncGroup: sync group "a" has no other firewall/);
   t.match(err({ ...base, firewalls: fws(['a a', 'a a']) }), /\/firewalls\/0\/syncGroup/);
 });
@@ -129,15 +131,6 @@ t.test('NAT pools: prefixes of one firewall each, host bits clear, no next hop i
   const ok = validateBalancerConfig(pools(['10.96.1.0/24', '192.0.2.7'], ['10.96.2.0/24']));
   t.same(ok.firewalls.map((f) => f.natPools), [['10.96.1.0/24', '192.0.2.7'], ['10.96.2.0/24']]);
   t.same(validateBalancerConfig(good()).firewalls[0].natPools, [], 'none unless given');
-  const err = (doc: unknown) => {
-    try {
-      validateBalancerConfig(doc);
-    } catch (e) {
-      if (e instanceof ConfigError) return e.message;
-      throw e;
-    }
-    return 'accepted';
-  };
   t.match(err(pools(['10.96.1.7/24'])), /\/firewalls\/0\/natPools\/0: 10\.96\.1\.7\/24 has host bits set: did you mean 10\.96\.1\.0\/24\?/);
   t.match(err(pools(['10.96.1.0/33'])), /\/firewalls\/0\/natPools\/0: .*prefix length must be 0 to 32/);
   t.match(err(pools(['10.96.1.300/24'])), /\/firewalls\/0\/natPools\/0: .*not an IPv4 address or prefix/);
