@@ -1,7 +1,7 @@
 // Unit: kernel-identical jhash, canonical keys and the Maglev bucket table (table-driven + fast-check properties).
 import { t } from 'tap';
 import fc from 'fast-check';
-import { bucketMoves, bucketOf, buildGroupedTable, buildTable, syncGroupRescue, canonicalKey, distribution, jhash, keyImage, moved, reciprocalScale, PROTO_TCP, PROTO_UDP, PROTO_ICMP } from '@fwlb/flowhash';
+import { bucketMoves, bucketOf, canonicalAddress, familyOf, formatAddress, parseAddress, parseIPv4, buildGroupedTable, buildTable, syncGroupRescue, canonicalKey, distribution, jhash, keyImage, moved, reciprocalScale, PROTO_TCP, PROTO_UDP, PROTO_ICMP } from '@fwlb/flowhash';
 
 // Captured from the kernel (6.18, nft 1.0.6): `udp dport 9 meta mark set jhash ip saddr . th sport . ip daddr .
 // th dport . meta l4proto mod 251 seed 0x12345678`, 127.0.0.1:sport -> 127.0.0.1:9, marks read back from conntrack.
@@ -164,4 +164,48 @@ t.test('property: with sync groups, live members keep their buckets and a down m
     }),
   );
   t.pass();
+});
+
+t.test('IPv6 addresses: every RFC 4291 text form parses to the same bytes, and prints in the RFC 5952 form', async (t) => {
+  const forms = ['2001:db8:0:0:0:0:0:1', '2001:DB8::1', '2001:0db8:0000::0001', '2001:db8::0:1'];
+  for (const f of forms) t.equal(canonicalAddress(f), '2001:db8::1', f);
+  t.equal(canonicalAddress('::'), '::');
+  t.equal(canonicalAddress('::1'), '::1');
+  t.equal(canonicalAddress('fe80::'), 'fe80::');
+  t.equal(canonicalAddress('2001:db8:0:1:0:0:0:1'), '2001:db8:0:1::1', 'the longest zero run');
+  t.equal(canonicalAddress('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1', 'the first of two equal runs');
+  t.equal(canonicalAddress('2001:db8:1:1:1:1:0:1'), '2001:db8:1:1:1:1:0:1', 'one zero word stays');
+  t.equal(canonicalAddress('::ffff:192.0.2.1'), '::ffff:c000:201', 'a dotted quad tail');
+  t.equal(canonicalAddress('192.0.2.001'), '192.0.2.1', 'IPv4 too');
+  t.same([...parseAddress('2001:db8::ff00:42:8329')], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0x42, 0x83, 0x29]);
+  for (const bad of ['2001:db8::1::2', '2001:db8:1:2:3:4:5:6:7', '2001:db8:1:2:3:4:5', '2001:db8::g', '12345::', ':1', '1:', '::ffff:192.0.2.256', '2001:db8::1/64', ''])
+    t.throws(() => parseAddress(bad), { name: 'TypeError' }, `refused: ${JSON.stringify(bad)}`);
+  t.equal(familyOf('2001:db8::1'), 6);
+  t.equal(familyOf('192.0.2.1'), 4);
+  t.throws(() => parseIPv4('2001:db8::1'), /not an IPv4 address/);
+});
+
+t.test('property: the RFC 5952 form round-trips any 16 bytes', async (t) => {
+  fc.assert(fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (b) => {
+    const text = formatAddress(b);
+    return Buffer.from(parseAddress(text)).equals(Buffer.from(b)) && formatAddress(parseAddress(text.toUpperCase())) === text;
+  }), { numRuns: 2000 });
+  t.pass('2,000 random addresses');
+});
+
+t.test('IPv6 key image: four registers per address, ports and protocol padded as for IPv4', async (t) => {
+  const img = keyImage({ outerAddr: '2001:db8::11', outerPort: 0x1234, innerAddr: '2001:db8:1::12', innerPort: 80, proto: PROTO_TCP });
+  t.same([...img], [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x12, 0x34, 0, 0, 0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0, 80, 0, 0, 6, 0, 0, 0]);
+  t.equal(keyImage({ outerAddr: '2001:db8::1', outerPort: 0, innerAddr: '2001:db8::2', innerPort: 0, proto: 58 }).length, 36);
+  t.throws(() => keyImage({ outerAddr: '2001:db8::1', outerPort: 1, innerAddr: '192.0.2.1', innerPort: 2, proto: PROTO_UDP }), /two families/);
+});
+
+t.test('property: both nodes hash an IPv6 flow to the same bucket', async (t) => {
+  const addr = fc.uint8Array({ minLength: 16, maxLength: 16 }).map(formatAddress);
+  fc.assert(fc.property(addr, addr, fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 0, max: 0xffffffff }), (c, s, cp, sp, seed) => {
+    const fromClient = canonicalKey('outside', { saddr: c, sport: cp, daddr: s, dport: sp, proto: PROTO_TCP });
+    const fromServer = canonicalKey('inside', { saddr: s, sport: sp, daddr: c, dport: cp, proto: PROTO_TCP });
+    return bucketOf(fromClient, seed, 251) === bucketOf(fromServer, seed, 251);
+  }), { numRuns: 2000 });
+  t.pass('2,000 random IPv6 flows');
 });

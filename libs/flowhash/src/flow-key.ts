@@ -44,14 +44,29 @@ export function hasPorts(proto: number): boolean {
 
 const parsed = new Map<string, Uint8Array>();
 
-/** Parses (and remembers: sessions share addresses, and a recovering node hashes 100k of them) an IPv4 address. The result is shared: do not modify it. */
-export function parseIPv4(addr: string): Uint8Array {
+/**
+ * Parses (and remembers: sessions share addresses, and a recovering node hashes 100k of them) an IPv4 address
+ * (4 bytes) or an IPv6 address (16 bytes, any RFC 4291 text form). The result is shared: do not modify it.
+ */
+export function parseAddress(addr: string): Uint8Array {
   const hit = parsed.get(addr);
   if (hit) return hit;
-  const out = parseIPv4Uncached(addr);
+  const out = addr.includes(':') ? parseIPv6Uncached(addr) : parseIPv4Uncached(addr);
   if (parsed.size >= 65536) parsed.clear();
   parsed.set(addr, out);
   return out;
+}
+
+/** An IPv4 address's 4 bytes (throws on anything else). */
+export function parseIPv4(addr: string): Uint8Array {
+  const out = parseAddress(addr);
+  if (out.length !== 4) throw new TypeError(`not an IPv4 address: ${addr}`);
+  return out;
+}
+
+/** 4 or 6: the family of an address in text form (by its separator; parseAddress checks the rest). */
+export function familyOf(addr: string): 4 | 6 {
+  return addr.includes(':') ? 6 : 4;
 }
 
 function parseIPv4Uncached(addr: string): Uint8Array {
@@ -65,18 +80,72 @@ function parseIPv4Uncached(addr: string): Uint8Array {
   return out;
 }
 
+function parseIPv6Uncached(addr: string): Uint8Array {
+  const bad = () => new TypeError(`not an IPv6 address: ${addr}`);
+  let text = addr;
+  const words: number[] = [];
+  // A trailing dotted quad (::ffff:192.0.2.1) stands for the last two words.
+  const quad = /^(.*:)(\d{1,3}(?:\.\d{1,3}){3})$/.exec(text);
+  let tail: number[] = [];
+  if (quad) {
+    const b = parseIPv4Uncached(quad[2]);
+    tail = [(b[0] << 8) | b[1], (b[2] << 8) | b[3]];
+    text = quad[1].endsWith('::') ? quad[1] : quad[1].slice(0, -1);
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) throw bad();
+  const group = (h: string) => (h === '' ? [] : h.split(':').map((g) => {
+    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw bad();
+    return parseInt(g, 16);
+  }));
+  const head = group(halves[0]);
+  const rest = halves.length === 2 ? group(halves[1]) : [];
+  const given = head.length + rest.length + tail.length;
+  if (halves.length === 2 ? given > 7 : given !== 8) throw bad();
+  words.push(...head, ...new Array(8 - given).fill(0), ...rest, ...tail);
+  const out = new Uint8Array(16);
+  words.forEach((w, i) => { out[2 * i] = w >> 8; out[2 * i + 1] = w & 0xff; });
+  return out;
+}
+
+/** The canonical text form of an address (RFC 5952 for IPv6: lower case, no leading zeros, the longest run of two or more zero words as ::). */
+export function formatAddress(b: Uint8Array): string {
+  if (b.length === 4) return b.join('.');
+  if (b.length !== 16) throw new TypeError(`not an address: ${b.length} bytes`);
+  const w = Array.from({ length: 8 }, (_, i) => (b[2 * i] << 8) | b[2 * i + 1]);
+  let best = -1, bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (w[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && w[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (ws: number[]) => ws.map((x) => x.toString(16)).join(':');
+  return best < 0 ? hex(w) : `${hex(w.slice(0, best))}::${hex(w.slice(best + bestLen))}`;
+}
+
+/** An address in its canonical text form (throws on a malformed one). */
+export function canonicalAddress(addr: string): string {
+  return formatAddress(parseAddress(addr));
+}
+
 /**
  * The register image nft hashes for `ip saddr . th sport . ip daddr . th dport . meta l4proto` (TCP/UDP) or
- * `ip saddr . ip daddr . meta l4proto` (other protocols). Why: every concatenated field starts on a 4-byte
- * register boundary, so a 2-byte port is followed by 2 zero bytes and the 1-byte protocol by 3.
+ * `ip saddr . ip daddr . meta l4proto` (other protocols), and the same with `ip6`. Why the padding: every
+ * concatenated field starts on a 4-byte register boundary, so a 2-byte port is followed by 2 zero bytes and the
+ * 1-byte protocol by 3; an IPv6 address fills four registers.
  */
 export function keyImage(k: FlowKey): Uint8Array {
   const ported = hasPorts(k.proto);
-  const out = new Uint8Array(ported ? 20 : 12);
+  const outer = parseAddress(k.outerAddr);
+  const inner = parseAddress(k.innerAddr);
+  if (outer.length !== inner.length) throw new TypeError(`one flow, two families: ${k.outerAddr} and ${k.innerAddr}`);
+  const out = new Uint8Array(2 * outer.length + (ported ? 12 : 4));
   let o = 0;
-  out.set(parseIPv4(k.outerAddr), o); o += 4;
+  out.set(outer, o); o += outer.length;
   if (ported) { out[o] = k.outerPort >> 8; out[o + 1] = k.outerPort & 0xff; o += 4; }
-  out.set(parseIPv4(k.innerAddr), o); o += 4;
+  out.set(inner, o); o += inner.length;
   if (ported) { out[o] = k.innerPort >> 8; out[o + 1] = k.innerPort & 0xff; o += 4; }
   out[o] = k.proto;
   return out;
