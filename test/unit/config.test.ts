@@ -139,3 +139,14 @@ t.test('NAT pools: prefixes of one firewall each, host bits clear, no next hop i
   t.match(err(pools(['10.96.1.0/24', '10.96.1.0/24'])), /\/firewalls\/0\/natPools/, 'a pool twice is refused');
   t.match(err({ ...good(), firewalls: [{ ...good().firewalls[0], natPools: '10.96.1.0/24' }] }), /\/firewalls\/0\/natPools: must be array/);
 });
+
+t.test('IPv6 next hops: on every firewall or none, unicast, canonical; the field is named', async (t) => {
+  const hops = (a?: string, b?: string) => ({ ...good(), firewalls: [{ ...good().firewalls[0], ...(a ? { nextHop6: a } : {}) }, { ...good().firewalls[1], ...(b ? { nextHop6: b } : {}) }] });
+  t.same(validateBalancerConfig(hops('2001:DB8:0:1::0002', 'fe80::2')).firewalls.map((f) => f.nextHop6), ['2001:db8:0:1::2', 'fe80::2'], 'kept in the RFC 5952 form');
+  t.same(validateBalancerConfig(good()).firewalls.map((f) => f.nextHop6), [null, null], 'none unless given: IPv6 is not steered');
+  t.match(err(hops('2001:db8:1::2')), /\/firewalls\/1\/nextHop6: is required: fw1 has one, and every firewall must carry IPv6 or none/);
+  t.match(err(hops('2001:db8::1::2', '2001:db8:2::2')), /\/firewalls\/0\/nextHop6: must be a valid ipv6 address/);
+  t.match(err(hops('192.0.2.1', '2001:db8:2::2')), /\/firewalls\/0\/nextHop6: must be a valid ipv6 address/);
+  t.match(err(hops('ff02::2', '2001:db8:2::2')), /\/firewalls\/0\/nextHop6: ff02::2 is not a unicast address/);
+  t.match(err({ ...hops('fe80::2', 'fe80::2'), firewalls: [{ ...good().firewalls[0], nextHop6: 'fe80::2', interface: 'tr0', mac: '02:00:00:00:00:01' }, { ...good().firewalls[1], nextHop6: 'FE80::2', interface: 'tr0', mac: '02:00:00:00:00:02' }] }), /\/firewalls\/1\/nextHop6: duplicate next hop fe80::2 on tr0 \(also \/firewalls\/0\/nextHop6\)/);
+});

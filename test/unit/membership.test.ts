@@ -125,7 +125,7 @@ t.test('render: a new connection never inherits the decision of an earlier one w
   t.equal(syn[hashSyn + 1], 'ct state in established,invalid meta nfproto ipv4 update @fresh { ip saddr . th sport . ip daddr . th dport . meta l4proto }', 'one that met an earlier entry is remembered in @fresh (after the steering: a full set ends its rule)');
   const record = syn.slice(hashSyn + 2, -1);
   t.same(record.map((r) => r.match(/^meta mark (\d+) /)?.[1]), ['65536', '65537', '65538'], 'then recorded under the firewall it went to');
-  t.match(record[1], /^meta mark 65537 delete @conn0 \{ ip saddr .* \} delete @conn2 \{ .* \} update @conn1 \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \}$/, 'in that firewall\'s conn set only');
+  t.match(record[1], /^meta mark 65537 meta nfproto ipv4 delete @conn0 \{ ip saddr .* \} delete @conn2 \{ .* \} update @conn1 \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \}$/, 'in that firewall\'s conn set only');
   t.equal(syn[syn.length - 1], 'accept', 'and accepted');
   const fw = ch['firewall-syn'];
   t.match(fw[1], /^meta iifname fw2 meta nfproto ipv4 delete @conn0 \{ ip daddr . th dport . ip saddr . th sport .* update @conn1 \{ ip daddr .* \}$/, 'a SYN or SYN-ACK from a firewall is recorded under that firewall (the tuple in the side\'s order)');

@@ -22,6 +22,18 @@ const cases: { name: string; config: object; input?: Partial<RenderInput>; nextL
   { name: 'shared-segment', config: { ...base, firewalls: fws(2, (k) => ({ interface: 'tr0', mac: `02:fb:01:00:00:0${k}` })) } },
   { name: 'no-live-firewall', config: base, input: { live: [] } },
   { name: 'pending-switch', config: { ...base, ...session }, nextLive: ['fw1', 'fw3'] },
+  {
+    name: 'dual-stack',
+    config: { ...base, firewalls: fws(3, (k) => ({ nextHop6: k === 3 ? 'fe80::3' : `2001:db8:17:${k}::2` })), ...session },
+    input: {
+      live: ['fw1', 'fw3'],
+      suspect: ['fw2'],
+      pins: [
+        { outerAddr: '198.51.100.7', outerPort: 40000, innerAddr: '203.0.113.10', innerPort: 443, proto: 6, mark: 0x10002 },
+        { outerAddr: '2001:db8:c::7', outerPort: 40000, innerAddr: '2001:db8:5::10', innerPort: 443, proto: 6, mark: 0x10000 },
+      ],
+    },
+  },
   { name: 'nat-pools', config: { ...base, firewalls: fws(3, (k) => (k < 3 ? { natPools: k === 1 ? ['10.96.1.0/24', '192.0.2.7'] : ['10.96.2.0/24'] } : {})), ...session } },
 ];
 

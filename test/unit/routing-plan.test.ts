@@ -36,3 +36,19 @@ t.test('foreign rules and tables are never touched; stale owned ones are removed
   t.same(p.delRoutes.map((r) => r.table), [1005]);
   t.same(p.setRoutes.map((r) => `${r.table} ${r.gateway}`), ['1000 172.16.1.2', '1001 172.16.2.2']);
 });
+
+t.test('IPv6 rules and tables are planned on their own: the same numbers, another family', async (t) => {
+  const v6: PolicyRoute[] = want.map((w, i) => ({ ...w, family: 6, gateway: `2001:db8:${i + 1}::2` }));
+  const rules4 = want.map((w) => ({ priority: w.priority, fwmark: w.fwmark, fwmask: 0xffffffff, table: w.table }));
+  const routes4 = want.map((w) => ({ table: w.table, dstLen: 0, gateway: w.gateway, oif: w.oif }));
+  const p = planRouting([...want, ...v6], rules4, routes4, owned);
+  t.same(p.delRules, [], 'the IPv4 rules stay');
+  t.same(p.addRules.map((r) => `${r.family} ${r.priority} ${r.table}`), ['6 10000 1000', '6 10001 1001'], 'IPv6 rules are added beside them');
+  t.same(p.setRoutes.map((r) => `${r.family} ${r.table} ${r.gateway}`), ['6 1000 2001:db8:1::2', '6 1001 2001:db8:2::2']);
+  const rules6 = rules4.map((r) => ({ ...r, family: 6 as const }));
+  const routes6 = v6.map((w) => ({ family: 6 as const, table: w.table, dstLen: 0, gateway: w.gateway, oif: w.oif }));
+  t.ok(planIsEmpty(planRouting([...want, ...v6], [...rules4, ...rules6], [...routes4, ...routes6], owned)), 'both in place: nothing to do');
+  const gone = planRouting(want, [...rules4, ...rules6], [...routes4, ...routes6], owned);
+  t.same(gone.delRules.map((r) => `${r.family} ${r.priority}`), ['6 10000', '6 10001'], 'IPv6 taken out of the config: its rules go, IPv4 ones stay');
+  t.same(gone.delRoutes.map((r) => `${r.family} ${r.table}`), ['6 1000', '6 1001']);
+});

@@ -182,9 +182,16 @@ export class Reconciler {
     }));
   }
 
+  /** A labeled rule's counter, both families' rules added up (an IPv6 copy is labeled `<label>/ipv6`). */
   private counterOf(counters: ActualTable['counters'], label: string) {
-    const d = this.labels[label];
-    return d ? counters.get(d) ?? null : null;
+    const of = (l: string) => {
+      const d = this.labels[l];
+      return d ? counters.get(d) ?? null : null;
+    };
+    const v4 = of(label);
+    const v6 = of(`${label}/ipv6`);
+    if (!v4 || !v6) return v4 ?? v6;
+    return { packets: v4.packets + v6.packets, bytes: v4.bytes + v6.bytes };
   }
 
   /** The counters of the steering rules, as read at the last reconcile. */

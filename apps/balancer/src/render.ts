@@ -1,11 +1,11 @@
 // Renders a node's desired nft table and policy routes from config and live firewalls; pure layer of apps/balancer.
-import { buildGroupedTable, BucketTable, FlowKey } from '@fwlb/flowhash';
+import { buildGroupedTable, BucketTable, familyOf, FlowKey } from '@fwlb/flowhash';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
 export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
-import { BUCKETS_NEXT, ctMark, eq, FIREWALL_SYN_CHAIN, firewallSynChain, fromFirewall, hashFields, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
+import { BUCKETS_NEXT, ctMark, eq, familiesOf, FIREWALL_SYN_CHAIN, firewallSynChain, flowKeyType, fromFirewall, hashFields, IPV4, IPV6, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
 
 export const TABLE_FAMILY = 'inet' as const;
 export const TABLE_NAME = 'fwlb';
@@ -16,7 +16,7 @@ export interface Pin extends FlowKey {
   mark: number;
 }
 
-export const PIN_MAP_TYPE = ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'inet_proto'];
+export const PIN_MAP_TYPE = flowKeyType(IPV4);
 
 export function pinElement(p: Pin): [NftJson, number] {
   return [{ concat: [p.outerAddr, p.outerPort, p.innerAddr, p.innerPort, p.proto === 6 ? 'tcp' : p.proto === 17 ? 'udp' : p.proto] }, p.mark];
@@ -98,6 +98,7 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
   const sl = slots(c);
   const markOf = new Map(sl.map((s) => [s.id, s.mark]));
   const connName = new Map(sl.map((s) => [s.id, `conn${s.index}`]));
+  const families = familiesOf(c);
   const labeled: Record<string, NftJson[]> = {};
   const suspect = new Set(input.suspect ?? []);
   const marksOf = (ids: Iterable<string>) => [...ids].map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
@@ -106,9 +107,10 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     side: eq(meta('iifname'), c.sideInterface),
     notSide: ne(meta('iifname'), c.sideInterface),
     markOf,
-    connSet: (f) => connName.get(f.id)!,
-    steer: (ported, map = 'buckets') => [
-      set(meta('mark'), { jhash: { mod: c.hash.buckets, seed: c.hash.seed, expr: { concat: hashFields(c, ported) } } }),
+    families,
+    connSet: (f, fam) => `${connName.get(f.id)!}${fam.suffix}`,
+    steer: (fam, ported, map = 'buckets') => [
+      set(meta('mark'), { jhash: { mod: c.hash.buckets, seed: c.hash.seed, expr: { concat: hashFields(c, ported, fam) } } }),
       // Why two statements: a named map keyed by mark cannot take jhash directly in nft 1.0.6's JSON; the
       // bucket number goes through the mark first. A miss ends the rule, so every bucket is always filled.
       set(meta('mark'), { map: { key: meta('mark'), data: `@${map}` } }),
@@ -128,21 +130,26 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     });
     return out;
   };
-  const flowSet = (name: string, timeout: number, size = 262144) => ({ name, type: PIN_MAP_TYPE, timeout, size });
+  const pins = input.pins ?? [];
   return {
     labeled,
     family: TABLE_FAMILY,
     name: TABLE_NAME,
-    sets: [
-      flowSet('heard', HEARD_SECONDS),
-      flowSet('synseen', SYN_SEEN_SECONDS),
-      flowSet('fresh', FRESH_SECONDS),
-      ...(c.sessionTable ? sl.map((s) => flowSet(connName.get(s.id)!, CONN_SECONDS, CONN_SET_SIZE)) : []),
-    ],
+    sets: families.flatMap((fam) => {
+      const flowSet = (name: string, timeout: number, size = 262144) => ({ name: `${name}${fam.suffix}`, type: flowKeyType(fam), timeout, size });
+      return [
+        flowSet('heard', HEARD_SECONDS),
+        flowSet('synseen', SYN_SEEN_SECONDS),
+        flowSet('fresh', FRESH_SECONDS),
+        ...(c.sessionTable ? sl.map((s) => flowSet(connName.get(s.id)!, CONN_SECONDS, CONN_SET_SIZE)) : []),
+      ];
+    }),
     maps: [
       { name: 'buckets', type: 'mark', map: 'mark', elements: elementsOf(table) },
       ...(next ? [{ name: BUCKETS_NEXT, type: 'mark', map: 'mark', elements: elementsOf(next.table) }] : []),
-      ...(c.sessionTable ? [{ name: 'pins', type: PIN_MAP_TYPE, map: 'mark', elements: (input.pins ?? []).map(pinElement) }] : []),
+      ...(c.sessionTable
+        ? families.map((fam) => ({ name: `pins${fam.suffix}`, type: flowKeyType(fam), map: 'mark', elements: pins.filter((p) => (familyOf(p.outerAddr) === 6) === (fam === IPV6)).map(pinElement) }))
+        : []),
     ],
     chains: [
       // Jump targets first: one transaction adds the chains in order.
@@ -178,7 +185,12 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
   };
 }
 
-/** One ip rule and one table per configured firewall, live or not: pinned flows still need their path. */
+/**
+ * One ip rule and one table per configured firewall and family, live or not: pinned flows still need their path.
+ * IPv6 has its own rules and tables (the same numbers: the kernel keeps them apart by family).
+ */
 export function renderRoutes(c: ResolvedBalancerConfig): PolicyRoute[] {
-  return slots(c).map((s) => ({ fwmark: s.mark, table: s.table, priority: s.priority, gateway: c.firewalls[s.index].nextHop, oif: c.firewalls[s.index].interface }));
+  const v4 = slots(c).map((s): PolicyRoute => ({ fwmark: s.mark, table: s.table, priority: s.priority, gateway: c.firewalls[s.index].nextHop, oif: c.firewalls[s.index].interface }));
+  if (!familiesOf(c).includes(IPV6)) return v4;
+  return [...v4, ...slots(c).map((s): PolicyRoute => ({ family: 6, fwmark: s.mark, table: s.table, priority: s.priority, gateway: c.firewalls[s.index].nextHop6!, oif: c.firewalls[s.index].interface }))];
 }

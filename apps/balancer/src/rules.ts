@@ -15,7 +15,6 @@ const setOp = (op: 'update' | 'delete', tuple: NftJson[], name: string) => ({ se
 export const ctMark = { ct: { key: 'mark' } };
 const counter = { counter: null };
 const accept = { accept: null };
-const ipv4 = eq(meta('nfproto'), 'ipv4');
 const tcp = eq(meta('l4proto'), 'tcp');
 const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
 const synFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'syn' } };
@@ -30,23 +29,50 @@ const localDest = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
  */
 export const SIDE_LABEL = 1;
 
+/**
+ * An address family the rules steer. Why one `inet` table for both, with a copy of each family-specific rule and
+ * set: the family-neutral rules (restore, learning, the ct mark of replies and ICMP errors) are then written once
+ * and cost an IPv6 packet nothing extra, and one transaction changes both families together.
+ */
+export interface Family {
+  nfproto: 'ipv4' | 'ipv6';
+  /** nft's payload protocol of the addresses. */
+  l3: 'ip' | 'ip6';
+  addrType: 'ipv4_addr' | 'ipv6_addr';
+  /** Appended to the name of each set and map keyed by addresses. */
+  suffix: '' | '_v6';
+  /** Appended to the label of each counted rule (/status adds the families up). */
+  label: '' | '/ipv6';
+}
+export const IPV4: Family = { nfproto: 'ipv4', l3: 'ip', addrType: 'ipv4_addr', suffix: '', label: '' };
+export const IPV6: Family = { nfproto: 'ipv6', l3: 'ip6', addrType: 'ipv6_addr', suffix: '_v6', label: '/ipv6' };
+
+/** The families a config steers: IPv4 always, IPv6 when the firewalls have IPv6 next hops. */
+export function familiesOf(c: ResolvedBalancerConfig): Family[] {
+  return c.firewalls.every((f) => f.nextHop6) ? [IPV4, IPV6] : [IPV4];
+}
+
+const isFamily = (f: Family) => eq(meta('nfproto'), f.nfproto);
+/** A set's or map's type keyed by a flow's 5-tuple. */
+export const flowKeyType = (f: Family) => [f.addrType, 'inet_service', f.addrType, 'inet_service', 'inet_proto'];
+
 /** The 5-tuple as a packet from the side interface carries it; packets from a firewall store it reversed. */
-export const SIDE_TUPLE = [payload('ip', 'saddr'), payload('th', 'sport'), payload('ip', 'daddr'), payload('th', 'dport'), meta('l4proto')];
-export const FIREWALL_TUPLE = [payload('ip', 'daddr'), payload('th', 'dport'), payload('ip', 'saddr'), payload('th', 'sport'), meta('l4proto')];
+export const sideTuple = (f: Family) => [payload(f.l3, 'saddr'), payload('th', 'sport'), payload(f.l3, 'daddr'), payload('th', 'dport'), meta('l4proto')];
+export const firewallTuple = (f: Family) => [payload(f.l3, 'daddr'), payload('th', 'dport'), payload(f.l3, 'saddr'), payload('th', 'sport'), meta('l4proto')];
 /**
  * A connection's original tuple as conntrack keeps it: the same for its SYN and its SYN-ACK whatever NAT does on
  * this node (the embedded SLB's SYN-ACK carries the real server's address, not the VIP its SYN was sent to).
  */
-export const CT_ORIGINAL_TUPLE = [{ ct: { key: 'ip saddr', dir: 'original' } }, { ct: { key: 'proto-src', dir: 'original' } }, { ct: { key: 'ip daddr', dir: 'original' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: 'protocol' } }];
+export const ctOriginalTuple = (f: Family) => [{ ct: { key: `${f.l3} saddr`, dir: 'original' } }, { ct: { key: 'proto-src', dir: 'original' } }, { ct: { key: `${f.l3} daddr`, dir: 'original' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: 'protocol' } }];
 
 /**
  * The jhash concatenation. Why the order differs by role: the outside node sees the client as source, the
  * inside node as destination, and both must hash (outer, inner) to land a flow in the same bucket.
  * order=packet hashes (source, destination) on both, which is asymmetric: only for demonstrating failure.
  */
-export function hashFields(c: ResolvedBalancerConfig, ported: boolean): NftJson[] {
-  const src = ported ? [payload('ip', 'saddr'), payload('th', 'sport')] : [payload('ip', 'saddr')];
-  const dst = ported ? [payload('ip', 'daddr'), payload('th', 'dport')] : [payload('ip', 'daddr')];
+export function hashFields(c: ResolvedBalancerConfig, ported: boolean, f: Family = IPV4): NftJson[] {
+  const src = ported ? [payload(f.l3, 'saddr'), payload('th', 'sport')] : [payload(f.l3, 'saddr')];
+  const dst = ported ? [payload(f.l3, 'daddr'), payload('th', 'dport')] : [payload(f.l3, 'daddr')];
   const outerIsSource = c.role === 'outside' || c.hash.order === 'packet';
   return [...(outerIsSource ? [...src, ...dst] : [...dst, ...src]), meta('l4proto')];
 }
@@ -61,10 +87,12 @@ export interface RuleContext {
   side: NftJson;
   notSide: NftJson;
   markOf: Map<string, number>;
-  /** The firewall's `conn` set: this node's record of the connections it saw start on that firewall. */
-  connSet: (f: Firewall) => string;
+  /** The families steered (see familiesOf). */
+  families: Family[];
+  /** The firewall's `conn` set of a family: this node's record of the connections it saw start on that firewall. */
+  connSet: (f: Firewall, fam: Family) => string;
   /** Statements that set the bucket's firewall mark from the jhash of the packet (ported: with the ports) and `map`. */
-  steer: (ported: boolean, map?: string) => Rule;
+  steer: (fam: Family, ported: boolean, map?: string) => Rule;
   /** A pending switch of bucket maps: its time in seconds since the epoch (see RenderSwitch), or null. */
   switchAt: number | null;
   /** The ct event filter when a session table listens, else nothing. */
@@ -78,14 +106,17 @@ export const BUCKETS_NEXT = 'buckets_next';
  * The rule(s) that hash a packet with `conds`, then `tail`: one, or while a switch is pending one per side of its
  * time. The time comes first: the conditions may have effects (a set element used up) that must happen once.
  */
-export function steering(x: RuleContext, conds: Rule, ported: boolean, tail: Rule = []): Rule[] {
-  if (x.switchAt === null) return [[...conds, ...x.steer(ported), ...tail]];
+export function steering(x: RuleContext, fam: Family, conds: Rule, ported: boolean, tail: Rule = []): Rule[] {
+  if (x.switchAt === null) return [[...conds, ...x.steer(fam, ported), ...tail]];
   const time = (op: string) => ({ match: { op, left: meta('time'), right: x.switchAt } });
   return [
-    [time('<'), ...conds, ...x.steer(ported), ...tail],
-    [time('>='), ...conds, ...x.steer(ported, BUCKETS_NEXT), ...tail],
+    [time('<'), ...conds, ...x.steer(fam, ported), ...tail],
+    [time('>='), ...conds, ...x.steer(fam, ported, BUCKETS_NEXT), ...tail],
   ];
 }
+
+/** The set of a family: `fresh` for IPv4, `fresh_v6` for IPv6. */
+const named = (name: string, fam: Family) => `${name}${fam.suffix}`;
 
 export function fromFirewall(f: Firewall): Rule {
   const m: Rule = [eq(meta('iifname'), f.interface)];
@@ -99,8 +130,8 @@ export function fromFirewall(f: Firewall): Rule {
  * invalid`, so no ct mark to restore), and those follow this record, not a pin of an earlier connection or a bucket
  * that moved since. The tuple leaves every other firewall's set, so exactly one holds it.
  */
-function recordConn(x: RuleContext, f: Firewall, tuple: NftJson[]): Rule {
-  return [...x.c.firewalls.filter((o) => o !== f).map((o) => setOp('delete', tuple, x.connSet(o))), setOp('update', tuple, x.connSet(f))];
+function recordConn(x: RuleContext, f: Firewall, fam: Family, tuple: NftJson[]): Rule {
+  return [...x.c.firewalls.filter((o) => o !== f).map((o) => setOp('delete', tuple, x.connSet(o, fam))), setOp('update', tuple, x.connSet(f, fam))];
 }
 
 /**
@@ -110,20 +141,29 @@ function recordConn(x: RuleContext, f: Firewall, tuple: NftJson[]): Rule {
  * otherwise this node did not see the SYN (ECMP sent it elsewhere) and the hash puts the SYN-ACK where the SYN went.
  */
 export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
-  const hashSyn = steering(x, [ipv4, counter], true);
-  labeled['hash-syn'] = hashSyn[0];
+  const perFamily = (fam: Family): Rule[] => {
+    const orig = ctOriginalTuple(fam);
+    const hashSyn = steering(x, fam, [isFamily(fam), counter], true);
+    labeled[`hash-syn${fam.label}`] = hashSyn[0];
+    return [
+      // The SYN vouches for one answer: it is used up, and a later connection with the same tuple shows its own.
+      [ne(ctMark, 0), ackFlag, isFamily(fam), tcp, eq({ concat: orig }, `@${named('synseen', fam)}`), setOp('delete', orig, named('synseen', fam)), { return: null }],
+      ...hashSyn,
+    ];
+  };
+  const afterwards = (fam: Family): Rule[] => [
+    // Only a SYN or SYN-ACK that met an earlier connection's entry (conntrack attached it, or refused it) leaves a
+    // mark in `fresh`: one that created its entry has nothing in its way, so a flood of SYNs costs no element.
+    [stateIn(['established', 'invalid']), isFamily(fam), setOp('update', sideTuple(fam), named('fresh', fam))],
+    // Set updates come after the steering: a full set ends its rule, and the packet must be steered all the same.
+    ...(x.c.sessionTable ? x.c.firewalls.map((f) => [eq(meta('mark'), x.markOf.get(f.id)), isFamily(fam), ...recordConn(x, f, fam, sideTuple(fam))]) : []),
+  ];
   return [
     // Traffic to this node itself is never steered (its SYN-ACKs included).
     [localDest, { return: null }],
     ...(x.c.sessionTable ? [[bareSyn, stateIn('new'), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]] : []),
-    // The SYN vouches for one answer: it is used up, and a later connection with the same tuple shows its own.
-    [ne(ctMark, 0), ackFlag, ipv4, tcp, eq({ concat: CT_ORIGINAL_TUPLE }, '@synseen'), setOp('delete', CT_ORIGINAL_TUPLE, 'synseen'), { return: null }],
-    ...hashSyn,
-    // Only a SYN or SYN-ACK that met an earlier connection's entry (conntrack attached it, or refused it) leaves a
-    // mark in `fresh`: one that created its entry has nothing in its way, so a flood of SYNs costs no element.
-    [stateIn(['established', 'invalid']), ipv4, setOp('update', SIDE_TUPLE, 'fresh')],
-    // Set updates come after the steering: a full set ends its rule, and the packet must be steered all the same.
-    ...(x.c.sessionTable ? x.c.firewalls.map((f) => [eq(meta('mark'), x.markOf.get(f.id)), ...recordConn(x, f, SIDE_TUPLE)]) : []),
+    ...x.families.flatMap(perFamily),
+    ...x.families.flatMap(afterwards),
     [accept],
   ];
 }
@@ -134,11 +174,11 @@ export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rul
  */
 export function firewallSynChain(x: RuleContext): Rule[] {
   return [
-    ...(x.c.sessionTable ? x.c.firewalls.map((f) => [...fromFirewall(f), ipv4, ...recordConn(x, f, FIREWALL_TUPLE)]) : []),
+    ...x.families.flatMap((fam) => (x.c.sessionTable ? x.c.firewalls.map((f) => [...fromFirewall(f), isFamily(fam), ...recordConn(x, f, fam, firewallTuple(fam))]) : [])),
     // One that conntrack refused: the side's replies may meet an earlier connection's entry (see `fresh`).
-    [ipv4, stateIn('invalid'), setOp('update', FIREWALL_TUPLE, 'fresh'), { return: null }],
+    ...x.families.map((fam) => [isFamily(fam), stateIn('invalid'), setOp('update', firewallTuple(fam), named('fresh', fam)), { return: null }]),
     [set(ctMark, 0)],
-    [bareSyn, ipv4, setOp('update', CT_ORIGINAL_TUPLE, 'synseen')],
+    ...x.families.map((fam) => [bareSyn, isFamily(fam), setOp('update', ctOriginalTuple(fam), named('synseen', fam))]),
   ];
 }
 
@@ -159,9 +199,9 @@ export function natPoolRules(x: RuleContext, labeled: Record<string, Rule>): Rul
   const daddr = payload('ip', 'daddr');
   const rules: Rule[] = [];
   // A connection opened to a published address starts here: its record needs its orientation like any other's.
-  if (x.c.sessionTable) rules.push([x.side, stateIn('new'), ipv4, eq(daddr, { set: prefixes(withPools.flatMap((f) => f.natPools)) }), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
+  if (x.c.sessionTable) rules.push([x.side, stateIn('new'), isFamily(IPV4), eq(daddr, { set: prefixes(withPools.flatMap((f) => f.natPools)) }), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
   for (const f of withPools) {
-    const r = [x.side, ipv4, eq(daddr, { set: prefixes(f.natPools) }), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept];
+    const r = [x.side, isFamily(IPV4), eq(daddr, { set: prefixes(f.natPools) }), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept];
     labeled[`nat-pool:${f.id}`] = r;
     rules.push(r);
   }
@@ -180,21 +220,27 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   // Rendered only for suspect firewalls, so the common path pays nothing for it.
   // Keyed by the connection's original tuple, the same for both directions whatever NAT does on this node (the
   // embedded SLB's replies carry the real server's address, not the VIP the firewall sent the packets to).
-  for (const f of o.suspect) add(null, [...fromFirewall(f), ipv4, tcpUdp, setOp('update', CT_ORIGINAL_TUPLE, 'heard')]);
+  // Link-local and multicast IPv6 (neighbour discovery, router advertisements, MLD) belongs to the link: never
+  // steered, or a fwmark rule would send it to a firewall's table.
+  if (x.families.includes(IPV6)) add(null, [side, isFamily(IPV6), eq(payload('ip6', 'daddr'), { set: [{ prefix: { addr: 'fe80::', len: 10 } }, { prefix: { addr: 'ff00::', len: 8 } }] }), accept]);
+  for (const fam of x.families) for (const f of o.suspect) add(null, [...fromFirewall(f), isFamily(fam), tcpUdp, setOp('update', ctOriginalTuple(fam), named('heard', fam))]);
   rules.push(...natPoolRules(x, labeled));
   if (o.anyLive) {
     // Every packet that is not a SYN fails this at its third comparison.
     add(null, [side, tcp, synFlag, { jump: { target: SIDE_SYN_CHAIN } }]);
     // A new connection whose SYN conntrack refused (an earlier connection's entry of the opposite orientation is
     // in the way) gets its next packets attached to that entry: the first one takes the current decision into it.
-    for (const r of steering(x, [side, tcp, ipv4, stateIn(['new', 'established']), eq({ concat: SIDE_TUPLE }, '@fresh'), setOp('delete', SIDE_TUPLE, 'fresh')], true, [accept])) add(null, r);
+    for (const fam of x.families) {
+      const fresh = named('fresh', fam);
+      for (const r of steering(x, fam, [side, tcp, isFamily(fam), stateIn(['new', 'established']), eq({ concat: sideTuple(fam) }, `@${fresh}`), setOp('delete', sideTuple(fam), fresh)], true, [accept])) add(null, r);
+    }
   }
   // The fast path: an established packet from the side is restored here, before the fib lookup below. Why that is
   // safe: a flow from the side to this node itself never carries a firewall's ct mark (marks are set only by
   // hashing, pins and learning from a firewall, all for forwarded flows). Why `ct mark {restorable}`: a flow on a
   // firewall whose link is down is re-hashed instead of black-holed.
   if (o.restoreMarks.length) add('restore', [side, eq(ctMark, { set: o.restoreMarks }), counter, set(meta('mark'), ctMark), accept]);
-  if (o.suspectMarks.length) add('restore-heard', [side, eq(ctMark, { set: o.suspectMarks }), ipv4, tcpUdp, eq({ concat: CT_ORIGINAL_TUPLE }, '@heard'), counter, set(meta('mark'), ctMark), accept]);
+  if (o.suspectMarks.length) for (const fam of x.families) add(`restore-heard${fam.label}`, [side, eq(ctMark, { set: o.suspectMarks }), isFamily(fam), tcpUdp, eq({ concat: ctOriginalTuple(fam) }, `@${named('heard', fam)}`), counter, set(meta('mark'), ctMark), accept]);
   add(null, [notSide, tcp, synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
   // An established packet from a firewall leaves here: learning needs ct mark 0, everything else is for the side.
   add(null, [notSide, ne(ctMark, 0), accept]);
@@ -210,21 +256,25 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   if (c.sessionTable && o.anyLive) {
     // A packet without a ct mark of a connection this node saw start follows that start's firewall (see
     // recordConn), before any pin: a pin may be an earlier connection's with the same tuple.
-    for (const f of c.firewalls) {
-      const conn = x.connSet(f);
-      add(`conn:${f.id}`, [side, tcp, ipv4, eq({ concat: SIDE_TUPLE }, `@${conn}`), setOp('update', SIDE_TUPLE, conn), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept]);
+    for (const fam of x.families) {
+      for (const f of c.firewalls) {
+        const conn = x.connSet(f, fam);
+        add(`conn:${f.id}${fam.label}`, [side, tcp, isFamily(fam), eq({ concat: sideTuple(fam) }, `@${conn}`), setOp('update', sideTuple(fam), conn), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept]);
+      }
     }
   }
   if (c.sessionTable) {
     // A flow this node has no state for (a restart, conntrack lost, a non-SYN first packet) is looked up in the
     // pins before it is hashed. A miss ends the rule and leaves the mark 0, so hashing follows.
-    add('pinned', [side, ipv4, tcpUdp, set(meta('mark'), { map: { key: { concat: hashFields(c, true) }, data: '@pins' } }), counter, set(ctMark, meta('mark')), accept]);
+    for (const fam of x.families) add(`pinned${fam.label}`, [side, isFamily(fam), tcpUdp, set(meta('mark'), { map: { key: { concat: hashFields(c, true, fam) }, data: `@${named('pins', fam)}` } }), counter, set(ctMark, meta('mark')), accept]);
   }
   if (!o.anyLive) {
-    add('no-firewall-drop', [side, ipv4, counter, { drop: null }]);
+    for (const fam of x.families) add(`no-firewall-drop${fam.label}`, [side, isFamily(fam), counter, { drop: null }]);
   } else {
-    steering(x, [side, ipv4, tcpUdp, counter], true).forEach((r, i) => add(i ? null : 'hash-tcp-udp', r));
-    steering(x, [side, ipv4, ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter], false).forEach((r, i) => add(i ? null : 'hash-other', r));
+    for (const fam of x.families) {
+      steering(x, fam, [side, isFamily(fam), tcpUdp, counter], true).forEach((r, i) => add(i ? null : `hash-tcp-udp${fam.label}`, r));
+      steering(x, fam, [side, isFamily(fam), ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter], false).forEach((r, i) => add(i ? null : `hash-other${fam.label}`, r));
+    }
   }
   return rules;
 }

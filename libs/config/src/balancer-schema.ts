@@ -6,6 +6,11 @@ export interface FirewallConfig {
   id: string;
   /** The firewall's address on this node's side, used as the next hop of its routing table. */
   nextHop: string;
+  /**
+   * The firewall's IPv6 address on this node's side (global, or link-local: the route names `interface`). Give it
+   * on every firewall or on none: without it, IPv6 is not steered. @default null
+   */
+  nextHop6?: string;
   /** The interface on this node that leads to the firewall; packets arriving on it are learned as this firewall's. */
   interface: string;
   /** Optional MAC of the firewall, for shared segments: learning then matches the source MAC as well. */
@@ -173,6 +178,7 @@ export const balancerSchema = {
         properties: {
           id: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' },
           nextHop: ipv4,
+          nextHop6: { type: 'string', format: 'ipv6' },
           interface: ifname,
           mac: { type: 'string', pattern: '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$' },
           enabled: { type: 'boolean' },

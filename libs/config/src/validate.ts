@@ -1,7 +1,7 @@
 // Validates and normalises config documents: ajv first, then the rules JSON Schema cannot say; pure layer of libs/config.
 import Ajv, { ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
-import { isPrime } from '@fwlb/flowhash';
+import { canonicalAddress, isPrime } from '@fwlb/flowhash';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
@@ -34,7 +34,7 @@ export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProbl
 }
 
 /** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
-export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac' | 'syncGroup'>> & { mac?: string; syncGroup?: string };
+export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac' | 'syncGroup' | 'nextHop6'>> & { mac?: string; syncGroup?: string; nextHop6: string | null };
 export type ResolvedBalancerConfig = Readonly<
   Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb' | 'stateFile'>> & {
     slb: string | null;
@@ -98,6 +98,33 @@ export function natPoolProblems(firewalls: FirewallConfig[]): FieldProblem[] {
   return problems;
 }
 
+/**
+ * IPv6 next hops: on every firewall or on none (an IPv6 flow hashed to a firewall without one would have no path),
+ * unicast, and no two the same.
+ */
+export function nextHop6Problems(firewalls: FirewallConfig[]): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const given = firewalls.filter((f) => f.nextHop6).map((f) => f.id);
+  const seen = new Map<string, number>();
+  firewalls.forEach((fw, i) => {
+    if (!fw.nextHop6) {
+      if (given.length) problems.push({ field: `/firewalls/${i}/nextHop6`, message: `is required: ${given.join(', ')} ${given.length === 1 ? 'has' : 'have'} one, and every firewall must carry IPv6 or none` });
+      return;
+    }
+    let a: string;
+    try {
+      a = canonicalAddress(fw.nextHop6);
+    } catch {
+      return void problems.push({ field: `/firewalls/${i}/nextHop6`, message: `${fw.nextHop6} is not an IPv6 address` });
+    }
+    if (/^ff/i.test(a) || a === '::' || a === '::1') problems.push({ field: `/firewalls/${i}/nextHop6`, message: `${fw.nextHop6} is not a unicast address` });
+    const j = seen.get(`${fw.interface} ${a}`);
+    if (j !== undefined) problems.push({ field: `/firewalls/${i}/nextHop6`, message: `duplicate next hop ${a} on ${fw.interface} (also /firewalls/${j}/nextHop6)` });
+    else seen.set(`${fw.interface} ${a}`, i);
+  });
+  return problems;
+}
+
 export function validateBalancerConfig(doc: unknown, source = 'config'): ResolvedBalancerConfig {
   const copy = JSON.parse(JSON.stringify(doc ?? null));
   if (!checkBalancer()(copy)) throw new ConfigError(problemsOf(checkBalancer().errors), source);
@@ -124,7 +151,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
   c.firewalls.forEach((fw, i) => {
     if (fw.syncGroup && groupSize.get(fw.syncGroup) === 1) problems.push({ field: `/firewalls/${i}/syncGroup`, message: `sync group "${fw.syncGroup}" has no other firewall` });
   });
-  problems.push(...natPoolProblems(c.firewalls));
+  problems.push(...natPoolProblems(c.firewalls), ...nextHop6Problems(c.firewalls));
   const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
   if (!isPrime(buckets)) problems.push({ field: '/hash/buckets', message: `must be prime (Maglev permutations), got ${buckets}` });
   const marks = c.marks ?? BALANCER_DEFAULTS.marks;
@@ -162,7 +189,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     role: c.role,
     name: c.name ?? c.role,
     sideInterface: c.sideInterface,
-    firewalls: c.firewalls.map((f) => ({ ...f, enabled: f.enabled ?? true, natPools: f.natPools ?? [] })),
+    firewalls: c.firewalls.map((f) => ({ ...f, nextHop6: f.nextHop6 ? canonicalAddress(f.nextHop6) : null, enabled: f.enabled ?? true, natPools: f.natPools ?? [] })),
     hash: { seed: c.hash.seed, buckets, order: c.hash.order ?? BALANCER_DEFAULTS.order },
     marks,
     tables: c.tables ?? BALANCER_DEFAULTS.tables,

@@ -1,6 +1,11 @@
 // Desired policy routing (one ip rule and one default route per firewall) and its diff; pure layer of libs/routing.
 
+/** An address family: each has its own ip rules and its own routing tables (table 1000 of IPv4 is not IPv6's). */
+export type Family = 4 | 6;
+
 export interface PolicyRoute {
+  /** 4 (default) or 6: the family of the rule and of the table's default route. */
+  family?: Family;
   /** fwmark matched by the ip rule. */
   fwmark: number;
   /** Routing table the rule selects. */
@@ -14,6 +19,7 @@ export interface PolicyRoute {
 }
 
 export interface ActualRule {
+  family?: Family;
   priority: number;
   fwmark?: number;
   fwmask?: number;
@@ -21,6 +27,7 @@ export interface ActualRule {
 }
 
 export interface ActualRoute {
+  family?: Family;
   table: number;
   dstLen: number;
   dst?: string;
@@ -37,14 +44,31 @@ export interface RoutingPlan {
   addRules: ActualRule[];
   delRules: ActualRule[];
   /** Default routes to create or replace. */
-  setRoutes: { table: number; gateway: string; oif: string }[];
+  setRoutes: { family?: Family; table: number; gateway: string; oif: string }[];
   delRoutes: ActualRoute[];
 }
 
 const inRange = (v: number, r: { base: number; size: number }) => v >= r.base && v < r.base + r.size;
 
-/** What to change so that the owned rules and tables match `want`. Anything outside the owned ranges is never touched. */
+/**
+ * What to change so that the owned rules and tables match `want`, family by family. Anything outside the owned
+ * ranges is never touched.
+ */
 export function planRouting(want: PolicyRoute[], rules: ActualRule[], routes: ActualRoute[], owned: OwnedRanges): RoutingPlan {
+  const plan: RoutingPlan = { addRules: [], delRules: [], setRoutes: [], delRoutes: [] };
+  const fam = (x: { family?: Family }) => x.family ?? 4;
+  for (const family of [4, 6] as const) {
+    const p = planFamily(want.filter((x) => fam(x) === family), rules.filter((x) => fam(x) === family), routes.filter((x) => fam(x) === family), owned);
+    const tag = <T extends object>(xs: T[]) => xs.map((x) => (family === 6 ? { ...x, family } : x));
+    plan.addRules.push(...tag(p.addRules));
+    plan.delRules.push(...tag(p.delRules));
+    plan.setRoutes.push(...tag(p.setRoutes));
+    plan.delRoutes.push(...tag(p.delRoutes));
+  }
+  return plan;
+}
+
+function planFamily(want: PolicyRoute[], rules: ActualRule[], routes: ActualRoute[], owned: OwnedRanges): RoutingPlan {
   const plan: RoutingPlan = { addRules: [], delRules: [], setRoutes: [], delRoutes: [] };
   const mine = rules.filter((r) => inRange(r.priority, owned.priorities));
   const wantRules = new Map(want.map((w) => [w.priority, w]));

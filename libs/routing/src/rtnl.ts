@@ -1,16 +1,28 @@
 // Reads and writes ip rules and routes through rtnetlink (the `netlink` package); I/O layer of libs/routing.
 import { createRtNetlink, FlagsNew, RtNetlinkSocket } from 'netlink';
-import { ActualRoute, ActualRule, RoutingPlan } from './model';
+import { formatAddress, parseAddress } from '@fwlb/flowhash';
+import { ActualRoute, ActualRule, Family, RoutingPlan } from './model';
 import { NetlinkError, toNetlinkError } from './errors';
 
 const AF_INET = 2;
+const AF_INET6 = 10;
+const af = (f: Family | undefined) => (f === 6 ? AF_INET6 : AF_INET);
 
 function ip4(b?: Buffer): string | undefined {
   return b && b.length === 4 ? `${b[0]}.${b[1]}.${b[2]}.${b[3]}` : undefined;
 }
 
+/** An address from netlink in its canonical text form (IPv4 or IPv6). */
+function ipText(b?: Buffer): string | undefined {
+  return b && (b.length === 4 || b.length === 16) ? formatAddress(b) : undefined;
+}
+
 function ip4buf(a: string): Buffer {
   return Buffer.from(a.split('.').map(Number));
+}
+
+function ipBuf(a: string): Buffer {
+  return Buffer.from(parseAddress(a));
 }
 
 export class Rtnl {
@@ -36,26 +48,34 @@ export class Rtnl {
     return m;
   }
 
+  /** The ip rules of both families (IPv6 ones carry `family: 6`). */
   async rules(): Promise<ActualRule[]> {
-    const msgs = await this.rt.getRules({ family: AF_INET });
-    return msgs.map((m) => ({
-      priority: m.attrs.priority ?? 0,
-      fwmark: m.attrs.fwmark,
-      fwmask: m.attrs.fwmask,
-      table: m.attrs.table ?? m.data.table ?? 0,
-    }));
+    const out: ActualRule[] = [];
+    for (const family of [4, 6] as const) {
+      for (const m of await this.rt.getRules({ family: af(family) })) {
+        out.push({ ...(family === 6 ? { family } : {}), priority: m.attrs.priority ?? 0, fwmark: m.attrs.fwmark, fwmask: m.attrs.fwmask, table: m.attrs.table ?? m.data.table ?? 0 });
+      }
+    }
+    return out;
   }
 
+  /** The routes of both families (IPv6 ones carry `family: 6`). */
   async routes(): Promise<ActualRoute[]> {
     const names = await this.linkNames();
-    const msgs = await this.rt.getRoutes({ family: AF_INET });
-    return msgs.map((m) => ({
-      table: m.attrs.table ?? m.data.table ?? 0,
-      dstLen: m.data.dstLen ?? 0,
-      dst: ip4(m.attrs.dst),
-      gateway: ip4(m.attrs.gateway),
-      oif: m.attrs.oif !== undefined ? names.get(m.attrs.oif) : undefined,
-    }));
+    const out: ActualRoute[] = [];
+    for (const family of [4, 6] as const) {
+      for (const m of await this.rt.getRoutes({ family: af(family) })) {
+        out.push({
+          ...(family === 6 ? { family } : {}),
+          table: m.attrs.table ?? m.data.table ?? 0,
+          dstLen: m.data.dstLen ?? 0,
+          dst: ipText(m.attrs.dst),
+          gateway: ipText(m.attrs.gateway),
+          oif: m.attrs.oif !== undefined ? names.get(m.attrs.oif) : undefined,
+        });
+      }
+    }
+    return out;
   }
 
   /**
@@ -74,12 +94,12 @@ export class Rtnl {
       }
     };
     for (const r of plan.delRules) {
-      await tryIt(`delete rule pref ${r.priority}`, ['ENOENT', 'ESRCH'], () =>
-        this.rt.delRule({ family: AF_INET, action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask, table: r.table }));
+      await tryIt(`delete ${r.family === 6 ? 'IPv6 ' : ''}rule pref ${r.priority}`, ['ENOENT', 'ESRCH'], () =>
+        this.rt.delRule({ family: af(r.family), action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask, table: r.table }));
     }
     for (const r of plan.addRules) {
-      await tryIt(`add rule pref ${r.priority}`, ['EEXIST'], () =>
-        this.rt.newRule({ family: AF_INET, action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask ?? 0xffffffff, table: r.table },
+      await tryIt(`add ${r.family === 6 ? 'IPv6 ' : ''}rule pref ${r.priority}`, ['EEXIST'], () =>
+        this.rt.newRule({ family: af(r.family), action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask ?? 0xffffffff, table: r.table },
           { flags: FlagsNew.CREATE | FlagsNew.EXCL }));
     }
     const links = plan.setRoutes.length ? await this.links() : new Map<string, number>();
@@ -90,12 +110,12 @@ export class Rtnl {
         continue;
       }
       await tryIt(`route table ${r.table} via ${r.gateway} dev ${r.oif}`, [], () =>
-        this.rt.newRoute({ family: AF_INET, dstLen: 0, table: 0, protocol: 'STATIC', scope: 'UNIVERSE', type: 'UNICAST' },
-          { table: r.table, gateway: ip4buf(r.gateway), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE }));
+        this.rt.newRoute({ family: af(r.family), dstLen: 0, table: 0, protocol: 'STATIC', scope: 'UNIVERSE', type: 'UNICAST' },
+          { table: r.table, gateway: ipBuf(r.gateway), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE }));
     }
     for (const r of plan.delRoutes) {
-      await tryIt(`delete route table ${r.table}`, ['ENOENT', 'ESRCH'], () =>
-        this.rt.delRoute({ family: AF_INET, dstLen: r.dstLen, table: 0 }, { table: r.table, ...(r.dst ? { dst: ip4buf(r.dst) } : {}) }));
+      await tryIt(`delete ${r.family === 6 ? 'IPv6 ' : ''}route table ${r.table}`, ['ENOENT', 'ESRCH'], () =>
+        this.rt.delRoute({ family: af(r.family), dstLen: r.dstLen, table: 0 }, { table: r.table, ...(r.dst ? { dst: ipBuf(r.dst) } : {}) }));
     }
     return errors;
   }
