@@ -8,3 +8,29 @@ t.test('queryPattern: a Redis glob prefilter on the id for address or port queri
   t.equal(queryPattern({ firewall: 'fw2' }), undefined, 'the firewall is not in the id');
   t.equal(queryPattern({ addr: '*' }), undefined, 'no glob character reaches Redis');
 });
+
+t.test('session ids: IPv6 in brackets, canonical only; every field checked when read back', async (t) => {
+  const { sessionId, parseSessionId, decodeRecord, encodeRecord } = await import('@fwlb/session-table');
+  const k6 = { outerAddr: '2001:db8:c::11', outerPort: 40000, innerAddr: '2001:db8:20::12', innerPort: 7007, proto: 6 };
+  const id6 = sessionId(k6);
+  t.equal(id6, '[2001:db8:c::11]:40000>[2001:db8:20::12]:7007/6');
+  t.same(parseSessionId(id6), k6, 'round trip');
+  const k4 = { outerAddr: '198.51.100.11', outerPort: 40000, innerAddr: '203.0.113.100', innerPort: 7007, proto: 17 };
+  t.same(parseSessionId(sessionId(k4)), k4, 'IPv4 as before');
+  const rec = { ...k6, firewall: 'fw2', node: 'ob', firstSeen: 1, expires: 2 };
+  t.same(decodeRecord(id6, encodeRecord(rec)), rec, 'a record round trip');
+  for (const bad of [
+    '[2001:DB8:c::11]:40000>[2001:db8:20::12]:7007/6', // not canonical: another spelling would be another session
+    '[2001:db8:c:0:0:0:0:11]:40000>[2001:db8:20::12]:7007/6',
+    '[2001:db8:c::11]:40000>198.51.100.1:7007/6', // two families
+    '198.51.100.1:40000>[2001:db8:20::12]:7007/6',
+    '2001:db8:c::11:40000>[2001:db8:20::12]:7007/6', // no brackets
+    '[2001:db8:c::11:40000>[2001:db8:20::12]:7007/6',
+    '[2001:db8:c::11]:40000>[2001:db8:20::12:7007/6',
+    '[::ffff:1.2.3.4]:1>[2001:db8::1]:2/6',
+    '[2001:db8:c::11]:70000>[2001:db8:20::12]:7007/6',
+    '[2001:db8:c::11]:1>[2001:db8:20::12]:7007/1',
+    '[g::1]:1>[2001:db8::1]:2/6',
+  ])
+    t.equal(parseSessionId(bad), null, `refused: ${bad}`);
+});

@@ -1,6 +1,7 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
+import { canonicalAddress } from '@fwlb/flowhash';
 import { Errors } from './errors';
 import { switchTime } from './membership';
 import type { Reconciler } from './reconciler';
@@ -37,7 +38,7 @@ const sessionsQuery = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    addr: { type: 'string', format: 'ipv4' },
+    addr: { type: 'string', anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }] },
     port: { type: 'string', pattern: '^[0-9]{1,5}$' },
     firewall: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' },
     limit: { type: 'string', pattern: '^[0-9]{1,6}$' },
@@ -83,7 +84,8 @@ export function build(opts: AppOptions): FastifyInstance {
   app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>('/sessions', { schema: { querystring: sessionsQuery } }, async (req) => {
     if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
     const q = req.query;
-    return opts.sessions.query({ addr: q.addr, port: q.port ? Number(q.port) : undefined, firewall: q.firewall, limit: q.limit ? Math.min(Number(q.limit), 10000) : 100 });
+    // Records hold IPv6 addresses in their canonical form; any spelling of one finds them.
+    return opts.sessions.query({ addr: q.addr ? canonicalAddress(q.addr) : undefined, port: q.port ? Number(q.port) : undefined, firewall: q.firewall, limit: q.limit ? Math.min(Number(q.limit), 10000) : 100 });
   });
   app.get('/sessions/count', async () => {
     if (!opts.sessions) throw Errors.NO_SESSION_TABLE();

@@ -44,9 +44,10 @@ export interface DriveReport {
   http: { ok: number; failed: number; errors: Record<string, number>; bodies: Record<string, number>; byLabel: Record<string, Record<string, number>>; byWorker: Record<string, number>[]; cookies: Record<string, string>[] };
 }
 
+/** "host:port", "[v6]:port" or "v6:port" (the last colon separates the port). */
 const hp = (t: string): [string, number] => {
   const i = t.lastIndexOf(':');
-  return [t.slice(0, i), Number(t.slice(i + 1))];
+  return [t.slice(0, i).replace(/^\[(.*)\]$/, '$1'), Number(t.slice(i + 1))];
 };
 
 function serve(args: string[]): void {
@@ -66,7 +67,8 @@ function serve(args: string[]): void {
     s.on('error', () => undefined);
     s.pipe(s);
   });
-  const udp = dgram.createSocket('udp4');
+  // Dual stack: one socket serves IPv4 (as mapped addresses) and IPv6.
+  const udp = dgram.createSocket('udp6');
   udp.on('message', (m, r) => udp.send(m, r.port, r.address));
   const web = http.createServer((req, res) => {
     if (req.url === '/stats') return res.end(JSON.stringify({ accepted }));
@@ -83,15 +85,15 @@ function serve(args: string[]): void {
   };
   if (opt('--tcp')) {
     pending++;
-    tcp.listen(opt('--tcp'), '0.0.0.0', ready);
+    tcp.listen(opt('--tcp'), '::', ready);
   }
   if (opt('--udp')) {
     pending++;
-    udp.bind(opt('--udp'), '0.0.0.0', ready);
+    udp.bind(opt('--udp'), '::', ready);
   }
   if (opt('--http')) {
     pending++;
-    web.listen(opt('--http'), '0.0.0.0', ready);
+    web.listen(opt('--http'), '::', ready);
   }
 }
 
@@ -197,7 +199,7 @@ async function pool<T>(n: number, conc: number, f: (i: number, worker: number) =
 function udpFlow(target: string, port: number, id: number, timeoutMs: number, expectReply: boolean): Promise<boolean> {
   return new Promise((res) => {
     const [host, dport] = hp(target);
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
     const t = setTimeout(() => finish(!expectReply), expectReply ? timeoutMs : 20);
     function finish(ok: boolean) {
       clearTimeout(t);

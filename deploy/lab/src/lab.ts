@@ -39,6 +39,9 @@ export interface NodeProc {
   log: string[];
 }
 
+/** The firewall's sets of the TCP flows it dropped packets of (deploy/lab/firewall.nft), by family. */
+const DROP_SETS = ['dropnew', 'dropinvalid', 'dropnew6', 'dropinvalid6'];
+
 /** The clients' and servers' source port range: wide, so benchmarks do not run out of ports. */
 const WIDE_PORTS = '10000 65000';
 
@@ -76,11 +79,17 @@ export class Lab {
       if ((h.role === 'outside' || h.role === 'inside') && this.t.opts.nodesPerSide > 1) sys.push(`net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS}`);
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
       if (h.role === 'client' || h.role === 'server') sys.push(`net.ipv4.ip_local_port_range=${WIDE_PORTS}`, 'net.ipv4.tcp_tw_reuse=1');
+      if (this.t.opts.ipv6) {
+        // Addresses usable at once (no duplicate address detection on links the lab alone builds).
+        sys.push('net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0');
+        if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.forwarding=1');
+      }
       inNs(h.ns, ['sysctl', '-qw', ...sys]);
     }
     for (const b of this.t.bridges) {
       inNs(b.ns, ['ip', 'link', 'add', b.ifname, 'type', 'bridge']);
       if (b.addr) inNs(b.ns, ['ip', 'addr', 'add', b.addr, 'dev', b.ifname]);
+      if (b.addr6) inNs(b.ns, ['ip', '-6', 'addr', 'add', b.addr6, 'dev', b.ifname, 'nodad']);
       inNs(b.ns, ['ip', 'link', 'set', b.ifname, 'up']);
     }
     for (const l of this.t.links) {
@@ -92,13 +101,14 @@ export class Lab {
       for (const end of [l.a, l.b]) {
         if (end.mac) inNs(end.ns, ['ip', 'link', 'set', end.ifname, 'address', end.mac]);
         if (end.addr) inNs(end.ns, ['ip', 'addr', 'add', end.addr, 'dev', end.ifname]);
+        if (end.addr6) inNs(end.ns, ['ip', '-6', 'addr', 'add', end.addr6, 'dev', end.ifname, 'nodad']);
         inNs(end.ns, ['sysctl', '-qw', `net.ipv4.conf.${end.ifname}.rp_filter=0`]);
       }
       if (l.bridgeB) inNs(l.b.ns, ['ip', 'link', 'set', l.b.ifname, 'master', l.bridgeB]);
       inNs(l.a.ns, ['ip', 'link', 'set', l.a.ifname, 'up']);
       inNs(l.b.ns, ['ip', 'link', 'set', l.b.ifname, 'up']);
     }
-    for (const r of this.t.routes) inNs(r.ns, ['ip', 'route', 'add', r.dst, ...viaArgs(r.via)]);
+    for (const r of this.t.routes) inNs(r.ns, ['ip', ...([r.via].flat()[0].includes(':') ? ['-6'] : []), 'route', 'add', r.dst, ...viaArgs(r.via)]);
     for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', FIREWALL_RULESET_PATH]);
     if (this.t.opts.natFirewalls) {
       for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
@@ -385,10 +395,10 @@ export class Lab {
     return ['/usr/bin/python3', SPOOF, kind, dst, String(dport), String(count), src, String(rate)];
   }
 
-  /** The conntrack table of a namespace (IPv4 TCP/UDP entries). */
-  kernelSessions(nsName: string): KernelSession[] {
+  /** The conntrack table of a namespace (TCP/UDP entries of one family, IPv4 by default). */
+  kernelSessions(nsName: string, family: 'ipv4' | 'ipv6' = 'ipv4'): KernelSession[] {
     const out: KernelSession[] = [];
-    for (const line of inNs(this.ns(nsName), ['conntrack', '-L', '-f', 'ipv4']).split('\n')) {
+    for (const line of inNs(this.ns(nsName), ['conntrack', '-L', '-f', family]).split('\n')) {
       const m = /^(tcp|udp)\s+(\d+)\s.*?src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)/.exec(line);
       if (!m) continue;
       const tcp = m[1] === 'tcp';
@@ -490,12 +500,13 @@ export class Lab {
   firewallDropFlows(): string[] {
     const out: string[] = [];
     for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
-      for (const set of ['dropnew', 'dropinvalid']) {
+      for (const set of DROP_SETS) {
         const j = JSON.parse(inNs(h.ns, ['nft', '-j', 'list', 'set', 'inet', 'fwf', set]));
         const s = j.nftables.find((x: any) => x.set)?.set;
+        const at = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
         for (const e of s?.elem ?? []) {
           const [src, sport, dst, dport] = e.elem.val.concat;
-          out.push(`${h.name} ${set.slice(4)} ${src}:${sport}>${dst}:${dport} (${s.timeout - e.elem.expires} s ago)`);
+          out.push(`${h.name} ${set.slice(4).replace('6', '')} ${at(src, sport)}>${at(dst, dport)} (${s.timeout - e.elem.expires} s ago)`);
         }
       }
     }
@@ -514,7 +525,7 @@ export class Lab {
   resetFirewallCounters(): void {
     for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
       inNs(h.ns, ['nft', 'reset', 'counters', 'table', 'inet', 'fwf']);
-      for (const set of ['dropnew', 'dropinvalid']) inNs(h.ns, ['nft', 'flush', 'set', 'inet', 'fwf', set]);
+      for (const set of DROP_SETS) inNs(h.ns, ['nft', 'flush', 'set', 'inet', 'fwf', set]);
     }
   }
 

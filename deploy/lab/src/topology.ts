@@ -42,6 +42,12 @@ export interface LabOptions {
    * NAT_FULL(k) (DNAT, and SNAT to NAT_FULL_SOURCE(k) on the inside). See `Lab.build`.
    */
   natFirewalls?: boolean;
+  /**
+   * Dual stack: every link of the sandwich also carries IPv6 (2001:db8::/32, see CLIENT_NET6 and the others), the
+   * nodes' configs give each firewall a `nextHop6`, and clients reach the servers' IPv6 addresses through the
+   * firewalls (the SLB node routes IPv6 to them; its VIPs stay IPv4). One node per side.
+   */
+  ipv6?: boolean;
 }
 
 export interface Host {
@@ -51,20 +57,22 @@ export interface Host {
   ns: string;
   /** Address on its LAN or, for firewalls, the outside-side address. */
   addr?: string;
+  /** Its IPv6 address on its LAN (lab option ipv6). */
+  addr6?: string;
 }
 
 export interface Link {
-  a: { ns: string; ifname: string; addr?: string; mac?: string };
-  b: { ns: string; ifname: string; addr?: string; mac?: string };
+  a: { ns: string; ifname: string; addr?: string; addr6?: string; mac?: string };
+  b: { ns: string; ifname: string; addr?: string; addr6?: string; mac?: string };
   /** Enslave the b end to this bridge in b's namespace. */
   bridgeB?: string;
 }
 
 export interface Topology {
   hosts: Host[];
-  bridges: { ns: string; ifname: string; addr?: string }[];
+  bridges: { ns: string; ifname: string; addr?: string; addr6?: string }[];
   links: Link[];
-  /** `via` a list: a multipath (ECMP) route. */
+  /** `via` a list: a multipath (ECMP) route. An IPv6 `via` makes an IPv6 route (`dst` "default" included). */
   routes: { ns: string; dst: string; via: string | string[] }[];
   /**
    * The ECMP routes over each side's nodes (nodesPerSide > 1): the route in `ns` to `dst` has one next hop per
@@ -82,7 +90,7 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls'>> & { nodesPerSide: number; broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][]; natFirewalls?: boolean };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls' | 'ipv6'>> & { nodesPerSide: number; broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][]; natFirewalls?: boolean; ipv6?: boolean };
   /** The SLB config the inside node runs in-process (with `slbEmbedded`). */
   embeddedSlb?: SlbConfig;
 }
@@ -112,6 +120,12 @@ export const WEB_PORT = 80;
 /** The lab's L7 VIP (mode http, HAProxy) listens on the VIP address at this port. */
 export const L7_PORT = 8000;
 export const INSIDE_TRANSIT = (k: number) => `172.17.${k}`;
+/** Lab option ipv6: the clients' LAN (outside node ::1), the server LAN (inside node ::1, SLB node ::2), the real servers' LAN (SLB node ::1), and firewall k's transit links (node ::1, firewall ::2). */
+export const CLIENT_NET6 = '2001:db8:c::';
+export const SERVER_NET6 = '2001:db8:5::';
+export const RIP_NET6 = '2001:db8:20::';
+export const OUTSIDE_TRANSIT6 = (k: number) => `2001:db8:16:${k}::`;
+export const INSIDE_TRANSIT6 = (k: number) => `2001:db8:17:${k}::`;
 /** The sync network of firewall sync pair g (1-based): conntrackd's FTFW messages, never steered by fwlb. */
 export const SYNC_NET = (g: number) => `10.98.${g}`;
 /** Node redundancy: the outside nodes' side segment (router `or` .1, node i .10+i). */
@@ -129,15 +143,17 @@ export function topology(o: LabOptions): Topology {
   const hosts: Host[] = [];
   const links: Link[] = [];
   const routes: Topology['routes'] = [];
+  const v6 = (a: string) => (opts.ipv6 ? { addr6: a } : {});
   const bridges = [
-    { ns: ns('ob'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24` },
-    { ns: ns('ib'), ifname: 'srv0', addr: `${SERVER_NET}.1/24` },
-    { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24` },
+    { ns: ns('ob'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24`, ...v6(`${CLIENT_NET6}1/64`) },
+    { ns: ns('ib'), ifname: 'srv0', addr: `${SERVER_NET}.1/24`, ...v6(`${SERVER_NET6}1/64`) },
+    { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24`, ...v6(`${RIP_NET6}1/64`) },
   ];
   hosts.push({ role: 'outside', name: 'ob', ns: ns('ob') }, { role: 'inside', name: 'ib', ns: ns('ib') }, { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
   // The SLB node hangs off the inside node's server LAN; the real servers sit behind it on a private network.
-  links.push({ a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24` }, b: { ns: ns('ib'), ifname: 'slb' }, bridgeB: 'srv0' });
+  links.push({ a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24`, ...v6(`${SERVER_NET6}2/64`) }, b: { ns: ns('ib'), ifname: 'slb' }, bridgeB: 'srv0' });
   routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET}.1` });
+  if (opts.ipv6) routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET6}1` }, { ns: ns('ib'), dst: `${RIP_NET6}/64`, via: `${SERVER_NET6}2` });
   endHosts(opts, ns('ob'), { hosts, links, routes });
   if (opts.mgmt) {
     // Management network for shared services (Redis, Sentinel): never steered by fwlb.
@@ -159,12 +175,13 @@ export function topology(o: LabOptions): Topology {
   for (let k = 1; k <= opts.firewalls; k++) {
     const fw = ns(`fw${k}`);
     hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${OUTSIDE_TRANSIT(k)}.2` });
-    links.push({ a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24` } });
-    links.push({ a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24` }, b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24` } });
+    links.push({ a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}1/64`) }, b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}2/64`) } });
+    links.push({ a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24`, ...v6(`${INSIDE_TRANSIT6(k)}1/64`) }, b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24`, ...v6(`${INSIDE_TRANSIT6(k)}2/64`) } });
     routes.push({ ns: fw, dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_TRANSIT(k)}.1` }, { ns: fw, dst: `${SERVER_NET}.0/24`, via: `${INSIDE_TRANSIT(k)}.1` });
+    if (opts.ipv6) routes.push({ ns: fw, dst: `${CLIENT_NET6}/64`, via: `${OUTSIDE_TRANSIT6(k)}1` }, { ns: fw, dst: `${RIP_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` });
     const group = { ...(groupOf.has(`fw${k}`) ? { syncGroup: groupOf.get(`fw${k}`) } : {}), ...natPools(opts, k) };
-    fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
-    fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, interface: `fw${k}`, ...group });
+    fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, ...(opts.ipv6 ? { nextHop6: `${OUTSIDE_TRANSIT6(k)}2` } : {}), interface: `fw${k}`, ...group });
+    fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, ...(opts.ipv6 ? { nextHop6: `${INSIDE_TRANSIT6(k)}2` } : {}), interface: `fw${k}`, ...group });
   }
   const node = (role: 'outside' | 'inside', side: string, firewalls: BalancerConfig['firewalls']) =>
     nodeConfig(opts, { role, name: role === 'outside' ? 'ob' : 'ib', file: role, side, firewalls, targets: [role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`] });
@@ -234,15 +251,19 @@ function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' |
   const ns = (x: string) => `${opts.prefix}-${x}`;
   for (let i = 1; i <= opts.clients; i++) {
     const addr = `${CLIENT_NET}.${10 + i}`;
-    t.hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr });
-    t.links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: clientGateway, ifname: `c${i}` }, bridgeB: 'cli0' });
+    const addr6 = opts.ipv6 ? `${CLIENT_NET6}${10 + i}` : undefined;
+    t.hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr, ...(addr6 ? { addr6 } : {}) });
+    t.links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24`, ...(addr6 ? { addr6: `${addr6}/64` } : {}) }, b: { ns: clientGateway, ifname: `c${i}` }, bridgeB: 'cli0' });
     t.routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
+    if (addr6) t.routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET6}1` });
   }
   for (let i = 1; i <= opts.servers; i++) {
     const addr = `${RIP_NET}.${10 + i}`;
-    t.hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr });
-    t.links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24` }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
+    const addr6 = opts.ipv6 ? `${RIP_NET6}${10 + i}` : undefined;
+    t.hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr, ...(addr6 ? { addr6 } : {}) });
+    t.links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24`, ...(addr6 ? { addr6: `${addr6}/64` } : {}) }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
     t.routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
+    if (addr6) t.routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET6}1` });
   }
 }
 const FAST_TIMERS = { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 2 };
@@ -367,7 +388,7 @@ export function l7Vip(rips: string[]): VipConfig {
  */
 function redundantTopology(opts: Opts): Topology {
   if (!opts.sessionTable) throw new RangeError('lab nodesPerSide > 1 needs a sessionTable: the nodes agree on the firewalls through it');
-  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length) throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt nor syncGroups');
+  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length || opts.ipv6) throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt, syncGroups nor ipv6');
   const n = opts.nodesPerSide;
   const ns = (x: string) => `${opts.prefix}-${x}`;
   const hosts: Host[] = [];

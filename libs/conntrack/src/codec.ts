@@ -1,5 +1,6 @@
 // ctnetlink message codec: netlink attributes to typed conntrack entries and back; pure layer of libs/conntrack.
 // Attribute numbers are from linux/netfilter/nfnetlink_conntrack.h; values are in network byte order.
+import { familyOf, formatAddress, parseAddress } from '@fwlb/flowhash';
 
 export const NFNL_SUBSYS_CTNETLINK = 1;
 export const IPCTNL_MSG_CT_NEW = 0;
@@ -12,7 +13,9 @@ export const NLM_F_CREATE = 0x400;
 
 const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, ID: 12, LABELS: 22 } as const;
 const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
-const CTA_IP = { V4_SRC: 1, V4_DST: 2 } as const;
+const CTA_IP = { V4_SRC: 1, V4_DST: 2, V6_SRC: 3, V6_DST: 4 } as const;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
 const CTA_PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
 const CTA_PROTOINFO_TCP = 1;
 const CTA_PROTOINFO_TCP_STATE = 1;
@@ -59,7 +62,8 @@ export function parseAttrs(b: Buffer): Map<number, Buffer> {
   return out;
 }
 
-const ip4 = (b: Buffer) => `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+/** An address in its canonical text form (RFC 5952 for IPv6: one session has one text). */
+const ipText = (b: Buffer) => formatAddress(b);
 
 export function parseTuple(b: Buffer): CtTuple | null {
   const a = parseAttrs(b);
@@ -67,12 +71,13 @@ export function parseTuple(b: Buffer): CtTuple | null {
   const proto = a.get(CTA_TUPLE.PROTO);
   if (!ip || !proto) return null;
   const ipa = parseAttrs(ip);
-  const src = ipa.get(CTA_IP.V4_SRC);
-  const dst = ipa.get(CTA_IP.V4_DST);
-  if (!src || !dst) return null; // IPv6: not handled by fwlb yet
+  const v6 = ipa.has(CTA_IP.V6_SRC);
+  const src = ipa.get(v6 ? CTA_IP.V6_SRC : CTA_IP.V4_SRC);
+  const dst = ipa.get(v6 ? CTA_IP.V6_DST : CTA_IP.V4_DST);
+  if (!src || !dst || src.length !== (v6 ? 16 : 4) || dst.length !== src.length) return null;
   const pa = parseAttrs(proto);
   const num = pa.get(CTA_PROTO.NUM);
-  const t: CtTuple = { src: ip4(src), dst: ip4(dst), proto: num ? num[0] : 0 };
+  const t: CtTuple = { src: ipText(src), dst: ipText(dst), proto: num ? num[0] : 0 };
   const sp = pa.get(CTA_PROTO.SRC_PORT);
   const dp = pa.get(CTA_PROTO.DST_PORT);
   if (sp && dp) {
@@ -82,7 +87,7 @@ export function parseTuple(b: Buffer): CtTuple | null {
   return t;
 }
 
-/** The payload of one ctnetlink message after the 4-byte nfgenmsg header; null for a non-IPv4 entry. */
+/** The payload of one ctnetlink message after the 4-byte nfgenmsg header (IPv4 or IPv6); null for anything else. */
 export function parseEntry(payload: Buffer): CtEntry | null {
   const a = parseAttrs(payload.subarray(4));
   const o = a.get(CTA.TUPLE_ORIG);
@@ -119,8 +124,8 @@ export function eventKind(type: number, flags: number): CtEventKind | null {
   return null;
 }
 
-/** nfgenmsg: family, version 0, resource id 0. */
-export function nfgenmsg(family = 2): Buffer {
+/** nfgenmsg: family (AF_INET, AF_INET6, or 0 for a dump of both), version 0, resource id 0. */
+export function nfgenmsg(family = AF_INET): Buffer {
   return Buffer.from([family, 0, 0, 0]);
 }
 
@@ -135,7 +140,10 @@ function attr(type: number, data: Buffer, nested = false): Buffer {
 
 /** Encodes a tuple as the kernel does (used for lookups and deletes, and by tests to build messages). */
 export function encodeTuple(t: CtTuple): Buffer {
-  const ip = Buffer.concat([attr(CTA_IP.V4_SRC, Buffer.from(t.src.split('.').map(Number))), attr(CTA_IP.V4_DST, Buffer.from(t.dst.split('.').map(Number)))]);
+  const [src, dst] = [parseAddress(t.src), parseAddress(t.dst)];
+  if (src.length !== dst.length) throw new TypeError(`one tuple, two families: ${t.src} and ${t.dst}`);
+  const v6 = src.length === 16;
+  const ip = Buffer.concat([attr(v6 ? CTA_IP.V6_SRC : CTA_IP.V4_SRC, Buffer.from(src)), attr(v6 ? CTA_IP.V6_DST : CTA_IP.V4_DST, Buffer.from(dst))]);
   const port = (p: number) => {
     const b = Buffer.alloc(2);
     b.writeUInt16BE(p);
@@ -153,7 +161,7 @@ export function encodeTuple(t: CtTuple): Buffer {
  * with `id`, a DELETE removes that entry only, not a newer one that took its tuple.
  */
 export function encodeLookup(t: CtTuple, id?: number): Buffer {
-  const parts = [nfgenmsg(), attr(CTA.TUPLE_ORIG, encodeTuple(t), true)];
+  const parts = [nfgenmsg(familyOf(t.src) === 6 ? AF_INET6 : AF_INET), attr(CTA.TUPLE_ORIG, encodeTuple(t), true)];
   if (id !== undefined) {
     const b = Buffer.alloc(4);
     b.writeUInt32BE(id >>> 0);
@@ -169,7 +177,7 @@ export function encodeEntry(e: CtEntry): Buffer {
     b.writeUInt32BE(v >>> 0);
     return b;
   };
-  const parts = [nfgenmsg(), attr(CTA.TUPLE_ORIG, encodeTuple(e.orig), true), attr(CTA.TUPLE_REPLY, encodeTuple(e.reply), true), attr(CTA.STATUS, u32(e.status)), attr(CTA.MARK, u32(e.mark))];
+  const parts = [nfgenmsg(familyOf(e.orig.src) === 6 ? AF_INET6 : AF_INET), attr(CTA.TUPLE_ORIG, encodeTuple(e.orig), true), attr(CTA.TUPLE_REPLY, encodeTuple(e.reply), true), attr(CTA.STATUS, u32(e.status)), attr(CTA.MARK, u32(e.mark))];
   if (e.timeout !== undefined) parts.push(attr(CTA.TIMEOUT, u32(e.timeout)));
   if (e.id !== undefined) parts.push(attr(CTA.ID, u32(e.id)));
   if (e.tcpState) parts.push(attr(CTA.PROTOINFO, attr(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE, Buffer.from([TCP_STATES.indexOf(e.tcpState)])), true), true));

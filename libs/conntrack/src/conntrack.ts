@@ -25,11 +25,11 @@ function toError(e: unknown, what: string): ConntrackError {
   return new ConntrackError(code, `${what}: ${msg}`);
 }
 
-/** One full dump of the IPv4 conntrack table. */
+/** One full dump of the conntrack table, both families (nfgenmsg family 0). */
 export async function dumpConntrack(): Promise<CtEntry[]> {
   const sock = createNetlink(NETLINK_NETFILTER);
   try {
-    const [msgs] = await sock.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, nfgenmsg(2), { flags: NLM_F_DUMP, timeout: 30000 });
+    const [msgs] = await sock.request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, nfgenmsg(0), { flags: NLM_F_DUMP, timeout: 30000 });
     const out: CtEntry[] = [];
     for (const m of msgs) {
       const e = parseEntry(m.data);

@@ -1,4 +1,5 @@
 // Canonical session keys and records as stored in Redis; pure layer of libs/session-table.
+import { canonicalAddress } from '@fwlb/flowhash';
 
 export interface SessionKey {
   outerAddr: string;
@@ -19,9 +20,15 @@ export interface SessionRecord extends SessionKey {
   expires: number;
 }
 
-/** "198.51.100.11:40000>203.0.113.100:7007/6": the same string on both nodes for the same session. */
+/** An address and port as an id writes them: IPv6 in brackets (its own colons would end the address). */
+const at = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
+
+/**
+ * "198.51.100.11:40000>203.0.113.100:7007/6", "[2001:db8::11]:40000>[2001:db8:5::10]:7007/6": the same string on
+ * both nodes for the same session (addresses in their canonical text form).
+ */
 export function sessionId(k: SessionKey): string {
-  return `${k.outerAddr}:${k.outerPort}>${k.innerAddr}:${k.innerPort}/${k.proto}`;
+  return `${at(k.outerAddr, k.outerPort)}>${at(k.innerAddr, k.innerPort)}/${k.proto}`;
 }
 
 /** Records come back from Redis, which anyone with access can write: every field is checked before it is used. */
@@ -33,6 +40,16 @@ const PORT = (s: string) => {
 };
 const PROTO = (s: string) => (s === '6' ? 6 : s === '17' ? 17 : NaN);
 const ADDR = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const HEX = /^[0-9a-f:]{2,39}$/;
+/** An IPv6 address in its canonical form only: another spelling of it would be another session's id. */
+const ADDR6 = (a: string) => {
+  if (!HEX.test(a)) return false;
+  try {
+    return canonicalAddress(a) === a;
+  } catch {
+    return false;
+  }
+};
 /** Firewall ids and node names as the configs allow them. */
 export const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const TIME = /^\d{1,15}$/;
@@ -40,14 +57,24 @@ const TIME = /^\d{1,15}$/;
 /** Parsed with indexOf rather than one regular expression: a node that lost its state parses 100k of these. */
 export function parseSessionId(id: string): SessionKey | null {
   const gt = id.indexOf('>');
+  if (gt < 0) return null;
+  const v6 = id.charCodeAt(0) === 0x5b; // '['
+  if (v6 !== (id.charCodeAt(gt + 1) === 0x5b)) return null;
   const c1 = id.lastIndexOf(':', gt);
-  const c2 = id.indexOf(':', gt);
+  // The inner port's colon: after the closing bracket of an IPv6 address, else the first one.
+  const c2 = v6 ? id.indexOf(']:', gt) + 1 : id.indexOf(':', gt);
   const sl = id.indexOf('/', c2);
-  if (gt < 0 || c1 < 0 || c2 < 0 || sl < 0) return null;
-  const outerAddr = id.slice(0, c1);
-  const innerAddr = id.slice(gt + 1, c2);
+  if (c1 < 0 || c2 <= 0 || sl < 0) return null;
+  let outerAddr = id.slice(0, c1);
+  let innerAddr = id.slice(gt + 1, c2);
+  if (v6) {
+    if (!outerAddr.endsWith(']') || !innerAddr.endsWith(']')) return null;
+    outerAddr = outerAddr.slice(1, -1);
+    innerAddr = innerAddr.slice(1, -1);
+  }
   const k = { outerAddr, outerPort: PORT(id.slice(c1 + 1, gt)), innerAddr, innerPort: PORT(id.slice(c2 + 1, sl)), proto: PROTO(id.slice(sl + 1)) };
-  if (Number.isNaN(k.outerPort) || Number.isNaN(k.innerPort) || Number.isNaN(k.proto) || !ADDR.test(outerAddr) || !ADDR.test(innerAddr)) return null;
+  if (Number.isNaN(k.outerPort) || Number.isNaN(k.innerPort) || Number.isNaN(k.proto)) return null;
+  if (v6 ? !ADDR6(outerAddr) || !ADDR6(innerAddr) : !ADDR.test(outerAddr) || !ADDR.test(innerAddr)) return null;
   return k;
 }
 
