@@ -2,8 +2,13 @@
 // bucket table; every IPv6 session crosses the firewall the model names, and ICMP errors follow their flow.
 import { t } from 'tap';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
-import { drive, ECHO_PORT, formatReport, inNs, runScenario } from '@fwlb/lab';
+import { spawnSync } from 'node:child_process';
+import { drive, ECHO_PORT, formatReport, inNs, Lab, runScenario } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
+import { startRedisOnSocket } from '../helpers/redis';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const token = (lab: Lab) => lab.t.nodes.outside.api!.token!;
 
 /** A counter of /proc/net/snmp or /proc/net/snmp6 in a namespace. */
 function snmp(ns: string, file: 'snmp' | 'snmp6', name: string): number {
@@ -17,7 +22,8 @@ function snmp(ns: string, file: 'snmp' | 'snmp6', name: string): number {
 }
 
 t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
-  const lab = await startLab(t, { ipv6: true });
+  const { url } = await startRedisOnSocket(t);
+  const lab = await startLab(t, { ipv6: true, sessionTable: url });
 
   await t.test('the lab scenario in both families at once: 0 failed, 0 drops, IPv6 on every firewall', async (t) => {
     const r = await runScenario(lab, { shortPerClient: 300, udpPerClient: 50, longPerClient: 6, longDurationMs: 5000 });
@@ -59,8 +65,8 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
 
   await t.test('ICMP errors follow their flow: port unreachable from the servers reaches the client through the same firewall', async (t) => {
     // The servers (IPv6) and the SLB node (the IPv4 VIP's own port 9) answer every datagram to a closed port; the
-    // kernel's rate limit would hide most of the answers.
-    for (const h of lab.t.hosts.filter((x) => x.role === 'server' || x.role === 'slb')) inNs(h.ns, ['sysctl', '-qw', 'net.ipv6.icmp.ratelimit=0', 'net.ipv4.icmp_ratelimit=0']);
+    // kernel's rate limits (per destination, and per namespace: a burst of 50) would hide some of the answers.
+    for (const h of lab.t.hosts.filter((x) => x.role === 'server' || x.role === 'slb')) inNs(h.ns, ['sysctl', '-qw', 'net.ipv6.icmp.ratelimit=0', 'net.ipv4.icmp_ratelimit=0', 'net.ipv4.icmp_msgs_burst=10000']);
     const c1 = lab.host('c1');
     const closed = 9;
     const flows = 60;
@@ -76,5 +82,39 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
     t.equal(got4, flows, `${got4} of ${flows} ICMP port-unreachable errors reached the client`);
     const fw = lab.firewallCounters();
     t.same(fw.map((f) => f.drops), fw.map(() => 0), 'no firewall dropped one: each came back through its flow\'s firewall');
+  });
+
+  await t.test("both nodes lose their state mid-stream: IPv6 sessions off their bucket's firewall keep it through the pins (0 broken, 0 drops)", async (t) => {
+    const targets = lab.t.hosts.filter((h) => h.role === 'server').map((s) => `[${s.addr6}]:${ECHO_PORT}`);
+    const stream = (ms: number) => Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets, count: 30, durationMs: ms, intervalMs: 200, timeoutMs: 3000 } })));
+    const admin = async (enabled: boolean) => {
+      for (const role of ['outside', 'inside'] as const) t.equal((await lab.api(role, 'PUT', '/firewalls/fw2/admin', { enabled }, token(lab))).status, 200, `fw2 ${enabled ? 'rejoins' : 'leaves'} on the ${role} node`);
+    };
+    lab.resetFirewallCounters();
+    const a = stream(16000);
+    await sleep(1500);
+    await admin(false);
+    await sleep(300);
+    // Started while fw2 is out: these sit off their bucket's firewall once it is back.
+    const b = stream(13000);
+    await sleep(1500);
+    await admin(true);
+    await sleep(1500);
+    const pinned = (n: string) => JSON.parse(inNs(lab.ns(n), ['nft', '-j', 'list', 'map', 'inet', 'fwlb', 'pins_v6'])).nftables.find((x: any) => x.map).map.elem?.length ?? 0;
+    const pins = ['ob', 'ib'].map(pinned);
+    t.ok(pins.every((n) => n > 0), `both nodes pin IPv6 sessions from the shared table: ${pins.join(', ')}`);
+    for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
+    for (const n of ['ob', 'ib']) {
+      inNs(lab.ns(n), ['conntrack', '-F']);
+      for (const k of [0, 1, 2]) for (const sfx of ['', '_v6']) spawnSync('ip', ['netns', 'exec', lab.ns(n), 'nft', 'flush', 'set', 'inet', 'fwlb', `conn${k}${sfx}`], { stdio: 'ignore' });
+    }
+    await lab.startNode('outside');
+    await lab.startNode('inside');
+    const reports = [...(await a), ...(await b)];
+    const streams = reports.reduce((n, r) => n + r.long.ok + r.long.broken, 0);
+    t.equal(streams, 120, 'every stream ran');
+    t.equal(reports.reduce((n, r) => n + r.long.broken, 0), 0, `0 of ${streams} IPv6 streams broke ${JSON.stringify(reports.map((r) => r.long.errors))}`);
+    const fw = lab.firewallCounters();
+    t.same(fw.map((f) => f.drops), fw.map(() => 0), `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 5))}`);
   });
 });

@@ -58,8 +58,11 @@ function probeCommands(): unknown[] {
   ];
 }
 
-/** `siblings`: the node has a session table, so it may have siblings on its side (then TIME_WAIT matters). */
-export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean } = {}): Promise<Check[]> {
+/**
+ * `siblings`: the node has a session table, so it may have siblings on its side (then TIME_WAIT matters). `ipv6`:
+ * the firewalls have IPv6 next hops, so the node must forward IPv6.
+ */
+export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean; ipv6?: boolean } = {}): Promise<Check[]> {
   const checks: Check[] = [];
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
   checks.push({ name: 'nft binary', ok: v.status === 0, required: true, detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package' });
@@ -80,7 +83,7 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
     const rt = Rtnl.open();
     try {
       const rules = await rt.rules();
-      checks.push({ name: 'policy routing (rtnetlink rules)', ok: true, required: true, detail: `${rules.length} IPv4 rules readable` });
+      checks.push({ name: 'policy routing (rtnetlink rules)', ok: true, required: true, detail: `${rules.length} rules readable (IPv4 and IPv6)` });
     } finally {
       rt.close();
     }
@@ -88,6 +91,10 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
     checks.push({ name: 'policy routing (rtnetlink rules)', ok: false, required: true, detail: `cannot read ip rules through netlink: ${(e as Error).message}` });
   }
   checks.push(ipForwardCheck());
+  if (opts.ipv6) {
+    const fwd = sysctl('net/ipv6/conf/all/forwarding');
+    checks.push({ name: 'IPv6 forwarding', ok: fwd === '1', required: true, detail: fwd === '1' ? 'enabled' : `net.ipv6.conf.all.forwarding is ${fwd ?? 'missing (no IPv6 in this kernel?)'}: the firewalls have nextHop6, and this node would not forward IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)` });
+  }
   if (opts.siblings) {
     const tw = Number(sysctl('net/netfilter/nf_conntrack_tcp_timeout_time_wait') ?? NaN);
     checks.push({

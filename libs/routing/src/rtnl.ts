@@ -28,6 +28,17 @@ function ipBuf(a: string): Buffer {
 export class Rtnl {
   private constructor(private readonly rt: RtNetlinkSocket) {}
 
+  /**
+   * One dump at a time on the socket: the kernel answers a second dump request during the first with EBUSY (the
+   * reconciler reads rules and routes together, and each reads both families).
+   */
+  private queue: Promise<unknown> = Promise.resolve();
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(f, f);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
   static open(): Rtnl {
     return new Rtnl(createRtNetlink());
   }
@@ -38,7 +49,7 @@ export class Rtnl {
 
   private async links(): Promise<Map<string, number>> {
     const out = new Map<string, number>();
-    for (const l of await this.rt.getLinks()) if (l.attrs.ifname) out.set(l.attrs.ifname, l.data.index!);
+    for (const l of await this.serial(() => this.rt.getLinks())) if (l.attrs.ifname) out.set(l.attrs.ifname, l.data.index!);
     return out;
   }
 
@@ -52,7 +63,7 @@ export class Rtnl {
   async rules(): Promise<ActualRule[]> {
     const out: ActualRule[] = [];
     for (const family of [4, 6] as const) {
-      for (const m of await this.rt.getRules({ family: af(family) })) {
+      for (const m of await this.serial(() => this.rt.getRules({ family: af(family) }))) {
         out.push({ ...(family === 6 ? { family } : {}), priority: m.attrs.priority ?? 0, fwmark: m.attrs.fwmark, fwmask: m.attrs.fwmask, table: m.attrs.table ?? m.data.table ?? 0 });
       }
     }
@@ -64,7 +75,7 @@ export class Rtnl {
     const names = await this.linkNames();
     const out: ActualRoute[] = [];
     for (const family of [4, 6] as const) {
-      for (const m of await this.rt.getRoutes({ family: af(family) })) {
+      for (const m of await this.serial(() => this.rt.getRoutes({ family: af(family) }))) {
         out.push({
           ...(family === 6 ? { family } : {}),
           table: m.attrs.table ?? m.data.table ?? 0,
