@@ -9,6 +9,8 @@ import { AGENT, deleteNs, inNs, linkedPair, spawnInNs, uniquePrefix, waitForLine
 
 const SRV = '192.0.2.2';
 const DARK = '192.0.2.3';
+const SRV6 = '2001:db8::2';
+const DARK6 = '2001:db8::3';
 
 t.test('checker kinds', async (t) => {
   const p = uniquePrefix('hc');
@@ -23,8 +25,18 @@ t.test('checker kinds', async (t) => {
     rmSync(dir, { recursive: true, force: true });
   });
   linkedPair(p, { ns: cli, addrs: ['192.0.2.1/24'] }, { ns: srv, addrs: [`${SRV}/24`, `${DARK}/24`] });
-  // The "dark" address drops ICMP echo; everything else answers.
-  inNs(srv, ['nft', 'add table inet dark; add chain inet dark in { type filter hook input priority 0; }; add rule inet dark in ip daddr 192.0.2.3 icmp type echo-request drop'].flatMap((x) => x.split(' ')));
+  // IPv6 as well, usable at once (no duplicate address detection on a link the test alone builds).
+  inNs(cli, ['ip', '-6', 'addr', 'add', '2001:db8::1/64', 'dev', 'eth0', 'nodad']);
+  for (const a of [SRV6, DARK6]) inNs(srv, ['ip', '-6', 'addr', 'add', `${a}/64`, 'dev', 'eth0', 'nodad']);
+  // The "dark" addresses drop ICMP echo; everything else answers.
+  inNs(srv, ['nft', '-f', '-'], `table inet dark {
+  chain in {
+    type filter hook input priority 0;
+    ip daddr ${DARK} icmp type echo-request drop
+    ip6 daddr ${DARK6} icmpv6 type echo-request drop
+  }
+}
+`);
   const serve = async (args: string[]) => {
     const x = spawnInNs(srv, [process.execPath, AGENT, 'serve', ...args]);
     procs.push(x);
@@ -117,4 +129,24 @@ t.test('checker kinds', async (t) => {
     t.same([dark.ok, dark.reason], [false, 'timeout']);
   });
 
+  await t.test('IPv6: every kind against an IPv6 server, with the same answers', async (t) => {
+    const echo = await probe({ kind: 'icmp' }, SRV6);
+    t.same([echo.ok, echo.reason], [true, 'echo reply'], 'ICMPv6 echo answered is up');
+    const dark = await probe({ kind: 'icmp' }, DARK6);
+    t.same([dark.ok, dark.reason], [false, 'timeout'], 'a host dropping ICMPv6 echo is down');
+    const spelled = await probe({ kind: 'icmp' }, '2001:DB8:0::2');
+    t.equal(spelled.ok, true, 'another spelling of the address is the same target');
+    const before = accepted();
+    const half = await probe({ kind: 'tcp-half-open', port: 9000 }, SRV6);
+    t.same([half.ok, half.reason], [true, 'syn-ack'], 'half-open up');
+    t.equal(accepted(), before, 'and the server application accepted no connection');
+    t.same(await probe({ kind: 'tcp', port: 9000 }, SRV6).then((r) => [r.ok, r.reason]), [true, 'connected'], 'tcp up');
+    t.same(await probe({ kind: 'tcp-half-open', port: 9999 }, SRV6).then((r) => [r.ok, r.reason]), [false, 'refused'], 'half-open refused');
+    t.same(await probe({ kind: 'tcp', port: 9999 }, SRV6).then((r) => [r.ok, r.reason]), [false, 'refused'], 'tcp refused');
+    t.equal((await probe({ kind: 'http', port: 8080 }, SRV6)).ok, true, 'http up');
+    t.same(await probe({ kind: 'http', port: 8081 }, SRV6).then((r) => [r.ok, r.reason]), [false, 'status 500'], 'http 500 down');
+    t.equal((await probe({ kind: 'http-content', port: 8080, contains: 'healthy-marker' }, SRV6)).ok, true, 'http-content up');
+    const unreach = await probe({ kind: 'icmp' }, '2001:db8:ffff::1');
+    t.equal(unreach.ok, false, `no route: down (${unreach.reason})`);
+  });
 });

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { createChecker, HealthMonitor, ProbeHelper, probeHelperRunnable } from '@fwlb/health';
 import { AGENT, deleteNs, inNs, linkedPair, REPO, SPOOF, spawnInNs, uniquePrefix, waitForLine } from '@fwlb/lab';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const CLI6 = '2001:db8::1';
+const SRV6 = '2001:db8::2';
 
 async function pair(t: { teardown(f: () => void): void }, tag: string) {
   const p = uniquePrefix(tag);
@@ -18,6 +20,8 @@ async function pair(t: { teardown(f: () => void): void }, tag: string) {
     deleteNs(srv);
   });
   linkedPair(p, { ns: cli, addrs: ['192.0.2.1/24'] }, { ns: srv, addrs: ['192.0.2.2/24'] });
+  inNs(cli, ['ip', '-6', 'addr', 'add', `${CLI6}/64`, 'dev', 'eth0', 'nodad']);
+  inNs(srv, ['ip', '-6', 'addr', 'add', `${SRV6}/64`, 'dev', 'eth0', 'nodad']);
   const bg = (ns: string, cmd: string[]) => {
     const x = spawnInNs(ns, cmd);
     procs.push(x);
@@ -84,6 +88,44 @@ t.test('an on-path spoofer cannot make a dead target look alive', async (t) => {
   for (let i = 0; i < 10; i++) res.push(await icmp.check({ address: '192.0.2.2' }, 150), await half.check({ address: '192.0.2.2' }, 150));
   t.same(res.filter((r) => r.ok), [], '0 of 20 spoofed answers were taken for the target');
   t.ok(res.every((r) => r.reason === 'timeout'), 'every probe timed out, as it should for a dead target');
+  await spoofers;
+});
+
+t.test('IPv6: a flood of crafted ICMPv6 errors and stray echo replies fails no probe; an on-path spoofer makes no dead target alive', async (t) => {
+  const { cli, srv, procs, bg } = await pair(t, 'p6');
+  const x = spawnInNs(srv, [process.execPath, AGENT, 'serve', '--tcp', '9000']);
+  procs.push(x);
+  await waitForLine(x, /^ready/, 10000, 'serve');
+  const helper = ProbeHelper.start(undefined, cli);
+  t.teardown(() => helper.close());
+  const icmp = createChecker({ kind: 'icmp' }, helper);
+  const half = createChecker({ kind: 'tcp-half-open', port: 9000 }, helper);
+  const flood = Promise.all([
+    bg(srv, ['/usr/bin/python3', SPOOF, 'icmp6-errors', CLI6, '10000', SRV6]),
+    bg(srv, ['/usr/bin/python3', SPOOF, 'echo6-replies', CLI6, '10000']),
+  ]);
+  const results: { ok: boolean; reason?: string }[] = [];
+  const probing = (async () => {
+    for (let i = 0; i < 20; i++) results.push(await icmp.check({ address: SRV6 }, 200), await half.check({ address: SRV6 }, 200));
+  })();
+  await Promise.all([flood, probing]);
+  const failed = results.filter((r) => !r.ok);
+  t.comment(`${results.length - failed.length} of ${results.length} back-to-back IPv6 probes passed during 20,000 hostile packets (${JSON.stringify(failed.map((f) => f.reason))})`);
+  t.ok(failed.length <= 2 && failed.every((f) => f.reason === 'timeout'), 'at most a stray timeout under the flood, never a wrong answer');
+  t.equal(helper.status().restarts, 0, 'the helper never died');
+
+  // Now the target goes silent (no echo replies, its RSTs dropped) and a spoofer answers for it, wrongly.
+  inNs(srv, ['sysctl', '-qw', 'net.ipv6.icmp.echo_ignore_all=1']);
+  inNs(srv, ['nft', 'add', 'table', 'inet', 'mute']);
+  inNs(srv, ['nft', 'add', 'chain', 'inet', 'mute', 'out', '{ type filter hook output priority 0; }']);
+  inNs(srv, ['nft', 'add', 'rule', 'inet', 'mute', 'out', 'tcp', 'flags', '&', 'rst', '==', 'rst', 'drop']);
+  const spoofers = Promise.all([bg(srv, ['/usr/bin/python3', SPOOF, 'echo6-responder', '6']), bg(srv, ['/usr/bin/python3', SPOOF, 'synack6-responder', '6'])]);
+  await sleep(300);
+  const dead = createChecker({ kind: 'tcp-half-open', port: 9999 }, helper);
+  const res = [];
+  for (let i = 0; i < 10; i++) res.push(await icmp.check({ address: SRV6 }, 150), await dead.check({ address: SRV6 }, 150));
+  t.same(res.filter((r) => r.ok), [], '0 of 20 spoofed IPv6 answers were taken for the target');
+  t.ok(res.every((r) => r.reason === 'timeout'), `every probe timed out (${JSON.stringify([...new Set(res.map((r) => r.reason))])})`);
   await spoofers;
 });
 

@@ -8,6 +8,9 @@
 #   spoof.py echo-responder SECONDS   answers every echo request it sees with the right id but the wrong sequence
 #                                     and payload (an on-path spoofer); use with icmp_echo_ignore_all=1
 #   spoof.py synack-responder SECONDS answers every SYN with a SYN/ACK whose ack is not the SYN's seq + 1
+#   spoof.py icmp6-errors DST COUNT TARGET, echo6-replies DST COUNT, echo6-responder SECONDS, synack6-responder
+#                                     SECONDS: the same over IPv6 (the errors quote truncated headers, or an echo
+#                                     request from DST to TARGET with ids no probe holds)
 import os
 import random
 import select
@@ -104,6 +107,64 @@ def synack_answer(data: bytes, addr):
     return seg[:16] + struct.pack('!H', csum(pseudo + seg)) + seg[18:], dst
 
 
+def icmp6(typ: int, code: int, rest: bytes, body: bytes) -> bytes:
+    # The kernel computes an ICMPv6 checksum itself.
+    return struct.pack('!BBH', typ, code, 0) + rest + body
+
+
+def icmp6_errors(dst: str, count: int, target: str) -> None:
+    """Errors to DST (the prober) quoting packets from DST to TARGET (the probed address)."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    me = socket.inet_pton(socket.AF_INET6, dst)
+    tgt = socket.inet_pton(socket.AF_INET6, target)
+    for i in range(count):
+        if i % 3 == 0:
+            quoted = os.urandom(random.randint(0, 47))  # truncated: not even a header and an echo
+        elif i % 3 == 1:
+            # A well-formed IPv6 header and echo request to the target, with ids no probe holds.
+            echo = struct.pack('!BBHHH', 128, 0, 0, random.getrandbits(16), random.getrandbits(16)) + os.urandom(16)
+            quoted = struct.pack('!IHBB', 6 << 28, len(echo), 58, 64) + me + tgt + echo
+        else:
+            # Claims to quote a packet with a next header the parser must not follow.
+            quoted = struct.pack('!IHBB', 6 << 28, 8, 0, 64) + me + tgt + os.urandom(8)
+        s.sendto(icmp6(random.choice([1, 3]), random.choice([0, 3, 4]), b'\0\0\0\0', quoted), (dst, 0))
+
+
+def echo6_replies(dst: str, count: int) -> None:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    for _ in range(count):
+        s.sendto(icmp6(129, 0, struct.pack('!HH', random.getrandbits(16), random.getrandbits(16)), b'fwlb' + os.urandom(12)), (dst, 0))
+
+
+def respond6(proto: int, seconds: float, answer) -> None:
+    """respond() over IPv6: a raw socket reads no IP header; for TCP the kernel fills in the checksum (offset 16)."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
+    if proto == socket.IPPROTO_TCP:
+        s.setsockopt(socket.IPPROTO_IPV6, 7, 16)  # IPV6_CHECKSUM
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        r, _, _ = select.select([s], [], [], 0.1)
+        if r:
+            data, addr = s.recvfrom(4096)
+            out = answer(data, addr)
+            if out:
+                s.sendto(out[0], (out[1], 0))
+
+
+def echo6_answer(data: bytes, addr):
+    if len(data) < 8 or data[0] != 128:
+        return None
+    ident, seq = struct.unpack('!HH', data[4:8])
+    return icmp6(129, 0, struct.pack('!HH', ident, (seq + 1) & 0xFFFF), os.urandom(16)), addr[0]
+
+
+def synack6_answer(data: bytes, addr):
+    if len(data) < 20 or data[13] != 0x02:
+        return None
+    sport, dport, seq = struct.unpack('!HHI', data[:8])
+    return struct.pack('!HHIIBBHHH', dport, sport, random.getrandbits(32), (seq + 7) & 0xFFFFFFFF, 5 << 4, 0x12, 64240, 0, 0), addr[0]
+
+
 def main() -> None:
     mode = sys.argv[1]
     if mode == 'icmp-errors':
@@ -114,6 +175,14 @@ def main() -> None:
         respond(socket.IPPROTO_ICMP, float(sys.argv[2]), echo_answer)
     elif mode == 'synack-responder':
         respond(socket.IPPROTO_TCP, float(sys.argv[2]), synack_answer)
+    elif mode == 'icmp6-errors':
+        icmp6_errors(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    elif mode == 'echo6-replies':
+        echo6_replies(sys.argv[2], int(sys.argv[3]))
+    elif mode == 'echo6-responder':
+        respond6(socket.IPPROTO_ICMPV6, float(sys.argv[2]), echo6_answer)
+    elif mode == 'synack6-responder':
+        respond6(socket.IPPROTO_TCP, float(sys.argv[2]), synack6_answer)
     elif mode in ('ack', 'syn'):
         junk(mode, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]) if len(sys.argv) > 6 else 0)
     else:

@@ -3,7 +3,7 @@
 # the probes that need them run here, as JSON lines on stdin/stdout: one request per line, one answer per line.
 # Python standard library only. Decisions (up/down, timers, HTTP parsing) stay in TypeScript.
 #
-# request:  {"id": 1, "op": "icmp"|"syn"|"connect", "target": "203.0.113.11", "port": 80, "timeoutMs": 50,
+# request:  {"id": 1, "op": "icmp"|"syn"|"connect", "target": "203.0.113.11" or "2001:db8::11", "port": 80, "timeoutMs": 50,
 #            "mark": 65536, "device": "fw1", "source": "172.16.1.1",
 #            "send": "GET / HTTP/1.0\r\n\r\n", "readMax": 65536, "close": "fin"|"rst", "sentAt": 1732000000000.5}
 # answer:   {"id": 1, "ok": true, "reason": "...", "latencyMs": 0.41, "data": "..."}
@@ -20,6 +20,7 @@ import errno, heapq, json, os, random, selectors, socket, struct, sys, time
 SO_MARK = 36
 SO_RCVBUFFORCE = 33
 SO_RXQ_OVFL = 40
+ICMP6_FILTER = 1
 # A timeout is a failed check only if the helper was there to see the reply: when it handles a deadline later than
 # this (its loop fell behind), or its socket dropped packets meanwhile, the answer is unknown instead.
 LATE_S = 0.05
@@ -64,6 +65,19 @@ def checksum(b):
     return (~s) & 0xFFFF
 
 
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def same_addr(a, b):
+    """Two addresses in text form are the same address (IPv6 has many spellings of one)."""
+    try:
+        f = family(a)
+        return f == family(b) and socket.inet_pton(f, a) == socket.inet_pton(f, b)
+    except (OSError, ValueError):
+        return False
+
+
 def apply_opts(s, req):
     if req.get("mark"):
         s.setsockopt(socket.SOL_SOCKET, SO_MARK, int(req["mark"]))
@@ -75,7 +89,7 @@ def source_for(req):
     """The address the kernel would use toward target, with the same mark and device (UDP connect sends nothing)."""
     if req.get("source"):
         return req["source"]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u = socket.socket(family(req["target"]), socket.SOCK_DGRAM)
     try:
         apply_opts(u, req)
         u.connect((req["target"], int(req.get("port") or 9)))
@@ -102,6 +116,15 @@ def quoted_echo(icmp_body):
         return None
     ident, seq = struct.unpack("!HH", inner[4:8])
     return ident, seq, socket.inet_ntoa(icmp_body[16:20])
+
+
+def quoted_echo6(icmp_body):
+    """(ident, seq, dst) of the ICMPv6 echo request an ICMPv6 error quotes (its IPv6 header, 40 bytes, then the
+    echo; an extension header in between is not ours), or None."""
+    if len(icmp_body) < 48 or icmp_body[0] >> 4 != 6 or icmp_body[6] != socket.IPPROTO_ICMPV6 or icmp_body[40] != 128:
+        return None
+    ident, seq = struct.unpack("!HH", icmp_body[44:48])
+    return ident, seq, socket.inet_ntop(socket.AF_INET6, icmp_body[24:40])
 
 
 class Probe:
@@ -144,21 +167,24 @@ def arm(p):
 
 
 class RawShared:
-    """One raw socket per (protocol, mark, device, source): probes are registered by key, replies dispatched by key."""
+    """One raw socket per (family, protocol, mark, device, source): probes are registered by key, replies dispatched
+    by key. An IPv6 raw socket reads no IP header: its data starts at the ICMPv6 or TCP header."""
 
     pools = {}
 
     @classmethod
     def get(cls, proto, req):
-        k = (proto, req.get("mark") or 0, req.get("device") or "", req.get("source") or "")
+        fam = family(req["target"])
+        k = (fam, proto, req.get("mark") or 0, req.get("device") or "", req.get("source") or "")
         s = cls.pools.get(k)
         if s is None:
-            s = cls.pools[k] = RawShared(proto, req)
+            s = cls.pools[k] = RawShared(fam, proto, req)
         return s
 
-    def __init__(self, proto, req):
+    def __init__(self, fam, proto, req):
+        self.fam = fam
         self.proto = proto
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+        self.sock = socket.socket(fam, socket.SOCK_RAW, proto)
         self.sock.setblocking(False)
         big_buffer(self.sock)
         self.drops = 0
@@ -167,12 +193,23 @@ class RawShared:
         except OSError:
             pass
         apply_opts(self.sock, req)
-        if proto == socket.IPPROTO_ICMP and req.get("source"):
+        if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6) and req.get("source"):
             self.sock.bind((req["source"], 0))
+        if proto == socket.IPPROTO_ICMPV6:
+            # Only echo replies and the errors that may quote an echo: neighbour discovery never reaches us.
+            allowed = (1, 3, 129)
+            filt = [0xFFFFFFFF] * 8
+            for t in allowed:
+                filt[t >> 5] &= ~(1 << (t & 31)) & 0xFFFFFFFF
+            self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("8I", *filt))
         self.waiting = {}
         self.ident = random.randint(1, 0xFFFF)
         self.seq = random.randint(0, 0xFFFF)
         sel.register(self.sock, selectors.EVENT_READ, self.readable)
+
+    def canon(self, addr):
+        """The text form replies are keyed by (the kernel's, for the target as the request spelled it)."""
+        return socket.inet_ntop(self.fam, socket.inet_pton(self.fam, addr))
 
     def next_id(self):
         """A fresh (ident, seq) for an ICMP probe: the sequence counts up, the identifier changes when it wraps."""
@@ -201,8 +238,10 @@ class RawShared:
             try:
                 if self.proto == socket.IPPROTO_ICMP:
                     self.icmp_reply(data, addr)
+                elif self.proto == socket.IPPROTO_ICMPV6:
+                    self.icmp6_reply(data, addr)
                 else:
-                    self.tcp_reply(data, addr)
+                    self.tcp_reply(data if self.fam == socket.AF_INET6 else ip_payload(data), addr)
             except Exception:
                 pass  # a malformed packet is never a dead helper
 
@@ -227,12 +266,31 @@ class RawShared:
                 what = "unreachable (code %d)" % code if typ == 3 else "time exceeded"
                 p.finish({"ok": False, "reason": what, "latencyMs": p.ms()})
 
-    def tcp_reply(self, data, addr):
-        seg = ip_payload(data)
+    def icmp6_reply(self, body, addr):
+        if len(body) < 8:
+            return
+        typ, code = body[0], body[1]
+        if typ == 129:
+            ident, seq = struct.unpack("!HH", body[4:8])
+            p = self.waiting.get((ident, seq))
+            # An echo reply is ours only if it comes from the target with our id, our sequence and our payload.
+            if p and same_addr(addr[0], p.req["target"]) and body[8:] == p.payload:
+                p.finish({"ok": True, "reason": "echo reply", "latencyMs": p.ms()})
+        elif typ in (1, 3):
+            q = quoted_echo6(body[8:])
+            if q is None:
+                return
+            p = self.waiting.get((q[0], q[1]))
+            # An error counts only when it quotes our probe (id, sequence and destination).
+            if p and same_addr(q[2], p.req["target"]):
+                what = "unreachable (code %d)" % code if typ == 1 else "time exceeded"
+                p.finish({"ok": False, "reason": what, "latencyMs": p.ms()})
+
+    def tcp_reply(self, seg, addr):
         if seg is None or len(seg) < 20:
             return
         sp, dp, _, ack = struct.unpack("!HHII", seg[:12])
-        p = self.waiting.get((addr[0], sp, dp))
+        p = self.waiting.get((self.canon(addr[0]), sp, dp))
         if p is None:
             return
         flags = seg[13]
@@ -247,11 +305,16 @@ class RawShared:
 
 def start_icmp(p):
     req = p.req
-    shared = RawShared.get(socket.IPPROTO_ICMP, req)
+    v6 = family(req["target"]) == socket.AF_INET6
+    shared = RawShared.get(socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP, req)
     ident, seq = shared.next_id()
     p.payload = b"fwlb" + os.urandom(12)
-    hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    pkt = struct.pack("!BBHHH", 8, 0, checksum(hdr + p.payload), ident, seq) + p.payload
+    if v6:
+        # The kernel computes an ICMPv6 checksum itself (it covers the IPv6 pseudo-header).
+        pkt = struct.pack("!BBHHH", 128, 0, 0, ident, seq) + p.payload
+    else:
+        hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+        pkt = struct.pack("!BBHHH", 8, 0, checksum(hdr + p.payload), ident, seq) + p.payload
     key = (ident, seq)
     shared.waiting[key] = p
     p.cleanup.append(lambda: shared.waiting.pop(key, None))
@@ -264,7 +327,8 @@ def start_syn(p):
     req = p.req
     target, port = req["target"], int(req["port"])
     src = source_for(req)
-    hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # reserves the source port; never connects
+    fam = family(target)
+    hold = socket.socket(fam, socket.SOCK_STREAM)  # reserves the source port; never connects
     p.cleanup.append(hold.close)
     hold.bind((src, 0))
     sport = hold.getsockname()[1]
@@ -275,8 +339,11 @@ def start_syn(p):
     def tcp(csum):
         return struct.pack("!HHIIBBHHH", sport, port, p.isn, 0, (5 + 1) << 4, 0x02, 64240, csum, 0) + opts
 
-    pseudo = socket.inet_aton(src) + socket.inet_aton(target) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, 24)
-    key = (target, port, sport)
+    if fam == socket.AF_INET6:
+        pseudo = socket.inet_pton(fam, src) + socket.inet_pton(fam, target) + struct.pack("!IxxxB", 24, socket.IPPROTO_TCP)
+    else:
+        pseudo = socket.inet_aton(src) + socket.inet_aton(target) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, 24)
+    key = (shared.canon(target), port, sport)
     shared.waiting[key] = p
     p.cleanup.append(lambda: shared.waiting.pop(key, None))
     shared.sock.sendto(tcp(checksum(pseudo + tcp(0))), (target, 0))
@@ -284,7 +351,7 @@ def start_syn(p):
 
 def start_connect(p):
     req = p.req
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(family(req["target"]), socket.SOCK_STREAM)
     p.sock = s
     p.data = b""
     p.connected_ms = None

@@ -16,7 +16,8 @@ export async function httpProbe(spec: HttpSpec | HttpContentSpec, helper: ProbeH
     target: t.address,
     port: portOf(spec.port, t, spec.kind),
     timeoutMs: responseMs,
-    send: httpRequest(spec, t.address),
+    // An IPv6 literal goes in brackets in a Host header (RFC 3986).
+    send: httpRequest(spec, t.address.includes(':') ? `[${t.address}]` : t.address),
     readMax: spec.readMax ?? 65536,
     ...steerOf(spec),
   });
