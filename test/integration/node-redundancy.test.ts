@@ -18,7 +18,8 @@ const ALL = ['fw1', 'fw2', 'fw3'];
 t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   const { url } = await startRedisOnSocket(t);
   // The default 2 s heartbeat, written out: the agreement subtest times a dead node's view going stale after 3 (6 s).
-  const lab = await startLab(t, { sessionTable: { url, heartbeatSeconds: 2 }, nodesPerSide: 2, natFirewalls: true });
+  // Dual stack: IPv6 streams to the real servers ride along where a node dies.
+  const lab = await startLab(t, { sessionTable: { url, heartbeatSeconds: 2 }, nodesPerSide: 2, natFirewalls: true, ipv6: true });
   // Rare faults here (a stream broken around a node's return, seen in 3 of 23 runs) print where each node sent the flow.
   lab.traceFlowExits();
   const cfg = lab.t.balancers.ob1;
@@ -193,8 +194,10 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
    * 200 long-lived streams (100 per client, one echo every 100 ms) and a steady flow of new connections (one every
    * 25 ms per client) while `node` dies (controller kill -9 and its links down) and, 4 s later, comes back.
    */
+  const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => `[${h.addr6}]:${ECHO_PORT}`);
   const killAndRevive = async (t: Test, node: string) => {
     const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 100, durationMs: 13000, intervalMs: 100 } })));
+    const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers6, count: 30, durationMs: 13000, intervalMs: 100 } })));
     await sleep(1500);
     const shorts = Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 360, concurrency: 0, intervalMs: 25 } })));
     await sleep(1500);
@@ -234,6 +237,9 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.comment(`${node}: withdrawn ${out!.at - killedAt} ms after the kill, back ${back!.at - revivedAt} ms after its links came up and its controller was started; ` +
       `new connections failed: ${failedAt.length} of 720 (${window}; ${JSON.stringify(shortR.map((r) => r.short.errors))}), slower than 500 ms (a SYN retried): ${slowAt.length} (started ${range(slowAt)}); ` +
       `streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
+    const streams6 = (await longs6).flatMap((r) => r.long.streams);
+    t.equal(streams6.length, 60, 'and 60 IPv6 streams ran beside them');
+    t.equal(streams6.filter((s) => s.err).length, 0, `0 of 60 IPv6 streams broke (${JSON.stringify((await longs6).map((r) => r.long.errors))})`);
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
   };
 
@@ -244,12 +250,12 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     await natFirewalls(t, lab, { published: 'full', forgetConnSets: false });
   });
 
-  await t.test('ECMP: an outside node dies and comes back: 0 of 200 streams break', async (t) => {
+  await t.test('ECMP: an outside node dies and comes back: 0 of 200 streams break, nor 60 IPv6 ones', async (t) => {
     lab.resetFirewallCounters();
     await killAndRevive(t, 'ob1');
   });
 
-  await t.test('ECMP: an inside node dies and comes back: 0 of 200 streams break', async (t) => {
+  await t.test('ECMP: an inside node dies and comes back: 0 of 200 streams break, nor 60 IPv6 ones', async (t) => {
     lab.resetFirewallCounters();
     await killAndRevive(t, 'ib1');
   });

@@ -98,3 +98,24 @@ t.test('against an SLB API', async (t) => {
   const ms = (await run({ api }, ['members', 'web'])).json as any[];
   t.same(ms.map((m) => [m.address, m.state, m.weight]), [['10.20.0.11', 'drain', 1], ['10.20.0.12', 'enabled', 5]]);
 });
+
+t.test('sessions: IPv6 ends print as [addr]:port, and --addr takes any spelling of an IPv6 address', async (t) => {
+  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, nextHop6: `2001:db8:16:${k}::2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
+  const r = new Reconciler(config, recordingNft(), routing);
+  const rec = { outerAddr: '2001:db8:c::11', outerPort: 40000, innerAddr: '2001:db8:20::12', innerPort: 7007, proto: 6, firewall: 'fw2', node: 'ob', firstSeen: 1, expires: 2_000_000_000_000 };
+  const asked: unknown[] = [];
+  const sessions = {
+    query: async (q: { addr?: string }) => (asked.push(q.addr), !q.addr || q.addr === rec.outerAddr || q.addr === rec.innerAddr ? [rec] : []),
+    count: async () => ({ redis: 1, grace: 0, kernel: 1 }),
+    metrics: () => ({}),
+  };
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), sessions });
+  const sock = join(dir, 'ob6.sock');
+  await app.listen({ path: sock });
+  t.teardown(() => app.close());
+  const out = await run({ api: `unix:${sock}` }, ['sessions', '--addr', '2001:DB8:C:0::11']);
+  t.match(out.text, /^\[2001:db8:c::11\]:40000\s+\[2001:db8:20::12\]:7007\s+tcp\s+fw2\s+ob/m, 'each end as [addr]:port');
+  t.same(asked, ['2001:db8:c::11'], 'the node looked the address up in its canonical form');
+  await t.rejects(run({ api: `unix:${sock}` }, ['sessions', '--addr', '2001:db8::g']), { code: 'FWLB_BAD_REQUEST', exit: 1 }, 'a malformed address is refused');
+});

@@ -1,6 +1,9 @@
 // fwlbctl's commands: arguments to one or two API requests, and answers to tables; pure apart from `request`.
 import { Answer, CtlError, request, Target } from './client';
 
+/** "addr:port", or "[addr]:port" for IPv6 (RFC 5952 section 6). */
+const hostPort = (addr: string, port: number) => (String(addr).includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
+
 export interface Output {
   /** What --json prints. */
   json: unknown;
@@ -93,7 +96,7 @@ export async function run(t: Target, args: string[]): Promise<Output> {
         if (v !== undefined) q.set(k, v);
       }
       const ss = ok(await request(t, 'GET', `/sessions?${q}`), 'sessions');
-      return { json: ss, text: table(['outer', 'inner', 'proto', 'firewall', 'node', 'expires'], ss.map((s: any) => [`${s.outerAddr}:${s.outerPort}`, `${s.innerAddr}:${s.innerPort}`, s.proto === 6 ? 'tcp' : s.proto === 17 ? 'udp' : s.proto, s.firewall, s.node, new Date(s.expires).toISOString()])) };
+      return { json: ss, text: table(['outer', 'inner', 'proto', 'firewall', 'node', 'expires'], ss.map((s: any) => [hostPort(s.outerAddr, s.outerPort), hostPort(s.innerAddr, s.innerPort), s.proto === 6 ? 'tcp' : s.proto === 17 ? 'udp' : s.proto, s.firewall, s.node, new Date(s.expires).toISOString()])) };
     }
     case 'vips': {
       const vs = ok(await request(t, 'GET', '/vips'), 'vips');
@@ -102,7 +105,7 @@ export async function run(t: Target, args: string[]): Promise<Output> {
     case 'members': {
       if (!sub) usage('members VIP');
       const ms = ok(await request(t, 'GET', `/vips/${encodeURIComponent(sub)}/members`), `members ${sub}`);
-      return { json: ms, text: table(['member', 'weight', 'state', 'up', 'slots', 'new sessions', 'reason'], ms.map((m: any) => [`${m.address}:${m.port}`, m.weight, m.state, m.health.up, m.slots, m.counters.newSessions, m.health.reason])) };
+      return { json: ms, text: table(['member', 'weight', 'state', 'up', 'slots', 'new sessions', 'reason'], ms.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health.up, m.slots, m.counters.newSessions, m.health.reason])) };
     }
     case 'member': {
       const [vip, member] = rest;

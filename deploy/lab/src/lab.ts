@@ -81,7 +81,9 @@ export class Lab {
       if (h.role === 'client' || h.role === 'server') sys.push(`net.ipv4.ip_local_port_range=${WIDE_PORTS}`, 'net.ipv4.tcp_tw_reuse=1');
       if (this.t.opts.ipv6) {
         // Addresses usable at once (no duplicate address detection on links the lab alone builds).
-        sys.push('net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0');
+        // A link taken down and up again (a node's failure in the tests) keeps its IPv6 addresses, as IPv4 ones.
+        sys.push('net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.all.keep_addr_on_down=1', 'net.ipv6.conf.default.keep_addr_on_down=1');
+        if (h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv6.fib_multipath_hash_policy=1');
         if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.forwarding=1');
       }
       inNs(h.ns, ['sysctl', '-qw', ...sys]);
@@ -108,7 +110,7 @@ export class Lab {
       inNs(l.a.ns, ['ip', 'link', 'set', l.a.ifname, 'up']);
       inNs(l.b.ns, ['ip', 'link', 'set', l.b.ifname, 'up']);
     }
-    for (const r of this.t.routes) inNs(r.ns, ['ip', ...([r.via].flat()[0].includes(':') ? ['-6'] : []), 'route', 'add', r.dst, ...viaArgs(r.via)]);
+    for (const r of this.t.routes) inNs(r.ns, routeCmd('add', r.dst, r.via));
     for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['nft', '-f', FIREWALL_RULESET_PATH]);
     if (this.t.opts.natFirewalls) {
       for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
@@ -287,7 +289,7 @@ export class Lab {
     for (const e of this.t.ecmp.filter((x) => !side || x.side === side)) {
       const on = Object.keys(e.via).filter((n) => nodes.includes(n));
       const via = (on.length ? on : Object.keys(e.via)).map((n) => e.via[n]);
-      inNs(e.ns, ['ip', 'route', 'replace', e.dst, ...viaArgs(via)]);
+      inNs(e.ns, routeCmd('replace', e.dst, via));
     }
   }
 
@@ -299,7 +301,7 @@ export class Lab {
     const ns = this.ns(nodeNs(name));
     const ifs = inNs(ns, ['ip', '-o', 'link', 'show']).split('\n').map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1]).filter((x): x is string => !!x && x !== 'lo');
     for (const i of ifs) inNs(ns, ['ip', 'link', 'set', i, up ? 'up' : 'down']);
-    if (up) for (const r of this.t.routes.filter((x) => x.ns === ns)) inNs(ns, ['ip', 'route', 'replace', r.dst, ...viaArgs(r.via)]);
+    if (up) for (const r of this.t.routes.filter((x) => x.ns === ns)) inNs(ns, routeCmd('replace', r.dst, r.via));
   }
 
   /**
@@ -580,6 +582,11 @@ function flowExitCommands(marks: number[]): unknown[] {
 }
 
 /** `ip route` arguments for one next hop or a multipath route over several. */
+/** `ip route add|replace` of a lab route; an IPv6 next hop makes it an IPv6 route ("default" included). */
+export function routeCmd(op: 'add' | 'replace', dst: string, via: string | string[]): string[] {
+  return ['ip', ...([via].flat()[0].includes(':') ? ['-6'] : []), 'route', op, dst, ...viaArgs(via)];
+}
+
 export function viaArgs(via: string | string[]): string[] {
   if (typeof via === 'string') return ['via', via];
   return via.length === 1 ? ['via', via[0]] : via.flatMap((v) => ['nexthop', 'via', v]);

@@ -126,6 +126,10 @@ export const SERVER_NET6 = '2001:db8:5::';
 export const RIP_NET6 = '2001:db8:20::';
 export const OUTSIDE_TRANSIT6 = (k: number) => `2001:db8:16:${k}::`;
 export const INSIDE_TRANSIT6 = (k: number) => `2001:db8:17:${k}::`;
+/** Node redundancy with ipv6: the outside nodes' side segment (router ::1, node i ::1i), the shared transit segments (node i ::i, firewall k ::1k). */
+export const OUTSIDE_SIDE_NET6 = '2001:db8:192::';
+export const SHARED_OUTSIDE_TRANSIT6 = '2001:db8:16::';
+export const SHARED_INSIDE_TRANSIT6 = '2001:db8:17::';
 /** The sync network of firewall sync pair g (1-based): conntrackd's FTFW messages, never steered by fwlb. */
 export const SYNC_NET = (g: number) => `10.98.${g}`;
 /** Node redundancy: the outside nodes' side segment (router `or` .1, node i .10+i). */
@@ -388,19 +392,21 @@ export function l7Vip(rips: string[]): VipConfig {
  */
 function redundantTopology(opts: Opts): Topology {
   if (!opts.sessionTable) throw new RangeError('lab nodesPerSide > 1 needs a sessionTable: the nodes agree on the firewalls through it');
-  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length || opts.ipv6) throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt, syncGroups nor ipv6');
+  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length) throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt nor syncGroups');
+  if (opts.ipv6 && opts.mode === 'vrrp') throw new RangeError('lab ipv6 with nodesPerSide > 1 builds ECMP only');
+  const v6 = (a: string) => (opts.ipv6 ? { addr6: a } : {});
   const n = opts.nodesPerSide;
   const ns = (x: string) => `${opts.prefix}-${x}`;
   const hosts: Host[] = [];
   const links: Link[] = [];
   const routes: Topology['routes'] = [];
   const bridges: Topology['bridges'] = [
-    { ns: ns('or'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24` },
-    { ns: ns('or'), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.1/24` },
+    { ns: ns('or'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24`, ...v6(`${CLIENT_NET6}1/64`) },
+    { ns: ns('or'), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.1/24`, ...v6(`${OUTSIDE_SIDE_NET6}1/64`) },
     { ns: ns('ot'), ifname: 'br0' },
     { ns: ns('it'), ifname: 'br0' },
-    { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24` },
-    { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24` },
+    { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24`, ...v6(`${SERVER_NET6}2/64`) },
+    { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24`, ...v6(`${RIP_NET6}1/64`) },
   ];
   hosts.push({ role: 'router', name: 'or', ns: ns('or') }, { role: 'switch', name: 'ot', ns: ns('ot') }, { role: 'switch', name: 'it', ns: ns('it') }, { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
   endHosts(opts, ns('or'), { hosts, links, routes });
@@ -409,10 +415,10 @@ function redundantTopology(opts: Opts): Topology {
   for (let k = 1; k <= opts.firewalls; k++) {
     const fw = ns(`fw${k}`);
     hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}` });
-    links.push({ a: { ns: fw, ifname: 'out0', addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}/24`, mac: FIREWALL_MAC(1, k) }, b: { ns: ns('ot'), ifname: `fw${k}` }, bridgeB: 'br0' });
-    links.push({ a: { ns: fw, ifname: 'in0', addr: `${SHARED_INSIDE_TRANSIT}.${10 + k}/24`, mac: FIREWALL_MAC(2, k) }, b: { ns: ns('it'), ifname: `fw${k}` }, bridgeB: 'br0' });
-    fwOut.push({ id: `fw${k}`, nextHop: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(1, k), ...natPools(opts, k) });
-    fwIn.push({ id: `fw${k}`, nextHop: `${SHARED_INSIDE_TRANSIT}.${10 + k}`, interface: 'tr0', mac: FIREWALL_MAC(2, k), ...natPools(opts, k) });
+    links.push({ a: { ns: fw, ifname: 'out0', addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}/24`, ...v6(`${SHARED_OUTSIDE_TRANSIT6}${10 + k}/64`), mac: FIREWALL_MAC(1, k) }, b: { ns: ns('ot'), ifname: `fw${k}` }, bridgeB: 'br0' });
+    links.push({ a: { ns: fw, ifname: 'in0', addr: `${SHARED_INSIDE_TRANSIT}.${10 + k}/24`, ...v6(`${SHARED_INSIDE_TRANSIT6}${10 + k}/64`), mac: FIREWALL_MAC(2, k) }, b: { ns: ns('it'), ifname: `fw${k}` }, bridgeB: 'br0' });
+    fwOut.push({ id: `fw${k}`, nextHop: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, ...(opts.ipv6 ? { nextHop6: `${SHARED_OUTSIDE_TRANSIT6}${10 + k}` } : {}), interface: 'tr0', mac: FIREWALL_MAC(1, k), ...natPools(opts, k) });
+    fwIn.push({ id: `fw${k}`, nextHop: `${SHARED_INSIDE_TRANSIT}.${10 + k}`, ...(opts.ipv6 ? { nextHop6: `${SHARED_INSIDE_TRANSIT6}${10 + k}` } : {}), interface: 'tr0', mac: FIREWALL_MAC(2, k), ...natPools(opts, k) });
   }
   const balancers: Record<string, BalancerConfig> = {};
   const ecmp: Topology['ecmp'] = [];
@@ -420,16 +426,25 @@ function redundantTopology(opts: Opts): Topology {
   const viaOutTransit: Record<string, string> = {};
   const viaIn: Record<string, string> = {};
   const viaInTransit: Record<string, string> = {};
+  const [viaOut6, viaOutTransit6, viaIn6, viaInTransit6]: Record<string, string>[] = [{}, {}, {}, {}];
   const nodeIds = Array.from({ length: n }, (_, j) => j + 1);
   for (const i of nodeIds) {
     const [ob, ib] = [`ob${i}`, `ib${i}`];
     hosts.push({ role: 'outside', name: ob, ns: ns(ob), addr: `${OUTSIDE_SIDE_NET}.${10 + i}` }, { role: 'inside', name: ib, ns: ns(ib), addr: `${SERVER_NET}.${10 + i}` });
-    links.push({ a: { ns: ns(ob), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.${10 + i}/24` }, b: { ns: ns('or'), ifname: ob }, bridgeB: 'sd0' });
-    links.push({ a: { ns: ns(ob), ifname: 'tr0', addr: `${SHARED_OUTSIDE_TRANSIT}.${i}/24` }, b: { ns: ns('ot'), ifname: ob }, bridgeB: 'br0' });
-    links.push({ a: { ns: ns(ib), ifname: 'tr0', addr: `${SHARED_INSIDE_TRANSIT}.${i}/24` }, b: { ns: ns('it'), ifname: ib }, bridgeB: 'br0' });
-    links.push({ a: { ns: ns(ib), ifname: 'sd0', addr: `${SERVER_NET}.${10 + i}/24` }, b: { ns: ns('slb'), ifname: ib }, bridgeB: 'up0' });
+    links.push({ a: { ns: ns(ob), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.${10 + i}/24`, ...v6(`${OUTSIDE_SIDE_NET6}${10 + i}/64`) }, b: { ns: ns('or'), ifname: ob }, bridgeB: 'sd0' });
+    links.push({ a: { ns: ns(ob), ifname: 'tr0', addr: `${SHARED_OUTSIDE_TRANSIT}.${i}/24`, ...v6(`${SHARED_OUTSIDE_TRANSIT6}${i}/64`) }, b: { ns: ns('ot'), ifname: ob }, bridgeB: 'br0' });
+    links.push({ a: { ns: ns(ib), ifname: 'tr0', addr: `${SHARED_INSIDE_TRANSIT}.${i}/24`, ...v6(`${SHARED_INSIDE_TRANSIT6}${i}/64`) }, b: { ns: ns('it'), ifname: ib }, bridgeB: 'br0' });
+    links.push({ a: { ns: ns(ib), ifname: 'sd0', addr: `${SERVER_NET}.${10 + i}/24`, ...v6(`${SERVER_NET6}${10 + i}/64`) }, b: { ns: ns('slb'), ifname: ib }, bridgeB: 'up0' });
     // The outside nodes reach the clients through the router; the inside nodes are on the VIP's segment.
     routes.push({ ns: ns(ob), dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_SIDE_NET}.1` });
+    if (opts.ipv6) {
+      // IPv6 reaches the real servers themselves, routed by the SLB node.
+      routes.push({ ns: ns(ob), dst: `${CLIENT_NET6}/64`, via: `${OUTSIDE_SIDE_NET6}1` }, { ns: ns(ib), dst: `${RIP_NET6}/64`, via: `${SERVER_NET6}2` });
+      viaOut6[ob] = `${OUTSIDE_SIDE_NET6}${10 + i}`;
+      viaOutTransit6[ob] = `${SHARED_OUTSIDE_TRANSIT6}${i}`;
+      viaIn6[ib] = `${SERVER_NET6}${10 + i}`;
+      viaInTransit6[ib] = `${SHARED_INSIDE_TRANSIT6}${i}`;
+    }
     viaOut[ob] = `${OUTSIDE_SIDE_NET}.${10 + i}`;
     viaOutTransit[ob] = `${SHARED_OUTSIDE_TRANSIT}.${i}`;
     viaIn[ib] = `${SERVER_NET}.${10 + i}`;
@@ -454,6 +469,12 @@ function redundantTopology(opts: Opts): Topology {
     if (opts.natFirewalls) ecmp.push({ side: 'outside', ns: ns('or'), dst: NAT_NET, via: viaOut });
     for (let k = 1; k <= opts.firewalls; k++) {
       ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
+    }
+    if (opts.ipv6) {
+      ecmp.push({ side: 'outside', ns: ns('or'), dst: `${RIP_NET6}/64`, via: viaOut6 }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn6 });
+      for (let k = 1; k <= opts.firewalls; k++) {
+        ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: viaOutTransit6 }, { side: 'inside', ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: viaInTransit6 });
+      }
     }
     for (const e of ecmp) routes.push({ ns: e.ns, dst: e.dst, via: Object.values(e.via) });
   }
