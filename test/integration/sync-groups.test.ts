@@ -10,7 +10,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ALL = ['fw1', 'fw2', 'fw3'];
 
 t.test('sync groups', async (t) => {
-  const lab = await startLab(t, { syncGroups: [['fw1', 'fw2']] });
+  // Dual stack: conntrackd syncs IPv6 sessions as well, and IPv6 streams ride along where fw2 fails.
+  const lab = await startLab(t, { syncGroups: [['fw1', 'fw2']], ipv6: true });
   await lab.startSync();
   const cfg = lab.t.nodes.outside;
   const buckets = cfg.hash.buckets!;
@@ -41,6 +42,8 @@ t.test('sync groups', async (t) => {
     let moved: Record<string, number> = {};
     let fw1NewForUdp = -1;
     let udpFailed = -1;
+    const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => h.addr6!);
+    const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers6.map((a) => `[${a}]:${ECHO_PORT}`), count: 30, durationMs: 14000, intervalMs: 100 } })));
     const ss = await streams(async () => {
       t.equal((await udp()).udp.failed, 0, 'UDP flows answered before the failure');
       await sleep(300); // conntrackd's updates reach fw1
@@ -66,6 +69,16 @@ t.test('sync groups', async (t) => {
     t.ok(on2.length >= 15, `${on2.length} of 90 streams were on fw2`);
     t.same(on2.filter((s) => s.err).map((s) => `${s.name}: ${s.err}`), [], "0 of fw2's streams broke: they continued through fw1");
     t.same(ss.filter((s) => home.owner[s.b] !== 'fw2' && s.err).map((s) => s.name), [], 'the streams on fw1 and fw3 were not disturbed');
+    const ss6 = (await longs6).flatMap((r, i) =>
+      r.long.streams.map((x) => {
+        const daddr = x.target.slice(1, x.target.indexOf(']'));
+        const b = bucketOf(canonicalKey('outside', { saddr: clients[i].addr6!, sport: x.port, daddr, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets);
+        return { b, err: x.err, name: `${clients[i].name}:${x.port}` };
+      }),
+    );
+    const on2v6 = byHome(ss6, 'fw2');
+    t.ok(on2v6.length >= 8, `${on2v6.length} of 60 IPv6 streams were on fw2`);
+    t.equal(broken(ss6), 0, `0 of 60 IPv6 streams broke, fw2's among them (${ss6.filter((x) => x.err).map((x) => `${x.name}: ${x.err}`).join(', ')})`);
   });
 
   await t.test('fw3 fails (no group): its streams break as today, the others are not disturbed', async (t) => {
