@@ -1,12 +1,14 @@
 #!/bin/sh
 # Container entry point: names interfaces as the lab does (Docker names them ethN in attach order), then runs the role.
-# FWLB_IFACES holds "name=address" pairs, "gw=address", "route=prefix,via[,via...]" (several: a multipath route) and
-# "mac=name,address" items (after the name=address that names the interface).
+# FWLB_IFACES holds "name=address" pairs (IPv4: they name the interfaces), "gw=address", "gw6=address" (the IPv6
+# default route), "route=prefix,via[,via...]" (several: a multipath route; IPv6 prefixes too) and "mac=name,address"
+# items (after the name=address that names the interface).
 set -eu
 for item in ${FWLB_IFACES:-}; do
   key=${item%%=*}; val=${item#*=}
   case $key in
     gw) ip route replace default via "$val" ;;
+    gw6) ip -6 route del default 2>/dev/null || true; ip -6 route replace default via "$val" ;;
     route)
       prefix=${val%%,*}; vias=${val#*,}
       case $vias in
@@ -24,12 +26,13 @@ for item in ${FWLB_IFACES:-}; do
       fi ;;
   esac
 done
-# Docker's default route points at its own bridge gateway; routers and hosts use the lab's routes instead.
+# Docker's default routes point at its own bridge gateways; routers and hosts use the lab's routes instead.
+nodefault() { ip route del default 2>/dev/null || true; ip -6 route del default 2>/dev/null || true; }
 case ${FWLB_ROLE:-} in
-  router) ip route del default 2>/dev/null || true; exec sleep infinity ;;
-  firewall) ip route del default 2>/dev/null || true; nft -f /opt/fwlb/deploy/lab/firewall.nft; exec sleep infinity ;;
+  router) nodefault; exec sleep infinity ;;
+  firewall) nodefault; nft -f /opt/fwlb/deploy/lab/firewall.nft; exec sleep infinity ;;
   outside|inside)
-    ip route del default 2>/dev/null || true
+    nodefault
     # Node redundancy, active/standby (docker-compose.redundant.yml): keepalived from fwlb's template, if mounted.
     if [ -f /etc/fwlb/keepalived.conf ]; then keepalived -f /etc/fwlb/keepalived.conf; fi
     exec node /opt/fwlb/apps/balancer/dist/main.js run --config /etc/fwlb/config.json ;;

@@ -8,13 +8,16 @@ import { BALANCER_MAIN, drive, ECHO_PORT, inNs, DriveReport, spawnInNs, SPOOF } 
 import { startLab } from '../helpers/lab';
 
 t.test('firewall 2 fails and rejoins', async (t) => {
-  const lab = await startLab(t);
+  // Dual stack: IPv6 streams to the real servers cross the failure and the return beside the IPv4 ones.
+  const lab = await startLab(t, { ipv6: true });
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const servers = [`${lab.t.vip}:${ECHO_PORT}`];
+  const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => `[${h.addr6}]:${ECHO_PORT}`);
   const cfg = lab.t.nodes.outside;
   const table = buildTable(cfg.firewalls.map((f) => f.id), cfg.hash.buckets!);
   const firewallOf = (client: string, port: number, target: string) => {
-    const [daddr, dport] = target.split(':');
+    const i = target.lastIndexOf(':');
+    const [daddr, dport] = [target.slice(0, i).replace(/^\[(.*)\]$/, '$1'), target.slice(i + 1)];
     return table.owner[bucketOf(canonicalKey('outside', { saddr: client, sport: port, daddr, dport: Number(dport), proto: PROTO_TCP }), cfg.hash.seed, cfg.hash.buckets!)];
   };
   const shorts = () => Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: servers, count: 150, concurrency: 8 } })));
@@ -22,6 +25,7 @@ t.test('firewall 2 fails and rejoins', async (t) => {
 
   // 30 long-lived streams over all three firewalls, running through the failure and the return.
   const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers, count: 15, durationMs: 14000, intervalMs: 100 } })));
+  const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers6, count: 15, durationMs: 14000, intervalMs: 100 } })));
   await new Promise((r) => setTimeout(r, 1000));
 
   inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw2', 'down']);
@@ -71,6 +75,18 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   });
   t.ok(onOthers >= 10, `${onOthers} long-lived streams crossed fw1 or fw3`);
   t.same(brokenElsewhere, [], 'no stream on fw1 or fw3 broke through the failure and the return');
+  const on6: string[] = [];
+  const broken6: string[] = [];
+  (await longs6).forEach((r, i) => {
+    for (const s of r.long.streams) {
+      const fw = firewallOf(clients[i].addr6!, s.port, s.target);
+      if (fw === 'fw2') continue;
+      on6.push(fw!);
+      if (s.err) broken6.push(`${clients[i].name}:${s.port} via ${fw}: ${s.err}`);
+    }
+  });
+  t.ok(on6.length >= 10, `${on6.length} IPv6 streams crossed fw1 or fw3`);
+  t.same(broken6, [], 'no IPv6 stream on fw1 or fw3 broke either');
 
   // Panic mode: every probe of the outside node is dropped in its own output (echo requests carrying a firewall's
   // mark). The firewalls are fine; losing all three at once is a fault of the measuring, so the node keeps them.

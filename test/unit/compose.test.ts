@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { composeTopology, redundantDeployFiles, topology, REPO, Topology } from '@fwlb/lab';
 
-const lab = topology({ prefix: 'x', runDir: '/run/fwlb' });
+const lab = topology({ prefix: 'x', runDir: '/run/fwlb', ipv6: true });
 
 /** `file` is valid for docker-compose and gives each host of `lab` (switches are its networks) the lab's addresses. */
 async function matchesLab(t: Test, file: string, lab: Topology, extraNetworks: string[] = []): Promise<Record<string, any>> {
@@ -28,16 +28,13 @@ async function matchesLab(t: Test, file: string, lab: Topology, extraNetworks: s
     if (!labAddrs.has(host)) labAddrs.set(host, new Set());
     labAddrs.get(host)!.add(a.split('/')[0]);
   };
-  for (const l of lab.links) {
-    add(l.a.ns, l.a.addr);
-    add(l.b.ns, l.b.addr);
-  }
-  for (const b of lab.bridges) add(b.ns, b.addr);
+  for (const l of lab.links) for (const end of [l.a, l.b]) for (const a of [end.addr, end.addr6]) add(end.ns, a);
+  for (const b of lab.bridges) for (const a of [b.addr, b.addr6]) add(b.ns, a);
   for (const [host, addrs] of labAddrs) {
     if (!services[host]) continue; // a switch: a network in compose
     const nets = Object.entries(services[host].networks as Record<string, any>).filter(([n]) => !extraNetworks.includes(n));
-    const composeAddrs = new Set(nets.map(([, n]) => n.ipv4_address));
-    t.same([...composeAddrs].sort(), [...addrs].sort(), `${host} addresses match`);
+    const composeAddrs = new Set(nets.flatMap(([, n]) => [n.ipv4_address, n.ipv6_address].filter(Boolean)));
+    t.same([...composeAddrs].sort(), [...addrs].sort(), `${host} addresses match (both families)`);
   }
   return services;
 }
