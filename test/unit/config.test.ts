@@ -150,3 +150,9 @@ t.test('IPv6 next hops: on every firewall or none, unicast, canonical; the field
   t.match(err(hops('ff02::2', '2001:db8:2::2')), /\/firewalls\/0\/nextHop6: ff02::2 is not a unicast address/);
   t.match(err({ ...hops('fe80::2', 'fe80::2'), firewalls: [{ ...good().firewalls[0], nextHop6: 'fe80::2', interface: 'tr0', mac: '02:00:00:00:00:01' }, { ...good().firewalls[1], nextHop6: 'FE80::2', interface: 'tr0', mac: '02:00:00:00:00:02' }] }), /\/firewalls\/1\/nextHop6: duplicate next hop fe80::2 on tr0 \(also \/firewalls\/0\/nextHop6\)/);
 });
+
+t.test('health targets: IPv4 or IPv6; a malformed one is refused naming the field', async (t) => {
+  t.same(validateBalancerConfig({ ...good(), health: { targets: ['2001:db8:5::1', '203.0.113.1'] } }).health!.targets, ['2001:db8:5::1', '203.0.113.1']);
+  t.match(err({ ...good(), health: { target: '2001:db8::g' } }), /\/health\/target: must be a valid IPv4 or IPv6 address/);
+  t.match(err({ ...good(), health: { targets: ['203.0.113.1', '2001:db8:::1'] } }), /\/health\/targets\/1: must be a valid IPv4 or IPv6 address/);
+});

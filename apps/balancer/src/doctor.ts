@@ -118,6 +118,16 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
         detail: v === '1' ? 'enabled' : `net.ipv4.${k} is ${v ?? 'missing'}: this node's answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv4.${k}=1)`,
       });
     }
+    if (opts.ipv6) {
+      // The twin may probe this node over IPv6 (its health targets), and ICMPv6 echo replies have their own switch.
+      const v = sysctl('net/ipv6/fwmark_reflect');
+      checks.push({
+        name: 'IPv6 fwmark_reflect',
+        ok: v === '1',
+        required: true,
+        detail: v === '1' ? 'enabled' : `net.ipv6.fwmark_reflect is ${v ?? 'missing'}: this node's ICMPv6 answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv6.fwmark_reflect=1)`,
+      });
+    }
   }
   for (const i of opts.interfaces ?? []) {
     const rp = sysctl(`net/ipv4/conf/${i}/rp_filter`);

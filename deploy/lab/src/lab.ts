@@ -84,6 +84,7 @@ export class Lab {
         // A link taken down and up again (a node's failure in the tests) keeps its IPv6 addresses, as IPv4 ones.
         sys.push('net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.all.keep_addr_on_down=1', 'net.ipv6.conf.default.keep_addr_on_down=1');
         if (h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv6.fib_multipath_hash_policy=1');
+        if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv6.fwmark_reflect=1');
         if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.forwarding=1');
       }
       inNs(h.ns, ['sysctl', '-qw', ...sys]);

@@ -182,13 +182,14 @@ export function topology(o: LabOptions): Topology {
     links.push({ a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}1/64`) }, b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}2/64`) } });
     links.push({ a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24`, ...v6(`${INSIDE_TRANSIT6(k)}1/64`) }, b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24`, ...v6(`${INSIDE_TRANSIT6(k)}2/64`) } });
     routes.push({ ns: fw, dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_TRANSIT(k)}.1` }, { ns: fw, dst: `${SERVER_NET}.0/24`, via: `${INSIDE_TRANSIT(k)}.1` });
-    if (opts.ipv6) routes.push({ ns: fw, dst: `${CLIENT_NET6}/64`, via: `${OUTSIDE_TRANSIT6(k)}1` }, { ns: fw, dst: `${RIP_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` });
+    if (opts.ipv6) routes.push({ ns: fw, dst: `${CLIENT_NET6}/64`, via: `${OUTSIDE_TRANSIT6(k)}1` }, { ns: fw, dst: `${SERVER_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` }, { ns: fw, dst: `${RIP_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` });
     const group = { ...(groupOf.has(`fw${k}`) ? { syncGroup: groupOf.get(`fw${k}`) } : {}), ...natPools(opts, k) };
     fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, ...(opts.ipv6 ? { nextHop6: `${OUTSIDE_TRANSIT6(k)}2` } : {}), interface: `fw${k}`, ...group });
     fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, ...(opts.ipv6 ? { nextHop6: `${INSIDE_TRANSIT6(k)}2` } : {}), interface: `fw${k}`, ...group });
   }
   const node = (role: 'outside' | 'inside', side: string, firewalls: BalancerConfig['firewalls']) =>
-    nodeConfig(opts, { role, name: role === 'outside' ? 'ob' : 'ib', file: role, side, firewalls, targets: [role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`] });
+    // With ipv6 the nodes probe each other over IPv6 (the IPv4-only labs keep the IPv4 probes covered).
+    nodeConfig(opts, { role, name: role === 'outside' ? 'ob' : 'ib', file: role, side, firewalls, targets: [opts.ipv6 ? (role === 'outside' ? `${SERVER_NET6}1` : `${CLIENT_NET6}1`) : role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`] });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
   const slb = slbConfig(opts, rips);
   if (opts.slbEmbedded) routes.push({ ns: ns('ib'), dst: `${RIP_NET}.0/24`, via: SLB_UPLINK });
@@ -449,8 +450,8 @@ function redundantTopology(opts: Opts): Topology {
     viaOutTransit[ob] = `${SHARED_OUTSIDE_TRANSIT}.${i}`;
     viaIn[ib] = `${SERVER_NET}.${10 + i}`;
     viaInTransit[ib] = `${SHARED_INSIDE_TRANSIT}.${i}`;
-    balancers[ob] = nodeConfig(opts, { role: 'outside', name: ob, file: ob, side: 'sd0', firewalls: fwOut, targets: nodeIds.map((j) => `${SHARED_INSIDE_TRANSIT}.${j}`) });
-    balancers[ib] = nodeConfig(opts, { role: 'inside', name: ib, file: ib, side: 'sd0', firewalls: fwIn, targets: nodeIds.map((j) => `${SHARED_OUTSIDE_TRANSIT}.${j}`) });
+    balancers[ob] = nodeConfig(opts, { role: 'outside', name: ob, file: ob, side: 'sd0', firewalls: fwOut, targets: nodeIds.map((j) => (opts.ipv6 ? `${SHARED_INSIDE_TRANSIT6}${j}` : `${SHARED_INSIDE_TRANSIT}.${j}`)) });
+    balancers[ib] = nodeConfig(opts, { role: 'inside', name: ib, file: ib, side: 'sd0', firewalls: fwIn, targets: nodeIds.map((j) => (opts.ipv6 ? `${SHARED_OUTSIDE_TRANSIT6}${j}` : `${SHARED_OUTSIDE_TRANSIT}.${j}`)) });
   }
   const vrrp: Topology['vrrp'] = [];
   if (opts.mode === 'vrrp') {

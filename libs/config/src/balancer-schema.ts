@@ -117,7 +117,10 @@ export interface BalancerConfig {
   /** The shared session table in Redis (layer 3); absent: no session sync. */
   sessionTable?: SessionTableConfig;
   health?: {
-    /** The twin node's probe address (e.g. its side-interface address). Give `target` or `targets`. */
+    /**
+     * The twin node's probe address (e.g. its side-interface address), IPv4 or IPv6 (the nodes then need
+     * `net.ipv6.fwmark_reflect=1`). Give `target` or `targets`.
+     */
     target?: string;
     /**
      * Several probe addresses (node redundancy, issue 10: the other side's nodes, e.g. their transit addresses): a
@@ -138,6 +141,8 @@ export interface BalancerConfig {
 }
 
 const ipv4 = { type: 'string', format: 'ipv4' } as const;
+/** An IPv4 or IPv6 address (the format is registered by validate.ts). */
+const ipAddress = { type: 'string', format: 'IPv4 or IPv6' } as const;
 const ifname = { type: 'string', pattern: '^[A-Za-z0-9_.:@-]{1,15}$' } as const;
 const range = (max: number) => ({
   type: 'object',
@@ -230,7 +235,7 @@ export const balancerSchema = {
     health: {
       type: 'object',
       additionalProperties: false,
-      properties: { target: ipv4, targets: { type: 'array', minItems: 1, maxItems: 16, uniqueItems: true, items: ipv4 }, check: checkSpecSchema, timers: timersSchema, panicThreshold: { type: 'number', minimum: 0, maximum: 1 } },
+      properties: { target: ipAddress, targets: { type: 'array', minItems: 1, maxItems: 16, uniqueItems: true, items: ipAddress }, check: checkSpecSchema, timers: timersSchema, panicThreshold: { type: 'number', minimum: 0, maximum: 1 } },
     },
   },
 } as const;

@@ -16,6 +16,13 @@ export function lazy<T>(f: () => T): () => T {
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4', 'ipv6']);
+ajv.addFormat('IPv4 or IPv6', (x: string) => {
+  try {
+    return canonicalAddress(x) !== '';
+  } catch {
+    return false;
+  }
+});
 const checkBalancer = lazy(() => ajv.compile<BalancerConfig>(balancerSchema));
 
 export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
