@@ -2,7 +2,7 @@
 // connections/s), each surviving a bad run (reported, retried or left out as NaN, never a crash that loses a run).
 import { ChildProcess, spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
-import { Lab, spawnInNs, WEB_PORT } from '@fwlb/lab';
+import { Lab, spawnInNs, spread, WEB_PORT } from '@fwlb/lab';
 
 export const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
@@ -63,11 +63,11 @@ export function runIn(ns: string, cmd: string[]): string {
  * answers with an error object ("the server is busy running a test"), and a TypeError there used to lose every round
  * already measured (issue 16); a missing round is reported and left out of the median instead.
  */
-export function throughput(lab: Lab, server: IperfServer, client = 'c1'): number {
+export function throughput(lab: Lab, server: IperfServer, client = 'c1', target = lab.t.vip): number {
   for (let attempt = 1; attempt <= 3; attempt++) {
     let j: any = null;
     try {
-      j = JSON.parse(runIn(lab.ns(client), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-t', String(SECONDS), '-P', '4', ...IPERF_PIN, '-J']));
+      j = JSON.parse(runIn(lab.ns(client), ['iperf3', '-c', target, '--connect-timeout', '3000', '-t', String(SECONDS), '-P', '4', ...IPERF_PIN, '-J']));
     } catch (e) {
       j = { error: (e as Error).message.slice(0, 200) };
     }
@@ -79,10 +79,10 @@ export function throughput(lab: Lab, server: IperfServer, client = 'c1'): number
   return NaN;
 }
 
-/** New connections/s of one wrk run from `client`, or NaN (reported) when it gave no result, like `throughput`. */
-export function connRate(lab: Lab, client = 'c1'): number {
+/** New connections/s of one wrk run from `client` to `url`, or NaN (reported) when it gave no result, like `throughput`. */
+export function connRate(lab: Lab, client = 'c1', url = `http://${lab.t.vip}:${WEB_PORT}/`): number {
   try {
-    const out = runIn(lab.ns(client), ['wrk', '-t', '2', '-c', '32', '-d', `${SECONDS}s`, '-H', 'Connection: close', `http://${lab.t.vip}:${WEB_PORT}/`]);
+    const out = runIn(lab.ns(client), ['wrk', '-t', '2', '-c', '32', '-d', `${SECONDS}s`, '-H', 'Connection: close', url]);
     const m = /Requests\/sec:\s+([\d.]+)/.exec(out);
     if (m) return Number(m[1]);
     console.error(`wrk gave no result: ${out.slice(0, 200)}`);
@@ -90,4 +90,29 @@ export function connRate(lab: Lab, client = 'c1'): number {
     console.error(`wrk failed: ${(e as Error).message.slice(0, 200)}`);
   }
   return NaN;
+}
+
+export interface Paired {
+  median: number;
+  min: number;
+  max: number;
+  /** Rounds in which a's figure was below b's (for CPU per packet, lower is better). */
+  lower: number;
+  n: number;
+}
+
+/** a / b round by round (both ran in the same round, next to each other), skipping rounds either lost. */
+export function pairedRatio(a: readonly number[], b: readonly number[]): Paired {
+  const r = a.map((x, i) => x / b[i]).filter((x) => Number.isFinite(x));
+  const sp = spread(r);
+  return { median: sp.median, min: sp.min, max: sp.max, lower: r.filter((x) => x < 1).length, n: r.length };
+}
+
+/** An nft JSON listing item as an `add` command's body: no handle, counters zeroed. */
+export function stripHandles(x: any): any {
+  const [k] = Object.keys(x);
+  const o = { ...x[k] };
+  delete o.handle;
+  if (k === 'rule') o.expr = o.expr.map((s: any) => (s.counter ? { counter: null } : s));
+  return { [k]: o };
 }

@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, inNs, spread, startBenchLab } from '@fwlb/lab';
-import { addIperfVips, connRate, IPERF_PIN, IperfServer, runIn, SECONDS, throughput as throughputOf } from './load';
+import { addIperfVips, connRate, IPERF_PIN, IperfServer, Paired, pairedRatio, runIn, SECONDS, stripHandles, throughput as throughputOf } from './load';
 
 let iperfServer: IperfServer;
 const throughput = (lab: Lab) => throughputOf(lab, iperfServer);
@@ -242,30 +242,5 @@ async function main(): Promise<void> {
     lab.teardown();
   }
 }
-
-interface Paired {
-  median: number;
-  min: number;
-  max: number;
-  /** Rounds in which a's figure was below b's (for CPU per packet, lower is better). */
-  lower: number;
-  n: number;
-}
-
-/** a / b round by round (both ran in the same round, next to each other), skipping rounds either lost. */
-function pairedRatio(a: readonly number[], b: readonly number[]): Paired {
-  const r = a.map((x, i) => x / b[i]).filter((x) => Number.isFinite(x));
-  const sp = spread(r);
-  return { median: sp.median, min: sp.min, max: sp.max, lower: r.filter((x) => x < 1).length, n: r.length };
-}
-
-function stripHandles(x: any): any {
-  const [k] = Object.keys(x);
-  const o = { ...x[k] };
-  delete o.handle;
-  if (k === 'rule') o.expr = o.expr.map((s: any) => (s.counter ? { counter: null } : s));
-  return { [k]: o };
-}
-
 
 void main();
