@@ -30,15 +30,45 @@ async function pair(t: { teardown(f: () => void): void }, tag: string) {
   return { cli, srv, procs, bg };
 }
 
-t.test('a flood of crafted ICMP errors and stray echo replies fails no probe and kills no worker', async (t) => {
-  const { cli, srv, procs, bg } = await pair(t, 'ph');
-  const x = spawnInNs(srv, [process.execPath, AGENT, 'serve', '--tcp', '9000']);
-  procs.push(x);
+/** An echo server on the target side, a probe helper on the prober side, and the two probes the floods aim at. */
+async function prober(t: { teardown(f: () => void): void }, p: Awaited<ReturnType<typeof pair>>) {
+  const x = spawnInNs(p.srv, [process.execPath, AGENT, 'serve', '--tcp', '9000']);
+  p.procs.push(x);
   await waitForLine(x, /^ready/, 10000, 'serve');
-  const helper = ProbeHelper.start(undefined, cli);
+  const helper = ProbeHelper.start(undefined, p.cli);
   t.teardown(() => helper.close());
-  const icmp = createChecker({ kind: 'icmp' }, helper);
-  const half = createChecker({ kind: 'tcp-half-open', port: 9000 }, helper);
+  return { helper, icmp: createChecker({ kind: 'icmp' }, helper), half: createChecker({ kind: 'tcp-half-open', port: 9000 }, helper) };
+}
+
+/**
+ * The target answers nothing itself (no echo replies, its RSTs dropped); a spoofer answers every echo request with
+ * the right id but the wrong sequence and payload, and every SYN with a SYN/ACK that acknowledges the wrong
+ * sequence number, for 6 s.
+ */
+function silenceAndSpoof(srv: string, bg: (ns: string, cmd: string[]) => Promise<void>, family: 4 | 6): Promise<unknown> {
+  inNs(srv, ['sysctl', '-qw', family === 4 ? 'net.ipv4.icmp_echo_ignore_all=1' : 'net.ipv6.icmp.echo_ignore_all=1']);
+  inNs(srv, ['nft', 'add', 'table', 'inet', 'mute']);
+  inNs(srv, ['nft', 'add', 'chain', 'inet', 'mute', 'out', '{ type filter hook output priority 0; }']);
+  inNs(srv, ['nft', 'add', 'rule', 'inet', 'mute', 'out', 'tcp', 'flags', '&', 'rst', '==', 'rst', 'drop']);
+  const v = family === 4 ? '' : '6';
+  return Promise.all([bg(srv, ['/usr/bin/python3', SPOOF, `echo${v}-responder`, '6']), bg(srv, ['/usr/bin/python3', SPOOF, `synack${v}-responder`, '6'])]);
+}
+
+/** 20 back-to-back rounds of both probes of `address` while `flood` runs. */
+async function probeDuring(c: Awaited<ReturnType<typeof prober>>, address: string, flood: Promise<unknown>) {
+  const results: { ok: boolean; reason?: string }[] = [];
+  const probing = (async () => {
+    for (let i = 0; i < 20; i++) results.push(await c.icmp.check({ address }, 200), await c.half.check({ address }, 200));
+  })();
+  await Promise.all([flood, probing]);
+  return results;
+}
+
+t.test('a flood of crafted ICMP errors and stray echo replies fails no probe and kills no worker', async (t) => {
+  const p = await pair(t, 'ph');
+  const { srv, bg } = p;
+  const c = await prober(t, p);
+  const { helper, icmp, half } = c;
   const flood = Promise.all([
     bg(srv, ['/usr/bin/python3', SPOOF, 'icmp-errors', '192.0.2.1', '10000']),
     bg(srv, ['/usr/bin/python3', SPOOF, 'echo-replies', '192.0.2.1', '10000']),
@@ -51,14 +81,7 @@ t.test('a flood of crafted ICMP errors and stray echo replies fails no probe and
     return m;
   });
   t.teardown(() => monitors.forEach((m) => m.stop()));
-  const results: { ok: boolean; reason?: string }[] = [];
-  const probing = (async () => {
-    for (let i = 0; i < 20; i++) {
-      results.push(await icmp.check({ address: '192.0.2.2' }, 200));
-      results.push(await half.check({ address: '192.0.2.2' }, 200));
-    }
-  })();
-  await Promise.all([flood, probing]);
+  const results = await probeDuring(c, '192.0.2.2', flood);
   await sleep(300);
   const failed = results.filter((r) => !r.ok);
   t.comment(`${results.length - failed.length} of ${results.length} back-to-back probes passed during 20,000 hostile packets (${JSON.stringify(failed.map((f) => f.reason))}); the monitors ran ${monitors.map((m) => m.checks).join(' and ')} checks`);
@@ -71,14 +94,7 @@ t.test('a flood of crafted ICMP errors and stray echo replies fails no probe and
 
 t.test('an on-path spoofer cannot make a dead target look alive', async (t) => {
   const { cli, srv, bg } = await pair(t, 'pj');
-  // The target answers nothing itself (no echo replies, its RSTs dropped); a spoofer answers every echo request
-  // with the right id but the wrong sequence and payload, and every SYN with a SYN/ACK that acknowledges the wrong
-  // sequence number.
-  inNs(srv, ['sysctl', '-qw', 'net.ipv4.icmp_echo_ignore_all=1']);
-  inNs(srv, ['nft', 'add', 'table', 'inet', 'mute']);
-  inNs(srv, ['nft', 'add', 'chain', 'inet', 'mute', 'out', '{ type filter hook output priority 0; }']);
-  inNs(srv, ['nft', 'add', 'rule', 'inet', 'mute', 'out', 'tcp', 'flags', '&', 'rst', '==', 'rst', 'drop']);
-  const spoofers = Promise.all([bg(srv, ['/usr/bin/python3', SPOOF, 'echo-responder', '6']), bg(srv, ['/usr/bin/python3', SPOOF, 'synack-responder', '6'])]);
+  const spoofers = silenceAndSpoof(srv, bg, 4);
   await sleep(300);
   const helper = ProbeHelper.start(undefined, cli);
   t.teardown(() => helper.close());
@@ -92,34 +108,22 @@ t.test('an on-path spoofer cannot make a dead target look alive', async (t) => {
 });
 
 t.test('IPv6: a flood of crafted ICMPv6 errors and stray echo replies fails no probe; an on-path spoofer makes no dead target alive', async (t) => {
-  const { cli, srv, procs, bg } = await pair(t, 'p6');
-  const x = spawnInNs(srv, [process.execPath, AGENT, 'serve', '--tcp', '9000']);
-  procs.push(x);
-  await waitForLine(x, /^ready/, 10000, 'serve');
-  const helper = ProbeHelper.start(undefined, cli);
-  t.teardown(() => helper.close());
-  const icmp = createChecker({ kind: 'icmp' }, helper);
-  const half = createChecker({ kind: 'tcp-half-open', port: 9000 }, helper);
+  const p = await pair(t, 'p6');
+  const { srv, bg } = p;
+  const c = await prober(t, p);
+  const { helper, icmp } = c;
   const flood = Promise.all([
     bg(srv, ['/usr/bin/python3', SPOOF, 'icmp6-errors', CLI6, '10000', SRV6]),
     bg(srv, ['/usr/bin/python3', SPOOF, 'echo6-replies', CLI6, '10000']),
   ]);
-  const results: { ok: boolean; reason?: string }[] = [];
-  const probing = (async () => {
-    for (let i = 0; i < 20; i++) results.push(await icmp.check({ address: SRV6 }, 200), await half.check({ address: SRV6 }, 200));
-  })();
-  await Promise.all([flood, probing]);
+  const results = await probeDuring(c, SRV6, flood);
   const failed = results.filter((r) => !r.ok);
   t.comment(`${results.length - failed.length} of ${results.length} back-to-back IPv6 probes passed during 20,000 hostile packets (${JSON.stringify(failed.map((f) => f.reason))})`);
   t.ok(failed.length <= 2 && failed.every((f) => f.reason === 'timeout'), 'at most a stray timeout under the flood, never a wrong answer');
   t.equal(helper.status().restarts, 0, 'the helper never died');
 
-  // Now the target goes silent (no echo replies, its RSTs dropped) and a spoofer answers for it, wrongly.
-  inNs(srv, ['sysctl', '-qw', 'net.ipv6.icmp.echo_ignore_all=1']);
-  inNs(srv, ['nft', 'add', 'table', 'inet', 'mute']);
-  inNs(srv, ['nft', 'add', 'chain', 'inet', 'mute', 'out', '{ type filter hook output priority 0; }']);
-  inNs(srv, ['nft', 'add', 'rule', 'inet', 'mute', 'out', 'tcp', 'flags', '&', 'rst', '==', 'rst', 'drop']);
-  const spoofers = Promise.all([bg(srv, ['/usr/bin/python3', SPOOF, 'echo6-responder', '6']), bg(srv, ['/usr/bin/python3', SPOOF, 'synack6-responder', '6'])]);
+  // Now the target goes silent and a spoofer answers for it, wrongly.
+  const spoofers = silenceAndSpoof(srv, bg, 6);
   await sleep(300);
   const dead = createChecker({ kind: 'tcp-half-open', port: 9999 }, helper);
   const res = [];

@@ -75,9 +75,12 @@ def echo_replies(dst: str, count: int) -> None:
         s.sendto(icmp(0, 0, struct.pack('!HH', random.getrandbits(16), random.getrandbits(16)), b'fwlb' + os.urandom(12)), (dst, 0))
 
 
-def respond(proto: int, seconds: float, answer) -> None:
-    """Read a raw socket for `seconds`; `answer(data, addr)` returns (packet, destination) to send back, or None."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+def respond(proto: int, seconds: float, answer, fam=socket.AF_INET) -> None:
+    """Read a raw socket for `seconds`; `answer(data, addr)` returns (packet, destination) to send back, or None.
+    An IPv6 raw socket reads no IP header; for TCP over IPv6 the kernel fills in the checksum (offset 16)."""
+    s = socket.socket(fam, socket.SOCK_RAW, proto)
+    if fam == socket.AF_INET6 and proto == socket.IPPROTO_TCP:
+        s.setsockopt(socket.IPPROTO_IPV6, 7, 16)  # IPV6_CHECKSUM
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         r, _, _ = select.select([s], [], [], 0.1)
@@ -136,21 +139,6 @@ def echo6_replies(dst: str, count: int) -> None:
         s.sendto(icmp6(129, 0, struct.pack('!HH', random.getrandbits(16), random.getrandbits(16)), b'fwlb' + os.urandom(12)), (dst, 0))
 
 
-def respond6(proto: int, seconds: float, answer) -> None:
-    """respond() over IPv6: a raw socket reads no IP header; for TCP the kernel fills in the checksum (offset 16)."""
-    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
-    if proto == socket.IPPROTO_TCP:
-        s.setsockopt(socket.IPPROTO_IPV6, 7, 16)  # IPV6_CHECKSUM
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        r, _, _ = select.select([s], [], [], 0.1)
-        if r:
-            data, addr = s.recvfrom(4096)
-            out = answer(data, addr)
-            if out:
-                s.sendto(out[0], (out[1], 0))
-
-
 def echo6_answer(data: bytes, addr):
     if len(data) < 8 or data[0] != 128:
         return None
@@ -180,9 +168,9 @@ def main() -> None:
     elif mode == 'echo6-replies':
         echo6_replies(sys.argv[2], int(sys.argv[3]))
     elif mode == 'echo6-responder':
-        respond6(socket.IPPROTO_ICMPV6, float(sys.argv[2]), echo6_answer)
+        respond(socket.IPPROTO_ICMPV6, float(sys.argv[2]), echo6_answer, socket.AF_INET6)
     elif mode == 'synack6-responder':
-        respond6(socket.IPPROTO_TCP, float(sys.argv[2]), synack6_answer)
+        respond(socket.IPPROTO_TCP, float(sys.argv[2]), synack6_answer, socket.AF_INET6)
     elif mode in ('ack', 'syn'):
         junk(mode, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], float(sys.argv[6]) if len(sys.argv) > 6 else 0)
     else:
