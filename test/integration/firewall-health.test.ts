@@ -91,9 +91,11 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   // Panic mode: every probe of the outside node is dropped in its own output (echo requests carrying a firewall's
   // mark). The firewalls are fine; losing all three at once is a fault of the measuring, so the node keeps them.
   const ob = lab.ns('ob');
-  inNs(ob, ['nft', 'add', 'table', 'ip', 'cutprobes']);
-  inNs(ob, ['nft', 'add', 'chain', 'ip', 'cutprobes', 'out', '{ type filter hook output priority 0; }']);
-  inNs(ob, ['nft', 'add', 'rule', 'ip', 'cutprobes', 'out', 'icmp', 'type', 'echo-request', 'meta', 'mark', '!=', '0', 'drop']);
+  // Both families: this lab's nodes probe each other over IPv6.
+  inNs(ob, ['nft', 'add', 'table', 'inet', 'cutprobes']);
+  inNs(ob, ['nft', 'add', 'chain', 'inet', 'cutprobes', 'out', '{ type filter hook output priority 0; }']);
+  inNs(ob, ['nft', 'add', 'rule', 'inet', 'cutprobes', 'out', 'icmp', 'type', 'echo-request', 'meta', 'mark', '!=', '0', 'drop']);
+  inNs(ob, ['nft', 'add', 'rule', 'inet', 'cutprobes', 'out', 'icmpv6', 'type', 'echo-request', 'meta', 'mark', '!=', '0', 'drop']);
   const t1 = Date.now();
   let fwv: any[] = [];
   while (Date.now() - t1 < 10000) {
@@ -124,24 +126,27 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.equal(failedOf(failRun), 0, 'a firewall that really fails during panic leaves the table: every new connection succeeds');
   t.equal(lab.firewallCounters().find((f) => f.id === 'fw2')!.newSessions, 0, 'fw2 took no new session');
   inNs(ob, ['ip', 'link', 'set', 'fw2', 'up']);
-  inNs(ob, ['nft', 'delete', 'table', 'ip', 'cutprobes']);
+  inNs(ob, ['nft', 'delete', 'table', 'inet', 'cutprobes']);
   await lab.waitFirewalls((fw) => fw.every((f) => f.live && f.healthy), 15000, 'all back and believed');
   t.same((await lab.api('outside', 'GET', '/health')).body.alarms, [], 'the alarm is gone');
 
   // Hostile packets at the outside node during traffic: 10,000 crafted ICMP errors and 10,000 stray echo replies
-  // from a client. No probe is fooled or crashed: no firewall changes state, no connection fails.
+  // from a client, and as many ICMPv6 ones. No probe is fooled or crashed: no firewall changes state, no connection fails.
   const sinceBefore = (await lab.api('outside', 'GET', '/firewalls')).body.map((f: any) => f.health?.since ?? null);
   const client = lab.host('c1');
+  // Both families: this lab's nodes probe each other over IPv6 (the errors quote probes to the inside node).
+  const ob6 = lab.t.bridges.find((b) => b.ifname === 'cli0')!.addr6!.split('/')[0];
+  const ib6 = lab.t.bridges.find((b) => b.ifname === 'srv0')!.addr6!.split('/')[0];
   const flood = Promise.all(
-    ['icmp-errors', 'echo-replies'].map(
-      (mode) => new Promise<void>((res) => spawnInNs(client.ns, ['/usr/bin/python3', SPOOF, mode, '198.51.100.1', '10000']).once('exit', () => res())),
+    [['icmp-errors', '198.51.100.1', '10000'], ['echo-replies', '198.51.100.1', '10000'], ['icmp6-errors', ob6, '10000', ib6], ['echo6-replies', ob6, '10000']].map(
+      (args) => new Promise<void>((res) => spawnInNs(client.ns, ['/usr/bin/python3', SPOOF, ...args]).once('exit', () => res())),
     ),
   );
   lab.resetFirewallCounters();
   const [floodRun] = await Promise.all([shorts(), flood]);
   await new Promise((r) => setTimeout(r, 500));
   const fwAfter = (await lab.api('outside', 'GET', '/firewalls')).body;
-  t.equal(failedOf(floodRun), 0, '0 of 300 connections failed during 20,000 hostile ICMP packets at the outside node');
+  t.equal(failedOf(floodRun), 0, '0 of 300 connections failed during 40,000 hostile ICMP and ICMPv6 packets at the outside node');
   t.same(fwAfter.map((f: any) => f.healthy), [true, true, true], 'no firewall marked down');
   t.same(fwAfter.map((f: any) => f.health?.since ?? null), sinceBefore, 'no health transition at all');
 

@@ -295,10 +295,13 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   await t.test('agreement among 4 nodes: one node that sees fw2 down keeps it from new sessions on every node; dead, its view stops vetoing', async (t) => {
     // fw2 drops ib2's probes only (from ib2's transit address): ib2 sees fw2 down, the three others see it up.
     const fw2 = lab.ns('fw2');
-    inNs(fw2, ['nft', 'add', 'table', 'ip', 'cut']);
-    inNs(fw2, ['nft', 'add', 'chain', 'ip', 'cut', 'probes', '{ type filter hook prerouting priority -400; }']);
-    inNs(fw2, ['nft', 'add', 'rule', 'ip', 'cut', 'probes', 'ip', 'saddr', viaOf('ib2'), 'icmp', 'type', 'echo-request', 'drop']);
-    t.teardown(() => inNs(fw2, ['nft', 'delete', 'table', 'ip', 'cut']));
+    // Both families: this lab's nodes probe over IPv6.
+    const via6 = lab.t.ecmp.find((e) => e.via.ib2?.includes(':') && e.ns.endsWith('-fw1'))!.via.ib2;
+    inNs(fw2, ['nft', 'add', 'table', 'inet', 'cut']);
+    inNs(fw2, ['nft', 'add', 'chain', 'inet', 'cut', 'probes', '{ type filter hook prerouting priority -400; }']);
+    inNs(fw2, ['nft', 'add', 'rule', 'inet', 'cut', 'probes', 'ip', 'saddr', viaOf('ib2'), 'icmp', 'type', 'echo-request', 'drop']);
+    inNs(fw2, ['nft', 'add', 'rule', 'inet', 'cut', 'probes', 'ip6', 'saddr', via6, 'icmpv6', 'type', 'echo-request', 'drop']);
+    t.teardown(() => inNs(fw2, ['nft', 'delete', 'table', 'inet', 'cut']));
     const all = lab.balancerNames();
     const ms = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === false, 15000, 'fw2 not live on all four nodes');
     t.comment(`fw2 out of new sessions on all four nodes ${ms} ms after ib2's probes through it were cut`);
