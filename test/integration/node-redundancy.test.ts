@@ -337,7 +337,8 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
 
 t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', async (t) => {
   const { url } = await startRedisOnSocket(t);
-  const lab = await startLab(t, { sessionTable: url, nodesPerSide: 2, mode: 'vrrp', natFirewalls: true });
+  // Dual stack: keepalived moves the IPv6 gateway addresses with the IPv4 ones, and IPv6 streams ride the failovers.
+  const lab = await startLab(t, { sessionTable: url, nodesPerSide: 2, mode: 'vrrp', natFirewalls: true, ipv6: true });
   await lab.startKeepalived();
   t.equal(lab.vrrpHolder('outside'), 'ob1', 'ob1 (priority 250) holds the outside addresses');
   t.equal(lab.vrrpHolder('inside'), 'ib1', 'ib1 holds the inside addresses');
@@ -350,10 +351,12 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
   const waitHolder = (side: 'outside' | 'inside', node: string, ms: number) =>
     waitUntil(() => lab.vrrpHolder(side) === node, ms, () => `${node} to take the ${side} addresses (holder ${lab.vrrpHolder(side)}): ${lab.keepalivedLogs.slice(-10).join('')}`, 10);
 
-  /** 200 long-lived streams while ob1 fails (`fail`), and 3 s later comes back (`revive`): 0 broken. */
+  const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => `[${h.addr6}]:${ECHO_PORT}`);
+  /** 200 long-lived streams (and 60 IPv6 ones) while ob1 fails (`fail`), and 3 s later comes back (`revive`): 0 broken. */
   const failover = async (t: Test, fail: () => Promise<void> | void, revive: () => Promise<void> | void) => {
     lab.resetFirewallCounters();
     const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 100, durationMs: 11000, intervalMs: 100 } })));
+    const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers6, count: 30, durationMs: 11000, intervalMs: 100 } })));
     await sleep(2500);
     const t0 = Date.now();
     await fail();
@@ -371,19 +374,23 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
     const streams = reports.flatMap((r) => r.long.streams);
     t.equal(streams.length, 200);
     t.equal(streams.filter((s) => s.err).length, 0, `0 of 200 streams broke (${JSON.stringify(reports.map((r) => r.long.errors))})`);
+    const reports6 = await longs6;
+    const streams6 = reports6.flatMap((r) => r.long.streams);
+    t.equal(streams6.length, 60);
+    t.equal(streams6.filter((s) => s.err).length, 0, `0 of 60 IPv6 streams broke (${JSON.stringify(reports6.map((r) => r.long.errors))})`);
     t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows())}`);
     t.comment(`ob2 held the addresses ${takeover} ms after the failure began (${(takeover / advertMs).toFixed(1)} advert intervals of ${advertMs} ms; failing took ${failAt} ms), ` +
       `ob1 took them back ${back} ms after it was revived; streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
     return takeover;
   };
 
-  await t.test("the active node's controller dies: its health check fails, the standby takes the addresses, 0 of 200 streams break", async (t) => {
+  await t.test("the active node's controller dies: its health check fails, the standby takes the addresses, 0 of 200 streams break, nor 60 IPv6 ones", async (t) => {
     const takeover = await failover(t, () => lab.killNode('ob1'), async () => void (await lab.startNode('ob1')));
     // keepalived checks fwlb once a second (its coarsest timer): one check, then the next advertisement.
     t.ok(takeover <= tm.checkInterval * 1000 * tm.fall + tm.checkTimeout * 1000 + 2 * advertMs, `taken over within a check interval, the check's timeout and an advertisement (${takeover} ms)`);
   });
 
-  await t.test('the active node loses its links: the standby takes over within the master-down interval, 0 of 200 streams break', async (t) => {
+  await t.test('the active node loses its links: the standby takes over within the master-down interval, 0 of 200 streams break, nor 60 IPv6 ones', async (t) => {
     const takeover = await failover(t, () => lab.nodeLinks('ob1', false), () => lab.nodeLinks('ob1', true));
     // 3 advertisements plus the skew (RFC 5798), plus one advertisement for this machine's scheduling.
     t.ok(takeover <= masterDownMs + advertMs, `${takeover} ms <= ${masterDownMs.toFixed(0)} ms (3 x ${advertMs} ms + skew) + ${advertMs} ms`);

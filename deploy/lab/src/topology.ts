@@ -82,7 +82,7 @@ export interface Topology {
   /** Every balancer node's config by node name: `outside` and `inside`, or ob1.., ib1.. with nodesPerSide > 1. */
   balancers: Record<string, BalancerConfig>;
   /** mode vrrp: one VRRP instance per side, over that side's nodes (highest priority first). */
-  vrrp: { side: 'outside' | 'inside'; vrid: number; nodes: string[]; advertInterface: string; trackInterfaces: string[]; addresses: string[] }[];
+  vrrp: { side: 'outside' | 'inside'; vrid: number; nodes: string[]; advertInterface: string; trackInterfaces: string[]; addresses: string[]; addresses6?: string[] }[];
   clientNet: string;
   serverNet: string;
   nodes: { outside: BalancerConfig; inside: BalancerConfig };
@@ -394,7 +394,6 @@ export function l7Vip(rips: string[]): VipConfig {
 function redundantTopology(opts: Opts): Topology {
   if (!opts.sessionTable) throw new RangeError('lab nodesPerSide > 1 needs a sessionTable: the nodes agree on the firewalls through it');
   if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length) throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt nor syncGroups');
-  if (opts.ipv6 && opts.mode === 'vrrp') throw new RangeError('lab ipv6 with nodesPerSide > 1 builds ECMP only');
   const v6 = (a: string) => (opts.ipv6 ? { addr6: a } : {});
   const n = opts.nodesPerSide;
   const ns = (x: string) => `${opts.prefix}-${x}`;
@@ -458,10 +457,17 @@ function redundantTopology(opts: Opts): Topology {
     // One gateway address per side and segment (.10), held by the active node: the router, the SLB node and the
     // firewalls route to it.
     const [outGw, outTr, inGw, inTr] = [`${OUTSIDE_SIDE_NET}.10`, `${SHARED_OUTSIDE_TRANSIT}.10`, `${SERVER_NET}.10`, `${SHARED_INSIDE_TRANSIT}.10`];
+    // Dual stack: the IPv6 gateway addresses (::10) move with the same instances.
+    const [outGw6, outTr6, inGw6, inTr6] = [`${OUTSIDE_SIDE_NET6}10`, `${SHARED_OUTSIDE_TRANSIT6}10`, `${SERVER_NET6}10`, `${SHARED_INSIDE_TRANSIT6}10`];
+    const six = (a: string[]) => (opts.ipv6 ? { addresses6: a } : {});
     vrrp.push(
-      { side: 'outside', vrid: 51, nodes: Object.keys(viaOut), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${outGw}/24 dev sd0`, `${outTr}/24 dev tr0`] },
-      { side: 'inside', vrid: 52, nodes: Object.keys(viaIn), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${inGw}/24 dev sd0`, `${inTr}/24 dev tr0`] },
+      { side: 'outside', vrid: 51, nodes: Object.keys(viaOut), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${outGw}/24 dev sd0`, `${outTr}/24 dev tr0`], ...six([`${outGw6}/64 dev sd0`, `${outTr6}/64 dev tr0`]) },
+      { side: 'inside', vrid: 52, nodes: Object.keys(viaIn), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${inGw}/24 dev sd0`, `${inTr}/24 dev tr0`], ...six([`${inGw6}/64 dev sd0`, `${inTr6}/64 dev tr0`]) },
     );
+    if (opts.ipv6) {
+      routes.push({ ns: ns('or'), dst: `${RIP_NET6}/64`, via: outGw6 }, { ns: ns('slb'), dst: 'default', via: inGw6 });
+      for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: outTr6 }, { ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: inTr6 });
+    }
     routes.push({ ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: outGw }, { ns: ns('slb'), dst: 'default', via: inGw });
     if (opts.natFirewalls) routes.push({ ns: ns('or'), dst: NAT_NET, via: outGw });
     for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: outTr }, { ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: inTr });
