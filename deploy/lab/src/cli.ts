@@ -32,8 +32,8 @@ async function main(): Promise<void> {
     redis = await startRedis(join(redisDir, 'redis.sock'), redisDir);
     sessionTable = `unix:${join(redisDir, 'redis.sock')}`;
   }
-  // Dual stack (IPv4 and IPv6 traffic in one run, reported by family), except with VRRP, whose lab is IPv4 only.
-  const lab = new Lab({ prefix, runDir, broken, ipv6: mode !== 'vrrp', ...(mode ? { nodesPerSide: 2, mode, sessionTable } : {}) });
+  // Dual stack: IPv4 and IPv6 traffic in one run, reported by family.
+  const lab = new Lab({ prefix, runDir, broken, ipv6: true, ...(mode ? { nodesPerSide: 2, mode, sessionTable } : {}) });
   let agent: RouteAgent | null = null;
   let code = 0;
   const cleanup = () => {
