@@ -8,6 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { hostPort } from '@fwlb/flowhash';
 import { HTTP_PORT, inNs, INSIDE_TRANSIT, Lab, RIP_NET, SLB_UPLINK, spread, startBenchLab } from '@fwlb/lab';
 import { connRate, IPERF_PIN, IperfServer, pairedRatio, runIn, SECONDS, stripHandles, throughput } from './load';
 
@@ -67,7 +68,7 @@ async function main(): Promise<void> {
     inNs(lab.ns('ib'), ['ip', 'route', 'add', `${RIP_NET}.0/24`, 'via', SLB_UPLINK]);
     lab.t.hosts.filter((h) => h.role === 'firewall').forEach((h, i) => inNs(h.ns, ['ip', 'route', 'add', `${RIP_NET}.0/24`, 'via', `${INSIDE_TRANSIT(i + 1)}.1`]));
     const target: Record<Family, string> = { ipv4: s1.addr!, ipv6: s1.addr6! };
-    const url: Record<Family, string> = { ipv4: `http://${s1.addr}:${HTTP_PORT}/`, ipv6: `http://[${s1.addr6}]:${HTTP_PORT}/` };
+    const url: Record<Family, string> = { ipv4: `http://${hostPort(s1.addr!, HTTP_PORT)}/`, ipv6: `http://${hostPort(s1.addr6!, HTTP_PORT)}/` };
     // Program the kernel once through fwlb, then stop the controllers so they don't undo the other path.
     const saved: Record<string, string> = {};
     for (const node of ['ob', 'ib']) {

@@ -38,7 +38,7 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
   await t.test('every IPv6 connection crossed the firewall its bucket names, on both nodes', async (t) => {
     for (const h of lab.t.hosts.filter((x) => x.role === 'firewall')) inNs(h.ns, ['conntrack', '-F']);
     const c1 = lab.host('c1');
-    const targets = lab.t.hosts.filter((h) => h.role === 'server').map((s) => `[${s.addr6}]:${ECHO_PORT}`);
+    const targets = lab.targets6('server', ECHO_PORT);
     const rep = await drive(lab, 'c1', { short: { targets, count: 600, concurrency: 12 } });
     t.equal(rep.short.failed, 0, '600 IPv6 connections, 0 failed');
     const cfg = lab.t.nodes.outside;
@@ -73,8 +73,7 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
     lab.resetFirewallCounters();
     const before6 = snmp(c1.ns, 'snmp6', 'Icmp6InDestUnreachs');
     const before4 = snmp(c1.ns, 'snmp', 'Icmp.InDestUnreachs');
-    const servers = lab.t.hosts.filter((h) => h.role === 'server');
-    await drive(lab, 'c1', { udp: { targets: servers.map((s) => `[${s.addr6}]:${closed}`), flows, basePort: 31000 } });
+    await drive(lab, 'c1', { udp: { targets: lab.targets6('server', closed), flows, basePort: 31000 } });
     await drive(lab, 'c1', { udp: { targets: [`${lab.t.vip}:${closed}`], flows, basePort: 32000 } });
     const got6 = snmp(c1.ns, 'snmp6', 'Icmp6InDestUnreachs') - before6;
     const got4 = snmp(c1.ns, 'snmp', 'Icmp.InDestUnreachs') - before4;
@@ -85,7 +84,7 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
   });
 
   await t.test("both nodes lose their state mid-stream: IPv6 sessions off their bucket's firewall keep it through the pins (0 broken, 0 drops)", async (t) => {
-    const targets = lab.t.hosts.filter((h) => h.role === 'server').map((s) => `[${s.addr6}]:${ECHO_PORT}`);
+    const targets = lab.targets6('server', ECHO_PORT);
     const stream = (ms: number) => Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets, count: 30, durationMs: ms, intervalMs: 200, timeoutMs: 3000 } })));
     const admin = async (enabled: boolean) => {
       for (const role of ['outside', 'inside'] as const) t.equal((await lab.api(role, 'PUT', '/firewalls/fw2/admin', { enabled }, token(lab))).status, 200, `fw2 ${enabled ? 'rejoins' : 'leaves'} on the ${role} node`);

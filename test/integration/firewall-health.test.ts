@@ -1,6 +1,6 @@
 // Integration: firewall 2's link goes down during traffic; only its buckets move, streams elsewhere survive, it comes back.
 import { t } from 'tap';
-import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
+import { bucketOf, buildTable, canonicalKey, PROTO_TCP, splitHostPort } from '@fwlb/flowhash';
 import { spawnSync } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import { chromium } from 'playwright-core';
@@ -12,12 +12,11 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   const lab = await startLab(t, { ipv6: true });
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const servers = [`${lab.t.vip}:${ECHO_PORT}`];
-  const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => `[${h.addr6}]:${ECHO_PORT}`);
+  const servers6 = lab.targets6('server', ECHO_PORT);
   const cfg = lab.t.nodes.outside;
   const table = buildTable(cfg.firewalls.map((f) => f.id), cfg.hash.buckets!);
   const firewallOf = (client: string, port: number, target: string) => {
-    const i = target.lastIndexOf(':');
-    const [daddr, dport] = [target.slice(0, i).replace(/^\[(.*)\]$/, '$1'), target.slice(i + 1)];
+    const [daddr, dport] = splitHostPort(target);
     return table.owner[bucketOf(canonicalKey('outside', { saddr: client, sport: port, daddr, dport: Number(dport), proto: PROTO_TCP }), cfg.hash.seed, cfg.hash.buckets!)];
   };
   const shorts = () => Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: servers, count: 150, concurrency: 8 } })));

@@ -199,7 +199,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
    * 200 long-lived streams (100 per client, one echo every 100 ms) and a steady flow of new connections (one every
    * 25 ms per client) while `node` dies (controller kill -9 and its links down) and, 4 s later, comes back.
    */
-  const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => `[${h.addr6}]:${ECHO_PORT}`);
+  const servers6 = lab.targets6('server', ECHO_PORT);
   const killAndRevive = async (t: Test, node: string) => {
     const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 100, durationMs: 13000, intervalMs: 100 } })));
     const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers6, count: 30, durationMs: 13000, intervalMs: 100 } })));
@@ -351,7 +351,7 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
   const waitHolder = (side: 'outside' | 'inside', node: string, ms: number) =>
     waitUntil(() => lab.vrrpHolder(side) === node, ms, () => `${node} to take the ${side} addresses (holder ${lab.vrrpHolder(side)}): ${lab.keepalivedLogs.slice(-10).join('')}`, 10);
 
-  const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => `[${h.addr6}]:${ECHO_PORT}`);
+  const servers6 = lab.targets6('server', ECHO_PORT);
   /** 200 long-lived streams (and 60 IPv6 ones) while ob1 fails (`fail`), and 3 s later comes back (`revive`): 0 broken. */
   const failover = async (t: Test, fail: () => Promise<void> | void, revive: () => Promise<void> | void) => {
     lab.resetFirewallCounters();

@@ -2,7 +2,7 @@
 // fw3 is alone. A firewall that fails silently gives its buckets to its group peer, so its sessions keep flowing
 // through the firewall that holds their state; without the group (or without a peer) they break.
 import { t } from 'tap';
-import { bucketOf, buildGroupedTable, buildTable, canonicalKey, PROTO_TCP, PROTO_UDP } from '@fwlb/flowhash';
+import { bucketOf, buildGroupedTable, buildTable, canonicalKey, PROTO_TCP, PROTO_UDP, splitHostPort } from '@fwlb/flowhash';
 import { drive, ECHO_PORT, DriveReport, Lab } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
@@ -42,8 +42,7 @@ t.test('sync groups', async (t) => {
     let moved: Record<string, number> = {};
     let fw1NewForUdp = -1;
     let udpFailed = -1;
-    const servers6 = lab.t.hosts.filter((h) => h.role === 'server').map((h) => h.addr6!);
-    const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers6.map((a) => `[${a}]:${ECHO_PORT}`), count: 30, durationMs: 14000, intervalMs: 100 } })));
+    const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: lab.targets6('server', ECHO_PORT), count: 30, durationMs: 14000, intervalMs: 100 } })));
     const ss = await streams(async () => {
       t.equal((await udp()).udp.failed, 0, 'UDP flows answered before the failure');
       await sleep(300); // conntrackd's updates reach fw1
@@ -71,7 +70,7 @@ t.test('sync groups', async (t) => {
     t.same(ss.filter((s) => home.owner[s.b] !== 'fw2' && s.err).map((s) => s.name), [], 'the streams on fw1 and fw3 were not disturbed');
     const ss6 = (await longs6).flatMap((r, i) =>
       r.long.streams.map((x) => {
-        const daddr = x.target.slice(1, x.target.indexOf(']'));
+        const [daddr] = splitHostPort(x.target);
         const b = bucketOf(canonicalKey('outside', { saddr: clients[i].addr6!, sport: x.port, daddr, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets);
         return { b, err: x.err, name: `${clients[i].name}:${x.port}` };
       }),

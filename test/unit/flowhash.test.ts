@@ -1,7 +1,7 @@
 // Unit: kernel-identical jhash, canonical keys and the Maglev bucket table (table-driven + fast-check properties).
 import { t } from 'tap';
 import fc from 'fast-check';
-import { bucketMoves, bucketOf, canonicalAddress, familyOf, formatAddress, parseAddress, parseIPv4, buildGroupedTable, buildTable, syncGroupRescue, canonicalKey, distribution, jhash, keyImage, moved, reciprocalScale, PROTO_TCP, PROTO_UDP, PROTO_ICMP } from '@fwlb/flowhash';
+import { bucketMoves, bucketOf, canonicalAddress, canonicalOrNull, familyOf, formatAddress, hostPort, parseAddress, splitHostPort, buildGroupedTable, buildTable, syncGroupRescue, canonicalKey, distribution, jhash, keyImage, moved, reciprocalScale, PROTO_TCP, PROTO_UDP, PROTO_ICMP } from '@fwlb/flowhash';
 
 // Captured from the kernel (6.18, nft 1.0.6): `udp dport 9 meta mark set jhash ip saddr . th sport . ip daddr .
 // th dport . meta l4proto mod 251 seed 0x12345678`, 127.0.0.1:sport -> 127.0.0.1:9, marks read back from conntrack.
@@ -182,7 +182,9 @@ t.test('IPv6 addresses: every RFC 4291 text form parses to the same bytes, and p
     t.throws(() => parseAddress(bad), { name: 'TypeError' }, `refused: ${JSON.stringify(bad)}`);
   t.equal(familyOf('2001:db8::1'), 6);
   t.equal(familyOf('192.0.2.1'), 4);
-  t.throws(() => parseIPv4('2001:db8::1'), /not an IPv4 address/);
+  t.same(splitHostPort(hostPort('2001:db8::1', 80)), ['2001:db8::1', 80], 'an IPv6 end in brackets, and back');
+  t.same([hostPort('192.0.2.1', 80), splitHostPort('192.0.2.1:80')], ['192.0.2.1:80', ['192.0.2.1', 80]]);
+  t.same([canonicalOrNull('2001:DB8::1'), canonicalOrNull('2001:db8::g')], ['2001:db8::1', null]);
 });
 
 t.test('property: the RFC 5952 form round-trips any 16 bytes', async (t) => {

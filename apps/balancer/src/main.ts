@@ -8,6 +8,7 @@ import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
+import { steersIPv6 } from './rules';
 import { loadAdminState, saveAdminState } from './admin-state';
 import { startSessions } from './session-wiring';
 import { registerSlbRoutes, SlbErrors, slbMetrics, startSlb } from '@fwlb/slb';
@@ -19,7 +20,7 @@ const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path
 async function run(path: string): Promise<void> {
   const config = loadConfig(path);
   const lock = await acquireInstanceLock(`fwlb balancer (table inet fwlb)`);
-  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null, conntrackAlarmRatio: config.conntrackAlarmRatio, siblings: config.sessionTable !== null, ipv6: config.firewalls.every((f) => f.nextHop6) });
+  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null, conntrackAlarmRatio: config.conntrackAlarmRatio, siblings: config.sessionTable !== null, ipv6: steersIPv6(config) });
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
@@ -94,5 +95,5 @@ nodeCli({
   usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE',
   loadConfig,
   run,
-  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false, conntrackAlarmRatio: c?.conntrackAlarmRatio, siblings: c ? c.sessionTable !== null : false, ipv6: c ? c.firewalls.every((f) => f.nextHop6) : false }),
+  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false, conntrackAlarmRatio: c?.conntrackAlarmRatio, siblings: c ? c.sessionTable !== null : false, ipv6: c ? steersIPv6(c) : false }),
 });

@@ -190,7 +190,10 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
  * IPv6 has its own rules and tables (the same numbers: the kernel keeps them apart by family).
  */
 export function renderRoutes(c: ResolvedBalancerConfig): PolicyRoute[] {
-  const v4 = slots(c).map((s): PolicyRoute => ({ fwmark: s.mark, table: s.table, priority: s.priority, gateway: c.firewalls[s.index].nextHop, oif: c.firewalls[s.index].interface }));
-  if (!familiesOf(c).includes(IPV6)) return v4;
-  return [...v4, ...slots(c).map((s): PolicyRoute => ({ family: 6, fwmark: s.mark, table: s.table, priority: s.priority, gateway: c.firewalls[s.index].nextHop6!, oif: c.firewalls[s.index].interface }))];
+  return familiesOf(c).flatMap((fam) =>
+    slots(c).map((s): PolicyRoute => {
+      const f = c.firewalls[s.index];
+      return { ...(fam === IPV6 ? { family: 6 } : {}), fwmark: s.mark, table: s.table, priority: s.priority, gateway: fam === IPV6 ? f.nextHop6! : f.nextHop, oif: f.interface };
+    }),
+  );
 }

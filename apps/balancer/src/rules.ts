@@ -47,9 +47,12 @@ export interface Family {
 export const IPV4: Family = { nfproto: 'ipv4', l3: 'ip', addrType: 'ipv4_addr', suffix: '', label: '' };
 export const IPV6: Family = { nfproto: 'ipv6', l3: 'ip6', addrType: 'ipv6_addr', suffix: '_v6', label: '/ipv6' };
 
-/** The families a config steers: IPv4 always, IPv6 when the firewalls have IPv6 next hops. */
+/** IPv6 is steered when the firewalls have IPv6 next hops (config validation: all of them or none). */
+export const steersIPv6 = (c: Pick<ResolvedBalancerConfig, 'firewalls'>) => c.firewalls.every((f) => f.nextHop6);
+
+/** The families a config steers: IPv4 always, IPv6 as steersIPv6 says. */
 export function familiesOf(c: ResolvedBalancerConfig): Family[] {
-  return c.firewalls.every((f) => f.nextHop6) ? [IPV4, IPV6] : [IPV4];
+  return steersIPv6(c) ? [IPV4, IPV6] : [IPV4];
 }
 
 const isFamily = (f: Family) => eq(meta('nfproto'), f.nfproto);

@@ -1,8 +1,6 @@
 // fwlbctl's commands: arguments to one or two API requests, and answers to tables; pure apart from `request`.
+import { hostPort, splitHostPort } from '@fwlb/flowhash';
 import { Answer, CtlError, request, Target } from './client';
-
-/** "addr:port", or "[addr]:port" for IPv6 (RFC 5952 section 6). */
-const hostPort = (addr: string, port: number) => (String(addr).includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
 
 export interface Output {
   /** What --json prints. */
@@ -111,7 +109,7 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       const [vip, member] = rest;
       if (!vip || !member || !/^[\d.]+:\d+$/.test(member)) usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
       const path = `/vips/${encodeURIComponent(vip)}/members`;
-      const [address, port] = [member.slice(0, member.lastIndexOf(':')), Number(member.slice(member.lastIndexOf(':') + 1))];
+      const [address, port] = splitHostPort(member);
       let a: Answer;
       if (sub === 'add') {
         const w = opt(rest, '--weight');

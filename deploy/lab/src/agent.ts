@@ -2,6 +2,7 @@
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
+import { splitHostPort } from '@fwlb/flowhash';
 
 export interface DriveSpec {
   /**
@@ -44,11 +45,7 @@ export interface DriveReport {
   http: { ok: number; failed: number; errors: Record<string, number>; bodies: Record<string, number>; byLabel: Record<string, Record<string, number>>; byWorker: Record<string, number>[]; cookies: Record<string, string>[] };
 }
 
-/** "host:port", "[v6]:port" or "v6:port" (the last colon separates the port). */
-const hp = (t: string): [string, number] => {
-  const i = t.lastIndexOf(':');
-  return [t.slice(0, i).replace(/^\[(.*)\]$/, '$1'), Number(t.slice(i + 1))];
-};
+const hp = splitHostPort;
 
 function serve(args: string[]): void {
   const opt = (n: string) => {

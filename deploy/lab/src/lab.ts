@@ -5,6 +5,7 @@ import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
 import { ECHO_PORT, FIREWALL_RULESET_PATH, firewallNatRules, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
 import { TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
+import { hostPort } from '@fwlb/flowhash';
 import { conntrackdConfig } from './conntrackd';
 import { keepalivedNode, renderKeepalived, VRRP_TIMERS } from './keepalived';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
@@ -60,6 +61,11 @@ export class Lab {
 
   host(name: string) {
     return this.t.hosts.find((h) => h.name === name)!;
+  }
+
+  /** "[addr6]:port" of every host of a role (lab option ipv6): the real servers' or the clients' IPv6 ends. */
+  targets6(role: 'server' | 'client', port: number): string[] {
+    return this.t.hosts.filter((h) => h.role === role).map((h) => hostPort(h.addr6!, port));
   }
 
   /** Create every namespace, link, address and route; firewalls get their strict ruleset. */
@@ -506,10 +512,9 @@ export class Lab {
       for (const set of DROP_SETS) {
         const j = JSON.parse(inNs(h.ns, ['nft', '-j', 'list', 'set', 'inet', 'fwf', set]));
         const s = j.nftables.find((x: any) => x.set)?.set;
-        const at = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
         for (const e of s?.elem ?? []) {
           const [src, sport, dst, dport] = e.elem.val.concat;
-          out.push(`${h.name} ${set.slice(4).replace('6', '')} ${at(src, sport)}>${at(dst, dport)} (${s.timeout - e.elem.expires} s ago)`);
+          out.push(`${h.name} ${set.slice(4).replace('6', '')} ${hostPort(src, sport)}>${hostPort(dst, dport)} (${s.timeout - e.elem.expires} s ago)`);
         }
       }
     }

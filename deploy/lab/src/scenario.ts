@@ -2,6 +2,7 @@
 import { Lab, AGENT } from './lab';
 import { ECHO_PORT, L7_PORT, L7_REQUESTS, l7Misrouted } from './topology';
 import { spawnInNs } from './netns';
+import { hostPort } from '@fwlb/flowhash';
 import type { DriveReport, DriveSpec } from './agent';
 
 export interface ScenarioOptions {
@@ -67,11 +68,10 @@ type Failed = ScenarioReport['failed'];
 async function familyWorkload(lab: Lab, o: ScenarioOptions, family: 'ipv4' | 'ipv6', started: () => void) {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const servers = lab.t.hosts.filter((h) => h.role === 'server');
-  const at = (a: string, port: number) => (a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`);
   // IPv4 clients reach the servers only through the SLB's VIP; IPv6 ones reach the servers' own addresses (the SLB
   // node routes IPv6 to them), one server after another.
-  const serverTargets = family === 'ipv4' ? [at(lab.t.vip, ECHO_PORT)] : servers.map((h) => at(h.addr6!, ECHO_PORT));
-  const clientTargets = clients.map((c) => at(family === 'ipv4' ? c.addr! : c.addr6!, ECHO_PORT));
+  const serverTargets = family === 'ipv4' ? [hostPort(lab.t.vip, ECHO_PORT)] : lab.targets6('server', ECHO_PORT);
+  const clientTargets = clients.map((c) => hostPort(family === 'ipv4' ? c.addr! : c.addr6!, ECHO_PORT));
   const longMs = o.longDurationMs ?? 8000;
   const longs = clients.map((c) => drive(lab, c.name, { long: { targets: serverTargets, count: o.longPerClient ?? 10, durationMs: longMs, intervalMs: 100 } }));
   await sleep(500);

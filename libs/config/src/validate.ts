@@ -1,7 +1,7 @@
 // Validates and normalises config documents: ajv first, then the rules JSON Schema cannot say; pure layer of libs/config.
 import Ajv, { ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
-import { canonicalAddress, isPrime } from '@fwlb/flowhash';
+import { canonicalAddress, canonicalOrNull, isPrime } from '@fwlb/flowhash';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
@@ -16,13 +16,7 @@ export function lazy<T>(f: () => T): () => T {
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4', 'ipv6']);
-ajv.addFormat('IPv4 or IPv6', (x: string) => {
-  try {
-    return canonicalAddress(x) !== '';
-  } catch {
-    return false;
-  }
-});
+ajv.addFormat('IPv4 or IPv6', (x: string) => canonicalOrNull(x) !== null);
 const checkBalancer = lazy(() => ajv.compile<BalancerConfig>(balancerSchema));
 
 export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {
@@ -118,12 +112,8 @@ export function nextHop6Problems(firewalls: FirewallConfig[]): FieldProblem[] {
       if (given.length) problems.push({ field: `/firewalls/${i}/nextHop6`, message: `is required: ${given.join(', ')} ${given.length === 1 ? 'has' : 'have'} one, and every firewall must carry IPv6 or none` });
       return;
     }
-    let a: string;
-    try {
-      a = canonicalAddress(fw.nextHop6);
-    } catch {
-      return void problems.push({ field: `/firewalls/${i}/nextHop6`, message: `${fw.nextHop6} is not an IPv6 address` });
-    }
+    const a = canonicalOrNull(fw.nextHop6);
+    if (a === null) return void problems.push({ field: `/firewalls/${i}/nextHop6`, message: `${fw.nextHop6} is not an IPv6 address` });
     if (/^ff/i.test(a) || a === '::' || a === '::1') problems.push({ field: `/firewalls/${i}/nextHop6`, message: `${fw.nextHop6} is not a unicast address` });
     const j = seen.get(`${fw.interface} ${a}`);
     if (j !== undefined) problems.push({ field: `/firewalls/${i}/nextHop6`, message: `duplicate next hop ${a} on ${fw.interface} (also /firewalls/${j}/nextHop6)` });

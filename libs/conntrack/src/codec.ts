@@ -62,8 +62,6 @@ export function parseAttrs(b: Buffer): Map<number, Buffer> {
   return out;
 }
 
-/** An address in its canonical text form (RFC 5952 for IPv6: one session has one text). */
-const ipText = (b: Buffer) => formatAddress(b);
 
 export function parseTuple(b: Buffer): CtTuple | null {
   const a = parseAttrs(b);
@@ -77,7 +75,8 @@ export function parseTuple(b: Buffer): CtTuple | null {
   if (!src || !dst || src.length !== (v6 ? 16 : 4) || dst.length !== src.length) return null;
   const pa = parseAttrs(proto);
   const num = pa.get(CTA_PROTO.NUM);
-  const t: CtTuple = { src: ipText(src), dst: ipText(dst), proto: num ? num[0] : 0 };
+  // Canonical text (RFC 5952 for IPv6): one session has one text.
+  const t: CtTuple = { src: formatAddress(src), dst: formatAddress(dst), proto: num ? num[0] : 0 };
   const sp = pa.get(CTA_PROTO.SRC_PORT);
   const dp = pa.get(CTA_PROTO.DST_PORT);
   if (sp && dp) {

@@ -57,13 +57,6 @@ export function parseAddress(addr: string): Uint8Array {
   return out;
 }
 
-/** An IPv4 address's 4 bytes (throws on anything else). */
-export function parseIPv4(addr: string): Uint8Array {
-  const out = parseAddress(addr);
-  if (out.length !== 4) throw new TypeError(`not an IPv4 address: ${addr}`);
-  return out;
-}
-
 /** 4 or 6: the family of an address in text form (by its separator; parseAddress checks the rest). */
 export function familyOf(addr: string): 4 | 6 {
   return addr.includes(':') ? 6 : 4;
@@ -128,6 +121,26 @@ export function formatAddress(b: Uint8Array): string {
 /** An address in its canonical text form (throws on a malformed one). */
 export function canonicalAddress(addr: string): string {
   return formatAddress(parseAddress(addr));
+}
+
+/** The canonical text form, or null for anything that is not an address (for validators). */
+export function canonicalOrNull(addr: string): string | null {
+  try {
+    return canonicalAddress(addr);
+  } catch {
+    return null;
+  }
+}
+
+/** "addr:port", IPv6 in brackets ("[2001:db8::1]:80", RFC 5952 section 6): its own colons would end the address. */
+export function hostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+/** The address and port of "addr:port" or "[v6]:port" (the last colon separates the port). */
+export function splitHostPort(text: string): [string, number] {
+  const i = text.lastIndexOf(':');
+  return [text.slice(0, i).replace(/^\[(.*)\]$/, '$1'), Number(text.slice(i + 1))];
 }
 
 /**

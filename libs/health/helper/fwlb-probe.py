@@ -236,54 +236,38 @@ class RawShared:
                         for p in self.waiting.values():
                             p.tainted = True
             try:
-                if self.proto == socket.IPPROTO_ICMP:
-                    self.icmp_reply(data, addr)
-                elif self.proto == socket.IPPROTO_ICMPV6:
-                    self.icmp6_reply(data, addr)
+                # An IPv4 raw socket reads the IP header too; an IPv6 one starts at the ICMPv6 or TCP header.
+                payload = data if self.fam == socket.AF_INET6 else ip_payload(data)
+                if self.proto == socket.IPPROTO_TCP:
+                    self.tcp_reply(payload, addr)
                 else:
-                    self.tcp_reply(data if self.fam == socket.AF_INET6 else ip_payload(data), addr)
+                    self.icmp_reply(payload, addr)
             except Exception:
                 pass  # a malformed packet is never a dead helper
 
-    def icmp_reply(self, data, addr):
-        body = ip_payload(data)
+    # The ICMP types per family: echo reply, destination unreachable, time exceeded; and the quoted-echo parser.
+    ICMP_TYPES = {socket.AF_INET: (0, 3, 11, quoted_echo), socket.AF_INET6: (129, 1, 3, quoted_echo6)}
+
+    def icmp_reply(self, body, addr):
+        """An ICMP or ICMPv6 message, from its header on."""
         if body is None or len(body) < 8:
             return
+        reply, unreach, exceeded, quoted = self.ICMP_TYPES[self.fam]
         typ, code = body[0], body[1]
-        if typ == 0:
-            ident, seq = struct.unpack("!HH", body[4:8])
-            p = self.waiting.get((ident, seq))
-            # An echo reply is ours only if it comes from the target with our id, our sequence and our payload.
-            if p and addr[0] == p.req["target"] and body[8:] == p.payload:
-                p.finish({"ok": True, "reason": "echo reply", "latencyMs": p.ms()})
-        elif typ in (3, 11):
-            q = quoted_echo(body[8:])
-            if q is None:
-                return
-            p = self.waiting.get((q[0], q[1]))
-            # An error counts only when it quotes our probe (id, sequence and destination).
-            if p and q[2] == p.req["target"]:
-                what = "unreachable (code %d)" % code if typ == 3 else "time exceeded"
-                p.finish({"ok": False, "reason": what, "latencyMs": p.ms()})
-
-    def icmp6_reply(self, body, addr):
-        if len(body) < 8:
-            return
-        typ, code = body[0], body[1]
-        if typ == 129:
+        if typ == reply:
             ident, seq = struct.unpack("!HH", body[4:8])
             p = self.waiting.get((ident, seq))
             # An echo reply is ours only if it comes from the target with our id, our sequence and our payload.
             if p and same_addr(addr[0], p.req["target"]) and body[8:] == p.payload:
                 p.finish({"ok": True, "reason": "echo reply", "latencyMs": p.ms()})
-        elif typ in (1, 3):
-            q = quoted_echo6(body[8:])
+        elif typ in (unreach, exceeded):
+            q = quoted(body[8:])
             if q is None:
                 return
             p = self.waiting.get((q[0], q[1]))
             # An error counts only when it quotes our probe (id, sequence and destination).
             if p and same_addr(q[2], p.req["target"]):
-                what = "unreachable (code %d)" % code if typ == 1 else "time exceeded"
+                what = "unreachable (code %d)" % code if typ == unreach else "time exceeded"
                 p.finish({"ok": False, "reason": what, "latencyMs": p.ms()})
 
     def tcp_reply(self, seg, addr):

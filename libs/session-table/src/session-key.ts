@@ -1,5 +1,5 @@
 // Canonical session keys and records as stored in Redis; pure layer of libs/session-table.
-import { canonicalAddress } from '@fwlb/flowhash';
+import { canonicalOrNull, hostPort } from '@fwlb/flowhash';
 
 export interface SessionKey {
   outerAddr: string;
@@ -20,15 +20,12 @@ export interface SessionRecord extends SessionKey {
   expires: number;
 }
 
-/** An address and port as an id writes them: IPv6 in brackets (its own colons would end the address). */
-const at = (a: string, p: number) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
-
 /**
  * "198.51.100.11:40000>203.0.113.100:7007/6", "[2001:db8::11]:40000>[2001:db8:5::10]:7007/6": the same string on
  * both nodes for the same session (addresses in their canonical text form).
  */
 export function sessionId(k: SessionKey): string {
-  return `${at(k.outerAddr, k.outerPort)}>${at(k.innerAddr, k.innerPort)}/${k.proto}`;
+  return `${hostPort(k.outerAddr, k.outerPort)}>${hostPort(k.innerAddr, k.innerPort)}/${k.proto}`;
 }
 
 /** Records come back from Redis, which anyone with access can write: every field is checked before it is used. */
@@ -42,14 +39,7 @@ const PROTO = (s: string) => (s === '6' ? 6 : s === '17' ? 17 : NaN);
 const ADDR = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const HEX = /^[0-9a-f:]{2,39}$/;
 /** An IPv6 address in its canonical form only: another spelling of it would be another session's id. */
-const ADDR6 = (a: string) => {
-  if (!HEX.test(a)) return false;
-  try {
-    return canonicalAddress(a) === a;
-  } catch {
-    return false;
-  }
-};
+const ADDR6 = (a: string) => HEX.test(a) && canonicalOrNull(a) === a;
 /** Firewall ids and node names as the configs allow them. */
 export const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const TIME = /^\d{1,15}$/;
