@@ -1,9 +1,10 @@
 // Integration: a dual-stack sandwich. IPv4 and IPv6 traffic in one run through the same nodes, firewalls and
 // bucket table; every IPv6 session crosses the firewall the model names, and ICMP errors follow their flow.
 import { t } from 'tap';
-import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
+import { bucketOf, buildTable, canonicalKey, hostPort, PROTO_TCP } from '@fwlb/flowhash';
 import { spawnSync } from 'node:child_process';
-import { drive, ECHO_PORT, formatReport, inNs, Lab, runScenario } from '@fwlb/lab';
+import { drive, ECHO_PORT, formatReport, HTTP_PORT, inNs, Lab, runScenario, WEB_PORT } from '@fwlb/lab';
+import { slbDoctor } from '@fwlb/slb';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
 
@@ -33,6 +34,57 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
     t.equal(r.totals.drops, 0, `no firewall dropped a packet ${JSON.stringify(lab.firewallDropFlows().slice(0, 5))}`);
     const v6 = lab.t.hosts.filter((h) => h.role === 'firewall').map((h) => lab.kernelSessions(h.name, 'ipv6').filter((e) => e.dport === ECHO_PORT).length);
     t.ok(v6.every((n) => n > 0), `every firewall carried IPv6 sessions: ${JSON.stringify(v6)}`);
+  });
+
+  await t.test('the SLB tier in IPv6: its own VIP address, L4 (HTTP, port translation) and changes through the API; a restart adopts the ip6 table', async (t) => {
+    const slbTok = lab.t.slb.api!.token!;
+    const vip6 = lab.t.vip6!;
+    const addrs = () => JSON.parse(inNs(lab.ns('slb'), ['ip', '-6', '-j', 'addr', 'show', 'dev', 'up0']))[0].addr_info.filter((a: any) => a.prefixlen === 128).map((a: any) => `${a.local} metric ${a.metric}`);
+    t.same(addrs(), [`${vip6} metric 6174`], 'the IPv6 VIP is on up0 as a /128 marked with the VIP metric');
+    const web = await drive(lab, 'c1', { http: { targets: [hostPort(vip6, WEB_PORT)], count: 60, concurrency: 6 } });
+    t.equal(web.http.failed, 0, `60 HTTP requests through the IPv6 L4 VIP port ${WEB_PORT} to the members' port ${HTTP_PORT}, 0 failed ${JSON.stringify(web.http.errors)}`);
+    t.same(Object.keys(web.http.bodies).sort(), ['fwlb lab server s1', 'fwlb lab server s2', 'fwlb lab server s3'], `round robin over the three IPv6 members: ${JSON.stringify(web.http.bodies)}`);
+    await sleep(2500);
+    const v = await lab.api('slb', 'GET', '/vips/web6');
+    t.ok(v.body.counters.newSessions >= 60, `the VIP counted its sessions in the ip6 table: ${v.body.counters.newSessions}`);
+    t.same(v.body.members.map((m: any) => m.address), lab.t.hosts.filter((h) => h.role === 'server').map((h) => h.addr6), 'members in their canonical form');
+
+    const body = { id: 'extra6', address: '2001:DB8:5:0::101', port: ECHO_PORT, protocol: 'tcp', check: { kind: 'tcp' }, members: [{ address: lab.host('s1').addr6, port: ECHO_PORT }] };
+    const made = await lab.api('slb', 'POST', '/vips', body, slbTok);
+    t.equal(made.status, 201, `a new IPv6 VIP through the API ${JSON.stringify(made.body)}`);
+    t.equal(made.body.address, '2001:db8:5::101', 'stored and shown in RFC 5952 form');
+    t.ok(addrs().includes('2001:db8:5::101 metric 6174'), 'its address is on up0');
+    const key = encodeURIComponent(`[2001:DB8:20::${lab.host('s1').addr6!.split('::')[1]}]:${ECHO_PORT}`);
+    const patched = await lab.api('slb', 'PATCH', `/vips/extra6/members/${key}`, { weight: 3 }, slbTok);
+    t.equal(patched.status, 200, `a member named in another IPv6 text form is found ${JSON.stringify(patched.body)}`);
+    const mixed = await lab.api('slb', 'POST', '/vips', { ...body, id: 'mixed', address: '192.0.2.50', members: [{ address: lab.host('s1').addr6, port: ECHO_PORT }] }, slbTok);
+    t.equal(mixed.status, 400, 'an IPv4 L4 VIP with an IPv6 member is refused');
+    t.match(JSON.stringify(mixed.body), /members\/0\/address/, 'naming the field');
+    // The member answers through the new VIP; members come up after `rise` checks.
+    let echo = { short: { failed: 1 } } as any;
+    for (let i = 0; i < 20 && echo.short.failed; i++) {
+      await sleep(300);
+      echo = await drive(lab, 'c1', { short: { targets: [`[2001:db8:5::101]:${ECHO_PORT}`], count: 10, concurrency: 2 } });
+    }
+    t.equal(echo.short.failed, 0, 'TCP through the new IPv6 VIP');
+    t.equal((await lab.api('slb', 'DELETE', '/vips/extra6', undefined, slbTok)).status, 204, 'deleted');
+    t.notOk(addrs().includes('2001:db8:5::101 metric 6174'), 'its address left up0');
+    t.notOk(inNs(lab.ns('slb'), ['nft', 'list', 'table', 'ip6', 'fwlb_slb']).includes('v_extra6'), 'its chain left the ip6 table');
+
+    await lab.killNode('slb');
+    await lab.startNode('slb');
+    await lab.waitMembers((vips) => vips.every((x) => x.members.every((m: any) => m.health.up)), 15000, 'every SLB member up after the restart');
+    let st = await lab.api('slb', 'GET', '/status');
+    for (let i = 0; i < 50 && !st.body.started; i++) {
+      await sleep(100);
+      st = await lab.api('slb', 'GET', '/status');
+    }
+    t.ok(st.body.started, 'the restarted SLB adopted the kernel');
+    t.equal(st.body.transactions, 0, `the restart adopted both tables as they were: no nft transaction (${JSON.stringify(st.body.table)})`);
+    t.same(st.body.table.families, ['ip', 'ip6'], 'both tables in use');
+    const doctor = await slbDoctor(undefined, 'haproxy', true);
+    const six = doctor.find((c) => c.name === 'nft DNAT maps (IPv6)');
+    t.ok(six?.ok && six.required, `the doctor checks the ip6 table's objects with nft and requires them for IPv6 VIPs: ${six?.detail}`);
   });
 
   await t.test('every IPv6 connection crossed the firewall its bucket names, on both nodes', async (t) => {

@@ -175,7 +175,8 @@ t.test('IPv6 addresses: every RFC 4291 text form parses to the same bytes, and p
   t.equal(canonicalAddress('2001:db8:0:1:0:0:0:1'), '2001:db8:0:1::1', 'the longest zero run');
   t.equal(canonicalAddress('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1', 'the first of two equal runs');
   t.equal(canonicalAddress('2001:db8:1:1:1:1:0:1'), '2001:db8:1:1:1:1:0:1', 'one zero word stays');
-  t.equal(canonicalAddress('::ffff:192.0.2.1'), '::ffff:c000:201', 'a dotted quad tail');
+  t.equal(canonicalAddress('64:ff9b::192.0.2.1'), '64:ff9b::c000:201', 'a dotted quad tail');
+  t.equal(canonicalAddress('::ffff:c000:201'), '::ffff:192.0.2.1', 'IPv4-mapped in mixed notation (RFC 5952 section 5, as inet_ntop prints it)');
   t.equal(canonicalAddress('192.0.2.001'), '192.0.2.1', 'IPv4 too');
   t.same([...parseAddress('2001:db8::ff00:42:8329')], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0x42, 0x83, 0x29]);
   for (const bad of ['2001:db8::1::2', '2001:db8:1:2:3:4:5:6:7', '2001:db8:1:2:3:4:5', '2001:db8::g', '12345::', ':1', '1:', '::ffff:192.0.2.256', '2001:db8::1/64', ''])

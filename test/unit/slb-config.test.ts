@@ -51,6 +51,11 @@ const special: [string, string, RegExp][] = [
   ['multicast', '224.0.0.251', /multicast/],
   ['link-local', '169.254.1.1', /link-local/],
   ['reserved', '240.0.0.1', /reserved/],
+  ['IPv6 unspecified', '::', /unspecified/],
+  ['IPv6 loopback', '::1', /loopback/],
+  ['IPv6 link-local', 'fe80::1', /link-local/],
+  ['IPv6 multicast', 'ff02::1', /multicast/],
+  ['IPv4-mapped IPv6', '::ffff:10.0.0.1', /IPv4-mapped/],
 ];
 for (const [what, addr, why] of special) {
   t.test(`refused: a ${what} VIP address and a ${what} member`, async (t) => {
@@ -90,4 +95,23 @@ t.test('a VIP body is checked against the VIPs that stay', async (t) => {
   const v = validateVip({ ...vip(), id: 'tls', port: 443 }, others);
   t.equal(v.port, 443, 'another port on the same address is fine');
   t.equal(validateVip({ ...vip(), protocol: 'udp', id: 'dns' }, others).protocol, 'udp', 'the same port over UDP is fine');
+});
+
+t.test('IPv6 VIPs: addresses in any text form, kept in RFC 5952 form; an L4 VIP keeps its family, an L7 VIP may mix', async (t) => {
+  const v6 = { ...vip(), address: '2001:DB8:5:0:0:0:0:100', members: [{ address: '2001:db8:20:0::11', port: 8080 }, { address: '2001:db8:20::12', port: 8080 }] };
+  const c = validateSlbConfig({ interface: 'up0', vips: [v6] });
+  t.equal(c.vips[0].address, '2001:db8:5::100');
+  t.same(c.vips[0].members.map((m) => m.address), ['2001:db8:20::11', '2001:db8:20::12']);
+  const dup = { ...v6, members: [...v6.members, { address: '2001:0db8:0020::11', port: 8080 }] };
+  t.match((t.throws(() => validateSlbConfig({ interface: 'up0', vips: [dup] })) as Error).message, /\/vips\/0\/members\/2: duplicate member \[2001:db8:20::11\]:8080/, 'the same member in another text form is a duplicate');
+  const mixed = { ...vip(), members: [{ address: '10.20.0.11', port: 8080 }, { address: '2001:db8:20::12', port: 8080 }] };
+  t.match((t.throws(() => validateSlbConfig({ interface: 'up0', vips: [mixed] })) as Error).message, /\/vips\/0\/members\/1\/address: 2001:db8:20::12 is IPv6 but the VIP 203\.0\.113\.100 is IPv4/, 'an IPv4 L4 VIP with an IPv6 member: refused, naming the field');
+  const l7 = { ...mixed, mode: 'http', pools: [{ name: 'a' }], defaultPool: 'a', members: mixed.members.map((m) => ({ ...m, pool: 'a' })) };
+  t.doesNotThrow(() => validateSlbConfig({ interface: 'up0', vips: [l7] }), 'an L7 VIP may mix the families');
+  t.match((t.throws(() => validateSlbConfig({ interface: 'up0', vips: [{ ...vip(), address: '2001:db8::g' }] })) as Error).message, /\/vips\/0\/address: must be a valid IPv4 or IPv6 address/, 'a malformed address names the field');
+  t.equal(validateVip({ ...v6, id: 'web6', address: '2001:db8:5:0::100' }, [vip()] as any).address, '2001:db8:5::100', 'a VIP body too');
+  const twice = { interface: 'up0', vips: [{ ...v6, id: 'web6', address: '2001:db8:5::100' }, { ...v6, id: 'web6b' }] };
+  t.match((t.throws(() => validateSlbConfig(twice)) as Error).message, /\/vips\/1: overlaps VIP "web6" on \[2001:db8:5::100\]:80\/tcp/, 'one address in two text forms overlaps');
+  const others = [validateVip({ ...v6, id: 'web6' }, [])];
+  t.match((t.throws(() => validateVip({ ...v6, id: 'web6c', address: '2001:db8:5::0:100' }, others)) as Error).message, /\/port: overlaps VIP "web6"/, 'and so does a VIP body');
 });

@@ -320,3 +320,16 @@ t.test('haproxyCli: a socket that refuses (a master re-executing) is retried onl
   t.equal(await haproxyCli(path, 'reload', 3000, 2000), 'done\n', 'retrying: answered once the socket listens');
   t.same(got, ['reload\n'], 'the command reached HAProxy once');
 });
+
+t.test('an IPv6 L7 VIP: HAProxy binds the address in brackets, and its servers may be of either family', async (t) => {
+  const s = shop() as any;
+  s.address = '2001:db8:5:0::100';
+  s.members[0].address = '2001:db8:20::11';
+  const v = validateVip(s, []) as ResolvedL7Vip;
+  const w = renderL7([v], () => true, { dir: '/run/x' });
+  t.match(w.config, /^\s*bind \[2001:db8:5::100\]:\d+ transparent$/m, 'the canonical address in brackets');
+  t.match(w.config, /^\s*server \S+ \[2001:db8:20::11\]:8080 /m, 'an IPv6 server in brackets');
+  t.match(w.config, new RegExp(`^\\s*server \\S+ ${s.members[1].address.replace(/\./g, '\\.')}:8080 `, 'm'), 'an IPv4 server as it was');
+  const ids = [...w.servers.keys()];
+  t.same(serverCommands(new Map(), w.servers).filter((c) => c.startsWith('add server') && c.includes('2001')), [`add server ${ids.find((i) => i.includes('2001'))} [2001:db8:20::11]:8080 weight 1`], 'a server added at runtime: in brackets too');
+});

@@ -107,20 +107,21 @@ export async function run(t: Target, args: string[]): Promise<Output> {
     }
     case 'member': {
       const [vip, member] = rest;
-      if (!vip || !member || !/^[\d.]+:\d+$/.test(member)) usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
+      if (!vip || !member || !/^([\d.]+|\[[0-9A-Fa-f:.]+\]):\d+$/.test(member)) usage('member add|remove|drain|enable|weight VIP ADDR:PORT ([IPv6]:PORT)');
       const path = `/vips/${encodeURIComponent(vip)}/members`;
       const [address, port] = splitHostPort(member);
+      const key = encodeURIComponent(member);
       let a: Answer;
       if (sub === 'add') {
         const w = opt(rest, '--weight');
         const pool = opt(rest, '--pool');
         a = await request(t, 'POST', path, { address, port, ...(w ? { weight: Number(w) } : {}), ...(pool ? { pool } : {}) });
-      } else if (sub === 'remove') a = await request(t, 'DELETE', `${path}/${member}`);
-      else if (sub === 'drain' || sub === 'enable') a = await request(t, 'PATCH', `${path}/${member}`, { state: sub === 'drain' ? 'drain' : 'enabled' });
-      else if (sub === 'weight' && rest[2]) a = await request(t, 'PATCH', `${path}/${member}`, { weight: Number(rest[2]) });
+      } else if (sub === 'remove') a = await request(t, 'DELETE', `${path}/${key}`);
+      else if (sub === 'drain' || sub === 'enable') a = await request(t, 'PATCH', `${path}/${key}`, { state: sub === 'drain' ? 'drain' : 'enabled' });
+      else if (sub === 'weight' && rest[2]) a = await request(t, 'PATCH', `${path}/${key}`, { weight: Number(rest[2]) });
       else usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
       const m = ok(a, `member ${sub} ${vip} ${member}`);
-      return { json: m ?? { removed: member }, text: m ? `${m.address}:${m.port}: weight ${m.weight}, ${m.state}, ${m.slots} slots` : `${member} removed from ${vip}` };
+      return { json: m ?? { removed: member }, text: m ? `${hostPort(m.address, m.port)}: weight ${m.weight}, ${m.state}, ${m.slots} slots` : `${member} removed from ${vip}` };
     }
     case 'metrics': {
       const text = ok(await request(t, 'GET', '/metrics'), 'metrics') as string;

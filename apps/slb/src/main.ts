@@ -29,5 +29,5 @@ nodeCli({
   usage: 'fwlb-slb run --config FILE | fwlb-slb doctor [--config FILE] | fwlb-slb check-config FILE',
   loadConfig: loadSlbConfig,
   run,
-  doctor: (c) => slbDoctor(c?.interface, c?.haproxy.binary),
+  doctor: (c) => slbDoctor(c?.interface, c?.haproxy.binary, !!c?.vips.some((v) => v.address.includes(':'))),
 });

@@ -9,7 +9,7 @@ export const REDUNDANT_REDIS = `${MGMT_NET}.250`;
 export const CONTAINER_API = '/run/fwlb/api.sock';
 
 export function composeTopology() {
-  return topology({ prefix: 'x', runDir: '/run/fwlb', nodesPerSide: 2, mode: 'vrrp', sessionTable: `redis://${REDUNDANT_REDIS}:6379` });
+  return topology({ prefix: 'x', runDir: '/run/fwlb', nodesPerSide: 2, mode: 'vrrp', sessionTable: `redis://${REDUNDANT_REDIS}:6379`, ipv6: true });
 }
 
 /** File name (in deploy/configs/redundant/) -> content. */

@@ -68,9 +68,9 @@ type Failed = ScenarioReport['failed'];
 async function familyWorkload(lab: Lab, o: ScenarioOptions, family: 'ipv4' | 'ipv6', started: () => void) {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const servers = lab.t.hosts.filter((h) => h.role === 'server');
-  // IPv4 clients reach the servers only through the SLB's VIP; IPv6 ones reach the servers' own addresses (the SLB
-  // node routes IPv6 to them), one server after another.
-  const serverTargets = family === 'ipv4' ? [hostPort(lab.t.vip, ECHO_PORT)] : lab.targets6('server', ECHO_PORT);
+  // Clients reach the servers only through the SLB's VIP of their family.
+  const vip = family === 'ipv4' ? lab.t.vip : lab.t.vip6!;
+  const serverTargets = [hostPort(vip, ECHO_PORT)];
   const clientTargets = clients.map((c) => hostPort(family === 'ipv4' ? c.addr! : c.addr6!, ECHO_PORT));
   const longMs = o.longDurationMs ?? 8000;
   const longs = clients.map((c) => drive(lab, c.name, { long: { targets: serverTargets, count: o.longPerClient ?? 10, durationMs: longMs, intervalMs: 100 } }));
@@ -80,11 +80,11 @@ async function familyWorkload(lab: Lab, o: ScenarioOptions, family: 'ipv4' | 'ip
     drive(lab, c.name, {
       short: { targets: serverTargets, count: o.shortPerClient ?? 500, concurrency: 16 },
       udp: { targets: serverTargets, flows: o.udpPerClient ?? 50 },
-      ...(family === 'ipv4' ? { http: { targets: [`${lab.t.vip}:${L7_PORT}`], count: o.l7PerClient ?? 120, concurrency: 8, requests: L7_REQUESTS } } : {}),
+      http: { targets: [hostPort(vip, L7_PORT)], count: o.l7PerClient ?? 120, concurrency: 8, requests: L7_REQUESTS },
     }),
   );
   const inbound = servers.map((s) => drive(lab, s.name, { short: { targets: clientTargets, count: o.serverInitiatedPerServer ?? 100, concurrency: 8 } }));
-  const pings = clients.map((c, i) => pingLost(lab, c.name, family === 'ipv4' ? lab.t.vip : servers[i % servers.length].addr6!, o.pingsPerTarget ?? 3));
+  const pings = clients.map((c) => pingLost(lab, c.name, vip, o.pingsPerTarget ?? 3));
   const [l, sh, i, p] = await Promise.all([Promise.all(longs), Promise.all(shorts), Promise.all(inbound), Promise.all(pings)]);
   const failed: Failed = {
     short: sh.reduce((a, r) => a + r.short.failed, 0),
@@ -136,7 +136,7 @@ export function formatReport(r: ScenarioReport): string {
     `failed: ${r.failed.total} (short ${r.failed.short}, long-lived ${r.failed.long}, udp ${r.failed.udp}, icmp ${r.failed.icmp}, server-initiated ${r.failed.serverInitiated}, L7 ${r.failed.l7}) of ${r.totals.connections}`,
   );
   const v6 = r.byFamily.ipv6;
-  if (v6) lines.push(`of which IPv6: ${v6.total} (short ${v6.short}, long-lived ${v6.long}, udp ${v6.udp}, icmpv6 ${v6.icmp}, server-initiated ${v6.serverInitiated})`);
+  if (v6) lines.push(`of which IPv6: ${v6.total} (short ${v6.short}, long-lived ${v6.long}, udp ${v6.udp}, icmpv6 ${v6.icmp}, server-initiated ${v6.serverInitiated}, L7 ${v6.l7})`);
   lines.push(`L7 requests misrouted: ${r.l7Misrouted.length}${r.l7Misrouted.length ? ` ${JSON.stringify(r.l7Misrouted)}` : ''}`);
   if (Object.keys(r.errors).length) lines.push(`errors: ${JSON.stringify(r.errors)}`);
   return lines.join('\n');

@@ -90,6 +90,8 @@ export interface Topology {
   slb: SlbConfig;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
+  /** The IPv6 VIP address (lab option ipv6). */
+  vip6?: string;
   opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls' | 'ipv6'>> & { nodesPerSide: number; broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][]; natFirewalls?: boolean; ipv6?: boolean };
   /** The SLB config the inside node runs in-process (with `slbEmbedded`). */
   embeddedSlb?: SlbConfig;
@@ -112,6 +114,8 @@ export const RIP_NET = '10.20.0';
 /** The VIP address the SLB publishes on the server-side LAN. */
 export const VIP = `${SERVER_NET}.100`;
 export const SLB_UPLINK = `${SERVER_NET}.2`;
+/** Lab option ipv6: the SLB's IPv6 VIP address on the server-side LAN (L4 echo, UDP and web, and an L7 VIP). */
+export const VIP6 = '2001:db8:5::100';
 /** The VIP of the SLB tier embedded in the inside node (`slbEmbedded`). */
 export const EMBEDDED_VIP = `${SERVER_NET}.200`;
 export const ECHO_PORT = 7007;
@@ -217,6 +221,7 @@ export function topology(o: LabOptions): Topology {
     balancers: { outside: nodes.outside, inside: nodes.inside },
     slb,
     vip: VIP,
+    ...(opts.ipv6 ? { vip6: VIP6 } : {}),
     opts,
   };
 }
@@ -307,9 +312,23 @@ function slbConfig(opts: Opts, rips: string[]): SlbConfig {
       { id: 'echo-udp', address: VIP, port: ECHO_PORT, protocol: 'udp', scheduler: 'rr', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
       { id: 'web', address: VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) },
       l7Vip(rips),
+      // IPv6: the same services on the IPv6 VIP; the L7 VIP's api pool is an IPv4 server (HAProxy bridges the families).
+      ...(opts.ipv6 ? ipv6Vips(rips.map((_, i) => `${RIP_NET6}${11 + i}`), rips) : []),
     ],
     haproxy: { dir: join(opts.runDir, 'haproxy') },
   };
+}
+
+/** The IPv6 VIPs of the lab's SLB (lab option ipv6): echo over TCP and UDP, the web VIP, and the L7 VIP. */
+function ipv6Vips(rips6: string[], rips: string[]): VipConfig[] {
+  const fast = FAST_TIMERS;
+  const shop = l7Vip(rips);
+  return [
+    { id: 'echo6', address: VIP6, port: ECHO_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, timers: fast, members: rips6.map((a) => ({ address: a, port: ECHO_PORT })) },
+    { id: 'echo6-udp', address: VIP6, port: ECHO_PORT, protocol: 'udp', scheduler: 'sh', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips6.map((a) => ({ address: a, port: ECHO_PORT })) },
+    { id: 'web6', address: VIP6, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips6.map((a) => ({ address: a, port: HTTP_PORT })) },
+    { ...shop, id: 'shop6', address: VIP6, members: shop.members.map((m, i) => (m.pool === 'www' ? { ...m, address: rips6[i] } : m)) },
+  ];
 }
 
 /** Requests to the lab's L7 VIP (host, path, header) and the pool each must reach: what `npm run lab` and the tests send. */
@@ -465,8 +484,8 @@ function redundantTopology(opts: Opts): Topology {
       { side: 'inside', vrid: 52, nodes: Object.keys(viaIn), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${inGw}/24 dev sd0`, `${inTr}/24 dev tr0`], ...six([`${inGw6}/64 dev sd0`, `${inTr6}/64 dev tr0`]) },
     );
     if (opts.ipv6) {
-      routes.push({ ns: ns('or'), dst: `${RIP_NET6}/64`, via: outGw6 }, { ns: ns('slb'), dst: 'default', via: inGw6 });
-      for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: outTr6 }, { ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: inTr6 });
+      routes.push({ ns: ns('or'), dst: `${RIP_NET6}/64`, via: outGw6 }, { ns: ns('or'), dst: `${SERVER_NET6}/64`, via: outGw6 }, { ns: ns('slb'), dst: 'default', via: inGw6 });
+      for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: outTr6 }, { ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: inTr6 }, { ns: ns(`fw${k}`), dst: `${SERVER_NET6}/64`, via: inTr6 });
     }
     routes.push({ ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: outGw }, { ns: ns('slb'), dst: 'default', via: inGw });
     if (opts.natFirewalls) routes.push({ ns: ns('or'), dst: NAT_NET, via: outGw });
@@ -478,9 +497,13 @@ function redundantTopology(opts: Opts): Topology {
       ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
     }
     if (opts.ipv6) {
-      ecmp.push({ side: 'outside', ns: ns('or'), dst: `${RIP_NET6}/64`, via: viaOut6 }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn6 });
+      ecmp.push({ side: 'outside', ns: ns('or'), dst: `${RIP_NET6}/64`, via: viaOut6 }, { side: 'outside', ns: ns('or'), dst: `${SERVER_NET6}/64`, via: viaOut6 }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn6 });
       for (let k = 1; k <= opts.firewalls; k++) {
-        ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: viaOutTransit6 }, { side: 'inside', ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: viaInTransit6 });
+        ecmp.push(
+          { side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: viaOutTransit6 },
+          { side: 'inside', ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: viaInTransit6 },
+          { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET6}/64`, via: viaInTransit6 },
+        );
       }
     }
     for (const e of ecmp) routes.push({ ns: e.ns, dst: e.dst, via: Object.values(e.via) });
@@ -499,6 +522,7 @@ function redundantTopology(opts: Opts): Topology {
     nodes: { outside: balancers.ob1, inside: balancers.ib1 },
     slb: slbConfig(opts, rips),
     vip: VIP,
+    ...(opts.ipv6 ? { vip6: VIP6 } : {}),
     opts,
   };
 }

@@ -1,5 +1,6 @@
-// Which IPv4 addresses can be a VIP or a real server: the special ranges that cannot work or would capture someone
+// Which IPv4 and IPv6 addresses can be a VIP or a real server: the special ranges that cannot work or would capture someone
 // else's traffic; pure layer of libs/config.
+import { parseAddress } from '@fwlb/flowhash';
 import type { FieldProblem } from './errors';
 
 /** Special-purpose IPv4 ranges (RFC 6890) a VIP or a member must never be in, with the reason shown to the operator. */
@@ -17,8 +18,36 @@ function toInt(a: string): number | null {
   return p.reduce((n, x) => n * 256 + Number(x), 0);
 }
 
+/** Special-purpose IPv6 ranges (RFC 6890, RFC 4291) with the same meaning: prefix bytes, length, reason. */
+const SPECIAL6: { prefix: number[]; len: number; what: string }[] = [
+  { prefix: [], len: 128, what: 'unspecified (::): no host has it' },
+  { prefix: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], len: 128, what: "loopback (::1): it would capture the node's own services" },
+  { prefix: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff], len: 96, what: 'IPv4-mapped (::ffff:0:0/96): not an IPv6 host; give the IPv4 address' },
+  { prefix: [0xfe, 0x80], len: 10, what: 'link-local (fe80::/10): not routed beyond one link' },
+  { prefix: [0xff], len: 8, what: 'multicast (ff00::/8): not a unicast host' },
+];
+
+function special6(address: string): string | null {
+  let b: Uint8Array;
+  try {
+    b = parseAddress(address);
+  } catch {
+    return null;
+  }
+  for (const r of SPECIAL6) {
+    let ok = true;
+    for (let bit = 0; bit < r.len && ok; bit++) {
+      const want = ((r.prefix[bit >> 3] ?? 0) >> (7 - (bit & 7))) & 1;
+      ok = ((b[bit >> 3] >> (7 - (bit & 7))) & 1) === want;
+    }
+    if (ok) return r.what;
+  }
+  return null;
+}
+
 /** Why `address` cannot be a VIP or a real server, or null when it can. */
 export function specialAddress(address: string): string | null {
+  if (address.includes(':')) return special6(address);
   const n = toInt(address);
   if (n === null) return null;
   for (const r of SPECIAL) {

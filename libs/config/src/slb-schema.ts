@@ -6,7 +6,7 @@ import { apiSchema } from './balancer-schema';
 export type MemberState = 'enabled' | 'drain';
 
 export interface MemberConfig {
-  /** The real server's address (RIP). */
+  /** The real server's address (RIP), IPv4 or IPv6: an L4 VIP's members are in the VIP's family, an L7 VIP's may be in either. */
   address: string;
   /** The real server's port; may differ from the VIP's (port translation). */
   port: number;
@@ -48,6 +48,7 @@ export interface RuleConfig {
 export interface VipConfig {
   /** Stable id, used in the API path and in nft object names. */
   id: string;
+  /** IPv4 or IPv6; the API prints IPv6 in its RFC 5952 form. */
   address: string;
   port: number;
   protocol: 'tcp' | 'udp';
@@ -79,9 +80,9 @@ export interface VipConfig {
 export interface SlbConfig {
   /** Name shown in /status. @default "slb" */
   name?: string;
-  /** Interface that holds the VIP addresses (added as /32, labelled `<interface>:vip`). */
+  /** Interface that holds the VIP addresses (IPv4 added as /32, labelled `<interface>:vip`; IPv6 as /128 with metric 6174). */
   interface: string;
-  /** The nft table fwlb owns for the SLB (family ip). @default "fwlb_slb" */
+  /** The nft tables fwlb owns for the SLB: `ip <table>` for IPv4 VIPs, `ip6 <table>` for IPv6 ones. @default "fwlb_slb" */
   table?: string;
   /** Seed of the source-hash scheduler. @default 0 */
   seed?: number;
@@ -97,7 +98,8 @@ export interface SlbConfig {
   haproxy?: { dir?: string; binary?: string };
 }
 
-const ipv4 = { type: 'string', format: 'ipv4' } as const;
+/** An IPv4 or IPv6 address (the format is registered by validate-slb.ts). */
+const ipAddress = { type: 'string', format: 'IPv4 or IPv6' } as const;
 const port = { type: 'integer', minimum: 1, maximum: 65535 } as const;
 
 export const memberSchema = {
@@ -105,7 +107,7 @@ export const memberSchema = {
   additionalProperties: false,
   required: ['address', 'port'],
   properties: {
-    address: ipv4,
+    address: ipAddress,
     port,
     weight: { type: 'integer', minimum: 1, maximum: 100 },
     state: { enum: ['enabled', 'drain'] },
@@ -165,7 +167,7 @@ export const vipSchema = {
   required: ['id', 'address', 'port', 'protocol', 'members'],
   properties: {
     id: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,31}$' },
-    address: ipv4,
+    address: ipAddress,
     port,
     protocol: { enum: ['tcp', 'udp'] },
     scheduler: { enum: ['sh', 'rr'] },

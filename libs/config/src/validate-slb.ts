@@ -3,13 +3,15 @@ import Ajv from 'ajv';
 import { addressProblem } from './address-class';
 import { checkSpecProblems } from './check-problems';
 import addFormats from 'ajv-formats';
+import { canonicalOrNull, familyOf, hostPort, splitHostPort } from '@fwlb/flowhash';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
-import { problemsOf, deepFreeze, lazy } from './validate';
+import { ADDRESS_FORMATS, problemsOf, deepFreeze, lazy } from './validate';
 import { MemberConfig, MemberState, PoolConfig, RuleConfig, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4']);
+ajv.addFormat('IPv4 or IPv6', ADDRESS_FORMATS['IPv4 or IPv6']);
 const checkSlb = lazy(() => ajv.compile<SlbConfig>(slbSchema));
 const checkVip = lazy(() => ajv.compile<VipConfig>(vipSchema));
 
@@ -64,16 +66,35 @@ export const SLB_DEFAULTS = {
   state: 'enabled' as MemberState,
 };
 
-/** A member's stable key within its VIP. */
-export const memberKey = (m: { address: string; port: number }): string => `${m.address}:${m.port}`;
+/** A member's stable key within its VIP: `address:port`, `[address]:port` for IPv6 (canonical addresses). */
+export const memberKey = (m: { address: string; port: number }): string => hostPort(m.address, m.port);
 
-function resolveVip(v: VipConfig, at: string, problems: FieldProblem[]): ResolvedVip | null {
+/** The member key an operator typed (`address:port`, `[IPv6]:port`, any IPv6 text form) in canonical form. */
+export function memberKeyOf(text: string): string {
+  const [a, port] = splitHostPort(text);
+  const c = canonicalOrNull(a);
+  return c ? hostPort(c, port) : text;
+}
+
+/** The VIP and its members with their addresses in canonical form (IPv6 per RFC 5952), so that keys compare. */
+function canonicalVip(v: VipConfig): VipConfig {
+  const c = (a: string) => canonicalOrNull(a) ?? a;
+  return { ...v, address: c(v.address), members: v.members.map((m) => ({ ...m, address: c(m.address) })) };
+}
+
+function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): ResolvedVip | null {
+  const v = canonicalVip(given);
   const seen = new Map<string, number>();
   const special = addressProblem(`${at}/address`, v.address);
   if (special) problems.push(special);
+  const family = familyOf(v.address);
   v.members.forEach((m, i) => {
     const bad = addressProblem(`${at}/members/${i}/address`, m.address);
     if (bad) problems.push(bad);
+    // DNAT keeps the family: an L4 VIP's member must be in it. HAProxy opens its own connection, so an L7 VIP's may not.
+    if (v.mode !== 'http' && familyOf(m.address) !== family) {
+      problems.push({ field: `${at}/members/${i}/address`, message: `${m.address} is IPv${familyOf(m.address)} but the VIP ${v.address} is IPv${family}: an L4 VIP's members are in its family (an L7 VIP, mode "http", may mix them)` });
+    }
     const k = memberKey(m);
     if (seen.has(k)) problems.push({ field: `${at}/members/${i}`, message: `duplicate member ${k} (also ${at}/members/${seen.get(k)})` });
     else seen.set(k, i);
@@ -222,7 +243,7 @@ function crossChecks(vips: readonly VipConfig[], at: (i: number) => string, prob
   vips.forEach((v, i) => {
     if (ids.has(v.id)) problems.push({ field: `${at(i)}/id`, message: `duplicate VIP id "${v.id}" (also ${at(ids.get(v.id)!)}/id)` });
     else ids.set(v.id, i);
-    const l = `${v.address}:${v.port}/${v.protocol}`;
+    const l = `${hostPort(canonicalOrNull(v.address) ?? v.address, v.port)}/${v.protocol}`;
     const other = listeners.get(l);
     if (other !== undefined) problems.push({ field: `${at(i)}`, message: `overlaps VIP "${vips[other].id}" on ${l}` });
     else listeners.set(l, i);
@@ -262,10 +283,11 @@ export function validateVip(body: unknown, others: readonly Pick<VipConfig, 'id'
   if (!checkVip()(copy)) throw new ConfigError(problemsOf(checkVip().errors), source);
   const v = copy as VipConfig;
   const problems: FieldProblem[] = [];
+  const address = canonicalOrNull(v.address) ?? v.address;
   for (const o of others) {
     if (o.id === v.id) problems.push({ field: '/id', message: `VIP "${v.id}" exists` });
-    else if (o.address === v.address && o.port === v.port && o.protocol === v.protocol) {
-      problems.push({ field: '/port', message: `overlaps VIP "${o.id}" on ${v.address}:${v.port}/${v.protocol}` });
+    else if (o.address === address && o.port === v.port && o.protocol === v.protocol) {
+      problems.push({ field: '/port', message: `overlaps VIP "${o.id}" on ${hostPort(address, v.port)}/${v.protocol}` });
     }
   }
   const r = resolveVip(v, '', problems);

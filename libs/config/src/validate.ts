@@ -16,7 +16,9 @@ export function lazy<T>(f: () => T): () => T {
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4', 'ipv6']);
-ajv.addFormat('IPv4 or IPv6', (x: string) => canonicalOrNull(x) !== null);
+/** The address format of the schemas: IPv4 or IPv6, any text form (validation then stores the canonical one). */
+export const ADDRESS_FORMATS = { 'IPv4 or IPv6': (x: string) => canonicalOrNull(x) !== null };
+ajv.addFormat('IPv4 or IPv6', ADDRESS_FORMATS['IPv4 or IPv6']);
 const checkBalancer = lazy(() => ajv.compile<BalancerConfig>(balancerSchema));
 
 export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProblem[] {

@@ -106,6 +106,8 @@ export function formatAddress(b: Uint8Array): string {
   if (b.length === 4) return b.join('.');
   if (b.length !== 16) throw new TypeError(`not an address: ${b.length} bytes`);
   const w = Array.from({ length: 8 }, (_, i) => (b[2 * i] << 8) | b[2 * i + 1]);
+  // IPv4-mapped (::ffff:0:0/96) in mixed notation, as RFC 5952 section 5 recommends (and inet_ntop prints).
+  if (w.slice(0, 5).every((x) => x === 0) && w[5] === 0xffff) return `::ffff:${b.slice(12).join('.')}`;
   let best = -1, bestLen = 1;
   for (let i = 0; i < 8; ) {
     if (w[i] !== 0) { i++; continue; }

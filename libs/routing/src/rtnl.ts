@@ -7,6 +7,8 @@ import { NetlinkError, toNetlinkError } from './errors';
 const AF_INET = 2;
 const AF_INET6 = 10;
 const af = (f: Family | undefined) => (f === 6 ? AF_INET6 : AF_INET);
+/** The metric that marks an IPv6 address as an fwlb VIP (`ip -6 addr` shows it as `metric 6174`). */
+export const VIP6_METRIC = 6174;
 
 function ip4(b?: Buffer): string | undefined {
   return b && b.length === 4 ? `${b[0]}.${b[1]}.${b[2]}.${b[3]}` : undefined;
@@ -131,34 +133,48 @@ export class Rtnl {
     return errors;
   }
 
-  /** IPv4 addresses on `ifname` that carry `label` (fwlb marks the addresses it owns with a label such as "up0:vip"). */
+  /**
+   * The addresses on `ifname` fwlb owns: IPv4 ones that carry `label` (such as "up0:vip"), and IPv6 ones with the
+   * metric `VIP6_METRIC` (IPv6 addresses have no label; the metric of a /128 changes no route anyone else uses).
+   */
   async labelledAddresses(ifname: string, label: string): Promise<string[]> {
     const index = (await this.links()).get(ifname);
     if (index === undefined) throw new NetlinkError('ENODEV', `no interface ${ifname}`);
-    const msgs = await this.rt.getAddresses({ family: AF_INET });
-    return msgs.filter((m) => m.data.index === index && m.attrs.label === label).map((m) => ip4(m.attrs.local ?? m.attrs.address)!).filter(Boolean);
+    const v4 = await this.serial(() => this.rt.getAddresses({ family: AF_INET }));
+    const v6 = await this.serial(() => this.rt.getAddresses({ family: AF_INET6 }));
+    return [
+      ...v4.filter((m) => m.data.index === index && m.attrs.label === label).map((m) => ip4(m.attrs.local ?? m.attrs.address)!),
+      ...v6.filter((m) => m.data.index === index && m.attrs.rtPriority === VIP6_METRIC).map((m) => ipText(m.attrs.address ?? m.attrs.local)!),
+    ].filter(Boolean);
   }
 
-  /** Add `addr`/32 with `label`; an address already there counts as success. */
+  /**
+   * Add `addr`/32 with `label`, or an IPv6 `addr`/128 with the VIP metric and no duplicate address detection (a
+   * VIP answers at once; DAD would hold it tentative for a second); an address already there counts as success.
+   */
   async addAddress(ifname: string, addr: string, label: string): Promise<void> {
     const index = (await this.links()).get(ifname);
     if (index === undefined) throw new NetlinkError('ENODEV', `no interface ${ifname}`);
+    const v6 = addr.includes(':');
     try {
-      await this.rt.newAddress({ family: AF_INET, prefixlen: 32, index, scope: 0 }, { local: ip4buf(addr), address: ip4buf(addr), label }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
+      if (v6) await this.rt.newAddress({ family: AF_INET6, prefixlen: 128, index, scope: 0 }, { local: ipBuf(addr), address: ipBuf(addr), rtPriority: VIP6_METRIC, flags: { nodad: true } }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
+      else await this.rt.newAddress({ family: AF_INET, prefixlen: 32, index, scope: 0 }, { local: ip4buf(addr), address: ip4buf(addr), label }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
     } catch (e) {
-      const err = toNetlinkError(e, `add address ${addr}/32 on ${ifname}`);
+      const err = toNetlinkError(e, `add address ${addr}/${v6 ? 128 : 32} on ${ifname}`);
       if (err.code !== 'EEXIST') throw err;
     }
   }
 
-  /** Delete `addr`/32; an address already gone counts as success. */
+  /** Delete `addr`/32 (or an IPv6 `addr`/128); an address already gone counts as success. */
   async delAddress(ifname: string, addr: string): Promise<void> {
     const index = (await this.links()).get(ifname);
     if (index === undefined) return;
+    const v6 = addr.includes(':');
     try {
-      await this.rt.delAddress({ family: AF_INET, prefixlen: 32, index }, { local: ip4buf(addr), address: ip4buf(addr) });
+      if (v6) await this.rt.delAddress({ family: AF_INET6, prefixlen: 128, index }, { local: ipBuf(addr), address: ipBuf(addr) });
+      else await this.rt.delAddress({ family: AF_INET, prefixlen: 32, index }, { local: ip4buf(addr), address: ip4buf(addr) });
     } catch (e) {
-      const err = toNetlinkError(e, `delete address ${addr}/32 on ${ifname}`);
+      const err = toNetlinkError(e, `delete address ${addr}/${v6 ? 128 : 32} on ${ifname}`);
       if (!['EADDRNOTAVAIL', 'ENOENT', 'ESRCH'].includes(err.code)) throw err;
     }
   }

@@ -5,7 +5,7 @@ import { openApiDocument, RouteDoc } from './openapi';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { ConfigError } from '@fwlb/config';
+import { ADDRESS_FORMATS, ConfigError } from '@fwlb/config';
 import { ApiError, CommonErrors } from './api-error';
 
 export function authorized(req: FastifyRequest, token?: string): boolean {
@@ -106,7 +106,7 @@ export function routesOf(app: FastifyInstance): string[] {
  */
 export function createApi(logger: boolean | Logger = false, audit: AuditSink = stdoutAudit, doc?: ApiDoc): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
-  const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false } };
+  const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false, formats: ADDRESS_FORMATS } };
   const app = (
     typeof logger === 'object' ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv }) : Fastify({ logger, bodyLimit: 1 << 20, ajv })
   ) as unknown as FastifyInstance;

@@ -1,6 +1,7 @@
 // The SLB tier's REST API (fastify): /vips and /vips/:id/members CRUD; never listens: main.ts does. Shell layer of libs/slb.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { ConfigError, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
+import { ConfigError, memberKey, memberKeyOf, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
+import { hostPort } from '@fwlb/flowhash';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { SlbErrors } from './errors';
 import { NotFoundError, SaveError, SlbService } from './service';
@@ -36,7 +37,7 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
   const memberBefore = {
     auditBefore: (req: FastifyRequest) => {
       const p = req.params as { id: string; member: string };
-      return s.vip(p.id).members.find((m) => `${m.address}:${m.port}` === p.member);
+      return s.vip(p.id).members.find((m) => memberKey(m) === memberKeyOf(p.member));
     },
   };
 
@@ -60,14 +61,14 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
   });
   app.post<Id & { Body: MemberConfig }>('/vips/:id/members', { preValidation: guard, schema: { body: memberSchema }, config: vipBefore }, async (req, reply) => {
     const v = await wrap(() => s.addMember(req.params.id, req.body));
-    return reply.status(201).send(s.memberView(v).find((m) => m.address === req.body.address && m.port === req.body.port));
+    return reply.status(201).send(s.memberView(v).find((m) => memberKey(m) === memberKeyOf(hostPort(req.body.address, req.body.port))));
   });
   app.patch<Member & { Body: Partial<Pick<MemberConfig, 'weight' | 'state'>> }>(
     '/vips/:id/members/:member',
     { preValidation: guard, schema: { body: memberPatchSchema }, config: memberBefore },
     async (req) => {
       const v = await wrap(() => s.patchMember(req.params.id, req.params.member, req.body));
-      return s.memberView(v).find((m) => `${m.address}:${m.port}` === req.params.member);
+      return s.memberView(v).find((m) => memberKey(m) === memberKeyOf(req.params.member));
     },
   );
   app.delete<Member>('/vips/:id/members/:member', { preValidation: guard, config: memberBefore }, async (req, reply) => {

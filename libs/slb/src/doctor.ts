@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
-import { Check, ipForwardCheck } from '@fwlb/service';
+import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
 import { HaproxyEngine } from './haproxy';
 
 /**
@@ -48,10 +48,16 @@ add element ip fwlb_slb_doctor vips { 192.0.2.1 . tcp . 80 : jump v_a }
 add element ip fwlb_slb_doctor be_tcp { 192.0.2.1 . 80 . 0 : 192.0.2.10 . 8080 }
 `;
 
+/** The same for the `ip6` table of IPv6 VIPs: every address field and the NAT family in IPv6. */
+export const DOCTOR_RULESET6 = DOCTOR_RULESET.replace(/\bip (daddr|saddr|to|fwlb_slb_doctor)\b/g, 'ip6 $1')
+  .replace(/ipv4_addr/g, 'ipv6_addr')
+  .replace(/192\.0\.2\.(\d+)/g, '2001:db8::$1');
+
 /** The doctor's check of the HAProxy binary (optional: without it, L7 VIPs are refused); start reads its result. */
 export const HAPROXY_CHECK = 'HAProxy (L7 VIPs)';
 
-export async function slbDoctor(iface?: string, haproxy = 'haproxy'): Promise<Check[]> {
+/** `ipv6`: the config has IPv6 VIPs, so their table and IPv6 forwarding are required (else only reported). */
+export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = false): Promise<Check[]> {
   const checks: Check[] = [];
   const python = probeHelperRunnable(); // runs while nft checks
   try {
@@ -60,7 +66,15 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy'): Promise<Ch
   } catch (e) {
     checks.push({ name: 'nft DNAT maps', ok: false, required: true, detail: `the kernel or nft refused the SLB ruleset: ${(e as Error).message}` });
   }
+  try {
+    await nftCli().applyText(DOCTOR_RULESET6, true);
+    checks.push({ name: 'nft DNAT maps (IPv6)', ok: true, required: ipv6, detail: 'the same for the ip6 table of IPv6 VIPs accepted' });
+  } catch (e) {
+    checks.push({ name: 'nft DNAT maps (IPv6)', ok: false, required: ipv6, detail: `the kernel or nft refused the ip6 SLB ruleset: IPv6 VIPs cannot be served: ${(e as Error).message}` });
+  }
   checks.push(ipForwardCheck());
+  const fwd6 = sysctl('net/ipv6/conf/all/forwarding');
+  checks.push({ name: 'IPv6 forwarding', ok: fwd6 === '1', required: ipv6, detail: fwd6 === '1' ? 'enabled' : `net.ipv6.conf.all.forwarding is ${fwd6 ?? 'missing (no IPv6 in this kernel?)'}: IPv6 VIPs would not reach their members (sysctl -w net.ipv6.conf.all.forwarding=1)` });
   const py = await python;
   checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
   const hx = HaproxyEngine.available(haproxy);

@@ -10,6 +10,7 @@
 // no request ever sees half a rule list.
 import { createHash } from 'node:crypto';
 import type { ResolvedL7Vip, ResolvedMember, RuleConfig } from '@fwlb/config';
+import { hostPort } from '@fwlb/flowhash';
 
 export interface L7Paths {
   /** Directory of the rendered config, the maps and the sockets. */
@@ -115,7 +116,7 @@ const SCHEDULER = { rr: 'roundrobin', leastconn: 'leastconn', source: 'source' }
 
 /** A server line as a start or reload loads it; the runtime API then keeps its weight and state. */
 function serverLine(s: ServerWant): string {
-  const parts = [`  server ${s.name} ${s.address}:${s.port} weight ${s.state === 'drain' ? 0 : s.weight}`];
+  const parts = [`  server ${s.name} ${hostPort(s.address, s.port)} weight ${s.state === 'drain' ? 0 : s.weight}`];
   if (s.state === 'maint') parts.push('disabled');
   return parts.join(' ');
 }
@@ -152,7 +153,7 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
     const file = mapFile(p, v.id);
     const fe = [
       `frontend ${frontendName(v.id)}`,
-      `  bind ${v.address}:${v.port} transparent${v.tls ? ` ssl crt ${v.tls.certificate}` : ''}`,
+      `  bind ${hostPort(v.address, v.port)} transparent${v.tls ? ` ssl crt ${v.tls.certificate}` : ''}`,
       ...(v.forwardedFor ? ['  option forwardfor'] : []),
       '  http-request set-var(txn.fwlb_sep) bin(01)',
       ...slots.map((name, i) => `  http-request set-var(txn.fwlb_h${i}) req.fhdr(${name})`),
@@ -225,7 +226,7 @@ export function serverCommands(have: ReadonlyMap<string, ServerWant>, want: Read
   for (const [id, s] of want) {
     const h = have.get(id);
     if (!h) {
-      out.push(`add server ${id} ${s.address}:${s.port} weight ${s.weight}`);
+      out.push(`add server ${id} ${hostPort(s.address, s.port)} weight ${s.weight}`);
       if (s.cookie) cookies.add(s.backend);
       if (s.state !== 'maint') out.push(`set server ${id} state ${s.state}`);
       continue;

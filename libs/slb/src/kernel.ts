@@ -2,7 +2,8 @@
 // transaction that brings it to the desired VIPs (all of them, or only the ones a change touched); pure layer of libs/slb.
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
-import { backendMap, baseChains, baseSets, DECLARED, isVipChain, SLB_FAMILY, SLB_OBJECTS, VipFragment, VipKey } from './render';
+import { canonicalOrNull, hostPort, splitHostPort } from '@fwlb/flowhash';
+import { backendMap, baseChains, baseSets, declared, isVipChain, SLB_FAMILIES, SlbFamily, slbFamilyOf, SLB_OBJECTS, VipFragment, VipKey } from './render';
 
 type Cmd = Record<string, any>;
 
@@ -30,6 +31,10 @@ export interface SlbKernelState {
 }
 
 export const vipKeyString = (k: readonly unknown[]) => JSON.stringify(k);
+/** An address as nft printed it, in the form the config holds (RFC 5952 for IPv6); anything else as found. */
+const canon = (x: unknown) => (typeof x === 'string' ? canonicalOrNull(x) ?? x : x);
+/** A key read from the kernel: its address fields (strings that parse as addresses) in canonical form. */
+const keyOf = (k: readonly unknown[]) => vipKeyString(k.map(canon));
 const typeSig = (type: unknown, map: unknown) => JSON.stringify([type, map ?? null]);
 
 const PROTOCOLS = ['tcp', 'udp'] as const;
@@ -43,16 +48,16 @@ export function poolTargets(st: SlbKernelState | null, key: VipKey): string[] {
 const emptyState = (handle: number): SlbKernelState => ({ handle, sets: new Map(), chains: new Map(), dispatch: new Map(), pools: new Map(), counters: [] });
 
 /** The JSON commands that stand for `declarationsText` in the model (the real kernel gets the text). */
-export function declarationsModel(table: string): NftJson[] {
+export function declarationsModel(table: string, f: SlbFamily = 'ip'): NftJson[] {
   return [
-    { add: { table: { family: SLB_FAMILY, name: table } } },
-    ...DECLARED.map((d) => ({ add: { [d.kind]: { family: SLB_FAMILY, table, name: d.name, type: d.type, ...(d.map ? { map: d.map } : {}) } } })),
+    { add: { table: { family: f, name: table } } },
+    ...declared(f).map((d) => ({ add: { [d.kind]: { family: f, table, name: d.name, type: d.type, ...(d.map ? { map: d.map } : {}) } } })),
   ];
 }
 
 /** Every declared map and set exists with its type (else the service declares them before its JSON transaction). */
-export function hasDeclarations(st: SlbKernelState | null): boolean {
-  return DECLARED.every((d) => st?.sets.get(d.name) === typeSig(d.type, d.map ?? null));
+export function hasDeclarations(st: SlbKernelState | null, f: SlbFamily = 'ip'): boolean {
+  return declared(f).every((d) => st?.sets.get(d.name) === typeSig(d.type, d.map ?? null));
 }
 
 /**
@@ -82,9 +87,9 @@ export function parseSlbListing(terse: unknown, mapListings: readonly unknown[])
         if (!Array.isArray(key)) continue;
         if (m.name === SLB_OBJECTS.dispatch) {
           const target = e?.[1]?.jump?.target ?? e?.[1]?.goto?.target;
-          if (typeof target === 'string') st.dispatch.set(vipKeyString(key), target);
+          if (typeof target === 'string') st.dispatch.set(keyOf(key), target);
         } else if (proto && key.length === 3 && Array.isArray(e?.[1]?.concat)) {
-          setSlot(st, vipKeyString([key[0], proto, key[1]]), Number(key[2]), `${e[1].concat[0]}:${e[1].concat[1]}`);
+          setSlot(st, keyOf([key[0], proto, key[1]]), Number(key[2]), hostPort(String(canon(e[1].concat[0])), e[1].concat[1]));
         }
       }
     }
@@ -105,6 +110,8 @@ function setSlot(st: SlbKernelState, vk: string, slot: number, member: string | 
 
 export interface SlbDiffInput {
   table: string;
+  /** The table's family (default `ip`); `want` holds this family's VIPs only. */
+  family?: SlbFamily;
   /** Desired fragments: every VIP (full reconcile), or the VIPs of `scope`. */
   want: readonly VipFragment[];
   have: SlbKernelState | null;
@@ -118,7 +125,7 @@ export interface SlbDiffInput {
  * referred to them is gone (dispatch elements, then chains, then sets and counters).
  */
 export function slbCommands(i: SlbDiffInput): NftJson[] {
-  const fam = SLB_FAMILY;
+  const fam = i.family ?? 'ip';
   const t = i.table;
   const have = i.have;
   const head: Cmd[] = [];
@@ -128,16 +135,17 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
   const tail: Cmd[] = [];
   const rule = (chain: string, expr: NftJson[]) => ({ add: { rule: { family: fam, table: t, chain, expr, comment: ruleDigest(expr) } } });
   const dropChain = (name: string) => tail.push({ flush: { chain: { family: fam, table: t, name } } }, { delete: { chain: { family: fam, table: t, name } } });
-  if (!i.scope) {
+  // The fixed objects: on a full pass, and on a change to a table that has none yet (the first VIP of a family).
+  if (!i.scope || !hasBase(have, fam)) {
     if (!have) head.push({ add: { table: { family: fam, name: t } } });
-    const wantSets = baseSets();
+    const wantSets = baseSets(fam);
     for (const [name, [type, map]] of wantSets) {
       const cur = have?.sets.get(name);
       if (cur === typeSig(type, map)) continue;
       if (cur !== undefined) throw new Error(`${map ? 'map' : 'set'} ${name} has another type (${cur}); delete table ${fam} ${t} to migrate`);
       head.push({ add: { map: { family: fam, table: t, name, type, map } } });
     }
-    for (const c of baseChains()) {
+    for (const c of baseChains(fam)) {
       const cur = have?.chains.get(c.name);
       const def = { family: fam, table: t, name: c.name, type: c.type, hook: c.hook, prio: c.prio, policy: 'accept' };
       const digests = c.rules.map(ruleDigest);
@@ -152,7 +160,7 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
       chains.push({ add: { chain: def } }, ...c.rules.map((r) => rule(c.name, r)));
     }
   }
-  if (!i.scope && !hasDeclarations(have)) throw new Error(`the maps and sets ${DECLARED.map((d) => d.name).join(', ')} are missing or of another type; they are declared before the transaction (delete table ${fam} ${t} to migrate)`);
+  if (!hasDeclarations(have, fam) && (!i.scope || i.want.length)) throw new Error(`the maps and sets ${declared(fam).map((d) => d.name).join(', ')} are missing or of another type; they are declared before the transaction (delete table ${fam} ${t} to migrate)`);
   const inScope = (chain: string) => isVipChain(chain) && (!i.scope || i.scope.has(chain.slice(2)));
   const wantChains = new Map(i.want.map((f) => [f.chain, f]));
   const wantKeys = new Map(i.want.map((f) => [vipKeyString(f.key), f.chain]));
@@ -191,20 +199,44 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
     const pool = have?.pools.get(vk);
     f.slots.forEach((member, slot) => {
       if (pool?.get(slot) === member) return;
-      const at = member.lastIndexOf(':');
-      push(poolAdd, backendMap(f.key[1]), [{ concat: [f.key[0], f.key[2], slot] }, { concat: [member.slice(0, at), Number(member.slice(at + 1))] }]);
+      push(poolAdd, backendMap(f.key[1]), [{ concat: [f.key[0], f.key[2], slot] }, { concat: splitHostPort(member) }]);
     });
   }
   for (const [name, elem] of poolDel) elemDel.push({ delete: { element: { family: fam, table: t, name, elem } } });
   for (const [name, elem] of poolAdd) elemAdd.push({ add: { element: { family: fam, table: t, name, elem } } });
   for (const name of have?.chains.keys() ?? []) if (inScope(name) && !wantChains.has(name)) dropChain(name);
   if (!i.scope && have) {
-    for (const name of have.chains.keys()) if (!isVipChain(name) && !baseChains().some((c) => c.name === name)) dropChain(name);
-    const base = baseSets();
-    for (const name of have.sets.keys()) if (!base.has(name) && !DECLARED.some((d) => d.name === name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
+    for (const name of have.chains.keys()) if (!isVipChain(name) && !baseChains(fam).some((c) => c.name === name)) dropChain(name);
+    const base = baseSets(fam);
+    for (const name of have.sets.keys()) if (!base.has(name) && !declared(fam).some((d) => d.name === name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
     for (const name of have.counters) tail.push({ delete: { counter: { family: fam, table: t, name } } });
   }
   return [...head, ...chains, ...elemDel, ...elemAdd, ...tail];
+}
+
+/** Whether the table has its fixed chains and dispatch map (a table only declared has not). */
+function hasBase(have: SlbKernelState | null, f: SlbFamily): boolean {
+  return !!have && [...baseSets(f)].every(([name, [type, map]]) => have.sets.get(name) === typeSig(type, map)) && baseChains(f).every((c) => have.chains.has(c.name));
+}
+
+/** Both tables: the IPv4 VIPs' (`ip`) and the IPv6 VIPs' (`ip6`); null where there is none. */
+export type SlbTables = Readonly<Record<SlbFamily, SlbKernelState | null>>;
+export const NO_TABLES: SlbTables = { ip: null, ip6: null };
+
+/** The families a pass writes: those with VIPs to hold, and those whose table exists (a full pass empties it). */
+export function familiesInUse(want: readonly VipFragment[], have: SlbTables): SlbFamily[] {
+  return SLB_FAMILIES.filter((f) => have[f] !== null || want.some((x) => x.family === f));
+}
+
+/** `slbCommands` for both tables, in one list (one transaction): a family with no VIP and no table costs nothing. */
+export function tablesCommands(i: Omit<SlbDiffInput, 'family' | 'have'> & { have: SlbTables }): NftJson[] {
+  return familiesInUse(i.want, i.have).flatMap((f) => slbCommands({ ...i, family: f, want: i.want.filter((x) => x.family === f), have: i.have[f] }));
+}
+
+/** `applySlbCommands` for both tables: each command goes to the table of its family. */
+export function applyTablesCommands(before: SlbTables, cmds: readonly NftJson[], strict = false): SlbTables {
+  const familyOfCmd = (c: Cmd) => (Object.values(Object.values(c)[0] as Cmd)[0] as Cmd).family as SlbFamily;
+  return Object.fromEntries(SLB_FAMILIES.map((f) => [f, applySlbCommands(before[f], cmds.filter((c) => familyOfCmd(c as Cmd) === f), strict)])) as SlbTables;
 }
 
 /**
@@ -228,6 +260,11 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
     const [kind, o] = Object.entries(body)[0] as [string, Cmd];
     if (verb === 'add' && kind === 'table') {
       st ??= emptyState(1);
+      continue;
+    }
+    if (verb === 'delete' && kind === 'table') {
+      if (!st) fail('no table to delete');
+      st = null;
       continue;
     }
     if (!st) {
@@ -254,7 +291,7 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
       else cur.digests.push(o.comment);
     } else if (kind === 'element' && o.name === SLB_OBJECTS.dispatch) {
       for (const e of o.elem as any[]) {
-        const key = vipKeyString(verb === 'add' ? e[0].concat : e.concat);
+        const key = keyOf(verb === 'add' ? e[0].concat : e.concat);
         if (verb === 'add') {
           const target = e[1].jump.target;
           if (!st.chains.has(target)) fail(`no chain ${target} to jump to`);
@@ -269,10 +306,10 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
       const proto = PROTOCOLS.find((p) => backendMap(p) === o.name)!;
       for (const e of o.elem as any[]) {
         const [addr, port, slot] = verb === 'add' ? e[0].concat : e.concat;
-        const vk = vipKeyString([addr, proto, port]);
+        const vk = keyOf([addr, proto, port]);
         const cur = st.pools.get(vk)?.get(slot);
         if (verb === 'add') {
-          const member = `${e[1].concat[0]}:${e[1].concat[1]}`;
+          const member = hostPort(String(canon(e[1].concat[0])), e[1].concat[1]);
           if (cur !== undefined && cur !== member) fail(`pool element ${vk} slot ${slot} exists`);
           setSlot(st, vk, slot, member);
         } else {
@@ -303,7 +340,7 @@ export function parseCounterSets(listing: unknown): SlbCounters {
       const key = e?.elem?.val?.concat;
       const c = e?.elem?.counter;
       if (!Array.isArray(key) || !c) continue;
-      const k = vipKeyString(key);
+      const k = keyOf(key);
       if (s.name === SLB_OBJECTS.vipNew) out.vipNew.set(k, c.packets ?? 0);
       else if (s.name === SLB_OBJECTS.memberNew) out.memberNew.set(k, c.packets ?? 0);
       else if (s.name === SLB_OBJECTS.memberPackets) out.memberPackets.set(k, { packets: c.packets ?? 0, bytes: c.bytes ?? 0 });
@@ -323,8 +360,10 @@ export function staleCounterCommands(table: string, counters: SlbCounters, vipKe
   const cmds: Cmd[] = [];
   const drop = (name: string, keys: string[]) => {
     if (!keys.length) return;
-    const elem = keys.map((k) => ({ concat: JSON.parse(k) }));
-    cmds.push({ add: { element: { family: SLB_FAMILY, table, name, elem } } }, { delete: { element: { family: SLB_FAMILY, table, name, elem } } });
+    for (const f of SLB_FAMILIES) {
+      const elem = keys.filter((k) => slbFamilyOf(JSON.parse(k)[0]) === f).map((k) => ({ concat: JSON.parse(k) }));
+      if (elem.length) cmds.push({ add: { element: { family: f, table, name, elem } } }, { delete: { element: { family: f, table, name, elem } } });
+    }
   };
   drop(SLB_OBJECTS.vipNew, [...counters.vipNew.keys()].filter((k) => !vipKeys.has(k)));
   drop(SLB_OBJECTS.memberNew, [...counters.memberNew.keys()].filter((k) => !memberKeys.has(k)));

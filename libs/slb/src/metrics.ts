@@ -1,6 +1,7 @@
 // The SLB tier's Prometheus metrics, read from the service's memory at scrape time (the counters come from the
 // background read of the kernel's named counters); labels: vip, member (address:port). Shell layer of libs/slb.
 import { counterFrom, gaugeFrom, Registry } from '@fwlb/service';
+import { memberKey } from '@fwlb/config';
 import type { SlbService } from './service';
 
 export function slbMetrics(reg: Registry, s: SlbService): void {
@@ -9,7 +10,7 @@ export function slbMetrics(reg: Registry, s: SlbService): void {
   let walk: { at: number; list: { vip: string; member: string; m: ReturnType<SlbService['memberView']>[number] }[] } | null = null;
   const members = () => {
     const now = Date.now();
-    if (!walk || now - walk.at > 100) walk = { at: now, list: s.vips().flatMap((v) => s.memberView(v).map((m) => ({ vip: v.id, member: `${m.address}:${m.port}`, m }))) };
+    if (!walk || now - walk.at > 100) walk = { at: now, list: s.vips().flatMap((v) => s.memberView(v).map((m) => ({ vip: v.id, member: memberKey(m), m }))) };
     return walk.list;
   };
   const b = (v: boolean) => (v ? 1 : 0);

@@ -1,11 +1,20 @@
 // Renders the SLB tier's nft objects from its VIPs and member health, one VIP at a time; pure layer of libs/slb.
 import type { ResolvedVip, ResolvedMember } from '@fwlb/config';
 import { memberKey } from '@fwlb/config';
+import { familyOf } from '@fwlb/flowhash';
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
 import { roundRobinSlots, sourceHashSlots, Weighted } from './schedule';
 
-export const SLB_FAMILY = 'ip' as const;
+/**
+ * The nft family of a table: IPv4 VIPs live in `ip <table>`, IPv6 VIPs in `ip6 <table>`. Why two tables and not
+ * one `inet` table: every SLB object reads an address (the dispatch key, the pools, the counter keys), so an inet
+ * table would hold two of each anyway; and the IPv4 table stays exactly as it was, so an upgrade migrates nothing.
+ */
+export type SlbFamily = 'ip' | 'ip6';
+export const SLB_FAMILIES: readonly SlbFamily[] = ['ip', 'ip6'];
+export const slbFamilyOf = (address: string): SlbFamily => (familyOf(address) === 6 ? 'ip6' : 'ip');
+const addrType = (f: SlbFamily) => (f === 'ip6' ? 'ipv6_addr' : 'ipv4_addr');
 
 const healthKeys = new WeakMap<ResolvedVip, Map<string, string>>();
 
@@ -74,10 +83,10 @@ export const SLB_OBJECTS = {
  * anonymous map per VIP every change cost more the more VIPs there were; two named maps keep that fetch small. Why one map per protocol: the map's data (`ip daddr . tcp dport`) fixes the protocol for nft.
  */
 export const backendMap = (protocol: 'tcp' | 'udp') => `be_${protocol}`;
-export const BACKEND_TYPE = { type: ['ipv4_addr', 'inet_service', 'integer'], map: 'ipv4_addr . inet_service' };
+export const backendType = (f: SlbFamily = 'ip') => ({ type: [addrType(f), 'inet_service', 'integer'], map: `${addrType(f)} . inet_service` });
 
-export const VIP_KEY_TYPE = ['ipv4_addr', 'inet_proto', 'inet_service'];
-export const MEMBER_KEY_TYPE = [...VIP_KEY_TYPE, 'ipv4_addr', 'inet_service'];
+export const vipKeyType = (f: SlbFamily = 'ip') => [addrType(f), 'inet_proto', 'inet_service'];
+export const memberKeyType = (f: SlbFamily = 'ip') => [...vipKeyType(f), addrType(f), 'inet_service'];
 /** The most counter elements a set holds; beyond it, new members' packets pass uncounted. */
 export const COUNTER_SET_SIZE = 262144;
 
@@ -87,20 +96,21 @@ export const COUNTER_SET_SIZE = 262144;
  * be created dynamic; nft infers it only when the set and the rule come in the same batch, so a VIP added later
  * failed with "Operation not supported" on a set made without it).
  */
-export const DECLARED: readonly { name: string; kind: 'map' | 'set'; type: string[]; map?: string }[] = [
-  { name: backendMap('tcp'), kind: 'map', ...BACKEND_TYPE },
-  { name: backendMap('udp'), kind: 'map', ...BACKEND_TYPE },
-  { name: SLB_OBJECTS.vipNew, kind: 'set', type: VIP_KEY_TYPE },
-  { name: SLB_OBJECTS.memberNew, kind: 'set', type: MEMBER_KEY_TYPE },
-  { name: SLB_OBJECTS.memberPackets, kind: 'set', type: MEMBER_KEY_TYPE },
+export type Declared = { name: string; kind: 'map' | 'set'; type: string[]; map?: string };
+export const declared = (f: SlbFamily = 'ip'): Declared[] => [
+  { name: backendMap('tcp'), kind: 'map', ...backendType(f) },
+  { name: backendMap('udp'), kind: 'map', ...backendType(f) },
+  { name: SLB_OBJECTS.vipNew, kind: 'set', type: vipKeyType(f) },
+  { name: SLB_OBJECTS.memberNew, kind: 'set', type: memberKeyType(f) },
+  { name: SLB_OBJECTS.memberPackets, kind: 'set', type: memberKeyType(f) },
 ];
 
 /** The declarations as constant text: only the table name, a schema-checked identifier, is put in. */
-export function declarationsText(table: string): string {
+export function declarationsText(table: string, f: SlbFamily = 'ip'): string {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(table)) throw new Error(`table name ${JSON.stringify(table)} is not an identifier`);
-  const pool = (p: string) => `add map ip ${table} ${backendMap(p as 'tcp')} { typeof ip daddr . ${p} dport . numgen inc mod 2 : ip daddr . ${p} dport ; }\n`;
-  const counters = (name: string, type: string[]) => `add set ip ${table} ${name} { type ${type.join(' . ')} ; size ${COUNTER_SET_SIZE} ; flags dynamic ; counter ; }\n`;
-  return `add table ip ${table}\n${pool('tcp')}${pool('udp')}${DECLARED.filter((d) => d.kind === 'set').map((d) => counters(d.name, d.type)).join('')}`;
+  const pool = (p: string) => `add map ${f} ${table} ${backendMap(p as 'tcp')} { typeof ${f} daddr . ${p} dport . numgen inc mod 2 : ${f} daddr . ${p} dport ; }\n`;
+  const counters = (name: string, type: string[]) => `add set ${f} ${table} ${name} { type ${type.join(' . ')} ; size ${COUNTER_SET_SIZE} ; flags dynamic ; counter ; }\n`;
+  return `add table ${f} ${table}\n${pool('tcp')}${pool('udp')}${declared(f).filter((d) => d.kind === 'set').map((d) => counters(d.name, d.type)).join('')}`;
 }
 
 export const vipChain = (id: string) => `v_${id}`;
@@ -111,6 +121,8 @@ export type VipKey = [address: string, protocol: 'tcp' | 'udp', port: number];
 /** What one VIP puts in the kernel: its chain's one rule, its dispatch element and its pool's slots. */
 export interface VipFragment {
   id: string;
+  /** The table it lives in: the VIP address's family. */
+  family: SlbFamily;
   chain: string;
   key: VipKey;
   rule: NftJson[];
@@ -133,22 +145,23 @@ export function renderVip(v: ResolvedVip, up: (healthKey: string) => boolean, se
   const p = pool(v, up);
   const live = new Set((p.panic ? p.enabled : p.healthy).map(memberKey));
   const slots = vipSlots(v, live);
+  const family = slbFamilyOf(v.address);
   const dport = payload(v.protocol, 'dport');
-  const rule: NftJson[] = [eq(dport, v.port), { set: { op: 'update', elem: { concat: [payload('ip', 'daddr'), { meta: { key: 'l4proto' } }, dport] }, set: `@${SLB_OBJECTS.vipNew}` } }];
+  const rule: NftJson[] = [eq(dport, v.port), { set: { op: 'update', elem: { concat: [payload(family, 'daddr'), { meta: { key: 'l4proto' } }, dport] }, set: `@${SLB_OBJECTS.vipNew}` } }];
   if (slots.length) {
     const pick =
       v.scheduler === 'sh'
-        ? { jhash: { mod: slots.length, seed, expr: payload('ip', 'saddr') } }
+        ? { jhash: { mod: slots.length, seed, expr: payload(family, 'saddr') } }
         : { numgen: { mode: 'inc', mod: slots.length, offset: 0 } };
-    rule.push({ dnat: { family: 'ip', addr: { map: { key: { concat: [payload('ip', 'daddr'), dport, pick] }, data: `@${backendMap(v.protocol)}` } } } });
+    rule.push({ dnat: { family, addr: { map: { key: { concat: [payload(family, 'daddr'), dport, pick] }, data: `@${backendMap(v.protocol)}` } } } });
   }
   const panic = p.panic ? { healthy: p.healthy.length, enabled: p.enabled.length } : null;
-  return { id: v.id, chain: vipChain(v.id), key: [v.address, v.protocol, v.port], rule, digest: ruleDigest(rule), slots, panic };
+  return { id: v.id, family, chain: vipChain(v.id), key: [v.address, v.protocol, v.port], rule, digest: ruleDigest(rule), slots, panic };
 }
 
 /** The member counter key, ct-based so that both directions of a DNATed session count. */
-const memberCounterKey = () => ({
-  concat: [{ ct: { key: 'ip daddr', dir: 'original' } }, { meta: { key: 'l4proto' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: 'ip saddr', dir: 'reply' } }, { ct: { key: 'proto-src', dir: 'reply' } }],
+const memberCounterKey = (f: SlbFamily) => ({
+  concat: [{ ct: { key: `${f} daddr`, dir: 'original' } }, { meta: { key: 'l4proto' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: `${f} saddr`, dir: 'reply' } }, { ct: { key: 'proto-src', dir: 'reply' } }],
 });
 
 export interface BaseChain {
@@ -164,11 +177,11 @@ export interface BaseChain {
  * counts each member's sessions in the counter sets with one set update per packet (nft needs the protocol matched
  * before `ct proto-dst` has a type, hence one rule per protocol).
  */
-export function baseChains(): BaseChain[] {
-  const dispatch = { vmap: { key: { concat: [payload('ip', 'daddr'), { meta: { key: 'l4proto' } }, payload('th', 'dport')] }, data: `@${SLB_OBJECTS.dispatch}` } };
+export function baseChains(f: SlbFamily = 'ip'): BaseChain[] {
+  const dispatch = { vmap: { key: { concat: [payload(f, 'daddr'), { meta: { key: 'l4proto' } }, payload('th', 'dport')] }, data: `@${SLB_OBJECTS.dispatch}` } };
   const count = (['tcp', 'udp'] as const).flatMap((p) => [
-    [eq({ meta: { key: 'l4proto' } }, p), { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }, { set: { op: 'update', elem: memberCounterKey(), set: `@${SLB_OBJECTS.memberNew}` } }],
-    [eq({ meta: { key: 'l4proto' } }, p), { set: { op: 'update', elem: memberCounterKey(), set: `@${SLB_OBJECTS.memberPackets}` } }],
+    [eq({ meta: { key: 'l4proto' } }, p), { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }, { set: { op: 'update', elem: memberCounterKey(f), set: `@${SLB_OBJECTS.memberNew}` } }],
+    [eq({ meta: { key: 'l4proto' } }, p), { set: { op: 'update', elem: memberCounterKey(f), set: `@${SLB_OBJECTS.memberPackets}` } }],
   ]);
   return [
     { name: 'dnat', type: 'nat', hook: 'prerouting', prio: -100, rules: [[dispatch]] },
@@ -177,6 +190,6 @@ export function baseChains(): BaseChain[] {
 }
 
 /** The fixed maps declared in JSON: name → [key type, map value type]. */
-export function baseSets(): Map<string, [string[], string | null]> {
-  return new Map<string, [string[], string | null]>([[SLB_OBJECTS.dispatch, [VIP_KEY_TYPE, 'verdict']]]);
+export function baseSets(f: SlbFamily = 'ip'): Map<string, [string[], string | null]> {
+  return new Map<string, [string[], string | null]>([[SLB_OBJECTS.dispatch, [vipKeyType(f), 'verdict']]]);
 }

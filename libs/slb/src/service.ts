@@ -2,11 +2,11 @@
 // difference in one transaction, roll back on failure; imperative shell of libs/slb.
 import { accessSync, constants } from 'node:fs';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
-import { ConfigError, isL7, memberKey, validateVip, vipDocument } from '@fwlb/config';
+import { ConfigError, isL7, memberKey, memberKeyOf, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import type { NftJson, NftRunner } from '@fwlb/nft';
-import { applySlbCommands, declarationsModel, hasDeclarations, memberCounterKey, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbKernelState, slbCommands, staleCounterCommands, vipKeyString } from './kernel';
-import { backendMap, declarationsText, DECLARED, healthKey, probeSpec, renderVip, SLB_FAMILY, SLB_OBJECTS, VipFragment, vipChain } from './render';
+import { applySlbCommands, applyTablesCommands, declarationsModel, familiesInUse, hasDeclarations, memberCounterKey, NO_TABLES, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbTables, staleCounterCommands, tablesCommands, vipKeyString } from './kernel';
+import { backendMap, declarationsText, declared, healthKey, probeSpec, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, SLB_OBJECTS, VipFragment, vipChain } from './render';
 import type { HaproxyStat, L7Engine } from './haproxy';
 import { backendName, DEFAULT_RULE, frontendName, L7Want, renderL7, ruleId, ruleTable, serverName } from './haproxy-render';
 
@@ -17,27 +17,35 @@ export interface AddressPort {
   delAddress(ifname: string, addr: string): Promise<void>;
 }
 
-/** The SLB table in the kernel: read (terse, no counter elements), one transaction, the counters. */
+/** The SLB tables in the kernel (`ip` and `ip6`): read (terse, no counter elements), one transaction, the counters. */
 export interface SlbKernel {
-  read(): Promise<SlbKernelState | null>;
+  read(): Promise<SlbTables>;
   apply(cmds: NftJson[]): Promise<void>;
-  /** Declares the table, its pool maps and counter sets (`declarationsText`; idempotent). */
-  declare(): Promise<void>;
+  /** Declares a family's table, its pool maps and counter sets (`declarationsText`; idempotent). */
+  declare(family: SlbFamily): Promise<void>;
   counters(): Promise<SlbCounters>;
 }
 
 export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
+  const readFamily = async (f: SlbFamily) => {
+    // The four listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
+    // other failure fails the read (an unread pool must never pass for an empty one: its members would be down).
+    const maps = [SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', f, table, m]));
+    const [terse, ...listings] = await Promise.all([nft.json(['-t', 'list', 'table', f, table]), ...maps]);
+    return terse ? parseSlbListing(terse, listings) : null;
+  };
   return {
     read: async () => {
-      // The four listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
-      // other failure fails the read (an unread pool must never pass for an empty one: its members would be down).
-      const maps = [SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', SLB_FAMILY, table, m]));
-      const [terse, ...listings] = await Promise.all([nft.json(['-t', 'list', 'table', SLB_FAMILY, table]), ...maps]);
-      return terse ? parseSlbListing(terse, listings) : null;
+      const [ip, ip6] = await Promise.all(SLB_FAMILIES.map(readFamily));
+      return { ip, ip6 };
     },
     apply: (cmds) => nft.apply(cmds),
-    declare: () => nft.applyText(declarationsText(table)),
-    counters: async () => parseCounterSets(await nft.json(['list', 'sets', 'table', SLB_FAMILY, table])),
+    declare: (f) => nft.applyText(declarationsText(table, f)),
+    counters: async () => {
+      const all = await Promise.all(SLB_FAMILIES.map((f) => nft.json(['list', 'sets', 'table', f, table])));
+      const [a, b] = all.map(parseCounterSets);
+      return { vipNew: new Map([...a.vipNew, ...b.vipNew]), memberNew: new Map([...a.memberNew, ...b.memberNew]), memberPackets: new Map([...a.memberPackets, ...b.memberPackets]) };
+    },
   };
 }
 
@@ -147,8 +155,8 @@ export class SlbService {
     this.panicked.delete(id);
   }
 
-  /** The table as this controller last read or wrote it (null before start, or with no table). */
-  private believed: SlbKernelState | null = null;
+  /** The tables as this controller last read or wrote them (null before start, or with no table). */
+  private believed: SlbTables = NO_TABLES;
   private lastRead = 0;
   private readFailed = false;
   private readonly dirty = new Set<string>();
@@ -205,8 +213,9 @@ export class SlbService {
   private async adopt(): Promise<SlbReconcileResult> {
     const have = await this.read();
     for (const v of this.vipList) {
-      const known = have?.chains.has(vipChain(v.id));
-      const inPool = new Set(poolTargets(have, [v.address, v.protocol, v.port]));
+      const table = have[slbFamilyOf(v.address)];
+      const known = table?.chains.has(vipChain(v.id));
+      const inPool = new Set(poolTargets(table, [v.address, v.protocol, v.port]));
       this.retarget(
         undefined,
         v,
@@ -265,7 +274,7 @@ export class SlbService {
           // An L7 member is probed with its pool's check and timers where the pool has its own.
           this.deps.monitors(k, m.pool !== undefined ? { ...v, ...probeSpec(v, m) } : v, m, initial, (ev) => {
             this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
-            this.deps.log?.(`member ${m.address}:${m.port} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'member-health', member: `${m.address}:${m.port}`, check: v.check.kind, vips: [...(this.users.get(k) ?? [])], from: ev.from, to: ev.to, reason: ev.reason });
+            this.deps.log?.(`member ${memberKey(m)} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'member-health', member: memberKey(m), check: v.check.kind, vips: [...(this.users.get(k) ?? [])], from: ev.from, to: ev.to, reason: ev.reason });
             for (const user of this.users.get(k) ?? []) this.dirty.add(user);
             this.deps.trigger?.();
           }),
@@ -349,7 +358,7 @@ export class SlbService {
     return this.counterValues.vipNew.size + this.counterValues.memberNew.size + this.counterValues.memberPackets.size;
   }
 
-  private async read(): Promise<SlbKernelState | null> {
+  private async read(): Promise<SlbTables> {
     this.fullStarted = this.now();
     try {
       return await this.deps.kernel.read();
@@ -372,7 +381,7 @@ export class SlbService {
     const ids = new Set(this.dirty);
     this.dirty.clear();
     const frags = [...ids].flatMap((id) => (this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.up, this.config.seed)] : []));
-    const cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
+    const cmds = tablesCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
     this.reconciles++;
     try {
       await this.transact(cmds);
@@ -383,7 +392,7 @@ export class SlbService {
       this.lastError = (e as Error).message;
       throw e;
     }
-    this.believed = applySlbCommands(this.believed, cmds);
+    this.believed = applyTablesCommands(this.believed, cmds);
     for (const f of frags) this.setFragment(f);
     this.lastError = null;
     // HAProxy after the table and apart from it: HAProxy failing never holds back an L4 member's health (an alarm
@@ -391,7 +400,7 @@ export class SlbService {
     if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7Failed) {
       await this.applyL7(this.vipList, this.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
     }
-    return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.believed?.handle ?? null };
+    return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.believed.ip?.handle ?? null };
   }
 
   /**
@@ -399,7 +408,7 @@ export class SlbService {
    * the reverse would answer RST), then the table in one transaction; the addresses this pass added are removed again
    * when the transaction fails, so the kernel is as it was. VIPs whose health did not change keep their fragment.
    */
-  private async full(have: SlbKernelState | null): Promise<SlbReconcileResult> {
+  private async full(have: SlbTables): Promise<SlbReconcileResult> {
     const vips = this.vipList;
     this.reconciles++;
     // The VIPs whose health changed are taken now: a health event that arrives while this pass waits for the
@@ -409,20 +418,14 @@ export class SlbService {
     this.dirty.clear();
     try {
       const frags = l4(vips).map((v) => (this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.up, this.config.seed)));
-      // The pool maps and counter sets are declared first, in text (JSON cannot); taken away again if the transaction fails.
-      const declared = !hasDeclarations(have);
-      if (declared) {
-        await this.deps.kernel.declare();
-        have = applySlbCommands(have, declarationsModel(this.config.table));
-      }
-      const cmds = slbCommands({ table: this.config.table, want: frags, have });
-      const r = await this.withAddresses(new Set(vips.map((v) => v.address)), null, () =>
-        this.transact(cmds).catch(async (e) => {
-          if (declared) await this.deps.kernel.apply(DECLARED.map((d) => ({ delete: { [d.kind]: { family: SLB_FAMILY, table: this.config.table, name: d.name } } }))).catch(() => undefined);
-          throw e;
-        }),
-      );
-      this.believed = applySlbCommands(have, cmds);
+      const decl = await this.declare(frags, have);
+      have = decl.have;
+      const cmds = tablesCommands({ table: this.config.table, want: frags, have });
+      const r = await this.withAddresses(new Set(vips.map((v) => v.address)), null, () => this.transact(cmds)).catch(async (e) => {
+        await decl.undo();
+        throw e;
+      });
+      this.believed = applyTablesCommands(have, cmds);
       this.fragments.clear();
       this.panicked.clear();
       for (const f of frags) this.setFragment(f);
@@ -432,7 +435,7 @@ export class SlbService {
       this.lastFullMs = this.lastRead - this.fullStarted;
       this.readFailed = false;
       this.lastError = null;
-      return { nftCommands: cmds.length, ...r, tableHandle: this.believed?.handle ?? null };
+      return { nftCommands: cmds.length, ...r, tableHandle: this.believed.ip?.handle ?? null };
     } catch (e) {
       for (const id of dirty) this.dirty.add(id);
       this.failures++;
@@ -440,6 +443,34 @@ export class SlbService {
       this.lastError = e instanceof Error ? e.message : String(e);
       throw e;
     }
+  }
+
+  /**
+   * Declares, in text (JSON cannot), the pool maps and counter sets of each table `want` needs and lacks: both
+   * families on a full pass, the first VIP of a family on a change. `undo` takes them away again when the
+   * transaction that follows fails, so the kernel is as it was.
+   */
+  private async declare(want: readonly VipFragment[], have: SlbTables): Promise<{ have: SlbTables; undo: () => Promise<void> }> {
+    const done: SlbFamily[] = [];
+    let next = have;
+    const undo = async () => {
+      const table = this.config.table;
+      // Declared into a table that did not exist: the table goes too.
+      const cmds = done.flatMap((f): NftJson[] => (have[f] ? declared(f).map((d) => ({ delete: { [d.kind]: { family: f, table, name: d.name } } })) : [{ delete: { table: { family: f, name: table } } }]));
+      if (cmds.length) await this.deps.kernel.apply(cmds).catch(() => undefined);
+    };
+    try {
+      for (const f of familiesInUse(want, have)) {
+        if (hasDeclarations(next[f], f) || (next[f] === null && !want.some((x) => x.family === f))) continue;
+        await this.deps.kernel.declare(f);
+        done.push(f);
+        next = { ...next, [f]: applySlbCommands(next[f], declarationsModel(this.config.table, f)) };
+      }
+    } catch (e) {
+      await undo();
+      throw e;
+    }
+    return { have: next, undo };
   }
 
   /**
@@ -504,8 +535,10 @@ export class SlbService {
       const touched = new Set([...changed].flatMap((id) => [this.byId.get(id)?.address, nextById.get(id)?.address]).filter((a): a is string => !!a));
       const wantAddrs = new Set(next.filter((v) => touched.has(v.address)).map((v) => v.address));
       this.reconciles++;
-      let cmds = slbCommands({ table: this.config.table, want: frags, have: this.believed, scope: changed });
-      let have = this.believed;
+      // The first VIP of a family declares its table; declaring is idempotent, and taken back if the change fails.
+      const decl = await this.declare(frags, this.believed);
+      let have = decl.have;
+      let cmds = tablesCommands({ table: this.config.table, want: frags, have, scope: changed });
       const r = await this.withAddresses(wantAddrs, touched, async () => {
         // HAProxy first (an L7 change has no nft commands, but a VIP can change mode); if the table then refuses
         // for good, HAProxy goes back to what it ran.
@@ -516,8 +549,8 @@ export class SlbService {
           } catch (e) {
             // The table may have drifted from what this controller believes (someone edited it): read it and try once more.
             have = await this.deps.kernel.read();
-            const again = slbCommands({ table: this.config.table, want: frags, have, scope: changed });
-            if (!have || JSON.stringify(again) === JSON.stringify(cmds)) throw e;
+            const again = tablesCommands({ table: this.config.table, want: frags, have, scope: changed });
+            if (!familiesInUse(frags, have).every((f) => hasDeclarations(have[f], f)) || JSON.stringify(again) === JSON.stringify(cmds)) throw e;
             cmds = again;
             await this.transact(cmds);
           }
@@ -525,12 +558,13 @@ export class SlbService {
           if (l7Touched) await this.applyL7(this.vipList, this.up).catch(() => undefined);
           throw e;
         }
-      }).catch((e) => {
+      }).catch(async (e) => {
+        await decl.undo();
         this.failures++;
         this.lastError = e instanceof Error ? e.message : String(e);
         throw e;
       });
-      this.believed = applySlbCommands(have, cmds);
+      this.believed = applyTablesCommands(have, cmds);
       for (const f of frags) this.setFragment(f);
       for (const id of changed) if (!nextById.has(id)) this.dropFragment(id);
       this.version++;
@@ -538,7 +572,7 @@ export class SlbService {
       this.vipList = next;
       this.index();
       for (const id of changed) this.retarget(prev.get(id), nextById.get(id), (m) => (initial.get(healthKey(nextById.get(id)!, m)) ? 'up' : 'down'));
-      return { nftCommands: cmds.length, ...r, tableHandle: this.believed?.handle ?? null };
+      return { nftCommands: cmds.length, ...r, tableHandle: this.believed.ip?.handle ?? null };
     });
     await this.persist();
     return r;
@@ -625,7 +659,8 @@ export class SlbService {
   }
 
   private member(v: ResolvedVip, key: string) {
-    const i = v.members.findIndex((m) => memberKey(m) === key);
+    const k = memberKeyOf(key);
+    const i = v.members.findIndex((m) => memberKey(m) === k);
     if (i < 0) throw new NotFoundError('member', `VIP "${v.id}" has no member ${key}`);
     return i;
   }
@@ -786,7 +821,7 @@ export class SlbService {
     return {
       alarms: this.alarms(),
       name: this.config.name,
-      table: { family: SLB_FAMILY, name: this.config.table },
+      table: { family: 'ip', name: this.config.table, families: SLB_FAMILIES.filter((f) => this.believed[f] !== null) },
       interface: this.config.interface,
       vips: this.vipList.length,
       monitors: this.monitors.size + this.unstarted.size,

@@ -62,7 +62,7 @@ export interface RunningSlb {
 export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string, fields?: Record<string, unknown>) => void): Promise<RunningSlb> {
   const config = typeof from === 'string' ? loadSlbConfigWithState(from) : from;
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
-  const checks = await slbDoctor(config.interface, config.haproxy.binary);
+  const checks = await slbDoctor(config.interface, config.haproxy.binary, config.vips.some((v) => v.address.includes(':')));
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
   const rtnl = Rtnl.open();
