@@ -1,6 +1,6 @@
 // Unit: the balancer config schema names the bad field and fills defaults.
 import { t } from 'tap';
-import { validateBalancerConfig, ConfigError } from '@fwlb/config';
+import { validateBalancerConfig, ConfigError, parsePrefix, Prefix, prefixesOverlap, prefixHas } from '@fwlb/config';
 
 const good = () => ({
   role: 'outside',
@@ -138,6 +138,19 @@ t.test('NAT pools: prefixes of one firewall each, host bits clear, no next hop i
   t.match(err(pools(['172.16.2.0/24'])), /\/firewalls\/0\/natPools\/0: 172\.16\.2\.0\/24 holds firewall fw2's next hop 172\.16\.2\.2/);
   t.match(err(pools(['10.96.1.0/24', '10.96.1.0/24'])), /\/firewalls\/0\/natPools/, 'a pool twice is refused');
   t.match(err({ ...good(), firewalls: [{ ...good().firewalls[0], natPools: '10.96.1.0/24' }] }), /\/firewalls\/0\/natPools: must be array/);
+  // IPv6 pools: with nextHop6 on every firewall; canonical; overlaps only within a family.
+  const six = (a: string[], b: string[] = []) => ({ ...good(), firewalls: [{ ...good().firewalls[0], nextHop6: '2001:db8:17:1::2', natPools: a }, { ...good().firewalls[1], nextHop6: '2001:db8:17:2::2', natPools: b }] });
+  const ok6 = validateBalancerConfig(six(['2001:DB8:96:1:0::/64', '10.96.1.0/24'], ['2001:db8:96:2::7', '2001:db8:96::/128']));
+  t.same(ok6.firewalls.map((f) => f.natPools), [['2001:db8:96:1::/64', '10.96.1.0/24'], ['2001:db8:96:2::7', '2001:db8:96::']], 'IPv6 pools in RFC 5952 form; a host without /128');
+  t.match(err(six(['2001:db8:96:1::7/64'])), /\/firewalls\/0\/natPools\/0: 2001:db8:96:1::7\/64 has host bits set: did you mean 2001:db8:96:1::\/64\?/);
+  t.match(err(six(['2001:db8:96:1::/129'])), /\/firewalls\/0\/natPools\/0: .*prefix length must be 0 to 128/);
+  t.match(err(six(['2001:db8:96::/48'], ['2001:db8:96:2::/64'])), /\/firewalls\/1\/natPools\/0: 2001:db8:96:2::\/64 overlaps 2001:db8:96::\/48/);
+  t.match(err(six(['2001:db8:17::/48'])), /\/firewalls\/0\/natPools\/0: 2001:db8:17::\/48 holds firewall fw1's next hop 2001:db8:17:1::2/);
+  t.match(err(six(['2001:db8:96:1::g/64'])), /\/firewalls\/0\/natPools\/0: .*not an IPv6 address or prefix/);
+  t.match(err(pools(['2001:db8:96:1::/64'])), /\/firewalls\/0\/natPools\/0: 2001:db8:96:1::\/64 is IPv6, and firewall fw1 has no nextHop6/);
+  const all = (x: string) => parsePrefix(x) as Prefix;
+  t.notOk(prefixesOverlap(all('::/0'), all('0.0.0.0/0')), 'an IPv6 prefix and an IPv4 one never overlap');
+  t.ok(prefixesOverlap(all('::/0'), all('2001:db8::/32')) && prefixHas(all('2001:db8:96::/48'), '2001:db8:96:ffff::1') && !prefixHas(all('2001:db8:96::/48'), '2001:db8:97::1'));
 });
 
 t.test('IPv6 next hops: on every firewall or none, unicast, canonical; the field is named', async (t) => {

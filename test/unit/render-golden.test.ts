@@ -24,7 +24,7 @@ const cases: { name: string; config: object; input?: Partial<RenderInput>; nextL
   { name: 'pending-switch', config: { ...base, ...session }, nextLive: ['fw1', 'fw3'] },
   {
     name: 'dual-stack',
-    config: { ...base, firewalls: fws(3, (k) => ({ nextHop6: k === 3 ? 'fe80::3' : `2001:db8:17:${k}::2` })), ...session },
+    config: { ...base, firewalls: fws(3, (k) => ({ nextHop6: k === 3 ? 'fe80::3' : `2001:db8:17:${k}::2`, ...(k === 1 ? { natPools: ['2001:db8:96:1:0::/64', '10.96.1.0/24'] } : {}) })), ...session },
     input: {
       live: ['fw1', 'fw3'],
       suspect: ['fw2'],

@@ -188,25 +188,29 @@ export function firewallSynChain(x: RuleContext): Rule[] {
 const prefixes = (pools: readonly string[]) =>
   pools.map((p) => {
     const [addr, len] = p.split('/');
-    return len === undefined || len === '32' ? addr : { prefix: { addr, len: Number(len) } };
+    return len === undefined ? addr : { prefix: { addr, len: Number(len) } };
   });
 
 /**
  * A packet from the side to a firewall's NAT pool (an address it SNATed a connection to, or publishes a service on)
  * goes to that firewall, first: no other firewall can translate it back, and no state is needed for it, so it
- * survives any node's state loss and any path through the nodes. Rendered only for firewalls with pools.
+ * survives any node's state loss and any path through the nodes. Rendered only for firewalls with pools, and per
+ * family only for the pools of that family (the pools are canonical: a host has no `/len`).
  */
 export function natPoolRules(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
-  const withPools = x.c.firewalls.filter((f) => f.natPools.length);
-  if (!withPools.length) return [];
-  const daddr = payload('ip', 'daddr');
   const rules: Rule[] = [];
-  // A connection opened to a published address starts here: its record needs its orientation like any other's.
-  if (x.c.sessionTable) rules.push([x.side, stateIn('new'), isFamily(IPV4), eq(daddr, { set: prefixes(withPools.flatMap((f) => f.natPools)) }), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
-  for (const f of withPools) {
-    const r = [x.side, isFamily(IPV4), eq(daddr, { set: prefixes(f.natPools) }), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept];
-    labeled[`nat-pool:${f.id}`] = r;
-    rules.push(r);
+  for (const fam of x.families) {
+    const poolsOf = (f: Firewall) => f.natPools.filter((p) => (p.includes(':') ? IPV6 : IPV4) === fam);
+    const withPools = x.c.firewalls.filter((f) => poolsOf(f).length);
+    if (!withPools.length) continue;
+    const daddr = payload(fam.l3, 'daddr');
+    // A connection opened to a published address starts here: its record needs its orientation like any other's.
+    if (x.c.sessionTable) rules.push([x.side, stateIn('new'), isFamily(fam), eq(daddr, { set: prefixes(withPools.flatMap(poolsOf)) }), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
+    for (const f of withPools) {
+      const r = [x.side, isFamily(fam), eq(daddr, { set: prefixes(poolsOf(f)) }), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept];
+      labeled[`nat-pool:${f.id}${fam.label}`] = r;
+      rules.push(r);
+    }
   }
   return rules;
 }

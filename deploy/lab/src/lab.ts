@@ -122,7 +122,7 @@ export class Lab {
     if (this.t.opts.natFirewalls) {
       for (const h of this.t.hosts.filter((x) => x.role === 'firewall')) {
         const file = join(this.t.opts.runDir, `${h.name}-nat.nft`);
-        writeFileSync(file, firewallNatRules(Number(h.name.slice(2))));
+        writeFileSync(file, firewallNatRules(Number(h.name.slice(2)), this.t.opts.ipv6));
         inNs(h.ns, ['nft', '-f', file]);
       }
     }

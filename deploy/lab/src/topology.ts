@@ -107,6 +107,13 @@ export const NAT_SNAT = (k: number) => `10.96.${k}.1`;
 export const NAT_FULL_SOURCE = (k: number) => `10.96.${k}.2`;
 export const NAT_PUBLISHED = (k: number) => `10.96.${k}.80`;
 export const NAT_FULL = (k: number) => `10.96.${k}.81`;
+/** The same in IPv6 (natFirewalls with ipv6): firewall k's pool 2001:db8:96:k::/64. */
+export const NAT_NET6 = '2001:db8:96::/48';
+export const NAT_POOL6 = (k: number) => `2001:db8:96:${k}::/64`;
+export const NAT_SNAT6 = (k: number) => `2001:db8:96:${k}::1`;
+export const NAT_FULL_SOURCE6 = (k: number) => `2001:db8:96:${k}::2`;
+export const NAT_PUBLISHED6 = (k: number) => `2001:db8:96:${k}::80`;
+export const NAT_FULL6 = (k: number) => `2001:db8:96:${k}::81`;
 /** The optional management network (Redis, Sentinel). */
 export const MGMT_NET = '10.99.0';
 /** The real servers' private network behind the SLB node. */
@@ -232,15 +239,30 @@ export const FIREWALL_RULESET_PATH = join(__dirname, '..', 'firewall.nft');
 type Opts = Topology['opts'];
 
 /** Firewall k's `natPools` in the nodes' configs (natFirewalls), else nothing. */
-const natPools = (opts: Opts, k: number) => (opts.natFirewalls ? { natPools: [NAT_POOL(k)] } : {});
+const natPools = (opts: Opts, k: number) => (opts.natFirewalls ? { natPools: [NAT_POOL(k), ...(opts.ipv6 ? [NAT_POOL6(k)] : [])] } : {});
 
 /**
  * Firewall k's NAT rules (natFirewalls), as a firewall administrator writes them: connections from the server
  * side leave with the firewall's own address; the VIP is published on two of its addresses, one translated on the
  * destination only, one on both (the inside sees the connection come from the firewall's pool).
  */
-export function firewallNatRules(k: number): string {
+export function firewallNatRules(k: number, ipv6 = false): string {
+  const six = [
+    'table ip6 fwnat6 {',
+    '  chain pre {',
+    '    type nat hook prerouting priority dstnat; policy accept;',
+    `    iifname "out0" ip6 daddr { ${NAT_PUBLISHED6(k)}, ${NAT_FULL6(k)} } dnat to ${VIP6}`,
+    '  }',
+    '  chain post {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    oifname "out0" ip6 saddr ${RIP_NET6}/64 snat to ${NAT_SNAT6(k)}`,
+    `    oifname "in0" ct original ip6 daddr ${NAT_FULL6(k)} snat to ${NAT_FULL_SOURCE6(k)}`,
+    '  }',
+    '}',
+    '',
+  ];
   return [
+    ...(ipv6 ? six : []),
     'table ip fwnat {',
     '  chain pre {',
     '    type nat hook prerouting priority dstnat; policy accept;',
@@ -488,11 +510,11 @@ function redundantTopology(opts: Opts): Topology {
       for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: outTr6 }, { ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: inTr6 }, { ns: ns(`fw${k}`), dst: `${SERVER_NET6}/64`, via: inTr6 });
     }
     routes.push({ ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: outGw }, { ns: ns('slb'), dst: 'default', via: inGw });
-    if (opts.natFirewalls) routes.push({ ns: ns('or'), dst: NAT_NET, via: outGw });
+    if (opts.natFirewalls) routes.push({ ns: ns('or'), dst: NAT_NET, via: outGw }, ...(opts.ipv6 ? [{ ns: ns('or'), dst: NAT_NET6, via: outGw6 }] : []));
     for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: outTr }, { ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: inTr });
   } else {
     ecmp.push({ side: 'outside', ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: viaOut }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn });
-    if (opts.natFirewalls) ecmp.push({ side: 'outside', ns: ns('or'), dst: NAT_NET, via: viaOut });
+    if (opts.natFirewalls) ecmp.push({ side: 'outside', ns: ns('or'), dst: NAT_NET, via: viaOut }, ...(opts.ipv6 ? [{ side: 'outside' as const, ns: ns('or'), dst: NAT_NET6, via: viaOut6 }] : []));
     for (let k = 1; k <= opts.firewalls; k++) {
       ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
     }

@@ -1,6 +1,6 @@
 // Which IPv4 and IPv6 addresses can be a VIP or a real server: the special ranges that cannot work or would capture someone
 // else's traffic; pure layer of libs/config.
-import { parseAddress } from '@fwlb/flowhash';
+import { formatAddress, parseAddress } from '@fwlb/flowhash';
 import type { FieldProblem } from './errors';
 
 /** Special-purpose IPv4 ranges (RFC 6890) a VIP or a member must never be in, with the reason shown to the operator. */
@@ -63,41 +63,64 @@ export function addressProblem(field: string, address: string): FieldProblem | n
   return why ? { field, message: `${address} is ${why}` } : null;
 }
 
-/** An IPv4 prefix as numbers: `base` (host bits zero) and `len`. */
-export interface Prefix4 {
-  base: number;
+/** An IPv4 or IPv6 prefix: its address bytes (host bits zero) and length. */
+export interface Prefix {
+  bytes: Uint8Array;
   len: number;
 }
 
+const bitOf = (b: Uint8Array, i: number) => (b[i >> 3] >> (7 - (i & 7))) & 1;
+
+/** The address with every bit from `len` on cleared. */
+function network(b: Uint8Array, len: number): Uint8Array {
+  return b.map((x, i) => (i * 8 >= len ? 0 : i * 8 + 8 <= len ? x : x & (0xff << (8 - (len - i * 8)))));
+}
+
 /**
- * Parse `a.b.c.d/len` (or a bare address, a /32). Why strict about host bits: `10.96.1.7/24` is more often a typo
- * for an address or for another prefix than meant as 10.96.1.0/24, and the two steer different traffic.
+ * Parse `a.b.c.d/len` or `2001:db8::/len` (or a bare address: a /32 or /128). Why strict about host bits:
+ * `10.96.1.7/24` is more often a typo for an address or for another prefix than meant as 10.96.1.0/24, and the two
+ * steer different traffic.
  */
-export function parsePrefix(s: string): Prefix4 | { error: string } {
+export function parsePrefix(s: string): Prefix | { error: string } {
   const [addr, lenText, ...rest] = s.split('/');
-  const n = toInt(addr);
-  if (n === null || rest.length) return { error: `${s} is not an IPv4 address or prefix (a.b.c.d or a.b.c.d/len)` };
-  const len = lenText === undefined ? 32 : /^\d{1,2}$/.test(lenText) ? Number(lenText) : NaN;
-  if (!(len >= 0 && len <= 32)) return { error: `${s}: the prefix length must be 0 to 32` };
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  const base = (n & mask) >>> 0;
-  if (base !== n) return { error: `${s} has host bits set: did you mean ${fromInt(base)}/${len}?` };
-  return { base, len };
+  const v6 = addr.includes(':');
+  let bytes: Uint8Array;
+  try {
+    if (rest.length) throw new TypeError('two slashes');
+    bytes = parseAddress(addr);
+  } catch {
+    return { error: v6 ? `${s} is not an IPv6 address or prefix (2001:db8::/len)` : `${s} is not an IPv4 address or prefix (a.b.c.d or a.b.c.d/len)` };
+  }
+  const max = bytes.length * 8;
+  const len = lenText === undefined ? max : /^\d{1,3}$/.test(lenText) ? Number(lenText) : NaN;
+  if (!(len >= 0 && len <= max)) return { error: `${s}: the prefix length must be 0 to ${max}` };
+  const base = network(bytes, len);
+  if (base.some((x, i) => x !== bytes[i])) return { error: `${s} has host bits set: did you mean ${formatAddress(base)}/${len}?` };
+  return { bytes: base, len };
 }
 
-export function fromInt(n: number): string {
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
+/** A valid prefix in canonical form: the address (RFC 5952 for IPv6) and `/len`, a bare address for a host. */
+export function canonicalPrefix(s: string): string {
+  const p = parsePrefix(s);
+  if ('error' in p) throw new TypeError(p.error);
+  return p.len === p.bytes.length * 8 ? formatAddress(p.bytes) : `${formatAddress(p.bytes)}/${p.len}`;
 }
 
-/** Whether two prefixes share an address (one contains the other). */
-export function prefixesOverlap(a: Prefix4, b: Prefix4): boolean {
+/** Whether two prefixes share an address (one contains the other); prefixes of two families never do. */
+export function prefixesOverlap(a: Prefix, b: Prefix): boolean {
+  if (a.bytes.length !== b.bytes.length) return false;
   const len = Math.min(a.len, b.len);
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return ((a.base & mask) >>> 0) === ((b.base & mask) >>> 0);
+  for (let i = 0; i < len; i++) if (bitOf(a.bytes, i) !== bitOf(b.bytes, i)) return false;
+  return true;
 }
 
 /** Whether `address` lies in the prefix. */
-export function prefixHas(p: Prefix4, address: string): boolean {
-  const n = toInt(address);
-  return n !== null && prefixesOverlap(p, { base: n, len: 32 });
+export function prefixHas(p: Prefix, address: string): boolean {
+  let b: Uint8Array;
+  try {
+    b = parseAddress(address);
+  } catch {
+    return false;
+  }
+  return prefixesOverlap(p, { bytes: b, len: b.length * 8 });
 }

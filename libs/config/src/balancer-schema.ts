@@ -23,7 +23,7 @@ export interface FirewallConfig {
    */
   syncGroup?: string;
   /**
-   * The firewall's own NAT addresses (IPv4 prefixes): the pools it SNATs connections to and the addresses it
+   * The firewall's own NAT addresses (IPv4 or IPv6 prefixes, or addresses): the pools it SNATs connections to and the addresses it
    * publishes services on (DNAT). A packet from the side to one of them goes to this firewall before any hash or
    * state: only this firewall can translate it back. The same list on both sides' nodes. @default []
    */
@@ -188,7 +188,7 @@ export const balancerSchema = {
           mac: { type: 'string', pattern: '^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$' },
           enabled: { type: 'boolean' },
           syncGroup: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' },
-          natPools: { type: 'array', maxItems: 256, uniqueItems: true, items: { type: 'string', minLength: 7, maxLength: 18 } },
+          natPools: { type: 'array', maxItems: 256, uniqueItems: true, items: { type: 'string', minLength: 2, maxLength: 43 } },
         },
       },
     },

@@ -6,7 +6,7 @@ import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/
 import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
 import { checkSpecProblems, RESERVED_PRIORITIES, RESERVED_TABLES, reservedProblem } from './check-problems';
-import { parsePrefix, Prefix4, prefixesOverlap, prefixHas } from './address-class';
+import { canonicalPrefix, parsePrefix, Prefix, prefixesOverlap, prefixHas } from './address-class';
 
 /** Compiled on first use: a process compiles only the schemas it validates (compiling costs tens of ms at start). */
 export function lazy<T>(f: () => T): () => T {
@@ -86,15 +86,19 @@ export function deepFreeze<T>(o: T): T {
  */
 export function natPoolProblems(firewalls: FirewallConfig[]): FieldProblem[] {
   const problems: FieldProblem[] = [];
-  const parsed: { i: number; j: number; p: Prefix4; text: string }[] = [];
+  const parsed: { i: number; j: number; p: Prefix; text: string }[] = [];
   firewalls.forEach((fw, i) =>
     (fw.natPools ?? []).forEach((text, j) => {
       const p = parsePrefix(text);
       if ('error' in p) return void problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: p.error });
+      if (p.bytes.length === 16 && !fw.nextHop6) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} is IPv6, and firewall ${fw.id} has no nextHop6: IPv6 is steered only with one` });
       const other = parsed.find((o) => prefixesOverlap(o.p, p));
       if (other) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} overlaps ${other.text} (/firewalls/${other.i}/natPools/${other.j}, firewall ${firewalls[other.i].id}): an address belongs to one firewall's pool` });
-      const hop = firewalls.find((f) => prefixHas(p, f.nextHop));
-      if (hop) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} holds firewall ${hop.id}'s next hop ${hop.nextHop}` });
+      for (const f of firewalls) {
+        for (const hop of [f.nextHop, f.nextHop6]) {
+          if (hop && prefixHas(p, hop)) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} holds firewall ${f.id}'s next hop ${hop}` });
+        }
+      }
       parsed.push({ i, j, p, text });
     }),
   );
@@ -188,7 +192,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     role: c.role,
     name: c.name ?? c.role,
     sideInterface: c.sideInterface,
-    firewalls: c.firewalls.map((f) => ({ ...f, nextHop6: f.nextHop6 ? canonicalAddress(f.nextHop6) : null, enabled: f.enabled ?? true, natPools: f.natPools ?? [] })),
+    firewalls: c.firewalls.map((f) => ({ ...f, nextHop6: f.nextHop6 ? canonicalAddress(f.nextHop6) : null, enabled: f.enabled ?? true, natPools: (f.natPools ?? []).map(canonicalPrefix) })),
     hash: { seed: c.hash.seed, buckets, order: c.hash.order ?? BALANCER_DEFAULTS.order },
     marks,
     tables: c.tables ?? BALANCER_DEFAULTS.tables,
