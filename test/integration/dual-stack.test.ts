@@ -26,9 +26,20 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
   const { url } = await startRedisOnSocket(t);
   const lab = await startLab(t, { ipv6: true, sessionTable: url });
 
+  await t.test('the lab scenario in IPv6 alone (through the IPv6 VIPs, L4 and L7): 0 failed, 0 drops', async (t) => {
+    const r = await runScenario(lab, { families: ['ipv6'], shortPerClient: 150, udpPerClient: 30, longPerClient: 4, longDurationMs: 3000, l7PerClient: 60 });
+    t.comment(formatReport(r));
+    t.same(Object.keys(r.byFamily), ['ipv6'], 'IPv6 only');
+    t.equal(r.failed.total, 0, `0 failed (${JSON.stringify(r.failed)})`);
+    t.equal(r.l7Misrouted.length, 0, 'every L7 request reached its pool');
+    t.equal(r.totals.drops, 0, `no firewall dropped a packet ${JSON.stringify(lab.firewallDropFlows().slice(0, 5))}`);
+    t.ok(r.totals.sessions > 0, `the firewalls carried ${r.totals.sessions} sessions`);
+  });
+
   await t.test('the lab scenario in both families at once: 0 failed, 0 drops, IPv6 on every firewall', async (t) => {
     const r = await runScenario(lab, { shortPerClient: 300, udpPerClient: 50, longPerClient: 6, longDurationMs: 5000 });
     t.comment(formatReport(r));
+    if (r.failed.total) t.comment((lab.nodes.slb?.log ?? []).filter((l) => /DOWN|UP|ALARM/.test(l)).slice(-20).join('\n'));
     t.equal(r.byFamily.ipv6?.total, 0, `IPv6: 0 failed (${JSON.stringify(r.byFamily.ipv6)})`);
     t.equal(r.byFamily.ipv4?.total, 0, `IPv4: 0 failed (${JSON.stringify(r.byFamily.ipv4)})`);
     t.equal(r.totals.drops, 0, `no firewall dropped a packet ${JSON.stringify(lab.firewallDropFlows().slice(0, 5))}`);

@@ -14,6 +14,8 @@ export interface ScenarioOptions {
   /** HTTP requests per client to the L7 VIP (HAProxy), over the lab's table of hosts, paths and headers. */
   l7PerClient?: number;
   longDurationMs?: number;
+  /** The families to send (default: IPv4, and IPv6 too with the lab's ipv6 option). */
+  families?: ('ipv4' | 'ipv6')[];
   /** Called once the long-lived streams are running (for restart and failure tests). */
   during?: () => Promise<void>;
 }
@@ -103,7 +105,7 @@ async function familyWorkload(lab: Lab, o: ScenarioOptions, family: 'ipv4' | 'ip
 
 /** The scenario: IPv4, and with the lab's ipv6 option IPv6 at the same time. */
 export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<ScenarioReport> {
-  const families = lab.t.opts.ipv6 ? (['ipv4', 'ipv6'] as const) : (['ipv4'] as const);
+  const families = o.families ?? (lab.t.opts.ipv6 ? ['ipv4', 'ipv6'] : ['ipv4']);
   lab.resetFirewallCounters();
   let started = 0;
   let allStarted!: () => void;
