@@ -1,7 +1,7 @@
 // Test helper: an SLB service and its API over a fake kernel (SLB table, VIP addresses) and fake monitors.
 import { validateSlbConfig } from '@fwlb/config';
 import { HealthEvent } from '@fwlb/health';
-import { AddressPort, buildSlbApp, MonitorFactory, SlbService } from '@fwlb/slb';
+import { AddressPort, buildSlbApp, MonitorFactory, SlbDeps, SlbService } from '@fwlb/slb';
 import { AuditRecord } from '@fwlb/service';
 import { fakeSlbKernel } from './fake-slb-kernel';
 
@@ -18,7 +18,7 @@ export const web = () => ({
   ],
 });
 
-export function setup(save?: (vips: readonly unknown[]) => void | Promise<void>) {
+export function setup(save?: (vips: readonly unknown[]) => void | Promise<void>, local?: SlbDeps['local']) {
   const nft = fakeSlbKernel();
   const addrs = new Set<string>();
   let failAddress = false;
@@ -57,7 +57,7 @@ export function setup(save?: (vips: readonly unknown[]) => void | Promise<void>)
     return h;
   };
   const config = validateSlbConfig({ interface: 'up0', seed: 9, vips: [web()] });
-  const s = new SlbService(config, { kernel: nft, addresses, monitors: factory, save });
+  const s = new SlbService(config, { kernel: nft, addresses, monitors: factory, save, local });
   const audits: AuditRecord[] = [];
   const app = buildSlbApp({ service: s, token: TOKEN, audit: (r) => void audits.push(r) });
   return { nft, addresses, monitors, s, app, audits };

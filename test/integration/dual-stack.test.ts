@@ -3,7 +3,7 @@
 import { t } from 'tap';
 import { bucketOf, buildTable, canonicalKey, hostPort, PROTO_TCP } from '@fwlb/flowhash';
 import { spawnSync } from 'node:child_process';
-import { drive, ECHO_PORT, formatReport, HTTP_PORT, inNs, Lab, runScenario, WEB_PORT } from '@fwlb/lab';
+import { drive, ECHO_PORT, formatReport, HTTP_PORT, inNs, Lab, runScenario, spawnInNs, WEB_PORT } from '@fwlb/lab';
 import { slbDoctor } from '@fwlb/slb';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
@@ -68,6 +68,14 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
     const key = encodeURIComponent(`[2001:DB8:20::${lab.host('s1').addr6!.split('::')[1]}]:${ECHO_PORT}`);
     const patched = await lab.api('slb', 'PATCH', `/vips/extra6/members/${key}`, { weight: 3 }, slbTok);
     t.equal(patched.status, 200, `a member named in another IPv6 text form is found ${JSON.stringify(patched.body)}`);
+    // A service of the SLB node itself on its own IPv6 address: a VIP there would capture it.
+    const own = spawnInNs(lab.ns('slb'), [process.execPath, '-e', "require('net').createServer().listen(2222, '2001:db8:5::2', () => console.log('ready'))"]);
+    t.teardown(() => void own.kill());
+    await new Promise((r) => own.stdout!.once('data', r));
+    const capture = await lab.api('slb', 'POST', '/vips', { ...body, id: 'capture', address: '2001:db8:5::2', port: 2222 }, slbTok);
+    t.equal(capture.status, 400, 'a VIP on the node\'s own address and a port it serves is refused');
+    t.match(capture.body.message, /\/address: 2001:db8:5::2 is this node's own address, and \[2001:db8:5::2\]:2222\/tcp serves on it/, 'naming the field and the socket');
+    own.kill();
     const mixed = await lab.api('slb', 'POST', '/vips', { ...body, id: 'mixed', address: '192.0.2.50', members: [{ address: lab.host('s1').addr6, port: ECHO_PORT }] }, slbTok);
     t.equal(mixed.status, 400, 'an IPv4 L4 VIP with an IPv6 member is refused');
     t.match(JSON.stringify(mixed.body), /members\/0\/address/, 'naming the field');

@@ -10,7 +10,7 @@ import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
 import { run, table } from '@fwlb/fwlbctl';
 import { REPO } from '@fwlb/lab';
 import { recordingNft } from '../helpers/recording-nft';
-import { setup, TOKEN } from '../helpers/slb-fixture';
+import { setup, TOKEN, web } from '../helpers/slb-fixture';
 
 const CTL = join(REPO, 'apps/fwlbctl/dist/main.js');
 /** The binary, run without blocking this process (its server answers from this event loop). */
@@ -97,6 +97,14 @@ t.test('against an SLB API', async (t) => {
   t.match((await run({ api, token: TOKEN }, ['member', 'remove', 'web', '10.20.0.13:8080'])).text, /removed/);
   const ms = (await run({ api }, ['members', 'web'])).json as any[];
   t.same(ms.map((m) => [m.address, m.state, m.weight]), [['10.20.0.11', 'drain', 1], ['10.20.0.12', 'enabled', 5]]);
+  // An IPv6 VIP: members named [addr]:port, in any IPv6 spelling.
+  await s.createVip({ ...web(), id: 'web6', address: '2001:db8:5::100', members: [{ address: '2001:db8:20::11', port: 8080 }] });
+  const six = await run({ api, token: TOKEN }, ['member', 'add', 'web6', '[2001:DB8:20:0::12]:8080']);
+  t.match(six.json, { address: '2001:db8:20::12', port: 8080 });
+  t.match(six.text, /^\[2001:db8:20::12\]:8080: weight 1/, 'printed in brackets, RFC 5952');
+  t.match((await run({ api, token: TOKEN }, ['member', 'drain', 'web6', '[2001:db8:20::12]:8080'])).json, { state: 'drain' });
+  t.match((await run({ api }, ['members', 'web6'])).text, /\[2001:db8:20::12\]:8080\s+1\s+drain/);
+  await t.rejects(run({ api, token: TOKEN }, ['member', 'add', 'web6', '2001:db8:20::13:8080']), /usage/, 'an IPv6 member without brackets is a usage error');
 });
 
 t.test('sessions: IPv6 ends print as [addr]:port, and --addr takes any spelling of an IPv6 address', async (t) => {

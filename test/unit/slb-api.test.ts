@@ -294,3 +294,35 @@ t.test('an IPv6 VIP: its own ip6 table, declared by the first one, taken back wi
   t.notOk(nft.tables.ip6!.chains.has('v_web6'), 'deleted from the ip6 table');
   t.same([...addresses.addrs], ['203.0.113.100']);
 });
+
+t.test("a VIP that would capture one of the node's own services is refused, naming the field", async (t) => {
+  const { parseProcNet, vipConflict } = await import('@fwlb/slb');
+  // /proc/net/tcp and tcp6 as the kernel prints them: 32-bit words in host (little-endian) order.
+  const tcp = ['  sl  local_address rem_address   st', '   0: 0100A8C0:0016 00000000:0000 0A 0', '   1: 00000000:1F90 00000000:0000 0A 0', '   2: 0100A8C0:C350 0200A8C0:0050 01 0'].join('\n');
+  t.same(parseProcNet(tcp, 'tcp'), [{ protocol: 'tcp', address: '192.168.0.1', port: 22 }, { protocol: 'tcp', address: '0.0.0.0', port: 8080 }], 'listening sockets only, addresses decoded');
+  const tcp6 = ['  sl  local_address                         remote_address                        st', '   0: B80D0120000000000000000001000000:0035 00000000000000000000000000000000:0000 0A 0'].join('\n');
+  t.same(parseProcNet(tcp6, 'tcp'), [{ protocol: 'tcp', address: '2001:db8::1', port: 53 }]);
+  const udp = ['   sl  local_address rem_address   st', '  10: 00000000:0035 00000000:0000 07 0'].join('\n');
+  t.same(parseProcNet(udp, 'udp'), [{ protocol: 'udp', address: '0.0.0.0', port: 53 }], 'an unconnected UDP socket');
+  const here = new Set(['192.0.2.5', '2001:db8::5']);
+  const socks = [...parseProcNet(tcp, 'tcp'), { protocol: 'udp' as const, address: '::', port: 53 }];
+  t.equal(vipConflict({ address: '192.0.2.5', port: 8080, protocol: 'tcp' }, here, socks), "192.0.2.5 is this node's own address, and 0.0.0.0:8080/tcp serves on it: the VIP would capture that service");
+  t.match(vipConflict({ address: '192.0.2.5', port: 53, protocol: 'udp' }, here, socks), /\[::\]:53\/udp/, 'a dual-stack socket on :: covers IPv4');
+  t.equal(vipConflict({ address: '192.0.2.5', port: 22, protocol: 'tcp' }, here, socks), null, 'a socket bound to another address does not');
+  t.equal(vipConflict({ address: '192.0.2.5', port: 80, protocol: 'tcp' }, here, socks), null, 'a port nothing takes is free');
+  t.equal(vipConflict({ address: '203.0.113.9', port: 8080, protocol: 'tcp' }, here, socks), null, 'an address the node does not hold is free');
+
+  let seen: string[] = [];
+  const { s, app } = setup(undefined, (vipAddresses) => {
+    seen = [...vipAddresses];
+    return { addresses: new Set(['192.0.2.5']), sockets: [{ protocol: 'tcp', address: '0.0.0.0', port: 22 }] };
+  });
+  await s.start();
+  const bad = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'ssh', address: '192.0.2.5', port: 22 }, headers: auth });
+  t.equal(bad.statusCode, 400, 'refused');
+  t.match(bad.json().message, /\/address: 192\.0\.2\.5 is this node's own address, and 0\.0\.0\.0:22\/tcp serves on it/);
+  t.same(seen, ['203.0.113.100'], "the VIP addresses fwlb holds are not the node's own");
+  t.same(s.vips().map((v) => v.id), ['web'], 'nothing changed');
+  const ok = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'www', address: '192.0.2.5', port: 80 }, headers: auth });
+  t.equal(ok.statusCode, 201, 'the same address on a port nothing takes is a VIP');
+});

@@ -150,18 +150,21 @@ export class Rtnl {
 
   /**
    * Add `addr`/32 with `label`, or an IPv6 `addr`/128 with the VIP metric and no duplicate address detection (a
-   * VIP answers at once; DAD would hold it tentative for a second); an address already there counts as success.
+   * VIP answers at once; DAD would hold it tentative for a second). True when it added the address, false when it
+   * was there already (then it is not the caller's to take away again).
    */
-  async addAddress(ifname: string, addr: string, label: string): Promise<void> {
+  async addAddress(ifname: string, addr: string, label: string): Promise<boolean> {
     const index = (await this.links()).get(ifname);
     if (index === undefined) throw new NetlinkError('ENODEV', `no interface ${ifname}`);
     const v6 = addr.includes(':');
     try {
       if (v6) await this.rt.newAddress({ family: AF_INET6, prefixlen: 128, index, scope: 0 }, { local: ipBuf(addr), address: ipBuf(addr), rtPriority: VIP6_METRIC, flags: { nodad: true } }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
       else await this.rt.newAddress({ family: AF_INET, prefixlen: 32, index, scope: 0 }, { local: ip4buf(addr), address: ip4buf(addr), label }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
+      return true;
     } catch (e) {
       const err = toNetlinkError(e, `add address ${addr}/${v6 ? 128 : 32} on ${ifname}`);
       if (err.code !== 'EEXIST') throw err;
+      return false;
     }
   }
 

@@ -12,3 +12,4 @@ export * from './start';
 export * from './metrics';
 export * from './haproxy-render';
 export * from './haproxy';
+export * from './local-services';

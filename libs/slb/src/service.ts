@@ -8,12 +8,14 @@ import type { NftJson, NftRunner } from '@fwlb/nft';
 import { applySlbCommands, applyTablesCommands, declarationsModel, familiesInUse, hasDeclarations, memberCounterKey, NO_TABLES, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbTables, staleCounterCommands, tablesCommands, vipKeyString } from './kernel';
 import { backendMap, declarationsText, declared, healthKey, probeSpec, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, SLB_OBJECTS, VipFragment, vipChain } from './render';
 import type { HaproxyStat, L7Engine } from './haproxy';
+import { LocalSocket, vipConflict } from './local-services';
 import { backendName, DEFAULT_RULE, frontendName, L7Want, renderL7, ruleId, ruleTable, serverName } from './haproxy-render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
   labelledAddresses(ifname: string, label: string): Promise<string[]>;
-  addAddress(ifname: string, addr: string, label: string): Promise<void>;
+  /** False when the address was there already: a failed change then leaves it where it was. */
+  addAddress(ifname: string, addr: string, label: string): Promise<boolean | void>;
   delAddress(ifname: string, addr: string): Promise<void>;
 }
 
@@ -72,6 +74,8 @@ export interface SlbDeps {
   alarms?: () => string[];
   /** The L7 data plane (HAProxy) for VIPs with `mode: "http"`; absent: such VIPs are refused. */
   l7?: L7Engine;
+  /** This node's own addresses (all but `vipAddresses`) and sockets: a VIP that would capture one is refused. */
+  local?: (vipAddresses: Iterable<string>) => { addresses: ReadonlySet<string>; sockets: readonly LocalSocket[] };
 }
 
 const readable = (path: string) => {
@@ -446,6 +450,20 @@ export class SlbService {
   }
 
   /**
+   * Refuses VIPs that would capture a service of this node: on one of its own addresses (not a VIP address fwlb
+   * holds) and a port a socket of the node takes. `field` names each VIP's address field in the error.
+   */
+  async refuseCaptures(vips: readonly ResolvedVip[], field: (v: ResolvedVip, i: number) => string, source: string): Promise<void> {
+    if (!this.deps.local || !vips.length) return;
+    const here = this.deps.local(await this.deps.addresses.labelledAddresses(this.config.interface, this.label));
+    const problems = vips.flatMap((v, i) => {
+      const why = vipConflict(v, here.addresses, here.sockets);
+      return why ? [{ field: field(v, i), message: why }] : [];
+    });
+    if (problems.length) throw new ConfigError(problems, source);
+  }
+
+  /**
    * Declares, in text (JSON cannot), the pool maps and counter sets of each table `want` needs and lacks: both
    * families on a full pass, the first VIP of a family on a change. `undo` takes them away again when the
    * transaction that follows fails, so the kernel is as it was.
@@ -483,8 +501,7 @@ export class SlbService {
     try {
       for (const a of want) {
         if (have.has(a) || (only && !only.has(a))) continue;
-        await this.deps.addresses.addAddress(this.config.interface, a, this.label);
-        added.push(a);
+        if ((await this.deps.addresses.addAddress(this.config.interface, a, this.label)) !== false) added.push(a);
       }
       await apply();
     } catch (e) {
@@ -527,6 +544,12 @@ export class SlbService {
       const frags = [...changed].flatMap((id) => (nextById.has(id) && !isL7(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
       const l7Touched = [...changed].some((id) => [nextById.get(id), this.byId.get(id)].some((v) => v && isL7(v)));
       if (l7Touched && !this.deps.l7) throw new ConfigError([{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): L7 VIPs (mode "http") cannot be served' }], 'request body');
+      await this.refuseCaptures([...changed].flatMap((id) => {
+        const v = nextById.get(id);
+        const old = this.byId.get(id);
+        // Only a VIP that takes a new address, port or protocol: a member change never depends on the node's sockets.
+        return v && !(old && old.address === v.address && old.port === v.port && old.protocol === v.protocol) ? [v] : [];
+      }), () => '/address', 'request body');
       for (const id of changed) {
         const cert = nextById.get(id)?.tls?.certificate;
         if (cert && !readable(cert)) throw new ConfigError([{ field: '/tls/certificate', message: `cannot read ${cert} (a PEM file with the certificate and its key)` }], 'request body');

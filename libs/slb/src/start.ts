@@ -8,6 +8,7 @@ import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readS
 import { HAPROXY_CHECK, slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { HaproxyEngine } from './haproxy';
+import { localServices } from './local-services';
 import { nftSlbKernel, SlbReconcileResult, SlbService } from './service';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
@@ -80,7 +81,17 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     log,
     alarms: () => helperAlarms(helper),
     l7,
+    local: localServices,
   });
+  // A VIP in the config that would capture one of this node's services: refused before anything touches the kernel.
+  try {
+    await service.refuseCaptures(config.vips, (v) => `/vips/${config.vips.indexOf(v)}/address`, typeof from === 'string' ? from : 'config');
+  } catch (e) {
+    helper.close();
+    rtnl.close();
+    lock.release();
+    throw e;
+  }
   runner = BoundedRunner.create(
     async () => {
       const r = await service.tick();
