@@ -74,6 +74,8 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     counterFrom(reg, 'fwlb_session_records_rejected_total', 'Records read back from Redis that did not decode.', [], num('rejectedRecords'));
     counterFrom(reg, 'fwlb_conntrack_stale_deleted_total', "Conntrack entries of earlier connections deleted because a new connection took their tuple on another firewall.", [], num('staleEntriesDeleted'));
     gaugeFrom(reg, 'fwlb_session_cache_entries', 'Sessions this node keeps for its pins.', [], num('cached'));
+    gaugeFrom(reg, 'fwlb_session_sync_pending', 'Session records waiting for the next write to Redis (a backlog is sync lag).', [], num('pending'));
+    gaugeFrom(reg, 'fwlb_hash_config_differs', 'Another node publishes a different hash config (seed, buckets, order or firewalls): 1.', [], num('hashConfigDiffers'));
     gaugeFrom(reg, 'fwlb_redis_up', 'The Redis connection is ready (1).', [], () => [[{}, b(s.sync!().redis === 'ready')]]);
   }
   return {

@@ -112,6 +112,11 @@ export class SessionSync {
   private resyncTimer: NodeJS.Timeout | null = null;
   private behind = false;
   private busy: Promise<unknown> = Promise.resolve();
+  /** Records waiting for the next write to Redis. */
+  pendingCount(): number {
+    return this.pending.size;
+  }
+
   readonly metrics = { written: 0, deleted: 0, graced: 0, deferred: 0, writeErrors: 0, resyncs: 0, resyncsCoalesced: 0, lastResync: null as null | { at: number; sessions: number; ms: number } };
 
   constructor(private readonly o: SessionSyncOptions) {}

@@ -241,7 +241,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
           return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }
       },
-      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere, staleEntriesDeleted: staleDeleted }),
+      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere, staleEntriesDeleted: staleDeleted, pending: sync.pendingCount(), hashConfigDiffers: agreement.configAlarm ? 1 : 0 }),
     },
     alarms: () => [agreement.alarm, agreement.configAlarm].filter((a): a is string => a !== null),
     shareAdmin: async (id, enabled, at) => (await table.setAdmin(id, enabled, at)).at,

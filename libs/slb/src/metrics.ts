@@ -24,6 +24,9 @@ export function slbMetrics(reg: Registry, s: SlbService): void {
     Object.entries(s.checks).map(([result, n]) => [{ result }, n]),
   );
   gaugeFrom(reg, 'fwlb_slb_vips', 'VIPs configured.', [], () => [[{}, s.vips().length]]);
+  const one = (v: boolean | null) => (v === null ? [] : [[{}, b(v)] as [Record<string, string>, number]]);
+  gaugeFrom(reg, 'fwlb_slb_probe_helper_up', 'The SLB probe helper process (member checks) answers (1).', [], () => one(s.helperUp()));
+  gaugeFrom(reg, 'fwlb_haproxy_up', 'HAProxy, which serves the L7 VIPs, runs (1); absent where HAProxy is not installed.', [], () => one(s.haproxyUp()));
   gaugeFrom(reg, 'fwlb_slb_alarms', 'SLB alarms raised now (pool panic, helper down, state file).', [], () => [[{}, s.alarms().length]]);
   counterFrom(reg, 'fwlb_slb_reconciles_total', 'SLB reconcile passes, by result.', ['result'], () => [
     [{ result: 'ok' }, s.reconciles - s.failures],

@@ -74,6 +74,8 @@ export interface SlbDeps {
   alarms?: () => string[];
   /** The L7 data plane (HAProxy) for VIPs with `mode: "http"`; absent: such VIPs are refused. */
   l7?: L7Engine;
+  /** The probe helper answers (for the metric; absent in tests). */
+  helperUp?: () => boolean;
   /** This node's own addresses (all but `vipAddresses`) and sockets: a VIP that would capture one is refused. */
   local?: (vipAddresses: Iterable<string>) => { addresses: ReadonlySet<string>; sockets: readonly LocalSocket[] };
 }
@@ -838,6 +840,15 @@ export class SlbService {
     if (this.l7Failed) l7.push(`L7 VIPs not applied (HAProxy keeps what it ran; L4 VIPs are not affected): ${this.l7Failed}`);
     if (!this.deps.l7 && this.vipList.some(isL7)) l7.push(`HAProxy is not available on this node: ${this.vipList.filter(isL7).length} L7 VIPs are not served`);
     return [...starting, ...(this.saveError ? [this.saveError] : []), ...panics, ...l7, ...(this.deps.alarms?.() ?? [])];
+  }
+
+  /** For the metrics: whether the probe helper answers, and whether HAProxy runs (null: not on this node). */
+  helperUp(): boolean | null {
+    return this.deps.helperUp ? this.deps.helperUp() : null;
+  }
+
+  haproxyUp(): boolean | null {
+    return this.deps.l7 ? this.deps.l7.status().running === true : null;
   }
 
   status() {

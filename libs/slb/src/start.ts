@@ -82,6 +82,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     alarms: () => helperAlarms(helper),
     l7,
     local: localServices,
+    helperUp: () => helper.status().up,
   });
   // A VIP in the config that would capture one of this node's services: refused before anything touches the kernel.
   try {
