@@ -2,6 +2,7 @@
 // GET /sessions, keep forwarding while Redis is down, and catch up after it restarts.
 import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, ready } from '@fwlb/session-table';
 import { drive, ECHO_PORT, REPO } from '@fwlb/lab';
@@ -82,6 +83,24 @@ t.test('session table in the sandwich', async (t) => {
     t.match(ctl('slb', 'member', 'drain', 'echo', `${rip}:${ECHO_PORT}`), { state: 'drain', slots: 0 }, 'a member drained through fwlbctl');
     t.match(ctl('slb', 'member', 'enable', 'echo', `${rip}:${ECHO_PORT}`), { state: 'enabled' });
     t.equal((await longs).long.broken, 0);
+    // A VIP created, edited and deleted from a YAML file through fwlbctl; clients reach it in between.
+    const file = join(lab.t.opts.runDir, 'extra-vip.yaml');
+    const rips = lab.t.hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
+    const yaml = (members: string[]) => ['id: extra', 'address: 203.0.113.150', `port: ${ECHO_PORT}`, 'protocol: tcp', 'timers: { interval: 200, response: 100, retries: 2, rise: 1 }', 'members:', ...members.map((a) => `  - { address: ${a}, port: ${ECHO_PORT} }`), ''].join('\n');
+    writeFileSync(file, yaml([rips[0]]));
+    t.match(ctl('slb', 'vip', 'create', file), { id: 'extra', address: '203.0.113.150' }, 'created from YAML');
+    writeFileSync(file, yaml(rips));
+    t.equal(ctl('slb', 'vip', 'edit', 'extra', file).members.length, rips.length, 'edited: every server a member');
+    let up = 0;
+    for (let i = 0; i < 30 && up < rips.length; i++) {
+      await sleep(200);
+      up = ctl('slb', 'vip', 'show', 'extra').members.filter((m: any) => m.health.up).length;
+    }
+    t.equal(up, rips.length, 'its members came up');
+    const through = await drive(lab, 'c1', { short: { targets: [`203.0.113.150:${ECHO_PORT}`], count: 30, concurrency: 3 } });
+    t.equal(through.short.failed, 0, '30 connections through the new VIP');
+    t.same(ctl('slb', 'vip', 'delete', 'extra'), { deleted: 'extra' });
+    t.notOk((await lab.api('slb', 'GET', '/vips')).body.some((v: any) => v.id === 'extra'), 'deleted');
   });
 
   await t.test('the admin state is shared: a firewall disabled on one node is out on both, across restarts', async (t) => {

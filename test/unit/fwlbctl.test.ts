@@ -1,8 +1,9 @@
 // Unit: fwlbctl against real HTTP servers on unix sockets (the balancer and SLB apps over fake kernels): commands,
 // tables, --json, and exit codes that say what failed.
 import { t } from 'tap';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateBalancerConfig } from '@fwlb/config';
@@ -21,7 +22,7 @@ const ctl = (args: string[], env: NodeJS.ProcessEnv = {}) =>
 const dir = mkdtempSync(join(tmpdir(), 'fwlbctl-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-t.test('--help and --version answer without a node, exit 0; an unknown command is a usage error, exit 2', async (t) => {
+t.test('--help and --version answer without a node, exit 0; an unknown command is a usage error, exit 3 (Nagios UNKNOWN)', async (t) => {
   for (const h of ['--help', '-h', 'help']) {
     const r = await ctl([h]);
     t.equal(r.status, 0, `${h}: exit 0`);
@@ -30,7 +31,9 @@ t.test('--help and --version answer without a node, exit 0; an unknown command i
   const v = await ctl(['--version']);
   t.same([v.status, v.stdout.trim()], [0, 'fwlbctl 0.1.0']);
   const bad = await ctl(['frobnicate']);
-  t.same([bad.status, /unknown command "frobnicate"/.test(bad.stderr)], [2, true]);
+  t.same([bad.status, /unknown command "frobnicate"/.test(bad.stderr)], [3, true]);
+  const one = await ctl(['help', 'member']);
+  t.same(one.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).slice(0, 2).join(' ')), ['member add', 'member remove|drain|enable', 'member weight'], 'help COMMAND: that command\'s lines');
 });
 
 t.test('table pads columns', async (t) => {
@@ -56,8 +59,8 @@ t.test('against a balancer API', async (t) => {
   t.match(off.json, { id: 'fw2', enabled: false, live: false, buckets: 0 });
   t.match((await run({ api }, ['firewalls'])).text, /^fw2\s.*\sfw1:\d+ fw3:\d+/m, "the table shows where fw2's buckets went");
   await t.rejects(run({ api, token: TOKEN }, ['firewall', 'disable', 'fw9']), { code: 'FWLB_NO_SUCH_FIREWALL', exit: 1 });
-  await t.rejects(run({ api }, ['frobnicate']), { code: 'FWLBCTL_USAGE', exit: 2 });
-  await t.rejects(run({ api: `unix:${join(dir, 'nobody.sock')}` }, ['status']), { code: 'FWLBCTL_UNREACHABLE', exit: 4 });
+  await t.rejects(run({ api }, ['frobnicate']), { code: 'FWLBCTL_USAGE', exit: 3 });
+  await t.rejects(run({ api: `unix:${join(dir, 'nobody.sock')}` }, ['status']), { code: 'FWLBCTL_UNREACHABLE', exit: 2 });
   // The binary: --json output parses, exit codes come through.
   const bin = await ctl(['--api', api, '--json', 'status']);
   t.equal(bin.status, 0, bin.stderr);
@@ -68,11 +71,11 @@ t.test('against a balancer API', async (t) => {
   t.equal(healthy.stdout.trim(), 'outside: ok');
   alarm = 'probe helper down';
   const degraded = await ctl(['--api', api, 'health']);
-  t.equal(degraded.status, 3, 'degraded: exit 3');
+  t.equal(degraded.status, 1, 'degraded: exit 1 (WARNING)');
   t.match(degraded.stderr, /degraded: probe helper down/);
   alarm = null;
-  t.equal((await ctl(['--api', `unix:${join(dir, 'nobody.sock')}`, 'health'])).status, 4, 'no answer: exit 4');
-  t.equal((await ctl(['--api', api, 'health', '--timeout', '0'])).status, 2, 'a bad timeout: usage');
+  t.equal((await ctl(['--api', `unix:${join(dir, 'nobody.sock')}`, 'health'])).status, 2, 'no answer: exit 2 (CRITICAL)');
+  t.equal((await ctl(['--api', api, 'health', '--timeout', '0'])).status, 3, 'a bad timeout: usage (UNKNOWN)');
   const refused = await ctl(['--api', api, 'firewall', 'enable', 'fw2'], { FWLB_TOKEN: 'wrong' });
   t.equal(refused.status, 1);
   t.match(refused.stderr, /FWLB_UNAUTHORIZED/);
@@ -126,4 +129,66 @@ t.test('sessions: IPv6 ends print as [addr]:port, and --addr takes any spelling 
   t.match(out.text, /^\[2001:db8:c::11\]:40000\s+\[2001:db8:20::12\]:7007\s+tcp\s+fw2\s+ob/m, 'each end as [addr]:port');
   t.same(asked, ['2001:db8:c::11'], 'the node looked the address up in its canonical form');
   await t.rejects(run({ api: `unix:${sock}` }, ['sessions', '--addr', '2001:db8::g']), { code: 'FWLB_BAD_REQUEST', exit: 1 }, 'a malformed address is refused');
+});
+
+t.test('VIPs from a JSON or YAML file: create, show, edit, delete; `fwlbctl slb` finds the SLB from $FWLB_SLB_API', async (t) => {
+  const { s, app } = setup();
+  await s.start();
+  const sock = join(dir, 'slb-vips.sock');
+  await app.listen({ path: sock });
+  t.teardown(() => app.close());
+  const env = { FWLB_SLB_API: `unix:${sock}`, FWLB_TOKEN: TOKEN, FWLB_API: 'http://127.0.0.1:1' };
+  const yamlFile = join(dir, 'dns.yaml');
+  writeFileSync(yamlFile, ['id: dns', 'address: 2001:db8:5::53', 'port: 53', 'protocol: udp', 'members:', '  - { address: "2001:db8:20::11", port: 53 }', ''].join('\n'));
+  const made = await ctl(['slb', 'vip', 'create', yamlFile], env);
+  t.equal(made.status, 0, made.stderr);
+  t.match(made.stdout, /^dns: \[2001:db8:5::53\]:53\/udp, 1 members \(created\)/);
+  t.ok(s.vips().some((v) => v.id === 'dns'), 'in the SLB');
+  const jsonFile = join(dir, 'dns.json');
+  writeFileSync(jsonFile, JSON.stringify({ id: 'dns', address: '2001:db8:5::53', port: 53, protocol: 'udp', members: [{ address: '2001:db8:20::11', port: 53 }, { address: '2001:db8:20::12', port: 53, weight: 2 }] }));
+  const edited = await ctl(['slb', 'vip', 'edit', 'dns', jsonFile], env);
+  t.equal(edited.status, 0, edited.stderr);
+  t.match(edited.stdout, /\(replaced\)\n.*\n\[2001:db8:20::11\]:53\s+1\s+enabled[\s\S]*\[2001:db8:20::12\]:53\s+2\s+enabled/);
+  const shown = await ctl(['slb', '--json', 'vip', 'show', 'dns'], env);
+  t.same(JSON.parse(shown.stdout).members.map((m: any) => m.weight), [1, 2]);
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, 'id: web\naddress: 203.0.113.100\nport: 80\nprotocol: tcp\nmembers: []\n');
+  const refused = await ctl(['slb', 'vip', 'create', bad], env);
+  t.same([refused.status, /FWLB_.*exists/i.test(refused.stderr)], [1, true], `refused by the SLB (WARNING), its reason printed: ${refused.stderr}`);
+  t.equal((await ctl(['slb', 'vip', 'create', join(dir, 'none.yaml')], env)).status, 3, 'a missing file: UNKNOWN');
+  writeFileSync(bad, '{ not json');
+  t.match((await ctl(['slb', 'vip', 'create', bad], env)).stderr, /neither JSON nor YAML/);
+  const gone = await ctl(['slb', 'vip', 'delete', 'dns'], env);
+  t.same([gone.status, gone.stdout.trim()], [0, 'dns deleted']);
+  t.notOk(s.vips().some((v) => v.id === 'dns'));
+  t.equal((await ctl(['vips'], env)).status, 2, 'without `slb`, the balancer API ($FWLB_API) is asked: here nobody answers, CRITICAL');
+});
+
+t.test('bash completion: commands, subcommands, and files for vip create', async (t) => {
+  const script = (await ctl(['completion', 'bash'])).stdout;
+  t.match(script, /complete -F _fwlbctl fwlbctl/);
+  const complete = (words: string[]) => {
+    const r = spawnSync('bash', ['-c', `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _fwlbctl; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8', cwd: dir });
+    return r.stdout.trim();
+  };
+  t.equal(complete(['fwlbctl', 'vi']), 'vips vip');
+  t.equal(complete(['fwlbctl', 'slb', 'vip', 'c']), 'create');
+  t.equal(complete(['fwlbctl', '--api', 'unix:/x', 'member', 'd']), 'drain');
+  t.equal(complete(['fwlbctl', 'vip', 'create', 'dns.y']), 'dns.yaml', 'a file name');
+});
+
+t.test("https with --ca: the node's certificate is checked against the CA file", async (t) => {
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+  t.equal(gen.status, 0, gen.stderr);
+  const server = https.createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ status: 'ok', role: 'outside' })));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const api = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const good = await ctl(['--api', api, '--ca', cert, 'health']);
+  t.same([good.status, good.stdout.trim()], [0, 'outside: ok'], good.stderr);
+  const unknownCa = await ctl(['--api', api, 'health']);
+  t.equal(unknownCa.status, 2, 'without the CA the certificate is not trusted: no answer, CRITICAL');
+  t.match(unknownCa.stderr, /self.signed|certificate/i);
 });

@@ -1,11 +1,20 @@
 // The REST client of fwlbctl: one request to a node's API over TCP or a unix socket; I/O layer of apps/fwlbctl.
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 export interface Target {
-  /** `http://host:port` or `unix:/path/to/api.sock`. */
+  /** `http://host:port`, `https://host:port` or `unix:/path/to/api.sock`. */
   api: string;
   token?: string;
+  /** PEM of the CA that signed an https API's certificate (else the system's CAs). */
+  ca?: string;
 }
+
+/**
+ * Exit codes, the Nagios plugin convention, the same for every command: 0 OK; 1 WARNING, the node answered but
+ * refused or is degraded; 2 CRITICAL, no answer; 3 UNKNOWN, the command line is wrong.
+ */
+export const EXIT = { ok: 0, warning: 1, critical: 2, unknown: 3 } as const;
 
 export interface Answer {
   status: number;
@@ -22,11 +31,12 @@ export class CtlError extends Error {
 export function request(t: Target, method: string, path: string, body?: unknown, timeoutMs = 10000): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
+    const tls = t.api.startsWith('https:');
     const where = t.api.startsWith('unix:') ? { socketPath: t.api.slice(5) } : (() => {
       const u = new URL(t.api);
-      return { host: u.hostname, port: Number(u.port || 80) };
+      return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port || (tls ? 443 : 80)), ...(tls && t.ca ? { ca: t.ca } : {}) };
     })();
-    const req = http.request({ ...where, method, path, timeout: timeoutMs, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...(t.token ? { authorization: `Bearer ${t.token}` } : {}) } }, (res) => {
+    const req = (tls ? https : http).request({ ...where, method, path, timeout: timeoutMs, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...(t.token ? { authorization: `Bearer ${t.token}` } : {}) } }, (res) => {
       let s = '';
       res.on('data', (d) => (s += d));
       res.on('end', () => {
@@ -39,8 +49,8 @@ export function request(t: Target, method: string, path: string, body?: unknown,
         resolve({ status: res.statusCode ?? 0, body: parsed });
       });
     });
-    req.on('timeout', () => req.destroy(new CtlError('FWLBCTL_TIMEOUT', `no answer from ${t.api} within ${timeoutMs} ms`, 4)));
-    req.on('error', (e) => reject(e instanceof CtlError ? e : new CtlError('FWLBCTL_UNREACHABLE', `cannot reach ${t.api}: ${e.message}`, 4)));
+    req.on('timeout', () => req.destroy(new CtlError('FWLBCTL_TIMEOUT', `no answer from ${t.api} within ${timeoutMs} ms`, EXIT.critical)));
+    req.on('error', (e) => reject(e instanceof CtlError ? e : new CtlError('FWLBCTL_UNREACHABLE', `cannot reach ${t.api}: ${e.message}`, EXIT.critical)));
     req.end(data);
   });
 }

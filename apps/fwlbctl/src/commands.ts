@@ -1,6 +1,8 @@
 // fwlbctl's commands: arguments to one or two API requests, and answers to tables; pure apart from `request`.
+import { readFileSync } from 'node:fs';
 import { hostPort, splitHostPort } from '@fwlb/flowhash';
-import { Answer, CtlError, request, Target } from './client';
+import { parse as parseYaml } from 'yaml';
+import { Answer, CtlError, EXIT, request, Target } from './client';
 
 export interface Output {
   /** What --json prints. */
@@ -9,22 +11,75 @@ export interface Output {
   text: string;
 }
 
-export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--token-file F] [--json] COMMAND
-  help, --help, -h                        this text
+export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--ca PEM] [--token-file F] [--json] COMMAND
+       fwlbctl slb COMMAND                the SLB's API: --api, else $FWLB_SLB_API, else http://127.0.0.1:8481
+  help, --help, -h [COMMAND]              this text, or a command's lines of it
   --version                               fwlbctl's version
+  completion bash                         a bash completion script (source it, or put it in /etc/bash_completion.d)
   status                                  the node: role, alarms, firewalls, epoch
-  health [--timeout MS]                   exit 0 ok, 3 degraded (alarms printed), 4 no answer: for keepalived's track_script
+  health [--timeout MS]                   exit 0 ok, 1 degraded (alarms printed), 2 no answer: for keepalived's track_script and Nagios
   firewalls                               list the firewalls
   firewall disable|enable ID              take a firewall out of new sessions, or back
   sessions [--addr A] [--port P] [--firewall ID] [--limit N]
   sessions count
   vips                                    list the VIPs (SLB)
+  vip show ID                             one VIP, its members and counters
+  vip create FILE                         a VIP from a JSON or YAML file (- for stdin)
+  vip edit ID FILE                        replace a VIP with the file's
+  vip delete ID                           delete a VIP
   members VIP                             list a VIP's members
   member add VIP ADDR:PORT [--weight W] [--pool P]   (--pool: the pool of an L7 VIP)
   member remove|drain|enable VIP ADDR:PORT
   member weight VIP ADDR:PORT W
   metrics                                 the fwlb_ lines of /metrics
-exit: 0 done, 1 refused by the node (its error code is printed), 2 usage, 3 degraded (health), 4 node unreachable`;
+exit (Nagios): 0 OK; 1 WARNING, refused by the node (its error code is printed) or degraded; 2 CRITICAL, the node does not answer; 3 UNKNOWN, usage`;
+
+const COMMANDS = ['help', 'completion', 'status', 'health', 'firewalls', 'firewall', 'sessions', 'vips', 'vip', 'members', 'member', 'metrics', 'slb'];
+const SUBCOMMANDS: Record<string, string[]> = { firewall: ['disable', 'enable'], sessions: ['count'], vip: ['show', 'create', 'edit', 'delete'], member: ['add', 'remove', 'drain', 'enable', 'weight'], completion: ['bash'] };
+
+/** The bash completion script: commands, their subcommands, and file names where a command takes a file. */
+export function bashCompletion(): string {
+  const subs = Object.entries(SUBCOMMANDS).map(([c, s]) => `    ${c}) words="${s.join(' ')}" ;;`).join('\n');
+  return `# bash completion for fwlbctl
+_fwlbctl() {
+  local cur=\${COMP_WORDS[COMP_CWORD]} i=1 cmd words
+  while [ $i -lt $COMP_CWORD ]; do
+    case \${COMP_WORDS[i]} in
+      --api|--token-file|--ca|--timeout) i=$((i + 2)); continue ;;
+      --json) i=$((i + 1)); continue ;;
+      slb) i=$((i + 1)); continue ;;
+    esac
+    cmd=\${COMP_WORDS[i]}; break
+  done
+  if [ -z "$cmd" ]; then
+    COMPREPLY=($(compgen -W "${COMMANDS.join(' ')} --api --token-file --ca --json --version" -- "$cur")); return
+  fi
+  case "$cmd" in
+${subs}
+    *) words="" ;;
+  esac
+  if [ "$cmd" = vip ] && [ $COMP_CWORD -gt $((i + 1)) ]; then COMPREPLY=($(compgen -f -- "$cur")); return; fi
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -F _fwlbctl fwlbctl
+`;
+}
+
+/** A VIP document from a JSON or YAML file (`-`: standard input). */
+function vipFile(path: string | undefined): unknown {
+  if (!path) usage('vip create FILE | vip edit ID FILE');
+  let text: string;
+  try {
+    text = readFileSync(path === '-' ? 0 : path, 'utf8');
+  } catch (e) {
+    throw new CtlError('FWLBCTL_FILE', `cannot read ${path}: ${(e as Error).message}`, EXIT.unknown);
+  }
+  try {
+    return /^\s*[{[]/.test(text) ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new CtlError('FWLBCTL_FILE', `${path} is neither JSON nor YAML: ${(e as Error).message}`, EXIT.unknown);
+  }
+}
 
 /** Columns padded to their widest cell. */
 export function table(head: string[], rows: (string | number | boolean | null)[][]): string {
@@ -36,11 +91,11 @@ export function table(head: string[], rows: (string | number | boolean | null)[]
 function ok(a: Answer, what: string): any {
   if (a.status >= 200 && a.status < 300) return a.body;
   const code = a.body?.code ?? `HTTP_${a.status}`;
-  throw new CtlError(code, `${what}: ${code}: ${a.body?.message ?? a.body}`, 1);
+  throw new CtlError(code, `${what}: ${code}: ${a.body?.message ?? a.body}`, EXIT.warning);
 }
 
 function usage(msg: string): never {
-  throw new CtlError('FWLBCTL_USAGE', `${msg}\n${USAGE}`, 2);
+  throw new CtlError('FWLBCTL_USAGE', `${msg}\n${USAGE}`, EXIT.unknown);
 }
 
 const opt = (args: string[], name: string) => {
@@ -53,8 +108,15 @@ export async function run(t: Target, args: string[]): Promise<Output> {
   switch (cmd) {
     case 'help':
     case '--help':
-    case '-h':
-      return { json: { usage: USAGE }, text: USAGE };
+    case '-h': {
+      if (!sub) return { json: { usage: USAGE }, text: USAGE };
+      const lines = USAGE.split('\n').filter((l) => l.trimStart().startsWith(`${sub} `) || l.trimStart() === sub);
+      if (!lines.length) usage(`no command "${sub}"`);
+      return { json: { usage: lines.join('\n') }, text: lines.join('\n') };
+    }
+    case 'completion':
+      if (sub !== 'bash') usage('completion bash');
+      return { json: { script: bashCompletion() }, text: bashCompletion() };
     case 'status': {
       const [s, h] = await Promise.all([request(t, 'GET', '/status'), request(t, 'GET', '/health')]);
       const st = ok(s, 'status');
@@ -70,7 +132,7 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       const ms = Number(opt(args, '--timeout') ?? 1000);
       if (!Number.isInteger(ms) || ms < 1 || ms > 60000) usage('health [--timeout MS] (1..60000)');
       const h = ok(await request(t, 'GET', '/health', undefined, ms), 'health');
-      if (h.status !== 'ok') throw new CtlError('FWLBCTL_DEGRADED', `${h.status}: ${(h.alarms ?? []).join('; ') || h.lastError || 'no reason given'}`, 3);
+      if (h.status !== 'ok') throw new CtlError('FWLBCTL_DEGRADED', `${h.status}: ${(h.alarms ?? []).join('; ') || h.lastError || 'no reason given'}`, EXIT.warning);
       return { json: h, text: `${h.role ?? 'slb'}: ok` };
     }
     case 'firewalls': {
@@ -99,6 +161,22 @@ export async function run(t: Target, args: string[]): Promise<Output> {
     case 'vips': {
       const vs = ok(await request(t, 'GET', '/vips'), 'vips');
       return { json: vs, text: table(['vip', 'address', 'port', 'proto', 'sched', 'members up', 'new sessions'], vs.map((v: any) => [v.id, v.address, v.port, v.protocol, v.scheduler, `${v.members.filter((m: any) => m.health.up).length}/${v.members.length}`, v.counters.newSessions])) };
+    }
+    case 'vip': {
+      const id = rest[0];
+      if (sub === 'create') {
+        const v = ok(await request(t, 'POST', '/vips', vipFile(id)), 'vip create');
+        return { json: v, text: `${v.id}: ${hostPort(v.address, v.port)}/${v.protocol}, ${v.members.length} members (created)` };
+      }
+      if (!id || !['show', 'edit', 'delete'].includes(sub ?? '')) usage('vip show|edit|delete ID ...');
+      const path = `/vips/${encodeURIComponent(id)}`;
+      if (sub === 'delete') {
+        ok(await request(t, 'DELETE', path), `vip delete ${id}`);
+        return { json: { deleted: id }, text: `${id} deleted` };
+      }
+      const v = ok(await request(t, sub === 'edit' ? 'PUT' : 'GET', path, sub === 'edit' ? vipFile(rest[1]) : undefined), `vip ${sub} ${id}`);
+      const head = `${v.id}: ${hostPort(v.address, v.port)}/${v.protocol} ${v.mode ?? 'l4'} ${v.scheduler}, ${v.counters?.newSessions ?? 0} new sessions${sub === 'edit' ? ' (replaced)' : ''}`;
+      return { json: v, text: `${head}\n${table(['member', 'weight', 'state', 'up', 'slots'], v.members.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health?.up ?? null, m.slots ?? null]))}` };
     }
     case 'members': {
       if (!sub) usage('members VIP');

@@ -2,7 +2,7 @@
 // fwlbctl: the command-line client of a node's REST API (balancer or SLB); the only place that touches process.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CtlError } from './client';
+import { CtlError, EXIT } from './client';
 import { run } from './commands';
 
 async function main(): Promise<void> {
@@ -20,13 +20,19 @@ async function main(): Promise<void> {
   };
   const json = argv.includes('--json');
   if (json) argv.splice(argv.indexOf('--json'), 1);
-  const api = take('--api') ?? process.env.FWLB_API ?? 'http://127.0.0.1:8480';
+  // `fwlbctl slb ...`: the SLB's API without naming it each time.
+  const slb = argv[0] === 'slb';
+  if (slb) argv.shift();
+  const api = take('--api') ?? (slb ? process.env.FWLB_SLB_API ?? 'http://127.0.0.1:8481' : process.env.FWLB_API ?? 'http://127.0.0.1:8480');
   const tokenFile = take('--token-file');
-  const token = tokenFile ? readFileSync(tokenFile, 'utf8').trim() : process.env.FWLB_TOKEN;
+  const caFile = take('--ca');
   try {
-    const out = await run({ api, token }, argv);
+    const token = tokenFile ? readFileSync(tokenFile, 'utf8').trim() : process.env.FWLB_TOKEN;
+    const ca = caFile ? readFileSync(caFile, 'utf8') : undefined;
+    const out = await run({ api, token, ca }, argv);
     console.log(json ? JSON.stringify(out.json, null, 2) : out.text);
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'EACCES') e = new CtlError('FWLBCTL_FILE', (e as Error).message, EXIT.unknown);
     if (e instanceof CtlError) {
       console.error(json ? JSON.stringify({ code: e.code, message: e.message }) : `fwlbctl: ${e.message}`);
       process.exit(e.exit);

@@ -6,3 +6,4 @@ export * from './slb-schema';
 export * from './validate-slb';
 export * from './check-problems';
 export * from './address-class';
+export * from './reference';
