@@ -3,7 +3,7 @@ import type { Logger } from './log';
 import Fastify, { FastifyInstance, FastifyRequest, LogController } from 'fastify';
 import { openApiDocument, RouteDoc } from './openapi';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { ADDRESS_FORMATS, ConfigError } from '@fwlb/config';
 import { ApiError, CommonErrors } from './api-error';
@@ -46,6 +46,8 @@ export function jsonDepth(v: unknown, limit = Infinity): number {
 /** One audit record per mutation, accepted or refused. */
 export interface AuditRecord {
   audit: true;
+  /** Set when the record could not go to $FWLB_AUDIT_LOG and went to standard output instead: why. */
+  auditLogError?: string;
   at: string;
   method: string;
   route: string;
@@ -81,6 +83,23 @@ const capped = (v: unknown): unknown => {
 export type AuditSink = (r: AuditRecord) => void;
 export const stdoutAudit: AuditSink = (r) => process.stdout.write(JSON.stringify(r) + '\n');
 
+/**
+ * Where audit records go: the file named by $FWLB_AUDIT_LOG (appended, one JSON line each; the audit trail apart from
+ * the log, for its own retention), else standard output with the log. Appended synchronously: a mutation's 2xx is
+ * sent after its record is written.
+ */
+export function auditSink(path = process.env.FWLB_AUDIT_LOG): AuditSink {
+  if (!path) return stdoutAudit;
+  return (r) => {
+    try {
+      appendFileSync(path, JSON.stringify(r) + '\n', { mode: 0o640 });
+    } catch (e) {
+      // Never lost, never a failed request: the record goes to standard output, with why.
+      stdoutAudit({ ...r, auditLogError: `${path}: ${(e as Error).message}` });
+    }
+  };
+}
+
 function actorOf(req: FastifyRequest): string {
   const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
   return m && (req as { fwlbAuthorized?: boolean }).fwlbAuthorized ? `token:${createHash('sha256').update(m[1]).digest('hex').slice(0, 8)}` : 'anonymous';
@@ -104,7 +123,7 @@ export function routesOf(app: FastifyInstance): string[] {
  * `logger`: the node's pino logger (every request is logged, one line at info when it completes: method, url,
  * status, ms; FWLB_LOG_LEVEL=warn turns it off), true for fastify's own, or false for none (the unit tests).
  */
-export function createApi(logger: boolean | Logger = false, audit: AuditSink = stdoutAudit, doc?: ApiDoc): FastifyInstance {
+export function createApi(logger: boolean | Logger = false, audit: AuditSink = auditSink(), doc?: ApiDoc): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
   const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false, formats: ADDRESS_FORMATS } };
   const app = (

@@ -1,6 +1,8 @@
 // The node processes' log: pino, one JSON object per line (time, level, prog, node, msg, and fields), so it can be
 // shipped and queried; on a terminal, one readable line each instead. Shell layer. Level from FWLB_LOG_LEVEL
-// (trace … fatal, @default info); FWLB_LOG_FORMAT=json|pretty overrides the choice made by whether stdout is a TTY.
+// (trace … fatal, @default info); FWLB_LOG_FORMAT=json|pretty|journal overrides the choice made by whether stdout is
+// a TTY or, under systemd, the journal ($JOURNAL_STREAM): there each line starts with its syslog priority.
+import { fstatSync } from 'node:fs';
 import pino, { Logger } from 'pino';
 
 export type { Logger };
@@ -9,9 +11,37 @@ type Dest = { write(s: string): void };
 
 export function nodeLogger(prog: string, node: string, level = process.env.FWLB_LOG_LEVEL ?? 'info', dest?: Dest): Logger {
   const opts = { base: { prog, node }, level, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label: string) => ({ level: label }) } };
-  const format = process.env.FWLB_LOG_FORMAT ?? (process.stdout.isTTY && !dest ? 'pretty' : 'json');
+  const format = process.env.FWLB_LOG_FORMAT ?? (dest ? 'json' : stdoutIsJournal() ? 'journal' : process.stdout.isTTY ? 'pretty' : 'json');
   const out = dest ?? process.stdout;
-  return pino(opts, format === 'pretty' ? prettyDest(out) : out);
+  return pino(opts, format === 'pretty' ? prettyDest(out) : format === 'journal' ? journalDest(out) : out);
+}
+
+/**
+ * Whether standard output is the journal: $JOURNAL_STREAM names its device and inode (systemd.exec(5)). Compared,
+ * because a child whose output is a pipe inherits the variable too.
+ */
+export function stdoutIsJournal(env = process.env.JOURNAL_STREAM): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(1);
+    return String(st.dev) === m[1] && String(st.ino) === m[2];
+  } catch {
+    return false;
+  }
+}
+
+/** syslog priorities of pino's levels, as journald reads them from a `<N>` prefix (SyslogLevelPrefix). */
+export const JOURNAL_PRIORITY: Record<string, number> = { trace: 7, debug: 7, info: 6, warn: 4, error: 3, fatal: 2 };
+
+/** A destination that prefixes each JSON line with its level's syslog priority, so journald files it under it. */
+export function journalDest(out: Dest): Dest {
+  return {
+    write(line: string) {
+      const level = /"level":"([a-z]+)"/.exec(line)?.[1];
+      out.write(`<${JOURNAL_PRIORITY[level ?? ''] ?? 6}>${line}`);
+    },
+  };
 }
 
 const LEVEL_WIDTH = 5;
