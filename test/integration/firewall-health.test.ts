@@ -74,6 +74,8 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   });
   t.ok(onOthers >= 10, `${onOthers} long-lived streams crossed fw1 or fw3`);
   t.same(brokenElsewhere, [], 'no stream on fw1 or fw3 broke through the failure and the return');
+  // What the outside node held when a stream could not connect (ENETUNREACH: a SYN left without a firewall's mark).
+  if (brokenElsewhere.length) t.comment(inNs(lab.ns('ob'), ['nft', 'list', 'map', 'inet', 'fwlb', 'buckets']) + inNs(lab.ns('ob'), ['ip', 'rule']) + (lab.nodes.outside?.log ?? []).slice(-30).join('\n'));
   const on6: string[] = [];
   const broken6: string[] = [];
   (await longs6).forEach((r, i) => {

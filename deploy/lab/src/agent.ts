@@ -102,13 +102,17 @@ function shortConn(target: string, id: number, timeoutMs: number, localPort?: nu
   return new Promise((res) => {
     const [host, port] = hp(target);
     const s = net.connect({ host, port, ...(localPort ? { localPort } : {}) });
+    // The local port once the SYN is on its way (the connect runs in a tick net.connect queued first), so that a
+    // connection that fails to connect is reported with it.
+    let bound = 0;
+    process.nextTick(() => (bound = s.localPort ?? 0));
     const msg = `short ${id}\n`;
     let got = '';
     const t = setTimeout(() => finish('timeout'), timeoutMs);
     function finish(err: string | null) {
       clearTimeout(t);
       s.removeAllListeners('data');
-      const local = s.localPort ?? 0;
+      const local = s.localPort ?? bound;
       if (err) s.destroy();
       res({ err, port: local });
     }
@@ -128,6 +132,7 @@ function longConn(target: string, id: number, durationMs: number, intervalMs: nu
   return new Promise((res) => {
     const [host, dport] = hp(target);
     const s = net.connect({ host, port: dport, ...(localPort ? { localPort } : {}) });
+    process.nextTick(() => (port ||= s.localPort ?? 0));
     let seq = 0;
     let expect = '';
     let got = '';
