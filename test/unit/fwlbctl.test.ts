@@ -81,12 +81,18 @@ t.test('against a balancer API', async (t) => {
   t.match(refused.stderr, /FWLB_UNAUTHORIZED/);
 });
 
-t.test('against an SLB API', async (t) => {
+/** The SLB API over a fake kernel, started and listening on a unix socket of its own (closed after the test). */
+async function slbOnSocket(t: { teardown(f: () => unknown): void }, name: string) {
   const { s, app } = setup();
   await s.start();
-  const sock = join(dir, 'slb.sock');
+  const sock = join(dir, name);
   await app.listen({ path: sock });
   t.teardown(() => app.close());
+  return { s, sock };
+}
+
+t.test('against an SLB API', async (t) => {
+  const { s, sock } = await slbOnSocket(t, 'slb.sock');
   const api = `unix:${sock}`;
   t.match((await run({ api }, ['vips'])).text, /web\s+203\.0\.113\.100\s+80\s+tcp\s+rr\s+2\/2/);
   const drained = await run({ api, token: TOKEN }, ['member', 'drain', 'web', '10.20.0.11:8080']);
@@ -132,11 +138,7 @@ t.test('sessions: IPv6 ends print as [addr]:port, and --addr takes any spelling 
 });
 
 t.test('VIPs from a JSON or YAML file: create, show, edit, delete; `fwlbctl slb` finds the SLB from $FWLB_SLB_API', async (t) => {
-  const { s, app } = setup();
-  await s.start();
-  const sock = join(dir, 'slb-vips.sock');
-  await app.listen({ path: sock });
-  t.teardown(() => app.close());
+  const { s, sock } = await slbOnSocket(t, 'slb-vips.sock');
   const env = { FWLB_SLB_API: `unix:${sock}`, FWLB_TOKEN: TOKEN, FWLB_API: 'http://127.0.0.1:1' };
   const yamlFile = join(dir, 'dns.yaml');
   writeFileSync(yamlFile, ['id: dns', 'address: 2001:db8:5::53', 'port: 53', 'protocol: udp', 'members:', '  - { address: "2001:db8:20::11", port: 53 }', ''].join('\n'));

@@ -78,9 +78,11 @@ export function memberKeyOf(text: string): string {
 
 /** The VIP and its members with their addresses in canonical form (IPv6 per RFC 5952), so that keys compare. */
 function canonicalVip(v: VipConfig): VipConfig {
-  const c = (a: string) => canonicalOrNull(a) ?? a;
-  return { ...v, address: c(v.address), members: v.members.map((m) => ({ ...m, address: c(m.address) })) };
+  return { ...v, address: canonicalOr(v.address), members: v.members.map((m) => ({ ...m, address: canonicalOr(m.address) })) };
 }
+
+/** An address in canonical form; anything that is not one as given (the schema has refused it already). */
+const canonicalOr = (a: string) => canonicalOrNull(a) ?? a;
 
 function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): ResolvedVip | null {
   const v = canonicalVip(given);
@@ -243,7 +245,7 @@ function crossChecks(vips: readonly VipConfig[], at: (i: number) => string, prob
   vips.forEach((v, i) => {
     if (ids.has(v.id)) problems.push({ field: `${at(i)}/id`, message: `duplicate VIP id "${v.id}" (also ${at(ids.get(v.id)!)}/id)` });
     else ids.set(v.id, i);
-    const l = `${hostPort(canonicalOrNull(v.address) ?? v.address, v.port)}/${v.protocol}`;
+    const l = `${hostPort(canonicalOr(v.address), v.port)}/${v.protocol}`;
     const other = listeners.get(l);
     if (other !== undefined) problems.push({ field: `${at(i)}`, message: `overlaps VIP "${vips[other].id}" on ${l}` });
     else listeners.set(l, i);
@@ -283,7 +285,7 @@ export function validateVip(body: unknown, others: readonly Pick<VipConfig, 'id'
   if (!checkVip()(copy)) throw new ConfigError(problemsOf(checkVip().errors), source);
   const v = copy as VipConfig;
   const problems: FieldProblem[] = [];
-  const address = canonicalOrNull(v.address) ?? v.address;
+  const address = canonicalOr(v.address);
   for (const o of others) {
     if (o.id === v.id) problems.push({ field: '/id', message: `VIP "${v.id}" exists` });
     else if (o.address === address && o.port === v.port && o.protocol === v.protocol) {

@@ -43,10 +43,10 @@ export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
     },
     apply: (cmds) => nft.apply(cmds),
     declare: (f) => nft.applyText(declarationsText(table, f)),
+    // Both tables' sets in one parse: their keys carry the address, so they never collide.
     counters: async () => {
       const all = await Promise.all(SLB_FAMILIES.map((f) => nft.json(['list', 'sets', 'table', f, table])));
-      const [a, b] = all.map(parseCounterSets);
-      return { vipNew: new Map([...a.vipNew, ...b.vipNew]), memberNew: new Map([...a.memberNew, ...b.memberNew]), memberPackets: new Map([...a.memberPackets, ...b.memberPackets]) };
+      return parseCounterSets({ nftables: all.flatMap((l) => (l as { nftables?: unknown[] } | null)?.nftables ?? []) });
     },
   };
 }
@@ -481,7 +481,7 @@ export class SlbService {
     };
     try {
       for (const f of familiesInUse(want, have)) {
-        if (hasDeclarations(next[f], f) || (next[f] === null && !want.some((x) => x.family === f))) continue;
+        if (hasDeclarations(next[f], f)) continue;
         await this.deps.kernel.declare(f);
         done.push(f);
         next = { ...next, [f]: applySlbCommands(next[f], declarationsModel(this.config.table, f)) };

@@ -86,7 +86,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   });
   // A VIP in the config that would capture one of this node's services: refused before anything touches the kernel.
   try {
-    await service.refuseCaptures(config.vips, (v) => `/vips/${config.vips.indexOf(v)}/address`, typeof from === 'string' ? from : 'config');
+    await service.refuseCaptures(config.vips, (_, i) => `/vips/${i}/address`, typeof from === 'string' ? from : 'config');
   } catch (e) {
     helper.close();
     rtnl.close();
