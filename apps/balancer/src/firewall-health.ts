@@ -2,7 +2,7 @@
 // plus this node's own link to it; transitions move buckets through the reconciler. Shell layer of apps/balancer.
 import { readFileSync } from 'node:fs';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { anyOf, createChecker, HealthMonitor, helperAlarms, ProbeHelper, ProbeResult } from '@fwlb/health';
+import { anyOf, ContentMatcher, createChecker, HealthMonitor, helperAlarms, ProbeHelper, ProbeResult } from '@fwlb/health';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
 
@@ -30,9 +30,11 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
   const h = config.health;
   if (!h) return null;
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; firewall health holds its last state`) });
+  // An http-content regex runs in a worker thread, never on the thread that answers the API and reconciles.
+  const content = new ContentMatcher({ log });
   const monitors = slots(config).map((s) => {
     const fw = config.firewalls[s.index];
-    const checker = createChecker({ ...h.check, mark: s.mark }, helper);
+    const checker = createChecker({ ...h.check, mark: s.mark }, helper, { matcher: content, owner: `firewall ${fw.id}` });
     const m = new HealthMonitor({
       name: fw.id,
       // Several targets (the other side's nodes): the firewall is up while any of them answers through it.
@@ -69,11 +71,12 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
     return m;
   });
   return {
-    alarms: () => helperAlarms(helper),
+    alarms: () => [...helperAlarms(helper), ...content.alarms()],
     helperUp: () => helper.status().up,
     stop() {
       for (const m of monitors) m.stop();
       helper.close();
+      content.close();
     },
   };
 }

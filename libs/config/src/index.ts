@@ -4,6 +4,7 @@ export * from './balancer-schema';
 export * from './validate';
 export * from './slb-schema';
 export * from './validate-slb';
+export * from './check-budget';
 export * from './check-problems';
 export * from './address-class';
 export * from './reference';

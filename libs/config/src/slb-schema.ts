@@ -94,6 +94,13 @@ export interface SlbConfig {
   /** Seconds between background reads of the kernel's counters; API reads answer from memory. @default 2 */
   countersSeconds?: number;
   vips?: VipConfig[];
+  /**
+   * What this node's health checks may cost. `checksPerSecond`: the most checks per second the VIPs may ask for (each
+   * probe at its shortest period); a config or API change over it is refused. @default 10000. `regexMsPerSecond`:
+   * time per second content regexes may take, summed over every check; past it, checks of the VIPs over their share
+   * are unknown. @default 200
+   */
+  checkBudget?: { checksPerSecond?: number; regexMsPerSecond?: number };
   /** The L7 data plane: where fwlb-slb writes HAProxy's config, maps and sockets, and which binary it runs. */
   haproxy?: { dir?: string; binary?: string };
 }
@@ -200,6 +207,14 @@ export const slbSchema = {
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     countersSeconds: { type: 'number', minimum: 0.2, maximum: 3600 },
     vips: { type: 'array', maxItems: 4096, items: vipSchema },
+    checkBudget: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        checksPerSecond: { type: 'integer', minimum: 1, maximum: 1000000 },
+        regexMsPerSecond: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+    },
     haproxy: {
       type: 'object',
       additionalProperties: false,

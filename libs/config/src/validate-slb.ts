@@ -4,7 +4,8 @@ import { addressProblem } from './address-class';
 import { checkSpecProblems } from './check-problems';
 import addFormats from 'ajv-formats';
 import { canonicalOrNull, familyOf, hostPort, splitHostPort } from '@fwlb/flowhash';
-import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
+import { CheckSpec, DEFAULT_REGEX_MS_PER_SECOND, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
+import { checkDemand, DEFAULT_CHECKS_PER_SECOND, overBudget } from './check-budget';
 import { ConfigError, FieldProblem } from './errors';
 import { ADDRESS_FORMATS, problemsOf, deepFreeze, lazy } from './validate';
 import { MemberConfig, MemberState, PoolConfig, RuleConfig, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
@@ -49,6 +50,8 @@ export type ResolvedSlbConfig = Readonly<{
   resyncSeconds: number;
   countersSeconds: number;
   vips: readonly ResolvedVip[];
+  /** What the node's health checks may cost: checks per second, and regex time per second (see check-budget.ts). */
+  checkBudget: { checksPerSecond: number; regexMsPerSecond: number };
   haproxy: { dir: string; binary: string };
 }>;
 
@@ -261,6 +264,11 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
   crossChecks(vips, (i) => `/vips/${i}`, problems);
   const resolved = vips.map((v, i) => resolveVip(v, `/vips/${i}`, problems));
   if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
+  const checkBudget = { checksPerSecond: c.checkBudget?.checksPerSecond ?? DEFAULT_CHECKS_PER_SECOND, regexMsPerSecond: c.checkBudget?.regexMsPerSecond ?? DEFAULT_REGEX_MS_PER_SECOND };
+  if (!problems.length) {
+    const want = checkDemand(resolved as ResolvedVip[]);
+    if (want > checkBudget.checksPerSecond) problems.push({ field: '/vips', message: `the VIPs ${overBudget(want, checkBudget.checksPerSecond)}` });
+  }
   if (problems.length) throw new ConfigError(problems, source);
   return deepFreeze({
     name: c.name ?? SLB_DEFAULTS.name,
@@ -272,6 +280,7 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
     resyncSeconds: c.resyncSeconds ?? SLB_DEFAULTS.resyncSeconds,
     countersSeconds: c.countersSeconds ?? SLB_DEFAULTS.countersSeconds,
     vips: resolved as ResolvedVip[],
+    checkBudget,
     haproxy: { dir: c.haproxy?.dir ?? `/run/fwlb/haproxy-${c.table ?? SLB_DEFAULTS.table}`, binary: c.haproxy?.binary ?? 'haproxy' },
   });
 }

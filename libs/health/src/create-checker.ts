@@ -6,10 +6,11 @@ import type { ProbeHelper } from './probe-helper';
 import { IcmpChecker } from './icmp';
 import { TcpChecker } from './tcp';
 import { TcpHalfOpenChecker } from './tcp-half-open';
-import { HttpChecker } from './http';
+import { ContentScope, HttpChecker } from './http';
 import { HttpContentChecker } from './http-content';
 
-export function createChecker(spec: CheckSpec, helper: ProbeHelper): Checker {
+/** `content`: where an http-content regex runs (without it, on this thread under its per-match limit only). */
+export function createChecker(spec: CheckSpec, helper: ProbeHelper, content?: ContentScope): Checker {
   switch (spec.kind) {
     case 'icmp':
       return new IcmpChecker(spec, helper);
@@ -20,6 +21,6 @@ export function createChecker(spec: CheckSpec, helper: ProbeHelper): Checker {
     case 'http':
       return new HttpChecker(spec, helper);
     case 'http-content':
-      return new HttpContentChecker(spec, helper);
+      return new HttpContentChecker(spec, helper, content);
   }
 }

@@ -2,7 +2,8 @@
 import type { HttpSpec, HttpContentSpec } from './check-spec';
 import type { Checker, CheckTarget } from './checker';
 import { portOf, steerOf } from './checker';
-import { judgeHttp, HttpExpectation } from './http-response';
+import { judgeHttp, HttpExpectation, parseHttp } from './http-response';
+import type { ContentMatcher } from './content-matcher';
 import type { ProbeHelper } from './probe-helper';
 import type { ProbeResult } from './timer';
 
@@ -10,7 +11,13 @@ export function httpRequest(spec: HttpSpec | HttpContentSpec, host: string): str
   return `${spec.method ?? 'GET'} ${spec.path ?? '/'} HTTP/1.0\r\nHost: ${spec.host ?? host}\r\nUser-Agent: fwlb-health\r\nConnection: close\r\n\r\n`;
 }
 
-export async function httpProbe(spec: HttpSpec | HttpContentSpec, helper: ProbeHelper, t: CheckTarget, responseMs: number, e: HttpExpectation): Promise<ProbeResult> {
+/** Where an http-content check's regex runs, and whose budget it is charged to (a VIP, a firewall). */
+export interface ContentScope {
+  matcher: ContentMatcher;
+  owner: string;
+}
+
+export async function httpProbe(spec: HttpSpec | HttpContentSpec, helper: ProbeHelper, t: CheckTarget, responseMs: number, e: HttpExpectation, content?: ContentScope): Promise<ProbeResult> {
   const a = await helper.request({
     op: 'connect',
     target: t.address,
@@ -22,7 +29,12 @@ export async function httpProbe(spec: HttpSpec | HttpContentSpec, helper: ProbeH
     ...steerOf(spec),
   });
   if (!a.ok) return a;
-  return judgeHttp(a.data ?? '', e, a.latencyMs);
+  if (e.regex === undefined || !content) return judgeHttp(a.data ?? '', e, a.latencyMs);
+  // Status and `contains` here; the regex in the matcher's worker, under the node's budget.
+  const first = judgeHttp(a.data ?? '', { ...e, regex: undefined }, a.latencyMs);
+  if (!first.ok) return first;
+  const v = await content.matcher.match(content.owner, e.regex, parseHttp(a.data ?? '')!.body);
+  return v.ok ? first : { ...v, latencyMs: a.latencyMs };
 }
 
 export class HttpChecker implements Checker {

@@ -3,6 +3,7 @@ export * from './timer';
 export * from './check-spec';
 export * from './http-response';
 export * from './content-match';
+export * from './content-matcher';
 export * from './probe-helper';
 export * from './checker';
 export * from './create-checker';

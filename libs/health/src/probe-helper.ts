@@ -92,6 +92,10 @@ export class ProbeHelper {
   private backoff: number;
   private restartTimer: NodeJS.Timeout | null = null;
   private stuck = 0;
+  /** Requests whose backstop fired late (this thread was busy) and got a second wait. */
+  private readonly deferred = new Set<number>();
+  /** Times this thread's own lateness, not the helper, held up a backstop (see request). */
+  overloaded = 0;
   /** Requests answered `unknown` without being sent because MAX_IN_FLIGHT were in flight. */
   saturated = 0;
   readonly state: HelperStatus = { up: false, restarts: 0, lastError: null, since: Date.now() };
@@ -219,13 +223,25 @@ export class ProbeHelper {
     const id = this.nextId++;
     return new Promise((resolve) => {
       // A backstop a little past the probe's own deadline: a helper that does not answer is stuck, not the target.
+      const backstop = req.timeoutMs + 1000;
+      const armed = Date.now();
       const t = setTimeout(() => {
-        if (!this.pending.delete(id)) return;
-        resolve({ ok: false, unknown: true, reason: 'probe helper did not answer' });
-        this.setUp(false, 'did not answer (stuck)');
-        // Three unanswered requests in a row: the helper is stuck; kill it, supervision restarts it.
-        if (++this.stuck >= 3 && this.proc === proc) proc.kill('SIGKILL');
-      }, req.timeoutMs + 1000);
+        // Timers run before this loop reads its pipes: an answer that arrived while this thread was busy is read
+        // in the poll phase, which runs before setImmediate's callbacks. Only then is a missing answer the helper's.
+        setImmediate(() => {
+          if (!this.pending.has(id)) return;
+          // This thread fell behind (the timer fired late by more than half the wait): its own overload, not a stuck
+          // helper. Wait as long again, from now, before concluding anything.
+          const late = Date.now() - armed - backstop;
+          if (late > backstop / 2 && !this.deferred.has(id)) {
+            this.deferred.add(id);
+            this.overloaded++;
+            setTimeout(() => this.unanswered(id, proc, resolve), backstop).unref?.();
+            return;
+          }
+          this.unanswered(id, proc, resolve);
+        });
+      }, backstop);
       this.pending.set(id, (a) => {
         clearTimeout(t);
         resolve(a);
@@ -233,6 +249,16 @@ export class ProbeHelper {
       // sentAt: the helper answers `unknown` instead of probing when the request waited longer than its timeout.
       proc.stdin!.write(JSON.stringify({ id, ...req, sentAt: Date.now() }) + '\n');
     });
+  }
+
+  /** A request the helper did not answer within the backstop: unknown, and three in a row mean it is stuck. */
+  private unanswered(id: number, proc: ChildProcess, resolve: (a: ProbeAnswer) => void): void {
+    this.deferred.delete(id);
+    if (!this.pending.delete(id)) return;
+    resolve({ ok: false, unknown: true, reason: 'probe helper did not answer' });
+    this.setUp(false, 'did not answer (stuck)');
+    // Three unanswered requests in a row: the helper is stuck; kill it, supervision restarts it.
+    if (++this.stuck >= 3 && this.proc === proc) proc.kill('SIGKILL');
   }
 
   close(): void {

@@ -1,12 +1,13 @@
 // Real-server health for the SLB: one libs/health monitor per (RIP, port, check, timers), on one shared probe helper; shell layer of libs/slb.
-import { createChecker, HealthMonitor, ProbeHelper, ProbeResult } from '@fwlb/health';
+import { ContentMatcher, createChecker, HealthMonitor, ProbeHelper, ProbeResult } from '@fwlb/health';
 import type { MonitorFactory } from './service';
 
-export function memberMonitors(helper: ProbeHelper, onResult?: (r: ProbeResult) => void): MonitorFactory {
+/** `content`: where http-content regexes run, charged to the VIP that first asked for the probe. */
+export function memberMonitors(helper: ProbeHelper, onResult?: (r: ProbeResult) => void, content?: ContentMatcher): MonitorFactory {
   return (key, vip, member, initial, onEvent) => {
     const m = new HealthMonitor({
       name: key,
-      checker: createChecker(vip.check, helper),
+      checker: createChecker(vip.check, helper, content && { matcher: content, owner: `VIP ${vip.id}` }),
       target: { address: member.address, port: member.port },
       timers: vip.timers,
       initial,

@@ -1,6 +1,6 @@
 // Renders the SLB tier's nft objects from its VIPs and member health, one VIP at a time; pure layer of libs/slb.
 import type { ResolvedVip, ResolvedMember } from '@fwlb/config';
-import { memberKey } from '@fwlb/config';
+import { memberKey, probeKey } from '@fwlb/config';
 import { familyOf } from '@fwlb/flowhash';
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
@@ -27,18 +27,8 @@ export function healthKey(v: ResolvedVip, m: { address: string; port: number; po
   if (!keys) healthKeys.set(v, (keys = new Map()));
   const mk = memberKey(m);
   let k = keys.get(mk);
-  if (k === undefined) {
-    const { check, timers } = probeSpec(v, m);
-    const port = 'port' in check && check.port ? check.port : m.port;
-    keys.set(mk, (k = JSON.stringify([m.address, port, check, timers])));
-  }
+  if (k === undefined) keys.set(mk, (k = probeKey(v, m)));
   return k;
-}
-
-/** The check and timers a member is probed with: its L7 pool's where the pool sets them, else its VIP's. */
-export function probeSpec(v: ResolvedVip, m: { pool?: string }): Pick<ResolvedVip, 'check' | 'timers'> {
-  const p = m.pool !== undefined ? v.pools?.find((x) => x.name === m.pool) : undefined;
-  return { check: p?.check ?? v.check, timers: p?.timers ?? v.timers };
 }
 
 /** A member takes new sessions only when it is enabled (not drained) and its health is up. */

@@ -2,11 +2,11 @@
 // difference in one transaction, roll back on failure; imperative shell of libs/slb.
 import { accessSync, constants } from 'node:fs';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
-import { ConfigError, isL7, memberKey, memberKeyOf, validateVip, vipDocument } from '@fwlb/config';
+import { checkBudgetProblem, ConfigError, isL7, memberKey, memberKeyOf, probeSpec, validateVip, vipDocument } from '@fwlb/config';
 import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
 import type { NftJson, NftRunner } from '@fwlb/nft';
 import { applySlbCommands, applyTablesCommands, declarationsModel, familiesInUse, hasDeclarations, memberCounterKey, NO_TABLES, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbTables, staleCounterCommands, tablesCommands, vipKeyString } from './kernel';
-import { backendMap, declarationsText, declared, healthKey, probeSpec, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, SLB_OBJECTS, VipFragment, vipChain } from './render';
+import { backendMap, declarationsText, declared, healthKey, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, SLB_OBJECTS, VipFragment, vipChain } from './render';
 import type { HaproxyStat, L7Engine } from './haproxy';
 import { LocalSocket, vipConflict } from './local-services';
 import { backendName, DEFAULT_RULE, frontendName, L7Want, renderL7, ruleId, ruleTable, serverName } from './haproxy-render';
@@ -54,6 +54,8 @@ export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
 export interface MonitorHandle {
   readonly state: HealthState;
   readonly last: ProbeResult | null;
+  /** Set while the last check gave no verdict (helper down, content regex over budget): why. */
+  readonly unknown?: string | null;
   stop(): void;
 }
 
@@ -525,6 +527,8 @@ export class SlbService {
     const r = await this.serial(async () => {
       const next = build(this.vipList);
       if (next.length > MAX_VIPS) throw new ConfigError([{ field: '/', message: `at most ${MAX_VIPS} VIPs (the config file's limit)` }], 'request body');
+      const overBudget = checkBudgetProblem(this.vipList, next, this.config.checkBudget.checksPerSecond);
+      if (overBudget) throw new ConfigError([overBudget], 'request body');
       const nextById = new Map(next.map((v) => [v.id, v]));
       const changed = new Set<string>();
       for (const v of next) if (this.byId.get(v.id) !== v) changed.add(v.id);
@@ -761,7 +765,7 @@ export class SlbService {
         port: m.port,
         weight: m.weight,
         state: m.state,
-        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: mon?.last ?? null },
+        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: mon?.last ?? null, unknown: mon?.unknown ?? null },
         slots: n,
         counters: {
           at: this.countersAt,
@@ -785,7 +789,7 @@ export class SlbService {
         weight: m.weight,
         state: m.state,
         pool: m.pool,
-        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: this.monitors.get(k)?.last ?? null },
+        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: this.monitors.get(k)?.last ?? null, unknown: this.monitors.get(k)?.unknown ?? null },
         haproxy: st?.status ?? null,
         // No DNAT slots and no per-packet counters for L7 (HAProxy counts sessions and responses).
         slots: 0,

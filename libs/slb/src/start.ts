@@ -1,7 +1,7 @@
 // Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
 // layer of libs/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
 import { compileVipValidator, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
-import { helperAlarms, ProbeHelper } from '@fwlb/health';
+import { ContentMatcher, helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
 import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
@@ -68,6 +68,8 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
   const rtnl = Rtnl.open();
   const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`) });
+  // Content regexes run in a worker thread under the node's budget, never on this thread (the API, the reconciler).
+  const content = new ContentMatcher({ regexMsPerSecond: config.checkBudget.regexMsPerSecond, log });
   let runner: BoundedRunner | null = null;
   // HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before.
   const l7 = checks.find((c) => c.name === HAPROXY_CHECK)?.ok ? new HaproxyEngine({ paths: { dir: config.haproxy.dir }, binary: config.haproxy.binary, log }) : undefined;
@@ -75,11 +77,11 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   const service = new SlbService(config, {
     kernel: nftSlbKernel(nftCli(), config.table),
     addresses: rtnl,
-    monitors: memberMonitors(helper, (r) => service.countCheck(r)),
+    monitors: memberMonitors(helper, (r) => service.countCheck(r), content),
     save: config.stateFile ? saver(config.stateFile) : undefined,
     trigger: () => runner?.trigger(),
     log,
-    alarms: () => helperAlarms(helper),
+    alarms: () => [...helperAlarms(helper), ...content.alarms()],
     l7,
     local: localServices,
     helperUp: () => helper.status().up,
@@ -89,6 +91,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     await service.refuseCaptures(config.vips, (_, i) => `/vips/${i}/address`, typeof from === 'string' ? from : 'config');
   } catch (e) {
     helper.close();
+    content.close();
     rtnl.close();
     lock.release();
     throw e;
@@ -143,6 +146,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
       service.stop();
       l7?.stop();
       helper.close();
+      content.close();
       rtnl.close();
     },
   };

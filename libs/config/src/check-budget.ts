@@ -1,0 +1,67 @@
+// What a set of VIPs asks of the node's health checks, against the node's check budget; pure layer of libs/config.
+import type { ResolvedVip } from './validate-slb';
+import type { FieldProblem } from './errors';
+
+/**
+ * Health checks per second a node runs unless configured. Why here: the probe helper ran 8,000 ICMP checks/s (1,000
+ * VIPs × 8 members at the default timers) at 37-44 % of a core with no false DOWN, and at 40,000 wanted it managed
+ * about 29,000 at 98 % and answered 5 % unknown (`node bench/dist/slb-control.js health`); HTTP checks cost more
+ * than ICMP. The default leaves the helper half its core and room for the controller. The bench's capacity mode
+ * measures the rate at which the helper's latency doubles (docs/benchmarks.md).
+ */
+export const DEFAULT_CHECKS_PER_SECOND = 10_000;
+
+/** The check and timers a member is probed with: its L7 pool's where the pool sets them, else its VIP's. */
+export function probeSpec(v: ResolvedVip, m: { pool?: string }): Pick<ResolvedVip, 'check' | 'timers'> {
+  const p = m.pool !== undefined ? v.pools?.find((x) => x.name === m.pool) : undefined;
+  return { check: p?.check ?? v.check, timers: p?.timers ?? v.timers };
+}
+
+/** The probe a member costs: a (RIP, port, check, timers) is probed once, however many VIPs share it. */
+export function probeKey(v: ResolvedVip, m: { address: string; port: number; pool?: string }): string {
+  const { check, timers } = probeSpec(v, m);
+  const port = 'port' in check && check.port ? check.port : m.port;
+  return JSON.stringify([m.address, port, check, timers]);
+}
+
+/**
+ * Checks per second the VIPs ask for at most: each probe at its shortest period (`interval` while up or failing,
+ * `deadInterval` while down).
+ */
+export function checkDemand(vips: readonly ResolvedVip[]): number {
+  const periods = new Map<string, number>();
+  for (const v of vips) {
+    for (const m of v.members) {
+      const { timers } = probeSpec(v, m);
+      periods.set(probeKey(v, m), Math.min(timers.interval, timers.deadInterval ?? timers.interval));
+    }
+  }
+  let sum = 0;
+  for (const p of periods.values()) sum += 1000 / p;
+  return sum;
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/**
+ * A change from `before` to `after` that asks for more checks than `budget` and more than before: the problem,
+ * naming the field of the first VIP that asks for more (its timers if they got shorter, else its members). A change
+ * that does not add to the demand passes even over the budget, so an operator can always take load away.
+ */
+export function checkBudgetProblem(before: readonly ResolvedVip[], after: readonly ResolvedVip[], budget: number): FieldProblem | null {
+  const want = checkDemand(after);
+  if (want <= budget) return null;
+  const had = checkDemand(before);
+  if (want <= had) return null;
+  const old = new Map(before.map((v) => [v.id, v]));
+  const i = Math.max(0, after.findIndex((v) => old.get(v.id) !== v && checkDemand([v]) > (old.has(v.id) ? checkDemand([old.get(v.id)!]) : 0)));
+  const v = after[i];
+  const prev = v && old.get(v.id);
+  const field = v && prev && v.timers.interval < prev.timers.interval ? '/timers/interval' : '/members';
+  return { field, message: overBudget(want, budget, had) };
+}
+
+/** The refusal's words: what is asked, the budget and where it is set, and what runs now. */
+export function overBudget(want: number, budget: number, had?: number): string {
+  return `asks for ${fmt(want)} health checks/s on this node, over its budget of ${fmt(budget)} (checkBudget.checksPerSecond)${had !== undefined ? `; ${fmt(had)} now` : ''}`;
+}
