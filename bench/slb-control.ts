@@ -169,6 +169,8 @@ async function healthAtScale(interval: number) {
     // Default timers (the config's VIPs say interval 1000 via ScaleSlb's timers; response and retries as the defaults).
     const doc = JSON.parse(readFileSync(s.configPath, 'utf8'));
     for (const v of doc.vips) v.timers = { interval, response: Math.min(500, interval / 2), retries: 3, deadInterval: 2000, rise: 2 };
+    // Past the node's check budget on purpose: this measures what the helper does when asked for too much.
+    doc.checkBudget = { checksPerSecond: 1_000_000 };
     writeFileSync(s.configPath, JSON.stringify(doc));
     const t0 = Date.now();
     await s.start();
@@ -237,8 +239,54 @@ async function logging() {
   }
 }
 
+/**
+ * The helper's check capacity: 1,000 VIPs × 8 ICMP members that are up, the interval stepped so that the checks
+ * asked for go up; per step, the checks' own latency (each member's last check, as the helper measured it) and
+ * the share answered unknown. The capacity is the first rate at which the median latency is twice the first step's;
+ * the default check budget (checkBudget.checksPerSecond) must sit below it.
+ */
+async function capacity() {
+  const members = 8;
+  const rates = (process.env.BENCH_CAPACITY_RATES ?? '2000,4000,8000,12000,16000,24000,32000').split(',').map(Number);
+  const seconds = Number(process.env.BENCH_CAPACITY_SECONDS ?? 15);
+  console.log(`== check capacity: ${N * members} ICMP members that are up, ${seconds} s a step (bench/slb-control.ts capacity)`);
+  let base = NaN;
+  let capacityAt: number | null = null;
+  for (const rate of rates) {
+    const interval = Math.round((N * members * 1000) / rate);
+    const s = new ScaleSlb(uniquePrefix('bk'), { vips: N, members, interval });
+    try {
+      s.setup();
+      const doc = JSON.parse(readFileSync(s.configPath, 'utf8'));
+      for (const v of doc.vips) v.timers = { interval, response: Math.min(1000, Math.floor(interval / 2)), retries: 3, deadInterval: interval, rise: 1 };
+      doc.checkBudget = { checksPerSecond: 1_000_000 };
+      writeFileSync(s.configPath, JSON.stringify(doc));
+      const t0 = Date.now();
+      await s.start();
+      await s.adopted(t0);
+      // One interval to spread the first checks, then the measured part.
+      await sleep(Math.max(2000, interval * 2));
+      const m0 = ((await s.api('GET', '/metrics')).body as string).toString();
+      await sleep(seconds * 1000);
+      const m1 = ((await s.api('GET', '/metrics')).body as string).toString();
+      const count = (m: string, result: string) => Number(new RegExp(`^fwlb_member_checks_total\\{result="${result}"\\} (\\d+)`, 'm').exec(m)?.[1] ?? 0);
+      const done = ['ok', 'failed', 'unknown'].map((r) => count(m1, r) - count(m0, r));
+      const vips = (await s.api('GET', '/vips')).body as any[];
+      const lat = vips.flatMap((v) => v.members.map((x: any) => x.health.lastCheck?.latencyMs).filter((x: unknown) => typeof x === 'number'));
+      const p50 = pct(lat, 50);
+      if (Number.isNaN(base)) base = p50;
+      if (capacityAt === null && p50 >= 2 * base) capacityAt = rate;
+      console.log(`  ${rate.toLocaleString()} checks/s asked (interval ${interval} ms): ran ${Math.round((done[0] + done[1] + done[2]) / seconds).toLocaleString()}/s (ok ${done[0]}, failed ${done[1]}, unknown ${done[2]}); check latency p50 ${f(p50)} ms, p99 ${f(pct(lat, 99))} ms (${f(p50 / base)} × the first step)`);
+    } finally {
+      await s.cleanup();
+    }
+  }
+  console.log(`  capacity (median latency twice the first step's): ${capacityAt === null ? `above ${rates[rates.length - 1].toLocaleString()} checks/s` : `${capacityAt.toLocaleString()} checks/s`}`);
+}
+
 (async () => {
   const which = process.argv[2];
+  if (which === 'capacity') await capacity();
   if (!which || which === 'logging') await logging();
   if (!which || which === 'control') await controlPlane();
   if (!which || which === 'changes') await apiChanges();

@@ -3,13 +3,12 @@ import type { ResolvedVip } from './validate-slb';
 import type { FieldProblem } from './errors';
 
 /**
- * Health checks per second a node runs unless configured. Why here: the probe helper ran 8,000 ICMP checks/s (1,000
- * VIPs × 8 members at the default timers) at 37-44 % of a core with no false DOWN, and at 40,000 wanted it managed
- * about 29,000 at 98 % and answered 5 % unknown (`node bench/dist/slb-control.js health`); HTTP checks cost more
- * than ICMP. The default leaves the helper half its core and room for the controller. The bench's capacity mode
- * measures the rate at which the helper's latency doubles (docs/benchmarks.md).
+ * Health checks per second a node runs unless configured. Why here: on this 2-core VM the probe helper's median
+ * check latency doubled (0.09 to 0.18 ms) at 8,000 ICMP checks/s, tripled at 12,000, and the helper fell behind what
+ * was asked between 16,000 and 24,000 (`node bench/dist/slb-control.js capacity`). The default stays below the
+ * doubling, with room for checks that cost more than ICMP (a TCP connect, an HTTP exchange).
  */
-export const DEFAULT_CHECKS_PER_SECOND = 10_000;
+export const DEFAULT_CHECKS_PER_SECOND = 6_000;
 
 /** The check and timers a member is probed with: its L7 pool's where the pool sets them, else its VIP's. */
 export function probeSpec(v: ResolvedVip, m: { pool?: string }): Pick<ResolvedVip, 'check' | 'timers'> {
@@ -63,5 +62,5 @@ export function checkBudgetProblem(before: readonly ResolvedVip[], after: readon
 
 /** The refusal's words: what is asked, the budget and where it is set, and what runs now. */
 export function overBudget(want: number, budget: number, had?: number): string {
-  return `asks for ${fmt(want)} health checks/s on this node, over its budget of ${fmt(budget)} (checkBudget.checksPerSecond)${had !== undefined ? `; ${fmt(had)} now` : ''}`;
+  return `${fmt(want)} health checks/s would exceed this node's budget of ${fmt(budget)} (checkBudget.checksPerSecond)${had !== undefined ? `; ${fmt(had)} now` : ''}`;
 }

@@ -96,7 +96,7 @@ export interface SlbConfig {
   vips?: VipConfig[];
   /**
    * What this node's health checks may cost. `checksPerSecond`: the most checks per second the VIPs may ask for (each
-   * probe at its shortest period); a config or API change over it is refused. @default 10000. `regexMsPerSecond`:
+   * probe at its shortest period); a config or API change over it is refused. @default 6000. `regexMsPerSecond`:
    * time per second content regexes may take, summed over every check; past it, checks of the VIPs over their share
    * are unknown. @default 200
    */

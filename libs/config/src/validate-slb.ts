@@ -267,7 +267,7 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
   const checkBudget = { checksPerSecond: c.checkBudget?.checksPerSecond ?? DEFAULT_CHECKS_PER_SECOND, regexMsPerSecond: c.checkBudget?.regexMsPerSecond ?? DEFAULT_REGEX_MS_PER_SECOND };
   if (!problems.length) {
     const want = checkDemand(resolved as ResolvedVip[]);
-    if (want > checkBudget.checksPerSecond) problems.push({ field: '/vips', message: `the VIPs ${overBudget(want, checkBudget.checksPerSecond)}` });
+    if (want > checkBudget.checksPerSecond) problems.push({ field: '/vips', message: overBudget(want, checkBudget.checksPerSecond) });
   }
   if (problems.length) throw new ConfigError(problems, source);
   return deepFreeze({
