@@ -1,4 +1,4 @@
-// Benchmark (issue 9): the balancer controllers' memory under hours of session churn. The lab sandwich with a shared
+// Benchmark: the balancer controllers' memory under hours of session churn. The lab sandwich with a shared
 // Redis; a client makes UDP flows to the VIP's echo-udp service at a steady rate (each one answered, so each one is
 // a session recorded and later destroyed); conntrack's UDP timeout is cut to 5 s so the tables turn over. Prints the
 // RSS of both controllers, the session counts and the sync metrics every minute, and the start/end RSS.

@@ -9,7 +9,7 @@ export const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /**
  * iperf3's client on CPU 0 and its server on CPU 1 (`-A 0,1`). Why: unpinned, a 3 s TCP run on 2 cores landed in
  * one of two regimes, about 10.5 or 14 Gbit/s, on any path with conntrack (the slow one with four equal streams and
- * almost no retransmits), by where the scheduler put the two processes, not by the path (issue 16). BENCH_PIN=0
+ * almost no retransmits), by where the scheduler put the two processes, not by the path. BENCH_PIN=0
  * leaves the pinning out.
  */
 export const IPERF_PIN = cpus().length >= 2 && process.env.BENCH_PIN !== '0' ? ['-A', '0,1'] : [];
@@ -61,7 +61,7 @@ export function runIn(ns: string, cmd: string[]): string {
 /**
  * Gbit/s of one iperf3 run (4 streams) from `client`, or NaN when three attempts gave no result. Why: iperf3 sometimes
  * answers with an error object ("the server is busy running a test"), and a TypeError there used to lose every round
- * already measured (issue 16); a missing round is reported and left out of the median instead.
+ * already measured; a missing round is reported and left out of the median instead.
  */
 export function throughput(lab: Lab, server: IperfServer, client = 'c1', target = lab.t.vip): number {
   for (let attempt = 1; attempt <= 3; attempt++) {

@@ -1,4 +1,4 @@
-// Benchmark (issue 10): node redundancy, two parts.
+// Benchmark: node redundancy, two parts.
 // 1. Scale-out: new connections/s (wrk, Connection: close) and throughput (iperf3, 4 streams) through 2 nodes per side
 //    behind ECMP against 1 (every ECMP route pinned to node 1 of each side), in the same lab, BENCH_ROUNDS (default 9)
 //    interleaved rounds, the order reversed every other round. All namespaces share this machine's 2 cores, so a

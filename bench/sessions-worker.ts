@@ -45,7 +45,7 @@ async function main(): Promise<void> {
   const events = ConntrackEvents.open({ kinds: ['new'], onEvents: (b) => sync.onEvents(b.map((e) => ({ ...e, entry: { ...e.entry, labels: [1], status: e.entry.status | 2 } }))), onLoss: () => undefined });
   await events.ready;
   // The flows are made by a process of their own (bench/flow-generator.ts): in this one they would compete with
-  // the sync for the event loop and inflate the lag (issue 9).
+  // the sync for the event loop and inflate the lag.
   const t0 = performance.now();
   const gen = spawn(process.execPath, [join(__dirname, 'flow-generator.js'), String(rate), String(seconds), String(portBase)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let genRate = 0;

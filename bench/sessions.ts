@@ -1,4 +1,4 @@
-// Benchmark (issue 4): the session table's sync rate and lag at rising new-flow rates, and the recovery time of a
+// Benchmark: the session table's sync rate and lag at rising new-flow rates, and the recovery time of a
 // node holding 100k sessions that lost its state; against redis-benchmark on the same Redis in the same run.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Benchmark: the SLB control plane at scale (issue 15), one fwlb-slb process in a namespace of its own (ScaleSlb:
+// Benchmark: the SLB control plane at scale, one fwlb-slb process in a namespace of its own (ScaleSlb:
 // members are local addresses, so their health checks pass). Reproduces the issue's table on this machine:
 //   start from a config of N VIPs × 8 members (fresh kernel) and a restart with nothing to change: until the API
 //   answers, until the kernel state is adopted, and the nft transactions sent;
@@ -198,7 +198,7 @@ async function healthAtScale(interval: number) {
   }
 }
 
-/** Issue 12: GET /status and GET /metrics with the request log on (info) and off (warn), interleaved rounds. */
+/** GET /status and GET /metrics with the request log on (info) and off (warn), interleaved rounds. */
 async function logging() {
   const rounds = Number(process.env.BENCH_LOG_ROUNDS ?? 2);
   console.log(`== API latency with the request log on and off, ${N} VIPs × 8 members, ${rounds} interleaved rounds (bench/slb-control.ts)`);

@@ -1,4 +1,4 @@
-// Benchmark (issue 11): long-lived streams surviving a firewall that fails silently (drops everything, links up),
+// Benchmark: long-lived streams surviving a firewall that fails silently (drops everything, links up),
 // with and without a sync group in fwlb, BENCH_ROUNDS (default 10) rounds each, interleaved (the nodes restart with
 // the other config between runs). fw1 and fw2 run conntrackd FTFW (write-through) in every round; fw3 is alone.
 // Reports, for fw2's streams: how many broke, and the outage the survivors lived through (their longest gap between

@@ -6,6 +6,8 @@ type Any = Record<string, any>;
 export interface FakeNft extends NftRunner {
   /** Every applied batch, in order. */
   batches: NftJson[][];
+  /** Every text batch, in order. */
+  texts: string[];
   /** The rules' statements per chain, as the fake kernel holds them. */
   rules: Map<string, NftJson[][]>;
   failNext(): void;
@@ -23,6 +25,7 @@ export function fakeNft(): FakeNft {
       sets: new Map(t.sets),
       counters: new Map(t.counters),
       namedCounters: new Map([...t.namedCounters].map(([k, v]) => [k, { ...v }])),
+      ctTimeouts: new Set(t.ctTimeouts ?? []),
     };
   const fake: FakeNft = {
     batches: [],
@@ -42,10 +45,22 @@ export function fakeNft(): FakeNft {
       for (const c of cmds as Any[]) {
         const [verb, body] = Object.entries(c)[0] as [string, Any];
         const [kind, o] = Object.entries(body)[0] as [string, Any];
-        if (verb === 'add' && kind === 'table') t ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map() };
+        if (verb === 'add' && kind === 'table') t ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map(), ctTimeouts: new Set() };
         else if (!t) throw new Error(`nft: no table for ${verb} ${kind}`);
         else if (verb === 'add' && kind === 'set') t.sets.set(o.name, { type: o.type, timeout: o.timeout });
         else if (verb === 'add' && kind === 'counter') t.namedCounters.set(o.name, { packets: 0, bytes: 0 });
+        else if (verb === 'add' && kind === 'map') t.maps.set(o.name, { type: o.type, map: o.map, elements: new Map() });
+        else if ((verb === 'add' || verb === 'delete') && kind === 'element') {
+          const m = t.maps.get(o.name);
+          if (!m) throw new Error(`nft: no map ${o.name}`);
+          const elements = new Map(m.elements);
+          for (const e of o.elem as Any[]) {
+            if (verb === 'add') elements.set(JSON.stringify(e[0]), Number(e[1]));
+            else if (!elements.delete(JSON.stringify(e))) throw new Error(`nft: no element ${JSON.stringify(e)} in ${o.name}`);
+          }
+          t.maps.set(o.name, { ...m, elements });
+        } else if (verb === 'delete' && kind === 'map') t.maps.delete(o.name);
+        else if (verb === 'delete' && kind === 'set') t.sets.delete(o.name);
         else if (verb === 'add' && kind === 'chain') {
           if (!t.chains.has(o.name)) t.chains.set(o.name, { type: o.type, hook: o.hook, prio: o.prio, policy: o.policy, handle: t.chains.size + 1, ruleComments: [] });
           r.set(o.name, r.get(o.name) ?? []);
@@ -53,6 +68,7 @@ export function fakeNft(): FakeNft {
           const ch = t.chains.get(o.chain);
           if (!ch) throw new Error(`nft: no chain ${o.chain}`);
           for (const s of o.expr as Any[]) if (typeof s.counter === 'string' && !t.namedCounters.has(s.counter)) throw new Error(`nft: no counter ${s.counter}`);
+          for (const s of o.expr as Any[]) if (typeof s['ct timeout'] === 'string' && !t.ctTimeouts?.has(s['ct timeout'])) throw new Error(`nft: no ct timeout ${s['ct timeout']}`);
           ch.ruleComments.push(o.comment);
           r.get(o.chain)!.push(o.expr);
         } else if (verb === 'flush' && kind === 'chain') {
@@ -73,7 +89,23 @@ export function fakeNft(): FakeNft {
     check: async () => undefined,
     list: async () => null,
     json: async () => null,
-    applyText: async () => undefined,
+    // The text the balancer sends: its table and its ct timeout objects (nft 1.0.6 cannot declare those in JSON).
+    applyText: async (text) => {
+      fake.texts.push(text);
+      for (const line of text.split('\n').filter(Boolean)) {
+        let m: RegExpMatchArray | null;
+        if (/^add table /.test(line)) table ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map(), ctTimeouts: new Set() };
+        else if (/^delete table /.test(line)) table = null;
+        else if ((m = /^add ct timeout \S+ \S+ (\S+) /.exec(line))) {
+          if (!table) throw new Error('nft: no table');
+          (table.ctTimeouts ??= new Set()).add(m[1]);
+        } else if ((m = /^delete ct timeout \S+ \S+ (\S+)$/.exec(line))) {
+          for (const rs of rules.values()) for (const e of rs) if ((e as Any[]).some((x) => x['ct timeout'] === m![1])) throw new Error(`nft: ct timeout ${m[1]} in use`);
+          table?.ctTimeouts?.delete(m[1]);
+        } else throw new Error(`fake nft: text not modelled: ${line}`);
+      }
+    },
+    texts: [],
     read: async () => clone(table),
   };
   return fake;

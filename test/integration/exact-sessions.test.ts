@@ -1,4 +1,4 @@
-// Integration (issue 14 acceptance): the session table never loses, reverses or invents a session, and a learned
+// Integration: the session table never loses, reverses or invents a session, and a learned
 // firewall is always honoured. Real packets through the lab's strict firewalls, a real redis-server.
 import { t } from 'tap';
 import { drive, ECHO_PORT, inNs, Lab } from '@fwlb/lab';

@@ -1,4 +1,4 @@
-// Integration (issue 9): a SYN flood that overruns the conntrack event socket again and again: the controllers stay
+// Integration: a SYN flood that overruns the conntrack event socket again and again: the controllers stay
 // up, re-syncs are coalesced, the event reader backs off, memory stays bounded.
 import { t } from 'tap';
 import { readFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Integration (issue 10): node redundancy. Two balancer nodes per side on shared transit segments, active-active
+// Integration: node redundancy. Two balancer nodes per side on shared transit segments, active-active
 // behind ECMP routes (the outside router, the SLB node, the firewalls), one Redis for the four. Any node forwards
 // any packet of any session to the same firewall as its sibling: a flow that moves from one node to the other
 // keeps its firewall in both directions, and a node that dies takes no stream with it.

@@ -1,4 +1,4 @@
-// Integration (issue 9): probes that cannot be fooled or crashed, and a supervised probe helper. Hostile packets
+// Integration: probes that cannot be fooled or crashed, and a supervised probe helper. Hostile packets
 // come from a raw socket in a namespace (deploy/lab/tools/spoof.py); the helper runs in its own namespace.
 import { t } from 'tap';
 import { spawnSync, ChildProcess } from 'node:child_process';

@@ -100,6 +100,33 @@ t.test('sandwich', async (t) => {
 
   await t.test(PORT_REUSE_TITLE, (t) => portReuse(t, lab));
 
+  await t.test('spoofed SYNs: the nodes keep an unanswered handshake 10 s (handshakeTimeoutSeconds), the firewalls their kernel\'s 60 s', async (t) => {
+    // Entries of unanswered handshakes to the echo port, with the seconds each has left (conntrack -L's third field).
+    const unanswered = (ns: string) =>
+      ['SYN_SENT', 'SYN_RECV'].flatMap((state) =>
+        inNs(ns, ['conntrack', '-L', '-p', 'tcp', '--state', state, '--orig-port-dst', String(ECHO_PORT)])
+          .split('\n')
+          .flatMap((l) => (/^tcp\s+6\s+(\d+)\s/.exec(l) ? [Number(/^tcp\s+6\s+(\d+)\s/.exec(l)![1])] : [])),
+      );
+    const fws = lab.t.hosts.filter((x) => x.role === 'firewall');
+    const FLOOD = 2000;
+    lab.junk('c1', 'syn', lab.t.vip, ECHO_PORT, FLOOD);
+    const legit = await drive(lab, 'c2', { short: { targets: [`${lab.t.vip}:${ECHO_PORT}`], count: 100, concurrency: 10 } });
+    t.equal(legit.short.failed, 0, 'legitimate connections meanwhile: 0 of 100 failed');
+    for (const n of ['ob', 'ib'] as const) {
+      const left = unanswered(lab.ns(n));
+      t.ok(left.length >= FLOOD * 0.9, `${n} tracks the flood (${left.length} unanswered handshakes)`);
+      t.ok(Math.max(...left) <= 10, `${n}: none has more than 10 s left (at most ${Math.max(...left)} s)`);
+    }
+    const atFirewalls = fws.map((f) => unanswered(f.ns).filter((s) => s > 10));
+    const held = atFirewalls.reduce((a, x) => a + x.length, 0);
+    t.ok(held >= FLOOD * 0.9, `the firewalls hold the flood for their own timeout: ${atFirewalls.map((x) => x.length).join(' + ')} entries with more than 10 s left (up to ${Math.max(...atFirewalls.flat())} s)`);
+    await sleep(11000);
+    for (const n of ['ob', 'ib'] as const) t.equal(unanswered(lab.ns(n)).length, 0, `${n}: 11 s later, no unanswered handshake is left`);
+    const still = fws.reduce((a, f) => a + unanswered(f.ns).length, 0);
+    t.ok(still >= FLOOD * 0.9, `the firewalls still hold ${still}: a node's table keeps 10 s of spoofed SYNs, each of ${fws.length} firewalls 60 s of a third of them`);
+  });
+
   await t.test('spoofed SYNs filling the conntrack table raise the alarm and the metric; legitimate connections keep working', async (t) => {
     // The table's size is the host's (nf_conntrack_max cannot be set per namespace), so the alarm's share is lowered
     // to what a test can fill: 2,000 entries above what the node holds now.

@@ -1,4 +1,4 @@
-// Integration (issue 9): with TLS configured, the session table speaks TLS to the sentinels as well as to Redis:
+// Integration: with TLS configured, the session table speaks TLS to the sentinels as well as to Redis:
 // a capture on loopback shows neither the AUTH command nor the password in clear. Real redis-server and sentinel.
 import { t } from 'tap';
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';

@@ -1,4 +1,4 @@
-// Integration (issue 4 acceptance): established sessions that sit off their bucket's firewall survive both nodes
+// Integration: established sessions that sit off their bucket's firewall survive both nodes
 // losing their state, through the pins loaded from the shared session table; without the table they break.
 // And the two nodes' health views must agree before a firewall takes new sessions.
 import { t } from 'tap';

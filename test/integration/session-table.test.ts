@@ -152,7 +152,7 @@ t.test('session table on a real redis-server', async (t) => {
     t.same(agreedUp(await ob.healthViews(), ['fw1', 'fw2', 'fw3'], ['ob', 'ib']), ['fw1', 'fw2', 'fw3']);
   });
 
-  await t.test('config digests ride with the views; stale or malformed ones are left out (issue 10)', async (t) => {
+  await t.test('config digests ride with the views; stale or malformed ones are left out', async (t) => {
     const now = Date.now();
     await ob.setHealthView({ fw1: true }, now, '0123456789abcdef');
     await ib.setHealthView({ fw1: true }, now - 60000, 'fedcba9876543210');

@@ -1,4 +1,4 @@
-// Integration (issue 11): firewall sync groups. fw1 and fw2 share session state (conntrackd FTFW, write-through),
+// Integration: firewall sync groups. fw1 and fw2 share session state (conntrackd FTFW, write-through),
 // fw3 is alone. A firewall that fails silently gives its buckets to its group peer, so its sessions keep flowing
 // through the firewall that holds their state; without the group (or without a peer) they break.
 import { t } from 'tap';

@@ -100,7 +100,7 @@ t.test('a node that is not the leader only applies', async (t) => {
   t.same(s.views.ib, { fw1: false, fw2: true, fw3: true }, 'its view is published for the leader');
 });
 
-t.test('four nodes (issue 10): one node that sees a firewall down vetoes it for all; a node that lost every link abstains', async (t) => {
+t.test('four nodes: one node that sees a firewall down vetoes it for all; a node that lost every link abstains', async (t) => {
   const { s, store } = fakeStore('ob1');
   const applied: Agreement[] = [];
   const l = loop(store, applied);
@@ -117,7 +117,7 @@ t.test('four nodes (issue 10): one node that sees a firewall down vetoes it for 
   t.equal(applied.length, 2, 'only abstentions: nothing to agree on, the last epoch stays');
 });
 
-t.test('nodes compare their hash config digests: a node with another seed or other firewalls raises an alarm (issue 10)', async (t) => {
+t.test('nodes compare their hash config digests: a node with another seed or other firewalls raises an alarm', async (t) => {
   const base = { hash: { seed: 42, buckets: 251, order: 'canonical' }, firewalls: [{ id: 'fw1' }, { id: 'fw2', syncGroup: 'g1' }, { id: 'fw3', syncGroup: 'g1' }] };
   const d = hashConfigDigest(base);
   t.match(d, /^[0-9a-f]{16}$/);

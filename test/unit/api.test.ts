@@ -164,7 +164,7 @@ t.test('the admin state is saved after each accepted change and read back at sta
   const res = await failing.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
   t.equal(res.json().code, 'FWLB_SAVE_FAILED');
   t.match((await failing.inject({ method: 'GET', url: '/health' })).json().alarms.join(), /state file not written: EROFS/);
-  // ?strict=true for checks that read only the status code (keepalived with curl, issue 10).
+  // ?strict=true for checks that read only the status code (keepalived with curl).
   const degraded = await failing.inject({ method: 'GET', url: '/health' });
   t.equal(degraded.statusCode, 200, 'degraded: 200 by default, as monitoring expects');
   const strict = await failing.inject({ method: 'GET', url: '/health?strict=true' });
@@ -193,7 +193,7 @@ t.test('every mutation leaves an audit record: who, what, the result; refused on
   t.match(missing, { status: 404, code: 'FWLB_NO_SUCH_FIREWALL' });
 });
 
-t.test('the reconciler tells when a committed reconcile changed the bucket table, and only then (issue 10)', async (t) => {
+t.test('the reconciler tells when a committed reconcile changed the bucket table, and only then', async (t) => {
   const { r } = setup();
   let told = 0;
   r.onTableChange = () => told++;

@@ -43,7 +43,7 @@ t.test('docker-compose config accepts the file and it matches the lab', async (t
   await matchesLab(t, 'docker-compose.yml', lab);
 });
 
-t.test('deploy/docker-compose.redundant.yml matches the redundant lab (issue 10), with the configs it mounts', async (t) => {
+t.test('deploy/docker-compose.redundant.yml matches the redundant lab, with the configs it mounts', async (t) => {
   const red = composeTopology();
   const services = await matchesLab(t, 'deploy/docker-compose.redundant.yml', red, ['mgmt']);
   // The firewalls' MACs are the ones the nodes' configs name.

@@ -36,7 +36,7 @@ t.test('health defaults', async (t) => {
   t.equal(st.resyncSeconds, 30, 'apart from the full re-sync');
 });
 
-t.test('firewalls on one shared interface are told apart by MAC (issue 10)', async (t) => {
+t.test('firewalls on one shared interface are told apart by MAC', async (t) => {
   const shared = (macs: (string | undefined)[]) => ({
     ...good(),
     firewalls: macs.map((mac, i) => ({ id: `fw${i + 1}`, nextHop: `172.16.0.${11 + i}`, interface: 'tr0', ...(mac ? { mac } : {}) })),

@@ -106,7 +106,7 @@ t.test('table refuses a non-prime size and handles no live member', async (t) =>
   t.ok(buildTable(['a', 'b'], 7, []).owner.every((o) => o === null));
 });
 
-// Sync groups (issue 11).
+// Sync groups.
 t.test('sync group: a firewall that is down gives its buckets to its group peer only; the others never move', async (t) => {
   const all = ['fw1', 'fw2', 'fw3'];
   const groups = [['fw1', 'fw2']];

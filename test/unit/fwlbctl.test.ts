@@ -65,7 +65,7 @@ t.test('against a balancer API', async (t) => {
   const bin = await ctl(['--api', api, '--json', 'status']);
   t.equal(bin.status, 0, bin.stderr);
   t.equal(JSON.parse(bin.stdout).role, 'outside');
-  // health, for keepalived's track_script (issue 10): 0 ok, 3 degraded with the alarm, 4 no answer.
+  // health, for keepalived's track_script: 0 ok, 3 degraded with the alarm, 4 no answer.
   const healthy = await ctl(['--api', api, 'health']);
   t.equal(healthy.status, 0, healthy.stderr);
   t.equal(healthy.stdout.trim(), 'outside: ok');

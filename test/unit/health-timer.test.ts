@@ -108,7 +108,7 @@ t.test('jitter spreads check times within ±jitter', async (t) => {
   t.same(times, [800, 1200, 1000]);
 });
 
-t.test('anyOf: up while any address answers, the failure names every address (issue 10)', async (t) => {
+t.test('anyOf: up while any address answers, the failure names every address', async (t) => {
   const { anyOf } = await import('@fwlb/health');
   const answers = new Map<string, ProbeResultLike>([
     ['172.17.0.1', { ok: false, reason: 'timeout' }],

@@ -189,7 +189,7 @@ t.test('the latency of the last answered check is kept beside the state', async 
   t.match(m.views()[0].health, { reason: 'timeout', latencyMs: 1.2 });
 });
 
-t.test('render, shared transit segment (issue 10): learning and the input mark tell firewalls apart by MAC on one interface', async (t) => {
+t.test('render, shared transit segment: learning and the input mark tell firewalls apart by MAC on one interface', async (t) => {
   const c = validateBalancerConfig({
     role: 'outside',
     sideInterface: 'sd0',
@@ -205,7 +205,7 @@ t.test('render, shared transit segment (issue 10): learning and the input mark t
   t.ok(input_.rules.every((r) => JSON.stringify(r).includes('"right":"tr0"')), 'on the shared interface');
 });
 
-t.test('a node that lost the link to every firewall abstains from the shared view (issue 10)', async (t) => {
+t.test('a node that lost the link to every firewall abstains from the shared view', async (t) => {
   const m = new Membership(cfg(true));
   t.same(m.ownView(), { fw1: true, fw2: true, fw3: true });
   m.setLink('fw1', false);
@@ -217,7 +217,7 @@ t.test('a node that lost the link to every firewall abstains from the shared vie
   t.same(m.ownView(), { fw1: false, fw2: false, fw3: true }, 'a link back (no health checks: nothing to settle): it votes again');
 });
 
-t.test('after every link came back, a node abstains until its probes had time to rise (issue 10)', async (t) => {
+t.test('after every link came back, a node abstains until its probes had time to rise', async (t) => {
   let now = 0;
   // interval 200 ms, rise 2: the settle window is (2 + 2) x 200 = 800 ms.
   const m = new Membership(cfg(true, { health: { target: '198.51.100.1', panicThreshold: 0, timers: { interval: 200, response: 100, retries: 3, rise: 2 } } }), true, () => now);

@@ -44,7 +44,7 @@ t.test('bad input: 400 naming the field, and the kernel is unchanged', async (t)
     ['POST', '/vips/web/members', { address: '10.20.0.13', port: 0 }, /\/port: must be >= 1/],
     ['POST', '/vips/web/members', { address: '10.20.0.11', port: 8080 }, /duplicate member 10.20.0.11:8080/],
     ['PATCH', '/vips/web/members/10.20.0.11:8080', { state: 'gone' }, /\/state: must be equal to one of the allowed values/],
-    // Issue 9: a regex that does not compile used to crash the process (and the saved VIP crash-looped it).
+    // A regex that does not compile must not crash the process (nor a saved VIP crash-loop it).
     ['POST', '/vips', { ...web(), id: 'tls', port: 443, check: { kind: 'http-content', regex: '(' } }, /\/check\/regex: is not a valid regular expression/],
     ['POST', '/vips', { ...web(), id: 'tls', port: 443, timers: { interval: 2 ** 31, response: 100, retries: 2 } }, /\/timers\/interval: must be <= 3600000/],
     ['POST', '/vips', { ...web(), id: 'tls', port: 443, timers: { interval: 1e-9, response: 1e-10, retries: 2 } }, /\/timers\/interval: must be >= 50/],

@@ -71,7 +71,7 @@ export function build(opts: AppOptions): FastifyInstance {
     return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(shareError ? [shareError] : []), ...(opts.alarms?.() ?? [])];
   };
   // `?strict=true` answers 503 unless ok: for checks that read only the status code (keepalived's track_script with
-  // curl, issue 10); without it, 200 with the status in the body, as monitoring expects.
+  // curl); without it, 200 with the status in the body, as monitoring expects.
   app.get<{ Querystring: { strict?: 'true' | 'false' } }>('/health', { schema: { querystring: healthQuery } }, async (req, reply) => {
     const a = alarms();
     const status = (r.lastError && !r.last) || a.length ? 'degraded' : 'ok';

@@ -62,7 +62,7 @@ function probeCommands(): unknown[] {
  * `siblings`: the node has a session table, so it may have siblings on its side (then TIME_WAIT matters). `ipv6`:
  * the firewalls have IPv6 next hops, so the node must forward IPv6.
  */
-export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean; ipv6?: boolean } = {}): Promise<Check[]> {
+export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean; ipv6?: boolean; handshakeTimeoutSeconds?: number } = {}): Promise<Check[]> {
   const checks: Check[] = [];
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
   checks.push({ name: 'nft binary', ok: v.status === 0, required: true, detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package' });
@@ -72,6 +72,17 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
       checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time', ok: true, required: true, detail: 'nft -c accepted the probe table' });
     } catch (e) {
       checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
+    }
+  }
+  if (v.status === 0 && (opts.handshakeTimeoutSeconds ?? BALANCER_DEFAULTS.handshakeTimeoutSeconds) > 0) {
+    // Text: nft 1.0.6 loses a ct timeout policy given in JSON (the reconciler declares them in text too).
+    const probe = `add table inet ${probeTable}\nadd ct timeout inet ${probeTable} h { protocol tcp; l3proto ip; policy = { syn_sent: 10, syn_recv: 10 }; }\nadd chain inet ${probeTable} r { type filter hook prerouting priority -190; }\nadd rule inet ${probeTable} r tcp flags & (syn | ack) == syn ct timeout set "h"\n`;
+    const name = 'conntrack timeout policies (ct timeout)';
+    try {
+      await nftCli().applyText(probe, true);
+      checks.push({ name, ok: true, required: true, detail: 'nft -c accepted a handshake timeout policy' });
+    } catch (e) {
+      checks.push({ name, ok: false, required: true, detail: `kernel refused a ct timeout policy (CONFIG_NF_CONNTRACK_TIMEOUT): ${(e as Error).message}; set handshakeTimeoutSeconds to 0 to run with the kernel's timeouts` });
     }
   }
   const ct = sysctl('net/netfilter/nf_conntrack_max');

@@ -45,7 +45,7 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
         const p = linkProblem(fw.interface);
         // The kernel deleted this firewall's routes when the link went down; put them back as soon as it is up.
         // A link that goes down also ends the restore of its flows at once (they are re-hashed, not black-holed).
-        // On a shared transit segment (issue 10) the link is the same for every firewall on it: they change together,
+        // On a shared transit segment the link is the same for every firewall on it: they change together,
         // so a node that lost its only link abstains at once instead of vetoing the firewalls one by one.
         let changed = false;
         for (const f of config.firewalls) if (f.interface === fw.interface) changed = r.membership.setLink(f.id, p === null) || changed;

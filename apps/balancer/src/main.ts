@@ -20,7 +20,7 @@ const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path
 async function run(path: string): Promise<void> {
   const config = loadConfig(path);
   const lock = await acquireInstanceLock(`fwlb balancer (table inet fwlb)`);
-  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null, conntrackAlarmRatio: config.conntrackAlarmRatio, siblings: config.sessionTable !== null, ipv6: steersIPv6(config) });
+  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null, conntrackAlarmRatio: config.conntrackAlarmRatio, siblings: config.sessionTable !== null, ipv6: steersIPv6(config), handshakeTimeoutSeconds: config.handshakeTimeoutSeconds });
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
@@ -95,5 +95,5 @@ nodeCli({
   usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE',
   loadConfig,
   run,
-  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false, conntrackAlarmRatio: c?.conntrackAlarmRatio, siblings: c ? c.sessionTable !== null : false, ipv6: c ? steersIPv6(c) : false }),
+  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false, conntrackAlarmRatio: c?.conntrackAlarmRatio, siblings: c ? c.sessionTable !== null : false, ipv6: c ? steersIPv6(c) : false, handshakeTimeoutSeconds: c?.handshakeTimeoutSeconds }),
 });

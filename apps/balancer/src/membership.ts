@@ -49,7 +49,7 @@ export interface MembershipSnapshot {
   /**
    * Firewalls whose established flows keep them (restore by ct mark): this node's link to them is up and they are
    * not gone. Why not "seen up by this node": a packet that arrived from firewall k proves that k forwards that
-   * flow; the twin may see k up and send through it while this node's probes fail (issue 14).
+   * flow; the twin may see k up and send through it while this node's probes fail.
    */
   restorable: string[];
   /**
@@ -95,7 +95,7 @@ export class Membership {
   private readonly panicWindowMs: number;
   /**
    * How long a node whose links all came back abstains: its probes need `rise` checks per firewall to see them up
-   * again, and until then its view would veto firewalls that every other node sees up (issue 10).
+   * again, and until then its view would veto firewalls that every other node sees up.
    */
   private readonly settleMs: number;
   /** When this node's links last came back after all were down; null if they never were. */
@@ -227,7 +227,7 @@ export class Membership {
   /** This node's own view, as published to the shared table (in panic, the view it keeps). */
   ownView(): Record<string, boolean> {
     // Every link down: this node forwards nothing, so it abstains (an empty view) instead of vetoing every firewall
-    // for the nodes that still forward (issue 10: a node of a redundant side that lost its links). So it does while
+    // for the nodes that still forward (a node of a redundant side that lost its links). So it does while
     // its probes settle after the links came back.
     if (this.allLinksDown()) return {};
     if (this.linksBackAt !== null && this.now() - this.linksBackAt < this.settleMs) return {};

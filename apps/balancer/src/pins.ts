@@ -62,8 +62,8 @@ export class SessionCache {
     const out: Pin[] = [];
     for (const { rec, bucket } of this.known.values()) {
       let fw: string | null = rec.firewall;
-      // A session on a firewall that is gone goes to the live member of its sync group that holds its state
-      // (issue 11); without a group it is re-hashed.
+      // A session on a firewall that is gone goes to the live member of its sync group that holds its state;
+      // without a group it is re-hashed.
       if (!reachable.has(fw)) fw = rescue?.(fw, bucket) ?? null;
       if (fw === null || table.owner[bucket] === fw) continue;
       const mark = markOf.get(fw);

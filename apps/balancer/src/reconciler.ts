@@ -1,7 +1,7 @@
 // Reconciles the kernel (nft table, ip rules, routes) with the node's desired state; imperative shell of apps/balancer.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { bucketMoves, distribution, syncGroupRescue, BucketTable } from '@fwlb/flowhash';
-import { diffTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
+import { ctTimeoutChanges, ctTimeoutText, diffTable, DesiredTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
 import { planRouting, planIsEmpty, ActualRoute, ActualRule, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
 import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, Pin } from './render';
@@ -56,7 +56,7 @@ export class Reconciler {
   pinSource: PinSource | null = null;
   /**
    * Told when a committed reconcile changed the bucket table (not on the first): a session recorded by another node
-   * may have become an exception (issue 10: a sibling on the same side holds sessions this node never saw).
+   * may have become an exception (a sibling on the same side holds sessions this node never saw).
    */
   onTableChange: (() => void) | null = null;
   /** Told of every reconcile's duration and outcome (metrics). */
@@ -134,7 +134,7 @@ export class Reconciler {
       const plan = planRouting(wantRoutes, rules, routes, { tables: this.config.tables, priorities: this.config.rulePriorities });
       const routingErrors = planIsEmpty(plan) ? [] : await this.routing.apply(plan);
       const cmds = diffTable(desired, actual);
-      await this.nft.apply(cmds);
+      await this.applyWithTimeouts(desired, actual, cmds);
       // Committed: from here on the API reports what the kernel does.
       this.applied = snap;
       this.lastPins = pins;
@@ -158,6 +158,27 @@ export class Reconciler {
   }
 
   /**
+   * The transaction, with the ct timeout objects its rules name declared before it (in text: see ctTimeoutText) and
+   * taken away again if it fails, so a failed pass leaves the table as it was; objects no rule names any more go
+   * after it. A stale object that cannot be deleted is only untidy: the next pass tries again.
+   */
+  private async applyWithTimeouts(desired: DesiredTable, actual: ActualTable | null, cmds: unknown[]): Promise<void> {
+    const { add, stale } = ctTimeoutChanges(desired, actual);
+    // A table that does not exist yet is made with its objects (an empty table), and goes again if the pass fails.
+    if (add.length) await this.nft.applyText((actual ? '' : `add table ${desired.family} ${desired.name}\n`) + ctTimeoutText(desired, add));
+    try {
+      await this.nft.apply(cmds);
+    } catch (e) {
+      if (add.length) {
+        const undo = actual ? ctTimeoutText(desired, [], add.map((o) => o.name)) : `delete table ${desired.family} ${desired.name}\n`;
+        await this.nft.applyText(undo).catch(() => undefined);
+      }
+      throw e;
+    }
+    if (stale.length) await this.nft.applyText(ctTimeoutText(desired, [], stale)).catch(() => undefined);
+  }
+
+  /**
    * What the kernel runs on (`live`, `buckets`: the last committed transaction) beside what this node wants
    * (`wantLive`); they differ only while a change is on its way. Reads memory only.
    */
@@ -174,7 +195,7 @@ export class Reconciler {
       suspect: applied ? applied.suspect.includes(v.id) : false,
       buckets: dist[v.id] ?? 0,
       syncGroup: this.groupOf.get(v.id) ?? null,
-      // While it carries no new sessions: which firewalls took its buckets (its sync group first, issue 11).
+      // While it carries no new sessions: which firewalls took its buckets (its sync group first).
       bucketsMovedTo: this.lastMoves[v.id] ?? {},
       learned: this.counterOf(counters, `learn:${v.id}`),
       // Packets from the side to its NAT pools (null without pools).

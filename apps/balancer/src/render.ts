@@ -5,7 +5,7 @@ import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
 export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
-import { BUCKETS_NEXT, ctMark, eq, familiesOf, FIREWALL_SYN_CHAIN, firewallSynChain, flowKeyType, fromFirewall, hashFields, IPV4, IPV6, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
+import { BUCKETS_NEXT, ctMark, eq, familiesOf, FIREWALL_SYN_CHAIN, firewallSynChain, flowKeyType, fromFirewall, handshakeTimeouts, hashFields, IPV4, IPV6, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
 
 export const TABLE_FAMILY = 'inet' as const;
 export const TABLE_NAME = 'fwlb';
@@ -131,10 +131,12 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     return out;
   };
   const pins = input.pins ?? [];
+  const handshake = handshakeTimeouts(c, families);
   return {
     labeled,
     family: TABLE_FAMILY,
     name: TABLE_NAME,
+    ctTimeouts: handshake.objects,
     sets: families.flatMap((fam) => {
       const flowSet = (name: string, timeout: number, size = 262144) => ({ name: `${name}${fam.suffix}`, type: flowKeyType(fam), timeout, size });
       return [
@@ -152,6 +154,7 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
         : []),
     ],
     chains: [
+      ...handshake.chains,
       // Jump targets first: one transaction adds the chains in order.
       ...(anyLive ? [{ name: SIDE_SYN_CHAIN, rules: sideSynChain(x, labeled) }] : []),
       { name: FIREWALL_SYN_CHAIN, rules: firewallSynChain(x) },

@@ -64,7 +64,7 @@ const IPS_ASSURED = 1 << 2;
 /**
  * A session enters the shared table once it has been answered: TCP when its handshake completed (ASSURED), UDP
  * when a reply was seen. Why: a stray ACK or a spoofed SYN creates a conntrack entry (nf_conntrack_tcp_loose,
- * SYN_RECV) that no firewall will ever carry; recording it would fill Redis and every node's cache (issue 14).
+ * SYN_RECV) that no firewall will ever carry; recording it would fill Redis and every node's cache.
  */
 export function answered(e: CtEntry): boolean {
   return (e.status & (e.orig.proto === 6 ? IPS_ASSURED : IPS_SEEN_REPLY)) !== 0;
@@ -76,7 +76,7 @@ const ENDED = new Set(['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE
 /**
  * What a DESTROY event means for the shared record. Why not always delete: conntrack destroys live entries too
  * (`conntrack -F`, a reboot, eviction under pressure), and the twin may still hold the session; a DESTROY event
- * also carries no ct label, so its orientation cannot be derived from it (issue 14). A TCP entry that saw FIN or
+ * also carries no ct label, so its orientation cannot be derived from it. A TCP entry that saw FIN or
  * RST has ended: delete. Anything else (an established TCP entry, UDP, whose end is only its timeout) gets a
  * grace expiry, which any node that still holds the session, or picks it up again, refreshes.
  */
@@ -104,7 +104,7 @@ export class SessionSync {
   /**
    * fwlb's flows by conntrack id: whether the first packet came from the side interface, read from the NEW event
    * (the only event that carries ct labels: UPDATE and DESTROY events carry none here), and the record once the
-   * flow was answered. Orientation is decided once, from NEW or a dump, never from a later event (issue 14).
+   * flow was answered. Orientation is decided once, from NEW or a dump, never from a later event.
    * Rebuilt from every dump, so it is bounded by the kernel's own table.
    */
   private flows = new Map<number | string, { sideFirst: boolean; rec: SessionRecord | null }>();

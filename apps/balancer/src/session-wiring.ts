@@ -82,7 +82,7 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   } catch (e) {
     log(`session table not reachable at start, continuing on the kernel's state: ${(e as Error).message}`);
   }
-  // A node learns its own sessions from its conntrack; those that started on a sibling of the same side (issue 10)
+  // A node learns its own sessions from its conntrack; those that started on a sibling of the same side
   // it learns from Redis. They matter only as exceptions, and a session becomes one only when the bucket table
   // changes: then every record is read again, at once and once more after the siblings' writes in flight (two
   // flush periods and a second) have landed. One reload at a time; a change during one asks for another.

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm run lab [-- --json] [--keep] [--broken] [--redundant ecmp|vrrp]`: builds the sandwich, runs the scenario, prints
-// the report, cleans up. `--redundant`: 2 nodes per side (issue 10) with a Redis of its own, behind ECMP (the lab's
+// the report, cleans up. `--redundant`: 2 nodes per side with a Redis of its own, behind ECMP (the lab's
 // route agent) or keepalived.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

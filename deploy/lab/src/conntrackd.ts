@@ -1,4 +1,4 @@
-// conntrackd's config for a lab firewall in a sync pair (issue 11); pure layer of deploy/lab. fwlb does not run
+// conntrackd's config for a lab firewall in a sync pair; pure layer of deploy/lab. fwlb does not run
 // conntrackd on real firewalls: this is the lab's stand-in for what a firewall cluster does (FGSP, pfsync).
 
 export interface ConntrackdPeer {

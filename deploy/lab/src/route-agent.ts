@@ -1,4 +1,4 @@
-// The lab's route agent (node redundancy, issue 10): the stand-in for the upstream routers' BGP sessions with the
+// The lab's route agent (node redundancy): the stand-in for the upstream routers' BGP sessions with the
 // nodes (health-driven announcements, BFD). It polls every balancer node's GET /health and keeps each ECMP route
 // of the topology (the routers' and the firewalls' routes over a side's nodes) to the nodes that answer. I/O layer
 // of deploy/lab.

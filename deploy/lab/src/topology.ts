@@ -21,12 +21,12 @@ export interface LabOptions {
   /** A management network: namespace `rd` with bridge `mg0` 10.99.0.1/24, and `mgmt0` on both nodes (.11, .12). */
   mgmt?: boolean;
   /**
-   * Firewall sync pairs (issue 11), e.g. [['fw1', 'fw2']]: a sync link `sync0` between the two (SYNC_NET(g), .k for
+   * Firewall sync pairs, e.g. [['fw1', 'fw2']]: a sync link `sync0` between the two (SYNC_NET(g), .k for
    * firewall k) on which `Lab.startSync` runs conntrackd FTFW, and `syncGroup: "g<g>"` in both nodes' configs.
    */
   syncGroups?: string[][];
   /**
-   * Node redundancy (issue 10): this many balancer nodes per side (ob1.., ib1..), on shared transit segments
+   * Node redundancy: this many balancer nodes per side (ob1.., ib1..), on shared transit segments
    * (switch namespaces `ot`, `it`; firewalls told apart by MAC), behind an outside router `or` (the clients' gateway)
    * and the SLB node as the inside router. Needs a session table (the nodes agree through it). 1: today's sandwich.
    */
@@ -424,7 +424,7 @@ export function l7Vip(rips: string[]): VipConfig {
 }
 
 /**
- * Node redundancy (issue 10): N nodes per side, active-active behind ECMP.
+ * Node redundancy: N nodes per side, active-active behind ECMP.
  *
  *   clients ─ cli0 [or] sd0 ─┬─ ob1 ─┐                ┌─ ib1 ─┬─ up0 [slb] rip0 ─ servers
  *                            └─ ob2 ─┴─ br0 [ot] fw1..3 [it] br0 ─┴─ ib2 ─┘

@@ -18,7 +18,7 @@ export interface FirewallConfig {
   /** Administratively enabled (default true). */
   enabled?: boolean;
   /**
-   * Sync group (issue 11): firewalls with the same name hold each other's sessions (conntrackd FTFW, FGSP, pfsync).
+   * Sync group: firewalls with the same name hold each other's sessions (conntrackd FTFW, FGSP, pfsync).
    * A firewall that fails gives its buckets to the live members of its group first. The same on every node.
    */
   syncGroup?: string;
@@ -107,6 +107,14 @@ export interface BalancerConfig {
    * come while there is room to act. @default 0.8
    */
   conntrackAlarmRatio?: number;
+  /**
+   * Seconds this node's conntrack keeps a TCP handshake that does not complete (SYN_SENT, SYN_RECV) instead of the
+   * kernel's 120 s and 60 s; 0 keeps the kernel's. Why: a balancer node tracks every flow of its side, a firewall
+   * only its share, so with the kernel's timeouts spoofed SYNs fill a node's table at a rate the firewalls absorb.
+   * Every SYN is steered afresh whatever entry it meets, so a shorter unanswered state costs no connection its
+   * firewall. @default 10
+   */
+  handshakeTimeoutSeconds?: number;
   /** Path of an SLB config file: the inside node then runs the SLB tier in its own process (VIPs on its API). */
   slb?: string;
   /**
@@ -123,7 +131,7 @@ export interface BalancerConfig {
      */
     target?: string;
     /**
-     * Several probe addresses (node redundancy, issue 10: the other side's nodes, e.g. their transit addresses): a
+     * Several probe addresses (node redundancy: the other side's nodes, e.g. their transit addresses): a
      * firewall is up while any of them answers through it, so one dead node on the other side takes no firewall down.
      */
     targets?: string[];
@@ -209,6 +217,7 @@ export const balancerSchema = {
     api: apiSchema,
     resyncSeconds: { type: 'number', minimum: 1, maximum: 3600 },
     conntrackAlarmRatio: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+    handshakeTimeoutSeconds: { type: 'integer', minimum: 0, maximum: 120 },
     slb: { type: 'string', minLength: 1 },
     stateFile: { type: 'string', minLength: 1, maxLength: 4096 },
     sessionTable: {

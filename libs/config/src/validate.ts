@@ -68,6 +68,7 @@ export const BALANCER_DEFAULTS = {
   listen: '127.0.0.1:8480',
   resyncSeconds: 10,
   conntrackAlarmRatio: 0.8,
+  handshakeTimeoutSeconds: 10,
   healthTimers: { interval: 500, response: 200, retries: 3, deadInterval: 1000, rise: 2 },
   panicThreshold: 0.5,
 };
@@ -139,7 +140,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     else seen.set(fw.id, i);
     if (fw.interface === c.sideInterface) problems.push({ field: `/firewalls/${i}/interface`, message: 'must differ from sideInterface' });
   });
-  // A shared transit segment (several nodes per side, issue 10): firewalls on one interface are told apart by their
+  // A shared transit segment (several nodes per side): firewalls on one interface are told apart by their
   // MAC alone, so each needs one, and no two the same.
   c.firewalls.forEach((fw, i) => {
     const shared = c.firewalls.filter((o) => o.interface === fw.interface);
@@ -201,6 +202,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
     conntrackAlarmRatio: c.conntrackAlarmRatio ?? BALANCER_DEFAULTS.conntrackAlarmRatio,
+    handshakeTimeoutSeconds: c.handshakeTimeoutSeconds ?? BALANCER_DEFAULTS.handshakeTimeoutSeconds,
     slb: c.slb ?? null,
     stateFile: c.stateFile ?? null,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, heartbeatSeconds: 2, ...c.sessionTable } : null,

@@ -76,7 +76,7 @@ export function moved(a: BucketTable, b: BucketTable): number {
 }
 
 /**
- * Sync groups (issue 11): for a member that is not live, which live member of its group takes bucket b, or null
+ * Sync groups: for a member that is not live, which live member of its group takes bucket b, or null
  * (no group, or no member of it live). Each group with a member down gets its own Maglev table over the group's
  * members, so the buckets of a member that is down are spread consistently over the live ones, and bringing a
  * member back moves only the buckets of members that are still down (to a member that holds their state too).

@@ -11,7 +11,7 @@
 #
 # One thread, one event loop (selectors). Why: a thread and a raw socket per probe cost a thread start each, and
 # every raw ICMP socket receives every ICMP packet, so N probes in flight made N copies of each reply; 8,000 members
-# overran it (about 1,450 checks/s at 79 % of a core, as issue 15 measured). Here ICMP and SYN probes share one raw socket per (mark,
+# overran it (about 1,450 checks/s at 79 % of a core). Here ICMP and SYN probes share one raw socket per (mark,
 # device, source) and replies are matched by key in O(1). A probe's deadline starts when it is sent; a request that
 # waited longer than its own timeout before it could be sent is answered `unknown` (the helper was overloaded: that
 # says nothing about the target, and must never turn into a member marked down).

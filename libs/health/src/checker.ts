@@ -26,7 +26,7 @@ export function steerOf(spec: { source?: string; mark?: number; device?: string 
 
 /**
  * One checker over several addresses: the probe succeeds when any of them answers (all are probed at once, so a
- * probe takes no longer than one). Why: with several nodes on the other side (issue 10), a firewall is up while it
+ * probe takes no longer than one). Why: with several nodes on the other side, a firewall is up while it
  * carries traffic to any of them; one dead node must not take every firewall down with it.
  */
 export function anyOf(checker: Checker, addresses: readonly string[]): Checker {

@@ -40,9 +40,24 @@ export interface DesiredSet {
   size: number;
 }
 
+/**
+ * A conntrack timeout policy (`ct timeout` object) that rules attach to the entries new packets create. Its name
+ * carries its values, so a changed policy is a new object and the old one goes once no rule names it. Declared and
+ * deleted in text: nft 1.0.6 drops a policy given in JSON and aborts on a JSON delete of one (see ctTimeoutText).
+ */
+export interface DesiredCtTimeout {
+  name: string;
+  protocol: 'tcp';
+  l3proto: 'ip' | 'ip6';
+  /** Seconds by TCP state, e.g. { syn_sent: 10 }; states left out keep the kernel's timeouts. */
+  policy: Record<string, number>;
+}
+
 export interface DesiredTable {
   family: 'inet' | 'ip' | 'ip6';
   name: string;
+  /** Conntrack timeout policies; rules refer to them with `{"ct timeout": name}`. */
+  ctTimeouts?: DesiredCtTimeout[];
   maps: DesiredMap[];
   /** Dynamic sets (created once, elements left to the kernel). */
   sets?: DesiredSet[];
@@ -72,6 +87,8 @@ export interface ActualTable {
   counters: Map<string, { packets: number; bytes: number }>;
   /** Named counter objects by name. */
   namedCounters: Map<string, { packets: number; bytes: number }>;
+  /** Names of the table's ct timeout objects. */
+  ctTimeouts?: Set<string>;
 }
 
 /** A map key as a string, for comparing desired and listed elements (JSON of the key as nft lists it). */

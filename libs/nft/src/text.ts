@@ -30,6 +30,7 @@ export function statementText(s: NftJson): string {
   if ('set' in o) return `${o.set.op} ${o.set.set} { ${exprText(o.set.elem)} }`;
   if ('counter' in o) return 'counter';
   if ('jump' in o) return `jump ${o.jump.target}`;
+  if ('ct timeout' in o) return `ct timeout set ${JSON.stringify(o['ct timeout'])}`;
   if ('goto' in o) return `goto ${o.goto.target}`;
   for (const v of ['accept', 'drop', 'return', 'continue']) if (v in o) return v;
   return JSON.stringify(o);
@@ -41,6 +42,7 @@ export function statementText(s: NftJson): string {
  */
 export function tableText(t: DesiredTable): string {
   const out = [`table ${t.family} ${t.name}`];
+  for (const o of t.ctTimeouts ?? []) out.push(`  ct timeout ${o.name} { protocol ${o.protocol}; l3proto ${o.l3proto}; policy = { ${Object.entries(o.policy).map(([k, v]) => `${k}: ${v}`).join(', ')} } }`);
   for (const s of t.sets ?? []) out.push(`  set ${s.name} { type ${[s.type].flat().join(' . ')}; timeout ${s.timeout}s; size ${s.size} }`);
   for (const m of t.maps) out.push(`  map ${m.name} { type ${[m.type].flat().join(' . ')} : ${m.map}; ${m.elements.length} elements }`);
   for (const c of t.chains) {

@@ -35,7 +35,7 @@ export const SESSION_TABLE_DEFAULTS = {
  * reached by URL, else the options say where. A client that never gives up: while Redis is away, commands fail
  * fast (no offline queue, a command timeout, so a caller never waits on a dead server) and it keeps reconnecting
  * every 200-1000 ms. With TLS, the sentinels are spoken to over TLS too: otherwise the AUTH to them, and the
- * primary's address they answer with, cross the network in clear (issue 9).
+ * primary's address they answer with, cross the network in clear.
  */
 export function redisOptions(o: SessionTableOptions, extra: RedisOptions = {}, readFile: (p: string) => Buffer = readFileSync): { url?: string; options: RedisOptions } {
   const tls = o.tls || o.tlsCaFile || o.url?.startsWith('rediss://') ? (o.tlsCaFile ? { ca: readFile(o.tlsCaFile) } : {}) : null;

@@ -313,7 +313,7 @@ export class SessionTable {
   }
 
   /** This node's view of each firewall, stamped with the time (views that are not refreshed go stale). */
-  /** `digest`: the node's hash config digest, published beside its view so that nodes can compare (issue 10). */
+  /** `digest`: the node's hash config digest, published beside its view so that nodes can compare. */
   async setHealthView(view: Record<string, boolean>, now = Date.now(), digest?: string): Promise<void> {
     const key = `${this.prefix}health:${this.node}`;
     const fields = { ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])), _at: String(now), ...(digest ? { _cfg: digest } : {}) };
@@ -424,7 +424,7 @@ export function decodeEpoch(text: string): EpochDoc | null {
 /**
  * The nodes whose views count: those that published a (fresh) view with at least one firewall in it. An empty view
  * is an abstention: a node cut off from every firewall (all its links down) forwards nothing, and its view would
- * otherwise veto every firewall for the nodes that still forward (issue 10).
+ * otherwise veto every firewall for the nodes that still forward.
  */
 export function voters(views: Record<string, Record<string, boolean>>): string[] {
   return Object.keys(views).filter((n) => Object.keys(views[n]).length > 0);

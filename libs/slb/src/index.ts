@@ -1,5 +1,5 @@
 // @fwlb/slb: the SLB tier's core (VIPs as nft DNAT maps, member health, the /vips API, start): used by the fwlb-slb agent
-// (apps/slb) and by the inside balancer node when it embeds the SLB (issue 13: no app imports another).
+// (apps/slb) and by the inside balancer node when it embeds the SLB (no app imports another).
 export * from './schedule';
 export * from './render';
 export * from './kernel';

@@ -520,7 +520,7 @@ export class SlbService {
   /**
    * Apply a change; only when the kernel took it does it become the state (and the state file). Why `build` gets
    * the current list inside the serialized queue: two requests that each built "the list plus my VIP" from the
-   * same starting point would both be accepted and the second would silently undo the first (issue 9). Only the VIPs
+   * same starting point would both be accepted and the second would silently undo the first. Only the VIPs
    * `build` replaced are rendered and written: a member change is that VIP's chain, nothing else.
    */
   private async change(build: (current: readonly ResolvedVip[]) => ResolvedVip[]): Promise<SlbReconcileResult> {
