@@ -10,7 +10,7 @@
 // in how many rounds fwlb was the lower. BENCH_MODES=hmark-ct,... runs only those paths (and fwlb); `fwlb-one`
 // (fwlb's table with every bucket on one firewall) runs only when named there.
 // BENCH_FWLB_WITHOUT=<regex> adds a path `fwlb-without`: fwlb's table minus the prerouting rules whose nft JSON
-// matches, to measure what one rule costs or saves in the same run.
+// matches, and minus the chains whose `chain:<name>` matches, to measure what a rule costs or saves in the same run.
 // BENCH_PERF=1 adds two profiled runs per path (`perf record -a` during a 64-byte UDP run and a wrk run, not in the
 // medians): the share of CPU samples in netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
 import { spawn, spawnSync } from 'node:child_process';
@@ -156,8 +156,10 @@ async function main(): Promise<void> {
       };
       keep('fwlb-one', items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)));
       if (WITHOUT) {
-        const drop = (x: any) => x.add.rule?.chain === 'prerouting' && WITHOUT.test(JSON.stringify(x.add.rule.expr));
-        console.error(`fwlb-without, ${node}: ${items.filter(drop).length} prerouting rule(s) left out`);
+        // A prerouting rule whose JSON matches, or a whole chain (its rules too) whose `chain:<name>` matches.
+        const dropChain = (name?: string) => name !== undefined && WITHOUT.test(`chain:${name}`);
+        const drop = (x: any) => (x.add.rule?.chain === 'prerouting' && WITHOUT.test(JSON.stringify(x.add.rule.expr))) || dropChain(x.add.rule?.chain) || dropChain(x.add.chain?.name);
+        console.error(`fwlb-without, ${node}: ${items.filter(drop).length} rule(s) and chain(s) left out`);
         keep('fwlb-without', items.filter((x: any) => !drop(x)));
       }
     }

@@ -139,7 +139,7 @@ t.test('render: a new connection never inherits the decision of an earlier one w
   t.match(pre[conns[0]], /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ip saddr . th sport . ip daddr . th dport . meta l4proto @conn0 update @conn0 \{ .* \} counter meta mark set 65536 ct mark set meta mark accept$/);
   t.ok(conns[0] > pre.indexOf(out.labeled.restore.map(statementText).join(' ')), 'after the restore: a packet with its ct mark pays nothing for them');
   t.same(out.sets!.map((x) => [x.name, x.timeout]), [['heard', 30], ['synseen', SYN_SEEN_SECONDS], ['fresh', FRESH_SECONDS], ['conn0', CONN_SECONDS], ['conn1', CONN_SECONDS], ['conn2', CONN_SECONDS]]);
-  t.same(out.chains.map((x) => x.name), ['side-syn', 'firewall-syn', 'prerouting', 'input', 'output'], 'the chains jumped to come first (one transaction adds them in order)');
+  t.same(out.chains.map((x) => x.name), ['conntrack-timeouts', 'side-syn', 'firewall-syn', 'prerouting', 'input', 'output'], 'the chains jumped to come first (one transaction adds them in order)');
   const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
   t.notMatch(JSON.stringify(plain), /@conn/, 'without a session table (one node per side, which sees both directions) no conn sets');
 });

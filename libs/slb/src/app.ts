@@ -4,7 +4,9 @@ import { ConfigError, memberKey, memberKeyOf, memberPatchSchema, memberSchema, M
 import { hostPort } from '@fwlb/flowhash';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { SlbErrors } from './errors';
-import { NotFoundError, SaveError, SlbService } from './service';
+import { SlbService } from './service';
+import { NotFoundError } from './vip-plan';
+import { SaveError } from './group-commit';
 
 export interface SlbAppOptions {
   service: SlbService;
@@ -42,33 +44,33 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
   };
 
   // Reads answer from memory: counters come from the background refresh (see SlbService.refreshCounters).
-  app.get('/vips', async (_req, reply) => reply.type('application/json; charset=utf-8').send(s.vipsBody()));
+  app.get('/vips', async (_req, reply) => reply.type('application/json; charset=utf-8').send(s.views.vipsBody()));
   app.get<Id>('/vips/:id', async (req) => {
-    return wrap(async () => s.vipView(s.vip(req.params.id)));
+    return wrap(async () => s.views.vipView(s.vip(req.params.id)));
   });
   // VIP bodies are validated by libs/config (schema plus overlap and duplicate checks) so that one place names the field.
   app.post('/vips', { preValidation: guard }, async (req, reply) => {
     const v = await wrap(() => s.createVip(req.body));
-    return reply.status(201).send(s.vipView(v));
+    return reply.status(201).send(s.views.vipView(v));
   });
-  app.put<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req) => s.vipView(await wrap(() => s.replaceVip(req.params.id, req.body))));
+  app.put<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req) => s.views.vipView(await wrap(() => s.replaceVip(req.params.id, req.body))));
   app.delete<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req, reply) => {
     await wrap(() => s.deleteVip(req.params.id));
     return reply.status(204).send();
   });
   app.get<Id>('/vips/:id/members', async (req) => {
-    return wrap(async () => s.memberView(s.vip(req.params.id)));
+    return wrap(async () => s.views.memberView(s.vip(req.params.id)));
   });
   app.post<Id & { Body: MemberConfig }>('/vips/:id/members', { preValidation: guard, schema: { body: memberSchema }, config: vipBefore }, async (req, reply) => {
     const v = await wrap(() => s.addMember(req.params.id, req.body));
-    return reply.status(201).send(s.memberView(v).find((m) => memberKey(m) === memberKeyOf(hostPort(req.body.address, req.body.port))));
+    return reply.status(201).send(s.views.memberView(v).find((m) => memberKey(m) === memberKeyOf(hostPort(req.body.address, req.body.port))));
   });
   app.patch<Member & { Body: Partial<Pick<MemberConfig, 'weight' | 'state'>> }>(
     '/vips/:id/members/:member',
     { preValidation: guard, schema: { body: memberPatchSchema }, config: memberBefore },
     async (req) => {
       const v = await wrap(() => s.patchMember(req.params.id, req.params.member, req.body));
-      return s.memberView(v).find((m) => memberKey(m) === memberKeyOf(req.params.member));
+      return s.views.memberView(v).find((m) => memberKey(m) === memberKeyOf(req.params.member));
     },
   );
   app.delete<Member>('/vips/:id/members/:member', { preValidation: guard, config: memberBefore }, async (req, reply) => {

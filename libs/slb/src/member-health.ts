@@ -1,6 +1,6 @@
 // Real-server health for the SLB: one libs/health monitor per (RIP, port, check, timers), on one shared probe helper; shell layer of libs/slb.
 import { ContentMatcher, createChecker, HealthMonitor, ProbeHelper, ProbeResult } from '@fwlb/health';
-import type { MonitorFactory } from './service';
+import type { MonitorFactory } from './monitor-pool';
 
 /** `content`: where http-content regexes run, charged to the VIP that first asked for the probe. */
 export function memberMonitors(helper: ProbeHelper, onResult?: (r: ProbeResult) => void, content?: ContentMatcher): MonitorFactory {

@@ -7,14 +7,14 @@ import type { SlbService } from './service';
 export function slbMetrics(reg: Registry, s: SlbService): void {
   // One member walk per scrape, shared by the five member families (each family's collect runs in the same scrape):
   // at 8,000 members the walk was done five times.
-  let walk: { at: number; list: { vip: string; member: string; m: ReturnType<SlbService['memberView']>[number] }[] } | null = null;
+  let walk: { at: number; list: { vip: string; member: string; m: ReturnType<SlbService['views']['memberView']>[number] }[] } | null = null;
   const members = () => {
     const now = Date.now();
-    if (!walk || now - walk.at > 100) walk = { at: now, list: s.vips().flatMap((v) => s.memberView(v).map((m) => ({ vip: v.id, member: memberKey(m), m }))) };
+    if (!walk || now - walk.at > 100) walk = { at: now, list: s.vips().flatMap((v) => s.views.memberView(v).map((m) => ({ vip: v.id, member: memberKey(m), m }))) };
     return walk.list;
   };
   const b = (v: boolean) => (v ? 1 : 0);
-  counterFrom(reg, 'fwlb_vip_new_sessions_total', 'New sessions to the VIP (DNATed or not).', ['vip'], () => s.vips().map((v) => [{ vip: v.id }, s.vipNewSessions(v)]));
+  counterFrom(reg, 'fwlb_vip_new_sessions_total', 'New sessions to the VIP (DNATed or not).', ['vip'], () => s.vips().map((v) => [{ vip: v.id }, s.views.vipNewSessions(v)]));
   counterFrom(reg, 'fwlb_member_new_sessions_total', 'New sessions a member received.', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.counters.newSessions]));
   counterFrom(reg, 'fwlb_member_packets_total', 'Packets of the member’s sessions, both directions.', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.counters.packets]));
   counterFrom(reg, 'fwlb_member_bytes_total', 'Bytes of the member’s sessions, both directions.', ['vip', 'member'], () => members().map((x) => [{ vip: x.vip, member: x.member }, x.m.counters.bytes]));

@@ -2,65 +2,20 @@
 // difference in one transaction, roll back on failure; imperative shell of libs/slb.
 import { accessSync, constants } from 'node:fs';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
-import { checkBudgetProblem, ConfigError, isL7, memberKey, memberKeyOf, probeSpec, validateVip, vipDocument } from '@fwlb/config';
-import type { HealthEvent, HealthState, ProbeResult } from '@fwlb/health';
-import type { NftJson, NftRunner } from '@fwlb/nft';
-import { applySlbCommands, applyTablesCommands, declarationsModel, familiesInUse, hasDeclarations, memberCounterKey, NO_TABLES, parseCounterSets, parseSlbListing, poolTargets, SlbCounters, SlbTables, staleCounterCommands, tablesCommands, vipKeyString } from './kernel';
-import { backendMap, declarationsText, declared, healthKey, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, SLB_OBJECTS, VipFragment, vipChain } from './render';
-import type { HaproxyStat, L7Engine } from './haproxy';
+import { ConfigError, isL7, memberKey } from '@fwlb/config';
+import type { ProbeResult } from '@fwlb/health';
+import { MonitorFactory, MonitorPool } from './monitor-pool';
+import type { AddressPort, SlbKernel } from './kernel-port';
+import { viewKeys, VipViews } from './vip-views';
+import { GroupCommit } from './group-commit';
+import * as plan from './vip-plan';
+import { Edit, NotFoundError, planChange } from './vip-plan';
+import type { NftJson } from '@fwlb/nft';
+import { applySlbCommands, applyTablesCommands, declarationsModel, familiesInUse, hasDeclarations, NO_TABLES, poolTargets, SlbTables, staleCounterCommands, tablesCommands } from './kernel';
+import { declared, healthKey, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, VipFragment, vipChain } from './render';
+import type { L7Engine } from './haproxy';
 import { LocalSocket, vipConflict } from './local-services';
-import { backendName, DEFAULT_RULE, frontendName, L7Want, renderL7, ruleId, ruleTable, serverName } from './haproxy-render';
-
-/** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
-export interface AddressPort {
-  labelledAddresses(ifname: string, label: string): Promise<string[]>;
-  /** False when the address was there already: a failed change then leaves it where it was. */
-  addAddress(ifname: string, addr: string, label: string): Promise<boolean | void>;
-  delAddress(ifname: string, addr: string): Promise<void>;
-}
-
-/** The SLB tables in the kernel (`ip` and `ip6`): read (terse, no counter elements), one transaction, the counters. */
-export interface SlbKernel {
-  read(): Promise<SlbTables>;
-  apply(cmds: NftJson[]): Promise<void>;
-  /** Declares a family's table, its pool maps and counter sets (`declarationsText`; idempotent). */
-  declare(family: SlbFamily): Promise<void>;
-  counters(): Promise<SlbCounters>;
-}
-
-export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
-  const readFamily = async (f: SlbFamily) => {
-    // The four listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
-    // other failure fails the read (an unread pool must never pass for an empty one: its members would be down).
-    const maps = [SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', f, table, m]));
-    const [terse, ...listings] = await Promise.all([nft.json(['-t', 'list', 'table', f, table]), ...maps]);
-    return terse ? parseSlbListing(terse, listings) : null;
-  };
-  return {
-    read: async () => {
-      const [ip, ip6] = await Promise.all(SLB_FAMILIES.map(readFamily));
-      return { ip, ip6 };
-    },
-    apply: (cmds) => nft.apply(cmds),
-    declare: (f) => nft.applyText(declarationsText(table, f)),
-    // Both tables' sets in one parse: their keys carry the address, so they never collide.
-    counters: async () => {
-      const all = await Promise.all(SLB_FAMILIES.map((f) => nft.json(['list', 'sets', 'table', f, table])));
-      return parseCounterSets({ nftables: all.flatMap((l) => (l as { nftables?: unknown[] } | null)?.nftables ?? []) });
-    },
-  };
-}
-
-export interface MonitorHandle {
-  readonly state: HealthState;
-  readonly last: ProbeResult | null;
-  /** Set while the last check gave no verdict (helper down, content regex over budget): why. */
-  readonly unknown?: string | null;
-  stop(): void;
-}
-
-/** Starts one health monitor for a (RIP, port, check, timers); main.ts wires libs/health, tests a fake. */
-export type MonitorFactory = (key: string, vip: ResolvedVip, member: { address: string; port: number }, initial: HealthState, onEvent: (ev: HealthEvent) => void) => MonitorHandle;
+import { L7Want, renderL7 } from './haproxy-render';
 
 export interface SlbDeps {
   kernel: SlbKernel;
@@ -94,21 +49,6 @@ const readable = (path: string) => {
 /** The L4 VIPs: the ones the nft table holds (an L7 VIP is HAProxy's). */
 const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isL7(v));
 
-/** The most VIPs one SLB holds: the same limit for the API and the config file's schema (`vips` maxItems). */
-export const MAX_VIPS = 4096;
-
-/** The change is live in the kernel, but the state file could not be written. */
-export class SaveError extends Error {
-  readonly code = 'FWLB_SAVE_FAILED';
-}
-
-export class NotFoundError extends Error {
-  constructor(readonly what: 'vip' | 'member', message: string) {
-    super(message);
-    this.name = 'NotFoundError';
-  }
-}
-
 export interface SlbReconcileResult {
   nftCommands: number;
   addressesAdded: string[];
@@ -116,43 +56,20 @@ export interface SlbReconcileResult {
   tableHandle: number | null;
 }
 
-type Member = { address: string; port: number };
-
-/** How old the cached GET /vips body may be when only health or counters changed. */
-export const LIST_MAX_AGE_MS = 1000;
-
-const viewKeyCache = new WeakMap<ResolvedVip, { vip: string; members: string[]; counters: string[] }>();
-
-/** A VIP's lookup keys for views (its counter key, its members' keys), made once per VIP object. */
-function viewKeys(v: ResolvedVip) {
-  let k = viewKeyCache.get(v);
-  if (!k) {
-    const vk: [string, 'tcp' | 'udp', number] = [v.address, v.protocol, v.port];
-    k = { vip: vipKeyString(vk), members: v.members.map(memberKey), counters: v.members.map((m) => memberCounterKey(vk, m)) };
-    viewKeyCache.set(v, k);
-  }
-  return k;
-}
-
 export class SlbService {
   private vipList: ResolvedVip[];
   private byId = new Map<string, ResolvedVip>();
-  private readonly health = new Map<string, { up: boolean; reason: string; since: number }>();
-  private readonly monitors = new Map<string, MonitorHandle>();
-  /** Which VIPs use each health key: a health event re-renders those VIPs only. */
-  private readonly users = new Map<string, Set<string>>();
+  /** Member health: a monitor per health key, and which VIPs a verdict concerns. */
+  private readonly pool: MonitorPool;
   /** The VIPs as last applied: what the kernel holds for each, and the slots the API reports. */
   private readonly fragments = new Map<string, VipFragment>();
   /** VIPs whose pool is in panic, as last rendered (alarms read this instead of walking 8,000 members). */
   private readonly panicked = new Map<string, { healthy: number; enabled: number }>();
-  /** Bumped by every accepted change: the cached GET /vips body is rebuilt for a new one at once. */
-  private version = 0;
-  /** Bumped when health or counters change what GET /vips shows (the cached body may lag these by a second). */
-  private liveVersion = 0;
-  private listCache: { body: Buffer; version: number; live: number; at: number } | null = null;
+  /** What the API and the metrics show (members, counters, the cached GET /vips body). */
+  readonly views: VipViews;
 
   private setFragment(f: VipFragment): void {
-    if (this.fragments.get(f.id) !== f) this.liveVersion++;
+    if (this.fragments.get(f.id) !== f) this.views.refreshed();
     this.fragments.set(f.id, f);
     if (f.panic) this.panicked.set(f.id, f.panic);
     else this.panicked.delete(f.id);
@@ -169,9 +86,6 @@ export class SlbService {
   private readFailed = false;
   private readonly dirty = new Set<string>();
   private queue: Promise<unknown> = Promise.resolve();
-  private counterValues: SlbCounters = { vipNew: new Map(), memberNew: new Map(), memberPackets: new Map() };
-  /** When the counters were read from the kernel (ms), or null before the first read. */
-  countersAt: number | null = null;
   readonly label: string;
   reconciles = 0;
   failures = 0;
@@ -192,6 +106,24 @@ export class SlbService {
     this.vipList = [...config.vips];
     this.index();
     this.label = `${config.interface}:vip`;
+    // A resolved VIP serializes as its config document (vipDocument is its JSON round trip); the saver caches that text per VIP.
+    this.saver = deps.save ? new GroupCommit(deps.save, () => this.vipList as unknown as readonly VipConfig[]) : null;
+    this.views = new VipViews({
+      vips: () => this.vipList,
+      slots: (id) => this.fragments.get(id)?.slots ?? [],
+      health: { healthOf: (k) => this.pool.healthOf(k), monitorOf: (k) => this.pool.monitorOf(k) },
+      started: () => this.started,
+      now: () => this.now(),
+    });
+    this.pool = new MonitorPool(
+      deps.monitors,
+      (users) => {
+        for (const user of users) this.dirty.add(user);
+        this.deps.trigger?.();
+      },
+      () => this.now(),
+      deps.log,
+    );
   }
 
   private index(): void {
@@ -224,7 +156,7 @@ export class SlbService {
       const table = have[slbFamilyOf(v.address)];
       const known = table?.chains.has(vipChain(v.id));
       const inPool = new Set(poolTargets(table, [v.address, v.protocol, v.port]));
-      this.retarget(
+      this.pool.retarget(
         undefined,
         v,
         (m) => {
@@ -237,92 +169,18 @@ export class SlbService {
     }
     const r = await this.full(have);
     this.started = true;
-    await this.monitorsStarted();
+    await this.pool.allStarted();
     return r;
   }
-
-  /** Resolves once every deferred monitor runs (a batch per event-loop turn: requests are served between them). */
-  private monitorsStarted(): Promise<void> {
-    if (!this.unstarted.size) return Promise.resolve();
-    return new Promise((resolve) => this.drained.push(resolve));
-  }
-
-  private drained: (() => void)[] = [];
 
   vips(): readonly ResolvedVip[] {
     return this.vipList;
   }
 
   vip(id: string): ResolvedVip {
-    return this.find(this.byId, id);
-  }
-
-  private up = (key: string): boolean => this.health.get(key)?.up ?? false;
-
-  /**
-   * Moves one VIP's health keys from `before` to `after`: a key new to the node starts a monitor whose initial state
-   * comes from `initialOf`; a key no VIP uses any more stops its monitor. Costs the members of this VIP only.
-   */
-  private retarget(before: ResolvedVip | undefined, after: ResolvedVip | undefined, initialOf: (m: Member) => HealthState, defer = false): void {
-    const id = (after ?? before)!.id;
-    const keep = new Set<string>();
-    for (const m of after?.members ?? []) {
-      const k = healthKey(after!, m);
-      keep.add(k);
-      let u = this.users.get(k);
-      if (!u) this.users.set(k, (u = new Set()));
-      u.add(id);
-      if (this.monitors.has(k) || this.unstarted.has(k)) continue;
-      const initial = initialOf(m);
-      const v = after!;
-      this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known up' : 'down (not in service when this controller started, or new): waiting for checks', since: this.now() });
-      const create = () =>
-        this.monitors.set(
-          k,
-          // An L7 member is probed with its pool's check and timers where the pool has its own.
-          this.deps.monitors(k, m.pool !== undefined ? { ...v, ...probeSpec(v, m) } : v, m, initial, (ev) => {
-            this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
-            this.deps.log?.(`member ${memberKey(m)} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'member-health', member: memberKey(m), check: v.check.kind, vips: [...(this.users.get(k) ?? [])], from: ev.from, to: ev.to, reason: ev.reason });
-            for (const user of this.users.get(k) ?? []) this.dirty.add(user);
-            this.deps.trigger?.();
-          }),
-        );
-      if (defer) this.unstarted.set(k, create);
-      else create();
-    }
-    if (this.unstarted.size) this.startMonitorsSoon();
-    for (const m of before?.members ?? []) {
-      const k = healthKey(before!, m);
-      if (keep.has(k)) continue;
-      const u = this.users.get(k);
-      u?.delete(id);
-      if (u && u.size === 0) {
-        this.users.delete(k);
-        this.unstarted.delete(k);
-        this.monitors.get(k)?.stop();
-        this.monitors.delete(k);
-        this.health.delete(k);
-      }
-    }
-  }
-
-  /** Monitors not started yet (a start creates 8,000 of them a batch per event-loop turn, not in one block). */
-  private readonly unstarted = new Map<string, () => void>();
-  private starting: NodeJS.Immediate | null = null;
-
-  private startMonitorsSoon(): void {
-    if (this.starting || this.stopped) return;
-    this.starting = setImmediate(() => {
-      this.starting = null;
-      let n = 0;
-      for (const [k, create] of this.unstarted) {
-        this.unstarted.delete(k);
-        create();
-        if (++n >= 500) break;
-      }
-      if (this.unstarted.size) this.startMonitorsSoon();
-      else for (const f of this.drained.splice(0)) f();
-    });
+    const v = this.byId.get(id);
+    if (!v) throw new NotFoundError('vip', `no VIP "${id}"`);
+    return v;
   }
 
   /** Serialized: the runner, health events and API changes never interleave their passes. */
@@ -363,7 +221,7 @@ export class SlbService {
 
   /** Counter elements the last read found. */
   counterElements(): number {
-    return this.counterValues.vipNew.size + this.counterValues.memberNew.size + this.counterValues.memberPackets.size;
+    return this.views.counterElements();
   }
 
   private async read(): Promise<SlbTables> {
@@ -388,7 +246,7 @@ export class SlbService {
   private async flushDirty(): Promise<SlbReconcileResult> {
     const ids = new Set(this.dirty);
     this.dirty.clear();
-    const frags = [...ids].flatMap((id) => (this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.up, this.config.seed)] : []));
+    const frags = [...ids].flatMap((id) => (this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.pool.up, this.config.seed)] : []));
     const cmds = tablesCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
     this.reconciles++;
     try {
@@ -406,7 +264,7 @@ export class SlbService {
     // HAProxy after the table and apart from it: HAProxy failing never holds back an L4 member's health (an alarm
     // says so, and the next pass, or the full pass, tries again).
     if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7Failed) {
-      await this.applyL7(this.vipList, this.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
+      await this.applyL7(this.vipList, this.pool.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
     }
     return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.believed.ip?.handle ?? null };
   }
@@ -425,7 +283,7 @@ export class SlbService {
     const dirty = new Set(this.dirty);
     this.dirty.clear();
     try {
-      const frags = l4(vips).map((v) => (this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.up, this.config.seed)));
+      const frags = l4(vips).map((v) => (this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.pool.up, this.config.seed)));
       const decl = await this.declare(frags, have);
       have = decl.have;
       const cmds = tablesCommands({ table: this.config.table, want: frags, have });
@@ -438,7 +296,7 @@ export class SlbService {
       this.panicked.clear();
       for (const f of frags) this.setFragment(f);
       // HAProxy apart: an L7 failure is an alarm and a retry, never a failed pass for the L4 VIPs.
-      await this.applyL7(vips, this.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
+      await this.applyL7(vips, this.pool.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
       this.lastRead = this.now();
       this.lastFullMs = this.lastRead - this.fullStarted;
       this.readFailed = false;
@@ -523,45 +381,22 @@ export class SlbService {
    * same starting point would both be accepted and the second would silently undo the first. Only the VIPs
    * `build` replaced are rendered and written: a member change is that VIP's chain, nothing else.
    */
-  private async change(build: (current: readonly ResolvedVip[]) => ResolvedVip[]): Promise<SlbReconcileResult> {
-    const r = await this.serial(async () => {
-      const next = build(this.vipList);
-      if (next.length > MAX_VIPS) throw new ConfigError([{ field: '/', message: `at most ${MAX_VIPS} VIPs (the config file's limit)` }], 'request body');
-      const overBudget = checkBudgetProblem(this.vipList, next, this.config.checkBudget.checksPerSecond);
-      if (overBudget) throw new ConfigError([overBudget], 'request body');
-      const nextById = new Map(next.map((v) => [v.id, v]));
-      const changed = new Set<string>();
-      for (const v of next) if (this.byId.get(v.id) !== v) changed.add(v.id);
-      for (const id of this.byId.keys()) if (!nextById.has(id)) changed.add(id);
-      // A member new to health is down (it joins after passing its checks), unless the same VIP member was up before.
-      const wasUp = (v: ResolvedVip, m: Member) => {
-        const k = healthKey(v, m);
-        if (this.health.has(k)) return this.up(k);
-        const old = this.byId.get(v.id);
-        const om = old?.members.find((x) => x.address === m.address && x.port === m.port);
-        return !!(old && om && this.up(healthKey(old, om)));
-      };
-      const initial = new Map<string, boolean>();
-      for (const id of changed) {
-        const v = nextById.get(id);
-        for (const m of v?.members ?? []) initial.set(healthKey(v!, m), wasUp(v!, m));
-      }
-      const up = (k: string) => initial.get(k) ?? this.up(k);
+  private async change(edit: Edit): Promise<ResolvedVip | undefined> {
+    let made: ResolvedVip | undefined;
+    await this.serial(async () => {
+      const e = edit(this.vipList);
+      made = e.vip;
+      const chg = planChange(this.vipList, e.next, { budget: this.config.checkBudget.checksPerSecond, up: this.pool.up, known: (k) => this.pool.healthOf(k) !== undefined, haproxy: !!this.deps.l7 });
+      const { next, nextById, changed, initial, l7Touched } = chg;
+      const up = (k: string) => initial.get(k) ?? this.pool.up(k);
       const frags = [...changed].flatMap((id) => (nextById.has(id) && !isL7(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
-      const l7Touched = [...changed].some((id) => [nextById.get(id), this.byId.get(id)].some((v) => v && isL7(v)));
-      if (l7Touched && !this.deps.l7) throw new ConfigError([{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): L7 VIPs (mode "http") cannot be served' }], 'request body');
-      await this.refuseCaptures([...changed].flatMap((id) => {
-        const v = nextById.get(id);
-        const old = this.byId.get(id);
-        // Only a VIP that takes a new address, port or protocol: a member change never depends on the node's sockets.
-        return v && !(old && old.address === v.address && old.port === v.port && old.protocol === v.protocol) ? [v] : [];
-      }), () => '/address', 'request body');
+      await this.refuseCaptures(chg.newListeners, () => '/address', 'request body');
       for (const id of changed) {
         const cert = nextById.get(id)?.tls?.certificate;
         if (cert && !readable(cert)) throw new ConfigError([{ field: '/tls/certificate', message: `cannot read ${cert} (a PEM file with the certificate and its key)` }], 'request body');
       }
       // Addresses: only those of the changed VIPs, and an address stays while another VIP uses it.
-      const touched = new Set([...changed].flatMap((id) => [this.byId.get(id)?.address, nextById.get(id)?.address]).filter((a): a is string => !!a));
+      const touched = chg.touchedAddresses;
       const wantAddrs = new Set(next.filter((v) => touched.has(v.address)).map((v) => v.address));
       this.reconciles++;
       // The first VIP of a family declares its table; declaring is idempotent, and taken back if the change fails.
@@ -584,7 +419,7 @@ export class SlbService {
             await this.transact(cmds);
           }
         } catch (e) {
-          if (l7Touched) await this.applyL7(this.vipList, this.up).catch(() => undefined);
+          if (l7Touched) await this.applyL7(this.vipList, this.pool.up).catch(() => undefined);
           throw e;
         }
       }).catch(async (e) => {
@@ -596,140 +431,47 @@ export class SlbService {
       this.believed = applyTablesCommands(have, cmds);
       for (const f of frags) this.setFragment(f);
       for (const id of changed) if (!nextById.has(id)) this.dropFragment(id);
-      this.version++;
+      this.views.changed();
       const prev = this.byId;
       this.vipList = next;
       this.index();
-      for (const id of changed) this.retarget(prev.get(id), nextById.get(id), (m) => (initial.get(healthKey(nextById.get(id)!, m)) ? 'up' : 'down'));
+      for (const id of changed) this.pool.retarget(prev.get(id), nextById.get(id), (m) => (initial.get(healthKey(nextById.get(id)!, m)) ? 'up' : 'down'));
       return { nftCommands: cmds.length, ...r, tableHandle: this.believed.ip?.handle ?? null };
     });
-    await this.persist();
-    return r;
+    await this.saver?.commit();
+    return made;
   }
 
-  private saving: Promise<void> | null = null;
-  private nextSave: Promise<void> | null = null;
-
-  /**
-   * Writes the state file for every change accepted so far. Group commit: a change that arrives while a write runs
-   * waits for the one next write, which carries it and every other change that arrived meanwhile; so a burst of
-   * changes costs two writes, and a 2xx still means the change is on disk.
-   */
-  private persist(): Promise<void> {
-    if (!this.deps.save) return Promise.resolve();
-    if (!this.saving) {
-      // A resolved VIP serializes as its config document (vipDocument is its JSON round trip); the saver caches that text per VIP.
-      const snapshot = this.vipList as unknown as readonly VipConfig[];
-      this.saving = Promise.resolve()
-        .then(() => this.deps.save!(snapshot))
-        .then(
-          () => {
-            this.saveError = null;
-          },
-          (e) => {
-            this.saveError = `state file not written: ${(e as Error).message}`;
-            throw new SaveError(this.saveError);
-          },
-        )
-        .finally(() => (this.saving = null));
-      return this.saving;
-    }
-    this.nextSave ??= this.saving
-      .catch(() => undefined)
-      .then(() => {
-        this.nextSave = null;
-        return this.persist();
-      });
-    return this.nextSave;
-  }
+  /** The state file, a write per burst of changes (none without a state file). */
+  private readonly saver: GroupCommit<readonly VipConfig[]> | null;
 
   /** Set while the last change is live in the kernel but not in the state file. */
-  saveError: string | null = null;
-
-  /** The other VIPs, for the overlap and duplicate checks (resolved VIPs carry the fields they compare). */
-  private others(current: readonly ResolvedVip[], id?: string): readonly ResolvedVip[] {
-    return id === undefined ? current : current.filter((v) => v.id !== id);
-  }
-
-  private find(current: ReadonlyMap<string, ResolvedVip>, id: string): ResolvedVip {
-    const v = current.get(id);
-    if (!v) throw new NotFoundError('vip', `no VIP "${id}"`);
-    return v;
+  get saveError(): string | null {
+    return this.saver?.error ?? null;
   }
 
   async createVip(body: unknown): Promise<ResolvedVip> {
-    let v: ResolvedVip | null = null;
-    await this.change((cur) => {
-      v = validateVip(body, this.others(cur));
-      return [...cur, v];
-    });
-    return v!;
+    return (await this.change(plan.createVip(body)))!;
   }
 
   async replaceVip(id: string, body: unknown): Promise<ResolvedVip> {
-    if (body && typeof body === 'object' && 'id' in body && (body as { id: unknown }).id !== id) {
-      throw new ConfigError([{ field: '/id', message: `must be "${id}" as in the path` }], 'request body');
-    }
-    let v: ResolvedVip | null = null;
-    await this.change((cur) => {
-      this.find(this.byId, id);
-      const nv = validateVip({ ...(body as object), id }, this.others(cur, id));
-      v = nv;
-      return cur.map((x) => (x.id === id ? nv : x));
-    });
-    return v!;
+    return (await this.change(plan.replaceVip(id, body)))!;
   }
 
   async deleteVip(id: string): Promise<void> {
-    await this.change((cur) => {
-      this.find(this.byId, id);
-      return cur.filter((x) => x.id !== id);
-    });
+    await this.change(plan.deleteVip(id));
   }
 
-  private member(v: ResolvedVip, key: string) {
-    const k = memberKeyOf(key);
-    const i = v.members.findIndex((m) => memberKey(m) === k);
-    if (i < 0) throw new NotFoundError('member', `VIP "${v.id}" has no member ${key}`);
-    return i;
+  async addMember(id: string, body: MemberConfig): Promise<ResolvedVip> {
+    return (await this.change(plan.addMember(id, body)))!;
   }
 
-  /** Edits one VIP's members, reading the VIP inside the serialized queue (see `change`). */
-  private async withMembers(id: string, edit: (v: ResolvedVip, members: MemberConfig[]) => MemberConfig[]): Promise<ResolvedVip> {
-    let v: ResolvedVip | null = null;
-    await this.change((cur) => {
-      const old = this.find(this.byId, id);
-      const doc = vipDocument(old);
-      doc.members = edit(old, doc.members);
-      try {
-        v = validateVip(doc, this.others(cur, id));
-      } catch (e) {
-        // Name the member fields as the request sent them, not as they sit in the VIP.
-        if (e instanceof ConfigError) throw new ConfigError(e.problems.map((p) => ({ ...p, field: p.field.replace(/^\/members\/\d+/, '') || '/' })), 'request body');
-        throw e;
-      }
-      const nv = v;
-      return cur.map((x) => (x.id === id ? nv : x));
-    });
-    return v!;
+  async patchMember(id: string, key: string, patch: Partial<Pick<MemberConfig, 'weight' | 'state'>>): Promise<ResolvedVip> {
+    return (await this.change(plan.patchMember(id, key, patch)))!;
   }
 
-  addMember(id: string, body: MemberConfig): Promise<ResolvedVip> {
-    return this.withMembers(id, (_v, ms) => [...ms, body]);
-  }
-
-  patchMember(id: string, key: string, patch: Partial<Pick<MemberConfig, 'weight' | 'state'>>): Promise<ResolvedVip> {
-    return this.withMembers(id, (v, ms) => {
-      const i = this.member(v, key);
-      return ms.map((m, j) => (j === i ? { ...m, ...patch } : m));
-    });
-  }
-
-  deleteMember(id: string, key: string): Promise<ResolvedVip> {
-    return this.withMembers(id, (v, ms) => {
-      const i = this.member(v, key);
-      return ms.filter((_, j) => j !== i);
-    });
+  async deleteMember(id: string, key: string): Promise<ResolvedVip> {
+    return (await this.change(plan.deleteMember(id, key)))!;
   }
 
   /**
@@ -737,101 +479,13 @@ export class SlbService {
    * read answers from memory and never runs a process. Elements of members no longer configured are dropped here.
    */
   async refreshCounters(): Promise<void> {
-    if (this.deps.l7 && this.l7Want) this.l7Stats = await this.deps.l7.stats().catch(() => this.l7Stats);
+    if (this.deps.l7 && this.l7Want) this.views.l7Stats = await this.deps.l7.stats().catch(() => this.views.l7Stats);
     const c = await this.deps.kernel.counters();
-    this.counterValues = c;
-    this.countersAt = this.now();
-    this.liveVersion++;
+    this.views.setCounters(c, this.now());
     const vipKeys = new Set(this.vipList.map((v) => viewKeys(v).vip));
     const memberKeys = new Set(this.vipList.flatMap((v) => viewKeys(v).counters));
     const stale = staleCounterCommands(this.config.table, c, vipKeys, memberKeys);
     if (stale.length) await this.serial(() => this.transact(stale));
-  }
-
-  memberView(v: ResolvedVip) {
-    if (isL7(v)) return this.l7MemberView(v);
-    const slots = this.fragments.get(v.id)?.slots ?? [];
-    const keys = viewKeys(v);
-    return v.members.map((m, i) => {
-      const k = healthKey(v, m);
-      const h = this.health.get(k);
-      const mon = this.monitors.get(k);
-      const key = keys.members[i];
-      const ck = keys.counters[i];
-      let n = 0;
-      for (const x of slots) if (x === key) n++;
-      return {
-        address: m.address,
-        port: m.port,
-        weight: m.weight,
-        state: m.state,
-        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: mon?.last ?? null, unknown: mon?.unknown ?? null },
-        slots: n,
-        counters: {
-          at: this.countersAt,
-          newSessions: this.counterValues.memberNew.get(ck) ?? 0,
-          packets: this.counterValues.memberPackets.get(ck)?.packets ?? 0,
-          bytes: this.counterValues.memberPackets.get(ck)?.bytes ?? 0,
-        },
-      };
-    });
-  }
-
-  /** An L7 VIP's members: health as fwlb's checks see it, counters from HAProxy's stats (a session is a connection). */
-  private l7MemberView(v: ResolvedVip) {
-    return v.members.map((m) => {
-      const k = healthKey(v, m);
-      const h = this.health.get(k);
-      const st = this.l7Stats.get(`${backendName(v.id, m.pool!)}/${serverName(m)}`);
-      return {
-        address: m.address,
-        port: m.port,
-        weight: m.weight,
-        state: m.state,
-        pool: m.pool,
-        health: { up: h?.up ?? false, reason: h?.reason ?? (this.started ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: this.monitors.get(k)?.last ?? null, unknown: this.monitors.get(k)?.unknown ?? null },
-        haproxy: st?.status ?? null,
-        // No DNAT slots and no per-packet counters for L7 (HAProxy counts sessions and responses).
-        slots: 0,
-        counters: { at: this.countersAt, newSessions: st?.sessions ?? 0, responses: st?.requests ?? 0, packets: 0, bytes: 0 },
-      };
-    });
-  }
-
-  /** The VIP's new sessions as last read from the kernel. */
-  vipNewSessions(v: ResolvedVip): number {
-    return this.counterValues.vipNew.get(viewKeys(v).vip) ?? 0;
-  }
-
-  vipView(v: ResolvedVip) {
-    if (isL7(v)) {
-      const fe = this.l7Stats.get(`${frontendName(v.id)}/FRONTEND`);
-      const pools = v.pools.map((p) => {
-        const st = this.l7Stats.get(`${backendName(v.id, p.name)}/BACKEND`);
-        return { name: p.name, sessions: st?.sessions ?? 0, responses: st?.requests ?? 0 };
-      });
-      // Requests per rule (in rule order) and of no rule, since HAProxy's last start or reload.
-      const rules = v.rules.map((r, i) => ({ rule: i, pool: r.pool, requests: this.l7Stats.get(`${ruleTable(v.id)}/${ruleId(r)}`)?.requests ?? 0 }));
-      const unmatched = this.l7Stats.get(`${ruleTable(v.id)}/${DEFAULT_RULE}`)?.requests ?? 0;
-      return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: fe?.sessions ?? 0, requests: fe?.requests ?? 0, rules, defaultPool: unmatched, pools, at: this.countersAt } };
-    }
-    const newSessions = this.vipNewSessions(v);
-    // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
-    return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions, at: this.countersAt } };
-  }
-
-  /**
-   * GET /vips as JSON (UTF-8). At 1,000 VIPs × 8 members the body is 2 MB and takes about 0.1 s to build, so it is built
-   * once and served to every request until a change is accepted (at once) or it is a second old (health and counters).
-   */
-  vipsBody(): Buffer {
-    const now = this.now();
-    const c = this.listCache;
-    if (c && c.version === this.version && (c.live === this.liveVersion || now - c.at < LIST_MAX_AGE_MS)) return c.body;
-    // Kept encoded: a 2 MB string would be encoded to UTF-8 again for every response.
-    const body = Buffer.from(JSON.stringify(this.vipList.map((v) => this.vipView(v))));
-    this.listCache = { body, version: this.version, live: this.liveVersion, at: now };
-    return body;
   }
 
   alarms(): string[] {
@@ -862,7 +516,7 @@ export class SlbService {
       table: { family: 'ip', name: this.config.table, families: SLB_FAMILIES.filter((f) => this.believed[f] !== null) },
       interface: this.config.interface,
       vips: this.vipList.length,
-      monitors: this.monitors.size + this.unstarted.size,
+      monitors: this.pool.size,
       started: this.started,
       reconciles: this.reconciles,
       transactions: this.transactions,
@@ -876,7 +530,6 @@ export class SlbService {
   private l7Want: L7Want | null = null;
   /** Why the last L7 apply failed (the next pass tries again), or null. */
   private l7Failed: string | null = null;
-  private l7Stats = new Map<string, HaproxyStat>();
 
   /**
    * Renders the L7 VIPs of `vips` with the health `up` gives and makes HAProxy run them (runtime API, or a checked
@@ -897,14 +550,7 @@ export class SlbService {
     this.l7Failed = null;
   }
 
-  private stopped = false;
-
   stop(): void {
-    this.stopped = true;
-    if (this.starting) clearImmediate(this.starting);
-    this.unstarted.clear();
-    for (const f of this.drained.splice(0)) f();
-    for (const m of this.monitors.values()) m.stop();
-    this.monitors.clear();
+    this.pool.stop();
   }
 }

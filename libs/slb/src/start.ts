@@ -9,7 +9,8 @@ import { HAPROXY_CHECK, slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { HaproxyEngine } from './haproxy';
 import { localServices } from './local-services';
-import { nftSlbKernel, SlbReconcileResult, SlbService } from './service';
+import { SlbReconcileResult, SlbService } from './service';
+import { nftSlbKernel } from './kernel-port';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
