@@ -51,9 +51,18 @@ async function main(): Promise<void> {
     const inRedis = async () => (await lab.api('outside', 'GET', '/sessions/count')).body?.redis;
     console.log(`  Redis holds ${await inRedis()} sessions (GET /sessions/count)`);
     // A query by address scans the table (HSCAN, decoded in the node): it runs at 20/s, not at the full rate.
-    for (const [path, rate] of [['/health', RATE], ['/status', RATE], ['/firewalls', RATE], ['/sessions/count', RATE], ['/sessions?firewall=fw2&limit=100', RATE], ['/sessions?addr=198.51.100.7&limit=100', Math.min(RATE, 20)]] as const) {
+    for (const [path, rate] of [
+      ['/health', RATE],
+      ['/status', RATE],
+      ['/firewalls', RATE],
+      ['/sessions/count', RATE],
+      ['/sessions?firewall=fw2&limit=100', RATE],
+      ['/sessions?addr=198.51.100.7&limit=100', Math.min(RATE, 20)],
+    ] as const) {
       const r = await openLoop({ socketPath, path, rate, seconds: SECONDS });
-      console.log(`  GET ${path} at ${rate}/s for ${SECONDS} s: p50 ${f(percentile(r.lat, 50))} ms, p99 ${f(percentile(r.lat, 99))} ms, max ${f(Math.max(...r.lat))} ms, ${r.errors} errors of ${rate * SECONDS}; Redis holds ${await inRedis()}`);
+      console.log(
+        `  GET ${path} at ${rate}/s for ${SECONDS} s: p50 ${f(percentile(r.lat, 50))} ms, p99 ${f(percentile(r.lat, 99))} ms, max ${f(Math.max(...r.lat))} ms, ${r.errors} errors of ${rate * SECONDS}; Redis holds ${await inRedis()}`,
+      );
     }
     console.log(`  RSS of the node ${f(rss0)} MB before, ${f(rssMb(pid))} MB after`);
     redis.disconnect();

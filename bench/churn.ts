@@ -15,7 +15,9 @@ const RATE = Number(process.argv[3] ?? 5000);
 function redisOnSocket(dir: string): Promise<{ proc: ChildProcess; url: string }> {
   const sock = join(dir, 'redis.sock');
   return new Promise((resolve, reject) => {
-    const proc = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proc = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let buf = '';
     proc.stdout!.on('data', (d) => {
       buf += d;
@@ -40,13 +42,24 @@ async function main(): Promise<void> {
     const sample = async (minute: number) => {
       const [o, i] = await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/sessions/count')));
       const m = o.body.sync;
-      console.log(`${String(minute).padStart(6)}  ${rss('outside').toFixed(0).padStart(9)}  ${rss('inside').toFixed(0).padStart(8)}  ${String(o.body.redis).padStart(8)}  ${String(o.body.kernel).padStart(9)}  ${String(i.body.kernel).padStart(9)}  ${String(m.written).padStart(10)}  ${String(m.deleted + m.graced).padStart(10)}  ${String(m.cached).padStart(7)}  ${m.eventOverruns}/${m.resyncs}`);
+      console.log(
+        `${String(minute).padStart(6)}  ${rss('outside').toFixed(0).padStart(9)}  ${rss('inside').toFixed(0).padStart(8)}  ${String(o.body.redis).padStart(8)}  ${String(o.body.kernel).padStart(9)}  ${String(i.body.kernel).padStart(9)}  ${String(m.written).padStart(10)}  ${String(m.deleted + m.graced).padStart(10)}  ${String(m.cached).padStart(7)}  ${m.eventOverruns}/${m.resyncs}`,
+      );
     };
     console.log(`churn: ${RATE} new UDP flows/s to ${lab.t.vip}:${ECHO_PORT} for ${MINUTES} min (udp conntrack timeout 5 s)`);
     console.log(`minute  ob RSS MB  ib RSS MB  Redis  ob kernel  ib kernel  ob written  ob ended  ob cache  overruns/resyncs`);
     const start = { o: rss('outside'), i: rss('inside') };
     await sample(0);
-    gen = spawnInNs(lab.host('c1').ns, [process.execPath, join(__dirname, 'flow-generator.js'), String(RATE), String(MINUTES * 60), '10000', lab.t.vip, String(ECHO_PORT), '50000']);
+    gen = spawnInNs(lab.host('c1').ns, [
+      process.execPath,
+      join(__dirname, 'flow-generator.js'),
+      String(RATE),
+      String(MINUTES * 60),
+      '10000',
+      lab.t.vip,
+      String(ECHO_PORT),
+      '50000',
+    ]);
     const exited = new Promise((r) => gen!.once('exit', r));
     for (let minute = 1; minute <= MINUTES; minute++) {
       await new Promise((r) => setTimeout(r, 60000));

@@ -23,7 +23,10 @@ const SEED = '0x5eed1234';
 const tryNs = (ns: string, cmd: string[]) => spawnSync('ip', ['netns', 'exec', ns, ...cmd], { stdio: 'ignore' });
 
 function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
-  for (const [node, side] of [['ob', 'cli0'], ['ib', 'srv0']]) {
+  for (const [node, side] of [
+    ['ob', 'cli0'],
+    ['ib', 'srv0'],
+  ]) {
     const ns = lab.ns(node);
     tryNs(ns, ['nft', 'delete', 'table', 'inet', 'fwlb']);
     tryNs(ns, ['nft', 'delete', 'table', 'inet', 'benchct']);
@@ -34,7 +37,26 @@ function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
       inNs(ns, ['nft', 'add', 'table', 'inet', 'benchct']);
       inNs(ns, ['nft', 'add', 'chain', 'inet', 'benchct', 'pre', '{ type filter hook prerouting priority -150; }']);
       inNs(ns, ['nft', 'add', 'rule', 'inet', 'benchct', 'pre', 'ct', 'state', 'new', 'counter']);
-      for (const ipt of ['iptables', 'ip6tables']) inNs(ns, [ipt, '-t', 'mangle', '-A', 'PREROUTING', '-i', side, '-j', 'HMARK', '--hmark-tuple', 'src,dst,sport,dport,proto', '--hmark-mod', '3', '--hmark-offset', String(0x10000), '--hmark-rnd', SEED]);
+      for (const ipt of ['iptables', 'ip6tables'])
+        inNs(ns, [
+          ipt,
+          '-t',
+          'mangle',
+          '-A',
+          'PREROUTING',
+          '-i',
+          side,
+          '-j',
+          'HMARK',
+          '--hmark-tuple',
+          'src,dst,sport,dport,proto',
+          '--hmark-mod',
+          '3',
+          '--hmark-offset',
+          String(0x10000),
+          '--hmark-rnd',
+          SEED,
+        ]);
     }
   }
   for (const h of lab.t.hosts) {
@@ -48,7 +70,24 @@ function pps64(lab: Lab, server: IperfServer, target: string): number {
   for (let attempt = 1; attempt <= 3; attempt++) {
     let j: any = null;
     try {
-      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', target, '--connect-timeout', '3000', '-u', '-l', '64', '-b', String(UDP_PPS * 64 * 8), '-t', String(SECONDS), ...IPERF_PIN, '-J']));
+      j = JSON.parse(
+        runIn(lab.ns('c1'), [
+          'iperf3',
+          '-c',
+          target,
+          '--connect-timeout',
+          '3000',
+          '-u',
+          '-l',
+          '64',
+          '-b',
+          String(UDP_PPS * 64 * 8),
+          '-t',
+          String(SECONDS),
+          ...IPERF_PIN,
+          '-J',
+        ]),
+      );
     } catch (e) {
       j = { error: (e as Error).message.slice(0, 200) };
     }
@@ -66,13 +105,17 @@ async function main(): Promise<void> {
     const s1 = lab.host('s1');
     // IPv4 to s1's own address, through the sandwich like IPv6: the inside node and the firewalls route it.
     inNs(lab.ns('ib'), ['ip', 'route', 'add', `${RIP_NET}.0/24`, 'via', SLB_UPLINK]);
-    lab.t.hosts.filter((h) => h.role === 'firewall').forEach((h, i) => inNs(h.ns, ['ip', 'route', 'add', `${RIP_NET}.0/24`, 'via', `${INSIDE_TRANSIT(i + 1)}.1`]));
+    lab.t.hosts
+      .filter((h) => h.role === 'firewall')
+      .forEach((h, i) => inNs(h.ns, ['ip', 'route', 'add', `${RIP_NET}.0/24`, 'via', `${INSIDE_TRANSIT(i + 1)}.1`]));
     const target: Record<Family, string> = { ipv4: s1.addr!, ipv6: s1.addr6! };
     const url: Record<Family, string> = { ipv4: `http://${hostPort(s1.addr!, HTTP_PORT)}/`, ipv6: `http://${hostPort(s1.addr6!, HTTP_PORT)}/` };
     // Program the kernel once through fwlb, then stop the controllers so they don't undo the other path.
     const saved: Record<string, string> = {};
     for (const node of ['ob', 'ib']) {
-      const items = JSON.parse(inNs(lab.ns(node), ['nft', '-j', 'list', 'table', 'inet', 'fwlb'])).nftables.filter((x: any) => !x.metainfo).map((x: any) => ({ add: stripHandles(x) }));
+      const items = JSON.parse(inNs(lab.ns(node), ['nft', '-j', 'list', 'table', 'inet', 'fwlb']))
+        .nftables.filter((x: any) => !x.metainfo)
+        .map((x: any) => ({ add: stripHandles(x) }));
       saved[node] = join(lab.t.opts.runDir, `${node}-fwlb.json`);
       writeFileSync(saved[node], JSON.stringify({ nftables: items }));
     }
@@ -95,7 +138,9 @@ async function main(): Promise<void> {
       for (const [m, f] of round % 2 ? [...runs].reverse() : runs) {
         for (const k of metrics) res[key(m, f)][k].push(measure(m, f, k));
         const r = res[key(m, f)];
-        console.error(`round ${round + 1} ${key(m, f)}: ${r.gbps.at(-1)!.toFixed(2)} Gbit/s, ${r.cps.at(-1)!.toFixed(0)} conn/s, ${r.pps64.at(-1)!.toFixed(0)} pkt/s (64 B)`);
+        console.error(
+          `round ${round + 1} ${key(m, f)}: ${r.gbps.at(-1)!.toFixed(2)} Gbit/s, ${r.cps.at(-1)!.toFixed(0)} conn/s, ${r.pps64.at(-1)!.toFixed(0)} pkt/s (64 B)`,
+        );
       }
     }
     server.stop();
@@ -109,7 +154,8 @@ async function main(): Promise<void> {
     const cell = (x: ReturnType<typeof spread>, d: number) => `${x.median.toFixed(d)} [${x.min.toFixed(d)}-${x.max.toFixed(d)}]`;
     console.log(`\nmedian [lowest-highest] of ${ROUNDS} interleaved rounds, ${SECONDS} s each, c1 to s1's own address; UDP offered at ${UDP_PPS} packets/s`);
     console.log('path            Gbit/s (iperf3 -P4)   conn/s (wrk close)    pkt/s 64 B');
-    for (const [k, v] of Object.entries(summary)) console.log(`${k.padEnd(14)}  ${cell(v.gbps, 2).padEnd(20)}  ${cell(v.cps, 0).padEnd(20)}  ${cell(v.pps64, 0)}`);
+    for (const [k, v] of Object.entries(summary))
+      console.log(`${k.padEnd(14)}  ${cell(v.gbps, 2).padEnd(20)}  ${cell(v.cps, 0).padEnd(20)}  ${cell(v.pps64, 0)}`);
     console.log('\npaired: a / b within each round, median [lowest-highest]');
     const pc = (p: ReturnType<typeof pairedRatio>) => `${p.median.toFixed(3)} [${p.min.toFixed(3)}-${p.max.toFixed(3)}]`;
     for (const [k, r] of Object.entries(paired)) console.log(`${k.padEnd(32)}  throughput ${pc(r.gbps)}  conn/s ${pc(r.cps)}  64 B ${pc(r.pps64)}`);

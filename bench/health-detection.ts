@@ -25,10 +25,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function haproxyConfig(sock: string): string {
   const srv = (port: number) => `  server s1 ${SRV}:${port} check inter 100 fall 3 rise 2\n`;
-  return `global\n  stats socket ${sock} level admin\ndefaults\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  timeout check 50ms\n` +
+  return (
+    `global\n  stats socket ${sock} level admin\ndefaults\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  timeout check 50ms\n` +
     `backend b_tcp\n  mode tcp\n${srv(9000)}` +
     `backend b_http\n  mode http\n  option httpchk GET /\n${srv(8080)}` +
-    `backend b_content\n  mode http\n  option httpchk GET /\n  http-check expect string healthy-marker\n${srv(8080)}`;
+    `backend b_content\n  mode http\n  option httpchk GET /\n  http-check expect string healthy-marker\n${srv(8080)}`
+  );
 }
 
 /** `show servers state`: backend name → operational state (2 = running). */
@@ -80,7 +82,13 @@ async function main(): Promise<void> {
     const helper = ProbeHelper.start(undefined, cli);
     const downAt: Record<string, number> = {};
     const monitors = kinds.map(([name, spec]) => {
-      const m = new HealthMonitor({ name, checker: createChecker(spec, helper), target: { address: SRV }, timers, onEvent: (n, ev) => ev.to === 'down' && (downAt[n] = Date.now()) });
+      const m = new HealthMonitor({
+        name,
+        checker: createChecker(spec, helper),
+        target: { address: SRV },
+        timers,
+        onEvent: (n, ev) => ev.to === 'down' && (downAt[n] = Date.now()),
+      });
       m.start();
       return m;
     });
@@ -108,7 +116,11 @@ async function main(): Promise<void> {
       for (const [k] of kinds) (res[`fwlb ${k}`] ??= []).push((downAt[k] ?? NaN) - t0);
       for (const k of Object.keys(haproxyKinds)) (res[`haproxy ${k}`] ??= []).push((hapDown[k] ?? NaN) - t0);
       inNs(srv, ['nft', 'flush', 'chain', 'inet', 'cut', 'in']);
-      console.error(`round ${round + 1}: ${Object.entries(res).map(([k, v]) => `${k} ${v[v.length - 1]}`).join(', ')}`);
+      console.error(
+        `round ${round + 1}: ${Object.entries(res)
+          .map(([k, v]) => `${k} ${v[v.length - 1]}`)
+          .join(', ')}`,
+      );
     }
     for (const m of monitors) m.stop();
     helper.close();
@@ -117,7 +129,9 @@ async function main(): Promise<void> {
     console.log('\nkind            fwlb ms   haproxy ms   fwlb/haproxy');
     for (const [k] of kinds) {
       const h = med[`haproxy ${k}`];
-      console.log(`${k.padEnd(15)} ${String(med[`fwlb ${k}`]).padStart(7)}   ${h === undefined ? '        -' : String(h).padStart(10)}   ${h === undefined ? '-' : (med[`fwlb ${k}`] / h).toFixed(2)}`);
+      console.log(
+        `${k.padEnd(15)} ${String(med[`fwlb ${k}`]).padStart(7)}   ${h === undefined ? '        -' : String(h).padStart(10)}   ${h === undefined ? '-' : (med[`fwlb ${k}`] / h).toFixed(2)}`,
+      );
     }
   } finally {
     cleanup();

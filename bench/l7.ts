@@ -64,11 +64,14 @@ function handConfig(extraHosts: string[]): string {
 function api(sock: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request({ socketPath: sock, method, path, headers: { authorization: `Bearer ${TOKEN}`, ...(data ? { 'content-type': 'application/json' } : {}) } }, (r) => {
-      let b = '';
-      r.on('data', (d) => (b += d));
-      r.on('end', () => resolve({ status: r.statusCode ?? 0, body: b }));
-    });
+    const req = http.request(
+      { socketPath: sock, method, path, headers: { authorization: `Bearer ${TOKEN}`, ...(data ? { 'content-type': 'application/json' } : {}) } },
+      (r) => {
+        let b = '';
+        r.on('data', (d) => (b += d));
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body: b }));
+      },
+    );
     req.on('error', reject);
     req.end(data);
   });
@@ -146,7 +149,10 @@ async function main(): Promise<void> {
         { address: SERVERS[2], port: 8080, pool: 'api' },
       ],
     };
-    writeFileSync(slbCfg, JSON.stringify({ interface: 'eth0', api: { listen: `unix:${dir}/slb.sock`, token: TOKEN }, haproxy: { dir: join(dir, 'fwlb-haproxy') }, vips: [vip] }));
+    writeFileSync(
+      slbCfg,
+      JSON.stringify({ interface: 'eth0', api: { listen: `unix:${dir}/slb.sock`, token: TOKEN }, haproxy: { dir: join(dir, 'fwlb-haproxy') }, vips: [vip] }),
+    );
     const slb = spawnInNs(ns.lb, [process.execPath, join(REPO, 'apps/slb/dist/main.js'), 'run', '--config', slbCfg]);
     procs.push(slb);
     await waitForLine(slb, /listening on/, 15000, 'fwlb-slb');
@@ -155,22 +161,34 @@ async function main(): Promise<void> {
 
     type Path = 'fwlb' | 'hand';
     const rounds: Record<Path, WrkResult[]> = { fwlb: [], hand: [] };
-    const paths: [Path, string][] = [['fwlb', VIP_FWLB], ['hand', VIP_HAND]];
+    const paths: [Path, string][] = [
+      ['fwlb', VIP_FWLB],
+      ['hand', VIP_HAND],
+    ];
     const headers = ['Host: www.example.com'];
     for (let i = 0; i < ROUNDS; i++) {
       for (const [name, addr] of i % 2 ? [...paths].reverse() : paths) {
         inNs(ns.cli, ['ss', '-K', 'dst', '192.0.2.0/24']);
         const r = wrk(ns.cli, `http://${addr}/`, { conns: CONNS, seconds: SECONDS, headers });
         rounds[name].push(r);
-        console.log(`round ${i + 1} ${name.padEnd(5)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  errors ${r.errors}`);
+        console.log(
+          `round ${i + 1} ${name.padEnd(5)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  errors ${r.errors}`,
+        );
       }
     }
     const sp = (n: Path, k: keyof WrkResult) => spread(rounds[n].map((r) => r[k]));
     const fmt = (s: { median: number; min: number; max: number }, d = 0) => `${s.median.toFixed(d)} [${s.min.toFixed(d)}-${s.max.toFixed(d)}]`;
-    console.log(`\ndata path, medians [min-max] over ${ROUNDS} interleaved rounds of ${SECONDS} s, ${CONNS} keep-alive connections, Host www.example.com (no rule matches):`);
-    for (const n of ['fwlb', 'hand'] as const) console.log(`${n.padEnd(5)} ${fmt(sp(n, 'rps'))} req/s, p50 ${fmt(sp(n, 'p50'), 2)} ms, p99 ${fmt(sp(n, 'p99'), 2)} ms, errors ${rounds[n].reduce((a, r) => a + (r.errors || 0), 0)}`);
+    console.log(
+      `\ndata path, medians [min-max] over ${ROUNDS} interleaved rounds of ${SECONDS} s, ${CONNS} keep-alive connections, Host www.example.com (no rule matches):`,
+    );
+    for (const n of ['fwlb', 'hand'] as const)
+      console.log(
+        `${n.padEnd(5)} ${fmt(sp(n, 'rps'))} req/s, p50 ${fmt(sp(n, 'p50'), 2)} ms, p99 ${fmt(sp(n, 'p99'), 2)} ms, errors ${rounds[n].reduce((a, r) => a + (r.errors || 0), 0)}`,
+      );
     const med = (n: Path, k: keyof WrkResult) => median(rounds[n].map((r) => r[k]));
-    console.log(`ratio fwlb/hand: req/s ${(med('fwlb', 'rps') / med('hand', 'rps')).toFixed(3)} (goal >= 0.95), p99 ${(med('fwlb', 'p99') / med('hand', 'p99')).toFixed(3)} (goal <= 1.1)`);
+    console.log(
+      `ratio fwlb/hand: req/s ${(med('fwlb', 'rps') / med('hand', 'rps')).toFixed(3)} (goal >= 0.95), p99 ${(med('fwlb', 'p99') / med('hand', 'p99')).toFixed(3)} (goal <= 1.1)`,
+    );
 
     // Change propagation: a new host rule to pool api, CHANGES times on each path, interleaved.
     const probe = prober(ns.cli);
@@ -202,9 +220,10 @@ async function main(): Promise<void> {
       if (atHand !== null && i >= 0) lag.hand.push(atHand - t0);
     }
     console.log(`\nchange propagation, ${CHANGES} new host rules each after one not counted (ms from the change to the first request it routes):`);
-    for (const n of ['fwlb', 'hand'] as const) console.log(`${n.padEnd(5)} p50 ${pct(lag[n], 50)} ms, p99 ${pct(lag[n], 99)} ms, max ${Math.max(...lag[n])} ms (${lag[n].length} of ${CHANGES} seen)`);
+    for (const n of ['fwlb', 'hand'] as const)
+      console.log(`${n.padEnd(5)} p50 ${pct(lag[n], 50)} ms, p99 ${pct(lag[n], 99)} ms, max ${Math.max(...lag[n])} ms (${lag[n].length} of ${CHANGES} seen)`);
     console.log(`fwlb p99 goal <= 100 ms; the hand path is a reload (config written, master reloaded)`);
-    console.log(`each change, in order (ms): fwlb ${lag.fwlb.join(" ")}; hand ${lag.hand.join(" ")}`);
+    console.log(`each change, in order (ms): fwlb ${lag.fwlb.join(' ')}; hand ${lag.hand.join(' ')}`);
     const st = JSON.parse((await api(`${dir}/slb.sock`, 'GET', '/status')).body);
     console.log(`fwlb's HAProxy reloads during the run: ${st.haproxy.reloads} (runtime commands ${st.haproxy.runtimeCommands})`);
   } finally {

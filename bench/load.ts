@@ -47,14 +47,23 @@ export async function addIperfVips(lab: Lab): Promise<void> {
   // iperf3 -u keeps its control connection on TCP 5201 and sends its datagrams to UDP 5201: one VIP each.
   for (const protocol of ['tcp', 'udp']) {
     // Checked by ICMP: a restart of the iperf3 server (after a bad run) must not take the member down.
-    const v = await lab.api('slb', 'POST', '/vips', { id: `iperf-${protocol}`, address: lab.t.vip, port: 5201, protocol, check: { kind: 'icmp' }, members: [{ address: s1, port: 5201 }] }, lab.t.slb.api!.token);
+    const v = await lab.api(
+      'slb',
+      'POST',
+      '/vips',
+      { id: `iperf-${protocol}`, address: lab.t.vip, port: 5201, protocol, check: { kind: 'icmp' }, members: [{ address: s1, port: 5201 }] },
+      lab.t.slb.api!.token,
+    );
     if (v.status !== 201) throw new Error(`cannot add the iperf ${protocol} VIP: ${JSON.stringify(v.body)}`);
   }
 }
 
 export function runIn(ns: string, cmd: string[]): string {
   const r = spawnSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: (SECONDS + 10) * 1000 });
-  if (r.status !== 0) throw new Error(`${cmd[0]}: ${r.error ? r.error.message : `exit ${r.status ?? r.signal}`} ${r.stderr.trim()} ${r.status === 1 && cmd[0] === 'iperf3' ? r.stdout.slice(0, 200) : ''}`.trim());
+  if (r.status !== 0)
+    throw new Error(
+      `${cmd[0]}: ${r.error ? r.error.message : `exit ${r.status ?? r.signal}`} ${r.stderr.trim()} ${r.status === 1 && cmd[0] === 'iperf3' ? r.stdout.slice(0, 200) : ''}`.trim(),
+    );
   return r.stdout;
 }
 

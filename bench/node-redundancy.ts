@@ -41,12 +41,19 @@ async function underLoad(lab: Lab, fail: () => Promise<number>): Promise<Failove
   const moveMs = await fail();
   const r: DriveReport[] = await shorts;
   const hits = r.flatMap((x) => [...x.short.failedAt, ...x.short.slowAt]).filter((t) => t >= at - 1000);
-  return { moveMs, lastHitMs: hits.length ? Math.max(...hits) - at : 0, failed: r.reduce((a, x) => a + x.short.failed, 0), slow: r.reduce((a, x) => a + x.short.slowAt.length, 0) };
+  return {
+    moveMs,
+    lastHitMs: hits.length ? Math.max(...hits) - at : 0,
+    failed: r.reduce((a, x) => a + x.short.failed, 0),
+    slow: r.reduce((a, x) => a + x.short.slowAt.length, 0),
+  };
 }
 
 function report(name: string, fs: Failover[]): void {
-  console.log(`${name}: moved ${fmt(fs.map((f) => f.moveMs))} ms after the failure; last new connection hit ${fmt(fs.map((f) => f.lastHitMs))} ms after it; ` +
-    `failed ${fmt(fs.map((f) => f.failed))}, slowed ${fmt(fs.map((f) => f.slow))} of 1000 per round`);
+  console.log(
+    `${name}: moved ${fmt(fs.map((f) => f.moveMs))} ms after the failure; last new connection hit ${fmt(fs.map((f) => f.lastHitMs))} ms after it; ` +
+      `failed ${fmt(fs.map((f) => f.failed))}, slowed ${fmt(fs.map((f) => f.slow))} of 1000 per round`,
+  );
 }
 
 const waitFor = (ok: () => boolean | Promise<boolean>, ms: number, what: string) => waitUntil(ok, ms, what, 10);
@@ -123,7 +130,10 @@ async function vrrp(sessionTable: string): Promise<void> {
         await waitFor(holds('ob1'), 15000, 'ob1 holding the addresses again');
         await sleep(500);
       }
-      report(`VRRP, active node's ${how === 'controller' ? 'controller killed (kill -9)' : 'links down'}, ${FAILOVERS} rounds (advert_int ${tm.advert} s, check every ${tm.checkInterval} s, fall ${tm.fall})`, fs);
+      report(
+        `VRRP, active node's ${how === 'controller' ? 'controller killed (kill -9)' : 'links down'}, ${FAILOVERS} rounds (advert_int ${tm.advert} s, check every ${tm.checkInterval} s, fall ${tm.fall})`,
+        fs,
+      );
     }
   } finally {
     lab.teardown();

@@ -24,7 +24,9 @@ async function main(): Promise<void> {
       for (let round = 1; round <= ROUNDS; round++) {
         for (const [name, o] of cases) {
           const r = await churn(lab, o);
-          console.log(`round ${round}, ${name}: ${r.failed} of ${r.ok + r.failed} connections failed ${JSON.stringify(r.errors)}, firewall drops ${r.drops.join(' / ')} (${r.toggles} toggles, ${r.moves} moves)`);
+          console.log(
+            `round ${round}, ${name}: ${r.failed} of ${r.ok + r.failed} connections failed ${JSON.stringify(r.errors)}, firewall drops ${r.drops.join(' / ')} (${r.toggles} toggles, ${r.moves} moves)`,
+          );
         }
       }
     } finally {

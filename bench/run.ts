@@ -2,7 +2,19 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
-for (const b of ['sandwich', 'dual-stack', 'sync-groups', 'node-redundancy', 'port-reuse', 'health-detection', 'slb', 'l7', 'slb-control', 'sessions', 'api-latency']) {
+for (const b of [
+  'sandwich',
+  'dual-stack',
+  'sync-groups',
+  'node-redundancy',
+  'port-reuse',
+  'health-detection',
+  'slb',
+  'l7',
+  'slb-control',
+  'sessions',
+  'api-latency',
+]) {
   console.log(`== ${b}`);
   const r = spawnSync(process.execPath, [join(__dirname, `${b}.js`)], { stdio: 'inherit' });
   if (r.status !== 0) process.exitCode = 1;

@@ -32,10 +32,7 @@ const WITHOUT = process.env.BENCH_FWLB_WITHOUT ? new RegExp(process.env.BENCH_FW
 const ASKED = process.env.BENCH_MODES ? process.env.BENCH_MODES.split(',').filter(Boolean) : null;
 const unknown = (ASKED ?? []).filter((m) => !ALL.includes(m as Mode));
 if (unknown.length) throw new RangeError(`BENCH_MODES: unknown path ${unknown.join(', ')} (known: ${ALL.join(', ')})`);
-const MODES: Mode[] = [
-  ...(ASKED ? ALL.filter((m) => m === 'fwlb' || ASKED.includes(m)) : DEFAULT),
-  ...(WITHOUT ? (['fwlb-without'] as const) : []),
-];
+const MODES: Mode[] = [...(ASKED ? ALL.filter((m) => m === 'fwlb' || ASKED.includes(m)) : DEFAULT), ...(WITHOUT ? (['fwlb-without'] as const) : [])];
 const BASES = MODES.filter((m) => m !== 'fwlb');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 /** Offered UDP rate (packets/s), the same for every path; above what this machine forwards, so the cost shows. */
@@ -47,7 +44,10 @@ function tryNs(ns: string, cmd: string[]): void {
 }
 
 function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
-  for (const [node, side, peer, net] of [['ob', 'cli0', '172.16.1.2', '203.0.113.0/24'], ['ib', 'srv0', '172.17.1.2', '198.51.100.0/24']]) {
+  for (const [node, side, peer, net] of [
+    ['ob', 'cli0', '172.16.1.2', '203.0.113.0/24'],
+    ['ib', 'srv0', '172.17.1.2', '198.51.100.0/24'],
+  ]) {
     const ns = lab.ns(node);
     tryNs(ns, ['nft', 'delete', 'table', 'inet', 'fwlb']);
     tryNs(ns, ['iptables', '-t', 'mangle', '-F', 'PREROUTING']);
@@ -62,7 +62,25 @@ function setMode(lab: Lab, mode: Mode, saved: Record<string, string>): void {
     }
     if (mode === 'hmark' || mode === 'hmark-ct') {
       // The classic recipe: a stateless symmetric HMARK with the same seed on both nodes, marks onto fwlb's ip rules.
-      inNs(ns, ['iptables', '-t', 'mangle', '-A', 'PREROUTING', '-i', side, '-j', 'HMARK', '--hmark-tuple', 'src,dst,sport,dport,proto', '--hmark-mod', '3', '--hmark-offset', String(0x10000), '--hmark-rnd', '0x5eed1234']);
+      inNs(ns, [
+        'iptables',
+        '-t',
+        'mangle',
+        '-A',
+        'PREROUTING',
+        '-i',
+        side,
+        '-j',
+        'HMARK',
+        '--hmark-tuple',
+        'src,dst,sport,dport,proto',
+        '--hmark-mod',
+        '3',
+        '--hmark-offset',
+        String(0x10000),
+        '--hmark-rnd',
+        '0x5eed1234',
+      ]);
     }
   }
   // Hygiene: no leftover sockets or conntrack entries from the previous run.
@@ -96,7 +114,24 @@ function udpRate(lab: Lab, size: number): UdpResult {
     let j: any = null;
     const c0 = cpuJiffies();
     try {
-      j = JSON.parse(runIn(lab.ns('c1'), ['iperf3', '-c', lab.t.vip, '--connect-timeout', '3000', '-u', '-l', String(size), '-b', String(UDP_PPS * size * 8), '-t', String(SECONDS), ...IPERF_PIN, '-J']));
+      j = JSON.parse(
+        runIn(lab.ns('c1'), [
+          'iperf3',
+          '-c',
+          lab.t.vip,
+          '--connect-timeout',
+          '3000',
+          '-u',
+          '-l',
+          String(size),
+          '-b',
+          String(UDP_PPS * size * 8),
+          '-t',
+          String(SECONDS),
+          ...IPERF_PIN,
+          '-J',
+        ]),
+      );
     } catch (e) {
       j = { error: (e as Error).message.slice(0, 200) };
     }
@@ -123,7 +158,10 @@ async function profile(lab: Lab, load: () => unknown): Promise<{ share: number; 
   load();
   await exited;
   if (!existsSync(file)) return null;
-  const r = spawnSync('perf', ['report', '-i', file, '--no-children', '--sort', 'sym', '-g', 'none', '--stdio', '--percent-limit', '0.05'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync('perf', ['report', '-i', file, '--no-children', '--sort', 'sym', '-g', 'none', '--stdio', '--percent-limit', '0.05'], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   rmSync(file, { force: true });
   const rows: [string, number][] = [];
   for (const line of r.stdout.split('\n')) {
@@ -141,7 +179,9 @@ async function main(): Promise<void> {
     const saved: Record<string, string> = {};
     for (const node of ['ob', 'ib']) {
       const json = inNs(lab.ns(node), ['nft', '-j', 'list', 'table', 'inet', 'fwlb']);
-      const items = JSON.parse(json).nftables.filter((x: any) => !x.metainfo).map((x: any) => ({ add: stripHandles(x) }));
+      const items = JSON.parse(json)
+        .nftables.filter((x: any) => !x.metainfo)
+        .map((x: any) => ({ add: stripHandles(x) }));
       const keep = (mode: Mode, list: any[]) => {
         saved[`${node}/${mode}`] = join(lab.t.opts.runDir, `${node}-${mode}.json`);
         writeFileSync(saved[`${node}/${mode}`], JSON.stringify({ nftables: list }));
@@ -154,13 +194,20 @@ async function main(): Promise<void> {
         const first = Math.min(...m.elem.map((e: [number, number]) => e[1]));
         return { ...m, elem: m.elem.map(([b]: [number, number]) => [b, first]) };
       };
-      keep('fwlb-one', items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)));
+      keep(
+        'fwlb-one',
+        items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)),
+      );
       if (WITHOUT) {
         // A prerouting rule whose JSON matches, or a whole chain (its rules too) whose `chain:<name>` matches.
         const dropChain = (name?: string) => name !== undefined && WITHOUT.test(`chain:${name}`);
-        const drop = (x: any) => (x.add.rule?.chain === 'prerouting' && WITHOUT.test(JSON.stringify(x.add.rule.expr))) || dropChain(x.add.rule?.chain) || dropChain(x.add.chain?.name);
+        const drop = (x: any) =>
+          (x.add.rule?.chain === 'prerouting' && WITHOUT.test(JSON.stringify(x.add.rule.expr))) || dropChain(x.add.rule?.chain) || dropChain(x.add.chain?.name);
         console.error(`fwlb-without, ${node}: ${items.filter(drop).length} rule(s) and chain(s) left out`);
-        keep('fwlb-without', items.filter((x: any) => !drop(x)));
+        keep(
+          'fwlb-without',
+          items.filter((x: any) => !drop(x)),
+        );
       }
     }
     await lab.killNode('outside');
@@ -170,7 +217,10 @@ async function main(): Promise<void> {
     await lab.waitMembers((vs) => vs.every((x) => x.members.every((m: any) => m.health.up)), 15000, 'the iperf VIP member up');
     type Metric = 'gbps' | 'cps' | 'pps64' | 'pps512' | 'loss64' | 'loss512' | 'cpuUs64' | 'cpuUs512';
     const metrics: Metric[] = ['gbps', 'cps', 'pps64', 'pps512', 'loss64', 'loss512', 'cpuUs64', 'cpuUs512'];
-    const res = Object.fromEntries(MODES.map((m) => [m, Object.fromEntries(metrics.map((k) => [k, [] as number[]]))])) as Record<Mode, Record<Metric, number[]>>;
+    const res = Object.fromEntries(MODES.map((m) => [m, Object.fromEntries(metrics.map((k) => [k, [] as number[]]))])) as Record<
+      Mode,
+      Record<Metric, number[]>
+    >;
     // One warm-up pass, not counted: the first wrk run after start measured half the rate of every later one.
     for (const mode of MODES) {
       setMode(lab, mode, saved);
@@ -193,7 +243,9 @@ async function main(): Promise<void> {
           r[`cpuUs${size}`].push(u.cpuUs);
         }
         const last = (k: Metric) => r[k].at(-1)!;
-        console.error(`round ${round + 1} ${mode}: ${last('gbps').toFixed(2)} Gbit/s, ${last('cps').toFixed(0)} conn/s, ${last('pps64').toFixed(0)} pkt/s (64 B), ${last('pps512').toFixed(0)} pkt/s (512 B)`);
+        console.error(
+          `round ${round + 1} ${mode}: ${last('gbps').toFixed(2)} Gbit/s, ${last('cps').toFixed(0)} conn/s, ${last('pps64').toFixed(0)} pkt/s (64 B), ${last('pps512').toFixed(0)} pkt/s (512 B)`,
+        );
       }
     }
     const profiles: Record<string, Awaited<ReturnType<typeof profile>>> = {};
@@ -212,24 +264,38 @@ async function main(): Promise<void> {
     const s = Object.fromEntries(MODES.map((m) => [m, sum(m)])) as Record<Mode, Record<Metric, ReturnType<typeof spread>>>;
     const ratio = (k: Metric, base: Mode) => s.fwlb[k].median / s[base][k].median;
     const RATIO_METRICS = ['gbps', 'cps', 'pps64', 'pps512', 'cpuUs64', 'cpuUs512'] as const;
-    const ratios = Object.fromEntries(BASES.map((b) => [b, Object.fromEntries(RATIO_METRICS.map((k) => [k, ratio(k, b)]))])) as Record<Mode, Record<(typeof RATIO_METRICS)[number], number>>;
+    const ratios = Object.fromEntries(BASES.map((b) => [b, Object.fromEntries(RATIO_METRICS.map((k) => [k, ratio(k, b)]))])) as Record<
+      Mode,
+      Record<(typeof RATIO_METRICS)[number], number>
+    >;
     // fwlb against each path; and, where both ran, HMARK with conntrack against plain with conntrack (what spreading
     // over three firewalls through ip rules costs without fwlb) and against HMARK (what conntrack itself costs).
-    const extra: [Mode, Mode][] = [['hmark-ct', 'plain-ct'], ['hmark-ct', 'hmark']];
+    const extra: [Mode, Mode][] = [
+      ['hmark-ct', 'plain-ct'],
+      ['hmark-ct', 'hmark'],
+    ];
     const pairs: [Mode, Mode][] = [...BASES.map((b): [Mode, Mode] => ['fwlb', b]), ...extra.filter(([a, b]) => MODES.includes(a) && MODES.includes(b))];
-    const paired = Object.fromEntries(pairs.map(([a, b]) => [`${a}/${b}`, Object.fromEntries(RATIO_METRICS.map((k) => [k, pairedRatio(res[a][k], res[b][k])]))])) as Record<string, Record<(typeof RATIO_METRICS)[number], Paired>>;
-    console.log(JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, udpOfferedPps: UDP_PPS, summary: s, ratioFwlbTo: ratios, paired, profiles, raw: res }, null, 2));
+    const paired = Object.fromEntries(
+      pairs.map(([a, b]) => [`${a}/${b}`, Object.fromEntries(RATIO_METRICS.map((k) => [k, pairedRatio(res[a][k], res[b][k])]))]),
+    ) as Record<string, Record<(typeof RATIO_METRICS)[number], Paired>>;
+    console.log(
+      JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, udpOfferedPps: UDP_PPS, summary: s, ratioFwlbTo: ratios, paired, profiles, raw: res }, null, 2),
+    );
     const cell = (x: ReturnType<typeof spread>, d: number) => `${x.median.toFixed(d)} [${x.min.toFixed(d)}-${x.max.toFixed(d)}]`;
     console.log(`\nmedian [lowest-highest] of ${ROUNDS} interleaved rounds, ${SECONDS} s each; UDP offered at ${UDP_PPS} packets/s`);
     console.log(`path          Gbit/s (iperf3 -P4)   conn/s (wrk close)    pkt/s 64 B              pkt/s 512 B             loss 64 B  CPU us/pkt 64 B`);
     for (const m of MODES) {
       const x = s[m];
-      console.log(`${m.padEnd(12)}  ${cell(x.gbps, 2).padEnd(20)}  ${cell(x.cps, 0).padEnd(20)}  ${cell(x.pps64, 0).padEnd(22)}  ${cell(x.pps512, 0).padEnd(22)}  ${(x.loss64.median * 100).toFixed(2).padStart(6)}%    ${cell(x.cpuUs64, 1)}`);
+      console.log(
+        `${m.padEnd(12)}  ${cell(x.gbps, 2).padEnd(20)}  ${cell(x.cps, 0).padEnd(20)}  ${cell(x.pps64, 0).padEnd(22)}  ${cell(x.pps512, 0).padEnd(22)}  ${(x.loss64.median * 100).toFixed(2).padStart(6)}%    ${cell(x.cpuUs64, 1)}`,
+      );
     }
     console.log('\nratio of the medians');
     for (const b of BASES) {
       const r = ratios[b];
-      console.log(`fwlb/${b.padEnd(12)}  throughput ${r.gbps.toFixed(3)}  conn/s ${r.cps.toFixed(3)}  pkt/s 64 B ${r.pps64.toFixed(3)}  512 B ${r.pps512.toFixed(3)}  CPU/pkt 64 B ${r.cpuUs64.toFixed(3)}`);
+      console.log(
+        `fwlb/${b.padEnd(12)}  throughput ${r.gbps.toFixed(3)}  conn/s ${r.cps.toFixed(3)}  pkt/s 64 B ${r.pps64.toFixed(3)}  512 B ${r.pps512.toFixed(3)}  CPU/pkt 64 B ${r.cpuUs64.toFixed(3)}`,
+      );
     }
     const pc = (p: Paired) => `${p.median.toFixed(3)} [${p.min.toFixed(3)}-${p.max.toFixed(3)}] lower ${p.lower}/${p.n}`;
     console.log(`\npaired: a / b within each round, median [lowest-highest], rounds in which a's figure was the lower`);
@@ -237,7 +303,10 @@ async function main(): Promise<void> {
       console.log(`${k.padEnd(17)}  throughput ${pc(r.gbps)}  conn/s ${pc(r.cps)}  64 B ${pc(r.pps64)}  512 B ${pc(r.pps512)}  CPU/pkt 64 B ${pc(r.cpuUs64)}`);
     }
     for (const [m, p] of Object.entries(profiles)) {
-      if (p) console.log(`perf ${m.padEnd(16)} ${p.share.toFixed(1)}% of samples in netfilter/nft/conntrack/routing: ${p.top.map(([n, v]) => `${n} ${v.toFixed(2)}%`).join(', ')}`);
+      if (p)
+        console.log(
+          `perf ${m.padEnd(16)} ${p.share.toFixed(1)}% of samples in netfilter/nft/conntrack/routing: ${p.top.map(([n, v]) => `${n} ${v.toFixed(2)}%`).join(', ')}`,
+        );
     }
     if (ruleCounters) console.log(`fwlb outside node, prerouting counters after the profiled run:\n${ruleCounters}`);
   } finally {

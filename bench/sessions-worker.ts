@@ -39,15 +39,29 @@ async function main(): Promise<void> {
     delete: (ids: string[]) => table.delete(ids),
     grace: (ids: string[], until: number) => table.grace(ids, until),
   };
-  const sync = new SessionSync({ node: 'bench', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: dumpConntrack, flushMs: 50, resyncMs: 3600_000 });
+  const sync = new SessionSync({
+    node: 'bench',
+    role: 'outside',
+    firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined),
+    store,
+    dump: dumpConntrack,
+    flushMs: 50,
+    resyncMs: 3600_000,
+  });
   // The generated UDP flows are never answered; they are stamped as answered (SEEN_REPLY) so that the write path
   // is what is measured, as it would be for real answered sessions.
-  const events = ConntrackEvents.open({ kinds: ['new'], onEvents: (b) => sync.onEvents(b.map((e) => ({ ...e, entry: { ...e.entry, labels: [1], status: e.entry.status | 2 } }))), onLoss: () => undefined });
+  const events = ConntrackEvents.open({
+    kinds: ['new'],
+    onEvents: (b) => sync.onEvents(b.map((e) => ({ ...e, entry: { ...e.entry, labels: [1], status: e.entry.status | 2 } }))),
+    onLoss: () => undefined,
+  });
   await events.ready;
   // The flows are made by a process of their own (bench/flow-generator.ts): in this one they would compete with
   // the sync for the event loop and inflate the lag.
   const t0 = performance.now();
-  const gen = spawn(process.execPath, [join(__dirname, 'flow-generator.js'), String(rate), String(seconds), String(portBase)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const gen = spawn(process.execPath, [join(__dirname, 'flow-generator.js'), String(rate), String(seconds), String(portBase)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let genRate = 0;
   await new Promise<void>((resolve) => {
     createInterface({ input: gen.stdout! }).on('line', (l) => {
@@ -66,7 +80,19 @@ async function main(): Promise<void> {
   while (written < created.size && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
   const wallMs = performance.now() - t0;
   await sync.flush();
-  console.log(JSON.stringify({ rate, offered: total, genRate, events: events.events, overruns: events.overruns, written, writeRate: Math.round((written / wallMs) * 1000), p50: pct(lags, 50), p99: pct(lags, 99) }));
+  console.log(
+    JSON.stringify({
+      rate,
+      offered: total,
+      genRate,
+      events: events.events,
+      overruns: events.overruns,
+      written,
+      writeRate: Math.round((written / wallMs) * 1000),
+      p50: pct(lags, 50),
+      p99: pct(lags, 99),
+    }),
+  );
   events.close();
   redis.disconnect();
   process.exit(0);

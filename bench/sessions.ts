@@ -17,7 +17,7 @@ function records(n: number, fw: (i: number) => string): SessionRecord[] {
   const now = Date.now();
   return Array.from({ length: n }, (_, i) => ({
     outerAddr: `198.51.${100 + ((i >> 16) & 3)}.${(i >> 8) & 255}`,
-    outerPort: 1024 + (i & 0xffff) % 60000,
+    outerPort: 1024 + ((i & 0xffff) % 60000),
     innerAddr: '203.0.113.100',
     innerPort: 443,
     proto: 6,
@@ -47,7 +47,9 @@ async function main(): Promise<void> {
     let t0 = performance.now();
     await table.put(recs);
     const putMs = performance.now() - t0;
-    console.log(`SessionTable.put: ${N} sessions in ${putMs.toFixed(0)} ms = ${Math.round((N / putMs) * 1000)} sessions/s (${((N / putMs) * 1000 / ceiling).toFixed(2)} of the SET ceiling)`);
+    console.log(
+      `SessionTable.put: ${N} sessions in ${putMs.toFixed(0)} ms = ${Math.round((N / putMs) * 1000)} sessions/s (${(((N / putMs) * 1000) / ceiling).toFixed(2)} of the SET ceiling)`,
+    );
 
     // Sync rate and lag from conntrack NEW to written, at rising rates, in a namespace with conntrack on.
     console.log(`\nrate (flows/s)  generated/s  events  overruns  written/s  written/offered  lag p50  lag p99`);
@@ -59,7 +61,11 @@ async function main(): Promise<void> {
       inNs(ns, ['nft', 'add', 'table', 'ip', 'b']);
       inNs(ns, ['nft', 'add', 'chain', 'ip', 'b', 'out', '{ type filter hook output priority 0; }']);
       inNs(ns, ['nft', 'add', 'rule', 'ip', 'b', 'out', 'ct', 'state', 'new', 'ct', 'mark', 'set', String(0x10001)]);
-      const w = spawnSync('ip', ['netns', 'exec', ns, process.execPath, join(__dirname, 'sessions-worker.js'), `unix:${sock}`, String(rate), String(SECONDS), '2000'], { encoding: 'utf8', timeout: 120000 });
+      const w = spawnSync(
+        'ip',
+        ['netns', 'exec', ns, process.execPath, join(__dirname, 'sessions-worker.js'), `unix:${sock}`, String(rate), String(SECONDS), '2000'],
+        { encoding: 'utf8', timeout: 120000 },
+      );
       const line = w.stdout.trim().split('\n').pop() ?? '';
       let r: any;
       try {
@@ -68,7 +74,9 @@ async function main(): Promise<void> {
         console.log(`${rate}: worker failed: ${w.stderr.slice(0, 300)}`);
         continue;
       }
-      console.log(`${String(rate).padStart(14)}  ${String(r.genRate).padStart(11)}  ${String(r.events).padStart(6)}  ${String(r.overruns).padStart(8)}  ${String(r.writeRate).padStart(9)}  ${`${r.written}/${r.offered}`.padStart(15)}  ${r.p50.toFixed(0).padStart(4)} ms  ${r.p99.toFixed(0).padStart(4)} ms`);
+      console.log(
+        `${String(rate).padStart(14)}  ${String(r.genRate).padStart(11)}  ${String(r.events).padStart(6)}  ${String(r.overruns).padStart(8)}  ${String(r.writeRate).padStart(9)}  ${`${r.written}/${r.offered}`.padStart(15)}  ${r.p50.toFixed(0).padStart(4)} ms  ${r.p99.toFixed(0).padStart(4)} ms`,
+      );
       deleteNs(ns);
     }
 
@@ -101,11 +109,24 @@ async function main(): Promise<void> {
       { add: { map: { family: 'inet', table: 'fwlb', name: 'pins', type: PIN_MAP_TYPE, map: 'mark' } } },
       { add: { element: { family: 'inet', table: 'fwlb', name: 'pins', elem: pins.map(pinElement) } } },
     ];
-    const applied = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-e', `require(${JSON.stringify(join(REPO, 'libs/nft/dist/index.js'))}).nftCli().apply(JSON.parse(require('fs').readFileSync(0,'utf8'))).then(()=>process.exit(0),(e)=>{console.error(e.message);process.exit(1)})`], { input: JSON.stringify(cmds), encoding: 'utf8', maxBuffer: 1 << 28 });
+    const applied = spawnSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        '-e',
+        `require(${JSON.stringify(join(REPO, 'libs/nft/dist/index.js'))}).nftCli().apply(JSON.parse(require('fs').readFileSync(0,'utf8'))).then(()=>process.exit(0),(e)=>{console.error(e.message);process.exit(1)})`,
+      ],
+      { input: JSON.stringify(cmds), encoding: 'utf8', maxBuffer: 1 << 28 },
+    );
     const tApply = performance.now() - t0;
     if (applied.status !== 0) throw new Error(`pins apply failed: ${applied.stderr}`);
     const inKernel = (inNs(ns, ['nft', 'list', 'map', 'inet', 'fwlb', 'pins']).match(/ : 0x/g) ?? []).length;
-    console.log(`\nrecovery of a node holding ${N} sessions: load from Redis ${tLoad.toFixed(0)} ms, cache ${(tCache - tLoad).toFixed(0)} ms, pins ${(tPins - tCache).toFixed(0)} ms (${pins.length} pins), nft apply ${(tApply - tPins).toFixed(0)} ms; total ${tApply.toFixed(0)} ms (goal <= 2000 ms); ${inKernel} pins in the kernel`);
+    console.log(
+      `\nrecovery of a node holding ${N} sessions: load from Redis ${tLoad.toFixed(0)} ms, cache ${(tCache - tLoad).toFixed(0)} ms, pins ${(tPins - tCache).toFixed(0)} ms (${pins.length} pins), nft apply ${(tApply - tPins).toFixed(0)} ms; total ${tApply.toFixed(0)} ms (goal <= 2000 ms); ${inKernel} pins in the kernel`,
+    );
     redis.disconnect();
   } finally {
     for (const n of nss) deleteNs(n);

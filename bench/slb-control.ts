@@ -20,7 +20,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const pct = percentile;
 const f = (x: number) => (Number.isFinite(x) ? x.toFixed(x < 10 ? 2 : 0) : 'n/a');
-const line = (label: string, xs: number[]) => console.log(`  ${label}: n=${xs.length} p50 ${f(pct(xs, 50))} ms, p99 ${f(pct(xs, 99))} ms, max ${f(Math.max(...xs))} ms`);
+const line = (label: string, xs: number[]) =>
+  console.log(`  ${label}: n=${xs.length} p50 ${f(pct(xs, 50))} ms, p99 ${f(pct(xs, 99))} ms, max ${f(Math.max(...xs))} ms`);
 
 /**
  * CPU time (ms) of a process, of its children that exited (the nft runs), and of its live children (the probe
@@ -141,7 +142,11 @@ async function apiChanges() {
       post.push(r.ms);
     }
     const stages = [100, 300, 500, N].filter((x, i, a) => x <= N && a.indexOf(x) === i);
-    for (const k of stages) line(`POST /vips, VIPs ${k === stages[0] ? 1 : stages[stages.indexOf(k) - 1] + 1}-${k}`, post.slice(k === stages[0] ? 0 : stages[stages.indexOf(k) - 1], k));
+    for (const k of stages)
+      line(
+        `POST /vips, VIPs ${k === stages[0] ? 1 : stages[stages.indexOf(k) - 1] + 1}-${k}`,
+        post.slice(k === stages[0] ? 0 : stages[stages.indexOf(k) - 1], k),
+      );
     console.log(`  ${N} POST /vips in ${((Date.now() - start) / 1000).toFixed(1)} s, ${failed} failed`);
     const mpost: number[] = [];
     const m0 = Date.now();
@@ -162,7 +167,9 @@ async function apiChanges() {
 
 async function healthAtScale(interval: number) {
   const members = 8;
-  console.log(`== health of ${N * members} members that are up, interval ${interval} ms, response ${Math.min(500, interval / 2)} ms, retries 3 (${interval === 1000 ? 'the default timers' : 'more checks than the helper can run'}) (bench/slb-control.ts)`);
+  console.log(
+    `== health of ${N * members} members that are up, interval ${interval} ms, response ${Math.min(500, interval / 2)} ms, retries 3 (${interval === 1000 ? 'the default timers' : 'more checks than the helper can run'}) (bench/slb-control.ts)`,
+  );
   const s = new ScaleSlb(uniquePrefix('bh'), { vips: N, members, interval });
   try {
     s.setup();
@@ -190,7 +197,10 @@ async function healthAtScale(interval: number) {
     const b = usage(pid);
     const downs = s.log.filter((l) => l.includes(' DOWN: ')).length;
     const m = ((await s.api('GET', '/metrics')).body as string).toString();
-    const checks = m.split('\n').filter((l) => /^fwlb_member_checks_total/.test(l)).join('; ');
+    const checks = m
+      .split('\n')
+      .filter((l) => /^fwlb_member_checks_total/.test(l))
+      .join('; ');
     console.log(`  over ${seconds} s: at most ${down} of ${N * members} members not up at a sample (lowest up ${minUp}), ${downs} DOWN transitions logged`);
     console.log(`  CPU: ${cpuLine(a, b, seconds * 1000)}; ${Math.round((N * members * 1000) / interval).toLocaleString()} checks/s wanted; ${checks}`);
   } finally {
@@ -214,7 +224,10 @@ async function logging() {
           const t0 = Date.now();
           await s.start();
           await s.adopted(t0);
-          for (const [path, rate] of [['/status', RATE], ['/metrics', Math.min(RATE, 100)]] as const) {
+          for (const [path, rate] of [
+            ['/status', RATE],
+            ['/metrics', Math.min(RATE, 100)],
+          ] as const) {
             const o = await openLoop({ socketPath: s.socket, path, rate, seconds: GET_SECONDS });
             const e = (res[level][`${path} at ${rate}/s`] ??= { p50: [], p99: [], bytes: 0 });
             e.p50.push(pct(o.lat, 50));
@@ -235,7 +248,9 @@ async function logging() {
   for (const k of Object.keys(res.info)) {
     const on = res.info[k];
     const off = res.warn[k];
-    console.log(`  GET ${k} (${on.bytes} bytes): log on p50 ${f(med(on.p50))} / p99 ${f(med(on.p99))} ms, off p50 ${f(med(off.p50))} / p99 ${f(med(off.p99))} ms, on/off p99 ${f(med(on.p99) / med(off.p99))} (rounds' p99 on: ${on.p99.map(f).join(', ')}; off: ${off.p99.map(f).join(', ')})`);
+    console.log(
+      `  GET ${k} (${on.bytes} bytes): log on p50 ${f(med(on.p50))} / p99 ${f(med(on.p99))} ms, off p50 ${f(med(off.p50))} / p99 ${f(med(off.p99))} ms, on/off p99 ${f(med(on.p99) / med(off.p99))} (rounds' p99 on: ${on.p99.map(f).join(', ')}; off: ${off.p99.map(f).join(', ')})`,
+    );
   }
 }
 
@@ -276,12 +291,16 @@ async function capacity() {
       const p50 = pct(lat, 50);
       if (Number.isNaN(base)) base = p50;
       if (capacityAt === null && p50 >= 2 * base) capacityAt = rate;
-      console.log(`  ${rate.toLocaleString()} checks/s asked (interval ${interval} ms): ran ${Math.round((done[0] + done[1] + done[2]) / seconds).toLocaleString()}/s (ok ${done[0]}, failed ${done[1]}, unknown ${done[2]}); check latency p50 ${f(p50)} ms, p99 ${f(pct(lat, 99))} ms (${f(p50 / base)} × the first step)`);
+      console.log(
+        `  ${rate.toLocaleString()} checks/s asked (interval ${interval} ms): ran ${Math.round((done[0] + done[1] + done[2]) / seconds).toLocaleString()}/s (ok ${done[0]}, failed ${done[1]}, unknown ${done[2]}); check latency p50 ${f(p50)} ms, p99 ${f(pct(lat, 99))} ms (${f(p50 / base)} × the first step)`,
+      );
     } finally {
       await s.cleanup();
     }
   }
-  console.log(`  capacity (median latency twice the first step's): ${capacityAt === null ? `above ${rates[rates.length - 1].toLocaleString()} checks/s` : `${capacityAt.toLocaleString()} checks/s`}`);
+  console.log(
+    `  capacity (median latency twice the first step's): ${capacityAt === null ? `above ${rates[rates.length - 1].toLocaleString()} checks/s` : `${capacityAt.toLocaleString()} checks/s`}`,
+  );
 }
 
 (async () => {

@@ -94,7 +94,10 @@ export function slbRig(prefix: string, vips: string[] = []): SlbRig {
   });
   SERVERS.forEach((addr, i) => {
     const cfg = join(dir, `srv${i}.cfg`);
-    writeFileSync(cfg, `global\n  nbthread 1\ndefaults\n  mode http\n  timeout client 5s\n  timeout connect 1s\n  timeout server 5s\nfrontend f\n  bind ${addr}:8080\n  http-request return status 200 content-type text/plain string "s${i + 1}"\n`);
+    writeFileSync(
+      cfg,
+      `global\n  nbthread 1\ndefaults\n  mode http\n  timeout client 5s\n  timeout connect 1s\n  timeout server 5s\nfrontend f\n  bind ${addr}:8080\n  http-request return status 200 content-type text/plain string "s${i + 1}"\n`,
+    );
     procs.push(spawnInNs(ns.srv[i], ['haproxy', '-db', '-f', cfg]));
   });
   return { ns, dir, procs, cleanup };

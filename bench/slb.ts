@@ -29,11 +29,24 @@ async function main(): Promise<void> {
     procs.push(spawnInNs(ns.lb, ['haproxy', '-db', '-f', lbCfg]));
     // fwlb's SLB: the real process with a VIP over the same servers.
     const slbCfg = join(dir, 'slb.json');
-    writeFileSync(slbCfg, JSON.stringify({
-      interface: 'eth0',
-      api: { listen: `unix:${dir}/slb.sock`, token: TOKEN },
-      vips: [{ id: 'web', address: VIP_FWLB, port: 80, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, members: SERVERS.map((a) => ({ address: a, port: 8080 })) }],
-    }));
+    writeFileSync(
+      slbCfg,
+      JSON.stringify({
+        interface: 'eth0',
+        api: { listen: `unix:${dir}/slb.sock`, token: TOKEN },
+        vips: [
+          {
+            id: 'web',
+            address: VIP_FWLB,
+            port: 80,
+            protocol: 'tcp',
+            scheduler: 'rr',
+            check: { kind: 'tcp' },
+            members: SERVERS.map((a) => ({ address: a, port: 8080 })),
+          },
+        ],
+      }),
+    );
     const slb = spawnInNs(ns.lb, [process.execPath, join(REPO, 'apps/slb/dist/main.js'), 'run', '--config', slbCfg]);
     procs.push(slb);
     await waitForLine(slb, /listening on/, 15000, 'fwlb-slb');
@@ -41,7 +54,11 @@ async function main(): Promise<void> {
     inNs(ns.cli, ['ip', 'route', 'add', '10.30.0.0/24', 'via', '192.0.2.2']);
     type Path = 'fwlb' | 'haproxy' | 'routed';
     const rounds: Record<Path, WrkResult[]> = { fwlb: [], haproxy: [], routed: [] };
-    const paths: [Path, string][] = [['fwlb', `${VIP_FWLB}:80`], ['haproxy', `${VIP_HAPROXY}:80`], ['routed', `${SERVERS[0]}:8080`]];
+    const paths: [Path, string][] = [
+      ['fwlb', `${VIP_FWLB}:80`],
+      ['haproxy', `${VIP_HAPROXY}:80`],
+      ['routed', `${SERVERS[0]}:8080`],
+    ];
     for (let i = 0; i < ROUNDS; i++) {
       for (const [name, vip] of i % 2 ? [...paths].reverse() : paths) {
         // Hygiene: no leftover conntrack entries or sockets from the previous run.
@@ -49,14 +66,21 @@ async function main(): Promise<void> {
         inNs(ns.cli, ['ss', '-K', 'dst', '192.0.2.0/24']);
         const r = wrk(ns.cli, `http://${vip}/`);
         rounds[name].push(r);
-        console.log(`round ${i + 1} ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} conn/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  errors ${r.errors}`);
+        console.log(
+          `round ${i + 1} ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} conn/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  errors ${r.errors}`,
+        );
       }
     }
     const med = (n: Path, k: keyof WrkResult) => median(rounds[n].map((r) => r[k]));
     console.log(`\nmedians over ${ROUNDS} rounds of ${SECONDS} s, ${CONNS} connections, one connection per request:`);
-    for (const n of ['fwlb', 'haproxy', 'routed'] as const) console.log(`${n.padEnd(8)} ${med(n, 'rps').toFixed(0)} conn/s, p50 ${med(n, 'p50').toFixed(2)} ms, p99 ${med(n, 'p99').toFixed(2)} ms, errors ${rounds[n].reduce((a, r) => a + r.errors, 0)}`);
+    for (const n of ['fwlb', 'haproxy', 'routed'] as const)
+      console.log(
+        `${n.padEnd(8)} ${med(n, 'rps').toFixed(0)} conn/s, p50 ${med(n, 'p50').toFixed(2)} ms, p99 ${med(n, 'p99').toFixed(2)} ms, errors ${rounds[n].reduce((a, r) => a + r.errors, 0)}`,
+      );
     console.log(`ratio fwlb/routed (one server, no load balancer): conn/s ${(med('fwlb', 'rps') / med('routed', 'rps')).toFixed(2)}`);
-    console.log(`ratio fwlb/haproxy: conn/s ${(med('fwlb', 'rps') / med('haproxy', 'rps')).toFixed(2)} (goal >= 2), p99 ${(med('fwlb', 'p99') / med('haproxy', 'p99')).toFixed(2)} (goal <= 0.5), p50 ${(med('fwlb', 'p50') / med('haproxy', 'p50')).toFixed(2)}`);
+    console.log(
+      `ratio fwlb/haproxy: conn/s ${(med('fwlb', 'rps') / med('haproxy', 'rps')).toFixed(2)} (goal >= 2), p99 ${(med('fwlb', 'p99') / med('haproxy', 'p99')).toFixed(2)} (goal <= 0.5), p50 ${(med('fwlb', 'p50') / med('haproxy', 'p50')).toFixed(2)}`,
+    );
   } finally {
     cleanup();
   }

@@ -46,7 +46,16 @@ async function main(): Promise<void> {
         await allLive();
         const reports = await longs;
         const on2 = reports.flatMap((r, i) =>
-          r.long.streams.filter((s) => home.owner[bucketOf(canonicalKey('outside', { saddr: clients[i].addr!, sport: s.port, daddr: lab.t.vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, cfg.hash.buckets!)] === 'fw2'),
+          r.long.streams.filter(
+            (s) =>
+              home.owner[
+                bucketOf(
+                  canonicalKey('outside', { saddr: clients[i].addr!, sport: s.port, daddr: lab.t.vip, dport: ECHO_PORT, proto: PROTO_TCP }),
+                  cfg.hash.seed,
+                  cfg.hash.buckets!,
+                )
+              ] === 'fw2',
+          ),
         );
         const survivors = on2.filter((s) => !s.err);
         const r = res[mode];
@@ -54,7 +63,9 @@ async function main(): Promise<void> {
         r.streams.push(on2.length);
         r.gapMs.push(spread(survivors.map((s) => s.maxGapMs)).median);
         r.detectMs.push(detect);
-        console.error(`round ${round + 1} ${mode}: ${on2.length - survivors.length} of fw2's ${on2.length} streams broke; survivors' outage median ${r.gapMs.at(-1)!.toFixed(0)} ms; detection ${detect} ms`);
+        console.error(
+          `round ${round + 1} ${mode}: ${on2.length - survivors.length} of fw2's ${on2.length} streams broke; survivors' outage median ${r.gapMs.at(-1)!.toFixed(0)} ms; detection ${detect} ms`,
+        );
         await sleep(1000);
       }
     }
@@ -63,10 +74,12 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(report, null, 2));
     const cell = (x: ReturnType<typeof spread>) => `${x.median.toFixed(0)} [${x.min.toFixed(0)}-${x.max.toFixed(0)}]`;
     console.log(`\nmedian [lowest-highest] of ${ROUNDS} rounds; fw2 fails silently for 2 s, 90 streams (every 20 ms)`);
-    console.log('fwlb config        fw2 streams    broke          survivors\' outage ms   detection ms');
+    console.log("fwlb config        fw2 streams    broke          survivors' outage ms   detection ms");
     for (const m of ['group', 'none'] as Mode[]) {
       const x = report[m];
-      console.log(`${(m === 'group' ? 'sync group fw1+fw2' : 'no sync group').padEnd(18)} ${cell(x.streams).padEnd(14)} ${cell(x.broken).padEnd(14)} ${cell(x.gapMs).padEnd(21)} ${cell(x.detectMs)}`);
+      console.log(
+        `${(m === 'group' ? 'sync group fw1+fw2' : 'no sync group').padEnd(18)} ${cell(x.streams).padEnd(14)} ${cell(x.broken).padEnd(14)} ${cell(x.gapMs).padEnd(21)} ${cell(x.detectMs)}`,
+      );
     }
   } finally {
     lab.teardown();

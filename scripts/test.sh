@@ -15,6 +15,20 @@ run() {
   [ "$r" = 0 ] || rc=$r
   node scripts/tap-count.js "$out" >> build/test-summary.txt
 }
+# Lint and format first: each is one check in the counts ("1 passed" or "1 failed"), and its output says what to fix.
+check() {
+  local name=$1 fix=$2; shift 2
+  if "$@" > "build/$name.txt" 2>&1; then
+    echo "1 passed, 0 failed" >> build/test-summary.txt
+  else
+    cat "build/$name.txt"
+    echo "$name failed: see above, or run \`$fix\`" >&2
+    echo "0 passed, 1 failed" >> build/test-summary.txt
+    rc=1
+  fi
+}
+check lint 'npm run lint' npx eslint .
+check format 'npm run format' npm run --silent format:check
 run unit --jobs=2 --timeout=120 'build/test/unit/**/*.test.js'
 if [ "${FWLB_SKIP_INTEGRATION:-}" != 1 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -45,7 +45,8 @@ export function fakeNft(): FakeNft {
       for (const c of cmds as Any[]) {
         const [verb, body] = Object.entries(c)[0] as [string, Any];
         const [kind, o] = Object.entries(body)[0] as [string, Any];
-        if (verb === 'add' && kind === 'table') t ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map(), ctTimeouts: new Set() };
+        if (verb === 'add' && kind === 'table')
+          t ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map(), ctTimeouts: new Set() };
         else if (!t) throw new Error(`nft: no table for ${verb} ${kind}`);
         else if (verb === 'add' && kind === 'set') t.sets.set(o.name, { type: o.type, timeout: o.timeout });
         else if (verb === 'add' && kind === 'counter') t.namedCounters.set(o.name, { packets: 0, bytes: 0 });
@@ -62,13 +63,16 @@ export function fakeNft(): FakeNft {
         } else if (verb === 'delete' && kind === 'map') t.maps.delete(o.name);
         else if (verb === 'delete' && kind === 'set') t.sets.delete(o.name);
         else if (verb === 'add' && kind === 'chain') {
-          if (!t.chains.has(o.name)) t.chains.set(o.name, { type: o.type, hook: o.hook, prio: o.prio, policy: o.policy, handle: t.chains.size + 1, ruleComments: [] });
+          if (!t.chains.has(o.name))
+            t.chains.set(o.name, { type: o.type, hook: o.hook, prio: o.prio, policy: o.policy, handle: t.chains.size + 1, ruleComments: [] });
           r.set(o.name, r.get(o.name) ?? []);
         } else if (verb === 'add' && kind === 'rule') {
           const ch = t.chains.get(o.chain);
           if (!ch) throw new Error(`nft: no chain ${o.chain}`);
-          for (const s of o.expr as Any[]) if (typeof s.counter === 'string' && !t.namedCounters.has(s.counter)) throw new Error(`nft: no counter ${s.counter}`);
-          for (const s of o.expr as Any[]) if (typeof s['ct timeout'] === 'string' && !t.ctTimeouts?.has(s['ct timeout'])) throw new Error(`nft: no ct timeout ${s['ct timeout']}`);
+          for (const s of o.expr as Any[])
+            if (typeof s.counter === 'string' && !t.namedCounters.has(s.counter)) throw new Error(`nft: no counter ${s.counter}`);
+          for (const s of o.expr as Any[])
+            if (typeof s['ct timeout'] === 'string' && !t.ctTimeouts?.has(s['ct timeout'])) throw new Error(`nft: no ct timeout ${s['ct timeout']}`);
           ch.ruleComments.push(o.comment);
           r.get(o.chain)!.push(o.expr);
         } else if (verb === 'flush' && kind === 'chain') {
@@ -94,13 +98,15 @@ export function fakeNft(): FakeNft {
       fake.texts.push(text);
       for (const line of text.split('\n').filter(Boolean)) {
         let m: RegExpMatchArray | null;
-        if (/^add table /.test(line)) table ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map(), ctTimeouts: new Set() };
+        if (/^add table /.test(line))
+          table ??= { handle: 1, chains: new Map(), maps: new Map(), sets: new Map(), counters: new Map(), namedCounters: new Map(), ctTimeouts: new Set() };
         else if (/^delete table /.test(line)) table = null;
         else if ((m = /^add ct timeout \S+ \S+ (\S+) /.exec(line))) {
           if (!table) throw new Error('nft: no table');
           (table.ctTimeouts ??= new Set()).add(m[1]);
         } else if ((m = /^delete ct timeout \S+ \S+ (\S+)$/.exec(line))) {
-          for (const rs of rules.values()) for (const e of rs) if ((e as Any[]).some((x) => x['ct timeout'] === m![1])) throw new Error(`nft: ct timeout ${m[1]} in use`);
+          for (const rs of rules.values())
+            for (const e of rs) if ((e as Any[]).some((x) => x['ct timeout'] === m![1])) throw new Error(`nft: ct timeout ${m[1]} in use`);
           table?.ctTimeouts?.delete(m[1]);
         } else throw new Error(`fake nft: text not modelled: ${line}`);
       }

@@ -36,41 +36,91 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
   const targetsOf = (i: number, pub: string[]) => (o.published === 'dnat' ? [pub[i % pub.length]] : pub);
   // With the lab's ipv6 option, the same over IPv6 at the same time (the firewalls translate IPv6 to their own pools too).
   const sixRuns = (): Promise<DriveReport>[] => [
-    ...clients.map((c, i) => drive(lab, c.name, { long: { targets: targetsOf(i, published6), count: 10, ...long }, short: { targets: targetsOf(i, published6), count: 100, concurrency: 4, timeoutMs: 5000 } })),
-    ...servers.map((s) => drive(lab, s.name, { long: { targets: toClients6, count: 6, ...long }, short: { targets: toClients6, count: 60, concurrency: 4, timeoutMs: 5000 } })),
+    ...clients.map((c, i) =>
+      drive(lab, c.name, {
+        long: { targets: targetsOf(i, published6), count: 10, ...long },
+        short: { targets: targetsOf(i, published6), count: 100, concurrency: 4, timeoutMs: 5000 },
+      }),
+    ),
+    ...servers.map((s) =>
+      drive(lab, s.name, { long: { targets: toClients6, count: 6, ...long }, short: { targets: toClients6, count: 60, concurrency: 4, timeoutMs: 5000 } }),
+    ),
   ];
   const runs: Promise<DriveReport>[] = [
-    ...clients.map((c, i) => drive(lab, c.name, { long: { targets: targetsOf(i, published), count: 30, ...long }, short: { targets: targetsOf(i, published), count: 300, concurrency: 6, timeoutMs: 5000 } })),
-    ...servers.map((s) => drive(lab, s.name, { long: { targets: toClients, count: 20, ...long }, short: { targets: toClients, count: 200, concurrency: 6, timeoutMs: 5000 } })),
+    ...clients.map((c, i) =>
+      drive(lab, c.name, {
+        long: { targets: targetsOf(i, published), count: 30, ...long },
+        short: { targets: targetsOf(i, published), count: 300, concurrency: 6, timeoutMs: 5000 },
+      }),
+    ),
+    ...servers.map((s) =>
+      drive(lab, s.name, { long: { targets: toClients, count: 20, ...long }, short: { targets: toClients, count: 200, concurrency: 6, timeoutMs: 5000 } }),
+    ),
     ...(ipv6 ? sixRuns() : []),
   ];
   await sleep(4000);
   for (const n of lab.balancerNames()) {
     inNs(lab.ns(nodeNs(n)), ['conntrack', '-F']);
-    if (o.forgetConnSets) for (let k = 0; k < fwCount; k++) for (const sfx of ['', '_v6']) spawnSync('ip', ['netns', 'exec', lab.ns(nodeNs(n)), 'nft', 'flush', 'set', 'inet', 'fwlb', `conn${k}${sfx}`], { stdio: 'ignore' });
+    if (o.forgetConnSets)
+      for (let k = 0; k < fwCount; k++)
+        for (const sfx of ['', '_v6'])
+          spawnSync('ip', ['netns', 'exec', lab.ns(nodeNs(n)), 'nft', 'flush', 'set', 'inet', 'fwlb', `conn${k}${sfx}`], { stdio: 'ignore' });
   }
   const reports = await Promise.all(runs);
   const streams = reports.flatMap((r) => r.long.streams);
   const shortTried = reports.reduce((a, r) => a + r.short.ok + r.short.failed, 0);
   const errors = JSON.stringify(reports.map((r) => ({ ...r.short.errors, ...r.long.errors })));
-  t.equal(streams.length, clients.length * 30 + servers.length * 20 + (ipv6 ? clients.length * 10 + servers.length * 6 : 0), `every stream ran${ipv6 ? ' (IPv4 and IPv6)' : ''}`);
-  t.equal(shortTried, clients.length * 300 + servers.length * 200 + (ipv6 ? clients.length * 100 + servers.length * 60 : 0), 'every short connection was tried');
-  t.equal(reports.reduce((a, r) => a + r.short.failed, 0), 0, `0 of ${shortTried} short connections failed (${errors})`);
+  t.equal(
+    streams.length,
+    clients.length * 30 + servers.length * 20 + (ipv6 ? clients.length * 10 + servers.length * 6 : 0),
+    `every stream ran${ipv6 ? ' (IPv4 and IPv6)' : ''}`,
+  );
+  t.equal(
+    shortTried,
+    clients.length * 300 + servers.length * 200 + (ipv6 ? clients.length * 100 + servers.length * 60 : 0),
+    'every short connection was tried',
+  );
+  t.equal(
+    reports.reduce((a, r) => a + r.short.failed, 0),
+    0,
+    `0 of ${shortTried} short connections failed (${errors})`,
+  );
   t.equal(streams.filter((s) => s.err).length, 0, `0 of ${streams.length} streams broke across the flush (${errors})`);
   const fw = lab.firewallCounters();
-  t.same(fw.map((f) => f.drops), fw.map(() => 0), `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
+  t.same(
+    fw.map((f) => f.drops),
+    fw.map(() => 0),
+    `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`,
+  );
   // Each published address is translated by its own firewall only: no other firewall holds a connection to it.
   const elsewhere = ks.flatMap((k) => [
-    ...lab.kernelSessions(`fw${k}`).filter((e) => e.dport === ECHO_PORT && e.dst.startsWith('10.96.') && e.dst !== published[k - 1].split(':')[0]).map((e) => `fw${k}: ${e.src}:${e.sport} -> ${e.dst}`),
-    ...(ipv6 ? lab.kernelSessions(`fw${k}`, 'ipv6').filter((e) => e.dport === ECHO_PORT && e.dst.startsWith('2001:db8:96:') && e.dst !== (o.published === 'full' ? NAT_FULL6 : NAT_PUBLISHED6)(k)).map((e) => `fw${k}: [${e.src}]:${e.sport} -> ${e.dst}`) : []),
+    ...lab
+      .kernelSessions(`fw${k}`)
+      .filter((e) => e.dport === ECHO_PORT && e.dst.startsWith('10.96.') && e.dst !== published[k - 1].split(':')[0])
+      .map((e) => `fw${k}: ${e.src}:${e.sport} -> ${e.dst}`),
+    ...(ipv6
+      ? lab
+          .kernelSessions(`fw${k}`, 'ipv6')
+          .filter((e) => e.dport === ECHO_PORT && e.dst.startsWith('2001:db8:96:') && e.dst !== (o.published === 'full' ? NAT_FULL6 : NAT_PUBLISHED6)(k))
+          .map((e) => `fw${k}: [${e.src}]:${e.sport} -> ${e.dst}`)
+      : []),
   ]);
   t.same(elsewhere, [], `each firewall holds connections to its own published address only${ipv6 ? ' (both families)' : ''}`);
   if (ipv6) {
     // The firewalls whose published address some client used (DNAT only: one address per client).
     const used = ks.filter((k) => clients.some((_, i) => targetsOf(i, published6).includes(published6[k - 1])));
-    const v6 = used.map((k) => lab.kernelSessions(`fw${k}`, 'ipv6').filter((e) => e.dport === ECHO_PORT && e.dst === (o.published === 'full' ? NAT_FULL6 : NAT_PUBLISHED6)(k)).length);
-    t.ok(v6.every((n) => n > 0), `each firewall the clients used (${used.map((k) => `fw${k}`).join(', ')}) translated IPv6 connections to its published address: ${JSON.stringify(v6)}`);
+    const v6 = used.map(
+      (k) =>
+        lab.kernelSessions(`fw${k}`, 'ipv6').filter((e) => e.dport === ECHO_PORT && e.dst === (o.published === 'full' ? NAT_FULL6 : NAT_PUBLISHED6)(k)).length,
+    );
+    t.ok(
+      v6.every((n) => n > 0),
+      `each firewall the clients used (${used.map((k) => `fw${k}`).join(', ')}) translated IPv6 connections to its published address: ${JSON.stringify(v6)}`,
+    );
   }
-  t.ok(fw.every((f) => f.newSessions > 0), `every firewall carried new connections: ${JSON.stringify(fw.map((f) => f.newSessions))}`);
+  t.ok(
+    fw.every((f) => f.newSessions > 0),
+    `every firewall carried new connections: ${JSON.stringify(fw.map((f) => f.newSessions))}`,
+  );
   t.comment(`streams' longest echo gap across the flush: ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
 }

@@ -23,4 +23,3 @@ function recordingNft() {
   };
   return runner;
 }
-

@@ -96,7 +96,10 @@ export async function startSentinels(t: { teardown(fn: () => void): void }, at: 
   const sentinels = [2, 3, 4].map((i) => ({ host, port: base + i }));
   for (const s of sentinels) {
     const conf = join(dir, `sentinel-${s.port}.conf`);
-    writeFileSync(conf, `port ${s.port}\nbind ${host}\nprotected-mode no\ndir ${dir}\nsentinel monitor fwlb ${host} ${base} 2\nsentinel down-after-milliseconds fwlb 500\nsentinel failover-timeout fwlb 3000\nsentinel parallel-syncs fwlb 1\n`);
+    writeFileSync(
+      conf,
+      `port ${s.port}\nbind ${host}\nprotected-mode no\ndir ${dir}\nsentinel monitor fwlb ${host} ${base} 2\nsentinel down-after-milliseconds fwlb 500\nsentinel failover-timeout fwlb 3000\nsentinel parallel-syncs fwlb 1\n`,
+    );
     procs.push(spawnAt(at, [conf, '--sentinel']));
   }
   // Settled when every sentinel knows the replica and the two other sentinels (asked with redis-cli, which runs
@@ -108,7 +111,11 @@ export async function startSentinels(t: { teardown(fn: () => void): void }, at: 
   };
   const deadline = Date.now() + 20000;
   for (;;) {
-    const ok = sentinels.every((s) => (cli(s.port, 'SENTINEL', 'replicas', 'fwlb').match(/^name$/gm) ?? []).length === 1 && (cli(s.port, 'SENTINEL', 'sentinels', 'fwlb').match(/^name$/gm) ?? []).length === 2);
+    const ok = sentinels.every(
+      (s) =>
+        (cli(s.port, 'SENTINEL', 'replicas', 'fwlb').match(/^name$/gm) ?? []).length === 1 &&
+        (cli(s.port, 'SENTINEL', 'sentinels', 'fwlb').match(/^name$/gm) ?? []).length === 2,
+    );
     if (ok) break;
     if (Date.now() > deadline) throw new Error('sentinels did not settle within 20 s');
     await new Promise((r) => setTimeout(r, 200));

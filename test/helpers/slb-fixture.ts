@@ -62,4 +62,3 @@ export function setup(save?: (vips: readonly unknown[]) => void | Promise<void>,
   const app = buildSlbApp({ service: s, token: TOKEN, audit: (r) => void audits.push(r) });
   return { nft, addresses, monitors, s, app, audits };
 }
-

@@ -56,7 +56,10 @@ t.test('the check budget: costly content regexes starve nothing; a change over t
   await s.adopted(t0);
   const members = async (id: string) => (await s.api('GET', `/vips/${id}/members`)).body as any[];
   for (let i = 0; i < 100 && !(await members('good')).every((m) => m.health.up); i++) await sleep(100);
-  t.ok((await members('good')).every((m) => m.health.up), 'the sound VIP\'s members come up');
+  t.ok(
+    (await members('good')).every((m) => m.health.up),
+    "the sound VIP's members come up",
+  );
 
   await t.test('256 members with a backtracking page every second: /health quick, no helper restart, the others keep their verdicts', async (t) => {
     const latencies: number[] = [];
@@ -74,7 +77,19 @@ t.test('the check budget: costly content regexes starve nothing; a change over t
       while (Date.now() < end) {
         if (!killedAt && Date.now() > end - 9000) {
           // The member dies as a server does: its port answers with a reset.
-          inNs(s.ns, ['nft', '-f', '-'], ['table inet cbkill {', '  chain out {', '    type filter hook output priority 0;', `    ip daddr ${KILLED} tcp dport 8081 reject with tcp reset`, '  }', '}', ''].join('\n'));
+          inNs(
+            s.ns,
+            ['nft', '-f', '-'],
+            [
+              'table inet cbkill {',
+              '  chain out {',
+              '    type filter hook output priority 0;',
+              `    ip daddr ${KILLED} tcp dport 8081 reject with tcp reset`,
+              '  }',
+              '}',
+              '',
+            ].join('\n'),
+          );
           killedAt = Date.now();
         }
         latencies.push((await s.api('GET', '/health')).ms);
@@ -84,8 +99,15 @@ t.test('the check budget: costly content regexes starve nothing; a change over t
       await watch;
     }
     const p99 = percentile(latencies, 99);
-    t.ok(p99 < 50, `/health p99 ${p99.toFixed(1)} ms (p50 ${percentile(latencies, 50).toFixed(1)}, max ${Math.max(...latencies).toFixed(1)}, n=${latencies.length})`);
-    t.same(s.log.filter((l) => /probe helper down|helper.*stuck/.test(l)), [], 'the probe helper was never taken for stuck, never restarted');
+    t.ok(
+      p99 < 50,
+      `/health p99 ${p99.toFixed(1)} ms (p50 ${percentile(latencies, 50).toFixed(1)}, max ${Math.max(...latencies).toFixed(1)}, n=${latencies.length})`,
+    );
+    t.same(
+      s.log.filter((l) => /probe helper down|helper.*stuck/.test(l)),
+      [],
+      'the probe helper was never taken for stuck, never restarted',
+    );
     t.ok(downAt > 0, 'the killed member of the sound VIP went down');
     // Its timers: 2 failures 200 ms apart, 100 ms each, plus the poll above (50 ms) and jitter.
     t.ok(downAt - killedAt < 2000, `within its timers: ${downAt - killedAt} ms after it was killed`);
@@ -96,13 +118,25 @@ t.test('the check budget: costly content regexes starve nothing; a change over t
     t.equal(unknown.length, EVIL_MEMBERS, `every member of the offending VIP is unknown (${unknown.length})`);
     const h = (await s.api('GET', '/health')).body;
     t.equal(h.status, 'degraded');
-    t.ok(h.alarms.some((a: string) => /VIP evil/.test(a)), `an alarm names the VIP: ${h.alarms.find((a: string) => /VIP evil/.test(a))}`);
-    t.notOk(h.alarms.some((a: string) => /VIP good/.test(a)), 'no alarm names the sound VIP');
+    t.ok(
+      h.alarms.some((a: string) => /VIP evil/.test(a)),
+      `an alarm names the VIP: ${h.alarms.find((a: string) => /VIP evil/.test(a))}`,
+    );
+    t.notOk(
+      h.alarms.some((a: string) => /VIP good/.test(a)),
+      'no alarm names the sound VIP',
+    );
   });
 
   await t.test('a change that asks for more checks than the budget: refused naming the field and the budget; nothing changes', async (t) => {
     const before = s.nft(['list', 'table', 'ip', 'fwlb_slb']);
-    const busy = { ...goodVip, id: 'busy', address: '10.100.0.3', timers: { interval: 100, response: 50, retries: 2, deadInterval: 100, rise: 1 }, members: Array.from({ length: 200 }, (_, j) => ({ address: `10.50.10.${10 + j}`, port: 8081 })) };
+    const busy = {
+      ...goodVip,
+      id: 'busy',
+      address: '10.100.0.3',
+      timers: { interval: 100, response: 50, retries: 2, deadInterval: 100, rise: 1 },
+      members: Array.from({ length: 200 }, (_, j) => ({ address: `10.50.10.${10 + j}`, port: 8081 })),
+    };
     const r = await s.api('POST', '/vips', busy);
     t.equal(r.status, 400);
     t.match(JSON.stringify(r.body), /\/members.*2,2\d\d health checks\/s would exceed this node's budget of 2,000 \(checkBudget\.checksPerSecond\)/);

@@ -7,8 +7,18 @@ import { deleteNs, inNs, run, uniquePrefix, REPO, spawnInNs, AGENT, waitForLine,
 
 const CLI = join(REPO, 'libs/conntrack/dist/cli.js');
 /** The traffic agent, inside the namespace. */
-const drive = (ns: string, spec: DriveSpec) => JSON.parse(inNs(ns, [process.execPath, AGENT, 'drive', JSON.stringify(spec)]).trim().split('\n').pop()!);
-const lines = (s: string) => s.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const drive = (ns: string, spec: DriveSpec) =>
+  JSON.parse(
+    inNs(ns, [process.execPath, AGENT, 'drive', JSON.stringify(spec)])
+      .trim()
+      .split('\n')
+      .pop()!,
+  );
+const lines = (s: string) =>
+  s
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 
 t.test('conntrack over ctnetlink', async (t) => {
   const ns = `${uniquePrefix('ct')}-n`;
@@ -26,10 +36,17 @@ t.test('conntrack over ctnetlink', async (t) => {
   await t.test('dump: the table as conntrack -L sees it', async (t) => {
     t.equal(drive(ns, { short: { targets: ['127.0.0.1:7007'], count: 20, concurrency: 4 } }).short.ok, 20);
     const ours = lines(inNs(ns, [process.execPath, CLI, 'dump'])).filter((e) => e.orig.dport === 7007);
-    const cli = inNs(ns, ['conntrack', '-L', '-p', 'tcp', '--dport', '7007']).split('\n').filter((l) => l.includes('dport=7007'));
+    const cli = inNs(ns, ['conntrack', '-L', '-p', 'tcp', '--dport', '7007'])
+      .split('\n')
+      .filter((l) => l.includes('dport=7007'));
     t.equal(ours.length, cli.length, `${ours.length} entries, as conntrack -L lists`);
     t.ok(ours.length >= 20);
-    t.ok(ours.every((e) => e.tcpState === 'TIME_WAIT' || e.tcpState === 'CLOSE' || e.tcpState === 'FIN_WAIT' || e.tcpState === 'ESTABLISHED' || e.tcpState === 'LAST_ACK'), 'tcp states parsed');
+    t.ok(
+      ours.every(
+        (e) => e.tcpState === 'TIME_WAIT' || e.tcpState === 'CLOSE' || e.tcpState === 'FIN_WAIT' || e.tcpState === 'ESTABLISHED' || e.tcpState === 'LAST_ACK',
+      ),
+      'tcp states parsed',
+    );
   });
 
   await t.test('events: NEW and DESTROY of real connections, with the mark', async (t) => {
@@ -46,7 +63,10 @@ t.test('conntrack over ctnetlink', async (t) => {
     const evs = lines(out);
     const news = evs.filter((e) => e.kind === 'new' && e.orig.dport === 7007);
     t.equal(news.length, 20, '20 NEW events for 20 connections');
-    t.ok(news.every((e) => e.mark === 0x10002), 'with the mark the ruleset set');
+    t.ok(
+      news.every((e) => e.mark === 0x10002),
+      'with the mark the ruleset set',
+    );
     const gone = evs.filter((e) => e.kind === 'destroy' && e.orig.dport === 7007);
     t.equal(gone.length, 20, '20 DESTROY events when the entries go');
     t.same(new Set(gone.map((e) => e.id)), new Set(news.map((e) => e.id)), 'for the same entries');
@@ -55,7 +75,9 @@ t.test('conntrack over ctnetlink', async (t) => {
   });
 
   await t.test('loss: a stalled consumer with a small buffer counts overruns and re-syncs from a dump', async (t) => {
-    const w = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'watch', '--ms', '4000', '--rcvbuf', '4096', '--stall', '1500'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const w = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'watch', '--ms', '4000', '--rcvbuf', '4096', '--stall', '1500'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     w.stdout.on('data', (d) => (out += d));
     await waitForLine(w, /"ready"/, 10000, 'watcher');

@@ -8,7 +8,8 @@ import { convergeSessions, sessionCount } from '../helpers/sessions';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const token = (lab: Lab) => lab.t.nodes.outside.api!.token!;
-const both = async (lab: Lab, method: string, path: string, body?: unknown) => Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, method, path, body, token(lab))));
+const both = async (lab: Lab, method: string, path: string, body?: unknown) =>
+  Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, method, path, body, token(lab))));
 const CLIENT_NET = /^198\.51\.100\./;
 
 /** Drop one node's ICMP probes inside firewall `fw` (the firewall still forwards everything else). */
@@ -25,7 +26,8 @@ t.test('without a session table, a flow learned from a firewall goes back throug
   // fw2 drops only the inside node's probes (echo requests to the outside node): ib sees fw2 down, ob sees it up,
   // and ob keeps hashing new client connections to fw2.
   const restore = cutProbes(lab, 'fw2', lab.t.nodes.inside.health!.target!);
-  const views = async () => (await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/firewalls')))).map((v) => v.body.find((f: any) => f.id === 'fw2'));
+  const views = async () =>
+    (await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/firewalls')))).map((v) => v.body.find((f: any) => f.id === 'fw2'));
   const t0 = Date.now();
   for (;;) {
     const [o, i] = await views();
@@ -45,10 +47,16 @@ t.test('without a session table, a flow learned from a firewall goes back throug
   const chain = JSON.parse(inNs(lab.ns('ib'), ['nft', '-j', 'list', 'chain', 'inet', 'fwlb', 'prerouting'])).nftables;
   const heard = chain.find((x: any) => x.rule && JSON.stringify(x.rule.expr).includes('"right":"@heard"'));
   const heardPackets = heard?.rule.expr.find((e: any) => e.counter)?.counter.packets ?? 0;
-  t.comment(`fw2 carried ${fw.find((f) => f.id === 'fw2')!.newSessions} new sessions; the inside node sent ${heardPackets} packets back to fw2 because their flows were heard from it`);
+  t.comment(
+    `fw2 carried ${fw.find((f) => f.id === 'fw2')!.newSessions} new sessions; the inside node sent ${heardPackets} packets back to fw2 because their flows were heard from it`,
+  );
   t.ok(fw.find((f) => f.id === 'fw2')!.newSessions > 30, 'the outside node still sent new sessions through fw2');
   t.equal(failed, 0, '0 of 600 client- and server-initiated connections failed');
-  t.equal(fw.reduce((n, f) => n + f.drops, 0), 0, '0 firewall drops');
+  t.equal(
+    fw.reduce((n, f) => n + f.drops, 0),
+    0,
+    '0 firewall drops',
+  );
   t.ok(heardPackets > 0, 'the replies went back through fw2, the firewall they came from');
   restore();
 });
@@ -76,7 +84,8 @@ t.test('with the session table: junk stays out, a flush loses nothing, a failure
   await t.test('conntrack -F on both nodes while the controllers run, then both restarted: idle streams off their bucket survive', async (t) => {
     // Idle streams (one message every 6 s): 40 with all firewalls in, 40 while fw2 is out; after fw2 rejoins,
     // the second set's fw2-bucket streams sit on fw1/fw3, off their bucket: only the pins keep them there.
-    const idle = () => Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 20, durationMs: 26000, intervalMs: 6000, timeoutMs: 4000 } })));
+    const idle = () =>
+      Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 20, durationMs: 26000, intervalMs: 6000, timeoutMs: 4000 } })));
     lab.resetFirewallCounters();
     const a = idle();
     await sleep(1000);
@@ -87,18 +96,29 @@ t.test('with the session table: junk stays out, a flush loses nothing, a failure
     const c = await converge(5000);
     const held = c.o.redis;
     const pins = (await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/status')))).map((s) => s.body.pins);
-    t.ok(pins.every((p) => p > 0), `streams off their bucket are pinned on both nodes: ${pins}`);
+    t.ok(
+      pins.every((p) => p > 0),
+      `streams off their bucket are pinned on both nodes: ${pins}`,
+    );
     for (const n of ['ob', 'ib']) inNs(lab.ns(n), ['conntrack', '-F']);
     await sleep(500);
     for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
     await lab.startNode('outside');
     await lab.startNode('inside');
     const afterRestart = await count('outside');
-    t.equal(afterRestart.redis + (afterRestart.grace ?? 0), held, `Redis still holds all ${held} sessions after the flush and the restart (${afterRestart.redis} held, ${afterRestart.grace} in grace)`);
+    t.equal(
+      afterRestart.redis + (afterRestart.grace ?? 0),
+      held,
+      `Redis still holds all ${held} sessions after the flush and the restart (${afterRestart.redis} held, ${afterRestart.grace} in grace)`,
+    );
     const [ra, rb] = await Promise.all([a, b]);
     const streams = [...ra, ...rb];
     const broken = streams.reduce((n, r) => n + r.long.broken, 0);
-    t.equal(streams.reduce((n, r) => n + r.long.ok + r.long.broken, 0), 80, '80 idle streams ran');
+    t.equal(
+      streams.reduce((n, r) => n + r.long.ok + r.long.broken, 0),
+      80,
+      '80 idle streams ran',
+    );
     t.equal(broken, 0, `0 streams broke (${JSON.stringify(streams.map((r) => r.long.errors))})`);
     // The spoofed SYNs of the first subtest are still answered (the servers retry their SYN-ACKs for a minute), and
     // those answers follow the table as it changes: they are not sessions. The streams' own packets: none dropped.
@@ -107,8 +127,10 @@ t.test('with the session table: junk stays out, a flush loses nothing, a failure
     t.same(ours, [], `0 firewall drops of the streams' packets (${lab.firewallCounters().reduce((n, f) => n + f.drops, 0)} drops in all, of spoofed flows)`);
   });
 
-  await t.test('a firewall fails and rejoins: Redis holds exactly the kernels\' sessions, each under its real orientation', async (t) => {
-    const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 30, durationMs: 9000, intervalMs: 200, timeoutMs: 3000 } })));
+  await t.test("a firewall fails and rejoins: Redis holds exactly the kernels' sessions, each under its real orientation", async (t) => {
+    const longs = Promise.all(
+      ['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 30, durationMs: 9000, intervalMs: 200, timeoutMs: 3000 } })),
+    );
     await sleep(1500);
     inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw2', 'down']);
     await lab.waitFirewalls((fw) => !fw.find((f) => f.id === 'fw2')!.live, 10000, 'fw2 down on both nodes');
@@ -143,7 +165,11 @@ t.test('with the session table: junk stays out, a flush loses nothing, a failure
     } while (Date.now() - t0 < 15000);
     t.comment(`Redis lists ${listed.length} sessions; the kernels hold ${kernelKeys().size} (matched after ${Date.now() - t0} ms)`);
     t.ok(listed.length >= 60, 'the streams are there');
-    t.same(listed.filter((s) => !CLIENT_NET.test(s.outerAddr)), [], 'no record has the server end as its outer end');
+    t.same(
+      listed.filter((s) => !CLIENT_NET.test(s.outerAddr)),
+      [],
+      'no record has the server end as its outer end',
+    );
     t.same(diff, { missing: [], extra: [] }, 'Redis holds exactly the sessions of the two kernels');
   });
 });

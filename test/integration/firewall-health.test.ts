@@ -14,10 +14,15 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   const servers = [`${lab.t.vip}:${ECHO_PORT}`];
   const servers6 = lab.targets6('server', ECHO_PORT);
   const cfg = lab.t.nodes.outside;
-  const table = buildTable(cfg.firewalls.map((f) => f.id), cfg.hash.buckets!);
+  const table = buildTable(
+    cfg.firewalls.map((f) => f.id),
+    cfg.hash.buckets!,
+  );
   const firewallOf = (client: string, port: number, target: string) => {
     const [daddr, dport] = splitHostPort(target);
-    return table.owner[bucketOf(canonicalKey('outside', { saddr: client, sport: port, daddr, dport: Number(dport), proto: PROTO_TCP }), cfg.hash.seed, cfg.hash.buckets!)];
+    return table.owner[
+      bucketOf(canonicalKey('outside', { saddr: client, sport: port, daddr, dport: Number(dport), proto: PROTO_TCP }), cfg.hash.seed, cfg.hash.buckets!)
+    ];
   };
   const shorts = () => Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: servers, count: 150, concurrency: 8 } })));
   const failedOf = (rs: DriveReport[]) => rs.reduce((a, r) => a + r.short.failed, 0);
@@ -31,7 +36,11 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   const detect = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === false, 10000, 'fw2 down on both nodes');
   // The API reports what the kernel does: the moment both say fw2 is not live, neither bucket map holds it.
   const fw2Mark = (cfg.marks?.base ?? 65536) + 1; // the default mark range starts at 65536
-  t.same((['ob', 'ib'] as const).map((n) => lab.bucketMarks(n).has(fw2Mark)), [false, false], 'as soon as /firewalls says fw2 is not live, no kernel bucket maps to it');
+  t.same(
+    (['ob', 'ib'] as const).map((n) => lab.bucketMarks(n).has(fw2Mark)),
+    [false, false],
+    'as soon as /firewalls says fw2 is not live, no kernel bucket maps to it',
+  );
   t.comment(`fw2 left the bucket table on both nodes ${detect} ms after its link went down`);
   const st = await lab.api('outside', 'GET', '/status');
   t.equal(st.body.buckets.distribution.fw2, undefined, 'fw2 has no buckets');
@@ -50,11 +59,18 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.equal(failedOf(during), 0, 'after detection, every new connection succeeds');
   const c1 = lab.firewallCounters();
   t.equal(c1.find((f) => f.id === 'fw2')!.newSessions, 0, 'fw2 takes no new session while down');
-  t.ok(c1.filter((f) => f.id !== 'fw2').every((f) => f.newSessions > 100), 'fw1 and fw3 carry the new sessions');
+  t.ok(
+    c1.filter((f) => f.id !== 'fw2').every((f) => f.newSessions > 100),
+    'fw1 and fw3 carry the new sessions',
+  );
 
   inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw2', 'up']);
   const back = await lab.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'fw2 back on both nodes');
-  t.same((['ob', 'ib'] as const).map((n) => lab.bucketMarks(n).has(fw2Mark)), [true, true], 'as soon as /firewalls says fw2 is live again, both kernels map buckets to it');
+  t.same(
+    (['ob', 'ib'] as const).map((n) => lab.bucketMarks(n).has(fw2Mark)),
+    [true, true],
+    'as soon as /firewalls says fw2 is live again, both kernels map buckets to it',
+  );
   t.comment(`fw2 back in the bucket table ${back} ms after its link came up`);
   lab.resetFirewallCounters();
   const after = await shorts();
@@ -75,7 +91,12 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.ok(onOthers >= 10, `${onOthers} long-lived streams crossed fw1 or fw3`);
   t.same(brokenElsewhere, [], 'no stream on fw1 or fw3 broke through the failure and the return');
   // What the outside node held when a stream could not connect (ENETUNREACH: a SYN left without a firewall's mark).
-  if (brokenElsewhere.length) t.comment(inNs(lab.ns('ob'), ['nft', 'list', 'map', 'inet', 'fwlb', 'buckets']) + inNs(lab.ns('ob'), ['ip', 'rule']) + (lab.nodes.outside?.log ?? []).slice(-30).join('\n'));
+  if (brokenElsewhere.length)
+    t.comment(
+      inNs(lab.ns('ob'), ['nft', 'list', 'map', 'inet', 'fwlb', 'buckets']) +
+        inNs(lab.ns('ob'), ['ip', 'rule']) +
+        (lab.nodes.outside?.log ?? []).slice(-30).join('\n'),
+    );
   const on6: string[] = [];
   const broken6: string[] = [];
   (await longs6).forEach((r, i) => {
@@ -105,7 +126,11 @@ t.test('firewall 2 fails and rejoins', async (t) => {
     await new Promise((r) => setTimeout(r, 50));
   }
   const alarms: string[] = (await lab.api('outside', 'GET', '/health')).body.alarms;
-  t.match(alarms.join(' '), /panic: only 0 of 3 firewalls look up at once/, `every probe failed within ${Date.now() - t1} ms and the outside node raised the panic alarm`);
+  t.match(
+    alarms.join(' '),
+    /panic: only 0 of 3 firewalls look up at once/,
+    `every probe failed within ${Date.now() - t1} ms and the outside node raised the panic alarm`,
+  );
   // The first firewall to fail may leave for a moment before the burst tips the node into panic; the kernel then
   // takes it back (what /firewalls shows is what the kernel runs on, so wait for the commit).
   const t2 = Date.now();
@@ -114,11 +139,22 @@ t.test('firewall 2 fails and rejoins', async (t) => {
     if (fwv.every((f) => f.live)) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  t.same(fwv.map((f: any) => [f.healthy, f.live]), [[false, true], [false, true], [false, true]], `every firewall is in the table (${Date.now() - t2} ms after the last probe failed)`);
+  t.same(
+    fwv.map((f: any) => [f.healthy, f.live]),
+    [
+      [false, true],
+      [false, true],
+      [false, true],
+    ],
+    `every firewall is in the table (${Date.now() - t2} ms after the last probe failed)`,
+  );
   lab.resetFirewallCounters();
   const panicRun = await shorts();
   t.equal(failedOf(panicRun), 0, 'in panic, every new connection succeeds');
-  t.ok(lab.firewallCounters().every((f) => f.newSessions > 30), 'over all three firewalls');
+  t.ok(
+    lab.firewallCounters().every((f) => f.newSessions > 30),
+    'over all three firewalls',
+  );
   // Then one firewall really fails (its link): it leaves the table, panic or not.
   inNs(ob, ['ip', 'link', 'set', 'fw2', 'down']);
   await lab.waitFirewalls((fw) => !fw.find((f) => f.id === 'fw2')!.live, 10000, 'fw2 out on both nodes during panic');
@@ -139,36 +175,55 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   const ob6 = lab.t.bridges.find((b) => b.ifname === 'cli0')!.addr6!.split('/')[0];
   const ib6 = lab.t.bridges.find((b) => b.ifname === 'srv0')!.addr6!.split('/')[0];
   const flood = Promise.all(
-    [['icmp-errors', '198.51.100.1', '10000'], ['echo-replies', '198.51.100.1', '10000'], ['icmp6-errors', ob6, '10000', ib6], ['echo6-replies', ob6, '10000']].map(
-      (args) => new Promise<void>((res) => spawnInNs(client.ns, ['/usr/bin/python3', SPOOF, ...args]).once('exit', () => res())),
-    ),
+    [
+      ['icmp-errors', '198.51.100.1', '10000'],
+      ['echo-replies', '198.51.100.1', '10000'],
+      ['icmp6-errors', ob6, '10000', ib6],
+      ['echo6-replies', ob6, '10000'],
+    ].map((args) => new Promise<void>((res) => spawnInNs(client.ns, ['/usr/bin/python3', SPOOF, ...args]).once('exit', () => res()))),
   );
   lab.resetFirewallCounters();
   const [floodRun] = await Promise.all([shorts(), flood]);
   await new Promise((r) => setTimeout(r, 500));
   const fwAfter = (await lab.api('outside', 'GET', '/firewalls')).body;
   t.equal(failedOf(floodRun), 0, '0 of 300 connections failed during 40,000 hostile ICMP and ICMPv6 packets at the outside node');
-  t.same(fwAfter.map((f: any) => f.healthy), [true, true, true], 'no firewall marked down');
-  t.same(fwAfter.map((f: any) => f.health?.since ?? null), sinceBefore, 'no health transition at all');
+  t.same(
+    fwAfter.map((f: any) => f.healthy),
+    [true, true, true],
+    'no firewall marked down',
+  );
+  t.same(
+    fwAfter.map((f: any) => f.health?.since ?? null),
+    sinceBefore,
+    'no health transition at all',
+  );
 
   // One controller per node: a second one on the same node refuses to start and leaves the first alone.
-  const second = spawnSync('ip', ['netns', 'exec', lab.ns('ob'), process.execPath, BALANCER_MAIN, 'run', '--config', lab.configPath('outside')], { encoding: 'utf8', timeout: 15000 });
+  const second = spawnSync('ip', ['netns', 'exec', lab.ns('ob'), process.execPath, BALANCER_MAIN, 'run', '--config', lab.configPath('outside')], {
+    encoding: 'utf8',
+    timeout: 15000,
+  });
   t.equal(second.status, 2, 'a second controller on the node exits with status 2');
   t.match(second.stderr, /another fwlb balancer \(table inet fwlb\) is already running on this node/, 'saying why');
   t.equal((await lab.api('outside', 'GET', '/health')).status, 200, 'the first one still serves');
 
   // A firewall taken out for maintenance stays out across a controller restart (the node's stateFile).
   const tok = cfg.api!.token!;
-  for (const role of ['outside', 'inside'] as const) t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: false }, tok)).status, 200, `fw3 taken out for maintenance on the ${role} node`);
+  for (const role of ['outside', 'inside'] as const)
+    t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: false }, tok)).status, 200, `fw3 taken out for maintenance on the ${role} node`);
   for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
   await lab.startNode('outside');
   await lab.startNode('inside');
-  for (const [role, ns] of [['outside', 'ob'], ['inside', 'ib']] as const) {
+  for (const [role, ns] of [
+    ['outside', 'ob'],
+    ['inside', 'ib'],
+  ] as const) {
     const fw3 = (await lab.api(role, 'GET', '/firewalls')).body.find((f: any) => f.id === 'fw3');
     t.same([fw3.enabled, fw3.live], [false, false], `after both controllers restarted, fw3 is still out on the ${role} node`);
     t.notOk(lab.bucketMarks(ns).has((cfg.marks?.base ?? 65536) + 2), 'and no bucket maps to it');
   }
-  for (const role of ['outside', 'inside'] as const) t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
+  for (const role of ['outside', 'inside'] as const)
+    t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
 
   // The status page, in headless Chromium: it shows fw1 going down within 2 s of its link being cut.
   const proxy = createServer((c) => {
@@ -179,7 +234,10 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   });
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
   t.teardown(() => proxy.close());
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
   t.teardown(() => browser.close());
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${(proxy.address() as { port: number }).port}/ui`);

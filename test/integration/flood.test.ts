@@ -33,8 +33,13 @@ t.test('SYN flood at 20,000 new flows/s with a 16 KiB event buffer', async (t) =
   const m = (await sessionCount(lab, 'outside')).sync;
   const health = await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/health')));
   t.comment(`outside node: ${m.eventOverruns} overruns, ${m.readerRestarts} reader restarts, ${m.resyncs} re-syncs run, ${m.resyncsCoalesced} coalesced`);
-  t.comment(`RSS MB before / peak / after: outside ${before.o.toFixed(0)} / ${peak.o.toFixed(0)} / ${after.o.toFixed(0)}, inside ${before.i.toFixed(0)} / ${peak.i.toFixed(0)} / ${after.i.toFixed(0)}`);
-  t.ok(health.every((h) => h.status === 200), 'both controllers stay up and answer');
+  t.comment(
+    `RSS MB before / peak / after: outside ${before.o.toFixed(0)} / ${peak.o.toFixed(0)} / ${after.o.toFixed(0)}, inside ${before.i.toFixed(0)} / ${peak.i.toFixed(0)} / ${after.i.toFixed(0)}`,
+  );
+  t.ok(
+    health.every((h) => h.status === 200),
+    'both controllers stay up and answer',
+  );
   t.ok(m.eventOverruns > 1, 'the event socket overran again and again');
   // Each overrun asks for one re-sync (waiting ones are coalesced); the rest are the periodic ones (every 5 s in the
   // lab) and the one at start.

@@ -25,7 +25,12 @@ const flows = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
 })().catch((e) => { console.error(e.message); process.exit(1); });
 `;
 
-interface Flow { src: string; sport: number; dst: string; dport: number }
+interface Flow {
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+}
 
 /** Random flows from 10.1/16 to 10.2/16, or from 2001:db8:1::/64 to 2001:db8:2::/64, one per source address and port. */
 function flows(n: number, v6: boolean): Flow[] {
@@ -73,15 +78,20 @@ t.test('the flow hash model equals the kernel on random flows', async (t) => {
   ])
     inNs(ns, cmd);
   // The expressions the balancer's rules hash with (the outside node's order: source first).
-  const hash = (f: 'ip' | 'ip6') => `meta mark set jhash ${f} saddr . th sport . ${f} daddr . th dport . meta l4proto mod ${BUCKETS} seed ${SEED} ct mark set meta mark`;
-  inNs(ns, ['nft', '-f', '-'], `table inet jh {
+  const hash = (f: 'ip' | 'ip6') =>
+    `meta mark set jhash ${f} saddr . th sport . ${f} daddr . th dport . meta l4proto mod ${BUCKETS} seed ${SEED} ct mark set meta mark`;
+  inNs(
+    ns,
+    ['nft', '-f', '-'],
+    `table inet jh {
   chain out {
     type filter hook output priority 0; policy accept;
     meta nfproto ipv4 meta l4proto udp ${hash('ip')}
     meta nfproto ipv6 meta l4proto udp ${hash('ip6')}
   }
 }
-`);
+`,
+  );
   for (const v6 of [false, true]) {
     await t.test(`${FLOWS.toLocaleString('en')} random ${v6 ? 'IPv6' : 'IPv4'} UDP flows`, async (t) => {
       const want = flows(FLOWS, v6);

@@ -29,14 +29,18 @@ t.test('checker kinds', async (t) => {
   inNs(cli, ['ip', '-6', 'addr', 'add', '2001:db8::1/64', 'dev', 'eth0', 'nodad']);
   for (const a of [SRV6, DARK6]) inNs(srv, ['ip', '-6', 'addr', 'add', `${a}/64`, 'dev', 'eth0', 'nodad']);
   // The "dark" addresses drop ICMP echo; everything else answers.
-  inNs(srv, ['nft', '-f', '-'], `table inet dark {
+  inNs(
+    srv,
+    ['nft', '-f', '-'],
+    `table inet dark {
   chain in {
     type filter hook input priority 0;
     ip daddr ${DARK} icmp type echo-request drop
     ip6 daddr ${DARK6} icmpv6 type echo-request drop
   }
 }
-`);
+`,
+  );
   const serve = async (args: string[]) => {
     const x = spawnInNs(srv, [process.execPath, AGENT, 'serve', ...args]);
     procs.push(x);
@@ -52,7 +56,8 @@ t.test('checker kinds', async (t) => {
 
   const probe = (spec: CheckSpec, address = SRV) => createChecker(spec, helper).check({ address }, 500);
   const accepted = () =>
-    JSON.parse(inNs(cli, [process.execPath, '-e', `fetch('http://${SRV}:9001/stats').then((r) => r.text()).then((s) => process.stdout.write(s))`])).accepted as number;
+    JSON.parse(inNs(cli, [process.execPath, '-e', `fetch('http://${SRV}:9001/stats').then((r) => r.text()).then((s) => process.stdout.write(s))`]))
+      .accepted as number;
 
   /** Capture the TCP flags of port 9000 on the client side while `f` runs. */
   const capture = async (name: string, f: () => Promise<unknown>): Promise<string[]> => {
@@ -80,7 +85,10 @@ t.test('checker kinds', async (t) => {
     const flags = await capture('half', async () => (res = await probe({ kind: 'tcp-half-open', port: 9000 })));
     t.equal(res.ok, true, `up: ${res.reason}`);
     t.same(flags, ['c>s S', 's>c S.', 'c>s R'], 'exact packet sequence');
-    t.notOk(flags.some((f) => f === 'c>s .'), 'the checker never ACKs');
+    t.notOk(
+      flags.some((f) => f === 'c>s .'),
+      'the checker never ACKs',
+    );
     t.equal(accepted(), 0, 'the server application accepted no connection');
   });
 

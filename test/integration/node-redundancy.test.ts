@@ -29,7 +29,8 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   const vip = lab.t.vip;
   const target = `${vip}:${ECHO_PORT}`;
   const markOf = (id: string) => 0x10000 + ALL.indexOf(id);
-  const firewallOf = (saddr: string, sport: number) => home.owner[bucketOf(canonicalKey('outside', { saddr, sport, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets)]!;
+  const firewallOf = (saddr: string, sport: number) =>
+    home.owner[bucketOf(canonicalKey('outside', { saddr, sport, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets)]!;
   /** A node's transit address (its source on the firewalls' side). */
   const viaOf = (node: string) => lab.t.ecmp.find((e) => e.via[node] && e.ns.endsWith('-fw1'))!.via[node];
   /** Every ECMP route of the lab over node i of each side only (a router's rehash, forced), or over all. */
@@ -58,14 +59,23 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     t.equal(streams.length, 60);
     t.equal(streams.filter((s) => s.err).length, 0, '0 of 60 streams broke');
     const fw = lab.firewallCounters();
-    t.same(fw.map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
+    t.same(
+      fw.map((f) => f.drops),
+      [0, 0, 0],
+      `0 firewall drops ${dropReport()}`,
+    );
     // Each stream is in exactly one firewall's conntrack table: the one its bucket gives.
     const onFw = new Map(ALL.map((id) => [id, lab.kernelSessions(id).filter((s) => s.dport === ECHO_PORT && s.dst === vip)]));
-    const crossed = streams.filter((s) => ALL.filter((id) => onFw.get(id)!.some((x) => x.src === s.addr && x.sport === s.port)).join() !== firewallOf(s.addr, s.port));
+    const crossed = streams.filter(
+      (s) => ALL.filter((id) => onFw.get(id)!.some((x) => x.src === s.addr && x.sport === s.port)).join() !== firewallOf(s.addr, s.port),
+    );
     t.equal(crossed.length, 0, `every stream crossed exactly its own firewall: ${JSON.stringify(crossed.slice(0, 3))}`);
     // Each stream's entry on ob2 and ib2 (which never saw its SYN) carries the firewall the Maglev table gives it.
     // ob2 first saw a client's packet, ib2 a server's reply (the SLB node routed it there): either orientation.
-    for (const [name, kernel] of [['ob2', ob2], ['ib2', ib2]] as const) {
+    for (const [name, kernel] of [
+      ['ob2', ob2],
+      ['ib2', ib2],
+    ] as const) {
       const wrong = streams.filter((s) => {
         const e = kernel.find((x) => (x.src === s.addr && x.sport === s.port) || (x.dst === s.addr && x.dport === s.port));
         return !e || e.mark !== markOf(firewallOf(s.addr, s.port));
@@ -97,15 +107,27 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     routeOnly(null);
     const without = buildTable(ALL, buckets, ['fw1', 'fw3']);
     const streams = reports.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
-    const key = (x: { addr: string; port: number }) => bucketOf(canonicalKey('outside', { saddr: x.addr, sport: x.port, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets);
+    const key = (x: { addr: string; port: number }) =>
+      bucketOf(canonicalKey('outside', { saddr: x.addr, sport: x.port, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets);
     const pinned = streams.filter((x) => firewallOf(x.addr, x.port) === 'fw2');
     t.ok(pinned.length > 0, `${pinned.length} of 80 streams sat on fw2's buckets while fw2 was out`);
-    t.ok(pins.every((p) => p >= pinned.length), `ob2 and ib2 held a pin for each before the move (${pins.join(', ')} pins)`);
+    t.ok(
+      pins.every((p) => p >= pinned.length),
+      `ob2 and ib2 held a pin for each before the move (${pins.join(', ')} pins)`,
+    );
     t.equal(streams.filter((x) => x.err).length, 0, `0 of 80 streams broke (${JSON.stringify(reports.map((r) => r.long.errors))})`);
-    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
+    t.same(
+      lab.firewallCounters().map((f) => f.drops),
+      [0, 0, 0],
+      `0 firewall drops ${dropReport()}`,
+    );
     const onFw = new Map(ALL.map((id) => [id, lab.kernelSessions(id).filter((x) => x.dport === ECHO_PORT && x.dst === vip)]));
     const wrong = pinned.filter((x) => ALL.filter((id) => onFw.get(id)!.some((e) => e.src === x.addr && e.sport === x.port)).join() !== without.owner[key(x)]);
-    t.equal(wrong.length, 0, `each pinned stream crossed only the firewall it started on: ${JSON.stringify(wrong.slice(0, 3).map((x) => ({ ...x, crossed: ALL.filter((id) => onFw.get(id)!.some((e) => e.src === x.addr && e.sport === x.port)), bucket: without.owner[key(x)] })))}${wrong.length ? ` ${flowTraces(wrong.map((x) => x.port))}` : ''}`);
+    t.equal(
+      wrong.length,
+      0,
+      `each pinned stream crossed only the firewall it started on: ${JSON.stringify(wrong.slice(0, 3).map((x) => ({ ...x, crossed: ALL.filter((id) => onFw.get(id)!.some((e) => e.src === x.addr && e.sport === x.port)), bucket: without.owner[key(x)] })))}${wrong.length ? ` ${flowTraces(wrong.map((x) => x.port))}` : ''}`,
+    );
   });
 
   await t.test('a reused 5-tuple meets a stale conntrack entry of an earlier connection: the new connection follows its own bucket', async (t) => {
@@ -136,57 +158,115 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       via('outside', /-or$/, 'ob1');
       via('inside', /-fw\d$/, 'ib1');
       via('inside', /-slb$/, k.replies);
-      const ends = k.reversed ? ['-s', vip, '-d', c1.addr!, '--sport', String(ECHO_PORT), '--dport', String(port)] : ['-s', c1.addr!, '-d', vip, '--sport', String(port), '--dport', String(ECHO_PORT)];
+      const ends = k.reversed
+        ? ['-s', vip, '-d', c1.addr!, '--sport', String(ECHO_PORT), '--dport', String(port)]
+        : ['-s', c1.addr!, '-d', vip, '--sport', String(port), '--dport', String(ECHO_PORT)];
       inNs(lab.ns(k.node), ['conntrack', '-I', '-p', 'tcp', ...ends, '--state', k.state, '--timeout', '120', '--mark', String(markOf('fw2'))]);
       const r = await drive(lab, c1.name, { short: { targets: [target], count: 1, concurrency: 1, timeoutMs: 4000, localPorts: [port] } });
-      t.equal(r.short.ok, 1, `${k.name} (${k.node} held fw2's mark for port ${port}): the connection worked ${JSON.stringify(r.short.errors)} ${r.short.failed ? flowTraces([port]) : ''}`);
+      t.equal(
+        r.short.ok,
+        1,
+        `${k.name} (${k.node} held fw2's mark for port ${port}): the connection worked ${JSON.stringify(r.short.errors)} ${r.short.failed ? flowTraces([port]) : ''}`,
+      );
       const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
       t.same(on, ['fw1'], `${k.name}: it crossed fw1, its bucket's firewall, only`);
     }
-    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
+    t.same(
+      lab.firewallCounters().map((f) => f.drops),
+      [0, 0, 0],
+      `0 firewall drops ${dropReport()}`,
+    );
   });
 
-  await t.test("a reused 5-tuple whose earlier connection was pinned, and whose TIME_WAIT entry node 2 still holds: the new connection follows the current table through node 2 too", async (t) => {
-    const c1 = clients[0];
-    const port = Array.from({ length: 2000 }, (_, i) => 63000 + i).find((p) => firewallOf(c1.addr!, p) === 'fw2')!;
-    // The earlier connection on this tuple crossed fw1 while fw2 was out and is pinned there since fw2 came back: its
-    // record as a node wrote it. Nodes read their siblings' records when the bucket table changes (fw3 out and back).
-    const redis = await ready(connect({ url, node: 'test' }));
-    t.teardown(() => redis.disconnect());
-    const now = Date.now();
-    await new SessionTable(redis, 'ob1').put([{ outerAddr: c1.addr!, outerPort: port, innerAddr: vip, innerPort: ECHO_PORT, proto: 6, firewall: 'fw1', node: 'ob1', firstSeen: now, expires: now + 120000 }]);
-    const token = cfg.api!.token!;
-    for (const enabled of [false, true]) {
-      t.equal((await lab.api('ob1', 'PUT', '/firewalls/fw3/admin', { enabled }, token)).status, 200);
-      await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw3')!.live === enabled, 10000, `fw3 ${enabled ? 'live' : 'out'} on all four nodes`);
-    }
-    const pinning = () => lab.balancerNames().filter((n) => inNs(lab.ns(n), ['nft', 'list', 'map', 'inet', 'fwlb', 'pins']).toString().includes(` . ${port} . `));
-    await waitUntil(() => pinning().length === 4, 10000, () => `every node to pin the earlier connection (${pinning().join(', ')})`);
-    // Node 2 of each side carried part of the earlier connection: it still holds its entry in TIME_WAIT, fw1's mark.
-    for (const n of ['ob2', 'ib2']) inNs(lab.ns(n), ['conntrack', '-I', '-p', 'tcp', '-s', c1.addr!, '-d', vip, '--sport', String(port), '--dport', String(ECHO_PORT), '--state', 'TIME_WAIT', '--timeout', '120', '--mark', String(markOf('fw1'))]);
-    const staleOn = () => ['ob2', 'ib2'].filter((n) => lab.kernelSessions(n).some((e) => e.sport === port && e.mark === markOf('fw1')));
-    lab.resetFirewallCounters();
-    // The new connection starts through node 1 of each side; the routers move it to node 2 after 1.5 s.
-    routeOnly(1);
-    const started = Date.now();
-    const stream = drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 8000, intervalMs: 100, localPorts: [port] } });
-    await sleep(1500);
-    // The record is written once the connection is answered, and every node reads it on the announcement; a loaded
-    // machine (CI, once) took longer than 1.5 s for all of that.
-    await waitUntil(() => pinning().length === 0, 4000, 'the pins to go').catch(() => undefined);
-    t.comment(`no node pinned the tuple to fw1 ${Date.now() - started} ms after the new connection started (checked from 1.5 s on)`);
-    const stale = pinning();
-    const staleEntries = staleOn();
-    routeOnly(2);
-    const r = await stream;
-    routeOnly(null);
-    t.same(stale, [], 'once the new connection was recorded, no node pinned its tuple to fw1 any more');
-    t.same(staleEntries, [], "and node 2 no longer held the earlier connection's entry");
-    t.equal(r.long.ok, 1, `the new connection lived through the move to node 2 ${JSON.stringify(r.long.errors)}${r.long.broken ? ` ${flowTraces([port])}` : ''}`);
-    const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
-    t.same(on, ['fw2'], "it crossed fw2, its bucket's firewall, only");
-    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
-  });
+  await t.test(
+    'a reused 5-tuple whose earlier connection was pinned, and whose TIME_WAIT entry node 2 still holds: the new connection follows the current table through node 2 too',
+    async (t) => {
+      const c1 = clients[0];
+      const port = Array.from({ length: 2000 }, (_, i) => 63000 + i).find((p) => firewallOf(c1.addr!, p) === 'fw2')!;
+      // The earlier connection on this tuple crossed fw1 while fw2 was out and is pinned there since fw2 came back: its
+      // record as a node wrote it. Nodes read their siblings' records when the bucket table changes (fw3 out and back).
+      const redis = await ready(connect({ url, node: 'test' }));
+      t.teardown(() => redis.disconnect());
+      const now = Date.now();
+      await new SessionTable(redis, 'ob1').put([
+        {
+          outerAddr: c1.addr!,
+          outerPort: port,
+          innerAddr: vip,
+          innerPort: ECHO_PORT,
+          proto: 6,
+          firewall: 'fw1',
+          node: 'ob1',
+          firstSeen: now,
+          expires: now + 120000,
+        },
+      ]);
+      const token = cfg.api!.token!;
+      for (const enabled of [false, true]) {
+        t.equal((await lab.api('ob1', 'PUT', '/firewalls/fw3/admin', { enabled }, token)).status, 200);
+        await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw3')!.live === enabled, 10000, `fw3 ${enabled ? 'live' : 'out'} on all four nodes`);
+      }
+      const pinning = () =>
+        lab.balancerNames().filter((n) => inNs(lab.ns(n), ['nft', 'list', 'map', 'inet', 'fwlb', 'pins']).toString().includes(` . ${port} . `));
+      await waitUntil(
+        () => pinning().length === 4,
+        10000,
+        () => `every node to pin the earlier connection (${pinning().join(', ')})`,
+      );
+      // Node 2 of each side carried part of the earlier connection: it still holds its entry in TIME_WAIT, fw1's mark.
+      for (const n of ['ob2', 'ib2'])
+        inNs(lab.ns(n), [
+          'conntrack',
+          '-I',
+          '-p',
+          'tcp',
+          '-s',
+          c1.addr!,
+          '-d',
+          vip,
+          '--sport',
+          String(port),
+          '--dport',
+          String(ECHO_PORT),
+          '--state',
+          'TIME_WAIT',
+          '--timeout',
+          '120',
+          '--mark',
+          String(markOf('fw1')),
+        ]);
+      const staleOn = () => ['ob2', 'ib2'].filter((n) => lab.kernelSessions(n).some((e) => e.sport === port && e.mark === markOf('fw1')));
+      lab.resetFirewallCounters();
+      // The new connection starts through node 1 of each side; the routers move it to node 2 after 1.5 s.
+      routeOnly(1);
+      const started = Date.now();
+      const stream = drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 8000, intervalMs: 100, localPorts: [port] } });
+      await sleep(1500);
+      // The record is written once the connection is answered, and every node reads it on the announcement; a loaded
+      // machine (CI, once) took longer than 1.5 s for all of that.
+      await waitUntil(() => pinning().length === 0, 4000, 'the pins to go').catch(() => undefined);
+      t.comment(`no node pinned the tuple to fw1 ${Date.now() - started} ms after the new connection started (checked from 1.5 s on)`);
+      const stale = pinning();
+      const staleEntries = staleOn();
+      routeOnly(2);
+      const r = await stream;
+      routeOnly(null);
+      t.same(stale, [], 'once the new connection was recorded, no node pinned its tuple to fw1 any more');
+      t.same(staleEntries, [], "and node 2 no longer held the earlier connection's entry");
+      t.equal(
+        r.long.ok,
+        1,
+        `the new connection lived through the move to node 2 ${JSON.stringify(r.long.errors)}${r.long.broken ? ` ${flowTraces([port])}` : ''}`,
+      );
+      const on = ALL.filter((id) => lab.kernelSessions(id).some((e) => e.src === c1.addr && e.sport === port));
+      t.same(on, ['fw2'], "it crossed fw2, its bucket's firewall, only");
+      t.same(
+        lab.firewallCounters().map((f) => f.drops),
+        [0, 0, 0],
+        `0 firewall drops ${dropReport()}`,
+      );
+    },
+  );
 
   // The ECMP routes follow the nodes' /health from here on (the lab's route agent: BGP with health-driven
   // withdrawal, in a real network).
@@ -230,7 +310,11 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const carried = streams.filter((x) => survivor.some((e) => (e.src === x.addr && e.sport === x.port) || (e.dst === x.addr && e.dport === x.port)));
     t.equal(carried.length, 200, `the surviving node carried all 200 streams while ${node} was dead`);
     const broken = streams.filter((s) => s.err);
-    t.equal(broken.length, 0, `0 of 200 streams broke (${JSON.stringify(longR.map((r) => r.long.errors))}${broken.length ? `; ports ${broken.map((s) => s.port).join(', ')}: ${flowTraces(broken.map((s) => s.port))}` : ''})`);
+    t.equal(
+      broken.length,
+      0,
+      `0 of 200 streams broke (${JSON.stringify(longR.map((r) => r.long.errors))}${broken.length ? `; ports ${broken.map((s) => s.port).join(', ')}: ${flowTraces(broken.map((s) => s.port))}` : ''})`,
+    );
     const failedAt = shortR.flatMap((r) => r.short.failedAt);
     const started = shortR.reduce((a, r) => a + r.short.ok + r.short.failed, 0);
     t.equal(started, 720, 'every new connection was tried');
@@ -239,13 +323,19 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const range = (xs: number[]) => (xs.length ? `${Math.min(...xs) - killedAt}..${Math.max(...xs) - killedAt} ms after the kill` : 'none');
     const window = range(failedAt);
     const slowAt = shortR.flatMap((r) => r.short.slowAt);
-    t.comment(`${node}: withdrawn ${out!.at - killedAt} ms after the kill, back ${back!.at - revivedAt} ms after its links came up and its controller was started; ` +
-      `new connections failed: ${failedAt.length} of 720 (${window}; ${JSON.stringify(shortR.map((r) => r.short.errors))}), slower than 500 ms (a SYN retried): ${slowAt.length} (started ${range(slowAt)}); ` +
-      `streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
+    t.comment(
+      `${node}: withdrawn ${out!.at - killedAt} ms after the kill, back ${back!.at - revivedAt} ms after its links came up and its controller was started; ` +
+        `new connections failed: ${failedAt.length} of 720 (${window}; ${JSON.stringify(shortR.map((r) => r.short.errors))}), slower than 500 ms (a SYN retried): ${slowAt.length} (started ${range(slowAt)}); ` +
+        `streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`,
+    );
     const streams6 = (await longs6).flatMap((r) => r.long.streams);
     t.equal(streams6.length, 60, 'and 60 IPv6 streams ran beside them');
     t.equal(streams6.filter((s) => s.err).length, 0, `0 of 60 IPv6 streams broke (${JSON.stringify((await longs6).map((r) => r.long.errors))})`);
-    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${dropReport()}`);
+    t.same(
+      lab.firewallCounters().map((f) => f.drops),
+      [0, 0, 0],
+      `0 firewall drops ${dropReport()}`,
+    );
   };
 
   // Through ECMP the answer of a connection may reach a node that never saw its start: only an address of the
@@ -265,7 +355,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     await killAndRevive(t, 'ib1');
   });
 
-  await t.test('a node started with another hash seed is named in every node\'s alarms; fixed, the alarms clear', async (t) => {
+  await t.test("a node started with another hash seed is named in every node's alarms; fixed, the alarms clear", async (t) => {
     const path = lab.configPath('ob2');
     const good = readFileSync(path, 'utf8');
     const restart = async () => {
@@ -277,12 +367,20 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const period = lab.t.balancers.ob2.sessionTable!.heartbeatSeconds! * 1000;
     const waitAlarms = (ok: (a: string[]) => boolean, what: string) => {
       let a: string[] = [];
-      return waitUntil(async () => ok((a = await alarmsOf())), 3 * period, () => `${what}: ${JSON.stringify(a)}`, 100);
+      return waitUntil(
+        async () => ok((a = await alarmsOf())),
+        3 * period,
+        () => `${what}: ${JSON.stringify(a)}`,
+        100,
+      );
     };
     writeFileSync(path, JSON.stringify({ ...lab.t.balancers.ob2, hash: { ...lab.t.balancers.ob2.hash, seed: 7 } }, null, 2));
     try {
       await restart();
-      const ms = await waitAlarms((a) => a.every((x, i) => /hash config differs/.test(x) && (names[i] === 'ob2' || x.includes('ob2 ('))), 'the alarm on all four nodes');
+      const ms = await waitAlarms(
+        (a) => a.every((x, i) => /hash config differs/.test(x) && (names[i] === 'ob2' || x.includes('ob2 ('))),
+        'the alarm on all four nodes',
+      );
       t.pass(`every node raised the alarm (the others naming ob2) within ${ms} ms of ob2's start`);
     } finally {
       writeFileSync(path, good);
@@ -306,8 +404,16 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const ms = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === false, 15000, 'fw2 not live on all four nodes');
     t.comment(`fw2 out of new sessions on all four nodes ${ms} ms after ib2's probes through it were cut`);
     const views = await Promise.all(all.map((n) => lab.api(n, 'GET', '/firewalls')));
-    t.same(views.map((v) => v.body.find((f: any) => f.id === 'fw2').healthy), all.map((n) => n !== 'ib2'), 'only ib2 sees fw2 down');
-    t.same(all.map((n) => lab.bucketMarks(n).has(markOf('fw2'))), [false, false, false, false], "no node's bucket map holds fw2");
+    t.same(
+      views.map((v) => v.body.find((f: any) => f.id === 'fw2').healthy),
+      all.map((n) => n !== 'ib2'),
+      'only ib2 sees fw2 down',
+    );
+    t.same(
+      all.map((n) => lab.bucketMarks(n).has(markOf('fw2'))),
+      [false, false, false, false],
+      "no node's bucket map holds fw2",
+    );
     const onFw2 = () => lab.kernelSessions('fw2').filter((s) => s.dport === ECHO_PORT && s.dst === vip).length;
     const before = onFw2();
     // 7 s: a connection whose SYN is lost twice (retried after 1 s and 3 s) still counts, a path that drops it does not
@@ -318,15 +424,26 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     const failedPorts = r.flatMap((x) => x.short.failedPorts);
     // When a connection fails, what every node and firewall holds for its flow (conntrack: state, mark, timeout).
     const traces = failedPorts.length ? `; conntrack of the failed flows: ${flowTraces(failedPorts)}` : '';
-    t.equal(r.reduce((a, x) => a + x.short.failed, 0), 0, `300 new connections, 0 failed (${JSON.stringify(r.map((x) => x.short.errors))}; firewall drops meanwhile ${drops.join(', ')} ${dropReport()}; slowed ${r.reduce((a, x) => a + x.short.slowAt.length, 0)}${traces})`);
+    t.equal(
+      r.reduce((a, x) => a + x.short.failed, 0),
+      0,
+      `300 new connections, 0 failed (${JSON.stringify(r.map((x) => x.short.errors))}; firewall drops meanwhile ${drops.join(', ')} ${dropReport()}; slowed ${r.reduce((a, x) => a + x.short.slowAt.length, 0)}${traces})`,
+    );
     t.equal(onFw2() - before, 0, 'none of them crossed fw2');
     // ib2's controller dies; its links stay up. Its view is stale after 3 heartbeats; the leader's next heartbeat
     // publishes an epoch without its veto.
     const period = lab.t.balancers.ib2.sessionTable!.heartbeatSeconds! * 1000;
     const killed = Date.now();
     await lab.killNode('ib2');
-    const back = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live, 6 * period + 2000, 'fw2 live again on the three nodes left', all.filter((n) => n !== 'ib2'));
-    t.comment(`ib2 killed: fw2 live again on the other three ${back} ms later (heartbeat ${period} ms: stale after ${3 * period} ms, documented bound ${4 * period} ms and the join's whole second)`);
+    const back = await lab.waitFirewalls(
+      (fw) => fw.find((f) => f.id === 'fw2')!.live,
+      6 * period + 2000,
+      'fw2 live again on the three nodes left',
+      all.filter((n) => n !== 'ib2'),
+    );
+    t.comment(
+      `ib2 killed: fw2 live again on the other three ${back} ms later (heartbeat ${period} ms: stale after ${3 * period} ms, documented bound ${4 * period} ms and the join's whole second)`,
+    );
     // Stale 3 heartbeats after its last one (at most one before the kill), then the leader's next heartbeat; the join
     // takes effect at a whole second 1 to 2 s after the epoch (every node at once); 2 s for the reconcile and this
     // machine's timers under load.
@@ -349,7 +466,12 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
   /** RFC 5798: a backup of priority 249 declares the master down after 3 advertisements plus its skew. */
   const masterDownMs = 3 * advertMs + ((256 - 249) / 256) * advertMs;
   const waitHolder = (side: 'outside' | 'inside', node: string, ms: number) =>
-    waitUntil(() => lab.vrrpHolder(side) === node, ms, () => `${node} to take the ${side} addresses (holder ${lab.vrrpHolder(side)}): ${lab.keepalivedLogs.slice(-10).join('')}`, 10);
+    waitUntil(
+      () => lab.vrrpHolder(side) === node,
+      ms,
+      () => `${node} to take the ${side} addresses (holder ${lab.vrrpHolder(side)}): ${lab.keepalivedLogs.slice(-10).join('')}`,
+      10,
+    );
 
   const servers6 = lab.targets6('server', ECHO_PORT);
   /** 200 long-lived streams (and 60 IPv6 ones) while ob1 fails (`fail`), and 3 s later comes back (`revive`): 0 broken. */
@@ -378,26 +500,48 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
     const streams6 = reports6.flatMap((r) => r.long.streams);
     t.equal(streams6.length, 60);
     t.equal(streams6.filter((s) => s.err).length, 0, `0 of 60 IPv6 streams broke (${JSON.stringify(reports6.map((r) => r.long.errors))})`);
-    t.same(lab.firewallCounters().map((f) => f.drops), [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows())}`);
-    t.comment(`ob2 held the addresses ${takeover} ms after the failure began (${(takeover / advertMs).toFixed(1)} advert intervals of ${advertMs} ms; failing took ${failAt} ms), ` +
-      `ob1 took them back ${back} ms after it was revived; streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`);
+    t.same(
+      lab.firewallCounters().map((f) => f.drops),
+      [0, 0, 0],
+      `0 firewall drops ${JSON.stringify(lab.firewallDropFlows())}`,
+    );
+    t.comment(
+      `ob2 held the addresses ${takeover} ms after the failure began (${(takeover / advertMs).toFixed(1)} advert intervals of ${advertMs} ms; failing took ${failAt} ms), ` +
+        `ob1 took them back ${back} ms after it was revived; streams' longest echo gap ${Math.max(...streams.map((s) => s.maxGapMs))} ms`,
+    );
     return takeover;
   };
 
-  await t.test("the active node's controller dies: its health check fails, the standby takes the addresses, 0 of 200 streams break, nor 60 IPv6 ones", async (t) => {
-    const takeover = await failover(t, () => lab.killNode('ob1'), async () => void (await lab.startNode('ob1')));
-    // keepalived checks fwlb once a second (its coarsest timer): one check, then the next advertisement.
-    t.ok(takeover <= tm.checkInterval * 1000 * tm.fall + tm.checkTimeout * 1000 + 2 * advertMs, `taken over within a check interval, the check's timeout and an advertisement (${takeover} ms)`);
-  });
+  await t.test(
+    "the active node's controller dies: its health check fails, the standby takes the addresses, 0 of 200 streams break, nor 60 IPv6 ones",
+    async (t) => {
+      const takeover = await failover(
+        t,
+        () => lab.killNode('ob1'),
+        async () => void (await lab.startNode('ob1')),
+      );
+      // keepalived checks fwlb once a second (its coarsest timer): one check, then the next advertisement.
+      t.ok(
+        takeover <= tm.checkInterval * 1000 * tm.fall + tm.checkTimeout * 1000 + 2 * advertMs,
+        `taken over within a check interval, the check's timeout and an advertisement (${takeover} ms)`,
+      );
+    },
+  );
 
-  await t.test('the active node loses its links: the standby takes over within the master-down interval, 0 of 200 streams break, nor 60 IPv6 ones', async (t) => {
-    const takeover = await failover(t, () => lab.nodeLinks('ob1', false), () => lab.nodeLinks('ob1', true));
-    // 3 advertisements plus the skew (RFC 5798), plus one advertisement for this machine's scheduling.
-    t.ok(takeover <= masterDownMs + advertMs, `${takeover} ms <= ${masterDownMs.toFixed(0)} ms (3 x ${advertMs} ms + skew) + ${advertMs} ms`);
-  });
+  await t.test(
+    'the active node loses its links: the standby takes over within the master-down interval, 0 of 200 streams break, nor 60 IPv6 ones',
+    async (t) => {
+      const takeover = await failover(
+        t,
+        () => lab.nodeLinks('ob1', false),
+        () => lab.nodeLinks('ob1', true),
+      );
+      // 3 advertisements plus the skew (RFC 5798), plus one advertisement for this machine's scheduling.
+      t.ok(takeover <= masterDownMs + advertMs, `${takeover} ms <= ${masterDownMs.toFixed(0)} ms (3 x ${advertMs} ms + skew) + ${advertMs} ms`);
+    },
+  );
 
   await t.test(PORT_REUSE_TITLE, (t) => portReuse(t, lab));
 
   await t.test(natTitle('dnat', true), (t) => natFirewalls(t, lab, { published: 'dnat', forgetConnSets: true }));
 });
-

@@ -76,7 +76,13 @@ t.test('a flood of crafted ICMP errors and stray echo replies fails no probe and
   // Monitors with the lab's firewall timers (interval 200, response 100, retries 3), as a node runs them.
   const events: string[] = [];
   const monitors = [icmp, half].map((checker) => {
-    const m = new HealthMonitor({ name: checker.kind, checker, target: { address: '192.0.2.2' }, timers: { interval: 200, response: 100, retries: 3, rise: 2 }, onEvent: (n, ev) => events.push(`${n} ${ev.to}: ${ev.reason}`) });
+    const m = new HealthMonitor({
+      name: checker.kind,
+      checker,
+      target: { address: '192.0.2.2' },
+      timers: { interval: 200, response: 100, retries: 3, rise: 2 },
+      onEvent: (n, ev) => events.push(`${n} ${ev.to}: ${ev.reason}`),
+    });
     m.start();
     return m;
   });
@@ -84,7 +90,9 @@ t.test('a flood of crafted ICMP errors and stray echo replies fails no probe and
   const results = await probeDuring(c, '192.0.2.2', flood);
   await sleep(300);
   const failed = results.filter((r) => !r.ok);
-  t.comment(`${results.length - failed.length} of ${results.length} back-to-back probes passed during 20,000 hostile packets (${JSON.stringify(failed.map((f) => f.reason))}); the monitors ran ${monitors.map((m) => m.checks).join(' and ')} checks`);
+  t.comment(
+    `${results.length - failed.length} of ${results.length} back-to-back probes passed during 20,000 hostile packets (${JSON.stringify(failed.map((f) => f.reason))}); the monitors ran ${monitors.map((m) => m.checks).join(' and ')} checks`,
+  );
   t.ok(failed.length <= 2, 'at most a stray timeout under the flood, never a wrong answer');
   t.ok(failed.every((f) => f.reason === 'timeout'));
   t.same(events, [], 'no monitor went down');
@@ -102,8 +110,15 @@ t.test('an on-path spoofer cannot make a dead target look alive', async (t) => {
   const half = createChecker({ kind: 'tcp-half-open', port: 9999 }, helper);
   const res = [];
   for (let i = 0; i < 10; i++) res.push(await icmp.check({ address: '192.0.2.2' }, 150), await half.check({ address: '192.0.2.2' }, 150));
-  t.same(res.filter((r) => r.ok), [], '0 of 20 spoofed answers were taken for the target');
-  t.ok(res.every((r) => r.reason === 'timeout'), 'every probe timed out, as it should for a dead target');
+  t.same(
+    res.filter((r) => r.ok),
+    [],
+    '0 of 20 spoofed answers were taken for the target',
+  );
+  t.ok(
+    res.every((r) => r.reason === 'timeout'),
+    'every probe timed out, as it should for a dead target',
+  );
   await spoofers;
 });
 
@@ -118,7 +133,9 @@ t.test('IPv6: a flood of crafted ICMPv6 errors and stray echo replies fails no p
   ]);
   const results = await probeDuring(c, SRV6, flood);
   const failed = results.filter((r) => !r.ok);
-  t.comment(`${results.length - failed.length} of ${results.length} back-to-back IPv6 probes passed during 20,000 hostile packets (${JSON.stringify(failed.map((f) => f.reason))})`);
+  t.comment(
+    `${results.length - failed.length} of ${results.length} back-to-back IPv6 probes passed during 20,000 hostile packets (${JSON.stringify(failed.map((f) => f.reason))})`,
+  );
   t.ok(failed.length <= 2 && failed.every((f) => f.reason === 'timeout'), 'at most a stray timeout under the flood, never a wrong answer');
   t.equal(helper.status().restarts, 0, 'the helper never died');
 
@@ -128,8 +145,15 @@ t.test('IPv6: a flood of crafted ICMPv6 errors and stray echo replies fails no p
   const dead = createChecker({ kind: 'tcp-half-open', port: 9999 }, helper);
   const res = [];
   for (let i = 0; i < 10; i++) res.push(await icmp.check({ address: SRV6 }, 150), await dead.check({ address: SRV6 }, 150));
-  t.same(res.filter((r) => r.ok), [], '0 of 20 spoofed IPv6 answers were taken for the target');
-  t.ok(res.every((r) => r.reason === 'timeout'), `every probe timed out (${JSON.stringify([...new Set(res.map((r) => r.reason))])})`);
+  t.same(
+    res.filter((r) => r.ok),
+    [],
+    '0 of 20 spoofed IPv6 answers were taken for the target',
+  );
+  t.ok(
+    res.every((r) => r.reason === 'timeout'),
+    `every probe timed out (${JSON.stringify([...new Set(res.map((r) => r.reason))])})`,
+  );
   await spoofers;
 });
 
@@ -161,7 +185,10 @@ t.test('the probe helper killed 10 times: no monitor goes down, each restart wit
     await sleep(150);
   }
   t.comment(`restart times (ms): ${restarts.join(', ')}; checks ${mon.checks}, not run ${mon.unknownChecks}`);
-  t.ok(restarts.every((ms) => ms < 1000), 'back within 1 s every time');
+  t.ok(
+    restarts.every((ms) => ms < 1000),
+    'back within 1 s every time',
+  );
   t.same(events, [], 'the monitor never changed state');
   t.equal(mon.state, 'up');
   t.equal(helper.status().restarts, 10);
@@ -176,6 +203,9 @@ t.test('python missing: a clear error from doctor, and unknown (not failed) chec
   const a = await createChecker({ kind: 'icmp' }, helper).check({ address: '127.0.0.1' }, 100);
   t.same({ ok: a.ok, unknown: a.unknown }, { ok: false, unknown: true }, `the check is unknown: ${a.reason}`);
   t.match(helper.status().lastError ?? '', /ENOENT/);
-  const doc = spawnSync(process.execPath, [join(REPO, 'apps/balancer/dist/main.js'), 'doctor', '--config', join(REPO, 'deploy/configs/outside.json')], { encoding: 'utf8', env: { ...process.env, FWLB_PYTHON: '/nonexistent/python3' } });
+  const doc = spawnSync(process.execPath, [join(REPO, 'apps/balancer/dist/main.js'), 'doctor', '--config', join(REPO, 'deploy/configs/outside.json')], {
+    encoding: 'utf8',
+    env: { ...process.env, FWLB_PYTHON: '/nonexistent/python3' },
+  });
   t.match(doc.stdout + doc.stderr, /MISSING probe helper \(python3\): cannot run \/nonexistent\/python3/, '`fwlb doctor` names what is missing');
 });

@@ -19,7 +19,10 @@ t.test('sandwich', async (t) => {
     const r = await runScenario(lab);
     t.comment(formatReport(r));
     t.equal(r.failed.total, 0, 'no failed connection');
-    t.ok(r.failed.l7 === 0 && r.l7Misrouted.length === 0, `L7 requests through HAProxy on the SLB node: 0 failed, 0 misrouted (${r.failed.l7}, ${JSON.stringify(r.l7Misrouted)})`);
+    t.ok(
+      r.failed.l7 === 0 && r.l7Misrouted.length === 0,
+      `L7 requests through HAProxy on the SLB node: 0 failed, 0 misrouted (${r.failed.l7}, ${JSON.stringify(r.l7Misrouted)})`,
+    );
     t.equal(r.totals.drops, 0, 'no firewall dropped a packet');
     t.ok(r.totals.sessions >= 1300, `sessions counted: ${r.totals.sessions}`);
     for (const f of r.firewalls) t.ok(f.share >= 0.2 && f.share <= 0.47, `${f.id} carries ${(f.share * 100).toFixed(1)}% of sessions`);
@@ -46,7 +49,10 @@ t.test('sandwich', async (t) => {
       }
     }
     const cfg = lab.t.nodes.outside;
-    const table = buildTable(cfg.firewalls.map((f) => f.id), cfg.hash.buckets!);
+    const table = buildTable(
+      cfg.firewalls.map((f) => f.id),
+      cfg.hash.buckets!,
+    );
     let agree = 0;
     const disagree: string[] = [];
     for (let p = base; p < base + n; p++) {
@@ -100,7 +106,7 @@ t.test('sandwich', async (t) => {
 
   await t.test(PORT_REUSE_TITLE, (t) => portReuse(t, lab));
 
-  await t.test('spoofed SYNs: the nodes keep an unanswered handshake 10 s (handshakeTimeoutSeconds), the firewalls their kernel\'s 60 s', async (t) => {
+  await t.test("spoofed SYNs: the nodes keep an unanswered handshake 10 s (handshakeTimeoutSeconds), the firewalls their kernel's 60 s", async (t) => {
     // Entries of unanswered handshakes to the echo port, with the seconds each has left (conntrack -L's third field).
     const unanswered = (ns: string) =>
       ['SYN_SENT', 'SYN_RECV'].flatMap((state) =>
@@ -120,11 +126,17 @@ t.test('sandwich', async (t) => {
     }
     const atFirewalls = fws.map((f) => unanswered(f.ns).filter((s) => s > 10));
     const held = atFirewalls.reduce((a, x) => a + x.length, 0);
-    t.ok(held >= FLOOD * 0.9, `the firewalls hold the flood for their own timeout: ${atFirewalls.map((x) => x.length).join(' + ')} entries with more than 10 s left (up to ${Math.max(...atFirewalls.flat())} s)`);
+    t.ok(
+      held >= FLOOD * 0.9,
+      `the firewalls hold the flood for their own timeout: ${atFirewalls.map((x) => x.length).join(' + ')} entries with more than 10 s left (up to ${Math.max(...atFirewalls.flat())} s)`,
+    );
     await sleep(11000);
     for (const n of ['ob', 'ib'] as const) t.equal(unanswered(lab.ns(n)).length, 0, `${n}: 11 s later, no unanswered handshake is left`);
     const still = fws.reduce((a, f) => a + unanswered(f.ns).length, 0);
-    t.ok(still >= FLOOD * 0.9, `the firewalls still hold ${still}: a node's table keeps 10 s of spoofed SYNs, each of ${fws.length} firewalls 60 s of a third of them`);
+    t.ok(
+      still >= FLOOD * 0.9,
+      `the firewalls still hold ${still}: a node's table keeps 10 s of spoofed SYNs, each of ${fws.length} firewalls 60 s of a third of them`,
+    );
   });
 
   await t.test('spoofed SYNs filling the conntrack table raise the alarm and the metric; legitimate connections keep working', async (t) => {
@@ -143,15 +155,22 @@ t.test('sandwich', async (t) => {
     try {
       await restart();
       const health = async () => (await lab.api('outside', 'GET', '/health')).body.alarms as string[];
-      t.notOk((await health()).some((a) => /conntrack/.test(a)), 'no alarm before the flood');
+      t.notOk(
+        (await health()).some((a) => /conntrack/.test(a)),
+        'no alarm before the flood',
+      );
       lab.junk('c1', 'syn', lab.t.vip, ECHO_PORT, 4000);
       const alarms = await health();
-      t.ok(alarms.some((a) => /^conntrack table \d+% full \(\d+ of \d+ entries\)/.test(a)), `the alarm: ${JSON.stringify(alarms)}`);
+      t.ok(
+        alarms.some((a) => /^conntrack table \d+% full \(\d+ of \d+ entries\)/.test(a)),
+        `the alarm: ${JSON.stringify(alarms)}`,
+      );
       const entries = Number(/^fwlb_conntrack_entries (\d+)/m.exec(await lab.apiText('outside', '/metrics'))?.[1]);
       t.ok(entries >= threshold, `fwlb_conntrack_entries ${entries} (at least the ${threshold} the alarm is set at)`);
       const r = await drive(lab, 'c2', { short: { targets: [`${lab.t.vip}:${ECHO_PORT}`], count: 200, concurrency: 10 } });
       t.equal(r.short.failed, 0, 'legitimate connections meanwhile: 0 of 200 failed');
-      for (const state of ['SYN_SENT', 'SYN_RECV']) spawnSync('ip', ['netns', 'exec', ob, 'conntrack', '-D', '-p', 'tcp', '--state', state], { stdio: 'ignore' });
+      for (const state of ['SYN_SENT', 'SYN_RECV'])
+        spawnSync('ip', ['netns', 'exec', ob, 'conntrack', '-D', '-p', 'tcp', '--state', state], { stdio: 'ignore' });
       // The kernel frees a deleted entry when the last packet that holds it is gone: the flood's SYN-ACKs to spoofed
       // clients wait in the neighbour queue until ARP gives up (about 3 s), and count until then.
       const t0 = Date.now();
@@ -162,7 +181,10 @@ t.test('sandwich', async (t) => {
         const k = /^(\w+)\s+\d+\s+\d+\s+([A-Z_]+)?/.exec(l);
         if (k) states[`${k[1]} ${k[2] ?? ''}`.trim()] = (states[`${k[1]} ${k[2] ?? ''}`.trim()] ?? 0) + 1;
       }
-      t.ok(cleared, `the flood's entries gone: the alarm clears (${Date.now() - t0} ms after they were deleted; ${proc('nf_conntrack_count')} entries, alarm at ${threshold}: ${JSON.stringify(states)})`);
+      t.ok(
+        cleared,
+        `the flood's entries gone: the alarm clears (${Date.now() - t0} ms after they were deleted; ${proc('nf_conntrack_count')} entries, alarm at ${threshold}: ${JSON.stringify(states)})`,
+      );
     } finally {
       writeFileSync(path, good);
       await restart();
@@ -171,12 +193,23 @@ t.test('sandwich', async (t) => {
 
   await t.test('bad config is refused, naming the field, and the kernel is unchanged', async (t) => {
     // Counters and the kernel-filled sets (@heard, @synseen, @fresh: flows seen meanwhile) are not the config.
-    const snapshot = () => [inNs(ob, ['nft', 'list', 'ruleset']).replace(/packets \d+ bytes \d+/g, '').replace(/(set (?:heard|synseen|fresh) \{[^}]*?)\s*elements = \{[^}]*\}/g, '$1'), inNs(ob, ['ip', 'rule']), inNs(ob, ['ip', 'route', 'show', 'table', 'all'])].join('\n');
+    const snapshot = () =>
+      [
+        inNs(ob, ['nft', 'list', 'ruleset'])
+          .replace(/packets \d+ bytes \d+/g, '')
+          .replace(/(set (?:heard|synseen|fresh) \{[^}]*?)\s*elements = \{[^}]*\}/g, '$1'),
+        inNs(ob, ['ip', 'rule']),
+        inNs(ob, ['ip', 'route', 'show', 'table', 'all']),
+      ].join('\n');
     const before = snapshot();
     const good = lab.t.nodes.outside;
     const cases: [string, unknown, RegExp][] = [
       ['unknown key', { ...good, colour: 'red' }, /\/colour: unknown key/],
-      ['duplicate firewall id', { ...good, firewalls: [good.firewalls[0], { ...good.firewalls[1], id: good.firewalls[0].id }] }, /\/firewalls\/1\/id: duplicate/],
+      [
+        'duplicate firewall id',
+        { ...good, firewalls: [good.firewalls[0], { ...good.firewalls[1], id: good.firewalls[0].id }] },
+        /\/firewalls\/1\/id: duplicate/,
+      ],
       ['invalid address', { ...good, firewalls: [{ ...good.firewalls[0], nextHop: '172.16.1.999' }] }, /\/firewalls\/0\/nextHop: must be a valid ipv4 address/],
     ];
     for (const [name, doc, re] of cases) {

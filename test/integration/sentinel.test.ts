@@ -26,8 +26,24 @@ t.test('Sentinel failover', async (t) => {
   const writer = (async () => {
     while (!stop) {
       const now = Date.now();
-      const rec: SessionRecord = { outerAddr: '198.51.100.11', outerPort: 10000 + (n++ % 50000), innerAddr: '203.0.113.100', innerPort: 80, proto: 6, firewall: 'fw1', node: 'ob', firstSeen: now, expires: now + 60000 };
-      log.push({ at: now, ok: await table.put([rec]).then(() => true, () => false) });
+      const rec: SessionRecord = {
+        outerAddr: '198.51.100.11',
+        outerPort: 10000 + (n++ % 50000),
+        innerAddr: '203.0.113.100',
+        innerPort: 80,
+        proto: 6,
+        firewall: 'fw1',
+        node: 'ob',
+        firstSeen: now,
+        expires: now + 60000,
+      };
+      log.push({
+        at: now,
+        ok: await table.put([rec]).then(
+          () => true,
+          () => false,
+        ),
+      });
       await sleep(50);
     }
   })();
@@ -42,8 +58,13 @@ t.test('Sentinel failover', async (t) => {
   await writer;
   const firstOk = log.find((l) => l.at > killedAt + 100 && l.ok);
   t.ok(firstOk, 'writes resumed after the failover');
-  t.comment(`writes resumed ${firstOk ? firstOk.at - killedAt : 'never'} ms after the primary was killed; ${log.filter((l) => !l.ok).length} writes failed meanwhile`);
-  t.ok(log.filter((l) => l.at > killedAt).some((l) => !l.ok), 'writes failed fast while there was no primary (none blocked)');
+  t.comment(
+    `writes resumed ${firstOk ? firstOk.at - killedAt : 'never'} ms after the primary was killed; ${log.filter((l) => !l.ok).length} writes failed meanwhile`,
+  );
+  t.ok(
+    log.filter((l) => l.at > killedAt).some((l) => !l.ok),
+    'writes failed fast while there was no primary (none blocked)',
+  );
   t.equal(crashes, 0, 'no crash');
   const promoted = new Redis({ port: set.replicaPort, maxRetriesPerRequest: 1 });
   t.teardown(() => promoted.disconnect());
@@ -83,5 +104,9 @@ t.test('both balancer nodes on Sentinel: the primary dies during traffic, no con
     t.equal((await lab.api(role, 'GET', '/health')).status, 200, `the ${role} controller answers`);
   }
   const l = await longs;
-  t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no stream broke');
+  t.equal(
+    l.reduce((a, r) => a + r.long.broken, 0),
+    0,
+    'no stream broke',
+  );
 });

@@ -9,12 +9,14 @@ import { startRedisOnSocket } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const token = (lab: Lab) => lab.t.nodes.outside.api!.token!;
-const both = async (lab: Lab, method: string, path: string, body?: unknown) => Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, method, path, body, token(lab))));
+const both = async (lab: Lab, method: string, path: string, body?: unknown) =>
+  Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, method, path, body, token(lab))));
 
 /** 100 streams before fw2 leaves, 100 while it is out; fw2 rejoins; both nodes lose conntrack and restart. */
 async function firewallChanges(lab: Lab, t: { equal(a: unknown, b: unknown, m: string): unknown }, onRejoined?: () => Promise<void>) {
   const vip = `${lab.t.vip}:${ECHO_PORT}`;
-  const stream = (ms: number) => Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 50, durationMs: ms, intervalMs: 200, timeoutMs: 3000 } })));
+  const stream = (ms: number) =>
+    Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [vip], count: 50, durationMs: ms, intervalMs: 200, timeoutMs: 3000 } })));
   lab.resetFirewallCounters();
   const a = stream(16000);
   await sleep(1500);
@@ -46,7 +48,10 @@ t.test('a firewall changes, then both nodes lose their state: 0 streams break', 
   const r = await firewallChanges(lab, t, async () => {
     const st = await Promise.all((['outside', 'inside'] as const).map((role) => lab.api(role, 'GET', '/status')));
     const pins = st.map((s) => s.body.pins);
-    t.ok(pins.every((p) => p > 0), `sessions off their bucket's firewall are pinned on both nodes: ${pins}`);
+    t.ok(
+      pins.every((p) => p > 0),
+      `sessions off their bucket's firewall are pinned on both nodes: ${pins}`,
+    );
   });
   t.equal(r.streams, 200, '200 long-lived streams ran');
   t.equal(r.broken, 0, 'no stream broke');
@@ -72,7 +77,11 @@ t.test('the nodes disagree about fw3: no asymmetric drop, fw3 takes no new sessi
   inNs(fw3, ['nft', 'add', 'rule', 'ip', 'cut', 'probecut', 'ip', 'daddr', lab.t.nodes.outside.health!.target!, 'icmp', 'type', 'echo-request', 'drop']);
   await lab.waitFirewalls((fw) => !fw.find((f) => f.id === 'fw3')!.live, 10000, 'fw3 out of the table on both nodes');
   const views = await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/firewalls')));
-  t.same(views.map((v) => v.body.find((f: any) => f.id === 'fw3').healthy), [false, true], 'ob sees fw3 down, ib sees it up');
+  t.same(
+    views.map((v) => v.body.find((f: any) => f.id === 'fw3').healthy),
+    [false, true],
+    'ob sees fw3 down, ib sees it up',
+  );
   lab.resetFirewallCounters();
   const clients = lab.t.hosts.filter((h) => h.role === 'client').map((c) => `${c.addr}:${ECHO_PORT}`);
   const [out, inb] = await Promise.all([
@@ -82,7 +91,11 @@ t.test('the nodes disagree about fw3: no asymmetric drop, fw3 takes no new sessi
   const failed = [...out, ...inb].reduce((n, r) => n + r.short.failed, 0);
   const fw = lab.firewallCounters();
   t.equal(failed, 0, '0 of 600 connections failed, client- and server-initiated');
-  t.equal(fw.reduce((n, f) => n + f.drops, 0), 0, 'no asymmetric drop');
+  t.equal(
+    fw.reduce((n, f) => n + f.drops, 0),
+    0,
+    'no asymmetric drop',
+  );
   t.equal(fw.find((f) => f.id === 'fw3')!.newSessions, 0, 'fw3 took no new session');
   inNs(fw3, ['nft', 'delete', 'table', 'ip', 'cut']);
   const back = await lab.waitFirewalls((f) => f.every((x) => x.live), 10000, 'fw3 back on both nodes');

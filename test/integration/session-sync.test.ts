@@ -29,14 +29,20 @@ t.test('session table in the sandwich', async (t) => {
     t.equal(res.status, 200);
     const mine = res.body.filter((s: any) => s.outerAddr === c1 || s.innerAddr === c1);
     t.ok(mine.length >= 10, `${mine.length} of c1's sessions listed`);
-    t.ok(mine.every((s: any) => /^fw[123]$/.test(s.firewall)), 'each with the firewall it crosses');
+    t.ok(
+      mine.every((s: any) => /^fw[123]$/.test(s.firewall)),
+      'each with the firewall it crosses',
+    );
     const fw = mine[0].firewall;
     const byFw = await lab.api('inside', 'GET', `/sessions?firewall=${fw}&limit=1000`);
     t.ok(byFw.body.length > 0 && byFw.body.every((s: any) => s.firewall === fw), `the inside node lists ${byFw.body.length} sessions on ${fw}`);
     const bad = await lab.api('outside', 'GET', '/sessions?addr=not-an-address');
     t.equal(bad.status, 400, 'a bad query is refused');
     const l = await longs;
-    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0);
+    t.equal(
+      l.reduce((a, r) => a + r.long.broken, 0),
+      0,
+    );
   });
 
   await t.test('Redis is killed during traffic: streams keep flowing; after the restart Redis matches the kernel', async (t) => {
@@ -54,13 +60,24 @@ t.test('session table in the sandwich', async (t) => {
     const period = lab.t.nodes.outside.sessionTable!.resyncSeconds! * 1000;
     t.ok(Date.now() - t0 <= period, `Redis matched both kernels ${Date.now() - t0} ms after the restart (sync period ${period} ms): ${c.o.redis} sessions`);
     const l = await longs;
-    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no long-lived stream broke');
-    t.equal(lab.firewallCounters().reduce((a, f) => a + f.drops, 0), 0, 'no firewall drop');
+    t.equal(
+      l.reduce((a, r) => a + r.long.broken, 0),
+      0,
+      'no long-lived stream broke',
+    );
+    t.equal(
+      lab.firewallCounters().reduce((a, f) => a + f.drops, 0),
+      0,
+      'no firewall drop',
+    );
   });
 
   await t.test('fwlbctl drives the lab: sessions by client, disable and enable a firewall, drain a member', async (t) => {
     const ctl = (role: 'outside' | 'inside' | 'slb', ...args: string[]) => {
-      const r = spawnSync(process.execPath, [join(REPO, 'apps/fwlbctl/dist/main.js'), '--api', `unix:${lab.socketPath(role)}`, '--json', ...args], { encoding: 'utf8', env: { ...process.env, FWLB_TOKEN: lab.t.nodes.outside.api!.token! } });
+      const r = spawnSync(process.execPath, [join(REPO, 'apps/fwlbctl/dist/main.js'), '--api', `unix:${lab.socketPath(role)}`, '--json', ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, FWLB_TOKEN: lab.t.nodes.outside.api!.token! },
+      });
       if (r.status !== 0) throw new Error(`fwlbctl ${args.join(' ')}: exit ${r.status}: ${r.stderr}`);
       return JSON.parse(r.stdout);
     };
@@ -71,7 +88,10 @@ t.test('session table in the sandwich', async (t) => {
     t.ok(mine.length >= 4, `fwlbctl sessions finds c1's streams (${mine.length})`);
     const one = mine[0];
     const exact = ctl('inside', 'sessions', '--addr', c1, '--port', String(one.outerPort)) as any[];
-    t.ok(exact.some((s) => s.outerPort === one.outerPort && s.firewall === one.firewall), `and one session by the client's address and port, on ${one.firewall}`);
+    t.ok(
+      exact.some((s) => s.outerPort === one.outerPort && s.firewall === one.firewall),
+      `and one session by the client's address and port, on ${one.firewall}`,
+    );
     for (const role of ['outside', 'inside'] as const) t.match(ctl(role, 'firewall', 'disable', 'fw2'), { id: 'fw2', enabled: false, live: false });
     lab.resetFirewallCounters();
     const shorts = await drive(lab, 'c2', { short: { targets: [vip], count: 120, concurrency: 8 } });
@@ -86,7 +106,17 @@ t.test('session table in the sandwich', async (t) => {
     // A VIP created, edited and deleted from a YAML file through fwlbctl; clients reach it in between.
     const file = join(lab.t.opts.runDir, 'extra-vip.yaml');
     const rips = lab.t.hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
-    const yaml = (members: string[]) => ['id: extra', 'address: 203.0.113.150', `port: ${ECHO_PORT}`, 'protocol: tcp', 'timers: { interval: 200, response: 100, retries: 2, rise: 1 }', 'members:', ...members.map((a) => `  - { address: ${a}, port: ${ECHO_PORT} }`), ''].join('\n');
+    const yaml = (members: string[]) =>
+      [
+        'id: extra',
+        'address: 203.0.113.150',
+        `port: ${ECHO_PORT}`,
+        'protocol: tcp',
+        'timers: { interval: 200, response: 100, retries: 2, rise: 1 }',
+        'members:',
+        ...members.map((a) => `  - { address: ${a}, port: ${ECHO_PORT} }`),
+        '',
+      ].join('\n');
     writeFileSync(file, yaml([rips[0]]));
     t.match(ctl('slb', 'vip', 'create', file), { id: 'extra', address: '203.0.113.150' }, 'created from YAML');
     writeFileSync(file, yaml(rips));
@@ -100,7 +130,10 @@ t.test('session table in the sandwich', async (t) => {
     const through = await drive(lab, 'c1', { short: { targets: [`203.0.113.150:${ECHO_PORT}`], count: 30, concurrency: 3 } });
     t.equal(through.short.failed, 0, '30 connections through the new VIP');
     t.same(ctl('slb', 'vip', 'delete', 'extra'), { deleted: 'extra' });
-    t.notOk((await lab.api('slb', 'GET', '/vips')).body.some((v: any) => v.id === 'extra'), 'deleted');
+    t.notOk(
+      (await lab.api('slb', 'GET', '/vips')).body.some((v: any) => v.id === 'extra'),
+      'deleted',
+    );
   });
 
   await t.test('the admin state is shared: a firewall disabled on one node is out on both, across restarts', async (t) => {
@@ -129,9 +162,24 @@ t.test('session table in the sandwich', async (t) => {
     const before = (await lab.api('outside', 'GET', '/status')).body;
     // Each kind of bad record: a port out of range, a bad address, a protocol fwlb never records, an unknown
     // firewall, a garbled value; a forged epoch (a huge number, no firewall live); a view without a time stamp.
-    await raw.hset('fwlb:s', '198.51.100.11:99999>203.0.113.100:7007/6', 'fw1 ob 1 9999999999999', '999.1.1.1:1>203.0.113.100:7007/6', 'fw1 ob 1 9999999999999', '198.51.100.11:1>203.0.113.100:7007/99', 'fw1 ob 1 9999999999999', '198.51.100.11:2>203.0.113.100:7007/6', 'fw9 ob 1 9999999999999', '198.51.100.11:3>203.0.113.100:7007/6', 'fw1 two words 1 2');
+    await raw.hset(
+      'fwlb:s',
+      '198.51.100.11:99999>203.0.113.100:7007/6',
+      'fw1 ob 1 9999999999999',
+      '999.1.1.1:1>203.0.113.100:7007/6',
+      'fw1 ob 1 9999999999999',
+      '198.51.100.11:1>203.0.113.100:7007/99',
+      'fw1 ob 1 9999999999999',
+      '198.51.100.11:2>203.0.113.100:7007/6',
+      'fw9 ob 1 9999999999999',
+      '198.51.100.11:3>203.0.113.100:7007/6',
+      'fw1 two words 1 2',
+    );
     await raw.zadd('fwlb:sessions', 9999999999999, '198.51.100.11:2>203.0.113.100:7007/6');
-    await raw.set('fwlb:epoch', JSON.stringify({ epoch: 1e15, generation: 'forged', members: ['fw1', 'fw2', 'fw3'], live: [], down: ['fw1', 'fw2', 'fw3'], by: 'mallory', at: 1 }));
+    await raw.set(
+      'fwlb:epoch',
+      JSON.stringify({ epoch: 1e15, generation: 'forged', members: ['fw1', 'fw2', 'fw3'], live: [], down: ['fw1', 'fw2', 'fw3'], by: 'mallory', at: 1 }),
+    );
     await raw.publish('fwlb:events', JSON.stringify({ type: 'epoch', epoch: 1e15 }));
     await raw.sadd('fwlb:nodes', 'ghost');
     await raw.hset('fwlb:health:ghost', 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
@@ -172,7 +220,15 @@ t.test('session table in the sandwich', async (t) => {
     }
     t.ok(agreed, `both nodes applied the new generation's epoch ${Date.now() - t0} ms after FLUSHALL`);
     const l = await longs;
-    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no stream broke');
-    t.equal(lab.firewallCounters().reduce((a, f) => a + f.drops, 0), 0, 'no firewall drop');
+    t.equal(
+      l.reduce((a, r) => a + r.long.broken, 0),
+      0,
+      'no stream broke',
+    );
+    t.equal(
+      lab.firewallCounters().reduce((a, f) => a + f.drops, 0),
+      0,
+      'no firewall drop',
+    );
   });
 });

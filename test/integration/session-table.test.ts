@@ -37,7 +37,10 @@ t.test('session table on a real redis-server', async (t) => {
     await ob.put(recs, now);
     t.equal(await ib.count(), 10000, 'the twin sees all of them');
     const q = await ib.query({ addr: '198.51.100.12', port: 10007, limit: 10 });
-    t.same(q.map((r) => [r.outerAddr, r.outerPort, r.firewall]), [['198.51.100.12', 10007, 'fw1']]);
+    t.same(
+      q.map((r) => [r.outerAddr, r.outerPort, r.firewall]),
+      [['198.51.100.12', 10007, 'fw1']],
+    );
     const fw2 = await ib.query({ firewall: 'fw2', limit: 5000 });
     t.equal(fw2.length, 3333, 'every session on fw2');
     await ob.delete(recs.slice(0, 4000).map((r) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`));
@@ -45,7 +48,7 @@ t.test('session table on a real redis-server', async (t) => {
     t.equal((await ib.all()).length, 6000, 'a node that lost its state loads them all');
   });
 
-  await t.test("a record that changes its firewall, or is deleted, is announced with its id; a rewrite on the same firewall is not", async (t) => {
+  await t.test('a record that changes its firewall, or is deleted, is announced with its id; a rewrite on the same firewall is not', async (t) => {
     const events: TableEvent[] = [];
     const sub = await ib.subscribe((e) => events.push(e));
     t.teardown(() => sub.close());
@@ -59,8 +62,19 @@ t.test('session table on a real redis-server', async (t) => {
     await ob.delete([id(a2), '198.51.100.99:1>203.0.113.100:7100/6']);
     await sleep(300);
     const moved = events.filter((e) => e.type === 'moved');
-    t.same(moved, [{ type: 'moved', ids: [id(a1)] }, { type: 'moved', ids: [id(a2)] }], 'the new firewall of a1, the deletion of a2; nothing for new records, refreshes, or an id that was not there');
-    t.same((await ib.get([id(a1), id(a2)])).map((r) => [r.outerPort, r.firewall, r.node]), [[a1.outerPort, 'fw2', 'ib']], 'and the twin reads the record as it is now');
+    t.same(
+      moved,
+      [
+        { type: 'moved', ids: [id(a1)] },
+        { type: 'moved', ids: [id(a2)] },
+      ],
+      'the new firewall of a1, the deletion of a2; nothing for new records, refreshes, or an id that was not there',
+    );
+    t.same(
+      (await ib.get([id(a1), id(a2)])).map((r) => [r.outerPort, r.firewall, r.node]),
+      [[a1.outerPort, 'fw2', 'ib']],
+      'and the twin reads the record as it is now',
+    );
   });
 
   await t.test('admin state with a time: the first share of a change gives every node its time; each change is announced once', async (t) => {
@@ -72,14 +86,21 @@ t.test('session table on a real redis-server', async (t) => {
     t.same(await ib.setAdmin('fwA', false, 7000), { enabled: false, at: 5000 }, 'the same change from another node keeps the first time');
     t.same(await ib.setAdmin('fwA', true, 9000), { enabled: true, at: 9000 });
     await a.hset('test:admin', 'fwOld', '0', 'fwBad', '2 5', 'bad id!', '1');
-    t.same(await ib.admin(), { fwA: { enabled: true, at: 9000 }, fwOld: { enabled: false, at: 0 } }, 'a value without a time is in force since ever; malformed entries are skipped');
+    t.same(
+      await ib.admin(),
+      { fwA: { enabled: true, at: 9000 }, fwOld: { enabled: false, at: 0 } },
+      'a value without a time is in force since ever; malformed entries are skipped',
+    );
     await sleep(300);
     t.equal(events.filter((e) => e.type === 'admin').length, 2, 'two changes, two announcements');
   });
 
   await t.test('expiry follows the conntrack timeout', async (t) => {
     const now = Date.now();
-    await ob.put(sessions(100, now, 300).map((r) => ({ ...r, innerPort: 9999 })), now);
+    await ob.put(
+      sessions(100, now, 300).map((r) => ({ ...r, innerPort: 9999 })),
+      now,
+    );
     t.equal((await ob.query({ port: 9999, limit: 1000 })).length, 100);
     await sleep(500);
     t.equal((await ob.query({ port: 9999, limit: 1000 })).length, 0, 'expired sessions are gone from queries');
@@ -105,11 +126,15 @@ t.test('session table on a real redis-server', async (t) => {
     t.equal(e2.generation, e1.generation, 'in one generation');
     t.same((await ob.epoch())!.live, ['fw1', 'fw3'], 'both read the same epoch');
     await sleep(100);
-    t.same(events.filter((e) => e.type === 'epoch').map((e) => (e as { epoch: number }).epoch), [e1.epoch, e2.epoch], 'the twin was told of both');
+    t.same(
+      events.filter((e) => e.type === 'epoch').map((e) => (e as { epoch: number }).epoch),
+      [e1.epoch, e2.epoch],
+      'the twin was told of both',
+    );
   });
 
   await t.test('Redis data is untrusted: forged epochs, bad records and views without a time are not used', async (t) => {
-    const raw = connect({ url: redis.url, node: "x" });
+    const raw = connect({ url: redis.url, node: 'x' });
     t.teardown(() => raw.disconnect());
     await ready(raw, 3000);
     const good = (await ob.epoch())!;
@@ -120,9 +145,22 @@ t.test('session table on a real redis-server', async (t) => {
     await raw.set('test:epoch', JSON.stringify(good));
     t.same(await ob.epoch(), good, 'the genuine document reads back');
     const before = ob.rejected;
-    await raw.hset('test:s', '1.2.3.4:99999>5.6.7.8:80/6', 'fw1 ob 1 9999999999999', '999.1.1.1:1>5.6.7.8:80/6', 'fw1 ob 1 9999999999999', '1.2.3.4:1>5.6.7.8:80/99', 'fw1 ob 1 9999999999999', '1.2.3.4:1>5.6.7.8:80/6', 'fw 1 ob x y');
+    await raw.hset(
+      'test:s',
+      '1.2.3.4:99999>5.6.7.8:80/6',
+      'fw1 ob 1 9999999999999',
+      '999.1.1.1:1>5.6.7.8:80/6',
+      'fw1 ob 1 9999999999999',
+      '1.2.3.4:1>5.6.7.8:80/99',
+      'fw1 ob 1 9999999999999',
+      '1.2.3.4:1>5.6.7.8:80/6',
+      'fw 1 ob x y',
+    );
     const all = await ob.all();
-    t.notOk(all.some((r) => r.outerAddr === '999.1.1.1' || r.outerPort > 65535 || r.proto === 99), 'no bad record is returned');
+    t.notOk(
+      all.some((r) => r.outerAddr === '999.1.1.1' || r.outerPort > 65535 || r.proto === 99),
+      'no bad record is returned',
+    );
     t.equal(ob.rejected - before, 4, 'each bad record is counted');
     await raw.sadd('test:nodes', 'ghost');
     await raw.hset('test:health:ghost', 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
@@ -131,7 +169,7 @@ t.test('session table on a real redis-server', async (t) => {
   });
 
   await t.test('Redis loses its data: the epoch restarts under a new generation', async (t) => {
-    const raw = connect({ url: redis.url, node: "x" });
+    const raw = connect({ url: redis.url, node: 'x' });
     t.teardown(() => raw.disconnect());
     await ready(raw, 3000);
     const before = (await ob.epoch())!;
@@ -156,7 +194,7 @@ t.test('session table on a real redis-server', async (t) => {
     const now = Date.now();
     await ob.setHealthView({ fw1: true }, now, '0123456789abcdef');
     await ib.setHealthView({ fw1: true }, now - 60000, 'fedcba9876543210');
-    t.same(await ob.configDigests(30000, now), { ob: '0123456789abcdef' }, 'ib\'s view is stale: its digest counts for nothing');
+    t.same(await ob.configDigests(30000, now), { ob: '0123456789abcdef' }, "ib's view is stale: its digest counts for nothing");
     t.same(await ob.healthViews(30000, now), { ob: { fw1: true } }, 'the digest is not a firewall of the view');
     const raw = connect({ url: redis.url, node: 'x' });
     t.teardown(() => raw.disconnect());
@@ -176,7 +214,10 @@ t.test('session table on a real redis-server', async (t) => {
     const deadline = Date.now() + 10000;
     let ok = false;
     while (!ok && Date.now() < deadline) {
-      ok = await ob.put(sessions(10, Date.now(), 60000)).then(() => true, () => false);
+      ok = await ob.put(sessions(10, Date.now(), 60000)).then(
+        () => true,
+        () => false,
+      );
       if (!ok) await sleep(100);
     }
     t.ok(ok, 'the client reconnected by itself and writes again');

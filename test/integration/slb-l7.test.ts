@@ -8,7 +8,6 @@ import type { HttpRequestSpec } from '@fwlb/lab';
 import { haproxyCli } from '@fwlb/slb';
 import { startLab } from '../helpers/lab';
 
-
 /** The lab's table of requests (host, path, header) and the pool each must reach (deploy/lab/src/topology.ts). */
 const TABLE = L7_REQUESTS;
 
@@ -33,14 +32,19 @@ t.test('L7 VIPs through HAProxy', async (t) => {
   };
   const status = async () => (await api('GET', '/status')).body;
   const member = async (addr: string) => (await api('GET', '/vips/shop/members')).body.find((m: any) => m.address === addr);
-  const load = (client: string, requests: HttpRequestSpec[], count: number, concurrency = 8, cookies = false) => drive(lab, client, { http: { targets: [target], count, concurrency, requests, cookies } });
+  const load = (client: string, requests: HttpRequestSpec[], count: number, concurrency = 8, cookies = false) =>
+    drive(lab, client, { http: { targets: [target], count, concurrency, requests, cookies } });
 
   await t.test('HAProxy runs the L7 VIP; fwlb checks its members', async (t) => {
     // The lab waits for every member up, which the API can say while the SLB still adopts its state.
-    const ms = await waitFor(async () => {
-      const st = await status();
-      return st.started && st.haproxy.running && ((await api('GET', '/vips/shop/members')).body as any[]).every((m) => m.health.up);
-    }, 10000, 'adopted, HAProxy running, shop members up');
+    const ms = await waitFor(
+      async () => {
+        const st = await status();
+        return st.started && st.haproxy.running && ((await api('GET', '/vips/shop/members')).body as any[]).every((m) => m.health.up);
+      },
+      10000,
+      'adopted, HAProxy running, shop members up',
+    );
     t.comment(`HAProxy running ${ms} ms after the lab's nodes were up`);
     const st = await status();
     t.equal(st.haproxy.running, true, `HAProxy runs: ${JSON.stringify(st.haproxy)}`);
@@ -53,10 +57,17 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     const rs = await Promise.all(['c1', 'c2'].map((c) => load(c, TABLE, 1500)));
     const failed = rs.reduce((a, r) => a + r.http.failed, 0);
     t.equal(failed, 0, `no request failed ${JSON.stringify(rs.map((r) => r.http.errors))}`);
-    t.equal(rs.reduce((a, r) => a + r.http.ok, 0), 3000);
+    t.equal(
+      rs.reduce((a, r) => a + r.http.ok, 0),
+      3000,
+    );
     const bad = rs.flatMap((r) => l7Misrouted(r.http.byLabel));
     t.same(bad, [], 'no request reached a server outside its pool');
-    for (const row of TABLE) t.ok(rs.some((r) => r.http.byLabel[row.label]), `${row.label} was sent`);
+    for (const row of TABLE)
+      t.ok(
+        rs.some((r) => r.http.byLabel[row.label]),
+        `${row.label} was sent`,
+      );
     const www = rs.reduce((a, r) => a + (r.http.bodies[body(0)] ?? 0), 0);
     const www2 = rs.reduce((a, r) => a + (r.http.bodies[body(1)] ?? 0), 0);
     t.ok(www > 0 && www2 > 0, `pool www spreads over both members: ${www} / ${www2}`);
@@ -65,18 +76,29 @@ t.test('L7 VIPs through HAProxy', async (t) => {
   await t.test('counters per rule and per member from HAProxy; X-Forwarded-For; TLS termination from a PEM file', async (t) => {
     const since = Date.now();
     let view: any;
-    await waitFor(async () => {
-      view = (await api('GET', '/vips/shop')).body;
-      return view.counters.at > since;
-    }, 8000, 'counters read after the table run');
+    await waitFor(
+      async () => {
+        view = (await api('GET', '/vips/shop')).body;
+        return view.counters.at > since;
+      },
+      8000,
+      'counters read after the table run',
+    );
     const rules = view.counters.rules as { rule: number; requests: number }[];
     t.equal(rules.length, 4, 'one counter per rule');
     // 3,000 requests over 12 table rows: the api host rows (2) hit rule 0, the prefix row rule 1, the header row rule
     // 2, the regex row rule 3, and the 7 www rows match no rule: 250 requests per row.
-    t.same(rules.map((r) => r.requests), [500, 250, 250, 250], `requests per rule ${JSON.stringify(rules)}`);
+    t.same(
+      rules.map((r) => r.requests),
+      [500, 250, 250, 250],
+      `requests per rule ${JSON.stringify(rules)}`,
+    );
     t.equal(view.counters.defaultPool, 1750, 'requests of no rule (default pool)');
     const members = view.members as any[];
-    t.ok(members.every((m) => m.counters.responses > 0), `per-member responses from HAProxy: ${members.map((m) => m.counters.responses)}`);
+    t.ok(
+      members.every((m) => m.counters.responses > 0),
+      `per-member responses from HAProxy: ${members.map((m) => m.counters.responses)}`,
+    );
     t.equal(members[2].counters.responses, 1250, 'the api member answered every api request');
 
     const client = lab.t.hosts.find((h) => h.name === 'c1')!;
@@ -85,14 +107,30 @@ t.test('L7 VIPs through HAProxy', async (t) => {
 
     const pem = join(lab.t.opts.runDir, 'shop-tls.pem');
     const key = join(lab.t.opts.runDir, 'shop-tls.key');
-    inNs(lab.ns('slb'), ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=www.example.com', '-keyout', key, '-out', `${pem}.crt`]);
+    inNs(lab.ns('slb'), [
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=www.example.com',
+      '-keyout',
+      key,
+      '-out',
+      `${pem}.crt`,
+    ]);
     writeFileSync(pem, readFileSync(`${pem}.crt`, 'utf8') + readFileSync(key, 'utf8'));
     const missing = await api('POST', '/vips', { ...l7Vip(rips), id: 'shop-tls', port: 8443, tls: { certificate: '/nonexistent.pem' } });
     t.equal(missing.status, 400, 'a certificate that cannot be read: 400');
     t.equal(missing.body.details?.[0]?.field, '/tls/certificate', JSON.stringify(missing.body));
     const c = await api('POST', '/vips', { ...l7Vip(rips), id: 'shop-tls', port: 8443, tls: { certificate: pem } });
     t.equal(c.status, 201, JSON.stringify(c.body));
-    const https = (host: string, path: string) => inNs(lab.ns('c1'), ['curl', '-sk', '--resolve', `${host}:8443:${lab.t.vip}`, `https://${host}:8443${path}`]).trim();
+    const https = (host: string, path: string) =>
+      inNs(lab.ns('c1'), ['curl', '-sk', '--resolve', `${host}:8443:${lab.t.vip}`, `https://${host}:8443${path}`]).trim();
     t.match(https('www.example.com', '/'), /fwlb lab server s[12]$/, 'HTTPS terminated on the VIP, www pool behind it');
     t.equal(https('api.example.com', '/'), body(2), 'and the rules apply to the decrypted request');
     const del = await api('DELETE', '/vips/shop-tls');
@@ -128,7 +166,10 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     const sessions = await Promise.all(['c1', 'c2', 'c1', 'c2'].map((c) => load(c, www, 60, 1, true)));
     sessions.forEach((x, i) => {
       const w = x.http.byWorker[0];
-      t.ok(x.http.failed === 0 && Object.keys(w).length === 1 && Object.values(w)[0] === 60, `client session ${i}: 60 of 60 on one member ${JSON.stringify(w)}`);
+      t.ok(
+        x.http.failed === 0 && Object.keys(w).length === 1 && Object.values(w)[0] === 60,
+        `client session ${i}: 60 of 60 on one member ${JSON.stringify(w)}`,
+      );
     });
     const r = { http: { byWorker: sessions.map((x) => x.http.byWorker[0]), cookies: sessions.map((x) => x.http.cookies[0]) } };
     if (!r.http.byWorker.some((w) => w[body(0)])) {
@@ -145,7 +186,9 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     // The cookie a session on s1 was given.
     const onS1 = r.http.byWorker.findIndex((w) => w[body(0)]);
     t.ok(onS1 >= 0, 'a session landed on s1');
-    const cookie = Object.entries(r.http.cookies[onS1]).map(([k, v]) => `${k}=${v}`).join('; ');
+    const cookie = Object.entries(r.http.cookies[onS1])
+      .map(([k, v]) => `${k}=${v}`)
+      .join('; ');
     t.match(cookie, /^FWLB_shop=[0-9a-f]+$/, `its persistence cookie: ${cookie}`);
     const held = await load('c1', [{ ...www[0], label: 'held', headers: { cookie } }], 60, 4);
     t.same(held.http.bodies, { [body(0)]: 60 }, 'requests of an existing session (its cookie) still reach the drained member');
@@ -164,7 +207,10 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     const check = async (row: HttpRequestSpec, want: string[], what: string) => {
       const r = await load('c1', [row], 20, 4);
       const got = Object.keys(r.http.bodies);
-      t.ok(r.http.failed === 0 && got.length > 0 && got.every((b) => want.includes(b)), `${what}: ${JSON.stringify(r.http.bodies)} ${JSON.stringify(r.http.errors)}`);
+      t.ok(
+        r.http.failed === 0 && got.length > 0 && got.every((b) => want.includes(b)),
+        `${what}: ${JSON.stringify(r.http.bodies)} ${JSON.stringify(r.http.errors)}`,
+      );
     };
     for (let i = 0; i < 5; i++) {
       // Weight: s2 heavier, then back.
@@ -179,7 +225,11 @@ t.test('L7 VIPs through HAProxy', async (t) => {
       const p = await api('PUT', '/vips/shop', { ...base, rules });
       t.equal(p.status, 200, JSON.stringify(p.body));
       changes++;
-      await check({ label: 'beta', host: 'www.example.com', path: '/beta/x' }, i % 2 === 0 ? POOLS.api : POOLS.www, `rule change ${i}: /beta/ goes to ${i % 2 === 0 ? 'api' : 'www'}`);
+      await check(
+        { label: 'beta', host: 'www.example.com', path: '/beta/x' },
+        i % 2 === 0 ? POOLS.api : POOLS.www,
+        `rule change ${i}: /beta/ goes to ${i % 2 === 0 ? 'api' : 'www'}`,
+      );
       // A member: s2 leaves the www pool and comes back (joining after its checks rise).
       const del = await api('DELETE', `/vips/shop/members/${rips[1]}:${HTTP_PORT}`);
       t.equal(del.status, 204, JSON.stringify(del.body));
@@ -227,7 +277,10 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     for (const [what, b, field] of cases) {
       const r = await api('PUT', '/vips/shop', b);
       t.equal(r.status, 400, `${what}: 400`);
-      t.ok((r.body.details ?? []).some((p: any) => field.test(p.field)), `${what}: names the field ${JSON.stringify(r.body.details ?? r.body)}`);
+      t.ok(
+        (r.body.details ?? []).some((p: any) => field.test(p.field)),
+        `${what}: names the field ${JSON.stringify(r.body.details ?? r.body)}`,
+      );
     }
     t.equal(readFileSync(join(hxDir, 'haproxy.cfg'), 'utf8'), cfg, 'HAProxy config unchanged');
     t.equal(readFileSync(join(hxDir, 'shop.map'), 'utf8'), map, 'rule map unchanged');
@@ -256,13 +309,20 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     t.ok(pid > 0, `master pid ${pid}`);
     const killed = Date.now();
     process.kill(pid, 'SIGKILL');
-    const ms = await waitFor(async () => {
-      const st = await status();
-      return st.haproxy.running && st.haproxy.masterPid !== pid && (await load('c1', TABLE.slice(0, 2), 2, 1)).http.ok === 2;
-    }, 5000, 'HAProxy back and answering');
+    const ms = await waitFor(
+      async () => {
+        const st = await status();
+        return st.haproxy.running && st.haproxy.masterPid !== pid && (await load('c1', TABLE.slice(0, 2), 2, 1)).http.ok === 2;
+      },
+      5000,
+      'HAProxy back and answering',
+    );
     t.ok(Date.now() - killed <= 2000, `answering again ${Date.now() - killed} ms after the kill (${ms} ms polled)`);
     const st = await status();
-    t.ok(st.alarms.some((a: string) => /HAProxy exited/.test(a)), `alarm shown: ${JSON.stringify(st.alarms)}`);
+    t.ok(
+      st.alarms.some((a: string) => /HAProxy exited/.test(a)),
+      `alarm shown: ${JSON.stringify(st.alarms)}`,
+    );
     const r = await load('c1', TABLE, 240);
     t.equal(r.http.failed, 0, 'every VIP answers as before');
     t.same(l7Misrouted(r.http.byLabel), [], 'with the same rules');

@@ -11,12 +11,18 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The pool elements of every VIP but `skip`, as `nft -j list map` lists them (sorted). */
 function poolsExcept(s: ScaleSlb, skip: string): string[] {
   const m = JSON.parse(s.nft(['-j', 'list', 'map', 'ip', 'fwlb_slb', 'be_tcp'])).nftables.find((x: any) => x.map).map;
-  return (m.elem as any[]).filter((e) => e[0].concat[0] !== skip).map((e) => JSON.stringify(e)).sort();
+  return (m.elem as any[])
+    .filter((e) => e[0].concat[0] !== skip)
+    .map((e) => JSON.stringify(e))
+    .sort();
 }
 
 function rulesExcept(s: ScaleSlb, skipChain: string): string[] {
   const items = JSON.parse(s.nft(['-t', '-j', 'list', 'table', 'ip', 'fwlb_slb'])).nftables;
-  return items.filter((x: any) => x.rule && x.rule.chain !== skipChain).map((x: any) => `${x.rule.chain} ${x.rule.handle} ${x.rule.comment ?? ''}`).sort();
+  return items
+    .filter((x: any) => x.rule && x.rule.chain !== skipChain)
+    .map((x: any) => `${x.rule.chain} ${x.rule.handle} ${x.rule.comment ?? ''}`)
+    .sort();
 }
 
 const transactions = (runs: string[]) => runs.filter((l) => /(^| )-f /.test(l) && !/(^| )-c /.test(l));
@@ -47,7 +53,10 @@ t.test(`SLB control plane with ${VIPS} VIPs × ${MEMBERS} members`, async (t) =>
     await sleep(500);
     mon.kill();
     const runs = s.nftRuns();
-    const sent = runs.map((l, i) => [l, i + 1] as const).slice(before).filter(([l]) => transactions([l]).length);
+    const sent = runs
+      .map((l, i) => [l, i + 1] as const)
+      .slice(before)
+      .filter(([l]) => transactions([l]).length);
     t.equal(sent.length, 1, 'one nft transaction');
     // The transaction as sent: every command names v5's chain, or an element keyed by v5's address.
     const cmds = JSON.parse(s.batch(sent[0][1])).nftables as any[];
@@ -58,17 +67,33 @@ t.test(`SLB control plane with ${VIPS} VIPs × ${MEMBERS} members`, async (t) =>
       return !!elems?.length && elems.every((e) => (Array.isArray(e) ? e[0] : e).concat[0] === vip);
     };
     t.ok(cmds.length > 0, `${cmds.length} commands`);
-    t.same(cmds.filter((c) => !about(c)), [], 'every command is v5’s chain or v5’s pool elements');
-    t.ok(cmds.some((c) => c.delete?.element?.name === 'be_tcp'), 'pool elements changed element by element');
+    t.same(
+      cmds.filter((c) => !about(c)),
+      [],
+      'every command is v5’s chain or v5’s pool elements',
+    );
+    t.ok(
+      cmds.some((c) => c.delete?.element?.name === 'be_tcp'),
+      'pool elements changed element by element',
+    );
     // And what the kernel reported: rule events in v5's chain only.
     const events = text.split('\n').filter((l) => l && !/^# new generation/.test(l));
     t.ok(events.length > 0, `the kernel reported ${events.length} rule events`);
-    t.same(events.filter((l) => !/^(add|delete) rule ip fwlb_slb v_v5 /.test(l)), [], 'all in v5’s chain');
+    t.same(
+      events.filter((l) => !/^(add|delete) rule ip fwlb_slb v_v5 /.test(l)),
+      [],
+      'all in v5’s chain',
+    );
     t.same(poolsExcept(s, vip), otherPools, 'no other VIP’s pool changed');
     t.same(rulesExcept(s, 'v_v5'), otherRules, 'no other rule was rewritten (same handles)');
-    const pool = JSON.parse(s.nft(['-j', 'list', 'map', 'ip', 'fwlb_slb', 'be_tcp'])).nftables.find((x: any) => x.map).map.elem.filter((e: any) => e[0].concat[0] === vip);
+    const pool = JSON.parse(s.nft(['-j', 'list', 'map', 'ip', 'fwlb_slb', 'be_tcp']))
+      .nftables.find((x: any) => x.map)
+      .map.elem.filter((e: any) => e[0].concat[0] === vip);
     t.equal(pool.length, MEMBERS - 1, 'v5 has one slot fewer');
-    t.notOk(pool.some((e: any) => e[1].concat[0] === '10.50.5.10'), 'and the drained member is in none');
+    t.notOk(
+      pool.some((e: any) => e[1].concat[0] === '10.50.5.10'),
+      'and the drained member is in none',
+    );
   });
 
   await t.test('a restart against the same kernel sends 0 nft transactions and keeps the state', async (t) => {
@@ -109,11 +134,22 @@ t.test('an SLB that starts with no VIP takes its first ones (counter sets declar
   const r = await s.api('POST', '/vips', { id: 'first', address: '10.100.0.1', port: 80, protocol: 'tcp', check: { kind: 'icmp' }, members: [] });
   t.equal(r.status, 201, `a VIP without members: ${JSON.stringify(r.body).slice(0, 200)}`);
   t.equal((await s.api('POST', '/vips/first/members', { address: '10.50.0.10', port: 8080 })).status, 201, 'then a member');
-  const u = await s.api('POST', '/vips', { id: 'second', address: '10.100.0.2', port: 53, protocol: 'udp', check: { kind: 'icmp' }, members: [{ address: '10.50.0.11', port: 53 }] });
+  const u = await s.api('POST', '/vips', {
+    id: 'second',
+    address: '10.100.0.2',
+    port: 53,
+    protocol: 'udp',
+    check: { kind: 'icmp' },
+    members: [{ address: '10.50.0.11', port: 53 }],
+  });
   t.equal(u.status, 201, 'and a UDP VIP with a member');
   // A new member joins after `rise` passed checks (default timers: about 2 s).
   const pool = () => JSON.parse(s.nft(['-j', 'list', 'map', 'ip', 'fwlb_slb', 'be_udp'])).nftables.find((x: any) => x.map).map.elem;
   const t1 = Date.now();
   while (!pool() && Date.now() - t1 < 15000) await new Promise((r) => setTimeout(r, 100));
-  t.same(pool(), [[{ concat: ['10.100.0.2', 53, 0] }, { concat: ['10.50.0.11', 53] }]], `its pool is in the kernel once the member passed its checks (${Date.now() - t1} ms)`);
+  t.same(
+    pool(),
+    [[{ concat: ['10.100.0.2', 53, 0] }, { concat: ['10.50.0.11', 53] }]],
+    `its pool is in the kernel once the member passed its checks (${Date.now() - t1} ms)`,
+  );
 });

@@ -16,7 +16,11 @@ t.test('SLB tier', async (t) => {
   const api = (method: string, path: string, body?: unknown) => lab.api('slb', method, path, body, token);
   const member = async (vipId: string, addr: string) => (await api('GET', `/vips/${vipId}/members`)).body.find((m: any) => m.address === addr);
   const waitMember = (vipId: string, addr: string, up: boolean, ms = 10000) =>
-    lab.waitMembers((vs) => vs.find((v) => v.id === vipId)?.members.find((m: any) => m.address === addr)?.health.up === up, ms, `${vipId} member ${addr} ${up ? 'up' : 'down'}`);
+    lab.waitMembers(
+      (vs) => vs.find((v) => v.id === vipId)?.members.find((m: any) => m.address === addr)?.health.up === up,
+      ms,
+      `${vipId} member ${addr} ${up ? 'up' : 'down'}`,
+    );
   /** Wait until the member's last check failed for a reason matching `re` (a restart may first fail it as refused). */
   const waitReason = async (vipId: string, addr: string, re: RegExp, ms = 10000) => {
     const t0 = Date.now();
@@ -75,7 +79,11 @@ t.test('SLB tier', async (t) => {
       t.equal(one.http.failed, 0);
       t.equal(Object.keys(one.http.bodies).length, 1, `${c} always lands on one server: ${JSON.stringify(one.http.bodies)}`);
     }
-    const rr = await api('PUT', '/vips/web', lab.t.slb.vips!.find((v) => v.id === 'web'));
+    const rr = await api(
+      'PUT',
+      '/vips/web',
+      lab.t.slb.vips!.find((v) => v.id === 'web'),
+    );
     t.equal(rr.status, 200, 'back to round robin, weights 1:1:1');
   });
 
@@ -127,7 +135,10 @@ t.test('SLB tier', async (t) => {
     const base = lab.t.slb.vips!.find((v) => v.id === 'web')!;
     const put = await api('PUT', '/vips/web', { ...base, check: { kind: 'http-content', path: '/', contains: 'lab server' } });
     t.equal(put.status, 200, JSON.stringify(put.body));
-    t.ok(put.body.members.every((m: any) => m.health.up && m.slots > 0), 'changing the check keeps the members that were up in service');
+    t.ok(
+      put.body.members.every((m: any) => m.health.up && m.slots > 0),
+      'changing the check keeps the members that were up in service',
+    );
     const tcpVip = await api('POST', '/vips', { ...base, id: 'web-tcp', port: 8081, check: { kind: 'tcp' } });
     t.equal(tcpVip.status, 201, JSON.stringify(tcpVip.body));
     await lab.waitMembers((vs) => vs.every((v) => v.members.every((m: any) => m.health.up)), 10000, 'web and web-tcp members up');
@@ -150,7 +161,15 @@ t.test('SLB tier', async (t) => {
   });
 
   await t.test('shared RIP: :80 and :443 on the same servers with different ports both work', async (t) => {
-    const tls = { id: 'tls', address: vip, port: 443, protocol: 'tcp', check: { kind: 'tcp-half-open' }, timers: { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 1 }, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) };
+    const tls = {
+      id: 'tls',
+      address: vip,
+      port: 443,
+      protocol: 'tcp',
+      check: { kind: 'tcp-half-open' },
+      timers: { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 1 },
+      members: rips.map((a) => ({ address: a, port: ECHO_PORT })),
+    };
     const res = await api('POST', '/vips', tls);
     t.equal(res.status, 201, JSON.stringify(res.body));
     await lab.waitMembers((vs) => vs.find((v) => v.id === 'tls')?.members.every((m: any) => m.health.up), 10000, 'tls members up');
@@ -165,9 +184,27 @@ t.test('SLB tier', async (t) => {
   });
 
   await t.test('drain: a long-lived stream on a drained member survives; new sessions avoid it', async (t) => {
-    const longs = Promise.all(['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [`${vip}:${ECHO_PORT}`], count: 6, durationMs: 6000, intervalMs: 100 } })));
+    const longs = Promise.all(
+      ['c1', 'c2'].map((c) => drive(lab, c, { long: { targets: [`${vip}:${ECHO_PORT}`], count: 6, durationMs: 6000, intervalMs: 100 } })),
+    );
     await sleep(1000);
-    const onS1 = () => inNs(lab.ns('slb'), ['conntrack', '-L', '-p', 'tcp', '--orig-dst', vip, '--orig-port-dst', String(ECHO_PORT), '--reply-src', rips[0], '--state', 'ESTABLISHED']).split('\n').filter((l) => l.includes('ESTABLISHED')).length;
+    const onS1 = () =>
+      inNs(lab.ns('slb'), [
+        'conntrack',
+        '-L',
+        '-p',
+        'tcp',
+        '--orig-dst',
+        vip,
+        '--orig-port-dst',
+        String(ECHO_PORT),
+        '--reply-src',
+        rips[0],
+        '--state',
+        'ESTABLISHED',
+      ])
+        .split('\n')
+        .filter((l) => l.includes('ESTABLISHED')).length;
     const before = onS1();
     t.ok(before >= 2, `${before} long-lived streams run on s1`);
     const res = await api('PATCH', `/vips/echo/members/${rips[0]}:${ECHO_PORT}`, { state: 'drain' });
@@ -181,7 +218,11 @@ t.test('SLB tier', async (t) => {
     t.equal(n1[1] + n1[2] - n0[1] - n0[2], 120, 'all 120 reached the others (the counters are fresh)');
     t.equal(onS1(), before, 'its established streams are still there');
     const l = await longs;
-    t.equal(l.reduce((a, r) => a + r.long.broken, 0), 0, 'no long-lived stream broke');
+    t.equal(
+      l.reduce((a, r) => a + r.long.broken, 0),
+      0,
+      'no long-lived stream broke',
+    );
     t.equal((await api('PATCH', `/vips/echo/members/${rips[0]}:${ECHO_PORT}`, { state: 'enabled' })).status, 200);
   });
 
@@ -217,7 +258,8 @@ t.test('SLB tier', async (t) => {
           }
         });
     const health = async () => (await lab.api('slb', 'GET', '/health')).body;
-    const members = async () => (await api('GET', '/vips')).body.flatMap((v: any) => v.members.map((m: any) => `${v.id} ${m.address} ${m.health.up} ${m.health.since}`));
+    const members = async () =>
+      (await api('GET', '/vips')).body.flatMap((v: any) => v.members.map((m: any) => `${v.id} ${m.address} ${m.health.up} ${m.health.since}`));
     const before = await members();
     const rules = () => (inNs(ns, ['nft', 'list', 'table', 'ip', 'fwlb_slb']).match(/dnat ip to/g) ?? []).length;
     const dnatBefore = rules();
@@ -258,17 +300,36 @@ t.test('SLB tier', async (t) => {
     const ns = lab.ns('slb');
     const vipOf = (i: number) => ({ id: `c${i}`, address: vip, port: 9000 + i, protocol: 'tcp', members: [{ address: rips[i % 3], port: ECHO_PORT }] });
     const created = await Promise.all(Array.from({ length: 50 }, (_, i) => api('POST', '/vips', vipOf(i))));
-    t.same(created.map((r) => r.status), Array(50).fill(201), 'all 50 answered 201');
+    t.same(
+      created.map((r) => r.status),
+      Array(50).fill(201),
+      'all 50 answered 201',
+    );
     const listing = inNs(ns, ['nft', '-j', 'list', 'table', 'ip', 'fwlb_slb']);
-    const chains = new Set(JSON.parse(listing).nftables.filter((x: any) => x.chain).map((x: any) => x.chain.name));
+    const chains = new Set(
+      JSON.parse(listing)
+        .nftables.filter((x: any) => x.chain)
+        .map((x: any) => x.chain.name),
+    );
     const dispatch = inNs(ns, ['nft', '-j', 'list', 'map', 'ip', 'fwlb_slb', 'vips']);
-    t.equal(Array.from({ length: 50 }, (_, i) => `v_c${i}`).filter((n) => chains.has(n) && dispatch.includes(`"${n}"`)).length, 50, 'each one is in the kernel: its chain, and the dispatch jumps to it');
+    t.equal(
+      Array.from({ length: 50 }, (_, i) => `v_c${i}`).filter((n) => chains.has(n) && dispatch.includes(`"${n}"`)).length,
+      50,
+      'each one is in the kernel: its chain, and the dispatch jumps to it',
+    );
     const saved = JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[];
     t.equal(saved.filter((v) => /^c\d+$/.test(v.id)).length, 50, 'and in the state file');
     const deleted = await Promise.all(Array.from({ length: 50 }, (_, i) => api('DELETE', `/vips/c${i}`)));
-    t.same(deleted.map((r) => r.status), Array(50).fill(204), 'all 50 deletions answered 204');
+    t.same(
+      deleted.map((r) => r.status),
+      Array(50).fill(204),
+      'all 50 deletions answered 204',
+    );
     const after = inNs(ns, ['nft', '-j', 'list', 'table', 'ip', 'fwlb_slb']);
     t.notMatch(after, /"v_c\d+"/, 'none is left in the kernel');
-    t.notOk((JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[]).some((v) => /^c\d+$/.test(v.id)), 'nor in the state file');
+    t.notOk(
+      (JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[]).some((v) => /^c\d+$/.test(v.id)),
+      'nor in the state file',
+    );
   });
 });

@@ -19,7 +19,8 @@ t.test('sync groups', async (t) => {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const vip = lab.t.vip;
   const target = `${vip}:${ECHO_PORT}`;
-  const bucket = (saddr: string, sport: number, proto = PROTO_TCP) => bucketOf(canonicalKey('outside', { saddr, sport, daddr: vip, dport: ECHO_PORT, proto }), cfg.hash.seed, buckets);
+  const bucket = (saddr: string, sport: number, proto = PROTO_TCP) =>
+    bucketOf(canonicalKey('outside', { saddr, sport, daddr: vip, dport: ECHO_PORT, proto }), cfg.hash.seed, buckets);
 
   /** 90 long-lived streams (45 per client) running through `during`; each stream's bucket and whether it broke. */
   const streams = async (during: () => Promise<void>) => {
@@ -42,7 +43,9 @@ t.test('sync groups', async (t) => {
     let moved: Record<string, number> = {};
     let fw1NewForUdp = -1;
     let udpFailed = -1;
-    const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: lab.targets6('server', ECHO_PORT), count: 30, durationMs: 14000, intervalMs: 100 } })));
+    const longs6 = Promise.all(
+      clients.map((c) => drive(lab, c.name, { long: { targets: lab.targets6('server', ECHO_PORT), count: 30, durationMs: 14000, intervalMs: 100 } })),
+    );
     const ss = await streams(async () => {
       t.equal((await udp()).udp.failed, 0, 'UDP flows answered before the failure');
       await sleep(300); // conntrackd's updates reach fw1
@@ -60,24 +63,43 @@ t.test('sync groups', async (t) => {
       t.comment(`fw2 back in the bucket table ${await up()} ms after it was revived`);
       await sleep(2000);
     });
-    t.same(moved, { fw1: home.owner.filter((o) => o === 'fw2').length }, "while fw2 was down, all its buckets were on fw1 (/firewalls bucketsMovedTo)");
+    t.same(moved, { fw1: home.owner.filter((o) => o === 'fw2').length }, 'while fw2 was down, all its buckets were on fw1 (/firewalls bucketsMovedTo)');
     t.ok(fw2Udp.length >= 10, `${fw2Udp.length} UDP flows were on fw2`);
     t.equal(udpFailed, 0, 'after the failure, every UDP flow got its reply (fw2 flows through fw1)');
     t.equal(fw1NewForUdp, 0, 'and fw1 knew them: no new session on fw1 (the state came from conntrackd)');
     const on2 = byHome(ss, 'fw2');
     t.ok(on2.length >= 15, `${on2.length} of 90 streams were on fw2`);
-    t.same(on2.filter((s) => s.err).map((s) => `${s.name}: ${s.err}`), [], "0 of fw2's streams broke: they continued through fw1");
-    t.same(ss.filter((s) => home.owner[s.b] !== 'fw2' && s.err).map((s) => s.name), [], 'the streams on fw1 and fw3 were not disturbed');
+    t.same(
+      on2.filter((s) => s.err).map((s) => `${s.name}: ${s.err}`),
+      [],
+      "0 of fw2's streams broke: they continued through fw1",
+    );
+    t.same(
+      ss.filter((s) => home.owner[s.b] !== 'fw2' && s.err).map((s) => s.name),
+      [],
+      'the streams on fw1 and fw3 were not disturbed',
+    );
     const ss6 = (await longs6).flatMap((r, i) =>
       r.long.streams.map((x) => {
         const [daddr] = splitHostPort(x.target);
-        const b = bucketOf(canonicalKey('outside', { saddr: clients[i].addr6!, sport: x.port, daddr, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets);
+        const b = bucketOf(
+          canonicalKey('outside', { saddr: clients[i].addr6!, sport: x.port, daddr, dport: ECHO_PORT, proto: PROTO_TCP }),
+          cfg.hash.seed,
+          buckets,
+        );
         return { b, err: x.err, name: `${clients[i].name}:${x.port}` };
       }),
     );
     const on2v6 = byHome(ss6, 'fw2');
     t.ok(on2v6.length >= 8, `${on2v6.length} of 60 IPv6 streams were on fw2`);
-    t.equal(broken(ss6), 0, `0 of 60 IPv6 streams broke, fw2's among them (${ss6.filter((x) => x.err).map((x) => `${x.name}: ${x.err}`).join(', ')})`);
+    t.equal(
+      broken(ss6),
+      0,
+      `0 of 60 IPv6 streams broke, fw2's among them (${ss6
+        .filter((x) => x.err)
+        .map((x) => `${x.name}: ${x.err}`)
+        .join(', ')})`,
+    );
   });
 
   await t.test('fw3 fails (no group): its streams break as today, the others are not disturbed', async (t) => {
@@ -94,11 +116,15 @@ t.test('sync groups', async (t) => {
     });
     const on3 = byHome(ss, 'fw3');
     t.ok(on3.length >= 15, `${on3.length} of 90 streams were on fw3`);
-    t.equal(broken(on3), on3.length, "every stream on fw3 broke (nobody holds its state)");
-    t.same(ss.filter((s) => home.owner[s.b] !== 'fw3' && s.err).map((s) => s.name), [], 'the streams on fw1 and fw2 were not disturbed');
+    t.equal(broken(on3), on3.length, 'every stream on fw3 broke (nobody holds its state)');
+    t.same(
+      ss.filter((s) => home.owner[s.b] !== 'fw3' && s.err).map((s) => s.name),
+      [],
+      'the streams on fw1 and fw2 were not disturbed',
+    );
   });
 
-  await t.test('without the sync group in fwlb, fw2 fails: the streams sent to fw3 break (today\'s behaviour)', async (t) => {
+  await t.test("without the sync group in fwlb, fw2 fails: the streams sent to fw3 break (today's behaviour)", async (t) => {
     await restartNodes(lab, false);
     const spread = buildTable(ALL, buckets, ['fw1', 'fw3']);
     t.notSame(spread.owner, buildGroupedTable(ALL, buckets, ['fw1', 'fw3'], [['fw1', 'fw2']]).owner, 'the model: without the group some of fw2 goes to fw3');
@@ -115,7 +141,11 @@ t.test('sync groups', async (t) => {
     t.ok(toFw3.length >= 3, `${toFw3.length} of fw2's ${on2.length} streams were sent to fw3`);
     t.equal(broken(toFw3), toFw3.length, "every one of them broke: fw3 does not hold fw2's state");
     t.equal(broken(on2.filter((s) => spread.owner[s.b] === 'fw1')), 0, 'those sent to fw1 survived (conntrackd still syncs fw1 and fw2)');
-    t.same(ss.filter((s) => home.owner[s.b] !== 'fw2' && s.err).map((s) => s.name), [], 'the others were not disturbed');
+    t.same(
+      ss.filter((s) => home.owner[s.b] !== 'fw2' && s.err).map((s) => s.name),
+      [],
+      'the others were not disturbed',
+    );
   });
 });
 

@@ -37,7 +37,8 @@ function fakeStore(node: string) {
   return { s, store };
 }
 
-const loop = (store: AgreementStore, applied: Agreement[]) => new AgreementLoop({ ids: IDS, store, periodMs: 1000, apply: (a) => applied.push(a), now: () => 0 });
+const loop = (store: AgreementStore, applied: Agreement[]) =>
+  new AgreementLoop({ ids: IDS, store, periodMs: 1000, apply: (a) => applied.push(a), now: () => 0 });
 
 t.test('the leader publishes live and down from the views; every node applies it once', async (t) => {
   const { s, store } = fakeStore('ob');
@@ -111,14 +112,21 @@ t.test('four nodes: one node that sees a firewall down vetoes it for all; a node
   // ib2 lost every link: it publishes an empty view, which counts for nothing.
   s.views.ib2 = {};
   await l.step();
-  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 1000 }, 'an empty view is an abstention, not a veto (fw2 joins at the next whole second)');
+  t.same(
+    applied.at(-1),
+    { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 1000 },
+    'an empty view is an abstention, not a veto (fw2 joins at the next whole second)',
+  );
   for (const n of ['ob2', 'ib1', 'ib2']) s.views[n] = {};
   await l.publish({});
   t.equal(applied.length, 2, 'only abstentions: nothing to agree on, the last epoch stays');
 });
 
 t.test('nodes compare their hash config digests: a node with another seed or other firewalls raises an alarm', async (t) => {
-  const base = { hash: { seed: 42, buckets: 251, order: 'canonical' }, firewalls: [{ id: 'fw1' }, { id: 'fw2', syncGroup: 'g1' }, { id: 'fw3', syncGroup: 'g1' }] };
+  const base = {
+    hash: { seed: 42, buckets: 251, order: 'canonical' },
+    firewalls: [{ id: 'fw1' }, { id: 'fw2', syncGroup: 'g1' }, { id: 'fw3', syncGroup: 'g1' }],
+  };
   const d = hashConfigDigest(base);
   t.match(d, /^[0-9a-f]{16}$/);
   t.equal(hashConfigDigest({ ...base, firewalls: base.firewalls.map((f) => ({ ...f })) }), d, 'the same config, the same digest');
@@ -127,7 +135,8 @@ t.test('nodes compare their hash config digests: a node with another seed or oth
     ['buckets', { ...base, hash: { ...base.hash, buckets: 257 } }],
     ['firewall order', { ...base, firewalls: [base.firewalls[1], base.firewalls[0], base.firewalls[2]] }],
     ['sync group', { ...base, firewalls: [base.firewalls[0], { id: 'fw2' }, { id: 'fw3' }] }],
-  ] as const) t.not(hashConfigDigest(other), d, `another ${what}, another digest`);
+  ] as const)
+    t.not(hashConfigDigest(other), d, `another ${what}, another digest`);
   const { s, store } = fakeStore('ob1');
   const l = new AgreementLoop({ ids: IDS, store, periodMs: 1000, apply: () => undefined, now: () => 0, digest: d });
   Object.assign(s.digests, { ob2: d, ib1: d });

@@ -12,24 +12,63 @@ const auth = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/js
 /** Bodies near the valid ones (so validation goes deep) and anything at all (so it fails early), mixed. */
 const ip = fc.oneof(fc.constantFrom('203.0.113.100', '10.20.0.11', '10.20.0.12', '203.0.113.7'), fc.ipV4(), fc.string());
 const port = fc.oneof(fc.integer({ min: -2, max: 70000 }), fc.constant(80), fc.constant(8080), fc.string());
-const member = fc.record({ address: ip, port, weight: fc.oneof(fc.integer({ min: -1, max: 200 }), fc.string()), state: fc.oneof(fc.constantFrom('enabled', 'drain'), fc.string()) }, { requiredKeys: [] });
+const member = fc.record(
+  { address: ip, port, weight: fc.oneof(fc.integer({ min: -1, max: 200 }), fc.string()), state: fc.oneof(fc.constantFrom('enabled', 'drain'), fc.string()) },
+  { requiredKeys: [] },
+);
 const check = fc.oneof(
-  fc.record({ kind: fc.constantFrom('icmp', 'tcp', 'tcp-half-open', 'http', 'http-content', 'smtp'), port, path: fc.string(), regex: fc.oneof(fc.constantFrom('(', '(a+)+$', 'ok', '[', '\\'), fc.string()), contains: fc.string(), expect: fc.array(fc.integer({ min: 0, max: 700 })) }, { requiredKeys: [] }),
+  fc.record(
+    {
+      kind: fc.constantFrom('icmp', 'tcp', 'tcp-half-open', 'http', 'http-content', 'smtp'),
+      port,
+      path: fc.string(),
+      regex: fc.oneof(fc.constantFrom('(', '(a+)+$', 'ok', '[', '\\'), fc.string()),
+      contains: fc.string(),
+      expect: fc.array(fc.integer({ min: 0, max: 700 })),
+    },
+    { requiredKeys: [] },
+  ),
   fc.jsonValue(),
 );
-const timers = fc.record({ interval: fc.oneof(fc.integer({ min: -1, max: 2 ** 32 }), fc.double()), response: fc.integer({ min: -1, max: 5000 }), retries: fc.integer({ min: -1, max: 5000 }), rise: fc.integer({ min: -1, max: 5 }) }, { requiredKeys: [] });
+const timers = fc.record(
+  {
+    interval: fc.oneof(fc.integer({ min: -1, max: 2 ** 32 }), fc.double()),
+    response: fc.integer({ min: -1, max: 5000 }),
+    retries: fc.integer({ min: -1, max: 5000 }),
+    rise: fc.integer({ min: -1, max: 5 }),
+  },
+  { requiredKeys: [] },
+);
 const vip = fc.record(
-  { id: fc.oneof(fc.constantFrom('web', 'v1', 'v2'), fc.string()), address: ip, port, protocol: fc.oneof(fc.constantFrom('tcp', 'udp'), fc.string()), scheduler: fc.oneof(fc.constantFrom('rr', 'sh', 'wlc'), fc.string()), check, timers, members: fc.oneof(fc.array(member, { maxLength: 4 }), fc.jsonValue()), extra: fc.jsonValue() },
+  {
+    id: fc.oneof(fc.constantFrom('web', 'v1', 'v2'), fc.string()),
+    address: ip,
+    port,
+    protocol: fc.oneof(fc.constantFrom('tcp', 'udp'), fc.string()),
+    scheduler: fc.oneof(fc.constantFrom('rr', 'sh', 'wlc'), fc.string()),
+    check,
+    timers,
+    members: fc.oneof(fc.array(member, { maxLength: 4 }), fc.jsonValue()),
+    extra: fc.jsonValue(),
+  },
   { requiredKeys: [] },
 );
 const valid = fc.oneof(
-  fc.record({ ...Object.fromEntries(Object.entries(web()).map(([k, v]) => [k, fc.constant(v)])), id: fc.constantFrom('v1', 'v2'), address: fc.constantFrom('203.0.113.7', '203.0.113.8'), port: fc.integer({ min: 1, max: 65535 }) }),
+  fc.record({
+    ...Object.fromEntries(Object.entries(web()).map(([k, v]) => [k, fc.constant(v)])),
+    id: fc.constantFrom('v1', 'v2'),
+    address: fc.constantFrom('203.0.113.7', '203.0.113.8'),
+    port: fc.integer({ min: 1, max: 65535 }),
+  }),
   fc.record({ address: fc.constantFrom('10.20.0.13', '10.20.0.14'), port: fc.constantFrom(8080, 9090) }),
   fc.record({ state: fc.constantFrom('enabled', 'drain'), weight: fc.integer({ min: 1, max: 100 }) }, { requiredKeys: [] }),
   fc.record({ enabled: fc.boolean() }),
 );
 const body = fc.oneof(valid, vip, member, fc.jsonValue(), fc.record({ enabled: fc.oneof(fc.boolean(), fc.jsonValue()) }, { requiredKeys: [] }));
-const segment = fc.oneof(fc.constantFrom('web', 'v1', 'fw1', 'fw9', '10.20.0.11:8080', '10.20.0.12:8080', '1.2.3.4:0'), fc.string({ maxLength: 12 }).map(encodeURIComponent));
+const segment = fc.oneof(
+  fc.constantFrom('web', 'v1', 'fw1', 'fw9', '10.20.0.11:8080', '10.20.0.12:8080', '1.2.3.4:0'),
+  fc.string({ maxLength: 12 }).map(encodeURIComponent),
+);
 
 t.test('SLB routes: 0 5xx; refused requests change nothing', async (t) => {
   const { s, app, nft, addresses } = setup();
@@ -62,11 +101,19 @@ t.test('SLB routes: 0 5xx; refused requests change nothing', async (t) => {
   );
   t.comment(`statuses: ${JSON.stringify(Object.fromEntries(statuses))}`);
   t.ok((statuses.get(201) ?? 0) + (statuses.get(200) ?? 0) + (statuses.get(204) ?? 0) > 0, 'some requests were accepted (the generator reaches valid bodies)');
-  t.notOk([...statuses.keys()].some((k) => k >= 500), 'no 5xx');
+  t.notOk(
+    [...statuses.keys()].some((k) => k >= 500),
+    'no 5xx',
+  );
 });
 
 t.test('balancer routes: 0 5xx; refused requests change nothing', async (t) => {
-  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const config = validateBalancerConfig({
+    role: 'outside',
+    sideInterface: 'cli0',
+    firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
+    hash: { seed: 7 },
+  });
   const nft = recordingNft();
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, nft, routing);
@@ -80,11 +127,18 @@ t.test('balancer routes: 0 5xx; refused requests change nothing', async (t) => {
       const get = await app.inject({ method: 'GET', url: `/sessions?${q}` });
       for (const res of [put, get]) statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
       if (put.statusCode >= 500 || get.statusCode >= 500) return false;
-      if (put.statusCode >= 400 && JSON.stringify({ batches: nft.batches.length, fw: JSON.stringify(r.firewalls().map((f) => f.enabled)) }) !== JSON.stringify(before)) return false;
+      if (
+        put.statusCode >= 400 &&
+        JSON.stringify({ batches: nft.batches.length, fw: JSON.stringify(r.firewalls().map((f) => f.enabled)) }) !== JSON.stringify(before)
+      )
+        return false;
       return true;
     }),
     { numRuns: 3000, seed: 20261125 },
   );
   t.comment(`statuses: ${JSON.stringify(Object.fromEntries(statuses))}`);
-  t.notOk([...statuses.keys()].some((k) => k >= 500), 'no 5xx');
+  t.notOk(
+    [...statuses.keys()].some((k) => k >= 500),
+    'no 5xx',
+  );
 });

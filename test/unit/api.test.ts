@@ -32,7 +32,10 @@ t.test('GET /health and /status', async (t) => {
   const s = (await app.inject({ method: 'GET', url: '/status' })).json();
   t.equal(s.role, 'outside');
   t.equal(s.firewalls.length, 3);
-  t.equal(Object.values(s.buckets.distribution as Record<string, number>).reduce((a, b) => a + b, 0), 251);
+  t.equal(
+    Object.values(s.buckets.distribution as Record<string, number>).reduce((a, b) => a + b, 0),
+    251,
+  );
 });
 
 t.test('a shared admin change: every node switches at the time the first share gave; the answer comes once it is in force', async (t) => {
@@ -41,11 +44,17 @@ t.test('a shared admin change: every node switches at the time the first share g
   await r.reconcile();
   const shared: { id: string; enabled: boolean; at: number; calledAt: number }[] = [];
   let firstAt = 0;
-  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), shareAdmin: async (id, enabled, at) => {
-    shared.push({ id, enabled, at, calledAt: Date.now() });
-    firstAt ||= at;
-    return firstAt;
-  } });
+  const app = build({
+    reconciler: r,
+    token: TOKEN,
+    audit: () => undefined,
+    apply: () => r.reconcile(),
+    shareAdmin: async (id, enabled, at) => {
+      shared.push({ id, enabled, at, calledAt: Date.now() });
+      firstAt ||= at;
+      return firstAt;
+    },
+  });
   const batches = nft.batches.length;
   const t0 = Date.now();
   const res = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', headers: { authorization: `Bearer ${TOKEN}` }, payload: { enabled: false } });
@@ -54,7 +63,10 @@ t.test('a shared admin change: every node switches at the time the first share g
   t.equal(shared[0].at % 1000, 0, 'the proposed time is a whole second');
   // Bounded by when the request was sent and when the time was shared (the handler's clock lies between): a loaded
   // machine may take a while in between.
-  t.ok(shared[0].at >= t0 + 1000 && shared[0].at <= shared[0].calledAt + 2000, `1 to 2 s ahead (${shared[0].at - t0} ms after the request, ${shared[0].at - shared[0].calledAt} ms after the share)`);
+  t.ok(
+    shared[0].at >= t0 + 1000 && shared[0].at <= shared[0].calledAt + 2000,
+    `1 to 2 s ahead (${shared[0].at - t0} ms after the request, ${shared[0].at - shared[0].calledAt} ms after the share)`,
+  );
   t.ok(Date.now() >= shared[0].at, 'the answer came once the time had passed');
   t.equal(res.json().live, false, 'and says fw2 is out');
   const texts = nft.batches.slice(batches).map((b) => JSON.stringify(b));
@@ -132,10 +144,20 @@ t.test('concurrent reconciles run one after the other', async (t) => {
 t.test('a body nested 5,000 levels deep is a 400, not a 500', async (t) => {
   const { app } = setup();
   const deep = '{"enabled":' + '['.repeat(5000) + ']'.repeat(5000) + '}';
-  const res = await app.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: deep, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
+  const res = await app.inject({
+    method: 'PUT',
+    url: '/firewalls/fw1/admin',
+    payload: deep,
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+  });
   t.equal(res.statusCode, 400);
   t.match(res.json().message, /nested deeper than 32 levels/);
-  const junk = await app.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: '{"enabled": tru', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' } });
+  const junk = await app.inject({
+    method: 'PUT',
+    url: '/firewalls/fw1/admin',
+    payload: '{"enabled": tru',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+  });
   t.equal(junk.statusCode, 400);
   t.match(junk.json().message, /body is not JSON/);
 });
@@ -152,7 +174,10 @@ t.test('the admin state is saved after each accepted change and read back at sta
   const r = new Reconciler(config, nft, fakeRouting);
   const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), saveAdmin: (a) => saveAdminState(path, a) });
   await r.reconcile();
-  t.equal((await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } })).statusCode, 200);
+  t.equal(
+    (await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } })).statusCode,
+    200,
+  );
   t.same(JSON.parse(readFileSync(path, 'utf8')), { version: 1, admin: { fw1: true, fw2: false, fw3: true } });
   t.same(loadAdminState(path, ['fw1', 'fw2']), { admin: { fw1: true, fw2: false }, unknown: ['fw3'] }, 'read back; firewalls no longer configured are named');
   writeFileSync(path, '{"version": 1, "admin": {"fw1": "off"}}');
@@ -160,7 +185,15 @@ t.test('the admin state is saved after each accepted change and read back at sta
   writeFileSync(path, '');
   t.throws(() => loadAdminState(path, ['fw1']), /state file is not valid JSON/);
   t.same(loadAdminState(join(dir, 'none.json'), ['fw1']), { admin: {}, unknown: [] }, 'no file yet: nothing saved');
-  const failing = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), saveAdmin: () => { throw new Error('EROFS'); } });
+  const failing = build({
+    reconciler: r,
+    token: TOKEN,
+    audit: () => undefined,
+    apply: () => r.reconcile(),
+    saveAdmin: () => {
+      throw new Error('EROFS');
+    },
+  });
   const res = await failing.inject({ method: 'PUT', url: '/firewalls/fw1/admin', payload: { enabled: false }, headers: { authorization: `Bearer ${TOKEN}` } });
   t.equal(res.json().code, 'FWLB_SAVE_FAILED');
   t.match((await failing.inject({ method: 'GET', url: '/health' })).json().alarms.join(), /state file not written: EROFS/);
@@ -183,7 +216,15 @@ t.test('every mutation leaves an audit record: who, what, the result; refused on
   await app.inject({ method: 'GET', url: '/status' });
   t.equal(audits.length, 3, 'GETs are not audited; three mutations are');
   const [ok, unauth, missing] = audits;
-  t.match(ok, { audit: true, method: 'PUT', route: '/firewalls/:id/admin', url: '/firewalls/fw2/admin', status: 200, body: { enabled: false }, before: { enabled: true } });
+  t.match(ok, {
+    audit: true,
+    method: 'PUT',
+    route: '/firewalls/:id/admin',
+    url: '/firewalls/fw2/admin',
+    status: 200,
+    body: { enabled: false },
+    before: { enabled: true },
+  });
   t.ok(ok.after, 'and the answer after');
   t.notOk('before' in unauth, 'a request refused before its handler records no before');
   t.notOk('before' in missing, 'nor one for a firewall that does not exist');

@@ -33,7 +33,11 @@ t.test('a config over the budget is refused naming the VIPs and the budget; unde
   t.match(e.message, /\/vips: 2,000 health checks\/s would exceed this node's budget of 1,000 \(checkBudget\.checksPerSecond\)/);
   t.equal(validateSlbConfig(doc(2000)).checkBudget.checksPerSecond, 2000, 'at the budget: accepted');
   t.equal(validateSlbConfig(doc()).checkBudget.checksPerSecond, DEFAULT_CHECKS_PER_SECOND, 'the default budget');
-  t.match((t.throws(() => validateSlbConfig({ ...doc(), checkBudget: { checksPerSecond: 0 } })) as Error).message, /checkBudget\/checksPerSecond/, 'a budget of 0 is refused');
+  t.match(
+    (t.throws(() => validateSlbConfig({ ...doc(), checkBudget: { checksPerSecond: 0 } })) as Error).message,
+    /checkBudget\/checksPerSecond/,
+    'a budget of 0 is refused',
+  );
   t.match((t.throws(() => validateSlbConfig({ ...doc(), checkBudget: { extra: 1 } })) as Error).message, /checkBudget/, 'unknown keys are refused');
 });
 
@@ -76,8 +80,11 @@ t.test('content matcher: a regex that ran into its limit is quarantined for its 
   t.teardown(() => m.close());
   const evil = 'a'.repeat(30) + '!';
   const first = await Promise.all(Array.from({ length: 20 }, () => m.match('VIP evil', '^(a+)+$', evil)));
-  t.ok(first.every((r) => r.unknown), 'all 20 checks of the offender are unknown');
-  t.equal(m.stats.matches, 1, 'one match ran: the owner\'s matches run one at a time, the rest met the quarantine');
+  t.ok(
+    first.every((r) => r.unknown),
+    'all 20 checks of the offender are unknown',
+  );
+  t.equal(m.stats.matches, 1, "one match ran: the owner's matches run one at a time, the rest met the quarantine");
   t.same(m.alarmed(), ['VIP evil']);
   t.match(m.alarms()[0], /VIP evil/);
   t.same(await m.match('VIP good', 'ok', 'all ok'), { ok: true, reason: 'content matches' }, 'another owner is not held');

@@ -14,7 +14,11 @@ async function matchesLab(t: Test, file: string, lab: Topology, extraNetworks: s
   t.equal(r.status, 0, `docker-compose config: ${r.stderr}`);
   const doc = parse(r.stdout);
   const services = doc.services as Record<string, any>;
-  t.same(Object.keys(services).sort(), [...lab.hosts.filter((h) => h.role !== 'switch').map((h) => h.name), 'redis'].sort(), 'one service per lab host, plus redis');
+  t.same(
+    Object.keys(services).sort(),
+    [...lab.hosts.filter((h) => h.role !== 'switch').map((h) => h.name), 'redis'].sort(),
+    'one service per lab host, plus redis',
+  );
   for (const name of Object.keys(services).filter((n) => n !== 'redis')) {
     const s = services[name];
     t.ok(s.cap_add.includes('NET_ADMIN'), `${name} has NET_ADMIN`);
@@ -53,10 +57,18 @@ t.test('deploy/docker-compose.redundant.yml matches the redundant lab, with the 
   }
   // What the nodes run is what the lab's topology and keepalived template give, byte for byte.
   for (const [file, content] of Object.entries(redundantDeployFiles())) {
-    t.equal(readFileSync(join(REPO, 'deploy/configs/redundant', file), 'utf8'), content, `deploy/configs/redundant/${file} is current (regenerate: node scripts/redundant-configs.js)`);
+    t.equal(
+      readFileSync(join(REPO, 'deploy/configs/redundant', file), 'utf8'),
+      content,
+      `deploy/configs/redundant/${file} is current (regenerate: node scripts/redundant-configs.js)`,
+    );
   }
   for (const n of ['ob1', 'ob2', 'ib1', 'ib2']) {
-    t.match(services[n].volumes.map((v: any) => (typeof v === 'string' ? v : `${v.source}:${v.target}`)).join(' '), new RegExp(`configs/redundant/keepalived-${n}\\.conf`), `${n} mounts its keepalived config`);
+    t.match(
+      services[n].volumes.map((v: any) => (typeof v === 'string' ? v : `${v.source}:${v.target}`)).join(' '),
+      new RegExp(`configs/redundant/keepalived-${n}\\.conf`),
+      `${n} mounts its keepalived config`,
+    );
   }
 });
 

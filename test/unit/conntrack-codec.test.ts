@@ -6,7 +6,8 @@ import fc from 'fast-check';
 import { formatAddress } from '@fwlb/flowhash';
 import { encodeEntry, eventKind, parseAttrs, parseEntry, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NLM_F_CREATE, CtEntry } from '@fwlb/conntrack';
 
-const fixture = (name: string) => JSON.parse(readFileSync(join(__dirname, '../../../test/fixtures', name), 'utf8')) as { type: number; flags: number; hex: string }[];
+const fixture = (name: string) =>
+  JSON.parse(readFileSync(join(__dirname, '../../../test/fixtures', name), 'utf8')) as { type: number; flags: number; hex: string }[];
 
 t.test('a captured dump of a TCP, a UDP and an ICMP entry with marks', async (t) => {
   const msgs = fixture('ctnetlink-dump.json');
@@ -30,7 +31,10 @@ t.test('captured events: NEW then DESTROY of one flow', async (t) => {
   t.ok(kinds.includes('new') && kinds.includes('destroy'), `kinds ${kinds}`);
   const news = msgs.filter((m) => eventKind(m.type, m.flags) === 'new').map((m) => parseEntry(Buffer.from(m.hex, 'hex'))!);
   const gone = msgs.filter((m) => eventKind(m.type, m.flags) === 'destroy').map((m) => parseEntry(Buffer.from(m.hex, 'hex'))!);
-  t.ok(news.some((n) => gone.some((g) => g.id === n.id && g.orig.sport === n.orig.sport)), 'the destroyed entry is the one that was new (same id and tuple)');
+  t.ok(
+    news.some((n) => gone.some((g) => g.id === n.id && g.orig.sport === n.orig.sport)),
+    'the destroyed entry is the one that was new (same id and tuple)',
+  );
 });
 
 t.test('event kinds from type and flags', async (t) => {
@@ -104,6 +108,15 @@ t.test('IPv6 encode then parse is the identity (property)', async (t) => {
     }),
     { numRuns: 300 },
   );
-  t.throws(() => encodeEntry({ orig: { src: '2001:db8::1', dst: '192.0.2.1', proto: 6, sport: 1, dport: 2 }, reply: { src: '192.0.2.1', dst: '2001:db8::1', proto: 6, sport: 2, dport: 1 }, status: 0, mark: 0 }), /two families/);
+  t.throws(
+    () =>
+      encodeEntry({
+        orig: { src: '2001:db8::1', dst: '192.0.2.1', proto: 6, sport: 1, dport: 2 },
+        reply: { src: '192.0.2.1', dst: '2001:db8::1', proto: 6, sport: 2, dport: 1 },
+        status: 0,
+        mark: 0,
+      }),
+    /two families/,
+  );
   t.pass('300 random IPv6 entries');
 });

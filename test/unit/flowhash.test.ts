@@ -1,13 +1,43 @@
 // Unit: kernel-identical jhash, canonical keys and the Maglev bucket table (table-driven + fast-check properties).
 import { t } from 'tap';
 import fc from 'fast-check';
-import { bucketMoves, bucketOf, canonicalAddress, canonicalOrNull, familyOf, formatAddress, hostPort, parseAddress, splitHostPort, buildGroupedTable, buildTable, syncGroupRescue, canonicalKey, distribution, jhash, keyImage, moved, reciprocalScale, PROTO_TCP, PROTO_UDP, PROTO_ICMP } from '@fwlb/flowhash';
+import {
+  bucketMoves,
+  bucketOf,
+  canonicalAddress,
+  canonicalOrNull,
+  familyOf,
+  formatAddress,
+  hostPort,
+  parseAddress,
+  splitHostPort,
+  buildGroupedTable,
+  buildTable,
+  syncGroupRescue,
+  canonicalKey,
+  distribution,
+  jhash,
+  keyImage,
+  moved,
+  reciprocalScale,
+  PROTO_TCP,
+  PROTO_UDP,
+  PROTO_ICMP,
+} from '@fwlb/flowhash';
 
 // Captured from the kernel (6.18, nft 1.0.6): `udp dport 9 meta mark set jhash ip saddr . th sport . ip daddr .
 // th dport . meta l4proto mod 251 seed 0x12345678`, 127.0.0.1:sport -> 127.0.0.1:9, marks read back from conntrack.
 const KERNEL_UDP: [number, number][] = [
-  [40000, 222], [40001, 2], [40002, 197], [40003, 184], [40004, 195],
-  [40005, 133], [40006, 238], [40007, 201], [40008, 163], [40009, 178],
+  [40000, 222],
+  [40001, 2],
+  [40002, 197],
+  [40003, 184],
+  [40004, 195],
+  [40005, 133],
+  [40006, 238],
+  [40007, 201],
+  [40008, 163],
+  [40009, 178],
 ];
 
 t.test('model matches marks the kernel computed', async (t) => {
@@ -26,14 +56,16 @@ t.test('key image follows nft register layout', async (t) => {
 
 t.test('jhash edge lengths and reciprocal scale', async (t) => {
   // Lengths 0, 1, 12, 13 exercise the empty tail, the byte tail, the exact block and the mix loop.
-  t.equal(jhash(new Uint8Array(0), 0), (0xdeadbeef) >>> 0, 'empty key returns the initial value');
+  t.equal(jhash(new Uint8Array(0), 0), 0xdeadbeef >>> 0, 'empty key returns the initial value');
   const seen = new Set([1, 4, 12, 13, 24, 25].map((n) => jhash(new Uint8Array(n).fill(7), 1)));
   t.equal(seen.size, 6, 'different lengths hash differently');
   t.equal(reciprocalScale(0xffffffff, 251), 250);
   t.equal(reciprocalScale(0, 251), 0);
 });
 
-const ip = fc.tuple(fc.integer({ min: 1, max: 254 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: 254 })).map((a) => a.join('.'));
+const ip = fc
+  .tuple(fc.integer({ min: 1, max: 254 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: 254 }))
+  .map((a) => a.join('.'));
 const port = fc.integer({ min: 1, max: 65535 });
 
 t.test('property: both nodes hash a flow to the same bucket', async (t) => {
@@ -81,7 +113,11 @@ t.test('property: removing one of N moves at most 1/N + 0.5% of buckets, and onl
     fc.property(ids, prime, fc.nat(), (xs, m, pick) => {
       const gone = xs[pick % xs.length];
       const before = buildTable(xs, m);
-      const after = buildTable(xs, m, xs.filter((x) => x !== gone));
+      const after = buildTable(
+        xs,
+        m,
+        xs.filter((x) => x !== gone),
+      );
       const mv = moved(before, after);
       const onlyOwn = before.owner.every((o, b) => o === gone || o === after.owner[b]);
       const d = Object.values(distribution(after));
@@ -95,7 +131,11 @@ t.test('property: a rejoining member gets exactly its buckets back', async (t) =
   fc.assert(
     fc.property(ids, prime, fc.nat(), (xs, m, pick) => {
       const gone = xs[pick % xs.length];
-      return moved(buildTable(xs, m), buildTable(xs, m, xs)) === 0 && JSON.stringify(buildTable(xs, m, xs).owner) === JSON.stringify(buildTable(xs, m).owner) && gone !== undefined;
+      return (
+        moved(buildTable(xs, m), buildTable(xs, m, xs)) === 0 &&
+        JSON.stringify(buildTable(xs, m, xs).owner) === JSON.stringify(buildTable(xs, m).owner) &&
+        gone !== undefined
+      );
     }),
   );
   t.pass();
@@ -120,11 +160,17 @@ t.test('sync group: a firewall that is down gives its buckets to its group peer 
   t.same(buildGroupedTable(all, 251, all, groups).owner, home.owner, 'fw2 back: takes back exactly what it gave up');
   // Without a group, fw2's buckets spread over fw1 and fw3 (today's behaviour); with the group, none reaches fw3.
   const spread = buildTable(all, 251, ['fw1', 'fw3']);
-  t.ok(home.owner.some((h, b) => h === 'fw2' && spread.owner[b] === 'fw3'), 'without the group some of fw2 goes to fw3');
+  t.ok(
+    home.owner.some((h, b) => h === 'fw2' && spread.owner[b] === 'fw3'),
+    'without the group some of fw2 goes to fw3',
+  );
   t.same(buildGroupedTable(all, 251, ['fw1', 'fw3'], []).owner, spread.owner, 'no groups: buildTable');
   // The whole group down: its buckets spread over every live firewall.
   const both = buildGroupedTable(all, 251, ['fw3'], groups);
-  t.ok(both.owner.every((o) => o === 'fw3'), 'fw1 and fw2 down: fw3 takes everything');
+  t.ok(
+    both.owner.every((o) => o === 'fw3'),
+    'fw1 and fw2 down: fw3 takes everything',
+  );
   // A lone firewall down (no group): spread as today, never into a group's rescue.
   t.same(buildGroupedTable(all, 251, ['fw1', 'fw2'], groups).owner, buildTable(all, 251, ['fw1', 'fw2']).owner, 'fw3 down: as without groups');
 });
@@ -142,26 +188,35 @@ t.test('sync group of three: the buckets of one that is down are spread over the
   t.equal(rescue('d', 0), null, 'd is in no group');
   t.equal(rescue('a', 0), null, 'a is live: nothing to rescue');
   const bcDown = buildGroupedTable(all, 1021, ['a', 'd'], groups);
-  t.ok(home.owner.every((h, b) => (h === 'b' || h === 'c' ? bcDown.owner[b] === 'a' : bcDown.owner[b] === h)), 'b and c down: a takes both, d keeps its own');
+  t.ok(
+    home.owner.every((h, b) => (h === 'b' || h === 'c' ? bcDown.owner[b] === 'a' : bcDown.owner[b] === h)),
+    'b and c down: a takes both, d keeps its own',
+  );
 });
 
 t.test('property: with sync groups, live members keep their buckets and a down member goes to its group when one is live', async (t) => {
   fc.assert(
-    fc.property(ids, prime, fc.array(fc.boolean(), { minLength: 16, maxLength: 16 }), fc.array(fc.nat(3), { minLength: 16, maxLength: 16 }), (xs, m, up, grp) => {
-      const live = xs.filter((_, i) => up[i]);
-      const groups = [0, 1, 2].map((g) => xs.filter((_, i) => grp[i] === g)).filter((g) => g.length >= 2);
-      const groupOf = new Map(groups.flatMap((g) => g.map((id) => [id, g] as const)));
-      const home = buildTable(xs, m).owner;
-      const out = buildGroupedTable(xs, m, live, groups).owner;
-      return home.every((h, b) => {
-        const o = out[b];
-        if (!live.length) return o === null;
-        if (live.includes(h!)) return o === h;
-        if (!live.includes(o!)) return false;
-        const peers = groupOf.get(h!)?.filter((p) => live.includes(p)) ?? [];
-        return peers.length ? peers.includes(o!) : true;
-      });
-    }),
+    fc.property(
+      ids,
+      prime,
+      fc.array(fc.boolean(), { minLength: 16, maxLength: 16 }),
+      fc.array(fc.nat(3), { minLength: 16, maxLength: 16 }),
+      (xs, m, up, grp) => {
+        const live = xs.filter((_, i) => up[i]);
+        const groups = [0, 1, 2].map((g) => xs.filter((_, i) => grp[i] === g)).filter((g) => g.length >= 2);
+        const groupOf = new Map(groups.flatMap((g) => g.map((id) => [id, g] as const)));
+        const home = buildTable(xs, m).owner;
+        const out = buildGroupedTable(xs, m, live, groups).owner;
+        return home.every((h, b) => {
+          const o = out[b];
+          if (!live.length) return o === null;
+          if (live.includes(h!)) return o === h;
+          if (!live.includes(o!)) return false;
+          const peers = groupOf.get(h!)?.filter((p) => live.includes(p)) ?? [];
+          return peers.length ? peers.includes(o!) : true;
+        });
+      },
+    ),
   );
   t.pass();
 });
@@ -179,7 +234,18 @@ t.test('IPv6 addresses: every RFC 4291 text form parses to the same bytes, and p
   t.equal(canonicalAddress('::ffff:c000:201'), '::ffff:192.0.2.1', 'IPv4-mapped in mixed notation (RFC 5952 section 5, as inet_ntop prints it)');
   t.equal(canonicalAddress('192.0.2.001'), '192.0.2.1', 'IPv4 too');
   t.same([...parseAddress('2001:db8::ff00:42:8329')], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0x42, 0x83, 0x29]);
-  for (const bad of ['2001:db8::1::2', '2001:db8:1:2:3:4:5:6:7', '2001:db8:1:2:3:4:5', '2001:db8::g', '12345::', ':1', '1:', '::ffff:192.0.2.256', '2001:db8::1/64', ''])
+  for (const bad of [
+    '2001:db8::1::2',
+    '2001:db8:1:2:3:4:5:6:7',
+    '2001:db8:1:2:3:4:5',
+    '2001:db8::g',
+    '12345::',
+    ':1',
+    '1:',
+    '::ffff:192.0.2.256',
+    '2001:db8::1/64',
+    '',
+  ])
     t.throws(() => parseAddress(bad), { name: 'TypeError' }, `refused: ${JSON.stringify(bad)}`);
   t.equal(familyOf('2001:db8::1'), 6);
   t.equal(familyOf('192.0.2.1'), 4);
@@ -189,26 +255,45 @@ t.test('IPv6 addresses: every RFC 4291 text form parses to the same bytes, and p
 });
 
 t.test('property: the RFC 5952 form round-trips any 16 bytes', async (t) => {
-  fc.assert(fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (b) => {
-    const text = formatAddress(b);
-    return Buffer.from(parseAddress(text)).equals(Buffer.from(b)) && formatAddress(parseAddress(text.toUpperCase())) === text;
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (b) => {
+      const text = formatAddress(b);
+      return Buffer.from(parseAddress(text)).equals(Buffer.from(b)) && formatAddress(parseAddress(text.toUpperCase())) === text;
+    }),
+    { numRuns: 2000 },
+  );
   t.pass('2,000 random addresses');
 });
 
 t.test('IPv6 key image: four registers per address, ports and protocol padded as for IPv4', async (t) => {
   const img = keyImage({ outerAddr: '2001:db8::11', outerPort: 0x1234, innerAddr: '2001:db8:1::12', innerPort: 80, proto: PROTO_TCP });
-  t.same([...img], [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x12, 0x34, 0, 0, 0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0, 80, 0, 0, 6, 0, 0, 0]);
+  t.same(
+    [...img],
+    [
+      0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x12, 0x34, 0, 0, 0x20, 1, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0, 80, 0, 0, 6,
+      0, 0, 0,
+    ],
+  );
   t.equal(keyImage({ outerAddr: '2001:db8::1', outerPort: 0, innerAddr: '2001:db8::2', innerPort: 0, proto: 58 }).length, 36);
   t.throws(() => keyImage({ outerAddr: '2001:db8::1', outerPort: 1, innerAddr: '192.0.2.1', innerPort: 2, proto: PROTO_UDP }), /two families/);
 });
 
 t.test('property: both nodes hash an IPv6 flow to the same bucket', async (t) => {
   const addr = fc.uint8Array({ minLength: 16, maxLength: 16 }).map(formatAddress);
-  fc.assert(fc.property(addr, addr, fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 0, max: 0xffffffff }), (c, s, cp, sp, seed) => {
-    const fromClient = canonicalKey('outside', { saddr: c, sport: cp, daddr: s, dport: sp, proto: PROTO_TCP });
-    const fromServer = canonicalKey('inside', { saddr: s, sport: sp, daddr: c, dport: cp, proto: PROTO_TCP });
-    return bucketOf(fromClient, seed, 251) === bucketOf(fromServer, seed, 251);
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(
+      addr,
+      addr,
+      fc.integer({ min: 1, max: 65535 }),
+      fc.integer({ min: 1, max: 65535 }),
+      fc.integer({ min: 0, max: 0xffffffff }),
+      (c, s, cp, sp, seed) => {
+        const fromClient = canonicalKey('outside', { saddr: c, sport: cp, daddr: s, dport: sp, proto: PROTO_TCP });
+        const fromServer = canonicalKey('inside', { saddr: s, sport: sp, daddr: c, dport: cp, proto: PROTO_TCP });
+        return bucketOf(fromClient, seed, 251) === bucketOf(fromServer, seed, 251);
+      },
+    ),
+    { numRuns: 2000 },
+  );
   t.pass('2,000 random IPv6 flows');
 });

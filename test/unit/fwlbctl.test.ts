@@ -17,7 +17,9 @@ const CTL = join(REPO, 'apps/fwlbctl/dist/main.js');
 /** The binary, run without blocking this process (its server answers from this event loop). */
 const ctl = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   new Promise<{ status: number; stdout: string; stderr: string }>((resolve) =>
-    execFile(process.execPath, [CTL, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+    execFile(process.execPath, [CTL, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) =>
+      resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
   );
 const dir = mkdtempSync(join(tmpdir(), 'fwlbctl-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,15 +35,36 @@ t.test('--help and --version answer without a node, exit 0; an unknown command i
   const bad = await ctl(['frobnicate']);
   t.same([bad.status, /unknown command "frobnicate"/.test(bad.stderr)], [3, true]);
   const one = await ctl(['help', 'member']);
-  t.same(one.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).slice(0, 2).join(' ')), ['member add', 'member remove|drain|enable', 'member weight'], 'help COMMAND: that command\'s lines');
+  t.same(
+    one.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).slice(0, 2).join(' ')),
+    ['member add', 'member remove|drain|enable', 'member weight'],
+    "help COMMAND: that command's lines",
+  );
 });
 
 t.test('table pads columns', async (t) => {
-  t.equal(table(['a', 'bb'], [['xxx', 1], [null, true]]), 'a    bb\nxxx  1\n-    true');
+  t.equal(
+    table(
+      ['a', 'bb'],
+      [
+        ['xxx', 1],
+        [null, true],
+      ],
+    ),
+    'a    bb\nxxx  1\n-    true',
+  );
 });
 
 t.test('against a balancer API', async (t) => {
-  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const config = validateBalancerConfig({
+    role: 'outside',
+    sideInterface: 'cli0',
+    firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
+    hash: { seed: 7 },
+  });
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, recordingNft(), routing);
   let alarm: string | null = null;
@@ -105,7 +128,13 @@ t.test('against an SLB API', async (t) => {
   t.match(w.json, { weight: 5 });
   t.match((await run({ api, token: TOKEN }, ['member', 'remove', 'web', '10.20.0.13:8080'])).text, /removed/);
   const ms = (await run({ api }, ['members', 'web'])).json as any[];
-  t.same(ms.map((m) => [m.address, m.state, m.weight]), [['10.20.0.11', 'drain', 1], ['10.20.0.12', 'enabled', 5]]);
+  t.same(
+    ms.map((m) => [m.address, m.state, m.weight]),
+    [
+      ['10.20.0.11', 'drain', 1],
+      ['10.20.0.12', 'enabled', 5],
+    ],
+  );
   // An IPv6 VIP: members named [addr]:port, in any IPv6 spelling.
   await s.createVip({ ...web(), id: 'web6', address: '2001:db8:5::100', members: [{ address: '2001:db8:20::11', port: 8080 }] });
   const six = await run({ api, token: TOKEN }, ['member', 'add', 'web6', '[2001:DB8:20:0::12]:8080']);
@@ -117,10 +146,25 @@ t.test('against an SLB API', async (t) => {
 });
 
 t.test('sessions: IPv6 ends print as [addr]:port, and --addr takes any spelling of an IPv6 address', async (t) => {
-  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, nextHop6: `2001:db8:16:${k}::2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const config = validateBalancerConfig({
+    role: 'outside',
+    sideInterface: 'cli0',
+    firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, nextHop6: `2001:db8:16:${k}::2`, interface: `fw${k}` })),
+    hash: { seed: 7 },
+  });
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, recordingNft(), routing);
-  const rec = { outerAddr: '2001:db8:c::11', outerPort: 40000, innerAddr: '2001:db8:20::12', innerPort: 7007, proto: 6, firewall: 'fw2', node: 'ob', firstSeen: 1, expires: 2_000_000_000_000 };
+  const rec = {
+    outerAddr: '2001:db8:c::11',
+    outerPort: 40000,
+    innerAddr: '2001:db8:20::12',
+    innerPort: 7007,
+    proto: 6,
+    firewall: 'fw2',
+    node: 'ob',
+    firstSeen: 1,
+    expires: 2_000_000_000_000,
+  };
   const asked: unknown[] = [];
   const sessions = {
     query: async (q: { addr?: string }) => (asked.push(q.addr), !q.addr || q.addr === rec.outerAddr || q.addr === rec.innerAddr ? [rec] : []),
@@ -141,18 +185,39 @@ t.test('VIPs from a JSON or YAML file: create, show, edit, delete; `fwlbctl slb`
   const { s, sock } = await slbOnSocket(t, 'slb-vips.sock');
   const env = { FWLB_SLB_API: `unix:${sock}`, FWLB_TOKEN: TOKEN, FWLB_API: 'http://127.0.0.1:1' };
   const yamlFile = join(dir, 'dns.yaml');
-  writeFileSync(yamlFile, ['id: dns', 'address: 2001:db8:5::53', 'port: 53', 'protocol: udp', 'members:', '  - { address: "2001:db8:20::11", port: 53 }', ''].join('\n'));
+  writeFileSync(
+    yamlFile,
+    ['id: dns', 'address: 2001:db8:5::53', 'port: 53', 'protocol: udp', 'members:', '  - { address: "2001:db8:20::11", port: 53 }', ''].join('\n'),
+  );
   const made = await ctl(['slb', 'vip', 'create', yamlFile], env);
   t.equal(made.status, 0, made.stderr);
   t.match(made.stdout, /^dns: \[2001:db8:5::53\]:53\/udp, 1 members \(created\)/);
-  t.ok(s.vips().some((v) => v.id === 'dns'), 'in the SLB');
+  t.ok(
+    s.vips().some((v) => v.id === 'dns'),
+    'in the SLB',
+  );
   const jsonFile = join(dir, 'dns.json');
-  writeFileSync(jsonFile, JSON.stringify({ id: 'dns', address: '2001:db8:5::53', port: 53, protocol: 'udp', members: [{ address: '2001:db8:20::11', port: 53 }, { address: '2001:db8:20::12', port: 53, weight: 2 }] }));
+  writeFileSync(
+    jsonFile,
+    JSON.stringify({
+      id: 'dns',
+      address: '2001:db8:5::53',
+      port: 53,
+      protocol: 'udp',
+      members: [
+        { address: '2001:db8:20::11', port: 53 },
+        { address: '2001:db8:20::12', port: 53, weight: 2 },
+      ],
+    }),
+  );
   const edited = await ctl(['slb', 'vip', 'edit', 'dns', jsonFile], env);
   t.equal(edited.status, 0, edited.stderr);
   t.match(edited.stdout, /\(replaced\)\n.*\n\[2001:db8:20::11\]:53\s+1\s+enabled[\s\S]*\[2001:db8:20::12\]:53\s+2\s+enabled/);
   const shown = await ctl(['slb', '--json', 'vip', 'show', 'dns'], env);
-  t.same(JSON.parse(shown.stdout).members.map((m: any) => m.weight), [1, 2]);
+  t.same(
+    JSON.parse(shown.stdout).members.map((m: any) => m.weight),
+    [1, 2],
+  );
   const bad = join(dir, 'bad.yaml');
   writeFileSync(bad, 'id: web\naddress: 203.0.113.100\nport: 80\nprotocol: tcp\nmembers: []\n');
   const refused = await ctl(['slb', 'vip', 'create', bad], env);
@@ -170,7 +235,11 @@ t.test('bash completion: commands, subcommands, and files for vip create', async
   const script = (await ctl(['completion', 'bash'])).stdout;
   t.match(script, /complete -F _fwlbctl fwlbctl/);
   const complete = (words: string[]) => {
-    const r = spawnSync('bash', ['-c', `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _fwlbctl; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8', cwd: dir });
+    const r = spawnSync(
+      'bash',
+      ['-c', `${script}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _fwlbctl; echo "\${COMPREPLY[*]}"`],
+      { encoding: 'utf8', cwd: dir },
+    );
     return r.stdout.trim();
   };
   t.equal(complete(['fwlbctl', 'vi']), 'vips vip');
@@ -182,9 +251,31 @@ t.test('bash completion: commands, subcommands, and files for vip create', async
 t.test("https with --ca: the node's certificate is checked against the CA file", async (t) => {
   const key = join(dir, 'key.pem');
   const cert = join(dir, 'cert.pem');
-  const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+  const gen = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { encoding: 'utf8' },
+  );
   t.equal(gen.status, 0, gen.stderr);
-  const server = https.createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ status: 'ok', role: 'outside' })));
+  const server = https.createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) =>
+    res.setHeader('content-type', 'application/json').end(JSON.stringify({ status: 'ok', role: 'outside' })),
+  );
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => server.close());
   const api = `https://127.0.0.1:${(server.address() as { port: number }).port}`;

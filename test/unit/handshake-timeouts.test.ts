@@ -25,9 +25,12 @@ t.test('rendered: one policy per family (10 s by default) and a chain right afte
   const text = tableText(render());
   t.match(text, /ct timeout handshake_10 \{ protocol tcp; l3proto ip; policy = \{ syn_sent: 10, syn_recv: 10 \} \}/);
   t.match(text, /ct timeout handshake_v6_10 \{ protocol tcp; l3proto ip6; policy = \{ syn_sent: 10, syn_recv: 10 \} \}/);
-  t.match(text, /chain conntrack-timeouts \{ type filter hook prerouting priority -190; policy accept;\n    meta nfproto ipv4 tcp flags & syn,ack syn ct timeout set "handshake_10"\n    meta nfproto ipv6 tcp flags & syn,ack syn ct timeout set "handshake_v6_10"\n  \}/);
+  t.match(
+    text,
+    /chain conntrack-timeouts \{ type filter hook prerouting priority -190; policy accept;\n    meta nfproto ipv4 tcp flags & syn,ack syn ct timeout set "handshake_10"\n    meta nfproto ipv6 tcp flags & syn,ack syn ct timeout set "handshake_v6_10"\n  \}/,
+  );
   const off = tableText(render({ handshakeTimeoutSeconds: 0 }));
-  t.notMatch(off, /ct timeout|conntrack-timeouts/, '0: the kernel\'s timeouts, nothing rendered');
+  t.notMatch(off, /ct timeout|conntrack-timeouts/, "0: the kernel's timeouts, nothing rendered");
   t.throws(() => validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 121 }), /handshakeTimeoutSeconds/);
   t.throws(() => validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 2.5 }), /handshakeTimeoutSeconds/);
 });
@@ -35,7 +38,10 @@ t.test('rendered: one policy per family (10 s by default) and a chain right afte
 t.test('text commands: built from identifiers and integers only', async (t) => {
   const want = render({ handshakeTimeoutSeconds: 7 });
   const { add, stale } = ctTimeoutChanges(want, null);
-  t.same(add.map((o) => o.name), ['handshake_7', 'handshake_v6_7']);
+  t.same(
+    add.map((o) => o.name),
+    ['handshake_7', 'handshake_v6_7'],
+  );
   t.same(stale, []);
   t.equal(ctTimeoutText(want, add.slice(0, 1)), 'add ct timeout inet fwlb handshake_7 { protocol tcp; l3proto ip; policy = { syn_sent: 7, syn_recv: 7 }; }\n');
   t.equal(ctTimeoutText(want, [], ['handshake_10']), 'delete ct timeout inet fwlb handshake_10\n');
@@ -56,9 +62,17 @@ t.test('the reconciler declares the objects, swaps them on a change, and leaves 
   const r15 = new Reconciler(validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 15 }), nft, routing);
   nft.failNext();
   await t.rejects(r15.reconcile(), /injected/);
-  t.same([...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort(), ['handshake_10', 'handshake_v6_10'], 'a failed pass takes the objects it declared away again');
+  t.same(
+    [...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort(),
+    ['handshake_10', 'handshake_v6_10'],
+    'a failed pass takes the objects it declared away again',
+  );
   await r15.reconcile();
-  t.same([...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort(), ['handshake_15', 'handshake_v6_15'], 'a new value: new objects, the old ones deleted once no rule names them');
+  t.same(
+    [...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort(),
+    ['handshake_15', 'handshake_v6_15'],
+    'a new value: new objects, the old ones deleted once no rule names them',
+  );
   t.match(JSON.stringify(nft.rules.get('conntrack-timeouts')), /handshake_15/);
 
   const r0 = new Reconciler(validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 0 }), nft, routing);

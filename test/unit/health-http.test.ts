@@ -33,7 +33,10 @@ t.test('parseHttp splits status and body', async (t) => {
 });
 
 t.test('request line carries method, path and Host', async (t) => {
-  t.equal(httpRequest({ kind: 'http', method: 'HEAD', path: '/healthz', host: 'www.example' }, '192.0.2.1').split('\r\n').slice(0, 2).join('|'), 'HEAD /healthz HTTP/1.0|Host: www.example');
+  t.equal(
+    httpRequest({ kind: 'http', method: 'HEAD', path: '/healthz', host: 'www.example' }, '192.0.2.1').split('\r\n').slice(0, 2).join('|'),
+    'HEAD /healthz HTTP/1.0|Host: www.example',
+  );
 });
 
 t.test('check spec schema', async (t) => {

@@ -22,7 +22,15 @@ function simulate(cfg: TimerConfig, probe: (now: number) => ProbeResult, until: 
 const fail = (reason = 'refused'): ProbeResult => ({ ok: false, reason, latencyMs: 1 });
 const ok: ProbeResult = { ok: true, latencyMs: 2 };
 
-const cases: { name: string; cfg: TimerConfig; probe: (n: number) => ProbeResult; until: number; initial?: 'up' | 'down'; want: { to: string; at: number; reason: RegExp }[]; checks?: number[] }[] = [
+const cases: {
+  name: string;
+  cfg: TimerConfig;
+  probe: (n: number) => ProbeResult;
+  until: number;
+  initial?: 'up' | 'down';
+  want: { to: string; at: number; reason: RegExp }[];
+  checks?: number[];
+}[] = [
   {
     name: 'retries: DOWN on the 3rd failed attempt, retries run at interval',
     cfg: { interval: 100, response: 50, retries: 3, timeout: 10000 },

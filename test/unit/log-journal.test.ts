@@ -16,7 +16,11 @@ t.test('FWLB_LOG_FORMAT=journal (the default under systemd): each JSON line star
   log.info('i');
   log.warn('ALARM w');
   log.error('e');
-  t.same(lines.map((l) => l.slice(0, 3)), ['<7>', '<6>', '<4>', '<3>'], 'debug 7, info 6, warning 4, error 3');
+  t.same(
+    lines.map((l) => l.slice(0, 3)),
+    ['<7>', '<6>', '<4>', '<3>'],
+    'debug 7, info 6, warning 4, error 3',
+  );
   t.same(JSON.parse(lines[2].slice(3)).msg, 'ALARM w', 'the rest of the line is the JSON record');
 });
 
@@ -25,10 +29,26 @@ t.test('FWLB_AUDIT_LOG: audit records appended to their own file; an unwritable 
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'audit.log');
   const sink = auditSink(file);
-  const rec = (status: number) => ({ audit: true as const, at: '2026-12-02T00:00:00Z', method: 'PUT', route: '/firewalls/:id/admin', url: '/firewalls/fw2/admin', actor: 'token:abc', peer: 'unix', status, ms: 1 });
+  const rec = (status: number) => ({
+    audit: true as const,
+    at: '2026-12-02T00:00:00Z',
+    method: 'PUT',
+    route: '/firewalls/:id/admin',
+    url: '/firewalls/fw2/admin',
+    actor: 'token:abc',
+    peer: 'unix',
+    status,
+    ms: 1,
+  });
   sink(rec(200));
   sink(rec(409));
-  t.same(readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l).status), [200, 409]);
+  t.same(
+    readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).status),
+    [200, 409],
+  );
   const written: string[] = [];
   const real = process.stdout.write.bind(process.stdout);
   (process.stdout as any).write = (s: string) => (written.push(s), true);

@@ -20,7 +20,9 @@ t.test('pretty for a terminal: one readable line per entry, fields kept; JSON wh
   const { prettyDest } = await import('@fwlb/service');
   const out: string[] = [];
   const pretty = prettyDest({ write: (s) => void out.push(s) });
-  pretty.write(JSON.stringify({ level: 'warn', time: '2026-11-29T19:01:02.345Z', prog: 'fwlb', node: 'ob', msg: 'ALARM probe helper down', restarts: 2, pid: 7 }) + '\n');
+  pretty.write(
+    JSON.stringify({ level: 'warn', time: '2026-11-29T19:01:02.345Z', prog: 'fwlb', node: 'ob', msg: 'ALARM probe helper down', restarts: 2, pid: 7 }) + '\n',
+  );
   pretty.write('not json\n');
   t.same(out, ['19:01:02.345 WARN  ob: ALARM probe helper down restarts=2\n', 'not json\n']);
   const prev = process.env.FWLB_LOG_FORMAT;

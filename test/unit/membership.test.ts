@@ -21,16 +21,41 @@ t.test('all up: every firewall takes new sessions and restores its flows', async
 });
 
 t.test('table: what each combination of admin, health, link and agreement gives', async (t) => {
-  type Case = { name: string; st: boolean; admin?: boolean; up?: boolean; link?: boolean; agreed?: { live: string[]; down: string[] }; want: { live: boolean; restorable: boolean; suspect: boolean } };
+  type Case = {
+    name: string;
+    st: boolean;
+    admin?: boolean;
+    up?: boolean;
+    link?: boolean;
+    agreed?: { live: string[]; down: string[] };
+    want: { live: boolean; restorable: boolean; suspect: boolean };
+  };
   const cases: Case[] = [
     { name: 'disabled: no new sessions, established flows stay', st: false, admin: false, want: { live: false, restorable: true, suspect: false } },
     { name: 'probes fail, no session table: suspect (kept only while heard)', st: false, up: false, want: { live: false, restorable: false, suspect: true } },
     { name: 'link down: re-hashed at once', st: false, link: false, want: { live: false, restorable: false, suspect: false } },
     { name: 'link down even when probes still pass', st: false, up: true, link: false, want: { live: false, restorable: false, suspect: false } },
-    { name: 'own probes fail, twin sees it up (agreement): flows keep it', st: true, up: false, agreed: { live: ['fw1', 'fw3'], down: [] }, want: { live: false, restorable: true, suspect: false } },
-    { name: 'every node sees it down: suspect', st: true, up: false, agreed: { live: ['fw1', 'fw3'], down: ['fw2'] }, want: { live: false, restorable: false, suspect: true } },
+    {
+      name: 'own probes fail, twin sees it up (agreement): flows keep it',
+      st: true,
+      up: false,
+      agreed: { live: ['fw1', 'fw3'], down: [] },
+      want: { live: false, restorable: true, suspect: false },
+    },
+    {
+      name: 'every node sees it down: suspect',
+      st: true,
+      up: false,
+      agreed: { live: ['fw1', 'fw3'], down: ['fw2'] },
+      want: { live: false, restorable: false, suspect: true },
+    },
     { name: 'session table but no epoch yet: own view decides', st: true, up: false, want: { live: false, restorable: false, suspect: true } },
-    { name: 'own view up, not agreed: no new sessions, flows stay', st: true, agreed: { live: ['fw1', 'fw3'], down: [] }, want: { live: false, restorable: true, suspect: false } },
+    {
+      name: 'own view up, not agreed: no new sessions, flows stay',
+      st: true,
+      agreed: { live: ['fw1', 'fw3'], down: [] },
+      want: { live: false, restorable: true, suspect: false },
+    },
   ];
   for (const c of cases) {
     const m = new Membership(cfg(c.st));
@@ -40,7 +65,11 @@ t.test('table: what each combination of admin, health, link and agreement gives'
     if (c.agreed) m.setAgreement({ epoch: 1, ...c.agreed });
     const s = m.snapshot();
     t.same({ live: s.live.includes('fw2'), restorable: s.restorable.includes('fw2'), suspect: s.suspect.includes('fw2') }, c.want, c.name);
-    t.same(s.live.filter((x) => x !== 'fw2'), ['fw1', 'fw3'], `${c.name}: the others are untouched`);
+    t.same(
+      s.live.filter((x) => x !== 'fw2'),
+      ['fw1', 'fw3'],
+      `${c.name}: the others are untouched`,
+    );
   }
 });
 
@@ -83,32 +112,55 @@ t.test('render: restore by ct mark for restorable firewalls, restore-if-heard fo
   const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
   t.notMatch(JSON.stringify(plain.chains), /"label"|"event"/, 'no session table: no ct label, no ct event filter');
   t.match(JSON.stringify(out.chains), /"key":"event"/, 'with one: the event filter is there');
-  t.notOk(Object.values(chainsText(none)).flat().some((r) => r.includes('@heard')), 'and nothing is remembered in @heard');
+  t.notOk(
+    Object.values(chainsText(none))
+      .flat()
+      .some((r) => r.includes('@heard')),
+    'and nothing is remembered in @heard',
+  );
 });
 
-t.test('render, fast path: an established packet from the side is restored by the third rule, before any fib lookup; forwarded packets never meet a fib lookup', async (t) => {
-  const c = cfg(true);
-  const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
-  const out = renderTable(input, bucketTable(input));
-  const pre = chainsText(out).prerouting;
-  t.match(pre[0], /^meta iifname srv0 meta l4proto tcp tcp flags in syn jump side-syn$/, 'first, SYNs from the side go to their chain: any other packet fails the third comparison');
-  t.match(pre[1], /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ct state in new,established .* @fresh delete @fresh/, 'then a new connection that met an old entry (one set lookup)');
-  t.equal(pre[2], out.labeled.restore.map(statementText).join(' '), 'the third rule is the restore');
-  const fib = pre.findIndex((r) => r.includes('fib'));
-  t.ok(fib > 2, 'the fib lookup (traffic to this node) comes after it');
-  t.equal(pre.filter((r) => r.includes('fib')).length, 1, 'one fib rule in prerouting');
-  t.match(pre[3], /^meta iifname != srv0 meta l4proto tcp tcp flags in syn jump firewall-syn$/, 'from a firewall, SYNs go to their chain');
-  t.equal(pre[4], 'meta iifname != srv0 ct mark != 0 accept', 'and an established packet from a firewall (ct mark set) leaves at the fifth rule');
-  const learn = pre.indexOf(out.labeled['learn:fw1'].map(statementText).join(' '));
-  t.ok(learn > 4, 'learning (ct mark 0) after it');
-  const exit = pre.indexOf('meta iifname != srv0 accept');
-  t.ok(exit > pre.indexOf(out.labeled['learn:fw3'].map(statementText).join(' ')), 'any other packet from a firewall leaves after the learn rules');
-  t.ok(exit < pre.indexOf(out.labeled['hash-tcp-udp'].map(statementText).join(' ')) && exit < pre.indexOf(out.labeled.pinned.map(statementText).join(' ')), 'before the side-only rules');
-  const input_ = out.chains.find((x) => x.name === 'input')!;
-  t.equal(input_.hook, 'input', 'the mark for this node\'s own replies is set on the input hook');
-  t.notMatch(JSON.stringify(input_.rules), /fib/, 'without a fib lookup');
-  t.same(input_.rules.map((r) => JSON.stringify(r).match(/"value":(\d+)/)?.[1]), ['65536', '65537', '65538'], 'one mark per firewall');
-});
+t.test(
+  'render, fast path: an established packet from the side is restored by the third rule, before any fib lookup; forwarded packets never meet a fib lookup',
+  async (t) => {
+    const c = cfg(true);
+    const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
+    const out = renderTable(input, bucketTable(input));
+    const pre = chainsText(out).prerouting;
+    t.match(
+      pre[0],
+      /^meta iifname srv0 meta l4proto tcp tcp flags in syn jump side-syn$/,
+      'first, SYNs from the side go to their chain: any other packet fails the third comparison',
+    );
+    t.match(
+      pre[1],
+      /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ct state in new,established .* @fresh delete @fresh/,
+      'then a new connection that met an old entry (one set lookup)',
+    );
+    t.equal(pre[2], out.labeled.restore.map(statementText).join(' '), 'the third rule is the restore');
+    const fib = pre.findIndex((r) => r.includes('fib'));
+    t.ok(fib > 2, 'the fib lookup (traffic to this node) comes after it');
+    t.equal(pre.filter((r) => r.includes('fib')).length, 1, 'one fib rule in prerouting');
+    t.match(pre[3], /^meta iifname != srv0 meta l4proto tcp tcp flags in syn jump firewall-syn$/, 'from a firewall, SYNs go to their chain');
+    t.equal(pre[4], 'meta iifname != srv0 ct mark != 0 accept', 'and an established packet from a firewall (ct mark set) leaves at the fifth rule');
+    const learn = pre.indexOf(out.labeled['learn:fw1'].map(statementText).join(' '));
+    t.ok(learn > 4, 'learning (ct mark 0) after it');
+    const exit = pre.indexOf('meta iifname != srv0 accept');
+    t.ok(exit > pre.indexOf(out.labeled['learn:fw3'].map(statementText).join(' ')), 'any other packet from a firewall leaves after the learn rules');
+    t.ok(
+      exit < pre.indexOf(out.labeled['hash-tcp-udp'].map(statementText).join(' ')) && exit < pre.indexOf(out.labeled.pinned.map(statementText).join(' ')),
+      'before the side-only rules',
+    );
+    const input_ = out.chains.find((x) => x.name === 'input')!;
+    t.equal(input_.hook, 'input', "the mark for this node's own replies is set on the input hook");
+    t.notMatch(JSON.stringify(input_.rules), /fib/, 'without a fib lookup');
+    t.same(
+      input_.rules.map((r) => JSON.stringify(r).match(/"value":(\d+)/)?.[1]),
+      ['65536', '65537', '65538'],
+      'one mark per firewall',
+    );
+  },
+);
 
 t.test('render: a new connection never inherits the decision of an earlier one with the same tuple (a ct mark, a vouching SYN, a pin)', async (t) => {
   const c = cfg(true);
@@ -118,28 +170,69 @@ t.test('render: a new connection never inherits the decision of an earlier one w
   const syn = ch['side-syn'];
   t.equal(syn[0], 'fib daddr type local return', 'traffic to this node itself is left alone');
   const vouch = syn.findIndex((r) => r.includes('@synseen'));
-  t.match(syn[vouch], /^ct mark != 0 tcp flags in ack .* ct original ip saddr . ct original proto-src . ct original ip daddr . ct original proto-dst . ct protocol @synseen delete @synseen \{ .* \} return$/, "a SYN-ACK keeps its ct mark only if this node saw its SYN (by conntrack's original tuple, NAT or not), and uses that SYN up");
+  t.match(
+    syn[vouch],
+    /^ct mark != 0 tcp flags in ack .* ct original ip saddr . ct original proto-src . ct original ip daddr . ct original proto-dst . ct protocol @synseen delete @synseen \{ .* \} return$/,
+    "a SYN-ACK keeps its ct mark only if this node saw its SYN (by conntrack's original tuple, NAT or not), and uses that SYN up",
+  );
   const hashSyn = syn.indexOf(out.labeled['hash-syn'].map(statementText).join(' '));
   t.equal(hashSyn, vouch + 1, 'every other SYN or SYN-ACK is hashed next (no ct mark, no pin)');
   t.match(syn[hashSyn], /^meta nfproto ipv4 counter meta mark set jhash .* ct mark set meta mark$/);
-  t.equal(syn[hashSyn + 1], 'ct state in established,invalid meta nfproto ipv4 update @fresh { ip saddr . th sport . ip daddr . th dport . meta l4proto }', 'one that met an earlier entry is remembered in @fresh (after the steering: a full set ends its rule)');
+  t.equal(
+    syn[hashSyn + 1],
+    'ct state in established,invalid meta nfproto ipv4 update @fresh { ip saddr . th sport . ip daddr . th dport . meta l4proto }',
+    'one that met an earlier entry is remembered in @fresh (after the steering: a full set ends its rule)',
+  );
   const record = syn.slice(hashSyn + 2, -1);
-  t.same(record.map((r) => r.match(/^meta mark (\d+) /)?.[1]), ['65536', '65537', '65538'], 'then recorded under the firewall it went to');
-  t.match(record[1], /^meta mark 65537 meta nfproto ipv4 delete @conn0 \{ ip saddr .* \} delete @conn2 \{ .* \} update @conn1 \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \}$/, 'in that firewall\'s conn set only');
+  t.same(
+    record.map((r) => r.match(/^meta mark (\d+) /)?.[1]),
+    ['65536', '65537', '65538'],
+    'then recorded under the firewall it went to',
+  );
+  t.match(
+    record[1],
+    /^meta mark 65537 meta nfproto ipv4 delete @conn0 \{ ip saddr .* \} delete @conn2 \{ .* \} update @conn1 \{ ip saddr . th sport . ip daddr . th dport . meta l4proto \}$/,
+    "in that firewall's conn set only",
+  );
   t.equal(syn[syn.length - 1], 'accept', 'and accepted');
   const fw = ch['firewall-syn'];
-  t.match(fw[1], /^meta iifname fw2 meta nfproto ipv4 delete @conn0 \{ ip daddr . th dport . ip saddr . th sport .* update @conn1 \{ ip daddr .* \}$/, 'a SYN or SYN-ACK from a firewall is recorded under that firewall (the tuple in the side\'s order)');
-  t.match(fw[3], /^meta nfproto ipv4 ct state in invalid update @fresh \{ ip daddr . th dport . ip saddr . th sport . meta l4proto \} return$/, 'one that conntrack refused: its replies take the decision into the entry they meet');
+  t.match(
+    fw[1],
+    /^meta iifname fw2 meta nfproto ipv4 delete @conn0 \{ ip daddr . th dport . ip saddr . th sport .* update @conn1 \{ ip daddr .* \}$/,
+    "a SYN or SYN-ACK from a firewall is recorded under that firewall (the tuple in the side's order)",
+  );
+  t.match(
+    fw[3],
+    /^meta nfproto ipv4 ct state in invalid update @fresh \{ ip daddr . th dport . ip saddr . th sport . meta l4proto \} return$/,
+    'one that conntrack refused: its replies take the decision into the entry they meet',
+  );
   t.equal(fw[4], 'ct mark set 0', 'any other clears the mark, so learning takes the firewall it came from');
   t.match(fw[5], /^tcp flags & syn,ack syn .* update @synseen/, 'a bare SYN vouches for its SYN-ACK');
   const pre = ch.prerouting;
   const pinned = pre.indexOf(out.labeled.pinned.map(statementText).join(' '));
   const conns = ['fw1', 'fw2', 'fw3'].map((f) => pre.indexOf(out.labeled[`conn:${f}`].map(statementText).join(' ')));
   t.same(conns, [pinned - 3, pinned - 2, pinned - 1], 'a packet without a ct mark of a connection this node saw start follows its conn set, before any pin');
-  t.match(pre[conns[0]], /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ip saddr . th sport . ip daddr . th dport . meta l4proto @conn0 update @conn0 \{ .* \} counter meta mark set 65536 ct mark set meta mark accept$/);
+  t.match(
+    pre[conns[0]],
+    /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ip saddr . th sport . ip daddr . th dport . meta l4proto @conn0 update @conn0 \{ .* \} counter meta mark set 65536 ct mark set meta mark accept$/,
+  );
   t.ok(conns[0] > pre.indexOf(out.labeled.restore.map(statementText).join(' ')), 'after the restore: a packet with its ct mark pays nothing for them');
-  t.same(out.sets!.map((x) => [x.name, x.timeout]), [['heard', 30], ['synseen', SYN_SEEN_SECONDS], ['fresh', FRESH_SECONDS], ['conn0', CONN_SECONDS], ['conn1', CONN_SECONDS], ['conn2', CONN_SECONDS]]);
-  t.same(out.chains.map((x) => x.name), ['conntrack-timeouts', 'side-syn', 'firewall-syn', 'prerouting', 'input', 'output'], 'the chains jumped to come first (one transaction adds them in order)');
+  t.same(
+    out.sets!.map((x) => [x.name, x.timeout]),
+    [
+      ['heard', 30],
+      ['synseen', SYN_SEEN_SECONDS],
+      ['fresh', FRESH_SECONDS],
+      ['conn0', CONN_SECONDS],
+      ['conn1', CONN_SECONDS],
+      ['conn2', CONN_SECONDS],
+    ],
+  );
+  t.same(
+    out.chains.map((x) => x.name),
+    ['conntrack-timeouts', 'side-syn', 'firewall-syn', 'prerouting', 'input', 'output'],
+    'the chains jumped to come first (one transaction adds them in order)',
+  );
   const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
   t.notMatch(JSON.stringify(plain), /@conn/, 'without a session table (one node per side, which sees both directions) no conn sets');
 });
@@ -199,10 +292,17 @@ t.test('render, shared transit segment: learning and the input mark tell firewal
   const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
   const out = renderTable(input, bucketTable(input));
   const macOf = (r: unknown) => JSON.stringify(r).match(/"field":"saddr"\}\},"right":"([0-9a-f:]+)"/)?.[1];
-  t.same([1, 2, 3].map((k) => macOf(out.labeled[`learn:fw${k}`])), ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'], 'each learn rule matches its firewall\'s MAC (lower case)');
+  t.same(
+    [1, 2, 3].map((k) => macOf(out.labeled[`learn:fw${k}`])),
+    ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'],
+    "each learn rule matches its firewall's MAC (lower case)",
+  );
   const input_ = out.chains.find((x) => x.name === 'input')!;
-  t.same(input_.rules.map(macOf), ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'], 'so does the mark for this node\'s own replies');
-  t.ok(input_.rules.every((r) => JSON.stringify(r).includes('"right":"tr0"')), 'on the shared interface');
+  t.same(input_.rules.map(macOf), ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'], "so does the mark for this node's own replies");
+  t.ok(
+    input_.rules.every((r) => JSON.stringify(r).includes('"right":"tr0"')),
+    'on the shared interface',
+  );
 });
 
 t.test('a node that lost the link to every firewall abstains from the shared view', async (t) => {
@@ -220,7 +320,11 @@ t.test('a node that lost the link to every firewall abstains from the shared vie
 t.test('after every link came back, a node abstains until its probes had time to rise', async (t) => {
   let now = 0;
   // interval 200 ms, rise 2: the settle window is (2 + 2) x 200 = 800 ms.
-  const m = new Membership(cfg(true, { health: { target: '198.51.100.1', panicThreshold: 0, timers: { interval: 200, response: 100, retries: 3, rise: 2 } } }), true, () => now);
+  const m = new Membership(
+    cfg(true, { health: { target: '198.51.100.1', panicThreshold: 0, timers: { interval: 200, response: 100, retries: 3, rise: 2 } } }),
+    true,
+    () => now,
+  );
   for (const id of ['fw1', 'fw2', 'fw3']) m.setLink(id, false);
   for (const id of ['fw1', 'fw2', 'fw3']) m.setHealth(id, false, 'own link down');
   now = 5000;

@@ -12,7 +12,12 @@ const promtool = (text: string) => spawnSync('promtool', ['check', 'metrics'], {
 const value = (text: string, series: string) => Number(new RegExp(`^${series.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1]);
 
 t.test('balancer: promtool accepts /metrics; disabling fw2 moves the firewall gauges', async (t) => {
-  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const config = validateBalancerConfig({
+    role: 'outside',
+    sideInterface: 'cli0',
+    firewalls: [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
+    hash: { seed: 7 },
+  });
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, recordingNft(), routing);
   const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile() });

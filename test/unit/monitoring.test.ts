@@ -18,7 +18,12 @@ const promtool = (...args: string[]) => spawnSync('promtool', args, { cwd: DIR, 
 
 /** Every metric name both agents export (a session table and a probe helper configured, so all of them). */
 async function exported(): Promise<Set<string>> {
-  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const config = validateBalancerConfig({
+    role: 'outside',
+    sideInterface: 'cli0',
+    firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
+    hash: { seed: 7 },
+  });
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const balancer = newRegistry();
   balancerMetrics(balancer, { reconciler: new Reconciler(config, recordingNft(), routing), sync: () => ({}), alarms: () => [], helperUp: () => true });
@@ -44,17 +49,46 @@ t.test('promtool accepts the alerting rules and fires every alert in its tests',
   t.equal(run.status, 0, `promtool test rules: ${run.stdout}${run.stderr}`);
   const rules = parse(readFileSync(join(DIR, 'fwlb-alerts.yml'), 'utf8')).groups.flatMap((g: any) => g.rules);
   const tests = parse(readFileSync(join(DIR, 'fwlb-alerts.test.yml'), 'utf8')).tests.flatMap((x: any) => x.alert_rule_test);
-  for (const r of rules) t.ok(tests.some((x: any) => x.alertname === r.alert && x.exp_alerts.length > 0), `${r.alert} fires in a test`);
-  const wanted = ['FwlbFirewallDown', 'FwlbPanic', 'FwlbProbeHelperDown', 'FwlbRedisDown', 'FwlbHashConfigDiffers', 'FwlbSessionSyncLag', 'FwlbHaproxyDown', 'FwlbMemberDown', 'FwlbVipNoLiveMember'];
-  t.same(wanted.filter((a) => !rules.some((r: any) => r.alert === a)), [], 'an alert for each condition an operator must hear of');
+  for (const r of rules)
+    t.ok(
+      tests.some((x: any) => x.alertname === r.alert && x.exp_alerts.length > 0),
+      `${r.alert} fires in a test`,
+    );
+  const wanted = [
+    'FwlbFirewallDown',
+    'FwlbPanic',
+    'FwlbProbeHelperDown',
+    'FwlbRedisDown',
+    'FwlbHashConfigDiffers',
+    'FwlbSessionSyncLag',
+    'FwlbHaproxyDown',
+    'FwlbMemberDown',
+    'FwlbVipNoLiveMember',
+  ];
+  t.same(
+    wanted.filter((a) => !rules.some((r: any) => r.alert === a)),
+    [],
+    'an alert for each condition an operator must hear of',
+  );
 });
 
 t.test('the rules and the dashboard read only metrics the agents export', async (t) => {
   const names = await exported();
   const rules = parse(readFileSync(join(DIR, 'fwlb-alerts.yml'), 'utf8')).groups.flatMap((g: any) => g.rules);
-  for (const r of rules) t.same(readsOf(r.expr).filter((n) => !names.has(n)), [], `${r.alert}: ${r.expr}`);
+  for (const r of rules)
+    t.same(
+      readsOf(r.expr).filter((n) => !names.has(n)),
+      [],
+      `${r.alert}: ${r.expr}`,
+    );
   const dash = JSON.parse(readFileSync(join(DIR, 'fwlb-dashboard.json'), 'utf8'));
   t.ok(dash.panels.length >= 10, `${dash.panels.length} panels`);
-  for (const p of dash.panels) for (const q of p.targets) t.same(readsOf(q.expr).filter((n) => !names.has(n)), [], `panel "${p.title}": ${q.expr}`);
+  for (const p of dash.panels)
+    for (const q of p.targets)
+      t.same(
+        readsOf(q.expr).filter((n) => !names.has(n)),
+        [],
+        `panel "${p.title}": ${q.expr}`,
+      );
   t.same(new Set(dash.panels.map((p: any) => p.id)).size, dash.panels.length, 'panel ids are unique');
 });

@@ -26,7 +26,9 @@ const render = (live?: string[]) => {
 function applied(want: DesiredTable, handle = 5): ActualTable {
   return {
     handle,
-    chains: new Map(want.chains.map((c) => [c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: 1, ruleComments: c.rules.map(ruleDigest) }])),
+    chains: new Map(
+      want.chains.map((c) => [c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: 1, ruleComments: c.rules.map(ruleDigest) }]),
+    ),
     maps: new Map(want.maps.map((m) => [m.name, { type: m.type, map: m.map, elements: new Map(m.elements.map(([k, v]) => [JSON.stringify(k), v])) }])),
     sets: new Map((want.sets ?? []).map((x) => [x.name, { type: x.type, timeout: x.timeout }])),
     counters: new Map(),
@@ -34,18 +36,24 @@ function applied(want: DesiredTable, handle = 5): ActualTable {
   };
 }
 
-const text = (cmds: unknown[]) => cmds.map((c: any) => {
-  const verb = Object.keys(c)[0];
-  const kind = Object.keys(c[verb])[0];
-  const o = c[verb][kind];
-  return `${verb} ${kind} ${o.name ?? o.chain ?? ''}${o.elem ? ' ' + JSON.stringify(o.elem) : ''}`.trim();
-}).join('\n');
+const text = (cmds: unknown[]) =>
+  cmds
+    .map((c: any) => {
+      const verb = Object.keys(c)[0];
+      const kind = Object.keys(c[verb])[0];
+      const o = c[verb][kind];
+      return `${verb} ${kind} ${o.name ?? o.chain ?? ''}${o.elem ? ' ' + JSON.stringify(o.elem) : ''}`.trim();
+    })
+    .join('\n');
 
 t.test('empty kernel: one transaction creates table, map, chain and rules', async (t) => {
   const want = render();
   const out = text(diffTable(want, null));
   t.match(out, /^add table fwlb\nadd set heard\nadd set synseen\nadd set fresh\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
-  t.match(out, /add chain side-syn(\nadd rule side-syn){5}\nadd chain firewall-syn(\nadd rule firewall-syn){3}\nadd chain prerouting(\nadd rule prerouting){12}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/);
+  t.match(
+    out,
+    /add chain side-syn(\nadd rule side-syn){5}\nadd chain firewall-syn(\nadd rule firewall-syn){3}\nadd chain prerouting(\nadd rule prerouting){12}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/,
+  );
   t.notMatch(out, /flush|delete/);
 });
 
@@ -69,7 +77,10 @@ t.test('firewall leaves: only its buckets change, with delete + add', async (t) 
 t.test('inside node hashes destination first; learning matches the firewall MAC', async (t) => {
   const want = render();
   const rules = JSON.stringify(want.chains.find((c) => c.name === 'prerouting')!.rules);
-  t.match(rules, /"concat":\[\{"payload":\{"protocol":"ip","field":"daddr"\}\},\{"payload":\{"protocol":"th","field":"dport"\}\},\{"payload":\{"protocol":"ip","field":"saddr"\}\}/);
+  t.match(
+    rules,
+    /"concat":\[\{"payload":\{"protocol":"ip","field":"daddr"\}\},\{"payload":\{"protocol":"th","field":"dport"\}\},\{"payload":\{"protocol":"ip","field":"saddr"\}\}/,
+  );
   t.match(rules, /"ether","field":"saddr"\}\},"right":"02:00:00:00:00:02"/);
 });
 
@@ -81,23 +92,47 @@ t.test('no live firewall: drop instead of hashing', async (t) => {
 });
 
 t.test('routes: one rule and table per firewall', async (t) => {
-  t.same(renderRoutes(config).map((r) => `${r.priority} fwmark ${r.fwmark} table ${r.table} via ${r.gateway} dev ${r.oif}`), [
-    '10000 fwmark 256 table 1000 via 172.17.1.2 dev fw1',
-    '10001 fwmark 257 table 1001 via 172.17.2.2 dev fw2',
-    '10002 fwmark 258 table 1002 via 172.17.3.2 dev fw3',
-  ]);
+  t.same(
+    renderRoutes(config).map((r) => `${r.priority} fwmark ${r.fwmark} table ${r.table} via ${r.gateway} dev ${r.oif}`),
+    [
+      '10000 fwmark 256 table 1000 via 172.17.1.2 dev fw1',
+      '10001 fwmark 257 table 1001 via 172.17.2.2 dev fw2',
+      '10002 fwmark 258 table 1002 via 172.17.3.2 dev fw3',
+    ],
+  );
 });
 
 t.test('parseListing reads nft -j output', async (t) => {
-  const a = parseListing({ nftables: [
-    { metainfo: {} },
-    { table: { family: 'inet', name: 'fwlb', handle: 9 } },
-    { chain: { family: 'inet', table: 'fwlb', name: 'prerouting', handle: 1, type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } },
-    { map: { family: 'inet', name: 'buckets', table: 'fwlb', type: 'mark', handle: 2, map: 'mark', elem: [[0, 256], [1, 257]] } },
-    { rule: { family: 'inet', table: 'fwlb', chain: 'prerouting', handle: 4, comment: 'fwlb:x', expr: [{ counter: { packets: 3, bytes: 180 } }] } },
-  ] });
+  const a = parseListing({
+    nftables: [
+      { metainfo: {} },
+      { table: { family: 'inet', name: 'fwlb', handle: 9 } },
+      { chain: { family: 'inet', table: 'fwlb', name: 'prerouting', handle: 1, type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } },
+      {
+        map: {
+          family: 'inet',
+          name: 'buckets',
+          table: 'fwlb',
+          type: 'mark',
+          handle: 2,
+          map: 'mark',
+          elem: [
+            [0, 256],
+            [1, 257],
+          ],
+        },
+      },
+      { rule: { family: 'inet', table: 'fwlb', chain: 'prerouting', handle: 4, comment: 'fwlb:x', expr: [{ counter: { packets: 3, bytes: 180 } }] } },
+    ],
+  });
   t.equal(a!.handle, 9);
-  t.same([...a!.maps.get('buckets')!.elements], [['0', 256], ['1', 257]]);
+  t.same(
+    [...a!.maps.get('buckets')!.elements],
+    [
+      ['0', 256],
+      ['1', 257],
+    ],
+  );
   t.same(a!.chains.get('prerouting')!.ruleComments, ['fwlb:x']);
   t.same(a!.counters.get('fwlb:x'), { packets: 3, bytes: 180 });
   t.equal(parseListing({ nftables: [] }), null);

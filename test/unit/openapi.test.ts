@@ -16,20 +16,39 @@ async function documentOf(t: any, app: FastifyInstance, codes: string[]) {
   t.equal(res.statusCode, 200);
   const doc = res.json();
   await t.resolves(SwaggerParser.validate(JSON.parse(JSON.stringify(doc))), 'the document validates (OpenAPI 3)');
-  const listed = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ms]) => Object.keys(ms).map((m) => `${m.toUpperCase()} ${p}`));
+  const listed = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ms]) =>
+    Object.keys(ms).map((m) => `${m.toUpperCase()} ${p}`),
+  );
   const routes = routesOf(app);
   t.ok(routes.length >= 6, `${routes.length} routes registered`);
-  t.same(routes.filter((r) => !listed.includes(r)), [], 'every registered route is in it');
-  t.same(codes.filter((c) => !doc.components.schemas.Error.properties.code.enum.includes(c)), [], `every error code is in it (${codes.length})`);
+  t.same(
+    routes.filter((r) => !listed.includes(r)),
+    [],
+    'every registered route is in it',
+  );
+  t.same(
+    codes.filter((c) => !doc.components.schemas.Error.properties.code.enum.includes(c)),
+    [],
+    `every error code is in it (${codes.length})`,
+  );
   return doc;
 }
 
 t.test('balancer API', async (t) => {
-  const config = validateBalancerConfig({ role: 'outside', sideInterface: 'cli0', firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })), hash: { seed: 7 } });
+  const config = validateBalancerConfig({
+    role: 'outside',
+    sideInterface: 'cli0',
+    firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
+    hash: { seed: 7 },
+  });
   const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
   const r = new Reconciler(config, recordingNft(), routing);
   const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile() });
-  const doc = await documentOf(t, app, Object.values(Errors).map((e) => e.code));
+  const doc = await documentOf(
+    t,
+    app,
+    Object.values(Errors).map((e) => e.code),
+  );
   // A request built from the document: the admin route's path template and its body schema.
   const path = Object.keys(doc.paths).find((p) => p.endsWith('/admin'))!;
   const schema = doc.paths[path].put.requestBody.content['application/json'].schema;
@@ -44,5 +63,9 @@ t.test('balancer API', async (t) => {
 t.test('SLB API', async (t) => {
   const { app, s } = setup();
   await s.start();
-  await documentOf(t, app, Object.values(SlbErrors).map((e) => e.code));
+  await documentOf(
+    t,
+    app,
+    Object.values(SlbErrors).map((e) => e.code),
+  );
 });

@@ -17,14 +17,25 @@ const session = { sessionTable: { url: 'redis://127.0.0.1:6379' } };
 const cases: { name: string; config: object; input?: Partial<RenderInput>; nextLive?: string[] }[] = [
   { name: 'single-node', config: base },
   { name: 'inside-session-table', config: { ...base, role: 'inside', sideInterface: 'srv0', ...session } },
-  { name: 'sync-groups', config: { ...base, firewalls: fws(4, (k) => ({ syncGroup: k <= 2 ? 'a' : 'b' })), ...session }, input: { live: ['fw1', 'fw3', 'fw4'] } },
+  {
+    name: 'sync-groups',
+    config: { ...base, firewalls: fws(4, (k) => ({ syncGroup: k <= 2 ? 'a' : 'b' })), ...session },
+    input: { live: ['fw1', 'fw3', 'fw4'] },
+  },
   { name: 'suspect-firewall', config: { ...base, ...session }, input: { live: ['fw1', 'fw3'], suspect: ['fw2'] } },
   { name: 'shared-segment', config: { ...base, firewalls: fws(2, (k) => ({ interface: 'tr0', mac: `02:fb:01:00:00:0${k}` })) } },
   { name: 'no-live-firewall', config: base, input: { live: [] } },
   { name: 'pending-switch', config: { ...base, ...session }, nextLive: ['fw1', 'fw3'] },
   {
     name: 'dual-stack',
-    config: { ...base, firewalls: fws(3, (k) => ({ nextHop6: k === 3 ? 'fe80::3' : `2001:db8:17:${k}::2`, ...(k === 1 ? { natPools: ['2001:db8:96:1:0::/64', '10.96.1.0/24'] } : {}) })), ...session },
+    config: {
+      ...base,
+      firewalls: fws(3, (k) => ({
+        nextHop6: k === 3 ? 'fe80::3' : `2001:db8:17:${k}::2`,
+        ...(k === 1 ? { natPools: ['2001:db8:96:1:0::/64', '10.96.1.0/24'] } : {}),
+      })),
+      ...session,
+    },
     input: {
       live: ['fw1', 'fw3'],
       suspect: ['fw2'],
@@ -34,7 +45,10 @@ const cases: { name: string; config: object; input?: Partial<RenderInput>; nextL
       ],
     },
   },
-  { name: 'nat-pools', config: { ...base, firewalls: fws(3, (k) => (k < 3 ? { natPools: k === 1 ? ['10.96.1.0/24', '192.0.2.7'] : ['10.96.2.0/24'] } : {})), ...session } },
+  {
+    name: 'nat-pools',
+    config: { ...base, firewalls: fws(3, (k) => (k < 3 ? { natPools: k === 1 ? ['10.96.1.0/24', '192.0.2.7'] : ['10.96.2.0/24'] } : {})), ...session },
+  },
 ];
 
 for (const c of cases) {

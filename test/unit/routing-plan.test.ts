@@ -9,7 +9,15 @@ const want: PolicyRoute[] = [
 ];
 
 t.test('empty kernel: adds every rule and route', async (t) => {
-  const p = planRouting(want, [{ priority: 0, table: 255 }, { priority: 32766, table: 254 }], [], owned);
+  const p = planRouting(
+    want,
+    [
+      { priority: 0, table: 255 },
+      { priority: 32766, table: 254 },
+    ],
+    [],
+    owned,
+  );
   t.equal(p.addRules.length, 2);
   t.equal(p.setRoutes.length, 2);
   t.same(p.delRules, []);
@@ -32,9 +40,18 @@ t.test('foreign rules and tables are never touched; stale owned ones are removed
     { table: 1000, dstLen: 0, gateway: '172.16.7.2', oif: 'fw1' },
   ];
   const p = planRouting(want, rules, routes, owned);
-  t.same(p.delRules.map((r) => r.priority), [10005]);
-  t.same(p.delRoutes.map((r) => r.table), [1005]);
-  t.same(p.setRoutes.map((r) => `${r.table} ${r.gateway}`), ['1000 172.16.1.2', '1001 172.16.2.2']);
+  t.same(
+    p.delRules.map((r) => r.priority),
+    [10005],
+  );
+  t.same(
+    p.delRoutes.map((r) => r.table),
+    [1005],
+  );
+  t.same(
+    p.setRoutes.map((r) => `${r.table} ${r.gateway}`),
+    ['1000 172.16.1.2', '1001 172.16.2.2'],
+  );
 });
 
 t.test('IPv6 rules and tables are planned on their own: the same numbers, another family', async (t) => {
@@ -43,12 +60,26 @@ t.test('IPv6 rules and tables are planned on their own: the same numbers, anothe
   const routes4 = want.map((w) => ({ table: w.table, dstLen: 0, gateway: w.gateway, oif: w.oif }));
   const p = planRouting([...want, ...v6], rules4, routes4, owned);
   t.same(p.delRules, [], 'the IPv4 rules stay');
-  t.same(p.addRules.map((r) => `${r.family} ${r.priority} ${r.table}`), ['6 10000 1000', '6 10001 1001'], 'IPv6 rules are added beside them');
-  t.same(p.setRoutes.map((r) => `${r.family} ${r.table} ${r.gateway}`), ['6 1000 2001:db8:1::2', '6 1001 2001:db8:2::2']);
+  t.same(
+    p.addRules.map((r) => `${r.family} ${r.priority} ${r.table}`),
+    ['6 10000 1000', '6 10001 1001'],
+    'IPv6 rules are added beside them',
+  );
+  t.same(
+    p.setRoutes.map((r) => `${r.family} ${r.table} ${r.gateway}`),
+    ['6 1000 2001:db8:1::2', '6 1001 2001:db8:2::2'],
+  );
   const rules6 = rules4.map((r) => ({ ...r, family: 6 as const }));
   const routes6 = v6.map((w) => ({ family: 6 as const, table: w.table, dstLen: 0, gateway: w.gateway, oif: w.oif }));
   t.ok(planIsEmpty(planRouting([...want, ...v6], [...rules4, ...rules6], [...routes4, ...routes6], owned)), 'both in place: nothing to do');
   const gone = planRouting(want, [...rules4, ...rules6], [...routes4, ...routes6], owned);
-  t.same(gone.delRules.map((r) => `${r.family} ${r.priority}`), ['6 10000', '6 10001'], 'IPv6 taken out of the config: its rules go, IPv4 ones stay');
-  t.same(gone.delRoutes.map((r) => `${r.family} ${r.table}`), ['6 1000', '6 1001']);
+  t.same(
+    gone.delRules.map((r) => `${r.family} ${r.priority}`),
+    ['6 10000', '6 10001'],
+    'IPv6 taken out of the config: its rules go, IPv4 ones stay',
+  );
+  t.same(
+    gone.delRoutes.map((r) => `${r.family} ${r.table}`),
+    ['6 1000', '6 1001'],
+  );
 });

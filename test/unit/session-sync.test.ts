@@ -10,7 +10,15 @@ const IPS_ASSURED = 4;
 const entry = (sport: number, mark = 0x10001, proto = 6, reverse = false, status = IPS_SEEN_REPLY | IPS_ASSURED): CtEntry => {
   const a = { src: '198.51.100.11', dst: '203.0.113.100', proto, sport, dport: 7007 };
   const orig = reverse ? { src: a.dst, dst: a.src, proto, sport: a.dport, dport: a.sport } : a;
-  return { orig, reply: { src: orig.dst, dst: orig.src, proto, sport: orig.dport, dport: orig.sport }, status, mark, timeout: 120, id: 1000 + sport, ...(reverse ? {} : { labels: [1] }) };
+  return {
+    orig,
+    reply: { src: orig.dst, dst: orig.src, proto, sport: orig.dport, dport: orig.sport },
+    status,
+    mark,
+    timeout: 120,
+    id: 1000 + sport,
+    ...(reverse ? {} : { labels: [1] }),
+  };
 };
 /** The events of an answered flow as the kernel sends them: NEW (with the labels, unanswered), then an update (no labels). */
 const opened = (e: CtEntry) => {
@@ -83,7 +91,15 @@ t.test('only answered sessions are recorded: TCP once ASSURED, UDP once replied'
   t.ok(answered(entry(1, 0x10001, 6, false, IPS_SEEN_REPLY | IPS_ASSURED)));
   t.ok(answered(entry(1, 0x10001, 17, false, IPS_SEEN_REPLY)));
   const store = fakeStore();
-  const sync = new SessionSync({ node: 'ob', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => [], flushMs: 10, resyncMs: 1000 });
+  const sync = new SessionSync({
+    node: 'ob',
+    role: 'outside',
+    firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined),
+    store,
+    dump: async () => [],
+    flushMs: 10,
+    resyncMs: 1000,
+  });
   sync.onEvents([
     { kind: 'update', entry: entry(1, 0x10001, 6, false, IPS_SEEN_REPLY) },
     { kind: 'update', entry: entry(2, 0x10001, 6, false, 0) },
@@ -99,7 +115,15 @@ t.test('only answered sessions are recorded: TCP once ASSURED, UDP once replied'
 
 t.test('orientation comes from the NEW event: an update of a flow whose NEW was not seen is left to the next dump', async (t) => {
   const store = fakeStore();
-  const sync = new SessionSync({ node: 'ob', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => [], flushMs: 10, resyncMs: 1000 });
+  const sync = new SessionSync({
+    node: 'ob',
+    role: 'outside',
+    firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined),
+    store,
+    dump: async () => [],
+    flushMs: 10,
+    resyncMs: 1000,
+  });
   // A client-initiated flow on the outside node: labelled at NEW; its update carries no label.
   const [, update] = opened(entry(41000));
   sync.onEvents([update]);
@@ -108,14 +132,27 @@ t.test('orientation comes from the NEW event: an update of a flow whose NEW was 
   t.equal(sync.metrics.deferred, 1);
   sync.onEvents(opened(entry(41001)));
   await sync.flush();
-  t.same([...store.rows.values()].map((r) => r.outerAddr), ['198.51.100.11'], 'with its NEW seen, the client end is outer');
+  t.same(
+    [...store.rows.values()].map((r) => r.outerAddr),
+    ['198.51.100.11'],
+    'with its NEW seen, the client end is outer',
+  );
 });
 
 t.test('a DESTROY deletes only a session that ended; a flushed one gets a grace expiry, under its recorded key', async (t) => {
   const store = fakeStore();
   // The inside node: flows learned from a firewall carry no label, so the orig source is the outer end.
   const learned = (sport: number, proto = 6) => ({ ...entry(sport, 0x10001, proto), labels: undefined });
-  const sync = new SessionSync({ node: 'ib', role: 'inside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => [], flushMs: 10, resyncMs: 1000, now: () => 5000 });
+  const sync = new SessionSync({
+    node: 'ib',
+    role: 'inside',
+    firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined),
+    store,
+    dump: async () => [],
+    flushMs: 10,
+    resyncMs: 1000,
+    now: () => 5000,
+  });
   sync.onEvents([...[1, 2, 3].flatMap((p) => opened(learned(p))), ...opened(learned(4, 17))]);
   await sync.flush();
   t.equal(store.rows.size, 4);
@@ -126,7 +163,11 @@ t.test('a DESTROY deletes only a session that ended; a flushed one gets a grace 
     { kind: 'destroy', entry: destroyOf(learned(4, 17)) },
   ]);
   await sync.flush();
-  t.same([...store.rows.keys()].sort(), ['198.51.100.11:3>203.0.113.100:7007/6', '198.51.100.11:4>203.0.113.100:7007/17'], 'FIN and RST ends deleted; the flushed TCP and the UDP entries kept');
+  t.same(
+    [...store.rows.keys()].sort(),
+    ['198.51.100.11:3>203.0.113.100:7007/6', '198.51.100.11:4>203.0.113.100:7007/17'],
+    'FIN and RST ends deleted; the flushed TCP and the UDP entries kept',
+  );
   t.same([...store.graced.values()], [7000, 7000], 'kept with a grace expiry of two re-sync periods');
   t.equal(destroyAction(destroyOf(learned(9), 'ESTABLISHED')), 'grace');
   t.equal(destroyAction(destroyOf(learned(9), 'FIN_WAIT')), 'delete');
@@ -138,10 +179,28 @@ t.test('a DESTROY deletes only a session that ended; a flushed one gets a grace 
 t.test('events are batched; unmarked and ICMP entries are ignored; Redis loss is caught up from a dump', async (t) => {
   const store = fakeStore();
   let dumped: CtEntry[] = [];
-  const sync = new SessionSync({ node: 'ob', role: 'outside', firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined), store, dump: async () => dumped, flushMs: 10, resyncMs: 1000 });
-  sync.onEvents([...opened(entry(1)), ...opened(entry(2)), ...opened(entry(3, 0)), ...opened(entry(4, 0x10001, 1)), { kind: 'destroy', entry: destroyOf(entry(2), 'CLOSE') }]);
+  const sync = new SessionSync({
+    node: 'ob',
+    role: 'outside',
+    firewallOf: (m) => (m === 0x10001 ? 'fw1' : undefined),
+    store,
+    dump: async () => dumped,
+    flushMs: 10,
+    resyncMs: 1000,
+  });
+  sync.onEvents([
+    ...opened(entry(1)),
+    ...opened(entry(2)),
+    ...opened(entry(3, 0)),
+    ...opened(entry(4, 0x10001, 1)),
+    { kind: 'destroy', entry: destroyOf(entry(2), 'CLOSE') },
+  ]);
   await sync.flush();
-  t.same([...store.rows.values()].map((r) => r.outerPort), [1], 'only the live, marked TCP session');
+  t.same(
+    [...store.rows.values()].map((r) => r.outerPort),
+    [1],
+    'only the live, marked TCP session',
+  );
   t.equal(store.calls, 2, 'one write and one delete call for the whole batch');
 
   store.setDown(true);
@@ -183,7 +242,18 @@ t.test('re-syncs are coalesced: at most one waits while one runs', async (t) => 
 t.test('the session cache is bounded', async (t) => {
   const { SessionCache } = await import('@fwlb/balancer');
   const c = new SessionCache(1, 251, 3);
-  for (let p = 1; p <= 5; p++) c.put({ outerAddr: '198.51.100.11', outerPort: p, innerAddr: '203.0.113.100', innerPort: 80, proto: 6, firewall: 'fw1', node: 'ob', firstSeen: 0, expires: 1 });
+  for (let p = 1; p <= 5; p++)
+    c.put({
+      outerAddr: '198.51.100.11',
+      outerPort: p,
+      innerAddr: '203.0.113.100',
+      innerPort: 80,
+      proto: 6,
+      firewall: 'fw1',
+      node: 'ob',
+      firstSeen: 0,
+      expires: 1,
+    });
   t.equal(c.size, 3);
   t.equal(c.dropped, 2);
 });
@@ -199,7 +269,17 @@ t.test('pins with sync groups: a session on a firewall that is gone is pinned to
   // Sessions on fw2 whose buckets are fw3's (they were pinned there, e.g. after a rejoin): the case pins must cover.
   const recs = [];
   for (let p = 1000; recs.length < 20; p++) {
-    const rec = { outerAddr: '198.51.100.11', outerPort: p, innerAddr: '203.0.113.100', innerPort: 80, proto: 6, firewall: 'fw2', node: 'ob', firstSeen: 0, expires: 1 };
+    const rec = {
+      outerAddr: '198.51.100.11',
+      outerPort: p,
+      innerAddr: '203.0.113.100',
+      innerPort: 80,
+      proto: 6,
+      firewall: 'fw2',
+      node: 'ob',
+      firstSeen: 0,
+      expires: 1,
+    };
     if (home[bucketOf(rec, 1, 251)] === 'fw3') {
       recs.push(rec);
       c.put(rec);
@@ -209,7 +289,10 @@ t.test('pins with sync groups: a session on a firewall that is gone is pinned to
   const table = buildGroupedTable(all, 251, live, groups);
   const rescued = c.pins(table, markOf, new Set(live), syncGroupRescue(251, live, groups));
   t.equal(rescued.length, 20, 'every fw2 session on a fw3 bucket is pinned');
-  t.ok(rescued.every((p) => p.mark === markOf.get('fw1')), 'to fw1, its group peer');
+  t.ok(
+    rescued.every((p) => p.mark === markOf.get('fw1')),
+    'to fw1, its group peer',
+  );
   t.same(c.pins(buildTable(all, 251, live), markOf, new Set(live)), [], 'without a group: no pin, the sessions are re-hashed (today)');
   // fw2 back: its sessions are on fw3's buckets and fw2 is reachable: pinned to fw2 as before.
   t.ok(c.pins(buildTable(all, 251), markOf, new Set(all)).every((p) => p.mark === markOf.get('fw2')));

@@ -15,7 +15,13 @@ t.test('start: the VIP address, one DNAT rule with weighted slots, counters', as
   t.same(targets(nft, 80).sort(), ['10.20.0.11:8080', '10.20.0.12:8080', '10.20.0.12:8080']);
   const res = await app.inject({ method: 'GET', url: '/vips/web/members' });
   t.equal(res.statusCode, 200);
-  t.same(res.json().map((m: any) => [m.address, m.health.up, m.slots]), [['10.20.0.11', true, 1], ['10.20.0.12', true, 2]]);
+  t.same(
+    res.json().map((m: any) => [m.address, m.health.up, m.slots]),
+    [
+      ['10.20.0.11', true, 1],
+      ['10.20.0.12', true, 2],
+    ],
+  );
   t.same(Object.keys(res.json()[0].counters).sort(), ['at', 'bytes', 'newSessions', 'packets']);
   const again = await s.reconcile();
   t.equal(again.nftCommands, 0, 'a second reconcile writes nothing');
@@ -69,13 +75,27 @@ t.test('a failed transaction leaves kernel, addresses and state as they were', a
   await s.start();
   const before = JSON.stringify([...nft.rules]);
   nft.failNext();
-  const res = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'dns', address: '203.0.113.53', port: 53, protocol: 'udp' }, headers: auth });
+  const res = await app.inject({
+    method: 'POST',
+    url: '/vips',
+    payload: { ...web(), id: 'dns', address: '203.0.113.53', port: 53, protocol: 'udp' },
+    headers: auth,
+  });
   t.equal(res.statusCode, 500);
   t.equal(res.json().code, 'FWLB_APPLY_FAILED');
   t.same([...addresses.addrs], ['203.0.113.100'], 'the address added for the new VIP was removed again');
   t.equal(JSON.stringify([...nft.rules]), before, 'rules unchanged');
-  t.same(s.vips().map((v) => v.id), ['web'], 'state unchanged');
-  const ok = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'dns', address: '203.0.113.53', port: 53, protocol: 'udp' }, headers: auth });
+  t.same(
+    s.vips().map((v) => v.id),
+    ['web'],
+    'state unchanged',
+  );
+  const ok = await app.inject({
+    method: 'POST',
+    url: '/vips',
+    payload: { ...web(), id: 'dns', address: '203.0.113.53', port: 53, protocol: 'udp' },
+    headers: auth,
+  });
   t.equal(ok.statusCode, 201, 'the same change goes through once the kernel takes it');
   t.same([...addresses.addrs].sort(), ['203.0.113.100', '203.0.113.53']);
 });
@@ -133,7 +153,15 @@ t.test('a member that goes DOWN while a full pass waits for the kernel still lea
 t.test('shared RIP: one monitor per (RIP, port, check) across VIPs; delete stops what nobody uses', async (t) => {
   const { s, app, monitors, addresses } = setup();
   await s.start();
-  const tls = { ...web(), id: 'tls', port: 443, members: [{ address: '10.20.0.11', port: 8080 }, { address: '10.20.0.11', port: 8443 }] };
+  const tls = {
+    ...web(),
+    id: 'tls',
+    port: 443,
+    members: [
+      { address: '10.20.0.11', port: 8080 },
+      { address: '10.20.0.11', port: 8443 },
+    ],
+  };
   t.equal((await app.inject({ method: 'POST', url: '/vips', payload: tls, headers: auth })).statusCode, 201);
   t.equal(monitors.size, 3, '10.20.0.11:8080 is checked once for both VIPs, 10.20.0.11:8443 apart');
   const get = (await app.inject({ method: 'GET', url: '/vips/tls' })).json();
@@ -167,16 +195,31 @@ t.test('50 concurrent VIP mutations: every 201 is in the kernel and in the state
   await s.start();
   const vip = (i: number) => ({ ...web(), id: `v${i}`, address: `203.0.113.${10 + i}`, members: [{ address: '10.20.0.11', port: 8080 }] });
   const res = await Promise.all(Array.from({ length: 50 }, (_, i) => app.inject({ method: 'POST', url: '/vips', payload: vip(i), headers: auth })));
-  t.same(res.map((r) => r.statusCode), Array(50).fill(201), 'all 50 answered 201');
-  const ids = s.vips().map((v) => v.id).sort();
+  t.same(
+    res.map((r) => r.statusCode),
+    Array(50).fill(201),
+    'all 50 answered 201',
+  );
+  const ids = s
+    .vips()
+    .map((v) => v.id)
+    .sort();
   t.equal(ids.length, 51, 'and all 50 exist, with the first');
   t.equal([...nft.rules].filter(([c, r]) => c.startsWith('v_') && r.length === 1).length, 51, 'one VIP chain with its rule each in the kernel');
   t.same(saved.map((v) => v.id).sort(), ids, 'and each is in the state file');
   // Concurrent member changes on one VIP: adds and patches interleaved.
-  const adds = Array.from({ length: 20 }, (_, i) => app.inject({ method: 'POST', url: '/vips/web/members', payload: { address: `10.20.1.${i + 1}`, port: 8080 }, headers: auth }));
-  const patches = [app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.11:8080', payload: { state: 'drain' }, headers: auth }), app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.12:8080', payload: { weight: 5 }, headers: auth })];
+  const adds = Array.from({ length: 20 }, (_, i) =>
+    app.inject({ method: 'POST', url: '/vips/web/members', payload: { address: `10.20.1.${i + 1}`, port: 8080 }, headers: auth }),
+  );
+  const patches = [
+    app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.11:8080', payload: { state: 'drain' }, headers: auth }),
+    app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.12:8080', payload: { weight: 5 }, headers: auth }),
+  ];
   const all = await Promise.all([...adds, ...patches]);
-  t.ok(all.every((r) => r.statusCode === 201 || r.statusCode === 200), 'every member change accepted');
+  t.ok(
+    all.every((r) => r.statusCode === 201 || r.statusCode === 200),
+    'every member change accepted',
+  );
   const w = s.vip('web');
   t.equal(w.members.length, 22, 'none lost');
   t.equal(w.members.find((m) => m.address === '10.20.0.11')!.state, 'drain');
@@ -251,7 +294,14 @@ t.test('SLB mutations are audited, accepted and refused', async (t) => {
   await app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.11:8080', payload: { state: 'drain' }, headers: auth });
   await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), port: 0 }, headers: auth });
   t.match(audits, [
-    { method: 'PATCH', route: '/vips/:id/members/:member', status: 200, body: { state: 'drain' }, before: { address: '10.20.0.11', state: 'enabled' }, after: { address: '10.20.0.11', state: 'drain' } },
+    {
+      method: 'PATCH',
+      route: '/vips/:id/members/:member',
+      status: 200,
+      body: { state: 'drain' },
+      before: { address: '10.20.0.11', state: 'enabled' },
+      after: { address: '10.20.0.11', state: 'drain' },
+    },
     { method: 'POST', route: '/vips', status: 400, code: 'FWLB_BAD_REQUEST' },
   ]);
   t.notOk('after' in audits[1], 'a refused change has no after');
@@ -263,7 +313,15 @@ t.test('an IPv6 VIP: its own ip6 table, declared by the first one, taken back wi
   const { s, app, nft, addresses, monitors } = setup();
   await s.start();
   t.equal(nft.tables.ip6, null, 'no IPv6 VIP: no ip6 table');
-  const web6 = { ...web(), id: 'web6', address: '2001:DB8:5::100', members: [{ address: '2001:db8:20::11', port: 8080 }, { address: '2001:db8:20:0:0:0:0:12', port: 8080, weight: 2 }] };
+  const web6 = {
+    ...web(),
+    id: 'web6',
+    address: '2001:DB8:5::100',
+    members: [
+      { address: '2001:db8:20::11', port: 8080 },
+      { address: '2001:db8:20:0:0:0:0:12', port: 8080, weight: 2 },
+    ],
+  };
   const ipBefore = JSON.stringify([...nft.rules].filter(([c]) => !c.startsWith('ip6 ')));
   nft.failNext();
   const failed = await app.inject({ method: 'POST', url: '/vips', payload: web6, headers: auth });
@@ -280,16 +338,29 @@ t.test('an IPv6 VIP: its own ip6 table, declared by the first one, taken back wi
   const ip6 = nft.tables.ip6!;
   t.ok(ip6.chains.has('v_web6') && !nft.state!.chains.has('v_web6'), 'the VIP chain is in the ip6 table, not the ip one');
   t.same([...ip6.dispatch.keys()], [JSON.stringify(['2001:db8:5::100', 'tcp', 80])]);
-  t.same([...ip6.pools.values()].map((p) => [...p.values()].sort()), [['[2001:db8:20::11]:8080', '[2001:db8:20::12]:8080', '[2001:db8:20::12]:8080']], 'weighted slots');
+  t.same(
+    [...ip6.pools.values()].map((p) => [...p.values()].sort()),
+    [['[2001:db8:20::11]:8080', '[2001:db8:20::12]:8080', '[2001:db8:20::12]:8080']],
+    'weighted slots',
+  );
   const rule = nft.rules.get('ip6 v_web6')![0];
   t.same(rule.find((x: any) => x.dnat)?.dnat.family, 'ip6', 'an ip6 DNAT');
   t.same(rule[1].set.elem.concat[0], { payload: { protocol: 'ip6', field: 'daddr' } }, 'counted by the IPv6 destination');
   t.equal(JSON.stringify([...nft.rules].filter(([c]) => !c.startsWith('ip6 '))), ipBefore, 'the ip table did not change');
   t.equal((await s.reconcile()).nftCommands, 0, 'a full pass over both tables then writes nothing');
   t.same(JSON.parse(JSON.stringify(s.status().table)), { family: 'ip', name: 'fwlb_slb', families: ['ip', 'ip6'] });
-  const m = await app.inject({ method: 'PATCH', url: `/vips/web6/members/${encodeURIComponent('[2001:DB8:20::12]:8080')}`, payload: { state: 'drain' }, headers: auth });
+  const m = await app.inject({
+    method: 'PATCH',
+    url: `/vips/web6/members/${encodeURIComponent('[2001:DB8:20::12]:8080')}`,
+    payload: { state: 'drain' },
+    headers: auth,
+  });
   t.equal(m.statusCode, 200, 'a member named in another text form');
-  t.same([...nft.tables.ip6!.pools.values()].map((p) => [...p.values()]), [['[2001:db8:20::11]:8080']], 'drained: out of the pool');
+  t.same(
+    [...nft.tables.ip6!.pools.values()].map((p) => [...p.values()]),
+    [['[2001:db8:20::11]:8080']],
+    'drained: out of the pool',
+  );
   t.equal((await app.inject({ method: 'DELETE', url: '/vips/web6', headers: auth })).statusCode, 204);
   t.notOk(nft.tables.ip6!.chains.has('v_web6'), 'deleted from the ip6 table');
   t.same([...addresses.addrs], ['203.0.113.100']);
@@ -298,15 +369,33 @@ t.test('an IPv6 VIP: its own ip6 table, declared by the first one, taken back wi
 t.test("a VIP that would capture one of the node's own services is refused, naming the field", async (t) => {
   const { parseProcNet, vipConflict } = await import('@fwlb/slb');
   // /proc/net/tcp and tcp6 as the kernel prints them: 32-bit words in host (little-endian) order.
-  const tcp = ['  sl  local_address rem_address   st', '   0: 0100A8C0:0016 00000000:0000 0A 0', '   1: 00000000:1F90 00000000:0000 0A 0', '   2: 0100A8C0:C350 0200A8C0:0050 01 0'].join('\n');
-  t.same(parseProcNet(tcp, 'tcp'), [{ protocol: 'tcp', address: '192.168.0.1', port: 22 }, { protocol: 'tcp', address: '0.0.0.0', port: 8080 }], 'listening sockets only, addresses decoded');
-  const tcp6 = ['  sl  local_address                         remote_address                        st', '   0: B80D0120000000000000000001000000:0035 00000000000000000000000000000000:0000 0A 0'].join('\n');
+  const tcp = [
+    '  sl  local_address rem_address   st',
+    '   0: 0100A8C0:0016 00000000:0000 0A 0',
+    '   1: 00000000:1F90 00000000:0000 0A 0',
+    '   2: 0100A8C0:C350 0200A8C0:0050 01 0',
+  ].join('\n');
+  t.same(
+    parseProcNet(tcp, 'tcp'),
+    [
+      { protocol: 'tcp', address: '192.168.0.1', port: 22 },
+      { protocol: 'tcp', address: '0.0.0.0', port: 8080 },
+    ],
+    'listening sockets only, addresses decoded',
+  );
+  const tcp6 = [
+    '  sl  local_address                         remote_address                        st',
+    '   0: B80D0120000000000000000001000000:0035 00000000000000000000000000000000:0000 0A 0',
+  ].join('\n');
   t.same(parseProcNet(tcp6, 'tcp'), [{ protocol: 'tcp', address: '2001:db8::1', port: 53 }]);
   const udp = ['   sl  local_address rem_address   st', '  10: 00000000:0035 00000000:0000 07 0'].join('\n');
   t.same(parseProcNet(udp, 'udp'), [{ protocol: 'udp', address: '0.0.0.0', port: 53 }], 'an unconnected UDP socket');
   const here = new Set(['192.0.2.5', '2001:db8::5']);
   const socks = [...parseProcNet(tcp, 'tcp'), { protocol: 'udp' as const, address: '::', port: 53 }];
-  t.equal(vipConflict({ address: '192.0.2.5', port: 8080, protocol: 'tcp' }, here, socks), "192.0.2.5 is this node's own address, and 0.0.0.0:8080/tcp serves on it: the VIP would capture that service");
+  t.equal(
+    vipConflict({ address: '192.0.2.5', port: 8080, protocol: 'tcp' }, here, socks),
+    "192.0.2.5 is this node's own address, and 0.0.0.0:8080/tcp serves on it: the VIP would capture that service",
+  );
   t.match(vipConflict({ address: '192.0.2.5', port: 53, protocol: 'udp' }, here, socks), /\[::\]:53\/udp/, 'a dual-stack socket on :: covers IPv4');
   t.equal(vipConflict({ address: '192.0.2.5', port: 22, protocol: 'tcp' }, here, socks), null, 'a socket bound to another address does not');
   t.equal(vipConflict({ address: '192.0.2.5', port: 80, protocol: 'tcp' }, here, socks), null, 'a port nothing takes is free');
@@ -322,7 +411,11 @@ t.test("a VIP that would capture one of the node's own services is refused, nami
   t.equal(bad.statusCode, 400, 'refused');
   t.match(bad.json().message, /\/address: 192\.0\.2\.5 is this node's own address, and 0\.0\.0\.0:22\/tcp serves on it/);
   t.same(seen, ['203.0.113.100'], "the VIP addresses fwlb holds are not the node's own");
-  t.same(s.vips().map((v) => v.id), ['web'], 'nothing changed');
+  t.same(
+    s.vips().map((v) => v.id),
+    ['web'],
+    'nothing changed',
+  );
   const ok = await app.inject({ method: 'POST', url: '/vips', payload: { ...web(), id: 'www', address: '192.0.2.5', port: 80 }, headers: auth });
   t.equal(ok.statusCode, 201, 'the same address on a port nothing takes is a VIP');
 });

@@ -3,7 +3,23 @@
 import { t } from 'tap';
 import { ConfigError, isL7, validateSlbConfig, validateVip, ruleCovers, ResolvedL7Vip } from '@fwlb/config';
 import { HealthEvent } from '@fwlb/health';
-import { cliArg, escapeRegex, haproxyCli, healthKey, headerSlots, L7Engine, L7Want, mapsChanged, parseStat, parseTable, renderL7, ruleId, ruleKey, serverCommands, SlbService } from '@fwlb/slb';
+import {
+  cliArg,
+  escapeRegex,
+  haproxyCli,
+  healthKey,
+  headerSlots,
+  L7Engine,
+  L7Want,
+  mapsChanged,
+  parseStat,
+  parseTable,
+  renderL7,
+  ruleId,
+  ruleKey,
+  serverCommands,
+  SlbService,
+} from '@fwlb/slb';
 import { l7Vip } from '@fwlb/lab';
 import { createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -34,7 +50,10 @@ t.test('an L7 VIP resolves with its defaults; an L4 VIP carries none of its fiel
   ]);
   t.equal(l7.forwardedFor, true);
   t.equal(l7.members[2].pool, 'api');
-  const l4 = validateSlbConfig({ interface: 'up0', vips: [{ id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.11', port: 8080 }] }] }).vips[0];
+  const l4 = validateSlbConfig({
+    interface: 'up0',
+    vips: [{ id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.11', port: 8080 }] }],
+  }).vips[0];
   t.notOk(isL7(l4));
   t.notOk('pools' in l4 || 'rules' in l4 || 'mode' in l4 || 'pool' in l4.members[0], 'an L4 VIP document is as before');
 });
@@ -116,7 +135,11 @@ t.test('the rule map routes each request to its pool, first match wins', async (
   for (const [host, path, hdr, want] of cases) t.equal(route(entries, key(host, path, [hdr]), 'b.shop.www'), want, `${host}${path} [${hdr}] → ${want}`);
   t.match(w.config, /set-var\(txn\.fwlb_hit\) var\(txn\.fwlb_key\),map_reg\(\/run\/x\/shop\.map,-:b\.shop\.www\)/);
   t.match(w.config, /track-sc0 var\(txn\.fwlb_hit\),field\(1,:\) table st\.shop/, 'requests are counted per rule');
-  t.same(entries.map(([, b]) => b.split(':')[0]), v.rules.map(ruleId), 'each entry carries its rule id');
+  t.same(
+    entries.map(([, b]) => b.split(':')[0]),
+    v.rules.map(ruleId),
+    'each entry carries its rule id',
+  );
   t.equal(new Set(v.rules.map(ruleId)).size, 4, 'rule ids are distinct');
   t.equal(ruleId({ host: 'A.example.com', pool: 'x' }), ruleId({ host: 'A.example.com', pool: 'x' }), 'and stable');
   t.match(w.config, /req\.fhdr\(x-pool\)/);
@@ -127,7 +150,7 @@ t.test('the rule map routes each request to its pool, first match wins', async (
 
 t.test('escaping: only what cannot mean anything to a regex stays literal', async (t) => {
   t.equal(escapeRegex('a.b-c/d_e'), 'a\\x2eb-c/d_e');
-  t.equal(escapeRegex("x y;z\\"), 'x\\x20y\\x3bz\\x5c');
+  t.equal(escapeRegex('x y;z\\'), 'x\\x20y\\x3bz\\x5c');
   t.equal(ruleKey({ host: 'a.example.com', pool: 'p' }, []), '^(?i:a\\x2eexample\\x2ecom)(?::[0-9]+)?[^\\x01]*\\x01$');
   t.equal(cliArg('a b;c\\d'), 'a\\ b\\;c\\\\d', 'runtime CLI arguments escape space, ; and backslash');
 });
@@ -137,7 +160,12 @@ const want = (servers: Record<string, Partial<{ weight: number; state: 'ready' |
   config: '',
   maps: new Map(),
   tables: [],
-  servers: new Map(Object.entries(servers).map(([id, s]) => [id, { backend: id.split('/')[0], name: id.split('/')[1], address: '10.0.0.1', port: 80, weight: 1, cookie: false, state: 'ready' as const, ...s }])),
+  servers: new Map(
+    Object.entries(servers).map(([id, s]) => [
+      id,
+      { backend: id.split('/')[0], name: id.split('/')[1], address: '10.0.0.1', port: 80, weight: 1, cookie: false, state: 'ready' as const, ...s },
+    ]),
+  ),
 });
 
 t.test('serverCommands: the runtime steps from one rendering to the next', async (t) => {
@@ -153,10 +181,29 @@ t.test('serverCommands: the runtime steps from one rendering to the next', async
     'enable dynamic-cookie backend b',
   ]);
   t.same(serverCommands(a.servers, a.servers), [], 'nothing to do for the same rendering');
-  t.same(serverCommands(new Map(), want({ 'b/s9': { state: 'maint' } }).servers), ['add server b/s9 10.0.0.1:80 weight 1'], 'a server added down stays in maintenance (where add server leaves it)');
+  t.same(
+    serverCommands(new Map(), want({ 'b/s9': { state: 'maint' } }).servers),
+    ['add server b/s9 10.0.0.1:80 weight 1'],
+    'a server added down stays in maintenance (where add server leaves it)',
+  );
   const m1 = new Map<string, [string, string][]>([['f', [['^a', 'x']]]]);
   t.same(mapsChanged(m1, new Map([['f', [['^a', 'x']]]])), []);
-  t.same(mapsChanged(m1, new Map([['f', [['^b', 'x'], ['^a', 'x']]]])), ['f'], 'an order change is a change');
+  t.same(
+    mapsChanged(
+      m1,
+      new Map([
+        [
+          'f',
+          [
+            ['^b', 'x'],
+            ['^a', 'x'],
+          ],
+        ],
+      ]),
+    ),
+    ['f'],
+    'an order change is a change',
+  );
 });
 
 t.test('parseStat reads show stat CSV by column name', async (t) => {
@@ -166,7 +213,13 @@ t.test('parseStat reads show stat CSV by column name', async (t) => {
   t.same(s.get('b.shop.www/10.0.0.1_80'), { sessions: 7, requests: 7, status: 'MAINT' });
   t.equal(parseStat('garbage').size, 0);
   const table = '# table: st.shop, type: string, size:20, used:2\n0x1: key=- use=0 exp=0 http_req_cnt=4\n0x2: key=r0123456789 use=0 exp=0 http_req_cnt=31\n';
-  t.same([...parseTable(table)], [['-', 4], ['r0123456789', 31]]);
+  t.same(
+    [...parseTable(table)],
+    [
+      ['-', 4],
+      ['r0123456789', 31],
+    ],
+  );
 });
 
 t.test("a pool's own check and timers: its members are probed with them", async (t) => {
@@ -181,7 +234,10 @@ t.test("a pool's own check and timers: its members are probed with them", async 
   t.match(healthKey(v, api), /"interval":500/);
   const bad = shop() as any;
   bad.pools[0].timers = { interval: 100, response: 100, retries: 2 };
-  t.ok(fields(() => validateVip(bad, [])).some((f) => f.startsWith('/pools/0/timers')), 'pool timers are validated');
+  t.ok(
+    fields(() => validateVip(bad, [])).some((f) => f.startsWith('/pools/0/timers')),
+    'pool timers are validated',
+  );
 });
 
 /** An SLB service whose L7 engine records what it was asked to run, and can be told to refuse. */
@@ -215,7 +271,13 @@ function service(withEngine = true) {
         state = ev.to;
         onEvent(ev);
       });
-      return { get state() { return state; }, last: null, stop() {} };
+      return {
+        get state() {
+          return state;
+        },
+        last: null,
+        stop() {},
+      };
     },
     save: (v) => void saved.push([...v]),
     ...(withEngine ? { l7: engine } : {}),
@@ -231,7 +293,11 @@ t.test('the service: an L7 VIP goes to HAProxy, not to nft; health and member ch
   const w = x.applied[0];
   t.ok(x.addrs.has('203.0.113.100'), 'the VIP address is held as for L4');
   t.notOk(JSON.stringify(x.nft.batches).includes('shop') || JSON.stringify(x.nft.batches).includes('8000'), 'no nft objects for the L7 VIP');
-  t.same([...w.servers.values()].map((s) => s.state), ['maint', 'maint', 'maint'], 'members added through the API start down (they join after their checks rise)');
+  t.same(
+    [...w.servers.values()].map((s) => s.state),
+    ['maint', 'maint', 'maint'],
+    'members added through the API start down (they join after their checks rise)',
+  );
   x.emitters.get('10.20.0.11:8080')!(true);
   await x.s.tick();
   const after = x.applied[x.applied.length - 1];
@@ -276,7 +342,16 @@ t.test('HAProxy that cannot start: the L4 VIPs are applied all the same, an alar
 
 t.test('HAProxy refusing while a health event arrives: the L4 VIP follows its member at once, the L7 VIP later', async (t) => {
   const x = service();
-  const l4 = { id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.21', port: 8080 }, { address: '10.20.0.22', port: 8080 }] };
+  const l4 = {
+    id: 'web',
+    address: '203.0.113.100',
+    port: 80,
+    protocol: 'tcp',
+    members: [
+      { address: '10.20.0.21', port: 8080 },
+      { address: '10.20.0.22', port: 8080 },
+    ],
+  };
   await x.s.start(validateSlbConfig({ interface: 'up0', vips: [l4, shop()] }).vips);
   const n = x.nft.batches.length;
   x.refuse('HAProxy refused "set server": no answer');
@@ -295,7 +370,13 @@ t.test('HAProxy refusing while a health event arrives: the L4 VIP follows its me
 t.test('the service without HAProxy: an L7 VIP is refused (400 naming /mode), L4 works', async (t) => {
   const x = service(false);
   await x.s.start();
-  t.same(await x.s.createVip(shop()).then(() => [], (e) => (e instanceof ConfigError ? e.problems.map((p) => p.field) : [String(e)])), ['/mode']);
+  t.same(
+    await x.s.createVip(shop()).then(
+      () => [],
+      (e) => (e instanceof ConfigError ? e.problems.map((p) => p.field) : [String(e)]),
+    ),
+    ['/mode'],
+  );
   await x.s.createVip({ id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.11', port: 8080 }] });
   t.equal(x.s.vips().length, 1);
 });
@@ -313,7 +394,10 @@ t.test('haproxyCli: a socket that refuses (a master re-executing) is retried onl
     });
   });
   t.teardown(() => server.close());
-  const e = await haproxyCli(path, 'reload').then(() => null, (err: NodeJS.ErrnoException) => err);
+  const e = await haproxyCli(path, 'reload').then(
+    () => null,
+    (err: NodeJS.ErrnoException) => err,
+  );
   t.match(e?.code, /^(ENOENT|ECONNREFUSED)$/, 'without a retry the refusal is the answer');
   await t.rejects(haproxyCli(path, 'reload', 3000, 100), 'retrying for 100 ms against no listener still fails');
   setTimeout(() => server.listen(path), 250);
@@ -331,5 +415,9 @@ t.test('an IPv6 L7 VIP: HAProxy binds the address in brackets, and its servers m
   t.match(w.config, /^\s*server \S+ \[2001:db8:20::11\]:8080 /m, 'an IPv6 server in brackets');
   t.match(w.config, new RegExp(`^\\s*server \\S+ ${s.members[1].address.replace(/\./g, '\\.')}:8080 `, 'm'), 'an IPv4 server as it was');
   const ids = [...w.servers.keys()];
-  t.same(serverCommands(new Map(), w.servers).filter((c) => c.startsWith('add server') && c.includes('2001')), [`add server ${ids.find((i) => i.includes('2001'))} [2001:db8:20::11]:8080 weight 1`], 'a server added at runtime: in brackets too');
+  t.same(
+    serverCommands(new Map(), w.servers).filter((c) => c.startsWith('add server') && c.includes('2001')),
+    [`add server ${ids.find((i) => i.includes('2001'))} [2001:db8:20::11]:8080 weight 1`],
+    'a server added at runtime: in brackets too',
+  );
 });

@@ -6,11 +6,22 @@ import { roundRobinSlots, sourceHashSize, sourceHashSlots } from '@fwlb/slb';
 const count = (slots: string[]) => slots.reduce<Record<string, number>>((a, k) => ((a[k] = (a[k] ?? 0) + 1), a), {});
 
 t.test('round robin gives each member exactly its weight per cycle, interleaved', async (t) => {
-  const slots = roundRobinSlots([{ key: 'a', weight: 3 }, { key: 'b', weight: 1 }, { key: 'c', weight: 2 }]);
+  const slots = roundRobinSlots([
+    { key: 'a', weight: 3 },
+    { key: 'b', weight: 1 },
+    { key: 'c', weight: 2 },
+  ]);
   t.same(count(slots), { a: 3, b: 1, c: 2 });
   t.equal(slots.length, 6);
   t.not(slots.slice(0, 3).join(), 'a,a,a', 'not bunched');
-  t.same(roundRobinSlots([{ key: 'a', weight: 4 }, { key: 'b', weight: 2 }]), ['a', 'b', 'a'], 'weights reduced by their gcd');
+  t.same(
+    roundRobinSlots([
+      { key: 'a', weight: 4 },
+      { key: 'b', weight: 2 },
+    ]),
+    ['a', 'b', 'a'],
+    'weights reduced by their gcd',
+  );
   t.same(roundRobinSlots([]), []);
 });
 

@@ -19,7 +19,11 @@ t.test('write + rename leaves no temp file and does not follow a planted symlink
   await saver(path)([vip]);
   t.same(JSON.parse(readFileSync(path, 'utf8')), [vip]);
   t.equal(readFileSync(victim, 'utf8'), 'keep me', 'the symlink target is untouched');
-  t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp') && f !== 'state.json.tmp'), [], 'no temp file left behind');
+  t.same(
+    readdirSync(dir).filter((f) => f.endsWith('.tmp') && f !== 'state.json.tmp'),
+    [],
+    'no temp file left behind',
+  );
 });
 
 t.test('an empty, truncated or invalid state file is a ConfigError naming the file', async (t) => {

@@ -30,7 +30,7 @@ export function loadAdminState(path: string, ids: readonly string[]): { admin: R
   const known = new Set(ids);
   const admin: Record<string, boolean> = {};
   const unknown: string[] = [];
-  for (const [id, enabled] of Object.entries(state.admin)) (known.has(id) ? (admin[id] = enabled) : unknown.push(id));
+  for (const [id, enabled] of Object.entries(state.admin)) known.has(id) ? (admin[id] = enabled) : unknown.push(id);
   return { admin, unknown };
 }
 

@@ -34,7 +34,10 @@ export interface AgreementOptions {
  * What every node of the sandwich must share for a flow to land in the same bucket and firewall on all of them:
  * seed, bucket count, hash order, and the firewalls with their sync groups (ids in config order). A short SHA-256.
  */
-export function hashConfigDigest(c: { hash: { seed: number; buckets: number; order: string }; firewalls: readonly { id: string; syncGroup?: string }[] }): string {
+export function hashConfigDigest(c: {
+  hash: { seed: number; buckets: number; order: string };
+  firewalls: readonly { id: string; syncGroup?: string }[];
+}): string {
   const doc = { seed: c.hash.seed, buckets: c.hash.buckets, order: c.hash.order, firewalls: c.firewalls.map((f) => [f.id, f.syncGroup ?? null]) };
   return createHash('sha256').update(JSON.stringify(doc)).digest('hex').slice(0, 16);
 }
@@ -121,8 +124,13 @@ export class AgreementLoop {
   private async compareDigests(): Promise<void> {
     if (!this.o.digest || !this.o.store.configDigests) return;
     const all = await this.o.store.configDigests(3 * this.o.periodMs, this.now());
-    const other = Object.entries(all).filter(([, d]) => d !== this.o.digest).map(([n, d]) => `${n} (${d})`).sort();
-    const alarm = other.length ? `hash config differs: this node ${this.o.digest}, ${other.join(', ')}: seed, buckets, order or firewalls (ids, sync groups) must be the same on every node` : null;
+    const other = Object.entries(all)
+      .filter(([, d]) => d !== this.o.digest)
+      .map(([n, d]) => `${n} (${d})`)
+      .sort();
+    const alarm = other.length
+      ? `hash config differs: this node ${this.o.digest}, ${other.join(', ')}: seed, buckets, order or firewalls (ids, sync groups) must be the same on every node`
+      : null;
     if (alarm !== this.configAlarm) this.o.log?.(alarm ? `ALARM ${alarm}` : 'hash config: every node agrees again');
     this.configAlarm = alarm;
   }

@@ -60,7 +60,10 @@ const adminBody = {
 } as const;
 
 export function build(opts: AppOptions): FastifyInstance {
-  const app = createApi(opts.logger, opts.audit, { title: 'fwlb balancer node', errorCodes: [...Object.values(Errors).map((e) => e.code), ...(opts.extraErrorCodes ?? [])] });
+  const app = createApi(opts.logger, opts.audit, {
+    title: 'fwlb balancer node',
+    errorCodes: [...Object.values(Errors).map((e) => e.code), ...(opts.extraErrorCodes ?? [])],
+  });
   const r = opts.reconciler;
   const guard = bearerGuard(opts.token);
 
@@ -81,19 +84,37 @@ export function build(opts: AppOptions): FastifyInstance {
   app.get('/status', async () => ({ ...r.status(), alarms: alarms() }));
   app.get('/firewalls', async () => r.firewalls());
   statusPage(app);
-  app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>('/sessions', { schema: { querystring: sessionsQuery } }, async (req) => {
-    if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
-    const q = req.query;
-    // Records hold IPv6 addresses in their canonical form; any spelling of one finds them.
-    return opts.sessions.query({ addr: q.addr ? canonicalAddress(q.addr) : undefined, port: q.port ? Number(q.port) : undefined, firewall: q.firewall, limit: q.limit ? Math.min(Number(q.limit), 10000) : 100 });
-  });
+  app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>(
+    '/sessions',
+    { schema: { querystring: sessionsQuery } },
+    async (req) => {
+      if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
+      const q = req.query;
+      // Records hold IPv6 addresses in their canonical form; any spelling of one finds them.
+      return opts.sessions.query({
+        addr: q.addr ? canonicalAddress(q.addr) : undefined,
+        port: q.port ? Number(q.port) : undefined,
+        firewall: q.firewall,
+        limit: q.limit ? Math.min(Number(q.limit), 10000) : 100,
+      });
+    },
+  );
   app.get('/sessions/count', async () => {
     if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
     return { ...(await opts.sessions.count()), sync: opts.sessions.metrics() };
   });
   app.put<{ Params: { id: string }; Body: { enabled: boolean } }>(
     '/firewalls/:id/admin',
-    { preValidation: guard, schema: { body: adminBody }, config: { auditBefore: (req: FastifyRequest) => { const id = (req.params as { id: string }).id; return r.membership.has(id) ? { enabled: r.membership.isEnabled(id) } : undefined; } } },
+    {
+      preValidation: guard,
+      schema: { body: adminBody },
+      config: {
+        auditBefore: (req: FastifyRequest) => {
+          const id = (req.params as { id: string }).id;
+          return r.membership.has(id) ? { enabled: r.membership.isEnabled(id) } : undefined;
+        },
+      },
+    },
     async (req) => {
       const { id } = req.params;
       const m = r.membership;

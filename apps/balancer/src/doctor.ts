@@ -27,14 +27,28 @@ function probeCommands(): unknown[] {
           chain: 's',
           expr: [
             { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'invalid' } },
-            { set: { op: 'delete', elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] }, set: '@h' } },
+            {
+              set: {
+                op: 'delete',
+                elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] },
+                set: '@h',
+              },
+            },
             { return: null },
           ],
         },
       },
     },
     { add: { chain: { ...t, name: 'p', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } },
-    { add: { rule: { ...t, chain: 'p', expr: [{ match: { op: 'in', left: { payload: { protocol: 'tcp', field: 'flags' } }, right: 'syn' } }, { jump: { target: 's' } }] } } },
+    {
+      add: {
+        rule: {
+          ...t,
+          chain: 'p',
+          expr: [{ match: { op: 'in', left: { payload: { protocol: 'tcp', field: 'flags' } }, right: 'syn' } }, { jump: { target: 's' } }],
+        },
+      },
+    },
     {
       add: {
         rule: {
@@ -43,12 +57,29 @@ function probeCommands(): unknown[] {
           expr: [
             { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } },
             { match: { op: '==', left: { ct: { key: 'mark' } }, right: 0 } },
-            { mangle: { key: { meta: { key: 'mark' } }, value: { jhash: { mod: 7, seed: 1, expr: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] } } } } },
+            {
+              mangle: {
+                key: { meta: { key: 'mark' } },
+                value: {
+                  jhash: {
+                    mod: 7,
+                    seed: 1,
+                    expr: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] },
+                  },
+                },
+              },
+            },
             { mangle: { key: { meta: { key: 'mark' } }, value: { map: { key: { meta: { key: 'mark' } }, data: '@b' } } } },
             { mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } },
             { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
             { mangle: { key: { ct: { key: 'event' } }, value: ['new', 'reply', 'assured', 'destroy'] } },
-            { set: { op: 'update', elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] }, set: '@h' } },
+            {
+              set: {
+                op: 'update',
+                elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] },
+                set: '@h',
+              },
+            },
             // The switch of bucket maps at an agreed second (meta time, kernel 5.4).
             { match: { op: '<', left: { meta: { key: 'time' } }, right: 1 } },
           ],
@@ -62,16 +93,33 @@ function probeCommands(): unknown[] {
  * `siblings`: the node has a session table, so it may have siblings on its side (then TIME_WAIT matters). `ipv6`:
  * the firewalls have IPv6 next hops, so the node must forward IPv6.
  */
-export async function doctor(opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean; ipv6?: boolean; handshakeTimeoutSeconds?: number } = {}): Promise<Check[]> {
+export async function doctor(
+  opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean; ipv6?: boolean; handshakeTimeoutSeconds?: number } = {},
+): Promise<Check[]> {
   const checks: Check[] = [];
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
-  checks.push({ name: 'nft binary', ok: v.status === 0, required: true, detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package' });
+  checks.push({
+    name: 'nft binary',
+    ok: v.status === 0,
+    required: true,
+    detail: v.status === 0 ? v.stdout.trim() : 'nft not found: install the nftables package',
+  });
   if (v.status === 0) {
     try {
       await nftCli().check(probeCommands());
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time', ok: true, required: true, detail: 'nft -c accepted the probe table' });
+      checks.push({
+        name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time',
+        ok: true,
+        required: true,
+        detail: 'nft -c accepted the probe table',
+      });
     } catch (e) {
-      checks.push({ name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time', ok: false, required: true, detail: `kernel refused the probe table: ${(e as Error).message}` });
+      checks.push({
+        name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time',
+        ok: false,
+        required: true,
+        detail: `kernel refused the probe table: ${(e as Error).message}`,
+      });
     }
   }
   if (v.status === 0 && (opts.handshakeTimeoutSeconds ?? BALANCER_DEFAULTS.handshakeTimeoutSeconds) > 0) {
@@ -82,11 +130,21 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
       await nftCli().applyText(probe, true);
       checks.push({ name, ok: true, required: true, detail: 'nft -c accepted a handshake timeout policy' });
     } catch (e) {
-      checks.push({ name, ok: false, required: true, detail: `kernel refused a ct timeout policy (CONFIG_NF_CONNTRACK_TIMEOUT): ${(e as Error).message}; set handshakeTimeoutSeconds to 0 to run with the kernel's timeouts` });
+      checks.push({
+        name,
+        ok: false,
+        required: true,
+        detail: `kernel refused a ct timeout policy (CONFIG_NF_CONNTRACK_TIMEOUT): ${(e as Error).message}; set handshakeTimeoutSeconds to 0 to run with the kernel's timeouts`,
+      });
     }
   }
   const ct = sysctl('net/netfilter/nf_conntrack_max');
-  checks.push({ name: 'conntrack', ok: ct !== null, required: true, detail: ct !== null ? `nf_conntrack loaded (max ${ct})` : 'nf_conntrack is not loaded (modprobe nf_conntrack)' });
+  checks.push({
+    name: 'conntrack',
+    ok: ct !== null,
+    required: true,
+    detail: ct !== null ? `nf_conntrack loaded (max ${ct})` : 'nf_conntrack is not loaded (modprobe nf_conntrack)',
+  });
   const use = conntrackUse();
   const ratio = opts.conntrackAlarmRatio ?? BALANCER_DEFAULTS.conntrackAlarmRatio;
   if (use) checks.push({ name: 'conntrack table use', ok: use.count < use.max * ratio, required: false, detail: conntrackAdvice(use, ratio) });
@@ -99,12 +157,25 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
       rt.close();
     }
   } catch (e) {
-    checks.push({ name: 'policy routing (rtnetlink rules)', ok: false, required: true, detail: `cannot read ip rules through netlink: ${(e as Error).message}` });
+    checks.push({
+      name: 'policy routing (rtnetlink rules)',
+      ok: false,
+      required: true,
+      detail: `cannot read ip rules through netlink: ${(e as Error).message}`,
+    });
   }
   checks.push(ipForwardCheck());
   if (opts.ipv6) {
     const fwd = sysctl('net/ipv6/conf/all/forwarding');
-    checks.push({ name: 'IPv6 forwarding', ok: fwd === '1', required: true, detail: fwd === '1' ? 'enabled' : `net.ipv6.conf.all.forwarding is ${fwd ?? 'missing (no IPv6 in this kernel?)'}: the firewalls have nextHop6, and this node would not forward IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)` });
+    checks.push({
+      name: 'IPv6 forwarding',
+      ok: fwd === '1',
+      required: true,
+      detail:
+        fwd === '1'
+          ? 'enabled'
+          : `net.ipv6.conf.all.forwarding is ${fwd ?? 'missing (no IPv6 in this kernel?)'}: the firewalls have nextHop6, and this node would not forward IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)`,
+    });
   }
   if (opts.siblings) {
     const tw = Number(sysctl('net/netfilter/nf_conntrack_tcp_timeout_time_wait') ?? NaN);
@@ -112,9 +183,10 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
       name: 'conntrack TIME_WAIT',
       ok: tw <= TIME_WAIT_ADVICE_SECONDS,
       required: false,
-      detail: tw <= TIME_WAIT_ADVICE_SECONDS
-        ? `${tw} s`
-        : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection's entry keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
+      detail:
+        tw <= TIME_WAIT_ADVICE_SECONDS
+          ? `${tw} s`
+          : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection's entry keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
     });
   }
   if (opts.health) {
@@ -126,7 +198,10 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
         name: k,
         ok: v === '1',
         required: true,
-        detail: v === '1' ? 'enabled' : `net.ipv4.${k} is ${v ?? 'missing'}: this node's answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv4.${k}=1)`,
+        detail:
+          v === '1'
+            ? 'enabled'
+            : `net.ipv4.${k} is ${v ?? 'missing'}: this node's answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv4.${k}=1)`,
       });
     }
     if (opts.ipv6) {
@@ -136,7 +211,10 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
         name: 'IPv6 fwmark_reflect',
         ok: v === '1',
         required: true,
-        detail: v === '1' ? 'enabled' : `net.ipv6.fwmark_reflect is ${v ?? 'missing'}: this node's ICMPv6 answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv6.fwmark_reflect=1)`,
+        detail:
+          v === '1'
+            ? 'enabled'
+            : `net.ipv6.fwmark_reflect is ${v ?? 'missing'}: this node's ICMPv6 answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv6.fwmark_reflect=1)`,
       });
     }
   }
@@ -148,7 +226,12 @@ export async function doctor(opts: { interfaces?: string[]; health?: boolean; co
       continue;
     }
     const eff = Math.max(Number(rp), Number(all ?? 0));
-    checks.push({ name: `rp_filter ${i}`, ok: eff !== 1, required: false, detail: eff === 1 ? 'strict rp_filter drops replies that return through another firewall; use 2 (loose) or 0' : `effective ${eff}` });
+    checks.push({
+      name: `rp_filter ${i}`,
+      ok: eff !== 1,
+      required: false,
+      detail: eff === 1 ? 'strict rp_filter drops replies that return through another firewall; use 2 (loose) or 0' : `effective ${eff}`,
+    });
   }
   return checks;
 }

@@ -26,10 +26,16 @@ export interface FirewallHealthHooks {
   onResult?: (firewall: string, r: ProbeResult) => void;
 }
 
-export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconciler, { trigger, log, onView, onResult }: FirewallHealthHooks): { stop(): void; alarms(): string[]; helperUp(): boolean } | null {
+export function startFirewallHealth(
+  config: ResolvedBalancerConfig,
+  r: Reconciler,
+  { trigger, log, onView, onResult }: FirewallHealthHooks,
+): { stop(): void; alarms(): string[]; helperUp(): boolean } | null {
   const h = config.health;
   if (!h) return null;
-  const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; firewall health holds its last state`) });
+  const helper = ProbeHelper.start(undefined, undefined, {
+    onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; firewall health holds its last state`),
+  });
   // An http-content regex runs in a worker thread, never on the thread that answers the API and reconciles.
   const content = new ContentMatcher({ log });
   const monitors = slots(config).map((s) => {
@@ -57,7 +63,14 @@ export function startFirewallHealth(config: ResolvedBalancerConfig, r: Reconcile
         onResult?.(id, res);
       },
       onEvent: (id, ev) => {
-        log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'firewall-health', firewall: id, from: ev.from, to: ev.to, reason: ev.reason, ...(ev.latencyMs !== undefined ? { latencyMs: ev.latencyMs } : {}) });
+        log(`firewall ${id} ${ev.to.toUpperCase()}: ${ev.reason}`, {
+          event: 'firewall-health',
+          firewall: id,
+          from: ev.from,
+          to: ev.to,
+          reason: ev.reason,
+          ...(ev.latencyMs !== undefined ? { latencyMs: ev.latencyMs } : {}),
+        });
         const wasPanic = r.membership.snapshot().panic;
         r.membership.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
         const panic = r.membership.snapshot().panic;

@@ -12,7 +12,19 @@ import { steersIPv6 } from './rules';
 import { loadAdminState, saveAdminState } from './admin-state';
 import { startSessions } from './session-wiring';
 import { registerSlbRoutes, SlbErrors, slbMetrics, startSlb } from '@fwlb/slb';
-import { acquireInstanceLock, BoundedRunner, listenOn, loadJsonConfig, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, stopOnSignals, tokenOf } from '@fwlb/service';
+import {
+  acquireInstanceLock,
+  BoundedRunner,
+  listenOn,
+  loadJsonConfig,
+  logLines,
+  metricsRoute,
+  newRegistry,
+  nodeCli,
+  nodeLogger,
+  stopOnSignals,
+  tokenOf,
+} from '@fwlb/service';
 import { balancerMetrics } from './metrics';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
@@ -20,7 +32,14 @@ const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path
 async function run(path: string): Promise<void> {
   const config = loadConfig(path);
   const lock = await acquireInstanceLock(`fwlb balancer (table inet fwlb)`);
-  const checks = await doctor({ interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)], health: config.health !== null, conntrackAlarmRatio: config.conntrackAlarmRatio, siblings: config.sessionTable !== null, ipv6: steersIPv6(config), handshakeTimeoutSeconds: config.handshakeTimeoutSeconds });
+  const checks = await doctor({
+    interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)],
+    health: config.health !== null,
+    conntrackAlarmRatio: config.conntrackAlarmRatio,
+    siblings: config.sessionTable !== null,
+    ipv6: steersIPv6(config),
+    handshakeTimeoutSeconds: config.handshakeTimeoutSeconds,
+  });
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
@@ -30,7 +49,12 @@ async function run(path: string): Promise<void> {
   const log = logLines(logger);
   // The admin state an operator set before the restart (a firewall out for maintenance stays out), read before
   // anything touches the kernel: a bad file stops the start here, with the kernel as it was.
-  const saved = config.stateFile ? loadAdminState(config.stateFile, config.firewalls.map((f) => f.id)) : null;
+  const saved = config.stateFile
+    ? loadAdminState(
+        config.stateFile,
+        config.firewalls.map((f) => f.id),
+      )
+    : null;
   const rtnl = Rtnl.open();
   const reconciler = new Reconciler(config, nftCli(), rtnl);
   if (saved) {
@@ -51,12 +75,21 @@ async function run(path: string): Promise<void> {
   });
   // Adopt: the first reconcile reads the kernel before writing and applies only the difference; nothing is flushed.
   const first = await reconciler.reconcile();
-  log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`, { event: 'adopt', nftCommands: first.nftCommands, routingChanges: first.routingChanges });
+  log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`, {
+    event: 'adopt',
+    nftCommands: first.nftCommands,
+    routingChanges: first.routingChanges,
+  });
   for (const e of first.routingErrors) log(`routing: ${e}`);
   runner = BoundedRunner.create(
     async () => {
       const r = await reconciler.reconcile();
-      if (r.nftCommands || r.routingChanges) log(`reconciled: ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`, { event: 'reconcile', nftCommands: r.nftCommands, routingChanges: r.routingChanges });
+      if (r.nftCommands || r.routingChanges)
+        log(`reconciled: ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`, {
+          event: 'reconcile',
+          nftCommands: r.nftCommands,
+          routingChanges: r.routingChanges,
+        });
       for (const e of r.routingErrors) log(`routing: ${e}`);
     },
     { resyncMs: config.resyncSeconds * 1000 },
@@ -75,19 +108,53 @@ async function run(path: string): Promise<void> {
     : null;
   let health: ReturnType<typeof startFirewallHealth> = null;
   const conntrackFull = () => conntrackAlarm(conntrackUse(), config.conntrackAlarmRatio);
-  const alarms = () => [...(health?.alarms() ?? []), ...(sessions?.alarms() ?? []), ...(slb?.service.alarms() ?? []), ...(slbAlarm ? [slbAlarm] : []), ...[conntrackFull()].filter((a): a is string => a !== null)];
-  const app = build({ reconciler, token: tokenOf(config.api), apply: () => reconciler.reconcile(), sessions: sessions?.view, saveAdmin, shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined, alarms, extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [], logger });
+  const alarms = () => [
+    ...(health?.alarms() ?? []),
+    ...(sessions?.alarms() ?? []),
+    ...(slb?.service.alarms() ?? []),
+    ...(slbAlarm ? [slbAlarm] : []),
+    ...[conntrackFull()].filter((a): a is string => a !== null),
+  ];
+  const app = build({
+    reconciler,
+    token: tokenOf(config.api),
+    apply: () => reconciler.reconcile(),
+    sessions: sessions?.view,
+    saveAdmin,
+    shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined,
+    alarms,
+    extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [],
+    logger,
+  });
   if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
   const registry = newRegistry();
-  const metrics = balancerMetrics(registry, { reconciler, sync: sessions ? () => sessions.view.metrics() : undefined, alarms, helperUp: config.health ? () => health?.helperUp() ?? false : undefined });
+  const metrics = balancerMetrics(registry, {
+    reconciler,
+    sync: sessions ? () => sessions.view.metrics() : undefined,
+    alarms,
+    helperUp: config.health ? () => health?.helperUp() ?? false : undefined,
+  });
   if (slb) slbMetrics(registry, slb.service);
   metricsRoute(app, registry);
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
-  health = startFirewallHealth(config, reconciler, { trigger, log, onView: (view) => sessions?.publishHealth(view), onResult: (fw, res) => metrics.observeCheck(fw, res) });
+  health = startFirewallHealth(config, reconciler, {
+    trigger,
+    log,
+    onView: (view) => sessions?.publishHealth(view),
+    onResult: (fw, res) => metrics.observeCheck(fw, res),
+  });
   log(`listening on ${listen}`);
-  stopOnSignals([() => lock.release(), () => runner?.stop(), () => health?.stop(), () => sessions?.stop(), () => slb?.stop(), () => app.close(), () => rtnl.close()]);
+  stopOnSignals([
+    () => lock.release(),
+    () => runner?.stop(),
+    () => health?.stop(),
+    () => sessions?.stop(),
+    () => slb?.stop(),
+    () => app.close(),
+    () => rtnl.close(),
+  ]);
 }
 
 nodeCli({
@@ -95,5 +162,13 @@ nodeCli({
   usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE',
   loadConfig,
   run,
-  doctor: (c) => doctor({ interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [], health: c ? c.health !== null : false, conntrackAlarmRatio: c?.conntrackAlarmRatio, siblings: c ? c.sessionTable !== null : false, ipv6: c ? steersIPv6(c) : false, handshakeTimeoutSeconds: c?.handshakeTimeoutSeconds }),
+  doctor: (c) =>
+    doctor({
+      interfaces: c ? [c.sideInterface, ...c.firewalls.map((f) => f.interface)] : [],
+      health: c ? c.health !== null : false,
+      conntrackAlarmRatio: c?.conntrackAlarmRatio,
+      siblings: c ? c.sessionTable !== null : false,
+      ipv6: c ? steersIPv6(c) : false,
+      handshakeTimeoutSeconds: c?.handshakeTimeoutSeconds,
+    }),
 });

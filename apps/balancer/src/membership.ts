@@ -102,7 +102,11 @@ export class Membership {
   private linksBackAt: number | null = null;
 
   /** `agreementExpected`: a session table is configured, so agreement (when known) decides who is gone. */
-  constructor(readonly config: ResolvedBalancerConfig, private readonly agreementExpected = config.sessionTable !== null, private readonly now: () => number = Date.now) {
+  constructor(
+    readonly config: ResolvedBalancerConfig,
+    private readonly agreementExpected = config.sessionTable !== null,
+    private readonly now: () => number = Date.now,
+  ) {
     this.slots = Object.freeze(slots(config).map((s) => Object.freeze(s)));
     for (const f of config.firewalls) this.admin.set(f.id, { enabled: f.enabled, at: 0, before: f.enabled });
     this.lastGood = new Set(this.slots.map((s) => s.id));

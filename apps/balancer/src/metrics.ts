@@ -22,19 +22,62 @@ export interface BalancerMetrics {
 export function balancerMetrics(reg: Registry, s: BalancerMetricSources): BalancerMetrics {
   const r = s.reconciler;
   const fw = () => r.firewalls();
-  const perFw = (f: (x: ReturnType<Reconciler['firewalls']>[number]) => number) => () => fw().map((x) => [{ firewall: x.id }, f(x)] as [{ firewall: string }, number]);
+  const perFw = (f: (x: ReturnType<Reconciler['firewalls']>[number]) => number) => () =>
+    fw().map((x) => [{ firewall: x.id }, f(x)] as [{ firewall: string }, number]);
   const b = (v: boolean) => (v ? 1 : 0);
-  gaugeFrom(reg, 'fwlb_firewall_live', 'Firewall takes new sessions in the kernel now (1) or not (0).', ['firewall'], perFw((x) => b(x.live)));
-  gaugeFrom(reg, 'fwlb_firewall_healthy', "This node's probes see the firewall up.", ['firewall'], perFw((x) => b(x.healthy)));
-  gaugeFrom(reg, 'fwlb_firewall_link_up', "This node's own link to the firewall is up.", ['firewall'], perFw((x) => b(x.link)));
-  gaugeFrom(reg, 'fwlb_firewall_admin_enabled', 'Administrative state (1 enabled).', ['firewall'], perFw((x) => b(x.enabled)));
+  gaugeFrom(
+    reg,
+    'fwlb_firewall_live',
+    'Firewall takes new sessions in the kernel now (1) or not (0).',
+    ['firewall'],
+    perFw((x) => b(x.live)),
+  );
+  gaugeFrom(
+    reg,
+    'fwlb_firewall_healthy',
+    "This node's probes see the firewall up.",
+    ['firewall'],
+    perFw((x) => b(x.healthy)),
+  );
+  gaugeFrom(
+    reg,
+    'fwlb_firewall_link_up',
+    "This node's own link to the firewall is up.",
+    ['firewall'],
+    perFw((x) => b(x.link)),
+  );
+  gaugeFrom(
+    reg,
+    'fwlb_firewall_admin_enabled',
+    'Administrative state (1 enabled).',
+    ['firewall'],
+    perFw((x) => b(x.enabled)),
+  );
   gaugeFrom(reg, 'fwlb_firewall_agreed', 'In the applied epoch every node sees the firewall up (1 without a session table).', ['firewall'], () => {
     const a = r.agreement();
     return fw().map((x) => [{ firewall: x.id }, a ? b(a.live.includes(x.id)) : 1]);
   });
-  gaugeFrom(reg, 'fwlb_firewall_buckets', 'Buckets of the hash table the firewall owns in the kernel.', ['firewall'], perFw((x) => x.buckets));
-  counterFrom(reg, 'fwlb_firewall_nat_pool_packets_total', 'Packets from the side sent to the firewall because they were addressed to its NAT pools.', ['firewall'], perFw((x) => x.natPool?.packets ?? 0));
-  counterFrom(reg, 'fwlb_firewall_learned_packets_total', 'Packets that taught this node a flow arrived from the firewall (ingress learning).', ['firewall'], perFw((x) => x.learned?.packets ?? 0));
+  gaugeFrom(
+    reg,
+    'fwlb_firewall_buckets',
+    'Buckets of the hash table the firewall owns in the kernel.',
+    ['firewall'],
+    perFw((x) => x.buckets),
+  );
+  counterFrom(
+    reg,
+    'fwlb_firewall_nat_pool_packets_total',
+    'Packets from the side sent to the firewall because they were addressed to its NAT pools.',
+    ['firewall'],
+    perFw((x) => x.natPool?.packets ?? 0),
+  );
+  counterFrom(
+    reg,
+    'fwlb_firewall_learned_packets_total',
+    'Packets that taught this node a flow arrived from the firewall (ingress learning).',
+    ['firewall'],
+    perFw((x) => x.learned?.packets ?? 0),
+  );
   counterFrom(reg, 'fwlb_steered_packets_total', 'Packets steered from the side interface, by rule kind (read at the last reconcile).', ['kind'], () => {
     const c = r.ruleCounters();
     return [
@@ -58,11 +101,29 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     [{ result: 'ok' }, r.reconciles - r.failures],
     [{ result: 'failed' }, r.failures],
   ]);
-  const recon = new Histogram({ name: 'fwlb_reconcile_duration_seconds', help: 'Duration of a reconcile pass (read, diff, one nft transaction, routes).', labelNames: ['result'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [reg] });
+  const recon = new Histogram({
+    name: 'fwlb_reconcile_duration_seconds',
+    help: 'Duration of a reconcile pass (read, diff, one nft transaction, routes).',
+    labelNames: ['result'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [reg],
+  });
   r.onReconcile = (sec, ok) => recon.observe({ result: ok ? 'ok' : 'failed' }, sec);
-  const checks = new Histogram({ name: 'fwlb_health_check_duration_seconds', help: 'Latency of the firewall health checks that got an answer.', labelNames: ['firewall'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5], registers: [reg] });
+  const checks = new Histogram({
+    name: 'fwlb_health_check_duration_seconds',
+    help: 'Latency of the firewall health checks that got an answer.',
+    labelNames: ['firewall'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5],
+    registers: [reg],
+  });
   const tally = new Map<string, number>();
-  counterFrom(reg, 'fwlb_health_checks_total', 'Firewall health checks, by result (ok, failed, unknown: the probe could not run).', ['firewall', 'result'], () => [...tally].map(([k, v]) => [JSON.parse(k), v]));
+  counterFrom(
+    reg,
+    'fwlb_health_checks_total',
+    'Firewall health checks, by result (ok, failed, unknown: the probe could not run).',
+    ['firewall', 'result'],
+    () => [...tally].map(([k, v]) => [JSON.parse(k), v]),
+  );
   if (s.sync) {
     const num = (k: string) => () => [[{}, Number(s.sync!()[k] ?? 0)]] as [Record<string, string>, number][];
     counterFrom(reg, 'fwlb_session_sync_written_total', 'Session records written to Redis.', [], num('written'));
@@ -72,10 +133,22 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     counterFrom(reg, 'fwlb_session_sync_resyncs_total', 'Full re-syncs from a conntrack dump.', [], num('resyncs'));
     counterFrom(reg, 'fwlb_conntrack_event_overruns_total', 'Times the kernel dropped conntrack events (the event socket overran).', [], num('eventOverruns'));
     counterFrom(reg, 'fwlb_session_records_rejected_total', 'Records read back from Redis that did not decode.', [], num('rejectedRecords'));
-    counterFrom(reg, 'fwlb_conntrack_stale_deleted_total', "Conntrack entries of earlier connections deleted because a new connection took their tuple on another firewall.", [], num('staleEntriesDeleted'));
+    counterFrom(
+      reg,
+      'fwlb_conntrack_stale_deleted_total',
+      'Conntrack entries of earlier connections deleted because a new connection took their tuple on another firewall.',
+      [],
+      num('staleEntriesDeleted'),
+    );
     gaugeFrom(reg, 'fwlb_session_cache_entries', 'Sessions this node keeps for its pins.', [], num('cached'));
     gaugeFrom(reg, 'fwlb_session_sync_pending', 'Session records waiting for the next write to Redis (a backlog is sync lag).', [], num('pending'));
-    gaugeFrom(reg, 'fwlb_hash_config_differs', 'Another node publishes a different hash config (seed, buckets, order or firewalls): 1.', [], num('hashConfigDiffers'));
+    gaugeFrom(
+      reg,
+      'fwlb_hash_config_differs',
+      'Another node publishes a different hash config (seed, buckets, order or firewalls): 1.',
+      [],
+      num('hashConfigDiffers'),
+    );
     gaugeFrom(reg, 'fwlb_redis_up', 'The Redis connection is ready (1).', [], () => [[{}, b(s.sync!().redis === 'ready')]]);
   }
   return {

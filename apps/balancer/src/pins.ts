@@ -20,7 +20,11 @@ export class SessionCache {
   dropped = 0;
 
   /** `maxEntries` bounds memory under a flood: about 200 bytes a session, 2M sessions ≈ 400 MB at most. */
-  constructor(private readonly seed: number, private readonly buckets: number, readonly maxEntries = 2_000_000) {}
+  constructor(
+    private readonly seed: number,
+    private readonly buckets: number,
+    readonly maxEntries = 2_000_000,
+  ) {}
 
   get size(): number {
     return this.known.size;

@@ -69,7 +69,13 @@ export class Reconciler {
     return this.lastTable;
   }
 
-  constructor(readonly config: ResolvedBalancerConfig, private readonly nft: NftRunner, private readonly routing: RoutingPort, private readonly now: () => number = Date.now, membership?: Membership) {
+  constructor(
+    readonly config: ResolvedBalancerConfig,
+    private readonly nft: NftRunner,
+    private readonly routing: RoutingPort,
+    private readonly now: () => number = Date.now,
+    membership?: Membership,
+  ) {
     this.groups = syncGroups(config);
     this.groupOf = new Map(config.firewalls.map((f) => [f.id, f.syncGroup]));
     this.membership = membership ?? new Membership(config, config.sessionTable !== null, now);
@@ -86,10 +92,13 @@ export class Reconciler {
     const at = this.membership.pendingAt();
     if (at === null) return null;
     if (this.switchTimer) clearTimeout(this.switchTimer);
-    this.switchTimer = setTimeout(() => {
-      this.switchTimer = null;
-      void this.reconcile().catch(() => undefined);
-    }, Math.max(0, at - this.now()) + SWITCH_SETTLE_MS);
+    this.switchTimer = setTimeout(
+      () => {
+        this.switchTimer = null;
+        void this.reconcile().catch(() => undefined);
+      },
+      Math.max(0, at - this.now()) + SWITCH_SETTLE_MS,
+    );
     this.switchTimer.unref();
     const live = this.membership.snapshot(at).live;
     const later = bucketTable({ ...input, live });
@@ -121,7 +130,8 @@ export class Reconciler {
       let pins = 0;
       if (this.pinSource) {
         const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
-        const pinsFor = (t: BucketTable, live: readonly string[]) => this.pinSource!.pins(t, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, live, this.groups));
+        const pinsFor = (t: BucketTable, live: readonly string[]) =>
+          this.pinSource!.pins(t, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, live, this.groups));
         input.pins = pinsFor(table, input.live);
         // Until the switch, the pins of both tables: each is right under its own, and a pin that agrees with the
         // bucket's firewall changes nothing.
@@ -142,10 +152,19 @@ export class Reconciler {
       const before = this.lastTable;
       this.lastTable = table;
       if (before && before.owner.some((o, b) => o !== table.owner[b])) this.onTableChange?.();
-      this.lastMoves = bucketMoves(this.config.firewalls.map((f) => f.id), table);
+      this.lastMoves = bucketMoves(
+        this.config.firewalls.map((f) => f.id),
+        table,
+      );
       this.lastActual = cmds.length ? await this.nft.read(TABLE_FAMILY, TABLE_NAME) : actual;
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
-      this.last = { nftCommands: cmds.length, routingChanges: changes, routingErrors: routingErrors.map((e) => e.message), tableHandle: this.lastActual?.handle ?? null, at: this.now() };
+      this.last = {
+        nftCommands: cmds.length,
+        routingChanges: changes,
+        routingErrors: routingErrors.map((e) => e.message),
+        tableHandle: this.lastActual?.handle ?? null,
+        at: this.now(),
+      };
       this.lastError = routingErrors.length ? routingErrors.map((e) => e.message).join('; ') : null;
       this.onReconcile?.((performance.now() - t0) / 1000, true);
       return this.last;
@@ -170,7 +189,13 @@ export class Reconciler {
       await this.nft.apply(cmds);
     } catch (e) {
       if (add.length) {
-        const undo = actual ? ctTimeoutText(desired, [], add.map((o) => o.name)) : `delete table ${desired.family} ${desired.name}\n`;
+        const undo = actual
+          ? ctTimeoutText(
+              desired,
+              [],
+              add.map((o) => o.name),
+            )
+          : `delete table ${desired.family} ${desired.name}\n`;
         await this.nft.applyText(undo).catch(() => undefined);
       }
       throw e;
@@ -207,7 +232,7 @@ export class Reconciler {
   private counterOf(counters: ActualTable['counters'], label: string) {
     const of = (l: string) => {
       const d = this.labels[l];
-      return d ? counters.get(d) ?? null : null;
+      return d ? (counters.get(d) ?? null) : null;
     };
     const v4 = of(label);
     const v6 = of(`${label}/ipv6`);

@@ -5,11 +5,30 @@ import type { DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
 export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
-import { BUCKETS_NEXT, ctMark, eq, familiesOf, FIREWALL_SYN_CHAIN, firewallSynChain, flowKeyType, fromFirewall, handshakeTimeouts, hashFields, IPV4, IPV6, meta, ne, preroutingRules, RuleContext, set, SIDE_SYN_CHAIN, sideSynChain } from './rules';
+import {
+  BUCKETS_NEXT,
+  ctMark,
+  eq,
+  familiesOf,
+  FIREWALL_SYN_CHAIN,
+  firewallSynChain,
+  flowKeyType,
+  fromFirewall,
+  handshakeTimeouts,
+  hashFields,
+  IPV4,
+  IPV6,
+  meta,
+  ne,
+  preroutingRules,
+  RuleContext,
+  set,
+  SIDE_SYN_CHAIN,
+  sideSynChain,
+} from './rules';
 
 export const TABLE_FAMILY = 'inet' as const;
 export const TABLE_NAME = 'fwlb';
-
 
 /** A session the kernel must steer to a firewall other than the one its bucket gives (layer 3 exceptions). */
 export interface Pin extends FlowKey {
@@ -59,7 +78,12 @@ export function syncGroups(c: ResolvedBalancerConfig): string[][] {
 
 /** The bucket table: live firewalls keep their buckets; one that is not gives them to its sync group first. */
 export function bucketTable(input: RenderInput): BucketTable {
-  return buildGroupedTable(input.config.firewalls.map((f) => f.id), input.config.hash.buckets, input.live, syncGroups(input.config));
+  return buildGroupedTable(
+    input.config.firewalls.map((f) => f.id),
+    input.config.hash.buckets,
+    input.live,
+    syncGroups(input.config),
+  );
 }
 
 /**
@@ -101,7 +125,11 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
   const families = familiesOf(c);
   const labeled: Record<string, NftJson[]> = {};
   const suspect = new Set(input.suspect ?? []);
-  const marksOf = (ids: Iterable<string>) => [...ids].map((id) => markOf.get(id)).filter((m): m is number => m !== undefined).sort((a, b) => a - b);
+  const marksOf = (ids: Iterable<string>) =>
+    [...ids]
+      .map((id) => markOf.get(id))
+      .filter((m): m is number => m !== undefined)
+      .sort((a, b) => a - b);
   const x: RuleContext = {
     c,
     side: eq(meta('iifname'), c.sideInterface),
@@ -122,7 +150,11 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     events: c.sessionTable ? [set({ ct: { key: 'event' } }, CT_EVENTS)] : [],
   };
   const anyLive = table.owner.some((o) => o !== null);
-  const rules = preroutingRules(x, { restoreMarks: marksOf(input.restorable), suspect: c.firewalls.filter((f) => suspect.has(f.id)), suspectMarks: marksOf(suspect), anyLive }, labeled);
+  const rules = preroutingRules(
+    x,
+    { restoreMarks: marksOf(input.restorable), suspect: c.firewalls.filter((f) => suspect.has(f.id)), suspectMarks: marksOf(suspect), anyLive },
+    labeled,
+  );
   const elementsOf = (t: BucketTable) => {
     const out: [number, number][] = [];
     t.owner.forEach((o, b) => {
@@ -150,7 +182,12 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
       { name: 'buckets', type: 'mark', map: 'mark', elements: elementsOf(table) },
       ...(next ? [{ name: BUCKETS_NEXT, type: 'mark', map: 'mark', elements: elementsOf(next.table) }] : []),
       ...(c.sessionTable
-        ? families.map((fam) => ({ name: `pins${fam.suffix}`, type: flowKeyType(fam), map: 'mark', elements: pins.filter((p) => (familyOf(p.outerAddr) === 6) === (fam === IPV6)).map(pinElement) }))
+        ? families.map((fam) => ({
+            name: `pins${fam.suffix}`,
+            type: flowKeyType(fam),
+            map: 'mark',
+            elements: pins.filter((p) => (familyOf(p.outerAddr) === 6) === (fam === IPV6)).map(pinElement),
+          }))
         : []),
     ],
     chains: [
@@ -196,7 +233,14 @@ export function renderRoutes(c: ResolvedBalancerConfig): PolicyRoute[] {
   return familiesOf(c).flatMap((fam) =>
     slots(c).map((s): PolicyRoute => {
       const f = c.firewalls[s.index];
-      return { ...(fam === IPV6 ? { family: 6 } : {}), fwmark: s.mark, table: s.table, priority: s.priority, gateway: fam === IPV6 ? f.nextHop6! : f.nextHop, oif: f.interface };
+      return {
+        ...(fam === IPV6 ? { family: 6 } : {}),
+        fwmark: s.mark,
+        table: s.table,
+        priority: s.priority,
+        gateway: fam === IPV6 ? f.nextHop6! : f.nextHop,
+        oif: f.interface,
+      };
     }),
   );
 }

@@ -66,7 +66,13 @@ export const firewallTuple = (f: Family) => [payload(f.l3, 'daddr'), payload('th
  * A connection's original tuple as conntrack keeps it: the same for its SYN and its SYN-ACK whatever NAT does on
  * this node (the embedded SLB's SYN-ACK carries the real server's address, not the VIP its SYN was sent to).
  */
-export const ctOriginalTuple = (f: Family) => [{ ct: { key: `${f.l3} saddr`, dir: 'original' } }, { ct: { key: 'proto-src', dir: 'original' } }, { ct: { key: `${f.l3} daddr`, dir: 'original' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: 'protocol' } }];
+export const ctOriginalTuple = (f: Family) => [
+  { ct: { key: `${f.l3} saddr`, dir: 'original' } },
+  { ct: { key: 'proto-src', dir: 'original' } },
+  { ct: { key: `${f.l3} daddr`, dir: 'original' } },
+  { ct: { key: 'proto-dst', dir: 'original' } },
+  { ct: { key: 'protocol' } },
+];
 
 /**
  * The jhash concatenation. Why the order differs by role: the outside node sees the client as source, the
@@ -150,7 +156,15 @@ export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rul
     labeled[`hash-syn${fam.label}`] = hashSyn[0];
     return [
       // The SYN vouches for one answer: it is used up, and a later connection with the same tuple shows its own.
-      [ne(ctMark, 0), ackFlag, isFamily(fam), tcp, eq({ concat: orig }, `@${named('synseen', fam)}`), setOp('delete', orig, named('synseen', fam)), { return: null }],
+      [
+        ne(ctMark, 0),
+        ackFlag,
+        isFamily(fam),
+        tcp,
+        eq({ concat: orig }, `@${named('synseen', fam)}`),
+        setOp('delete', orig, named('synseen', fam)),
+        { return: null },
+      ],
       ...hashSyn,
     ];
   };
@@ -177,7 +191,9 @@ export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rul
  */
 export function firewallSynChain(x: RuleContext): Rule[] {
   return [
-    ...x.families.flatMap((fam) => (x.c.sessionTable ? x.c.firewalls.map((f) => [...fromFirewall(f), isFamily(fam), ...recordConn(x, f, fam, firewallTuple(fam))]) : [])),
+    ...x.families.flatMap((fam) =>
+      x.c.sessionTable ? x.c.firewalls.map((f) => [...fromFirewall(f), isFamily(fam), ...recordConn(x, f, fam, firewallTuple(fam))]) : [],
+    ),
     // One that conntrack refused: the side's replies may meet an earlier connection's entry (see `fresh`).
     ...x.families.map((fam) => [isFamily(fam), stateIn('invalid'), setOp('update', firewallTuple(fam), named('fresh', fam)), { return: null }]),
     [set(ctMark, 0)],
@@ -205,9 +221,25 @@ export function natPoolRules(x: RuleContext, labeled: Record<string, Rule>): Rul
     if (!withPools.length) continue;
     const daddr = payload(fam.l3, 'daddr');
     // A connection opened to a published address starts here: its record needs its orientation like any other's.
-    if (x.c.sessionTable) rules.push([x.side, stateIn('new'), isFamily(fam), eq(daddr, { set: prefixes(withPools.flatMap(poolsOf)) }), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
+    if (x.c.sessionTable)
+      rules.push([
+        x.side,
+        stateIn('new'),
+        isFamily(fam),
+        eq(daddr, { set: prefixes(withPools.flatMap(poolsOf)) }),
+        set({ ct: { key: 'label' } }, SIDE_LABEL),
+        ...x.events,
+      ]);
     for (const f of withPools) {
-      const r = [x.side, isFamily(fam), eq(daddr, { set: prefixes(poolsOf(f)) }), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept];
+      const r = [
+        x.side,
+        isFamily(fam),
+        eq(daddr, { set: prefixes(poolsOf(f)) }),
+        counter,
+        set(meta('mark'), x.markOf.get(f.id)),
+        set(ctMark, meta('mark')),
+        accept,
+      ];
       labeled[`nat-pool:${f.id}${fam.label}`] = r;
       rules.push(r);
     }
@@ -216,7 +248,11 @@ export function natPoolRules(x: RuleContext, labeled: Record<string, Rule>): Rul
 }
 
 /** The prerouting rules in order, with the labels /status reads counters of. */
-export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; suspect: Firewall[]; suspectMarks: number[]; anyLive: boolean }, labeled: Record<string, Rule>): Rule[] {
+export function preroutingRules(
+  x: RuleContext,
+  o: { restoreMarks: number[]; suspect: Firewall[]; suspectMarks: number[]; anyLive: boolean },
+  labeled: Record<string, Rule>,
+): Rule[] {
   const { c, side, notSide } = x;
   const rules: Rule[] = [];
   const add = (label: string | null, r: Rule) => {
@@ -229,8 +265,15 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   // embedded SLB's replies carry the real server's address, not the VIP the firewall sent the packets to).
   // Link-local and multicast IPv6 (neighbour discovery, router advertisements, MLD) belongs to the link: never
   // steered, or a fwmark rule would send it to a firewall's table.
-  if (x.families.includes(IPV6)) add(null, [side, isFamily(IPV6), eq(payload('ip6', 'daddr'), { set: [{ prefix: { addr: 'fe80::', len: 10 } }, { prefix: { addr: 'ff00::', len: 8 } }] }), accept]);
-  for (const fam of x.families) for (const f of o.suspect) add(null, [...fromFirewall(f), isFamily(fam), tcpUdp, setOp('update', ctOriginalTuple(fam), named('heard', fam))]);
+  if (x.families.includes(IPV6))
+    add(null, [
+      side,
+      isFamily(IPV6),
+      eq(payload('ip6', 'daddr'), { set: [{ prefix: { addr: 'fe80::', len: 10 } }, { prefix: { addr: 'ff00::', len: 8 } }] }),
+      accept,
+    ]);
+  for (const fam of x.families)
+    for (const f of o.suspect) add(null, [...fromFirewall(f), isFamily(fam), tcpUdp, setOp('update', ctOriginalTuple(fam), named('heard', fam))]);
   rules.push(...natPoolRules(x, labeled));
   if (o.anyLive) {
     // Every packet that is not a SYN fails this at its third comparison.
@@ -239,7 +282,14 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
     // in the way) gets its next packets attached to that entry: the first one takes the current decision into it.
     for (const fam of x.families) {
       const fresh = named('fresh', fam);
-      for (const r of steering(x, fam, [side, tcp, isFamily(fam), stateIn(['new', 'established']), eq({ concat: sideTuple(fam) }, `@${fresh}`), setOp('delete', sideTuple(fam), fresh)], true, [accept])) add(null, r);
+      for (const r of steering(
+        x,
+        fam,
+        [side, tcp, isFamily(fam), stateIn(['new', 'established']), eq({ concat: sideTuple(fam) }, `@${fresh}`), setOp('delete', sideTuple(fam), fresh)],
+        true,
+        [accept],
+      ))
+        add(null, r);
     }
   }
   // The fast path: an established packet from the side is restored here, before the fib lookup below. Why that is
@@ -247,13 +297,25 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
   // hashing, pins and learning from a firewall, all for forwarded flows). Why `ct mark {restorable}`: a flow on a
   // firewall whose link is down is re-hashed instead of black-holed.
   if (o.restoreMarks.length) add('restore', [side, eq(ctMark, { set: o.restoreMarks }), counter, set(meta('mark'), ctMark), accept]);
-  if (o.suspectMarks.length) for (const fam of x.families) add(`restore-heard${fam.label}`, [side, eq(ctMark, { set: o.suspectMarks }), isFamily(fam), tcpUdp, eq({ concat: ctOriginalTuple(fam) }, `@${named('heard', fam)}`), counter, set(meta('mark'), ctMark), accept]);
+  if (o.suspectMarks.length)
+    for (const fam of x.families)
+      add(`restore-heard${fam.label}`, [
+        side,
+        eq(ctMark, { set: o.suspectMarks }),
+        isFamily(fam),
+        tcpUdp,
+        eq({ concat: ctOriginalTuple(fam) }, `@${named('heard', fam)}`),
+        counter,
+        set(meta('mark'), ctMark),
+        accept,
+      ]);
   add(null, [notSide, tcp, synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
   // An established packet from a firewall leaves here: learning needs ct mark 0, everything else is for the side.
   add(null, [notSide, ne(ctMark, 0), accept]);
   // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
   add(null, [side, localDest, accept]);
-  if (c.ingressLearning) for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, x.markOf.get(f.id)), ...x.events]);
+  if (c.ingressLearning)
+    for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, x.markOf.get(f.id)), ...x.events]);
   // Everything below is for packets from the side: any other packet leaves with one comparison.
   add(null, [notSide, accept]);
   // The side label marks a flow whose first packet came from the side interface, once, when its entry is created.
@@ -266,21 +328,42 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
     for (const fam of x.families) {
       for (const f of c.firewalls) {
         const conn = x.connSet(f, fam);
-        add(`conn:${f.id}${fam.label}`, [side, tcp, isFamily(fam), eq({ concat: sideTuple(fam) }, `@${conn}`), setOp('update', sideTuple(fam), conn), counter, set(meta('mark'), x.markOf.get(f.id)), set(ctMark, meta('mark')), accept]);
+        add(`conn:${f.id}${fam.label}`, [
+          side,
+          tcp,
+          isFamily(fam),
+          eq({ concat: sideTuple(fam) }, `@${conn}`),
+          setOp('update', sideTuple(fam), conn),
+          counter,
+          set(meta('mark'), x.markOf.get(f.id)),
+          set(ctMark, meta('mark')),
+          accept,
+        ]);
       }
     }
   }
   if (c.sessionTable) {
     // A flow this node has no state for (a restart, conntrack lost, a non-SYN first packet) is looked up in the
     // pins before it is hashed. A miss ends the rule and leaves the mark 0, so hashing follows.
-    for (const fam of x.families) add(`pinned${fam.label}`, [side, isFamily(fam), tcpUdp, set(meta('mark'), { map: { key: { concat: hashFields(c, true, fam) }, data: `@${named('pins', fam)}` } }), counter, set(ctMark, meta('mark')), accept]);
+    for (const fam of x.families)
+      add(`pinned${fam.label}`, [
+        side,
+        isFamily(fam),
+        tcpUdp,
+        set(meta('mark'), { map: { key: { concat: hashFields(c, true, fam) }, data: `@${named('pins', fam)}` } }),
+        counter,
+        set(ctMark, meta('mark')),
+        accept,
+      ]);
   }
   if (!o.anyLive) {
     for (const fam of x.families) add(`no-firewall-drop${fam.label}`, [side, isFamily(fam), counter, { drop: null }]);
   } else {
     for (const fam of x.families) {
       steering(x, fam, [side, isFamily(fam), tcpUdp, counter], true).forEach((r, i) => add(i ? null : `hash-tcp-udp${fam.label}`, r));
-      steering(x, fam, [side, isFamily(fam), ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter], false).forEach((r, i) => add(i ? null : `hash-other${fam.label}`, r));
+      steering(x, fam, [side, isFamily(fam), ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter], false).forEach((r, i) =>
+        add(i ? null : `hash-other${fam.label}`, r),
+      );
     }
   }
   return rules;
@@ -300,7 +383,12 @@ export function preroutingRules(x: RuleContext, o: { restoreMarks: number[]; sus
 export function handshakeTimeouts(c: ResolvedBalancerConfig, families: Family[]): { objects: DesiredCtTimeout[]; chains: DesiredChain[] } {
   const secs = c.handshakeTimeoutSeconds;
   if (!secs) return { objects: [], chains: [] };
-  const objects = families.map((fam): DesiredCtTimeout => ({ name: `handshake${fam.suffix}_${secs}`, protocol: 'tcp', l3proto: fam.l3, policy: { syn_sent: secs, syn_recv: secs } }));
+  const objects = families.map((fam): DesiredCtTimeout => ({
+    name: `handshake${fam.suffix}_${secs}`,
+    protocol: 'tcp',
+    l3proto: fam.l3,
+    policy: { syn_sent: secs, syn_recv: secs },
+  }));
   const rules = families.map((fam, i) => [isFamily(fam), bareSyn, { 'ct timeout': objects[i].name }]);
   return { objects, chains: [{ name: 'conntrack-timeouts', type: 'filter', hook: 'prerouting', prio: -190, policy: 'accept', rules }] };
 }

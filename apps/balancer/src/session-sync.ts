@@ -35,7 +35,15 @@ export interface SessionSyncOptions {
  * came from the side interface carries the SIDE_LABEL ct label: its original source is the side end, which is the
  * outer end on the outside node and the inner end on the inside node. A flow learned from a firewall is the reverse.
  */
-export function sessionOf(e: CtEntry, firewall: string, node: string, now: number, minTtlMs: number, role: 'outside' | 'inside', maxTtlMs = Infinity): SessionRecord {
+export function sessionOf(
+  e: CtEntry,
+  firewall: string,
+  node: string,
+  now: number,
+  minTtlMs: number,
+  role: 'outside' | 'inside',
+  maxTtlMs = Infinity,
+): SessionRecord {
   // flowhash's canonicalKey is the one place that decides which end is outer: a flow that came in from the side is
   // seen as this node sees it; one learned from a firewall came in the way the twin's side sees it.
   const sideFirst = e.labels?.includes(SIDE_LABEL) ?? false;
@@ -117,7 +125,16 @@ export class SessionSync {
     return this.pending.size;
   }
 
-  readonly metrics = { written: 0, deleted: 0, graced: 0, deferred: 0, writeErrors: 0, resyncs: 0, resyncsCoalesced: 0, lastResync: null as null | { at: number; sessions: number; ms: number } };
+  readonly metrics = {
+    written: 0,
+    deleted: 0,
+    graced: 0,
+    deferred: 0,
+    writeErrors: 0,
+    resyncs: 0,
+    resyncsCoalesced: 0,
+    lastResync: null as null | { at: number; sessions: number; ms: number },
+  };
 
   constructor(private readonly o: SessionSyncOptions) {}
 
@@ -257,9 +274,12 @@ export class SessionSync {
 
   start(): void {
     const tick = () => {
-      this.resyncTimer = setTimeout(() => {
-        void this.resync(this.behind ? 'catching up after Redis was unreachable' : 'periodic').then(tick);
-      }, this.behind ? Math.min(1000, this.o.resyncMs) : this.o.resyncMs);
+      this.resyncTimer = setTimeout(
+        () => {
+          void this.resync(this.behind ? 'catching up after Redis was unreachable' : 'periodic').then(tick);
+        },
+        this.behind ? Math.min(1000, this.o.resyncMs) : this.o.resyncMs,
+      );
     };
     tick();
   }

@@ -39,7 +39,13 @@ export interface SessionsHandle {
  * this node forwards anything new), then follows conntrack. Redis being away at start is not fatal: the node
  * starts with the pins the kernel already has and catches up when Redis answers.
  */
-export async function startSessions(config: ResolvedBalancerConfig, r: Reconciler, trigger: () => void, log: (m: string) => void, onAdmin?: (admin: Record<string, boolean>) => void): Promise<SessionsHandle | null> {
+export async function startSessions(
+  config: ResolvedBalancerConfig,
+  r: Reconciler,
+  trigger: () => void,
+  log: (m: string) => void,
+  onAdmin?: (admin: Record<string, boolean>) => void,
+): Promise<SessionsHandle | null> {
   const st = config.sessionTable;
   if (!st) return null;
   const redis = connect({ ...st, node: config.name });
@@ -139,7 +145,12 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
   });
   // NEW gives a flow's orientation (its labels), an update says it was answered (the nft rules limit a flow's
   // events to new, reply, assured and destroy, so updates are one or two per session), DESTROY its end.
-  const events = ConntrackEvents.open({ kinds: ['new', 'update', 'destroy'], recvBufferSize: st.eventBufferBytes, onEvents: (b) => sync.onEvents(b), onLoss: () => void sync.resync('conntrack events were lost') });
+  const events = ConntrackEvents.open({
+    kinds: ['new', 'update', 'destroy'],
+    recvBufferSize: st.eventBufferBytes,
+    onEvents: (b) => sync.onEvents(b),
+    onLoss: () => void sync.resync('conntrack events were lost'),
+  });
   redis.on('ready', () => void sync.resync('Redis connected'));
   // Publish what the kernel already holds (a restart): the 'ready' above has fired already when Redis was up.
   if (redis.status === 'ready') void sync.resync('start');
@@ -203,12 +214,15 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
       log(`deleted ${deleted} conntrack entries of earlier connections whose tuple a new connection on another firewall took`);
     }
   };
-  const sub = await table.subscribe((ev) => {
-    if (ev.type === 'moved') void refresh(ev.ids).catch((e) => log(`session refresh failed, pins stay as they are until the next load: ${(e as Error).message}`));
-    else if (ev.type === 'admin') void applyAdmin().catch(() => undefined);
-    else if (ev.type === 'health') void agreement.step();
-    else if (ev.type === 'epoch') void agreement.applyEpoch().catch(() => undefined);
-  }).catch(() => null);
+  const sub = await table
+    .subscribe((ev) => {
+      if (ev.type === 'moved')
+        void refresh(ev.ids).catch((e) => log(`session refresh failed, pins stay as they are until the next load: ${(e as Error).message}`));
+      else if (ev.type === 'admin') void applyAdmin().catch(() => undefined);
+      else if (ev.type === 'health') void agreement.step();
+      else if (ev.type === 'epoch') void agreement.applyEpoch().catch(() => undefined);
+    })
+    .catch(() => null);
   void agreement.publish();
   // Views are refreshed every heartbeat; the leader's lock lives for three. The view is read afresh each time: it can
   // change without a health event (a node that settles after its links came back).
@@ -241,7 +255,20 @@ export async function startSessions(config: ResolvedBalancerConfig, r: Reconcile
           return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }
       },
-      metrics: () => ({ ...sync.metrics, events: events.events, eventOverruns: events.overruns, readerRestarts: events.restarts, cacheDropped: cache.dropped, redis: redis.status, cached: cache.size, epoch: agreement.appliedEpoch, rejectedRecords: table.rejected + rejectedHere, staleEntriesDeleted: staleDeleted, pending: sync.pendingCount(), hashConfigDiffers: agreement.configAlarm ? 1 : 0 }),
+      metrics: () => ({
+        ...sync.metrics,
+        events: events.events,
+        eventOverruns: events.overruns,
+        readerRestarts: events.restarts,
+        cacheDropped: cache.dropped,
+        redis: redis.status,
+        cached: cache.size,
+        epoch: agreement.appliedEpoch,
+        rejectedRecords: table.rejected + rejectedHere,
+        staleEntriesDeleted: staleDeleted,
+        pending: sync.pendingCount(),
+        hashConfigDiffers: agreement.configAlarm ? 1 : 0,
+      }),
     },
     alarms: () => [agreement.alarm, agreement.configAlarm].filter((a): a is string => a !== null),
     shareAdmin: async (id, enabled, at) => (await table.setAdmin(id, enabled, at)).at,

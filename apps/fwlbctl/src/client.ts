@@ -22,7 +22,11 @@ export interface Answer {
 }
 
 export class CtlError extends Error {
-  constructor(readonly code: string, message: string, readonly exit: number) {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly exit: number,
+  ) {
     super(message);
     this.name = 'CtlError';
   }
@@ -32,23 +36,34 @@ export function request(t: Target, method: string, path: string, body?: unknown,
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const tls = t.api.startsWith('https:');
-    const where = t.api.startsWith('unix:') ? { socketPath: t.api.slice(5) } : (() => {
-      const u = new URL(t.api);
-      return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port || (tls ? 443 : 80)), ...(tls && t.ca ? { ca: t.ca } : {}) };
-    })();
-    const req = (tls ? https : http).request({ ...where, method, path, timeout: timeoutMs, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...(t.token ? { authorization: `Bearer ${t.token}` } : {}) } }, (res) => {
-      let s = '';
-      res.on('data', (d) => (s += d));
-      res.on('end', () => {
-        let parsed: unknown = s;
-        try {
-          parsed = s ? JSON.parse(s) : null;
-        } catch {
-          /* text (e.g. /metrics) */
-        }
-        resolve({ status: res.statusCode ?? 0, body: parsed });
-      });
-    });
+    const where = t.api.startsWith('unix:')
+      ? { socketPath: t.api.slice(5) }
+      : (() => {
+          const u = new URL(t.api);
+          return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port || (tls ? 443 : 80)), ...(tls && t.ca ? { ca: t.ca } : {}) };
+        })();
+    const req = (tls ? https : http).request(
+      {
+        ...where,
+        method,
+        path,
+        timeout: timeoutMs,
+        headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...(t.token ? { authorization: `Bearer ${t.token}` } : {}) },
+      },
+      (res) => {
+        let s = '';
+        res.on('data', (d) => (s += d));
+        res.on('end', () => {
+          let parsed: unknown = s;
+          try {
+            parsed = s ? JSON.parse(s) : null;
+          } catch {
+            /* text (e.g. /metrics) */
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new CtlError('FWLBCTL_TIMEOUT', `no answer from ${t.api} within ${timeoutMs} ms`, EXIT.critical)));
     req.on('error', (e) => reject(e instanceof CtlError ? e : new CtlError('FWLBCTL_UNREACHABLE', `cannot reach ${t.api}: ${e.message}`, EXIT.critical)));
     req.end(data);

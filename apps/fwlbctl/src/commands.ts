@@ -35,11 +35,19 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--ca PEM] [--token-f
 exit (Nagios): 0 OK; 1 WARNING, refused by the node (its error code is printed) or degraded; 2 CRITICAL, the node does not answer; 3 UNKNOWN, usage`;
 
 const COMMANDS = ['help', 'completion', 'status', 'health', 'firewalls', 'firewall', 'sessions', 'vips', 'vip', 'members', 'member', 'metrics', 'slb'];
-const SUBCOMMANDS: Record<string, string[]> = { firewall: ['disable', 'enable'], sessions: ['count'], vip: ['show', 'create', 'edit', 'delete'], member: ['add', 'remove', 'drain', 'enable', 'weight'], completion: ['bash'] };
+const SUBCOMMANDS: Record<string, string[]> = {
+  firewall: ['disable', 'enable'],
+  sessions: ['count'],
+  vip: ['show', 'create', 'edit', 'delete'],
+  member: ['add', 'remove', 'drain', 'enable', 'weight'],
+  completion: ['bash'],
+};
 
 /** The bash completion script: commands, their subcommands, and file names where a command takes a file. */
 export function bashCompletion(): string {
-  const subs = Object.entries(SUBCOMMANDS).map(([c, s]) => `    ${c}) words="${s.join(' ')}" ;;`).join('\n');
+  const subs = Object.entries(SUBCOMMANDS)
+    .map(([c, s]) => `    ${c}) words="${s.join(' ')}" ;;`)
+    .join('\n');
   return `# bash completion for fwlbctl
 _fwlbctl() {
   local cur=\${COMP_WORDS[COMP_CWORD]} i=1 cmd words
@@ -85,7 +93,14 @@ function vipFile(path: string | undefined): unknown {
 export function table(head: string[], rows: (string | number | boolean | null)[][]): string {
   const cells = [head, ...rows.map((r) => r.map((c) => (c === null || c === undefined ? '-' : String(c))))];
   const w = head.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
-  return cells.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(w[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function ok(a: Answer, what: string): any {
@@ -124,7 +139,14 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       const fw = st.firewalls ?? [];
       return {
         json: { ...st, health: he },
-        text: `${st.name ?? st.role} (${st.role ?? 'slb'}): ${he.status}${he.alarms?.length ? `\nALARMS:\n  ${he.alarms.join('\n  ')}` : ''}\nepoch ${st.agreement?.epoch ?? '-'}, pins ${st.pins ?? '-'}\n${fw.length ? table(['firewall', 'enabled', 'healthy', 'live', 'buckets'], fw.map((f: any) => [f.id, f.enabled, f.healthy, f.live, f.buckets])) : ''}`,
+        text: `${st.name ?? st.role} (${st.role ?? 'slb'}): ${he.status}${he.alarms?.length ? `\nALARMS:\n  ${he.alarms.join('\n  ')}` : ''}\nepoch ${st.agreement?.epoch ?? '-'}, pins ${st.pins ?? '-'}\n${
+          fw.length
+            ? table(
+                ['firewall', 'enabled', 'healthy', 'live', 'buckets'],
+                fw.map((f: any) => [f.id, f.enabled, f.healthy, f.live, f.buckets]),
+              )
+            : ''
+        }`,
       };
     }
     case 'health': {
@@ -132,12 +154,33 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       const ms = Number(opt(args, '--timeout') ?? 1000);
       if (!Number.isInteger(ms) || ms < 1 || ms > 60000) usage('health [--timeout MS] (1..60000)');
       const h = ok(await request(t, 'GET', '/health', undefined, ms), 'health');
-      if (h.status !== 'ok') throw new CtlError('FWLBCTL_DEGRADED', `${h.status}: ${(h.alarms ?? []).join('; ') || h.lastError || 'no reason given'}`, EXIT.warning);
+      if (h.status !== 'ok')
+        throw new CtlError('FWLBCTL_DEGRADED', `${h.status}: ${(h.alarms ?? []).join('; ') || h.lastError || 'no reason given'}`, EXIT.warning);
       return { json: h, text: `${h.role ?? 'slb'}: ok` };
     }
     case 'firewalls': {
       const fw = ok(await request(t, 'GET', '/firewalls'), 'firewalls');
-      return { json: fw, text: table(['firewall', 'enabled', 'healthy', 'link', 'live', 'want', 'buckets', 'group', 'moved to', 'reason'], fw.map((f: any) => [f.id, f.enabled, f.healthy, f.link, f.live, f.wantLive, f.buckets, f.syncGroup ?? '', Object.entries(f.bucketsMovedTo ?? {}).sort().map(([k, v]) => `${k}:${v}`).join(' '), f.health?.reason ?? ''])) };
+      return {
+        json: fw,
+        text: table(
+          ['firewall', 'enabled', 'healthy', 'link', 'live', 'want', 'buckets', 'group', 'moved to', 'reason'],
+          fw.map((f: any) => [
+            f.id,
+            f.enabled,
+            f.healthy,
+            f.link,
+            f.live,
+            f.wantLive,
+            f.buckets,
+            f.syncGroup ?? '',
+            Object.entries(f.bucketsMovedTo ?? {})
+              .sort()
+              .map(([k, v]) => `${k}:${v}`)
+              .join(' '),
+            f.health?.reason ?? '',
+          ]),
+        ),
+      };
     }
     case 'firewall': {
       if ((sub !== 'disable' && sub !== 'enable') || !rest[0]) usage('firewall disable|enable ID');
@@ -156,11 +199,38 @@ export async function run(t: Target, args: string[]): Promise<Output> {
         if (v !== undefined) q.set(k, v);
       }
       const ss = ok(await request(t, 'GET', `/sessions?${q}`), 'sessions');
-      return { json: ss, text: table(['outer', 'inner', 'proto', 'firewall', 'node', 'expires'], ss.map((s: any) => [hostPort(s.outerAddr, s.outerPort), hostPort(s.innerAddr, s.innerPort), s.proto === 6 ? 'tcp' : s.proto === 17 ? 'udp' : s.proto, s.firewall, s.node, new Date(s.expires).toISOString()])) };
+      return {
+        json: ss,
+        text: table(
+          ['outer', 'inner', 'proto', 'firewall', 'node', 'expires'],
+          ss.map((s: any) => [
+            hostPort(s.outerAddr, s.outerPort),
+            hostPort(s.innerAddr, s.innerPort),
+            s.proto === 6 ? 'tcp' : s.proto === 17 ? 'udp' : s.proto,
+            s.firewall,
+            s.node,
+            new Date(s.expires).toISOString(),
+          ]),
+        ),
+      };
     }
     case 'vips': {
       const vs = ok(await request(t, 'GET', '/vips'), 'vips');
-      return { json: vs, text: table(['vip', 'address', 'port', 'proto', 'sched', 'members up', 'new sessions'], vs.map((v: any) => [v.id, v.address, v.port, v.protocol, v.scheduler, `${v.members.filter((m: any) => m.health.up).length}/${v.members.length}`, v.counters.newSessions])) };
+      return {
+        json: vs,
+        text: table(
+          ['vip', 'address', 'port', 'proto', 'sched', 'members up', 'new sessions'],
+          vs.map((v: any) => [
+            v.id,
+            v.address,
+            v.port,
+            v.protocol,
+            v.scheduler,
+            `${v.members.filter((m: any) => m.health.up).length}/${v.members.length}`,
+            v.counters.newSessions,
+          ]),
+        ),
+      };
     }
     case 'vip': {
       const id = rest[0];
@@ -176,12 +246,24 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       }
       const v = ok(await request(t, sub === 'edit' ? 'PUT' : 'GET', path, sub === 'edit' ? vipFile(rest[1]) : undefined), `vip ${sub} ${id}`);
       const head = `${v.id}: ${hostPort(v.address, v.port)}/${v.protocol} ${v.mode ?? 'l4'} ${v.scheduler}, ${v.counters?.newSessions ?? 0} new sessions${sub === 'edit' ? ' (replaced)' : ''}`;
-      return { json: v, text: `${head}\n${table(['member', 'weight', 'state', 'up', 'slots'], v.members.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health?.up ?? null, m.slots ?? null]))}` };
+      return {
+        json: v,
+        text: `${head}\n${table(
+          ['member', 'weight', 'state', 'up', 'slots'],
+          v.members.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health?.up ?? null, m.slots ?? null]),
+        )}`,
+      };
     }
     case 'members': {
       if (!sub) usage('members VIP');
       const ms = ok(await request(t, 'GET', `/vips/${encodeURIComponent(sub)}/members`), `members ${sub}`);
-      return { json: ms, text: table(['member', 'weight', 'state', 'up', 'slots', 'new sessions', 'reason'], ms.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health.up, m.slots, m.counters.newSessions, m.health.reason])) };
+      return {
+        json: ms,
+        text: table(
+          ['member', 'weight', 'state', 'up', 'slots', 'new sessions', 'reason'],
+          ms.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health.up, m.slots, m.counters.newSessions, m.health.reason]),
+        ),
+      };
     }
     case 'member': {
       const [vip, member] = rest;
@@ -199,11 +281,16 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       else if (sub === 'weight' && rest[2]) a = await request(t, 'PATCH', `${path}/${key}`, { weight: Number(rest[2]) });
       else usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
       const m = ok(a, `member ${sub} ${vip} ${member}`);
-      return { json: m ?? { removed: member }, text: m ? `${hostPort(m.address, m.port)}: weight ${m.weight}, ${m.state}, ${m.slots} slots` : `${member} removed from ${vip}` };
+      return {
+        json: m ?? { removed: member },
+        text: m ? `${hostPort(m.address, m.port)}: weight ${m.weight}, ${m.state}, ${m.slots} slots` : `${member} removed from ${vip}`,
+      };
     }
     case 'metrics': {
       const text = ok(await request(t, 'GET', '/metrics'), 'metrics') as string;
-      const lines = String(text).split('\n').filter((l) => l.startsWith('fwlb_'));
+      const lines = String(text)
+        .split('\n')
+        .filter((l) => l.startsWith('fwlb_'));
       return { json: lines, text: lines.join('\n') };
     }
     default:

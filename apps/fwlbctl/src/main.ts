@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   // `fwlbctl slb ...`: the SLB's API without naming it each time.
   const slb = argv[0] === 'slb';
   if (slb) argv.shift();
-  const api = take('--api') ?? (slb ? process.env.FWLB_SLB_API ?? 'http://127.0.0.1:8481' : process.env.FWLB_API ?? 'http://127.0.0.1:8480');
+  const api = take('--api') ?? (slb ? (process.env.FWLB_SLB_API ?? 'http://127.0.0.1:8481') : (process.env.FWLB_API ?? 'http://127.0.0.1:8480'));
   const tokenFile = take('--token-file');
   const caFile = take('--ca');
   try {
@@ -32,7 +32,8 @@ async function main(): Promise<void> {
     const out = await run({ api, token, ca }, argv);
     console.log(json ? JSON.stringify(out.json, null, 2) : out.text);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'EACCES') e = new CtlError('FWLBCTL_FILE', (e as Error).message, EXIT.unknown);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'EACCES')
+      e = new CtlError('FWLBCTL_FILE', (e as Error).message, EXIT.unknown);
     if (e instanceof CtlError) {
       console.error(json ? JSON.stringify({ code: e.code, message: e.message }) : `fwlbctl: ${e.message}`);
       process.exit(e.exit);

@@ -40,9 +40,23 @@ export interface DriveReport {
    */
   short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[]; slowAt: number[]; failedPorts: number[] };
   /** `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through). */
-  long: { ok: number; broken: number; errors: Record<string, number>; messages: number; streams: { target: string; port: number; err: string | null; maxGapMs: number }[] };
+  long: {
+    ok: number;
+    broken: number;
+    errors: Record<string, number>;
+    messages: number;
+    streams: { target: string; port: number; err: string | null; maxGapMs: number }[];
+  };
   udp: { ok: number; failed: number };
-  http: { ok: number; failed: number; errors: Record<string, number>; bodies: Record<string, number>; byLabel: Record<string, Record<string, number>>; byWorker: Record<string, number>[]; cookies: Record<string, string>[] };
+  http: {
+    ok: number;
+    failed: number;
+    errors: Record<string, number>;
+    bodies: Record<string, number>;
+    byLabel: Record<string, Record<string, number>>;
+    byWorker: Record<string, number>[];
+    cookies: Record<string, string>[];
+  };
 }
 
 const hp = splitHostPort;
@@ -128,7 +142,14 @@ function shortConn(target: string, id: number, timeoutMs: number, localPort?: nu
   });
 }
 
-function longConn(target: string, id: number, durationMs: number, intervalMs: number, timeoutMs: number, localPort?: number): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number }> {
+function longConn(
+  target: string,
+  id: number,
+  durationMs: number,
+  intervalMs: number,
+  timeoutMs: number,
+  localPort?: number,
+): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number }> {
   return new Promise((res) => {
     const [host, dport] = hp(target);
     const s = net.connect({ host, port: dport, ...(localPort ? { localPort } : {}) });
@@ -221,11 +242,12 @@ function httpGet(target: string, timeoutMs: number, spec?: HttpRequestSpec, jar?
     if (spec?.host) headers.host = spec.host;
     if (jar?.size) headers.cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
     const req = http.get({ host, port, path: spec?.path ?? '/', agent: false, timeout: timeoutMs, headers }, (r) => {
-      if (jar) for (const c of r.headers['set-cookie'] ?? []) {
-        const [kv] = c.split(';');
-        const i = kv.indexOf('=');
-        if (i > 0) jar.set(kv.slice(0, i).trim(), kv.slice(i + 1).trim());
-      }
+      if (jar)
+        for (const c of r.headers['set-cookie'] ?? []) {
+          const [kv] = c.split(';');
+          const i = kv.indexOf('=');
+          if (i > 0) jar.set(kv.slice(0, i).trim(), kv.slice(i + 1).trim());
+        }
       let body = '';
       r.on('data', (d) => (body += d));
       r.on('end', () => res(r.statusCode === 200 ? { err: null, body: body.trim() } : { err: `status ${r.statusCode}`, body: body.trim() }));
@@ -247,7 +269,11 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
   if (spec.long) {
     const l = spec.long;
     jobs.push(
-      Promise.all(Array.from({ length: l.count }, (_, i) => longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000, l.localPorts?.[i]))).then((rs) => {
+      Promise.all(
+        Array.from({ length: l.count }, (_, i) =>
+          longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000, l.localPorts?.[i]),
+        ),
+      ).then((rs) => {
         rs.forEach((r, i) => report.long.streams.push({ target: l.targets[i % l.targets.length], port: r.port, err: r.err, maxGapMs: r.maxGapMs }));
         for (const r of rs) {
           report.long.messages += r.messages;
@@ -279,7 +305,9 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
         if (!s.intervalMs) return pool(s.count, s.concurrency, one);
         const t0 = Date.now();
         const iv = s.intervalMs;
-        return Promise.all(Array.from({ length: s.count }, (_, i) => new Promise((r) => setTimeout(r, Math.max(0, t0 + i * iv - Date.now()))).then(() => one(i))));
+        return Promise.all(
+          Array.from({ length: s.count }, (_, i) => new Promise((r) => setTimeout(r, Math.max(0, t0 + i * iv - Date.now()))).then(() => one(i))),
+        );
       })().then((rs) => {
         for (const { e, port, at, ms } of rs) {
           if (e) {
@@ -298,9 +326,11 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
   if (spec.udp) {
     const u = spec.udp;
     jobs.push(
-      pool(u.flows, 200, (i) => udpFlow(u.targets[i % u.targets.length], u.basePort ? u.basePort + i : 0, i, u.timeoutMs ?? 2000, u.expectReply ?? true)).then((rs) => {
-        for (const ok of rs) ok ? report.udp.ok++ : report.udp.failed++;
-      }),
+      pool(u.flows, 200, (i) => udpFlow(u.targets[i % u.targets.length], u.basePort ? u.basePort + i : 0, i, u.timeoutMs ?? 2000, u.expectReply ?? true)).then(
+        (rs) => {
+          for (const ok of rs) ok ? report.udp.ok++ : report.udp.failed++;
+        },
+      ),
     );
   }
   if (spec.http) {
@@ -335,10 +365,16 @@ if (require.main === module) {
   const [mode, ...rest] = process.argv.slice(2);
   if (mode === 'serve') serve(rest);
   else if (mode === 'drive') {
-    drive(JSON.parse(rest[0]) as DriveSpec).then((r) => {
-      console.log(JSON.stringify(r));
-      process.exit(0);
-    });
+    drive(JSON.parse(rest[0]) as DriveSpec).then(
+      (r) => {
+        console.log(JSON.stringify(r));
+        process.exit(0);
+      },
+      (e) => {
+        console.error(e);
+        process.exit(1);
+      },
+    );
   } else {
     console.error('usage: agent serve [--tcp P] [--udp P] [--http P [--http-status N] [--http-body S]] | agent drive JSON');
     process.exit(2);

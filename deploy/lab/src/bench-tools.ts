@@ -10,7 +10,9 @@ import type { LabOptions } from './topology';
 /** redis-server on a unix socket in `dir`, no persistence; resolves once it accepts connections. */
 export function startRedis(sock: string, dir: string): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
-    const p = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let buf = '';
     p.stdout!.on('data', (d) => {
       buf += d;
@@ -28,7 +30,13 @@ export interface OpenLoopResult {
 }
 
 /** GET `path` at `rate` per second for `seconds` over a keep-alive agent on a unix socket, whatever the answers take. */
-export async function openLoop(o: { socketPath: string; path: string; rate: number; seconds: number; headers?: Record<string, string> }): Promise<OpenLoopResult> {
+export async function openLoop(o: {
+  socketPath: string;
+  path: string;
+  rate: number;
+  seconds: number;
+  headers?: Record<string, string>;
+}): Promise<OpenLoopResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const lat: number[] = [];
   let errors = 0;

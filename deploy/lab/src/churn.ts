@@ -73,7 +73,9 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
     }
   })();
   try {
-    const reports = await Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: o.count, concurrency: 0, intervalMs: o.intervalMs, timeoutMs: 5000 } })));
+    const reports = await Promise.all(
+      clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: o.count, concurrency: 0, intervalMs: o.intervalMs, timeoutMs: 5000 } })),
+    );
     const errors: Record<string, number> = {};
     for (const r of reports) for (const [k, v] of Object.entries(r.short.errors)) errors[k] = (errors[k] ?? 0) + v;
     return {

@@ -8,11 +8,29 @@ export const KEEPALIVED_TEMPLATE = join(__dirname, '..', '..', 'keepalived', 'fw
 export const VRRP_TIMERS = { advert: 0.2, checkInterval: 1, checkTimeout: 1, fall: 1, rise: 2, weight: 60 };
 
 /** The check: 503 unless fwlb is ok; curl, because a Node.js start per check costs too much on small machines. */
-export const healthCurl = (socket: string, timeoutS: number) => `/usr/bin/curl -sf -o /dev/null -m ${timeoutS * 0.8} --unix-socket ${socket} http://fwlb/health?strict=true`;
+export const healthCurl = (socket: string, timeoutS: number) =>
+  `/usr/bin/curl -sf -o /dev/null -m ${timeoutS * 0.8} --unix-socket ${socket} http://fwlb/health?strict=true`;
 
 /** Node i (0-based) of a VRRP group: priorities 250, 249, ... (a skew under 3 % of an advertisement interval). */
-export function keepalivedNode(v: { side: 'outside' | 'inside'; vrid: number; advertInterface: string; trackInterfaces: string[]; addresses: string[]; addresses6?: string[] }, node: string, i: number, socket: string, timers = VRRP_TIMERS): KeepalivedNode {
-  return { node, side: v.side, healthCommand: healthCurl(socket, timers.checkTimeout), advertInterface: v.advertInterface, trackInterfaces: v.trackInterfaces, vrid: v.vrid, priority: 250 - i, addresses: v.addresses, addresses6: v.addresses6 ?? [], ...timers };
+export function keepalivedNode(
+  v: { side: 'outside' | 'inside'; vrid: number; advertInterface: string; trackInterfaces: string[]; addresses: string[]; addresses6?: string[] },
+  node: string,
+  i: number,
+  socket: string,
+  timers = VRRP_TIMERS,
+): KeepalivedNode {
+  return {
+    node,
+    side: v.side,
+    healthCommand: healthCurl(socket, timers.checkTimeout),
+    advertInterface: v.advertInterface,
+    trackInterfaces: v.trackInterfaces,
+    vrid: v.vrid,
+    priority: 250 - i,
+    addresses: v.addresses,
+    addresses6: v.addresses6 ?? [],
+    ...timers,
+  };
 }
 
 export interface KeepalivedNode {
@@ -56,7 +74,9 @@ export function renderKeepalived(n: KeepalivedNode, template = readFileSync(KEEP
     ADDRESSES: n.addresses.map((a) => `    ${a}`).join('\n'),
     EXCLUDED: n.addresses6.length ? `  virtual_ipaddress_excluded {\n${n.addresses6.map((a) => `    ${a}`).join('\n')}\n  }\n` : '',
   };
-  for (const [k, x] of Object.entries(v)) if (/["\n{}]/.test(x) && !['TRACK_INTERFACES', 'ADDRESSES', 'EXCLUDED'].includes(k)) throw new RangeError(`keepalived ${k}: ${JSON.stringify(x)} would break the config`);
+  for (const [k, x] of Object.entries(v))
+    if (/["\n{}]/.test(x) && !['TRACK_INTERFACES', 'ADDRESSES', 'EXCLUDED'].includes(k))
+      throw new RangeError(`keepalived ${k}: ${JSON.stringify(x)} would break the config`);
   const out = template.replace(/\{\{([A-Z_]+)\}\}/g, (_, k: string) => {
     if (!(k in v)) throw new RangeError(`keepalived template: unknown field {{${k}}}`);
     return v[k];

@@ -82,16 +82,23 @@ export class Lab {
       if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv4.fwmark_reflect=1', 'net.ipv4.tcp_fwmark_accept=1');
       // Several nodes per side: an ended connection's entry goes within a second (fwlb doctor's advice), so a new
       // connection that reuses its tuple and is moved to this node does not meet it.
-      if ((h.role === 'outside' || h.role === 'inside') && this.t.opts.nodesPerSide > 1) sys.push(`net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS}`);
+      if ((h.role === 'outside' || h.role === 'inside') && this.t.opts.nodesPerSide > 1)
+        sys.push(`net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS}`);
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
       if (h.role === 'client' || h.role === 'server') sys.push(`net.ipv4.ip_local_port_range=${WIDE_PORTS}`, 'net.ipv4.tcp_tw_reuse=1');
       if (this.t.opts.ipv6) {
         // Addresses usable at once (no duplicate address detection on links the lab alone builds).
         // A link taken down and up again (a node's failure in the tests) keeps its IPv6 addresses, as IPv4 ones.
-        sys.push('net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.all.keep_addr_on_down=1', 'net.ipv6.conf.default.keep_addr_on_down=1');
+        sys.push(
+          'net.ipv6.conf.default.accept_dad=0',
+          'net.ipv6.conf.all.accept_dad=0',
+          'net.ipv6.conf.all.keep_addr_on_down=1',
+          'net.ipv6.conf.default.keep_addr_on_down=1',
+        );
         if (h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv6.fib_multipath_hash_policy=1');
         if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv6.fwmark_reflect=1');
-        if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb' || h.role === 'router') sys.push('net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.forwarding=1');
+        if (h.role === 'outside' || h.role === 'inside' || h.role === 'firewall' || h.role === 'slb' || h.role === 'router')
+          sys.push('net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.default.forwarding=1');
       }
       inNs(h.ns, ['sysctl', '-qw', ...sys]);
     }
@@ -130,15 +137,26 @@ export class Lab {
     writeFileSync(join(this.t.opts.runDir, 'slb.json'), JSON.stringify(this.t.slb, null, 2));
     if (this.t.embeddedSlb) writeFileSync(join(this.t.opts.runDir, 'inside-slb.json'), JSON.stringify(this.t.embeddedSlb, null, 2));
     // Lab plumbing, not fwlb: connections the servers open themselves leave with the SLB node's address.
-    const snat = { nftables: [
-      { add: { table: { family: 'ip', name: 'lab_snat' } } },
-      { add: { chain: { family: 'ip', table: 'lab_snat', name: 'post', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } } },
-      { add: { rule: { family: 'ip', table: 'lab_snat', chain: 'post', expr: [
-        { match: { op: '==', left: { meta: { key: 'oifname' } }, right: 'up0' } },
-        { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: `${RIP_NET}.0`, len: 24 } } } },
-        { masquerade: null },
-      ] } } },
-    ] };
+    const snat = {
+      nftables: [
+        { add: { table: { family: 'ip', name: 'lab_snat' } } },
+        { add: { chain: { family: 'ip', table: 'lab_snat', name: 'post', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } } },
+        {
+          add: {
+            rule: {
+              family: 'ip',
+              table: 'lab_snat',
+              chain: 'post',
+              expr: [
+                { match: { op: '==', left: { meta: { key: 'oifname' } }, right: 'up0' } },
+                { match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: `${RIP_NET}.0`, len: 24 } } } },
+                { masquerade: null },
+              ],
+            },
+          },
+        },
+      ],
+    };
     const snatFile = join(this.t.opts.runDir, 'lab-snat.json');
     writeFileSync(snatFile, JSON.stringify(snat));
     inNs(this.ns('slb'), ['nft', '-j', '-f', snatFile]);
@@ -162,7 +180,18 @@ export class Lab {
 
   async startServer(name: string, extra: string[] = []): Promise<ChildProcess> {
     // The agent takes the first occurrence of an option: `extra` overrides the defaults.
-    const serve = ['serve', ...extra, '--tcp', String(ECHO_PORT), '--udp', String(ECHO_PORT), '--http', String(HTTP_PORT), '--http-body', `fwlb lab server ${name}\n`];
+    const serve = [
+      'serve',
+      ...extra,
+      '--tcp',
+      String(ECHO_PORT),
+      '--udp',
+      String(ECHO_PORT),
+      '--http',
+      String(HTTP_PORT),
+      '--http-body',
+      `fwlb lab server ${name}\n`,
+    ];
     const p = await this.startAgent(name, serve);
     this.agents.set(name, p);
     return p;
@@ -216,19 +245,32 @@ export class Lab {
   /** Poll the SLB's GET /vips until `ok` holds; returns the time it took. */
   async waitMembers(ok: (vips: any[]) => boolean, ms: number, what: string): Promise<number> {
     let v: { status: number; body: any } = { status: 0, body: null };
-    return waitUntil(async () => {
-      v = await this.api('slb', 'GET', '/vips').catch(() => ({ status: 0, body: null }));
-      return v.status === 200 && ok(v.body);
-    }, ms, () => `${what}: ${JSON.stringify(v.body)}`);
+    return waitUntil(
+      async () => {
+        v = await this.api('slb', 'GET', '/vips').catch(() => ({ status: 0, body: null }));
+        return v.status === 200 && ok(v.body);
+      },
+      ms,
+      () => `${what}: ${JSON.stringify(v.body)}`,
+    );
   }
 
   /** Poll every balancer node's GET /firewalls (or those of `nodes`) until `ok` holds for all; returns the time it took. */
-  async waitFirewalls(ok: (fw: { id: string; live: boolean; healthy: boolean }[]) => boolean, ms: number, what: string, nodes = this.balancerNames()): Promise<number> {
+  async waitFirewalls(
+    ok: (fw: { id: string; live: boolean; healthy: boolean }[]) => boolean,
+    ms: number,
+    what: string,
+    nodes = this.balancerNames(),
+  ): Promise<number> {
     let views: { status: number; body: any }[] = [];
-    return waitUntil(async () => {
-      views = await Promise.all(nodes.map((r) => this.api(r, 'GET', '/firewalls').catch(() => ({ status: 0, body: null }))));
-      return views.every((v) => v.status === 200 && ok(v.body));
-    }, ms, () => `${what}: ${JSON.stringify(views.map((v) => v.body))}`);
+    return waitUntil(
+      async () => {
+        views = await Promise.all(nodes.map((r) => this.api(r, 'GET', '/firewalls').catch(() => ({ status: 0, body: null }))));
+        return views.every((v) => v.status === 200 && ok(v.body));
+      },
+      ms,
+      () => `${what}: ${JSON.stringify(views.map((v) => v.body))}`,
+    );
   }
 
   /** kill -9: the controller dies without any cleanup, as in a crash. */
@@ -254,7 +296,11 @@ export class Lab {
     for (const v of this.t.vrrp) {
       for (const [i, node] of v.nodes.entries()) await this.startKeepalivedOn(node, renderKeepalived(keepalivedNode(v, node, i, this.socketPath(node), tm)));
     }
-    await waitUntil(() => this.t.vrrp.every((v) => this.vrrpHolder(v.side) !== null), 15000, () => `a keepalived holder of each side's addresses: ${this.keepalivedLogs.join('')}`);
+    await waitUntil(
+      () => this.t.vrrp.every((v) => this.vrrpHolder(v.side) !== null),
+      15000,
+      () => `a keepalived holder of each side's addresses: ${this.keepalivedLogs.join('')}`,
+    );
   }
 
   readonly keepalivedLogs: string[] = [];
@@ -264,7 +310,20 @@ export class Lab {
     const conf = join(dir, `keepalived-${node}.conf`);
     writeFileSync(conf, config);
     const pid = (x: string) => join(dir, `keepalived-${node}-${x}.pid`);
-    const p = spawnInNs(this.ns(node), ['keepalived', '--dont-fork', '--log-console', '--vrrp', '-f', conf, '-p', pid('main'), '-r', pid('vrrp'), '-c', pid('checkers')]);
+    const p = spawnInNs(this.ns(node), [
+      'keepalived',
+      '--dont-fork',
+      '--log-console',
+      '--vrrp',
+      '-f',
+      conf,
+      '-p',
+      pid('main'),
+      '-r',
+      pid('vrrp'),
+      '-c',
+      pid('checkers'),
+    ]);
     p.stdout?.on('data', (d) => this.keepalivedLogs.push(`${node}: ${d}`));
     p.stderr?.on('data', (d) => this.keepalivedLogs.push(`${node}: ${d}`));
     this.procs.push(p);
@@ -306,7 +365,10 @@ export class Lab {
    */
   nodeLinks(name: string, up: boolean): void {
     const ns = this.ns(nodeNs(name));
-    const ifs = inNs(ns, ['ip', '-o', 'link', 'show']).split('\n').map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1]).filter((x): x is string => !!x && x !== 'lo');
+    const ifs = inNs(ns, ['ip', '-o', 'link', 'show'])
+      .split('\n')
+      .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1])
+      .filter((x): x is string => !!x && x !== 'lo');
     for (const i of ifs) inNs(ns, ['ip', 'link', 'set', i, up ? 'up' : 'down']);
     if (up) for (const r of this.t.routes.filter((x) => x.ns === ns)) inNs(ns, routeCmd('replace', r.dst, r.via));
   }
@@ -321,7 +383,16 @@ export class Lab {
       for (const [i, name] of pair.entries()) {
         const k = (n: string) => Number(n.slice(2));
         const conf = join(this.t.opts.runDir, `conntrackd-${name}.conf`);
-        writeFileSync(conf, conntrackdConfig({ self: `${SYNC_NET(g + 1)}.${k(name)}`, peer: `${SYNC_NET(g + 1)}.${k(pair[1 - i])}`, iface: 'sync0', dir: this.t.opts.runDir, name }));
+        writeFileSync(
+          conf,
+          conntrackdConfig({
+            self: `${SYNC_NET(g + 1)}.${k(name)}`,
+            peer: `${SYNC_NET(g + 1)}.${k(pair[1 - i])}`,
+            iface: 'sync0',
+            dir: this.t.opts.runDir,
+            name,
+          }),
+        );
         const p = spawnInNs(this.ns(name), ['conntrackd', '-C', conf]);
         const log: string[] = [];
         p.stdout?.on('data', (d) => log.push(String(d)));
@@ -342,7 +413,10 @@ export class Lab {
   failFirewall(name: string): void {
     const ns = this.ns(name);
     inNs(ns, ['nft', 'add', 'table', 'inet', 'labfail']);
-    for (const [chain, hook] of [['pre', 'prerouting'], ['out', 'output']]) {
+    for (const [chain, hook] of [
+      ['pre', 'prerouting'],
+      ['out', 'output'],
+    ]) {
       inNs(ns, ['nft', 'add', 'chain', 'inet', 'labfail', chain, `{ type filter hook ${hook} priority -400; policy drop; }`]);
     }
   }
@@ -573,15 +647,43 @@ export async function waitUntil(ok: () => boolean | Promise<boolean>, ms: number
  */
 function flowExitCommands(marks: number[]): unknown[] {
   const t = { family: 'ip', table: 'fwlbdiag' };
-  const key = { concat: [['ip', 'saddr'], ['tcp', 'sport'], ['ip', 'daddr'], ['tcp', 'dport']].map(([protocol, field]) => ({ payload: { protocol, field } })).concat([{ meta: { key: 'oifname' } } as any]) };
-  const cmds: unknown[] = [{ add: { table: { family: 'ip', name: 'fwlbdiag' } } }, { add: { chain: { ...t, name: 'post', type: 'filter', hook: 'postrouting', prio: 0, policy: 'accept' } } }];
+  const key = {
+    concat: [
+      ['ip', 'saddr'],
+      ['tcp', 'sport'],
+      ['ip', 'daddr'],
+      ['tcp', 'dport'],
+    ]
+      .map(([protocol, field]) => ({ payload: { protocol, field } }))
+      .concat([{ meta: { key: 'oifname' } } as any]),
+  };
+  const cmds: unknown[] = [
+    { add: { table: { family: 'ip', name: 'fwlbdiag' } } },
+    { add: { chain: { ...t, name: 'post', type: 'filter', hook: 'postrouting', prio: 0, policy: 'accept' } } },
+  ];
   const listed = marks.slice(0, -1);
   marks.forEach((mark, i) => {
-    const which = i < listed.length ? { match: { op: '==', left: { meta: { key: 'mark' } }, right: mark } } : { match: { op: '!=', left: { meta: { key: 'mark' } }, right: { set: listed } } };
-    for (const [when, op] of [['first', 'add'], ['last', 'update']]) {
+    const which =
+      i < listed.length
+        ? { match: { op: '==', left: { meta: { key: 'mark' } }, right: mark } }
+        : { match: { op: '!=', left: { meta: { key: 'mark' } }, right: { set: listed } } };
+    for (const [when, op] of [
+      ['first', 'add'],
+      ['last', 'update'],
+    ]) {
       const name = `${when}_${mark.toString(16)}`;
-      cmds.push({ add: { set: { ...t, name, type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'ifname'], flags: ['timeout'], timeout: 600, size: 65536 } } });
-      cmds.push({ add: { rule: { ...t, chain: 'post', expr: [{ match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } }, which, { set: { op, elem: key, set: `@${name}` } }] } } });
+      cmds.push({
+        add: { set: { ...t, name, type: ['ipv4_addr', 'inet_service', 'ipv4_addr', 'inet_service', 'ifname'], flags: ['timeout'], timeout: 600, size: 65536 } },
+      });
+      cmds.push({
+        add: {
+          rule: {
+            ...t,
+            chain: 'post',
+            expr: [{ match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } }, which, { set: { op, elem: key, set: `@${name}` } }],
+          },
+        },
+      });
     }
   });
   return cmds;

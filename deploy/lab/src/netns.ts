@@ -18,7 +18,10 @@ export function spawnInNs(ns: string, cmd: string[], opts: SpawnOptions = {}): C
 }
 
 export function listNs(): string[] {
-  return run(['ip', 'netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter(Boolean);
+  return run(['ip', 'netns', 'list'])
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter(Boolean);
 }
 
 /** Kill every process left in a namespace, then delete it. */
@@ -51,7 +54,10 @@ export function linkedPair(prefix: string, a: { ns: string; addrs: string[] }, b
   run(['ip', 'netns', 'add', b.ns]);
   const [ta, tb] = [`${prefix}a`.slice(0, 15), `${prefix}b`.slice(0, 15)];
   run(['ip', 'link', 'add', ta, 'netns', a.ns, 'type', 'veth', 'peer', 'name', tb, 'netns', b.ns]);
-  for (const [end, tmp] of [[a, ta], [b, tb]] as const) {
+  for (const [end, tmp] of [
+    [a, ta],
+    [b, tb],
+  ] as const) {
     inNs(end.ns, ['ip', 'link', 'set', tmp, 'name', 'eth0']);
     for (const addr of end.addrs) inNs(end.ns, ['ip', 'addr', 'add', addr, 'dev', 'eth0']);
     for (const l of ['lo', 'eth0']) inNs(end.ns, ['ip', 'link', 'set', l, 'up']);

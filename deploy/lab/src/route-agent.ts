@@ -28,7 +28,10 @@ export class RouteAgent {
   private timer: NodeJS.Timeout | null = null;
   private readonly o: Required<RouteAgentOptions>;
 
-  constructor(private readonly lab: Lab, o: RouteAgentOptions = {}) {
+  constructor(
+    private readonly lab: Lab,
+    o: RouteAgentOptions = {},
+  ) {
     this.o = { intervalMs: 100, misses: 2, rise: 2, timeoutMs: 150, ...o };
     for (const n of lab.balancerNames()) this.inRoute.set(n, true);
   }
@@ -52,7 +55,10 @@ export class RouteAgent {
   }
 
   private async answers(node: string): Promise<boolean> {
-    const poll = this.lab.api(node, 'GET', '/health').then((r) => r.status === 200, () => false);
+    const poll = this.lab.api(node, 'GET', '/health').then(
+      (r) => r.status === 200,
+      () => false,
+    );
     const late = new Promise<boolean>((r) => setTimeout(() => r(false), this.o.timeoutMs).unref());
     return Promise.race([poll, late]);
   }

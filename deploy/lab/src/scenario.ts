@@ -99,7 +99,9 @@ async function familyWorkload(lab: Lab, o: ScenarioOptions, family: 'ipv4' | 'ip
   };
   failed.total = failed.short + failed.long + failed.udp + failed.icmp + failed.serverInitiated + failed.l7;
   const reports = [...l, ...sh, ...i];
-  const connections = reports.reduce((a, r) => a + r.short.ok + r.short.failed + r.long.ok + r.long.broken + r.udp.ok + r.udp.failed + r.http.ok + r.http.failed, 0) + p.length * (o.pingsPerTarget ?? 3);
+  const connections =
+    reports.reduce((a, r) => a + r.short.ok + r.short.failed + r.long.ok + r.long.broken + r.udp.ok + r.udp.failed + r.http.ok + r.http.failed, 0) +
+    p.length * (o.pingsPerTarget ?? 3);
   return { failed, connections, reports, misrouted: sh.flatMap((r) => l7Misrouted(r.http.byLabel)) };
 }
 
@@ -117,9 +119,18 @@ export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<Sc
   const fw = lab.firewallCounters();
   const sessions = fw.reduce((a, f) => a + f.newSessions, 0);
   const errors: Record<string, number> = {};
-  for (const r of results.flatMap((x) => x.reports)) for (const [k, v] of Object.entries({ ...r.short.errors, ...r.long.errors, ...r.http.errors })) errors[k] = (errors[k] ?? 0) + v;
+  for (const r of results.flatMap((x) => x.reports))
+    for (const [k, v] of Object.entries({ ...r.short.errors, ...r.long.errors, ...r.http.errors })) errors[k] = (errors[k] ?? 0) + v;
   const sum = (k: keyof Failed) => results.reduce((a, r) => a + r.failed[k], 0);
-  const failed: Failed = { short: sum('short'), long: sum('long'), udp: sum('udp'), icmp: sum('icmp'), serverInitiated: sum('serverInitiated'), l7: sum('l7'), total: sum('total') };
+  const failed: Failed = {
+    short: sum('short'),
+    long: sum('long'),
+    udp: sum('udp'),
+    icmp: sum('icmp'),
+    serverInitiated: sum('serverInitiated'),
+    l7: sum('l7'),
+    total: sum('total'),
+  };
   return {
     firewalls: fw.map((f) => ({ id: f.id, sessions: f.newSessions, share: sessions ? f.newSessions / sessions : 0, drops: f.drops })),
     failed,
@@ -132,13 +143,17 @@ export async function runScenario(lab: Lab, o: ScenarioOptions = {}): Promise<Sc
 
 export function formatReport(r: ScenarioReport): string {
   const lines = ['firewall  sessions  share   drops'];
-  for (const f of r.firewalls) lines.push(`${f.id.padEnd(9)} ${String(f.sessions).padStart(8)}  ${(f.share * 100).toFixed(1).padStart(5)}%  ${String(f.drops).padStart(6)}`);
+  for (const f of r.firewalls)
+    lines.push(`${f.id.padEnd(9)} ${String(f.sessions).padStart(8)}  ${(f.share * 100).toFixed(1).padStart(5)}%  ${String(f.drops).padStart(6)}`);
   lines.push(`total     ${String(r.totals.sessions).padStart(8)}          ${String(r.totals.drops).padStart(6)}`);
   lines.push(
     `failed: ${r.failed.total} (short ${r.failed.short}, long-lived ${r.failed.long}, udp ${r.failed.udp}, icmp ${r.failed.icmp}, server-initiated ${r.failed.serverInitiated}, L7 ${r.failed.l7}) of ${r.totals.connections}`,
   );
   const v6 = r.byFamily.ipv6;
-  if (v6) lines.push(`of which IPv6: ${v6.total} (short ${v6.short}, long-lived ${v6.long}, udp ${v6.udp}, icmpv6 ${v6.icmp}, server-initiated ${v6.serverInitiated}, L7 ${v6.l7})`);
+  if (v6)
+    lines.push(
+      `of which IPv6: ${v6.total} (short ${v6.short}, long-lived ${v6.long}, udp ${v6.udp}, icmpv6 ${v6.icmp}, server-initiated ${v6.serverInitiated}, L7 ${v6.l7})`,
+    );
   lines.push(`L7 requests misrouted: ${r.l7Misrouted.length}${r.l7Misrouted.length ? ` ${JSON.stringify(r.l7Misrouted)}` : ''}`);
   if (Object.keys(r.errors).length) lines.push(`errors: ${JSON.stringify(r.errors)}`);
   return lines.join('\n');

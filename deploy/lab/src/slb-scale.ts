@@ -50,7 +50,10 @@ export class ScaleSlb {
   proc: ChildProcess | null = null;
   log: string[] = [];
 
-  constructor(readonly prefix: string, readonly o: ScaleOptions) {
+  constructor(
+    readonly prefix: string,
+    readonly o: ScaleOptions,
+  ) {
     this.ns = `${prefix}-scale`;
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}-scale-`));
     this.socket = join(this.dir, 'api.sock');
@@ -107,7 +110,16 @@ export class ScaleSlb {
   async start(nodeArgs: string[] = []): Promise<number> {
     const t0 = Date.now();
     this.log = [];
-    const p = spawnInNs(this.ns, ['env', `PATH=${join(this.dir, 'bin')}:${process.env.PATH}`, process.execPath, ...nodeArgs, SLB_MAIN, 'run', '--config', this.configPath]);
+    const p = spawnInNs(this.ns, [
+      'env',
+      `PATH=${join(this.dir, 'bin')}:${process.env.PATH}`,
+      process.execPath,
+      ...nodeArgs,
+      SLB_MAIN,
+      'run',
+      '--config',
+      this.configPath,
+    ]);
     this.proc = p;
     const onData = (d: Buffer) => this.log.push(...d.toString().split('\n').filter(Boolean));
     p.stdout!.on('data', onData);
@@ -117,7 +129,13 @@ export class ScaleSlb {
     p.once('exit', (code) => (exited = code ?? -1));
     while (Date.now() - t0 < 60000) {
       if (exited !== null) throw new Error(`fwlb-slb (scale) exited with ${exited}: ${this.log.join('\n')}`);
-      if (await this.api('GET', '/health').then(() => true, () => false)) return Date.now() - t0;
+      if (
+        await this.api('GET', '/health').then(
+          () => true,
+          () => false,
+        )
+      )
+        return Date.now() - t0;
       await new Promise((r) => setTimeout(r, 5));
     }
     throw new Error(`fwlb-slb (scale) did not answer within 60 s: ${this.log.join('\n')}`);
@@ -166,7 +184,10 @@ export class ScaleSlb {
           socketPath: this.socket,
           method,
           path,
-          headers: { authorization: `Bearer ${SCALE_TOKEN}`, ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}) },
+          headers: {
+            authorization: `Bearer ${SCALE_TOKEN}`,
+            ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}),
+          },
         },
         (res) => {
           let text = '';

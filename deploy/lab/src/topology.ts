@@ -82,7 +82,15 @@ export interface Topology {
   /** Every balancer node's config by node name: `outside` and `inside`, or ob1.., ib1.. with nodesPerSide > 1. */
   balancers: Record<string, BalancerConfig>;
   /** mode vrrp: one VRRP instance per side, over that side's nodes (highest priority first). */
-  vrrp: { side: 'outside' | 'inside'; vrid: number; nodes: string[]; advertInterface: string; trackInterfaces: string[]; addresses: string[]; addresses6?: string[] }[];
+  vrrp: {
+    side: 'outside' | 'inside';
+    vrid: number;
+    nodes: string[];
+    advertInterface: string;
+    trackInterfaces: string[];
+    addresses: string[];
+    addresses6?: string[];
+  }[];
   clientNet: string;
   serverNet: string;
   nodes: { outside: BalancerConfig; inside: BalancerConfig };
@@ -92,7 +100,16 @@ export interface Topology {
   vip: string;
   /** The IPv6 VIP address (lab option ipv6). */
   vip6?: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls' | 'ipv6'>> & { nodesPerSide: number; broken: boolean; sessionTable?: string | SessionTableConfig; mgmt?: boolean; slbEmbedded?: boolean; syncGroups?: string[][]; natFirewalls?: boolean; ipv6?: boolean };
+  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls' | 'ipv6'>> & {
+    nodesPerSide: number;
+    broken: boolean;
+    sessionTable?: string | SessionTableConfig;
+    mgmt?: boolean;
+    slbEmbedded?: boolean;
+    syncGroups?: string[][];
+    natFirewalls?: boolean;
+    ipv6?: boolean;
+  };
   /** The SLB config the inside node runs in-process (with `slbEmbedded`). */
   embeddedSlb?: SlbConfig;
 }
@@ -164,9 +181,17 @@ export function topology(o: LabOptions): Topology {
     { ns: ns('ib'), ifname: 'srv0', addr: `${SERVER_NET}.1/24`, ...v6(`${SERVER_NET6}1/64`) },
     { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24`, ...v6(`${RIP_NET6}1/64`) },
   ];
-  hosts.push({ role: 'outside', name: 'ob', ns: ns('ob') }, { role: 'inside', name: 'ib', ns: ns('ib') }, { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
+  hosts.push(
+    { role: 'outside', name: 'ob', ns: ns('ob') },
+    { role: 'inside', name: 'ib', ns: ns('ib') },
+    { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK },
+  );
   // The SLB node hangs off the inside node's server LAN; the real servers sit behind it on a private network.
-  links.push({ a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24`, ...v6(`${SERVER_NET6}2/64`) }, b: { ns: ns('ib'), ifname: 'slb' }, bridgeB: 'srv0' });
+  links.push({
+    a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24`, ...v6(`${SERVER_NET6}2/64`) },
+    b: { ns: ns('ib'), ifname: 'slb' },
+    bridgeB: 'srv0',
+  });
   routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET}.1` });
   if (opts.ipv6) routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET6}1` }, { ns: ns('ib'), dst: `${RIP_NET6}/64`, via: `${SERVER_NET6}2` });
   endHosts(opts, ns('ob'), { hosts, links, routes });
@@ -183,24 +208,52 @@ export function topology(o: LabOptions): Topology {
   (opts.syncGroups ?? []).forEach((g, i) => {
     if (g.length !== 2) throw new RangeError(`lab sync group ${i + 1}: the lab builds pairs (conntrackd over UDP unicast); larger groups use multicast`);
     const [a, b] = g.map((name) => Number(/^fw(\d+)$/.exec(name)?.[1] ?? NaN));
-    if (!(a >= 1 && a <= opts.firewalls && b >= 1 && b <= opts.firewalls && a !== b)) throw new RangeError(`lab sync group ${i + 1}: unknown firewalls ${g.join(', ')}`);
-    links.push({ a: { ns: ns(`fw${a}`), ifname: 'sync0', addr: `${SYNC_NET(i + 1)}.${a}/24` }, b: { ns: ns(`fw${b}`), ifname: 'sync0', addr: `${SYNC_NET(i + 1)}.${b}/24` } });
+    if (!(a >= 1 && a <= opts.firewalls && b >= 1 && b <= opts.firewalls && a !== b))
+      throw new RangeError(`lab sync group ${i + 1}: unknown firewalls ${g.join(', ')}`);
+    links.push({
+      a: { ns: ns(`fw${a}`), ifname: 'sync0', addr: `${SYNC_NET(i + 1)}.${a}/24` },
+      b: { ns: ns(`fw${b}`), ifname: 'sync0', addr: `${SYNC_NET(i + 1)}.${b}/24` },
+    });
     for (const name of g) groupOf.set(name, `g${i + 1}`);
   });
   for (let k = 1; k <= opts.firewalls; k++) {
     const fw = ns(`fw${k}`);
     hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${OUTSIDE_TRANSIT(k)}.2` });
-    links.push({ a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}1/64`) }, b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}2/64`) } });
-    links.push({ a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24`, ...v6(`${INSIDE_TRANSIT6(k)}1/64`) }, b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24`, ...v6(`${INSIDE_TRANSIT6(k)}2/64`) } });
+    links.push({
+      a: { ns: ns('ob'), ifname: `fw${k}`, addr: `${OUTSIDE_TRANSIT(k)}.1/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}1/64`) },
+      b: { ns: fw, ifname: 'out0', addr: `${OUTSIDE_TRANSIT(k)}.2/24`, ...v6(`${OUTSIDE_TRANSIT6(k)}2/64`) },
+    });
+    links.push({
+      a: { ns: ns('ib'), ifname: `fw${k}`, addr: `${INSIDE_TRANSIT(k)}.1/24`, ...v6(`${INSIDE_TRANSIT6(k)}1/64`) },
+      b: { ns: fw, ifname: 'in0', addr: `${INSIDE_TRANSIT(k)}.2/24`, ...v6(`${INSIDE_TRANSIT6(k)}2/64`) },
+    });
     routes.push({ ns: fw, dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_TRANSIT(k)}.1` }, { ns: fw, dst: `${SERVER_NET}.0/24`, via: `${INSIDE_TRANSIT(k)}.1` });
-    if (opts.ipv6) routes.push({ ns: fw, dst: `${CLIENT_NET6}/64`, via: `${OUTSIDE_TRANSIT6(k)}1` }, { ns: fw, dst: `${SERVER_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` }, { ns: fw, dst: `${RIP_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` });
+    if (opts.ipv6)
+      routes.push(
+        { ns: fw, dst: `${CLIENT_NET6}/64`, via: `${OUTSIDE_TRANSIT6(k)}1` },
+        { ns: fw, dst: `${SERVER_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` },
+        { ns: fw, dst: `${RIP_NET6}/64`, via: `${INSIDE_TRANSIT6(k)}1` },
+      );
     const group = { ...(groupOf.has(`fw${k}`) ? { syncGroup: groupOf.get(`fw${k}`) } : {}), ...natPools(opts, k) };
-    fwOut.push({ id: `fw${k}`, nextHop: `${OUTSIDE_TRANSIT(k)}.2`, ...(opts.ipv6 ? { nextHop6: `${OUTSIDE_TRANSIT6(k)}2` } : {}), interface: `fw${k}`, ...group });
+    fwOut.push({
+      id: `fw${k}`,
+      nextHop: `${OUTSIDE_TRANSIT(k)}.2`,
+      ...(opts.ipv6 ? { nextHop6: `${OUTSIDE_TRANSIT6(k)}2` } : {}),
+      interface: `fw${k}`,
+      ...group,
+    });
     fwIn.push({ id: `fw${k}`, nextHop: `${INSIDE_TRANSIT(k)}.2`, ...(opts.ipv6 ? { nextHop6: `${INSIDE_TRANSIT6(k)}2` } : {}), interface: `fw${k}`, ...group });
   }
   const node = (role: 'outside' | 'inside', side: string, firewalls: BalancerConfig['firewalls']) =>
     // With ipv6 the nodes probe each other over IPv6 (the IPv4-only labs keep the IPv4 probes covered).
-    nodeConfig(opts, { role, name: role === 'outside' ? 'ob' : 'ib', file: role, side, firewalls, targets: [opts.ipv6 ? (role === 'outside' ? `${SERVER_NET6}1` : `${CLIENT_NET6}1`) : role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`] });
+    nodeConfig(opts, {
+      role,
+      name: role === 'outside' ? 'ob' : 'ib',
+      file: role,
+      side,
+      firewalls,
+      targets: [opts.ipv6 ? (role === 'outside' ? `${SERVER_NET6}1` : `${CLIENT_NET6}1`) : role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`],
+    });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
   const slb = slbConfig(opts, rips);
   if (opts.slbEmbedded) routes.push({ ns: ns('ib'), dst: `${RIP_NET}.0/24`, via: SLB_UPLINK });
@@ -211,7 +264,18 @@ export function topology(o: LabOptions): Topology {
         name: 'ib-slb',
         interface: 'srv0',
         seed: opts.seed,
-        vips: [{ id: 'web-ib', address: EMBEDDED_VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) }],
+        vips: [
+          {
+            id: 'web-ib',
+            address: EMBEDDED_VIP,
+            port: WEB_PORT,
+            protocol: 'tcp',
+            scheduler: 'rr',
+            check: { kind: 'http', path: '/' },
+            timers: fast,
+            members: rips.map((a) => ({ address: a, port: HTTP_PORT })),
+          },
+        ],
       }
     : undefined;
   return {
@@ -285,7 +349,11 @@ function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' |
     const addr = `${CLIENT_NET}.${10 + i}`;
     const addr6 = opts.ipv6 ? `${CLIENT_NET6}${10 + i}` : undefined;
     t.hosts.push({ role: 'client', name: `c${i}`, ns: ns(`c${i}`), addr, ...(addr6 ? { addr6 } : {}) });
-    t.links.push({ a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24`, ...(addr6 ? { addr6: `${addr6}/64` } : {}) }, b: { ns: clientGateway, ifname: `c${i}` }, bridgeB: 'cli0' });
+    t.links.push({
+      a: { ns: ns(`c${i}`), ifname: 'eth0', addr: `${addr}/24`, ...(addr6 ? { addr6: `${addr6}/64` } : {}) },
+      b: { ns: clientGateway, ifname: `c${i}` },
+      bridgeB: 'cli0',
+    });
     t.routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET}.1` });
     if (addr6) t.routes.push({ ns: ns(`c${i}`), dst: 'default', via: `${CLIENT_NET6}1` });
   }
@@ -293,7 +361,11 @@ function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' |
     const addr = `${RIP_NET}.${10 + i}`;
     const addr6 = opts.ipv6 ? `${RIP_NET6}${10 + i}` : undefined;
     t.hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr, ...(addr6 ? { addr6 } : {}) });
-    t.links.push({ a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24`, ...(addr6 ? { addr6: `${addr6}/64` } : {}) }, b: { ns: ns('slb'), ifname: `s${i}` }, bridgeB: 'rip0' });
+    t.links.push({
+      a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24`, ...(addr6 ? { addr6: `${addr6}/64` } : {}) },
+      b: { ns: ns('slb'), ifname: `s${i}` },
+      bridgeB: 'rip0',
+    });
     t.routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
     if (addr6) t.routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET6}1` });
   }
@@ -302,7 +374,10 @@ const FAST_TIMERS = { interval: 200, response: 100, retries: 2, deadInterval: 30
 const L7_TIMERS = { interval: 300, response: 250, retries: 3, deadInterval: 400, rise: 2 };
 
 /** A balancer node's config; `file` names its socket and state file in the run directory. */
-function nodeConfig(opts: Opts, n: { role: 'outside' | 'inside'; name: string; file: string; side: string; firewalls: BalancerConfig['firewalls']; targets: string[] }): BalancerConfig {
+function nodeConfig(
+  opts: Opts,
+  n: { role: 'outside' | 'inside'; name: string; file: string; side: string; firewalls: BalancerConfig['firewalls']; targets: string[] },
+): BalancerConfig {
   return {
     role: n.role,
     name: n.name,
@@ -313,10 +388,16 @@ function nodeConfig(opts: Opts, n: { role: 'outside' | 'inside'; name: string; f
     api: { listen: `unix:${opts.runDir}/${n.file}.sock`, token: 'lab-token-0123456789' },
     stateFile: join(opts.runDir, `${n.file}-state.json`),
     // Each node probes the other side's node(s) through every firewall.
-    health: { ...(n.targets.length === 1 ? { target: n.targets[0] } : { targets: n.targets }), check: { kind: 'icmp' }, timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 } },
+    health: {
+      ...(n.targets.length === 1 ? { target: n.targets[0] } : { targets: n.targets }),
+      check: { kind: 'icmp' },
+      timers: { interval: 200, response: 100, retries: 3, deadInterval: 400, rise: 2 },
+    },
     resyncSeconds: 5,
     ...(opts.slbEmbedded && n.role === 'inside' ? { slb: join(opts.runDir, 'inside-slb.json') } : {}),
-    ...(opts.sessionTable ? { sessionTable: { flushMs: 100, resyncSeconds: 5, ...(typeof opts.sessionTable === 'string' ? { url: opts.sessionTable } : opts.sessionTable) } } : {}),
+    ...(opts.sessionTable
+      ? { sessionTable: { flushMs: 100, resyncSeconds: 5, ...(typeof opts.sessionTable === 'string' ? { url: opts.sessionTable } : opts.sessionTable) } }
+      : {}),
   };
 }
 
@@ -330,13 +411,45 @@ function slbConfig(opts: Opts, rips: string[]): SlbConfig {
     stateFile: join(opts.runDir, 'slb-state.json'),
     resyncSeconds: 5,
     vips: [
-      { id: 'echo', address: VIP, port: ECHO_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
+      {
+        id: 'echo',
+        address: VIP,
+        port: ECHO_PORT,
+        protocol: 'tcp',
+        scheduler: 'rr',
+        check: { kind: 'tcp' },
+        timers: fast,
+        members: rips.map((a) => ({ address: a, port: ECHO_PORT })),
+      },
       // UDP members are checked over TCP on the same port: the lab's echo servers serve both.
-      { id: 'echo-udp', address: VIP, port: ECHO_PORT, protocol: 'udp', scheduler: 'rr', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips.map((a) => ({ address: a, port: ECHO_PORT })) },
-      { id: 'web', address: VIP, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips.map((a) => ({ address: a, port: HTTP_PORT })) },
+      {
+        id: 'echo-udp',
+        address: VIP,
+        port: ECHO_PORT,
+        protocol: 'udp',
+        scheduler: 'rr',
+        check: { kind: 'tcp', port: ECHO_PORT },
+        timers: fast,
+        members: rips.map((a) => ({ address: a, port: ECHO_PORT })),
+      },
+      {
+        id: 'web',
+        address: VIP,
+        port: WEB_PORT,
+        protocol: 'tcp',
+        scheduler: 'rr',
+        check: { kind: 'http', path: '/' },
+        timers: fast,
+        members: rips.map((a) => ({ address: a, port: HTTP_PORT })),
+      },
       l7Vip(rips),
       // IPv6: the same services on the IPv6 VIP; the L7 VIP's api pool is an IPv4 server (HAProxy bridges the families).
-      ...(opts.ipv6 ? ipv6Vips(rips.map((_, i) => `${RIP_NET6}${11 + i}`), rips) : []),
+      ...(opts.ipv6
+        ? ipv6Vips(
+            rips.map((_, i) => `${RIP_NET6}${11 + i}`),
+            rips,
+          )
+        : []),
     ],
     haproxy: { dir: join(opts.runDir, 'haproxy') },
   };
@@ -347,9 +460,36 @@ function ipv6Vips(rips6: string[], rips: string[]): VipConfig[] {
   const fast = FAST_TIMERS;
   const shop = l7Vip(rips);
   return [
-    { id: 'echo6', address: VIP6, port: ECHO_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'tcp' }, timers: fast, members: rips6.map((a) => ({ address: a, port: ECHO_PORT })) },
-    { id: 'echo6-udp', address: VIP6, port: ECHO_PORT, protocol: 'udp', scheduler: 'sh', check: { kind: 'tcp', port: ECHO_PORT }, timers: fast, members: rips6.map((a) => ({ address: a, port: ECHO_PORT })) },
-    { id: 'web6', address: VIP6, port: WEB_PORT, protocol: 'tcp', scheduler: 'rr', check: { kind: 'http', path: '/' }, timers: fast, members: rips6.map((a) => ({ address: a, port: HTTP_PORT })) },
+    {
+      id: 'echo6',
+      address: VIP6,
+      port: ECHO_PORT,
+      protocol: 'tcp',
+      scheduler: 'rr',
+      check: { kind: 'tcp' },
+      timers: fast,
+      members: rips6.map((a) => ({ address: a, port: ECHO_PORT })),
+    },
+    {
+      id: 'echo6-udp',
+      address: VIP6,
+      port: ECHO_PORT,
+      protocol: 'udp',
+      scheduler: 'sh',
+      check: { kind: 'tcp', port: ECHO_PORT },
+      timers: fast,
+      members: rips6.map((a) => ({ address: a, port: ECHO_PORT })),
+    },
+    {
+      id: 'web6',
+      address: VIP6,
+      port: WEB_PORT,
+      protocol: 'tcp',
+      scheduler: 'rr',
+      check: { kind: 'http', path: '/' },
+      timers: fast,
+      members: rips6.map((a) => ({ address: a, port: HTTP_PORT })),
+    },
     { ...shop, id: 'shop6', address: VIP6, members: shop.members.map((m, i) => (m.pool === 'www' ? { ...m, address: rips6[i] } : m)) },
   ];
 }
@@ -437,7 +577,8 @@ export function l7Vip(rips: string[]): VipConfig {
  */
 function redundantTopology(opts: Opts): Topology {
   if (!opts.sessionTable) throw new RangeError('lab nodesPerSide > 1 needs a sessionTable: the nodes agree on the firewalls through it');
-  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length) throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt nor syncGroups');
+  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length)
+    throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt nor syncGroups');
   const v6 = (a: string) => (opts.ipv6 ? { addr6: a } : {});
   const n = opts.nodesPerSide;
   const ns = (x: string) => `${opts.prefix}-${x}`;
@@ -452,17 +593,44 @@ function redundantTopology(opts: Opts): Topology {
     { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24`, ...v6(`${SERVER_NET6}2/64`) },
     { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24`, ...v6(`${RIP_NET6}1/64`) },
   ];
-  hosts.push({ role: 'router', name: 'or', ns: ns('or') }, { role: 'switch', name: 'ot', ns: ns('ot') }, { role: 'switch', name: 'it', ns: ns('it') }, { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
+  hosts.push(
+    { role: 'router', name: 'or', ns: ns('or') },
+    { role: 'switch', name: 'ot', ns: ns('ot') },
+    { role: 'switch', name: 'it', ns: ns('it') },
+    { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK },
+  );
   endHosts(opts, ns('or'), { hosts, links, routes });
   const fwOut: BalancerConfig['firewalls'] = [];
   const fwIn: BalancerConfig['firewalls'] = [];
   for (let k = 1; k <= opts.firewalls; k++) {
     const fw = ns(`fw${k}`);
     hosts.push({ role: 'firewall', name: `fw${k}`, ns: fw, addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}` });
-    links.push({ a: { ns: fw, ifname: 'out0', addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}/24`, ...v6(`${SHARED_OUTSIDE_TRANSIT6}${10 + k}/64`), mac: FIREWALL_MAC(1, k) }, b: { ns: ns('ot'), ifname: `fw${k}` }, bridgeB: 'br0' });
-    links.push({ a: { ns: fw, ifname: 'in0', addr: `${SHARED_INSIDE_TRANSIT}.${10 + k}/24`, ...v6(`${SHARED_INSIDE_TRANSIT6}${10 + k}/64`), mac: FIREWALL_MAC(2, k) }, b: { ns: ns('it'), ifname: `fw${k}` }, bridgeB: 'br0' });
-    fwOut.push({ id: `fw${k}`, nextHop: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, ...(opts.ipv6 ? { nextHop6: `${SHARED_OUTSIDE_TRANSIT6}${10 + k}` } : {}), interface: 'tr0', mac: FIREWALL_MAC(1, k), ...natPools(opts, k) });
-    fwIn.push({ id: `fw${k}`, nextHop: `${SHARED_INSIDE_TRANSIT}.${10 + k}`, ...(opts.ipv6 ? { nextHop6: `${SHARED_INSIDE_TRANSIT6}${10 + k}` } : {}), interface: 'tr0', mac: FIREWALL_MAC(2, k), ...natPools(opts, k) });
+    links.push({
+      a: { ns: fw, ifname: 'out0', addr: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}/24`, ...v6(`${SHARED_OUTSIDE_TRANSIT6}${10 + k}/64`), mac: FIREWALL_MAC(1, k) },
+      b: { ns: ns('ot'), ifname: `fw${k}` },
+      bridgeB: 'br0',
+    });
+    links.push({
+      a: { ns: fw, ifname: 'in0', addr: `${SHARED_INSIDE_TRANSIT}.${10 + k}/24`, ...v6(`${SHARED_INSIDE_TRANSIT6}${10 + k}/64`), mac: FIREWALL_MAC(2, k) },
+      b: { ns: ns('it'), ifname: `fw${k}` },
+      bridgeB: 'br0',
+    });
+    fwOut.push({
+      id: `fw${k}`,
+      nextHop: `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`,
+      ...(opts.ipv6 ? { nextHop6: `${SHARED_OUTSIDE_TRANSIT6}${10 + k}` } : {}),
+      interface: 'tr0',
+      mac: FIREWALL_MAC(1, k),
+      ...natPools(opts, k),
+    });
+    fwIn.push({
+      id: `fw${k}`,
+      nextHop: `${SHARED_INSIDE_TRANSIT}.${10 + k}`,
+      ...(opts.ipv6 ? { nextHop6: `${SHARED_INSIDE_TRANSIT6}${10 + k}` } : {}),
+      interface: 'tr0',
+      mac: FIREWALL_MAC(2, k),
+      ...natPools(opts, k),
+    });
   }
   const balancers: Record<string, BalancerConfig> = {};
   const ecmp: Topology['ecmp'] = [];
@@ -474,11 +642,30 @@ function redundantTopology(opts: Opts): Topology {
   const nodeIds = Array.from({ length: n }, (_, j) => j + 1);
   for (const i of nodeIds) {
     const [ob, ib] = [`ob${i}`, `ib${i}`];
-    hosts.push({ role: 'outside', name: ob, ns: ns(ob), addr: `${OUTSIDE_SIDE_NET}.${10 + i}` }, { role: 'inside', name: ib, ns: ns(ib), addr: `${SERVER_NET}.${10 + i}` });
-    links.push({ a: { ns: ns(ob), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.${10 + i}/24`, ...v6(`${OUTSIDE_SIDE_NET6}${10 + i}/64`) }, b: { ns: ns('or'), ifname: ob }, bridgeB: 'sd0' });
-    links.push({ a: { ns: ns(ob), ifname: 'tr0', addr: `${SHARED_OUTSIDE_TRANSIT}.${i}/24`, ...v6(`${SHARED_OUTSIDE_TRANSIT6}${i}/64`) }, b: { ns: ns('ot'), ifname: ob }, bridgeB: 'br0' });
-    links.push({ a: { ns: ns(ib), ifname: 'tr0', addr: `${SHARED_INSIDE_TRANSIT}.${i}/24`, ...v6(`${SHARED_INSIDE_TRANSIT6}${i}/64`) }, b: { ns: ns('it'), ifname: ib }, bridgeB: 'br0' });
-    links.push({ a: { ns: ns(ib), ifname: 'sd0', addr: `${SERVER_NET}.${10 + i}/24`, ...v6(`${SERVER_NET6}${10 + i}/64`) }, b: { ns: ns('slb'), ifname: ib }, bridgeB: 'up0' });
+    hosts.push(
+      { role: 'outside', name: ob, ns: ns(ob), addr: `${OUTSIDE_SIDE_NET}.${10 + i}` },
+      { role: 'inside', name: ib, ns: ns(ib), addr: `${SERVER_NET}.${10 + i}` },
+    );
+    links.push({
+      a: { ns: ns(ob), ifname: 'sd0', addr: `${OUTSIDE_SIDE_NET}.${10 + i}/24`, ...v6(`${OUTSIDE_SIDE_NET6}${10 + i}/64`) },
+      b: { ns: ns('or'), ifname: ob },
+      bridgeB: 'sd0',
+    });
+    links.push({
+      a: { ns: ns(ob), ifname: 'tr0', addr: `${SHARED_OUTSIDE_TRANSIT}.${i}/24`, ...v6(`${SHARED_OUTSIDE_TRANSIT6}${i}/64`) },
+      b: { ns: ns('ot'), ifname: ob },
+      bridgeB: 'br0',
+    });
+    links.push({
+      a: { ns: ns(ib), ifname: 'tr0', addr: `${SHARED_INSIDE_TRANSIT}.${i}/24`, ...v6(`${SHARED_INSIDE_TRANSIT6}${i}/64`) },
+      b: { ns: ns('it'), ifname: ib },
+      bridgeB: 'br0',
+    });
+    links.push({
+      a: { ns: ns(ib), ifname: 'sd0', addr: `${SERVER_NET}.${10 + i}/24`, ...v6(`${SERVER_NET6}${10 + i}/64`) },
+      b: { ns: ns('slb'), ifname: ib },
+      bridgeB: 'up0',
+    });
     // The outside nodes reach the clients through the router; the inside nodes are on the VIP's segment.
     routes.push({ ns: ns(ob), dst: `${CLIENT_NET}.0/24`, via: `${OUTSIDE_SIDE_NET}.1` });
     if (opts.ipv6) {
@@ -493,8 +680,22 @@ function redundantTopology(opts: Opts): Topology {
     viaOutTransit[ob] = `${SHARED_OUTSIDE_TRANSIT}.${i}`;
     viaIn[ib] = `${SERVER_NET}.${10 + i}`;
     viaInTransit[ib] = `${SHARED_INSIDE_TRANSIT}.${i}`;
-    balancers[ob] = nodeConfig(opts, { role: 'outside', name: ob, file: ob, side: 'sd0', firewalls: fwOut, targets: nodeIds.map((j) => (opts.ipv6 ? `${SHARED_INSIDE_TRANSIT6}${j}` : `${SHARED_INSIDE_TRANSIT}.${j}`)) });
-    balancers[ib] = nodeConfig(opts, { role: 'inside', name: ib, file: ib, side: 'sd0', firewalls: fwIn, targets: nodeIds.map((j) => (opts.ipv6 ? `${SHARED_OUTSIDE_TRANSIT6}${j}` : `${SHARED_OUTSIDE_TRANSIT}.${j}`)) });
+    balancers[ob] = nodeConfig(opts, {
+      role: 'outside',
+      name: ob,
+      file: ob,
+      side: 'sd0',
+      firewalls: fwOut,
+      targets: nodeIds.map((j) => (opts.ipv6 ? `${SHARED_INSIDE_TRANSIT6}${j}` : `${SHARED_INSIDE_TRANSIT}.${j}`)),
+    });
+    balancers[ib] = nodeConfig(opts, {
+      role: 'inside',
+      name: ib,
+      file: ib,
+      side: 'sd0',
+      firewalls: fwIn,
+      targets: nodeIds.map((j) => (opts.ipv6 ? `${SHARED_OUTSIDE_TRANSIT6}${j}` : `${SHARED_OUTSIDE_TRANSIT}.${j}`)),
+    });
   }
   const vrrp: Topology['vrrp'] = [];
   if (opts.mode === 'vrrp') {
@@ -505,24 +706,61 @@ function redundantTopology(opts: Opts): Topology {
     const [outGw6, outTr6, inGw6, inTr6] = [`${OUTSIDE_SIDE_NET6}10`, `${SHARED_OUTSIDE_TRANSIT6}10`, `${SERVER_NET6}10`, `${SHARED_INSIDE_TRANSIT6}10`];
     const six = (a: string[]) => (opts.ipv6 ? { addresses6: a } : {});
     vrrp.push(
-      { side: 'outside', vrid: 51, nodes: Object.keys(viaOut), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${outGw}/24 dev sd0`, `${outTr}/24 dev tr0`], ...six([`${outGw6}/64 dev sd0`, `${outTr6}/64 dev tr0`]) },
-      { side: 'inside', vrid: 52, nodes: Object.keys(viaIn), advertInterface: 'sd0', trackInterfaces: ['sd0', 'tr0'], addresses: [`${inGw}/24 dev sd0`, `${inTr}/24 dev tr0`], ...six([`${inGw6}/64 dev sd0`, `${inTr6}/64 dev tr0`]) },
+      {
+        side: 'outside',
+        vrid: 51,
+        nodes: Object.keys(viaOut),
+        advertInterface: 'sd0',
+        trackInterfaces: ['sd0', 'tr0'],
+        addresses: [`${outGw}/24 dev sd0`, `${outTr}/24 dev tr0`],
+        ...six([`${outGw6}/64 dev sd0`, `${outTr6}/64 dev tr0`]),
+      },
+      {
+        side: 'inside',
+        vrid: 52,
+        nodes: Object.keys(viaIn),
+        advertInterface: 'sd0',
+        trackInterfaces: ['sd0', 'tr0'],
+        addresses: [`${inGw}/24 dev sd0`, `${inTr}/24 dev tr0`],
+        ...six([`${inGw6}/64 dev sd0`, `${inTr6}/64 dev tr0`]),
+      },
     );
     if (opts.ipv6) {
-      routes.push({ ns: ns('or'), dst: `${RIP_NET6}/64`, via: outGw6 }, { ns: ns('or'), dst: `${SERVER_NET6}/64`, via: outGw6 }, { ns: ns('slb'), dst: 'default', via: inGw6 });
-      for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: outTr6 }, { ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: inTr6 }, { ns: ns(`fw${k}`), dst: `${SERVER_NET6}/64`, via: inTr6 });
+      routes.push(
+        { ns: ns('or'), dst: `${RIP_NET6}/64`, via: outGw6 },
+        { ns: ns('or'), dst: `${SERVER_NET6}/64`, via: outGw6 },
+        { ns: ns('slb'), dst: 'default', via: inGw6 },
+      );
+      for (let k = 1; k <= opts.firewalls; k++)
+        routes.push(
+          { ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: outTr6 },
+          { ns: ns(`fw${k}`), dst: `${RIP_NET6}/64`, via: inTr6 },
+          { ns: ns(`fw${k}`), dst: `${SERVER_NET6}/64`, via: inTr6 },
+        );
     }
     routes.push({ ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: outGw }, { ns: ns('slb'), dst: 'default', via: inGw });
     if (opts.natFirewalls) routes.push({ ns: ns('or'), dst: NAT_NET, via: outGw }, ...(opts.ipv6 ? [{ ns: ns('or'), dst: NAT_NET6, via: outGw6 }] : []));
-    for (let k = 1; k <= opts.firewalls; k++) routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: outTr }, { ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: inTr });
+    for (let k = 1; k <= opts.firewalls; k++)
+      routes.push({ ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: outTr }, { ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: inTr });
   } else {
     ecmp.push({ side: 'outside', ns: ns('or'), dst: `${SERVER_NET}.0/24`, via: viaOut }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn });
-    if (opts.natFirewalls) ecmp.push({ side: 'outside', ns: ns('or'), dst: NAT_NET, via: viaOut }, ...(opts.ipv6 ? [{ side: 'outside' as const, ns: ns('or'), dst: NAT_NET6, via: viaOut6 }] : []));
+    if (opts.natFirewalls)
+      ecmp.push(
+        { side: 'outside', ns: ns('or'), dst: NAT_NET, via: viaOut },
+        ...(opts.ipv6 ? [{ side: 'outside' as const, ns: ns('or'), dst: NAT_NET6, via: viaOut6 }] : []),
+      );
     for (let k = 1; k <= opts.firewalls; k++) {
-      ecmp.push({ side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit }, { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit });
+      ecmp.push(
+        { side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET}.0/24`, via: viaOutTransit },
+        { side: 'inside', ns: ns(`fw${k}`), dst: `${SERVER_NET}.0/24`, via: viaInTransit },
+      );
     }
     if (opts.ipv6) {
-      ecmp.push({ side: 'outside', ns: ns('or'), dst: `${RIP_NET6}/64`, via: viaOut6 }, { side: 'outside', ns: ns('or'), dst: `${SERVER_NET6}/64`, via: viaOut6 }, { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn6 });
+      ecmp.push(
+        { side: 'outside', ns: ns('or'), dst: `${RIP_NET6}/64`, via: viaOut6 },
+        { side: 'outside', ns: ns('or'), dst: `${SERVER_NET6}/64`, via: viaOut6 },
+        { side: 'inside', ns: ns('slb'), dst: 'default', via: viaIn6 },
+      );
       for (let k = 1; k <= opts.firewalls; k++) {
         ecmp.push(
           { side: 'outside', ns: ns(`fw${k}`), dst: `${CLIENT_NET6}/64`, via: viaOutTransit6 },

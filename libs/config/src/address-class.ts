@@ -6,7 +6,7 @@ import type { FieldProblem } from './errors';
 /** Special-purpose IPv4 ranges (RFC 6890) a VIP or a member must never be in, with the reason shown to the operator. */
 const SPECIAL: { base: number; len: number; what: string }[] = [
   { base: 0x00000000, len: 8, what: 'unspecified ("this network", 0.0.0.0/8): no host has it' },
-  { base: 0x7f000000, len: 8, what: 'loopback (127.0.0.0/8): it would capture the node\'s own services' },
+  { base: 0x7f000000, len: 8, what: "loopback (127.0.0.0/8): it would capture the node's own services" },
   { base: 0xa9fe0000, len: 16, what: 'link-local (169.254.0.0/16): not routed beyond one link' },
   { base: 0xe0000000, len: 4, what: 'multicast (224.0.0.0/4): not a unicast host' },
   { base: 0xf0000000, len: 4, what: 'reserved or broadcast (240.0.0.0/4, 255.255.255.255)' },
@@ -52,7 +52,7 @@ export function specialAddress(address: string): string | null {
   if (n === null) return null;
   for (const r of SPECIAL) {
     const mask = r.len === 0 ? 0 : (0xffffffff << (32 - r.len)) >>> 0;
-    if (((n & mask) >>> 0) === r.base) return r.what;
+    if ((n & mask) >>> 0 === r.base) return r.what;
   }
   return null;
 }

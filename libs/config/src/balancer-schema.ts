@@ -228,7 +228,12 @@ export const balancerSchema = {
         sentinels: {
           type: 'array',
           minItems: 1,
-          items: { type: 'object', additionalProperties: false, required: ['host', 'port'], properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } } },
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['host', 'port'],
+            properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } },
+          },
         },
         primaryName: { type: 'string', minLength: 1 },
         password: { type: 'string', minLength: 1 },
@@ -244,7 +249,13 @@ export const balancerSchema = {
     health: {
       type: 'object',
       additionalProperties: false,
-      properties: { target: ipAddress, targets: { type: 'array', minItems: 1, maxItems: 16, uniqueItems: true, items: ipAddress }, check: checkSpecSchema, timers: timersSchema, panicThreshold: { type: 'number', minimum: 0, maximum: 1 } },
+      properties: {
+        target: ipAddress,
+        targets: { type: 'array', minItems: 1, maxItems: 16, uniqueItems: true, items: ipAddress },
+        check: checkSpecSchema,
+        timers: timersSchema,
+        panicThreshold: { type: 'number', minimum: 0, maximum: 1 },
+      },
     },
   },
 } as const;

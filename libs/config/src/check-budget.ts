@@ -53,7 +53,10 @@ export function checkBudgetProblem(before: readonly ResolvedVip[], after: readon
   const had = checkDemand(before);
   if (want <= had) return null;
   const old = new Map(before.map((v) => [v.id, v]));
-  const i = Math.max(0, after.findIndex((v) => old.get(v.id) !== v && checkDemand([v]) > (old.has(v.id) ? checkDemand([old.get(v.id)!]) : 0)));
+  const i = Math.max(
+    0,
+    after.findIndex((v) => old.get(v.id) !== v && checkDemand([v]) > (old.has(v.id) ? checkDemand([old.get(v.id)!]) : 0)),
+  );
   const v = after[i];
   const prev = v && old.get(v.id);
   const field = v && prev && v.timers.interval < prev.timers.interval ? '/timers/interval' : '/members';

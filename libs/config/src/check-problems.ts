@@ -8,7 +8,8 @@ const PORTED = new Set(['tcp', 'tcp-half-open', 'http', 'http-content']);
 /** `at` is the spec's JSON pointer; `targetHasPort`: the checked target brings its own port (an SLB member does). */
 export function checkSpecProblems(spec: CheckSpec, at: string, targetHasPort: boolean): FieldProblem[] {
   const out: FieldProblem[] = [];
-  if (!targetHasPort && PORTED.has(spec.kind) && !('port' in spec && spec.port)) out.push({ field: `${at}/port`, message: `is required for a ${spec.kind} check (the target has no port)` });
+  if (!targetHasPort && PORTED.has(spec.kind) && !('port' in spec && spec.port))
+    out.push({ field: `${at}/port`, message: `is required for a ${spec.kind} check (the target has no port)` });
   if (spec.kind === 'http-content' && spec.regex !== undefined) {
     try {
       compileContentRegex(spec.regex);
@@ -27,5 +28,7 @@ export const RESERVED_PRIORITIES = [0, 32766, 32767];
 /** A problem when the owned range [base, base+size) covers an id the system owns: fwlb deletes what it does not want in its ranges. */
 export function reservedProblem(field: string, r: { base: number; size: number }, reserved: number[], what: string): FieldProblem | null {
   const hit = reserved.filter((x) => x >= r.base && x < r.base + r.size);
-  return hit.length ? { field, message: `the range ${r.base}..${r.base + r.size - 1} covers the system's ${what} ${hit.join(', ')}; fwlb would delete them` } : null;
+  return hit.length
+    ? { field, message: `the range ${r.base}..${r.base + r.size - 1} covers the system's ${what} ${hit.join(', ')}; fwlb would delete them` }
+    : null;
 }

@@ -11,7 +11,10 @@ export const MESSAGE_PROBLEMS = 20;
 
 export class ConfigError extends Error {
   readonly code = 'FWLB_CONFIG_INVALID';
-  constructor(readonly problems: FieldProblem[], source = 'config') {
+  constructor(
+    readonly problems: FieldProblem[],
+    source = 'config',
+  ) {
     const shown = problems.slice(0, MESSAGE_PROBLEMS).map((p) => `${p.field || '/'}: ${p.message}`);
     const more = problems.length > MESSAGE_PROBLEMS ? [`and ${problems.length - MESSAGE_PROBLEMS} more problems`] : [];
     super(`${source} is invalid: ` + [...shown, ...more].join('; '));

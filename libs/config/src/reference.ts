@@ -49,7 +49,11 @@ export function schemaRows(schema: Schema, prefix = '', out: ReferenceRow[] = []
       if (inner.oneOf) {
         for (const variant of inner.oneOf as Schema[]) {
           const kind = variant.properties?.kind?.const;
-          props({ ...variant, properties: Object.fromEntries(Object.entries(variant.properties ?? {}).filter(([n]) => n !== 'kind')) }, kind ? `${sub} (kind ${kind})` : sub, [...(inner.required ?? []), ...(variant.required ?? [])]);
+          props(
+            { ...variant, properties: Object.fromEntries(Object.entries(variant.properties ?? {}).filter(([n]) => n !== 'kind')) },
+            kind ? `${sub} (kind ${kind})` : sub,
+            [...(inner.required ?? []), ...(variant.required ?? [])],
+          );
         }
       } else if (inner.properties) props(inner, sub);
     }
@@ -60,7 +64,11 @@ export function schemaRows(schema: Schema, prefix = '', out: ReferenceRow[] = []
 
 function table(rows: ReferenceRow[]): string {
   const cell = (s: string) => s.replace(/\|/g, '\\|');
-  return ['| key | type | allowed |', '|---|---|---|', ...rows.map((r) => `| ${code(r.key)}${r.required ? ' (required)' : ''} | ${cell(r.type)} | ${cell(r.allowed)} |`)].join('\n');
+  return [
+    '| key | type | allowed |',
+    '|---|---|---|',
+    ...rows.map((r) => `| ${code(r.key)}${r.required ? ' (required)' : ''} | ${cell(r.type)} | ${cell(r.allowed)} |`),
+  ].join('\n');
 }
 
 /** docs/config-reference.md: both agents' config files, key by key. */

@@ -144,7 +144,11 @@ export const ruleSchema = {
   additionalProperties: false,
   required: ['pool'],
   properties: {
-    host: { type: 'string', maxLength: 253, pattern: '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$' },
+    host: {
+      type: 'string',
+      maxLength: 253,
+      pattern: '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$',
+    },
     path: { type: 'string', maxLength: 256, pattern: "^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$" },
     pathRegex: { type: 'string', minLength: 1, maxLength: 256, pattern: '^[\\x21-\\x7e]+$' },
     header: {
@@ -187,7 +191,12 @@ export const vipSchema = {
     rules: { type: 'array', maxItems: 256, items: ruleSchema },
     defaultPool: poolName,
     forwardedFor: { type: 'boolean' },
-    tls: { type: 'object', additionalProperties: false, required: ['certificate'], properties: { certificate: { type: 'string', pattern: '^/[!-~]{1,255}$' } } },
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['certificate'],
+      properties: { certificate: { type: 'string', pattern: '^/[!-~]{1,255}$' } },
+    },
   },
 } as const;
 

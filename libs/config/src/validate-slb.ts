@@ -98,7 +98,10 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
     if (bad) problems.push(bad);
     // DNAT keeps the family: an L4 VIP's member must be in it. HAProxy opens its own connection, so an L7 VIP's may not.
     if (v.mode !== 'http' && familyOf(m.address) !== family) {
-      problems.push({ field: `${at}/members/${i}/address`, message: `${m.address} is IPv${familyOf(m.address)} but the VIP ${v.address} is IPv${family}: an L4 VIP's members are in its family (an L7 VIP, mode "http", may mix them)` });
+      problems.push({
+        field: `${at}/members/${i}/address`,
+        message: `${m.address} is IPv${familyOf(m.address)} but the VIP ${v.address} is IPv${family}: an L4 VIP's members are in its family (an L7 VIP, mode "http", may mix them)`,
+      });
     }
     const k = memberKey(m);
     if (seen.has(k)) problems.push({ field: `${at}/members/${i}`, message: `duplicate member ${k} (also ${at}/members/${seen.get(k)})` });
@@ -124,7 +127,13 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
     check: v.check ?? SLB_DEFAULTS.check,
     timers,
     panicThreshold: v.panicThreshold ?? 0,
-    members: v.members.map((m) => ({ address: m.address, port: m.port, weight: m.weight ?? SLB_DEFAULTS.weight, state: m.state ?? SLB_DEFAULTS.state, ...(m.pool !== undefined ? { pool: m.pool } : {}) })),
+    members: v.members.map((m) => ({
+      address: m.address,
+      port: m.port,
+      weight: m.weight ?? SLB_DEFAULTS.weight,
+      state: m.state ?? SLB_DEFAULTS.state,
+      ...(m.pool !== undefined ? { pool: m.pool } : {}),
+    })),
     ...l7,
   };
 }
@@ -167,7 +176,8 @@ export function ruleCovers(a: RuleConfig, b: RuleConfig): boolean {
 /** The L7 fields: pools named once, rules that can match and can be reached, members and rules naming real pools. */
 function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<ResolvedVip> {
   if (v.protocol !== 'tcp') problems.push({ field: `${at}/protocol`, message: 'must be "tcp" for an L7 VIP (mode "http")' });
-  if (v.scheduler !== undefined && v.scheduler !== SLB_DEFAULTS.scheduler) problems.push({ field: `${at}/scheduler`, message: 'an L7 VIP schedules per pool: set pools[].scheduler' });
+  if (v.scheduler !== undefined && v.scheduler !== SLB_DEFAULTS.scheduler)
+    problems.push({ field: `${at}/scheduler`, message: 'an L7 VIP schedules per pool: set pools[].scheduler' });
   if (v.panicThreshold) problems.push({ field: `${at}/panicThreshold`, message: 'is for L4 VIPs only' });
   const pools = v.pools ?? [];
   if (!v.pools) problems.push({ field: `${at}/pools`, message: 'is required for an L7 VIP (mode "http")' });
@@ -184,7 +194,8 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
         problems.push({ field: `${at}/pools/${i}/timers/${e.field}`, message: e.message.slice(e.field.length + 2) });
       }
     }
-    if (names.has(p.name)) problems.push({ field: `${at}/pools/${i}/name`, message: `duplicate pool "${p.name}" (also ${at}/pools/${names.get(p.name)}/name)` });
+    if (names.has(p.name))
+      problems.push({ field: `${at}/pools/${i}/name`, message: `duplicate pool "${p.name}" (also ${at}/pools/${names.get(p.name)}/name)` });
     else names.set(p.name, i);
   });
   const known = (name: string, field: string) => {
@@ -209,7 +220,11 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
       if (bad) problems.push({ field: `${f}/pathRegex`, message: bad });
     }
     const earlier = rules.findIndex((o, j) => j < i && ruleCovers(o, r));
-    if (earlier >= 0) problems.push({ field: f, message: `overlaps ${at}/rules/${earlier}: that rule comes first and matches every request this one does, so this one never matches` });
+    if (earlier >= 0)
+      problems.push({
+        field: f,
+        message: `overlaps ${at}/rules/${earlier}: that rule comes first and matches every request this one does, so this one never matches`,
+      });
   });
   return {
     mode: 'http',
@@ -264,7 +279,10 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
   crossChecks(vips, (i) => `/vips/${i}`, problems);
   const resolved = vips.map((v, i) => resolveVip(v, `/vips/${i}`, problems));
   if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
-  const checkBudget = { checksPerSecond: c.checkBudget?.checksPerSecond ?? DEFAULT_CHECKS_PER_SECOND, regexMsPerSecond: c.checkBudget?.regexMsPerSecond ?? DEFAULT_REGEX_MS_PER_SECOND };
+  const checkBudget = {
+    checksPerSecond: c.checkBudget?.checksPerSecond ?? DEFAULT_CHECKS_PER_SECOND,
+    regexMsPerSecond: c.checkBudget?.regexMsPerSecond ?? DEFAULT_REGEX_MS_PER_SECOND,
+  };
   if (!problems.length) {
     const want = checkDemand(resolved as ResolvedVip[]);
     if (want > checkBudget.checksPerSecond) problems.push({ field: '/vips', message: overBudget(want, checkBudget.checksPerSecond) });

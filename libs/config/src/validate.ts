@@ -92,9 +92,17 @@ export function natPoolProblems(firewalls: FirewallConfig[]): FieldProblem[] {
     (fw.natPools ?? []).forEach((text, j) => {
       const p = parsePrefix(text);
       if ('error' in p) return void problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: p.error });
-      if (p.bytes.length === 16 && !fw.nextHop6) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} is IPv6, and firewall ${fw.id} has no nextHop6: IPv6 is steered only with one` });
+      if (p.bytes.length === 16 && !fw.nextHop6)
+        problems.push({
+          field: `/firewalls/${i}/natPools/${j}`,
+          message: `${text} is IPv6, and firewall ${fw.id} has no nextHop6: IPv6 is steered only with one`,
+        });
       const other = parsed.find((o) => prefixesOverlap(o.p, p));
-      if (other) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} overlaps ${other.text} (/firewalls/${other.i}/natPools/${other.j}, firewall ${firewalls[other.i].id}): an address belongs to one firewall's pool` });
+      if (other)
+        problems.push({
+          field: `/firewalls/${i}/natPools/${j}`,
+          message: `${text} overlaps ${other.text} (/firewalls/${other.i}/natPools/${other.j}, firewall ${firewalls[other.i].id}): an address belongs to one firewall's pool`,
+        });
       for (const f of firewalls) {
         for (const hop of [f.nextHop, f.nextHop6]) {
           if (hop && prefixHas(p, hop)) problems.push({ field: `/firewalls/${i}/natPools/${j}`, message: `${text} holds firewall ${f.id}'s next hop ${hop}` });
@@ -116,14 +124,19 @@ export function nextHop6Problems(firewalls: FirewallConfig[]): FieldProblem[] {
   const seen = new Map<string, number>();
   firewalls.forEach((fw, i) => {
     if (!fw.nextHop6) {
-      if (given.length) problems.push({ field: `/firewalls/${i}/nextHop6`, message: `is required: ${given.join(', ')} ${given.length === 1 ? 'has' : 'have'} one, and every firewall must carry IPv6 or none` });
+      if (given.length)
+        problems.push({
+          field: `/firewalls/${i}/nextHop6`,
+          message: `is required: ${given.join(', ')} ${given.length === 1 ? 'has' : 'have'} one, and every firewall must carry IPv6 or none`,
+        });
       return;
     }
     const a = canonicalOrNull(fw.nextHop6);
     if (a === null) return void problems.push({ field: `/firewalls/${i}/nextHop6`, message: `${fw.nextHop6} is not an IPv6 address` });
     if (/^ff/i.test(a) || a === '::' || a === '::1') problems.push({ field: `/firewalls/${i}/nextHop6`, message: `${fw.nextHop6} is not a unicast address` });
     const j = seen.get(`${fw.interface} ${a}`);
-    if (j !== undefined) problems.push({ field: `/firewalls/${i}/nextHop6`, message: `duplicate next hop ${a} on ${fw.interface} (also /firewalls/${j}/nextHop6)` });
+    if (j !== undefined)
+      problems.push({ field: `/firewalls/${i}/nextHop6`, message: `duplicate next hop ${a} on ${fw.interface} (also /firewalls/${j}/nextHop6)` });
     else seen.set(`${fw.interface} ${a}`, i);
   });
   return problems;
@@ -147,13 +160,15 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     if (shared.length < 2) return;
     if (!fw.mac) problems.push({ field: `/firewalls/${i}/mac`, message: `is required: interface ${fw.interface} is shared by ${shared.length} firewalls` });
     const j = c.firewalls.findIndex((o) => o !== fw && o.interface === fw.interface && o.mac && fw.mac && o.mac.toLowerCase() === fw.mac.toLowerCase());
-    if (j >= 0 && j < i) problems.push({ field: `/firewalls/${i}/mac`, message: `duplicate MAC ${fw.mac} on interface ${fw.interface} (also /firewalls/${j}/mac)` });
+    if (j >= 0 && j < i)
+      problems.push({ field: `/firewalls/${i}/mac`, message: `duplicate MAC ${fw.mac} on interface ${fw.interface} (also /firewalls/${j}/mac)` });
   });
   // A sync group of one shares state with nobody: almost certainly a typo in a group name.
   const groupSize = new Map<string, number>();
   for (const fw of c.firewalls) if (fw.syncGroup) groupSize.set(fw.syncGroup, (groupSize.get(fw.syncGroup) ?? 0) + 1);
   c.firewalls.forEach((fw, i) => {
-    if (fw.syncGroup && groupSize.get(fw.syncGroup) === 1) problems.push({ field: `/firewalls/${i}/syncGroup`, message: `sync group "${fw.syncGroup}" has no other firewall` });
+    if (fw.syncGroup && groupSize.get(fw.syncGroup) === 1)
+      problems.push({ field: `/firewalls/${i}/syncGroup`, message: `sync group "${fw.syncGroup}" has no other firewall` });
   });
   problems.push(...natPoolProblems(c.firewalls), ...nextHop6Problems(c.firewalls));
   const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
@@ -193,7 +208,12 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     role: c.role,
     name: c.name ?? c.role,
     sideInterface: c.sideInterface,
-    firewalls: c.firewalls.map((f) => ({ ...f, nextHop6: f.nextHop6 ? canonicalAddress(f.nextHop6) : null, enabled: f.enabled ?? true, natPools: (f.natPools ?? []).map(canonicalPrefix) })),
+    firewalls: c.firewalls.map((f) => ({
+      ...f,
+      nextHop6: f.nextHop6 ? canonicalAddress(f.nextHop6) : null,
+      enabled: f.enabled ?? true,
+      natPools: (f.natPools ?? []).map(canonicalPrefix),
+    })),
     hash: { seed: c.hash.seed, buckets, order: c.hash.order ?? BALANCER_DEFAULTS.order },
     marks,
     tables: c.tables ?? BALANCER_DEFAULTS.tables,
@@ -206,7 +226,15 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     slb: c.slb ?? null,
     stateFile: c.stateFile ?? null,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, heartbeatSeconds: 2, ...c.sessionTable } : null,
-    health: c.health && timers ? { targets: c.health.targets ?? [c.health.target!], check: c.health.check ?? { kind: 'icmp' }, timers, panicThreshold: c.health.panicThreshold ?? BALANCER_DEFAULTS.panicThreshold } : null,
+    health:
+      c.health && timers
+        ? {
+            targets: c.health.targets ?? [c.health.target!],
+            check: c.health.check ?? { kind: 'icmp' },
+            timers,
+            panicThreshold: c.health.panicThreshold ?? BALANCER_DEFAULTS.panicThreshold,
+          }
+        : null,
   };
   return deepFreeze(resolved);
 }

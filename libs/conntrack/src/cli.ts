@@ -34,10 +34,13 @@ async function main(): Promise<void> {
   });
   await ev.ready;
   console.log(JSON.stringify({ kind: 'ready' }));
-  setTimeout(() => {
-    console.log(JSON.stringify({ kind: 'metrics', events: ev.events, overruns: ev.overruns, resyncs }));
-    ev.close();
-  }, arg('--ms', 2000));
+  setTimeout(
+    () => {
+      console.log(JSON.stringify({ kind: 'metrics', events: ev.events, overruns: ev.overruns, resyncs }));
+      ev.close();
+    },
+    arg('--ms', 2000),
+  );
 }
 
 main().catch((e) => {

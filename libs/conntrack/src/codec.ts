@@ -62,7 +62,6 @@ export function parseAttrs(b: Buffer): Map<number, Buffer> {
   return out;
 }
 
-
 export function parseTuple(b: Buffer): CtTuple | null {
   const a = parseAttrs(b);
   const ip = a.get(CTA_TUPLE.IP);
@@ -176,10 +175,17 @@ export function encodeEntry(e: CtEntry): Buffer {
     b.writeUInt32BE(v >>> 0);
     return b;
   };
-  const parts = [nfgenmsg(familyOf(e.orig.src) === 6 ? AF_INET6 : AF_INET), attr(CTA.TUPLE_ORIG, encodeTuple(e.orig), true), attr(CTA.TUPLE_REPLY, encodeTuple(e.reply), true), attr(CTA.STATUS, u32(e.status)), attr(CTA.MARK, u32(e.mark))];
+  const parts = [
+    nfgenmsg(familyOf(e.orig.src) === 6 ? AF_INET6 : AF_INET),
+    attr(CTA.TUPLE_ORIG, encodeTuple(e.orig), true),
+    attr(CTA.TUPLE_REPLY, encodeTuple(e.reply), true),
+    attr(CTA.STATUS, u32(e.status)),
+    attr(CTA.MARK, u32(e.mark)),
+  ];
   if (e.timeout !== undefined) parts.push(attr(CTA.TIMEOUT, u32(e.timeout)));
   if (e.id !== undefined) parts.push(attr(CTA.ID, u32(e.id)));
-  if (e.tcpState) parts.push(attr(CTA.PROTOINFO, attr(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE, Buffer.from([TCP_STATES.indexOf(e.tcpState)])), true), true));
+  if (e.tcpState)
+    parts.push(attr(CTA.PROTOINFO, attr(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE, Buffer.from([TCP_STATES.indexOf(e.tcpState)])), true), true));
   if (e.labels?.length) {
     const lb = Buffer.alloc(16);
     for (const b of e.labels) lb[b >> 3] |= 1 << (b & 7);

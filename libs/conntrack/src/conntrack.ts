@@ -12,7 +12,10 @@ const NETLINK_NETFILTER = 12;
 const NLM_F_DUMP = 0x300;
 
 export class ConntrackError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'ConntrackError';
   }
@@ -65,7 +68,7 @@ function ctOne(type: number, payload: Buffer, what: string): Promise<CtEntry | n
     };
     const timer = setTimeout(() => finish(new ConntrackError('ETIMEDOUT', `${what}: no answer within 5000 ms`)), 5000);
     sock.socket.on('message', (buf: Buffer) => {
-      for (let off = 0; off + 16 <= buf.length; ) {
+      for (let off = 0; off + 16 <= buf.length;) {
         const len = buf.readUInt32LE(off);
         if (len < 16 || off + len > buf.length) return finish(new ConntrackError('ENETLINK', `${what}: malformed answer`));
         const body = buf.subarray(off + 16, off + len);

@@ -26,9 +26,10 @@ sock.on('message', (msgs) => {
 process.stdout.write(JSON.stringify({ ready: true }) + '\n');
 // --stall MS (tests only): block the event loop once, as a slow consumer would.
 const stall = Number(process.argv[4] ?? 0);
-if (stall) setTimeout(() => {
-  const end = Date.now() + stall;
-  while (Date.now() < end);
-}, 100);
+if (stall)
+  setTimeout(() => {
+    const end = Date.now() + stall;
+    while (Date.now() < end);
+  }, 100);
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();

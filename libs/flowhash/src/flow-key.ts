@@ -87,17 +87,23 @@ function parseIPv6Uncached(addr: string): Uint8Array {
   }
   const halves = text.split('::');
   if (halves.length > 2) throw bad();
-  const group = (h: string) => (h === '' ? [] : h.split(':').map((g) => {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw bad();
-    return parseInt(g, 16);
-  }));
+  const group = (h: string) =>
+    h === ''
+      ? []
+      : h.split(':').map((g) => {
+          if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw bad();
+          return parseInt(g, 16);
+        });
   const head = group(halves[0]);
   const rest = halves.length === 2 ? group(halves[1]) : [];
   const given = head.length + rest.length + tail.length;
   if (halves.length === 2 ? given > 7 : given !== 8) throw bad();
   words.push(...head, ...new Array(8 - given).fill(0), ...rest, ...tail);
   const out = new Uint8Array(16);
-  words.forEach((w, i) => { out[2 * i] = w >> 8; out[2 * i + 1] = w & 0xff; });
+  words.forEach((w, i) => {
+    out[2 * i] = w >> 8;
+    out[2 * i + 1] = w & 0xff;
+  });
   return out;
 }
 
@@ -108,12 +114,19 @@ export function formatAddress(b: Uint8Array): string {
   const w = Array.from({ length: 8 }, (_, i) => (b[2 * i] << 8) | b[2 * i + 1]);
   // IPv4-mapped (::ffff:0:0/96) in mixed notation, as RFC 5952 section 5 recommends (and inet_ntop prints).
   if (w.slice(0, 5).every((x) => x === 0) && w[5] === 0xffff) return `::ffff:${b.slice(12).join('.')}`;
-  let best = -1, bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (w[i] !== 0) { i++; continue; }
+  let best = -1,
+    bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (w[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   const hex = (ws: number[]) => ws.map((x) => x.toString(16)).join(':');
@@ -158,10 +171,20 @@ export function keyImage(k: FlowKey): Uint8Array {
   if (outer.length !== inner.length) throw new TypeError(`one flow, two families: ${k.outerAddr} and ${k.innerAddr}`);
   const out = new Uint8Array(2 * outer.length + (ported ? 12 : 4));
   let o = 0;
-  out.set(outer, o); o += outer.length;
-  if (ported) { out[o] = k.outerPort >> 8; out[o + 1] = k.outerPort & 0xff; o += 4; }
-  out.set(inner, o); o += inner.length;
-  if (ported) { out[o] = k.innerPort >> 8; out[o + 1] = k.innerPort & 0xff; o += 4; }
+  out.set(outer, o);
+  o += outer.length;
+  if (ported) {
+    out[o] = k.outerPort >> 8;
+    out[o + 1] = k.outerPort & 0xff;
+    o += 4;
+  }
+  out.set(inner, o);
+  o += inner.length;
+  if (ported) {
+    out[o] = k.innerPort >> 8;
+    out[o + 1] = k.innerPort & 0xff;
+    o += 4;
+  }
   out[o] = k.proto;
   return out;
 }

@@ -81,7 +81,11 @@ export function moved(a: BucketTable, b: BucketTable): number {
  * members, so the buckets of a member that is down are spread consistently over the live ones, and bringing a
  * member back moves only the buckets of members that are still down (to a member that holds their state too).
  */
-export function syncGroupRescue(size: number, live: readonly string[], groups: readonly (readonly string[])[]): (member: string, bucket: number) => string | null {
+export function syncGroupRescue(
+  size: number,
+  live: readonly string[],
+  groups: readonly (readonly string[])[],
+): (member: string, bucket: number) => string | null {
   const alive = new Set(live);
   const tables = new Map<string, readonly (string | null)[]>();
   for (const g of groups) {
@@ -105,7 +109,7 @@ export function buildGroupedTable(members: readonly string[], size: number, live
   const home = buildTable(members, size).owner;
   const alive = new Set(live);
   const rescue = syncGroupRescue(size, live, groups);
-  return { size, owner: spread.owner.map((o, b) => (home[b] === null || alive.has(home[b]!) ? o : rescue(home[b]!, b) ?? o)) };
+  return { size, owner: spread.owner.map((o, b) => (home[b] === null || alive.has(home[b]!) ? o : (rescue(home[b]!, b) ?? o))) };
 }
 
 /** Where the buckets of members that are not live went: member → { new owner → buckets }, for /status. */

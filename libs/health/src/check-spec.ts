@@ -71,7 +71,12 @@ export const checkSpecSchema = {
     {
       type: 'object',
       additionalProperties: false,
-      properties: { kind: { const: 'http-content' }, ...http, contains: { type: 'string', minLength: 1, maxLength: 4096 }, regex: { type: 'string', minLength: 1, maxLength: 1024 } },
+      properties: {
+        kind: { const: 'http-content' },
+        ...http,
+        contains: { type: 'string', minLength: 1, maxLength: 4096 },
+        regex: { type: 'string', minLength: 1, maxLength: 1024 },
+      },
       anyOf: [
         { properties: { contains: { type: 'string' } }, required: ['contains'] },
         { properties: { regex: { type: 'string' } }, required: ['regex'] },

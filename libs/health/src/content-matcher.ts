@@ -126,7 +126,9 @@ export class ContentMatcher {
     const active = new Set([...w.byOwner.keys(), ...this.previous.byOwner.keys(), owner]).size;
     if (w.spent >= this.budgetMs && mine >= this.budgetMs / active) {
       this.overBudget.set(owner, { at: this.now(), spentMs: Math.round(mine) });
-      return this.skip(`content regexes over the node's budget (${Math.round(w.spent)} of ${this.budgetMs} ms this second; ${owner} used ${Math.round(mine)} ms)`);
+      return this.skip(
+        `content regexes over the node's budget (${Math.round(w.spent)} of ${this.budgetMs} ms this second; ${owner} used ${Math.round(mine)} ms)`,
+      );
     }
     const a = await this.send({ regex, body, limitMs: this.limitMs });
     if (!a) return this.skip('content match worker failed; restarting it');
@@ -187,7 +189,10 @@ export class ContentMatcher {
     for (const q of this.quarantined.values()) if (q.until > now) out.push(q.reason);
     for (const [owner, b] of this.overBudget) {
       if (now - b.at > ALARM_HOLD_MS) this.overBudget.delete(owner);
-      else out.push(`content regexes of ${owner} are over the node's budget of ${this.budgetMs} ms/s (${b.spentMs} ms in a second): some of its checks are unknown`);
+      else
+        out.push(
+          `content regexes of ${owner} are over the node's budget of ${this.budgetMs} ms/s (${b.spentMs} ms in a second): some of its checks are unknown`,
+        );
     }
     return out;
   }

@@ -6,7 +6,11 @@ import type { ProbeHelper } from './probe-helper';
 
 export class HttpContentChecker implements Checker {
   readonly kind = 'http-content' as const;
-  constructor(private readonly spec: HttpContentSpec, private readonly helper: ProbeHelper, private readonly content?: ContentScope) {}
+  constructor(
+    private readonly spec: HttpContentSpec,
+    private readonly helper: ProbeHelper,
+    private readonly content?: ContentScope,
+  ) {}
 
   check(t: CheckTarget, responseMs: number) {
     return httpProbe(this.spec, this.helper, t, responseMs, { expect: this.spec.expect, contains: this.spec.contains, regex: this.spec.regex }, this.content);

@@ -17,7 +17,14 @@ export interface ContentScope {
   owner: string;
 }
 
-export async function httpProbe(spec: HttpSpec | HttpContentSpec, helper: ProbeHelper, t: CheckTarget, responseMs: number, e: HttpExpectation, content?: ContentScope): Promise<ProbeResult> {
+export async function httpProbe(
+  spec: HttpSpec | HttpContentSpec,
+  helper: ProbeHelper,
+  t: CheckTarget,
+  responseMs: number,
+  e: HttpExpectation,
+  content?: ContentScope,
+): Promise<ProbeResult> {
   const a = await helper.request({
     op: 'connect',
     target: t.address,
@@ -39,7 +46,10 @@ export async function httpProbe(spec: HttpSpec | HttpContentSpec, helper: ProbeH
 
 export class HttpChecker implements Checker {
   readonly kind = 'http' as const;
-  constructor(private readonly spec: HttpSpec, private readonly helper: ProbeHelper) {}
+  constructor(
+    private readonly spec: HttpSpec,
+    private readonly helper: ProbeHelper,
+  ) {}
 
   check(t: CheckTarget, responseMs: number) {
     return httpProbe(this.spec, this.helper, t, responseMs, { expect: this.spec.expect });

@@ -6,7 +6,10 @@ import type { ProbeHelper } from './probe-helper';
 
 export class IcmpChecker implements Checker {
   readonly kind = 'icmp' as const;
-  constructor(private readonly spec: IcmpSpec, private readonly helper: ProbeHelper) {}
+  constructor(
+    private readonly spec: IcmpSpec,
+    private readonly helper: ProbeHelper,
+  ) {}
 
   check(t: CheckTarget, responseMs: number) {
     return this.helper.request({ op: 'icmp', target: t.address, timeoutMs: responseMs, ...steerOf(this.spec) });

@@ -51,15 +51,18 @@ export class HealthMonitor {
 
   private schedule(): void {
     if (this.stopped) return;
-    this.handle = setTimeout(() => {
-      // Why the catch: a check that throws (a bad spec, a bug) must not kill the process or stop this monitor.
-      this.once().catch((e) => {
-        this.unknownChecks++;
-        this.unknown = `check failed to run: ${(e as Error).message}`;
-        this.timer.unknown(this.now());
-        this.schedule();
-      });
-    }, Math.max(0, this.timer.nextCheckAt - this.now()));
+    this.handle = setTimeout(
+      () => {
+        // Why the catch: a check that throws (a bad spec, a bug) must not kill the process or stop this monitor.
+        this.once().catch((e) => {
+          this.unknownChecks++;
+          this.unknown = `check failed to run: ${(e as Error).message}`;
+          this.timer.unknown(this.now());
+          this.schedule();
+        });
+      },
+      Math.max(0, this.timer.nextCheckAt - this.now()),
+    );
   }
 
   private async once(): Promise<void> {
@@ -78,7 +81,7 @@ export class HealthMonitor {
     this.checks++;
     this.last = r;
     // Own-link failures are not worth retrying: the path is gone.
-    const ev = pre && this.timer.state === 'up' ? this.timer.forceDown(now, pre) : this.timer.tick(now) ?? this.timer.record(r, now);
+    const ev = pre && this.timer.state === 'up' ? this.timer.forceDown(now, pre) : (this.timer.tick(now) ?? this.timer.record(r, now));
     if (ev) this.o.onEvent(this.o.name, ev);
     this.schedule();
   }

@@ -74,7 +74,11 @@ export interface HelperOptions {
 /** The alarm a node shows while its probe helper is down: health checks cannot run, the last health state holds. */
 export function helperAlarms(h: ProbeHelper): string[] {
   const s = h.status();
-  return s.up ? [] : [`probe helper down since ${new Date(s.since).toISOString()} (${s.lastError ?? 'starting'}; ${s.restarts} restarts): health checks cannot run, the last health state holds`];
+  return s.up
+    ? []
+    : [
+        `probe helper down since ${new Date(s.since).toISOString()} (${s.lastError ?? 'starting'}; ${s.restarts} restarts): health checks cannot run, the last health state holds`,
+      ];
 }
 
 /**

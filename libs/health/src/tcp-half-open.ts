@@ -6,7 +6,10 @@ import type { ProbeHelper } from './probe-helper';
 
 export class TcpHalfOpenChecker implements Checker {
   readonly kind = 'tcp-half-open' as const;
-  constructor(private readonly spec: TcpHalfOpenSpec, private readonly helper: ProbeHelper) {}
+  constructor(
+    private readonly spec: TcpHalfOpenSpec,
+    private readonly helper: ProbeHelper,
+  ) {}
 
   check(t: CheckTarget, responseMs: number) {
     return this.helper.request({ op: 'syn', target: t.address, port: portOf(this.spec.port, t, this.kind), timeoutMs: responseMs, ...steerOf(this.spec) });

@@ -6,9 +6,19 @@ import type { ProbeHelper } from './probe-helper';
 
 export class TcpChecker implements Checker {
   readonly kind = 'tcp' as const;
-  constructor(private readonly spec: TcpSpec, private readonly helper: ProbeHelper) {}
+  constructor(
+    private readonly spec: TcpSpec,
+    private readonly helper: ProbeHelper,
+  ) {}
 
   check(t: CheckTarget, responseMs: number) {
-    return this.helper.request({ op: 'connect', target: t.address, port: portOf(this.spec.port, t, this.kind), timeoutMs: responseMs, close: this.spec.close ?? 'fin', ...steerOf(this.spec) });
+    return this.helper.request({
+      op: 'connect',
+      target: t.address,
+      port: portOf(this.spec.port, t, this.kind),
+      timeoutMs: responseMs,
+      close: this.spec.close ?? 'fin',
+      ...steerOf(this.spec),
+    });
   }
 }

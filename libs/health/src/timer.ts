@@ -38,7 +38,10 @@ export interface HealthEvent {
 
 export class TimerConfigError extends Error {
   readonly code = 'FWLB_HEALTH_TIMERS_INVALID';
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(`${field}: ${message}`);
     this.name = 'TimerConfigError';
   }
@@ -58,7 +61,15 @@ export function validateTimers(c: TimerConfig): Required<TimerConfig> {
   if (!Number.isInteger(rise) || rise < 1) throw new TimerConfigError('rise', `must be an integer >= 1, got ${rise}`);
   const jitter = c.jitter ?? 0.1;
   if (!(jitter >= 0 && jitter < 1)) throw new TimerConfigError('jitter', `must be in [0, 1), got ${jitter}`);
-  return { interval: c.interval, response: c.response, retries: c.retries, timeout: c.timeout ?? c.retries * c.interval, deadInterval: c.deadInterval ?? c.interval, rise, jitter };
+  return {
+    interval: c.interval,
+    response: c.response,
+    retries: c.retries,
+    timeout: c.timeout ?? c.retries * c.interval,
+    deadInterval: c.deadInterval ?? c.interval,
+    rise,
+    jitter,
+  };
 }
 
 /**
@@ -74,7 +85,12 @@ export class HealthTimer {
   private lastReason = '';
   nextCheckAt: number;
 
-  constructor(cfg: TimerConfig, now: number, private readonly rand: () => number = Math.random, initial: HealthState = 'up') {
+  constructor(
+    cfg: TimerConfig,
+    now: number,
+    private readonly rand: () => number = Math.random,
+    initial: HealthState = 'up',
+  ) {
     this.cfg = validateTimers(cfg);
     this.state = initial;
     this.nextCheckAt = now + this.period();
@@ -104,8 +120,10 @@ export class HealthTimer {
         this.failures++;
         this.firstFailureAt ??= now;
         this.lastReason = r.reason ?? 'failed';
-        if (this.failures >= this.cfg.retries) ev = this.go('down', now, `${this.lastReason} (${this.failures} of ${this.cfg.retries} attempts failed)`, r.latencyMs);
-        else if (now - this.firstFailureAt >= this.cfg.timeout) ev = this.go('down', now, `${this.lastReason} (timeout ${this.cfg.timeout} ms since first failure)`, r.latencyMs);
+        if (this.failures >= this.cfg.retries)
+          ev = this.go('down', now, `${this.lastReason} (${this.failures} of ${this.cfg.retries} attempts failed)`, r.latencyMs);
+        else if (now - this.firstFailureAt >= this.cfg.timeout)
+          ev = this.go('down', now, `${this.lastReason} (timeout ${this.cfg.timeout} ms since first failure)`, r.latencyMs);
       }
     } else if (r.ok) {
       this.successes++;

@@ -33,10 +33,14 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
   for (const st of want.sets ?? []) {
     const cur = have?.sets.get(st.name);
     if (cur && (JSON.stringify(cur.type) !== JSON.stringify(st.type) || cur.timeout !== st.timeout)) {
-      throw new Error(`set ${st.name} has type ${cur.type} timeout ${cur.timeout}, want ${st.type} timeout ${st.timeout}; delete table ${want.family} ${want.name} to migrate`);
+      throw new Error(
+        `set ${st.name} has type ${cur.type} timeout ${cur.timeout}, want ${st.type} timeout ${st.timeout}; delete table ${want.family} ${want.name} to migrate`,
+      );
     }
     if (!cur) {
-      cmds.push({ add: { set: { family: want.family, table: want.name, name: st.name, type: st.type, flags: ['timeout'], timeout: st.timeout, size: st.size } } });
+      cmds.push({
+        add: { set: { family: want.family, table: want.name, name: st.name, type: st.type, flags: ['timeout'], timeout: st.timeout, size: st.size } },
+      });
     }
   }
   for (const m of want.maps) {
@@ -92,7 +96,8 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
     for (const name of have.maps.keys()) if (!wantMaps.has(name)) cmds.push({ delete: { map: { family: want.family, table: want.name, name } } });
     // Last: a counter can go only once no rule refers to it, and the chains above were rewritten without it.
     const wantCounters = new Set(want.counters ?? []);
-    for (const name of have.namedCounters.keys()) if (!wantCounters.has(name)) cmds.push({ delete: { counter: { family: want.family, table: want.name, name } } });
+    for (const name of have.namedCounters.keys())
+      if (!wantCounters.has(name)) cmds.push({ delete: { counter: { family: want.family, table: want.name, name } } });
   }
   return cmds;
 }

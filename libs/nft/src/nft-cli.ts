@@ -8,7 +8,10 @@ import { parseListing } from './diff';
 
 export class NftError extends Error {
   readonly code = 'FWLB_NFT_FAILED';
-  constructor(message: string, readonly stderr: string) {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
     super(message);
     this.name = 'NftError';
   }

@@ -42,7 +42,12 @@ export function statementText(s: NftJson): string {
  */
 export function tableText(t: DesiredTable): string {
   const out = [`table ${t.family} ${t.name}`];
-  for (const o of t.ctTimeouts ?? []) out.push(`  ct timeout ${o.name} { protocol ${o.protocol}; l3proto ${o.l3proto}; policy = { ${Object.entries(o.policy).map(([k, v]) => `${k}: ${v}`).join(', ')} } }`);
+  for (const o of t.ctTimeouts ?? [])
+    out.push(
+      `  ct timeout ${o.name} { protocol ${o.protocol}; l3proto ${o.l3proto}; policy = { ${Object.entries(o.policy)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join(', ')} } }`,
+    );
   for (const s of t.sets ?? []) out.push(`  set ${s.name} { type ${[s.type].flat().join(' . ')}; timeout ${s.timeout}s; size ${s.size} }`);
   for (const m of t.maps) out.push(`  map ${m.name} { type ${[m.type].flat().join(' . ')} : ${m.map}; ${m.elements.length} elements }`);
   for (const c of t.chains) {

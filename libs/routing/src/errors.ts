@@ -1,7 +1,10 @@
 // Maps the netlink package's plain-string errors to typed errors with a code; boundary of libs/routing.
 
 export class NetlinkError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'NetlinkError';
   }

@@ -58,7 +58,12 @@ export function planRouting(want: PolicyRoute[], rules: ActualRule[], routes: Ac
   const plan: RoutingPlan = { addRules: [], delRules: [], setRoutes: [], delRoutes: [] };
   const fam = (x: { family?: Family }) => x.family ?? 4;
   for (const family of [4, 6] as const) {
-    const p = planFamily(want.filter((x) => fam(x) === family), rules.filter((x) => fam(x) === family), routes.filter((x) => fam(x) === family), owned);
+    const p = planFamily(
+      want.filter((x) => fam(x) === family),
+      rules.filter((x) => fam(x) === family),
+      routes.filter((x) => fam(x) === family),
+      owned,
+    );
     const tag = <T extends object>(xs: T[]) => xs.map((x) => (family === 6 ? { ...x, family } : x));
     plan.addRules.push(...tag(p.addRules));
     plan.delRules.push(...tag(p.delRules));

@@ -66,7 +66,13 @@ export class Rtnl {
     const out: ActualRule[] = [];
     for (const family of [4, 6] as const) {
       for (const m of await this.serial(() => this.rt.getRules({ family: af(family) }))) {
-        out.push({ ...(family === 6 ? { family } : {}), priority: m.attrs.priority ?? 0, fwmark: m.attrs.fwmark, fwmask: m.attrs.fwmask, table: m.attrs.table ?? m.data.table ?? 0 });
+        out.push({
+          ...(family === 6 ? { family } : {}),
+          priority: m.attrs.priority ?? 0,
+          fwmark: m.attrs.fwmark,
+          fwmask: m.attrs.fwmask,
+          table: m.attrs.table ?? m.data.table ?? 0,
+        });
       }
     }
     return out;
@@ -108,12 +114,17 @@ export class Rtnl {
     };
     for (const r of plan.delRules) {
       await tryIt(`delete ${r.family === 6 ? 'IPv6 ' : ''}rule pref ${r.priority}`, ['ENOENT', 'ESRCH'], () =>
-        this.rt.delRule({ family: af(r.family), action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask, table: r.table }));
+        this.rt.delRule({ family: af(r.family), action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask, table: r.table }),
+      );
     }
     for (const r of plan.addRules) {
       await tryIt(`add ${r.family === 6 ? 'IPv6 ' : ''}rule pref ${r.priority}`, ['EEXIST'], () =>
-        this.rt.newRule({ family: af(r.family), action: 'toTbl', table: 0 }, { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask ?? 0xffffffff, table: r.table },
-          { flags: FlagsNew.CREATE | FlagsNew.EXCL }));
+        this.rt.newRule(
+          { family: af(r.family), action: 'toTbl', table: 0 },
+          { priority: r.priority, fwmark: r.fwmark, fwmask: r.fwmask ?? 0xffffffff, table: r.table },
+          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+        ),
+      );
     }
     const links = plan.setRoutes.length ? await this.links() : new Map<string, number>();
     for (const r of plan.setRoutes) {
@@ -123,12 +134,17 @@ export class Rtnl {
         continue;
       }
       await tryIt(`route table ${r.table} via ${r.gateway} dev ${r.oif}`, [], () =>
-        this.rt.newRoute({ family: af(r.family), dstLen: 0, table: 0, protocol: 'STATIC', scope: 'UNIVERSE', type: 'UNICAST' },
-          { table: r.table, gateway: ipBuf(r.gateway), oif }, { flags: FlagsNew.CREATE | FlagsNew.REPLACE }));
+        this.rt.newRoute(
+          { family: af(r.family), dstLen: 0, table: 0, protocol: 'STATIC', scope: 'UNIVERSE', type: 'UNICAST' },
+          { table: r.table, gateway: ipBuf(r.gateway), oif },
+          { flags: FlagsNew.CREATE | FlagsNew.REPLACE },
+        ),
+      );
     }
     for (const r of plan.delRoutes) {
       await tryIt(`delete ${r.family === 6 ? 'IPv6 ' : ''}route table ${r.table}`, ['ENOENT', 'ESRCH'], () =>
-        this.rt.delRoute({ family: af(r.family), dstLen: r.dstLen, table: 0 }, { table: r.table, ...(r.dst ? { dst: ipBuf(r.dst) } : {}) }));
+        this.rt.delRoute({ family: af(r.family), dstLen: r.dstLen, table: 0 }, { table: r.table, ...(r.dst ? { dst: ipBuf(r.dst) } : {}) }),
+      );
     }
     return errors;
   }
@@ -158,8 +174,18 @@ export class Rtnl {
     if (index === undefined) throw new NetlinkError('ENODEV', `no interface ${ifname}`);
     const v6 = addr.includes(':');
     try {
-      if (v6) await this.rt.newAddress({ family: AF_INET6, prefixlen: 128, index, scope: 0 }, { local: ipBuf(addr), address: ipBuf(addr), rtPriority: VIP6_METRIC, flags: { nodad: true } }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
-      else await this.rt.newAddress({ family: AF_INET, prefixlen: 32, index, scope: 0 }, { local: ip4buf(addr), address: ip4buf(addr), label }, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
+      if (v6)
+        await this.rt.newAddress(
+          { family: AF_INET6, prefixlen: 128, index, scope: 0 },
+          { local: ipBuf(addr), address: ipBuf(addr), rtPriority: VIP6_METRIC, flags: { nodad: true } },
+          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+        );
+      else
+        await this.rt.newAddress(
+          { family: AF_INET, prefixlen: 32, index, scope: 0 },
+          { local: ip4buf(addr), address: ip4buf(addr), label },
+          { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+        );
       return true;
     } catch (e) {
       const err = toNetlinkError(e, `add address ${addr}/${v6 ? 128 : 32} on ${ifname}`);

@@ -1,7 +1,12 @@
 // API errors with stable codes, messages and HTTP statuses (fastify's createError model); shared by the node processes' APIs.
 
 export class ApiError extends Error {
-  constructor(readonly code: string, message: string, readonly statusCode: number, readonly details?: unknown) {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly statusCode: number,
+    readonly details?: unknown,
+  ) {
     super(message);
     this.name = 'ApiError';
   }
@@ -20,6 +25,10 @@ export const CommonErrors = {
   BAD_REQUEST: createError('FWLB_BAD_REQUEST', 'the request is invalid', 400),
   APPLY_FAILED: createError('FWLB_APPLY_FAILED', 'the change could not be applied to the kernel; nothing was changed', 500),
   NOT_FOUND: createError('FWLB_NOT_FOUND', 'no such route', 404),
-  SAVE_FAILED: createError('FWLB_SAVE_FAILED', 'the change is live in the kernel, but the state file could not be written: it is lost at the next restart', 500),
+  SAVE_FAILED: createError(
+    'FWLB_SAVE_FAILED',
+    'the change is live in the kernel, but the state file could not be written: it is lost at the next restart',
+    500,
+  ),
   INTERNAL: createError('FWLB_INTERNAL', 'internal error (the node log has the detail); the kernel keeps its last good state', 500),
 };

@@ -18,7 +18,12 @@ export function sysctl(path: string): string | null {
 
 export function ipForwardCheck(): Check {
   const fwd = sysctl('net/ipv4/ip_forward');
-  return { name: 'ip_forward', ok: fwd === '1', required: true, detail: fwd === '1' ? 'enabled' : 'net.ipv4.ip_forward is 0: this node would not forward (sysctl -w net.ipv4.ip_forward=1)' };
+  return {
+    name: 'ip_forward',
+    ok: fwd === '1',
+    required: true,
+    detail: fwd === '1' ? 'enabled' : 'net.ipv4.ip_forward is 0: this node would not forward (sysctl -w net.ipv4.ip_forward=1)',
+  };
 }
 
 export function formatChecks(checks: Check[]): string {

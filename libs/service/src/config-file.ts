@@ -29,7 +29,10 @@ export function readStateFile(path: string): unknown {
   try {
     return JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
-    throw new ConfigError([{ field: '', message: `state file is not valid JSON (${(e as Error).message}); fix or remove it, the kernel was left as it is` }], path);
+    throw new ConfigError(
+      [{ field: '', message: `state file is not valid JSON (${(e as Error).message}); fix or remove it, the kernel was left as it is` }],
+      path,
+    );
   }
 }
 

@@ -126,9 +126,9 @@ export function routesOf(app: FastifyInstance): string[] {
 export function createApi(logger: boolean | Logger = false, audit: AuditSink = auditSink(), doc?: ApiDoc): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
   const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false, formats: ADDRESS_FORMATS } };
-  const app = (
-    typeof logger === 'object' ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv }) : Fastify({ logger, bodyLimit: 1 << 20, ajv })
-  ) as unknown as FastifyInstance;
+  const app = (typeof logger === 'object'
+    ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv })
+    : Fastify({ logger, bodyLimit: 1 << 20, ajv })) as unknown as FastifyInstance;
   if (typeof logger === 'object') {
     // One line per request instead of fastify's two (incoming, completed).
     app.addHook('onResponse', async (req, reply) => {
@@ -150,15 +150,20 @@ export function createApi(logger: boolean | Logger = false, audit: AuditSink = a
   app.setErrorHandler((err: any, _req, reply) => {
     if (err instanceof ApiError) return reply.status(err.statusCode).send({ code: err.code, message: err.message, details: err.details });
     if (err instanceof ConfigError) {
-      const e = CommonErrors.BAD_REQUEST(err.problems.map((p) => `${p.field || "/"}: ${p.message}`).join('; '), err.problems);
+      const e = CommonErrors.BAD_REQUEST(err.problems.map((p) => `${p.field || '/'}: ${p.message}`).join('; '), err.problems);
       return reply.status(400).send({ code: e.code, message: e.message, details: err.problems });
     }
     if (err.validation) {
       const fields = err.validation.map((v: any) => ({
-        field: v.keyword === 'additionalProperties' ? `${v.instancePath}/${v.params.additionalProperty}` : v.keyword === 'required' ? `${v.instancePath}/${v.params.missingProperty}` : v.instancePath,
+        field:
+          v.keyword === 'additionalProperties'
+            ? `${v.instancePath}/${v.params.additionalProperty}`
+            : v.keyword === 'required'
+              ? `${v.instancePath}/${v.params.missingProperty}`
+              : v.instancePath,
         message: v.keyword === 'additionalProperties' ? 'unknown key' : v.message,
       }));
-      const e = CommonErrors.BAD_REQUEST(fields.map((f: any) => `${f.field || "/"}: ${f.message}`).join('; '), fields);
+      const e = CommonErrors.BAD_REQUEST(fields.map((f: any) => `${f.field || '/'}: ${f.message}`).join('; '), fields);
       return reply.status(400).send({ code: e.code, message: e.message, details: fields });
     }
     if (err.statusCode && err.statusCode < 500) return reply.status(err.statusCode).send({ code: err.code ?? 'FWLB_BAD_REQUEST', message: err.message });

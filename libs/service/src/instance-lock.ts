@@ -11,7 +11,8 @@ export function acquireInstanceLock(name: string): Promise<{ release(): void }> 
   return new Promise((resolve, reject) => {
     const srv: Server = createServer((c) => c.destroy());
     srv.once('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'EADDRINUSE') reject(new ConfigError([{ field: '', message: `another ${name} is already running on this node (network namespace); stop it first` }], name));
+      if (e.code === 'EADDRINUSE')
+        reject(new ConfigError([{ field: '', message: `another ${name} is already running on this node (network namespace); stop it first` }], name));
       else reject(e);
     });
     srv.listen({ path: `\0fwlb-lock:${name}` }, () => {

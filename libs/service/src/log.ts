@@ -63,7 +63,11 @@ export function prettyDest(out: Dest): Dest {
       const { time, level, prog, node, msg, pid: _pid, hostname: _host, ...rest } = o;
       const t = typeof time === 'string' ? time.slice(11, 23) : '';
       const fields = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
-      out.write(`${t} ${String(level ?? '').toUpperCase().padEnd(LEVEL_WIDTH)} ${node ?? prog ?? ''}: ${msg ?? ''}${fields.length ? ' ' + fields.join(' ') : ''}\n`);
+      out.write(
+        `${t} ${String(level ?? '')
+          .toUpperCase()
+          .padEnd(LEVEL_WIDTH)} ${node ?? prog ?? ''}: ${msg ?? ''}${fields.length ? ' ' + fields.join(' ') : ''}\n`,
+      );
     },
   };
 }

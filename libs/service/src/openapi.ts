@@ -26,7 +26,11 @@ export function openApiDocument(info: OpenApiInfo, routes: readonly RouteDoc[]):
     const op: Record<string, unknown> = {
       operationId: `${r.method.toLowerCase()}${path.replace(/[{}]/g, '').replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
       ...(params.length || query.length ? { parameters: [...params, ...query] } : {}),
-      ...(r.schema?.body ? { requestBody: { required: true, content: { 'application/json': { schema: r.schema.body } } } } : mutation && r.method !== 'DELETE' ? { requestBody: { required: true, content: { 'application/json': { schema: { type: 'object' } } } } } : {}),
+      ...(r.schema?.body
+        ? { requestBody: { required: true, content: { 'application/json': { schema: r.schema.body } } } }
+        : mutation && r.method !== 'DELETE'
+          ? { requestBody: { required: true, content: { 'application/json': { schema: { type: 'object' } } } } }
+          : {}),
       ...(mutation ? { security: [{ bearer: [] }] } : {}),
       responses: {
         [r.method === 'DELETE' ? '204' : r.method === 'POST' ? '201' : '200']: { description: 'done' },

@@ -16,7 +16,11 @@ export class BoundedRunner {
   private lastRun = 0;
   private stopped = false;
 
-  constructor(private readonly fn: () => Promise<unknown>, private readonly opts: Required<RunnerOptions>, private readonly onError: (e: unknown) => void) {}
+  constructor(
+    private readonly fn: () => Promise<unknown>,
+    private readonly opts: Required<RunnerOptions>,
+    private readonly onError: (e: unknown) => void,
+  ) {}
 
   static create(fn: () => Promise<unknown>, o: RunnerOptions, onError: (e: unknown) => void): BoundedRunner {
     return new BoundedRunner(fn, { minIntervalMs: o.minIntervalMs ?? 200, resyncMs: o.resyncMs ?? 10000, retryMs: o.retryMs ?? 1000 }, onError);

@@ -37,7 +37,11 @@ export const SESSION_TABLE_DEFAULTS = {
  * every 200-1000 ms. With TLS, the sentinels are spoken to over TLS too: otherwise the AUTH to them, and the
  * primary's address they answer with, cross the network in clear.
  */
-export function redisOptions(o: SessionTableOptions, extra: RedisOptions = {}, readFile: (p: string) => Buffer = readFileSync): { url?: string; options: RedisOptions } {
+export function redisOptions(
+  o: SessionTableOptions,
+  extra: RedisOptions = {},
+  readFile: (p: string) => Buffer = readFileSync,
+): { url?: string; options: RedisOptions } {
   const tls = o.tls || o.tlsCaFile || o.url?.startsWith('rediss://') ? (o.tlsCaFile ? { ca: readFile(o.tlsCaFile) } : {}) : null;
   const common: RedisOptions = {
     password: o.password,

@@ -78,7 +78,17 @@ export function decodeRecord(id: string, v: string): SessionRecord | null {
   const f = typeof v === 'string' ? v.split(' ') : [];
   if (!k || f.length !== 4 || !ID.test(f[0]) || !ID.test(f[1]) || !TIME.test(f[2]) || !TIME.test(f[3])) return null;
   // A literal, not a spread: 4x faster here over 100k records (667 → 146 ms).
-  return { outerAddr: k.outerAddr, outerPort: k.outerPort, innerAddr: k.innerAddr, innerPort: k.innerPort, proto: k.proto, firewall: f[0], node: f[1], firstSeen: Number(f[2]), expires: Number(f[3]) };
+  return {
+    outerAddr: k.outerAddr,
+    outerPort: k.outerPort,
+    innerAddr: k.innerAddr,
+    innerPort: k.innerPort,
+    proto: k.proto,
+    firewall: f[0],
+    node: f[1],
+    firstSeen: Number(f[2]),
+    expires: Number(f[3]),
+  };
 }
 
 export interface SessionQuery {

@@ -101,7 +101,16 @@ type Commands = {
   fwlbReap(idx: string, hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
   fwlbSetAdmin(admin: string, id: string, enabled: string, at: string, channel: string, message: string): Promise<string>;
-  fwlbPublishEpoch(lock: string, counter: string, gen: string, doc: string, owner: string, candidate: string, body: string, channel: string): Promise<string | null>;
+  fwlbPublishEpoch(
+    lock: string,
+    counter: string,
+    gen: string,
+    doc: string,
+    owner: string,
+    candidate: string,
+    body: string,
+    channel: string,
+  ): Promise<string | null>;
 };
 
 export interface EpochDoc {
@@ -124,7 +133,12 @@ export interface EpochDoc {
  * siblings' records (pins) from its last full load, and a client that reuses a port starts a new connection on an
  * old record's key; a sibling that kept the old record would send the new connection's packets to the old firewall.
  */
-export type TableEvent = { type: 'epoch'; epoch: number } | { type: 'health'; node: string } | { type: 'resync'; node: string } | { type: 'admin'; node: string } | { type: 'moved'; ids: string[] };
+export type TableEvent =
+  | { type: 'epoch'; epoch: number }
+  | { type: 'health'; node: string }
+  | { type: 'resync'; node: string }
+  | { type: 'admin'; node: string }
+  | { type: 'moved'; ids: string[] };
 
 const BATCH = 1000;
 
@@ -143,7 +157,11 @@ export class SessionTable {
   private readonly r: Redis & Commands;
   readonly prefix: string;
 
-  constructor(redis: Redis, readonly node: string, prefix = 'fwlb:') {
+  constructor(
+    redis: Redis,
+    readonly node: string,
+    prefix = 'fwlb:',
+  ) {
     this.prefix = prefix;
     redis.defineCommand('fwlbPut', { numberOfKeys: 3, lua: PUT });
     redis.defineCommand('fwlbDel', { numberOfKeys: 3, lua: DEL });
@@ -273,7 +291,9 @@ export class SessionTable {
     let cursor = '0';
     do {
       // With a pattern Redis returns few fields per step, so each step may walk more of the table.
-      const [next, flat] = match ? await this.r.hscan(this.hash, cursor, 'MATCH', match, 'COUNT', BATCH * 10) : await this.r.hscan(this.hash, cursor, 'COUNT', BATCH);
+      const [next, flat] = match
+        ? await this.r.hscan(this.hash, cursor, 'MATCH', match, 'COUNT', BATCH * 10)
+        : await this.r.hscan(this.hash, cursor, 'COUNT', BATCH);
       cursor = next;
       const recs: SessionRecord[] = [];
       for (let i = 0; i < flat.length; i += 2) {
@@ -316,7 +336,11 @@ export class SessionTable {
   /** `digest`: the node's hash config digest, published beside its view so that nodes can compare. */
   async setHealthView(view: Record<string, boolean>, now = Date.now(), digest?: string): Promise<void> {
     const key = `${this.prefix}health:${this.node}`;
-    const fields = { ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])), _at: String(now), ...(digest ? { _cfg: digest } : {}) };
+    const fields = {
+      ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])),
+      _at: String(now),
+      ...(digest ? { _cfg: digest } : {}),
+    };
     await this.r.multi().del(key).hset(key, fields).sadd(`${this.prefix}nodes`, this.node).exec();
     await this.notify({ type: 'health', node: this.node });
   }
@@ -330,7 +354,11 @@ export class SessionTable {
       // A view without a valid time stamp is stale, never a veto (it may be a half-written or forged hash).
       const at = Number(_at);
       if (!Number.isFinite(at) || now - at > maxAgeMs) continue;
-      out[n] = Object.fromEntries(Object.entries(h).filter(([k, v]) => ID.test(k) && (v === 'up' || v === 'down')).map(([k, v]) => [k, v === 'up']));
+      out[n] = Object.fromEntries(
+        Object.entries(h)
+          .filter(([k, v]) => ID.test(k) && (v === 'up' || v === 'down'))
+          .map(([k, v]) => [k, v === 'up']),
+      );
     }
     return out;
   }
@@ -353,7 +381,14 @@ export class SessionTable {
    * node), its first time stands, so every node switches at the same moment.
    */
   async setAdmin(id: string, enabled: boolean, at = 0): Promise<AdminState> {
-    const v = await this.r.fwlbSetAdmin(`${this.prefix}admin`, id, enabled ? '1' : '0', String(Math.max(0, Math.floor(at))), this.channel, JSON.stringify({ type: 'admin', node: this.node }));
+    const v = await this.r.fwlbSetAdmin(
+      `${this.prefix}admin`,
+      id,
+      enabled ? '1' : '0',
+      String(Math.max(0, Math.floor(at))),
+      this.channel,
+      JSON.stringify({ type: 'admin', node: this.node }),
+    );
     return decodeAdmin(v) ?? { enabled, at };
   }
 
@@ -416,7 +451,17 @@ export function decodeEpoch(text: string): EpochDoc | null {
   if (!d || typeof d !== 'object') return null;
   const { epoch, generation, members, live, by, at, joinAt } = d;
   const down = d.down ?? [];
-  if (!Number.isSafeInteger(epoch) || (epoch as number) < 1 || typeof generation !== 'string' || !IDS(members) || !IDS(live) || !IDS(down) || typeof by !== 'string' || typeof at !== 'number') return null;
+  if (
+    !Number.isSafeInteger(epoch) ||
+    (epoch as number) < 1 ||
+    typeof generation !== 'string' ||
+    !IDS(members) ||
+    !IDS(live) ||
+    !IDS(down) ||
+    typeof by !== 'string' ||
+    typeof at !== 'number'
+  )
+    return null;
   if (joinAt !== undefined && !(Number.isSafeInteger(joinAt) && (joinAt as number) >= 0)) return null;
   return { epoch: epoch as number, generation, members, live, down, by, at, ...(joinAt !== undefined ? { joinAt: joinAt as number } : {}) };
 }

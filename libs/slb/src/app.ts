@@ -53,7 +53,9 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
     const v = await wrap(() => s.createVip(req.body));
     return reply.status(201).send(s.views.vipView(v));
   });
-  app.put<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req) => s.views.vipView(await wrap(() => s.replaceVip(req.params.id, req.body))));
+  app.put<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req) =>
+    s.views.vipView(await wrap(() => s.replaceVip(req.params.id, req.body))),
+  );
   app.delete<Id>('/vips/:id', { preValidation: guard, config: vipBefore }, async (req, reply) => {
     await wrap(() => s.deleteVip(req.params.id));
     return reply.status(204).send();
@@ -61,10 +63,14 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
   app.get<Id>('/vips/:id/members', async (req) => {
     return wrap(async () => s.views.memberView(s.vip(req.params.id)));
   });
-  app.post<Id & { Body: MemberConfig }>('/vips/:id/members', { preValidation: guard, schema: { body: memberSchema }, config: vipBefore }, async (req, reply) => {
-    const v = await wrap(() => s.addMember(req.params.id, req.body));
-    return reply.status(201).send(s.views.memberView(v).find((m) => memberKey(m) === memberKeyOf(hostPort(req.body.address, req.body.port))));
-  });
+  app.post<Id & { Body: MemberConfig }>(
+    '/vips/:id/members',
+    { preValidation: guard, schema: { body: memberSchema }, config: vipBefore },
+    async (req, reply) => {
+      const v = await wrap(() => s.addMember(req.params.id, req.body));
+      return reply.status(201).send(s.views.memberView(v).find((m) => memberKey(m) === memberKeyOf(hostPort(req.body.address, req.body.port))));
+    },
+  );
   app.patch<Member & { Body: Partial<Pick<MemberConfig, 'weight' | 'state'>> }>(
     '/vips/:id/members/:member',
     { preValidation: guard, schema: { body: memberPatchSchema }, config: memberBefore },

@@ -62,7 +62,12 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = fals
   const python = probeHelperRunnable(); // runs while nft checks
   try {
     await nftCli().applyText(DOCTOR_RULESET, true);
-    checks.push({ name: 'nft DNAT maps', ok: true, required: true, detail: 'verdict map dispatch, typeof pool maps keyed address . port . jhash/numgen, counter sets updated from ct keys accepted' });
+    checks.push({
+      name: 'nft DNAT maps',
+      ok: true,
+      required: true,
+      detail: 'verdict map dispatch, typeof pool maps keyed address . port . jhash/numgen, counter sets updated from ct keys accepted',
+    });
   } catch (e) {
     checks.push({ name: 'nft DNAT maps', ok: false, required: true, detail: `the kernel or nft refused the SLB ruleset: ${(e as Error).message}` });
   }
@@ -70,15 +75,33 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = fals
     await nftCli().applyText(DOCTOR_RULESET6, true);
     checks.push({ name: 'nft DNAT maps (IPv6)', ok: true, required: ipv6, detail: 'the same for the ip6 table of IPv6 VIPs accepted' });
   } catch (e) {
-    checks.push({ name: 'nft DNAT maps (IPv6)', ok: false, required: ipv6, detail: `the kernel or nft refused the ip6 SLB ruleset: IPv6 VIPs cannot be served: ${(e as Error).message}` });
+    checks.push({
+      name: 'nft DNAT maps (IPv6)',
+      ok: false,
+      required: ipv6,
+      detail: `the kernel or nft refused the ip6 SLB ruleset: IPv6 VIPs cannot be served: ${(e as Error).message}`,
+    });
   }
   checks.push(ipForwardCheck());
   const fwd6 = sysctl('net/ipv6/conf/all/forwarding');
-  checks.push({ name: 'IPv6 forwarding', ok: fwd6 === '1', required: ipv6, detail: fwd6 === '1' ? 'enabled' : `net.ipv6.conf.all.forwarding is ${fwd6 ?? 'missing (no IPv6 in this kernel?)'}: IPv6 VIPs would not reach their members (sysctl -w net.ipv6.conf.all.forwarding=1)` });
+  checks.push({
+    name: 'IPv6 forwarding',
+    ok: fwd6 === '1',
+    required: ipv6,
+    detail:
+      fwd6 === '1'
+        ? 'enabled'
+        : `net.ipv6.conf.all.forwarding is ${fwd6 ?? 'missing (no IPv6 in this kernel?)'}: IPv6 VIPs would not reach their members (sysctl -w net.ipv6.conf.all.forwarding=1)`,
+  });
   const py = await python;
   checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
   const hx = HaproxyEngine.available(haproxy);
-  checks.push({ name: HAPROXY_CHECK, ok: hx, required: false, detail: hx ? `${haproxy} runs` : `${haproxy} not found: L7 VIPs (mode "http") are refused, L4 VIPs work (Debian package haproxy)` });
+  checks.push({
+    name: HAPROXY_CHECK,
+    ok: hx,
+    required: false,
+    detail: hx ? `${haproxy} runs` : `${haproxy} not found: L7 VIPs (mode "http") are refused, L4 VIPs work (Debian package haproxy)`,
+  });
   if (iface) {
     const ok = existsSync(`/sys/class/net/${iface}`);
     checks.push({ name: `interface ${iface}`, ok, required: true, detail: ok ? 'present' : 'does not exist: VIP addresses cannot be added' });

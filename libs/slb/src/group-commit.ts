@@ -17,7 +17,10 @@ export class GroupCommit<T> {
   error: string | null = null;
 
   /** `snapshot` is read when a write starts, so it carries every change accepted until then. */
-  constructor(private readonly save: (snapshot: T) => void | Promise<void>, private readonly snapshot: () => T) {}
+  constructor(
+    private readonly save: (snapshot: T) => void | Promise<void>,
+    private readonly snapshot: () => T,
+  ) {}
 
   commit(): Promise<void> {
     if (!this.saving) {

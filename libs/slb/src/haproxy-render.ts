@@ -178,7 +178,8 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       const be = [`backend ${backendName(v.id, pool.name)}`, `  balance ${SCHEDULER[pool.scheduler]}`];
       // Servers come and go through the runtime API, which a map-based hash does not allow.
       if (pool.scheduler === 'source' || pool.persistence === 'source') be.push('  hash-type consistent');
-      if (pool.persistence === 'cookie') be.push(`  cookie FWLB_${v.id.replace(/-/g, '_')} insert indirect nocache httponly dynamic`, `  dynamic-cookie-key ${cookieKey(v.id)}`);
+      if (pool.persistence === 'cookie')
+        be.push(`  cookie FWLB_${v.id.replace(/-/g, '_')} insert indirect nocache httponly dynamic`, `  dynamic-cookie-key ${cookieKey(v.id)}`);
       if (pool.persistence === 'source') be.push('  stick-table type ip size 200k expire 30m', '  stick on src');
       full.push(...be);
       for (const m of v.members.filter((x) => x.pool === pool.name)) {

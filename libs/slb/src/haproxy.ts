@@ -9,32 +9,33 @@ import { adminSocket, cliArg, configFile, L7Paths, L7Want, mapsChanged, mapText,
 /** One command on a HAProxy CLI socket (non-interactive: the answer ends when HAProxy closes the connection). */
 export function haproxyCli(path: string, cmd: string, timeoutMs = 3000, refusedRetryMs = 0): Promise<string> {
   const started = Date.now();
-  const once = (): Promise<string> => new Promise((resolve, reject) => {
-    const s = net.connect(path);
-    let out = '';
-    let connected = false;
-    let failed = false;
-    const timer = setTimeout(() => s.destroy(new Error(`HAProxy CLI ${path}: no answer to "${cmd.slice(0, 60)}" within ${timeoutMs} ms`)), timeoutMs);
-    s.setEncoding('utf8');
-    s.on('connect', () => {
-      connected = true;
-      s.end(`${cmd}\n`);
+  const once = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const s = net.connect(path);
+      let out = '';
+      let connected = false;
+      let failed = false;
+      const timer = setTimeout(() => s.destroy(new Error(`HAProxy CLI ${path}: no answer to "${cmd.slice(0, 60)}" within ${timeoutMs} ms`)), timeoutMs);
+      s.setEncoding('utf8');
+      s.on('connect', () => {
+        connected = true;
+        s.end(`${cmd}\n`);
+      });
+      s.on('data', (d: string) => (out += d));
+      s.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        failed = true;
+        // Refused before the command was sent (a master re-executing after a reload refuses for a moment): the
+        // command never reached HAProxy, so sending it again is safe.
+        const refused = !connected && (e.code === 'ECONNREFUSED' || e.code === 'ENOENT' || e.code === 'EAGAIN');
+        if (refused && Date.now() - started < refusedRetryMs) setTimeout(() => once().then(resolve, reject), 20);
+        else reject(e);
+      });
+      s.on('close', () => {
+        clearTimeout(timer);
+        if (!failed) resolve(out);
+      });
     });
-    s.on('data', (d: string) => (out += d));
-    s.on('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      failed = true;
-      // Refused before the command was sent (a master re-executing after a reload refuses for a moment): the
-      // command never reached HAProxy, so sending it again is safe.
-      const refused = !connected && (e.code === 'ECONNREFUSED' || e.code === 'ENOENT' || e.code === 'EAGAIN');
-      if (refused && Date.now() - started < refusedRetryMs) setTimeout(() => once().then(resolve, reject), 20);
-      else reject(e);
-    });
-    s.on('close', () => {
-      clearTimeout(timer);
-      if (!failed) resolve(out);
-    });
-  });
   return once();
 }
 
@@ -177,7 +178,14 @@ export class HaproxyEngine implements L7Engine {
     const r = spawnSync(this.bin, ['-c', '-f', tmp], { encoding: 'utf8' });
     if (r.status !== 0) {
       unlinkSync(tmp);
-      throw new HaproxyError(`haproxy -c refused the rendered config: ${(r.stderr || r.stdout || String(r.error ?? '')).trim().split('\n').filter((l) => /ALERT|error/i.test(l)).slice(0, 4).join(' | ')}`);
+      throw new HaproxyError(
+        `haproxy -c refused the rendered config: ${(r.stderr || r.stdout || String(r.error ?? ''))
+          .trim()
+          .split('\n')
+          .filter((l) => /ALERT|error/i.test(l))
+          .slice(0, 4)
+          .join(' | ')}`,
+      );
     }
     return tmp;
   }
@@ -234,7 +242,10 @@ export class HaproxyEngine implements L7Engine {
     // must outlive this controller (fail static), and a pipe would break under it when the controller dies.
     const logFd = openSync(this.logFile, 'a');
     this.logFrom = fstatSync(logFd).size;
-    const child = spawn(this.bin, ['-W', '-S', `${masterSocket(p)},mode,600`, '-f', configFile(p), '-p', this.pidFile], { stdio: ['ignore', logFd, logFd], detached: true });
+    const child = spawn(this.bin, ['-W', '-S', `${masterSocket(p)},mode,600`, '-f', configFile(p), '-p', this.pidFile], {
+      stdio: ['ignore', logFd, logFd],
+      detached: true,
+    });
     closeSync(logFd);
     this.child = child;
     child.on('exit', (code, signal) => {
@@ -250,7 +261,8 @@ export class HaproxyEngine implements L7Engine {
     for (;;) {
       const pid = await this.workerPid().catch(() => null);
       if (pid !== null && pid !== oldPid) return pid;
-      if (!this.running()) throw new HaproxyError(`HAProxy exited while starting${this.lastExit ? ` (${this.lastExit.why}; its messages are in the log)` : ''}`);
+      if (!this.running())
+        throw new HaproxyError(`HAProxy exited while starting${this.lastExit ? ` (${this.lastExit.why}; its messages are in the log)` : ''}`);
       if (Date.now() - t0 > ms) throw new HaproxyError(`HAProxy's worker did not answer within ${ms} ms`);
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -265,7 +277,13 @@ export class HaproxyEngine implements L7Engine {
   /** The last lines HAProxy wrote (its alerts say why it would not start). */
   private tail(n = 3): string {
     try {
-      return readFileSync(this.logFile, 'utf8').slice(this.logFrom).trim().split('\n').filter((l) => /ALERT/.test(l)).slice(-n).join(' | ');
+      return readFileSync(this.logFile, 'utf8')
+        .slice(this.logFrom)
+        .trim()
+        .split('\n')
+        .filter((l) => /ALERT/.test(l))
+        .slice(-n)
+        .join(' | ');
     } catch {
       return '';
     }
@@ -430,16 +448,29 @@ export class HaproxyEngine implements L7Engine {
 
   alarms(): string[] {
     const out: string[] = [];
-    if (this.down) out.push(`HAProxy is down since ${new Date(this.down.since).toISOString()} (${this.down.why}): L7 VIPs do not answer; restarting it with the last good config${this.lastError ? ` (last try: ${this.lastError})` : ''}`);
+    if (this.down)
+      out.push(
+        `HAProxy is down since ${new Date(this.down.since).toISOString()} (${this.down.why}): L7 VIPs do not answer; restarting it with the last good config${this.lastError ? ` (last try: ${this.lastError})` : ''}`,
+      );
     else if (this.lastExit?.back && this.now() - this.lastExit.back < RESTART_ALARM_MS) {
-      out.push(`HAProxy exited at ${new Date(this.lastExit.at).toISOString()} (${this.lastExit.why}) and was restarted with the last good config ${this.lastExit.back - this.lastExit.at} ms later`);
+      out.push(
+        `HAProxy exited at ${new Date(this.lastExit.at).toISOString()} (${this.lastExit.why}) and was restarted with the last good config ${this.lastExit.back - this.lastExit.at} ms later`,
+      );
     }
     if (!this.down && this.lastError) out.push(`HAProxy: last change failed: ${this.lastError}`);
     return out;
   }
 
   status(): Record<string, unknown> {
-    return { running: this.running(), masterPid: this.masterPid(), reloads: this.reloads, restarts: this.restarts, runtimeCommands: this.runtimeCommands, lastError: this.lastError, config: configFile(this.o.paths) };
+    return {
+      running: this.running(),
+      masterPid: this.masterPid(),
+      reloads: this.reloads,
+      restarts: this.restarts,
+      runtimeCommands: this.runtimeCommands,
+      lastError: this.lastError,
+      config: configFile(this.o.paths),
+    };
   }
 
   /**

@@ -36,7 +36,7 @@ export const vipKeyString = (k: readonly unknown[]) => JSON.stringify(k);
  * with a colon are parsed: IPv4 addresses print in their one form, and a failed parse of every `tcp` element of a
  * large listing (an exception each) cost about 5 µs apiece.
  */
-const canon = (x: unknown) => (typeof x === 'string' && x.includes(':') ? canonicalOrNull(x) ?? x : x);
+const canon = (x: unknown) => (typeof x === 'string' && x.includes(':') ? (canonicalOrNull(x) ?? x) : x);
 /** A key read from the kernel: its address fields (strings that parse as addresses) in canonical form. */
 const keyOf = (k: readonly unknown[]) => vipKeyString(k.map(canon));
 const typeSig = (type: unknown, map: unknown) => JSON.stringify([type, map ?? null]);
@@ -164,14 +164,20 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
       chains.push({ add: { chain: def } }, ...c.rules.map((r) => rule(c.name, r)));
     }
   }
-  if (!hasDeclarations(have, fam) && (!i.scope || i.want.length)) throw new Error(`the maps and sets ${declared(fam).map((d) => d.name).join(', ')} are missing or of another type; they are declared before the transaction (delete table ${fam} ${t} to migrate)`);
+  if (!hasDeclarations(have, fam) && (!i.scope || i.want.length))
+    throw new Error(
+      `the maps and sets ${declared(fam)
+        .map((d) => d.name)
+        .join(', ')} are missing or of another type; they are declared before the transaction (delete table ${fam} ${t} to migrate)`,
+    );
   const inScope = (chain: string) => isVipChain(chain) && (!i.scope || i.scope.has(chain.slice(2)));
   const wantChains = new Map(i.want.map((f) => [f.chain, f]));
   const wantKeys = new Map(i.want.map((f) => [vipKeyString(f.key), f.chain]));
   for (const f of i.want) {
     const cur = have?.chains.get(f.chain);
     if (!cur) chains.push({ add: { chain: { family: fam, table: t, name: f.chain } } }, rule(f.chain, f.rule));
-    else if (cur.digests.length !== 1 || cur.digests[0] !== f.digest) chains.push({ flush: { chain: { family: fam, table: t, name: f.chain } } }, rule(f.chain, f.rule));
+    else if (cur.digests.length !== 1 || cur.digests[0] !== f.digest)
+      chains.push({ flush: { chain: { family: fam, table: t, name: f.chain } } }, rule(f.chain, f.rule));
   }
   const elem = (key: string, target?: string) => (target ? [{ concat: JSON.parse(key) }, { jump: { target } }] : { concat: JSON.parse(key) });
   const del: unknown[] = [];
@@ -212,7 +218,9 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
   if (!i.scope && have) {
     for (const name of have.chains.keys()) if (!isVipChain(name) && !baseChains(fam).some((c) => c.name === name)) dropChain(name);
     const base = baseSets(fam);
-    for (const name of have.sets.keys()) if (!base.has(name) && !declared(fam).some((d) => d.name === name)) tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
+    for (const name of have.sets.keys())
+      if (!base.has(name) && !declared(fam).some((d) => d.name === name))
+        tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
     for (const name of have.counters) tail.push({ delete: { counter: { family: fam, table: t, name } } });
   }
   return [...head, ...chains, ...elemDel, ...elemAdd, ...tail];
@@ -220,7 +228,9 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
 
 /** Whether the table has its fixed chains and dispatch map (a table only declared has not). */
 function hasBase(have: SlbKernelState | null, f: SlbFamily): boolean {
-  return !!have && [...baseSets(f)].every(([name, [type, map]]) => have.sets.get(name) === typeSig(type, map)) && baseChains(f).every((c) => have.chains.has(c.name));
+  return (
+    !!have && [...baseSets(f)].every(([name, [type, map]]) => have.sets.get(name) === typeSig(type, map)) && baseChains(f).every((c) => have.chains.has(c.name))
+  );
 }
 
 /** Both tables: the IPv4 VIPs' (`ip`) and the IPv6 VIPs' (`ip6`); null where there is none. */
@@ -240,7 +250,16 @@ export function tablesCommands(i: Omit<SlbDiffInput, 'family' | 'have'> & { have
 /** `applySlbCommands` for both tables: each command goes to the table of its family. */
 export function applyTablesCommands(before: SlbTables, cmds: readonly NftJson[], strict = false): SlbTables {
   const familyOfCmd = (c: Cmd) => (Object.values(Object.values(c)[0] as Cmd)[0] as Cmd).family as SlbFamily;
-  return Object.fromEntries(SLB_FAMILIES.map((f) => [f, applySlbCommands(before[f], cmds.filter((c) => familyOfCmd(c as Cmd) === f), strict)])) as SlbTables;
+  return Object.fromEntries(
+    SLB_FAMILIES.map((f) => [
+      f,
+      applySlbCommands(
+        before[f],
+        cmds.filter((c) => familyOfCmd(c as Cmd) === f),
+        strict,
+      ),
+    ]),
+  ) as SlbTables;
 }
 
 /**
@@ -370,8 +389,17 @@ export function staleCounterCommands(table: string, counters: SlbCounters, vipKe
       if (elem.length) cmds.push({ add: { element: { family: f, table, name, elem } } }, { delete: { element: { family: f, table, name, elem } } });
     }
   };
-  drop(SLB_OBJECTS.vipNew, [...counters.vipNew.keys()].filter((k) => !vipKeys.has(k)));
-  drop(SLB_OBJECTS.memberNew, [...counters.memberNew.keys()].filter((k) => !memberKeys.has(k)));
-  drop(SLB_OBJECTS.memberPackets, [...counters.memberPackets.keys()].filter((k) => !memberKeys.has(k)));
+  drop(
+    SLB_OBJECTS.vipNew,
+    [...counters.vipNew.keys()].filter((k) => !vipKeys.has(k)),
+  );
+  drop(
+    SLB_OBJECTS.memberNew,
+    [...counters.memberNew.keys()].filter((k) => !memberKeys.has(k)),
+  );
+  drop(
+    SLB_OBJECTS.memberPackets,
+    [...counters.memberPackets.keys()].filter((k) => !memberKeys.has(k)),
+  );
   return cmds;
 }

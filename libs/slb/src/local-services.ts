@@ -26,7 +26,8 @@ export function parseProcNet(text: string, protocol: 'tcp' | 'udp'): LocalSocket
     const [hex, portHex] = f[1].split(':');
     if (f[3] !== (protocol === 'tcp' ? TCP_LISTEN : UDP_UNCONNECTED) || !/^[0-9A-F]{8}([0-9A-F]{24})?$/i.test(hex ?? '')) continue;
     const bytes = new Uint8Array(hex.length / 2);
-    for (let w = 0; w < hex.length / 8; w++) for (let b = 0; b < 4; b++) bytes[w * 4 + b] = parseInt(hex.slice(w * 8 + (3 - b) * 2, w * 8 + (3 - b) * 2 + 2), 16);
+    for (let w = 0; w < hex.length / 8; w++)
+      for (let b = 0; b < 4; b++) bytes[w * 4 + b] = parseInt(hex.slice(w * 8 + (3 - b) * 2, w * 8 + (3 - b) * 2 + 2), 16);
     out.push({ protocol, address: formatAddress(bytes), port: parseInt(portHex, 16) });
   }
   return out;
@@ -37,23 +38,37 @@ export function parseProcNet(text: string, protocol: 'tcp' | 'udp'): LocalSocket
  * own (not one fwlb holds for a VIP) and a socket takes that port on it. A socket on `::` counts for IPv4 too (a
  * dual-stack socket accepts both).
  */
-export function vipConflict(vip: { address: string; port: number; protocol: 'tcp' | 'udp' }, nodeAddresses: ReadonlySet<string>, sockets: readonly LocalSocket[]): string | null {
+export function vipConflict(
+  vip: { address: string; port: number; protocol: 'tcp' | 'udp' },
+  nodeAddresses: ReadonlySet<string>,
+  sockets: readonly LocalSocket[],
+): string | null {
   if (!nodeAddresses.has(vip.address)) return null;
   const v6 = vip.address.includes(':');
-  const s = sockets.find((x) => x.protocol === vip.protocol && x.port === vip.port && (x.address === vip.address || x.address === '::' || (!v6 && x.address === '0.0.0.0')));
-  return s ? `${vip.address} is this node's own address, and ${hostPort(s.address, s.port)}/${s.protocol} serves on it: the VIP would capture that service` : null;
+  const s = sockets.find(
+    (x) => x.protocol === vip.protocol && x.port === vip.port && (x.address === vip.address || x.address === '::' || (!v6 && x.address === '0.0.0.0')),
+  );
+  return s
+    ? `${vip.address} is this node's own address, and ${hostPort(s.address, s.port)}/${s.protocol} serves on it: the VIP would capture that service`
+    : null;
 }
 
 /** This node's services as the kernel shows them now: its addresses except `vipAddresses` (fwlb's own), and its sockets. */
 export function localServices(vipAddresses: Iterable<string>): { addresses: Set<string>; sockets: LocalSocket[] } {
   const vips = new Set(vipAddresses);
   const addresses = new Set<string>();
-  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) {
-    const c = canonicalOrNull(a.address.replace(/%.*$/, ''));
-    if (c && !vips.has(c)) addresses.add(c);
-  }
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) {
+      const c = canonicalOrNull(a.address.replace(/%.*$/, ''));
+      if (c && !vips.has(c)) addresses.add(c);
+    }
   const sockets: LocalSocket[] = [];
-  for (const [file, protocol] of [['tcp', 'tcp'], ['tcp6', 'tcp'], ['udp', 'udp'], ['udp6', 'udp']] as const) {
+  for (const [file, protocol] of [
+    ['tcp', 'tcp'],
+    ['tcp6', 'tcp'],
+    ['udp', 'udp'],
+    ['udp6', 'udp'],
+  ] as const) {
     try {
       sockets.push(...parseProcNet(readFileSync(`/proc/net/${file}`, 'utf8'), protocol));
     } catch {

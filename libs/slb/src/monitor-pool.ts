@@ -14,7 +14,13 @@ export interface MonitorHandle {
 }
 
 /** Starts one health monitor for a (RIP, port, check, timers); main.ts wires libs/health, tests a fake. */
-export type MonitorFactory = (key: string, vip: ResolvedVip, member: { address: string; port: number }, initial: HealthState, onEvent: (ev: HealthEvent) => void) => MonitorHandle;
+export type MonitorFactory = (
+  key: string,
+  vip: ResolvedVip,
+  member: { address: string; port: number },
+  initial: HealthState,
+  onEvent: (ev: HealthEvent) => void,
+) => MonitorHandle;
 
 export interface MemberHealth {
   up: boolean;
@@ -81,7 +87,11 @@ export class MonitorPool {
       u.add(id);
       if (this.monitors.has(k) || this.unstarted.has(k)) continue;
       const initial = initialOf(m);
-      this.health.set(k, { up: initial === 'up', reason: initial === 'up' ? 'known up' : 'down (not in service when this controller started, or new): waiting for checks', since: this.now() });
+      this.health.set(k, {
+        up: initial === 'up',
+        reason: initial === 'up' ? 'known up' : 'down (not in service when this controller started, or new): waiting for checks',
+        since: this.now(),
+      });
       const create = () => this.monitors.set(k, this.start(k, after!, m, initial));
       if (defer) this.unstarted.set(k, create);
       else create();
@@ -107,7 +117,15 @@ export class MonitorPool {
     return this.factory(k, m.pool !== undefined ? { ...v, ...probeSpec(v, m) } : v, m, initial, (ev) => {
       this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
       const users = this.users.get(k) ?? new Set<string>();
-      this.log?.(`member ${memberKey(m)} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, { event: 'member-health', member: memberKey(m), check: v.check.kind, vips: [...users], from: ev.from, to: ev.to, reason: ev.reason });
+      this.log?.(`member ${memberKey(m)} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, {
+        event: 'member-health',
+        member: memberKey(m),
+        check: v.check.kind,
+        vips: [...users],
+        from: ev.from,
+        to: ev.to,
+        reason: ev.reason,
+      });
       this.changed(users);
     });
   }

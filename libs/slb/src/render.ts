@@ -98,9 +98,14 @@ export const declared = (f: SlbFamily = 'ip'): Declared[] => [
 /** The declarations as constant text: only the table name, a schema-checked identifier, is put in. */
 export function declarationsText(table: string, f: SlbFamily = 'ip'): string {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(table)) throw new Error(`table name ${JSON.stringify(table)} is not an identifier`);
-  const pool = (p: string) => `add map ${f} ${table} ${backendMap(p as 'tcp')} { typeof ${f} daddr . ${p} dport . numgen inc mod 2 : ${f} daddr . ${p} dport ; }\n`;
-  const counters = (name: string, type: string[]) => `add set ${f} ${table} ${name} { type ${type.join(' . ')} ; size ${COUNTER_SET_SIZE} ; flags dynamic ; counter ; }\n`;
-  return `add table ${f} ${table}\n${pool('tcp')}${pool('udp')}${declared(f).filter((d) => d.kind === 'set').map((d) => counters(d.name, d.type)).join('')}`;
+  const pool = (p: string) =>
+    `add map ${f} ${table} ${backendMap(p as 'tcp')} { typeof ${f} daddr . ${p} dport . numgen inc mod 2 : ${f} daddr . ${p} dport ; }\n`;
+  const counters = (name: string, type: string[]) =>
+    `add set ${f} ${table} ${name} { type ${type.join(' . ')} ; size ${COUNTER_SET_SIZE} ; flags dynamic ; counter ; }\n`;
+  return `add table ${f} ${table}\n${pool('tcp')}${pool('udp')}${declared(f)
+    .filter((d) => d.kind === 'set')
+    .map((d) => counters(d.name, d.type))
+    .join('')}`;
 }
 
 export const vipChain = (id: string) => `v_${id}`;
@@ -137,12 +142,13 @@ export function renderVip(v: ResolvedVip, up: (healthKey: string) => boolean, se
   const slots = vipSlots(v, live);
   const family = slbFamilyOf(v.address);
   const dport = payload(v.protocol, 'dport');
-  const rule: NftJson[] = [eq(dport, v.port), { set: { op: 'update', elem: { concat: [payload(family, 'daddr'), { meta: { key: 'l4proto' } }, dport] }, set: `@${SLB_OBJECTS.vipNew}` } }];
+  const rule: NftJson[] = [
+    eq(dport, v.port),
+    { set: { op: 'update', elem: { concat: [payload(family, 'daddr'), { meta: { key: 'l4proto' } }, dport] }, set: `@${SLB_OBJECTS.vipNew}` } },
+  ];
   if (slots.length) {
     const pick =
-      v.scheduler === 'sh'
-        ? { jhash: { mod: slots.length, seed, expr: payload(family, 'saddr') } }
-        : { numgen: { mode: 'inc', mod: slots.length, offset: 0 } };
+      v.scheduler === 'sh' ? { jhash: { mod: slots.length, seed, expr: payload(family, 'saddr') } } : { numgen: { mode: 'inc', mod: slots.length, offset: 0 } };
     rule.push({ dnat: { family, addr: { map: { key: { concat: [payload(family, 'daddr'), dport, pick] }, data: `@${backendMap(v.protocol)}` } } } });
   }
   const panic = p.panic ? { healthy: p.healthy.length, enabled: p.enabled.length } : null;
@@ -151,7 +157,13 @@ export function renderVip(v: ResolvedVip, up: (healthKey: string) => boolean, se
 
 /** The member counter key, ct-based so that both directions of a DNATed session count. */
 const memberCounterKey = (f: SlbFamily) => ({
-  concat: [{ ct: { key: `${f} daddr`, dir: 'original' } }, { meta: { key: 'l4proto' } }, { ct: { key: 'proto-dst', dir: 'original' } }, { ct: { key: `${f} saddr`, dir: 'reply' } }, { ct: { key: 'proto-src', dir: 'reply' } }],
+  concat: [
+    { ct: { key: `${f} daddr`, dir: 'original' } },
+    { meta: { key: 'l4proto' } },
+    { ct: { key: 'proto-dst', dir: 'original' } },
+    { ct: { key: `${f} saddr`, dir: 'reply' } },
+    { ct: { key: 'proto-src', dir: 'reply' } },
+  ],
 });
 
 export interface BaseChain {
@@ -170,7 +182,11 @@ export interface BaseChain {
 export function baseChains(f: SlbFamily = 'ip'): BaseChain[] {
   const dispatch = { vmap: { key: { concat: [payload(f, 'daddr'), { meta: { key: 'l4proto' } }, payload('th', 'dport')] }, data: `@${SLB_OBJECTS.dispatch}` } };
   const count = (['tcp', 'udp'] as const).flatMap((p) => [
-    [eq({ meta: { key: 'l4proto' } }, p), { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }, { set: { op: 'update', elem: memberCounterKey(f), set: `@${SLB_OBJECTS.memberNew}` } }],
+    [
+      eq({ meta: { key: 'l4proto' } }, p),
+      { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } },
+      { set: { op: 'update', elem: memberCounterKey(f), set: `@${SLB_OBJECTS.memberNew}` } },
+    ],
     [eq({ meta: { key: 'l4proto' } }, p), { set: { op: 'update', elem: memberCounterKey(f), set: `@${SLB_OBJECTS.memberPackets}` } }],
   ]);
   return [

@@ -11,7 +11,18 @@ import { GroupCommit } from './group-commit';
 import * as plan from './vip-plan';
 import { Edit, NotFoundError, planChange } from './vip-plan';
 import type { NftJson } from '@fwlb/nft';
-import { applySlbCommands, applyTablesCommands, declarationsModel, familiesInUse, hasDeclarations, NO_TABLES, poolTargets, SlbTables, staleCounterCommands, tablesCommands } from './kernel';
+import {
+  applySlbCommands,
+  applyTablesCommands,
+  declarationsModel,
+  familiesInUse,
+  hasDeclarations,
+  NO_TABLES,
+  poolTargets,
+  SlbTables,
+  staleCounterCommands,
+  tablesCommands,
+} from './kernel';
 import { declared, healthKey, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, VipFragment, vipChain } from './render';
 import type { L7Engine } from './haproxy';
 import { LocalSocket, vipConflict } from './local-services';
@@ -102,7 +113,10 @@ export class SlbService {
   transactions = 0;
   lastError: string | null = null;
 
-  constructor(readonly config: ResolvedSlbConfig, private readonly deps: SlbDeps) {
+  constructor(
+    readonly config: ResolvedSlbConfig,
+    private readonly deps: SlbDeps,
+  ) {
     this.vipList = [...config.vips];
     this.index();
     this.label = `${config.interface}:vip`;
@@ -246,7 +260,9 @@ export class SlbService {
   private async flushDirty(): Promise<SlbReconcileResult> {
     const ids = new Set(this.dirty);
     this.dirty.clear();
-    const frags = [...ids].flatMap((id) => (this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.pool.up, this.config.seed)] : []));
+    const frags = [...ids].flatMap((id) =>
+      this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.pool.up, this.config.seed)] : [],
+    );
     const cmds = tablesCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
     this.reconciles++;
     try {
@@ -283,7 +299,9 @@ export class SlbService {
     const dirty = new Set(this.dirty);
     this.dirty.clear();
     try {
-      const frags = l4(vips).map((v) => (this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.pool.up, this.config.seed)));
+      const frags = l4(vips).map((v) =>
+        this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.pool.up, this.config.seed),
+      );
       const decl = await this.declare(frags, have);
       have = decl.have;
       const cmds = tablesCommands({ table: this.config.table, want: frags, have });
@@ -336,7 +354,9 @@ export class SlbService {
     const undo = async () => {
       const table = this.config.table;
       // Declared into a table that did not exist: the table goes too.
-      const cmds = done.flatMap((f): NftJson[] => (have[f] ? declared(f).map((d) => ({ delete: { [d.kind]: { family: f, table, name: d.name } } })) : [{ delete: { table: { family: f, name: table } } }]));
+      const cmds = done.flatMap((f): NftJson[] =>
+        have[f] ? declared(f).map((d) => ({ delete: { [d.kind]: { family: f, table, name: d.name } } })) : [{ delete: { table: { family: f, name: table } } }],
+      );
       if (cmds.length) await this.deps.kernel.apply(cmds).catch(() => undefined);
     };
     try {
@@ -386,14 +406,20 @@ export class SlbService {
     await this.serial(async () => {
       const e = edit(this.vipList);
       made = e.vip;
-      const chg = planChange(this.vipList, e.next, { budget: this.config.checkBudget.checksPerSecond, up: this.pool.up, known: (k) => this.pool.healthOf(k) !== undefined, haproxy: !!this.deps.l7 });
+      const chg = planChange(this.vipList, e.next, {
+        budget: this.config.checkBudget.checksPerSecond,
+        up: this.pool.up,
+        known: (k) => this.pool.healthOf(k) !== undefined,
+        haproxy: !!this.deps.l7,
+      });
       const { next, nextById, changed, initial, l7Touched } = chg;
       const up = (k: string) => initial.get(k) ?? this.pool.up(k);
       const frags = [...changed].flatMap((id) => (nextById.has(id) && !isL7(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
       await this.refuseCaptures(chg.newListeners, () => '/address', 'request body');
       for (const id of changed) {
         const cert = nextById.get(id)?.tls?.certificate;
-        if (cert && !readable(cert)) throw new ConfigError([{ field: '/tls/certificate', message: `cannot read ${cert} (a PEM file with the certificate and its key)` }], 'request body');
+        if (cert && !readable(cert))
+          throw new ConfigError([{ field: '/tls/certificate', message: `cannot read ${cert} (a PEM file with the certificate and its key)` }], 'request body');
       }
       // Addresses: only those of the changed VIPs, and an address stays while another VIP uses it.
       const touched = chg.touchedAddresses;
@@ -493,7 +519,9 @@ export class SlbService {
       const v = this.byId.get(id);
       return `VIP ${id} in panic: ${p.healthy} of ${p.enabled} enabled members up (threshold ${Math.round((v?.panicThreshold ?? 0) * 100)}%), every enabled member takes new sessions`;
     });
-    const starting = this.started ? [] : [`starting: adopting the kernel state of ${this.vipList.length} VIPs${this.lastError ? ` (last try failed: ${this.lastError})` : ''}`];
+    const starting = this.started
+      ? []
+      : [`starting: adopting the kernel state of ${this.vipList.length} VIPs${this.lastError ? ` (last try failed: ${this.lastError})` : ''}`];
     const l7 = this.deps.l7 && this.l7Want ? this.deps.l7.alarms() : [];
     if (this.l7Failed) l7.push(`L7 VIPs not applied (HAProxy keeps what it ran; L4 VIPs are not affected): ${this.l7Failed}`);
     if (!this.deps.l7 && this.vipList.some(isL7)) l7.push(`HAProxy is not available on this node: ${this.vipList.filter(isL7).length} L7 VIPs are not served`);

@@ -64,16 +64,24 @@ export interface RunningSlb {
 export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string, fields?: Record<string, unknown>) => void): Promise<RunningSlb> {
   const config = typeof from === 'string' ? loadSlbConfigWithState(from) : from;
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
-  const checks = await slbDoctor(config.interface, config.haproxy.binary, config.vips.some((v) => v.address.includes(':')));
+  const checks = await slbDoctor(
+    config.interface,
+    config.haproxy.binary,
+    config.vips.some((v) => v.address.includes(':')),
+  );
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
   const rtnl = Rtnl.open();
-  const helper = ProbeHelper.start(undefined, undefined, { onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`) });
+  const helper = ProbeHelper.start(undefined, undefined, {
+    onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`),
+  });
   // Content regexes run in a worker thread under the node's budget, never on this thread (the API, the reconciler).
   const content = new ContentMatcher({ regexMsPerSecond: config.checkBudget.regexMsPerSecond, log });
   let runner: BoundedRunner | null = null;
   // HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before.
-  const l7 = checks.find((c) => c.name === HAPROXY_CHECK)?.ok ? new HaproxyEngine({ paths: { dir: config.haproxy.dir }, binary: config.haproxy.binary, log }) : undefined;
+  const l7 = checks.find((c) => c.name === HAPROXY_CHECK)?.ok
+    ? new HaproxyEngine({ paths: { dir: config.haproxy.dir }, binary: config.haproxy.binary, log })
+    : undefined;
   if (!l7) log(`HAProxy (${config.haproxy.binary}) not found: L7 VIPs (mode "http") are refused`);
   const service = new SlbService(config, {
     kernel: nftSlbKernel(nftCli(), config.table),
@@ -100,7 +108,13 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   runner = BoundedRunner.create(
     async () => {
       const r = await service.tick();
-      if (r.nftCommands || r.addressesAdded.length || r.addressesRemoved.length) log(`SLB reconciled: ${r.nftCommands} nft commands, addresses +${r.addressesAdded.length} -${r.addressesRemoved.length}`, { event: 'reconcile', nftCommands: r.nftCommands, addressesAdded: r.addressesAdded, addressesRemoved: r.addressesRemoved });
+      if (r.nftCommands || r.addressesAdded.length || r.addressesRemoved.length)
+        log(`SLB reconciled: ${r.nftCommands} nft commands, addresses +${r.addressesAdded.length} -${r.addressesRemoved.length}`, {
+          event: 'reconcile',
+          nftCommands: r.nftCommands,
+          addressesAdded: r.addressesAdded,
+          addressesRemoved: r.addressesRemoved,
+        });
     },
     { resyncMs: config.resyncSeconds * 1000, minIntervalMs: 50 },
     (e) => log(`SLB reconcile failed, will retry: ${(e as Error).message}`),
@@ -110,7 +124,9 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   const adopted = service.start().then(
     (first) => {
       compileVipValidator();
-      log(`SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`);
+      log(
+        `SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`,
+      );
       return first;
     },
     (e) => {
@@ -130,7 +146,8 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
       const t0 = Date.now();
       await service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`));
       const took = Date.now() - t0;
-      if (!stopped) readCounters(service.counterElements() > LARGE_COUNTERS ? Math.max(config.countersSeconds * 1000, 50 * took) : config.countersSeconds * 1000);
+      if (!stopped)
+        readCounters(service.counterElements() > LARGE_COUNTERS ? Math.max(config.countersSeconds * 1000, 50 * took) : config.countersSeconds * 1000);
     }, delay);
     counters.unref();
   };

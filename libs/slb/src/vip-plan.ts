@@ -9,7 +9,10 @@ import { healthKey } from './render';
 export const MAX_VIPS = 4096;
 
 export class NotFoundError extends Error {
-  constructor(readonly what: 'vip' | 'member', message: string) {
+  constructor(
+    readonly what: 'vip' | 'member',
+    message: string,
+  ) {
     super(message);
     this.name = 'NotFoundError';
   }
@@ -72,7 +75,11 @@ const editMembers =
     try {
       vip = validateVip(doc, others(cur, id));
     } catch (e) {
-      if (e instanceof ConfigError) throw new ConfigError(e.problems.map((p) => ({ ...p, field: p.field.replace(/^\/members\/\d+/, '') || '/' })), 'request body');
+      if (e instanceof ConfigError)
+        throw new ConfigError(
+          e.problems.map((p) => ({ ...p, field: p.field.replace(/^\/members\/\d+/, '') || '/' })),
+          'request body',
+        );
       throw e;
     }
     return { next: cur.map((x) => (x.id === id ? vip : x)), vip };
@@ -112,7 +119,11 @@ export interface ChangePlan {
  * starts down (it joins after passing its checks), unless the same VIP's member with that address and port was up
  * (`up` reads the health a key has now). `haproxy`: this node runs HAProxy.
  */
-export function planChange(prev: Vips, next: ResolvedVip[], o: { budget: number; up: (healthKey: string) => boolean; known: (healthKey: string) => boolean; haproxy: boolean }): ChangePlan {
+export function planChange(
+  prev: Vips,
+  next: ResolvedVip[],
+  o: { budget: number; up: (healthKey: string) => boolean; known: (healthKey: string) => boolean; haproxy: boolean },
+): ChangePlan {
   if (next.length > MAX_VIPS) throw new ConfigError([{ field: '/', message: `at most ${MAX_VIPS} VIPs (the config file's limit)` }], 'request body');
   const overBudget = checkBudgetProblem(prev, next, o.budget);
   if (overBudget) throw new ConfigError([overBudget], 'request body');
@@ -134,7 +145,11 @@ export function planChange(prev: Vips, next: ResolvedVip[], o: { budget: number;
     for (const m of v?.members ?? []) initial.set(healthKey(v!, m), wasUp(v!, m));
   }
   const l7Touched = [...changed].some((id) => [nextById.get(id), byId.get(id)].some((v) => v && isL7(v)));
-  if (l7Touched && !o.haproxy) throw new ConfigError([{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): L7 VIPs (mode "http") cannot be served' }], 'request body');
+  if (l7Touched && !o.haproxy)
+    throw new ConfigError(
+      [{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): L7 VIPs (mode "http") cannot be served' }],
+      'request body',
+    );
   const newListeners = [...changed].flatMap((id) => {
     const v = nextById.get(id);
     const old = byId.get(id);

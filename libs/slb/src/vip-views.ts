@@ -73,7 +73,13 @@ export class VipViews {
   private healthView(k: string) {
     const h = this.src.health.healthOf(k);
     const mon = this.src.health.monitorOf(k);
-    return { up: h?.up ?? false, reason: h?.reason ?? (this.src.started() ? '' : 'starting: the kernel state is being adopted'), since: h?.since ?? null, lastCheck: mon?.last ?? null, unknown: mon?.unknown ?? null };
+    return {
+      up: h?.up ?? false,
+      reason: h?.reason ?? (this.src.started() ? '' : 'starting: the kernel state is being adopted'),
+      since: h?.since ?? null,
+      lastCheck: mon?.last ?? null,
+      unknown: mon?.unknown ?? null,
+    };
   }
 
   memberView(v: ResolvedVip) {
@@ -136,7 +142,11 @@ export class VipViews {
       // Requests per rule (in rule order) and of no rule, since HAProxy's last start or reload.
       const rules = v.rules.map((r, i) => ({ rule: i, pool: r.pool, requests: this.l7Stats.get(`${ruleTable(v.id)}/${ruleId(r)}`)?.requests ?? 0 }));
       const unmatched = this.l7Stats.get(`${ruleTable(v.id)}/${DEFAULT_RULE}`)?.requests ?? 0;
-      return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: fe?.sessions ?? 0, requests: fe?.requests ?? 0, rules, defaultPool: unmatched, pools, at: this.countersAt } };
+      return {
+        ...(v as VipConfig),
+        members: this.memberView(v),
+        counters: { newSessions: fe?.sessions ?? 0, requests: fe?.requests ?? 0, rules, defaultPool: unmatched, pools, at: this.countersAt },
+      };
     }
     // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
     return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: this.vipNewSessions(v), at: this.countersAt } };
