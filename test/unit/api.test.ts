@@ -237,7 +237,7 @@ t.test('every mutation leaves an audit record: who, what, the result; refused on
 t.test('the reconciler tells when a committed reconcile changed the bucket table, and only then', async (t) => {
   const { r } = setup();
   let told = 0;
-  r.onTableChange = () => told++;
+  r.events.on('tableChange', () => told++);
   await r.reconcile();
   t.equal(told, 0, 'not on the first reconcile');
   await r.reconcile();

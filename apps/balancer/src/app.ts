@@ -1,4 +1,5 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
+import type { Membership } from './membership';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
 import { canonicalAddress } from '@fwlb/flowhash';
@@ -8,6 +9,8 @@ import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
 
 export interface AppOptions {
+  /** This node's firewalls' state (see main.ts); the reconciler's when absent. */
+  membership?: Membership;
   reconciler: Reconciler;
   /** Bearer token for mutations; when absent, mutations are refused. */
   token?: string;
@@ -65,12 +68,14 @@ export function build(opts: AppOptions): FastifyInstance {
     errorCodes: [...Object.values(Errors).map((e) => e.code), ...(opts.extraErrorCodes ?? [])],
   });
   const r = opts.reconciler;
+  // The firewalls' state the admin route changes: the node's one Membership (the reconciler's, unless given).
+  const membership = opts.membership ?? r.membership;
   const guard = bearerGuard(opts.token);
 
   let saveError: string | null = null;
   let shareError: string | null = null;
   const alarms = () => {
-    const panic = r.membership.snapshot().panic;
+    const panic = membership.snapshot().panic;
     return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(shareError ? [shareError] : []), ...(opts.alarms?.() ?? [])];
   };
   // `?strict=true` answers 503 unless ok: for checks that read only the status code (keepalived's track_script with
@@ -111,13 +116,13 @@ export function build(opts: AppOptions): FastifyInstance {
       config: {
         auditBefore: (req: FastifyRequest) => {
           const id = (req.params as { id: string }).id;
-          return r.membership.has(id) ? { enabled: r.membership.isEnabled(id) } : undefined;
+          return membership.has(id) ? { enabled: membership.isEnabled(id) } : undefined;
         },
       },
     },
     async (req) => {
       const { id } = req.params;
-      const m = r.membership;
+      const m = membership;
       if (!m.has(id)) throw Errors.NO_SUCH_FIREWALL(id);
       const before = m.isEnabled(id);
       const enabled = req.body.enabled;

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { anyOf, ContentMatcher, createChecker, HealthMonitor, helperAlarms, ProbeHelper, ProbeResult } from '@fwlb/health';
-import type { Reconciler } from './reconciler';
+import type { Membership } from './membership';
 import { slots } from './membership';
 
 /** This node's own link: a firewall whose interface is down is down at once, without waiting for retries. */
@@ -28,7 +28,7 @@ export interface FirewallHealthHooks {
 
 export function startFirewallHealth(
   config: ResolvedBalancerConfig,
-  r: Reconciler,
+  membership: Membership,
   { trigger, log, onView, onResult }: FirewallHealthHooks,
 ): { stop(): void; alarms(): string[]; helperUp(): boolean } | null {
   const h = config.health;
@@ -54,12 +54,12 @@ export function startFirewallHealth(
         // On a shared transit segment the link is the same for every firewall on it: they change together,
         // so a node that lost its only link abstains at once instead of vetoing the firewalls one by one.
         let changed = false;
-        for (const f of config.firewalls) if (f.interface === fw.interface) changed = r.membership.setLink(f.id, p === null) || changed;
+        for (const f of config.firewalls) if (f.interface === fw.interface) changed = membership.setLink(f.id, p === null) || changed;
         if (changed) trigger();
         return p;
       },
       onResult: (id, res) => {
-        if (res.ok && res.latencyMs !== undefined) r.membership.setLatency(id, res.latencyMs);
+        if (res.ok && res.latencyMs !== undefined) membership.setLatency(id, res.latencyMs);
         onResult?.(id, res);
       },
       onEvent: (id, ev) => {
@@ -71,12 +71,12 @@ export function startFirewallHealth(
           reason: ev.reason,
           ...(ev.latencyMs !== undefined ? { latencyMs: ev.latencyMs } : {}),
         });
-        const wasPanic = r.membership.snapshot().panic;
-        r.membership.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
-        const panic = r.membership.snapshot().panic;
+        const wasPanic = membership.snapshot().panic;
+        membership.setHealth(id, ev.to === 'up', ev.reason, ev.latencyMs);
+        const panic = membership.snapshot().panic;
         if (panic && !wasPanic) log(`ALARM ${panic}`);
         if (!panic && wasPanic) log('panic over: the probes are believed again');
-        onView?.(r.membership.ownView());
+        onView?.(membership.ownView());
         trigger();
       },
     });

@@ -8,6 +8,7 @@ import { startFirewallHealth } from './firewall-health';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
+import { Membership } from './membership';
 import { steersIPv6 } from './rules';
 import { loadAdminState, saveAdminState } from './admin-state';
 import { startSessions } from './session-wiring';
@@ -56,9 +57,12 @@ async function run(path: string): Promise<void> {
       )
     : null;
   const rtnl = Rtnl.open();
-  const reconciler = new Reconciler(config, nftCli(), rtnl);
+  // The composition root: this node's firewalls' state is one Membership, written by the admin state here, the
+  // health checks and the session layer, and read by the reconciler, which turns it into the kernel's state.
+  const membership = new Membership(config, config.sessionTable !== null);
+  const reconciler = new Reconciler(config, nftCli(), rtnl, Date.now, membership);
   if (saved) {
-    for (const [id, enabled] of Object.entries(saved.admin)) reconciler.membership.setAdmin(id, enabled);
+    for (const [id, enabled] of Object.entries(saved.admin)) membership.setAdmin(id, enabled);
     if (saved.unknown.length) log(`state file names firewalls no longer configured, ignored: ${saved.unknown.join(', ')}`);
   }
   let runner: BoundedRunner | null = null;
@@ -66,7 +70,7 @@ async function run(path: string): Promise<void> {
   // Layer 3: the sessions Redis knows are loaded before the first reconcile, so their pins are in it.
   // The shared admin state (with a session table) wins over the state file; what it applies is saved there too.
   const saveAdmin = config.stateFile ? (a: Record<string, boolean>) => saveAdminState(config.stateFile!, a) : undefined;
-  const sessions = await startSessions(config, reconciler, trigger, log, (a) => {
+  const sessions = await startSessions(config, reconciler, membership, trigger, log, (a) => {
     try {
       saveAdmin?.(a);
     } catch (e) {
@@ -116,6 +120,7 @@ async function run(path: string): Promise<void> {
     ...[conntrackFull()].filter((a): a is string => a !== null),
   ];
   const app = build({
+    membership,
     reconciler,
     token: tokenOf(config.api),
     apply: () => reconciler.reconcile(),
@@ -139,7 +144,7 @@ async function run(path: string): Promise<void> {
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
-  health = startFirewallHealth(config, reconciler, {
+  health = startFirewallHealth(config, membership, {
     trigger,
     log,
     onView: (view) => sessions?.publishHealth(view),

@@ -108,7 +108,7 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [reg],
   });
-  r.onReconcile = (sec, ok) => recon.observe({ result: ok ? 'ok' : 'failed' }, sec);
+  r.events.on('reconciled', (sec, ok) => recon.observe({ result: ok ? 'ok' : 'failed' }, sec));
   const checks = new Histogram({
     name: 'fwlb_health_check_duration_seconds',
     help: 'Latency of the firewall health checks that got an answer.',

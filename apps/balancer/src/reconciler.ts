@@ -1,4 +1,5 @@
 // Reconciles the kernel (nft table, ip rules, routes) with the node's desired state; imperative shell of apps/balancer.
+import { EventEmitter } from 'node:events';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { bucketMoves, distribution, syncGroupRescue, BucketTable } from '@fwlb/flowhash';
 import { ctTimeoutChanges, ctTimeoutText, diffTable, DesiredTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
@@ -37,6 +38,12 @@ function mergePins(a: readonly Pin[], b: readonly Pin[]): Pin[] {
   return [...a, ...b.filter((p) => !seen.has(key(p)))];
 }
 
+/** What a reconciler tells its listeners (see Reconciler.events). */
+export interface ReconcilerEvents {
+  tableChange: [];
+  reconciled: [seconds: number, ok: boolean];
+}
+
 export class Reconciler {
   private lastTable: BucketTable | null = null;
   private lastMoves: Record<string, Record<string, number>> = {};
@@ -53,14 +60,14 @@ export class Reconciler {
   reconciles = 0;
   failures = 0;
 
-  pinSource: PinSource | null = null;
+  /** Where the pins come from (the session layer), or none without a session table; see usePins. */
+  private pinSource: PinSource | null = null;
   /**
-   * Told when a committed reconcile changed the bucket table (not on the first): a session recorded by another node
-   * may have become an exception (a sibling on the same side holds sessions this node never saw).
+   * `tableChange`: a committed reconcile changed the bucket table (not on the first): a session recorded by another
+   * node may have become an exception (a sibling on the same side holds sessions this node never saw).
+   * `reconciled`: every pass's duration and outcome (metrics).
    */
-  onTableChange: (() => void) | null = null;
-  /** Told of every reconcile's duration and outcome (metrics). */
-  onReconcile: ((seconds: number, ok: boolean) => void) | null = null;
+  readonly events = new EventEmitter<ReconcilerEvents>();
   private lastPins = 0;
   readonly membership: Membership;
 
@@ -79,6 +86,11 @@ export class Reconciler {
     this.groups = syncGroups(config);
     this.groupOf = new Map(config.firewalls.map((f) => [f.id, f.syncGroup]));
     this.membership = membership ?? new Membership(config, config.sessionTable !== null, now);
+  }
+
+  /** The session layer gives its pins once it has loaded them (before the first reconcile); null takes them away. */
+  usePins(source: PinSource | null): void {
+    this.pinSource = source;
   }
 
   private queue: Promise<unknown> = Promise.resolve();
@@ -151,7 +163,7 @@ export class Reconciler {
       this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
       const before = this.lastTable;
       this.lastTable = table;
-      if (before && before.owner.some((o, b) => o !== table.owner[b])) this.onTableChange?.();
+      if (before && before.owner.some((o, b) => o !== table.owner[b])) this.events.emit('tableChange');
       this.lastMoves = bucketMoves(
         this.config.firewalls.map((f) => f.id),
         table,
@@ -166,12 +178,12 @@ export class Reconciler {
         at: this.now(),
       };
       this.lastError = routingErrors.length ? routingErrors.map((e) => e.message).join('; ') : null;
-      this.onReconcile?.((performance.now() - t0) / 1000, true);
+      this.events.emit('reconciled', (performance.now() - t0) / 1000, true);
       return this.last;
     } catch (e) {
       this.failures++;
       this.lastError = e instanceof Error ? e.message : String(e);
-      this.onReconcile?.((performance.now() - t0) / 1000, false);
+      this.events.emit('reconciled', (performance.now() - t0) / 1000, false);
       throw e;
     }
   }

@@ -1,6 +1,7 @@
 // Starts layers 2-4 for a node: Redis client, session table, conntrack event stream and sync, the session cache the
 // pins come from, and the shared health views and bucket epochs; shell layer of apps/balancer (the only place that
 // wires libs/conntrack and libs/session-table together).
+import type { Membership } from './membership';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, deleteConntrack, dumpConntrack, getConntrack } from '@fwlb/conntrack';
 import { connect, parseSessionId, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
@@ -42,6 +43,7 @@ export interface SessionsHandle {
 export async function startSessions(
   config: ResolvedBalancerConfig,
   r: Reconciler,
+  membership: Membership,
   trigger: () => void,
   log: (m: string) => void,
   onAdmin?: (admin: Record<string, boolean>) => void,
@@ -64,7 +66,7 @@ export async function startSessions(
     if (!firewallIds.has(rec.firewall)) return void rejectedHere++;
     cache.put(rec.expires > Date.now() + ttl.max ? { ...rec, expires: Date.now() + ttl.max } : rec);
   };
-  r.pinSource = cache;
+  r.usePins(cache);
   const ids = config.firewalls.map((f) => f.id);
   const byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
   const firewallOf = (mark: number) => byMark.get(mark);
@@ -113,7 +115,7 @@ export async function startSessions(
   };
   const settle = 2 * st.flushMs + 1000;
   const timers = new Set<NodeJS.Timeout>();
-  r.onTableChange = () => {
+  const onTableChange = () => {
     reload('bucket table changed');
     const tm = setTimeout(() => {
       timers.delete(tm);
@@ -121,6 +123,7 @@ export async function startSessions(
     }, settle);
     timers.add(tm);
   };
+  r.events.on('tableChange', onTableChange);
   const sync = new SessionSync({
     node: config.name,
     role: config.role,
@@ -164,7 +167,7 @@ export async function startSessions(
     digest: hashConfigDigest(config),
     log,
     apply: (a) => {
-      r.membership.setAgreement(a);
+      membership.setAgreement(a);
       trigger();
     },
   });
@@ -173,13 +176,13 @@ export async function startSessions(
     const admin = await table.admin();
     let changed = false;
     for (const [id, { enabled, at }] of Object.entries(admin)) {
-      if (!r.membership.has(id) || r.membership.isEnabled(id) === enabled) continue;
-      r.membership.setAdmin(id, enabled, at);
+      if (!membership.has(id) || membership.isEnabled(id) === enabled) continue;
+      membership.setAdmin(id, enabled, at);
       log(`admin state from the shared table: ${id} ${enabled ? 'enabled' : 'disabled'}${at > Date.now() ? ` from ${new Date(at).toISOString()}` : ''}`);
       changed = true;
     }
     if (changed) {
-      onAdmin?.(r.membership.adminState());
+      onAdmin?.(membership.adminState());
       trigger();
     }
   };
@@ -226,7 +229,7 @@ export async function startSessions(
   void agreement.publish();
   // Views are refreshed every heartbeat; the leader's lock lives for three. The view is read afresh each time: it can
   // change without a health event (a node that settles after its links came back).
-  const beat = setInterval(() => void agreement.publish(r.membership.ownView()), heartbeatMs);
+  const beat = setInterval(() => void agreement.publish(membership.ownView()), heartbeatMs);
   const reap = setInterval(() => {
     cache.reap(Date.now());
     void table.reap().catch(() => undefined);
@@ -279,7 +282,7 @@ export async function startSessions(
       clearInterval(beat);
       clearInterval(reap);
       for (const tm of timers) clearTimeout(tm);
-      r.onTableChange = null;
+      r.events.off('tableChange', onTableChange);
       sync.stop();
       events.close();
       sub?.close();
