@@ -9,7 +9,7 @@
 // within each round (the machine's load drifts between rounds far more than within one), median and spread, and
 // in how many rounds fwlb was the lower. BENCH_MODES=hmark-ct,... runs only those paths (and fwlb); `fwlb-one`
 // (fwlb's table with every bucket on one firewall) runs only when named there.
-// BENCH_FWLB_WITHOUT=<regex> adds a path `fwlb-without`: fwlb's table minus the prerouting rules whose nft JSON
+// BENCH_FWLB_WITHOUT=<regex> adds a path `fwlb-without`: fwlb's table minus the rules (of any chain) whose nft JSON
 // matches, and minus the chains whose `chain:<name>` matches, to measure what a rule costs or saves in the same run.
 // BENCH_PERF=1 adds two profiled runs per path (`perf record -a` during a 64-byte UDP run and a wrk run, not in the
 // medians): the share of CPU samples in netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
@@ -199,10 +199,10 @@ async function main(): Promise<void> {
         items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)),
       );
       if (WITHOUT) {
-        // A prerouting rule whose JSON matches, or a whole chain (its rules too) whose `chain:<name>` matches.
+        // A rule (of any chain) whose JSON matches, or a whole chain (its rules too) whose `chain:<name>` matches.
         const dropChain = (name?: string) => name !== undefined && WITHOUT.test(`chain:${name}`);
         const drop = (x: any) =>
-          (x.add.rule?.chain === 'prerouting' && WITHOUT.test(JSON.stringify(x.add.rule.expr))) || dropChain(x.add.rule?.chain) || dropChain(x.add.chain?.name);
+          (x.add.rule !== undefined && WITHOUT.test(JSON.stringify(x.add.rule.expr))) || dropChain(x.add.rule?.chain) || dropChain(x.add.chain?.name);
         console.error(`fwlb-without, ${node}: ${items.filter(drop).length} rule(s) and chain(s) left out`);
         keep(
           'fwlb-without',

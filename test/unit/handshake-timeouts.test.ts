@@ -1,4 +1,4 @@
-// Unit: the handshake timeout policy. Rendered as ct timeout objects and a chain right after conntrack that names them on
+// Unit: the handshake timeout policy. Rendered as ct timeout objects that rules at the head of both SYN chains name on
 // bare SYNs; declared in text before the transaction that uses them, taken away when that transaction fails, and
 // deleted once no rule names them (a changed value is a new object). The fake kernel refuses a rule that names an
 // object it lacks and the deletion of an object a rule names, as nft does.
@@ -21,16 +21,17 @@ const render = (extra: object = {}) => {
   return renderTable(input, bucketTable(input));
 };
 
-t.test('rendered: one policy per family (10 s by default) and a chain right after conntrack that sets it on bare SYNs only', async (t) => {
+t.test('rendered: one policy per family (10 s by default), set on bare SYNs at the head of both SYN chains only', async (t) => {
   const text = tableText(render());
   t.match(text, /ct timeout handshake_10 \{ protocol tcp; l3proto ip; policy = \{ syn_sent: 10, syn_recv: 10 \} \}/);
   t.match(text, /ct timeout handshake_v6_10 \{ protocol tcp; l3proto ip6; policy = \{ syn_sent: 10, syn_recv: 10 \} \}/);
-  t.match(
-    text,
-    /chain conntrack-timeouts \{ type filter hook prerouting priority -190; policy accept;\n    meta nfproto ipv4 tcp flags & syn,ack syn ct timeout set "handshake_10"\n    meta nfproto ipv6 tcp flags & syn,ack syn ct timeout set "handshake_v6_10"\n  \}/,
-  );
+  for (const chain of ['side-syn', 'firewall-syn']) {
+    const head = `chain ${chain} {\n    tcp flags & syn,ack syn meta nfproto ipv4 ct timeout set "handshake_10"\n    tcp flags & syn,ack syn meta nfproto ipv6 ct timeout set "handshake_v6_10"\n`;
+    t.ok(text.includes(head), `first in ${chain}`);
+  }
+  t.equal(text.match(/ct timeout set/g)?.length, 4, 'nowhere else: only SYNs reach those chains, so other packets never meet it');
   const off = tableText(render({ handshakeTimeoutSeconds: 0 }));
-  t.notMatch(off, /ct timeout|conntrack-timeouts/, "0: the kernel's timeouts, nothing rendered");
+  t.notMatch(off, /ct timeout/, "0: the kernel's timeouts, nothing rendered");
   t.throws(() => validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 121 }), /handshakeTimeoutSeconds/);
   t.throws(() => validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 2.5 }), /handshakeTimeoutSeconds/);
 });
@@ -55,7 +56,7 @@ t.test('the reconciler declares the objects, swaps them on a change, and leaves 
   await r.reconcile();
   t.same([...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort(), ['handshake_10', 'handshake_v6_10'], 'a fresh table gets its objects');
   t.match(nft.texts[0], /^add table inet fwlb\nadd ct timeout inet fwlb handshake_10 /, 'declared with the table, before the rules that name them');
-  t.same(nft.rules.get('conntrack-timeouts')!.length, 2);
+  t.match(JSON.stringify(nft.rules.get('side-syn')), /handshake_10/);
   await r.reconcile();
   t.equal(nft.texts.length, 1, 'a pass with nothing to change sends no text');
 
@@ -73,12 +74,12 @@ t.test('the reconciler declares the objects, swaps them on a change, and leaves 
     ['handshake_15', 'handshake_v6_15'],
     'a new value: new objects, the old ones deleted once no rule names them',
   );
-  t.match(JSON.stringify(nft.rules.get('conntrack-timeouts')), /handshake_15/);
+  t.match(JSON.stringify(nft.rules.get('firewall-syn')), /handshake_15/);
 
   const r0 = new Reconciler(validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 0 }), nft, routing);
   await r0.reconcile();
-  t.same([...(await nft.read('inet', 'fwlb'))!.ctTimeouts!], [], 'set to 0: the chain and the objects go');
-  t.notOk(nft.rules.has('conntrack-timeouts'));
+  t.same([...(await nft.read('inet', 'fwlb'))!.ctTimeouts!], [], 'set to 0: the rules and the objects go');
+  t.notMatch(JSON.stringify([...nft.rules.values()]), /ct timeout/);
 });
 
 t.test('a fresh table whose first pass fails: the table goes again', async (t) => {

@@ -130,6 +130,7 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
       .map((id) => markOf.get(id))
       .filter((m): m is number => m !== undefined)
       .sort((a, b) => a - b);
+  const handshake = handshakeTimeouts(c, families);
   const x: RuleContext = {
     c,
     side: eq(meta('iifname'), c.sideInterface),
@@ -148,6 +149,7 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     // The side label and the event filter serve the session sync only: without a session table a new flow pays for
     // neither (both add work to every new conntrack entry).
     events: c.sessionTable ? [set({ ct: { key: 'event' } }, CT_EVENTS)] : [],
+    handshake: handshake.rules,
   };
   const anyLive = table.owner.some((o) => o !== null);
   const rules = preroutingRules(
@@ -163,7 +165,6 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     return out;
   };
   const pins = input.pins ?? [];
-  const handshake = handshakeTimeouts(c, families);
   return {
     labeled,
     family: TABLE_FAMILY,
@@ -191,7 +192,6 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
         : []),
     ],
     chains: [
-      ...handshake.chains,
       // Jump targets first: one transaction adds the chains in order.
       ...(anyLive ? [{ name: SIDE_SYN_CHAIN, rules: sideSynChain(x, labeled) }] : []),
       { name: FIREWALL_SYN_CHAIN, rules: firewallSynChain(x) },
