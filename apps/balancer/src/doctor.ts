@@ -1,6 +1,6 @@
 // `fwlb doctor`: detects the kernel features fwlb needs and says what is missing; shell layer of apps/balancer.
 import { spawnSync } from 'node:child_process';
-import { nftCli } from '@fwlb/nft';
+import { ctTimeoutText, nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
 import { Rtnl } from '@fwlb/routing';
 import { conntrackAdvice, conntrackUse } from '@fwlb/conntrack';
@@ -124,7 +124,9 @@ export async function doctor(
   }
   if (v.status === 0 && (opts.handshakeTimeoutSeconds ?? BALANCER_DEFAULTS.handshakeTimeoutSeconds) > 0) {
     // Text: nft 1.0.6 loses a ct timeout policy given in JSON (the reconciler declares them in text too).
-    const probe = `add table inet ${probeTable}\nadd ct timeout inet ${probeTable} h { protocol tcp; l3proto ip; policy = { syn_sent: 10, syn_recv: 10 }; }\nadd chain inet ${probeTable} r { type filter hook prerouting priority -190; }\nadd rule inet ${probeTable} r tcp flags & (syn | ack) == syn ct timeout set "h"\n`;
+    // The object as the reconciler declares it, and a rule that names it after conntrack, as the SYN chains do.
+    const t = { family: 'inet' as const, name: probeTable };
+    const probe = `add table inet ${probeTable}\n${ctTimeoutText(t, [{ name: 'h', protocol: 'tcp', l3proto: 'ip', policy: { syn_sent: 10, syn_recv: 10 } }])}add chain inet ${probeTable} r { type filter hook prerouting priority -150; }\nadd rule inet ${probeTable} r tcp flags & (syn | ack) == syn ct timeout set "h"\n`;
     const name = 'conntrack timeout policies (ct timeout)';
     try {
       await nftCli().applyText(probe, true);

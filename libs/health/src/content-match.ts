@@ -10,6 +10,17 @@ export function compileContentRegex(src: string): RegExp {
   return new RegExp(src);
 }
 
+const compiledCache = new Map<string, RegExp>();
+/** A check's regex compiled once per process (validation already refused the ones that do not compile). */
+export function compiledContentRegex(src: string): RegExp {
+  let re = compiledCache.get(src);
+  if (!re) {
+    if (compiledCache.size > 1000) compiledCache.clear();
+    compiledCache.set(src, (re = compileContentRegex(src)));
+  }
+  return re;
+}
+
 const context = createContext({ re: /x/, text: '' });
 const test = new Script('re.test(text)');
 

@@ -182,25 +182,28 @@ export class ContentMatcher {
     return w;
   }
 
+  /** Drops the over-budget marks older than ALARM_HOLD_MS. */
+  private prune(now: number): void {
+    for (const [owner, b] of this.overBudget) if (now - b.at > ALARM_HOLD_MS) this.overBudget.delete(owner);
+  }
+
   /** Owners whose content checks are unknown now: quarantined, or refused over budget within ALARM_HOLD_MS. */
   alarms(): string[] {
     const now = this.now();
-    const out: string[] = [];
-    for (const q of this.quarantined.values()) if (q.until > now) out.push(q.reason);
-    for (const [owner, b] of this.overBudget) {
-      if (now - b.at > ALARM_HOLD_MS) this.overBudget.delete(owner);
-      else
-        out.push(
+    this.prune(now);
+    return [
+      ...[...this.quarantined.values()].filter((q) => q.until > now).map((q) => q.reason),
+      ...[...this.overBudget].map(
+        ([owner, b]) =>
           `content regexes of ${owner} are over the node's budget of ${this.budgetMs} ms/s (${b.spentMs} ms in a second): some of its checks are unknown`,
-        );
-    }
-    return out;
+      ),
+    ];
   }
 
   /** Owners with an alarm now (see alarms). */
   alarmed(): string[] {
-    this.alarms();
     const now = this.now();
+    this.prune(now);
     return [...new Set([...[...this.quarantined].filter(([, q]) => q.until > now).map(([o]) => o), ...this.overBudget.keys()])];
   }
 

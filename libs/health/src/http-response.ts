@@ -1,6 +1,6 @@
 // Parses a raw HTTP/1.x response (status, body) and judges it for the http and http-content kinds; pure layer of libs/health.
 import type { ProbeResult } from './timer';
-import { compileContentRegex, matchBounded, REGEX_LIMIT_MS } from './content-match';
+import { compiledContentRegex, matchBounded, REGEX_LIMIT_MS } from './content-match';
 
 export interface ParsedHttp {
   status: number;
@@ -21,18 +21,6 @@ export interface HttpExpectation {
   regex?: string;
 }
 
-const cache = new Map<string, RegExp>();
-/** Each spec's regex compiled once (validation already refused the ones that do not compile). */
-function compiled(src: string): RegExp {
-  let re = cache.get(src);
-  if (!re) {
-    if (cache.size > 1000) cache.clear();
-    re = compileContentRegex(src);
-    cache.set(src, re);
-  }
-  return re;
-}
-
 /** Up only when the status is expected and, for content checks, the body (as read, at most readMax bytes) matches. */
 export function judgeHttp(raw: string, e: HttpExpectation, latencyMs?: number): ProbeResult {
   const r = parseHttp(raw);
@@ -41,7 +29,7 @@ export function judgeHttp(raw: string, e: HttpExpectation, latencyMs?: number): 
   if (!expect.includes(r.status)) return { ok: false, reason: `status ${r.status}`, latencyMs };
   if (e.contains !== undefined && !r.body.includes(e.contains)) return { ok: false, reason: 'content mismatch', latencyMs };
   if (e.regex !== undefined) {
-    const m = matchBounded(compiled(e.regex), r.body);
+    const m = matchBounded(compiledContentRegex(e.regex), r.body);
     if (m === 'timeout') return { ok: false, reason: `content regex ran longer than ${REGEX_LIMIT_MS} ms`, latencyMs };
     if (!m) return { ok: false, reason: 'content mismatch', latencyMs };
   }
