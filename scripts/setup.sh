@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command:package pairs
-need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium conntrackd:conntrackd keepalived:keepalived curl:curl haproxy:haproxy"
+need="nft:nftables conntrack:conntrack ip:iproute2 sysctl:procps ping:iputils-ping redis-server:redis-server iperf3:iperf3 tcpdump:tcpdump docker-compose:docker-compose wrk:wrk iptables:iptables openssl:openssl redis-benchmark:redis-tools systemd-analyze:systemd promtool:prometheus chromium:chromium conntrackd:conntrackd keepalived:keepalived curl:curl haproxy:haproxy bird:bird2"
 missing=()
 for pair in $need; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
@@ -25,6 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   # The package may start a system HAProxy (empty config); fwlb-slb starts its own, per SLB, with its own config.
   case " ${missing[*]} " in *" haproxy "*) invoke-rc.d haproxy stop >/dev/null 2>&1 || true ;; esac
+  # Likewise BIRD: the lab runs one per namespace, each with its own configuration and control socket.
+  case " ${missing[*]} " in *" bird2 "*) invoke-rc.d bird stop >/dev/null 2>&1 || true ;; esac
 fi
 
 # redis-server's package may start a system instance; fwlb's tests start their own on loopback ports.

@@ -7,6 +7,7 @@ import { Errors } from './errors';
 import { switchTime } from './membership';
 import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
+import type { Announcer } from './announcer';
 
 export interface AppOptions {
   /** This node's firewalls' state (see main.ts); the reconciler's when absent. */
@@ -33,6 +34,10 @@ export interface AppOptions {
    * epoch); resolves to the time in force.
    */
   shareAdmin?: (id: string, enabled: boolean, at: number) => Promise<number>;
+  /** The node's BGP announcements, when a bgp section is configured. */
+  announcer?: Announcer;
+  /** New connections this node has steered so far (SYNs from its side, read fresh): the drain's progress. */
+  newConnections?: () => Promise<number>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -53,6 +58,13 @@ const healthQuery = {
   additionalProperties: false,
   // Query strings arrive as text (the API's ajv does not coerce types).
   properties: { strict: { enum: ['true', 'false'] } },
+} as const;
+
+const drainBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['drained'],
+  properties: { drained: { type: 'boolean' } },
 } as const;
 
 const adminBody = {
@@ -86,7 +98,7 @@ export function build(opts: AppOptions): FastifyInstance {
     if (req.query.strict === 'true' && status !== 'ok') reply.code(503);
     return { status, role: r.config.role, lastError: r.lastError, alarms: a };
   });
-  app.get('/status', async () => ({ ...r.status(), alarms: alarms() }));
+  app.get('/status', async () => ({ ...r.status(), ...(opts.announcer ? { bgp: opts.announcer.status() } : {}), alarms: alarms() }));
   app.get('/firewalls', async () => r.firewalls());
   statusPage(app);
   app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>(
@@ -160,5 +172,35 @@ export function build(opts: AppOptions): FastifyInstance {
       return r.firewalls().find((f) => f.id === id);
     },
   );
+  registerNodeRoutes(app, opts, guard);
   return app;
+}
+
+/**
+ * The node itself in the routing: its announcements' state and BGP sessions, and the drain an operator sets for
+ * maintenance (the node stays, less preferred; `newConnections` tells when the routers have left it).
+ */
+function registerNodeRoutes(app: FastifyInstance, opts: AppOptions, guard: ReturnType<typeof bearerGuard>): void {
+  const announcer = () => {
+    if (!opts.announcer) throw Errors.NO_BGP();
+    return opts.announcer;
+  };
+  const view = async () => ({
+    ...announcer().status(),
+    newConnections: opts.newConnections ? await opts.newConnections() : null,
+    at: Date.now(),
+  });
+  app.get('/node', view);
+  app.put<{ Body: { drained: boolean } }>(
+    '/node/drain',
+    {
+      preValidation: guard,
+      schema: { body: drainBody },
+      config: { auditBefore: () => (opts.announcer ? { drained: opts.announcer.isDrained() } : undefined) },
+    },
+    async (req) => {
+      await announcer().setDrained(req.body.drained);
+      return view();
+    },
+  );
 }

@@ -4,7 +4,9 @@ import { ctTimeoutText, nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
 import { Rtnl } from '@fwlb/routing';
 import { conntrackAdvice, conntrackUse } from '@fwlb/conntrack';
-import { BALANCER_DEFAULTS, TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
+import { BALANCER_DEFAULTS, ResolvedBgp, TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
+import { birdProtocol } from '@fwlb/routing';
+import { birdPort } from './announcer';
 import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
 
 export { Check, formatChecks } from '@fwlb/service';
@@ -94,9 +96,18 @@ function probeCommands(): unknown[] {
  * the firewalls have IPv6 next hops, so the node must forward IPv6.
  */
 export async function doctor(
-  opts: { interfaces?: string[]; health?: boolean; conntrackAlarmRatio?: number; siblings?: boolean; ipv6?: boolean; handshakeTimeoutSeconds?: number } = {},
+  opts: {
+    interfaces?: string[];
+    health?: boolean;
+    conntrackAlarmRatio?: number;
+    siblings?: boolean;
+    ipv6?: boolean;
+    handshakeTimeoutSeconds?: number;
+    bgp?: ResolvedBgp | null;
+  } = {},
 ): Promise<Check[]> {
   const checks: Check[] = [];
+  if (opts.bgp) checks.push(...(await bgpChecks(opts.bgp)));
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
   checks.push({
     name: 'nft binary',
@@ -236,4 +247,42 @@ export async function doctor(
     });
   }
   return checks;
+}
+
+/**
+ * The routing daemon: installed, answering on its control socket, each configured session established. Not
+ * required: a node without its daemon forwards what reaches it, it only attracts nothing.
+ */
+async function bgpChecks(bgp: ResolvedBgp): Promise<Check[]> {
+  const v = spawnSync('bird', ['--version'], { encoding: 'utf8' });
+  const installed = v.status === 0;
+  const out: Check[] = [
+    {
+      name: 'BIRD (routing daemon)',
+      ok: installed,
+      required: false,
+      detail: installed ? `${(v.stdout + v.stderr).trim()}` : 'bird not found: install the bird2 package (the bgp section needs it)',
+    },
+  ];
+  if (!installed) return out;
+  const protocols = await birdPort(bgp.controlSocket).protocols();
+  out.push({
+    name: 'BIRD running',
+    ok: protocols !== null,
+    required: false,
+    detail: protocols
+      ? `answers on ${bgp.controlSocket}`
+      : `BIRD is not running or does not answer on ${bgp.controlSocket}: nothing is announced (systemctl start bird)`,
+  });
+  for (const p of protocols ? bgp.peers : []) {
+    const s = protocols!.find((x) => x.name === birdProtocol(p.name));
+    const up = s?.info.startsWith('Established') ?? false;
+    out.push({
+      name: `BGP session ${p.name} (${p.address})`,
+      ok: up,
+      required: false,
+      detail: s ? `${s.state} ${s.info}`.trim() : `BIRD has no protocol ${birdProtocol(p.name)}: its configuration is not fwlb's (fwlb run loads it)`,
+    });
+  }
+  return out;
 }

@@ -7,4 +7,5 @@ export const Errors = {
   ...CommonErrors,
   NO_SUCH_FIREWALL: createError('FWLB_NO_SUCH_FIREWALL', 'no firewall with this id', 404),
   NO_SESSION_TABLE: createError('FWLB_NO_SESSION_TABLE', 'this node has no sessionTable configured', 404),
+  NO_BGP: createError('FWLB_NO_BGP', 'this node has no bgp section configured: it announces nothing', 404),
 };

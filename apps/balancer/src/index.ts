@@ -11,3 +11,4 @@ export * from './membership';
 export * from './agreement';
 export * from './admin-state';
 export * from './metrics';
+export * from './announcer';

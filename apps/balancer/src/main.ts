@@ -27,6 +27,7 @@ import {
   tokenOf,
 } from '@fwlb/service';
 import { balancerMetrics } from './metrics';
+import { Announcer, birdPort } from './announcer';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
 
@@ -110,6 +111,11 @@ async function run(path: string): Promise<void> {
         return null;
       })
     : null;
+  // BGP: announced only now that the kernel forwards as configured (the first reconcile is in).
+  const announcer = config.bgp
+    ? new Announcer(config.bgp, config.name, { rtnl, daemon: birdPort(config.bgp.controlSocket), unfitReason: () => membership.unfitReason(), log })
+    : null;
+  await announcer?.start();
   let health: ReturnType<typeof startFirewallHealth> = null;
   const conntrackFull = () => conntrackAlarm(conntrackUse(), config.conntrackAlarmRatio);
   const alarms = () => [
@@ -117,6 +123,7 @@ async function run(path: string): Promise<void> {
     ...(sessions?.alarms() ?? []),
     ...(slb?.service.alarms() ?? []),
     ...(slbAlarm ? [slbAlarm] : []),
+    ...(announcer?.alarms() ?? []),
     ...[conntrackFull()].filter((a): a is string => a !== null),
   ];
   const app = build({
@@ -125,6 +132,12 @@ async function run(path: string): Promise<void> {
     token: tokenOf(config.api),
     apply: () => reconciler.reconcile(),
     sessions: sessions?.view,
+    announcer: announcer ?? undefined,
+    newConnections: async () => {
+      await reconciler.reconcile();
+      const c = reconciler.ruleCounters();
+      return c.hashedSyn?.packets ?? 0;
+    },
     saveAdmin,
     shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined,
     alarms,
@@ -138,6 +151,7 @@ async function run(path: string): Promise<void> {
     sync: sessions ? () => sessions.view.metrics() : undefined,
     alarms,
     helperUp: config.health ? () => health?.helperUp() ?? false : undefined,
+    announcer: announcer ?? undefined,
   });
   if (slb) slbMetrics(registry, slb.service);
   metricsRoute(app, registry);
@@ -154,6 +168,7 @@ async function run(path: string): Promise<void> {
   stopOnSignals([
     () => lock.release(),
     () => runner?.stop(),
+    () => announcer?.stop(),
     () => health?.stop(),
     () => sessions?.stop(),
     () => slb?.stop(),
@@ -175,5 +190,6 @@ nodeCli({
       siblings: c ? c.sessionTable !== null : false,
       ipv6: c ? steersIPv6(c) : false,
       handshakeTimeoutSeconds: c?.handshakeTimeoutSeconds,
+      bgp: c?.bgp,
     }),
 });

@@ -228,6 +228,17 @@ export class Membership {
     return this.slots.every((s) => this.link.get(s.id) === false);
   }
 
+  /**
+   * Why this node should not attract traffic (null: it can forward): its links to the firewalls are all down, no
+   * firewall answers its probes, or its probes are in panic. A node that cannot reach a firewall its siblings reach
+   * is better left by the routers.
+   */
+  unfitReason(): string | null {
+    if (this.allLinksDown()) return 'every link to the firewalls is down';
+    if (!this.slots.some((s) => this.ownUp(s.id))) return "no firewall answers this node's probes";
+    return this.effective().panic;
+  }
+
   /** This node's own view, as published to the shared table (in panic, the view it keeps). */
   ownView(): Record<string, boolean> {
     // Every link down: this node forwards nothing, so it abstains (an empty view) instead of vetoing every firewall

@@ -3,6 +3,7 @@
 // session. Shell layer of apps/balancer.
 import type { ProbeResult } from '@fwlb/health';
 import { conntrackUse } from '@fwlb/conntrack';
+import type { Announcer } from './announcer';
 import { counterFrom, gaugeFrom, Histogram, Registry } from '@fwlb/service';
 import type { Reconciler } from './reconciler';
 
@@ -12,6 +13,8 @@ export interface BalancerMetricSources {
   sync?: () => Record<string, unknown>;
   alarms?: () => string[];
   helperUp?: () => boolean;
+  /** The node's BGP announcements (a bgp section). */
+  announcer?: Pick<Announcer, 'status'>;
 }
 
 export interface BalancerMetrics {
@@ -96,6 +99,20 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
   gaugeFrom(reg, 'fwlb_conntrack_max', "Size of this node's conntrack table (net.netfilter.nf_conntrack_max).", [], () => [[{}, conntrackUse()?.max ?? 0]]);
   gaugeFrom(reg, 'fwlb_alarms', 'Alarms raised now (see GET /health).', [], () => [[{}, s.alarms?.().length ?? 0]]);
   gaugeFrom(reg, 'fwlb_epoch', 'The applied bucket-table epoch (0 without one).', [], () => [[{}, r.agreement()?.epoch ?? 0]]);
+  if (s.announcer) {
+    const a = s.announcer;
+    gaugeFrom(
+      reg,
+      'fwlb_bgp_announce_state',
+      "This node's announcements: 1 for the state they are in (fit, drained: less preferred, unfit: least).",
+      ['state'],
+      () => (['fit', 'drained', 'unfit'] as const).map((st) => [{ state: st }, b(a.status().state === st)]),
+    );
+    gaugeFrom(reg, 'fwlb_bgp_session_established', 'The BGP session to the peer is established (1).', ['peer'], () =>
+      a.status().peers.map((p) => [{ peer: p.name }, b(p.established)]),
+    );
+    gaugeFrom(reg, 'fwlb_bgp_daemon_up', 'The routing daemon answers on its control socket (1).', [], () => [[{}, b(a.status().daemon.running)]]);
+  }
   if (s.helperUp) gaugeFrom(reg, 'fwlb_probe_helper_up', 'The probe helper process answers (1).', [], () => [[{}, b(s.helperUp!())]]);
   counterFrom(reg, 'fwlb_reconciles_total', 'Reconcile passes, by result.', ['result'], () => [
     [{ result: 'ok' }, r.reconciles - r.failures],

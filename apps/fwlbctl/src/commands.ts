@@ -22,6 +22,9 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--ca PEM] [--token-f
   firewall disable|enable ID              take a firewall out of new sessions, or back
   sessions [--addr A] [--port P] [--firewall ID] [--limit N]
   sessions count
+  node                                    the node's BGP announcements and sessions
+  node drain [--wait S]                   make the node less preferred (maintenance); --wait: until it takes no new connection
+  node undrain                            announce the node as before
   vips                                    list the VIPs (SLB)
   vip show ID                             one VIP, its members and counters
   vip create FILE                         a VIP from a JSON or YAML file (- for stdin)
@@ -34,10 +37,11 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--ca PEM] [--token-f
   metrics                                 the fwlb_ lines of /metrics
 exit (Nagios): 0 OK; 1 WARNING, refused by the node (its error code is printed) or degraded; 2 CRITICAL, the node does not answer; 3 UNKNOWN, usage`;
 
-const COMMANDS = ['help', 'completion', 'status', 'health', 'firewalls', 'firewall', 'sessions', 'vips', 'vip', 'members', 'member', 'metrics', 'slb'];
+const COMMANDS = ['help', 'completion', 'status', 'health', 'firewalls', 'firewall', 'sessions', 'node', 'vips', 'vip', 'members', 'member', 'metrics', 'slb'];
 const SUBCOMMANDS: Record<string, string[]> = {
   firewall: ['disable', 'enable'],
   sessions: ['count'],
+  node: ['drain', 'undrain'],
   vip: ['show', 'create', 'edit', 'delete'],
   member: ['add', 'remove', 'drain', 'enable', 'weight'],
   completion: ['bash'],
@@ -187,6 +191,8 @@ export async function run(t: Target, args: string[]): Promise<Output> {
       const f = ok(await request(t, 'PUT', `/firewalls/${encodeURIComponent(rest[0])}/admin`, { enabled: sub === 'enable' }), `firewall ${sub} ${rest[0]}`);
       return { json: f, text: `${f.id}: enabled ${f.enabled}, live ${f.live}, ${f.buckets} buckets` };
     }
+    case 'node':
+      return nodeCommand(t, sub, rest);
     case 'sessions': {
       if (sub === 'count') {
         const c = ok(await request(t, 'GET', '/sessions/count'), 'sessions count');
@@ -296,4 +302,49 @@ export async function run(t: Target, args: string[]): Promise<Output> {
     default:
       return usage(cmd ? `unknown command "${cmd}"` : 'no command');
   }
+}
+
+const QUIET_MS = 2000;
+
+function nodeText(n: any): string {
+  const peers = table(
+    ['peer', 'address', 'state', 'established', 'info'],
+    n.peers.map((p: any) => [p.name, p.address, p.state, p.established, p.info]),
+  );
+  const why = n.unfit ? ` (unfit: ${n.unfit})` : '';
+  return `announcements ${n.state}${n.drained ? ', drained' : ''}${why}; BIRD ${n.daemon.running ? 'running' : 'not answering'}, configuration ${n.daemon.config}\n${peers}`;
+}
+
+/** `node`, `node drain [--wait S]`, `node undrain`. */
+async function nodeCommand(t: Target, sub: string | undefined, rest: string[]): Promise<Output> {
+  if (!sub) {
+    const n = ok(await request(t, 'GET', '/node'), 'node');
+    return { json: n, text: nodeText(n) };
+  }
+  if (sub !== 'drain' && sub !== 'undrain') usage('node [drain [--wait S] | undrain]');
+  const waitText = opt(rest, '--wait');
+  const waitS = waitText === undefined ? 0 : Number(waitText);
+  if (!(waitS >= 0 && waitS <= 3600)) usage('node drain --wait S: S is 0 to 3600 seconds');
+  const n = ok(await request(t, 'PUT', '/node/drain', { drained: sub === 'drain' }), `node ${sub}`);
+  if (sub === 'undrain' || !waitS) return { json: n, text: nodeText(n) };
+  // The routers have left the node when its count of new connections stops moving for QUIET_MS.
+  const start = Date.now();
+  let last = { count: n.newConnections as number, at: Date.now() };
+  while (Date.now() - start < waitS * 1000) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = ok(await request(t, 'GET', '/node'), 'node');
+    if (now.newConnections !== last.count) last = { count: now.newConnections, at: Date.now() };
+    else if (Date.now() - last.at >= QUIET_MS) {
+      const took = last.at - start;
+      return {
+        json: { ...now, quietAfterMs: took },
+        text: `drained: no new connection since ${took} ms after the drain (${QUIET_MS} ms quiet)\n${nodeText(now)}`,
+      };
+    }
+  }
+  throw new CtlError(
+    'FWLBCTL_DRAIN_TIMEOUT',
+    `node drain: still taking new connections after ${waitS} s (the routers may not prefer the other nodes)`,
+    EXIT.warning,
+  );
 }

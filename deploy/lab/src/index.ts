@@ -11,3 +11,4 @@ export * from './conntrackd';
 export * from './route-agent';
 export * from './keepalived';
 export * from './redundant-deploy';
+export * from './bird';

@@ -1,5 +1,5 @@
 // Builds and tears down the namespace sandwich, starts servers and balancer nodes; I/O layer of deploy/lab.
-import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
@@ -9,6 +9,7 @@ import { hostPort } from '@fwlb/flowhash';
 import { conntrackdConfig } from './conntrackd';
 import { keepalivedNode, renderKeepalived, VRRP_TIMERS } from './keepalived';
 import { deleteNs, inNs, listNs, run, spawnInNs } from './netns';
+import { parseBirdProtocols } from '@fwlb/routing';
 
 export const REPO = resolve(__dirname, '../../..');
 export const BALANCER_MAIN = join(REPO, 'apps/balancer/dist/main.js');
@@ -160,6 +161,70 @@ export class Lab {
     const snatFile = join(this.t.opts.runDir, 'lab-snat.json');
     writeFileSync(snatFile, JSON.stringify(snat));
     inNs(this.ns('slb'), ['nft', '-j', '-f', snatFile]);
+    for (const b of this.t.birds) this.startBird(b.name);
+  }
+
+  readonly birdLogs: string[] = [];
+
+  /**
+   * BIRD in one namespace of a `routing: 'bgp'` lab, in the foreground (killed with the lab). A node's starts from a
+   * bootstrap configuration unless fwlb has written its own there already.
+   */
+  startBird(name: string): void {
+    const b = this.t.birds.find((x) => x.name === name);
+    if (!b) throw new RangeError(`no BIRD ${name} in this lab`);
+    if (!existsSync(b.file)) writeFileSync(b.file, b.config);
+    const p = spawnInNs(b.ns, ['bird', '-f', '-c', b.file, '-s', b.socket, '-P', `${b.socket}.pid`]);
+    p.stdout?.on('data', (d) => this.birdLogs.push(`${name}: ${d}`));
+    p.stderr?.on('data', (d) => this.birdLogs.push(`${name}: ${d}`));
+    this.procs.push(p);
+    this.birdProcs.set(name, p);
+  }
+
+  private readonly birdProcs = new Map<string, ChildProcess>();
+
+  /** Kill one BIRD (SIGKILL: its sessions end without a word, as a crashed daemon's). */
+  async killBird(name: string): Promise<void> {
+    const p = this.birdProcs.get(name);
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+    this.birdProcs.delete(name);
+  }
+
+  /** `birdc` in a lab BIRD's namespace (a router's, a firewall's, a node's). */
+  birdc(name: string, args: string[]): string {
+    const b = this.t.birds.find((x) => x.name === name);
+    if (!b) throw new RangeError(`no BIRD ${name} in this lab`);
+    return run(['birdc', '-s', b.socket, ...args]);
+  }
+
+  /** The BGP sessions of a lab BIRD and whether each is established. */
+  bgpSessions(name: string): { name: string; established: boolean; info: string }[] {
+    return parseBirdProtocols(this.birdc(name, ['show', 'protocols']))
+      .filter((p) => p.proto === 'BGP')
+      .map((p) => ({ name: p.name, established: p.info.startsWith('Established'), info: p.info }));
+  }
+
+  /** Wait until every BGP session of the routers and firewalls is established. */
+  async waitBgp(ms = 30000): Promise<number> {
+    const routers = this.t.birds.filter((b) => !(b.name in this.t.balancers)).map((b) => b.name);
+    let last = '';
+    return waitUntil(
+      () => {
+        const down = routers.flatMap((r) =>
+          this.bgpSessions(r)
+            .filter((x) => !x.established)
+            .map((x) => `${r}:${x.name} ${x.info}`),
+        );
+        last = down.join(', ');
+        return down.length === 0;
+      },
+      ms,
+      () => `every BGP session established (not yet: ${last}) ${this.birdLogs.join('')}`,
+      100,
+    );
   }
 
   /** Start a long-running agent (servers) in a namespace and wait for its "ready" line. */

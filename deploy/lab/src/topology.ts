@@ -1,6 +1,7 @@
 // The lab's sandwich described as data: namespaces, links, addresses, routes and node configs; pure layer of deploy/lab.
 import { join } from 'node:path';
 import type { BalancerConfig, SessionTableConfig, SlbConfig, VipConfig } from '@fwlb/config';
+import { bootstrapConfig, LAB_ASN, LabBird, LabPeer, nodeBgp, peerRouterConfig } from './bird';
 
 export interface LabOptions {
   /** Namespace name prefix, unique per run. */
@@ -36,6 +37,12 @@ export interface LabOptions {
    * `vrrp` (active/standby: keepalived holds each side's gateway and transit addresses; `Lab.startKeepalived`).
    */
   mode?: 'ecmp' | 'vrrp';
+  /**
+   * How the ECMP routes follow the nodes (mode ecmp): `agent` (static routes the lab's route agent rewrites) or `bgp`
+   * (BIRD in every node, router and firewall; the nodes announce through fwlb's bgp section, BFD detects a dead one).
+   * @default "agent"
+   */
+  routing?: 'agent' | 'bgp';
   /**
    * NAT-ing firewalls: firewall k owns the pool NAT_POOL(k) (in both nodes' configs as `natPools`), SNATs
    * connections the servers open to NAT_SNAT(k), publishes the VIP on NAT_PUBLISHED(k) (DNAT only) and on
@@ -81,6 +88,8 @@ export interface Topology {
   ecmp: { side: 'outside' | 'inside'; ns: string; dst: string; via: Record<string, string> }[];
   /** Every balancer node's config by node name: `outside` and `inside`, or ob1.., ib1.. with nodesPerSide > 1. */
   balancers: Record<string, BalancerConfig>;
+  /** routing bgp: the BIRDs the lab runs (routers, firewalls, and each node's, whose configuration fwlb writes). */
+  birds: LabBird[];
   /** mode vrrp: one VRRP instance per side, over that side's nodes (highest priority first). */
   vrrp: {
     side: 'outside' | 'inside';
@@ -169,7 +178,18 @@ export const SHARED_INSIDE_TRANSIT = '172.17.0';
 export const FIREWALL_MAC = (side: 1 | 2, k: number) => `02:fb:0${side}:00:00:${k.toString(16).padStart(2, '0')}`;
 
 export function topology(o: LabOptions): Topology {
-  const opts = { firewalls: 3, clients: 2, servers: 3, seed: 0x5eed1234, buckets: 251, broken: false, nodesPerSide: 1, mode: 'ecmp' as const, ...o };
+  const opts = {
+    firewalls: 3,
+    clients: 2,
+    servers: 3,
+    seed: 0x5eed1234,
+    buckets: 251,
+    broken: false,
+    nodesPerSide: 1,
+    mode: 'ecmp' as const,
+    routing: 'agent' as const,
+    ...o,
+  };
   if (opts.nodesPerSide > 1) return redundantTopology(opts);
   const ns = (n: string) => `${opts.prefix}-${n}`;
   const hosts: Host[] = [];
@@ -288,6 +308,7 @@ export function topology(o: LabOptions): Topology {
     serverNet: `${SERVER_NET}.0/24`,
     nodes,
     ecmp: [],
+    birds: [],
     vrrp: [],
     balancers: { outside: nodes.outside, inside: nodes.inside },
     slb,
@@ -698,6 +719,7 @@ function redundantTopology(opts: Opts): Topology {
     });
   }
   const vrrp: Topology['vrrp'] = [];
+  const birds: LabBird[] = [];
   if (opts.mode === 'vrrp') {
     // One gateway address per side and segment (.10), held by the active node: the router, the SLB node and the
     // firewalls route to it.
@@ -769,7 +791,8 @@ function redundantTopology(opts: Opts): Topology {
         );
       }
     }
-    for (const e of ecmp) routes.push({ ns: e.ns, dst: e.dst, via: Object.values(e.via) });
+    if (opts.routing === 'bgp') birds.push(...bgpRouting(opts, balancers, nodeIds));
+    else for (const e of ecmp) routes.push({ ns: e.ns, dst: e.dst, via: Object.values(e.via) });
   }
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
   return {
@@ -779,6 +802,7 @@ function redundantTopology(opts: Opts): Topology {
     routes,
     ecmp,
     vrrp,
+    birds,
     balancers,
     clientNet: `${CLIENT_NET}.0/24`,
     serverNet: `${SERVER_NET}.0/24`,
@@ -788,4 +812,101 @@ function redundantTopology(opts: Opts): Topology {
     ...(opts.ipv6 ? { vip6: VIP6 } : {}),
     opts,
   };
+}
+
+/**
+ * routing bgp: each node announces its side's prefixes to the router of its side and the other side's to the
+ * firewalls (outside nodes: the server networks to `or`, the clients to the firewalls; inside nodes: a default route
+ * to the SLB node, the server networks to the firewalls), over IPv4 sessions and, dual stack, IPv6 ones. The
+ * routers and firewalls run the lab's BIRD; the nodes run fwlb's (their bgp section).
+ */
+function bgpRouting(opts: Opts, balancers: Record<string, BalancerConfig>, nodeIds: number[]): LabBird[] {
+  const ns = (x: string) => `${opts.prefix}-${x}`;
+  const dir = opts.runDir;
+  const six = opts.ipv6;
+  const fws = Array.from({ length: opts.firewalls }, (_, j) => j + 1);
+  const bird = (name: string, config: string): LabBird => ({
+    name,
+    ns: ns(name),
+    file: join(dir, `bird-${name}.conf`),
+    socket: join(dir, `bird-${name}.ctl`),
+    config,
+  });
+  const out: LabBird[] = [];
+  const serverNets = [
+    `${SERVER_NET}.0/24`,
+    ...(opts.natFirewalls ? [NAT_NET] : []),
+    ...(six ? [`${RIP_NET6}/64`, `${SERVER_NET6}/64`, ...(opts.natFirewalls ? [NAT_NET6] : [])] : []),
+  ];
+  const toFirewallsInside = [`${SERVER_NET}.0/24`, ...(six ? [`${RIP_NET6}/64`, `${SERVER_NET6}/64`] : [])];
+  const clientNets = [`${CLIENT_NET}.0/24`, ...(six ? [`${CLIENT_NET6}/64`] : [])];
+  const both = (name: string, a4: string, a6: string, asn: number, announce: string[]) => [
+    { name, address: a4, asn, announce },
+    ...(six ? [{ name: `${name}_6`, address: a6, asn, announce }] : []),
+  ];
+  for (const i of nodeIds) {
+    const [ob, ib] = [`ob${i}`, `ib${i}`];
+    const obPeers = [
+      ...both('router', `${OUTSIDE_SIDE_NET}.1`, `${OUTSIDE_SIDE_NET6}1`, LAB_ASN.router, serverNets),
+      ...fws.flatMap((k) => both(`fw${k}`, `${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, `${SHARED_OUTSIDE_TRANSIT6}${10 + k}`, LAB_ASN.firewall(k), clientNets)),
+    ];
+    const ibPeers = [
+      ...both('router', SLB_UPLINK, `${SERVER_NET6}2`, LAB_ASN.slb, ['0.0.0.0/0', ...(six ? ['::/0'] : [])]),
+      ...fws.flatMap((k) => both(`fw${k}`, `${SHARED_INSIDE_TRANSIT}.${10 + k}`, `${SHARED_INSIDE_TRANSIT6}${10 + k}`, LAB_ASN.firewall(k), toFirewallsInside)),
+    ];
+    balancers[ob].bgp = nodeBgp(dir, ob, LAB_ASN.outside, `${OUTSIDE_SIDE_NET}.${10 + i}`, obPeers);
+    balancers[ib].bgp = nodeBgp(dir, ib, LAB_ASN.inside, `${SERVER_NET}.${10 + i}`, ibPeers);
+    out.push(bird(ob, bootstrapConfig(`${OUTSIDE_SIDE_NET}.${10 + i}`)), bird(ib, bootstrapConfig(`${SERVER_NET}.${10 + i}`)));
+  }
+  const peers = (side: 'ob' | 'ib', a4: (i: number) => string, a6: (i: number) => string, asn: number): LabPeer[] =>
+    nodeIds.flatMap((i) => [{ name: `${side}${i}`, address: a4(i), asn }, ...(six ? [{ name: `${side}${i}_6`, address: a6(i), asn }] : [])]);
+  out.push(
+    bird(
+      'or',
+      peerRouterConfig(
+        `${OUTSIDE_SIDE_NET}.1`,
+        LAB_ASN.router,
+        peers(
+          'ob',
+          (i) => `${OUTSIDE_SIDE_NET}.${10 + i}`,
+          (i) => `${OUTSIDE_SIDE_NET6}${10 + i}`,
+          LAB_ASN.outside,
+        ),
+      ),
+    ),
+    bird(
+      'slb',
+      peerRouterConfig(
+        SLB_UPLINK,
+        LAB_ASN.slb,
+        peers(
+          'ib',
+          (i) => `${SERVER_NET}.${10 + i}`,
+          (i) => `${SERVER_NET6}${10 + i}`,
+          LAB_ASN.inside,
+        ),
+      ),
+    ),
+  );
+  for (const k of fws)
+    out.push(
+      bird(
+        `fw${k}`,
+        peerRouterConfig(`${SHARED_OUTSIDE_TRANSIT}.${10 + k}`, LAB_ASN.firewall(k), [
+          ...peers(
+            'ob',
+            (i) => `${SHARED_OUTSIDE_TRANSIT}.${i}`,
+            (i) => `${SHARED_OUTSIDE_TRANSIT6}${i}`,
+            LAB_ASN.outside,
+          ),
+          ...peers(
+            'ib',
+            (i) => `${SHARED_INSIDE_TRANSIT}.${i}`,
+            (i) => `${SHARED_INSIDE_TRANSIT6}${i}`,
+            LAB_ASN.inside,
+          ),
+        ]),
+      ),
+    );
+  return out;
 }

@@ -1,5 +1,6 @@
 // ajv schema and types of the balancer node's config file; pure layer of libs/config.
 import { checkSpecSchema, timersSchema, CheckSpec, TimerConfig } from '@fwlb/health';
+import { bgpSchema, BgpConfig } from './bgp';
 
 export interface FirewallConfig {
   /** Stable firewall id; the bucket table is keyed by it. */
@@ -124,6 +125,8 @@ export interface BalancerConfig {
   stateFile?: string;
   /** The shared session table in Redis (layer 3); absent: no session sync. */
   sessionTable?: SessionTableConfig;
+  /** Announcements through a routing daemon (BGP with BFD): see docs/bgp.md. Absent: fwlb announces nothing. */
+  bgp?: BgpConfig;
   health?: {
     /**
      * The twin node's probe address (e.g. its side-interface address), IPv4 or IPv6 (the nodes then need
@@ -246,6 +249,7 @@ export const balancerSchema = {
         eventBufferBytes: { type: 'integer', minimum: 4096, maximum: 1073741824 },
       },
     },
+    bgp: bgpSchema,
     health: {
       type: 'object',
       additionalProperties: false,

@@ -1,6 +1,7 @@
 // @fwlb/config: ajv schemas, types and validation of config files and API bodies (pure).
 export * from './errors';
 export * from './balancer-schema';
+export * from './bgp';
 export * from './validate';
 export * from './slb-schema';
 export * from './validate-slb';

@@ -7,6 +7,7 @@ import { ConfigError, FieldProblem } from './errors';
 import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
 import { checkSpecProblems, RESERVED_PRIORITIES, RESERVED_TABLES, reservedProblem } from './check-problems';
 import { canonicalPrefix, parsePrefix, Prefix, prefixesOverlap, prefixHas } from './address-class';
+import { resolveBgp, ResolvedBgp } from './bgp';
 
 /** Compiled on first use: a process compiles only the schemas it validates (compiling costs tens of ms at start). */
 export function lazy<T>(f: () => T): () => T {
@@ -39,7 +40,8 @@ export function problemsOf(errors: ErrorObject[] | null | undefined): FieldProbl
 /** A balancer config with every default filled in. Frozen: nothing changes it after start-up. */
 export type ResolvedFirewall = Required<Omit<FirewallConfig, 'mac' | 'syncGroup' | 'nextHop6'>> & { mac?: string; syncGroup?: string; nextHop6: string | null };
 export type ResolvedBalancerConfig = Readonly<
-  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb' | 'stateFile'>> & {
+  Required<Omit<BalancerConfig, 'api' | 'hash' | 'firewalls' | 'health' | 'sessionTable' | 'slb' | 'stateFile' | 'bgp'>> & {
+    bgp: ResolvedBgp | null;
     slb: string | null;
     stateFile: string | null;
     sessionTable: (SessionTableConfig & { keyPrefix: string; flushMs: number; resyncSeconds: number; heartbeatSeconds: number }) | null;
@@ -203,6 +205,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
   }
   if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
   if (c.slb && c.role !== 'inside') problems.push({ field: '/slb', message: 'only the inside node runs the SLB tier' });
+  const bgp = c.bgp ? resolveBgp(c.bgp, c.tables ?? BALANCER_DEFAULTS.tables, problems) : null;
   if (problems.length) throw new ConfigError(problems, source);
   const resolved: ResolvedBalancerConfig = {
     role: c.role,
@@ -225,6 +228,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     handshakeTimeoutSeconds: c.handshakeTimeoutSeconds ?? BALANCER_DEFAULTS.handshakeTimeoutSeconds,
     slb: c.slb ?? null,
     stateFile: c.stateFile ?? null,
+    bgp,
     sessionTable: c.sessionTable ? { keyPrefix: 'fwlb:', flushMs: 100, resyncSeconds: 30, heartbeatSeconds: 2, ...c.sessionTable } : null,
     health:
       c.health && timers

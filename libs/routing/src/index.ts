@@ -2,3 +2,4 @@
 export * from './model';
 export * from './errors';
 export * from './rtnl';
+export * from './bird';

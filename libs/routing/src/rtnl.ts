@@ -2,6 +2,7 @@
 import { createRtNetlink, FlagsNew, RtNetlinkSocket } from 'netlink';
 import { formatAddress, parseAddress } from '@fwlb/flowhash';
 import { ActualRoute, ActualRule, Family, RoutingPlan } from './model';
+import { AnnouncedRoute, AnnouncePlan } from './bird';
 import { NetlinkError, toNetlinkError } from './errors';
 
 const AF_INET = 2;
@@ -145,6 +146,50 @@ export class Rtnl {
       await tryIt(`delete ${r.family === 6 ? 'IPv6 ' : ''}route table ${r.table}`, ['ENOENT', 'ESRCH'], () =>
         this.rt.delRoute({ family: af(r.family), dstLen: r.dstLen, table: 0 }, { table: r.table, ...(r.dst ? { dst: ipBuf(r.dst) } : {}) }),
       );
+    }
+    return errors;
+  }
+
+  /** The announce table's routes (blackholes: the table is never used for forwarding), both families. */
+  async announced(table: number): Promise<AnnouncedRoute[]> {
+    const out: AnnouncedRoute[] = [];
+    for (const family of [4, 6] as const) {
+      for (const m of await this.serial(() => this.rt.getRoutes({ family: af(family) }))) {
+        if ((m.attrs.table ?? m.data.table) !== table || m.data.type !== 'BLACKHOLE') continue;
+        const dst = ipText(m.attrs.dst) ?? (family === 4 ? '0.0.0.0' : '::');
+        out.push({ family, prefix: `${dst}/${m.data.dstLen ?? 0}`, metric: m.attrs.priority ?? 0 });
+      }
+    }
+    return out;
+  }
+
+  /** Adds first, then deletes: the daemon that learns the table sees a route replaced, never a prefix gone. */
+  async applyAnnounce(table: number, plan: AnnouncePlan): Promise<NetlinkError[]> {
+    const errors: NetlinkError[] = [];
+    const key = (r: AnnouncedRoute) => {
+      const [addr, len] = r.prefix.split('/');
+      return {
+        header: { family: af(r.family), dstLen: Number(len), table: 0 },
+        attrs: { table, priority: r.metric, ...(Number(len) ? { dst: ipBuf(addr) } : {}) },
+      };
+    };
+    for (const r of plan.add) {
+      const k = key(r);
+      try {
+        await this.rt.newRoute({ ...k.header, protocol: 'STATIC', scope: 'UNIVERSE', type: 'BLACKHOLE' }, k.attrs, { flags: FlagsNew.CREATE | FlagsNew.EXCL });
+      } catch (e) {
+        const err = toNetlinkError(e, `announce ${r.prefix} metric ${r.metric} in table ${table}`);
+        if (err.code !== 'EEXIST') errors.push(err);
+      }
+    }
+    for (const r of plan.del) {
+      const k = key(r);
+      try {
+        await this.rt.delRoute({ ...k.header, type: 'BLACKHOLE' }, k.attrs);
+      } catch (e) {
+        const err = toNetlinkError(e, `withdraw ${r.prefix} metric ${r.metric} from table ${table}`);
+        if (!['ENOENT', 'ESRCH'].includes(err.code)) errors.push(err);
+      }
     }
     return errors;
   }
