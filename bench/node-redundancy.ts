@@ -3,12 +3,14 @@
 //    behind ECMP against 1 (every ECMP route pinned to node 1 of each side), in the same lab, BENCH_ROUNDS (default 9)
 //    interleaved rounds, the order reversed every other round. All namespaces share this machine's 2 cores, so a
 //    second node adds no CPU: the ratio says what spreading over two nodes costs or saves, not what a second box adds.
-// 2. Failover: BENCH_FAILOVERS (default 10) failures of outside node 1 under a steady flow of new connections (one
-//    every 10 ms from each client): ECMP (controller kill -9 and links down; the lab's route agent polls /health every
-//    100 ms and withdraws after 2 misses) and VRRP with keepalived (the active node's controller kill -9; and its links
-//    down). For each: time from the failure to the withdrawal or takeover, and to the start of the last new
-//    connection that failed or was slowed (a SYN lost in the dead node, retried after 1 s); medians [min-max].
-import { drive, DriveReport, ECHO_PORT, Lab, RouteAgent, spread, startBenchLab, startRedis, waitUntil } from '@fwlb/lab';
+//    BENCH_PARTS picks parts (scale-out, bgp, vrrp; all by default).
+// 2. Failover: BENCH_FAILOVERS (default 10) failures of outside node 1 under a steady flow of new connections
+//    (BENCH_FAILOVER_CPS, default 1,000 a second over the clients): ECMP through BGP with BFD (BIRD everywhere, BFD
+//    100 ms x 3; the node's controller kill -9 and its links down) and VRRP with keepalived (the active node's
+//    controller kill -9; and its links down). For each: time from the failure to the withdrawal (the outside router's
+//    kernel route without the node) or the takeover, and to the start of the last new connection that failed or was
+//    slowed (a SYN lost in the dead node, retried after 1 s); medians [min-max].
+import { drive, DriveReport, ECHO_PORT, Lab, spread, startBenchLab, startRedis, waitUntil, SERVER_NET } from '@fwlb/lab';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +18,9 @@ import { addIperfVips, connRate, IperfServer, throughput } from './load';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const FAILOVERS = Number(process.env.BENCH_FAILOVERS ?? 10);
+const CPS = Number(process.env.BENCH_FAILOVER_CPS ?? 1000);
+/** Seconds of new connections per failure: 1.5 s before it, the rest after. */
+const LOAD_SECONDS = 6;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (xs: number[], d = 0) => {
   const s = spread(xs.filter((x) => Number.isFinite(x)));
@@ -35,7 +40,9 @@ interface Failover {
 async function underLoad(lab: Lab, fail: () => Promise<number>): Promise<Failover> {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const target = `${lab.t.vip}:${ECHO_PORT}`;
-  const shorts = Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 500, concurrency: 0, intervalMs: 10 } })));
+  const intervalMs = (1000 * clients.length) / CPS;
+  const count = Math.round((LOAD_SECONDS * 1000) / intervalMs);
+  const shorts = Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count, concurrency: 0, intervalMs } })));
   await sleep(1500);
   const at = Date.now();
   const moveMs = await fail();
@@ -52,7 +59,7 @@ async function underLoad(lab: Lab, fail: () => Promise<number>): Promise<Failove
 function report(name: string, fs: Failover[]): void {
   console.log(
     `${name}: moved ${fmt(fs.map((f) => f.moveMs))} ms after the failure; last new connection hit ${fmt(fs.map((f) => f.lastHitMs))} ms after it; ` +
-      `failed ${fmt(fs.map((f) => f.failed))}, slowed ${fmt(fs.map((f) => f.slow))} of 1000 per round`,
+      `failed ${fmt(fs.map((f) => f.failed))}, slowed ${fmt(fs.map((f) => f.slow))} of ${CPS * LOAD_SECONDS} per round`,
   );
 }
 
@@ -80,9 +87,19 @@ async function ecmp(sessionTable: string): Promise<void> {
     console.log(`scale-out, ${ROUNDS} rounds: conn/s 1 node per side ${fmt(res.one.cps)}, 2 nodes ${fmt(res.two.cps)}, ratio ${ratio('cps')}`);
     console.log(`  throughput Gbit/s 1 node ${fmt(res.one.gbps, 2)}, 2 nodes ${fmt(res.two.gbps, 2)}, ratio ${ratio('gbps')}`);
     server.stop();
+  } finally {
+    server.stop();
+    lab.teardown();
+  }
+}
 
-    const agent = new RouteAgent(lab, { intervalMs: 100, misses: 2, rise: 2 });
-    agent.start();
+async function bgp(sessionTable: string): Promise<void> {
+  const lab = await startBenchLab('bb', { sessionTable, nodesPerSide: 2, routing: 'bgp' });
+  try {
+    await lab.waitBgp();
+    const dst = `${SERVER_NET}.0/24`;
+    const ob1 = lab.t.ecmp.find((e) => e.ns === lab.ns('or'))!.via.ob1;
+    const routed = () => lab.nextHops('or', dst).includes(ob1);
     const fs: Failover[] = [];
     for (let i = 0; i < FAILOVERS; i++) {
       fs.push(
@@ -90,19 +107,17 @@ async function ecmp(sessionTable: string): Promise<void> {
           const at = Date.now();
           await lab.killNode('ob1');
           lab.nodeLinks('ob1', false);
-          await waitFor(() => !agent.routed().includes('ob1'), 10000, 'ob1 withdrawn');
+          await waitFor(() => !routed(), 10000, 'ob1 withdrawn');
           return Date.now() - at;
         }),
       );
       lab.nodeLinks('ob1', true);
       await lab.startNode('ob1');
-      await waitFor(() => agent.routed().includes('ob1'), 10000, 'ob1 back');
+      await waitFor(routed, 20000, 'ob1 back');
       await sleep(500);
     }
-    agent.stop();
-    report(`ECMP, outside node killed (controller kill -9, links down), ${FAILOVERS} rounds`, fs);
+    report(`ECMP through BGP with BFD (100 ms x 3), outside node killed (controller kill -9, links down), ${FAILOVERS} rounds`, fs);
   } finally {
-    server.stop();
     lab.teardown();
   }
 }
@@ -153,9 +168,12 @@ async function withRedis(run: (url: string) => Promise<void>): Promise<void> {
   }
 }
 
+/** BENCH_PARTS (comma-separated, default all): scale-out, bgp, vrrp. */
 async function main(): Promise<void> {
-  await withRedis(ecmp);
-  await withRedis(vrrp);
+  const parts = (process.env.BENCH_PARTS ?? 'scale-out,bgp,vrrp').split(',');
+  if (parts.includes('scale-out')) await withRedis(ecmp);
+  if (parts.includes('bgp')) await withRedis(bgp);
+  if (parts.includes('vrrp')) await withRedis(vrrp);
 }
 
 main().catch((e) => {

@@ -12,11 +12,7 @@ import { startRedisOnSocket } from '../helpers/redis';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const BALANCER_MAIN = require.resolve('@fwlb/balancer/dist/main.js');
 
-/** The next hops of the route to `dst` in a namespace (one per node for an ECMP route). */
-function nextHops(lab: Lab, host: string, dst: string): string[] {
-  const text = inNs(lab.ns(host), ['ip', '-o', 'route', 'show', dst]);
-  return [...text.matchAll(/via (\S+)/g)].map((m) => m[1]).sort();
-}
+const nextHops = (lab: Lab, host: string, dst: string) => lab.nextHops(host, dst);
 
 /** Poll `f` every 10 ms until it holds; the time it first held (ms since the epoch), or null by `ms`. */
 async function whenTrue(f: () => boolean, ms: number): Promise<number | null> {
@@ -30,7 +26,8 @@ async function whenTrue(f: () => boolean, ms: number): Promise<number | null> {
 
 t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
   const { url } = await startRedisOnSocket(t);
-  const lab = await startLab(t, { sessionTable: { url, heartbeatSeconds: 2 }, nodesPerSide: 2, routing: 'bgp' });
+  // Dual stack (an IPv6 session beside each IPv4 one) and NAT-ing firewalls (their pools announced too).
+  const lab = await startLab(t, { sessionTable: { url, heartbeatSeconds: 2 }, nodesPerSide: 2, routing: 'bgp', ipv6: true, natFirewalls: true });
   const bgpUp = await lab.waitBgp();
   t.comment(`every BGP session of the routers and firewalls established ${bgpUp} ms after the nodes started`);
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
@@ -53,14 +50,14 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
       node.peers.every((p: any) => p.established),
       `every session of ob1 established: ${JSON.stringify(node.peers)}`,
     );
+    const configured = [...new Set(lab.t.balancers.ob1.bgp!.peers.flatMap((p) => p.announce))];
     t.same(
-      node.announced.map((r: any) => [r.prefix, r.metric]),
-      [
-        [serverNet, 100],
-        [clientNet, 100],
-      ].sort(),
-      'the announce table: each prefix once, at the metric of a fit node',
+      node.announced.map((r: any) => `${r.prefix} ${r.metric}`).sort(),
+      configured.map((p) => `${p} 100`).sort(),
+      'the announce table: each configured prefix once, at the metric of a fit node',
     );
+    t.ok(configured.some((p) => p.includes(':')) && configured.includes('10.96.0.0/16'), 'IPv6 prefixes and the NAT pools among them');
+    t.equal(nextHops(lab, 'or', '2001:db8:5::/64').length, 2, 'IPv6: the outside router has one next hop per outside node');
     const metrics = await lab.apiText('ob1', '/metrics');
     t.match(metrics, /fwlb_bgp_announce_state\{state="fit"\} 1/);
     t.match(metrics, /fwlb_bgp_session_established\{peer="router"\} 1/);
@@ -70,8 +67,10 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
    * 200 long-lived streams (100 per client, one echo every 100 ms) and new connections (one every 25 ms per client)
    * around `act`; returns what broke, what failed and when.
    */
+  const servers6 = lab.targets6('server', ECHO_PORT);
   const underTraffic = async (act: () => Promise<void>, durationMs = 9000) => {
     const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 100, durationMs, intervalMs: 100 } })));
+    const longs6 = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers6, count: 30, durationMs, intervalMs: 100 } })));
     await sleep(1000);
     const shorts = Promise.all(
       clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: Math.floor((durationMs - 2000) / 25), concurrency: 0, intervalMs: 25 } })),
@@ -79,10 +78,14 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     await sleep(1000);
     const t0 = Date.now();
     await act();
-    const [longR, shortR]: DriveReport[][] = [await longs, await shorts];
-    const streams = longR.flatMap((r) => r.long.streams);
+    const [longR, shortR, long6R]: DriveReport[][] = [await longs, await shorts, await longs6];
+    const streams = longR.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
+    const streams6 = long6R.flatMap((r) => r.long.streams);
     return {
       t0,
+      list: streams,
+      streams6: streams6.length,
+      broken6: streams6.filter((x) => x.err).length,
       streams: streams.length,
       broken: streams.filter((s) => s.err).length,
       longErrors: longR.map((r) => r.long.errors),
@@ -97,6 +100,7 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     const addr = lab.t.ecmp.find((e) => e.ns === lab.ns(router) && e.via[node])!.via[node];
     let bfdDown: number | null = null;
     let withdrawn: number | null = null;
+    let survivor: ReturnType<Lab['kernelSessions']> = [];
     const r = await underTraffic(async () => {
       const killedAt = Date.now();
       await lab.killNode(node);
@@ -110,7 +114,10 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
       t.comment(
         `${node}: the router's session down ${bfdDown! - killedAt} ms after the kill (BFD ${LAB_BFD.intervalMs} ms x ${LAB_BFD.multiplier}), its next hop gone from the kernel ${withdrawn! - killedAt} ms after`,
       );
-      await sleep(3000);
+      await sleep(2500);
+      // While the node is dead its sibling carries every stream (it picked them up mid-flight).
+      survivor = lab.kernelSessions(node.replace(/1$/, '2'));
+      await sleep(500);
       lab.nodeLinks(node, true);
       await lab.startNode(node);
       const back = await whenTrue(() => nextHops(lab, router, dst).includes(addr), 20000);
@@ -119,6 +126,10 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     }, 13000);
     t.equal(r.streams, 200);
     t.equal(r.broken, 0, `0 of 200 streams broke ${JSON.stringify(r.longErrors)}`);
+    const carried = r.list.filter((x) => survivor.some((e) => (e.src === x.addr && e.sport === x.port) || (e.dst === x.addr && e.dport === x.port)));
+    t.equal(carried.length, 200, `the surviving node carried all 200 streams while ${node} was dead`);
+    t.equal(r.streams6, 60, 'and 60 IPv6 streams ran beside them');
+    t.equal(r.broken6, 0, '0 of 60 IPv6 streams broke');
     const late = r.failedAt.filter((at) => withdrawn !== null && at > withdrawn + 200);
     t.same(
       late,
@@ -187,6 +198,24 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     t.ok(await whenTrue(() => nextHops(lab, 'or', serverNet).length === 2, 5000), 'undrained: the router has both again');
   });
 
+  await t.test('systemd gave up on the controller: `fwlb announce unfit` makes the node least preferred; the controller back, it is fit again', async (t) => {
+    await lab.killNode('ob1');
+    const out = execFileSync('ip', ['netns', 'exec', lab.ns('ob1'), process.execPath, BALANCER_MAIN, 'announce', 'unfit', '--config', lab.configPath('ob1')], {
+      encoding: 'utf8',
+    });
+    t.match(out, /announce table 250: unfit/);
+    t.ok(await whenTrue(() => nextHops(lab, 'or', serverNet).length === 1, 5000), 'the router left ob1');
+    t.same(nextHops(lab, 'or', serverNet), [addrOf('ob2')]);
+    t.match(
+      inNs(lab.ns('or'), ['birdc', '-s', lab.t.birds.find((b) => b.name === 'or')!.socket, 'show', 'route', 'all', serverNet]),
+      /65001 65001 65001 65001 65001/,
+      'ob1 with 4 prepends',
+    );
+    await lab.startNode('ob1');
+    t.equal((await lab.api('ob1', 'GET', '/node')).body.state, 'fit');
+    t.ok(await whenTrue(() => nextHops(lab, 'or', serverNet).length === 2, 5000), 'the router has both again');
+  });
+
   await t.test('a configuration BIRD refuses is never loaded (the running one stays, an alarm says why); a dead BIRD is named by fwlb doctor', async (t) => {
     const path = lab.configPath('ob2');
     const good = readFileSync(path, 'utf8');
@@ -226,4 +255,57 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     lab.startBird('ob2');
     t.ok(await whenTrue(() => nextHops(lab, 'or', serverNet).length === 2, 15000), 'BIRD restarted from the file fwlb wrote: ob2 is back');
   });
+});
+
+t.test('BGP with BFD, 4 nodes per side: every router and firewall routes over all four; agreement and forwarding as with two', async (t) => {
+  const { url } = await startRedisOnSocket(t);
+  const lab = await startLab(t, { sessionTable: { url, heartbeatSeconds: 2 }, nodesPerSide: 4, routing: 'bgp' });
+  t.comment(`every BGP session established ${await lab.waitBgp()} ms after the nodes started`);
+  const serverNet = `${SERVER_NET}.0/24`;
+  await whenTrue(() => nextHops(lab, 'or', serverNet).length === 4 && nextHops(lab, 'fw3', lab.t.clientNet).length === 4, 5000);
+  t.equal(nextHops(lab, 'or', serverNet).length, 4, 'the outside router: 4 next hops');
+  t.equal(nextHops(lab, 'slb', 'default').length, 4, 'the SLB node: 4');
+  for (const fw of ['fw1', 'fw2', 'fw3']) {
+    t.equal(nextHops(lab, fw, lab.t.clientNet).length, 4, `${fw} to the clients: 4`);
+    t.equal(nextHops(lab, fw, serverNet).length, 4, `${fw} to the servers: 4`);
+  }
+  const clients = lab.t.hosts.filter((h) => h.role === 'client');
+  const target = `${lab.t.vip}:${ECHO_PORT}`;
+  const outside = lab.balancerNames().filter((n) => n.startsWith('ob'));
+  const syns = async () => Promise.all(outside.map(async (n) => (await lab.api(n, 'GET', '/node')).body.newConnections as number));
+
+  // ib2's probes through fw2 are cut: ib2 sees fw2 down, the seven others see it up.
+  const fw2 = lab.ns('fw2');
+  const ib2 = lab.t.ecmp.find((e) => e.ns === lab.ns('fw1') && e.via.ib2)!.via.ib2;
+  inNs(fw2, ['nft', 'add', 'table', 'inet', 'cut']);
+  inNs(fw2, ['nft', 'add', 'chain', 'inet', 'cut', 'probes', '{ type filter hook prerouting priority -400; }']);
+  inNs(fw2, ['nft', 'add', 'rule', 'inet', 'cut', 'probes', 'ip', 'saddr', ib2, 'icmp', 'type', 'echo-request', 'drop']);
+  t.teardown(() => inNs(fw2, ['nft', 'delete', 'table', 'inet', 'cut']));
+  const ms = await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === false, 20000, 'fw2 not live on all eight nodes');
+  t.comment(`fw2 out of new sessions on all eight nodes ${ms} ms after ib2's probes through it were cut`);
+  t.same(
+    lab.balancerNames().map((n) => lab.bucketMarks(n).has(0x10001)),
+    lab.balancerNames().map(() => false),
+    "no node's bucket map holds fw2",
+  );
+  const onFw2 = () => lab.kernelSessions('fw2').filter((s) => s.dport === ECHO_PORT && s.dst === lab.t.vip).length;
+  const before = { fw2: onFw2(), syns: await syns() };
+  lab.resetFirewallCounters();
+  const r = await Promise.all(clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 200, concurrency: 10, timeoutMs: 7000 } })));
+  t.equal(
+    r.reduce((a, x) => a + x.short.failed, 0),
+    0,
+    `400 new connections, 0 failed (${JSON.stringify(r.map((x) => x.short.errors))})`,
+  );
+  t.equal(onFw2() - before.fw2, 0, 'none of them crossed fw2');
+  const spread = (await syns()).map((n, i) => n - before.syns[i]);
+  t.ok(
+    spread.every((n) => n > 0),
+    `the outside router spread them over all four outside nodes (SYNs each: ${spread.join(', ')})`,
+  );
+  t.same(
+    lab.firewallCounters().map((f) => f.drops),
+    [0, 0, 0],
+    '0 firewall drops',
+  );
 });

@@ -13,6 +13,21 @@ t.test('systemd-analyze verify accepts both units, without a warning', async (t)
   t.equal((r.stdout + r.stderr).trim(), '', 'no warning (unknown keys are only warnings)');
 });
 
+t.test('BGP: fwlb-unfit.service verifies, fwlb.service runs it only when systemd gives up, the drop-in grants BIRD access only', async (t) => {
+  const unfit = join(REPO, 'deploy/systemd/fwlb-unfit.service');
+  const r = spawnSync('systemd-analyze', ['verify', unfit], { encoding: 'utf8' });
+  t.equal(r.status, 0, `exit ${r.status}`);
+  t.equal((r.stdout + r.stderr).trim(), '');
+  const text = readFileSync(unfit, 'utf8');
+  t.match(text, /^ExecStart=-\/usr\/bin\/node \S+main\.js announce unfit --config /m);
+  t.match(text, /^CapabilityBoundingSet=CAP_NET_ADMIN$/m);
+  t.match(readFileSync(units[0], 'utf8'), /^OnFailure=fwlb-unfit\.service$/m);
+  const dropIn = readFileSync(join(REPO, 'deploy/systemd/fwlb.service.d/bgp.conf'), 'utf8');
+  t.match(dropIn, /^SupplementaryGroups=bird$/m);
+  t.match(dropIn, /^ReadWritePaths=\/etc\/bird$/m);
+  t.notMatch(dropIn, /Capabilit/, 'no capability added');
+});
+
 t.test('least privilege and restart policy', async (t) => {
   for (const u of units) {
     const text = readFileSync(u, 'utf8');

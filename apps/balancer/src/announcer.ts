@@ -51,6 +51,19 @@ export function birdPort(socket: string): DaemonPort {
   };
 }
 
+/** Every configured prefix of `bgp`, once (each peer announces those of its family). */
+export function announcedPrefixes(bgp: ResolvedBgp): { family: 4 | 6; prefix: string }[] {
+  const seen = new Map<string, { family: 4 | 6; prefix: string }>();
+  for (const p of bgp.peers) for (const prefix of p.announce) seen.set(prefix, { family: p.family, prefix });
+  return [...seen.values()];
+}
+
+/** Put the announce table in `state` (null: nothing announced) without a controller; the errors, if any. */
+export async function setAnnounced(rtnl: Pick<Rtnl, 'announced' | 'applyAnnounce'>, bgp: ResolvedBgp, state: AnnounceState | null): Promise<string[]> {
+  const plan = planAnnounce(announcedPrefixes(bgp), state, await rtnl.announced(bgp.announceTable));
+  return (await rtnl.applyAnnounce(bgp.announceTable, plan)).map((e) => e.message);
+}
+
 export interface AnnouncerDeps {
   rtnl: Pick<Rtnl, 'announced' | 'applyAnnounce'>;
   daemon: DaemonPort;
@@ -100,9 +113,7 @@ export class Announcer {
   ) {}
 
   private prefixes() {
-    const seen = new Map<string, { family: 4 | 6; prefix: string }>();
-    for (const p of this.bgp.peers) for (const prefix of p.announce) seen.set(prefix, { family: p.family, prefix });
-    return [...seen.values()];
+    return announcedPrefixes(this.bgp);
   }
 
   /**

@@ -27,7 +27,8 @@ import {
   tokenOf,
 } from '@fwlb/service';
 import { balancerMetrics } from './metrics';
-import { Announcer, birdPort } from './announcer';
+import { Announcer, birdPort, setAnnounced } from './announcer';
+import type { AnnounceState } from '@fwlb/routing';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
 
@@ -179,7 +180,7 @@ async function run(path: string): Promise<void> {
 
 nodeCli({
   prog: 'fwlb',
-  usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE',
+  usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE | fwlb announce fit|drained|unfit|none --config FILE',
   loadConfig,
   run,
   doctor: (c) =>
@@ -192,4 +193,24 @@ nodeCli({
       handshakeTimeoutSeconds: c?.handshakeTimeoutSeconds,
       bgp: c?.bgp,
     }),
+  commands: { announce: announceCommand },
 });
+
+/**
+ * `fwlb announce STATE --config FILE`: set the announce table by hand, without the controller. systemd's
+ * `fwlb-unfit.service` runs `announce unfit` when it gives up restarting fwlb (fail static ends: the node becomes the
+ * least preferred, never withdrawn); `none` withdraws every prefix (decommissioning a node).
+ */
+async function announceCommand(config: ResolvedBalancerConfig, args: string[]): Promise<void> {
+  const state = args[0];
+  if (!config.bgp) throw new Error('this config has no bgp section: nothing is announced');
+  if (!['fit', 'drained', 'unfit', 'none'].includes(state)) throw new Error(`announce: the state is fit, drained, unfit or none, not ${state ?? 'missing'}`);
+  const rtnl = Rtnl.open();
+  try {
+    const errors = await setAnnounced(rtnl, config.bgp, state === 'none' ? null : (state as AnnounceState));
+    if (errors.length) throw new Error(errors.join('; '));
+    console.log(`announce table ${config.bgp.announceTable}: ${state}`);
+  } finally {
+    rtnl.close();
+  }
+}

@@ -1,14 +1,13 @@
 #!/usr/bin/env node
 // `npm run lab [-- --json] [--keep] [--broken] [--redundant ecmp|vrrp]`: builds the sandwich, runs the scenario, prints
-// the report, cleans up. `--redundant`: 2 nodes per side with a Redis of its own, behind ECMP (the lab's
-// route agent) or keepalived.
+// the report, cleans up. `--redundant`: 2 nodes per side with a Redis of its own, behind ECMP (BGP with BFD: BIRD in
+// every node, router and firewall) or keepalived.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { startRedis } from './bench-tools';
 import { Lab, uniquePrefix } from './lab';
-import { RouteAgent } from './route-agent';
 import { formatReport, runScenario } from './scenario';
 
 async function main(): Promise<void> {
@@ -33,11 +32,9 @@ async function main(): Promise<void> {
     sessionTable = `unix:${join(redisDir, 'redis.sock')}`;
   }
   // Dual stack: IPv4 and IPv6 traffic in one run, reported by family.
-  const lab = new Lab({ prefix, runDir, broken, ipv6: true, ...(mode ? { nodesPerSide: 2, mode, sessionTable } : {}) });
-  let agent: RouteAgent | null = null;
+  const lab = new Lab({ prefix, runDir, broken, ipv6: true, ...(mode ? { nodesPerSide: 2, mode, sessionTable, routing: 'bgp' as const } : {}) });
   let code = 0;
   const cleanup = () => {
-    agent?.stop();
     if (!keep) {
       lab.teardown();
       redis?.kill('SIGKILL');
@@ -52,10 +49,7 @@ async function main(): Promise<void> {
     lab.build();
     await lab.startServers();
     await lab.startNodes();
-    if (mode === 'ecmp') {
-      agent = new RouteAgent(lab);
-      agent.start();
-    }
+    if (mode === 'ecmp') await lab.waitBgp();
     if (mode === 'vrrp') await lab.startKeepalived();
     const report = await runScenario(lab);
     if (json) console.log(JSON.stringify({ prefix, broken, ...report }, null, 2));

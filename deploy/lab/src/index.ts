@@ -8,7 +8,6 @@ export type { DriveSpec, DriveReport, HttpRequestSpec } from './agent';
 export * from './slb-scale';
 export * from './bench-tools';
 export * from './conntrackd';
-export * from './route-agent';
 export * from './keepalived';
 export * from './redundant-deploy';
 export * from './bird';

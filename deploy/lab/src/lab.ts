@@ -193,6 +193,12 @@ export class Lab {
     this.birdProcs.delete(name);
   }
 
+  /** The next hops of the route to `dst` in a host's namespace, sorted (one per node for an ECMP route). */
+  nextHops(host: string, dst: string): string[] {
+    const text = inNs(this.ns(host), ['ip', '-o', ...(dst.includes(':') ? ['-6'] : []), 'route', 'show', dst]);
+    return [...text.matchAll(/via (\S+)/g)].map((m) => m[1]).sort();
+  }
+
   /** `birdc` in a lab BIRD's namespace (a router's, a firewall's, a node's). */
   birdc(name: string, args: string[]): string {
     const b = this.t.birds.find((x) => x.name === name);
@@ -414,7 +420,7 @@ export class Lab {
 
   /**
    * Point every ECMP route of the side(s) at `nodes` only (those of each route's side; a route none of them is on
-   * keeps all its next hops). The route agent's move, and a test's forced rehash.
+   * keeps all its next hops): a test's forced rehash (routing static; behind BGP, drain nodes instead).
    */
   setEcmp(nodes: string[], side?: 'outside' | 'inside'): void {
     for (const e of this.t.ecmp.filter((x) => !side || x.side === side)) {

@@ -33,16 +33,16 @@ export interface LabOptions {
    */
   nodesPerSide?: number;
   /**
-   * With nodesPerSide > 1: `ecmp` (active-active: ECMP routes over the nodes, kept by the lab's route agent) or
+   * With nodesPerSide > 1: `ecmp` (active-active: ECMP routes over the nodes, see `routing`) or
    * `vrrp` (active/standby: keepalived holds each side's gateway and transit addresses; `Lab.startKeepalived`).
    */
   mode?: 'ecmp' | 'vrrp';
   /**
-   * How the ECMP routes follow the nodes (mode ecmp): `agent` (static routes the lab's route agent rewrites) or `bgp`
-   * (BIRD in every node, router and firewall; the nodes announce through fwlb's bgp section, BFD detects a dead one).
-   * @default "agent"
+   * How the ECMP routes are made (mode ecmp): `static` (multipath routes over every node, which tests force with
+   * `Lab.setEcmp`) or `bgp` (BIRD in every node, router and firewall; the nodes announce through fwlb's bgp section,
+   * BFD detects a dead one). @default "static"
    */
-  routing?: 'agent' | 'bgp';
+  routing?: 'static' | 'bgp';
   /**
    * NAT-ing firewalls: firewall k owns the pool NAT_POOL(k) (in both nodes' configs as `natPools`), SNATs
    * connections the servers open to NAT_SNAT(k), publishes the VIP on NAT_PUBLISHED(k) (DNAT only) and on
@@ -83,7 +83,7 @@ export interface Topology {
   routes: { ns: string; dst: string; via: string | string[] }[];
   /**
    * The ECMP routes over each side's nodes (nodesPerSide > 1): the route in `ns` to `dst` has one next hop per
-   * node, `via[node]`. The lab's route agent withdraws a node's next hop while its /health does not answer.
+   * node, `via[node]` (routing bgp: what BGP installs while every node announces the same path).
    */
   ecmp: { side: 'outside' | 'inside'; ns: string; dst: string; via: Record<string, string> }[];
   /** Every balancer node's config by node name: `outside` and `inside`, or ob1.., ib1.. with nodesPerSide > 1. */
@@ -187,7 +187,7 @@ export function topology(o: LabOptions): Topology {
     broken: false,
     nodesPerSide: 1,
     mode: 'ecmp' as const,
-    routing: 'agent' as const,
+    routing: 'static' as const,
     ...o,
   };
   if (opts.nodesPerSide > 1) return redundantTopology(opts);

@@ -89,6 +89,8 @@ export interface NodeCli<C> {
   loadConfig: (path: string) => C;
   run: (path: string) => Promise<void>;
   doctor: (config: C | null) => Promise<Check[]>;
+  /** Commands of this program only: `<prog> NAME ...` runs `commands[NAME](config, args after --config FILE)`. */
+  commands?: Record<string, (config: C, args: string[]) => Promise<void>>;
 }
 
 /** `<prog> run --config FILE | doctor [--config FILE] | check-config FILE`, the same for every node process. */
@@ -109,6 +111,11 @@ export function nodeCli<C>(c: NodeCli<C>): void {
     } else if (cmd === 'check-config') {
       c.loadConfig(process.argv[3] ?? usage());
       console.log('config ok');
+    } else if (cmd && c.commands?.[cmd]) {
+      const args = process.argv.slice(3);
+      const i = args.indexOf('--config');
+      if (i < 0 || !args[i + 1]) usage();
+      await c.commands[cmd](c.loadConfig(args[i + 1]), [...args.slice(0, i), ...args.slice(i + 2)]);
     } else usage();
   });
 }
