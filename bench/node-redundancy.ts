@@ -101,7 +101,10 @@ async function bgp(sessionTable: string): Promise<void> {
     const ob1 = lab.t.ecmp.find((e) => e.ns === lab.ns('or'))!.via.ob1;
     const routed = () => lab.nextHops('or', dst).includes(ob1);
     const fs: Failover[] = [];
+    const calm: Failover[] = [];
     for (let i = 0; i < FAILOVERS; i++) {
+      // The same load without a failure, interleaved: what the load alone costs on this machine.
+      calm.push(await underLoad(lab, async () => 0));
       fs.push(
         await underLoad(lab, async () => {
           const at = Date.now();
@@ -116,6 +119,7 @@ async function bgp(sessionTable: string): Promise<void> {
       await waitFor(routed, 20000, 'ob1 back');
       await sleep(500);
     }
+    report(`ECMP through BGP, no failure (the same load), ${FAILOVERS} rounds`, calm);
     report(`ECMP through BGP with BFD (100 ms x 3), outside node killed (controller kill -9, links down), ${FAILOVERS} rounds`, fs);
   } finally {
     lab.teardown();

@@ -1,11 +1,17 @@
 #!/usr/bin/env node
-// Writes deploy/configs/redundant/ (the node and keepalived configs docker-compose.redundant.yml mounts) from the lab's
-// VRRP topology; run after `npx tsc -b` when the topology or the keepalived template changes (compose.test.ts checks).
+// Writes deploy/configs/redundant/ (the node and keepalived configs docker-compose.redundant.yml mounts) and
+// deploy/configs/bgp/ (the node and BIRD configs docker-compose.bgp.yml mounts) from the lab's topologies; run after
+// `npx tsc -b` when the topology, the keepalived template or the BIRD rendering changes (compose.test.ts checks).
 const { writeFileSync, mkdirSync } = require('node:fs');
 const { join } = require('node:path');
-const { redundantDeployFiles } = require('../deploy/lab/dist/index.js');
+const { redundantDeployFiles, bgpDeployFiles } = require('../deploy/lab/dist/index.js');
 
-const dir = join(__dirname, '..', 'deploy', 'configs', 'redundant');
-mkdirSync(dir, { recursive: true });
-for (const [file, content] of Object.entries(redundantDeployFiles())) writeFileSync(join(dir, file), content);
-console.log(`wrote ${Object.keys(redundantDeployFiles()).length} files to ${dir}`);
+for (const [name, files] of [
+  ['redundant', redundantDeployFiles()],
+  ['bgp', bgpDeployFiles()],
+]) {
+  const dir = join(__dirname, '..', 'deploy', 'configs', name);
+  mkdirSync(dir, { recursive: true });
+  for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content);
+  console.log(`wrote ${Object.keys(files).length} files to ${dir}`);
+}

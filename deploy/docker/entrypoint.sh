@@ -28,15 +28,29 @@ for item in ${FWLB_IFACES:-}; do
 done
 # Docker's default routes point at its own bridge gateways; routers and hosts use the lab's routes instead.
 nodefault() { ip route del default 2>/dev/null || true; ip -6 route del default 2>/dev/null || true; }
+# ECMP through BGP (docker-compose.bgp.yml): the routers, the SLB node and the firewalls run the lab's BIRD when it is
+# mounted, and learn their routes over the nodes from it (Docker's default route would hide the SLB node's).
+peerbird() { if [ -f /etc/fwlb/bird.conf ]; then nodefault; mkdir -p /run/bird; bird -c /etc/fwlb/bird.conf -s /run/bird/bird.ctl; fi; }
+# A node with a bgp section runs BIRD from the file fwlb writes (Debian's places); until fwlb has written it, BIRD
+# starts with interfaces only.
+nodebird() {
+  if grep -q '"bgp"' /etc/fwlb/config.json; then
+    mkdir -p /etc/bird /run/bird
+    [ -f /etc/bird/bird.conf ] || echo 'protocol device { }' > /etc/bird/bird.conf
+    bird -c /etc/bird/bird.conf -s /run/bird/bird.ctl
+  fi
+}
 case ${FWLB_ROLE:-} in
-  router) nodefault; exec sleep infinity ;;
-  firewall) nodefault; nft -f /opt/fwlb/deploy/lab/firewall.nft; exec sleep infinity ;;
+  router) nodefault; peerbird; exec sleep infinity ;;
+  firewall) nodefault; nft -f /opt/fwlb/deploy/lab/firewall.nft; peerbird; exec sleep infinity ;;
   outside|inside)
     nodefault
     # Node redundancy, active/standby (docker-compose.redundant.yml): keepalived from fwlb's template, if mounted.
     if [ -f /etc/fwlb/keepalived.conf ]; then keepalived -f /etc/fwlb/keepalived.conf; fi
+    nodebird
     exec node /opt/fwlb/apps/balancer/dist/main.js run --config /etc/fwlb/config.json ;;
   slb)
+    peerbird
     nft add table ip lab_snat
     nft add chain ip lab_snat post '{ type nat hook postrouting priority srcnat; }'
     nft add rule ip lab_snat post oifname up0 ip saddr 10.20.0.0/24 masquerade

@@ -61,6 +61,12 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     const metrics = await lab.apiText('ob1', '/metrics');
     t.match(metrics, /fwlb_bgp_announce_state\{state="fit"\} 1/);
     t.match(metrics, /fwlb_bgp_session_established\{peer="router"\} 1/);
+    t.match(metrics, /fwlb_bfd_session_up\{peer="router"\} 1/);
+    t.same(
+      node.peers.filter((p: any) => p.bfd !== 'Up').map((p: any) => p.name),
+      [],
+      'BFD up with every peer',
+    );
   });
 
   /**

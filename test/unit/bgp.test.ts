@@ -6,8 +6,9 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, validateBalancerConfig } from '@fwlb/config';
-import { ANNOUNCE_METRIC, AnnouncedRoute, AnnouncePlan, parseBirdProtocols, planAnnounce, renderBird } from '@fwlb/routing';
-import { Announcer, DaemonPort, Membership } from '@fwlb/balancer';
+import { ANNOUNCE_METRIC, AnnouncedRoute, parseBfdSessions, parseBirdProtocols, planAnnounce, renderBird } from '@fwlb/routing';
+import { Announcer, Membership } from '@fwlb/balancer';
+import { fakes } from '../helpers/fake-announcer';
 
 const base = {
   role: 'outside',
@@ -131,36 +132,27 @@ fwlb_announce4 Kernel     fwlb4      up     00:32:59.631
     ],
   );
   t.same(parseBirdProtocols('Unable to connect to server control socket'), []);
+  const bfd = parseBfdSessions(`BIRD 2.0.12 ready.
+fwlb_bfd:
+IP address                Interface  State      Since         Interval  Timeout
+192.0.2.1                 sd0        Up         01:01:48.191    0.100    0.300
+2001:db8:192::1           sd0        Down       01:01:49.002    1.000    0.000
+`);
+  t.same(
+    [...bfd],
+    [
+      ['192.0.2.1', 'Up'],
+      ['2001:db8:192::1', 'Down'],
+    ],
+  );
 });
-
-/** An announcer over a fake kernel table and a fake daemon. */
-function fakes(o: { refuse?: string; table?: AnnouncedRoute[] } = {}) {
-  let table: AnnouncedRoute[] = [...(o.table ?? [])];
-  const applied: AnnouncePlan[] = [];
-  const loaded: string[] = [];
-  const log: string[] = [];
-  const daemon: DaemonPort = {
-    check: async (file) => (o.refuse && readFileSync(file, 'utf8').includes(o.refuse) ? `${file}:3:1 ${o.refuse} refused` : null),
-    configure: async (file) => (loaded.push(readFileSync(file, 'utf8')), null),
-    protocols: async () => peers.map((p) => ({ name: `fwlb_${p.name}`, proto: 'BGP', state: 'up', since: '', info: 'Established' })),
-  };
-  const rtnl = {
-    announced: async () => table,
-    applyAnnounce: async (_: number, plan: AnnouncePlan) => {
-      applied.push(plan);
-      table = [...table.filter((r) => !plan.del.some((d) => d.prefix === r.prefix && d.metric === r.metric)), ...plan.add];
-      return [];
-    },
-  };
-  return { daemon, rtnl, applied, loaded, log, table: () => table };
-}
 
 t.test('the announcer: fit, unfit, drained; a drained node stays drained across a restart', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-ann-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const b = { ...withBgp({}).bgp!, configFile: join(dir, 'bird.conf') };
   let unfit: string | null = null;
-  const f = fakes();
+  const f = fakes(peers);
   const a = new Announcer(b, 'ob1', { rtnl: f.rtnl, daemon: f.daemon, unfitReason: () => unfit, log: (l) => f.log.push(l) });
   await a.start(1e9);
   t.teardown(() => a.stop());
@@ -183,7 +175,7 @@ t.test('the announcer: fit, unfit, drained; a drained node stays drained across 
   await a.update();
   a.stop();
   // A new controller over the same table: still drained.
-  const g = fakes({ table: f.table() });
+  const g = fakes(peers, { table: f.table() });
   const a2 = new Announcer(b, 'ob1', { rtnl: g.rtnl, daemon: g.daemon, unfitReason: () => null, log: (l) => g.log.push(l) });
   await a2.start(1e9);
   t.teardown(() => a2.stop());
@@ -200,7 +192,7 @@ t.test('a configuration the daemon refuses is never put in place nor loaded; an 
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const b = { ...withBgp({}).bgp!, configFile: join(dir, 'bird.conf') };
   writeFileSync(b.configFile, '# the last good one\n');
-  const f = fakes({ refuse: 'fwlb_fw1' });
+  const f = fakes(peers, { refuse: 'fwlb_fw1' });
   const a = new Announcer(b, 'ob1', { rtnl: f.rtnl, daemon: f.daemon, unfitReason: () => null, log: (l) => f.log.push(l) });
   t.equal(await a.loadConfig(), false);
   t.equal(readFileSync(b.configFile, 'utf8'), '# the last good one\n', 'the file the daemon runs from is untouched');

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { composeTopology, redundantDeployFiles, topology, REPO, Topology } from '@fwlb/lab';
+import { bgpDeployFiles, composeTopology, redundantDeployFiles, topology, REPO, Topology } from '@fwlb/lab';
 
 const lab = topology({ prefix: 'x', runDir: '/run/fwlb', ipv6: true });
 
@@ -69,6 +69,30 @@ t.test('deploy/docker-compose.redundant.yml matches the redundant lab, with the 
       new RegExp(`configs/redundant/keepalived-${n}\\.conf`),
       `${n} mounts its keepalived config`,
     );
+  }
+});
+
+t.test('deploy/docker-compose.bgp.yml matches the BGP lab: every peer runs the lab BIRD, every node its bgp section', async (t) => {
+  const lab = composeTopology('bgp');
+  const services = await matchesLab(t, 'deploy/docker-compose.bgp.yml', lab, ['mgmt']);
+  const mounts = (n: string) => (services[n].volumes ?? []).map((v: any) => (typeof v === 'string' ? v : `${v.source}:${v.target}`)).join(' ');
+  for (const [file, content] of Object.entries(bgpDeployFiles())) {
+    t.equal(
+      readFileSync(join(REPO, 'deploy/configs/bgp', file), 'utf8'),
+      content,
+      `deploy/configs/bgp/${file} is current (regenerate: node scripts/redundant-configs.js)`,
+    );
+  }
+  for (const b of lab.birds.filter((x) => !(x.name in lab.balancers))) {
+    t.match(mounts(b.name), new RegExp(`configs/bgp/bird-${b.name}\\.conf:/etc/fwlb/bird\\.conf`), `${b.name} runs its BIRD`);
+    t.notMatch(services[b.name].environment.FWLB_IFACES, /route=|gw=/, `${b.name}: no static route to the nodes (BGP gives them)`);
+  }
+  for (const n of Object.keys(lab.balancers)) {
+    t.match(mounts(n), new RegExp(`configs/bgp/${n}\\.json:/etc/fwlb/config\\.json`));
+    t.notMatch(mounts(n), /keepalived/);
+    const cfg = JSON.parse(readFileSync(join(REPO, 'deploy/configs/bgp', `${n}.json`), 'utf8'));
+    t.equal(cfg.bgp.configFile, '/etc/bird/bird.conf', `${n}: BIRD's file where the entry point starts it from`);
+    t.ok(cfg.bgp.peers.length >= 4, `${n}: a session to its router and to each firewall`);
   }
 });
 

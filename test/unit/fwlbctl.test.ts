@@ -7,7 +7,8 @@ import * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateBalancerConfig } from '@fwlb/config';
-import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
+import { Announcer, build, Reconciler, RoutingPort } from '@fwlb/balancer';
+import { fakes } from '../helpers/fake-announcer';
 import { run, table } from '@fwlb/fwlbctl';
 import { REPO } from '@fwlb/lab';
 import { recordingNft } from '../helpers/recording-nft';
@@ -103,6 +104,64 @@ t.test('against a balancer API', async (t) => {
   t.equal(refused.status, 1);
   t.match(refused.stderr, /FWLB_UNAUTHORIZED/);
 });
+
+t.test('node: the announcements, drain --wait until the node takes no new connection, undrain; no bgp section: named', async (t) => {
+  const base = {
+    role: 'outside',
+    sideInterface: 'cli0',
+    firewalls: [1, 2].map((k) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` })),
+    hash: { seed: 7 },
+  };
+  const peers = [{ name: 'router', address: '192.0.2.1', asn: 65000, announce: ['203.0.113.0/24'] }];
+  const config = validateBalancerConfig({ ...base, bgp: { asn: 65001, routerId: '192.0.2.11', configFile: join(dir, 'bird.conf'), peers } });
+  const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
+  const r = new Reconciler(config, recordingNft(), routing);
+  const f = fakes(peers);
+  const announcer = new Announcer(config.bgp!, 'ob1', { rtnl: f.rtnl, daemon: f.daemon, unfitReason: () => null, log: () => undefined });
+  await announcer.start(1e9);
+  t.teardown(() => announcer.stop());
+  // SYNs keep coming for 1 s after the drain, then stop (the routers have left the node).
+  let drainedAt = 0;
+  let syns = 0;
+  const newConnections = async () => (drainedAt && Date.now() - drainedAt > 1000 ? syns : ++syns);
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, announcer, newConnections });
+  app.addHook('onRequest', async (req) => {
+    if (req.method === 'PUT' && req.url === '/node/drain') drainedAt = Date.now();
+  });
+  const sock = join(dir, 'bgp.sock');
+  await app.listen({ path: sock });
+  t.teardown(() => app.close());
+  const api = `unix:${sock}`;
+  const shown = await run({ api }, ['node']);
+  t.match(shown.text, /^announcements fit; BIRD running, configuration loaded/);
+  t.match(shown.text, /^router\s+192\.0\.2\.1\s+up\s+true\s+-\s+Established$/m);
+  await t.rejects(run({ api }, ['node', 'drain']), { code: 'FWLB_UNAUTHORIZED', exit: 1 });
+  const t0 = Date.now();
+  const d = await run({ api, token: TOKEN }, ['node', 'drain', '--wait', '10']);
+  t.match(d.text, /^drained: no new connection since \d+ ms after the drain \(2000 ms quiet\)/);
+  t.ok((d.json as any).quietAfterMs >= 400, `it waited for the SYNs to stop (a poll every 500 ms): ${(d.json as any).quietAfterMs} ms`);
+  t.ok(Date.now() - t0 >= (d.json as any).quietAfterMs + 2000, `and for 2 s of quiet: ${Date.now() - t0} ms in all`);
+  t.same([...new Set(f.table().map((x) => x.metric))], [200], 'the announce table says drained');
+  t.equal(((await run({ api, token: TOKEN }, ['node', 'undrain'])).json as any).state, 'fit');
+  // SYNs that never stop: the wait ends with an error, not a false "drained".
+  drainedAt = 0;
+  const endless = await ctl(['--api', api, '--token-file', writeToken(), 'node', 'drain', '--wait', '1']);
+  t.equal(endless.status, 1, 'exit 1 (WARNING)');
+  t.match(endless.stderr, /FWLBCTL_DRAIN_TIMEOUT|still taking new connections after 1 s/);
+  await t.rejects(run({ api, token: TOKEN }, ['node', 'drain', '--wait', 'soon']), { code: 'FWLBCTL_USAGE', exit: 3 });
+  // A node without a bgp section.
+  const plain = build({ reconciler: new Reconciler(validateBalancerConfig(base), recordingNft(), routing), token: TOKEN, audit: () => undefined });
+  const sock2 = join(dir, 'plain.sock');
+  await plain.listen({ path: sock2 });
+  t.teardown(() => plain.close());
+  await t.rejects(run({ api: `unix:${sock2}` }, ['node']), { code: 'FWLB_NO_BGP', exit: 1 });
+});
+
+function writeToken(): string {
+  const p = join(dir, 'token');
+  writeFileSync(p, TOKEN);
+  return p;
+}
 
 /** The SLB API over a fake kernel, started and listening on a unix socket of its own (closed after the test). */
 async function slbOnSocket(t: { teardown(f: () => unknown): void }, name: string) {

@@ -8,6 +8,7 @@ import {
   AnnouncedRoute,
   birdProtocol,
   BirdProtocolState,
+  parseBfdSessions,
   parseBirdProtocols,
   planAnnounce,
   renderBird,
@@ -23,6 +24,8 @@ export interface DaemonPort {
   configure(file: string): Promise<string | null>;
   /** The daemon's protocols, or null when its control socket does not answer. */
   protocols(): Promise<BirdProtocolState[] | null>;
+  /** The daemon's BFD sessions' states by peer address, or null when it does not answer. */
+  bfdSessions(): Promise<Map<string, string> | null>;
 }
 
 const run = (cmd: string, args: string[], timeoutMs = 5000) =>
@@ -47,6 +50,10 @@ export function birdPort(socket: string): DaemonPort {
     async protocols() {
       const r = await run('birdc', ['-s', socket, 'show', 'protocols']);
       return r.code === 0 && !/Unable to connect/.test(r.out) ? parseBirdProtocols(r.out) : null;
+    },
+    async bfdSessions() {
+      const r = await run('birdc', ['-s', socket, 'show', 'bfd', 'sessions']);
+      return r.code === 0 && !/Unable to connect/.test(r.out) ? parseBfdSessions(r.out) : null;
     },
   };
 }
@@ -78,6 +85,8 @@ export interface PeerStatus {
   state: string;
   established: boolean;
   info: string;
+  /** The BFD session's state (Up, Down, Init), or null when the peer runs without BFD or the daemon does not say. */
+  bfd: string | null;
 }
 
 export interface AnnounceStatus {
@@ -101,6 +110,7 @@ export class Announcer {
   private configState: AnnounceStatus['daemon']['config'] = 'not loaded';
   private configError: string | null = null;
   private protocols: BirdProtocolState[] | null = null;
+  private bfd: Map<string, string> | null = null;
   private applyError: string | null = null;
   private timer: NodeJS.Timeout | null = null;
   private ticks = 0;
@@ -210,6 +220,7 @@ export class Announcer {
 
   private async readDaemon(): Promise<void> {
     this.protocols = await this.d.daemon.protocols();
+    this.bfd = this.bgp.peers.some((p) => p.bfd) ? await this.d.daemon.bfdSessions() : null;
   }
 
   /** Drain (less preferred: the routers move new and existing flows to the siblings) or undrain. */
@@ -226,7 +237,14 @@ export class Announcer {
   peers(): PeerStatus[] {
     return this.bgp.peers.map((p) => {
       const s = this.protocols?.find((x) => x.name === birdProtocol(p.name));
-      return { name: p.name, address: p.address, state: s?.state ?? 'unknown', established: s?.info.startsWith('Established') ?? false, info: s?.info ?? '' };
+      return {
+        name: p.name,
+        address: p.address,
+        state: s?.state ?? 'unknown',
+        established: s?.info.startsWith('Established') ?? false,
+        info: s?.info ?? '',
+        bfd: p.bfd ? (this.bfd?.get(p.address) ?? null) : null,
+      };
     });
   }
 

@@ -111,6 +111,12 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     gaugeFrom(reg, 'fwlb_bgp_session_established', 'The BGP session to the peer is established (1).', ['peer'], () =>
       a.status().peers.map((p) => [{ peer: p.name }, b(p.established)]),
     );
+    gaugeFrom(reg, 'fwlb_bfd_session_up', 'The BFD session to the peer is up (1); peers without BFD are not listed.', ['peer'], () =>
+      a
+        .status()
+        .peers.filter((p) => p.bfd !== null)
+        .map((p) => [{ peer: p.name }, b(p.bfd === 'Up')]),
+    );
     gaugeFrom(reg, 'fwlb_bgp_daemon_up', 'The routing daemon answers on its control socket (1).', [], () => [[{}, b(a.status().daemon.running)]]);
   }
   if (s.helperUp) gaugeFrom(reg, 'fwlb_probe_helper_up', 'The probe helper process answers (1).', [], () => [[{}, b(s.helperUp!())]]);

@@ -308,8 +308,8 @@ const QUIET_MS = 2000;
 
 function nodeText(n: any): string {
   const peers = table(
-    ['peer', 'address', 'state', 'established', 'info'],
-    n.peers.map((p: any) => [p.name, p.address, p.state, p.established, p.info]),
+    ['peer', 'address', 'state', 'established', 'bfd', 'info'],
+    n.peers.map((p: any) => [p.name, p.address, p.state, p.established, p.bfd, p.info]),
   );
   const why = n.unfit ? ` (unfit: ${n.unfit})` : '';
   return `announcements ${n.state}${n.drained ? ', drained' : ''}${why}; BIRD ${n.daemon.running ? 'running' : 'not answering'}, configuration ${n.daemon.config}\n${peers}`;

@@ -1,5 +1,6 @@
-// The node and keepalived configs that docker-compose.redundant.yml mounts (deploy/configs/redundant/), derived from
-// the lab's VRRP topology so that the two cannot drift apart (test/unit/compose.test.ts compares them); pure layer.
+// The node, keepalived and BIRD configs that docker-compose.redundant.yml (VRRP) and docker-compose.bgp.yml (ECMP
+// through BGP) mount (deploy/configs/redundant/, deploy/configs/bgp/), derived from the lab's topologies so that the
+// two cannot drift apart (test/unit/compose.test.ts compares them); pure layer.
 import { keepalivedNode, renderKeepalived } from './keepalived';
 import { MGMT_NET, topology } from './topology';
 
@@ -8,8 +9,30 @@ export const REDUNDANT_REDIS = `${MGMT_NET}.250`;
 /** Each node container's API: a unix socket, which keepalived's check reads. */
 export const CONTAINER_API = '/run/fwlb/api.sock';
 
-export function composeTopology() {
-  return topology({ prefix: 'x', runDir: '/run/fwlb', nodesPerSide: 2, mode: 'vrrp', sessionTable: `redis://${REDUNDANT_REDIS}:6379`, ipv6: true });
+export function composeTopology(routing?: 'bgp') {
+  return topology({
+    prefix: 'x',
+    runDir: '/run/fwlb',
+    nodesPerSide: 2,
+    sessionTable: `redis://${REDUNDANT_REDIS}:6379`,
+    ipv6: true,
+    ...(routing ? { mode: 'ecmp' as const, routing } : { mode: 'vrrp' as const }),
+  });
+}
+
+/** Where BIRD keeps its configuration and control socket in a container (Debian's bird2 package's places). */
+export const CONTAINER_BIRD = { configFile: '/etc/bird/bird.conf', controlSocket: '/run/bird/bird.ctl' };
+
+/** File name (in deploy/configs/bgp/) -> content: the nodes' configs (with their bgp sections) and the peers' BIRD. */
+export function bgpDeployFiles(): Record<string, string> {
+  const t = composeTopology('bgp');
+  const out: Record<string, string> = {};
+  for (const [name, cfg] of Object.entries(t.balancers)) {
+    const node = { ...cfg, api: { listen: `unix:${CONTAINER_API}`, tokenFile: '/etc/fwlb/token' }, bgp: { ...cfg.bgp!, ...CONTAINER_BIRD } };
+    out[`${name}.json`] = `${JSON.stringify(node, null, 2)}\n`;
+  }
+  for (const b of t.birds.filter((x) => !(x.name in t.balancers))) out[`bird-${b.name}.conf`] = b.config;
+  return out;
 }
 
 /** File name (in deploy/configs/redundant/) -> content. */

@@ -121,6 +121,16 @@ export function parseBirdProtocols(text: string): BirdProtocolState[] {
   return out;
 }
 
+/** `birdc show bfd sessions` → the state of each session by the peer's address (Up, Down, Init, AdminDown). */
+export function parseBfdSessions(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-fA-F.:]+)\s+(\S+)\s+(Up|Down|Init|AdminDown)\s/.exec(line);
+    if (m) out.set(m[1], m[3]);
+  }
+  return out;
+}
+
 /** The announce table's routes: what to add and what to delete (added first: the daemon never sees a gap). */
 export interface AnnouncePlan {
   add: { family: 4 | 6; prefix: string; metric: number }[];
