@@ -28,6 +28,9 @@ for item in ${FWLB_IFACES:-}; do
 done
 # Docker's default routes point at its own bridge gateways; routers and hosts use the lab's routes instead.
 nodefault() { ip route del default 2>/dev/null || true; ip -6 route del default 2>/dev/null || true; }
+# The configs read their API token from /etc/fwlb/token: each container makes its own (mutations then need it from
+# inside the container: docker-compose exec ob1 cat /etc/fwlb/token).
+token() { [ -s /etc/fwlb/token ] || { umask 077; head -c 24 /dev/urandom | base64 > /etc/fwlb/token; }; }
 # ECMP through BGP (docker-compose.bgp.yml): the routers, the SLB node and the firewalls run the lab's BIRD when it is
 # mounted, and learn their routes over the nodes from it (Docker's default route would hide the SLB node's).
 peerbird() { if [ -f /etc/fwlb/bird.conf ]; then nodefault; mkdir -p /run/bird; bird -c /etc/fwlb/bird.conf -s /run/bird/bird.ctl; fi; }
@@ -48,9 +51,11 @@ case ${FWLB_ROLE:-} in
     # Node redundancy, active/standby (docker-compose.redundant.yml): keepalived from fwlb's template, if mounted.
     if [ -f /etc/fwlb/keepalived.conf ]; then keepalived -f /etc/fwlb/keepalived.conf; fi
     nodebird
+    token
     exec node /opt/fwlb/apps/balancer/dist/main.js run --config /etc/fwlb/config.json ;;
   slb)
     peerbird
+    token
     nft add table ip lab_snat
     nft add chain ip lab_snat post '{ type nat hook postrouting priority srcnat; }'
     nft add rule ip lab_snat post oifname up0 ip saddr 10.20.0.0/24 masquerade

@@ -4,6 +4,8 @@
 // announcing (fail static); a drained node is less preferred; a configuration BIRD refuses is never loaded.
 import { t, Test } from 'tap';
 import { execFileSync } from 'node:child_process';
+import { createServer, connect } from 'node:net';
+import { chromium } from 'playwright-core';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { drive, DriveReport, ECHO_PORT, inNs, Lab, LAB_BFD, SERVER_NET } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
@@ -167,6 +169,35 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     const node = (await lab.api('ob1', 'GET', '/node')).body;
     t.equal(node.state, 'fit', 'the restarted controller found the node fit');
     t.same(nextHops(lab, 'or', serverNet), both, 'and the router still has both');
+  });
+
+  await t.test("the status page shows the node's announcements and sessions, and a drain within 2 s", async (t) => {
+    const proxy = createServer((c) => {
+      const u = connect({ path: lab.socketPath('ob1') });
+      c.pipe(u).pipe(c);
+      c.on('error', () => u.destroy());
+      u.on('error', () => c.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    t.teardown(() => proxy.close());
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    t.teardown(() => browser.close());
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${(proxy.address() as { port: number }).port}/ui`);
+    await page.waitForSelector('#bgp-state.up', { timeout: 5000 });
+    t.equal(await page.textContent('#bgp-state'), 'fit');
+    t.equal(await page.locator('#routing tr').count(), 1 + lab.t.balancers.ob1.bgp!.peers.length, 'a row per peer');
+    t.equal(await page.locator('#routing td .down').count(), 0, 'every BGP and BFD session up');
+    const at = Date.now();
+    await lab.api('ob1', 'PUT', '/node/drain', { drained: true }, 'lab-token-0123456789');
+    await page.waitForSelector('#bgp-state.down', { timeout: 5000 });
+    t.equal(await page.textContent('#bgp-state'), 'drained');
+    t.ok(Date.now() - at <= 2000, `the page showed the drain ${Date.now() - at} ms after it`);
+    await lab.api('ob1', 'PUT', '/node/drain', { drained: false }, 'lab-token-0123456789');
+    await whenTrue(() => nextHops(lab, 'or', serverNet).length === 2, 5000);
   });
 
   await t.test('drain: the node becomes less preferred, takes no new connection, and 0 connections fail; undrain brings it back', async (t) => {

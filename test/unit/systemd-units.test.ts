@@ -31,11 +31,18 @@ t.test('BGP: fwlb-unfit.service verifies, fwlb.service runs it only when systemd
 t.test('least privilege and restart policy', async (t) => {
   for (const u of units) {
     const text = readFileSync(u, 'utf8');
-    t.match(text, /^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW$/m, `${u}: only the capabilities it needs`);
+    t.match(text, /^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE$/m, `${u}: only the capabilities it needs`);
+    t.match(text, /^AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE$/m, 'HAProxy inherits the right to bind ports below 1024');
     t.match(text, /^ProtectSystem=strict$/m);
     t.match(text, /^NoNewPrivileges=yes$/m);
+    t.match(text, /^Environment=FWLB_AUDIT_LOG=\/var\/log\/fwlb\/[a-z-]+\.log$/m, 'the audit trail goes to a file of its own');
+    t.match(text, /^LogsDirectory=fwlb$/m, 'in a directory systemd creates and the service may write');
     t.match(text, /^Restart=on-failure$/m);
     t.match(text, /^RestartPreventExitStatus=2 3$/m, 'a bad config or a missing kernel feature is not restarted in a loop');
-    if (u.endsWith('fwlb-slb.service')) t.match(text, /^KillMode=process$/m, 'HAProxy, started by fwlb-slb, keeps serving when the service stops or dies');
+    t.match(
+      text,
+      /^KillMode=process$/m,
+      'HAProxy, started by the agent (fwlb-slb, or an inside node embedding the SLB), keeps serving when the service stops or dies',
+    );
   }
 });

@@ -17,7 +17,35 @@ export function loadJsonConfig<T>(path: string, validate: (doc: unknown, source:
   } catch (e) {
     throw new ConfigError([{ field: '', message: `not valid JSON: ${(e as Error).message}` }], path);
   }
-  return validate(doc, path);
+  const config = validate(doc, path);
+  const problem = tokenFileProblem((config as { api?: { tokenFile?: string } }).api?.tokenFile);
+  if (problem) throw new ConfigError([problem], path);
+  return config;
+}
+
+/** The shortest token a token file may hold (the config schema's for an inline `api.token`). */
+const TOKEN_MIN = 16;
+
+/**
+ * A token file that cannot be read, or holds no usable token, is a config error: found by `check-config` and before
+ * a node touches the kernel, not after its first reconcile.
+ */
+export function tokenFileProblem(path: string | undefined): { field: string; message: string } | null {
+  if (!path) return null;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    return {
+      field: '/api/tokenFile',
+      message: `cannot read the token file ${path} (${code}); create it with a random token of ${TOKEN_MIN}+ characters, mode 0600`,
+    };
+  }
+  const token = text.split('\n')[0].trim();
+  if (token.length < TOKEN_MIN)
+    return { field: '/api/tokenFile', message: `the token in ${path} is ${token.length ? `${token.length} characters, shorter than ${TOKEN_MIN}` : 'empty'}` };
+  return null;
 }
 
 /**

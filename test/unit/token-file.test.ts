@@ -1,0 +1,48 @@
+// Unit: a token file that cannot be read or holds no usable token is a config error, found by check-config (exit 2)
+// before a node would touch the kernel.
+import { t } from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { tokenFileProblem } from '@fwlb/service';
+import { REPO } from '@fwlb/lab';
+
+const dir = mkdtempSync(join(tmpdir(), 'fwlb-token-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+t.test('tokenFileProblem', async (t) => {
+  t.equal(tokenFileProblem(undefined), null, 'no token file: nothing to check');
+  t.match(tokenFileProblem(join(dir, 'nope')), { field: '/api/tokenFile', message: /cannot read the token file .*nope \(ENOENT\); create it/ });
+  writeFileSync(join(dir, 'empty'), '\n');
+  t.match(tokenFileProblem(join(dir, 'empty')), { message: /is empty/ });
+  writeFileSync(join(dir, 'short'), 'abc\n');
+  t.match(tokenFileProblem(join(dir, 'short')), { message: /3 characters, shorter than 16/ });
+  writeFileSync(join(dir, 'good'), '0123456789abcdef0123\n');
+  t.equal(tokenFileProblem(join(dir, 'good')), null);
+});
+
+t.test('fwlb check-config and fwlb-slb check-config: exit 2 naming /api/tokenFile', async (t) => {
+  const node = {
+    role: 'outside',
+    sideInterface: 'sd0',
+    firewalls: [{ id: 'fw1', nextHop: '172.16.1.2', interface: 'fw1' }],
+    hash: { seed: 1 },
+    api: { tokenFile: join(dir, 'missing-token') },
+  };
+  const slb = { name: 'slb', interface: 'up0', seed: 1, api: { tokenFile: join(dir, 'missing-token') }, vips: [] };
+  for (const [main, cfg] of [
+    ['apps/balancer/dist/main.js', node],
+    ['apps/slb/dist/main.js', slb],
+  ] as const) {
+    const file = join(dir, `${main.split('/')[1]}.json`);
+    writeFileSync(file, JSON.stringify(cfg));
+    const r = spawnSync(process.execPath, [join(REPO, main), 'check-config', file], { encoding: 'utf8' });
+    t.equal(r.status, 2, `${main}: exit 2 (${r.stderr.trim()})`);
+    t.match(r.stderr, /\/api\/tokenFile: cannot read the token file/);
+    writeFileSync(join(dir, 'missing-token'), 'a-token-of-enough-length\n');
+    const ok = spawnSync(process.execPath, [join(REPO, main), 'check-config', file], { encoding: 'utf8' });
+    t.equal(ok.status, 0, `with the file: ${ok.stderr}`);
+    rmSync(join(dir, 'missing-token'));
+  }
+});
