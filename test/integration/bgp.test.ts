@@ -4,11 +4,10 @@
 // announcing (fail static); a drained node is less preferred; a configuration BIRD refuses is never loaded.
 import { t, Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { createServer, connect } from 'node:net';
-import { chromium } from 'playwright-core';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { drive, DriveReport, ECHO_PORT, inNs, Lab, LAB_BFD, SERVER_NET } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
+import { openStatusPage } from '../helpers/status-page';
 import { startRedisOnSocket } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -172,21 +171,7 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
   });
 
   await t.test("the status page shows the node's announcements and sessions, and a drain within 2 s", async (t) => {
-    const proxy = createServer((c) => {
-      const u = connect({ path: lab.socketPath('ob1') });
-      c.pipe(u).pipe(c);
-      c.on('error', () => u.destroy());
-      u.on('error', () => c.destroy());
-    });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
-    t.teardown(() => proxy.close());
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-    t.teardown(() => browser.close());
-    const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${(proxy.address() as { port: number }).port}/ui`);
+    const page = await openStatusPage(t, lab.socketPath('ob1'));
     await page.waitForSelector('#bgp-state.up', { timeout: 5000 });
     t.equal(await page.textContent('#bgp-state'), 'fit');
     t.equal(await page.locator('#routing tr').count(), 1 + lab.t.balancers.ob1.bgp!.peers.length, 'a row per peer');

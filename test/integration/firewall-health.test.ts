@@ -2,10 +2,9 @@
 import { t } from 'tap';
 import { bucketOf, buildTable, canonicalKey, PROTO_TCP, splitHostPort } from '@fwlb/flowhash';
 import { spawnSync } from 'node:child_process';
-import { connect, createServer } from 'node:net';
-import { chromium } from 'playwright-core';
 import { BALANCER_MAIN, drive, ECHO_PORT, inNs, DriveReport, spawnInNs, SPOOF } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
+import { openStatusPage } from '../helpers/status-page';
 
 t.test('firewall 2 fails and rejoins', async (t) => {
   // Dual stack: IPv6 streams to the real servers cross the failure and the return beside the IPv4 ones.
@@ -226,21 +225,7 @@ t.test('firewall 2 fails and rejoins', async (t) => {
     t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
 
   // The status page, in headless Chromium: it shows fw1 going down within 2 s of its link being cut.
-  const proxy = createServer((c) => {
-    const u = connect({ path: lab.socketPath('outside') });
-    c.pipe(u).pipe(c);
-    c.on('error', () => u.destroy());
-    u.on('error', () => c.destroy());
-  });
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => proxy.close());
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  t.teardown(() => browser.close());
-  const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${(proxy.address() as { port: number }).port}/ui`);
+  const page = await openStatusPage(t, lab.socketPath('outside'));
   await page.waitForSelector('#fw-fw1 .up', { timeout: 5000 });
   t.pass('the page shows fw1 up');
   const cut = Date.now();
