@@ -43,6 +43,12 @@ t.test('fwlb check-config and fwlb-slb check-config: exit 2 naming /api/tokenFil
     writeFileSync(join(dir, 'missing-token'), 'a-token-of-enough-length\n');
     const ok = spawnSync(process.execPath, [join(REPO, main), 'check-config', file], { encoding: 'utf8' });
     t.equal(ok.status, 0, `with the file: ${ok.stderr}`);
+    if (main.includes('balancer')) {
+      rmSync(join(dir, 'missing-token'));
+      const doctor = spawnSync(process.execPath, [join(REPO, main), 'doctor', '--config', file], { encoding: 'utf8' });
+      t.match(doctor.stdout, /MISSING API token file: cannot read the token file/, 'doctor lists it with the other checks');
+      writeFileSync(join(dir, 'missing-token'), 'a-token-of-enough-length\n');
+    }
     rmSync(join(dir, 'missing-token'));
   }
 });

@@ -218,6 +218,11 @@ export class Announcer {
     return this.busy;
   }
 
+  /** Read the daemon's sessions now (GET /node answers with what BIRD says at that moment, not 2 s ago). */
+  refresh(): Promise<void> {
+    return this.readDaemon();
+  }
+
   private async readDaemon(): Promise<void> {
     this.protocols = await this.d.daemon.protocols();
     this.bfd = this.bgp.peers.some((p) => p.bfd) ? await this.d.daemon.bfdSessions() : null;

@@ -185,11 +185,14 @@ function registerNodeRoutes(app: FastifyInstance, opts: AppOptions, guard: Retur
     if (!opts.announcer) throw Errors.NO_BGP();
     return opts.announcer;
   };
-  const view = async () => ({
-    ...announcer().status(),
-    newConnections: opts.newConnections ? await opts.newConnections() : null,
-    at: Date.now(),
-  });
+  const view = async () => {
+    await announcer().refresh();
+    return {
+      ...announcer().status(),
+      newConnections: opts.newConnections ? await opts.newConnections() : null,
+      at: Date.now(),
+    };
+  };
   app.get('/node', view);
   app.put<{ Body: { drained: boolean } }>(
     '/node/drain',

@@ -17,11 +17,10 @@ export function loadJsonConfig<T>(path: string, validate: (doc: unknown, source:
   } catch (e) {
     throw new ConfigError([{ field: '', message: `not valid JSON: ${(e as Error).message}` }], path);
   }
-  const config = validate(doc, path);
-  const problem = tokenFileProblem((config as { api?: { tokenFile?: string } }).api?.tokenFile);
-  if (problem) throw new ConfigError([problem], path);
-  return config;
+  return validate(doc, path);
 }
+
+const tokenFileOf = (config: unknown) => (config as { api?: { tokenFile?: string } } | null)?.api?.tokenFile;
 
 /** The shortest token a token file may hold (the config schema's for an inline `api.token`). */
 const TOKEN_MIN = 16;
@@ -129,15 +128,30 @@ export function nodeCli<C>(c: NodeCli<C>): void {
   };
   runMain(c.prog, async () => {
     const cmd = process.argv[2];
+    // The token file is checked with the config: a node whose API could not authenticate anyone stops before it
+    // touches the kernel, not after its first reconcile.
+    const loadChecked = (path: string): C => {
+      const config = c.loadConfig(path);
+      const problem = tokenFileProblem(tokenFileOf(config));
+      if (problem) throw new ConfigError([problem], path);
+      return config;
+    };
     if (cmd === 'run') {
-      await c.run(arg('--config') ?? usage());
+      const path = arg('--config') ?? usage();
+      loadChecked(path);
+      await c.run(path);
     } else if (cmd === 'doctor') {
       const path = arg('--config');
-      const checks = await c.doctor(path ? c.loadConfig(path) : null);
+      const config = path ? c.loadConfig(path) : null;
+      const checks = await c.doctor(config);
+      if (tokenFileOf(config)) {
+        const problem = tokenFileProblem(tokenFileOf(config));
+        checks.push({ name: 'API token file', ok: !problem, required: true, detail: problem ? problem.message : `${tokenFileOf(config)} readable` });
+      }
       console.log(formatChecks(checks));
       process.exit(checks.some((x) => x.required && !x.ok) ? 1 : 0);
     } else if (cmd === 'check-config') {
-      c.loadConfig(process.argv[3] ?? usage());
+      loadChecked(process.argv[3] ?? usage());
       console.log('config ok');
     } else if (cmd && c.commands?.[cmd]) {
       const args = process.argv.slice(3);
