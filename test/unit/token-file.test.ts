@@ -2,7 +2,7 @@
 // before a node would touch the kernel.
 import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tokenFileProblem } from '@fwlb/service';
@@ -50,5 +50,37 @@ t.test('fwlb check-config and fwlb-slb check-config: exit 2 naming /api/tokenFil
       writeFileSync(join(dir, 'missing-token'), 'a-token-of-enough-length\n');
     }
     rmSync(join(dir, 'missing-token'));
+  }
+});
+
+t.test('token create: a new 0600 file with a random token the check accepts; an existing one kept unless --force', async (t) => {
+  const file = join(dir, 'created-token');
+  const main = join(REPO, 'apps/balancer/dist/main.js');
+  const r = spawnSync(process.execPath, [main, 'token', 'create', file], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /wrote a new API token to .*created-token \(mode 0600\)/);
+  t.equal(statSync(file).mode & 0o777, 0o600);
+  const first = readFileSync(file, 'utf8');
+  t.match(first, /^[A-Za-z0-9_-]{43}\n$/, '32 random bytes, base64url');
+  t.equal(tokenFileProblem(file), null);
+  const again = spawnSync(process.execPath, [main, 'token', 'create', file], { encoding: 'utf8' });
+  t.equal(again.status, 2, 'an existing token file is kept (exit 2)');
+  t.match(again.stderr, /exists: keep it, or give --force/);
+  t.equal(readFileSync(file, 'utf8'), first);
+  const forced = spawnSync(process.execPath, [main, 'token', 'create', file, '--force'], { encoding: 'utf8' });
+  t.equal(forced.status, 0);
+  t.not(readFileSync(file, 'utf8'), first, 'a new token');
+});
+
+t.test('--version: every command says its version', async (t) => {
+  for (const [main, prog] of [
+    ['apps/balancer/dist/main.js', 'fwlb'],
+    ['apps/slb/dist/main.js', 'fwlb-slb'],
+    ['apps/fwlbctl/dist/main.js', 'fwlbctl'],
+    ['libs/conntrack/dist/cli.js', 'fwlb-conntrack'],
+  ]) {
+    const r = spawnSync(process.execPath, [join(REPO, main), '--version'], { encoding: 'utf8' });
+    t.equal(r.status, 0, `${prog}: ${r.stderr}`);
+    t.match(r.stdout.trim(), new RegExp(`^${prog} \\d+\\.\\d+\\.\\d+$`));
   }
 });

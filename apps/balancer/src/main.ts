@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // fwlb node agent entry point: `fwlb run|doctor|check-config`; the only place that listens and touches process.
+import { join } from 'node:path';
 import { validateBalancerConfig, ResolvedBalancerConfig } from '@fwlb/config';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
@@ -179,8 +180,10 @@ async function run(path: string): Promise<void> {
 }
 
 nodeCli({
+  packageDir: join(__dirname, '..'),
   prog: 'fwlb',
-  usage: 'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE | fwlb announce fit|drained|unfit|none --config FILE',
+  usage:
+    'fwlb run --config FILE | fwlb doctor [--config FILE] | fwlb check-config FILE | fwlb announce fit|drained|unfit|none --config FILE | fwlb token create FILE [--force] | fwlb --version',
   loadConfig,
   run,
   doctor: (c) =>

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // fwlb-slb entry point: `fwlb-slb run|doctor|check-config`; the only place that listens and touches process.
+import { join } from 'node:path';
 import { listenOn, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, stopOnSignals, tokenOf } from '@fwlb/service';
 import { buildSlbApp, loadSlbConfig, loadSlbConfigWithState, slbDoctor, SlbKernelError, slbMetrics, startSlb } from '@fwlb/slb';
 
@@ -25,8 +26,10 @@ async function run(path: string): Promise<void> {
 }
 
 nodeCli({
+  packageDir: join(__dirname, '..'),
   prog: 'fwlb-slb',
-  usage: 'fwlb-slb run --config FILE | fwlb-slb doctor [--config FILE] | fwlb-slb check-config FILE',
+  usage:
+    'fwlb-slb run --config FILE | fwlb-slb doctor [--config FILE] | fwlb-slb check-config FILE | fwlb-slb token create FILE [--force] | fwlb-slb --version',
   loadConfig: loadSlbConfig,
   run,
   doctor: (c) => slbDoctor(c?.interface, c?.haproxy.binary, !!c?.vips.some((v) => v.address.includes(':'))),

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // fwlb-conntrack: `dump` prints the table, `watch [--ms N] [--rcvbuf B] [--stall MS]` prints events as JSON lines and
 // ends with the loss metrics; for operators, and for the integration tests, which run it inside a namespace.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConntrackEvents, dumpConntrack } from './conntrack';
 
 const arg = (n: string, d: number) => {
@@ -10,12 +12,16 @@ const arg = (n: string, d: number) => {
 
 async function main(): Promise<void> {
   const cmd = process.argv[2];
+  if (cmd === '--version') {
+    console.log(`fwlb-conntrack ${JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')).version}`);
+    return;
+  }
   if (cmd === 'dump') {
     for (const e of await dumpConntrack()) console.log(JSON.stringify(e));
     return;
   }
   if (cmd !== 'watch') {
-    console.error('usage: fwlb-conntrack dump | watch [--ms N] [--rcvbuf BYTES] [--stall MS]');
+    console.error('usage: fwlb-conntrack dump | watch [--ms N] [--rcvbuf BYTES] [--stall MS] | --version');
     process.exit(2);
   }
   let resyncs = 0;

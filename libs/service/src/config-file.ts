@@ -1,5 +1,7 @@
 // Reads a JSON config file and the API token for a node process; shell layer shared by the node processes.
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { ConfigError } from '@fwlb/config';
 import { Check, formatChecks } from './checks';
 
@@ -18,6 +20,22 @@ export function loadJsonConfig<T>(path: string, validate: (doc: unknown, source:
     throw new ConfigError([{ field: '', message: `not valid JSON: ${(e as Error).message}` }], path);
   }
   return validate(doc, path);
+}
+
+/** The version in a package directory's package.json. */
+export function packageVersion(dir: string): string {
+  return JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).version;
+}
+
+/**
+ * `token create FILE [--force]`: a random token (32 bytes, base64url) in a new file of mode 0600; an existing file is
+ * kept unless --force (a running node would stop accepting the clients that hold the old one).
+ */
+export function createTokenFile(path: string, force = false): string {
+  if (existsSync(path) && !force) throw new ConfigError([{ field: '', message: `${path} exists: keep it, or give --force to replace the token` }], path);
+  writeFileSync(path, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600, flag: force ? 'w' : 'wx' });
+  chmodSync(path, 0o600);
+  return `wrote a new API token to ${path} (mode 0600)`;
 }
 
 const tokenFileOf = (config: unknown) => (config as { api?: { tokenFile?: string } } | null)?.api?.tokenFile;
@@ -116,6 +134,8 @@ export interface NodeCli<C> {
   loadConfig: (path: string) => C;
   run: (path: string) => Promise<void>;
   doctor: (config: C | null) => Promise<Check[]>;
+  /** The program's package directory: `--version` prints its package.json's version. */
+  packageDir: string;
   /** Commands of this program only: `<prog> NAME ...` runs `commands[NAME](config, args after --config FILE)`. */
   commands?: Record<string, (config: C, args: string[]) => Promise<void>>;
 }
@@ -136,7 +156,11 @@ export function nodeCli<C>(c: NodeCli<C>): void {
       if (problem) throw new ConfigError([problem], path);
       return config;
     };
-    if (cmd === 'run') {
+    if (cmd === '--version') {
+      console.log(`${c.prog} ${packageVersion(c.packageDir)}`);
+    } else if (cmd === 'token' && process.argv[3] === 'create') {
+      console.log(createTokenFile(process.argv[4] ?? usage(), process.argv.includes('--force')));
+    } else if (cmd === 'run') {
       const path = arg('--config') ?? usage();
       loadChecked(path);
       await c.run(path);
