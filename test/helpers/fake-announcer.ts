@@ -14,7 +14,7 @@ export function fakes(peers: { name: string }[], o: { refuse?: string; table?: A
     check: async (file) => (o.refuse && readFileSync(file, 'utf8').includes(o.refuse) ? `${file}:3:1 ${o.refuse} refused` : null),
     configure: async (file) => (loaded.push(readFileSync(file, 'utf8')), null),
     bfdSessions: async () => new Map(),
-    protocols: async () => peers.map((p) => ({ name: `fwlb_${p.name}`, proto: 'BGP', state: 'up', since: '', info: 'Established' })),
+    protocols: async () => peers.map((p) => ({ name: `fwlb_${p.name}`, proto: 'BGP', state: 'up', since: '', info: 'Established', established: true })),
   };
   const rtnl = {
     announced: async () => table,

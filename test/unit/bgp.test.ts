@@ -131,6 +131,11 @@ fwlb_announce4 Kernel     fwlb4      up     00:32:59.631
       ['fwlb_announce4', 'Kernel', 'up', ''],
     ],
   );
+  t.same(
+    p.map((x) => x.established),
+    [false, true, false, false],
+    'established: a BGP session whose info says so',
+  );
   t.same(parseBirdProtocols('Unable to connect to server control socket'), []);
   const bfd = parseBfdSessions(`BIRD 2.0.12 ready.
 fwlb_bfd:

@@ -246,7 +246,7 @@ export class Announcer {
         name: p.name,
         address: p.address,
         state: s?.state ?? 'unknown',
-        established: s?.info.startsWith('Established') ?? false,
+        established: s?.established ?? false,
         info: s?.info ?? '',
         bfd: p.bfd ? (this.bfd?.get(p.address) ?? null) : null,
       };

@@ -276,7 +276,7 @@ async function bgpChecks(bgp: ResolvedBgp): Promise<Check[]> {
   });
   for (const p of protocols ? bgp.peers : []) {
     const s = protocols!.find((x) => x.name === birdProtocol(p.name));
-    const up = s?.info.startsWith('Established') ?? false;
+    const up = s?.established ?? false;
     out.push({
       name: `BGP session ${p.name} (${p.address})`,
       ok: up,

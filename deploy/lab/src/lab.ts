@@ -210,7 +210,7 @@ export class Lab {
   bgpSessions(name: string): { name: string; established: boolean; info: string }[] {
     return parseBirdProtocols(this.birdc(name, ['show', 'protocols']))
       .filter((p) => p.proto === 'BGP')
-      .map((p) => ({ name: p.name, established: p.info.startsWith('Established'), info: p.info }));
+      .map((p) => ({ name: p.name, established: p.established, info: p.info }));
   }
 
   /** Wait until every BGP session of the routers and firewalls is established. */

@@ -107,6 +107,8 @@ export interface BirdProtocolState {
   state: string;
   since: string;
   info: string;
+  /** A BGP session that is up (BIRD's info column says `Established`). */
+  established: boolean;
 }
 
 /** `birdc show protocols` → one entry per protocol (the header line and the banner skipped). */
@@ -116,7 +118,7 @@ export function parseBirdProtocols(text: string): BirdProtocolState[] {
     const m = /^(\S+)\s+(\S+)\s+(\S+)\s+(up|down|start|stop|flush)\s+(\S+(?: \S+)?)\s*(.*)$/.exec(line);
     if (!m || m[1] === 'Name') continue;
     const [, name, proto, , state, since, info] = m;
-    out.push({ name, proto, state, since, info: info.trim() });
+    out.push({ name, proto, state, since, info: info.trim(), established: proto === 'BGP' && info.startsWith('Established') });
   }
   return out;
 }
