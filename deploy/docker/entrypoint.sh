@@ -30,7 +30,7 @@ done
 nodefault() { ip route del default 2>/dev/null || true; ip -6 route del default 2>/dev/null || true; }
 # The configs read their API token from /etc/fwlb/token: each container makes its own (mutations then need it from
 # inside the container: docker-compose exec ob1 cat /etc/fwlb/token).
-token() { [ -s /etc/fwlb/token ] || { umask 077; head -c 24 /dev/urandom | base64 > /etc/fwlb/token; }; }
+token() { mkdir -p /var/lib/fwlb; [ -s /etc/fwlb/token ] || { umask 077; head -c 24 /dev/urandom | base64 > /etc/fwlb/token; }; }
 # ECMP through BGP (docker-compose.bgp.yml): the routers, the SLB node and the firewalls run the lab's BIRD when it is
 # mounted, and learn their routes over the nodes from it (Docker's default route would hide the SLB node's).
 peerbird() { if [ -f /etc/fwlb/bird.conf ]; then nodefault; mkdir -p /run/bird; bird -c /etc/fwlb/bird.conf -s /run/bird/bird.ctl; fi; }

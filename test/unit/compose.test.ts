@@ -99,14 +99,16 @@ t.test('deploy/docker-compose.bgp.yml matches the BGP lab: every peer runs the l
 t.test('node configs in deploy/configs are the lab node configs', async (t) => {
   for (const role of ['outside', 'inside'] as const) {
     const file = JSON.parse(readFileSync(join(REPO, 'deploy/configs', `${role}.json`), 'utf8'));
-    const { api: _a, resyncSeconds: _r, ...want } = lab.nodes[role];
-    const { api: _b, ...got } = file;
+    const { api: _a, resyncSeconds: _r, stateFile: _s, ...want } = lab.nodes[role];
+    const { api: _b, stateFile, ...got } = file;
     t.same(got, want, `${role}.json matches the lab`);
     t.ok(file.api.tokenFile, `${role}.json reads its token from a file`);
+    t.equal(stateFile, `/var/lib/fwlb/${role}-state.json`, `${role}.json keeps the API's changes where a reboot leaves them`);
   }
   const file = JSON.parse(readFileSync(join(REPO, 'deploy/configs/slb.json'), 'utf8'));
-  const { api: _a, resyncSeconds: _r, ...want } = lab.slb;
-  const { api: _b, ...got } = file;
+  const { api: _a, resyncSeconds: _r, stateFile: _s, ...want } = lab.slb;
+  const { api: _b, stateFile, ...got } = file;
   t.same(got, want, 'slb.json matches the lab');
+  t.equal(stateFile, '/var/lib/fwlb/slb-state.json', 'slb.json keeps the API changes where a reboot leaves them');
   t.ok(file.api.tokenFile, 'slb.json reads its token from a file');
 });

@@ -1,25 +1,49 @@
 // Unit: the systemd units are accepted by `systemd-analyze verify` without a warning and keep least privilege.
 import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from '@fwlb/lab';
 
 const units = ['fwlb.service', 'fwlb-slb.service'].map((u) => join(REPO, 'deploy/systemd', u));
 
+/**
+ * systemd-analyze verify on copies of the units whose commands (/usr/bin/fwlb, fwlb-slb: the package's) point at a
+ * stub here, since verify requires an executable and the package is not installed on the test machine
+ * (test/integration/package.test.ts runs the packaged commands).
+ */
+function verify(files: string[]) {
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-units-'));
+  try {
+    const stub = join(dir, 'command');
+    writeFileSync(stub, '#!/bin/sh\n', { mode: 0o755 });
+    const copies = files.map((f) => {
+      const text = readFileSync(f, 'utf8');
+      const out = join(dir, f.split('/').pop()!);
+      writeFileSync(out, text.replace(/\/usr\/bin\/fwlb(-slb)?(?= )/g, stub));
+      return out;
+    });
+    return spawnSync('systemd-analyze', ['verify', ...copies], { encoding: 'utf8' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 t.test('systemd-analyze verify accepts both units, without a warning', async (t) => {
-  const r = spawnSync('systemd-analyze', ['verify', ...units], { encoding: 'utf8' });
-  t.equal(r.status, 0, `exit ${r.status}`);
+  const r = verify(units);
+  t.equal(r.status, 0, `exit ${r.status}: ${r.stderr}`);
+  for (const u of units) t.match(readFileSync(u, 'utf8'), /^ExecStart=\/usr\/bin\/fwlb(-slb)? run --config \/etc\/fwlb\/\w+\.json$/m, 'the packaged command');
   t.equal((r.stdout + r.stderr).trim(), '', 'no warning (unknown keys are only warnings)');
 });
 
 t.test('BGP: fwlb-unfit.service verifies, fwlb.service runs it only when systemd gives up, the drop-in grants BIRD access only', async (t) => {
   const unfit = join(REPO, 'deploy/systemd/fwlb-unfit.service');
-  const r = spawnSync('systemd-analyze', ['verify', unfit], { encoding: 'utf8' });
-  t.equal(r.status, 0, `exit ${r.status}`);
+  const r = verify([unfit]);
+  t.equal(r.status, 0, `exit ${r.status}: ${r.stderr}`);
   t.equal((r.stdout + r.stderr).trim(), '');
   const text = readFileSync(unfit, 'utf8');
-  t.match(text, /^ExecStart=-\/usr\/bin\/node \S+main\.js announce unfit --config /m);
+  t.match(text, /^ExecStart=-\/usr\/bin\/fwlb announce unfit --config /m);
   t.match(text, /^CapabilityBoundingSet=CAP_NET_ADMIN$/m);
   t.match(readFileSync(units[0], 'utf8'), /^OnFailure=fwlb-unfit\.service$/m);
   const dropIn = readFileSync(join(REPO, 'deploy/systemd/fwlb.service.d/bgp.conf'), 'utf8');

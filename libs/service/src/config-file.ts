@@ -56,7 +56,7 @@ export function tokenFileProblem(path: string | undefined): { field: string; mes
     const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     return {
       field: '/api/tokenFile',
-      message: `cannot read the token file ${path} (${code}); create it with a random token of ${TOKEN_MIN}+ characters, mode 0600`,
+      message: `cannot read the token file ${path} (${code}); create it with \`fwlb token create ${path}\` (a random token, mode 0600)`,
     };
   }
   const token = text.split('\n')[0].trim();
