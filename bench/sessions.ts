@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bucketOf, buildTable } from '@fwlb/flowhash';
+import { bucketOf, buildJoinedTable } from '@fwlb/flowhash';
 import { SessionCache, pinElement, PIN_MAP_TYPE } from '@fwlb/balancer';
 import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
 import { deleteNs, inNs, run, startRedis, uniquePrefix, REPO } from '@fwlb/lab';
@@ -85,8 +85,8 @@ async function main(): Promise<void> {
     const ids = ['fw1', 'fw2', 'fw3'];
     const seed = 0x5eed1234;
     const M = 251;
-    const t1 = buildTable(ids, M, ['fw1', 'fw3']);
-    const t0full = buildTable(ids, M);
+    const t1 = buildJoinedTable(ids, M, ['fw1', 'fw3']);
+    const t0full = buildJoinedTable(ids, M);
     const rtable = new SessionTable(redis, 'ob', 'br:');
     // Each session on the firewall the table of that time (fw2 out) gave it.
     const sessions = records(N, () => '').map((r) => ({ ...r, firewall: t1.owner[bucketOf(r, seed, M)]! }));

@@ -3,7 +3,7 @@
 // the other config between runs). fw1 and fw2 run conntrackd FTFW (write-through) in every round; fw3 is alone.
 // Reports, for fw2's streams: how many broke, and the outage the survivors lived through (their longest gap between
 // two echoes, streams send every 20 ms) beside the detection time (failure -> fw2 out of both nodes' tables).
-import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
+import { bucketOf, buildJoinedTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
 import { drive, ECHO_PORT, spread, startBenchLab } from '@fwlb/lab';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10);
@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   try {
     await lab.startSync();
     const cfg = lab.t.nodes.outside;
-    const home = buildTable(ALL, cfg.hash.buckets!);
+    const home = buildJoinedTable(ALL, cfg.hash.buckets!);
     const clients = lab.t.hosts.filter((h) => h.role === 'client');
     const target = `${lab.t.vip}:${ECHO_PORT}`;
     const allLive = () => lab.waitFirewalls((fw) => fw.every((f) => f.live), 20000, 'every firewall live');

@@ -1,7 +1,7 @@
 // Integration: a dual-stack sandwich. IPv4 and IPv6 traffic in one run through the same nodes, firewalls and
 // bucket table; every IPv6 session crosses the firewall the model names, and ICMP errors follow their flow.
 import { t } from 'tap';
-import { bucketOf, buildTable, canonicalKey, hostPort, PROTO_TCP } from '@fwlb/flowhash';
+import { bucketOf, buildJoinedTable, canonicalKey, hostPort, PROTO_TCP } from '@fwlb/flowhash';
 import { spawnSync } from 'node:child_process';
 import { drive, ECHO_PORT, formatReport, HTTP_PORT, inNs, Lab, runScenario, spawnInNs, WEB_PORT } from '@fwlb/lab';
 import { slbDoctor } from '@fwlb/slb';
@@ -157,7 +157,7 @@ t.test('dual stack: IPv4 and IPv6 through one sandwich', async (t) => {
     const rep = await drive(lab, 'c1', { short: { targets, count: 600, concurrency: 12 } });
     t.equal(rep.short.failed, 0, '600 IPv6 connections, 0 failed');
     const cfg = lab.t.nodes.outside;
-    const table = buildTable(
+    const table = buildJoinedTable(
       cfg.firewalls.map((f) => f.id),
       cfg.hash.buckets!,
     );

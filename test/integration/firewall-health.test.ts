@@ -1,6 +1,6 @@
 // Integration: firewall 2's link goes down during traffic; only its buckets move, streams elsewhere survive, it comes back.
 import { t } from 'tap';
-import { bucketOf, buildTable, canonicalKey, PROTO_TCP, splitHostPort } from '@fwlb/flowhash';
+import { bucketOf, buildJoinedTable, canonicalKey, PROTO_TCP, splitHostPort } from '@fwlb/flowhash';
 import { spawnSync } from 'node:child_process';
 import { BALANCER_MAIN, drive, ECHO_PORT, inNs, DriveReport, spawnInNs, SPOOF } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
@@ -13,7 +13,7 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   const servers = [`${lab.t.vip}:${ECHO_PORT}`];
   const servers6 = lab.targets6('server', ECHO_PORT);
   const cfg = lab.t.nodes.outside;
-  const table = buildTable(
+  const table = buildJoinedTable(
     cfg.firewalls.map((f) => f.id),
     cfg.hash.buckets!,
   );

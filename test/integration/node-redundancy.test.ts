@@ -5,7 +5,7 @@
 // one side's path through one node): what a dying node does to traffic behind BGP is bgp.test.ts's.
 import { t, Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { bucketOf, buildTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
+import { bucketOf, buildJoinedTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
 import { drive, ECHO_PORT, inNs, Lab, waitUntil } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { natFirewalls, natTitle } from '../helpers/nat-firewalls';
@@ -25,7 +25,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   lab.traceFlowExits();
   const cfg = lab.t.balancers.ob1;
   const buckets = cfg.hash.buckets!;
-  const home = buildTable(ALL, buckets);
+  const home = buildJoinedTable(ALL, buckets);
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const vip = lab.t.vip;
   const target = `${vip}:${ECHO_PORT}`;
@@ -106,7 +106,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     routeOnly(2);
     const reports = await longs;
     routeOnly(null);
-    const without = buildTable(ALL, buckets, ['fw1', 'fw3']);
+    const without = buildJoinedTable(ALL, buckets, ['fw1', 'fw3']);
     const streams = reports.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
     const key = (x: { addr: string; port: number }) =>
       bucketOf(canonicalKey('outside', { saddr: x.addr, sport: x.port, daddr: vip, dport: ECHO_PORT, proto: PROTO_TCP }), cfg.hash.seed, buckets);

@@ -3,7 +3,7 @@ import { t } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { bucketOf, buildTable, canonicalKey, PROTO_UDP } from '@fwlb/flowhash';
+import { bucketOf, buildJoinedTable, canonicalKey, PROTO_UDP } from '@fwlb/flowhash';
 import { BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { portReuse, PORT_REUSE_TITLE } from '../helpers/port-reuse';
@@ -49,7 +49,7 @@ t.test('sandwich', async (t) => {
       }
     }
     const cfg = lab.t.nodes.outside;
-    const table = buildTable(
+    const table = buildJoinedTable(
       cfg.firewalls.map((f) => f.id),
       cfg.hash.buckets!,
     );

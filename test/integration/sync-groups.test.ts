@@ -2,7 +2,7 @@
 // fw3 is alone. A firewall that fails silently gives its buckets to its group peer, so its sessions keep flowing
 // through the firewall that holds their state; without the group (or without a peer) they break.
 import { t } from 'tap';
-import { bucketOf, buildGroupedTable, buildTable, canonicalKey, PROTO_TCP, PROTO_UDP, splitHostPort } from '@fwlb/flowhash';
+import { bucketOf, buildGroupedTable, buildJoinedTable, canonicalKey, PROTO_TCP, PROTO_UDP, splitHostPort } from '@fwlb/flowhash';
 import { drive, ECHO_PORT, DriveReport, Lab } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
@@ -15,7 +15,7 @@ t.test('sync groups', async (t) => {
   await lab.startSync();
   const cfg = lab.t.nodes.outside;
   const buckets = cfg.hash.buckets!;
-  const home = buildTable(ALL, buckets);
+  const home = buildJoinedTable(ALL, buckets);
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const vip = lab.t.vip;
   const target = `${vip}:${ECHO_PORT}`;
@@ -126,7 +126,7 @@ t.test('sync groups', async (t) => {
 
   await t.test("without the sync group in fwlb, fw2 fails: the streams sent to fw3 break (today's behaviour)", async (t) => {
     await restartNodes(lab, false);
-    const spread = buildTable(ALL, buckets, ['fw1', 'fw3']);
+    const spread = buildJoinedTable(ALL, buckets, ['fw1', 'fw3']);
     t.notSame(spread.owner, buildGroupedTable(ALL, buckets, ['fw1', 'fw3'], [['fw1', 'fw2']]).owner, 'the model: without the group some of fw2 goes to fw3');
     const ss = await streams(async () => {
       lab.failFirewall('fw2');

@@ -12,6 +12,7 @@ import {
   parseAddress,
   splitHostPort,
   buildGroupedTable,
+  buildJoinedTable,
   buildTable,
   syncGroupRescue,
   canonicalKey,
@@ -146,11 +147,63 @@ t.test('table refuses a non-prime size and handles no live member', async (t) =>
   t.ok(buildTable(['a', 'b'], 7, []).owner.every((o) => o === null));
 });
 
+// The balancer's table: members joined in config order.
+t.test('property: joined table balanced, and removing one of N (anywhere in the order) moves only its own', async (t) => {
+  fc.assert(
+    fc.property(ids, prime, fc.nat(), (xs, m, pick) => {
+      const full = buildJoinedTable(xs, m);
+      const d = Object.values(distribution(full));
+      const balanced = d.length === xs.length && Math.max(...d) - Math.min(...d) <= 1 && d.reduce((a, b) => a + b, 0) === m;
+      const gone = xs[pick % xs.length];
+      const after = buildJoinedTable(
+        xs,
+        m,
+        xs.filter((x) => x !== gone),
+      );
+      const onlyOwn = full.owner.every((o, b) => o === gone || o === after.owner[b]);
+      const da = Object.values(distribution(after));
+      const back = JSON.stringify(buildJoinedTable(xs, m, xs).owner) === JSON.stringify(full.owner);
+      return balanced && onlyOwn && moved(full, after) / m <= 1 / xs.length + 0.005 && Math.max(...da) - Math.min(...da) <= 2 && back;
+    }),
+  );
+  t.pass();
+});
+
+t.test('property: a member appended to the order moves nothing until it is live, then only the buckets it takes, evenly', async (t) => {
+  fc.assert(
+    fc.property(ids, prime, (xs, m) => {
+      const before = buildJoinedTable(xs, m);
+      const added = [...xs, 'new-member'];
+      const notYet = buildJoinedTable(added, m, xs);
+      const live = buildJoinedTable(added, m);
+      const onlyToNew = before.owner.every((o, b) => live.owner[b] === o || live.owner[b] === 'new-member');
+      const took = live.owner.filter((o) => o === 'new-member').length;
+      // Each member before it gave up its fair part of what the new one took (within two buckets).
+      const gave = xs.map((x) => before.owner.filter((o, b) => o === x && live.owner[b] === 'new-member').length);
+      return moved(before, notYet) === 0 && onlyToNew && took === Math.floor(m / added.length) && Math.max(...gave) - Math.min(...gave) <= 2;
+    }),
+  );
+  t.pass();
+});
+
+t.test('joined table: trailing members that are not live are left out; the order matters and is the same everywhere', async (t) => {
+  const all = ['fw1', 'fw2', 'fw3', 'fw4', 'fw5'];
+  t.same(buildJoinedTable(all, 251, ['fw1', 'fw2', 'fw3']).owner, buildJoinedTable(['fw1', 'fw2', 'fw3'], 251).owner);
+  t.same(buildJoinedTable(all, 251).owner, buildJoinedTable([...all], 251).owner, 'deterministic');
+  t.notSame(buildJoinedTable(all, 251).owner, buildJoinedTable([...all].reverse(), 251).owner, 'another order, another table');
+  t.throws(() => buildJoinedTable(['a', 'b'], 100), /prime/);
+  t.ok(
+    buildJoinedTable(['a', 'b'], 7, []).owner.every((o) => o === null),
+    'no member live: no owner',
+  );
+  t.same(distribution(buildJoinedTable(['a'], 7)), { a: 7 });
+});
+
 // Sync groups.
 t.test('sync group: a firewall that is down gives its buckets to its group peer only; the others never move', async (t) => {
   const all = ['fw1', 'fw2', 'fw3'];
   const groups = [['fw1', 'fw2']];
-  const home = buildTable(all, 251);
+  const home = buildJoinedTable(all, 251);
   const down2 = buildGroupedTable(all, 251, ['fw1', 'fw3'], groups);
   home.owner.forEach((h, b) => {
     if (h === 'fw2') t.equal(down2.owner[b], 'fw1', `bucket ${b}: fw2's goes to fw1`);
@@ -159,12 +212,12 @@ t.test('sync group: a firewall that is down gives its buckets to its group peer 
   t.same(bucketMoves(all, down2), { fw2: { fw1: distribution(home).fw2 } }, '/status: where fw2 went');
   t.same(buildGroupedTable(all, 251, all, groups).owner, home.owner, 'fw2 back: takes back exactly what it gave up');
   // Without a group, fw2's buckets spread over fw1 and fw3 (today's behaviour); with the group, none reaches fw3.
-  const spread = buildTable(all, 251, ['fw1', 'fw3']);
+  const spread = buildJoinedTable(all, 251, ['fw1', 'fw3']);
   t.ok(
     home.owner.some((h, b) => h === 'fw2' && spread.owner[b] === 'fw3'),
     'without the group some of fw2 goes to fw3',
   );
-  t.same(buildGroupedTable(all, 251, ['fw1', 'fw3'], []).owner, spread.owner, 'no groups: buildTable');
+  t.same(buildGroupedTable(all, 251, ['fw1', 'fw3'], []).owner, spread.owner, 'no groups: buildJoinedTable');
   // The whole group down: its buckets spread over every live firewall.
   const both = buildGroupedTable(all, 251, ['fw3'], groups);
   t.ok(
@@ -172,13 +225,13 @@ t.test('sync group: a firewall that is down gives its buckets to its group peer 
     'fw1 and fw2 down: fw3 takes everything',
   );
   // A lone firewall down (no group): spread as today, never into a group's rescue.
-  t.same(buildGroupedTable(all, 251, ['fw1', 'fw2'], groups).owner, buildTable(all, 251, ['fw1', 'fw2']).owner, 'fw3 down: as without groups');
+  t.same(buildGroupedTable(all, 251, ['fw1', 'fw2'], groups).owner, buildJoinedTable(all, 251, ['fw1', 'fw2']).owner, 'fw3 down: as without groups');
 });
 
 t.test('sync group of three: the buckets of one that is down are spread over the other two, consistently', async (t) => {
   const all = ['a', 'b', 'c', 'd'];
   const groups = [['a', 'b', 'c']];
-  const home = buildTable(all, 1021);
+  const home = buildJoinedTable(all, 1021);
   const bDown = buildGroupedTable(all, 1021, ['a', 'c', 'd'], groups);
   const took = bucketMoves(all, bDown).b;
   t.same(Object.keys(took).sort(), ['a', 'c'], 'b goes to a and c, not d');
@@ -205,7 +258,7 @@ t.test('property: with sync groups, live members keep their buckets and a down m
         const live = xs.filter((_, i) => up[i]);
         const groups = [0, 1, 2].map((g) => xs.filter((_, i) => grp[i] === g)).filter((g) => g.length >= 2);
         const groupOf = new Map(groups.flatMap((g) => g.map((id) => [id, g] as const)));
-        const home = buildTable(xs, m).owner;
+        const home = buildJoinedTable(xs, m).owner;
         const out = buildGroupedTable(xs, m, live, groups).owner;
         return home.every((h, b) => {
           const o = out[b];

@@ -7,7 +7,7 @@ import * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateBalancerConfig } from '@fwlb/config';
-import { Announcer, build, Reconciler, RoutingPort } from '@fwlb/balancer';
+import { Announcer, build, Reconciler, Reloader, RoutingPort } from '@fwlb/balancer';
 import { fakes } from '../helpers/fake-announcer';
 import { run, table } from '@fwlb/fwlbctl';
 import { REPO } from '@fwlb/lab';
@@ -103,6 +103,38 @@ t.test('against a balancer API', async (t) => {
   const refused = await ctl(['--api', api, 'firewall', 'enable', 'fw2'], { FWLB_TOKEN: 'wrong' });
   t.equal(refused.status, 1);
   t.match(refused.stderr, /FWLB_UNAUTHORIZED/);
+});
+
+t.test('reload: what the node took, or the refusal with its fields (exit 1)', async (t) => {
+  const fw = (k: number) => ({ id: `fw${k}`, nextHop: `172.16.${k}.2`, interface: `fw${k}` });
+  const doc = (ids: number[], seed = 7) => ({ role: 'outside', sideInterface: 'cli0', firewalls: ids.map(fw), hash: { seed } });
+  let file: unknown = doc([1, 2, 3]);
+  const config = validateBalancerConfig(file);
+  const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
+  const r = new Reconciler(config, recordingNft(), routing);
+  const reloader = new Reloader({
+    membership: r.membership,
+    reconciler: r,
+    health: () => null,
+    sessions: null,
+    load: () => validateBalancerConfig(file),
+    log: () => undefined,
+  });
+  const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, reload: () => reloader.reload('API') });
+  const sock = join(dir, 'reload.sock');
+  await app.listen({ path: sock });
+  t.teardown(() => app.close());
+  await r.reconcile();
+  const api = `unix:${sock}`;
+  t.equal((await ctl(['--api', api, 'reload'], { FWLB_TOKEN: TOKEN })).stdout.trim(), 'the config file is unchanged');
+  file = doc([1, 2, 3, 4]);
+  const took = await ctl(['--api', api, 'reload'], { FWLB_TOKEN: TOKEN });
+  t.equal(took.status, 0, took.stderr);
+  t.match(took.stdout, /^reloaded: firewalls added fw4, removed none; \d+ nft commands, \d+ routing changes$/m);
+  file = doc([1, 2, 3, 4], 8);
+  const refused = await ctl(['--api', api, 'reload'], { FWLB_TOKEN: TOKEN });
+  t.equal(refused.status, 1);
+  t.match(refused.stderr, /FWLB_RELOAD_REFUSED: .*\/hash: changes every flow.s bucket/);
 });
 
 t.test('node: the announcements, drain --wait until the node takes no new connection, undrain; no bgp section: named', async (t) => {

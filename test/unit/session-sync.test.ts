@@ -260,11 +260,11 @@ t.test('the session cache is bounded', async (t) => {
 
 t.test('pins with sync groups: a session on a firewall that is gone is pinned to the group peer that holds its state', async (t) => {
   const { SessionCache } = await import('@fwlb/balancer');
-  const { buildTable, buildGroupedTable, syncGroupRescue, bucketOf } = await import('@fwlb/flowhash');
+  const { buildJoinedTable, buildGroupedTable, syncGroupRescue, bucketOf } = await import('@fwlb/flowhash');
   const all = ['fw1', 'fw2', 'fw3'];
   const groups = [['fw1', 'fw2']];
   const markOf = new Map(all.map((id, i) => [id, 0x10000 + i]));
-  const home = buildTable(all, 251).owner;
+  const home = buildJoinedTable(all, 251).owner;
   const c = new SessionCache(1, 251);
   // Sessions on fw2 whose buckets are fw3's (they were pinned there, e.g. after a rejoin): the case pins must cover.
   const recs = [];
@@ -293,7 +293,7 @@ t.test('pins with sync groups: a session on a firewall that is gone is pinned to
     rescued.every((p) => p.mark === markOf.get('fw1')),
     'to fw1, its group peer',
   );
-  t.same(c.pins(buildTable(all, 251, live), markOf, new Set(live)), [], 'without a group: no pin, the sessions are re-hashed (today)');
+  t.same(c.pins(buildJoinedTable(all, 251, live), markOf, new Set(live)), [], 'without a group: no pin, the sessions are re-hashed (today)');
   // fw2 back: its sessions are on fw3's buckets and fw2 is reachable: pinned to fw2 as before.
-  t.ok(c.pins(buildTable(all, 251), markOf, new Set(all)).every((p) => p.mark === markOf.get('fw2')));
+  t.ok(c.pins(buildJoinedTable(all, 251), markOf, new Set(all)).every((p) => p.mark === markOf.get('fw2')));
 });

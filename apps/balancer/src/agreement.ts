@@ -32,13 +32,20 @@ export interface AgreementOptions {
 
 /**
  * What every node of the sandwich must share for a flow to land in the same bucket and firewall on all of them:
- * seed, bucket count, hash order, and the firewalls with their sync groups (ids in config order). A short SHA-256.
+ * seed, bucket count, hash order, and the firewalls with their sync groups (ids in config order: the bucket table
+ * joins them in that order), and the table's construction. A short SHA-256.
  */
 export function hashConfigDigest(c: {
   hash: { seed: number; buckets: number; order: string };
   firewalls: readonly { id: string; syncGroup?: string }[];
 }): string {
-  const doc = { seed: c.hash.seed, buckets: c.hash.buckets, order: c.hash.order, firewalls: c.firewalls.map((f) => [f.id, f.syncGroup ?? null]) };
+  const doc = {
+    table: 'joined',
+    seed: c.hash.seed,
+    buckets: c.hash.buckets,
+    order: c.hash.order,
+    firewalls: c.firewalls.map((f) => [f.id, f.syncGroup ?? null]),
+  };
   return createHash('sha256').update(JSON.stringify(doc)).digest('hex').slice(0, 16);
 }
 
@@ -50,9 +57,22 @@ export class AgreementLoop {
   /** Set while another node publishes a different hash config digest: which nodes. */
   configAlarm: string | null = null;
   private view: Record<string, boolean>;
+  private ids: string[];
+  private digest: string | undefined;
 
   constructor(private readonly o: AgreementOptions) {
+    this.ids = o.ids;
+    this.digest = o.digest;
     this.view = Object.fromEntries(o.ids.map((id) => [id, true]));
+  }
+
+  /**
+   * A reloaded config: its firewalls and digest. A firewall only this node knows gets no agreement until every
+   * node's view has it up (a view without it vetoes it), and the leader counts only the firewalls it knows.
+   */
+  reconfigure(ids: string[], digest?: string): void {
+    this.ids = ids;
+    this.digest = digest;
   }
 
   private now(): number {
@@ -67,7 +87,7 @@ export class AgreementLoop {
   async applyEpoch(): Promise<void> {
     const doc = await this.o.store.epoch();
     if (!doc || (doc.generation === this.appliedGeneration && doc.epoch <= this.appliedEpoch)) return;
-    const known = new Set(this.o.ids);
+    const known = new Set(this.ids);
     const live = doc.live.filter((id) => known.has(id));
     if (!live.length) {
       if (this.alarm === null) this.o.log?.(`ALARM epoch ${doc.epoch} by ${doc.by} would leave no firewall live; keeping epoch ${this.appliedEpoch}`);
@@ -88,8 +108,8 @@ export class AgreementLoop {
     const views = await this.o.store.healthViews(ttl, this.now());
     // No fresh view at all (Redis just lost its data), or only abstentions: nothing to agree on yet.
     if (!voters(views).length) return;
-    const live = agreedUp(views, this.o.ids);
-    const down = agreedDown(views, this.o.ids);
+    const live = agreedUp(views, this.ids);
+    const down = agreedDown(views, this.ids);
     const cur = await this.o.store.epoch();
     if (cur && JSON.stringify(cur.live) === JSON.stringify(live) && JSON.stringify(cur.down) === JSON.stringify(down)) return;
     // A firewall that joins new sessions does so at one second on every node (see switchTime); one that leaves does
@@ -97,7 +117,7 @@ export class AgreementLoop {
     // A join still to come keeps its time in the next epoch.
     const joins = live.some((id) => !(cur?.live ?? []).includes(id));
     const pending = cur?.joinAt !== undefined && cur.joinAt > this.now() ? cur.joinAt : undefined;
-    await this.o.store.publishEpoch(this.o.ids, live, down, this.now(), joins && cur ? switchTime(this.now()) : pending);
+    await this.o.store.publishEpoch(this.ids, live, down, this.now(), joins && cur ? switchTime(this.now()) : pending);
   }
 
   /** Lead if possible, then apply; never throws (Redis away: the last agreement stays). */
@@ -111,7 +131,7 @@ export class AgreementLoop {
   publish(view?: Record<string, boolean>): Promise<void> {
     if (view) this.view = view;
     return this.o.store
-      .setHealthView(this.view, this.now(), this.o.digest)
+      .setHealthView(this.view, this.now(), this.digest)
       .then(() => this.compareDigests())
       .then(() => this.step())
       .catch(() => undefined);
@@ -122,14 +142,14 @@ export class AgreementLoop {
    * or its twin's replies cross another firewall. Nothing can be agreed around that; the alarm names the nodes.
    */
   private async compareDigests(): Promise<void> {
-    if (!this.o.digest || !this.o.store.configDigests) return;
+    if (!this.digest || !this.o.store.configDigests) return;
     const all = await this.o.store.configDigests(3 * this.o.periodMs, this.now());
     const other = Object.entries(all)
-      .filter(([, d]) => d !== this.o.digest)
+      .filter(([, d]) => d !== this.digest)
       .map(([n, d]) => `${n} (${d})`)
       .sort();
     const alarm = other.length
-      ? `hash config differs: this node ${this.o.digest}, ${other.join(', ')}: seed, buckets, order or firewalls (ids, sync groups) must be the same on every node`
+      ? `hash config differs: this node ${this.digest}, ${other.join(', ')}: seed, buckets, order or firewalls (ids, sync groups) must be the same on every node`
       : null;
     if (alarm !== this.configAlarm) this.o.log?.(alarm ? `ALARM ${alarm}` : 'hash config: every node agrees again');
     this.configAlarm = alarm;

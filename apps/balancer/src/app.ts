@@ -8,6 +8,8 @@ import { switchTime } from './membership';
 import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
 import type { Announcer } from './announcer';
+import type { ReloadResult } from './reload';
+import { ConfigError } from '@fwlb/config';
 
 export interface AppOptions {
   /** This node's firewalls' state (see main.ts); the reconciler's when absent. */
@@ -38,6 +40,8 @@ export interface AppOptions {
   announcer?: Announcer;
   /** New connections this node has steered so far (SYNs from its side, read fresh): the drain's progress. */
   newConnections?: () => Promise<number>;
+  /** Re-read the config file and take it without a restart (see Reloader), or refuse it with a ConfigError. */
+  reload?: () => Promise<ReloadResult>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -173,6 +177,15 @@ export function build(opts: AppOptions): FastifyInstance {
     },
   );
   registerNodeRoutes(app, opts, guard);
+  app.post('/reload', { preValidation: guard }, async () => {
+    if (!opts.reload) throw Errors.NO_RELOAD();
+    try {
+      return await opts.reload();
+    } catch (e) {
+      if (e instanceof ConfigError) throw Errors.RELOAD_REFUSED(e.message, e.problems);
+      throw e;
+    }
+  });
   return app;
 }
 

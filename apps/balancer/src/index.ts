@@ -12,3 +12,4 @@ export * from './agreement';
 export * from './admin-state';
 export * from './metrics';
 export * from './announcer';
+export * from './reload';

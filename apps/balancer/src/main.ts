@@ -5,7 +5,8 @@ import { validateBalancerConfig, ResolvedBalancerConfig } from '@fwlb/config';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
 import { conntrackAlarm, conntrackUse } from '@fwlb/conntrack';
-import { startFirewallHealth } from './firewall-health';
+import { FirewallHealth } from './firewall-health';
+import { Reloader } from './reload';
 import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
@@ -118,8 +119,22 @@ async function run(path: string): Promise<void> {
     ? new Announcer(config.bgp, config.name, { rtnl, daemon: birdPort(config.bgp.controlSocket), unfitReason: () => membership.unfitReason(), log })
     : null;
   await announcer?.start();
-  let health: ReturnType<typeof startFirewallHealth> = null;
-  const conntrackFull = () => conntrackAlarm(conntrackUse(), config.conntrackAlarmRatio);
+  let health: FirewallHealth | null = null;
+  // What a reload may change is read from the reconciler's config, the one in force.
+  const conntrackFull = () => conntrackAlarm(conntrackUse(), reconciler.config.conntrackAlarmRatio);
+  const reloader = new Reloader({
+    membership,
+    reconciler,
+    health: () => health,
+    sessions,
+    load: () => loadConfig(path),
+    log,
+  });
+  const reload = async (why: string) => {
+    const r = await reloader.reload(why);
+    runner?.setResyncMs(reconciler.config.resyncSeconds * 1000);
+    return r;
+  };
   const alarms = () => [
     ...(health?.alarms() ?? []),
     ...(sessions?.alarms() ?? []),
@@ -142,6 +157,7 @@ async function run(path: string): Promise<void> {
     },
     saveAdmin,
     shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined,
+    reload: () => reload('API'),
     alarms,
     extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [],
     logger,
@@ -160,13 +176,15 @@ async function run(path: string): Promise<void> {
   const listen = config.api.listen;
   await listenOn(app, listen);
   runner.start();
-  health = startFirewallHealth(config, membership, {
+  health = FirewallHealth.start(config, membership, {
     trigger,
     log,
     onView: (view) => sessions?.publishHealth(view),
     onResult: (fw, res) => metrics.observeCheck(fw, res),
   });
   log(`listening on ${listen}`);
+  // SIGHUP re-reads the config file (systemctl reload): a refused one is logged, and the node keeps its config.
+  process.on('SIGHUP', () => void reload('SIGHUP').catch(() => undefined));
   stopOnSignals([
     () => lock.release(),
     () => runner?.stop(),

@@ -74,46 +74,120 @@ export interface FirewallView {
 }
 
 export class Membership {
-  readonly slots: readonly FirewallSlot[];
+  private slotList: readonly FirewallSlot[];
+  private cfg: ResolvedBalancerConfig;
   /** The operator's wish per firewall: `enabled` from `at` (ms since the epoch) on, `before` until then. */
   private readonly admin = new Map<string, { enabled: boolean; at: number; before: boolean }>();
   private readonly health = new Map<string, boolean>();
   private readonly detail = new Map<string, HealthDetail>();
   private readonly link = new Map<string, boolean>();
+  /** Firewalls added by a reload whose checks have not yet decided their health. */
+  private readonly awaiting = new Set<string>();
   private agreement: Agreement | null = null;
   /** The agreed live firewalls before the current epoch, while its joins wait for their time. */
   private liveBefore: Set<string> | null = null;
   /** The firewalls this node last saw up while not in panic: the membership panic mode keeps. */
   private lastGood: Set<string>;
-  private readonly panicThreshold: number;
+  private panicThreshold: number;
   /** When each firewall last went down in this node's view. */
   private readonly downAt = new Map<string, number>();
   /**
    * Failures this close together count as "at once": the monitors run on jittered timers, so one cause (all probes
    * dropped) takes the firewalls down one after the other within about one detection time.
    */
-  private readonly panicWindowMs: number;
+  private panicWindowMs: number;
   /**
    * How long a node whose links all came back abstains: its probes need `rise` checks per firewall to see them up
    * again, and until then its view would veto firewalls that every other node sees up.
    */
-  private readonly settleMs: number;
+  private settleMs: number;
   /** When this node's links last came back after all were down; null if they never were. */
   private linksBackAt: number | null = null;
 
   /** `agreementExpected`: a session table is configured, so agreement (when known) decides who is gone. */
   constructor(
-    readonly config: ResolvedBalancerConfig,
+    config: ResolvedBalancerConfig,
     private readonly agreementExpected = config.sessionTable !== null,
     private readonly now: () => number = Date.now,
   ) {
-    this.slots = Object.freeze(slots(config).map((s) => Object.freeze(s)));
+    this.cfg = config;
+    this.slotList = Object.freeze(slots(config).map((s) => Object.freeze(s)));
     for (const f of config.firewalls) this.admin.set(f.id, { enabled: f.enabled, at: 0, before: f.enabled });
-    this.lastGood = new Set(this.slots.map((s) => s.id));
+    this.lastGood = new Set(this.slotList.map((s) => s.id));
+    this.panicThreshold = 0;
+    this.panicWindowMs = 0;
+    this.settleMs = 0;
+    this.setTimers(config);
+  }
+
+  private setTimers(config: ResolvedBalancerConfig): void {
     this.panicThreshold = config.health?.panicThreshold ?? 0;
     const tm = config.health?.timers;
     this.panicWindowMs = tm ? Math.max(tm.timeout, tm.retries * tm.interval) + 2 * tm.interval : 0;
     this.settleMs = tm ? (tm.rise + 2) * tm.interval : 0;
+  }
+
+  get config(): ResolvedBalancerConfig {
+    return this.cfg;
+  }
+
+  get slots(): readonly FirewallSlot[] {
+    return this.slotList;
+  }
+
+  /**
+   * A reloaded config (checked by reloadProblems): firewalls that stay keep their state (admin, health, link); a
+   * firewall whose `enabled` changed in the file takes it; an added one is down until its checks prove it up (with a
+   * health section: it takes no bucket before), and enabled as the file says; a removed one is forgotten. Returns
+   * the ids added and removed, and `undo`, which puts everything back as it was (the kernel refused the change).
+   */
+  reconfigure(next: ResolvedBalancerConfig): { added: string[]; removed: string[]; undo: () => void } {
+    const saved = {
+      maps: [this.admin, this.health, this.detail, this.link, this.downAt].map((m) => new Map(m as Map<string, unknown>)),
+      awaiting: new Set(this.awaiting),
+      lastGood: new Set(this.lastGood),
+      cfg: this.cfg,
+      slotList: this.slotList,
+      panicAt: this.panicAt,
+    };
+    const undo = () => {
+      [this.admin, this.health, this.detail, this.link, this.downAt].forEach((m, i) => {
+        (m as Map<string, unknown>).clear();
+        for (const [k, v] of saved.maps[i]) (m as Map<string, unknown>).set(k, v);
+      });
+      this.awaiting.clear();
+      for (const id of saved.awaiting) this.awaiting.add(id);
+      this.lastGood = saved.lastGood;
+      this.cfg = saved.cfg;
+      this.slotList = saved.slotList;
+      this.panicAt = saved.panicAt;
+      this.setTimers(saved.cfg);
+    };
+    const before = new Map(this.cfg.firewalls.map((f) => [f.id, f]));
+    const ids = new Set(next.firewalls.map((f) => f.id));
+    const removed = [...before.keys()].filter((id) => !ids.has(id));
+    const added = next.firewalls.filter((f) => !before.has(f.id)).map((f) => f.id);
+    for (const id of removed) {
+      for (const m of [this.admin, this.health, this.detail, this.link, this.downAt] as Map<string, unknown>[]) m.delete(id);
+      this.lastGood.delete(id);
+      this.awaiting.delete(id);
+    }
+    for (const f of next.firewalls) {
+      const was = before.get(f.id);
+      if (!was) {
+        this.admin.set(f.id, { enabled: f.enabled, at: 0, before: f.enabled });
+        if (next.health) {
+          this.awaiting.add(f.id);
+          this.health.set(f.id, false);
+          this.detail.set(f.id, { reason: 'added by a reload: waiting for its first checks', since: this.now() });
+        }
+      } else if (was.enabled !== f.enabled) this.setAdmin(f.id, f.enabled);
+    }
+    this.cfg = next;
+    this.slotList = Object.freeze(slots(next).map((s) => Object.freeze(s)));
+    this.setTimers(next);
+    this.updatePanic();
+    return { added, removed, undo };
   }
 
   /** Set while this node is in panic: since when. */
@@ -131,25 +205,32 @@ export class Membership {
    * the firewalls that went down in the same burst; out of panic, the last good view follows the probes.
    */
   private updatePanic(): void {
-    const upNow = this.slots.filter((s) => this.ownUp(s.id)).length;
-    if (this.panicThreshold > 0 && upNow < this.panicThreshold * this.slots.length) {
+    const counted = this.counted();
+    const upNow = counted.filter((s) => this.ownUp(s.id)).length;
+    if (this.panicThreshold > 0 && upNow < this.panicThreshold * counted.length) {
       if (this.panicAt !== null) return;
       this.panicAt = this.now();
       const since = this.panicAt - this.panicWindowMs;
-      for (const s of this.slots) if ((this.downAt.get(s.id) ?? -Infinity) >= since) this.lastGood.add(s.id);
+      for (const s of counted) if ((this.downAt.get(s.id) ?? -Infinity) >= since) this.lastGood.add(s.id);
       return;
     }
     this.panicAt = null;
-    this.lastGood = new Set(this.slots.filter((s) => this.ownUp(s.id)).map((s) => s.id));
+    this.lastGood = new Set(this.slotList.filter((s) => this.ownUp(s.id)).map((s) => s.id));
+  }
+
+  /** The firewalls panic counts: not those added by a reload that wait for their first checks (down, but not failing). */
+  private counted(): readonly FirewallSlot[] {
+    return this.awaiting.size ? this.slotList.filter((s) => !this.awaiting.has(s.id)) : this.slotList;
   }
 
   /** The health this node acts on (in panic, the last good membership minus links that are down), and why. */
   private effective(): { up: (id: string) => boolean; panic: string | null } {
     if (this.panicAt === null) return { up: (id) => this.ownUp(id), panic: null };
-    const upNow = this.slots.filter((s) => this.ownUp(s.id)).length;
+    const counted = this.counted();
+    const upNow = counted.filter((s) => this.ownUp(s.id)).length;
     return {
       up: (id) => this.lastGood.has(id) && this.link.get(id) !== false,
-      panic: `panic: only ${upNow} of ${this.slots.length} firewalls look up at once (threshold ${Math.round(this.panicThreshold * 100)}%); the probes are not believed, the last good membership (${[...this.lastGood].join(',') || 'none'}) is kept minus links that are down`,
+      panic: `panic: only ${upNow} of ${counted.length} firewalls look up at once (threshold ${Math.round(this.panicThreshold * 100)}%); the probes are not believed, the last good membership (${[...this.lastGood].join(',') || 'none'}) is kept minus links that are down`,
     };
   }
 
@@ -184,7 +265,7 @@ export class Membership {
 
   /** Every firewall's admin state (the operator's wish, pending or not), for the state file. */
   adminState(): Record<string, boolean> {
-    return Object.fromEntries(this.slots.map((s) => [s.id, this.admin.get(s.id)?.enabled === true]));
+    return Object.fromEntries(this.slotList.map((s) => [s.id, this.admin.get(s.id)?.enabled === true]));
   }
 
   /** The operator's wish (it may take effect a moment later, see setAdmin). */
@@ -194,6 +275,7 @@ export class Membership {
 
   /** This node's probe result; without a health section every firewall counts as healthy. */
   setHealth(id: string, up: boolean, reason = '', latencyMs?: number): void {
+    this.awaiting.delete(id);
     if (!up && this.health.get(id) !== false) this.downAt.set(id, this.now());
     this.health.set(id, up);
     this.detail.set(id, { reason, since: this.now(), ...(latencyMs !== undefined ? { latencyMs } : {}) });
@@ -225,7 +307,7 @@ export class Membership {
   }
 
   private allLinksDown(): boolean {
-    return this.slots.every((s) => this.link.get(s.id) === false);
+    return this.slotList.every((s) => this.link.get(s.id) === false);
   }
 
   /**
@@ -235,7 +317,7 @@ export class Membership {
    */
   unfitReason(): string | null {
     if (this.allLinksDown()) return 'every link to the firewalls is down';
-    if (!this.slots.some((s) => this.ownUp(s.id))) return "no firewall answers this node's probes";
+    if (!this.slotList.some((s) => this.ownUp(s.id))) return "no firewall answers this node's probes";
     return this.effective().panic;
   }
 
@@ -247,7 +329,7 @@ export class Membership {
     if (this.allLinksDown()) return {};
     if (this.linksBackAt !== null && this.now() - this.linksBackAt < this.settleMs) return {};
     const e = this.effective();
-    return Object.fromEntries(this.slots.map((s) => [s.id, e.up(s.id)]));
+    return Object.fromEntries(this.slotList.map((s) => [s.id, e.up(s.id)]));
   }
 
   /** What follows at time `at` (default now): a pending admin change counts from its time on. */
@@ -273,7 +355,7 @@ export class Membership {
   }
 
   views(): FirewallView[] {
-    return this.slots.map((s) => ({
+    return this.slotList.map((s) => ({
       id: s.id,
       mark: s.mark,
       table: s.table,

@@ -47,9 +47,9 @@ export interface ReconcilerEvents {
 export class Reconciler {
   private lastTable: BucketTable | null = null;
   private lastMoves: Record<string, Record<string, number>> = {};
-  /** The config's sync groups, and each firewall's (the config is frozen: derived once). */
-  private readonly groups: string[][];
-  private readonly groupOf: ReadonlyMap<string, string | undefined>;
+  /** The config's sync groups, and each firewall's (derived from the config, at start and at each reload). */
+  private groups: string[][];
+  private groupOf: ReadonlyMap<string, string | undefined>;
   private lastActual: ActualTable | null = null;
   /** The membership the kernel runs on: set only once the transaction that applies it has committed. */
   private applied: MembershipSnapshot | null = null;
@@ -76,16 +76,30 @@ export class Reconciler {
     return this.lastTable;
   }
 
+  private cfg: ResolvedBalancerConfig;
+
+  get config(): ResolvedBalancerConfig {
+    return this.cfg;
+  }
+
   constructor(
-    readonly config: ResolvedBalancerConfig,
+    config: ResolvedBalancerConfig,
     private readonly nft: NftRunner,
     private readonly routing: RoutingPort,
     private readonly now: () => number = Date.now,
     membership?: Membership,
   ) {
+    this.cfg = config;
     this.groups = syncGroups(config);
     this.groupOf = new Map(config.firewalls.map((f) => [f.id, f.syncGroup]));
     this.membership = membership ?? new Membership(config, config.sessionTable !== null, now);
+  }
+
+  /** A reloaded config (the membership takes it too): the next reconcile renders from it. */
+  reconfigure(next: ResolvedBalancerConfig): void {
+    this.cfg = next;
+    this.groups = syncGroups(next);
+    this.groupOf = new Map(next.firewalls.map((f) => [f.id, f.syncGroup]));
   }
 
   /** The session layer gives its pins once it has loaded them (before the first reconcile); null takes them away. */

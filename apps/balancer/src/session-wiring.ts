@@ -32,6 +32,8 @@ export interface SessionsHandle {
   alarms(): string[];
   /** This node's own health view changed: publish it (the leader then computes a new epoch). */
   publishHealth(view: Record<string, boolean>): void;
+  /** A reloaded config (the membership has it already): its firewalls and digest, published at once. */
+  reconfigure(next: ResolvedBalancerConfig): void;
   stop(): void;
 }
 
@@ -56,7 +58,7 @@ export async function startSessions(
   const resyncMs = st.resyncSeconds * 1000;
   const heartbeatMs = st.heartbeatSeconds * 1000;
   const cache = new SessionCache(config.hash.seed, config.hash.buckets);
-  const firewallIds = new Set(config.firewalls.map((f) => f.id));
+  let firewallIds = new Set(config.firewalls.map((f) => f.id));
   let rejectedHere = 0;
   let staleDeleted = 0;
   // A record from Redis becomes a pin only if it names a configured firewall; its expiry is capped, so a record
@@ -68,7 +70,7 @@ export async function startSessions(
   };
   r.usePins(cache);
   const ids = config.firewalls.map((f) => f.id);
-  const byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
+  let byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
   const firewallOf = (mark: number) => byMark.get(mark);
   /** Every record in Redis into the cache (a trigger when one is an exception now); returns how many. */
   const load = async (): Promise<number> => {
@@ -277,6 +279,15 @@ export async function startSessions(
     shareAdmin: async (id, enabled, at) => (await table.setAdmin(id, enabled, at)).at,
     publishHealth(view) {
       void agreement.publish(view);
+    },
+    reconfigure(next) {
+      firewallIds = new Set(next.firewalls.map((f) => f.id));
+      byMark = new Map(slots(next).map((s) => [s.mark, s.id]));
+      agreement.reconfigure(
+        next.firewalls.map((f) => f.id),
+        hashConfigDigest(next),
+      );
+      void agreement.publish(membership.ownView());
     },
     stop() {
       clearInterval(beat);

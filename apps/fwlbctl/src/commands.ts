@@ -25,6 +25,7 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--ca PEM] [--token-f
   node                                    the node's BGP announcements and sessions
   node drain [--wait S]                   make the node less preferred (maintenance); --wait: until it takes no new connection
   node undrain                            announce the node as before
+  reload                                  re-read the node's config file (refused as a whole, naming the field, or taken without a restart)
   vips                                    list the VIPs (SLB)
   vip show ID                             one VIP, its members and counters
   vip create FILE                         a VIP from a JSON or YAML file (- for stdin)
@@ -37,7 +38,23 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--ca PEM] [--token-f
   metrics                                 the fwlb_ lines of /metrics
 exit (Nagios): 0 OK; 1 WARNING, refused by the node (its error code is printed) or degraded; 2 CRITICAL, the node does not answer; 3 UNKNOWN, usage`;
 
-const COMMANDS = ['help', 'completion', 'status', 'health', 'firewalls', 'firewall', 'sessions', 'node', 'vips', 'vip', 'members', 'member', 'metrics', 'slb'];
+const COMMANDS = [
+  'help',
+  'completion',
+  'status',
+  'health',
+  'firewalls',
+  'firewall',
+  'sessions',
+  'node',
+  'reload',
+  'vips',
+  'vip',
+  'members',
+  'member',
+  'metrics',
+  'slb',
+];
 const SUBCOMMANDS: Record<string, string[]> = {
   firewall: ['disable', 'enable'],
   sessions: ['count'],
@@ -193,6 +210,16 @@ export async function run(t: Target, args: string[]): Promise<Output> {
     }
     case 'node':
       return nodeCommand(t, sub, rest);
+    case 'reload': {
+      const r = ok(await request(t, 'POST', '/reload'), 'reload');
+      const list = (ids: string[]) => (ids.length ? ids.join(', ') : 'none');
+      return {
+        json: r,
+        text: r.changed
+          ? `reloaded: firewalls added ${list(r.added)}, removed ${list(r.removed)}; ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`
+          : 'the config file is unchanged',
+      };
+    }
     case 'sessions': {
       if (sub === 'count') {
         const c = ok(await request(t, 'GET', '/sessions/count'), 'sessions count');

@@ -9,3 +9,4 @@ export * from './check-budget';
 export * from './check-problems';
 export * from './address-class';
 export * from './reference';
+export * from './reload';

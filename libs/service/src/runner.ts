@@ -61,6 +61,11 @@ export class BoundedRunner {
     this.schedule(this.opts.resyncMs);
   }
 
+  /** A new resync period (a reloaded config): from the next run on. */
+  setResyncMs(ms: number): void {
+    this.opts.resyncMs = ms;
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
