@@ -1,8 +1,9 @@
 // Integration: the SLB tier behind the sandwich: real clients reach real servers only through VIPs (nft DNAT maps).
 import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { drive, ECHO_PORT, HTTP_PORT, inNs, WEB_PORT } from '@fwlb/lab';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { drive, ECHO_PORT, HTTP_PORT, inNs, REPO, WEB_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -317,7 +318,7 @@ t.test('SLB tier', async (t) => {
       50,
       'each one is in the kernel: its chain, and the dispatch jumps to it',
     );
-    const saved = JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[];
+    const saved = JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')).vips as { id: string }[];
     t.equal(saved.filter((v) => /^c\d+$/.test(v.id)).length, 50, 'and in the state file');
     const deleted = await Promise.all(Array.from({ length: 50 }, (_, i) => api('DELETE', `/vips/c${i}`)));
     t.same(
@@ -328,8 +329,50 @@ t.test('SLB tier', async (t) => {
     const after = inNs(ns, ['nft', '-j', 'list', 'table', 'ip', 'fwlb_slb']);
     t.notMatch(after, /"v_c\d+"/, 'none is left in the kernel');
     t.notOk(
-      (JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')) as { id: string }[]).some((v) => /^c\d+$/.test(v.id)),
+      (JSON.parse(readFileSync(lab.t.slb.stateFile!, 'utf8')).vips as { id: string }[]).some((v) => /^c\d+$/.test(v.id)),
       'nor in the state file',
     );
+  });
+
+  await t.test('the config lifecycle: a VIP added through the API survives a restart; an edit of the config file takes over', async (t) => {
+    const added = { id: 'api-added', address: vip, port: 9100, protocol: 'tcp', members: [{ address: rips[0], port: ECHO_PORT }] };
+    t.equal((await api('POST', '/vips', added)).status, 201);
+    t.equal((await api('PATCH', `/vips/web/members/${rips[1]}:8080`, { weight: 5 })).status, 200, "web's member weight changed through the API");
+    const restart = async () => {
+      const before = lab.nodes.slb!;
+      await lab.killNode('slb');
+      const node = await lab.startNode('slb');
+      return { log: node.log, was: before };
+    };
+    const weightOf = async (addr: string) => (await member('web', addr)).weight;
+    const r1 = await restart();
+    t.equal((await api('GET', '/vips/api-added')).status, 200, 'the API’s VIP survived the restart');
+    t.match(inNs(lab.ns('slb'), ['nft', 'list', 'map', 'ip', 'fwlb_slb', 'vips']), /9100/, 'and is in the kernel');
+    t.equal(await weightOf(rips[1]), 5, 'the API’s change to a config file VIP survived too');
+    t.ok(
+      r1.log.some((l) => /VIP web: changed through the API, the config file's version unchanged since: the API's version runs/.test(l)),
+      'the start says which VIP runs as the API left it',
+    );
+    // The other direction: the operator edits web in the config file; the file's version runs from the next start.
+    const path = lab.configPath('slb');
+    const cfg = JSON.parse(readFileSync(path, 'utf8'));
+    const web0 = cfg.vips.find((v: { id: string }) => v.id === 'web');
+    web0.members = web0.members.map((m: { address: string; weight?: number }) => (m.address === rips[1] ? { ...m, weight: 3 } : m));
+    writeFileSync(path, JSON.stringify(cfg, null, 2));
+    const check = spawnSync(process.execPath, [join(REPO, 'apps/slb/dist/main.js'), 'check-config', path], { encoding: 'utf8' });
+    t.equal(check.status, 0, check.stderr);
+    t.match(check.stdout, /VIP web: the config file changed it since the API's last change: the file's version runs/, 'check-config says what will run');
+    t.match(check.stdout, /VIP api-added: added through the API/);
+    const r2 = await restart();
+    t.equal(await weightOf(rips[1]), 3, 'the config file’s edit runs');
+    t.equal((await api('GET', '/vips/api-added')).status, 200, 'and the API’s own VIP is still there');
+    t.ok(r2.log.some((l) => /VIP web: the config file changed it since the API's last change/.test(l)));
+    // export: the running VIPs as a config file, the API's included.
+    const exp = spawnSync(process.execPath, [join(REPO, 'apps/slb/dist/main.js'), 'export', '--config', path], { encoding: 'utf8' });
+    t.equal(exp.status, 0, exp.stderr);
+    const exported = JSON.parse(exp.stdout);
+    t.same(exported.vips.map((v: { id: string }) => v.id).sort(), [...cfg.vips.map((v: { id: string }) => v.id), 'api-added'].sort());
+    t.equal(exported.interface, cfg.interface, 'the rest of the config file as written');
+    t.equal((await api('DELETE', '/vips/api-added')).status, 204);
   });
 });

@@ -42,6 +42,8 @@ export interface AppOptions {
   newConnections?: () => Promise<number>;
   /** Re-read the config file and take it without a restart (see Reloader), or refuse it with a ConfigError. */
   reload?: () => Promise<ReloadResult>;
+  /** Serve HTTPS with this certificate and key (`api.tls`). */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -79,10 +81,15 @@ const adminBody = {
 } as const;
 
 export function build(opts: AppOptions): FastifyInstance {
-  const app = createApi(opts.logger, opts.audit, {
-    title: 'fwlb balancer node',
-    errorCodes: [...Object.values(Errors).map((e) => e.code), ...(opts.extraErrorCodes ?? [])],
-  });
+  const app = createApi(
+    opts.logger,
+    opts.audit,
+    {
+      title: 'fwlb balancer node',
+      errorCodes: [...Object.values(Errors).map((e) => e.code), ...(opts.extraErrorCodes ?? [])],
+    },
+    opts.https,
+  );
   const r = opts.reconciler;
   // The firewalls' state the admin route changes: the node's one Membership (the reconciler's, unless given).
   const membership = opts.membership ?? r.membership;

@@ -18,6 +18,7 @@ import { registerSlbRoutes, SlbErrors, slbMetrics, startSlb } from '@fwlb/slb';
 import {
   acquireInstanceLock,
   BoundedRunner,
+  httpsOf,
   listenOn,
   loadJsonConfig,
   logLines,
@@ -147,6 +148,7 @@ async function run(path: string): Promise<void> {
     membership,
     reconciler,
     token: tokenOf(config.api),
+    https: httpsOf(config.api),
     apply: () => reconciler.reconcile(),
     sessions: sessions?.view,
     announcer: announcer ?? undefined,

@@ -32,7 +32,24 @@ export class CtlError extends Error {
   }
 }
 
+/** Whether an http:// API is on this host (127.0.0.0/8, ::1, localhost): a token may go there in clear. */
+function onThisHost(api: string): boolean {
+  const host = new URL(api).hostname.replace(/^\[(.*)\]$/, '$1');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
 export function request(t: Target, method: string, path: string, body?: unknown, timeoutMs = 10000): Promise<Answer> {
+  // Reads need no token, so none is sent with them; a mutation's token never crosses the network in clear: refused
+  // before anything is sent.
+  const token = method === 'GET' ? undefined : t.token;
+  if (token && t.api.startsWith('http:') && !onThisHost(t.api))
+    return Promise.reject(
+      new CtlError(
+        'FWLBCTL_CLEAR_TOKEN',
+        `refusing to send the token in clear to ${t.api}: use https:// (the node's api.tls) and --ca, or a unix socket`,
+        EXIT.unknown,
+      ),
+    );
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const tls = t.api.startsWith('https:');
@@ -48,7 +65,7 @@ export function request(t: Target, method: string, path: string, body?: unknown,
         method,
         path,
         timeout: timeoutMs,
-        headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...(t.token ? { authorization: `Bearer ${t.token}` } : {}) },
+        headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
       },
       (res) => {
         let s = '';

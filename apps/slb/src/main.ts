@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// fwlb-slb entry point: `fwlb-slb run|doctor|check-config`; the only place that listens and touches process.
+// fwlb-slb entry point: `fwlb-slb run|doctor|check-config|export`; the only place that listens and touches process.
 import { join } from 'node:path';
-import { listenOn, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, stopOnSignals, tokenOf } from '@fwlb/service';
-import { buildSlbApp, loadSlbConfig, loadSlbConfigWithState, slbDoctor, SlbKernelError, slbMetrics, startSlb } from '@fwlb/slb';
+import { httpsOf, listenOn, logLines, metricsRoute, newRegistry, nodeCli, nodeLogger, stopOnSignals, tokenOf } from '@fwlb/service';
+import { buildSlbApp, exportConfig, loadSlbConfigWithState, slbDoctor, SlbKernelError, slbMetrics, startSlb, vipSources } from '@fwlb/slb';
 
 async function run(path: string): Promise<void> {
   const config = loadSlbConfigWithState(path);
@@ -16,7 +16,7 @@ async function run(path: string): Promise<void> {
     console.error(`fwlb-slb: ${e.message}`);
     process.exit(3);
   }
-  const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api), logger });
+  const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api), logger, https: httpsOf(slb.config.api) });
   const registry = newRegistry();
   slbMetrics(registry, slb.service);
   metricsRoute(app, registry);
@@ -29,8 +29,16 @@ nodeCli({
   packageDir: join(__dirname, '..'),
   prog: 'fwlb-slb',
   usage:
-    'fwlb-slb run --config FILE | fwlb-slb doctor [--config FILE] | fwlb-slb check-config FILE | fwlb-slb token create FILE [--force] | fwlb-slb --version',
-  loadConfig: loadSlbConfig,
+    'fwlb-slb run --config FILE | fwlb-slb doctor [--config FILE] | fwlb-slb check-config FILE | fwlb-slb export --config FILE | fwlb-slb token create FILE [--force] | fwlb-slb --version',
+  // The config with the state file: check-config validates both together, and says where each VIP runs from.
+  loadConfig: (path) => {
+    const c = loadSlbConfigWithState(path);
+    if (process.argv[2] === 'check-config') for (const o of vipSources(c).origins) console.log(`VIP ${o.id}: ${o.why}`);
+    return c;
+  },
   run,
   doctor: (c) => slbDoctor(c?.interface, c?.haproxy.binary, !!c?.vips.some((v) => v.address.includes(':'))),
+  commands: {
+    export: async (c) => void process.stdout.write(exportConfig(c)),
+  },
 });

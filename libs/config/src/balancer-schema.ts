@@ -56,6 +56,11 @@ export interface SessionTableConfig {
   eventBufferBytes?: number;
 }
 
+export interface ApiTls {
+  certFile: string;
+  keyFile: string;
+}
+
 export interface IdRange {
   base: number;
   size: number;
@@ -94,6 +99,11 @@ export interface BalancerConfig {
     token?: string;
     /** File holding the bearer token (first line). */
     tokenFile?: string;
+    /**
+     * Serve HTTPS with this certificate (PEM, with its chain) and key. Required when the API listens on an address
+     * other than loopback and a token is set: the token would otherwise cross the network in clear.
+     */
+    tls?: ApiTls;
   };
   /** Seconds between periodic full reconciles. @default 10 */
   resyncSeconds?: number;
@@ -170,6 +180,12 @@ export const apiSchema = {
     listen: { type: 'string', pattern: '^(unix:/.+|[0-9.]+:[0-9]{1,5}|\\[[0-9a-fA-F:]+\\]:[0-9]{1,5})$' },
     token: { type: 'string', minLength: 16 },
     tokenFile: { type: 'string', minLength: 1 },
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['certFile', 'keyFile'],
+      properties: { certFile: { type: 'string', minLength: 1 }, keyFile: { type: 'string', minLength: 1 } },
+    },
   },
 } as const;
 

@@ -1,6 +1,6 @@
 // ajv schemas and types of the SLB tier: its config file, VIPs and members (also the API bodies); pure layer of libs/config.
 import { checkSpecSchema, timersSchema, CheckSpec, TimerConfig } from '@fwlb/health';
-import { apiSchema } from './balancer-schema';
+import { apiSchema, ApiTls } from './balancer-schema';
 
 /** Admin state of a member: `drain` takes no new sessions while established ones finish. */
 export type MemberState = 'enabled' | 'drain';
@@ -86,7 +86,7 @@ export interface SlbConfig {
   table?: string;
   /** Seed of the source-hash scheduler. @default 0 */
   seed?: number;
-  api?: { listen?: string; token?: string; tokenFile?: string };
+  api?: { listen?: string; token?: string; tokenFile?: string; tls?: ApiTls };
   /** VIPs changed through the API are saved here (atomically) and loaded at start; absent: API changes last until restart. */
   stateFile?: string;
   /** Seconds between periodic full reconciles. @default 10 */

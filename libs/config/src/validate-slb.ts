@@ -8,6 +8,7 @@ import { CheckSpec, DEFAULT_REGEX_MS_PER_SECOND, TimerConfig, TimerConfigError, 
 import { checkDemand, DEFAULT_CHECKS_PER_SECOND, overBudget } from './check-budget';
 import { ConfigError, FieldProblem } from './errors';
 import { ADDRESS_FORMATS, problemsOf, deepFreeze, lazy } from './validate';
+import type { ApiTls } from './balancer-schema';
 import { MemberConfig, MemberState, PoolConfig, RuleConfig, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
@@ -45,7 +46,7 @@ export type ResolvedSlbConfig = Readonly<{
   interface: string;
   table: string;
   seed: number;
-  api: { listen: string; token?: string; tokenFile?: string };
+  api: { listen: string; token?: string; tokenFile?: string; tls?: ApiTls };
   stateFile?: string;
   resyncSeconds: number;
   countersSeconds: number;
@@ -293,7 +294,7 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
     interface: c.interface,
     table: c.table ?? SLB_DEFAULTS.table,
     seed: c.seed ?? SLB_DEFAULTS.seed,
-    api: { listen: c.api?.listen ?? SLB_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
+    api: { listen: c.api?.listen ?? SLB_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile, ...(c.api?.tls ? { tls: c.api.tls } : {}) },
     ...(c.stateFile ? { stateFile: c.stateFile } : {}),
     resyncSeconds: c.resyncSeconds ?? SLB_DEFAULTS.resyncSeconds,
     countersSeconds: c.countersSeconds ?? SLB_DEFAULTS.countersSeconds,

@@ -4,7 +4,7 @@ import addFormats from 'ajv-formats';
 import { canonicalAddress, canonicalOrNull, isPrime } from '@fwlb/flowhash';
 import { CheckSpec, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { ConfigError, FieldProblem } from './errors';
-import { BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
+import { ApiTls, BalancerConfig, balancerSchema, FirewallConfig, IdRange, SessionTableConfig } from './balancer-schema';
 import { checkSpecProblems, RESERVED_PRIORITIES, RESERVED_TABLES, reservedProblem } from './check-problems';
 import { canonicalPrefix, parsePrefix, Prefix, prefixesOverlap, prefixHas } from './address-class';
 import { resolveBgp, ResolvedBgp } from './bgp';
@@ -48,7 +48,7 @@ export type ResolvedBalancerConfig = Readonly<
     health: { targets: string[]; check: CheckSpec; timers: Required<TimerConfig>; panicThreshold: number } | null;
     hash: Required<BalancerConfig['hash']>;
     firewalls: ResolvedFirewall[];
-    api: { listen: string; token?: string; tokenFile?: string };
+    api: { listen: string; token?: string; tokenFile?: string; tls?: ApiTls };
   }
 >;
 
@@ -222,7 +222,7 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     tables: c.tables ?? BALANCER_DEFAULTS.tables,
     rulePriorities: c.rulePriorities ?? BALANCER_DEFAULTS.rulePriorities,
     ingressLearning: c.ingressLearning ?? BALANCER_DEFAULTS.ingressLearning,
-    api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile },
+    api: { listen: c.api?.listen ?? BALANCER_DEFAULTS.listen, token: c.api?.token, tokenFile: c.api?.tokenFile, ...(c.api?.tls ? { tls: c.api.tls } : {}) },
     resyncSeconds: c.resyncSeconds ?? BALANCER_DEFAULTS.resyncSeconds,
     conntrackAlarmRatio: c.conntrackAlarmRatio ?? BALANCER_DEFAULTS.conntrackAlarmRatio,
     handshakeTimeoutSeconds: c.handshakeTimeoutSeconds ?? BALANCER_DEFAULTS.handshakeTimeoutSeconds,

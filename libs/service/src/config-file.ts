@@ -1,6 +1,7 @@
 // Reads a JSON config file and the API token for a node process; shell layer shared by the node processes.
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
 import { ConfigError } from '@fwlb/config';
 import { Check, formatChecks } from './checks';
@@ -38,7 +39,63 @@ export function createTokenFile(path: string, force = false): string {
   return `wrote a new API token to ${path} (mode 0600)`;
 }
 
-const tokenFileOf = (config: unknown) => (config as { api?: { tokenFile?: string } } | null)?.api?.tokenFile;
+/** The API section of any node's config (balancer or SLB). */
+export interface ApiSection {
+  listen?: string;
+  token?: string;
+  tokenFile?: string;
+  tls?: { certFile: string; keyFile: string };
+}
+
+const apiOf = (config: unknown) => (config as { api?: ApiSection } | null)?.api;
+const tokenFileOf = (config: unknown) => apiOf(config)?.tokenFile;
+
+/** Whether an API listen address stays on this host: a unix socket, 127.0.0.0/8 or ::1. */
+export function isLoopbackListen(listen: string): boolean {
+  if (listen.startsWith('unix:')) return true;
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === '::1' || /^127\./.test(host);
+}
+
+/**
+ * What keeps a node's API from starting as configured, before anything touches the kernel: the token file and the
+ * TLS files must be readable (and the certificate and key must load), and a token must not cross the network in
+ * clear (a TCP address other than loopback with a token, from the config or FWLB_TOKEN, needs `api.tls`).
+ */
+export function apiProblems(api: ApiSection | undefined, env: NodeJS.ProcessEnv = process.env): { field: string; message: string }[] {
+  const out: { field: string; message: string }[] = [];
+  const token = tokenFileProblem(api?.tokenFile);
+  if (token) out.push(token);
+  const tls = api?.tls;
+  if (tls) {
+    const pem: Record<string, Buffer> = {};
+    for (const k of ['certFile', 'keyFile'] as const) {
+      try {
+        pem[k] = readFileSync(tls[k]);
+      } catch (e) {
+        out.push({ field: `/api/tls/${k}`, message: `cannot read ${tls[k]} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` });
+      }
+    }
+    if (pem.certFile && pem.keyFile)
+      try {
+        createSecureContext({ cert: pem.certFile, key: pem.keyFile });
+      } catch (e) {
+        out.push({ field: '/api/tls', message: `the certificate and key do not load as a pair: ${(e as Error).message}` });
+      }
+  }
+  const hasToken = Boolean(api?.token || api?.tokenFile || env.FWLB_TOKEN);
+  if (api?.listen && !isLoopbackListen(api.listen) && hasToken && !tls)
+    out.push({
+      field: '/api/tls',
+      message: `is required: the API listens on ${api.listen}, not loopback, and its bearer token would cross the network in clear (give certFile and keyFile, or listen on loopback or a unix socket)`,
+    });
+  return out;
+}
+
+/** The certificate and key the API serves HTTPS with, or undefined for plain HTTP. */
+export function httpsOf(api: ApiSection): { cert: Buffer; key: Buffer } | undefined {
+  return api.tls ? { cert: readFileSync(api.tls.certFile), key: readFileSync(api.tls.keyFile) } : undefined;
+}
 
 /** The shortest token a token file may hold (the config schema's for an inline `api.token`). */
 const TOKEN_MIN = 16;
@@ -148,12 +205,12 @@ export function nodeCli<C>(c: NodeCli<C>): void {
   };
   runMain(c.prog, async () => {
     const cmd = process.argv[2];
-    // The token file is checked with the config: a node whose API could not authenticate anyone stops before it
-    // touches the kernel, not after its first reconcile.
+    // The token and TLS files are checked with the config: a node whose API could not start, or could not
+    // authenticate anyone, stops before it touches the kernel, not after its first reconcile.
     const loadChecked = (path: string): C => {
       const config = c.loadConfig(path);
-      const problem = tokenFileProblem(tokenFileOf(config));
-      if (problem) throw new ConfigError([problem], path);
+      const problems = apiProblems(apiOf(config));
+      if (problems.length) throw new ConfigError(problems, path);
       return config;
     };
     if (cmd === '--version') {
@@ -171,6 +228,17 @@ export function nodeCli<C>(c: NodeCli<C>): void {
       if (tokenFileOf(config)) {
         const problem = tokenFileProblem(tokenFileOf(config));
         checks.push({ name: 'API token file', ok: !problem, required: true, detail: problem ? problem.message : `${tokenFileOf(config)} readable` });
+      }
+      if (config) {
+        const tls = apiProblems(apiOf(config)).filter((p) => p.field !== '/api/tokenFile');
+        const api = apiOf(config);
+        if (api?.tls || tls.length)
+          checks.push({
+            name: 'API TLS',
+            ok: !tls.length,
+            required: true,
+            detail: tls.length ? tls.map((p) => `${p.field}: ${p.message}`).join('; ') : `HTTPS with ${api!.tls!.certFile}`,
+          });
       }
       console.log(formatChecks(checks));
       process.exit(checks.some((x) => x.required && !x.ok) ? 1 : 0);

@@ -123,12 +123,18 @@ export function routesOf(app: FastifyInstance): string[] {
  * `logger`: the node's pino logger (every request is logged, one line at info when it completes: method, url,
  * status, ms; FWLB_LOG_LEVEL=warn turns it off), true for fastify's own, or false for none (the unit tests).
  */
-export function createApi(logger: boolean | Logger = false, audit: AuditSink = auditSink(), doc?: ApiDoc): FastifyInstance {
+export function createApi(
+  logger: boolean | Logger = false,
+  audit: AuditSink = auditSink(),
+  doc?: ApiDoc,
+  https?: { cert: Buffer; key: Buffer },
+): FastifyInstance {
   // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
   const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false, formats: ADDRESS_FORMATS } };
+  const tls = https ? { https } : {};
   const app = (typeof logger === 'object'
-    ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv })
-    : Fastify({ logger, bodyLimit: 1 << 20, ajv })) as unknown as FastifyInstance;
+    ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv, ...tls })
+    : Fastify({ logger, bodyLimit: 1 << 20, ajv, ...tls })) as unknown as FastifyInstance;
   if (typeof logger === 'object') {
     // One line per request instead of fastify's two (incoming, completed).
     app.addHook('onResponse', async (req, reply) => {

@@ -16,6 +16,8 @@ export interface SlbAppOptions {
   logger?: boolean | Logger;
   /** Where audit records of mutations go. @default one JSON line each on stdout */
   audit?: AuditSink;
+  /** Serve HTTPS with this certificate and key (`api.tls`). */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 /** Add the SLB routes to an existing fastify instance (the inside node embeds them), or to a new one. */
@@ -86,7 +88,7 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
 }
 
 export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
-  const app = createApi(o.logger, o.audit, { title: 'fwlb SLB tier', errorCodes: Object.values(SlbErrors).map((e) => e.code) });
+  const app = createApi(o.logger, o.audit, { title: 'fwlb SLB tier', errorCodes: Object.values(SlbErrors).map((e) => e.code) }, o.https);
   app.get('/health', async () => {
     const alarms = o.service.alarms();
     return { status: o.service.lastError || alarms.length ? 'degraded' : 'ok', lastError: o.service.lastError, alarms };

@@ -18,3 +18,4 @@ export * from './metrics';
 export * from './haproxy-render';
 export * from './haproxy';
 export * from './local-services';
+export * from './vip-source';

@@ -1,6 +1,6 @@
 // Starts the SLB tier in this process: state file, kernel checks, the service with its monitors and runner; shell
 // layer of libs/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
-import { compileVipValidator, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
+import { compileVipValidator, ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { ContentMatcher, helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
@@ -11,38 +11,77 @@ import { HaproxyEngine } from './haproxy';
 import { localServices } from './local-services';
 import { SlbReconcileResult, SlbService } from './service';
 import { nftSlbKernel } from './kernel-port';
+import { mergeVips, parseState, stateFileDigests, VipOrigin } from './vip-source';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
-/**
- * VIPs saved by the API take the place of the config file's list; they are validated the same way. An empty,
- * truncated or invalid state file is a ConfigError naming the file (nothing has touched the kernel yet).
- * The config with the state file's VIPs in place of the file's, validated once: the rest of the config first (cheap,
- * errors name the config file), then the VIPs that will be used (errors name the file they came from). Validating
- * 1,000 VIPs costs about 0.1 s, so a start does it once, not for both lists.
- */
-export function loadSlbConfigWithState(path: string): ResolvedSlbConfig {
-  return loadJsonConfig(path, (doc, source) => {
-    const raw = (doc && typeof doc === 'object' ? doc : {}) as { stateFile?: unknown; vips?: unknown };
-    const base = validateSlbConfig({ ...raw, vips: [] }, source);
-    const vips = base.stateFile ? readStateFile(base.stateFile) : undefined;
-    if (vips === undefined) return validateSlbConfig(doc, source);
-    return validateSlbConfig({ ...raw, vips }, base.stateFile!);
-  });
+export interface VipSources {
+  /** The config file as written, and its own VIPs. */
+  raw: Record<string, unknown>;
+  fileVips: VipConfig[];
+  /** The VIPs that run, as written (in the file or through the API). */
+  running: VipConfig[];
+  origins: VipOrigin[];
+}
+
+/** Where a loaded config's VIPs came from (see mergeVips). */
+const sources = new WeakMap<ResolvedSlbConfig, VipSources>();
+
+/** The config file's VIPs and where each running one comes from, for a config loadSlbConfigWithState returned. */
+export function vipSources(config: ResolvedSlbConfig): VipSources {
+  const vips = config.vips as unknown as VipConfig[];
+  return sources.get(config) ?? { raw: {}, fileVips: vips, running: vips, origins: [] };
+}
+
+/** `fwlb-slb export`: the config file with the VIPs that run in place of its own, to fold the API's changes back in. */
+export function exportConfig(config: ResolvedSlbConfig): string {
+  const s = vipSources(config);
+  return `${JSON.stringify({ ...s.raw, vips: s.running }, null, 2)}\n`;
 }
 
 /**
- * The SLB state file: the VIPs as the API left them, one per line, written atomically off the event loop (see
- * writeFileAtomicAsync). Each VIP's text is kept for as long as the VIP is: a change serializes the VIPs it made.
+ * The config with its VIPs as the lifecycle's rule says (mergeVips: a VIP runs as the last of the config file and
+ * the API to change it), validated once: the rest of the config first (cheap, errors name the config file), then the
+ * VIPs that will run (errors name the state file when there is one). An empty, truncated or invalid state file is a
+ * ConfigError naming the file (nothing has touched the kernel yet). Validating 1,000 VIPs costs about 0.1 s, so a
+ * start does it once, not for both lists.
  */
-export function saver(path: string) {
+export function loadSlbConfigWithState(path: string): ResolvedSlbConfig {
+  let src: VipSources = { raw: {}, fileVips: [], running: [], origins: [] };
+  const config = loadJsonConfig(path, (doc, source) => {
+    const raw = (doc && typeof doc === 'object' ? doc : {}) as { stateFile?: unknown; vips?: unknown };
+    const base = validateSlbConfig({ ...raw, vips: [] }, source);
+    const fileVips = Array.isArray(raw.vips) ? (raw.vips as VipConfig[]) : [];
+    src = { raw, fileVips, running: fileVips, origins: [] };
+    const stateDoc = base.stateFile ? readStateFile(base.stateFile) : undefined;
+    if (stateDoc === undefined) return validateSlbConfig(doc, source);
+    const state = parseState(stateDoc, fileVips);
+    if (!state) throw new ConfigError([{ field: '', message: 'is not an SLB state file: {"file": {...}, "vips": [...]} or a list of VIPs' }], base.stateFile!);
+    const merged = mergeVips(fileVips, state);
+    src = { raw, fileVips, running: merged.vips, origins: merged.origins };
+    return validateSlbConfig({ ...raw, vips: merged.vips }, base.stateFile!);
+  });
+  sources.set(config, src);
+  return config;
+}
+
+/**
+ * The SLB state file: the VIPs as the API left them, one per line, and the config file's digest of each (what the
+ * API's changes were made against), written atomically off the event loop (see writeFileAtomicAsync). Each VIP's
+ * text is kept for as long as the VIP is: a change serializes the VIPs it made.
+ */
+export function saver(path: string, fileVips: readonly VipConfig[] = []) {
   const texts = new WeakMap<object, string>();
   const text = (v: VipConfig) => {
     let s = texts.get(v);
     if (s === undefined) texts.set(v, (s = JSON.stringify(v)));
     return s;
   };
-  return (vips: readonly VipConfig[]) => writeFileAtomicAsync(path, vips.length ? `[\n${vips.map(text).join(',\n')}\n]\n` : '[]\n');
+  return (vips: readonly VipConfig[]) =>
+    writeFileAtomicAsync(
+      path,
+      `{\n"file": ${JSON.stringify(stateFileDigests(fileVips, vips))},\n"vips": ${vips.length ? `[\n${vips.map(text).join(',\n')}\n]` : '[]'}\n}\n`,
+    );
 }
 
 /** Counter elements beyond which a read stretches its own period (see readCounters). */
@@ -63,6 +102,8 @@ export interface RunningSlb {
 /** Adopts the kernel state (first reconcile reads before it writes), then keeps it in step with health and the API. */
 export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string, fields?: Record<string, unknown>) => void): Promise<RunningSlb> {
   const config = typeof from === 'string' ? loadSlbConfigWithState(from) : from;
+  // Where a VIP runs from when the API's version and the config file's differ: said at every start, never silent.
+  for (const o of vipSources(config).origins) log(`VIP ${o.id}: ${o.why}`, { event: 'vip-source', vip: o.id, from: o.from });
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
   const checks = await slbDoctor(
     config.interface,
@@ -87,7 +128,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     kernel: nftSlbKernel(nftCli(), config.table),
     addresses: rtnl,
     monitors: memberMonitors(helper, (r) => service.countCheck(r), content),
-    save: config.stateFile ? saver(config.stateFile) : undefined,
+    save: config.stateFile ? saver(config.stateFile, vipSources(config).fileVips) : undefined,
     trigger: () => runner?.trigger(),
     log,
     alarms: () => [...helperAlarms(helper), ...content.alarms()],
