@@ -204,7 +204,15 @@ export async function doctor(
   }
   if (opts.health) {
     const py = await probeHelperRunnable();
-    checks.push({ name: 'probe helper (python3)', ok: py.ok, required: true, detail: py.detail });
+    // Not required: a node whose helper cannot run starts degraded (an alarm; health holds its last state, the
+    // supervisor retries and picks the helper up once it can run) rather than refusing, which would leave the kernel
+    // as blind and the operator without the API, metrics and alarms.
+    checks.push({
+      name: 'probe helper (python3)',
+      ok: py.ok,
+      required: false,
+      detail: py.ok ? py.detail : `${py.detail}: the node starts degraded, health checks cannot run`,
+    });
     for (const k of ['fwmark_reflect', 'tcp_fwmark_accept']) {
       const v = sysctl(`net/ipv4/${k}`);
       checks.push({
