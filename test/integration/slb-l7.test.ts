@@ -1,9 +1,10 @@
 // Integration: L7 VIPs (mode http) served by HAProxy, which fwlb-slb starts, supervises and drives through its
 // runtime API; real HTTP requests from the clients cross the sandwich to the SLB node and on to the servers.
 import { t } from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip, waitUntil as waitFor } from '@fwlb/lab';
+import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip, REPO, waitUntil as waitFor } from '@fwlb/lab';
 import type { HttpRequestSpec } from '@fwlb/lab';
 import { haproxyCli } from '@fwlb/slb';
 import { startLab } from '../helpers/lab';
@@ -328,5 +329,64 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     t.same(l7Misrouted(r.http.byLabel), [], 'with the same rules');
     const other = await drive(lab, 'c1', { http: { targets: [`${lab.t.vip}:${L7_PORT + 3}`], count: 12, concurrency: 4, requests: TABLE } });
     t.equal(other.http.failed, 0, 'the VIPs added through the API are back too');
+  });
+
+  await t.test("under the shipped unit's capabilities: an L7 VIP on port 80 works, and HAProxy outlives the unit's restart", async (t) => {
+    const unit = readFileSync(join(REPO, 'deploy/systemd/fwlb-slb.service'), 'utf8');
+    t.match(unit, /^KillMode=process$/m);
+    t.match(unit, /^NoNewPrivileges=yes$/m);
+    const caps = /^CapabilityBoundingSet=(.+)$/m
+      .exec(unit)![1]
+      .split(/\s+/)
+      .map((c) => c.replace(/^CAP_/, '').toLowerCase());
+    // What the unit leaves a root agent: this bounding set and no new privileges (setpriv does what systemd does).
+    const asUnit = (set: string[]) => ['setpriv', '--no-new-privs', `--bounding-set=-all,${set.map((c) => `+${c}`).join(',')}`, '--'];
+    const bind80 = (set: string[]) =>
+      spawnSync('ip', ['netns', 'exec', lab.ns('slb'), ...asUnit(set), 'python3', '-c', 'import socket; socket.socket().bind(("127.0.0.1", 80))']).status;
+    t.equal(bind80(caps), 0, "with the unit's set, port 80 binds");
+    t.not(bind80(caps.filter((c) => c !== 'net_bind_service')), 0, 'without CAP_NET_BIND_SERVICE it would not');
+    /** systemctl stop with KillMode=process: SIGTERM to the agent alone. */
+    const stopUnit = async () => {
+      const n = lab.nodes.slb!;
+      const exited = new Promise((r) => n.proc.once('exit', r));
+      n.proc.kill('SIGTERM');
+      await exited;
+      delete lab.nodes.slb;
+    };
+    const startUnit = async () => {
+      await lab.startNode('slb', asUnit(caps));
+      await waitFor(async () => (await status()).started === true, 10000, 'the SLB adopted its state');
+    };
+    // A fresh HAProxy, started by the agent under the unit's set (the running one came from an unrestricted agent).
+    const old = (await status()).haproxy.masterPid;
+    await stopUnit();
+    process.kill(old, 'SIGTERM');
+    await waitFor(async () => !existsSync(`/proc/${old}`), 5000, 'the old HAProxy gone');
+    await startUnit();
+    const pid = (await status()).haproxy.masterPid;
+    const bnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1];
+    const want = caps.reduce((m, c) => m | (1n << BigInt({ net_bind_service: 10, net_admin: 12, net_raw: 13 }[c] ?? 63)), 0n);
+    t.equal(BigInt(`0x${bnd}`), want, `HAProxy runs with the unit's capabilities only (CapBnd ${bnd})`);
+    // Port 80 of the VIP address is the lab's L4 VIP `web`: it makes way for the L7 one, and comes back after.
+    const web = lab.t.slb.vips!.find((v) => v.address === lab.t.vip && v.port === 80)!;
+    t.equal((await api('DELETE', `/vips/${web.id}`)).status, 204);
+    const vip80 = { ...l7Vip(rips), id: 'shop80', port: 80 };
+    const created = await api('POST', '/vips', vip80);
+    t.equal(created.status, 201, created.status === 201 ? 'an L7 VIP on port 80' : JSON.stringify(created.body));
+    const on80 = (client: string, count: number) => drive(lab, client, { http: { targets: [`${lab.t.vip}:80`], count, concurrency: 4, requests: TABLE } });
+    const first = await on80('c1', 60);
+    t.equal(first.http.failed, 0, `an L7 VIP on port 80: 0 of 60 failed ${JSON.stringify(first.http.errors)}`);
+    t.same(l7Misrouted(first.http.byLabel), []);
+    // systemctl restart: the agent stops (SIGTERM, alone) and starts again; HAProxy serves throughout and is adopted.
+    const during = on80('c2', 600);
+    await stopUnit();
+    const alone = await on80('c1', 60);
+    t.equal(alone.http.failed, 0, 'with the unit stopped, port 80 still answers');
+    await startUnit();
+    t.equal((await status()).haproxy.masterPid, pid, 'the restarted unit adopted the same HAProxy');
+    const r = await during;
+    t.equal(r.http.failed, 0, `0 of ${r.http.ok + r.http.failed} requests failed across the restart ${JSON.stringify(r.http.errors)}`);
+    t.equal((await api('DELETE', '/vips/shop80')).status, 204);
+    t.equal((await api('POST', '/vips', web)).status, 201);
   });
 });

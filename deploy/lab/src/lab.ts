@@ -286,10 +286,13 @@ export class Lab {
     return join(this.t.opts.runDir, `${role}.sock`);
   }
 
-  /** Start a balancer node and wait until its API answers. */
-  async startNode(role: NodeRole): Promise<NodeProc> {
+  /**
+   * Start a balancer node and wait until its API answers. `wrap` goes before the command inside the namespace
+   * (e.g. setpriv with a unit's capabilities).
+   */
+  async startNode(role: NodeRole, wrap: string[] = []): Promise<NodeProc> {
     const ns = this.ns(nodeNs(role));
-    const p = spawnInNs(ns, [process.execPath, role === 'slb' ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
+    const p = spawnInNs(ns, [...wrap, process.execPath, role === 'slb' ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
     this.procs.push(p);
     const log: string[] = [];
     const onData = (d: Buffer) => log.push(...d.toString().split('\n').filter(Boolean));
