@@ -3,7 +3,7 @@ import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drive, ECHO_PORT, HTTP_PORT, inNs, REPO, WEB_PORT } from '@fwlb/lab';
+import { drive, ECHO_PORT, HTTP_PORT, inNs, REPO, waitUntil, WEB_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -334,7 +334,7 @@ t.test('SLB tier', async (t) => {
     );
   });
 
-  await t.test('the config lifecycle: a VIP added through the API survives a restart; an edit of the config file takes over', async (t) => {
+  await t.test('the config lifecycle: a VIP added through the API survives a restart and a reload; an edit of the config file takes over', async (t) => {
     const added = { id: 'api-added', address: vip, port: 9100, protocol: 'tcp', members: [{ address: rips[0], port: ECHO_PORT }] };
     t.equal((await api('POST', '/vips', added)).status, 201);
     t.equal((await api('PATCH', `/vips/web/members/${rips[1]}:8080`, { weight: 5 })).status, 200, "web's member weight changed through the API");
@@ -373,6 +373,35 @@ t.test('SLB tier', async (t) => {
     const exported = JSON.parse(exp.stdout);
     t.same(exported.vips.map((v: { id: string }) => v.id).sort(), [...cfg.vips.map((v: { id: string }) => v.id), 'api-added'].sort());
     t.equal(exported.interface, cfg.interface, 'the rest of the config file as written');
+    // Reload without a restart: an edit of web in the file runs at once; the API's VIP stays; a key that takes a
+    // restart is refused as a whole; SIGHUP does the same as POST /reload.
+    const baseline = readFileSync(path, 'utf8');
+    const edit = (weight: number, extra: Record<string, unknown> = {}) => {
+      const doc = JSON.parse(baseline);
+      const w = doc.vips.find((v: { id: string }) => v.id === 'web');
+      w.members = w.members.map((m: { address: string }) => (m.address === rips[1] ? { ...m, weight } : m));
+      writeFileSync(path, JSON.stringify({ ...doc, ...extra }, null, 2));
+    };
+    const pid = lab.nodes.slb!.proc.pid;
+    edit(4);
+    const rl = await api('POST', '/reload');
+    t.equal(rl.status, 200, JSON.stringify(rl.body));
+    t.same(rl.body, { changed: ['web'] });
+    t.equal(await weightOf(rips[1]), 4, "the file's edit runs without a restart");
+    t.equal((await api('GET', '/vips/api-added')).status, 200, "the API's VIP stays");
+    edit(6, { countersSeconds: 7 });
+    const no = await api('POST', '/reload');
+    t.equal(no.status, 422);
+    t.same(
+      no.body.details.map((p: { field: string }) => p.field),
+      ['/countersSeconds'],
+      'refused, naming the key that takes a restart',
+    );
+    t.equal(await weightOf(rips[1]), 4, 'and nothing changed');
+    edit(2);
+    lab.nodes.slb!.proc.kill('SIGHUP');
+    await waitUntil(async () => (await weightOf(rips[1])) === 2, 5000, 'SIGHUP applied the edit');
+    t.equal(lab.nodes.slb!.proc.pid, pid, 'the same process throughout');
     t.equal((await api('DELETE', '/vips/api-added')).status, 204);
   });
 });

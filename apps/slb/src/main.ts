@@ -16,12 +16,15 @@ async function run(path: string): Promise<void> {
     console.error(`fwlb-slb: ${e.message}`);
     process.exit(3);
   }
-  const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api), logger, https: httpsOf(slb.config.api) });
+  const running = slb;
+  const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api), logger, https: httpsOf(slb.config.api), reload: () => running.reload(path) });
   const registry = newRegistry();
   slbMetrics(registry, slb.service);
   metricsRoute(app, registry);
   await listenOn(app, slb.config.api.listen);
   log(`listening on ${slb.config.api.listen}`);
+  // SIGHUP re-reads the config file (systemctl reload fwlb-slb): a refused one is logged, and the SLB keeps its config.
+  process.on('SIGHUP', () => void running.reload(path).catch(() => undefined));
   stopOnSignals([() => slb.stop(), () => app.close()]);
 }
 

@@ -18,6 +18,8 @@ export interface SlbAppOptions {
   audit?: AuditSink;
   /** Serve HTTPS with this certificate and key (`api.tls`). */
   https?: { cert: Buffer; key: Buffer };
+  /** Re-read the config file (see RunningSlb.reload); a ConfigError is a refusal. */
+  reload?: () => Promise<unknown>;
 }
 
 /** Add the SLB routes to an existing fastify instance (the inside node embeds them), or to a new one. */
@@ -96,5 +98,14 @@ export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
   app.get('/status', async () => o.service.status());
   statusPage(app);
   registerSlbRoutes(app, o.service, o.token);
+  app.post('/reload', { preValidation: bearerGuard(o.token) }, async () => {
+    if (!o.reload) throw SlbErrors.NO_RELOAD();
+    try {
+      return await o.reload();
+    } catch (e) {
+      if (e instanceof ConfigError) throw SlbErrors.RELOAD_REFUSED(e.message, e.problems);
+      throw e;
+    }
+  });
   return app;
 }

@@ -476,6 +476,21 @@ export class SlbService {
     return this.saver?.error ?? null;
   }
 
+  /** The VIPs in force, as the state file holds them. */
+  liveVips(): readonly VipConfig[] {
+    return this.vipList as unknown as readonly VipConfig[];
+  }
+
+  /** Every VIP at once (a reloaded config file): one transaction for the VIPs that differ, as any change. */
+  async replaceAll(next: readonly ResolvedVip[]): Promise<void> {
+    await this.change(() => ({ next: [...next] }));
+  }
+
+  /** Write the state file now (a reload changed what it records beside the VIPs). */
+  async save(): Promise<void> {
+    await this.saver?.commit();
+  }
+
   async createVip(body: unknown): Promise<ResolvedVip> {
     return (await this.change(plan.createVip(body)))!;
   }

@@ -11,7 +11,7 @@ import { HaproxyEngine } from './haproxy';
 import { localServices } from './local-services';
 import { SlbReconcileResult, SlbService } from './service';
 import { nftSlbKernel } from './kernel-port';
-import { mergeVips, parseState, stateFileDigests, VipOrigin } from './vip-source';
+import { mergeVips, parseState, stateFileDigests, vipDigest, VipOrigin } from './vip-source';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
@@ -70,7 +70,8 @@ export function loadSlbConfigWithState(path: string): ResolvedSlbConfig {
  * API's changes were made against), written atomically off the event loop (see writeFileAtomicAsync). Each VIP's
  * text is kept for as long as the VIP is: a change serializes the VIPs it made.
  */
-export function saver(path: string, fileVips: readonly VipConfig[] = []) {
+export function saver(path: string, fileVips: readonly VipConfig[] | (() => readonly VipConfig[]) = []) {
+  const file = typeof fileVips === 'function' ? fileVips : () => fileVips;
   const texts = new WeakMap<object, string>();
   const text = (v: VipConfig) => {
     let s = texts.get(v);
@@ -80,7 +81,7 @@ export function saver(path: string, fileVips: readonly VipConfig[] = []) {
   return (vips: readonly VipConfig[]) =>
     writeFileAtomicAsync(
       path,
-      `{\n"file": ${JSON.stringify(stateFileDigests(fileVips, vips))},\n"vips": ${vips.length ? `[\n${vips.map(text).join(',\n')}\n]` : '[]'}\n}\n`,
+      `{\n"file": ${JSON.stringify(stateFileDigests(file(), vips))},\n"vips": ${vips.length ? `[\n${vips.map(text).join(',\n')}\n]` : '[]'}\n}\n`,
     );
 }
 
@@ -91,9 +92,20 @@ export class SlbKernelError extends Error {
   readonly code = 'FWLB_KERNEL_MISSING';
 }
 
+export interface SlbReloadResult {
+  /** VIPs whose definition the reload changed (added, edited or removed). */
+  changed: string[];
+}
+
 export interface RunningSlb {
   config: ResolvedSlbConfig;
   service: SlbService;
+  /**
+   * Re-read the config file (SIGHUP, POST /reload): its VIPs by the lifecycle's rule (a VIP the file changed since
+   * the version in force takes the file's; the others keep what the API made of them), in one change; any other
+   * key that differs is refused as taking a restart, and a refusal changes nothing.
+   */
+  reload(path: string): Promise<SlbReloadResult>;
   /** The first adoption of the kernel state (null if it failed; the runner retries). */
   adopted: Promise<SlbReconcileResult | null>;
   stop(): void;
@@ -105,6 +117,8 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   // Where a VIP runs from when the API's version and the config file's differ: said at every start, never silent.
   for (const o of vipSources(config).origins) log(`VIP ${o.id}: ${o.why}`, { event: 'vip-source', vip: o.id, from: o.from });
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
+  // The config file's VIPs in force: what the state file's digests record (a reload replaces them).
+  let fileVips = vipSources(config).fileVips;
   const checks = await slbDoctor(
     config.interface,
     config.haproxy.binary,
@@ -128,7 +142,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     kernel: nftSlbKernel(nftCli(), config.table),
     addresses: rtnl,
     monitors: memberMonitors(helper, (r) => service.countCheck(r), content),
-    save: config.stateFile ? saver(config.stateFile, vipSources(config).fileVips) : undefined,
+    save: config.stateFile ? saver(config.stateFile, () => fileVips) : undefined,
     trigger: () => runner?.trigger(),
     log,
     alarms: () => [...helperAlarms(helper), ...content.alarms()],
@@ -193,10 +207,47 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     counters.unref();
   };
   readCounters(config.countersSeconds * 1000);
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reloadNow = async (path: string): Promise<SlbReloadResult> => {
+    const { next, newFileVips, origins } = loadJsonConfig(path, (doc, source) => {
+      const raw = (doc && typeof doc === 'object' ? doc : {}) as Record<string, unknown>;
+      const nfv = Array.isArray(raw.vips) ? (raw.vips as VipConfig[]) : [];
+      const live = service.liveVips();
+      const merged = mergeVips(nfv, { vips: [...live], file: stateFileDigests(fileVips, live) });
+      return { next: validateSlbConfig({ ...raw, vips: merged.vips }, source), newFileVips: nfv, origins: merged.origins };
+    });
+    const problems = [...new Set([...Object.keys(config), ...Object.keys(next)])]
+      .filter((k) => k !== 'vips' && JSON.stringify(config[k as keyof ResolvedSlbConfig]) !== JSON.stringify(next[k as keyof ResolvedSlbConfig]))
+      .map((k) => ({ field: `/${k}`, message: 'takes a restart, not a reload' }));
+    if (problems.length) throw new ConfigError(problems, path);
+    const before = new Map(service.liveVips().map((v) => [v.id, vipDigest(v)]));
+    const changed = [...new Set([...before.keys(), ...next.vips.map((v) => v.id)])].filter(
+      (id) => before.get(id) !== vipDigest(next.vips.find((v) => v.id === id) as VipConfig | undefined),
+    );
+    if (changed.length) await service.replaceAll(next.vips);
+    fileVips = newFileVips;
+    await service.save();
+    for (const o of origins) log(`VIP ${o.id}: ${o.why}`, { event: 'vip-source', vip: o.id, from: o.from });
+    return { changed };
+  };
   return {
     config,
     service,
     adopted,
+    reload(path) {
+      const r = reloading.then(() => reloadNow(path));
+      reloading = r.catch(() => undefined);
+      return r.then(
+        (res) => (
+          log(`reloaded ${path}: ${res.changed.length ? `VIPs changed ${res.changed.join(', ')}` : 'no VIP changed'}`, { event: 'reload', ...res }),
+          res
+        ),
+        (e) => {
+          log(`reload of ${path} refused, the running config stays: ${(e as Error).message}`, { event: 'reload-refused' });
+          throw e;
+        },
+      );
+    },
     stop() {
       lock.release();
       stopped = true;
