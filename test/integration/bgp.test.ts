@@ -107,9 +107,12 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     const addr = lab.t.ecmp.find((e) => e.ns === lab.ns(router) && e.via[node])!.via[node];
     let bfdDown: number | null = null;
     let withdrawn: number | null = null;
+    let killed = 0;
+    let linksUp = 0;
     let survivor: ReturnType<Lab['kernelSessions']> = [];
     const r = await underTraffic(async () => {
       const killedAt = Date.now();
+      killed = killedAt;
       await lab.killNode(node);
       lab.nodeLinks(node, false);
       // BFD's verdict (the router's session down) and the router's kernel route without the node.
@@ -126,6 +129,7 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
       survivor = lab.kernelSessions(node.replace(/1$/, '2'));
       await sleep(500);
       lab.nodeLinks(node, true);
+      linksUp = Date.now();
       await lab.startNode(node);
       const back = await whenTrue(() => nextHops(lab, router, dst).includes(addr), 20000);
       t.ok(back, `${node} back in the router's routes`);
@@ -141,7 +145,8 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     t.same(
       late,
       [],
-      `no new connection failed that started after the withdrawal (failed: ${r.failedAt.length} of ${r.started}, ${JSON.stringify(r.shortErrors)})`,
+      `no new connection failed that started after the withdrawal (failed: ${r.failedAt.length} of ${r.started}, ${JSON.stringify(r.shortErrors)}; ` +
+        `started at +${late.map((at) => at - killed).join(', +')} ms after the kill, the withdrawal at +${withdrawn === null ? '?' : withdrawn - killed}, links up at +${linksUp - killed})`,
     );
     t.same(
       lab.firewallCounters().map((f) => f.drops),
