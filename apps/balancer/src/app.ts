@@ -1,7 +1,7 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
 import type { Membership } from './membership';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, Logger, reloadRoute, statusPage } from '@fwlb/service';
 import { canonicalAddress } from '@fwlb/flowhash';
 import { Errors } from './errors';
 import { switchTime } from './membership';
@@ -9,7 +9,6 @@ import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-wiring';
 import type { Announcer } from './announcer';
 import type { ReloadResult } from './reload';
-import { ConfigError } from '@fwlb/config';
 
 export interface AppOptions {
   /** This node's firewalls' state (see main.ts); the reconciler's when absent. */
@@ -184,15 +183,7 @@ export function build(opts: AppOptions): FastifyInstance {
     },
   );
   registerNodeRoutes(app, opts, guard);
-  app.post('/reload', { preValidation: guard }, async () => {
-    if (!opts.reload) throw Errors.NO_RELOAD();
-    try {
-      return await opts.reload();
-    } catch (e) {
-      if (e instanceof ConfigError) throw Errors.RELOAD_REFUSED(e.message, e.problems);
-      throw e;
-    }
-  });
+  reloadRoute(app, guard, opts.reload);
   return app;
 }
 

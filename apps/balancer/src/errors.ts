@@ -7,7 +7,5 @@ export const Errors = {
   ...CommonErrors,
   NO_SUCH_FIREWALL: createError('FWLB_NO_SUCH_FIREWALL', 'no firewall with this id', 404),
   NO_SESSION_TABLE: createError('FWLB_NO_SESSION_TABLE', 'this node has no sessionTable configured', 404),
-  NO_RELOAD: createError('FWLB_NO_RELOAD', 'this node was started without a config file to reload', 404),
-  RELOAD_REFUSED: createError('FWLB_RELOAD_REFUSED', 'the config file was refused as a whole; the node keeps running the config it had', 422),
   NO_BGP: createError('FWLB_NO_BGP', 'this node has no bgp section configured: it announces nothing', 404),
 };

@@ -30,5 +30,7 @@ export const CommonErrors = {
     'the change is live in the kernel, but the state file could not be written: it is lost at the next restart',
     500,
   ),
+  NO_RELOAD: createError('FWLB_NO_RELOAD', 'this process was started without a config file to reload', 404),
+  RELOAD_REFUSED: createError('FWLB_RELOAD_REFUSED', 'the config file was refused as a whole; the process keeps running the config it had', 422),
   INTERNAL: createError('FWLB_INTERNAL', 'internal error (the node log has the detail); the kernel keeps its last good state', 500),
 };

@@ -270,3 +270,19 @@ export async function listenOn(app: FastifyInstance, listen: string): Promise<vo
     await app.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) });
   }
 }
+
+/**
+ * `POST /reload` (bearer), the same on every node process: re-read the config file with `reload`; a ConfigError is
+ * the refusal (`FWLB_RELOAD_REFUSED` 422, each field in `details`), and the process keeps the config it had.
+ */
+export function reloadRoute(app: FastifyInstance, guard: ReturnType<typeof bearerGuard>, reload?: () => Promise<unknown>): void {
+  app.post('/reload', { preValidation: guard }, async () => {
+    if (!reload) throw CommonErrors.NO_RELOAD();
+    try {
+      return await reload();
+    } catch (e) {
+      if (e instanceof ConfigError) throw CommonErrors.RELOAD_REFUSED(e.message, e.problems);
+      throw e;
+    }
+  });
+}

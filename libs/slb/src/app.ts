@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError, memberKey, memberKeyOf, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
 import { hostPort } from '@fwlb/flowhash';
-import { AuditSink, bearerGuard, createApi, Logger, statusPage } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, Logger, reloadRoute, statusPage } from '@fwlb/service';
 import { SlbErrors } from './errors';
 import { SlbService } from './service';
 import { NotFoundError } from './vip-plan';
@@ -98,14 +98,6 @@ export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
   app.get('/status', async () => o.service.status());
   statusPage(app);
   registerSlbRoutes(app, o.service, o.token);
-  app.post('/reload', { preValidation: bearerGuard(o.token) }, async () => {
-    if (!o.reload) throw SlbErrors.NO_RELOAD();
-    try {
-      return await o.reload();
-    } catch (e) {
-      if (e instanceof ConfigError) throw SlbErrors.RELOAD_REFUSED(e.message, e.problems);
-      throw e;
-    }
-  });
+  reloadRoute(app, bearerGuard(o.token), o.reload);
   return app;
 }

@@ -5,6 +5,4 @@ export const SlbErrors = {
   ...CommonErrors,
   NO_SUCH_VIP: createError('FWLB_NO_SUCH_VIP', 'no VIP with this id', 404),
   NO_SUCH_MEMBER: createError('FWLB_NO_SUCH_MEMBER', 'no member with this address:port in the VIP', 404),
-  NO_RELOAD: createError('FWLB_NO_RELOAD', 'this SLB was started without a config file to reload', 404),
-  RELOAD_REFUSED: createError('FWLB_RELOAD_REFUSED', 'the config file was refused as a whole; the SLB keeps running the config it had', 422),
 };

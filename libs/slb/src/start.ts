@@ -220,10 +220,10 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
       .filter((k) => k !== 'vips' && JSON.stringify(config[k as keyof ResolvedSlbConfig]) !== JSON.stringify(next[k as keyof ResolvedSlbConfig]))
       .map((k) => ({ field: `/${k}`, message: 'takes a restart, not a reload' }));
     if (problems.length) throw new ConfigError(problems, path);
-    const before = new Map(service.liveVips().map((v) => [v.id, vipDigest(v)]));
-    const changed = [...new Set([...before.keys(), ...next.vips.map((v) => v.id)])].filter(
-      (id) => before.get(id) !== vipDigest(next.vips.find((v) => v.id === id) as VipConfig | undefined),
-    );
+    const digests = (vs: readonly VipConfig[]) => new Map(vs.map((v) => [v.id, vipDigest(v)]));
+    const before = digests(service.liveVips());
+    const after = digests(next.vips as unknown as VipConfig[]);
+    const changed = [...new Set([...before.keys(), ...after.keys()])].filter((id) => before.get(id) !== after.get(id));
     if (changed.length) await service.replaceAll(next.vips);
     fileVips = newFileVips;
     await service.save();
