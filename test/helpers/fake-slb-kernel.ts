@@ -1,7 +1,18 @@
 // Test helper: an SLB kernel in memory that applies fwlb's transactions all or nothing, refusing what nft refuses
 // (a missing chain, a chain still jumped to, an element that exists or does not), and can fail on demand.
 import type { NftJson } from '@fwlb/nft';
-import { applyTablesCommands, declarationsModel, NO_TABLES, poolTargets, SlbCounters, SlbKernel, SlbKernelState, SlbTables, VipKey } from '@fwlb/slb';
+import {
+  applyTablesCommands,
+  declarationsModel,
+  flowMapModel,
+  NO_TABLES,
+  poolTargets,
+  SlbCounters,
+  SlbKernel,
+  SlbKernelState,
+  SlbTables,
+  VipKey,
+} from '@fwlb/slb';
 
 export interface FakeSlbKernel extends SlbKernel {
   /** Every applied transaction, in order. */
@@ -48,6 +59,13 @@ export function fakeSlbKernel(table = 'fwlb_slb'): FakeSlbKernel {
     },
     declare: async (f) => {
       tables = applyTablesCommands(tables, declarationsModel(table, f), true);
+    },
+    declareFlowMaps: async (f, vips) => {
+      tables = applyTablesCommands(
+        tables,
+        vips.map((v) => flowMapModel(table, f, v.id)),
+        true,
+      );
     },
     apply: async (cmds) => {
       if (fail) {

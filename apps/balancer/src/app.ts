@@ -1,7 +1,7 @@
 // Builds the node's REST API (fastify); never listens: main.ts does. Shell layer of apps/balancer.
 import type { Membership } from './membership';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AuditSink, bearerGuard, createApi, Logger, reloadRoute, statusPage } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, healthRoute, Logger, reloadRoute, statusPage } from '@fwlb/service';
 import { canonicalAddress } from '@fwlb/flowhash';
 import { Errors } from './errors';
 import { switchTime } from './membership';
@@ -58,13 +58,6 @@ const sessionsQuery = {
   },
 } as const;
 
-const healthQuery = {
-  type: 'object',
-  additionalProperties: false,
-  // Query strings arrive as text (the API's ajv does not coerce types).
-  properties: { strict: { enum: ['true', 'false'] } },
-} as const;
-
 const drainBody = {
   type: 'object',
   additionalProperties: false,
@@ -100,12 +93,9 @@ export function build(opts: AppOptions): FastifyInstance {
     const panic = membership.snapshot().panic;
     return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(shareError ? [shareError] : []), ...(opts.alarms?.() ?? [])];
   };
-  // `?strict=true` answers 503 unless ok: for checks that read only the status code (keepalived's track_script with
-  // curl); without it, 200 with the status in the body, as monitoring expects.
-  app.get<{ Querystring: { strict?: 'true' | 'false' } }>('/health', { schema: { querystring: healthQuery } }, async (req, reply) => {
+  healthRoute(app, () => {
     const a = alarms();
-    const status = (r.lastError && !r.last) || a.length ? 'degraded' : 'ok';
-    if (req.query.strict === 'true' && status !== 'ok') reply.code(503);
+    const status: 'ok' | 'degraded' = (r.lastError && !r.last) || a.length ? 'degraded' : 'ok';
     return { status, role: r.config.role, lastError: r.lastError, alarms: a };
   });
   app.get('/status', async () => ({ ...r.status(), ...(opts.announcer ? { bgp: opts.announcer.status() } : {}), alarms: alarms() }));

@@ -40,7 +40,7 @@ nodeCli({
     return c;
   },
   run,
-  doctor: (c) => slbDoctor(c?.interface, c?.haproxy.binary, !!c?.vips.some((v) => v.address.includes(':'))),
+  doctor: (c) => slbDoctor(c?.interface, c?.haproxy.binary, !!c?.vips.some((v) => v.address.includes(':')), !!c?.vips.some((v) => v.scheduler === 'flow')),
   commands: {
     export: async (c) => void process.stdout.write(exportConfig(c)),
   },

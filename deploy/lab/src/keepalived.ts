@@ -1,6 +1,7 @@
 // Renders fwlb's keepalived template (deploy/keepalived/fwlb-node.conf) for a node; pure layer of deploy/lab.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { VrrpSide } from './topology';
 
 export const KEEPALIVED_TEMPLATE = join(__dirname, '..', '..', 'keepalived', 'fwlb-node.conf');
 
@@ -13,7 +14,7 @@ export const healthCurl = (socket: string, timeoutS: number) =>
 
 /** Node i (0-based) of a VRRP group: priorities 250, 249, ... (a skew under 3 % of an advertisement interval). */
 export function keepalivedNode(
-  v: { side: 'outside' | 'inside'; vrid: number; advertInterface: string; trackInterfaces: string[]; addresses: string[]; addresses6?: string[] },
+  v: { side: VrrpSide; vrid: number; preempt?: boolean; advertInterface: string; trackInterfaces: string[]; addresses: string[]; addresses6?: string[] },
   node: string,
   i: number,
   socket: string,
@@ -27,6 +28,7 @@ export function keepalivedNode(
     trackInterfaces: v.trackInterfaces,
     vrid: v.vrid,
     priority: 250 - i,
+    preempt: v.preempt ?? true,
     addresses: v.addresses,
     addresses6: v.addresses6 ?? [],
     ...timers,
@@ -35,13 +37,15 @@ export function keepalivedNode(
 
 export interface KeepalivedNode {
   node: string;
-  side: 'outside' | 'inside';
+  side: VrrpSide;
   /** The command keepalived runs to check fwlb (see the template: curl on /health?strict=true, or fwlbctl health). */
   healthCommand: string;
   advertInterface: string;
   trackInterfaces: string[];
   vrid: number;
   priority: number;
+  /** false: `nopreempt`, a node that returns with a higher priority stays backup (an SLB group). */
+  preempt: boolean;
   /** Seconds between advertisements. */
   advert: number;
   /** Seconds between health checks (keepalived takes whole seconds, at least 1), and how long one may take. */
@@ -65,6 +69,7 @@ export function renderKeepalived(n: KeepalivedNode, template = readFileSync(KEEP
     TRACK_INTERFACES: n.trackInterfaces.map((i) => `    ${i}`).join('\n'),
     VRID: String(n.vrid),
     PRIORITY: String(n.priority),
+    PREEMPT: n.preempt ? '' : '  nopreempt\n',
     ADVERT: String(n.advert),
     CHECK_INTERVAL: String(n.checkInterval),
     CHECK_TIMEOUT: String(n.checkTimeout),
@@ -75,7 +80,7 @@ export function renderKeepalived(n: KeepalivedNode, template = readFileSync(KEEP
     EXCLUDED: n.addresses6.length ? `  virtual_ipaddress_excluded {\n${n.addresses6.map((a) => `    ${a}`).join('\n')}\n  }\n` : '',
   };
   for (const [k, x] of Object.entries(v))
-    if (/["\n{}]/.test(x) && !['TRACK_INTERFACES', 'ADDRESSES', 'EXCLUDED'].includes(k))
+    if (/["\n{}]/.test(x) && !['TRACK_INTERFACES', 'ADDRESSES', 'EXCLUDED', 'PREEMPT'].includes(k))
       throw new RangeError(`keepalived ${k}: ${JSON.stringify(x)} would break the config`);
   const out = template.replace(/\{\{([A-Z_]+)\}\}/g, (_, k: string) => {
     if (!(k in v)) throw new RangeError(`keepalived template: unknown field {{${k}}}`);

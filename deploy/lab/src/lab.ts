@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
-import { ECHO_PORT, FIREWALL_RULESET_PATH, firewallNatRules, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology } from './topology';
+import { ECHO_PORT, FIREWALL_RULESET_PATH, firewallNatRules, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology, VrrpSide } from './topology';
 import { TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
 import { hostPort } from '@fwlb/flowhash';
 import { conntrackdConfig } from './conntrackd';
@@ -85,6 +85,10 @@ export class Lab {
       // connection that reuses its tuple and is moved to this node does not meet it.
       if ((h.role === 'outside' || h.role === 'inside') && this.t.opts.nodesPerSide > 1)
         sys.push(`net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS}`);
+      // SLB nodes of a group: a node that takes connections back (its links return) still holds their entries from
+      // before, whose windows the connections have left behind; strict tracking would call their packets invalid,
+      // leave them untranslated, and the node's own stack would reset them (fwlb-slb doctor's advice).
+      if (h.role === 'slb' && this.t.opts.slbNodes > 1) sys.push('net.netfilter.nf_conntrack_tcp_be_liberal=1');
       // Benchmark hygiene: a wide port range and tw reuse keep short-connection loads from running out of ports.
       if (h.role === 'client' || h.role === 'server') sys.push(`net.ipv4.ip_local_port_range=${WIDE_PORTS}`, 'net.ipv4.tcp_tw_reuse=1');
       if (this.t.opts.ipv6) {
@@ -135,7 +139,7 @@ export class Lab {
       }
     }
     for (const [file, cfg] of Object.entries(this.t.balancers)) writeFileSync(join(this.t.opts.runDir, `${file}.json`), JSON.stringify(cfg, null, 2));
-    writeFileSync(join(this.t.opts.runDir, 'slb.json'), JSON.stringify(this.t.slb, null, 2));
+    for (const [name, cfg] of Object.entries(this.t.slbs)) writeFileSync(join(this.t.opts.runDir, `${name}.json`), JSON.stringify(cfg, null, 2));
     if (this.t.embeddedSlb) writeFileSync(join(this.t.opts.runDir, 'inside-slb.json'), JSON.stringify(this.t.embeddedSlb, null, 2));
     // Lab plumbing, not fwlb: connections the servers open themselves leave with the SLB node's address.
     const snat = {
@@ -160,7 +164,7 @@ export class Lab {
     };
     const snatFile = join(this.t.opts.runDir, 'lab-snat.json');
     writeFileSync(snatFile, JSON.stringify(snat));
-    inNs(this.ns('slb'), ['nft', '-j', '-f', snatFile]);
+    for (const name of Object.keys(this.t.slbs)) inNs(this.ns(name), ['nft', '-j', '-f', snatFile]);
     for (const b of this.t.birds) this.startBird(b.name);
   }
 
@@ -292,7 +296,7 @@ export class Lab {
    */
   async startNode(role: NodeRole, wrap: string[] = []): Promise<NodeProc> {
     const ns = this.ns(nodeNs(role));
-    const p = spawnInNs(ns, [...wrap, process.execPath, role === 'slb' ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
+    const p = spawnInNs(ns, [...wrap, process.execPath, role in this.t.slbs ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
     this.procs.push(p);
     const log: string[] = [];
     const onData = (d: Buffer) => log.push(...d.toString().split('\n').filter(Boolean));
@@ -311,17 +315,18 @@ export class Lab {
 
   async startNodes(): Promise<void> {
     for (const b of this.balancerNames()) await this.startNode(b);
-    await this.startNode('slb');
+    for (const s of Object.keys(this.t.slbs)) await this.startNode(s);
     await this.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'all firewalls live on both nodes');
-    await this.waitMembers((vips) => vips.every((v) => v.members.every((m: any) => m.health.up)), 15000, 'every SLB member up');
+    for (const s of Object.keys(this.t.slbs))
+      await this.waitMembers((vips) => vips.every((v) => v.members.every((m: any) => m.health.up)), 15000, `every member up on ${s}`, s);
   }
 
-  /** Poll the SLB's GET /vips until `ok` holds; returns the time it took. */
-  async waitMembers(ok: (vips: any[]) => boolean, ms: number, what: string): Promise<number> {
+  /** Poll an SLB node's GET /vips until `ok` holds; returns the time it took. */
+  async waitMembers(ok: (vips: any[]) => boolean, ms: number, what: string, node = 'slb'): Promise<number> {
     let v: { status: number; body: any } = { status: 0, body: null };
     return waitUntil(
       async () => {
-        v = await this.api('slb', 'GET', '/vips').catch(() => ({ status: 0, body: null }));
+        v = await this.api(node, 'GET', '/vips').catch(() => ({ status: 0, body: null }));
         return v.status === 200 && ok(v.body);
       },
       ms,
@@ -406,7 +411,7 @@ export class Lab {
   }
 
   /** The node that holds a side's VRRP addresses now (its first address on its interface), or null. */
-  vrrpHolder(side: 'outside' | 'inside'): string | null {
+  vrrpHolder(side: VrrpSide): string | null {
     const v = this.t.vrrp.find((x) => x.side === side);
     if (!v) return null;
     const [addr, , dev] = v.addresses[0].split(' ');
@@ -568,6 +573,20 @@ export class Lab {
         mark: Number(/ mark=(\d+)/.exec(line)?.[1] ?? 0),
         answered: tcp ? line.includes('[ASSURED]') : !line.includes('[UNREPLIED]'),
       });
+    }
+    return out;
+  }
+
+  /**
+   * The member an SLB node's conntrack sent each connection to a VIP, by the client's `address:port`: the reply
+   * tuple's source of every entry whose original destination is `vip`:`port`.
+   */
+  slbDnat(nsName: string, protocol: 'tcp' | 'udp', vip: string, port: number): Map<string, string> {
+    const out = new Map<string, string>();
+    const listing = inNs(this.ns(nsName), ['conntrack', '-L', '-p', protocol, '--orig-dst', vip, '--dport', String(port)]);
+    for (const line of listing.split('\n')) {
+      const m = /src=(\S+) dst=\S+ sport=(\d+) dport=\d+ .*?src=(\S+) dst=\S+ sport=(\d+)/.exec(line);
+      if (m) out.set(`${m[1]}:${m[2]}`, `${m[3]}:${m[4]}`);
     }
     return out;
   }

@@ -55,6 +55,14 @@ export interface LabOptions {
    * firewalls (the SLB node routes IPv6 to them; its VIPs stay IPv4). One node per side.
    */
   ipv6?: boolean;
+  /**
+   * SLB redundancy: this many SLB nodes (`slb`, `slb2`, ...), an active/standby group under keepalived
+   * (`Lab.startKeepalived`): one VRRP instance moves the uplink gateway SLB_GATEWAY (the inside node routes the VIP
+   * to it) and the servers' gateway RIP_NET.1 together; the real servers sit on a switch namespace `rs`. The echo
+   * VIPs use the `flow` scheduler, so either node sends a connection to the same member. One node per side, IPv4.
+   * @default 1
+   */
+  slbNodes?: number;
 }
 
 export interface Host {
@@ -92,8 +100,10 @@ export interface Topology {
   birds: LabBird[];
   /** mode vrrp: one VRRP instance per side, over that side's nodes (highest priority first). */
   vrrp: {
-    side: 'outside' | 'inside';
+    side: VrrpSide;
     vrid: number;
+    /** false: a returning node stays backup (`nopreempt`). @default true */
+    preempt?: boolean;
     nodes: string[];
     advertInterface: string;
     trackInterfaces: string[];
@@ -103,14 +113,19 @@ export interface Topology {
   clientNet: string;
   serverNet: string;
   nodes: { outside: BalancerConfig; inside: BalancerConfig };
-  /** The SLB tier's config: the VIPs clients use. */
+  /** The SLB tier's config: the VIPs clients use (the first SLB node's). */
   slb: SlbConfig;
+  /** Every SLB node's config by node name: `slb`, and `slb2`, ... with slbNodes > 1. */
+  slbs: Record<string, SlbConfig>;
   /** The one VIP address; clients reach the servers only through it. */
   vip: string;
   /** The IPv6 VIP address (lab option ipv6). */
   vip6?: string;
-  opts: Required<Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls' | 'ipv6'>> & {
+  opts: Required<
+    Omit<LabOptions, 'broken' | 'sessionTable' | 'mgmt' | 'slbEmbedded' | 'syncGroups' | 'nodesPerSide' | 'natFirewalls' | 'ipv6' | 'slbNodes'>
+  > & {
     nodesPerSide: number;
+    slbNodes: number;
     broken: boolean;
     sessionTable?: string | SessionTableConfig;
     mgmt?: boolean;
@@ -147,6 +162,13 @@ export const RIP_NET = '10.20.0';
 /** The VIP address the SLB publishes on the server-side LAN. */
 export const VIP = `${SERVER_NET}.100`;
 export const SLB_UPLINK = `${SERVER_NET}.2`;
+/** slbNodes > 1: SLB node i's (1-based) uplink address, and the group's gateway address the VRRP master holds. */
+export const SLB_NODE_UPLINK = (i: number) => `${SERVER_NET}.${1 + i}`;
+export const SLB_GATEWAY = `${SERVER_NET}.20`;
+/** A VRRP group of the lab: a side of balancer nodes, or the SLB nodes. */
+export type VrrpSide = 'outside' | 'inside' | 'slb';
+/** The SLB nodes' names: `slb`, then `slb2`, `slb3`, ... */
+export const slbNodeName = (i: number) => (i === 1 ? 'slb' : `slb${i}`);
 /** Lab option ipv6: the SLB's IPv6 VIP address on the server-side LAN (L4 echo, UDP and web, and an L7 VIP). */
 export const VIP6 = '2001:db8:5::100';
 /** The VIP of the SLB tier embedded in the inside node (`slbEmbedded`). */
@@ -186,10 +208,13 @@ export function topology(o: LabOptions): Topology {
     buckets: 251,
     broken: false,
     nodesPerSide: 1,
+    slbNodes: 1,
     mode: 'ecmp' as const,
     routing: 'static' as const,
     ...o,
   };
+  if (opts.slbNodes > 1 && (opts.nodesPerSide > 1 || opts.slbEmbedded || opts.ipv6))
+    throw new RangeError('lab slbNodes > 1 builds one balancer node per side, IPv4, without slbEmbedded');
   if (opts.nodesPerSide > 1) return redundantTopology(opts);
   const ns = (n: string) => `${opts.prefix}-${n}`;
   const hosts: Host[] = [];
@@ -199,22 +224,10 @@ export function topology(o: LabOptions): Topology {
   const bridges = [
     { ns: ns('ob'), ifname: 'cli0', addr: `${CLIENT_NET}.1/24`, ...v6(`${CLIENT_NET6}1/64`) },
     { ns: ns('ib'), ifname: 'srv0', addr: `${SERVER_NET}.1/24`, ...v6(`${SERVER_NET6}1/64`) },
-    { ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24`, ...v6(`${RIP_NET6}1/64`) },
   ];
-  hosts.push(
-    { role: 'outside', name: 'ob', ns: ns('ob') },
-    { role: 'inside', name: 'ib', ns: ns('ib') },
-    { role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK },
-  );
-  // The SLB node hangs off the inside node's server LAN; the real servers sit behind it on a private network.
-  links.push({
-    a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24`, ...v6(`${SERVER_NET6}2/64`) },
-    b: { ns: ns('ib'), ifname: 'slb' },
-    bridgeB: 'srv0',
-  });
-  routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET}.1` });
-  if (opts.ipv6) routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET6}1` }, { ns: ns('ib'), dst: `${RIP_NET6}/64`, via: `${SERVER_NET6}2` });
-  endHosts(opts, ns('ob'), { hosts, links, routes });
+  hosts.push({ role: 'outside', name: 'ob', ns: ns('ob') }, { role: 'inside', name: 'ib', ns: ns('ib') });
+  const slbGroup = slbNodes(opts, { hosts, bridges, links, routes });
+  endHosts(opts, ns('ob'), { hosts, links, routes }, slbGroup.serverSwitch);
   if (opts.mgmt) {
     // Management network for shared services (Redis, Sentinel): never steered by fwlb.
     hosts.push({ role: 'mgmt', name: 'rd', ns: ns('rd'), addr: `${MGMT_NET}.1` });
@@ -275,7 +288,8 @@ export function topology(o: LabOptions): Topology {
       targets: [opts.ipv6 ? (role === 'outside' ? `${SERVER_NET6}1` : `${CLIENT_NET6}1`) : role === 'outside' ? `${SERVER_NET}.1` : `${CLIENT_NET}.1`],
     });
   const rips = hosts.filter((h) => h.role === 'server').map((h) => h.addr!);
-  const slb = slbConfig(opts, rips);
+  const slbs = Object.fromEntries(slbGroup.names.map((name) => [name, slbConfig(opts, rips, name)]));
+  const slb = slbs.slb;
   if (opts.slbEmbedded) routes.push({ ns: ns('ib'), dst: `${RIP_NET}.0/24`, via: SLB_UPLINK });
   const fast = FAST_TIMERS;
   const nodes = { outside: node('outside', 'cli0', fwOut), inside: node('inside', 'srv0', fwIn) };
@@ -309,9 +323,10 @@ export function topology(o: LabOptions): Topology {
     nodes,
     ecmp: [],
     birds: [],
-    vrrp: [],
+    vrrp: slbGroup.vrrp,
     balancers: { outside: nodes.outside, inside: nodes.inside },
     slb,
+    slbs,
     vip: VIP,
     ...(opts.ipv6 ? { vip6: VIP6 } : {}),
     opts,
@@ -363,8 +378,55 @@ export function firewallNatRules(k: number, ipv6 = false): string {
   ].join('\n');
 }
 
-/** The clients on the `cli0` bridge of `clientGateway` (its .1), the real servers on the SLB node's `rip0` bridge. */
-function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' | 'links' | 'routes'>): void {
+/**
+ * The SLB node(s) on the inside node's server LAN, the real servers' network behind them. One node: it holds the
+ * servers' bridge `rip0` (its .1 is their gateway). Several: the bridge is in a switch namespace `rs`, each node has
+ * its own addresses on both networks, and a VRRP instance moves the two gateway addresses together.
+ */
+function slbNodes(opts: Opts, t: Pick<Topology, 'hosts' | 'bridges' | 'links' | 'routes'>): { names: string[]; serverSwitch: string; vrrp: Topology['vrrp'] } {
+  const ns = (x: string) => `${opts.prefix}-${x}`;
+  const v6 = (a: string) => (opts.ipv6 ? { addr6: a } : {});
+  if (opts.slbNodes <= 1) {
+    t.bridges.push({ ns: ns('slb'), ifname: 'rip0', addr: `${RIP_NET}.1/24`, ...v6(`${RIP_NET6}1/64`) });
+    t.hosts.push({ role: 'slb', name: 'slb', ns: ns('slb'), addr: SLB_UPLINK });
+    t.links.push({
+      a: { ns: ns('slb'), ifname: 'up0', addr: `${SLB_UPLINK}/24`, ...v6(`${SERVER_NET6}2/64`) },
+      b: { ns: ns('ib'), ifname: 'slb' },
+      bridgeB: 'srv0',
+    });
+    t.routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET}.1` });
+    if (opts.ipv6) t.routes.push({ ns: ns('slb'), dst: 'default', via: `${SERVER_NET6}1` }, { ns: ns('ib'), dst: `${RIP_NET6}/64`, via: `${SERVER_NET6}2` });
+    return { names: ['slb'], serverSwitch: 'slb', vrrp: [] };
+  }
+  t.hosts.push({ role: 'switch', name: 'rs', ns: ns('rs') });
+  t.bridges.push({ ns: ns('rs'), ifname: 'rip0' });
+  const names = Array.from({ length: opts.slbNodes }, (_, j) => slbNodeName(j + 1));
+  names.forEach((name, j) => {
+    t.hosts.push({ role: 'slb', name, ns: ns(name), addr: SLB_NODE_UPLINK(j + 1) });
+    t.links.push({ a: { ns: ns(name), ifname: 'up0', addr: `${SLB_NODE_UPLINK(j + 1)}/24` }, b: { ns: ns('ib'), ifname: name }, bridgeB: 'srv0' });
+    t.links.push({ a: { ns: ns(name), ifname: 'rip0', addr: `${RIP_NET}.${2 + j}/24` }, b: { ns: ns('rs'), ifname: name }, bridgeB: 'rip0' });
+    t.routes.push({ ns: ns(name), dst: 'default', via: `${SERVER_NET}.1` });
+  });
+  // The inside node reaches the VIP through the group's gateway address, never by asking who holds the VIP: every
+  // node holds it (HAProxy binds it, and a VIP without a live member answers from it), the master alone forwards.
+  t.routes.push({ ns: ns('ib'), dst: `${VIP}/32`, via: SLB_GATEWAY });
+  const vrrp: Topology['vrrp'] = [
+    {
+      side: 'slb',
+      vrid: 30,
+      // A returning SLB node stays backup (see the keepalived template).
+      preempt: false,
+      nodes: names,
+      advertInterface: 'up0',
+      trackInterfaces: ['up0', 'rip0'],
+      addresses: [`${SLB_GATEWAY}/24 dev up0`, `${RIP_NET}.1/24 dev rip0`],
+    },
+  ];
+  return { names, serverSwitch: 'rs', vrrp };
+}
+
+/** The clients on the `cli0` bridge of `clientGateway` (its .1), the real servers on the `rip0` bridge of `serverSwitch`. */
+function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' | 'links' | 'routes'>, serverSwitch = 'slb'): void {
   const ns = (x: string) => `${opts.prefix}-${x}`;
   for (let i = 1; i <= opts.clients; i++) {
     const addr = `${CLIENT_NET}.${10 + i}`;
@@ -384,7 +446,7 @@ function endHosts(opts: Opts, clientGateway: string, t: Pick<Topology, 'hosts' |
     t.hosts.push({ role: 'server', name: `s${i}`, ns: ns(`s${i}`), addr, ...(addr6 ? { addr6 } : {}) });
     t.links.push({
       a: { ns: ns(`s${i}`), ifname: 'eth0', addr: `${addr}/24`, ...(addr6 ? { addr6: `${addr6}/64` } : {}) },
-      b: { ns: ns('slb'), ifname: `s${i}` },
+      b: { ns: ns(serverSwitch), ifname: `s${i}` },
       bridgeB: 'rip0',
     });
     t.routes.push({ ns: ns(`s${i}`), dst: 'default', via: `${RIP_NET}.1` });
@@ -422,14 +484,16 @@ function nodeConfig(
   };
 }
 
-function slbConfig(opts: Opts, rips: string[]): SlbConfig {
+function slbConfig(opts: Opts, rips: string[], name = 'slb'): SlbConfig {
   const fast = FAST_TIMERS;
+  // Several SLB nodes: the echo VIPs hash the connection, so a connection keeps its member on either node.
+  const scheduler = opts.slbNodes > 1 ? ('flow' as const) : ('rr' as const);
   return {
-    name: 'slb',
+    name,
     interface: 'up0',
     seed: opts.seed,
-    api: { listen: `unix:${opts.runDir}/slb.sock`, token: 'lab-token-0123456789' },
-    stateFile: join(opts.runDir, 'slb-state.json'),
+    api: { listen: `unix:${opts.runDir}/${name}.sock`, token: 'lab-token-0123456789' },
+    stateFile: join(opts.runDir, `${name}-state.json`),
     resyncSeconds: 5,
     vips: [
       {
@@ -437,7 +501,7 @@ function slbConfig(opts: Opts, rips: string[]): SlbConfig {
         address: VIP,
         port: ECHO_PORT,
         protocol: 'tcp',
-        scheduler: 'rr',
+        scheduler,
         check: { kind: 'tcp' },
         timers: fast,
         members: rips.map((a) => ({ address: a, port: ECHO_PORT })),
@@ -448,7 +512,7 @@ function slbConfig(opts: Opts, rips: string[]): SlbConfig {
         address: VIP,
         port: ECHO_PORT,
         protocol: 'udp',
-        scheduler: 'rr',
+        scheduler,
         check: { kind: 'tcp', port: ECHO_PORT },
         timers: fast,
         members: rips.map((a) => ({ address: a, port: ECHO_PORT })),
@@ -464,6 +528,7 @@ function slbConfig(opts: Opts, rips: string[]): SlbConfig {
         members: rips.map((a) => ({ address: a, port: HTTP_PORT })),
       },
       l7Vip(rips),
+      ...(opts.slbNodes > 1 ? [stickyVip(rips)] : []),
       // IPv6: the same services on the IPv6 VIP; the L7 VIP's api pool is an IPv4 server (HAProxy bridges the families).
       ...(opts.ipv6
         ? ipv6Vips(
@@ -472,7 +537,11 @@ function slbConfig(opts: Opts, rips: string[]): SlbConfig {
           )
         : []),
     ],
-    haproxy: { dir: join(opts.runDir, 'haproxy') },
+    haproxy: {
+      dir: join(opts.runDir, name === 'slb' ? 'haproxy' : `haproxy-${name}`),
+      // A group: the L7 VIPs' stick tables are shared among its nodes over their uplinks.
+      ...(opts.slbNodes > 1 ? { peers: Array.from({ length: opts.slbNodes }, (_, j) => ({ name: slbNodeName(j + 1), address: SLB_NODE_UPLINK(j + 1) })) } : {}),
+    },
   };
 }
 
@@ -554,6 +623,26 @@ export function l7Misrouted(byLabel: Record<string, Record<string, number>>): st
  * what no rule matches; pool `api` (s3) takes api.example.com, /api/ under any example.com name, the `X-Pool: api`
  * header, and versioned API paths on www.example.com.
  */
+/** slbNodes > 1: the port of an L7 VIP whose one pool keeps each client on its server by a stick table (`source`). */
+export const STICKY_PORT = 8001;
+
+/** An L7 VIP with source persistence over every server: a client's requests stay on one server, on either SLB node. */
+function stickyVip(rips: string[]): VipConfig {
+  return {
+    id: 'sticky',
+    address: VIP,
+    port: STICKY_PORT,
+    protocol: 'tcp',
+    mode: 'http',
+    check: { kind: 'http', path: '/' },
+    timers: L7_TIMERS,
+    pools: [{ name: 'www', scheduler: 'rr', persistence: 'source' }],
+    rules: [],
+    defaultPool: 'www',
+    members: rips.map((a) => ({ address: a, port: HTTP_PORT, pool: 'www' })),
+  };
+}
+
 export function l7Vip(rips: string[]): VipConfig {
   return {
     id: 'shop',
@@ -808,6 +897,7 @@ function redundantTopology(opts: Opts): Topology {
     serverNet: `${SERVER_NET}.0/24`,
     nodes: { outside: balancers.ob1, inside: balancers.ib1 },
     slb: slbConfig(opts, rips),
+    slbs: { slb: slbConfig(opts, rips) },
     vip: VIP,
     ...(opts.ipv6 ? { vip6: VIP6 } : {}),
     opts,

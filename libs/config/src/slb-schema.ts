@@ -52,8 +52,13 @@ export interface VipConfig {
   address: string;
   port: number;
   protocol: 'tcp' | 'udp';
-  /** `sh`: source-hash persistence (one client address sticks to one member); `rr`: round robin. @default "rr" */
-  scheduler?: 'sh' | 'rr';
+  /**
+   * `rr`: round robin. `sh`: source-hash persistence (one client address sticks to one member). `flow`: a consistent
+   * hash (Maglev) of the connection's addresses, ports and protocol: every SLB node with the same members, health and
+   * `seed` picks the same member for a connection, so a connection the routers move to another SLB node keeps its
+   * member. `sh` has that property too, per client address. @default "rr"
+   */
+  scheduler?: 'sh' | 'rr' | 'flow';
   /** The pool's health check; the member's port is used when the check names none. @default {kind: "tcp"} */
   check?: CheckSpec;
   /** @default {interval: 1000, response: 500, retries: 3, deadInterval: 2000, rise: 2} */
@@ -84,7 +89,7 @@ export interface SlbConfig {
   interface: string;
   /** The nft tables fwlb owns for the SLB: `ip <table>` for IPv4 VIPs, `ip6 <table>` for IPv6 ones. @default "fwlb_slb" */
   table?: string;
-  /** Seed of the source-hash scheduler. @default 0 */
+  /** Seed of the `sh` and `flow` schedulers' hash: the same on every SLB node of a tier. @default 0 */
   seed?: number;
   api?: { listen?: string; token?: string; tokenFile?: string; tls?: ApiTls };
   /** VIPs changed through the API are saved here (atomically) and loaded at start; absent: API changes last until restart. */
@@ -101,8 +106,13 @@ export interface SlbConfig {
    * are unknown. @default 200
    */
   checkBudget?: { checksPerSecond?: number; regexMsPerSecond?: number };
-  /** The L7 data plane: where fwlb-slb writes HAProxy's config, maps and sockets, and which binary it runs. */
-  haproxy?: { dir?: string; binary?: string };
+  /**
+   * The L7 data plane: where fwlb-slb writes HAProxy's config, maps and sockets, and which binary it runs. `peers`:
+   * the SLB nodes of a group, this node included (its entry carries this node's `name`): HAProxy's peers protocol
+   * shares the L7 VIPs' stick tables among them (source persistence, per-rule request counters), over TCP to each
+   * peer's `address` and `port` (default 10000). Every node of the group lists the same peers.
+   */
+  haproxy?: { dir?: string; binary?: string; peers?: { name: string; address: string; port?: number }[] };
 }
 
 /** An IPv4 or IPv6 address (the format is registered by validate-slb.ts). */
@@ -181,7 +191,7 @@ export const vipSchema = {
     address: ipAddress,
     port,
     protocol: { enum: ['tcp', 'udp'] },
-    scheduler: { enum: ['sh', 'rr'] },
+    scheduler: { enum: ['sh', 'rr', 'flow'] },
     check: checkSpecSchema,
     timers: timersSchema,
     panicThreshold: { type: 'number', minimum: 0, maximum: 1 },
@@ -227,7 +237,20 @@ export const slbSchema = {
     haproxy: {
       type: 'object',
       additionalProperties: false,
-      properties: { dir: { type: 'string', pattern: '^/[A-Za-z0-9._/-]{1,200}$' }, binary: { type: 'string', minLength: 1, maxLength: 255 } },
+      properties: {
+        dir: { type: 'string', pattern: '^/[A-Za-z0-9._/-]{1,200}$' },
+        binary: { type: 'string', minLength: 1, maxLength: 255 },
+        peers: {
+          type: 'array',
+          maxItems: 32,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'address'],
+            properties: { name: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,32}$' }, address: ipAddress, port },
+          },
+        },
+      },
     },
   },
 } as const;

@@ -3,7 +3,7 @@ import Ajv from 'ajv';
 import { addressProblem } from './address-class';
 import { checkSpecProblems } from './check-problems';
 import addFormats from 'ajv-formats';
-import { canonicalOrNull, familyOf, hostPort, splitHostPort } from '@fwlb/flowhash';
+import { canonicalAddress, canonicalOrNull, familyOf, hostPort, splitHostPort } from '@fwlb/flowhash';
 import { CheckSpec, DEFAULT_REGEX_MS_PER_SECOND, TimerConfig, TimerConfigError, validateTimers } from '@fwlb/health';
 import { checkDemand, DEFAULT_CHECKS_PER_SECOND, overBudget } from './check-budget';
 import { ConfigError, FieldProblem } from './errors';
@@ -53,8 +53,13 @@ export type ResolvedSlbConfig = Readonly<{
   vips: readonly ResolvedVip[];
   /** What the node's health checks may cost: checks per second, and regex time per second (see check-budget.ts). */
   checkBudget: { checksPerSecond: number; regexMsPerSecond: number };
-  haproxy: { dir: string; binary: string };
+  haproxy: { dir: string; binary: string; peers: readonly SlbPeer[] };
 }>;
+
+/** An SLB node of the group, as HAProxy's peers section names it. */
+export type SlbPeer = Readonly<{ name: string; address: string; port: number }>;
+/** The port of HAProxy's peers protocol when a peer names none. */
+export const DEFAULT_PEER_PORT = 10000;
 
 export const SLB_DEFAULTS = {
   name: 'slb',
@@ -280,6 +285,8 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
   crossChecks(vips, (i) => `/vips/${i}`, problems);
   const resolved = vips.map((v, i) => resolveVip(v, `/vips/${i}`, problems));
   if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
+  const peers = (c.haproxy?.peers ?? []).map((p) => ({ name: p.name, address: canonicalAddress(p.address), port: p.port ?? DEFAULT_PEER_PORT }));
+  peerProblems(peers, c.name ?? SLB_DEFAULTS.name, problems);
   const checkBudget = {
     checksPerSecond: c.checkBudget?.checksPerSecond ?? DEFAULT_CHECKS_PER_SECOND,
     regexMsPerSecond: c.checkBudget?.regexMsPerSecond ?? DEFAULT_REGEX_MS_PER_SECOND,
@@ -300,8 +307,24 @@ export function validateSlbConfig(doc: unknown, source = 'config'): ResolvedSlbC
     countersSeconds: c.countersSeconds ?? SLB_DEFAULTS.countersSeconds,
     vips: resolved as ResolvedVip[],
     checkBudget,
-    haproxy: { dir: c.haproxy?.dir ?? `/run/fwlb/haproxy-${c.table ?? SLB_DEFAULTS.table}`, binary: c.haproxy?.binary ?? 'haproxy' },
+    haproxy: { dir: c.haproxy?.dir ?? `/run/fwlb/haproxy-${c.table ?? SLB_DEFAULTS.table}`, binary: c.haproxy?.binary ?? 'haproxy', peers },
   });
+}
+
+/** A group's peers: each name once, each address and port once, and this node among them. */
+function peerProblems(peers: readonly SlbPeer[], self: string, problems: FieldProblem[]): void {
+  if (!peers.length) return;
+  const names = new Set<string>();
+  const ends = new Set<string>();
+  peers.forEach((p, i) => {
+    if (names.has(p.name)) problems.push({ field: `/haproxy/peers/${i}/name`, message: `${p.name} is listed twice` });
+    const end = hostPort(p.address, p.port);
+    if (ends.has(end)) problems.push({ field: `/haproxy/peers/${i}/address`, message: `${end} is listed twice` });
+    names.add(p.name);
+    ends.add(end);
+  });
+  if (!names.has(self))
+    problems.push({ field: '/haproxy/peers', message: `no peer is this node (name ${JSON.stringify(self)}): list every node of the group, this one included` });
 }
 
 /**

@@ -286,3 +286,22 @@ export function reloadRoute(app: FastifyInstance, guard: ReturnType<typeof beare
     }
   });
 }
+
+const healthQuery = {
+  type: 'object',
+  additionalProperties: false,
+  // Query strings arrive as text (the API's ajv does not coerce types).
+  properties: { strict: { enum: ['true', 'false'] } },
+} as const;
+
+/**
+ * `GET /health`, the same on every node process: 200 with the status in the body, as monitoring expects; with
+ * `?strict=true`, 503 unless ok, for checks that read only the status code (keepalived's track_script with curl).
+ */
+export function healthRoute<T extends { status: 'ok' | 'degraded' }>(app: FastifyInstance, health: () => T): void {
+  app.get<{ Querystring: { strict?: 'true' | 'false' } }>('/health', { schema: { querystring: healthQuery } }, async (req, reply) => {
+    const h = health();
+    if (req.query.strict === 'true' && h.status !== 'ok') reply.code(503);
+    return h;
+  });
+}

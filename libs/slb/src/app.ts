@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError, memberKey, memberKeyOf, memberPatchSchema, memberSchema, MemberConfig } from '@fwlb/config';
 import { hostPort } from '@fwlb/flowhash';
-import { AuditSink, bearerGuard, createApi, Logger, reloadRoute, statusPage } from '@fwlb/service';
+import { AuditSink, bearerGuard, createApi, healthRoute, Logger, reloadRoute, statusPage } from '@fwlb/service';
 import { SlbErrors } from './errors';
 import { SlbService } from './service';
 import { NotFoundError } from './vip-plan';
@@ -91,9 +91,10 @@ export function registerSlbRoutes(app: FastifyInstance, s: SlbService, token?: s
 
 export function buildSlbApp(o: SlbAppOptions): FastifyInstance {
   const app = createApi(o.logger, o.audit, { title: 'fwlb SLB tier', errorCodes: Object.values(SlbErrors).map((e) => e.code) }, o.https);
-  app.get('/health', async () => {
+  healthRoute(app, () => {
     const alarms = o.service.alarms();
-    return { status: o.service.lastError || alarms.length ? 'degraded' : 'ok', lastError: o.service.lastError, alarms };
+    const status: 'ok' | 'degraded' = o.service.lastError || alarms.length ? 'degraded' : 'ok';
+    return { status, lastError: o.service.lastError, alarms };
   });
   app.get('/status', async () => o.service.status());
   statusPage(app);

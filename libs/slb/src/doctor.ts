@@ -7,7 +7,8 @@ import { HaproxyEngine } from './haproxy';
 
 /**
  * What the SLB table uses, in a table of its own, checked with `nft -c` and never committed: the typeof pool map
- * keyed address . port . jhash/numgen, the dispatch verdict map, counter sets updated from packet and ct keys. A
+ * keyed address . port . jhash/numgen, a `flow` VIP's map keyed by the jhash of the flow, the dispatch verdict map,
+ * counter sets updated from packet and ct keys, the guard's lookup of member endpoints. A
  * constant (nothing from input is put in); the JSON that fwlb renders is what the integration tests send for real.
  */
 export const DOCTOR_RULESET = `table ip fwlb_slb_doctor {
@@ -16,6 +17,12 @@ export const DOCTOR_RULESET = `table ip fwlb_slb_doctor {
   }
   map vips {
     type ipv4_addr . inet_proto . inet_service : verdict
+  }
+  map f_a {
+    typeof numgen inc mod 2 : ip daddr . tcp dport
+  }
+  set member_eps {
+    type ipv4_addr . inet_proto . inet_service
   }
   set vip_new {
     type ipv4_addr . inet_proto . inet_service
@@ -34,6 +41,13 @@ export const DOCTOR_RULESET = `table ip fwlb_slb_doctor {
   }
   chain v_b {
     tcp dport 81 dnat ip to ip daddr . tcp dport . numgen inc mod 2 map @be_tcp
+  }
+  chain v_c {
+    tcp dport 82 dnat ip to jhash ip saddr . tcp sport . ip daddr . tcp dport . meta l4proto mod 61 seed 0x1 map @f_a
+  }
+  chain guard {
+    type filter hook prerouting priority -150; policy accept;
+    meta l4proto tcp ct state new tcp flags & (syn | ack) != syn ip saddr . meta l4proto . th sport @member_eps counter drop
   }
   chain prerouting_dispatch {
     type nat hook prerouting priority -100; policy accept;
@@ -56,8 +70,11 @@ export const DOCTOR_RULESET6 = DOCTOR_RULESET.replace(/\bip (daddr|saddr|to|fwlb
 /** The doctor's check of the HAProxy binary (optional: without it, L7 VIPs are refused); start reads its result. */
 export const HAPROXY_CHECK = 'HAProxy (L7 VIPs)';
 
-/** `ipv6`: the config has IPv6 VIPs, so their table and IPv6 forwarding are required (else only reported). */
-export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = false): Promise<Check[]> {
+/**
+ * `ipv6`: the config has IPv6 VIPs, so their table and IPv6 forwarding are required (else only reported). `flow`: it
+ * has `flow` VIPs, whose connections are meant to move between SLB nodes.
+ */
+export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = false, flow = false): Promise<Check[]> {
   const checks: Check[] = [];
   const python = probeHelperRunnable(); // runs while nft checks
   try {
@@ -93,6 +110,18 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = fals
         ? 'enabled'
         : `net.ipv6.conf.all.forwarding is ${fwd6 ?? 'missing (no IPv6 in this kernel?)'}: IPv6 VIPs would not reach their members (sysctl -w net.ipv6.conf.all.forwarding=1)`,
   });
+  if (flow) {
+    const liberal = sysctl('net/netfilter/nf_conntrack_tcp_be_liberal');
+    checks.push({
+      name: 'conntrack TCP windows (flow VIPs)',
+      ok: liberal === '1',
+      required: false,
+      detail:
+        liberal === '1'
+          ? 'liberal: a node that takes connections back translates their packets'
+          : 'net.netfilter.nf_conntrack_tcp_be_liberal is not 1: a node of an SLB group that takes connections back (its links return) holds entries whose windows they have left, calls their packets invalid and its own stack resets them (sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1)',
+    });
+  }
   const py = await python;
   // Not required, as on a balancer node: without it the SLB starts degraded (an alarm; member health holds its last state).
   checks.push({

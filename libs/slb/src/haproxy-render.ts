@@ -9,13 +9,19 @@
 // is a new map, swapped in whole and at once (`prepare map` / `add map @version` / `commit map`): no reload, and
 // no request ever sees half a rule list.
 import { createHash } from 'node:crypto';
-import type { ResolvedL7Vip, ResolvedMember, RuleConfig } from '@fwlb/config';
+import type { ResolvedL7Vip, ResolvedMember, RuleConfig, SlbPeer } from '@fwlb/config';
 import { hostPort } from '@fwlb/flowhash';
 
 export interface L7Paths {
   /** Directory of the rendered config, the maps and the sockets. */
   dir: string;
+  /** The SLB group (`haproxy.peers`): the stick tables are shared with these peers; `localPeer` is this node's name. */
+  peers?: readonly SlbPeer[];
+  localPeer?: string;
 }
+
+/** The peers section's name: the stick tables name it. */
+export const PEERS_SECTION = 'fwlb';
 
 export type ServerState = 'ready' | 'drain' | 'maint';
 
@@ -126,11 +132,15 @@ function serverLine(s: ServerWant): string {
  * off, fwlb decides and pushes the state.
  */
 export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, m: ResolvedMember) => boolean, p: L7Paths): L7Want {
+  const peered = !!p.peers?.length;
+  // Shared with the group's other nodes (HAProxy's peers protocol pushes every change of an entry to them).
+  const share = peered ? ` peers ${PEERS_SECTION}` : '';
   const head = [
     '# Rendered by fwlb-slb: do not edit. Servers, weights, states and the rule maps change through the runtime API.',
     'global',
     `  stats socket ${adminSocket(p)} mode 600 level admin expose-fd listeners`,
     '  stats timeout 30s',
+    ...(peered ? [`  localpeer ${p.localPeer}`] : []),
     'defaults',
     '  mode http',
     '  option dontlognull',
@@ -141,6 +151,7 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
     '  timeout server 30s',
     '  timeout http-request 10s',
     '  timeout http-keep-alive 5s',
+    ...(peered ? [`peers ${PEERS_SECTION}`, ...p.peers!.map((x) => `  peer ${x.name} ${hostPort(x.address, x.port)}`)] : []),
   ];
   const full: string[] = [...head];
   const maps = new Map<string, [string, string][]>();
@@ -166,7 +177,7 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       `backend ${ruleTable(v.id)}`,
       // A fixed size (the most rules a VIP has, plus "no rule"): a size that followed the rules would make every rule
       // change structural, a reload.
-      '  stick-table type string len 16 size 512 store http_req_cnt',
+      `  stick-table type string len 16 size 512 store http_req_cnt${share}`,
     ];
     tables.push(ruleTable(v.id));
     full.push(...fe);
@@ -180,7 +191,9 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       if (pool.scheduler === 'source' || pool.persistence === 'source') be.push('  hash-type consistent');
       if (pool.persistence === 'cookie')
         be.push(`  cookie FWLB_${v.id.replace(/-/g, '_')} insert indirect nocache httponly dynamic`, `  dynamic-cookie-key ${cookieKey(v.id)}`);
-      if (pool.persistence === 'source') be.push('  stick-table type ip size 200k expire 30m', '  stick on src');
+      // Source persistence's entries name a server by its id: every node of a group renders the same config, so the
+      // same server gets the same id (in config order) on each.
+      if (pool.persistence === 'source') be.push(`  stick-table type ip size 200k expire 30m${share}`, '  stick on src');
       full.push(...be);
       for (const m of v.members.filter((x) => x.pool === pool.name)) {
         const s: ServerWant = {

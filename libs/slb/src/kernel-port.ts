@@ -2,7 +2,7 @@
 // tests can put fakes in front of them; shell layer of libs/slb.
 import type { NftJson, NftRunner } from '@fwlb/nft';
 import { parseCounterSets, parseSlbListing, SlbCounters, SlbTables } from './kernel';
-import { backendMap, declarationsText, SLB_FAMILIES, SlbFamily, SLB_OBJECTS } from './render';
+import { backendMap, declarationsText, flowMapText, isFlowMap, SLB_FAMILIES, SlbFamily, SLB_OBJECTS } from './render';
 
 /** The part of libs/routing that manages VIP addresses, so tests can put a fake in front of the kernel. */
 export interface AddressPort {
@@ -18,16 +18,27 @@ export interface SlbKernel {
   apply(cmds: NftJson[]): Promise<void>;
   /** Declares a family's table, its pool maps and counter sets (`declarationsText`; idempotent). */
   declare(family: SlbFamily): Promise<void>;
+  /** Declares `flow` VIPs' pool maps in a family's table (`flowMapText`; idempotent). */
+  declareFlowMaps(family: SlbFamily, vips: readonly { id: string; protocol: 'tcp' | 'udp' }[]): Promise<void>;
   counters(): Promise<SlbCounters>;
 }
 
 export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
   const readFamily = async (f: SlbFamily) => {
-    // The four listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
+    // The five listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
     // other failure fails the read (an unread pool must never pass for an empty one: its members would be down).
-    const maps = [SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', f, table, m]));
+    const maps = [
+      ...[SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', f, table, m])),
+      nft.json(['list', 'set', f, table, SLB_OBJECTS.endpoints]),
+    ];
     const [terse, ...listings] = await Promise.all([nft.json(['-t', 'list', 'table', f, table]), ...maps]);
-    return terse ? parseSlbListing(terse, listings) : null;
+    if (!terse) return null;
+    // `flow` VIPs' maps, named by the terse listing.
+    const flows = ((terse as { nftables?: any[] }).nftables ?? []).flatMap((it) =>
+      typeof it?.map?.name === 'string' && isFlowMap(it.map.name) ? [it.map.name] : [],
+    );
+    const flowListings = await Promise.all(flows.map((m: string) => nft.json(['list', 'map', f, table, m])));
+    return parseSlbListing(terse, [...listings, ...flowListings]);
   };
   return {
     read: async () => {
@@ -36,6 +47,7 @@ export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
     },
     apply: (cmds) => nft.apply(cmds),
     declare: (f) => nft.applyText(declarationsText(table, f)),
+    declareFlowMaps: (f, vips) => nft.applyText(vips.map((v) => flowMapText(table, f, v.id, v.protocol)).join('')),
     // Both tables' sets in one parse: their keys carry the address, so they never collide.
     counters: async () => {
       const all = await Promise.all(SLB_FAMILIES.map((f) => nft.json(['list', 'sets', 'table', f, table])));

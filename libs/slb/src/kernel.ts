@@ -3,7 +3,22 @@
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
 import { canonicalOrNull, hostPort, splitHostPort } from '@fwlb/flowhash';
-import { backendMap, baseChains, baseSets, declared, isVipChain, SLB_FAMILIES, SlbFamily, slbFamilyOf, SLB_OBJECTS, VipFragment, VipKey } from './render';
+import {
+  backendMap,
+  baseChains,
+  baseSets,
+  declared,
+  flowMap,
+  flowMapType,
+  isFlowMap,
+  isVipChain,
+  SLB_FAMILIES,
+  SlbFamily,
+  slbFamilyOf,
+  SLB_OBJECTS,
+  VipFragment,
+  VipKey,
+} from './render';
 
 type Cmd = Record<string, any>;
 
@@ -26,6 +41,10 @@ export interface SlbKernelState {
   dispatch: Map<string, string>;
   /** Pool maps: JSON of the VIP key → slot → member (address:port). */
   pools: Map<string, Map<number, string>>;
+  /** `flow` VIPs' pool maps: map name → slot → member (address:port). */
+  flowPools: Map<string, Map<number, string>>;
+  /** The member endpoints set (`endpointKey`s). */
+  endpoints: Set<string>;
   /** Named counter objects (left by earlier versions; reconcile removes them). */
   counters: string[];
 }
@@ -43,13 +62,22 @@ const typeSig = (type: unknown, map: unknown) => JSON.stringify([type, map ?? nu
 
 const PROTOCOLS = ['tcp', 'udp'] as const;
 
-/** The members in a VIP's pool map (address:port, in slot order): a restart's last known health. */
-export function poolTargets(st: SlbKernelState | null, key: VipKey): string[] {
-  const pool = st?.pools.get(vipKeyString(key));
+/** The members in a VIP's pool (address:port, in slot order): a restart's last known health. `flow`: its map's name. */
+export function poolTargets(st: SlbKernelState | null, key: VipKey, flow?: string): string[] {
+  const pool = flow ? st?.flowPools.get(flow) : st?.pools.get(vipKeyString(key));
   return pool ? [...pool].sort((a, b) => a[0] - b[0]).map(([, m]) => m) : [];
 }
 
-const emptyState = (handle: number): SlbKernelState => ({ handle, sets: new Map(), chains: new Map(), dispatch: new Map(), pools: new Map(), counters: [] });
+const emptyState = (handle: number): SlbKernelState => ({
+  handle,
+  sets: new Map(),
+  chains: new Map(),
+  dispatch: new Map(),
+  pools: new Map(),
+  flowPools: new Map(),
+  endpoints: new Set(),
+  counters: [],
+});
 
 /** The JSON commands that stand for `declarationsText` in the model (the real kernel gets the text). */
 export function declarationsModel(table: string, f: SlbFamily = 'ip'): NftJson[] {
@@ -57,6 +85,11 @@ export function declarationsModel(table: string, f: SlbFamily = 'ip'): NftJson[]
     { add: { table: { family: f, name: table } } },
     ...declared(f).map((d) => ({ add: { [d.kind]: { family: f, table, name: d.name, type: d.type, ...(d.map ? { map: d.map } : {}) } } })),
   ];
+}
+
+/** The JSON commands that stand for `flowMapText` in the model. */
+export function flowMapModel(table: string, f: SlbFamily, id: string): NftJson {
+  return { add: { map: { family: f, table, name: flowMap(id), ...flowMapType(f) } } };
 }
 
 /** Every declared map and set exists with its type (else the service declares them before its JSON transaction). */
@@ -83,8 +116,19 @@ export function parseSlbListing(terse: unknown, mapListings: readonly unknown[])
   }
   for (const listing of mapListings) {
     for (const it of (listing as { nftables?: any[] } | null)?.nftables ?? []) {
+      if (it?.set?.name === SLB_OBJECTS.endpoints && Array.isArray(it.set.elem)) {
+        for (const e of it.set.elem) if (Array.isArray(e?.concat)) st.endpoints.add(keyOf(e.concat));
+        continue;
+      }
       const m = it?.map;
       if (!m || !Array.isArray(m.elem)) continue;
+      if (isFlowMap(m.name)) {
+        const pool = new Map<number, string>();
+        for (const e of m.elem)
+          if (typeof e?.[0] === 'number' && Array.isArray(e?.[1]?.concat)) pool.set(e[0], hostPort(String(canon(e[1].concat[0])), e[1].concat[1]));
+        st.flowPools.set(m.name, pool);
+        continue;
+      }
       const proto = PROTOCOLS.find((p) => backendMap(p) === m.name);
       for (const e of m.elem) {
         const key = e?.[0]?.concat;
@@ -147,7 +191,7 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
       const cur = have?.sets.get(name);
       if (cur === typeSig(type, map)) continue;
       if (cur !== undefined) throw new Error(`${map ? 'map' : 'set'} ${name} has another type (${cur}); delete table ${fam} ${t} to migrate`);
-      head.push({ add: { map: { family: fam, table: t, name, type, map } } });
+      head.push({ add: map ? { map: { family: fam, table: t, name, type, map } } : { set: { family: fam, table: t, name, type } } });
     }
     for (const c of baseChains(fam)) {
       const cur = have?.chains.get(c.name);
@@ -202,24 +246,44 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
     const [addr, proto, port] = JSON.parse(vk) as VipKey;
     // Ours to change: a key a VIP in scope wants, or one whose dispatch went to a VIP in scope, or (full) any not wanted.
     if (!f && i.scope && !inScope(have!.dispatch.get(vk) ?? '')) continue;
-    for (const [slot, member] of pool) if (!f || f.slots[slot] !== member) push(poolDel, backendMap(proto), { concat: [addr, port, slot] });
+    const mine = f?.pool === backendMap(proto);
+    for (const [slot, member] of pool) if (!mine || f!.slots[slot] !== member) push(poolDel, backendMap(proto), { concat: [addr, port, slot] });
   }
+  const flowMaps: string[] = [];
   for (const f of i.want) {
-    const vk = vipKeyString(f.key);
-    const pool = have?.pools.get(vk);
+    const flow = isFlowMap(f.pool);
+    if (flow && !have?.sets.has(f.pool)) throw new Error(`map ${f.pool} is missing; it is declared before the transaction`);
+    const pool = flow ? have?.flowPools.get(f.pool) : have?.pools.get(vipKeyString(f.key));
+    if (flow) {
+      flowMaps.push(f.pool);
+      for (const [slot, member] of pool ?? []) if (f.slots[slot] !== member) push(poolDel, f.pool, slot);
+    }
     f.slots.forEach((member, slot) => {
       if (pool?.get(slot) === member) return;
-      push(poolAdd, backendMap(f.key[1]), [{ concat: [f.key[0], f.key[2], slot] }, { concat: splitHostPort(member) }]);
+      const data = { concat: splitHostPort(member) };
+      push(poolAdd, f.pool, flow ? [slot, data] : [{ concat: [f.key[0], f.key[2], slot] }, data]);
     });
   }
+  // Member endpoints: added for the VIPs written; removed on a full pass only (another VIP out of a change's scope
+  // may share one). One left a while after its member went guards an address nobody answers from.
+  const wantEps = new Set(i.want.flatMap((f) => f.endpoints));
+  const epsAdd = [...wantEps].filter((k) => !have?.endpoints.has(k));
+  const epsDel = !i.scope && have ? [...have.endpoints].filter((k) => !wantEps.has(k)) : [];
+  const epElem = (keys: string[]) => keys.map((k) => ({ concat: JSON.parse(k) }));
+  if (epsDel.length) elemDel.push({ delete: { element: { family: fam, table: t, name: SLB_OBJECTS.endpoints, elem: epElem(epsDel) } } });
+  if (epsAdd.length) elemAdd.push({ add: { element: { family: fam, table: t, name: SLB_OBJECTS.endpoints, elem: epElem(epsAdd) } } });
   for (const [name, elem] of poolDel) elemDel.push({ delete: { element: { family: fam, table: t, name, elem } } });
   for (const [name, elem] of poolAdd) elemAdd.push({ add: { element: { family: fam, table: t, name, elem } } });
   for (const name of have?.chains.keys() ?? []) if (inScope(name) && !wantChains.has(name)) dropChain(name);
+  // A `flow` map no VIP uses any more goes after the chains that used it (a full pass: below, with the other sets).
+  if (i.scope)
+    for (const name of have?.sets.keys() ?? [])
+      if (isFlowMap(name) && i.scope.has(name.slice(2)) && !flowMaps.includes(name)) tail.push({ delete: { map: { family: fam, table: t, name } } });
   if (!i.scope && have) {
     for (const name of have.chains.keys()) if (!isVipChain(name) && !baseChains(fam).some((c) => c.name === name)) dropChain(name);
     const base = baseSets(fam);
     for (const name of have.sets.keys())
-      if (!base.has(name) && !declared(fam).some((d) => d.name === name))
+      if (!base.has(name) && !declared(fam).some((d) => d.name === name) && !flowMaps.includes(name))
         tail.push({ delete: { [have.sets.get(name)!.endsWith('null]') ? 'set' : 'map']: { family: fam, table: t, name } } });
     for (const name of have.counters) tail.push({ delete: { counter: { family: fam, table: t, name } } });
   }
@@ -273,6 +337,8 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
     chains: new Map([...before.chains].map(([k, c]) => [k, { ...c, digests: [...c.digests] }])),
     dispatch: new Map(before.dispatch),
     pools: new Map([...before.pools].map(([k, p]) => [k, new Map(p)])),
+    flowPools: new Map([...before.flowPools].map(([k, p]) => [k, new Map(p)])),
+    endpoints: new Set(before.endpoints),
     counters: [...before.counters],
   };
   const fail = (m: string) => {
@@ -294,9 +360,14 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
       fail(`no table for ${verb} ${kind}`);
       continue;
     }
-    if (verb === 'add' && (kind === 'set' || kind === 'map')) st.sets.set(o.name, typeSig(o.type, kind === 'map' ? o.map : null));
-    else if (verb === 'delete' && (kind === 'set' || kind === 'map')) st.sets.delete(o.name);
-    else if (verb === 'delete' && kind === 'counter') st.counters = st.counters.filter((n) => n !== o.name);
+    if (verb === 'add' && (kind === 'set' || kind === 'map')) {
+      st.sets.set(o.name, typeSig(o.type, kind === 'map' ? o.map : null));
+      if (isFlowMap(o.name) && !st.flowPools.has(o.name)) st.flowPools.set(o.name, new Map());
+    } else if (verb === 'delete' && (kind === 'set' || kind === 'map')) {
+      if (!st.sets.has(o.name)) fail(`no ${kind} ${o.name} to delete`);
+      st.sets.delete(o.name);
+      st.flowPools.delete(o.name);
+    } else if (verb === 'delete' && kind === 'counter') st.counters = st.counters.filter((n) => n !== o.name);
     else if (verb === 'add' && kind === 'chain') {
       const cur = st.chains.get(o.name);
       st.chains.set(o.name, { ...(cur ?? { digests: [] }), type: o.type, hook: o.hook, prio: o.prio, policy: o.policy });
@@ -324,6 +395,23 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
           if (!st.dispatch.has(key)) fail(`no dispatch element ${key}`);
           st.dispatch.delete(key);
         }
+      }
+    } else if (kind === 'element' && isFlowMap(o.name)) {
+      const pool = st.flowPools.get(o.name);
+      if (!pool) fail(`no map ${o.name}`);
+      for (const e of o.elem as any[]) {
+        const slot = verb === 'add' ? e[0] : e;
+        if (verb === 'add') {
+          const member = hostPort(String(canon(e[1].concat[0])), e[1].concat[1]);
+          if (pool?.has(slot) && pool.get(slot) !== member) fail(`${o.name} slot ${slot} exists`);
+          pool?.set(slot, member);
+        } else if (!pool?.delete(slot)) fail(`no ${o.name} slot ${slot}`);
+      }
+    } else if (kind === 'element' && o.name === SLB_OBJECTS.endpoints) {
+      for (const e of o.elem as any[]) {
+        const key = keyOf(e.concat);
+        if (verb === 'add') st.endpoints.add(key);
+        else if (!st.endpoints.delete(key)) fail(`no endpoint element ${key}`);
       }
     } else if (kind === 'element' && PROTOCOLS.some((p) => backendMap(p) === o.name)) {
       const proto = PROTOCOLS.find((p) => backendMap(p) === o.name)!;

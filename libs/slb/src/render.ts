@@ -1,7 +1,7 @@
 // Renders the SLB tier's nft objects from its VIPs and member health, one VIP at a time; pure layer of libs/slb.
 import type { ResolvedVip, ResolvedMember } from '@fwlb/config';
 import { memberKey, probeKey } from '@fwlb/config';
-import { familyOf } from '@fwlb/flowhash';
+import { bucketOf, familyOf, PROTO_TCP, PROTO_UDP } from '@fwlb/flowhash';
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
 import { roundRobinSlots, sourceHashSlots, Weighted } from './schedule';
@@ -48,7 +48,7 @@ export function pool(v: ResolvedVip, up: (healthKey: string) => boolean): { enab
 /** The slots of one VIP's map: member keys in slot order; empty when no member may take new sessions. */
 export function vipSlots(v: ResolvedVip, live: ReadonlySet<string>): string[] {
   const weighted: Weighted[] = v.members.map((m) => ({ key: memberKey(m), weight: m.weight }));
-  if (v.scheduler === 'sh') return sourceHashSlots(weighted, live);
+  if (v.scheduler === 'sh' || v.scheduler === 'flow') return sourceHashSlots(weighted, live);
   return roundRobinSlots(weighted.filter((m) => live.has(m.key)));
 }
 
@@ -65,6 +65,8 @@ export const SLB_OBJECTS = {
   /** New sessions and packets per member, keyed VIP address . protocol . port . RIP . port (both directions). */
   memberNew: 'member_new',
   memberPackets: 'member_pkt',
+  /** Every L4 member's address . protocol . port: the sources of the replies `guard` watches for. */
+  endpoints: 'member_eps',
 } as const;
 
 /**
@@ -73,6 +75,23 @@ export const SLB_OBJECTS = {
  * anonymous map per VIP every change cost more the more VIPs there were; two named maps keep that fetch small. Why one map per protocol: the map's data (`ip daddr . tcp dport`) fixes the protocol for nft.
  */
 export const backendMap = (protocol: 'tcp' | 'udp') => `be_${protocol}`;
+/**
+ * A `flow` VIP's pool: its own map, slot → RIP . port (a Maglev table per VIP). Why not a slot in `be_<protocol>`:
+ * that map's key is `ip daddr . th dport . <slot>`, and nft cannot put the hash of a concatenation (the flow) inside
+ * another concatenation; a map keyed by the hash alone can.
+ */
+export const flowMap = (id: string) => `f_${id}`;
+export const isFlowMap = (name: string) => name.startsWith('f_');
+
+/** A `flow` VIP's pool map declared in text (a `typeof` key and concatenated data, which nft 1.0.6's JSON cannot say). */
+export function flowMapText(table: string, f: SlbFamily, id: string, protocol: 'tcp' | 'udp'): string {
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(table)) throw new Error(`table name ${JSON.stringify(table)} is not an identifier`);
+  if (!/^[a-z][a-z0-9_-]{0,62}$/.test(id)) throw new Error(`VIP id ${JSON.stringify(id)} is not an identifier`);
+  return `add map ${f} ${table} ${flowMap(id)} { typeof numgen inc mod 2 : ${f} daddr . ${protocol} dport ; }\n`;
+}
+
+/** The type signature (as a listing shows it) of a `flow` VIP's pool map. */
+export const flowMapType = (f: SlbFamily = 'ip') => ({ type: 'integer', map: `${addrType(f)} . inet_service` });
 export const backendType = (f: SlbFamily = 'ip') => ({ type: [addrType(f), 'inet_service', 'integer'], map: `${addrType(f)} . inet_service` });
 
 export const vipKeyType = (f: SlbFamily = 'ip') => [addrType(f), 'inet_proto', 'inet_service'];
@@ -112,6 +131,8 @@ export const vipChain = (id: string) => `v_${id}`;
 export const isVipChain = (name: string) => name.startsWith('v_');
 
 export type VipKey = [address: string, protocol: 'tcp' | 'udp', port: number];
+/** A member endpoint's key in `member_eps` (the same JSON form as a VIP key). */
+export const endpointKey = (address: string, protocol: 'tcp' | 'udp', port: number) => JSON.stringify([address, protocol, port]);
 
 /** What one VIP puts in the kernel: its chain's one rule, its dispatch element and its pool's slots. */
 export interface VipFragment {
@@ -124,6 +145,10 @@ export interface VipFragment {
   digest: string;
   /** Member keys (address:port) in slot order; empty when no member may take new sessions. */
   slots: string[];
+  /** The map the slots live in: `be_<protocol>` (keyed by VIP and slot) or, for a `flow` VIP, its own (by slot). */
+  pool: string;
+  /** Its members' endpoints as `endpointKey`s (every configured member, whatever its health). */
+  endpoints: string[];
   /** Set while the pool is in panic: members up and enabled. */
   panic: { healthy: number; enabled: number } | null;
 }
@@ -147,12 +172,48 @@ export function renderVip(v: ResolvedVip, up: (healthKey: string) => boolean, se
     { set: { op: 'update', elem: { concat: [payload(family, 'daddr'), { meta: { key: 'l4proto' } }, dport] }, set: `@${SLB_OBJECTS.vipNew}` } },
   ];
   if (slots.length) {
-    const pick =
-      v.scheduler === 'sh' ? { jhash: { mod: slots.length, seed, expr: payload(family, 'saddr') } } : { numgen: { mode: 'inc', mod: slots.length, offset: 0 } };
-    rule.push({ dnat: { family, addr: { map: { key: { concat: [payload(family, 'daddr'), dport, pick] }, data: `@${backendMap(v.protocol)}` } } } });
+    if (v.scheduler === 'flow') {
+      rule.push({ dnat: { family, addr: { map: { key: { jhash: { mod: slots.length, seed, expr: flowHashKey(family) } }, data: `@${flowMap(v.id)}` } } } });
+    } else {
+      const pick =
+        v.scheduler === 'sh'
+          ? { jhash: { mod: slots.length, seed, expr: payload(family, 'saddr') } }
+          : { numgen: { mode: 'inc', mod: slots.length, offset: 0 } };
+      rule.push({ dnat: { family, addr: { map: { key: { concat: [payload(family, 'daddr'), dport, pick] }, data: `@${backendMap(v.protocol)}` } } } });
+    }
   }
+  const poolMap = v.scheduler === 'flow' ? flowMap(v.id) : backendMap(v.protocol);
   const panic = p.panic ? { healthy: p.healthy.length, enabled: p.enabled.length } : null;
-  return { id: v.id, family, chain: vipChain(v.id), key: [v.address, v.protocol, v.port], rule, digest: ruleDigest(rule), slots, panic };
+  const endpoints = v.members.map((m) => endpointKey(m.address, v.protocol, m.port));
+  return {
+    id: v.id,
+    family,
+    chain: vipChain(v.id),
+    key: [v.address, v.protocol, v.port],
+    rule,
+    digest: ruleDigest(rule),
+    slots,
+    pool: poolMap,
+    endpoints,
+    panic,
+  };
+}
+
+/**
+ * What the `flow` scheduler hashes: the expressions the balancer's outside node hashes (`flowSlot` is their model).
+ * The packet's own order is the connection's: only the client's packets reach the DNAT.
+ */
+const flowHashKey = (f: SlbFamily) => ({
+  concat: [payload(f, 'saddr'), payload('th', 'sport'), payload(f, 'daddr'), payload('th', 'dport'), { meta: { key: 'l4proto' } }],
+});
+
+/**
+ * The slot the kernel's `flow` rule picks for a connection: the model of `flowHashKey` (libs/flowhash's image of the
+ * same concatenation). With `vipSlots`, the member any SLB node of the tier sends the connection to.
+ */
+export function flowSlot(c: { saddr: string; sport: number; daddr: string; dport: number; protocol: 'tcp' | 'udp' }, seed: number, slots: number): number {
+  const proto = c.protocol === 'tcp' ? PROTO_TCP : PROTO_UDP;
+  return bucketOf({ outerAddr: c.saddr, outerPort: c.sport, innerAddr: c.daddr, innerPort: c.dport, proto }, seed, slots);
 }
 
 /** The member counter key, ct-based so that both directions of a DNATed session count. */
@@ -189,13 +250,38 @@ export function baseChains(f: SlbFamily = 'ip'): BaseChain[] {
     ],
     [eq({ meta: { key: 'l4proto' } }, p), { set: { op: 'update', elem: memberCounterKey(f), set: `@${SLB_OBJECTS.memberPackets}` } }],
   ]);
+  const fromMember = {
+    match: { op: '==', left: { concat: [payload(f, 'saddr'), { meta: { key: 'l4proto' } }, payload('th', 'sport')] }, right: `@${SLB_OBJECTS.endpoints}` },
+  };
+  const isNew = { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } };
+  const guard = [
+    [
+      eq({ meta: { key: 'l4proto' } }, 'tcp'),
+      isNew,
+      { match: { op: '!=', left: { '&': [payload('tcp', 'flags'), ['syn', 'ack']] }, right: 'syn' } },
+      fromMember,
+      { counter: null },
+      { drop: null },
+    ],
+    [eq({ meta: { key: 'l4proto' } }, 'udp'), isNew, fromMember, { counter: null }, { drop: null }],
+  ];
   return [
+    // An answer (from a member's endpoint, anything but a bare SYN: a SYN-ACK too) that meets no connection here belongs to a connection another SLB
+    // node translated, or whose entry this node lost. Dropped before conntrack confirms it: let through, it would
+    // leave untranslated (the client would see the member's address) and its entry, in the reply's orientation,
+    // would keep the client's next packet from being translated here (the two tuples clash). The client's next
+    // packet makes the connection's entry (the DNAT picks the same member under `flow` or `sh`), and the member's
+    // retransmission then finds it. After conntrack (-200), before the DNAT (-100).
+    { name: 'guard', type: 'filter', hook: 'prerouting', prio: -150, rules: guard },
     { name: 'dnat', type: 'nat', hook: 'prerouting', prio: -100, rules: [[dispatch]] },
     { name: 'count', type: 'filter', hook: 'forward', prio: 0, rules: count },
   ];
 }
 
-/** The fixed maps declared in JSON: name → [key type, map value type]. */
+/** The fixed maps and sets declared in JSON: name → [key type, map value type, or null for a set]. */
 export function baseSets(f: SlbFamily = 'ip'): Map<string, [string[], string | null]> {
-  return new Map<string, [string[], string | null]>([[SLB_OBJECTS.dispatch, [vipKeyType(f), 'verdict']]]);
+  return new Map<string, [string[], string | null]>([
+    [SLB_OBJECTS.dispatch, [vipKeyType(f), 'verdict']],
+    [SLB_OBJECTS.endpoints, [vipKeyType(f), null]],
+  ]);
 }

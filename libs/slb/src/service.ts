@@ -15,6 +15,7 @@ import {
   applySlbCommands,
   applyTablesCommands,
   declarationsModel,
+  flowMapModel,
   familiesInUse,
   hasDeclarations,
   NO_TABLES,
@@ -23,7 +24,7 @@ import {
   staleCounterCommands,
   tablesCommands,
 } from './kernel';
-import { declared, healthKey, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, VipFragment, vipChain } from './render';
+import { declared, flowMap, healthKey, isFlowMap, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, VipFragment, vipChain } from './render';
 import type { L7Engine } from './haproxy';
 import { LocalSocket, vipConflict } from './local-services';
 import { L7Want, renderL7 } from './haproxy-render';
@@ -169,7 +170,7 @@ export class SlbService {
     for (const v of this.vipList) {
       const table = have[slbFamilyOf(v.address)];
       const known = table?.chains.has(vipChain(v.id));
-      const inPool = new Set(poolTargets(table, [v.address, v.protocol, v.port]));
+      const inPool = new Set(poolTargets(table, [v.address, v.protocol, v.port], v.scheduler === 'flow' ? flowMap(v.id) : undefined));
       this.pool.retarget(
         undefined,
         v,
@@ -350,21 +351,42 @@ export class SlbService {
    */
   private async declare(want: readonly VipFragment[], have: SlbTables): Promise<{ have: SlbTables; undo: () => Promise<void> }> {
     const done: SlbFamily[] = [];
+    const maps: { f: SlbFamily; name: string }[] = [];
     let next = have;
+    const table = this.config.table;
     const undo = async () => {
-      const table = this.config.table;
       // Declared into a table that did not exist: the table goes too.
-      const cmds = done.flatMap((f): NftJson[] =>
-        have[f] ? declared(f).map((d) => ({ delete: { [d.kind]: { family: f, table, name: d.name } } })) : [{ delete: { table: { family: f, name: table } } }],
-      );
+      const cmds = [
+        ...maps.filter((m) => have[m.f] && !done.includes(m.f)).map((m): NftJson => ({ delete: { map: { family: m.f, table, name: m.name } } })),
+        ...done.flatMap((f): NftJson[] =>
+          have[f]
+            ? declared(f).map((d) => ({ delete: { [d.kind]: { family: f, table, name: d.name } } }))
+            : [{ delete: { table: { family: f, name: table } } }],
+        ),
+      ];
       if (cmds.length) await this.deps.kernel.apply(cmds).catch(() => undefined);
     };
     try {
       for (const f of familiesInUse(want, have)) {
-        if (hasDeclarations(next[f], f)) continue;
-        await this.deps.kernel.declare(f);
-        done.push(f);
-        next = { ...next, [f]: applySlbCommands(next[f], declarationsModel(this.config.table, f)) };
+        if (!hasDeclarations(next[f], f)) {
+          await this.deps.kernel.declare(f);
+          done.push(f);
+          next = { ...next, [f]: applySlbCommands(next[f], declarationsModel(table, f)) };
+        }
+        const missing = want.filter((x) => x.family === f && isFlowMap(x.pool) && !next[f]?.sets.has(x.pool));
+        if (!missing.length) continue;
+        await this.deps.kernel.declareFlowMaps(
+          f,
+          missing.map((x) => ({ id: x.id, protocol: x.key[1] })),
+        );
+        maps.push(...missing.map((x) => ({ f, name: x.pool })));
+        next = {
+          ...next,
+          [f]: applySlbCommands(
+            next[f],
+            missing.map((x) => flowMapModel(table, f, x.id)),
+          ),
+        };
       }
     } catch (e) {
       await undo();

@@ -123,6 +123,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     config.interface,
     config.haproxy.binary,
     config.vips.some((v) => v.address.includes(':')),
+    config.vips.some((v) => v.scheduler === 'flow'),
   );
   const missing = checks.filter((c) => c.required && !c.ok);
   if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
@@ -135,7 +136,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   let runner: BoundedRunner | null = null;
   // HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before.
   const l7 = checks.find((c) => c.name === HAPROXY_CHECK)?.ok
-    ? new HaproxyEngine({ paths: { dir: config.haproxy.dir }, binary: config.haproxy.binary, log })
+    ? new HaproxyEngine({ paths: { dir: config.haproxy.dir, peers: config.haproxy.peers, localPeer: config.name }, binary: config.haproxy.binary, log })
     : undefined;
   if (!l7) log(`HAProxy (${config.haproxy.binary}) not found: L7 VIPs (mode "http") are refused`);
   const service = new SlbService(config, {
