@@ -12,6 +12,7 @@ for (const b of [
   'slb',
   'l7',
   'slb-control',
+  'slb-group',
   'sessions',
   'api-latency',
 ]) {

@@ -6,7 +6,7 @@ import { t } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { memberKey, validateSlbConfig } from '@fwlb/config';
 import { formatAddress } from '@fwlb/flowhash';
-import { drive, ECHO_PORT, inNs, L7_PORT, Lab, run, STICKY_PORT, waitUntil } from '@fwlb/lab';
+import { drive, ECHO_PORT, inNs, L7_PORT, Lab, ONE_ARM_PORT, RIP_NET, run, STICKY_PORT, waitUntil } from '@fwlb/lab';
 import { flowSlot, haproxyCli, vipSlots } from '@fwlb/slb';
 import { join } from 'node:path';
 import { startLab } from '../helpers/lab';
@@ -161,6 +161,10 @@ t.test('SLB redundancy: two SLB nodes (keepalived active/standby), the flow sche
     async (t) => {
       lab.resetFirewallCounters();
       const longs = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 100, durationMs: 14000, intervalMs: 100 } })));
+      // One-arm streams: the servers see the group's shared address, which moves with the group.
+      const oneArm = Promise.all(
+        clients.map((c) => drive(lab, c.name, { long: { targets: [`${lab.t.vip}:${ONE_ARM_PORT}`], count: 20, durationMs: 14000, intervalMs: 100 } })),
+      );
       const shorts = Promise.all(
         clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: 500, concurrency: 1, intervalMs: 25, timeoutMs: 3000 } })),
       );
@@ -189,6 +193,11 @@ t.test('SLB redundancy: two SLB nodes (keepalived active/standby), the flow sche
         takeover = Date.now() - killAt;
         await sleep(3000);
         onSlb2 = lab.slbDnat('slb2', 'tcp', lab.t.vip, ECHO_PORT);
+        const oneArmCt = inNs(lab.ns('slb2'), ['conntrack', '-L', '-p', 'tcp', '--orig-dst', lab.t.vip, '--dport', String(ONE_ARM_PORT)]);
+        t.ok(
+          oneArmCt.split('\n').filter((l) => l.includes(`dst=${RIP_NET}.1 sport=${ECHO_PORT}`)).length >= 40,
+          `slb2 took the one-arm streams up translated to the group's address ${RIP_NET}.1`,
+        );
         t.same(
           clients.map((c) => get(c.name, sticky)),
           stickyBefore.map((a) => a[0]),
@@ -206,6 +215,12 @@ t.test('SLB redundancy: two SLB nodes (keepalived active/standby), the flow sche
       const streams = reports.flatMap((r, i) => r.long.streams.map((s) => ({ ...s, client: `${clients[i].addr}:${s.port}` })));
       t.equal(streams.length, 200);
       t.equal(streams.filter((s) => s.err).length, 0, `0 of 200 streams broke (${JSON.stringify(reports.map((r) => r.long.errors))})`);
+      const oneArmR = await oneArm;
+      t.equal(
+        oneArmR.reduce((a, r) => a + r.long.streams.filter((s) => !s.err).length, 0),
+        40,
+        `0 of 40 one-arm streams (SNAT to the group's address) broke (${JSON.stringify(oneArmR.map((r) => r.long.errors))})`,
+      );
       const moved = streams.filter((s) => onSlb.has(s.client) && onSlb2.has(s.client));
       t.equal(moved.length, 200, `slb2 carried all 200 streams (${moved.length})`);
       const changed = moved.filter((s) => onSlb.get(s.client) !== onSlb2.get(s.client));

@@ -3,7 +3,7 @@ import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drive, ECHO_PORT, HTTP_PORT, inNs, REPO, waitUntil, WEB_PORT } from '@fwlb/lab';
+import { drive, ECHO_PORT, HTTP_PORT, inNs, REPO, RIP_NET, waitUntil, WEB_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -182,6 +182,38 @@ t.test('SLB tier', async (t) => {
     t.equal(b.http.failed, 0, 'VIP:80 → RIP:8080 serves pages');
     t.equal(Object.keys(b.http.bodies).length, 3, 'all three servers serve :80');
     t.equal((await api('DELETE', '/vips/tls')).status, 204);
+  });
+
+  await t.test('one-arm VIP (snat): a server without a route back to the clients answers through the SLB node', async (t) => {
+    const s3 = lab.host('s3');
+    const vipOf = (id: string, port: number, extra: object) => ({
+      id,
+      address: vip,
+      port,
+      protocol: 'tcp',
+      check: { kind: 'tcp', port: ECHO_PORT },
+      timers: { interval: 200, response: 100, retries: 2, deadInterval: 300, rise: 1 },
+      members: [{ address: s3.addr!, port: ECHO_PORT }],
+      ...extra,
+    });
+    for (const body of [vipOf('onearm', 7010, { snat: {} }), vipOf('twoarm', 7011, {})]) {
+      const res = await api('POST', '/vips', body);
+      t.equal(res.status, 201, JSON.stringify(res.body));
+    }
+    await lab.waitMembers((vs) => ['onearm', 'twoarm'].every((id) => vs.find((v) => v.id === id)?.members.every((m: any) => m.health.up)), 10000, 'members up');
+    // s3 keeps its own network only: no route to the clients.
+    const gw = lab.t.routes.find((r) => r.ns === s3.ns && r.dst === 'default')!;
+    inNs(s3.ns, ['ip', 'route', 'del', 'default']);
+    t.teardown(() => inNs(s3.ns, ['ip', 'route', 'replace', 'default', 'via', String(gw.via)]));
+    const one = await drive(lab, 'c1', { short: { targets: [`${vip}:7010`], count: 40, concurrency: 4, timeoutMs: 2000 } });
+    t.equal(one.short.failed, 0, `40 of 40 connections to the one-arm VIP answered (${JSON.stringify(one.short.errors)})`);
+    const two = await drive(lab, 'c1', { short: { targets: [`${vip}:7011`], count: 4, concurrency: 4, timeoutMs: 1500 } });
+    t.equal(two.short.failed, 4, 'the same member behind a two-arm VIP cannot answer without the route (what snat changes)');
+    const listing = inNs(lab.ns('slb'), ['conntrack', '-L', '-p', 'tcp', '--orig-dst', vip, '--dport', '7010']);
+    const nodeAddr = `${RIP_NET}.1`;
+    t.ok(listing.includes(`src=${s3.addr} dst=${nodeAddr} sport=${ECHO_PORT}`), `the member answered the node's own address ${nodeAddr}`);
+    inNs(s3.ns, ['ip', 'route', 'replace', 'default', 'via', String(gw.via)]);
+    for (const id of ['onearm', 'twoarm']) t.equal((await api('DELETE', `/vips/${id}`)).status, 204);
   });
 
   await t.test('drain: a long-lived stream on a drained member survives; new sessions avoid it', async (t) => {

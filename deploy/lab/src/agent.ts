@@ -39,13 +39,16 @@ export interface DriveReport {
    * each failed connection's local port (0 if it never had one), to find its flow in conntrack.
    */
   short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[]; slowAt: number[]; failedPorts: number[] };
-  /** `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through). */
+  /**
+   * `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through);
+   * `stalledAt`: when a stream that got no echo sent the message that went unanswered (epoch ms), else null.
+   */
   long: {
     ok: number;
     broken: number;
     errors: Record<string, number>;
     messages: number;
-    streams: { target: string; port: number; err: string | null; maxGapMs: number }[];
+    streams: { target: string; port: number; err: string | null; maxGapMs: number; stalledAt: number | null }[];
   };
   udp: { ok: number; failed: number };
   http: {
@@ -149,7 +152,7 @@ function longConn(
   intervalMs: number,
   timeoutMs: number,
   localPort?: number,
-): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number }> {
+): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number; stalledAt: number | null }> {
   return new Promise((res) => {
     const [host, dport] = hp(target);
     const s = net.connect({ host, port: dport, ...(localPort ? { localPort } : {}) });
@@ -164,6 +167,8 @@ function longConn(
     let port = 0;
     let lastEcho = 0;
     let maxGapMs = 0;
+    let sentAt = 0;
+    let stalledAt: number | null = null;
     function finish(err: string | null) {
       if (done) return;
       done = true;
@@ -172,7 +177,7 @@ function longConn(
       if (waitTimer) clearTimeout(waitTimer);
       if (err) s.destroy();
       else s.end();
-      res({ err, messages: seq, port, maxGapMs });
+      res({ err, messages: seq, port, maxGapMs, stalledAt });
     }
     const send = () => {
       if (Date.now() - start >= durationMs) {
@@ -182,7 +187,11 @@ function longConn(
       const m = `long ${id} ${seq++} ${'x'.repeat(64)}\n`;
       expect += m;
       s.write(m);
-      waitTimer = setTimeout(() => finish(`no echo within ${timeoutMs} ms`), timeoutMs);
+      sentAt = Date.now();
+      waitTimer = setTimeout(() => {
+        stalledAt = sentAt;
+        finish(`no echo within ${timeoutMs} ms`);
+      }, timeoutMs);
     };
     s.on('connect', () => {
       port = s.localPort ?? 0;
@@ -274,7 +283,9 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
           longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000, l.localPorts?.[i]),
         ),
       ).then((rs) => {
-        rs.forEach((r, i) => report.long.streams.push({ target: l.targets[i % l.targets.length], port: r.port, err: r.err, maxGapMs: r.maxGapMs }));
+        rs.forEach((r, i) =>
+          report.long.streams.push({ target: l.targets[i % l.targets.length], port: r.port, err: r.err, maxGapMs: r.maxGapMs, stalledAt: r.stalledAt }),
+        );
         for (const r of rs) {
           report.long.messages += r.messages;
           if (r.err) {

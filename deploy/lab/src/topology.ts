@@ -528,7 +528,7 @@ function slbConfig(opts: Opts, rips: string[], name = 'slb'): SlbConfig {
         members: rips.map((a) => ({ address: a, port: HTTP_PORT })),
       },
       l7Vip(rips),
-      ...(opts.slbNodes > 1 ? [stickyVip(rips)] : []),
+      ...(opts.slbNodes > 1 ? [stickyVip(rips), oneArmVip(rips)] : []),
       // IPv6: the same services on the IPv6 VIP; the L7 VIP's api pool is an IPv4 server (HAProxy bridges the families).
       ...(opts.ipv6
         ? ipv6Vips(
@@ -623,6 +623,24 @@ export function l7Misrouted(byLabel: Record<string, Record<string, number>>): st
  * what no rule matches; pool `api` (s3) takes api.example.com, /api/ under any example.com name, the `X-Pool: api`
  * header, and versioned API paths on www.example.com.
  */
+/** slbNodes > 1: the port of a one-arm echo VIP that leaves with the group's shared address on the servers' side. */
+export const ONE_ARM_PORT = 7012;
+
+/** One-arm (SNAT to RIP_NET.1, the address the group's master holds), `flow`: the servers see the node's address. */
+function oneArmVip(rips: string[]): VipConfig {
+  return {
+    id: 'echo-onearm',
+    address: VIP,
+    port: ONE_ARM_PORT,
+    protocol: 'tcp',
+    scheduler: 'flow',
+    snat: { address: `${RIP_NET}.1` },
+    check: { kind: 'tcp', port: ECHO_PORT },
+    timers: FAST_TIMERS,
+    members: rips.map((a) => ({ address: a, port: ECHO_PORT })),
+  };
+}
+
 /** slbNodes > 1: the port of an L7 VIP whose one pool keeps each client on its server by a stick table (`source`). */
 export const STICKY_PORT = 8001;
 

@@ -70,6 +70,13 @@ export interface VipConfig {
    */
   panicThreshold?: number;
   members: MemberConfig[];
+  /**
+   * L4: one-arm. The connections leave towards the members with this SLB node's address on the way out (`{}`) or
+   * with `address`, so the members answer the node without a route back through it; they see that address, not the
+   * client's. In an SLB group, give the address the group's nodes share (its VRRP address on the members' side):
+   * the kernel keeps the client's port when it can, so a connection keeps its tuple on the node that takes over.
+   */
+  snat?: { address?: string };
   /** `http`: an L7 VIP served by HAProxy (rules to pools); absent or `l4`: nft DNAT. @default "l4" */
   mode?: 'l4' | 'http';
   /** L7: the pools, rules in order, and the pool of requests no rule matches. */
@@ -196,6 +203,7 @@ export const vipSchema = {
     timers: timersSchema,
     panicThreshold: { type: 'number', minimum: 0, maximum: 1 },
     members: { type: 'array', maxItems: 256, items: memberSchema },
+    snat: { type: 'object', additionalProperties: false, properties: { address: ipAddress } },
     mode: { enum: ['l4', 'http'] },
     pools: { type: 'array', minItems: 1, maxItems: 64, items: poolSchema },
     rules: { type: 'array', maxItems: 256, items: ruleSchema },

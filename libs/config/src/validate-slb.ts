@@ -25,7 +25,7 @@ export function compileVipValidator(): void {
 export type ResolvedMember = Readonly<Required<Omit<MemberConfig, 'pool'>> & { pool?: string }>;
 export type ResolvedPool = Readonly<Required<Omit<PoolConfig, 'check' | 'timers'>> & { check?: CheckSpec; timers?: Required<TimerConfig> }>;
 /** The fields only an L7 VIP has; resolved (defaults filled in) when `mode` is `http`, absent on an L4 VIP. */
-type L7Fields = 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor' | 'tls';
+type L7Fields = 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor' | 'tls' | 'snat';
 export type ResolvedVip = Readonly<
   Required<Omit<VipConfig, 'members' | 'timers' | L7Fields>> & {
     timers: Required<TimerConfig>;
@@ -36,6 +36,8 @@ export type ResolvedVip = Readonly<
     defaultPool?: string;
     forwardedFor?: boolean;
     tls?: { certificate: string };
+    /** L4 one-arm: the source address the connections leave with (none: the node's own on the way out). */
+    snat?: { address?: string };
   }
 >;
 /** An L7 VIP (HAProxy serves it); the L4 ones are nft DNAT maps. */
@@ -87,7 +89,12 @@ export function memberKeyOf(text: string): string {
 
 /** The VIP and its members with their addresses in canonical form (IPv6 per RFC 5952), so that keys compare. */
 function canonicalVip(v: VipConfig): VipConfig {
-  return { ...v, address: canonicalOr(v.address), members: v.members.map((m) => ({ ...m, address: canonicalOr(m.address) })) };
+  return {
+    ...v,
+    address: canonicalOr(v.address),
+    members: v.members.map((m) => ({ ...m, address: canonicalOr(m.address) })),
+    ...(v.snat ? { snat: v.snat.address ? { address: canonicalOr(v.snat.address) } : {} } : {}),
+  };
 }
 
 /** An address in canonical form; anything that is not one as given (the schema has refused it already). */
@@ -114,6 +121,12 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
     else seen.set(k, i);
     if (m.address === v.address) problems.push({ field: `${at}/members/${i}/address`, message: 'must differ from the VIP address' });
   });
+  if (v.snat?.address) {
+    const bad = addressProblem(`${at}/snat/address`, v.snat.address);
+    if (bad) problems.push(bad);
+    else if (familyOf(v.snat.address) !== family)
+      problems.push({ field: `${at}/snat/address`, message: `${v.snat.address} is not in the VIP's family (IPv${family})` });
+  }
   if (v.check) problems.push(...checkSpecProblems(v.check, `${at}/check`, true));
   let timers: Required<TimerConfig> | null = null;
   try {
@@ -140,6 +153,7 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
       state: m.state ?? SLB_DEFAULTS.state,
       ...(m.pool !== undefined ? { pool: m.pool } : {}),
     })),
+    ...(v.snat ? { snat: v.snat } : {}),
     ...l7,
   };
 }
@@ -185,6 +199,7 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
   if (v.scheduler !== undefined && v.scheduler !== SLB_DEFAULTS.scheduler)
     problems.push({ field: `${at}/scheduler`, message: 'an L7 VIP schedules per pool: set pools[].scheduler' });
   if (v.panicThreshold) problems.push({ field: `${at}/panicThreshold`, message: 'is for L4 VIPs only' });
+  if (v.snat) problems.push({ field: `${at}/snat`, message: "is for L4 VIPs only: an L7 VIP's connections to its members leave from HAProxy on this node" });
   const pools = v.pools ?? [];
   if (!v.pools) problems.push({ field: `${at}/pools`, message: 'is required for an L7 VIP (mode "http")' });
   if (v.defaultPool === undefined) problems.push({ field: `${at}/defaultPool`, message: 'is required for an L7 VIP (mode "http")' });

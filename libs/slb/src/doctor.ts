@@ -8,7 +8,7 @@ import { HaproxyEngine } from './haproxy';
 /**
  * What the SLB table uses, in a table of its own, checked with `nft -c` and never committed: the typeof pool map
  * keyed address . port . jhash/numgen, a `flow` VIP's map keyed by the jhash of the flow, the dispatch verdict map,
- * counter sets updated from packet and ct keys, the guard's lookup of member endpoints. A
+ * counter sets updated from packet and ct keys, the guard's lookup of member endpoints, one-arm VIPs' source NAT. A
  * constant (nothing from input is put in); the JSON that fwlb renders is what the integration tests send for real.
  */
 export const DOCTOR_RULESET = `table ip fwlb_slb_doctor {
@@ -23,6 +23,12 @@ export const DOCTOR_RULESET = `table ip fwlb_slb_doctor {
   }
   set member_eps {
     type ipv4_addr . inet_proto . inet_service
+  }
+  set snat_node {
+    type ipv4_addr . inet_proto . inet_service
+  }
+  map snat_to {
+    type ipv4_addr . inet_proto . inet_service : ipv4_addr
   }
   set vip_new {
     type ipv4_addr . inet_proto . inet_service
@@ -44,6 +50,11 @@ export const DOCTOR_RULESET = `table ip fwlb_slb_doctor {
   }
   chain v_c {
     tcp dport 82 dnat ip to jhash ip saddr . tcp sport . ip daddr . tcp dport . meta l4proto mod 61 seed 0x1 map @f_a
+  }
+  chain onearm {
+    type nat hook postrouting priority 100; policy accept;
+    meta l4proto tcp ct original ip daddr . meta l4proto . ct original proto-dst @snat_node masquerade
+    meta l4proto tcp snat ip to ct original ip daddr . meta l4proto . ct original proto-dst map @snat_to
   }
   chain guard {
     type filter hook prerouting priority -150; policy accept;

@@ -25,11 +25,13 @@ export interface SlbKernel {
 
 export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
   const readFamily = async (f: SlbFamily) => {
-    // The five listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
+    // The seven listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
     // other failure fails the read (an unread pool must never pass for an empty one: its members would be down).
     const maps = [
       ...[SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', f, table, m])),
       nft.json(['list', 'set', f, table, SLB_OBJECTS.endpoints]),
+      nft.json(['list', 'set', f, table, SLB_OBJECTS.snatNode]),
+      nft.json(['list', 'map', f, table, SLB_OBJECTS.snatTo]),
     ];
     const [terse, ...listings] = await Promise.all([nft.json(['-t', 'list', 'table', f, table]), ...maps]);
     if (!terse) return null;

@@ -45,6 +45,9 @@ export interface SlbKernelState {
   flowPools: Map<string, Map<number, string>>;
   /** The member endpoints set (`endpointKey`s). */
   endpoints: Set<string>;
+  /** One-arm VIPs (VIP keys): leaving with the node's address, and with an address given (→ that address). */
+  snatNode: Set<string>;
+  snatTo: Map<string, string>;
   /** Named counter objects (left by earlier versions; reconcile removes them). */
   counters: string[];
 }
@@ -76,6 +79,8 @@ const emptyState = (handle: number): SlbKernelState => ({
   pools: new Map(),
   flowPools: new Map(),
   endpoints: new Set(),
+  snatNode: new Set(),
+  snatTo: new Map(),
   counters: [],
 });
 
@@ -116,8 +121,13 @@ export function parseSlbListing(terse: unknown, mapListings: readonly unknown[])
   }
   for (const listing of mapListings) {
     for (const it of (listing as { nftables?: any[] } | null)?.nftables ?? []) {
-      if (it?.set?.name === SLB_OBJECTS.endpoints && Array.isArray(it.set.elem)) {
-        for (const e of it.set.elem) if (Array.isArray(e?.concat)) st.endpoints.add(keyOf(e.concat));
+      if ((it?.set?.name === SLB_OBJECTS.endpoints || it?.set?.name === SLB_OBJECTS.snatNode) && Array.isArray(it.set.elem)) {
+        const into = it.set.name === SLB_OBJECTS.endpoints ? st.endpoints : st.snatNode;
+        for (const e of it.set.elem) if (Array.isArray(e?.concat)) into.add(keyOf(e.concat));
+        continue;
+      }
+      if (it?.map?.name === SLB_OBJECTS.snatTo && Array.isArray(it.map.elem)) {
+        for (const e of it.map.elem) if (Array.isArray(e?.[0]?.concat)) st.snatTo.set(keyOf(e[0].concat), String(canon(e[1])));
         continue;
       }
       const m = it?.map;
@@ -272,6 +282,7 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
   const epElem = (keys: string[]) => keys.map((k) => ({ concat: JSON.parse(k) }));
   if (epsDel.length) elemDel.push({ delete: { element: { family: fam, table: t, name: SLB_OBJECTS.endpoints, elem: epElem(epsDel) } } });
   if (epsAdd.length) elemAdd.push({ add: { element: { family: fam, table: t, name: SLB_OBJECTS.endpoints, elem: epElem(epsAdd) } } });
+  snatCommands(i, inScope, elemDel, elemAdd);
   for (const [name, elem] of poolDel) elemDel.push({ delete: { element: { family: fam, table: t, name, elem } } });
   for (const [name, elem] of poolAdd) elemAdd.push({ add: { element: { family: fam, table: t, name, elem } } });
   for (const name of have?.chains.keys() ?? []) if (inScope(name) && !wantChains.has(name)) dropChain(name);
@@ -288,6 +299,27 @@ export function slbCommands(i: SlbDiffInput): NftJson[] {
     for (const name of have.counters) tail.push({ delete: { counter: { family: fam, table: t, name } } });
   }
   return [...head, ...chains, ...elemDel, ...elemAdd, ...tail];
+}
+
+/**
+ * One-arm VIPs' elements: each VIP key in `snat_node` or `snat_to` as its fragment says. Ours to change, as for the
+ * pools: a key a VIP in scope wants, one whose dispatch went to a VIP in scope, or (full pass) any not wanted.
+ */
+function snatCommands(i: SlbDiffInput, inScope: (chain: string) => boolean, elemDel: Cmd[], elemAdd: Cmd[]): void {
+  const fam = i.family ?? 'ip';
+  const have = i.have;
+  const want = new Map(i.want.map((f) => [vipKeyString(f.key), f.snat]));
+  const ours = (k: string) => want.has(k) || !i.scope || inScope(have?.dispatch.get(k) ?? '');
+  const elem = (k: string) => ({ concat: JSON.parse(k) });
+  const nodeDel = [...(have?.snatNode ?? [])].filter((k) => ours(k) && !(want.get(k) && !want.get(k)!.address)).map(elem);
+  const toDel = [...(have?.snatTo ?? [])].filter(([k, a]) => ours(k) && want.get(k)?.address !== a).map(([k]) => elem(k));
+  const nodeAdd = [...want].filter(([k, s]) => s && !s.address && !have?.snatNode.has(k)).map(([k]) => elem(k));
+  const toAdd = [...want].filter(([k, s]) => s?.address && have?.snatTo.get(k) !== s.address).map(([k, s]) => [elem(k), s!.address]);
+  const cmd = (verb: 'add' | 'delete', name: string, e: unknown[]) => ({ [verb]: { element: { family: fam, table: i.table, name, elem: e } } });
+  if (nodeDel.length) elemDel.push(cmd('delete', SLB_OBJECTS.snatNode, nodeDel));
+  if (toDel.length) elemDel.push(cmd('delete', SLB_OBJECTS.snatTo, toDel));
+  if (nodeAdd.length) elemAdd.push(cmd('add', SLB_OBJECTS.snatNode, nodeAdd));
+  if (toAdd.length) elemAdd.push(cmd('add', SLB_OBJECTS.snatTo, toAdd));
 }
 
 /** Whether the table has its fixed chains and dispatch map (a table only declared has not). */
@@ -339,6 +371,8 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
     pools: new Map([...before.pools].map(([k, p]) => [k, new Map(p)])),
     flowPools: new Map([...before.flowPools].map(([k, p]) => [k, new Map(p)])),
     endpoints: new Set(before.endpoints),
+    snatNode: new Set(before.snatNode),
+    snatTo: new Map(before.snatTo),
     counters: [...before.counters],
   };
   const fail = (m: string) => {
@@ -406,6 +440,20 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
           if (pool?.has(slot) && pool.get(slot) !== member) fail(`${o.name} slot ${slot} exists`);
           pool?.set(slot, member);
         } else if (!pool?.delete(slot)) fail(`no ${o.name} slot ${slot}`);
+      }
+    } else if (kind === 'element' && o.name === SLB_OBJECTS.snatNode) {
+      for (const e of o.elem as any[]) {
+        const key = keyOf(e.concat);
+        if (verb === 'add') st.snatNode.add(key);
+        else if (!st.snatNode.delete(key)) fail(`no snat_node element ${key}`);
+      }
+    } else if (kind === 'element' && o.name === SLB_OBJECTS.snatTo) {
+      for (const e of o.elem as any[]) {
+        const key = keyOf(verb === 'add' ? e[0].concat : e.concat);
+        if (verb === 'add') {
+          if (st.snatTo.has(key) && st.snatTo.get(key) !== e[1]) fail(`snat_to element ${key} exists`);
+          st.snatTo.set(key, String(canon(e[1])));
+        } else if (!st.snatTo.delete(key)) fail(`no snat_to element ${key}`);
       }
     } else if (kind === 'element' && o.name === SLB_OBJECTS.endpoints) {
       for (const e of o.elem as any[]) {

@@ -67,6 +67,9 @@ export const SLB_OBJECTS = {
   memberPackets: 'member_pkt',
   /** Every L4 member's address . protocol . port: the sources of the replies `guard` watches for. */
   endpoints: 'member_eps',
+  /** One-arm VIPs (`snat`): those that leave with the node's own address, and those given an address. */
+  snatNode: 'snat_node',
+  snatTo: 'snat_to',
 } as const;
 
 /**
@@ -147,6 +150,8 @@ export interface VipFragment {
   slots: string[];
   /** The map the slots live in: `be_<protocol>` (keyed by VIP and slot) or, for a `flow` VIP, its own (by slot). */
   pool: string;
+  /** One-arm: absent, the node's own address (`{}`), or the address given. */
+  snat: { address?: string } | null;
   /** Its members' endpoints as `endpointKey`s (every configured member, whatever its health). */
   endpoints: string[];
   /** Set while the pool is in panic: members up and enabled. */
@@ -194,6 +199,7 @@ export function renderVip(v: ResolvedVip, up: (healthKey: string) => boolean, se
     digest: ruleDigest(rule),
     slots,
     pool: poolMap,
+    snat: v.snat ?? null,
     endpoints,
     panic,
   };
@@ -230,7 +236,7 @@ const memberCounterKey = (f: SlbFamily) => ({
 export interface BaseChain {
   name: string;
   type: 'nat' | 'filter';
-  hook: 'prerouting' | 'forward';
+  hook: 'prerouting' | 'forward' | 'postrouting';
   prio: number;
   rules: NftJson[][];
 }
@@ -254,6 +260,13 @@ export function baseChains(f: SlbFamily = 'ip'): BaseChain[] {
     match: { op: '==', left: { concat: [payload(f, 'saddr'), { meta: { key: 'l4proto' } }, payload('th', 'sport')] }, right: `@${SLB_OBJECTS.endpoints}` },
   };
   const isNew = { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } };
+  // One-arm VIPs, by the connection's original destination (the VIP; nft needs the protocol matched before
+  // `ct original proto-dst` has a type, hence a pair of rules per protocol).
+  const vipOfConn = { concat: [{ ct: { key: `${f} daddr`, dir: 'original' } }, { meta: { key: 'l4proto' } }, { ct: { key: 'proto-dst', dir: 'original' } }] };
+  const snat = (['tcp', 'udp'] as const).flatMap((p) => [
+    [eq({ meta: { key: 'l4proto' } }, p), { match: { op: '==', left: vipOfConn, right: `@${SLB_OBJECTS.snatNode}` } }, { masquerade: null }],
+    [eq({ meta: { key: 'l4proto' } }, p), { snat: { family: f, addr: { map: { key: vipOfConn, data: `@${SLB_OBJECTS.snatTo}` } } } }],
+  ]);
   const guard = [
     [
       eq({ meta: { key: 'l4proto' } }, 'tcp'),
@@ -275,6 +288,7 @@ export function baseChains(f: SlbFamily = 'ip'): BaseChain[] {
     { name: 'guard', type: 'filter', hook: 'prerouting', prio: -150, rules: guard },
     { name: 'dnat', type: 'nat', hook: 'prerouting', prio: -100, rules: [[dispatch]] },
     { name: 'count', type: 'filter', hook: 'forward', prio: 0, rules: count },
+    { name: 'onearm', type: 'nat', hook: 'postrouting', prio: 100, rules: snat },
   ];
 }
 
@@ -283,5 +297,7 @@ export function baseSets(f: SlbFamily = 'ip'): Map<string, [string[], string | n
   return new Map<string, [string[], string | null]>([
     [SLB_OBJECTS.dispatch, [vipKeyType(f), 'verdict']],
     [SLB_OBJECTS.endpoints, [vipKeyType(f), null]],
+    [SLB_OBJECTS.snatNode, [vipKeyType(f), null]],
+    [SLB_OBJECTS.snatTo, [vipKeyType(f), addrType(f)]],
   ]);
 }

@@ -1,5 +1,6 @@
-// Unit: the `flow` scheduler: the model's member for a connection (the same on every SLB node), its minimal moves,
-// and its per-VIP pool map through the SLB service (a fake kernel that refuses what nft refuses).
+// Unit: what SLB groups use: the `flow` scheduler (the model's member for a connection, the same on every node, its
+// minimal moves, its per-VIP pool map through the SLB service over a fake kernel that refuses what nft refuses),
+// HAProxy peers, and one-arm (SNAT) VIPs.
 import { t } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { validateSlbConfig } from '@fwlb/config';
@@ -156,3 +157,50 @@ t.test('haproxy.peers: this node among them, names and ends once; the stick tabl
   const alone = renderL7(v, () => true, { dir: '/run/x' }).config;
   t.notMatch(alone, /peers|localpeer/, 'a node alone shares nothing');
 });
+
+t.test("one-arm VIPs: snat {} leaves with the node's address, snat.address with that one; L4 only, in the VIP's family", async (t) => {
+  const { s, app, nft } = setup();
+  await s.start();
+  const key = JSON.stringify(['203.0.113.100', 'tcp', 80]);
+  const put = (body: object) => app.inject({ method: 'PUT', url: '/vips/web', payload: body as Record<string, unknown>, headers: auth });
+  t.equal((await put({ ...web(), snat: {} })).statusCode, 200);
+  t.same([...nft.state!.snatNode], [key], 'the node address: in snat_node');
+  t.equal(nft.state!.snatTo.size, 0);
+  t.same((await app.inject({ method: 'GET', url: '/vips/web' })).json().snat, {}, 'the API shows it');
+  t.equal((await put({ ...web(), snat: { address: '10.20.0.1' } })).statusCode, 200);
+  t.same([...nft.state!.snatTo], [[key, '10.20.0.1']], 'an address: in snat_to');
+  t.equal(nft.state!.snatNode.size, 0, 'and out of snat_node, in the same change');
+  t.equal((await put(web())).statusCode, 200);
+  t.equal(nft.state!.snatNode.size + nft.state!.snatTo.size, 0, 'two-arm again');
+  const bad = await put({ ...web(), snat: { address: '2001:db8::1' } });
+  t.equal(bad.statusCode, 400);
+  t.match(bad.json().details, [{ field: '/snat/address' }]);
+  const l7 = validateSlbConfigProblems({
+    interface: 'up0',
+    vips: [
+      {
+        id: 'l7',
+        address: '203.0.113.100',
+        port: 8000,
+        protocol: 'tcp',
+        mode: 'http',
+        snat: {},
+        pools: [{ name: 'www' }],
+        rules: [],
+        defaultPool: 'www',
+        members: [{ address: '10.20.0.11', port: 8080, pool: 'www' }],
+      },
+    ],
+  });
+  t.same(l7, ['/vips/0/snat'], 'an L7 VIP refuses it');
+  t.equal((await app.inject({ method: 'DELETE', url: '/vips/web', headers: auth })).statusCode, 204);
+});
+
+function validateSlbConfigProblems(doc: unknown): string[] {
+  try {
+    validateSlbConfig(doc);
+    return [];
+  } catch (e) {
+    return (e as { problems: { field: string }[] }).problems.map((p) => p.field);
+  }
+}
