@@ -110,9 +110,19 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
     let killed = 0;
     let linksUp = 0;
     let survivor: ReturnType<Lab['kernelSessions']> = [];
+    // Every change of the router's route to the node, relative to the kill: a failure's report shows whether the
+    // router used the node at that moment.
+    const routeLog: string[] = [];
+    let sampler: NodeJS.Timeout | null = null;
     const r = await underTraffic(async () => {
       const killedAt = Date.now();
       killed = killedAt;
+      let had: boolean | null = null;
+      sampler = setInterval(() => {
+        const has = nextHops(lab, router, dst).includes(addr);
+        if (has !== had) routeLog.push(`+${Date.now() - killedAt} ms ${has ? 'with' : 'without'} ${node}`);
+        had = has;
+      }, 50);
       await lab.killNode(node);
       lab.nodeLinks(node, false);
       // BFD's verdict (the router's session down) and the router's kernel route without the node.
@@ -133,8 +143,10 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
       await lab.startNode(node);
       const back = await whenTrue(() => nextHops(lab, router, dst).includes(addr), 20000);
       t.ok(back, `${node} back in the router's routes`);
-      t.comment(`${node}: back in the routes ${back! - killedAt - 3000} ms after its links came up`);
+      t.comment(`${node}: back in the routes ${back! - linksUp} ms after its links came up (+${back! - killedAt} ms after the kill)`);
     }, 13000);
+    if (sampler) clearInterval(sampler);
+    t.comment(`the router's route: ${routeLog.join(', ')}`);
     t.equal(r.streams, 200);
     const stalled = r.list.filter((x) => x.stalledAt !== null).map((x) => `${x.addr}:${x.port} sent at +${x.stalledAt! - killed} ms`);
     t.equal(
