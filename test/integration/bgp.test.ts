@@ -14,6 +14,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const BALANCER_MAIN = require.resolve('@fwlb/balancer/dist/main.js');
 
 const nextHops = (lab: Lab, host: string, dst: string) => lab.nextHops(host, dst);
+/** What broke, and when each stream that got no echo sent its unanswered message, relative to the action. */
+const brokenReport = (r: { t0: number; longErrors: unknown; list: { addr: string; port: number; stalledAt: number | null }[] }) => {
+  const stalled = r.list.filter((x) => x.stalledAt !== null).map((x) => `${x.addr}:${x.port} at +${x.stalledAt! - r.t0} ms`);
+  return `${JSON.stringify(r.longErrors)}${stalled.length ? ` (unanswered: ${stalled.join(', ')})` : ''}`;
+};
 
 /** Poll `f` every 10 ms until it holds; the time it first held (ms since the epoch), or null by `ms`. */
 async function whenTrue(f: () => boolean, ms: number): Promise<number | null> {
@@ -124,7 +129,7 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
         had = has;
       }, 50);
       await lab.killNode(node);
-      lab.nodeLinks(node, false);
+      lab.nodeLinks(node, false, 'carrier');
       // BFD's verdict (the router's session down) and the router's kernel route without the node.
       const peer = `${node}`;
       const watchBfd = whenTrue(() => !lab.bgpSessions(router).find((s) => s.name === peer)!.established, 5000);
@@ -138,7 +143,7 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
       // While the node is dead its sibling carries every stream (it picked them up mid-flight).
       survivor = lab.kernelSessions(node.replace(/1$/, '2'));
       await sleep(500);
-      lab.nodeLinks(node, true);
+      lab.nodeLinks(node, true, 'carrier');
       linksUp = Date.now();
       await lab.startNode(node);
       const back = await whenTrue(() => nextHops(lab, router, dst).includes(addr), 20000);
@@ -185,7 +190,7 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
       t.equal(stayed, null, 'for 4 s without its controller, the router kept both outside nodes');
       await lab.startNode('ob1');
     });
-    t.equal(r.broken, 0, `0 of ${r.streams} streams broke`);
+    t.equal(r.broken, 0, `0 of ${r.streams} streams broke ${brokenReport(r)}`);
     t.equal(r.failedAt.length, 0, `0 of ${r.started} new connections failed`);
     const node = (await lab.api('ob1', 'GET', '/node')).body;
     t.equal(node.state, 'fit', 'the restarted controller found the node fit');
@@ -230,7 +235,7 @@ t.test('BGP with BFD through BIRD (ECMP, 2 nodes per side)', async (t) => {
       quietAfter = lastAt - at;
       t.ok(Date.now() - lastAt >= 1500, `ob1 took no new connection for 1.5 s, from ${quietAfter} ms after the drain`);
     });
-    t.equal(r.broken, 0, `0 of ${r.streams} streams broke`);
+    t.equal(r.broken, 0, `0 of ${r.streams} streams broke ${brokenReport(r)}`);
     t.equal(r.failedAt.length, 0, `0 of ${r.started} new connections failed`);
     t.same(
       lab.firewallCounters().map((f) => f.drops),

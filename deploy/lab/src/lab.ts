@@ -440,10 +440,19 @@ export class Lab {
 
   /**
    * A node's links go down (every interface of its namespace but lo) or come back up; coming back also puts back
-   * its static routes, which the kernel removed with the links.
+   * its static routes, which the kernel removed with the links. `carrier`: the links' far ends instead.
    */
-  nodeLinks(name: string, up: boolean): void {
+  nodeLinks(name: string, up: boolean, how: 'admin' | 'carrier' = 'admin'): void {
     const ns = this.ns(nodeNs(name));
+    if (how === 'carrier') {
+      // The far ends go down: the node's links lose their carrier, as when a node dies or its cables are pulled. Its
+      // kernel keeps its routes (an interface taken down by hand loses them).
+      for (const l of this.t.links) {
+        const far = l.a.ns === ns ? l.b : l.b.ns === ns ? l.a : null;
+        if (far) inNs(far.ns, ['ip', 'link', 'set', far.ifname, up ? 'up' : 'down']);
+      }
+      return;
+    }
     const ifs = inNs(ns, ['ip', '-o', 'link', 'show'])
       .split('\n')
       .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1])
