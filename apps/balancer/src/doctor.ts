@@ -7,7 +7,7 @@ import { conntrackAdvice, conntrackUse } from '@fwlb/conntrack';
 import { BALANCER_DEFAULTS, ResolvedBgp, TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
 import { birdProtocol } from '@fwlb/routing';
 import { birdPort } from './announcer';
-import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
+import { Check, ipForwardCheck, sysctl, sysctlOnCheck } from '@fwlb/service';
 
 export { Check, formatChecks } from '@fwlb/service';
 
@@ -178,18 +178,17 @@ export async function doctor(
     });
   }
   checks.push(ipForwardCheck());
-  if (opts.ipv6) {
-    const fwd = sysctl('net/ipv6/conf/all/forwarding');
-    checks.push({
-      name: 'IPv6 forwarding',
-      ok: fwd === '1',
-      required: true,
-      detail:
-        fwd === '1'
-          ? 'enabled'
-          : `net.ipv6.conf.all.forwarding is ${fwd ?? 'missing (no IPv6 in this kernel?)'}: the firewalls have nextHop6, and this node would not forward IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)`,
-    });
-  }
+  if (opts.ipv6)
+    checks.push(
+      sysctlOnCheck(
+        'IPv6 forwarding',
+        'net/ipv6/conf/all/forwarding',
+        true,
+        'enabled',
+        (v) =>
+          `net.ipv6.conf.all.forwarding is ${v ?? 'missing (no IPv6 in this kernel?)'}: the firewalls have nextHop6, and this node would not forward IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)`,
+      ),
+    );
   if (opts.siblings) {
     const tw = Number(sysctl('net/netfilter/nf_conntrack_tcp_timeout_time_wait') ?? NaN);
     checks.push({

@@ -16,14 +16,20 @@ export function sysctl(path: string): string | null {
   }
 }
 
+/** A sysctl that must be 1 (`path` under /proc/sys): ok with `on`, else `off(value)` says what follows and the fix. */
+export function sysctlOnCheck(name: string, path: string, required: boolean, on: string, off: (value: string | null) => string): Check {
+  const v = sysctl(path);
+  return { name, ok: v === '1', required, detail: v === '1' ? on : off(v) };
+}
+
 export function ipForwardCheck(): Check {
-  const fwd = sysctl('net/ipv4/ip_forward');
-  return {
-    name: 'ip_forward',
-    ok: fwd === '1',
-    required: true,
-    detail: fwd === '1' ? 'enabled' : 'net.ipv4.ip_forward is 0: this node would not forward (sysctl -w net.ipv4.ip_forward=1)',
-  };
+  return sysctlOnCheck(
+    'ip_forward',
+    'net/ipv4/ip_forward',
+    true,
+    'enabled',
+    () => 'net.ipv4.ip_forward is 0: this node would not forward (sysctl -w net.ipv4.ip_forward=1)',
+  );
 }
 
 export function formatChecks(checks: Check[]): string {

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { nftCli } from '@fwlb/nft';
 import { probeHelperRunnable } from '@fwlb/health';
-import { Check, ipForwardCheck, sysctl } from '@fwlb/service';
+import { Check, ipForwardCheck, sysctlOnCheck } from '@fwlb/service';
 import { HaproxyEngine } from './haproxy';
 
 /**
@@ -111,28 +111,27 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = fals
     });
   }
   checks.push(ipForwardCheck());
-  const fwd6 = sysctl('net/ipv6/conf/all/forwarding');
-  checks.push({
-    name: 'IPv6 forwarding',
-    ok: fwd6 === '1',
-    required: ipv6,
-    detail:
-      fwd6 === '1'
-        ? 'enabled'
-        : `net.ipv6.conf.all.forwarding is ${fwd6 ?? 'missing (no IPv6 in this kernel?)'}: IPv6 VIPs would not reach their members (sysctl -w net.ipv6.conf.all.forwarding=1)`,
-  });
-  if (flow) {
-    const liberal = sysctl('net/netfilter/nf_conntrack_tcp_be_liberal');
-    checks.push({
-      name: 'conntrack TCP windows (flow VIPs)',
-      ok: liberal === '1',
-      required: false,
-      detail:
-        liberal === '1'
-          ? 'liberal: a node that takes connections back translates their packets'
-          : 'net.netfilter.nf_conntrack_tcp_be_liberal is not 1: a node of an SLB group that takes connections back (its links return) holds entries whose windows they have left, calls their packets invalid and its own stack resets them (sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1)',
-    });
-  }
+  checks.push(
+    sysctlOnCheck(
+      'IPv6 forwarding',
+      'net/ipv6/conf/all/forwarding',
+      ipv6,
+      'enabled',
+      (v) =>
+        `net.ipv6.conf.all.forwarding is ${v ?? 'missing (no IPv6 in this kernel?)'}: IPv6 VIPs would not reach their members (sysctl -w net.ipv6.conf.all.forwarding=1)`,
+    ),
+  );
+  if (flow)
+    checks.push(
+      sysctlOnCheck(
+        'conntrack TCP windows (flow VIPs)',
+        'net/netfilter/nf_conntrack_tcp_be_liberal',
+        false,
+        'liberal: a node that takes connections back translates their packets',
+        () =>
+          'net.netfilter.nf_conntrack_tcp_be_liberal is not 1: a node of an SLB group that takes connections back (its links return) holds entries whose windows they have left, calls their packets invalid and its own stack resets them (sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1)',
+      ),
+    );
   const py = await python;
   // Not required, as on a balancer node: without it the SLB starts degraded (an alarm; member health holds its last state).
   checks.push({
