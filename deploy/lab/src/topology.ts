@@ -618,11 +618,6 @@ export function l7Misrouted(byLabel: Record<string, Record<string, number>>): st
   return bad;
 }
 
-/**
- * The lab's L7 VIP: two host names and a path prefix on the VIP address. Pool `www` (s1, s2, cookie persistence) takes
- * what no rule matches; pool `api` (s3) takes api.example.com, /api/ under any example.com name, the `X-Pool: api`
- * header, and versioned API paths on www.example.com.
- */
 /** slbNodes > 1: the port of a one-arm echo VIP that leaves with the group's shared address on the servers' side. */
 export const ONE_ARM_PORT = 7012;
 
@@ -661,6 +656,11 @@ function stickyVip(rips: string[]): VipConfig {
   };
 }
 
+/**
+ * The lab's L7 VIP: two host names and a path prefix on the VIP address. Pool `www` (s1, s2, cookie persistence) takes
+ * what no rule matches; pool `api` (s3) takes api.example.com, /api/ under any example.com name, the `X-Pool: api`
+ * header, and versioned API paths on www.example.com.
+ */
 export function l7Vip(rips: string[]): VipConfig {
   return {
     id: 'shop',
