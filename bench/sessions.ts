@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     const M = 251;
     const t1 = buildJoinedTable(ids, M, ['fw1', 'fw3']);
     const t0full = buildJoinedTable(ids, M);
-    const rtable = new SessionTable(redis, 'ob', 'br:');
+    const rtable = new SessionTable(redis, 'ob', 'br:', { seed, buckets: M });
     // Each session on the firewall the table of that time (fw2 out) gave it.
     const sessions = records(N, () => '').map((r) => ({ ...r, firewall: t1.owner[bucketOf(r, seed, M)]! }));
     await rtable.put(sessions);

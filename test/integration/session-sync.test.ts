@@ -4,7 +4,7 @@ import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, ready } from '@fwlb/session-table';
+import { connect, ready, tableKeys } from '@fwlb/session-table';
 import { drive, ECHO_PORT, REPO } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
@@ -162,8 +162,9 @@ t.test('session table in the sandwich', async (t) => {
     const before = (await lab.api('outside', 'GET', '/status')).body;
     // Each kind of bad record: a port out of range, a bad address, a protocol fwlb never records, an unknown
     // firewall, a garbled value; a forged epoch (a huge number, no firewall live); a view without a time stamp.
+    const keys = tableKeys('fwlb:');
     await raw.hset(
-      'fwlb:s',
+      keys.sessions(0),
       '198.51.100.11:99999>203.0.113.100:7007/6',
       'fw1 ob 1 9999999999999',
       '999.1.1.1:1>203.0.113.100:7007/6',
@@ -175,14 +176,13 @@ t.test('session table in the sandwich', async (t) => {
       '198.51.100.11:3>203.0.113.100:7007/6',
       'fw1 two words 1 2',
     );
-    await raw.zadd('fwlb:sessions', 9999999999999, '198.51.100.11:2>203.0.113.100:7007/6');
     await raw.set(
-      'fwlb:epoch',
+      keys.epoch,
       JSON.stringify({ epoch: 1e15, generation: 'forged', members: ['fw1', 'fw2', 'fw3'], live: [], down: ['fw1', 'fw2', 'fw3'], by: 'mallory', at: 1 }),
     );
     await raw.publish('fwlb:events', JSON.stringify({ type: 'epoch', epoch: 1e15 }));
-    await raw.sadd('fwlb:nodes', 'ghost');
-    await raw.hset('fwlb:health:ghost', 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
+    await raw.sadd(keys.nodes, 'ghost');
+    await raw.hset(keys.health('ghost'), 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
     await sleep(500);
     // Both nodes lose their state and restart: they load the poisoned table.
     for (const role of ['outside', 'inside'] as const) await lab.killNode(role);
@@ -214,7 +214,7 @@ t.test('session table in the sandwich', async (t) => {
     let agreed = false;
     while (Date.now() - t0 < 15000 && !agreed) {
       const st = await Promise.all((['outside', 'inside'] as const).map((r) => lab.api(r, 'GET', '/status')));
-      const doc = await raw.get('fwlb:epoch');
+      const doc = await raw.get(keys.epoch);
       agreed = !!doc && st.every((s) => s.body.agreement?.epoch === JSON.parse(doc).epoch);
       if (!agreed) await sleep(200);
     }

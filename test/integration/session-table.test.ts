@@ -1,8 +1,9 @@
-// Integration: libs/session-table against a real redis-server: batched sessions, expiry, queries, leader lock,
-// epochs with notifications, health views, and a Redis crash and restart.
-import { t } from 'tap';
-import { agreedUp, connect, ready, SessionRecord, SessionTable, TableEvent } from '@fwlb/session-table';
-import { startRedis } from '../helpers/redis';
+// Integration: libs/session-table against a real redis-server and a real Redis Cluster: batched sessions, expiry,
+// queries, leader lock, epochs with notifications, health views, and a Redis crash (a master crash on the cluster).
+import { t, Test } from 'tap';
+import type { Cluster } from 'ioredis';
+import { agreedUp, connect, ready, RedisLike, SessionRecord, SessionTable, TableEvent } from '@fwlb/session-table';
+import { startCluster, startRedis } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -20,16 +21,27 @@ function sessions(n: number, now: number, ttlMs: number, firewall = (i: number) 
   }));
 }
 
-t.test('session table on a real redis-server', async (t) => {
-  const redis = await startRedis(t);
-  const a = await ready(connect({ url: redis.url, node: 'ob' }));
-  const b = await ready(connect({ url: redis.url, node: 'ib' }));
+/** Where the suite runs: a client's options, how to empty the whole store, and the crash it survives. */
+interface Server {
+  options: { url?: string; cluster?: { host: string; port: number }[] };
+  flushall(raw: RedisLike): Promise<void>;
+  crash(t: Test, ob: SessionTable, ib: SessionTable): Promise<unknown>;
+}
+
+async function suite(t: Test, server: Server) {
+  const a = await ready(connect({ ...server.options, node: 'ob' }));
+  const b = await ready(connect({ ...server.options, node: 'ib' }));
   t.teardown(() => {
     a.disconnect();
     b.disconnect();
   });
   const ob = new SessionTable(a, 'ob', 'test:');
   const ib = new SessionTable(b, 'ib', 'test:');
+  const rawClient = async (t: Test) => {
+    const raw = connect({ ...server.options, node: 'x' });
+    t.teardown(() => raw.disconnect());
+    return ready(raw, 10000);
+  };
 
   await t.test('10,000 sessions in one batched write; count, query, delete', async (t) => {
     const now = Date.now();
@@ -85,7 +97,7 @@ t.test('session table on a real redis-server', async (t) => {
     t.same(await ob.setAdmin('fwA', false, 5000), { enabled: false, at: 5000 });
     t.same(await ib.setAdmin('fwA', false, 7000), { enabled: false, at: 5000 }, 'the same change from another node keeps the first time');
     t.same(await ib.setAdmin('fwA', true, 9000), { enabled: true, at: 9000 });
-    await a.hset('test:admin', 'fwOld', '0', 'fwBad', '2 5', 'bad id!', '1');
+    await a.hset(ob.keys.admin, 'fwOld', '0', 'fwBad', '2 5', 'bad id!', '1');
     t.same(
       await ib.admin(),
       { fwA: { enabled: true, at: 9000 }, fwOld: { enabled: false, at: 0 } },
@@ -134,19 +146,17 @@ t.test('session table on a real redis-server', async (t) => {
   });
 
   await t.test('Redis data is untrusted: forged epochs, bad records and views without a time are not used', async (t) => {
-    const raw = connect({ url: redis.url, node: 'x' });
-    t.teardown(() => raw.disconnect());
-    await ready(raw, 3000);
+    const raw = await rawClient(t);
     const good = (await ob.epoch())!;
-    await raw.set('test:epoch', JSON.stringify({ epoch: 1e15, live: [] }));
+    await raw.set(ob.keys.epoch, JSON.stringify({ epoch: 1e15, live: [] }));
     t.equal(await ob.epoch(), null, 'an epoch document without the current generation is refused');
-    await raw.set('test:epoch', JSON.stringify({ ...good, epoch: 1e15, generation: 'forged' }));
+    await raw.set(ob.keys.epoch, JSON.stringify({ ...good, epoch: 1e15, generation: 'forged' }));
     t.equal(await ob.epoch(), null, 'and one of another generation');
-    await raw.set('test:epoch', JSON.stringify(good));
+    await raw.set(ob.keys.epoch, JSON.stringify(good));
     t.same(await ob.epoch(), good, 'the genuine document reads back');
     const before = ob.rejected;
     await raw.hset(
-      'test:s',
+      ob.keys.sessions(0),
       '1.2.3.4:99999>5.6.7.8:80/6',
       'fw1 ob 1 9999999999999',
       '999.1.1.1:1>5.6.7.8:80/6',
@@ -162,18 +172,16 @@ t.test('session table on a real redis-server', async (t) => {
       'no bad record is returned',
     );
     t.equal(ob.rejected - before, 4, 'each bad record is counted');
-    await raw.sadd('test:nodes', 'ghost');
-    await raw.hset('test:health:ghost', 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
+    await raw.sadd(ob.keys.nodes, 'ghost');
+    await raw.hset(ob.keys.health('ghost'), 'fw1', 'down', 'fw2', 'down', 'fw3', 'down');
     t.notOk('ghost' in (await ob.healthViews()), 'a view without a time stamp is stale, not a veto');
-    await raw.hdel('test:s', '1.2.3.4:99999>5.6.7.8:80/6', '999.1.1.1:1>5.6.7.8:80/6', '1.2.3.4:1>5.6.7.8:80/99', '1.2.3.4:1>5.6.7.8:80/6');
+    await raw.hdel(ob.keys.sessions(0), '1.2.3.4:99999>5.6.7.8:80/6', '999.1.1.1:1>5.6.7.8:80/6', '1.2.3.4:1>5.6.7.8:80/99', '1.2.3.4:1>5.6.7.8:80/6');
   });
 
   await t.test('Redis loses its data: the epoch restarts under a new generation', async (t) => {
-    const raw = connect({ url: redis.url, node: 'x' });
-    t.teardown(() => raw.disconnect());
-    await ready(raw, 3000);
+    const raw = await rawClient(t);
     const before = (await ob.epoch())!;
-    await raw.flushall();
+    await server.flushall(raw);
     t.equal(await ob.epoch(), null, 'nothing to apply after the loss');
     t.equal(await ob.lead(1000), true);
     const after = (await ob.publishEpoch(['fw1', 'fw2', 'fw3'], ['fw1', 'fw2']))!;
@@ -196,31 +204,86 @@ t.test('session table on a real redis-server', async (t) => {
     await ib.setHealthView({ fw1: true }, now - 60000, 'fedcba9876543210');
     t.same(await ob.configDigests(30000, now), { ob: '0123456789abcdef' }, "ib's view is stale: its digest counts for nothing");
     t.same(await ob.healthViews(30000, now), { ob: { fw1: true } }, 'the digest is not a firewall of the view');
-    const raw = connect({ url: redis.url, node: 'x' });
-    t.teardown(() => raw.disconnect());
-    await ready(raw, 3000);
+    const raw = await rawClient(t);
     await ib.setHealthView({ fw1: true }, now);
-    await raw.hset('test:health:ib', '_cfg', 'not hex; DROP');
+    await raw.hset(ob.keys.health('ib'), '_cfg', 'not hex; DROP');
     t.same(await ob.configDigests(30000, now), { ob: '0123456789abcdef' }, 'a malformed digest is skipped');
     t.same(await ib.healthViews(30000, now), { ob: { fw1: true }, ib: { fw1: true } });
   });
 
-  await t.test('Redis crashes: writes fail fast, then resume after the restart', async (t) => {
-    await redis.kill();
-    const t0 = Date.now();
-    await t.rejects(ob.put(sessions(10, Date.now(), 60000)), 'a write while Redis is down fails');
-    t.ok(Date.now() - t0 < 2000, `and fails fast (${Date.now() - t0} ms), so the caller never blocks on it`);
-    await redis.restart();
-    const deadline = Date.now() + 10000;
-    let ok = false;
-    while (!ok && Date.now() < deadline) {
-      ok = await ob.put(sessions(10, Date.now(), 60000)).then(
-        () => true,
-        () => false,
-      );
-      if (!ok) await sleep(100);
-    }
-    t.ok(ok, 'the client reconnected by itself and writes again');
-    t.equal(await ib.count(), 10, 'the restarted (empty) Redis holds what was written since');
+  await server.crash(t, ob, ib);
+}
+
+t.test('session table on a real redis-server', async (t) => {
+  const redis = await startRedis(t);
+  await suite(t, {
+    options: { url: redis.url },
+    flushall: async (raw) => void (await raw.flushall()),
+    crash: (t, ob, ib) =>
+      t.test('Redis crashes: writes fail fast, then resume after the restart', async (t) => {
+        await redis.kill();
+        const t0 = Date.now();
+        await t.rejects(ob.put(sessions(10, Date.now(), 60000)), 'a write while Redis is down fails');
+        t.ok(Date.now() - t0 < 2000, `and fails fast (${Date.now() - t0} ms), so the caller never blocks on it`);
+        await redis.restart();
+        const deadline = Date.now() + 10000;
+        let ok = false;
+        while (!ok && Date.now() < deadline) {
+          ok = await ob.put(sessions(10, Date.now(), 60000)).then(
+            () => true,
+            () => false,
+          );
+          if (!ok) await sleep(100);
+        }
+        t.ok(ok, 'the client reconnected by itself and writes again');
+        t.equal(await ib.count(), 10, 'the restarted (empty) Redis holds what was written since');
+      }),
+  });
+});
+
+t.test('the same on a Redis Cluster of 3 masters and 3 replicas', async (t) => {
+  const cluster = await startCluster(t);
+  await suite(t, {
+    options: { cluster: cluster.nodes },
+    flushall: async (raw) => {
+      for (const m of (raw as Cluster).nodes('master')) await m.flushall();
+    },
+    crash: (t, ob, ib) =>
+      t.test('a master crashes during writes: they resume once its replica is promoted', async (t) => {
+        const before = await ib.count();
+        const victim = cluster.masterOf(ob.keys.sessions(0));
+        const log: { at: number; ok: boolean }[] = [];
+        let stop = false;
+        let port = 20000;
+        // A writer of 100 sessions every 50 ms, spread over every bucket (so over every master).
+        const writer = (async () => {
+          while (!stop) {
+            const now = Date.now();
+            const recs = sessions(100, now, 60000).map((r) => ({ ...r, outerPort: port++ % 65536 }));
+            log.push({
+              at: now,
+              ok: await ob.put(recs).then(
+                () => true,
+                () => false,
+              ),
+            });
+            await sleep(50);
+          }
+        })();
+        await sleep(500);
+        const killedAt = Date.now();
+        await cluster.killMaster(victim);
+        const deadline = killedAt + 20000;
+        while (Date.now() < deadline && !log.some((l) => l.at > killedAt + 100 && l.ok)) await sleep(100);
+        await sleep(500);
+        stop = true;
+        await writer;
+        const firstOk = log.find((l) => l.at > killedAt + 100 && l.ok);
+        t.ok(firstOk, `writes resumed ${firstOk ? firstOk.at - killedAt : '-'} ms after the master died (cluster-node-timeout 1 s)`);
+        await cluster.settled();
+        t.not(cluster.masterOf(ob.keys.sessions(0)), victim, "the dead master's replica serves its slots");
+        t.ok((await ib.count()) > before, 'the table holds what was written, read through the new slot map');
+        t.comment(`${log.filter((l) => !l.ok).length} of ${log.length} writes failed (each spans every master)`);
+      }),
   });
 });

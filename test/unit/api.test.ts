@@ -237,14 +237,22 @@ t.test('every mutation leaves an audit record: who, what, the result; refused on
 t.test('the reconciler tells when a committed reconcile changed the bucket table, and only then', async (t) => {
   const { r } = setup();
   let told = 0;
-  r.events.on('tableChange', () => told++);
+  let moved: number[] = [];
+  r.events.on('tableChange', (m) => {
+    told++;
+    moved = m;
+  });
   await r.reconcile();
   t.equal(told, 0, 'not on the first reconcile');
   await r.reconcile();
   t.equal(told, 0, 'not when the table stays');
+  const before = r.currentTable()!.owner.slice();
   r.membership.setAdmin('fw2', false);
   await r.reconcile();
   t.equal(told, 1, 'once when fw2 left');
+  const fw2had = before.flatMap((o, b) => (o === 'fw2' ? [b] : []));
+  t.ok(fw2had.length > 0);
+  t.same(moved, fw2had, "with the buckets that moved: fw2's, and only those");
   r.membership.setAdmin('fw2', true);
   await r.reconcile();
   t.equal(told, 2, 'and once when it came back');

@@ -14,17 +14,26 @@ interface Known {
   bucket: number;
 }
 
+/**
+ * The sessions this node knows, by id and by bucket and firewall: the pins of a table are the groups whose firewall
+ * is not their bucket's owner, so computing them costs the buckets times the firewalls plus the pins, not a walk
+ * over every session (a million of them took the reconciler's loop for a quarter of a second).
+ */
 export class SessionCache {
   private readonly known = new Map<string, Known>();
+  /** bucket → firewall → the sessions of that bucket on that firewall. */
+  private readonly groups: Map<string, Set<Known>>[];
   /** Sessions not cached because the cache was full (they are still in Redis and in the kernels). */
   dropped = 0;
 
-  /** `maxEntries` bounds memory under a flood: about 200 bytes a session, 2M sessions ≈ 400 MB at most. */
+  /** `maxEntries` bounds memory under a flood: about 250 bytes a session, 2M sessions ≈ 500 MB at most. */
   constructor(
     private readonly seed: number,
     private readonly buckets: number,
     readonly maxEntries = 2_000_000,
-  ) {}
+  ) {
+    this.groups = Array.from({ length: buckets }, () => new Map());
+  }
 
   get size(): number {
     return this.known.size;
@@ -32,15 +41,30 @@ export class SessionCache {
 
   put(rec: SessionRecord): void {
     const id = sessionId(rec);
-    if (this.known.size >= this.maxEntries && !this.known.has(id)) {
+    const old = this.known.get(id);
+    if (!old && this.known.size >= this.maxEntries) {
       this.dropped++;
       return;
     }
-    this.known.set(id, { rec, bucket: bucketOf(rec, this.seed, this.buckets) });
+    if (old) this.ungroup(old);
+    const k = { rec, bucket: old?.bucket ?? bucketOf(rec, this.seed, this.buckets) };
+    this.known.set(id, k);
+    const g = this.groups[k.bucket];
+    const set = g.get(rec.firewall);
+    if (set) set.add(k);
+    else g.set(rec.firewall, new Set([k]));
+  }
+
+  private ungroup(k: Known): void {
+    const g = this.groups[k.bucket];
+    const set = g.get(k.rec.firewall);
+    if (!set) return;
+    set.delete(k);
+    if (!set.size) g.delete(k.rec.firewall);
   }
 
   delete(rec: SessionRecord): void {
-    this.known.delete(sessionId(rec));
+    this.deleteId(sessionId(rec));
   }
 
   /** The cached record of a session id, if any. */
@@ -49,12 +73,19 @@ export class SessionCache {
   }
 
   deleteId(id: string): void {
+    const k = this.known.get(id);
+    if (!k) return;
     this.known.delete(id);
+    this.ungroup(k);
   }
 
   /** Drop what has expired. */
   reap(now: number): void {
-    for (const [id, k] of this.known) if (k.rec.expires < now) this.known.delete(id);
+    for (const [id, k] of this.known)
+      if (k.rec.expires < now) {
+        this.known.delete(id);
+        this.ungroup(k);
+      }
   }
 
   /**
@@ -64,16 +95,18 @@ export class SessionCache {
    */
   pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>, rescue?: Rescue): Pin[] {
     const out: Pin[] = [];
-    for (const { rec, bucket } of this.known.values()) {
-      let fw: string | null = rec.firewall;
-      // A session on a firewall that is gone goes to the live member of its sync group that holds its state;
-      // without a group it is re-hashed.
-      if (!reachable.has(fw)) fw = rescue?.(fw, bucket) ?? null;
-      if (fw === null || table.owner[bucket] === fw) continue;
-      const mark = markOf.get(fw);
-      if (mark === undefined) continue;
-      out.push({ outerAddr: rec.outerAddr, outerPort: rec.outerPort, innerAddr: rec.innerAddr, innerPort: rec.innerPort, proto: rec.proto, mark });
-    }
+    this.groups.forEach((g, bucket) => {
+      for (const [firewall, set] of g) {
+        // A session on a firewall that is gone goes to the live member of its sync group that holds its state;
+        // without a group it is re-hashed.
+        const fw = reachable.has(firewall) ? firewall : (rescue?.(firewall, bucket) ?? null);
+        if (fw === null || table.owner[bucket] === fw) continue;
+        const mark = markOf.get(fw);
+        if (mark === undefined) continue;
+        for (const { rec } of set)
+          out.push({ outerAddr: rec.outerAddr, outerPort: rec.outerPort, innerAddr: rec.innerAddr, innerPort: rec.innerPort, proto: rec.proto, mark });
+      }
+    });
     return out;
   }
 

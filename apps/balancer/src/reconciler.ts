@@ -40,7 +40,7 @@ function mergePins(a: readonly Pin[], b: readonly Pin[]): Pin[] {
 
 /** What a reconciler tells its listeners (see Reconciler.events). */
 export interface ReconcilerEvents {
-  tableChange: [];
+  tableChange: [moved: number[]];
   reconciled: [seconds: number, ok: boolean];
 }
 
@@ -177,7 +177,8 @@ export class Reconciler {
       this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
       const before = this.lastTable;
       this.lastTable = table;
-      if (before && before.owner.some((o, b) => o !== table.owner[b])) this.events.emit('tableChange');
+      const moved = before ? table.owner.flatMap((o, b) => (o !== before.owner[b] ? [b] : [])) : [];
+      if (moved.length) this.events.emit('tableChange', moved);
       this.lastMoves = bucketMoves(
         this.config.firewalls.map((f) => f.id),
         table,

@@ -54,7 +54,7 @@ export async function startSessions(
   if (!st) return null;
   const redis = connect({ ...st, node: config.name });
   redis.on('error', () => undefined); // reconnects by itself; the sync logs what matters
-  const table = new SessionTable(redis, config.name, st.keyPrefix);
+  const table = new SessionTable(redis, config.name, st.keyPrefix, { seed: config.hash.seed, buckets: config.hash.buckets });
   const resyncMs = st.resyncSeconds * 1000;
   const heartbeatMs = st.heartbeatSeconds * 1000;
   const cache = new SessionCache(config.hash.seed, config.hash.buckets);
@@ -72,20 +72,25 @@ export async function startSessions(
   const ids = config.firewalls.map((f) => f.id);
   let byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
   const firewallOf = (mark: number) => byMark.get(mark);
-  /** Every record in Redis into the cache (a trigger when one is an exception now); returns how many. */
-  const load = async (): Promise<number> => {
-    const all = await table.all();
+  /**
+   * Records from Redis into the cache (a trigger when one is an exception now): those of `buckets`, or every one;
+   * returns how many.
+   */
+  const load = async (buckets?: readonly number[]): Promise<number> => {
+    const recs = buckets ? await table.buckets(buckets) : await table.all();
     const t = r.currentTable();
     let exceptions = 0;
-    for (const rec of all) {
+    for (const rec of recs) {
       admit(rec);
       if (t && cache.isException(rec, t)) exceptions++;
     }
     if (exceptions) trigger();
-    return all.length;
+    return recs.length;
   };
   try {
     await ready(redis, 3000);
+    const moved = await table.migrate();
+    if (moved) log(`moved the shared admin state of ${moved} firewalls to its current key`);
     const t0 = Date.now();
     const n = await load();
     log(`loaded ${n} sessions from the session table in ${Date.now() - t0} ms`);
@@ -94,34 +99,32 @@ export async function startSessions(
   }
   // A node learns its own sessions from its conntrack; those that started on a sibling of the same side
   // it learns from Redis. They matter only as exceptions, and a session becomes one only when the bucket table
-  // changes: then every record is read again, at once and once more after the siblings' writes in flight (two
-  // flush periods and a second) have landed. One reload at a time; a change during one asks for another.
+  // moves its bucket: then the moved buckets' records are read again (the table keeps them by bucket), at once and
+  // once more after the siblings' writes in flight (two flush periods and a second) have landed. One reload at a
+  // time; buckets that move during one are read by the next.
   let reloading: Promise<void> | null = null;
-  let again = false;
-  const reload = (why: string): void => {
-    if (reloading) {
-      again = true;
-      return;
-    }
+  const waiting = new Set<number>();
+  const reload = (buckets: readonly number[], why: string): void => {
+    for (const b of buckets) waiting.add(b);
+    if (reloading) return;
+    const bs = [...waiting].sort((a, b) => a - b);
+    waiting.clear();
     const t0 = Date.now();
-    reloading = load()
-      .then((n) => log(`reloaded ${n} sessions from the session table (${why}) in ${Date.now() - t0} ms`))
+    reloading = load(bs)
+      .then((n) => log(`reloaded ${n} sessions of ${bs.length} buckets from the session table (${why}) in ${Date.now() - t0} ms`))
       .catch((e) => log(`session reload (${why}) failed, pins stay as they are: ${(e as Error).message}`))
       .finally(() => {
         reloading = null;
-        if (again) {
-          again = false;
-          reload('a change during the last reload');
-        }
+        if (waiting.size) reload([], 'buckets that moved during the last reload');
       });
   };
   const settle = 2 * st.flushMs + 1000;
   const timers = new Set<NodeJS.Timeout>();
-  const onTableChange = () => {
-    reload('bucket table changed');
+  const onTableChange = (moved: number[]) => {
+    reload(moved, 'bucket table changed');
     const tm = setTimeout(() => {
       timers.delete(tm);
-      reload('bucket table changed, writes in flight landed');
+      reload(moved, 'bucket table changed, writes in flight landed');
     }, settle);
     timers.add(tm);
   };
@@ -219,7 +222,8 @@ export async function startSessions(
       log(`deleted ${deleted} conntrack entries of earlier connections whose tuple a new connection on another firewall took`);
     }
   };
-  const sub = await table
+  // Not awaited: with Redis away the subscription waits for it, and the node starts on the kernel's state meanwhile.
+  const sub = table
     .subscribe((ev) => {
       if (ev.type === 'moved')
         void refresh(ev.ids).catch((e) => log(`session refresh failed, pins stay as they are until the next load: ${(e as Error).message}`));
@@ -270,6 +274,8 @@ export async function startSessions(
         cached: cache.size,
         epoch: agreement.appliedEpoch,
         rejectedRecords: table.rejected + rejectedHere,
+        bucketsRead: table.reads.buckets,
+        recordsRead: table.reads.records,
         staleEntriesDeleted: staleDeleted,
         pending: sync.pendingCount(),
         hashConfigDiffers: agreement.configAlarm ? 1 : 0,
@@ -296,7 +302,7 @@ export async function startSessions(
       r.events.off('tableChange', onTableChange);
       sync.stop();
       events.close();
-      sub?.close();
+      void sub.then((s) => s?.close());
       redis.disconnect();
     },
   };

@@ -36,6 +36,8 @@ export interface SessionTableConfig {
   url?: string;
   /** Sentinel mode: the sentinels and the primary's name (take the place of `url`). */
   sentinels?: { host: string; port: number }[];
+  /** Redis Cluster mode: some of the cluster's nodes (the client learns the rest); takes the place of `url`. */
+  cluster?: { host: string; port: number }[];
   primaryName?: string;
   password?: string;
   tls?: boolean;
@@ -247,6 +249,17 @@ export const balancerSchema = {
         sentinels: {
           type: 'array',
           minItems: 1,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['host', 'port'],
+            properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } },
+          },
+        },
+        cluster: {
+          type: 'array',
+          minItems: 1,
+          maxItems: 64,
           items: {
             type: 'object',
             additionalProperties: false,

@@ -173,6 +173,9 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
       problems.push({ field: `/firewalls/${i}/syncGroup`, message: `sync group "${fw.syncGroup}" has no other firewall` });
   });
   problems.push(...natPoolProblems(c.firewalls), ...nextHop6Problems(c.firewalls));
+  const st = c.sessionTable;
+  const modes = st ? (['url', 'sentinels', 'cluster'] as const).filter((k) => st[k] !== undefined) : [];
+  if (modes.length > 1) problems.push({ field: '/sessionTable', message: `give one of url, sentinels and cluster, not ${modes.join(' and ')}` });
   const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
   if (!isPrime(buckets)) problems.push({ field: '/hash/buckets', message: `must be prime (Maglev permutations), got ${buckets}` });
   const marks = c.marks ?? BALANCER_DEFAULTS.marks;

@@ -1,12 +1,14 @@
 // Connection options of the shared Redis (standalone or Sentinel, AUTH, TLS) and their defaults; libs/session-table.
 import { readFileSync } from 'node:fs';
-import Redis, { RedisOptions } from 'ioredis';
+import Redis, { Cluster, ClusterOptions, RedisOptions } from 'ioredis';
 
 export interface SessionTableOptions {
   /** Standalone Redis: `redis://[:password@]host:port[/db]`, `rediss://` for TLS, or `unix:/path`. @default "redis://127.0.0.1:6379" */
   url?: string;
   /** Sentinel mode: the sentinels to ask for the primary (takes the place of `url`). */
   sentinels?: { host: string; port: number }[];
+  /** Redis Cluster mode: some of the cluster's nodes, the client learns the others (takes the place of `url`). */
+  cluster?: { host: string; port: number }[];
   /** Sentinel mode: the monitored primary's name. @default "fwlb" */
   primaryName?: string;
   /** AUTH password (Redis and, in Sentinel mode, the sentinels unless `sentinelPassword` is set). */
@@ -71,13 +73,36 @@ export function redisOptions(
   return { url, options: common };
 }
 
-export function connect(o: SessionTableOptions, extra: RedisOptions = {}): Redis {
+/**
+ * The ioredis Cluster options for `o` (pure): each node is spoken to as a standalone server is (AUTH, TLS, fail
+ * fast), the slot map is refreshed after a failover moves a slot, and commands go to masters only (a replica can
+ * lag behind what this node wrote).
+ */
+export function clusterOptions(o: SessionTableOptions, extra: RedisOptions = {}): ClusterOptions {
+  const { options } = redisOptions({ ...o, url: undefined, sentinels: undefined, cluster: undefined }, extra);
+  const { retryStrategy: _, ...node } = options;
+  return {
+    redisOptions: node,
+    enableOfflineQueue: false,
+    scaleReads: 'master',
+    clusterRetryStrategy: (times) => Math.min(200 * times, 1000),
+    // A command sent to a master that died waits this long for the cluster's new slot map before it fails.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 200,
+    slotsRefreshTimeout: 2000,
+    ...(options.tls ? { dnsLookup: (address, cb) => cb(null, address) } : {}),
+  };
+}
+
+/** A client for `o`: a Cluster client when `o.cluster` is given, else a standalone or Sentinel one. */
+export function connect(o: SessionTableOptions, extra: RedisOptions = {}): Redis | Cluster {
+  if (o.cluster?.length) return new Cluster(o.cluster, clusterOptions(o, extra));
   const { url, options } = redisOptions(o, extra);
   return url ? new Redis(url, options) : new Redis(options);
 }
 
 /** Resolves once the client is connected (commands fail fast before that, by design). */
-export function ready(r: Redis, ms = 10000): Promise<Redis> {
+export function ready<R extends Redis | Cluster>(r: R, ms = 10000): Promise<R> {
   if (r.status === 'ready') return Promise.resolve(r);
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {

@@ -1,61 +1,69 @@
 // The shared session table in Redis: sessions (batched Lua writes, index by expiry), the bucket-table epoch with
 // its leader lock, each node's health view, and change notifications; I/O layer of libs/session-table.
-import type Redis from 'ioredis';
-import { decodeRecord, encodeRecord, ID, matches, SessionQuery, SessionRecord, sessionId } from './session-key';
+import { Cluster } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { bucketOf } from '@fwlb/flowhash';
+import { decodeRecord, encodeRecord, ID, matches, parseSessionId, SessionKey, SessionQuery, SessionRecord, sessionId } from './session-key';
 
 /**
- * Sessions live in one hash (id → value) with a sorted set of expiries beside it. Why not a key per session with
- * its own TTL: a node that lost its state must load everything fast, and one HGETALL is a single round trip.
- * Lua keeps value and expiry in one atomic step per batch (ioredis defineCommand).
+ * Sessions live by bucket: one hash per bucket of the flow hash (id → value, the value ends with the expiry), with
+ * the sessions in grace beside it in a sorted set by grace expiry. Why by bucket: a change of the bucket table moves
+ * some buckets, and a node reads only their sessions, not the whole table; and the bucket is the keys' hash tag
+ * (`fwlb:{17}:s`), so each script touches one Redis Cluster slot, and the buckets spread over a cluster's masters.
+ * Why no index by expiry: it cost as much memory as the records; the reaper reads each bucket's values instead.
+ * Lua keeps each batch atomic (ioredis defineCommand). KEYS: the bucket's hash and grace set.
  */
 const PUT = `
 local moved = {}
-for i = 2, #ARGV, 3 do
-  local old = redis.call('HGET', KEYS[2], ARGV[i])
+local graced = redis.call('EXISTS', KEYS[2]) == 1
+for i = 2, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
   if old and string.match(old, '^%S+') ~= string.match(ARGV[i + 1], '^%S+') then moved[#moved + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
-  redis.call('ZREM', KEYS[3], ARGV[i])
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if graced then redis.call('ZREM', KEYS[2], ARGV[i]) end
 end
 if #moved > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = moved })) end
-return (#ARGV - 1) / 3`;
+return (#ARGV - 1) / 2`;
 const DEL = `
 local gone = {}
 for i = 2, #ARGV do
-  if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[3], ARGV[i])
+  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
+  redis.call('ZREM', KEYS[2], ARGV[i])
 end
 if #gone > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = gone })) end
 return #ARGV - 1`;
 /**
  * A node no longer holds these sessions, but they may not have ended (a conntrack flush, a reboot, an eviction):
- * move each from the held index to the grace index with expiry ARGV[1], and stamp that expiry in its value. A
- * node that still holds the session (or picks it up again) puts it back. Already-graced sessions keep their expiry.
+ * give each the grace expiry ARGV[1], in its value and in the grace set. A node that still holds the session (or
+ * picks it up again) writes it again, which ends its grace. Sessions already in grace keep their expiry.
  */
 const GRACE = `
 local n = 0
 for i = 2, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    local v = redis.call('HGET', KEYS[2], ARGV[i])
+  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+    local v = redis.call('HGET', KEYS[1], ARGV[i])
     if v then
-      redis.call('HSET', KEYS[2], ARGV[i], (string.gsub(v, '%d+$', ARGV[1])))
-      redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i])
+      redis.call('HSET', KEYS[1], ARGV[i], (string.gsub(v, '%d+$', ARGV[1])))
+      redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
       n = n + 1
     end
   end
 end
 return n`;
-/** Remove sessions whose expiry has passed (held or in grace), at most 10,000 per index per call. */
+/** Remove the bucket's sessions whose expiry (the value's last field) has passed, and values without one. */
 const REAP = `
-local total = 0
-for k = 1, 3, 2 do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 10000)
-  for i = 1, #ids do redis.call('HDEL', KEYS[2], ids[i]) end
-  for i = 1, #ids, 1000 do redis.call('ZREM', KEYS[k], unpack(ids, i, math.min(i + 999, #ids))) end
-  total = total + #ids
+local now = tonumber(ARGV[1])
+local h = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #h, 2 do
+  local e = tonumber(string.match(h[i + 1], '(%d+)$'))
+  if not e or e < now then
+    redis.call('HDEL', KEYS[1], h[i])
+    n = n + 1
+  end
 end
-return total`;
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+return n`;
 /**
  * Publish an epoch only while holding the leader lock, in one atomic step: the counter, the document and the
  * notification. The generation names the counter's history: when Redis lost its data (no persistence, a failover
@@ -95,10 +103,10 @@ if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0`;
 
 type Commands = {
-  fwlbPut(idx: string, hash: string, grace: string, channel: string, ...args: (string | number)[]): Promise<number>;
-  fwlbDel(idx: string, hash: string, grace: string, channel: string, ...ids: string[]): Promise<number>;
-  fwlbGrace(idx: string, hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
-  fwlbReap(idx: string, hash: string, grace: string, now: number): Promise<number>;
+  fwlbPut(hash: string, grace: string, channel: string, ...args: string[]): Promise<number>;
+  fwlbDel(hash: string, grace: string, channel: string, ...ids: string[]): Promise<number>;
+  fwlbGrace(hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
+  fwlbReap(hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
   fwlbSetAdmin(admin: string, id: string, enabled: string, at: string, channel: string, message: string): Promise<string>;
   fwlbPublishEpoch(
@@ -112,6 +120,53 @@ type Commands = {
     channel: string,
   ): Promise<string | null>;
 };
+
+/** The scripts and how many of their arguments are keys (the slot checker's test reads this too). */
+export const SCRIPTS = {
+  fwlbPut: { numberOfKeys: 2, lua: PUT },
+  fwlbDel: { numberOfKeys: 2, lua: DEL },
+  fwlbGrace: { numberOfKeys: 2, lua: GRACE },
+  fwlbReap: { numberOfKeys: 2, lua: REAP },
+  fwlbLock: { numberOfKeys: 1, lua: LOCK },
+  fwlbSetAdmin: { numberOfKeys: 1, lua: SET_ADMIN },
+  fwlbPublishEpoch: { numberOfKeys: 4, lua: PUBLISH_EPOCH },
+} as const;
+
+/** What the table needs of a client: ioredis' Redis and Cluster both are one. */
+export type RedisLike = Redis | Cluster;
+
+/**
+ * Where a session's record lives: the bucket of the flow hash (seed and bucket count as the nodes hash), so that a
+ * change of the bucket table reads the moved buckets only. Every node of a sandwich uses the same (the agreement
+ * compares the hash config).
+ */
+export interface TableLayout {
+  seed: number;
+  buckets: number;
+}
+
+export const DEFAULT_LAYOUT: TableLayout = { seed: 0, buckets: 251 };
+
+/**
+ * The key names, each with its Redis Cluster hash tag: a bucket's keys share the bucket's tag, the control keys
+ * (leader lock, epoch, admin state, health views) share `{ctl}`, so every script and MULTI touches one slot.
+ */
+export function tableKeys(prefix: string) {
+  return {
+    sessions: (b: number) => `${prefix}{${b}}:s`,
+    grace: (b: number) => `${prefix}{${b}}:g`,
+    leader: `${prefix}{ctl}:leader`,
+    epochCounter: `${prefix}{ctl}:epoch:n`,
+    epochGeneration: `${prefix}{ctl}:epoch:gen`,
+    epoch: `${prefix}{ctl}:epoch`,
+    admin: `${prefix}{ctl}:admin`,
+    nodes: `${prefix}{ctl}:nodes`,
+    health: (node: string) => `${prefix}{ctl}:health:${node}`,
+    /** Where the admin state was kept before the keys had slots; read once and moved (see migrate). */
+    legacyAdmin: `${prefix}admin`,
+    channel: `${prefix}events`,
+  };
+}
 
 export interface EpochDoc {
   epoch: number;
@@ -140,7 +195,10 @@ export type TableEvent =
   | { type: 'admin'; node: string }
   | { type: 'moved'; ids: string[] };
 
+/** Records per Lua call; a write of more makes several calls of one bucket. */
 const BATCH = 1000;
+/** Buckets read at once by a full load or a walk (each one HGETALL or HSCAN step). */
+const PARALLEL = 16;
 
 /**
  * A Redis glob that every id matching `q` matches (ids are "outer:port>inner:port/proto"), or undefined. A prefilter
@@ -153,161 +211,221 @@ export function queryPattern(q: SessionQuery): string | undefined {
   return undefined;
 }
 
+/** `items` grouped by bucket, each group in slices of at most BATCH. */
+function byBucket<T>(items: T[], bucket: (x: T) => number | null): [number, T[]][] {
+  const m = new Map<number, T[]>();
+  for (const x of items) {
+    const b = bucket(x);
+    if (b === null) continue;
+    const g = m.get(b);
+    if (g) g.push(x);
+    else m.set(b, [x]);
+  }
+  const out: [number, T[]][] = [];
+  for (const [b, g] of m) for (let i = 0; i < g.length; i += BATCH) out.push([b, g.slice(i, i + BATCH)]);
+  return out;
+}
+
+/** Run `f` over `items`, at most `n` at a time. */
+async function pooled<T, R>(items: T[], n: number, f: (x: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
 export class SessionTable {
-  private readonly r: Redis & Commands;
+  private readonly r: RedisLike & Commands;
   readonly prefix: string;
+  readonly keys: ReturnType<typeof tableKeys>;
+  readonly layout: TableLayout;
 
   constructor(
-    redis: Redis,
+    redis: RedisLike,
     readonly node: string,
     prefix = 'fwlb:',
+    layout: TableLayout = DEFAULT_LAYOUT,
   ) {
     this.prefix = prefix;
-    redis.defineCommand('fwlbPut', { numberOfKeys: 3, lua: PUT });
-    redis.defineCommand('fwlbDel', { numberOfKeys: 3, lua: DEL });
-    redis.defineCommand('fwlbGrace', { numberOfKeys: 3, lua: GRACE });
-    redis.defineCommand('fwlbReap', { numberOfKeys: 3, lua: REAP });
-    redis.defineCommand('fwlbLock', { numberOfKeys: 1, lua: LOCK });
-    redis.defineCommand('fwlbSetAdmin', { numberOfKeys: 1, lua: SET_ADMIN });
-    redis.defineCommand('fwlbPublishEpoch', { numberOfKeys: 4, lua: PUBLISH_EPOCH });
-    this.r = redis as Redis & Commands;
+    this.keys = tableKeys(prefix);
+    this.layout = layout;
+    for (const [name, def] of Object.entries(SCRIPTS)) redis.defineCommand(name, def);
+    this.r = redis as RedisLike & Commands;
   }
 
-  private get idx(): string {
-    return `${this.prefix}sessions`;
+  /** The bucket a session's record lives in. */
+  bucketOf(k: SessionKey): number {
+    return bucketOf(k, this.layout.seed, this.layout.buckets);
   }
 
-  private get hash(): string {
-    return `${this.prefix}s`;
-  }
+  private bucketOfId = (id: string): number | null => {
+    const k = parseSessionId(id);
+    return k ? this.bucketOf(k) : null;
+  };
 
   private get channel(): string {
-    return `${this.prefix}events`;
-  }
-
-  /** Sessions no node holds any more (see GRACE), by expiry. */
-  private get graceIdx(): string {
-    return `${this.prefix}grace`;
+    return this.keys.channel;
   }
 
   /**
-   * One pipeline of Lua calls, `items` in batches of 1,000 per call: the first error fails the whole write (the
-   * caller's next re-sync rewrites everything). Returns each call's reply.
+   * One Lua call per bucket and batch, all sent at once (ioredis writes them without waiting for answers, and sends
+   * each to the slot's master on a cluster): the first error fails the whole write (the caller's next re-sync
+   * rewrites everything). Returns each call's reply.
    */
-  private async batched<T>(items: T[], call: (p: Commands, batch: T[]) => unknown): Promise<unknown[]> {
+  private async perBucket<T>(items: T[], bucket: (x: T) => number | null, call: (b: number, batch: T[]) => Promise<unknown>): Promise<unknown[]> {
     if (!items.length) return [];
-    const p = this.r.pipeline() as unknown as Commands & { exec(): Promise<[Error | null, unknown][] | null> };
-    for (let i = 0; i < items.length; i += BATCH) void call(p, items.slice(i, i + BATCH));
-    const res = (await p.exec()) ?? [];
-    const err = res.find(([e]) => e)?.[0];
-    if (err) throw err;
-    return res.map(([, v]) => v);
+    return Promise.all(byBucket(items, bucket).map(([b, batch]) => call(b, batch)));
   }
 
-  /** Write sessions in batches of 1,000 per Lua call, all batches in one pipeline. */
+  /** Write sessions: per bucket, in batches of 1,000 per Lua call. */
   async put(records: SessionRecord[], _now = Date.now()): Promise<number> {
-    await this.batched(records, (p, batch) => {
-      const args: (string | number)[] = [];
-      for (const rec of batch) args.push(sessionId(rec), encodeRecord(rec), rec.expires);
-      return p.fwlbPut(this.idx, this.hash, this.graceIdx, this.channel, ...args);
-    });
+    await this.perBucket(
+      records,
+      (r) => this.bucketOf(r),
+      (b, batch) => {
+        const args: string[] = [];
+        for (const rec of batch) args.push(sessionId(rec), encodeRecord(rec));
+        return this.r.fwlbPut(this.keys.sessions(b), this.keys.grace(b), this.channel, ...args);
+      },
+    );
     return records.length;
   }
 
   /** The records of these ids as Redis holds them now (absent ids, and values that fail the strict decode, are left out). */
   async get(ids: string[]): Promise<SessionRecord[]> {
-    if (!ids.length) return [];
-    const values = await this.r.hmget(this.hash, ...ids);
     const out: SessionRecord[] = [];
-    values.forEach((v, i) => {
-      const rec = v === null ? null : decodeRecord(ids[i], v);
-      if (rec) out.push(rec);
+    await this.perBucket(ids, this.bucketOfId, async (b, batch) => {
+      const values = await this.r.hmget(this.keys.sessions(b), ...batch);
+      values.forEach((v, i) => {
+        const rec = v === null ? null : decodeRecord(batch[i], v);
+        if (rec) out.push(rec);
+      });
     });
     return out;
   }
 
   async delete(ids: string[]): Promise<number> {
-    await this.batched(ids, (p, batch) => p.fwlbDel(this.idx, this.hash, this.graceIdx, this.channel, ...batch));
+    await this.perBucket(ids, this.bucketOfId, (b, batch) => this.r.fwlbDel(this.keys.sessions(b), this.keys.grace(b), this.channel, ...batch));
     return ids.length;
   }
 
   /** Sessions that no node holds any more get a grace expiry `until` (ms); returns how many moved. */
   async grace(ids: string[], until: number): Promise<number> {
-    const replies = await this.batched(ids, (p, batch) => p.fwlbGrace(this.idx, this.hash, this.graceIdx, until, ...batch));
+    const replies = await this.perBucket(ids, this.bucketOfId, (b, batch) => this.r.fwlbGrace(this.keys.sessions(b), this.keys.grace(b), until, ...batch));
     return replies.reduce<number>((n, v) => n + Number(v), 0);
   }
 
-  /** Sessions held by a node and not yet expired. */
-  count(now = Date.now()): Promise<number> {
-    return this.r.zcount(this.idx, now, '+inf');
+  private get allBuckets(): number[] {
+    return Array.from({ length: this.layout.buckets }, (_, b) => b);
+  }
+
+  /** Per bucket: records, and of them in grace until after `now`. */
+  private async sizes(now: number): Promise<{ records: number; grace: number }> {
+    const per = await pooled(this.allBuckets, PARALLEL * 4, (b) =>
+      Promise.all([this.r.hlen(this.keys.sessions(b)), this.r.zcount(this.keys.grace(b), now, '+inf'), this.r.zcard(this.keys.grace(b))]),
+    );
+    let records = 0;
+    let grace = 0;
+    let graceAll = 0;
+    for (const [h, g, ga] of per) {
+      records += h;
+      grace += g;
+      graceAll += ga;
+    }
+    return { records: records - graceAll, grace };
+  }
+
+  /** Sessions held by a node (records not in grace; an expired one counts until the reaper takes it). */
+  async count(now = Date.now()): Promise<number> {
+    return (await this.sizes(now)).records;
   }
 
   /** Sessions in grace: no node holds them now, and they are kept until their grace expiry. */
-  graceCount(now = Date.now()): Promise<number> {
-    return this.r.zcount(this.graceIdx, now, '+inf');
+  async graceCount(now = Date.now()): Promise<number> {
+    return (await this.sizes(now)).grace;
   }
 
-  /** Remove expired sessions; returns how many. */
+  /** Remove expired sessions, bucket by bucket; returns how many. */
   async reap(now = Date.now()): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const n = await this.r.fwlbReap(this.idx, this.hash, this.graceIdx, now);
-      total += n;
-      if (n < 10000) return total;
-    }
+    const n = await pooled(this.allBuckets, PARALLEL, (b) => this.r.fwlbReap(this.keys.sessions(b), this.keys.grace(b), now));
+    return n.reduce((a, x) => a + x, 0);
   }
 
   /**
-   * Live sessions matching `q`, walking the table in chunks; at most `q.limit` (default 100). A query by address or
-   * port lets Redis skip what cannot match (HSCAN MATCH on the id, which carries the tuple), so the node decodes only
-   * candidates: one address among 100,000 sessions cost the node over 50 ms of its event loop when it decoded all.
+   * Live sessions matching `q`, walking the table bucket by bucket; at most `q.limit` (default 100). A query by
+   * address or port lets Redis skip what cannot match (HSCAN MATCH on the id, which carries the tuple), so the node
+   * decodes only candidates: one address among 100,000 sessions cost the node over 50 ms of its event loop when it
+   * decoded all.
    */
   async query(q: SessionQuery = {}, now = Date.now()): Promise<SessionRecord[]> {
     const limit = q.limit ?? 100;
     const out: SessionRecord[] = [];
-    for await (const chunk of this.chunks(now, queryPattern(q))) {
-      for (const r of chunk) if (matches(r, q)) out.push(r);
-      if (out.length >= limit) break;
+    const match = queryPattern(q);
+    for (const b of this.allBuckets) {
+      let cursor = '0';
+      do {
+        // With a pattern Redis returns few fields per step, so each step may walk more of the bucket.
+        const [next, flat] = match
+          ? await this.r.hscan(this.keys.sessions(b), cursor, 'MATCH', match, 'COUNT', BATCH * 10)
+          : await this.r.hscan(this.keys.sessions(b), cursor, 'COUNT', BATCH);
+        cursor = next;
+        for (const r of this.decodeFlat(flat, now)) if (matches(r, q)) out.push(r);
+        if (out.length >= limit) return out.slice(0, limit);
+      } while (cursor !== '0');
     }
-    return out.slice(0, limit);
+    return out;
   }
 
   /** Records read back from Redis that did not decode (bad tuple, port, protocol, id or time): skipped, counted. */
   rejected = 0;
+  /** Buckets and records read whole (a load, or a table change's moved buckets): what a change costs. */
+  readonly reads = { buckets: 0, records: 0 };
 
-  /** Every live session, for a node that lost its state: one HGETALL. */
-  async all(now = Date.now()): Promise<SessionRecord[]> {
-    const h = await this.r.hgetall(this.hash);
+  private decodeFlat(flat: string[], now: number): SessionRecord[] {
     const out: SessionRecord[] = [];
-    for (const id in h) {
-      const r = decodeRecord(id, h[id]);
+    for (let i = 0; i < flat.length; i += 2) {
+      const r = decodeRecord(flat[i], flat[i + 1]);
       if (!r) this.rejected++;
       else if (r.expires >= now) out.push(r);
     }
     return out;
   }
 
-  private async *chunks(now: number, match?: string): AsyncGenerator<SessionRecord[]> {
-    let cursor = '0';
-    do {
-      // With a pattern Redis returns few fields per step, so each step may walk more of the table.
-      const [next, flat] = match
-        ? await this.r.hscan(this.hash, cursor, 'MATCH', match, 'COUNT', BATCH * 10)
-        : await this.r.hscan(this.hash, cursor, 'COUNT', BATCH);
-      cursor = next;
-      const recs: SessionRecord[] = [];
-      for (let i = 0; i < flat.length; i += 2) {
-        const r = decodeRecord(flat[i], flat[i + 1]);
+  /** The live sessions of these buckets, one HGETALL each. */
+  async buckets(bs: readonly number[], now = Date.now()): Promise<SessionRecord[]> {
+    const per = await pooled([...bs], PARALLEL, async (b) => {
+      const h = await this.r.hgetall(this.keys.sessions(b));
+      const out: SessionRecord[] = [];
+      for (const id in h) {
+        const r = decodeRecord(id, h[id]);
         if (!r) this.rejected++;
-        else if (r.expires >= now) recs.push(r);
+        else if (r.expires >= now) out.push(r);
       }
-      yield recs;
-    } while (cursor !== '0');
+      this.reads.buckets++;
+      this.reads.records += out.length;
+      return out;
+    });
+    return per.flat();
+  }
+
+  /**
+   * Every live session, for a node that lost its state: the buckets in `first` before the others (a node reads
+   * those whose owner moved first: their sessions are the ones that need pins).
+   */
+  async all(now = Date.now(), first: readonly number[] = []): Promise<SessionRecord[]> {
+    const early = new Set(first);
+    return this.buckets([...first, ...this.allBuckets.filter((b) => !early.has(b))], now);
   }
 
   /** Take or renew the leader lock (true while this node holds it). */
   async lead(ttlMs: number): Promise<boolean> {
-    return (await this.r.fwlbLock(`${this.prefix}leader`, this.node, ttlMs)) === 1;
+    return (await this.r.fwlbLock(this.keys.leader, this.node, ttlMs)) === 1;
   }
 
   /**
@@ -315,10 +433,10 @@ export class SessionTable {
    * lock expired publishes nothing). Returns the document, or null when this node is not the leader.
    */
   async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now(), joinAt?: number): Promise<EpochDoc | null> {
-    const p = this.prefix;
+    const k = this.keys;
     const body = JSON.stringify({ members, live, down, by: this.node, at: now, ...(joinAt !== undefined ? { joinAt } : {}) });
     const candidate = `${this.node}-${now.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-    const doc = await this.r.fwlbPublishEpoch(`${p}leader`, `${p}epoch:n`, `${p}epoch:gen`, `${p}epoch`, this.node, candidate, body, `${p}events`);
+    const doc = await this.r.fwlbPublishEpoch(k.leader, k.epochCounter, k.epochGeneration, k.epoch, this.node, candidate, body, k.channel);
     return doc ? decodeEpoch(doc) : null;
   }
 
@@ -327,30 +445,32 @@ export class SessionTable {
    * generation (a forged or stale document is not applied).
    */
   async epoch(): Promise<EpochDoc | null> {
-    const [v, gen] = await Promise.all([this.r.get(`${this.prefix}epoch`), this.r.get(`${this.prefix}epoch:gen`)]);
+    const [v, gen] = await Promise.all([this.r.get(this.keys.epoch), this.r.get(this.keys.epochGeneration)]);
     const doc = v ? decodeEpoch(v) : null;
     return doc && doc.generation === gen ? doc : null;
   }
 
-  /** This node's view of each firewall, stamped with the time (views that are not refreshed go stale). */
-  /** `digest`: the node's hash config digest, published beside its view so that nodes can compare. */
+  /**
+   * This node's view of each firewall, stamped with the time (views that are not refreshed go stale). `digest`:
+   * the node's hash config digest, published beside its view so that nodes can compare.
+   */
   async setHealthView(view: Record<string, boolean>, now = Date.now(), digest?: string): Promise<void> {
-    const key = `${this.prefix}health:${this.node}`;
+    const key = this.keys.health(this.node);
     const fields = {
       ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])),
       _at: String(now),
       ...(digest ? { _cfg: digest } : {}),
     };
-    await this.r.multi().del(key).hset(key, fields).sadd(`${this.prefix}nodes`, this.node).exec();
+    await this.r.multi().del(key).hset(key, fields).sadd(this.keys.nodes, this.node).exec();
     await this.notify({ type: 'health', node: this.node });
   }
 
   /** Every node's view not older than `maxAgeMs`: node → firewall → up. */
   async healthViews(maxAgeMs = Infinity, now = Date.now()): Promise<Record<string, Record<string, boolean>>> {
-    const nodes = await this.r.smembers(`${this.prefix}nodes`);
+    const nodes = await this.r.smembers(this.keys.nodes);
     const out: Record<string, Record<string, boolean>> = {};
     for (const n of nodes) {
-      const { _at, _cfg: _, ...h } = await this.r.hgetall(`${this.prefix}health:${n}`);
+      const { _at, _cfg: _, ...h } = await this.r.hgetall(this.keys.health(n));
       // A view without a valid time stamp is stale, never a veto (it may be a half-written or forged hash).
       const at = Number(_at);
       if (!Number.isFinite(at) || now - at > maxAgeMs) continue;
@@ -365,10 +485,10 @@ export class SessionTable {
 
   /** Every node's hash config digest, from views not older than `maxAgeMs`; malformed digests are left out. */
   async configDigests(maxAgeMs = Infinity, now = Date.now()): Promise<Record<string, string>> {
-    const nodes = await this.r.smembers(`${this.prefix}nodes`);
+    const nodes = await this.r.smembers(this.keys.nodes);
     const out: Record<string, string> = {};
     for (const n of nodes) {
-      const [at, cfg] = await this.r.hmget(`${this.prefix}health:${n}`, '_at', '_cfg');
+      const [at, cfg] = await this.r.hmget(this.keys.health(n), '_at', '_cfg');
       if (!Number.isFinite(Number(at)) || now - Number(at) > maxAgeMs || !cfg || !/^[0-9a-f]{8,64}$/.test(cfg)) continue;
       out[n] = cfg;
     }
@@ -382,7 +502,7 @@ export class SessionTable {
    */
   async setAdmin(id: string, enabled: boolean, at = 0): Promise<AdminState> {
     const v = await this.r.fwlbSetAdmin(
-      `${this.prefix}admin`,
+      this.keys.admin,
       id,
       enabled ? '1' : '0',
       String(Math.max(0, Math.floor(at))),
@@ -394,7 +514,7 @@ export class SessionTable {
 
   /** The shared admin state, decoded strictly: ids as the configs allow them, values "0" or "1" with a time; anything else skipped. */
   async admin(): Promise<Record<string, AdminState>> {
-    const h = await this.r.hgetall(`${this.prefix}admin`);
+    const h = await this.r.hgetall(this.keys.admin);
     const out: Record<string, AdminState> = {};
     for (const [k, v] of Object.entries(h)) {
       const a = ID.test(k) ? decodeAdmin(v) : null;
@@ -403,25 +523,40 @@ export class SessionTable {
     return out;
   }
 
+  /**
+   * The admin state of a table written before its keys had cluster slots moves to its new key (what is there
+   * already stands); returns how many firewalls it brought. The sessions need no move: every node rewrites what
+   * it holds within a re-sync period, and the old records expire.
+   */
+  async migrate(): Promise<number> {
+    const old = await this.r.hgetall(this.keys.legacyAdmin);
+    let n = 0;
+    for (const [id, v] of Object.entries(old)) if (ID.test(id) && decodeAdmin(v)) n += await this.r.hsetnx(this.keys.admin, id, v);
+    if (Object.keys(old).length) await this.r.del(this.keys.legacyAdmin);
+    return n;
+  }
+
   notify(ev: TableEvent): Promise<number> {
-    return this.r.publish(`${this.prefix}events`, JSON.stringify(ev));
+    return this.r.publish(this.channel, JSON.stringify(ev));
   }
 
   /**
    * Subscribe on a second connection (a subscribed connection can do nothing else). Its commands queue until it
-   * is connected, and ioredis subscribes again after every reconnect, so this works while Redis is away too.
+   * is connected, and ioredis subscribes again after every reconnect, so this works while Redis is away too. On a
+   * cluster, a message published on any master reaches every node's subscribers.
    */
   async subscribe(onEvent: (ev: TableEvent) => void): Promise<{ close(): void }> {
-    const sub = this.r.duplicate({ enableOfflineQueue: true });
+    const sub: RedisLike = this.r instanceof Cluster ? this.r.duplicate([], { enableOfflineQueue: true }) : this.r.duplicate({ enableOfflineQueue: true });
     sub.on('error', () => undefined);
-    void sub.subscribe(`${this.prefix}events`).catch(() => undefined);
-    sub.on('message', (_ch, msg) => {
+    sub.on('message', (_ch: string, msg: string) => {
       try {
         onEvent(JSON.parse(msg) as TableEvent);
       } catch {
         /* not ours */
       }
     });
+    // Resolves once subscribed (a cluster client first learns the slot map), or after 2 s when Redis is away.
+    await Promise.race([sub.subscribe(this.channel).catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
     return { close: () => sub.disconnect() };
   }
 }
