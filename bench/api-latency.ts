@@ -5,7 +5,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { connect, ready, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { Lab, openLoop, percentile, startRedis, uniquePrefix } from '@fwlb/lab';
 
 const N = Number(process.env.BENCH_SESSIONS ?? 100000);
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     await lab.startServers();
     await lab.startNodes();
     const redis = await ready(connect({ url: `unix:${sock}`, node: 'bench' }));
-    const table = new SessionTable(redis, 'bench');
+    const table = new SessionTable(redis, 'bench', 'fwlb:', DEFAULT_LAYOUT);
     const t0 = Date.now();
     await table.put(records(N));
     console.log(`== balancer API with ${N.toLocaleString()} sessions in Redis (bench/api-latency.ts): written in ${Date.now() - t0} ms`);

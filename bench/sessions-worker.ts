@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
 import { SessionSync } from '@fwlb/balancer';
-import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { connect, ready, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 
 const [url, rateS, secondsS, portBaseS] = process.argv.slice(2);
 const rate = Number(rateS);
@@ -21,7 +21,7 @@ const pct = (xs: number[], p: number) => {
 
 async function main(): Promise<void> {
   const redis = await ready(connect({ url, node: 'bench' }));
-  const table = new SessionTable(redis, 'bench', `bench${portBase}:`);
+  const table = new SessionTable(redis, 'bench', `bench${portBase}:`, DEFAULT_LAYOUT);
   const created = new Map<number, number>();
   const lags: number[] = [];
   let written = 0;

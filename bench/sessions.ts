@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bucketOf, buildJoinedTable } from '@fwlb/flowhash';
 import { SessionCache, pinElement, PIN_MAP_TYPE } from '@fwlb/balancer';
-import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { connect, ready, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { deleteNs, inNs, run, startRedis, uniquePrefix, REPO } from '@fwlb/lab';
 
 const RATES = (process.env.BENCH_RATES ?? '2000,5000,10000,20000').split(',').map(Number);
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
 
     // The write path alone: SessionTable.put of N sessions in batches of 1,000.
     const redis = await ready(connect({ url: `unix:${sock}`, node: 'ob' }));
-    const table = new SessionTable(redis, 'ob', 'bw:');
+    const table = new SessionTable(redis, 'ob', 'bw:', DEFAULT_LAYOUT);
     const recs = records(N, (i) => `fw${(i % 3) + 1}`);
     let t0 = performance.now();
     await table.put(recs);

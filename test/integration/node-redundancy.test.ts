@@ -185,11 +185,12 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       const c1 = clients[0];
       const port = Array.from({ length: 2000 }, (_, i) => 63000 + i).find((p) => firewallOf(c1.addr!, p) === 'fw2')!;
       // The earlier connection on this tuple crossed fw1 while fw2 was out and is pinned there since fw2 came back: its
-      // record as a node wrote it. Nodes read their siblings' records when the bucket table changes (fw3 out and back).
+      // record as a node wrote it. Nodes read a sibling's records when the bucket table moves their bucket: fw2 out and
+      // back moves this one.
       const redis = await ready(connect({ url, node: 'test' }));
       t.teardown(() => redis.disconnect());
       const now = Date.now();
-      await new SessionTable(redis, 'ob1').put([
+      await new SessionTable(redis, 'ob1', 'fwlb:', { seed: cfg.hash.seed, buckets: cfg.hash.buckets ?? 251 }).put([
         {
           outerAddr: c1.addr!,
           outerPort: port,
@@ -204,8 +205,8 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       ]);
       const token = cfg.api!.token!;
       for (const enabled of [false, true]) {
-        t.equal((await lab.api('ob1', 'PUT', '/firewalls/fw3/admin', { enabled }, token)).status, 200);
-        await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw3')!.live === enabled, 10000, `fw3 ${enabled ? 'live' : 'out'} on all four nodes`);
+        t.equal((await lab.api('ob1', 'PUT', '/firewalls/fw2/admin', { enabled }, token)).status, 200);
+        await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live === enabled, 10000, `fw2 ${enabled ? 'live' : 'out'} on all four nodes`);
       }
       const pinning = () =>
         lab.balancerNames().filter((n) => inNs(lab.ns(n), ['nft', 'list', 'map', 'inet', 'fwlb', 'pins']).toString().includes(` . ${port} . `));

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, ready, SessionTable } from '@fwlb/session-table';
+import { connect, ready, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { startRedis } from '../helpers/redis';
 
 t.test('TLS and AUTH', async (t) => {
@@ -48,7 +48,7 @@ t.test('TLS and AUTH', async (t) => {
   void redis;
   const good = await ready(connect({ url: `rediss://127.0.0.1:${tlsPort}`, tlsCaFile: cert, password: 'fwlb-secret-0123', node: 'ob' }));
   t.teardown(() => good.disconnect());
-  const table = new SessionTable(good, 'ob', 'tls:');
+  const table = new SessionTable(good, 'ob', 'tls:', DEFAULT_LAYOUT);
   const now = Date.now();
   await table.put([
     {

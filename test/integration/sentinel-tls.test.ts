@@ -5,7 +5,7 @@ import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, ready, SessionTable } from '@fwlb/session-table';
+import { connect, ready, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { waitForLine } from '@fwlb/lab';
 
 const PASSWORD = 'fwlb-sentinel-secret-42';
@@ -95,7 +95,7 @@ t.test('TLS to the sentinels: no AUTH in clear', async (t) => {
     10000,
   );
   t.teardown(() => r.disconnect());
-  const table = new SessionTable(r, 'ob', 'stls:');
+  const table = new SessionTable(r, 'ob', 'stls:', DEFAULT_LAYOUT);
   const now = Date.now();
   await table.put([
     {

@@ -3,7 +3,7 @@
 // network; writes resume after the failover and nothing crashes.
 import { t } from 'tap';
 import Redis from 'ioredis';
-import { connect, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { connect, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { drive, ECHO_PORT, MGMT_NET } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startSentinels } from '../helpers/redis';
@@ -19,7 +19,7 @@ t.test('Sentinel failover', async (t) => {
   const redis = connect({ sentinels: set.sentinels, primaryName: 'fwlb', node: 'ob' });
   redis.on('error', () => undefined);
   t.teardown(() => redis.disconnect());
-  const table = new SessionTable(redis, 'ob', 'st:');
+  const table = new SessionTable(redis, 'ob', 'st:', DEFAULT_LAYOUT);
   let n = 0;
   const log: { at: number; ok: boolean }[] = [];
   let stop = false;

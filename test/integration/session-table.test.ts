@@ -2,7 +2,7 @@
 // queries, leader lock, epochs with notifications, health views, and a Redis crash (a master crash on the cluster).
 import { t, Test } from 'tap';
 import type { Cluster } from 'ioredis';
-import { agreedUp, connect, ready, RedisLike, SessionRecord, SessionTable, TableEvent } from '@fwlb/session-table';
+import { agreedUp, connect, ready, RedisLike, SessionRecord, SessionTable, TableEvent, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { startCluster, startRedis } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -35,8 +35,8 @@ async function suite(t: Test, server: Server) {
     a.disconnect();
     b.disconnect();
   });
-  const ob = new SessionTable(a, 'ob', 'test:');
-  const ib = new SessionTable(b, 'ib', 'test:');
+  const ob = new SessionTable(a, 'ob', 'test:', DEFAULT_LAYOUT);
+  const ib = new SessionTable(b, 'ib', 'test:', DEFAULT_LAYOUT);
   const rawClient = async (t: Test) => {
     const raw = connect({ ...server.options, node: 'x' });
     t.teardown(() => raw.disconnect());

@@ -156,6 +156,21 @@ t.test('Redis options: TLS reaches the sentinels too, and commands time out', as
   t.equal(u.options.enableOfflineQueue, false);
 });
 
+t.test('Redis Cluster: seed nodes instead of a url; one mode only; each node spoken to as a standalone server', async (t) => {
+  const { clusterOptions } = await import('@fwlb/session-table');
+  const nodes = [{ host: '10.99.0.1', port: 7000 }];
+  t.same(validateBalancerConfig({ ...good(), sessionTable: { cluster: nodes } }).sessionTable!.cluster, nodes);
+  t.match(err({ ...good(), sessionTable: { cluster: nodes, url: 'redis://r:6379' } }), /give one of url, sentinels and cluster, not url and cluster/);
+  t.match(err({ ...good(), sessionTable: { cluster: [] } }), /cluster/, 'at least one node');
+  t.match(err({ ...good(), sessionTable: { cluster: [{ host: 'r', port: 7000, db: 1 }] } }), /db/, 'an unknown key is refused, naming it');
+  const o = clusterOptions({ node: 'ob', cluster: nodes, password: 'pw', tls: true, tlsCaFile: '/ca.pem' }, {}, () => Buffer.from('PEM'));
+  t.equal(o.redisOptions!.password, 'pw', 'AUTH on every node');
+  t.same(o.redisOptions!.tls, { ca: Buffer.from('PEM') }, 'TLS to every node, with the CA');
+  t.equal(o.redisOptions!.commandTimeout, 5000, 'commands time out');
+  t.equal(o.enableOfflineQueue, false, 'and fail fast while the cluster is away');
+  t.equal(o.scaleReads, 'master', 'reads from masters only (a replica lags)');
+});
+
 t.test('sync groups: a name per firewall; a group of one is refused, naming the field', async (t) => {
   const base = { role: 'outside', sideInterface: 'cli0', hash: { seed: 1 } };
   const fws = (g: (string | undefined)[]) =>

@@ -292,9 +292,10 @@ export class Lab {
 
   /**
    * Start a balancer node and wait until its API answers. `wrap` goes before the command inside the namespace
-   * (e.g. setpriv with a unit's capabilities).
+   * (e.g. setpriv with a unit's capabilities). `ms`: how long it may take (a node loading a large session table
+   * takes longer).
    */
-  async startNode(role: NodeRole, wrap: string[] = []): Promise<NodeProc> {
+  async startNode(role: NodeRole, wrap: string[] = [], ms = 15000): Promise<NodeProc> {
     const ns = this.ns(nodeNs(role));
     const p = spawnInNs(ns, [...wrap, process.execPath, role in this.t.slbs ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
     this.procs.push(p);
@@ -304,7 +305,7 @@ export class Lab {
     p.stderr!.on('data', onData);
     const node = { proc: p, log };
     this.nodes[role] = node;
-    await waitForLine(p, /listening on/, 15000, `balancer ${role}`, log);
+    await waitForLine(p, /listening on/, ms, `balancer ${role}`, log);
     return node;
   }
 

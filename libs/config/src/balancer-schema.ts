@@ -191,6 +191,18 @@ export const apiSchema = {
   },
 } as const;
 
+/** Redis servers by address: the sentinels, or some nodes of a cluster. */
+const redisNodes = {
+  type: 'array',
+  minItems: 1,
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['host', 'port'],
+    properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } },
+  },
+} as const;
+
 export const balancerSchema = {
   $id: 'fwlb/balancer-config',
   type: 'object',
@@ -246,27 +258,8 @@ export const balancerSchema = {
       additionalProperties: false,
       properties: {
         url: { type: 'string', pattern: '^(rediss?://.+|unix:/.+)$' },
-        sentinels: {
-          type: 'array',
-          minItems: 1,
-          items: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['host', 'port'],
-            properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } },
-          },
-        },
-        cluster: {
-          type: 'array',
-          minItems: 1,
-          maxItems: 64,
-          items: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['host', 'port'],
-            properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } },
-          },
-        },
+        sentinels: redisNodes,
+        cluster: { ...redisNodes, maxItems: 64 },
         primaryName: { type: 'string', minLength: 1 },
         password: { type: 'string', minLength: 1 },
         tls: { type: 'boolean' },

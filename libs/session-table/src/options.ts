@@ -78,8 +78,8 @@ export function redisOptions(
  * fast), the slot map is refreshed after a failover moves a slot, and commands go to masters only (a replica can
  * lag behind what this node wrote).
  */
-export function clusterOptions(o: SessionTableOptions, extra: RedisOptions = {}): ClusterOptions {
-  const { options } = redisOptions({ ...o, url: undefined, sentinels: undefined, cluster: undefined }, extra);
+export function clusterOptions(o: SessionTableOptions, extra: RedisOptions = {}, readFile: (p: string) => Buffer = readFileSync): ClusterOptions {
+  const { options } = redisOptions({ ...o, url: undefined, sentinels: undefined, cluster: undefined }, extra, readFile);
   const { retryStrategy: _, ...node } = options;
   return {
     redisOptions: node,

@@ -145,6 +145,7 @@ export interface TableLayout {
   buckets: number;
 }
 
+/** For a table no node reads (tests, benchmarks): the default bucket count and seed 0. */
 export const DEFAULT_LAYOUT: TableLayout = { seed: 0, buckets: 251 };
 
 /**
@@ -246,11 +247,12 @@ export class SessionTable {
   readonly keys: ReturnType<typeof tableKeys>;
   readonly layout: TableLayout;
 
+  /** `layout` must be the nodes' hash (seed and bucket count): records are found by their bucket. */
   constructor(
     redis: RedisLike,
     readonly node: string,
-    prefix = 'fwlb:',
-    layout: TableLayout = DEFAULT_LAYOUT,
+    prefix: string,
+    layout: TableLayout,
   ) {
     this.prefix = prefix;
     this.keys = tableKeys(prefix);
