@@ -125,3 +125,9 @@ export function stripHandles(x: any): any {
   if (k === 'rule') o.expr = o.expr.map((s: any) => (s.counter ? { counter: null } : s));
   return { [k]: o };
 }
+
+/** Median [min-max] (n) of the finite values, for a report line. */
+export function fmtSpread(xs: number[], d = 0): string {
+  const s = spread(xs.filter((x) => Number.isFinite(x)));
+  return `${s.median.toFixed(d)} [${s.min.toFixed(d)}-${s.max.toFixed(d)}] (n=${s.n})`;
+}

@@ -14,7 +14,7 @@ import { drive, DriveReport, ECHO_PORT, Lab, spread, startBenchLab, startRedis, 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { addIperfVips, connRate, IperfServer, throughput } from './load';
+import { addIperfVips, connRate, fmtSpread, IperfServer, throughput } from './load';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const FAILOVERS = Number(process.env.BENCH_FAILOVERS ?? 10);
@@ -22,10 +22,7 @@ const CPS = Number(process.env.BENCH_FAILOVER_CPS ?? 1000);
 /** Seconds of new connections per failure: 1.5 s before it, the rest after. */
 const LOAD_SECONDS = 6;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const fmt = (xs: number[], d = 0) => {
-  const s = spread(xs.filter((x) => Number.isFinite(x)));
-  return `${s.median.toFixed(d)} [${s.min.toFixed(d)}-${s.max.toFixed(d)}] (n=${s.n})`;
-};
+const fmt = fmtSpread;
 
 interface Failover {
   /** Failure -> route withdrawn (ECMP) or addresses taken over (VRRP), ms. */

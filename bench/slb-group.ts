@@ -6,17 +6,15 @@
 // (a SYN lost in the window, retried after 1 s) and when the last of them started; medians [min-max].
 // Scale: none to measure. The standby forwards nothing, so two nodes carry what one does; the 2-core machine would not
 // show a second box's CPU anyway (every namespace shares the same two cores).
-import { drive, DriveReport, ECHO_PORT, Lab, spread, startBenchLab, waitUntil } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, Lab, startBenchLab, waitUntil } from '@fwlb/lab';
+import { fmtSpread } from './load';
 
 const FAILOVERS = Number(process.env.BENCH_FAILOVERS ?? 10);
 const CPS = Number(process.env.BENCH_FAILOVER_CPS ?? 400);
 /** Seconds of load per failure: 2 s before it, the rest after. */
 const LOAD_SECONDS = 7;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const fmt = (xs: number[], d = 0) => {
-  const s = spread(xs.filter((x) => Number.isFinite(x)));
-  return `${s.median.toFixed(d)} [${s.min.toFixed(d)}-${s.max.toFixed(d)}] (n=${s.n})`;
-};
+const fmt = fmtSpread;
 
 interface Round {
   takeoverMs: number;

@@ -3,6 +3,7 @@
 // again while long-lived streams run: none breaks. The times are reported, not asserted (timings are noisy here).
 import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { buildJoinedTable, bucketOf } from '@fwlb/flowhash';
 import type { Redis } from 'ioredis';
 import { connect, ready, SessionRecord, SessionTable } from '@fwlb/session-table';
@@ -72,7 +73,7 @@ t.test('a million sessions: a change reads the moved buckets only; both nodes lo
     await writer.put(chunk);
   }
   const writeMs = Date.now() - w0;
-  t.comment(`Redis used ${Math.round((await usedMemory()) - mem0) / N} bytes per session (used_memory before and after)`);
+  t.comment(`Redis used ${Math.round(((await usedMemory()) - mem0) / N)} bytes per session (used_memory before and after)`);
   t.comment(`wrote ${N} sessions in ${writeMs} ms (${Math.round(N / (writeMs / 1000))}/s); ${onFw2} of them on fw2's ${moved.size} buckets`);
   t.ok((await writer.count()) >= N, 'Redis holds the million');
 
@@ -101,6 +102,9 @@ t.test('a million sessions: a change reads the moved buckets only; both nodes lo
   for (const role of roles) await lab.startNode(role, [], 180000);
   const back = Date.now() - r0 + (await pinsReach(lab, onFw2, 180000));
   t.comment(`both nodes restarted without conntrack state: their pins were back ${back} ms after the first start`);
+  // `ip netns exec` execs the node in place: the pid is the controller's.
+  const rss = roles.map((r) => Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${lab.nodes[r]!.proc.pid}/status`, 'utf8'))![1]) / 1024));
+  t.comment(`controller RSS with the million cached: ${rss.join(' and ')} MB`);
   const counts = await Promise.all(roles.map(async (r) => (await sessionCount(lab, r)).sync.cached));
   t.ok(
     counts.every((c) => c >= N),

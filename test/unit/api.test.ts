@@ -4,6 +4,7 @@ import { validateBalancerConfig } from '@fwlb/config';
 import { parseListing } from '@fwlb/nft';
 import { AuditRecord } from '@fwlb/service';
 import { recordingNft as fakeNft } from '../helpers/recording-nft';
+import { fakeNft as modelNft } from '../helpers/fake-nft';
 import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
 
 const config = validateBalancerConfig({
@@ -232,6 +233,26 @@ t.test('every mutation leaves an audit record: who, what, the result; refused on
   t.notOk(JSON.stringify(audits).includes(TOKEN), 'the token itself is never logged');
   t.match(unauth, { status: 401, code: 'FWLB_UNAUTHORIZED', actor: 'anonymous' });
   t.match(missing, { status: 404, code: 'FWLB_NO_SUCH_FIREWALL' });
+});
+
+t.test('a pass that changes only map elements reads the table once; one that changes rules reads it back for their handles', async (t) => {
+  const nft = modelNft();
+  let reads = 0;
+  const counting = { ...nft, read: (f: string, n: string) => (reads++, nft.read(f, n)) };
+  const r = new Reconciler(config, counting, fakeRouting);
+  await r.reconcile();
+  t.equal(reads, 2, 'the first pass creates the table and reads it back');
+  const kinds = (batch: unknown[]) => new Set(batch.flatMap((c) => Object.values(c as Record<string, object>).map((o) => Object.keys(o)[0])));
+  reads = 0;
+  r.membership.setAdmin('fw2', false);
+  await r.reconcile();
+  const batch = nft.batches.at(-1)!;
+  t.same([...kinds(batch)], ['element'], 'fw2 disabled changes the bucket map only');
+  t.equal(reads, 1, 'so the pass read the table once, before its change');
+  t.ok(r.ruleCounters(), 'and the counters are still there to read');
+  reads = 0;
+  await r.reconcile();
+  t.equal(reads, 1, 'a pass without a change reads once');
 });
 
 t.test('the reconciler tells when a committed reconcile changed the bucket table, and only then', async (t) => {

@@ -297,3 +297,60 @@ t.test('pins with sync groups: a session on a firewall that is gone is pinned to
   // fw2 back: its sessions are on fw3's buckets and fw2 is reachable: pinned to fw2 as before.
   t.ok(c.pins(buildJoinedTable(all, 251), markOf, new Set(all)).every((p) => p.mark === markOf.get('fw2')));
 });
+
+t.test('the session cache: pins as a walk over every session gives them, for random tables; moves, deletes and expiry', async (t) => {
+  const { SessionCache } = await import('@fwlb/balancer');
+  const { buildJoinedTable, bucketOf } = await import('@fwlb/flowhash');
+  const { sessionId } = await import('@fwlb/session-table');
+  const fws = ['fw1', 'fw2', 'fw3', 'fw4'];
+  const markOf = new Map(fws.map((id, i) => [id, 0x10000 + i]));
+  const c = new SessionCache(99, 251);
+  const now = Date.now();
+  let x = 12345;
+  const rnd = (n: number) => ((x = (x * 1103515245 + 12345) % 2 ** 31), x % n);
+  const recs = Array.from({ length: 3000 }, (_, i) => ({
+    outerAddr: i % 2 ? `198.51.100.${rnd(250)}` : `2001:db8::${rnd(65535).toString(16)}`,
+    outerPort: 1024 + rnd(60000),
+    innerAddr: i % 2 ? '203.0.113.100' : '2001:db8:5::10',
+    innerPort: 443,
+    proto: i % 3 ? 6 : 17,
+    firewall: fws[rnd(4)],
+    node: 'ob',
+    firstSeen: now,
+    expires: now + 60000 + rnd(60000),
+  }));
+  const live = new Map<string, (typeof recs)[number]>();
+  for (const r of recs) {
+    c.put(r);
+    live.set(sessionId(r), r);
+  }
+  // Some move to another firewall, some go.
+  for (const r of recs.slice(0, 300)) {
+    const moved = { ...r, firewall: r.firewall === 'fw1' ? 'fw2' : 'fw1' };
+    c.put(moved);
+    live.set(sessionId(r), moved);
+  }
+  for (const r of recs.slice(300, 500)) {
+    c.delete(r);
+    live.delete(sessionId(r));
+  }
+  t.equal(c.size, live.size);
+  const key = (p: { outerAddr: string; outerPort: number; innerAddr: string; innerPort: number; proto: number; mark: number }) =>
+    `${p.outerAddr}|${p.outerPort}|${p.innerAddr}|${p.innerPort}|${p.proto}|${p.mark}`;
+  for (const liveFws of [fws, ['fw1', 'fw3', 'fw4'], ['fw2', 'fw4']]) {
+    const table = buildJoinedTable(fws, 251, liveFws);
+    const reachable = new Set(liveFws);
+    const want = [...live.values()]
+      .filter((r) => reachable.has(r.firewall) && table.owner[bucketOf(r, 99, 251)] !== r.firewall)
+      .map((r) => key({ ...r, mark: markOf.get(r.firewall)! }))
+      .sort();
+    t.same(c.pins(table, markOf, reachable).map(key).sort(), want, `pins with ${liveFws.join(',')} live: ${want.length}`);
+    const r = [...live.values()][7];
+    t.equal(c.isPinned(sessionId(r), table), table.owner[bucketOf(r, 99, 251)] !== r.firewall, 'isPinned agrees');
+  }
+  t.equal(c.firewallOf(sessionId(recs[0])), live.get(sessionId(recs[0]))!.firewall, 'a moved session is on its new firewall');
+  t.equal(c.firewallOf(sessionId(recs[400])), undefined, 'a deleted one is gone');
+  c.reap(now + 90000);
+  const left = [...live.values()].filter((r) => r.expires >= now + 90000 + 1000).length;
+  t.ok(c.size >= left && c.size <= [...live.values()].filter((r) => r.expires >= now + 90000 - 1000).length, `expiry to the second: ${c.size} left`);
+});

@@ -2,31 +2,36 @@
 // them the pins: the sessions whose firewall is not what the current bucket table gives; pure layer of apps/balancer.
 import { bucketOf, BucketTable } from '@fwlb/flowhash';
 import type { SessionRecord } from '@fwlb/session-table';
-import { sessionId } from '@fwlb/session-table';
+import { parseSessionId, sessionId } from '@fwlb/session-table';
 import type { Pin } from './render';
 
 /** For a firewall that is gone: the live member of its sync group that takes bucket b, or null (syncGroupRescue). */
 export type Rescue = (firewall: string, bucket: number) => string | null;
 
-interface Known {
-  rec: SessionRecord;
-  /** The flow's bucket; it depends only on the key and the seed, so it is computed once. */
-  bucket: number;
-}
+/** Packing of a cached session: its expiry (seconds after the cache's base), bucket (16 bits) and firewall (8 bits). */
+const FW_BITS = 2 ** 8;
+const LOW = 2 ** 16 * FW_BITS;
 
 /**
  * The sessions this node knows, by id and by bucket and firewall: the pins of a table are the groups whose firewall
  * is not their bucket's owner, so computing them costs the buckets times the firewalls plus the pins, not a walk
- * over every session (a million of them took the reconciler's loop for a quarter of a second).
+ * over every session. Each session is its id and one number (expiry, bucket and firewall packed): the tuple is
+ * parsed from the id again only for a pin. Why: a record object per session made a million sessions several times
+ * the heap (`session-scale.test.ts` reports the controller's RSS).
  */
 export class SessionCache {
-  private readonly known = new Map<string, Known>();
-  /** bucket → firewall → the sessions of that bucket on that firewall. */
-  private readonly groups: Map<string, Set<Known>>[];
+  /** id → packed expiry, bucket and firewall (see LOW). */
+  private readonly known = new Map<string, number>();
+  /** bucket → firewall index → ids. */
+  private readonly groups: Map<number, Set<string>>[];
+  private readonly fwIndex = new Map<string, number>();
+  private readonly fwNames: string[] = [];
+  /** Expiries are kept in seconds after this (ms since the epoch), so a packed session fits a double's 53 bits. */
+  private readonly base = Date.now() - 1000;
   /** Sessions not cached because the cache was full (they are still in Redis and in the kernels). */
   dropped = 0;
 
-  /** `maxEntries` bounds memory under a flood: about 250 bytes a session, 2M sessions ≈ 500 MB at most. */
+  /** `maxEntries` bounds memory under a flood: about 150 bytes a session, 2M sessions ≈ 300 MB at most. */
   constructor(
     private readonly seed: number,
     private readonly buckets: number,
@@ -39,52 +44,80 @@ export class SessionCache {
     return this.known.size;
   }
 
-  put(rec: SessionRecord): void {
-    const id = sessionId(rec);
+  private indexOf(firewall: string): number | null {
+    let i = this.fwIndex.get(firewall);
+    if (i === undefined) {
+      if (this.fwNames.length >= FW_BITS) return null;
+      i = this.fwNames.push(firewall) - 1;
+      this.fwIndex.set(firewall, i);
+    }
+    return i;
+  }
+
+  private unpack(v: number): { expires: number; bucket: number; fw: number } {
+    const low = v % LOW;
+    return { expires: this.base + Math.floor(v / LOW) * 1000, bucket: Math.floor(low / FW_BITS), fw: low % FW_BITS };
+  }
+
+  /** `id`: the record's session id, when the caller has it. */
+  put(rec: SessionRecord, id = sessionId(rec)): void {
     const old = this.known.get(id);
-    if (!old && this.known.size >= this.maxEntries) {
+    if (old === undefined && this.known.size >= this.maxEntries) {
       this.dropped++;
       return;
     }
-    if (old) this.ungroup(old);
-    const k = { rec, bucket: old?.bucket ?? bucketOf(rec, this.seed, this.buckets) };
-    this.known.set(id, k);
-    const g = this.groups[k.bucket];
-    const set = g.get(rec.firewall);
-    if (set) set.add(k);
-    else g.set(rec.firewall, new Set([k]));
+    const fw = this.indexOf(rec.firewall);
+    if (fw === null) return void this.dropped++;
+    const bucket = old === undefined ? bucketOf(rec, this.seed, this.buckets) : this.unpack(old).bucket;
+    if (old !== undefined) this.ungroup(id, old);
+    const secs = Math.max(0, Math.ceil((rec.expires - this.base) / 1000));
+    this.known.set(id, secs * LOW + bucket * FW_BITS + fw);
+    const g = this.groups[bucket];
+    const set = g.get(fw);
+    if (set) set.add(id);
+    else g.set(fw, new Set([id]));
   }
 
-  private ungroup(k: Known): void {
-    const g = this.groups[k.bucket];
-    const set = g.get(k.rec.firewall);
+  private ungroup(id: string, v: number): void {
+    const { bucket, fw } = this.unpack(v);
+    const g = this.groups[bucket];
+    const set = g.get(fw);
     if (!set) return;
-    set.delete(k);
-    if (!set.size) g.delete(k.rec.firewall);
+    set.delete(id);
+    if (!set.size) g.delete(fw);
   }
 
   delete(rec: SessionRecord): void {
     this.deleteId(sessionId(rec));
   }
 
-  /** The cached record of a session id, if any. */
-  get(id: string): SessionRecord | undefined {
-    return this.known.get(id)?.rec;
+  /** The firewall a cached session is on, if it is cached. */
+  firewallOf(id: string): string | undefined {
+    const v = this.known.get(id);
+    return v === undefined ? undefined : this.fwNames[this.unpack(v).fw];
+  }
+
+  /** Is this session cached and a pin under `table`? */
+  isPinned(id: string, table: BucketTable | null): boolean {
+    const v = this.known.get(id);
+    if (v === undefined || !table) return false;
+    const { bucket, fw } = this.unpack(v);
+    return table.owner[bucket] !== this.fwNames[fw];
   }
 
   deleteId(id: string): void {
-    const k = this.known.get(id);
-    if (!k) return;
+    const v = this.known.get(id);
+    if (v === undefined) return;
     this.known.delete(id);
-    this.ungroup(k);
+    this.ungroup(id, v);
   }
 
   /** Drop what has expired. */
   reap(now: number): void {
-    for (const [id, k] of this.known)
-      if (k.rec.expires < now) {
+    for (const [id, v] of this.known)
+      if (this.unpack(v).expires < now) {
         this.known.delete(id);
-        this.ungroup(k);
+        this.ungroup(id, v);
       }
   }
 
@@ -96,15 +129,18 @@ export class SessionCache {
   pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>, rescue?: Rescue): Pin[] {
     const out: Pin[] = [];
     this.groups.forEach((g, bucket) => {
-      for (const [firewall, set] of g) {
+      for (const [fwi, ids] of g) {
+        const firewall = this.fwNames[fwi];
         // A session on a firewall that is gone goes to the live member of its sync group that holds its state;
         // without a group it is re-hashed.
         const fw = reachable.has(firewall) ? firewall : (rescue?.(firewall, bucket) ?? null);
         if (fw === null || table.owner[bucket] === fw) continue;
         const mark = markOf.get(fw);
         if (mark === undefined) continue;
-        for (const { rec } of set)
-          out.push({ outerAddr: rec.outerAddr, outerPort: rec.outerPort, innerAddr: rec.innerAddr, innerPort: rec.innerPort, proto: rec.proto, mark });
+        for (const id of ids) {
+          const k = parseSessionId(id);
+          if (k) out.push({ outerAddr: k.outerAddr, outerPort: k.outerPort, innerAddr: k.innerAddr, innerPort: k.innerPort, proto: k.proto, mark });
+        }
       }
     });
     return out;

@@ -183,7 +183,10 @@ export class Reconciler {
         this.config.firewalls.map((f) => f.id),
         table,
       );
-      this.lastActual = cmds.length ? await this.nft.read(TABLE_FAMILY, TABLE_NAME) : actual;
+      // Read back for the rules' counters and handles, unless only map elements changed (they changed neither).
+      // Why it matters: with a large pins map a listing takes seconds (nft fetches every element).
+      const onlyElements = cmds.every((c) => Object.values(c as Record<string, object>).every((o) => 'element' in o));
+      this.lastActual = cmds.length && !onlyElements ? await this.nft.read(TABLE_FAMILY, TABLE_NAME) : actual;
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = {
         nftCommands: cmds.length,

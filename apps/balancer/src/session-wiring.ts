@@ -144,8 +144,7 @@ export async function startSessions(
       // A pin that goes (a new connection on an earlier one's tuple, an end) must leave the kernel as soon as one
       // that comes: reconcile when either the record it replaces or the new one is an exception.
       const t = r.currentTable();
-      const prev = cache.get(sessionId(rec));
-      const wasPin = prev !== undefined && cache.isException(prev, t);
+      const wasPin = cache.isPinned(sessionId(rec), t);
       if (kind === 'delete') cache.delete(rec);
       else cache.put(rec);
       if (wasPin || (kind !== 'delete' && cache.isException(rec, t))) trigger();
@@ -198,10 +197,7 @@ export async function startSessions(
     if (!Array.isArray(ids)) return;
     const valid = ids.filter((id): id is string => typeof id === 'string' && parseSessionId(id) !== null).slice(0, MOVED_IDS_MAX);
     const t = r.currentTable();
-    const wasPin = valid.some((id) => {
-      const rec = cache.get(id);
-      return rec !== undefined && cache.isException(rec, t);
-    });
+    const wasPin = valid.some((id) => cache.isPinned(id, t));
     const recs = await table.get(valid);
     for (const id of valid) cache.deleteId(id);
     for (const rec of recs) admit(rec);

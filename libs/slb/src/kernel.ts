@@ -134,8 +134,7 @@ export function parseSlbListing(terse: unknown, mapListings: readonly unknown[])
       if (!m || !Array.isArray(m.elem)) continue;
       if (isFlowMap(m.name)) {
         const pool = new Map<number, string>();
-        for (const e of m.elem)
-          if (typeof e?.[0] === 'number' && Array.isArray(e?.[1]?.concat)) pool.set(e[0], hostPort(String(canon(e[1].concat[0])), e[1].concat[1]));
+        for (const e of m.elem) if (typeof e?.[0] === 'number' && Array.isArray(e?.[1]?.concat)) pool.set(e[0], memberOfData(e[1]));
         st.flowPools.set(m.name, pool);
         continue;
       }
@@ -147,7 +146,7 @@ export function parseSlbListing(terse: unknown, mapListings: readonly unknown[])
           const target = e?.[1]?.jump?.target ?? e?.[1]?.goto?.target;
           if (typeof target === 'string') st.dispatch.set(keyOf(key), target);
         } else if (proto && key.length === 3 && Array.isArray(e?.[1]?.concat)) {
-          setSlot(st, keyOf([key[0], proto, key[1]]), Number(key[2]), hostPort(String(canon(e[1].concat[0])), e[1].concat[1]));
+          setSlot(st, keyOf([key[0], proto, key[1]]), Number(key[2]), memberOfData(e[1]));
         }
       }
     }
@@ -358,6 +357,20 @@ export function applyTablesCommands(before: SlbTables, cmds: readonly NftJson[],
   ) as SlbTables;
 }
 
+/** A pool member as map data (`addr . port`) in the model's form. */
+function memberOfData(d: any): string {
+  return hostPort(String(canon(d.concat[0])), d.concat[1]);
+}
+
+/** Add or delete set elements (concatenations) in a model set; deleting one that is not there is `missing`'s. */
+function setElements(set: Set<string>, elems: any[], add: boolean, missing: (key: string) => void): void {
+  for (const e of elems) {
+    const key = keyOf(e.concat);
+    if (add) set.add(key);
+    else if (!set.delete(key)) missing(key);
+  }
+}
+
 /**
  * The state after `cmds` committed: the same bookkeeping the kernel does for what fwlb writes. `strict` makes it
  * refuse what nft would refuse (the unit tests' kernel); the service uses it to follow its own transactions.
@@ -436,17 +449,13 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
       for (const e of o.elem as any[]) {
         const slot = verb === 'add' ? e[0] : e;
         if (verb === 'add') {
-          const member = hostPort(String(canon(e[1].concat[0])), e[1].concat[1]);
+          const member = memberOfData(e[1]);
           if (pool?.has(slot) && pool.get(slot) !== member) fail(`${o.name} slot ${slot} exists`);
           pool?.set(slot, member);
         } else if (!pool?.delete(slot)) fail(`no ${o.name} slot ${slot}`);
       }
     } else if (kind === 'element' && o.name === SLB_OBJECTS.snatNode) {
-      for (const e of o.elem as any[]) {
-        const key = keyOf(e.concat);
-        if (verb === 'add') st.snatNode.add(key);
-        else if (!st.snatNode.delete(key)) fail(`no snat_node element ${key}`);
-      }
+      setElements(st.snatNode, o.elem as any[], verb === 'add', (key) => fail(`no snat_node element ${key}`));
     } else if (kind === 'element' && o.name === SLB_OBJECTS.snatTo) {
       for (const e of o.elem as any[]) {
         const key = keyOf(verb === 'add' ? e[0].concat : e.concat);
@@ -456,11 +465,7 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
         } else if (!st.snatTo.delete(key)) fail(`no snat_to element ${key}`);
       }
     } else if (kind === 'element' && o.name === SLB_OBJECTS.endpoints) {
-      for (const e of o.elem as any[]) {
-        const key = keyOf(e.concat);
-        if (verb === 'add') st.endpoints.add(key);
-        else if (!st.endpoints.delete(key)) fail(`no endpoint element ${key}`);
-      }
+      setElements(st.endpoints, o.elem as any[], verb === 'add', (key) => fail(`no endpoint element ${key}`));
     } else if (kind === 'element' && PROTOCOLS.some((p) => backendMap(p) === o.name)) {
       const proto = PROTOCOLS.find((p) => backendMap(p) === o.name)!;
       for (const e of o.elem as any[]) {
@@ -468,7 +473,7 @@ export function applySlbCommands(before: SlbKernelState | null, cmds: readonly N
         const vk = keyOf([addr, proto, port]);
         const cur = st.pools.get(vk)?.get(slot);
         if (verb === 'add') {
-          const member = hostPort(String(canon(e[1].concat[0])), e[1].concat[1]);
+          const member = memberOfData(e[1]);
           if (cur !== undefined && cur !== member) fail(`pool element ${vk} slot ${slot} exists`);
           setSlot(st, vk, slot, member);
         } else {
