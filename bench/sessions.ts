@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { bucketOf, buildJoinedTable } from '@fwlb/flowhash';
 import { SessionCache, pinElement, PIN_MAP_TYPE } from '@fwlb/balancer';
 import { connect, ready, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
-import { deleteNs, inNs, run, startRedis, uniquePrefix, REPO } from '@fwlb/lab';
+import { deleteNs, inNs, run, startCluster, startRedis, uniquePrefix, REPO } from '@fwlb/lab';
+import type { Cluster } from 'ioredis';
 
 const RATES = (process.env.BENCH_RATES ?? '2000,5000,10000,20000').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -28,6 +29,38 @@ function records(n: number, fw: (i: number) => string): SessionRecord[] {
   }));
 }
 
+/** Memory Redis uses for data, summed over the servers given (a cluster's masters). */
+async function usedMemory(servers: { info(section: string): Promise<string> }[]): Promise<number> {
+  let n = 0;
+  for (const r of servers) n += Number(/used_memory:(\d+)/.exec(await r.info('memory'))?.[1] ?? 0);
+  return n;
+}
+
+/**
+ * The same sessions written by the same writer into one Redis and into a Redis Cluster of 3 masters and 3
+ * replicas on loopback, in the same run: sessions/s and bytes per session.
+ */
+async function singleVsCluster(recs: SessionRecord[], singleRate: number): Promise<void> {
+  const stops: (() => void)[] = [];
+  try {
+    const cluster = await startCluster({ teardown: (f) => stops.push(f) });
+    const c = await ready(connect({ cluster: cluster.nodes, node: 'ob' }));
+    const table = new SessionTable(c, 'ob', 'bc:', DEFAULT_LAYOUT);
+    const masters = () => (c as Cluster).nodes('master');
+    const before = await usedMemory(masters());
+    const t0 = performance.now();
+    await table.put(recs);
+    const ms = performance.now() - t0;
+    const bytes = ((await usedMemory(masters())) - before) / recs.length;
+    console.log(
+      `\nthe same ${recs.length} sessions on a 3-master cluster: ${Math.round((recs.length / ms) * 1000)} sessions/s (${(((recs.length / ms) * 1000) / singleRate).toFixed(2)} of the single server's, same writer), ${bytes.toFixed(0)} bytes per session over the masters`,
+    );
+    c.disconnect();
+  } finally {
+    for (const f of stops) f();
+  }
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-bss-'));
   const sock = join(dir, 'redis.sock');
@@ -38,17 +71,19 @@ async function main(): Promise<void> {
     // The ceiling: redis-benchmark SET on the same Redis, pipelined.
     const rb = spawnSync('redis-benchmark', ['-s', sock, '-t', 'set', '-n', '300000', '-P', '64', '-q', '-r', '1000000'], { encoding: 'utf8' });
     const ceiling = Number(/SET: ([\d.]+) requests per second/.exec(rb.stdout)?.[1]);
-    console.log(`redis-benchmark SET -P 64: ${Math.round(ceiling)} requests/s (each session is an HSET and a ZADD)`);
+    console.log(`redis-benchmark SET -P 64: ${Math.round(ceiling)} requests/s (each session is an HSET in its bucket's hash)`);
 
     // The write path alone: SessionTable.put of N sessions in batches of 1,000.
     const redis = await ready(connect({ url: `unix:${sock}`, node: 'ob' }));
     const table = new SessionTable(redis, 'ob', 'bw:', DEFAULT_LAYOUT);
     const recs = records(N, (i) => `fw${(i % 3) + 1}`);
+    const m0 = await usedMemory([redis]);
     let t0 = performance.now();
     await table.put(recs);
     const putMs = performance.now() - t0;
+    const bytes = ((await usedMemory([redis])) - m0) / N;
     console.log(
-      `SessionTable.put: ${N} sessions in ${putMs.toFixed(0)} ms = ${Math.round((N / putMs) * 1000)} sessions/s (${(((N / putMs) * 1000) / ceiling).toFixed(2)} of the SET ceiling)`,
+      `SessionTable.put: ${N} sessions in ${putMs.toFixed(0)} ms = ${Math.round((N / putMs) * 1000)} sessions/s (${(((N / putMs) * 1000) / ceiling).toFixed(2)} of the SET ceiling), ${bytes.toFixed(0)} bytes per session`,
     );
 
     // Sync rate and lag from conntrack NEW to written, at rising rates, in a namespace with conntrack on.
@@ -128,6 +163,7 @@ async function main(): Promise<void> {
       `\nrecovery of a node holding ${N} sessions: load from Redis ${tLoad.toFixed(0)} ms, cache ${(tCache - tLoad).toFixed(0)} ms, pins ${(tPins - tCache).toFixed(0)} ms (${pins.length} pins), nft apply ${(tApply - tPins).toFixed(0)} ms; total ${tApply.toFixed(0)} ms (goal <= 2000 ms); ${inKernel} pins in the kernel`,
     );
     redis.disconnect();
+    await singleVsCluster(recs, (N / putMs) * 1000);
   } finally {
     for (const n of nss) deleteNs(n);
     redisProc.kill('SIGKILL');

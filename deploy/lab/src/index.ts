@@ -7,6 +7,7 @@ export * from './churn';
 export type { DriveSpec, DriveReport, HttpRequestSpec } from './agent';
 export * from './slb-scale';
 export * from './bench-tools';
+export * from './redis-servers';
 export * from './conntrackd';
 export * from './keepalived';
 export * from './redundant-deploy';
