@@ -27,7 +27,7 @@ function keySlot(key: string): number {
 class CrossSlot extends Error {}
 
 /** The commands the table may send, and which of their arguments are keys. */
-const SINGLE_KEY = new Set(['hmget', 'hgetall', 'hlen', 'zcount', 'zcard', 'hscan', 'get', 'smembers', 'hsetnx', 'del', 'hset', 'sadd']);
+const SINGLE_KEY = new Set(['hmget', 'hgetall', 'hlen', 'zcount', 'zcard', 'hscan', 'get', 'smembers', 'hsetnx', 'del', 'unlink', 'hset', 'sadd']);
 
 /** What the checker answers: a plausible empty reply of each command. */
 function reply(cmd: string, args: unknown[]): unknown {

@@ -165,6 +165,8 @@ export function tableKeys(prefix: string) {
     health: (node: string) => `${prefix}{ctl}:health:${node}`,
     /** Where the admin state was kept before the keys had slots; read once and moved (see migrate). */
     legacyAdmin: `${prefix}admin`,
+    /** The sessions' keys before they were kept by bucket: removed by migrate. */
+    legacySessions: [`${prefix}s`, `${prefix}sessions`, `${prefix}grace`],
     channel: `${prefix}events`,
   };
 }
@@ -527,14 +529,16 @@ export class SessionTable {
 
   /**
    * The admin state of a table written before its keys had cluster slots moves to its new key (what is there
-   * already stands); returns how many firewalls it brought. The sessions need no move: every node rewrites what
-   * it holds within a re-sync period, and the old records expire.
+   * already stands); returns how many firewalls it brought. The old sessions' keys are removed: every node
+   * rewrites what it holds within a re-sync period.
    */
   async migrate(): Promise<number> {
     const old = await this.r.hgetall(this.keys.legacyAdmin);
     let n = 0;
     for (const [id, v] of Object.entries(old)) if (ID.test(id) && decodeAdmin(v)) n += await this.r.hsetnx(this.keys.admin, id, v);
     if (Object.keys(old).length) await this.r.del(this.keys.legacyAdmin);
+    // UNLINK frees a large hash in the background; one key per call (they are in different cluster slots).
+    for (const k of this.keys.legacySessions) await this.r.unlink(k);
     return n;
   }
 
