@@ -14,6 +14,7 @@ for (const b of [
   'slb-control',
   'slb-group',
   'sessions',
+  'nft-listing',
   'api-latency',
 ]) {
   console.log(`== ${b}`);
