@@ -161,7 +161,8 @@ t.test('session table in the sandwich', async (t) => {
     lab.resetFirewallCounters();
     const before = (await lab.api('outside', 'GET', '/status')).body;
     // Each kind of bad record: a port out of range, a bad address, a protocol fwlb never records, an unknown
-    // firewall, a garbled value; a forged epoch (a huge number, no firewall live); a view without a time stamp.
+    // firewall, a garbled value; a forged epoch (a huge number, no firewall live); a view without a time stamp. Each
+    // ends with a far expiry: the reaper removes expired values, and these must still be there when the nodes load.
     const keys = tableKeys('fwlb:');
     await raw.hset(
       keys.sessions(0),
@@ -174,7 +175,7 @@ t.test('session table in the sandwich', async (t) => {
       '198.51.100.11:2>203.0.113.100:7007/6',
       'fw9 ob 1 9999999999999',
       '198.51.100.11:3>203.0.113.100:7007/6',
-      'fw1 two words 1 2',
+      'fw1 two words 1 9999999999999',
     );
     await raw.set(
       keys.epoch,
