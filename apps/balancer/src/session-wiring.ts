@@ -254,8 +254,8 @@ export async function startSessions(
       count: async () => {
         const kernel = await kernelCount();
         try {
-          const [redis, grace] = await Promise.all([table.count(), table.graceCount()]);
-          return { redis, grace, kernel };
+          const { records, grace } = await table.sizes();
+          return { redis: records, grace, kernel };
         } catch (e) {
           return { redis: null, grace: null, kernel, redisError: (e as Error).message };
         }

@@ -329,8 +329,11 @@ export class SessionTable {
     return Array.from({ length: this.layout.buckets }, (_, b) => b);
   }
 
-  /** Per bucket: records, and of them in grace until after `now`. */
-  private async sizes(now: number): Promise<{ records: number; grace: number }> {
+  /**
+   * Held sessions (records not in grace; an expired one counts until the reaper takes it) and sessions in grace
+   * until after `now`, from one pass over the buckets.
+   */
+  async sizes(now = Date.now()): Promise<{ records: number; grace: number }> {
     const per = await pooled(this.allBuckets, PARALLEL * 4, (b) =>
       Promise.all([this.r.hlen(this.keys.sessions(b)), this.r.zcount(this.keys.grace(b), now, '+inf'), this.r.zcard(this.keys.grace(b))]),
     );
