@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bucketOf, buildJoinedTable } from '@fwlb/flowhash';
-import { SessionCache, pinElement, PIN_MAP_TYPE } from '@fwlb/balancer';
+import { SessionCache, pinElementOf, PIN_MAP_TYPE } from '@fwlb/balancer';
 import { connect, ready, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { deleteNs, inNs, run, startCluster, startRedis, uniquePrefix, REPO } from '@fwlb/lab';
 import type { Cluster } from 'ioredis';
@@ -142,7 +142,7 @@ async function main(): Promise<void> {
     const cmds = [
       { add: { table: { family: 'inet', name: 'fwlb' } } },
       { add: { map: { family: 'inet', table: 'fwlb', name: 'pins', type: PIN_MAP_TYPE, map: 'mark' } } },
-      { add: { element: { family: 'inet', table: 'fwlb', name: 'pins', elem: pins.map(pinElement) } } },
+      { add: { element: { family: 'inet', table: 'fwlb', name: 'pins', elem: [...pins].map(([id, mark]) => pinElementOf(id, mark)) } } },
     ];
     const applied = spawnSync(
       'ip',
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     if (applied.status !== 0) throw new Error(`pins apply failed: ${applied.stderr}`);
     const inKernel = (inNs(ns, ['nft', 'list', 'map', 'inet', 'fwlb', 'pins']).match(/ : 0x/g) ?? []).length;
     console.log(
-      `\nrecovery of a node holding ${N} sessions: load from Redis ${tLoad.toFixed(0)} ms, cache ${(tCache - tLoad).toFixed(0)} ms, pins ${(tPins - tCache).toFixed(0)} ms (${pins.length} pins), nft apply ${(tApply - tPins).toFixed(0)} ms; total ${tApply.toFixed(0)} ms (goal <= 2000 ms); ${inKernel} pins in the kernel`,
+      `\nrecovery of a node holding ${N} sessions: load from Redis ${tLoad.toFixed(0)} ms, cache ${(tCache - tLoad).toFixed(0)} ms, pins ${(tPins - tCache).toFixed(0)} ms (${pins.size} pins), nft apply ${(tApply - tPins).toFixed(0)} ms; total ${tApply.toFixed(0)} ms (goal <= 2000 ms); ${inKernel} pins in the kernel`,
     );
     redis.disconnect();
     await singleVsCluster(recs, (N / putMs) * 1000);

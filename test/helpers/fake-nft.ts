@@ -56,8 +56,12 @@ export function fakeNft(): FakeNft {
           if (!m) throw new Error(`nft: no map ${o.name}`);
           const elements = new Map(m.elements);
           for (const e of o.elem as Any[]) {
-            if (verb === 'add') elements.set(JSON.stringify(e[0]), Number(e[1]));
-            else if (!elements.delete(JSON.stringify(e))) throw new Error(`nft: no element ${JSON.stringify(e)} in ${o.name}`);
+            if (verb === 'add') {
+              // As nft: adding a key that is there with another value fails (EEXIST).
+              const had = elements.get(JSON.stringify(e[0]));
+              if (had !== undefined && had !== Number(e[1])) throw new Error(`nft: element ${JSON.stringify(e[0])} exists`);
+              elements.set(JSON.stringify(e[0]), Number(e[1]));
+            } else if (!elements.delete(JSON.stringify(e))) throw new Error(`nft: no element ${JSON.stringify(e)} in ${o.name}`);
           }
           t.maps.set(o.name, { ...m, elements });
         } else if (verb === 'delete' && kind === 'map') t.maps.delete(o.name);
@@ -75,6 +79,10 @@ export function fakeNft(): FakeNft {
             if (typeof s['ct timeout'] === 'string' && !t.ctTimeouts?.has(s['ct timeout'])) throw new Error(`nft: no ct timeout ${s['ct timeout']}`);
           ch.ruleComments.push(o.comment);
           r.get(o.chain)!.push(o.expr);
+        } else if (verb === 'flush' && kind === 'map') {
+          const m = t.maps.get(o.name);
+          if (!m) throw new Error(`nft: no map ${o.name}`);
+          t.maps.set(o.name, { ...m, elements: new Map() });
         } else if (verb === 'flush' && kind === 'chain') {
           t.chains.get(o.name)!.ruleComments = [];
           r.set(o.name, []);

@@ -32,7 +32,7 @@ t.test('a million sessions: a change reads the moved buckets only; both nodes lo
   // Re-syncs every 30 s: a record lives 60 to 120 s unless refreshed, longer than this test needs.
   const lab = await startLab(t, { sessionTable: { url, resyncSeconds: 30 } });
   t.teardown(() => {
-    for (const r of roles) for (const l of lab.nodes[r]?.log ?? []) if (/load|reconciled|pins|session/.test(l)) console.error(`${r}: ${l.slice(0, 300)}`);
+    for (const r of roles) for (const l of lab.nodes[r]?.log ?? []) if (/load|reconcil|pins|session/.test(l)) console.error(`${r}: ${l.slice(0, 300)}`);
   });
   const cfg = lab.t.nodes.outside;
   const ids = cfg.firewalls.map((f) => f.id);
@@ -79,9 +79,20 @@ t.test('a million sessions: a change reads the moved buckets only; both nodes lo
 
   // The change: fw2 is disabled (drained): its buckets move, its sessions stay on it through pins.
   const before = await Promise.all(roles.map(async (r) => (await sessionCount(lab, r)).sync));
-  for (const r of roles) t.equal((await lab.api(r, 'PUT', '/firewalls/fw2/admin', { enabled: false }, tok)).status, 200, `fw2 disabled on the ${r} node`);
-  const pinMs = await pinsReach(lab, onFw2, 180000);
-  t.comment(`the change in force: every fw2 session pinned on both nodes ${pinMs} ms later`);
+  const logFrom = roles.map((r) => lab.nodes[r]!.log.length);
+  const c0 = Date.now();
+  const puts = await Promise.all(roles.map((r) => lab.api(r, 'PUT', '/firewalls/fw2/admin', { enabled: false }, tok)));
+  roles.forEach((r, i) => t.equal(puts[i].status, 200, `fw2 disabled on the ${r} node`));
+  const inForce = Date.now() - c0;
+  const pinMs = inForce + (await pinsReach(lab, onFw2, 180000));
+  t.comment(`fw2 disabled on both nodes: in force ${inForce} ms after the requests, every fw2 session pinned on both nodes ${pinMs} ms after them`);
+  // Each pass of the change: what it wrote and where its time went.
+  roles.forEach((r, i) => {
+    for (const l of lab.nodes[r]!.log.slice(logFrom[i]).filter((x) => /"reconciled: /.test(x))) {
+      const j = JSON.parse(l);
+      t.comment(`${r} node: ${j.msg} at +${Date.parse(j.time) - c0} ms, ${JSON.stringify(j.ms)}`);
+    }
+  });
   await sleep(2 * 100 + 1500); // the second read, after the siblings' writes in flight
   const after = await Promise.all(roles.map(async (r) => (await sessionCount(lab, r)).sync));
   roles.forEach((r, i) => {

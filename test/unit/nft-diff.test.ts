@@ -2,9 +2,10 @@
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
 import { diffTable, parseListing, ruleDigest, ActualTable, DesiredTable } from '@fwlb/nft';
-import { bucketTable, renderTable, renderRoutes, RenderInput } from '@fwlb/balancer';
+import { bucketTable, IPV4, pinChanges, PinMaps, Reconciler, renderTable, renderRoutes, RenderInput } from '@fwlb/balancer';
+import { fakeNft } from '../helpers/fake-nft';
 
-const config = validateBalancerConfig({
+const baseConfig = {
   role: 'inside',
   sideInterface: 'srv0',
   firewalls: [
@@ -14,7 +15,8 @@ const config = validateBalancerConfig({
   ],
   hash: { seed: 42, buckets: 7 },
   marks: { base: 256, size: 8 },
-});
+};
+const config = validateBalancerConfig(baseConfig);
 
 const input = (live = ['fw1', 'fw2', 'fw3']): RenderInput => ({ config, live, restorable: ['fw1', 'fw2', 'fw3'] });
 const render = (live?: string[]) => {
@@ -136,4 +138,146 @@ t.test('parseListing reads nft -j output', async (t) => {
   t.same(a!.chains.get('prerouting')!.ruleComments, ['fwlb:x']);
   t.same(a!.counters.get('fwlb:x'), { packets: 3, bytes: 180 });
   t.equal(parseListing({ nftables: [] }), null);
+});
+
+t.test('parseListing of a whole ruleset keeps one table: another table with the same object names is left out', async (t) => {
+  const table = (family: string, name: string, handle: number, chainHandle: number) => [
+    { table: { family, name, handle } },
+    { chain: { family, table: name, name: 'prerouting', handle: chainHandle, type: 'filter', hook: 'prerouting', prio: 0, policy: 'accept' } },
+    { map: { family, table: name, name: 'pins', type: 'mark', handle: chainHandle + 1, map: 'mark' } },
+    { rule: { family, table: name, chain: 'prerouting', handle: chainHandle + 2, comment: `c-${name}`, expr: [] } },
+  ];
+  const json = { nftables: [{ metainfo: {} }, ...table('ip', 'fwlb', 3, 10), ...table('inet', 'fwlb', 7, 20), ...table('inet', 'other', 8, 30)] };
+  const a = parseListing(json, { family: 'inet', name: 'fwlb' })!;
+  t.equal(a.handle, 7);
+  t.equal(a.chains.get('prerouting')!.handle, 20);
+  t.same(a.chains.get('prerouting')!.ruleComments, ['c-fwlb'], 'only its own rules');
+  t.equal(a.maps.get('pins')!.handle, 21, 'the map handle is kept');
+  t.equal(a.maps.get('pins')!.elements.size, 0, 'a terse listing has no elements');
+  t.equal(parseListing(json, { family: 'inet', name: 'absent' }), null);
+});
+
+t.test('pinChanges: what to add, give another firewall, and remove', async (t) => {
+  const held = new Map([
+    ['a', 1],
+    ['b', 2],
+    ['c', 3],
+  ]);
+  const want = new Map([
+    ['a', 1],
+    ['b', 9],
+    ['d', 4],
+  ]);
+  const ch = pinChanges(held, want);
+  t.same(ch.put, [
+    ['b', 9],
+    ['d', 4],
+  ]);
+  t.same([...ch.changed], ['b'], 'b is deleted before it is added again (nft refuses an existing key)');
+  t.same(ch.remove, ['c']);
+  t.same(pinChanges(want, want), { put: [], changed: new Set(), remove: [] }, 'nothing to do');
+});
+
+t.test('the pins maps: replaced inside the first transaction, then changed by difference, never listed', async (t) => {
+  const withTable = validateBalancerConfig({ ...JSON.parse(JSON.stringify(baseConfig)), sessionTable: { url: 'redis://127.0.0.1:1' } });
+  const nft = fakeNft();
+  const unlisted: (ReadonlySet<string> | undefined)[] = [];
+  const reading = { ...nft, read: (f: string, n: string, u?: ReadonlySet<string>) => (unlisted.push(u), nft.read(f, n)) };
+  const r = new Reconciler(withTable, reading, { rules: async () => [], routes: async () => [], apply: async () => [] });
+  const [m1, m2] = r.membership.slots.map((x) => x.mark);
+  let want = new Map<string, number>([
+    ['10.64.0.1:1024>203.0.113.1:80/6', m1],
+    ['10.64.0.2:1024>203.0.113.1:80/6', m1],
+  ]);
+  r.usePins({ pins: () => want });
+  const kernel = async () => [...(await nft.read('inet', 'fwlb'))!.maps.get('pins')!.elements].sort();
+  const key = (id: string) => {
+    const [o, rest] = id.split('>');
+    const [oa, op] = o.split(':');
+    const [ia, ip] = rest.split('/')[0].split(':');
+    return JSON.stringify({ concat: [oa, Number(op), ia, Number(ip), 'tcp'] });
+  };
+  const expect = () => [...want].map(([id, m]) => [key(id), m]).sort();
+
+  await r.reconcile();
+  t.equal(nft.batches.length, 1, 'one transaction: the table with its pins');
+  t.ok(
+    nft.batches[0].some((c: any) => c.flush?.map?.name === 'pins'),
+    'the pins map is flushed and filled inside it',
+  );
+  t.same(await kernel(), expect());
+  t.same([...unlisted[0]!], ['pins'], 'the pins map is never listed');
+  t.equal(r.pinCount(), 2);
+
+  // A pin added, one given another firewall, one removed: the first two before the table's transaction, the last
+  // after it; each by difference.
+  want = new Map([
+    ['10.64.0.1:1024>203.0.113.1:80/6', m2],
+    ['10.64.0.3:1024>203.0.113.1:80/6', m1],
+  ]);
+  r.membership.setAdmin('fw3', false);
+  const before = nft.batches.length;
+  await r.reconcile();
+  const batches = nft.batches.slice(before);
+  t.equal(batches.length, 3, 'pins in, the table, pins out');
+  t.same(
+    batches[0].map((c: any) => Object.keys(c)[0] + ':' + ((c.add ?? c.delete).element.elem as unknown[]).length),
+    ['delete:1', 'add:2'],
+    'the changed pin is deleted and added again, the new one added',
+  );
+  t.ok(
+    batches[1].some((c: any) => c.delete?.element?.name === 'buckets' || c.add?.element?.name === 'buckets'),
+    'the table transaction moves buckets',
+  );
+  t.notOk(
+    batches[1].some((c: any) => c.add?.element?.name === 'pins' || c.flush?.map),
+    'and carries no pin',
+  );
+  t.same(
+    batches[2].map((c: any) => Object.keys(c)[0]),
+    ['delete'],
+    'the pin no longer wanted goes after it',
+  );
+  t.same(await kernel(), expect());
+
+  // A failed transaction: what the maps hold is no longer known, so the next pass replaces them.
+  r.membership.setAdmin('fw3', true);
+  nft.failNext();
+  await t.rejects(r.reconcile());
+  await r.reconcile();
+  t.ok(
+    nft.batches.at(-1)!.some((c: any) => c.flush?.map?.name === 'pins'),
+    'replaced after the failure',
+  );
+  t.same(await kernel(), expect());
+});
+
+t.test('the pins maps are known only while the table and maps keep the handles they had', async (t) => {
+  const pm = new PinMaps(fakeNft());
+  const fams = [IPV4];
+  const table = (handle: number, pins: number | null): ActualTable => ({
+    handle,
+    chains: new Map(),
+    maps: pins === null ? new Map() : new Map([['pins', { type: 'mark', map: 'mark', elements: new Map(), handle: pins }]]),
+    sets: new Map(),
+    counters: new Map(),
+    namedCounters: new Map(),
+  });
+  pm.replaced(new Map([['10.64.0.1:1024>203.0.113.1:80/6', 256]]), fams);
+  pm.observe(table(3, 7), fams);
+  t.ok(pm.known, 'the first read after the replace gives the handles');
+  pm.observe(table(3, 7), fams);
+  t.ok(pm.known, 'the same handles: still known');
+  pm.observe(table(3, 8), fams);
+  t.notOk(pm.known, 'the map made again: not known');
+  pm.replaced(new Map(), fams);
+  pm.observe(table(3, 8), fams);
+  pm.observe(table(4, 8), fams);
+  t.notOk(pm.known, 'the table made again: not known');
+  pm.replaced(new Map(), fams);
+  pm.observe(table(4, null), fams);
+  t.notOk(pm.known, 'the map gone: not known');
+  pm.replaced(new Map(), fams);
+  pm.observe(null, fams);
+  t.notOk(pm.known, 'the table gone: not known');
 });

@@ -7,6 +7,8 @@ export * from './doctor';
 export * from './session-sync';
 export * from './session-wiring';
 export * from './pins';
+export * from './pin-maps';
+export { IPV4, IPV6 } from './rules';
 export * from './membership';
 export * from './agreement';
 export * from './admin-state';

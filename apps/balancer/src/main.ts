@@ -2,7 +2,7 @@
 // fwlb node agent entry point: `fwlb run|doctor|check-config`; the only place that listens and touches process.
 import { join } from 'node:path';
 import { validateBalancerConfig, ResolvedBalancerConfig } from '@fwlb/config';
-import { nftCli } from '@fwlb/nft';
+import { NetlinkElements, nftCli } from '@fwlb/nft';
 import { Rtnl } from '@fwlb/routing';
 import { conntrackAlarm, conntrackUse } from '@fwlb/conntrack';
 import { FirewallHealth } from './firewall-health';
@@ -65,7 +65,8 @@ async function run(path: string): Promise<void> {
   // The composition root: this node's firewalls' state is one Membership, written by the admin state here, the
   // health checks and the session layer, and read by the reconciler, which turns it into the kernel's state.
   const membership = new Membership(config, config.sessionTable !== null);
-  const reconciler = new Reconciler(config, nftCli(), rtnl, Date.now, membership);
+  // Pins are written over nfnetlink: nft would parse each of them, and a change can pin hundreds of thousands.
+  const reconciler = new Reconciler(config, { ...nftCli(), elements: new NetlinkElements() }, rtnl, Date.now, membership);
   if (saved) {
     for (const [id, enabled] of Object.entries(saved.admin)) membership.setAdmin(id, enabled);
     if (saved.unknown.length) log(`state file names firewalls no longer configured, ignored: ${saved.unknown.join(', ')}`);
@@ -93,11 +94,13 @@ async function run(path: string): Promise<void> {
   runner = BoundedRunner.create(
     async () => {
       const r = await reconciler.reconcile();
-      if (r.nftCommands || r.routingChanges)
-        log(`reconciled: ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`, {
+      if (r.nftCommands || r.routingChanges || r.pinChanges)
+        log(`reconciled: ${r.nftCommands} nft commands, ${r.pinChanges} pins written, ${r.routingChanges} routing changes`, {
           event: 'reconcile',
           nftCommands: r.nftCommands,
+          pinChanges: r.pinChanges,
           routingChanges: r.routingChanges,
+          ms: r.ms,
         });
       for (const e of r.routingErrors) log(`routing: ${e}`);
     },

@@ -2,8 +2,7 @@
 // them the pins: the sessions whose firewall is not what the current bucket table gives; pure layer of apps/balancer.
 import { bucketOf, BucketTable } from '@fwlb/flowhash';
 import type { SessionRecord } from '@fwlb/session-table';
-import { parseSessionId, sessionId } from '@fwlb/session-table';
-import type { Pin } from './render';
+import { bucketOfId, sessionId } from '@fwlb/session-table';
 
 /** For a firewall that is gone: the live member of its sync group that takes bucket b, or null (syncGroupRescue). */
 export type Rescue = (firewall: string, bucket: number) => string | null;
@@ -16,7 +15,7 @@ const LOW = 2 ** 16 * FW_BITS;
  * The sessions this node knows, by id and by bucket and firewall: the pins of a table are the groups whose firewall
  * is not their bucket's owner, so computing them costs the buckets times the firewalls plus the pins, not a walk
  * over every session. Each session is its id and one number (expiry, bucket and firewall packed): the tuple is
- * parsed from the id again only for a pin. Why: a record object per session made a million sessions several times
+ * parsed from the id again only when its pin is written. Why: a record object per session made a million sessions several times
  * the heap (`session-scale.test.ts` reports the controller's RSS).
  */
 export class SessionCache {
@@ -59,16 +58,16 @@ export class SessionCache {
     return { expires: this.base + Math.floor(v / LOW) * 1000, bucket: Math.floor(low / FW_BITS), fw: low % FW_BITS };
   }
 
-  /** `id`: the record's session id, when the caller has it. */
-  put(rec: SessionRecord, id = sessionId(rec)): void {
+  /** `id`: the record's session id, when the caller has it. Returns the session's bucket, or null when not cached. */
+  put(rec: SessionRecord, id = sessionId(rec)): number | null {
     const old = this.known.get(id);
     if (old === undefined && this.known.size >= this.maxEntries) {
       this.dropped++;
-      return;
+      return null;
     }
     const fw = this.indexOf(rec.firewall);
-    if (fw === null) return void this.dropped++;
-    const bucket = old === undefined ? bucketOf(rec, this.seed, this.buckets) : this.unpack(old).bucket;
+    if (fw === null) return (this.dropped++, null);
+    const bucket = old === undefined ? (bucketOfId(id, this.seed, this.buckets) ?? bucketOf(rec, this.seed, this.buckets)) : this.unpack(old).bucket;
     if (old !== undefined) this.ungroup(id, old);
     const secs = Math.max(0, Math.ceil((rec.expires - this.base) / 1000));
     this.known.set(id, secs * LOW + bucket * FW_BITS + fw);
@@ -76,6 +75,7 @@ export class SessionCache {
     const set = g.get(fw);
     if (set) set.add(id);
     else g.set(fw, new Set([id]));
+    return bucket;
   }
 
   private ungroup(id: string, v: number): void {
@@ -122,12 +122,12 @@ export class SessionCache {
   }
 
   /**
-   * Pins: sessions on a reachable firewall other than their bucket's owner. Sessions on an unreachable firewall
+   * Pins (session id → mark): sessions on a reachable firewall other than their bucket's owner. Sessions on an unreachable firewall
    * get no pin (they are re-hashed, not black-holed), and sessions where the table agrees need none: the map
    * holds only the exceptions, and the fast path stays one lookup.
    */
-  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>, rescue?: Rescue): Pin[] {
-    const out: Pin[] = [];
+  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, reachable: ReadonlySet<string>, rescue?: Rescue): Map<string, number> {
+    const out = new Map<string, number>();
     this.groups.forEach((g, bucket) => {
       for (const [fwi, ids] of g) {
         const firewall = this.fwNames[fwi];
@@ -137,17 +137,14 @@ export class SessionCache {
         if (fw === null || table.owner[bucket] === fw) continue;
         const mark = markOf.get(fw);
         if (mark === undefined) continue;
-        for (const id of ids) {
-          const k = parseSessionId(id);
-          if (k) out.push({ outerAddr: k.outerAddr, outerPort: k.outerPort, innerAddr: k.innerAddr, innerPort: k.innerPort, proto: k.proto, mark });
-        }
+        for (const id of ids) out.set(id, mark);
       }
     });
     return out;
   }
 
-  /** Would this session be a pin under `table`? (Then the kernel needs a reconcile soon.) */
-  isException(rec: SessionRecord, table: BucketTable | null): boolean {
-    return !!table && table.owner[bucketOf(rec, this.seed, this.buckets)] !== rec.firewall;
+  /** Would this session be a pin under `table`? (Then the kernel needs a reconcile soon.) `bucket`: when known. */
+  isException(rec: SessionRecord, table: BucketTable | null, bucket?: number): boolean {
+    return !!table && table.owner[bucket ?? bucketOf(rec, this.seed, this.buckets)] !== rec.firewall;
   }
 }

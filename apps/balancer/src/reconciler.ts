@@ -5,8 +5,10 @@ import { bucketMoves, distribution, syncGroupRescue, BucketTable } from '@fwlb/f
 import { ctTimeoutChanges, ctTimeoutText, diffTable, DesiredTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
 import { planRouting, planIsEmpty, ActualRoute, ActualRule, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
-import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, Pin } from './render';
+import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput } from './render';
 import type { Rescue } from './pins';
+import { PinMaps, pinMapName, PinSet } from './pin-maps';
+import { familiesOf } from './rules';
 
 /** The part of libs/routing the reconciler uses, so tests can put a fake in front of the kernel. */
 export interface RoutingPort {
@@ -17,25 +19,29 @@ export interface RoutingPort {
 
 export interface ReconcileResult {
   nftCommands: number;
+  /** Pins written: added, given another firewall or removed (all of them when the maps were replaced). */
+  pinChanges: number;
   routingChanges: number;
   routingErrors: string[];
   tableHandle: number | null;
   at: number;
+  /** Where the pass spent its time (ms): the pins, reading the kernel, the diff, the transaction, the read back. */
+  ms: { pins: number; read: number; diff: number; apply: number; readBack: number };
 }
 
 /** Where pins come from (the session cache); absent without a session table. */
 export interface PinSource {
-  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>, rescue?: Rescue): Pin[];
+  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>, rescue?: Rescue): PinSet;
 }
 
 /** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
 const SWITCH_SETTLE_MS = 50;
 
-/** Pins of two tables, one per session key (the first list wins a key both have). */
-function mergePins(a: readonly Pin[], b: readonly Pin[]): Pin[] {
-  const key = (p: Pin) => `${p.outerAddr}:${p.outerPort}>${p.innerAddr}:${p.innerPort}/${p.proto}`;
-  const seen = new Set(a.map(key));
-  return [...a, ...b.filter((p) => !seen.has(key(p)))];
+/** Pins of two tables, one per session (the first wins a session both have). */
+function mergePins(a: PinSet, b: PinSet): PinSet {
+  const m = new Map(b);
+  for (const [id, mark] of a) m.set(id, mark);
+  return m;
 }
 
 /** What a reconciler tells its listeners (see Reconciler.events). */
@@ -51,6 +57,8 @@ export class Reconciler {
   private groups: string[][];
   private groupOf: ReadonlyMap<string, string | undefined>;
   private lastActual: ActualTable | null = null;
+  /** The kernel's pins maps, kept by this node: a read does not list them. */
+  private readonly pinMaps: PinMaps;
   /** The membership the kernel runs on: set only once the transaction that applies it has committed. */
   private applied: MembershipSnapshot | null = null;
   /** Digests of the labelled rules of the last applied table, for the counters /status shows. */
@@ -68,7 +76,6 @@ export class Reconciler {
    * `reconciled`: every pass's duration and outcome (metrics).
    */
   readonly events = new EventEmitter<ReconcilerEvents>();
-  private lastPins = 0;
   readonly membership: Membership;
 
   /** The bucket table of the last reconcile, or null before the first. */
@@ -93,6 +100,7 @@ export class Reconciler {
     this.groups = syncGroups(config);
     this.groupOf = new Map(config.firewalls.map((f) => [f.id, f.syncGroup]));
     this.membership = membership ?? new Membership(config, config.sessionTable !== null, now);
+    this.pinMaps = new PinMaps(nft);
   }
 
   /** A reloaded config (the membership takes it too): the next reconcile renders from it. */
@@ -148,32 +156,53 @@ export class Reconciler {
   private async reconcileNow(): Promise<ReconcileResult> {
     this.reconciles++;
     const t0 = performance.now();
+    let mark = t0;
+    const lap = () => {
+      const now = performance.now();
+      const ms = Math.round(now - mark);
+      mark = now;
+      return ms;
+    };
     try {
       const snap = this.membership.snapshot();
       const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };
       const table = bucketTable(input);
       const next = this.pendingSwitch(input, table);
-      let pins = 0;
+      let pins: PinSet | null = null;
       if (this.pinSource) {
         const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
         const pinsFor = (t: BucketTable, live: readonly string[]) =>
           this.pinSource!.pins(t, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, live, this.groups));
-        input.pins = pinsFor(table, input.live);
+        pins = pinsFor(table, input.live);
         // Until the switch, the pins of both tables: each is right under its own, and a pin that agrees with the
         // bucket's firewall changes nothing.
-        if (next) input.pins = mergePins(input.pins, pinsFor(next.table, next.live));
-        pins = input.pins.length;
+        if (next) pins = mergePins(pins, pinsFor(next.table, next.live));
       }
       const desired = renderTable(input, table, next ?? undefined);
+      const families = familiesOf(this.config);
+      const unlisted = new Set(families.map(pinMapName));
+      const pinsMs = lap();
       const wantRoutes = renderRoutes(this.config);
-      const [actual, rules, routes] = await Promise.all([this.nft.read(TABLE_FAMILY, TABLE_NAME), this.routing.rules(), this.routing.routes()]);
+      const [actual, rules, routes] = await Promise.all([this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted), this.routing.rules(), this.routing.routes()]);
+      const readMs = lap();
+      if (pins) this.pinMaps.observe(actual, families);
       const plan = planRouting(wantRoutes, rules, routes, { tables: this.config.tables, priorities: this.config.rulePriorities });
       const routingErrors = planIsEmpty(plan) ? [] : await this.routing.apply(plan);
-      const cmds = diffTable(desired, actual);
-      await this.applyWithTimeouts(desired, actual, cmds);
+      const diffMs = lap();
+      const replacePins = pins ? await this.pinMaps.before(pins, actual, families) : [];
+      const cmds = [...diffTable(desired, actual), ...replacePins];
+      try {
+        await this.applyWithTimeouts(desired, actual, cmds);
+      } catch (e) {
+        // A transaction killed at its timeout may have committed all the same: what the maps hold is not known.
+        this.pinMaps.forget();
+        throw e;
+      }
+      if (pins && replacePins.length) this.pinMaps.replaced(pins, families);
+      if (pins) await this.pinMaps.after(families);
+      const applyMs = lap();
       // Committed: from here on the API reports what the kernel does.
       this.applied = snap;
-      this.lastPins = pins;
       this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
       const before = this.lastTable;
       this.lastTable = table;
@@ -184,16 +213,17 @@ export class Reconciler {
         table,
       );
       // Read back for the rules' counters and handles, unless only map elements changed (they changed neither).
-      // Why it matters: with a large pins map a listing takes seconds (nft fetches every element).
       const onlyElements = cmds.every((c) => Object.values(c as Record<string, object>).every((o) => 'element' in o));
-      this.lastActual = cmds.length && !onlyElements ? await this.nft.read(TABLE_FAMILY, TABLE_NAME) : actual;
+      this.lastActual = cmds.length && !onlyElements ? await this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted) : actual;
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = {
         nftCommands: cmds.length,
+        pinChanges: pins ? this.pinMaps.changed : 0,
         routingChanges: changes,
         routingErrors: routingErrors.map((e) => e.message),
         tableHandle: this.lastActual?.handle ?? null,
         at: this.now(),
+        ms: { pins: pinsMs, read: readMs, diff: diffMs, apply: applyMs, readBack: lap() },
       };
       this.lastError = routingErrors.length ? routingErrors.map((e) => e.message).join('; ') : null;
       this.events.emit('reconciled', (performance.now() - t0) / 1000, true);
@@ -294,7 +324,7 @@ export class Reconciler {
 
   /** Pins in the kernel map (null without a session table). */
   pinCount(): number | null {
-    return this.pinSource ? this.lastPins : null;
+    return this.pinSource ? this.pinMaps.size : null;
   }
 
   status() {

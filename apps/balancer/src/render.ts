@@ -188,6 +188,7 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
             type: flowKeyType(fam),
             map: 'mark',
             elements: pins.filter((p) => (familyOf(p.outerAddr) === 6) === (fam === IPV6)).map(pinElement),
+            owned: true,
           }))
         : []),
     ],

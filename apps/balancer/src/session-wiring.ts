@@ -64,9 +64,10 @@ export async function startSessions(
   // A record from Redis becomes a pin only if it names a configured firewall; its expiry is capped, so a record
   // cannot hold a pin for longer than a node would refresh it.
   const ttl = recordTtl(resyncMs);
-  const admit = (rec: SessionRecord) => {
-    if (!firewallIds.has(rec.firewall)) return void rejectedHere++;
-    cache.put(rec.expires > Date.now() + ttl.max ? { ...rec, expires: Date.now() + ttl.max } : rec);
+  /** A record from Redis into the cache; its bucket, or null when it was not taken. */
+  const admit = (rec: SessionRecord): number | null => {
+    if (!firewallIds.has(rec.firewall)) return (rejectedHere++, null);
+    return cache.put(rec.expires > Date.now() + ttl.max ? { ...rec, expires: Date.now() + ttl.max } : rec);
   };
   r.usePins(cache);
   const ids = config.firewalls.map((f) => f.id);
@@ -81,8 +82,8 @@ export async function startSessions(
     const t = r.currentTable();
     let exceptions = 0;
     for (const rec of recs) {
-      admit(rec);
-      if (t && cache.isException(rec, t)) exceptions++;
+      const bucket = admit(rec);
+      if (t && bucket !== null && cache.isException(rec, t, bucket)) exceptions++;
     }
     if (exceptions) trigger();
     return recs.length;

@@ -53,6 +53,7 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
       if (m.elements.length) cmds.push({ add: elems(want, m, m.elements) });
       continue;
     }
+    if (m.owned) continue;
     const wantMap = new Map(m.elements.map(([k, v]) => [elementKey(k), v]));
     const del: string[] = [];
     const add: [NftJson, number][] = [];
@@ -102,9 +103,21 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
   return cmds;
 }
 
-/** Parse `nft -j list table` output into the reduced actual state. */
-export function parseListing(json: unknown): ActualTable | null {
-  const items = (json as { nftables?: Record<string, any>[] })?.nftables ?? [];
+/** A listed map's elements by `elementKey` of their key. */
+export function mapElements(m: { elem?: unknown[] }): Map<string, number> {
+  const elements = new Map<string, number>();
+  for (const e of m.elem ?? []) if (Array.isArray(e)) elements.set(elementKey(e[0]), Number(e[1]));
+  return elements;
+}
+
+/**
+ * Parse `nft -j list table` output into the reduced actual state; with `table`, a listing of several tables (`list
+ * ruleset`) is read for that table's objects only.
+ */
+export function parseListing(json: unknown, table?: { family: string; name: string }): ActualTable | null {
+  const all = (json as { nftables?: Record<string, any>[] })?.nftables ?? [];
+  const ours = (o: Record<string, any> | undefined) => !table || !o || (o.family === table.family && (o.table ?? o.name) === table.name);
+  const items = all.filter((it) => ours(Object.values(it)[0]));
   let handle: number | undefined;
   const chains: ActualTable['chains'] = new Map();
   const maps: ActualTable['maps'] = new Map();
@@ -122,11 +135,8 @@ export function parseListing(json: unknown): ActualTable | null {
       chains.set(c.name, { type: c.type, hook: c.hook, prio: c.prio, policy: c.policy, handle: c.handle, ruleComments: [] });
     } else if (it.map) {
       const m = it.map;
-      const elements = new Map<string, number>();
-      for (const e of m.elem ?? []) {
-        if (Array.isArray(e)) elements.set(elementKey(e[0]), Number(e[1]));
-      }
-      maps.set(m.name, { type: m.type, map: m.map, elements });
+      const elements = mapElements(m);
+      maps.set(m.name, { type: m.type, map: m.map, elements, ...(m.handle !== undefined ? { handle: m.handle } : {}) });
     } else if (it.rule) {
       const r = it.rule;
       chains.get(r.chain)?.ruleComments.push(r.comment);

@@ -3,3 +3,4 @@ export * from './model';
 export * from './diff';
 export * from './nft-cli';
 export * from './text';
+export * from './elements-netlink';

@@ -26,6 +26,12 @@ export interface DesiredMap {
   map: string;
   /** [key, value] pairs; keys are unique. A key is a number or a `{concat: [...]}` as nft lists it. */
   elements: [NftJson, number][];
+  /**
+   * Its elements are kept by their owner, not by the table's diff: `elements` are given only to a map the diff
+   * creates, and a read does not list them (see NftRunner.read). Why: nft lists a map element by element, and the
+   * diff of a map of a million flows costs seconds of listing and comparing on every pass.
+   */
+  owned?: boolean;
 }
 
 /**
@@ -79,8 +85,8 @@ export function ruleDigest(stmts: NftJson[]): string {
 export interface ActualTable {
   handle: number;
   chains: Map<string, { type?: string; hook?: string; prio?: number; policy?: string; handle: number; ruleComments: (string | undefined)[] }>;
-  /** Elements by `elementKey` of their key. */
-  maps: Map<string, { type: string | string[]; map: string; elements: Map<string, number> }>;
+  /** Elements by `elementKey` of their key; the handle when the listing gave one. */
+  maps: Map<string, { type: string | string[]; map: string; elements: ReadonlyMap<string, number>; handle?: number }>;
   /** Named sets (not maps) by name, with their type and timeout. */
   sets: Map<string, { type: string | string[]; timeout?: number }>;
   /** Counter values of rules that have one, keyed by the rule's comment digest. */

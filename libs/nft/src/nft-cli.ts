@@ -4,7 +4,8 @@ import { mkdtempSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActualTable, NftJson } from './model';
-import { parseListing } from './diff';
+import { mapElements, parseListing } from './diff';
+import type { NetlinkElements } from './elements-netlink';
 
 export class NftError extends Error {
   readonly code = 'FWLB_NFT_FAILED';
@@ -22,8 +23,11 @@ export interface NftRunner {
   apply(cmds: NftJson[]): Promise<void>;
   /** Check commands against the kernel without committing them (`nft -c`). */
   check(cmds: NftJson[]): Promise<void>;
-  /** Read one table, or null when it does not exist. */
-  read(family: string, name: string): Promise<ActualTable | null>;
+  /**
+   * Read one table, or null when it does not exist. With `unlisted`, the rules, counters and declarations come from
+   * a terse listing, and the maps it names come back without their elements (their owner keeps them).
+   */
+  read(family: string, name: string, unlisted?: ReadonlySet<string>): Promise<ActualTable | null>;
   /** Raw `nft -j list table` JSON, or null. */
   list(family: string, name: string): Promise<unknown | null>;
   /**
@@ -33,6 +37,11 @@ export interface NftRunner {
   applyText(text: string, checkOnly?: boolean): Promise<void>;
   /** Raw `nft -j <args>` JSON (args as an array, e.g. ['-t', 'list', 'table', 'ip', 'x']), or null when the object does not exist. */
   json(args: string[]): Promise<unknown | null>;
+  /**
+   * Element changes of a map whose keys the caller encodes, over nfnetlink (see NetlinkElements), in the namespace
+   * of this process; absent, they go through nft.
+   */
+  elements?: Pick<NetlinkElements, 'write'>;
 }
 
 /**
@@ -48,6 +57,27 @@ function stdinFile(text: string): number {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A table read in parts, so that a large map costs nothing when its elements are known: the rules, counters and
+ * declarations from a terse listing of the ruleset (nft 1.0.6 lists a table's set elements for `list table`, `list
+ * chain` and `list counter` even with `-t`, and skips them only for `list ruleset -t`), then the elements of each map
+ * not `unlisted`, one listing each.
+ */
+async function readTerse(json: (args: string[]) => Promise<unknown>, family: string, name: string, unlisted: ReadonlySet<string>): Promise<ActualTable | null> {
+  const t = parseListing(await json(['-t', 'list', 'ruleset']), { family, name });
+  if (!t) return null;
+  await Promise.all(
+    [...t.maps].map(async ([m, cur]) => {
+      if (unlisted.has(m)) return;
+      const listed = (await json(['list', 'map', family, name, m])) as { nftables?: Record<string, any>[] } | null;
+      const got = listed?.nftables?.find((it) => it.map?.name === m)?.map;
+      if (!got) throw new Error(`map ${m} of table ${family} ${name} went away while it was read`);
+      t.maps.set(m, { ...cur, elements: mapElements(got) });
+    }),
+  );
+  return t;
 }
 
 /** The longest one nft run may take before it is killed (a stuck command must not stall every later reconcile). */
@@ -105,6 +135,6 @@ export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS): NftRunner {
     check: (cmds) => batch(cmds, true),
     list,
     json,
-    read: async (family, name) => parseListing(await list(family, name)),
+    read: (family, name, unlisted) => (unlisted ? readTerse(json, family, name, unlisted) : list(family, name).then((j) => parseListing(j))),
   };
 }
