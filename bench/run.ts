@@ -15,6 +15,7 @@ for (const b of [
   'slb-group',
   'sessions',
   'nft-listing',
+  'pin-change',
   'api-latency',
 ]) {
   console.log(`== ${b}`);

@@ -88,9 +88,9 @@ t.test('a million sessions: a change reads the moved buckets only; both nodes lo
   t.comment(`fw2 disabled on both nodes: in force ${inForce} ms after the requests, every fw2 session pinned on both nodes ${pinMs} ms after them`);
   // Each pass of the change: what it wrote and where its time went.
   roles.forEach((r, i) => {
-    for (const l of lab.nodes[r]!.log.slice(logFrom[i]).filter((x) => /"reconciled: /.test(x))) {
+    for (const l of lab.nodes[r]!.log.slice(logFrom[i]).filter((x) => /"(reconciled:|reloaded) /.test(x))) {
       const j = JSON.parse(l);
-      t.comment(`${r} node: ${j.msg} at +${Date.parse(j.time) - c0} ms, ${JSON.stringify(j.ms)}`);
+      t.comment(`${r} node: ${j.msg} at +${Date.parse(j.time) - c0} ms${j.ms ? `, ${JSON.stringify(j.ms)}` : ''}`);
     }
   });
   await sleep(2 * 100 + 1500); // the second read, after the siblings' writes in flight
