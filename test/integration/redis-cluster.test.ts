@@ -1,11 +1,13 @@
 // Integration: both balancer nodes share their session table on a Redis Cluster (3 masters, 3 replicas) in the lab's
 // management network: they find it, write their sessions, agree on the firewalls through it; a master dies during
-// traffic, its replica is promoted, no controller crashes, the writes resume and no stream breaks.
+// traffic, its replica is promoted, no controller crashes, the writes resume and no stream breaks. Then, on the
+// cluster after its failover: a firewall leaves and rejoins under long-lived streams and both nodes lose their state
+// (conntrack flushed, controllers restarted): the pins come back from the cluster and no stream breaks.
 import { t } from 'tap';
 import { drive, ECHO_PORT, MGMT_NET } from '@fwlb/lab';
 import { tableKeys } from '@fwlb/session-table';
 import { startLab } from '../helpers/lab';
-import { convergeSessions, nodesSurvived } from '../helpers/sessions';
+import { convergeSessions, firewallChanges, nodesSurvived } from '../helpers/sessions';
 import { startCluster } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -55,4 +57,20 @@ t.test('both balancer nodes on a Redis Cluster: a master dies during traffic, wr
   }
   t.ok(later[0] === later[1] && typeof later[0] === 'number', `both nodes apply the same epoch after the failover (${later})`);
   await nodesSurvived(t, lab, longs);
+
+  const r = await firewallChanges(lab, t, async () => {
+    const pins = await Promise.all(roles.map(async (role) => (await lab.api(role, 'GET', '/status')).body.pins));
+    t.ok(
+      pins.every((p) => p > 0),
+      `on the cluster, sessions off their bucket's firewall are pinned on both nodes: ${pins}`,
+    );
+  });
+  t.equal(r.streams, 200, '200 long-lived streams ran while fw2 left and rejoined and both nodes lost their state');
+  t.equal(r.broken, 0, 'no stream broke');
+  t.equal(r.drops, 0, 'no firewall dropped a packet');
+  const pinned = await lab.api('outside', 'GET', '/status');
+  t.ok(
+    (pinned.body.counters.pinned?.packets ?? 0) > 0,
+    `packets found their firewall through pins loaded from the cluster: ${JSON.stringify(pinned.body.counters.pinned)}`,
+  );
 });
