@@ -64,6 +64,12 @@ function slotChecker() {
   const client: Record<string, unknown> = {
     defineCommand: (name: string, def: { numberOfKeys: number }) => scripts.set(name, def.numberOfKeys),
     publish: async () => 0, // a channel, not a key
+    // A command by name (the flat HGETALL): its first argument is its key.
+    call: async (cmd: string, ...args: unknown[]) => {
+      if (!SINGLE_KEY.has(cmd.toLowerCase())) throw new Error(`the checker does not know ${cmd}`);
+      check(cmd.toLowerCase(), [String(args[0])]);
+      return cmd.toLowerCase() === 'hgetall' ? [] : reply(cmd.toLowerCase(), args);
+    },
     multi: () => {
       const keys: string[] = [];
       const chain: Record<string, unknown> = {
@@ -155,6 +161,7 @@ t.test('every call of the session table touches one slot', async (t) => {
     'every script ran under the checker',
   );
   t.ok(used.has('multi'), 'and the MULTI of a health view');
+  t.ok(used.has('hgetall'), "and a bucket's read (a command by name)");
   const writeSlots = new Set(calls.filter((c) => c.cmd === 'fwlbPut').map((c) => keySlot(c.keys[0])));
   t.ok(writeSlots.size > 100, `a write of 5,000 sessions spreads over ${writeSlots.size} slots (its buckets), one per call`);
   const keys = tableKeys('fwlb:');

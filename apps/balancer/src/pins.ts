@@ -60,16 +60,30 @@ export class SessionCache {
 
   /** `id`: the record's session id, when the caller has it. Returns the session's bucket, or null when not cached. */
   put(rec: SessionRecord, id = sessionId(rec)): number | null {
+    return this.putId(
+      id,
+      rec.firewall,
+      rec.expires,
+      this.known.has(id) ? undefined : (bucketOfId(id, this.seed, this.buckets) ?? bucketOf(rec, this.seed, this.buckets)),
+    );
+  }
+
+  /**
+   * A session by its id: its firewall and expiry, and its bucket when the caller knows it (else it is computed from
+   * the id). Returns the bucket, or null when it was not cached (the cache is full, or the id does not parse).
+   */
+  putId(id: string, firewall: string, expires: number, bucketIfKnown?: number): number | null {
     const old = this.known.get(id);
     if (old === undefined && this.known.size >= this.maxEntries) {
       this.dropped++;
       return null;
     }
-    const fw = this.indexOf(rec.firewall);
+    const fw = this.indexOf(firewall);
     if (fw === null) return (this.dropped++, null);
-    const bucket = old === undefined ? (bucketOfId(id, this.seed, this.buckets) ?? bucketOf(rec, this.seed, this.buckets)) : this.unpack(old).bucket;
+    const bucket = old !== undefined ? this.unpack(old).bucket : (bucketIfKnown ?? bucketOfId(id, this.seed, this.buckets));
+    if (bucket === null) return null;
     if (old !== undefined) this.ungroup(id, old);
-    const secs = Math.max(0, Math.ceil((rec.expires - this.base) / 1000));
+    const secs = Math.max(0, Math.ceil((expires - this.base) / 1000));
     this.known.set(id, secs * LOW + bucket * FW_BITS + fw);
     const g = this.groups[bucket];
     const set = g.get(fw);
