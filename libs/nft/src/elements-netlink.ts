@@ -1,5 +1,6 @@
 // Adds and deletes elements of one nft map over nfnetlink, without the nft binary; I/O layer of libs/nft.
 import { createNetlink, NetlinkSocket } from 'netlink';
+import { NftError } from './nft-cli';
 
 const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -41,17 +42,6 @@ export interface RawElement {
   value: number;
 }
 
-export class NftNetlinkError extends Error {
-  readonly code = 'FWLB_NFT_FAILED';
-  constructor(
-    message: string,
-    readonly errno: number,
-  ) {
-    super(message);
-    this.name = 'NftNetlinkError';
-  }
-}
-
 const align4 = (n: number) => (n + 3) & ~3;
 
 function attr(type: number, payload: Buffer): Buffer {
@@ -84,7 +74,7 @@ const elementBytes = (keyLen: number, withValue: boolean) => 4 + 4 + 4 + align4(
 /** Writes one element's attribute at `o`: its key, and for a map add its value (host byte order, as nft keeps a mark). */
 function writeElement(b: Buffer, o: number, e: RawElement, withValue: boolean): number {
   const keyLen = e.key.length;
-  if (keyLen < 1 || keyLen > 64) throw new NftNetlinkError(`nft elements: a key of ${keyLen} bytes`, -1);
+  if (keyLen < 1 || keyLen > 64) throw new NftError(`nft elements: a key of ${keyLen} bytes`, '');
   const len = elementBytes(keyLen, withValue);
   const hdr = (at: number, l: number, type: number) => {
     b.writeUInt16LE(l, at);
@@ -192,11 +182,11 @@ export class NetlinkElements {
         if (err) reject(err);
         else resolve();
       };
-      const timer = setTimeout(() => done(new NftNetlinkError(`nft elements: no answer within ${ANSWER_MS} ms (nothing known applied)`, -1)), ANSWER_MS);
+      const timer = setTimeout(() => done(new NftError(`nft elements: no answer within ${ANSWER_MS} ms (nothing known applied)`, '')), ANSWER_MS);
       const onMessage = (buf: Buffer) => {
         for (let off = 0; off + 16 <= buf.length;) {
           const len = buf.readUInt32LE(off);
-          if (len < 16 || off + len > buf.length) return done(new NftNetlinkError('nft elements: malformed answer', -1));
+          if (len < 16 || off + len > buf.length) return done(new NftError('nft elements: malformed answer', ''));
           if (buf.readUInt16LE(off + 4) === NLMSG_ERROR && len >= 20) {
             const errno = -buf.readInt32LE(off + 16);
             // The answer carries the header of the message it answers: its seq at 8 bytes into that header.
@@ -206,7 +196,7 @@ export class NetlinkElements {
               off += align4(len);
               continue;
             }
-            if (errno !== 0) return done(new NftNetlinkError(`nft elements: the kernel refused the batch (errno ${errno}); nothing of it applied`, errno));
+            if (errno !== 0) return done(new NftError(`nft elements: the kernel refused the batch (errno ${errno}); nothing of it applied`, ''));
             waiting.delete(seq);
             if (!waiting.size) return done(null);
           }
@@ -215,7 +205,7 @@ export class NetlinkElements {
       };
       sock.ref();
       sock.socket.on('message', onMessage);
-      sock.socket.send([begin, ...msgs, end], {}, (e) => e && done(new NftNetlinkError(`nft elements: send failed: ${e.message}`, e.errno)));
+      sock.socket.send([begin, ...msgs, end], {}, (e) => e && done(new NftError(`nft elements: send failed: ${e.message}`, '')));
     });
   }
 }

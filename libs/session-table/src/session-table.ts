@@ -325,8 +325,7 @@ export class SessionTable {
     return replies.reduce<number>((n, v) => n + Number(v), 0);
   }
 
-  /** Every bucket of the layout, in order. */
-  get allBuckets(): number[] {
+  private get allBuckets(): number[] {
     return Array.from({ length: this.layout.buckets }, (_, b) => b);
   }
 
