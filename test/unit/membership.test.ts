@@ -142,9 +142,24 @@ t.test(
     t.ok(fib > 2, 'the fib lookup (traffic to this node) comes after it');
     t.equal(pre.filter((r) => r.includes('fib')).length, 1, 'one fib rule in prerouting');
     t.match(pre[3], /^meta iifname != srv0 meta l4proto tcp tcp flags in syn jump firewall-syn$/, 'from a firewall, SYNs go to their chain');
-    t.equal(pre[4], 'meta iifname != srv0 ct mark != 0 accept', 'and an established packet from a firewall (ct mark set) leaves at the fifth rule');
+    t.equal(
+      pre[4],
+      'meta iifname != srv0 ct mark != 0 meta iifname . ct mark { fw1 . 65536, fw2 . 65537, fw3 . 65538 } accept',
+      'and an established packet from the firewall its ct mark names leaves at the fifth rule (one set lookup)',
+    );
+    const relearn = [1, 2, 3].map((k) => pre.indexOf(out.labeled[`relearn:fw${k}`].map(statementText).join(' ')));
+    t.ok(
+      relearn.every((i) => i > 4) && pre[5] === 'meta iifname != srv0 ct mark != 0 meta l4proto tcp tcp flags & rst rst accept',
+      'one from another firewall (a reset excepted) meets the per-firewall rules that move its flow after it',
+    );
+    t.same(
+      [1, 2, 3].map((k) => statementText(out.labeled[`relearn:fw${k}`].at(-2))),
+      ['ct mark set 65536', 'ct mark set 65537', 'ct mark set 65538'],
+      'each to the firewall it came from',
+    );
+    t.equal(pre[Math.max(...relearn) + 1], 'meta iifname != srv0 ct mark != 0 accept', 'then any other packet with a ct mark leaves');
     const learn = pre.indexOf(out.labeled['learn:fw1'].map(statementText).join(' '));
-    t.ok(learn > 4, 'learning (ct mark 0) after it');
+    t.ok(learn > Math.max(...relearn), 'learning (ct mark 0) after them');
     const exit = pre.indexOf('meta iifname != srv0 accept');
     t.ok(exit > pre.indexOf(out.labeled['learn:fw3'].map(statementText).join(' ')), 'any other packet from a firewall leaves after the learn rules');
     t.ok(
@@ -291,6 +306,27 @@ t.test('the latency of the last answered check is kept beside the state', async 
   t.match(m.views()[0].health, { reason: 'timeout', latencyMs: 1.2 });
 });
 
+t.test('render, without ingress learning: no flow moves to the firewall its packets come from', async (t) => {
+  const c = cfg(true, { ingressLearning: false });
+  const input = { config: c, live: ['fw1', 'fw2', 'fw3'], restorable: ['fw1', 'fw2', 'fw3'] };
+  const out = renderTable(input, bucketTable(input));
+  t.same(
+    Object.keys(out.labeled).filter((l) => l.startsWith('relearn:') || l.startsWith('learn:')),
+    [],
+    'no learn or relearn rule',
+  );
+  t.notOk(
+    chainsText(out).prerouting.some((r) => r.includes('meta iifname . ct mark')),
+    'and no check of where a marked flow came from',
+  );
+  const on = renderTable({ ...input, config: cfg(true) }, bucketTable(input));
+  t.same(
+    Object.keys(on.labeled).filter((l) => l.startsWith('relearn:')),
+    ['relearn:fw1', 'relearn:fw2', 'relearn:fw3'],
+    'with learning (the default) one per firewall',
+  );
+});
+
 t.test('render, shared transit segment: learning and the input mark tell firewalls apart by MAC on one interface', async (t) => {
   const c = validateBalancerConfig({
     role: 'outside',
@@ -305,6 +341,16 @@ t.test('render, shared transit segment: learning and the input mark tell firewal
     [1, 2, 3].map((k) => macOf(out.labeled[`learn:fw${k}`])),
     ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'],
     "each learn rule matches its firewall's MAC (lower case)",
+  );
+  t.same(
+    [1, 2, 3].map((k) => macOf(out.labeled[`relearn:fw${k}`])),
+    ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'],
+    'so does each rule that moves a flow to the firewall it came from',
+  );
+  t.match(
+    chainsText(out).prerouting.join('\n'),
+    /ct mark != 0 meta iifname \. ether saddr \. ct mark \{ tr0 \. 02:fb:01:00:00:01 \. 65536, tr0 \. 02:fb:01:00:00:02 \. 65537, tr0 \. 02:fb:01:00:00:03 \. 65538 \} accept/,
+    "and the check that a packet came from its flow's firewall",
   );
   const input_ = out.chains.find((x) => x.name === 'input')!;
   t.same(input_.rules.map(macOf), ['02:fb:01:00:00:01', '02:fb:01:00:00:02', '02:fb:01:00:00:03'], "so does the mark for this node's own replies");

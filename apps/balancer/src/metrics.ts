@@ -81,6 +81,13 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
     ['firewall'],
     perFw((x) => x.learned?.packets ?? 0),
   );
+  counterFrom(
+    reg,
+    'fwlb_firewall_relearned_packets_total',
+    "Packets from the firewall of flows this node had on another firewall, which then moved to it (the firewall's state wins a node's guess).",
+    ['firewall'],
+    perFw((x) => x.relearned?.packets ?? 0),
+  );
   counterFrom(reg, 'fwlb_steered_packets_total', 'Packets steered from the side interface, by rule kind (read at the last reconcile).', ['kind'], () => {
     const c = r.ruleCounters();
     return [

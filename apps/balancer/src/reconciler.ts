@@ -283,6 +283,8 @@ export class Reconciler {
       // While it carries no new sessions: which firewalls took its buckets (its sync group first).
       bucketsMovedTo: this.lastMoves[v.id] ?? {},
       learned: this.counterOf(counters, `learn:${v.id}`),
+      // Packets from it of flows this node had on another firewall: the flow moved to it (null without learning).
+      relearned: this.counterOf(counters, `relearn:${v.id}`),
       // Packets from the side to its NAT pools (null without pools).
       natPool: this.counterOf(counters, `nat-pool:${v.id}`),
     }));

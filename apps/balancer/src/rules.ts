@@ -314,6 +314,7 @@ export function preroutingRules(
         accept,
       ]);
   add(null, [notSide, tcp, synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
+  if (c.ingressLearning) rules.push(...relearnRules(x, labeled));
   // An established packet from a firewall leaves here: learning needs ct mark 0, everything else is for the side.
   add(null, [notSide, ne(ctMark, 0), accept]);
   // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
@@ -371,6 +372,49 @@ export function preroutingRules(
     }
   }
   return rules;
+}
+
+/**
+ * A packet a firewall forwarded shows that this firewall holds its flow (a stateful firewall forwards nothing it
+ * has no state for), so a flow whose ct mark names another firewall takes this one. Why: a node without state for a
+ * flow (it lost it, or the routers moved the flow here before the session table had it) guesses from the pins and
+ * the hash when the side speaks first; without this the guess would stick, and every answer would go to a firewall
+ * that drops it. Why two rules first: a packet that came from its flow's firewall, the common case, leaves at one set
+ * lookup (by interface, or by interface and MAC for firewalls that share a segment); only the others meet the
+ * per-firewall rules, whose counters count the flows that moved.
+ */
+export function relearnRules(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
+  const { c, notSide } = x;
+  const own = (withMac: boolean) => c.firewalls.filter((f) => !!f.mac === withMac);
+  const consistent: Rule[] = [];
+  const plain = own(false);
+  if (plain.length)
+    consistent.push([
+      notSide,
+      ne(ctMark, 0),
+      eq({ concat: [meta('iifname'), ctMark] }, { set: plain.map((f) => ({ concat: [f.interface, x.markOf.get(f.id)] })) }),
+      accept,
+    ]);
+  const withMac = own(true);
+  if (withMac.length)
+    consistent.push([
+      notSide,
+      ne(ctMark, 0),
+      eq(
+        { concat: [meta('iifname'), payload('ether', 'saddr'), ctMark] },
+        { set: withMac.map((f) => ({ concat: [f.interface, f.mac!.toLowerCase(), x.markOf.get(f.id)] })) },
+      ),
+      accept,
+    ]);
+  // A reset moves nothing: a firewall that answers a packet it has no state for with a reset of its own would
+  // otherwise take the flow. ICMP errors are left out by the protocol match below for the same reason.
+  const reset: Rule = [notSide, ne(ctMark, 0), tcp, eq({ '&': [payload('tcp', 'flags'), 'rst'] }, 'rst'), accept];
+  const moved = c.firewalls.map((f) => {
+    const r: Rule = [...fromFirewall(f), ne(ctMark, 0), tcpUdp, counter, set(ctMark, x.markOf.get(f.id)), accept];
+    labeled[`relearn:${f.id}`] = r;
+    return r;
+  });
+  return [...consistent, reset, ...moved];
 }
 
 /**
