@@ -2,15 +2,16 @@
 // own pools and a service they publish (DNAT), through every node of a side, while every node loses its state; with
 // the lab's ipv6 option, IPv6 beside IPv4.
 import type { Test } from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { hostPort } from '@fwlb/flowhash';
-import { drive, DriveReport, ECHO_PORT, inNs, Lab, nodeNs, NAT_FULL, NAT_FULL6, NAT_PUBLISHED, NAT_PUBLISHED6 } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, Lab, nodeNs, NAT_FULL, NAT_FULL6, NAT_PUBLISHED, NAT_PUBLISHED6 } from '@fwlb/lab';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const natTitle = (published: 'dnat' | 'full', forgetConnSets: boolean) =>
   `NAT-ing firewalls: server-initiated connections SNATed per firewall, a service published by ${published === 'full' ? 'DNAT and SNAT' : 'DNAT only'}, ` +
-  `conntrack${forgetConnSets ? ' and the conn sets' : ''} flushed on every node mid-stream: 0 failed, 0 broken, 0 drops`;
+  `conntrack${forgetConnSets ? ' and the conn sets' : ''} flushed on every node mid-stream: 0 broken, ` +
+  (forgetConnSets ? 'packets lost and connections failed only of those open at the loss' : '0 failed, 0 drops');
 
 /**
  * Clients open connections to the firewalls' published addresses, servers to the clients (each leaves SNATed to
@@ -39,35 +40,59 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
     ...clients.map((c, i) =>
       drive(lab, c.name, {
         long: { targets: targetsOf(i, published6), count: 10, ...long },
-        short: { targets: targetsOf(i, published6), count: 100, concurrency: 4, timeoutMs: 5000 },
+        short: { targets: targetsOf(i, published6), count: 100, concurrency: 4, timeoutMs: 5000, spans: true },
       }),
     ),
     ...servers.map((s) =>
-      drive(lab, s.name, { long: { targets: toClients6, count: 6, ...long }, short: { targets: toClients6, count: 60, concurrency: 4, timeoutMs: 5000 } }),
+      drive(lab, s.name, {
+        long: { targets: toClients6, count: 6, ...long },
+        short: { targets: toClients6, count: 60, concurrency: 4, timeoutMs: 5000, spans: true },
+      }),
     ),
   ];
   const runs: Promise<DriveReport>[] = [
     ...clients.map((c, i) =>
       drive(lab, c.name, {
         long: { targets: targetsOf(i, published), count: 30, ...long },
-        short: { targets: targetsOf(i, published), count: 300, concurrency: 6, timeoutMs: 5000 },
+        short: { targets: targetsOf(i, published), count: 300, concurrency: 6, timeoutMs: 5000, spans: true },
       }),
     ),
     ...servers.map((s) =>
-      drive(lab, s.name, { long: { targets: toClients, count: 20, ...long }, short: { targets: toClients, count: 200, concurrency: 6, timeoutMs: 5000 } }),
+      drive(lab, s.name, {
+        long: { targets: toClients, count: 20, ...long },
+        short: { targets: toClients, count: 200, concurrency: 6, timeoutMs: 5000, spans: true },
+      }),
     ),
     ...(ipv6 ? sixRuns() : []),
   ];
   await sleep(4000);
-  for (const n of lab.balancerNames()) {
-    inNs(lab.ns(nodeNs(n)), ['conntrack', '-F']);
-    if (o.forgetConnSets)
-      for (let k = 0; k < fwCount; k++)
-        for (const sfx of ['', '_v6'])
-          spawnSync('ip', ['netns', 'exec', lab.ns(nodeNs(n)), 'nft', 'flush', 'set', 'inet', 'fwlb', `conn${k}${sfx}`], { stdio: 'ignore' });
-  }
+  // Every node at once, its conn sets first (while conntrack still holds the marks) and then conntrack: the moment
+  // of the loss is as short as the lab can make it, so "open at the loss" names few connections.
+  const inNode = (n: string, args: string[], input?: string) =>
+    new Promise<void>((res) => {
+      const p = spawn('ip', ['netns', 'exec', lab.ns(nodeNs(n)), ...args], { stdio: [input ? 'pipe' : 'ignore', 'ignore', 'ignore'] });
+      if (input) p.stdin!.end(input);
+      p.on('exit', () => res());
+    });
+  const sets = ks.flatMap((k) => (ipv6 ? ['', '_v6'] : ['']).map((sfx) => `flush set inet fwlb conn${k - 1}${sfx}\n`)).join('');
+  const flushStart = Date.now();
+  await Promise.all(
+    lab.balancerNames().map(async (n) => {
+      if (o.forgetConnSets) await inNode(n, ['nft', '-f', '-'], sets);
+      await inNode(n, ['conntrack', '-F']);
+    }),
+  );
+  const flushEnd = Date.now();
   const reports = await Promise.all(runs);
   const streams = reports.flatMap((r) => r.long.streams);
+  // With the conn sets forgotten, a node knows a DNAT-only session's firewall from the session table alone, which
+  // has a connection once it was answered and written (a flush period later). One open at the moment of the loss
+  // whose server answers first after it is hashed, and its firewall may not be the one that translated it: such a
+  // connection can lose packets or fail (see docs/limits.md). Anything else must not.
+  const inFlight = new Set(
+    o.forgetConnSets ? reports.flatMap((r) => (r.short.spans ?? []).filter(([, at, ms]) => at < flushEnd && at + ms > flushStart).map(([port]) => port)) : [],
+  );
+  const failedPorts = reports.flatMap((r) => r.short.failedPorts);
   const shortTried = reports.reduce((a, r) => a + r.short.ok + r.short.failed, 0);
   const errors = JSON.stringify(reports.map((r) => ({ ...r.short.errors, ...r.long.errors })));
   t.equal(
@@ -80,18 +105,28 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
     clients.length * 300 + servers.length * 200 + (ipv6 ? clients.length * 100 + servers.length * 60 : 0),
     'every short connection was tried',
   );
-  t.equal(
-    reports.reduce((a, r) => a + r.short.failed, 0),
-    0,
-    `0 of ${shortTried} short connections failed (${errors})`,
+  t.same(
+    failedPorts.filter((p) => !inFlight.has(p)),
+    [],
+    `0 of ${shortTried} short connections failed${o.forgetConnSets ? ` but those open at the loss (${failedPorts.length} of ${inFlight.size})` : ''} (${errors})`,
   );
   t.equal(streams.filter((s) => s.err).length, 0, `0 of ${streams.length} streams broke across the flush (${errors})`);
   const fw = lab.firewallCounters();
-  t.same(
-    fw.map((f) => f.drops),
-    fw.map(() => 0),
-    `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`,
-  );
+  const dropped = lab.firewallDropFlows();
+  const portsOf = (flow: string) => [...flow.matchAll(/:(\d+)(?:>| \()/g)].map((m) => Number(m[1])).filter((p) => p !== ECHO_PORT);
+  const unexplained = dropped.filter((f) => !portsOf(f).some((p) => inFlight.has(p)));
+  if (o.forgetConnSets) {
+    t.same(unexplained, [], `the firewalls dropped packets only of connections open at the loss: ${JSON.stringify(dropped.slice(0, 10))}`);
+    t.comment(
+      `short connections open at the loss (${flushEnd - flushStart} ms on ${lab.balancerNames().length} nodes): ${inFlight.size}; of them failed: ${failedPorts.length}; ` +
+        `firewall drops: ${JSON.stringify(fw.map((f) => f.drops))} in ${dropped.length} flows`,
+    );
+  } else
+    t.same(
+      fw.map((f) => f.drops),
+      fw.map(() => 0),
+      `0 firewall drops ${JSON.stringify(dropped.slice(0, 10))}`,
+    );
   // Each published address is translated by its own firewall only: no other firewall holds a connection to it.
   const elsewhere = ks.flatMap((k) => [
     ...lab

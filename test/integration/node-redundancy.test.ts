@@ -4,6 +4,7 @@
 // keeps its firewall in both directions. The ECMP lab's routes are static and the tests force them (a rehash,
 // one side's path through one node): what a dying node does to traffic behind BGP is bgp.test.ts's.
 import { t, Test } from 'tap';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { bucketOf, buildJoinedTable, canonicalKey, PROTO_TCP } from '@fwlb/flowhash';
 import { drive, ECHO_PORT, inNs, Lab, waitUntil } from '@fwlb/lab';
@@ -89,6 +90,9 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   await t.test("a pinned session (off its bucket's firewall) keeps its firewall on a node that never saw it: the pin comes from Redis", async (t) => {
     routeOnly(1);
     lab.resetFirewallCounters();
+    // The kernel gives a client's connections to one destination ports from the same offset, so these streams can
+    // reuse an earlier subtest's ports: that connection's TIME_WAIT entry on its firewall would count as a crossing.
+    for (const fw of ALL) spawnSync('ip', ['netns', 'exec', lab.ns(fw), 'conntrack', '-D', '-p', 'tcp', '--dport', String(ECHO_PORT)], { stdio: 'ignore' });
     const token = cfg.api!.token!;
     const setFw2 = async (enabled: boolean) => {
       t.equal((await lab.api('ob1', 'PUT', '/firewalls/fw2/admin', { enabled }, token)).status, 200);

@@ -7,9 +7,18 @@ import { splitHostPort } from '@fwlb/flowhash';
 export interface DriveSpec {
   /**
    * `intervalMs`: a steady flow, one new connection every intervalMs (concurrency then unused). `localPorts`:
-   * connection i binds local port localPorts[i] (a reused 5-tuple, on purpose).
+   * connection i binds local port localPorts[i] (a reused 5-tuple, on purpose). `spans`: report every connection's
+   * local port, start and duration (to tell which ones were open at a given moment).
    */
-  short?: { targets: string[]; count: number; concurrency: number; timeoutMs?: number; intervalMs?: number; localPorts?: number[] };
+  short?: {
+    targets: string[];
+    count: number;
+    concurrency: number;
+    timeoutMs?: number;
+    intervalMs?: number;
+    localPorts?: number[];
+    spans?: boolean;
+  };
   long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number; localPorts?: number[] };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
   /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
@@ -38,7 +47,16 @@ export interface DriveReport {
    * for connections that succeeded but took longer than 500 ms (a lost SYN, retransmitted after 1 s); `failedPorts`:
    * each failed connection's local port (0 if it never had one), to find its flow in conntrack.
    */
-  short: { ok: number; failed: number; errors: Record<string, number>; failedAt: number[]; slowAt: number[]; failedPorts: number[] };
+  short: {
+    ok: number;
+    failed: number;
+    errors: Record<string, number>;
+    failedAt: number[];
+    slowAt: number[];
+    failedPorts: number[];
+    /** With `spans`: [local port, start (epoch ms), duration ms] of every connection. */
+    spans?: [number, number, number][];
+  };
   /**
    * `maxGapMs`: the longest time between two consecutive echoes of a stream (an outage it lived through);
    * `stalledAt`: when a stream that got no echo sent the message that went unanswered (epoch ms), else null.
@@ -320,6 +338,7 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
           Array.from({ length: s.count }, (_, i) => new Promise((r) => setTimeout(r, Math.max(0, t0 + i * iv - Date.now()))).then(() => one(i))),
         );
       })().then((rs) => {
+        if (s.spans) report.short.spans = rs.map(({ port, at, ms }) => [port, at, ms]);
         for (const { e, port, at, ms } of rs) {
           if (e) {
             report.short.failed++;
