@@ -4,7 +4,7 @@ import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, ready, tableKeys } from '@fwlb/session-table';
+import { bucketOfId, connect, ready, tableKeys } from '@fwlb/session-table';
 import { drive, ECHO_PORT, REPO } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
@@ -161,9 +161,11 @@ t.test('session table in the sandwich', async (t) => {
     lab.resetFirewallCounters();
     const before = (await lab.api('outside', 'GET', '/status')).body;
     // Each kind of bad record: a port out of range, a bad address, a protocol fwlb never records, an unknown
-    // firewall, a garbled value; a forged epoch (a huge number, no firewall live); a view without a time stamp. Each
+    // firewall, a garbled value, a well-formed record in a bucket it does not hash to; a forged epoch (a huge number, no firewall live); a view without a time stamp. Each
     // ends with a far expiry: the reaper removes expired values, and these must still be there when the nodes load.
     const keys = tableKeys('fwlb:');
+    const hash = lab.t.nodes.outside.hash;
+    const misplaced = [4, 5, 6, 7].map((p) => `198.51.100.11:${p}>203.0.113.100:7007/6`).find((id) => bucketOfId(id, hash.seed, hash.buckets ?? 251) !== 0)!;
     await raw.hset(
       keys.sessions(0),
       '198.51.100.11:99999>203.0.113.100:7007/6',
@@ -176,6 +178,8 @@ t.test('session table in the sandwich', async (t) => {
       'fw9 ob 1 9999999999999',
       '198.51.100.11:3>203.0.113.100:7007/6',
       'fw1 two words 1 9999999999999',
+      misplaced,
+      'fw1 ob 1 9999999999999',
     );
     await raw.set(
       keys.epoch,
@@ -204,7 +208,7 @@ t.test('session table in the sandwich', async (t) => {
     t.notOk(seen.has('[]'), `the forged epoch (no firewall live) was never applied (agreements seen: ${[...seen].join(' ')})`);
     t.same(after.body.agreed, before.agreed, 'the nodes agree on all firewalls again');
     const m = (await sessionCount(lab, 'outside')).sync;
-    t.ok(m.rejectedRecords >= 5, `the rejected records are counted (${m.rejectedRecords})`);
+    t.ok(m.rejectedRecords >= 6, `the rejected records are counted (${m.rejectedRecords})`);
     // FLUSHALL during traffic.
     await raw.flushall();
     const marks = () => (['ob', 'ib'] as const).map((n) => [...lab.bucketMarks(n)].sort().join(','));

@@ -4,7 +4,7 @@
 import type { Membership } from './membership';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, deleteConntrack, dumpConntrack, getConntrack } from '@fwlb/conntrack';
-import { connect, parseSessionId, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { bucketOfId, connect, decodeValue, parseSessionId, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
 import { AgreementLoop, hashConfigDigest } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
@@ -77,16 +77,24 @@ export async function startSessions(
    * Records from Redis into the cache (a trigger when one is an exception now): those of `buckets`, or every one;
    * returns how many.
    */
-  const load = async (buckets?: readonly number[]): Promise<number> => {
-    const recs = buckets ? await table.buckets(buckets) : await table.all();
+  const load = async (buckets: readonly number[] = table.allBuckets): Promise<number> => {
     const t = r.currentTable();
     let exceptions = 0;
-    for (const rec of recs) {
-      const bucket = admit(rec);
-      if (t && bucket !== null && cache.isException(rec, t, bucket)) exceptions++;
-    }
+    let n = 0;
+    // Records as Redis holds them, checked here without a record object each: the id must be a session of the
+    // bucket it is stored in, the value well formed, the firewall one of ours.
+    const now = Date.now();
+    const cap = now + ttl.max;
+    await table.bucketEntries(buckets, (b, id, v) => {
+      const val = decodeValue(v);
+      if (!val || !firewallIds.has(val.firewall) || bucketOfId(id, config.hash.seed, config.hash.buckets) !== b) return (rejectedHere++, false);
+      if (val.expires < now) return false;
+      n++;
+      if (cache.putId(id, val.firewall, Math.min(val.expires, cap), b) !== null && t && t.owner[b] !== val.firewall) exceptions++;
+      return true;
+    });
     if (exceptions) trigger();
-    return recs.length;
+    return n;
   };
   try {
     await ready(redis, 3000);

@@ -121,6 +121,13 @@ export function encodeRecord(r: SessionRecord): string {
   return `${r.firewall} ${r.node} ${r.firstSeen} ${r.expires}`;
 }
 
+/** A stored value's fields (see encodeRecord), checked; null when it is not one. */
+export function decodeValue(v: string): { firewall: string; node: string; firstSeen: number; expires: number } | null {
+  const f = typeof v === 'string' ? v.split(' ') : [];
+  if (f.length !== 4 || !ID.test(f[0]) || !ID.test(f[1]) || !TIME.test(f[2]) || !TIME.test(f[3])) return null;
+  return { firewall: f[0], node: f[1], firstSeen: Number(f[2]), expires: Number(f[3]) };
+}
+
 export function decodeRecord(id: string, v: string): SessionRecord | null {
   const k = parseSessionId(id);
   const f = typeof v === 'string' ? v.split(' ') : [];

@@ -325,7 +325,8 @@ export class SessionTable {
     return replies.reduce<number>((n, v) => n + Number(v), 0);
   }
 
-  private get allBuckets(): number[] {
+  /** Every bucket of the layout, in order. */
+  get allBuckets(): number[] {
     return Array.from({ length: this.layout.buckets }, (_, b) => b);
   }
 
