@@ -6,7 +6,7 @@ import { canonicalAddress } from '@fwlb/flowhash';
 import { Errors } from './errors';
 import { switchTime } from './membership';
 import type { Reconciler } from './reconciler';
-import type { SessionsView } from './session-wiring';
+import type { SessionsView } from './session-layer';
 import type { Announcer } from './announcer';
 import type { ReloadResult } from './reload';
 

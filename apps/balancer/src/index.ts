@@ -5,7 +5,7 @@ export * from './app';
 export * from './errors';
 export * from './doctor';
 export * from './session-sync';
-export * from './session-wiring';
+export * from './session-layer';
 export * from './pins';
 export * from './pin-maps';
 export { IPV4, IPV6 } from './rules';

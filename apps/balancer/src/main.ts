@@ -13,7 +13,7 @@ import { Reconciler } from './reconciler';
 import { Membership } from './membership';
 import { steersIPv6 } from './rules';
 import { loadAdminState, saveAdminState } from './admin-state';
-import { startSessions } from './session-wiring';
+import { SessionLayer } from './session-layer';
 import { registerSlbRoutes, SlbErrors, slbMetrics, startSlb } from '@fwlb/slb';
 import {
   acquireInstanceLock,
@@ -76,12 +76,19 @@ async function run(path: string): Promise<void> {
   // Layer 3: the sessions Redis knows are loaded before the first reconcile, so their pins are in it.
   // The shared admin state (with a session table) wins over the state file; what it applies is saved there too.
   const saveAdmin = config.stateFile ? (a: Record<string, boolean>) => saveAdminState(config.stateFile!, a) : undefined;
-  const sessions = await startSessions(config, reconciler, membership, trigger, log, (a) => {
-    try {
-      saveAdmin?.(a);
-    } catch (e) {
-      log(`ALARM state file not written: ${(e as Error).message}`);
-    }
+  const sessions = await SessionLayer.start({
+    config,
+    reconciler,
+    membership,
+    trigger,
+    log,
+    onAdmin: (a) => {
+      try {
+        saveAdmin?.(a);
+      } catch (e) {
+        log(`ALARM state file not written: ${(e as Error).message}`);
+      }
+    },
   });
   // Adopt: the first reconcile reads the kernel before writing and applies only the difference; nothing is flushed.
   const first = await reconciler.reconcile();

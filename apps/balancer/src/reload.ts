@@ -4,7 +4,7 @@ import { ConfigError, FieldProblem, reloadProblems, ResolvedBalancerConfig } fro
 import type { FirewallHealth } from './firewall-health';
 import type { Membership } from './membership';
 import type { Reconciler } from './reconciler';
-import type { SessionsHandle } from './session-wiring';
+import type { SessionsHandle } from './session-layer';
 
 export interface ReloadParts {
   membership: Membership;
