@@ -35,9 +35,8 @@ import type { AnnounceState } from '@fwlb/routing';
 
 const loadConfig = (path: string): ResolvedBalancerConfig => loadJsonConfig(path, validateBalancerConfig);
 
-async function run(path: string): Promise<void> {
-  const config = loadConfig(path);
-  const lock = await acquireInstanceLock(`fwlb balancer (table inet fwlb)`);
+/** The kernel features fwlb needs for this config, checked before anything is touched: exit 3 with what is missing. */
+async function preflight(config: ResolvedBalancerConfig): Promise<void> {
   const checks = await doctor({
     interfaces: [config.sideInterface, ...config.firewalls.map((f) => f.interface)],
     health: config.health !== null,
@@ -51,6 +50,146 @@ async function run(path: string): Promise<void> {
     console.error(`fwlb: this kernel lacks what fwlb needs:\n${formatChecks(missing)}`);
     process.exit(3);
   }
+}
+
+/**
+ * Adopt, then keep reconciling: the first reconcile reads the kernel before writing and applies only the
+ * difference (nothing is flushed); later ones run when triggered, and at least every resync period.
+ */
+async function adoptThenRun(reconciler: Reconciler, config: ResolvedBalancerConfig, log: Log): Promise<BoundedRunner> {
+  const first = await reconciler.reconcile();
+  log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`, {
+    event: 'adopt',
+    nftCommands: first.nftCommands,
+    routingChanges: first.routingChanges,
+  });
+  for (const e of first.routingErrors) log(`routing: ${e}`);
+  return BoundedRunner.create(
+    async () => {
+      const r = await reconciler.reconcile();
+      if (r.nftCommands || r.routingChanges || r.pinChanges)
+        log(`reconciled: ${r.nftCommands} nft commands, ${r.pinChanges} pins written, ${r.routingChanges} routing changes`, {
+          event: 'reconcile',
+          nftCommands: r.nftCommands,
+          pinChanges: r.pinChanges,
+          routingChanges: r.routingChanges,
+          ms: r.ms,
+        });
+      for (const e of r.routingErrors) log(`routing: ${e}`);
+    },
+    { resyncMs: config.resyncSeconds * 1000 },
+    (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
+  );
+}
+
+/**
+ * The SLB tier in this process (inside node): its VIPs are served on this node's API. An SLB that cannot start (a
+ * corrupt state file, a kernel feature missing) must not take the balancer down with it: the balancer runs, the
+ * SLB's kernel state stays as it was, and the alarm says why.
+ */
+async function embeddedSlb(config: ResolvedBalancerConfig, log: Log): Promise<{ slb: Awaited<ReturnType<typeof startSlb>> | null; alarm: string | null }> {
+  if (!config.slb) return { slb: null, alarm: null };
+  try {
+    return { slb: await startSlb(config.slb, log), alarm: null };
+  } catch (e) {
+    const alarm = `the embedded SLB did not start; its kernel state is left as it was: ${(e as Error).message}`;
+    log(`ALARM ${alarm}`);
+    return { slb: null, alarm };
+  }
+}
+
+type Log = ReturnType<typeof logLines>;
+
+/**
+ * Where admin changes are saved (the state file, if configured): `saveAdmin` for the API's own changes (a failure is
+ * the request's), `onAdmin` for those the shared table brings (a failure is an alarm in the log).
+ */
+function adminSaver(config: ResolvedBalancerConfig, log: Log) {
+  const saveAdmin = config.stateFile ? (a: Record<string, boolean>) => saveAdminState(config.stateFile!, a) : undefined;
+  const onAdmin = (a: Record<string, boolean>) => {
+    try {
+      saveAdmin?.(a);
+    } catch (e) {
+      log(`ALARM state file not written: ${(e as Error).message}`);
+    }
+  };
+  return { saveAdmin, onAdmin };
+}
+
+/** Every condition an operator must see, from each part of the node. */
+function alarmsOf(p: {
+  health: FirewallHealth | null;
+  sessions: SessionLayer | null;
+  slb: Awaited<ReturnType<typeof startSlb>> | null;
+  slbAlarm: string | null;
+  announcer: Announcer | null;
+  reconciler: Reconciler;
+}): string[] {
+  // The conntrack table's fill is read against the ratio of the config in force (a reload may change it).
+  const conntrackFull = conntrackAlarm(conntrackUse(), p.reconciler.config.conntrackAlarmRatio);
+  return [
+    ...(p.health?.alarms() ?? []),
+    ...(p.sessions?.alarms() ?? []),
+    ...(p.slb?.service.alarms() ?? []),
+    ...(p.slbAlarm ? [p.slbAlarm] : []),
+    ...(p.announcer?.alarms() ?? []),
+    ...(conntrackFull !== null ? [conntrackFull] : []),
+  ];
+}
+
+/** The node's API (with the embedded SLB's routes) and its metrics, listening. */
+async function serve(n: {
+  config: ResolvedBalancerConfig;
+  membership: Membership;
+  reconciler: Reconciler;
+  sessions: SessionLayer | null;
+  announcer: Announcer | null;
+  slb: Awaited<ReturnType<typeof startSlb>> | null;
+  saveAdmin?: (a: Record<string, boolean>) => void;
+  reload: (why: string) => ReturnType<Reloader['reload']>;
+  alarms: () => string[];
+  logger: ReturnType<typeof nodeLogger>;
+  health: () => FirewallHealth | null;
+}) {
+  const { config, reconciler, sessions, slb } = n;
+  const app = build({
+    membership: n.membership,
+    reconciler,
+    token: tokenOf(config.api),
+    https: httpsOf(config.api),
+    apply: () => reconciler.reconcile(),
+    sessions: sessions?.view,
+    announcer: n.announcer ?? undefined,
+    newConnections: async () => {
+      await reconciler.reconcile();
+      return reconciler.ruleCounters().hashedSyn?.packets ?? 0;
+    },
+    saveAdmin: n.saveAdmin,
+    shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined,
+    reload: () => n.reload('API'),
+    alarms: n.alarms,
+    extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [],
+    logger: n.logger,
+  });
+  if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
+  const registry = newRegistry();
+  const metrics = balancerMetrics(registry, {
+    reconciler,
+    sync: sessions ? () => sessions.view.metrics() : undefined,
+    alarms: n.alarms,
+    helperUp: config.health ? () => n.health()?.helperUp() ?? false : undefined,
+    announcer: n.announcer ?? undefined,
+  });
+  if (slb) slbMetrics(registry, slb.service);
+  metricsRoute(app, registry);
+  await listenOn(app, config.api.listen);
+  return { app, metrics };
+}
+
+async function run(path: string): Promise<void> {
+  const config = loadConfig(path);
+  const lock = await acquireInstanceLock(`fwlb balancer (table inet fwlb)`);
+  await preflight(config);
   const logger = nodeLogger('fwlb', config.name);
   const log = logLines(logger);
   // The admin state an operator set before the restart (a firewall out for maintenance stays out), read before
@@ -67,134 +206,40 @@ async function run(path: string): Promise<void> {
   const membership = new Membership(config, config.sessionTable !== null);
   // Pins are written over nfnetlink: nft would parse each of them, and a change can pin hundreds of thousands.
   const reconciler = new Reconciler(config, { ...nftCli(), elements: new NetlinkElements() }, rtnl, Date.now, membership);
-  if (saved) {
-    for (const [id, enabled] of Object.entries(saved.admin)) membership.setAdmin(id, enabled);
-    if (saved.unknown.length) log(`state file names firewalls no longer configured, ignored: ${saved.unknown.join(', ')}`);
-  }
+  for (const [id, enabled] of Object.entries(saved?.admin ?? {})) membership.setAdmin(id, enabled);
+  if (saved?.unknown.length) log(`state file names firewalls no longer configured, ignored: ${saved.unknown.join(', ')}`);
   let runner: BoundedRunner | null = null;
   const trigger = () => runner?.trigger();
   // Layer 3: the sessions Redis knows are loaded before the first reconcile, so their pins are in it.
   // The shared admin state (with a session table) wins over the state file; what it applies is saved there too.
-  const saveAdmin = config.stateFile ? (a: Record<string, boolean>) => saveAdminState(config.stateFile!, a) : undefined;
-  const sessions = await SessionLayer.start({
-    config,
-    reconciler,
-    membership,
-    trigger,
-    log,
-    onAdmin: (a) => {
-      try {
-        saveAdmin?.(a);
-      } catch (e) {
-        log(`ALARM state file not written: ${(e as Error).message}`);
-      }
-    },
-  });
-  // Adopt: the first reconcile reads the kernel before writing and applies only the difference; nothing is flushed.
-  const first = await reconciler.reconcile();
-  log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`, {
-    event: 'adopt',
-    nftCommands: first.nftCommands,
-    routingChanges: first.routingChanges,
-  });
-  for (const e of first.routingErrors) log(`routing: ${e}`);
-  runner = BoundedRunner.create(
-    async () => {
-      const r = await reconciler.reconcile();
-      if (r.nftCommands || r.routingChanges || r.pinChanges)
-        log(`reconciled: ${r.nftCommands} nft commands, ${r.pinChanges} pins written, ${r.routingChanges} routing changes`, {
-          event: 'reconcile',
-          nftCommands: r.nftCommands,
-          pinChanges: r.pinChanges,
-          routingChanges: r.routingChanges,
-          ms: r.ms,
-        });
-      for (const e of r.routingErrors) log(`routing: ${e}`);
-    },
-    { resyncMs: config.resyncSeconds * 1000 },
-    (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
-  );
-  // The SLB tier in this process (inside node): its VIPs are served on this node's API.
-  // An SLB that cannot start (a corrupt state file, a kernel feature missing) must not take the balancer down with it:
-  // the balancer runs, the SLB's kernel state stays as it was, and the alarm says why.
-  let slbAlarm: string | null = null;
-  const slb = config.slb
-    ? await startSlb(config.slb, log).catch((e) => {
-        slbAlarm = `the embedded SLB did not start; its kernel state is left as it was: ${(e as Error).message}`;
-        log(`ALARM ${slbAlarm}`);
-        return null;
-      })
-    : null;
+  const { saveAdmin, onAdmin } = adminSaver(config, log);
+  const sessions = await SessionLayer.start({ config, reconciler, membership, trigger, log, onAdmin });
+  runner = await adoptThenRun(reconciler, config, log);
+  const { slb, alarm: slbAlarm } = await embeddedSlb(config, log);
   // BGP: announced only now that the kernel forwards as configured (the first reconcile is in).
   const announcer = config.bgp
     ? new Announcer(config.bgp, config.name, { rtnl, daemon: birdPort(config.bgp.controlSocket), unfitReason: () => membership.unfitReason(), log })
     : null;
   await announcer?.start();
   let health: FirewallHealth | null = null;
-  // What a reload may change is read from the reconciler's config, the one in force.
-  const conntrackFull = () => conntrackAlarm(conntrackUse(), reconciler.config.conntrackAlarmRatio);
-  const reloader = new Reloader({
-    membership,
-    reconciler,
-    health: () => health,
-    sessions,
-    load: () => loadConfig(path),
-    log,
-  });
+  const reloader = new Reloader({ membership, reconciler, health: () => health, sessions, load: () => loadConfig(path), log });
   const reload = async (why: string) => {
     const r = await reloader.reload(why);
     runner?.setResyncMs(reconciler.config.resyncSeconds * 1000);
     return r;
   };
-  const alarms = () => [
-    ...(health?.alarms() ?? []),
-    ...(sessions?.alarms() ?? []),
-    ...(slb?.service.alarms() ?? []),
-    ...(slbAlarm ? [slbAlarm] : []),
-    ...(announcer?.alarms() ?? []),
-    ...[conntrackFull()].filter((a): a is string => a !== null),
-  ];
-  const app = build({
-    membership,
-    reconciler,
-    token: tokenOf(config.api),
-    https: httpsOf(config.api),
-    apply: () => reconciler.reconcile(),
-    sessions: sessions?.view,
-    announcer: announcer ?? undefined,
-    newConnections: async () => {
-      await reconciler.reconcile();
-      const c = reconciler.ruleCounters();
-      return c.hashedSyn?.packets ?? 0;
-    },
-    saveAdmin,
-    shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined,
-    reload: () => reload('API'),
-    alarms,
-    extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [],
-    logger,
-  });
-  if (slb) registerSlbRoutes(app, slb.service, tokenOf(config.api));
-  const registry = newRegistry();
-  const metrics = balancerMetrics(registry, {
-    reconciler,
-    sync: sessions ? () => sessions.view.metrics() : undefined,
-    alarms,
-    helperUp: config.health ? () => health?.helperUp() ?? false : undefined,
-    announcer: announcer ?? undefined,
-  });
-  if (slb) slbMetrics(registry, slb.service);
-  metricsRoute(app, registry);
-  const listen = config.api.listen;
-  await listenOn(app, listen);
+  const alarms = () => alarmsOf({ health, sessions, slb, slbAlarm, announcer, reconciler });
+  const { app, metrics } = await serve({ config, membership, reconciler, sessions, announcer, slb, saveAdmin, reload, alarms, logger, health: () => health });
   runner.start();
+  // A firewall's health event goes to the membership, then a reconcile (trigger) puts it in the kernel; the view is
+  // shared with the other nodes through the session layer.
   health = FirewallHealth.start(config, membership, {
     trigger,
     log,
     onView: (view) => sessions?.publishHealth(view),
     onResult: (fw, res) => metrics.observeCheck(fw, res),
   });
-  log(`listening on ${listen}`);
+  log(`listening on ${config.api.listen}`);
   // SIGHUP re-reads the config file (systemctl reload): a refused one is logged, and the node keeps its config.
   process.on('SIGHUP', () => void reload('SIGHUP').catch(() => undefined));
   stopOnSignals([
