@@ -1,7 +1,7 @@
 // Renders a node's desired nft table and policy routes from config and live firewalls; pure layer of apps/balancer.
 import { buildGroupedTable, BucketTable, familyOf, FlowKey } from '@fwlb/flowhash';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import type { DesiredTable, NftJson } from '@fwlb/nft';
+import type { DesiredChain, DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
 export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
@@ -10,6 +10,7 @@ import {
   ctMark,
   eq,
   familiesOf,
+  Family,
   FIREWALL_SYN_CHAIN,
   firewallSynChain,
   flowKeyType,
@@ -87,7 +88,7 @@ export function bucketTable(input: RenderInput): BucketTable {
 }
 
 /**
- * The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "conn:<fw>", "nat-pool:<fw>", "restore",
+ * The desired table plus the rules /status reads counters from, by name ("learn:<fw>", "relearn:<fw>", "conn:<fw>", "nat-pool:<fw>", "restore",
  * "restore-heard", "hash-syn", "hash-tcp-udp", "hash-other", "pinned", "no-firewall-drop").
  */
 export interface RenderedTable extends DesiredTable {
@@ -117,26 +118,16 @@ export interface RenderSwitch {
   table: BucketTable;
 }
 
-export function renderTable(input: RenderInput, table: BucketTable, next?: RenderSwitch): RenderedTable {
-  const c = input.config;
+/** What every rule builder reads: the config, the side, each firewall's mark and conn set, how to steer. */
+function ruleContext(c: ResolvedBalancerConfig, next: RenderSwitch | undefined, handshake: NftJson[][]): RuleContext {
   const sl = slots(c);
-  const markOf = new Map(sl.map((s) => [s.id, s.mark]));
   const connName = new Map(sl.map((s) => [s.id, `conn${s.index}`]));
-  const families = familiesOf(c);
-  const labeled: Record<string, NftJson[]> = {};
-  const suspect = new Set(input.suspect ?? []);
-  const marksOf = (ids: Iterable<string>) =>
-    [...ids]
-      .map((id) => markOf.get(id))
-      .filter((m): m is number => m !== undefined)
-      .sort((a, b) => a - b);
-  const handshake = handshakeTimeouts(c, families);
-  const x: RuleContext = {
+  return {
     c,
     side: eq(meta('iifname'), c.sideInterface),
     notSide: ne(meta('iifname'), c.sideInterface),
-    markOf,
-    families,
+    markOf: new Map(sl.map((s) => [s.id, s.mark])),
+    families: familiesOf(c),
     connSet: (f, fam) => `${connName.get(f.id)!}${fam.suffix}`,
     steer: (fam, ported, map = 'buckets') => [
       set(meta('mark'), { jhash: { mod: c.hash.buckets, seed: c.hash.seed, expr: { concat: hashFields(c, ported, fam) } } }),
@@ -149,14 +140,25 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     // The side label and the event filter serve the session sync only: without a session table a new flow pays for
     // neither (both add work to every new conntrack entry).
     events: c.sessionTable ? [set({ ct: { key: 'event' } }, CT_EVENTS)] : [],
-    handshake: handshake.rules,
+    handshake,
   };
-  const anyLive = table.owner.some((o) => o !== null);
-  const rules = preroutingRules(
-    x,
-    { restoreMarks: marksOf(input.restorable), suspect: c.firewalls.filter((f) => suspect.has(f.id)), suspectMarks: marksOf(suspect), anyLive },
-    labeled,
-  );
+}
+
+/** The per-flow sets of each family: heard, synseen, fresh and, with a session table, one `conn` set per firewall. */
+function flowSets(c: ResolvedBalancerConfig, families: Family[]) {
+  return families.flatMap((fam) => {
+    const flowSet = (name: string, timeout: number, size = 262144) => ({ name: `${name}${fam.suffix}`, type: flowKeyType(fam), timeout, size });
+    return [
+      flowSet('heard', HEARD_SECONDS),
+      flowSet('synseen', SYN_SEEN_SECONDS),
+      flowSet('fresh', FRESH_SECONDS),
+      ...(c.sessionTable ? slots(c).map((s) => flowSet(`conn${s.index}`, CONN_SECONDS, CONN_SET_SIZE)) : []),
+    ];
+  });
+}
+
+/** The bucket maps (the current one, and the next while a switch is pending) and, with a session table, the pins. */
+function tableMaps(c: ResolvedBalancerConfig, markOf: Map<string, number>, table: BucketTable, next: RenderSwitch | undefined, pins: readonly Pin[]) {
   const elementsOf = (t: BucketTable) => {
     const out: [number, number][] = [];
     t.owner.forEach((o, b) => {
@@ -164,64 +166,82 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     });
     return out;
   };
-  const pins = input.pins ?? [];
+  return [
+    { name: 'buckets', type: 'mark', map: 'mark', elements: elementsOf(table) },
+    ...(next ? [{ name: BUCKETS_NEXT, type: 'mark', map: 'mark', elements: elementsOf(next.table) }] : []),
+    ...(c.sessionTable
+      ? familiesOf(c).map((fam) => ({
+          name: `pins${fam.suffix}`,
+          type: flowKeyType(fam),
+          map: 'mark',
+          elements: pins.filter((p) => (familyOf(p.outerAddr) === 6) === (fam === IPV6)).map(pinElement),
+          owned: true,
+        }))
+      : []),
+  ];
+}
+
+/** The chains for this node's own traffic: the mark of what arrives for it from a firewall, and of its replies. */
+function localChains(c: ResolvedBalancerConfig, markOf: Map<string, number>): DesiredChain[] {
+  return [
+    // Why: the kernel routes its own replies (ICMP echo replies to the twin's probes, TCP handshakes) before any
+    // output hook, with the incoming packet's mark when net.ipv4.fwmark_reflect / tcp_fwmark_accept are 1.
+    // Marking what arrives from firewall k for this node makes those replies leave through firewall k. Why the
+    // input hook: only packets for this node pass it (a VIP of the SLB in-process is DNATed and forwarded, so it
+    // never does), and the reply is built after it; forwarded packets pay nothing, and no fib lookup is needed.
+    {
+      name: 'input',
+      type: 'filter',
+      hook: 'input',
+      prio: -150,
+      policy: 'accept',
+      rules: c.firewalls.map((f) => [...fromFirewall(f), set(meta('mark'), markOf.get(f.id))]),
+    },
+    // Why: this node's own replies (to the twin's firewall probes, to API clients across the firewalls) must
+    // leave by the firewall their flow arrived from; the learned ct mark re-routes them.
+    {
+      name: 'output',
+      type: 'route',
+      hook: 'output',
+      prio: -150,
+      policy: 'accept',
+      // All configured marks, not only reachable ones: a node that saw every firewall down must still answer
+      // the twin's probes, or both would wait for each other forever.
+      rules: [[eq(meta('mark'), 0), eq(ctMark, { set: slots(c).map((x) => x.mark) }), set(meta('mark'), ctMark)]],
+    },
+  ];
+}
+
+export function renderTable(input: RenderInput, table: BucketTable, next?: RenderSwitch): RenderedTable {
+  const c = input.config;
+  const handshake = handshakeTimeouts(c, familiesOf(c));
+  const x = ruleContext(c, next, handshake.rules);
+  const labeled: Record<string, NftJson[]> = {};
+  const suspect = new Set(input.suspect ?? []);
+  const marksOf = (ids: Iterable<string>) =>
+    [...ids]
+      .map((id) => x.markOf.get(id))
+      .filter((m): m is number => m !== undefined)
+      .sort((a, b) => a - b);
+  const anyLive = table.owner.some((o) => o !== null);
+  const rules = preroutingRules(
+    x,
+    { restoreMarks: marksOf(input.restorable), suspect: c.firewalls.filter((f) => suspect.has(f.id)), suspectMarks: marksOf(suspect), anyLive },
+    labeled,
+  );
   return {
     labeled,
     family: TABLE_FAMILY,
     name: TABLE_NAME,
     ctTimeouts: handshake.objects,
-    sets: families.flatMap((fam) => {
-      const flowSet = (name: string, timeout: number, size = 262144) => ({ name: `${name}${fam.suffix}`, type: flowKeyType(fam), timeout, size });
-      return [
-        flowSet('heard', HEARD_SECONDS),
-        flowSet('synseen', SYN_SEEN_SECONDS),
-        flowSet('fresh', FRESH_SECONDS),
-        ...(c.sessionTable ? sl.map((s) => flowSet(connName.get(s.id)!, CONN_SECONDS, CONN_SET_SIZE)) : []),
-      ];
-    }),
-    maps: [
-      { name: 'buckets', type: 'mark', map: 'mark', elements: elementsOf(table) },
-      ...(next ? [{ name: BUCKETS_NEXT, type: 'mark', map: 'mark', elements: elementsOf(next.table) }] : []),
-      ...(c.sessionTable
-        ? families.map((fam) => ({
-            name: `pins${fam.suffix}`,
-            type: flowKeyType(fam),
-            map: 'mark',
-            elements: pins.filter((p) => (familyOf(p.outerAddr) === 6) === (fam === IPV6)).map(pinElement),
-            owned: true,
-          }))
-        : []),
-    ],
+    sets: flowSets(c, x.families),
+    maps: tableMaps(c, x.markOf, table, next, input.pins ?? []),
     chains: [
       // Jump targets first: one transaction adds the chains in order.
       ...(anyLive ? [{ name: SIDE_SYN_CHAIN, rules: sideSynChain(x, labeled) }] : []),
       { name: FIREWALL_SYN_CHAIN, rules: firewallSynChain(x) },
       { name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules },
-      // Why: the kernel routes its own replies (ICMP echo replies to the twin's probes, TCP handshakes) before any
-      // output hook, with the incoming packet's mark when net.ipv4.fwmark_reflect / tcp_fwmark_accept are 1.
-      // Marking what arrives from firewall k for this node makes those replies leave through firewall k. Why the
-      // input hook: only packets for this node pass it (a VIP of the SLB in-process is DNATed and forwarded, so it
-      // never does), and the reply is built after it; forwarded packets pay nothing, and no fib lookup is needed.
-      {
-        name: 'input',
-        type: 'filter',
-        hook: 'input',
-        prio: -150,
-        policy: 'accept',
-        rules: c.firewalls.map((f) => [...fromFirewall(f), set(meta('mark'), markOf.get(f.id))]),
-      },
-      // Why: this node's own replies (to the twin's firewall probes, to API clients across the firewalls) must
-      // leave by the firewall their flow arrived from; the learned ct mark re-routes them.
-      {
-        name: 'output',
-        type: 'route',
-        hook: 'output',
-        prio: -150,
-        policy: 'accept',
-        // All configured marks, not only reachable ones: a node that saw every firewall down must still answer
-        // the twin's probes, or both would wait for each other forever.
-        rules: [[eq(meta('mark'), 0), eq(ctMark, { set: sl.map((x) => x.mark) }), set(meta('mark'), ctMark)]],
-      },
+      ...localChains(c, x.markOf),
     ],
   };
 }
