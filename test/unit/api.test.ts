@@ -278,3 +278,25 @@ t.test('the reconciler tells when a committed reconcile changed the bucket table
   await r.reconcile();
   t.equal(told, 2, 'and once when it came back');
 });
+
+t.test('the reconciler tells a coming switch once, with the buckets it will move, before it is in force', async (t) => {
+  const { r } = setup();
+  const told: [number[], number][] = [];
+  r.events.on('tableComing', (m, at) => told.push([m, at]));
+  await r.reconcile();
+  const before = r.currentTable()!.owner.slice();
+  const at = Math.ceil((Date.now() + 60_000) / 1000) * 1000;
+  r.membership.setAdmin('fw2', false, at);
+  await r.reconcile();
+  await r.reconcile();
+  t.equal(told.length, 1, 'told once for one switch, however many passes render it');
+  const fw2had = before.flatMap((o, b) => (o === 'fw2' ? [b] : []));
+  t.ok(fw2had.length > 0);
+  t.same(told[0], [fw2had, at], "with fw2's buckets and the time of the switch");
+  t.same(r.currentTable()!.owner, before, 'the current table is unchanged until then');
+  t.notOk(r.comingTable()!.owner.includes('fw2'), 'and the coming table is there to read: fw2 is out of it');
+  r.membership.setAdmin('fw2', true);
+  await r.reconcile();
+  t.equal(r.comingTable(), null, 'the change taken back: nothing is coming');
+  t.equal(told.length, 1, 'and nothing more is told');
+});

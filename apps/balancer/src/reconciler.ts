@@ -47,6 +47,7 @@ function mergePins(a: PinSet, b: PinSet): PinSet {
 /** What a reconciler tells its listeners (see Reconciler.events). */
 export interface ReconcilerEvents {
   tableChange: [moved: number[]];
+  tableComing: [moved: number[], at: number];
   reconciled: [seconds: number, ok: boolean];
 }
 
@@ -73,6 +74,9 @@ export class Reconciler {
   /**
    * `tableChange`: a committed reconcile changed the bucket table (not on the first): a session recorded by another
    * node may have become an exception (a sibling on the same side holds sessions this node never saw).
+   * `tableComing`: a committed reconcile rendered a switch to another bucket table at `at` (an admin change, an
+   * agreed join): the buckets that will move, told once per switch, so that their sessions can be read and pinned
+   * before it (a pin that agrees with the current table changes nothing).
    * `reconciled`: every pass's duration and outcome (metrics).
    */
   readonly events = new EventEmitter<ReconcilerEvents>();
@@ -82,6 +86,13 @@ export class Reconciler {
   currentTable(): BucketTable | null {
     return this.lastTable;
   }
+
+  /** The table the last reconcile switches to at a later second, or null when no switch is pending. */
+  comingTable(): BucketTable | null {
+    return this.lastComing?.table ?? null;
+  }
+
+  private lastComing: { at: number; table: BucketTable } | null = null;
 
   private cfg: ResolvedBalancerConfig;
 
@@ -208,6 +219,12 @@ export class Reconciler {
       this.lastTable = table;
       const moved = before ? table.owner.flatMap((o, b) => (o !== before.owner[b] ? [b] : [])) : [];
       if (moved.length) this.events.emit('tableChange', moved);
+      const announced = this.lastComing;
+      this.lastComing = next ? { at: next.at, table: next.table } : null;
+      if (next && (announced?.at !== next.at || announced.table.owner.some((o, b) => o !== next.table.owner[b]))) {
+        const coming = next.table.owner.flatMap((o, b) => (o !== table.owner[b] ? [b] : []));
+        if (coming.length) this.events.emit('tableComing', coming, next.at);
+      }
       this.lastMoves = bucketMoves(
         this.config.firewalls.map((f) => f.id),
         table,

@@ -14,6 +14,12 @@ import { answered, recordTtl, SessionSync, tracked } from './session-sync';
 
 /** Ids one `moved` message may carry: the writer sends one per Lua batch of at most 1,000 records. */
 const MOVED_IDS_MAX = 1000;
+/**
+ * How long before a switch a read ahead of it may have been, and still stand for the read at the switch: an admin
+ * change takes effect a couple of seconds after it is made, and the read at the switch is made only to catch what
+ * changed since the last read, which the read after the writes in flight catches too.
+ */
+const PREREAD_LEAD_MS = 10_000;
 
 /** What the API serves about sessions. */
 export interface SessionsView {
@@ -123,6 +129,7 @@ export class SessionLayer implements SessionsHandle {
   async load(buckets: readonly number[] = this.table.allBuckets): Promise<number> {
     const { config, reconciler, trigger } = this.d;
     const t = reconciler.currentTable();
+    const coming = reconciler.comingTable();
     let exceptions = 0;
     let n = 0;
     // Records as Redis holds them, checked here without a record object each: the id must be a session of the
@@ -134,7 +141,8 @@ export class SessionLayer implements SessionsHandle {
       if (!val || !this.firewallIds.has(val.firewall) || bucketOfId(id, config.hash.seed, config.hash.buckets) !== b) return (this.rejectedHere++, false);
       if (val.expires < now) return false;
       n++;
-      if (this.cache.putId(id, val.firewall, Math.min(val.expires, cap), b) !== null && t && t.owner[b] !== val.firewall) exceptions++;
+      if (this.cache.putId(id, val.firewall, Math.min(val.expires, cap), b) === null) return true;
+      if ((t && t.owner[b] !== val.firewall) || (coming && coming.owner[b] !== val.firewall)) exceptions++;
       return true;
     });
     if (exceptions) trigger();
@@ -177,9 +185,30 @@ export class SessionLayer implements SessionsHandle {
       });
   }
 
-  /** The moved buckets are read at once and once more after the siblings' writes in flight (two flush periods and a second) have landed. */
+  /**
+   * A switch to another table is coming: the buckets it moves are read now, so that their pins are in the kernel by
+   * the switch (they agree with the current table until then). When the switch comes, those buckets are read only
+   * once the writes in flight have landed.
+   */
+  private readonly onTableComing = (moved: number[]): void => {
+    const now = Date.now();
+    for (const b of moved) this.preread.set(b, now);
+    this.reload(moved, 'bucket table changes soon');
+  };
+
+  /** When each bucket was read ahead of a coming switch. */
+  private readonly preread = new Map<number, number>();
+
+  /**
+   * The moved buckets are read at once (unless they were read ahead of this switch) and once more after the
+   * siblings' writes in flight (two flush periods and a second) have landed.
+   */
   private readonly onTableChange = (moved: number[]): void => {
-    this.reload(moved, 'bucket table changed');
+    const now = Date.now();
+    const fresh = (b: number) => now - (this.preread.get(b) ?? -Infinity) < this.settleMs + PREREAD_LEAD_MS;
+    const unread = moved.filter((b) => !fresh(b));
+    for (const b of moved) this.preread.delete(b);
+    if (unread.length) this.reload(unread, 'bucket table changed');
     const tm = setTimeout(() => {
       this.timers.delete(tm);
       this.reload(moved, 'bucket table changed, writes in flight landed');
@@ -209,6 +238,7 @@ export class SessionLayer implements SessionsHandle {
     const { config, reconciler, log } = this.d;
     const st = config.sessionTable!;
     reconciler.events.on('tableChange', this.onTableChange);
+    reconciler.events.on('tableComing', this.onTableComing);
     this.sync = new SessionSync({
       node: config.name,
       role: config.role,
@@ -390,6 +420,7 @@ export class SessionLayer implements SessionsHandle {
     for (const iv of this.intervals) clearInterval(iv);
     for (const tm of this.timers) clearTimeout(tm);
     this.d.reconciler.events.off('tableChange', this.onTableChange);
+    this.d.reconciler.events.off('tableComing', this.onTableComing);
     this.sync.stop();
     this.events.close();
     void this.sub.then((s) => s?.close());
