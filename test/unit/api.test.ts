@@ -76,6 +76,63 @@ t.test('a shared admin change: every node switches at the time the first share g
   t.notMatch(texts.at(-1), /buckets_next|"time"/, 'then the new table alone (this fake kernel is written whole each time)');
 });
 
+t.test('an admin change that moves many sessions takes effect later: by the lead the session layer asks for', async (t) => {
+  const r = new Reconciler(config, fakeNft(), fakeRouting);
+  await r.reconcile();
+  const asked: [string, boolean, number[]][] = [];
+  const shared: number[] = [];
+  const app = build({
+    reconciler: r,
+    token: TOKEN,
+    audit: () => undefined,
+    shareAdmin: async (_id, _enabled, at) => (shared.push(at), at),
+    switchLead: async (id, enabled) => (asked.push([id, enabled, r.movedIf(id, enabled)]), 4000),
+  });
+  const before = r.currentTable()!.owner.slice();
+  const t0 = Date.now();
+  const res = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', headers: { authorization: `Bearer ${TOKEN}` }, payload: { enabled: false } });
+  t.equal(res.statusCode, 200);
+  t.same(
+    asked.map(([id, enabled]) => [id, enabled]),
+    [['fw2', false]],
+    'the lead is asked for the change being made',
+  );
+  t.same(
+    asked[0][2],
+    before.flatMap((o, b) => (o === 'fw2' ? [b] : [])),
+    "with the buckets it would move (fw2's), computed before the change",
+  );
+  t.ok(shared[0] >= t0 + 5000, `the time shared is the usual lead plus 4 s after the request (${shared[0] - t0} ms)`);
+  const failing = build({
+    reconciler: r,
+    token: TOKEN,
+    audit: () => undefined,
+    shareAdmin: async (_id, _enabled, at) => (shared.push(at), at),
+    switchLead: async () => {
+      throw new Error('Redis away');
+    },
+  });
+  const t1 = Date.now();
+  t.equal(
+    (await failing.inject({ method: 'PUT', url: '/firewalls/fw1/admin', headers: { authorization: `Bearer ${TOKEN}` }, payload: { enabled: false } }))
+      .statusCode,
+    200,
+    'a lead that cannot be estimated does not hold the change up',
+  );
+  t.ok(shared[1] <= Date.now() + 2000 && shared[1] >= t1 + 1000, 'it takes the usual lead');
+});
+
+t.test('what an admin change would do is known before it is made, and asking changes nothing', async (t) => {
+  const r = new Reconciler(config, fakeNft(), fakeRouting);
+  await r.reconcile();
+  const before = r.membership.snapshot();
+  t.notOk(r.membership.liveIf('fw2', false).includes('fw2'), 'fw2 disabled would leave the live set');
+  t.ok(r.membership.liveIf('fw2', true).includes('fw2'), 'enabled it stays');
+  t.same(r.movedIf('fw2', true), [], 'enabling an enabled firewall moves nothing');
+  t.same(r.membership.snapshot(), before, 'the membership is as it was');
+  t.ok(r.membership.isEnabled('fw2'), 'fw2 is still enabled');
+});
+
 t.test('PUT /firewalls/:id/admin needs the bearer token', async (t) => {
   const { app } = setup();
   const res = await app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', payload: { enabled: false } });

@@ -35,6 +35,8 @@ export interface AppOptions {
    * epoch); resolves to the time in force.
    */
   shareAdmin?: (id: string, enabled: boolean, at: number) => Promise<number>;
+  /** How much later than usual an admin change of `id` should take effect (ms): the sessions it moves, pinned first. */
+  switchLead?: (id: string, enabled: boolean) => Promise<number>;
   /** The node's BGP announcements, when a bgp section is configured. */
   announcer?: Announcer;
   /** New connections this node has steered so far (SYNs from its side, read fresh): the drain's progress. */
@@ -142,7 +144,9 @@ export function build(opts: AppOptions): FastifyInstance {
       // file; an alarm says it was not shared.
       let at = 0;
       if (opts.shareAdmin) {
-        at = await opts.shareAdmin(id, enabled, switchTime(Date.now())).then(
+        // A lead that cannot be estimated (Redis away) is the usual one: the change is not held up by it.
+        const lead = opts.switchLead ? await opts.switchLead(id, enabled).catch(() => 0) : 0;
+        at = await opts.shareAdmin(id, enabled, switchTime(Date.now() + lead)).then(
           (t) => ((shareError = null), t),
           (e) => ((shareError = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`), 0),
         );

@@ -166,6 +166,7 @@ async function serve(n: {
     },
     saveAdmin: n.saveAdmin,
     shareAdmin: sessions ? (id, enabled, at) => sessions.shareAdmin(id, enabled, at) : undefined,
+    switchLead: sessions ? (id, enabled) => sessions.leadFor(reconciler.movedIf(id, enabled)) : undefined,
     reload: () => n.reload('API'),
     alarms: n.alarms,
     extraErrorCodes: slb ? Object.values(SlbErrors).map((e) => e.code) : [],

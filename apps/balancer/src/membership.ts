@@ -250,6 +250,21 @@ export class Membership {
     this.admin.set(id, { enabled, at, before: this.adminAt(id, this.now()) });
   }
 
+  /**
+   * The firewalls that would take new sessions at `at` were `id`'s admin state `enabled` by then: what a change
+   * would do, before it is made (the change itself is not made).
+   */
+  liveIf(id: string, enabled: boolean, at = this.now()): string[] {
+    const cur = this.admin.get(id);
+    if (!cur) throw new RangeError(`no firewall ${id}`);
+    this.admin.set(id, { enabled, at: 0, before: enabled });
+    try {
+      return this.snapshot(at).live;
+    } finally {
+      this.admin.set(id, cur);
+    }
+  }
+
   /** Whether the operator lets the firewall take new sessions at time `t`. */
   private adminAt(id: string, t: number): boolean {
     const a = this.admin.get(id);

@@ -87,6 +87,15 @@ export class Reconciler {
     return this.lastTable;
   }
 
+  /** The buckets an admin change of `id` would move (the change is not made). */
+  movedIf(id: string, enabled: boolean): number[] {
+    const snap = this.membership.snapshot();
+    const base = { config: this.config, restorable: snap.restorable, suspect: snap.suspect };
+    const now = bucketTable({ ...base, live: snap.live });
+    const then = bucketTable({ ...base, live: this.membership.liveIf(id, enabled) });
+    return now.owner.flatMap((o, b) => (o !== then.owner[b] ? [b] : []));
+  }
+
   /** The table the last reconcile switches to at a later second, or null when no switch is pending. */
   comingTable(): BucketTable | null {
     return this.lastComing?.table ?? null;

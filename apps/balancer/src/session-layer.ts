@@ -20,6 +20,16 @@ const MOVED_IDS_MAX = 1000;
  * changed since the last read, which the read after the writes in flight catches too.
  */
 const PREREAD_LEAD_MS = 10_000;
+/**
+ * The lead of an admin change that moves many sessions (see leadFor). Below LEAD_MIN_SESSIONS the usual lead
+ * covers the read and the pins; the read rate is this node's own, measured on its last large read, and the pin
+ * rate what bench/pin-change measured for the kernel's writes (about 330 pins a ms), taken lower for a loaded node.
+ * At most LEAD_MAX_MS: the request answers once the change is in force, and fwlbctl waits 10 s by default.
+ */
+const LEAD_MIN_SESSIONS = 20_000;
+const READ_PER_MS_UNMEASURED = 100;
+const PINS_PER_MS = 250;
+const LEAD_MAX_MS = 8_000;
 
 /** What the API serves about sessions. */
 export interface SessionsView {
@@ -80,6 +90,8 @@ export class SessionLayer implements SessionsHandle {
   private agreement!: AgreementLoop;
   private sub: Promise<Awaited<ReturnType<SessionTable['subscribe']>> | null> = Promise.resolve(null);
   private counted: { at: number; n: Promise<number> } | null = null;
+  /** Records this node read per ms on its last read of many (null before one). */
+  private readPerMs: number | null = null;
   readonly view: SessionsView;
 
   /** The layer, started: null when the config has no session table. */
@@ -128,6 +140,7 @@ export class SessionLayer implements SessionsHandle {
    */
   async load(buckets: readonly number[] = this.table.allBuckets): Promise<number> {
     const { config, reconciler, trigger } = this.d;
+    const t0 = Date.now();
     const t = reconciler.currentTable();
     const coming = reconciler.comingTable();
     let exceptions = 0;
@@ -146,7 +159,23 @@ export class SessionLayer implements SessionsHandle {
       return true;
     });
     if (exceptions) trigger();
+    if (n >= LEAD_MIN_SESSIONS) this.readPerMs = n / Math.max(1, Date.now() - t0);
     return n;
+  }
+
+  /**
+   * How much later than usual a change that moves `buckets` should take effect, so that every node has read their
+   * sessions and pinned those that need it before it does: an estimate from the sessions stored there and this
+   * node's read rate. 0 for a change that moves few sessions. Why: a node that loses its state, or gets flows
+   * from another node, in the seconds after a change would otherwise hash sessions whose pins are still on the way;
+   * a planned change can wait for them.
+   */
+  async leadFor(buckets: readonly number[]): Promise<number> {
+    const n = await this.table.bucketSizes(buckets);
+    if (n < LEAD_MIN_SESSIONS) return 0;
+    const ms = Math.min(LEAD_MAX_MS, Math.ceil(n / (this.readPerMs ?? READ_PER_MS_UNMEASURED) + n / PINS_PER_MS));
+    this.d.log(`a change that moves ${buckets.length} buckets (${n} sessions) takes effect ${ms} ms later than usual: their pins first`);
+    return ms;
   }
 
   private async loadAtStart(): Promise<void> {

@@ -349,6 +349,12 @@ export class SessionTable {
     return { records: records - graceAll, grace };
   }
 
+  /** Records stored in each of these buckets (held, in grace or expired but not yet reaped), added up. */
+  async bucketSizes(bs: readonly number[]): Promise<number> {
+    const n = await pooled([...bs], PARALLEL * 4, (b) => this.r.hlen(this.keys.sessions(b)));
+    return n.reduce((a, x) => a + x, 0);
+  }
+
   /** Sessions held by a node (records not in grace; an expired one counts until the reaper takes it). */
   async count(now = Date.now()): Promise<number> {
     return (await this.sizes(now)).records;
