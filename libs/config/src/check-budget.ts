@@ -1,5 +1,5 @@
 // What a set of VIPs asks of the node's health checks, against the node's check budget; pure layer of libs/config.
-import type { ResolvedVip } from './validate-slb';
+import type { ResolvedVip } from './slb-resolved';
 import type { FieldProblem } from './errors';
 
 /**

@@ -4,6 +4,7 @@ export * from './balancer-schema';
 export * from './bgp';
 export * from './validate';
 export * from './slb-schema';
+export * from './slb-resolved';
 export * from './validate-slb';
 export * from './check-budget';
 export * from './check-problems';

@@ -9,7 +9,8 @@ import { checkDemand, DEFAULT_CHECKS_PER_SECOND, overBudget } from './check-budg
 import { ConfigError, FieldProblem } from './errors';
 import { ADDRESS_FORMATS, problemsOf, deepFreeze, lazy } from './validate';
 import type { ApiTls } from './balancer-schema';
-import { MemberConfig, MemberState, PoolConfig, RuleConfig, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
+import { MemberState, RuleConfig, SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
+import type { ResolvedVip } from './slb-resolved';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats(ajv, ['ipv4']);
@@ -22,27 +23,6 @@ export function compileVipValidator(): void {
   checkVip();
 }
 
-export type ResolvedMember = Readonly<Required<Omit<MemberConfig, 'pool'>> & { pool?: string }>;
-export type ResolvedPool = Readonly<Required<Omit<PoolConfig, 'check' | 'timers'>> & { check?: CheckSpec; timers?: Required<TimerConfig> }>;
-/** The fields only an L7 VIP has; resolved (defaults filled in) when `mode` is `http`, absent on an L4 VIP. */
-type L7Fields = 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor' | 'tls' | 'snat';
-export type ResolvedVip = Readonly<
-  Required<Omit<VipConfig, 'members' | 'timers' | L7Fields>> & {
-    timers: Required<TimerConfig>;
-    members: readonly ResolvedMember[];
-    mode?: 'http';
-    pools?: readonly ResolvedPool[];
-    rules?: readonly Readonly<RuleConfig>[];
-    defaultPool?: string;
-    forwardedFor?: boolean;
-    tls?: { certificate: string };
-    /** L4 one-arm: the source address the connections leave with (none: the node's own on the way out). */
-    snat?: { address?: string };
-  }
->;
-/** An L7 VIP (HAProxy serves it); the L4 ones are nft DNAT maps. */
-export type ResolvedL7Vip = ResolvedVip & Required<Pick<ResolvedVip, 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor'>>;
-export const isL7 = (v: ResolvedVip): v is ResolvedL7Vip => v.mode === 'http';
 export type ResolvedSlbConfig = Readonly<{
   name: string;
   interface: string;

@@ -1,6 +1,6 @@
 // Adds and deletes elements of one nft map over nfnetlink, without the nft binary; I/O layer of libs/nft.
 import { createNetlink, NetlinkSocket } from 'netlink';
-import { NftError } from './nft-cli';
+import { NftError } from './nft-error';
 
 const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_NFTABLES = 10;

@@ -7,16 +7,7 @@ import { ActualTable, NftJson } from './model';
 import { mapElements, parseListing } from './diff';
 import type { NetlinkElements } from './elements-netlink';
 
-export class NftError extends Error {
-  readonly code = 'FWLB_NFT_FAILED';
-  constructor(
-    message: string,
-    readonly stderr: string,
-  ) {
-    super(message);
-    this.name = 'NftError';
-  }
-}
+import { NftError } from './nft-error';
 
 export interface NftRunner {
   /** Apply commands as one transaction: all or nothing. */
