@@ -31,6 +31,8 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
   const toClients6 = clients.map((c) => hostPort(c.addr6 ?? '', ECHO_PORT));
   lab.resetFirewallCounters();
   const long = { durationMs: 9000, intervalMs: 100, timeoutMs: 3000 };
+  // Short connections are paced over about 8 s (one every intervalMs), so that some are open at the loss, 4 s in,
+  // however fast the machine runs them.
   // DNAT only: every published address leads to the same VIP, so a client that took one source port to two of them
   // would hold two connections with one tuple behind the firewalls, which no node and no server can tell apart
   // (see docs/limits.md). Each client talks to one published address then, as a client of a real service does.
@@ -40,13 +42,13 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
     ...clients.map((c, i) =>
       drive(lab, c.name, {
         long: { targets: targetsOf(i, published6), count: 10, ...long },
-        short: { targets: targetsOf(i, published6), count: 100, concurrency: 4, timeoutMs: 5000, spans: true },
+        short: { targets: targetsOf(i, published6), count: 100, concurrency: 4, intervalMs: 80, timeoutMs: 5000, spans: true },
       }),
     ),
     ...servers.map((s) =>
       drive(lab, s.name, {
         long: { targets: toClients6, count: 6, ...long },
-        short: { targets: toClients6, count: 60, concurrency: 4, timeoutMs: 5000, spans: true },
+        short: { targets: toClients6, count: 60, concurrency: 4, intervalMs: 130, timeoutMs: 5000, spans: true },
       }),
     ),
   ];
@@ -54,13 +56,13 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
     ...clients.map((c, i) =>
       drive(lab, c.name, {
         long: { targets: targetsOf(i, published), count: 30, ...long },
-        short: { targets: targetsOf(i, published), count: 300, concurrency: 6, timeoutMs: 5000, spans: true },
+        short: { targets: targetsOf(i, published), count: 300, concurrency: 6, intervalMs: 26, timeoutMs: 5000, spans: true },
       }),
     ),
     ...servers.map((s) =>
       drive(lab, s.name, {
         long: { targets: toClients, count: 20, ...long },
-        short: { targets: toClients, count: 200, concurrency: 6, timeoutMs: 5000, spans: true },
+        short: { targets: toClients, count: 200, concurrency: 6, intervalMs: 40, timeoutMs: 5000, spans: true },
       }),
     ),
     ...(ipv6 ? sixRuns() : []),
