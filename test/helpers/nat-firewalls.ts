@@ -2,9 +2,8 @@
 // own pools and a service they publish (DNAT), through every node of a side, while every node loses its state; with
 // the lab's ipv6 option, IPv6 beside IPv4.
 import type { Test } from 'tap';
-import { spawn } from 'node:child_process';
 import { hostPort } from '@fwlb/flowhash';
-import { drive, DriveReport, ECHO_PORT, Lab, nodeNs, NAT_FULL, NAT_FULL6, NAT_PUBLISHED, NAT_PUBLISHED6 } from '@fwlb/lab';
+import { drive, DriveReport, ECHO_PORT, Lab, nodeNs, spawnInNs, NAT_FULL, NAT_FULL6, NAT_PUBLISHED, NAT_PUBLISHED6 } from '@fwlb/lab';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -72,7 +71,7 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
   // of the loss is as short as the lab can make it, so "open at the loss" names few connections.
   const inNode = (n: string, args: string[], input?: string) =>
     new Promise<void>((res) => {
-      const p = spawn('ip', ['netns', 'exec', lab.ns(nodeNs(n)), ...args], { stdio: [input ? 'pipe' : 'ignore', 'ignore', 'ignore'] });
+      const p = spawnInNs(lab.ns(nodeNs(n)), args, { stdio: [input ? 'pipe' : 'ignore', 'ignore', 'ignore'] });
       if (input) p.stdin!.end(input);
       p.on('exit', () => res());
     });

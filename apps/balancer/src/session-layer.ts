@@ -140,7 +140,6 @@ export class SessionLayer implements SessionsHandle {
    */
   async load(buckets: readonly number[] = this.table.allBuckets): Promise<number> {
     const { config, reconciler, trigger } = this.d;
-    const t0 = Date.now();
     const t = reconciler.currentTable();
     const coming = reconciler.comingTable();
     let exceptions = 0;
@@ -159,7 +158,7 @@ export class SessionLayer implements SessionsHandle {
       return true;
     });
     if (exceptions) trigger();
-    if (n >= LEAD_MIN_SESSIONS) this.readPerMs = n / Math.max(1, Date.now() - t0);
+    if (n >= LEAD_MIN_SESSIONS) this.readPerMs = n / Math.max(1, Date.now() - now);
     return n;
   }
 
