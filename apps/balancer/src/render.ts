@@ -5,6 +5,7 @@ import type { DesiredChain, DesiredTable, NftJson } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
 export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
+import { preroutingRules } from './prerouting';
 import {
   BUCKETS_NEXT,
   ctMark,
@@ -21,7 +22,6 @@ import {
   IPV6,
   meta,
   ne,
-  preroutingRules,
   RuleContext,
   set,
   SIDE_SYN_CHAIN,

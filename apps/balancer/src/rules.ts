@@ -1,4 +1,5 @@
-// The balancer's steering rules as named builders, each saying why it stands where it stands; pure layer of apps/balancer.
+// The steering rules' vocabulary (matches, tuples, families, the hash), the two SYN chains and the handshake timeouts;
+// the prerouting chain's ordered builders are prerouting.ts. Pure layer of apps/balancer.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredCtTimeout, NftJson } from '@fwlb/nft';
 
@@ -10,17 +11,17 @@ export const payload = (protocol: string, field: string) => ({ payload: { protoc
 export const eq = (left: NftJson, right: NftJson) => ({ match: { op: '==', left, right } });
 export const ne = (left: NftJson, right: NftJson) => ({ match: { op: '!=', left, right } });
 export const set = (key: NftJson, value: NftJson) => ({ mangle: { key, value } });
-const stateIn = (states: string | string[]) => ({ match: { op: 'in', left: { ct: { key: 'state' } }, right: states } });
-const setOp = (op: 'update' | 'delete', tuple: NftJson[], name: string) => ({ set: { op, elem: { concat: tuple }, set: `@${name}` } });
+export const stateIn = (states: string | string[]) => ({ match: { op: 'in', left: { ct: { key: 'state' } }, right: states } });
+export const setOp = (op: 'update' | 'delete', tuple: NftJson[], name: string) => ({ set: { op, elem: { concat: tuple }, set: `@${name}` } });
 export const ctMark = { ct: { key: 'mark' } };
-const counter = { counter: null };
-const accept = { accept: null };
-const tcp = eq(meta('l4proto'), 'tcp');
-const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
-const synFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'syn' } };
+export const counter = { counter: null };
+export const accept = { accept: null };
+export const tcp = eq(meta('l4proto'), 'tcp');
+export const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
+export const synFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'syn' } };
 const ackFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'ack' } };
 const bareSyn = eq({ '&': [payload('tcp', 'flags'), ['syn', 'ack']] }, 'syn');
-const localDest = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
+export const localDest = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
 
 /**
  * ct label bit set on flows whose first packet came from the side interface (hashed or pinned here). Why: the
@@ -55,7 +56,7 @@ export function familiesOf(c: ResolvedBalancerConfig): Family[] {
   return steersIPv6(c) ? [IPV4, IPV6] : [IPV4];
 }
 
-const isFamily = (f: Family) => eq(meta('nfproto'), f.nfproto);
+export const isFamily = (f: Family) => eq(meta('nfproto'), f.nfproto);
 /** A set's or map's type keyed by a flow's 5-tuple. */
 export const flowKeyType = (f: Family) => [f.addrType, 'inet_service', f.addrType, 'inet_service', 'inet_proto'];
 
@@ -127,7 +128,7 @@ export function steering(x: RuleContext, fam: Family, conds: Rule, ported: boole
 }
 
 /** The set of a family: `fresh` for IPv4, `fresh_v6` for IPv6. */
-const named = (name: string, fam: Family) => `${name}${fam.suffix}`;
+export const named = (name: string, fam: Family) => `${name}${fam.suffix}`;
 
 export function fromFirewall(f: Firewall): Rule {
   const m: Rule = [eq(meta('iifname'), f.interface)];
@@ -203,218 +204,6 @@ export function firewallSynChain(x: RuleContext): Rule[] {
     [set(ctMark, 0)],
     ...x.families.map((fam) => [bareSyn, isFamily(fam), setOp('update', ctOriginalTuple(fam), named('synseen', fam))]),
   ];
-}
-
-const prefixes = (pools: readonly string[]) =>
-  pools.map((p) => {
-    const [addr, len] = p.split('/');
-    return len === undefined ? addr : { prefix: { addr, len: Number(len) } };
-  });
-
-/**
- * A packet from the side to a firewall's NAT pool (an address it SNATed a connection to, or publishes a service on)
- * goes to that firewall, first: no other firewall can translate it back, and no state is needed for it, so it
- * survives any node's state loss and any path through the nodes. Rendered only for firewalls with pools, and per
- * family only for the pools of that family (the pools are canonical: a host has no `/len`).
- */
-export function natPoolRules(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
-  const rules: Rule[] = [];
-  for (const fam of x.families) {
-    const poolsOf = (f: Firewall) => f.natPools.filter((p) => (p.includes(':') ? IPV6 : IPV4) === fam);
-    const withPools = x.c.firewalls.filter((f) => poolsOf(f).length);
-    if (!withPools.length) continue;
-    const daddr = payload(fam.l3, 'daddr');
-    // A connection opened to a published address starts here: its record needs its orientation like any other's.
-    if (x.c.sessionTable)
-      rules.push([
-        x.side,
-        stateIn('new'),
-        isFamily(fam),
-        eq(daddr, { set: prefixes(withPools.flatMap(poolsOf)) }),
-        set({ ct: { key: 'label' } }, SIDE_LABEL),
-        ...x.events,
-      ]);
-    for (const f of withPools) {
-      const r = [
-        x.side,
-        isFamily(fam),
-        eq(daddr, { set: prefixes(poolsOf(f)) }),
-        counter,
-        set(meta('mark'), x.markOf.get(f.id)),
-        set(ctMark, meta('mark')),
-        accept,
-      ];
-      labeled[`nat-pool:${f.id}${fam.label}`] = r;
-      rules.push(r);
-    }
-  }
-  return rules;
-}
-
-/** The prerouting rules in order, with the labels /status reads counters of. */
-export function preroutingRules(
-  x: RuleContext,
-  o: { restoreMarks: number[]; suspect: Firewall[]; suspectMarks: number[]; anyLive: boolean },
-  labeled: Record<string, Rule>,
-): Rule[] {
-  const { c, side, notSide } = x;
-  const rules: Rule[] = [];
-  const add = (label: string | null, r: Rule) => {
-    rules.push(r);
-    if (label) labeled[label] = r;
-  };
-  // A packet from a suspect firewall proves that it still forwards this flow: remember the flow for a while.
-  // Rendered only for suspect firewalls, so the common path pays nothing for it.
-  // Keyed by the connection's original tuple, the same for both directions whatever NAT does on this node (the
-  // embedded SLB's replies carry the real server's address, not the VIP the firewall sent the packets to).
-  // Link-local and multicast IPv6 (neighbour discovery, router advertisements, MLD) belongs to the link: never
-  // steered, or a fwmark rule would send it to a firewall's table.
-  if (x.families.includes(IPV6))
-    add(null, [
-      side,
-      isFamily(IPV6),
-      eq(payload('ip6', 'daddr'), { set: [{ prefix: { addr: 'fe80::', len: 10 } }, { prefix: { addr: 'ff00::', len: 8 } }] }),
-      accept,
-    ]);
-  for (const fam of x.families)
-    for (const f of o.suspect) add(null, [...fromFirewall(f), isFamily(fam), tcpUdp, setOp('update', ctOriginalTuple(fam), named('heard', fam))]);
-  rules.push(...natPoolRules(x, labeled));
-  if (o.anyLive) {
-    // Every packet that is not a SYN fails this at its third comparison.
-    add(null, [side, tcp, synFlag, { jump: { target: SIDE_SYN_CHAIN } }]);
-    // A new connection whose SYN conntrack refused (an earlier connection's entry of the opposite orientation is
-    // in the way) gets its next packets attached to that entry: the first one takes the current decision into it.
-    for (const fam of x.families) {
-      const fresh = named('fresh', fam);
-      for (const r of steering(
-        x,
-        fam,
-        [side, tcp, isFamily(fam), stateIn(['new', 'established']), eq({ concat: sideTuple(fam) }, `@${fresh}`), setOp('delete', sideTuple(fam), fresh)],
-        true,
-        [accept],
-      ))
-        add(null, r);
-    }
-  }
-  // The fast path: an established packet from the side is restored here, before the fib lookup below. Why that is
-  // safe: a flow from the side to this node itself never carries a firewall's ct mark (marks are set only by
-  // hashing, pins and learning from a firewall, all for forwarded flows). Why `ct mark {restorable}`: a flow on a
-  // firewall whose link is down is re-hashed instead of black-holed.
-  if (o.restoreMarks.length) add('restore', [side, eq(ctMark, { set: o.restoreMarks }), counter, set(meta('mark'), ctMark), accept]);
-  if (o.suspectMarks.length)
-    for (const fam of x.families)
-      add(`restore-heard${fam.label}`, [
-        side,
-        eq(ctMark, { set: o.suspectMarks }),
-        isFamily(fam),
-        tcpUdp,
-        eq({ concat: ctOriginalTuple(fam) }, `@${named('heard', fam)}`),
-        counter,
-        set(meta('mark'), ctMark),
-        accept,
-      ]);
-  add(null, [notSide, tcp, synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
-  if (c.ingressLearning) rules.push(...relearnRules(x, labeled));
-  // An established packet from a firewall leaves here: learning needs ct mark 0, everything else is for the side.
-  add(null, [notSide, ne(ctMark, 0), accept]);
-  // Traffic to this node itself (API, probes) is never steered; only a packet that was not restored pays the lookup.
-  add(null, [side, localDest, accept]);
-  if (c.ingressLearning)
-    for (const f of c.firewalls) add(`learn:${f.id}`, [...fromFirewall(f), eq(ctMark, 0), counter, set(ctMark, x.markOf.get(f.id)), ...x.events]);
-  // Everything below is for packets from the side: any other packet leaves with one comparison.
-  add(null, [notSide, accept]);
-  // The side label marks a flow whose first packet came from the side interface, once, when its entry is created.
-  // Why only then: an established flow re-hashed here (its firewall went away) was learned from a firewall, and
-  // labelling it would reverse its orientation in the session table.
-  if (c.sessionTable) add(null, [side, stateIn('new'), set({ ct: { key: 'label' } }, SIDE_LABEL), ...x.events]);
-  if (c.sessionTable && o.anyLive) {
-    // A packet without a ct mark of a connection this node saw start follows that start's firewall (see
-    // recordConn), before any pin: a pin may be an earlier connection's with the same tuple.
-    for (const fam of x.families) {
-      for (const f of c.firewalls) {
-        const conn = x.connSet(f, fam);
-        add(`conn:${f.id}${fam.label}`, [
-          side,
-          tcp,
-          isFamily(fam),
-          eq({ concat: sideTuple(fam) }, `@${conn}`),
-          setOp('update', sideTuple(fam), conn),
-          counter,
-          set(meta('mark'), x.markOf.get(f.id)),
-          set(ctMark, meta('mark')),
-          accept,
-        ]);
-      }
-    }
-  }
-  if (c.sessionTable) {
-    // A flow this node has no state for (a restart, conntrack lost, a non-SYN first packet) is looked up in the
-    // pins before it is hashed. A miss ends the rule and leaves the mark 0, so hashing follows.
-    for (const fam of x.families)
-      add(`pinned${fam.label}`, [
-        side,
-        isFamily(fam),
-        tcpUdp,
-        set(meta('mark'), { map: { key: { concat: hashFields(c, true, fam) }, data: `@${named('pins', fam)}` } }),
-        counter,
-        set(ctMark, meta('mark')),
-        accept,
-      ]);
-  }
-  if (!o.anyLive) {
-    for (const fam of x.families) add(`no-firewall-drop${fam.label}`, [side, isFamily(fam), counter, { drop: null }]);
-  } else {
-    for (const fam of x.families) {
-      steering(x, fam, [side, isFamily(fam), tcpUdp, counter], true).forEach((r, i) => add(i ? null : `hash-tcp-udp${fam.label}`, r));
-      steering(x, fam, [side, isFamily(fam), ne(meta('l4proto'), { set: ['tcp', 'udp'] }), counter], false).forEach((r, i) =>
-        add(i ? null : `hash-other${fam.label}`, r),
-      );
-    }
-  }
-  return rules;
-}
-
-/**
- * A packet a firewall forwarded shows that this firewall holds its flow (a stateful firewall forwards nothing it
- * has no state for), so a flow whose ct mark names another firewall takes this one. Why: a node without state for a
- * flow (it lost it, or the routers moved the flow here before the session table had it) guesses from the pins and
- * the hash when the side speaks first; without this the guess would stick, and every answer would go to a firewall
- * that drops it. Why two rules first: a packet that came from its flow's firewall, the common case, leaves at one set
- * lookup (by interface, or by interface and MAC for firewalls that share a segment); only the others meet the
- * per-firewall rules, whose counters count the flows that moved.
- */
-export function relearnRules(x: RuleContext, labeled: Record<string, Rule>): Rule[] {
-  const { c, notSide } = x;
-  const own = (withMac: boolean) => c.firewalls.filter((f) => !!f.mac === withMac);
-  const consistent: Rule[] = [];
-  const plain = own(false);
-  if (plain.length)
-    consistent.push([
-      notSide,
-      ne(ctMark, 0),
-      eq({ concat: [meta('iifname'), ctMark] }, { set: plain.map((f) => ({ concat: [f.interface, x.markOf.get(f.id)] })) }),
-      accept,
-    ]);
-  const withMac = own(true);
-  if (withMac.length)
-    consistent.push([
-      notSide,
-      ne(ctMark, 0),
-      eq(
-        { concat: [meta('iifname'), payload('ether', 'saddr'), ctMark] },
-        { set: withMac.map((f) => ({ concat: [f.interface, f.mac!.toLowerCase(), x.markOf.get(f.id)] })) },
-      ),
-      accept,
-    ]);
-  // A reset moves nothing: a firewall that answers a packet it has no state for with a reset of its own would
-  // otherwise take the flow. ICMP errors are left out by the protocol match below for the same reason.
-  const reset: Rule = [notSide, ne(ctMark, 0), tcp, eq({ '&': [payload('tcp', 'flags'), 'rst'] }, 'rst'), accept];
-  const moved = c.firewalls.map((f) => {
-    const r: Rule = [...fromFirewall(f), ne(ctMark, 0), tcpUdp, counter, set(ctMark, x.markOf.get(f.id)), accept];
-    labeled[`relearn:${f.id}`] = r;
-    return r;
-  });
-  return [...consistent, reset, ...moved];
 }
 
 /**

@@ -2,3 +2,5 @@
 export * from './options';
 export * from './session-key';
 export * from './session-table';
+export * from './scripts';
+export * from './agreement';

@@ -3,134 +3,9 @@
 import { Cluster } from 'ioredis';
 import type { Redis } from 'ioredis';
 import { bucketOf } from '@fwlb/flowhash';
+import { Commands, SCRIPTS } from './scripts';
+import { AdminState, decodeAdmin, decodeEpoch, EpochDoc } from './agreement';
 import { decodeRecord, encodeRecord, ID, matches, parseSessionId, SessionKey, SessionQuery, SessionRecord, sessionId } from './session-key';
-
-/**
- * Sessions live by bucket: one hash per bucket of the flow hash (id → value, the value ends with the expiry), with
- * the sessions in grace beside it in a sorted set by grace expiry. Why by bucket: a change of the bucket table moves
- * some buckets, and a node reads only their sessions, not the whole table; and the bucket is the keys' hash tag
- * (`fwlb:{17}:s`), so each script touches one Redis Cluster slot, and the buckets spread over a cluster's masters.
- * Why no index by expiry: it cost as much memory as the records; the reaper reads each bucket's values instead.
- * Lua keeps each batch atomic (ioredis defineCommand). KEYS: the bucket's hash and grace set.
- */
-const PUT = `
-local moved = {}
-local graced = redis.call('EXISTS', KEYS[2]) == 1
-for i = 2, #ARGV, 2 do
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old and string.match(old, '^%S+') ~= string.match(ARGV[i + 1], '^%S+') then moved[#moved + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  if graced then redis.call('ZREM', KEYS[2], ARGV[i]) end
-end
-if #moved > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = moved })) end
-return (#ARGV - 1) / 2`;
-const DEL = `
-local gone = {}
-for i = 2, #ARGV do
-  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
-  redis.call('ZREM', KEYS[2], ARGV[i])
-end
-if #gone > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = gone })) end
-return #ARGV - 1`;
-/**
- * A node no longer holds these sessions, but they may not have ended (a conntrack flush, a reboot, an eviction):
- * give each the grace expiry ARGV[1], in its value and in the grace set. A node that still holds the session (or
- * picks it up again) writes it again, which ends its grace. Sessions already in grace keep their expiry.
- */
-const GRACE = `
-local n = 0
-for i = 2, #ARGV do
-  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    local v = redis.call('HGET', KEYS[1], ARGV[i])
-    if v then
-      redis.call('HSET', KEYS[1], ARGV[i], (string.gsub(v, '%d+$', ARGV[1])))
-      redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
-      n = n + 1
-    end
-  end
-end
-return n`;
-/** Remove the bucket's sessions whose expiry (the value's last field) has passed, and values without one. */
-const REAP = `
-local now = tonumber(ARGV[1])
-local h = redis.call('HGETALL', KEYS[1])
-local n = 0
-for i = 1, #h, 2 do
-  local e = tonumber(string.match(h[i + 1], '(%d+)$'))
-  if not e or e < now then
-    redis.call('HDEL', KEYS[1], h[i])
-    n = n + 1
-  end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
-return n`;
-/**
- * Publish an epoch only while holding the leader lock, in one atomic step: the counter, the document and the
- * notification. The generation names the counter's history: when Redis lost its data (no persistence, a failover
- * with lag, FLUSHALL) the counter restarts under a new generation, and nodes apply the new history instead of
- * ignoring its small numbers. KEYS: lock, counter, generation, doc. ARGV: owner, candidate generation, doc JSON
- * with the fields "epoch" and "generation" left out (filled here), channel, members/live/down are in the JSON.
- */
-const PUBLISH_EPOCH = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return nil end
-local gen = redis.call('GET', KEYS[3])
-if not gen then
-  gen = ARGV[2]
-  redis.call('SET', KEYS[3], gen)
-  redis.call('SET', KEYS[2], 0)
-end
-local n = redis.call('INCR', KEYS[2])
-local doc = '{"epoch":' .. n .. ',"generation":"' .. gen .. '",' .. string.sub(ARGV[3], 2)
-redis.call('SET', KEYS[4], doc)
-redis.call('PUBLISH', ARGV[4], '{"type":"epoch","epoch":' .. n .. '}')
-return doc`;
-/**
- * Set a firewall's admin state unless it already is that state (then its first time stands), and announce a change.
- * KEYS: the admin hash. ARGV: id, "0" or "1", time, channel, message.
- */
-const SET_ADMIN = `
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.sub(v, 1, 1) == ARGV[2] then return v end
-v = ARGV[2] .. ' ' .. ARGV[3]
-redis.call('HSET', KEYS[1], ARGV[1], v)
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return v`;
-/** Renew the lock only while we hold it; take it when free. */
-const LOCK = `
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0`;
-
-type Commands = {
-  fwlbPut(hash: string, grace: string, channel: string, ...args: string[]): Promise<number>;
-  fwlbDel(hash: string, grace: string, channel: string, ...ids: string[]): Promise<number>;
-  fwlbGrace(hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
-  fwlbReap(hash: string, grace: string, now: number): Promise<number>;
-  fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
-  fwlbSetAdmin(admin: string, id: string, enabled: string, at: string, channel: string, message: string): Promise<string>;
-  fwlbPublishEpoch(
-    lock: string,
-    counter: string,
-    gen: string,
-    doc: string,
-    owner: string,
-    candidate: string,
-    body: string,
-    channel: string,
-  ): Promise<string | null>;
-};
-
-/** The scripts and how many of their arguments are keys (the slot checker's test reads this too). */
-export const SCRIPTS = {
-  fwlbPut: { numberOfKeys: 2, lua: PUT },
-  fwlbDel: { numberOfKeys: 2, lua: DEL },
-  fwlbGrace: { numberOfKeys: 2, lua: GRACE },
-  fwlbReap: { numberOfKeys: 2, lua: REAP },
-  fwlbLock: { numberOfKeys: 1, lua: LOCK },
-  fwlbSetAdmin: { numberOfKeys: 1, lua: SET_ADMIN },
-  fwlbPublishEpoch: { numberOfKeys: 4, lua: PUBLISH_EPOCH },
-} as const;
 
 /** What the table needs of a client: ioredis' Redis and Cluster both are one. */
 export type RedisLike = Redis | Cluster;
@@ -148,6 +23,13 @@ export interface TableLayout {
 /** For a table no node reads (tests, benchmarks): the default bucket count and seed 0. */
 export const DEFAULT_LAYOUT: TableLayout = { seed: 0, buckets: 251 };
 
+/**
+ * Sessions live by bucket: one hash per bucket of the flow hash (id → value, the value ends with the expiry), with
+ * the sessions in grace beside it in a sorted set by grace expiry. Why by bucket: a change of the bucket table moves
+ * some buckets, and a node reads only their sessions, not the whole table; and the bucket is the keys' hash tag
+ * (`fwlb:{17}:s`), so each script touches one Redis Cluster slot, and the buckets spread over a cluster's masters.
+ * Why no index by expiry: it cost as much memory as the records; the reaper reads each bucket's values instead.
+ */
 /**
  * The key names, each with its Redis Cluster hash tag: a bucket's keys share the bucket's tag, the control keys
  * (leader lock, epoch, admin state, health views) share `{ctl}`, so every script and MULTI touches one slot.
@@ -169,21 +51,6 @@ export function tableKeys(prefix: string) {
     legacySessions: [`${prefix}s`, `${prefix}sessions`, `${prefix}grace`],
     channel: `${prefix}events`,
   };
-}
-
-export interface EpochDoc {
-  epoch: number;
-  /** The counter's history (see PUBLISH_EPOCH); a new generation restarts the numbering. */
-  generation: string;
-  /** Firewall ids in the agreed membership, those that carry new sessions, and those every node sees down. */
-  members: string[];
-  live: string[];
-  down: string[];
-  /** Who computed it and when. */
-  by: string;
-  at: number;
-  /** Firewalls `live` that the previous epoch did not have take new sessions from this time on (ms since the epoch). */
-  joinAt?: number;
 }
 
 /**
@@ -587,67 +454,4 @@ export class SessionTable {
     await Promise.race([sub.subscribe(this.channel).catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
     return { close: () => sub.disconnect() };
   }
-}
-
-/** A firewall's shared admin state: `enabled` from `at` (ms since the epoch) on. */
-export interface AdminState {
-  enabled: boolean;
-  at: number;
-}
-
-/** "1 1764670000000" (or "1" as written before times were shared: in force since ever). */
-export function decodeAdmin(v: unknown): AdminState | null {
-  const m = typeof v === 'string' ? /^([01])(?: (\d{1,15}))?$/.exec(v) : null;
-  return m ? { enabled: m[1] === '1', at: m[2] ? Number(m[2]) : 0 } : null;
-}
-
-const IDS = (v: unknown): v is string[] => Array.isArray(v) && v.length <= 4096 && v.every((x) => typeof x === 'string' && /^[A-Za-z0-9_-]{1,32}$/.test(x));
-
-/** Strict decode of an epoch document read back from Redis (untrusted): null unless every field is sound. */
-export function decodeEpoch(text: string): EpochDoc | null {
-  let d: Record<string, unknown>;
-  try {
-    d = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (!d || typeof d !== 'object') return null;
-  const { epoch, generation, members, live, by, at, joinAt } = d;
-  const down = d.down ?? [];
-  if (
-    !Number.isSafeInteger(epoch) ||
-    (epoch as number) < 1 ||
-    typeof generation !== 'string' ||
-    !IDS(members) ||
-    !IDS(live) ||
-    !IDS(down) ||
-    typeof by !== 'string' ||
-    typeof at !== 'number'
-  )
-    return null;
-  if (joinAt !== undefined && !(Number.isSafeInteger(joinAt) && (joinAt as number) >= 0)) return null;
-  return { epoch: epoch as number, generation, members, live, down, by, at, ...(joinAt !== undefined ? { joinAt: joinAt as number } : {}) };
-}
-
-/**
- * The nodes whose views count: those that published a (fresh) view with at least one firewall in it. An empty view
- * is an abstention: a node cut off from every firewall (all its links down) forwards nothing, and its view would
- * otherwise veto every firewall for the nodes that still forward.
- */
-export function voters(views: Record<string, Record<string, boolean>>): string[] {
-  return Object.keys(views).filter((n) => Object.keys(views[n]).length > 0);
-}
-
-/** Firewalls every node sees down (the ones whose flows may be re-hashed): none when no node has a view. */
-export function agreedDown(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = voters(views)): string[] {
-  if (!nodes.length) return [];
-  return firewalls.filter((fw) => nodes.every((n) => views[n]?.[fw] === false));
-}
-
-/**
- * Firewalls every node sees up: a firewall carries new sessions only when every node agrees. `nodes` defaults to
- * the voters (nodes with a fresh, non-empty view), so a twin that has not started yet does not veto everything.
- */
-export function agreedUp(views: Record<string, Record<string, boolean>>, firewalls: string[], nodes: string[] = voters(views)): string[] {
-  return firewalls.filter((fw) => nodes.every((n) => views[n]?.[fw] === true));
 }

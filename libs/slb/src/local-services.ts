@@ -1,6 +1,7 @@
 // What this node serves itself (its addresses and the ports its sockets listen on), so that a VIP never captures it;
 // the parser is pure, the reader is the shell layer of libs/slb.
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
+import type { ResolvedVip } from '@fwlb/config';
 import { networkInterfaces } from 'node:os';
 import { canonicalOrNull, formatAddress, hostPort } from '@fwlb/flowhash';
 
@@ -76,4 +77,30 @@ export function localServices(vipAddresses: Iterable<string>): { addresses: Set<
     }
   }
   return { addresses, sockets };
+}
+
+/** The VIPs of `vips` that would capture a service of this node (`here`), as config problems; `field` names each. */
+export function captureProblems(
+  vips: readonly ResolvedVip[],
+  here: { addresses: ReadonlySet<string>; sockets: readonly LocalSocket[] },
+  field: (v: ResolvedVip, i: number) => string,
+): { field: string; message: string }[] {
+  return vips.flatMap((v, i) => {
+    const why = vipConflict(v, here.addresses, here.sockets);
+    return why ? [{ field: field(v, i), message: why }] : [];
+  });
+}
+
+/** The TLS certificates of `vips` this process cannot read, as config problems (HAProxy would refuse to start). */
+export function unreadableCertificates(vips: readonly (ResolvedVip | undefined)[]): { field: string; message: string }[] {
+  return vips.flatMap((v) => {
+    const cert = v?.tls?.certificate;
+    if (!cert) return [];
+    try {
+      accessSync(cert, constants.R_OK);
+      return [];
+    } catch {
+      return [{ field: '/tls/certificate', message: `cannot read ${cert} (a PEM file with the certificate and its key)` }];
+    }
+  });
 }

@@ -1,8 +1,8 @@
 // The SLB tier's state and its one way to change the kernel: validate, render the VIPs a change touches, apply the
 // difference in one transaction, roll back on failure; imperative shell of libs/slb.
-import { accessSync, constants } from 'node:fs';
+import type { NftJson } from '@fwlb/nft';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
-import { ConfigError, isL7, memberKey } from '@fwlb/config';
+import { ConfigError, isL7 } from '@fwlb/config';
 import type { ProbeResult } from '@fwlb/health';
 import { MonitorFactory, MonitorPool } from './monitor-pool';
 import type { AddressPort, SlbKernel } from './kernel-port';
@@ -10,24 +10,14 @@ import { viewKeys, VipViews } from './vip-views';
 import { GroupCommit } from './group-commit';
 import * as plan from './vip-plan';
 import { Edit, NotFoundError, planChange } from './vip-plan';
-import type { NftJson } from '@fwlb/nft';
-import {
-  applySlbCommands,
-  applyTablesCommands,
-  declarationsModel,
-  flowMapModel,
-  familiesInUse,
-  hasDeclarations,
-  NO_TABLES,
-  poolTargets,
-  SlbTables,
-  staleCounterCommands,
-  tablesCommands,
-} from './kernel';
-import { declared, flowMap, healthKey, isFlowMap, renderVip, SLB_FAMILIES, SlbFamily, slbFamilyOf, VipFragment, vipChain } from './render';
+import { adoptedHealth, SlbTables, staleCounterCommands } from './kernel';
+import { tablesCommands } from './kernel-diff';
+import { healthKey, renderVip } from './render';
 import type { L7Engine } from './haproxy';
-import { LocalSocket, vipConflict } from './local-services';
-import { L7Want, renderL7 } from './haproxy-render';
+import { captureProblems, LocalSocket, unreadableCertificates } from './local-services';
+import { AppliedVips } from './applied-vips';
+import { SlbTableWriter } from './table-writer';
+import { L7Applier } from './l7-applier';
 
 export interface SlbDeps {
   kernel: SlbKernel;
@@ -49,15 +39,6 @@ export interface SlbDeps {
   local?: (vipAddresses: Iterable<string>) => { addresses: ReadonlySet<string>; sockets: readonly LocalSocket[] };
 }
 
-const readable = (path: string) => {
-  try {
-    accessSync(path, constants.R_OK);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 /** The L4 VIPs: the ones the nft table holds (an L7 VIP is HAProxy's). */
 const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isL7(v));
 
@@ -73,32 +54,19 @@ export class SlbService {
   private byId = new Map<string, ResolvedVip>();
   /** Member health: a monitor per health key, and which VIPs a verdict concerns. */
   private readonly pool: MonitorPool;
-  /** The VIPs as last applied: what the kernel holds for each, and the slots the API reports. */
-  private readonly fragments = new Map<string, VipFragment>();
-  /** VIPs whose pool is in panic, as last rendered (alarms read this instead of walking 8,000 members). */
-  private readonly panicked = new Map<string, { healthy: number; enabled: number }>();
+  /** The VIPs as last applied: what the kernel holds for each, the slots the API reports, the pools in panic. */
+  private readonly applied = new AppliedVips(() => this.views.refreshed());
   /** What the API and the metrics show (members, counters, the cached GET /vips body). */
   readonly views: VipViews;
 
-  private setFragment(f: VipFragment): void {
-    if (this.fragments.get(f.id) !== f) this.views.refreshed();
-    this.fragments.set(f.id, f);
-    if (f.panic) this.panicked.set(f.id, f.panic);
-    else this.panicked.delete(f.id);
-  }
-
-  private dropFragment(id: string): void {
-    this.fragments.delete(id);
-    this.panicked.delete(id);
-  }
-
-  /** The tables as this controller last read or wrote them (null before start, or with no table). */
-  private believed: SlbTables = NO_TABLES;
+  /** The kernel's side: the tables as believed, declarations, addresses, the transaction. */
+  private readonly writer: SlbTableWriter;
+  /** The L7 VIPs' side: HAProxy. */
+  private readonly l7: L7Applier;
   private lastRead = 0;
   private readFailed = false;
   private readonly dirty = new Set<string>();
   private queue: Promise<unknown> = Promise.resolve();
-  readonly label: string;
   reconciles = 0;
   failures = 0;
   /** Member health checks by result since start: unknown is a check that could not run (helper down or overloaded). */
@@ -111,7 +79,14 @@ export class SlbService {
   }
 
   /** nft transactions sent (each one all or nothing), since start. */
-  transactions = 0;
+  get transactions(): number {
+    return this.writer.transactions;
+  }
+
+  get label(): string {
+    return this.writer.label;
+  }
+
   lastError: string | null = null;
 
   constructor(
@@ -120,12 +95,13 @@ export class SlbService {
   ) {
     this.vipList = [...config.vips];
     this.index();
-    this.label = `${config.interface}:vip`;
+    this.writer = new SlbTableWriter(deps.kernel, deps.addresses, config.table, config.interface, `${config.interface}:vip`);
+    this.l7 = new L7Applier(deps.l7, deps.log);
     // A resolved VIP serializes as its config document (vipDocument is its JSON round trip); the saver caches that text per VIP.
     this.saver = deps.save ? new GroupCommit(deps.save, () => this.vipList as unknown as readonly VipConfig[]) : null;
     this.views = new VipViews({
       vips: () => this.vipList,
-      slots: (id) => this.fragments.get(id)?.slots ?? [],
+      slots: (id) => this.applied.get(id)?.slots ?? [],
       health: { healthOf: (k) => this.pool.healthOf(k), monitorOf: (k) => this.pool.monitorOf(k) },
       started: () => this.started,
       now: () => this.now(),
@@ -167,21 +143,7 @@ export class SlbService {
 
   private async adopt(): Promise<SlbReconcileResult> {
     const have = await this.read();
-    for (const v of this.vipList) {
-      const table = have[slbFamilyOf(v.address)];
-      const known = table?.chains.has(vipChain(v.id));
-      const inPool = new Set(poolTargets(table, [v.address, v.protocol, v.port], v.scheduler === 'flow' ? flowMap(v.id) : undefined));
-      this.pool.retarget(
-        undefined,
-        v,
-        (m) => {
-          if (!known) return 'up';
-          const member = v.members.find((x) => x.address === m.address && x.port === m.port);
-          return member?.state === 'drain' || inPool.has(memberKey(m)) ? 'up' : 'down';
-        },
-        true,
-      );
-    }
+    for (const v of this.vipList) this.pool.retarget(undefined, v, adoptedHealth(have, v), true);
     const r = await this.full(have);
     this.started = true;
     await this.pool.allStarted();
@@ -242,19 +204,22 @@ export class SlbService {
   private async read(): Promise<SlbTables> {
     this.fullStarted = this.now();
     try {
-      return await this.deps.kernel.read();
+      return await this.writer.read();
     } catch (e) {
-      this.readFailed = true;
-      this.failures++;
-      this.lastError = (e as Error).message;
-      throw e;
+      throw this.failed(e);
     }
   }
 
-  private async transact(cmds: NftJson[]): Promise<void> {
-    if (!cmds.length) return;
-    this.transactions++;
-    await this.deps.kernel.apply(cmds);
+  /**
+   * A pass that failed: its VIPs are rendered again by the next pass, which is a full one (the kernel may hold
+   * anything now). Returns `e`, to be thrown.
+   */
+  private failed(e: unknown, dirty: Iterable<string> = []): unknown {
+    for (const id of dirty) this.dirty.add(id);
+    this.failures++;
+    this.readFailed = true;
+    this.lastError = e instanceof Error ? e.message : String(e);
+    return e;
   }
 
   /** Renders the VIPs whose health changed since the last pass and applies their chains only. */
@@ -264,26 +229,21 @@ export class SlbService {
     const frags = [...ids].flatMap((id) =>
       this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.pool.up, this.config.seed)] : [],
     );
-    const cmds = tablesCommands({ table: this.config.table, want: frags, have: this.believed, scope: ids });
+    const have = this.writer.tables();
+    const cmds = tablesCommands({ table: this.config.table, want: frags, have, scope: ids });
     this.reconciles++;
     try {
-      await this.transact(cmds);
+      await this.writer.transact(cmds);
     } catch (e) {
-      for (const id of ids) this.dirty.add(id);
-      this.failures++;
-      this.readFailed = true;
-      this.lastError = (e as Error).message;
-      throw e;
+      throw this.failed(e, ids);
     }
-    this.believed = applyTablesCommands(this.believed, cmds);
-    for (const f of frags) this.setFragment(f);
+    this.writer.took(have, cmds);
+    for (const f of frags) this.applied.set(f);
     this.lastError = null;
     // HAProxy after the table and apart from it: HAProxy failing never holds back an L4 member's health (an alarm
     // says so, and the next pass, or the full pass, tries again).
-    if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7Failed) {
-      await this.applyL7(this.vipList, this.pool.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
-    }
-    return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.believed.ip?.handle ?? null };
+    if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7.retryDue) await this.l7.applyOrAlarm(this.vipList, this.pool.up);
+    return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.writer.handle() };
   }
 
   /**
@@ -294,39 +254,33 @@ export class SlbService {
   private async full(have: SlbTables): Promise<SlbReconcileResult> {
     const vips = this.vipList;
     this.reconciles++;
-    // The VIPs whose health changed are taken now: a health event that arrives while this pass waits for the
-    // kernel marks its VIP again and the next pass renders it (clearing them all at the end lost such an event, and
-    // the cached fragment then kept a dead member in the kernel: CI, slb.test.ts).
+    // The VIPs whose health changed are taken now, not cleared at the end: a health event that arrives while this
+    // pass waits for the kernel marks its VIP again, and the next pass renders it; else the cached fragment would
+    // keep a dead member in the kernel.
     const dirty = new Set(this.dirty);
     this.dirty.clear();
     try {
-      const frags = l4(vips).map((v) =>
-        this.fragments.has(v.id) && !dirty.has(v.id) ? this.fragments.get(v.id)! : renderVip(v, this.pool.up, this.config.seed),
-      );
-      const decl = await this.declare(frags, have);
+      const frags = l4(vips).map((v) => (this.applied.has(v.id) && !dirty.has(v.id) ? this.applied.get(v.id)! : renderVip(v, this.pool.up, this.config.seed)));
+      const decl = await this.writer.declare(frags, have);
       have = decl.have;
       const cmds = tablesCommands({ table: this.config.table, want: frags, have });
-      const r = await this.withAddresses(new Set(vips.map((v) => v.address)), null, () => this.transact(cmds)).catch(async (e) => {
-        await decl.undo();
-        throw e;
-      });
-      this.believed = applyTablesCommands(have, cmds);
-      this.fragments.clear();
-      this.panicked.clear();
-      for (const f of frags) this.setFragment(f);
+      const r = await this.writer
+        .withAddresses(new Set(vips.map((v) => v.address)), null, () => this.writer.transact(cmds))
+        .catch(async (e) => {
+          await decl.undo();
+          throw e;
+        });
+      this.writer.took(have, cmds);
+      this.applied.replaceAll(frags);
       // HAProxy apart: an L7 failure is an alarm and a retry, never a failed pass for the L4 VIPs.
-      await this.applyL7(vips, this.pool.up).catch((e) => this.deps.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
+      await this.l7.applyOrAlarm(vips, this.pool.up);
       this.lastRead = this.now();
       this.lastFullMs = this.lastRead - this.fullStarted;
       this.readFailed = false;
       this.lastError = null;
-      return { nftCommands: cmds.length, ...r, tableHandle: this.believed.ip?.handle ?? null };
+      return { nftCommands: cmds.length, ...r, tableHandle: this.writer.handle() };
     } catch (e) {
-      for (const id of dirty) this.dirty.add(id);
-      this.failures++;
-      this.readFailed = true;
-      this.lastError = e instanceof Error ? e.message : String(e);
-      throw e;
+      throw this.failed(e, dirty);
     }
   }
 
@@ -336,85 +290,8 @@ export class SlbService {
    */
   async refuseCaptures(vips: readonly ResolvedVip[], field: (v: ResolvedVip, i: number) => string, source: string): Promise<void> {
     if (!this.deps.local || !vips.length) return;
-    const here = this.deps.local(await this.deps.addresses.labelledAddresses(this.config.interface, this.label));
-    const problems = vips.flatMap((v, i) => {
-      const why = vipConflict(v, here.addresses, here.sockets);
-      return why ? [{ field: field(v, i), message: why }] : [];
-    });
+    const problems = captureProblems(vips, this.deps.local(await this.writer.heldAddresses()), field);
     if (problems.length) throw new ConfigError(problems, source);
-  }
-
-  /**
-   * Declares, in text (JSON cannot), the pool maps and counter sets of each table `want` needs and lacks: both
-   * families on a full pass, the first VIP of a family on a change. `undo` takes them away again when the
-   * transaction that follows fails, so the kernel is as it was.
-   */
-  private async declare(want: readonly VipFragment[], have: SlbTables): Promise<{ have: SlbTables; undo: () => Promise<void> }> {
-    const done: SlbFamily[] = [];
-    const maps: { f: SlbFamily; name: string }[] = [];
-    let next = have;
-    const table = this.config.table;
-    const undo = async () => {
-      // Declared into a table that did not exist: the table goes too.
-      const cmds = [
-        ...maps.filter((m) => have[m.f] && !done.includes(m.f)).map((m): NftJson => ({ delete: { map: { family: m.f, table, name: m.name } } })),
-        ...done.flatMap((f): NftJson[] =>
-          have[f]
-            ? declared(f).map((d) => ({ delete: { [d.kind]: { family: f, table, name: d.name } } }))
-            : [{ delete: { table: { family: f, name: table } } }],
-        ),
-      ];
-      if (cmds.length) await this.deps.kernel.apply(cmds).catch(() => undefined);
-    };
-    try {
-      for (const f of familiesInUse(want, have)) {
-        if (!hasDeclarations(next[f], f)) {
-          await this.deps.kernel.declare(f);
-          done.push(f);
-          next = { ...next, [f]: applySlbCommands(next[f], declarationsModel(table, f)) };
-        }
-        const missing = want.filter((x) => x.family === f && isFlowMap(x.pool) && !next[f]?.sets.has(x.pool));
-        if (!missing.length) continue;
-        await this.deps.kernel.declareFlowMaps(
-          f,
-          missing.map((x) => ({ id: x.id, protocol: x.key[1] })),
-        );
-        maps.push(...missing.map((x) => ({ f, name: x.pool })));
-        next = {
-          ...next,
-          [f]: applySlbCommands(
-            next[f],
-            missing.map((x) => flowMapModel(table, f, x.id)),
-          ),
-        };
-      }
-    } catch (e) {
-      await undo();
-      throw e;
-    }
-    return { have: next, undo };
-  }
-
-  /**
-   * Adds the addresses `want` needs before `apply`, removes them again if it fails, and removes the ones no VIP uses
-   * after it succeeded. `only` limits the pass to the addresses of a change (null: compare every labelled address).
-   */
-  private async withAddresses(want: ReadonlySet<string>, only: ReadonlySet<string> | null, apply: () => Promise<void>) {
-    const have = new Set(await this.deps.addresses.labelledAddresses(this.config.interface, this.label));
-    const added: string[] = [];
-    try {
-      for (const a of want) {
-        if (have.has(a) || (only && !only.has(a))) continue;
-        if ((await this.deps.addresses.addAddress(this.config.interface, a, this.label)) !== false) added.push(a);
-      }
-      await apply();
-    } catch (e) {
-      for (const a of added) await this.deps.addresses.delAddress(this.config.interface, a).catch(() => undefined);
-      throw e;
-    }
-    const removed = [...have].filter((a) => !want.has(a) && (!only || only.has(a)));
-    for (const a of removed) await this.deps.addresses.delAddress(this.config.interface, a);
-    return { addressesAdded: added, addressesRemoved: removed };
   }
 
   /**
@@ -432,59 +309,48 @@ export class SlbService {
         budget: this.config.checkBudget.checksPerSecond,
         up: this.pool.up,
         known: (k) => this.pool.healthOf(k) !== undefined,
-        haproxy: !!this.deps.l7,
+        haproxy: this.l7.available,
       });
       const { next, nextById, changed, initial, l7Touched } = chg;
       const up = (k: string) => initial.get(k) ?? this.pool.up(k);
       const frags = [...changed].flatMap((id) => (nextById.has(id) && !isL7(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
       await this.refuseCaptures(chg.newListeners, () => '/address', 'request body');
-      for (const id of changed) {
-        const cert = nextById.get(id)?.tls?.certificate;
-        if (cert && !readable(cert))
-          throw new ConfigError([{ field: '/tls/certificate', message: `cannot read ${cert} (a PEM file with the certificate and its key)` }], 'request body');
-      }
+      const certs = unreadableCertificates([...changed].map((id) => nextById.get(id)));
+      if (certs.length) throw new ConfigError(certs, 'request body');
       // Addresses: only those of the changed VIPs, and an address stays while another VIP uses it.
       const touched = chg.touchedAddresses;
       const wantAddrs = new Set(next.filter((v) => touched.has(v.address)).map((v) => v.address));
       this.reconciles++;
       // The first VIP of a family declares its table; declaring is idempotent, and taken back if the change fails.
-      const decl = await this.declare(frags, this.believed);
-      let have = decl.have;
-      let cmds = tablesCommands({ table: this.config.table, want: frags, have, scope: changed });
-      const r = await this.withAddresses(wantAddrs, touched, async () => {
-        // HAProxy first (an L7 change has no nft commands, but a VIP can change mode); if the table then refuses
-        // for good, HAProxy goes back to what it ran.
-        if (l7Touched) await this.applyL7(next, up);
-        try {
+      const decl = await this.writer.declare(frags, this.writer.tables());
+      let done = { have: decl.have, cmds: [] as NftJson[] };
+      const r = await this.writer
+        .withAddresses(wantAddrs, touched, async () => {
+          // HAProxy first (an L7 change has no nft commands, but a VIP can change mode); if the table then refuses
+          // for good, HAProxy goes back to what it ran.
+          if (l7Touched) await this.l7.apply(next, up);
           try {
-            await this.transact(cmds);
+            done = await this.writer.transactScoped(frags, decl.have, changed);
           } catch (e) {
-            // The table may have drifted from what this controller believes (someone edited it): read it and try once more.
-            have = await this.deps.kernel.read();
-            const again = tablesCommands({ table: this.config.table, want: frags, have, scope: changed });
-            if (!familiesInUse(frags, have).every((f) => hasDeclarations(have[f], f)) || JSON.stringify(again) === JSON.stringify(cmds)) throw e;
-            cmds = again;
-            await this.transact(cmds);
+            if (l7Touched) await this.l7.apply(this.vipList, this.pool.up).catch(() => undefined);
+            throw e;
           }
-        } catch (e) {
-          if (l7Touched) await this.applyL7(this.vipList, this.pool.up).catch(() => undefined);
+        })
+        .catch(async (e) => {
+          await decl.undo();
+          this.failures++;
+          this.lastError = e instanceof Error ? e.message : String(e);
           throw e;
-        }
-      }).catch(async (e) => {
-        await decl.undo();
-        this.failures++;
-        this.lastError = e instanceof Error ? e.message : String(e);
-        throw e;
-      });
-      this.believed = applyTablesCommands(have, cmds);
-      for (const f of frags) this.setFragment(f);
-      for (const id of changed) if (!nextById.has(id)) this.dropFragment(id);
+        });
+      this.writer.took(done.have, done.cmds);
+      for (const f of frags) this.applied.set(f);
+      for (const id of changed) if (!nextById.has(id)) this.applied.drop(id);
       this.views.changed();
       const prev = this.byId;
       this.vipList = next;
       this.index();
       for (const id of changed) this.pool.retarget(prev.get(id), nextById.get(id), (m) => (initial.get(healthKey(nextById.get(id)!, m)) ? 'up' : 'down'));
-      return { nftCommands: cmds.length, ...r, tableHandle: this.believed.ip?.handle ?? null };
+      return { nftCommands: done.cmds.length, ...r, tableHandle: this.writer.handle() };
     });
     await this.saver?.commit();
     return made;
@@ -542,26 +408,24 @@ export class SlbService {
    * read answers from memory and never runs a process. Elements of members no longer configured are dropped here.
    */
   async refreshCounters(): Promise<void> {
-    if (this.deps.l7 && this.l7Want) this.views.l7Stats = await this.deps.l7.stats().catch(() => this.views.l7Stats);
+    this.views.l7Stats = await this.l7.stats(this.views.l7Stats);
     const c = await this.deps.kernel.counters();
     this.views.setCounters(c, this.now());
     const vipKeys = new Set(this.vipList.map((v) => viewKeys(v).vip));
     const memberKeys = new Set(this.vipList.flatMap((v) => viewKeys(v).counters));
     const stale = staleCounterCommands(this.config.table, c, vipKeys, memberKeys);
-    if (stale.length) await this.serial(() => this.transact(stale));
+    if (stale.length) await this.serial(() => this.writer.transact(stale));
   }
 
   alarms(): string[] {
-    const panics = [...this.panicked].map(([id, p]) => {
+    const panics = [...this.applied.panics()].map(([id, p]) => {
       const v = this.byId.get(id);
       return `VIP ${id} in panic: ${p.healthy} of ${p.enabled} enabled members up (threshold ${Math.round((v?.panicThreshold ?? 0) * 100)}%), every enabled member takes new sessions`;
     });
     const starting = this.started
       ? []
       : [`starting: adopting the kernel state of ${this.vipList.length} VIPs${this.lastError ? ` (last try failed: ${this.lastError})` : ''}`];
-    const l7 = this.deps.l7 && this.l7Want ? this.deps.l7.alarms() : [];
-    if (this.l7Failed) l7.push(`L7 VIPs not applied (HAProxy keeps what it ran; L4 VIPs are not affected): ${this.l7Failed}`);
-    if (!this.deps.l7 && this.vipList.some(isL7)) l7.push(`HAProxy is not available on this node: ${this.vipList.filter(isL7).length} L7 VIPs are not served`);
+    const l7 = this.l7.alarms(this.vipList);
     return [...starting, ...(this.saveError ? [this.saveError] : []), ...panics, ...l7, ...(this.deps.alarms?.() ?? [])];
   }
 
@@ -571,14 +435,14 @@ export class SlbService {
   }
 
   haproxyUp(): boolean | null {
-    return this.deps.l7 ? this.deps.l7.status().running === true : null;
+    return this.l7.up();
   }
 
   status() {
     return {
       alarms: this.alarms(),
       name: this.config.name,
-      table: { family: 'ip', name: this.config.table, families: SLB_FAMILIES.filter((f) => this.believed[f] !== null) },
+      table: { family: 'ip', name: this.config.table, families: this.writer.families() },
       interface: this.config.interface,
       vips: this.vipList.length,
       monitors: this.pool.size,
@@ -587,32 +451,8 @@ export class SlbService {
       transactions: this.transactions,
       failures: this.failures,
       lastError: this.lastError,
-      haproxy: this.deps.l7 ? this.deps.l7.status() : null,
+      haproxy: this.l7.status(),
     };
-  }
-
-  /** What HAProxy was last told to run (null while no L7 VIP was ever applied). */
-  private l7Want: L7Want | null = null;
-  /** Why the last L7 apply failed (the next pass tries again), or null. */
-  private l7Failed: string | null = null;
-
-  /**
-   * Renders the L7 VIPs of `vips` with the health `up` gives and makes HAProxy run them (runtime API, or a checked
-   * reload when the structure changed). Nothing to do on a node that never had an L7 VIP.
-   */
-  private async applyL7(vips: readonly ResolvedVip[], up: (healthKey: string) => boolean): Promise<void> {
-    const l7 = vips.filter(isL7);
-    if (!this.deps.l7 || (!l7.length && !this.l7Want)) return;
-    const want = renderL7(l7, (v, m) => up(healthKey(v, m)), this.deps.l7.paths);
-    try {
-      const r = await this.deps.l7.apply(want);
-      if (r.reloaded) this.deps.log?.(`HAProxy loaded a new config: ${l7.length} L7 VIPs`, { event: 'haproxy-reload', vips: l7.length });
-    } catch (e) {
-      this.l7Failed = e instanceof Error ? e.message : String(e);
-      throw e;
-    }
-    this.l7Want = want;
-    this.l7Failed = null;
   }
 
   stop(): void {

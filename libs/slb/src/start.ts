@@ -111,22 +111,17 @@ export interface RunningSlb {
   stop(): void;
 }
 
+type SlbLog = (m: string, fields?: Record<string, unknown>) => void;
+
 /** Adopts the kernel state (first reconcile reads before it writes), then keeps it in step with health and the API. */
-export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string, fields?: Record<string, unknown>) => void): Promise<RunningSlb> {
+export async function startSlb(from: string | ResolvedSlbConfig, log: SlbLog): Promise<RunningSlb> {
   const config = typeof from === 'string' ? loadSlbConfigWithState(from) : from;
   // Where a VIP runs from when the API's version and the config file's differ: said at every start, never silent.
   for (const o of vipSources(config).origins) log(`VIP ${o.id}: ${o.why}`, { event: 'vip-source', vip: o.id, from: o.from });
   const lock = await acquireInstanceLock(`fwlb SLB (table ip ${config.table})`);
   // The config file's VIPs in force: what the state file's digests record (a reload replaces them).
-  let fileVips = vipSources(config).fileVips;
-  const checks = await slbDoctor(
-    config.interface,
-    config.haproxy.binary,
-    config.vips.some((v) => v.address.includes(':')),
-    config.vips.some((v) => v.scheduler === 'flow'),
-  );
-  const missing = checks.filter((c) => c.required && !c.ok);
-  if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
+  const fileVips = { vips: vipSources(config).fileVips };
+  const checks = await preflight(config);
   const rtnl = Rtnl.open();
   const helper = ProbeHelper.start(undefined, undefined, {
     onStatus: (s) => log(s.up ? `probe helper up (${s.restarts} restarts)` : `ALARM probe helper down: ${s.lastError}; member health holds its last state`),
@@ -134,16 +129,12 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
   // Content regexes run in a worker thread under the node's budget, never on this thread (the API, the reconciler).
   const content = new ContentMatcher({ regexMsPerSecond: config.checkBudget.regexMsPerSecond, log });
   let runner: BoundedRunner | null = null;
-  // HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before.
-  const l7 = checks.find((c) => c.name === HAPROXY_CHECK)?.ok
-    ? new HaproxyEngine({ paths: { dir: config.haproxy.dir, peers: config.haproxy.peers, localPeer: config.name }, binary: config.haproxy.binary, log })
-    : undefined;
-  if (!l7) log(`HAProxy (${config.haproxy.binary}) not found: L7 VIPs (mode "http") are refused`);
+  const l7 = l7Engine(config, checks, log);
   const service = new SlbService(config, {
     kernel: nftSlbKernel(nftCli(), config.table),
     addresses: rtnl,
     monitors: memberMonitors(helper, (r) => service.countCheck(r), content),
-    save: config.stateFile ? saver(config.stateFile, () => fileVips) : undefined,
+    save: config.stateFile ? saver(config.stateFile, () => fileVips.vips) : undefined,
     trigger: () => runner?.trigger(),
     log,
     alarms: () => [...helperAlarms(helper), ...content.alarms()],
@@ -161,7 +152,32 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     lock.release();
     throw e;
   }
-  runner = BoundedRunner.create(
+  runner = reconcileRunner(service, config, log);
+  const adopted = adopt(service, log, () => runner?.trigger());
+  runner.start();
+  const counters = counterLoop(service, config, log);
+  const reloader = new SlbReloader(config, service, fileVips, log);
+  return {
+    config,
+    service,
+    adopted,
+    reload: (path) => reloader.reload(path),
+    stop() {
+      lock.release();
+      counters.stop();
+      runner?.stop();
+      service.stop();
+      l7?.stop();
+      helper.close();
+      content.close();
+      rtnl.close();
+    },
+  };
+}
+
+/** The reconcile loop: health changes soon (at most every 50 ms), a full pass every `resyncSeconds`. */
+function reconcileRunner(service: SlbService, config: ResolvedSlbConfig, log: SlbLog): BoundedRunner {
+  return BoundedRunner.create(
     async () => {
       const r = await service.tick();
       if (r.nftCommands || r.addressesAdded.length || r.addressesRemoved.length)
@@ -175,46 +191,72 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     { resyncMs: config.resyncSeconds * 1000, minIntervalMs: 50 },
     (e) => log(`SLB reconcile failed, will retry: ${(e as Error).message}`),
   );
-  // Adoption runs behind the API: reads answer (and /health says `starting`) while the kernel is read; changes queue
-  // behind it. If it fails, the kernel keeps what it has and the runner tries again.
-  const adopted = service.start().then(
-    (first) => {
-      compileVipValidator();
-      log(
-        `SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`,
-      );
-      return first;
-    },
-    (e) => {
-      log(`ALARM SLB could not adopt the kernel state, will retry: ${(e as Error).message}`);
-      runner?.trigger();
-      return null;
-    },
-  );
-  runner.start();
-  // Counters every `countersSeconds`; with a large table (over LARGE_COUNTERS elements), every 50 times as long as a
-  // read took if that is longer, so that reading counters never takes more than 2 % of a core. By size, not by time:
-  // a small table on a busy machine keeps its period (the lab's tests wait for fresh counters).
-  let counters: NodeJS.Timeout | null = null;
+}
+
+/**
+ * Counters every `countersSeconds`; with a large table (over LARGE_COUNTERS elements), every 50 times as long as a
+ * read took if that is longer, so that reading counters never takes more than 2 % of a core. By size, not by time:
+ * a small table on a busy machine keeps its period (the lab's tests wait for fresh counters).
+ */
+function counterLoop(service: SlbService, config: ResolvedSlbConfig, log: SlbLog): { stop(): void } {
+  let timer: NodeJS.Timeout | null = null;
   let stopped = false;
-  const readCounters = (delay: number) => {
-    counters = setTimeout(async () => {
+  const every = config.countersSeconds * 1000;
+  const next = (delay: number) => {
+    timer = setTimeout(async () => {
       const t0 = Date.now();
       await service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`));
       const took = Date.now() - t0;
-      if (!stopped)
-        readCounters(service.counterElements() > LARGE_COUNTERS ? Math.max(config.countersSeconds * 1000, 50 * took) : config.countersSeconds * 1000);
+      if (!stopped) next(service.counterElements() > LARGE_COUNTERS ? Math.max(every, 50 * took) : every);
     }, delay);
-    counters.unref();
+    timer.unref();
   };
-  readCounters(config.countersSeconds * 1000);
-  let reloading: Promise<unknown> = Promise.resolve();
-  const reloadNow = async (path: string): Promise<SlbReloadResult> => {
+  next(every);
+  return {
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+    },
+  };
+}
+
+/**
+ * Reloads of the config file, one at a time: its VIPs by the lifecycle's rule, in one change; any other key that
+ * differs is refused as taking a restart, and a refusal changes nothing. `fileVips` is what the state file's digests
+ * record as the config file's VIPs in force; a reload replaces it.
+ */
+class SlbReloader {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly config: ResolvedSlbConfig,
+    private readonly service: SlbService,
+    private readonly fileVips: { vips: VipConfig[] },
+    private readonly log: SlbLog,
+  ) {}
+
+  reload(path: string): Promise<SlbReloadResult> {
+    const r = this.queue.then(() => this.reloadNow(path));
+    this.queue = r.catch(() => undefined);
+    return r.then(
+      (res) => {
+        this.log(`reloaded ${path}: ${res.changed.length ? `VIPs changed ${res.changed.join(', ')}` : 'no VIP changed'}`, { event: 'reload', ...res });
+        return res;
+      },
+      (e) => {
+        this.log(`reload of ${path} refused, the running config stays: ${(e as Error).message}`, { event: 'reload-refused' });
+        throw e;
+      },
+    );
+  }
+
+  private async reloadNow(path: string): Promise<SlbReloadResult> {
+    const { config, service } = this;
     const { next, newFileVips, origins } = loadJsonConfig(path, (doc, source) => {
       const raw = (doc && typeof doc === 'object' ? doc : {}) as Record<string, unknown>;
       const nfv = Array.isArray(raw.vips) ? (raw.vips as VipConfig[]) : [];
       const live = service.liveVips();
-      const merged = mergeVips(nfv, { vips: [...live], file: stateFileDigests(fileVips, live) });
+      const merged = mergeVips(nfv, { vips: [...live], file: stateFileDigests(this.fileVips.vips, live) });
       return { next: validateSlbConfig({ ...raw, vips: merged.vips }, source), newFileVips: nfv, origins: merged.origins };
     });
     const problems = [...new Set([...Object.keys(config), ...Object.keys(next)])]
@@ -226,39 +268,51 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: (m: string
     const after = digests(next.vips as unknown as VipConfig[]);
     const changed = [...new Set([...before.keys(), ...after.keys()])].filter((id) => before.get(id) !== after.get(id));
     if (changed.length) await service.replaceAll(next.vips);
-    fileVips = newFileVips;
+    this.fileVips.vips = newFileVips;
     await service.save();
-    for (const o of origins) log(`VIP ${o.id}: ${o.why}`, { event: 'vip-source', vip: o.id, from: o.from });
+    for (const o of origins) this.log(`VIP ${o.id}: ${o.why}`, { event: 'vip-source', vip: o.id, from: o.from });
     return { changed };
-  };
-  return {
-    config,
-    service,
-    adopted,
-    reload(path) {
-      const r = reloading.then(() => reloadNow(path));
-      reloading = r.catch(() => undefined);
-      return r.then(
-        (res) => (
-          log(`reloaded ${path}: ${res.changed.length ? `VIPs changed ${res.changed.join(', ')}` : 'no VIP changed'}`, { event: 'reload', ...res }),
-          res
-        ),
-        (e) => {
-          log(`reload of ${path} refused, the running config stays: ${(e as Error).message}`, { event: 'reload-refused' });
-          throw e;
-        },
+  }
+}
+
+/** What this kernel and host offer the SLB; throws when something required is missing (nothing is touched yet). */
+async function preflight(config: ResolvedSlbConfig): Promise<Awaited<ReturnType<typeof slbDoctor>>> {
+  const checks = await slbDoctor(
+    config.interface,
+    config.haproxy.binary,
+    config.vips.some((v) => v.address.includes(':')),
+    config.vips.some((v) => v.scheduler === 'flow'),
+  );
+  const missing = checks.filter((c) => c.required && !c.ok);
+  if (missing.length) throw new SlbKernelError(`this kernel lacks what the SLB needs:\n${formatChecks(missing)}`);
+  return checks;
+}
+
+/**
+ * Adoption runs behind the API: reads answer (and /health says `starting`) while the kernel is read; changes queue
+ * behind it. If it fails, the kernel keeps what it has and the runner tries again (`retry`).
+ */
+function adopt(service: SlbService, log: SlbLog, retry: () => void): Promise<SlbReconcileResult | null> {
+  return service.start().then(
+    (first) => {
+      compileVipValidator();
+      log(
+        `SLB adopted kernel state: ${first.nftCommands} nft commands, ${first.addressesAdded.length} addresses added, ${first.addressesRemoved.length} removed, table handle ${first.tableHandle}`,
       );
+      return first;
     },
-    stop() {
-      lock.release();
-      stopped = true;
-      if (counters) clearTimeout(counters);
-      runner?.stop();
-      service.stop();
-      l7?.stop();
-      helper.close();
-      content.close();
-      rtnl.close();
+    (e) => {
+      log(`ALARM SLB could not adopt the kernel state, will retry: ${(e as Error).message}`);
+      retry();
+      return null;
     },
-  };
+  );
+}
+
+/** HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before. */
+function l7Engine(config: ResolvedSlbConfig, checks: Awaited<ReturnType<typeof slbDoctor>>, log: SlbLog): HaproxyEngine | undefined {
+  if (checks.find((c) => c.name === HAPROXY_CHECK)?.ok)
+    return new HaproxyEngine({ paths: { dir: config.haproxy.dir, peers: config.haproxy.peers, localPeer: config.name }, binary: config.haproxy.binary, log });
+  log(`HAProxy (${config.haproxy.binary}) not found: L7 VIPs (mode "http") are refused`);
+  return undefined;
 }

@@ -4,7 +4,7 @@ import type { ResolvedVip, VipConfig } from '@fwlb/config';
 import { isL7, memberKey } from '@fwlb/config';
 import { memberCounterKey, SlbCounters, vipKeyString } from './kernel';
 import { healthKey } from './render';
-import type { HaproxyStat } from './haproxy';
+import type { HaproxyStat } from './haproxy-cli';
 import type { MonitorPool } from './monitor-pool';
 import { backendName, DEFAULT_RULE, frontendName, ruleId, ruleTable, serverName } from './haproxy-render';
 

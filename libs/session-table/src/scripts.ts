@@ -1,0 +1,122 @@
+// The session table's Lua scripts and their typed commands: each touches the keys of one Redis Cluster slot (its
+// KEYS share a hash tag; the slot checker's unit test runs every one). I/O layer of libs/session-table.
+/** Lua keeps each batch atomic (ioredis defineCommand). KEYS: the bucket's hash and grace set. */
+const PUT = `
+local moved = {}
+local graced = redis.call('EXISTS', KEYS[2]) == 1
+for i = 2, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old and string.match(old, '^%S+') ~= string.match(ARGV[i + 1], '^%S+') then moved[#moved + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if graced then redis.call('ZREM', KEYS[2], ARGV[i]) end
+end
+if #moved > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = moved })) end
+return (#ARGV - 1) / 2`;
+const DEL = `
+local gone = {}
+for i = 2, #ARGV do
+  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+if #gone > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = gone })) end
+return #ARGV - 1`;
+/**
+ * A node no longer holds these sessions, but they may not have ended (a conntrack flush, a reboot, an eviction):
+ * give each the grace expiry ARGV[1], in its value and in the grace set. A node that still holds the session (or
+ * picks it up again) writes it again, which ends its grace. Sessions already in grace keep their expiry.
+ */
+const GRACE = `
+local n = 0
+for i = 2, #ARGV do
+  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+    local v = redis.call('HGET', KEYS[1], ARGV[i])
+    if v then
+      redis.call('HSET', KEYS[1], ARGV[i], (string.gsub(v, '%d+$', ARGV[1])))
+      redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+      n = n + 1
+    end
+  end
+end
+return n`;
+/** Remove the bucket's sessions whose expiry (the value's last field) has passed, and values without one. */
+const REAP = `
+local now = tonumber(ARGV[1])
+local h = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #h, 2 do
+  local e = tonumber(string.match(h[i + 1], '(%d+)$'))
+  if not e or e < now then
+    redis.call('HDEL', KEYS[1], h[i])
+    n = n + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+return n`;
+/**
+ * Publish an epoch only while holding the leader lock, in one atomic step: the counter, the document and the
+ * notification. The generation names the counter's history: when Redis lost its data (no persistence, a failover
+ * with lag, FLUSHALL) the counter restarts under a new generation, and nodes apply the new history instead of
+ * ignoring its small numbers. KEYS: lock, counter, generation, doc. ARGV: owner, candidate generation, doc JSON
+ * with the fields "epoch" and "generation" left out (filled here), channel, members/live/down are in the JSON.
+ */
+const PUBLISH_EPOCH = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return nil end
+local gen = redis.call('GET', KEYS[3])
+if not gen then
+  gen = ARGV[2]
+  redis.call('SET', KEYS[3], gen)
+  redis.call('SET', KEYS[2], 0)
+end
+local n = redis.call('INCR', KEYS[2])
+local doc = '{"epoch":' .. n .. ',"generation":"' .. gen .. '",' .. string.sub(ARGV[3], 2)
+redis.call('SET', KEYS[4], doc)
+redis.call('PUBLISH', ARGV[4], '{"type":"epoch","epoch":' .. n .. '}')
+return doc`;
+/**
+ * Set a firewall's admin state unless it already is that state (then its first time stands), and announce a change.
+ * KEYS: the admin hash. ARGV: id, "0" or "1", time, channel, message.
+ */
+const SET_ADMIN = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, 1) == ARGV[2] then return v end
+v = ARGV[2] .. ' ' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], v)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return v`;
+/** Renew the lock only while we hold it; take it when free. */
+const LOCK = `
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0`;
+
+/** The scripts as ioredis commands (defineCommand adds them to the client). */
+export type Commands = {
+  fwlbPut(hash: string, grace: string, channel: string, ...args: string[]): Promise<number>;
+  fwlbDel(hash: string, grace: string, channel: string, ...ids: string[]): Promise<number>;
+  fwlbGrace(hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
+  fwlbReap(hash: string, grace: string, now: number): Promise<number>;
+  fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
+  fwlbSetAdmin(admin: string, id: string, enabled: string, at: string, channel: string, message: string): Promise<string>;
+  fwlbPublishEpoch(
+    lock: string,
+    counter: string,
+    gen: string,
+    doc: string,
+    owner: string,
+    candidate: string,
+    body: string,
+    channel: string,
+  ): Promise<string | null>;
+};
+
+/** The scripts and how many of their arguments are keys (the slot checker's test reads this too). */
+export const SCRIPTS = {
+  fwlbPut: { numberOfKeys: 2, lua: PUT },
+  fwlbDel: { numberOfKeys: 2, lua: DEL },
+  fwlbGrace: { numberOfKeys: 2, lua: GRACE },
+  fwlbReap: { numberOfKeys: 2, lua: REAP },
+  fwlbLock: { numberOfKeys: 1, lua: LOCK },
+  fwlbSetAdmin: { numberOfKeys: 1, lua: SET_ADMIN },
+  fwlbPublishEpoch: { numberOfKeys: 4, lua: PUBLISH_EPOCH },
+} as const;
