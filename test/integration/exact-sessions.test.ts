@@ -1,6 +1,8 @@
 // Integration: the session table never loses, reverses or invents a session, and a learned
 // firewall is always honoured. Real packets through the lab's strict firewalls, a real redis-server.
 import { t } from 'tap';
+import Redis from 'ioredis';
+import { parseSessionId } from '@fwlb/session-table';
 import { drive, ECHO_PORT, inNs, Lab } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { startRedisOnSocket } from '../helpers/redis';
@@ -64,7 +66,10 @@ t.test('without a session table, a flow learned from a firewall goes back throug
 t.test(
   "a flow this node has on the wrong firewall follows the firewall its packets come from: the inside node's marks moved mid-stream, 0 streams broken",
   async (t) => {
-    const lab = await startLab(t);
+    // With the session table: the record of a flow that moved must follow it. The re-sync (which rewrites every
+    // record a node holds) is set beyond the test's end, so that it cannot be what puts the records right.
+    const { redis, url } = await startRedisOnSocket(t);
+    const lab = await startLab(t, { sessionTable: { url, resyncSeconds: 300 } });
     lab.resetFirewallCounters();
     const vip = `${lab.t.vip}:${ECHO_PORT}`;
     const run = Promise.all(
@@ -76,8 +81,24 @@ t.test(
     const marks = Array.from({ length: lab.t.opts.firewalls }, (_, i) => 0x10000 + i);
     const streams = lab.kernelSessions('ib').filter((e) => e.proto === 6 && e.dport === ECHO_PORT && CLIENT_NET.test(e.src) && marks.includes(e.mark));
     const before = new Map(streams.map((e) => [`${e.src}:${e.sport}`, e.mark]));
+    const fwOf = (mark: number) => `fw${marks.indexOf(mark) + 1}`;
+    const wrongOf = (mark: number) => marks[(marks.indexOf(mark) + 1) % marks.length];
+    // The records first, straight in Redis (no notification, so no node reacts): each names the firewall the inside
+    // node's entry is about to get. Then the node's own update of the entry agrees with its record, and only the
+    // flow's move back can put the record right.
+    const r = new Redis(redis.url);
+    t.teardown(() => r.disconnect());
+    let planted = 0;
+    for (const key of await r.keys('*:s'))
+      for (const [id, value] of Object.entries(await r.hgetall(key))) {
+        const k = parseSessionId(id);
+        const mark = k ? before.get(`${k.outerAddr}:${k.outerPort}`) : undefined;
+        if (mark === undefined) continue;
+        await r.hset(key, id, value.replace(/^\S+/, fwOf(wrongOf(mark))));
+        planted++;
+      }
     for (const e of streams) {
-      const wrong = marks[(marks.indexOf(e.mark) + 1) % marks.length];
+      const wrong = wrongOf(e.mark);
       const args = ['-U', '-p', 'tcp', '-s', e.src, '-d', e.dst, '--sport', String(e.sport), '--dport', String(e.dport), '--mark', String(wrong)];
       inNs(lab.ns('ib'), ['conntrack', ...args]);
     }
@@ -102,6 +123,21 @@ t.test(
     // A drop is possible only for an answer that left between a stream's packet and the mark's change; it is
     // retransmitted after the next packet from the client put the flow back.
     t.comment(`firewall drops meanwhile: ${JSON.stringify(lab.firewallCounters().map((f) => f.drops))}`);
+    // The move back changed the ct mark, a conntrack event, so the node rewrote each record. Without that, Redis
+    // would keep the wrong firewall until the next re-sync, and a node that lost its state would pin the flow there.
+    t.equal(planted, streams.length, 'each stream had its record in Redis, given the wrong firewall before the move');
+    const wrongRecords = async () => {
+      const listed = (await lab.api('inside', 'GET', `/sessions?port=${ECHO_PORT}&limit=10000`)).body as {
+        outerAddr: string;
+        outerPort: number;
+        firewall: string;
+      }[];
+      const byFlow = new Map(listed.map((x) => [`${x.outerAddr}:${x.outerPort}`, x.firewall]));
+      return [...before].filter(([k, mark]) => byFlow.get(k) !== fwOf(mark)).map(([k, mark]) => `${k} ${byFlow.get(k)} (not ${fwOf(mark)})`);
+    };
+    let wrong = await wrongRecords();
+    for (const t0 = Date.now(); wrong.length && Date.now() - t0 < 3000; wrong = await wrongRecords()) await sleep(200);
+    t.same(wrong, [], "each stream's record in Redis names its own firewall again");
   },
 );
 

@@ -7,6 +7,7 @@ import { conntrackAdvice, conntrackUse } from '@fwlb/conntrack';
 import { BALANCER_DEFAULTS, ResolvedBgp, TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
 import { birdProtocol } from '@fwlb/routing';
 import { birdPort } from './announcer';
+import { CT_EVENTS } from './render';
 import { Check, ipForwardCheck, sysctl, sysctlOnCheck } from '@fwlb/service';
 
 export { Check, formatChecks } from '@fwlb/service';
@@ -74,7 +75,7 @@ function probeCommands(): unknown[] {
             { mangle: { key: { meta: { key: 'mark' } }, value: { map: { key: { meta: { key: 'mark' } }, data: '@b' } } } },
             { mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } },
             { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
-            { mangle: { key: { ct: { key: 'event' } }, value: ['new', 'reply', 'assured', 'destroy'] } },
+            { mangle: { key: { ct: { key: 'event' } }, value: CT_EVENTS } },
             {
               set: {
                 op: 'update',

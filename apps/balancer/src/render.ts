@@ -67,8 +67,12 @@ export const SYN_SEEN_SECONDS = 10;
  * (the `fresh` set's timeout). The connection's first packet that meets an entry takes the element.
  */
 export const FRESH_SECONDS = 10;
-/** Only the events the session sync needs (an answered session, its end): no per-state-change updates. */
-export const CT_EVENTS = ['new', 'reply', 'assured', 'destroy'];
+/**
+ * Only the events the session sync needs: an answered session, its end, and a change of its firewall (the ct mark
+ * changes when a flow follows the firewall its packets come from, or a reused tuple is hashed anew); no
+ * per-state-change updates. A mark event comes only when the mark changes, never for a flow that keeps its firewall.
+ */
+export const CT_EVENTS = ['new', 'reply', 'assured', 'destroy', 'mark'];
 
 /** The config's sync groups: firewall ids by group name; empty without groups. */
 export function syncGroups(c: ResolvedBalancerConfig): string[][] {
