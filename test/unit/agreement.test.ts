@@ -174,3 +174,27 @@ t.test('an epoch document read back from Redis: joinAt is a whole number of ms o
   t.equal(decodeEpoch(JSON.stringify(base))?.joinAt, undefined);
   for (const joinAt of [-1, 1.5, '7000', null]) t.equal(decodeEpoch(JSON.stringify({ ...base, joinAt })), null, `joinAt ${JSON.stringify(joinAt)}`);
 });
+
+t.test('a join that moves many sessions takes effect later by the lead the leader estimates; a failing estimate holds nothing up', async (t) => {
+  const { store } = fakeStore('ob');
+  const applied: Agreement[] = [];
+  const asked: string[][] = [];
+  let lead: () => Promise<number> = async () => 4_700;
+  const l = new AgreementLoop({
+    ids: IDS,
+    store,
+    periodMs: 1000,
+    apply: (a) => applied.push(a),
+    now: () => 10_300,
+    joinLead: (joining) => (asked.push(joining), lead()),
+  });
+  await l.publish({ fw1: true, fw2: false, fw3: true });
+  t.same(asked, [], 'no join, no estimate (the first epoch, and a firewall leaving, apply at once)');
+  await l.publish({ fw1: true, fw2: true, fw3: true });
+  t.same(asked, [['fw2']], 'asked for the firewall that joins');
+  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 16_000 }, 'the whole second at least 1 s plus the lead ahead');
+  await l.publish({ fw1: true, fw2: false, fw3: true });
+  lead = () => Promise.reject(new Error('Redis away'));
+  await l.publish({ fw1: true, fw2: true, fw3: true });
+  t.same(applied.at(-1), { epoch: 4, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 12_000 }, 'the estimate failed: the usual lead');
+});

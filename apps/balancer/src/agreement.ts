@@ -28,6 +28,11 @@ export interface AgreementOptions {
   now?: () => number;
   /** This node's hash config digest (`hashConfigDigest`): published with the view and compared with the others'. */
   digest?: string;
+  /**
+   * How much later than usual (ms) firewalls `joining` should take new sessions: a join that moves many sessions
+   * waits until every node can have read and pinned them (see SessionLayer.leadFor). Absent, or failing: no more.
+   */
+  joinLead?: (joining: string[]) => Promise<number>;
 }
 
 /**
@@ -115,9 +120,10 @@ export class AgreementLoop {
     // A firewall that joins new sessions does so at one second on every node (see switchTime); one that leaves does
     // at once (it failed, or a node sees it down and keeps it out of its own table already).
     // A join still to come keeps its time in the next epoch.
-    const joins = live.some((id) => !(cur?.live ?? []).includes(id));
+    const joining = live.filter((id) => !(cur?.live ?? []).includes(id));
     const pending = cur?.joinAt !== undefined && cur.joinAt > this.now() ? cur.joinAt : undefined;
-    await this.o.store.publishEpoch(this.ids, live, down, this.now(), joins && cur ? switchTime(this.now()) : pending);
+    const lead = joining.length && cur && this.o.joinLead ? await this.o.joinLead(joining).catch(() => 0) : 0;
+    await this.o.store.publishEpoch(this.ids, live, down, this.now(), joining.length && cur ? switchTime(this.now() + lead) : pending);
   }
 
   /** Lead if possible, then apply; never throws (Redis away: the last agreement stays). */

@@ -89,10 +89,23 @@ export class Reconciler {
 
   /** The buckets an admin change of `id` would move (the change is not made). */
   movedIf(id: string, enabled: boolean): number[] {
+    return this.movedTo(this.membership.liveIf(id, enabled));
+  }
+
+  /**
+   * The buckets firewalls `ids` would take were they to join new sessions now (an agreed join, before the leader
+   * publishes it). An upper bound: a firewall that is disabled here takes none when it comes.
+   */
+  movedByJoin(ids: readonly string[]): number[] {
+    return this.movedTo([...new Set([...this.membership.snapshot().live, ...ids])]);
+  }
+
+  /** The buckets whose owner would differ from today's with `live` taking new sessions. */
+  private movedTo(live: string[]): number[] {
     const snap = this.membership.snapshot();
     const base = { config: this.config, restorable: snap.restorable, suspect: snap.suspect };
     const now = bucketTable({ ...base, live: snap.live });
-    const then = bucketTable({ ...base, live: this.membership.liveIf(id, enabled) });
+    const then = bucketTable({ ...base, live });
     return now.owner.flatMap((o, b) => (o !== then.owner[b] ? [b] : []));
   }
 

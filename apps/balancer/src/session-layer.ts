@@ -303,6 +303,7 @@ export class SessionLayer implements SessionsHandle {
       periodMs: heartbeatMs,
       digest: hashConfigDigest(config),
       log,
+      joinLead: (joining) => this.leadFor(this.d.reconciler.movedByJoin(joining)),
       apply: (a) => {
         membership.setAgreement(a);
         trigger();
