@@ -89,11 +89,10 @@ export function build(opts: AppOptions): FastifyInstance {
   const membership = opts.membership ?? r.membership;
   const guard = bearerGuard(opts.token);
 
-  let saveError: string | null = null;
-  let shareError: string | null = null;
+  const errors: AdminErrors = { save: null, share: null };
   const alarms = () => {
     const panic = membership.snapshot().panic;
-    return [...(panic ? [panic] : []), ...(saveError ? [saveError] : []), ...(shareError ? [shareError] : []), ...(opts.alarms?.() ?? [])];
+    return [...(panic ? [panic] : []), ...(errors.save ? [errors.save] : []), ...(errors.share ? [errors.share] : []), ...(opts.alarms?.() ?? [])];
   };
   healthRoute(app, () => {
     const a = alarms();
@@ -103,6 +102,15 @@ export function build(opts: AppOptions): FastifyInstance {
   app.get('/status', async () => ({ ...r.status(), ...(opts.announcer ? { bgp: opts.announcer.status() } : {}), alarms: alarms() }));
   app.get('/firewalls', async () => r.firewalls());
   statusPage(app);
+  sessionRoutes(app, opts);
+  adminRoute(app, opts, membership, guard, errors);
+  registerNodeRoutes(app, opts, guard);
+  reloadRoute(app, guard, opts.reload);
+  return app;
+}
+
+/** The session table's records: a query, and the counts (404 without a session table). */
+function sessionRoutes(app: FastifyInstance, opts: AppOptions): void {
   app.get<{ Querystring: { addr?: string; port?: string; firewall?: string; limit?: string } }>(
     '/sessions',
     { schema: { querystring: sessionsQuery } },
@@ -122,6 +130,19 @@ export function build(opts: AppOptions): FastifyInstance {
     if (!opts.sessions) throw Errors.NO_SESSION_TABLE();
     return { ...(await opts.sessions.count()), sync: opts.sessions.metrics() };
   });
+}
+
+/** Why the last admin change is not in the state file, or not shared with the other nodes: alarms until it is. */
+interface AdminErrors {
+  save: string | null;
+  share: string | null;
+}
+
+/**
+ * A firewall's admin state: shared first (for the second every node switches at, later for a change that moves many
+ * sessions), then applied here; answered once in force. A change the kernel refused is taken back everywhere.
+ */
+function adminRoute(app: FastifyInstance, opts: AppOptions, membership: Membership, guard: ReturnType<typeof bearerGuard>, errors: AdminErrors): void {
   app.put<{ Params: { id: string }; Body: { enabled: boolean } }>(
     '/firewalls/:id/admin',
     {
@@ -147,8 +168,8 @@ export function build(opts: AppOptions): FastifyInstance {
         // A lead that cannot be estimated (Redis away) is the usual one: the change is not held up by it.
         const lead = opts.switchLead ? await opts.switchLead(id, enabled).catch(() => 0) : 0;
         at = await opts.shareAdmin(id, enabled, switchTime(Date.now() + lead)).then(
-          (t) => ((shareError = null), t),
-          (e) => ((shareError = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`), 0),
+          (t) => ((errors.share = null), t),
+          (e) => ((errors.share = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`), 0),
         );
       }
       m.setAdmin(id, enabled, at);
@@ -163,22 +184,19 @@ export function build(opts: AppOptions): FastifyInstance {
         }
       } catch (e) {
         m.setAdmin(id, before);
-        if (opts.shareAdmin && !shareError) await opts.shareAdmin(id, before, 0).catch(() => undefined);
+        if (opts.shareAdmin && !errors.share) await opts.shareAdmin(id, before, 0).catch(() => undefined);
         throw Errors.APPLY_FAILED(e instanceof Error ? e.message : String(e));
       }
       try {
         opts.saveAdmin?.(m.adminState());
-        saveError = null;
+        errors.save = null;
       } catch (e) {
-        saveError = `state file not written: ${(e as Error).message}`;
-        throw Errors.SAVE_FAILED(saveError);
+        errors.save = `state file not written: ${(e as Error).message}`;
+        throw Errors.SAVE_FAILED(errors.save);
       }
-      return r.firewalls().find((f) => f.id === id);
+      return opts.reconciler.firewalls().find((f) => f.id === id);
     },
   );
-  registerNodeRoutes(app, opts, guard);
-  reloadRoute(app, guard, opts.reload);
-  return app;
 }
 
 /**

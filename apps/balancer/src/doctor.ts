@@ -92,23 +92,33 @@ function probeCommands(): unknown[] {
   ];
 }
 
+type DoctorOptions = {
+  interfaces?: string[];
+  health?: boolean;
+  conntrackAlarmRatio?: number;
+  siblings?: boolean;
+  ipv6?: boolean;
+  handshakeTimeoutSeconds?: number;
+  bgp?: ResolvedBgp | null;
+};
+
 /**
  * `siblings`: the node has a session table, so it may have siblings on its side (then TIME_WAIT matters). `ipv6`:
  * the firewalls have IPv6 next hops, so the node must forward IPv6.
  */
-export async function doctor(
-  opts: {
-    interfaces?: string[];
-    health?: boolean;
-    conntrackAlarmRatio?: number;
-    siblings?: boolean;
-    ipv6?: boolean;
-    handshakeTimeoutSeconds?: number;
-    bgp?: ResolvedBgp | null;
-  } = {},
-): Promise<Check[]> {
+export async function doctor(opts: DoctorOptions = {}): Promise<Check[]> {
+  return [
+    ...(opts.bgp ? await bgpChecks(opts.bgp) : []),
+    ...(await nftChecks(opts)),
+    ...conntrackChecks(opts),
+    ...(await routingChecks(opts)),
+    ...(await probeChecks(opts)),
+  ];
+}
+
+/** nft itself, the kernel's nf_tables features fwlb's table uses, and the handshake timeout policies. */
+async function nftChecks(opts: DoctorOptions): Promise<Check[]> {
   const checks: Check[] = [];
-  if (opts.bgp) checks.push(...(await bgpChecks(opts.bgp)));
   const v = spawnSync('nft', ['--version'], { encoding: 'utf8' });
   checks.push({
     name: 'nft binary',
@@ -152,6 +162,12 @@ export async function doctor(
       });
     }
   }
+  return checks;
+}
+
+/** conntrack loaded, its table's use, and TIME_WAIT where a node has siblings. */
+function conntrackChecks(opts: DoctorOptions): Check[] {
+  const checks: Check[] = [];
   const ct = sysctl('net/netfilter/nf_conntrack_max');
   checks.push({
     name: 'conntrack',
@@ -162,6 +178,24 @@ export async function doctor(
   const use = conntrackUse();
   const ratio = opts.conntrackAlarmRatio ?? BALANCER_DEFAULTS.conntrackAlarmRatio;
   if (use) checks.push({ name: 'conntrack table use', ok: use.count < use.max * ratio, required: false, detail: conntrackAdvice(use, ratio) });
+  if (opts.siblings) {
+    const tw = Number(sysctl('net/netfilter/nf_conntrack_tcp_timeout_time_wait') ?? NaN);
+    checks.push({
+      name: 'conntrack TIME_WAIT',
+      ok: tw <= TIME_WAIT_ADVICE_SECONDS,
+      required: false,
+      detail:
+        tw <= TIME_WAIT_ADVICE_SECONDS
+          ? `${tw} s`
+          : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection's entry keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
+    });
+  }
+  return checks;
+}
+
+/** Policy routing over netlink, forwarding, and rp_filter on the interfaces the config names. */
+async function routingChecks(opts: DoctorOptions): Promise<Check[]> {
+  const checks: Check[] = [];
   try {
     const rt = Rtnl.open();
     try {
@@ -190,18 +224,27 @@ export async function doctor(
           `net.ipv6.conf.all.forwarding is ${v ?? 'missing (no IPv6 in this kernel?)'}: the firewalls have nextHop6, and this node would not forward IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)`,
       ),
     );
-  if (opts.siblings) {
-    const tw = Number(sysctl('net/netfilter/nf_conntrack_tcp_timeout_time_wait') ?? NaN);
+  for (const i of opts.interfaces ?? []) {
+    const rp = sysctl(`net/ipv4/conf/${i}/rp_filter`);
+    const all = sysctl('net/ipv4/conf/all/rp_filter');
+    if (rp === null) {
+      checks.push({ name: `interface ${i}`, ok: false, required: true, detail: 'interface does not exist' });
+      continue;
+    }
+    const eff = Math.max(Number(rp), Number(all ?? 0));
     checks.push({
-      name: 'conntrack TIME_WAIT',
-      ok: tw <= TIME_WAIT_ADVICE_SECONDS,
+      name: `rp_filter ${i}`,
+      ok: eff !== 1,
       required: false,
-      detail:
-        tw <= TIME_WAIT_ADVICE_SECONDS
-          ? `${tw} s`
-          : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection's entry keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
+      detail: eff === 1 ? 'strict rp_filter drops replies that return through another firewall; use 2 (loose) or 0' : `effective ${eff}`,
     });
   }
+  return checks;
+}
+
+/** What the firewall probes need: the helper, and the sysctls that send this node's answers back the probed way. */
+async function probeChecks(opts: DoctorOptions): Promise<Check[]> {
+  const checks: Check[] = [];
   if (opts.health) {
     const py = await probeHelperRunnable();
     // Not required: a node whose helper cannot run starts degraded (an alarm; health holds its last state, the
@@ -238,21 +281,6 @@ export async function doctor(
             : `net.ipv6.fwmark_reflect is ${v ?? 'missing'}: this node's ICMPv6 answers to the twin's firewall probes would not return through the probed firewall (sysctl -w net.ipv6.fwmark_reflect=1)`,
       });
     }
-  }
-  for (const i of opts.interfaces ?? []) {
-    const rp = sysctl(`net/ipv4/conf/${i}/rp_filter`);
-    const all = sysctl('net/ipv4/conf/all/rp_filter');
-    if (rp === null) {
-      checks.push({ name: `interface ${i}`, ok: false, required: true, detail: 'interface does not exist' });
-      continue;
-    }
-    const eff = Math.max(Number(rp), Number(all ?? 0));
-    checks.push({
-      name: `rp_filter ${i}`,
-      ok: eff !== 1,
-      required: false,
-      detail: eff === 1 ? 'strict rp_filter drops replies that return through another firewall; use 2 (loose) or 0' : `effective ${eff}`,
-    });
   }
   return checks;
 }

@@ -5,7 +5,7 @@ import { bucketMoves, distribution, syncGroupRescue, BucketTable } from '@fwlb/f
 import { ctTimeoutChanges, ctTimeoutText, diffTable, DesiredTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
 import { planRouting, planIsEmpty, ActualRoute, ActualRule, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
-import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput } from './render';
+import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, RenderedTable } from './render';
 import type { Rescue } from './pins';
 import { PinMaps, pinMapName, PinSet } from './pin-maps';
 import { familiesOf } from './rules';
@@ -185,6 +185,47 @@ export class Reconciler {
     return next;
   }
 
+  /** What the kernel should hold for `snap`: the bucket table, a pending switch, the pins of both, the nft table. */
+  private desiredState(snap: MembershipSnapshot) {
+    const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };
+    const table = bucketTable(input);
+    const next = this.pendingSwitch(input, table);
+    let pins: PinSet | null = null;
+    if (this.pinSource) {
+      const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
+      const pinsFor = (t: BucketTable, live: readonly string[]) =>
+        this.pinSource!.pins(t, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, live, this.groups));
+      pins = pinsFor(table, input.live);
+      // Until the switch, the pins of both tables: each is right under its own, and a pin that agrees with the
+      // bucket's firewall changes nothing.
+      if (next) pins = mergePins(pins, pinsFor(next.table, next.live));
+    }
+    return { table, next, pins, desired: renderTable(input, table, next ?? undefined) };
+  }
+
+  /**
+   * The kernel took the pass: from here on the API reports what the kernel does, and the listeners hear of buckets
+   * that moved (`tableChange`) and, once per pending switch, of those that will (`tableComing`).
+   */
+  private committed(snap: MembershipSnapshot, desired: RenderedTable, table: BucketTable, next: { at: number; table: BucketTable } | null): void {
+    this.applied = snap;
+    this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
+    const before = this.lastTable;
+    this.lastTable = table;
+    const moved = before ? table.owner.flatMap((o, b) => (o !== before.owner[b] ? [b] : [])) : [];
+    if (moved.length) this.events.emit('tableChange', moved);
+    const announced = this.lastComing;
+    this.lastComing = next ? { at: next.at, table: next.table } : null;
+    if (next && (announced?.at !== next.at || announced.table.owner.some((o, b) => o !== next.table.owner[b]))) {
+      const coming = next.table.owner.flatMap((o, b) => (o !== table.owner[b] ? [b] : []));
+      if (coming.length) this.events.emit('tableComing', coming, next.at);
+    }
+    this.lastMoves = bucketMoves(
+      this.config.firewalls.map((f) => f.id),
+      table,
+    );
+  }
+
   /** Compute everything first, then write: routes (so marks have a path), then the nft table in one transaction. */
   private async reconcileNow(): Promise<ReconcileResult> {
     this.reconciles++;
@@ -198,20 +239,7 @@ export class Reconciler {
     };
     try {
       const snap = this.membership.snapshot();
-      const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };
-      const table = bucketTable(input);
-      const next = this.pendingSwitch(input, table);
-      let pins: PinSet | null = null;
-      if (this.pinSource) {
-        const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
-        const pinsFor = (t: BucketTable, live: readonly string[]) =>
-          this.pinSource!.pins(t, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, live, this.groups));
-        pins = pinsFor(table, input.live);
-        // Until the switch, the pins of both tables: each is right under its own, and a pin that agrees with the
-        // bucket's firewall changes nothing.
-        if (next) pins = mergePins(pins, pinsFor(next.table, next.live));
-      }
-      const desired = renderTable(input, table, next ?? undefined);
+      const { table, next, pins, desired } = this.desiredState(snap);
       const families = familiesOf(this.config);
       const unlisted = new Set(families.map(pinMapName));
       const pinsMs = lap();
@@ -234,23 +262,7 @@ export class Reconciler {
       if (pins && replacePins.length) this.pinMaps.replaced(pins, families);
       if (pins) await this.pinMaps.after(families);
       const applyMs = lap();
-      // Committed: from here on the API reports what the kernel does.
-      this.applied = snap;
-      this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
-      const before = this.lastTable;
-      this.lastTable = table;
-      const moved = before ? table.owner.flatMap((o, b) => (o !== before.owner[b] ? [b] : [])) : [];
-      if (moved.length) this.events.emit('tableChange', moved);
-      const announced = this.lastComing;
-      this.lastComing = next ? { at: next.at, table: next.table } : null;
-      if (next && (announced?.at !== next.at || announced.table.owner.some((o, b) => o !== next.table.owner[b]))) {
-        const coming = next.table.owner.flatMap((o, b) => (o !== table.owner[b] ? [b] : []));
-        if (coming.length) this.events.emit('tableComing', coming, next.at);
-      }
-      this.lastMoves = bucketMoves(
-        this.config.firewalls.map((f) => f.id),
-        table,
-      );
+      this.committed(snap, desired, table, next);
       // Read back for the rules' counters and handles, unless only map elements changed (they changed neither).
       const onlyElements = cmds.every((c) => Object.values(c as Record<string, object>).every((o) => 'element' in o));
       this.lastActual = cmds.length && !onlyElements ? await this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted) : actual;

@@ -139,196 +139,232 @@ const opt = (args: string[], name: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 
+/** A command: its target agent, its subcommand, the words after it, and every word (for options). */
+type Command = (t: Target, sub: string | undefined, rest: string[], args: string[]) => Promise<Output>;
+
+const helpCmd: Command = async (_t, sub) => {
+  if (!sub) return { json: { usage: USAGE }, text: USAGE };
+  const lines = USAGE.split('\n').filter((l) => l.trimStart().startsWith(`${sub} `) || l.trimStart() === sub);
+  if (!lines.length) usage(`no command "${sub}"`);
+  return { json: { usage: lines.join('\n') }, text: lines.join('\n') };
+};
+
+const completionCmd: Command = async (_t, sub) => {
+  if (sub !== 'bash') usage('completion bash');
+  return { json: { script: bashCompletion() }, text: bashCompletion() };
+};
+
+const statusCmd: Command = async (t) => {
+  const [s, h] = await Promise.all([request(t, 'GET', '/status'), request(t, 'GET', '/health')]);
+  const st = ok(s, 'status');
+  const he = ok(h, 'health');
+  const fw = st.firewalls ?? [];
+  return {
+    json: { ...st, health: he },
+    text: `${st.name ?? st.role} (${st.role ?? 'slb'}): ${he.status}${he.alarms?.length ? `\nALARMS:\n  ${he.alarms.join('\n  ')}` : ''}\nepoch ${st.agreement?.epoch ?? '-'}, pins ${st.pins ?? '-'}\n${
+      fw.length
+        ? table(
+            ['firewall', 'enabled', 'healthy', 'live', 'buckets'],
+            fw.map((f: any) => [f.id, f.enabled, f.healthy, f.live, f.buckets]),
+          )
+        : ''
+    }`,
+  };
+};
+
+const healthCmd: Command = async (t, _sub, _rest, args) => {
+  // keepalived runs this every check interval: a short timeout, so a stuck controller fails the check too.
+  const ms = Number(opt(args, '--timeout') ?? 1000);
+  if (!Number.isInteger(ms) || ms < 1 || ms > 60000) usage('health [--timeout MS] (1..60000)');
+  const h = ok(await request(t, 'GET', '/health', undefined, ms), 'health');
+  if (h.status !== 'ok')
+    throw new CtlError('FWLBCTL_DEGRADED', `${h.status}: ${(h.alarms ?? []).join('; ') || h.lastError || 'no reason given'}`, EXIT.warning);
+  return { json: h, text: `${h.role ?? 'slb'}: ok` };
+};
+
+const firewallsCmd: Command = async (t) => {
+  const fw = ok(await request(t, 'GET', '/firewalls'), 'firewalls');
+  return {
+    json: fw,
+    text: table(
+      ['firewall', 'enabled', 'healthy', 'link', 'live', 'want', 'buckets', 'group', 'moved to', 'reason'],
+      fw.map((f: any) => [
+        f.id,
+        f.enabled,
+        f.healthy,
+        f.link,
+        f.live,
+        f.wantLive,
+        f.buckets,
+        f.syncGroup ?? '',
+        Object.entries(f.bucketsMovedTo ?? {})
+          .sort()
+          .map(([k, v]) => `${k}:${v}`)
+          .join(' '),
+        f.health?.reason ?? '',
+      ]),
+    ),
+  };
+};
+
+const firewallCmd: Command = async (t, sub, rest) => {
+  if ((sub !== 'disable' && sub !== 'enable') || !rest[0]) usage('firewall disable|enable ID');
+  const f = ok(await request(t, 'PUT', `/firewalls/${encodeURIComponent(rest[0])}/admin`, { enabled: sub === 'enable' }), `firewall ${sub} ${rest[0]}`);
+  return { json: f, text: `${f.id}: enabled ${f.enabled}, live ${f.live}, ${f.buckets} buckets` };
+};
+
+const nodeCmd: Command = async (t, sub, rest) => {
+  return nodeCommand(t, sub, rest);
+};
+
+const reloadCmd: Command = async (t) => {
+  const r = ok(await request(t, 'POST', '/reload'), 'reload');
+  const list = (ids: string[]) => (ids.length ? ids.join(', ') : 'none');
+  return {
+    json: r,
+    text: r.changed
+      ? `reloaded: firewalls added ${list(r.added)}, removed ${list(r.removed)}; ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`
+      : 'the config file is unchanged',
+  };
+};
+
+const sessionsCmd: Command = async (t, sub, rest) => {
+  if (sub === 'count') {
+    const c = ok(await request(t, 'GET', '/sessions/count'), 'sessions count');
+    return { json: c, text: `redis ${c.redis ?? `unreachable (${c.redisError})`}, grace ${c.grace ?? '-'}, kernel ${c.kernel}` };
+  }
+  const all = sub ? [sub, ...rest] : rest;
+  const q = new URLSearchParams();
+  for (const k of ['addr', 'port', 'firewall', 'limit']) {
+    const v = opt(all, `--${k}`);
+    if (v !== undefined) q.set(k, v);
+  }
+  const ss = ok(await request(t, 'GET', `/sessions?${q}`), 'sessions');
+  return {
+    json: ss,
+    text: table(
+      ['outer', 'inner', 'proto', 'firewall', 'node', 'expires'],
+      ss.map((s: any) => [
+        hostPort(s.outerAddr, s.outerPort),
+        hostPort(s.innerAddr, s.innerPort),
+        s.proto === 6 ? 'tcp' : s.proto === 17 ? 'udp' : s.proto,
+        s.firewall,
+        s.node,
+        new Date(s.expires).toISOString(),
+      ]),
+    ),
+  };
+};
+
+const vipsCmd: Command = async (t) => {
+  const vs = ok(await request(t, 'GET', '/vips'), 'vips');
+  return {
+    json: vs,
+    text: table(
+      ['vip', 'address', 'port', 'proto', 'sched', 'members up', 'new sessions'],
+      vs.map((v: any) => [
+        v.id,
+        v.address,
+        v.port,
+        v.protocol,
+        v.scheduler,
+        `${v.members.filter((m: any) => m.health.up).length}/${v.members.length}`,
+        v.counters.newSessions,
+      ]),
+    ),
+  };
+};
+
+const vipCmd: Command = async (t, sub, rest) => {
+  const id = rest[0];
+  if (sub === 'create') {
+    const v = ok(await request(t, 'POST', '/vips', vipFile(id)), 'vip create');
+    return { json: v, text: `${v.id}: ${hostPort(v.address, v.port)}/${v.protocol}, ${v.members.length} members (created)` };
+  }
+  if (!id || !['show', 'edit', 'delete'].includes(sub ?? '')) usage('vip show|edit|delete ID ...');
+  const path = `/vips/${encodeURIComponent(id)}`;
+  if (sub === 'delete') {
+    ok(await request(t, 'DELETE', path), `vip delete ${id}`);
+    return { json: { deleted: id }, text: `${id} deleted` };
+  }
+  const v = ok(await request(t, sub === 'edit' ? 'PUT' : 'GET', path, sub === 'edit' ? vipFile(rest[1]) : undefined), `vip ${sub} ${id}`);
+  const head = `${v.id}: ${hostPort(v.address, v.port)}/${v.protocol} ${v.mode ?? 'l4'} ${v.scheduler}, ${v.counters?.newSessions ?? 0} new sessions${sub === 'edit' ? ' (replaced)' : ''}`;
+  return {
+    json: v,
+    text: `${head}\n${table(
+      ['member', 'weight', 'state', 'up', 'slots'],
+      v.members.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health?.up ?? null, m.slots ?? null]),
+    )}`,
+  };
+};
+
+const membersCmd: Command = async (t, sub) => {
+  if (!sub) usage('members VIP');
+  const ms = ok(await request(t, 'GET', `/vips/${encodeURIComponent(sub)}/members`), `members ${sub}`);
+  return {
+    json: ms,
+    text: table(
+      ['member', 'weight', 'state', 'up', 'slots', 'new sessions', 'reason'],
+      ms.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health.up, m.slots, m.counters.newSessions, m.health.reason]),
+    ),
+  };
+};
+
+const memberCmd: Command = async (t, sub, rest) => {
+  const [vip, member] = rest;
+  if (!vip || !member || !/^([\d.]+|\[[0-9A-Fa-f:.]+\]):\d+$/.test(member)) usage('member add|remove|drain|enable|weight VIP ADDR:PORT ([IPv6]:PORT)');
+  const path = `/vips/${encodeURIComponent(vip)}/members`;
+  const [address, port] = splitHostPort(member);
+  const key = encodeURIComponent(member);
+  let a: Answer;
+  if (sub === 'add') {
+    const w = opt(rest, '--weight');
+    const pool = opt(rest, '--pool');
+    a = await request(t, 'POST', path, { address, port, ...(w ? { weight: Number(w) } : {}), ...(pool ? { pool } : {}) });
+  } else if (sub === 'remove') a = await request(t, 'DELETE', `${path}/${key}`);
+  else if (sub === 'drain' || sub === 'enable') a = await request(t, 'PATCH', `${path}/${key}`, { state: sub === 'drain' ? 'drain' : 'enabled' });
+  else if (sub === 'weight' && rest[2]) a = await request(t, 'PATCH', `${path}/${key}`, { weight: Number(rest[2]) });
+  else usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
+  const m = ok(a, `member ${sub} ${vip} ${member}`);
+  return {
+    json: m ?? { removed: member },
+    text: m ? `${hostPort(m.address, m.port)}: weight ${m.weight}, ${m.state}, ${m.slots} slots` : `${member} removed from ${vip}`,
+  };
+};
+
+const metricsCmd: Command = async (t) => {
+  const text = ok(await request(t, 'GET', '/metrics'), 'metrics') as string;
+  const lines = String(text)
+    .split('\n')
+    .filter((l) => l.startsWith('fwlb_'));
+  return { json: lines, text: lines.join('\n') };
+};
+
+/** Every command by name: `fwlbctl NAME SUB REST...`. */
+const HANDLERS: Record<string, Command> = {
+  help: helpCmd,
+  '--help': helpCmd,
+  '-h': helpCmd,
+  completion: completionCmd,
+  status: statusCmd,
+  health: healthCmd,
+  firewalls: firewallsCmd,
+  firewall: firewallCmd,
+  node: nodeCmd,
+  reload: reloadCmd,
+  sessions: sessionsCmd,
+  vips: vipsCmd,
+  vip: vipCmd,
+  members: membersCmd,
+  member: memberCmd,
+  metrics: metricsCmd,
+};
+
 export async function run(t: Target, args: string[]): Promise<Output> {
   const [cmd, sub, ...rest] = args;
-  switch (cmd) {
-    case 'help':
-    case '--help':
-    case '-h': {
-      if (!sub) return { json: { usage: USAGE }, text: USAGE };
-      const lines = USAGE.split('\n').filter((l) => l.trimStart().startsWith(`${sub} `) || l.trimStart() === sub);
-      if (!lines.length) usage(`no command "${sub}"`);
-      return { json: { usage: lines.join('\n') }, text: lines.join('\n') };
-    }
-    case 'completion':
-      if (sub !== 'bash') usage('completion bash');
-      return { json: { script: bashCompletion() }, text: bashCompletion() };
-    case 'status': {
-      const [s, h] = await Promise.all([request(t, 'GET', '/status'), request(t, 'GET', '/health')]);
-      const st = ok(s, 'status');
-      const he = ok(h, 'health');
-      const fw = st.firewalls ?? [];
-      return {
-        json: { ...st, health: he },
-        text: `${st.name ?? st.role} (${st.role ?? 'slb'}): ${he.status}${he.alarms?.length ? `\nALARMS:\n  ${he.alarms.join('\n  ')}` : ''}\nepoch ${st.agreement?.epoch ?? '-'}, pins ${st.pins ?? '-'}\n${
-          fw.length
-            ? table(
-                ['firewall', 'enabled', 'healthy', 'live', 'buckets'],
-                fw.map((f: any) => [f.id, f.enabled, f.healthy, f.live, f.buckets]),
-              )
-            : ''
-        }`,
-      };
-    }
-    case 'health': {
-      // keepalived runs this every check interval: a short timeout, so a stuck controller fails the check too.
-      const ms = Number(opt(args, '--timeout') ?? 1000);
-      if (!Number.isInteger(ms) || ms < 1 || ms > 60000) usage('health [--timeout MS] (1..60000)');
-      const h = ok(await request(t, 'GET', '/health', undefined, ms), 'health');
-      if (h.status !== 'ok')
-        throw new CtlError('FWLBCTL_DEGRADED', `${h.status}: ${(h.alarms ?? []).join('; ') || h.lastError || 'no reason given'}`, EXIT.warning);
-      return { json: h, text: `${h.role ?? 'slb'}: ok` };
-    }
-    case 'firewalls': {
-      const fw = ok(await request(t, 'GET', '/firewalls'), 'firewalls');
-      return {
-        json: fw,
-        text: table(
-          ['firewall', 'enabled', 'healthy', 'link', 'live', 'want', 'buckets', 'group', 'moved to', 'reason'],
-          fw.map((f: any) => [
-            f.id,
-            f.enabled,
-            f.healthy,
-            f.link,
-            f.live,
-            f.wantLive,
-            f.buckets,
-            f.syncGroup ?? '',
-            Object.entries(f.bucketsMovedTo ?? {})
-              .sort()
-              .map(([k, v]) => `${k}:${v}`)
-              .join(' '),
-            f.health?.reason ?? '',
-          ]),
-        ),
-      };
-    }
-    case 'firewall': {
-      if ((sub !== 'disable' && sub !== 'enable') || !rest[0]) usage('firewall disable|enable ID');
-      const f = ok(await request(t, 'PUT', `/firewalls/${encodeURIComponent(rest[0])}/admin`, { enabled: sub === 'enable' }), `firewall ${sub} ${rest[0]}`);
-      return { json: f, text: `${f.id}: enabled ${f.enabled}, live ${f.live}, ${f.buckets} buckets` };
-    }
-    case 'node':
-      return nodeCommand(t, sub, rest);
-    case 'reload': {
-      const r = ok(await request(t, 'POST', '/reload'), 'reload');
-      const list = (ids: string[]) => (ids.length ? ids.join(', ') : 'none');
-      return {
-        json: r,
-        text: r.changed
-          ? `reloaded: firewalls added ${list(r.added)}, removed ${list(r.removed)}; ${r.nftCommands} nft commands, ${r.routingChanges} routing changes`
-          : 'the config file is unchanged',
-      };
-    }
-    case 'sessions': {
-      if (sub === 'count') {
-        const c = ok(await request(t, 'GET', '/sessions/count'), 'sessions count');
-        return { json: c, text: `redis ${c.redis ?? `unreachable (${c.redisError})`}, grace ${c.grace ?? '-'}, kernel ${c.kernel}` };
-      }
-      const all = sub ? [sub, ...rest] : rest;
-      const q = new URLSearchParams();
-      for (const k of ['addr', 'port', 'firewall', 'limit']) {
-        const v = opt(all, `--${k}`);
-        if (v !== undefined) q.set(k, v);
-      }
-      const ss = ok(await request(t, 'GET', `/sessions?${q}`), 'sessions');
-      return {
-        json: ss,
-        text: table(
-          ['outer', 'inner', 'proto', 'firewall', 'node', 'expires'],
-          ss.map((s: any) => [
-            hostPort(s.outerAddr, s.outerPort),
-            hostPort(s.innerAddr, s.innerPort),
-            s.proto === 6 ? 'tcp' : s.proto === 17 ? 'udp' : s.proto,
-            s.firewall,
-            s.node,
-            new Date(s.expires).toISOString(),
-          ]),
-        ),
-      };
-    }
-    case 'vips': {
-      const vs = ok(await request(t, 'GET', '/vips'), 'vips');
-      return {
-        json: vs,
-        text: table(
-          ['vip', 'address', 'port', 'proto', 'sched', 'members up', 'new sessions'],
-          vs.map((v: any) => [
-            v.id,
-            v.address,
-            v.port,
-            v.protocol,
-            v.scheduler,
-            `${v.members.filter((m: any) => m.health.up).length}/${v.members.length}`,
-            v.counters.newSessions,
-          ]),
-        ),
-      };
-    }
-    case 'vip': {
-      const id = rest[0];
-      if (sub === 'create') {
-        const v = ok(await request(t, 'POST', '/vips', vipFile(id)), 'vip create');
-        return { json: v, text: `${v.id}: ${hostPort(v.address, v.port)}/${v.protocol}, ${v.members.length} members (created)` };
-      }
-      if (!id || !['show', 'edit', 'delete'].includes(sub ?? '')) usage('vip show|edit|delete ID ...');
-      const path = `/vips/${encodeURIComponent(id)}`;
-      if (sub === 'delete') {
-        ok(await request(t, 'DELETE', path), `vip delete ${id}`);
-        return { json: { deleted: id }, text: `${id} deleted` };
-      }
-      const v = ok(await request(t, sub === 'edit' ? 'PUT' : 'GET', path, sub === 'edit' ? vipFile(rest[1]) : undefined), `vip ${sub} ${id}`);
-      const head = `${v.id}: ${hostPort(v.address, v.port)}/${v.protocol} ${v.mode ?? 'l4'} ${v.scheduler}, ${v.counters?.newSessions ?? 0} new sessions${sub === 'edit' ? ' (replaced)' : ''}`;
-      return {
-        json: v,
-        text: `${head}\n${table(
-          ['member', 'weight', 'state', 'up', 'slots'],
-          v.members.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health?.up ?? null, m.slots ?? null]),
-        )}`,
-      };
-    }
-    case 'members': {
-      if (!sub) usage('members VIP');
-      const ms = ok(await request(t, 'GET', `/vips/${encodeURIComponent(sub)}/members`), `members ${sub}`);
-      return {
-        json: ms,
-        text: table(
-          ['member', 'weight', 'state', 'up', 'slots', 'new sessions', 'reason'],
-          ms.map((m: any) => [hostPort(m.address, m.port), m.weight, m.state, m.health.up, m.slots, m.counters.newSessions, m.health.reason]),
-        ),
-      };
-    }
-    case 'member': {
-      const [vip, member] = rest;
-      if (!vip || !member || !/^([\d.]+|\[[0-9A-Fa-f:.]+\]):\d+$/.test(member)) usage('member add|remove|drain|enable|weight VIP ADDR:PORT ([IPv6]:PORT)');
-      const path = `/vips/${encodeURIComponent(vip)}/members`;
-      const [address, port] = splitHostPort(member);
-      const key = encodeURIComponent(member);
-      let a: Answer;
-      if (sub === 'add') {
-        const w = opt(rest, '--weight');
-        const pool = opt(rest, '--pool');
-        a = await request(t, 'POST', path, { address, port, ...(w ? { weight: Number(w) } : {}), ...(pool ? { pool } : {}) });
-      } else if (sub === 'remove') a = await request(t, 'DELETE', `${path}/${key}`);
-      else if (sub === 'drain' || sub === 'enable') a = await request(t, 'PATCH', `${path}/${key}`, { state: sub === 'drain' ? 'drain' : 'enabled' });
-      else if (sub === 'weight' && rest[2]) a = await request(t, 'PATCH', `${path}/${key}`, { weight: Number(rest[2]) });
-      else usage('member add|remove|drain|enable|weight VIP ADDR:PORT');
-      const m = ok(a, `member ${sub} ${vip} ${member}`);
-      return {
-        json: m ?? { removed: member },
-        text: m ? `${hostPort(m.address, m.port)}: weight ${m.weight}, ${m.state}, ${m.slots} slots` : `${member} removed from ${vip}`,
-      };
-    }
-    case 'metrics': {
-      const text = ok(await request(t, 'GET', '/metrics'), 'metrics') as string;
-      const lines = String(text)
-        .split('\n')
-        .filter((l) => l.startsWith('fwlb_'));
-      return { json: lines, text: lines.join('\n') };
-    }
-    default:
-      return usage(cmd ? `unknown command "${cmd}"` : 'no command');
-  }
+  const command = cmd && Object.hasOwn(HANDLERS, cmd) ? HANDLERS[cmd] : undefined;
+  if (!command) return usage(cmd ? `unknown command "${cmd}"` : 'no command');
+  return command(t, sub, rest, args);
 }
 
 const QUIET_MS = 2000;

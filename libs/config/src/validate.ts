@@ -144,10 +144,8 @@ export function nextHop6Problems(firewalls: FirewallConfig[]): FieldProblem[] {
   return problems;
 }
 
-export function validateBalancerConfig(doc: unknown, source = 'config'): ResolvedBalancerConfig {
-  const copy = JSON.parse(JSON.stringify(doc ?? null));
-  if (!checkBalancer()(copy)) throw new ConfigError(problemsOf(checkBalancer().errors), source);
-  const c = copy as BalancerConfig;
+/** Firewall ids unique and off the side interface; a shared segment's firewalls told apart by MAC; no sync group of one. */
+function firewallProblems(c: BalancerConfig): FieldProblem[] {
   const problems: FieldProblem[] = [];
   const seen = new Map<string, number>();
   c.firewalls.forEach((fw, i) => {
@@ -172,13 +170,12 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     if (fw.syncGroup && groupSize.get(fw.syncGroup) === 1)
       problems.push({ field: `/firewalls/${i}/syncGroup`, message: `sync group "${fw.syncGroup}" has no other firewall` });
   });
-  problems.push(...natPoolProblems(c.firewalls), ...nextHop6Problems(c.firewalls));
-  const st = c.sessionTable;
-  const modes = st ? (['url', 'sentinels', 'cluster'] as const).filter((k) => st[k] !== undefined) : [];
-  if (modes.length > 1) problems.push({ field: '/sessionTable', message: `give one of url, sentinels and cluster, not ${modes.join(' and ')}` });
-  const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
-  if (!isPrime(buckets)) problems.push({ field: '/hash/buckets', message: `must be prime (Maglev permutations), got ${buckets}` });
-  const marks = c.marks ?? BALANCER_DEFAULTS.marks;
+  return problems;
+}
+
+/** The marks, routing tables and rule priorities fwlb takes: room for every firewall, clear of what the system uses. */
+function rangeProblems(c: BalancerConfig, marks: IdRange, buckets: number): FieldProblem[] {
+  const problems: FieldProblem[] = [];
   const n = c.firewalls.length;
   const fits = (name: string, r: IdRange) => {
     if (r.size < n) problems.push({ field: `/${name}/size`, message: `must be at least the firewall count (${n})` });
@@ -193,19 +190,40 @@ export function validateBalancerConfig(doc: unknown, source = 'config'): Resolve
     if (p) problems.push(p);
   // Why: the jhash rule leaves the bucket number in the mark on a map miss; it must never look like a firewall mark.
   if (marks.base < buckets) problems.push({ field: '/marks/base', message: `must be >= hash.buckets (${buckets})` });
+  return problems;
+}
+
+/** The firewall probes: a target, a check fwlb can mark, timers that make sense. Returns the timers (null: invalid). */
+function healthProblems(health: NonNullable<BalancerConfig['health']>, problems: FieldProblem[]): Required<TimerConfig> | null {
   let timers: Required<TimerConfig> | null = null;
-  if (c.health) {
-    if (c.health.target && c.health.targets) problems.push({ field: '/health/targets', message: 'give target or targets, not both' });
-    if (!c.health.target && !c.health.targets) problems.push({ field: '/health/target', message: 'is required (or targets)' });
-    if (c.health.check && 'mark' in c.health.check) problems.push({ field: '/health/check/mark', message: 'is set per firewall by fwlb' });
-    if (c.health.check) problems.push(...checkSpecProblems(c.health.check, '/health/check', false));
-    try {
-      timers = validateTimers(c.health.timers ?? BALANCER_DEFAULTS.healthTimers);
-    } catch (e) {
-      if (!(e instanceof TimerConfigError)) throw e;
-      problems.push({ field: `/health/timers/${e.field}`, message: e.message.slice(e.field.length + 2) });
-    }
+  if (health.target && health.targets) problems.push({ field: '/health/targets', message: 'give target or targets, not both' });
+  if (!health.target && !health.targets) problems.push({ field: '/health/target', message: 'is required (or targets)' });
+  if (health.check && 'mark' in health.check) problems.push({ field: '/health/check/mark', message: 'is set per firewall by fwlb' });
+  if (health.check) problems.push(...checkSpecProblems(health.check, '/health/check', false));
+  try {
+    timers = validateTimers(health.timers ?? BALANCER_DEFAULTS.healthTimers);
+  } catch (e) {
+    if (!(e instanceof TimerConfigError)) throw e;
+    problems.push({ field: `/health/timers/${e.field}`, message: e.message.slice(e.field.length + 2) });
   }
+  return timers;
+}
+
+export function validateBalancerConfig(doc: unknown, source = 'config'): ResolvedBalancerConfig {
+  const copy = JSON.parse(JSON.stringify(doc ?? null));
+  if (!checkBalancer()(copy)) throw new ConfigError(problemsOf(checkBalancer().errors), source);
+  const c = copy as BalancerConfig;
+  const problems: FieldProblem[] = [];
+  problems.push(...firewallProblems(c));
+  problems.push(...natPoolProblems(c.firewalls), ...nextHop6Problems(c.firewalls));
+  const st = c.sessionTable;
+  const modes = st ? (['url', 'sentinels', 'cluster'] as const).filter((k) => st[k] !== undefined) : [];
+  if (modes.length > 1) problems.push({ field: '/sessionTable', message: `give one of url, sentinels and cluster, not ${modes.join(' and ')}` });
+  const buckets = c.hash.buckets ?? BALANCER_DEFAULTS.buckets;
+  if (!isPrime(buckets)) problems.push({ field: '/hash/buckets', message: `must be prime (Maglev permutations), got ${buckets}` });
+  const marks = c.marks ?? BALANCER_DEFAULTS.marks;
+  problems.push(...rangeProblems(c, marks, buckets));
+  const timers = c.health ? healthProblems(c.health, problems) : null;
   if (c.api?.token && c.api?.tokenFile) problems.push({ field: '/api/token', message: 'give token or tokenFile, not both' });
   if (c.slb && c.role !== 'inside') problems.push({ field: '/slb', message: 'only the inside node runs the SLB tier' });
   const bgp = c.bgp ? resolveBgp(c.bgp, c.tables ?? BALANCER_DEFAULTS.tables, problems) : null;

@@ -16,17 +16,8 @@ function elems(t: DesiredTable, m: DesiredMap, pairs: [NftJson, number][]): Cmd 
   return { element: { family: t.family, table: t.name, name: m.name, elem: pairs } };
 }
 
-/**
- * The commands of one transaction, or [] when the kernel already matches. Nothing is flushed when nothing
- * changed, the table itself is never deleted, and a chain is rewritten (flush + add, atomically) only when
- * its rule digests differ. Map elements are changed one by one: delete then add, since adding an existing
- * key fails with EEXIST.
- */
-export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson[] {
-  const cmds: Cmd[] = [];
-  const tbl = { family: want.family, name: want.name };
-  if (!have) cmds.push({ add: { table: tbl } });
-  // Counter objects and maps first: rules refer to them.
+/** Counter objects and sets first: rules refer to them. A set of another type is not migrated in place. */
+function objectCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]): void {
   for (const name of want.counters ?? []) {
     if (!have?.namedCounters.has(name)) cmds.push({ add: { counter: { family: want.family, table: want.name, name } } });
   }
@@ -43,6 +34,13 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
       });
     }
   }
+}
+
+/**
+ * Maps, before the rules that read them; their elements one by one: delete then add, since adding an existing key
+ * fails with EEXIST. A map whose elements someone else writes (`owned`) is only declared.
+ */
+function mapCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]): void {
   for (const m of want.maps) {
     const cur = have?.maps.get(m.name);
     if (cur && (JSON.stringify(cur.type) !== JSON.stringify(m.type) || cur.map !== m.map)) {
@@ -65,6 +63,11 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
     if (del.length) cmds.push({ delete: { element: { family: want.family, table: want.name, name: m.name, elem: del.map((k) => JSON.parse(k)) } } });
     if (add.length) cmds.push({ add: elems(want, m, add) });
   }
+}
+
+/** A chain is rewritten (flush + add, atomically) only when its rule digests differ; a new hook needs a new chain. */
+function chainCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]): void {
+  const ref = (name: string) => ({ family: want.family, table: want.name, name });
   for (const c of want.chains) {
     const cur = have?.chains.get(c.name);
     const digests = c.rules.map(ruleDigest);
@@ -74,32 +77,41 @@ export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson
     }
     const sameHook = cur.type === c.type && cur.hook === c.hook && cur.prio === c.prio;
     if (!sameHook) {
-      cmds.push({ flush: { chain: { family: want.family, table: want.name, name: c.name } } });
-      cmds.push({ delete: { chain: { family: want.family, table: want.name, name: c.name } } });
+      cmds.push({ flush: { chain: ref(c.name) } }, { delete: { chain: ref(c.name) } });
       cmds.push({ add: { chain: chainObj(want, c) } }, ...ruleObjs(want, c));
       continue;
     }
     if (cur.policy !== c.policy) cmds.push({ add: { chain: chainObj(want, c) } });
     const same = cur.ruleComments.length === digests.length && digests.every((d, i) => cur.ruleComments[i] === d);
-    if (!same) cmds.push({ flush: { chain: { family: want.family, table: want.name, name: c.name } } }, ...ruleObjs(want, c));
+    if (!same) cmds.push({ flush: { chain: ref(c.name) } }, ...ruleObjs(want, c));
   }
-  if (have) {
-    const wantChains = new Set(want.chains.map((c) => c.name));
-    for (const name of have.chains.keys()) {
-      if (!wantChains.has(name)) {
-        cmds.push({ flush: { chain: { family: want.family, table: want.name, name } } });
-        cmds.push({ delete: { chain: { family: want.family, table: want.name, name } } });
-      }
-    }
-    const wantSets = new Set((want.sets ?? []).map((x) => x.name));
-    for (const name of have.sets.keys()) if (!wantSets.has(name)) cmds.push({ delete: { set: { family: want.family, table: want.name, name } } });
-    const wantMaps = new Set(want.maps.map((m) => m.name));
-    for (const name of have.maps.keys()) if (!wantMaps.has(name)) cmds.push({ delete: { map: { family: want.family, table: want.name, name } } });
-    // Last: a counter can go only once no rule refers to it, and the chains above were rewritten without it.
-    const wantCounters = new Set(want.counters ?? []);
-    for (const name of have.namedCounters.keys())
-      if (!wantCounters.has(name)) cmds.push({ delete: { counter: { family: want.family, table: want.name, name } } });
-  }
+}
+
+/** What the table holds and nothing wants, after what referred to it was rewritten; counters last of all. */
+function removalCommands(want: DesiredTable, have: ActualTable, cmds: Cmd[]): void {
+  const ref = (name: string) => ({ family: want.family, table: want.name, name });
+  const wantChains = new Set(want.chains.map((c) => c.name));
+  for (const name of have.chains.keys()) if (!wantChains.has(name)) cmds.push({ flush: { chain: ref(name) } }, { delete: { chain: ref(name) } });
+  const wantSets = new Set((want.sets ?? []).map((x) => x.name));
+  for (const name of have.sets.keys()) if (!wantSets.has(name)) cmds.push({ delete: { set: ref(name) } });
+  const wantMaps = new Set(want.maps.map((m) => m.name));
+  for (const name of have.maps.keys()) if (!wantMaps.has(name)) cmds.push({ delete: { map: ref(name) } });
+  // A counter can go only once no rule refers to it, and the chains above were rewritten without it.
+  const wantCounters = new Set(want.counters ?? []);
+  for (const name of have.namedCounters.keys()) if (!wantCounters.has(name)) cmds.push({ delete: { counter: ref(name) } });
+}
+
+/**
+ * The commands of one transaction, or [] when the kernel already matches. Nothing is flushed when nothing
+ * changed, and the table itself is never deleted.
+ */
+export function diffTable(want: DesiredTable, have: ActualTable | null): NftJson[] {
+  const cmds: Cmd[] = [];
+  if (!have) cmds.push({ add: { table: { family: want.family, name: want.name } } });
+  objectCommands(want, have, cmds);
+  mapCommands(want, have, cmds);
+  chainCommands(want, have, cmds);
+  if (have) removalCommands(want, have, cmds);
   return cmds;
 }
 

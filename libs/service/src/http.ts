@@ -1,6 +1,6 @@
 // The parts every fwlb REST API shares: strict body validation, one error shape, the bearer guard and listening; shell layer.
 import type { Logger } from './log';
-import Fastify, { FastifyInstance, FastifyRequest, LogController } from 'fastify';
+import Fastify, { FastifyInstance, FastifyReply, FastifyRequest, LogController } from 'fastify';
 import { openApiDocument, RouteDoc } from './openapi';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { appendFileSync, rmSync } from 'node:fs';
@@ -120,40 +120,11 @@ export function routesOf(app: FastifyInstance): string[] {
 }
 
 /**
- * `logger`: the node's pino logger (every request is logged, one line at info when it completes: method, url,
- * status, ms; FWLB_LOG_LEVEL=warn turns it off), true for fastify's own, or false for none (the unit tests).
+ * Every error as the API's own: its code and message; a config problem or a schema violation as a 400 with the
+ * fields; anything else (nft, Redis, a bug) as a bare 500 whose detail goes to the log, never to the client.
  */
-export function createApi(
-  logger: boolean | Logger = false,
-  audit: AuditSink = auditSink(),
-  doc?: ApiDoc,
-  https?: { cert: Buffer; key: Buffer },
-): FastifyInstance {
-  // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
-  const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false, formats: ADDRESS_FORMATS } };
-  const tls = https ? { https } : {};
-  const app = (typeof logger === 'object'
-    ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv, ...tls })
-    : Fastify({ logger, bodyLimit: 1 << 20, ajv, ...tls })) as unknown as FastifyInstance;
-  if (typeof logger === 'object') {
-    // One line per request instead of fastify's two (incoming, completed).
-    app.addHook('onResponse', async (req, reply) => {
-      req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
-    });
-  }
-  // Why a parser of our own: validators and config code walk bodies recursively; a body nested thousands of levels
-  // deep would overflow the stack in them (a 500) instead of being refused up front (a 400).
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-    let v: unknown;
-    try {
-      v = JSON.parse(body as string);
-    } catch (e) {
-      return done(CommonErrors.BAD_REQUEST(`body is not JSON: ${(e as Error).message}`), undefined);
-    }
-    if (jsonDepth(v, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) return done(CommonErrors.BAD_REQUEST(`body is nested deeper than ${MAX_BODY_DEPTH} levels`), undefined);
-    done(null, v);
-  });
-  app.setErrorHandler((err: any, _req, reply) => {
+function errorHandler(logged: boolean) {
+  return (err: any, _req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof ApiError) return reply.status(err.statusCode).send({ code: err.code, message: err.message, details: err.details });
     if (err instanceof ConfigError) {
       const e = CommonErrors.BAD_REQUEST(err.problems.map((p) => `${p.field || '/'}: ${p.message}`).join('; '), err.problems);
@@ -175,27 +146,14 @@ export function createApi(
     if (err.statusCode && err.statusCode < 500) return reply.status(err.statusCode).send({ code: err.code ?? 'FWLB_BAD_REQUEST', message: err.message });
     // Raw errors (nft, Redis, a bug) go to the log, not to an unauthenticated client.
     _req.log.error(err);
-    if (!logger) console.error(`fwlb: internal error on ${_req.method} ${_req.url}: ${err?.stack ?? err}`);
+    if (!logged) console.error(`fwlb: internal error on ${_req.method} ${_req.url}: ${err?.stack ?? err}`);
     const e = CommonErrors.INTERNAL();
     return reply.status(500).send({ code: e.code, message: e.message });
-  });
-  const routes: string[] = [];
-  const docs: RouteDoc[] = [];
-  registered.set(app, routes);
-  app.addHook('onRoute', (r) => {
-    const schema = r.schema as RouteDoc['schema'];
-    if ((r.config as { undocumented?: boolean } | undefined)?.undocumented) return;
-    for (const m of Array.isArray(r.method) ? r.method : [r.method]) {
-      if (m === 'HEAD') continue;
-      routes.push(`${m} ${r.url.replace(/:([A-Za-z]+)/g, '{$1}')}`);
-      docs.push({ method: m, url: r.url, schema });
-    }
-  });
-  if (doc) {
-    // OpenAPI 3 built from the same route schemas that validate the requests. Why not @fastify/swagger: it learns
-    // the routes from a plugin that loads after build() has registered them synchronously, and saw none.
-    app.get('/openapi.json', { config: { undocumented: true } }, async () => openApiDocument(doc, docs));
-  }
+  };
+}
+
+/** Every mutation, accepted or refused, leaves an audit record: who, what, before and after, the result. */
+function auditHooks(app: FastifyInstance, audit: AuditSink): void {
   app.addHook('preHandler', async (req) => {
     const f = (req.routeOptions?.config as { auditBefore?: AuditBefore } | undefined)?.auditBefore;
     if (!f || req.method === 'GET') return;
@@ -205,7 +163,6 @@ export function createApi(
       /* nothing to record: the handler answers 404 */
     }
   });
-  // Every mutation, accepted or refused, leaves an audit record (who, what, before and after, the result).
   app.addHook('onSend', async (req, reply, payload) => {
     if (req.method === 'GET' || req.method === 'HEAD') return payload;
     let code: string | undefined;
@@ -242,6 +199,61 @@ export function createApi(
     });
     return payload;
   });
+}
+
+/**
+ * `logger`: the node's pino logger (every request is logged, one line at info when it completes: method, url,
+ * status, ms; FWLB_LOG_LEVEL=warn turns it off), true for fastify's own, or false for none (the unit tests).
+ */
+export function createApi(
+  logger: boolean | Logger = false,
+  audit: AuditSink = auditSink(),
+  doc?: ApiDoc,
+  https?: { cert: Buffer; key: Buffer },
+): FastifyInstance {
+  // Why removeAdditional false: fastify's default ajv strips unknown keys silently; an operator's typo must be refused.
+  const ajv = { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: false, formats: ADDRESS_FORMATS } };
+  const tls = https ? { https } : {};
+  const app = (typeof logger === 'object'
+    ? Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1 << 20, ajv, ...tls })
+    : Fastify({ logger, bodyLimit: 1 << 20, ajv, ...tls })) as unknown as FastifyInstance;
+  if (typeof logger === 'object') {
+    // One line per request instead of fastify's two (incoming, completed).
+    app.addHook('onResponse', async (req, reply) => {
+      req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
+    });
+  }
+  // Why a parser of our own: validators and config code walk bodies recursively; a body nested thousands of levels
+  // deep would overflow the stack in them (a 500) instead of being refused up front (a 400).
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    let v: unknown;
+    try {
+      v = JSON.parse(body as string);
+    } catch (e) {
+      return done(CommonErrors.BAD_REQUEST(`body is not JSON: ${(e as Error).message}`), undefined);
+    }
+    if (jsonDepth(v, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) return done(CommonErrors.BAD_REQUEST(`body is nested deeper than ${MAX_BODY_DEPTH} levels`), undefined);
+    done(null, v);
+  });
+  app.setErrorHandler(errorHandler(!!logger));
+  const routes: string[] = [];
+  const docs: RouteDoc[] = [];
+  registered.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    const schema = r.schema as RouteDoc['schema'];
+    if ((r.config as { undocumented?: boolean } | undefined)?.undocumented) return;
+    for (const m of Array.isArray(r.method) ? r.method : [r.method]) {
+      if (m === 'HEAD') continue;
+      routes.push(`${m} ${r.url.replace(/:([A-Za-z]+)/g, '{$1}')}`);
+      docs.push({ method: m, url: r.url, schema });
+    }
+  });
+  if (doc) {
+    // OpenAPI 3 built from the same route schemas that validate the requests. Why not @fastify/swagger: it learns
+    // the routes from a plugin that loads after build() has registered them synchronously, and saw none.
+    app.get('/openapi.json', { config: { undocumented: true } }, async () => openApiDocument(doc, docs));
+  }
+  auditHooks(app, audit);
   app.setNotFoundHandler((_req, reply) => reply.status(404).send({ code: CommonErrors.NOT_FOUND.code, message: CommonErrors.NOT_FOUND.message }));
   return app;
 }
