@@ -47,7 +47,9 @@ t.test('a million sessions: a change reads the moved buckets only; both nodes lo
 
   // A million answered sessions recorded by a sibling node through the table's own writer, each on its bucket's
   // firewall (what the hash gave it): none is an exception until the table changes.
-  const redis = await ready(connect({ url, node: 'sibling' }), 5000);
+  // The test's own bulk writer, not a node: on a loaded machine one of its batches can wait longer than the nodes'
+  // 5 s command timeout, and a failed batch would fail the test for nothing the nodes did.
+  const redis = await ready(connect({ url, node: 'sibling' }, { commandTimeout: 60000 }), 5000);
   t.teardown(() => redis.disconnect());
   const writer = new SessionTable(redis, 'sibling', 'fwlb:', layout);
   const moved = new Set(home.flatMap((o, b) => (o === 'fw2' ? [b] : [])));
