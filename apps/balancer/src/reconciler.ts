@@ -97,12 +97,12 @@ export class Reconciler {
    * publishes it). An upper bound: a firewall that is disabled here takes none when it comes.
    */
   movedByJoin(ids: readonly string[]): number[] {
-    return this.movedTo([...new Set([...this.membership.snapshot().live, ...ids])]);
+    const snap = this.membership.snapshot();
+    return this.movedTo([...new Set([...snap.live, ...ids])], snap);
   }
 
   /** The buckets whose owner would differ from today's with `live` taking new sessions. */
-  private movedTo(live: string[]): number[] {
-    const snap = this.membership.snapshot();
+  private movedTo(live: string[], snap = this.membership.snapshot()): number[] {
     const base = { config: this.config, restorable: snap.restorable, suspect: snap.suspect };
     const now = bucketTable({ ...base, live: snap.live });
     const then = bucketTable({ ...base, live });
