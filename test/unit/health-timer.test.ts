@@ -141,3 +141,89 @@ interface ProbeResultLike {
   latencyMs?: number;
   unknown?: boolean;
 }
+
+/**
+ * Checks that time out, as the monitor records them: `response` after they were sent, the next one sent a
+ * (jittered) interval after that record. Returns the events and how many attempts had failed at DOWN.
+ */
+function timingOut(cfg: TimerConfig, rand: () => number) {
+  const timer = new HealthTimer(cfg, 0, rand);
+  let failed = 0;
+  for (let i = 0; i < 20; i++) {
+    const recordedAt = timer.nextCheckAt + cfg.response;
+    failed++;
+    const ev = timer.tick(recordedAt) ?? timer.record({ ok: false, reason: 'timeout' }, recordedAt);
+    if (ev) return { ev, failed };
+  }
+  return { ev: null, failed };
+}
+
+t.test('the default timeout lets `retries` checks that time out all come back, at any jitter', async (t) => {
+  const cfg = { interval: 300, response: 250, retries: 3 };
+  t.equal(new HealthTimer(cfg, 0).cfg.timeout, Math.ceil(3 * (300 * 1.1 + 250)), 'retries x (jittered interval + response)');
+  for (const r of [0, 0.5, 1]) {
+    const { ev, failed } = timingOut(cfg, () => r);
+    t.equal(failed, 3, `rand ${r}: DOWN on the 3rd attempt`);
+    t.match(ev?.reason, /3 of 3 attempts failed/, `rand ${r}: by retries, not cut short by the timeout rule (${ev?.reason})`);
+  }
+  const set = timingOut({ ...cfg, timeout: 400 }, () => 1);
+  t.match(set.ev?.reason, /timeout 400 ms since first failure/, 'a timeout set in the config still cuts it short');
+});
+
+t.test('time the node excuses (its own stall) does not count towards the timeout rule', async (t) => {
+  const h = new HealthTimer({ interval: 100, response: 50, retries: 10, timeout: 250, jitter: 0 }, 0);
+  h.record(fail('timeout'), 100);
+  h.excuse(1000);
+  t.equal(h.tick(400), null, '300 ms after the first failure, 1,000 ms of them excused: still up');
+  t.equal(h.record(fail('timeout'), 1200), null, 'a second failure 1,100 ms later, 1,000 excused: still up');
+  const ev = h.tick(1360);
+  t.match(ev?.reason, /timeout 250 ms since first failure/, "DOWN once 250 ms of the member's own time have passed");
+  const fresh = new HealthTimer({ interval: 100, response: 50, retries: 10, timeout: 250, jitter: 0 }, 0);
+  fresh.excuse(1000);
+  fresh.record(fail('timeout'), 100);
+  t.match(fresh.tick(360)?.reason, /since first failure/, 'an excuse before any failure carries nothing forward');
+});
+
+t.test('a monitor whose event loop stalls between checks does not count the stall against the member', async (t) => {
+  const { HealthMonitor } = await import('@fwlb/health');
+  // A fake clock that the "stall" moves forward: every check after the first runs 2 s after it was due.
+  let clock = 0;
+  const results: ProbeResult[] = [];
+  const events: HealthEvent[] = [];
+  let checks = 0;
+  const checker = {
+    kind: 'http' as const,
+    check: async () => {
+      checks++;
+      clock += 250; // the check times out at its deadline
+      return { ok: false, reason: 'timeout (no response)' };
+    },
+  };
+  const m = new HealthMonitor({
+    name: 'm',
+    checker,
+    target: { address: '192.0.2.1', port: 80 },
+    timers: { interval: 300, response: 250, retries: 3, jitter: 0 },
+    onEvent: (_n, ev) => events.push(ev),
+    onResult: (_n, r) => results.push(r),
+    now: () => clock,
+  });
+  // Drive it by hand: each timer callback runs when `clock` reaches the due time plus the stall.
+  const origSetTimeout = global.setTimeout;
+  const queue: (() => void)[] = [];
+  (global as unknown as { setTimeout: unknown }).setTimeout = (f: () => void) => (queue.push(f), { unref() {} }) as unknown as NodeJS.Timeout;
+  t.teardown(() => {
+    (global as unknown as { setTimeout: unknown }).setTimeout = origSetTimeout;
+    m.stop();
+  });
+  m.start();
+  for (let i = 0; i < 3 && queue.length; i++) {
+    clock = m.timer.nextCheckAt + (i === 0 ? 0 : 2000);
+    queue.shift()!();
+    await new Promise((r) => setImmediate(r));
+  }
+  (global as unknown as { setTimeout: unknown }).setTimeout = origSetTimeout;
+  t.equal(checks, 3, 'three checks ran');
+  t.equal(events.length, 1, `one event: ${JSON.stringify(events)}`);
+  t.match(events[0]?.reason, /3 of 3 attempts failed/, 'DOWN after all three attempts; the 4 s of stall did not cut it short');
+});

@@ -21,6 +21,9 @@ export interface MonitorOptions {
   now?: () => number;
 }
 
+/** How long after a check's deadline its answer may be read before the wait counts as this node's own stall. */
+const READ_SLACK_MS = 50;
+
 export class HealthMonitor {
   readonly timer: HealthTimer;
   last: ProbeResult | null = null;
@@ -51,10 +54,11 @@ export class HealthMonitor {
 
   private schedule(): void {
     if (this.stopped) return;
+    const due = this.timer.nextCheckAt;
     this.handle = setTimeout(
       () => {
         // Why the catch: a check that throws (a bad spec, a bug) must not kill the process or stop this monitor.
-        this.once().catch((e) => {
+        this.once(due).catch((e) => {
           this.unknownChecks++;
           this.unknown = `check failed to run: ${(e as Error).message}`;
           this.timer.unknown(this.now());
@@ -65,11 +69,14 @@ export class HealthMonitor {
     );
   }
 
-  private async once(): Promise<void> {
+  private async once(due: number): Promise<void> {
+    const started = this.now();
     const pre = this.o.precheck?.() ?? null;
     const r: ProbeResult = pre ? { ok: false, reason: pre } : await this.o.checker.check(this.o.target, this.o.timers.response);
     if (this.stopped) return;
     const now = this.now();
+    // This node's own lateness: the check ran after it was due, or its answer was read well after its deadline.
+    this.timer.excuse(Math.max(0, started - due) + Math.max(0, now - started - this.timer.cfg.response - READ_SLACK_MS));
     this.o.onResult?.(this.o.name, r);
     if (r.unknown) {
       this.unknownChecks++;

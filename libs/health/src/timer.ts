@@ -7,7 +7,10 @@ export interface TimerConfig {
   response: number;
   /** Failed attempts before DOWN; retries run at `interval`. */
   retries: number;
-  /** Longest time from the first failure to DOWN (ms), whatever `retries` says. @default retries * interval */
+  /**
+   * Longest time from the first failure to DOWN (ms), whatever `retries` says. @default retries * (interval * (1 +
+   * jitter) + response): long enough for `retries` checks that each time out, read a little late
+   */
   timeout?: number;
   /** Check period while DOWN (ms). @default interval */
   deadInterval?: number;
@@ -61,11 +64,15 @@ export function validateTimers(c: TimerConfig): Required<TimerConfig> {
   if (!Number.isInteger(rise) || rise < 1) throw new TimerConfigError('rise', `must be an integer >= 1, got ${rise}`);
   const jitter = c.jitter ?? 0.1;
   if (!(jitter >= 0 && jitter < 1)) throw new TimerConfigError('jitter', `must be in [0, 1), got ${jitter}`);
+  // A check that times out is recorded `response` after it was sent, and the next one is sent up to a jittered
+  // interval after that: retries * interval alone would cut a member off before its last attempt came back. The
+  // retries-th failure comes (retries - 1) such periods after the first; one more is the margin for reading it late.
+  const attempts = Math.ceil(c.retries * (c.interval * (1 + jitter) + c.response));
   return {
     interval: c.interval,
     response: c.response,
     retries: c.retries,
-    timeout: c.timeout ?? c.retries * c.interval,
+    timeout: c.timeout ?? attempts,
     deadInterval: c.deadInterval ?? c.interval,
     rise,
     jitter,
@@ -146,6 +153,14 @@ export class HealthTimer {
     this.firstFailureAt = null;
     this.nextCheckAt = now + this.period();
     return null;
+  }
+
+  /**
+   * `ms` during which this node could not run or read a check (its event loop or its helper stalled): that time is
+   * the node's, not the member's, so the timeout rule's clock since the first failure does not count it.
+   */
+  excuse(ms: number): void {
+    if (this.firstFailureAt !== null && ms > 0) this.firstFailureAt += ms;
   }
 
   /** DOWN at once, for failures that retries cannot help (this node's own link is down). */
