@@ -161,6 +161,25 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     t.ok((after.http.bodies[body(0)] ?? 0) > 0, `s1 takes requests again: ${JSON.stringify(after.http.bodies)}`);
   });
 
+  await t.test("the api pool's one member fails its checks but serves: the pool in panic, 0 of 600 failed; checks pass again: out of it", async (t) => {
+    const apiRows = TABLE.filter((r) => r.pool === 'api');
+    const s3 = servers[2].name;
+    t.teardown(() => lab.refuseChecks(s3, false));
+    await lab.refuseChecks(s3, true);
+    const downMs = await waitFor(async () => (await member(rips[2])).health.up === false, 5000, `${s3} down by its checks`);
+    t.match((await member(rips[2])).health.reason, /status 503/, 'its checks say why');
+    const alarms = async () => ((await api('GET', '/health')).body.alarms as string[]).join('\n');
+    t.match(await alarms(), /VIP shop pool api in panic: 0 of 1 enabled members up/, `an alarm names the pool (${downMs} ms after the checks failed)`);
+    t.notMatch((await member(rips[2])).haproxy ?? '', /MAINT/, 'HAProxy keeps it in service');
+    const r = await load('c1', apiRows, 600);
+    t.equal(r.http.failed, 0, `0 of 600 failed ${JSON.stringify(r.http.errors)}`);
+    t.equal(r.http.bodies[body(2)], 600, 'its one member served them all');
+    await lab.refuseChecks(s3, false);
+    await waitFor(async () => (await member(rips[2])).health.up === true, 5000, `${s3} up`);
+    await waitFor(async () => !/pool api in panic/.test(await alarms()), 5000, 'the panic alarm cleared');
+    t.pass('out of panic once its checks pass');
+  });
+
   await t.test('cookie persistence: 60 of 60 on one member; drained, existing sessions stay, new ones avoid it', async (t) => {
     const www = [{ label: 'www', host: 'www.example.com', path: '/' }];
     // Four client sessions (a cookie jar each), 60 requests each, one after another within a session.

@@ -160,6 +160,7 @@ const want = (servers: Record<string, Partial<{ weight: number; state: 'ready' |
   config: '',
   maps: new Map(),
   tables: [],
+  panics: [],
   servers: new Map(
     Object.entries(servers).map(([id, s]) => [
       id,
@@ -288,7 +289,8 @@ function service(withEngine = true) {
 t.test('the service: an L7 VIP goes to HAProxy, not to nft; health and member changes follow', async (t) => {
   const x = service();
   await x.s.start();
-  await x.s.createVip(shop());
+  // Fail closed: with a panic threshold, members that all start down would be in panic and ready at once.
+  await x.s.createVip({ ...shop(), panicThreshold: 0 });
   t.equal(x.applied.length, 1, 'one apply');
   const w = x.applied[0];
   t.ok(x.addrs.has('203.0.113.100'), 'the VIP address is held as for L4');
@@ -420,4 +422,59 @@ t.test('an IPv6 L7 VIP: HAProxy binds the address in brackets, and its servers m
     [`add server ${ids.find((i) => i.includes('2001'))} [2001:db8:20::11]:8080 weight 1`],
     'a server added at runtime: in brackets too',
   );
+});
+
+t.test('pool panic: a pool with too few members up serves on every enabled member, each pool on its own', async (t) => {
+  const v = validateVip({ ...shop(), panicThreshold: 0.5 }, []) as ResolvedL7Vip;
+  const state = (w: L7Want, address: string) => [...w.servers.values()].find((s) => s.address === address)?.state;
+  const down =
+    (...addrs: string[]) =>
+    (_: ResolvedL7Vip, m: { address: string }) =>
+      !addrs.includes(m.address);
+  // api has one member (10.20.0.13); www has two.
+  const api = renderL7([v], down('10.20.0.13'), { dir: '/run/x' });
+  t.equal(state(api, '10.20.0.13'), 'ready', "the api pool's only member looks down: the pool is in panic and it stays ready");
+  t.same(api.panics, [{ vip: 'shop', pool: 'api', healthy: 0, enabled: 1, threshold: 0.5 }], 'the panic names its VIP and pool');
+  const www = renderL7([v], down('10.20.0.11'), { dir: '/run/x' });
+  t.equal(state(www, '10.20.0.11'), 'maint', 'one of two www members down (1 of 2 up is not below 50 %): it leaves');
+  t.same(www.panics, [], 'no pool in panic');
+  const both = renderL7([v], down('10.20.0.11', '10.20.0.12'), { dir: '/run/x' });
+  t.same(
+    [state(both, '10.20.0.11'), state(both, '10.20.0.12'), state(both, '10.20.0.13')],
+    ['ready', 'ready', 'ready'],
+    'both www members down: www in panic; api is up and unaffected',
+  );
+  t.same(
+    both.panics.map((p) => p.pool),
+    ['www'],
+  );
+  const drained = validateVip(
+    { ...shop(), panicThreshold: 0.5, members: shop().members.map((m: { pool: string }, i: number) => (i === 0 ? { ...m, state: 'drain' } : m)) },
+    [],
+  ) as ResolvedL7Vip;
+  const d = renderL7([drained], down('10.20.0.11', '10.20.0.12'), { dir: '/run/x' });
+  t.equal(state(d, '10.20.0.11'), 'maint', 'a drained member takes no requests in a panic either');
+  t.equal(state(d, '10.20.0.12'), 'ready', 'the enabled one does');
+  const closed = validateVip({ ...shop(), panicThreshold: 0 }, []) as ResolvedL7Vip;
+  const c = renderL7([closed], down('10.20.0.13'), { dir: '/run/x' });
+  t.equal(state(c, '10.20.0.13'), 'maint', 'threshold 0: fail closed, the pool answers 503');
+  t.same(c.panics, []);
+});
+
+t.test('the service: a pool in panic is an alarm naming the VIP and the pool, gone once a member is up', async (t) => {
+  const x = service();
+  await x.s.start();
+  await x.s.createVip({ ...shop(), panicThreshold: 0.5 });
+  const alarms = x.s.alarms().join('\n');
+  t.match(alarms, /VIP shop pool www in panic: 0 of 2 enabled members up \(threshold 50%\), every enabled member takes requests/);
+  t.match(alarms, /VIP shop pool api in panic: 0 of 1/);
+  t.same(
+    [...x.applied[x.applied.length - 1].servers.values()].map((s) => s.state),
+    ['ready', 'ready', 'ready'],
+    'every enabled member takes requests',
+  );
+  x.emitters.get('10.20.0.13:8080')!(true);
+  await x.s.tick();
+  t.notMatch(x.s.alarms().join('\n'), /pool api in panic/, 'api out of panic once its member is up');
+  t.match(x.s.alarms().join('\n'), /pool www in panic/, 'www still in it');
 });

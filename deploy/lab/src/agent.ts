@@ -102,8 +102,19 @@ function serve(args: string[]): void {
   // Dual stack: one socket serves IPv4 (as mapped addresses) and IPv6.
   const udp = dgram.createSocket('udp6');
   udp.on('message', (m, r) => udp.send(m, r.port, r.address));
+  // SIGUSR2 turns fwlb's health checks away (503) while every other request is served: a broken health endpoint in
+  // front of a working service. Each signal flips it and says so on stdout.
+  let refuseChecks = false;
+  process.on('SIGUSR2', () => {
+    refuseChecks = !refuseChecks;
+    console.log(refuseChecks ? 'refusing checks' : 'answering checks');
+  });
   const web = http.createServer((req, res) => {
     if (req.url === '/stats') return res.end(JSON.stringify({ accepted }));
+    if (refuseChecks && req.headers['user-agent'] === 'fwlb-health') {
+      res.statusCode = 503;
+      return res.end('health check refused\n');
+    }
     // What a proxy in front added, so a test can see it (the body stays the server's name).
     const xff = req.headers['x-forwarded-for'];
     if (typeof xff === 'string') res.setHeader('x-seen-forwarded-for', xff);

@@ -269,8 +269,24 @@ export class Lab {
     ];
     const p = await this.startAgent(name, serve);
     this.agents.set(name, p);
+    this.refusing.delete(name);
     return p;
   }
+
+  /** A server that answers fwlb's health checks 503 (`refuse`) while it serves every other request, or answers them again. */
+  async refuseChecks(name: string, refuse: boolean): Promise<void> {
+    const p = this.agents.get(name);
+    if (!p) throw new Error(`no server agent ${name}`);
+    // The agent flips on each signal: send one only when its state is not already the one asked for.
+    if (this.refusing.has(name) === refuse) return;
+    const said = waitForLine(p, refuse ? /^refusing checks/ : /^answering checks/, 5000, `server ${name} switching its checks`);
+    p.kill('SIGUSR2');
+    await said;
+    if (refuse) this.refusing.add(name);
+    else this.refusing.delete(name);
+  }
+
+  private readonly refusing = new Set<string>();
 
   /** kill -9 a server agent: its ports close at once. */
   async killServer(name: string): Promise<void> {

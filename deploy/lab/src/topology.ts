@@ -670,8 +670,10 @@ export function l7Vip(rips: string[]): VipConfig {
     mode: 'http',
     check: { kind: 'http', path: '/' },
     // Its api pool has one member: a check answered late under the scenario's load (over 100 ms twice on this
-    // 2-core machine) would take the pool down and answer 503, so these checks allow more time than FAST_TIMERS.
+    // 2-core machine) would take the pool down and answer 503, so these checks allow more time than FAST_TIMERS,
+    // and a pool whose members all look down is not believed (panic: they all take requests).
     timers: L7_TIMERS,
+    panicThreshold: 0.5,
     pools: [
       { name: 'www', scheduler: 'rr', persistence: 'cookie' },
       { name: 'api', scheduler: 'leastconn' },

@@ -66,7 +66,8 @@ export interface VipConfig {
   /**
    * Panic threshold of the pool (Envoy's): when fewer than this share of the enabled members are up, the checks
    * are not believed and every enabled member takes new sessions (fail open). 0: no panic; with no member up the
-   * VIP answers RST (TCP) or port unreachable (UDP) (fail closed). @default 0
+   * VIP answers RST (TCP) or port unreachable (UDP) (fail closed). An L7 VIP applies it to each of its pools (a pool
+   * with no member up answers 503). @default 0
    */
   panicThreshold?: number;
   members: MemberConfig[];

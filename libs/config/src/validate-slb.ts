@@ -173,16 +173,8 @@ export function ruleCovers(a: RuleConfig, b: RuleConfig): boolean {
   return true;
 }
 
-/** The L7 fields: pools named once, rules that can match and can be reached, members and rules naming real pools. */
-function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<ResolvedVip> {
-  if (v.protocol !== 'tcp') problems.push({ field: `${at}/protocol`, message: 'must be "tcp" for an L7 VIP (mode "http")' });
-  if (v.scheduler !== undefined && v.scheduler !== SLB_DEFAULTS.scheduler)
-    problems.push({ field: `${at}/scheduler`, message: 'an L7 VIP schedules per pool: set pools[].scheduler' });
-  if (v.panicThreshold) problems.push({ field: `${at}/panicThreshold`, message: 'is for L4 VIPs only' });
-  if (v.snat) problems.push({ field: `${at}/snat`, message: "is for L4 VIPs only: an L7 VIP's connections to its members leave from HAProxy on this node" });
-  const pools = v.pools ?? [];
-  if (!v.pools) problems.push({ field: `${at}/pools`, message: 'is required for an L7 VIP (mode "http")' });
-  if (v.defaultPool === undefined) problems.push({ field: `${at}/defaultPool`, message: 'is required for an L7 VIP (mode "http")' });
+/** An L7 VIP's pools: each name once, each pool's own check and timers valid. */
+function poolNames(pools: NonNullable<VipConfig['pools']>, at: string, problems: FieldProblem[]) {
   const names = new Map<string, number>();
   const poolTimers = new Map<string, Required<TimerConfig>>();
   pools.forEach((p, i) => {
@@ -199,15 +191,11 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
       problems.push({ field: `${at}/pools/${i}/name`, message: `duplicate pool "${p.name}" (also ${at}/pools/${names.get(p.name)}/name)` });
     else names.set(p.name, i);
   });
-  const known = (name: string, field: string) => {
-    if (!names.has(name)) problems.push({ field, message: `no pool "${name}" in ${at}/pools` });
-  };
-  if (v.defaultPool !== undefined) known(v.defaultPool, `${at}/defaultPool`);
-  v.members.forEach((m, i) => {
-    if (m.pool === undefined) problems.push({ field: `${at}/members/${i}/pool`, message: 'is required for a member of an L7 VIP' });
-    else known(m.pool, `${at}/members/${i}/pool`);
-  });
-  const rules = v.rules ?? [];
+  return { names, poolTimers };
+}
+
+/** An L7 VIP's rules: each names a pool, can match, and is not shadowed by an earlier one. */
+function ruleProblems(rules: NonNullable<VipConfig['rules']>, at: string, known: (name: string, field: string) => void, problems: FieldProblem[]): void {
   rules.forEach((r, i) => {
     const f = `${at}/rules/${i}`;
     known(r.pool, `${f}/pool`);
@@ -227,6 +215,28 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
         message: `overlaps ${at}/rules/${earlier}: that rule comes first and matches every request this one does, so this one never matches`,
       });
   });
+}
+
+/** The L7 fields: pools named once, rules that can match and can be reached, members and rules naming real pools. */
+function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<ResolvedVip> {
+  if (v.protocol !== 'tcp') problems.push({ field: `${at}/protocol`, message: 'must be "tcp" for an L7 VIP (mode "http")' });
+  if (v.scheduler !== undefined && v.scheduler !== SLB_DEFAULTS.scheduler)
+    problems.push({ field: `${at}/scheduler`, message: 'an L7 VIP schedules per pool: set pools[].scheduler' });
+  if (v.snat) problems.push({ field: `${at}/snat`, message: "is for L4 VIPs only: an L7 VIP's connections to its members leave from HAProxy on this node" });
+  const pools = v.pools ?? [];
+  if (!v.pools) problems.push({ field: `${at}/pools`, message: 'is required for an L7 VIP (mode "http")' });
+  if (v.defaultPool === undefined) problems.push({ field: `${at}/defaultPool`, message: 'is required for an L7 VIP (mode "http")' });
+  const { names, poolTimers } = poolNames(pools, at, problems);
+  const known = (name: string, field: string) => {
+    if (!names.has(name)) problems.push({ field, message: `no pool "${name}" in ${at}/pools` });
+  };
+  if (v.defaultPool !== undefined) known(v.defaultPool, `${at}/defaultPool`);
+  v.members.forEach((m, i) => {
+    if (m.pool === undefined) problems.push({ field: `${at}/members/${i}/pool`, message: 'is required for a member of an L7 VIP' });
+    else known(m.pool, `${at}/members/${i}/pool`);
+  });
+  const rules = v.rules ?? [];
+  ruleProblems(rules, at, known, problems);
   return {
     mode: 'http',
     pools: pools.map((p) => ({

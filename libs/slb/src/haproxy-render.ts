@@ -48,6 +48,16 @@ export interface L7Want {
   servers: Map<string, ServerWant>;
   /** The stick tables that count each VIP's requests per rule (`show table`). */
   tables: string[];
+  /** The pools in panic: too few of their members look up to believe the checks, every enabled member takes requests. */
+  panics: L7Panic[];
+}
+
+export interface L7Panic {
+  vip: string;
+  pool: string;
+  healthy: number;
+  enabled: number;
+  threshold: number;
 }
 
 /**
@@ -127,15 +137,9 @@ function serverLine(s: ServerWant): string {
   return parts.join(' ');
 }
 
-/**
- * Renders every L7 VIP. `up(vip, member)` is the member's health as fwlb's checks see it: HAProxy's own checks are
- * off, fwlb decides and pushes the state.
- */
-export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, m: ResolvedMember) => boolean, p: L7Paths): L7Want {
-  const peered = !!p.peers?.length;
-  // Shared with the group's other nodes (HAProxy's peers protocol pushes every change of an entry to them).
-  const share = peered ? ` peers ${PEERS_SECTION}` : '';
-  const head = [
+/** The global and defaults sections, and the group's peers. */
+function globalLines(p: L7Paths, peered: boolean): string[] {
+  return [
     '# Rendered by fwlb-slb: do not edit. Servers, weights, states and the rule maps change through the runtime API.',
     'global',
     `  stats socket ${adminSocket(p)} mode 600 level admin expose-fd listeners`,
@@ -153,66 +157,111 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
     '  timeout http-keep-alive 5s',
     ...(peered ? [`peers ${PEERS_SECTION}`, ...p.peers!.map((x) => `  peer ${x.name} ${hostPort(x.address, x.port)}`)] : []),
   ];
-  const full: string[] = [...head];
+}
+
+/**
+ * A VIP's frontend: the match key built per request, the rule map looked up with it, and the stick table that counts
+ * each rule's requests.
+ */
+function frontendLines(v: ResolvedL7Vip, slots: string[], file: string, share: string): string[] {
+  // base, 0x01, then each header slot's value followed by 0x01.
+  const key = ['base', 'concat(,txn.fwlb_sep,)', ...slots.flatMap((_, i) => [`concat(,txn.fwlb_h${i},)`, 'concat(,txn.fwlb_sep,)'])].join(',');
+  return [
+    `frontend ${frontendName(v.id)}`,
+    `  bind ${hostPort(v.address, v.port)} transparent${v.tls ? ` ssl crt ${v.tls.certificate}` : ''}`,
+    ...(v.forwardedFor ? ['  option forwardfor'] : []),
+    '  http-request set-var(txn.fwlb_sep) bin(01)',
+    ...slots.map((name, i) => `  http-request set-var(txn.fwlb_h${i}) req.fhdr(${name})`),
+    `  http-request set-var(txn.fwlb_key) ${key}`,
+    // The map gives "<rule id>:<backend>": the rule's request counter, then the pool (rule ids and backend names hold no ':').
+    `  http-request set-var(txn.fwlb_hit) var(txn.fwlb_key),map_reg(${file},${DEFAULT_RULE}:${backendName(v.id, v.defaultPool)})`,
+    `  http-request track-sc0 var(txn.fwlb_hit),field(1,:) table ${ruleTable(v.id)}`,
+    '  use_backend %[var(txn.fwlb_hit),field(2,:)]',
+    `  default_backend ${backendName(v.id, v.defaultPool)}`,
+    `backend ${ruleTable(v.id)}`,
+    // A fixed size (the most rules a VIP has, plus "no rule"): a size that followed the rules would make every rule
+    // change structural, a reload.
+    `  stick-table type string len 16 size 512 store http_req_cnt${share}`,
+  ];
+}
+
+/**
+ * Renders every L7 VIP. `up(vip, member)` is the member's health as fwlb's checks see it: HAProxy's own checks are
+ * off, fwlb decides and pushes the state.
+ */
+export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, m: ResolvedMember) => boolean, p: L7Paths): L7Want {
+  const peered = !!p.peers?.length;
+  // Shared with the group's other nodes (HAProxy's peers protocol pushes every change of an entry to them).
+  const share = peered ? ` peers ${PEERS_SECTION}` : '';
+  const full = globalLines(p, peered);
   const maps = new Map<string, [string, string][]>();
   const servers = new Map<string, ServerWant>();
   const tables: string[] = [];
+  const panics: L7Panic[] = [];
   for (const v of vips) {
     const slots = headerSlots(v.rules);
-    // base, 0x01, then each header slot's value followed by 0x01.
-    const key = ['base', 'concat(,txn.fwlb_sep,)', ...slots.flatMap((_, i) => [`concat(,txn.fwlb_h${i},)`, 'concat(,txn.fwlb_sep,)'])].join(',');
     const file = mapFile(p, v.id);
-    const fe = [
-      `frontend ${frontendName(v.id)}`,
-      `  bind ${hostPort(v.address, v.port)} transparent${v.tls ? ` ssl crt ${v.tls.certificate}` : ''}`,
-      ...(v.forwardedFor ? ['  option forwardfor'] : []),
-      '  http-request set-var(txn.fwlb_sep) bin(01)',
-      ...slots.map((name, i) => `  http-request set-var(txn.fwlb_h${i}) req.fhdr(${name})`),
-      `  http-request set-var(txn.fwlb_key) ${key}`,
-      // The map gives "<rule id>:<backend>": the rule's request counter, then the pool (rule ids and backend names hold no ':').
-      `  http-request set-var(txn.fwlb_hit) var(txn.fwlb_key),map_reg(${file},${DEFAULT_RULE}:${backendName(v.id, v.defaultPool)})`,
-      `  http-request track-sc0 var(txn.fwlb_hit),field(1,:) table ${ruleTable(v.id)}`,
-      '  use_backend %[var(txn.fwlb_hit),field(2,:)]',
-      `  default_backend ${backendName(v.id, v.defaultPool)}`,
-      `backend ${ruleTable(v.id)}`,
-      // A fixed size (the most rules a VIP has, plus "no rule"): a size that followed the rules would make every rule
-      // change structural, a reload.
-      `  stick-table type string len 16 size 512 store http_req_cnt${share}`,
-    ];
     tables.push(ruleTable(v.id));
-    full.push(...fe);
+    full.push(...frontendLines(v, slots, file, share));
     maps.set(
       file,
       v.rules.map((r) => [ruleKey(r, slots), `${ruleId(r)}:${backendName(v.id, r.pool)}`]),
     );
     for (const pool of v.pools) {
-      const be = [`backend ${backendName(v.id, pool.name)}`, `  balance ${SCHEDULER[pool.scheduler]}`];
-      // Servers come and go through the runtime API, which a map-based hash does not allow.
-      if (pool.scheduler === 'source' || pool.persistence === 'source') be.push('  hash-type consistent');
-      if (pool.persistence === 'cookie')
-        be.push(`  cookie FWLB_${v.id.replace(/-/g, '_')} insert indirect nocache httponly dynamic`, `  dynamic-cookie-key ${cookieKey(v.id)}`);
-      // Source persistence's entries name a server by its id: every node of a group renders the same config, so the
-      // same server gets the same id (in config order) on each.
-      if (pool.persistence === 'source') be.push(`  stick-table type ip size 200k expire 30m${share}`, '  stick on src');
-      full.push(...be);
-      for (const m of v.members.filter((x) => x.pool === pool.name)) {
-        const s: ServerWant = {
-          backend: backendName(v.id, pool.name),
-          name: serverName(m),
-          address: m.address,
-          port: m.port,
-          weight: m.weight,
-          cookie: pool.persistence === 'cookie',
-          state: serverState(m, up(v, m)),
-        };
-        servers.set(`${s.backend}/${s.name}`, s);
-        full.push(serverLine(s));
-      }
+      const b = renderPool(v, pool, up, share);
+      full.push(...b.lines);
+      for (const sv of b.servers) servers.set(`${sv.backend}/${sv.name}`, sv);
+      if (b.panic) panics.push(b.panic);
     }
   }
   // The skeleton is the config without its server lines: what only a reload can change.
   const skeleton = full.filter((l) => !l.startsWith('  server '));
-  return { skeleton: skeleton.join('\n') + '\n', config: full.join('\n') + '\n', maps, servers, tables };
+  return { skeleton: skeleton.join('\n') + '\n', config: full.join('\n') + '\n', maps, servers, tables, panics };
+}
+
+type L7Pool = ResolvedL7Vip['pools'][number];
+
+/**
+ * One pool's backend: its lines (servers included) and its servers' states. Panic (Envoy's, as for L4 VIPs, here per
+ * pool): when fewer than `panicThreshold` of the pool's enabled members look up, the checks are not believed and
+ * every enabled member takes requests. A pool of one member whose checks time out on a busy node keeps serving; one
+ * that is really gone answers 503 either way.
+ */
+function renderPool(
+  v: ResolvedL7Vip,
+  pool: L7Pool,
+  up: (v: ResolvedL7Vip, m: ResolvedMember) => boolean,
+  share: string,
+): { lines: string[]; servers: ServerWant[]; panic: L7Panic | null } {
+  const lines = [`backend ${backendName(v.id, pool.name)}`, `  balance ${SCHEDULER[pool.scheduler]}`];
+  // Servers come and go through the runtime API, which a map-based hash does not allow.
+  if (pool.scheduler === 'source' || pool.persistence === 'source') lines.push('  hash-type consistent');
+  if (pool.persistence === 'cookie')
+    lines.push(`  cookie FWLB_${v.id.replace(/-/g, '_')} insert indirect nocache httponly dynamic`, `  dynamic-cookie-key ${cookieKey(v.id)}`);
+  // Source persistence's entries name a server by its id: every node of a group renders the same config, so the
+  // same server gets the same id (in config order) on each.
+  if (pool.persistence === 'source') lines.push(`  stick-table type ip size 200k expire 30m${share}`, '  stick on src');
+  const members = v.members.filter((x) => x.pool === pool.name);
+  const health = new Map(members.map((m) => [m, up(v, m)]));
+  const enabled = members.filter((m) => m.state === 'enabled').length;
+  const healthy = members.filter((m) => m.state === 'enabled' && health.get(m)).length;
+  const panic = inPanic(v.panicThreshold, enabled, healthy) ? { vip: v.id, pool: pool.name, healthy, enabled, threshold: v.panicThreshold } : null;
+  const servers = members.map((m): ServerWant => ({
+    backend: backendName(v.id, pool.name),
+    name: serverName(m),
+    address: m.address,
+    port: m.port,
+    weight: m.weight,
+    cookie: pool.persistence === 'cookie',
+    state: serverState(m, health.get(m)! || (panic !== null && m.state === 'enabled')),
+  }));
+  lines.push(...servers.map(serverLine));
+  return { lines, servers, panic };
+}
+
+/** Whether a pool is in panic: fewer than `threshold` (0 to 1; 0: never) of its `enabled` members are `healthy`. */
+export function inPanic(threshold: number, enabled: number, healthy: number): boolean {
+  return threshold > 0 && enabled > 0 && healthy < threshold * enabled;
 }
 
 /** A map file's text: one `regex backend` line per rule, in order. */

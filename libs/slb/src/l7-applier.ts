@@ -61,6 +61,10 @@ export class L7Applier {
 
   alarms(vips: readonly ResolvedVip[]): string[] {
     const out = this.engine && this.want ? this.engine.alarms() : [];
+    for (const p of this.want?.panics ?? [])
+      out.push(
+        `VIP ${p.vip} pool ${p.pool} in panic: ${p.healthy} of ${p.enabled} enabled members up (threshold ${Math.round(p.threshold * 100)}%), every enabled member takes requests`,
+      );
     if (this.failed) out.push(`L7 VIPs not applied (HAProxy keeps what it ran; L4 VIPs are not affected): ${this.failed}`);
     if (!this.engine && vips.some(isL7)) out.push(`HAProxy is not available on this node: ${vips.filter(isL7).length} L7 VIPs are not served`);
     return out;

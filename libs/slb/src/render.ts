@@ -4,6 +4,7 @@ import { memberKey, probeKey } from '@fwlb/config';
 import { bucketOf, familyOf, PROTO_TCP, PROTO_UDP } from '@fwlb/flowhash';
 import type { NftJson } from '@fwlb/nft';
 import { ruleDigest } from '@fwlb/nft';
+import { inPanic } from './haproxy-render';
 import { roundRobinSlots, sourceHashSlots, Weighted } from './schedule';
 
 /**
@@ -42,7 +43,7 @@ export function liveMembers(v: ResolvedVip, up: (healthKey: string) => boolean):
 export function pool(v: ResolvedVip, up: (healthKey: string) => boolean): { enabled: ResolvedMember[]; healthy: ResolvedMember[]; panic: boolean } {
   const enabled = v.members.filter((m) => m.state === 'enabled');
   const healthy = enabled.filter((m) => up(healthKey(v, m)));
-  return { enabled, healthy, panic: v.panicThreshold > 0 && enabled.length > 0 && healthy.length < v.panicThreshold * enabled.length };
+  return { enabled, healthy, panic: inPanic(v.panicThreshold, enabled.length, healthy.length) };
 }
 
 /** The slots of one VIP's map: member keys in slot order; empty when no member may take new sessions. */
