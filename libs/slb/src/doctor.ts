@@ -81,13 +81,9 @@ export const DOCTOR_RULESET6 = DOCTOR_RULESET.replace(/\bip (daddr|saddr|to|fwlb
 /** The doctor's check of the HAProxy binary (optional: without it, L7 VIPs are refused); start reads its result. */
 export const HAPROXY_CHECK = 'HAProxy (L7 VIPs)';
 
-/**
- * `ipv6`: the config has IPv6 VIPs, so their table and IPv6 forwarding are required (else only reported). `flow`: it
- * has `flow` VIPs, whose connections are meant to move between SLB nodes.
- */
-export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = false, flow = false): Promise<Check[]> {
+/** Whether this kernel and nft take the SLB's rulesets, IPv4 and IPv6 (required for IPv6 only when there are IPv6 VIPs). */
+async function nftChecks(ipv6: boolean): Promise<Check[]> {
   const checks: Check[] = [];
-  const python = probeHelperRunnable(); // runs while nft checks
   try {
     await nftCli().applyText(DOCTOR_RULESET, true);
     checks.push({
@@ -110,6 +106,12 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = fals
       detail: `the kernel or nft refused the ip6 SLB ruleset: IPv6 VIPs cannot be served: ${(e as Error).message}`,
     });
   }
+  return checks;
+}
+
+/** Forwarding in both families, and liberal TCP windows for `flow` VIPs that move between nodes. */
+function sysctlChecks(ipv6: boolean, flow: boolean): Check[] {
+  const checks: Check[] = [];
   checks.push(ipForwardCheck());
   checks.push(
     sysctlOnCheck(
@@ -132,6 +134,16 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = fals
           'net.netfilter.nf_conntrack_tcp_be_liberal is not 1: a node of an SLB group that takes connections back (its links return) holds entries whose windows they have left, calls their packets invalid and its own stack resets them (sysctl -w net.netfilter.nf_conntrack_tcp_be_liberal=1)',
       ),
     );
+  return checks;
+}
+
+/**
+ * `ipv6`: the config has IPv6 VIPs, so their table and IPv6 forwarding are required (else only reported). `flow`: it
+ * has `flow` VIPs, whose connections are meant to move between SLB nodes.
+ */
+export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = false, flow = false): Promise<Check[]> {
+  const python = probeHelperRunnable(); // runs while nft checks
+  const checks: Check[] = [...(await nftChecks(ipv6)), ...sysctlChecks(ipv6, flow)];
   const py = await python;
   // Not required, as on a balancer node: without it the SLB starts degraded (an alarm; member health holds its last state).
   checks.push({
