@@ -6,7 +6,7 @@ import { balancerMetrics, build, Reconciler, RoutingPort } from '@fwlb/balancer'
 import { slbMetrics } from '@fwlb/slb';
 import { metricsRoute, newRegistry } from '@fwlb/service';
 import { recordingNft } from '../helpers/recording-nft';
-import { setup, TOKEN } from '../helpers/slb-fixture';
+import { setup, TOKEN, web } from '../helpers/slb-fixture';
 
 const promtool = (text: string) => spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
 const value = (text: string, series: string) => Number(new RegExp(`^${series.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1]);
@@ -58,4 +58,10 @@ t.test('SLB: promtool accepts /metrics; member health is there per vip and membe
   t.equal(value(text, 'fwlb_member_up{vip="web",member="10.20.0.12:8080"}'), 1);
   t.equal(value(text, 'fwlb_member_slots{vip="web",member="10.20.0.11:8080"}'), 0, 'the down member holds no slot');
   t.equal(value(text, 'fwlb_slb_vips'), 1);
+  t.notMatch(text, /^fwlb_slb_pool_panic\{/m, 'no pool in panic: no series');
+  await s.replaceVip('web', { ...web(), panicThreshold: 0.6 });
+  await s.reconcile();
+  const panic = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  t.equal(value(panic, 'fwlb_slb_pool_panic{vip="web",pool=""}'), 1, 'one of two up is below 60 %: the L4 pool is in panic');
+  t.equal(promtool(panic).status, 0);
 });

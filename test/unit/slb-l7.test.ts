@@ -468,6 +468,10 @@ t.test('the service: a pool in panic is an alarm naming the VIP and the pool, go
   const alarms = x.s.alarms().join('\n');
   t.match(alarms, /VIP shop pool www in panic: 0 of 2 enabled members up \(threshold 50%\), every enabled member takes requests/);
   t.match(alarms, /VIP shop pool api in panic: 0 of 1/);
+  t.same(x.s.poolPanics(), [
+    { vip: 'shop', pool: 'www', healthy: 0, enabled: 2, threshold: 0.5 },
+    { vip: 'shop', pool: 'api', healthy: 0, enabled: 1, threshold: 0.5 },
+  ]);
   t.same(
     [...x.applied[x.applied.length - 1].servers.values()].map((s) => s.state),
     ['ready', 'ready', 'ready'],

@@ -5,7 +5,7 @@ import type { ResolvedVip } from '@fwlb/config';
 import { isL7 } from '@fwlb/config';
 import type { L7Engine } from './haproxy';
 import type { HaproxyStat } from './haproxy-cli';
-import { L7Want, renderL7 } from './haproxy-render';
+import { L7Panic, L7Want, renderL7 } from './haproxy-render';
 import { healthKey } from './render';
 
 export class L7Applier {
@@ -59,9 +59,14 @@ export class L7Applier {
     return this.engine.stats().catch(() => prev);
   }
 
+  /** The pools HAProxy serves in panic now (as last applied). */
+  panics(): L7Panic[] {
+    return this.want?.panics ?? [];
+  }
+
   alarms(vips: readonly ResolvedVip[]): string[] {
     const out = this.engine && this.want ? this.engine.alarms() : [];
-    for (const p of this.want?.panics ?? [])
+    for (const p of this.panics())
       out.push(
         `VIP ${p.vip} pool ${p.pool} in panic: ${p.healthy} of ${p.enabled} enabled members up (threshold ${Math.round(p.threshold * 100)}%), every enabled member takes requests`,
       );

@@ -44,6 +44,13 @@ export function slbMetrics(reg: Registry, s: SlbService): void {
   const one = (v: boolean | null) => (v === null ? [] : [[{}, b(v)] as [Record<string, string>, number]]);
   gaugeFrom(reg, 'fwlb_slb_probe_helper_up', 'The SLB probe helper process (member checks) answers (1).', [], () => one(s.helperUp()));
   gaugeFrom(reg, 'fwlb_haproxy_up', 'HAProxy, which serves the L7 VIPs, runs (1); absent where HAProxy is not installed.', [], () => one(s.haproxyUp()));
+  gaugeFrom(
+    reg,
+    'fwlb_slb_pool_panic',
+    'Pools in panic (1): too few members up to believe the checks, every enabled member takes new sessions; pool is empty for an L4 VIP.',
+    ['vip', 'pool'],
+    () => s.poolPanics().map((p) => [{ vip: p.vip, pool: p.pool }, 1]),
+  );
   gaugeFrom(reg, 'fwlb_slb_alarms', 'SLB alarms raised now (pool panic, helper down, state file).', [], () => [[{}, s.alarms().length]]);
   counterFrom(reg, 'fwlb_slb_reconciles_total', 'SLB reconcile passes, by result.', ['result'], () => [
     [{ result: 'ok' }, s.reconciles - s.failures],
