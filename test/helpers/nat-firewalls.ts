@@ -116,8 +116,24 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
   const dropped = lab.firewallDropFlows();
   const portsOf = (flow: string) => [...flow.matchAll(/:(\d+)(?:>| \()/g)].map((m) => Number(m[1])).filter((p) => p !== ECHO_PORT);
   const unexplained = dropped.filter((f) => !portsOf(f).some((p) => inFlight.has(p)));
+  // What each unexplained drop's connection was (a stream, a short connection and when it ran against the loss, or
+  // none of the drivers'): the first thing to know when this fails.
+  const spans = reports.flatMap((r) => r.short.spans ?? []);
+  const streamPorts = new Set(streams.map((x) => x.port));
+  const whose = (flows: string[]) =>
+    JSON.stringify(
+      flows.slice(0, 12).map((f) => {
+        const p = portsOf(f)[0];
+        const sp = spans.filter(([q]) => q === p).map(([, at, ms]) => `short ${at - flushStart}..${at + ms - flushStart} ms`);
+        return `${p}: ${[...(streamPorts.has(p) ? ['stream'] : []), ...sp].join(', ') || 'no driver connection'}`;
+      }),
+    ) + ` (loss ${0}..${flushEnd - flushStart} ms)`;
   if (o.forgetConnSets) {
-    t.same(unexplained, [], `the firewalls dropped packets only of connections open at the loss: ${JSON.stringify(dropped.slice(0, 10))}`);
+    t.same(
+      unexplained,
+      [],
+      `the firewalls dropped packets only of connections open at the loss: ${JSON.stringify(dropped.slice(0, 10))} ${whose(unexplained)}`,
+    );
     t.comment(
       `short connections open at the loss (${flushEnd - flushStart} ms on ${lab.balancerNames().length} nodes): ${inFlight.size}; of them failed: ${failedPorts.length}; ` +
         `firewall drops: ${JSON.stringify(fw.map((f) => f.drops))} in ${dropped.length} flows`,
