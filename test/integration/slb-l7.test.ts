@@ -170,7 +170,6 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     t.match((await member(rips[2])).health.reason, /status 503/, 'its checks say why');
     const alarms = async () => ((await api('GET', '/health')).body.alarms as string[]).join('\n');
     t.match(await alarms(), /VIP shop pool api in panic: 0 of 1 enabled members up/, `an alarm names the pool (${downMs} ms after the checks failed)`);
-    t.notMatch((await member(rips[2])).haproxy ?? '', /MAINT/, 'HAProxy keeps it in service');
     const r = await load('c1', apiRows, 600);
     t.equal(r.http.failed, 0, `0 of 600 failed ${JSON.stringify(r.http.errors)}`);
     t.equal(r.http.bodies[body(2)], 600, 'its one member served them all');
