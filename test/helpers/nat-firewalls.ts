@@ -106,10 +106,18 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
     clients.length * 300 + servers.length * 200 + (ipv6 ? clients.length * 100 + servers.length * 60 : 0),
     'every short connection was tried',
   );
+  const spans = reports.flatMap((r) => r.short.spans ?? []);
+  const failedOutside = failedPorts.filter((p) => !inFlight.has(p));
+  // When each failed connection ran, against the loss (0 is its start): the first thing to know when this fails.
+  const when = failedOutside
+    .slice(0, 12)
+    .map((p) => spans.filter(([q]) => q === p).map(([, at, ms]) => `${p} ${at - flushStart}..${at + ms - flushStart}`))
+    .flat();
   t.same(
-    failedPorts.filter((p) => !inFlight.has(p)),
+    failedOutside,
     [],
-    `0 of ${shortTried} short connections failed${o.forgetConnSets ? ` but those open at the loss (${failedPorts.length} of ${inFlight.size})` : ''} (${errors})`,
+    `0 of ${shortTried} short connections failed${o.forgetConnSets ? ` but those open at the loss (${failedPorts.length} of ${inFlight.size})` : ''} (${errors})` +
+      (when.length ? ` ran at (ms, the loss at 0..${flushEnd - flushStart}): ${when.join(', ')}` : ''),
   );
   t.equal(streams.filter((s) => s.err).length, 0, `0 of ${streams.length} streams broke across the flush (${errors})`);
   const fw = lab.firewallCounters();
@@ -118,7 +126,6 @@ export async function natFirewalls(t: Test, lab: Lab, o: { published: 'dnat' | '
   const unexplained = dropped.filter((f) => !portsOf(f).some((p) => inFlight.has(p)));
   // What each unexplained drop's connection was (a stream, a short connection and when it ran against the loss, or
   // none of the drivers'): the first thing to know when this fails.
-  const spans = reports.flatMap((r) => r.short.spans ?? []);
   const streamPorts = new Set(streams.map((x) => x.port));
   const whose = (flows: string[]) =>
     JSON.stringify(
