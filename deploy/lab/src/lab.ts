@@ -247,6 +247,8 @@ export class Lab {
 
   /** Server agents by host name, so a test can kill one and start it again. */
   readonly agents = new Map<string, ChildProcess>();
+  /** Server agents that answer fwlb's health checks 503 now (see refuseChecks). */
+  private readonly refusing = new Set<string>();
 
   /** Every client and server runs the echo/HTTP agent; a server's page names it ("fwlb lab server s2"). */
   async startServers(): Promise<void> {
@@ -285,8 +287,6 @@ export class Lab {
     if (refuse) this.refusing.add(name);
     else this.refusing.delete(name);
   }
-
-  private readonly refusing = new Set<string>();
 
   /** kill -9 a server agent: its ports close at once. */
   async killServer(name: string): Promise<void> {

@@ -8,8 +8,9 @@ export interface TimerConfig {
   /** Failed attempts before DOWN; retries run at `interval`. */
   retries: number;
   /**
-   * Longest time from the first failure to DOWN (ms), whatever `retries` says. @default retries * (interval * (1 +
-   * jitter) + response): long enough for `retries` checks that each time out, read a little late
+   * Longest time from the first failure to DOWN (ms), whatever `retries` says; time this node was late to run or read
+   * a check does not count. @default retries * (interval * (1 + jitter) + response), long enough for `retries` checks
+   * that each time out
    */
   timeout?: number;
   /** Check period while DOWN (ms). @default interval */

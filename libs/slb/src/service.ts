@@ -429,12 +429,12 @@ export class SlbService {
     return [...starting, ...(this.saveError ? [this.saveError] : []), ...panics, ...l7, ...(this.deps.alarms?.() ?? [])];
   }
 
-  /** For the metrics: whether the probe helper answers, and whether HAProxy runs (null: not on this node). */
   /** The pools in panic now: an L4 VIP's one pool (`pool` empty), and each L7 VIP's pools on their own. */
   poolPanics(): { vip: string; pool: string }[] {
     return [...[...this.applied.panics()].map(([vip]) => ({ vip, pool: '' })), ...this.l7.panics()];
   }
 
+  /** For the metrics: whether the probe helper answers, and whether HAProxy runs (null: not on this node). */
   helperUp(): boolean | null {
     return this.deps.helperUp ? this.deps.helperUp() : null;
   }
