@@ -383,6 +383,8 @@ t.test('node redundancy (VRRP: keepalived active/standby, 2 nodes per side)', as
   // Dual stack: keepalived moves the IPv6 gateway addresses with the IPv4 ones, and IPv6 streams ride the failovers.
   const lab = await startLab(t, { sessionTable: url, nodesPerSide: 2, mode: 'vrrp', natFirewalls: true, ipv6: true });
   await lab.startKeepalived();
+  // The NAT subtest's rare drops print where each node sent the flow.
+  lab.traceFlowExits();
   t.equal(lab.vrrpHolder('outside'), 'ob1', 'ob1 (priority 250) holds the outside addresses');
   t.equal(lab.vrrpHolder('inside'), 'ib1', 'ib1 holds the inside addresses');
   const clients = lab.t.hosts.filter((h) => h.role === 'client');

@@ -399,7 +399,27 @@ export class Lab {
     );
   }
 
-  readonly keepalivedLogs: string[] = [];
+  /** keepalived's output, each chunk with when it arrived (ms since the epoch). */
+  readonly keepalivedOutput: { at: number; node: string; text: string }[] = [];
+
+  get keepalivedLogs(): string[] {
+    return this.keepalivedOutput.map((o) => `${o.node}: ${o.text}`);
+  }
+
+  /**
+   * keepalived's state changes and check results since `since` (ms since the epoch), as `1234 ms ib1: <line>` (ms
+   * after `zero`): where a side's addresses, and so its traffic, were meanwhile.
+   */
+  vrrpEvents(since: number, zero = since): string[] {
+    return this.keepalivedOutput
+      .filter((o) => o.at >= since)
+      .flatMap((o) =>
+        o.text
+          .split('\n')
+          .filter((l) => /entering|script|priority|master|backup|fault/i.test(l))
+          .map((l) => `${o.at - zero} ms ${o.node}: ${l.trim()}`),
+      );
+  }
 
   private async startKeepalivedOn(node: string, config: string): Promise<void> {
     const dir = this.t.opts.runDir;
@@ -420,8 +440,9 @@ export class Lab {
       '-c',
       pid('checkers'),
     ]);
-    p.stdout?.on('data', (d) => this.keepalivedLogs.push(`${node}: ${d}`));
-    p.stderr?.on('data', (d) => this.keepalivedLogs.push(`${node}: ${d}`));
+    const log = (d: Buffer) => this.keepalivedOutput.push({ at: Date.now(), node, text: String(d) });
+    p.stdout?.on('data', log);
+    p.stderr?.on('data', log);
     this.procs.push(p);
     await new Promise((r) => setTimeout(r, 100));
     if (p.exitCode !== null) throw new Error(`keepalived in ${node} exited ${p.exitCode}: ${this.keepalivedLogs.join('')}`);
