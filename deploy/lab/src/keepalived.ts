@@ -5,8 +5,12 @@ import type { VrrpSide } from './topology';
 
 export const KEEPALIVED_TEMPLATE = join(__dirname, '..', '..', 'keepalived', 'fwlb-node.conf');
 
-/** The timers the lab and docker-compose.redundant.yml run keepalived with (seconds). */
-export const VRRP_TIMERS = { advert: 0.2, checkInterval: 1, checkTimeout: 1, fall: 1, rise: 2, weight: 60 };
+/**
+ * The timers the lab and docker-compose.redundant.yml run keepalived with (seconds). Two failed checks in a row, not
+ * one: a single check that times out is a busy controller (the lab saw one in a few runs of the NAT state-loss test,
+ * never two in a row), and moving the addresses for it costs what a move costs while fwlb still forwarded.
+ */
+export const VRRP_TIMERS = { advert: 0.2, checkInterval: 1, checkTimeout: 1, fall: 2, rise: 2, weight: 60 };
 
 /** The check: 503 unless fwlb is ok; curl, because a Node.js start per check costs too much on small machines. */
 export const healthCurl = (socket: string, timeoutS: number) =>
