@@ -59,7 +59,7 @@ t.test('conntrack over ctnetlink', async (t) => {
     const rep = drive(ns, { short: { targets: ['127.0.0.1:7007'], count: 20, concurrency: 4 } });
     t.equal(rep.short.ok, 20);
     inNs(ns, ['conntrack', '-D', '-p', 'tcp', '--dport', '7007']);
-    await new Promise((r) => w.on('exit', r));
+    await new Promise((r) => w.on('close', r));
     const evs = lines(out);
     const news = evs.filter((e) => e.kind === 'new' && e.orig.dport === 7007);
     t.equal(news.length, 20, '20 NEW events for 20 connections');
@@ -83,7 +83,7 @@ t.test('conntrack over ctnetlink', async (t) => {
     await waitForLine(w, /"ready"/, 10000, 'watcher');
     // 2,000 new UDP flows while the consumer is stalled.
     drive(ns, { udp: { targets: ['127.0.0.1:5353'], flows: 2000, basePort: 20000, expectReply: false, timeoutMs: 50 } });
-    await new Promise((r) => w.on('exit', r));
+    await new Promise((r) => w.on('close', r));
     const evs = lines(out);
     const m = evs.find((e) => e.kind === 'metrics');
     const got = evs.filter((e) => e.kind === 'new' && e.orig.dport === 5353).length;

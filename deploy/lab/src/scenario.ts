@@ -38,7 +38,8 @@ export function drive(lab: Lab, host: string, spec: DriveSpec): Promise<DriveRep
     let err = '';
     p.stdout!.on('data', (d) => (out += d));
     p.stderr!.on('data', (d) => (err += d));
-    p.on('exit', (code) => {
+    // 'close', not 'exit': the process can end before its output is read.
+    p.on('close', (code) => {
       if (code !== 0) return reject(new Error(`drive in ${host} exited ${code}: ${err}`));
       try {
         resolve(JSON.parse(out.trim().split('\n').pop()!));
@@ -55,7 +56,7 @@ export function pingLost(lab: Lab, host: string, target: string, count: number):
     const p = spawnInNs(lab.ns(host), ['ping', '-n', '-q', '-c', String(count), '-i', '0.2', '-W', '2', target]);
     let out = '';
     p.stdout!.on('data', (d) => (out += d));
-    p.on('exit', () => {
+    p.on('close', () => {
       const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
       resolve(m ? Number(m[1]) - Number(m[2]) : count);
     });
