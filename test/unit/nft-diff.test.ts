@@ -2,7 +2,7 @@
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
 import { diffTable, parseListing, ruleDigest, ActualTable, DesiredTable } from '@fwlb/nft';
-import { bucketTable, IPV4, pinChanges, PinMaps, Reconciler, renderTable, renderRoutes, RenderInput } from '@fwlb/balancer';
+import { bucketTable, IPV4, LISTING_TRUST_MS, pinChanges, PinMaps, Reconciler, renderTable, renderRoutes, RenderInput } from '@fwlb/balancer';
 import { fakeNft } from '../helpers/fake-nft';
 
 const baseConfig = {
@@ -250,6 +250,59 @@ t.test('the pins maps: replaced inside the first transaction, then changed by di
     'replaced after the failure',
   );
   t.same(await kernel(), expect());
+});
+
+t.test('a pass that only writes pins does not list the table again while the last listing showed the table it wants', async (t) => {
+  const withTable = validateBalancerConfig({ ...JSON.parse(JSON.stringify(baseConfig)), sessionTable: { url: 'redis://127.0.0.1:1' } });
+  const nft = fakeNft();
+  let reads = 0;
+  const counting = { ...nft, read: (f: string, n: string) => (reads++, nft.read(f, n)) };
+  let clock = 1_000_000;
+  const r = new Reconciler(withTable, counting, { rules: async () => [], routes: async () => [], apply: async () => [] }, () => clock);
+  const [m1, m2] = r.membership.slots.map((x) => x.mark);
+  let want = new Map<string, number>([['10.64.0.1:1024>203.0.113.1:80/6', m1]]);
+  r.usePins({ pins: () => want });
+  const pinsInKernel = async () => (await nft.read('inet', 'fwlb'))!.maps.get('pins')!.elements.size;
+
+  await r.reconcile();
+  t.equal(reads, 2, 'the first pass lists the table, makes it, and reads it back');
+
+  clock += 10;
+  want = new Map([...want, ['10.64.0.2:1024>203.0.113.1:80/6', m2]]);
+  const unlisted = await r.reconcile();
+  t.equal(reads, 2, 'a pin added: the read back still vouches for the table, no listing');
+  t.equal(unlisted.listed, false);
+  t.equal(await pinsInKernel(), 2, 'and the pin is in the kernel');
+  t.equal(r.ruleCounters().reconcilesUnlisted, 1, 'counted');
+
+  clock += LISTING_TRUST_MS;
+  await r.reconcile();
+  t.equal(reads, 3, 'once the listing is older than the trust, the next pass lists the table again');
+
+  clock += 10;
+  r.membership.setAdmin('fw3', false);
+  await r.reconcile();
+  t.equal(reads, 4, 'a change of the table this node wants is listed first');
+  clock += 10;
+  want = new Map([...want, ['10.64.0.3:1024>203.0.113.1:80/6', m1]]);
+  await r.reconcile();
+  t.equal(reads, 5, 'it changed only map elements, which leaves the listing out of date: the next pass lists again');
+
+  clock += 10;
+  want = new Map([...want, ['10.64.0.4:1024>203.0.113.1:80/6', m2]]);
+  nft.failNext();
+  await t.rejects(r.reconcile(), 'a pin write fails in a pass that did not list');
+  t.equal(reads, 5);
+  await r.reconcile();
+  t.equal(reads, 7, 'after a failed pass the kernel may hold anything: listed again (and the pins replaced, read back)');
+  t.equal(await pinsInKernel(), 4);
+
+  clock += 10;
+  await r.freshCounters();
+  t.equal(reads, 7, "the rules' counters of a listing younger than the trust are fresh enough");
+  clock += LISTING_TRUST_MS;
+  await r.freshCounters();
+  t.equal(reads, 8, 'older: the table is listed for its counters');
 });
 
 t.test('the pins maps are known only while the table and maps keep the handles they had', async (t) => {

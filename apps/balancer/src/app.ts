@@ -99,8 +99,14 @@ export function build(opts: AppOptions): FastifyInstance {
     const status: 'ok' | 'degraded' = (r.lastError && !r.last) || a.length ? 'degraded' : 'ok';
     return { status, role: r.config.role, lastError: r.lastError, alarms: a };
   });
-  app.get('/status', async () => ({ ...r.status(), ...(opts.announcer ? { bgp: opts.announcer.status() } : {}), alarms: alarms() }));
-  app.get('/firewalls', async () => r.firewalls());
+  app.get('/status', async () => {
+    await r.freshCounters();
+    return { ...r.status(), ...(opts.announcer ? { bgp: opts.announcer.status() } : {}), alarms: alarms() };
+  });
+  app.get('/firewalls', async () => {
+    await r.freshCounters();
+    return r.firewalls();
+  });
   statusPage(app);
   sessionRoutes(app, opts);
   adminRoute(app, opts, membership, guard, errors);

@@ -162,6 +162,7 @@ async function serve(n: {
     announcer: n.announcer ?? undefined,
     newConnections: async () => {
       await reconciler.reconcile();
+      await reconciler.freshCounters(0);
       return reconciler.ruleCounters().hashedSyn?.packets ?? 0;
     },
     saveAdmin: n.saveAdmin,

@@ -27,6 +27,8 @@ export interface ReconcileResult {
   at: number;
   /** Where the pass spent its time (ms): the pins, reading the kernel, the diff, the transaction, the read back. */
   ms: { pins: number; read: number; diff: number; apply: number; readBack: number };
+  /** Whether the pass listed the nft table (see LISTING_TRUST_MS). */
+  listed: boolean;
 }
 
 /** Where pins come from (the session cache); absent without a session table. */
@@ -36,6 +38,15 @@ export interface PinSource {
 
 /** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
 const SWITCH_SETTLE_MS = 50;
+
+/**
+ * How long a listing of the nft table vouches for it while this node wants the same table: a pass within it that
+ * only writes pins (one per answered session off its bucket, up to a pass every 200 ms under churn) does not list
+ * the table again. Why: each listing is a few nft runs, and spawning them was most of what a busy node's
+ * controller spent its time on. Why not longer: a table someone else changed is put right at the first pass after
+ * this, and the rules' counters /status shows are as old as the last listing.
+ */
+export const LISTING_TRUST_MS = 1000;
 
 /** Pins of two tables, one per session (the first wins a session both have). */
 function mergePins(a: PinSet, b: PinSet): PinSet {
@@ -58,6 +69,14 @@ export class Reconciler {
   private groups: string[][];
   private groupOf: ReadonlyMap<string, string | undefined>;
   private lastActual: ActualTable | null = null;
+  /**
+   * The table this node wanted when `lastActual` was listed and showed exactly that table, and when the listing
+   * began; null while the kernel may hold anything else (a pass changed the table without listing it again, or
+   * failed).
+   */
+  private listing: { want: string; at: number } | null = null;
+  /** The rules' counters of the last listing of the table (a pass's, or freshCounters'), and when it began. */
+  private counters: { of: ActualTable['counters']; at: number } | null = null;
   /** The kernel's pins maps, kept by this node: a read does not list them. */
   private readonly pinMaps: PinMaps;
   /** The membership the kernel runs on: set only once the transaction that applies it has committed. */
@@ -68,6 +87,8 @@ export class Reconciler {
   lastError: string | null = null;
   reconciles = 0;
   failures = 0;
+  /** Passes that did not list the nft table (see LISTING_TRUST_MS). */
+  passesUnlisted = 0;
 
   /** Where the pins come from (the session layer), or none without a session table; see usePins. */
   private pinSource: PinSource | null = null;
@@ -244,14 +265,24 @@ export class Reconciler {
       const unlisted = new Set(families.map(pinMapName));
       const pinsMs = lap();
       const wantRoutes = renderRoutes(this.config);
-      const [actual, rules, routes] = await Promise.all([this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted), this.routing.rules(), this.routing.routes()]);
+      const want = JSON.stringify(desired);
+      const listedAt = this.now();
+      const trusted = this.listing && this.listing.want === want && listedAt - this.listing.at < LISTING_TRUST_MS ? this.lastActual : null;
+      const [actual, rules, routes] = await Promise.all([
+        trusted ?? this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted),
+        this.routing.rules(),
+        this.routing.routes(),
+      ]);
+      if (trusted) this.passesUnlisted++;
+      else if (actual) this.counters = { of: actual.counters, at: listedAt };
       const readMs = lap();
       if (pins) this.pinMaps.observe(actual, families);
       const plan = planRouting(wantRoutes, rules, routes, { tables: this.config.tables, priorities: this.config.rulePriorities });
       const routingErrors = planIsEmpty(plan) ? [] : await this.routing.apply(plan);
       const diffMs = lap();
       const replacePins = pins ? await this.pinMaps.before(pins, actual, families) : [];
-      const cmds = [...diffTable(desired, actual), ...replacePins];
+      // A trusted listing showed this very table: nothing of it to change.
+      const cmds = [...(trusted ? [] : diffTable(desired, actual)), ...replacePins];
       try {
         await this.applyWithTimeouts(desired, actual, cmds);
       } catch (e) {
@@ -265,7 +296,13 @@ export class Reconciler {
       this.committed(snap, desired, table, next);
       // Read back for the rules' counters and handles, unless only map elements changed (they changed neither).
       const onlyElements = cmds.every((c) => Object.values(c as Record<string, object>).every((o) => 'element' in o));
+      const readBackAt = this.now();
       this.lastActual = cmds.length && !onlyElements ? await this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted) : actual;
+      // What vouches for the table now: the read back when the pass changed rules or declarations, nothing after
+      // element changes only (the listing is out of date), this pass's own listing when it changed nothing.
+      if (cmds.length && !onlyElements && this.lastActual) this.counters = { of: this.lastActual.counters, at: readBackAt };
+      if (cmds.length) this.listing = onlyElements ? null : { want, at: readBackAt };
+      else if (!trusted) this.listing = { want, at: listedAt };
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = {
         nftCommands: cmds.length,
@@ -275,11 +312,13 @@ export class Reconciler {
         tableHandle: this.lastActual?.handle ?? null,
         at: this.now(),
         ms: { pins: pinsMs, read: readMs, diff: diffMs, apply: applyMs, readBack: lap() },
+        listed: !trusted,
       };
       this.lastError = routingErrors.length ? routingErrors.map((e) => e.message).join('; ') : null;
       this.events.emit('reconciled', (performance.now() - t0) / 1000, true);
       return this.last;
     } catch (e) {
+      this.listing = null;
       this.failures++;
       this.lastError = e instanceof Error ? e.message : String(e);
       this.events.emit('reconciled', (performance.now() - t0) / 1000, false);
@@ -315,6 +354,22 @@ export class Reconciler {
   }
 
   /**
+   * Lists the table for its rules' counters unless the last listing is younger than `maxAgeMs`: for /status,
+   * /firewalls and a caller that counts packets (a pass that only writes pins may not list it). Queued behind any
+   * pass in flight, as a pass is. A listing that fails keeps the counters as they were: the next pass says why.
+   */
+  freshCounters(maxAgeMs = LISTING_TRUST_MS): Promise<void> {
+    const run = this.queue.then(async () => {
+      const at = this.now();
+      if (this.counters && at - this.counters.at < maxAgeMs) return;
+      const actual = await this.nft.read(TABLE_FAMILY, TABLE_NAME, new Set(familiesOf(this.config).map(pinMapName))).catch(() => null);
+      if (actual) this.counters = { of: actual.counters, at };
+    });
+    this.queue = run;
+    return run;
+  }
+
+  /**
    * What the kernel runs on (`live`, `buckets`: the last committed transaction) beside what this node wants
    * (`wantLive`); they differ only while a change is on its way. Reads memory only.
    */
@@ -322,7 +377,7 @@ export class Reconciler {
     const want = this.membership.snapshot();
     const applied = this.applied;
     const dist = this.lastTable ? distribution(this.lastTable) : {};
-    const counters = this.lastActual?.counters ?? new Map();
+    const counters = this.counters?.of ?? new Map();
     return this.membership.views().map((v) => ({
       ...v,
       live: applied ? applied.live.includes(v.id) : false,
@@ -353,13 +408,14 @@ export class Reconciler {
     return { packets: v4.packets + v6.packets, bytes: v4.bytes + v6.bytes };
   }
 
-  /** The counters of the steering rules, as read at the last reconcile. */
+  /** The counters of the steering rules, as read at the last listing of the table. */
   ruleCounters() {
-    const counters = this.lastActual?.counters ?? new Map();
+    const counters = this.counters?.of ?? new Map();
     const c = (label: string) => this.counterOf(counters, label);
     return {
       reconciles: this.reconciles,
       reconcileFailures: this.failures,
+      reconcilesUnlisted: this.passesUnlisted,
       restored: c('restore'),
       restoredHeard: c('restore-heard'),
       hashedSyn: c('hash-syn'),
