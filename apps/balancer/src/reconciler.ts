@@ -262,19 +262,13 @@ export class Reconciler {
       const snap = this.membership.snapshot();
       const { table, next, pins, desired } = this.desiredState(snap);
       const families = familiesOf(this.config);
-      const unlisted = new Set(families.map(pinMapName));
       const pinsMs = lap();
       const wantRoutes = renderRoutes(this.config);
       const want = JSON.stringify(desired);
       const listedAt = this.now();
       const trusted = this.listing && this.listing.want === want && listedAt - this.listing.at < LISTING_TRUST_MS ? this.lastActual : null;
-      const [actual, rules, routes] = await Promise.all([
-        trusted ?? this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted),
-        this.routing.rules(),
-        this.routing.routes(),
-      ]);
+      const [actual, rules, routes] = await Promise.all([trusted ?? this.list(), this.routing.rules(), this.routing.routes()]);
       if (trusted) this.passesUnlisted++;
-      else if (actual) this.counters = { of: actual.counters, at: listedAt };
       const readMs = lap();
       if (pins) this.pinMaps.observe(actual, families);
       const plan = planRouting(wantRoutes, rules, routes, { tables: this.config.tables, priorities: this.config.rulePriorities });
@@ -297,10 +291,9 @@ export class Reconciler {
       // Read back for the rules' counters and handles, unless only map elements changed (they changed neither).
       const onlyElements = cmds.every((c) => Object.values(c as Record<string, object>).every((o) => 'element' in o));
       const readBackAt = this.now();
-      this.lastActual = cmds.length && !onlyElements ? await this.nft.read(TABLE_FAMILY, TABLE_NAME, unlisted) : actual;
+      this.lastActual = cmds.length && !onlyElements ? await this.list() : actual;
       // What vouches for the table now: the read back when the pass changed rules or declarations, nothing after
       // element changes only (the listing is out of date), this pass's own listing when it changed nothing.
-      if (cmds.length && !onlyElements && this.lastActual) this.counters = { of: this.lastActual.counters, at: readBackAt };
       if (cmds.length) this.listing = onlyElements ? null : { want, at: readBackAt };
       else if (!trusted) this.listing = { want, at: listedAt };
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
@@ -360,13 +353,19 @@ export class Reconciler {
    */
   freshCounters(maxAgeMs = LISTING_TRUST_MS): Promise<void> {
     const run = this.queue.then(async () => {
-      const at = this.now();
-      if (this.counters && at - this.counters.at < maxAgeMs) return;
-      const actual = await this.nft.read(TABLE_FAMILY, TABLE_NAME, new Set(familiesOf(this.config).map(pinMapName))).catch(() => null);
-      if (actual) this.counters = { of: actual.counters, at };
+      if (this.counters && this.now() - this.counters.at < maxAgeMs) return;
+      await this.list().catch(() => null);
     });
     this.queue = run;
     return run;
+  }
+
+  /** Lists the table (the pins maps without their elements: this node keeps them) and keeps its rules' counters. */
+  private async list(): Promise<ActualTable | null> {
+    const at = this.now();
+    const actual = await this.nft.read(TABLE_FAMILY, TABLE_NAME, new Set(familiesOf(this.config).map(pinMapName)));
+    if (actual) this.counters = { of: actual.counters, at };
+    return actual;
   }
 
   /**
