@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { bucketOf, buildJoinedTable, canonicalKey, PROTO_UDP } from '@fwlb/flowhash';
-import { BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport } from '@fwlb/lab';
+import { BALANCER_MAIN, ECHO_PORT, inNs, runScenario, drive, formatReport, waitUntil } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { portReuse, PORT_REUSE_TITLE } from '../helpers/port-reuse';
 
@@ -105,6 +105,46 @@ t.test('sandwich', async (t) => {
   });
 
   await t.test(PORT_REUSE_TITLE, (t) => portReuse(t, lab));
+
+  await t.test("fw2's route lost with its interface, or deleted by hand: the node puts it back on the kernel's notice", async (t) => {
+    // The per-firewall table's default route goes with the link (the kernel says nothing per route), and the
+    // firewall's marked health probes need it to see the firewall come back. The periodic pass is put an hour
+    // away, so that only the notice can bring the route back.
+    const token = lab.t.nodes.outside.api!.token!;
+    const resync = async (resyncSeconds: number) => {
+      writeFileSync(lab.configPath('outside'), JSON.stringify({ ...lab.t.nodes.outside, resyncSeconds }));
+      const r = await lab.api('outside', 'POST', '/reload', undefined, token);
+      if (r.status !== 200) throw new Error(`reload with resyncSeconds ${resyncSeconds}: ${r.status} ${JSON.stringify(r.body)}`);
+    };
+    await resync(3600);
+    t.teardown(() => resync(lab.t.nodes.outside.resyncSeconds!));
+    const route = () =>
+      inNs(ob, ['ip', 'route', 'show', 'table', 'all', 'dev', 'fw2'])
+        .split('\n')
+        .filter((l) => /^default via .* table \d+/.test(l));
+    const fw2 = async () => (await lab.api('outside', 'GET', '/firewalls')).body.find((f: any) => f.id === 'fw2');
+    const notices = async () => (await lab.api('outside', 'GET', '/status')).body.counters.routingNotices as number;
+    t.equal(route().length, 1, "fw2's table holds its default route");
+    const table = /table (\d+)/.exec(route()[0])![1];
+
+    const before = await notices();
+    inNs(ob, ['ip', 'route', 'del', 'default', 'table', table]);
+    const restored = await waitUntil(() => route().length === 1, 10000, "fw2's route back after it was deleted");
+    t.ok((await notices()) > before, `counted as a notice (${before} before, ${await notices()} after)`);
+    t.equal((await fw2()).healthy, true, 'fw2 stayed healthy meanwhile (no health change brought the route back)');
+
+    inNs(ob, ['ip', 'link', 'set', 'fw2', 'down']);
+    t.same(route(), [], 'the kernel dropped it with the link');
+    await waitUntil(async () => (await fw2()).healthy === false, 5000, 'fw2 seen down');
+    inNs(ob, ['ip', 'link', 'set', 'fw2', 'up']);
+    const back = await waitUntil(() => route().length === 1, 10000, "fw2's route back after the link came up");
+    await waitUntil(async () => (await fw2()).healthy === true, 10000, 'fw2 seen up');
+    const r = await runScenario(lab, { shortPerClient: 100, longPerClient: 2, serverInitiatedPerServer: 20, longDurationMs: 1000 });
+    t.equal(r.failed.total, 0, '0 connections failed after');
+    t.equal(r.totals.drops, 0, '0 firewall drops after');
+    t.ok(r.firewalls.find((f) => f.id === 'fw2')!.sessions > 0, 'fw2 carries new sessions again');
+    t.comment(`fw2's route was back ${restored} ms after it was deleted, ${back} ms after the link came up`);
+  });
 
   await t.test("spoofed SYNs: the nodes keep an unanswered handshake 10 s (handshakeTimeoutSeconds), the firewalls their kernel's 60 s", async (t) => {
     // Entries of unanswered handshakes to the echo port, with the seconds each has left (conntrack -L's third field).

@@ -1,6 +1,6 @@
 // Unit: policy routing plan touches only owned ranges and is idempotent.
 import { t } from 'tap';
-import { planRouting, planIsEmpty, PolicyRoute } from '@fwlb/routing';
+import { planRouting, planIsEmpty, touchesOwned, PolicyRoute } from '@fwlb/routing';
 
 const owned = { tables: { base: 1000, size: 16 }, priorities: { base: 10000, size: 16 } };
 const want: PolicyRoute[] = [
@@ -82,4 +82,14 @@ t.test('IPv6 rules and tables are planned on their own: the same numbers, anothe
     gone.delRoutes.map((r) => `${r.family} ${r.table}`),
     ['6 1000', '6 1001'],
   );
+});
+
+t.test('kernel notices: a link change or a change in the owned ranges needs a pass, a change elsewhere does not', async (t) => {
+  t.ok(touchesOwned({ kind: 'link' }, owned), 'a link (its IPv4 routes may be gone without a notice of their own)');
+  t.ok(touchesOwned({ kind: 'route', family: 4, table: 1000 }, owned), 'the first owned table');
+  t.ok(touchesOwned({ kind: 'route', family: 6, table: 1015 }, owned), 'the last owned table, IPv6');
+  t.notOk(touchesOwned({ kind: 'route', family: 4, table: 1016 }, owned), 'past the owned tables');
+  t.notOk(touchesOwned({ kind: 'route', family: 4, table: 254 }, owned), 'the main table (a routing daemon churns it)');
+  t.ok(touchesOwned({ kind: 'rule', family: 4, priority: 10003 }, owned), 'an owned rule priority');
+  t.notOk(touchesOwned({ kind: 'rule', family: 6, priority: 32766 }, owned), "the main table's rule");
 });

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { validateBalancerConfig, ResolvedBalancerConfig } from '@fwlb/config';
 import { NetlinkElements, nftCli } from '@fwlb/nft';
-import { Rtnl } from '@fwlb/routing';
+import { Rtnl, watchRouting } from '@fwlb/routing';
 import { conntrackAlarm, conntrackUse } from '@fwlb/conntrack';
 import { FirewallHealth } from './firewall-health';
 import { Reloader } from './reload';
@@ -233,6 +233,15 @@ async function run(path: string): Promise<void> {
   const alarms = () => alarmsOf({ health, sessions, slb, slbAlarm, announcer, reconciler });
   const { app, metrics } = await serve({ config, membership, reconciler, sessions, announcer, slb, saveAdmin, reload, alarms, logger, health: () => health });
   runner.start();
+  // Routes lost with a link (taken down and up again) or removed by hand come back at once, not at the next resync:
+  // the marked health probes need them too, so a firewall would otherwise stay down until then.
+  const routingWatch = watchRouting(
+    (e) => reconciler.routingChanged(e) && trigger(),
+    (e) => {
+      log(`routing notices lost (${e.message}): checking everything`);
+      trigger();
+    },
+  );
   // A firewall's health event goes to the membership, then a reconcile (trigger) puts it in the kernel; the view is
   // shared with the other nodes through the session layer.
   health = FirewallHealth.start(config, membership, {
@@ -247,6 +256,7 @@ async function run(path: string): Promise<void> {
   stopOnSignals([
     () => lock.release(),
     () => runner?.stop(),
+    () => routingWatch.close(),
     () => announcer?.stop(),
     () => health?.stop(),
     () => sessions?.stop(),

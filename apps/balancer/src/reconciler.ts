@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { bucketMoves, distribution, syncGroupRescue, BucketTable } from '@fwlb/flowhash';
 import { ctTimeoutChanges, ctTimeoutText, diffTable, DesiredTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
-import { planRouting, planIsEmpty, ActualRoute, ActualRule, RoutingPlan, NetlinkError } from '@fwlb/routing';
+import { planRouting, planIsEmpty, touchesOwned, ActualRoute, ActualRule, RoutingEvent, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
 import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, RenderedTable } from './render';
 import type { Rescue } from './pins';
@@ -89,6 +89,8 @@ export class Reconciler {
   failures = 0;
   /** Passes that did not list the nft table (see LISTING_TRUST_MS). */
   passesUnlisted = 0;
+  /** Kernel notices that a link changed or that someone else touched fwlb's rules or tables. */
+  private routingNotices = 0;
 
   /** Where the pins come from (the session layer), or none without a session table; see usePins. */
   private pinSource: PinSource | null = null;
@@ -407,6 +409,16 @@ export class Reconciler {
     return { packets: v4.packets + v6.packets, bytes: v4.bytes + v6.bytes };
   }
 
+  /**
+   * The kernel says a link or fwlb's own rules or tables changed (an interface taken down loses its IPv4 routes
+   * without a notice per route): true when the next pass must look, which the caller triggers.
+   */
+  routingChanged(e: RoutingEvent): boolean {
+    if (!touchesOwned(e, { tables: this.config.tables, priorities: this.config.rulePriorities })) return false;
+    this.routingNotices++;
+    return true;
+  }
+
   /** The counters of the steering rules, as read at the last listing of the table. */
   ruleCounters() {
     const counters = this.counters?.of ?? new Map();
@@ -415,6 +427,7 @@ export class Reconciler {
       reconciles: this.reconciles,
       reconcileFailures: this.failures,
       reconcilesUnlisted: this.passesUnlisted,
+      routingNotices: this.routingNotices,
       restored: c('restore'),
       restoredHeard: c('restore-heard'),
       hashedSyn: c('hash-syn'),

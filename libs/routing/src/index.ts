@@ -3,3 +3,4 @@ export * from './model';
 export * from './errors';
 export * from './rtnl';
 export * from './bird';
+export * from './watch';

@@ -101,3 +101,18 @@ function planFamily(want: PolicyRoute[], rules: ActualRule[], routes: ActualRout
 export function planIsEmpty(p: RoutingPlan): boolean {
   return !p.addRules.length && !p.delRules.length && !p.setRoutes.length && !p.delRoutes.length;
 }
+
+/** A kernel notice that a link, a route or an ip rule changed (from rtnetlink's multicast groups). */
+export type RoutingEvent = { kind: 'link' } | { kind: 'route'; family: Family; table: number } | { kind: 'rule'; family: Family; priority: number };
+
+/**
+ * Whether a notice may mean that fwlb's rules or tables are no longer as it left them. A link event always may: the
+ * kernel drops the IPv4 routes through an interface taken down without a notice per route, and a link coming back
+ * up needs them added again. Route and rule events count only in the owned ranges, so a routing daemon's churn in
+ * other tables costs nothing.
+ */
+export function touchesOwned(e: RoutingEvent, owned: OwnedRanges): boolean {
+  if (e.kind === 'link') return true;
+  if (e.kind === 'route') return inRange(e.table, owned.tables);
+  return inRange(e.priority, owned.priorities);
+}
