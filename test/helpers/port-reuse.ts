@@ -1,14 +1,17 @@
 // Test helper: the port-reuse subtest every lab runs the same way (CGNAT clients while fw2 leaves and rejoins new
 // sessions), so its figures compare across one node, VRRP and ECMP.
 import type { Test } from 'tap';
-import { churn, Lab } from '@fwlb/lab';
+import { churn, ECHO_PORT, Lab } from '@fwlb/lab';
 
 export const PORT_REUSE_TITLE = 'clients that reuse their source ports within seconds while a firewall leaves and rejoins new sessions: 0 failed, 0 drops';
 export async function portReuse(t: Test, lab: Lab): Promise<void> {
   // 100 source ports per client and one connection every 15 ms: a port comes back after about 1.5 s.
+  lab.traceUnreachables();
   const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500 });
   t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
   t.equal(r.ok + r.failed, 4000);
-  t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})`);
+  // A failure says who refused the connection (an ICMP unreachable) and where each node sent its flow.
+  const why = () => JSON.stringify({ unreachables: lab.unreachables().slice(0, 10), flows: lab.flowTraces(r.failedPorts.slice(0, 5), ECHO_PORT) });
+  t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${why()}` : ''}`);
   t.same(r.drops, [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
 }

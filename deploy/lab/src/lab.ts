@@ -668,6 +668,43 @@ export class Lab {
     for (const b of this.balancerNames()) inNs(this.ns(b), ['nft', '-j', '-f', file]);
   }
 
+  /**
+   * Every forwarding host of the lab (nodes, firewalls, routers, SLB nodes) records the ICMP destination unreachable
+   * messages it sends itself (a table of the lab's own, `ip fwlbicmp`): to whom, which code, and the source port of the
+   * packet it refused (a set of its own: nft 1.0.6 cannot list a concatenation holding a raw payload field).
+   * `unreachables` reads it: a connection that failed with ENETUNREACH or EHOSTUNREACH was refused by one of them.
+   */
+  traceUnreachables(): void {
+    // Declared, deleted and made again: a second call starts afresh instead of adding the rule twice.
+    const text =
+      'table ip fwlbicmp {}\ndelete table ip fwlbicmp\ntable ip fwlbicmp {\n' +
+      '  set sent { typeof ip daddr . icmp code; flags timeout; timeout 600s; size 65536; }\n' +
+      '  set sport { typeof @th,224,16; flags timeout; timeout 600s; size 65536; }\n' +
+      // The output hook: the host's own messages, not those it forwards.
+      '  chain out { type filter hook output priority 0; policy accept;\n' +
+      '    icmp type destination-unreachable add @sent { ip daddr . icmp code } add @sport { @th,224,16 }\n  }\n}\n';
+    for (const h of this.forwarders()) inNs(h.ns, ['nft', '-f', '-'], text);
+  }
+
+  private forwarders() {
+    return this.t.hosts.filter((h) => ['outside', 'inside', 'firewall', 'slb', 'router'].includes(h.role));
+  }
+
+  /** What `traceUnreachables` recorded: `ob1 sent net-unreachable to 10.0.1.10 (3 s ago) about source ports 40000`. */
+  unreachables(): string[] {
+    const out: string[] = [];
+    const list = (ns: string, set: string) => JSON.parse(inNs(ns, ['nft', '-j', 'list', 'set', 'ip', 'fwlbicmp', set])).nftables.find((x: any) => x.set)?.set;
+    for (const h of this.forwarders()) {
+      const sent = list(h.ns, 'sent');
+      if (!sent?.elem?.length) continue;
+      const ports = (list(h.ns, 'sport')?.elem ?? []).map((e: any) => e.elem.val);
+      for (const e of sent.elem)
+        out.push(`${h.name} sent ${e.elem.val.concat[1]} to ${e.elem.val.concat[0]} (${Math.round(sent.timeout - e.elem.expires)} s ago)`);
+      out.push(`${h.name}: about source ports ${ports.join(' ')}`);
+    }
+    return out;
+  }
+
   /** The marks the exits are told apart by: each firewall's (fwlb's slots, 0x10000 + its index), then 0 (none). */
   private exitMarks(): number[] {
     return [...this.t.hosts.filter((h) => h.role === 'firewall').map((_, i) => 0x10000 + i), 0];
