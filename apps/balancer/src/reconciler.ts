@@ -1,14 +1,15 @@
 // Reconciles the kernel (nft table, ip rules, routes) with the node's desired state; imperative shell of apps/balancer.
 import { EventEmitter } from 'node:events';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { bucketMoves, distribution, syncGroupRescue, BucketTable } from '@fwlb/flowhash';
-import { ctTimeoutChanges, ctTimeoutText, diffTable, DesiredTable, NftRunner, ActualTable, ruleDigest } from '@fwlb/nft';
+import { syncGroupRescue, BucketTable } from '@fwlb/flowhash';
+import { applyTableChange, diffTable, NftRunner, ActualTable } from '@fwlb/nft';
 import { planRouting, planIsEmpty, touchesOwned, ActualRoute, ActualRule, RoutingEvent, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
 import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, RenderedTable } from './render';
 import type { Rescue } from './pins';
 import { PinMaps, pinMapName, PinSet } from './pin-maps';
 import { familiesOf } from './rules';
+import { KernelView } from './kernel-view';
 
 /** The part of libs/routing the reconciler uses, so tests can put a fake in front of the kernel. */
 export interface RoutingPort {
@@ -63,8 +64,8 @@ export interface ReconcilerEvents {
 }
 
 export class Reconciler {
-  private lastTable: BucketTable | null = null;
-  private lastMoves: Record<string, Record<string, number>> = {};
+  /** What the kernel runs on (the last committed pass) and the rules' counters: what the API reads. */
+  private readonly view = new KernelView();
   /** The config's sync groups, and each firewall's (derived from the config, at start and at each reload). */
   private groups: string[][];
   private groupOf: ReadonlyMap<string, string | undefined>;
@@ -75,14 +76,8 @@ export class Reconciler {
    * failed).
    */
   private listing: { want: string; at: number } | null = null;
-  /** The rules' counters of the last listing of the table (a pass's, or freshCounters'), and when it began. */
-  private counters: { of: ActualTable['counters']; at: number } | null = null;
   /** The kernel's pins maps, kept by this node: a read does not list them. */
   private readonly pinMaps: PinMaps;
-  /** The membership the kernel runs on: set only once the transaction that applies it has committed. */
-  private applied: MembershipSnapshot | null = null;
-  /** Digests of the labelled rules of the last applied table, for the counters /status shows. */
-  private labels: Record<string, string> = {};
   last: ReconcileResult | null = null;
   lastError: string | null = null;
   reconciles = 0;
@@ -107,7 +102,7 @@ export class Reconciler {
 
   /** The bucket table of the last reconcile, or null before the first. */
   currentTable(): BucketTable | null {
-    return this.lastTable;
+    return this.view.currentTable();
   }
 
   /** The buckets an admin change of `id` would move (the change is not made). */
@@ -134,10 +129,8 @@ export class Reconciler {
 
   /** The table the last reconcile switches to at a later second, or null when no switch is pending. */
   comingTable(): BucketTable | null {
-    return this.lastComing?.table ?? null;
+    return this.view.comingTable();
   }
-
-  private lastComing: { at: number; table: BucketTable } | null = null;
 
   private cfg: ResolvedBalancerConfig;
 
@@ -231,22 +224,9 @@ export class Reconciler {
    * that moved (`tableChange`) and, once per pending switch, of those that will (`tableComing`).
    */
   private committed(snap: MembershipSnapshot, desired: RenderedTable, table: BucketTable, next: { at: number; table: BucketTable } | null): void {
-    this.applied = snap;
-    this.labels = Object.fromEntries(Object.entries(desired.labeled).map(([k, r]) => [k, ruleDigest(r)]));
-    const before = this.lastTable;
-    this.lastTable = table;
-    const moved = before ? table.owner.flatMap((o, b) => (o !== before.owner[b] ? [b] : [])) : [];
+    const { moved, coming } = this.view.commit(this.config, snap, desired, table, next);
     if (moved.length) this.events.emit('tableChange', moved);
-    const announced = this.lastComing;
-    this.lastComing = next ? { at: next.at, table: next.table } : null;
-    if (next && (announced?.at !== next.at || announced.table.owner.some((o, b) => o !== next.table.owner[b]))) {
-      const coming = next.table.owner.flatMap((o, b) => (o !== table.owner[b] ? [b] : []));
-      if (coming.length) this.events.emit('tableComing', coming, next.at);
-    }
-    this.lastMoves = bucketMoves(
-      this.config.firewalls.map((f) => f.id),
-      table,
-    );
+    if (coming) this.events.emit('tableComing', coming.buckets, coming.at);
   }
 
   /** Compute everything first, then write: routes (so marks have a path), then the nft table in one transaction. */
@@ -280,7 +260,7 @@ export class Reconciler {
       // A trusted listing showed this very table: nothing of it to change.
       const cmds = [...(trusted ? [] : diffTable(desired, actual)), ...replacePins];
       try {
-        await this.applyWithTimeouts(desired, actual, cmds);
+        await applyTableChange(this.nft, desired, actual, cmds);
       } catch (e) {
         // A transaction killed at its timeout may have committed all the same: what the maps hold is not known.
         this.pinMaps.forget();
@@ -322,40 +302,14 @@ export class Reconciler {
   }
 
   /**
-   * The transaction, with the ct timeout objects its rules name declared before it (in text: see ctTimeoutText) and
-   * taken away again if it fails, so a failed pass leaves the table as it was; objects no rule names any more go
-   * after it. A stale object that cannot be deleted is only untidy: the next pass tries again.
-   */
-  private async applyWithTimeouts(desired: DesiredTable, actual: ActualTable | null, cmds: unknown[]): Promise<void> {
-    const { add, stale } = ctTimeoutChanges(desired, actual);
-    // A table that does not exist yet is made with its objects (an empty table), and goes again if the pass fails.
-    if (add.length) await this.nft.applyText((actual ? '' : `add table ${desired.family} ${desired.name}\n`) + ctTimeoutText(desired, add));
-    try {
-      await this.nft.apply(cmds);
-    } catch (e) {
-      if (add.length) {
-        const undo = actual
-          ? ctTimeoutText(
-              desired,
-              [],
-              add.map((o) => o.name),
-            )
-          : `delete table ${desired.family} ${desired.name}\n`;
-        await this.nft.applyText(undo).catch(() => undefined);
-      }
-      throw e;
-    }
-    if (stale.length) await this.nft.applyText(ctTimeoutText(desired, [], stale)).catch(() => undefined);
-  }
-
-  /**
    * Lists the table for its rules' counters unless the last listing is younger than `maxAgeMs`: for /status,
    * /firewalls and a caller that counts packets (a pass that only writes pins may not list it). Queued behind any
    * pass in flight, as a pass is. A listing that fails keeps the counters as they were: the next pass says why.
    */
   freshCounters(maxAgeMs = LISTING_TRUST_MS): Promise<void> {
     const run = this.queue.then(async () => {
-      if (this.counters && this.now() - this.counters.at < maxAgeMs) return;
+      const at = this.view.countersAt();
+      if (at !== null && this.now() - at < maxAgeMs) return;
       await this.list().catch(() => null);
     });
     this.queue = run;
@@ -366,47 +320,13 @@ export class Reconciler {
   private async list(): Promise<ActualTable | null> {
     const at = this.now();
     const actual = await this.nft.read(TABLE_FAMILY, TABLE_NAME, new Set(familiesOf(this.config).map(pinMapName)));
-    if (actual) this.counters = { of: actual.counters, at };
+    if (actual) this.view.listed(actual, at);
     return actual;
   }
 
-  /**
-   * What the kernel runs on (`live`, `buckets`: the last committed transaction) beside what this node wants
-   * (`wantLive`); they differ only while a change is on its way. Reads memory only.
-   */
+  /** Per firewall: what this node wants, what the kernel runs on, and its rules' counters. Reads memory only. */
   firewalls() {
-    const want = this.membership.snapshot();
-    const applied = this.applied;
-    const dist = this.lastTable ? distribution(this.lastTable) : {};
-    const counters = this.counters?.of ?? new Map();
-    return this.membership.views().map((v) => ({
-      ...v,
-      live: applied ? applied.live.includes(v.id) : false,
-      wantLive: want.live.includes(v.id),
-      restorable: applied ? applied.restorable.includes(v.id) : false,
-      suspect: applied ? applied.suspect.includes(v.id) : false,
-      buckets: dist[v.id] ?? 0,
-      syncGroup: this.groupOf.get(v.id) ?? null,
-      // While it carries no new sessions: which firewalls took its buckets (its sync group first).
-      bucketsMovedTo: this.lastMoves[v.id] ?? {},
-      learned: this.counterOf(counters, `learn:${v.id}`),
-      // Packets from it of flows this node had on another firewall: the flow moved to it (null without learning).
-      relearned: this.counterOf(counters, `relearn:${v.id}`),
-      // Packets from the side to its NAT pools (null without pools).
-      natPool: this.counterOf(counters, `nat-pool:${v.id}`),
-    }));
-  }
-
-  /** A labeled rule's counter, both families' rules added up (an IPv6 copy is labeled `<label>/ipv6`). */
-  private counterOf(counters: ActualTable['counters'], label: string) {
-    const of = (l: string) => {
-      const d = this.labels[l];
-      return d ? (counters.get(d) ?? null) : null;
-    };
-    const v4 = of(label);
-    const v6 = of(`${label}/ipv6`);
-    if (!v4 || !v6) return v4 ?? v6;
-    return { packets: v4.packets + v6.packets, bytes: v4.bytes + v6.bytes };
+    return this.view.firewalls(this.membership, this.groupOf);
   }
 
   /**
@@ -419,28 +339,20 @@ export class Reconciler {
     return true;
   }
 
-  /** The counters of the steering rules, as read at the last listing of the table. */
+  /** The passes, and the steering rules' counters as read at the last listing of the table. */
   ruleCounters() {
-    const counters = this.counters?.of ?? new Map();
-    const c = (label: string) => this.counterOf(counters, label);
     return {
       reconciles: this.reconciles,
       reconcileFailures: this.failures,
       reconcilesUnlisted: this.passesUnlisted,
       routingNotices: this.routingNotices,
-      restored: c('restore'),
-      restoredHeard: c('restore-heard'),
-      hashedSyn: c('hash-syn'),
-      hashedTcpUdp: c('hash-tcp-udp'),
-      hashedOther: c('hash-other'),
-      droppedNoFirewall: c('no-firewall-drop'),
-      pinned: c('pinned'),
+      ...this.view.steering(),
     };
   }
 
   /** The agreed epoch the kernel runs on (null without one). */
   agreement() {
-    return this.applied?.agreement ?? null;
+    return this.view.agreement();
   }
 
   /** Pins in the kernel map (null without a session table). */
@@ -449,13 +361,12 @@ export class Reconciler {
   }
 
   status() {
-    const table = this.lastTable;
     const agreement = this.agreement();
     return {
       role: this.config.role,
       name: this.config.name,
       table: { family: TABLE_FAMILY, name: TABLE_NAME, handle: this.lastActual?.handle ?? null },
-      buckets: { size: this.config.hash.buckets, distribution: table ? distribution(table) : {}, movedTo: this.lastMoves, syncGroups: this.groups },
+      buckets: this.view.buckets(this.config, this.groups),
       firewalls: this.firewalls(),
       counters: this.ruleCounters(),
       pins: this.pinCount(),

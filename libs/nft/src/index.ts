@@ -5,3 +5,4 @@ export * from './nft-error';
 export * from './nft-cli';
 export * from './text';
 export * from './elements-netlink';
+export * from './transaction';
