@@ -17,6 +17,7 @@ for (const b of [
   'nft-listing',
   'pin-change',
   'api-latency',
+  'controller-cpu',
 ]) {
   console.log(`== ${b}`);
   const r = spawnSync(process.execPath, [join(__dirname, `${b}.js`)], { stdio: 'inherit' });

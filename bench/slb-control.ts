@@ -10,7 +10,7 @@
 //   health of 8,000 members that are up, with the default timers (interval 1 s): false DOWNs, unknown checks, CPU.
 // Prints figures only; nothing here is pass/fail.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { openLoop, percentile, spawnInNs, uniquePrefix, ScaleSlb, scaleVips, SCALE_TOKEN } from '@fwlb/lab';
+import { openLoop, percentile, processUsage as usage, spawnInNs, uniquePrefix, ProcessUsage, ScaleSlb, scaleVips, SCALE_TOKEN } from '@fwlb/lab';
 
 const N = Number(process.env.BENCH_SLB_VIPS ?? 1000);
 const MEMBER_POSTS = Number(process.env.BENCH_SLB_MEMBER_POSTS ?? 8000);
@@ -23,26 +23,7 @@ const f = (x: number) => (Number.isFinite(x) ? x.toFixed(x < 10 ? 2 : 0) : 'n/a'
 const line = (label: string, xs: number[]) =>
   console.log(`  ${label}: n=${xs.length} p50 ${f(pct(xs, 50))} ms, p99 ${f(pct(xs, 99))} ms, max ${f(Math.max(...xs))} ms`);
 
-/**
- * CPU time (ms) of a process, of its children that exited (the nft runs), and of its live children (the probe
- * helper), and its RSS (MB), from /proc.
- */
-function usage(pid: number): { cpuMs: number; childMs: number; helperMs: number; rssMb: number } {
-  const stat = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ').map(Number);
-  const f = stat(pid);
-  let helperMs = 0;
-  for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
-    try {
-      const g = stat(Number(c));
-      helperMs += (g[11] + g[12]) * 10;
-    } catch {
-      /* exited meanwhile */
-    }
-  }
-  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return { cpuMs: (f[11] + f[12]) * 10, childMs: (f[13] + f[14]) * 10, helperMs, rssMb: Number(rss) / 1024 };
-}
-const cpuLine = (a: ReturnType<typeof usage>, b: ReturnType<typeof usage>, ms: number) =>
+const cpuLine = (a: ProcessUsage, b: ProcessUsage, ms: number) =>
   `controller ${f(((b.cpuMs - a.cpuMs) / ms) * 100)} %, nft runs ${f(((b.childMs - a.childMs) / ms) * 100)} %, probe helper ${f(((b.helperMs - a.helperMs) / ms) * 100)} % of a core`;
 
 /** The pid of the node process (ip netns exec → env → node keep one pid through exec). */

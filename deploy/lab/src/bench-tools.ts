@@ -1,6 +1,7 @@
 // What the benchmarks share: a throwaway redis-server on a unix socket, and an open-loop HTTP client over a unix
 // socket (latency from each request's scheduled send, so a stall of the server counts). I/O layer of deploy/lab.
 import { spawn, ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -110,4 +111,31 @@ export async function startBenchLab(tag: string, opts: Partial<Omit<LabOptions, 
     throw e;
   }
   return lab;
+}
+
+export interface ProcessUsage {
+  /** CPU time of the process itself (ms). */
+  cpuMs: number;
+  /** Of its children that exited and were waited for (the nft and conntrack runs). */
+  childMs: number;
+  /** Of its live children (the probe helper). */
+  helperMs: number;
+  rssMb: number;
+}
+
+/** A process's CPU time and RSS from /proc; two readings and the time between give its share of a core. */
+export function processUsage(pid: number): ProcessUsage {
+  const stat = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ').map(Number);
+  const f = stat(pid);
+  let helperMs = 0;
+  for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
+    try {
+      const g = stat(Number(c));
+      helperMs += (g[11] + g[12]) * 10;
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return { cpuMs: (f[11] + f[12]) * 10, childMs: (f[13] + f[14]) * 10, helperMs, rssMb: Number(rss) / 1024 };
 }

@@ -25,6 +25,8 @@ export interface ChurnResult {
   failed: number;
   errors: Record<string, number>;
   failedPorts: number[];
+  /** When each failed connection started (ms since the epoch), to set beside `changedAt`. */
+  failedAt: number[];
   toggles: number;
   moves: number;
   /** When each toggle and move began (ms since the epoch), for a test's message. */
@@ -83,6 +85,7 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       failed: reports.reduce((a, r) => a + r.short.failed, 0),
       errors,
       failedPorts: reports.flatMap((r) => r.short.failedPorts),
+      failedAt: reports.flatMap((r) => r.short.failedAt),
       toggles,
       moves,
       changedAt,

@@ -309,11 +309,11 @@ export class Lab {
   /**
    * Start a balancer node and wait until its API answers. `wrap` goes before the command inside the namespace
    * (e.g. setpriv with a unit's capabilities). `ms`: how long it may take (a node loading a large session table
-   * takes longer).
+   * takes longer). `nodeArgs`: node's own options (a benchmark's `--cpu-prof`).
    */
-  async startNode(role: NodeRole, wrap: string[] = [], ms = 15000): Promise<NodeProc> {
+  async startNode(role: NodeRole, wrap: string[] = [], ms = 15000, nodeArgs: string[] = []): Promise<NodeProc> {
     const ns = this.ns(nodeNs(role));
-    const p = spawnInNs(ns, [...wrap, process.execPath, role in this.t.slbs ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
+    const p = spawnInNs(ns, [...wrap, process.execPath, ...nodeArgs, role in this.t.slbs ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
     this.procs.push(p);
     const log: string[] = [];
     const onData = (d: Buffer) => log.push(...d.toString().split('\n').filter(Boolean));
@@ -370,6 +370,16 @@ export class Lab {
   }
 
   /** kill -9: the controller dies without any cleanup, as in a crash. */
+  /** Stop a node as systemd would (SIGTERM) and wait for it to exit: it leaves the kernel as it is. */
+  async stopNode(role: NodeRole): Promise<void> {
+    const n = this.nodes[role];
+    if (!n) return;
+    const exited = new Promise((r) => n.proc.once('exit', r));
+    n.proc.kill('SIGTERM');
+    await exited;
+    delete this.nodes[role];
+  }
+
   async killNode(role: NodeRole): Promise<void> {
     const n = this.nodes[role];
     if (!n) return;
