@@ -10,7 +10,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { churn, processUsage, startBenchLab, startRedis, Lab, ProcessUsage } from '@fwlb/lab';
+import { churn, processUsage, withRedisLab, Lab, ProcessUsage } from '@fwlb/lab';
 
 const RATES = (process.env.BENCH_CPU_RATES ?? '200,1000').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_CPU_SECONDS ?? 20);
@@ -64,11 +64,8 @@ function selfTimes(file: string, fromMs: number, toMs: number): { total: number;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-bench-cpu-'));
-  const sock = join(dir, 'redis.sock');
-  const redis = await startRedis(sock, dir);
   try {
-    const lab = await startBenchLab('bc', { sessionTable: { url: `unix:${sock}`, heartbeatSeconds: 2 }, nodesPerSide: NODES });
-    try {
+    await withRedisLab('bc', { nodesPerSide: NODES }, async (lab) => {
       const started: Record<string, number> = {};
       if (PROFILE) {
         for (const n of lab.balancerNames()) {
@@ -109,11 +106,8 @@ async function main(): Promise<void> {
           for (const [k, v] of p.top) console.log(`  ${f((v / p.total) * 100)} % ${k}`);
         }
       }
-    } finally {
-      lab.teardown();
-    }
+    });
   } finally {
-    redis.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -2,10 +2,7 @@
 // while fw2 leaves and rejoins new sessions by the API every 2.5 s, then the same with the routes also moving flows
 // between the nodes every 3 s. Prints failed connections and firewall drops for each; the exact figures vary from
 // run to run, so BENCH_ROUNDS runs each (default 1).
-import { churn, ChurnOptions, startBenchLab, startRedis } from '@fwlb/lab';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { churn, ChurnOptions, withRedisLab } from '@fwlb/lab';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
 const base: ChurnOptions = { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500 };
@@ -15,27 +12,16 @@ const cases: [string, ChurnOptions][] = [
 ];
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'fwlb-bench-redis-'));
-  const sock = join(dir, 'redis.sock');
-  const redis = await startRedis(sock, dir);
-  try {
-    const lab = await startBenchLab('bp', { sessionTable: { url: `unix:${sock}`, heartbeatSeconds: 2 }, nodesPerSide: 2 });
-    try {
-      for (let round = 1; round <= ROUNDS; round++) {
-        for (const [name, o] of cases) {
-          const r = await churn(lab, o);
-          console.log(
-            `round ${round}, ${name}: ${r.failed} of ${r.ok + r.failed} connections failed ${JSON.stringify(r.errors)}, firewall drops ${r.drops.join(' / ')} (${r.toggles} toggles, ${r.moves} moves)`,
-          );
-        }
+  await withRedisLab('bp', { nodesPerSide: 2 }, async (lab) => {
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const [name, o] of cases) {
+        const r = await churn(lab, o);
+        console.log(
+          `round ${round}, ${name}: ${r.failed} of ${r.ok + r.failed} connections failed ${JSON.stringify(r.errors)}, firewall drops ${r.drops.join(' / ')} (${r.toggles} toggles, ${r.moves} moves)`,
+        );
       }
-    } finally {
-      lab.teardown();
     }
-  } finally {
-    redis.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 main().catch((e) => {

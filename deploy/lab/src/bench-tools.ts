@@ -1,9 +1,9 @@
 // What the benchmarks share: a throwaway redis-server on a unix socket, and an open-loop HTTP client over a unix
 // socket (latency from each request's scheduled send, so a stall of the server counts). I/O layer of deploy/lab.
 import { spawn, ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, uniquePrefix } from './lab';
 import type { LabOptions } from './topology';
@@ -138,4 +138,29 @@ export function processUsage(pid: number): ProcessUsage {
   }
   const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   return { cpuMs: (f[11] + f[12]) * 10, childMs: (f[13] + f[14]) * 10, helperMs, rssMb: Number(rss) / 1024 };
+}
+
+/**
+ * A bench lab whose session table is a throwaway Redis on a unix socket: `run` gets the lab, and both go afterwards,
+ * whatever happens.
+ */
+export async function withRedisLab<T>(
+  tag: string,
+  opts: Partial<Omit<LabOptions, 'prefix' | 'runDir' | 'sessionTable'>>,
+  run: (lab: Lab) => Promise<T>,
+): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'fwlb-bench-redis-'));
+  const sock = join(dir, 'redis.sock');
+  const redis = await startRedis(sock, dir);
+  try {
+    const lab = await startBenchLab(tag, { sessionTable: { url: `unix:${sock}`, heartbeatSeconds: 2 }, ...opts });
+    try {
+      return await run(lab);
+    } finally {
+      lab.teardown();
+    }
+  } finally {
+    redis.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

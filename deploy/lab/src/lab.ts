@@ -369,23 +369,22 @@ export class Lab {
     );
   }
 
-  /** kill -9: the controller dies without any cleanup, as in a crash. */
   /** Stop a node as systemd would (SIGTERM) and wait for it to exit: it leaves the kernel as it is. */
-  async stopNode(role: NodeRole): Promise<void> {
-    const n = this.nodes[role];
-    if (!n) return;
-    const exited = new Promise((r) => n.proc.once('exit', r));
-    n.proc.kill('SIGTERM');
-    await exited;
-    delete this.nodes[role];
+  stopNode(role: NodeRole): Promise<void> {
+    return this.endNode(role, 'SIGTERM');
   }
 
-  async killNode(role: NodeRole): Promise<void> {
+  /** kill -9: the controller dies without any cleanup, as in a crash. */
+  killNode(role: NodeRole): Promise<void> {
+    return this.endNode(role, 'SIGKILL');
+  }
+
+  private async endNode(role: NodeRole, signal: NodeJS.Signals): Promise<void> {
     const n = this.nodes[role];
     if (!n) return;
     const exited = new Promise((r) => n.proc.once('exit', r));
     // `ip netns exec` execs node in place, so the child's pid is the controller's pid.
-    n.proc.kill('SIGKILL');
+    n.proc.kill(signal);
     await exited;
     delete this.nodes[role];
   }
