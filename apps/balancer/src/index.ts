@@ -15,3 +15,4 @@ export * from './admin-state';
 export * from './metrics';
 export * from './announcer';
 export * from './reload';
+export * from './change-lead';

@@ -11,6 +11,7 @@ import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
 import { slots } from './membership';
 import { answered, recordTtl, SessionSync, tracked } from './session-sync';
+import { changeLeadMs, LEAD_MIN_SESSIONS } from './change-lead';
 
 /** Ids one `moved` message may carry: the writer sends one per Lua batch of at most 1,000 records. */
 const MOVED_IDS_MAX = 1000;
@@ -20,16 +21,6 @@ const MOVED_IDS_MAX = 1000;
  * changed since the last read, which the read after the writes in flight catches too.
  */
 const PREREAD_LEAD_MS = 10_000;
-/**
- * The lead of an admin change that moves many sessions (see leadFor). Below LEAD_MIN_SESSIONS the usual lead
- * covers the read and the pins; the read rate is this node's own, measured on its last large read, and the pin
- * rate what bench/pin-change measured for the kernel's writes (about 330 pins a ms), taken lower for a loaded node.
- * At most LEAD_MAX_MS: the request answers once the change is in force, and fwlbctl waits 10 s by default.
- */
-const LEAD_MIN_SESSIONS = 20_000;
-const READ_PER_MS_UNMEASURED = 100;
-const PINS_PER_MS = 250;
-const LEAD_MAX_MS = 8_000;
 
 /** What the API serves about sessions. */
 export interface SessionsView {
@@ -171,8 +162,8 @@ export class SessionLayer implements SessionsHandle {
    */
   async leadFor(buckets: readonly number[]): Promise<number> {
     const n = await this.table.bucketSizes(buckets);
-    if (n < LEAD_MIN_SESSIONS) return 0;
-    const ms = Math.min(LEAD_MAX_MS, Math.ceil(n / (this.readPerMs ?? READ_PER_MS_UNMEASURED) + n / PINS_PER_MS));
+    const ms = changeLeadMs(n, this.readPerMs);
+    if (!ms) return 0;
     this.d.log(`a change that moves ${buckets.length} buckets (${n} sessions) takes effect ${ms} ms later than usual: their pins first`);
     return ms;
   }
