@@ -366,6 +366,29 @@ t.test('SLB tier', async (t) => {
     );
   });
 
+  await t.test("the VIP's address deleted by hand: the SLB puts it back on the kernel's notice, not at its next full pass", async (t) => {
+    // The full pass is put an hour away, so that only the notice can bring the address back.
+    const path = lab.configPath('slb');
+    const original = readFileSync(path, 'utf8');
+    const restartWith = async (text: string) => {
+      writeFileSync(path, text);
+      await lab.killNode('slb');
+      await lab.startNode('slb');
+    };
+    await restartWith(JSON.stringify({ ...JSON.parse(original), resyncSeconds: 3600 }));
+    t.teardown(() => restartWith(original));
+    const held = () => inNs(lab.ns('slb'), ['ip', '-4', '-o', 'addr', 'show', 'dev', 'up0']).includes(`${vip}/32`);
+    await waitUntil(async () => held() && (await api('GET', '/status')).body.started === true, 10000, 'the kernel state adopted');
+    const notices = async () => (await api('GET', '/status')).body.addressNotices as number;
+    const before = await notices();
+    inNs(lab.ns('slb'), ['ip', 'addr', 'del', `${vip}/32`, 'dev', 'up0']);
+    const back = await waitUntil(held, 10000, () => `the VIP address back: ${lab.nodes.slb!.log.slice(-5).join(' | ')}`);
+    t.ok((await notices()) > before, `counted as a notice (${before} before, ${await notices()} after)`);
+    const via = await drive(lab, 'c1', { short: { targets: [`${vip}:${ECHO_PORT}`], count: 30, concurrency: 6 } });
+    t.equal(via.short.failed, 0, 'the VIP answers again');
+    t.comment(`the VIP address was back ${back} ms after it was deleted`);
+  });
+
   await t.test('the config lifecycle: a VIP added through the API survives a restart and a reload; an edit of the config file takes over', async (t) => {
     const added = { id: 'api-added', address: vip, port: 9100, protocol: 'tcp', members: [{ address: rips[0], port: ECHO_PORT }] };
     t.equal((await api('POST', '/vips', added)).status, 201);

@@ -92,4 +92,5 @@ t.test('kernel notices: a link change or a change in the owned ranges needs a pa
   t.notOk(touchesOwned({ kind: 'route', family: 4, table: 254 }, owned), 'the main table (a routing daemon churns it)');
   t.ok(touchesOwned({ kind: 'rule', family: 4, priority: 10003 }, owned), 'an owned rule priority');
   t.notOk(touchesOwned({ kind: 'rule', family: 6, priority: 32766 }, owned), "the main table's rule");
+  t.notOk(touchesOwned({ kind: 'address', address: '192.0.2.1' }, owned), 'an address: the SLB looks at those, not the balancer');
 });

@@ -103,7 +103,11 @@ export function planIsEmpty(p: RoutingPlan): boolean {
 }
 
 /** A kernel notice that a link, a route or an ip rule changed (from rtnetlink's multicast groups). */
-export type RoutingEvent = { kind: 'link' } | { kind: 'route'; family: Family; table: number } | { kind: 'rule'; family: Family; priority: number };
+export type RoutingEvent =
+  | { kind: 'link' }
+  | { kind: 'route'; family: Family; table: number }
+  | { kind: 'rule'; family: Family; priority: number }
+  | { kind: 'address'; address: string };
 
 /**
  * Whether a notice may mean that fwlb's rules or tables are no longer as it left them. A link event always may: the
@@ -114,5 +118,6 @@ export type RoutingEvent = { kind: 'link' } | { kind: 'route'; family: Family; t
 export function touchesOwned(e: RoutingEvent, owned: OwnedRanges): boolean {
   if (e.kind === 'link') return true;
   if (e.kind === 'route') return inRange(e.table, owned.tables);
-  return inRange(e.priority, owned.priorities);
+  if (e.kind === 'rule') return inRange(e.priority, owned.priorities);
+  return false;
 }

@@ -1,45 +1,65 @@
-// Kernel notices of link, route and rule changes (rtnetlink multicast groups); I/O layer of libs/routing.
-import { createRtNetlink, RtNetlinkSocket } from 'netlink';
+// Kernel notices of link, route, rule and address changes (rtnetlink multicast groups); I/O layer of libs/routing.
+import { createRtNetlink, NetlinkMessage, rt, RtNetlinkSocket } from 'netlink';
+import { formatAddress } from '@fwlb/flowhash';
 import { RoutingEvent } from './model';
 
 const AF_INET6 = 10;
+/** rtnetlink message types (linux/rtnetlink.h). */
+const RTM_DELADDR = 21;
 
 export interface RoutingWatch {
   close(): void;
 }
 
 /**
- * Listen for changes to links, routes and ip rules of both families, on a socket of its own (a request socket
- * would take a notice for a reply). A lost notice (the socket's buffer overflowed) is reported to `onLost`, and the
- * watch goes on on a new socket: the caller cannot know what changed, so it checks everything.
+ * Listen for changes to links, routes and ip rules of both families (with `addresses`, for interface addresses that
+ * go too), on a socket of its own (a request socket would take a notice for a reply). A lost notice (the socket's
+ * buffer overflowed) is reported to `onLost`, and the watch goes on on a new socket: the caller cannot know what
+ * changed, so it checks everything.
  */
-export function watchRouting(onEvent: (e: RoutingEvent) => void, onLost: (e: Error) => void): RoutingWatch {
-  let rt: RtNetlinkSocket | null = null;
+export function watchRouting(onEvent: (e: RoutingEvent) => void, onLost: (e: Error) => void, opts: { addresses?: boolean } = {}): RoutingWatch {
+  let sock: RtNetlinkSocket | null = null;
   let closed = false;
+  const notice = (type: number, m: rt.Message) => {
+    if (m.kind === 'link') return onEvent({ kind: 'link' });
+    const family = m.data.family === AF_INET6 ? 6 : 4;
+    if (m.kind === 'route') return onEvent({ kind: 'route', family, table: m.attrs.table ?? m.data.table ?? 0 });
+    if (m.kind === 'rule') return onEvent({ kind: 'rule', family, priority: m.attrs.priority ?? 0 });
+    // An address that appears is someone's add (often this process's own): only one that goes needs a look.
+    if (m.kind === 'address' && type === RTM_DELADDR) {
+      const a = m.attrs.local ?? m.attrs.address;
+      if (a && (a.length === 4 || a.length === 16)) onEvent({ kind: 'address', address: formatAddress(a) });
+    }
+  };
   const open = () => {
     const s = createRtNetlink();
     for (const g of ['LINK', 'IPV4_ROUTE', 'IPV6_ROUTE', 'IPV4_RULE', 'IPV6_RULE'] as const) s.addMembership(g);
-    s.on('message', (msgs) => {
-      for (const m of msgs) {
-        const family = m.kind === 'route' || m.kind === 'rule' ? (m.data.family === AF_INET6 ? 6 : 4) : 4;
-        if (m.kind === 'link') onEvent({ kind: 'link' });
-        else if (m.kind === 'route') onEvent({ kind: 'route', family, table: m.attrs.table ?? m.data.table ?? 0 });
-        else if (m.kind === 'rule') onEvent({ kind: 'rule', family, priority: m.attrs.priority ?? 0 });
+    if (opts.addresses) for (const g of ['IPV4_IFADDR', 'IPV6_IFADDR'] as const) s.addMembership(g);
+    // The raw messages: the parsed ones do not say whether a thing came or went.
+    s.socket.on('message', (msgs: NetlinkMessage[]) => {
+      for (const raw of msgs) {
+        let m: rt.Message;
+        try {
+          m = rt.parseMessage(raw.type, raw.data);
+        } catch {
+          continue;
+        }
+        notice(raw.type, m);
       }
     });
     s.socket.on('error', (e: Error) => {
       s.socket.close();
       if (closed) return;
       onLost(e);
-      rt = open();
+      sock = open();
     });
     return s;
   };
-  rt = open();
+  sock = open();
   return {
     close: () => {
       closed = true;
-      rt?.socket.close();
+      sock?.socket.close();
     },
   };
 }

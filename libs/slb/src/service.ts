@@ -3,6 +3,7 @@
 import type { NftJson } from '@fwlb/nft';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
 import { ConfigError, isL7 } from '@fwlb/config';
+import { canonicalAddress } from '@fwlb/flowhash';
 import type { ProbeResult } from '@fwlb/health';
 import { MonitorFactory, MonitorPool } from './monitor-pool';
 import type { AddressPort, SlbKernel } from './kernel-port';
@@ -167,6 +168,23 @@ export class SlbService {
     return next;
   }
 
+  /**
+   * The kernel says an interface changed or an address came or went: when it may be one of the VIPs' (or `address`
+   * is unknown), the runner's next pass is a full one, which puts the addresses back; true when the caller should
+   * trigger it. Why: an interface taken down loses its IPv6 addresses, and someone may delete one by hand.
+   */
+  addressesChanged(address?: string): boolean {
+    if (address !== undefined && !this.vipList.some((v) => canonicalAddress(v.address) === address)) return false;
+    this.fullWanted = true;
+    this.addressNotices++;
+    return true;
+  }
+
+  /** Kernel notices that may have touched a VIP's address (see addressesChanged). */
+  addressNotices = 0;
+  /** A notice asks for a full pass; cleared when one starts, so that a notice during a pass asks for the next. */
+  private fullWanted = false;
+
   /** A full pass: reads the table, and writes what differs from every VIP's fragment. The periodic resync. */
   reconcile(): Promise<SlbReconcileResult> {
     return this.serial(async () => this.full(await this.read()));
@@ -178,7 +196,7 @@ export class SlbService {
   tick(): Promise<SlbReconcileResult> {
     return this.serial(async () => {
       if (!this.started) return this.adopt();
-      if (this.readFailed || this.now() - this.lastRead >= this.fullEveryMs()) return this.full(await this.read());
+      if (this.readFailed || this.fullWanted || this.now() - this.lastRead >= this.fullEveryMs()) return this.full(await this.read());
       return this.flushDirty();
     });
   }
@@ -203,6 +221,7 @@ export class SlbService {
 
   private async read(): Promise<SlbTables> {
     this.fullStarted = this.now();
+    this.fullWanted = false;
     try {
       return await this.writer.read();
     } catch (e) {
@@ -455,6 +474,7 @@ export class SlbService {
       reconciles: this.reconciles,
       transactions: this.transactions,
       failures: this.failures,
+      addressNotices: this.addressNotices,
       lastError: this.lastError,
       haproxy: this.l7.status(),
     };

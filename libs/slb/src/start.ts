@@ -3,7 +3,7 @@
 import { compileVipValidator, ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { ContentMatcher, helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
-import { Rtnl } from '@fwlb/routing';
+import { Rtnl, watchRouting } from '@fwlb/routing';
 import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
 import { HAPROXY_CHECK, slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
@@ -155,6 +155,18 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: SlbLog): P
   runner = reconcileRunner(service, config, log);
   const adopted = adopt(service, log, () => runner?.trigger());
   runner.start();
+  // A VIP's address lost with its interface (IPv6 addresses go when a link goes down) or deleted by hand comes back
+  // at once, not at the next full pass.
+  const watch = watchRouting(
+    (e) => {
+      if ((e.kind === 'link' && service.addressesChanged()) || (e.kind === 'address' && service.addressesChanged(e.address))) runner?.trigger();
+    },
+    (e) => {
+      log(`address notices lost (${e.message}): checking everything`);
+      if (service.addressesChanged()) runner?.trigger();
+    },
+    { addresses: true },
+  );
   const counters = counterLoop(service, config, log);
   const reloader = new SlbReloader(config, service, fileVips, log);
   return {
@@ -166,6 +178,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: SlbLog): P
       lock.release();
       counters.stop();
       runner?.stop();
+      watch.close();
       service.stop();
       l7?.stop();
       helper.close();
