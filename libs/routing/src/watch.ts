@@ -1,5 +1,5 @@
 // Kernel notices of link, route, rule and address changes (rtnetlink multicast groups); I/O layer of libs/routing.
-import { createRtNetlink, NetlinkMessage, rt, RtNetlinkSocket } from 'netlink';
+import { createNetlink, NetlinkMessage, NetlinkSocket, Protocol, rt } from 'netlink';
 import { formatAddress } from '@fwlb/flowhash';
 import { RoutingEvent } from './model';
 
@@ -11,14 +11,25 @@ export interface RoutingWatch {
   close(): void;
 }
 
+/** What to listen for: links always; routes and ip rules of both families (default), interface addresses that go. */
+export interface WatchGroups {
+  routes?: boolean;
+  addresses?: boolean;
+}
+
 /**
- * Listen for changes to links, routes and ip rules of both families (with `addresses`, for interface addresses that
- * go too), on a socket of its own (a request socket would take a notice for a reply). A lost notice (the socket's
- * buffer overflowed) is reported to `onLost`, and the watch goes on on a new socket: the caller cannot know what
- * changed, so it checks everything.
+ * Listen for changes, on a socket of its own (a request socket would take a notice for a reply). Only the groups a
+ * caller needs: on a router with a full table, route notices are many, and each is parsed. A lost notice (the
+ * socket's buffer overflowed) is reported to `onLost`, and the watch goes on on a new socket: the caller cannot know
+ * what changed, so it checks everything.
  */
-export function watchRouting(onEvent: (e: RoutingEvent) => void, onLost: (e: Error) => void, opts: { addresses?: boolean } = {}): RoutingWatch {
-  let sock: RtNetlinkSocket | null = null;
+export function watchRouting(onEvent: (e: RoutingEvent) => void, onLost: (e: Error) => void, groups: WatchGroups = {}): RoutingWatch {
+  const names: (keyof typeof rt.MulticastGroups)[] = [
+    'LINK',
+    ...(groups.routes !== false ? (['IPV4_ROUTE', 'IPV6_ROUTE', 'IPV4_RULE', 'IPV6_RULE'] as const) : []),
+    ...(groups.addresses ? (['IPV4_IFADDR', 'IPV6_IFADDR'] as const) : []),
+  ];
+  let sock: NetlinkSocket | null = null;
   let closed = false;
   const notice = (type: number, m: rt.Message) => {
     if (m.kind === 'link') return onEvent({ kind: 'link' });
@@ -32,11 +43,10 @@ export function watchRouting(onEvent: (e: RoutingEvent) => void, onLost: (e: Err
     }
   };
   const open = () => {
-    const s = createRtNetlink();
-    for (const g of ['LINK', 'IPV4_ROUTE', 'IPV6_ROUTE', 'IPV4_RULE', 'IPV6_RULE'] as const) s.addMembership(g);
-    if (opts.addresses) for (const g of ['IPV4_IFADDR', 'IPV6_IFADDR'] as const) s.addMembership(g);
-    // The raw messages: the parsed ones do not say whether a thing came or went.
-    s.socket.on('message', (msgs: NetlinkMessage[]) => {
+    // A plain netlink socket, parsed here: rtnetlink's own parses every notice, and drops whether a thing came or went.
+    const s = createNetlink(Protocol.ROUTE);
+    for (const g of names) s.addMembership(rt.MulticastGroups[g]);
+    s.on('message', (msgs: NetlinkMessage[]) => {
       for (const raw of msgs) {
         let m: rt.Message;
         try {
@@ -47,8 +57,8 @@ export function watchRouting(onEvent: (e: RoutingEvent) => void, onLost: (e: Err
         notice(raw.type, m);
       }
     });
-    s.socket.on('error', (e: Error) => {
-      s.socket.close();
+    s.on('error', (e: Error) => {
+      s.close();
       if (closed) return;
       onLost(e);
       sock = open();
@@ -59,7 +69,7 @@ export function watchRouting(onEvent: (e: RoutingEvent) => void, onLost: (e: Err
   return {
     close: () => {
       closed = true;
-      sock?.socket.close();
+      sock?.close();
     },
   };
 }

@@ -165,7 +165,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: SlbLog): P
       log(`address notices lost (${e.message}): checking everything`);
       if (service.addressesChanged()) runner?.trigger();
     },
-    { addresses: true },
+    { routes: false, addresses: true },
   );
   const counters = counterLoop(service, config, log);
   const reloader = new SlbReloader(config, service, fileVips, log);
