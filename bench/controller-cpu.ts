@@ -82,7 +82,7 @@ async function main(): Promise<void> {
       const steady = async (rate: number, toggleMs: number) => {
         const perClient = rate / 2;
         const r = await churn(lab, { ports: 20000, count: Math.round(perClient * SECONDS), intervalMs: 1000 / perClient, firewall: 'fw2', toggleMs });
-        return `${r.ok + r.failed} connections (${f((r.ok + r.failed) / SECONDS)}/s wanted ${rate}/s), ${r.failed} failed, drops ${r.drops.join('/')}${toggleMs ? `, ${r.toggles} toggles` : ''}`;
+        return `${r.ok + r.failed} connections (${f((r.ok + r.failed) / SECONDS)}/s wanted ${rate}/s), ${r.failed} failed, drops ${r.drops.join('/')}${toggleMs ? `, ${r.toggles} toggles` : ''}, client stalled up to ${r.clientStallMs} ms`;
       };
       for (const rate of RATES) cases.push(await measure(lab, `${rate} new connections/s`, () => steady(rate, 0)));
       const top = Math.max(...RATES);

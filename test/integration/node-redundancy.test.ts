@@ -37,6 +37,23 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   const viaOf = (node: string) => lab.t.ecmp.find((e) => e.via[node] && e.ns.endsWith('-fw1'))!.via[node];
   /** Every ECMP route of the lab over node i of each side only (a router's rehash, forced), or over all. */
   const routeOnly = (i: number | null) => lab.setEcmp(lab.balancerNames().filter((n) => i === null || n.endsWith(String(i))));
+  /** Every ECMP route of a side whose namespace matches `where` through `node` only. */
+  const via = (side: 'outside' | 'inside', where: RegExp, node: string) => {
+    for (const e of lab.t.ecmp.filter((x) => x.side === side && where.test(x.ns))) inNs(e.ns, ['ip', 'route', 'replace', e.dst, 'via', e.via[node]]);
+  };
+  /** Each handshake's SYN reaches ib1 (the firewalls route through it), its SYN-ACK ib2 (the SLB node routes through it). */
+  const splitHandshakes = () => {
+    via('outside', /-or$/, 'ob1');
+    via('inside', /-fw\d$/, 'ib1');
+    via('inside', /-slb$/, 'ib2');
+  };
+  /** fw2 in or out of new sessions on every node, as an operator who sends the change to each node does; answers once in force. */
+  const adminFw2 = async (t: Test, enabled: boolean) => {
+    const codes = await Promise.all(
+      lab.balancerNames().map(async (n) => (await lab.api(n, 'PUT', '/firewalls/fw2/admin', { enabled }, cfg.api!.token!)).status),
+    );
+    t.same(codes, [200, 200, 200, 200], `fw2 ${enabled ? 'back in' : 'out of'} new sessions on every node`);
+  };
   /** What every node and firewall holds in conntrack (state, mark, timeout) for the echo flows of these client ports. */
   const flowTraces = (ports: number[]) => lab.flowTraces(ports, ECHO_PORT);
   /** The flows the firewalls dropped packets of, and where each node sent them. */
@@ -142,10 +159,6 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     // opens a connection from that port.
     const c1 = clients[0];
     const fresh = Array.from({ length: 4000 }, (_, i) => 61000 + i).filter((p) => firewallOf(c1.addr!, p) === 'fw1');
-    /** Every ECMP route of a side whose namespace matches `where` through `node` only. */
-    const via = (side: 'outside' | 'inside', where: RegExp, node: string) => {
-      for (const e of lab.t.ecmp.filter((x) => x.side === side && where.test(x.ns))) inNs(e.ns, ['ip', 'route', 'replace', e.dst, 'via', e.via[node]]);
-    };
     const cases: { name: string; node: string; state: string; replies: string; reversed?: boolean }[] = [
       // The SYN-ACK's node (ib2) held the earlier connection's SYN only; the new SYN went through ib1.
       { name: 'SYN-ACK on a node that did not see the SYN', node: 'ib2', state: 'SYN_SENT', replies: 'ib2' },
@@ -273,6 +286,89 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       );
     },
   );
+
+  await t.test(
+    'a handshake whose SYN-ACK crossed the node that did not see its SYN, whose first data comes after a table switch: the connection keeps the firewall of its handshake',
+    async (t) => {
+      // ib2 knows each connection only from the SYN-ACK it steered (conntrack refuses a SYN-ACK without an entry). fw2
+      // then leaves new sessions, and the streams say nothing until the switch has passed: the servers' first answers
+      // reach ib2 with no entry, and must follow where ib2 sent the SYN-ACK, not the table in force since.
+      splitHandshakes();
+      lab.resetFirewallCounters();
+      const longs = Promise.all(
+        clients.map((c) => drive(lab, c.name, { long: { targets: [target], count: 20, durationMs: 2000, intervalMs: 200, quietMs: 5000, timeoutMs: 3000 } })),
+      );
+      await sleep(1000);
+      const changed = Date.now();
+      await adminFw2(t, false);
+      t.ok(Date.now() - changed < 4000, `the switch came ${Date.now() - changed} ms after the change, before the streams' first data (5 s after connecting)`);
+      const reports = await longs;
+      await adminFw2(t, true);
+      routeOnly(null);
+      const streams = reports.flatMap((r, i) => r.long.streams.map((x) => ({ ...x, addr: clients[i].addr! })));
+      const moved = streams.filter((x) => firewallOf(x.addr, x.port) === 'fw2');
+      t.equal(streams.length, 40);
+      t.ok(moved.length > 0, `${moved.length} of 40 streams started on fw2, whose buckets moved before their first data`);
+      const broken = streams.filter((x) => x.err);
+      t.equal(
+        broken.length,
+        0,
+        `0 of 40 streams broke ${JSON.stringify(reports.map((r) => r.long.errors))}${broken.length ? ` ${flowTraces(broken.map((x) => x.port))}` : ''}`,
+      );
+      t.same(
+        lab.firewallCounters().map((f) => f.drops),
+        [0, 0, 0],
+        `0 firewall drops ${dropReport()}`,
+      );
+    },
+  );
+
+  await t.test("a reused 5-tuple whose earlier connection's SYN-ACK crossed the other node: the SYN that node saw vouches for no later SYN-ACK", async (t) => {
+    // The earlier connection: its SYN reached ib2 (which remembers it vouches for one SYN-ACK), its SYN-ACK went
+    // through ib1, its ACK and data through ib2 again. The new connection on the same tuple: its SYN reaches ib1,
+    // its SYN-ACK ib2, which holds the earlier connection's entry (given fw2's mark here, as if a switch had moved
+    // the tuple since): that SYN-ACK must take its bucket's firewall, not the entry's.
+    const c1 = clients[0];
+    const ports = Array.from({ length: 3000 }, (_, i) => 57000 + i)
+      .filter((p) => firewallOf(c1.addr!, p) === 'fw1')
+      .slice(0, 5);
+    lab.resetFirewallCounters();
+    via('outside', /-or$/, 'ob1');
+    via('inside', /-fw\d$/, 'ib2');
+    via('inside', /-slb$/, 'ib1');
+    const first = await drive(lab, c1.name, { short: { targets: [target], count: ports.length, concurrency: 1, timeoutMs: 4000, localPorts: ports } });
+    t.equal(first.short.ok, ports.length, `the earlier connections worked ${JSON.stringify(first.short.errors)}`);
+    for (const p of ports)
+      inNs(lab.ns('ib2'), [
+        'conntrack',
+        '-U',
+        '-p',
+        'tcp',
+        '-s',
+        c1.addr!,
+        '--sport',
+        String(p),
+        '-d',
+        vip,
+        '--dport',
+        String(ECHO_PORT),
+        '--mark',
+        String(markOf('fw2')),
+      ]);
+    splitHandshakes();
+    const again = await drive(lab, c1.name, {
+      short: { targets: [target], count: ports.length, concurrency: 1, timeoutMs: 4000, localPorts: ports, spans: true },
+    });
+    routeOnly(null);
+    t.equal(again.short.ok, ports.length, `the new connections worked ${JSON.stringify(again.short.errors)}`);
+    const slow = (again.short.spans ?? []).filter(([, , ms]) => ms > 500);
+    t.same(slow, [], 'none waited for a retransmitted SYN-ACK');
+    t.same(
+      lab.firewallCounters().map((f) => f.drops),
+      [0, 0, 0],
+      `0 firewall drops ${dropReport()}${slow.length ? ` ${flowTraces(ports)}` : ''}`,
+    );
+  });
 
   // Through ECMP the answer of a connection may reach a node that never saw its start: only an address of the
   // firewall's own pool tells that node the firewall, so the published service is translated on both ends.

@@ -254,8 +254,34 @@ t.test('render: a new connection never inherits the decision of an earlier one w
   );
   t.same(
     out.chains.map((x) => x.name),
-    ['side-syn', 'firewall-syn', 'prerouting', 'input', 'output'],
+    ['side-syn', 'fresh-start', 'firewall-syn', 'prerouting', 'input', 'output'],
     'the chains jumped to come first (one transaction adds them in order)',
+  );
+  const fresh = pre.findIndex((r) => r.includes('@fresh'));
+  t.match(
+    pre[fresh],
+    /^meta iifname srv0 meta l4proto tcp meta nfproto ipv4 ct state in new,established ip saddr .* @fresh delete @fresh \{ .* \} jump fresh-start$/,
+    'the next packet of a connection whose start met an entry goes to the fresh-start chain',
+  );
+  t.ok(fresh < pre.indexOf(out.labeled.restore.map(statementText).join(' ')), "before the restore could give it an earlier connection's mark");
+  const start = ch['fresh-start'];
+  t.same(
+    start.map((r) => r.match(/@conn(\d)/)?.[1] ?? (r.includes('jhash') ? 'hash' : r)),
+    ['0', '1', '2', 'hash'],
+    "it follows where this node sent the connection's SYN or SYN-ACK (the conn sets), and the current table only without a record",
+  );
+  t.match(start[3], /^meta nfproto ipv4 meta mark set jhash .* ct mark set meta mark accept$/);
+  const spent = pre.findIndex((r) => r.includes('@synseen'));
+  t.match(
+    pre[spent],
+    /^meta iifname != srv0 ct state in invalid meta l4proto tcp meta nfproto ipv4 ip saddr . th sport . ip daddr . th dport . meta l4proto @synseen delete @synseen \{ .* \}$/,
+    "a packet from a firewall that conntrack refuses after the SYN (the SYN-ACK went through a sibling) uses the SYN's vouching up",
+  );
+  t.ok(spent > pre.findIndex((r) => r.startsWith('meta iifname != srv0 ct mark != 0 accept')), 'after the established packets from the firewalls have left');
+  t.same(
+    renderTable({ ...input, config: cfg(false) }, bucketTable(input)).chains.find((x) => x.name === 'fresh-start')!.rules.length,
+    1,
+    'without a session table the fresh-start chain has the current table alone',
   );
   const plain = renderTable({ ...input, config: cfg(false) }, bucketTable(input));
   t.notMatch(JSON.stringify(plain), /@conn/, 'without a session table (one node per side, which sees both directions) no conn sets');

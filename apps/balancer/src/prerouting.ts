@@ -4,11 +4,13 @@ import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { NftJson } from '@fwlb/nft';
 import {
   accept,
+  connRule,
   counter,
   ctMark,
   ctOriginalTuple,
   eq,
   FIREWALL_SYN_CHAIN,
+  FRESH_CHAIN,
   fromFirewall,
   hashFields,
   IPV4,
@@ -165,20 +167,20 @@ export const PREROUTING: readonly PreroutingBuilder[] = [
   },
   {
     name: 'fresh',
-    why: "a new connection whose SYN conntrack refused (an earlier connection's entry of the opposite orientation is in the way) gets its next packets attached to that entry: the first one takes the current decision into it, before the restore would apply the old mark",
+    why: "a new connection whose SYN or SYN-ACK conntrack refused (an earlier connection's entry of the opposite orientation is in the way, or a SYN-ACK that met no entry) gets its next packet attached to an entry: that packet follows the connection's start (the fresh-start chain), before the restore would apply an earlier connection's mark",
     build(x, o, emit) {
       if (!o.anyLive) return;
       for (const fam of x.families) {
         const fresh = named('fresh', fam);
-        const conds = [
+        emit(null, [
           x.side,
           tcp,
           isFamily(fam),
           stateIn(['new', 'established']),
           eq({ concat: sideTuple(fam) }, `@${fresh}`),
           setOp('delete', sideTuple(fam), fresh),
-        ];
-        for (const r of steering(x, fam, conds, true, [accept])) emit(null, r);
+          { jump: { target: FRESH_CHAIN } },
+        ]);
       }
     },
   },
@@ -244,6 +246,16 @@ export const PREROUTING: readonly PreroutingBuilder[] = [
     },
   },
   {
+    name: 'synseen-spent',
+    why: "a packet from a firewall that conntrack refuses after a SYN this node saw (the client's ACK or data, with the entry still waiting for a SYN-ACK) shows that the handshake's SYN-ACK went through another node: that SYN vouches for no answer any more, or a later connection with the same tuple, whose SYN this node does not see, would have its SYN-ACK take this one's firewall; after learning, so an established packet from a firewall never meets it, and only refused packets pay the lookup",
+    build(x, _o, emit) {
+      for (const fam of x.families) {
+        const seen = named('synseen', fam);
+        emit(null, [x.notSide, stateIn('invalid'), tcp, isFamily(fam), eq({ concat: sideTuple(fam) }, `@${seen}`), setOp('delete', sideTuple(fam), seen)]);
+      }
+    },
+  },
+  {
     name: 'not-side',
     why: 'everything below is for packets from the side: any other packet leaves with one comparison',
     build(x, _o, emit) {
@@ -262,21 +274,7 @@ export const PREROUTING: readonly PreroutingBuilder[] = [
     why: "a packet without a ct mark of a connection this node saw start follows that start's firewall, before any pin: a pin may be an earlier connection's with the same tuple",
     build(x, o, emit) {
       if (!x.c.sessionTable || !o.anyLive) return;
-      for (const fam of x.families)
-        for (const f of x.c.firewalls) {
-          const conn = x.connSet(f, fam);
-          emit(`conn:${f.id}${fam.label}`, [
-            x.side,
-            tcp,
-            isFamily(fam),
-            eq({ concat: sideTuple(fam) }, `@${conn}`),
-            setOp('update', sideTuple(fam), conn),
-            counter,
-            set(meta('mark'), x.markOf.get(f.id)),
-            set(ctMark, meta('mark')),
-            accept,
-          ]);
-        }
+      for (const fam of x.families) for (const f of x.c.firewalls) emit(`conn:${f.id}${fam.label}`, connRule(x, f, fam));
     },
   },
   {

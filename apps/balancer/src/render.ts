@@ -24,6 +24,8 @@ import {
   ne,
   RuleContext,
   set,
+  FRESH_CHAIN,
+  freshChain,
   SIDE_SYN_CHAIN,
   sideSynChain,
 } from './rules';
@@ -242,7 +244,12 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     maps: tableMaps(c, x.markOf, table, next, input.pins ?? []),
     chains: [
       // Jump targets first: one transaction adds the chains in order.
-      ...(anyLive ? [{ name: SIDE_SYN_CHAIN, rules: sideSynChain(x, labeled) }] : []),
+      ...(anyLive
+        ? [
+            { name: SIDE_SYN_CHAIN, rules: sideSynChain(x, labeled) },
+            { name: FRESH_CHAIN, rules: freshChain(x) },
+          ]
+        : []),
       { name: FIREWALL_SYN_CHAIN, rules: firewallSynChain(x) },
       { name: 'prerouting', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept', rules },
       ...localChains(c, x.markOf),

@@ -90,6 +90,7 @@ export function hashFields(c: ResolvedBalancerConfig, ported: boolean, f: Family
 /** The regular chains the prerouting rules jump to. */
 export const SIDE_SYN_CHAIN = 'side-syn';
 export const FIREWALL_SYN_CHAIN = 'firewall-syn';
+export const FRESH_CHAIN = 'fresh-start';
 
 /** Everything a rule builder needs, computed once per render. */
 export interface RuleContext {
@@ -187,6 +188,41 @@ export function sideSynChain(x: RuleContext, labeled: Record<string, Rule>): Rul
     ...x.families.flatMap(afterwards),
     [accept],
   ];
+}
+
+/**
+ * A TCP packet from the side takes the firewall the start of its connection went to, as this node's `conn` set of
+ * that firewall records it (a SYN or SYN-ACK it steered, or a SYN from that firewall). Shared by the prerouting `conn`
+ * rules and the `fresh` chain.
+ */
+export function connRule(x: RuleContext, f: Firewall, fam: Family): Rule {
+  const conn = x.connSet(f, fam);
+  return [
+    x.side,
+    tcp,
+    isFamily(fam),
+    eq({ concat: sideTuple(fam) }, `@${conn}`),
+    setOp('update', sideTuple(fam), conn),
+    counter,
+    set(meta('mark'), x.markOf.get(f.id)),
+    set(ctMark, meta('mark')),
+    accept,
+  ];
+}
+
+/**
+ * Where the first packet of a new connection goes when it meets an entry its SYN or SYN-ACK could not create (see
+ * the prerouting `fresh` rule): where that SYN or SYN-ACK went, as the `conn` sets recorded it, and only failing that
+ * (no record: a full set, or no session table) the current table. Why not the current table first: a switch of the
+ * bucket table may fall between the SYN-ACK and the connection's next packet (a client that sends its first data
+ * seconds after connecting), and a node that saw the SYN-ACK alone (ECMP sent the SYN to a sibling) would then send
+ * the rest of the connection to a firewall that never saw its start.
+ */
+export function freshChain(x: RuleContext): Rule[] {
+  return x.families.flatMap((fam) => [
+    ...(x.c.sessionTable ? x.c.firewalls.map((f) => connRule(x, f, fam)) : []),
+    ...steering(x, fam, [isFamily(fam)], true, [accept]),
+  ]);
 }
 
 /**

@@ -19,7 +19,11 @@ export interface DriveSpec {
     localPorts?: number[];
     spans?: boolean;
   };
-  long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number; localPorts?: number[] };
+  /**
+   * Streams that send a message every intervalMs for durationMs and check each echo. `quietMs`: each stream sends its
+   * first message that long after connecting (its handshake alone until then); durationMs counts from that message.
+   */
+  long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number; localPorts?: number[]; quietMs?: number };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
   /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
   http?: {
@@ -42,6 +46,11 @@ export interface HttpRequestSpec {
 }
 
 export interface DriveReport {
+  /**
+   * The longest this driver's event loop ran late (ms) while it drove: a loaded machine that starves the client
+   * shows here, and connections that time out meanwhile may have been served on the wire.
+   */
+  stallMs: number;
   /**
    * `failedAt`: when each failed connection was started (epoch ms), to report an outage's window; `slowAt`: the same
    * for connections that succeeded but took longer than 500 ms (a lost SYN, retransmitted after 1 s); `failedPorts`:
@@ -181,6 +190,7 @@ function longConn(
   intervalMs: number,
   timeoutMs: number,
   localPort?: number,
+  quietMs = 0,
 ): Promise<{ err: string | null; messages: number; port: number; maxGapMs: number; stalledAt: number | null }> {
   return new Promise((res) => {
     const [host, dport] = hp(target);
@@ -191,7 +201,8 @@ function longConn(
     let got = '';
     let waitTimer: NodeJS.Timeout | null = null;
     let tick: NodeJS.Timeout | null = null;
-    const start = Date.now();
+    let quiet: NodeJS.Timeout | null = null;
+    let start = Date.now();
     let done = false;
     let port = 0;
     let lastEcho = 0;
@@ -203,6 +214,7 @@ function longConn(
       done = true;
       port ||= s.localPort ?? 0;
       if (tick) clearInterval(tick);
+      if (quiet) clearTimeout(quiet);
       if (waitTimer) clearTimeout(waitTimer);
       if (err) s.destroy();
       else s.end();
@@ -222,10 +234,15 @@ function longConn(
         finish(`no echo within ${timeoutMs} ms`);
       }, timeoutMs);
     };
-    s.on('connect', () => {
-      port = s.localPort ?? 0;
+    const begin = () => {
+      start = Date.now();
       send();
       tick = setInterval(send, intervalMs);
+    };
+    s.on('connect', () => {
+      port = s.localPort ?? 0;
+      if (quietMs) quiet = setTimeout(begin, quietMs);
+      else begin();
     });
     s.on('data', (d) => {
       got += d;
@@ -298,6 +315,7 @@ function httpGet(target: string, timeoutMs: number, spec?: HttpRequestSpec, jar?
 
 export async function drive(spec: DriveSpec): Promise<DriveReport> {
   const report: DriveReport = {
+    stallMs: 0,
     short: { ok: 0, failed: 0, errors: {}, failedAt: [], slowAt: [], failedPorts: [] },
     long: { ok: 0, broken: 0, errors: {}, messages: 0, streams: [] },
     udp: { ok: 0, failed: 0 },
@@ -309,7 +327,7 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
     jobs.push(
       Promise.all(
         Array.from({ length: l.count }, (_, i) =>
-          longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000, l.localPorts?.[i]),
+          longConn(l.targets[i % l.targets.length], i, l.durationMs, l.intervalMs, l.timeoutMs ?? 3000, l.localPorts?.[i], l.quietMs),
         ),
       ).then((rs) => {
         rs.forEach((r, i) =>
@@ -398,7 +416,17 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
       }),
     );
   }
-  await Promise.all(jobs);
+  const TICK_MS = 50;
+  let due = Date.now() + TICK_MS;
+  const ticker = setInterval(() => {
+    report.stallMs = Math.max(report.stallMs, Date.now() - due);
+    due = Date.now() + TICK_MS;
+  }, TICK_MS);
+  try {
+    await Promise.all(jobs);
+  } finally {
+    clearInterval(ticker);
+  }
   return report;
 }
 

@@ -32,6 +32,8 @@ export interface ChurnResult {
   /** When each toggle and move began (ms since the epoch), for a test's message. */
   changedAt: number[];
   drops: number[];
+  /** The longest a client's event loop ran late (see DriveReport.stallMs): failures beside a long stall may be the client's. */
+  clientStallMs: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -90,6 +92,7 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       moves,
       changedAt,
       drops: lab.firewallCounters().map((f) => f.drops),
+      clientStallMs: Math.max(...reports.map((r) => r.stallMs)),
     };
   } finally {
     running = false;
