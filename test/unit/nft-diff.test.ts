@@ -54,7 +54,7 @@ t.test('empty kernel: one transaction creates table, map, chain and rules', asyn
   t.match(out, /^add table fwlb\nadd set heard\nadd set synseen\nadd set fresh\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
   t.match(
     out,
-    /add chain side-syn(\nadd rule side-syn){6}\nadd chain firewall-syn(\nadd rule firewall-syn){4}\nadd chain prerouting(\nadd rule prerouting){18}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/,
+    /add chain side-syn(\nadd rule side-syn){6}\nadd chain fresh-start\nadd rule fresh-start\nadd chain firewall-syn(\nadd rule firewall-syn){4}\nadd chain prerouting(\nadd rule prerouting){19}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/,
   );
   t.notMatch(out, /flush|delete/);
 });

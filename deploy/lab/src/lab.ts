@@ -679,7 +679,8 @@ export class Lab {
 
   /**
    * Every forwarding host of the lab (nodes, firewalls, routers, SLB nodes) records the ICMP destination unreachable
-   * messages it sends itself (a table of the lab's own, `ip fwlbicmp`): to whom, which code, and the source port of the
+   * messages it sends itself (a table of the lab's own, `ip fwlbicmp`): to whom, which code, the mark of the packet it
+   * refused (the message carries it where net.ipv4.fwmark_reflect is 1, as on the balancer nodes), and the source port of the
    * packet it refused (a set of its own: nft 1.0.6 cannot list a concatenation holding a raw payload field).
    * `unreachables` reads it: a connection that failed with ENETUNREACH or EHOSTUNREACH was refused by one of them.
    */
@@ -687,11 +688,11 @@ export class Lab {
     // Declared, deleted and made again: a second call starts afresh instead of adding the rule twice.
     const text =
       'table ip fwlbicmp {}\ndelete table ip fwlbicmp\ntable ip fwlbicmp {\n' +
-      '  set sent { typeof ip daddr . icmp code; flags timeout; timeout 600s; size 65536; }\n' +
+      '  set sent { typeof ip daddr . icmp code . meta mark; flags timeout; timeout 600s; size 65536; }\n' +
       '  set sport { typeof @th,224,16; flags timeout; timeout 600s; size 65536; }\n' +
       // The output hook: the host's own messages, not those it forwards.
       '  chain out { type filter hook output priority 0; policy accept;\n' +
-      '    icmp type destination-unreachable add @sent { ip daddr . icmp code } add @sport { @th,224,16 }\n  }\n}\n';
+      '    icmp type destination-unreachable add @sent { ip daddr . icmp code . meta mark } add @sport { @th,224,16 }\n  }\n}\n';
     for (const h of this.forwarders()) inNs(h.ns, ['nft', '-f', '-'], text);
   }
 
@@ -708,7 +709,9 @@ export class Lab {
       if (!sent?.elem?.length) continue;
       const ports = (list(h.ns, 'sport')?.elem ?? []).map((e: any) => e.elem.val);
       for (const e of sent.elem)
-        out.push(`${h.name} sent ${e.elem.val.concat[1]} to ${e.elem.val.concat[0]} (${Math.round(sent.timeout - e.elem.expires)} s ago)`);
+        out.push(
+          `${h.name} sent ${e.elem.val.concat[1]} to ${e.elem.val.concat[0]} about a packet marked 0x${Number(e.elem.val.concat[2]).toString(16)} (${Math.round(sent.timeout - e.elem.expires)} s ago)`,
+        );
       out.push(`${h.name}: about source ports ${ports.join(' ')}`);
     }
     return out;
