@@ -467,9 +467,9 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       `ib2 killed: fw2 live again on the other three ${back} ms later (heartbeat ${period} ms: stale after ${3 * period} ms, documented bound ${4 * period} ms and the join's whole second)`,
     );
     // Stale 3 heartbeats after its last one (at most one before the kill), then the leader's next heartbeat; the join
-    // takes effect at a whole second 1 to 2 s after the epoch (every node at once); 2 s for the reconcile and this
+    // takes effect at a whole second 2 to 3 s after the epoch (every node at once); 2 s for the reconcile and this
     // machine's timers under load.
-    t.ok(Date.now() - killed <= 4 * period + 2000 + 2000, `within 4 heartbeats, the join's second and 2 s: ${Date.now() - killed} ms`);
+    t.ok(Date.now() - killed <= 4 * period + 3000 + 2000, `within 4 heartbeats, the join's second and 2 s: ${Date.now() - killed} ms`);
     t.ok(Date.now() - killed >= 2 * period, 'and not before its view went stale');
   });
 });

@@ -114,8 +114,8 @@ t.test('four nodes: one node that sees a firewall down vetoes it for all; a node
   await l.step();
   t.same(
     applied.at(-1),
-    { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 1000 },
-    'an empty view is an abstention, not a veto (fw2 joins at the next whole second)',
+    { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 2000 },
+    'an empty view is an abstention, not a veto (fw2 joins at the whole second 2 s ahead)',
   );
   for (const n of ['ob2', 'ib1', 'ib2']) s.views[n] = {};
   await l.publish({});
@@ -150,7 +150,7 @@ t.test('nodes compare their hash config digests: a node with another seed or oth
   t.equal(l.configAlarm, null, 'fixed: the alarm clears');
 });
 
-t.test('a firewall that joins does so at one whole second ahead on every node; one that leaves, at once; a pending join keeps its time', async (t) => {
+t.test('a firewall that joins does so at one whole second 2 to 3 s ahead on every node; one that leaves, at once; a pending join keeps its time', async (t) => {
   const { s, store } = fakeStore('ob');
   const applied: Agreement[] = [];
   let now = 10_300;
@@ -158,14 +158,14 @@ t.test('a firewall that joins does so at one whole second ahead on every node; o
   await l.publish({ fw1: true, fw2: false, fw3: true });
   t.same(applied.at(-1), { epoch: 1, live: ['fw1', 'fw3'], down: ['fw2'] }, 'the first epoch applies at once');
   await l.publish({ fw1: true, fw2: true, fw3: true });
-  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 12_000 }, 'fw2 joins at the next whole second at least 1 s ahead');
+  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 13_000 }, 'fw2 joins at the next whole second at least 2 s ahead');
   now = 10_500;
   await l.publish({ fw1: true, fw2: true, fw3: false });
-  t.same(applied.at(-1), { epoch: 3, live: ['fw1', 'fw2'], down: ['fw3'], joinAt: 12_000 }, 'fw3 leaves at once; fw2 still joins at its time');
+  t.same(applied.at(-1), { epoch: 3, live: ['fw1', 'fw2'], down: ['fw3'], joinAt: 13_000 }, 'fw3 leaves at once; fw2 still joins at its time');
   now = 12_500;
   s.views.ib = { fw1: true, fw2: true, fw3: true };
   await l.publish({ fw1: true, fw2: true, fw3: true });
-  t.same(applied.at(-1), { epoch: 4, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 14_000 });
+  t.same(applied.at(-1), { epoch: 4, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 15_000 });
 });
 
 t.test('an epoch document read back from Redis: joinAt is a whole number of ms or absent; anything else refuses the document', async (t) => {
@@ -192,9 +192,9 @@ t.test('a join that moves many sessions takes effect later by the lead the leade
   t.same(asked, [], 'no join, no estimate (the first epoch, and a firewall leaving, apply at once)');
   await l.publish({ fw1: true, fw2: true, fw3: true });
   t.same(asked, [['fw2']], 'asked for the firewall that joins');
-  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 16_000 }, 'the whole second at least 1 s plus the lead ahead');
+  t.same(applied.at(-1), { epoch: 2, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 17_000 }, 'the whole second at least 2 s plus the lead ahead');
   await l.publish({ fw1: true, fw2: false, fw3: true });
   lead = () => Promise.reject(new Error('Redis away'));
   await l.publish({ fw1: true, fw2: true, fw3: true });
-  t.same(applied.at(-1), { epoch: 4, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 12_000 }, 'the estimate failed: the usual lead');
+  t.same(applied.at(-1), { epoch: 4, live: ['fw1', 'fw2', 'fw3'], down: [], joinAt: 13_000 }, 'the estimate failed: the usual lead');
 });

@@ -2,7 +2,7 @@
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
 import { parseListing } from '@fwlb/nft';
-import { AuditRecord } from '@fwlb/service';
+import { AuditRecord, nodeLogger } from '@fwlb/service';
 import { recordingNft as fakeNft } from '../helpers/recording-nft';
 import { fakeNft as modelNft } from '../helpers/fake-nft';
 import { build, Reconciler, RoutingPort } from '@fwlb/balancer';
@@ -24,6 +24,38 @@ function setup() {
   const app = build({ reconciler: r, token: TOKEN, audit: (a) => void audits.push(a), apply: () => r.reconcile() });
   return { nft, r, app, audits };
 }
+
+t.test('a shared change this node applies after its second is counted and logged as late; one in time is not', async (t) => {
+  const nft = fakeNft();
+  const r = new Reconciler(config, nft, fakeRouting);
+  await r.reconcile();
+  let at = 0;
+  const logs: string[] = [];
+  const app = build({
+    reconciler: r,
+    token: TOKEN,
+    audit: () => undefined,
+    apply: () => r.reconcile(),
+    // Another node shared the same change first, and this node got its request late: that time stands.
+    shareAdmin: async () => at,
+    logger: nodeLogger('fwlb', 'ob', 'warn', { write: (l) => void logs.push(l) }),
+  });
+  const put = (enabled: boolean) =>
+    app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', headers: { authorization: `Bearer ${TOKEN}` }, payload: { enabled } });
+  at = Date.now() - 300;
+  t.equal((await put(false)).statusCode, 200);
+  let c = (await app.inject({ method: 'GET', url: '/status' })).json().counters;
+  t.equal(c.lateSwitches, 1, 'the change reached the kernel after its second: counted');
+  t.ok(c.lateSwitchMaxMs >= 300, `by at least how late its request came (${c.lateSwitchMaxMs} ms)`);
+  t.match(logs.join(''), /admin change of fw2 reached this node's kernel \d+ ms after the second every node switches at/, 'and logged');
+  at = Math.ceil((Date.now() + 2000) / 1000) * 1000;
+  t.equal((await put(true)).statusCode, 200);
+  c = (await app.inject({ method: 'GET', url: '/status' })).json().counters;
+  t.equal(c.lateSwitches, 1, 'a change in time is not counted');
+  at = Date.now() - 300;
+  t.equal((await put(true)).statusCode, 200);
+  t.equal((await app.inject({ method: 'GET', url: '/status' })).json().counters.lateSwitches, 1, 'nor the same change again, which changes nothing here');
+});
 
 t.test('GET /health and /status', async (t) => {
   const { app, r } = setup();
@@ -65,8 +97,8 @@ t.test('a shared admin change: every node switches at the time the first share g
   // Bounded by when the request was sent and when the time was shared (the handler's clock lies between): a loaded
   // machine may take a while in between.
   t.ok(
-    shared[0].at >= t0 + 1000 && shared[0].at <= shared[0].calledAt + 2000,
-    `1 to 2 s ahead (${shared[0].at - t0} ms after the request, ${shared[0].at - shared[0].calledAt} ms after the share)`,
+    shared[0].at >= t0 + 2000 && shared[0].at <= shared[0].calledAt + 3000,
+    `2 to 3 s ahead (${shared[0].at - t0} ms after the request, ${shared[0].at - shared[0].calledAt} ms after the share)`,
   );
   t.ok(Date.now() >= shared[0].at, 'the answer came once the time had passed');
   t.equal(res.json().live, false, 'and says fw2 is out');
@@ -119,7 +151,7 @@ t.test('an admin change that moves many sessions takes effect later: by the lead
     200,
     'a lead that cannot be estimated does not hold the change up',
   );
-  t.ok(shared[1] <= Date.now() + 2000 && shared[1] >= t1 + 1000, 'it takes the usual lead');
+  t.ok(shared[1] <= Date.now() + 3000 && shared[1] >= t1 + 2000, 'it takes the usual lead');
 });
 
 t.test('what an admin change would do is known before it is made, and asking changes nothing', async (t) => {

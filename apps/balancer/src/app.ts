@@ -182,6 +182,12 @@ function adminRoute(app: FastifyInstance, opts: AppOptions, membership: Membersh
       try {
         if (opts.apply) {
           await opts.apply();
+          // Only a request that changes this node's state: the same change learned from a sibling first was applied then.
+          const late = at && before !== enabled ? Date.now() - at : 0;
+          if (late > 0) {
+            opts.reconciler.switchLate(late);
+            req.log.warn(`admin change of ${id} reached this node's kernel ${late} ms after the second every node switches at`);
+          }
           // The answer says the change is in force: wait for the switch, then apply the table without it.
           if (at > Date.now()) {
             await sleep(at - Date.now() + 20);

@@ -1,7 +1,7 @@
 // How much later than usual an admin change that moves many sessions takes effect; pure layer of apps/balancer.
 
 /**
- * Below this many sessions in the moved buckets the usual lead (a change takes effect at the second after next)
+ * Below this many sessions in the moved buckets the usual lead (a change takes effect 2 to 3 s ahead)
  * covers their read and their pins. A read of at least this many also measures the node's read rate.
  */
 export const LEAD_MIN_SESSIONS = 20_000;

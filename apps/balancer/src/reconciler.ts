@@ -86,6 +86,9 @@ export class Reconciler {
   passesUnlisted = 0;
   /** Kernel notices that a link changed or that someone else touched fwlb's rules or tables. */
   private routingNotices = 0;
+  /** Switches this node's kernel got after their second (see switchLate). */
+  private lateSwitches = 0;
+  private lateSwitchMaxMs = 0;
 
   /** Where the pins come from (the session layer), or none without a session table; see usePins. */
   private pinSource: PinSource | null = null;
@@ -339,6 +342,16 @@ export class Reconciler {
     return true;
   }
 
+  /**
+   * A change every node makes at one second reached this node's kernel `ms` after that second: in between, this node
+   * hashed new connections with the table the others had left, so handshakes that crossed two nodes may have met two
+   * tables. Counted for /status; the caller logs it.
+   */
+  switchLate(ms: number): void {
+    this.lateSwitches++;
+    this.lateSwitchMaxMs = Math.max(this.lateSwitchMaxMs, ms);
+  }
+
   /** The passes, and the steering rules' counters as read at the last listing of the table. */
   ruleCounters() {
     return {
@@ -346,6 +359,8 @@ export class Reconciler {
       reconcileFailures: this.failures,
       reconcilesUnlisted: this.passesUnlisted,
       routingNotices: this.routingNotices,
+      lateSwitches: this.lateSwitches,
+      lateSwitchMaxMs: this.lateSwitchMaxMs,
       ...this.view.steering(),
     };
   }
