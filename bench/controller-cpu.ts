@@ -21,6 +21,8 @@ const f = (x: number) => (Number.isFinite(x) ? x.toFixed(x < 10 ? 1 : 0) : 'n/a'
 
 interface Case {
   name: string;
+  /** Per node: admin changes its kernel got after their second (the /status counter, over the case). */
+  late: Record<string, number>;
   /** Per node: controller, nft/conntrack runs, probe helper, each % of a core. */
   nodes: Record<string, { controller: number; runs: number; helper: number }>;
   note: string;
@@ -29,6 +31,9 @@ interface Case {
 /** Every balancer node's usage over what `load` does. */
 async function measure(lab: Lab, name: string, load: () => Promise<string>): Promise<Case> {
   const pids = Object.fromEntries(lab.balancerNames().map((n) => [n, lab.nodes[n]!.proc.pid!]));
+  const lateNow = async () =>
+    Object.fromEntries(await Promise.all(lab.balancerNames().map(async (n) => [n, (await lab.api(n, 'GET', '/status')).body.counters.lateSwitches as number])));
+  const late0 = await lateNow();
   const before: Record<string, ProcessUsage> = Object.fromEntries(Object.entries(pids).map(([n, p]) => [n, processUsage(p)]));
   const t0 = Date.now();
   const note = await load();
@@ -39,7 +44,8 @@ async function measure(lab: Lab, name: string, load: () => Promise<string>): Pro
     const b = processUsage(p);
     nodes[n] = { controller: ((b.cpuMs - a.cpuMs) / ms) * 100, runs: ((b.childMs - a.childMs) / ms) * 100, helper: ((b.helperMs - a.helperMs) / ms) * 100 };
   }
-  return { name, nodes, note };
+  const late1 = await lateNow();
+  return { name, nodes, note, late: Object.fromEntries(Object.keys(late1).map((n) => [n, late1[n] - late0[n]])) };
 }
 
 /** Self time per function of a .cpuprofile between two offsets from its start (ms), busiest first. */
@@ -90,7 +96,10 @@ async function main(): Promise<void> {
       const loadTo = Date.now();
       const idle = cases[0].nodes;
       for (const c of cases) {
-        console.log(`${c.name}${c.note ? `: ${c.note}` : ''}`);
+        const late = Object.entries(c.late).filter(([, v]) => v > 0);
+        console.log(
+          `${c.name}${c.note ? `: ${c.note}` : ''}${late.length ? `; switches committed late: ${late.map(([n, v]) => `${n} ${v}`).join(', ')}` : ''}`,
+        );
         for (const [n, u] of Object.entries(c.nodes)) {
           const ratio = c === cases[0] ? '' : ` (controller ${f(u.controller / Math.max(0.1, idle[n].controller))} x idle)`;
           console.log(`  ${n}: controller ${f(u.controller)} %, nft/conntrack runs ${f(u.runs)} %, probe helper ${f(u.helper)} % of a core${ratio}`);

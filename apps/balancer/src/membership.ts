@@ -20,9 +20,9 @@ export function slots(c: ResolvedBalancerConfig): FirewallSlot[] {
  * How far ahead a change that every node must make at once takes effect: each node of both sides must have it in
  * its kernel before then (an event through Redis and one reconcile), so that all switch bucket maps at the same
  * second and no connection's SYN and SYN-ACK meet two tables. Rounded up to a whole second (nft's `meta time`). Why
- * 2 s: a node busy with 700 new connections a second and admin changes every 2.5 s answered an operator's request
- * up to 1.5 s after the node that shared it first, and took up to 0.65 s more to commit; at 1 s two of four nodes
- * committed a switch late (`lateSwitches` in /status counts them).
+ * 2 s: a node busy with hundreds of new connections a second answers an operator's request well after the node that
+ * shared the change first, and its pass takes a while more; at 1 s, nodes of a busy lab committed switches late
+ * (`lateSwitches` in /status counts them; bench/controller-cpu.ts prints them).
  */
 export const SWITCH_LEAD_MS = 2000;
 export const switchTime = (now: number) => Math.ceil((now + SWITCH_LEAD_MS) / 1000) * 1000;
