@@ -49,9 +49,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
   };
   /** fw2 in or out of new sessions on every node, as an operator who sends the change to each node does; answers once in force. */
   const adminFw2 = async (t: Test, enabled: boolean) => {
-    const codes = await Promise.all(
-      lab.balancerNames().map(async (n) => (await lab.api(n, 'PUT', '/firewalls/fw2/admin', { enabled }, cfg.api!.token!)).status),
-    );
+    const codes = (await lab.apiAll('PUT', '/firewalls/fw2/admin', { enabled })).map((r) => r.status);
     t.same(codes, [200, 200, 200, 200], `fw2 ${enabled ? 'back in' : 'out of'} new sessions on every node`);
   };
   /** What every node and firewall holds in conntrack (state, mark, timeout) for the echo flows of these client ports. */

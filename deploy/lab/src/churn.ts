@@ -41,9 +41,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const target = `${lab.t.vip}:${ECHO_PORT}`;
-  const nodes = lab.balancerNames();
-  const admin = (enabled: boolean) =>
-    Promise.all(nodes.map((n) => lab.api(n, 'PUT', `/firewalls/${o.firewall}/admin`, { enabled }, lab.t.balancers[n].api!.token!)));
+  const admin = (enabled: boolean) => lab.apiAll('PUT', `/firewalls/${o.firewall}/admin`, { enabled });
   lab.resetFirewallCounters();
   lab.clientPorts(o.ports);
   let running = true;

@@ -580,6 +580,11 @@ export class Lab {
     return { status: r.status, body: r.text ? JSON.parse(r.text) : null };
   }
 
+  /** The same request to every balancer node, each with its own API token (an operator's change sent to each node). */
+  apiAll(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }[]> {
+    return Promise.all(this.balancerNames().map((n) => this.api(n, method, path, body, this.t.balancers[n].api!.token!)));
+  }
+
   private request(role: NodeRole, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; text: string }> {
     return new Promise((res, rej) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
