@@ -54,8 +54,25 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   t.match(st.body.firewalls.find((f: any) => f.id === 'fw2').health.reason, /own link fw2 is down/, 'the outside node saw its own link');
 
   lab.resetFirewallCounters();
+  const newFlows = async () => {
+    const text = await lab.apiText('outside', '/metrics');
+    return Object.fromEntries(
+      ['fw1', 'fw2', 'fw3'].map((f) => [f, Number(text.match(new RegExp(`^fwlb_firewall_new_flows_total\\{firewall="${f}"\\} (\\d+)$`, 'm'))?.[1] ?? NaN)]),
+    );
+  };
+  const flows0 = await newFlows();
   const during = await shorts();
   t.equal(failedOf(during), 0, 'after detection, every new connection succeeds');
+  // Read from the kernel's counters at the scrape (a listing of the table at most a second old, shared with /status):
+  // every connection just made is in them, none on fw2.
+  await new Promise((r) => setTimeout(r, 1100));
+  const flows1 = await newFlows();
+  const made = during.reduce((a, r) => a + r.short.ok, 0);
+  t.equal(flows1.fw2 - flows0.fw2, 0, 'fwlb_firewall_new_flows_total: no new flow hashed to fw2');
+  t.ok(
+    flows1.fw1 - flows0.fw1 + flows1.fw3 - flows0.fw3 >= made,
+    `and the ${made} connections just made are on fw1 and fw3 at the next scrape (${flows1.fw1 - flows0.fw1} and ${flows1.fw3 - flows0.fw3})`,
+  );
   const c1 = lab.firewallCounters();
   t.equal(c1.find((f) => f.id === 'fw2')!.newSessions, 0, 'fw2 takes no new session while down');
   t.ok(
@@ -224,16 +241,57 @@ t.test('firewall 2 fails and rejoins', async (t) => {
   for (const role of ['outside', 'inside'] as const)
     t.equal((await lab.api(role, 'PUT', '/firewalls/fw3/admin', { enabled: true }, tok)).status, 200, 'back in');
 
-  // The status page, in headless Chromium: it shows fw1 going down within 2 s of its link being cut.
+  // The status page, in headless Chromium, while streams cross every firewall: fw1 shown down within 2 s of its link
+  // being cut, its chart of what the node sends it falling to nothing, the history saying why; then back up.
+  const streams = Promise.all(clients.map((c) => drive(lab, c.name, { long: { targets: servers, count: 10, durationMs: 60000, intervalMs: 50 } })));
   const page = await openStatusPage(t, lab.socketPath('outside'));
   await page.waitForSelector('#fw-fw1 .up', { timeout: 5000 });
   t.pass('the page shows fw1 up');
+  const bps = () => page.$eval('#chart-fw1', (e) => e.getAttribute('data-bps'));
+  // Two samples of the kernel's counters make a rate.
+  await page.waitForFunction("Number(document.querySelector('#chart-fw1')?.getAttribute('data-bps')) > 0", null, { timeout: 20000 });
+  t.comment(`fw1's chart shows ${await bps()} B/s sent to it`);
+  t.pass('the chart shows the traffic this node sends fw1');
   const cut = Date.now();
   inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw1', 'down']);
   await page.waitForSelector('#fw-fw1 .down', { timeout: 5000 });
   const shown = Date.now() - cut;
   t.ok(shown <= 2000, `the page showed fw1 down ${shown} ms after its link was cut`);
+  const fw1Events = () =>
+    page.$$eval('#history tr.event', (rows: any[]) =>
+      rows.filter((r) => r.dataset.firewall === 'fw1').map((r) => [...r.querySelectorAll('td')].map((c: any) => c.textContent as string)),
+    );
+  // Both the kernel's change (live) and the probes' (health) are in the page's history, each with its reason.
+  await page.waitForFunction(
+    `[...document.querySelectorAll('#history tr.event')].filter((r) => r.dataset.firewall === 'fw1').map((r) => r.textContent).join()` +
+      `.match(/live.?down.*link.*down[^]*health.?down.?own link fw1 is down|health.?down.?own link fw1 is down[^]*live.?down.*link.*down/)`,
+    null,
+    { timeout: 10000 },
+  );
+  const apiRows = (await lab.api('outside', 'GET', '/firewalls/history')).body.events
+    .filter((e: any) => e.firewall === 'fw1')
+    .reverse()
+    .map((e: any) => [e.what, e.up ? 'up' : 'down', e.reason]);
+  await new Promise((r) => setTimeout(r, 1500)); // the page's next refresh
+  t.same(
+    (await fw1Events()).map((r) => [r[2], r[3], r[4]]),
+    apiRows,
+    "the page's history of fw1 is the API's: what changed, how, and why",
+  );
+  t.ok(
+    apiRows.some((r: string[]) => r[0] === 'live' && r[1] === 'down' && /link/.test(r[2])),
+    'fw1 left new sessions in the kernel, and the reason names its link',
+  );
+  await page.waitForFunction("document.querySelector('#chart-fw1')?.getAttribute('data-bps') === '0'", null, { timeout: 20000 });
+  t.pass("fw1's chart falls to nothing: the node sends it no packet");
   if (process.env.FWLB_SCREENSHOT) await page.screenshot({ path: process.env.FWLB_SCREENSHOT, fullPage: true });
   inNs(lab.ns('ob'), ['ip', 'link', 'set', 'fw1', 'up']);
   await lab.waitFirewalls((fw) => fw.every((f) => f.live), 15000, 'fw1 back');
+  await page.waitForFunction(
+    "document.querySelector('#fw-fw1 td:nth-child(3) .up') && document.querySelector('#history tr.event[data-firewall=fw1]')?.textContent.includes('takes new sessions')",
+    null,
+    { timeout: 5000 },
+  );
+  t.match((await fw1Events())[0], [/./, 'fw1', 'live', 'up', 'takes new sessions'], 'the page shows fw1 live again, and its history says so first');
+  await streams;
 });

@@ -261,6 +261,7 @@ t.test('sessions: IPv6 ends print as [addr]:port, and --addr takes any spelling 
     query: async (q: { addr?: string }) => (asked.push(q.addr), !q.addr || q.addr === rec.outerAddr || q.addr === rec.innerAddr ? [rec] : []),
     count: async () => ({ redis: 1, grace: 0, kernel: 1 }),
     metrics: () => ({}),
+    healthViews: async () => null,
   };
   const app = build({ reconciler: r, token: TOKEN, audit: () => undefined, apply: () => r.reconcile(), sessions });
   const sock = join(dir, 'ob6.sock');

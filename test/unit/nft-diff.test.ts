@@ -34,7 +34,7 @@ function applied(want: DesiredTable, handle = 5): ActualTable {
     maps: new Map(want.maps.map((m) => [m.name, { type: m.type, map: m.map, elements: new Map(m.elements.map(([k, v]) => [JSON.stringify(k), v])) }])),
     sets: new Map((want.sets ?? []).map((x) => [x.name, { type: x.type, timeout: x.timeout }])),
     counters: new Map(),
-    namedCounters: new Map(),
+    namedCounters: new Map((want.counters ?? []).map((n) => [n, { packets: 0, bytes: 0 }])),
   };
 }
 
@@ -51,7 +51,10 @@ const text = (cmds: unknown[]) =>
 t.test('empty kernel: one transaction creates table, map, chain and rules', async (t) => {
   const want = render();
   const out = text(diffTable(want, null));
-  t.match(out, /^add table fwlb\nadd set heard\nadd set synseen\nadd set fresh\nadd map buckets\nadd element buckets \[\[0,\d+\],/);
+  t.match(
+    out,
+    /^add table fwlb\nadd counter sent-fw1\nadd counter new-fw1\n(add counter \S+\n){4}add set heard\nadd set synseen\nadd set fresh\nadd map buckets\nadd element buckets \[\[0,\d+\],/,
+  );
   t.match(
     out,
     /add chain side-syn(\nadd rule side-syn){6}\nadd chain fresh-start\nadd rule fresh-start\nadd chain firewall-syn(\nadd rule firewall-syn){4}\nadd chain prerouting(\nadd rule prerouting){19}\nadd chain input(\nadd rule input){3}\nadd chain output\nadd rule output$/,

@@ -9,6 +9,7 @@ import type { Reconciler } from './reconciler';
 import type { SessionsView } from './session-layer';
 import type { Announcer } from './announcer';
 import type { ReloadResult } from './reload';
+import type { FirewallHistory } from './history';
 
 export interface AppOptions {
   /** This node's firewalls' state (see main.ts); the reconciler's when absent. */
@@ -43,6 +44,8 @@ export interface AppOptions {
   newConnections?: () => Promise<number>;
   /** Re-read the config file and take it without a restart (see Reloader), or refuse it with a ConfigError. */
   reload?: () => Promise<ReloadResult>;
+  /** The firewalls' last minutes (GET /firewalls/history). */
+  history?: Pick<FirewallHistory, 'view'>;
   /** Serve HTTPS with this certificate and key (`api.tls`). */
   https?: { cert: Buffer; key: Buffer };
 }
@@ -101,12 +104,17 @@ export function build(opts: AppOptions): FastifyInstance {
   });
   app.get('/status', async () => {
     await r.freshCounters();
-    return { ...r.status(), ...(opts.announcer ? { bgp: opts.announcer.status() } : {}), alarms: alarms() };
+    const views = opts.sessions ? await opts.sessions.healthViews() : null;
+    return { ...r.status(), views, ...(opts.announcer ? { bgp: opts.announcer.status() } : {}), alarms: alarms() };
   });
   app.get('/firewalls', async () => {
     await r.freshCounters();
     return r.firewalls();
   });
+  if (opts.history) {
+    const history = opts.history;
+    app.get('/firewalls/history', async () => history.view());
+  }
   statusPage(app);
   sessionRoutes(app, opts);
   adminRoute(app, opts, membership, guard, errors);

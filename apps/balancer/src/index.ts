@@ -16,3 +16,4 @@ export * from './metrics';
 export * from './announcer';
 export * from './reload';
 export * from './change-lead';
+export * from './history';

@@ -5,6 +5,7 @@ import { bucketMoves, distribution, BucketTable } from '@fwlb/flowhash';
 import { ActualTable, ruleDigest } from '@fwlb/nft';
 import type { Membership, MembershipSnapshot } from './membership';
 import type { RenderedTable } from './render';
+import { newFlowsCounter, sentCounter } from './rules';
 
 type Counter = { packets: number; bytes: number } | null;
 
@@ -18,8 +19,8 @@ export class KernelView {
   private moves: Record<string, Record<string, number>> = {};
   /** Digests of the labelled rules of the last applied table: how a listing's counters are found. */
   private labels: Record<string, string> = {};
-  /** The rules' counters of the last listing of the table, and when that listing began. */
-  private counters: { of: ActualTable['counters']; at: number } | null = null;
+  /** The rules' and the named counters of the last listing of the table, and when that listing began. */
+  private counters: { of: ActualTable['counters']; named: ActualTable['namedCounters']; at: number } | null = null;
 
   /**
    * A pass committed `table` (and `next` from its second on). Returns the buckets that moved from the table before
@@ -53,7 +54,7 @@ export class KernelView {
 
   /** A listing of the table that began at `at`: its counters are the ones shown from now on. */
   listed(actual: ActualTable, at: number): void {
-    this.counters = { of: actual.counters, at };
+    this.counters = { of: actual.counters, named: actual.namedCounters, at };
   }
 
   /** When the last listing began, or null before the first. */
@@ -101,6 +102,9 @@ export class KernelView {
       relearned: this.counterOf(`relearn:${v.id}`),
       // Packets from the side to its NAT pools (null without pools).
       natPool: this.counterOf(`nat-pool:${v.id}`),
+      // What this node sent it on established flows, and the new flows it hashed to it (the kernel's counters).
+      sent: this.counters?.named.get(sentCounter(v.id)) ?? null,
+      newFlows: this.counters?.named.get(newFlowsCounter(v.id)) ?? null,
     }));
   }
 
@@ -108,7 +112,8 @@ export class KernelView {
   steering() {
     const c = (label: string) => this.counterOf(label);
     return {
-      restored: c('restore'),
+      // The restore rule counts on each firewall's `sent` counter: their sum.
+      restored: this.sentTotal(),
       restoredHeard: c('restore-heard'),
       hashedSyn: c('hash-syn'),
       hashedTcpUdp: c('hash-tcp-udp'),
@@ -116,6 +121,14 @@ export class KernelView {
       droppedNoFirewall: c('no-firewall-drop'),
       pinned: c('pinned'),
     };
+  }
+
+  private sentTotal(): Counter {
+    const named = this.counters?.named;
+    if (!named) return null;
+    const sent = [...named].filter(([name]) => name.startsWith(sentCounter('')));
+    if (!sent.length) return null;
+    return sent.reduce((a, [, v]) => ({ packets: a.packets + v.packets, bytes: a.bytes + v.bytes }), { packets: 0, bytes: 0 });
   }
 
   /** A labeled rule's counter, both families' rules added up (an IPv6 copy is labeled `<label>/ipv6`). */

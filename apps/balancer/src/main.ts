@@ -11,6 +11,7 @@ import { build } from './app';
 import { doctor, formatChecks } from './doctor';
 import { Reconciler } from './reconciler';
 import { Membership } from './membership';
+import { FirewallHistory, HISTORY_SAMPLE_MS } from './history';
 import { steersIPv6 } from './rules';
 import { loadAdminState, saveAdminState } from './admin-state';
 import { SessionLayer } from './session-layer';
@@ -56,8 +57,9 @@ async function preflight(config: ResolvedBalancerConfig): Promise<void> {
  * Adopt, then keep reconciling: the first reconcile reads the kernel before writing and applies only the
  * difference (nothing is flushed); later ones run when triggered, and at least every resync period.
  */
-async function adoptThenRun(reconciler: Reconciler, config: ResolvedBalancerConfig, log: Log): Promise<BoundedRunner> {
+async function adoptThenRun(reconciler: Reconciler, config: ResolvedBalancerConfig, log: Log, history: FirewallHistory): Promise<BoundedRunner> {
   const first = await reconciler.reconcile();
+  history.observe(Date.now(), reconciler.firewalls());
   log(`adopted kernel state: ${first.nftCommands} nft commands, ${first.routingChanges} routing changes, table handle ${first.tableHandle}`, {
     event: 'adopt',
     nftCommands: first.nftCommands,
@@ -76,10 +78,30 @@ async function adoptThenRun(reconciler: Reconciler, config: ResolvedBalancerConf
           ms: r.ms,
         });
       for (const e of r.routingErrors) log(`routing: ${e}`);
+      // Every change of a firewall's state is followed by a pass: what the pass committed is its history.
+      history.observe(Date.now(), reconciler.firewalls());
     },
     { resyncMs: config.resyncSeconds * 1000 },
     (e) => log(`reconcile failed, will retry: ${(e as Error).message}`),
   );
+}
+
+/**
+ * The firewalls' traffic for the history, every HISTORY_SAMPLE_MS: the kernel's counters from a listing of the
+ * table no older than that (a pass or a scrape may have made one), timed by when that listing began.
+ */
+function sampleTraffic(reconciler: Reconciler, history: FirewallHistory): NodeJS.Timeout {
+  const timer = setInterval(() => {
+    reconciler
+      .freshCounters(HISTORY_SAMPLE_MS)
+      .then(() => {
+        const at = reconciler.countersAt();
+        if (at !== null) history.sample(at, reconciler.firewalls());
+      })
+      .catch(() => undefined);
+  }, HISTORY_SAMPLE_MS);
+  timer.unref();
+  return timer;
 }
 
 /**
@@ -149,12 +171,14 @@ async function serve(n: {
   reload: (why: string) => ReturnType<Reloader['reload']>;
   alarms: () => string[];
   logger: ReturnType<typeof nodeLogger>;
+  history: FirewallHistory;
   health: () => FirewallHealth | null;
 }) {
   const { config, reconciler, sessions, slb } = n;
   const app = build({
     membership: n.membership,
     reconciler,
+    history: n.history,
     token: tokenOf(config.api),
     https: httpsOf(config.api),
     apply: () => reconciler.reconcile(),
@@ -183,7 +207,8 @@ async function serve(n: {
     announcer: n.announcer ?? undefined,
   });
   if (slb) slbMetrics(registry, slb.service);
-  metricsRoute(app, registry);
+  // The kernel's counters as of the scrape: one terse listing of the table, shared with /status within a second.
+  metricsRoute(app, registry, () => reconciler.freshCounters());
   await listenOn(app, config.api.listen);
   return { app, metrics };
 }
@@ -216,7 +241,9 @@ async function run(path: string): Promise<void> {
   // The shared admin state (with a session table) wins over the state file; what it applies is saved there too.
   const { saveAdmin, onAdmin } = adminSaver(config, log);
   const sessions = await SessionLayer.start({ config, reconciler, membership, trigger, log, onAdmin });
-  runner = await adoptThenRun(reconciler, config, log);
+  const history = new FirewallHistory();
+  runner = await adoptThenRun(reconciler, config, log, history);
+  const sampler = sampleTraffic(reconciler, history);
   const { slb, alarm: slbAlarm } = await embeddedSlb(config, log);
   // BGP: announced only now that the kernel forwards as configured (the first reconcile is in).
   const announcer = config.bgp
@@ -231,7 +258,20 @@ async function run(path: string): Promise<void> {
     return r;
   };
   const alarms = () => alarmsOf({ health, sessions, slb, slbAlarm, announcer, reconciler });
-  const { app, metrics } = await serve({ config, membership, reconciler, sessions, announcer, slb, saveAdmin, reload, alarms, logger, health: () => health });
+  const { app, metrics } = await serve({
+    config,
+    membership,
+    reconciler,
+    sessions,
+    announcer,
+    slb,
+    saveAdmin,
+    reload,
+    alarms,
+    logger,
+    history,
+    health: () => health,
+  });
   runner.start();
   // Routes lost with a link (taken down and up again) or removed by hand come back at once, not at the next resync:
   // the marked health probes need them too, so a firewall would otherwise stay down until then.
@@ -256,6 +296,7 @@ async function run(path: string): Promise<void> {
   stopOnSignals([
     () => lock.release(),
     () => runner?.stop(),
+    () => clearInterval(sampler),
     () => routingWatch.close(),
     () => announcer?.stop(),
     () => health?.stop(),

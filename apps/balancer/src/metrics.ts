@@ -57,7 +57,7 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
 
 type Firewall = ReturnType<Reconciler['firewalls']>[number];
 
-/** Per firewall: its state as the node sees it, its buckets, its traffic, read at scrape time. */
+/** Per firewall: its state as the node sees it, its buckets, its traffic (the kernel's counters, listed for the scrape). */
 function firewallMetrics(reg: Registry, r: Reconciler): void {
   const fw = () => r.firewalls();
   const perFw = (f: (x: Firewall) => number) => () => fw().map((x) => [{ firewall: x.id }, f(x)] as [{ firewall: string }, number]);
@@ -86,13 +86,16 @@ function firewallMetrics(reg: Registry, r: Reconciler): void {
       "Packets from the firewall of flows this node had on another firewall, which then moved to it (the firewall's state wins a node's guess).",
       (x) => x.relearned?.packets ?? 0,
     ],
+    ['fwlb_firewall_sent_packets_total', 'Packets of established flows this node sent to the firewall (restored to it).', (x) => x.sent?.packets ?? 0],
+    ['fwlb_firewall_sent_bytes_total', 'Bytes of established flows this node sent to the firewall (restored to it).', (x) => x.sent?.bytes ?? 0],
+    ['fwlb_firewall_new_flows_total', 'New flows this node hashed to the firewall (a SYN, or the first packet of a flow).', (x) => x.newFlows?.packets ?? 0],
   ];
   for (const [name, help, f] of counters) counterFrom(reg, name, help, ['firewall'], perFw(f));
   gaugeFrom(reg, 'fwlb_firewall_agreed', 'In the applied epoch every node sees the firewall up (1 without a session table).', ['firewall'], () => {
     const a = r.agreement();
     return fw().map((x) => [{ firewall: x.id }, a ? b(a.live.includes(x.id)) : 1]);
   });
-  counterFrom(reg, 'fwlb_steered_packets_total', 'Packets steered from the side interface, by rule kind (read at the last reconcile).', ['kind'], () => {
+  counterFrom(reg, 'fwlb_steered_packets_total', 'Packets steered from the side interface, by rule kind.', ['kind'], () => {
     const c = r.ruleCounters();
     return [
       [{ kind: 'restore' }, c.restored?.packets ?? 0],

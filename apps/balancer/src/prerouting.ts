@@ -6,6 +6,7 @@ import {
   accept,
   connRule,
   counter,
+  counterBy,
   ctMark,
   ctOriginalTuple,
   eq,
@@ -186,9 +187,19 @@ export const PREROUTING: readonly PreroutingBuilder[] = [
   },
   {
     name: 'restore',
-    why: "the fast path: an established packet from the side takes its flow's mark before the fib lookup below; safe because a flow to this node itself never carries a firewall mark; only restorable marks, so a flow on a firewall whose link is down is re-hashed instead of black-holed",
+    why: "the fast path: an established packet from the side takes its flow's mark (and counts on its firewall's `sent` counter) before the fib lookup below; safe because a flow to this node itself never carries a firewall mark; only restorable marks, so a flow on a firewall whose link is down is re-hashed instead of black-holed",
     build(x, o, emit) {
-      if (o.restoreMarks.length) emit('restore', [x.side, eq(ctMark, { set: o.restoreMarks }), counter, set(meta('mark'), ctMark), accept]);
+      // The counter map is the match: a mark not restorable ends the rule.
+      if (o.restoreMarks.length)
+        emit('restore', [
+          x.side,
+          counterBy(
+            ctMark,
+            o.restoreMarks.map((m) => [m, x.sentCounterOf.get(m)!]),
+          ),
+          set(meta('mark'), ctMark),
+          accept,
+        ]);
     },
   },
   {

@@ -319,6 +319,11 @@ export class Reconciler {
     return run;
   }
 
+  /** When the listing the counters come from began (ms since the epoch), or null before the first. */
+  countersAt(): number | null {
+    return this.view.countersAt();
+  }
+
   /** Lists the table (the pins maps without their elements: this node keeps them) and keeps its rules' counters. */
   private async list(): Promise<ActualTable | null> {
     const at = this.now();

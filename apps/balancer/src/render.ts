@@ -8,6 +8,7 @@ export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
 import { preroutingRules } from './prerouting';
 import {
   BUCKETS_NEXT,
+  counterBy,
   ctMark,
   eq,
   familiesOf,
@@ -22,7 +23,9 @@ import {
   IPV6,
   meta,
   ne,
+  newFlowsCounter,
   RuleContext,
+  sentCounter,
   set,
   FRESH_CHAIN,
   freshChain,
@@ -128,11 +131,17 @@ export interface RenderSwitch {
 function ruleContext(c: ResolvedBalancerConfig, next: RenderSwitch | undefined, handshake: NftJson[][]): RuleContext {
   const sl = slots(c);
   const connName = new Map(sl.map((s) => [s.id, `conn${s.index}`]));
+  // Every firewall's mark: the bucket maps hold no other, so counting never ends a steering rule.
+  const newFlows = counterBy(
+    meta('mark'),
+    sl.map((s) => [s.mark, newFlowsCounter(s.id)]),
+  );
   return {
     c,
     side: eq(meta('iifname'), c.sideInterface),
     notSide: ne(meta('iifname'), c.sideInterface),
     markOf: new Map(sl.map((s) => [s.id, s.mark])),
+    sentCounterOf: new Map(sl.map((s) => [s.mark, sentCounter(s.id)])),
     families: familiesOf(c),
     connSet: (f, fam) => `${connName.get(f.id)!}${fam.suffix}`,
     steer: (fam, ported, map = 'buckets') => [
@@ -141,6 +150,7 @@ function ruleContext(c: ResolvedBalancerConfig, next: RenderSwitch | undefined, 
       // bucket number goes through the mark first. A miss ends the rule, so every bucket is always filled.
       set(meta('mark'), { map: { key: meta('mark'), data: `@${map}` } }),
       set(ctMark, meta('mark')),
+      newFlows,
     ],
     switchAt: next ? Math.round(next.at / 1000) : null,
     // The side label and the event filter serve the session sync only: without a session table a new flow pays for
@@ -242,6 +252,8 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     ctTimeouts: handshake.objects,
     sets: flowSets(c, x.families),
     maps: tableMaps(c, x.markOf, table, next, input.pins ?? []),
+    // Every configured firewall's, live or not: a counter keeps its count while its firewall is away.
+    counters: c.firewalls.flatMap((f) => [sentCounter(f.id), newFlowsCounter(f.id)]),
     chains: [
       // Jump targets first: one transaction adds the chains in order.
       ...(anyLive

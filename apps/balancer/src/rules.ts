@@ -15,6 +15,14 @@ export const stateIn = (states: string | string[]) => ({ match: { op: 'in', left
 export const setOp = (op: 'update' | 'delete', tuple: NftJson[], name: string) => ({ set: { op, elem: { concat: tuple }, set: `@${name}` } });
 export const ctMark = { ct: { key: 'mark' } };
 export const counter = { counter: null };
+/**
+ * A named counter chosen by `key` among `names` (value → counter name): one lookup that counts the packet on its
+ * firewall's counter; a key not among them ends the rule, as a set match would.
+ */
+export const counterBy = (key: NftJson, names: [number, string][]) => ({ counter: { map: { key, data: { set: names } } } });
+/** A firewall's named counters: what this node sent it on established flows, and the new flows it hashed to it. */
+export const sentCounter = (id: string) => `sent-${id}`;
+export const newFlowsCounter = (id: string) => `new-${id}`;
 export const accept = { accept: null };
 export const tcp = eq(meta('l4proto'), 'tcp');
 export const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
@@ -98,6 +106,8 @@ export interface RuleContext {
   side: NftJson;
   notSide: NftJson;
   markOf: Map<string, number>;
+  /** Each firewall's `sent` counter by its mark. */
+  sentCounterOf: Map<number, string>;
   /** The families steered (see familiesOf). */
   families: Family[];
   /** The firewall's `conn` set of a family: this node's record of the connections it saw start on that firewall. */

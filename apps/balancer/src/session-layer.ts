@@ -27,6 +27,8 @@ export interface SessionsView {
   query(q: SessionQuery): Promise<SessionRecord[]>;
   count(): Promise<{ redis: number | null; grace: number | null; kernel: number; redisError?: string }>;
   metrics(): Record<string, unknown>;
+  /** Every node's fresh health view (firewall → up), by node name; null when Redis does not answer. */
+  healthViews(): Promise<Record<string, Record<string, boolean>> | null>;
 }
 
 export interface SessionsHandle {
@@ -113,7 +115,19 @@ export class SessionLayer implements SessionsHandle {
       query: (q) => this.table.query(q),
       count: () => this.count(),
       metrics: () => this.metrics(),
+      healthViews: () => this.healthViews(),
     };
+  }
+
+  private viewsRead: { at: number; views: Promise<Record<string, Record<string, boolean>> | null> } | null = null;
+
+  /** Every node's fresh health view, as the leader reads them; one read a second at most, null while Redis is away. */
+  private healthViews(): Promise<Record<string, Record<string, boolean>> | null> {
+    if (!this.viewsRead || Date.now() - this.viewsRead.at > 1000) {
+      const ttl = 3 * this.d.config.sessionTable!.heartbeatSeconds * 1000;
+      this.viewsRead = { at: Date.now(), views: this.table.healthViews(ttl).catch(() => null) };
+    }
+    return this.viewsRead.views;
   }
 
   private readonly firewallOf = (mark: number) => this.byMark.get(mark);

@@ -14,9 +14,14 @@ export function exprText(e: NftJson): string {
   if ('prefix' in o) return `${exprText(o.prefix.addr)}/${o.prefix.len}`;
   if ('fib' in o) return `fib ${(o.fib.flags ?? []).join(' . ')} ${o.fib.result}`;
   if ('jhash' in o) return `jhash ${exprText(o.jhash.expr)} mod ${o.jhash.mod} seed ${o.jhash.seed}`;
-  if ('map' in o) return `${exprText(o.map.key)} map ${o.map.data}`;
+  if ('map' in o) return `${exprText(o.map.key)} map ${typeof o.map.data === 'string' ? o.map.data : mapText(o.map.data)}`;
   if ('&' in o) return `${exprText(o['&'][0])} & ${exprText(o['&'][1])}`;
   return JSON.stringify(o);
+}
+
+/** An anonymous map's elements: `{ key : value, ... }`. */
+function mapText(data: { set: [NftJson, NftJson][] }): string {
+  return `{ ${data.set.map(([k, v]) => `${exprText(k)} : ${JSON.stringify(v)}`).join(', ')} }`;
 }
 
 /** One statement of a rule in nft text syntax. */
@@ -28,7 +33,10 @@ export function statementText(s: NftJson): string {
   }
   if ('mangle' in o) return `${exprText(o.mangle.key)} set ${exprText(o.mangle.value)}`;
   if ('set' in o) return `${o.set.op} ${o.set.set} { ${exprText(o.set.elem)} }`;
-  if ('counter' in o) return 'counter';
+  if ('counter' in o) {
+    if (o.counter === null) return 'counter';
+    return typeof o.counter === 'string' ? `counter name ${JSON.stringify(o.counter)}` : `counter name ${exprText(o.counter)}`;
+  }
   if ('jump' in o) return `jump ${o.jump.target}`;
   if ('ct timeout' in o) return `ct timeout set ${JSON.stringify(o['ct timeout'])}`;
   if ('goto' in o) return `goto ${o.goto.target}`;
@@ -48,6 +56,7 @@ export function tableText(t: DesiredTable): string {
         .map(([k, v]) => `${k}: ${v}`)
         .join(', ')} } }`,
     );
+  for (const c of t.counters ?? []) out.push(`  counter ${c}`);
   for (const s of t.sets ?? []) out.push(`  set ${s.name} { type ${[s.type].flat().join(' . ')}; timeout ${s.timeout}s; size ${s.size} }`);
   for (const m of t.maps) out.push(`  map ${m.name} { type ${[m.type].flat().join(' . ')} : ${m.map}; ${m.elements.length} elements }`);
   for (const c of t.chains) {

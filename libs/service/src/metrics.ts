@@ -22,13 +22,15 @@ const LARGE_BYTES = 256 * 1024;
 const CACHE_MS = 1000;
 
 /**
- * GET /metrics. A small registry is rendered for every scrape; a large one (thousands of members) is rendered at
+ * GET /metrics, after `refresh` (the kernel's counters read now). A small registry is rendered for every scrape; a large one (thousands of members) is rendered at
  * most once a second and the text reused meanwhile, so a scraper in a loop cannot take the event loop.
  */
-export function metricsRoute(app: FastifyInstance, registry: Registry): void {
+export function metricsRoute(app: FastifyInstance, registry: Registry, refresh?: () => Promise<unknown>): void {
   let cache: { text: Buffer; at: number; large: boolean } | null = null;
   let rendering: Promise<Buffer> | null = null;
   const render = async () => {
+    // A read that fails leaves the values of the last one: the scrape still answers.
+    await refresh?.().catch(() => undefined);
     const text = Buffer.from(await registry.metrics());
     cache = { text, at: Date.now(), large: text.length > LARGE_BYTES };
     return text;
