@@ -429,6 +429,13 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
       all.map((n) => n !== 'ib2'),
       'only ib2 sees fw2 down',
     );
+    // What every node sees, as the status page shows it: the views the leader reads, on any node.
+    const seen = (await lab.api('ob1', 'GET', '/status')).body.views as Record<string, Record<string, boolean>>;
+    t.same(
+      Object.fromEntries(all.map((n) => [n, seen?.[lab.t.balancers[n].name!]?.fw2])),
+      Object.fromEntries(all.map((n) => [n, n !== 'ib2'])),
+      "ob1's /status shows every node's view of fw2: ib2's down, the others' up",
+    );
     t.same(
       all.map((n) => lab.bucketMarks(n).has(markOf('fw2'))),
       [false, false, false, false],
