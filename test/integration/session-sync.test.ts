@@ -36,6 +36,19 @@ t.test('session table in the sandwich', async (t) => {
     const fw = mine[0].firewall;
     const byFw = await lab.api('inside', 'GET', `/sessions?firewall=${fw}&limit=1000`);
     t.ok(byFw.body.length > 0 && byFw.body.every((s: any) => s.firewall === fw), `the inside node lists ${byFw.body.length} sessions on ${fw}`);
+    // Each firewall's session count (/firewalls, the metric, the status page) is what the shared table lists for it.
+    let counted: Record<string, number> = {};
+    let listed: Record<string, number> = {};
+    for (let i = 0; i < 5; i++) {
+      counted = Object.fromEntries((await lab.api('outside', 'GET', '/firewalls')).body.map((f: any) => [f.id, f.sessions]));
+      listed = { fw1: 0, fw2: 0, fw3: 0 };
+      for (const s of (await lab.api('outside', 'GET', '/sessions?limit=10000')).body) listed[s.firewall]++;
+      if (JSON.stringify(counted) === JSON.stringify(listed)) break;
+      await sleep(200);
+    }
+    t.same(counted, listed, `each firewall's sessions on the outside node are the table's: ${JSON.stringify(listed)}`);
+    const metrics = await lab.apiText('outside', '/metrics');
+    t.match(metrics, new RegExp(`^fwlb_firewall_sessions\\{firewall="fw1"\\} ${counted.fw1}$`, 'm'), 'and fwlb_firewall_sessions says so');
     const bad = await lab.api('outside', 'GET', '/sessions?addr=not-an-address');
     t.equal(bad.status, 400, 'a bad query is refused');
     const l = await longs;

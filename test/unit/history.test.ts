@@ -68,15 +68,15 @@ t.test('each change is an event with its reason; the same state again is none', 
 
 t.test('samples: the counters as listed, one per listing, bounded', async (t) => {
   const h = new FirewallHistory();
-  h.sample(1000, [fw('fw1'), fw('fw2', { sent: null, newFlows: null, live: false })]);
+  h.sample(1000, [fw('fw1'), fw('fw2', { sent: null, newFlows: null, sessions: 7, live: false })]);
   h.sample(1000, [fw('fw1', { sent: { packets: 99, bytes: 9900 } })]);
   h.sample(900, [fw('fw1')]);
   t.same(h.view().samples, [
     {
       at: 1000,
       firewalls: {
-        fw1: { sentPackets: 10, sentBytes: 1000, newFlows: 2, live: true },
-        fw2: { sentPackets: 0, sentBytes: 0, newFlows: 0, live: false },
+        fw1: { sentPackets: 10, sentBytes: 1000, newFlows: 2, sessions: null, live: true },
+        fw2: { sentPackets: 0, sentBytes: 0, newFlows: 0, sessions: 7, live: false },
       },
     },
   ]);

@@ -336,6 +336,13 @@ t.test('the session cache: pins as a walk over every session gives them, for ran
     live.delete(sessionId(r));
   }
   t.equal(c.size, live.size);
+  const byFw = new Map<string, number>();
+  for (const r of live.values()) byFw.set(r.firewall, (byFw.get(r.firewall) ?? 0) + 1);
+  t.same(
+    Object.fromEntries(c.sessionsByFirewall()),
+    Object.fromEntries(byFw),
+    'sessions by firewall: what a walk over every session counts, after moves and deletes',
+  );
   const key = ([id, mark]: [string, number]) => `${id}|${mark}`;
   for (const liveFws of [fws, ['fw1', 'fw3', 'fw4'], ['fw2', 'fw4']]) {
     const table = buildJoinedTable(fws, 251, liveFws);

@@ -19,6 +19,8 @@ export interface ObservedFirewall {
   health: { reason: string } | null;
   sent: Counter;
   newFlows: Counter;
+  /** Sessions on it in the shared table (null without one). */
+  sessions?: number | null;
 }
 
 /**
@@ -36,7 +38,7 @@ export interface FirewallEvent {
 /** The kernel's counters of each firewall at `at` (cumulative: a rate is the difference of two samples). */
 export interface TrafficSample {
   at: number;
-  firewalls: Record<string, { sentPackets: number; sentBytes: number; newFlows: number; live: boolean }>;
+  firewalls: Record<string, { sentPackets: number; sentBytes: number; newFlows: number; sessions: number | null; live: boolean }>;
 }
 
 /** A bounded list: the newest `size` items, oldest first. */
@@ -91,7 +93,10 @@ export class FirewallHistory {
     this.samples.push({
       at,
       firewalls: Object.fromEntries(
-        firewalls.map((f) => [f.id, { sentPackets: f.sent?.packets ?? 0, sentBytes: f.sent?.bytes ?? 0, newFlows: f.newFlows?.packets ?? 0, live: f.live }]),
+        firewalls.map((f) => [
+          f.id,
+          { sentPackets: f.sent?.packets ?? 0, sentBytes: f.sent?.bytes ?? 0, newFlows: f.newFlows?.packets ?? 0, sessions: f.sessions ?? null, live: f.live },
+        ]),
       ),
     });
   }

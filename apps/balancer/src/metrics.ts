@@ -70,6 +70,9 @@ function firewallMetrics(reg: Registry, r: Reconciler): void {
     ['fwlb_firewall_buckets', 'Buckets of the hash table the firewall owns in the kernel.', (x) => x.buckets],
   ];
   for (const [name, help, f] of gauges) gaugeFrom(reg, name, help, ['firewall'], perFw(f));
+  gaugeFrom(reg, 'fwlb_firewall_sessions', "Sessions on the firewall in the shared session table, every node's (with a session table).", ['firewall'], () =>
+    fw().flatMap((x) => (x.sessions === null ? [] : [[{ firewall: x.id }, x.sessions] as [{ firewall: string }, number]])),
+  );
   const counters: [string, string, (x: Firewall) => number][] = [
     [
       'fwlb_firewall_nat_pool_packets_total',

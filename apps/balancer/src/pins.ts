@@ -105,6 +105,13 @@ export class SessionCache {
     this.deleteId(sessionId(rec));
   }
 
+  /** Sessions cached on each firewall: the groups' sizes, so the cost is the buckets times the firewalls. */
+  sessionsByFirewall(): Map<string, number> {
+    const n = new Map<string, number>();
+    for (const g of this.groups) for (const [fw, ids] of g) n.set(this.fwNames[fw], (n.get(this.fwNames[fw]) ?? 0) + ids.size);
+    return n;
+  }
+
   /** The firewall a cached session is on, if it is cached. */
   firewallOf(id: string): string | undefined {
     const v = this.known.get(id);

@@ -35,6 +35,8 @@ export interface ReconcileResult {
 /** Where pins come from (the session cache); absent without a session table. */
 export interface PinSource {
   pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>, rescue?: Rescue): PinSet;
+  /** The sessions known on each firewall (every node's, from the shared table). */
+  sessionsByFirewall?(): ReadonlyMap<string, number>;
 }
 
 /** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
@@ -334,7 +336,9 @@ export class Reconciler {
 
   /** Per firewall: what this node wants, what the kernel runs on, and its rules' counters. Reads memory only. */
   firewalls() {
-    return this.view.firewalls(this.membership, this.groupOf);
+    const sessions = this.pinSource?.sessionsByFirewall?.() ?? null;
+    // With a session table, the sessions every node recorded on each firewall (null without one).
+    return this.view.firewalls(this.membership, this.groupOf).map((f) => ({ ...f, sessions: sessions ? (sessions.get(f.id) ?? 0) : null }));
   }
 
   /**

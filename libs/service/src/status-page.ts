@@ -37,21 +37,25 @@ function chart(id, samples, windowMs, peak) {
   const w = 220, h = 34, end = samples.length ? samples[samples.length - 1].at : 0;
   const xs = samples.slice(1).map((s) => (w - (end - s.at) / windowMs * w).toFixed(1));
   const line = (vs, max, color) => vs.length < 1 ? '' : '<polyline fill="none" stroke-width="1.5" stroke="' + color + '" points="' + vs.map((v, i) => xs[i] + ',' + (h - 2 - v / Math.max(max, 1e-9) * (h - 4)).toFixed(1)).join(' ') + '"/>';
-  const bps = rates(samples, id, 'sentBytes'), fps = rates(samples, id, 'newFlows');
+  const bps = rates(samples, id, 'sentBytes'), fps = rates(samples, id, 'newFlows'), open = sessionsOf(samples, id);
   const last = (vs) => vs.length ? vs[vs.length - 1] : null;
-  return { svg: '<svg class="chart" id="chart-' + esc(id) + '" data-bps="' + esc(last(bps)) + '" data-fps="' + esc(last(fps)) + '" width="' + w + '" height="' + h + '"><title>scale: ' + esc(si(peak.bps, 'B/s')) + ', ' + esc(peak.fps.toFixed(1)) + ' new flows/s</title>' + line(bps, peak.bps, '#2563eb') + line(fps, peak.fps, '#ea580c') + '</svg>', bps: last(bps), fps: last(fps) };
+  return { svg: '<svg class="chart" id="chart-' + esc(id) + '" data-bps="' + esc(last(bps)) + '" data-fps="' + esc(last(fps)) + '" width="' + w + '" height="' + h + '"><title>scale: ' + esc(si(peak.bps, 'B/s')) + ', ' + esc(peak.fps.toFixed(1)) + ' new flows/s</title>' + line(bps, peak.bps, '#2563eb') + line(fps, peak.fps, '#ea580c') + line(open, peak.sessions, '#16a34a') + '</svg>', bps: last(bps), fps: last(fps) };
 }
+// The sessions on a firewall at each sample after the first (a gauge; none without a session table).
+const sessionsOf = (samples, id) => samples.slice(1).map((s) => s.firewalls[id] && s.firewalls[id].sessions).some((v) => v === null || v === undefined) ? [] : samples.slice(1).map((s) => s.firewalls[id].sessions);
 function firewalls(status, hist) {
   const samples = hist ? hist.samples : [], windowMs = hist ? hist.sampleMs * hist.sampleCount : 1;
-  const peak = { bps: 0, fps: 0 };
-  for (const f of status.firewalls) { peak.bps = Math.max(peak.bps, ...rates(samples, f.id, 'sentBytes')); peak.fps = Math.max(peak.fps, ...rates(samples, f.id, 'newFlows')); }
+  const peak = { bps: 0, fps: 0, sessions: 0 };
+  for (const f of status.firewalls) { peak.bps = Math.max(peak.bps, ...rates(samples, f.id, 'sentBytes')); peak.fps = Math.max(peak.fps, ...rates(samples, f.id, 'newFlows')); peak.sessions = Math.max(peak.sessions, ...sessionsOf(samples, f.id)); }
+  const withSessions = status.firewalls.some((f) => f.sessions !== null && f.sessions !== undefined);
   const rows = status.firewalls.map((f) => {
     const c = chart(f.id, samples, windowMs, peak);
     return [esc(f.id), state(f.healthy), state(f.live), esc(f.enabled), esc(f.buckets), esc(f.health && f.health.latencyMs !== undefined ? f.health.latencyMs.toFixed(2) : '-'),
-      '<span class="num">' + (c.bps === null ? '-' : esc(si(c.bps, 'B/s'))) + '</span>', '<span class="num">' + (c.fps === null ? '-' : esc(c.fps.toFixed(1))) + '</span>', c.svg, esc(f.health && f.health.reason)];
+      '<span class="num">' + (c.bps === null ? '-' : esc(si(c.bps, 'B/s'))) + '</span>', '<span class="num">' + (c.fps === null ? '-' : esc(c.fps.toFixed(1))) + '</span>',
+      ...(withSessions ? ['<span class="num">' + esc(f.sessions) + '</span>'] : []), c.svg, esc(f.health && f.health.reason)];
   });
-  document.getElementById('firewalls').innerHTML = '<h2>Firewalls</h2>' + table(['firewall', 'health', 'live', 'enabled', 'buckets', 'latency ms', 'sent', 'new flows/s', 'last ' + Math.round(windowMs / 60000) + ' minutes', 'reason'], rows) +
-    '<p class="legend">sent: what this node forwarded to the firewall on established flows; new flows: the flows it hashed to it; both from the kernel\\'s counters, sampled every ' + (hist ? hist.sampleMs / 1000 : '-') + ' s. Chart: <span style="color:#2563eb">sent</span> up to ' + esc(si(peak.bps, 'B/s')) + ' and <span style="color:#ea580c">new flows</span> up to ' + esc(peak.fps.toFixed(1)) + '/s, the same scale for every firewall.</p>';
+  document.getElementById('firewalls').innerHTML = '<h2>Firewalls</h2>' + table(['firewall', 'health', 'live', 'enabled', 'buckets', 'latency ms', 'sent', 'new flows/s', ...(withSessions ? ['sessions'] : []), 'last ' + Math.round(windowMs / 60000) + ' minutes', 'reason'], rows) +
+    '<p class="legend">sent: what this node forwarded to the firewall on established flows; new flows: the flows it hashed to it; both from the kernel\\'s counters, sampled every ' + (hist ? hist.sampleMs / 1000 : '-') + ' s. Chart: <span style="color:#2563eb">sent</span> up to ' + esc(si(peak.bps, 'B/s')) + ' and <span style="color:#ea580c">new flows</span> up to ' + esc(peak.fps.toFixed(1)) + '/s' + (withSessions ? ', <span style="color:#16a34a">sessions</span> (every node\\'s, from the session table) up to ' + esc(peak.sessions) : '') + ', the same scale for every firewall.</p>';
   document.querySelectorAll('#firewalls tr').forEach((tr, i) => { if (i > 0) tr.id = 'fw-' + status.firewalls[i - 1].id; });
 }
 function history(hist) {
