@@ -87,6 +87,20 @@ async function adoptThenRun(reconciler: Reconciler, config: ResolvedBalancerConf
 }
 
 /**
+ * Routes lost with a link (taken down and up again) or removed by hand come back at once, not at the next resync:
+ * the marked health probes need them too, so a firewall would otherwise stay down until then.
+ */
+function watchOwnRouting(reconciler: Reconciler, trigger: () => void, log: Log) {
+  return watchRouting(
+    (e) => reconciler.routingChanged(e) && trigger(),
+    (e) => {
+      log(`routing notices lost (${e.message}): checking everything`);
+      trigger();
+    },
+  );
+}
+
+/**
  * The firewalls' traffic for the history, every HISTORY_SAMPLE_MS: the kernel's counters from a listing of the
  * table no older than that (a pass or a scrape may have made one), timed by when that listing began.
  */
@@ -221,12 +235,8 @@ async function run(path: string): Promise<void> {
   const log = logLines(logger);
   // The admin state an operator set before the restart (a firewall out for maintenance stays out), read before
   // anything touches the kernel: a bad file stops the start here, with the kernel as it was.
-  const saved = config.stateFile
-    ? loadAdminState(
-        config.stateFile,
-        config.firewalls.map((f) => f.id),
-      )
-    : null;
+  const ids = config.firewalls.map((f) => f.id);
+  const saved = config.stateFile ? loadAdminState(config.stateFile, ids) : null;
   const rtnl = Rtnl.open();
   // The composition root: this node's firewalls' state is one Membership, written by the admin state here, the
   // health checks and the session layer, and read by the reconciler, which turns it into the kernel's state.
@@ -258,30 +268,10 @@ async function run(path: string): Promise<void> {
     return r;
   };
   const alarms = () => alarmsOf({ health, sessions, slb, slbAlarm, announcer, reconciler });
-  const { app, metrics } = await serve({
-    config,
-    membership,
-    reconciler,
-    sessions,
-    announcer,
-    slb,
-    saveAdmin,
-    reload,
-    alarms,
-    logger,
-    history,
-    health: () => health,
-  });
+  const parts = { config, membership, reconciler, sessions, announcer, slb, history };
+  const { app, metrics } = await serve({ ...parts, saveAdmin, reload, alarms, logger, health: () => health });
   runner.start();
-  // Routes lost with a link (taken down and up again) or removed by hand come back at once, not at the next resync:
-  // the marked health probes need them too, so a firewall would otherwise stay down until then.
-  const routingWatch = watchRouting(
-    (e) => reconciler.routingChanged(e) && trigger(),
-    (e) => {
-      log(`routing notices lost (${e.message}): checking everything`);
-      trigger();
-    },
-  );
+  const routingWatch = watchOwnRouting(reconciler, trigger, log);
   // A firewall's health event goes to the membership, then a reconcile (trigger) puts it in the kernel; the view is
   // shared with the other nodes through the session layer.
   health = FirewallHealth.start(config, membership, {
