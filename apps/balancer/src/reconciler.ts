@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { syncGroupRescue, BucketTable } from '@fwlb/flowhash';
-import { applyTableChange, diffTable, NftRunner, ActualTable } from '@fwlb/nft';
+import { applyTableChange, diffTable, NftJson, NftRunner, ActualTable } from '@fwlb/nft';
 import { planRouting, planIsEmpty, touchesOwned, ActualRoute, ActualRule, RoutingEvent, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
 import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, RenderedTable } from './render';
@@ -37,6 +37,17 @@ export interface PinSource {
   pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>, rescue?: Rescue): PinSet;
   /** The sessions known on each firewall (every node's, from the shared table). */
   sessionsByFirewall?(): ReadonlyMap<string, number>;
+}
+
+/** Milliseconds since the last call (the first: since `t0`). */
+function stopwatch(t0: number): () => number {
+  let mark = t0;
+  return () => {
+    const now = performance.now();
+    const ms = Math.round(now - mark);
+    mark = now;
+    return ms;
+  };
 }
 
 /** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
@@ -234,17 +245,24 @@ export class Reconciler {
     if (coming) this.events.emit('tableComing', coming.buckets, coming.at);
   }
 
+  /**
+   * After a commit: read the table back for the rules' counters and handles, unless only map elements changed (they
+   * changed neither). What vouches for the table then: the read back when the pass changed rules or declarations,
+   * nothing after element changes only (the listing is out of date), this pass's own listing when it changed nothing.
+   */
+  private async readBack(cmds: NftJson[], actual: ActualTable | null, want: string, trusted: boolean, listedAt: number): Promise<void> {
+    const onlyElements = cmds.every((c) => Object.values(c as Record<string, object>).every((o) => 'element' in o));
+    const readBackAt = this.now();
+    this.lastActual = cmds.length && !onlyElements ? await this.list() : actual;
+    if (cmds.length) this.listing = onlyElements ? null : { want, at: readBackAt };
+    else if (!trusted) this.listing = { want, at: listedAt };
+  }
+
   /** Compute everything first, then write: routes (so marks have a path), then the nft table in one transaction. */
   private async reconcileNow(): Promise<ReconcileResult> {
     this.reconciles++;
     const t0 = performance.now();
-    let mark = t0;
-    const lap = () => {
-      const now = performance.now();
-      const ms = Math.round(now - mark);
-      mark = now;
-      return ms;
-    };
+    const lap = stopwatch(t0);
     try {
       const snap = this.membership.snapshot();
       const { table, next, pins, desired } = this.desiredState(snap);
@@ -275,14 +293,7 @@ export class Reconciler {
       if (pins) await this.pinMaps.after(families);
       const applyMs = lap();
       this.committed(snap, desired, table, next);
-      // Read back for the rules' counters and handles, unless only map elements changed (they changed neither).
-      const onlyElements = cmds.every((c) => Object.values(c as Record<string, object>).every((o) => 'element' in o));
-      const readBackAt = this.now();
-      this.lastActual = cmds.length && !onlyElements ? await this.list() : actual;
-      // What vouches for the table now: the read back when the pass changed rules or declarations, nothing after
-      // element changes only (the listing is out of date), this pass's own listing when it changed nothing.
-      if (cmds.length) this.listing = onlyElements ? null : { want, at: readBackAt };
-      else if (!trusted) this.listing = { want, at: listedAt };
+      await this.readBack(cmds, actual, want, trusted !== null, listedAt);
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = {
         nftCommands: cmds.length,
