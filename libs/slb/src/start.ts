@@ -155,18 +155,7 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: SlbLog): P
   runner = reconcileRunner(service, config, log);
   const adopted = adopt(service, log, () => runner?.trigger());
   runner.start();
-  // A VIP's address lost with its interface (IPv6 addresses go when a link goes down) or deleted by hand comes back
-  // at once, not at the next full pass.
-  const watch = watchRouting(
-    (e) => {
-      if ((e.kind === 'link' && service.addressesChanged()) || (e.kind === 'address' && service.addressesChanged(e.address))) runner?.trigger();
-    },
-    (e) => {
-      log(`address notices lost (${e.message}): checking everything`);
-      if (service.addressesChanged()) runner?.trigger();
-    },
-    { routes: false, addresses: true },
-  );
+  const watch = watchVipAddresses(service, () => runner?.trigger(), log);
   const counters = counterLoop(service, config, log);
   const reloader = new SlbReloader(config, service, fileVips, log);
   return {
@@ -186,6 +175,23 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: SlbLog): P
       rtnl.close();
     },
   };
+}
+
+/**
+ * A VIP's address lost with its interface (IPv6 addresses go when a link goes down) or deleted by hand comes back at
+ * once, not at the next full pass.
+ */
+function watchVipAddresses(service: SlbService, trigger: () => void, log: SlbLog) {
+  return watchRouting(
+    (e) => {
+      if ((e.kind === 'link' && service.addressesChanged()) || (e.kind === 'address' && service.addressesChanged(e.address))) trigger();
+    },
+    (e) => {
+      log(`address notices lost (${e.message}): checking everything`);
+      if (service.addressesChanged()) trigger();
+    },
+    { routes: false, addresses: true },
+  );
 }
 
 /** The reconcile loop: health changes soon (at most every 50 ms), a full pass every `resyncSeconds`. */
