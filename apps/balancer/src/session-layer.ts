@@ -12,6 +12,7 @@ import type { Reconciler } from './reconciler';
 import { slots } from './membership';
 import { answered, recordTtl, SessionSync, tracked } from './session-sync';
 import { changeLeadMs, LEAD_MIN_SESSIONS } from './change-lead';
+import { throttledRead } from '@fwlb/service';
 
 /** Ids one `moved` message may carry: the writer sends one per Lua batch of at most 1,000 records. */
 const MOVED_IDS_MAX = 1000;
@@ -82,7 +83,6 @@ export class SessionLayer implements SessionsHandle {
   private events!: ConntrackEvents;
   private agreement!: AgreementLoop;
   private sub: Promise<Awaited<ReturnType<SessionTable['subscribe']>> | null> = Promise.resolve(null);
-  private counted: { at: number; n: Promise<number> } | null = null;
   /** Records this node read per ms on its last read of many (null before one). */
   private readPerMs: number | null = null;
   readonly view: SessionsView;
@@ -119,16 +119,8 @@ export class SessionLayer implements SessionsHandle {
     };
   }
 
-  private viewsRead: { at: number; views: Promise<Record<string, Record<string, boolean>> | null> } | null = null;
-
   /** Every node's fresh health view, as the leader reads them; one read a second at most, null while Redis is away. */
-  private healthViews(): Promise<Record<string, Record<string, boolean>> | null> {
-    if (!this.viewsRead || Date.now() - this.viewsRead.at > 1000) {
-      const ttl = 3 * this.d.config.sessionTable!.heartbeatSeconds * 1000;
-      this.viewsRead = { at: Date.now(), views: this.table.healthViews(ttl).catch(() => null) };
-    }
-    return this.viewsRead.views;
-  }
+  private readonly healthViews = throttledRead(() => this.table.healthViews(3 * this.d.config.sessionTable!.heartbeatSeconds * 1000).catch(() => null));
 
   private readonly firewallOf = (mark: number) => this.byMark.get(mark);
 
@@ -386,18 +378,10 @@ export class SessionLayer implements SessionsHandle {
   }
 
   /**
-   * Sessions this node's conntrack holds. Why cached: the count is a full conntrack dump; an unauthenticated client
-   * asking in a loop must not turn that into a dump per request. At most one dump a second, shared by the requests
-   * that wait for it.
+   * Sessions this node's conntrack holds. Why throttled: the count is a full conntrack dump; an unauthenticated client
+   * asking in a loop must not turn that into a dump per request.
    */
-  kernelCount(): Promise<number> {
-    if (!this.counted || Date.now() - this.counted.at > 1000) {
-      const n = dumpConntrack().then((es) => es.filter((e) => tracked(e, this.firewallOf) && answered(e)).length);
-      this.counted = { at: Date.now(), n };
-      n.catch(() => (this.counted = null));
-    }
-    return this.counted.n;
-  }
+  readonly kernelCount = throttledRead(() => dumpConntrack().then((es) => es.filter((e) => tracked(e, this.firewallOf) && answered(e)).length));
 
   private async count(): Promise<{ redis: number | null; grace: number | null; kernel: number; redisError?: string }> {
     const kernel = await this.kernelCount();

@@ -71,3 +71,22 @@ export class BoundedRunner {
     if (this.timer) clearTimeout(this.timer);
   }
 }
+
+/**
+ * A read that costs (a conntrack dump, a Redis round trip) behind an API anyone may call in a loop: at most one every
+ * `everyMs`, shared by the callers that come meanwhile. A read that fails is not kept: the next call tries again.
+ */
+export function throttledRead<T>(read: () => Promise<T>, everyMs = 1000, now: () => number = Date.now): () => Promise<T> {
+  let last: { at: number; value: Promise<T> } | null = null;
+  return () => {
+    if (!last || now() - last.at > everyMs) {
+      const value = read();
+      const entry = { at: now(), value };
+      last = entry;
+      value.catch(() => {
+        if (last === entry) last = null;
+      });
+    }
+    return last.value;
+  };
+}
