@@ -2,5 +2,6 @@
 export * from './options';
 export * from './session-key';
 export * from './session-table';
+export * from './control';
 export * from './scripts';
 export * from './agreement';

@@ -1,14 +1,9 @@
-// The shared session table in Redis: sessions (batched Lua writes, index by expiry), the bucket-table epoch with
-// its leader lock, each node's health view, and change notifications; I/O layer of libs/session-table.
-import { Cluster } from 'ioredis';
-import type { Redis } from 'ioredis';
+// The shared session table in Redis: sessions by bucket (batched Lua writes, reads of the moved buckets, the reaper),
+// on top of the shared control state (control.ts); I/O layer of libs/session-table.
 import { bucketOf } from '@fwlb/flowhash';
-import { Commands, SCRIPTS } from './scripts';
-import { AdminState, decodeAdmin, decodeEpoch, EpochDoc } from './agreement';
+import { decodeAdmin } from './agreement';
+import { RedisLike, SharedControl } from './control';
 import { decodeRecord, encodeRecord, ID, matches, parseSessionId, SessionKey, SessionQuery, SessionRecord, sessionId } from './session-key';
-
-/** What the table needs of a client: ioredis' Redis and Cluster both are one. */
-export type RedisLike = Redis | Cluster;
 
 /**
  * Where a session's record lives: the bucket of the flow hash (seed and bucket count as the nodes hash), so that a
@@ -22,48 +17,6 @@ export interface TableLayout {
 
 /** For a table no node reads (tests, benchmarks): the default bucket count and seed 0. */
 export const DEFAULT_LAYOUT: TableLayout = { seed: 0, buckets: 251 };
-
-/**
- * Sessions live by bucket: one hash per bucket of the flow hash (id → value, the value ends with the expiry), with
- * the sessions in grace beside it in a sorted set by grace expiry. Why by bucket: a change of the bucket table moves
- * some buckets, and a node reads only their sessions, not the whole table; and the bucket is the keys' hash tag
- * (`fwlb:{17}:s`), so each script touches one Redis Cluster slot, and the buckets spread over a cluster's masters.
- * Why no index by expiry: it cost as much memory as the records; the reaper reads each bucket's values instead.
- */
-/**
- * The key names, each with its Redis Cluster hash tag: a bucket's keys share the bucket's tag, the control keys
- * (leader lock, epoch, admin state, health views) share `{ctl}`, so every script and MULTI touches one slot.
- */
-export function tableKeys(prefix: string) {
-  return {
-    sessions: (b: number) => `${prefix}{${b}}:s`,
-    grace: (b: number) => `${prefix}{${b}}:g`,
-    leader: `${prefix}{ctl}:leader`,
-    epochCounter: `${prefix}{ctl}:epoch:n`,
-    epochGeneration: `${prefix}{ctl}:epoch:gen`,
-    epoch: `${prefix}{ctl}:epoch`,
-    admin: `${prefix}{ctl}:admin`,
-    nodes: `${prefix}{ctl}:nodes`,
-    health: (node: string) => `${prefix}{ctl}:health:${node}`,
-    /** Where the admin state was kept before the keys had slots; read once and moved (see migrate). */
-    legacyAdmin: `${prefix}admin`,
-    /** The sessions' keys before they were kept by bucket: removed by migrate. */
-    legacySessions: [`${prefix}s`, `${prefix}sessions`, `${prefix}grace`],
-    channel: `${prefix}events`,
-  };
-}
-
-/**
- * `moved`: sessions whose record changed its firewall or was deleted. Why it is published: a node keeps its
- * siblings' records (pins) from its last full load, and a client that reuses a port starts a new connection on an
- * old record's key; a sibling that kept the old record would send the new connection's packets to the old firewall.
- */
-export type TableEvent =
-  | { type: 'epoch'; epoch: number }
-  | { type: 'health'; node: string }
-  | { type: 'resync'; node: string }
-  | { type: 'admin'; node: string }
-  | { type: 'moved'; ids: string[] };
 
 /** Records per Lua call; a write of more makes several calls of one bucket. */
 const BATCH = 1000;
@@ -110,24 +63,22 @@ async function pooled<T, R>(items: T[], n: number, f: (x: T) => Promise<R>): Pro
   return out;
 }
 
-export class SessionTable {
-  private readonly r: RedisLike & Commands;
-  readonly prefix: string;
-  readonly keys: ReturnType<typeof tableKeys>;
+/**
+ * Sessions live by bucket: one hash per bucket of the flow hash (id → value, the value ends with the expiry), with
+ * the sessions in grace beside it in a sorted set by grace expiry. Why by bucket: a change of the bucket table moves
+ * some buckets, and a node reads only their sessions, not the whole table; and the bucket is the keys' hash tag
+ * (`fwlb:{17}:s`), so each script touches one Redis Cluster slot, and the buckets spread over a cluster's masters.
+ * Why no index by expiry: it cost as much memory as the records; the reaper reads each bucket's values instead.
+ *
+ * On top of the shared control state (SharedControl) in the same Redis.
+ */
+export class SessionTable extends SharedControl {
   readonly layout: TableLayout;
 
   /** `layout` must be the nodes' hash (seed and bucket count): records are found by their bucket. */
-  constructor(
-    redis: RedisLike,
-    readonly node: string,
-    prefix: string,
-    layout: TableLayout,
-  ) {
-    this.prefix = prefix;
-    this.keys = tableKeys(prefix);
+  constructor(redis: RedisLike, node: string, prefix: string, layout: TableLayout) {
+    super(redis, node, prefix);
     this.layout = layout;
-    for (const [name, def] of Object.entries(SCRIPTS)) redis.defineCommand(name, def);
-    this.r = redis as RedisLike & Commands;
   }
 
   /** The bucket a session's record lives in. */
@@ -139,10 +90,6 @@ export class SessionTable {
     const k = parseSessionId(id);
     return k ? this.bucketOf(k) : null;
   };
-
-  private get channel(): string {
-    return this.keys.channel;
-  }
 
   /**
    * One Lua call per bucket and batch, all sent at once (ioredis writes them without waiting for answers, and sends
@@ -316,106 +263,6 @@ export class SessionTable {
     return this.buckets([...first, ...this.allBuckets.filter((b) => !early.has(b))], now);
   }
 
-  /** Take or renew the leader lock (true while this node holds it). */
-  async lead(ttlMs: number): Promise<boolean> {
-    return (await this.r.fwlbLock(this.keys.leader, this.node, ttlMs)) === 1;
-  }
-
-  /**
-   * Publish a new bucket-table epoch, atomically and only while this node holds the leader lock (a leader whose
-   * lock expired publishes nothing). Returns the document, or null when this node is not the leader.
-   */
-  async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now(), joinAt?: number): Promise<EpochDoc | null> {
-    const k = this.keys;
-    const body = JSON.stringify({ members, live, down, by: this.node, at: now, ...(joinAt !== undefined ? { joinAt } : {}) });
-    const candidate = `${this.node}-${now.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-    const doc = await this.r.fwlbPublishEpoch(k.leader, k.epochCounter, k.epochGeneration, k.epoch, this.node, candidate, body, k.channel);
-    return doc ? decodeEpoch(doc) : null;
-  }
-
-  /**
-   * The current epoch, or null when there is none or what Redis holds is not a valid epoch document of the current
-   * generation (a forged or stale document is not applied).
-   */
-  async epoch(): Promise<EpochDoc | null> {
-    const [v, gen] = await Promise.all([this.r.get(this.keys.epoch), this.r.get(this.keys.epochGeneration)]);
-    const doc = v ? decodeEpoch(v) : null;
-    return doc && doc.generation === gen ? doc : null;
-  }
-
-  /**
-   * This node's view of each firewall, stamped with the time (views that are not refreshed go stale). `digest`:
-   * the node's hash config digest, published beside its view so that nodes can compare.
-   */
-  async setHealthView(view: Record<string, boolean>, now = Date.now(), digest?: string): Promise<void> {
-    const key = this.keys.health(this.node);
-    const fields = {
-      ...Object.fromEntries(Object.entries(view).map(([k, v]) => [k, v ? 'up' : 'down'])),
-      _at: String(now),
-      ...(digest ? { _cfg: digest } : {}),
-    };
-    await this.r.multi().del(key).hset(key, fields).sadd(this.keys.nodes, this.node).exec();
-    await this.notify({ type: 'health', node: this.node });
-  }
-
-  /** Every node's view not older than `maxAgeMs`: node → firewall → up. */
-  async healthViews(maxAgeMs = Infinity, now = Date.now()): Promise<Record<string, Record<string, boolean>>> {
-    const nodes = await this.r.smembers(this.keys.nodes);
-    const out: Record<string, Record<string, boolean>> = {};
-    for (const n of nodes) {
-      const { _at, _cfg: _, ...h } = await this.r.hgetall(this.keys.health(n));
-      // A view without a valid time stamp is stale, never a veto (it may be a half-written or forged hash).
-      const at = Number(_at);
-      if (!Number.isFinite(at) || now - at > maxAgeMs) continue;
-      out[n] = Object.fromEntries(
-        Object.entries(h)
-          .filter(([k, v]) => ID.test(k) && (v === 'up' || v === 'down'))
-          .map(([k, v]) => [k, v === 'up']),
-      );
-    }
-    return out;
-  }
-
-  /** Every node's hash config digest, from views not older than `maxAgeMs`; malformed digests are left out. */
-  async configDigests(maxAgeMs = Infinity, now = Date.now()): Promise<Record<string, string>> {
-    const nodes = await this.r.smembers(this.keys.nodes);
-    const out: Record<string, string> = {};
-    for (const n of nodes) {
-      const [at, cfg] = await this.r.hmget(this.keys.health(n), '_at', '_cfg');
-      if (!Number.isFinite(Number(at)) || now - Number(at) > maxAgeMs || !cfg || !/^[0-9a-f]{8,64}$/.test(cfg)) continue;
-      out[n] = cfg;
-    }
-    return out;
-  }
-
-  /**
-   * Share an admin change: the firewall takes new sessions (or stops) from `at` (ms since the epoch) on, on every
-   * node. Returns the state in force: when the same change is already shared (an operator who sends it to every
-   * node), its first time stands, so every node switches at the same moment.
-   */
-  async setAdmin(id: string, enabled: boolean, at = 0): Promise<AdminState> {
-    const v = await this.r.fwlbSetAdmin(
-      this.keys.admin,
-      id,
-      enabled ? '1' : '0',
-      String(Math.max(0, Math.floor(at))),
-      this.channel,
-      JSON.stringify({ type: 'admin', node: this.node }),
-    );
-    return decodeAdmin(v) ?? { enabled, at };
-  }
-
-  /** The shared admin state, decoded strictly: ids as the configs allow them, values "0" or "1" with a time; anything else skipped. */
-  async admin(): Promise<Record<string, AdminState>> {
-    const h = await this.r.hgetall(this.keys.admin);
-    const out: Record<string, AdminState> = {};
-    for (const [k, v] of Object.entries(h)) {
-      const a = ID.test(k) ? decodeAdmin(v) : null;
-      if (a) out[k] = a;
-    }
-    return out;
-  }
-
   /**
    * The admin state of a table written before its keys had cluster slots moves to its new key (what is there
    * already stands); returns how many firewalls it brought. The old sessions' keys are removed: every node
@@ -429,29 +276,5 @@ export class SessionTable {
     // UNLINK frees a large hash in the background; one key per call (they are in different cluster slots).
     for (const k of this.keys.legacySessions) await this.r.unlink(k);
     return n;
-  }
-
-  notify(ev: TableEvent): Promise<number> {
-    return this.r.publish(this.channel, JSON.stringify(ev));
-  }
-
-  /**
-   * Subscribe on a second connection (a subscribed connection can do nothing else). Its commands queue until it
-   * is connected, and ioredis subscribes again after every reconnect, so this works while Redis is away too. On a
-   * cluster, a message published on any master reaches every node's subscribers.
-   */
-  async subscribe(onEvent: (ev: TableEvent) => void): Promise<{ close(): void }> {
-    const sub: RedisLike = this.r instanceof Cluster ? this.r.duplicate([], { enableOfflineQueue: true }) : this.r.duplicate({ enableOfflineQueue: true });
-    sub.on('error', () => undefined);
-    sub.on('message', (_ch: string, msg: string) => {
-      try {
-        onEvent(JSON.parse(msg) as TableEvent);
-      } catch {
-        /* not ours */
-      }
-    });
-    // Resolves once subscribed (a cluster client first learns the slot map), or after 2 s when Redis is away.
-    await Promise.race([sub.subscribe(this.channel).catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
-    return { close: () => sub.disconnect() };
   }
 }
