@@ -5,6 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { drive, ECHO_PORT, HTTP_PORT, inNs, REPO, RIP_NET, waitUntil, WEB_PORT } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
+import { openStatusPage } from '../helpers/status-page';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -102,6 +103,21 @@ t.test('SLB tier', async (t) => {
     const restarted = await member('web', rips[2]);
     t.equal(restarted.health.up, false, `after a controller restart the dead server is still out (${restarted.health.reason})`);
     t.ok((await member('web', rips[0])).health.up, 'and the live ones still in');
+    // The SLB's status page shows each member as the API does: s3 down with its reason, the others up.
+    const page = await openStatusPage(t, lab.socketPath('slb'));
+    const rowsOf = () =>
+      page.$$eval('#vips tr.member', (rows: any[]) =>
+        rows.filter((r) => r.dataset.vip === 'web').map((r) => [r.dataset.member, ...[...r.querySelectorAll('td')].map((c: any) => c.textContent as string)]),
+      );
+    await page.waitForSelector('#vips tr.member', { timeout: 5000 });
+    const apiMembers = (await api('GET', '/vips/web/members')).body;
+    const rows = await rowsOf();
+    t.same(
+      rows.map((r) => [r[0], r[2], r[4]]),
+      apiMembers.map((m: any) => [`${m.address}:${m.port}`, m.health.up ? 'up' : 'down', m.state]),
+      "the SLB's status page shows web's members with the API's health and state",
+    );
+    t.equal(rows.find((r) => r[0] === `${rips[2]}:8080`)![10], restarted.health.reason, "and s3's reason");
     const afterRestart = await httpLoad(150);
     t.equal(afterRestart.failed, 0, `0 of 300 requests failed right after the restart ${JSON.stringify(afterRestart.errors)}`);
     t.equal(share(afterRestart.bodies, 's3'), 0, 'none went to the dead server');
@@ -115,6 +131,12 @@ t.test('SLB tier', async (t) => {
     const back = Date.now() - t1;
     const rise = lab.t.slb.vips!.find((v) => v.id === 'web')!.timers!;
     t.ok(back >= (rise.rise! - 1) * rise.deadInterval! * 0.9, `back after ${back} ms: not before ${rise.rise} passed checks`);
+    await page.waitForFunction(
+      `[...document.querySelectorAll('#vips tr.member')].find((r) => r.dataset.vip === 'web' && r.dataset.member === '${rips[2]}:8080')?.querySelector('.up')`,
+      null,
+      { timeout: 5000 },
+    );
+    t.pass('the page shows s3 up again');
     const again = await httpLoad(150);
     t.equal(again.failed, 0);
     t.ok(share(again.bodies, 's3') > 0.2, `s3 takes sessions again: ${(share(again.bodies, 's3') * 100).toFixed(1)}%`);

@@ -74,6 +74,7 @@ function vips(list) {
   document.getElementById('vips').innerHTML = '<h2>VIPs</h2>' + list.map((v) => '<h3>' + esc(v.id) + ' ' + esc(v.address) + ':' + esc(v.port) + '/' + esc(v.protocol) + ' (' + esc(v.scheduler) + ', ' + esc(v.counters.newSessions) + ' new sessions)</h3>' +
     table(['member', 'health', 'since', 'state', 'weight', 'slots', 'new sessions', 'packets', 'bytes', 'reason'], v.members.map((m) => [esc(m.address + ':' + m.port), state(m.health.up), esc(m.health.since ? time(m.health.since) : '-'), esc(m.state), esc(m.weight), esc(m.slots),
       '<span class="num">' + esc(m.counters.newSessions) + '</span>', '<span class="num">' + esc(m.counters.packets ?? '-') + '</span>', '<span class="num">' + esc(m.counters.bytes === undefined ? '-' : si(m.counters.bytes, 'B')) + '</span>', esc(m.health.reason)]))).join('');
+  document.querySelectorAll('#vips table').forEach((tb, i) => tb.querySelectorAll('tr').forEach((tr, j) => { if (j > 0) { const m = list[i].members[j - 1]; tr.className = 'member'; tr.dataset.vip = list[i].id; tr.dataset.member = m.address + ':' + m.port; } }));
 }
 async function refresh() {
   const [health, status, hist, list, node] = await Promise.all([get('health'), get('status'), get('firewalls/history'), get('vips'), get('node')]);
