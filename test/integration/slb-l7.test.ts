@@ -4,7 +4,7 @@ import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip, REPO, waitUntil as waitFor } from '@fwlb/lab';
+import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip, PROXY_HTTP_PORT, REPO, waitUntil as waitFor } from '@fwlb/lab';
 import type { HttpRequestSpec } from '@fwlb/lab';
 import { haproxyCli } from '@fwlb/slb';
 import { startLab } from '../helpers/lab';
@@ -136,6 +136,60 @@ t.test('L7 VIPs through HAProxy', async (t) => {
     t.equal(https('api.example.com', '/'), body(2), 'and the rules apply to the decrypted request');
     const del = await api('DELETE', '/vips/shop-tls');
     t.equal(del.status, 204);
+  });
+
+  await t.test("the PROXY protocol: members that ask for it get the client's address from HAProxy, and pass fwlb's checks", async (t) => {
+    // The servers' PROXY_HTTP_PORT requires a header (it closes a connection without one). s1 asks for v2, s2 for
+    // v1, s3 for none: its checks, without a header, fail. No panic, so the checks decide.
+    const members = [
+      { address: rips[0], port: PROXY_HTTP_PORT, pool: 'www', proxyProtocol: 'v2' },
+      { address: rips[1], port: PROXY_HTTP_PORT, pool: 'www', proxyProtocol: 'v1' },
+      { address: rips[2], port: PROXY_HTTP_PORT, pool: 'www' },
+    ];
+    const vip = {
+      ...l7Vip(rips),
+      id: 'shop-proxy',
+      port: 8444,
+      panicThreshold: 0,
+      pools: [{ name: 'www', scheduler: 'rr' }],
+      rules: [],
+      defaultPool: 'www',
+      members,
+    };
+    const c = await api('POST', '/vips', vip);
+    t.equal(c.status, 201, JSON.stringify(c.body));
+    const health = async () => ((await api('GET', '/vips/shop-proxy/members')).body as any[]).map((m) => m.health);
+    await waitFor(
+      async () => {
+        const h = await health();
+        return h[0].up && h[1].up && h[2].lastCheck !== null;
+      },
+      10000,
+      'the members that ask for the header up, and a check of the other done',
+    );
+    const h = await health();
+    t.same(
+      h.map((x) => [x.up, x.lastCheck.ok]),
+      [
+        [true, true],
+        [true, true],
+        [false, false],
+      ],
+      `fwlb's checks pass on the members that ask for the header, and fail on the one that does not send it (${h[2].lastCheck.reason})`,
+    );
+    const cfg = readFileSync(join(hxDir, 'haproxy.cfg'), 'utf8');
+    t.match(cfg, /send-proxy-v2/, 'HAProxy sends the v2 header to s1');
+    for (const client of ['c1', 'c2']) {
+      const addr = lab.t.hosts.find((x) => x.name === client)!.addr!;
+      const seen = Array.from({ length: 6 }, () => inNs(lab.ns(client), ['curl', '-s', '-m', '5', `http://${lab.t.vip}:8444/`]).trim());
+      const re = new RegExp(`^fwlb lab server (s1|s2) proxy ${addr.replace(/\./g, '\\.')}:\\d+$`);
+      t.ok(
+        seen.every((b) => re.test(b)),
+        `${client}: each answer names the client's address, as the header carried it: ${JSON.stringify(seen)}`,
+      );
+      t.same(new Set(seen.map((b) => b.split(' ')[3])), new Set(['s1', 's2']), `${client}: both headers (v1 and v2) reached their member`);
+    }
+    t.equal((await api('DELETE', '/vips/shop-proxy')).status, 204);
   });
 
   await t.test('a member killed: out within the timers, then 0 of 600 failed and none reached it; back after rise', async (t) => {

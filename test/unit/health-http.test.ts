@@ -39,6 +39,20 @@ t.test('request line carries method, path and Host', async (t) => {
   );
 });
 
+t.test('a check of a server that expects the PROXY protocol starts with a health check header', async (t) => {
+  const v1 = httpRequest({ kind: 'http', path: '/', proxy: 'v1' }, '192.0.2.1');
+  t.ok(v1.startsWith('PROXY UNKNOWN\r\nGET / HTTP/1.0\r\n'), 'v1: PROXY UNKNOWN, then the request');
+  const v2 = Buffer.from(httpRequest({ kind: 'http', path: '/', proxy: 'v2' }, '192.0.2.1'), 'latin1');
+  // The v2 signature, version 2 with the LOCAL command, family unspecified, no address bytes (the PROXY protocol specification, section 2.2).
+  t.same(
+    [...v2.subarray(0, 16)],
+    [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00],
+    'v2: the 16-byte LOCAL header',
+  );
+  t.equal(v2.subarray(16, 20).toString(), 'GET ', 'then the request');
+  t.notOk(httpRequest({ kind: 'http' }, '192.0.2.1').startsWith('PROXY'), 'without it, no header');
+});
+
 t.test('check spec schema', async (t) => {
   const ajv = new Ajv({ allErrors: true, strict: false });
   addFormats(ajv);

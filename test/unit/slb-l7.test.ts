@@ -482,3 +482,62 @@ t.test('the service: a pool in panic is an alarm naming the VIP and the pool, go
   t.notMatch(x.s.alarms().join('\n'), /pool api in panic/, 'api out of panic once its member is up');
   t.match(x.s.alarms().join('\n'), /pool www in panic/, 'www still in it');
 });
+
+t.test('the PROXY protocol: a member that asks for it gets the header from HAProxy and in its checks; L4 refuses it', async (t) => {
+  const s = shop() as any;
+  s.members[0].proxyProtocol = 'v2';
+  s.members[1].proxyProtocol = 'v1';
+  const v = validateVip(s, []) as ResolvedL7Vip;
+  t.equal(v.members[0].proxyProtocol, 'v2', 'kept by validation');
+  t.notOk('proxyProtocol' in v.members[2], 'absent where not asked');
+  const w = renderL7([v], () => true, { dir: '/run/x' });
+  t.match(w.config, /^\s*server 10\.20\.0\.11_8080 10\.20\.0\.11:8080 weight 1 send-proxy-v2$/m, 'v2: send-proxy-v2 on the server line');
+  t.match(w.config, /^\s*server 10\.20\.0\.12_8080 10\.20\.0\.12:8080 weight 1 send-proxy$/m, 'v1: send-proxy');
+  t.match(w.config, /^\s*server 10\.20\.0\.13_8080 10\.20\.0\.13:8080 weight 1$/m, 'none for the others');
+  const ids = [...w.servers.keys()];
+  t.same(
+    serverCommands(new Map(), w.servers).filter((c) => c.startsWith('add server')),
+    [
+      `add server ${ids[0]} 10.20.0.11:8080 weight 1 send-proxy-v2`,
+      `add server ${ids[1]} 10.20.0.12:8080 weight 1 send-proxy`,
+      `add server ${ids[2]} 10.20.0.13:8080 weight 1`,
+    ],
+    'and on a server added at runtime',
+  );
+  // The header cannot change at runtime: the server is taken out and added again with it.
+  const plain = renderL7([validateVip(shop(), []) as ResolvedL7Vip], () => true, { dir: '/run/x' });
+  t.same(
+    serverCommands(plain.servers, w.servers).filter((c) => c.includes(ids[0])),
+    [
+      `set server ${ids[0]} state maint`,
+      `del server ${ids[0]}`,
+      `add server ${ids[0]} 10.20.0.11:8080 weight 1 send-proxy-v2`,
+      `set server ${ids[0]} state ready`,
+    ],
+  );
+  t.same(serverCommands(w.servers, w.servers), [], 'nothing for the same rendering');
+  // fwlb's HTTP check of such a member starts with a health check's header; a check on another port does not.
+  t.match(healthKey(v, v.members[0]), /"proxy":"v2"/);
+  t.match(healthKey(v, v.members[1]), /"proxy":"v1"/);
+  t.notMatch(healthKey(v, v.members[2]), /proxy/);
+  const other = shop() as any;
+  other.check = { kind: 'http', path: '/', port: 9000 };
+  other.members[0].proxyProtocol = 'v2';
+  const o = validateVip(other, []);
+  t.notMatch(healthKey(o, o.members[0]), /proxy/, 'a check on another port sends no header');
+  // An L4 VIP forwards packets: nothing can be put in front of them.
+  t.same(
+    fields(() =>
+      validateSlbConfig({
+        interface: 'up0',
+        vips: [{ id: 'web', address: '203.0.113.100', port: 80, protocol: 'tcp', members: [{ address: '10.20.0.11', port: 8080, proxyProtocol: 'v2' }] }],
+      }),
+    ),
+    ['/vips/0/members/0/proxyProtocol'],
+    'an L4 member with proxyProtocol is refused, naming the field',
+  );
+  t.same(
+    fields(() => validateVip({ ...shop(), members: [{ ...shop().members[0], proxyProtocol: 'v3' }] }, [])),
+    ['/members/0/proxyProtocol'],
+  );
+});

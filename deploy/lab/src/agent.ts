@@ -2,7 +2,8 @@
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
-import { splitHostPort } from '@fwlb/flowhash';
+import { canonicalAddress, splitHostPort } from '@fwlb/flowhash';
+import { parseProxyHeader } from './proxy-protocol';
 
 export interface DriveSpec {
   /**
@@ -131,6 +132,30 @@ function serve(args: string[]): void {
     res.end(httpBody);
   });
   web.keepAliveTimeout = 1000;
+  // An HTTP server that requires the PROXY protocol (as a server with `proxy_protocol` on): it answers with the client
+  // the header names, and closes a connection that comes without one.
+  const proxied = http.createServer((req, res) => {
+    const src = (req.socket as net.Socket & { proxySource?: string }).proxySource;
+    if (src) res.setHeader('x-proxy-source', src);
+    res.end(src ? `${httpBody.trim()} proxy ${src}\n` : 'health\n');
+  });
+  const proxyHttp = net.createServer((sock) => {
+    let got = Buffer.alloc(0);
+    sock.on('error', () => undefined);
+    const onData = (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      const h = parseProxyHeader(got);
+      if ('more' in h) return;
+      sock.off('data', onData);
+      if ('bad' in h) return sock.destroy();
+      sock.pause();
+      if (h.source) (sock as net.Socket & { proxySource?: string }).proxySource = `${canonicalAddress(h.source.address)}:${h.source.port}`;
+      sock.unshift(got.subarray(h.length));
+      proxied.emit('connection', sock);
+      sock.resume();
+    };
+    sock.on('data', onData);
+  });
   let pending = 0;
   const ready = () => {
     if (--pending === 0) console.log('ready');
@@ -146,6 +171,10 @@ function serve(args: string[]): void {
   if (opt('--http')) {
     pending++;
     web.listen(opt('--http'), '::', ready);
+  }
+  if (opt('--proxy-http')) {
+    pending++;
+    proxyHttp.listen(opt('--proxy-http'), '::', ready);
   }
 }
 

@@ -12,3 +12,4 @@ export * from './conntrackd';
 export * from './keepalived';
 export * from './redundant-deploy';
 export * from './bird';
+export * from './proxy-protocol';

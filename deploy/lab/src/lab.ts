@@ -3,7 +3,19 @@ import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
-import { ECHO_PORT, FIREWALL_RULESET_PATH, firewallNatRules, HTTP_PORT, LabOptions, RIP_NET, SYNC_NET, Topology, topology, VrrpSide } from './topology';
+import {
+  ECHO_PORT,
+  FIREWALL_RULESET_PATH,
+  firewallNatRules,
+  HTTP_PORT,
+  LabOptions,
+  PROXY_HTTP_PORT,
+  RIP_NET,
+  SYNC_NET,
+  Topology,
+  topology,
+  VrrpSide,
+} from './topology';
 import { TIME_WAIT_ADVICE_SECONDS } from '@fwlb/config';
 import { hostPort } from '@fwlb/flowhash';
 import { conntrackdConfig } from './conntrackd';
@@ -266,6 +278,8 @@ export class Lab {
       String(ECHO_PORT),
       '--http',
       String(HTTP_PORT),
+      '--proxy-http',
+      String(PROXY_HTTP_PORT),
       '--http-body',
       `fwlb lab server ${name}\n`,
     ];

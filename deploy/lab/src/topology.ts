@@ -175,6 +175,8 @@ export const VIP6 = '2001:db8:5::100';
 export const EMBEDDED_VIP = `${SERVER_NET}.200`;
 export const ECHO_PORT = 7007;
 export const HTTP_PORT = 8080;
+/** Every server's HTTP port that requires the PROXY protocol (a member with `proxyProtocol`). */
+export const PROXY_HTTP_PORT = 8088;
 export const WEB_PORT = 80;
 /** The lab's L7 VIP (mode http, HAProxy) listens on the VIP address at this port. */
 export const L7_PORT = 8000;

@@ -10,14 +10,20 @@ import type { FieldProblem } from './errors';
  */
 export const DEFAULT_CHECKS_PER_SECOND = 6_000;
 
-/** The check and timers a member is probed with: its L7 pool's where the pool sets them, else its VIP's. */
-export function probeSpec(v: ResolvedVip, m: { pool?: string }): Pick<ResolvedVip, 'check' | 'timers'> {
+/**
+ * The check and timers a member is probed with: its L7 pool's where the pool sets them, else its VIP's. An HTTP check
+ * of a member that expects the PROXY protocol on the port the check goes to starts with a health check's header.
+ */
+export function probeSpec(v: ResolvedVip, m: { pool?: string; port?: number; proxyProtocol?: 'v1' | 'v2' }): Pick<ResolvedVip, 'check' | 'timers'> {
   const p = m.pool !== undefined ? v.pools?.find((x) => x.name === m.pool) : undefined;
-  return { check: p?.check ?? v.check, timers: p?.timers ?? v.timers };
+  const check = p?.check ?? v.check;
+  const http = check.kind === 'http' || check.kind === 'http-content';
+  const onItsPort = !('port' in check) || !check.port || check.port === m.port;
+  return { check: m.proxyProtocol && http && onItsPort ? { ...check, proxy: m.proxyProtocol } : check, timers: p?.timers ?? v.timers };
 }
 
 /** The probe a member costs: a (RIP, port, check, timers) is probed once, however many VIPs share it. */
-export function probeKey(v: ResolvedVip, m: { address: string; port: number; pool?: string }): string {
+export function probeKey(v: ResolvedVip, m: { address: string; port: number; pool?: string; proxyProtocol?: 'v1' | 'v2' }): string {
   const { check, timers } = probeSpec(v, m);
   const port = 'port' in check && check.port ? check.port : m.port;
   return JSON.stringify([m.address, port, check, timers]);

@@ -3,7 +3,7 @@
 import type { CheckSpec, TimerConfig } from '@fwlb/health';
 import type { MemberConfig, PoolConfig, RuleConfig, VipConfig } from './slb-schema';
 
-export type ResolvedMember = Readonly<Required<Omit<MemberConfig, 'pool'>> & { pool?: string }>;
+export type ResolvedMember = Readonly<Required<Omit<MemberConfig, 'pool' | 'proxyProtocol'>> & { pool?: string; proxyProtocol?: 'v1' | 'v2' }>;
 export type ResolvedPool = Readonly<Required<Omit<PoolConfig, 'check' | 'timers'>> & { check?: CheckSpec; timers?: Required<TimerConfig> }>;
 /** The fields only an L7 VIP has; resolved (defaults filled in) when `mode` is `http`, absent on an L4 VIP. */
 type L7Fields = 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor' | 'tls' | 'snat';

@@ -16,6 +16,12 @@ export interface MemberConfig {
   state?: MemberState;
   /** L7 VIPs only (`mode: "http"`): the pool (`pools[].name`) this member serves. */
   pool?: string;
+  /**
+   * L7 VIPs only: HAProxy opens each connection to this member with a PROXY protocol header (`v1` text, `v2` binary)
+   * that carries the client's address and port; the member must expect it on this port. fwlb's checks of the member
+   * send a health check's header too (`PROXY UNKNOWN`, or a v2 LOCAL command).
+   */
+  proxyProtocol?: 'v1' | 'v2';
 }
 
 /** L7 scheduler of a pool: round robin, least connections, or a hash of the client's address. */
@@ -137,6 +143,7 @@ export const memberSchema = {
     weight: { type: 'integer', minimum: 1, maximum: 100 },
     state: { enum: ['enabled', 'drain'] },
     pool: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,31}$' },
+    proxyProtocol: { enum: ['v1', 'v2'] },
   },
 } as const;
 

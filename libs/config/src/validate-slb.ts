@@ -132,6 +132,7 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
       weight: m.weight ?? SLB_DEFAULTS.weight,
       state: m.state ?? SLB_DEFAULTS.state,
       ...(m.pool !== undefined ? { pool: m.pool } : {}),
+      ...(m.proxyProtocol !== undefined ? { proxyProtocol: m.proxyProtocol } : {}),
     })),
     ...(v.snat ? { snat: v.snat } : {}),
     ...l7,
@@ -145,6 +146,13 @@ function l4Only(v: VipConfig, at: string, problems: FieldProblem[]): object {
   for (const k of L7_ONLY) if (v[k] !== undefined) problems.push({ field: `${at}/${k}`, message: 'is for L7 VIPs only (mode "http")' });
   v.members.forEach((m, i) => {
     if (m.pool !== undefined) problems.push({ field: `${at}/members/${i}/pool`, message: 'is for members of L7 VIPs only (mode "http")' });
+    // An L4 VIP forwards the client's packets as they are (DNAT): nothing can be put in front of their stream.
+    if (m.proxyProtocol !== undefined)
+      problems.push({
+        field: `${at}/members/${i}/proxyProtocol`,
+        message:
+          'is for members of L7 VIPs only (mode "http"): an L4 VIP forwards the packets as they are; the member sees the client\'s address unless the VIP has snat',
+      });
   });
   return {};
 }

@@ -32,6 +32,12 @@ export interface HttpSpec extends SteerOptions {
   expect?: number[];
   /** Most bytes read from the response. @default 65536 */
   readMax?: number;
+  /**
+   * For a server that expects the PROXY protocol: the check sends a health check's header first (v1 `PROXY UNKNOWN`,
+   * v2 a LOCAL command), which tells the server to use the connection's own addresses. Set by the SLB for a member
+   * with `proxyProtocol`.
+   */
+  proxy?: 'v1' | 'v2';
 }
 export interface HttpContentSpec extends Omit<HttpSpec, 'kind'> {
   kind: 'http-content';
@@ -57,6 +63,7 @@ const http = {
   host: { type: 'string', pattern: '^[A-Za-z0-9.:\\[\\]-]{1,255}$' },
   expect: { type: 'array', minItems: 1, items: { type: 'integer', minimum: 100, maximum: 599 } },
   readMax: { type: 'integer', minimum: 64, maximum: 1048576 },
+  proxy: { enum: ['v1', 'v2'] },
 };
 
 /** JSON schema of a check spec (ajv, additionalProperties false); the timers are validated by validateTimers. */

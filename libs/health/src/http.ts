@@ -7,8 +7,16 @@ import type { ContentMatcher } from './content-matcher';
 import type { ProbeHelper } from './probe-helper';
 import type { ProbeResult } from './timer';
 
+/**
+ * The PROXY protocol header of a health check (the connection is the checker's own, relayed for nobody): v1
+ * `PROXY UNKNOWN`, v2 the signature and a LOCAL command with no address. Bytes below 0x80: the helper sends the
+ * string as latin-1, byte for byte.
+ */
+export const PROXY_CHECK_HEADER = { v1: 'PROXY UNKNOWN\r\n', v2: '\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00' } as const;
+
 export function httpRequest(spec: HttpSpec | HttpContentSpec, host: string): string {
-  return `${spec.method ?? 'GET'} ${spec.path ?? '/'} HTTP/1.0\r\nHost: ${spec.host ?? host}\r\nUser-Agent: fwlb-health\r\nConnection: close\r\n\r\n`;
+  const head = spec.proxy ? PROXY_CHECK_HEADER[spec.proxy] : '';
+  return `${head}${spec.method ?? 'GET'} ${spec.path ?? '/'} HTTP/1.0\r\nHost: ${spec.host ?? host}\r\nUser-Agent: fwlb-health\r\nConnection: close\r\n\r\n`;
 }
 
 /** Where an http-content check's regex runs, and whose budget it is charged to (a VIP, a firewall). */

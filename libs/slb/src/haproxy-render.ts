@@ -34,6 +34,8 @@ export interface ServerWant {
   /** The pool inserts a persistence cookie (HAProxy derives each server's from its address, port and the VIP's key). */
   cookie: boolean;
   state: ServerState;
+  /** The member expects a PROXY protocol header with the client's address (`proxyProtocol`). */
+  proxy?: 'v1' | 'v2';
 }
 
 /** What HAProxy should run: its structure (a change there needs a reload), and what the runtime API can change. */
@@ -132,10 +134,13 @@ const SCHEDULER = { rr: 'roundrobin', leastconn: 'leastconn', source: 'source' }
 
 /** A server line as a start or reload loads it; the runtime API then keeps its weight and state. */
 function serverLine(s: ServerWant): string {
-  const parts = [`  server ${s.name} ${hostPort(s.address, s.port)} weight ${s.state === 'drain' ? 0 : s.weight}`];
+  const parts = [`  server ${s.name} ${hostPort(s.address, s.port)} weight ${s.state === 'drain' ? 0 : s.weight}${proxyKeyword(s)}`];
   if (s.state === 'maint') parts.push('disabled');
   return parts.join(' ');
 }
+
+/** HAProxy's keyword for a member's PROXY protocol header, on a server line and on a runtime `add server`. */
+const proxyKeyword = (s: ServerWant) => (s.proxy === 'v2' ? ' send-proxy-v2' : s.proxy === 'v1' ? ' send-proxy' : '');
 
 /** The global and defaults sections, and the group's peers. */
 function globalLines(p: L7Paths, peered: boolean): string[] {
@@ -254,6 +259,7 @@ function renderPool(
     weight: m.weight,
     cookie: pool.persistence === 'cookie',
     state: serverState(m, health.get(m)! || (panic !== null && m.state === 'enabled')),
+    ...(m.proxyProtocol ? { proxy: m.proxyProtocol } : {}),
   }));
   lines.push(...servers.map(serverLine));
   return { lines, servers, panic };
@@ -287,9 +293,15 @@ export function serverCommands(have: ReadonlyMap<string, ServerWant>, want: Read
   }
   const cookies = new Set<string>();
   for (const [id, s] of want) {
-    const h = have.get(id);
+    let h = have.get(id);
+    // A server's PROXY header cannot be changed at runtime: the server goes (its requests in flight finish) and
+    // comes back with it.
+    if (h && h.proxy !== s.proxy) {
+      out.push(`set server ${id} state maint`, `del server ${id}`);
+      h = undefined;
+    }
     if (!h) {
-      out.push(`add server ${id} ${hostPort(s.address, s.port)} weight ${s.weight}`);
+      out.push(`add server ${id} ${hostPort(s.address, s.port)} weight ${s.weight}${proxyKeyword(s)}`);
       if (s.cookie) cookies.add(s.backend);
       if (s.state !== 'maint') out.push(`set server ${id} state ${s.state}`);
       continue;

@@ -28,7 +28,7 @@ export interface MemberHealth {
   since: number;
 }
 
-type Member = { address: string; port: number; pool?: string };
+type Member = { address: string; port: number; pool?: string; proxyProtocol?: 'v1' | 'v2' };
 
 /** Monitors a start creates per event-loop turn: 8,000 of them in one block would hold every request back. */
 const START_BATCH = 500;
@@ -114,7 +114,7 @@ export class MonitorPool {
 
   /** An L7 member is probed with its pool's check and timers where the pool has its own. */
   private start(k: string, v: ResolvedVip, m: Member, initial: HealthState): MonitorHandle {
-    return this.factory(k, m.pool !== undefined ? { ...v, ...probeSpec(v, m) } : v, m, initial, (ev) => {
+    return this.factory(k, m.pool !== undefined || m.proxyProtocol ? { ...v, ...probeSpec(v, m) } : v, m, initial, (ev) => {
       this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
       const users = this.users.get(k) ?? new Set<string>();
       this.log?.(`member ${memberKey(m)} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, {

@@ -23,7 +23,7 @@ const healthKeys = new WeakMap<ResolvedVip, Map<string, string>>();
  * Health key: a (RIP, port, check, timers) is probed once, however many VIPs share it. Remembered per VIP object
  * (VIPs are immutable; a change makes a new one), so that /health and a health event do not stringify 8,000 checks.
  */
-export function healthKey(v: ResolvedVip, m: { address: string; port: number; pool?: string }): string {
+export function healthKey(v: ResolvedVip, m: { address: string; port: number; pool?: string; proxyProtocol?: 'v1' | 'v2' }): string {
   let keys = healthKeys.get(v);
   if (!keys) healthKeys.set(v, (keys = new Map()));
   const mk = memberKey(m);
