@@ -55,11 +55,13 @@ case ${FWLB_ROLE:-} in
     exec node /opt/fwlb/apps/balancer/dist/main.js run --config /etc/fwlb/config.json ;;
   slb)
     peerbird
+    # An SLB group (docker-compose.slb-group.yml): keepalived moves the group's addresses, from fwlb's template.
+    if [ -f /etc/fwlb/keepalived.conf ]; then keepalived -f /etc/fwlb/keepalived.conf; fi
     token
     nft add table ip lab_snat
     nft add chain ip lab_snat post '{ type nat hook postrouting priority srcnat; }'
     nft add rule ip lab_snat post oifname up0 ip saddr 10.20.0.0/24 masquerade
     exec node /opt/fwlb/apps/slb/dist/main.js run --config /etc/fwlb/config.json ;;
-  client|server) exec node /opt/fwlb/deploy/lab/dist/agent.js serve --tcp 7007 --udp 7007 --http 8080 ;;
+  client|server) exec node /opt/fwlb/deploy/lab/dist/agent.js serve --tcp 7007 --udp 7007 --http 8080 --proxy-http 8088 ;;
   *) exec "$@" ;;
 esac

@@ -4,20 +4,20 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { bgpDeployFiles, composeTopology, redundantDeployFiles, topology, REPO, Topology } from '@fwlb/lab';
+import { bgpDeployFiles, composeTopology, redundantDeployFiles, slbGroupDeployFiles, slbGroupTopology, topology, REPO, Topology, VIP } from '@fwlb/lab';
 
 const lab = topology({ prefix: 'x', runDir: '/run/fwlb', ipv6: true });
 
 /** `file` is valid for docker-compose and gives each host of `lab` (switches are its networks) the lab's addresses. */
-async function matchesLab(t: Test, file: string, lab: Topology, extraNetworks: string[] = []): Promise<Record<string, any>> {
+async function matchesLab(t: Test, file: string, lab: Topology, extraNetworks: string[] = [], redis = true): Promise<Record<string, any>> {
   const r = spawnSync('docker-compose', ['-f', join(REPO, file), 'config'], { encoding: 'utf8', cwd: REPO });
   t.equal(r.status, 0, `docker-compose config: ${r.stderr}`);
   const doc = parse(r.stdout);
   const services = doc.services as Record<string, any>;
   t.same(
     Object.keys(services).sort(),
-    [...lab.hosts.filter((h) => h.role !== 'switch').map((h) => h.name), 'redis'].sort(),
-    'one service per lab host, plus redis',
+    [...lab.hosts.filter((h) => h.role !== 'switch').map((h) => h.name), ...(redis ? ['redis'] : [])].sort(),
+    redis ? 'one service per lab host, plus redis' : 'one service per lab host',
   );
   for (const name of Object.keys(services).filter((n) => n !== 'redis')) {
     const s = services[name];
@@ -70,6 +70,29 @@ t.test('deploy/docker-compose.redundant.yml matches the redundant lab, with the 
       `${n} mounts its keepalived config`,
     );
   }
+});
+
+t.test('deploy/docker-compose.slb-group.yml matches the SLB group lab, with the configs it mounts', async (t) => {
+  const lab = slbGroupTopology();
+  const services = await matchesLab(t, 'deploy/docker-compose.slb-group.yml', lab, [], false);
+  for (const [file, content] of Object.entries(slbGroupDeployFiles())) {
+    t.equal(
+      readFileSync(join(REPO, 'deploy/configs/slb-group', file), 'utf8'),
+      content,
+      `deploy/configs/slb-group/${file} is current (regenerate: node scripts/redundant-configs.js)`,
+    );
+  }
+  for (const n of ['slb', 'slb2']) {
+    t.match(
+      services[n].volumes.map((v: any) => (typeof v === 'string' ? v : `${v.source}:${v.target}`)).join(' '),
+      new RegExp(`configs/slb-group/keepalived-${n}\\.conf`),
+      `${n} mounts its keepalived config`,
+    );
+  }
+  // What keepalived holds is where the others send: the inside node's route to the VIP, the servers' gateway.
+  const [gateway, rip] = lab.vrrp[0].addresses.map((a) => a.split('/')[0]);
+  t.match(services.ib.environment.FWLB_IFACES, `route=${VIP}/32,${gateway}`, 'the inside node routes the VIP to the group');
+  for (const s of ['s1', 's2', 's3']) t.match(services[s].environment.FWLB_IFACES, `gw=${rip}`, `${s}'s gateway is the group's`);
 });
 
 t.test('deploy/docker-compose.bgp.yml matches the BGP lab: every peer runs the lab BIRD, every node its bgp section', async (t) => {

@@ -45,3 +45,25 @@ export function redundantDeployFiles(): Record<string, string> {
   for (const v of t.vrrp) v.nodes.forEach((node, i) => (out[`keepalived-${node}.conf`] = renderKeepalived(keepalivedNode(v, node, i, CONTAINER_API))));
   return out;
 }
+
+/** The lab with an SLB group (two SLB nodes under keepalived), as docker-compose.slb-group.yml describes it. */
+export function slbGroupTopology() {
+  return topology({ prefix: 'x', runDir: '/run/fwlb', slbNodes: 2 });
+}
+
+/**
+ * File name (in deploy/configs/slb-group/) -> content: the balancer nodes' and the SLB nodes' configs, and the SLB
+ * nodes' keepalived. Each container reads its token from /etc/fwlb/token; the SLB nodes serve their API on the unix
+ * socket keepalived's check reads.
+ */
+export function slbGroupDeployFiles(): Record<string, string> {
+  const t = slbGroupTopology();
+  const json = (x: unknown) => `${JSON.stringify(x, null, 2)}\n`;
+  const out: Record<string, string> = {};
+  for (const [role, cfg] of Object.entries(t.balancers))
+    out[`${role}.json`] = json({ ...cfg, api: { listen: '127.0.0.1:8480', tokenFile: '/etc/fwlb/token' } });
+  for (const [name, cfg] of Object.entries(t.slbs))
+    out[`${name}.json`] = json({ ...cfg, api: { listen: `unix:${CONTAINER_API}`, tokenFile: '/etc/fwlb/token' } });
+  for (const v of t.vrrp) v.nodes.forEach((node, i) => (out[`keepalived-${node}.conf`] = renderKeepalived(keepalivedNode(v, node, i, CONTAINER_API))));
+  return out;
+}
