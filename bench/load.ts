@@ -122,7 +122,8 @@ export function stripHandles(x: any): any {
   const [k] = Object.keys(x);
   const o = { ...x[k] };
   delete o.handle;
-  if (k === 'rule') o.expr = o.expr.map((s: any) => (s.counter ? { counter: null } : s));
+  // An anonymous counter starts again from 0; a named counter, or one chosen by a map, is kept as it is.
+  if (k === 'rule') o.expr = o.expr.map((s: any) => (s.counter && typeof s.counter === 'object' && !('map' in s.counter) ? { counter: null } : s));
   return { [k]: o };
 }
 
