@@ -18,7 +18,9 @@ svg.chart{background:#f7f7f7;border:1px solid #e4e4e4}
 <script>
 const esc = (s) => String(s ?? '-').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
 const state = (up) => up ? '<span class="up">up</span>' : '<span class="down">down</span>';
-const table = (head, rows) => '<table><tr>' + head.map((h) => '<th>' + esc(h) + '</th>').join('') + '</tr>' + rows.map((r) => '<tr>' + r.map((c) => '<td>' + c + '</td>').join('') + '</tr>').join('') + '</table>';
+// \`attrs(i)\`: attributes of row i (id, class, data-*), for the tests and for anyone who reads the page with a script.
+const table = (head, rows, attrs = () => '') => '<table><tr>' + head.map((h) => '<th>' + esc(h) + '</th>').join('') + '</tr>' + rows.map((r, i) => '<tr' + attrs(i) + '>' + r.map((c) => '<td>' + c + '</td>').join('') + '</tr>').join('') + '</table>';
+const attr = (o) => Object.entries(o).map(([k, v]) => ' ' + k + '="' + esc(v) + '"').join('');
 const time = (ms) => new Date(ms).toLocaleTimeString();
 const si = (v, unit) => { const k = ['', 'k', 'M', 'G']; let i = 0; while (v >= 1000 && i < 3) { v /= 1000; i++; } return (v < 10 && i ? v.toFixed(1) : Math.round(v)) + ' ' + k[i] + unit; };
 async function get(path) { const r = await fetch(path); return r.ok ? r.json() : null; }
@@ -33,35 +35,37 @@ function rates(samples, id, key) {
 }
 // A small chart of the last minutes on a time axis (now at the right edge): sent bytes/s (blue) and new flows/s
 // (orange), each on the scale of its peak over every firewall, so the rows compare.
-function chart(id, samples, windowMs, peak) {
+function chart(id, samples, windowMs, peak, c) {
   const w = 220, h = 34, end = samples.length ? samples[samples.length - 1].at : 0;
   const xs = samples.slice(1).map((s) => (w - (end - s.at) / windowMs * w).toFixed(1));
   const line = (vs, max, color) => vs.length < 1 ? '' : '<polyline fill="none" stroke-width="1.5" stroke="' + color + '" points="' + vs.map((v, i) => xs[i] + ',' + (h - 2 - v / Math.max(max, 1e-9) * (h - 4)).toFixed(1)).join(' ') + '"/>';
-  const bps = rates(samples, id, 'sentBytes'), fps = rates(samples, id, 'newFlows'), open = sessionsOf(samples, id);
-  const last = (vs) => vs.length ? vs[vs.length - 1] : null;
-  return { svg: '<svg class="chart" id="chart-' + esc(id) + '" data-bps="' + esc(last(bps)) + '" data-fps="' + esc(last(fps)) + '" width="' + w + '" height="' + h + '"><title>scale: ' + esc(si(peak.bps, 'B/s')) + ', ' + esc(peak.fps.toFixed(1)) + ' new flows/s</title>' + line(bps, peak.bps, '#2563eb') + line(fps, peak.fps, '#ea580c') + line(open, peak.sessions, '#16a34a') + '</svg>', bps: last(bps), fps: last(fps) };
+  return '<svg class="chart"' + attr({ id: 'chart-' + id, 'data-bps': c.last.bps, 'data-fps': c.last.fps, width: w, height: h }) + '><title>scale: ' + esc(si(peak.bps, 'B/s')) + ', ' + esc(peak.fps.toFixed(1)) + ' new flows/s</title>' + line(c.bps, peak.bps, '#2563eb') + line(c.fps, peak.fps, '#ea580c') + line(c.open, peak.sessions, '#16a34a') + '</svg>';
 }
-// The sessions on a firewall at each sample after the first (a gauge; none without a session table).
-const sessionsOf = (samples, id) => samples.slice(1).map((s) => s.firewalls[id] && s.firewalls[id].sessions).some((v) => v === null || v === undefined) ? [] : samples.slice(1).map((s) => s.firewalls[id].sessions);
+// A firewall's series, once: bytes/s and new flows/s between samples, its sessions at each (a gauge; none without a
+// session table), and the last of the rates.
+function series(samples, id) {
+  const open = samples.slice(1).map((s) => s.firewalls[id] && s.firewalls[id].sessions);
+  const c = { bps: rates(samples, id, 'sentBytes'), fps: rates(samples, id, 'newFlows'), open: open.every((v) => typeof v === 'number') ? open : [] };
+  const last = (vs) => vs.length ? vs[vs.length - 1] : null;
+  return { ...c, last: { bps: last(c.bps), fps: last(c.fps) } };
+}
 function firewalls(status, hist) {
   const samples = hist ? hist.samples : [], windowMs = hist ? hist.sampleMs * hist.sampleCount : 1;
-  const peak = { bps: 0, fps: 0, sessions: 0 };
-  for (const f of status.firewalls) { peak.bps = Math.max(peak.bps, ...rates(samples, f.id, 'sentBytes')); peak.fps = Math.max(peak.fps, ...rates(samples, f.id, 'newFlows')); peak.sessions = Math.max(peak.sessions, ...sessionsOf(samples, f.id)); }
+  const all = status.firewalls.map((f) => series(samples, f.id));
+  const peak = { bps: Math.max(0, ...all.flatMap((c) => c.bps)), fps: Math.max(0, ...all.flatMap((c) => c.fps)), sessions: Math.max(0, ...all.flatMap((c) => c.open)) };
   const withSessions = status.firewalls.some((f) => f.sessions !== null && f.sessions !== undefined);
-  const rows = status.firewalls.map((f) => {
-    const c = chart(f.id, samples, windowMs, peak);
+  const rows = status.firewalls.map((f, i) => {
+    const c = all[i];
     return [esc(f.id), state(f.healthy), state(f.live), esc(f.enabled), esc(f.buckets), esc(f.health && f.health.latencyMs !== undefined ? f.health.latencyMs.toFixed(2) : '-'),
-      '<span class="num">' + (c.bps === null ? '-' : esc(si(c.bps, 'B/s'))) + '</span>', '<span class="num">' + (c.fps === null ? '-' : esc(c.fps.toFixed(1))) + '</span>',
-      ...(withSessions ? ['<span class="num">' + esc(f.sessions) + '</span>'] : []), c.svg, esc(f.health && f.health.reason)];
+      '<span class="num">' + (c.last.bps === null ? '-' : esc(si(c.last.bps, 'B/s'))) + '</span>', '<span class="num">' + (c.last.fps === null ? '-' : esc(c.last.fps.toFixed(1))) + '</span>',
+      ...(withSessions ? ['<span class="num">' + esc(f.sessions) + '</span>'] : []), chart(f.id, samples, windowMs, peak, c), esc(f.health && f.health.reason)];
   });
-  document.getElementById('firewalls').innerHTML = '<h2>Firewalls</h2>' + table(['firewall', 'health', 'live', 'enabled', 'buckets', 'latency ms', 'sent', 'new flows/s', ...(withSessions ? ['sessions'] : []), 'last ' + Math.round(windowMs / 60000) + ' minutes', 'reason'], rows) +
+  document.getElementById('firewalls').innerHTML = '<h2>Firewalls</h2>' + table(['firewall', 'health', 'live', 'enabled', 'buckets', 'latency ms', 'sent', 'new flows/s', ...(withSessions ? ['sessions'] : []), 'last ' + Math.round(windowMs / 60000) + ' minutes', 'reason'], rows, (i) => attr({ id: 'fw-' + status.firewalls[i].id })) +
     '<p class="legend">sent: what this node forwarded to the firewall on established flows; new flows: the flows it hashed to it; both from the kernel\\'s counters, sampled every ' + (hist ? hist.sampleMs / 1000 : '-') + ' s. Chart: <span style="color:#2563eb">sent</span> up to ' + esc(si(peak.bps, 'B/s')) + ' and <span style="color:#ea580c">new flows</span> up to ' + esc(peak.fps.toFixed(1)) + '/s' + (withSessions ? ', <span style="color:#16a34a">sessions</span> (every node\\'s, from the session table) up to ' + esc(peak.sessions) : '') + ', the same scale for every firewall.</p>';
-  document.querySelectorAll('#firewalls tr').forEach((tr, i) => { if (i > 0) tr.id = 'fw-' + status.firewalls[i - 1].id; });
 }
 function history(hist) {
   const events = hist.events.slice().reverse().slice(0, 30);
-  document.getElementById('history').innerHTML = '<h2>History</h2>' + (events.length ? table(['time', 'firewall', 'what', 'now', 'why'], events.map((e) => [esc(time(e.at)), esc(e.firewall), esc(e.what), state(e.up), esc(e.reason)])) : '<p class="legend">no change since this node started</p>');
-  document.querySelectorAll('#history tr').forEach((tr, i) => { if (i > 0) { tr.className = 'event'; tr.dataset.firewall = events[i - 1].firewall; tr.dataset.at = events[i - 1].at; } });
+  document.getElementById('history').innerHTML = '<h2>History</h2>' + (events.length ? table(['time', 'firewall', 'what', 'now', 'why'], events.map((e) => [esc(time(e.at)), esc(e.firewall), esc(e.what), state(e.up), esc(e.reason)]), (i) => attr({ class: 'event', 'data-firewall': events[i].firewall, 'data-at': events[i].at })) : '<p class="legend">no change since this node started</p>');
 }
 function agreement(status) {
   const a = status.agreement, views = status.views;
@@ -73,8 +77,8 @@ function agreement(status) {
 function vips(list) {
   document.getElementById('vips').innerHTML = '<h2>VIPs</h2>' + list.map((v) => '<h3>' + esc(v.id) + ' ' + esc(v.address) + ':' + esc(v.port) + '/' + esc(v.protocol) + ' (' + esc(v.scheduler) + ', ' + esc(v.counters.newSessions) + ' new sessions)</h3>' +
     table(['member', 'health', 'since', 'state', 'weight', 'slots', 'new sessions', 'packets', 'bytes', 'reason'], v.members.map((m) => [esc(m.address + ':' + m.port), state(m.health.up), esc(m.health.since ? time(m.health.since) : '-'), esc(m.state), esc(m.weight), esc(m.slots),
-      '<span class="num">' + esc(m.counters.newSessions) + '</span>', '<span class="num">' + esc(m.counters.packets ?? '-') + '</span>', '<span class="num">' + esc(m.counters.bytes === undefined ? '-' : si(m.counters.bytes, 'B')) + '</span>', esc(m.health.reason)]))).join('');
-  document.querySelectorAll('#vips table').forEach((tb, i) => tb.querySelectorAll('tr').forEach((tr, j) => { if (j > 0) { const m = list[i].members[j - 1]; tr.className = 'member'; tr.dataset.vip = list[i].id; tr.dataset.member = m.address + ':' + m.port; } }));
+      '<span class="num">' + esc(m.counters.newSessions) + '</span>', '<span class="num">' + esc(m.counters.packets ?? '-') + '</span>', '<span class="num">' + esc(m.counters.bytes === undefined ? '-' : si(m.counters.bytes, 'B')) + '</span>', esc(m.health.reason)]),
+      (i) => attr({ class: 'member', 'data-vip': v.id, 'data-member': v.members[i].address + ':' + v.members[i].port }))).join('');
 }
 async function refresh() {
   const [health, status, hist, list, node] = await Promise.all([get('health'), get('status'), get('firewalls/history'), get('vips'), get('node')]);

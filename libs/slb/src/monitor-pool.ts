@@ -114,7 +114,7 @@ export class MonitorPool {
 
   /** An L7 member is probed with its pool's check and timers where the pool has its own. */
   private start(k: string, v: ResolvedVip, m: Member, initial: HealthState): MonitorHandle {
-    return this.factory(k, m.pool !== undefined || m.proxyProtocol ? { ...v, ...probeSpec(v, m) } : v, m, initial, (ev) => {
+    return this.factory(k, { ...v, ...probeSpec(v, m) }, m, initial, (ev) => {
       this.health.set(k, { up: ev.to === 'up', reason: ev.reason, since: ev.at });
       const users = this.users.get(k) ?? new Set<string>();
       this.log?.(`member ${memberKey(m)} (${v.check.kind}) ${ev.to.toUpperCase()}: ${ev.reason}`, {
