@@ -14,81 +14,45 @@ export { Check, formatChecks } from '@fwlb/service';
 
 const probeTable = 'fwlb_doctor';
 
+const t = { family: 'inet', table: probeTable };
+/** The key of the probe's flow set: the source address and port, as the `heard` and `synseen` sets key flows. */
+const flowKey = { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] };
+const rule = (chain: string, expr: unknown[]) => ({ add: { rule: { ...t, chain, expr } } });
+const setMark = (value: unknown) => ({ mangle: { key: { meta: { key: 'mark' } }, value } });
+
+/** A SYN chain's statements: conntrack refused the packet (`ct state invalid`), so its flow leaves a set. */
+const synChain = [
+  { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'invalid' } },
+  { set: { op: 'delete', elem: flowKey, set: '@h' } },
+  { return: null },
+];
+
+/** The steering statements: a local destination, no ct mark yet, hashed into a bucket map, learned, recorded. */
+const steering = [
+  { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } },
+  { match: { op: '==', left: { ct: { key: 'mark' } }, right: 0 } },
+  setMark({ jhash: { mod: 7, seed: 1, expr: flowKey } }),
+  setMark({ map: { key: { meta: { key: 'mark' } }, data: '@b' } }),
+  { mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } },
+  { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
+  { mangle: { key: { ct: { key: 'event' } }, value: CT_EVENTS } },
+  { set: { op: 'update', elem: flowKey, set: '@h' } },
+  // The switch of bucket maps at an agreed second (meta time, kernel 5.4).
+  { match: { op: '<', left: { meta: { key: 'time' } }, right: 1 } },
+];
+
 /** A table using every nft feature the data plane renders: jhash with seed, mark maps, ct mark, fib. Checked with `nft -c`, never committed. */
 function probeCommands(): unknown[] {
-  const t = { family: 'inet', table: probeTable };
   return [
     { add: { table: { family: 'inet', name: probeTable } } },
     { add: { map: { ...t, name: 'b', type: 'mark', map: 'mark' } } },
     { add: { set: { ...t, name: 'h', type: ['ipv4_addr', 'inet_service'], flags: ['timeout'], timeout: 30, size: 1024 } } },
     // A regular chain reached by jump, as the SYN chains are.
     { add: { chain: { ...t, name: 's' } } },
-    {
-      add: {
-        rule: {
-          ...t,
-          chain: 's',
-          expr: [
-            { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'invalid' } },
-            {
-              set: {
-                op: 'delete',
-                elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] },
-                set: '@h',
-              },
-            },
-            { return: null },
-          ],
-        },
-      },
-    },
+    rule('s', synChain),
     { add: { chain: { ...t, name: 'p', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } },
-    {
-      add: {
-        rule: {
-          ...t,
-          chain: 'p',
-          expr: [{ match: { op: 'in', left: { payload: { protocol: 'tcp', field: 'flags' } }, right: 'syn' } }, { jump: { target: 's' } }],
-        },
-      },
-    },
-    {
-      add: {
-        rule: {
-          ...t,
-          chain: 'p',
-          expr: [
-            { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } },
-            { match: { op: '==', left: { ct: { key: 'mark' } }, right: 0 } },
-            {
-              mangle: {
-                key: { meta: { key: 'mark' } },
-                value: {
-                  jhash: {
-                    mod: 7,
-                    seed: 1,
-                    expr: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] },
-                  },
-                },
-              },
-            },
-            { mangle: { key: { meta: { key: 'mark' } }, value: { map: { key: { meta: { key: 'mark' } }, data: '@b' } } } },
-            { mangle: { key: { ct: { key: 'mark' } }, value: { meta: { key: 'mark' } } } },
-            { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
-            { mangle: { key: { ct: { key: 'event' } }, value: CT_EVENTS } },
-            {
-              set: {
-                op: 'update',
-                elem: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { payload: { protocol: 'th', field: 'sport' } }] },
-                set: '@h',
-              },
-            },
-            // The switch of bucket maps at an agreed second (meta time, kernel 5.4).
-            { match: { op: '<', left: { meta: { key: 'time' } }, right: 1 } },
-          ],
-        },
-      },
-    },
+    rule('p', [{ match: { op: 'in', left: { payload: { protocol: 'tcp', field: 'flags' } }, right: 'syn' } }, { jump: { target: 's' } }]),
+    rule('p', steering),
   ];
 }
 

@@ -1,13 +1,13 @@
 // Reconciles the kernel (nft table, ip rules, routes) with the node's desired state; imperative shell of apps/balancer.
 import { EventEmitter } from 'node:events';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { syncGroupRescue, BucketTable } from '@fwlb/flowhash';
+import type { BucketTable } from '@fwlb/flowhash';
 import { applyTableChange, diffTable, NftJson, NftRunner, ActualTable } from '@fwlb/nft';
 import { planRouting, planIsEmpty, touchesOwned, ActualRoute, ActualRule, RoutingEvent, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
 import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, RenderedTable } from './render';
-import type { Rescue } from './pins';
-import { PinMaps, pinMapName, PinSet } from './pin-maps';
+import { desiredPins, movedBuckets, PinSource, renderInput, switchTable } from './desired';
+import { PinMaps, pinMapName } from './pin-maps';
 import { familiesOf } from './rules';
 import { KernelView } from './kernel-view';
 
@@ -32,13 +32,6 @@ export interface ReconcileResult {
   listed: boolean;
 }
 
-/** Where pins come from (the session cache); absent without a session table. */
-export interface PinSource {
-  pins(table: BucketTable, markOf: ReadonlyMap<string, number>, restorable: ReadonlySet<string>, rescue?: Rescue): PinSet;
-  /** The sessions known on each firewall (every node's, from the shared table). */
-  sessionsByFirewall?(): ReadonlyMap<string, number>;
-}
-
 /** Milliseconds since the last call (the first: since `t0`). */
 function stopwatch(t0: number): () => number {
   let mark = t0;
@@ -61,13 +54,6 @@ const SWITCH_SETTLE_MS = 50;
  * this, and the rules' counters /status shows are as old as the last listing.
  */
 export const LISTING_TRUST_MS = 1000;
-
-/** Pins of two tables, one per session (the first wins a session both have). */
-function mergePins(a: PinSet, b: PinSet): PinSet {
-  const m = new Map(b);
-  for (const [id, mark] of a) m.set(id, mark);
-  return m;
-}
 
 /** What a reconciler tells its listeners (see Reconciler.events). */
 export interface ReconcilerEvents {
@@ -137,10 +123,7 @@ export class Reconciler {
 
   /** The buckets whose owner would differ from today's with `live` taking new sessions. */
   private movedTo(live: string[], snap = this.membership.snapshot()): number[] {
-    const base = { config: this.config, restorable: snap.restorable, suspect: snap.suspect };
-    const now = bucketTable({ ...base, live: snap.live });
-    const then = bucketTable({ ...base, live });
-    return now.owner.flatMap((o, b) => (o !== then.owner[b] ? [b] : []));
+    return movedBuckets(this.config, snap, live);
   }
 
   /** The table the last reconcile switches to at a later second, or null when no switch is pending. */
@@ -200,11 +183,8 @@ export class Reconciler {
     );
     this.switchTimer.unref();
     const live = this.membership.snapshot(at).live;
-    const later = bucketTable({ ...input, live });
-    const any = (t: BucketTable) => t.owner.some((o) => o !== null);
-    // With no firewall live on either side of the switch the node drops new flows (no-firewall-drop): no switch.
-    if (!any(table) || !any(later) || later.owner.every((o, b) => o === table.owner[b])) return null;
-    return { at, table: later, live };
+    const later = switchTable(input, table, live);
+    return later ? { at, table: later, live } : null;
   }
 
   /**
@@ -219,19 +199,11 @@ export class Reconciler {
 
   /** What the kernel should hold for `snap`: the bucket table, a pending switch, the pins of both, the nft table. */
   private desiredState(snap: MembershipSnapshot) {
-    const input: RenderInput = { config: this.config, live: snap.live, restorable: snap.restorable, suspect: snap.suspect };
+    const input = renderInput(this.config, snap);
     const table = bucketTable(input);
     const next = this.pendingSwitch(input, table);
-    let pins: PinSet | null = null;
-    if (this.pinSource) {
-      const markOf = new Map(this.membership.slots.map((x) => [x.id, x.mark]));
-      const pinsFor = (t: BucketTable, live: readonly string[]) =>
-        this.pinSource!.pins(t, markOf, new Set(input.restorable), syncGroupRescue(this.config.hash.buckets, live, this.groups));
-      pins = pinsFor(table, input.live);
-      // Until the switch, the pins of both tables: each is right under its own, and a pin that agrees with the
-      // bucket's firewall changes nothing.
-      if (next) pins = mergePins(pins, pinsFor(next.table, next.live));
-    }
+    const markOf = () => new Map(this.membership.slots.map((x) => [x.id, x.mark]));
+    const pins = this.pinSource ? desiredPins(this.pinSource, input, markOf(), this.groups, table, next) : null;
     return { table, next, pins, desired: renderTable(input, table, next ?? undefined) };
   }
 

@@ -1,27 +1,18 @@
 // The session layer of a node (layers 2-4): Redis client, session table, conntrack event stream and sync, the
-// session cache the pins come from, and the shared health views and bucket epochs; shell layer of apps/balancer (the
-// only place that wires libs/conntrack and libs/session-table together). main.ts owns it; it reaches the reconciler
-// and the membership only through the operations it is given (pins in, table changes out, agreement and admin in).
+// session cache the pins come from, and the shared health views and bucket epochs; shell layer of apps/balancer.
+// With its reads (session-reads.ts) it is the only place that wires libs/conntrack and libs/session-table together.
+// main.ts owns it; it reaches the reconciler and the membership only through the operations it is given (pins in,
+// table changes out, agreement and admin in).
 import type { Membership } from './membership';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { ConntrackEvents, deleteConntrack, dumpConntrack, getConntrack } from '@fwlb/conntrack';
-import { bucketOfId, connect, decodeValue, parseSessionId, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
+import { connect, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
 import { AgreementLoop, hashConfigDigest } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
-import { slots } from './membership';
+import { firewallIndex, FirewallIndex, SessionReads } from './session-reads';
 import { answered, recordTtl, SessionSync, tracked } from './session-sync';
-import { changeLeadMs, LEAD_MIN_SESSIONS } from './change-lead';
 import { throttledRead } from '@fwlb/service';
-
-/** Ids one `moved` message may carry: the writer sends one per Lua batch of at most 1,000 records. */
-const MOVED_IDS_MAX = 1000;
-/**
- * How long before a switch a read ahead of it may have been, and still stand for the read at the switch: an admin
- * change takes effect a couple of seconds after it is made, and the read at the switch is made only to catch what
- * changed since the last read, which the read after the writes in flight catches too.
- */
-const PREREAD_LEAD_MS = 10_000;
 
 /** What the API serves about sessions. */
 export interface SessionsView {
@@ -70,21 +61,14 @@ export class SessionLayer implements SessionsHandle {
   private readonly table: SessionTable;
   private readonly cache: SessionCache;
   private readonly ttl: { min: number; max: number };
-  private readonly settleMs: number;
-  private firewallIds: Set<string>;
-  private byMark: Map<number, string>;
-  private rejectedHere = 0;
-  private staleDeleted = 0;
-  private reloading: Promise<void> | null = null;
-  private readonly waiting = new Set<number>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private fw: FirewallIndex;
+  /** The reads of Redis into the cache: at start, on table changes, on a sibling's moved records. */
+  private readonly reads: SessionReads;
   private readonly intervals: NodeJS.Timeout[] = [];
   private sync!: SessionSync;
   private events!: ConntrackEvents;
   private agreement!: AgreementLoop;
   private sub: Promise<Awaited<ReturnType<SessionTable['subscribe']>> | null> = Promise.resolve(null);
-  /** Records this node read per ms on its last read of many (null before one). */
-  private readPerMs: number | null = null;
   readonly view: SessionsView;
 
   /** The layer, started: null when the config has no session table. */
@@ -107,9 +91,18 @@ export class SessionLayer implements SessionsHandle {
     // A record from Redis becomes a pin only if it names a configured firewall; its expiry is capped, so a record
     // cannot hold a pin for longer than a node would refresh it.
     this.ttl = recordTtl(st.resyncSeconds * 1000);
-    this.settleMs = 2 * st.flushMs + 1000;
-    this.firewallIds = new Set(config.firewalls.map((f) => f.id));
-    this.byMark = new Map(slots(config).map((s) => [s.mark, s.id]));
+    this.fw = firewallIndex(config);
+    this.reads = new SessionReads({
+      table: this.table,
+      cache: this.cache,
+      hash: config.hash,
+      ttlMax: this.ttl.max,
+      settleMs: 2 * st.flushMs + 1000,
+      firewalls: () => this.fw,
+      reconciler: d.reconciler,
+      trigger: d.trigger,
+      log: d.log,
+    });
     d.reconciler.usePins(this.cache);
     this.view = {
       query: (q) => this.table.query(q),
@@ -122,56 +115,21 @@ export class SessionLayer implements SessionsHandle {
   /** Every node's fresh health view, as the leader reads them; one read a second at most, null while Redis is away. */
   private readonly healthViews = throttledRead(() => this.table.healthViews(3 * this.d.config.sessionTable!.heartbeatSeconds * 1000).catch(() => null));
 
-  private readonly firewallOf = (mark: number) => this.byMark.get(mark);
+  private readonly firewallOf = (mark: number) => this.fw.firewallOf(mark);
 
-  /** A record from Redis into the cache; its bucket, or null when it was not taken. */
-  private admit(rec: SessionRecord): number | null {
-    if (!this.firewallIds.has(rec.firewall)) return (this.rejectedHere++, null);
-    const cap = Date.now() + this.ttl.max;
-    return this.cache.put(rec.expires > cap ? { ...rec, expires: cap } : rec);
+  /** Records from Redis into the cache: those of `buckets`, or every one; returns how many. */
+  load(buckets?: readonly number[]): Promise<number> {
+    return this.reads.load(buckets);
   }
 
-  /**
-   * Records from Redis into the cache (a trigger when one is an exception now): those of `buckets`, or every one;
-   * returns how many.
-   */
-  async load(buckets: readonly number[] = this.table.allBuckets): Promise<number> {
-    const { config, reconciler, trigger } = this.d;
-    const t = reconciler.currentTable();
-    const coming = reconciler.comingTable();
-    let exceptions = 0;
-    let n = 0;
-    // Records as Redis holds them, checked here without a record object each: the id must be a session of the
-    // bucket it is stored in, the value well formed, the firewall one of ours.
-    const now = Date.now();
-    const cap = now + this.ttl.max;
-    await this.table.bucketEntries(buckets, (b, id, v) => {
-      const val = decodeValue(v);
-      if (!val || !this.firewallIds.has(val.firewall) || bucketOfId(id, config.hash.seed, config.hash.buckets) !== b) return (this.rejectedHere++, false);
-      if (val.expires < now) return false;
-      n++;
-      if (this.cache.putId(id, val.firewall, Math.min(val.expires, cap), b) === null) return true;
-      if ((t && t.owner[b] !== val.firewall) || (coming && coming.owner[b] !== val.firewall)) exceptions++;
-      return true;
-    });
-    if (exceptions) trigger();
-    if (n >= LEAD_MIN_SESSIONS) this.readPerMs = n / Math.max(1, Date.now() - now);
-    return n;
+  /** How much later than usual a change that moves `buckets` should take effect (see SessionReads.leadFor). */
+  leadFor(buckets: readonly number[]): Promise<number> {
+    return this.reads.leadFor(buckets);
   }
 
-  /**
-   * How much later than usual a change that moves `buckets` should take effect, so that every node has read their
-   * sessions and pinned those that need it before it does: an estimate from the sessions stored there and this
-   * node's read rate. 0 for a change that moves few sessions. Why: a node that loses its state, or gets flows
-   * from another node, in the seconds after a change would otherwise hash sessions whose pins are still on the way;
-   * a planned change can wait for them.
-   */
-  async leadFor(buckets: readonly number[]): Promise<number> {
-    const n = await this.table.bucketSizes(buckets);
-    const ms = changeLeadMs(n, this.readPerMs);
-    if (!ms) return 0;
-    this.d.log(`a change that moves ${buckets.length} buckets (${n} sessions) takes effect ${ms} ms later than usual: their pins first`);
-    return ms;
+  /** A sibling rewrote or deleted these records (see SessionReads.refresh). */
+  refresh(ids: unknown): Promise<void> {
+    return this.reads.refresh(ids);
   }
 
   private async loadAtStart(): Promise<void> {
@@ -187,59 +145,6 @@ export class SessionLayer implements SessionsHandle {
       log(`session table not reachable at start, continuing on the kernel's state: ${(e as Error).message}`);
     }
   }
-
-  /**
-   * A node learns its own sessions from its conntrack; those that started on a sibling of the same side it learns
-   * from Redis. They matter only as exceptions, and a session becomes one only when the bucket table moves its
-   * bucket: then the moved buckets' records are read again (the table keeps them by bucket). One reload at a time;
-   * buckets that move during one are read by the next.
-   */
-  reload(buckets: readonly number[], why: string): void {
-    const { log } = this.d;
-    for (const b of buckets) this.waiting.add(b);
-    if (this.reloading) return;
-    const bs = [...this.waiting].sort((a, b) => a - b);
-    this.waiting.clear();
-    const t0 = Date.now();
-    this.reloading = this.load(bs)
-      .then((n) => log(`reloaded ${n} sessions of ${bs.length} buckets from the session table (${why}) in ${Date.now() - t0} ms`))
-      .catch((e) => log(`session reload (${why}) failed, pins stay as they are: ${(e as Error).message}`))
-      .finally(() => {
-        this.reloading = null;
-        if (this.waiting.size) this.reload([], 'buckets that moved during the last reload');
-      });
-  }
-
-  /**
-   * A switch to another table is coming: the buckets it moves are read now, so that their pins are in the kernel by
-   * the switch (they agree with the current table until then). When the switch comes, those buckets are read only
-   * once the writes in flight have landed.
-   */
-  private readonly onTableComing = (moved: number[]): void => {
-    const now = Date.now();
-    for (const b of moved) this.preread.set(b, now);
-    this.reload(moved, 'bucket table changes soon');
-  };
-
-  /** When each bucket was read ahead of a coming switch. */
-  private readonly preread = new Map<number, number>();
-
-  /**
-   * The moved buckets are read at once (unless they were read ahead of this switch) and once more after the
-   * siblings' writes in flight (two flush periods and a second) have landed.
-   */
-  private readonly onTableChange = (moved: number[]): void => {
-    const now = Date.now();
-    const fresh = (b: number) => now - (this.preread.get(b) ?? -Infinity) < this.settleMs + PREREAD_LEAD_MS;
-    const unread = moved.filter((b) => !fresh(b));
-    for (const b of moved) this.preread.delete(b);
-    if (unread.length) this.reload(unread, 'bucket table changed');
-    const tm = setTimeout(() => {
-      this.timers.delete(tm);
-      this.reload(moved, 'bucket table changed, writes in flight landed');
-    }, this.settleMs);
-    this.timers.add(tm);
-  };
 
   /** A record of this node's conntrack, as the sync wrote it (or a grace, or a delete): into the cache. */
   private onRecord(kind: 'put' | 'delete' | 'grace', rec: SessionRecord): void {
@@ -262,8 +167,8 @@ export class SessionLayer implements SessionsHandle {
   private follow(): void {
     const { config, reconciler, log } = this.d;
     const st = config.sessionTable!;
-    reconciler.events.on('tableChange', this.onTableChange);
-    reconciler.events.on('tableComing', this.onTableComing);
+    reconciler.events.on('tableChange', this.reads.tableChanged);
+    reconciler.events.on('tableComing', this.reads.tableComing);
     this.sync = new SessionSync({
       node: config.name,
       role: config.role,
@@ -347,37 +252,6 @@ export class SessionLayer implements SessionsHandle {
   }
 
   /**
-   * A sibling rewrote some records' firewall, or deleted them (see TableEvent 'moved'): take them as Redis holds them
-   * now, and reconcile if a pin appears or goes. The ids come from the network: only well-formed ones count.
-   */
-  async refresh(ids: unknown): Promise<void> {
-    if (!Array.isArray(ids)) return;
-    const { reconciler, trigger, log } = this.d;
-    const valid = ids.filter((id): id is string => typeof id === 'string' && parseSessionId(id) !== null).slice(0, MOVED_IDS_MAX);
-    const t = reconciler.currentTable();
-    const wasPin = valid.some((id) => this.cache.isPinned(id, t));
-    const recs = await this.table.get(valid);
-    for (const id of valid) this.cache.deleteId(id);
-    for (const rec of recs) this.admit(rec);
-    if (wasPin || recs.some((rec) => this.cache.isException(rec, t))) trigger();
-    // A new connection on an earlier one's tuple: this node may still hold the earlier one's conntrack entry (in
-    // TIME_WAIT, or one direction of it), whose mark would send the new connection's packets to the earlier
-    // firewall if the routers move it here. Such an entry goes; the next packet finds its firewall as a flow
-    // without state does (the conn sets, the pins, the hash).
-    let deleted = 0;
-    for (const rec of recs) {
-      if (!this.firewallIds.has(rec.firewall)) continue;
-      const e = await getConntrack({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto });
-      const fw = e ? this.firewallOf(e.mark) : undefined;
-      if (e && fw && fw !== rec.firewall && (await deleteConntrack(e))) deleted++;
-    }
-    if (deleted) {
-      this.staleDeleted += deleted;
-      log(`deleted ${deleted} conntrack entries of earlier connections whose tuple a new connection on another firewall took`);
-    }
-  }
-
-  /**
    * Sessions this node's conntrack holds. Why throttled: the count is a full conntrack dump; an unauthenticated client
    * asking in a loop must not turn that into a dump per request.
    */
@@ -403,10 +277,10 @@ export class SessionLayer implements SessionsHandle {
       redis: this.redis.status,
       cached: this.cache.size,
       epoch: this.agreement.appliedEpoch,
-      rejectedRecords: this.table.rejected + this.rejectedHere,
+      rejectedRecords: this.table.rejected + this.reads.rejected,
       bucketsRead: this.table.reads.buckets,
       recordsRead: this.table.reads.records,
-      staleEntriesDeleted: this.staleDeleted,
+      staleEntriesDeleted: this.reads.staleDeleted,
       pending: this.sync.pendingCount(),
       hashConfigDiffers: this.agreement.configAlarm ? 1 : 0,
     };
@@ -425,8 +299,7 @@ export class SessionLayer implements SessionsHandle {
   }
 
   reconfigure(next: ResolvedBalancerConfig): void {
-    this.firewallIds = new Set(next.firewalls.map((f) => f.id));
-    this.byMark = new Map(slots(next).map((s) => [s.mark, s.id]));
+    this.fw = firewallIndex(next);
     this.agreement.reconfigure(
       next.firewalls.map((f) => f.id),
       hashConfigDigest(next),
@@ -436,9 +309,9 @@ export class SessionLayer implements SessionsHandle {
 
   stop(): void {
     for (const iv of this.intervals) clearInterval(iv);
-    for (const tm of this.timers) clearTimeout(tm);
-    this.d.reconciler.events.off('tableChange', this.onTableChange);
-    this.d.reconciler.events.off('tableComing', this.onTableComing);
+    this.reads.stop();
+    this.d.reconciler.events.off('tableChange', this.reads.tableChanged);
+    this.d.reconciler.events.off('tableComing', this.reads.tableComing);
     this.sync.stop();
     this.events.close();
     void this.sub.then((s) => s?.close());

@@ -3,8 +3,9 @@
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
 import { writeFileAtomic } from '@fwlb/service';
-import { haproxyCli, HaproxyError, HaproxyStat, parseStat, parseTable, runtimeCommand } from './haproxy-cli';
-import { adminSocket, cliArg, configFile, L7Paths, L7Want, mapsChanged, mapText, masterSocket, serverCommands } from './haproxy-render';
+import { haproxyCli, HaproxyError, HaproxyStat, parseStat, parseTable } from './haproxy-cli';
+import { runtimeChange } from './haproxy-runtime';
+import { adminSocket, configFile, L7Paths, L7Want, mapText, masterSocket } from './haproxy-render';
 
 /**
  * Whether a process that is not our child runs. A dead one stays a zombie until whoever adopted it reaps it (seen:
@@ -286,67 +287,23 @@ export class HaproxyEngine implements L7Engine {
     return { reloaded: true, commands: 0 };
   }
 
-  /** Servers and maps through the runtime API; on a refusal the commands already sent are undone. */
+  /** Servers and maps through the runtime API (see runtimeChange); the files follow. */
   private async runtime(have: L7Want, want: L7Want): Promise<number> {
-    const sock = adminSocket(this.o.paths);
-    const cmds = serverCommands(have.servers, want.servers);
-    const done: string[] = [];
+    let sent: { servers: number; commands: number };
     try {
-      for (const c of cmds) {
-        await (c.startsWith('del server ') ? this.delServer(sock, c) : runtimeCommand(sock, c));
-        done.push(c);
-      }
-      for (const file of mapsChanged(have.maps, want.maps)) await this.swapMap(sock, file, want.maps.get(file)!);
+      sent = await runtimeChange(adminSocket(this.o.paths), have, want);
     } catch (e) {
       this.lastError = (e as Error).message;
-      for (const c of serverCommands(want.servers, have.servers)) await runtimeCommand(sock, c).catch(() => undefined);
       throw e;
     }
-    this.runtimeCommands += cmds.length;
+    this.runtimeCommands += sent.commands;
     this.have = want;
     // The files follow, so that a restart loads what runs now (the maps, the servers in their current state).
     this.writeMaps(want);
     writeFileAtomic(configFile(this.o.paths), want.config);
     this.onDisk = want;
     this.lastError = null;
-    return cmds.length;
-  }
-
-  /**
-   * `del server` once the server's connections are gone. It is in maintenance (no new requests), and HAProxy refuses
-   * the delete while a request is in flight or a connection to it is open: the requests in flight get
-   * `DRAIN_MS` to finish (removing a member fails no request), then its sessions are shut.
-   */
-  private async delServer(sock: string, cmd: string, ms = 5000): Promise<void> {
-    const t0 = Date.now();
-    for (;;) {
-      try {
-        await runtimeCommand(sock, cmd);
-        return;
-      } catch (e) {
-        if (!/still has connections|connection queue/i.test((e as Error).message) || Date.now() - t0 > ms) throw e;
-      }
-      if (Date.now() - t0 > HaproxyEngine.DRAIN_MS) await runtimeCommand(sock, cmd.replace(/^del server/, 'shutdown sessions server')).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  /** How long a removed member's requests in flight may take before its sessions are shut. */
-  static DRAIN_MS = 2000;
-
-  /** A whole map swapped at once: a new version filled in rule order, then committed (requests see old or new). */
-  private async swapMap(sock: string, file: string, entries: readonly [string, string][]): Promise<void> {
-    const out = await runtimeCommand(sock, `prepare map ${cliArg(file)}`);
-    const ver = /(\d+)$/.exec(out)![1];
-    // The entries in batches of `;`-separated commands on one connection (keys and values are escaped: a `;` in
-    // them is not a separator); each answers nothing when it worked.
-    const adds = entries.map(([k, v]) => `add map @${ver} ${cliArg(file)} ${cliArg(k)} ${cliArg(v)}`);
-    for (let i = 0; i < adds.length; i += 64) {
-      const answer = (await haproxyCli(sock, adds.slice(i, i + 64).join(';'))).trim();
-      if (answer) throw new HaproxyError(`HAProxy refused a rule of ${file}: ${answer.split('\n').slice(0, 2).join(' | ')}`);
-    }
-    await runtimeCommand(sock, `commit map @${ver} ${cliArg(file)}`);
-    this.runtimeCommands += entries.length + 2;
+    return sent.servers;
   }
 
   /** `show stat`, and each VIP's requests per rule (`show table`) as `st.<vip>/<rule id>`. */

@@ -1,9 +1,9 @@
-// The SLB tier's state and its one way to change the kernel: validate, render the VIPs a change touches, apply the
-// difference in one transaction, roll back on failure; imperative shell of libs/slb.
+// The SLB tier's state and its one way to change it: validate, render the VIPs a change touches, apply the
+// difference in one transaction, roll back on failure; the passes that keep the kernel there are in passes.ts.
+// Imperative shell of libs/slb.
 import type { NftJson } from '@fwlb/nft';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
 import { ConfigError, isL7 } from '@fwlb/config';
-import { canonicalAddress } from '@fwlb/flowhash';
 import type { ProbeResult } from '@fwlb/health';
 import { MonitorFactory, MonitorPool } from './monitor-pool';
 import type { AddressPort, SlbKernel } from './kernel-port';
@@ -11,14 +11,16 @@ import { viewKeys, VipViews } from './vip-views';
 import { GroupCommit } from './group-commit';
 import * as plan from './vip-plan';
 import { Edit, NotFoundError, planChange } from './vip-plan';
-import { adoptedHealth, SlbTables, staleCounterCommands } from './kernel';
-import { tablesCommands } from './kernel-diff';
+import { staleCounterCommands } from './kernel';
 import { healthKey, renderVip } from './render';
 import type { L7Engine } from './haproxy';
 import { captureProblems, LocalSocket, unreadableCertificates } from './local-services';
 import { AppliedVips } from './applied-vips';
 import { SlbTableWriter } from './table-writer';
 import { L7Applier } from './l7-applier';
+import { SlbPasses, SlbReconcileResult } from './passes';
+
+export type { SlbReconcileResult } from './passes';
 
 export interface SlbDeps {
   kernel: SlbKernel;
@@ -40,16 +42,6 @@ export interface SlbDeps {
   local?: (vipAddresses: Iterable<string>) => { addresses: ReadonlySet<string>; sockets: readonly LocalSocket[] };
 }
 
-/** The L4 VIPs: the ones the nft table holds (an L7 VIP is HAProxy's). */
-const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isL7(v));
-
-export interface SlbReconcileResult {
-  nftCommands: number;
-  addressesAdded: string[];
-  addressesRemoved: string[];
-  tableHandle: number | null;
-}
-
 export class SlbService {
   private vipList: ResolvedVip[];
   private byId = new Map<string, ResolvedVip>();
@@ -64,12 +56,9 @@ export class SlbService {
   private readonly writer: SlbTableWriter;
   /** The L7 VIPs' side: HAProxy. */
   private readonly l7: L7Applier;
-  private lastRead = 0;
-  private readFailed = false;
-  private readonly dirty = new Set<string>();
+  /** The passes that bring the kernel to the VIPs: adoption, full pass, health flush. */
+  private readonly passes: SlbPasses;
   private queue: Promise<unknown> = Promise.resolve();
-  reconciles = 0;
-  failures = 0;
   /** Member health checks by result since start: unknown is a check that could not run (helper down or overloaded). */
   readonly checks = { ok: 0, failed: 0, unknown: 0 };
 
@@ -88,8 +77,6 @@ export class SlbService {
     return this.writer.label;
   }
 
-  lastError: string | null = null;
-
   constructor(
     readonly config: ResolvedSlbConfig,
     private readonly deps: SlbDeps,
@@ -98,6 +85,16 @@ export class SlbService {
     this.index();
     this.writer = new SlbTableWriter(deps.kernel, deps.addresses, config.table, config.interface, `${config.interface}:vip`);
     this.l7 = new L7Applier(deps.l7, deps.log);
+    this.passes = new SlbPasses({
+      config,
+      vips: () => this.vipList,
+      vip: (id) => this.byId.get(id),
+      pool: () => this.pool,
+      writer: this.writer,
+      l7: this.l7,
+      applied: this.applied,
+      now: () => this.now(),
+    });
     // A resolved VIP serializes as its config document (vipDocument is its JSON round trip); the saver caches that text per VIP.
     this.saver = deps.save ? new GroupCommit(deps.save, () => this.vipList as unknown as readonly VipConfig[]) : null;
     this.views = new VipViews({
@@ -110,7 +107,7 @@ export class SlbService {
     this.pool = new MonitorPool(
       deps.monitors,
       (users) => {
-        for (const user of users) this.dirty.add(user);
+        this.passes.healthChanged(users);
         this.deps.trigger?.();
       },
       () => this.now(),
@@ -136,19 +133,7 @@ export class SlbService {
   async start(vips: readonly ResolvedVip[] = this.vipList): Promise<SlbReconcileResult> {
     this.vipList = [...vips];
     this.index();
-    return this.serial(() => this.adopt());
-  }
-
-  /** Set once the kernel state has been adopted; until then /health says `starting` and changes wait their turn. */
-  started = false;
-
-  private async adopt(): Promise<SlbReconcileResult> {
-    const have = await this.read();
-    for (const v of this.vipList) this.pool.retarget(undefined, v, adoptedHealth(have, v), true);
-    const r = await this.full(have);
-    this.started = true;
-    await this.pool.allStarted();
-    return r;
+    return this.serial(() => this.passes.adopt());
   }
 
   vips(): readonly ResolvedVip[] {
@@ -168,50 +153,23 @@ export class SlbService {
     return next;
   }
 
-  /**
-   * The kernel says an interface changed or an address came or went: when it may be one of the VIPs' (or `address`
-   * is unknown), the runner's next pass is a full one, which puts the addresses back; true when the caller should
-   * trigger it. Why: an interface taken down loses its IPv6 addresses, and someone may delete one by hand.
-   */
+  /** See SlbPasses.addressesChanged: true when the caller should trigger a pass. */
   addressesChanged(address?: string): boolean {
-    if (address !== undefined && !this.vipList.some((v) => canonicalAddress(v.address) === address)) return false;
-    this.fullWanted = true;
-    this.addressNotices++;
-    return true;
+    return this.passes.addressesChanged(address);
   }
-
-  /** Kernel notices that may have touched a VIP's address (see addressesChanged). */
-  addressNotices = 0;
-  /** A notice asks for a full pass; cleared when one starts, so that a notice during a pass asks for the next. */
-  private fullWanted = false;
 
   /** A full pass: reads the table, and writes what differs from every VIP's fragment. The periodic resync. */
   reconcile(): Promise<SlbReconcileResult> {
-    return this.serial(async () => this.full(await this.read()));
+    return this.serial(() => this.passes.fullRead());
   }
-
-  private fullStarted = 0;
 
   /** The runner's pass: health changes (only their VIPs), or a full pass when the resync period is due or the last pass failed. */
   tick(): Promise<SlbReconcileResult> {
-    return this.serial(async () => {
-      if (!this.started) return this.adopt();
-      if (this.readFailed || this.fullWanted || this.now() - this.lastRead >= this.fullEveryMs()) return this.full(await this.read());
-      return this.flushDirty();
-    });
+    return this.serial(() => this.passes.tick());
   }
 
-  /** How long the last full pass took (ms): its read runs four nft listings, 0.2 s each at 1,000 VIPs. */
-  private lastFullMs = 0;
-
-  /**
-   * A full pass every `resyncSeconds`; with more than 200 VIPs, every 50 times its own duration if that is longer,
-   * so drift repair never takes more than 2 % of a core. By size, not by time: a small table on a busy machine keeps
-   * its period.
-   */
   fullEveryMs(): number {
-    const every = this.config.resyncSeconds * 1000;
-    return this.vipList.length > 200 ? Math.max(every, 50 * this.lastFullMs) : every;
+    return this.passes.fullEveryMs();
   }
 
   /** Counter elements the last read found. */
@@ -219,88 +177,24 @@ export class SlbService {
     return this.views.counterElements();
   }
 
-  private async read(): Promise<SlbTables> {
-    this.fullStarted = this.now();
-    this.fullWanted = false;
-    try {
-      return await this.writer.read();
-    } catch (e) {
-      throw this.failed(e);
-    }
+  get started(): boolean {
+    return this.passes.started;
   }
 
-  /**
-   * A pass that failed: its VIPs are rendered again by the next pass, which is a full one (the kernel may hold
-   * anything now). Returns `e`, to be thrown.
-   */
-  private failed(e: unknown, dirty: Iterable<string> = []): unknown {
-    for (const id of dirty) this.dirty.add(id);
-    this.failures++;
-    this.readFailed = true;
-    this.lastError = e instanceof Error ? e.message : String(e);
-    return e;
+  get reconciles(): number {
+    return this.passes.reconciles;
   }
 
-  /** Renders the VIPs whose health changed since the last pass and applies their chains only. */
-  private async flushDirty(): Promise<SlbReconcileResult> {
-    const ids = new Set(this.dirty);
-    this.dirty.clear();
-    const frags = [...ids].flatMap((id) =>
-      this.byId.has(id) && !isL7(this.byId.get(id)!) ? [renderVip(this.byId.get(id)!, this.pool.up, this.config.seed)] : [],
-    );
-    const have = this.writer.tables();
-    const cmds = tablesCommands({ table: this.config.table, want: frags, have, scope: ids });
-    this.reconciles++;
-    try {
-      await this.writer.transact(cmds);
-    } catch (e) {
-      throw this.failed(e, ids);
-    }
-    this.writer.took(have, cmds);
-    for (const f of frags) this.applied.set(f);
-    this.lastError = null;
-    // HAProxy after the table and apart from it: HAProxy failing never holds back an L4 member's health (an alarm
-    // says so, and the next pass, or the full pass, tries again).
-    if ([...ids].some((id) => this.byId.has(id) && isL7(this.byId.get(id)!)) || this.l7.retryDue) await this.l7.applyOrAlarm(this.vipList, this.pool.up);
-    return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: this.writer.handle() };
+  get failures(): number {
+    return this.passes.failures;
   }
 
-  /**
-   * Brings the kernel to every VIP: addresses first (a DNAT rule for an address the node does not hold is harmless,
-   * the reverse would answer RST), then the table in one transaction; the addresses this pass added are removed again
-   * when the transaction fails, so the kernel is as it was. VIPs whose health did not change keep their fragment.
-   */
-  private async full(have: SlbTables): Promise<SlbReconcileResult> {
-    const vips = this.vipList;
-    this.reconciles++;
-    // The VIPs whose health changed are taken now, not cleared at the end: a health event that arrives while this
-    // pass waits for the kernel marks its VIP again, and the next pass renders it; else the cached fragment would
-    // keep a dead member in the kernel.
-    const dirty = new Set(this.dirty);
-    this.dirty.clear();
-    try {
-      const frags = l4(vips).map((v) => (this.applied.has(v.id) && !dirty.has(v.id) ? this.applied.get(v.id)! : renderVip(v, this.pool.up, this.config.seed)));
-      const decl = await this.writer.declare(frags, have);
-      have = decl.have;
-      const cmds = tablesCommands({ table: this.config.table, want: frags, have });
-      const r = await this.writer
-        .withAddresses(new Set(vips.map((v) => v.address)), null, () => this.writer.transact(cmds))
-        .catch(async (e) => {
-          await decl.undo();
-          throw e;
-        });
-      this.writer.took(have, cmds);
-      this.applied.replaceAll(frags);
-      // HAProxy apart: an L7 failure is an alarm and a retry, never a failed pass for the L4 VIPs.
-      await this.l7.applyOrAlarm(vips, this.pool.up);
-      this.lastRead = this.now();
-      this.lastFullMs = this.lastRead - this.fullStarted;
-      this.readFailed = false;
-      this.lastError = null;
-      return { nftCommands: cmds.length, ...r, tableHandle: this.writer.handle() };
-    } catch (e) {
-      throw this.failed(e, dirty);
-    }
+  get lastError(): string | null {
+    return this.passes.lastError;
+  }
+
+  get addressNotices(): number {
+    return this.passes.addressNotices;
   }
 
   /**
@@ -339,7 +233,7 @@ export class SlbService {
       // Addresses: only those of the changed VIPs, and an address stays while another VIP uses it.
       const touched = chg.touchedAddresses;
       const wantAddrs = new Set(next.filter((v) => touched.has(v.address)).map((v) => v.address));
-      this.reconciles++;
+      this.passes.changeStarted();
       // The first VIP of a family declares its table; declaring is idempotent, and taken back if the change fails.
       const decl = await this.writer.declare(frags, this.writer.tables());
       let done = { have: decl.have, cmds: [] as NftJson[] };
@@ -357,8 +251,7 @@ export class SlbService {
         })
         .catch(async (e) => {
           await decl.undo();
-          this.failures++;
-          this.lastError = e instanceof Error ? e.message : String(e);
+          this.passes.changeFailed(e);
           throw e;
         });
       this.writer.took(done.have, done.cmds);
