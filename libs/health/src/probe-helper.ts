@@ -251,8 +251,21 @@ export class ProbeHelper {
         resolve(a);
       });
       // sentAt: the helper answers `unknown` instead of probing when the request waited longer than its timeout.
-      proc.stdin!.write(JSON.stringify({ id, ...req, sentAt: Date.now() }) + '\n');
+      this.send(proc, JSON.stringify({ id, ...req, sentAt: Date.now() }) + '\n');
     });
+  }
+
+  /**
+   * Requests made in one turn of the event loop (the checks due in one slot of their grid) go to the helper in one
+   * write: the pipe is corked until the turn's timers have run.
+   */
+  private send(proc: ChildProcess, line: string): void {
+    const stdin = proc.stdin!;
+    if (!stdin.writableCorked) {
+      stdin.cork();
+      setImmediate(() => stdin.uncork());
+    }
+    stdin.write(line);
   }
 
   /** A request the helper did not answer within the backstop: unknown, and three in a row mean it is stuck. */

@@ -3,6 +3,7 @@ export * from './api-error';
 export * from './http';
 export * from './config-file';
 export * from './runner';
+export * from './cpu';
 export * from './checks';
 export * from './instance-lock';
 export * from './atomic-file';

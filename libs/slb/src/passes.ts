@@ -4,6 +4,7 @@
 import type { ResolvedSlbConfig, ResolvedVip } from '@fwlb/config';
 import { isL7 } from '@fwlb/config';
 import { canonicalAddress } from '@fwlb/flowhash';
+import { cpuMs, periodForShare } from '@fwlb/service';
 import type { MonitorPool } from './monitor-pool';
 import { adoptedHealth, SlbTables } from './kernel';
 import { tablesCommands } from './kernel-diff';
@@ -31,6 +32,9 @@ export interface SlbPassDeps {
   now: () => number;
 }
 
+/** The share of a core a large table's periodic full pass may take (see fullEveryMs). */
+export const RESYNC_CPU_SHARE = 0.0025;
+
 /** The L4 VIPs: the ones the nft table holds (an L7 VIP is HAProxy's). */
 const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isL7(v));
 
@@ -50,9 +54,9 @@ export class SlbPasses {
   private readFailed = false;
   /** A notice asks for a full pass; cleared when one starts, so that a notice during a pass asks for the next. */
   private fullWanted = false;
-  private fullStarted = 0;
-  /** How long the last full pass took (ms): its read runs four nft listings, 0.2 s each at 1,000 VIPs. */
-  private lastFullMs = 0;
+  /** The CPU used when the last full pass began, and what that pass cost (ms, its nft listings included). */
+  private fullStartedCpu = 0;
+  private lastFullCpuMs = 0;
 
   constructor(private readonly d: SlbPassDeps) {}
 
@@ -85,13 +89,13 @@ export class SlbPasses {
   }
 
   /**
-   * A full pass every `resyncSeconds`; with more than 200 VIPs, every 50 times its own duration if that is longer,
-   * so drift repair never takes more than 2 % of a core. By size, not by time: a small table on a busy machine keeps
-   * its period.
+   * A full pass every `resyncSeconds`; with more than 200 VIPs, less often if it must, so that drift repair takes at
+   * most RESYNC_CPU_SHARE of a core (its own CPU and its nft listings'). By size, not by time: a small table on a
+   * busy machine keeps its period. Drift is also repaired at once where the kernel says so (an address notice).
    */
   fullEveryMs(): number {
     const every = this.d.config.resyncSeconds * 1000;
-    return this.d.vips().length > 200 ? Math.max(every, 50 * this.lastFullMs) : every;
+    return this.d.vips().length > 200 ? periodForShare(every, this.lastFullCpuMs, RESYNC_CPU_SHARE) : every;
   }
 
   /** The runner's pass: the adoption until it succeeded, a full pass when one is due or the last failed, else the health changes. */
@@ -121,7 +125,7 @@ export class SlbPasses {
   }
 
   private async read(): Promise<SlbTables> {
-    this.fullStarted = this.d.now();
+    this.fullStartedCpu = cpuMs();
     this.fullWanted = false;
     try {
       return await this.d.writer.read();
@@ -199,7 +203,7 @@ export class SlbPasses {
       // HAProxy apart: an L7 failure is an alarm and a retry, never a failed pass for the L4 VIPs.
       await l7.applyOrAlarm(vips, this.d.pool().up);
       this.lastRead = this.d.now();
-      this.lastFullMs = this.lastRead - this.fullStarted;
+      this.lastFullCpuMs = cpuMs() - this.fullStartedCpu;
       this.readFailed = false;
       this.lastError = null;
       return { nftCommands: cmds.length, ...r, tableHandle: writer.handle() };

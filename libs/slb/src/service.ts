@@ -321,7 +321,7 @@ export class SlbService {
    */
   async refreshCounters(): Promise<void> {
     this.views.l7Stats = await this.l7.stats(this.views.l7Stats);
-    const c = await this.deps.kernel.counters();
+    const c = await this.deps.kernel.counters(this.writer.families());
     this.views.setCounters(c, this.now());
     const vipKeys = new Set(this.vipList.map((v) => viewKeys(v).vip));
     const memberKeys = new Set(this.vipList.flatMap((v) => viewKeys(v).counters));

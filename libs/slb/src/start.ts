@@ -4,7 +4,7 @@ import { compileVipValidator, ConfigError, ResolvedSlbConfig, validateSlbConfig,
 import { ContentMatcher, helperAlarms, ProbeHelper } from '@fwlb/health';
 import { nftCli } from '@fwlb/nft';
 import { Rtnl, watchRouting } from '@fwlb/routing';
-import { acquireInstanceLock, BoundedRunner, formatChecks, loadJsonConfig, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
+import { acquireInstanceLock, BoundedRunner, cpuMs, formatChecks, loadJsonConfig, periodForShare, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
 import { HAPROXY_CHECK, slbDoctor } from './doctor';
 import { memberMonitors } from './member-health';
 import { HaproxyEngine } from './haproxy';
@@ -85,8 +85,10 @@ export function saver(path: string, fileVips: readonly VipConfig[] | (() => read
     );
 }
 
-/** Counter elements beyond which a read stretches its own period (see readCounters). */
+/** Counter elements beyond which a read stretches its own period (see counterLoop). */
 export const LARGE_COUNTERS = 4000;
+/** The share of a core reading a large table's counters may take (see counterLoop). */
+export const COUNTERS_CPU_SHARE = 0.0025;
 
 export class SlbKernelError extends Error {
   readonly code = 'FWLB_KERNEL_MISSING';
@@ -213,9 +215,9 @@ function reconcileRunner(service: SlbService, config: ResolvedSlbConfig, log: Sl
 }
 
 /**
- * Counters every `countersSeconds`; with a large table (over LARGE_COUNTERS elements), every 50 times as long as a
- * read took if that is longer, so that reading counters never takes more than 2 % of a core. By size, not by time:
- * a small table on a busy machine keeps its period (the lab's tests wait for fresh counters).
+ * Counters every `countersSeconds`; with a large table (over 200 VIPs or LARGE_COUNTERS elements), less often if it
+ * must, so that reading counters takes at most COUNTERS_CPU_SHARE of a core (its own CPU and its nft listings'). By
+ * size, not by time: a small table on a busy machine keeps its period (the lab's tests wait for fresh counters).
  */
 function counterLoop(service: SlbService, config: ResolvedSlbConfig, log: SlbLog): { stop(): void } {
   let timer: NodeJS.Timeout | null = null;
@@ -223,10 +225,10 @@ function counterLoop(service: SlbService, config: ResolvedSlbConfig, log: SlbLog
   const every = config.countersSeconds * 1000;
   const next = (delay: number) => {
     timer = setTimeout(async () => {
-      const t0 = Date.now();
+      const cpu0 = cpuMs();
       await service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`));
-      const took = Date.now() - t0;
-      if (!stopped) next(service.counterElements() > LARGE_COUNTERS ? Math.max(every, 50 * took) : every);
+      const large = service.vips().length > 200 || service.counterElements() > LARGE_COUNTERS;
+      if (!stopped) next(large ? periodForShare(every, cpuMs() - cpu0, COUNTERS_CPU_SHARE) : every);
     }, delay);
     timer.unref();
   };
