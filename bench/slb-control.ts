@@ -214,7 +214,9 @@ async function logging() {
             ['/status', RATE],
             ['/metrics', RATE],
           ] as const) {
-            const o = await openLoop({ socketPath: s.socket, path, rate, seconds: GET_SECONDS });
+            // /metrics as Prometheus asks for it: gzip accepted.
+            const headers: Record<string, string> = path === '/metrics' ? { 'accept-encoding': 'gzip' } : {};
+            const o = await openLoop({ socketPath: s.socket, path, rate, seconds: GET_SECONDS, headers });
             const e = (res[level][`${path} at ${rate}/s`] ??= { p50: [], p99: [], bytes: 0 });
             e.p50.push(pct(o.lat, 50));
             e.p99.push(pct(o.lat, 99));

@@ -4,7 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { validateBalancerConfig } from '@fwlb/config';
 import { balancerMetrics, build, Reconciler, RoutingPort } from '@fwlb/balancer';
 import { slbMetrics } from '@fwlb/slb';
-import { metricsRoute, newRegistry } from '@fwlb/service';
+import { gunzipSync } from 'node:zlib';
+import Fastify from 'fastify';
+import { Gauge, metricsRoute, newRegistry, Registry } from '@fwlb/service';
 import { recordingNft } from '../helpers/recording-nft';
 import { setup, TOKEN, web } from '../helpers/slb-fixture';
 
@@ -64,4 +66,35 @@ t.test('SLB: promtool accepts /metrics; member health is there per vip and membe
   const panic = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   t.equal(value(panic, 'fwlb_slb_pool_panic{vip="web",pool=""}'), 1, 'one of two up is below 60 %: the L4 pool is in panic');
   t.equal(promtool(panic).status, 0);
+});
+
+t.test('a large render goes gzipped to a scraper that accepts it, as it is to one that does not', async (t) => {
+  const app = Fastify();
+  const reg = new Registry();
+  const g = new Gauge({ name: 'fwlb_test_series', help: 'many series', labelNames: ['k'], registers: [reg] });
+  for (let i = 0; i < 8000; i++) g.set({ k: `member-${i}-padding-to-make-the-render-large` }, i);
+  metricsRoute(app, reg);
+  const plain = await app.inject({ method: 'GET', url: '/metrics' });
+  t.ok(plain.rawPayload.length > 256 * 1024, `the render is large (${plain.rawPayload.length} bytes)`);
+  t.equal(plain.headers['content-encoding'], undefined);
+  const zipped = await app.inject({ method: 'GET', url: '/metrics', headers: { 'accept-encoding': 'gzip, deflate' } });
+  t.equal(zipped.headers['content-encoding'], 'gzip');
+  t.ok(zipped.rawPayload.length < plain.rawPayload.length / 5, `compressed: ${zipped.rawPayload.length} bytes`);
+  t.equal(gunzipSync(zipped.rawPayload).toString(), plain.body, 'the same text');
+  const small = Fastify();
+  metricsRoute(small, newRegistry());
+  const smallZipped = await small.inject({ method: 'GET', url: '/metrics', headers: { 'accept-encoding': 'gzip' } });
+  t.equal(smallZipped.headers['content-encoding'], undefined, 'a small render is sent as it is');
+});
+
+t.test('the render one metric at a time is the registry’s own text', async (t) => {
+  const app = Fastify();
+  const reg = new Registry();
+  new Gauge({ name: 'fwlb_test_a', help: 'a', labelNames: ['k'], registers: [reg] }).set({ k: 'x' }, 1);
+  new Gauge({ name: 'fwlb_test_b', help: 'b', registers: [reg] }).set(2);
+  metricsRoute(app, reg);
+  const served = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  const own = await reg.metrics();
+  t.equal(served, own, 'the same text');
+  t.match(served, /^fwlb_test_a\{k="x"\} 1$/m);
 });
