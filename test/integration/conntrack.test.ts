@@ -75,14 +75,20 @@ t.test('conntrack over ctnetlink', async (t) => {
   });
 
   await t.test('loss: a stalled consumer with a small buffer counts overruns and re-syncs from a dump', async (t) => {
-    const w = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'watch', '--ms', '4000', '--rcvbuf', '4096', '--stall', '1500'], {
+    // The reader stalls 100 ms after it is ready, for long enough for the 2,000 flows to be made before it reads
+    // again; they are made once the stall has begun. Why both: a loss found mid-way (flows made faster than the reader
+    // read them in its first 100 ms, or made slower than the stall lasted) re-syncs from a dump of the flows made so far.
+    const w = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'watch', '--ms', '8000', '--rcvbuf', '4096', '--stall', '5000'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
     w.stdout.on('data', (d) => (out += d));
     await waitForLine(w, /"ready"/, 10000, 'watcher');
+    await new Promise((r) => setTimeout(r, 400));
     // 2,000 new UDP flows while the consumer is stalled.
+    const t0 = Date.now();
     drive(ns, { udp: { targets: ['127.0.0.1:5353'], flows: 2000, basePort: 20000, expectReply: false, timeoutMs: 50 } });
+    t.comment(`the 2,000 flows were made in ${Date.now() - t0} ms`);
     await new Promise((r) => w.on('close', r));
     const evs = lines(out);
     const m = evs.find((e) => e.kind === 'metrics');
