@@ -14,11 +14,7 @@ export interface AddressPort {
 
 /** The SLB tables in the kernel (`ip` and `ip6`): read (terse, no counter elements), one transaction, the counters. */
 export interface SlbKernel {
-  /**
-   * Both families' tables. `present`: the families whose table is believed to exist; their maps are listed at once
-   * with the terse listing, the others' only once it found their table.
-   */
-  read(present?: readonly SlbFamily[]): Promise<SlbTables>;
+  read(): Promise<SlbTables>;
   apply(cmds: NftJson[]): Promise<void>;
   /** Declares a family's table, its pool maps and counter sets (`declarationsText`; idempotent). */
   declare(family: SlbFamily): Promise<void>;
@@ -29,27 +25,17 @@ export interface SlbKernel {
 }
 
 export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
-  /**
-   * A family's table: the terse listing and the seven maps and sets (about 0.2 s each at 1,000 VIPs); a map that is
-   * missing reads as null, and any other failure fails the read (an unread pool must never pass for an empty one: its
-   * members would be down). Why a table not believed present is listed first alone: nft answers a listing of a
-   * missing table after reading the whole ruleset for its "did you mean", 0.08 s of CPU each at 1,000 VIPs, seven
-   * times for a family the node does not use.
-   */
-  const readFamily = async (f: SlbFamily, present: boolean) => {
-    const listMaps = () => [
+  const readFamily = async (f: SlbFamily) => {
+    // The seven listings at once (about 0.2 s each at 1,000 VIPs); a map that is missing reads as null, and any
+    // other failure fails the read (an unread pool must never pass for an empty one: its members would be down).
+    const maps = [
       ...[SLB_OBJECTS.dispatch, backendMap('tcp'), backendMap('udp')].map((m) => nft.json(['list', 'map', f, table, m])),
       nft.json(['list', 'set', f, table, SLB_OBJECTS.endpoints]),
       nft.json(['list', 'set', f, table, SLB_OBJECTS.snatNode]),
       nft.json(['list', 'map', f, table, SLB_OBJECTS.snatTo]),
     ];
-    const early = present ? listMaps() : null;
-    const terse = await nft.json(['-t', 'list', 'table', f, table]);
-    if (!terse) {
-      if (early) await Promise.allSettled(early);
-      return null;
-    }
-    const listings = await Promise.all(early ?? listMaps());
+    const [terse, ...listings] = await Promise.all([nft.json(['-t', 'list', 'table', f, table]), ...maps]);
+    if (!terse) return null;
     // `flow` VIPs' maps, named by the terse listing.
     const flows = ((terse as { nftables?: any[] }).nftables ?? []).flatMap((it) =>
       typeof it?.map?.name === 'string' && isFlowMap(it.map.name) ? [it.map.name] : [],
@@ -58,16 +44,17 @@ export function nftSlbKernel(nft: NftRunner, table: string): SlbKernel {
     return parseSlbListing(terse, [...listings, ...flowListings]);
   };
   return {
-    read: async (present = []) => {
-      const [ip, ip6] = await Promise.all(SLB_FAMILIES.map((f) => readFamily(f, present.includes(f))));
+    read: async () => {
+      const [ip, ip6] = await Promise.all(SLB_FAMILIES.map(readFamily));
       return { ip, ip6 };
     },
     apply: (cmds) => nft.apply(cmds),
     declare: (f) => nft.applyText(declarationsText(table, f)),
     declareFlowMaps: (f, vips) => nft.applyText(vips.map((v) => flowMapText(table, f, v.id, v.protocol)).join('')),
-    // The three counter sets by name (`list sets` would list every set with its elements, the 8,000 endpoints of
-    // 1,000 VIPs among them, twice the CPU of the counters alone); both tables' in one parse: their keys carry the
-    // address, so they never collide.
+    // The three counter sets by name, of the families that have a table. Why not `list sets`: it lists every set with
+    // its elements (the 8,000 endpoints of 1,000 VIPs among them), and of a missing table nft answers it only after
+    // reading the whole ruleset for its "did you mean" (0.08 s of CPU at 1,000 VIPs). Both tables' sets in one
+    // parse: their keys carry the address, so they never collide.
     counters: async (families = SLB_FAMILIES) => {
       const names = [SLB_OBJECTS.vipNew, SLB_OBJECTS.memberNew, SLB_OBJECTS.memberPackets];
       const all = await Promise.all(families.flatMap((f) => names.map((n) => nft.json(['list', 'set', f, table, n]))));

@@ -47,7 +47,7 @@ export class SlbTableWriter {
   }
 
   read(): Promise<SlbTables> {
-    return this.kernel.read(this.families());
+    return this.kernel.read();
   }
 
   /** One transaction, all or nothing; nothing is sent for no command. */
@@ -72,7 +72,7 @@ export class SlbTableWriter {
     try {
       await this.transact(cmds);
     } catch (e) {
-      have = await this.kernel.read(this.families());
+      have = await this.kernel.read();
       const again = tablesCommands({ table: this.table, want: frags, have, scope });
       if (!familiesInUse(frags, have).every((f) => hasDeclarations(have[f], f)) || JSON.stringify(again) === JSON.stringify(cmds)) throw e;
       cmds = again;
