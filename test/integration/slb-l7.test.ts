@@ -4,7 +4,20 @@ import { t } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drive, HTTP_PORT, inNs, L7_PORT, L7_REQUESTS, l7Misrouted, l7Vip, PROXY_HTTP_PORT, REPO, waitUntil as waitFor } from '@fwlb/lab';
+import {
+  drive,
+  ECHO_PORT,
+  HTTP_PORT,
+  inNs,
+  L7_PORT,
+  L7_REQUESTS,
+  l7Misrouted,
+  l7Vip,
+  PROXY_HTTP_PORT,
+  PROXY_TCP_PORT,
+  REPO,
+  waitUntil as waitFor,
+} from '@fwlb/lab';
 import type { HttpRequestSpec } from '@fwlb/lab';
 import { haproxyCli } from '@fwlb/slb';
 import { startLab } from '../helpers/lab';
@@ -190,6 +203,58 @@ t.test('L7 VIPs through HAProxy', async (t) => {
       t.same(new Set(seen.map((b) => b.split(' ')[3])), new Set(['s1', 's2']), `${client}: both headers (v1 and v2) reached their member`);
     }
     t.equal((await api('DELETE', '/vips/shop-proxy')).status, 204);
+  });
+
+  await t.test("a proxied TCP VIP (mode tcp): a service that is not HTTP, the client's address in the PROXY header, long streams kept", async (t) => {
+    // s1 and s2 serve PROXY_TCP_PORT, which requires the header (v2 and v1); s3 serves the plain echo port, without one.
+    const port = 7010;
+    const vip = {
+      id: 'tcp-proxy',
+      address: lab.t.vip,
+      port,
+      protocol: 'tcp',
+      mode: 'tcp',
+      members: [
+        { address: rips[0], port: PROXY_TCP_PORT, proxyProtocol: 'v2' },
+        { address: rips[1], port: PROXY_TCP_PORT, proxyProtocol: 'v1' },
+        { address: rips[2], port: ECHO_PORT },
+      ],
+    };
+    const c = await api('POST', '/vips', vip);
+    t.equal(c.status, 201, JSON.stringify(c.body));
+    await waitFor(async () => ((await api('GET', '/vips/tcp-proxy/members')).body as any[]).every((m) => m.health.up), 10000, 'the proxied TCP VIP members up');
+    const cfg = readFileSync(join(hxDir, 'haproxy.cfg'), 'utf8');
+    t.match(cfg, /frontend f\.tcp-proxy\n {2}mode tcp\n/, 'HAProxy runs it in TCP mode');
+    const target = `${lab.t.vip}:${port}`;
+    const [longs, ...asked] = await Promise.all([
+      Promise.all(['c1', 'c2'].map((client) => drive(lab, client, { long: { targets: [target], count: 10, durationMs: 3000, intervalMs: 100 } }))),
+      ...['c1', 'c2'].map((client) => drive(lab, client, { whoami: { targets: [target], count: 9 } })),
+    ]);
+    const answers = new Set<string>();
+    for (const [i, client] of ['c1', 'c2'].entries()) {
+      const addr = lab.t.hosts.find((x) => x.name === client)!.addr!;
+      const seen = asked[i].whoami!;
+      const re = new RegExp(`^(?:(s1|s2) proxy ${addr.replace(/\./g, '\\.')}:\\d+|who)$`);
+      t.ok(
+        seen.every((b) => re.test(b)),
+        `${client}: s1 and s2 name the client's address as the header carried it, s3 (no header) echoes: ${JSON.stringify(seen)}`,
+      );
+      for (const b of seen) answers.add(b === 'who' ? 's3' : b.split(' ')[0]);
+    }
+    t.same([...answers].sort(), ['s1', 's2', 's3'], 'round robin reached every member, each with its own header (v2, v1, none)');
+    const streams = longs.flatMap((r) => r.long.streams);
+    t.equal(streams.length, 20, '20 long streams');
+    t.equal(streams.filter((s) => s.err).length, 0, `0 of 20 long streams through HAProxy broke ${JSON.stringify(longs.map((r) => r.long.errors))}`);
+    // HAProxy's counters, read in the background.
+    await waitFor(async () => (await api('GET', '/vips/tcp-proxy')).body.counters.newSessions >= 38, 5000, "HAProxy's session count read back");
+    const v = (await api('GET', '/vips/tcp-proxy')).body;
+    const perMember = (v.members as any[]).map((m) => m.counters.newSessions);
+    t.ok(
+      perMember.every((n) => n > 0) && perMember.reduce((a, b) => a + b, 0) === v.counters.newSessions,
+      `the VIP's sessions (${v.counters.newSessions}) are its members' (${perMember})`,
+    );
+    t.equal((await api('DELETE', '/vips/tcp-proxy')).status, 204, 'the VIP deleted');
+    t.notMatch(readFileSync(join(hxDir, 'haproxy.cfg'), 'utf8'), /tcp-proxy/, 'deleted, it is gone from the config');
   });
 
   await t.test('a member killed: out within the timers, then 0 of 600 failed and none reached it; back after rise', async (t) => {

@@ -244,7 +244,7 @@ t.test('SLB redundancy: two SLB nodes (keepalived active/standby), the flow sche
       t.same(
         lab.firewallCounters().map((f, i) => f.drops - windowDrops[i]),
         [0, 0, 0],
-        'the firewalls dropped nothing once slb2 had taken over',
+        `the firewalls dropped nothing once slb2 had taken over (${lab.firewallDropFlows().join('; ')})`,
       );
       t.ok(
         windowDrops.every((d) => d === 0) || failedAt.length > 0,

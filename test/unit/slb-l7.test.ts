@@ -335,7 +335,7 @@ t.test('HAProxy that cannot start: the L4 VIPs are applied all the same, an alar
   await x.s.start(validateSlbConfig({ interface: 'up0', vips: [l4, shop()] }).vips);
   t.ok(x.s.started, 'the SLB started');
   t.ok(JSON.stringify(x.nft.batches).includes('v_web'), 'the L4 VIP is in the kernel');
-  t.match(x.s.alarms().join('\n'), /L7 VIPs not applied .*exited while starting/, 'an alarm names the failure');
+  t.match(x.s.alarms().join('\n'), /VIPs HAProxy serves not applied .*exited while starting/, 'an alarm names the failure');
   x.refuse(null);
   await x.s.reconcile();
   t.equal(x.applied.length, 1, 'the next pass applied the L7 VIP');
@@ -362,7 +362,7 @@ t.test('HAProxy refusing while a health event arrives: the L4 VIP follows its me
   await x.s.tick();
   t.ok(x.nft.batches.length > n, 'the L4 member left the kernel pool although HAProxy refused');
   t.notOk(x.nft.targets(80).includes('10.20.0.21:8080'), 'the down L4 member takes no new session');
-  t.match(x.s.alarms().join('\n'), /L7 VIPs not applied/, 'the L7 failure is an alarm');
+  t.match(x.s.alarms().join('\n'), /VIPs HAProxy serves not applied/, 'the L7 failure is an alarm');
   x.refuse(null);
   await x.s.tick();
   t.equal(x.applied[x.applied.length - 1].servers.get('b.shop.www/10.20.0.11_8080')!.state, 'maint', 'the next pass took the L7 member out');
@@ -429,7 +429,7 @@ t.test('pool panic: a pool with too few members up serves on every enabled membe
   const state = (w: L7Want, address: string) => [...w.servers.values()].find((s) => s.address === address)?.state;
   const down =
     (...addrs: string[]) =>
-    (_: ResolvedL7Vip, m: { address: string }) =>
+    (_: unknown, m: { address: string }) =>
       !addrs.includes(m.address);
   // api has one member (10.20.0.13); www has two.
   const api = renderL7([v], down('10.20.0.13'), { dir: '/run/x' });

@@ -26,6 +26,11 @@ export interface DriveSpec {
    */
   long?: { targets: string[]; count: number; durationMs: number; intervalMs: number; timeoutMs?: number; localPorts?: number[]; quietMs?: number };
   udp?: { targets: string[]; flows: number; basePort?: number; timeoutMs?: number; expectReply?: boolean };
+  /**
+   * Connections to a server's PROXY-protocol TCP port (`--proxy-tcp`), one at a time: each asks `who` and reports the
+   * answer, the server's name and the client the header named (`s1 proxy 198.51.100.11:40001`), or its error.
+   */
+  whoami?: { targets: string[]; count: number; timeoutMs?: number };
   /** HTTP GET / requests, one connection each; answers are tallied by body, so servers that name themselves show the spread. */
   http?: {
     targets: string[];
@@ -79,6 +84,8 @@ export interface DriveReport {
     streams: { target: string; port: number; err: string | null; maxGapMs: number; stalledAt: number | null }[];
   };
   udp: { ok: number; failed: number };
+  /** With `whoami`: each connection's answer in order (`error: <code>` when it got none). */
+  whoami?: string[];
   http: {
     ok: number;
     failed: number;
@@ -156,6 +163,30 @@ function serve(args: string[]): void {
     };
     sock.on('data', onData);
   });
+  // A TCP service that requires the PROXY protocol (any protocol behind it): it echoes every byte after the header,
+  // and answers a line `who` with its name and the client the header named.
+  const proxyTcp = net.createServer((sock) => {
+    let got = Buffer.alloc(0);
+    let source = 'none';
+    let header = true;
+    sock.on('error', () => undefined);
+    sock.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (header) {
+        const h = parseProxyHeader(got);
+        if ('more' in h) return;
+        if ('bad' in h) return sock.destroy();
+        header = false;
+        if (h.source) source = `${canonicalAddress(h.source.address)}:${h.source.port}`;
+        got = got.subarray(h.length);
+      }
+      for (let nl = got.indexOf('\n'); nl >= 0; nl = got.indexOf('\n')) {
+        const line = got.subarray(0, nl + 1);
+        got = got.subarray(nl + 1);
+        sock.write(line.toString('latin1') === 'who\n' ? `${httpBody.trim().split(' ').pop()} proxy ${source}\n` : line);
+      }
+    });
+  });
   let pending = 0;
   const ready = () => {
     if (--pending === 0) console.log('ready');
@@ -175,6 +206,10 @@ function serve(args: string[]): void {
   if (opt('--proxy-http')) {
     pending++;
     proxyHttp.listen(opt('--proxy-http'), '::', ready);
+  }
+  if (opt('--proxy-tcp')) {
+    pending++;
+    proxyTcp.listen(opt('--proxy-tcp'), '::', ready);
   }
 }
 
@@ -342,6 +377,28 @@ function httpGet(target: string, timeoutMs: number, spec?: HttpRequestSpec, jar?
   });
 }
 
+/** Asks a `--proxy-tcp` server `who` (see DriveSpec.whoami). */
+function whoami(target: string, timeoutMs: number): Promise<string> {
+  return new Promise((res) => {
+    const [host, port] = hp(target);
+    const s = net.connect({ host, port });
+    let got = '';
+    const t = setTimeout(() => finish('error: timeout'), timeoutMs);
+    function finish(answer: string) {
+      clearTimeout(t);
+      s.destroy();
+      res(answer);
+    }
+    s.on('connect', () => s.write('who\n'));
+    s.on('data', (d) => {
+      got += d;
+      if (got.endsWith('\n')) finish(got.trim());
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => finish(`error: ${e.code ?? 'error'}`));
+    s.on('close', () => finish(`error: closed ${JSON.stringify(got)}`));
+  });
+}
+
 export async function drive(spec: DriveSpec): Promise<DriveReport> {
   const report: DriveReport = {
     stallMs: 0,
@@ -409,6 +466,15 @@ export async function drive(spec: DriveSpec): Promise<DriveReport> {
           }
         }
       }),
+    );
+  }
+  if (spec.whoami) {
+    const w = spec.whoami;
+    jobs.push(
+      (async () => {
+        report.whoami = [];
+        for (let i = 0; i < w.count; i++) report.whoami.push(await whoami(w.targets[i % w.targets.length], w.timeoutMs ?? 3000));
+      })(),
     );
   }
   if (spec.udp) {

@@ -10,6 +10,7 @@ import {
   HTTP_PORT,
   LabOptions,
   PROXY_HTTP_PORT,
+  PROXY_TCP_PORT,
   RIP_NET,
   SYNC_NET,
   Topology,
@@ -280,6 +281,8 @@ export class Lab {
       String(HTTP_PORT),
       '--proxy-http',
       String(PROXY_HTTP_PORT),
+      '--proxy-tcp',
+      String(PROXY_TCP_PORT),
       '--http-body',
       `fwlb lab server ${name}\n`,
     ];

@@ -177,6 +177,8 @@ export const ECHO_PORT = 7007;
 export const HTTP_PORT = 8080;
 /** Every server's HTTP port that requires the PROXY protocol (a member with `proxyProtocol`). */
 export const PROXY_HTTP_PORT = 8088;
+/** Every server's TCP echo port that requires the PROXY protocol, and answers `who` with the client it names. */
+export const PROXY_TCP_PORT = 7009;
 export const WEB_PORT = 80;
 /** The lab's L7 VIP (mode http, HAProxy) listens on the VIP address at this port. */
 export const L7_PORT = 8000;

@@ -11,7 +11,7 @@ export type ResolvedVip = Readonly<
   Required<Omit<VipConfig, 'members' | 'timers' | L7Fields>> & {
     timers: Required<TimerConfig>;
     members: readonly ResolvedMember[];
-    mode?: 'http';
+    mode?: 'http' | 'tcp';
     pools?: readonly ResolvedPool[];
     rules?: readonly Readonly<RuleConfig>[];
     defaultPool?: string;
@@ -21,6 +21,8 @@ export type ResolvedVip = Readonly<
     snat?: { address?: string };
   }
 >;
-/** An L7 VIP (HAProxy serves it); the L4 ones are nft DNAT maps. */
-export type ResolvedL7Vip = ResolvedVip & Required<Pick<ResolvedVip, 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor'>>;
+/** An L7 VIP (mode http: HAProxy serves it, rules to pools); the L4 ones are nft DNAT maps. */
+export type ResolvedL7Vip = ResolvedVip & Required<Pick<ResolvedVip, 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor'>> & { mode: 'http' };
 export const isL7 = (v: ResolvedVip): v is ResolvedL7Vip => v.mode === 'http';
+/** A VIP HAProxy serves: an L7 VIP, or a TCP service it proxies connection by connection (mode tcp). */
+export const isProxied = (v: ResolvedVip): boolean => v.mode === 'http' || v.mode === 'tcp';

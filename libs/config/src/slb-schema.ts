@@ -17,7 +17,7 @@ export interface MemberConfig {
   /** L7 VIPs only (`mode: "http"`): the pool (`pools[].name`) this member serves. */
   pool?: string;
   /**
-   * L7 VIPs only: HAProxy opens each connection to this member with a PROXY protocol header (`v1` text, `v2` binary)
+   * VIPs HAProxy serves only (`mode` `http` or `tcp`): HAProxy opens each connection to this member with a PROXY protocol header (`v1` text, `v2` binary)
    * that carries the client's address and port; the member must expect it on this port. fwlb's checks of the member
    * send a health check's header too (`PROXY UNKNOWN`, or a v2 LOCAL command).
    */
@@ -84,8 +84,12 @@ export interface VipConfig {
    * the kernel keeps the client's port when it can, so a connection keeps its tuple on the node that takes over.
    */
   snat?: { address?: string };
-  /** `http`: an L7 VIP served by HAProxy (rules to pools); absent or `l4`: nft DNAT. @default "l4" */
-  mode?: 'l4' | 'http';
+  /**
+   * `http`: an L7 VIP served by HAProxy (rules to pools). `tcp`: a TCP service that HAProxy proxies connection by
+   * connection (any protocol over TCP): members in either family, the client's address carried by the PROXY protocol
+   * where a member asks for it (`proxyProtocol`), `scheduler` `rr` or `sh`. Absent or `l4`: nft DNAT. @default "l4"
+   */
+  mode?: 'l4' | 'http' | 'tcp';
   /** L7: the pools, rules in order, and the pool of requests no rule matches. */
   pools?: PoolConfig[];
   rules?: RuleConfig[];
@@ -212,7 +216,7 @@ export const vipSchema = {
     panicThreshold: { type: 'number', minimum: 0, maximum: 1 },
     members: { type: 'array', maxItems: 256, items: memberSchema },
     snat: { type: 'object', additionalProperties: false, properties: { address: ipAddress } },
-    mode: { enum: ['l4', 'http'] },
+    mode: { enum: ['l4', 'http', 'tcp'] },
     pools: { type: 'array', minItems: 1, maxItems: 64, items: poolSchema },
     rules: { type: 'array', maxItems: 256, items: ruleSchema },
     defaultPool: poolName,

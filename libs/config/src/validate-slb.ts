@@ -89,11 +89,12 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
   v.members.forEach((m, i) => {
     const bad = addressProblem(`${at}/members/${i}/address`, m.address);
     if (bad) problems.push(bad);
-    // DNAT keeps the family: an L4 VIP's member must be in it. HAProxy opens its own connection, so an L7 VIP's may not.
-    if (v.mode !== 'http' && familyOf(m.address) !== family) {
+    // DNAT keeps the family: an L4 VIP's member must be in it. HAProxy opens its own connection, so the members of a
+    // VIP it serves may be in either.
+    if (!proxied(v) && familyOf(m.address) !== family) {
       problems.push({
         field: `${at}/members/${i}/address`,
-        message: `${m.address} is IPv${familyOf(m.address)} but the VIP ${v.address} is IPv${family}: an L4 VIP's members are in its family (an L7 VIP, mode "http", may mix them)`,
+        message: `${m.address} is IPv${familyOf(m.address)} but the VIP ${v.address} is IPv${family}: an L4 VIP's members are in its family (a VIP HAProxy serves, mode "http" or "tcp", may mix them)`,
       });
     }
     const k = memberKey(m);
@@ -115,7 +116,7 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
     if (!(e instanceof TimerConfigError)) throw e;
     problems.push({ field: `${at}/timers/${e.field}`, message: e.message.slice(e.field.length + 2) });
   }
-  const l7 = v.mode === 'http' ? resolveL7(v, at, problems) : l4Only(v, at, problems);
+  const l7 = v.mode === 'http' ? resolveL7(v, at, problems) : v.mode === 'tcp' ? resolveTcp(v, at, problems) : l4Only(v, at, problems);
   if (!timers) return null;
   return {
     id: v.id,
@@ -141,20 +142,46 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
 
 const L7_ONLY = ['pools', 'rules', 'defaultPool', 'forwardedFor', 'tls'] as const;
 
-/** An L4 VIP carries none of the L7 fields (they would be silently ignored). */
-function l4Only(v: VipConfig, at: string, problems: FieldProblem[]): object {
+const proxied = (v: VipConfig) => v.mode === 'http' || v.mode === 'tcp';
+
+/** A VIP that is not an L7 VIP carries none of the L7 fields (they would be silently ignored). */
+function noL7Fields(v: VipConfig, at: string, problems: FieldProblem[]): void {
   for (const k of L7_ONLY) if (v[k] !== undefined) problems.push({ field: `${at}/${k}`, message: 'is for L7 VIPs only (mode "http")' });
   v.members.forEach((m, i) => {
     if (m.pool !== undefined) problems.push({ field: `${at}/members/${i}/pool`, message: 'is for members of L7 VIPs only (mode "http")' });
-    // An L4 VIP forwards the client's packets as they are (DNAT): nothing can be put in front of their stream.
+  });
+}
+
+/** An L4 VIP: no L7 fields, and no PROXY header (nothing is put in front of a stream the kernel forwards). */
+function l4Only(v: VipConfig, at: string, problems: FieldProblem[]): object {
+  noL7Fields(v, at, problems);
+  v.members.forEach((m, i) => {
     if (m.proxyProtocol !== undefined)
       problems.push({
         field: `${at}/members/${i}/proxyProtocol`,
         message:
-          'is for members of L7 VIPs only (mode "http"): an L4 VIP forwards the packets as they are; the member sees the client\'s address unless the VIP has snat',
+          'is for members of VIPs HAProxy serves (mode "http" or "tcp"): an L4 VIP forwards the packets as they are; the member sees the client\'s address unless the VIP has snat',
       });
   });
   return {};
+}
+
+/**
+ * A proxied TCP VIP (mode tcp): HAProxy ends each connection on this node and opens its own to a member, so the
+ * scheduler is HAProxy's (`rr`, `sh`; `flow`, a choice other SLB nodes would repeat for the same packets, means
+ * nothing for a connection that cannot move), and snat is what it does anyway.
+ */
+function resolveTcp(v: VipConfig, at: string, problems: FieldProblem[]): Partial<ResolvedVip> {
+  noL7Fields(v, at, problems);
+  if (v.protocol !== 'tcp') problems.push({ field: `${at}/protocol`, message: 'must be "tcp" for a proxied TCP VIP (mode "tcp")' });
+  if (v.scheduler === 'flow')
+    problems.push({
+      field: `${at}/scheduler`,
+      message: 'must be "rr" or "sh" for mode "tcp": HAProxy ends each connection on this node, so it cannot move to another SLB node',
+    });
+  if (v.snat)
+    problems.push({ field: `${at}/snat`, message: "is for L4 VIPs only: a proxied VIP's connections to its members leave from HAProxy on this node" });
+  return { mode: 'tcp' };
 }
 
 /** Host names compare without case; `*.example.com` covers every name under example.com (not example.com itself). */
@@ -230,7 +257,8 @@ function resolveL7(v: VipConfig, at: string, problems: FieldProblem[]): Partial<
   if (v.protocol !== 'tcp') problems.push({ field: `${at}/protocol`, message: 'must be "tcp" for an L7 VIP (mode "http")' });
   if (v.scheduler !== undefined && v.scheduler !== SLB_DEFAULTS.scheduler)
     problems.push({ field: `${at}/scheduler`, message: 'an L7 VIP schedules per pool: set pools[].scheduler' });
-  if (v.snat) problems.push({ field: `${at}/snat`, message: "is for L4 VIPs only: an L7 VIP's connections to its members leave from HAProxy on this node" });
+  if (v.snat)
+    problems.push({ field: `${at}/snat`, message: "is for L4 VIPs only: a proxied VIP's connections to its members leave from HAProxy on this node" });
   const pools = v.pools ?? [];
   if (!v.pools) problems.push({ field: `${at}/pools`, message: 'is required for an L7 VIP (mode "http")' });
   if (v.defaultPool === undefined) problems.push({ field: `${at}/defaultPool`, message: 'is required for an L7 VIP (mode "http")' });

@@ -78,7 +78,7 @@ export const DOCTOR_RULESET6 = DOCTOR_RULESET.replace(/\bip (daddr|saddr|to|fwlb
   .replace(/ipv4_addr/g, 'ipv6_addr')
   .replace(/192\.0\.2\.(\d+)/g, '2001:db8::$1');
 
-/** The doctor's check of the HAProxy binary (optional: without it, L7 VIPs are refused); start reads its result. */
+/** The doctor's check of the HAProxy binary (optional: without it, L7 and proxied TCP VIPs are refused); start reads its result. */
 export const HAPROXY_CHECK = 'HAProxy (L7 VIPs)';
 
 /** Whether this kernel and nft take the SLB's rulesets, IPv4 and IPv6 (required for IPv6 only when there are IPv6 VIPs). */
@@ -157,7 +157,7 @@ export async function slbDoctor(iface?: string, haproxy = 'haproxy', ipv6 = fals
     name: HAPROXY_CHECK,
     ok: hx,
     required: false,
-    detail: hx ? `${haproxy} runs` : `${haproxy} not found: L7 VIPs (mode "http") are refused, L4 VIPs work (Debian package haproxy)`,
+    detail: hx ? `${haproxy} runs` : `${haproxy} not found: VIPs with mode "http" or "tcp" are refused, L4 VIPs work (Debian package haproxy)`,
   });
   if (iface) {
     const ok = existsSync(`/sys/class/net/${iface}`);

@@ -1,5 +1,6 @@
-// Renders the L7 VIPs (mode http) as one HAProxy config, its rule maps and its servers, and the runtime API commands
-// that take a running HAProxy from one rendering to the next without a reload; pure layer of libs/slb.
+// Renders the VIPs HAProxy serves (L7 VIPs, mode http, and proxied TCP VIPs, mode tcp) as one HAProxy config, its
+// rule maps and its servers, and the runtime API commands that take a running HAProxy from one rendering to the next
+// without a reload; pure layer of libs/slb.
 //
 // How a request finds its pool: the frontend builds one match key per request, HAProxy's `base` (Host header and
 // path), a 0x01 byte, then for each header name the VIP's rules use, that header's value and a 0x01. Each rule is a
@@ -9,7 +10,8 @@
 // is a new map, swapped in whole and at once (`prepare map` / `add map @version` / `commit map`): no reload, and
 // no request ever sees half a rule list.
 import { createHash } from 'node:crypto';
-import type { ResolvedL7Vip, ResolvedMember, RuleConfig, SlbPeer } from '@fwlb/config';
+import type { ResolvedL7Vip, ResolvedMember, ResolvedVip, RuleConfig, SlbPeer } from '@fwlb/config';
+import { isL7 } from '@fwlb/config';
 import { hostPort } from '@fwlb/flowhash';
 
 export interface L7Paths {
@@ -74,6 +76,15 @@ export const ruleTable = (vip: string) => `st.${vip}`;
 
 export const frontendName = (vip: string) => `f.${vip}`;
 export const backendName = (vip: string, pool: string) => `b.${vip}.${pool}`;
+/** The one backend of a proxied TCP VIP (it has no pools: every member is in it). */
+export const TCP_POOL = 'tcp';
+/** The backend a member's connections go to: its pool's, or its proxied TCP VIP's. */
+export const memberBackend = (vip: string, m: { pool?: string }) => backendName(vip, m.pool ?? TCP_POOL);
+/**
+ * How long a proxied TCP connection may stay idle: its service is not known (a database, a terminal), so HAProxy's
+ * HTTP-sized 30 s would end quiet sessions that the members themselves keep.
+ */
+export const TCP_IDLE_TIMEOUT = '1h';
 /** Names allow letters, digits and `-_.:`; the member's address and port make it stable and readable. */
 export const serverName = (m: { address: string; port: number }) => `${m.address}_${m.port}`;
 export const mapFile = (p: L7Paths, vip: string) => `${p.dir}/${vip}.map`;
@@ -190,11 +201,25 @@ function frontendLines(v: ResolvedL7Vip, slots: string[], file: string, share: s
   ];
 }
 
+/** A proxied TCP VIP's frontend: every connection to its one backend. */
+function tcpFrontendLines(v: ResolvedVip): string[] {
+  return [
+    `frontend ${frontendName(v.id)}`,
+    '  mode tcp',
+    `  bind ${hostPort(v.address, v.port)} transparent`,
+    `  timeout client ${TCP_IDLE_TIMEOUT}`,
+    `  default_backend ${backendName(v.id, TCP_POOL)}`,
+  ];
+}
+
+/** A proxied TCP VIP's one pool: HAProxy's round robin, or `sh` as a consistent hash of the client's address. */
+const tcpPool = (v: ResolvedVip): L7Pool => ({ name: TCP_POOL, scheduler: v.scheduler === 'sh' ? 'source' : 'rr', persistence: 'none' });
+
 /**
- * Renders every L7 VIP. `up(vip, member)` is the member's health as fwlb's checks see it: HAProxy's own checks are
- * off, fwlb decides and pushes the state.
+ * Renders every VIP HAProxy serves (L7 and proxied TCP VIPs; `vips` holds no other). `up(vip, member)` is the
+ * member's health as fwlb's checks see it: HAProxy's own checks are off, fwlb decides and pushes the state.
  */
-export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, m: ResolvedMember) => boolean, p: L7Paths): L7Want {
+export function renderL7(vips: readonly ResolvedVip[], up: (v: ResolvedVip, m: ResolvedMember) => boolean, p: L7Paths): L7Want {
   const peered = !!p.peers?.length;
   // Shared with the group's other nodes (HAProxy's peers protocol pushes every change of an entry to them).
   const share = peered ? ` peers ${PEERS_SECTION}` : '';
@@ -203,7 +228,18 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
   const servers = new Map<string, ServerWant>();
   const tables: string[] = [];
   const panics: L7Panic[] = [];
+  const addPool = (v: ResolvedVip, pool: L7Pool) => {
+    const b = renderPool(v, pool, up, share);
+    full.push(...b.lines);
+    for (const sv of b.servers) servers.set(`${sv.backend}/${sv.name}`, sv);
+    if (b.panic) panics.push(b.panic);
+  };
   for (const v of vips) {
+    if (!isL7(v)) {
+      full.push(...tcpFrontendLines(v));
+      addPool(v, tcpPool(v));
+      continue;
+    }
     const slots = headerSlots(v.rules);
     const file = mapFile(p, v.id);
     tables.push(ruleTable(v.id));
@@ -212,12 +248,7 @@ export function renderL7(vips: readonly ResolvedL7Vip[], up: (v: ResolvedL7Vip, 
       file,
       v.rules.map((r) => [ruleKey(r, slots), `${ruleId(r)}:${backendName(v.id, r.pool)}`]),
     );
-    for (const pool of v.pools) {
-      const b = renderPool(v, pool, up, share);
-      full.push(...b.lines);
-      for (const sv of b.servers) servers.set(`${sv.backend}/${sv.name}`, sv);
-      if (b.panic) panics.push(b.panic);
-    }
+    for (const pool of v.pools) addPool(v, pool);
   }
   // The skeleton is the config without its server lines: what only a reload can change.
   const skeleton = full.filter((l) => !l.startsWith('  server '));
@@ -233,12 +264,14 @@ type L7Pool = ResolvedL7Vip['pools'][number];
  * that is really gone answers 503 either way.
  */
 function renderPool(
-  v: ResolvedL7Vip,
+  v: ResolvedVip,
   pool: L7Pool,
-  up: (v: ResolvedL7Vip, m: ResolvedMember) => boolean,
+  up: (v: ResolvedVip, m: ResolvedMember) => boolean,
   share: string,
 ): { lines: string[]; servers: ServerWant[]; panic: L7Panic | null } {
-  const lines = [`backend ${backendName(v.id, pool.name)}`, `  balance ${SCHEDULER[pool.scheduler]}`];
+  const lines = [`backend ${backendName(v.id, pool.name)}`];
+  if (!isL7(v)) lines.push('  mode tcp', `  timeout server ${TCP_IDLE_TIMEOUT}`);
+  lines.push(`  balance ${SCHEDULER[pool.scheduler]}`);
   // Servers come and go through the runtime API, which a map-based hash does not allow.
   if (pool.scheduler === 'source' || pool.persistence === 'source') lines.push('  hash-type consistent');
   if (pool.persistence === 'cookie')
@@ -246,7 +279,7 @@ function renderPool(
   // Source persistence's entries name a server by its id: every node of a group renders the same config, so the
   // same server gets the same id (in config order) on each.
   if (pool.persistence === 'source') lines.push(`  stick-table type ip size 200k expire 30m${share}`, '  stick on src');
-  const members = v.members.filter((x) => x.pool === pool.name);
+  const members = v.members.filter((x) => (x.pool ?? TCP_POOL) === pool.name);
   const health = new Map(members.map((m) => [m, up(v, m)]));
   const enabled = members.filter((m) => m.state === 'enabled').length;
   const healthy = members.filter((m) => m.state === 'enabled' && health.get(m)).length;

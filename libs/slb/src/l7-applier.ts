@@ -2,7 +2,7 @@
 // what it was told and why the last try failed. Apart from the nft writes: HAProxy failing never holds back an L4
 // VIP. Shell layer of libs/slb.
 import type { ResolvedVip } from '@fwlb/config';
-import { isL7 } from '@fwlb/config';
+import { isProxied } from '@fwlb/config';
 import type { L7Engine } from './haproxy';
 import type { HaproxyStat } from './haproxy-cli';
 import { L7Panic, L7Want, renderL7 } from './haproxy-render';
@@ -34,12 +34,12 @@ export class L7Applier {
    * reload when the structure changed). Nothing to do on a node that never had an L7 VIP.
    */
   async apply(vips: readonly ResolvedVip[], up: (healthKey: string) => boolean): Promise<void> {
-    const l7 = vips.filter(isL7);
+    const l7 = vips.filter(isProxied);
     if (!this.engine || (!l7.length && !this.want)) return;
     const want = renderL7(l7, (v, m) => up(healthKey(v, m)), this.engine.paths);
     try {
       const r = await this.engine.apply(want);
-      if (r.reloaded) this.log?.(`HAProxy loaded a new config: ${l7.length} L7 VIPs`, { event: 'haproxy-reload', vips: l7.length });
+      if (r.reloaded) this.log?.(`HAProxy loaded a new config: ${l7.length} VIPs (mode http or tcp)`, { event: 'haproxy-reload', vips: l7.length });
     } catch (e) {
       this.failed = e instanceof Error ? e.message : String(e);
       throw e;
@@ -50,7 +50,7 @@ export class L7Applier {
 
   /** A pass's apply: a failure is an alarm and a retry on the next pass, never a failed pass for the L4 VIPs. */
   async applyOrAlarm(vips: readonly ResolvedVip[], up: (healthKey: string) => boolean): Promise<void> {
-    await this.apply(vips, up).catch((e) => this.log?.(`ALARM L7 VIPs not applied, will retry: ${(e as Error).message}`));
+    await this.apply(vips, up).catch((e) => this.log?.(`ALARM VIPs HAProxy serves not applied, will retry: ${(e as Error).message}`));
   }
 
   /** HAProxy's counters, or `prev` when it cannot say (or never ran an L7 VIP). */
@@ -70,8 +70,9 @@ export class L7Applier {
       out.push(
         `VIP ${p.vip} pool ${p.pool} in panic: ${p.healthy} of ${p.enabled} enabled members up (threshold ${Math.round(p.threshold * 100)}%), every enabled member takes requests`,
       );
-    if (this.failed) out.push(`L7 VIPs not applied (HAProxy keeps what it ran; L4 VIPs are not affected): ${this.failed}`);
-    if (!this.engine && vips.some(isL7)) out.push(`HAProxy is not available on this node: ${vips.filter(isL7).length} L7 VIPs are not served`);
+    if (this.failed) out.push(`VIPs HAProxy serves not applied (HAProxy keeps what it ran; L4 VIPs are not affected): ${this.failed}`);
+    if (!this.engine && vips.some(isProxied))
+      out.push(`HAProxy is not available on this node: ${vips.filter(isProxied).length} VIPs it would serve (mode http or tcp) are not served`);
     return out;
   }
 

@@ -2,7 +2,7 @@
 // the VIPs whose member health changed; when each is due, and what a failed one leaves for the next. Shell layer of
 // libs/slb: the SLB service owns the VIPs and the API's changes, this owns bringing the kernel to them.
 import type { ResolvedSlbConfig, ResolvedVip } from '@fwlb/config';
-import { isL7 } from '@fwlb/config';
+import { isProxied } from '@fwlb/config';
 import { canonicalAddress } from '@fwlb/flowhash';
 import { cpuMs, periodForShare } from '@fwlb/service';
 import type { MonitorPool } from './monitor-pool';
@@ -35,8 +35,8 @@ export interface SlbPassDeps {
 /** The share of a core a large table's periodic full pass may take (see fullEveryMs). */
 export const RESYNC_CPU_SHARE = 0.0025;
 
-/** The L4 VIPs: the ones the nft table holds (an L7 VIP is HAProxy's). */
-const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isL7(v));
+/** The L4 VIPs: the ones the nft table holds (a proxied VIP is HAProxy's). */
+const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isProxied(v));
 
 export class SlbPasses {
   /** Passes run and failed (a change through the API counts as one), and the last failure's message. */
@@ -169,7 +169,7 @@ export class SlbPasses {
     this.lastError = null;
     // HAProxy after the table and apart from it: HAProxy failing never holds back an L4 member's health (an alarm
     // says so, and the next pass, or the full pass, tries again).
-    if (vips.some(isL7) || l7.retryDue) await l7.applyOrAlarm(this.d.vips(), this.d.pool().up);
+    if (vips.some(isProxied) || l7.retryDue) await l7.applyOrAlarm(this.d.vips(), this.d.pool().up);
     return { nftCommands: cmds.length, addressesAdded: [], addressesRemoved: [], tableHandle: writer.handle() };
   }
 

@@ -3,7 +3,7 @@
 // Imperative shell of libs/slb.
 import type { NftJson } from '@fwlb/nft';
 import type { ResolvedSlbConfig, ResolvedVip, MemberConfig, VipConfig } from '@fwlb/config';
-import { ConfigError, isL7 } from '@fwlb/config';
+import { ConfigError, isProxied } from '@fwlb/config';
 import type { ProbeResult } from '@fwlb/health';
 import { MonitorFactory, MonitorPool } from './monitor-pool';
 import type { AddressPort, SlbKernel } from './kernel-port';
@@ -34,7 +34,7 @@ export interface SlbDeps {
   now?: () => number;
   /** Conditions an operator must see (the probe helper down); /health is not `ok` while there are any. */
   alarms?: () => string[];
-  /** The L7 data plane (HAProxy) for VIPs with `mode: "http"`; absent: such VIPs are refused. */
+  /** The proxy data plane (HAProxy) for VIPs with `mode` `http` or `tcp`; absent: such VIPs are refused. */
   l7?: L7Engine;
   /** The probe helper answers (for the metric; absent in tests). */
   helperUp?: () => boolean;
@@ -226,7 +226,9 @@ export class SlbService {
       });
       const { next, nextById, changed, initial, l7Touched } = chg;
       const up = (k: string) => initial.get(k) ?? this.pool.up(k);
-      const frags = [...changed].flatMap((id) => (nextById.has(id) && !isL7(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : []));
+      const frags = [...changed].flatMap((id) =>
+        nextById.has(id) && !isProxied(nextById.get(id)!) ? [renderVip(nextById.get(id)!, up, this.config.seed)] : [],
+      );
       await this.refuseCaptures(chg.newListeners, () => '/address', 'request body');
       const certs = unreadableCertificates([...changed].map((id) => nextById.get(id)));
       if (certs.length) throw new ConfigError(certs, 'request body');

@@ -330,10 +330,10 @@ function adopt(service: SlbService, log: SlbLog, retry: () => void): Promise<Slb
   );
 }
 
-/** HAProxy serves the L7 VIPs; without it they are refused and the L4 ones work as before. */
+/** HAProxy serves the L7 and proxied TCP VIPs; without it they are refused and the L4 ones work as before. */
 function l7Engine(config: ResolvedSlbConfig, checks: Awaited<ReturnType<typeof slbDoctor>>, log: SlbLog): HaproxyEngine | undefined {
   if (checks.find((c) => c.name === HAPROXY_CHECK)?.ok)
     return new HaproxyEngine({ paths: { dir: config.haproxy.dir, peers: config.haproxy.peers, localPeer: config.name }, binary: config.haproxy.binary, log });
-  log(`HAProxy (${config.haproxy.binary}) not found: L7 VIPs (mode "http") are refused`);
+  log(`HAProxy (${config.haproxy.binary}) not found: VIPs with mode "http" or "tcp" are refused`);
   return undefined;
 }

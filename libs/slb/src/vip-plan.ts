@@ -2,7 +2,7 @@
 // what their new members start as, and what it must not do (too many VIPs, over the check budget, L7 without
 // HAProxy). Pure layer of libs/slb, in the style of the balancer's Membership: no I/O, the service applies the plan.
 import type { MemberConfig, ResolvedVip } from '@fwlb/config';
-import { checkBudgetProblem, ConfigError, isL7, memberKey, memberKeyOf, validateVip, vipDocument } from '@fwlb/config';
+import { checkBudgetProblem, ConfigError, isProxied, memberKey, memberKeyOf, validateVip, vipDocument } from '@fwlb/config';
 import { healthKey } from './render';
 
 /** The most VIPs one SLB holds: the same limit for the API and the config file's schema (`vips` maxItems). */
@@ -144,10 +144,10 @@ export function planChange(
     const v = nextById.get(id);
     for (const m of v?.members ?? []) initial.set(healthKey(v!, m), wasUp(v!, m));
   }
-  const l7Touched = [...changed].some((id) => [nextById.get(id), byId.get(id)].some((v) => v && isL7(v)));
+  const l7Touched = [...changed].some((id) => [nextById.get(id), byId.get(id)].some((v) => v && isProxied(v)));
   if (l7Touched && !o.haproxy)
     throw new ConfigError(
-      [{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): L7 VIPs (mode "http") cannot be served' }],
+      [{ field: '/mode', message: 'HAProxy is not available on this node (fwlb-slb doctor): VIPs HAProxy serves (mode "http" or "tcp") cannot be served' }],
       'request body',
     );
   const newListeners = [...changed].flatMap((id) => {

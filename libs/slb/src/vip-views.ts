@@ -1,12 +1,12 @@
 // What the API and the metrics show of the VIPs: members with health, slots and counters, and the cached GET /vips
 // body. Reads memory only (counters come from the background refresh); shell layer of libs/slb.
 import type { ResolvedVip, VipConfig } from '@fwlb/config';
-import { isL7, memberKey } from '@fwlb/config';
+import { isL7, isProxied, memberKey } from '@fwlb/config';
 import { memberCounterKey, SlbCounters, vipKeyString } from './kernel';
 import { healthKey } from './render';
 import type { HaproxyStat } from './haproxy-cli';
 import type { MonitorPool } from './monitor-pool';
-import { backendName, DEFAULT_RULE, frontendName, ruleId, ruleTable, serverName } from './haproxy-render';
+import { backendName, DEFAULT_RULE, frontendName, memberBackend, ruleId, ruleTable, serverName } from './haproxy-render';
 
 /** How old the cached GET /vips body may be when only health or counters changed. */
 export const LIST_MAX_AGE_MS = 1000;
@@ -83,7 +83,7 @@ export class VipViews {
   }
 
   memberView(v: ResolvedVip) {
-    if (isL7(v)) return this.l7MemberView(v);
+    if (isProxied(v)) return this.l7MemberView(v);
     const slots = this.src.slots(v.id);
     const keys = viewKeys(v);
     return v.members.map((m, i) => {
@@ -108,16 +108,16 @@ export class VipViews {
     });
   }
 
-  /** An L7 VIP's members: health as fwlb's checks see it, counters from HAProxy's stats (a session is a connection). */
+  /** The members of a VIP HAProxy serves: health as fwlb's checks see it, counters from HAProxy's stats (a session is a connection). */
   private l7MemberView(v: ResolvedVip) {
     return v.members.map((m) => {
-      const st = this.l7Stats.get(`${backendName(v.id, m.pool!)}/${serverName(m)}`);
+      const st = this.l7Stats.get(`${memberBackend(v.id, m)}/${serverName(m)}`);
       return {
         address: m.address,
         port: m.port,
         weight: m.weight,
         state: m.state,
-        pool: m.pool,
+        ...(m.pool !== undefined ? { pool: m.pool } : {}),
         health: this.healthView(healthKey(v, m)),
         haproxy: st?.status ?? null,
         // No DNAT slots and no per-packet counters for L7 (HAProxy counts sessions and responses).
@@ -147,6 +147,10 @@ export class VipViews {
         members: this.memberView(v),
         counters: { newSessions: fe?.sessions ?? 0, requests: fe?.requests ?? 0, rules, defaultPool: unmatched, pools, at: this.countersAt },
       };
+    }
+    if (isProxied(v)) {
+      const fe = this.l7Stats.get(`${frontendName(v.id)}/FRONTEND`);
+      return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: fe?.sessions ?? 0, at: this.countersAt } };
     }
     // The resolved VIP is frozen and serializes as its document: spread it instead of a JSON round trip per VIP per GET.
     return { ...(v as VipConfig), members: this.memberView(v), counters: { newSessions: this.vipNewSessions(v), at: this.countersAt } };
