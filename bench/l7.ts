@@ -6,18 +6,33 @@
 //    first request routed by the new rule, seen by a prober in the client sending requests back to back.
 import { ChildProcess } from 'node:child_process';
 import * as http from 'node:http';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inNs, l7Vip, median, spawnInNs, spread, waitForLine, REPO } from '@fwlb/lab';
 import { haproxyCli } from '@fwlb/slb';
-import { SERVERS, slbRig, wrk, WrkResult } from './slb-rig';
+import { pinProcesses, SERVERS, slbRig, wrk, WrkResult } from './slb-rig';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNS = Number(process.env.BENCH_CONNS ?? 32);
 const CHANGES = Number(process.env.BENCH_CHANGES ?? 20);
+/**
+ * CPU placement (`BENCH_PIN`, default 1): wrk and the servers on CPU 0, every load balancer's HAProxy (one thread)
+ * on CPU 1, so that the HAProxy under test is what limits the rate and no round depends on where the scheduler put
+ * whom (unpinned, rounds here fall into modes some 25 % apart, whichever path they measure). 0: left to the scheduler.
+ */
+const PIN = process.env.BENCH_PIN !== '0';
+const LB_CPUS = PIN ? ['1'] : ['0', '1'];
+const onLbCpus = PIN ? ['taskset', '-c', LB_CPUS.join(',')] : [];
 const VIP_FWLB = '192.0.2.100';
 const VIP_HAND = '192.0.2.101';
+const VIP_VARIANT = '192.0.2.102';
+/**
+ * `BENCH_L7_EDIT`: a JSON list of [regex, replacement] applied to fwlb's rendered config (multiline, global), run as
+ * a third path by a HAProxy of its own on another address: what one line of fwlb's config costs, in the same rounds.
+ * `[]`: fwlb's config as it is, run apart from fwlb-slb (what the rounds resolve between two equal configs).
+ */
+const EDITS: [string, string][] | null = process.env.BENCH_L7_EDIT ? JSON.parse(process.env.BENCH_L7_EDIT) : null;
 const TOKEN = 'bench-token-0123456789';
 
 /** The lab's rules (deploy/lab/src/topology.ts), written by hand below as ACLs for the comparison. */
@@ -28,7 +43,8 @@ function handConfig(extraHosts: string[]): string {
   const extra = extraHosts.flatMap((h, i) => [`  acl x${i} hdr(host),field(1,:) -i ${h}`, `  use_backend api if x${i}`]);
   return [
     'global',
-    '  nbthread 2',
+    // fwlb's config leaves nbthread to HAProxy (a thread per CPU it may run on): the same here.
+    `  nbthread ${LB_CPUS.length}`,
     'defaults',
     '  mode http',
     '  timeout client 30s',
@@ -115,18 +131,35 @@ function prober(ns: string): { ask(url: string, host: string, want: string): Pro
   };
 }
 
+/** The median of per-round ratios a/b, and in how many rounds a was lower. */
+function paired(a: WrkResult[], b: WrkResult[], k: 'rps' | 'p99'): string {
+  const r = a.map((x, i) => x[k] / b[i][k]);
+  return `${median(r).toFixed(3)} (lower in ${r.filter((x) => x < 1).length}/${r.length})`;
+}
+
+/** fwlb's rendered config with EDITS applied, on VIP_VARIANT, in a HAProxy of its own (no runtime API, no master). */
+function variant(lbNs: string, dir: string): ChildProcess {
+  let cfg = readFileSync(join(dir, 'fwlb-haproxy', 'haproxy.cfg'), 'utf8')
+    .replaceAll(`${VIP_FWLB}:80`, `${VIP_VARIANT}:80`)
+    .replace(/^ {2}stats socket .*$/m, `  stats socket ${dir}/edit.sock mode 600 level admin`);
+  for (const [re, to] of EDITS ?? []) cfg = cfg.replace(new RegExp(re, 'gm'), to);
+  const file = join(dir, 'edit.cfg');
+  writeFileSync(file, cfg);
+  return spawnInNs(lbNs, [...onLbCpus, 'haproxy', '-db', '-f', file]);
+}
+
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;
 };
 
 async function main(): Promise<void> {
-  const { ns, dir, procs, cleanup } = slbRig('bl', [VIP_HAND]);
+  const { ns, dir, procs, cleanup } = slbRig('bl', [VIP_HAND, VIP_VARIANT]);
   try {
     // The hand-written HAProxy, master-worker so that a change can be a reload.
     const handCfg = join(dir, 'hand.cfg');
     writeFileSync(handCfg, handConfig([]));
-    const hand = spawnInNs(ns.lb, ['haproxy', '-W', '-S', `${dir}/hand-master.sock`, '-f', handCfg]);
+    const hand = spawnInNs(ns.lb, [...onLbCpus, 'haproxy', '-W', '-S', `${dir}/hand-master.sock`, '-f', handCfg]);
     procs.push(hand);
     const handLog: string[] = [];
     hand.stdout!.on('data', (d) => handLog.push(String(d)));
@@ -153,23 +186,34 @@ async function main(): Promise<void> {
       slbCfg,
       JSON.stringify({ interface: 'eth0', api: { listen: `unix:${dir}/slb.sock`, token: TOKEN }, haproxy: { dir: join(dir, 'fwlb-haproxy') }, vips: [vip] }),
     );
-    const slb = spawnInNs(ns.lb, [process.execPath, join(REPO, 'apps/slb/dist/main.js'), 'run', '--config', slbCfg]);
+    // fwlb-slb starts its HAProxy, which inherits the CPUs.
+    const slb = spawnInNs(ns.lb, [...onLbCpus, process.execPath, join(REPO, 'apps/slb/dist/main.js'), 'run', '--config', slbCfg]);
     procs.push(slb);
     await waitForLine(slb, /listening on/, 15000, 'fwlb-slb');
     await new Promise((r) => setTimeout(r, 2000));
     inNs(ns.cli, ['ip', 'route', 'add', '10.30.0.0/24', 'via', '192.0.2.2']);
 
-    type Path = 'fwlb' | 'hand';
-    const rounds: Record<Path, WrkResult[]> = { fwlb: [], hand: [] };
+    type Path = 'fwlb' | 'hand' | 'edit';
+    const rounds: Record<Path, WrkResult[]> = { fwlb: [], hand: [], edit: [] };
     const paths: [Path, string][] = [
       ['fwlb', VIP_FWLB],
       ['hand', VIP_HAND],
     ];
+    if (EDITS) {
+      paths.push(['edit', VIP_VARIANT]);
+      procs.push(variant(ns.lb, dir));
+      await new Promise((r) => setTimeout(r, 500));
+    }
     const headers = ['Host: www.example.com'];
+    if (PIN) {
+      const n = ns.srv.reduce((a, x) => a + pinProcesses(x, 'haproxy', '0'), 0);
+      console.log(`pinned: wrk and ${n} servers on CPU 0, ${pinProcesses(ns.lb, 'haproxy', '1')} load balancer HAProxy processes on CPU 1`);
+    }
     for (let i = 0; i < ROUNDS; i++) {
-      for (const [name, addr] of i % 2 ? [...paths].reverse() : paths) {
+      // Each path in turn, the order rotated every round.
+      for (const [name, addr] of paths.map((_, j) => paths[(i + j) % paths.length])) {
         inNs(ns.cli, ['ss', '-K', 'dst', '192.0.2.0/24']);
-        const r = wrk(ns.cli, `http://${addr}/`, { conns: CONNS, seconds: SECONDS, headers });
+        const r = wrk(ns.cli, `http://${addr}/`, { conns: CONNS, seconds: SECONDS, headers, ...(PIN ? { cpus: '0' } : {}) });
         rounds[name].push(r);
         console.log(
           `round ${i + 1} ${name.padEnd(5)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  errors ${r.errors}`,
@@ -181,7 +225,7 @@ async function main(): Promise<void> {
     console.log(
       `\ndata path, medians [min-max] over ${ROUNDS} interleaved rounds of ${SECONDS} s, ${CONNS} keep-alive connections, Host www.example.com (no rule matches):`,
     );
-    for (const n of ['fwlb', 'hand'] as const)
+    for (const [n] of paths)
       console.log(
         `${n.padEnd(5)} ${fmt(sp(n, 'rps'))} req/s, p50 ${fmt(sp(n, 'p50'), 2)} ms, p99 ${fmt(sp(n, 'p99'), 2)} ms, errors ${rounds[n].reduce((a, r) => a + (r.errors || 0), 0)}`,
       );
@@ -189,11 +233,18 @@ async function main(): Promise<void> {
     console.log(
       `ratio fwlb/hand: req/s ${(med('fwlb', 'rps') / med('hand', 'rps')).toFixed(3)} (goal >= 0.95), p99 ${(med('fwlb', 'p99') / med('hand', 'p99')).toFixed(3)} (goal <= 1.1)`,
     );
+    console.log(`paired within rounds, fwlb/hand: req/s ${paired(rounds.fwlb, rounds.hand, 'rps')}, p99 ${paired(rounds.fwlb, rounds.hand, 'p99')}`);
+    if (EDITS) {
+      console.log(`edit: fwlb's config with ${JSON.stringify(EDITS)}`);
+      for (const b of ['fwlb', 'hand'] as const)
+        console.log(`ratio edit/${b}: req/s ${paired(rounds.edit, rounds[b], 'rps')}, p99 ${paired(rounds.edit, rounds[b], 'p99')}`);
+    }
 
-    // Change propagation: a new host rule to pool api, CHANGES times on each path, interleaved.
+    // Change propagation: a new host rule to pool api, CHANGES times on each path, interleaved (BENCH_CHANGES=0: none).
+    if (!CHANGES) return;
     const probe = prober(ns.cli);
     procs.push(probe.proc);
-    const lag: Record<Path, number[]> = { fwlb: [], hand: [] };
+    const lag: Record<'fwlb' | 'hand', number[]> = { fwlb: [], hand: [] };
     const added: string[] = [];
     let rules = [...RULES];
     // One change on each path before the measured ones: the first one after a start pays for compiling code (JIT).

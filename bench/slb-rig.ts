@@ -2,7 +2,7 @@
 // server side is not what limits the rate), in namespaces of their own; and wrk's parsed results. Used by slb.ts
 // (L4: fwlb's nft DNAT vs HAProxy in TCP mode) and l7.ts (L7: HAProxy driven by fwlb vs a hand-written HAProxy).
 import { ChildProcess, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deleteNs, inNs, run, spawnInNs, uniquePrefix } from '@fwlb/lab';
@@ -23,10 +23,14 @@ function ms(v: string): number {
   return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
 }
 
-/** wrk from `ns`; a run that fails is reported as NaN figures (the medians leave it out), never a crash. */
-export function wrk(ns: string, url: string, o: { conns: number; seconds: number; headers?: string[] }): WrkResult {
+/**
+ * wrk from `ns` (on CPUs `cpus` when given, as `taskset -c` takes them); a run that fails is reported as NaN figures
+ * (the medians leave it out), never a crash.
+ */
+export function wrk(ns: string, url: string, o: { conns: number; seconds: number; headers?: string[]; cpus?: string }): WrkResult {
   const hdr = (o.headers ?? ['Connection: close']).flatMap((h) => ['-H', h]);
-  const r = spawnSync('ip', ['netns', 'exec', ns, 'wrk', '-t2', `-c${o.conns}`, `-d${o.seconds}s`, '--latency', ...hdr, url], { encoding: 'utf8' });
+  const pin = o.cpus ? ['taskset', '-c', o.cpus] : [];
+  const r = spawnSync('ip', ['netns', 'exec', ns, ...pin, 'wrk', '-t2', `-c${o.conns}`, `-d${o.seconds}s`, '--latency', ...hdr, url], { encoding: 'utf8' });
   if (r.status !== 0) {
     console.log(`wrk failed (round left out): ${(r.stderr || r.stdout).trim().slice(0, 200)}`);
     return { rps: NaN, p50: NaN, p99: NaN, errors: NaN };
@@ -39,6 +43,25 @@ export function wrk(ns: string, url: string, o: { conns: number; seconds: number
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const errors = (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + non2xx;
   return { rps, p50, p99, errors };
+}
+
+/**
+ * Pins every process named `comm` in namespace `ns`, every thread of it, to CPUs `cpus` (`taskset -a -p -c`); returns
+ * how many. A process started later (a reload's new worker) inherits its parent's pinning.
+ */
+export function pinProcesses(ns: string, comm: string, cpus: string): number {
+  const pids = run(['ip', 'netns', 'pids', ns])
+    .split('\n')
+    .filter(Boolean)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
+      } catch {
+        return false;
+      }
+    });
+  for (const pid of pids) run(['taskset', '-a', '-p', '-c', cpus, pid]);
+  return pids.length;
 }
 
 export interface SlbRig {
