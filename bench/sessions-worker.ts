@@ -20,7 +20,8 @@ const pct = (xs: number[], p: number) => {
 };
 
 async function main(): Promise<void> {
-  const redis = await ready(connect({ url, node: 'bench' }));
+  // BENCH_AUTOPIPELINE=0: each command in a write of its own, as before fwlb turned ioredis' autopipelining on.
+  const redis = await ready(connect({ url, node: 'bench' }, process.env.BENCH_AUTOPIPELINE === '0' ? { enableAutoPipelining: false } : {}));
   const table = new SessionTable(redis, 'bench', `bench${portBase}:`, DEFAULT_LAYOUT);
   const created = new Map<number, number>();
   const lags: number[] = [];

@@ -154,6 +154,7 @@ t.test('Redis options: TLS reaches the sentinels too, and commands time out', as
   t.same(u.options.tls, {}, 'rediss:// turns TLS on');
   t.equal(u.options.commandTimeout, 5000, 'a stuck Redis fails the command instead of stalling the caller');
   t.equal(u.options.enableOfflineQueue, false);
+  t.equal(u.options.enableAutoPipelining, true, "a flush's per-bucket calls leave in one write per tick");
 });
 
 t.test('Redis Cluster: seed nodes instead of a url; one mode only; each node spoken to as a standalone server', async (t) => {
@@ -167,6 +168,8 @@ t.test('Redis Cluster: seed nodes instead of a url; one mode only; each node spo
   t.equal(o.redisOptions!.password, 'pw', 'AUTH on every node');
   t.same(o.redisOptions!.tls, { ca: Buffer.from('PEM') }, 'TLS to every node, with the CA');
   t.equal(o.redisOptions!.commandTimeout, 5000, 'commands time out');
+  t.equal(o.enableAutoPipelining, false, 'no pipelines a failover could split (MOVED for part of one)');
+  t.notOk('enableAutoPipelining' in o.redisOptions!, 'nor per node');
   t.equal(o.enableOfflineQueue, false, 'and fail fast while the cluster is away');
   t.equal(o.scaleReads, 'master', 'reads from masters only (a replica lags)');
 });

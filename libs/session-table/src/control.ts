@@ -177,7 +177,9 @@ export class SharedControl {
    * cluster, a message published on any master reaches every node's subscribers.
    */
   async subscribe(onEvent: (ev: TableEvent) => void): Promise<{ close(): void }> {
-    const sub: RedisLike = this.r instanceof Cluster ? this.r.duplicate([], { enableOfflineQueue: true }) : this.r.duplicate({ enableOfflineQueue: true });
+    // A subscriber sends nothing but its subscription: nothing to pipeline.
+    const own = { enableOfflineQueue: true, enableAutoPipelining: false };
+    const sub: RedisLike = this.r instanceof Cluster ? this.r.duplicate([], own) : this.r.duplicate(own);
     sub.on('error', () => undefined);
     sub.on('message', (_ch: string, msg: string) => {
       try {
