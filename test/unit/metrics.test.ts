@@ -29,7 +29,11 @@ t.test('balancer: promtool accepts /metrics; disabling fw2 moves the firewall ga
   await r.reconcile();
   m.observeCheck('fw1', { ok: true, reason: 'echo reply', latencyMs: 0.4 });
   m.observeCheck('fw1', { ok: false, unknown: true, reason: 'probe helper unavailable' });
+  let lists = 0;
+  const firewalls = r.firewalls.bind(r);
+  r.firewalls = () => (lists++, firewalls());
   const before = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  t.equal(lists, 1, 'a scrape lists the firewalls once, for all its metric families');
   const lint = promtool(before);
   t.equal(lint.status, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}`);
   t.equal(value(before, 'fwlb_firewall_live{firewall="fw2"}'), 1);

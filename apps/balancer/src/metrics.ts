@@ -56,10 +56,20 @@ export function balancerMetrics(reg: Registry, s: BalancerMetricSources): Balanc
 }
 
 type Firewall = ReturnType<Reconciler['firewalls']>[number];
+/** How long a scrape's list of firewalls is reused by its other metric families. */
+const SCRAPE_MEMO_MS = 250;
 
 /** Per firewall: its state as the node sees it, its buckets, its traffic (the kernel's counters, listed for the scrape). */
 function firewallMetrics(reg: Registry, r: Reconciler): void {
-  const fw = () => r.firewalls();
+  // One list per scrape, not one per metric family: with a session table, each list counts the sessions of every
+  // firewall over the buckets. A scrape renders its families within this time; a reconcile pass (a change) ends it.
+  let memo: { at: number; list: Firewall[] } | null = null;
+  r.events.on('reconciled', () => (memo = null));
+  const fw = () => {
+    const now = Date.now();
+    if (!memo || now - memo.at > SCRAPE_MEMO_MS) memo = { at: now, list: r.firewalls() };
+    return memo.list;
+  };
   const perFw = (f: (x: Firewall) => number) => () => fw().map((x) => [{ firewall: x.id }, f(x)] as [{ firewall: string }, number]);
   // name, help, value: the gauges, then the counters.
   const gauges: [string, string, (x: Firewall) => number][] = [

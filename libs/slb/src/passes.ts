@@ -32,8 +32,13 @@ export interface SlbPassDeps {
   now: () => number;
 }
 
-/** The share of a core a large table's periodic full pass may take (see fullEveryMs). */
-export const RESYNC_CPU_SHARE = 0.0025;
+/**
+ * The share of a core each periodic job of a large table may take (the full pass, the counters' read): beyond it the
+ * job's period stretches. One figure for both, so that an idle node's total stays predictable.
+ */
+export const BACKGROUND_CPU_SHARE = 0.0025;
+/** VIPs beyond which a table is large for the periodic jobs (below it, they keep their configured periods). */
+export const LARGE_VIPS = 200;
 
 /** The L4 VIPs: the ones the nft table holds (a proxied VIP is HAProxy's). */
 const l4 = (vs: readonly ResolvedVip[]) => vs.filter((v) => !isProxied(v));
@@ -89,13 +94,13 @@ export class SlbPasses {
   }
 
   /**
-   * A full pass every `resyncSeconds`; with more than 200 VIPs, less often if it must, so that drift repair takes at
-   * most RESYNC_CPU_SHARE of a core (its own CPU and its nft listings'). By size, not by time: a small table on a
+   * A full pass every `resyncSeconds`; with more than LARGE_VIPS VIPs, less often if it must, so that drift repair takes at
+   * most BACKGROUND_CPU_SHARE of a core (its own CPU and its nft listings'). By size, not by time: a small table on a
    * busy machine keeps its period. Drift is also repaired at once where the kernel says so (an address notice).
    */
   fullEveryMs(): number {
     const every = this.d.config.resyncSeconds * 1000;
-    return this.d.vips().length > 200 ? periodForShare(every, this.lastFullCpuMs, RESYNC_CPU_SHARE) : every;
+    return this.d.vips().length > LARGE_VIPS ? periodForShare(every, this.lastFullCpuMs, BACKGROUND_CPU_SHARE) : every;
   }
 
   /** The runner's pass: the adoption until it succeeded, a full pass when one is due or the last failed, else the health changes. */

@@ -10,6 +10,7 @@ import { memberMonitors } from './member-health';
 import { HaproxyEngine } from './haproxy';
 import { localServices } from './local-services';
 import { SlbReconcileResult, SlbService } from './service';
+import { BACKGROUND_CPU_SHARE, LARGE_VIPS } from './passes';
 import { nftSlbKernel } from './kernel-port';
 import { mergeVips, parseState, stateFileDigests, vipDigest, VipOrigin } from './vip-source';
 
@@ -87,8 +88,6 @@ export function saver(path: string, fileVips: readonly VipConfig[] | (() => read
 
 /** Counter elements beyond which a read stretches its own period (see counterLoop). */
 export const LARGE_COUNTERS = 4000;
-/** The share of a core reading a large table's counters may take (see counterLoop). */
-export const COUNTERS_CPU_SHARE = 0.0025;
 
 export class SlbKernelError extends Error {
   readonly code = 'FWLB_KERNEL_MISSING';
@@ -215,8 +214,8 @@ function reconcileRunner(service: SlbService, config: ResolvedSlbConfig, log: Sl
 }
 
 /**
- * Counters every `countersSeconds`; with a large table (over 200 VIPs or LARGE_COUNTERS elements), less often if it
- * must, so that reading counters takes at most COUNTERS_CPU_SHARE of a core (its own CPU and its nft listings'). By
+ * Counters every `countersSeconds`; with a large table (over LARGE_VIPS VIPs or LARGE_COUNTERS elements), less often if it
+ * must, so that reading counters takes at most BACKGROUND_CPU_SHARE of a core (its own CPU and its nft listings'). By
  * size, not by time: a small table on a busy machine keeps its period (the lab's tests wait for fresh counters).
  */
 function counterLoop(service: SlbService, config: ResolvedSlbConfig, log: SlbLog): { stop(): void } {
@@ -227,8 +226,8 @@ function counterLoop(service: SlbService, config: ResolvedSlbConfig, log: SlbLog
     timer = setTimeout(async () => {
       const cpu0 = cpuMs();
       await service.refreshCounters().catch((e) => log(`SLB counters not read: ${(e as Error).message}`));
-      const large = service.vips().length > 200 || service.counterElements() > LARGE_COUNTERS;
-      if (!stopped) next(large ? periodForShare(every, cpuMs() - cpu0, COUNTERS_CPU_SHARE) : every);
+      const large = service.vips().length > LARGE_VIPS || service.counterElements() > LARGE_COUNTERS;
+      if (!stopped) next(large ? periodForShare(every, cpuMs() - cpu0, BACKGROUND_CPU_SHARE) : every);
     }, delay);
     timer.unref();
   };
