@@ -12,6 +12,8 @@
 // BENCH_FWLB_WITHOUT=<regex> adds a path `fwlb-without`: fwlb's table minus the rules (of any chain) whose nft JSON
 // matches, and minus the chains whose `chain:<name>` matches, to measure what a rule costs or saves in the same run.
 // BENCH_FWLB_STRIP=<regex> makes the same path with the statements whose nft JSON matches taken out of their rules.
+// BENCH_FWLB_EDIT=<JSON list of [regex, replacement]> makes it with each statement's nft JSON text edited, in order
+// (to replace a statement by a cheaper one that matches the same packets).
 // BENCH_PERF=1 adds two profiled runs per path (`perf record -a` during a 64-byte UDP run and a wrk run, not in the
 // medians): the share of CPU samples in netfilter, nft, conntrack and route lookups, and fwlb's per-rule counters.
 import { spawn, spawnSync } from 'node:child_process';
@@ -31,10 +33,16 @@ const DEFAULT = ALL.filter((m) => m !== 'fwlb-one');
 const FWLB_TABLES: Mode[] = ['fwlb', 'fwlb-one', 'fwlb-without'];
 const WITHOUT = process.env.BENCH_FWLB_WITHOUT ? new RegExp(process.env.BENCH_FWLB_WITHOUT) : null;
 const STRIP = process.env.BENCH_FWLB_STRIP ? new RegExp(process.env.BENCH_FWLB_STRIP) : null;
+const EDIT: [RegExp, string][] = process.env.BENCH_FWLB_EDIT
+  ? (JSON.parse(process.env.BENCH_FWLB_EDIT) as [string, string][]).map(([re, to]) => [new RegExp(re, 'g'), to])
+  : [];
 const ASKED = process.env.BENCH_MODES ? process.env.BENCH_MODES.split(',').filter(Boolean) : null;
 const unknown = (ASKED ?? []).filter((m) => !ALL.includes(m as Mode));
 if (unknown.length) throw new RangeError(`BENCH_MODES: unknown path ${unknown.join(', ')} (known: ${ALL.join(', ')})`);
-const MODES: Mode[] = [...(ASKED ? ALL.filter((m) => m === 'fwlb' || ASKED.includes(m)) : DEFAULT), ...(WITHOUT || STRIP ? (['fwlb-without'] as const) : [])];
+const MODES: Mode[] = [
+  ...(ASKED ? ALL.filter((m) => m === 'fwlb' || ASKED.includes(m)) : DEFAULT),
+  ...(WITHOUT || STRIP || EDIT.length ? (['fwlb-without'] as const) : []),
+];
 const BASES = MODES.filter((m) => m !== 'fwlb');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 /** Offered UDP rate (packets/s), the same for every path; above what this machine forwards, so the cost shows. */
@@ -200,7 +208,7 @@ async function main(): Promise<void> {
         'fwlb-one',
         items.map((x: any) => (x.add.map?.name === 'buckets' ? { add: { map: one(x.add.map) } } : x)),
       );
-      if (WITHOUT || STRIP) {
+      if (WITHOUT || STRIP || EDIT.length) {
         // A rule (of any chain) whose JSON matches, or a whole chain (its rules too) whose `chain:<name>` matches.
         const dropChain = (name?: string) => WITHOUT !== null && name !== undefined && WITHOUT.test(`chain:${name}`);
         const drop = (x: any) =>
@@ -209,14 +217,23 @@ async function main(): Promise<void> {
           dropChain(x.add.chain?.name);
         // A statement whose JSON matches STRIP leaves its rule; the rest of the rule stays.
         let stripped = 0;
+        let edited = 0;
+        const edit = (st: unknown) => {
+          const text = JSON.stringify(st);
+          const out = EDIT.reduce((a, [re, to]) => a.replace(re, to), text);
+          if (out !== text) edited++;
+          return JSON.parse(out);
+        };
         const strip = (x: any) => {
-          if (!STRIP || x.add.rule === undefined) return x;
-          const expr = x.add.rule.expr.filter((st: unknown) => !STRIP.test(JSON.stringify(st)));
+          if ((!STRIP && !EDIT.length) || x.add.rule === undefined) return x;
+          const expr = x.add.rule.expr.filter((st: unknown) => !STRIP?.test(JSON.stringify(st))).map(edit);
           stripped += x.add.rule.expr.length - expr.length;
           return { add: { rule: { ...x.add.rule, expr } } };
         };
         const without = items.filter((x: any) => !drop(x)).map(strip);
-        console.error(`fwlb-without, ${node}: ${items.filter(drop).length} rule(s) and chain(s) left out, ${stripped} statement(s) taken out of rules`);
+        console.error(
+          `fwlb-without, ${node}: ${items.filter(drop).length} rule(s) and chain(s) left out, ${stripped} statement(s) taken out of rules, ${edited} edited`,
+        );
         keep('fwlb-without', without);
       }
     }
