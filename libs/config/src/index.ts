@@ -11,3 +11,4 @@ export * from './check-problems';
 export * from './address-class';
 export * from './reference';
 export * from './reload';
+export { ruleCovers, pathRegexProblem } from './validate-vip-mode';

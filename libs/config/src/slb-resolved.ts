@@ -1,7 +1,7 @@
-// The SLB config as validation resolves it (defaults filled in): types only, and what tells an L7 VIP apart; pure
+// The SLB config as validation resolves it: its types, its defaults, and what tells the kinds of VIP apart; pure
 // layer of libs/config. Apart from the validator so that the check budget can read VIPs without importing it.
 import type { CheckSpec, TimerConfig } from '@fwlb/health';
-import type { MemberConfig, PoolConfig, RuleConfig, VipConfig } from './slb-schema';
+import type { MemberConfig, MemberState, PoolConfig, RuleConfig, VipConfig } from './slb-schema';
 
 export type ResolvedMember = Readonly<Required<Omit<MemberConfig, 'pool' | 'proxyProtocol'>> & { pool?: string; proxyProtocol?: 'v1' | 'v2' }>;
 export type ResolvedPool = Readonly<Required<Omit<PoolConfig, 'check' | 'timers'>> & { check?: CheckSpec; timers?: Required<TimerConfig> }>;
@@ -26,3 +26,18 @@ export type ResolvedL7Vip = ResolvedVip & Required<Pick<ResolvedVip, 'mode' | 'p
 export const isL7 = (v: ResolvedVip): v is ResolvedL7Vip => v.mode === 'http';
 /** A VIP HAProxy serves: an L7 VIP, or a TCP service it proxies connection by connection (mode tcp). */
 export const isProxied = (v: ResolvedVip): boolean => v.mode === 'http' || v.mode === 'tcp';
+
+/** What an SLB config or VIP leaves out resolves to these. */
+export const SLB_DEFAULTS = {
+  name: 'slb',
+  table: 'fwlb_slb',
+  seed: 0,
+  listen: '127.0.0.1:8481',
+  resyncSeconds: 10,
+  countersSeconds: 2,
+  scheduler: 'rr' as const,
+  check: { kind: 'tcp' } as CheckSpec,
+  timers: { interval: 1000, response: 500, retries: 3, deadInterval: 2000, rise: 2 } as TimerConfig,
+  weight: 1,
+  state: 'enabled' as MemberState,
+};
