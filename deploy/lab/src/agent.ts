@@ -146,47 +146,27 @@ function serve(args: string[]): void {
     if (src) res.setHeader('x-proxy-source', src);
     res.end(src ? `${httpBody.trim()} proxy ${src}\n` : 'health\n');
   });
-  const proxyHttp = net.createServer((sock) => {
-    let got = Buffer.alloc(0);
-    sock.on('error', () => undefined);
-    const onData = (d: Buffer) => {
-      got = Buffer.concat([got, d]);
-      const h = parseProxyHeader(got);
-      if ('more' in h) return;
-      sock.off('data', onData);
-      if ('bad' in h) return sock.destroy();
-      sock.pause();
-      if (h.source) (sock as net.Socket & { proxySource?: string }).proxySource = `${canonicalAddress(h.source.address)}:${h.source.port}`;
-      sock.unshift(got.subarray(h.length));
+  const proxyHttp = net.createServer((sock) =>
+    afterProxyHeader(sock, (source) => {
+      if (source) (sock as net.Socket & { proxySource?: string }).proxySource = source;
       proxied.emit('connection', sock);
-      sock.resume();
-    };
-    sock.on('data', onData);
-  });
+    }),
+  );
   // A TCP service that requires the PROXY protocol (any protocol behind it): it echoes every byte after the header,
   // and answers a line `who` with its name and the client the header named.
-  const proxyTcp = net.createServer((sock) => {
-    let got = Buffer.alloc(0);
-    let source = 'none';
-    let header = true;
-    sock.on('error', () => undefined);
-    sock.on('data', (d: Buffer) => {
-      got = Buffer.concat([got, d]);
-      if (header) {
-        const h = parseProxyHeader(got);
-        if ('more' in h) return;
-        if ('bad' in h) return sock.destroy();
-        header = false;
-        if (h.source) source = `${canonicalAddress(h.source.address)}:${h.source.port}`;
-        got = got.subarray(h.length);
-      }
-      for (let nl = got.indexOf('\n'); nl >= 0; nl = got.indexOf('\n')) {
-        const line = got.subarray(0, nl + 1);
-        got = got.subarray(nl + 1);
-        sock.write(line.toString('latin1') === 'who\n' ? `${httpBody.trim().split(' ').pop()} proxy ${source}\n` : line);
-      }
-    });
-  });
+  const proxyTcp = net.createServer((sock) =>
+    afterProxyHeader(sock, (source) => {
+      let got = Buffer.alloc(0);
+      sock.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        for (let nl = got.indexOf('\n'); nl >= 0; nl = got.indexOf('\n')) {
+          const line = got.subarray(0, nl + 1);
+          got = got.subarray(nl + 1);
+          sock.write(line.toString('latin1') === 'who\n' ? `${httpBody.trim().split(' ').pop()} proxy ${source ?? 'none'}\n` : line);
+        }
+      });
+    }),
+  );
   let pending = 0;
   const ready = () => {
     if (--pending === 0) console.log('ready');
@@ -211,6 +191,28 @@ function serve(args: string[]): void {
     pending++;
     proxyTcp.listen(opt('--proxy-tcp'), '::', ready);
   }
+}
+
+/**
+ * Reads a PROXY protocol header at the start of `sock` (as a server that requires one): a connection without one is
+ * closed; after it, `then` gets the client it named (null for a health check's header) with the rest of the bytes
+ * still to be read from the socket.
+ */
+function afterProxyHeader(sock: net.Socket, then: (source: string | null) => void): void {
+  let got = Buffer.alloc(0);
+  sock.on('error', () => undefined);
+  const onData = (d: Buffer) => {
+    got = Buffer.concat([got, d]);
+    const h = parseProxyHeader(got);
+    if ('more' in h) return;
+    sock.off('data', onData);
+    if ('bad' in h) return sock.destroy();
+    sock.pause();
+    sock.unshift(got.subarray(h.length));
+    then(h.source ? `${canonicalAddress(h.source.address)}:${h.source.port}` : null);
+    sock.resume();
+  };
+  sock.on('data', onData);
 }
 
 function bump(m: Record<string, number>, k: string) {

@@ -25,7 +25,7 @@ export type ResolvedVip = Readonly<
 export type ResolvedL7Vip = ResolvedVip & Required<Pick<ResolvedVip, 'mode' | 'pools' | 'rules' | 'defaultPool' | 'forwardedFor'>> & { mode: 'http' };
 export const isL7 = (v: ResolvedVip): v is ResolvedL7Vip => v.mode === 'http';
 /** A VIP HAProxy serves: an L7 VIP, or a TCP service it proxies connection by connection (mode tcp). */
-export const isProxied = (v: ResolvedVip): boolean => v.mode === 'http' || v.mode === 'tcp';
+export const isProxied = (v: Pick<ResolvedVip, 'mode'> | Pick<VipConfig, 'mode'>): boolean => v.mode === 'http' || v.mode === 'tcp';
 
 /** What an SLB config or VIP leaves out resolves to these. */
 export const SLB_DEFAULTS = {

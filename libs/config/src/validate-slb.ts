@@ -10,8 +10,8 @@ import { ConfigError, FieldProblem } from './errors';
 import { ADDRESS_FORMATS, problemsOf, deepFreeze, lazy } from './validate';
 import type { ApiTls } from './balancer-schema';
 import { SlbConfig, slbSchema, VipConfig, vipSchema } from './slb-schema';
-import { ResolvedVip, SLB_DEFAULTS } from './slb-resolved';
-import { l4Only, proxied, resolveL7, resolveTcp } from './validate-vip-mode';
+import { isProxied, ResolvedVip, SLB_DEFAULTS } from './slb-resolved';
+import { l4Only, resolveL7, resolveTcp } from './validate-vip-mode';
 
 // References are not inlined: the config's validator calls the VIP validator, so compiling the config's compiles
 // the VIP's too, once (inlined, the two compiled the VIP schema each, about 0.1 s at every start).
@@ -86,7 +86,7 @@ function resolveVip(given: VipConfig, at: string, problems: FieldProblem[]): Res
     if (bad) problems.push(bad);
     // DNAT keeps the family: an L4 VIP's member must be in it. HAProxy opens its own connection, so the members of a
     // VIP it serves may be in either.
-    if (!proxied(v) && familyOf(m.address) !== family) {
+    if (!isProxied(v) && familyOf(m.address) !== family) {
       problems.push({
         field: `${at}/members/${i}/address`,
         message: `${m.address} is IPv${familyOf(m.address)} but the VIP ${v.address} is IPv${family}: an L4 VIP's members are in its family (a VIP HAProxy serves, mode "http" or "tcp", may mix them)`,

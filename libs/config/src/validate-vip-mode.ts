@@ -8,8 +8,6 @@ import type { RuleConfig, VipConfig } from './slb-schema';
 
 const L7_ONLY = ['pools', 'rules', 'defaultPool', 'forwardedFor', 'tls'] as const;
 
-export const proxied = (v: VipConfig) => v.mode === 'http' || v.mode === 'tcp';
-
 /** A VIP that is not an L7 VIP carries none of the L7 fields (they would be silently ignored). */
 function noL7Fields(v: VipConfig, at: string, problems: FieldProblem[]): void {
   for (const k of L7_ONLY) if (v[k] !== undefined) problems.push({ field: `${at}/${k}`, message: 'is for L7 VIPs only (mode "http")' });
