@@ -15,6 +15,7 @@ for (const b of [
   'slb-group',
   'sessions',
   'nft-listing',
+  'lookup-miss',
   'pin-change',
   'api-latency',
   'controller-cpu',

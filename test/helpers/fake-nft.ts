@@ -58,9 +58,12 @@ export function fakeNft(): FakeNft {
           for (const e of o.elem as Any[]) {
             if (verb === 'add') {
               // As nft: adding a key that is there with another value fails (EEXIST).
+              // A map of counters names one for each key.
+              const value = typeof e[1] === 'string' ? e[1] : Number(e[1]);
+              if (typeof value === 'string' && !t.namedCounters.has(value)) throw new Error(`nft: no counter ${value}`);
               const had = elements.get(JSON.stringify(e[0]));
-              if (had !== undefined && had !== Number(e[1])) throw new Error(`nft: element ${JSON.stringify(e[0])} exists`);
-              elements.set(JSON.stringify(e[0]), Number(e[1]));
+              if (had !== undefined && had !== value) throw new Error(`nft: element ${JSON.stringify(e[0])} exists`);
+              elements.set(JSON.stringify(e[0]), value);
             } else if (!elements.delete(JSON.stringify(e))) throw new Error(`nft: no element ${JSON.stringify(e)} in ${o.name}`);
           }
           t.maps.set(o.name, { ...m, elements });
@@ -91,6 +94,7 @@ export function fakeNft(): FakeNft {
           r.delete(o.name);
         } else if (verb === 'delete' && kind === 'counter') {
           for (const rs of r.values()) for (const e of rs) if ((e as Any[]).some((s) => s.counter === o.name)) throw new Error(`nft: counter ${o.name} in use`);
+          for (const m of t.maps.values()) if ([...m.elements.values()].includes(o.name)) throw new Error(`nft: counter ${o.name} in use by a map`);
           t.namedCounters.delete(o.name);
         } else throw new Error(`fake nft: ${verb} ${kind} not modelled`);
       }

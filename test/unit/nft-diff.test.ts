@@ -1,7 +1,7 @@
 // Unit: render + diff of the nft table against a fake kernel state (text dumps compared with expected text).
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
-import { diffTable, parseListing, ruleDigest, ActualTable, DesiredTable } from '@fwlb/nft';
+import { diffTable, parseListing, planTableChange, ruleDigest, ActualTable, DesiredTable } from '@fwlb/nft';
 import { bucketTable, IPV4, LISTING_TRUST_MS, pinChanges, PinMaps, Reconciler, renderTable, renderRoutes, RenderInput } from '@fwlb/balancer';
 import { fakeNft } from '../helpers/fake-nft';
 
@@ -94,6 +94,48 @@ t.test('no live firewall: drop instead of hashing', async (t) => {
   t.same(want.maps[0].elements, []);
   t.ok(want.labeled['no-firewall-drop']);
   t.notOk(want.labeled['hash-tcp-udp']);
+});
+
+t.test('a map, set or counter no rule wants goes only in a change that rewrites no chain', async (t) => {
+  // A switch pending: two rules per hashing rule, the next table in buckets_next.
+  const i = input();
+  const table = bucketTable(i);
+  const pending = renderTable(i, table, { at: 5_000_000, table: bucketTable(input(['fw1', 'fw2'])) });
+  t.ok(pending.maps.some((m) => m.name === 'buckets_next'));
+  const done = renderTable(input(['fw1', 'fw2']), bucketTable(input(['fw1', 'fw2'])));
+  const first = planTableChange(done, applied(pending));
+  t.match(text(first.cmds), /flush chain prerouting/, 'the switch done: the hashing rules are rewritten');
+  t.notMatch(text(first.cmds), /delete map buckets_next/, 'and buckets_next stays while a packet may still run the old rules');
+  t.same(first.later, ['map buckets_next'], 'named as left for later');
+  // The kernel after that change: the new rules, buckets_next still there.
+  const after = applied(done);
+  after.maps.set('buckets_next', applied(pending).maps.get('buckets_next')!);
+  const second = planTableChange(done, after);
+  t.equal(text(second.cmds), 'delete map buckets_next', 'the next change, which rewrites no chain, deletes it');
+  t.same(second.later, []);
+
+  // A firewall taken out of the config: its rules go at once, its counters and map elements after.
+  const two = validateBalancerConfig({ ...baseConfig, firewalls: baseConfig.firewalls.slice(0, 2) });
+  const i2: RenderInput = { config: two, live: ['fw1', 'fw2'], restorable: ['fw1', 'fw2'] };
+  const smaller = renderTable(i2, bucketTable(i2));
+  const cut = planTableChange(smaller, applied(render()));
+  t.same(cut.later, ['counter sent-fw3', 'counter new-fw3'], "fw3's counters wait");
+  t.match(text(cut.cmds), /delete element sent_counters \[258\]/, 'while the counter maps stop naming them at once');
+});
+
+t.test('a map of named counters: listed by name, compared by name', async (t) => {
+  const a = parseListing({
+    nftables: [
+      { table: { family: 'inet', name: 'fwlb', handle: 9 } },
+      { map: { family: 'inet', name: 'sent_counters', table: 'fwlb', type: 'mark', handle: 2, map: 'counter', elem: [[256, 'sent-fw1']] } },
+    ],
+  })!;
+  t.same([...a.maps.get('sent_counters')!.elements], [['256', 'sent-fw1']]);
+  const want = render();
+  const have = applied(want);
+  t.same(diffTable(want, have), [], 'the same names: nothing to change');
+  have.maps.set('sent_counters', { type: 'mark', map: 'counter', elements: new Map([['256', 'sent-fw2']]) });
+  t.match(text(diffTable(want, have)), /delete element sent_counters \[256\]\nadd element sent_counters \[\[256,"sent-fw1"\]/, 'another name: replaced');
 });
 
 t.test('routes: one rule and table per firewall', async (t) => {

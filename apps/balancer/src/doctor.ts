@@ -37,6 +37,8 @@ const steering = [
   { mangle: { key: { ct: { key: 'label' } }, value: 1 } },
   { mangle: { key: { ct: { key: 'event' } }, value: CT_EVENTS } },
   { set: { op: 'update', elem: flowKey, set: '@h' } },
+  // Each firewall's counters, by mark through a named map of counters.
+  { counter: { map: { key: { meta: { key: 'mark' } }, data: '@c' } } },
   // The switch of bucket maps at an agreed second (meta time, kernel 5.4).
   { match: { op: '<', left: { meta: { key: 'time' } }, right: 1 } },
 ];
@@ -46,6 +48,9 @@ function probeCommands(): unknown[] {
   return [
     { add: { table: { family: 'inet', name: probeTable } } },
     { add: { map: { ...t, name: 'b', type: 'mark', map: 'mark' } } },
+    { add: { counter: { ...t, name: 'n' } } },
+    { add: { map: { ...t, name: 'c', type: 'mark', map: 'counter' } } },
+    { add: { element: { ...t, name: 'c', elem: [[1, 'n']] } } },
     { add: { set: { ...t, name: 'h', type: ['ipv4_addr', 'inet_service'], flags: ['timeout'], timeout: 30, size: 1024 } } },
     // A regular chain reached by jump, as the SYN chains are.
     { add: { chain: { ...t, name: 's' } } },
@@ -94,14 +99,14 @@ async function nftChecks(opts: DoctorOptions): Promise<Check[]> {
     try {
       await nftCli().check(probeCommands());
       checks.push({
-        name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time',
+        name: 'nf_tables: jhash seed, mark maps, maps of counters, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time',
         ok: true,
         required: true,
         detail: 'nft -c accepted the probe table',
       });
     } catch (e) {
       checks.push({
-        name: 'nf_tables: jhash seed, mark maps, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time',
+        name: 'nf_tables: jhash seed, mark maps, maps of counters, ct mark/label/event/state, fib, timeout sets updated and deleted from rules, jumps, meta time',
         ok: false,
         required: true,
         detail: `kernel refused the probe table: ${(e as Error).message}`,

@@ -7,6 +7,7 @@ import {
   connRule,
   counter,
   counterBy,
+  SENT_COUNTERS,
   ctMark,
   ctOriginalTuple,
   eq,
@@ -189,17 +190,8 @@ export const PREROUTING: readonly PreroutingBuilder[] = [
     name: 'restore',
     why: "the fast path: an established packet from the side takes its flow's mark (and counts on its firewall's `sent` counter) before the fib lookup below; safe because a flow to this node itself never carries a firewall mark; only restorable marks, so a flow on a firewall whose link is down is re-hashed instead of black-holed",
     build(x, o, emit) {
-      // The counter map is the match: a mark not restorable ends the rule.
-      if (o.restoreMarks.length)
-        emit('restore', [
-          x.side,
-          counterBy(
-            ctMark,
-            o.restoreMarks.map((m) => [m, x.sentCounterOf.get(m)!]),
-          ),
-          set(meta('mark'), ctMark),
-          accept,
-        ]);
+      // The counter map is the match: a mark not restorable is not in it, and ends the rule.
+      if (o.restoreMarks.length) emit('restore', [x.side, counterBy(ctMark, SENT_COUNTERS), set(meta('mark'), ctMark), accept]);
     },
   },
   {

@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { BucketTable } from '@fwlb/flowhash';
-import { applyTableChange, diffTable, NftJson, NftRunner, ActualTable } from '@fwlb/nft';
+import { applyTableChange, planTableChange, NftJson, NftRunner, ActualTable } from '@fwlb/nft';
 import { planRouting, planIsEmpty, touchesOwned, ActualRoute, ActualRule, RoutingEvent, RoutingPlan, NetlinkError } from '@fwlb/routing';
 import { Membership, MembershipSnapshot } from './membership';
 import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, RenderedTable } from './render';
@@ -45,6 +45,11 @@ function stopwatch(t0: number): () => number {
 
 /** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
 const SWITCH_SETTLE_MS = 50;
+/**
+ * How long after a change that rewrote chains the objects it left (see planTableChange) are deleted: the packets
+ * that ran the old rules are long done by then.
+ */
+const LEFT_OBJECTS_MS = 200;
 
 /**
  * How long a listing of the nft table vouches for it while this node wants the same table: a pass within it that
@@ -165,6 +170,17 @@ export class Reconciler {
 
   private queue: Promise<unknown> = Promise.resolve();
   private switchTimer: NodeJS.Timeout | null = null;
+  private leftTimer: NodeJS.Timeout | null = null;
+
+  /** A pass soon after one that left objects no rule wants, to delete them. */
+  private deleteLeftSoon(): void {
+    if (this.leftTimer) return;
+    this.leftTimer = setTimeout(() => {
+      this.leftTimer = null;
+      void this.reconcile().catch(() => undefined);
+    }, LEFT_OBJECTS_MS);
+    this.leftTimer.unref();
+  }
 
   /**
    * An admin change still to come (see Membership.setAdmin): the bucket table from its time on, when it differs
@@ -253,7 +269,8 @@ export class Reconciler {
       const diffMs = lap();
       const replacePins = pins ? await this.pinMaps.before(pins, actual, families) : [];
       // A trusted listing showed this very table: nothing of it to change.
-      const cmds = [...(trusted ? [] : diffTable(desired, actual)), ...replacePins];
+      const change = trusted ? { cmds: [], later: [] } : planTableChange(desired, actual);
+      const cmds = [...change.cmds, ...replacePins];
       try {
         await applyTableChange(this.nft, desired, actual, cmds);
       } catch (e) {
@@ -266,6 +283,11 @@ export class Reconciler {
       const applyMs = lap();
       this.committed(snap, desired, table, next);
       await this.readBack(cmds, actual, want, trusted !== null, listedAt);
+      // The listing shows what the next pass deletes: it is not the table `want` describes.
+      if (change.later.length) {
+        this.listing = null;
+        this.deleteLeftSoon();
+      }
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = {
         nftCommands: cmds.length,

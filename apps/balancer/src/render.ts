@@ -24,7 +24,9 @@ import {
   meta,
   ne,
   newFlowsCounter,
+  NEW_COUNTERS,
   RuleContext,
+  SENT_COUNTERS,
   sentCounter,
   set,
   FRESH_CHAIN,
@@ -131,17 +133,14 @@ export interface RenderSwitch {
 function ruleContext(c: ResolvedBalancerConfig, next: RenderSwitch | undefined, handshake: NftJson[][]): RuleContext {
   const sl = slots(c);
   const connName = new Map(sl.map((s) => [s.id, `conn${s.index}`]));
-  // Every firewall's mark: the bucket maps hold no other, so counting never ends a steering rule.
-  const newFlows = counterBy(
-    meta('mark'),
-    sl.map((s) => [s.mark, newFlowsCounter(s.id)]),
-  );
+  // Every firewall's mark is in the map (see tableMaps): the bucket maps hold no other, so counting never ends a
+  // steering rule.
+  const newFlows = counterBy(meta('mark'), NEW_COUNTERS);
   return {
     c,
     side: eq(meta('iifname'), c.sideInterface),
     notSide: ne(meta('iifname'), c.sideInterface),
     markOf: new Map(sl.map((s) => [s.id, s.mark])),
-    sentCounterOf: new Map(sl.map((s) => [s.mark, sentCounter(s.id)])),
     families: familiesOf(c),
     connSet: (f, fam) => `${connName.get(f.id)!}${fam.suffix}`,
     steer: (fam, ported, map = 'buckets') => [
@@ -173,8 +172,24 @@ function flowSets(c: ResolvedBalancerConfig, families: Family[]) {
   });
 }
 
-/** The bucket maps (the current one, and the next while a switch is pending) and, with a session table, the pins. */
-function tableMaps(c: ResolvedBalancerConfig, markOf: Map<string, number>, table: BucketTable, next: RenderSwitch | undefined, pins: readonly Pin[]) {
+/**
+ * The bucket maps (the current one, and the next while a switch is pending), the counter maps and, with a session
+ * table, the pins.
+ */
+function tableMaps(
+  c: ResolvedBalancerConfig,
+  markOf: Map<string, number>,
+  table: BucketTable,
+  next: RenderSwitch | undefined,
+  pins: readonly Pin[],
+  restorable: readonly string[],
+) {
+  const counterMap = (name: string, ids: readonly string[], counter: (id: string) => string) => ({
+    name,
+    type: 'mark',
+    map: 'counter',
+    elements: c.firewalls.filter((f) => ids.includes(f.id)).map((f): [number, string] => [markOf.get(f.id)!, counter(f.id)]),
+  });
   const elementsOf = (t: BucketTable) => {
     const out: [number, number][] = [];
     t.owner.forEach((o, b) => {
@@ -185,6 +200,12 @@ function tableMaps(c: ResolvedBalancerConfig, markOf: Map<string, number>, table
   return [
     { name: 'buckets', type: 'mark', map: 'mark', elements: elementsOf(table) },
     ...(next ? [{ name: BUCKETS_NEXT, type: 'mark', map: 'mark', elements: elementsOf(next.table) }] : []),
+    counterMap(SENT_COUNTERS, restorable, sentCounter),
+    counterMap(
+      NEW_COUNTERS,
+      c.firewalls.map((f) => f.id),
+      newFlowsCounter,
+    ),
     ...(c.sessionTable
       ? familiesOf(c).map((fam) => ({
           name: `pins${fam.suffix}`,
@@ -251,7 +272,7 @@ export function renderTable(input: RenderInput, table: BucketTable, next?: Rende
     name: TABLE_NAME,
     ctTimeouts: handshake.objects,
     sets: flowSets(c, x.families),
-    maps: tableMaps(c, x.markOf, table, next, input.pins ?? []),
+    maps: tableMaps(c, x.markOf, table, next, input.pins ?? [], input.restorable),
     // Every configured firewall's, live or not: a counter keeps its count while its firewall is away.
     counters: c.firewalls.flatMap((f) => [sentCounter(f.id), newFlowsCounter(f.id)]),
     chains: [

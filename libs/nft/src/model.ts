@@ -18,14 +18,20 @@ export interface DesiredChain {
   rules: NftJson[][];
 }
 
+/** A map element's value: a number (a mark), or the name of an object (a counter). */
+export type MapValue = number | string;
+
 export interface DesiredMap {
   name: string;
   /** Key type, e.g. "mark", or the types of a concatenation, e.g. ["ipv4_addr", "inet_service"]. */
   type: string | string[];
-  /** Value type, e.g. "mark". */
+  /** Value type, e.g. "mark", or "counter" for a map of named counters. */
   map: string;
-  /** [key, value] pairs; keys are unique. A key is a number or a `{concat: [...]}` as nft lists it. */
-  elements: [NftJson, number][];
+  /**
+   * [key, value] pairs; keys are unique. A key is a number or a `{concat: [...]}` as nft lists it; a value is a
+   * number, or an object's name in a map of objects.
+   */
+  elements: [NftJson, MapValue][];
   /**
    * Its elements are kept by their owner, not by the table's diff: `elements` are given only to a map the diff
    * creates, and a read does not list them (see NftRunner.read). Why: nft lists a map element by element, and the
@@ -86,7 +92,7 @@ export interface ActualTable {
   handle: number;
   chains: Map<string, { type?: string; hook?: string; prio?: number; policy?: string; handle: number; ruleComments: (string | undefined)[] }>;
   /** Elements by `elementKey` of their key; the handle when the listing gave one. */
-  maps: Map<string, { type: string | string[]; map: string; elements: ReadonlyMap<string, number>; handle?: number }>;
+  maps: Map<string, { type: string | string[]; map: string; elements: ReadonlyMap<string, MapValue>; handle?: number }>;
   /** Named sets (not maps) by name, with their type and timeout. */
   sets: Map<string, { type: string | string[]; timeout?: number }>;
   /** Counter values of rules that have one, keyed by the rule's comment digest. */
