@@ -102,3 +102,32 @@ t.test('the render one metric at a time is the registry’s own text', async (t)
   t.equal(served, own, 'the same text');
   t.match(served, /^fwlb_test_a\{k="x"\} 1$/m);
 });
+
+t.test('a metric read from elsewhere renders as prom-client would: sums, last values, zeros, escapes, thousands of series', async (t) => {
+  const { counterFrom, gaugeFrom } = await import('@fwlb/service');
+  const reg = new Registry();
+  const many = Array.from({ length: 2500 }, (_, i): [Record<string, string>, number] => [{ vip: `v${i % 7}`, member: `10.0.${i >> 8}.${i & 255}` }, i % 5]);
+  counterFrom(reg, 'x_total', 'Sums \\ and\nnewlines.', ['vip', 'member'], () => [
+    ...many,
+    [{ vip: 'v0', member: '10.0.0.0' }, 3],
+    [{ vip: 'odd "q"\\\n', member: 'm' }, 1],
+    [{ vip: 'inf', member: 'm' }, Infinity],
+  ]);
+  gaugeFrom(reg, 'y', 'Last value wins.', ['vip'], () => [
+    [{ vip: 'a' }, 1],
+    [{ vip: 'a' }, 0],
+    [{ vip: 'b' }, NaN],
+    [{ vip: 'c' }, -2],
+  ]);
+  counterFrom(reg, 'z_total', 'Unlabelled, nothing read.', [], () => []);
+  gaugeFrom(reg, 'w', 'Unlabelled.', [], () => [[{}, 7]]);
+  const app = Fastify();
+  metricsRoute(app, reg);
+  const ours = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  const theirs = await reg.metrics();
+  const sorted = (s: string) => s.split('\n').filter(Boolean).sort();
+  t.same(sorted(ours), sorted(theirs), "the same lines as prom-client's render");
+  t.equal(value(ours, 'x_total{vip="v0",member="10.0.0.0"}'), 3, 'a counter read twice for one series is summed');
+  t.equal(value(ours, 'y{vip="a"}'), 0, 'a gauge keeps the last value it was given');
+  t.equal(promtool(ours).status, 0, `promtool check metrics: ${promtool(ours).stdout}`);
+});
