@@ -45,6 +45,11 @@ export interface SentinelSet {
   replicaPort: number;
   sentinels: { host: string; port: number }[];
   killPrimary(): Promise<void>;
+  /**
+   * kill -9 of whichever server is the primary now; resolves once the sentinels name the other one, after starting the
+   * killed one again as its replica. Returns the ms from the kill to the promotion.
+   */
+  failover(): Promise<number>;
 }
 
 /**
@@ -64,7 +69,11 @@ export async function startSentinels(t: { teardown(fn: () => void): void }, at: 
   procs.push(primary);
   const rdir = join(dir, 'replica');
   mkdirSync(rdir);
-  procs.push(await launch(base + 1, rdir, ['--replicaof', host, String(base)], at));
+  const servers = new Map<number, { proc: ChildProcess; dir: string }>([
+    [base, { proc: primary, dir }],
+    [base + 1, { proc: await launch(base + 1, rdir, ['--replicaof', host, String(base)], at), dir: rdir }],
+  ]);
+  procs.push(servers.get(base + 1)!.proc);
   const sentinels = [2, 3, 4].map((i) => ({ host, port: base + i }));
   for (const s of sentinels) {
     const conf = join(dir, `sentinel-${s.port}.conf`);
@@ -100,6 +109,22 @@ export async function startSentinels(t: { teardown(fn: () => void): void }, at: 
       const exited = new Promise((r) => primary.once('exit', r));
       primary.kill('SIGKILL');
       await exited;
+    },
+    failover: async () => {
+      const primaryNow = () => Number(cli(sentinels[0].port, 'SENTINEL', 'get-master-addr-by-name', 'fwlb').split('\n')[1]);
+      const was = primaryNow();
+      const victim = servers.get(was)!;
+      const exited = new Promise((r) => victim.proc.once('exit', r));
+      const killedAt = Date.now();
+      victim.proc.kill('SIGKILL');
+      await exited;
+      for (const end = Date.now() + 20000; primaryNow() === was; await new Promise((r) => setTimeout(r, 100)))
+        if (Date.now() > end) throw new Error(`the sentinels did not promote a replica of ${was} within 20 s`);
+      const ms = Date.now() - killedAt;
+      const other = primaryNow();
+      victim.proc = await launch(was, victim.dir, ['--replicaof', host, String(other)], at);
+      procs.push(victim.proc);
+      return ms;
     },
   };
 }

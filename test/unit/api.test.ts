@@ -71,6 +71,58 @@ t.test('GET /health and /status', async (t) => {
   );
 });
 
+t.test('Redis away: an admin change waits for it to share itself, and is refused if it cannot, unless sent with ?local=true', async (t) => {
+  const nft = modelNft();
+  const r = new Reconciler(config, nft, fakeRouting);
+  await r.reconcile();
+  let failing = 0;
+  const tries: number[] = [];
+  const saved: Record<string, boolean>[] = [];
+  const app = build({
+    reconciler: r,
+    token: TOKEN,
+    audit: () => undefined,
+    apply: () => r.reconcile(),
+    // Redis does not answer for the next `failing` tries (a failover), then takes the proposed time.
+    shareAdmin: async (_id, _enabled, at) => {
+      tries.push(Date.now());
+      if (failing-- > 0) throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
+      return at;
+    },
+    shareWaitMs: 700,
+    saveAdmin: (s) => void saved.push(s),
+  });
+  const put = (enabled: boolean, query = '') =>
+    app.inject({ method: 'PUT', url: `/firewalls/fw2/admin${query}`, headers: { authorization: `Bearer ${TOKEN}` }, payload: { enabled } });
+
+  failing = 2;
+  const shared = await put(false);
+  t.equal(shared.statusCode, 200, 'Redis back within the wait (a failover): the change is shared and made');
+  t.equal(tries.length, 3, 'after two failed tries');
+  t.equal(shared.json().live, false);
+
+  failing = 100;
+  tries.length = 0;
+  const refused = await put(true);
+  t.equal(refused.statusCode, 503, `Redis away for longer: refused (${refused.body})`);
+  t.equal(refused.json().code, 'FWLB_NOT_SHARED');
+  t.match(refused.json().message, /could not be shared.*nothing was changed.*\?local=true/);
+  t.ok(tries.length >= 3 && tries.at(-1)! - tries[0] <= 700, `tried for the wait and no longer (${tries.length} tries)`);
+  t.equal(r.membership.isEnabled('fw2'), false, 'the node still has fw2 out');
+  t.equal(saved.length, 1, 'and its state file was not written again');
+  t.notOk(r.firewalls().find((f) => f.id === 'fw2')!.live, 'nor its kernel changed');
+
+  const local = await put(true, '?local=true');
+  t.equal(local.statusCode, 200, 'with ?local=true: made on this node alone');
+  t.equal(local.json().live, true);
+  t.match(
+    (await app.inject({ method: 'GET', url: '/health' })).json().alarms.join(),
+    /admin change of fw2 not shared with the other nodes/,
+    'an alarm says so',
+  );
+  t.equal((await put(true, '?local=maybe')).statusCode, 400, 'a query the API does not know is refused');
+});
+
 t.test('a shared admin change: every node switches at the time the first share gave; the answer comes once it is in force', async (t) => {
   const nft = modelNft();
   const r = new Reconciler(config, nft, fakeRouting);

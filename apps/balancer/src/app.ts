@@ -38,6 +38,8 @@ export interface AppOptions {
   shareAdmin?: (id: string, enabled: boolean, at: number) => Promise<number>;
   /** How much later than usual an admin change of `id` should take effect (ms): the sessions it moves, pinned first. */
   switchLead?: (id: string, enabled: boolean) => Promise<number>;
+  /** How long an admin change keeps trying to share itself before it is refused (default SHARE_WAIT_MS). */
+  shareWaitMs?: number;
   /** The node's BGP announcements, when a bgp section is configured. */
   announcer?: Announcer;
   /** New connections this node has steered so far (SYNs from its side, read fresh): the drain's progress. */
@@ -76,6 +78,37 @@ const adminBody = {
   required: ['enabled'],
   properties: { enabled: { type: 'boolean' } },
 } as const;
+
+const adminQuery = {
+  type: 'object',
+  additionalProperties: false,
+  // Query strings arrive as text (the API's ajv does not coerce types).
+  properties: { local: { enum: ['true', 'false'] } },
+} as const;
+
+/**
+ * How long an admin change keeps trying to share itself while Redis does not answer: longer than a Sentinel or
+ * Cluster failover (about 2 s in the lab), shorter than an operator's patience.
+ */
+export const SHARE_WAIT_MS = 6000;
+const SHARE_RETRY_MS = 200;
+
+/**
+ * Shares an admin change (see AppOptions.shareAdmin), trying again while Redis does not answer, for up to `waitMs`;
+ * each try proposes a time `lead` ms from its own moment, so a change shared late still reaches every kernel before
+ * its second. Throws the last error when the time runs out.
+ */
+async function shareWithin(share: NonNullable<AppOptions['shareAdmin']>, id: string, enabled: boolean, lead: number, waitMs: number): Promise<number> {
+  const end = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await share(id, enabled, switchTime(Date.now() + lead));
+    } catch (e) {
+      if (Date.now() + SHARE_RETRY_MS > end) throw e;
+      await sleep(SHARE_RETRY_MS);
+    }
+  }
+}
 
 export function build(opts: AppOptions): FastifyInstance {
   const app = createApi(
@@ -157,11 +190,11 @@ interface AdminErrors {
  * sessions), then applied here; answered once in force. A change the kernel refused is taken back everywhere.
  */
 function adminRoute(app: FastifyInstance, opts: AppOptions, membership: Membership, guard: ReturnType<typeof bearerGuard>, errors: AdminErrors): void {
-  app.put<{ Params: { id: string }; Body: { enabled: boolean } }>(
+  app.put<{ Params: { id: string }; Body: { enabled: boolean }; Querystring: { local?: 'true' | 'false' } }>(
     '/firewalls/:id/admin',
     {
       preValidation: guard,
-      schema: { body: adminBody },
+      schema: { body: adminBody, querystring: adminQuery },
       config: {
         auditBefore: (req: FastifyRequest) => {
           const id = (req.params as { id: string }).id;
@@ -175,16 +208,19 @@ function adminRoute(app: FastifyInstance, opts: AppOptions, membership: Membersh
       if (!m.has(id)) throw Errors.NO_SUCH_FIREWALL(id);
       const before = m.isEnabled(id);
       const enabled = req.body.enabled;
-      // Shared first, for the time every node switches at. Redis away: the change holds here at once and in the state
-      // file; an alarm says it was not shared.
+      // Shared first, for the time every node switches at (see shareWithin). With ?local=true and Redis away, the
+      // change holds here at once and in the state file; an alarm says it was not shared.
       let at = 0;
       if (opts.shareAdmin) {
         // A lead that cannot be estimated (Redis away) is the usual one: the change is not held up by it.
         const lead = opts.switchLead ? await opts.switchLead(id, enabled).catch(() => 0) : 0;
-        at = await opts.shareAdmin(id, enabled, switchTime(Date.now() + lead)).then(
-          (t) => ((errors.share = null), t),
-          (e) => ((errors.share = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`), 0),
-        );
+        try {
+          at = await shareWithin(opts.shareAdmin, id, enabled, lead, opts.shareWaitMs ?? SHARE_WAIT_MS);
+          errors.share = null;
+        } catch (e) {
+          if (req.query.local !== 'true') throw Errors.NOT_SHARED(`${id}: ${(e as Error).message}`);
+          errors.share = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`;
+        }
       }
       m.setAdmin(id, enabled, at);
       try {

@@ -73,8 +73,13 @@ const firewallsCmd: Command = async (t) => {
 };
 
 const firewallCmd: Command = async (t, sub, rest) => {
-  if ((sub !== 'disable' && sub !== 'enable') || !rest[0]) usage('firewall disable|enable ID');
-  const f = ok(await request(t, 'PUT', `/firewalls/${encodeURIComponent(rest[0])}/admin`, { enabled: sub === 'enable' }), `firewall ${sub} ${rest[0]}`);
+  const local = rest.includes('--local');
+  const id = rest.find((a) => a !== '--local');
+  if ((sub !== 'disable' && sub !== 'enable') || !id) usage('firewall disable|enable ID [--local]');
+  const f = ok(
+    await request(t, 'PUT', `/firewalls/${encodeURIComponent(id)}/admin${local ? '?local=true' : ''}`, { enabled: sub === 'enable' }),
+    `firewall ${sub} ${id}`,
+  );
   return { json: f, text: `${f.id}: enabled ${f.enabled}, live ${f.live}, ${f.buckets} buckets` };
 };
 

@@ -8,7 +8,8 @@ export const USAGE = `usage: fwlbctl [--api URL|unix:PATH] [--ca PEM] [--token-f
   status                                  the node: role, alarms, firewalls, epoch
   health [--timeout MS]                   exit 0 ok, 1 degraded (alarms printed), 2 no answer: for keepalived's track_script and Nagios
   firewalls                               list the firewalls
-  firewall disable|enable ID              take a firewall out of new sessions, or back
+  firewall disable|enable ID [--local]    take a firewall out of new sessions, or back (--local: on this
+                                          node alone, when the change cannot be shared through Redis)
   sessions [--addr A] [--port P] [--firewall ID] [--limit N]
   sessions count
   node                                    the node's BGP announcements and sessions

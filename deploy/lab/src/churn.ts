@@ -18,6 +18,18 @@ export interface ChurnOptions {
   /** Node groups the routes cycle through (each a list of node names; [] is every node), every moveMs. */
   moves?: string[][];
   moveMs?: number;
+  /** Faults of the test's own (a controller restarted, Redis failed over), each on its own schedule. */
+  faults?: PeriodicFault[];
+}
+
+/**
+ * Something that happens every `everyMs` during the churn: `run(k, note)` for k = 1, 2, ..., never two at once;
+ * `note` adds a step of its own to the result's events.
+ */
+export interface PeriodicFault {
+  name: string;
+  everyMs: number;
+  run(k: number, note: (what: string) => void): Promise<void>;
 }
 
 export interface ChurnResult {
@@ -25,28 +37,50 @@ export interface ChurnResult {
   failed: number;
   errors: Record<string, number>;
   failedPorts: number[];
-  /** When each failed connection started (ms since the epoch), to set beside `changedAt`. */
+  /** When each failed connection started (ms since the epoch), to set beside `events`. */
   failedAt: number[];
   toggles: number;
   moves: number;
-  /** When each toggle and move began (ms since the epoch), for a test's message. */
-  changedAt: number[];
+  /** Each toggle, move and fault as it began (ms since the epoch), for a test's message. */
+  events: { at: number; what: string }[];
+  /** How many times each of `faults` ran, by name. */
+  faults: Record<string, number>;
+  /** Admin changes a node refused or could not take (its controller was down, Redis was failing over): "node: why". */
+  adminRefusals: string[];
   drops: number[];
   /** The longest a client's event loop ran late (see DriveReport.stallMs): failures beside a long stall may be the client's. */
   clientStallMs: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const target = `${lab.t.vip}:${ECHO_PORT}`;
-  const admin = (enabled: boolean) => lab.apiAll('PUT', `/firewalls/${o.firewall}/admin`, { enabled });
+  const adminRefusals: string[] = [];
+  // Sent to every node, as an operator would; a node that is down or refuses says why, and the others go on.
+  const admin = async (enabled: boolean) => {
+    const names = lab.balancerNames();
+    const answers = await Promise.allSettled(
+      names.map((n) => lab.api(n, 'PUT', `/firewalls/${o.firewall}/admin`, { enabled }, lab.t.balancers[n].api!.token!)),
+    );
+    answers.forEach((a, i) => {
+      if (a.status === 'rejected') adminRefusals.push(`${names[i]}: ${(a.reason as Error).message}`);
+      else if (a.value.status !== 200) adminRefusals.push(`${names[i]}: ${a.value.status} ${JSON.stringify(a.value.body)}`);
+    });
+  };
   lab.resetFirewallCounters();
   lab.clientPorts(o.ports);
   let running = true;
+  // The schedules wait on `nap`, which the end of the traffic cuts short: a fault due long after it must not hold it up.
+  const naps = new Set<() => void>();
+  const nap = (ms: number) =>
+    new Promise<void>((r) => {
+      const wake = () => (clearTimeout(timer), naps.delete(wake), r());
+      const timer = setTimeout(wake, ms);
+      naps.add(wake);
+    });
   let toggles = 0;
-  const changedAt: number[] = [];
+  const events: { at: number; what: string }[] = [];
+  const began = (what: string) => events.push({ at: Date.now(), what });
   let moves = 0;
   const t0 = Date.now();
   const toggler = (async () => {
@@ -55,10 +89,10 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
     // On a fixed schedule: an admin change answers once it is in force (a second or two with a session table),
     // which must not stretch the interval.
     for (let k = 1; running; k++) {
-      await sleep(Math.max(0, t0 + k * o.toggleMs - Date.now()));
+      await nap(Math.max(0, t0 + k * o.toggleMs - Date.now()));
       if (!running) break;
       enabled = !enabled;
-      changedAt.push(Date.now());
+      began(`${o.firewall} ${enabled ? 'in' : 'out'}`);
       await admin(enabled);
       toggles++;
     }
@@ -67,13 +101,25 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
     if (!o.moves?.length) return;
     let i = 0;
     while (running) {
-      await sleep(o.moveMs ?? 3000);
+      await nap(o.moveMs ?? 3000);
       if (!running) break;
-      changedAt.push(Date.now());
-      lab.setEcmp(o.moves[i++ % o.moves.length]);
+      const via = o.moves[i++ % o.moves.length];
+      began(`routes via ${via.length ? via.join(' ') : 'every node'}`);
+      lab.setEcmp(via);
       moves++;
     }
   })();
+  const faultCounts: Record<string, number> = {};
+  const faulters = (o.faults ?? []).map(async (f) => {
+    faultCounts[f.name] = 0;
+    for (let k = 1; running; k++) {
+      await nap(Math.max(0, t0 + k * f.everyMs - Date.now()));
+      if (!running) break;
+      began(`${f.name} #${k}`);
+      await f.run(k, began);
+      faultCounts[f.name]++;
+    }
+  });
   try {
     const reports = await Promise.all(
       clients.map((c) => drive(lab, c.name, { short: { targets: [target], count: o.count, concurrency: 0, intervalMs: o.intervalMs, timeoutMs: 5000 } })),
@@ -88,13 +134,16 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       failedAt: reports.flatMap((r) => r.short.failedAt),
       toggles,
       moves,
-      changedAt,
+      events,
+      faults: faultCounts,
+      adminRefusals,
       drops: lab.firewallCounters().map((f) => f.drops),
       clientStallMs: Math.max(...reports.map((r) => r.stallMs)),
     };
   } finally {
     running = false;
-    await Promise.all([toggler, mover]);
+    for (const wake of [...naps]) wake();
+    await Promise.all([toggler, mover, ...faulters]);
     await admin(true);
     if (o.moves?.length) lab.setEcmp([]);
     lab.clientPorts(null);

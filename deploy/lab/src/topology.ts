@@ -19,7 +19,7 @@ export interface LabOptions {
   sessionTable?: string | SessionTableConfig;
   /** The inside node also runs the SLB tier in its own process, with VIP 203.0.113.200 on `srv0`. */
   slbEmbedded?: boolean;
-  /** A management network: namespace `rd` with bridge `mg0` 10.99.0.1/24, and `mgmt0` on both nodes (.11, .12). */
+  /** A management network: namespace `rd` with bridge `mg0` 10.99.0.1/24, and `mgmt0` on every node (ob .11, ib .12; ob<i> .2<i>, ib<i> .3<i>). */
   mgmt?: boolean;
   /**
    * Firewall sync pairs, e.g. [['fw1', 'fw2']]: a sync link `sync0` between the two (SYNC_NET(g), .k for
@@ -232,13 +232,11 @@ export function topology(o: LabOptions): Topology {
   hosts.push({ role: 'outside', name: 'ob', ns: ns('ob') }, { role: 'inside', name: 'ib', ns: ns('ib') });
   const slbGroup = slbNodes(opts, { hosts, bridges, links, routes });
   endHosts(opts, ns('ob'), { hosts, links, routes }, slbGroup.serverSwitch);
-  if (opts.mgmt) {
-    // Management network for shared services (Redis, Sentinel): never steered by fwlb.
-    hosts.push({ role: 'mgmt', name: 'rd', ns: ns('rd'), addr: `${MGMT_NET}.1` });
-    bridges.push({ ns: ns('rd'), ifname: 'mg0', addr: `${MGMT_NET}.1/24` });
-    links.push({ a: { ns: ns('ob'), ifname: 'mgmt0', addr: `${MGMT_NET}.11/24` }, b: { ns: ns('rd'), ifname: 'ob' }, bridgeB: 'mg0' });
-    links.push({ a: { ns: ns('ib'), ifname: 'mgmt0', addr: `${MGMT_NET}.12/24` }, b: { ns: ns('rd'), ifname: 'ib' }, bridgeB: 'mg0' });
-  }
+  if (opts.mgmt)
+    mgmtNetwork(ns, [
+      ['ob', 11],
+      ['ib', 12],
+    ])({ hosts, bridges, links });
   const fwOut: BalancerConfig['firewalls'] = [];
   const fwIn: BalancerConfig['firewalls'] = [];
   const groupOf = new Map<string, string>();
@@ -698,6 +696,19 @@ export function l7Vip(rips: string[]): VipConfig {
 }
 
 /**
+ * The management network for shared services (Redis, Sentinel), never steered by fwlb: namespace `rd` with bridge
+ * `mg0` (MGMT_NET.1), and `mgmt0` on each named node at MGMT_NET.<host>.
+ */
+function mgmtNetwork(ns: (x: string) => string, nodes: [string, number][]) {
+  return (into: { hosts: Host[]; bridges: Topology['bridges']; links: Link[] }): void => {
+    into.hosts.push({ role: 'mgmt', name: 'rd', ns: ns('rd'), addr: `${MGMT_NET}.1` });
+    into.bridges.push({ ns: ns('rd'), ifname: 'mg0', addr: `${MGMT_NET}.1/24` });
+    for (const [node, host] of nodes)
+      into.links.push({ a: { ns: ns(node), ifname: 'mgmt0', addr: `${MGMT_NET}.${host}/24` }, b: { ns: ns('rd'), ifname: node }, bridgeB: 'mg0' });
+  };
+}
+
+/**
  * Node redundancy: N nodes per side, active-active behind ECMP.
  *
  *   clients ─ cli0 [or] sd0 ─┬─ ob1 ─┐                ┌─ ib1 ─┬─ up0 [slb] rip0 ─ servers
@@ -711,8 +722,8 @@ export function l7Vip(rips: string[]): VipConfig {
  */
 function redundantTopology(opts: Opts): Topology {
   if (!opts.sessionTable) throw new RangeError('lab nodesPerSide > 1 needs a sessionTable: the nodes agree on the firewalls through it');
-  if (opts.broken || opts.slbEmbedded || opts.mgmt || opts.syncGroups?.length)
-    throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded, mgmt nor syncGroups');
+  if (opts.broken || opts.slbEmbedded || opts.syncGroups?.length)
+    throw new RangeError('lab nodesPerSide > 1 builds neither broken, slbEmbedded nor syncGroups');
   const v6 = (a: string) => (opts.ipv6 ? { addr6: a } : {});
   const n = opts.nodesPerSide;
   const ns = (x: string) => `${opts.prefix}-${x}`;
@@ -831,6 +842,14 @@ function redundantTopology(opts: Opts): Topology {
       targets: nodeIds.map((j) => (opts.ipv6 ? `${SHARED_OUTSIDE_TRANSIT6}${j}` : `${SHARED_OUTSIDE_TRANSIT}.${j}`)),
     });
   }
+  if (opts.mgmt)
+    mgmtNetwork(
+      ns,
+      nodeIds.flatMap((i): [string, number][] => [
+        [`ob${i}`, 20 + i],
+        [`ib${i}`, 30 + i],
+      ]),
+    )({ hosts, bridges, links });
   const vrrp: Topology['vrrp'] = [];
   const birds: LabBird[] = [];
   if (opts.mode === 'vrrp') {
