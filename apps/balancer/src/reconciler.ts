@@ -169,17 +169,22 @@ export class Reconciler {
   }
 
   private queue: Promise<unknown> = Promise.resolve();
-  private switchTimer: NodeJS.Timeout | null = null;
-  private leftTimer: NodeJS.Timeout | null = null;
+  private timers: Record<'switch' | 'left', NodeJS.Timeout | null> = { switch: null, left: null };
 
-  /** A pass soon after one that left objects no rule wants, to delete them. */
-  private deleteLeftSoon(): void {
-    if (this.leftTimer) return;
-    this.leftTimer = setTimeout(() => {
-      this.leftTimer = null;
+  /**
+   * A pass `ms` from now: at a pending switch's time (a later call moves it), or to delete what a pass left (`keep`:
+   * one already set serves).
+   */
+  private reconcileAfter(which: 'switch' | 'left', ms: number, keep = false): void {
+    const set = this.timers[which];
+    if (set && keep) return;
+    if (set) clearTimeout(set);
+    const timer = setTimeout(() => {
+      this.timers[which] = null;
       void this.reconcile().catch(() => undefined);
-    }, LEFT_OBJECTS_MS);
-    this.leftTimer.unref();
+    }, ms);
+    timer.unref();
+    this.timers[which] = timer;
   }
 
   /**
@@ -189,15 +194,7 @@ export class Reconciler {
   private pendingSwitch(input: RenderInput, table: BucketTable): { at: number; table: BucketTable; live: string[] } | null {
     const at = this.membership.pendingAt();
     if (at === null) return null;
-    if (this.switchTimer) clearTimeout(this.switchTimer);
-    this.switchTimer = setTimeout(
-      () => {
-        this.switchTimer = null;
-        void this.reconcile().catch(() => undefined);
-      },
-      Math.max(0, at - this.now()) + SWITCH_SETTLE_MS,
-    );
-    this.switchTimer.unref();
+    this.reconcileAfter('switch', Math.max(0, at - this.now()) + SWITCH_SETTLE_MS);
     const live = this.membership.snapshot(at).live;
     const later = switchTable(input, table, live);
     return later ? { at, table: later, live } : null;
@@ -286,7 +283,7 @@ export class Reconciler {
       // The listing shows what the next pass deletes: it is not the table `want` describes.
       if (change.later.length) {
         this.listing = null;
-        this.deleteLeftSoon();
+        this.reconcileAfter('left', LEFT_OBJECTS_MS, true);
       }
       const changes = plan.addRules.length + plan.delRules.length + plan.setRoutes.length + plan.delRoutes.length;
       this.last = {
