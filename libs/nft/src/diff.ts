@@ -65,9 +65,13 @@ function mapCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]):
   }
 }
 
-/** A chain is rewritten (flush + add, atomically) only when its rule digests differ; a new hook needs a new chain. */
-function chainCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]): void {
+/**
+ * A chain is rewritten (flush + add, atomically) only when its rule digests differ; a new hook needs a new chain.
+ * Returns whether any chain was added or rewritten.
+ */
+function chainCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]): boolean {
   const ref = (name: string) => ({ family: want.family, table: want.name, name });
+  const before = cmds.length;
   for (const c of want.chains) {
     const cur = have?.chains.get(c.name);
     const digests = c.rules.map(ruleDigest);
@@ -85,6 +89,7 @@ function chainCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]
     const same = cur.ruleComments.length === digests.length && digests.every((d, i) => cur.ruleComments[i] === d);
     if (!same) cmds.push({ flush: { chain: ref(c.name) } }, ...ruleObjs(want, c));
   }
+  return cmds.length > before;
 }
 
 /**
@@ -94,13 +99,15 @@ function chainCommands(want: DesiredTable, have: ActualTable | null, cmds: Cmd[]
  * in that commit has its elements inactive by then, so the lookup misses (measured on 6.18 under a ping flood: about
  * 3 packets in 100 deletions). A later change, once no running rule can refer to them, deletes them.
  */
-function removalCommands(want: DesiredTable, have: ActualTable, cmds: Cmd[], later: string[]): void {
+function removalCommands(want: DesiredTable, have: ActualTable, cmds: Cmd[], later: string[], chainsChanged: boolean): void {
   const ref = (name: string) => ({ family: want.family, table: want.name, name });
   const wantChains = new Set(want.chains.map((c) => c.name));
-  for (const name of have.chains.keys()) if (!wantChains.has(name)) cmds.push({ flush: { chain: ref(name) } }, { delete: { chain: ref(name) } });
-  const rewrites = cmds.some(
-    (c) => 'flush' in c || ('add' in c && ('chain' in (c.add as Cmd) || 'rule' in (c.add as Cmd))) || ('delete' in c && 'chain' in (c.delete as Cmd)),
-  );
+  let rewrites = chainsChanged;
+  for (const name of have.chains.keys()) {
+    if (wantChains.has(name)) continue;
+    cmds.push({ flush: { chain: ref(name) } }, { delete: { chain: ref(name) } });
+    rewrites = true;
+  }
   const objects: [string, string][] = [];
   const wantSets = new Set((want.sets ?? []).map((x) => x.name));
   for (const name of have.sets.keys()) if (!wantSets.has(name)) objects.push(['set', name]);
@@ -130,8 +137,8 @@ export function planTableChange(want: DesiredTable, have: ActualTable | null): T
   if (!have) cmds.push({ add: { table: { family: want.family, name: want.name } } });
   objectCommands(want, have, cmds);
   mapCommands(want, have, cmds);
-  chainCommands(want, have, cmds);
-  if (have) removalCommands(want, have, cmds, later);
+  const chainsChanged = chainCommands(want, have, cmds);
+  if (have) removalCommands(want, have, cmds, later, chainsChanged);
   return { cmds, later };
 }
 
