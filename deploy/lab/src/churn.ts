@@ -58,14 +58,10 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
   const adminRefusals: string[] = [];
   // Sent to every node, as an operator would; a node that is down or refuses says why, and the others go on.
   const admin = async (enabled: boolean) => {
-    const names = lab.balancerNames();
-    const answers = await Promise.allSettled(
-      names.map((n) => lab.api(n, 'PUT', `/firewalls/${o.firewall}/admin`, { enabled }, lab.t.balancers[n].api!.token!)),
-    );
-    answers.forEach((a, i) => {
-      if (a.status === 'rejected') adminRefusals.push(`${names[i]}: ${(a.reason as Error).message}`);
-      else if (a.value.status !== 200) adminRefusals.push(`${names[i]}: ${a.value.status} ${JSON.stringify(a.value.body)}`);
-    });
+    for (const a of await lab.apiEach('PUT', `/firewalls/${o.firewall}/admin`, { enabled })) {
+      if ('error' in a) adminRefusals.push(`${a.node}: ${a.error.message}`);
+      else if (a.status !== 200) adminRefusals.push(`${a.node}: ${a.status} ${JSON.stringify(a.body)}`);
+    }
   };
   lab.resetFirewallCounters();
   lab.clientPorts(o.ports);

@@ -598,8 +598,18 @@ export class Lab {
   }
 
   /** The same request to every balancer node, each with its own API token (an operator's change sent to each node). */
-  apiAll(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }[]> {
-    return Promise.all(this.balancerNames().map((n) => this.api(n, method, path, body, this.t.balancers[n].api!.token!)));
+  async apiAll(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }[]> {
+    return (await this.apiEach(method, path, body)).map((a) => {
+      if ('error' in a) throw a.error;
+      return a;
+    });
+  }
+
+  /** As apiAll, but a node that cannot answer (its controller is down) gives its error, and the others still answer. */
+  async apiEach(method: string, path: string, body?: unknown): Promise<({ node: string; status: number; body: any } | { node: string; error: Error })[]> {
+    const names = this.balancerNames();
+    const answers = await Promise.allSettled(names.map((n) => this.api(n, method, path, body, this.t.balancers[n].api!.token!)));
+    return answers.map((a, i) => (a.status === 'fulfilled' ? { node: names[i], ...a.value } : { node: names[i], error: a.reason as Error }));
   }
 
   private request(role: NodeRole, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; text: string }> {
