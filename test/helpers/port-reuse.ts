@@ -1,7 +1,8 @@
 // Test helper: the port-reuse subtest every lab runs the same way (CGNAT clients while fw2 leaves and rejoins new
 // sessions), so its figures compare across one node, VRRP and ECMP.
 import type { Test } from 'tap';
-import { churn, ECHO_PORT, Lab } from '@fwlb/lab';
+import { churn, Lab } from '@fwlb/lab';
+import { dropReport, failureReport } from './churn-report';
 
 export const PORT_REUSE_TITLE = 'clients that reuse their source ports within seconds while a firewall leaves and rejoins new sessions: 0 failed, 0 drops';
 export async function portReuse(t: Test, lab: Lab): Promise<void> {
@@ -11,7 +12,6 @@ export async function portReuse(t: Test, lab: Lab): Promise<void> {
   t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
   t.equal(r.ok + r.failed, 4000);
   // A failure says who refused the connection (an ICMP unreachable) and where each node sent its flow.
-  const why = () => JSON.stringify({ unreachables: lab.unreachables().slice(0, 10), flows: lab.flowTraces(r.failedPorts.slice(0, 5), ECHO_PORT) });
-  t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${why()}` : ''}`);
-  t.same(r.drops, [0, 0, 0], `0 firewall drops ${JSON.stringify(lab.firewallDropFlows().slice(0, 10))}`);
+  t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${failureReport(lab, r)}` : ''}`);
+  t.same(r.drops, [0, 0, 0], `0 firewall drops${r.drops.some((d) => d) ? `: ${dropReport(lab, r)}` : ''}`);
 }

@@ -5,8 +5,8 @@
 // Routes that move flows between the nodes are left out: with reused ports they still cost a rare connection
 // (docs/limits.md, "a connection moved before it was answered"); FWLB_FAULTS_MOVES=1 adds them.
 import { t, Test } from 'tap';
-import { writeFileSync } from 'node:fs';
-import { ChurnResult, ECHO_PORT, Lab, MGMT_NET, PeriodicFault, churn } from '@fwlb/lab';
+import { ChurnResult, Lab, MGMT_NET, PeriodicFault, churn } from '@fwlb/lab';
+import { dropReport, failureReport } from '../helpers/churn-report';
 import { startLab } from '../helpers/lab';
 import { SentinelSet, startSentinels } from '../helpers/redis';
 
@@ -88,36 +88,6 @@ async function run(t: Test, lab: Lab, faults: PeriodicFault[]): Promise<ChurnRes
     'the faults happened',
   );
   t.equal(r.ok + r.failed, count * 2);
-  const end = Date.now();
-  const ago = (at: number) => `-${((end - at) / 1000).toFixed(1)} s`;
-  const why = () =>
-    JSON.stringify({
-      at: r.failedAt.slice(0, 5).map(ago),
-      events: r.events.filter((e) => e.at >= Math.min(...r.failedAt) - 5000 && e.at <= Math.max(...r.failedAt) + 1000).map((e) => `${ago(e.at)} ${e.what}`),
-      unreachables: lab.unreachables().slice(0, 10),
-      flows: lab.flowTraces(r.failedPorts.slice(0, 5), ECHO_PORT),
-      refusals: r.adminRefusals.slice(0, 10),
-    });
-  t.equal(r.failed, 0, `0 of ${count * 2} connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${why()}` : ''}`);
+  t.equal(r.failed, 0, `0 of ${count * 2} connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${failureReport(lab, r)}` : ''}`);
   return r;
-}
-
-/**
- * Where the drops were: each flow, when (the drop set remembers its first), where each node sent it, and what
- * happened around then. With FWLB_FAULTS_REPORT, the whole of it goes to that file as well.
- */
-function dropReport(lab: Lab, r: ChurnResult): string {
-  const drops = lab.firewallDropFlows();
-  const now = Date.now();
-  const dropAt = drops.map((d) => now - 1000 * Number(/\((\d+) s ago\)/.exec(d)?.[1] ?? 0));
-  const ports = [...new Set(drops.flatMap((d) => [...d.matchAll(/:(\d+)/g)].map((m) => Number(m[1]))).filter((p) => p !== ECHO_PORT))].slice(0, 6);
-  const ago = (at: number) => `-${((now - at) / 1000).toFixed(1)} s`;
-  const report = {
-    drops,
-    events: r.events.filter((e) => e.at >= Math.min(...dropAt) - 6000 && e.at <= Math.max(...dropAt) + 2000).map((e) => `${ago(e.at)} ${e.what}`),
-    exits: lab.flowExits(ports),
-    refusals: r.adminRefusals.slice(0, 10),
-  };
-  if (process.env.FWLB_FAULTS_REPORT) writeFileSync(process.env.FWLB_FAULTS_REPORT, JSON.stringify(report, null, 1));
-  return JSON.stringify({ ...report, drops: drops.slice(0, 12) });
 }
