@@ -50,11 +50,13 @@ export interface SentinelSet {
    * killed one again as its replica. Returns the ms from the kill to the promotion.
    */
   failover(): Promise<number>;
+  /** SIGSTOP (true) or SIGCONT (false) of whichever server is the replica now: a replica that stops answering. */
+  pauseReplica(paused: boolean): void;
 }
 
 /**
  * 1 primary, 1 replica and 3 sentinels (quorum 2, down after 500 ms) on loopback or at `at`, all stopped at
- * teardown; resolves once every sentinel knows the replica and the other sentinels.
+ * teardown; resolves once the replica is online and every sentinel knows it and the other sentinels.
  */
 export async function startSentinels(t: { teardown(fn: () => void): void }, at: Place = {}): Promise<SentinelSet> {
   const host = at.host ?? '127.0.0.1';
@@ -92,15 +94,19 @@ export async function startSentinels(t: { teardown(fn: () => void): void }, at: 
   };
   const deadline = Date.now() + 20000;
   for (;;) {
-    const ok = sentinels.every(
-      (s) =>
-        (cli(s.port, 'SENTINEL', 'replicas', 'fwlb').match(/^name$/gm) ?? []).length === 1 &&
-        (cli(s.port, 'SENTINEL', 'sentinels', 'fwlb').match(/^name$/gm) ?? []).length === 2,
-    );
+    // ROLE lists a replica once it is online (synced), which takes the primary's diskless-sync delay (5 s).
+    const ok =
+      cli(base, 'ROLE').trim().split('\n').length >= 5 &&
+      sentinels.every(
+        (s) =>
+          (cli(s.port, 'SENTINEL', 'replicas', 'fwlb').match(/^name$/gm) ?? []).length === 1 &&
+          (cli(s.port, 'SENTINEL', 'sentinels', 'fwlb').match(/^name$/gm) ?? []).length === 2,
+      );
     if (ok) break;
     if (Date.now() > deadline) throw new Error('sentinels did not settle within 20 s');
     await new Promise((r) => setTimeout(r, 200));
   }
+  const primaryNow = () => Number(cli(sentinels[0].port, 'SENTINEL', 'get-master-addr-by-name', 'fwlb').split('\n')[1]);
   return {
     primaryPort: base,
     replicaPort: base + 1,
@@ -110,8 +116,11 @@ export async function startSentinels(t: { teardown(fn: () => void): void }, at: 
       primary.kill('SIGKILL');
       await exited;
     },
+    pauseReplica: (paused) => {
+      const replica = [...servers].find(([port]) => port !== primaryNow())![1];
+      replica.proc.kill(paused ? 'SIGSTOP' : 'SIGCONT');
+    },
     failover: async () => {
-      const primaryNow = () => Number(cli(sentinels[0].port, 'SENTINEL', 'get-master-addr-by-name', 'fwlb').split('\n')[1]);
       const was = primaryNow();
       const victim = servers.get(was)!;
       const exited = new Promise((r) => victim.proc.once('exit', r));

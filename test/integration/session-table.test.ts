@@ -1,9 +1,10 @@
 // Integration: libs/session-table against a real redis-server and a real Redis Cluster: batched sessions, expiry,
-// queries, leader lock, epochs with notifications, health views, and a Redis crash (a master crash on the cluster).
+// queries, leader lock, epochs with notifications, health views, and a Redis crash (a master crash on the cluster);
+// admin changes waiting for a replica, on a Sentinel pair.
 import { t, Test } from 'tap';
 import type { Cluster } from 'ioredis';
-import { agreedUp, connect, ready, RedisLike, SessionRecord, SessionTable, TableEvent, DEFAULT_LAYOUT } from '@fwlb/session-table';
-import { startCluster, startRedis } from '../helpers/redis';
+import { agreedUp, connect, ready, RedisLike, REPLICA_ACK_MS, SessionRecord, SessionTable, TableEvent, DEFAULT_LAYOUT } from '@fwlb/session-table';
+import { startCluster, startRedis, startSentinels } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -91,14 +92,14 @@ async function suite(t: Test, server: Server) {
     );
   });
 
-  await t.test('admin state with a time: the first share of a change gives every node its time; each change is announced once', async (t) => {
+  await t.test('admin state with a time: the first share of a change gives every node its time; every share is announced', async (t) => {
     const events: TableEvent[] = [];
     const sub = await ib.subscribe((e) => events.push(e));
     t.teardown(() => sub.close());
     await sleep(200);
-    t.same(await ob.setAdmin('fwA', false, 5000), { enabled: false, at: 5000 });
-    t.same(await ib.setAdmin('fwA', false, 7000), { enabled: false, at: 5000 }, 'the same change from another node keeps the first time');
-    t.same(await ib.setAdmin('fwA', true, 9000), { enabled: true, at: 9000 });
+    t.has(await ob.setAdmin('fwA', false, 5000), { enabled: false, at: 5000 });
+    t.has(await ib.setAdmin('fwA', false, 7000), { enabled: false, at: 5000 }, 'the same change from another node keeps the first time');
+    t.has(await ib.setAdmin('fwA', true, 9000), { enabled: true, at: 9000 });
     await a.hset(ob.keys.admin, 'fwOld', '0', 'fwBad', '2 5', 'bad id!', '1');
     t.same(
       await ib.admin(),
@@ -106,7 +107,8 @@ async function suite(t: Test, server: Server) {
       'a value without a time is in force since ever; malformed entries are skipped',
     );
     await sleep(300);
-    t.equal(events.filter((e) => e.type === 'admin').length, 2, 'two changes, two announcements');
+    // A share retried after a failover may find its value there but never announced: each share announces.
+    t.equal(events.filter((e) => e.type === 'admin').length, 3, 'three shares, three announcements');
   });
 
   await t.test('expiry follows the conntrack timeout', async (t) => {
@@ -299,4 +301,65 @@ t.test('the same on a Redis Cluster of 3 masters and 3 replicas', async (t) => {
         t.comment(`${log.filter((l) => !l.ok).length} of ${log.length} writes failed (each spans every master)`);
       }),
   });
+});
+
+t.test('admin changes on a primary with a replica: announced and answered once the replica holds them', async (t) => {
+  const redis = await startSentinels(t);
+  const options = { sentinels: redis.sentinels, primaryName: 'fwlb' };
+  const [a, b] = await Promise.all([ready(connect({ ...options, node: 'ob' }), 10000), ready(connect({ ...options, node: 'ib' }), 10000)]);
+  t.teardown(() => {
+    a.disconnect();
+    b.disconnect();
+  });
+  const ob = new SessionTable(a, 'ob', 'adm:', DEFAULT_LAYOUT);
+  const ib = new SessionTable(b, 'ib', 'adm:', DEFAULT_LAYOUT);
+  const announced: number[] = [];
+  const sub = await ib.subscribe((e) => e.type === 'admin' && announced.push(Date.now()));
+  t.teardown(() => sub.close());
+  await sleep(200);
+
+  t.same(await ob.setAdmin('fwA', false, 5000), { enabled: false, at: 5000, replicated: true }, 'a replica confirmed the change');
+
+  redis.pauseReplica(true);
+  const t0 = Date.now();
+  setTimeout(() => redis.pauseReplica(false), 400);
+  t.same(await ob.setAdmin('fwA', true, 6000), { enabled: true, at: 6000, replicated: true });
+  const took = Date.now() - t0;
+  t.ok(took >= 350, `a replica that stopped for 400 ms: the change was answered once it held it (${took} ms)`);
+  await sleep(100);
+  t.ok(announced.length === 2 && announced[1] >= t0 + 350, 'and announced only then');
+
+  redis.pauseReplica(true);
+  const t1 = Date.now();
+  const late = await ib.setAdmin('fwA', true, 7000);
+  const took1 = Date.now() - t1;
+  t.same(late, { enabled: true, at: 6000, replicated: false }, 'the same change from another node waits for its replication too');
+  t.ok(took1 >= REPLICA_ACK_MS - 50 && took1 < REPLICA_ACK_MS + 2000, `and, the replica still stopped, is answered after ${took1} ms`);
+  const t2 = Date.now();
+  t.same(await ob.setAdmin('fwB', false, 8000), { enabled: false, at: 8000, replicated: false });
+  await sleep(100);
+  t.ok(
+    announced.length === 4 && announced[3] >= t2 + REPLICA_ACK_MS - 50,
+    'a change no replica confirmed in time is announced all the same: the primary is up',
+  );
+
+  // The replica is still stopped: a change the primary takes now, and the primary dies before the replica holds it.
+  const pending = ob.setAdmin('fwC', false, 9000);
+  await sleep(300);
+  await redis.killPrimary();
+  redis.pauseReplica(false);
+  await t.rejects(pending, 'the change is refused to its caller (who shares it again), not answered as shared');
+  // Whether the promoted replica has it depends on what reached it before the kill (a stopped process still has the
+  // bytes its socket took); either way the nodes that share it again agree on one time, and are told.
+  const told = announced.length;
+  let again: Awaited<ReturnType<SessionTable['setAdmin']>> | null = null;
+  for (const end = Date.now() + 20000; !again && Date.now() < end;) {
+    again = await ob.setAdmin('fwC', false, 9500).catch(() => null);
+    if (!again) await sleep(200);
+  }
+  t.ok(again && again.enabled === false && [9000, 9500].includes(again.at), `shared again on the promoted replica (${JSON.stringify(again)})`);
+  t.equal(again?.replicated, null, 'which has no replica now: nothing to wait for');
+  t.same(await ib.setAdmin('fwC', false, 9900), again, 'another node sharing it gets the same time');
+  await sleep(100);
+  t.ok(announced.length >= told + 2, 'and each share is announced');
 });

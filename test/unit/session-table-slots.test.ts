@@ -45,7 +45,13 @@ function reply(cmd: string, args: unknown[]): unknown {
     case 'fwlbLock':
       return 1;
     case 'fwlbSetAdmin':
-      return '1 0';
+      return '0 0';
+    case 'fwlbAnnounceAdmin':
+      return 1;
+    case 'role':
+      return ['master', 0, [['127.0.0.1', '6380', '0']]];
+    case 'wait':
+      return 1;
     case 'fwlbPublishEpoch':
       return null;
     default:
@@ -84,6 +90,30 @@ function slotChecker() {
           return chain;
         };
       }
+      return chain;
+    },
+    // A pipeline goes to the node of its keys' slot: its keyed commands must share one, and a command bound to the
+    // node it reaches (ROLE, WAIT) must ride with a key, or a cluster would send it to any node.
+    pipeline: () => {
+      const cmds: { cmd: string; keys: string[] }[] = [];
+      const chain: Record<string, unknown> = {
+        exec: async () => {
+          const keyed = cmds.flatMap((c) => c.keys);
+          check('pipeline', keyed);
+          if (!keyed.length && cmds.some((c) => c.cmd === 'role' || c.cmd === 'wait')) throw new CrossSlot('pipeline: ROLE or WAIT without a key');
+          calls.push(...cmds);
+          return cmds.map((c) => [null, reply(c.cmd, [])]);
+        },
+      };
+      const add =
+        (cmd: string, nkeys: number) =>
+        (...args: unknown[]) => {
+          cmds.push({ cmd, keys: args.slice(0, nkeys).map(String) });
+          return chain;
+        };
+      for (const c of ['hexists', 'hget']) chain[c] = add(c, 1);
+      for (const c of ['role', 'wait', 'publish']) chain[c] = add(c, 0);
+      for (const [name, n] of scripts) chain[name] = add(name, n);
       return chain;
     },
     duplicate: () => ({ on: () => undefined, subscribe: async () => 1, disconnect: () => undefined }),
@@ -161,6 +191,7 @@ t.test('every call of the session table touches one slot', async (t) => {
     'every script ran under the checker',
   );
   t.ok(used.has('multi'), 'and the MULTI of a health view');
+  t.equal(calls.filter((c) => c.cmd === 'pipeline').length, 2, "and the admin change's two pipelines (its write, its WAIT)");
   t.ok(used.has('hgetall'), "and a bucket's read (a command by name)");
   const writeSlots = new Set(calls.filter((c) => c.cmd === 'fwlbPut').map((c) => keySlot(c.keys[0])));
   t.ok(writeSlots.size > 100, `a write of 5,000 sessions spreads over ${writeSlots.size} slots (its buckets), one per call`);

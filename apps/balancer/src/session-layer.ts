@@ -6,7 +6,7 @@
 import type { Membership } from './membership';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
-import { connect, ready, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { connect, ready, REPLICA_ACK_MS, sessionId, SessionQuery, SessionRecord, SessionTable } from '@fwlb/session-table';
 import { AgreementLoop, hashConfigDigest } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
@@ -291,7 +291,11 @@ export class SessionLayer implements SessionsHandle {
   }
 
   async shareAdmin(id: string, enabled: boolean, at: number): Promise<number> {
-    return (await this.table.setAdmin(id, enabled, at)).at;
+    const shared = await this.table.setAdmin(id, enabled, at);
+    if (shared.replicated === false) {
+      this.d.log(`admin change of ${id} shared, but no Redis replica confirmed it within ${REPLICA_ACK_MS} ms: a primary lost now would lose it`);
+    }
+    return shared.at;
   }
 
   publishHealth(view: Record<string, boolean>): void {

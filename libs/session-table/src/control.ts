@@ -1,13 +1,35 @@
 // The control state every node shares in Redis, all in the `{ctl}` slot: the leader lock and the bucket-table epoch,
 // each node's health view, the admin state, and the change notifications; I/O layer of libs/session-table.
 import { Cluster } from 'ioredis';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { Commands, SCRIPTS } from './scripts';
 import { AdminState, decodeAdmin, decodeEpoch, EpochDoc } from './agreement';
 import { ID } from './session-key';
 
 /** What the table needs of a client: ioredis' Redis and Cluster both are one. */
 export type RedisLike = Redis | Cluster;
+
+/** How long an admin change waits for a replica to hold it, where the primary has one (see setAdmin). */
+export const REPLICA_ACK_MS = 1000;
+
+/** A shared admin change as setAdmin made it. */
+export interface AdminShare extends AdminState {
+  /** Whether a replica held the change before it was announced; null when the primary has no replica. */
+  replicated: boolean | null;
+}
+
+type AdminPipeline = ChainableCommander & {
+  fwlbSetAdmin(admin: string, id: string, enabled: string, at: string): ChainableCommander;
+  fwlbAnnounceAdmin(admin: string, id: string, value: string, channel: string, message: string): ChainableCommander;
+};
+
+/** A pipeline's answers, or the first error of its commands. */
+async function execAll(p: ChainableCommander): Promise<unknown[]> {
+  const res = await p.exec();
+  if (!res) throw new Error('the pipeline was discarded');
+  for (const [e] of res) if (e) throw e;
+  return res.map(([, r]) => r);
+}
 
 /**
  * The key names, each with its Redis Cluster hash tag: a bucket's keys share the bucket's tag, the control keys
@@ -143,17 +165,29 @@ export class SharedControl {
    * Share an admin change: the firewall takes new sessions (or stops) from `at` (ms since the epoch) on, on every
    * node. Returns the state in force: when the same change is already shared (an operator who sends it to every
    * node), its first time stands, so every node switches at the same moment.
+   *
+   * Where the primary has replicas, the change is announced and returned once one of them holds it (WAIT), for up to
+   * REPLICA_ACK_MS: replication is asynchronous, and a change the primary took just before it died would otherwise
+   * be lost with it after every node had been told, so that a node reading the shared state later (a restart) would
+   * undo it on its own. A primary that dies first fails the call, and the caller shares the change again on the
+   * promoted replica. A replica that does not answer in time delays the change by that long, and it is announced
+   * anyway (`replicated: false`): the primary is up, and a slow replica must not stop the operator.
    */
-  async setAdmin(id: string, enabled: boolean, at = 0): Promise<AdminState> {
-    const v = await this.r.fwlbSetAdmin(
-      this.keys.admin,
-      id,
-      enabled ? '1' : '0',
-      String(Math.max(0, Math.floor(at))),
-      this.channel,
-      JSON.stringify({ type: 'admin', node: this.node }),
-    );
-    return decodeAdmin(v) ?? { enabled, at };
+  async setAdmin(id: string, enabled: boolean, at = 0): Promise<AdminShare> {
+    const k = this.keys;
+    const write = (this.r.pipeline() as AdminPipeline).fwlbSetAdmin(k.admin, id, enabled ? '1' : '0', String(Math.max(0, Math.floor(at))));
+    const [v, role] = (await execAll(write.role())) as [string, unknown[]];
+    const replicas = role[0] === 'master' && Array.isArray(role[2]) ? role[2].length : 0;
+    // The announce script checks the write is still there: after a failover, ioredis resends an unanswered pipeline
+    // to the promoted replica, which may never have had it. Its key sends the pipeline, on a cluster, to the node of
+    // the `{ctl}` slot, so WAIT counts the replicas of the node this connection wrote to.
+    const then = this.r.pipeline() as AdminPipeline;
+    if (replicas) then.wait(1, REPLICA_ACK_MS);
+    then.fwlbAnnounceAdmin(k.admin, id, v, this.channel, JSON.stringify({ type: 'admin', node: this.node }));
+    const answers = await execAll(then);
+    if (Number(answers[answers.length - 1]) !== 1)
+      throw new Error(`the admin change of ${id} is not what Redis holds now (lost with the primary, or replaced)`);
+    return { ...(decodeAdmin(v) ?? { enabled, at }), replicated: replicas ? Number(answers[0]) > 0 : null };
   }
 
   /** The shared admin state, decoded strictly: ids as the configs allow them, values "0" or "1" with a time; anything else skipped. */

@@ -73,16 +73,27 @@ redis.call('SET', KEYS[4], doc)
 redis.call('PUBLISH', ARGV[4], '{"type":"epoch","epoch":' .. n .. '}')
 return doc`;
 /**
- * Set a firewall's admin state unless it already is that state (then its first time stands), and announce a change.
- * KEYS: the admin hash. ARGV: id, "0" or "1", time, channel, message.
+ * Set a firewall's admin state unless it already is that state (then its first time stands), and return the state
+ * in force. The value is written even when it stands, so that the caller's WAIT covers it: a node that shares a
+ * change another node wrote a moment ago waits for the same replication. The caller announces it (ANNOUNCE_ADMIN).
+ * KEYS: the admin hash. ARGV: id, "0" or "1", time.
  */
 const SET_ADMIN = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.sub(v, 1, 1) == ARGV[2] then return v end
-v = ARGV[2] .. ' ' .. ARGV[3]
+if not (v and string.sub(v, 1, 1) == ARGV[2]) then v = ARGV[2] .. ' ' .. ARGV[3] end
 redis.call('HSET', KEYS[1], ARGV[1], v)
-redis.call('PUBLISH', ARGV[4], ARGV[5])
 return v`;
+/**
+ * After the caller's WAIT: whether the server still holds the admin value the caller wrote, and if so announce it.
+ * A server that lacks it is a promoted replica the write never reached (the client resent this after a failover):
+ * nothing is announced, and the caller shares the change again. Every share is announced, not only the first: a
+ * share retried after a failover finds its value already there (the replica got it) but no announcement made.
+ * KEYS: the admin hash. ARGV: id, value, channel, message.
+ */
+const ANNOUNCE_ADMIN = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1`;
 /** Renew the lock only while we hold it; take it when free. */
 const LOCK = `
 local v = redis.call('GET', KEYS[1])
@@ -97,7 +108,8 @@ export type Commands = {
   fwlbGrace(hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
   fwlbReap(hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
-  fwlbSetAdmin(admin: string, id: string, enabled: string, at: string, channel: string, message: string): Promise<string>;
+  fwlbSetAdmin(admin: string, id: string, enabled: string, at: string): Promise<string>;
+  fwlbAnnounceAdmin(admin: string, id: string, value: string, channel: string, message: string): Promise<number>;
   fwlbPublishEpoch(
     lock: string,
     counter: string,
@@ -118,5 +130,6 @@ export const SCRIPTS = {
   fwlbReap: { numberOfKeys: 2, lua: REAP },
   fwlbLock: { numberOfKeys: 1, lua: LOCK },
   fwlbSetAdmin: { numberOfKeys: 1, lua: SET_ADMIN },
+  fwlbAnnounceAdmin: { numberOfKeys: 1, lua: ANNOUNCE_ADMIN },
   fwlbPublishEpoch: { numberOfKeys: 4, lua: PUBLISH_EPOCH },
 } as const;
