@@ -51,8 +51,8 @@ t.test('faults together for minutes', async (t) => {
     };
     const r = await run(t, lab, [restart, failovers(redis)]);
     t.ok(restarts.length >= Math.floor(DURATION_MS / RESTART_MS) - 1, `controllers restarted: ${restarts.join(' ')}`);
-    // Counted, not asserted: an admin change shared just before the primary dies can be lost with it (replication is
-    // asynchronous), and a node that shares it again after the failover proposes another second (docs/limits.md).
+    // Counted, not asserted: beside the switch second above, a controller down across a change's second runs the old
+    // table until it is back (docs/limits.md).
     t.comment(`firewall drops ${JSON.stringify(r.drops)}${r.drops.some((d) => d) ? `: ${dropReport(lab, r)}` : ''}`);
   });
 });
