@@ -149,7 +149,11 @@ t.test(
     const fib = pre.findIndex((r) => r.includes('fib'));
     t.ok(fib > 2, 'the fib lookup (traffic to this node) comes after it');
     t.equal(pre.filter((r) => r.includes('fib')).length, 1, 'one fib rule in prerouting');
-    t.match(pre[3], /^meta iifname != srv0 meta l4proto tcp tcp flags in syn jump firewall-syn$/, 'from a firewall, SYNs go to their chain');
+    t.match(
+      pre[3],
+      /^meta iifname != srv0 meta l4proto tcp tcp flags & syn,fin,rst != 0 jump firewall-syn$/,
+      'from a firewall, SYNs go to their chain, and FINs and RSTs (they end the conn records)',
+    );
     t.equal(
       pre[4],
       'meta iifname != srv0 ct mark != 0 meta iifname . ct mark { fw1 . 65536, fw2 . 65537, fw3 . 65538 } accept',
@@ -228,18 +232,23 @@ t.test('render: a new connection never inherits the decision of an earlier one w
   );
   t.equal(syn[syn.length - 1], 'accept', 'and accepted');
   const fw = steering(ch['firewall-syn']);
+  t.equal(
+    fw[0],
+    'tcp flags & fin,rst != 0 meta nfproto ipv4 delete @conn0 { ip daddr . th dport . ip saddr . th sport . meta l4proto } delete @conn1 { ip daddr . th dport . ip saddr . th sport . meta l4proto } delete @conn2 { ip daddr . th dport . ip saddr . th sport . meta l4proto } return',
+    "a FIN or RST from a firewall ends this node's record of the connection's start, in every conn set, and goes on",
+  );
   t.match(
-    fw[1],
+    fw[2],
     /^meta iifname fw2 meta nfproto ipv4 delete @conn0 \{ ip daddr . th dport . ip saddr . th sport .* update @conn1 \{ ip daddr .* \}$/,
     "a SYN or SYN-ACK from a firewall is recorded under that firewall (the tuple in the side's order)",
   );
   t.match(
-    fw[3],
+    fw[4],
     /^meta nfproto ipv4 ct state in invalid update @fresh \{ ip daddr . th dport . ip saddr . th sport . meta l4proto \} return$/,
     'one that conntrack refused: its replies take the decision into the entry they meet',
   );
-  t.equal(fw[4], 'ct mark set 0', 'any other clears the mark, so learning takes the firewall it came from');
-  t.match(fw[5], /^tcp flags & syn,ack syn .* update @synseen/, 'a bare SYN vouches for its SYN-ACK');
+  t.equal(fw[5], 'ct mark set 0', 'any other clears the mark, so learning takes the firewall it came from');
+  t.match(fw[6], /^tcp flags & syn,ack syn .* update @synseen/, 'a bare SYN vouches for its SYN-ACK');
   const pre = ch.prerouting;
   const pinned = pre.indexOf(out.labeled.pinned.map(statementText).join(' '));
   const conns = ['fw1', 'fw2', 'fw3'].map((f) => pre.indexOf(out.labeled[`conn:${f}`].map(statementText).join(' ')));

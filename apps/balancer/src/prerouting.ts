@@ -31,6 +31,7 @@ import {
   sideTuple,
   stateIn,
   steering,
+  synFinRst,
   synFlag,
   tcp,
   tcpUdp,
@@ -214,9 +215,10 @@ export const PREROUTING: readonly PreroutingBuilder[] = [
   },
   {
     name: 'firewall-syn',
-    why: 'a SYN or SYN-ACK from a firewall shows which firewall carries the connection now: its mark is cleared, so learning below takes that firewall',
+    why: "a SYN or SYN-ACK from a firewall shows which firewall carries the connection now: its mark is cleared, so learning below takes that firewall; a FIN or RST ends this node's record of the connection's start (the conn sets), so a later connection with the same tuple never follows it",
     build(x, _o, emit) {
-      emit(null, [x.notSide, tcp, synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
+      // With a session table, a FIN or RST goes there too: it ends this node's record of the connection's start.
+      emit(null, [x.notSide, tcp, x.c.sessionTable ? synFinRst : synFlag, { jump: { target: FIREWALL_SYN_CHAIN } }]);
     },
   },
   {

@@ -36,6 +36,10 @@ export const accept = { accept: null };
 export const tcp = eq(meta('l4proto'), 'tcp');
 export const tcpUdp = eq(meta('l4proto'), { set: ['tcp', 'udp'] });
 export const synFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'syn' } };
+/** A SYN, FIN or RST: the packets that start or end a connection. */
+export const synFinRst = ne({ '&': [payload('tcp', 'flags'), ['syn', 'fin', 'rst']] }, 0);
+/** A FIN or RST: the end of a connection, seen from one side. */
+const finOrRst = ne({ '&': [payload('tcp', 'flags'), ['fin', 'rst']] }, 0);
 const ackFlag = { match: { op: 'in', left: payload('tcp', 'flags'), right: 'ack' } };
 const bareSyn = eq({ '&': [payload('tcp', 'flags'), ['syn', 'ack']] }, 'syn');
 export const localDest = eq({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
@@ -249,6 +253,17 @@ export function freshChain(x: RuleContext): Rule[] {
 export function firewallSynChain(x: RuleContext): Rule[] {
   return [
     ...x.handshake,
+    // A FIN or RST from a firewall: the far end closed this connection, so this node's record of its start goes (a
+    // later connection with the same tuple that this node does not see start must not follow it); then it goes on
+    // as any packet of its flow.
+    ...(x.c.sessionTable
+      ? x.families.map((fam) => [
+          finOrRst,
+          isFamily(fam),
+          ...x.c.firewalls.map((f) => setOp('delete', firewallTuple(fam), x.connSet(f, fam))),
+          { return: null },
+        ])
+      : []),
     ...x.families.flatMap((fam) =>
       x.c.sessionTable ? x.c.firewalls.map((f) => [...fromFirewall(f), isFamily(fam), ...recordConn(x, f, fam, firewallTuple(fam))]) : [],
     ),
