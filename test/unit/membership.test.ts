@@ -234,7 +234,7 @@ t.test('render: a new connection never inherits the decision of an earlier one w
   const fw = steering(ch['firewall-syn']);
   t.equal(
     fw[0],
-    'tcp flags & fin,rst != 0 meta nfproto ipv4 delete @conn0 { ip daddr . th dport . ip saddr . th sport . meta l4proto } delete @conn1 { ip daddr . th dport . ip saddr . th sport . meta l4proto } delete @conn2 { ip daddr . th dport . ip saddr . th sport . meta l4proto } return',
+    'tcp flags & fin,rst != 0 ct state in new,established meta nfproto ipv4 delete @conn0 { ip daddr . th dport . ip saddr . th sport . meta l4proto } delete @conn1 { ip daddr . th dport . ip saddr . th sport . meta l4proto } delete @conn2 { ip daddr . th dport . ip saddr . th sport . meta l4proto } return',
     "a FIN or RST from a firewall ends this node's record of the connection's start, in every conn set, and goes on",
   );
   t.match(

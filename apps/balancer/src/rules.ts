@@ -253,12 +253,16 @@ export function freshChain(x: RuleContext): Rule[] {
 export function firewallSynChain(x: RuleContext): Rule[] {
   return [
     ...x.handshake,
-    // A FIN or RST from a firewall: the far end closed this connection, so this node's record of its start goes (a
-    // later connection with the same tuple that this node does not see start must not follow it); then it goes on
-    // as any packet of its flow.
+    // A FIN or RST from a firewall that conntrack tracks (`new` too: a node that sees one direction only never sees
+    // an answer): the far end closed this connection, so this node's record of its start goes (a later connection
+    // with the same tuple that this node does not see start must not follow it); then it goes on as any packet of
+    // its flow. Not one conntrack refused: then this node's entry is stuck (it saw the SYN, not the answer), the
+    // side's last packets are refused too, and they need the record to the end (an earlier connection's pin is next
+    // in line).
     ...(x.c.sessionTable
       ? x.families.map((fam) => [
           finOrRst,
+          stateIn(['new', 'established']),
           isFamily(fam),
           ...x.c.firewalls.map((f) => setOp('delete', firewallTuple(fam), x.connSet(f, fam))),
           { return: null },
