@@ -426,8 +426,6 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     await natFirewalls(t, lab, { published: 'full', forgetConnSets: false });
   });
 
-  await t.test(`${PORT_REUSE_TITLE}, while the routers move flows between the nodes every 3 s`, (t) => portReuse(t, lab, { moves: true }));
-
   await t.test("a node started with another hash seed is named in every node's alarms; fixed, the alarms clear", async (t) => {
     const path = lab.configPath('ob2');
     const good = readFileSync(path, 'utf8');
