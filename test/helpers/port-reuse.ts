@@ -5,11 +5,15 @@ import { churn, Lab } from '@fwlb/lab';
 import { dropReport, failureReport } from './churn-report';
 
 export const PORT_REUSE_TITLE = 'clients that reuse their source ports within seconds while a firewall leaves and rejoins new sessions: 0 failed, 0 drops';
-export async function portReuse(t: Test, lab: Lab): Promise<void> {
+/** The routes of a redundant lab cycling through these node groups ([] is every node), every 3 s. */
+export const ROUTE_MOVES = [['ob1', 'ib1'], [], ['ob2', 'ib2'], ['ob1', 'ib2'], [], ['ob2', 'ib1']];
+export async function portReuse(t: Test, lab: Lab, o: { moves?: boolean } = {}): Promise<void> {
   // 100 source ports per client and one connection every 15 ms: a port comes back after about 1.5 s.
   lab.traceUnreachables();
-  const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500 });
+  const moves = o.moves ? { moves: ROUTE_MOVES, moveMs: 3000 } : {};
+  const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500, ...moves });
   t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
+  if (o.moves) t.ok(r.moves >= 8, `the routes moved flows between the nodes ${r.moves} times`);
   t.equal(r.ok + r.failed, 4000);
   // A failure says who refused the connection (an ICMP unreachable) and where each node sent its flow.
   t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${failureReport(lab, r)}` : ''}`);

@@ -7,6 +7,7 @@
 import { t, Test } from 'tap';
 import { ChurnResult, Lab, MGMT_NET, PeriodicFault, churn } from '@fwlb/lab';
 import { dropReport, failureReport } from '../helpers/churn-report';
+import { ROUTE_MOVES } from '../helpers/port-reuse';
 import { startLab } from '../helpers/lab';
 import { SentinelSet, startSentinels } from '../helpers/redis';
 
@@ -16,8 +17,6 @@ const INTERVAL_MS = 15;
 /** A controller restarted every RESTART_MS, the Redis primary killed every FAILOVER_MS (FWLB_FAULTS_RESTART_MS, FWLB_FAULTS_FAILOVER_MS). */
 const RESTART_MS = Number(process.env.FWLB_FAULTS_RESTART_MS ?? 17000);
 const FAILOVER_MS = Number(process.env.FWLB_FAULTS_FAILOVER_MS ?? 29000);
-/** With FWLB_FAULTS_MOVES=1, the routes cycle through these node groups ([] is every node) every 3 s. */
-const ROUTE_MOVES = [['ob1', 'ib1'], [], ['ob2', 'ib2'], ['ob1', 'ib2'], [], ['ob2', 'ib1']];
 
 t.test('faults together for minutes', async (t) => {
   const base = 20000 + Math.floor(Math.random() * 30000);

@@ -89,7 +89,8 @@ const raw = (l) => l.map(([hex, value]) => ({ key: Buffer.from(hex, 'hex'), valu
   const out = [];
   for (const s of steps) {
     try {
-      await w.write({ family: 'inet', table: 'fwlb', name: s.map }, raw(s.del), raw(s.add));
+      if (s.ops) await w.change({ family: 'inet', table: 'fwlb' }, s.ops.map((o) => ({ ...o, elements: o.keys.map((k) => ({ key: Buffer.from(k, 'hex') })) })));
+      else await w.write({ family: 'inet', table: 'fwlb', name: s.map }, raw(s.del), raw(s.add));
       out.push('ok');
     } catch (e) {
       out.push(e.message);
@@ -158,4 +159,45 @@ t.test('elements over nfnetlink: added, given another value, deleted, in batches
   );
   const six = JSON.parse(inNs(ns, ['nft', '-j', 'list', 'map', 'inet', 'fwlb', 'pins_v6'])).nftables.find((x: any) => x.map).map.elem;
   t.same(six, [[{ concat: ['2001:db8::7', 4000, '2001:db8:5::10', 443, 'udp'] }, 0x10002]], 'an IPv6 key');
+});
+
+t.test("set elements over nfnetlink: a tuple moved from one set to another in one transaction, with the sets' timeout", async (t) => {
+  const ns = `${uniquePrefix('nfs')}`;
+  run(['ip', 'netns', 'add', ns]);
+  t.teardown(() => deleteNs(ns));
+  const set = (name: string) => `  set ${name} { type ${PIN_TYPE}; timeout 120s; flags dynamic,timeout; }`;
+  inNs(ns, ['nft', '-f', '-'], `table inet fwlb {\n${set('conn0')}\n${set('conn1')}\n}\n`);
+  const k = { outerAddr: '198.51.100.7', outerPort: 40000, innerAddr: '203.0.113.10', innerPort: 443, proto: 6 };
+  const key = Buffer.from(keyImage(k)).toString('hex');
+  const other = Buffer.from(keyImage({ ...k, outerPort: 40001 })).toString('hex');
+  const steps = [
+    { ops: [{ name: 'conn0', verb: 'add', keys: [key, other] }] },
+    // Out of conn0 (added first: a delete of a missing element refuses the batch), into conn1.
+    {
+      ops: [
+        { name: 'conn0', verb: 'add', keys: [key] },
+        { name: 'conn0', verb: 'delete', keys: [key] },
+        { name: 'conn1', verb: 'add', keys: [key] },
+      ],
+    },
+    // The same again: the tuple is in conn1 already, and not in conn0.
+    {
+      ops: [
+        { name: 'conn0', verb: 'add', keys: [key] },
+        { name: 'conn0', verb: 'delete', keys: [key] },
+        { name: 'conn1', verb: 'add', keys: [key] },
+      ],
+    },
+    { ops: [{ name: 'conn1', verb: 'delete', keys: [other] }] },
+  ];
+  const outcome = JSON.parse(inNs(ns, [process.execPath, '-e', WRITER, require.resolve('@fwlb/nft')], JSON.stringify(steps)));
+  t.same(outcome.slice(0, 3), ['ok', 'ok', 'ok']);
+  t.match(outcome[3], /refused the batch \(errno 2\)/, 'a delete of a missing element: refused');
+  const elems = (name: string) =>
+    (JSON.parse(inNs(ns, ['nft', '-j', 'list', 'set', 'inet', 'fwlb', name])).nftables.find((x: any) => x.set).set.elem ?? []) as any[];
+  const tuple = (e: any) => (e.elem ?? e).val?.concat?.join(' ') ?? (e.elem ?? e).concat?.join(' ');
+  t.same(elems('conn0').map(tuple), ['198.51.100.7 40001 203.0.113.10 443 tcp']);
+  const [moved] = elems('conn1');
+  t.equal(tuple(moved), '198.51.100.7 40000 203.0.113.10 443 tcp');
+  t.ok(moved.elem?.expires > 100 && moved.elem?.expires <= 120, `it expires with the set's timeout (${moved.elem?.expires} s left)`);
 });

@@ -285,56 +285,74 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     },
   );
 
-  await t.test(
-    'a reused 5-tuple whose earlier connection node 2 saw one half of: the new connection, moved there after its handshake, follows the current table',
-    async (t) => {
-      // The earlier connection goes to the server through ob1 and comes back through ob2: ob2 picks up its second half
-      // mid-stream (fw2's mark), sees the server's FIN, and records the SYN-ACK's start under fw2. fw2 then leaves new
-      // sessions; the new connection on the same tuple starts through ob1 both ways and is moved to ob2 before its
-      // first data. What ob2 kept of the earlier one (its entry, its start record) must not send it to fw2.
-      const c1 = clients[0];
-      const ports = Array.from({ length: 3000 }, (_, i) => 52000 + i)
-        .filter((p) => firewallOf(c1.addr!, p) === 'fw2')
-        .slice(0, 2);
-      const entry = (n: string, port: number) =>
-        inNs(lab.ns(n), ['conntrack', '-L', '-p', 'tcp', '--orig-port-src', String(ECHO_PORT), '--orig-port-dst', String(port)]).trim();
-      for (const port of ports) {
+  /** The tuples a node's `conn` set of a firewall records starts of, for this client port. */
+  const connHolds = (node: string, fw: string, addr: string, port: number) =>
+    inNs(lab.ns(node), ['nft', 'list', 'set', 'inet', 'fwlb', `conn${ALL.indexOf(fw)}`]).includes(`${addr} . ${port} . `);
+  // The earlier connection goes to the server through ob1 and comes back through ob2: ob1 records its SYN's start
+  // under fw2 and never sees the server's FIN; ob2 picks up its second half mid-stream (fw2's mark), sees the
+  // server's FIN and records the SYN-ACK's start under fw2. fw2 then leaves new sessions; the new connection on the
+  // same tuple starts through one node both ways and is moved to the other before its first data. What the other
+  // kept of the earlier connection (its entry, its start record) must not send it to fw2.
+  for (const holder of ['ob2', 'ob1'] as const) {
+    const starter = holder === 'ob2' ? 'ob1' : 'ob2';
+    const kept = holder === 'ob2' ? 'the second half of' : 'the start of';
+    await t.test(
+      `a reused 5-tuple whose earlier connection ${holder} saw ${kept}: the new connection, moved there after its handshake, follows the current table`,
+      async (t) => {
+        const c1 = clients[0];
+        const ports = Array.from({ length: 3000 }, (_, i) => (holder === 'ob2' ? 52000 : 49000) + i)
+          .filter((p) => firewallOf(c1.addr!, p) === 'fw2')
+          .slice(0, 2);
+        const entry = (n: string, port: number) =>
+          inNs(lab.ns(n), ['conntrack', '-L', '-p', 'tcp', '--orig-port-src', String(ECHO_PORT), '--orig-port-dst', String(port)]).trim();
+        for (const port of ports) {
+          await adminFw2(t, true);
+          await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live, 10000, 'fw2 live on every node');
+          lab.resetFirewallCounters();
+          via('outside', /-or$/, 'ob1');
+          via('outside', /-fw\d$/, 'ob2');
+          via('inside', /./, 'ib1');
+          const first = await drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 300, intervalMs: 100, localPorts: [port] } });
+          t.equal(first.long.ok, 1, `the earlier connection from port ${port} crossed fw2`);
+          if (holder === 'ob2') {
+            const half = entry('ob2', port);
+            t.match(half, new RegExp(`FIN_WAIT .* mark=${markOf('fw2')} `), `ob2 held its second half, closing, with fw2's mark: ${half}`);
+          } else {
+            t.ok(connHolds('ob1', 'fw2', c1.addr!, port), "ob1's record of its start under fw2 outlived it (the server's FIN crossed ob2)");
+          }
+          await adminFw2(t, false);
+          await lab.waitFirewalls((fw) => fw.every((f) => f.id !== 'fw2' || !f.live), 10000, 'fw2 out on every node');
+          await sleep(1500);
+          via('outside', holder === 'ob2' ? /-fw\d$/ : /-or$/, starter);
+          const next = drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 1500, intervalMs: 100, localPorts: [port], quietMs: 800 } });
+          // Moved once the handshake is through (the firewall has answered it): the holder gets the connection from its
+          // first data on.
+          await waitUntil(
+            () => ['fw1', 'fw3'].some((fw) => lab.kernelSessions(fw).some((e) => e.sport === port && e.answered)),
+            3000,
+            `the handshake through ${starter}`,
+          );
+          via('outside', /-or$/, holder);
+          const r = await next;
+          const sent = lab.kernelSessions(holder).find((e) => e.sport === port);
+          lab.setEcmp([]);
+          t.equal(
+            r.long.ok,
+            1,
+            `the new connection lived through the move to ${holder} ${JSON.stringify(r.long.errors)}${r.long.broken ? ` ${flowTraces([port])}` : ''}`,
+          );
+          t.ok(sent && sent.mark !== markOf('fw2'), `${holder} sent it to ${sent ? ALL[sent.mark - 0x10000] : 'nowhere'}, not fw2`);
+          if (holder === 'ob1') t.notOk(connHolds('ob1', 'fw2', c1.addr!, port), "ob1's record of the earlier start under fw2 is gone");
+          t.same(
+            lab.firewallCounters().map((f) => f.drops),
+            [0, 0, 0],
+            `0 firewall drops ${dropReport()}`,
+          );
+        }
         await adminFw2(t, true);
-        await lab.waitFirewalls((fw) => fw.find((f) => f.id === 'fw2')!.live, 10000, 'fw2 live on every node');
-        lab.resetFirewallCounters();
-        via('outside', /-or$/, 'ob1');
-        via('outside', /-fw\d$/, 'ob2');
-        via('inside', /./, 'ib1');
-        const first = await drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 300, intervalMs: 100, localPorts: [port] } });
-        t.equal(first.long.ok, 1, `the earlier connection from port ${port} crossed fw2`);
-        const half = entry('ob2', port);
-        t.match(half, new RegExp(`FIN_WAIT .* mark=${markOf('fw2')} `), `ob2 held its second half, closing, with fw2's mark: ${half}`);
-        await adminFw2(t, false);
-        await lab.waitFirewalls((fw) => fw.every((f) => f.id !== 'fw2' || !f.live), 10000, 'fw2 out on every node');
-        await sleep(1500);
-        via('outside', /-fw\d$/, 'ob1');
-        const next = drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 1500, intervalMs: 100, localPorts: [port], quietMs: 800 } });
-        // Moved once ob1 has seen the handshake: ob2 gets the connection from its first data on.
-        await waitUntil(() => lab.kernelSessions('ob1').some((e) => e.sport === port && e.answered), 3000, 'ob1 to see the handshake');
-        via('outside', /-or$/, 'ob2');
-        const r = await next;
-        const sent = lab.kernelSessions('ob2').find((e) => e.sport === port);
-        lab.setEcmp([]);
-        t.equal(
-          r.long.ok,
-          1,
-          `the new connection lived through the move to ob2 ${JSON.stringify(r.long.errors)}${r.long.broken ? ` ${flowTraces([port])}` : ''}`,
-        );
-        t.ok(sent && sent.mark !== markOf('fw2'), `ob2 sent it to ${sent ? ALL[sent.mark - 0x10000] : 'nowhere'}, not fw2`);
-        t.same(
-          lab.firewallCounters().map((f) => f.drops),
-          [0, 0, 0],
-          `0 firewall drops ${dropReport()}`,
-        );
-      }
-      await adminFw2(t, true);
-    },
-  );
+      },
+    );
+  }
 
   await t.test(
     'a handshake whose SYN-ACK crossed the node that did not see its SYN, whose first data comes after a table switch: the connection keeps the firewall of its handshake',
@@ -425,6 +443,14 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
     routeOnly(null);
     await natFirewalls(t, lab, { published: 'full', forgetConnSets: false });
   });
+
+  // Opt-in (FWLB_PORT_REUSE_MOVES=1): run alone it has passed every time, after this file's other subtests it has
+  // dropped packets of a flow now and then (docs/limits.md, "a connection moved before it was answered").
+  await t.test(
+    `${PORT_REUSE_TITLE}, while the routers move flows between the nodes every 3 s`,
+    { skip: process.env.FWLB_PORT_REUSE_MOVES === '1' ? false : 'FWLB_PORT_REUSE_MOVES=1 runs it' },
+    (t) => portReuse(t, lab, { moves: true }),
+  );
 
   await t.test("a node started with another hash seed is named in every node's alarms; fixed, the alarms clear", async (t) => {
     const path = lab.configPath('ob2');

@@ -250,7 +250,7 @@ async function run(path: string): Promise<void> {
   // Layer 3: the sessions Redis knows are loaded before the first reconcile, so their pins are in it.
   // The shared admin state (with a session table) wins over the state file; what it applies is saved there too.
   const { saveAdmin, onAdmin } = adminSaver(config, log);
-  const sessions = await SessionLayer.start({ config, reconciler, membership, trigger, log, onAdmin });
+  const sessions = await SessionLayer.start({ config, reconciler, membership, elements: new NetlinkElements(), trigger, log, onAdmin });
   const history = new FirewallHistory();
   runner = await adoptThenRun(reconciler, config, log, history);
   const sampler = sampleTraffic(reconciler, history);

@@ -1,7 +1,7 @@
 // Renders a node's desired nft table and policy routes from config and live firewalls; pure layer of apps/balancer.
-import { buildGroupedTable, BucketTable, familyOf, FlowKey } from '@fwlb/flowhash';
+import { buildGroupedTable, BucketTable, familyOf, FlowKey, keyImage } from '@fwlb/flowhash';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import type { DesiredChain, DesiredTable, NftJson } from '@fwlb/nft';
+import type { DesiredChain, DesiredTable, ElementOp, NftJson, RawElement } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
 import { slots } from './membership';
 export { BUCKETS_NEXT, SIDE_LABEL } from './rules';
@@ -47,6 +47,34 @@ export const PIN_MAP_TYPE = flowKeyType(IPV4);
 
 export function pinElement(p: Pin): [NftJson, number] {
   return [{ concat: [p.outerAddr, p.outerPort, p.innerAddr, p.innerPort, p.proto === 6 ? 'tcp' : p.proto === 17 ? 'udp' : p.proto] }, p.mark];
+}
+
+/** The `conn` set of a firewall slot and family (see flowSets): this node's record of the connections it saw start there. */
+export const connSetName = (index: number, fam: Family) => `conn${index}${fam.suffix}`;
+
+/**
+ * The element changes that make this node's `conn` sets say what the session table says of these TCP sessions:
+ * each tuple in its firewall's set and in no other (oriented as the side's packets carry it, see sideTuple). Why: a
+ * sibling saw a new connection start on an earlier one's tuple and recorded another firewall; this node may hold
+ * the earlier connection's start (it saw that SYN, and its close crossed the sibling), and a router moving the new
+ * connection here would send it after that record. A tuple leaves a set by an add and a delete in one transaction:
+ * the kernel refuses to delete an element that is not there.
+ */
+export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (FlowKey & { firewall: string })[]): ElementOp[] {
+  const families = familiesOf(c);
+  const sl = slots(c);
+  const add = new Map<string, RawElement[]>();
+  const leave = new Map<string, RawElement[]>();
+  const push = (m: Map<string, RawElement[]>, set: string, e: RawElement) => m.set(set, [...(m.get(set) ?? []), e]);
+  for (const s of sessions) {
+    const fam = families.find((f) => (f === IPV6) === (familyOf(s.outerAddr) === 6));
+    if (s.proto !== 6 || !fam || !sl.some((x) => x.id === s.firewall)) continue;
+    const sideFirst = c.role === 'outside' ? s : { ...s, outerAddr: s.innerAddr, outerPort: s.innerPort, innerAddr: s.outerAddr, innerPort: s.outerPort };
+    const e = { key: keyImage(sideFirst) };
+    for (const x of sl) push(x.id === s.firewall ? add : leave, connSetName(x.index, fam), e);
+  }
+  const ops = (verb: 'add' | 'delete', m: Map<string, RawElement[]>) => [...m].map(([name, elements]) => ({ name, verb, elements }));
+  return [...ops('add', leave), ...ops('delete', leave), ...ops('add', add)];
 }
 
 export interface RenderInput {
@@ -132,7 +160,7 @@ export interface RenderSwitch {
 /** What every rule builder reads: the config, the side, each firewall's mark and conn set, how to steer. */
 function ruleContext(c: ResolvedBalancerConfig, next: RenderSwitch | undefined, handshake: NftJson[][]): RuleContext {
   const sl = slots(c);
-  const connName = new Map(sl.map((s) => [s.id, `conn${s.index}`]));
+  const connIndex = new Map(sl.map((s) => [s.id, s.index]));
   // Every firewall's mark is in the map (see tableMaps): the bucket maps hold no other, so counting never ends a
   // steering rule.
   const newFlows = counterBy(meta('mark'), NEW_COUNTERS);
@@ -142,7 +170,7 @@ function ruleContext(c: ResolvedBalancerConfig, next: RenderSwitch | undefined, 
     notSide: ne(meta('iifname'), c.sideInterface),
     markOf: new Map(sl.map((s) => [s.id, s.mark])),
     families: familiesOf(c),
-    connSet: (f, fam) => `${connName.get(f.id)!}${fam.suffix}`,
+    connSet: (f, fam) => connSetName(connIndex.get(f.id)!, fam),
     steer: (fam, ported, map = 'buckets') => [
       set(meta('mark'), { jhash: { mod: c.hash.buckets, seed: c.hash.seed, expr: { concat: hashFields(c, ported, fam) } } }),
       // Why two statements: a named map keyed by mark cannot take jhash directly in nft 1.0.6's JSON; the

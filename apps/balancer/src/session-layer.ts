@@ -10,6 +10,8 @@ import { connect, ready, REPLICA_ACK_MS, sessionId, SessionQuery, SessionRecord,
 import { AgreementLoop, hashConfigDigest } from './agreement';
 import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
+import type { NetlinkElements } from '@fwlb/nft';
+import { connRecordOps, TABLE_FAMILY, TABLE_NAME } from './render';
 import { firewallIndex, FirewallIndex, SessionReads } from './session-reads';
 import { answered, recordTtl, SessionSync, tracked } from './session-sync';
 import { throttledRead } from '@fwlb/service';
@@ -44,6 +46,8 @@ export interface SessionLayerDeps {
   config: ResolvedBalancerConfig;
   reconciler: Reconciler;
   membership: Membership;
+  /** The session layer's own element writes (the `conn` records of moved sessions), on a socket of its own. */
+  elements: Pick<NetlinkElements, 'change'>;
   /** Ask for a reconcile soon (a pin appeared or went, an epoch or admin change arrived). */
   trigger: () => void;
   log: (m: string) => void;
@@ -101,6 +105,7 @@ export class SessionLayer implements SessionsHandle {
       firewalls: () => this.fw,
       reconciler: d.reconciler,
       trigger: d.trigger,
+      recordStarts: (recs) => d.elements.change({ family: TABLE_FAMILY, table: TABLE_NAME }, connRecordOps(config, recs)),
       log: d.log,
     });
     d.reconciler.usePins(this.cache);

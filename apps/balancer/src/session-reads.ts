@@ -40,6 +40,8 @@ export interface SessionReadsDeps {
   firewalls: () => FirewallIndex;
   reconciler: Pick<Reconciler, 'currentTable' | 'comingTable'>;
   trigger: () => void;
+  /** Make this node's `conn` sets hold these TCP sessions under their record's firewall only (see connRecordCommands). */
+  recordStarts: (recs: readonly SessionRecord[]) => Promise<void>;
   log: (m: string) => void;
 }
 
@@ -173,13 +175,14 @@ export class SessionReads {
     for (const id of valid) this.d.cache.deleteId(id);
     for (const rec of recs) this.admit(rec);
     if (wasPin || recs.some((rec) => this.d.cache.isException(rec, t))) trigger();
-    // A new connection on an earlier one's tuple: this node may still hold the earlier one's conntrack entry (in
-    // TIME_WAIT, or one direction of it), whose mark would send the new connection's packets to the earlier
-    // firewall if the routers move it here. Such an entry goes; the next packet finds its firewall as a flow
-    // without state does (the conn sets, the pins, the hash).
+    // A new connection on an earlier one's tuple: this node may still hold the earlier one's start record and
+    // conntrack entry (in TIME_WAIT, or one direction of it), either of which would send the new connection's
+    // packets to the earlier firewall if the routers move it here. The start record takes the new firewall first,
+    // then such an entry goes: the next packet finds its firewall as a flow without state does (the conn sets).
+    const ours = recs.filter((rec) => this.d.firewalls().ids.has(rec.firewall));
+    if (ours.length) await this.d.recordStarts(ours).catch((e) => log(`conn records of ${ours.length} moved sessions not written: ${(e as Error).message}`));
     let deleted = 0;
-    for (const rec of recs) {
-      if (!this.d.firewalls().ids.has(rec.firewall)) continue;
+    for (const rec of ours) {
       const e = await getConntrack({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto });
       const fw = e ? this.d.firewalls().firewallOf(e.mark) : undefined;
       if (e && fw && fw !== rec.firewall && (await deleteConntrack(e))) deleted++;

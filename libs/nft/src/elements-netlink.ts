@@ -35,11 +35,19 @@ export interface MapRef {
 
 /**
  * One element: its key as the kernel stores it (each field of a concatenation padded to 4 bytes, at most 64 bytes),
- * and a 32-bit value.
+ * and for a map a 32-bit value.
  */
 export interface RawElement {
   key: Uint8Array;
-  value: number;
+  /** A map element's value; none for a set's. */
+  value?: number;
+}
+
+/** Elements to add to or delete from one set or map (see NetlinkElements.change). */
+export interface ElementOp {
+  name: string;
+  verb: 'add' | 'delete';
+  elements: readonly RawElement[];
 }
 
 const align4 = (n: number) => (n + 3) & ~3;
@@ -89,13 +97,13 @@ function writeElement(b: Buffer, o: number, e: RawElement, withValue: boolean): 
     const v = o + 12 + align4(keyLen);
     hdr(v, 12, NFTA_SET_ELEM_DATA | NLA_F_NESTED);
     hdr(v + 4, 8, NFTA_DATA_VALUE);
-    b.writeUInt32LE(e.value >>> 0, v + 8);
+    b.writeUInt32LE(e.value! >>> 0, v + 8);
   }
   return o + len;
 }
 
 /**
- * Writes map elements over nfnetlink in batches that are each one transaction of the kernel. Why not the nft binary:
+ * Writes set and map elements over nfnetlink in batches that are each one transaction of the kernel. Why not the nft binary:
  * it parses and evaluates every element (about 10 µs each here), so a change that pins a third of a million sessions
  * spent seconds in nft; the kernel itself takes a fraction of that. Used only for elements whose encoding the caller
  * owns (keys of fixed-size fields); everything else goes through nft.
@@ -133,27 +141,43 @@ export class NetlinkElements {
    * Changes, in order, as transactions of at most a batch each: a failed batch changes nothing, and the ones before
    * it stay. `del` entries go before `add` entries of the same call (a key given another value is deleted, then added).
    */
-  async write(map: MapRef, del: readonly RawElement[], add: readonly RawElement[]): Promise<void> {
-    const family = FAMILIES[map.family];
-    const head = [attr(NFTA_SET_ELEM_LIST_TABLE, cstring(map.table)), attr(NFTA_SET_ELEM_LIST_SET, cstring(map.name))];
+  write(map: MapRef, del: readonly RawElement[], add: readonly RawElement[]): Promise<void> {
+    return this.change(map, [
+      { name: map.name, verb: 'delete', elements: del },
+      { name: map.name, verb: 'add', elements: add },
+    ]);
+  }
+
+  /**
+   * Element changes of sets and maps of one table, in order, as transactions of at most a batch each (a small change
+   * is one transaction). A set's elements carry no value; a map's added elements do.
+   */
+  async change(table: Omit<MapRef, 'name'>, ops: readonly ElementOp[]): Promise<void> {
+    const family = FAMILIES[table.family];
     const msgs: { type: number; flags: number; body: Buffer }[] = [];
-    const headBytes = head.reduce((n, h) => n + h.length, 0);
     // Elements go straight into each message's buffer: a buffer per attribute cost more than the kernel's work.
-    const pack = (elems: readonly RawElement[], type: number, flags: number, withValue: boolean) => {
+    const pack = (name: string, elems: readonly RawElement[], type: number, flags: number) => {
+      const head = [attr(NFTA_SET_ELEM_LIST_TABLE, cstring(table.table)), attr(NFTA_SET_ELEM_LIST_SET, cstring(name))];
+      const headBytes = head.reduce((n, h) => n + h.length, 0);
       for (let i = 0; i < elems.length;) {
         const body = Buffer.alloc(headBytes + 4 + MESSAGE_BYTES + elementBytes(64, true));
         let o = 0;
         for (const h of head) o += h.copy(body, o);
         const list = o;
         o += 4;
-        while (i < elems.length && o - list < MESSAGE_BYTES) o = writeElement(body, o, elems[i++], withValue);
+        while (i < elems.length && o - list < MESSAGE_BYTES) {
+          const e = elems[i++];
+          o = writeElement(body, o, e, type === NFT_MSG_NEWSETELEM && e.value !== undefined);
+        }
         body.writeUInt16LE(o - list, list);
         body.writeUInt16LE(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, list + 2);
         msgs.push({ type: (NFNL_SUBSYS_NFTABLES << 8) | type, flags, body: body.subarray(0, o) });
       }
     };
-    pack(del, NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, false);
-    pack(add, NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, true);
+    for (const op of ops) {
+      if (op.verb === 'delete') pack(op.name, op.elements, NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK);
+      else pack(op.name, op.elements, NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
+    }
     let batch: Buffer[] = [];
     let bytes = 0;
     const sock = this.open();
