@@ -12,7 +12,8 @@ export async function portReuse(t: Test, lab: Lab, o: { moves?: boolean } = {}):
   lab.traceUnreachables();
   const moves = o.moves ? { moves: ROUTE_MOVES, moveMs: 3000 } : {};
   const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500, ...moves });
-  t.ok(r.toggles >= 8, `fw2 left and rejoined new sessions ${r.toggles} times`);
+  // Each change is answered once it is in force on every node (2-3 s), so the count says how long they took.
+  t.ok(r.toggles >= 6, `fw2 left and rejoined new sessions ${r.toggles} times (each answered by every node in ${JSON.stringify(r.toggleMs)} ms)`);
   if (o.moves) t.ok(r.moves >= 8, `the routes moved flows between the nodes ${r.moves} times`);
   t.equal(r.ok + r.failed, 4000);
   // A failure says who refused the connection (an ICMP unreachable) and where each node sent its flow.

@@ -10,6 +10,7 @@ import { desiredPins, movedBuckets, PinSource, renderInput, switchTable } from '
 import { PinMaps, pinMapName } from './pin-maps';
 import { familiesOf } from './rules';
 import { KernelView } from './kernel-view';
+import { tcpTimeouts } from '@fwlb/conntrack';
 
 /** The part of libs/routing the reconciler uses, so tests can put a fake in front of the kernel. */
 export interface RoutingPort {
@@ -148,6 +149,8 @@ export class Reconciler {
     private readonly routing: RoutingPort,
     private readonly now: () => number = Date.now,
     membership?: Membership,
+    /** This node's conntrack TCP timeouts, read at every pass (a changed sysctl reaches the handshake policy). */
+    private readonly kernelTimeouts: () => Record<string, number> = tcpTimeouts,
   ) {
     this.cfg = config;
     this.groups = syncGroups(config);
@@ -212,7 +215,7 @@ export class Reconciler {
 
   /** What the kernel should hold for `snap`: the bucket table, a pending switch, the pins of both, the nft table. */
   private desiredState(snap: MembershipSnapshot) {
-    const input = renderInput(this.config, snap);
+    const input = { ...renderInput(this.config, snap), tcpTimeouts: this.kernelTimeouts() };
     const table = bucketTable(input);
     const next = this.pendingSwitch(input, table);
     const markOf = () => new Map(this.membership.slots.map((x) => [x.id, x.mark]));

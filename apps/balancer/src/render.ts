@@ -54,13 +54,14 @@ export const connSetName = (index: number, fam: Family) => `conn${index}${fam.su
 
 /**
  * The element changes that make this node's `conn` sets say what the session table says of these TCP sessions:
- * each tuple in its firewall's set and in no other (oriented as the side's packets carry it, see sideTuple). Why: a
- * sibling saw a new connection start on an earlier one's tuple and recorded another firewall; this node may hold
- * the earlier connection's start (it saw that SYN, and its close crossed the sibling), and a router moving the new
- * connection here would send it after that record. A tuple leaves a set by an add and a delete in one transaction:
- * the kernel refuses to delete an element that is not there.
+ * each tuple in its firewall's set and in no other, or in none when its record is gone (the connection ended),
+ * oriented as the side's packets carry it (see sideTuple). Why: a sibling saw a new connection start on an earlier
+ * one's tuple, or saw the earlier one end; this node may hold the earlier connection's start (it saw that SYN, and
+ * its close crossed the sibling), and a router moving the new connection here would send it after that record. A
+ * tuple leaves a set by an add and a delete in one transaction: the kernel refuses to delete an element that is not
+ * there.
  */
-export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (FlowKey & { firewall: string })[]): ElementOp[] {
+export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (FlowKey & { firewall: string | null })[]): ElementOp[] {
   const families = familiesOf(c);
   const sl = slots(c);
   const add = new Map<string, RawElement[]>();
@@ -68,7 +69,7 @@ export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (Flo
   const push = (m: Map<string, RawElement[]>, set: string, e: RawElement) => m.set(set, [...(m.get(set) ?? []), e]);
   for (const s of sessions) {
     const fam = families.find((f) => (f === IPV6) === (familyOf(s.outerAddr) === 6));
-    if (s.proto !== 6 || !fam || !sl.some((x) => x.id === s.firewall)) continue;
+    if (s.proto !== 6 || !fam || (s.firewall !== null && !sl.some((x) => x.id === s.firewall))) continue;
     const sideFirst = c.role === 'outside' ? s : { ...s, outerAddr: s.innerAddr, outerPort: s.innerPort, innerAddr: s.outerAddr, innerPort: s.outerPort };
     const e = { key: keyImage(sideFirst) };
     for (const x of sl) push(x.id === s.firewall ? add : leave, connSetName(x.index, fam), e);
@@ -87,6 +88,8 @@ export interface RenderInput {
   suspect?: readonly string[];
   /** Pinned sessions (only with a session table), already limited to restorable firewalls. */
   pins?: readonly Pin[];
+  /** This node's conntrack TCP timeouts (see tcpTimeouts): the states a handshake policy leaves as they are. */
+  tcpTimeouts?: Readonly<Record<string, number>>;
 }
 
 /** How long a packet from a suspect firewall keeps its flow on it (the `heard` set's timeout). */
@@ -279,7 +282,7 @@ function localChains(c: ResolvedBalancerConfig, markOf: Map<string, number>): De
 
 export function renderTable(input: RenderInput, table: BucketTable, next?: RenderSwitch): RenderedTable {
   const c = input.config;
-  const handshake = handshakeTimeouts(c, familiesOf(c));
+  const handshake = handshakeTimeouts(c, familiesOf(c), input.tcpTimeouts);
   const x = ruleContext(c, next, handshake.rules);
   const labeled: Record<string, NftJson[]> = {};
   const suspect = new Set(input.suspect ?? []);

@@ -12,7 +12,7 @@ import { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
 import type { NetlinkElements } from '@fwlb/nft';
 import { connRecordOps, TABLE_FAMILY, TABLE_NAME } from './render';
-import { firewallIndex, FirewallIndex, SessionReads } from './session-reads';
+import { firewallIndex, FirewallIndex, SessionReads, SessionReadsDeps } from './session-reads';
 import { answered, recordTtl, SessionSync, tracked } from './session-sync';
 import { throttledRead } from '@fwlb/service';
 
@@ -105,7 +105,7 @@ export class SessionLayer implements SessionsHandle {
       firewalls: () => this.fw,
       reconciler: d.reconciler,
       trigger: d.trigger,
-      recordStarts: (recs) => d.elements.change({ family: TABLE_FAMILY, table: TABLE_NAME }, connRecordOps(config, recs)),
+      recordStarts: (recs) => this.writeStarts(recs),
       log: d.log,
     });
     d.reconciler.usePins(this.cache);
@@ -115,6 +115,16 @@ export class SessionLayer implements SessionsHandle {
       metrics: () => this.metrics(),
       healthViews: () => this.healthViews(),
     };
+  }
+
+  /** The `conn` record writes in flight, one at a time: refreshes overlap, and one socket answers one batch at a time. */
+  private startsWritten: Promise<void> = Promise.resolve();
+
+  private writeStarts(sessions: Parameters<SessionReadsDeps['recordStarts']>[0]): Promise<void> {
+    const ops = connRecordOps(this.d.reconciler.config, sessions);
+    const next = this.startsWritten.then(() => this.d.elements.change({ family: TABLE_FAMILY, table: TABLE_NAME }, ops));
+    this.startsWritten = next.catch(() => undefined);
+    return next;
   }
 
   /** Every node's fresh health view, as the leader reads them; one read a second at most, null while Redis is away. */

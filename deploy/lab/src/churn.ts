@@ -40,6 +40,8 @@ export interface ChurnResult {
   /** When each failed connection started (ms since the epoch), to set beside `events`. */
   failedAt: number[];
   toggles: number;
+  /** How long each toggle's admin change took to be answered by every node (ms): each answers once it is in force. */
+  toggleMs: number[];
   moves: number;
   /** Each toggle, move and fault as it began (ms since the epoch), for a test's message. */
   events: { at: number; what: string }[];
@@ -75,6 +77,7 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       naps.add(wake);
     });
   let toggles = 0;
+  const toggleMs: number[] = [];
   const events: { at: number; what: string }[] = [];
   const began = (what: string) => events.push({ at: Date.now(), what });
   let moves = 0;
@@ -89,7 +92,9 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       if (!running) break;
       enabled = !enabled;
       began(`${o.firewall} ${enabled ? 'in' : 'out'}`);
+      const t1 = Date.now();
       await admin(enabled);
+      toggleMs.push(Date.now() - t1);
       toggles++;
     }
   })();
@@ -129,6 +134,7 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       failedPorts: reports.flatMap((r) => r.short.failedPorts),
       failedAt: reports.flatMap((r) => r.short.failedAt),
       toggles,
+      toggleMs,
       moves,
       events,
       faults: faultCounts,
