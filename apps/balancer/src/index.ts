@@ -1,6 +1,7 @@
 // @fwlb/balancer: the node agent's building blocks, for tests and for apps that embed it.
 export * from './render';
 export * from './reconciler';
+export type { ReconcileResult, ReconcilerEvents, RoutingPort } from './reconciler-types';
 export * from './desired';
 export * from './app';
 export * from './errors';

@@ -3,7 +3,8 @@ import { EventEmitter } from 'node:events';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { BucketTable } from '@fwlb/flowhash';
 import { applyTableChange, planTableChange, NftJson, NftRunner, ActualTable } from '@fwlb/nft';
-import { planRouting, planIsEmpty, touchesOwned, ActualRoute, ActualRule, RoutingEvent, RoutingPlan, NetlinkError } from '@fwlb/routing';
+import { planRouting, planIsEmpty, touchesOwned, RoutingEvent } from '@fwlb/routing';
+import { ReconcileResult, ReconcilerEvents, RoutingPort, stopwatch } from './reconciler-types';
 import { Membership, MembershipSnapshot } from './membership';
 import { bucketTable, renderRoutes, renderTable, syncGroups, TABLE_FAMILY, TABLE_NAME, RenderInput, RenderedTable } from './render';
 import { desiredPins, movedBuckets, PinSource, renderInput, switchTable } from './desired';
@@ -11,38 +12,6 @@ import { PinMaps, pinMapName } from './pin-maps';
 import { familiesOf } from './rules';
 import { KernelView } from './kernel-view';
 import { tcpTimeouts } from '@fwlb/conntrack';
-
-/** The part of libs/routing the reconciler uses, so tests can put a fake in front of the kernel. */
-export interface RoutingPort {
-  rules(): Promise<ActualRule[]>;
-  routes(): Promise<ActualRoute[]>;
-  apply(plan: RoutingPlan): Promise<NetlinkError[]>;
-}
-
-export interface ReconcileResult {
-  nftCommands: number;
-  /** Pins written: added, given another firewall or removed (all of them when the maps were replaced). */
-  pinChanges: number;
-  routingChanges: number;
-  routingErrors: string[];
-  tableHandle: number | null;
-  at: number;
-  /** Where the pass spent its time (ms): the pins, reading the kernel, the diff, the transaction, the read back. */
-  ms: { pins: number; read: number; diff: number; apply: number; readBack: number };
-  /** Whether the pass listed the nft table (see LISTING_TRUST_MS). */
-  listed: boolean;
-}
-
-/** Milliseconds since the last call (the first: since `t0`). */
-function stopwatch(t0: number): () => number {
-  let mark = t0;
-  return () => {
-    const now = performance.now();
-    const ms = Math.round(now - mark);
-    mark = now;
-    return ms;
-  };
-}
 
 /** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
 const SWITCH_SETTLE_MS = 50;
@@ -60,13 +29,6 @@ const LEFT_OBJECTS_MS = 200;
  * this, and the rules' counters /status shows are as old as the last listing.
  */
 export const LISTING_TRUST_MS = 1000;
-
-/** What a reconciler tells its listeners (see Reconciler.events). */
-export interface ReconcilerEvents {
-  tableChange: [moved: number[]];
-  tableComing: [moved: number[], at: number];
-  reconciled: [seconds: number, ok: boolean];
-}
 
 export class Reconciler {
   /** What the kernel runs on (the last committed pass) and the rules' counters: what the API reads. */
