@@ -53,18 +53,6 @@ t.test('IPv6 sessions go to the _v6 sets, only where the node steers IPv6; sessi
   t.same(connRecordOps(config('outside'), [v6]), [], 'an IPv4-only node has no IPv6 sets');
 });
 
-t.test('a session whose record is gone (its connection ended) leaves every set', async (t) => {
-  const key = hex(keyImage(tcp));
-  t.same(shape(connRecordOps(config('outside'), [{ ...tcp, firewall: null }])), [
-    ['add', 'conn0', [key]],
-    ['add', 'conn1', [key]],
-    ['add', 'conn2', [key]],
-    ['delete', 'conn0', [key]],
-    ['delete', 'conn1', [key]],
-    ['delete', 'conn2', [key]],
-  ]);
-});
-
 t.test('nothing for UDP (no conn records) or a firewall that is not configured', async (t) => {
   t.same(connRecordOps(config('outside'), [{ ...tcp, proto: 17 }]), []);
   t.same(connRecordOps(config('outside'), [{ ...tcp, firewall: 'fw9' }]), []);

@@ -54,14 +54,13 @@ export const connSetName = (index: number, fam: Family) => `conn${index}${fam.su
 
 /**
  * The element changes that make this node's `conn` sets say what the session table says of these TCP sessions:
- * each tuple in its firewall's set and in no other, or in none when its record is gone (the connection ended),
- * oriented as the side's packets carry it (see sideTuple). Why: a sibling saw a new connection start on an earlier
- * one's tuple, or saw the earlier one end; this node may hold the earlier connection's start (it saw that SYN, and
- * its close crossed the sibling), and a router moving the new connection here would send it after that record. A
- * tuple leaves a set by an add and a delete in one transaction: the kernel refuses to delete an element that is not
- * there.
+ * each tuple in its firewall's set and in no other (oriented as the side's packets carry it, see sideTuple). Why: a
+ * sibling saw a new connection start on an earlier one's tuple and recorded another firewall; this node may hold
+ * the earlier connection's start (it saw that SYN, and its close crossed the sibling), and a router moving the new
+ * connection here would send it after that record. A tuple leaves a set by an add and a delete in one transaction:
+ * the kernel refuses to delete an element that is not there.
  */
-export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (FlowKey & { firewall: string | null })[]): ElementOp[] {
+export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (FlowKey & { firewall: string })[]): ElementOp[] {
   const families = familiesOf(c);
   const sl = slots(c);
   const add = new Map<string, RawElement[]>();
@@ -69,7 +68,7 @@ export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (Flo
   const push = (m: Map<string, RawElement[]>, set: string, e: RawElement) => m.set(set, [...(m.get(set) ?? []), e]);
   for (const s of sessions) {
     const fam = families.find((f) => (f === IPV6) === (familyOf(s.outerAddr) === 6));
-    if (s.proto !== 6 || !fam || (s.firewall !== null && !sl.some((x) => x.id === s.firewall))) continue;
+    if (s.proto !== 6 || !fam || !sl.some((x) => x.id === s.firewall)) continue;
     const sideFirst = c.role === 'outside' ? s : { ...s, outerAddr: s.innerAddr, outerPort: s.innerPort, innerAddr: s.outerAddr, innerPort: s.outerPort };
     const e = { key: keyImage(sideFirst) };
     for (const x of sl) push(x.id === s.firewall ? add : leave, connSetName(x.index, fam), e);

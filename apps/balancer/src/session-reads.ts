@@ -3,7 +3,7 @@
 // Shell layer of apps/balancer; the session layer owns it and tells it of table changes.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import { deleteConntrack, getConntrack } from '@fwlb/conntrack';
-import { bucketOfId, decodeValue, parseSessionId, sessionId, SessionRecord, SessionTable } from '@fwlb/session-table';
+import { bucketOfId, decodeValue, parseSessionId, SessionRecord, SessionTable } from '@fwlb/session-table';
 import type { FlowKey } from '@fwlb/flowhash';
 import type { SessionCache } from './pins';
 import type { Reconciler } from './reconciler';
@@ -41,8 +41,8 @@ export interface SessionReadsDeps {
   firewalls: () => FirewallIndex;
   reconciler: Pick<Reconciler, 'currentTable' | 'comingTable'>;
   trigger: () => void;
-  /** Make this node's `conn` sets hold these TCP sessions under their firewall only, or nowhere (see connRecordOps). */
-  recordStarts: (sessions: readonly (FlowKey & { firewall: string | null })[]) => Promise<void>;
+  /** Make this node's `conn` sets hold these TCP sessions under their firewall only (see connRecordOps). */
+  recordStarts: (sessions: readonly (FlowKey & { firewall: string })[]) => Promise<void>;
   log: (m: string) => void;
 }
 
@@ -180,14 +180,10 @@ export class SessionReads {
     // conntrack entry (in TIME_WAIT, or one direction of it), either of which would send the new connection's
     // packets to the earlier firewall if the routers move it here. The start record takes the new firewall first,
     // then such an entry goes: the next packet finds its firewall as a flow without state does (the conn sets).
-    // A record that is gone ended its connection: its start record goes too, so that a later connection on the
-    // tuple, whose record is a new one and moves nothing, does not meet it.
+    // Not on a record that is gone: its connection's end reaches Redis seconds after it happens, when a later
+    // connection on the tuple may have started and need this node's record of that start.
     const ours = recs.filter((rec) => this.d.firewalls().ids.has(rec.firewall));
-    const kept = new Set(recs.map((rec) => sessionId(rec)));
-    const ended = valid.filter((id) => !kept.has(id)).map((id) => ({ ...parseSessionId(id)!, firewall: null }));
-    const starts = [...ours, ...ended];
-    if (starts.length)
-      await this.d.recordStarts(starts).catch((e) => log(`conn records of ${starts.length} moved sessions not written: ${(e as Error).message}`));
+    if (ours.length) await this.d.recordStarts(ours).catch((e) => log(`conn records of ${ours.length} moved sessions not written: ${(e as Error).message}`));
     let deleted = 0;
     for (const rec of ours) {
       const e = await getConntrack({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto });
