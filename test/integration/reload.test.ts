@@ -162,7 +162,7 @@ t.test('reload: fw4 joins and leaves under load, a bad config changes nothing, t
     write('outside', { ...three('outside'), handshakeTimeoutSeconds: 4, health: { ...h, timers: { ...h.timers, interval: 1000, deadInterval: 1000 } } });
     const ok = await reload('outside');
     t.equal(ok.status, 200, JSON.stringify(ok.body));
-    t.match(inNs(ns('outside'), ['nft', 'list', 'table', 'inet', 'fwlb']), /ct timeout handshake_4_[0-9a-f]{8} /, 'the new handshake timeout is in the kernel');
+    t.match(inNs(ns('outside'), ['nft', 'list', 'table', 'inet', 'fwlb']), /ct timeout handshake_4 /, 'the new handshake timeout is in the kernel');
     t.notMatch(inNs(ns('outside'), ['nft', 'list', 'table', 'inet', 'fwlb']), /ct timeout handshake_10 /, 'the old one is gone');
     const slow = await rate();
     t.comment(`fw1's checks in 3 s: ${fast} at ${h.timers.interval} ms, ${slow} at 1000 ms`);

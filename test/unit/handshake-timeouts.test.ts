@@ -5,10 +5,6 @@
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
 import { ctTimeoutChanges, ctTimeoutText, tableText } from '@fwlb/nft';
-import { tcpTimeouts } from '@fwlb/conntrack';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { bucketTable, Reconciler, renderTable, RenderInput, RoutingPort } from '@fwlb/balancer';
 import { fakeNft } from '../helpers/fake-nft';
 
@@ -19,8 +15,6 @@ const base = {
   hash: { seed: 7 },
 };
 const routing: RoutingPort = { rules: async () => [], routes: async () => [], apply: async () => [] };
-/** A node whose conntrack TCP timeouts are not read (the policy sets the handshake states only). */
-const unread = () => ({});
 const render = (extra: object = {}) => {
   const config = validateBalancerConfig({ ...base, ...extra });
   const input: RenderInput = { config, live: ['fw1', 'fw2'], restorable: ['fw1', 'fw2'] };
@@ -58,7 +52,7 @@ t.test('text commands: built from identifiers and integers only', async (t) => {
 
 t.test('the reconciler declares the objects, swaps them on a change, and leaves nothing behind when a pass fails', async (t) => {
   const nft = fakeNft();
-  const r = new Reconciler(validateBalancerConfig(base), nft, routing, Date.now, undefined, unread);
+  const r = new Reconciler(validateBalancerConfig(base), nft, routing);
   await r.reconcile();
   t.same([...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort(), ['handshake_10', 'handshake_v6_10'], 'a fresh table gets its objects');
   t.match(nft.texts[0], /^add table inet fwlb\nadd ct timeout inet fwlb handshake_10 /, 'declared with the table, before the rules that name them');
@@ -66,7 +60,7 @@ t.test('the reconciler declares the objects, swaps them on a change, and leaves 
   await r.reconcile();
   t.equal(nft.texts.length, 1, 'a pass with nothing to change sends no text');
 
-  const r15 = new Reconciler(validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 15 }), nft, routing, Date.now, undefined, unread);
+  const r15 = new Reconciler(validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 15 }), nft, routing);
   nft.failNext();
   await t.rejects(r15.reconcile(), /injected/);
   t.same(
@@ -82,7 +76,7 @@ t.test('the reconciler declares the objects, swaps them on a change, and leaves 
   );
   t.match(JSON.stringify(nft.rules.get('firewall-syn')), /handshake_15/);
 
-  const r0 = new Reconciler(validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 0 }), nft, routing, Date.now, undefined, unread);
+  const r0 = new Reconciler(validateBalancerConfig({ ...base, handshakeTimeoutSeconds: 0 }), nft, routing);
   await r0.reconcile();
   t.same([...(await nft.read('inet', 'fwlb'))!.ctTimeouts!], [], 'set to 0: the rules and the objects go');
   t.notMatch(JSON.stringify([...nft.rules.values()]), /ct timeout/);
@@ -90,60 +84,8 @@ t.test('the reconciler declares the objects, swaps them on a change, and leaves 
 
 t.test('a fresh table whose first pass fails: the table goes again', async (t) => {
   const nft = fakeNft();
-  const r = new Reconciler(validateBalancerConfig(base), nft, routing, Date.now, undefined, unread);
+  const r = new Reconciler(validateBalancerConfig(base), nft, routing);
   nft.failNext();
   await t.rejects(r.reconcile(), /injected/);
   t.equal(await nft.read('inet', 'fwlb'), null, 'no table left behind');
-});
-
-t.test("the other states keep this node's own timeouts (nft would give them its built-in ones); a changed sysctl is a new policy", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'fwlb-ct-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const sysctl = (name: string, v: number) => writeFileSync(join(dir, `nf_conntrack_tcp_timeout_${name}`), `${v}\n`);
-  for (const [name, v] of Object.entries({
-    established: 432000,
-    fin_wait: 120,
-    close_wait: 60,
-    last_ack: 30,
-    time_wait: 1,
-    close: 10,
-    max_retrans: 300,
-    syn_sent: 120,
-  }))
-    sysctl(name, v);
-  const read = tcpTimeouts(dir);
-  t.same(
-    read,
-    { established: 432000, fin_wait: 120, close_wait: 60, last_ack: 30, time_wait: 1, close: 10, retrans: 300 },
-    'read by policy state name; a missing file is left out',
-  );
-  t.same(tcpTimeouts(join(dir, 'none')), {}, 'no conntrack: nothing');
-
-  const nft = fakeNft();
-  const r = new Reconciler(validateBalancerConfig(base), nft, routing, Date.now, undefined, () => tcpTimeouts(dir));
-  await r.reconcile();
-  const first = [...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort();
-  t.match(first, [/^handshake_10_[0-9a-f]{8}$/, /^handshake_v6_10_[0-9a-f]{8}$/]);
-  t.match(
-    nft.texts[0],
-    /policy = \{ close: 10, close_wait: 60, established: 432000, fin_wait: 120, last_ack: 30, retrans: 300, time_wait: 1, syn_sent: 10, syn_recv: 10 \}/,
-  );
-  sysctl('time_wait', 2);
-  await r.reconcile();
-  const second = [...(await nft.read('inet', 'fwlb'))!.ctTimeouts!].sort();
-  t.equal(second.length, 2);
-  t.not(second[0], first[0], 'TIME_WAIT changed: a new object, the old one gone');
-  t.ok(
-    nft.texts.some((x) => /add ct timeout inet fwlb handshake_10_[0-9a-f]{8} .*time_wait: 2/.test(x)),
-    'declared with the new value',
-  );
-  sysctl('time_wait', 0);
-  t.same(
-    renderTable(
-      { config: validateBalancerConfig(base), live: ['fw1'], restorable: ['fw1'], tcpTimeouts: tcpTimeouts(dir) },
-      bucketTable({ config: validateBalancerConfig(base), live: ['fw1'], restorable: ['fw1'] }),
-    ).ctTimeouts![0].policy.time_wait,
-    undefined,
-    'a state at 0 (no policy can say 0) keeps the default',
-  );
 });

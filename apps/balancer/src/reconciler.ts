@@ -11,7 +11,6 @@ import { desiredPins, movedBuckets, PinSource, renderInput, switchTable } from '
 import { PinMaps, pinMapName } from './pin-maps';
 import { familiesOf } from './rules';
 import { KernelView } from './kernel-view';
-import { tcpTimeouts } from '@fwlb/conntrack';
 
 /** How long after a switch time its reconcile runs: the kernel switched by itself; this only tidies up. */
 const SWITCH_SETTLE_MS = 50;
@@ -111,8 +110,6 @@ export class Reconciler {
     private readonly routing: RoutingPort,
     private readonly now: () => number = Date.now,
     membership?: Membership,
-    /** This node's conntrack TCP timeouts, read at every pass (a changed sysctl reaches the handshake policy). */
-    private readonly kernelTimeouts: () => Record<string, number> = tcpTimeouts,
   ) {
     this.cfg = config;
     this.groups = syncGroups(config);
@@ -177,7 +174,7 @@ export class Reconciler {
 
   /** What the kernel should hold for `snap`: the bucket table, a pending switch, the pins of both, the nft table. */
   private desiredState(snap: MembershipSnapshot) {
-    const input = { ...renderInput(this.config, snap), tcpTimeouts: this.kernelTimeouts() };
+    const input = renderInput(this.config, snap);
     const table = bucketTable(input);
     const next = this.pendingSwitch(input, table);
     const markOf = () => new Map(this.membership.slots.map((x) => [x.id, x.mark]));

@@ -87,8 +87,6 @@ export interface RenderInput {
   suspect?: readonly string[];
   /** Pinned sessions (only with a session table), already limited to restorable firewalls. */
   pins?: readonly Pin[];
-  /** This node's conntrack TCP timeouts (see tcpTimeouts): the states a handshake policy leaves as they are. */
-  tcpTimeouts?: Readonly<Record<string, number>>;
 }
 
 /** How long a packet from a suspect firewall keeps its flow on it (the `heard` set's timeout). */
@@ -281,7 +279,7 @@ function localChains(c: ResolvedBalancerConfig, markOf: Map<string, number>): De
 
 export function renderTable(input: RenderInput, table: BucketTable, next?: RenderSwitch): RenderedTable {
   const c = input.config;
-  const handshake = handshakeTimeouts(c, familiesOf(c), input.tcpTimeouts);
+  const handshake = handshakeTimeouts(c, familiesOf(c));
   const x = ruleContext(c, next, handshake.rules);
   const labeled: Record<string, NftJson[]> = {};
   const suspect = new Set(input.suspect ?? []);

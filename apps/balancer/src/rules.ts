@@ -1,7 +1,6 @@
 // The steering rules' vocabulary (matches, tuples, families, the hash), the two SYN chains and the handshake timeouts;
 // the prerouting chain's ordered builders are prerouting.ts. Pure layer of apps/balancer.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { createHash } from 'node:crypto';
 import type { DesiredCtTimeout, NftJson } from '@fwlb/nft';
 
 type Firewall = ResolvedBalancerConfig['firewalls'][number];
@@ -289,31 +288,16 @@ export function firewallSynChain(x: RuleContext): Rule[] {
  * run after conntrack (at raw priority, before it, this kernel ignored it: 119 s left instead of 9); and only SYNs
  * reach those chains, so other packets pay nothing (a base chain of its own cost 64-byte packets 18 %, 5 of 5
  * paired rounds of bench/sandwich). A packet of an existing entry is ignored by the kernel. None when the config
- * sets 0 (the kernel's timeouts). The other states take `kernel`, this node's own timeouts (see tcpTimeouts): nft
- * would fill them with its built-in ones, and an ended connection's entry would then keep TIME_WAIT for 120 s on a
- * node tuned to 1 (a reused tuple moved to this node would meet it). The name carries the values: a changed sysctl
- * is a new policy.
+ * sets 0 (the kernel's timeouts).
  */
-/** The states a handshake policy sets itself. */
-const HANDSHAKE_STATES = ['syn_sent', 'syn_recv'];
-
-export function handshakeTimeouts(
-  c: ResolvedBalancerConfig,
-  families: Family[],
-  kernel: Readonly<Record<string, number>> = {},
-): { objects: DesiredCtTimeout[]; rules: Rule[] } {
+export function handshakeTimeouts(c: ResolvedBalancerConfig, families: Family[]): { objects: DesiredCtTimeout[]; rules: Rule[] } {
   const secs = c.handshakeTimeoutSeconds;
   if (!secs) return { objects: [], rules: [] };
-  // A policy cannot say 0: such a state keeps nft's default.
-  const others = Object.entries(kernel)
-    .filter(([state, v]) => v >= 1 && !HANDSHAKE_STATES.includes(state))
-    .sort(([a], [b]) => a.localeCompare(b));
-  const digest = others.length ? `_${createHash('sha256').update(JSON.stringify(others)).digest('hex').slice(0, 8)}` : '';
   const objects = families.map((fam): DesiredCtTimeout => ({
-    name: `handshake${fam.suffix}_${secs}${digest}`,
+    name: `handshake${fam.suffix}_${secs}`,
     protocol: 'tcp',
     l3proto: fam.l3,
-    policy: { ...Object.fromEntries(others), syn_sent: secs, syn_recv: secs },
+    policy: { syn_sent: secs, syn_recv: secs },
   }));
   return { objects, rules: families.map((fam, i) => [bareSyn, isFamily(fam), { 'ct timeout': objects[i].name }]) };
 }

@@ -33,34 +33,3 @@ export function conntrackAdvice(use: ConntrackUse, ratio: number): string {
   }
   return `${base}; size it for every concurrent flow of this side plus the unanswered SYNs of a flood (SYN_RECV lasts 60 s)`;
 }
-
-/** The TCP states a `ct timeout` policy names, by the sysctl that holds this namespace's timeout of each. */
-const TCP_TIMEOUT_SYSCTLS: Record<string, string> = {
-  established: 'established',
-  fin_wait: 'fin_wait',
-  close_wait: 'close_wait',
-  last_ack: 'last_ack',
-  time_wait: 'time_wait',
-  close: 'close',
-  retrans: 'max_retrans',
-  unack: 'unacknowledged',
-};
-
-/**
- * This namespace's conntrack TCP timeouts (seconds, by the state names of a `ct timeout` policy), or {} without
- * nf_conntrack. Why a policy needs them: nft fills every state a policy leaves out with the kernel's built-in
- * timeouts, not with this namespace's sysctls, so an entry under a policy would keep TIME_WAIT 120 s on a node
- * tuned to 1.
- */
-export function tcpTimeouts(procDir = '/proc/sys/net/netfilter'): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [state, name] of Object.entries(TCP_TIMEOUT_SYSCTLS)) {
-    try {
-      const v = Number(readFileSync(`${procDir}/nf_conntrack_tcp_timeout_${name}`, 'utf8').trim());
-      if (Number.isInteger(v) && v >= 0) out[state] = v;
-    } catch {
-      // A state this kernel does not expose keeps nft's default.
-    }
-  }
-  return out;
-}
