@@ -2,9 +2,9 @@
 // wants without listing them; imperative shell of apps/balancer.
 import type { ActualTable, NftJson, NftRunner, RawElement } from '@fwlb/nft';
 import { ipv4KeyImage, parseSessionId } from '@fwlb/session-table';
-import { familyOf, keyImage } from '@fwlb/flowhash';
+import { keyImage } from '@fwlb/flowhash';
 import { pinElement, TABLE_FAMILY, TABLE_NAME } from './render';
-import { Family, IPV6 } from './rules';
+import { Family, familyFor, IPV6 } from './rules';
 
 /** Pins as the session cache gives them: session id → the mark of the firewall its packets go to. */
 export type PinSet = ReadonlyMap<string, number>;
@@ -128,7 +128,6 @@ export class PinMaps {
   /** Pins as the kernel keeps them (see keyImage), by family; pins of a family not steered are left out. */
   private rawByFamily(pins: readonly (readonly [string, number])[], families: readonly Family[]): Map<Family, RawElement[]> {
     const by = new Map<Family, RawElement[]>(families.map((f) => [f, []]));
-    const v6 = families.find((f) => f === IPV6);
     const v4 = families.find((f) => f !== IPV6);
     const v4pins = v4 ? by.get(v4)! : null;
     for (const [id, mark] of pins) {
@@ -138,7 +137,7 @@ export class PinMaps {
         continue;
       }
       const k = parseSessionId(id);
-      const fam = k && (familyOf(k.outerAddr) === 6 ? v6 : v4);
+      const fam = k && familyFor(families, k.outerAddr);
       if (fam && (k.proto === 6 || k.proto === 17)) by.get(fam)!.push({ key: keyImage(k), value: mark });
     }
     return by;
@@ -176,11 +175,9 @@ export class PinMaps {
   /** Add or delete commands for `pins`, one per family map that has any; pins of a family not steered are left out. */
   private elementCommands(verb: 'add' | 'delete', pins: readonly (readonly [string, number])[], families: readonly Family[]): NftJson[] {
     const by = new Map<Family, NftJson[]>(families.map((f) => [f, []]));
-    const v6 = families.find((f) => f === IPV6);
-    const v4 = families.find((f) => f !== IPV6);
     for (const [id, mark] of pins) {
       const k = parseSessionId(id);
-      const fam = k && (familyOf(k.outerAddr) === 6 ? v6 : v4);
+      const fam = k && familyFor(families, k.outerAddr);
       if (!fam) continue;
       const el = pinElement({ ...k!, mark });
       by.get(fam)!.push(verb === 'add' ? el : el[0]);

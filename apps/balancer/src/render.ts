@@ -1,5 +1,5 @@
 // Renders a node's desired nft table and policy routes from config and live firewalls; pure layer of apps/balancer.
-import { buildGroupedTable, BucketTable, familyOf, FlowKey, keyImage } from '@fwlb/flowhash';
+import { buildGroupedTable, BucketTable, FlowKey, keyImage } from '@fwlb/flowhash';
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredChain, DesiredTable, ElementOp, NftJson, RawElement } from '@fwlb/nft';
 import type { PolicyRoute } from '@fwlb/routing';
@@ -12,6 +12,7 @@ import {
   ctMark,
   eq,
   familiesOf,
+  familyFor,
   Family,
   FIREWALL_SYN_CHAIN,
   firewallSynChain,
@@ -65,9 +66,13 @@ export function connRecordOps(c: ResolvedBalancerConfig, sessions: readonly (Flo
   const sl = slots(c);
   const add = new Map<string, RawElement[]>();
   const leave = new Map<string, RawElement[]>();
-  const push = (m: Map<string, RawElement[]>, set: string, e: RawElement) => m.set(set, [...(m.get(set) ?? []), e]);
+  const push = (m: Map<string, RawElement[]>, set: string, e: RawElement) => {
+    const list = m.get(set);
+    if (list) list.push(e);
+    else m.set(set, [e]);
+  };
   for (const s of sessions) {
-    const fam = families.find((f) => (f === IPV6) === (familyOf(s.outerAddr) === 6));
+    const fam = familyFor(families, s.outerAddr);
     if (s.proto !== 6 || !fam || !sl.some((x) => x.id === s.firewall)) continue;
     const sideFirst = c.role === 'outside' ? s : { ...s, outerAddr: s.innerAddr, outerPort: s.innerPort, innerAddr: s.outerAddr, innerPort: s.outerPort };
     const e = { key: keyImage(sideFirst) };
@@ -239,7 +244,7 @@ function tableMaps(
           name: `pins${fam.suffix}`,
           type: flowKeyType(fam),
           map: 'mark',
-          elements: pins.filter((p) => (familyOf(p.outerAddr) === 6) === (fam === IPV6)).map(pinElement),
+          elements: pins.filter((p) => familyFor([fam], p.outerAddr)).map(pinElement),
           owned: true,
         }))
       : []),

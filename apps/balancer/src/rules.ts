@@ -2,6 +2,7 @@
 // the prerouting chain's ordered builders are prerouting.ts. Pure layer of apps/balancer.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
 import type { DesiredCtTimeout, NftJson } from '@fwlb/nft';
+import { familyOf } from '@fwlb/flowhash';
 
 type Firewall = ResolvedBalancerConfig['firewalls'][number];
 type Rule = NftJson[];
@@ -76,6 +77,9 @@ export const steersIPv6 = (c: Pick<ResolvedBalancerConfig, 'firewalls'>) => c.fi
 export function familiesOf(c: ResolvedBalancerConfig): Family[] {
   return steersIPv6(c) ? [IPV4, IPV6] : [IPV4];
 }
+
+/** The family among `families` that an address belongs to; none when that family is not steered. */
+export const familyFor = (families: readonly Family[], addr: string): Family | undefined => families.find((f) => (f === IPV6) === (familyOf(addr) === 6));
 
 export const isFamily = (f: Family) => eq(meta('nfproto'), f.nfproto);
 /** A set's or map's type keyed by a flow's 5-tuple. */

@@ -117,14 +117,8 @@ export class SessionLayer implements SessionsHandle {
     };
   }
 
-  /** The `conn` record writes in flight, one at a time: refreshes overlap, and one socket answers one batch at a time. */
-  private startsWritten: Promise<void> = Promise.resolve();
-
   private writeStarts(sessions: Parameters<SessionReadsDeps['recordStarts']>[0]): Promise<void> {
-    const ops = connRecordOps(this.d.reconciler.config, sessions);
-    const next = this.startsWritten.then(() => this.d.elements.change({ family: TABLE_FAMILY, table: TABLE_NAME }, ops));
-    this.startsWritten = next.catch(() => undefined);
-    return next;
+    return this.d.elements.change({ family: TABLE_FAMILY, table: TABLE_NAME }, connRecordOps(this.d.reconciler.config, sessions));
   }
 
   /** Every node's fresh health view, as the leader reads them; one read a second at most, null while Redis is away. */

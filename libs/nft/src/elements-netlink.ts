@@ -152,7 +152,19 @@ export class NetlinkElements {
    * Element changes of sets and maps of one table, in order, as transactions of at most a batch each (a small change
    * is one transaction). A set's elements carry no value; a map's added elements do.
    */
-  async change(table: Omit<MapRef, 'name'>, ops: readonly ElementOp[]): Promise<void> {
+  change(table: Omit<MapRef, 'name'>, ops: readonly ElementOp[]): Promise<void> {
+    const next = this.inFlight.then(() => this.changeNow(table, ops));
+    this.inFlight = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * The change being written, if any: one change at a time, because the socket's answers are matched to one batch
+   * (each waiting batch would add a listener) and two changes of the same key must reach the kernel in call order.
+   */
+  private inFlight: Promise<void> = Promise.resolve();
+
+  private async changeNow(table: Omit<MapRef, 'name'>, ops: readonly ElementOp[]): Promise<void> {
     const family = FAMILIES[table.family];
     const msgs: { type: number; flags: number; body: Buffer }[] = [];
     // Elements go straight into each message's buffer: a buffer per attribute cost more than the kernel's work.
