@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { ConntrackEvents, dumpConntrack } from '@fwlb/conntrack';
 import { SessionSync } from '@fwlb/balancer';
-import { connect, ready, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
+import { connect, ready, SessionEnd, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 
 const [url, rateS, secondsS, portBaseS] = process.argv.slice(2);
 const rate = Number(rateS);
@@ -37,7 +37,7 @@ async function main(): Promise<void> {
       written += n;
       return n;
     },
-    delete: (ids: string[]) => table.delete(ids),
+    delete: (ends: readonly SessionEnd[]) => table.delete(ends),
     grace: (ids: string[], until: number) => table.grace(ids, until),
   };
   const sync = new SessionSync({

@@ -11,12 +11,22 @@ export async function portReuse(t: Test, lab: Lab, o: { moves?: boolean } = {}):
   // 100 source ports per client and one connection every 15 ms: a port comes back after about 1.5 s.
   lab.traceUnreachables();
   const moves = o.moves ? { moves: ROUTE_MOVES, moveMs: 3000 } : {};
+  const before = await staleDeleted(lab);
   const r = await churn(lab, { ports: 100, count: 2000, intervalMs: 15, firewall: 'fw2', toggleMs: 2500, ...moves });
+  const after = await staleDeleted(lab);
   // Each change is answered once it is in force on every node (2-3 s), so the count says how long they took.
   t.ok(r.toggles >= 6, `fw2 left and rejoined new sessions ${r.toggles} times (each answered by every node in ${JSON.stringify(r.toggleMs)} ms)`);
-  if (o.moves) t.ok(r.moves >= 8, `the routes moved flows between the nodes ${r.moves} times`);
+  const stale = Object.fromEntries(Object.keys(after).map((n) => [n, after[n] - before[n]]));
+  if (o.moves) t.ok(r.moves >= 8, `the routes moved flows between the nodes ${r.moves} times (earlier connections' entries deleted: ${JSON.stringify(stale)})`);
   t.equal(r.ok + r.failed, 4000);
   // A failure says who refused the connection (an ICMP unreachable) and where each node sent its flow.
   t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${failureReport(lab, r)}` : ''}`);
   t.same(r.drops, [0, 0, 0], `0 firewall drops${r.drops.some((d) => d) ? `: ${dropReport(lab, r)}` : ''}`);
+}
+
+/** Each balancer node's count of conntrack entries it deleted because a later connection took their tuple elsewhere. */
+async function staleDeleted(lab: Lab): Promise<Record<string, number>> {
+  const names = lab.balancerNames();
+  const texts = await Promise.all(names.map((n) => lab.apiText(n, '/metrics')));
+  return Object.fromEntries(names.map((n, i) => [n, Number(/^fwlb_conntrack_stale_deleted_total (\d+)/m.exec(texts[i])?.[1] ?? 0)]));
 }

@@ -56,7 +56,7 @@ async function suite(t: Test, server: Server) {
     );
     const fw2 = await ib.query({ firewall: 'fw2', limit: 5000 });
     t.equal(fw2.length, 3333, 'every session on fw2');
-    await ob.delete(recs.slice(0, 4000).map((r) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`));
+    await ob.delete(recs.slice(0, 4000).map((r) => ({ id: `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`, firewall: r.firewall })));
     t.equal(await ib.count(), 6000, 'deletes follow');
     t.equal((await ib.all()).length, 6000, 'a node that lost its state loads them all');
   });
@@ -72,7 +72,10 @@ async function suite(t: Test, server: Server) {
     await ob.put([a1, a2], now);
     await ob.put([a1, { ...a2, expires: now + 90000 }], now);
     await ob.put([{ ...a1, firewall: 'fw2', node: 'ib' }, a2], now);
-    await ob.delete([id(a2), '198.51.100.99:1>203.0.113.100:7100/6']);
+    await ob.delete([
+      { id: id(a2), firewall: 'fw1' },
+      { id: '198.51.100.99:1>203.0.113.100:7100/6', firewall: 'fw1' },
+    ]);
     await sleep(300);
     // Sorted: a1 and a2 sit in different buckets, which a cluster may serve from different masters, and messages
     // published on two masters arrive in either order (those of one bucket keep theirs).
@@ -89,6 +92,40 @@ async function suite(t: Test, server: Server) {
       (await ib.get([id(a1), id(a2)])).map((r) => [r.outerPort, r.firewall, r.node]),
       [[a1.outerPort, 'fw2', 'ib']],
       'and the twin reads the record as it is now',
+    );
+  });
+
+  await t.test("an end deletes a record only while it holds the end's firewall: a later connection's record on the tuple stays", async (t) => {
+    const events: TableEvent[] = [];
+    const sub = await ib.subscribe((e) => events.push(e));
+    t.teardown(() => sub.close());
+    await sleep(200);
+    const now = Date.now();
+    const [r1, r2] = sessions(2, now, 60000, () => 'fw1').map((r) => ({ ...r, innerPort: 7200 }));
+    const id = (r: SessionRecord) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`;
+    await ob.put([r1, r2], now);
+    // r2's tuple was taken by a later connection on fw2 before the earlier connection's end (seen on fw1) arrived.
+    await ob.put([{ ...r2, firewall: 'fw2' }], now);
+    await sleep(300);
+    events.length = 0;
+    t.equal(
+      await ob.delete([
+        { id: id(r1), firewall: 'fw1' },
+        { id: id(r2), firewall: 'fw1' },
+      ]),
+      1,
+      'one record went',
+    );
+    await sleep(300);
+    t.same(
+      events.flatMap((e) => (e.type === 'moved' ? e.ids : [])),
+      [id(r1)],
+      'only the deletion is announced',
+    );
+    t.same(
+      (await ib.get([id(r1), id(r2)])).map((r) => [r.outerPort, r.firewall]),
+      [[r2.outerPort, 'fw2']],
+      'the later connection keeps its record',
     );
   });
 

@@ -52,11 +52,11 @@ function fakeStore() {
       }
       return rs.length;
     },
-    delete: async (ids) => {
+    delete: async (ends) => {
       s.calls++;
       if (down) throw new Error('Redis down');
-      for (const id of ids) rows.delete(id);
-      return ids.length;
+      for (const { id } of ends) rows.delete(id);
+      return ends.length;
     },
     grace: async (ids, until) => {
       s.calls++;

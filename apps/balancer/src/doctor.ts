@@ -156,7 +156,7 @@ function conntrackChecks(opts: DoctorOptions): Check[] {
       detail:
         tw <= TIME_WAIT_ADVICE_SECONDS
           ? `${tw} s`
-          : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection's entry keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
+          : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection that the routers moved here keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
     });
   }
   return checks;

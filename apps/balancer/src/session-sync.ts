@@ -10,7 +10,8 @@ import { SIDE_LABEL } from './render';
 /** The part of libs/session-table the sync uses, so tests can put a fake in front of Redis. */
 export interface SessionStore {
   put(records: SessionRecord[], now?: number): Promise<number>;
-  delete(ids: string[]): Promise<number>;
+  /** Records of sessions that ended, each only while it holds the firewall given (a later connection's stays). */
+  delete(ends: readonly { id: string; firewall: string }[]): Promise<number>;
   /** This node no longer holds these sessions, though they may live on: keep them until `until` unless refreshed. */
   grace(ids: string[], until: number): Promise<number>;
 }
@@ -200,10 +201,11 @@ export class SessionSync {
   /** Write what is pending. On failure nothing is retried piecemeal: the next re-sync rewrites everything. */
   flush(): Promise<void> {
     this.timer = null;
-    const by = { put: [] as SessionRecord[], delete: [] as string[], grace: [] as string[] };
+    const by = { put: [] as SessionRecord[], delete: [] as { id: string; firewall: string }[], grace: [] as string[] };
     for (const [id, p] of this.pending) {
       if (p.op === 'put') by.put.push(p.rec);
-      else by[p.op].push(id);
+      else if (p.op === 'delete') by.delete.push({ id, firewall: p.rec.firewall });
+      else by.grace.push(id);
     }
     this.pending.clear();
     const run = async () => {

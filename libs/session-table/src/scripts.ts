@@ -12,14 +12,23 @@ for i = 2, #ARGV, 2 do
 end
 if #moved > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = moved })) end
 return (#ARGV - 1) / 2`;
+/**
+ * Sessions that ended. KEYS: the bucket's hash and grace set. ARGV: the channel, then id and firewall pairs. A record
+ * goes only while it holds the firewall its end was seen on: a record with another is a later connection's on the
+ * same tuple (a client that reused its port, whose record landed before the earlier connection's end).
+ */
 const DEL = `
 local gone = {}
-for i = 2, #ARGV do
-  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then gone[#gone + 1] = ARGV[i] end
-  redis.call('ZREM', KEYS[2], ARGV[i])
+for i = 2, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if old and string.match(old, '^%S+') == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    gone[#gone + 1] = ARGV[i]
+  end
 end
 if #gone > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = gone })) end
-return #ARGV - 1`;
+return #gone`;
 /**
  * A node no longer holds these sessions, but they may not have ended (a conntrack flush, a reboot, an eviction):
  * give each the grace expiry ARGV[1], in its value and in the grace set. A node that still holds the session (or
@@ -104,7 +113,7 @@ return 0`;
 /** The scripts as ioredis commands (defineCommand adds them to the client). */
 export type Commands = {
   fwlbPut(hash: string, grace: string, channel: string, ...args: string[]): Promise<number>;
-  fwlbDel(hash: string, grace: string, channel: string, ...ids: string[]): Promise<number>;
+  fwlbDel(hash: string, grace: string, channel: string, ...idFirewalls: string[]): Promise<number>;
   fwlbGrace(hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
   fwlbReap(hash: string, grace: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;

@@ -18,6 +18,12 @@ export interface TableLayout {
 /** For a table no node reads (tests, benchmarks): the default bucket count and seed 0. */
 export const DEFAULT_LAYOUT: TableLayout = { seed: 0, buckets: 251 };
 
+/** A session that ended, with the firewall its end was seen on. */
+export interface SessionEnd {
+  id: string;
+  firewall: string;
+}
+
 /** Records per Lua call; a write of more makes several calls of one bucket. */
 const BATCH = 1000;
 /** Buckets read at once by a full load or a walk (each one HGETALL or HSCAN step). */
@@ -128,9 +134,17 @@ export class SessionTable extends SharedControl {
     return out;
   }
 
-  async delete(ids: string[]): Promise<number> {
-    await this.perBucket(ids, this.bucketOfId, (b, batch) => this.r.fwlbDel(this.keys.sessions(b), this.keys.grace(b), this.channel, ...batch));
-    return ids.length;
+  /**
+   * Records of sessions that ended, each only while it holds the firewall given (see the DEL script); returns how
+   * many went.
+   */
+  async delete(ends: readonly SessionEnd[]): Promise<number> {
+    const replies = await this.perBucket(
+      [...ends],
+      (e) => this.bucketOfId(e.id),
+      (b, batch) => this.r.fwlbDel(this.keys.sessions(b), this.keys.grace(b), this.channel, ...batch.flatMap((e) => [e.id, e.firewall])),
+    );
+    return replies.reduce<number>((n, v) => n + Number(v), 0);
   }
 
   /** Sessions that no node holds any more get a grace expiry `until` (ms); returns how many moved. */
