@@ -16,17 +16,27 @@ export async function portReuse(t: Test, lab: Lab, o: { moves?: boolean } = {}):
   const after = await staleDeleted(lab);
   // Each change is answered once it is in force on every node (2-3 s), so the count says how long they took.
   t.ok(r.toggles >= 6, `fw2 left and rejoined new sessions ${r.toggles} times (each answered by every node in ${JSON.stringify(r.toggleMs)} ms)`);
-  const stale = Object.fromEntries(Object.keys(after).map((n) => [n, after[n] - before[n]]));
-  if (o.moves) t.ok(r.moves >= 8, `the routes moved flows between the nodes ${r.moves} times (earlier connections' entries deleted: ${JSON.stringify(stale)})`);
+  const stale = Object.fromEntries(Object.keys(after).map((n) => [n, `${after[n][0] - before[n][0]}/${after[n][1] - before[n][1]}`]));
+  if (o.moves)
+    t.ok(
+      r.moves >= 8,
+      `the routes moved flows between the nodes ${r.moves} times (entries of earlier connections deleted/of later ones kept: ${JSON.stringify(stale)})`,
+    );
   t.equal(r.ok + r.failed, 4000);
   // A failure says who refused the connection (an ICMP unreachable) and where each node sent its flow.
   t.equal(r.failed, 0, `0 of 4,000 connections failed (${JSON.stringify(r.errors)})${r.failed ? `: ${failureReport(lab, r)}` : ''}`);
   t.same(r.drops, [0, 0, 0], `0 firewall drops${r.drops.some((d) => d) ? `: ${dropReport(lab, r)}` : ''}`);
 }
 
-/** Each balancer node's count of conntrack entries it deleted because a later connection took their tuple elsewhere. */
-async function staleDeleted(lab: Lab): Promise<Record<string, number>> {
+/**
+ * Each balancer node's count of conntrack entries it deleted because a later connection took their tuple elsewhere,
+ * and of those it kept because they were a still later connection's: "deleted/kept".
+ */
+async function staleDeleted(lab: Lab): Promise<Record<string, [number, number]>> {
   const names = lab.balancerNames();
   const texts = await Promise.all(names.map((n) => lab.apiText(n, '/metrics')));
-  return Object.fromEntries(names.map((n, i) => [n, Number(/^fwlb_conntrack_stale_deleted_total (\d+)/m.exec(texts[i])?.[1] ?? 0)]));
+  const count = (text: string, name: string) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+  return Object.fromEntries(
+    names.map((n, i) => [n, [count(texts[i], 'fwlb_conntrack_stale_deleted_total'), count(texts[i], 'fwlb_conntrack_later_kept_total')]]),
+  );
 }

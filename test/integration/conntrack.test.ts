@@ -49,6 +49,28 @@ t.test('conntrack over ctnetlink', async (t) => {
     );
   });
 
+  await t.test('timestamps: an entry made with nf_conntrack_timestamp=1 carries its start time; one made before does not', async (t) => {
+    inNs(ns, ['conntrack', '-D', '-p', 'tcp', '--dport', '7007']);
+    const entries = () => lines(inNs(ns, [process.execPath, CLI, 'dump'])).filter((e) => e.orig.dport === 7007);
+    drive(ns, { short: { targets: ['127.0.0.1:7007'], count: 5, concurrency: 1 } });
+    t.ok(
+      entries().every((e) => e.start === undefined),
+      'without timestamps, no start',
+    );
+    inNs(ns, ['conntrack', '-D', '-p', 'tcp', '--dport', '7007']);
+    inNs(ns, ['sysctl', '-qw', 'net.netfilter.nf_conntrack_timestamp=1']);
+    t.teardown(() => inNs(ns, ['sysctl', '-qw', 'net.netfilter.nf_conntrack_timestamp=0']));
+    const before = Date.now();
+    drive(ns, { short: { targets: ['127.0.0.1:7007'], count: 5, concurrency: 1 } });
+    const after = Date.now();
+    const got = entries();
+    t.equal(got.length, 5);
+    t.ok(
+      got.every((e) => e.start >= before - 5 && e.start <= after + 5),
+      `each starts within the run (${before}..${after}: ${got.map((e) => e.start).join(', ')})`,
+    );
+  });
+
   await t.test('events: NEW and DESTROY of real connections, with the mark', async (t) => {
     inNs(ns, ['conntrack', '-D', '-p', 'tcp', '--dport', '7007']);
     const w = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'watch', '--ms', '2500'], { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -3,7 +3,7 @@
 // admin changes waiting for a replica, on a Sentinel pair.
 import { t, Test } from 'tap';
 import type { Cluster } from 'ioredis';
-import { agreedUp, connect, ready, RedisLike, REPLICA_ACK_MS, SessionRecord, SessionTable, TableEvent, DEFAULT_LAYOUT } from '@fwlb/session-table';
+import { agreedUp, connect, ready, RedisLike, ENDED_MS, REPLICA_ACK_MS, SessionRecord, SessionTable, TableEvent, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { startCluster, startRedis, startSentinels } from '../helpers/redis';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -95,39 +95,52 @@ async function suite(t: Test, server: Server) {
     );
   });
 
-  await t.test("an end deletes a record only while it holds the end's firewall: a later connection's record on the tuple stays", async (t) => {
-    const events: TableEvent[] = [];
-    const sub = await ib.subscribe((e) => events.push(e));
-    t.teardown(() => sub.close());
-    await sleep(200);
-    const now = Date.now();
-    const [r1, r2] = sessions(2, now, 60000, () => 'fw1').map((r) => ({ ...r, innerPort: 7200 }));
-    const id = (r: SessionRecord) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`;
-    await ob.put([r1, r2], now);
-    // r2's tuple was taken by a later connection on fw2 before the earlier connection's end (seen on fw1) arrived.
-    await ob.put([{ ...r2, firewall: 'fw2' }], now);
-    await sleep(300);
-    events.length = 0;
-    t.equal(
-      await ob.delete([
-        { id: id(r1), firewall: 'fw1' },
-        { id: id(r2), firewall: 'fw1' },
-      ]),
-      1,
-      'one record went',
-    );
-    await sleep(300);
-    t.same(
-      events.flatMap((e) => (e.type === 'moved' ? e.ids : [])),
-      [id(r1)],
-      'only the deletion is announced',
-    );
-    t.same(
-      (await ib.get([id(r1), id(r2)])).map((r) => [r.outerPort, r.firewall]),
-      [[r2.outerPort, 'fw2']],
-      'the later connection keeps its record',
-    );
-  });
+  await t.test(
+    "a reused tuple: an ended session's firewall is remembered, so a later connection on another firewall is announced; a late end leaves a later record",
+    async (t) => {
+      const events: TableEvent[] = [];
+      const sub = await ib.subscribe((e) => events.push(e));
+      t.teardown(() => sub.close());
+      await sleep(200);
+      const now = Date.now();
+      const [r1, r2, r3, r4] = sessions(4, now, 60000, () => 'fw1').map((r) => ({ ...r, innerPort: 7200 }));
+      const id = (r: SessionRecord) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`;
+      const movedIds = () => events.flatMap((e) => (e.type === 'moved' ? e.ids : [])).sort();
+      await ob.put([r1, r2, r3, r4], now);
+      // r1 ends and its tuple comes back on fw2; r2 ends and comes back on fw1; r3's end is remembered no longer.
+      t.equal(
+        await ob.delete(
+          [
+            { id: id(r1), firewall: 'fw1' },
+            { id: id(r2), firewall: 'fw1' },
+          ],
+          now,
+        ),
+        2,
+      );
+      t.equal(await ob.delete([{ id: id(r3), firewall: 'fw1' }], now - ENDED_MS - 1000), 1);
+      // r4 was taken over by a later connection on fw2 before the earlier one's end arrived.
+      await ob.put([{ ...r4, firewall: 'fw2' }], now);
+      t.equal(await ob.delete([{ id: id(r4), firewall: 'fw1' }], now), 0, 'an end seen on fw1 does not delete the record on fw2');
+      await sleep(300);
+      events.length = 0;
+      await ob.put([{ ...r1, firewall: 'fw2' }, r2, { ...r3, firewall: 'fw2' }], now + 1000);
+      await sleep(300);
+      t.same(movedIds(), [id(r1)], 'only the tuple whose earlier session ended on another firewall within the time is announced');
+      t.same((await ib.get([id(r1), id(r2), id(r3), id(r4)])).map((r) => r.firewall).sort(), ['fw1', 'fw2', 'fw2', 'fw2'], 'every later record stands');
+      // A mark is used once: the tuple's next record is compared with the record it replaces.
+      events.length = 0;
+      await ob.put([{ ...r1, firewall: 'fw2' }], now + 2000);
+      await sleep(300);
+      t.same(movedIds(), [], 'a rewrite after the announcement is not announced again');
+      // The reaper takes the marks whose time is up.
+      const endedKeys = () => Promise.all(ob.allBuckets.map((b) => a.hlen(ob.keys.ended(b)))).then((n) => n.reduce((x, y) => x + y, 0));
+      t.equal(await ob.delete([{ id: id(r2), firewall: 'fw1' }], now), 1);
+      t.ok((await endedKeys()) >= 1, 'an end leaves a mark');
+      await ob.reap(now + ENDED_MS + 1);
+      t.equal(await endedKeys(), 0, 'the reaper took every mark whose time was up');
+    },
+  );
 
   await t.test('admin state with a time: the first share of a change gives every node its time; every share is announced', async (t) => {
     const events: TableEvent[] = [];

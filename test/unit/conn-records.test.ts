@@ -1,9 +1,9 @@
 // Unit: the element changes that put moved sessions' starts in a node's `conn` sets (one firewall's set each, keyed as
-// the side's packets carry the tuple).
+// the side's packets carry the tuple), and which of a node's own entries such a move replaces.
 import { t } from 'tap';
 import { validateBalancerConfig } from '@fwlb/config';
 import { keyImage } from '@fwlb/flowhash';
-import { connRecordOps } from '@fwlb/balancer';
+import { connRecordOps, staleness } from '@fwlb/balancer';
 
 const fws = (v6: boolean) =>
   [1, 2, 3].map((k) => ({ id: `fw${k}`, nextHop: `172.17.${k}.2`, interface: `fw${k}`, ...(v6 ? { nextHop6: `2001:db8:17:${k}::2` } : {}) }));
@@ -56,4 +56,15 @@ t.test('IPv6 sessions go to the _v6 sets, only where the node steers IPv6; sessi
 t.test('nothing for UDP (no conn records) or a firewall that is not configured', async (t) => {
   t.same(connRecordOps(config('outside'), [{ ...tcp, proto: 17 }]), []);
   t.same(connRecordOps(config('outside'), [{ ...tcp, firewall: 'fw9' }]), []);
+});
+
+t.test("a node's entry on a moved record's tuple: an earlier connection's goes, a later one's stays", async (t) => {
+  const firewallOf = (mark: number) => ({ 0x10000: 'fw1', 0x10001: 'fw2' })[mark];
+  const rec = { firewall: 'fw2', firstSeen: 1_000_000 };
+  t.equal(staleness(null, rec, firewallOf), 'same', 'no entry: only the start record is corrected');
+  t.equal(staleness({ mark: 0x10001, start: 900_000 }, rec, firewallOf), 'same', "one on the record's firewall stays");
+  t.equal(staleness({ mark: 0, start: 900_000 }, rec, firewallOf), 'same', 'one without a firewall mark stays');
+  t.equal(staleness({ mark: 0x10000, start: 999_000 }, rec, firewallOf), 'earlier', 'one on another firewall, started before the record');
+  t.equal(staleness({ mark: 0x10000 }, rec, firewallOf), 'earlier', 'one without a start time counts as earlier');
+  t.equal(staleness({ mark: 0x10000, start: 1_000_001 }, rec, firewallOf), 'later', 'one started after the record was first seen is a later connection');
 });

@@ -60,6 +60,7 @@ t.test('encode then parse is the identity (property)', async (t) => {
     status: fc.nat(0xffff),
     timeout: fc.nat(432000),
     id: fc.nat(),
+    start: fc.nat(4_000_000_000_000),
   });
   await fc.assert(
     fc.asyncProperty(entry, async (x) => {
@@ -71,6 +72,7 @@ t.test('encode then parse is the identity (property)', async (t) => {
         timeout: x.timeout,
         id: x.id,
         tcpState: 'ESTABLISHED',
+        start: x.start,
       };
       return JSON.stringify(parseEntry(encodeEntry(e))) === JSON.stringify(e);
     }),

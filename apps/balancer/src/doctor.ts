@@ -158,6 +158,16 @@ function conntrackChecks(opts: DoctorOptions): Check[] {
           ? `${tw} s`
           : `${Number.isNaN(tw) ? 'unknown' : `${tw} s`}: an ended connection that the routers moved here keeps its firewall that long, and a client that reuses the port within seconds and is moved here by the routers would follow it (sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS})`,
     });
+    checks.push(
+      sysctlOnCheck(
+        'conntrack timestamps',
+        'net/netfilter/nf_conntrack_timestamp',
+        false,
+        'on',
+        (v) =>
+          `${v ?? 'unknown'}: when a sibling records a new connection on a tuple that this node holds an entry of on another firewall, the entry is deleted even if it is a still later connection's (a client that reused its port again), whose packets then cross a firewall that does not know them (sysctl -w net.netfilter.nf_conntrack_timestamp=1)`,
+      ),
+    );
   }
   return checks;
 }

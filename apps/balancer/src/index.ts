@@ -8,6 +8,7 @@ export * from './errors';
 export * from './doctor';
 export * from './session-sync';
 export * from './session-layer';
+export { staleness } from './session-reads';
 export * from './pins';
 export * from './pin-maps';
 export { IPV4, IPV6 } from './rules';

@@ -184,6 +184,13 @@ function sessionMetrics(reg: Registry, sync: () => Record<string, unknown>): voi
     [],
     num('staleEntriesDeleted'),
   );
+  counterFrom(
+    reg,
+    'fwlb_conntrack_later_kept_total',
+    "Records of a new connection on another firewall left alone because this node's entry on the tuple is a still later connection's.",
+    [],
+    num('laterEntriesKept'),
+  );
   gaugeFrom(reg, 'fwlb_session_cache_entries', 'Sessions this node keeps for its pins.', [], num('cached'));
   gaugeFrom(reg, 'fwlb_session_sync_pending', 'Session records waiting for the next write to Redis (a backlog is sync lag).', [], num('pending'));
   gaugeFrom(

@@ -290,6 +290,7 @@ export class SessionLayer implements SessionsHandle {
       bucketsRead: this.table.reads.buckets,
       recordsRead: this.table.reads.records,
       staleEntriesDeleted: this.reads.staleDeleted,
+      laterEntriesKept: this.reads.laterKept,
       pending: this.sync.pendingCount(),
       hashConfigDiffers: this.agreement.configAlarm ? 1 : 0,
     };

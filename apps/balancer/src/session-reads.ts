@@ -2,7 +2,7 @@
 // moves (ahead of a coming switch, at it and after the writes in flight), and the records a sibling says it moved.
 // Shell layer of apps/balancer; the session layer owns it and tells it of table changes.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { deleteConntrack, getConntrack } from '@fwlb/conntrack';
+import { CtEntry, deleteConntrack, getConntrack } from '@fwlb/conntrack';
 import { bucketOfId, decodeValue, parseSessionId, SessionRecord, SessionTable } from '@fwlb/session-table';
 import type { FlowKey } from '@fwlb/flowhash';
 import type { SessionCache } from './pins';
@@ -23,6 +23,25 @@ const PREREAD_LEAD_MS = 10_000;
 export interface FirewallIndex {
   ids: ReadonlySet<string>;
   firewallOf: (mark: number) => string | undefined;
+}
+
+/**
+ * What this node's conntrack entry on a moved record's tuple is, against the record (a connection on another firewall
+ * than an earlier one on the tuple): `earlier`, an earlier connection's on another firewall, which goes; `same`, none,
+ * or one on the record's firewall; `later`, a still later connection's, started after the record's was first seen
+ * (clients reuse a port within a second, and news of a record can take longer): this node's view is the newer one,
+ * and neither the entry nor its start record is touched. Entries without a start time (the kernel keeps one with
+ * net.netfilter.nf_conntrack_timestamp=1) count as earlier. The record's time is its writer's clock: the nodes'
+ * clocks must agree to well within the time a client takes to reuse a port.
+ */
+export function staleness(
+  e: { mark: number; start?: number } | null,
+  rec: { firewall: string; firstSeen: number },
+  firewallOf: (mark: number) => string | undefined,
+): 'earlier' | 'same' | 'later' {
+  const fw = e ? firewallOf(e.mark) : undefined;
+  if (!e || !fw || fw === rec.firewall) return 'same';
+  return e.start !== undefined && e.start > rec.firstSeen ? 'later' : 'earlier';
 }
 
 export function firewallIndex(config: ResolvedBalancerConfig): FirewallIndex {
@@ -51,6 +70,8 @@ export class SessionReads {
   rejected = 0;
   /** Conntrack entries of earlier connections deleted because a new connection on their tuple took another firewall. */
   staleDeleted = 0;
+  /** Moved records left alone because this node's entry on the tuple is a still later connection's (see staleness). */
+  laterKept = 0;
   /** Records this node read per ms on its last read of many (null before one). */
   private readPerMs: number | null = null;
   private reloading: Promise<void> | null = null;
@@ -180,16 +201,22 @@ export class SessionReads {
     // conntrack entry (in TIME_WAIT, or one direction of it), either of which would send the new connection's
     // packets to the earlier firewall if the routers move it here. The start record takes the new firewall first,
     // then such an entry goes: the next packet finds its firewall as a flow without state does (the conn sets).
-    // Not on a record that is gone: its connection's end reaches Redis seconds after it happens, when a later
+    // Neither when this node's entry is a still later connection's (see staleness). Not on a record that is gone: its connection's end reaches Redis seconds after it happens, when a later
     // connection on the tuple may have started and need this node's record of that start.
     const ours = recs.filter((rec) => this.d.firewalls().ids.has(rec.firewall));
-    if (ours.length) await this.d.recordStarts(ours).catch((e) => log(`conn records of ${ours.length} moved sessions not written: ${(e as Error).message}`));
+    // One at a time: each lookup is a socket of its own, and a message carries up to a thousand ids.
+    const found: (CtEntry | null)[] = [];
+    for (const rec of ours)
+      found.push(
+        await getConntrack({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto }).catch(() => null),
+      );
+    const plan = ours.map((rec, i) => staleness(found[i], rec, this.d.firewalls().firewallOf));
+    const correct = ours.filter((_, i) => plan[i] !== 'later');
+    if (correct.length)
+      await this.d.recordStarts(correct).catch((e) => log(`conn records of ${correct.length} moved sessions not written: ${(e as Error).message}`));
     let deleted = 0;
-    for (const rec of ours) {
-      const e = await getConntrack({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto });
-      const fw = e ? this.d.firewalls().firewallOf(e.mark) : undefined;
-      if (e && fw && fw !== rec.firewall && (await deleteConntrack(e))) deleted++;
-    }
+    for (let i = 0; i < ours.length; i++) if (plan[i] === 'earlier' && (await deleteConntrack(found[i]!).catch(() => false))) deleted++;
+    this.laterKept += plan.filter((p) => p === 'later').length;
     if (deleted) {
       this.staleDeleted += deleted;
       log(`deleted ${deleted} conntrack entries of earlier connections whose tuple a new connection on another firewall took`);

@@ -96,8 +96,10 @@ export class Lab {
       if (h.role === 'outside' || h.role === 'inside') sys.push('net.ipv4.fwmark_reflect=1', 'net.ipv4.tcp_fwmark_accept=1');
       // Several nodes per side: an ended connection's entry goes within a second (fwlb doctor's advice), so a new
       // connection that reuses its tuple and is moved to this node does not meet it.
+      // And entries carry their start time: a node tells an earlier connection's entry from a later one's when it
+      // hears that a sibling recorded a connection on the tuple (fwlb doctor's advice).
       if ((h.role === 'outside' || h.role === 'inside') && this.t.opts.nodesPerSide > 1)
-        sys.push(`net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS}`);
+        sys.push(`net.netfilter.nf_conntrack_tcp_timeout_time_wait=${TIME_WAIT_ADVICE_SECONDS}`, 'net.netfilter.nf_conntrack_timestamp=1');
       // SLB nodes of a group: a node that takes connections back (its links return) still holds their entries from
       // before, whose windows the connections have left behind; strict tracking would call their packets invalid,
       // leave them untranslated, and the node's own stack would reset them (fwlb-slb doctor's advice).

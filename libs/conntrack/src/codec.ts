@@ -11,7 +11,8 @@ export const NFNLGRP_CONNTRACK_UPDATE = 2;
 export const NFNLGRP_CONNTRACK_DESTROY = 3;
 export const NLM_F_CREATE = 0x400;
 
-const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, ID: 12, LABELS: 22 } as const;
+const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, ID: 12, TIMESTAMP: 20, LABELS: 22 } as const;
+const CTA_TIMESTAMP_START = 1;
 const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
 const CTA_IP = { V4_SRC: 1, V4_DST: 2, V6_SRC: 3, V6_DST: 4 } as const;
 export const AF_INET = 2;
@@ -44,6 +45,11 @@ export interface CtEntry {
   tcpState?: (typeof TCP_STATES)[number];
   /** Conntrack label bits that are set (nft `ct label set N`). */
   labels?: number[];
+  /**
+   * When the entry was confirmed (its first packet passed), ms since the epoch; only where the kernel keeps
+   * timestamps (net.netfilter.nf_conntrack_timestamp=1 when the entry was made).
+   */
+  start?: number;
 }
 
 export type CtEventKind = 'new' | 'update' | 'destroy';
@@ -103,6 +109,10 @@ export function parseEntry(payload: Buffer): CtEntry | null {
   const tcp = pi && parseAttrs(pi).get(CTA_PROTOINFO_TCP);
   const st = tcp && parseAttrs(tcp).get(CTA_PROTOINFO_TCP_STATE);
   if (st) e.tcpState = TCP_STATES[st[0]] ?? 'NONE';
+  // Nanoseconds of the real-time clock, a 64-bit big-endian value.
+  const ts = a.get(CTA.TIMESTAMP);
+  const start = ts && parseAttrs(ts).get(CTA_TIMESTAMP_START);
+  if (start && start.length >= 8) e.start = Number(start.readBigUInt64BE(0) / 1_000_000n);
   // CTA_LABELS is the kernel's label bitmap (unsigned longs, little-endian here): bit n is byte n/8, bit n%8.
   const lb = a.get(CTA.LABELS);
   if (lb) {
@@ -186,6 +196,11 @@ export function encodeEntry(e: CtEntry): Buffer {
   if (e.id !== undefined) parts.push(attr(CTA.ID, u32(e.id)));
   if (e.tcpState)
     parts.push(attr(CTA.PROTOINFO, attr(CTA_PROTOINFO_TCP, attr(CTA_PROTOINFO_TCP_STATE, Buffer.from([TCP_STATES.indexOf(e.tcpState)])), true), true));
+  if (e.start !== undefined) {
+    const ns = Buffer.alloc(8);
+    ns.writeBigUInt64BE(BigInt(e.start) * 1_000_000n);
+    parts.push(attr(CTA.TIMESTAMP, attr(CTA_TIMESTAMP_START, ns), true));
+  }
   if (e.labels?.length) {
     const lb = Buffer.alloc(16);
     for (const b of e.labels) lb[b >> 3] |= 1 << (b & 7);

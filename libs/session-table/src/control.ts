@@ -39,6 +39,8 @@ export function tableKeys(prefix: string) {
   return {
     sessions: (b: number) => `${prefix}{${b}}:s`,
     grace: (b: number) => `${prefix}{${b}}:g`,
+    /** Sessions that ended lately, id → "firewall until" (see the DEL script). */
+    ended: (b: number) => `${prefix}{${b}}:e`,
     leader: `${prefix}{ctl}:leader`,
     epochCounter: `${prefix}{ctl}:epoch:n`,
     epochGeneration: `${prefix}{ctl}:epoch:gen`,

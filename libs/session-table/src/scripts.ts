@@ -1,29 +1,49 @@
 // The session table's Lua scripts and their typed commands: each touches the keys of one Redis Cluster slot (its
 // KEYS share a hash tag; the slot checker's unit test runs every one). I/O layer of libs/session-table.
-/** Lua keeps each batch atomic (ioredis defineCommand). KEYS: the bucket's hash and grace set. */
+/**
+ * Lua keeps each batch atomic (ioredis defineCommand). KEYS: the bucket's hash, grace set and ended hash. ARGV: the
+ * channel, the time (ms), then id and value pairs. A record that takes another firewall than the one before it on
+ * its id is announced as moved: the record it replaces, or the mark an ended one left (see DEL) while it lasts.
+ */
 const PUT = `
 local moved = {}
 local graced = redis.call('EXISTS', KEYS[2]) == 1
-for i = 2, #ARGV, 2 do
+local ended = redis.call('EXISTS', KEYS[3]) == 1
+local now = tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  local fw = string.match(ARGV[i + 1], '^%S+')
   local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old and string.match(old, '^%S+') ~= string.match(ARGV[i + 1], '^%S+') then moved[#moved + 1] = ARGV[i] end
+  if old then
+    if string.match(old, '^%S+') ~= fw then moved[#moved + 1] = ARGV[i] end
+  elseif ended then
+    local e = redis.call('HGET', KEYS[3], ARGV[i])
+    if e then
+      local efw, upto = string.match(e, '^(%S+) (%d+)$')
+      if efw ~= fw and tonumber(upto) >= now then moved[#moved + 1] = ARGV[i] end
+      redis.call('HDEL', KEYS[3], ARGV[i])
+    end
+  end
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if graced then redis.call('ZREM', KEYS[2], ARGV[i]) end
 end
 if #moved > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = moved })) end
-return (#ARGV - 1) / 2`;
+return (#ARGV - 2) / 2`;
 /**
- * Sessions that ended. KEYS: the bucket's hash and grace set. ARGV: the channel, then id and firewall pairs. A record
- * goes only while it holds the firewall its end was seen on: a record with another is a later connection's on the
- * same tuple (a client that reused its port, whose record landed before the earlier connection's end).
+ * Sessions that ended. KEYS: the bucket's hash, grace set and ended hash. ARGV: the channel, how long the end is
+ * remembered (until, ms), then id and firewall pairs. A record goes only while it holds the firewall its end was seen
+ * on: a record with another is a later connection's on the same tuple (a client that reused its port, whose
+ * record landed before the earlier connection's end). Each one that goes leaves its firewall in the ended hash until
+ * then: a later connection on the tuple that takes another firewall is announced as moved (see PUT), so that a node
+ * still holding the earlier connection's entry or start record lets it go.
  */
 const DEL = `
 local gone = {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local old = redis.call('HGET', KEYS[1], ARGV[i])
   if old and string.match(old, '^%S+') == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])
     redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1] .. ' ' .. ARGV[2])
     gone[#gone + 1] = ARGV[i]
   end
 end
@@ -47,7 +67,10 @@ for i = 2, #ARGV do
   end
 end
 return n`;
-/** Remove the bucket's sessions whose expiry (the value's last field) has passed, and values without one. */
+/**
+ * Remove the bucket's sessions whose expiry (the value's last field) has passed, and values without one; and the
+ * ended marks whose time is up. KEYS: the bucket's hash, grace set and ended hash.
+ */
 const REAP = `
 local now = tonumber(ARGV[1])
 local h = redis.call('HGETALL', KEYS[1])
@@ -60,6 +83,11 @@ for i = 1, #h, 2 do
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+local e = redis.call('HGETALL', KEYS[3])
+for i = 1, #e, 2 do
+  local upto = tonumber(string.match(e[i + 1], '(%d+)$'))
+  if not upto or upto < now then redis.call('HDEL', KEYS[3], e[i]) end
+end
 return n`;
 /**
  * Publish an epoch only while holding the leader lock, in one atomic step: the counter, the document and the
@@ -112,10 +140,10 @@ return 0`;
 
 /** The scripts as ioredis commands (defineCommand adds them to the client). */
 export type Commands = {
-  fwlbPut(hash: string, grace: string, channel: string, ...args: string[]): Promise<number>;
-  fwlbDel(hash: string, grace: string, channel: string, ...idFirewalls: string[]): Promise<number>;
+  fwlbPut(hash: string, grace: string, ended: string, channel: string, now: number, ...args: string[]): Promise<number>;
+  fwlbDel(hash: string, grace: string, ended: string, channel: string, until: number, ...idFirewalls: string[]): Promise<number>;
   fwlbGrace(hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
-  fwlbReap(hash: string, grace: string, now: number): Promise<number>;
+  fwlbReap(hash: string, grace: string, ended: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
   fwlbSetAdmin(admin: string, id: string, enabled: string, at: string): Promise<string>;
   fwlbAnnounceAdmin(admin: string, id: string, value: string, channel: string, message: string): Promise<number>;
@@ -133,10 +161,10 @@ export type Commands = {
 
 /** The scripts and how many of their arguments are keys (the slot checker's test reads this too). */
 export const SCRIPTS = {
-  fwlbPut: { numberOfKeys: 2, lua: PUT },
-  fwlbDel: { numberOfKeys: 2, lua: DEL },
+  fwlbPut: { numberOfKeys: 3, lua: PUT },
+  fwlbDel: { numberOfKeys: 3, lua: DEL },
   fwlbGrace: { numberOfKeys: 2, lua: GRACE },
-  fwlbReap: { numberOfKeys: 2, lua: REAP },
+  fwlbReap: { numberOfKeys: 3, lua: REAP },
   fwlbLock: { numberOfKeys: 1, lua: LOCK },
   fwlbSetAdmin: { numberOfKeys: 1, lua: SET_ADMIN },
   fwlbAnnounceAdmin: { numberOfKeys: 1, lua: ANNOUNCE_ADMIN },

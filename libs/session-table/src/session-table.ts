@@ -18,6 +18,13 @@ export interface TableLayout {
 /** For a table no node reads (tests, benchmarks): the default bucket count and seed 0. */
 export const DEFAULT_LAYOUT: TableLayout = { seed: 0, buckets: 251 };
 
+/**
+ * How long an ended session's firewall is remembered (see the DEL script): a client that reuses the tuple within this
+ * long on another firewall is announced as moved. Clients behind a CGNAT or a proxy reuse a port within seconds; a
+ * longer memory costs Redis an entry per session ended in that time.
+ */
+export const ENDED_MS = 10_000;
+
 /** A session that ended, with the firewall its end was seen on. */
 export interface SessionEnd {
   id: string;
@@ -108,14 +115,14 @@ export class SessionTable extends SharedControl {
   }
 
   /** Write sessions: per bucket, in batches of 1,000 per Lua call. */
-  async put(records: SessionRecord[], _now = Date.now()): Promise<number> {
+  async put(records: SessionRecord[], now = Date.now()): Promise<number> {
     await this.perBucket(
       records,
       (r) => this.bucketOf(r),
       (b, batch) => {
         const args: string[] = [];
         for (const rec of batch) args.push(sessionId(rec), encodeRecord(rec));
-        return this.r.fwlbPut(this.keys.sessions(b), this.keys.grace(b), this.channel, ...args);
+        return this.r.fwlbPut(this.keys.sessions(b), this.keys.grace(b), this.keys.ended(b), this.channel, now, ...args);
       },
     );
     return records.length;
@@ -138,11 +145,19 @@ export class SessionTable extends SharedControl {
    * Records of sessions that ended, each only while it holds the firewall given (see the DEL script); returns how
    * many went.
    */
-  async delete(ends: readonly SessionEnd[]): Promise<number> {
+  async delete(ends: readonly SessionEnd[], now = Date.now()): Promise<number> {
     const replies = await this.perBucket(
       [...ends],
       (e) => this.bucketOfId(e.id),
-      (b, batch) => this.r.fwlbDel(this.keys.sessions(b), this.keys.grace(b), this.channel, ...batch.flatMap((e) => [e.id, e.firewall])),
+      (b, batch) =>
+        this.r.fwlbDel(
+          this.keys.sessions(b),
+          this.keys.grace(b),
+          this.keys.ended(b),
+          this.channel,
+          now + ENDED_MS,
+          ...batch.flatMap((e) => [e.id, e.firewall]),
+        ),
     );
     return replies.reduce<number>((n, v) => n + Number(v), 0);
   }
@@ -195,7 +210,7 @@ export class SessionTable extends SharedControl {
 
   /** Remove expired sessions, bucket by bucket; returns how many. */
   async reap(now = Date.now()): Promise<number> {
-    const n = await pooled(this.allBuckets, PARALLEL, (b) => this.r.fwlbReap(this.keys.sessions(b), this.keys.grace(b), now));
+    const n = await pooled(this.allBuckets, PARALLEL, (b) => this.r.fwlbReap(this.keys.sessions(b), this.keys.grace(b), this.keys.ended(b), now));
     return n.reduce((a, x) => a + x, 0);
   }
 
