@@ -240,11 +240,11 @@ function tableMaps(
       newFlowsCounter,
     ),
     ...(c.sessionTable
-      ? familiesOf(c).map((fam) => ({
+      ? familiesOf(c).map((fam, _, families) => ({
           name: `pins${fam.suffix}`,
           type: flowKeyType(fam),
           map: 'mark',
-          elements: pins.filter((p) => familyFor([fam], p.outerAddr)).map(pinElement),
+          elements: pins.filter((p) => familyFor(families, p.outerAddr) === fam).map(pinElement),
           owned: true,
         }))
       : []),

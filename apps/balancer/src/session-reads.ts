@@ -201,8 +201,9 @@ export class SessionReads {
     // conntrack entry (in TIME_WAIT, or one direction of it), either of which would send the new connection's
     // packets to the earlier firewall if the routers move it here. The start record takes the new firewall first,
     // then such an entry goes: the next packet finds its firewall as a flow without state does (the conn sets).
-    // Neither when this node's entry is a still later connection's (see staleness). Not on a record that is gone: its connection's end reaches Redis seconds after it happens, when a later
-    // connection on the tuple may have started and need this node's record of that start.
+    // Neither when this node's entry is a still later connection's (see staleness). Not on a record that is gone:
+    // its connection's end reaches Redis seconds after it happens, when a later connection on the tuple may have
+    // started and need this node's record of that start.
     const ours = recs.filter((rec) => this.d.firewalls().ids.has(rec.firewall));
     // One at a time: each lookup is a socket of its own, and a message carries up to a thousand ids.
     const found: (CtEntry | null)[] = [];

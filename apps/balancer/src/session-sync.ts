@@ -2,7 +2,7 @@
 // session table, in batches; re-syncs from a dump after lost events, after Redis comes back, and periodically
 // (which refreshes expiries). Shell layer of apps/balancer.
 import type { CtEntry, CtEventKind } from '@fwlb/conntrack';
-import type { SessionRecord } from '@fwlb/session-table';
+import type { SessionEnd, SessionRecord } from '@fwlb/session-table';
 import { sessionId } from '@fwlb/session-table';
 import { canonicalKey } from '@fwlb/flowhash';
 import { SIDE_LABEL } from './render';
@@ -11,7 +11,7 @@ import { SIDE_LABEL } from './render';
 export interface SessionStore {
   put(records: SessionRecord[], now?: number): Promise<number>;
   /** Records of sessions that ended, each only while it holds the firewall given (a later connection's stays). */
-  delete(ends: readonly { id: string; firewall: string }[]): Promise<number>;
+  delete(ends: readonly SessionEnd[]): Promise<number>;
   /** This node no longer holds these sessions, though they may live on: keep them until `until` unless refreshed. */
   grace(ids: string[], until: number): Promise<number>;
 }
@@ -201,7 +201,7 @@ export class SessionSync {
   /** Write what is pending. On failure nothing is retried piecemeal: the next re-sync rewrites everything. */
   flush(): Promise<void> {
     this.timer = null;
-    const by = { put: [] as SessionRecord[], delete: [] as { id: string; firewall: string }[], grace: [] as string[] };
+    const by = { put: [] as SessionRecord[], delete: [] as SessionEnd[], grace: [] as string[] };
     for (const [id, p] of this.pending) {
       if (p.op === 'put') by.put.push(p.rec);
       else if (p.op === 'delete') by.delete.push({ id, firewall: p.rec.firewall });

@@ -1,4 +1,4 @@
-// Adds and deletes elements of one nft map over nfnetlink, without the nft binary; I/O layer of libs/nft.
+// Adds and deletes elements of nft sets and maps over nfnetlink, without the nft binary; I/O layer of libs/nft.
 import { createNetlink, NetlinkSocket } from 'netlink';
 import { NftError } from './nft-error';
 
