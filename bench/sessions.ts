@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bucketOf, buildJoinedTable } from '@fwlb/flowhash';
 import { SessionCache, pinElementOf, PIN_MAP_TYPE } from '@fwlb/balancer';
-import { connect, ready, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
+import { connect, ready, sessionId, SessionRecord, SessionTable, DEFAULT_LAYOUT, ENDED_MS } from '@fwlb/session-table';
 import { deleteNs, inNs, run, startCluster, startRedis, uniquePrefix, REPO } from '@fwlb/lab';
 import type { Cluster } from 'ioredis';
 
@@ -84,6 +84,16 @@ async function main(): Promise<void> {
     const bytes = ((await usedMemory([redis])) - m0) / N;
     console.log(
       `SessionTable.put: ${N} sessions in ${putMs.toFixed(0)} ms = ${Math.round((N / putMs) * 1000)} sessions/s (${(((N / putMs) * 1000) / ceiling).toFixed(2)} of the SET ceiling), ${bytes.toFixed(0)} bytes per session`,
+    );
+
+    // The ended sessions' marks: each end leaves its firewall in its bucket for ENDED_MS (a client that reuses the
+    // tuple on another firewall is announced). Their cost is Redis memory per session ended in that window.
+    t0 = performance.now();
+    const gone = await table.delete(recs.map((r) => ({ id: sessionId(r), firewall: r.firewall })));
+    const delMs = performance.now() - t0;
+    const markBytes = ((await usedMemory([redis])) - m0) / N;
+    console.log(
+      `SessionTable.delete: ${gone} ends in ${delMs.toFixed(0)} ms = ${Math.round((N / delMs) * 1000)} ends/s; ${markBytes.toFixed(0)} bytes per ended mark (kept ${ENDED_MS / 1000} s: ${((markBytes * 50000 * ENDED_MS) / 1000 / 1e6).toFixed(0)} MB at 50,000 ends/s)`,
     );
 
     // Sync rate and lag from conntrack NEW to written, at rising rates, in a namespace with conntrack on.

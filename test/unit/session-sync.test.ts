@@ -85,6 +85,13 @@ t.test('the outer end follows the side label and the role, so both nodes write o
   t.equal(sessionOf({ ...entry(1), timeout: 432000 }, 'fw1', 'ob', 0, 60000, 'outside', 120000).expires, 120000, 'and at most the maximum (no 5-day records)');
 });
 
+t.test("a record's first sight is its connection's start where conntrack keeps one, so a re-sync does not make it newer", async (t) => {
+  const now = 1_800_000_000_000;
+  t.equal(sessionOf({ ...entry(1), start: now - 30_000 }, 'fw1', 'ob', now, 0, 'outside').firstSeen, now - 30_000, 'the start');
+  t.equal(sessionOf(entry(1), 'fw1', 'ob', now, 0, 'outside').firstSeen, now, 'no start (timestamps off): the time of the write');
+  t.equal(sessionOf({ ...entry(1), start: now + 5_000 }, 'fw1', 'ob', now, 0, 'outside').firstSeen, now, 'never later than now');
+});
+
 t.test('only answered sessions are recorded: TCP once ASSURED, UDP once replied', async (t) => {
   t.notOk(answered(entry(1, 0x10001, 6, false, 0)), 'a stray ACK (no reply) is not a session');
   t.notOk(answered(entry(1, 0x10001, 6, false, IPS_SEEN_REPLY)), 'a spoofed SYN answered by SYN/ACK is not yet a session');

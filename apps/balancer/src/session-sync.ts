@@ -54,7 +54,9 @@ export function sessionOf(
     ...k,
     firewall,
     node,
-    firstSeen: now,
+    // The connection's own start where conntrack keeps one: a re-sync rewrites every record, and a record that said
+    // "first seen now" would make every other node's live entry on the tuple look earlier than it (see staleness).
+    firstSeen: e.start !== undefined && e.start <= now ? e.start : now,
     expires: now + Math.min(Math.max((e.timeout ?? 0) * 1000, minTtlMs), maxTtlMs),
   };
 }
