@@ -49,6 +49,28 @@ t.test('conntrack over ctnetlink', async (t) => {
     );
   });
 
+  await t.test('get: the entry of each tuple, several hundred on one socket, in order; absent ones null', async (t) => {
+    inNs(ns, ['conntrack', '-D', '-p', 'tcp', '--dport', '7007']);
+    t.equal(drive(ns, { short: { targets: ['127.0.0.1:7007'], count: 300, concurrency: 8 } }).short.ok, 300);
+    const ours = lines(inNs(ns, [process.execPath, CLI, 'dump'])).filter((e) => e.orig.dport === 7007);
+    t.ok(ours.length >= 300, `${ours.length} entries`);
+    // Every entry by its original tuple, one by its reply tuple, and tuples without an entry between them.
+    const absent = (i: number) => ({ src: '127.0.0.1', dst: '127.0.0.1', proto: 6, sport: 7007, dport: 1000 + i });
+    const asked = ours.flatMap((e, i) => (i % 100 === 0 ? [e.orig, absent(i)] : [e.orig]));
+    asked.push(ours[0].reply);
+    const got = lines(inNs(ns, [process.execPath, CLI, 'get'], asked.map((q) => JSON.stringify(q)).join('\n')));
+    t.equal(got.length, asked.length, 'one answer per tuple');
+    const want = ours.flatMap((e, i) => (i % 100 === 0 ? [e.id, null] : [e.id]));
+    want.push(ours[0].id);
+    t.same(
+      got.map((e) => e?.id ?? null),
+      want,
+      "each answer is its tuple's entry (the reply tuple finds its entry too)",
+    );
+    t.throws(() => inNs(ns, [process.execPath, CLI, 'get'], '{"src":"127.0.0.1","dst":"::1","proto":6}'), 'mixed families are refused');
+    t.throws(() => inNs(ns, [process.execPath, CLI, 'get'], '{"src":"127.0.0.1","dst":"127.0.0.1","proto":6,"port":1}'), 'unknown fields are refused');
+  });
+
   await t.test('timestamps: an entry made with nf_conntrack_timestamp=1 carries its start time; one made before does not', async (t) => {
     inNs(ns, ['conntrack', '-D', '-p', 'tcp', '--dport', '7007']);
     const entries = () => lines(inNs(ns, [process.execPath, CLI, 'dump'])).filter((e) => e.orig.dport === 7007);

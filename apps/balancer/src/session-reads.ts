@@ -2,7 +2,7 @@
 // moves (ahead of a coming switch, at it and after the writes in flight), and the records a sibling says it moved.
 // Shell layer of apps/balancer; the session layer owns it and tells it of table changes.
 import type { ResolvedBalancerConfig } from '@fwlb/config';
-import { CtEntry, deleteConntrack, getConntrack } from '@fwlb/conntrack';
+import { deleteConntrack, getConntracks } from '@fwlb/conntrack';
 import { bucketOfId, decodeValue, parseSessionId, SessionRecord, SessionTable } from '@fwlb/session-table';
 import type { FlowKey } from '@fwlb/flowhash';
 import type { SessionCache } from './pins';
@@ -205,12 +205,12 @@ export class SessionReads {
     // its connection's end reaches Redis seconds after it happens, when a later connection on the tuple may have
     // started and need this node's record of that start.
     const ours = recs.filter((rec) => this.d.firewalls().ids.has(rec.firewall));
-    // One at a time: each lookup is a socket of its own, and a message carries up to a thousand ids.
-    const found: (CtEntry | null)[] = [];
-    for (const rec of ours)
-      found.push(
-        await getConntrack({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto }).catch(() => null),
-      );
+    const found = await getConntracks(
+      ours.map((rec) => ({ src: rec.outerAddr, dst: rec.innerAddr, sport: rec.outerPort, dport: rec.innerPort, proto: rec.proto })),
+    ).catch((e) => {
+      log(`conntrack lookups of ${ours.length} moved sessions failed: ${(e as Error).message}`);
+      return ours.map(() => null);
+    });
     const plan = ours.map((rec, i) => staleness(found[i], rec, this.d.firewalls().firewallOf));
     const correct = ours.filter((_, i) => plan[i] !== 'later');
     if (correct.length)
