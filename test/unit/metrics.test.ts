@@ -53,9 +53,10 @@ t.test('SLB: promtool accepts /metrics; member health is there per vip and membe
   const { s, app, monitors } = setup();
   await s.start();
   const reg = newRegistry();
-  slbMetrics(reg, s);
-  metricsRoute(app, reg);
-  monitors.get([...monitors.keys()].find((k) => k.includes('10.20.0.11'))!)!.emit(false);
+  // As the agent wires it: the member walk runs ahead of each render.
+  metricsRoute(app, reg, slbMetrics(reg, s).walk);
+  const m11 = monitors.get([...monitors.keys()].find((k) => k.includes('10.20.0.11'))!)!;
+  m11.emit(false);
   await s.reconcile();
   const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   const lint = promtool(text);
@@ -70,6 +71,10 @@ t.test('SLB: promtool accepts /metrics; member health is there per vip and membe
   const panic = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   t.equal(value(panic, 'fwlb_slb_pool_panic{vip="web",pool=""}'), 1, 'one of two up is below 60 %: the L4 pool is in panic');
   t.equal(promtool(panic).status, 0);
+  m11.emit(true);
+  await s.reconcile();
+  const back = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  t.equal(value(back, 'fwlb_member_up{vip="web",member="10.20.0.11:8080"}'), 1, 'the next scrape walks the members again');
 });
 
 t.test('a large render goes gzipped to a scraper that accepts it, as it is to one that does not', async (t) => {
@@ -130,4 +135,21 @@ t.test('a metric read from elsewhere renders as prom-client would: sums, last va
   t.equal(value(ours, 'x_total{vip="v0",member="10.0.0.0"}'), 3, 'a counter read twice for one series is summed');
   t.equal(value(ours, 'y{vip="a"}'), 0, 'a gauge keeps the last value it was given');
   t.equal(promtool(ours).status, 0, `promtool check metrics: ${promtool(ours).stdout}`);
+});
+
+t.test('a reader that hands out the same label objects every scrape gets each scrape’s values, in every metric that uses them', async (t) => {
+  const { counterFrom, gaugeFrom } = await import('@fwlb/service');
+  const reg = new Registry();
+  const labels = Array.from({ length: 1500 }, (_, i) => ({ vip: `v${i % 3}`, member: `10.0.${i >> 8}.${i & 255}` }));
+  let round = 1;
+  counterFrom(reg, 'p_total', 'Packets.', ['vip', 'member'], () => labels.map((l, i): [typeof l, number] => [l, i * round]));
+  gaugeFrom(reg, 'up', 'Up.', ['vip', 'member'], () => labels.map((l, i): [typeof l, number] => [l, (i + round) % 2]));
+  const app = Fastify();
+  metricsRoute(app, reg);
+  for (round = 1; round <= 3; round++) {
+    const ours = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    t.same(ours.split('\n').filter(Boolean).sort(), (await reg.metrics()).split('\n').filter(Boolean).sort(), `round ${round}: prom-client's lines`);
+    t.equal(value(ours, 'p_total{vip="v1",member="10.0.4.0"}'), 1024 * round);
+    t.equal(value(ours, 'up{vip="v1",member="10.0.4.0"}'), (1024 + round) % 2);
+  }
 });

@@ -220,9 +220,9 @@ async function serve(n: {
     helperUp: config.health ? () => n.health()?.helperUp() ?? false : undefined,
     announcer: n.announcer ?? undefined,
   });
-  if (slb) slbMetrics(registry, slb.service);
+  const members = slb ? slbMetrics(registry, slb.service) : null;
   // The kernel's counters as of the scrape: one terse listing of the table, shared with /status within a second.
-  metricsRoute(app, registry, () => reconciler.freshCounters());
+  metricsRoute(app, registry, () => Promise.all([reconciler.freshCounters(), members?.walk()]));
   await listenOn(app, config.api.listen);
   return { app, metrics };
 }

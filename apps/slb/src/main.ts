@@ -19,8 +19,8 @@ async function run(path: string): Promise<void> {
   const running = slb;
   const app = buildSlbApp({ service: slb.service, token: tokenOf(slb.config.api), logger, https: httpsOf(slb.config.api), reload: () => running.reload(path) });
   const registry = newRegistry();
-  slbMetrics(registry, slb.service);
-  metricsRoute(app, registry);
+  const members = slbMetrics(registry, slb.service);
+  metricsRoute(app, registry, members.walk);
   await listenOn(app, slb.config.api.listen);
   log(`listening on ${slb.config.api.listen}`);
   // SIGHUP re-reads the config file (systemctl reload fwlb-slb): a refused one is logged, and the SLB keeps its config.
