@@ -119,8 +119,7 @@ async function ctOne(type: number, payload: Buffer, what: string): Promise<CtEnt
 
 /** The entry a tuple belongs to (as its original or its reply direction), or null when there is none. */
 export async function getConntrack(t: CtTuple): Promise<CtEntry | null> {
-  const r = await ctOne(IPCTNL_MSG_CT_GET, encodeLookup(t), 'conntrack get');
-  return r === 'absent' ? null : r;
+  return (await getConntracks([t]))[0];
 }
 
 /** The entries these tuples belong to, in order (null where there is none), over one socket. */

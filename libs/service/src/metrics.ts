@@ -138,7 +138,7 @@ function labelText(labels: Partial<Record<string, string>>): string {
   return text;
 }
 
-/** A render of the registry, and its gzip once a scraper asked for it. */
+/** A render of the registry, and its gzip (made with a large render, or once a scraper asked for it). */
 interface Rendered {
   text: Buffer;
   at: number;
