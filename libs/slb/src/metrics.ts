@@ -30,7 +30,7 @@ export function slbMetrics(reg: Registry, s: SlbService): { walk: () => Promise<
     return s.views.memberView(v).map((m, i) => ({ labels: l[i], m }));
   };
   // A walk serves the render it precedes (which yields too, so it may take longer than a turn); one the families
-  // made themselves, as before the walk existed, serves for 100 ms.
+  // made themselves (a registry rendered without the route) serves for 100 ms.
   let walked: { until: number; list: MemberRow[] } | null = null;
   const walk = async (): Promise<void> => {
     const list: MemberRow[] = [];
