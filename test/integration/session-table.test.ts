@@ -142,6 +142,42 @@ async function suite(t: Test, server: Server) {
     },
   );
 
+  await t.test('records are ordered by their connection start: an earlier connection never replaces or ends a later one on its tuple', async (t) => {
+    const events: TableEvent[] = [];
+    const sub = await ib.subscribe((e) => events.push(e));
+    t.teardown(() => sub.close());
+    await sleep(200);
+    const now = Date.now();
+    const [later] = sessions(1, now, 60000, () => 'fw2').map((r) => ({ ...r, innerPort: 7300 }));
+    const earlier = { ...later, firewall: 'fw1', node: 'ib', firstSeen: now - 2000 };
+    const id = `${later.outerAddr}:${later.outerPort}>${later.innerAddr}:${later.innerPort}/6`;
+    t.equal(await ob.put([later], now), 1);
+    await sleep(200);
+    events.length = 0;
+    t.equal(await ib.put([earlier], now), 0, 'an earlier connection on another firewall (a re-sync of an ended one) is not stored');
+    t.same(
+      (await ob.get([id])).map((r) => [r.firewall, r.firstSeen]),
+      [['fw2', now]],
+      'the later record stands',
+    );
+    t.equal(await ib.put([{ ...earlier, firewall: 'fw2', expires: now + 90000 }], now), 1, 'on the same firewall it is taken');
+    t.same(
+      (await ob.get([id])).map((r) => [r.firewall, r.node, r.firstSeen, r.expires]),
+      [['fw2', 'ib', now, now + 90000]],
+      'with its expiry, and the later first sight kept',
+    );
+    t.equal(await ib.put([{ ...later, firewall: 'fw3', firstSeen: now + 50 }], now), 1, 'the same connection seen a little later by another node is taken');
+    t.equal(await ob.delete([{ id, firewall: 'fw3', firstSeen: now - 2000 }], now), 0, 'an earlier connection ended on the same firewall leaves it');
+    t.equal(await ob.put([{ ...later, firewall: 'fw1' }], now), 1, 'the record moves again');
+    t.equal(await ob.delete([{ id, firewall: 'fw1', firstSeen: now + 30 }], now), 1, 'its own end takes it');
+    await sleep(300);
+    t.same(
+      events.filter((e) => e.type === 'moved').length,
+      3,
+      'announced: the move to fw3, to fw1, the end; not the refused write',
+    );
+  });
+
   await t.test('admin state with a time: the first share of a change gives every node its time; every share is announced', async (t) => {
     const events: TableEvent[] = [];
     const sub = await ib.subscribe((e) => events.push(e));

@@ -101,8 +101,13 @@ export class SessionCache {
     if (!set.size) g.delete(fw);
   }
 
+  /**
+   * An ended session: its record goes while it holds the firewall the end was seen on, as in Redis (see the session
+   * table's DEL script); one on another firewall is a later connection's on the same tuple.
+   */
   delete(rec: SessionRecord): void {
-    this.deleteId(sessionId(rec));
+    const id = sessionId(rec);
+    if (this.firewallOf(id) === rec.firewall) this.deleteId(id);
   }
 
   /** Sessions cached on each firewall: the groups' sizes, so the cost is the buckets times the firewalls. */

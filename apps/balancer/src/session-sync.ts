@@ -85,6 +85,18 @@ export function answered(e: CtEntry): boolean {
 const ENDED = new Set(['FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE']);
 
 /**
+ * A TCP connection that is over while its entry lives on: both ends closed (TIME_WAIT) or one reset it (CLOSE). A
+ * re-sync ends its record again rather than writing it. Why: its end may have been lost with Redis (a failover), and
+ * a client that reuses the port (a CGNAT, a proxy) starts a new connection on the tuple within seconds; a re-sync
+ * that wrote the ended connection back would make every node without state of its own send the new connection's
+ * packets to the ended one's firewall. Not FIN_WAIT or CLOSE_WAIT: a half-closed connection still carries data the
+ * other way.
+ */
+export function isOver(e: CtEntry): boolean {
+  return e.orig.proto === 6 && (e.tcpState === 'TIME_WAIT' || e.tcpState === 'CLOSE');
+}
+
+/**
  * What a DESTROY event means for the shared record. Why not always delete: conntrack destroys live entries too
  * (`conntrack -F`, a reboot, eviction under pressure), and the twin may still hold the session; a DESTROY event
  * also carries no ct label, so its orientation cannot be derived from it. A TCP entry that saw FIN or
@@ -108,6 +120,8 @@ export function recordTtl(resyncMs: number): { min: number; max: number } {
 const ctKey = (e: CtEntry): number | string => e.id ?? `${e.orig.src}:${e.orig.sport}>${e.orig.dst}:${e.orig.dport}/${e.orig.proto}`;
 
 type Pending = { op: 'put' | 'delete' | 'grace'; rec: SessionRecord };
+/** A flow this node tracks: its orientation, its record once answered, and whether that record ended (see isOver). */
+type Flow = { sideFirst: boolean; rec: SessionRecord | null; ended?: boolean };
 
 export class SessionSync {
   /** The last operation per session id since the previous flush (a later event for the same id wins). */
@@ -118,7 +132,7 @@ export class SessionSync {
    * flow was answered. Orientation is decided once, from NEW or a dump, never from a later event.
    * Rebuilt from every dump, so it is bounded by the kernel's own table.
    */
-  private flows = new Map<number | string, { sideFirst: boolean; rec: SessionRecord | null }>();
+  private flows = new Map<number | string, Flow>();
   private timer: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
   private behind = false;
@@ -160,7 +174,7 @@ export class SessionSync {
   /** How many sessions this node holds in the shared table's sense (answered, fwlb's). */
   get held(): number {
     let n = 0;
-    for (const f of this.flows.values()) if (f.rec) n++;
+    for (const f of this.flows.values()) if (f.rec && !f.ended) n++;
     return n;
   }
 
@@ -169,9 +183,10 @@ export class SessionSync {
     for (const { kind, entry } of batch) {
       const key = ctKey(entry);
       if (kind === 'destroy') {
-        const rec = this.flows.get(key)?.rec;
+        const flow = this.flows.get(key);
         this.flows.delete(key);
-        if (!rec) continue; // never answered, or not fwlb's: never recorded
+        const rec = flow?.rec;
+        if (!rec || flow.ended) continue; // never answered, not fwlb's, or its end already written
         const op = destroyAction(entry);
         this.pending.set(sessionId(rec), { op, rec });
         this.o.onChange?.(op, rec);
@@ -190,6 +205,7 @@ export class SessionSync {
         flow = { sideFirst: entry.labels?.includes(SIDE_LABEL) ?? false, rec: null };
         this.flows.set(key, flow);
       }
+      if (flow.ended) continue;
       if (!answered(entry)) continue;
       if (flow.rec && flow.rec.firewall === fw) continue; // already recorded (the REPLY and ASSURED events of one TCP session)
       const rec = this.record(entry, fw, now, flow.sideFirst);
@@ -206,7 +222,7 @@ export class SessionSync {
     const by = { put: [] as SessionRecord[], delete: [] as SessionEnd[], grace: [] as string[] };
     for (const [id, p] of this.pending) {
       if (p.op === 'put') by.put.push(p.rec);
-      else if (p.op === 'delete') by.delete.push({ id, firewall: p.rec.firewall });
+      else if (p.op === 'delete') by.delete.push({ id, firewall: p.rec.firewall, firstSeen: p.rec.firstSeen });
       else by.grace.push(id);
     }
     this.pending.clear();
@@ -258,18 +274,23 @@ export class SessionSync {
     const entries = await this.o.dump();
     const now = this.now();
     const recs: SessionRecord[] = [];
+    // Connections that are over are ended again, not written: their end may have been lost with Redis.
+    const over: SessionRecord[] = [];
     const flows: typeof this.flows = new Map();
     for (const e of entries) {
       const fw = tracked(e, this.o.firewallOf);
       if (!fw) continue;
       const sideFirst = e.labels?.includes(SIDE_LABEL) ?? false;
       const rec = answered(e) ? this.record(e, fw, now, sideFirst) : null;
-      if (rec) recs.push(rec);
-      flows.set(ctKey(e), { sideFirst, rec });
+      const ended = rec !== null && isOver(e);
+      if (rec) (ended ? over : recs).push(rec);
+      flows.set(ctKey(e), { sideFirst, rec, ended });
     }
     this.flows = flows;
     await this.o.store.put(recs, now);
+    if (over.length) await this.o.store.delete(over.map((r) => ({ id: sessionId(r), firewall: r.firewall, firstSeen: r.firstSeen })));
     for (const r of recs) this.o.onChange?.('put', r);
+    for (const r of over) this.o.onChange?.('delete', r);
     this.behind = false;
     this.metrics.resyncs++;
     this.metrics.lastResync = { at: now, sessions: recs.length, ms: this.now() - t0 };

@@ -1,20 +1,38 @@
 // The session table's Lua scripts and their typed commands: each touches the keys of one Redis Cluster slot (its
 // KEYS share a hash tag; the slot checker's unit test runs every one). I/O layer of libs/session-table.
 /**
+ * How far apart two nodes' first sights of one connection may be (ms): their clocks' disagreement plus the time a
+ * packet takes from the first node to the last. A record first seen more than this before the one Redis holds on
+ * its tuple is an earlier connection's (a client reused its port); it never replaces or ends the later one's.
+ */
+export const SAME_START_MS = 100;
+
+/**
  * Lua keeps each batch atomic (ioredis defineCommand). KEYS: the bucket's hash, grace set and ended hash. ARGV: the
  * channel, the time (ms), then id and value pairs. A record that takes another firewall than the one before it on
- * its id is announced as moved: the record it replaces, or the mark an ended one left (see DEL) while it lasts.
+ * its id is announced as moved: the record it replaces, or the mark an ended one left (see DEL) while it lasts. A
+ * record of an earlier connection than the one Redis holds on its id (see SAME_START_MS) is refused when it names
+ * another firewall: a node re-writing what its conntrack still holds of an ended connection (a re-sync after Redis
+ * came back) would otherwise send the later one's packets to the earlier one's firewall. On the same firewall it is
+ * taken, keeping the later first sight. Returns how many records were stored.
  */
 const PUT = `
 local moved = {}
+local stored = 0
 local graced = redis.call('EXISTS', KEYS[2]) == 1
 local ended = redis.call('EXISTS', KEYS[3]) == 1
 local now = tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
-  local fw = string.match(ARGV[i + 1], '^%S+')
+  local v = ARGV[i + 1]
+  local fw, node, first, exp = string.match(v, '^(%S+) (%S+) (%d+) (%d+)$')
   local old = redis.call('HGET', KEYS[1], ARGV[i])
   if old then
-    if string.match(old, '^%S+') ~= fw then moved[#moved + 1] = ARGV[i] end
+    local ofw, ofirst = string.match(old, '^(%S+) %S+ (%d+)')
+    if ofw ~= fw then
+      if first and ofirst and tonumber(ofirst) > tonumber(first) + ${SAME_START_MS} then v = nil else moved[#moved + 1] = ARGV[i] end
+    elseif first and ofirst and tonumber(ofirst) > tonumber(first) then
+      v = fw .. ' ' .. node .. ' ' .. ofirst .. ' ' .. exp
+    end
   elseif ended then
     local e = redis.call('HGET', KEYS[3], ARGV[i])
     if e then
@@ -23,24 +41,32 @@ for i = 3, #ARGV, 2 do
       redis.call('HDEL', KEYS[3], ARGV[i])
     end
   end
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  if graced then redis.call('ZREM', KEYS[2], ARGV[i]) end
+  if v then
+    redis.call('HSET', KEYS[1], ARGV[i], v)
+    if graced then redis.call('ZREM', KEYS[2], ARGV[i]) end
+    stored = stored + 1
+  end
 end
 if #moved > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({ type = 'moved', ids = moved })) end
-return (#ARGV - 2) / 2`;
+return stored`;
 /**
  * Sessions that ended. KEYS: the bucket's hash, grace set and ended hash. ARGV: the channel, how long the end is
- * remembered (until, ms), then id and firewall pairs. A record goes only while it holds the firewall its end was seen
- * on: a record with another is a later connection's on the same tuple (a client that reused its port, whose
- * record landed before the earlier connection's end). Each one that goes leaves its firewall in the ended hash until
- * then: a later connection on the tuple that takes another firewall is announced as moved (see PUT), so that a node
- * still holding the earlier connection's entry or start record lets it go.
+ * remembered (until, ms), then id, firewall and first-sight triples (an empty first sight: unknown). A record goes
+ * only while it holds the firewall its end was seen on and was first seen no later than the ended connection (see
+ * SAME_START_MS): a record with another firewall, or a later start, is a later connection's on the same tuple (a
+ * client that reused its port, whose record landed before the earlier connection's end). Each one that goes leaves
+ * its firewall in the ended hash until then: a later connection on the tuple that takes another firewall is
+ * announced as moved (see PUT), so that a node still holding the earlier connection's entry or start record lets it
+ * go.
  */
 const DEL = `
 local gone = {}
-for i = 3, #ARGV, 2 do
+for i = 3, #ARGV, 3 do
   local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old and string.match(old, '^%S+') == ARGV[i + 1] then
+  local ofw, ofirst
+  if old then ofw, ofirst = string.match(old, '^(%S+) %S+ (%d+)') end
+  local first = tonumber(ARGV[i + 2])
+  if ofw == ARGV[i + 1] and not (first and ofirst and tonumber(ofirst) > first + ${SAME_START_MS}) then
     redis.call('HDEL', KEYS[1], ARGV[i])
     redis.call('ZREM', KEYS[2], ARGV[i])
     redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1] .. ' ' .. ARGV[2])
@@ -141,7 +167,7 @@ return 0`;
 /** The scripts as ioredis commands (defineCommand adds them to the client). */
 export type Commands = {
   fwlbPut(hash: string, grace: string, ended: string, channel: string, now: number, ...args: string[]): Promise<number>;
-  fwlbDel(hash: string, grace: string, ended: string, channel: string, until: number, ...idFirewalls: string[]): Promise<number>;
+  fwlbDel(hash: string, grace: string, ended: string, channel: string, until: number, ...idFirewallFirsts: (string | number)[]): Promise<number>;
   fwlbGrace(hash: string, grace: string, until: number, ...ids: string[]): Promise<number>;
   fwlbReap(hash: string, grace: string, ended: string, now: number): Promise<number>;
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;

@@ -29,6 +29,11 @@ export const ENDED_MS = 10_000;
 export interface SessionEnd {
   id: string;
   firewall: string;
+  /**
+   * When the ended connection was first seen (ms): a record first seen later than this (see SAME_START_MS) is a
+   * later connection's and stays. Without it, the firewall alone decides.
+   */
+  firstSeen?: number;
 }
 
 /** Records per Lua call; a write of more makes several calls of one bucket. */
@@ -114,9 +119,12 @@ export class SessionTable extends SharedControl {
     return Promise.all(byBucket(items, bucket).map(([b, batch]) => call(b, batch)));
   }
 
-  /** Write sessions: per bucket, in batches of 1,000 per Lua call. */
+  /**
+   * Write sessions: per bucket, in batches of 1,000 per Lua call. Returns how many were stored: a record of an earlier
+   * connection than the one Redis holds on its tuple is not (see the PUT script).
+   */
   async put(records: SessionRecord[], now = Date.now()): Promise<number> {
-    await this.perBucket(
+    const replies = await this.perBucket(
       records,
       (r) => this.bucketOf(r),
       (b, batch) => {
@@ -125,7 +133,7 @@ export class SessionTable extends SharedControl {
         return this.r.fwlbPut(this.keys.sessions(b), this.keys.grace(b), this.keys.ended(b), this.channel, now, ...args);
       },
     );
-    return records.length;
+    return replies.reduce<number>((n, v) => n + Number(v), 0);
   }
 
   /** The records of these ids as Redis holds them now (absent ids, and values that fail the strict decode, are left out). */
@@ -142,8 +150,8 @@ export class SessionTable extends SharedControl {
   }
 
   /**
-   * Records of sessions that ended, each only while it holds the firewall given (see the DEL script); returns how
-   * many went.
+   * Records of sessions that ended, each only while it holds the firewall given and no later connection's start (see
+   * the DEL script); returns how many went.
    */
   async delete(ends: readonly SessionEnd[], now = Date.now()): Promise<number> {
     const replies = await this.perBucket(
@@ -156,7 +164,7 @@ export class SessionTable extends SharedControl {
           this.keys.ended(b),
           this.channel,
           now + ENDED_MS,
-          ...batch.flatMap((e) => [e.id, e.firewall]),
+          ...batch.flatMap((e) => [e.id, e.firewall, e.firstSeen ?? '']),
         ),
     );
     return replies.reduce<number>((n, v) => n + Number(v), 0);
