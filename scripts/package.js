@@ -65,6 +65,7 @@ copy(join(REPO, 'libs/health/helper'), join(lib, 'libs/health/helper'));
 const { name, version, description, license, engines } = pkg;
 fs.writeFileSync(join(lib, 'package.json'), `${JSON.stringify({ name, version, description, license, engines, private: true }, null, 2)}\n`);
 copy(join(REPO, 'deploy/package/launch.js'), join(lib, 'launch.js'), 0o644);
+copy(join(REPO, 'deploy/package/node-flags'), join(lib, 'node-flags'), 0o644);
 
 // The commands on PATH, the units and what an operator reads or copies.
 for (const c of ['fwlb', 'fwlb-slb', 'fwlbctl', 'fwlb-conntrack']) copy(join(REPO, 'deploy/package/command.sh'), join(root, 'usr/bin', c), 0o755);

@@ -33,6 +33,7 @@ t.test('the package builds and holds what runs, nothing of the lab', async (t) =
     'usr/bin/fwlbctl',
     'usr/bin/fwlb-conntrack',
     'usr/lib/fwlb/launch.js',
+    'usr/lib/fwlb/node-flags',
     'usr/lib/fwlb/apps/balancer/dist/main.js',
     'usr/lib/fwlb/libs/health/helper/fwlb-probe.py',
     'usr/lib/systemd/system/fwlb.service',

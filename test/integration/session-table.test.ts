@@ -171,11 +171,7 @@ async function suite(t: Test, server: Server) {
     t.equal(await ob.put([{ ...later, firewall: 'fw1' }], now), 1, 'the record moves again');
     t.equal(await ob.delete([{ id, firewall: 'fw1', firstSeen: now + 30 }], now), 1, 'its own end takes it');
     await sleep(300);
-    t.same(
-      events.filter((e) => e.type === 'moved').length,
-      3,
-      'announced: the move to fw3, to fw1, the end; not the refused write',
-    );
+    t.same(events.filter((e) => e.type === 'moved').length, 3, 'announced: the move to fw3, to fw1, the end; not the refused write');
   });
 
   await t.test('admin state with a time: the first share of a change gives every node its time; every share is announced', async (t) => {

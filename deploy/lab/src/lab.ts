@@ -1,5 +1,5 @@
 // Builds and tears down the namespace sandwich, starts servers and balancer nodes; I/O layer of deploy/lab.
-import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
@@ -28,6 +28,10 @@ export const REPO = resolve(__dirname, '../../..');
 export const BALANCER_MAIN = join(REPO, 'apps/balancer/dist/main.js');
 export const AGENT = join(__dirname, 'agent.js');
 export const SLB_MAIN = join(REPO, 'apps/slb/dist/main.js');
+/** Node.js's options for the agents, as the package's commands give them (deploy/package/node-flags). */
+export const NODE_FLAGS = readFileSync(join(REPO, 'deploy/package/node-flags'), 'utf8')
+  .split('\n')
+  .filter((l) => l && !l.startsWith('#'));
 /** Hostile and junk packets from a raw socket (deploy/lab/tools/spoof.py). */
 export const SPOOF = join(REPO, 'deploy/lab/tools/spoof.py');
 
@@ -332,7 +336,16 @@ export class Lab {
    */
   async startNode(role: NodeRole, wrap: string[] = [], ms = 15000, nodeArgs: string[] = []): Promise<NodeProc> {
     const ns = this.ns(nodeNs(role));
-    const p = spawnInNs(ns, [...wrap, process.execPath, ...nodeArgs, role in this.t.slbs ? SLB_MAIN : BALANCER_MAIN, 'run', '--config', this.configPath(role)]);
+    const p = spawnInNs(ns, [
+      ...wrap,
+      process.execPath,
+      ...NODE_FLAGS,
+      ...nodeArgs,
+      role in this.t.slbs ? SLB_MAIN : BALANCER_MAIN,
+      'run',
+      '--config',
+      this.configPath(role),
+    ]);
     this.procs.push(p);
     const log: string[] = [];
     const onData = (d: Buffer) => log.push(...d.toString().split('\n').filter(Boolean));

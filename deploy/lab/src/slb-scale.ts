@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deleteNs, inNs, run, spawnInNs } from './netns';
-import { SLB_MAIN } from './lab';
+import { NODE_FLAGS, SLB_MAIN } from './lab';
 
 export const SCALE_TOKEN = 'scale-token-0123456789abcdef';
 
@@ -114,6 +114,7 @@ export class ScaleSlb {
       'env',
       `PATH=${join(this.dir, 'bin')}:${process.env.PATH}`,
       process.execPath,
+      ...NODE_FLAGS,
       ...nodeArgs,
       SLB_MAIN,
       'run',
