@@ -13,7 +13,7 @@ import type { Reconciler } from './reconciler';
 import type { NetlinkElements } from '@fwlb/nft';
 import { connRecordOps, TABLE_FAMILY, TABLE_NAME } from './render';
 import { firewallIndex, FirewallIndex, SessionReads, SessionReadsDeps } from './session-reads';
-import { answered, recordTtl, SessionSync, tracked } from './session-sync';
+import { answered, isOver, recordTtl, SessionSync, tracked } from './session-sync';
 import { throttledRead } from '@fwlb/service';
 
 /** What the API serves about sessions. */
@@ -261,10 +261,10 @@ export class SessionLayer implements SessionsHandle {
   }
 
   /**
-   * Sessions this node's conntrack holds. Why throttled: the count is a full conntrack dump; an unauthenticated client
+   * Sessions this node's conntrack holds: answered, fwlb's, not over (a re-sync ends those records). Why throttled: the count is a full conntrack dump; an unauthenticated client
    * asking in a loop must not turn that into a dump per request.
    */
-  readonly kernelCount = throttledRead(() => dumpConntrack().then((es) => es.filter((e) => tracked(e, this.firewallOf) && answered(e)).length));
+  readonly kernelCount = throttledRead(() => dumpConntrack().then((es) => es.filter((e) => tracked(e, this.firewallOf) && answered(e) && !isOver(e)).length));
 
   private async count(): Promise<{ redis: number | null; grace: number | null; kernel: number; redisError?: string }> {
     const kernel = await this.kernelCount();

@@ -45,6 +45,8 @@ export interface KernelSession {
   mark: number;
   /** TCP: ASSURED; UDP: a reply was seen (the shared table's notion of a session). */
   answered: boolean;
+  /** TCP in TIME_WAIT or CLOSE: the connection is over (the shared table ends such a record). */
+  over: boolean;
 }
 
 /** A node process: `outside`, `inside` and `slb`, or with nodesPerSide > 1 a balancer's name (ob1, ib2, ...). */
@@ -675,6 +677,7 @@ export class Lab {
         dport: Number(m[6]),
         mark: Number(/ mark=(\d+)/.exec(line)?.[1] ?? 0),
         answered: tcp ? line.includes('[ASSURED]') : !line.includes('[UNREPLIED]'),
+        over: tcp && /^tcp\s+\d+\s+\d+\s+(TIME_WAIT|CLOSE)\s/.test(line),
       });
     }
     return out;
