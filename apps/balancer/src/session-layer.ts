@@ -261,8 +261,9 @@ export class SessionLayer implements SessionsHandle {
   }
 
   /**
-   * Sessions this node's conntrack holds: answered, fwlb's, not over (a re-sync ends those records). Why throttled: the count is a full conntrack dump; an unauthenticated client
-   * asking in a loop must not turn that into a dump per request.
+   * Sessions this node's conntrack holds: answered, fwlb's, not over (a re-sync ends those records). Why throttled:
+   * the count is a full conntrack dump; an unauthenticated client asking in a loop must not turn that into a dump per
+   * request.
    */
   readonly kernelCount = throttledRead(() => dumpConntrack().then((es) => es.filter((e) => tracked(e, this.firewallOf) && answered(e) && !isOver(e)).length));
 
