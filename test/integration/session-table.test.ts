@@ -38,6 +38,14 @@ async function suite(t: Test, server: Server) {
   });
   const ob = new SessionTable(a, 'ob', 'test:', DEFAULT_LAYOUT);
   const ib = new SessionTable(b, 'ib', 'test:', DEFAULT_LAYOUT);
+  /** The twin's view of the events channel, for the rest of test `t` (subscribed, and given time to settle). */
+  const subscribed = async (t: Test): Promise<TableEvent[]> => {
+    const events: TableEvent[] = [];
+    const sub = await ib.subscribe((e) => events.push(e));
+    t.teardown(() => sub.close());
+    await sleep(200);
+    return events;
+  };
   const rawClient = async (t: Test) => {
     const raw = connect({ ...server.options, node: 'x' });
     t.teardown(() => raw.disconnect());
@@ -62,10 +70,7 @@ async function suite(t: Test, server: Server) {
   });
 
   await t.test('a record that changes its firewall, or is deleted, is announced with its id; a rewrite on the same firewall is not', async (t) => {
-    const events: TableEvent[] = [];
-    const sub = await ib.subscribe((e) => events.push(e));
-    t.teardown(() => sub.close());
-    await sleep(200);
+    const events = await subscribed(t);
     const now = Date.now();
     const [a1, a2] = sessions(2, now, 60000, () => 'fw1').map((r) => ({ ...r, innerPort: 7100 }));
     const id = (r: SessionRecord) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`;
@@ -98,10 +103,7 @@ async function suite(t: Test, server: Server) {
   await t.test(
     "a reused tuple: an ended session's firewall is remembered, so a later connection on another firewall is announced; a late end leaves a later record",
     async (t) => {
-      const events: TableEvent[] = [];
-      const sub = await ib.subscribe((e) => events.push(e));
-      t.teardown(() => sub.close());
-      await sleep(200);
+      const events = await subscribed(t);
       const now = Date.now();
       const [r1, r2, r3, r4] = sessions(4, now, 60000, () => 'fw1').map((r) => ({ ...r, innerPort: 7200 }));
       const id = (r: SessionRecord) => `${r.outerAddr}:${r.outerPort}>${r.innerAddr}:${r.innerPort}/${r.proto}`;
@@ -143,10 +145,7 @@ async function suite(t: Test, server: Server) {
   );
 
   await t.test('records are ordered by their connection start: an earlier connection never replaces or ends a later one on its tuple', async (t) => {
-    const events: TableEvent[] = [];
-    const sub = await ib.subscribe((e) => events.push(e));
-    t.teardown(() => sub.close());
-    await sleep(200);
+    const events = await subscribed(t);
     const now = Date.now();
     const [later] = sessions(1, now, 60000, () => 'fw2').map((r) => ({ ...r, innerPort: 7300 }));
     const earlier = { ...later, firewall: 'fw1', node: 'ib', firstSeen: now - 2000 };
@@ -175,10 +174,7 @@ async function suite(t: Test, server: Server) {
   });
 
   await t.test('admin state with a time: the first share of a change gives every node its time; every share is announced', async (t) => {
-    const events: TableEvent[] = [];
-    const sub = await ib.subscribe((e) => events.push(e));
-    t.teardown(() => sub.close());
-    await sleep(200);
+    const events = await subscribed(t);
     t.has(await ob.setAdmin('fwA', false, 5000), { enabled: false, at: 5000 });
     t.has(await ib.setAdmin('fwA', false, 7000), { enabled: false, at: 5000 }, 'the same change from another node keeps the first time');
     t.has(await ib.setAdmin('fwA', true, 9000), { enabled: true, at: 9000 });
@@ -206,10 +202,7 @@ async function suite(t: Test, server: Server) {
   });
 
   await t.test('one leader at a time; epochs are published and announced', async (t) => {
-    const events: TableEvent[] = [];
-    const sub = await ib.subscribe((e) => events.push(e));
-    t.teardown(() => sub.close());
-    await sleep(200);
+    const events = await subscribed(t);
     t.equal(await ob.lead(400), true, 'ob takes the lock');
     t.equal(await ib.lead(400), false, 'ib cannot while ob holds it');
     t.equal(await ob.lead(400), true, 'ob renews');

@@ -120,6 +120,8 @@ export function recordTtl(resyncMs: number): { min: number; max: number } {
 const ctKey = (e: CtEntry): number | string => e.id ?? `${e.orig.src}:${e.orig.sport}>${e.orig.dst}:${e.orig.dport}/${e.orig.proto}`;
 
 type Pending = { op: 'put' | 'delete' | 'grace'; rec: SessionRecord };
+/** The end of a recorded session, with its start, so that a later connection's record on the tuple stays. */
+const endOf = (rec: SessionRecord, id = sessionId(rec)): SessionEnd => ({ id, firewall: rec.firewall, firstSeen: rec.firstSeen });
 /** A flow this node tracks: its orientation, its record once answered, and whether that record ended (see isOver). */
 type Flow = { sideFirst: boolean; rec: SessionRecord | null; ended?: boolean };
 
@@ -222,7 +224,7 @@ export class SessionSync {
     const by = { put: [] as SessionRecord[], delete: [] as SessionEnd[], grace: [] as string[] };
     for (const [id, p] of this.pending) {
       if (p.op === 'put') by.put.push(p.rec);
-      else if (p.op === 'delete') by.delete.push({ id, firewall: p.rec.firewall, firstSeen: p.rec.firstSeen });
+      else if (p.op === 'delete') by.delete.push(endOf(p.rec, id));
       else by.grace.push(id);
     }
     this.pending.clear();
@@ -288,7 +290,7 @@ export class SessionSync {
     }
     this.flows = flows;
     await this.o.store.put(recs, now);
-    if (over.length) await this.o.store.delete(over.map((r) => ({ id: sessionId(r), firewall: r.firewall, firstSeen: r.firstSeen })));
+    if (over.length) await this.o.store.delete(over.map((r) => endOf(r)));
     for (const r of recs) this.o.onChange?.('put', r);
     for (const r of over) this.o.onChange?.('delete', r);
     this.behind = false;

@@ -36,6 +36,9 @@ export interface SessionEnd {
   firstSeen?: number;
 }
 
+/** The sum of the Lua calls' counts. */
+const total = (replies: unknown[]): number => replies.reduce<number>((n, v) => n + Number(v), 0);
+
 /** Records per Lua call; a write of more makes several calls of one bucket. */
 const BATCH = 1000;
 /** Buckets read at once by a full load or a walk (each one HGETALL or HSCAN step). */
@@ -133,7 +136,7 @@ export class SessionTable extends SharedControl {
         return this.r.fwlbPut(this.keys.sessions(b), this.keys.grace(b), this.keys.ended(b), this.channel, now, ...args);
       },
     );
-    return replies.reduce<number>((n, v) => n + Number(v), 0);
+    return total(replies);
   }
 
   /** The records of these ids as Redis holds them now (absent ids, and values that fail the strict decode, are left out). */
@@ -167,13 +170,13 @@ export class SessionTable extends SharedControl {
           ...batch.flatMap((e) => [e.id, e.firewall, e.firstSeen ?? '']),
         ),
     );
-    return replies.reduce<number>((n, v) => n + Number(v), 0);
+    return total(replies);
   }
 
   /** Sessions that no node holds any more get a grace expiry `until` (ms); returns how many moved. */
   async grace(ids: string[], until: number): Promise<number> {
     const replies = await this.perBucket(ids, this.bucketOfId, (b, batch) => this.r.fwlbGrace(this.keys.sessions(b), this.keys.grace(b), until, ...batch));
-    return replies.reduce<number>((n, v) => n + Number(v), 0);
+    return total(replies);
   }
 
   /** Every bucket of the layout, in order. */
