@@ -14,6 +14,12 @@ function eventsAround(r: ChurnResult, times: number[], before: number, after: nu
 /** Why connections failed: when, the changes around then, the ICMP unreachables, and the first failed flows' paths. */
 export function failureReport(lab: Lab, r: ChurnResult): string {
   const ago = agoFrom(Date.now());
+  // With FWLB_FAULTS_REPORT, every failure and event with its clock time goes to FILE.failed, beside the node logs.
+  if (process.env.FWLB_FAULTS_REPORT) {
+    const iso = (at: number) => new Date(at).toISOString();
+    const failed = r.failedAt.map((at, i) => `${iso(at)} :${r.failedPorts[i]}`);
+    writeFileSync(`${process.env.FWLB_FAULTS_REPORT}.failed`, JSON.stringify({ failed, events: r.events.map((e) => `${iso(e.at)} ${e.what}`) }, null, 1));
+  }
   return JSON.stringify({
     at: r.failedAt.slice(0, 5).map(ago),
     events: eventsAround(r, r.failedAt, 5000, 1000, ago),

@@ -1,6 +1,6 @@
 // Test helper: a real redis-server on loopback, in a directory of its own, stopped at teardown even when a test fails.
 import { spawnSync, ChildProcess } from 'node:child_process';
-import { launch, Place, spawnAt } from '@fwlb/lab';
+import { launch, Place, portBase, spawnAt } from '@fwlb/lab';
 export { startCluster } from '@fwlb/lab';
 export type { Place, RedisCluster } from '@fwlb/lab';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +19,7 @@ export interface RedisServer {
 
 export async function startRedis(t: { teardown(fn: () => void): void }, extra: string[] = []): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-redis-'));
-  const port = 20000 + Math.floor(Math.random() * 30000);
+  const port = portBase(1);
   const s: RedisServer = {
     port,
     url: `redis://127.0.0.1:${port}`,
@@ -61,7 +61,7 @@ export interface SentinelSet {
 export async function startSentinels(t: { teardown(fn: () => void): void }, at: Place = {}): Promise<SentinelSet> {
   const host = at.host ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-sentinel-'));
-  const base = at.base ?? 20000 + Math.floor(Math.random() * 30000);
+  const base = at.base ?? portBase();
   const procs: ChildProcess[] = [];
   t.teardown(() => {
     for (const p of procs) p.kill('SIGKILL');

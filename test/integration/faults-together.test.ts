@@ -5,7 +5,7 @@
 // Routes that move flows between the nodes are left out: with reused ports they still cost a rare connection
 // (docs/limits.md, "a connection moved before it was answered"); FWLB_FAULTS_MOVES=1 adds them.
 import { t, Test } from 'tap';
-import { ChurnResult, Lab, MGMT_NET, PeriodicFault, churn } from '@fwlb/lab';
+import { ChurnResult, Lab, MGMT_NET, PeriodicFault, churn, portBase } from '@fwlb/lab';
 import { dropReport, failureReport } from '../helpers/churn-report';
 import { ROUTE_MOVES } from '../helpers/port-reuse';
 import { startLab } from '../helpers/lab';
@@ -19,7 +19,7 @@ const RESTART_MS = Number(process.env.FWLB_FAULTS_RESTART_MS ?? 17000);
 const FAILOVER_MS = Number(process.env.FWLB_FAULTS_FAILOVER_MS ?? 29000);
 
 t.test('faults together for minutes', async (t) => {
-  const base = 20000 + Math.floor(Math.random() * 30000);
+  const base = portBase();
   const host = `${MGMT_NET}.1`;
   const sentinels = [2, 3, 4].map((i) => ({ host, port: base + i }));
   const lab = await startLab(t, { mgmt: true, nodesPerSide: 2, sessionTable: { sentinels, primaryName: 'fwlb', heartbeatSeconds: 2 } });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, ready, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
 import { startRedis } from '../helpers/redis';
+import { portBase } from '@fwlb/lab';
 
 t.test('TLS and AUTH', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-tls-'));
@@ -30,7 +31,7 @@ t.test('TLS and AUTH', async (t) => {
     'subjectAltName=IP:127.0.0.1',
   ]);
   t.equal(gen.status, 0, 'a self-signed certificate');
-  const tlsPort = 20000 + Math.floor(Math.random() * 30000);
+  const tlsPort = portBase(1);
   const redis = await startRedis(t, [
     '--tls-port',
     String(tlsPort),

@@ -4,7 +4,7 @@
 // cluster after its failover: a firewall leaves and rejoins under long-lived streams and both nodes lose their state
 // (conntrack flushed, controllers restarted): the pins come back from the cluster and no stream breaks.
 import { t } from 'tap';
-import { drive, ECHO_PORT, MGMT_NET } from '@fwlb/lab';
+import { drive, ECHO_PORT, MGMT_NET, portBase } from '@fwlb/lab';
 import { tableKeys } from '@fwlb/session-table';
 import { startLab } from '../helpers/lab';
 import { convergeSessions, firewallChanges, nodesSurvived } from '../helpers/sessions';
@@ -14,7 +14,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const roles = ['outside', 'inside'] as const;
 
 t.test('both balancer nodes on a Redis Cluster: a master dies during traffic, writes resume, no stream breaks', async (t) => {
-  const base = 20000 + Math.floor(Math.random() * 9000);
+  const base = portBase(10006);
   const host = `${MGMT_NET}.1`;
   const nodes = [0, 1, 2, 3, 4, 5].map((i) => ({ host, port: base + i }));
   const lab = await startLab(t, { mgmt: true, sessionTable: { cluster: nodes.slice(0, 2) } });

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, ready, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
-import { waitForLine } from '@fwlb/lab';
+import { portBase, waitForLine } from '@fwlb/lab';
 
 const PASSWORD = 'fwlb-sentinel-secret-42';
 
@@ -38,7 +38,7 @@ t.test('TLS to the sentinels: no AUTH in clear', async (t) => {
     ]).status,
     0,
   );
-  const base = 20000 + Math.floor(Math.random() * 30000);
+  const base = portBase();
   const [primaryPort, sentinelPort] = [base, base + 1];
   const tls = ['tls-cert-file', cert, 'tls-key-file', key, 'tls-ca-cert-file', cert, 'tls-auth-clients', 'no'];
   const start = async (args: string[], ready: RegExp, what: string) => {

@@ -4,7 +4,7 @@
 import { t } from 'tap';
 import Redis from 'ioredis';
 import { connect, SessionRecord, SessionTable, DEFAULT_LAYOUT } from '@fwlb/session-table';
-import { drive, ECHO_PORT, MGMT_NET } from '@fwlb/lab';
+import { drive, ECHO_PORT, MGMT_NET, portBase } from '@fwlb/lab';
 import { startLab } from '../helpers/lab';
 import { convergeSessions, nodesSurvived } from '../helpers/sessions';
 import { startSentinels } from '../helpers/redis';
@@ -74,7 +74,7 @@ t.test('Sentinel failover', async (t) => {
 });
 
 t.test('both balancer nodes on Sentinel: the primary dies during traffic, no controller crashes, writes resume', async (t) => {
-  const base = 20000 + Math.floor(Math.random() * 30000);
+  const base = portBase();
   const host = `${MGMT_NET}.1`;
   const sentinels = [2, 3, 4].map((i) => ({ host, port: base + i }));
   const lab = await startLab(t, { mgmt: true, sessionTable: { sentinels, primaryName: 'fwlb' } });

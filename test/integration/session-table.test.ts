@@ -189,6 +189,34 @@ async function suite(t: Test, server: Server) {
     t.equal(events.filter((e) => e.type === 'admin').length, 3, 'three shares, three announcements');
   });
 
+  await t.test('a subscriber whose connection broke subscribes again and says so, for its node to read what it missed', async (t) => {
+    const events: TableEvent[] = [];
+    let confirmed = 0;
+    const sub = await ib.subscribe(
+      (e) => events.push(e),
+      () => confirmed++,
+    );
+    t.teardown(() => sub.close());
+    t.equal(confirmed, 1, 'confirmed once it is subscribed');
+    const raw = await rawClient(t);
+    const cluster = 'nodes' in raw;
+    const servers: RedisLike[] = cluster ? (raw as Cluster).nodes('master') : [raw];
+    for (const s of servers) await s.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    if (cluster) {
+      // ioredis' Cluster moves its subscriber to another node without a word: a node reads again each heartbeat.
+      await sleep(1000);
+    } else {
+      for (let i = 0; i < 50 && confirmed < 2; i++) await sleep(100);
+      t.equal(confirmed, 2, 'and again once the reconnected subscriber is subscribed');
+    }
+    await ob.setAdmin('fwS', false, 1000);
+    for (let i = 0; i < 30 && !events.some((e) => e.type === 'admin'); i++) await sleep(100);
+    t.ok(
+      events.some((e) => e.type === 'admin'),
+      'announcements reach it again',
+    );
+  });
+
   await t.test('expiry follows the conntrack timeout', async (t) => {
     const now = Date.now();
     await ob.put(

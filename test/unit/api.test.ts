@@ -71,6 +71,35 @@ t.test('GET /health and /status', async (t) => {
   );
 });
 
+t.test('a node that stops while an admin change waits for Redis refuses the change at once instead of holding its close', async (t) => {
+  const nft = modelNft();
+  const r = new Reconciler(config, nft, fakeRouting);
+  await r.reconcile();
+  let tries = 0;
+  const app = build({
+    reconciler: r,
+    token: TOKEN,
+    audit: () => undefined,
+    apply: () => r.reconcile(),
+    shareAdmin: async () => {
+      tries++;
+      throw new Error('Connection is closed.');
+    },
+    shareWaitMs: 5000,
+  });
+  const t0 = Date.now();
+  const answer = app.inject({ method: 'PUT', url: '/firewalls/fw2/admin', headers: { authorization: `Bearer ${TOKEN}` }, payload: { enabled: false } });
+  await new Promise((w) => setTimeout(w, 300));
+  t.ok(tries >= 1, `the change keeps trying to share itself (${tries} tries)`);
+  await app.close();
+  const res = await answer;
+  const answeredMs = Date.now() - t0;
+  t.ok(answeredMs < 2000, `answered at the close, not after the share's 5 s (${answeredMs} ms)`);
+  t.equal(res.statusCode, 503, res.body);
+  t.match(res.json().message, /the node is stopping/);
+  t.equal(r.membership.isEnabled('fw2'), true, 'nothing was changed');
+});
+
 t.test('Redis away: an admin change waits for it to share itself, and is refused if it cannot, unless sent with ?local=true', async (t) => {
   const nft = modelNft();
   const r = new Reconciler(config, nft, fakeRouting);

@@ -98,12 +98,22 @@ const SHARE_RETRY_MS = 200;
  * each try proposes a time `lead` ms from its own moment, so a change shared late still reaches every kernel before
  * its second. Throws the last error when the time runs out.
  */
-async function shareWithin(share: NonNullable<AppOptions['shareAdmin']>, id: string, enabled: boolean, lead: number, waitMs: number): Promise<number> {
+async function shareWithin(
+  share: NonNullable<AppOptions['shareAdmin']>,
+  id: string,
+  enabled: boolean,
+  lead: number,
+  waitMs: number,
+  closing: () => boolean,
+): Promise<number> {
   const end = Date.now() + waitMs;
   for (;;) {
     try {
       return await share(id, enabled, switchTime(Date.now() + lead));
     } catch (e) {
+      // A stopping node gives up at once: its close waits for this request, and a node whose controller is stopping
+      // applies nothing the others switch to, so the time it lingers is time it forwards on an old table.
+      if (closing()) throw new Error(`the node is stopping (${(e as Error).message})`);
       if (Date.now() + SHARE_RETRY_MS > end) throw e;
       await sleep(SHARE_RETRY_MS);
     }
@@ -190,6 +200,10 @@ interface AdminErrors {
  * sessions), then applied here; answered once in force. A change the kernel refused is taken back everywhere.
  */
 function adminRoute(app: FastifyInstance, opts: AppOptions, membership: Membership, guard: ReturnType<typeof bearerGuard>, errors: AdminErrors): void {
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.put<{ Params: { id: string }; Body: { enabled: boolean }; Querystring: { local?: 'true' | 'false' } }>(
     '/firewalls/:id/admin',
     {
@@ -215,7 +229,7 @@ function adminRoute(app: FastifyInstance, opts: AppOptions, membership: Membersh
         // A lead that cannot be estimated (Redis away) is the usual one: the change is not held up by it.
         const lead = opts.switchLead ? await opts.switchLead(id, enabled).catch(() => 0) : 0;
         try {
-          at = await shareWithin(opts.shareAdmin, id, enabled, lead, opts.shareWaitMs ?? SHARE_WAIT_MS);
+          at = await shareWithin(opts.shareAdmin, id, enabled, lead, opts.shareWaitMs ?? SHARE_WAIT_MS, () => closing);
           errors.share = null;
         } catch (e) {
           if (req.query.local !== 'true') throw Errors.NOT_SHARED(`${id}: ${(e as Error).message}`);

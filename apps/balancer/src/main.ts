@@ -283,17 +283,20 @@ async function run(path: string): Promise<void> {
   log(`listening on ${config.api.listen}`);
   // SIGHUP re-reads the config file (systemctl reload): a refused one is logged, and the node keeps its config.
   process.on('SIGHUP', () => void reload('SIGHUP').catch(() => undefined));
+  // The API closes first (an admin change in flight ends: shared and applied, or refused), and the kernel keeps
+  // following the shared state until the last moment: a stopping node that stopped applying first would forward on
+  // an old table for as long as its close took.
   stopOnSignals([
-    () => lock.release(),
-    () => runner?.stop(),
-    () => clearInterval(sampler),
-    () => routingWatch.close(),
-    () => announcer?.stop(),
+    () => app.close(),
     () => health?.stop(),
+    () => announcer?.stop(),
+    () => routingWatch.close(),
+    () => clearInterval(sampler),
+    () => runner?.stop(),
     () => sessions?.stop(),
     () => slb?.stop(),
-    () => app.close(),
     () => rtnl.close(),
+    () => lock.release(),
   ]);
 }
 

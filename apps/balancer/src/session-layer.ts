@@ -220,21 +220,30 @@ export class SessionLayer implements SessionsHandle {
         trigger();
       },
     });
+    const readAdmin = () => void this.applyAdmin().catch(() => undefined);
     if (this.redis.status === 'ready') await this.applyAdmin().catch(() => undefined);
     // Not awaited: with Redis away the subscription waits for it, and the node starts on the kernel's state meanwhile.
+    // Each time it is confirmed (at start, after a failover) the admin state is read again: a change shared between
+    // the read above and the subscription, or while the subscriber was away, has no message for this node.
     this.sub = this.table
       .subscribe((ev) => {
         if (ev.type === 'moved')
           void this.refresh(ev.ids).catch((e) => log(`session refresh failed, pins stay as they are until the next load: ${(e as Error).message}`));
-        else if (ev.type === 'admin') void this.applyAdmin().catch(() => undefined);
+        else if (ev.type === 'admin') readAdmin();
         else if (ev.type === 'health') void this.agreement.step();
         else if (ev.type === 'epoch') void this.agreement.applyEpoch().catch(() => undefined);
-      })
+      }, readAdmin)
       .catch(() => null);
     void this.agreement.publish();
     // Views are refreshed every heartbeat; the leader's lock lives for three. The view is read afresh each time: it
     // can change without a health event (a node that settles after its links came back).
-    this.intervals.push(setInterval(() => void this.agreement.publish(membership.ownView()), heartbeatMs));
+    // The admin state is read again with each view as well: a message lost otherwise costs at most a heartbeat.
+    this.intervals.push(
+      setInterval(() => {
+        void this.agreement.publish(membership.ownView());
+        readAdmin();
+      }, heartbeatMs),
+    );
     this.intervals.push(
       setInterval(() => {
         this.cache.reap(Date.now());
@@ -243,13 +252,22 @@ export class SessionLayer implements SessionsHandle {
     );
   }
 
-  /** The admin state is shared: a change made on any node applies on every node (and outlives restarts in Redis). */
+  /** Each firewall's shared admin state as last read (`enabled@at`): a read applies only the changes since. */
+  private readonly seenAdmin = new Map<string, string>();
+
+  /**
+   * The admin state is shared: a change made on any node applies on every node (and outlives restarts in Redis).
+   * Only a shared change this node has not read yet is applied, so reading again (each heartbeat, after a failover)
+   * leaves a change made here alone with `?local=true` until a shared change of that firewall replaces it.
+   */
   async applyAdmin(): Promise<void> {
     const { membership, trigger, log, onAdmin } = this.d;
     const admin = await this.table.admin();
     let changed = false;
     for (const [id, { enabled, at }] of Object.entries(admin)) {
-      if (!membership.has(id) || membership.isEnabled(id) === enabled) continue;
+      if (!membership.has(id) || this.seenAdmin.get(id) === `${enabled}@${at}`) continue;
+      this.seenAdmin.set(id, `${enabled}@${at}`);
+      if (membership.isEnabled(id) === enabled) continue;
       membership.setAdmin(id, enabled, at);
       log(`admin state from the shared table: ${id} ${enabled ? 'enabled' : 'disabled'}${at > Date.now() ? ` from ${new Date(at).toISOString()}` : ''}`);
       changed = true;

@@ -1,5 +1,5 @@
 // Builds and tears down the namespace sandwich, starts servers and balancer nodes; I/O layer of deploy/lab.
-import { existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChildProcess, spawnSync } from 'node:child_process';
 import * as http from 'node:http';
@@ -350,7 +350,12 @@ export class Lab {
     ]);
     this.procs.push(p);
     const log: string[] = [];
-    const onData = (d: Buffer) => log.push(...d.toString().split('\n').filter(Boolean));
+    // FWLB_LAB_LOGS=DIR keeps every node's output, across restarts, in DIR/<node>.log: for hunting a rare fault.
+    const keep = process.env.FWLB_LAB_LOGS ? join(process.env.FWLB_LAB_LOGS, `${role}.log`) : null;
+    const onData = (d: Buffer) => {
+      log.push(...d.toString().split('\n').filter(Boolean));
+      if (keep) appendFileSync(keep, d);
+    };
     p.stdout!.on('data', onData);
     p.stderr!.on('data', onData);
     const node = { proc: p, log };

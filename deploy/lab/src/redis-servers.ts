@@ -63,6 +63,14 @@ function masterServing(nodes: string, slot: number): number {
 }
 
 /**
+ * A random first port for a server's `span` ports on loopback or in the lab, below the kernel's ephemeral range
+ * (32768 and up by default): a port picked there may be in use by any client connection of the machine.
+ */
+export function portBase(span = 10): number {
+  return 10000 + Math.floor(Math.random() * (22768 - span));
+}
+
+/**
  * A Redis Cluster of 3 masters and 3 replicas (cluster-node-timeout 1 s) on loopback or at `at`, all stopped and
  * removed at teardown; resolves once the cluster is ok everywhere with a replica behind each master.
  */
@@ -70,7 +78,7 @@ export async function startCluster(t: { teardown(fn: () => void): void }, at: Pl
   const host = at.host ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'fwlb-cluster-'));
   // The cluster bus listens on port + 10000: both ranges must be free.
-  const base = at.base ?? 20000 + Math.floor(Math.random() * 9000);
+  const base = at.base ?? portBase(10006);
   const procs = new Map<number, ChildProcess>();
   t.teardown(() => {
     for (const p of procs.values()) p.kill('SIGKILL');

@@ -210,9 +210,12 @@ export class SharedControl {
   /**
    * Subscribe on a second connection (a subscribed connection can do nothing else). Its commands queue until it
    * is connected, and ioredis subscribes again after every reconnect, so this works while Redis is away too. On a
-   * cluster, a message published on any master reaches every node's subscribers.
+   * cluster, a message published on any master reaches every node's subscribers. What is published while the
+   * subscriber is away (a failover) is lost: `onSubscribed` runs after each subscription once it is confirmed, for
+   * the caller to read again what it follows (on a cluster only the first: ioredis' Cluster moves its subscriber to
+   * another node without an event, so a caller reads again periodically as well).
    */
-  async subscribe(onEvent: (ev: TableEvent) => void): Promise<{ close(): void }> {
+  async subscribe(onEvent: (ev: TableEvent) => void, onSubscribed?: () => void): Promise<{ close(): void }> {
     // A subscriber sends nothing but its subscription: nothing to pipeline.
     const own = { enableOfflineQueue: true, enableAutoPipelining: false };
     const sub: RedisLike = this.r instanceof Cluster ? this.r.duplicate([], own) : this.r.duplicate(own);
@@ -225,7 +228,22 @@ export class SharedControl {
       }
     });
     // Resolves once subscribed (a cluster client first learns the slot map), or after 2 s when Redis is away.
-    await Promise.race([sub.subscribe(this.channel).catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    const subscribed = sub.subscribe(this.channel).then(
+      () => onSubscribed?.(),
+      () => undefined,
+    );
+    await Promise.race([subscribed, new Promise((r) => setTimeout(r, 2000).unref())]);
+    // ioredis subscribes again on every reconnect; subscribing once more (harmless) says when that is confirmed.
+    void subscribed.then(() =>
+      sub.on(
+        'ready',
+        () =>
+          void sub.subscribe(this.channel).then(
+            () => onSubscribed?.(),
+            () => undefined,
+          ),
+      ),
+    );
     return { close: () => sub.disconnect() };
   }
 }
