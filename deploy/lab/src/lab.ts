@@ -730,6 +730,23 @@ export class Lab {
     const file = join(this.t.opts.runDir, 'lab-flow-exits.json');
     writeFileSync(file, JSON.stringify({ nftables: flowExitCommands(this.exitMarks()) }));
     for (const b of this.balancerNames()) inNs(this.ns(b), ['nft', '-j', '-f', file]);
+    // FWLB_LAB_PCAP=DIR: every balancer node's interfaces captured as well (headers of the echo service's packets),
+    // DIR/<node>-<interface>.pcap, for the packets of one flow in time order; the captures end with the lab.
+    const dir = process.env.FWLB_LAB_PCAP;
+    if (!dir) return;
+    const macs = this.t.hosts
+      .filter((h) => h.role === 'firewall')
+      .flatMap((h) =>
+        (JSON.parse(inNs(h.ns, ['ip', '-j', 'link', 'show'])) as { ifname: string; address: string }[]).map((l) => `${l.address} ${h.name} ${l.ifname}`),
+      );
+    writeFileSync(join(dir, 'firewall-macs.txt'), macs.join('\n') + '\n');
+    for (const b of this.balancerNames()) {
+      const links: { ifname: string }[] = JSON.parse(inNs(this.ns(b), ['ip', '-j', 'link', 'show']));
+      for (const { ifname } of links.filter((l) => l.ifname !== 'lo')) {
+        const args = ['tcpdump', '-i', ifname, '-s', '96', '-B', '8192', '-U', '-w', join(dir, `${b}-${ifname}.pcap`), 'tcp', 'port', String(ECHO_PORT)];
+        this.procs.push(spawnInNs(this.ns(b), args));
+      }
+    }
   }
 
   /**
