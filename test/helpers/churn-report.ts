@@ -17,11 +17,11 @@ export function failureReport(lab: Lab, r: ChurnResult): string {
   // With FWLB_FAULTS_REPORT, every failure and event with its clock time goes to FILE.failed, beside the node logs.
   if (process.env.FWLB_FAULTS_REPORT) {
     const iso = (at: number) => new Date(at).toISOString();
-    const failed = r.failedAt.map((at, i) => `${iso(at)} :${r.failedPorts[i]}`);
+    const failed = r.failedAt.map((at, i) => `${iso(at)} ${r.failedFlows[i]}`);
     writeFileSync(`${process.env.FWLB_FAULTS_REPORT}.failed`, JSON.stringify({ failed, events: r.events.map((e) => `${iso(e.at)} ${e.what}`) }, null, 1));
   }
   return JSON.stringify({
-    at: r.failedAt.slice(0, 5).map(ago),
+    failed: r.failedAt.slice(0, 5).map((at, i) => `${ago(at)} ${r.failedFlows[i]}`),
     events: eventsAround(r, r.failedAt, 5000, 1000, ago),
     unreachables: lab.unreachables().slice(0, 10),
     flows: lab.flowTraces(r.failedPorts.slice(0, 5), ECHO_PORT),

@@ -37,6 +37,8 @@ export interface ChurnResult {
   failed: number;
   errors: Record<string, number>;
   failedPorts: number[];
+  /** The failed connections' client ends, `198.51.100.11:40033`, in the order of `failedAt`. */
+  failedFlows: string[];
   /** When each failed connection started (ms since the epoch), to set beside `events`. */
   failedAt: number[];
   toggles: number;
@@ -132,6 +134,7 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       failed: reports.reduce((a, r) => a + r.short.failed, 0),
       errors,
       failedPorts: reports.flatMap((r) => r.short.failedPorts),
+      failedFlows: reports.flatMap((r, i) => r.short.failedPorts.map((p) => `${clients[i].addr}:${p}`)),
       failedAt: reports.flatMap((r) => r.short.failedAt),
       toggles,
       toggleMs,
