@@ -456,6 +456,28 @@ t.test('an admin change with a time: the wish at once, the table from its time o
   t.same([m.snapshot().live, m.pendingAt()], [['fw1', 'fw3'], null], 'a change back before the time cancels it (a failed apply rolls back this way)');
 });
 
+t.test('a shared change still to come keeps its time where the node holds the wish already without one (its state file)', async (t) => {
+  let now = 1_000_000;
+  const m = new Membership(cfg(true), true, () => now);
+  m.setAdmin('fw2', false); // the state file of a node that read the change while it stopped: the wish, no time
+  t.same(m.snapshot().live, ['fw1', 'fw3'], 'the state file alone takes fw2 out at once');
+  t.equal(m.adoptShared('fw2', false, 1_002_000), true, 'the shared change brings its time');
+  t.same(m.snapshot().live, ['fw1', 'fw2', 'fw3'], 'so fw2 takes new sessions until then, as on every other node');
+  t.same(m.snapshot(1_002_000).live, ['fw1', 'fw3'], 'and none from then on');
+  t.equal(m.adoptShared('fw2', false, 1_002_000), false, 'read again: nothing changes');
+  now = 1_003_000;
+  t.equal(m.adoptShared('fw2', false, 1_002_000), false, 'a change whose time has passed, held already: nothing changes');
+  t.equal(m.adoptShared('fw2', true, 1_004_000), true, 'a change back');
+  t.same(
+    [m.snapshot().live, m.snapshot(1_004_000).live],
+    [
+      ['fw1', 'fw3'],
+      ['fw1', 'fw2', 'fw3'],
+    ],
+    'at its own time',
+  );
+});
+
 t.test('an agreed join takes effect at its time; the first agreement, and a leave, at once', async (t) => {
   let now = 1_000_000;
   const m = new Membership(cfg(true), true, () => now);

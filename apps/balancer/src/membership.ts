@@ -254,6 +254,21 @@ export class Membership {
   }
 
   /**
+   * A change read from the shared admin state: as setAdmin, and a change still to come keeps its time even where
+   * this node holds its wish already without one (the state file, saved by a node that read the change while it
+   * stopped, holds the wish alone): before its second the firewall stays as the change found it, as on every other
+   * node. Returns whether anything changed.
+   */
+  adoptShared(id: string, enabled: boolean, at: number): boolean {
+    const cur = this.admin.get(id);
+    if (!cur) throw new RangeError(`no firewall ${id}`);
+    const pending = at > this.now();
+    if (cur.enabled === enabled && (!pending || cur.at === at)) return false;
+    this.admin.set(id, { enabled, at, before: pending ? !enabled : this.adminAt(id, this.now()) });
+    return true;
+  }
+
+  /**
    * The firewalls that would take new sessions at `at` were `id`'s admin state `enabled` by then: what a change
    * would do, before it is made (the change itself is not made).
    */

@@ -267,8 +267,7 @@ export class SessionLayer implements SessionsHandle {
     for (const [id, { enabled, at }] of Object.entries(admin)) {
       if (!membership.has(id) || this.seenAdmin.get(id) === `${enabled}@${at}`) continue;
       this.seenAdmin.set(id, `${enabled}@${at}`);
-      if (membership.isEnabled(id) === enabled) continue;
-      membership.setAdmin(id, enabled, at);
+      if (!membership.adoptShared(id, enabled, at)) continue;
       log(`admin state from the shared table: ${id} ${enabled ? 'enabled' : 'disabled'}${at > Date.now() ? ` from ${new Date(at).toISOString()}` : ''}`);
       changed = true;
     }
