@@ -734,15 +734,11 @@ export class Lab {
     // DIR/<node>-<interface>.pcap, for the packets of one flow in time order; the captures end with the lab.
     const dir = process.env.FWLB_LAB_PCAP;
     if (!dir) return;
-    const macs = this.t.hosts
-      .filter((h) => h.role === 'firewall')
-      .flatMap((h) =>
-        (JSON.parse(inNs(h.ns, ['ip', '-j', 'link', 'show'])) as { ifname: string; address: string }[]).map((l) => `${l.address} ${h.name} ${l.ifname}`),
-      );
+    const links = (ns: string): { ifname: string; address: string }[] => JSON.parse(inNs(ns, ['ip', '-j', 'link', 'show']));
+    const macs = this.t.hosts.filter((h) => h.role === 'firewall').flatMap((h) => links(h.ns).map((l) => `${l.address} ${h.name} ${l.ifname}`));
     writeFileSync(join(dir, 'firewall-macs.txt'), macs.join('\n') + '\n');
     for (const b of this.balancerNames()) {
-      const links: { ifname: string }[] = JSON.parse(inNs(this.ns(b), ['ip', '-j', 'link', 'show']));
-      for (const { ifname } of links.filter((l) => l.ifname !== 'lo')) {
+      for (const { ifname } of links(this.ns(b)).filter((l) => l.ifname !== 'lo')) {
         const args = ['tcpdump', '-i', ifname, '-s', '96', '-B', '8192', '-U', '-w', join(dir, `${b}-${ifname}.pcap`), 'tcp', 'port', String(ECHO_PORT)];
         this.procs.push(spawnInNs(this.ns(b), args));
       }

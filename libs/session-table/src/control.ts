@@ -228,22 +228,15 @@ export class SharedControl {
       }
     });
     // Resolves once subscribed (a cluster client first learns the slot map), or after 2 s when Redis is away.
-    const subscribed = sub.subscribe(this.channel).then(
-      () => onSubscribed?.(),
-      () => undefined,
-    );
+    const confirm = () =>
+      sub.subscribe(this.channel).then(
+        () => onSubscribed?.(),
+        () => undefined,
+      );
+    const subscribed = confirm();
     await Promise.race([subscribed, new Promise((r) => setTimeout(r, 2000).unref())]);
     // ioredis subscribes again on every reconnect; subscribing once more (harmless) says when that is confirmed.
-    void subscribed.then(() =>
-      sub.on(
-        'ready',
-        () =>
-          void sub.subscribe(this.channel).then(
-            () => onSubscribed?.(),
-            () => undefined,
-          ),
-      ),
-    );
+    void subscribed.then(() => sub.on('ready', () => void confirm()));
     return { close: () => sub.disconnect() };
   }
 }
