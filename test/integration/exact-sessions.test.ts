@@ -243,7 +243,6 @@ t.test('with the session table: junk stays out, a flush loses nothing, a failure
       await sleep(250);
     } while (Date.now() - t0 < 15000);
     t.comment(`Redis lists ${listed.length} sessions; the kernels hold ${kernelKeys().size} (matched after ${Date.now() - t0} ms)`);
-    t.ok(listed.length >= 60, 'the streams are there');
     t.same(
       listed.filter((s) => !CLIENT_NET.test(s.outerAddr)),
       [],
@@ -251,6 +250,9 @@ t.test('with the session table: junk stays out, a flush loses nothing, a failure
     );
     t.same(diff, { missing: [], extra: [] }, 'Redis holds exactly the sessions of the two kernels');
     const reports = await longs;
-    t.comment(`${reports.reduce((n, r) => n + r.long.broken, 0)} of 60 streams broke (those on fw2 when its link went down)`);
+    const broken = reports.reduce((n, r) => n + r.long.broken, 0);
+    t.comment(`${broken} of 60 streams broke (those on fw2 when its link went down)`);
+    // A stream that broke may be over by the comparison, and its record gone with it; every other one is listed.
+    t.ok(listed.length >= 60 - broken, `the streams are there: ${listed.length} listed, ${60 - broken} never broke`);
   });
 });
