@@ -2,6 +2,7 @@
 // that drives one: when, what changed around then (the churn's timeline), who refused, and where each node sent the flow.
 import { writeFileSync } from 'node:fs';
 import { ChurnResult, ECHO_PORT, Lab } from '@fwlb/lab';
+import { bucketOf, buildGroupedTable, canonicalKey, PROTO_TCP, splitHostPort } from '@fwlb/flowhash';
 
 /** A time relative to `now`, as "-3.2 s". */
 const agoFrom = (now: number) => (at: number) => `-${((now - at) / 1000).toFixed(1)} s`;
@@ -46,4 +47,66 @@ export function dropReport(lab: Lab, r: ChurnResult): string {
   };
   if (process.env.FWLB_FAULTS_REPORT) writeFileSync(process.env.FWLB_FAULTS_REPORT, JSON.stringify(report, null, 1));
   return JSON.stringify({ ...report, drops: drops.slice(0, 12) });
+}
+
+/** A failed connection, and the documented limit that explains it (or none). */
+export interface FailedConnection {
+  flow: string;
+  /** When it started (ms since the epoch). */
+  at: number;
+  why: string | null;
+}
+
+/**
+ * How far before a switch second a connection may start and still have its SYN hashed by the table before it (the
+ * client's connect call and the path to the node take that long at most on a busy lab machine), and how far after.
+ */
+const STRADDLE_BEFORE_MS = 250;
+const STRADDLE_AFTER_MS = 20;
+
+/**
+ * Sorts the churn's failed connections by the limits docs/limits.md states, from the churn's own timeline:
+ * - "a handshake across the switch second": it started just before a second the nodes switched tables at (its SYN
+ *   hashed by the table before, its SYN-ACK on a node that did not see it by the table after), and its bucket is one
+ *   that `firewall`'s toggling moves;
+ * - "a controller down across a change's second": a node's controller was stopped at a switch second (the fault's
+ *   "X stopped" and "X answers" notes), and the connection started between just before that second and a second
+ *   after the controller answered again.
+ * Anything else has no explanation: the caller fails on it.
+ */
+export function explainFailures(lab: Lab, r: ChurnResult, firewall: string): FailedConnection[] {
+  const cfg = Object.values(lab.t.balancers).find((b) => b.role === 'outside')!;
+  const ids = cfg.firewalls.map((f) => f.id);
+  const { seed, buckets } = cfg.hash as { seed: number; buckets: number };
+  const withIt = buildGroupedTable(ids, buckets, ids, []);
+  const without = buildGroupedTable(
+    ids,
+    buckets,
+    ids.filter((id) => id !== firewall),
+    [],
+  );
+  const moved = (flow: string) => {
+    const [saddr, port] = splitHostPort(flow);
+    const b = bucketOf(canonicalKey('outside', { saddr, sport: port, daddr: lab.t.vip, dport: ECHO_PORT, proto: PROTO_TCP }), seed, buckets);
+    return withIt.owner[b] !== without.owner[b];
+  };
+  // Each controller's time away: from its stop to its answering again.
+  const away: { node: string; from: number; to: number }[] = [];
+  for (const e of r.events) {
+    const stopped = /^(\S+) stopped$/.exec(e.what);
+    if (stopped) away.push({ node: stopped[1], from: e.at, to: Infinity });
+    const back = /^(\S+) answers$/.exec(e.what);
+    const open = back && away.find((a) => a.node === back[1] && a.to === Infinity);
+    if (open) open.to = e.at;
+  }
+  return r.failedAt.map((at, i) => {
+    const flow = r.failedFlows[i];
+    const straddled = r.switches.find((s) => at >= s - STRADDLE_BEFORE_MS && at <= s + STRADDLE_AFTER_MS);
+    if (straddled !== undefined && moved(flow)) return { flow, at, why: `a handshake across the switch second, started ${straddled - at} ms before it` };
+    const down = r.switches.flatMap((s) =>
+      away.filter((a) => a.from < s && a.to > s && at >= s - STRADDLE_BEFORE_MS && at <= a.to + 1000).map((a) => ({ s, a })),
+    );
+    if (down.length) return { flow, at, why: `${down[0].a.node}'s controller down across the switch second (${down[0].a.to - down[0].a.from} ms away)` };
+    return { flow, at, why: null };
+  });
 }

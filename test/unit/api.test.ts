@@ -49,7 +49,9 @@ t.test('a shared change this node applies after its second is counted and logged
   t.ok(c.lateSwitchMaxMs >= 300, `by at least how late its request came (${c.lateSwitchMaxMs} ms)`);
   t.match(logs.join(''), /admin change of fw2 reached this node's kernel \d+ ms after the second every node switches at/, 'and logged');
   at = Math.ceil((Date.now() + 2000) / 1000) * 1000;
-  t.equal((await put(true)).statusCode, 200);
+  const inTime = await put(true);
+  t.equal(inTime.statusCode, 200);
+  t.equal(inTime.json().enabledAt, at, 'the answer names the second every node switches at');
   c = (await app.inject({ method: 'GET', url: '/status' })).json().counters;
   t.equal(c.lateSwitches, 1, 'a change in time is not counted');
   at = Date.now() - 300;

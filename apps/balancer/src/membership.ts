@@ -71,6 +71,11 @@ export interface FirewallView {
   table: number;
   priority: number;
   enabled: boolean;
+  /**
+   * When `enabled` took effect, or takes effect, on every node (ms since the epoch, a whole second: the kernels
+   * switch bucket maps at it); null when it comes from the config or the state file, or was made on this node alone.
+   */
+  enabledAt: number | null;
   healthy: boolean;
   link: boolean;
   health: HealthDetail | null;
@@ -394,6 +399,7 @@ export class Membership {
       table: s.table,
       priority: s.priority,
       enabled: this.admin.get(s.id)!.enabled,
+      enabledAt: this.admin.get(s.id)!.at || null,
       healthy: this.health.get(s.id) !== false,
       link: this.link.get(s.id) !== false,
       health: this.detail.get(s.id) ?? null,

@@ -44,6 +44,11 @@ export interface ChurnResult {
   toggles: number;
   /** How long each toggle's admin change took to be answered by every node (ms): each answers once it is in force. */
   toggleMs: number[];
+  /**
+   * The seconds the nodes switched bucket tables at (ms since the epoch), one per toggle as the nodes that answered
+   * gave it (`enabledAt`); several for one toggle when they disagreed.
+   */
+  switches: number[];
   moves: number;
   /** Each toggle, move and fault as it began (ms since the epoch), for a test's message. */
   events: { at: number; what: string }[];
@@ -61,10 +66,12 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
   const target = `${lab.t.vip}:${ECHO_PORT}`;
   const adminRefusals: string[] = [];
   // Sent to every node, as an operator would; a node that is down or refuses says why, and the others go on.
+  const switches = new Set<number>();
   const admin = async (enabled: boolean) => {
     for (const a of await lab.apiEach('PUT', `/firewalls/${o.firewall}/admin`, { enabled })) {
       if ('error' in a) adminRefusals.push(`${a.node}: ${a.error.message}`);
       else if (a.status !== 200) adminRefusals.push(`${a.node}: ${a.status} ${JSON.stringify(a.body)}`);
+      else if (typeof a.body?.enabledAt === 'number') switches.add(a.body.enabledAt);
     }
   };
   lab.resetFirewallCounters();
@@ -138,6 +145,7 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
       failedAt: reports.flatMap((r) => r.short.failedAt),
       toggles,
       toggleMs,
+      switches: [...switches].sort((a, b) => a - b),
       moves,
       events,
       faults: faultCounts,
