@@ -102,7 +102,8 @@ export function explainFailures(lab: Lab, r: ChurnResult, firewall: string): Fai
   return r.failedAt.map((at, i) => {
     const flow = r.failedFlows[i];
     const straddled = r.switches.find((s) => at >= s - STRADDLE_BEFORE_MS && at <= s + STRADDLE_AFTER_MS);
-    if (straddled !== undefined && moved(flow)) return { flow, at, why: `a handshake across the switch second, started ${straddled - at} ms before it` };
+    if (straddled !== undefined && moved(flow))
+      return { flow, at, why: `a handshake across the switch second, started ${Math.abs(straddled - at)} ms ${at <= straddled ? 'before' : 'after'} it` };
     const down = r.switches.flatMap((s) =>
       away.filter((a) => a.from < s && a.to > s && at >= s - STRADDLE_BEFORE_MS && at <= a.to + 1000).map((a) => ({ s, a })),
     );

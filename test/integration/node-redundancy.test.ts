@@ -313,7 +313,7 @@ t.test('node redundancy (ECMP, 2 nodes per side)', async (t) => {
           via('outside', /-fw\d$/, 'ob2');
           via('inside', /./, 'ib1');
           const first = await drive(lab, c1.name, { long: { targets: [target], count: 1, durationMs: 300, intervalMs: 100, localPorts: [port] } });
-          t.equal(first.long.ok, 1, `the earlier connection from port ${port} crossed fw2`);
+          t.equal(first.long.ok, 1, `the earlier connection from port ${port} crossed fw2 ${JSON.stringify(first.long.errors)}`);
           if (holder === 'ob2') {
             const half = entry('ob2', port);
             t.match(half, new RegExp(`FIN_WAIT .* mark=${markOf('fw2')} `), `ob2 held its second half, closing, with fw2's mark: ${half}`);
