@@ -5,7 +5,7 @@ import { ChurnResult, ECHO_PORT, Lab } from '@fwlb/lab';
 import { bucketOf, buildGroupedTable, canonicalKey, PROTO_TCP, splitHostPort } from '@fwlb/flowhash';
 
 /** A time relative to `now`, as "-3.2 s". */
-const agoFrom = (now: number) => (at: number) => `-${((now - at) / 1000).toFixed(1)} s`;
+export const agoFrom = (now: number) => (at: number) => `-${((now - at) / 1000).toFixed(1)} s`;
 
 /** The churn's events from `before` ms ahead of the first of `times` to `after` ms past the last. */
 function eventsAround(r: ChurnResult, times: number[], before: number, after: number, ago: (at: number) => string): string[] {
@@ -104,10 +104,10 @@ export function explainFailures(lab: Lab, r: ChurnResult, firewall: string): Fai
     const straddled = r.switches.find((s) => at >= s - STRADDLE_BEFORE_MS && at <= s + STRADDLE_AFTER_MS);
     if (straddled !== undefined && moved(flow))
       return { flow, at, why: `a handshake across the switch second, started ${Math.abs(straddled - at)} ms ${at <= straddled ? 'before' : 'after'} it` };
-    const down = r.switches.flatMap((s) =>
-      away.filter((a) => a.from < s && a.to > s && at >= s - STRADDLE_BEFORE_MS && at <= a.to + 1000).map((a) => ({ s, a })),
-    );
-    if (down.length) return { flow, at, why: `${down[0].a.node}'s controller down across the switch second (${down[0].a.to - down[0].a.from} ms away)` };
+    for (const sw of r.switches) {
+      const a = away.find((x) => x.from < sw && x.to > sw && at >= sw - STRADDLE_BEFORE_MS && at <= x.to + 1000);
+      if (a) return { flow, at, why: `${a.node}'s controller down across the switch second (${a.to - a.from} ms away)` };
+    }
     return { flow, at, why: null };
   });
 }

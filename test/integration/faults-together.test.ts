@@ -8,7 +8,7 @@
 // (docs/limits.md, "a connection moved before it was answered"); FWLB_FAULTS_MOVES=1 adds them.
 import { t, Test } from 'tap';
 import { ChurnResult, Lab, MGMT_NET, PeriodicFault, churn, portBase } from '@fwlb/lab';
-import { dropReport, explainFailures, failureReport } from '../helpers/churn-report';
+import { agoFrom, dropReport, explainFailures, failureReport } from '../helpers/churn-report';
 import { ROUTE_MOVES } from '../helpers/port-reuse';
 import { startLab } from '../helpers/lab';
 import { SentinelSet, startSentinels } from '../helpers/redis';
@@ -109,7 +109,7 @@ async function run(t: Test, lab: Lab, faults: PeriodicFault[]): Promise<ChurnRes
   // those stay rare; any other failure fails the test.
   const failed = explainFailures(lab, r, 'fw2');
   const explained = failed.filter((f) => f.why);
-  const ago = (at: number) => `-${((Date.now() - at) / 1000).toFixed(1)} s`;
+  const ago = agoFrom(Date.now());
   if (explained.length) t.comment(`failed within the stated limits: ${explained.map((f) => `${ago(f.at)} ${f.flow}: ${f.why}`).join('; ')}`);
   t.equal(
     failed.length - explained.length,

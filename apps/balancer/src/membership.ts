@@ -393,16 +393,19 @@ export class Membership {
   }
 
   views(): FirewallView[] {
-    return this.slotList.map((s) => ({
-      id: s.id,
-      mark: s.mark,
-      table: s.table,
-      priority: s.priority,
-      enabled: this.admin.get(s.id)!.enabled,
-      enabledAt: this.admin.get(s.id)!.at || null,
-      healthy: this.health.get(s.id) !== false,
-      link: this.link.get(s.id) !== false,
-      health: this.detail.get(s.id) ?? null,
-    }));
+    return this.slotList.map((s) => {
+      const admin = this.admin.get(s.id)!;
+      return {
+        id: s.id,
+        mark: s.mark,
+        table: s.table,
+        priority: s.priority,
+        enabled: admin.enabled,
+        enabledAt: admin.at || null,
+        healthy: this.health.get(s.id) !== false,
+        link: this.link.get(s.id) !== false,
+        health: this.detail.get(s.id) ?? null,
+      };
+    });
   }
 }

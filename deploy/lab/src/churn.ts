@@ -65,8 +65,9 @@ export async function churn(lab: Lab, o: ChurnOptions): Promise<ChurnResult> {
   const clients = lab.t.hosts.filter((h) => h.role === 'client');
   const target = `${lab.t.vip}:${ECHO_PORT}`;
   const adminRefusals: string[] = [];
-  // Sent to every node, as an operator would; a node that is down or refuses says why, and the others go on.
+  // The switch seconds the nodes' answers name (see ChurnResult.switches).
   const switches = new Set<number>();
+  // Sent to every node, as an operator would; a node that is down or refuses says why, and the others go on.
   const admin = async (enabled: boolean) => {
     for (const a of await lab.apiEach('PUT', `/firewalls/${o.firewall}/admin`, { enabled })) {
       if ('error' in a) adminRefusals.push(`${a.node}: ${a.error.message}`);
