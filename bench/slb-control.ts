@@ -29,16 +29,15 @@ const cpuLine = (a: ProcessUsage, b: ProcessUsage, ms: number) =>
 /** The pid of the node process (ip netns exec → env → node keep one pid through exec). */
 const pidOf = (s: ScaleSlb) => s.proc!.pid!;
 
-const transactions = (runs: string[]) => runs.filter((l) => /(^| )-f /.test(l) && !/(^| )-c /.test(l)).length;
-
 async function startPhase(s: ScaleSlb, label: string, goal: string) {
   const before = s.nftRuns().length;
+  const sent = s.transactionsMark();
   const t0 = Date.now();
   const api = await s.start();
   const adopted = await s.adopted(t0);
   const runs = s.nftRuns().slice(before);
   console.log(
-    `  ${label}: API answers after ${api} ms, kernel adopted after ${adopted} ms, ${transactions(runs)} nft transactions (${runs.length} nft runs) (goal: adopted ${goal})`,
+    `  ${label}: API answers after ${api} ms, kernel adopted after ${adopted} ms, ${s.transactionsSince(sent).length} nft transactions (${runs.length} nft runs) (goal: adopted ${goal})`,
   );
 }
 

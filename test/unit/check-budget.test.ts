@@ -24,6 +24,13 @@ t.test('demand: each probe at its shortest period, a probe shared by two VIPs co
   t.equal(checkDemand([a, twin]), 10, 'the same members, check and timers behind two VIPs: probed once');
   const other = validateVip({ ...vip('c', 10, 1000), check: { kind: 'icmp' } }, []);
   t.equal(checkDemand([a, other]), 20, 'another check kind is another probe');
+  // A resolved VIP is frozen, and its probes are kept with it; a VIP that is not frozen is read each time.
+  t.ok(Object.isFrozen(a));
+  t.equal(checkDemand([a]), 10, 'asked again: the same');
+  const loose = structuredClone(a);
+  t.equal(checkDemand([loose]), 10);
+  (loose.members as unknown[]).push({ ...loose.members[0], address: '10.50.9.9' });
+  t.equal(checkDemand([loose]), 11, 'a VIP that is not frozen counts its members as they are now');
 });
 
 t.test('a config over the budget is refused naming the VIPs and the budget; under it, accepted', async (t) => {

@@ -101,7 +101,7 @@ t.test('a failed transaction leaves kernel, addresses and state as they were', a
 });
 
 t.test('new members start down and join after passing checks; drain and health leave the map', async (t) => {
-  const { s, app, nft, monitors } = setup();
+  const { s, app, nft, monitors, addresses } = setup();
   await s.start();
   const add = await app.inject({ method: 'POST', url: '/vips/web/members', payload: { address: '10.20.0.13', port: 8080 }, headers: auth });
   t.equal(add.statusCode, 201);
@@ -112,8 +112,13 @@ t.test('new members start down and join after passing checks; drain and health l
   await s.reconcile();
   t.ok(targets(nft, 80).includes('10.20.0.13:8080'), 'in the map once up');
 
+  // A member change holds its VIP's address as it is: it reads no address from the kernel.
+  let addressReads = 0;
+  const read = addresses.labelledAddresses;
+  addresses.labelledAddresses = (...a) => (addressReads++, read(...a));
   const drain = await app.inject({ method: 'PATCH', url: '/vips/web/members/10.20.0.12:8080', payload: { state: 'drain' }, headers: auth });
   t.equal(drain.statusCode, 200);
+  t.equal(addressReads, 0, 'no address read for a member change');
   t.equal(drain.json().state, 'drain');
   t.same(targets(nft, 80).sort(), ['10.20.0.11:8080', '10.20.0.13:8080'], 'a drained member takes no new sessions');
 

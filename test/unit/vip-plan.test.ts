@@ -52,7 +52,7 @@ t.test('the plan: what a change touches and what its new members start as', asyn
   t.equal(p.initial.get(healthKey(na, na.members[1])), false, 'a member that was down stays down');
   t.equal(p.initial.get(healthKey(na, na.members[2])), false, 'a new member starts down');
   t.same(p.newListeners, [], 'a member change needs no socket check');
-  t.same([...p.touchedAddresses], ['203.0.113.10']);
+  t.same([...p.touchedAddresses], [], 'a member change touches no address');
   const moved = replaceVip('b', body('b', '203.0.113.99', ['10.0.0.3']))([a, b]).next;
   const q = planChange([a, b], moved, opts());
   t.same(

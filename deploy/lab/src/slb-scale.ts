@@ -47,6 +47,7 @@ export class ScaleSlb {
   readonly configPath: string;
   readonly stateFile: string;
   readonly nftLog: string;
+  readonly sessionLog: string;
   proc: ChildProcess | null = null;
   log: string[] = [];
 
@@ -60,6 +61,7 @@ export class ScaleSlb {
     this.configPath = join(this.dir, 'slb.json');
     this.stateFile = join(this.dir, 'state.json');
     this.nftLog = join(this.dir, 'nft.log');
+    this.sessionLog = join(this.dir, 'session.log');
   }
 
   /** The namespace, its interface and member route, the nft wrapper and the config (no state file yet). */
@@ -83,6 +85,8 @@ export class ScaleSlb {
         `echo "$*" >> '${this.nftLog}'`,
         'case " $* " in',
         `*" -f - "*) n=$(wc -l < '${this.nftLog}'); cat > '${this.dir}/batch-'$n; exec '${nft}' "$@" < '${this.dir}/batch-'$n ;;`,
+        // The SLB's nft session (nft -j -i): every line it is sent is kept as well, a transaction per JSON line.
+        `*" -i "*) tee -a '${this.sessionLog}' | '${nft}' "$@"; exit ;;`,
         'esac',
         `exec '${nft}' "$@"`,
         '',
@@ -165,6 +169,32 @@ export class ScaleSlb {
   /** nft invocations logged so far (each line: its arguments). */
   nftRuns(): string[] {
     return existsSync(this.nftLog) ? readFileSync(this.nftLog, 'utf8').split('\n').filter(Boolean) : [];
+  }
+
+  /** Where the transactions sent so far end: for transactionsSince. */
+  transactionsMark(): { runs: number; session: number } {
+    return { runs: this.nftRuns().length, session: this.sessionLines().length };
+  }
+
+  /**
+   * The transactions (JSON or text) sent since `mark`: each nft run that read a batch from a file or stdin and is not a
+   * check (`-c`), then each transaction the SLB's nft session took.
+   */
+  transactionsSince(mark: { runs: number; session: number }): string[] {
+    const runs = this.nftRuns()
+      .map((l, i) => [l, i + 1] as const)
+      .slice(mark.runs)
+      .filter(([l]) => /(^| )-f /.test(l) && !/(^| )-c /.test(l))
+      .map(([l, n]) => (/ -f - /.test(` ${l} `) ? this.batch(n) : l));
+    return [...runs, ...this.sessionLines().slice(mark.session)];
+  }
+
+  private sessionLines(): string[] {
+    return existsSync(this.sessionLog)
+      ? readFileSync(this.sessionLog, 'utf8')
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+      : [];
   }
 
   /** The batch that nft invocation number `n` (1-based, as in nftRuns()) read from stdin. */

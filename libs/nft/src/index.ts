@@ -3,6 +3,7 @@ export * from './model';
 export * from './diff';
 export * from './nft-error';
 export * from './nft-cli';
+export * from './nft-session';
 export * from './text';
 export * from './elements-netlink';
 export * from './transaction';

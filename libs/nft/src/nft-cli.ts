@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ActualTable, NftJson } from './model';
 import { mapElements, parseListing } from './diff';
 import type { NetlinkElements } from './elements-netlink';
+import { NftSession, SESSION_MAX_BYTES } from './nft-session';
 
 import { NftError } from './nft-error';
 
@@ -101,7 +102,12 @@ function run(bin: string, args: string[], stdin?: string, timeoutMs = NFT_TIMEOU
   });
 }
 
-export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS): NftRunner {
+/**
+ * `session`: transactions up to SESSION_MAX_BYTES go to one long-lived nft (see NftSession), larger ones and every
+ * read to a process of their own; where this nft cannot hold a session, everything does.
+ */
+export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS, o: { session?: boolean } = {}): NftRunner {
+  const session = o.session ? new NftSession(bin, timeoutMs) : null;
   const json = async (args: string[]) => {
     const r = await run(bin, ['-j', ...args], undefined, timeoutMs);
     if (r.code !== 0) {
@@ -113,7 +119,9 @@ export function nftCli(bin = 'nft', timeoutMs = NFT_TIMEOUT_MS): NftRunner {
   const list = (family: string, name: string) => json(['list', 'table', family, name]);
   const batch = async (cmds: NftJson[], checkOnly: boolean) => {
     if (cmds.length === 0) return;
-    const r = await run(bin, checkOnly ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], JSON.stringify({ nftables: cmds }), timeoutMs);
+    const text = JSON.stringify({ nftables: cmds });
+    if (session && !checkOnly && text.length <= SESSION_MAX_BYTES && (await session.apply(text))) return;
+    const r = await run(bin, checkOnly ? ['-c', '-j', '-f', '-'] : ['-j', '-f', '-'], text, timeoutMs);
     if (r.code !== 0) throw new NftError(`nft transaction ${checkOnly ? 'check ' : ''}failed (nothing applied): ${r.stderr.trim().split('\n')[0]}`, r.stderr);
   };
   const applyText = async (text: string, checkOnly = false) => {

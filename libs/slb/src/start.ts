@@ -2,7 +2,7 @@
 // layer of libs/slb, used by `fwlb-slb run` and by the inside balancer node when it embeds the SLB.
 import { compileVipValidator, ConfigError, ResolvedSlbConfig, validateSlbConfig, VipConfig } from '@fwlb/config';
 import { ContentMatcher, helperAlarms, ProbeHelper } from '@fwlb/health';
-import { nftCli } from '@fwlb/nft';
+import { NFT_TIMEOUT_MS, nftCli } from '@fwlb/nft';
 import { Rtnl, watchRouting } from '@fwlb/routing';
 import { acquireInstanceLock, BoundedRunner, cpuMs, formatChecks, loadJsonConfig, periodForShare, readStateFile, writeFileAtomicAsync } from '@fwlb/service';
 import { HAPROXY_CHECK, slbDoctor } from './doctor';
@@ -12,7 +12,7 @@ import { localServices } from './local-services';
 import { SlbReconcileResult, SlbService } from './service';
 import { BACKGROUND_CPU_SHARE, LARGE_VIPS } from './passes';
 import { nftSlbKernel } from './kernel-port';
-import { mergeVips, parseState, stateFileDigests, vipDigest, VipOrigin } from './vip-source';
+import { fileDigests, mergeVips, parseState, stateFileDigests, vipDigest, VipOrigin } from './vip-source';
 
 export const loadSlbConfig = (path: string): ResolvedSlbConfig => loadJsonConfig(path, validateSlbConfig);
 
@@ -79,10 +79,18 @@ export function saver(path: string, fileVips: readonly VipConfig[] | (() => read
     if (s === undefined) texts.set(v, (s = JSON.stringify(v)));
     return s;
   };
+  // The config file's digests, kept while its VIPs are the same list (until a reload): a digest per VIP per save was
+  // a quarter of a member change's CPU at 1,000 VIPs.
+  let digested: { of: readonly VipConfig[]; digests: Record<string, string | null> } | null = null;
+  const fileDigestsNow = () => {
+    const f = file();
+    if (digested?.of !== f) digested = { of: f, digests: fileDigests(f) };
+    return digested.digests;
+  };
   return (vips: readonly VipConfig[]) =>
     writeFileAtomicAsync(
       path,
-      `{\n"file": ${JSON.stringify(stateFileDigests(file(), vips))},\n"vips": ${vips.length ? `[\n${vips.map(text).join(',\n')}\n]` : '[]'}\n}\n`,
+      `{\n"file": ${JSON.stringify(stateFileDigests(fileDigestsNow(), vips))},\n"vips": ${vips.length ? `[\n${vips.map(text).join(',\n')}\n]` : '[]'}\n}\n`,
     );
 }
 
@@ -132,7 +140,8 @@ export async function startSlb(from: string | ResolvedSlbConfig, log: SlbLog): P
   let runner: BoundedRunner | null = null;
   const l7 = l7Engine(config, checks, log);
   const service = new SlbService(config, {
-    kernel: nftSlbKernel(nftCli(), config.table),
+    // A VIP's change is a small transaction: one long-lived nft takes them (see NftSession); start and reads spawn.
+    kernel: nftSlbKernel(nftCli('nft', NFT_TIMEOUT_MS, { session: true }), config.table),
     addresses: rtnl,
     monitors: memberMonitors(helper, (r) => service.countCheck(r), content),
     save: config.stateFile ? saver(config.stateFile, () => fileVips.vips) : undefined,
@@ -276,7 +285,7 @@ class SlbReloader {
       const raw = (doc && typeof doc === 'object' ? doc : {}) as Record<string, unknown>;
       const nfv = Array.isArray(raw.vips) ? (raw.vips as VipConfig[]) : [];
       const live = service.liveVips();
-      const merged = mergeVips(nfv, { vips: [...live], file: stateFileDigests(this.fileVips.vips, live) });
+      const merged = mergeVips(nfv, { vips: [...live], file: stateFileDigests(fileDigests(this.fileVips.vips), live) });
       return { next: validateSlbConfig({ ...raw, vips: merged.vips }, source), newFileVips: nfv, origins: merged.origins };
     });
     const problems = [...new Set([...Object.keys(config), ...Object.keys(next)])]

@@ -142,6 +142,11 @@ export class SlbTableWriter {
    * after it succeeded. `only` limits the pass to the addresses of a change (null: compare every labelled address).
    */
   async withAddresses(want: ReadonlySet<string>, only: ReadonlySet<string> | null, apply: () => Promise<void>): Promise<AddressChange> {
+    // A change that touches no address reads none: the dump of a thousand VIP addresses cost a member change 4 ms.
+    if (only && !only.size) {
+      await apply();
+      return { addressesAdded: [], addressesRemoved: [] };
+    }
     const have = new Set(await this.heldAddresses());
     const added: string[] = [];
     try {

@@ -110,7 +110,11 @@ export interface ChangePlan {
   l7Touched: boolean;
   /** VIPs that take a new address, port or protocol: only these can capture a service of this node. */
   newListeners: ResolvedVip[];
-  /** The addresses of the changed VIPs, before and after: only these are added or removed. */
+  /**
+   * The addresses of the changed VIPs that take or leave an address (added, removed, or moved), before and after:
+   * only these are added or removed. A member change holds its VIP's address as it was: no address is read or written
+   * for it (one held by no VIP any more, or lost by hand, is the full pass's, which an address notice triggers).
+   */
   touchedAddresses: ReadonlySet<string>;
 }
 
@@ -156,6 +160,11 @@ export function planChange(
     // A member change never depends on the node's sockets.
     return v && !(old && old.address === v.address && old.port === v.port && old.protocol === v.protocol) ? [v] : [];
   });
-  const touchedAddresses = new Set([...changed].flatMap((id) => [byId.get(id)?.address, nextById.get(id)?.address]).filter((a): a is string => !!a));
+  const touchedAddresses = new Set(
+    [...changed].flatMap((id) => {
+      const [was, is] = [byId.get(id)?.address, nextById.get(id)?.address];
+      return was === is ? [] : [was, is].filter((a): a is string => !!a);
+    }),
+  );
   return { next, nextById, changed, initial, l7Touched, newListeners, touchedAddresses };
 }

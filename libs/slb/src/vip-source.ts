@@ -99,9 +99,9 @@ export function mergeVips(fileVips: readonly VipConfig[], state: SlbState): { vi
   return { vips, origins };
 }
 
-/** What the state file records with the VIPs: the config file's digests, and null for VIPs only the API has. */
-export function stateFileDigests(fileVips: readonly VipConfig[], vips: readonly VipConfig[]): Record<string, string | null> {
-  const out = fileDigests(fileVips);
+/** What the state file records with the VIPs: the config file's digests (see fileDigests), and null for VIPs only the API has. */
+export function stateFileDigests(fileDigests: Readonly<Record<string, string | null>>, vips: readonly VipConfig[]): Record<string, string | null> {
+  const out = { ...fileDigests };
   for (const v of vips) if (!(v.id in out)) out[v.id] = null;
   return out;
 }
