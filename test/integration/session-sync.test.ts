@@ -174,7 +174,8 @@ t.test('session table in the sandwich', async (t) => {
     lab.resetFirewallCounters();
     const before = (await lab.api('outside', 'GET', '/status')).body;
     // Each kind of bad record: a port out of range, a bad address, a protocol fwlb never records, an unknown
-    // firewall, a garbled value, a well-formed record in a bucket it does not hash to; a forged epoch (a huge number, no firewall live); a view without a time stamp. Each
+    // firewall, a garbled value, a well-formed record in a bucket it does not hash to; a forged epoch (a huge number,
+    // no firewall live); a view without a time stamp. Each
     // ends with a far expiry: the reaper removes expired values, and these must still be there when the nodes load.
     const keys = tableKeys('fwlb:');
     const hash = lab.t.nodes.outside.hash;

@@ -723,7 +723,8 @@ export class Lab {
 
   /**
    * Diagnostics for a test that hunts a rare fault (not for benchmarks: it costs every forwarded packet): each
-   * balancer node remembers, per TCP flow and exit interface, when a packet of the flow first and last left through it with a given mark (the mark picks the firewall)
+   * balancer node remembers, per TCP flow and exit interface, when a packet of the flow first and last left through
+   * it with a given mark (the mark picks the firewall)
    * (a table of the lab's own, `ip fwlbdiag`, beside fwlb's). `flowExits` reads it.
    */
   traceFlowExits(): void {

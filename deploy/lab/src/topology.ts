@@ -183,7 +183,10 @@ export const WEB_PORT = 80;
 /** The lab's L7 VIP (mode http, HAProxy) listens on the VIP address at this port. */
 export const L7_PORT = 8000;
 export const INSIDE_TRANSIT = (k: number) => `172.17.${k}`;
-/** Lab option ipv6: the clients' LAN (outside node ::1), the server LAN (inside node ::1, SLB node ::2), the real servers' LAN (SLB node ::1), and firewall k's transit links (node ::1, firewall ::2). */
+/**
+ * Lab option ipv6: the clients' LAN (outside node ::1), the server LAN (inside node ::1, SLB node ::2), the real
+ * servers' LAN (SLB node ::1), and firewall k's transit links (node ::1, firewall ::2).
+ */
 export const CLIENT_NET6 = '2001:db8:c::';
 export const SERVER_NET6 = '2001:db8:5::';
 export const RIP_NET6 = '2001:db8:20::';
@@ -335,7 +338,10 @@ export function topology(o: LabOptions): Topology {
   };
 }
 
-/** The strict stateful firewall (deploy/lab/firewall.nft, shared with docker-compose): established/related accept, new SYN/UDP/ICMP accept, everything else counted and dropped. */
+/**
+ * The strict stateful firewall (deploy/lab/firewall.nft, shared with docker-compose): established/related accept, new
+ * SYN/UDP/ICMP accept, everything else counted and dropped.
+ */
 export const FIREWALL_RULESET_PATH = join(__dirname, '..', 'firewall.nft');
 
 type Opts = Topology['opts'];

@@ -1,4 +1,5 @@
-// Bounded-frequency runner: merges triggers, runs at most once per minInterval, resyncs periodically and retries after errors; shell layer shared by the node processes.
+// Bounded-frequency runner: merges triggers, runs at most once per minInterval, resyncs periodically and retries after
+// errors; shell layer shared by the node processes.
 
 export interface RunnerOptions {
   /** Shortest time between two runs. @default 200 */

@@ -76,7 +76,8 @@ export const SLB_OBJECTS = {
 /**
  * The pools: VIP address . port . slot → RIP . port, one map per protocol. Why named maps and not an anonymous map
  * in each VIP's rule: nft fetches every set of the table, one netlink dump each, before any change, so with an
- * anonymous map per VIP every change cost more the more VIPs there were; two named maps keep that fetch small. Why one map per protocol: the map's data (`ip daddr . tcp dport`) fixes the protocol for nft.
+ * anonymous map per VIP every change cost more the more VIPs there were; two named maps keep that fetch small. Why
+ * one map per protocol: the map's data (`ip daddr . tcp dport`) fixes the protocol for nft.
  */
 export const backendMap = (protocol: 'tcp' | 'udp') => `be_${protocol}`;
 /**
