@@ -69,9 +69,10 @@ const STRADDLE_AFTER_MS = 20;
  * - "a handshake across the switch second": it started just before a second the nodes switched tables at (its SYN
  *   hashed by the table before, its SYN-ACK on a node that did not see it by the table after), and its bucket is one
  *   that `firewall`'s toggling moves;
- * - "a controller down across a change's second": a node's controller was stopped at a switch second (the fault's
- *   "X stopped" and "X answers" notes), and the connection started between just before that second and a second
- *   after the controller answered again.
+ * - "a controller down across a change's second": a node's controller was stopping or stopped at a switch second
+ *   (the fault's "X stopping", "X stopped" and "X answers" notes: a stop closes the API first, so from its start the
+ *   node refuses a change, and one it cannot read from the shared table meanwhile waits for its next start), and the
+ *   connection started between just before that second and a second after the controller answered again.
  * Anything else has no explanation: the caller fails on it.
  */
 export function explainFailures(lab: Lab, r: ChurnResult, firewall: string): FailedConnection[] {
@@ -90,11 +91,11 @@ export function explainFailures(lab: Lab, r: ChurnResult, firewall: string): Fai
     const b = bucketOf(canonicalKey('outside', { saddr, sport: port, daddr: lab.t.vip, dport: ECHO_PORT, proto: PROTO_TCP }), seed, buckets);
     return withIt.owner[b] !== without.owner[b];
   };
-  // Each controller's time away: from its stop to its answering again.
+  // Each controller's time away: from the start of its stop to its answering again.
   const away: { node: string; from: number; to: number }[] = [];
   for (const e of r.events) {
-    const stopped = /^(\S+) stopped$/.exec(e.what);
-    if (stopped) away.push({ node: stopped[1], from: e.at, to: Infinity });
+    const stopped = /^(\S+) (stopping|stopped)$/.exec(e.what);
+    if (stopped && !away.some((a) => a.node === stopped[1] && a.to === Infinity)) away.push({ node: stopped[1], from: e.at, to: Infinity });
     const back = /^(\S+) answers$/.exec(e.what);
     const open = back && away.find((a) => a.node === back[1] && a.to === Infinity);
     if (open) open.to = e.at;

@@ -55,6 +55,7 @@ t.test('faults together for minutes', async (t) => {
         everyMs: RESTART_MS,
         run: async (k, note) => {
           const n = nodes[(k - 1) % nodes.length];
+          note(`${n} stopping`);
           await lab.stopNode(n);
           note(`${n} stopped`);
           await lab.startNode(n);

@@ -73,6 +73,23 @@ t.test('a controller stopped across the second explains failures until a second 
   t.equal(failed[2].why, null, 'not once it has been back a while');
 });
 
+t.test('a controller whose stop began before the second is away from the start of its stop', async (t) => {
+  // The stop closes the API first: the node refuses a change from then on, and its kernel keeps what it had.
+  const events = [
+    { at: S - 1200, what: 'ob1 stopping' },
+    { at: S + 400, what: 'ob1 stopped' },
+    { at: S + 2000, what: 'ob1 answers' },
+  ];
+  const [f] = explainFailures(lab, result([[S + 450, staying]], events), 'fw2');
+  t.match(f.why, /ob1's controller down across the switch second \(3200 ms away\)/);
+  const later = [
+    { at: S + 100, what: 'ob1 stopping' },
+    { at: S + 400, what: 'ob1 stopped' },
+    { at: S + 2000, what: 'ob1 answers' },
+  ];
+  t.equal(explainFailures(lab, result([[S + 450, staying]], later), 'fw2')[0].why, null, 'a stop that began after the second explains nothing');
+});
+
 t.test('a controller that was back before the second explains nothing', async (t) => {
   const events = [
     { at: S - 3000, what: 'ob1 stopped' },

@@ -196,6 +196,25 @@ interface AdminErrors {
 }
 
 /**
+ * A change's share: the second every node switches at (see shareWithin), 0 without a session table. With
+ * ?local=true and Redis away, the change holds here at once and in the state file; an alarm says it was not shared.
+ */
+async function shareAdmin(opts: AppOptions, errors: AdminErrors, c: { id: string; enabled: boolean; local: boolean; closing: () => boolean }): Promise<number> {
+  if (!opts.shareAdmin) return 0;
+  // A lead that cannot be estimated (Redis away) is the usual one: the change is not held up by it.
+  const lead = opts.switchLead ? await opts.switchLead(c.id, c.enabled).catch(() => 0) : 0;
+  try {
+    const at = await shareWithin(opts.shareAdmin, c.id, c.enabled, lead, opts.shareWaitMs ?? SHARE_WAIT_MS, c.closing);
+    errors.share = null;
+    return at;
+  } catch (e) {
+    if (!c.local) throw Errors.NOT_SHARED(`${c.id}: ${(e as Error).message}`);
+    errors.share = `admin change of ${c.id} not shared with the other nodes: ${(e as Error).message}`;
+    return 0;
+  }
+}
+
+/**
  * A firewall's admin state: shared first (for the second every node switches at, later for a change that moves many
  * sessions), then applied here; answered once in force. A change the kernel refused is taken back everywhere.
  */
@@ -222,20 +241,7 @@ function adminRoute(app: FastifyInstance, opts: AppOptions, membership: Membersh
       if (!m.has(id)) throw Errors.NO_SUCH_FIREWALL(id);
       const before = m.isEnabled(id);
       const enabled = req.body.enabled;
-      // Shared first, for the time every node switches at (see shareWithin). With ?local=true and Redis away, the
-      // change holds here at once and in the state file; an alarm says it was not shared.
-      let at = 0;
-      if (opts.shareAdmin) {
-        // A lead that cannot be estimated (Redis away) is the usual one: the change is not held up by it.
-        const lead = opts.switchLead ? await opts.switchLead(id, enabled).catch(() => 0) : 0;
-        try {
-          at = await shareWithin(opts.shareAdmin, id, enabled, lead, opts.shareWaitMs ?? SHARE_WAIT_MS, () => closing);
-          errors.share = null;
-        } catch (e) {
-          if (req.query.local !== 'true') throw Errors.NOT_SHARED(`${id}: ${(e as Error).message}`);
-          errors.share = `admin change of ${id} not shared with the other nodes: ${(e as Error).message}`;
-        }
-      }
+      const at = await shareAdmin(opts, errors, { id, enabled, local: req.query.local === 'true', closing: () => closing });
       m.setAdmin(id, enabled, at);
       try {
         if (opts.apply) {

@@ -11,12 +11,11 @@ type MemberRow = { labels: { vip: string; member: string }; m: ReturnType<SlbSer
 const WALK_SLICE = 50;
 
 /**
- * Registers the SLB's metrics; returns the walk to run before each render (metricsRoute's `refresh`). Why a walk
- * ahead of the render: five families read every member, and at 1,000 VIPs × 8 members one walk in a single turn held
- * the event loop for tens of milliseconds, which every request meanwhile waited out; the walk yields every
- * WALK_SLICE VIPs, and the families read what it found.
+ * The members' rows for the families that read every member. Why a walk ahead of the render: five families read every
+ * member, and at 1,000 VIPs × 8 members one walk in a single turn held the event loop for tens of milliseconds, which
+ * every request meanwhile waited out; the walk yields every WALK_SLICE VIPs, and the families read what it found.
  */
-export function slbMetrics(reg: Registry, s: SlbService): { walk: () => Promise<void> } {
+function memberWalker(s: SlbService): { walk: () => Promise<void>; members: () => MemberRow[] } {
   // Each member's labels are one object for as long as its VIP's config stands, so the renderer escapes and joins
   // them once, not once per family and scrape.
   const labelsOf = new WeakMap<ResolvedVip, { vip: string; member: string }[]>();
@@ -46,6 +45,12 @@ export function slbMetrics(reg: Registry, s: SlbService): { walk: () => Promise<
     if (!walked || now > walked.until) walked = { until: now + 100, list: s.vips().flatMap(rows) };
     return walked.list;
   };
+  return { walk, members };
+}
+
+/** Registers the SLB's metrics; returns the walk to run before each render (metricsRoute's `refresh`, see memberWalker). */
+export function slbMetrics(reg: Registry, s: SlbService): { walk: () => Promise<void> } {
+  const { walk, members } = memberWalker(s);
   const b = (v: boolean) => (v ? 1 : 0);
   counterFrom(reg, 'fwlb_vip_new_sessions_total', 'New sessions to the VIP (DNATed or not).', ['vip'], () =>
     s.vips().map((v) => [{ vip: v.id }, s.views.vipNewSessions(v)]),
