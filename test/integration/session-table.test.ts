@@ -466,3 +466,55 @@ t.test('admin changes on a primary with a replica: announced and answered once t
   await sleep(100);
   t.ok(announced.length >= told + 2, 'and each share is announced');
 });
+
+t.test('epochs on a primary with a replica: announced once the replica holds them', async (t) => {
+  const redis = await startSentinels(t);
+  const options = { sentinels: redis.sentinels, primaryName: 'fwlb' };
+  const [a, b] = await Promise.all([ready(connect({ ...options, node: 'ob' }), 10000), ready(connect({ ...options, node: 'ib' }), 10000)]);
+  t.teardown(() => {
+    a.disconnect();
+    b.disconnect();
+  });
+  const ob = new SessionTable(a, 'ob', 'ep:', DEFAULT_LAYOUT);
+  const ib = new SessionTable(b, 'ib', 'ep:', DEFAULT_LAYOUT);
+  const ids = ['fw1', 'fw2', 'fw3'];
+  const announced: number[] = [];
+  const sub = await ib.subscribe((e) => e.type === 'epoch' && announced.push(Date.now()));
+  t.teardown(() => sub.close());
+  await sleep(200);
+  t.ok(await ob.lead(60000), 'ob leads');
+
+  // What the wait costs with a replica that keeps up: the publish's time, 20 epochs.
+  const times: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const t0 = performance.now();
+    const doc = await ob.publishEpoch(ids, i % 2 ? ids : ['fw1', 'fw3']);
+    times.push(performance.now() - t0);
+    t.equal(doc?.replicated, true);
+  }
+  times.sort((x, y) => x - y);
+  t.comment(`publishing an epoch with a replica that keeps up: median ${times[10].toFixed(2)} ms, max ${times[19].toFixed(2)} ms`);
+  await sleep(100);
+  t.equal(announced.length, 20, 'each announced');
+
+  redis.pauseReplica(true);
+  setTimeout(() => redis.pauseReplica(false), 400);
+  const t1 = Date.now();
+  const held = await ob.publishEpoch(ids, ['fw2']);
+  const took = Date.now() - t1;
+  t.equal(held?.replicated, true);
+  t.ok(took >= 350, `a replica that stopped for 400 ms: the epoch was published once it held it (${took} ms)`);
+  await sleep(100);
+  t.ok(announced.length === 21 && announced[20] >= t1 + 350, 'and announced only then');
+
+  redis.pauseReplica(true);
+  const t2 = Date.now();
+  const late = await ob.publishEpoch(ids, ['fw3']);
+  const took2 = Date.now() - t2;
+  redis.pauseReplica(false);
+  t.equal(late?.replicated, false, 'no replica confirmed it in time');
+  t.ok(took2 >= REPLICA_ACK_MS - 50 && took2 < REPLICA_ACK_MS + 2000, `answered after ${took2} ms`);
+  await sleep(100);
+  t.equal(announced.length, 22, 'and announced all the same: the primary is up');
+  t.same((await ib.epoch())?.live, ['fw3'], 'the other node reads it');
+});

@@ -89,6 +89,27 @@ t.test('after Redis lost its data, a new generation is applied although its numb
   t.same(applied.at(-1), { epoch: 1, live: ['fw1', 'fw3'], down: ['fw2'] }, 'epoch 1 of the new generation applied after epoch 50 of the old');
 });
 
+t.test('an epoch the failover lost: the older one is ignored, the next one numbered as the lost one is applied', async (t) => {
+  const { s, store } = fakeStore('ib');
+  s.leader = 'ob';
+  const doc = (epoch: number, at: number, live: string[]) => ({ epoch, generation: 'g1', members: IDS, live, down: [], by: 'ob', at });
+  const applied: Agreement[] = [];
+  const l = loop(store, applied);
+  s.doc = doc(5, 1000, ['fw1', 'fw3']);
+  await l.applyEpoch();
+  // The primary dies before its replica held epoch 5: the promoted replica holds epoch 4.
+  s.doc = doc(4, 900, IDS);
+  await l.applyEpoch();
+  t.equal(applied.length, 1, 'the older epoch is not applied');
+  await l.applyEpoch();
+  // The leader publishes again; the counter it reads is 4, so the new epoch is numbered 5 too.
+  s.doc = doc(5, 2000, ['fw1', 'fw2', 'fw3']);
+  await l.applyEpoch();
+  t.same(applied.at(-1), { epoch: 5, live: IDS, down: [] }, 'a new document under the applied number is applied');
+  await l.applyEpoch();
+  t.equal(applied.length, 2, 'and once');
+});
+
 t.test('a node that is not the leader only applies', async (t) => {
   const { s, store } = fakeStore('ib');
   s.leader = 'ob';

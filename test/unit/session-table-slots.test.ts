@@ -53,7 +53,9 @@ function reply(cmd: string, args: unknown[]): unknown {
     case 'wait':
       return 1;
     case 'fwlbPublishEpoch':
-      return null;
+      return JSON.stringify({ epoch: 1, generation: 'g', members: ['fw0'], live: ['fw0'], down: [], by: 'ob', at: 1 });
+    case 'fwlbAnnounceEpoch':
+      return 1;
     default:
       return 0;
   }
@@ -191,7 +193,7 @@ t.test('every call of the session table touches one slot', async (t) => {
     'every script ran under the checker',
   );
   t.ok(used.has('multi'), 'and the MULTI of a health view');
-  t.equal(calls.filter((c) => c.cmd === 'pipeline').length, 2, "and the admin change's two pipelines (its write, its WAIT)");
+  t.equal(calls.filter((c) => c.cmd === 'pipeline').length, 4, 'and the two pipelines (the write, the WAIT) of an epoch and of an admin change');
   t.ok(used.has('hgetall'), "and a bucket's read (a command by name)");
   const writeSlots = new Set(calls.filter((c) => c.cmd === 'fwlbPut').map((c) => keySlot(c.keys[0])));
   t.ok(writeSlots.size > 100, `a write of 5,000 sessions spreads over ${writeSlots.size} slots (its buckets), one per call`);

@@ -1,7 +1,7 @@
 // Layer 2 agreement: every node publishes its health view; one leader turns the fresh views into a bucket-table
 // epoch; every node applies the epoch it reads. The decisions are here, Redis is behind a port; shell-free and
 // clocked by the caller, so tests drive it with a fake store.
-import { agreedDown, agreedUp, EpochDoc, voters } from '@fwlb/session-table';
+import { agreedDown, agreedUp, EpochDoc, REPLICA_ACK_MS, voters } from '@fwlb/session-table';
 import { createHash } from 'node:crypto';
 import { Agreement, switchTime } from './membership';
 
@@ -10,7 +10,8 @@ export interface AgreementStore {
   lead(ttlMs: number): Promise<boolean>;
   healthViews(maxAgeMs: number, now?: number): Promise<Record<string, Record<string, boolean>>>;
   epoch(): Promise<EpochDoc | null>;
-  publishEpoch(members: string[], live: string[], down: string[], now?: number, joinAt?: number): Promise<EpochDoc | null>;
+  /** The epoch published (`replicated`: whether a replica held it before it was announced), or null. */
+  publishEpoch(members: string[], live: string[], down: string[], now?: number, joinAt?: number): Promise<(EpochDoc & { replicated?: boolean | null }) | null>;
   setHealthView(view: Record<string, boolean>, now?: number, digest?: string): Promise<void>;
   /** Every node's hash config digest (fresh views only). */
   configDigests?(maxAgeMs: number, now?: number): Promise<Record<string, string>>;
@@ -56,6 +57,13 @@ export function hashConfigDigest(c: {
 
 export class AgreementLoop {
   appliedEpoch = 0;
+  /**
+   * Who published the applied epoch and when: an epoch of the same number but another document replaces it. Why: a
+   * failover can lose an epoch after a node applied it (a replica too slow to confirm it in time); the leader's next
+   * epoch then takes the lost one's number, and it must not look applied already.
+   */
+  private appliedAt = 0;
+  private appliedBy = '';
   private appliedGeneration: string | null = null;
   /** Set while an epoch was refused (it would leave no firewall live): why. */
   alarm: string | null = null;
@@ -91,7 +99,12 @@ export class AgreementLoop {
    */
   async applyEpoch(): Promise<void> {
     const doc = await this.o.store.epoch();
-    if (!doc || (doc.generation === this.appliedGeneration && doc.epoch <= this.appliedEpoch)) return;
+    if (
+      !doc ||
+      (doc.generation === this.appliedGeneration &&
+        (doc.epoch < this.appliedEpoch || (doc.epoch === this.appliedEpoch && doc.at === this.appliedAt && doc.by === this.appliedBy)))
+    )
+      return;
     const known = new Set(this.ids);
     const live = doc.live.filter((id) => known.has(id));
     if (!live.length) {
@@ -102,6 +115,8 @@ export class AgreementLoop {
     this.alarm = null;
     this.appliedEpoch = doc.epoch;
     this.appliedGeneration = doc.generation;
+    this.appliedAt = doc.at;
+    this.appliedBy = doc.by;
     this.o.apply({ epoch: doc.epoch, live, down: doc.down.filter((id) => known.has(id)), ...(doc.joinAt !== undefined ? { joinAt: doc.joinAt } : {}) });
     this.o.log?.(`applied epoch ${doc.epoch} by ${doc.by}: live ${live.join(',')}`, { event: 'epoch', epoch: doc.epoch, by: doc.by, live });
   }
@@ -123,7 +138,9 @@ export class AgreementLoop {
     const joining = live.filter((id) => !(cur?.live ?? []).includes(id));
     const pending = cur?.joinAt !== undefined && cur.joinAt > this.now() ? cur.joinAt : undefined;
     const lead = joining.length && cur && this.o.joinLead ? await this.o.joinLead(joining).catch(() => 0) : 0;
-    await this.o.store.publishEpoch(this.ids, live, down, this.now(), joining.length && cur ? switchTime(this.now() + lead) : pending);
+    const doc = await this.o.store.publishEpoch(this.ids, live, down, this.now(), joining.length && cur ? switchTime(this.now() + lead) : pending);
+    if (doc?.replicated === false)
+      this.o.log?.(`epoch ${doc.epoch} published, but no Redis replica confirmed it within ${REPLICA_ACK_MS} ms: a primary lost now would lose it`);
   }
 
   /** Lead if possible, then apply; never throws (Redis away: the last agreement stays). */

@@ -21,7 +21,12 @@ export interface AdminShare extends AdminState {
 type AdminPipeline = ChainableCommander & {
   fwlbSetAdmin(admin: string, id: string, enabled: string, at: string): ChainableCommander;
   fwlbAnnounceAdmin(admin: string, id: string, value: string, channel: string, message: string): ChainableCommander;
+  fwlbPublishEpoch(lock: string, counter: string, gen: string, doc: string, owner: string, candidate: string, body: string): ChainableCommander;
+  fwlbAnnounceEpoch(doc: string, value: string, channel: string, message: string): ChainableCommander;
 };
+
+/** How many replicas the primary of a `role` answer has (0: none, or not a primary). */
+const replicasOf = (role: unknown[]) => (role[0] === 'master' && Array.isArray(role[2]) ? role[2].length : 0);
 
 /** A pipeline's answers, or the first error of its commands. */
 async function execAll(p: ChainableCommander): Promise<unknown[]> {
@@ -98,14 +103,35 @@ export class SharedControl {
 
   /**
    * Publish a new bucket-table epoch, atomically and only while this node holds the leader lock (a leader whose
-   * lock expired publishes nothing). Returns the document, or null when this node is not the leader.
+   * lock expired publishes nothing). Returns the document, or null when this node is not the leader or the document
+   * was lost with the primary before it was announced (the leader publishes again at its next step).
+   *
+   * As an admin change, an epoch is announced once a replica holds it (WAIT, up to REPLICA_ACK_MS), where the primary
+   * has one. Why: a node that applied an epoch the failover then lost ignores the promoted replica's older one, and
+   * the leader's next epoch, numbered as the lost one, would look applied already to that node and new to the others.
+   * A replica that does not answer in time delays the epoch by that long, and it is announced all the same.
    */
-  async publishEpoch(members: string[], live: string[], down: string[] = [], now = Date.now(), joinAt?: number): Promise<EpochDoc | null> {
+  async publishEpoch(
+    members: string[],
+    live: string[],
+    down: string[] = [],
+    now = Date.now(),
+    joinAt?: number,
+  ): Promise<(EpochDoc & { replicated: boolean | null }) | null> {
     const k = this.keys;
     const body = JSON.stringify({ members, live, down, by: this.node, at: now, ...(joinAt !== undefined ? { joinAt } : {}) });
     const candidate = `${this.node}-${now.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-    const doc = await this.r.fwlbPublishEpoch(k.leader, k.epochCounter, k.epochGeneration, k.epoch, this.node, candidate, body, k.channel);
-    return doc ? decodeEpoch(doc) : null;
+    const write = (this.r.pipeline() as AdminPipeline).fwlbPublishEpoch(k.leader, k.epochCounter, k.epochGeneration, k.epoch, this.node, candidate, body);
+    const [doc, role] = (await execAll(write.role())) as [string | null, unknown[]];
+    const epoch = doc ? decodeEpoch(doc) : null;
+    if (!doc || !epoch) return null;
+    const replicas = replicasOf(role);
+    const then = this.r.pipeline() as AdminPipeline;
+    if (replicas) then.wait(1, REPLICA_ACK_MS);
+    then.fwlbAnnounceEpoch(k.epoch, doc, k.channel, JSON.stringify({ type: 'epoch', epoch: epoch.epoch }));
+    const answers = await execAll(then);
+    if (Number(answers[answers.length - 1]) !== 1) return null;
+    return { ...epoch, replicated: replicas ? Number(answers[0]) > 0 : null };
   }
 
   /**
@@ -179,7 +205,7 @@ export class SharedControl {
     const k = this.keys;
     const write = (this.r.pipeline() as AdminPipeline).fwlbSetAdmin(k.admin, id, enabled ? '1' : '0', String(Math.max(0, Math.floor(at))));
     const [v, role] = (await execAll(write.role())) as [string, unknown[]];
-    const replicas = role[0] === 'master' && Array.isArray(role[2]) ? role[2].length : 0;
+    const replicas = replicasOf(role);
     // The announce script checks the write is still there: after a failover, ioredis resends an unanswered pipeline
     // to the promoted replica, which may never have had it. Its key sends the pipeline, on a cluster, to the node of
     // the `{ctl}` slot, so WAIT counts the replicas of the node this connection wrote to.

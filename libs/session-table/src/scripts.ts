@@ -116,11 +116,11 @@ for i = 1, #e, 2 do
 end
 return n`;
 /**
- * Publish an epoch only while holding the leader lock, in one atomic step: the counter, the document and the
- * notification. The generation names the counter's history: when Redis lost its data (no persistence, a failover
+ * Publish an epoch only while holding the leader lock, in one atomic step: the counter and the document (the caller
+ * announces it, ANNOUNCE_EPOCH, once a replica holds it). The generation names the counter's history: when Redis lost its data (no persistence, a failover
  * with lag, FLUSHALL) the counter restarts under a new generation, and nodes apply the new history instead of
  * ignoring its small numbers. KEYS: lock, counter, generation, doc. ARGV: owner, candidate generation, doc JSON
- * with the fields "epoch" and "generation" left out (filled here), channel, members/live/down are in the JSON.
+ * with the fields "epoch" and "generation" left out (filled here); members/live/down are in the JSON.
  */
 const PUBLISH_EPOCH = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return nil end
@@ -133,8 +133,16 @@ end
 local n = redis.call('INCR', KEYS[2])
 local doc = '{"epoch":' .. n .. ',"generation":"' .. gen .. '",' .. string.sub(ARGV[3], 2)
 redis.call('SET', KEYS[4], doc)
-redis.call('PUBLISH', ARGV[4], '{"type":"epoch","epoch":' .. n .. '}')
 return doc`;
+/**
+ * After the caller's WAIT: whether the server still holds the epoch document the caller wrote, and if so announce
+ * it. A server that lacks it is a promoted replica the write never reached: nothing is announced, and the leader
+ * publishes again at its next step. KEYS: the epoch document. ARGV: the document, channel, message.
+ */
+const ANNOUNCE_EPOCH = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1`;
 /**
  * Set a firewall's admin state unless it already is that state (then its first time stands), and return the state
  * in force. The value is written even when it stands, so that the caller's WAIT covers it: a node that shares a
@@ -173,16 +181,8 @@ export type Commands = {
   fwlbLock(key: string, owner: string, ttlMs: number): Promise<number>;
   fwlbSetAdmin(admin: string, id: string, enabled: string, at: string): Promise<string>;
   fwlbAnnounceAdmin(admin: string, id: string, value: string, channel: string, message: string): Promise<number>;
-  fwlbPublishEpoch(
-    lock: string,
-    counter: string,
-    gen: string,
-    doc: string,
-    owner: string,
-    candidate: string,
-    body: string,
-    channel: string,
-  ): Promise<string | null>;
+  fwlbPublishEpoch(lock: string, counter: string, gen: string, doc: string, owner: string, candidate: string, body: string): Promise<string | null>;
+  fwlbAnnounceEpoch(doc: string, value: string, channel: string, message: string): Promise<number>;
 };
 
 /** The scripts and how many of their arguments are keys (the slot checker's test reads this too). */
@@ -195,4 +195,5 @@ export const SCRIPTS = {
   fwlbSetAdmin: { numberOfKeys: 1, lua: SET_ADMIN },
   fwlbAnnounceAdmin: { numberOfKeys: 1, lua: ANNOUNCE_ADMIN },
   fwlbPublishEpoch: { numberOfKeys: 4, lua: PUBLISH_EPOCH },
+  fwlbAnnounceEpoch: { numberOfKeys: 1, lua: ANNOUNCE_EPOCH },
 } as const;
