@@ -5,9 +5,10 @@
 // transaction itself), and each spawn costs the node 2-3 ms of CPU. A change of one VIP paid both.
 //
 // The protocol: each transaction is one line of JSON (one batch, all or nothing, as with `nft -j -f`), followed by a
-// line that makes nft print one known line. What nft prints before that line is the transaction's error; nothing
-// means it committed. stderr is merged into stdout (`2>&1`: the shell string is a constant, the binary its argument),
-// so the error and the known line arrive in the order nft wrote them.
+// line that makes nft print one known line. What nft prints before that line is the transaction's answer: an
+// "Error:" line means nothing of it was applied; else it committed. stderr is merged into stdout (`2>&1`: the shell
+// string is a constant, the binary its argument), so the error and the known line arrive in the order nft wrote
+// them.
 import { spawn, ChildProcess } from 'node:child_process';
 import { NftError } from './nft-error';
 
@@ -58,7 +59,8 @@ export class NftSession {
    */
   apply(json: string): Promise<boolean> {
     const next = this.queue.then(async () => {
-      if (!(await this.ready())) return false;
+      // A session that ended since it answered last (or never started) took nothing: the caller runs it alone.
+      if (!(await this.ready()) || !this.proc) return false;
       await this.send(json);
       return true;
     });
@@ -160,9 +162,8 @@ export class NftSession {
     const out = await this.exchange(json, this.timeoutMs);
     this.sent += json.length;
     if (this.sent > SESSION_RECYCLE_BYTES) this.close();
-    if (out) {
-      const first = out.split('\n').find((l) => /Error:/.test(l)) ?? out.split('\n')[0];
-      throw new NftError(`nft transaction failed (nothing applied): ${first.replace(/^internal:\d+:\d+-\d+: /, '')}`, out);
-    }
+    // nft marks every error "Error:" (a warning, "Warning:", comes with a transaction that committed).
+    const error = out.split('\n').find((l) => /\bError:/.test(l));
+    if (error) throw new NftError(`nft transaction failed (nothing applied): ${error.replace(/^internal:\d+:\d+-\d+: /, '')}`, out);
   }
 }
