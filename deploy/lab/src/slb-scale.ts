@@ -1,7 +1,8 @@
 // An SLB node with thousands of VIPs in a namespace of its own, for the scale tests and the control-plane bench:
 // the VIPs sit on a veth whose peer stays in the namespace (no dummy module here); members are addresses of a local
-// route (every 10.50.x.y answers ICMP from the node's own stack), the API is a
-// unix socket, and `nft` runs through a wrapper that logs each invocation, so that a test can count them. I/O layer of deploy/lab.
+// route (every 10.50.x.y answers ICMP from the node's own stack), the API is a unix socket, and `nft` runs through a
+// wrapper that logs each invocation and each line of the SLB's nft session, so that a test can count them. I/O layer
+// of deploy/lab.
 import { ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// fwlb-conntrack: `dump` prints the table, `get` the entry of each tuple read from stdin (JSON lines), `watch [--ms N]
-// [--rcvbuf B] [--stall MS]` prints events as JSON lines and
-// ends with the loss metrics; for operators, and for the integration tests, which run it inside a namespace.
+// fwlb-conntrack: `dump` prints the table, `get` the entry of each tuple read from stdin (JSON lines),
+// `watch [--ms N] [--rcvbuf B] [--stall MS]` prints events as JSON lines and ends with the loss metrics; for
+// operators, and for the integration tests, which run it inside a namespace.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIP } from 'node:net';

@@ -316,8 +316,8 @@ export function cliArg(s: string): string {
 /**
  * The runtime commands that take HAProxy's servers from `have` to `want` (same skeleton): removed servers are put in
  * maintenance, then deleted once their requests in flight are done (the engine waits, see `delServer`); added ones
- * are created (they start in maintenance) and then get
- * their state; weights and states that differ are set. Map changes are separate (`mapsChanged`: a versioned swap).
+ * are created (they start in maintenance) and then get their state; weights and states that differ are set. Map
+ * changes are separate (`mapsChanged`: a versioned swap).
  */
 export function serverCommands(have: ReadonlyMap<string, ServerWant>, want: ReadonlyMap<string, ServerWant>): string[] {
   const out: string[] = [];
