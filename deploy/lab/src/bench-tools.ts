@@ -45,8 +45,11 @@ export async function openLoop(o: {
   const pending: Promise<void>[] = [];
   for (let i = 0; i < o.rate * o.seconds; i++) {
     const at = t0 + (i * 1000) / o.rate;
+    // Each request waits for its time: one sent early would count from its time, not from its send, and read as 0 ms
+    // (at 1,000/s every request was due within 1 ms, so none waited and all were sent at once). setTimeout sleeps at
+    // least 1 ms: a request due sooner waits that long, and those due meanwhile go right after it.
     const wait = at - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     pending.push(
       new Promise<void>((resolve) => {
         const req = request({ socketPath: o.socketPath, path: o.path, agent, headers: o.headers }, (res) => {
